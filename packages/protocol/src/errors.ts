@@ -1,0 +1,96 @@
+/**
+ * The one registry of error codes of the public API (see api-v1.md). Each code has a
+ * fixed HTTP status and title; the detail and hint are written where the error happens.
+ */
+export const ERRORS = {
+  INVALID_ARGUMENT: { status: 400, title: 'Invalid argument' },
+  LIMIT_EXCEEDED: { status: 400, title: 'Limit exceeded' },
+  PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },
+  NOT_FOUND: { status: 404, title: 'Not found' },
+  METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed' },
+  LEASE_NOT_FOUND: { status: 404, title: 'Lease not found' },
+  INSTANCE_NOT_FOUND: { status: 404, title: 'Instance not found' },
+  RATE_LIMITED: { status: 429, title: 'Rate limited' },
+  STORE_UNAVAILABLE: { status: 503, title: 'Store unavailable' },
+  NOT_READY: { status: 503, title: 'Not ready' },
+  INTERNAL: { status: 500, title: 'Internal error' },
+} as const;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** The problem+json body of every error answer. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: ErrorCode;
+  /** How to fix the request (a Switchboard extension of RFC 9457). */
+  hint?: string;
+  /** The field or query parameter at fault, as a JSON-pointer-like path. */
+  field?: string;
+  /** The named limit that was passed, for LIMIT_EXCEEDED. */
+  limit?: string;
+  /** Seconds to wait before retrying, mirrored in the Retry-After header. */
+  retryAfterSec?: number;
+}
+
+export const PROBLEM_TYPE_PREFIX = 'urn:switchboard:error:';
+
+/** An error that carries everything needed to answer with problem+json. */
+export class SwitchboardError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly hint: string | undefined;
+  readonly field: string | undefined;
+  readonly limit: string | undefined;
+  readonly retryAfterSec: number | undefined;
+
+  constructor(
+    code: ErrorCode,
+    detail: string,
+    extra: { hint?: string; field?: string; limit?: string; retryAfterSec?: number } = {},
+  ) {
+    super(detail);
+    this.name = 'SwitchboardError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+    this.hint = extra.hint;
+    this.field = extra.field;
+    this.limit = extra.limit;
+    this.retryAfterSec = extra.retryAfterSec;
+  }
+
+  toProblem(): Problem {
+    const p: Problem = {
+      type: PROBLEM_TYPE_PREFIX + this.code,
+      title: ERRORS[this.code].title,
+      status: this.status,
+      detail: this.message,
+      code: this.code,
+    };
+    if (this.hint !== undefined) p.hint = this.hint;
+    if (this.field !== undefined) p.field = this.field;
+    if (this.limit !== undefined) p.limit = this.limit;
+    if (this.retryAfterSec !== undefined) p.retryAfterSec = this.retryAfterSec;
+    return p;
+  }
+}
+
+export function invalid(field: string, detail: string, hint: string): SwitchboardError {
+  return new SwitchboardError('INVALID_ARGUMENT', detail, { field, hint });
+}
+
+export function limitExceeded(
+  limit: string,
+  field: string,
+  detail: string,
+  hint: string,
+): SwitchboardError {
+  return new SwitchboardError('LIMIT_EXCEEDED', `${detail} (limit ${limit})`, {
+    field,
+    limit,
+    hint,
+  });
+}

@@ -1,0 +1,84 @@
+/**
+ * Every limit of the API, by name. The defaults are documented in docs/limits.md; each
+ * can be changed in the agent's configuration under `limits`.
+ */
+export interface Limits {
+  /** Largest request body accepted, in bytes. */
+  maxBodyBytes: number;
+  /** Longest `address` (a DNS name is at most 253 characters). */
+  maxAddressLength: number;
+  /** Most tags on one instance. */
+  maxTagsPerInstance: number;
+  /** Longest single tag. */
+  maxTagLength: number;
+  /** Most metadata keys on one instance. */
+  maxMetadataKeys: number;
+  /** Longest metadata key. */
+  maxMetadataKeyLength: number;
+  /** Total size of metadata keys and values of one instance, in bytes (UTF-8). */
+  maxMetadataBytes: number;
+  /** Most checks declared on one instance. */
+  maxChecksPerInstance: number;
+  /** Longest `version` string. */
+  maxVersionLength: number;
+  /** Shortest lease TTL granted; shorter requests are refused. */
+  leaseTtlMinMs: number;
+  /** Longest lease TTL granted; longer requests are refused. */
+  leaseTtlMaxMs: number;
+  /** Most instances bound to one lease. */
+  maxInstancesPerLease: number;
+  /** Most live leases on one node. */
+  maxLeasesPerNode: number;
+  /** Most instances on one node (all namespaces). */
+  maxInstancesPerNode: number;
+  /** Most items in one batch registration. */
+  maxBatchItems: number;
+  /** Most open watch streams on one node. */
+  maxWatchStreamsPerNode: number;
+  /** Most open watch streams from one client address. */
+  maxWatchStreamsPerClient: number;
+  /** Most `service` parameters on one watch. */
+  maxWatchServices: number;
+  /** Most blocking queries waiting at once on one node. */
+  maxBlockingQueriesPerNode: number;
+  /** Default wait of a blocking query. */
+  blockingWaitDefaultMs: number;
+  /** Longest wait of a blocking query. */
+  blockingWaitMaxMs: number;
+  /** Events kept in memory for watch resumption (the retained log). */
+  retainedEvents: number;
+  /** Bytes buffered for one slow watcher before it is cut off (it resumes by Last-Event-ID). */
+  maxWatchBufferBytes: number;
+  /** Longest query `tag` list. */
+  maxQueryTags: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxBodyBytes: 1024 * 1024,
+  maxAddressLength: 253,
+  maxTagsPerInstance: 64,
+  maxTagLength: 128,
+  maxMetadataKeys: 64,
+  maxMetadataKeyLength: 128,
+  maxMetadataBytes: 16 * 1024,
+  maxChecksPerInstance: 8,
+  maxVersionLength: 64,
+  leaseTtlMinMs: 1000,
+  leaseTtlMaxMs: 60 * 60 * 1000,
+  maxInstancesPerLease: 1000,
+  maxLeasesPerNode: 100_000,
+  maxInstancesPerNode: 1_000_000,
+  maxBatchItems: 1000,
+  maxWatchStreamsPerNode: 10_000,
+  maxWatchStreamsPerClient: 1_000,
+  maxWatchServices: 256,
+  maxBlockingQueriesPerNode: 10_000,
+  blockingWaitDefaultMs: 60_000,
+  blockingWaitMaxMs: 5 * 60_000,
+  retainedEvents: 10_000,
+  maxWatchBufferBytes: 4 * 1024 * 1024,
+  maxQueryTags: 16,
+});
+
+/** One line per limit, for docs and `--help`. */
+export const LIMIT_NAMES = Object.keys(DEFAULT_LIMITS) as (keyof Limits)[];

@@ -1,0 +1,140 @@
+/**
+ * build() assembles the HTTP API over an engine and returns it without listening; the
+ * agent calls listen(), tests use inject() or a real socket.
+ */
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import swagger from '@fastify/swagger';
+import { SwitchboardError, problemSchema, type Limits } from '@switchboard/protocol';
+import type { Engine } from '../engines/engine.js';
+import type { ApiContext } from './context.js';
+import { createMetrics } from './metrics.js';
+import { methodNotAllowed, sendProblem, toSwitchboardError } from './problem.js';
+import { readRoutes } from './routes-read.js';
+import { nodeRoutes } from './routes-node.js';
+import { writeRoutes } from './routes-write.js';
+import { WatchStreams, watchRoutes } from './watch.js';
+
+export interface BuildOptions {
+  engine: Engine;
+  limits: Limits;
+  version: string;
+  logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance'];
+  /** Milliseconds between keep-alive comments on watch streams (default 15 s). */
+  watchHeartbeatMs?: number;
+  /** Most requests served on one connection before it is closed (default unlimited). */
+  maxRequestsPerSocket?: number;
+}
+
+export interface SwitchboardApp extends FastifyInstance {
+  /** Stops taking requests, ends watch streams and blocking queries, then closes. */
+  shutdown(): Promise<void>;
+}
+
+interface RouteShape {
+  method: string;
+  pattern: RegExp;
+}
+
+function patternOf(url: string): RegExp {
+  const body = url.split('/').map((part) => (part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
+  return new RegExp(`^${body}/?$`);
+}
+
+export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
+  const { engine, limits } = opts;
+  const isLogger = opts.logger && typeof (opts.logger as { child?: unknown }).child === 'function';
+  const app = Fastify({
+    ...(isLogger ? { loggerInstance: opts.logger as FastifyServerOptions['loggerInstance'] } : { logger: (opts.logger as FastifyServerOptions['logger']) ?? false }),
+    bodyLimit: limits.maxBodyBytes,
+    routerOptions: { maxParamLength: 1024 },
+    return503OnClosing: false,
+    forceCloseConnections: 'idle',
+    maxRequestsPerSocket: opts.maxRequestsPerSocket ?? 0,
+    logController: new LogController({ disableRequestLogging: true }),
+    frameworkErrors: (err, _req, reply) => {
+      sendProblem(reply, toSwitchboardError(err, limits.maxBodyBytes));
+    },
+  }) as unknown as FastifyInstance;
+
+  const ctx: ApiContext = {
+    engine,
+    limits,
+    version: opts.version,
+    startedAt: new Date(),
+    closing: { value: false },
+    watchHeartbeatMs: opts.watchHeartbeatMs ?? 15_000,
+    metrics: undefined as never,
+  };
+  const streams = new WatchStreams(ctx);
+  ctx.metrics = createMetrics(engine, () => streams.open.size);
+
+  // Schemas document the API; validation is validate.ts, so that every failure names its
+  // field and says how to fix it. Serialisation is plain JSON (hot answers are cached strings).
+  app.setValidatorCompiler(() => (data) => ({ value: data }));
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  app.addSchema({ $id: 'Problem', ...problemSchema });
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const text = body as string;
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (err) {
+      done(new SwitchboardError('INVALID_ARGUMENT', `the body is not valid JSON: ${(err as Error).message}`, { field: 'body', hint: 'send a well-formed JSON document' }), undefined);
+    }
+  });
+
+  const routes: RouteShape[] = [];
+  app.addHook('onRoute', (r) => {
+    for (const m of Array.isArray(r.method) ? r.method : [r.method]) routes.push({ method: m, pattern: patternOf(r.url) });
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unknown';
+    ctx.metrics.requests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    if (route !== '/v1/watch') ctx.metrics.requestSeconds.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const sw = toSwitchboardError(err, limits.maxBodyBytes);
+    if (sw.status >= 500) req.log.error({ err }, 'request failed');
+    return sendProblem(reply, sw);
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const path = req.url.split('?')[0] as string;
+    const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))];
+    if (allowed.length > 0) {
+      reply.header('allow', allowed.join(', '));
+      return sendProblem(reply, methodNotAllowed(req, allowed));
+    }
+    return sendProblem(reply, new SwitchboardError('NOT_FOUND', `no route ${req.method} ${path}`, { hint: 'the API is described at GET /v1/openapi.json' }));
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'Switchboard REST API', version: 'v1', description: 'Service registration, discovery and watches. Errors are application/problem+json.' },
+      tags: [
+        { name: 'leases' },
+        { name: 'instances' },
+        { name: 'discovery' },
+        { name: 'watch' },
+        { name: 'node' },
+      ],
+    },
+  });
+  await app.register(async (scope) => writeRoutes(scope, ctx));
+  await app.register(async (scope) => readRoutes(scope, ctx));
+  await app.register(async (scope) => watchRoutes(scope, ctx, streams));
+  await app.register(async (scope) => nodeRoutes(scope, ctx, () => streams.open.size));
+
+  const sw = app as SwitchboardApp;
+  sw.shutdown = async () => {
+    ctx.closing.value = true;
+    streams.closeAll();
+    engine.hub.wakeAll();
+    await app.close();
+  };
+  await app.ready();
+  return sw;
+}

@@ -1,0 +1,21 @@
+import type { Limits } from '@switchboard/protocol';
+import type { Engine } from '../engines/engine.js';
+import type { Metrics } from './metrics.js';
+
+/** What every route plugin gets. */
+export interface ApiContext {
+  engine: Engine;
+  limits: Limits;
+  metrics: Metrics;
+  version: string;
+  startedAt: Date;
+  /** Set while the node shuts down: /readyz fails and streams end. */
+  closing: { value: boolean };
+  /** Milliseconds between keep-alive comments on idle watch streams. */
+  watchHeartbeatMs: number;
+}
+
+export const errorResponses = {
+  '4xx': { $ref: 'Problem#' },
+  '5xx': { $ref: 'Problem#' },
+} as const;

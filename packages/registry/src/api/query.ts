@@ -1,0 +1,79 @@
+/** Parsing of query parameters into checked values (unknown parameters are ignored). */
+import {
+  DEFAULT_NAMESPACE,
+  invalid,
+  limitExceeded,
+  parseDuration,
+  validateLabel,
+  validateNamespace,
+  validateServiceName,
+  validateVersionRange,
+  type Limits,
+} from '@switchboard/protocol';
+import type { ServiceQuery } from '../core/views.js';
+
+export type Query = Record<string, string | string[] | undefined>;
+
+/** The single value of a parameter; a repeated one is an error. */
+export function single(q: Query, name: string): string | undefined {
+  const v = q[name];
+  if (Array.isArray(v)) throw invalid(name, `query parameter ${name} is given ${v.length} times`, `give ${name} once`);
+  return v;
+}
+
+export function list(q: Query, name: string): string[] {
+  const v = q[name];
+  if (v === undefined) return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+export function namespaceOf(q: Query): string {
+  const v = single(q, 'namespace');
+  return v === undefined || v === '' ? DEFAULT_NAMESPACE : validateNamespace(v);
+}
+
+export function bool(q: Query, name: string): boolean {
+  const v = single(q, name);
+  if (v === undefined || v === '' || v === 'false') return false;
+  if (v === 'true') return true;
+  throw invalid(name, `${name}=${v} is not a boolean`, `write ${name}=true or ${name}=false`);
+}
+
+export function nonNegativeInt(q: Query, name: string): number | undefined {
+  const v = single(q, name);
+  if (v === undefined || v === '') return undefined;
+  if (!/^\d{1,15}$/.test(v)) throw invalid(name, `${name}=${v} is not a non-negative integer`, `write ${name} as a revision number such as ${name}=42`);
+  return Number(v);
+}
+
+export function serviceQuery(q: Query, limits: Limits): ServiceQuery {
+  const zoneText = single(q, 'zone');
+  const zone = zoneText === undefined || zoneText === '' ? null : validateLabel(zoneText, 'zone', 'zone');
+  const tags = list(q, 'tag');
+  if (tags.length > limits.maxQueryTags) {
+    throw limitExceeded('maxQueryTags', 'tag', `${tags.length} tag filters, at most ${limits.maxQueryTags}`, 'filter on fewer tags');
+  }
+  const versionText = single(q, 'version');
+  const version = versionText === undefined || versionText === '' ? null : validateVersionRange(versionText);
+  return { healthy: bool(q, 'healthy'), zone, tags: [...tags].sort(), version };
+}
+
+/** `index` and `wait` of a blocking query; undefined when the query does not block. */
+export function blocking(q: Query, limits: Limits): { index: number; waitMs: number } | undefined {
+  const index = nonNegativeInt(q, 'index');
+  const waitText = single(q, 'wait');
+  let waitMs = limits.blockingWaitDefaultMs;
+  if (waitText !== undefined && waitText !== '') {
+    const ms = parseDuration(waitText);
+    if (ms === undefined) throw invalid('wait', `wait=${waitText} is not a duration`, 'write it like wait=500ms, wait=30s or wait=5m');
+    if (ms > limits.blockingWaitMaxMs) {
+      throw limitExceeded('blockingWaitMaxMs', 'wait', `wait=${waitText} is longer than ${limits.blockingWaitMaxMs} ms`, `wait at most ${limits.blockingWaitMaxMs / 1000}s and repeat the query`);
+    }
+    waitMs = ms;
+  }
+  return index === undefined ? undefined : { index, waitMs };
+}
+
+export function serviceParam(v: unknown): string {
+  return validateServiceName(v, 'service');
+}

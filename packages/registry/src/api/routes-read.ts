@@ -1,0 +1,134 @@
+/** Discovery: service lists, service answers with filters, blocking queries and ETags. */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { SwitchboardError, instanceSchema, serviceAnswerSchema, serviceListSchema, validateInstanceId } from '@switchboard/protocol';
+import { serviceAnswerJson } from '../core/views.js';
+import { errorResponses, type ApiContext } from './context.js';
+import { blocking, bool, namespaceOf, serviceParam, serviceQuery, type Query } from './query.js';
+
+type Params = Record<string, string>;
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+const serviceQuerySchema = {
+  type: 'object',
+  properties: {
+    namespace: { type: 'string', default: 'default' },
+    healthy: { type: 'boolean', description: 'only status up and health not critical' },
+    zone: { type: 'string' },
+    tag: { type: 'array', items: { type: 'string' }, description: 'repeatable; all must match' },
+    version: { type: 'string', description: 'npm semver range' },
+    consistent: { type: 'boolean' },
+    index: { type: 'integer', description: 'blocking query: answer once the service revision exceeds it' },
+    wait: { type: 'string', description: 'blocking query: longest wait, like 30s (default 60s, at most 5m)' },
+  },
+} as const;
+
+/** True when If-None-Match names this ETag (or `*`). */
+function notModified(req: FastifyRequest, etag: string): boolean {
+  const inm = req.headers['if-none-match'];
+  if (!inm) return false;
+  return inm.split(',').some((t) => {
+    const tag = t.trim();
+    return tag === '*' || tag === etag || tag === `W/${etag}`;
+  });
+}
+
+function sendCached(req: FastifyRequest, reply: FastifyReply, etag: string, body: () => string): FastifyReply {
+  reply.header('etag', etag).header('cache-control', 'no-cache');
+  if (notModified(req, etag)) return reply.code(304).send();
+  return reply.type(JSON_TYPE).send(body());
+}
+
+export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const { engine, limits } = ctx;
+  const reg = engine.registry;
+  let listCache: { key: string; body: string } | undefined;
+
+  app.get('/v1/services', {
+    schema: { tags: ['discovery'], summary: 'List the services of a namespace', querystring: { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } }, response: { 200: serviceListSchema, ...errorResponses } },
+  }, async (req, reply) => {
+    const namespace = namespaceOf(req.query as Query);
+    const revision = reg.revision;
+    return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => {
+      const key = `${namespace}@${revision}`;
+      if (listCache?.key === key) return listCache.body;
+      const services = reg.listServices(namespace).map((s) => {
+        let passing = 0;
+        for (const r of s.instances.values()) if (r.instance.status === 'up' && r.instance.health === 'passing') passing++;
+        return { name: s.name, namespace: s.namespace, instances: s.instances.size, passing };
+      });
+      listCache = { key, body: JSON.stringify({ revision, services }) };
+      return listCache.body;
+    });
+  });
+
+  app.get('/v1/services/:service', {
+    schema: { tags: ['discovery'], summary: 'Instances of a service, with filters and blocking', querystring: serviceQuerySchema, response: { 200: serviceAnswerSchema, ...errorResponses } },
+  }, async (req, reply) => {
+    const q = req.query as Query;
+    const service = serviceParam((req.params as Params).service);
+    const namespace = namespaceOf(q);
+    const filter = serviceQuery(q, limits);
+    bool(q, 'consistent'); // standalone reads always reflect every completed write
+    const block = blocking(q, limits);
+    if (block) await waitForChange(ctx, reply, namespace, service, block.index, block.waitMs);
+    const svc = reg.service(namespace, service);
+    const revision = reg.serviceRevision(namespace, service);
+    reply.header('x-switchboard-index', String(revision));
+    return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => serviceAnswerJson(svc, service, revision, filter));
+  });
+
+  app.get('/v1/services/:service/instances/:instanceId', {
+    schema: { tags: ['discovery'], summary: 'One instance', querystring: { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } }, response: { 200: instanceSchema, ...errorResponses } },
+  }, async (req, reply) => {
+    const p = req.params as Params;
+    const service = serviceParam(p.service);
+    const id = validateInstanceId(p.instanceId);
+    const namespace = namespaceOf(req.query as Query);
+    const rec = reg.instance(namespace, service, id);
+    if (!rec) {
+      throw new SwitchboardError('INSTANCE_NOT_FOUND', `instance ${id} of service ${service} in namespace ${namespace} does not exist`, {
+        hint: 'list the service with GET /v1/services/{service} to see its instances',
+      });
+    }
+    return sendCached(req, reply, `"${reg.epoch}.${rec.instance.modRevision}"`, () => rec.json);
+  });
+}
+
+/**
+ * Waits until the service's revision exceeds `index`, the wait runs out, the client goes
+ * away or the node shuts down. An index ahead of the store (another epoch) answers at once.
+ */
+async function waitForChange(ctx: ApiContext, reply: FastifyReply, namespace: string, service: string, index: number, waitMs: number): Promise<void> {
+  const { engine, limits } = ctx;
+  const reg = engine.registry;
+  if (reg.serviceRevision(namespace, service) > index || index > reg.revision || waitMs === 0 || ctx.closing.value) return;
+  if (engine.hub.waiting >= limits.maxBlockingQueriesPerNode) {
+    throw new SwitchboardError('RATE_LIMITED', `${engine.hub.waiting} blocking queries are already waiting on this node`, {
+      limit: 'maxBlockingQueriesPerNode',
+      retryAfterSec: 1,
+      hint: 'retry after a second, or use the watch stream (GET /v1/watch) for many services',
+    });
+  }
+  const deadline = Date.now() + waitMs;
+  await new Promise<void>((resolve) => {
+    let cancel = (): void => undefined;
+    const finish = (): void => {
+      clearTimeout(timer);
+      cancel();
+      reply.raw.off('close', onClose);
+      resolve();
+    };
+    const onClose = (): void => finish();
+    const arm = (): void => {
+      cancel = engine.hub.waitFor(namespace, service, () => {
+        // Woken by an announced change; the read model may have been ahead of it.
+        if (reg.serviceRevision(namespace, service) > index || ctx.closing.value || Date.now() >= deadline) finish();
+        else arm();
+      });
+    };
+    const timer = setTimeout(finish, waitMs);
+    reply.raw.once('close', onClose);
+    arm();
+  });
+}

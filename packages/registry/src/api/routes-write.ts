@@ -1,0 +1,81 @@
+/** Leases, registration, deregistration and admin status: the write side of API v1. */
+import type { FastifyInstance } from 'fastify';
+import {
+  batchSchema,
+  instanceInputSchema,
+  leaseGrantSchema,
+  leaseRequestSchema,
+  statusBodySchema,
+  validateBatch,
+  validateInstanceId,
+  validateInstanceInput,
+  validateLeaseId,
+  validateLeaseRequest,
+  validateStatusBody,
+  writeResultSchema,
+} from '@switchboard/protocol';
+import { errorResponses, type ApiContext } from './context.js';
+import { namespaceOf, serviceParam, type Query } from './query.js';
+
+type Params = Record<string, string>;
+
+const nsQuery = { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } } as const;
+const instanceParams = { type: 'object', properties: { service: { type: 'string' }, instanceId: { type: 'string' } } } as const;
+const leaseParams = { type: 'object', properties: { leaseId: { type: 'string' } } } as const;
+
+export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const { engine, limits } = ctx;
+
+  app.post('/v1/leases', {
+    schema: { tags: ['leases'], summary: 'Create a lease for this client process', body: leaseRequestSchema, response: { 201: leaseGrantSchema, ...errorResponses } },
+  }, async (req, reply) => {
+    const ttlMs = validateLeaseRequest(req.body, limits);
+    return reply.code(201).send(await engine.grantLease(ttlMs));
+  });
+
+  app.put('/v1/leases/:leaseId/keepalive', {
+    schema: { tags: ['leases'], summary: 'Keep a lease alive for another TTL', params: leaseParams, response: { 200: leaseGrantSchema, ...errorResponses } },
+  }, async (req) => engine.keepAlive(validateLeaseId((req.params as Params).leaseId)));
+
+  app.delete('/v1/leases/:leaseId', {
+    schema: { tags: ['leases'], summary: 'Revoke a lease and deregister its instances', params: leaseParams, response: { 200: writeResultSchema, ...errorResponses } },
+  }, async (req) => ({ revision: await engine.revokeLease(validateLeaseId((req.params as Params).leaseId)) }));
+
+  app.put('/v1/services/:service/instances/:instanceId', {
+    schema: { tags: ['instances'], summary: 'Register or replace an instance (idempotent)', params: instanceParams, querystring: nsQuery, body: instanceInputSchema, response: { 200: writeResultSchema, ...errorResponses } },
+  }, async (req) => {
+    const p = req.params as Params;
+    const service = serviceParam(p.service);
+    const id = validateInstanceId(p.instanceId);
+    const namespace = namespaceOf(req.query as Query);
+    const input = validateInstanceInput(req.body, limits);
+    return { revision: await engine.register({ namespace, service, id, input }) };
+  });
+
+  app.post('/v1/instances/batch', {
+    schema: { tags: ['instances'], summary: 'Register several instances, all or nothing', querystring: nsQuery, body: batchSchema, response: { 200: writeResultSchema, ...errorResponses } },
+  }, async (req) => {
+    const items = validateBatch(req.body, limits, namespaceOf(req.query as Query));
+    return { revision: await engine.registerBatch(items) };
+  });
+
+  app.delete('/v1/services/:service/instances/:instanceId', {
+    schema: { tags: ['instances'], summary: 'Deregister an instance', params: instanceParams, querystring: nsQuery, response: { 200: writeResultSchema, ...errorResponses } },
+  }, async (req) => {
+    const p = req.params as Params;
+    const service = serviceParam(p.service);
+    const id = validateInstanceId(p.instanceId);
+    return { revision: await engine.deregister(namespaceOf(req.query as Query), service, id) };
+  });
+
+  app.put('/v1/services/:service/instances/:instanceId/status', {
+    schema: { tags: ['instances'], summary: 'Set the admin status (up, draining, out_of_service)', params: instanceParams, querystring: nsQuery, body: statusBodySchema, response: { 200: writeResultSchema, ...errorResponses } },
+  }, async (req) => {
+    const p = req.params as Params;
+    const service = serviceParam(p.service);
+    const id = validateInstanceId(p.instanceId);
+    const namespace = namespaceOf(req.query as Query);
+    const status = validateStatusBody(req.body);
+    return { revision: await engine.setStatus(namespace, service, id, status) };
+  });
+}

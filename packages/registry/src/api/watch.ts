@@ -1,0 +1,211 @@
+/**
+ * The SSE watch of api-v1.md. Each event is serialised once for all streams; a stream
+ * puts `id: <epoch>:<revision>` on the last event of each revision it delivers, so that
+ * Last-Event-ID never resumes in the middle of a revision.
+ */
+import type { ServerResponse } from 'node:http';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { SwitchboardError, formatEventId, invalid, limitExceeded, parseEventId, validateServiceName, watchEventSchema, type WatchEvent } from '@switchboard/protocol';
+import { serviceKey } from '../core/registry.js';
+import type { Subscriber } from '../engines/hub.js';
+import { errorResponses, type ApiContext } from './context.js';
+import { list, namespaceOf, nonNegativeInt, single, type Query } from './query.js';
+
+interface Frames {
+  plain?: string;
+  withId?: string;
+}
+const frameCache = new WeakMap<WatchEvent, Frames>();
+const dataCache = new WeakMap<WatchEvent, string>();
+
+function eventData(ev: WatchEvent): string {
+  let d = dataCache.get(ev);
+  if (d === undefined) {
+    d = JSON.stringify(ev);
+    dataCache.set(ev, d);
+  }
+  return d;
+}
+
+/** The SSE frame of an event, with or without the id line; each built at most once. */
+export function frame(ev: WatchEvent, withId: boolean): string {
+  let f = frameCache.get(ev);
+  if (!f) frameCache.set(ev, (f = {}));
+  if (withId) return (f.withId ??= `event: ${ev.type}\nid: ${formatEventId(ev.epoch, ev.revision)}\ndata: ${eventData(ev)}\n\n`);
+  return (f.plain ??= `event: ${ev.type}\ndata: ${eventData(ev)}\n\n`);
+}
+
+/** Frames for a run of events in revision order: the id goes on each revision's last event. */
+export function framesFor(events: WatchEvent[]): string {
+  let out = '';
+  for (let i = 0; i < events.length; i++) {
+    const ev = events[i] as WatchEvent;
+    const next = events[i + 1];
+    out += frame(ev, next === undefined || next.revision !== ev.revision);
+  }
+  return out;
+}
+
+export class WatchStreams {
+  readonly open = new Set<WatchStream>();
+  private readonly perClient = new Map<string, number>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly ctx: ApiContext) {
+    this.timer = setInterval(() => {
+      for (const s of this.open) s.heartbeat();
+    }, ctx.watchHeartbeatMs);
+    this.timer.unref();
+  }
+
+  admit(client: string): void {
+    const { limits } = this.ctx;
+    if (this.open.size >= limits.maxWatchStreamsPerNode) {
+      throw new SwitchboardError('RATE_LIMITED', `this node already serves ${this.open.size} watch streams`, { limit: 'maxWatchStreamsPerNode', retryAfterSec: 5, hint: 'retry later or watch through another node' });
+    }
+    const mine = this.perClient.get(client) ?? 0;
+    if (mine >= limits.maxWatchStreamsPerClient) {
+      throw new SwitchboardError('RATE_LIMITED', `client ${client} already has ${mine} watch streams`, { limit: 'maxWatchStreamsPerClient', retryAfterSec: 5, hint: 'watch several services on one stream (repeat service=)' });
+    }
+  }
+
+  add(s: WatchStream): void {
+    this.open.add(s);
+    this.perClient.set(s.client, (this.perClient.get(s.client) ?? 0) + 1);
+  }
+
+  remove(s: WatchStream): void {
+    if (!this.open.delete(s)) return;
+    const n = (this.perClient.get(s.client) ?? 1) - 1;
+    if (n <= 0) this.perClient.delete(s.client);
+    else this.perClient.set(s.client, n);
+  }
+
+  /** Ends every stream cleanly (shutdown). */
+  closeAll(): void {
+    clearInterval(this.timer);
+    for (const s of [...this.open]) s.end();
+  }
+}
+
+class WatchStream implements Subscriber {
+  private unsubscribe: () => void = () => undefined;
+  private ended = false;
+
+  constructor(
+    readonly client: string,
+    readonly services: ReadonlySet<string> | null,
+    private readonly res: ServerResponse,
+    private readonly minRevision: number,
+    private readonly ctx: ApiContext,
+    private readonly streams: WatchStreams,
+  ) {}
+
+  start(initial: string): void {
+    this.streams.add(this);
+    this.res.on('close', () => this.end());
+    this.write(initial);
+    this.unsubscribe = this.ctx.engine.hub.subscribe(this);
+  }
+
+  deliver(events: WatchEvent[], revision: number): void {
+    if (revision < this.minRevision) return;
+    this.ctx.metrics.watchEvents.inc(events.length);
+    this.write(framesFor(events));
+  }
+
+  heartbeat(): void {
+    this.write(': keep-alive\n\n');
+  }
+
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.unsubscribe();
+    this.streams.remove(this);
+    if (!this.res.writableEnded) this.res.end();
+  }
+
+  private write(text: string): void {
+    if (this.ended || text === '') return;
+    // A reader that falls this far behind is cut off; it resumes with Last-Event-ID.
+    if (this.res.writableLength > this.ctx.limits.maxWatchBufferBytes) {
+      this.ctx.metrics.watchDropped.inc();
+      this.res.destroy();
+      this.end();
+      return;
+    }
+    this.res.write(text);
+  }
+}
+
+/** Where a watch starts: `from` (events with revision >= from), or a reset. */
+function startPosition(req: FastifyRequest, q: Query, epoch: string): { from: number | null; reset: boolean } {
+  const lastId = req.headers['last-event-id'];
+  if (typeof lastId === 'string' && lastId !== '') {
+    const parsed = parseEventId(lastId);
+    if (!parsed) throw invalid('Last-Event-ID', `Last-Event-ID "${lastId}" is not <epoch>:<revision>`, 'send back the id of the last event received');
+    return parsed.epoch === epoch ? { from: parsed.revision + 1, reset: false } : { from: null, reset: true };
+  }
+  const from = nonNegativeInt(q, 'fromRevision');
+  const askedEpoch = single(q, 'epoch');
+  if (from === undefined || from === 0) return { from: null, reset: false };
+  if (askedEpoch !== undefined && askedEpoch !== '' && askedEpoch !== epoch) return { from: null, reset: true };
+  return { from, reset: false };
+}
+
+export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams: WatchStreams): Promise<void> {
+  const { engine, limits } = ctx;
+  app.get('/v1/watch', {
+    schema: {
+      tags: ['watch'],
+      summary: 'Server-Sent Events of instance changes (event: put | delete | reset)',
+      description: 'Each `data:` line is a JSON watch event; `id:` is `<epoch>:<revision>` on the last event of a revision.',
+      querystring: {
+        type: 'object',
+        properties: {
+          service: { type: 'array', items: { type: 'string' }, description: 'repeatable; none means every service' },
+          namespace: { type: 'string', default: 'default' },
+          fromRevision: { type: 'integer', description: 'replay retained events with revision >= N' },
+          epoch: { type: 'string', description: 'the epoch fromRevision belongs to' },
+        },
+      },
+      response: { 200: { ...watchEventSchema, description: 'text/event-stream; each data line is one of these' }, ...errorResponses },
+    },
+  }, async (req: FastifyRequest, reply: FastifyReply) => {
+    const q = req.query as Query;
+    const namespace = namespaceOf(q);
+    const names = list(q, 'service');
+    if (names.length > limits.maxWatchServices) {
+      throw limitExceeded('maxWatchServices', 'service', `${names.length} services on one watch, at most ${limits.maxWatchServices}`, 'watch every service (no service=) or split into several streams');
+    }
+    const services = names.length === 0 ? null : new Set(names.map((n) => serviceKey(namespace, validateServiceName(n))));
+    if (ctx.closing.value) throw new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'connect to another node' });
+    const epoch = engine.registry.epoch;
+    const pos = startPosition(req, q, epoch);
+    streams.admit(req.ip);
+
+    let initial = ': watching\n\n';
+    let minRevision = engine.hub.published + 1;
+    if (pos.reset) {
+      initial += `event: reset\nid: ${formatEventId(epoch, engine.hub.published)}\ndata: ${JSON.stringify({ epoch, revision: engine.hub.published })}\n\n`;
+    } else if (pos.from !== null) {
+      const past = engine.hub.log.since(pos.from);
+      if (past === 'reset') {
+        initial += `event: reset\nid: ${formatEventId(epoch, engine.hub.published)}\ndata: ${JSON.stringify({ epoch, revision: engine.hub.published })}\n\n`;
+      } else {
+        initial += framesFor(services === null ? past : past.filter((e) => services.has(serviceKey(e.namespace, e.service))));
+        minRevision = Math.max(pos.from, minRevision);
+      }
+    }
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    new WatchStream(req.ip, services, res, minRevision, ctx, streams).start(initial);
+  });
+}

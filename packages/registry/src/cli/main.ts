@@ -1,0 +1,76 @@
+/** The `switchboard` command. Exit codes: 0 success, 1 an error answer, 2 bad usage. */
+import { Command, CommanderError, Option } from 'commander';
+import { VERSION } from '../version.js';
+import { startAgent } from './agent.js';
+import { ConfigError, envValues, readConfigFile, resolveConfig } from './config.js';
+import { registerOperatorCommands } from './ops.js';
+
+function agentCommand(program: Command, exit: (code: number) => void): void {
+  program
+    .command('agent')
+    .description('start a registry node')
+    .addOption(new Option('--mode <mode>', 'standalone | ap | cp (default standalone)'))
+    .option('--http-addr <host:port>', 'address of the REST API (default 127.0.0.1:7700; port 0 picks a free port)')
+    .option('--data-dir <dir>', 'where state is kept (default ./data)')
+    .option('--dev', 'keep everything in memory; a new epoch at each start')
+    .option('--node-id <id>', 'name of this node (ap, cp; default the host name)')
+    .option('--peer-addr <host:port>', 'ap: address for peer links (default port 7701)')
+    .option('--peers <list>', 'ap: the other nodes, ID@HOST:PORT,...')
+    .option('--etcd <urls>', 'cp: the etcd cluster, URL,URL,...')
+    .option('--log-level <level>', 'fatal | error | warn | info | debug | trace (default info)')
+    .option('--log-format <format>', 'json | pretty | auto (default auto: pretty on a terminal)')
+    .option('--config <file>', 'a JSON file with the same keys in camelCase (httpAddr, dataDir, ..., limits)')
+    .action(async (flags: Record<string, unknown>) => {
+      let cfg;
+      try {
+        const { config, ...rest } = flags;
+        const file = typeof config === 'string' ? readConfigFile(config) : {};
+        cfg = resolveConfig([
+          { name: 'flag', values: rest },
+          { name: 'env', values: envValues(process.env) },
+          { name: typeof config === 'string' ? `config file ${config}` : 'file', values: file },
+        ]);
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          process.stderr.write(`switchboard agent: invalid configuration: ${err.message}\n`);
+          return exit(2);
+        }
+        throw err;
+      }
+      const agent = await startAgent(cfg);
+      const onSignal = (sig: string) => {
+        agent.logger.info({ signal: sig }, 'signal received');
+        agent.stop().then(() => exit(0), (err) => {
+          agent.logger.error({ err }, 'shutdown failed');
+          exit(1);
+        });
+      };
+      process.once('SIGTERM', () => onSignal('SIGTERM'));
+      process.once('SIGINT', () => onSignal('SIGINT'));
+    });
+}
+
+export async function main(argv: string[]): Promise<number | undefined> {
+  let code: number | undefined;
+  const exit = (c: number): void => {
+    code = c;
+    process.exitCode = c;
+  };
+  const program = new Command('switchboard')
+    .description('Switchboard: service registry and discovery')
+    .version(VERSION)
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  agentCommand(program, exit);
+  registerOperatorCommands(program, exit);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0) return 0;
+      return 2;
+    }
+    throw err;
+  }
+  return code;
+}

@@ -1,0 +1,73 @@
+/**
+ * Read models: service answers filtered as api-v1.md describes and serialised once per
+ * service revision and filter (instances reuse their own cached JSON).
+ */
+import semver from 'semver';
+import type { Instance } from '@switchboard/protocol';
+import type { InstanceRecord, ServiceState } from './registry.js';
+
+export interface ServiceQuery {
+  /** Only instances with status `up` and health not `critical`. */
+  healthy: boolean;
+  zone: string | null;
+  /** Every tag must be present. */
+  tags: string[];
+  /** A semver range; instances without a version never match. */
+  version: string | null;
+}
+
+export const NO_FILTER: ServiceQuery = Object.freeze({ healthy: false, zone: null, tags: [], version: null });
+
+/** Distinct filters cached per service; further ones are serialised per request. */
+const MAX_CACHED_FILTERS = 16;
+
+interface Cache {
+  revision: number;
+  answers: Map<string, string>;
+}
+const caches = new WeakMap<ServiceState, Cache>();
+
+export function isHealthy(i: Instance): boolean {
+  return i.status === 'up' && i.health !== 'critical';
+}
+
+export function matches(i: Instance, q: ServiceQuery): boolean {
+  if (q.healthy && !isHealthy(i)) return false;
+  if (q.zone !== null && i.zone !== q.zone) return false;
+  for (const t of q.tags) if (!i.tags.includes(t)) return false;
+  if (q.version !== null && (i.version === null || !semver.satisfies(i.version, q.version, { includePrerelease: true }))) return false;
+  return true;
+}
+
+function queryKey(q: ServiceQuery): string {
+  return `${q.healthy ? 1 : 0}|${q.zone ?? ''}|${q.tags.join(',')}|${q.version ?? ''}`;
+}
+
+/** The instances of a service that match a query, sorted by id. */
+export function selectInstances(svc: ServiceState | undefined, q: ServiceQuery): InstanceRecord[] {
+  if (!svc) return [];
+  const out: InstanceRecord[] = [];
+  for (const r of svc.instances.values()) if (matches(r.instance, q)) out.push(r);
+  return out.sort((a, b) => (a.instance.id < b.instance.id ? -1 : a.instance.id > b.instance.id ? 1 : 0));
+}
+
+/**
+ * The JSON body of `GET /v1/services/{service}`: `{"service","revision","instances"}`.
+ * Cached per service revision and filter, so a hot service is serialised once per change.
+ */
+export function serviceAnswerJson(svc: ServiceState | undefined, name: string, revision: number, q: ServiceQuery): string {
+  if (!svc) return `{"service":${JSON.stringify(name)},"revision":${revision},"instances":[]}`;
+  let cache = caches.get(svc);
+  if (!cache || cache.revision !== svc.revision) {
+    cache = { revision: svc.revision, answers: new Map() };
+    caches.set(svc, cache);
+  }
+  const key = queryKey(q);
+  const hit = cache.answers.get(key);
+  if (hit !== undefined) return hit;
+  const body = `{"service":${JSON.stringify(name)},"revision":${svc.revision},"instances":[${selectInstances(svc, q)
+    .map((r) => r.json)
+    .join(',')}]}`;
+  if (cache.answers.size < MAX_CACHED_FILTERS) cache.answers.set(key, body);
+  return body;
+}

@@ -1,0 +1,90 @@
+/**
+ * The hub announces durable changes: it keeps the retained event log, fans each revision
+ * out to watch streams and wakes blocking queries. Events reach it in revision order,
+ * only after their entry is durable.
+ */
+import type { WatchEvent } from '@switchboard/protocol';
+import { EventLog } from '../core/event-log.js';
+import { serviceKey } from '../core/registry.js';
+
+export interface Subscriber {
+  /** Receives the events of one revision that pass this subscriber's filter. */
+  deliver(events: WatchEvent[], revision: number): void;
+  /** Service keys (`namespace/service`) of interest; null for all services. */
+  readonly services: ReadonlySet<string> | null;
+}
+
+interface Waiter {
+  readonly key: string;
+  wake(): void;
+}
+
+export class Hub {
+  readonly log: EventLog;
+  private readonly subscribers = new Set<Subscriber>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private waiterCount = 0;
+  /** The highest revision announced so far. */
+  published: number;
+
+  constructor(retainedEvents: number, baseRevision: number) {
+    this.log = new EventLog(retainedEvents, baseRevision);
+    this.published = baseRevision;
+  }
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+  get waiting(): number {
+    return this.waiterCount;
+  }
+
+  /** Announces the events of one entry (one revision). */
+  publish(events: WatchEvent[], revision: number): void {
+    if (events.length === 0) return;
+    for (const e of events) this.log.append(e);
+    this.published = Math.max(this.published, revision);
+    for (const sub of this.subscribers) {
+      const mine = sub.services === null ? events : events.filter((e) => sub.services!.has(serviceKey(e.namespace, e.service)));
+      if (mine.length > 0) sub.deliver(mine, revision);
+    }
+    const touched = new Set(events.map((e) => serviceKey(e.namespace, e.service)));
+    for (const key of touched) {
+      const set = this.waiters.get(key);
+      if (!set) continue;
+      this.waiters.delete(key);
+      this.waiterCount -= set.size;
+      for (const w of set) w.wake();
+    }
+  }
+
+  subscribe(sub: Subscriber): () => void {
+    this.subscribers.add(sub);
+    return () => this.subscribers.delete(sub);
+  }
+
+  /** Registers a one-shot wake-up for the next change of a service. */
+  waitFor(namespace: string, service: string, wake: () => void): () => void {
+    const key = serviceKey(namespace, service);
+    const w: Waiter = { key, wake };
+    let set = this.waiters.get(key);
+    if (!set) this.waiters.set(key, (set = new Set()));
+    set.add(w);
+    this.waiterCount++;
+    return () => {
+      const s = this.waiters.get(key);
+      if (s?.delete(w)) {
+        this.waiterCount--;
+        if (s.size === 0) this.waiters.delete(key);
+      }
+    };
+  }
+
+  /** Wakes every blocking query (shutdown). */
+  wakeAll(): void {
+    const all = [...this.waiters.values()];
+    this.waiters.clear();
+    this.waiterCount = 0;
+    for (const set of all) for (const w of set) w.wake();
+  }
+}
