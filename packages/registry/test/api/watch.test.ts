@@ -1,0 +1,170 @@
+// Goal: the SSE watch delivers every change in revision order with reasons, puts the id
+// on the last event of each revision the stream delivers, and resumes exactly by
+// fromRevision and by Last-Event-ID; positions it cannot resume get an explicit reset.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { call, SseReader, sleep, startNode } from '../helpers.js';
+
+const reg = (u: string, svc: string, id: string, extra: Record<string, unknown> = {}) =>
+  call(u, 'PUT', `/v1/services/${svc}/instances/${id}`, { address: '10.0.0.1', port: 80, ...extra });
+
+test('a watcher sees every change in revision order, with reasons and ids', async () => {
+  const node = await startNode();
+  try {
+    const u = node.url;
+    const w = await SseReader.open(`${u}/v1/watch?service=shop`);
+    const epoch = (await call(u, 'GET', '/v1/status')).body.epoch;
+    const lease = (await call(u, 'POST', '/v1/leases', { ttlMs: 60_000 })).body.leaseId;
+    await reg(u, 'shop', 'a', { leaseId: lease });
+    await reg(u, 'shop', 'b', { leaseId: lease });
+    await reg(u, 'other', 'z'); // not watched
+    await reg(u, 'shop', 'p');
+    await call(u, 'PUT', '/v1/services/shop/instances/p/status', { status: 'draining' });
+    await call(u, 'DELETE', '/v1/services/shop/instances/p');
+    await call(u, 'DELETE', `/v1/leases/${lease}`); // a and b in one revision
+    await w.count(7);
+    const got = w.events.map((e) => [e.event, e.json.instance.id, e.json.revision, e.json.reason ?? null, e.id ?? null]);
+    assert.deepEqual(got, [
+      ['put', 'a', 1, null, `${epoch}:1`],
+      ['put', 'b', 2, null, `${epoch}:2`],
+      ['put', 'p', 4, null, `${epoch}:4`],
+      ['put', 'p', 5, null, `${epoch}:5`],
+      ['delete', 'p', 6, 'deregistered', `${epoch}:6`],
+      ['delete', 'a', 7, 'lease_revoked', null],
+      ['delete', 'b', 7, 'lease_revoked', `${epoch}:7`],
+    ]);
+    for (const e of w.events) {
+      assert.equal(e.json.epoch, epoch);
+      assert.equal(e.json.service, 'shop');
+      assert.equal(e.json.namespace, 'default');
+    }
+    assert.equal(w.events[3]!.json.instance.status, 'draining');
+    w.close();
+  } finally {
+    await node.close();
+  }
+});
+
+test('a filtered stream puts the id on the last event it delivers of a revision', async () => {
+  const node = await startNode();
+  try {
+    const u = node.url;
+    const w = await SseReader.open(`${u}/v1/watch?service=one`);
+    const all = await SseReader.open(`${u}/v1/watch`);
+    const r = await call(u, 'POST', '/v1/instances/batch', { instances: [
+      { service: 'one', id: 'x', address: '10.0.0.1', port: 1 },
+      { service: 'two', id: 'y', address: '10.0.0.2', port: 2 },
+    ] });
+    await w.count(1);
+    await all.count(2);
+    assert.equal(w.events[0]!.id, `${w.events[0]!.json.epoch}:${r.body.revision}`);
+    assert.deepEqual(all.events.map((e) => e.id ?? null), [null, `${all.events[0]!.json.epoch}:${r.body.revision}`]);
+    w.close();
+    all.close();
+  } finally {
+    await node.close();
+  }
+});
+
+test('resuming by fromRevision and by Last-Event-ID gives exactly the missed events', async () => {
+  const node = await startNode();
+  try {
+    const u = node.url;
+    const first = await SseReader.open(`${u}/v1/watch?service=svc`);
+    for (let i = 1; i <= 3; i++) await reg(u, 'svc', `i${i}`);
+    await first.count(3);
+    const lastId = first.events[2]!.id!;
+    first.close();
+    await sleep(50);
+    // Missed while disconnected: revisions 4..6 (one is a delete).
+    await reg(u, 'svc', 'i4');
+    await call(u, 'DELETE', '/v1/services/svc/instances/i1');
+    await reg(u, 'svc', 'i5');
+
+    const byId = await SseReader.open(`${u}/v1/watch?service=svc&fromRevision=1`, { 'last-event-id': lastId });
+    await byId.count(3);
+    await reg(u, 'svc', 'i6');
+    await byId.count(4);
+    assert.deepEqual(byId.events.map((e) => [e.event, e.json.instance.id, e.json.revision]), [
+      ['put', 'i4', 4], ['delete', 'i1', 5], ['put', 'i5', 6], ['put', 'i6', 7],
+    ]);
+
+    const epoch = first.events[0]!.json.epoch;
+    const byRev = await SseReader.open(`${u}/v1/watch?service=svc&fromRevision=5&epoch=${epoch}`);
+    await byRev.count(3);
+    await sleep(100);
+    assert.deepEqual(byRev.events.map((e) => e.json.revision), [5, 6, 7]);
+
+    const live = await SseReader.open(`${u}/v1/watch?service=svc`);
+    await sleep(100);
+    assert.equal(live.events.length, 0, 'no fromRevision: only changes after the request');
+    for (const r of [byId, byRev, live]) r.close();
+  } finally {
+    await node.close();
+  }
+});
+
+test('another epoch or a position older than the retained log gets reset, then live events', async () => {
+  const node = await startNode({ limits: { retainedEvents: 3 } });
+  try {
+    const u = node.url;
+    for (let i = 1; i <= 6; i++) await reg(u, 'r', `i${i}`);
+    const { epoch, revision } = (await call(u, 'GET', '/v1/status')).body;
+
+    const old = await SseReader.open(`${u}/v1/watch?service=r&fromRevision=2`);
+    await old.count(1);
+    assert.equal(old.events[0]!.event, 'reset');
+    assert.deepEqual(old.events[0]!.json, { epoch, revision });
+    assert.equal(old.events[0]!.id, `${epoch}:${revision}`);
+
+    const retained = await SseReader.open(`${u}/v1/watch?service=r&fromRevision=4`);
+    await retained.count(3);
+    assert.deepEqual(retained.events.map((e) => e.json.revision), [4, 5, 6]);
+
+    const otherEpoch = await SseReader.open(`${u}/v1/watch?service=r`, { 'last-event-id': 'someotherepoch:3' });
+    const otherQuery = await SseReader.open(`${u}/v1/watch?service=r&fromRevision=4&epoch=nope`);
+    await otherEpoch.count(1);
+    await otherQuery.count(1);
+    assert.equal(otherEpoch.events[0]!.event, 'reset');
+    assert.equal(otherQuery.events[0]!.event, 'reset');
+
+    await reg(u, 'r', 'i7');
+    await old.count(2);
+    await otherEpoch.count(2);
+    assert.equal(old.events[1]!.json.revision, revision + 1);
+    assert.equal(otherEpoch.events[1]!.json.revision, revision + 1);
+    for (const r of [old, retained, otherEpoch, otherQuery]) r.close();
+  } finally {
+    await node.close();
+  }
+});
+
+test('idle streams get keep-alive comments; shutdown ends streams cleanly', async () => {
+  const node = await startNode({ heartbeatMs: 100 });
+  const u = node.url;
+  const w = await SseReader.open(`${u}/v1/watch`);
+  await w.until(() => w.comments >= 3, 3_000, 'keep-alive comments');
+  const t0 = Date.now();
+  await node.close();
+  await w.until(() => w.ended, 3_000, 'end of stream');
+  assert.ok(Date.now() - t0 < 3_000);
+});
+
+test('a lease expiry reaches watchers with reason lease_expired', async () => {
+  const node = await startNode();
+  try {
+    const u = node.url;
+    const w = await SseReader.open(`${u}/v1/watch?service=exp`);
+    const lease = (await call(u, 'POST', '/v1/leases', { ttlMs: 1_000 })).body.leaseId;
+    await reg(u, 'exp', 'e1', { leaseId: lease });
+    await reg(u, 'exp', 'e2', { leaseId: lease });
+    await w.count(4, 4_000);
+    assert.deepEqual(w.events.slice(2).map((e) => [e.event, e.json.reason, e.json.revision]), [
+      ['delete', 'lease_expired', 3],
+      ['delete', 'lease_expired', 3],
+    ]);
+    w.close();
+  } finally {
+    await node.close();
+  }
+});

@@ -1,0 +1,211 @@
+// Goal: the pure core enforces the registry rules of api-v1.md on its own — revisions,
+// idempotent re-registration, lease binding and expiry, admin status, limits — and
+// replaying its entries (or its snapshot) rebuilds exactly the same state.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DEFAULT_LIMITS, SwitchboardError, validateInstanceInput, type Limits } from '@switchboard/protocol';
+import { ManualClock } from '../../src/core/clock.js';
+import { Registry, type RegistrationItem } from '../../src/core/registry.js';
+import type { Entry } from '../../src/core/entry.js';
+
+function setup(limits: Limits = DEFAULT_LIMITS) {
+  const clock = new ManualClock(1_000);
+  const reg = new Registry({ epoch: 'e1', limits, clock });
+  const log: Entry[] = [];
+  const run = <T extends { entry: Entry | null }>(o: T): T => {
+    if (o.entry) log.push(o.entry);
+    return o;
+  };
+  return { clock, reg, log, run };
+}
+
+function item(service: string, id: string, body: Record<string, unknown> = {}, namespace = 'default'): RegistrationItem {
+  return { namespace, service, id, input: validateInstanceInput({ address: '10.0.0.1', port: 8080, ...body }, DEFAULT_LIMITS) };
+}
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof SwitchboardError, String(err));
+    return err.code;
+  }
+  assert.fail('expected an error');
+}
+
+test('revisions grow by one per change; lease grants and keep-alives make none', () => {
+  const { reg, run } = setup();
+  assert.equal(run(reg.register(item('orders', 'a'))).revision, 1);
+  const grant = run(reg.grantLease('L1', 5_000));
+  assert.equal(grant.revision, 1);
+  assert.deepEqual(grant.events, []);
+  reg.keepAlive('L1');
+  assert.equal(reg.revision, 1);
+  assert.equal(run(reg.register(item('orders', 'b', { leaseId: 'L1' }))).revision, 2);
+  assert.equal(reg.serviceRevision('default', 'orders'), 2);
+  assert.equal(reg.serviceRevision('default', 'payments'), 0);
+});
+
+test('an identical re-registration changes nothing and answers the current modRevision', () => {
+  const { reg, run } = setup();
+  run(reg.register(item('orders', 'a', { tags: ['x'] })));
+  run(reg.register(item('other', 'z')));
+  const again = run(reg.register(item('orders', 'a', { tags: ['x'] })));
+  assert.equal(again.entry, null);
+  assert.deepEqual(again.events, []);
+  assert.equal(again.revision, 1);
+  assert.equal(reg.revision, 2);
+  const changed = run(reg.register(item('orders', 'a', { tags: ['y'] })));
+  assert.equal(changed.revision, 3);
+  const inst = reg.instance('default', 'orders', 'a')!.instance;
+  assert.equal(inst.createRevision, 1);
+  assert.equal(inst.modRevision, 3);
+});
+
+test('admin status starts up, changes only through setStatus, and survives re-registration', () => {
+  const { reg, run } = setup();
+  run(reg.register(item('orders', 'a')));
+  run(reg.setStatus('default', 'orders', 'a', 'draining'));
+  run(reg.register(item('orders', 'a', { port: 9090 })));
+  const inst = reg.instance('default', 'orders', 'a')!.instance;
+  assert.equal(inst.status, 'draining');
+  assert.equal(inst.port, 9090);
+  assert.equal(reg.setStatus('default', 'orders', 'a', 'draining').entry, null);
+  assert.equal(code(() => reg.setStatus('default', 'orders', 'nope', 'up')), 'INSTANCE_NOT_FOUND');
+});
+
+test('instances bound to a lease vanish together when it expires, in one revision, with the reason', () => {
+  const { reg, clock, run } = setup();
+  run(reg.grantLease('L1', 3_000));
+  run(reg.register(item('orders', 'a', { leaseId: 'L1' })));
+  run(reg.register(item('payments', 'b', { leaseId: 'L1' }, 'shop')));
+  run(reg.register(item('orders', 'p')));
+  clock.advance(2_999);
+  assert.deepEqual(reg.expireDue(), []);
+  reg.keepAlive('L1');
+  clock.advance(2_999);
+  assert.deepEqual(reg.expireDue(), []);
+  clock.advance(1);
+  const [expired] = reg.expireDue();
+  assert.ok(expired);
+  assert.equal(expired.revision, 4);
+  assert.deepEqual(expired.events.map((e) => [e.type, e.instance.id, e.reason, e.revision]), [
+    ['delete', 'a', 'lease_expired', 4],
+    ['delete', 'b', 'lease_expired', 4],
+  ]);
+  assert.equal(reg.lease('L1'), undefined);
+  assert.equal(code(() => reg.keepAlive('L1')), 'LEASE_NOT_FOUND');
+  assert.ok(reg.instance('default', 'orders', 'p'), 'persistent instance stays');
+  assert.equal(reg.instanceCount, 1);
+});
+
+test('revoking a lease deregisters its instances with reason lease_revoked', () => {
+  const { reg, run } = setup();
+  run(reg.grantLease('L1', 10_000));
+  run(reg.register(item('orders', 'a', { leaseId: 'L1' })));
+  const out = run(reg.revokeLease('L1'));
+  assert.equal(out.events[0]?.reason, 'lease_revoked');
+  assert.equal(code(() => reg.revokeLease('L1')), 'LEASE_NOT_FOUND');
+  // A lease with no instances ends without a revision.
+  run(reg.grantLease('L2', 10_000));
+  assert.equal(run(reg.revokeLease('L2')).revision, reg.revision);
+});
+
+test('moving an instance to another lease unbinds it from the first', () => {
+  const { reg, clock, run } = setup();
+  run(reg.grantLease('L1', 1_000));
+  run(reg.grantLease('L2', 60_000));
+  run(reg.register(item('orders', 'a', { leaseId: 'L1' })));
+  run(reg.register(item('orders', 'a', { leaseId: 'L2' })));
+  clock.advance(1_000);
+  const out = reg.expireDue();
+  assert.equal(out.length, 1);
+  assert.deepEqual(out[0]?.events, []);
+  assert.ok(reg.instance('default', 'orders', 'a'));
+});
+
+test('registering on an unknown lease is LEASE_NOT_FOUND and changes nothing', () => {
+  const { reg } = setup();
+  assert.equal(code(() => reg.register(item('orders', 'a', { leaseId: 'ghost' }))), 'LEASE_NOT_FOUND');
+  assert.equal(reg.revision, 0);
+  assert.equal(reg.instanceCount, 0);
+});
+
+test('a batch is all or nothing and shares one revision', () => {
+  const { reg, run } = setup();
+  run(reg.grantLease('L1', 10_000));
+  const out = run(reg.registerBatch([item('a', '1'), item('b', '2', { leaseId: 'L1' })]));
+  assert.equal(out.revision, 1);
+  assert.deepEqual(out.events.map((e) => e.revision), [1, 1]);
+  assert.equal(code(() => reg.registerBatch([item('a', '3'), item('b', '4', { leaseId: 'ghost' })])), 'LEASE_NOT_FOUND');
+  assert.equal(reg.instance('default', 'a', '3'), undefined);
+  assert.equal(reg.revision, 1);
+});
+
+test('limits: instances per lease, leases per node and instances per node', () => {
+  const limits = { ...DEFAULT_LIMITS, maxInstancesPerLease: 2, maxLeasesPerNode: 1, maxInstancesPerNode: 3 };
+  const { reg, run } = setup(limits);
+  run(reg.grantLease('L1', 10_000));
+  assert.equal(code(() => reg.grantLease('L2', 10_000)), 'LIMIT_EXCEEDED');
+  run(reg.register(item('s', '1', { leaseId: 'L1' })));
+  run(reg.register(item('s', '2', { leaseId: 'L1' })));
+  assert.equal(code(() => reg.register(item('s', '3', { leaseId: 'L1' }))), 'LIMIT_EXCEEDED');
+  run(reg.register(item('s', '1', { leaseId: 'L1', port: 1 }))); // re-registration is no new binding
+  run(reg.register(item('s', '3')));
+  assert.equal(code(() => reg.register(item('s', '4'))), 'LIMIT_EXCEEDED');
+});
+
+test('a deleted service keeps its revision so that blocking queries never go back', () => {
+  const { reg, run } = setup();
+  run(reg.register(item('orders', 'a')));
+  run(reg.deregister('default', 'orders', 'a'));
+  assert.equal(reg.serviceRevision('default', 'orders'), 2);
+  assert.deepEqual(reg.listServices('default'), []);
+  assert.equal(reg.serviceCount, 0);
+});
+
+test('new checks start critical; a kept check keeps its state', () => {
+  const { reg, run } = setup();
+  run(reg.register(item('orders', 'a', { checks: [{ type: 'tcp', id: 'c1' }] })));
+  const inst = reg.instance('default', 'orders', 'a')!.instance;
+  assert.equal(inst.health, 'critical');
+  assert.deepEqual(inst.checks.map((c) => [c.id, c.type, c.status]), [['c1', 'tcp', 'critical']]);
+  run(reg.register(item('orders', 'b')));
+  assert.equal(reg.instance('default', 'orders', 'b')!.instance.health, 'passing');
+});
+
+test('replaying the entries, or the snapshot, rebuilds the same state', () => {
+  const { reg, clock, run, log } = setup();
+  run(reg.grantLease('L1', 5_000));
+  run(reg.grantLease('L2', 50_000));
+  run(reg.registerBatch([item('a', '1', { leaseId: 'L1' }), item('a', '2', { leaseId: 'L2' }), item('b', '3')]));
+  run(reg.setStatus('default', 'b', '3', 'out_of_service'));
+  run(reg.deregister('default', 'a', '2'));
+  clock.advance(5_000);
+  for (const o of reg.expireDue()) run(o);
+  run(reg.register(item('c', '9', { metadata: { k: 'v' }, version: '1.2.3', zone: 'eu-1' })));
+
+  const replayed = new Registry({ epoch: 'e1', limits: DEFAULT_LIMITS, clock });
+  for (const e of log) replayed.apply(JSON.parse(JSON.stringify(e)) as Entry);
+  assert.deepEqual(replayed.snapshot(), reg.snapshot());
+
+  const restored = Registry.fromSnapshot(JSON.parse(JSON.stringify(reg.snapshot())), { limits: DEFAULT_LIMITS, clock });
+  assert.deepEqual(restored.snapshot(), reg.snapshot());
+  assert.equal(restored.revision, reg.revision);
+  assert.equal(restored.serviceRevision('default', 'a'), reg.serviceRevision('default', 'a'));
+  assert.ok(restored.lease('L2'));
+});
+
+test('lease deadlines: the next deadline follows keep-alives, and a restart renews all', () => {
+  const { reg, clock, run } = setup();
+  run(reg.grantLease('L1', 2_000));
+  run(reg.grantLease('L2', 3_000));
+  assert.equal(reg.nextLeaseDeadline(), 3_000);
+  clock.advance(1_500);
+  reg.keepAlive('L1');
+  assert.equal(reg.nextLeaseDeadline(), 4_000);
+  for (let i = 0; i < 10_000; i++) reg.keepAlive('L1'); // stale deadlines do not pile up
+  clock.advance(10_000);
+  reg.renewAllLeases();
+  assert.equal(reg.nextLeaseDeadline(), clock.now() + 2_000);
+});

@@ -1,0 +1,118 @@
+// Shared test helpers: an app on a real socket, JSON requests, and an SSE reader.
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import { DEFAULT_LIMITS, type Limits } from '@switchboard/protocol';
+import { build, type SwitchboardApp } from '../src/api/app.js';
+import { StandaloneEngine } from '../src/engines/standalone.js';
+import { MemoryStorage } from '../src/storage/storage.js';
+
+export interface TestNode {
+  app: SwitchboardApp;
+  engine: StandaloneEngine;
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startNode(opts: { limits?: Partial<Limits>; heartbeatMs?: number; listen?: boolean } = {}): Promise<TestNode> {
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const engine = await StandaloneEngine.open({ nodeId: 'test', storage: new MemoryStorage(), limits, clock: { now: () => performance.now() }, expiryTickMs: 50 });
+  const app = await build({ engine, limits, version: 'test', watchHeartbeatMs: opts.heartbeatMs ?? 15_000 });
+  const url = opts.listen === false ? '' : await app.listen({ host: '127.0.0.1', port: 0 });
+  return {
+    app,
+    engine,
+    url,
+    close: async () => {
+      await app.shutdown();
+      await engine.close();
+    },
+  };
+}
+
+export async function call(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any; headers: Headers }> {
+  const res = await fetch(url + path, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
+  return { status: res.status, body: parsed, headers: res.headers };
+}
+
+export interface Received extends EventSourceMessage {
+  json: any;
+}
+
+/** An open SSE stream that collects events; `next(n)` waits for n more of them. */
+export class SseReader {
+  readonly events: Received[] = [];
+  comments = 0;
+  ended = false;
+  private waiters: (() => void)[] = [];
+  private readonly ac = new AbortController();
+
+  static async open(url: string, headers: Record<string, string> = {}): Promise<SseReader> {
+    const r = new SseReader();
+    const res = await fetch(url, { headers: { accept: 'text/event-stream', ...headers }, signal: r.ac.signal });
+    if (res.status !== 200 || !res.body) throw new Error(`watch answered ${res.status}: ${await res.text()}`);
+    r.pump(res.body).catch(() => undefined);
+    return r;
+  }
+
+  private async pump(body: ReadableStream<Uint8Array>): Promise<void> {
+    const parser = createParser({
+      onEvent: (m) => {
+        this.events.push({ ...m, json: JSON.parse(m.data) });
+        this.notify();
+      },
+      onComment: () => {
+        this.comments++;
+        this.notify();
+      },
+    });
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(chunk, { stream: true }));
+    } finally {
+      this.ended = true;
+      this.notify();
+    }
+  }
+
+  private notify(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Waits until `pred` holds, or fails after timeoutMs. */
+  async until(pred: () => boolean, timeoutMs = 5_000, what = 'condition'): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!pred()) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}; got ${this.events.length} events`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  count(n: number, timeoutMs = 5_000): Promise<void> {
+    return this.until(() => this.events.length >= n, timeoutMs, `${n} events`);
+  }
+
+  close(): void {
+    this.ac.abort();
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
