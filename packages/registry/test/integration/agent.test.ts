@@ -1,0 +1,75 @@
+// Goal: the real `switchboard agent` process starts as configured (flags, environment,
+// config file, in that precedence), refuses invalid configuration naming the field, and
+// on SIGTERM ends watch streams cleanly and exits 0.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SseReader, call } from '../helpers.js';
+import { run, spawnAgent } from './process.js';
+
+test('SIGTERM ends watch streams cleanly and exits 0', async () => {
+  const agent = await spawnAgent(['--dev']);
+  try {
+    const w = await SseReader.open(`${agent.url}/v1/watch`);
+    await call(agent.url, 'PUT', '/v1/services/s/instances/a', { address: '10.0.0.1', port: 1 });
+    await w.count(1);
+    agent.child.kill('SIGTERM');
+    await w.until(() => w.ended, 5_000, 'stream end');
+    assert.equal(await agent.exited, 0);
+    assert.match(agent.output(), /stopped/);
+  } finally {
+    agent.child.kill('SIGKILL');
+  }
+});
+
+test('configuration precedence: flags over environment over file over defaults', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-config-'));
+  try {
+    const file = join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify({ nodeId: 'from-file', dev: true, limits: { leaseTtlMinMs: 500 } }));
+    const agent = await spawnAgent(['--config', file, '--node-id', 'from-flag'], { SWITCHBOARD_NODE_ID: 'from-env' });
+    try {
+      assert.equal((await call(agent.url, 'GET', '/v1/status')).body.nodeId, 'from-flag');
+      assert.equal((await call(agent.url, 'POST', '/v1/leases', { ttlMs: 500 })).status, 201, 'limit from the file');
+    } finally {
+      agent.child.kill('SIGKILL');
+    }
+    const agent2 = await spawnAgent(['--config', file], { SWITCHBOARD_NODE_ID: 'from-env' });
+    try {
+      assert.equal((await call(agent2.url, 'GET', '/v1/status')).body.nodeId, 'from-env');
+    } finally {
+      agent2.child.kill('SIGKILL');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('invalid configuration is refused with a message naming the field', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-config-'));
+  try {
+    const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
+      [['agent', '--http-addr', 'localhost:99999'], {}, /--http-addr/],
+      [['agent', '--mode', 'quorum'], {}, /--mode must be one of standalone, ap, cp/],
+      [['agent', '--dev'], { SWITCHBOARD_HTTP_ADDR: 'nope:port' }, /SWITCHBOARD_HTTP_ADDR/],
+      [['agent'], { SWITCHBOARD_DEV: 'yes' }, /SWITCHBOARD_DEV must be true or false/],
+      [['agent', '--mode', 'cp'], {}, /--etcd/],
+      [['agent', '--config', join(dir, 'missing.json')], {}, /cannot read config file/],
+    ];
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ httpAdr: '127.0.0.1:1' }));
+    cases.push([['agent', '--config', join(dir, 'bad.json')], {}, /unknown key "httpAdr"/]);
+    writeFileSync(join(dir, 'limits.json'), JSON.stringify({ limits: { maxTags: 3 } }));
+    cases.push([['agent', '--config', join(dir, 'limits.json')], {}, /limits\.maxTags is not a known limit/]);
+    for (const [args, env, expected] of cases) {
+      const r = await run(args, env);
+      assert.equal(r.code, 2, `${args.join(' ')} exits 2: ${r.stderr}`);
+      assert.match(r.stderr, expected);
+    }
+    const unknownFlag = await run(['agent', '--no-such-flag']);
+    assert.equal(unknownFlag.code, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
