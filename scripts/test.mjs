@@ -7,7 +7,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
-const roots = ['packages/protocol/dist/test', 'packages/registry/dist/test'];
+const roots = ['packages/protocol/dist/test', 'packages/registry/dist/test', 'packages/client/dist/test'];
 
 function walk(dir, out) {
   if (!existsSync(dir)) return out;

@@ -3,6 +3,7 @@ const DURATION = /^(\d{1,12})(ms|s|m|h)$/;
 
 /** Parses `500ms`, `30s`, `5m`, `1h` into milliseconds; undefined when malformed. */
 export function parseDuration(text: string): number | undefined {
+  if (typeof text !== 'string') return undefined; // JSON bodies can hold anything
   const m = DURATION.exec(text.trim());
   if (!m) return undefined;
   return Number(m[1]) * (UNITS[m[2] as string] as number);

@@ -6,3 +6,4 @@ export * from './types.js';
 export * from './validate.js';
 export * from './sse.js';
 export * from './schemas.js';
+export * from './session.js';

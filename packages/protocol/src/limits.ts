@@ -51,6 +51,16 @@ export interface Limits {
   maxWatchBufferBytes: number;
   /** Longest query `tag` list. */
   maxQueryTags: number;
+  /** Most session streams (GET /v1/session) open on one node. */
+  maxSessionsPerNode: number;
+  /** Largest message accepted on a session stream, in bytes. */
+  maxSessionMessageBytes: number;
+  /**
+   * How long a lease outlives its session's connection when that closes without a
+   * hand-over (the process most likely died). Long enough for a reconnect that hands over
+   * properly, short enough that consumers stop calling a dead process within a second.
+   */
+  sessionGraceMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -78,6 +88,9 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   retainedEvents: 10_000,
   maxWatchBufferBytes: 4 * 1024 * 1024,
   maxQueryTags: 16,
+  maxSessionsPerNode: 100_000,
+  maxSessionMessageBytes: 4096,
+  sessionGraceMs: 500,
 });
 
 /** One line per limit, for docs and `--help`. */

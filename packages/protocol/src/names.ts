@@ -28,10 +28,12 @@ export function isIPv6(text: string): boolean {
   const right = halves.length === 2 ? groups(halves[1] as string) : [];
   if (!left || !right) return false;
   const all = [...left, ...right];
+  // An IPv4 tail must end the text: in `1.2.3.4::` the last group is followed by `::`.
+  const tailAllowed = !text.endsWith(':');
   let slots = 0;
   for (let i = 0; i < all.length; i++) {
     const g = all[i] as string;
-    if (i === all.length - 1 && g.includes('.')) {
+    if (i === all.length - 1 && tailAllowed && g.includes('.')) {
       if (!isIPv4(g)) return false;
       slots += 2;
     } else if (/^[0-9A-Fa-f]{1,4}$/.test(g)) {

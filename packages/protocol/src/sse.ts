@@ -10,6 +10,6 @@ export function parseEventId(text: string): { epoch: string; revision: number } 
   const at = text.lastIndexOf(':');
   if (at <= 0) return undefined;
   const revText = text.slice(at + 1);
-  if (!/^\d{1,16}$/.test(revText)) return undefined;
+  if (!/^\d{1,15}$/.test(revText)) return undefined; // exact as a JS number
   return { epoch: text.slice(0, at), revision: Number(revText) };
 }

@@ -135,6 +135,7 @@ export interface NodeStatus {
   instances: number;
   services: number;
   watchers: number;
+  sessions: number;
   selfPreservation: { engaged: boolean };
   storage: { durable: boolean; dataDir: string | null };
 }

@@ -25,20 +25,32 @@ function isObject(v: unknown): v is Obj {
 }
 
 function describe(v: unknown): string {
+  if (v === undefined) return 'nothing';
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
   if (typeof v === 'string') return `"${v.length > 40 ? v.slice(0, 40) + '…' : v}"`;
   return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
 }
 
-export function requireBody(body: unknown, example: string): Obj {
-  if (body === undefined || body === null) {
-    throw invalid('body', 'the request needs a JSON object body', `send a body such as ${example}`);
+/**
+ * The body (or, with `field`, a nested item such as `instances/3`) as a JSON object.
+ * An empty body arrives here as undefined: the content-type parser passes it through so
+ * that the answer can say which body the route wanted.
+ */
+export function requireBody(body: unknown, example: string, field = 'body'): Obj {
+  const what = field === 'body' ? 'the body' : field;
+  if (body === undefined || (body === null && field === 'body')) {
+    throw invalid(field, field === 'body' ? 'the request needs a JSON object body' : `${what} is missing`, `send a body such as ${example}`);
   }
   if (!isObject(body)) {
-    throw invalid('body', `the body must be a JSON object, not ${describe(body)}`, `send ${example}`);
+    throw invalid(field, `${what} must be a JSON object, not ${describe(body)}`, `send ${example}`);
   }
   return body;
+}
+
+/** A missing required field gets its own message rather than "nothing is not valid". */
+function required(value: unknown, field: string, hint: string): void {
+  if (value === undefined) throw invalid(field, `${field} is required`, hint);
 }
 
 export function validateLabel(value: unknown, field: string, what: string): string {
@@ -90,13 +102,26 @@ function oneOf<T extends string>(value: unknown, field: string, allowed: readonl
 }
 
 export function validateVersion(value: unknown, field: string, limits: Limits): string {
-  if (typeof value !== 'string' || value.length > limits.maxVersionLength || semver.valid(value) !== value) {
+  if (typeof value === 'string' && value.length > limits.maxVersionLength) {
+    throw limitExceeded('maxVersionLength', field, `version of ${value.length} characters, at most ${limits.maxVersionLength}`, 'shorten the version; keep build details in metadata');
+  }
+  // semver.valid() drops build metadata ("1.2.3+b5" -> "1.2.3"), so compare the full
+  // canonical form: this refuses "v1.2.3", "=1.2.3" and " 1.2.3" but keeps "1.2.3+b5".
+  const parsed = typeof value === 'string' ? semver.parse(value) : null;
+  const canonical = parsed ? parsed.version + (parsed.build.length > 0 ? `+${parsed.build.join('.')}` : '') : null;
+  if (typeof value !== 'string' || canonical !== value) {
     throw invalid(field, `version ${describe(value)} is not a semver version`, 'write it like 1.4.2 or 2.0.0-rc.1 (no leading "v")');
   }
   return value;
 }
 
+/** Ranges longer than this are refused before parsing: semver's parser is slow on long input. */
+export const MAX_VERSION_RANGE_LENGTH = 256;
+
 export function validateVersionRange(value: string, field = 'version'): string {
+  if (value.length > MAX_VERSION_RANGE_LENGTH) {
+    throw limitExceeded('maxVersionRangeLength', field, `version range of ${value.length} characters, at most ${MAX_VERSION_RANGE_LENGTH}`, 'write a shorter range such as ^1.2.0 or >=2 <3');
+  }
   if (semver.validRange(value) === null) {
     throw invalid(field, `version range "${value}" is not valid`, 'use npm semver range syntax, such as ^1.2.0, >=2 <3 or 1.x');
   }
@@ -126,20 +151,23 @@ function validateMetadata(value: unknown, field: string, limits: Limits): Record
     throw limitExceeded('maxMetadataKeys', field, `${keys.length} metadata keys, at most ${limits.maxMetadataKeys}`, 'send fewer keys');
   }
   let bytes = 0;
-  const out: Record<string, string> = {};
+  const entries: [string, string][] = [];
   for (const k of keys.sort()) {
     const v = value[k];
-    if (k.length === 0 || k.length > limits.maxMetadataKeyLength) {
-      throw limitExceeded('maxMetadataKeyLength', `${field}/${k}`, `metadata key of ${k.length} characters, 1 to ${limits.maxMetadataKeyLength} allowed`, 'use a shorter, non-empty key');
+    if (k.length === 0) throw invalid(`${field}/`, 'a metadata key is empty', 'give every metadata key at least one character');
+    if (k.length > limits.maxMetadataKeyLength) {
+      throw limitExceeded('maxMetadataKeyLength', `${field}/${k}`, `metadata key of ${k.length} characters, at most ${limits.maxMetadataKeyLength}`, 'use a shorter key');
     }
     if (typeof v !== 'string') throw invalid(`${field}/${k}`, `metadata value of "${k}" must be a string, got ${describe(v)}`, 'encode numbers and booleans as strings');
     bytes += utf8.encode(k).length + utf8.encode(v).length;
-    out[k] = v;
+    entries.push([k, v]);
   }
   if (bytes > limits.maxMetadataBytes) {
     throw limitExceeded('maxMetadataBytes', field, `metadata of ${bytes} bytes, at most ${limits.maxMetadataBytes}`, 'keep large data out of the registry');
   }
-  return out;
+  // fromEntries defines own properties: a key such as "__proto__" is kept as data instead
+  // of being swallowed by an assignment to the prototype.
+  return Object.fromEntries(entries);
 }
 
 function durationField(value: unknown, field: string, fallback: number, min: number, max: number): number {
@@ -172,9 +200,15 @@ function validateCheck(value: unknown, field: string, index: number): CheckSpec 
 export function validateInstanceInput(raw: unknown, limits: Limits, prefix = ''): InstanceInput {
   const body = requireBody(raw, '{"address": "10.0.0.5", "port": 8080}');
   const f = (name: string) => (prefix ? `${prefix}/${name}` : name);
-  if (typeof body.address !== 'string' || !isAddress(body.address, limits.maxAddressLength)) {
-    throw invalid(f('address'), `address ${describe(body.address)} is not a hostname or IP literal`, `give a hostname or IP address of at most ${limits.maxAddressLength} characters, such as 10.0.0.5`);
+  const addressHint = `give a hostname or IP address of at most ${limits.maxAddressLength} characters, such as 10.0.0.5`;
+  required(body.address, f('address'), addressHint);
+  if (typeof body.address === 'string' && body.address.length > limits.maxAddressLength) {
+    throw limitExceeded('maxAddressLength', f('address'), `address of ${body.address.length} characters, at most ${limits.maxAddressLength}`, addressHint);
   }
+  if (typeof body.address !== 'string' || !isAddress(body.address, limits.maxAddressLength)) {
+    throw invalid(f('address'), `address ${describe(body.address)} is not a hostname or IP literal`, addressHint);
+  }
+  required(body.port, f('port'), `send ${f('port')} as a JSON number in 1..65535`);
   const port = integerIn(body.port, f('port'), 1, 65535, 'port');
   const leaseId = body.leaseId === undefined || body.leaseId === null ? null : validateLeaseId(body.leaseId, f('leaseId'));
   const zone = body.zone === undefined || body.zone === null ? null : validateLabel(body.zone, f('zone'), 'zone');
@@ -215,20 +249,38 @@ export function validateBatch(raw: unknown, limits: Limits, defaultNamespace: st
   const seen = new Set<string>();
   return body.instances.map((item: unknown, i: number) => {
     const p = `instances/${i}`;
-    const obj = requireBody(item, '{"service": "orders", "id": "orders-1", "address": "10.0.0.5", "port": 8080}');
-    const service = validateServiceName(obj.service, `${p}/service`);
-    const id = validateInstanceId(obj.id, `${p}/id`);
-    const namespace = obj.namespace === undefined ? defaultNamespace : validateNamespace(obj.namespace, `${p}/namespace`);
-    const key = `${namespace}/${service}/${id}`;
-    if (seen.has(key)) throw invalid(`${p}/id`, `instance ${key} appears twice in the batch`, 'send each instance once');
-    seen.add(key);
-    return { namespace, service, id, input: validateInstanceInput(obj, limits, p) };
+    try {
+      const obj = requireBody(item, '{"service": "orders", "id": "orders-1", "address": "10.0.0.5", "port": 8080}', p);
+      required(obj.service, `${p}/service`, 'give each item the service it belongs to');
+      const service = validateServiceName(obj.service, `${p}/service`);
+      required(obj.id, `${p}/id`, 'give each item its instance id');
+      const id = validateInstanceId(obj.id, `${p}/id`);
+      const namespace = obj.namespace === undefined || obj.namespace === null ? defaultNamespace : validateNamespace(obj.namespace, `${p}/namespace`);
+      const key = `${namespace}/${service}/${id}`;
+      if (seen.has(key)) throw invalid(`${p}/id`, `instance ${key} appears twice in the batch`, 'send each instance once');
+      seen.add(key);
+      return { namespace, service, id, input: validateInstanceInput(obj, limits, p) };
+    } catch (err) {
+      throw inBatchItem(err, p);
+    }
+  });
+}
+
+/** Every failure of a batch item says which item in its detail, not only in `field`. */
+function inBatchItem(err: unknown, path: string): unknown {
+  if (!(err instanceof SwitchboardError) || err.message.startsWith(`${path}: `)) return err;
+  return new SwitchboardError(err.code, `${path}: ${err.message}`, {
+    ...(err.hint !== undefined && { hint: err.hint }),
+    ...(err.field !== undefined && { field: err.field }),
+    ...(err.limit !== undefined && { limit: err.limit }),
+    ...(err.retryAfterSec !== undefined && { retryAfterSec: err.retryAfterSec }),
   });
 }
 
 export function validateLeaseRequest(raw: unknown, limits: Limits): number {
   const body = requireBody(raw, '{"ttlMs": 10000}');
   const ttl = body.ttlMs;
+  required(ttl, 'ttlMs', `send {"ttlMs": 10000}; allowed ${limits.leaseTtlMinMs}..${limits.leaseTtlMaxMs}`);
   if (typeof ttl !== 'number' || !Number.isInteger(ttl)) {
     throw invalid('ttlMs', `ttlMs must be an integer number of milliseconds, got ${describe(ttl)}`, `send {"ttlMs": 10000}; allowed ${limits.leaseTtlMinMs}..${limits.leaseTtlMaxMs}`);
   }
@@ -243,6 +295,7 @@ export function validateLeaseRequest(raw: unknown, limits: Limits): number {
 
 export function validateStatusBody(raw: unknown): AdminStatus {
   const body = requireBody(raw, '{"status": "draining"}');
+  required(body.status, 'status', `send {"status": "draining"}; one of ${ADMIN_STATUSES.join(', ')}`);
   return oneOf(body.status, 'status', ADMIN_STATUSES);
 }
 

@@ -4,14 +4,16 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
+import websocket from '@fastify/websocket';
 import { SwitchboardError, problemSchema, type Limits } from '@switchboard/protocol';
 import type { Engine } from '../engines/engine.js';
 import type { ApiContext } from './context.js';
 import { createMetrics } from './metrics.js';
-import { methodNotAllowed, sendProblem, toSwitchboardError } from './problem.js';
+import { answerClientError, answerExpectation, methodNotAllowed, sendProblem, toSwitchboardError } from './problem.js';
 import { readRoutes } from './routes-read.js';
 import { nodeRoutes } from './routes-node.js';
 import { writeRoutes } from './routes-write.js';
+import { Sessions, sessionRoutes } from './session.js';
 import { WatchStreams, watchRoutes } from './watch.js';
 
 export interface BuildOptions {
@@ -35,9 +37,14 @@ interface RouteShape {
   pattern: RegExp;
 }
 
+/**
+ * The paths a route answers, for telling 405 from 404. Like the router: a parameter may be
+ * empty (`/v1/services//instances/x` reaches the route, which refuses the empty name) and
+ * a trailing slash is another path.
+ */
 function patternOf(url: string): RegExp {
-  const body = url.split('/').map((part) => (part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
-  return new RegExp(`^${body}/?$`);
+  const body = url.split('/').map((part) => (part.startsWith(':') ? '[^/]*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
+  return new RegExp(`^${body}$`);
 }
 
 export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
@@ -46,6 +53,8 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   const app = Fastify({
     ...(isLogger ? { loggerInstance: opts.logger as FastifyServerOptions['loggerInstance'] } : { logger: (opts.logger as FastifyServerOptions['logger']) ?? false }),
     bodyLimit: limits.maxBodyBytes,
+    // A client that stops sending in the middle of a request is answered and dropped.
+    requestTimeout: 30_000,
     routerOptions: { maxParamLength: 1024 },
     return503OnClosing: false,
     forceCloseConnections: 'idle',
@@ -53,6 +62,11 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     logController: new LogController({ disableRequestLogging: true }),
     frameworkErrors: (err, _req, reply) => {
       sendProblem(reply, toSwitchboardError(err, limits.maxBodyBytes));
+    },
+    // Requests Node's HTTP parser refuses (malformed, headers too large, truncated body)
+    // never reach a route; they too are answered with problem+json.
+    clientErrorHandler(this: FastifyInstance, err, socket) {
+      answerClientError(err, socket, this.log);
     },
   }) as unknown as FastifyInstance;
 
@@ -66,7 +80,8 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     metrics: undefined as never,
   };
   const streams = new WatchStreams(ctx);
-  ctx.metrics = createMetrics(engine, () => streams.open.size);
+  const sessions = new Sessions(ctx);
+  ctx.metrics = createMetrics(engine, () => streams.open.size, () => sessions.size);
 
   // Schemas document the API; validation is validate.ts, so that every failure names its
   // field and says how to fix it. Serialisation is plain JSON (hot answers are cached strings).
@@ -74,9 +89,25 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   app.addSchema({ $id: 'Problem', ...problemSchema });
 
+  // JSON is the only body (RFC 8259: UTF-8, no content coding). An empty body parses to
+  // undefined, so that each route can say which body it wanted.
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
-    const text = body as string;
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    const encoding = req.headers['content-encoding'];
+    if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+      return done(new SwitchboardError('UNSUPPORTED_MEDIA_TYPE', `Content-Encoding ${encoding} is not supported`, { hint: 'send the JSON body uncompressed, without a Content-Encoding header' }), undefined);
+    }
+    const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase();
+    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+      return done(new SwitchboardError('UNSUPPORTED_MEDIA_TYPE', `charset ${charset} is not supported`, { hint: 'send JSON as UTF-8: Content-Type: application/json (or with charset=utf-8)' }), undefined);
+    }
+    let text: string;
+    try {
+      text = utf8.decode(body as Buffer);
+    } catch {
+      return done(new SwitchboardError('INVALID_ARGUMENT', 'the body is not valid UTF-8', { field: 'body', hint: 'send the JSON body encoded as UTF-8' }), undefined);
+    }
     if (text.trim() === '') return done(null, undefined);
     try {
       done(null, JSON.parse(text));
@@ -89,12 +120,21 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   app.addHook('onRoute', (r) => {
     for (const m of Array.isArray(r.method) ? r.method : [r.method]) routes.push({ method: m, pattern: patternOf(r.url) });
   });
+  // While shutting down, requests that still arrive on open connections are turned away
+  // with a retryable answer instead of racing the close.
+  app.addHook('onRequest', async (req) => {
+    if (ctx.closing.value && req.url !== '/healthz') {
+      throw new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send the request to another node, or retry once it is back' });
+    }
+  });
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
     ctx.metrics.requests.inc({ method: req.method, route, status: String(reply.statusCode) });
     if (route !== '/v1/watch') ctx.metrics.requestSeconds.observe({ method: req.method, route }, reply.elapsedTime / 1000);
   });
 
+  // An Expect other than 100-continue never reaches Fastify; Node would answer an empty 417.
+  app.server.on('checkExpectation', answerExpectation);
   app.setErrorHandler((err, req, reply) => {
     const sw = toSwitchboardError(err, limits.maxBodyBytes);
     if (sw.status >= 500) req.log.error({ err }, 'request failed');
@@ -103,7 +143,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   app.setNotFoundHandler((req, reply) => {
     const path = req.url.split('?')[0] as string;
     const allowed = [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))];
-    if (allowed.length > 0) {
+    if (allowed.length > 0 && !allowed.includes(req.method)) {
       reply.header('allow', allowed.join(', '));
       return sendProblem(reply, methodNotAllowed(req, allowed));
     }
@@ -123,15 +163,18 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
       ],
     },
   });
+  await app.register(websocket, { options: { maxPayload: limits.maxSessionMessageBytes } });
+  await app.register(async (scope) => sessionRoutes(scope, sessions));
   await app.register(async (scope) => writeRoutes(scope, ctx));
   await app.register(async (scope) => readRoutes(scope, ctx));
   await app.register(async (scope) => watchRoutes(scope, ctx, streams));
-  await app.register(async (scope) => nodeRoutes(scope, ctx, () => streams.open.size));
+  await app.register(async (scope) => nodeRoutes(scope, ctx, { watchers: () => streams.open.size, sessions: () => sessions.size }));
 
   const sw = app as SwitchboardApp;
   sw.shutdown = async () => {
     ctx.closing.value = true;
     streams.closeAll();
+    sessions.shutdown();
     engine.hub.wakeAll();
     await app.close();
   };

@@ -10,7 +10,7 @@ export interface Metrics {
   readonly watchDropped: client.Counter;
 }
 
-export function createMetrics(engine: Engine, streams: () => number): Metrics {
+export function createMetrics(engine: Engine, streams: () => number, sessions: () => number): Metrics {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry, prefix: 'switchboard_process_' });
   const requests = new client.Counter({ name: 'switchboard_http_requests_total', help: 'HTTP requests answered', labelNames: ['method', 'route', 'status'] as const, registers: [registry] });
@@ -30,6 +30,7 @@ export function createMetrics(engine: Engine, streams: () => number): Metrics {
   gauge('switchboard_instances', 'Registered instances', () => engine.registry.instanceCount);
   gauge('switchboard_services', 'Services with at least one instance', () => engine.registry.serviceCount);
   gauge('switchboard_watch_streams', 'Open watch streams', streams);
+  gauge('switchboard_sessions', 'Open session streams', sessions);
   gauge('switchboard_blocking_queries', 'Blocking queries waiting', () => engine.hub.waiting);
   return { registry, requests, requestSeconds, watchEvents, watchDropped };
 }

@@ -17,12 +17,13 @@ const statusSchema = {
     instances: { type: 'integer' },
     services: { type: 'integer' },
     watchers: { type: 'integer' },
+    sessions: { type: 'integer' },
     selfPreservation: { type: 'object', properties: { engaged: { type: 'boolean' } } },
     storage: { type: 'object', properties: { durable: { type: 'boolean' }, dataDir: { type: ['string', 'null'] } } },
   },
 } as const;
 
-export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, streamCount: () => number): Promise<void> {
+export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, counts: { watchers: () => number; sessions: () => number }): Promise<void> {
   const { engine } = ctx;
 
   app.get('/v1/status', { schema: { tags: ['node'], summary: 'This node', response: { 200: statusSchema, ...errorResponses } } }, async () => {
@@ -38,7 +39,8 @@ export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, streamCo
       leases: reg.leaseCount,
       instances: reg.instanceCount,
       services: reg.serviceCount,
-      watchers: streamCount(),
+      watchers: counts.watchers(),
+      sessions: counts.sessions(),
       selfPreservation: { engaged: false },
       storage: { durable: engine.durable, dataDir: engine.dataDir },
     };

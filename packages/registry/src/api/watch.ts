@@ -46,6 +46,14 @@ export function framesFor(events: WatchEvent[]): string {
   return out;
 }
 
+/**
+ * A reset carries no `id:` on purpose: a client that drops before it has relisted keeps
+ * its old Last-Event-ID, so its reconnect is reset again instead of skipping the relist.
+ */
+function resetFrame(epoch: string, revision: number): string {
+  return `event: reset\ndata: ${JSON.stringify({ epoch, revision })}\n\n`;
+}
+
 export class WatchStreams {
   readonly open = new Set<WatchStream>();
   private readonly perClient = new Map<string, number>();
@@ -188,11 +196,11 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
     let initial = ': watching\n\n';
     let minRevision = engine.hub.published + 1;
     if (pos.reset) {
-      initial += `event: reset\nid: ${formatEventId(epoch, engine.hub.published)}\ndata: ${JSON.stringify({ epoch, revision: engine.hub.published })}\n\n`;
+initial += resetFrame(epoch, engine.hub.published);
     } else if (pos.from !== null) {
       const past = engine.hub.log.since(pos.from);
       if (past === 'reset') {
-        initial += `event: reset\nid: ${formatEventId(epoch, engine.hub.published)}\ndata: ${JSON.stringify({ epoch, revision: engine.hub.published })}\n\n`;
+  initial += resetFrame(epoch, engine.hub.published);
       } else {
         initial += framesFor(services === null ? past : past.filter((e) => services.has(serviceKey(e.namespace, e.service))));
         minRevision = Math.max(pos.from, minRevision);

@@ -30,7 +30,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
     throw new Error(`--mode ${cfg.mode} is not available in this version; run the default standalone mode`);
   }
   const nodeId = cfg.nodeId ?? hostname();
-  const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir });
+  const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir, logger: logger.child({ component: 'storage' }) });
   const engine = await StandaloneEngine.open({
     nodeId,
     storage,
@@ -40,6 +40,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       logger.fatal({ err }, 'storage failed; stopping so that memory never runs ahead of disk');
       process.exit(70);
     },
+    onSnapshotError: (err) => logger.error({ err }, 'snapshot failed; the log is intact and the next snapshot will be tried later'),
     onRecovered: (r) => logger.info(r, r.entries > 0 || r.fromSnapshot ? 'recovered state from the data directory' : 'starting with an empty registry'),
   });
   const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }) });

@@ -1,9 +1,9 @@
 /** The `switchboard` command. Exit codes: 0 success, 1 an error answer, 2 bad usage. */
 import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../version.js';
-import { startAgent } from './agent.js';
 import { ConfigError, envValues, readConfigFile, resolveConfig } from './config.js';
 import { registerOperatorCommands } from './ops.js';
+import { registerStorageCommands } from './storage-cmd.js';
 
 function agentCommand(program: Command, exit: (code: number) => void): void {
   program
@@ -37,6 +37,8 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
         }
         throw err;
       }
+      // Loaded here so that operator commands start without the server's modules.
+      const { startAgent } = await import('./agent.js');
       const agent = await startAgent(cfg);
       const onSignal = (sig: string) => {
         agent.logger.info({ signal: sig }, 'signal received');
@@ -60,9 +62,13 @@ export async function main(argv: string[]): Promise<number | undefined> {
     .description('Switchboard: service registry and discovery')
     .version(VERSION)
     .exitOverride()
+    // Options after a subcommand belong to it, so that the program's own --version never
+    // swallows `instances --version ^1.2`.
+    .enablePositionalOptions()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   agentCommand(program, exit);
   registerOperatorCommands(program, exit);
+  registerStorageCommands(program, exit);
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {

@@ -1,4 +1,19 @@
-/** Operator commands (status, services, instances, register, deregister, watch). */
+/**
+ * Operator commands of `switchboard`: status, services, instances, register, deregister,
+ * set-status (alias status-set) and watch. Each finds the agent through --addr or
+ * SWITCHBOARD_ADDR (default http://127.0.0.1:7700), prints text or, with --json, the API's
+ * own JSON shapes, and exits 0 on success, 1 on an error answer or an unreachable agent,
+ * 2 on bad usage. The pieces live in ./ops/: http (the one HTTP helper), output (tables,
+ * errors), args (argument checks), common (flags, exit codes, Ctrl-C), and the commands.
+ */
 import type { Command } from 'commander';
+import type { Exit } from './ops/common.js';
+import { registerReadCommands } from './ops/read.js';
+import { registerWatchCommand } from './ops/watch.js';
+import { registerWriteCommands } from './ops/write.js';
 
-export function registerOperatorCommands(_program: Command, _exit: (code: number) => void): void {}
+export function registerOperatorCommands(program: Command, exit: Exit): void {
+  registerReadCommands(program, exit);
+  registerWriteCommands(program, exit);
+  registerWatchCommand(program, exit);
+}

@@ -45,6 +45,13 @@ export class LeaseTable {
     this.push({ at: lease.expiresAt, leaseId: lease.id });
   }
 
+  /** Brings a lease's deadline forward to `at` (never later than it already is). */
+  shorten(lease: Lease, at: number): void {
+    if (at >= lease.expiresAt) return;
+    lease.expiresAt = at;
+    this.push({ at, leaseId: lease.id });
+  }
+
   remove(id: string): Lease | undefined {
     const lease = this.leases.get(id);
     this.leases.delete(id);

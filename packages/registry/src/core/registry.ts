@@ -153,6 +153,15 @@ export class Registry {
     return { leaseId, ttlMs: lease.ttlMs };
   }
 
+  /**
+   * The client's session closed without a hand-over, so its process most likely died:
+   * the lease now ends after `graceMs` unless it is kept alive again before then.
+   */
+  detachLease(leaseId: string, graceMs: number): void {
+    const lease = this.leaseTable.get(leaseId);
+    if (lease) this.leaseTable.shorten(lease, this.clock.now() + graceMs);
+  }
+
   revokeLease(leaseId: string): WriteOutcome {
     return this.endLease(this.requireLease(leaseId), 'lease_revoked');
   }

@@ -15,6 +15,10 @@ export interface Engine {
   grantLease(ttlMs: number): Promise<LeaseGrant>;
   keepAlive(leaseId: string): Promise<LeaseGrant>;
   revokeLease(leaseId: string): Promise<number>;
+  /** The lease's session closed without a hand-over: end it after `graceMs`. */
+  detachLease(leaseId: string, graceMs: number): void;
+  /** Called with each lease that ends (expired or revoked), after it is durable. */
+  onLeaseEnded(listener: (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void): () => void;
   register(item: RegistrationItem): Promise<number>;
   registerBatch(items: RegistrationItem[]): Promise<number>;
   deregister(namespace: string, service: string, id: string): Promise<number>;

@@ -24,9 +24,13 @@ export interface StandaloneOptions {
   expiryTickMs?: number;
   /** Called when storage fails: the process must stop, memory is ahead of disk. */
   onFatal?: (err: unknown) => void;
+  /** A snapshot failed; the log is intact, so the node goes on and tries again later. */
+  onSnapshotError?: (err: unknown) => void;
   /** Called after recovery with what was replayed. */
   onRecovered?: (info: { revision: number; entries: number; fromSnapshot: boolean; ms: number }) => void;
 }
+
+type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
 
 interface Pending {
   outcome: WriteOutcome;
@@ -45,6 +49,7 @@ export class StandaloneEngine implements Engine {
   private lastAppend: Promise<void> = Promise.resolve();
   private readonly timer: NodeJS.Timeout;
   private snapshotting = false;
+  private readonly leaseListeners = new Set<LeaseEndedListener>();
   private closed = false;
 
   private constructor(
@@ -84,6 +89,15 @@ export class StandaloneEngine implements Engine {
 
   async keepAlive(leaseId: string): Promise<LeaseGrant> {
     return this.registry.keepAlive(leaseId);
+  }
+
+  detachLease(leaseId: string, graceMs: number): void {
+    this.registry.detachLease(leaseId, graceMs);
+  }
+
+  onLeaseEnded(listener: LeaseEndedListener): () => void {
+    this.leaseListeners.add(listener);
+    return () => this.leaseListeners.delete(listener);
   }
 
   revokeLease(leaseId: string): Promise<number> {
@@ -141,6 +155,9 @@ export class StandaloneEngine implements Engine {
     while (this.pending.length > 0 && (this.pending[0] as Pending).done) {
       const { outcome } = this.pending.shift() as Pending;
       this.hub.publish(outcome.events, outcome.revision);
+      for (const c of outcome.entry?.changes ?? []) {
+        if (c.op === 'lease_end') for (const l of this.leaseListeners) l(c.leaseId, c.reason);
+      }
     }
   }
 
@@ -156,7 +173,7 @@ export class StandaloneEngine implements Engine {
     this.snapshotting = true;
     this.storage
       .writeSnapshot(this.registry.snapshot())
-      .catch((err) => this.opts.onFatal?.(err))
+      .catch((err) => this.opts.onSnapshotError?.(err))
       .finally(() => {
         this.snapshotting = false;
       });

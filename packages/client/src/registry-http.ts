@@ -1,0 +1,200 @@
+/**
+ * JSON requests to registry nodes over undici, with failover across endpoints. Errors are
+ * typed: a problem+json answer becomes a RegistryError subclass, a node that cannot be
+ * reached (or says NOT_READY / STORE_UNAVAILABLE) makes `any()` move to the next endpoint.
+ */
+import { Agent, request, type Dispatcher } from 'undici';
+import type { Problem } from '@switchboard/protocol';
+import { ProtocolError, RegistryError, RegistryUnavailableError, registryError } from './errors.js';
+import { deadline } from './time.js';
+
+/**
+ * @internal The registry endpoints of a client and which one is preferred. A failure moves the
+ * preference to the next endpoint, so that every stream and request of the client tends
+ * to use the same node, and all of them move together when it fails.
+ *
+ * @example
+ * const e = new Endpoints(['http://10.0.0.1:7700', 'http://10.0.0.2:7700']);
+ * for (const url of e.order()) console.log(url);
+ */
+export class Endpoints {
+  readonly list: readonly string[];
+  private preferred = 0;
+
+  constructor(urls: readonly string[]) {
+    if (urls.length === 0) throw new RangeError('give at least one registry endpoint, such as http://127.0.0.1:7700');
+    this.list = urls.map(normalizeEndpoint);
+  }
+
+  /** Every endpoint once, the preferred one first. */
+  order(first?: string): string[] {
+    const start = first === undefined ? this.preferred : Math.max(0, this.list.indexOf(first));
+    return this.list.map((_, i) => this.list[(start + i) % this.list.length] as string);
+  }
+
+  /** The endpoint after `url` in the list (the failover target). */
+  after(url: string): string {
+    const i = this.list.indexOf(url);
+    return this.list[(i + 1) % this.list.length] as string;
+  }
+
+  succeeded(url: string): void {
+    const i = this.list.indexOf(url);
+    if (i >= 0) this.preferred = i;
+  }
+
+  failed(url: string): void {
+    const i = this.list.indexOf(url);
+    if (i === this.preferred) this.preferred = (i + 1) % this.list.length;
+  }
+}
+
+/** @internal `http://host:port` without a trailing slash; refuses anything but http(s) URLs. */
+export function normalizeEndpoint(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new RangeError(`registry endpoint "${url}" is not a URL; write it like http://127.0.0.1:7700`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new RangeError(`registry endpoint "${url}" must be http:// or https://`);
+  return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}`;
+}
+
+/** @internal */
+export type Query = Record<string, string | number | boolean | readonly string[] | undefined>;
+
+/** @internal */
+export interface RequestSpec {
+  method: 'GET' | 'PUT' | 'POST' | 'DELETE';
+  path: string;
+  query?: Query;
+  body?: unknown;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+/** @internal */
+export interface JsonAnswer<T> {
+  status: number;
+  body: T;
+  headers: Record<string, string | string[] | undefined>;
+  endpoint: string;
+}
+
+/** @internal */
+export function queryString(q: Query | undefined): string {
+  if (!q) return '';
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(q)) {
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) p.append(k, x);
+    else p.append(k, String(v));
+  }
+  const s = p.toString();
+  return s === '' ? '' : `?${s}`;
+}
+
+/** @internal True for an error that says "try another node": unreachable, timed out, not ready. */
+export function isUnavailable(err: unknown): boolean {
+  if (err instanceof RegistryError) return err.code === 'NOT_READY' || err.code === 'STORE_UNAVAILABLE' || err.status >= 500;
+  return !(err instanceof ProtocolError) && !(err instanceof RangeError);
+}
+
+/**
+ * @internal Registry HTTP client settings.
+ *
+ * @example
+ * const http = new RegistryHttp(new Endpoints(['http://127.0.0.1:7700']), { requestTimeoutMs: 2000 });
+ */
+export interface RegistryHttpOptions {
+  /** Longest time for one request to one node. Default 5 s. */
+  requestTimeoutMs?: number;
+  /** Longest time to open a TCP connection to a node. Default 2 s. */
+  connectTimeoutMs?: number;
+}
+
+/**
+ * @internal JSON calls to registry nodes.
+ *
+ * @example
+ * const http = new RegistryHttp(new Endpoints(['http://127.0.0.1:7700']));
+ * const { body } = await http.any<NodeStatus>({ method: 'GET', path: '/v1/status' });
+ */
+export class RegistryHttp {
+  readonly dispatcher: Agent;
+  private readonly requestTimeoutMs: number;
+
+  constructor(readonly endpoints: Endpoints, opts: RegistryHttpOptions = {}) {
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 5_000;
+    // Registry connections are few and long-lived; streams (watch) need no body timeout.
+    this.dispatcher = new Agent({ connect: { timeout: opts.connectTimeoutMs ?? 2_000 }, keepAliveTimeout: 30_000, bodyTimeout: 0, headersTimeout: 0 });
+  }
+
+  /** One request to one node. Throws RegistryError on an error answer. */
+  async call<T>(endpoint: string, spec: RequestSpec): Promise<JsonAnswer<T>> {
+    const dl = deadline(`${spec.method} ${endpoint}${spec.path}`, spec.timeoutMs ?? this.requestTimeoutMs, spec.signal);
+    try {
+      const res = await request(endpoint + spec.path + queryString(spec.query), {
+        method: spec.method,
+        dispatcher: this.dispatcher,
+        signal: dl.signal,
+        headers: { accept: 'application/json', ...(spec.body === undefined ? {} : { 'content-type': 'application/json' }), ...spec.headers },
+        body: spec.body === undefined ? null : JSON.stringify(spec.body),
+      });
+      const text = await res.body.text();
+      return { status: res.statusCode, body: parseAnswer<T>(res, text, endpoint), headers: res.headers, endpoint };
+    } catch (err) {
+      if (dl.signal.aborted) throw dl.signal.reason;
+      throw err;
+    } finally {
+      dl.done();
+    }
+  }
+
+  /**
+   * The request on the preferred node, failing over to the others when a node is
+   * unreachable or not ready; RegistryUnavailableError when none answers.
+   */
+  async any<T>(spec: RequestSpec): Promise<JsonAnswer<T>> {
+    let last: unknown;
+    for (const endpoint of this.endpoints.order()) {
+      try {
+        const answer = await this.call<T>(endpoint, spec);
+        this.endpoints.succeeded(endpoint);
+        return answer;
+      } catch (err) {
+        if (spec.signal?.aborted) throw spec.signal.reason;
+        if (!isUnavailable(err)) throw err;
+        this.endpoints.failed(endpoint);
+        last = err;
+      }
+    }
+    throw new RegistryUnavailableError(this.endpoints.list, last);
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.destroy().catch(() => undefined);
+  }
+}
+
+function parseAnswer<T>(res: Dispatcher.ResponseData, text: string, endpoint: string): T {
+  let body: unknown;
+  try {
+    body = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    if (res.statusCode >= 500) {
+      throw registryError({ type: 'about:blank', title: 'Bad gateway', status: res.statusCode, detail: `${endpoint} answered ${res.statusCode} without a problem body`, code: 'INTERNAL' }, endpoint);
+    }
+    throw new ProtocolError(`${endpoint} answered ${res.statusCode} with a body that is not JSON`);
+  }
+  if (res.statusCode >= 400) {
+    const p = body as Partial<Problem> | undefined;
+    if (!p || typeof p.code !== 'string') {
+      throw registryError({ type: 'about:blank', title: 'Error', status: res.statusCode, detail: `${endpoint} answered ${res.statusCode}`, code: 'INTERNAL' }, endpoint);
+    }
+    throw registryError({ ...(p as Problem), status: res.statusCode }, endpoint);
+  }
+  return body as T;
+}

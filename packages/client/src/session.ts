@@ -1,0 +1,332 @@
+/**
+ * Bindings: one connection to one registry node that keeps the process's lease alive.
+ * `WsBinding` is the session WebSocket of @switchboard/protocol (session.ts); `RestBinding`
+ * is the REST fallback (POST /v1/leases, PUT .../keepalive) for nodes without /v1/session.
+ * A binding only reports how it ended; the LeaseKeeper (lease.ts) decides what comes next.
+ */
+import WebSocket from 'ws';
+import {
+  SESSION_PATH,
+  type LeaseGrant,
+  type NodeStatus,
+  type SessionClientMessage,
+  type SessionServerMessage,
+} from '@switchboard/protocol';
+import { LeaseNotFoundError, ProtocolError, RegistryError, registryError, SwitchboardClientError, TimeoutError } from './errors.js';
+import type { RegistryHttp } from './registry-http.js';
+import { unrefTimer } from './time.js';
+
+/**
+ * The lease this process holds and where it is kept alive.
+ *
+ * @example
+ * client.on('lease', (change: LeaseChange) => console.log(change.info.leaseId, change.info.nodeId));
+ */
+export interface LeaseInfo {
+  leaseId: string;
+  /** The TTL the registry granted. */
+  ttlMs: number;
+  /** The registry endpoint the lease is kept alive through. */
+  endpoint: string;
+  nodeId: string;
+  epoch: string;
+  transport: 'websocket' | 'rest';
+}
+
+/** @internal Why a binding stopped keeping the lease alive. */
+export type BindingEnd =
+  /** The connection dropped (node died, network cut). Nothing to hand over. */
+  | { kind: 'lost'; cause?: unknown }
+  /** The node asked us to go (goaway) or stopped acknowledging: hand over, then release. */
+  | { kind: 'handover'; why: 'goaway' | 'unresponsive' }
+  /** The lease itself is gone: open a new one and register again. */
+  | { kind: 'lease-ended'; leaseId: string; reason: string }
+  /** Another connection of ours took the lease over, or we released the binding. */
+  | { kind: 'released' };
+
+/** @internal */
+export interface Binding {
+  readonly info: LeaseInfo;
+  /** Settles once, when the binding stops keeping the lease alive. */
+  readonly done: Promise<BindingEnd>;
+  /** Stops keepalives and closes the connection without touching the lease. */
+  release(): void;
+  /** Ends the lease and its instances; false when that could not be confirmed. */
+  revoke(timeoutMs: number): Promise<boolean>;
+  /** Ends the binding from outside (a REST write saw LEASE_NOT_FOUND, or a node failed). */
+  end(how: BindingEnd): void;
+}
+
+/** @internal The node does not serve /v1/session (an older registry): use REST leases there. */
+export class SessionUnsupportedError extends SwitchboardClientError {
+  constructor(endpoint: string, status: number) {
+    super('PROTOCOL_ERROR', `${endpoint} answered ${status} to the session upgrade`);
+    this.name = 'SessionUnsupportedError';
+  }
+}
+
+/** @internal */
+export interface BindOptions {
+  endpoint: string;
+  /** The lease to resume, or null to open a new one. */
+  leaseId: string | null;
+  ttlMs: number;
+  connectTimeoutMs: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Keepalives go every ttl / KEEPALIVE_DIVISOR: ttl/3 leaves two more chances before expiry,
+ * and a keepalive unacknowledged for ttl/3 triggers a hand-over to a new connection.
+ *
+ * @example
+ * const intervalMs = client.lease!.ttlMs / KEEPALIVE_DIVISOR;
+ */
+export const KEEPALIVE_DIVISOR = 3;
+
+function settleOnce<T>(): { promise: Promise<T>; settle: (v: T) => void; settled: () => boolean } {
+  let resolve!: (v: T) => void;
+  let done = false;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return {
+    promise,
+    settle: (v) => {
+      if (done) return;
+      done = true;
+      resolve(v);
+    },
+    settled: () => done,
+  };
+}
+
+/**
+ * @internal One session WebSocket. `connect()` resolves once the node answered `lease` (after
+ * `resume`, or after `open` when there is no lease or the node does not know it).
+ */
+export class WsBinding implements Binding {
+  private seq = 0;
+  private acked = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly end$ = settleOnce<BindingEnd>();
+  readonly done = this.end$.promise;
+
+  private constructor(
+    private readonly ws: WebSocket,
+    readonly info: LeaseInfo,
+    private readonly onError: (err: RegistryError) => void,
+  ) {
+    ws.on('message', (data, isBinary) => this.onMessage(isBinary ? null : data.toString()));
+    ws.on('close', (code, reason) => this.end({ kind: 'lost', cause: new Error(`session closed: ${code} ${reason.toString()}`) }));
+    ws.on('error', () => undefined); // 'close' follows
+    this.schedule();
+  }
+
+  static connect(opts: BindOptions, onError: (err: RegistryError) => void): Promise<WsBinding> {
+    const url = opts.endpoint.replace(/^http/, 'ws') + SESSION_PATH;
+    return new Promise<WsBinding>((resolve, reject) => {
+      const ws = new WebSocket(url, { handshakeTimeout: opts.connectTimeoutMs, perMessageDeflate: false, maxPayload: 1 << 20 });
+      let leaseId = opts.leaseId;
+      let finished = false;
+      const fail = (err: unknown): void => {
+        if (finished) return;
+        finished = true;
+        cleanup();
+        ws.removeAllListeners('message');
+        ws.on('error', () => undefined);
+        if (ws.readyState === WebSocket.OPEN) ws.close(1000, 'bind failed');
+        else ws.terminate();
+        reject(err);
+      };
+      const timer = unrefTimer(() => fail(new TimeoutError(`session bind on ${opts.endpoint}`, opts.connectTimeoutMs)), opts.connectTimeoutMs);
+      const onAbort = (): void => fail(opts.signal!.reason);
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+      };
+      const send = (m: SessionClientMessage): void => ws.send(JSON.stringify(m));
+      const bindMsg = (): SessionClientMessage => (leaseId ? { type: 'resume', leaseId } : { type: 'open', ttlMs: opts.ttlMs });
+      ws.on('unexpected-response', (_req, res) => {
+        res.resume();
+        fail(res.statusCode === 404 || res.statusCode === 405 || res.statusCode === 426 ? new SessionUnsupportedError(opts.endpoint, res.statusCode ?? 0) : new Error(`${opts.endpoint} refused the session: HTTP ${res.statusCode}`));
+      });
+      ws.on('error', (err) => fail(err));
+      ws.on('close', (code) => fail(new Error(`session closed while binding: ${code}`)));
+      ws.on('open', () => send(bindMsg()));
+      ws.on('message', (data) => {
+        const msg = parseServerMessage(data.toString());
+        if (msg instanceof Error) return fail(msg);
+        if (msg.type === 'error') {
+          // An error before `lease` answers our open/resume: a resume of a lease this node
+          // does not know (expired, or another epoch) falls back to opening a new lease.
+          if (leaseId && msg.problem.code === 'LEASE_NOT_FOUND') {
+            leaseId = null;
+            return send(bindMsg());
+          }
+          return fail(registryError(msg.problem, opts.endpoint));
+        }
+        if (msg.type !== 'lease') return; // a late message of an earlier life: ignore
+        if (finished) return;
+        finished = true;
+        cleanup();
+        ws.removeAllListeners();
+        const info: LeaseInfo = { leaseId: msg.leaseId, ttlMs: msg.ttlMs, endpoint: opts.endpoint, nodeId: msg.nodeId, epoch: msg.epoch, transport: 'websocket' };
+        resolve(new WsBinding(ws, info, onError));
+      });
+    });
+  }
+
+  private schedule(): void {
+    this.timer = unrefTimer(() => this.tick(), Math.max(50, Math.floor(this.info.ttlMs / KEEPALIVE_DIVISOR)));
+  }
+
+  private tick(): void {
+    if (this.end$.settled()) return;
+    // The previous keepalive got no ack within ttl/3: the node or the path is stuck. Hand
+    // over while the lease still has two thirds of its TTL.
+    if (this.acked < this.seq) return this.end({ kind: 'handover', why: 'unresponsive' });
+    this.seq++;
+    this.send({ type: 'keepalive', seq: this.seq });
+    this.schedule();
+  }
+
+  private send(m: SessionClientMessage): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(m));
+  }
+
+  private onMessage(text: string | null): void {
+    const msg = text === null ? new ProtocolError('binary session frame') : parseServerMessage(text);
+    if (msg instanceof Error) return; // tolerate; the keepalive deadline catches a broken peer
+    switch (msg.type) {
+      case 'ack':
+        this.acked = Math.max(this.acked, msg.seq);
+        this.info.ttlMs = msg.ttlMs;
+        return;
+      case 'ended':
+        if (msg.leaseId === this.info.leaseId) this.end({ kind: 'lease-ended', leaseId: msg.leaseId, reason: msg.reason });
+        return;
+      case 'replaced':
+        return this.end({ kind: 'released' });
+      case 'goaway':
+        return this.end({ kind: 'handover', why: 'goaway' });
+      case 'error':
+        if (msg.problem.code === 'LEASE_NOT_FOUND') return this.end({ kind: 'lease-ended', leaseId: this.info.leaseId, reason: 'lease_not_found' });
+        return this.onError(registryError(msg.problem, this.info.endpoint));
+      case 'lease':
+        return;
+    }
+  }
+
+  end(how: BindingEnd): void {
+    if (this.end$.settled()) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.end$.settle(how);
+  }
+
+  release(): void {
+    this.end({ kind: 'released' });
+    this.ws.removeAllListeners('message');
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000, 'released');
+    else if (this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
+  }
+
+  revoke(timeoutMs: number): Promise<boolean> {
+    if (this.ws.readyState !== WebSocket.OPEN) {
+      this.release();
+      return Promise.resolve(false);
+    }
+    this.end({ kind: 'released' });
+    return new Promise((resolve) => {
+      const t = unrefTimer(() => {
+        this.ws.terminate();
+        resolve(false);
+      }, timeoutMs);
+      // The node revokes the lease, then closes the socket normally.
+      this.ws.once('close', (code) => {
+        clearTimeout(t);
+        resolve(code === 1000);
+      });
+      this.send({ type: 'close', revoke: true });
+    });
+  }
+}
+
+function parseServerMessage(text: string): SessionServerMessage | ProtocolError {
+  try {
+    const m = JSON.parse(text) as SessionServerMessage;
+    if (typeof m === 'object' && m !== null && typeof m.type === 'string') return m;
+  } catch {
+    /* fall through */
+  }
+  return new ProtocolError(`not a session message: ${text.slice(0, 80)}`);
+}
+
+/** @internal The REST fallback: keepalives by PUT every ttl/3 on one node. */
+export class RestBinding implements Binding {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly end$ = settleOnce<BindingEnd>();
+  readonly done = this.end$.promise;
+  private readonly ac = new AbortController();
+
+  private constructor(
+    private readonly http: RegistryHttp,
+    readonly info: LeaseInfo,
+  ) {
+    this.schedule();
+  }
+
+  static async connect(http: RegistryHttp, opts: BindOptions): Promise<RestBinding> {
+    const { endpoint, signal } = opts;
+    const timeoutMs = opts.connectTimeoutMs;
+    const status = await http.call<NodeStatus>(endpoint, { method: 'GET', path: '/v1/status', signal, timeoutMs });
+    let grant: LeaseGrant | undefined;
+    if (opts.leaseId) {
+      try {
+        grant = (await http.call<LeaseGrant>(endpoint, { method: 'PUT', path: `/v1/leases/${encodeURIComponent(opts.leaseId)}/keepalive`, signal, timeoutMs })).body;
+      } catch (err) {
+        if (!(err instanceof LeaseNotFoundError)) throw err;
+      }
+    }
+    grant ??= (await http.call<LeaseGrant>(endpoint, { method: 'POST', path: '/v1/leases', body: { ttlMs: opts.ttlMs }, signal, timeoutMs })).body;
+    const info: LeaseInfo = { leaseId: grant.leaseId, ttlMs: grant.ttlMs, endpoint, nodeId: status.body.nodeId, epoch: status.body.epoch, transport: 'rest' };
+    return new RestBinding(http, info);
+  }
+
+  private schedule(): void {
+    this.timer = unrefTimer(() => void this.tick(), Math.max(50, Math.floor(this.info.ttlMs / KEEPALIVE_DIVISOR)));
+  }
+
+  private async tick(): Promise<void> {
+    if (this.end$.settled()) return;
+    const { endpoint, leaseId, ttlMs } = this.info;
+    try {
+      const path = `/v1/leases/${encodeURIComponent(leaseId)}/keepalive`;
+      await this.http.call<LeaseGrant>(endpoint, { method: 'PUT', path, signal: this.ac.signal, timeoutMs: Math.max(50, Math.floor(ttlMs / KEEPALIVE_DIVISOR)) });
+      this.schedule();
+    } catch (err) {
+      if (err instanceof LeaseNotFoundError) this.end({ kind: 'lease-ended', leaseId, reason: 'lease_not_found' });
+      else this.end({ kind: 'lost', cause: err });
+    }
+  }
+
+  end(how: BindingEnd): void {
+    if (this.end$.settled()) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.ac.abort();
+    this.end$.settle(how);
+  }
+
+  release(): void {
+    this.end({ kind: 'released' });
+  }
+
+  async revoke(timeoutMs: number): Promise<boolean> {
+    this.release();
+    try {
+      await this.http.call(this.info.endpoint, { method: 'DELETE', path: `/v1/leases/${encodeURIComponent(this.info.leaseId)}`, timeoutMs });
+      return true;
+    } catch (err) {
+      return err instanceof LeaseNotFoundError;
+    }
+  }
+}

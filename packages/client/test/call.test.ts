@@ -1,0 +1,165 @@
+// Goal: the view's call path does what the SDK promises without any registry involved:
+// idempotent requests are retried on another instance (a request that never left is
+// retried whatever its method), failing instances are ejected by their circuit breaker and
+// probed again after the cool-down, typed errors come out (NO_INSTANCE, CIRCUIT_OPEN,
+// BULKHEAD_FULL, RETRY_BUDGET_EXHAUSTED, TIMEOUT), filters apply, and changes() yields.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Agent } from 'undici';
+import type { Instance } from '@switchboard/protocol';
+import { BulkheadFullError, CircuitOpenError, NoInstanceError, RetryBudgetExhaustedError, TimeoutError, UpstreamError } from '../src/errors.js';
+import type { FeedChange } from '../src/feed.js';
+import { ServiceView, type ServiceOptions, type ViewChange } from '../src/view.js';
+import { freePort, inst, nameServer, offlineFeed, sleep } from './helpers.js';
+
+const dispatcher = new Agent({ keepAliveTimeout: 1_000 });
+after(() => dispatcher.close());
+
+function view(instances: Instance[], opts: ServiceOptions = {}): ServiceView {
+  const v = new ServiceView(offlineFeed(), opts, { dispatcher, onClose: () => undefined });
+  put(v, instances);
+  return v;
+}
+
+function put(v: ServiceView, instances: Instance[], revision = 2): void {
+  v.onChanges(instances.map((i): FeedChange => ({ type: 'put', instance: i, previous: undefined, revision })));
+}
+
+test('a GET that gets 503 or a refused connection is retried on another instance', async () => {
+  const a = await nameServer('a');
+  const b = await nameServer('b');
+  const dead = await freePort();
+  try {
+    const v = view([inst('a', { port: a.port }), inst('b', { port: b.port }), inst('dead', { port: dead })], { balancer: 'round-robin', circuitBreaker: false });
+    const bodies: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const res = await v.fetch('/x?status-a=503');
+      assert.equal(res.status, 200);
+      bodies.push(await res.text());
+    }
+    assert.ok(bodies.every((x) => x === 'b'), 'only b answers 200');
+    assert.ok(a.hits() > 0, 'a was tried (and its 503 retried)');
+    for (const id of ['a', 'b', 'dead']) assert.equal(v.load.outstanding(id), 0);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+test('a POST is not retried once sent, but is retried when the connection was refused', async () => {
+  const a = await nameServer('a');
+  const dead = await freePort();
+  try {
+    const v = view([inst('a', { port: a.port })], { circuitBreaker: false });
+    const res = await v.fetch('/x?status=503', { method: 'POST', body: '{}' });
+    assert.equal(res.status, 503);
+    assert.equal(a.hits(), 1, 'one attempt only');
+    await res.text();
+
+    const v2 = view([inst('a', { port: a.port }), inst('dead', { port: dead })], { balancer: 'round-robin', circuitBreaker: false });
+    for (let i = 0; i < 6; i++) {
+      const r = await v2.fetch('/x', { method: 'POST', body: 'x' });
+      assert.equal(await r.text(), 'a');
+    }
+    const only = view([inst('dead', { port: dead })], { circuitBreaker: false });
+    await assert.rejects(only.fetch('/x'), (e: unknown) => e instanceof UpstreamError && e.code === 'UPSTREAM_FAILED');
+  } finally {
+    await a.close();
+  }
+});
+
+test('consecutive failures eject an instance; after the cool-down one probe is let through', async () => {
+  const a = await nameServer('a');
+  const b = await nameServer('b');
+  try {
+    const v = view([inst('a', { port: a.port }), inst('b', { port: b.port })], { balancer: 'round-robin', circuitBreaker: { failureThreshold: 2, cooldownMs: 300 } });
+    for (let i = 0; i < 10; i++) await (await v.fetch('/x?status-a=500', { retry: false })).text();
+    assert.equal(v.circuitState('a'), 'open');
+    const hitsWhileOpen = a.hits();
+    for (let i = 0; i < 10; i++) assert.equal(v.pick()!.id, 'b');
+    for (let i = 0; i < 10; i++) await (await v.fetch('/x')).text();
+    assert.equal(a.hits(), hitsWhileOpen, 'an ejected instance takes no calls');
+    await sleep(350);
+    assert.equal(v.circuitState('a'), 'half-open');
+    assert.ok([...Array(4)].some(() => v.pick()?.id === 'a'), 'half-open: pickable for a probe');
+    // A healthy probe closes the circuit.
+    for (let i = 0; i < 4; i++) await (await v.fetch('/x')).text();
+    assert.equal(v.circuitState('a'), 'closed');
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+test('typed errors: NO_INSTANCE, CIRCUIT_OPEN, BULKHEAD_FULL, RETRY_BUDGET_EXHAUSTED, TIMEOUT', async () => {
+  const a = await nameServer('a');
+  const dead = await freePort();
+  try {
+    await assert.rejects(view([]).fetch('/x'), (e: unknown) => e instanceof NoInstanceError && e.code === 'NO_INSTANCE');
+    await assert.rejects(view([inst('a', { port: a.port, status: 'draining' }), inst('c', { health: 'critical' })]).fetch('/x'), NoInstanceError);
+
+    const ejecting = view([inst('dead', { port: dead })], { circuitBreaker: { failureThreshold: 1, cooldownMs: 60_000 } });
+    await assert.rejects(ejecting.fetch('/x'), UpstreamError);
+    await assert.rejects(ejecting.fetch('/x'), (e: unknown) => e instanceof CircuitOpenError && e.code === 'CIRCUIT_OPEN' && e.ejected === 1);
+
+    const narrow = view([inst('a', { port: a.port })], { bulkhead: { maxConcurrent: 1, maxQueued: 0 } });
+    const slow = narrow.fetch('/x?delay-a=200');
+    await assert.rejects(narrow.fetch('/x'), (e: unknown) => e instanceof BulkheadFullError && e.code === 'BULKHEAD_FULL');
+    await (await slow).text();
+
+    const broke = view([inst('dead', { port: dead }), inst('dead2', { port: dead })], { circuitBreaker: false, retry: { budget: { ratio: 0, minRetriesPerSecond: 0 } } });
+    await assert.rejects(broke.fetch('/x'), (e: unknown) => e instanceof RetryBudgetExhaustedError && e.code === 'RETRY_BUDGET_EXHAUSTED');
+
+    const started = Date.now();
+    await assert.rejects(view([inst('a', { port: a.port })]).fetch('/x?delay-a=2000', { timeoutMs: 100 }), (e: unknown) => e instanceof TimeoutError && e.code === 'TIMEOUT');
+    assert.ok(Date.now() - started < 1_000);
+    const ac = new AbortController();
+    const p = view([inst('a', { port: a.port })]).fetch('/x?delay-a=2000', { signal: ac.signal });
+    ac.abort(new Error('caller gave up'));
+    await assert.rejects(p, /caller gave up/);
+  } finally {
+    await a.close();
+  }
+});
+
+test('filters (zone, tags, version range, healthy) and weight 0 decide membership and picks', () => {
+  const all = [
+    inst('a', { zone: 'eu-1', tags: ['primary', 'ssd'], version: '2.1.0' }),
+    inst('b', { zone: 'eu-1', tags: ['primary'], version: '1.9.0' }),
+    inst('c', { zone: 'us-1', tags: ['primary', 'ssd'], version: '2.0.0-rc.1' }),
+    inst('d', { zone: 'eu-1', tags: ['ssd'], version: null, status: 'draining' }),
+    inst('e', { zone: 'eu-1', weight: 0 }),
+  ];
+  const ids = (o: ServiceOptions) => view(all, o).instances().map((i) => i.id).sort();
+  assert.deepEqual(ids({ zone: 'eu-1' }), ['a', 'b', 'd', 'e']);
+  assert.deepEqual(ids({ tags: ['ssd', 'primary'] }), ['a', 'c']);
+  assert.deepEqual(ids({ version: '>=2.0.0-0' }), ['a', 'c']);
+  assert.deepEqual(ids({ healthy: true }), ['a', 'b', 'c', 'e']);
+  const v = view(all);
+  const picked = new Set(Array.from({ length: 50 }, () => v.pick()!.id));
+  assert.deepEqual([...picked].sort(), ['a', 'b', 'c'], 'draining and weight 0 are never picked');
+  assert.throws(() => view(all, { version: 'not a range' }), /version range/);
+});
+
+test('changes(): yields added/updated/removed, ends on close, collapses a backlog into resync', async () => {
+  const v = view([inst('a')]);
+  const it = v.changes({ initial: true });
+  put(v, [inst('b')]);
+  put(v, [inst('a', { status: 'draining', modRevision: 3 })], 3);
+  v.onChanges([{ type: 'delete', instance: inst('b'), previous: inst('b'), revision: 4, reason: 'lease_expired' }]);
+  const seen: ViewChange[] = [];
+  for (let i = 0; i < 4; i++) seen.push((await it.next()).value as ViewChange);
+  assert.deepEqual(seen.map((c) => c.type), ['added', 'added', 'updated', 'removed']);
+  assert.equal((seen[3] as { reason: string }).reason, 'lease_expired');
+
+  const slow = v.changes({ maxQueued: 3 });
+  for (let i = 0; i < 10; i++) put(v, [inst(`x${i}`)]);
+  const first = (await slow.next()).value as ViewChange;
+  assert.equal(first.type, 'resync');
+  assert.equal((first as { instances: readonly Instance[] }).instances.length, 11);
+  v.close();
+  let rest = 0;
+  while (!(await it.next()).done) rest++;
+  assert.equal(rest, 10, 'what was queued before close is still delivered, then the iterator ends');
+  assert.equal((await slow.next()).done, true);
+});

@@ -1,0 +1,57 @@
+// Goal: a grpc-js client dials `switchboard:///echo` through the resolver: calls reach every
+// registered instance (round_robin), and an instance that is deregistered stops getting
+// calls without the gRPC client doing anything.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as grpc from '@grpc/grpc-js';
+import { connect } from '../../src/index.js';
+import { grpcTarget, registerGrpcResolver } from '../../src/grpc.js';
+import { spawnAgent, waitFor } from '../helpers.js';
+
+const identity = (b: Buffer): Buffer => b;
+const definition: grpc.ServiceDefinition = {
+  Echo: { path: '/test.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
+};
+
+async function echoServer(name: string): Promise<{ port: number; server: grpc.Server }> {
+  const server = new grpc.Server();
+  server.addService(definition, { Echo: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, Buffer.from(name)) });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return { port, server };
+}
+
+test('grpc-js dials switchboard:///echo and follows the registry', async () => {
+  const agent = await spawnAgent(['--dev']);
+  const s1 = await echoServer('one');
+  const s2 = await echoServer('two');
+  const provider = await connect({ endpoints: [agent.url] });
+  const consumer = await connect({ endpoints: [agent.url] });
+  const Client = grpc.makeGenericClientConstructor(definition, 'Echo');
+  let stub: grpc.Client | undefined;
+  try {
+    await provider.register({ service: 'echo', id: 'one', address: '127.0.0.1', port: s1.port, protocol: 'grpc' });
+    const two = await provider.register({ service: 'echo', id: 'two', address: '127.0.0.1', port: s2.port, protocol: 'grpc' });
+    registerGrpcResolver(consumer);
+    stub = new Client(grpcTarget('echo'), grpc.credentials.createInsecure());
+    const call = () =>
+      new Promise<string>((resolve, reject) =>
+        (stub as unknown as { Echo(req: Buffer, opts: grpc.CallOptions, cb: (e: Error | null, r?: Buffer) => void): void }).Echo(Buffer.from('hi'), { deadline: Date.now() + 5_000 }, (e, r) => (e ? reject(e) : resolve(r!.toString()))),
+      );
+    const seen = new Set<string>();
+    for (let i = 0; i < 20; i++) seen.add(await call());
+    assert.deepEqual([...seen].sort(), ['one', 'two']);
+    await two.deregister();
+    await waitFor(async () => {
+      const got = new Set<string>();
+      for (let i = 0; i < 6; i++) got.add(await call());
+      return got.size === 1 && got.has('one');
+    }, 5_000, 'calls to go to "one" only');
+  } finally {
+    stub?.close();
+    await provider.close();
+    await consumer.close();
+    s1.server.forceShutdown();
+    s2.server.forceShutdown();
+    await agent.kill();
+  }
+});

@@ -1,0 +1,175 @@
+/**
+ * Session streams (GET /v1/session, a WebSocket): one per client process, keeping its
+ * lease alive. A connection that closes without a hand-over or a `close` message means
+ * the process most likely died, so its lease ends after `sessionGraceMs`; a process that
+ * is frozen or cut off keeps its socket open and is caught by the lease TTL instead.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { WebSocket } from 'ws';
+import {
+  SESSION_PATH,
+  SwitchboardError,
+  invalid,
+  validateLeaseId,
+  validateLeaseRequest,
+  type SessionClientMessage,
+  type SessionServerMessage,
+} from '@switchboard/protocol';
+import type { ApiContext } from './context.js';
+import { toSwitchboardError } from './problem.js';
+
+class Session {
+  leaseId: string | null = null;
+  /** Set when the session ends on purpose or hands over: its close then changes nothing. */
+  quiet = false;
+
+  constructor(
+    readonly socket: WebSocket,
+    readonly client: string,
+  ) {}
+
+  send(msg: SessionServerMessage): void {
+    if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(msg));
+  }
+}
+
+export class Sessions {
+  private readonly all = new Set<Session>();
+  private readonly byLease = new Map<string, Session>();
+  private shuttingDown = false;
+  private readonly stopListening: () => void;
+
+  constructor(private readonly ctx: ApiContext) {
+    this.stopListening = ctx.engine.onLeaseEnded((leaseId, reason) => {
+      const s = this.byLease.get(leaseId);
+      if (!s) return;
+      this.byLease.delete(leaseId);
+      s.leaseId = null;
+      s.send({ type: 'ended', leaseId, reason });
+    });
+  }
+
+  get size(): number {
+    return this.all.size;
+  }
+
+  accept(socket: WebSocket, req: FastifyRequest): void {
+    const { limits } = this.ctx;
+    if (this.shuttingDown || this.all.size >= limits.maxSessionsPerNode) {
+      const problem = this.shuttingDown
+        ? new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'connect to another node' })
+        : new SwitchboardError('RATE_LIMITED', `this node already holds ${this.all.size} sessions`, { limit: 'maxSessionsPerNode', retryAfterSec: 5, hint: 'connect to another node' });
+      socket.send(JSON.stringify({ type: 'error', problem: problem.toProblem() } satisfies SessionServerMessage));
+      socket.close(1013, problem.code);
+      return;
+    }
+    const session = new Session(socket, req.ip);
+    this.all.add(session);
+    socket.on('message', (data, isBinary) => {
+      this.onMessage(session, isBinary ? null : data.toString()).catch((err) => {
+        session.send({ type: 'error', problem: toSwitchboardError(err, limits.maxSessionMessageBytes).toProblem() });
+      });
+    });
+    socket.on('close', () => this.onClose(session));
+    socket.on('error', () => socket.terminate());
+  }
+
+  /** Tells every client to resume elsewhere; their leases stay as they are. */
+  shutdown(): void {
+    this.shuttingDown = true;
+    this.stopListening();
+    for (const s of this.all) {
+      s.quiet = true;
+      s.send({ type: 'goaway' });
+      s.socket.close(1001, 'shutdown');
+    }
+  }
+
+  private async onMessage(s: Session, text: string | null): Promise<void> {
+    const msg = parse(text);
+    const { engine, limits } = this.ctx;
+    switch (msg.type) {
+      case 'open': {
+        if (s.leaseId) throw invalid('type', `this session already keeps lease ${s.leaseId}`, 'use one session per lease; send close first');
+        const ttlMs = validateLeaseRequest({ ttlMs: msg.ttlMs }, limits);
+        const grant = await engine.grantLease(ttlMs);
+        return this.bind(s, grant.leaseId, grant.ttlMs);
+      }
+      case 'resume': {
+        const leaseId = validateLeaseId(msg.leaseId);
+        const grant = await engine.keepAlive(leaseId); // LEASE_NOT_FOUND when it is gone
+        const previous = this.byLease.get(leaseId);
+        if (previous && previous !== s) {
+          previous.quiet = true;
+          previous.leaseId = null;
+          previous.send({ type: 'replaced', leaseId });
+          previous.socket.close(1000, 'replaced');
+        }
+        if (s.leaseId && s.leaseId !== leaseId) this.byLease.delete(s.leaseId);
+        return this.bind(s, leaseId, grant.ttlMs);
+      }
+      case 'keepalive': {
+        if (!s.leaseId) throw invalid('type', 'this session keeps no lease yet', 'send open or resume first');
+        const seq = typeof msg.seq === 'number' && Number.isSafeInteger(msg.seq) ? msg.seq : 0;
+        const grant = await engine.keepAlive(s.leaseId);
+        return s.send({ type: 'ack', seq, ttlMs: grant.ttlMs });
+      }
+      case 'close': {
+        s.quiet = true;
+        const leaseId = s.leaseId;
+        if (leaseId) this.byLease.delete(leaseId);
+        s.leaseId = null;
+        if (leaseId && msg.revoke === true) await engine.revokeLease(leaseId).catch(() => undefined);
+        s.socket.close(1000, 'closed');
+        return;
+      }
+    }
+  }
+
+  private bind(s: Session, leaseId: string, ttlMs: number): void {
+    s.leaseId = leaseId;
+    this.byLease.set(leaseId, s);
+    const { engine, limits } = this.ctx;
+    s.send({ type: 'lease', leaseId, ttlMs, nodeId: engine.nodeId, epoch: engine.registry.epoch, graceMs: limits.sessionGraceMs });
+  }
+
+  private onClose(s: Session): void {
+    this.all.delete(s);
+    const leaseId = s.leaseId;
+    if (!leaseId) return;
+    if (this.byLease.get(leaseId) === s) this.byLease.delete(leaseId);
+    if (!s.quiet && !this.shuttingDown) this.ctx.engine.detachLease(leaseId, this.ctx.limits.sessionGraceMs);
+  }
+}
+
+function parse(text: string | null): SessionClientMessage {
+  if (text === null) throw invalid('message', 'session messages are JSON text frames', 'send text frames such as {"type":"keepalive","seq":1}');
+  let msg: unknown;
+  try {
+    msg = JSON.parse(text);
+  } catch {
+    throw invalid('message', 'the message is not valid JSON', 'send {"type":"open","ttlMs":10000}, {"type":"resume","leaseId":"..."}, {"type":"keepalive","seq":1} or {"type":"close","revoke":true}');
+  }
+  const type = (msg as { type?: unknown } | null)?.type;
+  if (typeof msg !== 'object' || msg === null || !['open', 'resume', 'keepalive', 'close'].includes(type as string)) {
+    throw invalid('type', `unknown session message type ${JSON.stringify(type)}`, 'use one of: open, resume, keepalive, close');
+  }
+  return msg as SessionClientMessage;
+}
+
+export async function sessionRoutes(app: FastifyInstance, sessions: Sessions): Promise<void> {
+  app.route({
+    method: 'GET',
+    url: SESSION_PATH,
+    schema: {
+      tags: ['leases'],
+      summary: 'Session stream (WebSocket): keeps one lease alive over one connection',
+      description: 'JSON text messages; see docs/api.md. Client: open, resume, keepalive, close. Server: lease, ack, ended, replaced, goaway, error.',
+    },
+    // A plain HTTP request here is a client that forgot the upgrade.
+    handler: async () => {
+      throw invalid('Upgrade', 'GET /v1/session is a WebSocket endpoint', 'connect with a WebSocket client (Upgrade: websocket), or use POST /v1/leases and PUT /v1/leases/{leaseId}/keepalive');
+    },
+    wsHandler: (socket: WebSocket, req: FastifyRequest) => sessions.accept(socket, req),
+  });
+}

@@ -1,0 +1,130 @@
+/** `switchboard status`, `services` and `instances`: the read-only commands. */
+import { Argument, Option, type Command } from 'commander';
+import type { Instance, NodeStatus, ServiceAnswer, ServiceList } from '@switchboard/protocol';
+import { repeatable, serviceArg, tagArg, versionRangeArg, zoneArg } from './args.js';
+import { commonFlags, nsQuery, runWith, type Context, type Exit } from './common.js';
+import { apiPath } from './http.js';
+import { dash, healthPaint, humanDuration, keyValues, statusPaint, table, type Cell, type Output } from './output.js';
+
+/** Flattens the fields of /v1/status that this version does not know, for display. */
+function extraPairs(prefix: string, value: unknown, out: [string, string][]): void {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) extraPairs(prefix ? `${prefix}.${k}` : k, v, out);
+  } else {
+    out.push([prefix, typeof value === 'string' ? value : JSON.stringify(value)]);
+  }
+}
+
+const KNOWN_STATUS_KEYS = new Set(['nodeId', 'mode', 'version', 'epoch', 'revision', 'startedAt', 'uptimeMs', 'leases', 'instances', 'services', 'watchers', 'selfPreservation', 'storage']);
+
+export function printStatus(out: Output, s: NodeStatus & Record<string, unknown>): void {
+  const st = out.style;
+  const sp = s.selfPreservation?.engaged;
+  const pairs: [string, Cell][] = [
+    ['node', dash(s.nodeId)],
+    ['mode', dash(s.mode)],
+    ['version', dash(s.version)],
+    ['epoch', dash(s.epoch)],
+    ['revision', dash(s.revision)],
+    ['started', s.startedAt ? `${s.startedAt}${typeof s.uptimeMs === 'number' ? ` (up ${humanDuration(s.uptimeMs)})` : ''}` : '-'],
+    ['services', dash(s.services)],
+    ['instances', dash(s.instances)],
+    ['leases', dash(s.leases)],
+    ['watchers', dash(s.watchers)],
+    ['self-preservation', sp === undefined ? '-' : sp ? { text: 'engaged (expired leases keep their instances)', paint: st.yellow } : 'off'],
+    ['storage', s.storage ? (s.storage.durable ? `durable, ${dash(s.storage.dataDir)}` : { text: 'in memory (not durable)', paint: st.yellow }) : '-'],
+  ];
+  const extra: [string, string][] = [];
+  for (const [k, v] of Object.entries(s)) if (!KNOWN_STATUS_KEYS.has(k)) extraPairs(k, v, extra);
+  for (const line of keyValues(st, [...pairs, ...extra])) out.line(line);
+}
+
+export function instanceRows(out: Output, instances: Instance[]): Cell[][] {
+  const st = out.style;
+  return instances.map((i) => [
+    i.id,
+    i.address,
+    String(i.port),
+    dash(i.zone),
+    dash(i.version),
+    { text: i.status, paint: statusPaint(st, i.status) },
+    { text: i.health, paint: healthPaint(st, i.health) },
+    i.leaseId ?? { text: 'persistent', paint: st.dim },
+    i.tags.length === 0 ? '-' : i.tags.join(','),
+  ]);
+}
+
+export const INSTANCE_HEADERS = ['ID', 'ADDRESS', 'PORT', 'ZONE', 'VERSION', 'STATUS', 'HEALTH', 'LEASE', 'TAGS'];
+
+export function registerReadCommands(program: Command, exit: Exit): void {
+  commonFlags(
+    program.command('status').description("show the agent's node status (GET /v1/status)"),
+    false,
+  ).action(
+    runWith(exit, async (ctx) => {
+      const s = await ctx.client.request<NodeStatus & Record<string, unknown>>('GET', '/v1/status');
+      if (ctx.out.json) ctx.out.jsonDoc(s);
+      else printStatus(ctx.out, s);
+      return 0;
+    }),
+  );
+
+  commonFlags(
+    program.command('services').description('list the services of a namespace with their instance counts (GET /v1/services)'),
+    true,
+  ).action(
+    runWith(exit, async (ctx) => {
+      const list = await ctx.client.request<ServiceList>('GET', '/v1/services', { query: nsQuery(ctx) });
+      if (ctx.out.json) return ctx.out.jsonDoc(list), 0;
+      if (list.services.length === 0) {
+        ctx.out.note(`no services in namespace ${ctx.namespace ?? 'default'} (revision ${list.revision})`);
+        return 0;
+      }
+      const st = ctx.out.style;
+      const rows: Cell[][] = list.services.map((s) => [
+        s.name,
+        String(s.instances),
+        { text: String(s.passing), paint: s.passing === 0 ? st.red : s.passing < s.instances ? st.yellow : st.green },
+      ]);
+      for (const line of table(st, ['NAME', 'INSTANCES', 'PASSING'], rows)) ctx.out.line(line);
+      return 0;
+    }),
+  );
+
+  commonFlags(
+    program
+      .command('instances')
+      .description('list the instances of a service (GET /v1/services/{service})')
+      .addArgument(new Argument('<service>', 'the service name').argParser(serviceArg))
+      .option('--healthy', 'only instances with status up and health not critical')
+      .addOption(new Option('--zone <zone>', 'only instances in this zone').argParser(zoneArg))
+      .addOption(new Option('--tag <tag>', 'only instances with this tag (repeatable: all must match)').argParser(repeatable(tagArg)))
+      .addOption(new Option('--version <range>', 'only instances whose version is in this semver range (like ^1.2.0)').argParser(versionRangeArg)),
+    true,
+  ).action(
+    runWith(exit, async (ctx, [service]) => {
+      const o = ctx.command.opts<{ healthy?: boolean; zone?: string; tag?: string[]; version?: string }>();
+      const answer = await listService(ctx, service as string, {
+        healthy: o.healthy === true ? 'true' : undefined,
+        zone: o.zone,
+        tag: o.tag,
+        version: o.version,
+      });
+      if (ctx.out.json) return ctx.out.jsonDoc(answer), 0;
+      if (answer.protected) ctx.out.note('note: the protect threshold of this service triggered: unhealthy instances are included');
+      if (answer.stale) ctx.out.note(`note: this answer may be stale${typeof answer.staleMs === 'number' ? ` by up to ${humanDuration(answer.staleMs)}` : ''}`);
+      if (answer.instances.length === 0) {
+        const filtered = o.healthy || o.zone || o.tag || o.version;
+        ctx.out.note(`no instances of ${answer.service}${filtered ? ' match the filters' : ''} (revision ${answer.revision})`);
+        return 0;
+      }
+      for (const line of table(ctx.out.style, INSTANCE_HEADERS, instanceRows(ctx.out, answer.instances))) ctx.out.line(line);
+      return 0;
+    }),
+  );
+}
+
+/** GET /v1/services/{service}: shared by `instances` and the relisting of `watch`. */
+export function listService(ctx: Context, service: string, filters: Record<string, string | string[] | undefined> = {}, signal?: AbortSignal): Promise<ServiceAnswer> {
+  return ctx.client.request<ServiceAnswer>('GET', apiPath('v1', 'services', service), { query: { ...nsQuery(ctx), ...filters }, ...(signal ? { signal } : {}) });
+}

@@ -1,0 +1,46 @@
+/**
+ * meta.json: the format and epoch of a data directory. It is written once, atomically,
+ * before the first segment, so a directory that has data always has its epoch; segment
+ * headers and snapshots repeat the epoch, which lets recovery rebuild a lost meta.json and
+ * refuse files copied in from another directory.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FORMAT_VERSION } from './file-header.js';
+import { isErrno, writeFileAtomic } from './fsutil.js';
+import { META_FILE } from './layout.js';
+
+export interface Meta {
+  format: number;
+  epoch: string;
+  /** ISO time the directory was created or its meta rebuilt; for operators only. */
+  createdAt: string;
+}
+
+export async function readMeta(dir: string): Promise<Meta | null> {
+  const path = join(dir, META_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return null;
+    throw err;
+  }
+  let meta: unknown;
+  try {
+    meta = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${path} is not valid JSON (${(err as Error).message}); remove it and the epoch is rebuilt from the log`);
+  }
+  const m = meta as Partial<Meta>;
+  if (typeof m.epoch !== 'string' || m.format !== FORMAT_VERSION) {
+    throw new Error(`${path} must hold {"format": ${FORMAT_VERSION}, "epoch": "..."}; remove it and the epoch is rebuilt from the log`);
+  }
+  return { format: m.format, epoch: m.epoch, createdAt: String(m.createdAt ?? '') };
+}
+
+export async function writeMeta(dir: string, epoch: string, now: Date): Promise<Meta> {
+  const meta: Meta = { format: FORMAT_VERSION, epoch, createdAt: now.toISOString() };
+  await writeFileAtomic(join(dir, META_FILE), Buffer.from(JSON.stringify(meta, null, 2) + '\n'));
+  return meta;
+}

@@ -1,0 +1,178 @@
+/**
+ * Snapshot files: the 64-byte file header (kind snapshot, the last LSN covered, the
+ * epoch), then frames numbered 0, 1, 2, ... each holding one JSON chunk:
+ *
+ *   {"kind":"meta", "format", "epoch", "revision", "lsn", "instances", "leases", "emptyServices"}
+ *   {"kind":"instances" | "leases" | "emptyServices", "items": [...]}   (any number)
+ *   {"kind":"end", "frames": <number of frames before this one>}
+ *
+ * A snapshot is valid only if every frame checks and the end frame is there, so a file
+ * cut short is never mistaken for a smaller registry. It is written in chunks, yielding to
+ * the event loop between them, so a large registry does not stall requests while it is
+ * saved.
+ */
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import type { Snapshot } from '../core/entry.js';
+import { FILE_HEADER_BYTES, decodeFileHeader, encodeFileHeader } from './file-header.js';
+import { FILE_MODE, fsyncDir, writeAll } from './fsutil.js';
+import { TEMP_SUFFIX, snapshotFileName } from './layout.js';
+import { decodeFrame, encodeFrame } from './record.js';
+
+/** Items per chunk: small enough that serialising one takes about a millisecond. */
+export const SNAPSHOT_CHUNK_ITEMS = 1000;
+/** Bytes gathered before each write to the file. */
+const WRITE_BUFFER_BYTES = 1024 * 1024;
+/** Longest stretch of serialisation between two yields to the event loop. */
+const MAX_BUSY_MS = 5;
+
+type Chunk =
+  | { kind: 'meta'; format: 1; epoch: string; revision: number; lsn: number; instances: number; leases: number; emptyServices: number }
+  | { kind: 'instances'; items: Snapshot['instances'] }
+  | { kind: 'leases'; items: Snapshot['leases'] }
+  | { kind: 'emptyServices'; items: Snapshot['emptyServices'] }
+  | { kind: 'end'; frames: number };
+
+type ListKind = 'instances' | 'leases' | 'emptyServices';
+const LISTS: ListKind[] = ['instances', 'leases', 'emptyServices'];
+
+function* chunksOf(snap: Snapshot, lsn: number, chunkItems: number): Generator<Chunk> {
+  const { epoch, revision } = snap;
+  yield { kind: 'meta', format: 1, epoch, revision, lsn, instances: snap.instances.length, leases: snap.leases.length, emptyServices: snap.emptyServices.length };
+  let frames = 1;
+  for (const kind of LISTS) {
+    const list = snap[kind];
+    for (let i = 0; i < list.length; i += chunkItems) {
+      yield { kind, items: list.slice(i, i + chunkItems) } as Chunk;
+      frames++;
+    }
+  }
+  yield { kind: 'end', frames };
+}
+
+/**
+ * Writes the snapshot as `snap-<lsn>.snap` durably: temporary file, fsync, rename, fsync
+ * of the directory. Returns the file name and its size.
+ */
+export async function writeSnapshotFile(dir: string, lsn: number, snap: Snapshot, chunkItems = SNAPSHOT_CHUNK_ITEMS): Promise<{ name: string; bytes: number }> {
+  const name = snapshotFileName(lsn);
+  const tmp = join(dir, name + TEMP_SUFFIX);
+  const fh = await open(tmp, 'w', FILE_MODE);
+  let position = 0;
+  let complete = false;
+  try {
+    let parts: Buffer[] = [encodeFileHeader({ kind: 'snapshot', seq: lsn, epoch: snap.epoch })];
+    let pending = FILE_HEADER_BYTES;
+    let seq = 0;
+    let busySince = performance.now();
+    for (const chunk of chunksOf(snap, lsn, chunkItems)) {
+      const frame = encodeFrame(seq++, 0, Buffer.from(JSON.stringify(chunk), 'utf8'));
+      parts.push(frame);
+      pending += frame.length;
+      if (pending >= WRITE_BUFFER_BYTES) {
+        await writeAll(fh, Buffer.concat(parts, pending), position);
+        position += pending;
+        parts = [];
+        pending = 0;
+        busySince = performance.now();
+      } else if (performance.now() - busySince > MAX_BUSY_MS) {
+        await yieldToLoop();
+        busySince = performance.now();
+      }
+    }
+    await writeAll(fh, Buffer.concat(parts, pending), position);
+    position += pending;
+    await fh.sync();
+    complete = true;
+  } finally {
+    await fh.close();
+    // A failed snapshot (disk full, most likely) gives its space back at once.
+    if (!complete) await unlink(tmp).catch(() => undefined);
+  }
+  await rename(tmp, join(dir, name));
+  await fsyncDir(dir);
+  return { name, bytes: position };
+}
+
+export class SnapshotDamageError extends Error {
+  constructor(
+    readonly file: string,
+    readonly offset: number,
+    readonly reason: string,
+  ) {
+    super(`snapshot ${file} is damaged at byte ${offset}: ${reason}`);
+    this.name = 'SnapshotDamageError';
+  }
+}
+
+export interface LoadedSnapshot {
+  lsn: number;
+  snapshot: Snapshot;
+  bytes: number;
+}
+
+type MetaChunk = Extract<Chunk, { kind: 'meta' }>;
+
+interface ReadState {
+  snap: Snapshot;
+  meta: MetaChunk | null;
+  epoch: string;
+  lsn: number;
+}
+
+function parseChunk(payload: Buffer): Chunk | string {
+  try {
+    return JSON.parse(payload.toString('utf8')) as Chunk;
+  } catch (err) {
+    return `a chunk is not JSON (${(err as Error).message})`;
+  }
+}
+
+/** Reads and checks a whole snapshot file; throws SnapshotDamageError if it is not intact. */
+export async function readSnapshotFile(dir: string, name: string, expectLsn: number): Promise<LoadedSnapshot> {
+  const buf = await readFile(join(dir, name));
+  const h = decodeFileHeader(buf, 'snapshot');
+  if ('error' in h) throw new SnapshotDamageError(name, 0, h.error);
+  if (h.seq !== expectLsn) throw new SnapshotDamageError(name, 0, `header says LSN ${h.seq}, the file name ${expectLsn}`);
+  const st: ReadState = { snap: { format: 1, epoch: h.epoch, revision: 0, leases: [], instances: [], emptyServices: [] }, meta: null, epoch: h.epoch, lsn: h.seq };
+  let offset = FILE_HEADER_BYTES;
+  for (let seq = 0; ; seq++) {
+    const d = decodeFrame(buf, offset);
+    if (d.kind !== 'frame') throw new SnapshotDamageError(name, offset, d.kind === 'short' ? `cut short (${d.reason})` : d.reason);
+    if (d.frame.seq !== seq) throw new SnapshotDamageError(name, offset, `chunk ${d.frame.seq} where ${seq} was expected`);
+    const chunk = parseChunk(d.frame.payload);
+    const problem = typeof chunk === 'string' ? chunk : applyChunk(st, chunk, seq);
+    if (problem !== null) throw new SnapshotDamageError(name, offset, problem);
+    offset = d.frame.end;
+    if ((chunk as Chunk).kind === 'end') break;
+  }
+  if (offset !== buf.length) throw new SnapshotDamageError(name, offset, `${buf.length - offset} bytes follow the end chunk`);
+  return { lsn: h.seq, snapshot: st.snap, bytes: buf.length };
+}
+
+/** Adds a chunk to the snapshot being read; returns what is wrong with it, if anything. */
+function applyChunk(st: ReadState, chunk: Chunk, seq: number): string | null {
+  if ((seq === 0) !== (chunk.kind === 'meta')) return seq === 0 ? 'the first chunk is not the meta chunk' : 'a second meta chunk';
+  switch (chunk.kind) {
+    case 'meta':
+      if (chunk.format !== 1 || chunk.epoch !== st.epoch || chunk.lsn !== st.lsn) return 'the meta chunk disagrees with the file header';
+      st.snap.revision = chunk.revision;
+      st.meta = chunk;
+      return null;
+    case 'instances':
+    case 'leases':
+    case 'emptyServices':
+      if (!Array.isArray(chunk.items)) return `chunk ${seq} has no items`;
+      for (const item of chunk.items) (st.snap[chunk.kind] as unknown[]).push(item);
+      return null;
+    case 'end': {
+      const meta = st.meta;
+      if (chunk.frames !== seq) return `the end chunk counts ${chunk.frames} chunks, ${seq} were read`;
+      if (!meta || LISTS.some((k) => meta[k] !== st.snap[k].length)) return 'item counts differ from the meta chunk';
+      return null;
+    }
+    default:
+      return `unknown chunk kind ${JSON.stringify((chunk as { kind: unknown }).kind)}`;
+  }
+}

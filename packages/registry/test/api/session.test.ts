@@ -1,0 +1,169 @@
+// Goal: the session stream keeps one lease alive over one connection; a connection that
+// closes without a hand-over ends the lease after the short grace; a hand-over (resume on
+// a new connection first) never looks like a crash; silence with an open socket is caught
+// by the TTL; bad messages get an error and the session stays.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { WebSocket } from 'ws';
+import type { SessionServerMessage } from '@switchboard/protocol';
+import { call, sleep, startNode, type TestNode } from '../helpers.js';
+
+class Client {
+  readonly inbox: SessionServerMessage[] = [];
+  closed = false;
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (d) => this.inbox.push(JSON.parse(d.toString())));
+    ws.on('close', () => (this.closed = true));
+  }
+  static async connect(node: TestNode): Promise<Client> {
+    const ws = new WebSocket(node.url.replace('http', 'ws') + '/v1/session');
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    return new Client(ws);
+  }
+  send(msg: unknown): void {
+    this.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+  }
+  async next<T extends SessionServerMessage['type']>(type: T, timeoutMs = 3_000): Promise<Extract<SessionServerMessage, { type: T }>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.inbox.findIndex((m) => m.type === type);
+      if (i >= 0) return this.inbox.splice(i, 1)[0] as Extract<SessionServerMessage, { type: T }>;
+      if (Date.now() > deadline) throw new Error(`no ${type} message; got ${JSON.stringify(this.inbox)}`);
+      await sleep(10);
+    }
+  }
+}
+
+async function instanceCount(node: TestNode, svc: string): Promise<number> {
+  return (await call(node.url, 'GET', `/v1/services/${svc}`)).body.instances.length;
+}
+
+async function goneWithin(node: TestNode, svc: string, ms: number): Promise<number> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    if ((await instanceCount(node, svc)) === 0) return Date.now() - t0;
+    await sleep(20);
+  }
+  return -1;
+}
+
+test('keep-alives over the session keep the lease past its TTL; a dropped connection ends it after the grace', async () => {
+  const node = await startNode({ limits: { sessionGraceMs: 500 } });
+  try {
+    const c = await Client.connect(node);
+    c.send({ type: 'open', ttlMs: 1_000 });
+    const lease = await c.next('lease');
+    assert.equal(lease.ttlMs, 1_000);
+    assert.equal(lease.graceMs, 500);
+    assert.equal(lease.epoch, (await call(node.url, 'GET', '/v1/status')).body.epoch);
+    await call(node.url, 'PUT', '/v1/services/sess/instances/a', { address: '10.0.0.1', port: 1, leaseId: lease.leaseId });
+    for (let seq = 1; seq <= 6; seq++) {
+      await sleep(300);
+      c.send({ type: 'keepalive', seq });
+      assert.equal((await c.next('ack')).seq, seq);
+    }
+    assert.equal(await instanceCount(node, 'sess'), 1, 'alive after 1.8 s of a 1 s TTL');
+    c.ws.terminate(); // the process died: no close message
+    const gone = await goneWithin(node, 'sess', 3_000);
+    assert.ok(gone >= 0 && gone < 1_000, `gone ${gone} ms after the connection dropped`);
+  } finally {
+    await node.close();
+  }
+});
+
+test('a hand-over to a new connection keeps the lease; the old connection is told it was replaced', async () => {
+  const node = await startNode({ limits: { sessionGraceMs: 200 } });
+  try {
+    const a = await Client.connect(node);
+    a.send({ type: 'open', ttlMs: 5_000 });
+    const { leaseId } = await a.next('lease');
+    await call(node.url, 'PUT', '/v1/services/handover/instances/h', { address: '10.0.0.1', port: 1, leaseId });
+    const b = await Client.connect(node);
+    b.send({ type: 'resume', leaseId });
+    assert.equal((await b.next('lease')).leaseId, leaseId);
+    assert.equal((await a.next('replaced')).leaseId, leaseId);
+    await sleep(600);
+    assert.ok(a.closed);
+    assert.equal(await instanceCount(node, 'handover'), 1, 'the old connection closing did not end the lease');
+    b.send({ type: 'keepalive', seq: 1 });
+    await b.next('ack');
+    b.send({ type: 'close', revoke: true });
+    assert.ok((await goneWithin(node, 'handover', 1_000)) >= 0, 'close with revoke deregisters at once');
+  } finally {
+    await node.close();
+  }
+});
+
+test('silence on an open connection is caught by the TTL, and the session is told', async () => {
+  const node = await startNode();
+  try {
+    const c = await Client.connect(node);
+    c.send({ type: 'open', ttlMs: 1_000 });
+    const { leaseId } = await c.next('lease');
+    await call(node.url, 'PUT', '/v1/services/silent/instances/s', { address: '10.0.0.1', port: 1, leaseId });
+    const ended = await c.next('ended', 3_000);
+    assert.deepEqual(ended, { type: 'ended', leaseId, reason: 'lease_expired' });
+    assert.equal(await instanceCount(node, 'silent'), 0);
+    c.send({ type: 'keepalive', seq: 9 });
+    assert.equal((await c.next('error')).problem.code, 'INVALID_ARGUMENT', 'no lease any more');
+    c.send({ type: 'resume', leaseId });
+    assert.equal((await c.next('error')).problem.code, 'LEASE_NOT_FOUND');
+  } finally {
+    await node.close();
+  }
+});
+
+test('a close without revoke leaves the lease to its TTL', async () => {
+  const node = await startNode({ limits: { sessionGraceMs: 100 } });
+  try {
+    const c = await Client.connect(node);
+    c.send({ type: 'open', ttlMs: 2_000 });
+    const { leaseId } = await c.next('lease');
+    await call(node.url, 'PUT', '/v1/services/detached/instances/d', { address: '10.0.0.1', port: 1, leaseId });
+    c.send({ type: 'close', revoke: false });
+    await sleep(500);
+    assert.equal(await instanceCount(node, 'detached'), 1);
+    assert.equal((await call(node.url, 'PUT', `/v1/leases/${leaseId}/keepalive`)).status, 200);
+  } finally {
+    await node.close();
+  }
+});
+
+test('bad messages get an error and the session stays usable', async () => {
+  const node = await startNode();
+  try {
+    const c = await Client.connect(node);
+    for (const bad of ['not json', '[]', '{"type":"dance"}', '{"type":"open","ttlMs":5}', '{"type":"open","ttlMs":"10s"}', '{"type":"resume","leaseId":"../x"}', '{"type":"keepalive","seq":1}']) {
+      c.send(bad);
+      const err = await c.next('error');
+      assert.ok(['INVALID_ARGUMENT', 'LIMIT_EXCEEDED'].includes(err.problem.code), `${bad}: ${err.problem.code}`);
+      assert.ok(err.problem.hint, `${bad} has a hint`);
+    }
+    c.send('x'.repeat(10_000)); // over maxSessionMessageBytes: the socket is closed
+    await sleep(300);
+    assert.ok(c.closed);
+    const d = await Client.connect(node);
+    d.send({ type: 'open', ttlMs: 5_000 });
+    await d.next('lease');
+    d.send({ type: 'open', ttlMs: 5_000 });
+    assert.equal((await d.next('error')).problem.code, 'INVALID_ARGUMENT');
+    assert.equal((await call(node.url, 'GET', '/v1/status')).status, 200);
+  } finally {
+    await node.close();
+  }
+});
+
+test('shutdown says goaway and leaves the lease intact', async () => {
+  const node = await startNode({ limits: { sessionGraceMs: 100 } });
+  const c = await Client.connect(node);
+  c.send({ type: 'open', ttlMs: 60_000 });
+  const { leaseId } = await c.next('lease');
+  const lease = node.engine.registry.lease(leaseId)!;
+  const before = lease.expiresAt;
+  await node.close();
+  await c.next('goaway');
+  assert.equal(lease.expiresAt, before, 'no grace applied on a node shutdown');
+});

@@ -1,0 +1,451 @@
+/**
+ * The operator commands end to end: a real agent in this process, the real `switchboard`
+ * command as child processes. Every child is bounded in time and killed by its PID.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { validateInstanceInput, type Instance, type NodeStatus, type ServiceAnswer, type WatchEvent } from '@switchboard/protocol';
+import { build, type SwitchboardApp } from '../../src/api/app.js';
+import { startAgent, type RunningAgent } from '../../src/cli/agent.js';
+import { resolveConfig } from '../../src/cli/config.js';
+import { VERSION } from '../../src/version.js';
+
+const BIN = fileURLToPath(new URL('../../../bin/switchboard.js', import.meta.url));
+const quiet = () => pino({ level: 'warn' }, new Writable({ write: (_c, _e, cb) => cb() }));
+const config = (httpAddr = '127.0.0.1:0') => resolveConfig([{ name: 'flag', values: { dev: true, httpAddr, logLevel: 'warn' } }]);
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+const live = new Set<ChildProcess>();
+
+function env(addr: string): NodeJS.ProcessEnv {
+  const e: NodeJS.ProcessEnv = { ...process.env, SWITCHBOARD_ADDR: addr, NO_COLOR: '1' };
+  delete e.FORCE_COLOR;
+  return e;
+}
+
+/** Runs one command to its end; killed (and failed) after `timeoutMs`. */
+function run(addr: string, args: string[], timeoutMs = 30_000): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: env(addr), stdio: ['ignore', 'pipe', 'pipe'] });
+    live.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+      reject(new Error(`switchboard ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      live.delete(child);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A long-running command (watch, register --ttl) with its output so far. */
+class Running {
+  readonly child: ChildProcess;
+  stdout = '';
+  stderr = '';
+  readonly done: Promise<Result>;
+
+  constructor(addr: string, args: string[]) {
+    this.child = spawn(process.execPath, [BIN, ...args], { env: env(addr), stdio: ['ignore', 'pipe', 'pipe'] });
+    live.add(this.child);
+    this.child.stdout!.on('data', (d: Buffer) => (this.stdout += d.toString()));
+    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.done = new Promise((resolve) =>
+      this.child.on('close', (code) => {
+        live.delete(this.child);
+        resolve({ code, stdout: this.stdout, stderr: this.stderr });
+      }),
+    );
+  }
+
+  async until(what: string, pred: () => boolean, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!pred()) {
+      if (this.child.exitCode !== null) throw new Error(`exited (${this.child.exitCode}) while waiting for ${what}\nstdout: ${this.stdout}\nstderr: ${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\nstdout: ${this.stdout}\nstderr: ${this.stderr}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  /** Sends SIGINT and waits for the exit; SIGKILL after `timeoutMs`. */
+  async interrupt(timeoutMs = 10_000): Promise<Result> {
+    process.kill(this.child.pid as number, 'SIGINT');
+    const timer = setTimeout(() => process.kill(this.child.pid as number, 'SIGKILL'), timeoutMs);
+    const r = await this.done;
+    clearTimeout(timer);
+    return r;
+  }
+
+  lines(): string[] {
+    return this.stdout.split('\n').filter((l) => l !== '');
+  }
+}
+
+async function api<T>(base: string, method: string, path: string, body?: unknown): Promise<T> {
+  const res = await fetch(base + path, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(5_000),
+  }).catch((err: Error) => {
+    throw new Error(`${method} ${path}: ${err.message} (${String((err.cause as Error | undefined)?.message ?? '')})`);
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return JSON.parse(text) as T;
+}
+
+async function waitFor(what: string, pred: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const watchers = async (base: string): Promise<number> => (await api<NodeStatus>(base, 'GET', '/v1/status')).watchers;
+const reg = (base: string, service: string, id: string, body: Record<string, unknown>) => api<{ revision: number }>(base, 'PUT', `/v1/services/${service}/instances/${id}`, body);
+
+after(() => {
+  for (const c of live) if (c.pid !== undefined && c.exitCode === null) process.kill(c.pid, 'SIGKILL');
+});
+
+describe('switchboard operator commands', { timeout: 300_000 }, () => {
+  let agent: RunningAgent;
+  let url: string;
+
+  before(async () => {
+    agent = await startAgent(config(), quiet());
+    url = agent.url;
+  });
+  after(async () => {
+    await agent.stop();
+  });
+
+  test('register a persistent instance, list it, deregister it', { timeout: 60_000 }, async () => {
+    const r = await run(url, ['register', 'orders', 'orders-1', '--address', '10.0.0.5', '--port', '8080', '--zone', 'eu-1', '--version', '1.4.2', '--tag', 'primary', '--meta', 'build=42', '--weight', '50', '--protocol', 'grpc']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^registered orders\/orders-1 \(10\.0\.0\.5:8080, persistent\): revision \d+\n$/);
+
+    const j = await run(url, ['instances', 'orders', '--json']);
+    assert.equal(j.code, 0, j.stderr);
+    const answer = JSON.parse(j.stdout) as ServiceAnswer;
+    assert.equal(answer.service, 'orders');
+    const i = answer.instances[0] as Instance;
+    assert.deepEqual(
+      { id: i.id, address: i.address, port: i.port, zone: i.zone, version: i.version, tags: i.tags, metadata: i.metadata, weight: i.weight, protocol: i.protocol, leaseId: i.leaseId },
+      { id: 'orders-1', address: '10.0.0.5', port: 8080, zone: 'eu-1', version: '1.4.2', tags: ['primary'], metadata: { build: '42' }, weight: 50, protocol: 'grpc', leaseId: null },
+    );
+
+    const t = await run(url, ['instances', 'orders']);
+    assert.equal(t.code, 0, t.stderr);
+    const [header, row] = t.stdout.trimEnd().split('\n');
+    assert.match(header as string, /^ID\s+ADDRESS\s+PORT\s+ZONE\s+VERSION\s+STATUS\s+HEALTH\s+LEASE\s+TAGS$/);
+    assert.deepEqual((row as string).split(/\s+/), ['orders-1', '10.0.0.5', '8080', 'eu-1', '1.4.2', 'up', 'passing', 'persistent', 'primary']);
+    assert.equal((header as string).indexOf('ADDRESS'), (row as string).indexOf('10.0.0.5'), 'columns are aligned');
+    assert.doesNotMatch(t.stdout, /\x1b\[/, 'no color when stdout is not a terminal');
+
+    const d = await run(url, ['deregister', 'orders', 'orders-1']);
+    assert.equal(d.code, 0, d.stderr);
+    assert.match(d.stdout, /^deregistered orders\/orders-1: revision \d+\n$/);
+    const dj = await run(url, ['deregister', 'orders', 'orders-1', '--json']);
+    assert.equal(dj.code, 1);
+    assert.match(dj.stderr, /INSTANCE_NOT_FOUND/);
+  });
+
+  test('register with --lease-id binds the instance to the lease', { timeout: 60_000 }, async () => {
+    const lease = await api<{ leaseId: string }>(url, 'POST', '/v1/leases', { ttlMs: 60_000 });
+    const r = await run(url, ['register', 'billing', 'billing-1', '--address', 'billing.internal', '--port', '9000', '--lease-id', lease.leaseId, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const rev = JSON.parse(r.stdout) as { revision: number };
+    assert.equal(typeof rev.revision, 'number');
+    const inst = await api<Instance>(url, 'GET', '/v1/services/billing/instances/billing-1');
+    assert.equal(inst.leaseId, lease.leaseId);
+    const t = await run(url, ['instances', 'billing']);
+    assert.match(t.stdout, new RegExp(`billing-1\\s+billing\\.internal\\s+9000\\s+-\\s+-\\s+up\\s+passing\\s+${lease.leaseId}\\s+-`));
+    await api(url, 'DELETE', `/v1/leases/${lease.leaseId}`);
+  });
+
+  test('instances filters: --healthy, --zone, --tag (repeatable), --version', { timeout: 60_000 }, async () => {
+    await reg(url, 'cart', 'c1', { address: '10.1.0.1', port: 80, zone: 'a', version: '1.2.0', tags: ['x', 'y'] });
+    await reg(url, 'cart', 'c2', { address: '10.1.0.2', port: 80, zone: 'b', version: '1.3.0', tags: ['x'] });
+    await reg(url, 'cart', 'c3', { address: '10.1.0.3', port: 80, zone: 'a', version: '2.0.0', tags: ['y'] });
+    const st = await run(url, ['set-status', 'cart', 'c3', 'draining']);
+    assert.equal(st.code, 0, st.stderr);
+    assert.match(st.stdout, /^cart\/c3 is now draining: revision \d+\n$/);
+    const ids = async (...filters: string[]): Promise<string[]> => {
+      const r = await run(url, ['instances', 'cart', '--json', ...filters]);
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as ServiceAnswer).instances.map((i) => i.id).sort();
+    };
+    assert.deepEqual(await ids(), ['c1', 'c2', 'c3']);
+    assert.deepEqual(await ids('--healthy'), ['c1', 'c2']);
+    assert.deepEqual(await ids('--zone', 'a'), ['c1', 'c3']);
+    assert.deepEqual(await ids('--tag', 'x'), ['c1', 'c2']);
+    assert.deepEqual(await ids('--tag', 'x', '--tag', 'y'), ['c1']);
+    assert.deepEqual(await ids('--version', '^1.3.0'), ['c2']);
+    assert.deepEqual(await ids('--version', '>=1.3.0', '--zone', 'a'), ['c3']);
+    const none = await run(url, ['instances', 'cart', '--zone', 'zz']);
+    assert.equal(none.code, 0);
+    assert.equal(none.stdout, '');
+    assert.match(none.stderr, /no instances of cart match the filters/);
+    // the status alias of the brief works too
+    const alias = await run(url, ['status-set', 'cart', 'c3', 'up', '--json']);
+    assert.equal(alias.code, 0, alias.stderr);
+    assert.equal(typeof (JSON.parse(alias.stdout) as { revision: number }).revision, 'number');
+  });
+
+  test('services prints an aligned table NAME INSTANCES PASSING', { timeout: 60_000 }, async () => {
+    await reg(url, 'search', 's1', { address: '10.2.0.1', port: 80 });
+    await reg(url, 'search', 's2', { address: '10.2.0.2', port: 80 });
+    await api(url, 'PUT', '/v1/services/search/instances/s2/status', { status: 'out_of_service' });
+    const r = await run(url, ['services']);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trimEnd().split('\n');
+    assert.match(lines[0] as string, /^NAME\s+INSTANCES\s+PASSING$/);
+    const search = lines.find((l) => l.startsWith('search '));
+    assert.deepEqual(search?.split(/\s+/), ['search', '2', '1']);
+    for (const l of lines.slice(1)) assert.equal(l.split(/\s+/)[1], l.slice((lines[0] as string).indexOf('INSTANCES')).split(/\s+/)[0], 'columns are aligned');
+    const j = await run(url, ['services', '--json']);
+    const list = JSON.parse(j.stdout) as { revision: number; services: { name: string; instances: number; passing: number }[] };
+    assert.deepEqual(list.services.find((s) => s.name === 'search'), { name: 'search', namespace: 'default', instances: 2, passing: 1 });
+  });
+
+  test('status prints the node as key/value lines; --json the API answer', { timeout: 60_000 }, async () => {
+    const r = await run(url, ['status']);
+    assert.equal(r.code, 0, r.stderr);
+    const status = await api<NodeStatus>(url, 'GET', '/v1/status');
+    assert.match(r.stdout, new RegExp(`^epoch\\s+${status.epoch}$`, 'm'));
+    assert.match(r.stdout, /^mode\s+standalone$/m);
+    assert.match(r.stdout, /^revision\s+\d+$/m);
+    const j = await run(url, ['status', '--json']);
+    assert.equal((JSON.parse(j.stdout) as NodeStatus).epoch, status.epoch);
+  });
+
+  test('an error answer exits 1 with code, detail and hint on stderr', { timeout: 60_000 }, async () => {
+    const r = await run(url, ['deregister', 'nothing', 'here-1']);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /INSTANCE_NOT_FOUND/);
+    assert.match(r.stderr, /here-1/);
+    assert.match(r.stderr, /hint: \S/);
+    const s = await run(url, ['set-status', 'nothing', 'here-1', 'draining']);
+    assert.equal(s.code, 1);
+    assert.match(s.stderr, /INSTANCE_NOT_FOUND[\s\S]*hint:/);
+    const l = await run(url, ['register', 'nothing', 'n-1', '--address', '10.0.0.1', '--port', '80', '--lease-id', 'no-such-lease']);
+    assert.equal(l.code, 1);
+    assert.match(l.stderr, /LEASE_NOT_FOUND[\s\S]*hint:/);
+  });
+
+  test('an unreachable agent exits 1 and says so', { timeout: 60_000 }, async () => {
+    const r = await run('http://127.0.0.1:1', ['services']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot reach the agent at http:\/\/127\.0\.0\.1:1/);
+  });
+
+  test('bad usage exits 2 with a message naming the argument', { timeout: 120_000 }, async () => {
+    const cases: [string[], RegExp][] = [
+      [['register', 'Bad_Name', 'i-1', '--address', '10.0.0.1', '--port', '80'], /argument 'service'.*not a lowercase DNS label/],
+      [['register', 'web', 'bad id', '--address', '10.0.0.1', '--port', '80'], /argument 'id'.*instance id/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '70000'], /'--port <port>'.*1 to 65535/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', 'http'], /'--port <port>'/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1'], /required option '--port <port>'/],
+      [['register', 'web', 'i-1', '--address', 'not an address', '--port', '80'], /'--address <host>'/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--version', 'v1'], /'--version <version>'.*semver/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--meta', 'novalue'], /'--meta <key=value>'/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--protocol', 'udp'], /'--protocol <protocol>'.*http, https, grpc, tcp/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--ttl', '10s', '--lease-id', 'l-1'], /--ttl.*cannot be used with.*--lease-id/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--ttl', 'soon'], /'--ttl <duration>'/],
+      [['instances', 'web', '--version', 'not a range!'], /'--version <range>'.*range/],
+      [['instances', 'web', '--zone', 'EU'], /'--zone <zone>'/],
+      [['instances', 'web', '--frobnicate'], /unknown option '--frobnicate'/],
+      [['instances'], /missing required argument 'service'/],
+      [['set-status', 'web', 'i-1', 'sleeping'], /argument 'status'.*up, draining, out_of_service/],
+      [['watch', '--from-revision', '-3'], /'--from-revision <n>'/],
+      [['services', '--namespace', 'Not_OK'], /'--namespace <ns>'/],
+      [['services', '--addr', 'ftp://x'], /invalid --addr: .*http/],
+    ];
+    // A few at a time: each is a whole node process.
+    for (let i = 0; i < cases.length; i += 3) {
+      await Promise.all(
+        cases.slice(i, i + 3).map(async ([args, message]) => {
+          const r = await run(url, args);
+          assert.equal(r.code, 2, `${args.join(' ')} exits 2\n${r.stderr}`);
+          assert.match(r.stderr, message, args.join(' '));
+          assert.equal(r.stdout, '');
+        }),
+      );
+    }
+    const env = await run('localhost:notaport', ['services']);
+    assert.equal(env.code, 2);
+    assert.match(env.stderr, /invalid SWITCHBOARD_ADDR/);
+  });
+
+  test('register --ttl keeps a lease alive until Ctrl-C, then revokes it', { timeout: 60_000 }, async () => {
+    const p = new Running(url, ['register', 'ttl', 'ttl-1', '--address', '10.3.0.1', '--port', '80', '--ttl', '2s']);
+    await p.until('registration', () => /registered ttl\/ttl-1 \(10\.3\.0\.1:80, lease \S+\): revision \d+/.test(p.stdout));
+    const leaseId = /lease (\S+) granted \(ttl 2s\)/.exec(p.stdout)?.[1];
+    assert.ok(leaseId, p.stdout);
+    // Outlive the TTL twice over: only the keep-alives hold the instance.
+    await new Promise((r) => setTimeout(r, 5_000));
+    const inst = await api<Instance>(url, 'GET', '/v1/services/ttl/instances/ttl-1');
+    assert.equal(inst.leaseId, leaseId);
+    const r = await p.interrupt();
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`revoked lease ${leaseId}: ttl/ttl-1 deregistered at revision \\d+`));
+    const after = await api<ServiceAnswer>(url, 'GET', '/v1/services/ttl');
+    assert.deepEqual(after.instances, []);
+  });
+
+  test('watch prints the changes made after it starts and exits 0 on SIGINT', { timeout: 60_000 }, async () => {
+    await reg(url, 'inventory', 'before-1', { address: '10.4.0.1', port: 80 });
+    const before = await watchers(url);
+    const text = new Running(url, ['watch', 'inventory']);
+    const json = new Running(url, ['watch', 'inventory', '--json']);
+    await waitFor('two watch streams', async () => (await watchers(url)) >= before + 2);
+    const put = await reg(url, 'inventory', 'inv-1', { address: '10.4.0.2', port: 8080 });
+    await reg(url, 'other', 'o-1', { address: '10.4.0.3', port: 80 }); // not watched
+    await api(url, 'PUT', '/v1/services/inventory/instances/inv-1/status', { status: 'draining' });
+    const del = await api<{ revision: number }>(url, 'DELETE', '/v1/services/inventory/instances/inv-1');
+    await json.until('three events', () => json.lines().length >= 3);
+    await text.until('three lines', () => text.lines().length >= 3);
+
+    const events = json.lines().map((l) => JSON.parse(l) as WatchEvent);
+    assert.deepEqual(events.map((e) => [e.type, e.service, e.instance.id, e.instance.status, e.reason]), [
+      ['put', 'inventory', 'inv-1', 'up', undefined],
+      ['put', 'inventory', 'inv-1', 'draining', undefined],
+      ['delete', 'inventory', 'inv-1', 'draining', 'deregistered'],
+    ]);
+    assert.equal(events[0]?.revision, put.revision);
+    assert.equal(events[2]?.revision, del.revision);
+
+    const lines = text.lines();
+    assert.match(lines[0] as string, new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3}\\s+rev ${put.revision}\\s+PUT\\s+inventory/inv-1\\s+10\\.4\\.0\\.2:8080\\s+up/passing$`));
+    assert.match(lines[1] as string, /\sPUT\s+inventory\/inv-1\s+10\.4\.0\.2:8080\s+draining\/passing$/);
+    assert.match(lines[2] as string, new RegExp(`rev ${del.revision}\\s+DELETE\\s+inventory/inv-1\\s+10\\.4\\.0\\.2:8080\\s+draining/passing\\s+deregistered$`));
+    assert.ok(!text.stdout.includes('before-1') && !text.stdout.includes('o-1'), text.stdout);
+
+    const [t, j] = await Promise.all([text.interrupt(), json.interrupt()]);
+    assert.equal(t.code, 0, t.stderr);
+    assert.equal(j.code, 0, j.stderr);
+  });
+
+  test('watch --from-revision replays retained changes first', { timeout: 60_000 }, async () => {
+    const first = await reg(url, 'replay', 'r-1', { address: '10.5.0.1', port: 80 });
+    await reg(url, 'replay', 'r-2', { address: '10.5.0.2', port: 80 });
+    const w = new Running(url, ['watch', 'replay', '--json', '--from-revision', String(first.revision)]);
+    await w.until('the replay', () => w.lines().length >= 2);
+    await reg(url, 'replay', 'r-3', { address: '10.5.0.3', port: 80 });
+    await w.until('the live event', () => w.lines().length >= 3);
+    assert.deepEqual(w.lines().map((l) => (JSON.parse(l) as WatchEvent).instance.id), ['r-1', 'r-2', 'r-3']);
+    assert.equal((await w.interrupt()).code, 0);
+  });
+});
+
+describe('switchboard watch and register --ttl across agent restarts', { timeout: 180_000 }, () => {
+  test('resumes with Last-Event-ID when the agent ends the stream, without gaps or repeats', { timeout: 40_000 }, async () => {
+    const cfg = config();
+    const agent = await startAgent(cfg, quiet());
+    const port = new URL(agent.url).port;
+    let app: SwitchboardApp = agent.app;
+    const w = new Running(agent.url, ['watch', '--json']);
+    try {
+      await waitFor('the watch stream', async () => (await watchers(agent.url)) >= 1);
+      await reg(agent.url, 'pay', 'p-1', { address: '10.6.0.1', port: 80 });
+      await w.until('the first event', () => w.lines().length >= 1);
+
+      // End every stream (as on shutdown), change things while no stream is open, then serve
+      // the same registry (same epoch) again on the same port.
+      await app.shutdown();
+      await w.until('the reconnect notice', () => /reconnecting in/.test(w.stderr));
+      await agent.engine.register({ namespace: 'default', service: 'pay', id: 'p-2', input: validateInstanceInput({ address: '10.6.0.2', port: 80 }, cfg.limits) });
+      app = await build({ engine: agent.engine, limits: cfg.limits, version: VERSION, logger: quiet() });
+      await app.listen({ host: '127.0.0.1', port: Number(port) });
+      await w.until('the missed event', () => w.lines().length >= 2, 15_000);
+      await reg(agent.url, 'pay', 'p-3', { address: '10.6.0.3', port: 80 });
+      await w.until('the next live event', () => w.lines().length >= 3);
+
+      const events = w.lines().map((l) => JSON.parse(l) as WatchEvent);
+      assert.deepEqual(events.map((e) => e.instance.id), ['p-1', 'p-2', 'p-3']);
+      assert.match(w.stderr, /reconnected; resuming after revision \d+/);
+      assert.ok(!w.lines().some((l) => !l.includes('"type"')), 'no reset');
+      const r = await w.interrupt();
+      assert.equal(r.code, 0, r.stderr);
+    } finally {
+      if (w.child.exitCode === null) process.kill(w.child.pid as number, 'SIGKILL');
+      await app.shutdown();
+      await agent.engine.close();
+    }
+  });
+
+  test('register --ttl registers again under a new lease when its lease is gone (agent restarted)', { timeout: 40_000 }, async () => {
+    let agent = await startAgent(config(), quiet());
+    const addr = agent.url;
+    const p = new Running(addr, ['register', 'jobs', 'j-1', '--address', '10.8.0.1', '--port', '80', '--ttl', '2s']);
+    try {
+      await p.until('registration', () => /registered jobs\/j-1/.test(p.stdout));
+      await agent.stop();
+      await new Promise((r) => setTimeout(r, 50));
+      agent = await startAgent(config(`127.0.0.1:${new URL(addr).port}`), quiet());
+      await waitFor('the registration in the new agent', async () => (await api<ServiceAnswer>(addr, 'GET', '/v1/services/jobs')).instances.length === 1, 15_000);
+      assert.match(p.stderr, /expired before it was renewed; registering jobs\/j-1 again under a new lease/);
+      const leases = [...p.stdout.matchAll(/lease (\S+) granted/g)].map((m) => m[1]);
+      assert.equal(leases.length, 2, p.stdout);
+      const inst = await api<Instance>(addr, 'GET', '/v1/services/jobs/instances/j-1');
+      assert.equal(inst.leaseId, leases[1]);
+      const r = await p.interrupt();
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual((await api<ServiceAnswer>(addr, 'GET', '/v1/services/jobs')).instances, []);
+    } finally {
+      if (p.child.exitCode === null) process.kill(p.child.pid as number, 'SIGKILL');
+      await agent.stop();
+    }
+  });
+
+  test('after an agent restart (new epoch) it prints the reset, relists and goes on', { timeout: 40_000 }, async () => {
+    let agent = await startAgent(config(), quiet());
+    const addr = agent.url;
+    const w = new Running(addr, ['watch', 'mail']);
+    try {
+      await waitFor('the watch stream', async () => (await watchers(addr)) >= 1);
+      await reg(addr, 'mail', 'm-old', { address: '10.7.0.1', port: 25 });
+      await w.until('the first event', () => w.lines().length >= 1);
+      await agent.stop();
+      // Let this process's own fetch see the old agent's connections close (same event loop).
+      await new Promise((r) => setTimeout(r, 50));
+      agent = await startAgent(config(`127.0.0.1:${new URL(addr).port}`), quiet());
+      // Registered while the watch waits to reconnect: normally in the relisting, else a live event.
+      await reg(addr, 'mail', 'm-new', { address: '10.7.0.2', port: 25 });
+      await w.until('the relisting', () => /\sLIST\s/.test(w.stdout), 15_000);
+      await reg(addr, 'mail', 'm-later', { address: '10.7.0.3', port: 25 });
+      await w.until('the next live event', () => /PUT\s+mail\/m-later/.test(w.stdout));
+      const lines = w.lines();
+      assert.match(lines[0] as string, /PUT\s+mail\/m-old/);
+      assert.match(lines[1] as string, /RESET\s+new epoch \S+ \(was \S+\): the agent lost its data or is another node; relisting mail$/);
+      assert.match(lines[2] as string, /LIST\s+mail(\/m-new\s+10\.7\.0\.2:25\s+up\/passing| \(no instances\))$/);
+      assert.equal(lines.filter((l) => l.includes('mail/m-new')).length, 1, 'm-new once: listed or streamed, not both');
+      assert.match(lines[lines.length - 1] as string, /PUT\s+mail\/m-later/);
+      assert.ok(!lines.some((l) => l.includes('m-old') && l !== lines[0]), 'the old epoch is not replayed');
+      const r = await w.interrupt();
+      assert.equal(r.code, 0, r.stderr);
+    } finally {
+      if (w.child.exitCode === null) process.kill(w.child.pid as number, 'SIGKILL');
+      await agent.stop();
+    }
+  });
+});

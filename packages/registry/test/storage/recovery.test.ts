@@ -1,0 +1,183 @@
+// Goal: recovery tells a torn final write (cut off with a log line naming file, offset and
+// bytes) from damage to acknowledged data (open fails naming file, offset and the repair
+// command), and `switchboard storage repair` then keeps exactly what preceded the damage.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FILE_HEADER_BYTES } from '../../src/storage/file-header.js';
+import { segmentFileName } from '../../src/storage/layout.js';
+import { appendEach, captureLogger, entries, flipByte, frameOffsets, freshEpoch, segmentFiles, storage, storageCli, tempDir } from './fixtures.js';
+
+async function writeLog(dir: string, n: number): Promise<string> {
+  const s = storage(dir);
+  await s.open(freshEpoch);
+  await appendEach(s, entries(1, n));
+  await s.close();
+  return join(dir, segmentFiles(dir)[0]!);
+}
+
+test('a record cut short at the end is a torn tail: cut off and logged with file, offset and bytes', async () => {
+  const t = tempDir('rec-torn');
+  try {
+    const seg = await writeLog(t.dir, 10);
+    const { offsets, size } = frameOffsets(seg);
+    const last = offsets[9]!;
+    truncateSync(seg, last + 11); // mid-record
+    const logger = captureLogger();
+    const s = storage(t.dir, { logger });
+    const rec = await s.open(freshEpoch);
+    assert.deepEqual(rec.entries, entries(1, 9));
+    const line = logger.lines.find((l) => l.level === 'warn' && /torn/.test(l.msg));
+    assert.ok(line, 'a warning says the tail was cut off');
+    assert.equal(line.obj.file, seg);
+    assert.equal(line.obj.offset, last);
+    assert.equal(line.obj.bytesDropped, 11);
+    assert.equal(statSync(seg).size, last);
+    assert.ok(size > last);
+    // The log goes on from there.
+    await appendEach(s, entries(10, 12));
+    await s.close();
+    const s2 = storage(t.dir);
+    assert.deepEqual((await s2.open(freshEpoch)).entries, entries(1, 12));
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a bad checksum in the last record with nothing after it is a torn tail', async () => {
+  const t = tempDir('rec-torn-crc');
+  try {
+    const seg = await writeLog(t.dir, 5);
+    const { offsets } = frameOffsets(seg);
+    flipByte(seg, offsets[4]! + 30);
+    const s = storage(t.dir);
+    assert.deepEqual((await s.open(freshEpoch)).entries, entries(1, 4));
+    await s.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('damage inside the final write, with more frames of that write after it, is still a torn tail', async () => {
+  const t = tempDir('rec-torn-batch');
+  try {
+    const s = storage(t.dir);
+    await s.open(freshEpoch);
+    await appendEach(s, entries(1, 3));
+    await Promise.all(entries(4, 10).map((e) => s.append(e))); // one write
+    await s.close();
+    const seg = join(t.dir, segmentFiles(t.dir)[0]!);
+    const { offsets } = frameOffsets(seg);
+    flipByte(seg, offsets[5]! + 20); // inside the last write, frames 7-10 still valid
+    const s2 = storage(t.dir);
+    assert.deepEqual((await s2.open(freshEpoch)).entries, entries(1, 5));
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a flipped byte in the middle of the log fails open naming file, offset and repair; repair keeps what came before', async () => {
+  const t = tempDir('rec-corrupt');
+  try {
+    const seg = await writeLog(t.dir, 50);
+    const { offsets } = frameOffsets(seg);
+    const bad = offsets[20]!;
+    flipByte(seg, bad + 25);
+    const s = storage(t.dir);
+    await assert.rejects(s.open(freshEpoch), (err: Error) => {
+      assert.match(err.message, new RegExp(`${segmentFileName(1)} at byte ${bad}\\b`));
+      assert.ok(err.message.includes(`switchboard storage repair --data-dir ${t.dir}`), err.message);
+      return true;
+    });
+    assert.ok(!existsSync(join(t.dir, 'LOCK')), 'a failed open releases the lock');
+
+    const inspect = await storageCli(['inspect', '--data-dir', t.dir]);
+    assert.equal(inspect.code, 1);
+    assert.match(inspect.stdout, /DAMAGED at wal-\d+\.log byte \d+/);
+
+    const sizeBefore = statSync(seg).size;
+    const repair = await storageCli(['repair', '--data-dir', t.dir]);
+    assert.equal(repair.code, 0, repair.stderr);
+    assert.match(repair.stdout, new RegExp(`cut ${segmentFileName(1)} at byte ${bad}`));
+    const damaged = readdirSync(t.dir).filter((n) => n.startsWith('damaged-'));
+    assert.equal(damaged.length, 1);
+    const saved = readdirSync(join(t.dir, damaged[0]!));
+    assert.deepEqual(saved, [`${segmentFileName(1)}.from-${bad}`]);
+    assert.equal(statSync(join(t.dir, damaged[0]!, saved[0]!)).size, sizeBefore - bad, 'the bytes from the damage on are saved aside');
+    assert.equal(statSync(seg).size, bad, 'the segment is cut at the damage');
+
+    const s2 = storage(t.dir);
+    const rec = await s2.open(freshEpoch);
+    assert.deepEqual(rec.entries, entries(1, 20), 'every record before the damage is kept');
+    await appendEach(s2, entries(21, 22));
+    await s2.close();
+    assert.equal((await storageCli(['inspect', '--data-dir', t.dir])).code, 0);
+  } finally {
+    t.remove();
+  }
+});
+
+test('damage in an older segment is never a torn tail', async () => {
+  const t = tempDir('rec-old-seg');
+  try {
+    const s = storage(t.dir, { segmentMaxBytes: 2_048 });
+    await s.open(freshEpoch);
+    await appendEach(s, entries(1, 40));
+    await s.close();
+    const segs = segmentFiles(t.dir);
+    assert.ok(segs.length >= 3);
+    const first = join(t.dir, segs[0]!);
+    const { offsets } = frameOffsets(first);
+    truncateSync(first, offsets[offsets.length - 1]! + 5); // looks torn, but later segments exist
+    await assert.rejects(storage(t.dir).open(freshEpoch), new RegExp(`${segs[0]} at byte ${offsets[offsets.length - 1]}`));
+    assert.equal((await storageCli(['repair', '--data-dir', t.dir])).code, 0);
+    const s2 = storage(t.dir);
+    assert.deepEqual((await s2.open(freshEpoch)).entries, entries(1, offsets.length - 1));
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a segment whose header was being written when the process died is removed', async () => {
+  const t = tempDir('rec-torn-header');
+  try {
+    await writeLog(t.dir, 5);
+    const next = join(t.dir, segmentFileName(6));
+    writeFileSync(next, Buffer.alloc(FILE_HEADER_BYTES - 20, 0x41));
+    const logger = captureLogger();
+    const s = storage(t.dir, { logger });
+    assert.deepEqual((await s.open(freshEpoch)).entries, entries(1, 5));
+    assert.ok(logger.lines.some((l) => l.level === 'warn' && l.obj.file === next));
+    await appendEach(s, entries(6, 7));
+    await s.close();
+    const s2 = storage(t.dir);
+    assert.deepEqual((await s2.open(freshEpoch)).entries, entries(1, 7));
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a second open of a directory in use fails naming the pid; a dead owner\'s lock is taken over', async () => {
+  const t = tempDir('rec-lock');
+  try {
+    const s = storage(t.dir);
+    await s.open(freshEpoch);
+    await assert.rejects(storage(t.dir).open(freshEpoch), new RegExp(`in use by process ${process.pid}`));
+    await s.close();
+    writeFileSync(join(t.dir, 'LOCK'), '2147483646\n'); // no such process
+    const logger = captureLogger();
+    const s2 = storage(t.dir, { logger });
+    await s2.open(freshEpoch);
+    assert.ok(logger.lines.some((l) => /stale/.test(l.msg) && l.obj.pid === 2147483646));
+    assert.equal(readFileSync(join(t.dir, 'LOCK'), 'utf8').trim(), String(process.pid));
+    await s2.close();
+    assert.ok(!existsSync(join(t.dir, 'LOCK')), 'close removes the lock');
+  } finally {
+    t.remove();
+  }
+});

@@ -1,0 +1,179 @@
+// Goal: a snapshot plus the log after it rebuilds exactly the state before a restart;
+// snapshots cut the log at the exact entry, trim what two snapshots cover, survive a crash
+// at any step (temporary file, damaged newest snapshot), and are due after the named limits.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FileStorage } from '../../src/storage/file-storage.js';
+import { snapshotFileName } from '../../src/storage/layout.js';
+import type { Registry } from '../../src/core/registry.js';
+import { flipByte, freshEpoch, rebuild, registry, segmentFiles, storage, storageCli, tempDir } from './fixtures.js';
+
+/** Drives real commands through a registry and appends every outcome, as the engine does. */
+function drive(reg: Registry, s: FileStorage, from: number, to: number): Promise<void>[] {
+  const acks: Promise<void>[] = [];
+  const persist = (o: { entry: unknown }): void => {
+    if (o.entry) acks.push(s.append(o.entry as never));
+  };
+  const svc = (k: number): string => `svc-${k % 7}`;
+  for (let i = from; i <= to; i++) {
+    if (i % 10 === 0) persist(reg.grantLease(`lease-${i}`, 10_000));
+    const leaseId = i % 4 === 0 ? (reg.lease(`lease-${i - (i % 10)}`)?.id ?? null) : null;
+    persist(reg.register({ namespace: 'default', service: svc(i), id: `i${i}`, input: { address: '10.0.0.1', port: 1000 + i, leaseId, zone: null, version: null, tags: ['t'], metadata: {}, weight: 100, protocol: 'http', checks: [] } }));
+    if (i % 5 === 0 && reg.instance('default', svc(i - 3), `i${i - 3}`)) persist(reg.deregister('default', svc(i - 3), `i${i - 3}`));
+    if (i % 9 === 0) persist(reg.setStatus('default', svc(i), `i${i}`, 'draining'));
+    if (i % 30 === 0) persist(reg.revokeLease(`lease-${i - 10}`));
+  }
+  return acks;
+}
+
+function files(dir: string): { segments: string[]; snapshots: string[] } {
+  const names = readdirSync(dir);
+  return { segments: segmentFiles(dir), snapshots: names.filter((n) => n.endsWith('.snap')).sort() };
+}
+
+test('snapshot + trim + replay equals the state before, across three snapshots', async () => {
+  const t = tempDir('snap-replay');
+  try {
+    const s = storage(t.dir, { segmentMaxBytes: 8_192 });
+    const rec0 = await s.open(freshEpoch);
+    const { reg } = registry(rec0.epoch);
+    for (let round = 0; round < 3; round++) {
+      const acks = drive(reg, s, round * 300 + 1, round * 300 + 300);
+      await s.writeSnapshot(reg.snapshot()); // same tick as the snapshot was taken
+      await Promise.all(acks);
+    }
+    await Promise.all(drive(reg, s, 901, 950)); // after the last snapshot
+    const before = reg.snapshot();
+    await s.close();
+    const f = files(t.dir);
+    assert.equal(f.snapshots.length, 2, `the newest two snapshots are kept: ${f.snapshots.join(', ')}`);
+    const oldest = Number(f.snapshots[0]!.slice(5, 25));
+    assert.ok(Number(f.segments[0]!.slice(4, 24)) <= oldest + 1, 'the log is kept from the older snapshot on');
+    assert.ok(Number(f.segments[1]?.slice(4, 24) ?? Infinity) > oldest + 1, 'segments covered by the older snapshot are trimmed');
+
+    const s2 = storage(t.dir);
+    const rec = await s2.open(freshEpoch);
+    assert.ok(rec.snapshot, 'recovery starts from a snapshot');
+    assert.equal(rec.epoch, rec0.epoch);
+    assert.deepEqual(rebuild(rec).snapshot(), before);
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a snapshot taken while appends are in flight covers exactly the entries before it', async () => {
+  const t = tempDir('snap-cut');
+  try {
+    const s = storage(t.dir);
+    const { epoch } = await s.open(freshEpoch);
+    const { reg } = registry(epoch);
+    const early = drive(reg, s, 1, 40); // not yet durable
+    const snapPromise = s.writeSnapshot(reg.snapshot());
+    const late = drive(reg, s, 41, 60);
+    await Promise.all([...early, ...late, snapPromise]);
+    const before = reg.snapshot();
+    await s.close();
+    const s2 = storage(t.dir);
+    const rec = await s2.open(freshEpoch);
+    assert.ok(rec.snapshot && rec.entries.length > 0);
+    assert.ok(rec.entries.every((e) => e.revision > rec.snapshot!.revision || e.changes.every((c) => c.op.startsWith('lease'))), 'the log after the snapshot holds only later entries');
+    assert.deepEqual(rebuild(rec).snapshot(), before);
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a crash while writing a snapshot leaves a directory that recovers (temporary file ignored)', async () => {
+  const t = tempDir('snap-crash');
+  try {
+    const s = storage(t.dir);
+    const { epoch } = await s.open(freshEpoch);
+    const { reg } = registry(epoch);
+    await Promise.all(drive(reg, s, 1, 100));
+    const before = reg.snapshot();
+    await s.close();
+    writeFileSync(join(t.dir, snapshotFileName(999) + '.tmp'), 'half a snapshot');
+    const s2 = storage(t.dir);
+    const rec = await s2.open(freshEpoch);
+    assert.equal(rec.snapshot, null);
+    assert.deepEqual(rebuild(rec).snapshot(), before);
+    assert.ok(!readdirSync(t.dir).some((n) => n.endsWith('.tmp')), 'the leftover is removed');
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a damaged newest snapshot fails open; repair moves it aside and the older one plus the log recover everything', async () => {
+  const t = tempDir('snap-damaged');
+  try {
+    const s = storage(t.dir);
+    const { epoch } = await s.open(freshEpoch);
+    const { reg } = registry(epoch);
+    await Promise.all(drive(reg, s, 1, 100));
+    await s.writeSnapshot(reg.snapshot());
+    await Promise.all(drive(reg, s, 101, 200));
+    await s.writeSnapshot(reg.snapshot());
+    await Promise.all(drive(reg, s, 201, 220));
+    const before = reg.snapshot();
+    await s.close();
+    const newest = files(t.dir).snapshots[1]!;
+    flipByte(join(t.dir, newest), 200);
+    await assert.rejects(storage(t.dir).open(freshEpoch), (err: Error) => {
+      assert.ok(err.message.includes(newest) && err.message.includes('storage repair --data-dir'), err.message);
+      return true;
+    });
+    const r = await storageCli(['repair', '--data-dir', t.dir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`moved aside into .*damaged-.*: ${newest}`));
+    const s2 = storage(t.dir);
+    const rec = await s2.open(freshEpoch);
+    assert.deepEqual(rebuild(rec).snapshot(), before);
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('snapshotDue after snapshotEveryRecords records or snapshotEveryBytes bytes, counting replayed ones', async () => {
+  const t = tempDir('snap-due');
+  try {
+    const s = storage(t.dir, { snapshotEveryRecords: 50, snapshotEveryBytes: 1_000_000 });
+    const { epoch } = await s.open(freshEpoch);
+    const { reg } = registry(epoch);
+    const acks: Promise<void>[] = [];
+    let n = 0;
+    while (!s.snapshotDue()) {
+      acks.push(...drive(reg, s, ++n, n));
+      assert.ok(n < 100);
+    }
+    await Promise.all(acks);
+    assert.ok(s.stats.appends >= 50);
+    await s.writeSnapshot(reg.snapshot());
+    assert.equal(s.snapshotDue(), false);
+    await Promise.all(drive(reg, s, 1000, 1009)); // more records, after the snapshot
+    await s.close();
+    const probe = storage(t.dir);
+    const replayed = (await probe.open(freshEpoch)).entries.length;
+    await probe.close();
+    assert.ok(replayed >= 10);
+    const s2 = storage(t.dir, { snapshotEveryRecords: replayed + 1 });
+    await s2.open(freshEpoch);
+    assert.equal(s2.snapshotDue(), false, 'one record short of due');
+    await s2.close();
+    const s3 = storage(t.dir, { snapshotEveryRecords: replayed });
+    await s3.open(freshEpoch);
+    assert.equal(s3.snapshotDue(), true, 'the replayed records count toward the next snapshot');
+    await s3.close();
+    const s4 = storage(t.dir, { snapshotEveryRecords: 1_000, snapshotEveryBytes: 500 });
+    await s4.open(freshEpoch);
+    assert.equal(s4.snapshotDue(), true, 'and so do their bytes');
+    await s4.close();
+  } finally {
+    t.remove();
+  }
+});
