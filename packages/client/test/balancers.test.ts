@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Instance } from '@switchboard/protocol';
 import {
+  hash32,
   ConsistentHashBalancer,
   LeastOutstandingBalancer,
   LoadTracker,
@@ -184,4 +185,20 @@ test('an empty balancer picks nothing; unknown names are refused', () => {
     assert.equal(b.pick(), undefined);
   }
   assert.throws(() => createBalancer('fastest' as never), /unknown balancer/);
+});
+
+test('consistent hashing: the bucket index finds the same ring point as a plain search', () => {
+  for (const n of [1, 2, 7, 40]) {
+    const b = new ConsistentHashBalancer({ pointsPerInstance: 30 });
+    const list = Array.from({ length: n }, (_, i) => inst(`i${i}`, { weight: 50 + i * 25 }));
+    feed(b, list);
+    const ring = b as unknown as { points: Uint32Array; owners: Int32Array };
+    for (let k = 0; k < 5_000; k++) {
+      const key = `k${k}`;
+      const h = hash32(key);
+      let at = ring.points.findIndex((p) => p >= h);
+      if (at < 0) at = 0;
+      assert.equal(b.pick({ key })!.id, list[ring.owners[at]!]!.id, `n=${n} key=${key}`);
+    }
+  }
 });
