@@ -11,6 +11,7 @@ export const ERRORS = {
   METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed' },
   LEASE_NOT_FOUND: { status: 404, title: 'Lease not found' },
   INSTANCE_NOT_FOUND: { status: 404, title: 'Instance not found' },
+  CHECK_NOT_FOUND: { status: 404, title: 'Check not found' },
   RATE_LIMITED: { status: 429, title: 'Rate limited' },
   STORE_UNAVAILABLE: { status: 503, title: 'Store unavailable' },
   NOT_READY: { status: 503, title: 'Not ready' },

@@ -61,6 +61,34 @@ export interface Limits {
    * properly, short enough that consumers stop calling a dead process within a second.
    */
   sessionGraceMs: number;
+  /**
+   * Active checks (http, tcp, grpc) running at once on one node; the others wait their
+   * turn. Every run is time-boxed by its timeout, so a slow target holds a slot for at most
+   * that long and never blocks the rest.
+   */
+  maxConcurrentChecks: number;
+  /** Longest check output kept (a ttl report's output, an active check's message). */
+  maxCheckOutputLength: number;
+  /** State changes kept per instance for GET .../history. */
+  maxHistoryPerInstance: number;
+  /** Instances gone from the registry whose history is still kept (oldest forgotten first). */
+  maxDeletedHistories: number;
+  /** The window over which lapsing leases are counted for self-preservation. */
+  selfPreservationWindowMs: number;
+  /** Self-preservation engages when more than this percentage of leases lapse in the window (100: never). */
+  selfPreservationThresholdPercent: number;
+  /** Below this many leases (in the whole node, or in a zone) self-preservation never engages. */
+  selfPreservationMinLeases: number;
+  /** Longest a lease is held past its deadline by self-preservation (0: as long as it is engaged). */
+  selfPreservationMaxHoldMs: number;
+  /** Services with settings (PUT /v1/services/{service}/settings) on one node. */
+  maxServiceSettings: number;
+  /** How long a consumer report counts. */
+  reportWindowMs: number;
+  /** Distinct reporters within the window that turn an instance `warning` (at least 2). */
+  reportMinReporters: number;
+  /** Reporters remembered per instance (the oldest report is forgotten first). */
+  maxReportersPerInstance: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -91,6 +119,18 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxSessionsPerNode: 100_000,
   maxSessionMessageBytes: 4096,
   sessionGraceMs: 500,
+  maxConcurrentChecks: 256,
+  maxCheckOutputLength: 1024,
+  maxHistoryPerInstance: 32,
+  maxDeletedHistories: 10_000,
+  selfPreservationWindowMs: 15_000,
+  selfPreservationThresholdPercent: 50,
+  selfPreservationMinLeases: 10,
+  selfPreservationMaxHoldMs: 5 * 60_000,
+  maxServiceSettings: 10_000,
+  reportWindowMs: 30_000,
+  reportMinReporters: 2,
+  maxReportersPerInstance: 16,
 });
 
 /** One line per limit, for docs and `--help`. */

@@ -2,7 +2,7 @@
  * JSON Schemas of API v1, used to publish the OpenAPI document (`/v1/openapi.json`).
  * Validation itself is done by validate.ts, which gives precise fields and hints.
  */
-import { ADMIN_STATUSES, CHECK_TYPES, DELETE_REASONS, HEALTH_STATES, PROTOCOLS } from './types.js';
+import { ADMIN_STATUSES, CHECK_REPORT_STATUSES, CHECK_TYPES, DELETE_REASONS, HEALTH_STATES, PROTOCOLS, PUT_REASONS, REPORT_KINDS } from './types.js';
 
 const str = { type: 'string' } as const;
 const int = { type: 'integer' } as const;
@@ -19,15 +19,26 @@ export const checkSpecSchema = {
     id: instanceIdSchema,
     type: { type: 'string', enum: [...CHECK_TYPES] },
     target: { type: 'string', description: 'http: URL; tcp, grpc: host:port (default: the instance)' },
-    interval: { type: 'string', description: 'duration, default 10s' },
-    timeout: { type: 'string', description: 'duration, default 2s' },
-    ttl: { type: 'string', description: 'ttl checks: duration, default 30s' },
+    interval: { type: 'string', description: 'duration, default 10s (100ms..1h)' },
+    timeout: { type: 'string', description: 'duration, default 2s or the interval if shorter; every run is cut off after it' },
+    ttl: { type: 'string', description: 'ttl checks: how long a report stays valid, default 30s' },
+    jitter: { type: 'string', description: 'each run moves by a random amount up to this, default a tenth of the interval (at most half of it)' },
+    expectBody: { type: 'string', maxLength: 1024, description: 'http checks: a 2xx answer passes only if its body contains this text' },
+    grpcService: { type: 'string', maxLength: 256, description: 'grpc checks: the service name sent in grpc.health.v1 HealthCheckRequest, default "" (the whole server)' },
+    passingThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1, description: 'consecutive passing results before a failing check shows passing' },
+    criticalThreshold: { type: 'integer', minimum: 1, maximum: 100, description: 'consecutive failing results before a passing check shows failing; default 2 (ttl checks: 1)' },
+    deregisterCriticalAfter: { type: 'string', description: 'persistent instances: deregister (reason critical_timeout) once this check has been critical this long' },
   },
 } as const;
 
 export const checkStateSchema = {
   type: 'object',
-  properties: { id: str, type: { type: 'string', enum: [...CHECK_TYPES] }, status: { type: 'string', enum: [...HEALTH_STATES] }, output: str },
+  properties: {
+    id: str,
+    type: { type: 'string', enum: [...CHECK_TYPES, 'reports'], description: '`reports`: the warning raised by consumer reports (not declared)' },
+    status: { type: 'string', enum: [...HEALTH_STATES] },
+    output: str,
+  },
 } as const;
 
 export const instanceInputSchema = {
@@ -139,6 +150,101 @@ export const watchEventSchema = {
     service: str,
     namespace: str,
     instance: instanceSchema,
-    reason: { type: 'string', enum: [...DELETE_REASONS] },
+    reason: { type: 'string', enum: [...PUT_REASONS, ...DELETE_REASONS], description: 'why the instance changed; on puts an extension of the contract' },
+  },
+} as const;
+
+export const checkReportSchema = {
+  type: 'object',
+  required: ['status'],
+  properties: {
+    status: { type: 'string', enum: [...CHECK_REPORT_STATUSES], description: 'pass, warn and fail are passing, warning and critical' },
+    output: { type: 'string', description: 'one line of text, at most maxCheckOutputLength characters' },
+  },
+} as const;
+
+export const serviceSettingsSchema = {
+  type: 'object',
+  required: ['protectThreshold'],
+  properties: {
+    protectThreshold: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 1, description: 'below this healthy share, healthy=true answers include the unhealthy instances and say "protected"; null turns it off' },
+  },
+} as const;
+
+export const consumerReportSchema = {
+  type: 'object',
+  required: ['reporter', 'kind'],
+  properties: {
+    reporter: { ...instanceIdSchema, description: 'who reports: one id per consumer process, such as its own instance id' },
+    kind: { type: 'string', enum: [...REPORT_KINDS] },
+    detail: { type: 'string', description: 'one line of text' },
+  },
+} as const;
+
+export const consumerReportResultSchema = {
+  type: 'object',
+  properties: {
+    revision,
+    reporters: { type: 'integer', description: 'distinct reporters of this instance within the window' },
+    warning: { type: 'boolean', description: 'the reports hold the instance at warning' },
+  },
+} as const;
+
+export const historyEntrySchema = {
+  type: 'object',
+  properties: {
+    revision,
+    at: { type: ['string', 'null'], format: 'date-time' },
+    type: { type: 'string', enum: ['put', 'delete'] },
+    reason: { type: 'string', enum: [...PUT_REASONS, ...DELETE_REASONS] },
+    detail: nullableStr,
+    status: { type: 'string', enum: [...ADMIN_STATUSES] },
+    health: { type: 'string', enum: [...HEALTH_STATES] },
+  },
+} as const;
+
+export const instanceHistorySchema = {
+  type: 'object',
+  properties: {
+    service: str,
+    namespace: str,
+    id: str,
+    exists: { type: 'boolean', description: 'false: the instance is gone, its history remains' },
+    history: { type: 'array', items: historyEntrySchema, description: 'oldest first' },
+  },
+} as const;
+
+export const drainResultSchema = {
+  type: 'object',
+  properties: {
+    revision,
+    watchers: { type: 'integer', description: 'watch streams of the service on this node' },
+    reached: { type: 'integer', description: 'streams that were sent the change and flushed it' },
+    timedOut: { type: 'integer', description: 'streams not flushed when the wait ended' },
+    gone: { type: 'integer', description: 'streams that closed first' },
+  },
+} as const;
+
+const selfPreservationScopeSchema = {
+  type: 'object',
+  properties: { zone: nullableStr, engaged: { type: 'boolean' }, since: { type: ['string', 'null'], format: 'date-time' }, expiredInWindow: int, leases: int },
+} as const;
+
+export const selfPreservationSchema = {
+  type: 'object',
+  properties: {
+    engaged: { type: 'boolean' },
+    state: { type: 'string', enum: ['normal', 'protecting'] },
+    reason: nullableStr,
+    since: { type: ['string', 'null'], format: 'date-time' },
+    expiredInWindow: { type: 'integer', description: 'leases that lapsed within the window or are held' },
+    leases: { type: 'integer', description: 'leases counted: live ones and those evicted within the window' },
+    threshold: { type: 'number', description: 'share of leases that must lapse to engage' },
+    windowMs: int,
+    minLeases: int,
+    maxHoldMs: int,
+    blockedLeases: { type: 'integer', description: 'leases held past their deadline now' },
+    blockedEvictions: { type: 'integer', description: 'evictions blocked since the node started' },
+    zones: { type: 'array', items: selfPreservationScopeSchema, description: 'zones engaged on their own' },
   },
 } as const;

@@ -15,24 +15,78 @@ export type CheckType = (typeof CHECK_TYPES)[number];
 export const MODES = ['standalone', 'ap', 'cp'] as const;
 export type Mode = (typeof MODES)[number];
 
-/** A check as declared at registration. */
+/** A check as declared at registration, after validation and defaults. */
 export interface CheckSpec {
   id: string;
   type: CheckType;
-  /** http: the URL to GET; tcp and grpc: `host:port` (default: the instance's). */
+  /**
+   * http: the URL to GET (default `http://<address>:<port>/`); tcp and grpc: `host:port`
+   * (default: the instance's). Unused by ttl checks.
+   */
   target: string | null;
   intervalMs: number;
   timeoutMs: number;
   /** ttl checks: how long a report stays valid. */
   ttlMs: number | null;
+  /** Each run is moved by a random amount in [-jitterMs, +jitterMs] so that checks spread out. */
+  jitterMs: number;
+  /** http: a substring the answer's body must contain for the check to pass. */
+  expectBody: string | null;
+  /** grpc: the service name sent in grpc.health.v1 HealthCheckRequest ("" = the whole server). */
+  grpcService: string | null;
+  /** Consecutive passing results before a failing check shows passing again. */
+  passingThreshold: number;
+  /** Consecutive failing results (warning or critical) before a passing check shows failing. */
+  criticalThreshold: number;
+  /**
+   * Persistent instances only: deregister the instance (reason `critical_timeout`) once this
+   * check has been critical for this long. null: never.
+   */
+  deregisterCriticalAfterMs: number | null;
 }
+
+/** The id of the check state that shows a warning raised by consumer reports (type `reports`). */
+export const REPORTS_CHECK_ID = 'consumer-reports';
+
+/** The type of a check state: a declared check, or `reports` (consumer reports, not declared). */
+export type CheckStateType = CheckType | 'reports';
 
 /** A check as reported with an instance. */
 export interface CheckState {
   id: string;
-  type: CheckType;
+  type: CheckStateType;
   status: Health;
   output: string;
+}
+
+/** One result of running a check, or one report into a ttl check. */
+export interface CheckResult {
+  status: Health;
+  output: string;
+}
+
+/** What a service may report into its ttl check: the contract's states and Consul's short words. */
+export const CHECK_REPORT_STATUSES = ['passing', 'warning', 'critical', 'pass', 'warn', 'fail'] as const;
+
+/** Kinds of failure a consumer may report about an instance. */
+export const REPORT_KINDS = ['connect_refused', 'connect_timeout', 'timeout', 'reset', 'http_5xx', 'grpc_unavailable', 'tls_error', 'other'] as const;
+export type ReportKind = (typeof REPORT_KINDS)[number];
+
+/** A consumer's report about an instance it failed to use. */
+export interface ConsumerReport {
+  reporter: string;
+  kind: ReportKind;
+  detail: string | null;
+}
+
+/** Settings of one service (`PUT /v1/services/{service}/settings`). */
+export interface ServiceSettings {
+  /**
+   * When the share of healthy instances among those a `healthy=true` query would consider
+   * falls below this (0..1), the answer includes the unhealthy ones and says `protected`.
+   * null: off.
+   */
+  protectThreshold: number | null;
 }
 
 /** The body of a registration, after validation and defaults. */
@@ -105,8 +159,32 @@ export const DELETE_REASONS = [
   'lease_expired',
   'lease_revoked',
   'critical_timeout',
+  /** The lease's session closed without a hand-over and its grace ran out. */
+  'connection_lost',
 ] as const;
 export type DeleteReason = (typeof DELETE_REASONS)[number];
+
+/** Why an instance was put (an extension: put events carry it too). */
+export const PUT_REASONS = [
+  /** A new instance. */
+  'registered',
+  /** A re-registration that changed it. */
+  'updated',
+  /** The status call changed its admin status. */
+  'status_changed',
+  /** A drain set it to draining. */
+  'drained',
+  /** A check turned warning or critical. */
+  'check_failed',
+  /** A check turned passing. */
+  'check_passed',
+  /** Consumer reports turned it warning, or their warning cleared. */
+  'reported',
+  /** Its lease expired while self-preservation was engaged: it stays. */
+  'eviction_blocked',
+] as const;
+export type PutReason = (typeof PUT_REASONS)[number];
+export type ChangeReason = PutReason | DeleteReason;
 
 export interface WatchEvent {
   epoch: string;
@@ -115,7 +193,75 @@ export interface WatchEvent {
   service: string;
   namespace: string;
   instance: Instance;
-  reason?: DeleteReason;
+  reason?: ChangeReason;
+}
+
+/** One state change of an instance, as kept in its history. */
+export interface HistoryEntry {
+  revision: number;
+  /** Wall-clock time of the change (ISO 8601), null when unknown (entries of older versions). */
+  at: string | null;
+  type: 'put' | 'delete';
+  reason: ChangeReason;
+  /** What happened in a few words: the check and its output, the reporters, the lease. */
+  detail: string | null;
+  status: AdminStatus;
+  health: Health;
+}
+
+export interface InstanceHistory {
+  service: string;
+  namespace: string;
+  id: string;
+  /** false when the instance is gone and only its history remains. */
+  exists: boolean;
+  /** Oldest first; at most `maxHistoryPerInstance` entries. */
+  history: HistoryEntry[];
+}
+
+/** The answer to a drain: the change and how many watchers of the service saw it. */
+export interface DrainResult {
+  revision: number;
+  /** Watch streams of this service on this node when the drain was applied. */
+  watchers: number;
+  /** Those that were sent the change (written and flushed to their connection). */
+  reached: number;
+  /** Those still not flushed when the wait ended. */
+  timedOut: number;
+  /** Those that closed before being reached. */
+  gone: number;
+}
+
+export interface SelfPreservationScope {
+  /** The zone, or null for the whole node. */
+  zone: string | null;
+  engaged: boolean;
+  since: string | null;
+  /** Leases that ran out within the window, plus those held past their deadline. */
+  expiredInWindow: number;
+  /** Leases counted: live ones plus those evicted within the window. */
+  leases: number;
+}
+
+export interface SelfPreservationStatus {
+  engaged: boolean;
+  /** `protecting` while engaged (globally or in a zone), else `normal`. */
+  state: 'normal' | 'protecting';
+  reason: string | null;
+  since: string | null;
+  expiredInWindow: number;
+  leases: number;
+  /** Share of leases (0..1) that must lapse within the window to engage. */
+  threshold: number;
+  windowMs: number;
+  minLeases: number;
+  maxHoldMs: number;
+  /** Leases held past their deadline right now. */
+  blockedLeases: number;
+  /** Evictions blocked since the node started. */
+  blockedEvictions: number;
+  /** Zones that are engaged on their own. */
+  zones: SelfPreservationScope[];
 }
 
 export interface ResetEvent {
@@ -136,6 +282,8 @@ export interface NodeStatus {
   services: number;
   watchers: number;
   sessions: number;
-  selfPreservation: { engaged: boolean };
+  selfPreservation: SelfPreservationStatus;
+  /** Active checks (http, tcp, grpc) this node runs. */
+  checks: { scheduled: number; running: number; queued: number; maxConcurrent: number };
   storage: { durable: boolean; dataDir: string | null };
 }

@@ -9,13 +9,20 @@ import { parseDuration } from './duration.js';
 import { DNS_LABEL, INSTANCE_ID, LEASE_ID, isAddress } from './names.js';
 import {
   ADMIN_STATUSES,
+  CHECK_REPORT_STATUSES,
   CHECK_TYPES,
   PROTOCOLS,
+  REPORTS_CHECK_ID,
+  REPORT_KINDS,
   type AdminStatus,
+  type CheckResult,
   type CheckSpec,
   type CheckType,
+  type ConsumerReport,
+  type Health,
   type InstanceInput,
   type Protocol,
+  type ServiceSettings,
 } from './types.js';
 
 type Obj = Record<string, unknown>;
@@ -179,21 +186,108 @@ function durationField(value: unknown, field: string, fallback: number, min: num
   return ms;
 }
 
+/** `host:port` with a hostname or IP literal (IPv6 in brackets); null when it is not. */
+export function parseHostPort(text: string): { host: string; port: number } | null {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]/]+):(\d{1,5})$/.exec(text);
+  if (!m) return null;
+  const host = (m[1] as string).replace(/^\[|\]$/g, '');
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535 || !isAddress(host)) return null;
+  return { host, port };
+}
+
+function checkTarget(value: unknown, field: string, type: CheckType): string | null {
+  if (value === undefined || value === null) return null;
+  if (type === 'ttl') throw invalid(field, 'a ttl check has no target: the service reports into it', 'leave target out of ttl checks; report with PUT /v1/services/{service}/instances/{id}/checks/{checkId}');
+  const hint = type === 'http' ? 'give a URL such as http://10.0.0.5:8080/health' : 'give host:port, such as 10.0.0.5:9090 or [::1]:9090';
+  if (typeof value !== 'string' || value.length === 0 || value.length > 2048) throw invalid(field, `check target ${describe(value)} is not valid`, hint);
+  if (type === 'http') {
+    let url: URL | null = null;
+    try {
+      url = new URL(value);
+    } catch {
+      url = null;
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw invalid(field, `check target ${describe(value)} is not an http or https URL`, hint);
+  } else if (!parseHostPort(value)) {
+    throw invalid(field, `check target ${describe(value)} is not host:port`, hint);
+  }
+  return value;
+}
+
+/** A field that only some check types take; elsewhere it is refused rather than silently unused. */
+function onlyFor(value: unknown, field: string, type: CheckType, allowed: CheckType): void {
+  if (value !== undefined && value !== null && type !== allowed) {
+    throw invalid(field, `${field.split('/').pop()} applies to ${allowed} checks only, not ${type}`, `remove it, or use a check of type ${allowed}`);
+  }
+}
+
+function optionalString(value: unknown, field: string, min: number, max: number, hint: string): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string' || value.length < min || value.length > max) {
+    throw invalid(field, `${field.split('/').pop()} must be a string of ${min} to ${max} characters, got ${describe(value)}`, hint);
+  }
+  return value;
+}
+
+/**
+ * Defaults of the fields added after the first version of checks, for specs logged before
+ * them: replay fills them in so that old entries behave as registered today.
+ */
+export function checkDefaults(type: CheckType, intervalMs: number): Pick<CheckSpec, 'jitterMs' | 'expectBody' | 'grpcService' | 'passingThreshold' | 'criticalThreshold' | 'deregisterCriticalAfterMs'> {
+  return {
+    jitterMs: Math.floor(intervalMs / 10),
+    expectBody: null,
+    grpcService: null,
+    passingThreshold: 1,
+    // A ttl report is the service's own verdict, applied at once; an active check waits for
+    // a second failure so that one lost packet or GC pause does not take an instance out.
+    criticalThreshold: type === 'ttl' ? 1 : 2,
+    deregisterCriticalAfterMs: null,
+  };
+}
+
+/**
+ * A spec as stored by any version, completed with today's defaults, its fields in the
+ * order validation gives them (specs are compared as JSON).
+ */
+export function completeCheckSpec(spec: CheckSpec): CheckSpec {
+  const d = checkDefaults(spec.type, spec.intervalMs);
+  return {
+    id: spec.id,
+    type: spec.type,
+    target: spec.target ?? null,
+    intervalMs: spec.intervalMs,
+    timeoutMs: spec.timeoutMs,
+    ttlMs: spec.ttlMs ?? null,
+    jitterMs: spec.jitterMs ?? d.jitterMs,
+    expectBody: spec.expectBody ?? d.expectBody,
+    grpcService: spec.grpcService ?? d.grpcService,
+    passingThreshold: spec.passingThreshold ?? d.passingThreshold,
+    criticalThreshold: spec.criticalThreshold ?? d.criticalThreshold,
+    deregisterCriticalAfterMs: spec.deregisterCriticalAfterMs ?? d.deregisterCriticalAfterMs,
+  };
+}
+
 function validateCheck(value: unknown, field: string, index: number): CheckSpec {
   if (!isObject(value)) throw invalid(field, `a check must be an object, got ${describe(value)}`, 'send checks like {"type": "http", "target": "http://10.0.0.5:8080/health", "interval": "10s"}');
   const type: CheckType = oneOf(value.type, `${field}/type`, CHECK_TYPES);
   const id = value.id === undefined ? `${type}-${index}` : validateInstanceId(value.id, `${field}/id`);
-  let target: string | null = null;
-  if (value.target !== undefined && value.target !== null) {
-    if (typeof value.target !== 'string' || value.target.length === 0 || value.target.length > 2048) {
-      throw invalid(`${field}/target`, `check target ${describe(value.target)} is not valid`, type === 'http' ? 'give a URL such as http://10.0.0.5:8080/health' : 'give host:port');
-    }
-    target = value.target;
-  }
+  if (id === REPORTS_CHECK_ID) throw invalid(`${field}/id`, `check id ${REPORTS_CHECK_ID} is reserved for the warning of consumer reports`, 'give the check another id');
+  const target = checkTarget(value.target, `${field}/target`, type);
   const intervalMs = durationField(value.interval, `${field}/interval`, 10_000, 100, 3_600_000);
   const timeoutMs = durationField(value.timeout, `${field}/timeout`, Math.min(2_000, intervalMs), 10, 3_600_000);
   const ttlMs = type === 'ttl' ? durationField(value.ttl, `${field}/ttl`, 30_000, 100, 86_400_000) : null;
-  return { id, type, target, intervalMs, timeoutMs, ttlMs };
+  const d = checkDefaults(type, intervalMs);
+  const jitterMs = durationField(value.jitter, `${field}/jitter`, d.jitterMs, 0, Math.floor(intervalMs / 2));
+  onlyFor(value.expectBody, `${field}/expectBody`, type, 'http');
+  const expectBody = optionalString(value.expectBody, `${field}/expectBody`, 1, 1024, 'give a short text the health page contains, such as "ok"');
+  onlyFor(value.grpcService, `${field}/grpcService`, type, 'grpc');
+  const grpcService = optionalString(value.grpcService, `${field}/grpcService`, 0, 256, 'give the gRPC service name, such as "orders.v1.Orders", or "" for the whole server');
+  const passingThreshold = value.passingThreshold === undefined || value.passingThreshold === null ? d.passingThreshold : integerIn(value.passingThreshold, `${field}/passingThreshold`, 1, 100, 'passingThreshold');
+  const criticalThreshold = value.criticalThreshold === undefined || value.criticalThreshold === null ? d.criticalThreshold : integerIn(value.criticalThreshold, `${field}/criticalThreshold`, 1, 100, 'criticalThreshold');
+  const deregisterCriticalAfterMs = value.deregisterCriticalAfter === undefined || value.deregisterCriticalAfter === null ? null : durationField(value.deregisterCriticalAfter, `${field}/deregisterCriticalAfter`, 0, 1_000, 30 * 86_400_000);
+  return { id, type, target, intervalMs, timeoutMs, ttlMs, jitterMs, expectBody, grpcService, passingThreshold, criticalThreshold, deregisterCriticalAfterMs };
 }
 
 /** Validates a registration body and fills the defaults of api-v1.md. */
@@ -297,6 +391,45 @@ export function validateStatusBody(raw: unknown): AdminStatus {
   const body = requireBody(raw, '{"status": "draining"}');
   required(body.status, 'status', `send {"status": "draining"}; one of ${ADMIN_STATUSES.join(', ')}`);
   return oneOf(body.status, 'status', ADMIN_STATUSES);
+}
+
+/** The body of a ttl check report: `{"status": "passing", "output": "..."}` (pass, warn, fail too). */
+export function validateCheckReport(raw: unknown, limits: Limits): CheckResult {
+  const body = requireBody(raw, '{"status": "passing", "output": "all good"}');
+  required(body.status, 'status', 'send {"status": "passing"}; one of passing, warning, critical (or pass, warn, fail)');
+  const word = oneOf(body.status, 'status', CHECK_REPORT_STATUSES);
+  const status: Health = word === 'pass' ? 'passing' : word === 'warn' ? 'warning' : word === 'fail' ? 'critical' : word;
+  let output = '';
+  if (body.output !== undefined && body.output !== null) {
+    if (typeof body.output !== 'string') throw invalid('output', `output must be a string, got ${describe(body.output)}`, 'send output as one line of text');
+    if (body.output.length > limits.maxCheckOutputLength) {
+      throw limitExceeded('maxCheckOutputLength', 'output', `output of ${body.output.length} characters, at most ${limits.maxCheckOutputLength}`, 'send a shorter output line');
+    }
+    output = body.output;
+  }
+  return { status, output };
+}
+
+/** The body of `PUT /v1/services/{service}/settings`. */
+export function validateServiceSettings(raw: unknown): ServiceSettings {
+  const body = requireBody(raw, '{"protectThreshold": 0.5}');
+  required(body.protectThreshold, 'protectThreshold', 'send {"protectThreshold": 0.5} to turn protection on, or {"protectThreshold": null} to turn it off');
+  const t = body.protectThreshold;
+  if (t !== null && (typeof t !== 'number' || !Number.isFinite(t) || t <= 0 || t > 1)) {
+    throw invalid('protectThreshold', `protectThreshold must be a number above 0 and at most 1, or null, got ${describe(t)}`, 'send a share such as 0.5 (protect when fewer than half are healthy), or null to turn it off');
+  }
+  return { protectThreshold: t };
+}
+
+/** The body of a consumer report: `{"reporter": "checkout-7", "kind": "timeout", "detail"?: "..."}`. */
+export function validateConsumerReport(raw: unknown, limits: Limits): ConsumerReport {
+  const body = requireBody(raw, '{"reporter": "checkout-7", "kind": "connect_refused"}');
+  required(body.reporter, 'reporter', 'send the id of the reporting consumer, such as its own instance id');
+  const reporter = validateInstanceId(body.reporter, 'reporter');
+  required(body.kind, 'kind', `send kind, one of ${REPORT_KINDS.join(', ')}`);
+  const kind = oneOf(body.kind, 'kind', REPORT_KINDS);
+  const detail = optionalString(body.detail, 'detail', 0, limits.maxCheckOutputLength, 'send detail as one short line of text');
+  return { reporter, kind, detail };
 }
 
 export { SwitchboardError };

@@ -10,7 +10,11 @@ import {
   isIPv4,
   isIPv6,
   parseDuration,
+  completeCheckSpec,
   validateBatch,
+  validateCheckReport,
+  validateConsumerReport,
+  validateServiceSettings,
   validateInstanceId,
   validateInstanceInput,
   validateLabel,
@@ -216,6 +220,31 @@ test('checks: at most 8, with a known type and valid durations', () => {
   throwsCode(() => input({ checks: [{ type: 'http', interval: '50ms' }] }), 'INVALID_ARGUMENT', { field: 'checks/0/interval' });
   throwsCode(() => input({ checks: [{ ...check, id: 'a' }, { ...check, id: 'a' }] }), 'INVALID_ARGUMENT', { field: 'checks' });
   assert.equal(input({ checks: [{ type: 'http', interval: '100ms' }] }).checks[0]?.intervalMs, 100);
+});
+
+test('check specs: defaults, thresholds, and old specs completed the same way', () => {
+  const [http, ttl] = input({ checks: [{ type: 'http' }, { type: 'ttl' }] }).checks;
+  assert.deepEqual(http, { id: 'http-0', type: 'http', target: null, intervalMs: 10_000, timeoutMs: 2_000, ttlMs: null, jitterMs: 1_000, expectBody: null, grpcService: null, passingThreshold: 1, criticalThreshold: 2, deregisterCriticalAfterMs: null });
+  assert.equal(ttl?.criticalThreshold, 1, 'a ttl report is the service\'s own verdict');
+  const old = { id: 'h', type: 'http', target: null, intervalMs: 10_000, timeoutMs: 2_000, ttlMs: null } as unknown as Parameters<typeof completeCheckSpec>[0];
+  assert.equal(JSON.stringify(completeCheckSpec(old)), JSON.stringify({ ...http, id: 'h' }), 'same fields in the same order');
+  const full = input({ checks: [{ type: 'grpc', target: '[::1]:9090', grpcService: 'a.B', jitter: '0s', passingThreshold: 3, criticalThreshold: 5, deregisterCriticalAfter: '10m' }] }).checks[0];
+  assert.deepEqual([full?.jitterMs, full?.passingThreshold, full?.criticalThreshold, full?.deregisterCriticalAfterMs, full?.grpcService], [0, 3, 5, 600_000, 'a.B']);
+  throwsCode(() => input({ checks: [{ type: 'grpc', target: '[::1]' }] }), 'INVALID_ARGUMENT', { field: 'checks/0/target' });
+  throwsCode(() => input({ checks: [{ type: 'http', criticalThreshold: 101 }] }), 'INVALID_ARGUMENT', { field: 'checks/0/criticalThreshold' });
+});
+
+test('ttl check reports, service settings and consumer reports', () => {
+  assert.deepEqual(validateCheckReport({ status: 'fail', output: 'disk full' }, L), { status: 'critical', output: 'disk full' });
+  assert.deepEqual(validateCheckReport({ status: 'warn' }, L), { status: 'warning', output: '' });
+  throwsCode(() => validateCheckReport({ status: 'up' }, L), 'INVALID_ARGUMENT', { field: 'status' });
+  throwsCode(() => validateCheckReport({ status: 'pass', output: 'x'.repeat(L.maxCheckOutputLength + 1) }, L), 'LIMIT_EXCEEDED', { field: 'output', limit: 'maxCheckOutputLength' });
+  assert.deepEqual(validateServiceSettings({ protectThreshold: 1 }), { protectThreshold: 1 });
+  assert.deepEqual(validateServiceSettings({ protectThreshold: null }), { protectThreshold: null });
+  throwsCode(() => validateServiceSettings({ protectThreshold: 0 }), 'INVALID_ARGUMENT', { field: 'protectThreshold' });
+  assert.deepEqual(validateConsumerReport({ reporter: 'c-1', kind: 'timeout' }, L), { reporter: 'c-1', kind: 'timeout', detail: null });
+  throwsCode(() => validateConsumerReport({ reporter: 'c 1', kind: 'timeout' }, L), 'INVALID_ARGUMENT', { field: 'reporter' });
+  throwsCode(() => validateConsumerReport({ reporter: 'c', kind: 'oops' }, L), 'INVALID_ARGUMENT', { field: 'kind' });
 });
 
 test('lease TTL exactly at and one past each limit', () => {

@@ -10,6 +10,7 @@ import type { Engine } from '../engines/engine.js';
 import type { ApiContext } from './context.js';
 import { createMetrics } from './metrics.js';
 import { answerClientError, answerExpectation, methodNotAllowed, sendProblem, toSwitchboardError } from './problem.js';
+import { healthRoutes } from './routes-health.js';
 import { readRoutes } from './routes-read.js';
 import { nodeRoutes } from './routes-node.js';
 import { writeRoutes } from './routes-write.js';
@@ -159,6 +160,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
         { name: 'instances' },
         { name: 'discovery' },
         { name: 'watch' },
+        { name: 'health' },
         { name: 'node' },
       ],
     },
@@ -168,6 +170,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   await app.register(async (scope) => writeRoutes(scope, ctx));
   await app.register(async (scope) => readRoutes(scope, ctx));
   await app.register(async (scope) => watchRoutes(scope, ctx, streams));
+  await app.register(async (scope) => healthRoutes(scope, ctx, streams));
   await app.register(async (scope) => nodeRoutes(scope, ctx, { watchers: () => streams.open.size, sessions: () => sessions.size }));
 
   const sw = app as SwitchboardApp;

@@ -32,5 +32,32 @@ export function createMetrics(engine: Engine, streams: () => number, sessions: (
   gauge('switchboard_watch_streams', 'Open watch streams', streams);
   gauge('switchboard_sessions', 'Open session streams', sessions);
   gauge('switchboard_blocking_queries', 'Blocking queries waiting', () => engine.hub.waiting);
+  healthMetrics(registry, engine, gauge);
   return { registry, requests, requestSeconds, watchEvents, watchDropped };
+}
+
+/** A counter that mirrors a total kept elsewhere (read when scraped). */
+function mirroredCounter(registry: client.Registry, name: string, help: string, read: () => number): void {
+  new client.Counter({ name, help, registers: [registry], collect() { this.reset(); this.inc(read()); } });
+}
+
+function healthMetrics(registry: client.Registry, engine: Engine, gauge: (name: string, help: string, read: () => number) => void): void {
+  const sp = () => engine.registry.selfPreservationStatus();
+  gauge('switchboard_self_preservation_engaged', 'Self-preservation engaged (1) or not (0): lapsed leases are held, not evicted', () => (sp().engaged ? 1 : 0));
+  gauge('switchboard_self_preservation_blocked_leases', 'Leases held past their deadline by self-preservation', () => sp().blockedLeases);
+  mirroredCounter(registry, 'switchboard_self_preservation_blocked_evictions_total', 'Lease evictions blocked by self-preservation', () => sp().blockedEvictions);
+  gauge('switchboard_checks_scheduled', 'Active checks (http, tcp, grpc) this node runs', () => engine.checkStats().scheduled);
+  gauge('switchboard_checks_running', 'Active checks running now', () => engine.checkStats().running);
+  gauge('switchboard_checks_queued', 'Active checks due and waiting for a free slot (maxConcurrentChecks)', () => engine.checkStats().queued);
+  new client.Counter({
+    name: 'switchboard_check_runs_total',
+    help: 'Active check runs by result',
+    labelNames: ['status'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [status, n] of Object.entries(engine.checkStats().runs)) this.inc({ status }, n);
+    },
+  });
+  mirroredCounter(registry, 'switchboard_check_timeouts_total', 'Active check runs cut off by their timeout', () => engine.checkStats().timeouts);
 }

@@ -58,19 +58,22 @@ export function serviceQuery(q: Query, limits: Limits): ServiceQuery {
   return { healthy: bool(q, 'healthy'), zone, tags: [...tags].sort(), version };
 }
 
+/** A duration parameter (`wait=30s`), at most `max` (the limit `limit`). */
+export function durationParam(q: Query, name: string, fallback: number, max: number, limit: string): number {
+  const text = single(q, name);
+  if (text === undefined || text === '') return fallback;
+  const ms = parseDuration(text);
+  if (ms === undefined) throw invalid(name, `${name}=${text} is not a duration`, `write it like ${name}=500ms, ${name}=30s or ${name}=5m`);
+  if (ms > max) {
+    throw limitExceeded(limit, name, `${name}=${text} is longer than ${max} ms`, `wait at most ${max / 1000}s and repeat the request`);
+  }
+  return ms;
+}
+
 /** `index` and `wait` of a blocking query; undefined when the query does not block. */
 export function blocking(q: Query, limits: Limits): { index: number; waitMs: number } | undefined {
   const index = nonNegativeInt(q, 'index');
-  const waitText = single(q, 'wait');
-  let waitMs = limits.blockingWaitDefaultMs;
-  if (waitText !== undefined && waitText !== '') {
-    const ms = parseDuration(waitText);
-    if (ms === undefined) throw invalid('wait', `wait=${waitText} is not a duration`, 'write it like wait=500ms, wait=30s or wait=5m');
-    if (ms > limits.blockingWaitMaxMs) {
-      throw limitExceeded('blockingWaitMaxMs', 'wait', `wait=${waitText} is longer than ${limits.blockingWaitMaxMs} ms`, `wait at most ${limits.blockingWaitMaxMs / 1000}s and repeat the query`);
-    }
-    waitMs = ms;
-  }
+  const waitMs = durationParam(q, 'wait', limits.blockingWaitDefaultMs, limits.blockingWaitMaxMs, 'blockingWaitMaxMs');
   return index === undefined ? undefined : { index, waitMs };
 }
 

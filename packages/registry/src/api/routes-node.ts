@@ -1,6 +1,6 @@
 /** Node status, liveness, readiness, metrics and the OpenAPI document. */
 import type { FastifyInstance } from 'fastify';
-import { SwitchboardError, type NodeStatus } from '@switchboard/protocol';
+import { SwitchboardError, selfPreservationSchema, type NodeStatus } from '@switchboard/protocol';
 import { errorResponses, type ApiContext } from './context.js';
 
 const statusSchema = {
@@ -18,7 +18,12 @@ const statusSchema = {
     services: { type: 'integer' },
     watchers: { type: 'integer' },
     sessions: { type: 'integer' },
-    selfPreservation: { type: 'object', properties: { engaged: { type: 'boolean' } } },
+    selfPreservation: selfPreservationSchema,
+    checks: {
+      type: 'object',
+      description: 'active checks this node runs',
+      properties: { scheduled: { type: 'integer' }, running: { type: 'integer' }, queued: { type: 'integer' }, maxConcurrent: { type: 'integer' } },
+    },
     storage: { type: 'object', properties: { durable: { type: 'boolean' }, dataDir: { type: ['string', 'null'] } } },
   },
 } as const;
@@ -28,6 +33,7 @@ export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, counts: 
 
   app.get('/v1/status', { schema: { tags: ['node'], summary: 'This node', response: { 200: statusSchema, ...errorResponses } } }, async () => {
     const reg = engine.registry;
+    const checks = engine.checkStats();
     const status: NodeStatus = {
       nodeId: engine.nodeId,
       mode: engine.mode,
@@ -41,7 +47,8 @@ export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, counts: 
       services: reg.serviceCount,
       watchers: counts.watchers(),
       sessions: counts.sessions(),
-      selfPreservation: { engaged: false },
+      selfPreservation: reg.selfPreservationStatus(),
+      checks: { scheduled: checks.scheduled, running: checks.running, queued: checks.queued, maxConcurrent: ctx.limits.maxConcurrentChecks },
       storage: { durable: engine.durable, dataDir: engine.dataDir },
     };
     return status;

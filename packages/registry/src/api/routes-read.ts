@@ -75,7 +75,8 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
     const svc = reg.service(namespace, service);
     const revision = reg.serviceRevision(namespace, service);
     reply.header('x-switchboard-index', String(revision));
-    return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => serviceAnswerJson(svc, service, revision, filter));
+    const protectThreshold = reg.serviceSettings(namespace, service)?.protectThreshold ?? null;
+    return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => serviceAnswerJson(svc, service, revision, filter, protectThreshold));
   });
 
   app.get('/v1/services/:service/instances/:instanceId', {

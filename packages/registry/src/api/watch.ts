@@ -54,10 +54,20 @@ function resetFrame(epoch: string, revision: number): string {
   return `event: reset\ndata: ${JSON.stringify({ epoch, revision })}\n\n`;
 }
 
+/** How many watchers of a service a change reached (see WatchStreams.reach). */
+export interface Reach {
+  watchers: number;
+  reached: number;
+  timedOut: number;
+  gone: number;
+}
+
 export class WatchStreams {
   readonly open = new Set<WatchStream>();
   private readonly perClient = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
+  /** Waiting drains, told whenever a stream flushes or ends. */
+  private readonly progressListeners = new Set<() => void>();
 
   constructor(private readonly ctx: ApiContext) {
     this.timer = setInterval(() => {
@@ -89,6 +99,47 @@ export class WatchStreams {
     else this.perClient.set(s.client, n);
   }
 
+  /** A stream flushed a revision or ended. */
+  progress(): void {
+    for (const l of [...this.progressListeners]) l();
+  }
+
+  /**
+   * Waits until every watch stream of a service on this node has been sent `revision` and
+   * flushed it to its connection (the write callback fired), or until `waitMs` ran out. A
+   * stream that started after the revision was announced counts as reached: whatever its
+   * client listed already had the change.
+   */
+  reach(namespace: string, service: string, revision: number, waitMs: number): Promise<Reach> {
+    const key = serviceKey(namespace, service);
+    const targets = [...this.open].filter((s) => s.services === null || s.services.has(key));
+    const tally = (final: boolean): Reach | null => {
+      const r: Reach = { watchers: targets.length, reached: 0, timedOut: 0, gone: 0 };
+      for (const s of targets) {
+        if (s.hasSeen(revision)) r.reached++;
+        else if (s.isEnded) r.gone++;
+        else if (final) r.timedOut++;
+        else return null;
+      }
+      return r;
+    };
+    const now = tally(false);
+    if (now || waitMs <= 0) return Promise.resolve(now ?? (tally(true) as Reach));
+    return new Promise((resolve) => {
+      const finish = (r: Reach): void => {
+        clearTimeout(timer);
+        this.progressListeners.delete(check);
+        resolve(r);
+      };
+      const check = (): void => {
+        const r = tally(false);
+        if (r) finish(r);
+      };
+      const timer = setTimeout(() => finish(tally(true) as Reach), waitMs);
+      this.progressListeners.add(check);
+    });
+  }
+
   /** Ends every stream cleanly (shutdown). */
   closeAll(): void {
     clearInterval(this.timer);
@@ -99,6 +150,8 @@ export class WatchStreams {
 class WatchStream implements Subscriber {
   private unsubscribe: () => void = () => undefined;
   private ended = false;
+  /** The highest revision whose frames the connection has taken (write callback). */
+  private flushed = 0;
 
   constructor(
     readonly client: string,
@@ -116,10 +169,19 @@ class WatchStream implements Subscriber {
     this.unsubscribe = this.ctx.engine.hub.subscribe(this);
   }
 
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  /** Whether this stream's client has been sent `revision` (or started after it). */
+  hasSeen(revision: number): boolean {
+    return this.flushed >= revision || this.minRevision > revision;
+  }
+
   deliver(events: WatchEvent[], revision: number): void {
     if (revision < this.minRevision) return;
     this.ctx.metrics.watchEvents.inc(events.length);
-    this.write(framesFor(events));
+    this.write(framesFor(events), revision);
   }
 
   heartbeat(): void {
@@ -132,9 +194,10 @@ class WatchStream implements Subscriber {
     this.unsubscribe();
     this.streams.remove(this);
     if (!this.res.writableEnded) this.res.end();
+    this.streams.progress();
   }
 
-  private write(text: string): void {
+  private write(text: string, revision = 0): void {
     if (this.ended || text === '') return;
     // A reader that falls this far behind is cut off; it resumes with Last-Event-ID.
     if (this.res.writableLength > this.ctx.limits.maxWatchBufferBytes) {
@@ -143,7 +206,15 @@ class WatchStream implements Subscriber {
       this.end();
       return;
     }
-    this.res.write(text);
+    if (revision === 0) {
+      this.res.write(text);
+      return;
+    }
+    this.res.write(text, (err) => {
+      if (err || revision <= this.flushed) return;
+      this.flushed = revision;
+      this.streams.progress();
+    });
   }
 }
 

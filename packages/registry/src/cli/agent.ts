@@ -42,6 +42,10 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
     },
     onSnapshotError: (err) => logger.error({ err }, 'snapshot failed; the log is intact and the next snapshot will be tried later'),
     onRecovered: (r) => logger.info(r, r.entries > 0 || r.fromSnapshot ? 'recovered state from the data directory' : 'starting with an empty registry'),
+    onProtectionChange: (c) =>
+      c.engaged
+        ? logger.warn({ selfPreservation: true, zone: c.zone }, `self-preservation engaged: lapsed leases are held, not evicted (${c.reason})`)
+        : logger.info({ selfPreservation: false, zone: c.zone }, `self-preservation released: evictions resume (${c.reason})`),
   });
   const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }) });
   const address = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port });

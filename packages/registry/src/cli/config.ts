@@ -80,6 +80,16 @@ function limitsOf(v: unknown, where: string): Limits {
   }
   if (out.leaseTtlMinMs > out.leaseTtlMaxMs) throw new ConfigError(`${where}.leaseTtlMinMs`, `${where}.leaseTtlMinMs is above leaseTtlMaxMs`);
   if (out.retainedEvents < 1) throw new ConfigError(`${where}.retainedEvents`, `${where}.retainedEvents must be at least 1`);
+  const atLeast = (k: keyof Limits, min: number, why: string): void => {
+    if (out[k] < min) throw new ConfigError(`${where}.${k}`, `${where}.${k} must be at least ${min}: ${why}`);
+  };
+  atLeast('maxConcurrentChecks', 1, 'otherwise no active check could run');
+  atLeast('maxHistoryPerInstance', 1, 'a history keeps at least the last change');
+  atLeast('reportMinReporters', 2, 'one consumer alone must never change an instance');
+  atLeast('selfPreservationWindowMs', 1, 'lapses are counted within a window');
+  if (out.selfPreservationThresholdPercent > 100) {
+    throw new ConfigError(`${where}.selfPreservationThresholdPercent`, `${where}.selfPreservationThresholdPercent must be 0-100 (100 turns self-preservation off)`);
+  }
   return out;
 }
 

@@ -2,8 +2,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../version.js';
 import { ConfigError, envValues, readConfigFile, resolveConfig } from './config.js';
-import { registerOperatorCommands } from './ops.js';
-import { registerStorageCommands } from './storage-cmd.js';
 
 function agentCommand(program: Command, exit: (code: number) => void): void {
   program
@@ -67,8 +65,12 @@ export async function main(argv: string[]): Promise<number | undefined> {
     .enablePositionalOptions()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   agentCommand(program, exit);
-  registerOperatorCommands(program, exit);
-  registerStorageCommands(program, exit);
+  // The agent starts without loading the operator commands (and their HTTP client).
+  if (argv[0] !== 'agent') {
+    const [{ registerOperatorCommands }, { registerStorageCommands }] = await Promise.all([import('./ops.js'), import('./storage-cmd.js')]);
+    registerOperatorCommands(program, exit);
+    registerStorageCommands(program, exit);
+  }
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {

@@ -3,18 +3,24 @@
  * replay applies. Every change in one entry shares one revision. Lease grants change no
  * revision but are logged so that a restart knows the lease.
  */
-import type { CheckSpec, DeleteReason, Instance } from '@switchboard/protocol';
+import type { CheckSpec, DeleteReason, Instance, PutReason, ServiceSettings } from '@switchboard/protocol';
+import type { HistorySnapshotItem } from './history.js';
 
 export type Change =
-  | { op: 'put'; instance: Instance; specs: CheckSpec[] }
-  | { op: 'delete'; namespace: string; service: string; id: string; reason: DeleteReason }
+  /** `reason` and `detail` are absent in entries of older versions. */
+  | { op: 'put'; instance: Instance; specs: CheckSpec[]; reason?: PutReason; detail?: string }
+  | { op: 'delete'; namespace: string; service: string; id: string; reason: DeleteReason; detail?: string }
   | { op: 'lease_grant'; leaseId: string; ttlMs: number }
-  | { op: 'lease_end'; leaseId: string; reason: 'lease_expired' | 'lease_revoked' };
+  | { op: 'lease_end'; leaseId: string; reason: 'lease_expired' | 'lease_revoked' }
+  /** A service's settings; all null removes them. */
+  | { op: 'settings'; namespace: string; service: string; settings: ServiceSettings };
 
 export interface Entry {
   /** The store revision after this entry (unchanged when it has no put or delete). */
   revision: number;
   changes: Change[];
+  /** Wall-clock time the entry was made (ms since the epoch), for history; absent in older entries. */
+  at?: number;
 }
 
 /** Everything needed to rebuild the core at one revision. */
@@ -26,4 +32,13 @@ export interface Snapshot {
   instances: { instance: Instance; specs: CheckSpec[] }[];
   /** Revisions of services that have no instances now, so that revisions never go back. */
   emptyServices: { namespace: string; service: string; revision: number }[];
+  /**
+   * Revisions of services with instances: a service's last change may be a delete or a
+   * settings change, newer than any instance it still has. Absent in older snapshots.
+   */
+  serviceRevisions?: { namespace: string; service: string; revision: number }[];
+  /** Absent in snapshots of older versions. */
+  serviceSettings?: { namespace: string; service: string; settings: ServiceSettings }[];
+  /** Absent in snapshots of older versions. */
+  histories?: HistorySnapshotItem[];
 }

@@ -3,6 +3,7 @@
  * kept in a min-heap with lazy deletion: a keep-alive pushes a new deadline and the old
  * one is skipped when it surfaces.
  */
+import { DeadlineHeap } from './deadlines.js';
 
 export interface Lease {
   readonly id: string;
@@ -10,16 +11,22 @@ export interface Lease {
   expiresAt: number;
   /** Keys (`namespace/service/id`) of the instances bound to this lease. */
   readonly instances: Set<string>;
-}
-
-interface Deadline {
-  at: number;
-  leaseId: string;
+  /** Its session closed without a hand-over: when it runs out, the connection was lost. */
+  detached: boolean;
+  /** Held past its deadline by self-preservation since then; null when not held. */
+  blockedSince: number | null;
 }
 
 export class LeaseTable {
   private readonly leases = new Map<string, Lease>();
-  private readonly heap: Deadline[] = [];
+  private readonly heap = new DeadlineHeap<string>(
+    (d) => {
+      const lease = this.leases.get(d.item);
+      return lease !== undefined && lease.expiresAt === d.at && lease.blockedSince === null;
+    },
+    () => [...this.leases.values()].filter((l) => l.blockedSince === null).map((l) => ({ at: l.expiresAt, item: l.id })),
+    () => this.leases.size,
+  );
 
   get size(): number {
     return this.leases.size;
@@ -34,22 +41,31 @@ export class LeaseTable {
   }
 
   add(id: string, ttlMs: number, now: number): Lease {
-    const lease: Lease = { id, ttlMs, expiresAt: now + ttlMs, instances: new Set() };
+    const lease: Lease = { id, ttlMs, expiresAt: now + ttlMs, instances: new Set(), detached: false, blockedSince: null };
     this.leases.set(id, lease);
-    this.push({ at: lease.expiresAt, leaseId: id });
+    this.heap.push(lease.expiresAt, id);
     return lease;
   }
 
+  /** A keep-alive: a full TTL from now; a lease held by self-preservation is released. */
   renew(lease: Lease, now: number): void {
     lease.expiresAt = now + lease.ttlMs;
-    this.push({ at: lease.expiresAt, leaseId: lease.id });
+    lease.detached = false;
+    lease.blockedSince = null;
+    this.heap.push(lease.expiresAt, lease.id);
   }
 
   /** Brings a lease's deadline forward to `at` (never later than it already is). */
   shorten(lease: Lease, at: number): void {
-    if (at >= lease.expiresAt) return;
+    lease.detached = true;
+    if (at >= lease.expiresAt || lease.blockedSince !== null) return;
     lease.expiresAt = at;
-    this.push({ at, leaseId: lease.id });
+    this.heap.push(at, lease.id);
+  }
+
+  /** Keeps a lease past its deadline (self-preservation); it has no deadline until renewed. */
+  block(lease: Lease, now: number): void {
+    lease.blockedSince = now;
   }
 
   remove(id: string): Lease | undefined {
@@ -58,82 +74,26 @@ export class LeaseTable {
     return lease;
   }
 
-  /** The earliest live deadline, or undefined when there is no lease. */
+  /** The earliest live deadline, or undefined when there is none. */
   nextDeadline(): number | undefined {
-    this.dropStale();
-    return this.heap[0]?.at;
+    return this.heap.peek()?.at;
   }
 
   /** Leases whose deadline is at or before now, in deadline order. Does not remove them. */
   due(now: number): Lease[] {
     const out: Lease[] = [];
     const seen = new Set<string>();
-    for (;;) {
-      this.dropStale();
-      const top = this.heap[0];
-      if (!top || top.at > now) break;
-      this.pop();
-      const lease = this.leases.get(top.leaseId) as Lease;
-      if (!seen.has(lease.id)) {
-        seen.add(lease.id);
-        out.push(lease);
-      }
+    for (const d of this.heap.popDue(now)) {
+      if (seen.has(d.item)) continue;
+      seen.add(d.item);
+      out.push(this.leases.get(d.item) as Lease);
     }
     return out;
   }
 
   /** Gives every lease a fresh full TTL from now (after a restart). */
   renewAll(now: number): void {
-    this.heap.length = 0;
+    this.heap.clear();
     for (const lease of this.leases.values()) this.renew(lease, now);
-  }
-
-  private dropStale(): void {
-    for (;;) {
-      const top = this.heap[0];
-      if (!top) return;
-      const lease = this.leases.get(top.leaseId);
-      if (lease && lease.expiresAt === top.at) return;
-      this.pop();
-    }
-  }
-
-  private push(d: Deadline): void {
-    // Frequent keep-alives leave stale deadlines behind; rebuild before they pile up.
-    if (this.heap.length > 4 * this.leases.size + 1024) this.rebuild();
-    const h = this.heap;
-    h.push(d);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if ((h[p] as Deadline).at <= d.at) break;
-      h[i] = h[p] as Deadline;
-      i = p;
-    }
-    h[i] = d;
-  }
-
-  private rebuild(): void {
-    this.heap.length = 0;
-    const live = [...this.leases.values()].map((l) => ({ at: l.expiresAt, leaseId: l.id }));
-    live.sort((a, b) => a.at - b.at); // a sorted array is a valid min-heap
-    for (const d of live) this.heap.push(d);
-  }
-
-  private pop(): void {
-    const h = this.heap;
-    const last = h.pop() as Deadline;
-    if (h.length === 0) return;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      if (l >= h.length) break;
-      const r = l + 1;
-      const c = r < h.length && (h[r] as Deadline).at < (h[l] as Deadline).at ? r : l;
-      if ((h[c] as Deadline).at >= last.at) break;
-      h[i] = h[c] as Deadline;
-      i = c;
-    }
-    h[i] = last;
   }
 }

@@ -4,21 +4,38 @@
  * timers or randomness: time comes from the injected clock, lease ids from the caller.
  */
 import {
+  REPORTS_CHECK_ID,
   SwitchboardError,
+  completeCheckSpec,
+  formatDuration,
+  invalid,
   limitExceeded,
   type AdminStatus,
+  type ChangeReason,
+  type CheckResult,
+  type CheckState,
+  type ConsumerReport,
   type CheckSpec,
   type DeleteReason,
+  type HistoryEntry,
   type Instance,
   type InstanceInput,
   type LeaseGrant,
   type Limits,
+  type PutReason,
+  type SelfPreservationStatus,
+  type ServiceSettings,
   type WatchEvent,
 } from '@switchboard/protocol';
+import { CheckBook, clipOutput, nextCheckState, ttlExpiredOutput, type TrackedCheck } from './checks.js';
 import type { Clock } from './clock.js';
 import type { Change, Entry, Snapshot } from './entry.js';
 import { combinedHealth, initialCheckStates } from './health.js';
+import { HistoryBook } from './history.js';
+import { LeaseZones } from './lease-zones.js';
 import { LeaseTable, type Lease } from './leases.js';
+import { ReportBook } from './reports.js';
+import { SelfPreservation, type ProtectionChange } from './self-preservation.js';
 
 export interface InstanceRecord {
   readonly instance: Instance;
@@ -49,7 +66,10 @@ export interface WriteOutcome {
 export interface RegistryOptions {
   epoch: string;
   limits: Limits;
+  /** Monotonic time for leases, checks and self-preservation. */
   clock: Clock;
+  /** Wall-clock time (ms since the Unix epoch) stamped on entries for history; default `clock`. */
+  wallClock?: Clock;
   /** Start from this revision (a restored snapshot). */
   revision?: number;
 }
@@ -83,12 +103,34 @@ export class Registry {
   /** Highest revision of a forgotten empty service: the revision of any unknown service. */
   private forgottenRevision = 0;
   private instanceTotal = 0;
+  private readonly wallClock: Clock;
+  private readonly checks = new CheckBook();
+  private readonly historyBook: HistoryBook;
+  private readonly leaseZones = new LeaseZones();
+  private readonly guard: SelfPreservation;
+  private readonly settings = new Map<string, ServiceSettings>();
+  private readonly reports: ReportBook;
+  /** Engagements of self-preservation that started or ended, until the driver takes them. */
+  private protectionChanges: ProtectionChange[] = [];
 
   constructor(opts: RegistryOptions) {
     this.epoch = opts.epoch;
     this.limits = opts.limits;
     this.clock = opts.clock;
+    this.wallClock = opts.wallClock ?? opts.clock;
     this.rev = opts.revision ?? 0;
+    this.historyBook = new HistoryBook(opts.limits.maxHistoryPerInstance, opts.limits.maxDeletedHistories);
+    this.reports = new ReportBook({
+      windowMs: opts.limits.reportWindowMs,
+      minReporters: opts.limits.reportMinReporters,
+      maxReportersPerInstance: opts.limits.maxReportersPerInstance,
+    });
+    this.guard = new SelfPreservation({
+      windowMs: opts.limits.selfPreservationWindowMs,
+      thresholdPercent: opts.limits.selfPreservationThresholdPercent,
+      minLeases: opts.limits.selfPreservationMinLeases,
+      maxHoldMs: opts.limits.selfPreservationMaxHoldMs,
+    });
   }
 
   // ---- reads ----
@@ -137,6 +179,57 @@ export class Registry {
     return this.leaseTable.nextDeadline();
   }
 
+  /** When the next check time rule (ttl, critical timeout) comes due. */
+  nextCheckDeadline(): number | undefined {
+    return this.checks.nextDeadline();
+  }
+
+  /** The settings of a service, if it has any. */
+  serviceSettings(namespace: string, service: string): ServiceSettings | undefined {
+    return this.settings.get(serviceKey(namespace, service));
+  }
+
+  /** The reason-coded history of an instance (also of one that is gone, for a while). */
+  history(namespace: string, service: string, id: string): { exists: boolean; entries: readonly HistoryEntry[] } | undefined {
+    return this.historyBook.get(instanceKey(namespace, service, id));
+  }
+
+  /** The tracked spec of a check, for the scheduler. */
+  trackedCheck(namespace: string, service: string, id: string, checkId: string): TrackedCheck | undefined {
+    return this.checks.get(instanceKey(namespace, service, id), checkId);
+  }
+
+  selfPreservationStatus(): SelfPreservationStatus {
+    const { global, zones } = this.guard.scopes();
+    const cfg = this.guard.config;
+    const toWall = (at: number | null): string | null => (at === null ? null : new Date(this.wallClock.now() - (this.clock.now() - at)).toISOString());
+    const engagedZones = zones.map(({ sinceMs, ...z }) => ({ ...z, since: toWall(sinceMs) }));
+    const engaged = global.engaged || engagedZones.length > 0;
+    const first = global.engaged ? null : engagedZones[0];
+    return {
+      engaged,
+      state: engaged ? 'protecting' : 'normal',
+      reason: !engaged ? null : global.engaged ? `${global.expiredInWindow} of ${global.leases} leases lapsed within ${cfg.windowMs / 1000}s` : `zone ${first?.zone}: ${first?.expiredInWindow} of ${first?.leases} leases lapsed within ${cfg.windowMs / 1000}s`,
+      since: global.engaged ? toWall(global.sinceMs) : (first?.since ?? null),
+      expiredInWindow: this.guard.active ? global.expiredInWindow : 0,
+      leases: this.guard.active ? global.leases : this.leaseTable.size,
+      threshold: cfg.thresholdPercent / 100,
+      windowMs: cfg.windowMs,
+      minLeases: cfg.minLeases,
+      maxHoldMs: cfg.maxHoldMs,
+      blockedLeases: this.guard.heldCount,
+      blockedEvictions: this.guard.blockedEvictions,
+      zones: engagedZones,
+    };
+  }
+
+  /** Engagements that started or ended since the last call (for the log). */
+  takeProtectionChanges(): ProtectionChange[] {
+    const out = this.protectionChanges;
+    this.protectionChanges = [];
+    return out;
+  }
+
   // ---- lease commands ----
 
   grantLease(leaseId: string, ttlMs: number): WriteOutcome {
@@ -149,6 +242,7 @@ export class Registry {
 
   keepAlive(leaseId: string): LeaseGrant {
     const lease = this.requireLease(leaseId);
+    if (lease.blockedSince !== null) this.guard.renewed(leaseId);
     this.leaseTable.renew(lease, this.clock.now());
     return { leaseId, ttlMs: lease.ttlMs };
   }
@@ -166,9 +260,38 @@ export class Registry {
     return this.endLease(this.requireLease(leaseId), 'lease_revoked');
   }
 
-  /** Ends every lease whose TTL has run out; one entry (and revision) per lease. */
+  /**
+   * Ends every lease whose TTL has run out, one entry (and revision) per lease, unless
+   * self-preservation holds it: then its instances stay, with a put of reason
+   * `eviction_blocked`. Held leases that are no longer protected are ended too.
+   */
   expireDue(): WriteOutcome[] {
-    return this.leaseTable.due(this.clock.now()).map((lease) => this.endLease(lease, 'lease_expired'));
+    const now = this.clock.now();
+    const due = this.leaseTable.due(now);
+    for (const lease of due) this.guard.lapsed(lease.id, this.leaseZones.zonesOf(lease.id), now);
+    if (this.guard.active || this.guard.engaged) {
+      const changes = this.guard.evaluate(now, this.leaseTable.size, (z) => this.leaseZones.leasesIn(z));
+      if (changes.length > 0) this.protectionChanges.push(...changes);
+    }
+    const out: WriteOutcome[] = [];
+    for (const lease of due) {
+      const zones = this.leaseZones.zonesOf(lease.id);
+      if (!this.guard.protects(zones)) {
+        out.push(this.endLease(lease, lease.detached ? 'connection_lost' : 'lease_expired'));
+        continue;
+      }
+      this.leaseTable.block(lease, now);
+      this.guard.block(lease.id, zones, now);
+      out.push(this.putUnchanged([...lease.instances], 'eviction_blocked', `lease ${lease.id} ran out while self-preservation is engaged; it is held`));
+    }
+    if (this.guard.heldCount > 0) {
+      for (const id of this.guard.releasable(now)) {
+        const lease = this.leaseTable.get(id);
+        if (lease) out.push(this.endLease(lease, lease.detached ? 'connection_lost' : 'lease_expired'));
+        else this.guard.ended(id);
+      }
+    }
+    return out.filter((o) => o.entry !== null);
   }
 
   // ---- instance commands ----
@@ -203,7 +326,8 @@ export class Registry {
         continue;
       }
       if (!prev) newInstances++;
-      changes.push({ op: 'put', instance: this.buildInstance(item, prev, next), specs: item.input.checks });
+      const instance = this.buildInstance(item, prev, next);
+      changes.push(prev ? { op: 'put', instance, specs: item.input.checks, reason: 'updated', detail: describeUpdate(prev.instance, instance) } : { op: 'put', instance, specs: item.input.checks, reason: 'registered', detail: describeNew(instance) });
     }
     if (this.instanceTotal + newInstances > this.limits.maxInstancesPerNode) {
       throw limitExceeded('maxInstancesPerNode', 'instances', `this node holds ${this.instanceTotal} instances`, 'raise the limit or spread services over namespaces in another cluster');
@@ -217,12 +341,118 @@ export class Registry {
     return this.commit({ revision: this.rev + 1, changes: [{ op: 'delete', namespace, service, id, reason: 'deregistered' }] });
   }
 
-  setStatus(namespace: string, service: string, id: string, status: AdminStatus): WriteOutcome {
+  setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): WriteOutcome {
     const rec = this.requireInstance(namespace, service, id);
     if (rec.instance.status === status) return { entry: null, events: [], revision: rec.instance.modRevision };
     const next = this.rev + 1;
     const instance: Instance = { ...rec.instance, status, modRevision: next };
-    return this.commit({ revision: next, changes: [{ op: 'put', instance, specs: rec.specs }] });
+    return this.commit({ revision: next, changes: [{ op: 'put', instance, specs: rec.specs, reason, detail: `${rec.instance.status} -> ${status}` }] });
+  }
+
+  // ---- health commands ----
+
+  /**
+   * One result of an active check. `specKey` is the spec it ran under: a result computed
+   * before the instance was registered again with another spec is dropped. Only a change
+   * of the shown state makes an entry.
+   */
+  recordCheckResult(namespace: string, service: string, id: string, checkId: string, specKey: string | null, result: CheckResult): WriteOutcome {
+    const rec = this.instance(namespace, service, id);
+    const tracked = this.checks.get(instanceKey(namespace, service, id), checkId);
+    if (!rec || !tracked || (specKey !== null && tracked.specKey !== specKey)) return { entry: null, events: [], revision: rec?.instance.modRevision ?? this.rev };
+    const shown = rec.instance.checks.find((c) => c.id === checkId);
+    if (!shown) return { entry: null, events: [], revision: rec.instance.modRevision };
+    const next = nextCheckState(tracked.spec, shown, tracked.counters, { status: result.status, output: clipOutput(result.output, this.limits.maxCheckOutputLength) });
+    if (!next) return { entry: null, events: [], revision: rec.instance.modRevision };
+    return this.putChecks(rec, checkId, next);
+  }
+
+  /** A service reports into its ttl check: the TTL starts again and the result counts. */
+  reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): WriteOutcome {
+    this.requireInstance(namespace, service, id);
+    const tracked = this.checks.get(instanceKey(namespace, service, id), checkId);
+    if (!tracked) {
+      throw new SwitchboardError('CHECK_NOT_FOUND', `instance ${id} of service ${service} has no check ${checkId}`, {
+        field: 'checkId',
+        hint: 'declare the check with the registration ({"checks": [{"id": "...", "type": "ttl", "ttl": "30s"}]}) and report with its id',
+      });
+    }
+    if (tracked.spec.type !== 'ttl') {
+      throw invalid('checkId', `check ${checkId} is a ${tracked.spec.type} check; only ttl checks take reports`, 'report into a check declared with "type": "ttl"; the registry runs the other checks itself');
+    }
+    this.checks.heard(tracked, this.clock.now());
+    return this.recordCheckResult(namespace, service, id, checkId, null, result);
+  }
+
+  /**
+   * A consumer reports a failure calling an instance. With enough distinct reporters in
+   * the window the instance turns warning (a put with reason `reported`); one reporter alone
+   * never changes anything.
+   */
+  reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): { outcome: WriteOutcome; reporters: number; warning: boolean } {
+    const rec = this.requireInstance(namespace, service, id);
+    const key = instanceKey(namespace, service, id);
+    const now = this.clock.now();
+    const reporters = this.reports.add(key, report, now);
+    const warned = rec.instance.checks.some((c) => c.id === REPORTS_CHECK_ID);
+    if (warned || reporters < this.limits.reportMinReporters) {
+      return { outcome: { entry: null, events: [], revision: rec.instance.modRevision }, reporters, warning: warned };
+    }
+    this.reports.watch(key, now);
+    const state = this.reports.state(key, now);
+    return { outcome: this.putReports(rec, state, state.output), reporters, warning: true };
+  }
+
+  /**
+   * Time rules of checks that came due: a ttl check that heard nothing turns critical at
+   * once; a persistent instance critical for `deregisterCriticalAfter` is deregistered.
+   */
+  healthDue(): WriteOutcome[] {
+    const out: WriteOutcome[] = [];
+    const now = this.clock.now();
+    for (const key of this.reports.due(now)) {
+      const [namespace, service, id] = splitKey(key);
+      const rec = this.instance(namespace, service, id);
+      if (!rec || !rec.instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) {
+        this.reports.clear(key);
+      } else if (this.reports.warns(key, now)) {
+        this.reports.watch(key, now);
+      } else {
+        this.reports.clear(key);
+        const why = `consumer reports cleared: fewer than ${this.limits.reportMinReporters} reporters within ${formatDuration(this.limits.reportWindowMs)}`;
+        out.push(this.putReports(rec, null, why));
+      }
+    }
+    for (const due of this.checks.due(now)) {
+      const t = due.check;
+      const [namespace, service, id] = splitKey(t.instanceKey);
+      const rec = this.instance(namespace, service, id);
+      const shown = rec?.instance.checks.find((c) => c.id === t.id);
+      if (!rec || !shown) continue;
+      if (due.kind === 'ttl') {
+        t.counters = { passes: 0, failures: Math.max(t.counters.failures, t.spec.criticalThreshold) };
+        const output = ttlExpiredOutput(t.spec);
+        if (shown.status !== 'critical' || shown.output !== output) out.push(this.putChecks(rec, t.id, { ...shown, status: 'critical', output }));
+      } else if (shown.status === 'critical' && rec.instance.leaseId === null) {
+        const detail = `${t.id} critical for longer than ${formatDuration(t.spec.deregisterCriticalAfterMs ?? 0)}: ${shown.output}`;
+        out.push(this.commit({ revision: this.rev + 1, changes: [{ op: 'delete', namespace, service, id, reason: 'critical_timeout', detail }] }));
+      }
+    }
+    return out;
+  }
+
+  /** Sets (or, with every field null, removes) the settings of a service. */
+  setServiceSettings(namespace: string, service: string, settings: ServiceSettings): WriteOutcome {
+    const key = serviceKey(namespace, service);
+    const prev = this.settings.get(key);
+    const removing = settings.protectThreshold === null;
+    if ((removing && !prev) || (prev && prev.protectThreshold === settings.protectThreshold)) {
+      return { entry: null, events: [], revision: this.serviceRevision(namespace, service) };
+    }
+    if (!prev && this.settings.size >= this.limits.maxServiceSettings) {
+      throw limitExceeded('maxServiceSettings', 'service', `${this.settings.size} services already have settings`, 'remove the settings of services that no longer need them, or raise the limit');
+    }
+    return this.commit({ revision: this.rev + 1, changes: [{ op: 'settings', namespace, service, settings }] });
   }
 
   // ---- apply and replay ----
@@ -230,14 +460,23 @@ export class Registry {
   /** Applies an entry (live or from the log) and returns the events it makes. */
   apply(entry: Entry): WatchEvent[] {
     const events: WatchEvent[] = [];
+    const at = entry.at === undefined ? null : new Date(entry.at).toISOString();
     for (const change of entry.changes) {
       switch (change.op) {
-        case 'put':
-          events.push(this.applyPut(change.instance, change.specs, entry.revision));
+        case 'put': {
+          const { instance } = change;
+          const reason: PutReason = change.reason ?? (this.instance(instance.namespace, instance.service, instance.id) ? 'updated' : 'registered');
+          const ev = this.applyPut(instance, change.specs, entry.revision);
+          ev.reason = reason;
+          events.push(ev);
+          this.remember(ev, reason, change.detail, at);
           break;
+        }
         case 'delete': {
           const ev = this.applyDelete(change.namespace, change.service, change.id, change.reason, entry.revision);
-          if (ev) events.push(ev);
+          if (!ev) break;
+          events.push(ev);
+          this.remember(ev, change.reason, change.detail, at);
           break;
         }
         case 'lease_grant':
@@ -245,6 +484,10 @@ export class Registry {
           break;
         case 'lease_end':
           this.leaseTable.remove(change.leaseId);
+          this.guard.ended(change.leaseId);
+          break;
+        case 'settings':
+          this.applySettings(change.namespace, change.service, change.settings, entry.revision);
           break;
       }
     }
@@ -255,12 +498,17 @@ export class Registry {
   snapshot(): Snapshot {
     const instances: Snapshot['instances'] = [];
     const emptyServices: Snapshot['emptyServices'] = [];
+    const serviceRevisions: NonNullable<Snapshot['serviceRevisions']> = [];
     for (const s of this.services.values()) {
-      if (s.instances.size === 0) emptyServices.push({ namespace: s.namespace, service: s.name, revision: s.revision });
+      (s.instances.size === 0 ? emptyServices : serviceRevisions).push({ namespace: s.namespace, service: s.name, revision: s.revision });
       for (const r of s.instances.values()) instances.push({ instance: r.instance, specs: r.specs });
     }
     const leases = [...this.leaseTable.values()].map((l) => ({ leaseId: l.id, ttlMs: l.ttlMs }));
-    return { format: 1, epoch: this.epoch, revision: this.rev, leases, instances, emptyServices };
+    const serviceSettings = [...this.settings].map(([key, settings]) => {
+      const [namespace, service] = key.split('/') as [string, string];
+      return { namespace, service, settings };
+    });
+    return { format: 1, epoch: this.epoch, revision: this.rev, leases, instances, emptyServices, serviceRevisions, serviceSettings, histories: this.historyBook.snapshot() };
   }
 
   /** Rebuilds a registry from a snapshot; every lease gets a full TTL from now. */
@@ -273,6 +521,12 @@ export class Registry {
       reg.empty.set(serviceKey(e.namespace, e.service), s);
     }
     for (const { instance, specs } of snap.instances) reg.applyPut(instance, specs, instance.modRevision);
+    for (const e of snap.serviceRevisions ?? []) {
+      const s = reg.service(e.namespace, e.service);
+      if (s) s.revision = Math.max(s.revision, e.revision);
+    }
+    for (const { namespace, service, settings } of snap.serviceSettings ?? []) reg.settings.set(serviceKey(namespace, service), settings);
+    reg.historyBook.restore(snap.histories ?? []);
     return reg;
   }
 
@@ -284,23 +538,79 @@ export class Registry {
   // ---- internals ----
 
   private commit(entry: Entry): WriteOutcome {
+    entry.at ??= this.wallClock.now();
     const events = this.apply(entry);
     return { entry, events, revision: entry.revision };
   }
 
-  private endLease(lease: Lease, reason: 'lease_expired' | 'lease_revoked'): WriteOutcome {
+  private endLease(lease: Lease, reason: 'lease_expired' | 'lease_revoked' | 'connection_lost'): WriteOutcome {
     const deletes: Change[] = [];
+    const detail = reason === 'connection_lost' ? `lease ${lease.id}: its session closed without a hand-over` : `lease ${lease.id}`;
     for (const key of lease.instances) {
       const [namespace, service, id] = splitKey(key);
-      deletes.push({ op: 'delete', namespace, service, id, reason });
+      deletes.push({ op: 'delete', namespace, service, id, reason, detail });
     }
     const revision = deletes.length > 0 ? this.rev + 1 : this.rev;
-    return this.commit({ revision, changes: [...deletes, { op: 'lease_end', leaseId: lease.id, reason }] });
+    return this.commit({ revision, changes: [...deletes, { op: 'lease_end', leaseId: lease.id, reason: reason === 'lease_revoked' ? reason : 'lease_expired' }] });
+  }
+
+  /** Puts instances again as they are (a state change with no new field: held by self-preservation). */
+  private putUnchanged(keys: string[], reason: PutReason, detail: string): WriteOutcome {
+    if (keys.length === 0) return { entry: null, events: [], revision: this.rev };
+    const next = this.rev + 1;
+    const changes: Change[] = [];
+    for (const key of keys) {
+      const [namespace, service, id] = splitKey(key);
+      const rec = this.instance(namespace, service, id);
+      if (rec) changes.push({ op: 'put', instance: { ...rec.instance, modRevision: next }, specs: rec.specs, reason, detail });
+    }
+    return this.commit({ revision: next, changes });
+  }
+
+  /** Puts an instance with one check in a new state. */
+  private putChecks(rec: InstanceRecord, checkId: string, state: CheckState): WriteOutcome {
+    const next = this.rev + 1;
+    let checks = rec.instance.checks.map((c) => (c.id === checkId ? state : c));
+    let detail = `${checkId} ${state.status}${state.output ? `: ${state.output}` : ''}`;
+    // A check of its own that recovers clears the consumers' warning: whatever they saw
+    // was before the instance was seen to work again.
+    if (state.status === 'passing' && checks.some((c) => c.id === REPORTS_CHECK_ID)) {
+      checks = checks.filter((c) => c.id !== REPORTS_CHECK_ID);
+      this.reports.clear(instanceKey(rec.instance.namespace, rec.instance.service, rec.instance.id));
+      detail += '; consumer reports cleared';
+    }
+    const instance: Instance = { ...rec.instance, checks, health: combinedHealth(checks), modRevision: next };
+    const reason: PutReason = state.status === 'passing' ? 'check_passed' : 'check_failed';
+    return this.commit({ revision: next, changes: [{ op: 'put', instance, specs: rec.specs, reason, detail }] });
+  }
+
+  /** Puts an instance with the consumers' warning set (`state`) or cleared (null). */
+  private putReports(rec: InstanceRecord, state: CheckState | null, detail: string): WriteOutcome {
+    const next = this.rev + 1;
+    const checks = [...rec.instance.checks.filter((c) => c.id !== REPORTS_CHECK_ID), ...(state ? [state] : [])];
+    const instance: Instance = { ...rec.instance, checks, health: combinedHealth(checks), modRevision: next };
+    return this.commit({ revision: next, changes: [{ op: 'put', instance, specs: rec.specs, reason: 'reported', detail }] });
+  }
+
+  private remember(ev: WatchEvent, reason: ChangeReason, detail: string | undefined, at: string | null): void {
+    const i = ev.instance;
+    this.historyBook.record(instanceKey(i.namespace, i.service, i.id), { revision: ev.revision, at, type: ev.type, reason, detail: detail ?? null, status: i.status, health: i.health });
+  }
+
+  private applySettings(namespace: string, service: string, settings: ServiceSettings, revision: number): void {
+    const key = serviceKey(namespace, service);
+    if (settings.protectThreshold === null) this.settings.delete(key);
+    else this.settings.set(key, settings);
+    // Answers of the service change with its settings: a new revision invalidates them.
+    const svc = this.serviceFor(namespace, service);
+    svc.revision = revision;
+    if (svc.instances.size === 0) this.markEmpty(svc);
   }
 
   private buildInstance(item: RegistrationItem, prev: InstanceRecord | undefined, rev: number): Instance {
     const { input } = item;
-    const checks = initialCheckStates(input.checks, prev?.instance.checks ?? []);
+    const reported = prev?.instance.checks.find((c) => c.id === REPORTS_CHECK_ID);
+    const checks = [...initialCheckStates(input.checks, prev?.instance.checks ?? []), ...(reported ? [reported] : [])];
     return {
       id: item.id,
       service: item.service,
@@ -322,7 +632,8 @@ export class Registry {
     };
   }
 
-  private applyPut(instance: Instance, specs: CheckSpec[], revision: number): WatchEvent {
+  private applyPut(instance: Instance, storedSpecs: CheckSpec[], revision: number): WatchEvent {
+    const specs = storedSpecs.map(completeCheckSpec);
     const svc = this.serviceFor(instance.namespace, instance.service);
     const prev = svc.instances.get(instance.id);
     const key = instanceKey(instance.namespace, instance.service, instance.id);
@@ -330,6 +641,8 @@ export class Registry {
       this.leaseTable.get(prev.instance.leaseId)?.instances.delete(key);
     }
     if (instance.leaseId) this.leaseTable.get(instance.leaseId)?.instances.add(key);
+    if (prev?.instance.leaseId && prev.instance.zone) this.leaseZones.unbind(prev.instance.leaseId, prev.instance.zone);
+    if (instance.leaseId && instance.zone) this.leaseZones.bind(instance.leaseId, instance.zone);
     if (!prev) {
       this.instanceTotal++;
       this.empty.delete(serviceKey(instance.namespace, instance.service));
@@ -337,6 +650,8 @@ export class Registry {
     const input = inputFromInstance(instance, specs);
     svc.instances.set(instance.id, { instance, specs, json: JSON.stringify(instance), inputKey: inputKeyOf(input) });
     svc.revision = revision;
+    this.checks.sync(key, instance, specs, this.clock.now());
+    if (instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) this.reports.restored(key, this.clock.now());
     return { epoch: this.epoch, revision, type: 'put', service: instance.service, namespace: instance.namespace, instance };
   }
 
@@ -346,7 +661,11 @@ export class Registry {
     if (!svc || !rec) return undefined;
     svc.instances.delete(id);
     this.instanceTotal--;
-    if (rec.instance.leaseId) this.leaseTable.get(rec.instance.leaseId)?.instances.delete(instanceKey(namespace, service, id));
+    const key = instanceKey(namespace, service, id);
+    if (rec.instance.leaseId) this.leaseTable.get(rec.instance.leaseId)?.instances.delete(key);
+    if (rec.instance.leaseId && rec.instance.zone) this.leaseZones.unbind(rec.instance.leaseId, rec.instance.zone);
+    this.checks.drop(key);
+    this.reports.clear(key);
     svc.revision = revision;
     if (svc.instances.size === 0) this.markEmpty(svc);
     return { epoch: this.epoch, revision, type: 'delete', service, namespace, instance: rec.instance, reason };
@@ -411,7 +730,20 @@ function inputFromInstance(i: Instance, checks: CheckSpec[]): InstanceInput {
   };
 }
 
-function splitKey(key: string): [string, string, string] {
+/** What a history says about a new instance. */
+function describeNew(i: Instance): string {
+  return `${i.address}:${i.port}, ${i.leaseId === null ? 'persistent' : `lease ${i.leaseId}`}`;
+}
+
+const UPDATE_FIELDS = ['address', 'port', 'protocol', 'zone', 'version', 'tags', 'metadata', 'weight', 'leaseId', 'checks'] as const;
+
+/** Which fields a re-registration changed. */
+function describeUpdate(prev: Instance, next: Instance): string {
+  const changed = UPDATE_FIELDS.filter((f) => JSON.stringify(prev[f]) !== JSON.stringify(next[f]));
+  return changed.length === 0 ? 'check declarations changed' : `changed ${changed.join(', ')}`;
+}
+
+export function splitKey(key: string): [string, string, string] {
   const a = key.indexOf('/');
   const b = key.indexOf('/', a + 1);
   return [key.slice(0, a), key.slice(a + 1, b), key.slice(b + 1)];

@@ -52,10 +52,25 @@ export function selectInstances(svc: ServiceState | undefined, q: ServiceQuery):
 }
 
 /**
- * The JSON body of `GET /v1/services/{service}`: `{"service","revision","instances"}`.
- * Cached per service revision and filter, so a hot service is serialised once per change.
+ * A `healthy=true` query under a protect threshold: when fewer than `threshold` of the
+ * instances it considers (status `up`, the other filters matching) are healthy, it answers
+ * all of them and says so, rather than piling every request on the few left. Instances an
+ * operator took out (draining, out_of_service) are never included.
  */
-export function serviceAnswerJson(svc: ServiceState | undefined, name: string, revision: number, q: ServiceQuery): string {
+function protectedSelection(svc: ServiceState, q: ServiceQuery, threshold: number): InstanceRecord[] | null {
+  const candidates = selectInstances(svc, { ...q, healthy: false }).filter((r) => r.instance.status === 'up');
+  if (candidates.length === 0) return null;
+  const healthy = candidates.filter((r) => isHealthy(r.instance)).length;
+  return healthy < threshold * candidates.length ? candidates : null;
+}
+
+/**
+ * The JSON body of `GET /v1/services/{service}`: `{"service","revision","instances"}`, with
+ * `"protected": true` when a protect threshold widened a `healthy=true` answer. Cached per
+ * service revision and filter (settings changes move the revision), so a hot service is
+ * serialised once per change.
+ */
+export function serviceAnswerJson(svc: ServiceState | undefined, name: string, revision: number, q: ServiceQuery, protectThreshold: number | null = null): string {
   if (!svc) return `{"service":${JSON.stringify(name)},"revision":${revision},"instances":[]}`;
   let cache = caches.get(svc);
   if (!cache || cache.revision !== svc.revision) {
@@ -65,9 +80,9 @@ export function serviceAnswerJson(svc: ServiceState | undefined, name: string, r
   const key = queryKey(q);
   const hit = cache.answers.get(key);
   if (hit !== undefined) return hit;
-  const body = `{"service":${JSON.stringify(name)},"revision":${svc.revision},"instances":[${selectInstances(svc, q)
-    .map((r) => r.json)
-    .join(',')}]}`;
+  const widened = q.healthy && protectThreshold !== null ? protectedSelection(svc, q, protectThreshold) : null;
+  const records = widened ?? selectInstances(svc, q);
+  const body = `{"service":${JSON.stringify(name)},"revision":${svc.revision},"instances":[${records.map((r) => r.json).join(',')}]${widened ? ',"protected":true' : ''}}`;
   if (cache.answers.size < MAX_CACHED_FILTERS) cache.answers.set(key, body);
   return body;
 }

@@ -1,6 +1,7 @@
 /** What the API needs from an engine, whatever the mode. */
-import type { AdminStatus, LeaseGrant, Mode } from '@switchboard/protocol';
+import type { AdminStatus, CheckResult, ConsumerReport, LeaseGrant, Mode, ServiceSettings } from '@switchboard/protocol';
 import type { Registry, RegistrationItem } from '../core/registry.js';
+import type { SchedulerStats } from '../health/scheduler.js';
 import type { Hub } from './hub.js';
 
 export interface Engine {
@@ -22,6 +23,16 @@ export interface Engine {
   register(item: RegistrationItem): Promise<number>;
   registerBatch(items: RegistrationItem[]): Promise<number>;
   deregister(namespace: string, service: string, id: string): Promise<number>;
-  setStatus(namespace: string, service: string, id: string, status: AdminStatus): Promise<number>;
+  /** `drained` when the drain call set it (the history says so). */
+  setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason?: 'status_changed' | 'drained'): Promise<number>;
+  /** A result of an active check run by this node (see Registry.recordCheckResult). */
+  recordCheckResult(namespace: string, service: string, id: string, checkId: string, specKey: string, result: CheckResult): Promise<number>;
+  /** A report into a ttl check. */
+  reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number>;
+  setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number>;
+  /** A consumer's report about an instance (see Registry.reportInstance). */
+  reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }>;
+  /** The active checks this node runs. */
+  checkStats(): SchedulerStats;
   close(): Promise<void>;
 }

@@ -48,8 +48,15 @@ export class Hub {
       const mine = sub.services === null ? events : events.filter((e) => sub.services!.has(serviceKey(e.namespace, e.service)));
       if (mine.length > 0) sub.deliver(mine, revision);
     }
-    const touched = new Set(events.map((e) => serviceKey(e.namespace, e.service)));
-    for (const key of touched) {
+    this.wake(new Set(events.map((e) => serviceKey(e.namespace, e.service))));
+  }
+
+  /**
+   * Wakes the blocking queries of services (`namespace/service`) whose answers changed;
+   * publish does it for the services of its events, settings changes call it directly.
+   */
+  wake(keys: Iterable<string>): void {
+    for (const key of keys) {
       const set = this.waiters.get(key);
       if (!set) continue;
       this.waiters.delete(key);

@@ -8,9 +8,12 @@
  *      answered.
  */
 import { randomBytes } from 'node:crypto';
-import type { AdminStatus, LeaseGrant, Limits } from '@switchboard/protocol';
+import type { AdminStatus, CheckResult, ConsumerReport, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
 import type { Clock } from '../core/clock.js';
-import { Registry, type RegistrationItem, type WriteOutcome } from '../core/registry.js';
+import { Registry, serviceKey, type RegistrationItem, type WriteOutcome } from '../core/registry.js';
+import type { ProtectionChange } from '../core/self-preservation.js';
+import { HealthMonitor, type MonitorOptions } from '../health/monitor.js';
+import type { SchedulerStats } from '../health/scheduler.js';
 import type { Storage } from '../storage/storage.js';
 import type { Engine } from './engine.js';
 import { Hub } from './hub.js';
@@ -20,8 +23,15 @@ export interface StandaloneOptions {
   storage: Storage;
   limits: Limits;
   clock: Clock;
-  /** How often lease deadlines are checked. */
+  /** Wall-clock time for history; default Date.now. */
+  wallClock?: Clock;
+  /** How often lease deadlines and check time rules are checked. */
   expiryTickMs?: number;
+  /** Run active checks (http, tcp, grpc); default true. Probes may be replaced by tests. */
+  activeChecks?: boolean;
+  probes?: MonitorOptions['probes'];
+  /** Self-preservation engaged or released (for the log). */
+  onProtectionChange?: (change: ProtectionChange) => void;
   /** Called when storage fails: the process must stop, memory is ahead of disk. */
   onFatal?: (err: unknown) => void;
   /** A snapshot failed; the log is intact, so the node goes on and tries again later. */
@@ -51,6 +61,7 @@ export class StandaloneEngine implements Engine {
   private snapshotting = false;
   private readonly leaseListeners = new Set<LeaseEndedListener>();
   private closed = false;
+  private readonly monitor: HealthMonitor | null;
 
   private constructor(
     readonly registry: Registry,
@@ -61,12 +72,17 @@ export class StandaloneEngine implements Engine {
     this.hub = new Hub(opts.limits.retainedEvents, registry.revision);
     this.timer = setInterval(() => this.tick(), opts.expiryTickMs ?? 100);
     this.timer.unref();
+    this.monitor = opts.activeChecks === false ? null : new HealthMonitor(this, {
+      maxConcurrentChecks: opts.limits.maxConcurrentChecks,
+      ...(opts.probes ? { probes: opts.probes } : {}),
+    });
+    this.monitor?.start();
   }
 
   static async open(opts: StandaloneOptions): Promise<StandaloneEngine> {
     const started = Date.now();
     const rec = await opts.storage.open(() => randomId(8));
-    const base = { limits: opts.limits, clock: opts.clock };
+    const base = { limits: opts.limits, clock: opts.clock, wallClock: opts.wallClock ?? { now: () => Date.now() } };
     const registry = rec.snapshot ? Registry.fromSnapshot(rec.snapshot, base) : new Registry({ ...base, epoch: rec.epoch });
     for (const entry of rec.entries) registry.apply(entry);
     registry.renewAllLeases();
@@ -116,14 +132,37 @@ export class StandaloneEngine implements Engine {
     return this.persist(this.registry.deregister(namespace, service, id));
   }
 
-  setStatus(namespace: string, service: string, id: string, status: AdminStatus): Promise<number> {
-    return this.persist(this.registry.setStatus(namespace, service, id, status));
+  setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
+    return this.persist(this.registry.setStatus(namespace, service, id, status, reason));
+  }
+
+  recordCheckResult(namespace: string, service: string, id: string, checkId: string, specKey: string, result: CheckResult): Promise<number> {
+    if (this.closed) return Promise.resolve(this.registry.revision);
+    return this.persist(this.registry.recordCheckResult(namespace, service, id, checkId, specKey, result));
+  }
+
+  reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number> {
+    return this.persist(this.registry.reportCheck(namespace, service, id, checkId, result));
+  }
+
+  setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number> {
+    return this.persist(this.registry.setServiceSettings(namespace, service, settings));
+  }
+
+  async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }> {
+    const r = this.registry.reportInstance(namespace, service, id, report);
+    return { revision: await this.persist(r.outcome), reporters: r.reporters, warning: r.warning };
+  }
+
+  checkStats(): SchedulerStats {
+    return this.monitor?.stats() ?? { scheduled: 0, running: 0, queued: 0, runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    this.monitor?.close();
     await this.lastAppend.catch(() => undefined);
     await this.storage.close();
   }
@@ -157,15 +196,17 @@ export class StandaloneEngine implements Engine {
       this.hub.publish(outcome.events, outcome.revision);
       for (const c of outcome.entry?.changes ?? []) {
         if (c.op === 'lease_end') for (const l of this.leaseListeners) l(c.leaseId, c.reason);
+        if (c.op === 'settings') this.hub.wake([serviceKey(c.namespace, c.service)]);
       }
     }
   }
 
   private tick(): void {
     if (this.closed) return;
-    for (const outcome of this.registry.expireDue()) {
+    for (const outcome of [...this.registry.expireDue(), ...this.registry.healthDue()]) {
       this.persist(outcome).catch(() => undefined);
     }
+    for (const change of this.registry.takeProtectionChanges()) this.opts.onProtectionChange?.(change);
   }
 
   private maybeSnapshot(): void {

@@ -27,22 +27,43 @@ const WRITE_BUFFER_BYTES = 1024 * 1024;
 /** Longest stretch of serialisation between two yields to the event loop. */
 const MAX_BUSY_MS = 5;
 
+/**
+ * The meta chunk counts the items of each list; `serviceRevisions`, `serviceSettings` and
+ * `histories` came later, so a meta chunk without them counts none.
+ */
 type Chunk =
-  | { kind: 'meta'; format: 1; epoch: string; revision: number; lsn: number; instances: number; leases: number; emptyServices: number }
+  | { kind: 'meta'; format: 1; epoch: string; revision: number; lsn: number; instances: number; leases: number; emptyServices: number; serviceRevisions?: number; serviceSettings?: number; histories?: number }
   | { kind: 'instances'; items: Snapshot['instances'] }
   | { kind: 'leases'; items: Snapshot['leases'] }
   | { kind: 'emptyServices'; items: Snapshot['emptyServices'] }
+  | { kind: 'serviceRevisions'; items: NonNullable<Snapshot['serviceRevisions']> }
+  | { kind: 'serviceSettings'; items: NonNullable<Snapshot['serviceSettings']> }
+  | { kind: 'histories'; items: NonNullable<Snapshot['histories']> }
   | { kind: 'end'; frames: number };
 
-type ListKind = 'instances' | 'leases' | 'emptyServices';
-const LISTS: ListKind[] = ['instances', 'leases', 'emptyServices'];
+type ListKind = 'instances' | 'leases' | 'emptyServices' | 'serviceRevisions' | 'serviceSettings' | 'histories';
+const LISTS: ListKind[] = ['instances', 'leases', 'emptyServices', 'serviceRevisions', 'serviceSettings', 'histories'];
+
+const listOf = (snap: Snapshot, kind: ListKind): unknown[] => snap[kind] ?? [];
 
 function* chunksOf(snap: Snapshot, lsn: number, chunkItems: number): Generator<Chunk> {
   const { epoch, revision } = snap;
-  yield { kind: 'meta', format: 1, epoch, revision, lsn, instances: snap.instances.length, leases: snap.leases.length, emptyServices: snap.emptyServices.length };
+  yield {
+    kind: 'meta',
+    format: 1,
+    epoch,
+    revision,
+    lsn,
+    instances: snap.instances.length,
+    leases: snap.leases.length,
+    emptyServices: snap.emptyServices.length,
+    serviceRevisions: listOf(snap, 'serviceRevisions').length,
+    serviceSettings: listOf(snap, 'serviceSettings').length,
+    histories: listOf(snap, 'histories').length,
+  };
   let frames = 1;
   for (const kind of LISTS) {
-    const list = snap[kind];
+    const list = listOf(snap, kind);
     for (let i = 0; i < list.length; i += chunkItems) {
       yield { kind, items: list.slice(i, i + chunkItems) } as Chunk;
       frames++;
@@ -135,7 +156,7 @@ export async function readSnapshotFile(dir: string, name: string, expectLsn: num
   const h = decodeFileHeader(buf, 'snapshot');
   if ('error' in h) throw new SnapshotDamageError(name, 0, h.error);
   if (h.seq !== expectLsn) throw new SnapshotDamageError(name, 0, `header says LSN ${h.seq}, the file name ${expectLsn}`);
-  const st: ReadState = { snap: { format: 1, epoch: h.epoch, revision: 0, leases: [], instances: [], emptyServices: [] }, meta: null, epoch: h.epoch, lsn: h.seq };
+  const st: ReadState = { snap: { format: 1, epoch: h.epoch, revision: 0, leases: [], instances: [], emptyServices: [], serviceRevisions: [], serviceSettings: [], histories: [] }, meta: null, epoch: h.epoch, lsn: h.seq };
   let offset = FILE_HEADER_BYTES;
   for (let seq = 0; ; seq++) {
     const d = decodeFrame(buf, offset);
@@ -163,13 +184,16 @@ function applyChunk(st: ReadState, chunk: Chunk, seq: number): string | null {
     case 'instances':
     case 'leases':
     case 'emptyServices':
+    case 'serviceRevisions':
+    case 'serviceSettings':
+    case 'histories':
       if (!Array.isArray(chunk.items)) return `chunk ${seq} has no items`;
       for (const item of chunk.items) (st.snap[chunk.kind] as unknown[]).push(item);
       return null;
     case 'end': {
       const meta = st.meta;
       if (chunk.frames !== seq) return `the end chunk counts ${chunk.frames} chunks, ${seq} were read`;
-      if (!meta || LISTS.some((k) => meta[k] !== st.snap[k].length)) return 'item counts differ from the meta chunk';
+      if (!meta || LISTS.some((k) => (meta[k] ?? 0) !== listOf(st.snap, k).length)) return 'item counts differ from the meta chunk';
       return null;
     }
     default:

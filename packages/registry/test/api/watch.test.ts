@@ -25,10 +25,10 @@ test('a watcher sees every change in revision order, with reasons and ids', asyn
     await w.count(7);
     const got = w.events.map((e) => [e.event, e.json.instance.id, e.json.revision, e.json.reason ?? null, e.id ?? null]);
     assert.deepEqual(got, [
-      ['put', 'a', 1, null, `${epoch}:1`],
-      ['put', 'b', 2, null, `${epoch}:2`],
-      ['put', 'p', 4, null, `${epoch}:4`],
-      ['put', 'p', 5, null, `${epoch}:5`],
+      ['put', 'a', 1, 'registered', `${epoch}:1`],
+      ['put', 'b', 2, 'registered', `${epoch}:2`],
+      ['put', 'p', 4, 'registered', `${epoch}:4`],
+      ['put', 'p', 5, 'status_changed', `${epoch}:5`],
       ['delete', 'p', 6, 'deregistered', `${epoch}:6`],
       ['delete', 'a', 7, 'lease_revoked', null],
       ['delete', 'b', 7, 'lease_revoked', `${epoch}:7`],

@@ -233,6 +233,8 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     assert.match(r.stdout, new RegExp(`^epoch\\s+${status.epoch}$`, 'm'));
     assert.match(r.stdout, /^mode\s+standalone$/m);
     assert.match(r.stdout, /^revision\s+\d+$/m);
+    assert.match(r.stdout, /^self-preservation\s+off$/m);
+    assert.match(r.stdout, /^checks\s+\d+ active, \d+ running, \d+ queued \(at most 256 at once\)$/m);
     const j = await run(url, ['status', '--json']);
     assert.equal((JSON.parse(j.stdout) as NodeStatus).epoch, status.epoch);
   });
@@ -327,22 +329,51 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
 
     const events = json.lines().map((l) => JSON.parse(l) as WatchEvent);
     assert.deepEqual(events.map((e) => [e.type, e.service, e.instance.id, e.instance.status, e.reason]), [
-      ['put', 'inventory', 'inv-1', 'up', undefined],
-      ['put', 'inventory', 'inv-1', 'draining', undefined],
+      ['put', 'inventory', 'inv-1', 'up', 'registered'],
+      ['put', 'inventory', 'inv-1', 'draining', 'status_changed'],
       ['delete', 'inventory', 'inv-1', 'draining', 'deregistered'],
     ]);
     assert.equal(events[0]?.revision, put.revision);
     assert.equal(events[2]?.revision, del.revision);
 
     const lines = text.lines();
-    assert.match(lines[0] as string, new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3}\\s+rev ${put.revision}\\s+PUT\\s+inventory/inv-1\\s+10\\.4\\.0\\.2:8080\\s+up/passing$`));
-    assert.match(lines[1] as string, /\sPUT\s+inventory\/inv-1\s+10\.4\.0\.2:8080\s+draining\/passing$/);
+    assert.match(lines[0] as string, new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3}\\s+rev ${put.revision}\\s+PUT\\s+inventory/inv-1\\s+10\\.4\\.0\\.2:8080\\s+up/passing\\s+registered$`));
+    assert.match(lines[1] as string, /\sPUT\s+inventory\/inv-1\s+10\.4\.0\.2:8080\s+draining\/passing\s+status_changed$/);
     assert.match(lines[2] as string, new RegExp(`rev ${del.revision}\\s+DELETE\\s+inventory/inv-1\\s+10\\.4\\.0\\.2:8080\\s+draining/passing\\s+deregistered$`));
     assert.ok(!text.stdout.includes('before-1') && !text.stdout.includes('o-1'), text.stdout);
 
     const [t, j] = await Promise.all([text.interrupt(), json.interrupt()]);
     assert.equal(t.code, 0, t.stderr);
     assert.equal(j.code, 0, j.stderr);
+  });
+
+  test('drain waits for the watchers and says how many it reached; history lists the reasons', { timeout: 60_000 }, async () => {
+    await reg(url, 'drainer', 'd-1', { address: '10.5.0.1', port: 80 });
+    const w = new Running(url, ['watch', 'drainer', '--json']);
+    await waitFor('the watch stream', async () => (await watchers(url)) >= 1);
+    const r = await run(url, ['drain', 'drainer', 'd-1', '--wait', '3s']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^drainer\/d-1 is draining \(revision \d+\): 1 of 1 watcher reached$/m);
+    await w.until('the drain event', () => w.lines().some((l) => (JSON.parse(l) as WatchEvent).reason === 'drained'));
+    await w.interrupt();
+    const json = await run(url, ['drain', 'drainer', 'd-1', '--wait', '0s', '--json']);
+    assert.deepEqual(Object.keys(JSON.parse(json.stdout)).sort(), ['gone', 'reached', 'revision', 'timedOut', 'watchers']);
+
+    const h = await run(url, ['history', 'drainer', 'd-1']);
+    assert.equal(h.code, 0, h.stderr);
+    const lines = h.stdout.trim().split('\n');
+    assert.match(lines[0] as string, /^REV\s+TIME\s+REASON\s+STATUS\s+HEALTH\s+DETAIL$/);
+    assert.match(lines[1] as string, /^\d+\s+\S+Z\s+registered\s+up\s+passing\s+10\.5\.0\.1:80, persistent$/);
+    assert.match(lines[2] as string, /\sdrained\s+draining\s+passing\s+up -> draining$/);
+    await run(url, ['deregister', 'drainer', 'd-1']);
+    const gone = await run(url, ['history', 'drainer', 'd-1']);
+    assert.match(gone.stderr, /is gone; its history is kept/);
+    assert.match(gone.stdout, /deregistered \(deleted\)/);
+    const missing = await run(url, ['history', 'drainer', 'never']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /INSTANCE_NOT_FOUND/);
+    const usage = await run(url, ['drain', 'drainer', 'd-1', '--wait', 'soon']);
+    assert.equal(usage.code, 2);
   });
 
   test('watch --from-revision replays retained changes first', { timeout: 60_000 }, async () => {

@@ -56,3 +56,44 @@ export function run(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_
     });
   });
 }
+
+export const PROVIDER = fileURLToPath(new URL('./provider.js', import.meta.url));
+
+export interface ProviderProcess {
+  child: ChildProcess;
+  leaseId: string;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+/**
+ * Spawns test/integration/provider.js: one process, one session, one leased instance
+ * `service/id`. Resolves once it is registered.
+ */
+export function spawnProvider(url: string, service: string, id: string, opts: { ttlMs: number; everyMs: number; align?: boolean; zone?: string }, timeoutMs = 10_000): Promise<ProviderProcess> {
+  const args = [PROVIDER, url, service, id, String(opts.ttlMs), String(opts.everyMs)];
+  if (opts.align) args.push('--align');
+  if (opts.zone) args.push('--zone', opts.zone);
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`provider ${id} did not register within ${timeoutMs} ms:\n${out}`));
+    }, timeoutMs);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /ready (\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, leaseId: m[1] as string, output: () => out, exited });
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`provider ${id} exited with ${code} before registering:\n${out}`));
+    });
+  });
+}

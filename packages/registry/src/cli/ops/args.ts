@@ -66,6 +66,13 @@ export function durationArg(v: string): number {
   return ms;
 }
 
+/** A duration that may be zero, like 0s or 5s, in milliseconds. */
+export function durationOrZeroArg(v: string): number {
+  const ms = parseDuration(v);
+  if (ms === undefined) throw new InvalidArgumentError('write a duration like 5s, 500ms or 0s.');
+  return ms;
+}
+
 /** A repeatable option collecting its values in order. */
 export function repeatable<T>(parse: (v: string) => T): (v: string, previous: T[] | undefined) => T[] {
   return (v, previous) => [...(previous ?? []), parse(v)];

@@ -56,6 +56,8 @@ export interface RequestOptions {
   query?: QueryParams;
   body?: unknown;
   signal?: AbortSignal;
+  /** How long to wait for the answer's headers (default 30 s): for requests that wait on purpose. */
+  answerTimeoutMs?: number;
 }
 
 export interface StreamOptions {
@@ -178,7 +180,7 @@ export class ApiClient {
 
   /** One JSON request; resolves to the parsed 2xx body, rejects with ApiError or UnreachableError. */
   async request<T>(method: Dispatcher.HttpMethod, path: string, opts: RequestOptions = {}): Promise<T> {
-    const res = await this.send(method, path, opts);
+    const res = await this.send(method, path, { ...opts, ...(opts.answerTimeoutMs !== undefined ? { headersTimeout: opts.answerTimeoutMs } : {}) });
     if (res.statusCode < 200 || res.statusCode >= 300) throw await errorOf(res.statusCode, res.headers, res.body);
     let text: string;
     try {

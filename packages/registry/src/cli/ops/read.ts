@@ -15,7 +15,7 @@ function extraPairs(prefix: string, value: unknown, out: [string, string][]): vo
   }
 }
 
-const KNOWN_STATUS_KEYS = new Set(['nodeId', 'mode', 'version', 'epoch', 'revision', 'startedAt', 'uptimeMs', 'leases', 'instances', 'services', 'watchers', 'selfPreservation', 'storage']);
+const KNOWN_STATUS_KEYS = new Set(['nodeId', 'mode', 'version', 'epoch', 'revision', 'startedAt', 'uptimeMs', 'leases', 'instances', 'services', 'watchers', 'selfPreservation', 'checks', 'storage']);
 
 export function printStatus(out: Output, s: NodeStatus & Record<string, unknown>): void {
   const st = out.style;
@@ -31,7 +31,8 @@ export function printStatus(out: Output, s: NodeStatus & Record<string, unknown>
     ['instances', dash(s.instances)],
     ['leases', dash(s.leases)],
     ['watchers', dash(s.watchers)],
-    ['self-preservation', sp === undefined ? '-' : sp ? { text: 'engaged (expired leases keep their instances)', paint: st.yellow } : 'off'],
+    ['self-preservation', sp === undefined ? '-' : sp ? { text: `engaged${s.selfPreservation.blockedLeases !== undefined ? `, ${s.selfPreservation.blockedLeases} lapsed leases held` : ''}${s.selfPreservation.reason ? `: ${s.selfPreservation.reason}` : ''}`, paint: st.yellow } : 'off'],
+    ['checks', s.checks ? `${s.checks.scheduled} active, ${s.checks.running} running, ${s.checks.queued} queued (at most ${s.checks.maxConcurrent} at once)` : '-'],
     ['storage', s.storage ? (s.storage.durable ? `durable, ${dash(s.storage.dataDir)}` : { text: 'in memory (not durable)', paint: st.yellow }) : '-'],
   ];
   const extra: [string, string][] = [];

@@ -270,7 +270,7 @@ export function registerWatchCommand(program: Command, exit: Exit): void {
         [
           '',
           'Each change is one line: time, revision, PUT or DELETE, service/id, address:port, status/health',
-          'and the reason of a delete. With --json each line is the event as the API sends it; after a',
+          'and the reason of the change. With --json each line is the event as the API sends it; after a',
           'reset, each relisted service follows as the answer of GET /v1/services/{service}.',
           'A dropped connection is resumed where it stopped (Last-Event-ID), with a backoff of up to 5s.',
         ].join('\n'),

@@ -1,0 +1,152 @@
+/**
+ * The health monitor of a node: it follows the registry (every announced put and delete)
+ * and keeps the scheduler's set of active checks (http, tcp, grpc) in line with the
+ * instances' declarations; results go back to the engine, which makes only state changes
+ * durable. ttl checks need no runner: the core times them.
+ */
+import type { CheckResult, CheckSpec, Instance, WatchEvent } from '@switchboard/protocol';
+import { instanceKey, type InstanceRecord, type Registry } from '../core/registry.js';
+import type { Hub, Subscriber } from '../engines/hub.js';
+import { GrpcProber } from './grpc.js';
+import { probeHttp } from './http.js';
+import type { Probe } from './runner.js';
+import { CheckScheduler, type ScheduledCheck, type SchedulerStats } from './scheduler.js';
+import { probeTcp } from './tcp.js';
+
+export interface MonitorHost {
+  readonly registry: Registry;
+  readonly hub: Hub;
+  recordCheckResult(namespace: string, service: string, id: string, checkId: string, specKey: string, result: CheckResult): Promise<number>;
+}
+
+export interface MonitorOptions {
+  maxConcurrentChecks: number;
+  /** Probes by check type; tests may replace them. */
+  probes?: Partial<Record<'http' | 'tcp' | 'grpc', Probe>>;
+  random?: () => number;
+  /** A result could not be recorded (storage failure: the engine reports it). */
+  onError?: (err: unknown) => void;
+}
+
+const ACTIVE = new Set(['http', 'tcp', 'grpc']);
+
+/** A host as it goes into a URL or host:port (IPv6 literals in brackets). */
+function hostPart(address: string): string {
+  return address.includes(':') ? `[${address}]` : address;
+}
+
+/** Where a check probes: its target, or the instance's own address. */
+export function checkTarget(spec: CheckSpec, instance: Instance): string {
+  if (spec.target !== null) return spec.target;
+  const host = `${hostPart(instance.address)}:${instance.port}`;
+  return spec.type === 'http' ? `${instance.protocol === 'https' ? 'https' : 'http'}://${host}/` : host;
+}
+
+export class HealthMonitor implements Subscriber {
+  readonly services = null;
+  private readonly scheduler: CheckScheduler;
+  /** instance key -> keys of its scheduled checks */
+  private readonly byInstance = new Map<string, Set<string>>();
+  /** gRPC targets -> checks probing them: a channel is closed when none is left. */
+  private readonly grpcTargets = new Map<string, number>();
+  private unsubscribe: () => void = () => undefined;
+  private readonly grpc = new GrpcProber();
+
+  constructor(
+    private readonly host: MonitorHost,
+    private readonly opts: MonitorOptions,
+  ) {
+    const probes: Record<string, Probe> = { http: probeHttp, tcp: probeTcp, grpc: this.grpc.probe, ...opts.probes };
+    this.scheduler = new CheckScheduler({
+      maxConcurrent: opts.maxConcurrentChecks,
+      probe: (c, signal) => (probes[c.spec.type] as Probe)({ spec: c.spec, target: c.target }, signal),
+      onResult: (c, r) => this.record(c, r),
+      ...(opts.random ? { random: opts.random } : {}),
+    });
+  }
+
+  /** Schedules the checks of every instance already registered, spread over their intervals. */
+  start(): void {
+    for (const svc of this.host.registry.listServices()) {
+      for (const rec of svc.instances.values()) this.sync(rec, true);
+    }
+    this.unsubscribe = this.host.hub.subscribe(this);
+  }
+
+  stats(): SchedulerStats {
+    return this.scheduler.stats();
+  }
+
+  deliver(events: WatchEvent[]): void {
+    for (const ev of events) {
+      const { namespace, service, id } = ev.instance;
+      const rec = this.host.registry.instance(namespace, service, id);
+      if (rec) this.sync(rec, false);
+      else this.forget(instanceKey(namespace, service, id), new Set());
+    }
+  }
+
+  close(): void {
+    this.unsubscribe();
+    this.scheduler.close();
+    this.byInstance.clear();
+    this.grpcTargets.clear();
+    this.grpc.close();
+  }
+
+  private sync(rec: InstanceRecord, starting: boolean): void {
+    const { instance } = rec;
+    const ikey = instanceKey(instance.namespace, instance.service, instance.id);
+    const keep = new Set<string>();
+    for (const spec of rec.specs) {
+      if (!ACTIVE.has(spec.type)) continue;
+      const key = `${ikey}#${spec.id}`;
+      keep.add(key);
+      const check: ScheduledCheck = {
+        key,
+        namespace: instance.namespace,
+        service: instance.service,
+        instanceId: instance.id,
+        checkId: spec.id,
+        spec,
+        specKey: JSON.stringify(spec),
+        target: checkTarget(spec, instance),
+      };
+      const before = this.scheduler.get(key);
+      if (!before || before.target !== check.target || before.spec.type !== check.spec.type) {
+        if (before) this.untrack(before);
+        if (check.spec.type === 'grpc') this.grpcTargets.set(check.target, (this.grpcTargets.get(check.target) ?? 0) + 1);
+      }
+      // A new instance is probed within its jitter (at least a little spread); a node
+      // that starts with many spreads them over a whole interval.
+      this.scheduler.upsert(check, starting ? spec.intervalMs : Math.max(spec.jitterMs, 50));
+    }
+    this.forget(ikey, keep);
+    if (keep.size > 0) this.byInstance.set(ikey, keep);
+  }
+
+  /** Stops the checks of an instance that are not in `keep`. */
+  private forget(ikey: string, keep: Set<string>): void {
+    const old = this.byInstance.get(ikey);
+    if (!old) return;
+    for (const key of old) {
+      if (keep.has(key)) continue;
+      const c = this.scheduler.get(key);
+      if (c) this.untrack(c);
+      this.scheduler.remove(key);
+    }
+    if (keep.size === 0) this.byInstance.delete(ikey);
+  }
+
+  private untrack(c: ScheduledCheck): void {
+    if (c.spec.type !== 'grpc') return;
+    const n = (this.grpcTargets.get(c.target) ?? 1) - 1;
+    if (n > 0) return void this.grpcTargets.set(c.target, n);
+    this.grpcTargets.delete(c.target);
+    this.grpc.release(c.target);
+  }
+
+  private record(c: ScheduledCheck, r: CheckResult): void {
+    this.host.recordCheckResult(c.namespace, c.service, c.instanceId, c.checkId, c.specKey, r).catch((err) => this.opts.onError?.(err));
+  }
+}

@@ -1,0 +1,154 @@
+// Goal: self-preservation holds lapsed leases instead of evicting them when more than the
+// threshold share of leases lapse within the window (for the node, or for one zone), never
+// engages below the minimum number of leases (a two-instance setup expires normally), and
+// releases when renewals come back or after the longest hold.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DEFAULT_LIMITS, validateInstanceInput, type Limits } from '@switchboard/protocol';
+import { ManualClock } from '../../src/core/clock.js';
+import { Registry } from '../../src/core/registry.js';
+
+function setup(limits: Partial<Limits> = {}) {
+  const clock = new ManualClock(0);
+  const reg = new Registry({ epoch: 'e', limits: { ...DEFAULT_LIMITS, ...limits }, clock });
+  return { clock, reg };
+}
+
+/** n leases of ttl 10 s, each with one instance `i<k>` (in `zone`, if given). */
+function fleet(reg: Registry, n: number, prefix = 'i', zone?: string): string[] {
+  const ids: string[] = [];
+  for (let k = 0; k < n; k++) {
+    const lease = `${prefix}${k}-lease`;
+    reg.grantLease(lease, 10_000);
+    reg.register({ namespace: 'default', service: 'svc', id: `${prefix}${k}`, input: validateInstanceInput({ address: '10.0.0.1', port: 80, leaseId: lease, ...(zone ? { zone } : {}) }, DEFAULT_LIMITS) });
+    ids.push(lease);
+  }
+  return ids;
+}
+
+const instances = (reg: Registry) => reg.service('default', 'svc')?.instances.size ?? 0;
+const reasons = (outs: ReturnType<Registry['expireDue']>) => outs.flatMap((o) => o.events.map((e) => e.reason));
+
+test('below the minimum number of leases a lapsed lease simply expires', () => {
+  const { reg, clock } = setup();
+  const [a, b] = fleet(reg, 2);
+  clock.advance(5_000);
+  reg.keepAlive(b!);
+  clock.advance(5_000);
+  assert.deepEqual(reasons(reg.expireDue()), ['lease_expired']);
+  assert.equal(reg.lease(a!), undefined);
+  assert.equal(reg.selfPreservationStatus().engaged, false);
+});
+
+test('a mass lapse is held; renewals release it; the truly dead are then evicted', () => {
+  const { reg, clock } = setup();
+  const leases = fleet(reg, 20);
+  clock.advance(5_000);
+  for (const l of leases.slice(11)) reg.keepAlive(l); // 9 stay alive
+  clock.advance(5_000);
+  const outs = reg.expireDue();
+  assert.deepEqual(reasons(outs), Array(11).fill('eviction_blocked'));
+  assert.equal(instances(reg), 20, 'nothing was evicted');
+  const st = reg.selfPreservationStatus();
+  assert.equal(st.engaged, true);
+  assert.equal(st.state, 'protecting');
+  assert.equal(st.expiredInWindow, 11);
+  assert.equal(st.leases, 20);
+  assert.equal(st.blockedLeases, 11);
+  assert.equal(st.blockedEvictions, 11);
+  assert.match(st.reason!, /11 of 20 leases lapsed within 15s/);
+  assert.deepEqual(reg.takeProtectionChanges().map((c) => [c.zone, c.engaged]), [[null, true]]);
+
+  // more lapses while engaged are held too
+  clock.advance(5_000);
+  const more = reg.expireDue();
+  assert.deepEqual(reasons(more), Array(9).fill('eviction_blocked'));
+  assert.equal(instances(reg), 20);
+
+  // renewals come back for all but 3: protection ends and only those 3 go
+  for (const l of leases.slice(3)) reg.keepAlive(l);
+  clock.advance(100);
+  const after = reg.expireDue();
+  assert.deepEqual(reasons(after), ['lease_expired', 'lease_expired', 'lease_expired']);
+  assert.equal(instances(reg), 17);
+  assert.equal(reg.selfPreservationStatus().engaged, false);
+  assert.deepEqual(reg.takeProtectionChanges().map((c) => [c.zone, c.engaged]), [[null, false]]);
+});
+
+test('staggered lapses: evictions go on until the share passes the threshold', () => {
+  const { reg, clock } = setup();
+  const leases = fleet(reg, 20);
+  // every second one more stops renewing, so that they lapse one at a time
+  const dead = new Set<string>();
+  const seen: (string | undefined)[] = [];
+  for (let second = 1; second <= 25; second++) {
+    clock.set(second * 1_000);
+    if (second <= 12) dead.add(leases[second - 1]!);
+    for (const l of leases) if (!dead.has(l)) reg.keepAlive(l);
+    seen.push(...reasons(reg.expireDue()));
+  }
+  // 10 of 20 is not above 50%: the 11th lapse engages
+  assert.deepEqual(seen.slice(0, 10), Array(10).fill('lease_expired'));
+  assert.deepEqual(seen.slice(10), ['eviction_blocked', 'eviction_blocked']);
+});
+
+test('a zone that loses most of its leases is protected on its own', () => {
+  const { reg, clock } = setup();
+  const a = fleet(reg, 10, 'a', 'zone-a');
+  const b = fleet(reg, 20, 'b', 'zone-b');
+  clock.advance(5_000);
+  for (const l of [...a.slice(6), ...b]) reg.keepAlive(l);
+  clock.advance(5_000);
+  assert.deepEqual(reasons(reg.expireDue()), Array(6).fill('eviction_blocked'));
+  const st = reg.selfPreservationStatus();
+  assert.equal(st.engaged, true);
+  assert.equal(st.expiredInWindow, 6, 'globally 6 of 30 is below the threshold');
+  assert.deepEqual(st.zones.map((z) => [z.zone, z.engaged, z.expiredInWindow, z.leases]), [['zone-a', true, 6, 10]]);
+  assert.match(st.reason!, /zone zone-a: 6 of 10/);
+});
+
+test('a held lease is let go after selfPreservationMaxHoldMs', () => {
+  const { reg, clock } = setup({ selfPreservationMaxHoldMs: 60_000 });
+  const leases = fleet(reg, 10);
+  clock.advance(5_000);
+  for (const l of leases.slice(8)) reg.keepAlive(l);
+  clock.advance(5_000);
+  assert.equal(reasons(reg.expireDue()).length, 8);
+  for (let t = 0; t < 59; t++) {
+    clock.advance(1_000);
+    for (const l of leases.slice(8)) reg.keepAlive(l);
+    assert.deepEqual(reg.expireDue(), []);
+  }
+  clock.advance(1_000);
+  assert.deepEqual(reasons(reg.expireDue()), Array(8).fill('lease_expired'));
+  assert.equal(instances(reg), 2);
+});
+
+test('a threshold of 100% turns self-preservation off', () => {
+  const { reg, clock } = setup({ selfPreservationThresholdPercent: 100 });
+  fleet(reg, 20);
+  clock.advance(10_000);
+  assert.deepEqual(reasons(reg.expireDue()), Array(20).fill('lease_expired'));
+});
+
+test('when every held lease is renewed, protection ends', () => {
+  const { reg, clock } = setup();
+  const leases = fleet(reg, 10);
+  clock.advance(10_000);
+  assert.equal(reasons(reg.expireDue()).length, 10);
+  assert.equal(reg.selfPreservationStatus().engaged, true);
+  for (const l of leases) reg.keepAlive(l);
+  assert.deepEqual(reg.expireDue(), []);
+  assert.equal(reg.selfPreservationStatus().engaged, false);
+  assert.equal(reg.selfPreservationStatus().blockedLeases, 0);
+});
+
+test('a lease whose session closed ends with reason connection_lost', () => {
+  const { reg, clock } = setup();
+  const [a] = fleet(reg, 1);
+  reg.detachLease(a!, 500);
+  clock.advance(499);
+  assert.deepEqual(reg.expireDue(), []);
+  clock.advance(1);
+  assert.deepEqual(reasons(reg.expireDue()), ['connection_lost']);
+});
