@@ -124,6 +124,7 @@ export const serviceAnswerSchema = {
     revision,
     instances: { type: 'array', items: instanceSchema },
     protected: { type: 'boolean' },
+    epoch: { type: 'string', description: 'the epoch the revision belongs to (extension)' },
     stale: { type: 'boolean' },
     staleMs: int,
   },

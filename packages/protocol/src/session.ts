@@ -33,5 +33,8 @@ export type SessionServerMessage =
   | { type: 'replaced'; leaseId: string }
   /** The node is going away; the lease is intact: resume it on another connection. */
   | { type: 'goaway' }
-  /** A request on this session failed; the session stays open. */
-  | { type: 'error'; problem: Problem };
+  /**
+   * A request on this session failed; the session stays open (except after a failed
+   * `close`). `request` and `seq` name the message that failed, when it could be read.
+   */
+  | { type: 'error'; problem: Problem; request?: string; seq?: number };

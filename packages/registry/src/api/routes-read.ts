@@ -76,7 +76,7 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
     const revision = reg.serviceRevision(namespace, service);
     reply.header('x-switchboard-index', String(revision));
     const protectThreshold = reg.serviceSettings(namespace, service)?.protectThreshold ?? null;
-    return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => serviceAnswerJson(svc, service, revision, filter, protectThreshold));
+    return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => serviceAnswerJson(svc, service, revision, filter, protectThreshold, reg.epoch));
   });
 
   app.get('/v1/services/:service/instances/:instanceId', {

@@ -66,8 +66,11 @@ export class Sessions {
     const session = new Session(socket, req.ip);
     this.all.add(session);
     socket.on('message', (data, isBinary) => {
-      this.onMessage(session, isBinary ? null : data.toString()).catch((err) => {
-        session.send({ type: 'error', problem: toSwitchboardError(err, limits.maxSessionMessageBytes).toProblem() });
+      const text = isBinary ? null : data.toString();
+      this.onMessage(session, text).catch((err) => {
+        // Echo what failed, so that a client need not infer it from the conversation.
+        const request = requestOf(text);
+        session.send({ type: 'error', problem: toSwitchboardError(err, limits.maxSessionMessageBytes).toProblem(), ...request });
       });
     });
     socket.on('close', () => this.onClose(session));
@@ -105,7 +108,11 @@ export class Sessions {
           previous.send({ type: 'replaced', leaseId });
           previous.socket.close(1000, 'replaced');
         }
-        if (s.leaseId && s.leaseId !== leaseId) this.byLease.delete(s.leaseId);
+        if (s.leaseId && s.leaseId !== leaseId) {
+          // The session moves to another lease: the one it leaves is no longer kept alive.
+          this.byLease.delete(s.leaseId);
+          engine.detachLease(s.leaseId, limits.sessionGraceMs);
+        }
         return this.bind(s, leaseId, grant.ttlMs);
       }
       case 'keepalive': {
@@ -119,7 +126,17 @@ export class Sessions {
         const leaseId = s.leaseId;
         if (leaseId) this.byLease.delete(leaseId);
         s.leaseId = null;
-        if (leaseId && msg.revoke === true) await engine.revokeLease(leaseId).catch(() => undefined);
+        if (leaseId && msg.revoke === true) {
+          try {
+            await engine.revokeLease(leaseId);
+          } catch (err) {
+            // The client must learn that its instances may still be registered (it can
+            // fall back to REST deletes): an error, then close code 1011 instead of 1000.
+            s.send({ type: 'error', problem: toSwitchboardError(err, limits.maxSessionMessageBytes).toProblem(), request: 'close' });
+            s.socket.close(1011, 'revoke failed');
+            return;
+          }
+        }
         s.socket.close(1000, 'closed');
         return;
       }
@@ -139,6 +156,19 @@ export class Sessions {
     if (!leaseId) return;
     if (this.byLease.get(leaseId) === s) this.byLease.delete(leaseId);
     if (!s.quiet && !this.shuttingDown) this.ctx.engine.detachLease(leaseId, this.ctx.limits.sessionGraceMs);
+  }
+}
+
+/** The type (and seq) of the message a failure belongs to, when it can be read. */
+function requestOf(text: string | null): { request?: string; seq?: number } {
+  try {
+    const m = JSON.parse(text ?? '') as { type?: unknown; seq?: unknown };
+    const out: { request?: string; seq?: number } = {};
+    if (typeof m.type === 'string' && m.type.length <= 32) out.request = m.type;
+    if (typeof m.seq === 'number' && Number.isSafeInteger(m.seq)) out.seq = m.seq;
+    return out;
+  } catch {
+    return {};
   }
 }
 

@@ -87,6 +87,9 @@ const MAX_EMPTY_SERVICES = 10_000;
 export const serviceKey = (namespace: string, service: string): string => `${namespace}/${service}`;
 export const instanceKey = (namespace: string, service: string, id: string): string => `${namespace}/${service}/${id}`;
 
+/** Input keys computed by a command, so that applying its put need not compute them again. */
+const knownInputKeys = new WeakMap<Instance, string>();
+
 function inputKeyOf(input: InstanceInput): string {
   return JSON.stringify(input);
 }
@@ -327,6 +330,7 @@ export class Registry {
       }
       if (!prev) newInstances++;
       const instance = this.buildInstance(item, prev, next);
+      knownInputKeys.set(instance, inputKey);
       changes.push(prev ? { op: 'put', instance, specs: item.input.checks, reason: 'updated', detail: describeUpdate(prev.instance, instance) } : { op: 'put', instance, specs: item.input.checks, reason: 'registered', detail: describeNew(instance) });
     }
     if (this.instanceTotal + newInstances > this.limits.maxInstancesPerNode) {
@@ -647,8 +651,8 @@ export class Registry {
       this.instanceTotal++;
       this.empty.delete(serviceKey(instance.namespace, instance.service));
     }
-    const input = inputFromInstance(instance, specs);
-    svc.instances.set(instance.id, { instance, specs, json: JSON.stringify(instance), inputKey: inputKeyOf(input) });
+    const inputKey = knownInputKeys.get(instance) ?? inputKeyOf(inputFromInstance(instance, specs));
+    svc.instances.set(instance.id, { instance, specs, json: JSON.stringify(instance), inputKey });
     svc.revision = revision;
     this.checks.sync(key, instance, specs, this.clock.now());
     if (instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) this.reports.restored(key, this.clock.now());

@@ -70,8 +70,9 @@ function protectedSelection(svc: ServiceState, q: ServiceQuery, threshold: numbe
  * service revision and filter (settings changes move the revision), so a hot service is
  * serialised once per change.
  */
-export function serviceAnswerJson(svc: ServiceState | undefined, name: string, revision: number, q: ServiceQuery, protectThreshold: number | null = null): string {
-  if (!svc) return `{"service":${JSON.stringify(name)},"revision":${revision},"instances":[]}`;
+export function serviceAnswerJson(svc: ServiceState | undefined, name: string, revision: number, q: ServiceQuery, protectThreshold: number | null = null, epoch = ''): string {
+  const tail = epoch === '' ? '' : `,"epoch":${JSON.stringify(epoch)}`;
+  if (!svc) return `{"service":${JSON.stringify(name)},"revision":${revision},"instances":[]${tail}}`;
   let cache = caches.get(svc);
   if (!cache || cache.revision !== svc.revision) {
     cache = { revision: svc.revision, answers: new Map() };
@@ -82,7 +83,7 @@ export function serviceAnswerJson(svc: ServiceState | undefined, name: string, r
   if (hit !== undefined) return hit;
   const widened = q.healthy && protectThreshold !== null ? protectedSelection(svc, q, protectThreshold) : null;
   const records = widened ?? selectInstances(svc, q);
-  const body = `{"service":${JSON.stringify(name)},"revision":${svc.revision},"instances":[${records.map((r) => r.json).join(',')}]${widened ? ',"protected":true' : ''}}`;
+  const body = `{"service":${JSON.stringify(name)},"revision":${svc.revision},"instances":[${records.map((r) => r.json).join(',')}]${widened ? ',"protected":true' : ''}${tail}}`;
   if (cache.answers.size < MAX_CACHED_FILTERS) cache.answers.set(key, body);
   return body;
 }

@@ -21,7 +21,11 @@ interface Waiter {
 
 export class Hub {
   readonly log: EventLog;
-  private readonly subscribers = new Set<Subscriber>();
+  /** Subscribers of every service. */
+  private readonly everything = new Set<Subscriber>();
+  /** Subscribers of named services, indexed so that a write touches only its watchers. */
+  private readonly byService = new Map<string, Set<Subscriber>>();
+  private subscribers = 0;
   private readonly waiters = new Map<string, Set<Waiter>>();
   private waiterCount = 0;
   /** The highest revision announced so far. */
@@ -33,7 +37,7 @@ export class Hub {
   }
 
   get subscriberCount(): number {
-    return this.subscribers.size;
+    return this.subscribers;
   }
   get waiting(): number {
     return this.waiterCount;
@@ -44,11 +48,16 @@ export class Hub {
     if (events.length === 0) return;
     for (const e of events) this.log.append(e);
     this.published = Math.max(this.published, revision);
-    for (const sub of this.subscribers) {
-      const mine = sub.services === null ? events : events.filter((e) => sub.services!.has(serviceKey(e.namespace, e.service)));
-      if (mine.length > 0) sub.deliver(mine, revision);
+    for (const sub of this.everything) sub.deliver(events, revision);
+    const keys = events.map((e) => serviceKey(e.namespace, e.service));
+    const distinct = new Set(keys);
+    const touched = new Set<Subscriber>();
+    for (const key of distinct) for (const sub of this.byService.get(key) ?? []) touched.add(sub);
+    for (const sub of touched) {
+      const mine = distinct.size === 1 ? events : events.filter((_, i) => sub.services!.has(keys[i] as string));
+      sub.deliver(mine, revision);
     }
-    this.wake(new Set(events.map((e) => serviceKey(e.namespace, e.service))));
+    this.wake(distinct);
   }
 
   /**
@@ -66,8 +75,30 @@ export class Hub {
   }
 
   subscribe(sub: Subscriber): () => void {
-    this.subscribers.add(sub);
-    return () => this.subscribers.delete(sub);
+    const services = sub.services;
+    this.subscribers++;
+    if (services === null) this.everything.add(sub);
+    else {
+      for (const key of services) {
+        let set = this.byService.get(key);
+        if (!set) this.byService.set(key, (set = new Set()));
+        set.add(sub);
+      }
+    }
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.subscribers--;
+      if (services === null) this.everything.delete(sub);
+      else {
+        for (const key of services) {
+          const set = this.byService.get(key);
+          set?.delete(sub);
+          if (set?.size === 0) this.byService.delete(key);
+        }
+      }
+    };
   }
 
   /** Registers a one-shot wake-up for the next change of a service. */

@@ -30,6 +30,7 @@ test('three instances (two on one lease, one persistent) can be listed and filte
   assert.deepEqual(all.body.instances.map((i: any) => i.id), ['c1', 'c2', 'c3']);
   assert.equal(all.body.revision, r3.body.revision);
   assert.equal(all.headers.get('x-switchboard-index'), String(r3.body.revision));
+  assert.equal(all.body.epoch, (await call(u, 'GET', '/v1/status')).body.epoch, 'the answer names its epoch');
   const c3 = all.body.instances[2];
   assert.deepEqual(c3, {
     id: 'c3', service: 'catalog', namespace: 'default', address: 'c3.internal', port: 9090, protocol: 'http', zone: 'eu-1', version: '1.4.1',

@@ -108,7 +108,9 @@ test('silence on an open connection is caught by the TTL, and the session is tol
     assert.deepEqual(ended, { type: 'ended', leaseId, reason: 'lease_expired' });
     assert.equal(await instanceCount(node, 'silent'), 0);
     c.send({ type: 'keepalive', seq: 9 });
-    assert.equal((await c.next('error')).problem.code, 'INVALID_ARGUMENT', 'no lease any more');
+    const noLease = await c.next('error');
+    assert.equal(noLease.problem.code, 'INVALID_ARGUMENT', 'no lease any more');
+    assert.deepEqual([noLease.request, noLease.seq], ['keepalive', 9], 'the error names the message that failed');
     c.send({ type: 'resume', leaseId });
     assert.equal((await c.next('error')).problem.code, 'LEASE_NOT_FOUND');
   } finally {

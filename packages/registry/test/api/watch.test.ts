@@ -168,3 +168,34 @@ test('a lease expiry reaches watchers with reason lease_expired', async () => {
     await node.close();
   }
 });
+
+test('streams of other services never see a write; a stream of two services sees both', async () => {
+  const node = await startNode();
+  try {
+    const u = node.url;
+    const baseline = node.engine.hub.subscriberCount; // the node's own health monitor
+    const a = await SseReader.open(`${u}/v1/watch?service=alpha`);
+    const ab = await SseReader.open(`${u}/v1/watch?service=alpha&service=beta`);
+    const b = await SseReader.open(`${u}/v1/watch?service=beta`);
+    const c = await SseReader.open(`${u}/v1/watch?service=gamma`);
+    await call(u, 'POST', '/v1/instances/batch', { instances: [
+      { service: 'alpha', id: 'a1', address: '10.0.0.1', port: 1 },
+      { service: 'beta', id: 'b1', address: '10.0.0.2', port: 2 },
+    ] });
+    await reg(u, 'beta', 'b2');
+    await ab.count(3);
+    await a.count(1);
+    await b.count(2);
+    await sleep(100);
+    assert.deepEqual(a.events.map((e) => e.json.instance.id), ['a1']);
+    assert.deepEqual(ab.events.map((e) => e.json.instance.id), ['a1', 'b1', 'b2']);
+    assert.deepEqual(b.events.map((e) => e.json.instance.id), ['b1', 'b2']);
+    assert.equal(c.events.length, 0);
+    assert.equal(ab.events[0]!.id, undefined, 'a1 is not the last event of its revision on this stream');
+    for (const r of [a, ab, b, c]) r.close();
+    for (let i = 0; i < 100 && node.engine.hub.subscriberCount > baseline; i++) await sleep(20);
+    assert.equal(node.engine.hub.subscriberCount, baseline, 'closed streams unsubscribe');
+  } finally {
+    await node.close();
+  }
+});
