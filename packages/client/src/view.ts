@@ -6,9 +6,8 @@
  * one balancer step.
  */
 import { EventEmitter } from 'node:events';
-import semver from 'semver';
 import { fetch as undiciFetch, type Dispatcher, type RequestInit, type Response } from 'undici';
-import type { Instance } from '@switchboard/protocol';
+import { matchesFilter, validateVersionRange, type Instance } from '@switchboard/protocol';
 import { createBalancer, LoadTracker, ZoneAwareBalancer, type Balancer, type BalancerSpec, type PickContext, type ZonePreference } from './balancers.js';
 import { CircuitOpenError, ClientClosedError, NoInstanceError, RegistryUnavailableError, RetryBudgetExhaustedError, TimeoutError, UpstreamError } from './errors.js';
 import type { FeedChange, FeedListener, ServiceFeed } from './feed.js';
@@ -196,7 +195,13 @@ export class ServiceView extends EventEmitter implements FeedListener {
     this.service = feed.opts.service;
     this.namespace = feed.opts.namespace;
     this.clock = opts.clock ?? systemClock;
-    if (opts.version !== undefined && semver.validRange(opts.version) === null) throw new RangeError(`version range "${opts.version}" is not valid npm semver syntax`);
+    if (opts.version !== undefined) {
+      try {
+        validateVersionRange(opts.version);
+      } catch (err) {
+        throw new RangeError(`version range "${opts.version}" is not valid: ${(err as Error).message}`);
+      }
+    }
     const pref = typeof opts.preferZone === 'string' ? { zone: opts.preferZone } : opts.preferZone;
     this.balancer = pref ? new ZoneAwareBalancer(() => createBalancer(typeof opts.balancer === 'object' ? 'round-robin' : opts.balancer), pref) : createBalancer(opts.balancer);
     this.bulkhead = opts.bulkhead === false ? null : new Bulkhead(this.service, opts.bulkhead ?? {});
@@ -293,11 +298,7 @@ export class ServiceView extends EventEmitter implements FeedListener {
 
   private matches(i: Instance): boolean {
     const o = this.opts;
-    if (o.healthy && (i.status !== 'up' || i.health === 'critical')) return false;
-    if (o.zone !== undefined && i.zone !== o.zone) return false;
-    if (o.tags) for (const t of o.tags) if (!i.tags.includes(t)) return false;
-    if (o.version !== undefined && (i.version === null || !semver.satisfies(i.version, o.version, { includePrerelease: true }))) return false;
-    return true;
+    return matchesFilter(i, { healthy: o.healthy === true, zone: o.zone ?? null, tags: o.tags ?? [], version: o.version ?? null });
   }
 
   /** Rebuilds the pickable candidates; called on membership and breaker changes (rare). */

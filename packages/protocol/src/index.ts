@@ -7,3 +7,4 @@ export * from './validate.js';
 export * from './sse.js';
 export * from './schemas.js';
 export * from './session.js';
+export * from './filter.js';

@@ -2,19 +2,10 @@
  * Read models: service answers filtered as api-v1.md describes and serialised once per
  * service revision and filter (instances reuse their own cached JSON).
  */
-import semver from 'semver';
-import type { Instance } from '@switchboard/protocol';
+import { isHealthy, matchesFilter, type Instance, type InstanceFilter } from '@switchboard/protocol';
 import type { InstanceRecord, ServiceState } from './registry.js';
 
-export interface ServiceQuery {
-  /** Only instances with status `up` and health not `critical`. */
-  healthy: boolean;
-  zone: string | null;
-  /** Every tag must be present. */
-  tags: string[];
-  /** A semver range; instances without a version never match. */
-  version: string | null;
-}
+export type ServiceQuery = InstanceFilter;
 
 export const NO_FILTER: ServiceQuery = Object.freeze({ healthy: false, zone: null, tags: [], version: null });
 
@@ -27,17 +18,8 @@ interface Cache {
 }
 const caches = new WeakMap<ServiceState, Cache>();
 
-export function isHealthy(i: Instance): boolean {
-  return i.status === 'up' && i.health !== 'critical';
-}
-
-export function matches(i: Instance, q: ServiceQuery): boolean {
-  if (q.healthy && !isHealthy(i)) return false;
-  if (q.zone !== null && i.zone !== q.zone) return false;
-  for (const t of q.tags) if (!i.tags.includes(t)) return false;
-  if (q.version !== null && (i.version === null || !semver.satisfies(i.version, q.version, { includePrerelease: true }))) return false;
-  return true;
-}
+export { isHealthy };
+export const matches = (i: Instance, q: ServiceQuery): boolean => matchesFilter(i, q);
 
 function queryKey(q: ServiceQuery): string {
   return `${q.healthy ? 1 : 0}|${q.zone ?? ''}|${q.tags.join(',')}|${q.version ?? ''}`;
