@@ -1,0 +1,312 @@
+/**
+ * Every process and temporary directory the comparison suite makes is registered here, by
+ * PID and by path, and is ended / removed by that PID and path: on normal completion, on
+ * failure, on Ctrl-C / SIGTERM / SIGHUP and when the runner exits. Nothing is ever killed
+ * by name.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, readSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(new URL('../../..', import.meta.url).pathname);
+
+/** pid -> { proc, name } of every child that may still be running. */
+const children = new Map();
+/** Temporary directories still to remove. */
+const tempDirs = new Set();
+/** Extra cleanup callbacks (e.g. the standalone runner's own registry). */
+const extraCleanups = new Set();
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+
+/** Sends a signal to one process by PID; false when it is already gone. */
+export function signalPid(pid, sig) {
+  try {
+    process.kill(pid, sig);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What this runner has started, in a state file (/tmp/switchboard-bench-<pid>.json), so
+ * that a later run can clean up after a runner that was itself killed with SIGKILL (its
+ * servers are not its IPC children and would outlive it): see reapOrphans().
+ */
+const STATE_FILE = join(tmpdir(), `switchboard-bench-${process.pid}.json`);
+const startedPids = new Set();
+function saveState() {
+  try {
+    writeFileSync(STATE_FILE, JSON.stringify({ runnerPid: process.pid, pids: [...startedPids], dirs: [...tempDirs] }));
+  } catch {
+    /* best effort */
+  }
+}
+
+/**
+ * Kills what runners that no longer exist left behind (by PID, and only processes whose
+ * command line names one of that runner's temporary directories, so a reused PID is never
+ * hit), and removes their directories. Returns what it did.
+ */
+export function reapOrphans() {
+  const done = [];
+  let files = [];
+  try {
+    files = readdirSync(tmpdir()).filter((f) => /^switchboard-bench-\d+\.json$/.test(f));
+  } catch {
+    return done;
+  }
+  for (const f of files) {
+    const path = join(tmpdir(), f);
+    let st;
+    try {
+      st = JSON.parse(readFileSync(path, 'utf8'));
+    } catch {
+      continue;
+    }
+    const alive = signalPid(st.runnerPid, 0) && procStats(st.runnerPid)?.state !== 'Z';
+    if (st.runnerPid === process.pid || alive) continue; // that runner is still running
+    for (const pid of st.pids ?? []) {
+      let cmd = '';
+      try {
+        cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      } catch {
+        continue;
+      }
+      if ((st.dirs ?? []).some((d) => cmd.includes(d)) && signalPid(pid, 'SIGKILL')) done.push(`killed ${pid} (left by runner ${st.runnerPid})`);
+    }
+    for (const d of st.dirs ?? []) {
+      if (!d.startsWith(tmpdir())) continue;
+      try {
+        rmSync(d, { recursive: true, force: true });
+        done.push(`removed ${d}`);
+      } catch {
+        /* ignore */
+      }
+    }
+    rmSync(path, { force: true });
+  }
+  return done;
+}
+
+/** A fresh temporary directory, removed at the end whatever happens. */
+export function makeTempDir(prefix) {
+  const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  tempDirs.add(dir);
+  saveState();
+  return dir;
+}
+
+export function removeTempDir(dir) {
+  try {
+    rmSync(dir, { recursive: true, force: true });
+  } catch {
+    /* best effort; retried at exit */
+    return;
+  }
+  tempDirs.delete(dir);
+}
+
+/** Registers an already started child process (spawn / fork) for cleanup by PID. */
+export function track(proc, name) {
+  if (proc.pid === undefined) return proc;
+  children.set(proc.pid, { proc, name });
+  proc.once('exit', () => children.delete(proc.pid));
+  return proc;
+}
+
+/** PIDs of every child still running, with their names (for the "nothing left" check). */
+export function liveChildren() {
+  return [...children].map(([pid, c]) => ({ pid, name: c.name }));
+}
+
+/**
+ * Spawns a server process with its stdout and stderr going to a log file (never a pipe that
+ * could fill up), tracked by PID.
+ */
+export function spawnLogged(name, cmd, args, { cwd, env, logFile }) {
+  const fd = openSync(logFile, 'a');
+  try {
+    const proc = spawn(cmd, args, { cwd, env: env ?? process.env, stdio: ['ignore', fd, fd], detached: false });
+    track(proc, name);
+    if (proc.pid !== undefined) {
+      startedPids.add(proc.pid);
+      saveState();
+    }
+    proc.logFile = logFile;
+    proc.name = name;
+    proc.on('error', () => {}); // ENOENT etc. show as an exit
+    return proc;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The last `lines` lines of a log file (at most the last 64 KiB are read). */
+export function tailOf(file, lines = 20) {
+  try {
+    const size = statSync(file).size;
+    const len = Math.min(size, 65536);
+    const buf = Buffer.alloc(len);
+    const fd = openSync(file, 'r');
+    try {
+      readSync(fd, buf, 0, len, size - len);
+    } finally {
+      closeSync(fd);
+    }
+    return buf.toString('utf8').split('\n').filter((l) => l.trim() !== '').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Ends one child: SIGTERM (or `sig`), then SIGKILL after graceMs. */
+export function stopProc(proc, graceMs = 5000, sig = 'SIGTERM') {
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve({ forced: false });
+  return new Promise((done) => {
+    let forced = false;
+    const timer = setTimeout(() => {
+      forced = true;
+      signalPid(proc.pid, 'SIGKILL');
+    }, graceMs);
+    proc.once('exit', () => {
+      clearTimeout(timer);
+      done({ forced });
+    });
+    if (!signalPid(proc.pid, sig)) {
+      clearTimeout(timer);
+      done({ forced });
+    }
+  });
+}
+
+/** Kills every child still running (SIGKILL, by PID) and removes every temporary directory. */
+export function killAllNow() {
+  for (const f of extraCleanups) {
+    try {
+      f();
+    } catch {
+      /* best effort */
+    }
+  }
+  for (const [pid] of children) {
+    signalPid(pid, 'SIGCONT'); // a SIGSTOP'ed provider
+    signalPid(pid, 'SIGKILL');
+  }
+  for (const dir of [...tempDirs]) removeTempDir(dir);
+  if (children.size === 0 && tempDirs.size === 0) rmSync(STATE_FILE, { force: true });
+  else saveState();
+}
+
+export function onCleanup(f) {
+  extraCleanups.add(f);
+}
+
+let installed = false;
+/** Kills every child and removes every temp dir on Ctrl-C, SIGTERM, SIGHUP and at exit. */
+export function installCleanup(onInterrupt) {
+  if (installed) return;
+  installed = true;
+  process.on('exit', killAllNow);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(sig, () => {
+      killAllNow();
+      try {
+        onInterrupt?.(sig);
+      } catch {
+        /* ignore */
+      }
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    });
+  }
+}
+
+const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) on Linux
+const PAGE = 4096;
+
+/** CPU time (user + system of all threads, ms) and resident memory (bytes) of a process. */
+export function procStats(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // f[0] is field 3 (state); utime is field 14, stime 15, rss 24 (pages).
+    return { cpuMs: ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK, rssBytes: Number(f[21]) * PAGE, state: f[0] };
+  } catch {
+    return null;
+  }
+}
+
+/** Sum of procStats over several PIDs (a cluster's members); null if any is gone. */
+export function sumStats(pids) {
+  let cpuMs = 0;
+  let rssBytes = 0;
+  for (const pid of pids) {
+    const s = procStats(pid);
+    if (!s) return null;
+    cpuMs += s.cpuMs;
+    rssBytes += s.rssBytes;
+  }
+  return { cpuMs, rssBytes };
+}
+
+/** CPU time of the whole machine (ms, all cores). */
+export function systemCpu() {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
+    return { busyMs: ((user + nice + system + irq + softirq + (steal ?? 0)) * 1000) / CLK_TCK, idleMs: ((idle + iowait) * 1000) / CLK_TCK };
+  } catch {
+    return null;
+  }
+}
+
+/** `n` distinct free TCP ports on 127.0.0.1 (bound and released; the OS does not reuse them soon). */
+export async function freePorts(n) {
+  const servers = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const s = createServer();
+      await new Promise((res, rej) => {
+        s.once('error', rej);
+        s.listen(0, '127.0.0.1', res);
+      });
+      servers.push(s);
+    }
+    return servers.map((s) => s.address().port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  }
+}
+
+/**
+ * Polls `probe` (async, resolves truthy when ready) every `everyMs` until it succeeds, a
+ * watched process exits, or `timeoutMs` passes. Throws with the log tails on failure.
+ */
+export async function waitReady({ what, probe, procs, timeoutMs, everyMs = 200 }) {
+  const deadline = performance.now() + timeoutMs;
+  let lastErr = null;
+  for (let i = 0; i < 100_000 && performance.now() < deadline; i++) {
+    const dead = procs.find((p) => p.exitCode !== null || p.signalCode !== null);
+    if (dead) throw new StartError(`${what}: ${dead.name} exited (code ${dead.exitCode}, signal ${dead.signalCode}) before it was ready`, procs);
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    await sleep(everyMs);
+  }
+  throw new StartError(`${what} was not ready within ${Math.round(timeoutMs / 1000)} s${lastErr ? ` (last probe error: ${String(lastErr.message ?? lastErr).split('\n')[0]})` : ''}`, procs);
+}
+
+/** A peer that did not start: the message carries the tail of each process's log. */
+export class StartError extends Error {
+  constructor(message, procs) {
+    const tails = procs.map((p) => `--- last lines of ${p.name} (${p.logFile}) ---\n${tailOf(p.logFile, 15)}`).join('\n');
+    super(`${message}\n${tails}`);
+    this.name = 'StartError';
+  }
+}

@@ -1,0 +1,310 @@
+#!/usr/bin/env node
+/**
+ * Tables of a comparison run (bench/results/<timestamp>.json, written by
+ * bench/compare/runner.mjs): a plain-text table for the terminal, and the comparison
+ * section of docs/benchmarks.md, regenerated from the JSON alone (nothing typed by hand).
+ *
+ *   node bench/compare/report.mjs bench/results/<file>.json              markdown to stdout
+ *   node bench/compare/report.mjs bench/results/<file>.json --write-docs rewrite the
+ *        generated section of docs/benchmarks.md (between its markers; the rest of the file,
+ *        written by people, is kept as it is)
+ *   node bench/compare/report.mjs bench/results/<file>.json --text       the terminal table
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+
+const ROOT = resolve(new URL('../..', import.meta.url).pathname);
+export const DOCS = join(ROOT, 'docs/benchmarks.md');
+export const BEGIN = '<!-- BEGIN GENERATED: comparison (node bench/compare/report.mjs RESULTS.json --write-docs) -->';
+export const END = '<!-- END GENERATED: comparison -->';
+/** The full suite's figures have a section of their own, after the quick suite's. */
+export const BEGIN_FULL = '<!-- BEGIN GENERATED: comparison-full (node bench/compare/report.mjs FULL-RESULTS.json --write-docs) -->';
+export const END_FULL = '<!-- END GENERATED: comparison-full -->';
+
+// ---------------------------------------------------------------- formatting
+
+const int = (n) => (n === null || n === undefined || Number.isNaN(n) ? '-' : Math.round(n).toLocaleString('en-US'));
+const ms = (v) => {
+  if (v === null || v === undefined || Number.isNaN(v)) return '-';
+  if (v < 1) return `${v.toFixed(2)} ms`;
+  if (v < 10) return `${v.toFixed(1)} ms`;
+  return `${int(v)} ms`;
+};
+const mib = (b) => (b === null || b === undefined ? '-' : `${int(b / 1048576)} MiB`);
+const pct = (v) => (v === null || v === undefined ? '-' : `${int(v)}%`);
+const ratio = (v) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : `${v >= 10 ? v.toFixed(0) : v.toFixed(2)}x`);
+
+/** median [min-max] of a summary entry, formatted with f. */
+const mm = (s, f) => (!s ? '-' : s.n > 1 ? `${f(s.median)} [${f(s.min)}–${f(s.max)}]` : f(s.median));
+const med = (s) => s?.median ?? null;
+
+function rowName(r) {
+  return r.variant ? `${r.label} (${r.variant})` : r.label;
+}
+
+/**
+ * The rows of the table for one case: [system, main figure, more figures..., ratio].
+ * Ratios are always "how many times better Switchboard is" (> 1: Switchboard better):
+ * throughput Switchboard / peer; latency, CPU and memory peer / Switchboard.
+ */
+function caseTable(c) {
+  const sb = c.rows.find((r) => r.system === 'switchboard');
+  const S = (r) => r.summary ?? {};
+  const failed = (r) => (r.runs.length > 0 && r.failedRuns === r.runs.length ? 'FAILED' : null);
+  switch (c.workload) {
+    case 'register':
+    case 'read': {
+      const unit = c.workload === 'register' ? 'registrations/s' : 'reads/s';
+      const head = ['system', `${unit} (median [min–max])`, 'p50', 'p99', 'per server CPU-s', 'server CPU', 'load gen. CPU', 'errors', 'Switchboard ÷ this'];
+      const rows = c.rows.map((r) => {
+        const s = S(r);
+        const ratioV = r === sb ? null : med(S(sb ?? {}).throughput) / med(s.throughput);
+        const genBound = (med(s.generatorCpuPct) ?? 0) >= 90 ? ' (client-bound)' : '';
+        return [rowName(r), failed(r) ?? mm(s.throughput, int), ms(med(s.p50Ms)), ms(med(s.p99Ms)), int(med(s.perServerCpuSec)), pct(med(s.serverCpuPct)), pct(med(s.generatorCpuPct)) + genBound, int(med(s.errors)), r === sb ? '' : ratio(ratioV)];
+      });
+      return { head, rows };
+    }
+    case 'watch': {
+      const head = ['system', 'p99 (median [min–max])', 'p50', 'max', 'first watcher p50 / p99', 'write ack p50 / p99', 'deliveries missed', 'server CPU', 'this p99 ÷ Switchboard p99'];
+      const rows = c.rows.map((r) => {
+        const s = S(r);
+        return [rowName(r), failed(r) ?? mm(s.p99Ms, ms), ms(med(s.p50Ms)), ms(med(s.maxMs)), `${ms(med(s.firstP50Ms))} / ${ms(med(s.firstP99Ms))}`, `${ms(med(s.ackP50Ms))} / ${ms(med(s.ackP99Ms))}`, int(med(s.missed)), pct(med(s.serverCpuPct)), r === sb ? '' : ratio(med(s.p99Ms) / med(S(sb ?? {}).p99Ms))];
+      });
+      return { head, rows };
+    }
+    case 'renew': {
+      const head = ['system', 'server CPU, % of a core (median [min–max])', 'CPU ms per 1,000 keep-alives', 'server RSS', 'leases lost in the window / not kept through setup', 'setup', 'this CPU ÷ Switchboard CPU'];
+      const rows = c.rows.map((r) => {
+        const s = S(r);
+        return [rowName(r), failed(r) ?? mm(s.serverCpuPct, pct), int(med(s.cpuMsPerThousandKeepalives)), mib(med(s.serverRssBytes)), `${int(med(s.leasesLost))} / ${int(med(s.leasesLostInSetup))}`, med(s.setupMs) === null ? '-' : `${(med(s.setupMs) / 1000).toFixed(0)} s`, r === sb ? '' : ratio(med(s.serverCpuPct) / med(S(sb ?? {}).serverCpuPct))];
+      });
+      return { head, rows };
+    }
+    case 'failure': {
+      const head = ['system', 'signal', 'last watcher (median [min–max])', 'first watcher', 'this ÷ Switchboard'];
+      const rows = c.rows.map((r) => {
+        const s = S(r);
+        const sbRow = c.rows.find((x) => x.system === 'switchboard' && x.signal === r.signal);
+        return [r.label, r.signal, failed(r) ?? mm(s.lastMs, ms), ms(med(s.firstMs)), r.system === 'switchboard' ? '' : ratio(med(s.lastMs) / med(S(sbRow ?? {}).lastMs))];
+      });
+      return { head, rows };
+    }
+    case 'memory': {
+      const head = ['system', 'bytes per instance (median [min–max])', 'RSS idle', `RSS with ${int(c.level)}`, 'this ÷ Switchboard'];
+      const rows = c.rows.map((r) => {
+        const s = S(r);
+        return [rowName(r), failed(r) ?? mm(s.bytesPerInstance, int), mib(med(s.rssBeforeBytes)), mib(med(s.rssAfterBytes)), r === sb ? '' : ratio(med(s.bytesPerInstance) / med(S(sb ?? {}).bytesPerInstance))];
+      });
+      return { head, rows };
+    }
+    default:
+      return { head: [], rows: [] };
+  }
+}
+
+function caseTitle(c, out) {
+  const w = out.workloads?.[c.workload];
+  const lvl = { register: `${int(c.level)} client${c.level === 1 ? '' : 's'}`, read: `${int(c.level)} readers`, watch: `${int(c.level)} watcher${c.level === 1 ? '' : 's'}`, renew: `${int(c.level)} leases`, failure: `${c.level} watchers`, memory: `${int(c.level)} instances` }[c.workload];
+  return `${w?.title ?? c.workload}, ${lvl}`;
+}
+
+function textTable(head, rows) {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i] ?? '').length)));
+  const line = (cells) => cells.map((x, i) => (i === 0 ? String(x ?? '').padEnd(widths[i]) : String(x ?? '').padStart(widths[i]))).join('  ');
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function mdTable(head, rows, { numeric = true } = {}) {
+  const esc = (s) => String(s ?? '').replace(/\|/g, '\\|');
+  return [`| ${head.map(esc).join(' | ')} |`, `|${head.map((_, i) => (i === 0 || !numeric ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n');
+}
+
+// ---------------------------------------------------------------- targets
+
+/** The issue's targets, judged from the figures (null when the run lacks the figures). */
+export function targets(out) {
+  const found = (w, level) => out.cases.find((c) => c.workload === w && (level === undefined || c.level === level));
+  const peerBest = (c, key, filter = () => true) => {
+    let best = null;
+    for (const r of c.rows) {
+      if (r.system === 'switchboard' || !filter(r)) continue;
+      const v = med(r.summary?.[key]);
+      if (v !== null && (best === null || v > best.v)) best = { v, name: rowName(r) };
+    }
+    return best;
+  };
+  const res = [];
+  const reg = found('register', 64) ?? found('register');
+  if (reg) {
+    const sb = med(reg.rows.find((r) => r.system === 'switchboard')?.summary?.throughput);
+    const best = peerBest(reg, 'throughput');
+    if (sb !== null && best) res.push({ target: `registrations at ${reg.level} clients ≥ 1.5x the best peer`, value: `${int(sb)}/s vs ${best.name} ${int(best.v)}/s = ${ratio(sb / best.v)}`, met: sb / best.v >= 1.5 });
+  }
+  const rd = found('read');
+  if (rd) {
+    const sb = med(rd.rows.find((r) => r.system === 'switchboard')?.summary?.throughput);
+    // Against ZooKeeper's bare listings (the issue's rule) and etcd's serializable reads.
+    const best = peerBest(rd, 'throughput', (r) => r.readMode !== 'curator' && r.readMode !== 'linearizable');
+    if (sb !== null && best) res.push({ target: 'reads ≥ 1.5x the best peer (ZooKeeper bare listings, etcd serializable)', value: `${int(sb)}/s vs ${best.name} ${int(best.v)}/s = ${ratio(sb / best.v)}`, met: sb / best.v >= 1.5 });
+  }
+  const wa = found('watch', 200);
+  if (wa) {
+    const sb = med(wa.rows.find((r) => r.system === 'switchboard')?.summary?.p99Ms);
+    if (sb !== null) res.push({ target: 'watch p99 to 200 watchers < 10 ms', value: ms(sb), met: sb < 10 });
+  }
+  return res;
+}
+
+// ---------------------------------------------------------------- renderers
+
+export function renderTable(out, { format = 'text' } = {}) {
+  const parts = [];
+  for (const c of out.cases) {
+    const { head, rows } = caseTable(c);
+    const title = caseTitle(c, out);
+    if (format === 'md') parts.push(`#### ${title}\n\n${mdTable(head, rows)}`);
+    else parts.push(`${title}\n${textTable(head, rows)}`);
+  }
+  const t = targets(out);
+  if (t.length > 0) {
+    if (format === 'md') parts.push(`#### Targets of issue 4\n\n${mdTable(['target', 'measured', 'met'], t.map((x) => [x.target, x.value, x.met ? 'yes' : '**no**']), { numeric: false })}`);
+    else parts.push(`targets of issue 4\n${textTable(['target', 'measured', 'met'], t.map((x) => [x.target, x.value, x.met ? 'yes' : 'NO']))}`);
+  }
+  const disturbed = [];
+  for (const c of out.cases) for (const r of c.rows) for (const run of r.runs) if ((run.cpu?.othersCpuPct ?? 0) > 25) disturbed.push(`${c.workload}@${c.level} ${rowName(r)} run ${run.run} (${pct(run.cpu.othersCpuPct)} of a core)`);
+  if (disturbed.length > 0) parts.push(`${format === 'md' ? '**Disturbed runs**' : 'WARNING'}: other processes on the machine used CPU during ${disturbed.length} run(s): ${disturbed.slice(0, 8).join(', ')}${disturbed.length > 8 ? ', ...' : ''}.`);
+  if (out.startFailures?.length) parts.push(`${format === 'md' ? '**Peers that failed to start**' : 'FAILED TO START'}: ${out.startFailures.map((f) => `${f.system}: ${f.error.split('\n')[0]}`).join('; ')}`);
+  return parts.join('\n\n');
+}
+
+function profileSection(out) {
+  if (!out.profiles?.length) return '';
+  const lines = ['### Where Switchboard\'s CPU time goes (node --cpu-prof on the agent)', ''];
+  if (out.profilesFrom) {
+    const figs = [];
+    for (const c of out.profilesFrom.cases ?? []) for (const r of c.rows) if (r.system === 'switchboard') figs.push(`${c.workload}@${c.level}: ${c.workload === 'watch' ? `p99 ${ms(med(r.summary?.p99Ms))}` : `${int(med(r.summary?.throughput))}/s, server CPU ${pct(med(r.summary?.serverCpuPct))}`}`);
+    lines.push(`From a separate profiled run, \`${out.profilesFrom.file}\` (\`${out.profilesFrom.command}\`, ${out.profilesFrom.startedAt}; ${figs.join('; ')}). Self time as a share of the agent's busy time; each profile covers the agent's whole life, start-up included.`, '');
+  }
+  for (const p of out.profiles.slice(0, 6)) {
+    if (!p.summary) continue;
+    const s = p.summary;
+    const name = p.file.split('/').pop();
+    const cats = (s.byCategory ?? []).slice(0, 8);
+    const top = (s.topSelf ?? []).slice(0, 8);
+    lines.push(`**${name}**${s.busyMs !== undefined ? ` (busy ${int(s.busyMs)} ms)` : ''}`, '');
+    if (cats.length) lines.push(mdTable(['where (self time)', 'ms', '% of busy'], cats.map((x) => [x.category, int(x.ms), `${x.pctOfBusy.toFixed(1)}%`])), '');
+    if (top.length) lines.push(mdTable(['hottest functions (self time)', 'ms', '% of busy'], top.map((x) => [x.function, int(x.ms), `${x.pctOfBusy.toFixed(1)}%`])), '');
+  }
+  return lines.join('\n');
+}
+
+/** The full suite's section: provenance and tables (the method is in the quick section). */
+function renderFullDocs(out, resultsFile) {
+  const rel = resultsFile ? relative(ROOT, resolve(resultsFile)) : '(results file)';
+  const L = [BEGIN_FULL, ''];
+  L.push('### Full suite: every workload and level, 3-member clusters', '');
+  L.push(`*Generated* from \`${rel}\` (\`${out.command}\`, ${out.startedAt}; ${out.settings.runs} run${out.settings.runs > 1 ? 's' : ''} per figure${out.settings.runs > 1 ? ', median [min–max]' : ''}; ${out.settings.warmupMs / 1000} s warm-up + ${out.settings.durationMs / 1000} s measured; same machine, versions, method and rules as above) by \`node bench/compare/report.mjs ${rel} --write-docs\`.`, '');
+  L.push(renderTable(out, { format: 'md' }).replace(/^#### /gm, '#### Full: '), '');
+  L.push(END_FULL);
+  return L.join('\n');
+}
+
+/** The generated section of docs/benchmarks.md. */
+export function renderDocs(out, resultsFile) {
+  if (out.suite === 'full') return renderFullDocs(out, resultsFile);
+  const m = out.machine;
+  const v = out.versions ?? {};
+  const rel = resultsFile ? relative(ROOT, resolve(resultsFile)) : '(results file)';
+  const L = [];
+  L.push(BEGIN, '');
+  L.push(`*This part is generated:* from \`${rel}\` (suite \`${out.suite}\`, ${out.startedAt}) by \`node bench/compare/report.mjs ${rel}${out.profilesFrom ? ` --profiles-from ${out.profilesFrom.file}` : ''} --write-docs\`; to reproduce: \`npm run bench\` (quick) or \`npm run bench -- --suite full\`, then that command on the new results file (or add \`--write-docs\` to the bench command).`, '');
+  L.push('### Machine and versions', '');
+  L.push(
+    mdTable(
+      ['what', 'value'],
+      [
+        ['CPU', `${m.cpus} cores, ${m.cpuModel}`],
+        ['memory', mib(m.memoryBytes)],
+        ['OS', m.os],
+        ['disk of the data directories', m.tmpDisk ?? '-'],
+        ['load average at start', (m.loadAverageAtStart ?? []).join(', ')],
+        ['Node.js (agent and load generator)', m.node],
+        ['Switchboard', `${v.switchboard ?? '-'} (commit ${out.source?.commit?.slice(0, 12) ?? '-'}${out.source?.uncommittedFilesInPackages ? `, ${out.source.uncommittedFilesInPackages} uncommitted files in packages/` : ''})`],
+        ['etcd', `${v.etcdBinary ?? '-'} (Debian etcd-server ${v['etcd-server'] ?? '-'})`],
+        ['ZooKeeper', `Debian zookeeper ${v.zookeeper ?? '-'} on ${v.java ?? 'Java'}`],
+        ['clients', `etcd3 ${v.etcd3Client ?? '-'}, node-zookeeper-client ${v.zookeeperClient ?? '-'}, undici (Switchboard)`],
+        ['runs', `${out.settings.runs} per figure, ${out.settings.warmupMs / 1000} s warm-up + ${out.settings.durationMs / 1000} s measured`],
+      ],
+      { numeric: false },
+    ),
+    '',
+  );
+  L.push('### Method and fairness rules', '');
+  for (const r of out.fairnessRules ?? []) L.push(`- ${r}`);
+  L.push('');
+  L.push('Peers as the suite starts them: etcd one member or three on loopback, each with its own data directory and ports, all flags default except names and URLs; ZooKeeper standalone or a 3-node ensemble from a generated `zoo.cfg` (tickTime 2000, `forceSync=yes`, `maxClientCnxns=0`), started as `java -cp <Debian jars> org.apache.zookeeper.server.quorum.QuorumPeerMain zoo.cfg` with the JVM\'s default heap; Switchboard `agent --data-dir DIR --config FILE` with `limits.maxWatchStreamsPerClient` raised (all watchers come from 127.0.0.1). Missing Debian packages are installed with apt-get by the suite itself.', '');
+  L.push('Clients: `etcd3` with cockatiel `noop` for its per-host circuit breaker and its global retry policy (by default it retries 3 times and opens a breaker after 3 failures, which would hide slow calls), and `grpc.use_local_subchannel_pool` so that each simulated process really has its own connection; `node-zookeeper-client` with sessionTimeout = the TTL and no retries; Switchboard through undici (one keep-alive connection per process), `ws` for the session stream and `eventsource-parser` for SSE.', '');
+  L.push('Ratios are always "how many times better Switchboard is": throughput Switchboard ÷ peer, latency, CPU and memory peer ÷ Switchboard; above 1 Switchboard is ahead, below 1 behind.', '');
+  L.push('### Workloads', '');
+  const seen = new Set(out.cases.map((c) => c.workload));
+  for (const [k, w] of Object.entries(out.workloads ?? {})) {
+    if (!seen.has(k)) continue;
+    L.push(`- **${w.title}** (${w.unit}). ${w.measures} *Why:* ${w.why}`);
+  }
+  L.push('');
+  L.push('### Results', '');
+  L.push(renderTable(out, { format: 'md' }), '');
+  const prof = profileSection(out);
+  // (the profile run's own commands are in its results file)
+  if (prof) L.push(prof, '');
+  L.push(END);
+  return L.join('\n');
+}
+
+/** Rewrites the generated section of docs/benchmarks.md, keeping everything else. */
+export function writeDocs(out, resultsFile, docsFile = DOCS) {
+  const section = renderDocs(out, resultsFile);
+  const full = out.suite === 'full';
+  const [begin, end] = full ? [BEGIN_FULL, END_FULL] : [BEGIN, END];
+  let text;
+  if (!existsSync(docsFile)) {
+    text = `# Benchmarks\n\n${section}\n`;
+  } else {
+    const old = readFileSync(docsFile, 'utf8');
+    const a = old.indexOf(begin.slice(0, begin.indexOf(' (') + 2));
+    const b = old.indexOf(end);
+    if (a >= 0 && b > a) text = old.slice(0, a) + section + old.slice(b + end.length);
+    else if (full && old.indexOf(END) >= 0) {
+      // First time: right after the quick suite's section.
+      const at = old.indexOf(END) + END.length;
+      text = `${old.slice(0, at)}\n\n${section}${old.slice(at)}`;
+    } else text = `${old.trimEnd()}\n\n${section}\n`;
+  }
+  writeFileSync(docsFile, text);
+  return docsFile;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const args = process.argv.slice(2);
+  const file = args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--profiles-from');
+  if (!file) {
+    process.stderr.write('usage: node bench/compare/report.mjs bench/results/<file>.json [--write-docs | --text] [--profiles-from bench/results/<profiled run>.json]\n');
+    process.exit(2);
+  }
+  const out = JSON.parse(readFileSync(file, 'utf8'));
+  const pi = args.indexOf('--profiles-from');
+  if (pi >= 0) {
+    // The CPU profiles of another run (npm run bench -- --profile ...), for the docs.
+    const pf = args[pi + 1];
+    const p = JSON.parse(readFileSync(pf, 'utf8'));
+    out.profiles = p.profiles ?? [];
+    out.profilesFrom = { file: relative(ROOT, resolve(pf)), command: p.command, startedAt: p.startedAt, cases: p.cases };
+  }
+  if (out.kind !== 'comparison') {
+    process.stderr.write(`${file} is not a comparison run (written by bench/run.mjs --suite standalone?)\n`);
+    process.exit(2);
+  }
+  if (args.includes('--write-docs')) process.stdout.write(`${writeDocs(out, file)} regenerated from ${file}\n`);
+  else if (args.includes('--text')) process.stdout.write(renderTable(out, { format: 'text' }) + '\n');
+  else process.stdout.write(renderDocs(out, file) + '\n');
+}

@@ -1,0 +1,877 @@
+/**
+ * The comparison suite: the same workloads against Switchboard, etcd and ZooKeeper on this
+ * machine, in one run (issue 4; the method is in docs/benchmarks.md).
+ *
+ *   npm run bench                      the quick suite (under ten minutes)
+ *   npm run bench -- --suite full      every workload, every level, 3-member clusters too
+ *
+ * The runner installs the peers when missing (apt-get), starts every server itself on
+ * 127.0.0.1 in temporary directories, forks the load generator (bench/compare/loadgen.mjs)
+ * for each run, reads the servers' CPU time and memory from /proc, and writes the results
+ * to bench/results/<timestamp>.json. Every process and directory it made is removed at the
+ * end, on failure and on Ctrl-C.
+ */
+import { execFileSync, fork } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ensurePeers } from './lib/install.mjs';
+import { ROOT, installCleanup, killAllNow, liveChildren, procStats, reapOrphans, sleep, stopProc, sumStats, systemCpu, track } from './lib/proc.mjs';
+import { startEtcd } from './systems/etcd.mjs';
+import { startSwitchboard } from './systems/switchboard.mjs';
+import { startZookeeper } from './systems/zookeeper.mjs';
+import { Progress, fmtBytes, fmtInt, fmtMs, fmtPct } from '../lib/report.mjs';
+import { renderTable } from './report.mjs';
+import { histFromWire } from './lib/histwire.mjs';
+
+// ------------------------------------------------------------------ systems
+
+/** The systems under test; `peer` ones are installed via apt-get when missing. */
+export const SYSTEMS = {
+  switchboard: { label: 'Switchboard', kind: 'switchboard', start: (o) => startSwitchboard(o) },
+  etcd: { label: 'etcd', kind: 'etcd', peer: 'etcd', start: () => startEtcd({ members: 1 }) },
+  etcd3: { label: 'etcd x3', kind: 'etcd', peer: 'etcd', start: () => startEtcd({ members: 3 }) },
+  zookeeper: { label: 'ZooKeeper', kind: 'zookeeper', peer: 'zookeeper', start: () => startZookeeper({ nodes: 1 }) },
+  zookeeper3: { label: 'ZooKeeper x3', kind: 'zookeeper', peer: 'zookeeper', start: () => startZookeeper({ nodes: 3 }) },
+};
+
+/** Variants of one workload per system kind (read consistency / read style). */
+const READ_VARIANTS = {
+  switchboard: [{ variant: null }],
+  etcd: [{ variant: 'serializable', readMode: 'serializable' }, { variant: 'linearizable', readMode: 'linearizable' }],
+  zookeeper: [{ variant: 'Curator: children + data', readMode: 'curator' }, { variant: 'bare getChildren', readMode: 'bare' }],
+};
+
+// ------------------------------------------------------------------ workloads
+
+/** What each workload measures, why it matters, its units (also rendered into the docs). */
+export const WORKLOADS = {
+  register: {
+    title: 'durable registration',
+    unit: 'registrations/s',
+    measures: 'Closed loop: N client processes, each with its own connection and lease, register new instances one after another (each acknowledged only once durable). Throughput, latency per registration, registrations per server CPU-second.',
+    why: 'Deploys, restarts and autoscaling register instances in bursts; the registry must absorb them without becoming the bottleneck.',
+  },
+  read: {
+    title: 'discovery reads (20 instances)',
+    unit: 'reads/s',
+    measures: '64 reader processes read the full instance list of a 20-instance service in a closed loop. etcd: prefix range, serializable (member-local) and linearizable; ZooKeeper: getChildren + getData of each child (Curator) and getChildren alone; Switchboard: GET /v1/services/{service} (the JSON parsed).',
+    why: 'Clients without a watch (or with a cache miss) read the list on every call or on a timer; this is the registry\'s most frequent request.',
+  },
+  watch: {
+    title: 'watch fan-out',
+    unit: 'ms (change to watcher)',
+    measures: 'W watcher processes watch one service of 20 instances (etcd: prefix watch; ZooKeeper: child watch, re-listed at each notification; Switchboard: SSE). One writer makes 20 changes per second, alternately registering a new instance and deregistering the oldest of the 10 it added (each lives about a second). Latency from just before the write is sent to the moment each watcher knows the new membership, over every watcher and change; also the first watcher to know (all watchers share one load generator process, which reads their streams one after another, so the spread to the last one is partly the generator\'s) and the writer\'s own acknowledgement (the durable write).',
+    why: 'How quickly consumers stop calling an instance that left and start calling one that arrived.',
+  },
+  renew: {
+    title: 'lease renewal load',
+    unit: 'server CPU % of one core, memory',
+    measures: '10,000 client processes each keep one lease (one instance) alive with the system\'s own keep-alive at TTL/3 (TTL 10 s: 3,000 keep-alives/s): etcd LeaseKeepAlive streams, ZooKeeper session pings, Switchboard session WebSocket keepalive messages. Server CPU over 20 s and resident memory.',
+    why: 'A large fleet renews leases all the time, even when nothing changes: this is the idle cost of the registry.',
+  },
+  failure: {
+    title: 'failure detection (TTL 4 s)',
+    unit: 'ms from kill to watchers',
+    measures: 'A provider process (its own lease/session, TTL 4 s everywhere) registers one instance; 10 watchers watch the service. The provider is killed with SIGKILL, or frozen with SIGSTOP; time from the signal until the watchers see the instance gone (first and last watcher).',
+    why: 'Until the registry notices, consumers keep sending requests to a dead instance.',
+  },
+  memory: {
+    title: 'memory per instance (100,000)',
+    unit: 'bytes per instance',
+    measures: '100 owner processes register 1,000 instances each (100,000 lease-bound instances); growth of the servers\' resident memory (sum over members) from the idle server to 5 s after the last registration, divided by 100,000.',
+    why: 'Sizing: how much memory a registry of a given fleet needs.',
+  },
+};
+
+const QUICK = {
+  name: 'quick',
+  systems: ['switchboard', 'etcd', 'zookeeper'],
+  cases: [
+    { workload: 'register', level: 64 },
+    { workload: 'read', level: 64 },
+    { workload: 'watch', level: 200 },
+    { workload: 'failure', level: 10 },
+  ],
+  runs: 3,
+  warmupMs: 2000,
+  durationMs: 5000,
+};
+
+const FULL = {
+  name: 'full',
+  systems: ['switchboard', 'etcd', 'zookeeper', 'etcd3', 'zookeeper3'],
+  cases: [
+    { workload: 'register', level: 1 },
+    { workload: 'register', level: 16 },
+    { workload: 'register', level: 64 },
+    { workload: 'register', level: 256 },
+    { workload: 'read', level: 64 },
+    { workload: 'watch', level: 1 },
+    { workload: 'watch', level: 200 },
+    { workload: 'watch', level: 1000 },
+    { workload: 'renew', level: 10_000 },
+    { workload: 'failure', level: 10 },
+    { workload: 'memory', level: 100_000 },
+  ],
+  runs: 3,
+  warmupMs: 2000,
+  durationMs: 5000,
+};
+
+export const LEASE_TTL_MS = 10_000; // registration, reads, watch, renewal, memory
+export const FAILURE_TTL_MS = 4_000;
+
+export const FAIRNESS_RULES = [
+  'fsync on everywhere: Switchboard with --data-dir (every acknowledged write fdatasync\'d, group commit); etcd with its defaults (WAL fsync, never --unsafe-no-fsync, default --snapshot-count); ZooKeeper with forceSync=yes (its default).',
+  'The same payload everywhere: each instance is the same ~80-byte JSON document (address, port, tags, metadata), stored as the value (etcd), the znode data (ZooKeeper) or the registration body (Switchboard, plus its leaseId).',
+  'Each system used as real discovery uses it: etcd keys under a prefix bound to a lease and prefix watches; ZooKeeper ephemeral znodes under a service path, child watches; Switchboard REST with leases and SSE watches.',
+  'The same client counts, and one connection (and lease/session) per simulated client process, for every system.',
+  'The load generator runs in its own process (a new one per run), never inside a server; it shares the machine\'s cores with the servers, so each throughput is also given per CPU-second of the servers (user + system time of every server process, from /proc/<pid>/stat, over the measured window).',
+  'Warm-up excluded: only operations that start inside the measured window count.',
+  'Registrations and reads are driven by two load generator processes (the clients split evenly between them), for every system: one Node process cannot drive the etcd3 gRPC client hard enough.',
+  `Each figure is the median of ${QUICK.runs} runs (2 for lease renewal and memory, whose set-up is long), with the minimum and maximum; the runs of the systems are interleaved (run 1 of each system, then run 2, ...) so that a disturbance of the machine does not hit one system only.`,
+  'Warm-up of 2 s before every measured window (the JVM compiles ZooKeeper\'s hot paths in its first seconds; a read or watch server also serves earlier runs).',
+  `The same lease TTL everywhere: ${LEASE_TTL_MS / 1000} s for the load workloads (keep-alives running), ${FAILURE_TTL_MS / 1000} s for failure detection (ZooKeeper session timeout = TTL).`,
+  'Clients configured so as not to hide latency: no retries and no circuit breaker in the etcd3 client (cockatiel noop policies), no retries in node-zookeeper-client; errors are counted, not retried.',
+  'Every server on 127.0.0.1, each in a fresh temporary data directory on the same disk; registration and memory runs start a fresh server for every run.',
+];
+
+// ------------------------------------------------------------------ options
+
+const HELP = `usage: npm run bench [-- options]     (or: node bench/compare/runner.mjs [options])
+
+Suites:
+  --suite quick        (default) registration at 64 clients, discovery reads, watch
+                       fan-out to 200 watchers and failure detection, against
+                       Switchboard, a single etcd member and standalone ZooKeeper
+  --suite full         every workload at every level, and the 3-member etcd cluster
+                       and 3-node ZooKeeper ensemble too (about 35 minutes)
+  --suite standalone   the Switchboard-only benchmark (bench/run.mjs; its own options)
+Options:
+  --only LIST          workloads: register, read, watch, renew, failure, memory
+  --systems LIST       switchboard, etcd, etcd3, zookeeper, zookeeper3
+  --runs N             runs per figure (default 3)
+  --generators N       load generator processes for registrations and reads (default
+                       2; the clients are split between them)
+  --level N            one level (clients, readers, watchers, leases, instances) for
+                       every selected workload instead of the suite's levels
+  --duration D         measured time per run (default 5s)
+  --warmup D           unmeasured time before it (default 2s; the JVM needs it)
+  --wait-quiet D       before each run, wait up to D until processes other than the
+                       suite's use less than 25% of a core (for shared machines)
+  --profile            run the Switchboard agent under node --cpu-prof; profiles and a
+                       summary of the hottest functions go next to the results
+  --write-docs         regenerate docs/benchmarks.md from this run's results
+  --help               this text
+`;
+
+function parseDuration(text, name) {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(String(text).trim());
+  if (!m) throw new Error(`${name} "${text}" is not a duration like 500ms, 10s or 1m`);
+  const v = Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] ?? 's'];
+  if (v <= 0 || v > 600_000) throw new Error(`${name} must be between 1ms and 10m`);
+  return Math.round(v);
+}
+
+export function parseOptions(argv) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      suite: { type: 'string', default: 'quick' },
+      only: { type: 'string' },
+      systems: { type: 'string' },
+      runs: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      profile: { type: 'boolean', default: false },
+      'wait-quiet': { type: 'string' },
+      level: { type: 'string' },
+      generators: { type: 'string' },
+      'write-docs': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return { help: true };
+  const base = { quick: QUICK, full: FULL }[values.suite];
+  if (!base) throw new Error(`--suite must be quick, full or standalone, got "${values.suite}"`);
+  let cases = base.cases;
+  if (values.only) {
+    const wanted = values.only.split(',').map((s) => s.trim()).filter(Boolean);
+    for (const w of wanted) if (!WORKLOADS[w]) throw new Error(`--only: unknown workload "${w}" (known: ${Object.keys(WORKLOADS).join(', ')})`);
+    cases = cases.filter((c) => wanted.includes(c.workload));
+    if (cases.length === 0) throw new Error(`--only ${values.only}: no such workload in the ${base.name} suite (the full suite has them all)`);
+  }
+  if (values.level) {
+    const lv = Number(values.level);
+    if (!Number.isInteger(lv) || lv < 1 || lv > 100_000) throw new Error('--level must be an integer from 1 to 100000');
+    cases = [...new Map(cases.map((c) => [c.workload, { ...c, level: lv }])).values()];
+  }
+  let systems = base.systems;
+  if (values.systems) {
+    systems = values.systems.split(',').map((s) => s.trim()).filter(Boolean);
+    for (const s of systems) if (!SYSTEMS[s]) throw new Error(`--systems: unknown system "${s}" (known: ${Object.keys(SYSTEMS).join(', ')})`);
+  }
+  if (values.generators && !['1', '2', '3', '4'].includes(values.generators)) throw new Error('--generators must be 1 to 4');
+  const runs = values.runs ? Number(values.runs) : base.runs;
+  if (!Number.isInteger(runs) || runs < 1 || runs > 20) throw new Error('--runs must be an integer from 1 to 20');
+  return {
+    help: false,
+    suite: base.name,
+    cases,
+    systems,
+    runs,
+    warmupMs: values.warmup !== undefined ? (values.warmup === '0' ? 0 : parseDuration(values.warmup, '--warmup')) : base.warmupMs,
+    durationMs: values.duration !== undefined ? parseDuration(values.duration, '--duration') : base.durationMs,
+    profile: values.profile,
+    generators: values.generators ? Number(values.generators) : 2,
+    waitQuietMs: values['wait-quiet'] !== undefined ? parseDuration(values['wait-quiet'], '--wait-quiet') : 0,
+    writeDocs: values['write-docs'],
+    argv,
+  };
+}
+
+// ------------------------------------------------------------------ helpers
+
+const median = (xs) => {
+  const s = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return null;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const stat = (xs) => {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x));
+  return v.length === 0 ? null : { median: median(v), min: Math.min(...v), max: Math.max(...v), n: v.length };
+};
+
+function targetOf(sys) {
+  return { kind: sys.kind, endpoints: sys.endpoints, connectString: sys.connectString, url: sys.url };
+}
+
+function pkgVersion(name) {
+  try {
+    return JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')).version;
+  } catch {
+    return null;
+  }
+}
+
+function machineFacts() {
+  const cpus = os.cpus();
+  let disk = null;
+  try {
+    disk = execFileSync('df', ['-h', '--output=source,fstype,size', os.tmpdir()], { encoding: 'utf8', timeout: 5000 }).trim().split('\n')[1]?.trim().replace(/\s+/g, ' ');
+  } catch {
+    /* unknown */
+  }
+  let osName = `${os.platform()} ${os.release()}`;
+  try {
+    const m = /PRETTY_NAME="([^"]+)"/.exec(readFileSync('/etc/os-release', 'utf8'));
+    if (m) osName = `${m[1]} (kernel ${os.release()})`;
+  } catch {
+    /* keep */
+  }
+  return { cpus: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', memoryBytes: os.totalmem(), os: osName, node: process.version, tmpDisk: disk, loadAverageAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100) };
+}
+
+function gitFacts() {
+  const git = (...args) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 }).trimEnd();
+  try {
+    const changed = git('status', '--porcelain', '--', 'packages').split('\n').filter(Boolean);
+    return { commit: git('rev-parse', 'HEAD'), uncommittedFilesInPackages: changed.length };
+  } catch {
+    return { commit: null };
+  }
+}
+
+/** Samples the servers' CPU / memory, the generator's CPU and the whole machine's. */
+function sampler(serverPids, genPid) {
+  return () => ({ at: performance.now(), server: sumStats(serverPids), gen: procStats(genPid), runner: procStats(process.pid), system: systemCpu() });
+}
+
+function between(a, b) {
+  if (!a || !b) return null;
+  const ms = b.at - a.at;
+  const pct = (x, y, k = 'cpuMs') => (x && y ? ((y[k] - x[k]) * 100) / ms : null);
+  const server = pct(a.server, b.server);
+  const gen = pct(a.gen, b.gen);
+  const runner = pct(a.runner, b.runner);
+  const machine = pct(a.system, b.system, 'busyMs');
+  const others = machine === null ? null : Math.max(0, machine - (server ?? 0) - (gen ?? 0) - (runner ?? 0));
+  return {
+    windowMs: Math.round(ms),
+    serverCpuMs: a.server && b.server ? b.server.cpuMs - a.server.cpuMs : null,
+    serverCpuPct: server,
+    generatorCpuPct: gen,
+    othersCpuPct: others,
+    serverRssBytes: b.server?.rssBytes ?? null,
+  };
+}
+
+// ------------------------------------------------------------------ one run
+
+/**
+ * Waits (at most maxMs) until processes other than this suite's use less than 25% of one
+ * core over one second. Returns the last figure (% of a core), or null when not measured.
+ */
+async function waitQuiet(maxMs, progress, label) {
+  if (!maxMs) return null;
+  const ours = () => liveChildren().reduce((a, c) => a + (procStats(c.pid)?.cpuMs ?? 0), procStats(process.pid)?.cpuMs ?? 0);
+  const deadline = performance.now() + maxMs;
+  let busy = null;
+  for (let i = 0; i < 600 && performance.now() < deadline; i++) {
+    const a = systemCpu();
+    const oa = ours();
+    const t = performance.now();
+    await sleep(1000);
+    const b = systemCpu();
+    if (!a || !b) return null;
+    busy = Math.max(0, ((b.busyMs - a.busyMs - (ours() - oa)) * 100) / (performance.now() - t));
+    if (busy < 25) return busy;
+    progress.update(`${label}  waiting for a quiet machine: other processes use ${fmtPct(busy)} of a core`, { force: true });
+  }
+  return busy;
+}
+
+/**
+ * Forks `count` generator processes (the clients of a closed-loop workload split between
+ * them; they start together after all are ready), runs one workload against `sys`,
+ * samples the servers' CPU at the generators' phase changes, and merges the results.
+ * `onMessage(msg, gen)` sees every other message (interactive workloads).
+ */
+function runGenerator({ workload, sys, options, progress, label, hardLimitMs, onMessage, count = 1 }) {
+  const gens = [];
+  for (let g = 0; g < count; g++) gens.push(track(fork(join(ROOT, 'bench/compare/loadgen.mjs'), [], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: ['--max-old-space-size=8192'] }), 'load generator'));
+  const genStats = () => {
+    let cpuMs = 0;
+    for (const g of gens) cpuMs += procStats(g.pid)?.cpuMs ?? 0;
+    return { cpuMs };
+  };
+  const sample = () => ({ at: performance.now(), server: sumStats(sys.pids), gen: genStats(), runner: procStats(process.pid), system: systemCpu() });
+  let mStart = null;
+  let mEnd = null;
+  let measuredCount = 0;
+  let readyCount = 0;
+  let live = sample();
+  let liveCpu = null;
+  const results = new Array(count);
+  let resultCount = 0;
+  const rates = new Array(count).fill(0);
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const finish = (err, result) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      for (const g of gens) g.off('exit', onExit);
+      Promise.all(gens.map((g) => stopProc(g, 2000))).then(() => (err ? reject(err) : resolve({ result, cpu: between(mStart, mEnd), generators: count })));
+    };
+    const timer = setTimeout(() => finish(new Error(`${label}: no result within ${Math.round(hardLimitMs / 1000)} s`)), hardLimitMs);
+    const onExit = (code, sig) => finish(new Error(`${label}: a load generator exited (code ${code}, signal ${sig}) without a result`));
+    const deadServer = () => sys.procs.find((p) => p.exitCode !== null || p.signalCode !== null);
+    gens.forEach((gen, g) => {
+      gen.once('exit', onExit);
+      gen.on('message', (msg) => {
+        if (msg.type === 'phase') {
+          if (msg.phase === 'measure' && mStart === null) mStart = sample();
+          if (msg.phase === 'measured' && mStart !== null && mEnd === null && ++measuredCount >= count) mEnd = sample();
+        } else if (msg.type === 'ready') {
+          if (++readyCount === count) for (const x of gens) x.send({ type: 'go' });
+        } else if (msg.type === 'progress') {
+          rates[g] = msg.rate ?? 0;
+          if (g !== 0) return;
+          const s = sample();
+          if (s.at - live.at >= 1000) {
+            liveCpu = between(live, s);
+            live = s;
+          }
+          const d = deadServer();
+          if (d) return finish(new Error(`${label}: ${d.name} exited during the run (code ${d.exitCode}, signal ${d.signalCode})`));
+          progress.update(progressText(label, msg.rate !== null && msg.rate !== undefined ? { ...msg, rate: rates.reduce((a, b) => a + b, 0) } : msg, liveCpu));
+        } else if (msg.type === 'result') {
+          results[g] = msg.result;
+          if (++resultCount === count) finish(null, count === 1 ? results[0] : mergeResults(results));
+        } else if (msg.type === 'error') {
+          finish(new Error(`${label}: the load generator failed: ${msg.error}`));
+        } else {
+          onMessage?.(msg, gen);
+        }
+      });
+    });
+    gens.forEach((gen, g) => {
+      let o = options;
+      if (count > 1) {
+        const key = options.clients !== undefined ? 'clients' : 'readers';
+        const total = options[key];
+        const share = Math.floor(total / count) + (g < total % count ? 1 : 0);
+        const first = g * Math.floor(total / count) + Math.min(g, total % count);
+        o = { ...options, [key]: share, firstClient: first, barrier: true, seed: g === 0 };
+      }
+      gen.send({ type: 'run', workload, target: targetOf(sys), options: o });
+    });
+  });
+}
+
+/** The results of several generators as one: operations summed, latencies merged. */
+function mergeResults(rs) {
+  const h = histFromWire(rs[0].latencyWire);
+  for (const r of rs.slice(1)) h.merge(histFromWire(r.latencyWire));
+  const errors = { total: 0, byKind: {}, examples: [] };
+  for (const r of rs) {
+    errors.total += r.errors.total;
+    for (const [k, v] of Object.entries(r.errors.byKind ?? {})) errors.byKind[k] = (errors.byKind[k] ?? 0) + v;
+    errors.examples.push(...(r.errors.examples ?? []));
+  }
+  errors.examples = errors.examples.slice(0, 5);
+  const sum = (k) => rs.reduce((a, r) => a + (r[k] ?? 0), 0);
+  const out = { ...rs[0], ops: sum('ops'), ratePerSec: sum('ratePerSec'), latency: h.summary(), errors, perGenerator: rs.map((r) => ({ ops: r.ops, ratePerSec: r.ratePerSec, latency: r.latency })) };
+  for (const k of ['clients', 'readers', 'workers', 'wrongAnswers', 'leasesLost']) if (rs[0][k] !== undefined) out[k] = sum(k);
+  delete out.latencyWire;
+  return out;
+}
+
+function progressText(label, p, cpu) {
+  const t = p.totalMs > 0 ? `${(p.elapsedMs / 1000).toFixed(1)}/${(p.totalMs / 1000).toFixed(1)}s` : `${(p.elapsedMs / 1000).toFixed(1)}s`;
+  let what = '';
+  if (p.rate !== null && p.rate !== undefined) what = `${fmtInt(p.rate)}/s`;
+  else if (p.events !== undefined) what = `changes ${fmtInt(p.done)}  deliveries ${fmtInt(p.events)}`;
+  else if (p.done !== undefined) what = `${p.label} ${fmtInt(p.done)}`;
+  const c = cpu ? `  cpu: server ${fmtPct(cpu.serverCpuPct)} generator ${fmtPct(cpu.generatorCpuPct)} others ${fmtPct(cpu.othersCpuPct)}` : '';
+  return `${label}  ${p.phase} ${t}  ${what}  errors ${p.errors ?? 0}${c}`;
+}
+
+// ------------------------------------------------------------------ workload runners
+
+/** Starts a system (the profile option only for Switchboard). */
+async function start(sysName, ctx, profileName) {
+  const def = SYSTEMS[sysName];
+  const o = def.kind === 'switchboard' && ctx.profileDir ? { profileDir: ctx.profileDir, profileName } : {};
+  const sys = await def.start(o);
+  sys.name = sysName;
+  return sys;
+}
+
+/** The rows (system + variant) of one case. */
+function rowsOf(c, systems) {
+  const rows = [];
+  for (const s of systems) {
+    const kind = SYSTEMS[s].kind;
+    if (c.workload === 'read') for (const v of READ_VARIANTS[kind]) rows.push({ system: s, label: SYSTEMS[s].label, ...v });
+    else if (c.workload === 'failure') for (const signal of ['SIGKILL', 'SIGSTOP']) rows.push({ system: s, label: SYSTEMS[s].label, variant: signal, signal });
+    else rows.push({ system: s, label: SYSTEMS[s].label, variant: null });
+  }
+  return rows.map((r) => ({ ...r, runs: [] }));
+}
+
+function optionsFor(c, ctx, row) {
+  ctx.runSeq = (ctx.runSeq ?? 0) + 1; // names a fresh service per run
+  const base = { runTag: ctx.runSeq, warmupMs: ctx.opts.warmupMs, durationMs: ctx.opts.durationMs, ttlMs: LEASE_TTL_MS, maxOps: 50_000_000 };
+  switch (c.workload) {
+    case 'register':
+      return { ...base, clients: c.level };
+    case 'read':
+      return { ...base, readers: c.level, readMode: row.readMode };
+    case 'watch':
+      return { ...base, watchers: c.level, watchRate: 20 };
+    case 'renew':
+      return { ...base, leases: c.level, warmupMs: LEASE_TTL_MS, durationMs: 20_000 };
+    case 'memory':
+      return { ...base, instances: c.level, owners: Math.ceil(c.level / 1000) };
+    default:
+      return base;
+  }
+}
+
+/** The key figures of one run, by workload (what the summary and the table use). */
+function figuresOf(workload, r) {
+  const res = r.result;
+  const cpu = r.cpu ?? {};
+  const perCpuSec = cpu.serverCpuMs > 0 && res.ops > 0 ? (res.ops * 1000) / cpu.serverCpuMs : null;
+  switch (workload) {
+    case 'register':
+    case 'read':
+      return { throughput: res.ratePerSec, p50Ms: res.latency.p50Ms ?? null, p99Ms: res.latency.p99Ms ?? null, perServerCpuSec: perCpuSec, serverCpuPct: cpu.serverCpuPct, generatorCpuPct: cpu.generatorCpuPct, othersCpuPct: cpu.othersCpuPct, errors: res.errors.total };
+    case 'watch':
+      return { p50Ms: res.latency.p50Ms ?? null, p99Ms: res.latency.p99Ms ?? null, maxMs: res.latency.maxMs ?? null, firstP50Ms: res.firstWatcher?.p50Ms ?? null, firstP99Ms: res.firstWatcher?.p99Ms ?? null, ackP50Ms: res.writeAck?.p50Ms ?? null, ackP99Ms: res.writeAck?.p99Ms ?? null, deliveriesPerSec: res.ratePerSec, missed: res.missed, perServerCpuSec: perCpuSec, serverCpuPct: cpu.serverCpuPct, generatorCpuPct: cpu.generatorCpuPct, othersCpuPct: cpu.othersCpuPct, errors: res.errors.total };
+    case 'renew':
+      return { serverCpuPct: cpu.serverCpuPct, serverRssBytes: cpu.serverRssBytes, leasesLost: res.leasesLost, leasesLostInSetup: (res.leasesLostInSetup ?? 0) + (res.leasesNotOpened ?? 0), setupMs: res.setupMs, keepalivesPerSec: res.keepalivesPerSec, cpuMsPerThousandKeepalives: cpu.serverCpuMs !== null ? (cpu.serverCpuMs / ((res.keepalivesPerSec * cpu.windowMs) / 1000)) * 1000 : null, errors: res.leasesLost };
+    default:
+      return {};
+  }
+}
+
+/** register / read / watch / renew: closed-loop runs, interleaved over the systems. */
+async function runLoadCase(c, ctx) {
+  const rows = rowsOf(c, ctx.opts.systems);
+  const freshPerRun = c.workload === 'register' || c.workload === 'renew';
+  const servers = new Map();
+  // 10,000 leases take up to two minutes to set up (etcd): two runs at most.
+  const n = c.workload === 'renew' ? Math.min(ctx.opts.runs, 2) : ctx.opts.runs;
+  try {
+    if (!freshPerRun) for (const s of new Set(rows.map((r) => r.system))) servers.set(s, await startReported(s, ctx, `${c.workload}-${c.level}`));
+    for (let run = 1; run <= n; run++) {
+      for (const row of rows) {
+        const label = `${ctx.pos(c)} ${row.label}${row.variant ? ` (${row.variant})` : ''}  run ${run}/${n}`;
+        let sys = servers.get(row.system);
+        try {
+          if (freshPerRun) sys = await startReported(row.system, ctx, `${c.workload}-${c.level}-run${run}`);
+          if (!sys) throw new Error(`${row.label} did not start`);
+          await waitQuiet(ctx.opts.waitQuietMs, ctx.progress, label);
+          const hardLimitMs = (c.workload === 'renew' ? 400_000 : 0) + ctx.opts.warmupMs + ctx.opts.durationMs + 180_000;
+          const count = c.workload === 'register' || c.workload === 'read' ? Math.min(ctx.opts.generators, c.level) : 1;
+          const r = await runGenerator({ workload: c.workload, sys, options: optionsFor(c, ctx, row), progress: ctx.progress, label, hardLimitMs, count });
+          const fig = figuresOf(c.workload, r);
+          row.runs.push({ run, ...r, figures: fig });
+          ctx.progress.done(`${label}  ${doneText(c.workload, fig)}`);
+        } catch (err) {
+          row.runs.push({ run, error: err.message });
+          ctx.progress.done(`${label}  FAILED: ${err.message.split('\n')[0]}`);
+          if (err.name === 'StartError') ctx.progress.log(err.message.split('\n').slice(1).join('\n'));
+        } finally {
+          if (freshPerRun && sys) await sys.stop();
+        }
+      }
+    }
+  } finally {
+    for (const s of servers.values()) if (s) await s.stop();
+  }
+  return { workload: c.workload, level: c.level, rows: rows.map(summarizeRow(c.workload)) };
+}
+
+function doneText(workload, f) {
+  switch (workload) {
+    case 'register':
+    case 'read':
+      return `${fmtInt(f.throughput)}/s  p50 ${fmtMs(f.p50Ms)}  p99 ${fmtMs(f.p99Ms)}  ${fmtInt(f.perServerCpuSec)} per server CPU-s  errors ${f.errors}  cpu: server ${fmtPct(f.serverCpuPct)} generator ${fmtPct(f.generatorCpuPct)} others ${fmtPct(f.othersCpuPct)}`;
+    case 'watch':
+      return `p50 ${fmtMs(f.p50Ms)}  p99 ${fmtMs(f.p99Ms)}  max ${fmtMs(f.maxMs)}  missed ${f.missed}  errors ${f.errors}  cpu: server ${fmtPct(f.serverCpuPct)} generator ${fmtPct(f.generatorCpuPct)} others ${fmtPct(f.othersCpuPct)}`;
+    case 'renew':
+      return `server CPU ${fmtPct(f.serverCpuPct)} of a core  RSS ${fmtBytes(f.serverRssBytes)}  leases lost ${f.leasesLost}`;
+    default:
+      return '';
+  }
+}
+
+/** Starts a system, reporting a failure clearly (its log tails) and returning null. */
+async function startReported(name, ctx, profileName) {
+  ctx.progress.update(`${SYSTEMS[name].label}: starting`, { force: true });
+  try {
+    return await start(name, ctx, `${profileName}.cpuprofile`);
+  } catch (err) {
+    ctx.progress.done(`${SYSTEMS[name].label}: FAILED TO START: ${err.message}`);
+    ctx.startFailures.push({ system: name, error: err.message });
+    return null;
+  }
+}
+
+function summarizeRow(workload) {
+  return (row) => {
+    const ok = row.runs.filter((r) => !r.error);
+    const keys = new Set(ok.flatMap((r) => Object.keys(r.figures ?? {})));
+    const summary = {};
+    for (const k of keys) summary[k] = stat(ok.map((r) => r.figures[k]));
+    return { ...row, summary, failedRuns: row.runs.length - ok.length };
+  };
+}
+
+/** Failure detection: one server per system, a watcher generator, providers killed by PID. */
+async function runFailureCase(c, ctx) {
+  const rows = rowsOf(c, ctx.opts.systems);
+  const n = ctx.opts.runs;
+  for (const sysName of ctx.opts.systems) {
+    const sys = await startReported(sysName, ctx, `failure`);
+    const myRows = rows.filter((r) => r.system === sysName);
+    if (!sys) {
+      for (const r of myRows) r.runs.push({ run: 1, error: 'the system did not start' });
+      continue;
+    }
+    const seen = [];
+    let waiters = [];
+    const onMessage = (msg) => {
+      if (msg.type === 'seen' || msg.type === 'watching') {
+        seen.push(msg);
+        for (const w of waiters) w();
+      }
+    };
+    const waitFor = (pred, ms) =>
+      new Promise((resolve) => {
+        const deadline = setTimeout(done, ms);
+        function done() {
+          clearTimeout(deadline);
+          waiters = waiters.filter((w) => w !== check);
+          resolve(pred());
+        }
+        function check() {
+          if (pred()) done();
+        }
+        waiters.push(check);
+        check();
+      });
+    let genRef = null;
+    const label0 = `${ctx.pos(c)} ${SYSTEMS[sysName].label}`;
+    const genDone = runGenerator({
+      workload: 'failure-watch',
+      sys,
+      options: { watchers: c.level, maxMs: 600_000 },
+      progress: ctx.progress,
+      label: label0,
+      hardLimitMs: 700_000,
+      onMessage: (msg, gen) => {
+        genRef = gen;
+        onMessage(msg);
+      },
+    });
+    let genError = null;
+    genDone.catch((err) => (genError = err));
+    try {
+      const ready = await waitFor(() => seen.some((m) => m.type === 'watching') || genError, 60_000);
+      if (!ready || genError) throw genError ?? new Error('the watchers did not connect within 60 s');
+      for (let run = 1; run <= n; run++) {
+        for (const row of myRows) {
+          const label = `${label0} (${row.signal})  run ${run}/${n}`;
+          await waitQuiet(ctx.opts.waitQuietMs, ctx.progress, label);
+          ctx.progress.update(`${label}  starting the provider`, { force: true });
+          try {
+            const fig = await oneFailure({ sys, row, run, c, seen, waitFor, label, ctx });
+            row.runs.push({ run, figures: fig, result: fig });
+            ctx.progress.done(`${label}  first watcher ${fmtMs(fig.firstMs)}  last watcher ${fmtMs(fig.lastMs)}`);
+          } catch (err) {
+            row.runs.push({ run, error: err.message });
+            ctx.progress.done(`${label}  FAILED: ${err.message.split('\n')[0]}`);
+          }
+        }
+      }
+    } catch (err) {
+      for (const r of myRows) if (r.runs.length === 0) r.runs.push({ run: 1, error: err.message });
+      ctx.progress.done(`${label0}  FAILED: ${err.message.split('\n')[0]}`);
+    } finally {
+      if (genRef?.connected) genRef.send({ type: 'finish' });
+      await genDone.catch(() => undefined);
+      await sys.stop();
+    }
+  }
+  return { workload: c.workload, level: c.level, ttlMs: FAILURE_TTL_MS, rows: rows.map(summarizeRow(c.workload)) };
+}
+
+async function oneFailure({ sys, row, run, c, seen, waitFor, label }) {
+  const id = `p-${row.signal.toLowerCase()}-${run}`;
+  const provider = track(fork(join(ROOT, 'bench/compare/provider.mjs'), [JSON.stringify(targetOf(sys)), String(FAILURE_TTL_MS), id], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }), 'provider');
+  try {
+    const registered = await new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('the provider did not register within 20 s')), 20_000);
+      provider.on('message', (m) => {
+        if (m.type === 'registered') {
+          clearTimeout(t);
+          resolve(m);
+        } else if (m.type === 'error') {
+          clearTimeout(t);
+          reject(new Error(`provider: ${m.error}`));
+        }
+      });
+      provider.once('exit', (code) => {
+        clearTimeout(t);
+        reject(new Error(`the provider exited (code ${code}) before registering`));
+      });
+    });
+    const putsOf = () => new Set(seen.filter((m) => m.type === 'seen' && m.op === 'put' && m.id === id).map((m) => m.watcher));
+    if (!(await waitFor(() => putsOf().size >= c.level, 10_000))) throw new Error(`only ${putsOf().size} of ${c.level} watchers saw the instance appear`);
+    // A random moment within the keep-alive cycle (TTL/3), after a steady state of 1.5 s.
+    await sleep(1500 + Math.random() * (FAILURE_TTL_MS / 3));
+    const killedAt = performance.timeOrigin + performance.now();
+    process.kill(provider.pid, row.signal);
+    const gone = () => seen.filter((m) => m.type === 'seen' && m.op === 'delete' && m.id === id);
+    await waitFor(() => new Set(gone().map((m) => m.watcher)).size >= c.level, 30_000);
+    const times = new Map();
+    for (const m of gone()) if (!times.has(m.watcher)) times.set(m.watcher, m.at - killedAt);
+    if (times.size === 0) throw new Error('no watcher saw the instance go within 30 s');
+    const all = [...times.values()].sort((a, b) => a - b);
+    return { firstMs: all[0], lastMs: all[all.length - 1], medianMs: median(all), watchersSaw: times.size, watchers: c.level, registeredToKillMs: killedAt - registered.at };
+  } finally {
+    if (row.signal === 'SIGSTOP') process.kill(provider.pid, 'SIGCONT');
+    await stopProc(provider, 100, 'SIGKILL');
+  }
+}
+
+/** Memory per instance: fresh server per run; RSS before and 5 s after 100,000 registrations. */
+async function runMemoryCase(c, ctx) {
+  const rows = rowsOf(c, ctx.opts.systems);
+  const n = Math.min(ctx.opts.runs, 2); // 100,000 registrations per run and system: 2 runs at most
+  for (let run = 1; run <= n; run++) {
+    for (const row of rows) {
+      const label = `${ctx.pos(c)} ${row.label}  run ${run}/${n}`;
+      const sys = await startReported(row.system, ctx, `memory-run${run}`);
+      if (!sys) {
+        row.runs.push({ run, error: 'the system did not start' });
+        continue;
+      }
+      try {
+        await sleep(2000);
+        const before = sumStats(sys.pids);
+        let after = null;
+        const r = await runGenerator({
+          workload: 'memory',
+          sys,
+          options: optionsFor(c, ctx, row),
+          progress: ctx.progress,
+          label,
+          hardLimitMs: 900_000,
+          onMessage: (msg, gen) => {
+            if (msg.type === 'loaded') {
+              ctx.progress.update(`${label}  ${fmtInt(msg.instances)} registered; settling 5 s`, { force: true });
+              setTimeout(() => {
+                after = sumStats(sys.pids);
+                gen.send({ type: 'release' });
+              }, 5000);
+            }
+          },
+        });
+        if (!after || !before) throw new Error('could not read the servers\' memory');
+        const fig = { bytesPerInstance: (after.rssBytes - before.rssBytes) / r.result.instances, rssBeforeBytes: before.rssBytes, rssAfterBytes: after.rssBytes, registrationsPerSec: r.result.registrationsPerSec, errors: r.result.errors.total };
+        row.runs.push({ run, ...r, figures: fig });
+        ctx.progress.done(`${label}  ${fmtInt(fig.bytesPerInstance)} bytes/instance  (RSS ${fmtBytes(before.rssBytes)} -> ${fmtBytes(after.rssBytes)})`);
+      } catch (err) {
+        row.runs.push({ run, error: err.message });
+        ctx.progress.done(`${label}  FAILED: ${err.message.split('\n')[0]}`);
+      } finally {
+        await sys.stop();
+      }
+    }
+  }
+  return { workload: c.workload, level: c.level, rows: rows.map(summarizeRow(c.workload)) };
+}
+
+// ------------------------------------------------------------------ main
+
+export async function main(argv) {
+  let opts;
+  try {
+    opts = parseOptions(argv);
+  } catch (err) {
+    const hint = /Unknown option '--(quick|mode|agent|clients|readers|watchers|watch-rate|data-root)'/.test(err.message) ? ' (an option of the Switchboard-only benchmark: add --suite standalone)' : '';
+    process.stderr.write(`bench: ${err.message}${hint}\n\n${HELP}`);
+    return 2;
+  }
+  if (opts.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const progress = new Progress();
+  installCleanup(() => process.stdout.write('\nbench: interrupted; every process it started was killed and its temporary directories removed\n'));
+  const started = new Date();
+  const stamp = started.toISOString().replace(/[:]/g, '-').replace(/\.\d+Z$/, 'Z');
+  const resultsDir = join(ROOT, 'bench/results');
+  mkdirSync(resultsDir, { recursive: true });
+  const profileDir = opts.profile ? join(resultsDir, `${stamp}-profiles`) : null;
+  if (profileDir) mkdirSync(profileDir, { recursive: true });
+
+  for (const line of reapOrphans()) progress.log(`cleanup of an earlier run that was killed: ${line}`);
+
+  // ---- peers ----
+  const peers = [...new Set(opts.systems.map((s) => SYSTEMS[s].peer).filter(Boolean))];
+  let versions = {};
+  try {
+    versions = ensurePeers(peers, (l) => progress.log(l));
+  } catch (err) {
+    progress.done(`bench: the peers cannot be installed: ${err.message}`);
+    return 1;
+  }
+  if (!existsSync(join(ROOT, 'packages/registry/dist/src/cli/main.js'))) {
+    process.stderr.write('bench: the agent is not built; run `npm run bench` (it builds first) or `npm run build`\n');
+    return 2;
+  }
+  versions.etcd3Client = pkgVersion('etcd3');
+  versions.zookeeperClient = pkgVersion('node-zookeeper-client');
+  const machine = machineFacts();
+  progress.log(
+    `machine: ${machine.cpus} cores (${machine.cpuModel}), ${fmtBytes(machine.memoryBytes)}, ${machine.os}, node ${machine.node}\n` +
+      `peers: etcd ${versions.etcdBinary ?? '-'} (Debian ${versions['etcd-server'] ?? '-'}), ZooKeeper (Debian ${versions.zookeeper ?? '-'}), ${versions.java ?? ''}; clients etcd3 ${versions.etcd3Client}, node-zookeeper-client ${versions.zookeeperClient}\n` +
+      `suite ${opts.suite}: ${opts.cases.map((c) => `${c.workload}@${c.level}`).join(', ')} against ${opts.systems.map((s) => SYSTEMS[s].label).join(', ')}; ` +
+      `${opts.runs} runs each, ${opts.warmupMs / 1000}s warm-up + ${opts.durationMs / 1000}s measured`,
+  );
+
+  const ctx = { opts, progress, profileDir, startFailures: [], pos: null };
+  const partialFile = join(resultsDir, `${stamp}.partial.json`);
+  const results = [];
+  for (let i = 0; i < opts.cases.length; i++) {
+    const c = opts.cases[i];
+    ctx.pos = () => `[${i + 1}/${opts.cases.length}] ${c.workload}@${fmtInt(c.level)}`;
+    const t = performance.now();
+    let res;
+    if (c.workload === 'failure') res = await runFailureCase(c, ctx);
+    else if (c.workload === 'memory') res = await runMemoryCase(c, ctx);
+    else res = await runLoadCase(c, ctx);
+    res.elapsedMs = Math.round(performance.now() - t);
+    results.push(res);
+    // Saved after every case: an interrupted run keeps what it finished.
+    writeFileSync(partialFile, JSON.stringify({ ...assemble(), partial: true }, null, 2) + '\n');
+  }
+  rmSync(partialFile, { force: true });
+
+  // ---- report ----
+  const out = assemble();
+  function assemble() {
+    return {
+      format: 1,
+      kind: 'comparison',
+      suite: opts.suite,
+      startedAt: started.toISOString(),
+      finishedAt: new Date().toISOString(),
+      command: ['npm run bench --', ...argv].join(' '),
+      machine,
+      source: gitFacts(),
+      versions: { ...versions, switchboard: pkgVersion('@switchboard/registry') },
+      settings: { runs: opts.runs, warmupMs: opts.warmupMs, durationMs: opts.durationMs, leaseTtlMs: LEASE_TTL_MS, failureTtlMs: FAILURE_TTL_MS, systems: opts.systems, profile: opts.profile },
+      fairnessRules: FAIRNESS_RULES,
+      workloads: WORKLOADS,
+      startFailures: ctx.startFailures,
+      cases: results,
+    };
+  }
+  if (profileDir) out.profiles = await summarizeProfiles(profileDir);
+  const file = join(resultsDir, `${stamp}.json`);
+  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  process.stdout.write('\n' + renderTable(out, { format: 'text' }) + '\n');
+  if (out.profiles) for (const p of out.profiles) process.stdout.write(`\n${p.text}\n`);
+  process.stdout.write(`\nresults: ${file}\n`);
+  if (opts.writeDocs) {
+    const { writeDocs } = await import('./report.mjs');
+    const docs = writeDocs(out, file);
+    process.stdout.write(`docs: ${docs} regenerated from these results\n`);
+  }
+  // Everything this run started must be gone now.
+  killAllNow();
+  await sleep(200);
+  const left = liveChildren();
+  if (left.length > 0) process.stdout.write(`WARNING: processes still running: ${left.map((p) => `${p.name} (${p.pid})`).join(', ')}\n`);
+  const failed = results.some((c) => c.rows.some((r) => r.failedRuns > 0)) || ctx.startFailures.length > 0;
+  return failed ? 1 : 0;
+}
+
+async function summarizeProfiles(dir) {
+  const { readdirSync } = await import('node:fs');
+  const { summarize, formatSummary } = await import('../profile-summary.mjs');
+  const out = [];
+  for (const f of readdirSync(dir).filter((x) => x.endsWith('.cpuprofile')).sort()) {
+    try {
+      const s = summarize(JSON.parse(readFileSync(join(dir, f), 'utf8')), { top: 15 });
+      out.push({ file: join(dir, f), summary: s, text: formatSummary(s, `agent CPU profile, ${f}`) });
+    } catch (err) {
+      out.push({ file: join(dir, f), error: err.message, text: `${f}: ${err.message}` });
+    }
+  }
+  return out;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err) => {
+      process.stderr.write(`bench: ${err?.stack ?? err}\n`);
+      killAllNow();
+      process.exitCode = 1;
+    },
+  );
+}

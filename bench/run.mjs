@@ -1,0 +1,487 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench`: the benchmarks of docs/benchmarks.md. `--suite` chooses:
+ *   quick (default), full   Switchboard side by side with etcd and ZooKeeper
+ *                           (bench/compare/runner.mjs, its own options)
+ *   standalone              the Switchboard-only benchmark in this file: each workload
+ *                           runs against a fresh agent process; the load comes from a
+ *                           separate generator process (bench/lib/loadgen.mjs).
+ * Results go to bench/results/<timestamp>.json.
+ *
+ *   node bench/run.mjs --suite standalone [--duration 10s] [--warmup 2s] [--only reads,watch]
+ *                      [--mode durable|dev] [--quick] [--profile] [--wait-quiet 60s]
+ *                      [--agent PATH] [--help]
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join, resolve as resolvePath } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client } from 'undici';
+import { formatSummary, summarize } from './profile-summary.mjs';
+import { AGENT_BIN, ROOT, forkGenerator, fsTypeOf, installCleanup, killAllNow, procStats, startAgent, stopChild, systemCpu } from './lib/procs.mjs';
+import { Progress, fmtBytes, fmtInt, fmtMs, fmtPct, fmtUs, table } from './lib/report.mjs';
+
+const WORKLOADS = [
+  { name: 'reg-persistent', group: 'registrations', title: 'registrations, persistent', unit: 'writes/s' },
+  { name: 'reg-lease', group: 'registrations', title: 'registrations, lease-bound', unit: 'writes/s' },
+  { name: 'reads', group: 'reads', title: 'reads, 20 instances', unit: 'reads/s' },
+  { name: 'reads-healthy', group: 'reads', title: 'reads, ?healthy=true', unit: 'reads/s' },
+  { name: 'watch', group: 'watch', title: 'watch fan-out', unit: 'events/s' },
+];
+
+const HELP = `usage: npm run bench -- --suite standalone [options]
+       (or: node bench/run.mjs --suite standalone [options])
+       The default suite (quick) and --suite full compare Switchboard with etcd and
+       ZooKeeper: npm run bench -- --help
+
+
+Workloads (each against a fresh agent; the load from a separate process):
+  reg-persistent   PUT registrations from --clients clients, no lease
+  reg-lease        the same, every instance bound to the client's lease
+  reads            GET /v1/services/catalog (20 instances) from --readers readers
+  reads-healthy    the same with ?healthy=true (16 of 20 instances pass)
+  watch            --watchers SSE watchers of one service; a writer changes it
+                   --watch-rate times a second; latency from write to receipt
+Options:
+  --duration D     measured time per workload (default 10s; like 500ms, 10s, 1m)
+  --warmup D       unmeasured time before it (default 2s)
+  --only LIST      workloads or groups, comma-separated: registrations, reads,
+                   watch, reg-persistent, reg-lease, reads-healthy
+  --mode M         durable (default: --data-dir on a fresh temporary directory) or
+                   dev (--dev, in memory). Without --mode, a durable agent is probed
+                   first and the run falls back to dev, saying so, if it fails.
+  --data-root DIR  where durable data directories are created (default the OS tmp dir)
+  --wait-quiet D   before each workload, wait up to D until other processes use
+                   less than 20% of a core (for shared machines; default no wait)
+  --agent PATH     the agent's bin/switchboard.js (default this checkout's), to
+                   compare another build (A/B) with the same load
+  --quick          a short smoke run: 0.5s warm-up, 3s measured
+  --profile        run the agent under node --cpu-prof; profiles and a summary of
+                   the hottest functions go next to the results
+  --clients N      registration clients (default 64)
+  --readers N      read clients (default 64)
+  --watchers N     watch streams (default 200)
+  --watch-rate N   changes per second in the watch workload (default 20)
+  --help           this text
+`;
+
+function parseDuration(text, name, { allowZero = false } = {}) {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(String(text).trim());
+  if (!m) throw new Error(`${name} "${text}" is not a duration like 500ms, 10s or 1m`);
+  const v = Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] ?? 's']);
+  if ((v === 0 && !allowZero) || v > 600_000) throw new Error(`${name} must be between ${allowZero ? '0' : '1ms'} and 10m`);
+  return v;
+}
+
+function positiveInt(text, name, max) {
+  const v = Number(text);
+  if (!Number.isInteger(v) || v < 1 || v > max) throw new Error(`${name} must be an integer from 1 to ${max}`);
+  return v;
+}
+
+function options(argv) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      only: { type: 'string' },
+      mode: { type: 'string' },
+      'data-root': { type: 'string' },
+      'wait-quiet': { type: 'string' },
+      agent: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
+      clients: { type: 'string' },
+      readers: { type: 'string' },
+      watchers: { type: 'string' },
+      'watch-rate': { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return { help: true };
+  const quick = values.quick;
+  const durationMs = values.duration !== undefined ? parseDuration(values.duration, '--duration') : quick ? 3000 : 10_000;
+  const warmupMs = values.warmup !== undefined ? parseDuration(values.warmup, '--warmup', { allowZero: true }) : quick ? 500 : 2000;
+  if (values.mode !== undefined && !['durable', 'dev'].includes(values.mode)) throw new Error(`--mode must be durable or dev, got "${values.mode}"`);
+  let selected = WORKLOADS;
+  if (values.only !== undefined) {
+    const wanted = values.only.split(',').map((s) => s.trim()).filter(Boolean);
+    for (const w of wanted) if (!WORKLOADS.some((x) => x.name === w || x.group === w)) throw new Error(`--only: unknown workload "${w}" (known: ${[...new Set(WORKLOADS.flatMap((x) => [x.group, x.name]))].join(', ')})`);
+    selected = WORKLOADS.filter((x) => wanted.includes(x.name) || wanted.includes(x.group));
+  }
+  return {
+    help: false,
+    quick,
+    durationMs,
+    warmupMs,
+    mode: values.mode ?? null,
+    dataRoot: values['data-root'] ?? os.tmpdir(),
+    agentBin: values.agent !== undefined ? resolvePath(values.agent) : AGENT_BIN,
+    waitQuietMs: values['wait-quiet'] !== undefined ? parseDuration(values['wait-quiet'], '--wait-quiet') : 0,
+    profile: values.profile,
+    selected,
+    clients: values.clients ? positiveInt(values.clients, '--clients', 1024) : 64,
+    readers: values.readers ? positiveInt(values.readers, '--readers', 1024) : 64,
+    watchers: values.watchers ? positiveInt(values.watchers, '--watchers', 5000) : 200,
+    watchRate: values['watch-rate'] ? positiveInt(values['watch-rate'], '--watch-rate', 10_000) : 20,
+  };
+}
+
+/** Checks that a durable agent starts on a fresh data dir and takes a write; null when it works. */
+async function probeDurable(dataRoot, bin) {
+  let agent;
+  try {
+    agent = await startAgent({ mode: 'durable', dataRoot, timeoutMs: 15_000, bin });
+    if (agent.durable !== true) return `the agent started with --data-dir but reports durable=${agent.durable}`;
+    const c = new Client(agent.url);
+    try {
+      const res = await c.request({ method: 'PUT', path: '/v1/services/probe/instances/p-1', headers: { 'content-type': 'application/json' }, body: '{"address":"127.0.0.1","port":1}' });
+      const text = await res.body.text();
+      if (res.statusCode !== 200) return `a registration on the durable agent answered ${res.statusCode}: ${text.slice(0, 200)}`;
+    } finally {
+      await c.destroy();
+    }
+    return null;
+  } catch (err) {
+    return String(err.message ?? err).split('\n')[0];
+  } finally {
+    await agent?.stop(3000);
+  }
+}
+
+function machine(dataRoot, mode) {
+  const cpus = os.cpus();
+  return {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    memoryBytes: os.totalmem(),
+    node: process.version,
+    v8: process.versions.v8,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    hostname: os.hostname(),
+    dataDirFilesystem: mode === 'durable' ? fsTypeOf(dataRoot) : null,
+  };
+}
+
+/** The commit benchmarked and whether the agent's sources differ from it (others edit them). */
+function gitFacts() {
+  const git = (...args) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trimEnd();
+  try {
+    const changed = git('status', '--porcelain', '--', 'packages').split('\n').filter(Boolean);
+    return { commit: git('rev-parse', 'HEAD'), uncommittedFilesInPackages: changed.length, uncommittedExamples: changed.slice(0, 10) };
+  } catch {
+    return { commit: null };
+  }
+}
+
+function progressText(idx, n, w, p, cpu) {
+  const pos = `[${idx + 1}/${n}] ${w.name.padEnd(14)}`;
+  if (!p) return `${pos} starting`;
+  const t = `${(p.elapsedMs / 1000).toFixed(1)}/${(p.totalMs / 1000).toFixed(1)}s`;
+  const cpuText = cpu ? `  cpu: agent ${fmtPct(cpu.agent)} generator ${fmtPct(cpu.generator)} others ${fmtPct(cpu.others)}` : '';
+  if (w.name === 'watch') return `${pos} ${p.phase.padEnd(7)} ${t}  writes ${fmtInt(p.done)}  events ${fmtInt(p.events)}  errors ${p.errors}${cpuText}`;
+  return `${pos} ${p.phase.padEnd(7)} ${t}  ${fmtInt(p.rate)} ${w.unit}  errors ${p.errors}${cpuText}`;
+}
+
+/**
+ * CPU use between two samples, in % of one core: the agent, the generator, and every
+ * other process on the machine (other people's builds and tests disturb the figures).
+ */
+function cpuBetween(a, b, ms) {
+  const pct = (x, y, k = 'cpuMs') => (x && y ? ((y[k] - x[k]) * 100) / ms : null);
+  const agent = pct(a.agent, b.agent);
+  const generator = pct(a.generator, b.generator);
+  const runner = pct(a.runner, b.runner);
+  const machine = pct(a.system, b.system, 'busyMs');
+  const others = machine === null ? null : Math.max(0, machine - (agent ?? 0) - (generator ?? 0) - (runner ?? 0));
+  const agentCpuMs = a.agent && b.agent ? b.agent.cpuMs - a.agent.cpuMs : null;
+  return { agent, generator, runner, machine, others, agentCpuMs, windowMs: ms };
+}
+
+/**
+ * Waits (at most maxMs) until the machine is quiet: less than 20% of one core busy over
+ * one second. Returns the last busy figure (% of one core).
+ */
+async function waitQuiet(maxMs, progress, label) {
+  const deadline = performance.now() + maxMs;
+  let busy = null;
+  for (let i = 0; i < 600 && performance.now() < deadline; i++) {
+    const a = systemCpu();
+    const t = performance.now();
+    await new Promise((r) => setTimeout(r, 1000));
+    const b = systemCpu();
+    if (!a || !b) return null;
+    busy = ((b.busyMs - a.busyMs) * 100) / (performance.now() - t);
+    if (busy < 20) return busy;
+    progress.update(`${label} waiting for a quiet machine: other processes use ${fmtPct(busy)} of a core`, { force: true });
+  }
+  return busy;
+}
+
+async function runWorkload(w, idx, opts, mode, progress, profileDir) {
+  const agent = await startAgent({ mode, dataRoot: opts.dataRoot, profileDir, profileName: `${w.name}.cpuprofile`, bin: opts.agentBin });
+  const gen = forkGenerator();
+  const pids = { agent: agent.pid, generator: gen.pid };
+  const sample = () => ({ at: performance.now(), agent: procStats(pids.agent), generator: procStats(pids.generator), runner: procStats(process.pid), system: systemCpu() });
+  const loadAverage = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  let measureStart = null;
+  let measureEnd = null;
+  let last = sample();
+  let liveCpu = null;
+  let lastProgress = null;
+  const hardLimitMs = opts.warmupMs + opts.durationMs + 90_000;
+  let onGenExit = null;
+  let onAgentExit = null;
+  try {
+    progress.update(progressText(idx, opts.selected.length, w, null, null), { force: true });
+    const result = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${w.name} did not finish within ${hardLimitMs / 1000} s`)), hardLimitMs);
+      gen.on('message', (msg) => {
+        if (msg.type === 'phase') {
+          if (msg.phase === 'measure' && measureStart === null) measureStart = sample();
+          if (msg.phase === 'measured' && measureEnd === null) measureEnd = sample();
+        } else if (msg.type === 'progress') {
+          const s = sample();
+          if (s.at - last.at >= 900) {
+            liveCpu = cpuBetween(last, s, s.at - last.at);
+            last = s;
+          }
+          lastProgress = msg;
+          progress.update(progressText(idx, opts.selected.length, w, msg, liveCpu));
+        } else if (msg.type === 'result') {
+          clearTimeout(timer);
+          resolve(msg.result);
+        } else if (msg.type === 'error') {
+          clearTimeout(timer);
+          reject(new Error(`the load generator failed: ${msg.error}`));
+        }
+      });
+      onGenExit = (code, sig) => {
+        clearTimeout(timer);
+        reject(new Error(`the load generator exited (code ${code}, signal ${sig}) without a result`));
+      };
+      onAgentExit = (code, sig) => {
+        clearTimeout(timer);
+        const why = (agent.stderr.trim() || agent.tail.at(-1) || '').split('\n').at(-1).slice(0, 300);
+        reject(new Error(`the agent exited during ${w.name} (code ${code}, signal ${sig})${why ? `; its last output: ${why}` : ''}`));
+      };
+      gen.once('exit', onGenExit);
+      agent.proc.once('exit', onAgentExit);
+      gen.send({
+        type: 'run',
+        workload: w.name,
+        url: agent.url,
+        options: {
+          durationMs: opts.durationMs,
+          warmupMs: opts.warmupMs,
+          clients: opts.clients,
+          readers: opts.readers,
+          watchers: opts.watchers,
+          watchRate: opts.watchRate,
+          idsPerClient: 500,
+          leaseTtlMs: 600_000,
+          maxRequests: 20_000_000,
+        },
+      });
+    });
+    const cpu = measureStart && measureEnd ? cpuBetween(measureStart, measureEnd, measureEnd.at - measureStart.at) : null;
+    // Agent CPU per operation: a figure that does not depend on the generator keeping up.
+    const ops = w.name === 'watch' ? result.writesMeasured * result.connected : result.requests;
+    if (cpu && cpu.agentCpuMs !== null && ops > 0) cpu.agentUsPerOp = Math.round((cpu.agentCpuMs * 1000 * 10) / ops) / 10;
+    const rss = procStats(pids.agent)?.rssBytes ?? null;
+    return { result, cpu, agentRssBytes: rss, agentStartMs: agent.startMs, loadAverageAtStart: loadAverage };
+  } finally {
+    if (onAgentExit) agent.proc.off('exit', onAgentExit);
+    if (onGenExit) gen.off('exit', onGenExit);
+    await stopChild(gen, 2000);
+    const stopped = await agent.stop(profileDir ? 15_000 : 5000);
+    w.agentLog = { warnings: agent.warnCount, errors: agent.errorCount, examples: agent.warnings.slice(0, 5), events: agent.events, stderr: agent.stderr.slice(0, 2000), stop: stopped };
+  }
+}
+
+function summaryRow(w, r) {
+  const res = r.result;
+  const cpu = r.cpu ?? {};
+  if (w.name === 'watch') {
+    const c = res.checks;
+    return [w.title, `${fmtInt(res.eventsPerSec)} ${w.unit}`, fmtMs(res.latency.p50Ms), fmtMs(res.latency.p99Ms), fmtMs(res.latency.p999Ms), fmtMs(res.latency.maxMs), String(res.writeErrors.total + c.streamErrors), fmtUs(cpu.agentUsPerOp), fmtPct(cpu.agent), fmtPct(cpu.generator), fmtPct(cpu.others)];
+  }
+  return [w.title, `${fmtInt(res.ratePerSec)} ${w.unit}`, fmtMs(res.latency.p50Ms), fmtMs(res.latency.p99Ms), fmtMs(res.latency.p999Ms), fmtMs(res.latency.maxMs), String(res.errors.total), fmtUs(cpu.agentUsPerOp), fmtPct(cpu.agent), fmtPct(cpu.generator), fmtPct(cpu.others)];
+}
+
+function doneLine(idx, n, w, r) {
+  const res = r.result;
+  const pos = `[${idx + 1}/${n}] ${w.name.padEnd(14)}`;
+  const cpu = r.cpu ? `  cpu: agent ${fmtPct(r.cpu.agent)} generator ${fmtPct(r.cpu.generator)} others ${fmtPct(r.cpu.others)}` : '';
+  if (w.name === 'watch') {
+    const c = res.checks;
+    return `${pos} done    ${fmtInt(res.eventsPerSec)} events/s to ${res.connected} watchers  p50 ${fmtMs(res.latency.p50Ms)}  p99 ${fmtMs(res.latency.p99Ms)}  max ${fmtMs(res.latency.maxMs)}  missing ${c.missing}  out-of-order ${c.outOfOrder}${cpu}`;
+  }
+  return `${pos} done    ${fmtInt(res.ratePerSec)} ${w.unit}  p50 ${fmtMs(res.latency.p50Ms)}  p99 ${fmtMs(res.latency.p99Ms)}  p99.9 ${fmtMs(res.latency.p999Ms)}  errors ${res.errors.total}${cpu}`;
+}
+
+async function main(argv) {
+  let opts;
+  try {
+    opts = options(argv);
+  } catch (err) {
+    process.stderr.write(`bench: ${err.message}\n\n${HELP}`);
+    return 2;
+  }
+  if (opts.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (!existsSync(opts.agentBin)) {
+    process.stderr.write(`bench: --agent ${opts.agentBin} does not exist\n`);
+    return 2;
+  }
+  if (!existsSync(join(dirname(dirname(opts.agentBin)), 'dist/src/cli/main.js'))) {
+    process.stderr.write('bench: the agent is not built; run `npm run bench` (it builds first) or `npm run build`\n');
+    return 2;
+  }
+  const progress = new Progress();
+  installCleanup(() => process.stdout.write('\nbench: interrupted; every process it started was killed\n'));
+
+  const started = new Date();
+  const stamp = started.toISOString().replace(/[:]/g, '-').replace(/\.\d+Z$/, 'Z');
+  const resultsDir = join(ROOT, 'bench/results');
+  mkdirSync(resultsDir, { recursive: true });
+  const profileDir = opts.profile ? join(resultsDir, `${stamp}-profiles`) : null;
+  if (profileDir) mkdirSync(profileDir, { recursive: true });
+
+  // ---- agent mode: durable by default, falling back to dev (and saying so) ----
+  let mode = opts.mode ?? 'durable';
+  let fallbackReason = null;
+  if (mode === 'durable') {
+    progress.update('probing durable storage (--data-dir on a temporary directory)...', { force: true });
+    const problem = await probeDurable(opts.dataRoot, opts.agentBin);
+    if (problem) {
+      if (opts.mode === 'durable') {
+        progress.done(`bench: --mode durable was asked for, but durable storage does not work: ${problem}`);
+        return 1;
+      }
+      fallbackReason = problem;
+      mode = 'dev';
+      progress.done(`NOTE: durable storage does not work yet (${problem}); FALLING BACK TO --dev (in memory). These figures do not include fsync.`);
+    } else {
+      progress.done('durable storage works: agents run with --data-dir on fresh temporary directories');
+    }
+  }
+  const facts = machine(opts.dataRoot, mode);
+  const source = opts.agentBin === AGENT_BIN ? gitFacts() : { agentBin: opts.agentBin, note: 'another build than this checkout (--agent)' };
+  progress.log(
+    `machine: ${facts.cpus} cores (${facts.cpuModel}), ${fmtBytes(facts.memoryBytes)}, node ${facts.node}; agent mode ${mode}${fallbackReason ? ' (fallback)' : ''}; ` +
+      `${opts.warmupMs / 1000}s warm-up + ${opts.durationMs / 1000}s measured per workload`,
+  );
+  progress.log(`note: the load generator is a separate process but shares the ${facts.cpus} cores with the agent`);
+
+  const results = [];
+  let failed = false;
+  for (let i = 0; i < opts.selected.length; i++) {
+    const w = opts.selected[i];
+    try {
+      if (opts.waitQuietMs > 0) {
+        const busy = await waitQuiet(opts.waitQuietMs, progress, `[${i + 1}/${opts.selected.length}] ${w.name.padEnd(14)}`);
+        if (busy !== null && busy >= 20) progress.log(`  the machine did not become quiet (${fmtPct(busy)} of a core busy); running anyway`);
+      }
+      const r = await runWorkload(w, i, opts, mode, progress, profileDir);
+      progress.done(doneLine(i, opts.selected.length, w, r));
+      let profile = null;
+      if (profileDir) {
+        const file = join(profileDir, `${w.name}.cpuprofile`);
+        if (existsSync(file)) profile = { file, summary: summarize(JSON.parse(readFileSync(file, 'utf8')), { top: 20 }) };
+        else profile = { file: null, error: 'no profile written (the agent did not exit cleanly)' };
+      }
+      if (w.agentLog.warnings + w.agentLog.errors > 0) progress.log(`  the agent logged ${w.agentLog.warnings} warnings and ${w.agentLog.errors} errors; first: ${w.agentLog.examples[0]?.slice(0, 300)}`);
+      if (w.agentLog.stop.forced) progress.log('  the agent did not stop within the grace period after SIGTERM and was killed');
+      results.push({ workload: w.name, title: w.title, ...r, agentLog: w.agentLog, profile });
+    } catch (err) {
+      failed = true;
+      progress.done(`[${i + 1}/${opts.selected.length}] ${w.name.padEnd(14)} FAILED: ${err.message}`);
+      results.push({ workload: w.name, title: w.title, error: err.message, agentLog: w.agentLog ?? null });
+    }
+  }
+
+  // ---- report ----
+  const ok = results.filter((r) => !r.error);
+  const rows = results.map((r) => (r.error ? [r.title, 'FAILED', '-', '-', '-', '-', '-', '-', '-', '-', '-'] : summaryRow(WORKLOADS.find((w) => w.name === r.workload), r)));
+  process.stdout.write('\n' + table(['workload', 'throughput', 'p50', 'p99', 'p99.9', 'max', 'errors', 'agent CPU/op', 'agent CPU', 'gen. CPU', 'other CPU'], rows) + '\n');
+  const watch = ok.find((r) => r.workload === 'watch');
+  if (watch) {
+    const x = watch.result;
+    const c = x.checks;
+    process.stdout.write(
+      `\nwatch: ${x.connected} watchers, ${x.writesAcknowledged} writes at ${x.writeRate}/s; latency from the write's send time to receipt (p50/p99/max above);\n` +
+        `       write ack p50 ${fmtMs(x.ackLatency.p50Ms)} p99 ${fmtMs(x.ackLatency.p99Ms)}; spread first-to-last watcher p50 ${fmtMs(x.fanoutSpread.p50Ms)} max ${fmtMs(x.fanoutSpread.maxMs)}` +
+        (x.writerFellBehind > 0 ? `; the writer had ${x.writerFellBehind} times 16 writes in flight (the rate was not kept)` : '') +
+        ';\n' +
+        `       deliveries ${fmtInt(x.eventsReceived)} of ${fmtInt(c.expectedDeliveries)}: missing ${c.missing}, out-of-order ${c.outOfOrder}, duplicates ${c.duplicates}, id mismatches ${c.idMismatch}, stream errors ${c.streamErrors}` +
+        (c.missing === 0 && c.outOfOrder === 0 ? '  [OK]' : '  [FAIL]') +
+        '\n',
+    );
+  }
+  const disturbed = ok.filter((r) => (r.cpu?.others ?? 0) > 25);
+  if (disturbed.length > 0) {
+    process.stdout.write(
+      `\nWARNING: other processes on this machine used CPU during ${disturbed.map((r) => `${r.workload} (${fmtPct(r.cpu.others)} of a core)`).join(', ')}; ` +
+        'those figures are disturbed: re-run on a quiet machine\n',
+    );
+  }
+  for (const r of ok.filter((r) => r.result.checks?.revisionMismatch)) process.stdout.write(`\n${r.workload}: the agent made ${r.result.checks.revisionsMade} revisions for ${r.result.checks.acknowledgedWrites} acknowledged writes\n`);
+  process.stdout.write(
+    `\nagent mode: ${mode}${fallbackReason ? ` (FALLBACK from durable: ${fallbackReason})` : ''}; ${facts.cpus} cores shared by the agent and the load generator; ` +
+      `CPU is % of one core over the measured window; "agent CPU/op" is the agent's CPU time per request (watch: per event delivered)\n`,
+  );
+  if (profileDir) {
+    for (const r of ok) if (r.profile?.summary) process.stdout.write('\n' + formatSummary(r.profile.summary, `agent CPU profile, ${r.workload}`) + '\n');
+  }
+
+  const out = {
+    format: 1,
+    startedAt: started.toISOString(),
+    finishedAt: new Date().toISOString(),
+    command: ['node', 'bench/run.mjs', '--suite', 'standalone', ...process.argv.slice(2).filter((a, i, all) => a !== '--suite' && all[i - 1] !== '--suite' && !a.startsWith('--suite='))].join(' '),
+    machine: facts,
+    source,
+    agent: { requestedMode: opts.mode ?? 'durable (default)', mode, fallbackReason, version: ok[0]?.result.agent?.version ?? null, bin: opts.agentBin },
+    settings: { durationMs: opts.durationMs, warmupMs: opts.warmupMs, clients: opts.clients, readers: opts.readers, watchers: opts.watchers, watchRate: opts.watchRate, quick: opts.quick, profile: opts.profile },
+    notes: [`The load generator runs in its own process, but on this ${facts.cpus}-core machine it shares the cores with the agent.`, 'CPU figures are percent of one core over the measured window (user + system); "others" is every other process on the machine.'],
+    workloads: results,
+  };
+  const file = join(resultsDir, `${stamp}.json`);
+  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  process.stdout.write(`\nresults: ${file}\n`);
+  return failed ? 1 : 0;
+}
+
+/** `--suite NAME` (or `--suite=NAME`) and the other arguments. */
+function suiteOf(argv) {
+  const rest = [];
+  let suite = null;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--suite') suite = argv[++i] ?? '';
+    else if (argv[i].startsWith('--suite=')) suite = argv[i].slice(8);
+    else rest.push(argv[i]);
+  }
+  return { suite, rest };
+}
+
+const { suite, rest } = suiteOf(process.argv.slice(2));
+const run =
+  suite === 'standalone'
+    ? main(rest)
+    : import('./compare/runner.mjs').then((m) => m.main(process.argv.slice(2)));
+run.then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`bench: ${err?.stack ?? err}\n`);
+    killAllNow();
+    process.exitCode = 1;
+  },
+);
