@@ -347,7 +347,11 @@ async function renew(drv, o) {
   const setupStart = now();
   let lastReport = 0;
   const setupFailures = await bounded(o.leases, 50, now() + 300_000, async (k) => {
-    const p = await drv.process({ ttlMs: o.ttlMs, transport: 'session' });
+    // etcd: 100 leases per client connection (each lease with its own keep-alive stream, as
+    // the etcd3 client does): 10,000 gRPC clients in one Node process do not connect
+    // reliably. The other systems: one connection per lease (a ZooKeeper session is a
+    // connection; Switchboard's session stream is one WebSocket per process).
+    const p = await drv.process({ ttlMs: o.ttlMs, transport: 'session', shareKey: Math.floor(k / 100) });
     await p.register(services[k % SERVICES], `i-${k}`, payload(k >> 8, k, k));
     if (p.dropHttp) await p.dropHttp();
     procs.push(p);

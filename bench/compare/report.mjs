@@ -17,9 +17,7 @@ const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 export const DOCS = join(ROOT, 'docs/benchmarks.md');
 export const BEGIN = '<!-- BEGIN GENERATED: comparison (node bench/compare/report.mjs RESULTS.json --write-docs) -->';
 export const END = '<!-- END GENERATED: comparison -->';
-/** The full suite's figures have a section of their own, after the quick suite's. */
-export const BEGIN_FULL = '<!-- BEGIN GENERATED: comparison-full (node bench/compare/report.mjs FULL-RESULTS.json --write-docs) -->';
-export const END_FULL = '<!-- END GENERATED: comparison-full -->';
+// The full suite's figures have a section of their own after the quick suite's (markers()).
 
 // ---------------------------------------------------------------- formatting
 
@@ -33,6 +31,8 @@ const ms = (v) => {
 const mib = (b) => (b === null || b === undefined ? '-' : `${int(b / 1048576)} MiB`);
 const pct = (v) => (v === null || v === undefined ? '-' : `${int(v)}%`);
 const ratio = (v) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : `${v >= 10 ? v.toFixed(0) : v.toFixed(2)}x`);
+/** a / b, or null when either is missing (a failed row has no ratio). */
+const div = (a, b) => (a === null || a === undefined || b === null || b === undefined || b === 0 ? null : a / b);
 
 /** median [min-max] of a summary entry, formatted with f. */
 const mm = (s, f) => (!s ? '-' : s.n > 1 ? `${f(s.median)} [${f(s.min)}–${f(s.max)}]` : f(s.median));
@@ -58,7 +58,7 @@ function caseTable(c) {
       const head = ['system', `${unit} (median [min–max])`, 'p50', 'p99', 'per server CPU-s', 'server CPU', 'load gen. CPU', 'errors', 'Switchboard ÷ this'];
       const rows = c.rows.map((r) => {
         const s = S(r);
-        const ratioV = r === sb ? null : med(S(sb ?? {}).throughput) / med(s.throughput);
+        const ratioV = r === sb ? null : div(med(S(sb ?? {}).throughput), med(s.throughput));
         const genBound = (med(s.generatorCpuPct) ?? 0) >= 90 ? ' (client-bound)' : '';
         return [rowName(r), failed(r) ?? mm(s.throughput, int), ms(med(s.p50Ms)), ms(med(s.p99Ms)), int(med(s.perServerCpuSec)), pct(med(s.serverCpuPct)), pct(med(s.generatorCpuPct)) + genBound, int(med(s.errors)), r === sb ? '' : ratio(ratioV)];
       });
@@ -68,7 +68,7 @@ function caseTable(c) {
       const head = ['system', 'p99 (median [min–max])', 'p50', 'max', 'first watcher p50 / p99', 'write ack p50 / p99', 'deliveries missed', 'server CPU', 'this p99 ÷ Switchboard p99'];
       const rows = c.rows.map((r) => {
         const s = S(r);
-        return [rowName(r), failed(r) ?? mm(s.p99Ms, ms), ms(med(s.p50Ms)), ms(med(s.maxMs)), `${ms(med(s.firstP50Ms))} / ${ms(med(s.firstP99Ms))}`, `${ms(med(s.ackP50Ms))} / ${ms(med(s.ackP99Ms))}`, int(med(s.missed)), pct(med(s.serverCpuPct)), r === sb ? '' : ratio(med(s.p99Ms) / med(S(sb ?? {}).p99Ms))];
+        return [rowName(r), failed(r) ?? mm(s.p99Ms, ms), ms(med(s.p50Ms)), ms(med(s.maxMs)), `${ms(med(s.firstP50Ms))} / ${ms(med(s.firstP99Ms))}`, `${ms(med(s.ackP50Ms))} / ${ms(med(s.ackP99Ms))}`, int(med(s.missed)), pct(med(s.serverCpuPct)), r === sb ? '' : ratio(div(med(s.p99Ms), med(S(sb ?? {}).p99Ms)))];
       });
       return { head, rows };
     }
@@ -76,7 +76,7 @@ function caseTable(c) {
       const head = ['system', 'server CPU, % of a core (median [min–max])', 'CPU ms per 1,000 keep-alives', 'server RSS', 'leases lost in the window / not kept through setup', 'setup', 'this CPU ÷ Switchboard CPU'];
       const rows = c.rows.map((r) => {
         const s = S(r);
-        return [rowName(r), failed(r) ?? mm(s.serverCpuPct, pct), int(med(s.cpuMsPerThousandKeepalives)), mib(med(s.serverRssBytes)), `${int(med(s.leasesLost))} / ${int(med(s.leasesLostInSetup))}`, med(s.setupMs) === null ? '-' : `${(med(s.setupMs) / 1000).toFixed(0)} s`, r === sb ? '' : ratio(med(s.serverCpuPct) / med(S(sb ?? {}).serverCpuPct))];
+        return [rowName(r), failed(r) ?? mm(s.serverCpuPct, pct), int(med(s.cpuMsPerThousandKeepalives)), mib(med(s.serverRssBytes)), `${int(med(s.leasesLost))} / ${int(med(s.leasesLostInSetup))}`, med(s.setupMs) === null ? '-' : `${(med(s.setupMs) / 1000).toFixed(0)} s`, r === sb ? '' : ratio(div(med(s.serverCpuPct), med(S(sb ?? {}).serverCpuPct)))];
       });
       return { head, rows };
     }
@@ -85,7 +85,7 @@ function caseTable(c) {
       const rows = c.rows.map((r) => {
         const s = S(r);
         const sbRow = c.rows.find((x) => x.system === 'switchboard' && x.signal === r.signal);
-        return [r.label, r.signal, failed(r) ?? mm(s.lastMs, ms), ms(med(s.firstMs)), r.system === 'switchboard' ? '' : ratio(med(s.lastMs) / med(S(sbRow ?? {}).lastMs))];
+        return [r.label, r.signal, failed(r) ?? mm(s.lastMs, ms), ms(med(s.firstMs)), r.system === 'switchboard' ? '' : ratio(div(med(s.lastMs), med(S(sbRow ?? {}).lastMs)))];
       });
       return { head, rows };
     }
@@ -93,7 +93,7 @@ function caseTable(c) {
       const head = ['system', 'bytes per instance (median [min–max])', 'RSS idle', `RSS with ${int(c.level)}`, 'this ÷ Switchboard'];
       const rows = c.rows.map((r) => {
         const s = S(r);
-        return [rowName(r), failed(r) ?? mm(s.bytesPerInstance, int), mib(med(s.rssBeforeBytes)), mib(med(s.rssAfterBytes)), r === sb ? '' : ratio(med(s.bytesPerInstance) / med(S(sb ?? {}).bytesPerInstance))];
+        return [rowName(r), failed(r) ?? mm(s.bytesPerInstance, int), mib(med(s.rssBeforeBytes)), mib(med(s.rssAfterBytes)), r === sb ? '' : ratio(div(med(s.bytesPerInstance), med(S(sb ?? {}).bytesPerInstance)))];
       });
       return { head, rows };
     }
@@ -105,7 +105,7 @@ function caseTable(c) {
 function caseTitle(c, out) {
   const w = out.workloads?.[c.workload];
   const lvl = { register: `${int(c.level)} client${c.level === 1 ? '' : 's'}`, read: `${int(c.level)} readers`, watch: `${int(c.level)} watcher${c.level === 1 ? '' : 's'}`, renew: `${int(c.level)} leases`, failure: `${c.level} watchers`, memory: `${int(c.level)} instances` }[c.workload];
-  return `${w?.title ?? c.workload}, ${lvl}`;
+  return `${(w?.title ?? c.workload).replace(/ \(100,000\)$/, '')}, ${lvl}`;
 }
 
 function textTable(head, rows) {
@@ -198,14 +198,28 @@ function profileSection(out) {
   return lines.join('\n');
 }
 
-/** The full suite's section: provenance and tables (the method is in the quick section). */
+/**
+ * The name of a results file's section in the docs: `quick`, `full`, or, for a full-suite
+ * run of some workloads only (`--only`), `full-<workloads>` (its own section).
+ */
+function sectionOf(out) {
+  if (out.suite !== 'full') return 'quick';
+  const w = [...new Set(out.cases.map((c) => c.workload))];
+  return w.length >= Object.keys(out.workloads ?? {}).length ? 'full' : `full-${w.join('-')}`;
+}
+const markers = (name) =>
+  name === 'quick' ? [BEGIN, END] : [`<!-- BEGIN GENERATED: comparison-${name} (node bench/compare/report.mjs RESULTS.json --write-docs) -->`, `<!-- END GENERATED: comparison-${name} -->`];
+
+/** A full-suite section: provenance and tables (the method is in the quick section). */
 function renderFullDocs(out, resultsFile) {
   const rel = resultsFile ? relative(ROOT, resolve(resultsFile)) : '(results file)';
-  const L = [BEGIN_FULL, ''];
-  L.push('### Full suite: every workload and level, 3-member clusters', '');
+  const name = sectionOf(out);
+  const L = [markers(name)[0], ''];
+  if (name === 'full') L.push('### Full suite: every workload and level, 3-member clusters', '');
+  else L.push(`### Full suite, ${name.slice(5).split('-').map((w) => out.workloads?.[w]?.title ?? w).join(', ')} (a run of its own)`, '');
   L.push(`*Generated* from \`${rel}\` (\`${out.command}\`, ${out.startedAt}; ${out.settings.runs} run${out.settings.runs > 1 ? 's' : ''} per figure${out.settings.runs > 1 ? ', median [min–max]' : ''}; ${out.settings.warmupMs / 1000} s warm-up + ${out.settings.durationMs / 1000} s measured; same machine, versions, method and rules as above) by \`node bench/compare/report.mjs ${rel} --write-docs\`.`, '');
   L.push(renderTable(out, { format: 'md' }).replace(/^#### /gm, '#### Full: '), '');
-  L.push(END_FULL);
+  L.push(markers(name)[1]);
   return L.join('\n');
 }
 
@@ -265,7 +279,7 @@ export function renderDocs(out, resultsFile) {
 export function writeDocs(out, resultsFile, docsFile = DOCS) {
   const section = renderDocs(out, resultsFile);
   const full = out.suite === 'full';
-  const [begin, end] = full ? [BEGIN_FULL, END_FULL] : [BEGIN, END];
+  const [begin, end] = markers(sectionOf(out));
   let text;
   if (!existsSync(docsFile)) {
     text = `# Benchmarks\n\n${section}\n`;
@@ -274,9 +288,10 @@ export function writeDocs(out, resultsFile, docsFile = DOCS) {
     const a = old.indexOf(begin.slice(0, begin.indexOf(' (') + 2));
     const b = old.indexOf(end);
     if (a >= 0 && b > a) text = old.slice(0, a) + section + old.slice(b + end.length);
-    else if (full && old.indexOf(END) >= 0) {
-      // First time: right after the quick suite's section.
-      const at = old.indexOf(END) + END.length;
+    else if (full && old.lastIndexOf('<!-- END GENERATED: comparison') >= 0) {
+      // First time: right after the last generated comparison section.
+      const last = old.lastIndexOf('<!-- END GENERATED: comparison');
+      const at = old.indexOf('-->', last) + 3;
       text = `${old.slice(0, at)}\n\n${section}${old.slice(at)}`;
     } else text = `${old.trimEnd()}\n\n${section}\n`;
   }

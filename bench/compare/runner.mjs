@@ -68,7 +68,7 @@ export const WORKLOADS = {
   renew: {
     title: 'lease renewal load',
     unit: 'server CPU % of one core, memory',
-    measures: '10,000 client processes each keep one lease (one instance) alive with the system\'s own keep-alive at TTL/3 (TTL 10 s: 3,000 keep-alives/s): etcd LeaseKeepAlive streams, ZooKeeper session pings, Switchboard session WebSocket keepalive messages. Server CPU over 20 s and resident memory.',
+    measures: '10,000 leases, each holding one instance, kept alive with the system\'s own keep-alive at TTL/3 (TTL 10 s: 3,000 keep-alives/s): ZooKeeper session pings (10,000 sessions, one connection each), Switchboard session WebSocket keepalive messages (10,000 sockets), etcd LeaseKeepAlive streams (one per lease, as the etcd3 client makes them, 100 leases per client connection: 10,000 gRPC clients in one Node process do not connect reliably). Server CPU over 20 s and resident memory.',
     why: 'A large fleet renews leases all the time, even when nothing changes: this is the idle cost of the registry.',
   },
   failure: {
@@ -78,7 +78,7 @@ export const WORKLOADS = {
     why: 'Until the registry notices, consumers keep sending requests to a dead instance.',
   },
   memory: {
-    title: 'memory per instance (100,000)',
+    title: 'memory per instance',
     unit: 'bytes per instance',
     measures: '100 owner processes register 1,000 instances each (100,000 lease-bound instances); growth of the servers\' resident memory (sum over members) from the idle server to 5 s after the last registration, divided by 100,000.',
     why: 'Sizing: how much memory a registry of a given fleet needs.',
@@ -147,7 +147,8 @@ Suites:
                        fan-out to 200 watchers and failure detection, against
                        Switchboard, a single etcd member and standalone ZooKeeper
   --suite full         every workload at every level, and the 3-member etcd cluster
-                       and 3-node ZooKeeper ensemble too (about 35 minutes)
+                       and 3-node ZooKeeper ensemble too (about 50 minutes;
+                       with --runs 1 about 20)
   --suite standalone   the Switchboard-only benchmark (bench/run.mjs; its own options)
 Options:
   --only LIST          workloads: register, read, watch, renew, failure, memory

@@ -34,6 +34,7 @@ const keyOf = (service, id) => `/services/${service}/${id}`;
 
 export async function createDriver(target, { readMode = 'serializable' } = {}) {
   const clients = new Set();
+  const shared = new Map();
   const open = () => {
     const c = newClient(target);
     clients.add(c);
@@ -43,9 +44,18 @@ export async function createDriver(target, { readMode = 'serializable' } = {}) {
     name,
     /** Nothing to prepare: prefixes need no parent. */
     async prepareServices() {},
-    /** A simulated client process: its own client and one lease (TTL in whole seconds, at least 1). */
-    async process({ ttlMs }) {
-      const client = open();
+    /**
+     * A simulated client process: its own client and one lease (TTL in whole seconds, at
+     * least 1). Processes given the same `shareKey` share one client (one connection):
+     * the lease renewal workload does so, see there.
+     */
+    async process({ ttlMs, shareKey = null }) {
+      let client;
+      if (shareKey === null) client = open();
+      else {
+        client = shared.get(shareKey);
+        if (!client) shared.set(shareKey, (client = open()));
+      }
       const lease = client.lease(Math.max(1, Math.round(ttlMs / 1000)), { autoKeepAlive: true });
       let lost = null;
       lease.on('lost', (err) => (lost = err));
@@ -68,8 +78,10 @@ export async function createDriver(target, { readMode = 'serializable' } = {}) {
           } catch {
             /* gone already */
           }
-          client.close();
-          clients.delete(client);
+          if (shareKey === null) {
+            client.close();
+            clients.delete(client);
+          }
         },
       };
     },
