@@ -183,7 +183,7 @@ function profileSection(out) {
   if (out.profilesFrom) {
     const figs = [];
     for (const c of out.profilesFrom.cases ?? []) for (const r of c.rows) if (r.system === 'switchboard') figs.push(`${c.workload}@${c.level}: ${c.workload === 'watch' ? `p99 ${ms(med(r.summary?.p99Ms))}` : `${int(med(r.summary?.throughput))}/s, server CPU ${pct(med(r.summary?.serverCpuPct))}`}`);
-    lines.push(`From a separate profiled run, \`${out.profilesFrom.file}\` (\`${out.profilesFrom.command}\`, ${out.profilesFrom.startedAt}; ${figs.join('; ')}). Self time as a share of the agent's busy time; each profile covers the agent's whole life, start-up included.`, '');
+    lines.push(`From a separate profiled run, \`${out.profilesFrom.file}\` (\`${out.profilesFrom.command}\`, ${out.profilesFrom.startedAt}; Switchboard at commit ${out.profilesFrom.source?.commit?.slice(0, 12) ?? '-'}${out.profilesFrom.source?.uncommittedFilesInPackages ? ` with ${out.profilesFrom.source.uncommittedFilesInPackages} uncommitted files in packages/` : ''}; ${figs.join('; ')}). Self time as a share of the agent's busy time; each profile covers the agent's whole life, start-up included.`, '');
   }
   for (const p of out.profiles.slice(0, 6)) {
     if (!p.summary) continue;
@@ -313,7 +313,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const pf = args[pi + 1];
     const p = JSON.parse(readFileSync(pf, 'utf8'));
     out.profiles = p.profiles ?? [];
-    out.profilesFrom = { file: relative(ROOT, resolve(pf)), command: p.command, startedAt: p.startedAt, cases: p.cases };
+    out.profilesFrom = { file: relative(ROOT, resolve(pf)), command: p.command, startedAt: p.startedAt, cases: p.cases, source: p.source };
   }
   if (out.kind !== 'comparison') {
     process.stderr.write(`${file} is not a comparison run (written by bench/run.mjs --suite standalone?)\n`);
