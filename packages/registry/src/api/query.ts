@@ -4,6 +4,7 @@ import {
   invalid,
   limitExceeded,
   parseDuration,
+  validateInstanceId,
   validateLabel,
   validateNamespace,
   validateServiceName,
@@ -75,6 +76,14 @@ export function blocking(q: Query, limits: Limits): { index: number; waitMs: num
   const index = nonNegativeInt(q, 'index');
   const waitMs = durationParam(q, 'wait', limits.blockingWaitDefaultMs, limits.blockingWaitMaxMs, 'blockingWaitMaxMs');
   return index === undefined ? undefined : { index, waitMs };
+}
+
+/** The instance a route's path and query name, checked in path order: service, id, namespace. */
+export function instanceTarget(req: { params: unknown; query: unknown }): { namespace: string; service: string; id: string } {
+  const p = req.params as Record<string, string>;
+  const service = serviceParam(p.service);
+  const id = validateInstanceId(p.instanceId);
+  return { namespace: namespaceOf(req.query as Query), service, id };
 }
 
 export function serviceParam(v: unknown): string {

@@ -21,7 +21,7 @@ import {
   type InstanceHistory,
 } from '@switchboard/protocol';
 import { errorResponses, type ApiContext } from './context.js';
-import { durationParam, namespaceOf, serviceParam, type Query } from './query.js';
+import { durationParam, namespaceOf, serviceParam, type Query, instanceTarget } from './query.js';
 import type { WatchStreams } from './watch.js';
 
 type Params = Record<string, string>;
@@ -72,10 +72,7 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
       response: { 200: consumerReportResultSchema, ...errorResponses },
     },
   }, async (req) => {
-    const p = req.params as Params;
-    const service = serviceParam(p.service);
-    const id = validateInstanceId(p.instanceId);
-    const namespace = namespaceOf(req.query as Query);
+    const { namespace, service, id } = instanceTarget(req);
     const report = validateConsumerReport(req.body, limits);
     return engine.reportInstance(namespace, service, id, report);
   });
@@ -114,10 +111,7 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
       response: { 200: instanceHistorySchema, ...errorResponses },
     },
   }, async (req) => {
-    const p = req.params as Params;
-    const service = serviceParam(p.service);
-    const id = validateInstanceId(p.instanceId);
-    const namespace = namespaceOf(req.query as Query);
+    const { namespace, service, id } = instanceTarget(req);
     const h = engine.registry.history(namespace, service, id);
     if (!h) throw instanceNotFound(namespace, service, id);
     const answer: InstanceHistory = { service, namespace, id, exists: h.exists, history: [...h.entries] };

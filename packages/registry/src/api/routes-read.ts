@@ -1,9 +1,9 @@
 /** Discovery: service lists, service answers with filters, blocking queries and ETags. */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { SwitchboardError, instanceSchema, serviceAnswerSchema, serviceListSchema, validateInstanceId } from '@switchboard/protocol';
+import { SwitchboardError, instanceSchema, serviceAnswerSchema, serviceListSchema } from '@switchboard/protocol';
 import { serviceAnswerJson } from '../core/views.js';
 import { errorResponses, type ApiContext } from './context.js';
-import { blocking, bool, namespaceOf, serviceParam, serviceQuery, type Query } from './query.js';
+import { blocking, bool, namespaceOf, serviceParam, serviceQuery, type Query, instanceTarget } from './query.js';
 
 type Params = Record<string, string>;
 
@@ -82,10 +82,7 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
   app.get('/v1/services/:service/instances/:instanceId', {
     schema: { tags: ['discovery'], summary: 'One instance', querystring: { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } }, response: { 200: instanceSchema, ...errorResponses } },
   }, async (req, reply) => {
-    const p = req.params as Params;
-    const service = serviceParam(p.service);
-    const id = validateInstanceId(p.instanceId);
-    const namespace = namespaceOf(req.query as Query);
+    const { namespace, service, id } = instanceTarget(req);
     const rec = reg.instance(namespace, service, id);
     if (!rec) {
       throw new SwitchboardError('INSTANCE_NOT_FOUND', `instance ${id} of service ${service} in namespace ${namespace} does not exist`, {

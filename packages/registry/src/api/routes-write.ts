@@ -7,7 +7,6 @@ import {
   leaseRequestSchema,
   statusBodySchema,
   validateBatch,
-  validateInstanceId,
   validateInstanceInput,
   validateLeaseId,
   validateLeaseRequest,
@@ -15,7 +14,7 @@ import {
   writeResultSchema,
 } from '@switchboard/protocol';
 import { errorResponses, type ApiContext } from './context.js';
-import { namespaceOf, serviceParam, type Query } from './query.js';
+import { instanceTarget, namespaceOf, type Query } from './query.js';
 
 type Params = Record<string, string>;
 
@@ -44,10 +43,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   app.put('/v1/services/:service/instances/:instanceId', {
     schema: { tags: ['instances'], summary: 'Register or replace an instance (idempotent)', params: instanceParams, querystring: nsQuery, body: instanceInputSchema, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
-    const p = req.params as Params;
-    const service = serviceParam(p.service);
-    const id = validateInstanceId(p.instanceId);
-    const namespace = namespaceOf(req.query as Query);
+    const { namespace, service, id } = instanceTarget(req);
     const input = validateInstanceInput(req.body, limits);
     return { revision: await engine.register({ namespace, service, id, input }) };
   });
@@ -62,19 +58,14 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   app.delete('/v1/services/:service/instances/:instanceId', {
     schema: { tags: ['instances'], summary: 'Deregister an instance', params: instanceParams, querystring: nsQuery, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
-    const p = req.params as Params;
-    const service = serviceParam(p.service);
-    const id = validateInstanceId(p.instanceId);
-    return { revision: await engine.deregister(namespaceOf(req.query as Query), service, id) };
+    const { namespace, service, id } = instanceTarget(req);
+    return { revision: await engine.deregister(namespace, service, id) };
   });
 
   app.put('/v1/services/:service/instances/:instanceId/status', {
     schema: { tags: ['instances'], summary: 'Set the admin status (up, draining, out_of_service)', params: instanceParams, querystring: nsQuery, body: statusBodySchema, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
-    const p = req.params as Params;
-    const service = serviceParam(p.service);
-    const id = validateInstanceId(p.instanceId);
-    const namespace = namespaceOf(req.query as Query);
+    const { namespace, service, id } = instanceTarget(req);
     const status = validateStatusBody(req.body);
     return { revision: await engine.setStatus(namespace, service, id, status) };
   });
