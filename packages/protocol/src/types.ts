@@ -286,4 +286,46 @@ export interface NodeStatus {
   /** Active checks (http, tcp, grpc) this node runs. */
   checks: { scheduled: number; running: number; queued: number; maxConcurrent: number };
   storage: { durable: boolean; dataDir: string | null };
+  /** ap and cp: the cluster as this node sees it (absent in standalone mode). */
+  cluster?: ClusterStatus;
+}
+
+/** One member of a cluster as seen from the node that answers. */
+export interface ClusterMember {
+  id: string;
+  /** ap: the peer-link address; cp: the node's REST address. */
+  address: string;
+  self: boolean;
+  reachable: boolean;
+  /** Milliseconds since the member was last heard from (null: never). */
+  lastSeenMs: number | null;
+  /** ap: replication lag from this node to the member, in milliseconds. */
+  lagMs?: number;
+  /** The member's own revision as last heard (ap: its change counter). */
+  revision?: number;
+}
+
+/** The store under a cp node: the etcd cluster. */
+export interface StoreStatus {
+  kind: 'etcd';
+  endpoints: string[];
+  reachable: boolean;
+  /** The etcd member id of the leader, when known. */
+  leader: string | null;
+  /** etcd's revision as last learned, and how far the local view is behind it. */
+  revision: number;
+  viewRevision: number;
+  lagMs: number;
+  /** Milliseconds since etcd last answered (null: never). */
+  lastContactMs: number | null;
+}
+
+export interface ClusterStatus {
+  members: ClusterMember[];
+  /** True when this node has caught up and takes requests (ap: after catching up from a peer). */
+  ready: boolean;
+  /** cp: the etcd cluster under this node. */
+  store?: StoreStatus;
+  /** Anything else the mode reports (documented in docs/api.md). */
+  [extra: string]: unknown;
 }

@@ -83,6 +83,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   const streams = new WatchStreams(ctx);
   const sessions = new Sessions(ctx);
   ctx.metrics = createMetrics(engine, () => streams.open.size, () => sessions.size);
+  engine.registerMetrics?.(ctx.metrics.registry);
 
   // Schemas document the API; validation is validate.ts, so that every failure names its
   // field and says how to fix it. Serialisation is plain JSON (hot answers are cached strings).

@@ -25,6 +25,7 @@ const statusSchema = {
       properties: { scheduled: { type: 'integer' }, running: { type: 'integer' }, queued: { type: 'integer' }, maxConcurrent: { type: 'integer' } },
     },
     storage: { type: 'object', properties: { durable: { type: 'boolean' }, dataDir: { type: ['string', 'null'] } } },
+    cluster: { type: 'object', description: 'ap and cp: members, reachability, lag and the store', additionalProperties: true },
   },
 } as const;
 
@@ -51,6 +52,8 @@ export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, counts: 
       checks: { scheduled: checks.scheduled, running: checks.running, queued: checks.queued, maxConcurrent: ctx.limits.maxConcurrentChecks },
       storage: { durable: engine.durable, dataDir: engine.dataDir },
     };
+    const cluster = engine.cluster?.();
+    if (cluster) status.cluster = cluster;
     return status;
   });
 

@@ -4,8 +4,7 @@ import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import { build, type SwitchboardApp } from '../api/app.js';
 import type { Engine } from '../engines/engine.js';
-import { StandaloneEngine } from '../engines/standalone.js';
-import { createStorage } from '../storage/index.js';
+import { openEngine } from '../engines/open.js';
 import { VERSION } from '../version.js';
 import type { AgentConfig } from './config.js';
 
@@ -26,26 +25,16 @@ export function createLogger(cfg: Pick<AgentConfig, 'logLevel' | 'logFormat'>, s
 const monotonic = { now: () => performance.timeOrigin + performance.now() };
 
 export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger(cfg)): Promise<RunningAgent> {
-  if (cfg.mode !== 'standalone') {
-    throw new Error(`--mode ${cfg.mode} is not available in this version; run the default standalone mode`);
-  }
   const nodeId = cfg.nodeId ?? hostname();
-  const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir, logger: logger.child({ component: 'storage' }) });
-  const engine = await StandaloneEngine.open({
+  const engine = await openEngine({
+    cfg,
     nodeId,
-    storage,
-    limits: cfg.limits,
+    logger,
     clock: monotonic,
     onFatal: (err) => {
-      logger.fatal({ err }, 'storage failed; stopping so that memory never runs ahead of disk');
+      logger.fatal({ err }, 'the node cannot keep its promises (storage or store failed); stopping');
       process.exit(70);
     },
-    onSnapshotError: (err) => logger.error({ err }, 'snapshot failed; the log is intact and the next snapshot will be tried later'),
-    onRecovered: (r) => logger.info(r, r.entries > 0 || r.fromSnapshot ? 'recovered state from the data directory' : 'starting with an empty registry'),
-    onProtectionChange: (c) =>
-      c.engaged
-        ? logger.warn({ selfPreservation: true, zone: c.zone }, `self-preservation engaged: lapsed leases are held, not evicted (${c.reason})`)
-        : logger.info({ selfPreservation: false, zone: c.zone }, `self-preservation released: evictions resume (${c.reason})`),
   });
   const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }) });
   const address = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port });

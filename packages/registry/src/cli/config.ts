@@ -15,6 +15,14 @@ export interface AgentConfig {
   peerAddr: { host: string; port: number };
   peers: { id: string; host: string; port: number }[];
   etcd: string[];
+  /** cp: the key prefix under which the registry lives in etcd. */
+  etcdPrefix: string;
+  /** ap: addresses (HOST:PORT of peer links) of running nodes to join through. */
+  join: { host: string; port: number }[];
+  /** Alert receivers: each URL gets a JSON POST per alert episode. */
+  alertWebhooks: string[];
+  /** OpenTelemetry: an OTLP/HTTP traces endpoint; tracing is off when null. */
+  otlpEndpoint: string | null;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
   logFormat: 'json' | 'pretty' | 'auto';
   limits: Limits;
@@ -31,7 +39,7 @@ export class ConfigError extends Error {
 }
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'logLevel', 'logFormat'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'join', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat'] as const;
 type Key = (typeof CONFIG_KEYS)[number];
 
 export const flagOf = (k: string): string => '--' + k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
@@ -163,6 +171,21 @@ export function resolveConfig(sources: Source[]): AgentConfig {
       if (!/^https?:\/\/[^\s/]+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be a URL like http://127.0.0.1:2379`);
       return u;
     }), []),
+    etcdPrefix: get('etcdPrefix', (v, w) => {
+      const s = str(v, w);
+      if (!/^\/[\x21-\x7e]*\/$/.test(s)) throw new ConfigError(w, `${w} "${s}" must start and end with "/" (for example /switchboard/)`);
+      return s;
+    }, '/switchboard/'),
+    join: get('join', (v, w) => listOf(v, w).map((a) => hostPort(a, w, 7701)), []),
+    alertWebhooks: get('alertWebhooks', (v, w) => listOf(v, w).map((u) => {
+      if (!/^https?:\/\/\S+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be an http(s) URL`);
+      return u;
+    }), []),
+    otlpEndpoint: get<string | null>('otlpEndpoint', (v, w) => {
+      const s = str(v, w);
+      if (!/^https?:\/\/\S+$/.test(s)) throw new ConfigError(w, `${w}: "${s}" must be an http(s) URL like http://127.0.0.1:4318/v1/traces`);
+      return s;
+    }, null),
     logLevel: get('logLevel', (v, w) => oneOf(v, w, ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const), 'info'),
     logFormat: get('logFormat', (v, w) => oneOf(v, w, ['json', 'pretty', 'auto'] as const), 'auto'),
     limits: get('limits', limitsOf, { ...DEFAULT_LIMITS }),

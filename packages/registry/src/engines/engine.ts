@@ -1,5 +1,6 @@
 /** What the API needs from an engine, whatever the mode. */
-import type { AdminStatus, CheckResult, ConsumerReport, LeaseGrant, Mode, ServiceSettings } from '@switchboard/protocol';
+import type { AdminStatus, CheckResult, ClusterStatus, ConsumerReport, LeaseGrant, Mode, ServiceSettings } from '@switchboard/protocol';
+import type { Registry as MetricsRegistry } from 'prom-client';
 import type { Registry, RegistrationItem } from '../core/registry.js';
 import type { SchedulerStats } from '../health/scheduler.js';
 import type { Hub } from './hub.js';
@@ -34,5 +35,9 @@ export interface Engine {
   reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }>;
   /** The active checks this node runs. */
   checkStats(): SchedulerStats;
+  /** ap and cp: members, reachability, lag, the store (in /v1/status as `cluster`). */
+  cluster?(): ClusterStatus;
+  /** Adds the mode's own metrics (replication lag, etcd round trips, ...) to /metrics. */
+  registerMetrics?(registry: MetricsRegistry): void;
   close(): Promise<void>;
 }
