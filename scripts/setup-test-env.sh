@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond npm, when it is missing, and says what it installs.
-# The standalone tests need nothing beyond Node.js; later suites add their packages here.
+# etcd-server: the cp tests run a real 3-member etcd; chromium: the dashboard tests drive it headless.
 set -euo pipefail
 need=()
 for pkg in "$@"; do
