@@ -129,10 +129,9 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
       throw new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send the request to another node, or retry once it is back' });
     }
   });
-  app.addHook('onResponse', async (req, reply) => {
-    const route = req.routeOptions.url ?? 'unknown';
-    ctx.metrics.requests.inc({ method: req.method, route, status: String(reply.statusCode) });
-    if (route !== '/v1/watch') ctx.metrics.requestSeconds.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+  app.addHook('onResponse', (req, reply, done) => {
+    ctx.metrics.observeRequest(req.method, req.routeOptions.url ?? 'unknown', reply.statusCode, reply.elapsedTime / 1000);
+    done();
   });
 
   // An Expect other than 100-continue never reaches Fastify; Node would answer an empty 417.
@@ -181,6 +180,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     sessions.shutdown();
     engine.hub.wakeAll();
     await app.close();
+    ctx.metrics.close();
   };
   await app.ready();
   return sw;

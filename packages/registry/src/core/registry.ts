@@ -717,6 +717,16 @@ export class Registry {
     }
     return rec;
   }
+
+  /** Every live lease, unordered (for metrics; do not change them). */
+  allLeases(): IterableIterator<Lease> {
+    return this.leaseTable.values();
+  }
+
+  /** Every service that has instances, unordered (listServices sorts; this does not). */
+  *allServices(): IterableIterator<ServiceState> {
+    for (const s of this.services.values()) if (s.instances.size > 0) yield s;
+  }
 }
 
 function inputFromInstance(i: Instance, checks: CheckSpec[]): InstanceInput {

@@ -3,6 +3,7 @@ import type { AdminStatus, CheckResult, ClusterStatus, ConsumerReport, LeaseGran
 import type { Registry as MetricsRegistry } from 'prom-client';
 import type { Registry, RegistrationItem } from '../core/registry.js';
 import type { SchedulerStats } from '../health/scheduler.js';
+import type { StorageObservers } from '../storage/observer.js';
 import type { Hub } from './hub.js';
 
 export interface Engine {
@@ -39,5 +40,7 @@ export interface Engine {
   cluster?(): ClusterStatus;
   /** Adds the mode's own metrics (replication lag, etcd round trips, ...) to /metrics. */
   registerMetrics?(registry: MetricsRegistry): void;
+  /** The storage's reports (group commits), when the engine has local storage. */
+  readonly storageObservers?: StorageObservers;
   close(): Promise<void>;
 }

@@ -1,17 +1,19 @@
 /** The default mode: one node, durable local storage. */
-import { createStorage } from '../storage/index.js';
+import { StorageObservers, createStorage } from '../storage/index.js';
 import type { Engine } from './engine.js';
 import type { OpenContext } from './open.js';
 import { StandaloneEngine } from './standalone.js';
 
 export async function openStandaloneEngine({ cfg, nodeId, logger, clock, onFatal }: OpenContext): Promise<Engine> {
-  const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir, logger: logger.child({ component: 'storage' }) });
+  const storageObservers = new StorageObservers();
+  const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir, logger: logger.child({ component: 'storage' }), observer: storageObservers });
   return StandaloneEngine.open({
     nodeId,
     storage,
     limits: cfg.limits,
     clock,
     onFatal,
+    storageObservers,
     onSnapshotError: (err) => logger.error({ err }, 'snapshot failed; the log is intact and the next snapshot will be tried later'),
     onRecovered: (r) => logger.info(r, r.entries > 0 || r.fromSnapshot ? 'recovered state from the data directory' : 'starting with an empty registry'),
     onProtectionChange: (c) =>

@@ -14,6 +14,7 @@ import { Registry, serviceKey, type RegistrationItem, type WriteOutcome } from '
 import type { ProtectionChange } from '../core/self-preservation.js';
 import { HealthMonitor, type MonitorOptions } from '../health/monitor.js';
 import type { SchedulerStats } from '../health/scheduler.js';
+import type { StorageObservers } from '../storage/observer.js';
 import type { Storage } from '../storage/storage.js';
 import type { Engine } from './engine.js';
 import { Hub } from './hub.js';
@@ -38,6 +39,8 @@ export interface StandaloneOptions {
   onSnapshotError?: (err: unknown) => void;
   /** Called after recovery with what was replayed. */
   onRecovered?: (info: { revision: number; entries: number; fromSnapshot: boolean; ms: number }) => void;
+  /** The observers given to the storage (metrics subscribe to them through the engine). */
+  storageObservers?: StorageObservers;
 }
 
 type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
@@ -218,5 +221,9 @@ export class StandaloneEngine implements Engine {
       .finally(() => {
         this.snapshotting = false;
       });
+  }
+
+  get storageObservers(): StorageObservers | undefined {
+    return this.opts.storageObservers;
   }
 }

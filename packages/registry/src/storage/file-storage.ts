@@ -12,6 +12,7 @@ import { stderrLogger, type StorageLogger } from './logger.js';
 import { recover } from './recovery.js';
 import { trimDataDir } from './retention.js';
 import { writeSnapshotFile } from './snapshot.js';
+import type { StorageObserver } from './observer.js';
 import type { Recovered, Storage } from './storage.js';
 import { WalWriter, type WalLimits, type WalStats } from './wal.js';
 
@@ -44,6 +45,8 @@ export interface FileStorageOptions extends Partial<FileStorageLimits> {
   logger?: StorageLogger;
   /** Tests only: replaces fdatasync to inject faults. */
   sync?: (fh: FileHandle) => Promise<void>;
+  /** Told about each group commit of the log (metrics); optional. */
+  observer?: StorageObserver;
 }
 
 export interface FileStorageStats extends WalStats {
@@ -77,7 +80,7 @@ export class FileStorage implements Storage {
     this.lock = await acquireLock(this.location, this.logger);
     try {
       const rec = await recover(this.location, newEpoch, this.logger);
-      const wal = await WalWriter.open({ ...this.limits, dir: this.location, epoch: rec.epoch, sync: this.opts.sync }, rec.tail, rec.lastLsn);
+      const wal = await WalWriter.open({ ...this.limits, dir: this.location, epoch: rec.epoch, sync: this.opts.sync, observer: this.opts.observer }, rec.tail, rec.lastLsn);
       this.wal = wal;
       this.epoch = rec.epoch;
       this.lastSnapshotLsn = rec.snapshotLsn;

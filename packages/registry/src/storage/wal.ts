@@ -15,6 +15,7 @@ import type { Entry } from '../core/entry.js';
 import { FILE_HEADER_BYTES, encodeFileHeader } from './file-header.js';
 import { FILE_MODE, fsyncDir, writeAll } from './fsutil.js';
 import { segmentFileName } from './layout.js';
+import type { StorageObserver } from './observer.js';
 import { BATCH_END, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, writeFrame } from './record.js';
 
 export interface WalLimits {
@@ -55,6 +56,8 @@ export interface WalWriterOptions extends WalLimits {
   epoch: string;
   /** Makes written data durable; fh.datasync() unless a test injects a fault. */
   sync?: (fh: FileHandle) => Promise<void>;
+  /** Told about each group commit (records, bytes, write and fsync time); optional. */
+  observer?: StorageObserver;
 }
 
 interface RecordItem {
@@ -220,13 +223,17 @@ export class WalWriter {
       at = writeFrame(buf, at, item.lsn, i === batch.length - 1 ? BATCH_END : 0, item.payload as Buffer);
     });
     const fh = this.fh as FileHandle;
+    const observer = this.opts.observer;
+    const t0 = observer ? performance.now() : 0;
     await this.io('write', () => writeAll(fh, buf, this.position));
     this.position += total;
     this.pendingBytes -= total;
     this.stats.writes++;
     this.stats.bytesWritten += total;
+    const t1 = observer ? performance.now() : 0;
     await this.io('fsync', () => (this.opts.sync ? this.opts.sync(fh) : fh.datasync()));
     this.stats.fsyncs++;
+    if (observer) observer.walCommit({ records: batch.length, bytes: total, writeSeconds: (t1 - t0) / 1000, syncSeconds: (performance.now() - t1) / 1000 });
   }
 
   /** Closes the current segment (all of it already fsync'd) and starts `firstLsn`'s. */

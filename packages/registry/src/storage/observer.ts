@@ -1,0 +1,38 @@
+/**
+ * What the storage reports about its own work, for metrics and tracing, without knowing
+ * either: the engine passes an observer in, and nothing is measured when none is given.
+ */
+
+/** One group commit of the write-ahead log: one write and one fdatasync. */
+export interface WalCommit {
+  /** Log records in the batch. */
+  records: number;
+  bytes: number;
+  /** Seconds spent in the write, then in the fdatasync. */
+  writeSeconds: number;
+  syncSeconds: number;
+}
+
+export interface StorageObserver {
+  walCommit(commit: WalCommit): void;
+}
+
+/** Several observers behind one (metrics of every app built on the engine). */
+export class StorageObservers implements StorageObserver {
+  private list: StorageObserver[] = [];
+
+  get size(): number {
+    return this.list.length;
+  }
+
+  add(observer: StorageObserver): () => void {
+    this.list = [...this.list, observer];
+    return () => {
+      this.list = this.list.filter((o) => o !== observer);
+    };
+  }
+
+  walCommit(commit: WalCommit): void {
+    for (const o of this.list) o.walCommit(commit);
+  }
+}
