@@ -7,6 +7,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import type { Problem } from '@switchboard/protocol';
 import { ProtocolError, RegistryError, RegistryUnavailableError, registryError } from './errors.js';
 import { deadline } from './time.js';
+import { withTraceHeaders } from './trace-context.js';
 
 /**
  * @internal The registry endpoints of a client and which one is preferred. A failure moves the
@@ -140,7 +141,7 @@ export class RegistryHttp {
         method: spec.method,
         dispatcher: this.dispatcher,
         signal: dl.signal,
-        headers: { accept: 'application/json', ...(spec.body === undefined ? {} : { 'content-type': 'application/json' }), ...spec.headers },
+        headers: withTraceHeaders({ accept: 'application/json', ...(spec.body === undefined ? {} : { 'content-type': 'application/json' }), ...spec.headers }),
         body: spec.body === undefined ? null : JSON.stringify(spec.body),
       });
       const text = await res.body.text();

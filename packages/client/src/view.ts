@@ -13,6 +13,7 @@ import { CircuitOpenError, ClientClosedError, NoInstanceError, RegistryUnavailab
 import type { FeedChange, FeedListener, ServiceFeed } from './feed.js';
 import { Bulkhead, CircuitBreaker, RetryBudget, type BulkheadOptions, type CircuitBreakerOptions, type RetryBudgetOptions } from './resilience.js';
 import { deadline, holdProcess, sleep, systemClock, unrefTimer, type Clock } from './time.js';
+import { withTraceHeaders } from './trace-context.js';
 
 /**
  * Retry settings of a view's calls.
@@ -493,7 +494,7 @@ export class ServiceView extends EventEmitter implements FeedListener {
     const suffix = path.startsWith('/') ? path : `/${path}`;
     const retryOn = this.retryOn;
     return this.call(
-      (inst, { signal: s }) => undiciFetch(`${inst.protocol === 'https' ? 'https' : scheme}://${hostPort(inst)}${suffix}`, { ...rest, signal: s, dispatcher: this.deps.dispatcher }),
+      (inst, { signal: s }) => undiciFetch(`${inst.protocol === 'https' ? 'https' : scheme}://${hostPort(inst)}${suffix}`, { ...rest, headers: withTraceHeaders(rest.headers), signal: s, dispatcher: this.deps.dispatcher }),
       callOpts,
       (o) => {
         if ('result' in o) {

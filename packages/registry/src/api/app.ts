@@ -7,6 +7,7 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import { SwitchboardError, problemSchema, type Limits } from '@switchboard/protocol';
 import type { Engine } from '../engines/engine.js';
+import type { Tracing } from '../telemetry/index.js';
 import type { ApiContext } from './context.js';
 import { createMetrics } from './metrics.js';
 import { answerClientError, answerExpectation, methodNotAllowed, sendProblem, toSwitchboardError } from './problem.js';
@@ -26,6 +27,8 @@ export interface BuildOptions {
   watchHeartbeatMs?: number;
   /** Most requests served on one connection before it is closed (default unlimited). */
   maxRequestsPerSocket?: number;
+  /** Tracing (a server span per API call); absent when tracing is off: no hooks at all. */
+  tracing?: Tracing;
 }
 
 export interface SwitchboardApp extends FastifyInstance {
@@ -133,6 +136,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     ctx.metrics.observeRequest(req.method, req.routeOptions.url ?? 'unknown', reply.statusCode, reply.elapsedTime / 1000);
     done();
   });
+  opts.tracing?.instrument(app);
 
   // An Expect other than 100-continue never reaches Fastify; Node would answer an empty 417.
   app.server.on('checkExpectation', answerExpectation);

@@ -5,6 +5,7 @@ import pretty from 'pino-pretty';
 import { build, type SwitchboardApp } from '../api/app.js';
 import type { Engine } from '../engines/engine.js';
 import { openEngine } from '../engines/open.js';
+import { startTracing } from '../telemetry/index.js';
 import { VERSION } from '../version.js';
 import type { AgentConfig } from './config.js';
 
@@ -26,6 +27,8 @@ const monotonic = { now: () => performance.timeOrigin + performance.now() };
 
 export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger(cfg)): Promise<RunningAgent> {
   const nodeId = cfg.nodeId ?? hostname();
+  // Before the engine, so that its own calls (replication, etcd) are traced from the start.
+  const tracing = cfg.otlpEndpoint === null ? undefined : await startTracing({ endpoint: cfg.otlpEndpoint, serviceName: 'switchboard', serviceVersion: VERSION, nodeId, logger: logger.child({ component: 'tracing' }) });
   const engine = await openEngine({
     cfg,
     nodeId,
@@ -36,7 +39,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       process.exit(70);
     },
   });
-  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }) });
+  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), ...(tracing ? { tracing } : {}) });
   const address = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port });
   const url = address.replace('[::1]', '[::1]');
   logger.info({ nodeId, mode: cfg.mode, epoch: engine.registry.epoch, revision: engine.registry.revision, durable: engine.durable, dataDir: engine.dataDir }, `listening on ${url}`);
@@ -46,6 +49,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       logger.info('shutting down: no new requests, ending watch streams');
       await app.shutdown();
       await engine.close();
+      await tracing?.shutdown();
       logger.info('stopped');
     })());
   return { app, engine, url, logger, stop };

@@ -16,6 +16,7 @@ import { HealthMonitor, type MonitorOptions } from '../health/monitor.js';
 import type { SchedulerStats } from '../health/scheduler.js';
 import type { StorageObservers } from '../storage/observer.js';
 import type { Storage } from '../storage/storage.js';
+import { traceAppend } from '../telemetry/index.js';
 import type { Engine } from './engine.js';
 import { Hub } from './hub.js';
 
@@ -179,7 +180,7 @@ export class StandaloneEngine implements Engine {
     }
     const slot: Pending = { outcome, done: false };
     this.pending.push(slot);
-    const appended = this.storage.append(outcome.entry);
+    const appended = traceAppend(this.storage.append(outcome.entry), outcome.revision);
     this.lastAppend = appended;
     try {
       await appended;

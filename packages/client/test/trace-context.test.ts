@@ -1,0 +1,63 @@
+// Goal: with an OpenTelemetry SDK in the application, the SDK's requests to the registry
+// and its fetches to services carry the active span as a W3C traceparent; without an
+// active span nothing is added, and a traceparent the caller set is kept.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { trace } from '@opentelemetry/api';
+import { InMemorySpanExporter, NodeTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-node';
+import { connect } from '../src/index.js';
+import { Endpoints, RegistryHttp } from '../src/registry-http.js';
+import { traceHeaders } from '../src/trace-context.js';
+import { rest, spawnAgent, waitFor } from './helpers.js';
+
+test('traceparent is injected from the active span into registry calls and service fetches', async () => {
+  // Without an SDK registered, there is nothing to inject.
+  assert.deepEqual(traceHeaders(), {});
+  const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(new InMemorySpanExporter())] });
+  provider.register();
+  const tracer = trace.getTracer('test');
+
+  const seen: IncomingHttpHeaders[] = [];
+  const service = createServer((req, res) => {
+    seen.push(req.headers);
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+  });
+  await new Promise<void>((r) => service.listen(0, '127.0.0.1', r));
+  const port = (service.address() as AddressInfo).port;
+  const agent = await spawnAgent(['--dev']);
+  const client = await connect({ endpoints: [agent.url] });
+  const http = new RegistryHttp(new Endpoints([`http://127.0.0.1:${port}`]));
+  try {
+    assert.equal((await rest(agent.url, 'PUT', '/v1/services/traced/instances/t1', { address: '127.0.0.1', port })).status, 200);
+    const view = client.service('traced');
+    await waitFor(() => view.instances().length === 1, 5_000, 'the instance in the view');
+
+    // No active span: no header.
+    await (await view.fetch('/plain')).text();
+    await http.call(`http://127.0.0.1:${port}`, { method: 'GET', path: '/v1/status' });
+    assert.equal(seen.length, 2);
+    assert.ok(seen.every((h) => h.traceparent === undefined));
+
+    await tracer.startActiveSpan('checkout', async (span) => {
+      const { traceId, spanId } = span.spanContext();
+      const expected = `00-${traceId}-${spanId}-01`;
+      await (await view.fetch('/traced', { headers: { accept: 'application/json' } })).text();
+      assert.equal(seen.at(-1)!.traceparent, expected, 'view.fetch carries the active span');
+      assert.equal(seen.at(-1)!.accept, 'application/json', "the caller's headers are kept");
+      await http.call(`http://127.0.0.1:${port}`, { method: 'GET', path: '/v1/status' });
+      assert.equal(seen.at(-1)!.traceparent, expected, 'registry calls carry the active span');
+      const own = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+      await (await view.fetch('/own', { headers: { traceparent: own } })).text();
+      assert.equal(seen.at(-1)!.traceparent, own, 'a traceparent the caller set is not replaced');
+      span.end();
+    });
+  } finally {
+    await client.close();
+    await agent.kill();
+    await provider.shutdown();
+    service.closeAllConnections();
+    await new Promise<void>((r) => service.close(() => r()));
+  }
+});
