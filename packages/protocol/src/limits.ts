@@ -89,6 +89,18 @@ export interface Limits {
   reportMinReporters: number;
   /** Reporters remembered per instance (the oldest report is forgotten first). */
   maxReportersPerInstance: number;
+  /** How often alert conditions are evaluated. */
+  alertEvaluateIntervalMs: number;
+  /** Attempts to deliver one alert message to one webhook before it is given up. */
+  alertDeliveryAttempts: number;
+  /** Messages waiting per webhook; when full, the oldest is dropped (and counted). */
+  alertMaxPending: number;
+  /** First retry delay of a failed delivery; doubled per attempt up to alertRetryMaxMs. */
+  alertRetryBaseMs: number;
+  /** Longest delay between two delivery attempts. */
+  alertRetryMaxMs: number;
+  /** Longest wait for a webhook's answer to one attempt. */
+  alertWebhookTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -131,6 +143,12 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   reportWindowMs: 30_000,
   reportMinReporters: 2,
   maxReportersPerInstance: 16,
+  alertEvaluateIntervalMs: 1000,
+  alertDeliveryAttempts: 8,
+  alertMaxPending: 256,
+  alertRetryBaseMs: 500,
+  alertRetryMaxMs: 30_000,
+  alertWebhookTimeoutMs: 5000,
 });
 
 /** One line per limit, for docs and `--help`. */

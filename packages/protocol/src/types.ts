@@ -288,6 +288,8 @@ export interface NodeStatus {
   storage: { durable: boolean; dataDir: string | null };
   /** ap and cp: the cluster as this node sees it (absent in standalone mode). */
   cluster?: ClusterStatus;
+  /** Alert episodes now active and the delivery state of each webhook (docs/alerts.md). */
+  alerts?: AlertsStatus;
 }
 
 /** One member of a cluster as seen from the node that answers. */
@@ -328,4 +330,52 @@ export interface ClusterStatus {
   store?: StoreStatus;
   /** Anything else the mode reports (documented in docs/api.md). */
   [extra: string]: unknown;
+}
+
+/** The alerts a node raises (docs/alerts.md). */
+export const ALERT_NAMES = ['service_unavailable', 'self_preservation', 'peer_unreachable', 'store_unreachable'] as const;
+export type AlertName = (typeof ALERT_NAMES)[number];
+export type AlertSeverity = 'critical' | 'warning';
+
+/** One episode of an alert: from the moment its condition held to the moment it ended. */
+export interface AlertEpisode {
+  alert: AlertName;
+  severity: AlertSeverity;
+  /** Unique per episode: the firing and the resolved message of one episode share it. */
+  episodeId: string;
+  /** What the alert is about: `namespace/service`, a member id, or `node`/`store`. */
+  subject: string;
+  summary: string;
+  startedAt: string;
+  /** null while the episode lasts. */
+  resolvedAt: string | null;
+  details: Record<string, unknown>;
+}
+
+/** The JSON body POSTed to each alert webhook. */
+export interface AlertMessage extends AlertEpisode {
+  /** Body format version. */
+  version: 1;
+  status: 'firing' | 'resolved';
+  node: { id: string; mode: Mode };
+  sentAt: string;
+}
+
+export interface AlertWebhookStatus {
+  /** The webhook's URL without credentials or query. */
+  url: string;
+  /** Messages waiting to be delivered (the first may be between attempts). */
+  pending: number;
+  delivered: number;
+  /** Messages given up on after the last attempt. */
+  failed: number;
+  /** Messages dropped because the queue was full (alertMaxPending). */
+  dropped: number;
+  lastError: string | null;
+  lastDeliveredAt: string | null;
+}
+
+export interface AlertsStatus {
+  active: AlertEpisode[];
+  webhooks: AlertWebhookStatus[];
 }

@@ -8,7 +8,7 @@ import websocket from '@fastify/websocket';
 import { SwitchboardError, problemSchema, type Limits } from '@switchboard/protocol';
 import type { Engine } from '../engines/engine.js';
 import type { Tracing } from '../telemetry/index.js';
-import type { ApiContext } from './context.js';
+import type { AlertsView, ApiContext } from './context.js';
 import { createMetrics } from './metrics.js';
 import { answerClientError, answerExpectation, methodNotAllowed, sendProblem, toSwitchboardError } from './problem.js';
 import { healthRoutes } from './routes-health.js';
@@ -29,6 +29,8 @@ export interface BuildOptions {
   maxRequestsPerSocket?: number;
   /** Tracing (a server span per API call); absent when tracing is off: no hooks at all. */
   tracing?: Tracing;
+  /** Alerts: shown in /v1/status and counted in /metrics. */
+  alerts?: AlertsView;
 }
 
 export interface SwitchboardApp extends FastifyInstance {
@@ -82,11 +84,13 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     closing: { value: false },
     watchHeartbeatMs: opts.watchHeartbeatMs ?? 15_000,
     metrics: undefined as never,
+    ...(opts.alerts ? { alerts: opts.alerts } : {}),
   };
   const streams = new WatchStreams(ctx);
   const sessions = new Sessions(ctx);
   ctx.metrics = createMetrics(engine, () => streams.open.size, () => sessions.size);
   engine.registerMetrics?.(ctx.metrics.registry);
+  opts.alerts?.registerMetrics(ctx.metrics.registry);
 
   // Schemas document the API; validation is validate.ts, so that every failure names its
   // field and says how to fix it. Serialisation is plain JSON (hot answers are cached strings).

@@ -1,4 +1,4 @@
-import type { Limits } from '@switchboard/protocol';
+import type { AlertsStatus, Limits } from '@switchboard/protocol';
 import type { Engine } from '../engines/engine.js';
 import type { Metrics } from './metrics.js';
 
@@ -13,6 +13,14 @@ export interface ApiContext {
   closing: { value: boolean };
   /** Milliseconds between keep-alive comments on idle watch streams. */
   watchHeartbeatMs: number;
+  /** The node's alerts (status field `alerts`), when the agent runs them. */
+  alerts?: AlertsView;
+}
+
+/** What the API shows of the alerts (alerts/index.ts). */
+export interface AlertsView {
+  status(): AlertsStatus;
+  registerMetrics(registry: import('prom-client').Registry): void;
 }
 
 export const errorResponses = {

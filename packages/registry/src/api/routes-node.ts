@@ -26,6 +26,14 @@ const statusSchema = {
     },
     storage: { type: 'object', properties: { durable: { type: 'boolean' }, dataDir: { type: ['string', 'null'] } } },
     cluster: { type: 'object', description: 'ap and cp: members, reachability, lag and the store', additionalProperties: true },
+    alerts: {
+      type: 'object',
+      description: 'alert episodes now active and the delivery state of each webhook (docs/alerts.md)',
+      properties: {
+        active: { type: 'array', items: { type: 'object', additionalProperties: true } },
+        webhooks: { type: 'array', items: { type: 'object', additionalProperties: true } },
+      },
+    },
   },
 } as const;
 
@@ -54,6 +62,8 @@ export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, counts: 
     };
     const cluster = engine.cluster?.();
     if (cluster) status.cluster = cluster;
+    const alerts = ctx.alerts?.status();
+    if (alerts) status.alerts = alerts;
     return status;
   });
 

@@ -2,6 +2,7 @@
 import { hostname } from 'node:os';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
+import { Alerts } from '../alerts/index.js';
 import { build, type SwitchboardApp } from '../api/app.js';
 import type { Engine } from '../engines/engine.js';
 import { openEngine } from '../engines/open.js';
@@ -39,7 +40,8 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       process.exit(70);
     },
   });
-  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), ...(tracing ? { tracing } : {}) });
+  const alerts = new Alerts({ engine, webhooks: cfg.alertWebhooks, limits: cfg.limits, logger: logger.child({ component: 'alerts' }) });
+  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(tracing ? { tracing } : {}) });
   const address = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port });
   const url = address.replace('[::1]', '[::1]');
   logger.info({ nodeId, mode: cfg.mode, epoch: engine.registry.epoch, revision: engine.registry.revision, durable: engine.durable, dataDir: engine.dataDir }, `listening on ${url}`);
@@ -47,6 +49,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
       logger.info('shutting down: no new requests, ending watch streams');
+      alerts.close();
       await app.shutdown();
       await engine.close();
       await tracing?.shutdown();

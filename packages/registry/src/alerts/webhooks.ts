@@ -1,0 +1,152 @@
+/**
+ * Delivery of alert messages to one webhook: a bounded FIFO queue, one message in flight
+ * at a time (so that an episode's resolved message never overtakes its firing one), each
+ * POSTed until the webhook answers 2xx, retried with capped exponential backoff, given up
+ * after a set number of attempts. A message is delivered at most once per webhook as far
+ * as this node can tell (a 2xx ends it); a receiver that answered 2xx to a request the
+ * node never saw the answer of may get it again: the episode id tells the two apart.
+ */
+import type { AlertMessage, AlertWebhookStatus } from '@switchboard/protocol';
+import { retryDelayMs } from './rules.js';
+
+export interface WebhookLimits {
+  alertDeliveryAttempts: number;
+  alertMaxPending: number;
+  alertRetryBaseMs: number;
+  alertRetryMaxMs: number;
+  alertWebhookTimeoutMs: number;
+}
+
+export type DeliveryResult = 'delivered' | 'retried' | 'failed' | 'dropped';
+
+export interface WebhookOptions {
+  url: string;
+  limits: WebhookLimits;
+  /** Told of every outcome (metrics, logs). */
+  onResult?: (result: DeliveryResult, message: AlertMessage, error: string | null) => void;
+  /** The HTTP POST; global fetch unless a test replaces it. */
+  fetch?: typeof fetch;
+}
+
+interface Queued {
+  message: AlertMessage;
+  attempts: number;
+}
+
+/** The URL as shown in status: no credentials, no query (either may hold a secret). */
+export function displayUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    return '(invalid URL)';
+  }
+}
+
+export class Webhook {
+  private readonly queue: Queued[] = [];
+  private running = false;
+  private closed = false;
+  private timer: NodeJS.Timeout | null = null;
+  private wake: (() => void) | null = null;
+  private readonly abort = new AbortController();
+  private delivered = 0;
+  private failed = 0;
+  private dropped = 0;
+  private lastError: string | null = null;
+  private lastDeliveredAt: string | null = null;
+
+  constructor(private readonly opts: WebhookOptions) {}
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  send(message: AlertMessage): void {
+    if (this.closed) return;
+    if (this.queue.length >= Math.max(1, this.opts.limits.alertMaxPending)) {
+      // The oldest waiting message goes, unless it is the one being attempted now.
+      const at = this.running && this.queue.length > 1 ? 1 : 0;
+      const [old] = this.queue.splice(at, 1);
+      this.dropped++;
+      if (old) this.opts.onResult?.('dropped', old.message, 'the queue was full (alertMaxPending)');
+    }
+    this.queue.push({ message, attempts: 0 });
+    if (!this.running) void this.run();
+  }
+
+  status(): AlertWebhookStatus {
+    return { url: displayUrl(this.opts.url), pending: this.queue.length, delivered: this.delivered, failed: this.failed, dropped: this.dropped, lastError: this.lastError, lastDeliveredAt: this.lastDeliveredAt };
+  }
+
+  /** Stops: pending messages are not delivered, an attempt in flight is cut off. */
+  close(): void {
+    this.closed = true;
+    this.abort.abort();
+    if (this.timer) clearTimeout(this.timer);
+    this.wake?.();
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    const limits = this.opts.limits;
+    try {
+      while (!this.closed && this.queue.length > 0) {
+        const item = this.queue[0] as Queued;
+        item.attempts++;
+        const error = await this.attempt(item.message);
+        if (this.closed) return;
+        if (error === null) {
+          this.queue.shift();
+          this.delivered++;
+          this.lastDeliveredAt = new Date().toISOString();
+          this.opts.onResult?.('delivered', item.message, null);
+          continue;
+        }
+        this.lastError = error;
+        if (item.attempts >= Math.max(1, limits.alertDeliveryAttempts)) {
+          this.queue.shift();
+          this.failed++;
+          this.opts.onResult?.('failed', item.message, error);
+          continue;
+        }
+        this.opts.onResult?.('retried', item.message, error);
+        await this.sleep(retryDelayMs(item.attempts + 1, limits.alertRetryBaseMs, limits.alertRetryMaxMs));
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** One POST; null when the webhook answered 2xx, else what went wrong. */
+  private async attempt(message: AlertMessage): Promise<string | null> {
+    const post = this.opts.fetch ?? fetch;
+    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.opts.limits.alertWebhookTimeoutMs)]);
+    try {
+      const res = await post(this.opts.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'user-agent': 'switchboard-alerts/1' },
+        body: JSON.stringify({ ...message, sentAt: new Date().toISOString() }),
+        signal,
+      });
+      await res.arrayBuffer().catch(() => undefined);
+      return res.status >= 200 && res.status < 300 ? null : `the webhook answered ${res.status}`;
+    } catch (err) {
+      const e = err as Error & { cause?: { code?: string; message?: string } };
+      if (e.name === 'TimeoutError') return `no answer within ${this.opts.limits.alertWebhookTimeoutMs} ms (alertWebhookTimeoutMs)`;
+      return e.cause?.code ?? e.cause?.message ?? e.message;
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.wake = resolve;
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.wake = null;
+        resolve();
+      }, ms);
+      this.timer.unref();
+    });
+  }
+}

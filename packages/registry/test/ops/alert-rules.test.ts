@@ -1,0 +1,182 @@
+// Goal: the alert rules open one episode per condition and close it once, over an injected
+// clock; webhook delivery retries with capped backoff, keeps order, and is bounded.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { AlertMessage, ClusterStatus } from '@switchboard/protocol';
+import { ManualClock } from '../../src/core/clock.js';
+import { AlertRules, retryDelayMs, type AlertInputs, type ServiceObservation } from '../../src/alerts/rules.js';
+import { Webhook, displayUrl, type DeliveryResult } from '../../src/alerts/webhooks.js';
+import { startReceiver } from './receivers.js';
+
+const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
+const calm: AlertInputs['selfPreservation'] = { state: 'normal', reason: null, since: null, blockedLeases: 0, expiredInWindow: 0, leases: 10, zones: [] };
+
+function rules(): { rules: AlertRules; clock: ManualClock } {
+  const clock = new ManualClock(T0);
+  let n = 0;
+  return { rules: new AlertRules({ clock, newId: () => `ep${++n}` }), clock };
+}
+
+const svc = (healthy: number, instances: number, lastRemoval?: ServiceObservation['lastRemoval']): ServiceObservation => ({
+  namespace: 'default',
+  service: 'orders',
+  healthy,
+  instances,
+  ...(lastRemoval ? { lastRemoval } : {}),
+});
+
+test('a service that had a healthy instance fires once when it has none, and resolves once', () => {
+  const { rules: r, clock } = rules();
+  assert.deepEqual(r.evaluate({ services: [svc(2, 2)], selfPreservation: calm }), []);
+  clock.advance(5_000);
+  const fired = r.evaluate({ services: [svc(0, 2)], selfPreservation: calm });
+  assert.equal(fired.length, 1);
+  assert.equal(fired[0]!.status, 'firing');
+  const ep = fired[0]!.episode;
+  assert.deepEqual([ep.alert, ep.severity, ep.subject, ep.episodeId, ep.startedAt, ep.resolvedAt], ['service_unavailable', 'critical', 'default/orders', 'ep1', new Date(T0 + 5_000).toISOString(), null]);
+  assert.equal(ep.details.instances, 2);
+  // Still down: nothing new, also when other services change and nothing changes at all.
+  assert.deepEqual(r.evaluate({ services: [svc(0, 1)], selfPreservation: calm }), []);
+  assert.deepEqual(r.evaluate({ services: [], selfPreservation: calm }), []);
+  assert.equal(r.active().length, 1);
+  clock.advance(7_000);
+  const resolved = r.evaluate({ services: [svc(1, 1)], selfPreservation: calm });
+  assert.equal(resolved.length, 1);
+  assert.equal(resolved[0]!.status, 'resolved');
+  assert.equal(resolved[0]!.episode.episodeId, 'ep1');
+  assert.equal(resolved[0]!.episode.startedAt, ep.startedAt);
+  assert.equal(resolved[0]!.episode.resolvedAt, new Date(T0 + 12_000).toISOString());
+  assert.deepEqual(r.active(), []);
+  // A new episode gets a new id.
+  assert.equal(r.evaluate({ services: [svc(0, 0, 'connection_lost')], selfPreservation: calm })[0]!.episode.episodeId, 'ep2');
+});
+
+test('a service never seen healthy does not fire; a deregistered last instance retires it', () => {
+  const { rules: r } = rules();
+  assert.deepEqual(r.evaluate({ services: [svc(0, 3)], selfPreservation: calm }), [], 'never healthy');
+  r.evaluate({ services: [svc(1, 1)], selfPreservation: calm });
+  assert.deepEqual(r.evaluate({ services: [svc(0, 0, 'deregistered')], selfPreservation: calm }), [], 'retired on purpose');
+  assert.deepEqual(r.evaluate({ services: [svc(0, 2)], selfPreservation: calm }), [], 'forgotten as healthy once retired');
+  r.evaluate({ services: [svc(1, 1)], selfPreservation: calm });
+  for (const reason of ['lease_expired', 'lease_revoked', 'connection_lost', 'critical_timeout'] as const) {
+    const t = r.evaluate({ services: [svc(0, 0, reason)], selfPreservation: calm });
+    assert.equal(t.length, 1, reason);
+    assert.equal(t[0]!.episode.details.lastRemoval, reason);
+    assert.match(t[0]!.episode.summary, new RegExp(reason));
+    assert.equal(r.evaluate({ services: [svc(1, 1)], selfPreservation: calm })[0]!.status, 'resolved');
+  }
+  // An open episode ends when the service is then retired.
+  r.evaluate({ services: [svc(0, 0, 'lease_expired')], selfPreservation: calm });
+  const t = r.evaluate({ services: [svc(0, 0, 'deregistered')], selfPreservation: calm });
+  assert.equal(t[0]!.status, 'resolved');
+  assert.equal((t[0]!.episode.details.resolution as { retired: boolean }).retired, true);
+});
+
+test('self-preservation, unreachable peers and an unreachable store are episodes too', () => {
+  const { rules: r } = rules();
+  const protecting = { ...calm, state: 'protecting', reason: '8 of 10 leases lapsed', blockedLeases: 8, zones: [] } as AlertInputs['selfPreservation'];
+  const sp = r.evaluate({ services: [], selfPreservation: protecting });
+  assert.deepEqual(sp.map((t) => [t.status, t.episode.alert, t.episode.severity, t.episode.subject]), [['firing', 'self_preservation', 'warning', 'node']]);
+  assert.equal(sp[0]!.episode.details.blockedLeases, 8);
+  assert.deepEqual(r.evaluate({ services: [], selfPreservation: protecting }), []);
+  assert.deepEqual(r.evaluate({ services: [], selfPreservation: calm }).map((t) => t.status), ['resolved']);
+
+  const member = (id: string, reachable: boolean, self = false) => ({ id, address: `127.0.0.1:${id.length}`, self, reachable, lastSeenMs: reachable ? 10 : 9_000 });
+  const cluster = (members: ReturnType<typeof member>[], storeReachable?: boolean): ClusterStatus => ({
+    members,
+    ready: true,
+    ...(storeReachable === undefined ? {} : { store: { kind: 'etcd', endpoints: ['http://127.0.0.1:2379'], reachable: storeReachable, leader: null, revision: 1, viewRevision: 1, lagMs: 0, lastContactMs: 1 } }),
+  });
+  const down = r.evaluate({ services: [], selfPreservation: calm, cluster: cluster([member('n1', false, true), member('n2', false), member('n3', true)], false) });
+  assert.deepEqual(down.map((t) => [t.status, t.episode.alert, t.episode.subject]).sort(), [['firing', 'peer_unreachable', 'n2'], ['firing', 'store_unreachable', 'store']], 'self is never a peer');
+  assert.deepEqual(r.evaluate({ services: [], selfPreservation: calm, cluster: cluster([member('n1', true, true), member('n2', false), member('n3', false)], false) }).map((t) => [t.status, t.episode.subject]), [['firing', 'n3']]);
+  const back = r.evaluate({ services: [], selfPreservation: calm, cluster: cluster([member('n1', true, true), member('n3', true)], true) });
+  assert.deepEqual(back.map((t) => [t.status, t.episode.subject, t.episode.details.resolution]).sort(), [
+    ['resolved', 'n2', { removed: true }],
+    ['resolved', 'n3', { reachable: true }],
+    ['resolved', 'store', { reachable: true }],
+  ]);
+  assert.deepEqual(r.active(), []);
+});
+
+test('retry delays double from the base and stop at the cap', () => {
+  assert.deepEqual([2, 3, 4, 5, 6, 7, 20].map((a) => retryDelayMs(a, 500, 30_000)), [500, 1000, 2000, 4000, 8000, 16000, 30000]);
+  assert.equal(displayUrl('https://user:secret@hooks.example:8443/a/b?token=x'), 'https://hooks.example:8443/a/b');
+});
+
+const message = (status: 'firing' | 'resolved', episodeId: string): AlertMessage => ({
+  version: 1,
+  status,
+  alert: 'service_unavailable',
+  severity: 'critical',
+  episodeId,
+  subject: 'default/orders',
+  summary: 's',
+  startedAt: new Date(T0).toISOString(),
+  resolvedAt: status === 'resolved' ? new Date(T0 + 1).toISOString() : null,
+  details: {},
+  node: { id: 'n1', mode: 'standalone' },
+  sentAt: '',
+});
+
+const fast = { alertDeliveryAttempts: 4, alertMaxPending: 8, alertRetryBaseMs: 20, alertRetryMaxMs: 80, alertWebhookTimeoutMs: 2_000 };
+
+test('a webhook that fails twice gets the message once, in order with the next one', async () => {
+  const rx = await startReceiver((n) => (n < 2 ? 503 : 200));
+  const results: DeliveryResult[] = [];
+  const hook = new Webhook({ url: `${rx.url}/hook`, limits: fast, onResult: (r) => results.push(r) });
+  try {
+    const started = Date.now();
+    hook.send(message('firing', 'e1'));
+    hook.send(message('resolved', 'e1'));
+    await rx.until((r) => r.length >= 4, 5_000, 'four requests');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(rx.received.length, 4, 'no request after both were delivered');
+    assert.deepEqual(rx.received.map((r) => [r.status, r.body.status]), [[503, 'firing'], [503, 'firing'], [200, 'firing'], [200, 'resolved']]);
+    assert.ok(Date.now() - started >= 20 + 40, 'waited the backoff between attempts');
+    assert.deepEqual(results, ['retried', 'retried', 'delivered', 'delivered']);
+    assert.equal(rx.received[0]!.headers['content-type'], 'application/json');
+    assert.ok(!Number.isNaN(Date.parse(rx.received[2]!.body.sentAt)));
+    assert.deepEqual({ ...hook.status(), lastDeliveredAt: null }, { url: `${rx.url}/hook`, pending: 0, delivered: 2, failed: 0, dropped: 0, lastError: 'the webhook answered 503', lastDeliveredAt: null });
+  } finally {
+    hook.close();
+    await rx.close();
+  }
+});
+
+test('delivery gives up after the last attempt, and a full queue drops the oldest waiting message', async () => {
+  const rx = await startReceiver(() => 500);
+  const results: DeliveryResult[] = [];
+  const hook = new Webhook({ url: rx.url, limits: { ...fast, alertDeliveryAttempts: 3, alertMaxPending: 2, alertRetryBaseMs: 50, alertRetryMaxMs: 50 }, onResult: (r) => results.push(r) });
+  try {
+    hook.send(message('firing', 'a'));
+    hook.send(message('firing', 'b'));
+    hook.send(message('firing', 'c')); // queue full: b (waiting) is dropped, a (in flight) stays
+    assert.deepEqual(results, ['dropped']);
+    await rx.until((r) => r.length >= 6, 5_000, 'three attempts of a and of c');
+    await new Promise((r) => setTimeout(r, 150));
+    assert.deepEqual(rx.received.map((r) => r.body.episodeId), ['a', 'a', 'a', 'c', 'c', 'c']);
+    const s = hook.status();
+    assert.deepEqual([s.pending, s.delivered, s.failed, s.dropped], [0, 0, 2, 1]);
+    assert.equal(results.filter((r) => r === 'failed').length, 2);
+  } finally {
+    hook.close();
+    await rx.close();
+  }
+});
+
+test('an unreachable webhook is retried and reported with the connection error', async () => {
+  const rx = await startReceiver();
+  const url = rx.url;
+  await rx.close(); // nothing listens there any more
+  const hook = new Webhook({ url, limits: { ...fast, alertDeliveryAttempts: 2 } });
+  try {
+    hook.send(message('firing', 'x'));
+    const deadline = Date.now() + 5_000;
+    while (hook.status().failed === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(hook.status().failed, 1);
+    assert.equal(hook.status().lastError, 'ECONNREFUSED');
+  } finally {
+    hook.close();
+  }
+});
