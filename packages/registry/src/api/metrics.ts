@@ -2,17 +2,15 @@
  * Prometheus metrics of one node (its own registry, so several nodes fit in one process).
  * Every metric is described in docs/metrics.md.
  *
- * Cost per request: plain counters in two Map lookups (route, then status) and a bucket
+ * Cost per request: plain counters found by three Map lookups (route, method, status) and a bucket
  * search; no label object is built, hashed or validated (prom-client's own counters do all
  * three on every inc, even through labels()). They are turned into samples when scraped. Gauges over the registry's state are computed when
  * scraped (collect callbacks), never on the write path.
  */
-import { DELETE_REASONS, PUT_REASONS, type WatchEvent } from '@switchboard/protocol';
+import { ADMIN_STATUSES, DELETE_REASONS, HEALTH_STATES, PUT_REASONS, type AdminStatus, type Health, type WatchEvent } from '@switchboard/protocol';
 import client from 'prom-client';
 import type { Engine } from '../engines/engine.js';
 import type { Subscriber } from '../engines/hub.js';
-
-type CounterChild = client.Counter.Internal;
 
 export interface Metrics {
   readonly registry: client.Registry;
@@ -84,6 +82,9 @@ function healthMetrics(registry: client.Registry, engine: Engine, gauge: (name: 
   mirroredCounter(registry, 'switchboard_check_timeouts_total', 'Active check runs cut off by their timeout', () => engine.checkStats().timeouts);
 }
 
+const HEALTH_INDEX = Object.fromEntries(HEALTH_STATES.map((h, i) => [h, i])) as Record<Health, number>;
+const STATUS_INDEX = Object.fromEntries(ADMIN_STATUSES.map((st, i) => [st, i])) as Record<AdminStatus, number>;
+
 /** Instances and leases by namespace and state, counted when scraped. */
 function stateMetrics(registry: client.Registry, engine: Engine): void {
   new client.Gauge({
@@ -92,17 +93,24 @@ function stateMetrics(registry: client.Registry, engine: Engine): void {
     labelNames: ['namespace', 'health', 'status'] as const,
     registers: [registry],
     collect() {
-      const counts = new Map<string, number>();
+      // A 3 x 3 grid of counts per namespace: no string is built per instance.
+      const grids = new Map<string, Float64Array>();
       for (const svc of engine.registry.allServices()) {
+        let grid = grids.get(svc.namespace);
+        if (grid === undefined) grids.set(svc.namespace, (grid = new Float64Array(9)));
         for (const rec of svc.instances.values()) {
-          const key = svc.namespace + '\u0000' + rec.instance.health + '\u0000' + rec.instance.status;
-          counts.set(key, (counts.get(key) ?? 0) + 1);
+          const i = HEALTH_INDEX[rec.instance.health] * 3 + STATUS_INDEX[rec.instance.status];
+          grid[i] = (grid[i] as number) + 1;
         }
       }
       this.reset();
-      for (const [key, n] of counts) {
-        const [namespace, health, status] = key.split('\u0000') as [string, string, string];
-        this.set({ namespace, health, status }, n);
+      for (const [namespace, grid] of grids) {
+        for (let h = 0; h < 3; h++) {
+          for (let st = 0; st < 3; st++) {
+            const n = grid[h * 3 + st] as number;
+            if (n > 0) this.set({ namespace, health: HEALTH_STATES[h] as string, status: ADMIN_STATUSES[st] as string }, n);
+          }
+        }
       }
     },
   });
@@ -123,8 +131,15 @@ function stateMetrics(registry: client.Registry, engine: Engine): void {
           add('', state);
           continue;
         }
-        const seen = new Set<string>();
-        for (const key of lease.instances) seen.add(key.slice(0, key.indexOf('/')));
+        // Keys are `namespace/service/id`; most leases hold one namespace, so a key under
+        // the namespace just seen is skipped without slicing it.
+        let last = '';
+        const seen: string[] = [];
+        for (const key of lease.instances) {
+          if (last !== '' && key.charCodeAt(last.length) === 47 && key.startsWith(last)) continue;
+          last = key.slice(0, key.indexOf('/'));
+          if (!seen.includes(last)) seen.push(last);
+        }
         for (const ns of seen) add(ns, state);
       }
       this.reset();
@@ -138,36 +153,46 @@ function stateMetrics(registry: client.Registry, engine: Engine): void {
 
 /** Events published (announced after they are durable) and leases that ended. */
 function eventMetrics(registry: client.Registry, engine: Engine): (() => void)[] {
-  const events = new client.Counter({
+  // Plain counts by type and reason (every one present from the start, at 0), copied into
+  // the counter when scraped: an event costs one Map lookup, no label hashing.
+  const counts = new Map<string, { type: string; reason: string; n: number }>();
+  for (const r of PUT_REASONS) counts.set('put' + r, { type: 'put', reason: r, n: 0 });
+  for (const r of DELETE_REASONS) counts.set('delete' + r, { type: 'delete', reason: r, n: 0 });
+  new client.Counter({
     name: 'switchboard_events_published_total',
     help: 'Watch events published (durable changes), by type (put, delete) and reason; rate() gives events per second',
     labelNames: ['type', 'reason'] as const,
     registers: [registry],
+    collect() {
+      this.reset();
+      for (const c of counts.values()) this.inc({ type: c.type, reason: c.reason }, c.n);
+    },
   });
-  // Every type and reason exists from the start (at 0), and each has its child cached.
-  const zero = (c: CounterChild): CounterChild => (c.inc(0), c);
-  const put = new Map<string, CounterChild>(PUT_REASONS.map((r) => [r, zero(events.labels('put', r))]));
-  const del = new Map<string, CounterChild>(DELETE_REASONS.map((r) => [r, zero(events.labels('delete', r))]));
-  const other = (type: string, reason: string): CounterChild => events.labels(type, reason);
   const counter: Subscriber = {
     services: null,
     deliver(batch: WatchEvent[]): void {
       for (const e of batch) {
         const reason = e.reason ?? 'unknown';
-        ((e.type === 'put' ? put : del).get(reason) ?? other(e.type, reason)).inc();
+        const c = counts.get(e.type + reason);
+        if (c !== undefined) c.n++;
+        else counts.set(e.type + reason, { type: e.type, reason, n: 1 });
       }
     },
   };
   const unsubscribe = engine.hub.subscribe(counter);
 
-  const ends = new client.Counter({
+  const ended = { lease_expired: 0, lease_revoked: 0 };
+  new client.Counter({
     name: 'switchboard_lease_ends_total',
     help: 'Leases that ended, by reason: lease_expired (not kept alive, or its session was lost) or lease_revoked',
     labelNames: ['reason'] as const,
     registers: [registry],
+    collect() {
+      this.reset();
+      for (const [reason, n] of Object.entries(ended)) this.inc({ reason }, n);
+    },
   });
-  const endChildren = { lease_expired: zero(ends.labels('lease_expired')), lease_revoked: zero(ends.labels('lease_revoked')) };
-  const unlisten = engine.onLeaseEnded((_id, reason) => endChildren[reason].inc());
+  const unlisten = engine.onLeaseEnded((_id, reason) => ended[reason]++);
   return [unsubscribe, unlisten];
 }
 
@@ -213,7 +238,7 @@ interface RouteStats {
   readonly buckets: Float64Array;
   sum: number;
   count: number;
-  readonly byStatus: Map<number, number>;
+  readonly byStatus: Map<number, { n: number }>;
 }
 
 interface Sample {
@@ -227,7 +252,8 @@ interface Sample {
  * plain numbers and exposed through prom-client's metric interface (get, reset).
  */
 export class RequestStats {
-  private readonly routes = new Map<string, RouteStats>();
+  /** By route template, then method. */
+  private readonly routes = new Map<string, Map<string, RouteStats>>();
   readonly counter: object;
   readonly histogram: object;
 
@@ -246,13 +272,16 @@ export class RequestStats {
   }
 
   observe(method: string, route: string, status: number, seconds: number): void {
-    const key = method + ' ' + route;
-    let r = this.routes.get(key);
+    let byMethod = this.routes.get(route);
+    if (byMethod === undefined) this.routes.set(route, (byMethod = new Map()));
+    let r = byMethod.get(method);
     if (r === undefined) {
       r = { method, route, timed: !STREAM_ROUTES.has(route), buckets: new Float64Array(this.bounds.length + 1), sum: 0, count: 0, byStatus: new Map() };
-      this.routes.set(key, r);
+      byMethod.set(method, r);
     }
-    r.byStatus.set(status, (r.byStatus.get(status) ?? 0) + 1);
+    const c = r.byStatus.get(status);
+    if (c === undefined) r.byStatus.set(status, { n: 1 });
+    else c.n++;
     if (!r.timed) return;
     const b = this.bounds;
     let i = 0;
@@ -262,17 +291,21 @@ export class RequestStats {
     r.count++;
   }
 
+  private *all(): IterableIterator<RouteStats> {
+    for (const byMethod of this.routes.values()) yield* byMethod.values();
+  }
+
   private counterSamples(): Sample[] {
     const out: Sample[] = [];
-    for (const r of this.routes.values()) {
-      for (const [status, n] of r.byStatus) out.push({ labels: { method: r.method, route: r.route, status: String(status) }, value: n });
+    for (const r of this.all()) {
+      for (const [status, c] of r.byStatus) out.push({ labels: { method: r.method, route: r.route, status: String(status) }, value: c.n });
     }
     return out;
   }
 
   private histogramSamples(name: string): Sample[] {
     const out: Sample[] = [];
-    for (const r of this.routes.values()) {
+    for (const r of this.all()) {
       if (!r.timed) continue;
       let cumulative = 0;
       for (let i = 0; i <= this.bounds.length; i++) {
