@@ -72,8 +72,14 @@ export const WORKLOADS = {
   failure: {
     title: 'failure detection (TTL 4 s)',
     unit: 'ms from kill to watchers',
-    measures: 'A provider process (its own lease/session, TTL 4 s everywhere) registers one instance; 10 watchers watch the service. The provider is killed with SIGKILL, or frozen with SIGSTOP; time from the signal until the watchers see the instance gone (first and last watcher).',
-    why: 'Until the registry notices, consumers keep sending requests to a dead instance.',
+    measures: 'A provider process (its own lease/session, TTL 4 s everywhere: etcd lease TTL, ZooKeeper session timeout, Switchboard session lease) registers one instance; 10 watchers watch the service. The provider then leaves in one of three ways: killed with SIGKILL (the process is gone, its sockets closed by the kernel), frozen with SIGSTOP (alive but silent: only the TTL can tell), or drained (it deregisters its instance as a process shutting down cleanly does: Switchboard DELETE of the instance, etcd delete of the key, ZooKeeper delete of the znode). Time from the signal, or from the start of the deregistration, until the watchers see the instance gone (first and last watcher). The full suite runs it on the 3-member etcd cluster and ZooKeeper ensemble too.',
+    why: 'Until the registry notices, consumers keep sending requests to a dead instance. A crash (SIGKILL) should be seen within a second, a hung process (SIGSTOP) within the TTL and a second, and a planned shutdown (drain) at once, within 100 ms.',
+  },
+  checks: {
+    title: 'active HTTP checks (Switchboard only)',
+    unit: 'agent CPU-seconds per second, checks/s per CPU-second, MiB',
+    measures: 'The agent probes 10,000 persistent instances, each with one HTTP check at a 10 s interval (timeout 2 s) whose target is one port of a small HTTP server in the load generator process (the path names the instance; it answers 200 "ok"). After a warm-up of 15 s (every check has run at least once), a window of 60 s: the probes the target answered per second, the agent\'s CPU time per second (CPU-seconds per second = cores busy), the probes per agent CPU-second and the agent\'s resident memory at the end. Afterwards every instance must be passing and the agent must report every check scheduled. etcd and ZooKeeper have no active checks (a sidecar would do them), so this row has no peer.',
+    why: 'Active checks are work the registry does all the time, for every instance, even when nothing changes: this sizes the node that runs them (1,000 probes/s here).',
   },
   memory: {
     title: 'memory per instance',
@@ -111,6 +117,7 @@ const FULL = {
     { workload: 'watch', level: 1000 },
     { workload: 'renew', level: 10_000 },
     { workload: 'failure', level: 10 },
+    { workload: 'checks', level: 10_000 },
     { workload: 'memory', level: 100_000 },
   ],
   runs: 3,
@@ -120,6 +127,9 @@ const FULL = {
 
 export const LEASE_TTL_MS = 10_000; // registration, reads, watch, renewal, memory
 export const FAILURE_TTL_MS = 4_000;
+export const CHECK_INTERVAL_MS = 10_000;
+/** How the provider leaves in the failure workload: two signals and a graceful drain. */
+export const FAILURE_MODES = ['SIGKILL', 'SIGSTOP', 'drain'];
 
 export const FAIRNESS_RULES = [
   'fsync on everywhere: Switchboard with --data-dir (every acknowledged write fdatasync\'d, group commit); etcd with its defaults (WAL fsync, never --unsafe-no-fsync, default --snapshot-count); ZooKeeper with forceSync=yes (its default).',
@@ -149,7 +159,8 @@ Suites:
                        with --runs 1 about 20)
   --suite standalone   the Switchboard-only benchmark (bench/run.mjs; its own options)
 Options:
-  --only LIST          workloads: register, read, watch, renew, failure, memory
+  --only LIST          workloads: register, read, watch, renew, failure, checks,
+                       memory
   --systems LIST       switchboard, etcd, etcd3, zookeeper, zookeeper3
   --runs N             runs per figure (default 3)
   --generators N       load generator processes for registrations and reads (default
@@ -217,6 +228,8 @@ export function parseOptions(argv) {
     runs,
     warmupMs: values.warmup !== undefined ? parseDuration(values.warmup, '--warmup', { allowZero: true }) : base.warmupMs,
     durationMs: values.duration !== undefined ? parseDuration(values.duration, '--duration') : base.durationMs,
+    durationExplicit: values.duration !== undefined,
+    warmupExplicit: values.warmup !== undefined,
     profile: values.profile,
     generators: values.generators ? Number(values.generators) : 2,
     waitQuietMs: values['wait-quiet'] !== undefined ? parseDuration(values['wait-quiet'], '--wait-quiet') : 0,
@@ -244,7 +257,8 @@ function rowsOf(c, systems) {
   for (const s of systems) {
     const kind = SYSTEMS[s].kind;
     if (c.workload === 'read') for (const v of READ_VARIANTS[kind]) rows.push({ system: s, label: SYSTEMS[s].label, ...v });
-    else if (c.workload === 'failure') for (const signal of ['SIGKILL', 'SIGSTOP']) rows.push({ system: s, label: SYSTEMS[s].label, variant: signal, signal });
+    else if (c.workload === 'checks' && kind !== 'switchboard') continue; // no active checks in the peers
+    else if (c.workload === 'failure') for (const signal of FAILURE_MODES) rows.push({ system: s, label: SYSTEMS[s].label, variant: signal, signal });
     else rows.push({ system: s, label: SYSTEMS[s].label, variant: null });
   }
   return rows.map((r) => ({ ...r, runs: [] }));
@@ -264,6 +278,9 @@ function optionsFor(c, ctx, row) {
       return { ...base, leases: c.level, warmupMs: LEASE_TTL_MS, durationMs: 20_000 };
     case 'memory':
       return { ...base, instances: c.level, owners: Math.ceil(c.level / 1000) };
+    case 'checks':
+      // One interval of warm-up at least and a minute measured, unless --duration / --warmup say otherwise.
+      return { ...base, instances: c.level, intervalMs: CHECK_INTERVAL_MS, warmupMs: ctx.opts.warmupExplicit ? ctx.opts.warmupMs : CHECK_INTERVAL_MS + 5000, durationMs: ctx.opts.durationExplicit ? ctx.opts.durationMs : 60_000 };
     default:
       return base;
   }
@@ -282,6 +299,10 @@ function figuresOf(workload, r) {
       return { p50Ms: res.latency.p50Ms ?? null, p99Ms: res.latency.p99Ms ?? null, maxMs: res.latency.maxMs ?? null, firstP50Ms: res.firstWatcher?.p50Ms ?? null, firstP99Ms: res.firstWatcher?.p99Ms ?? null, ackP50Ms: res.writeAck?.p50Ms ?? null, ackP99Ms: res.writeAck?.p99Ms ?? null, deliveriesPerSec: res.ratePerSec, missed: res.missed, perServerCpuSec: perCpuSec, serverCpuPct: cpu.serverCpuPct, generatorCpuPct: cpu.generatorCpuPct, othersCpuPct: cpu.othersCpuPct, errors: res.errors.total };
     case 'renew':
       return { serverCpuPct: cpu.serverCpuPct, serverRssBytes: cpu.serverRssBytes, leasesLost: res.leasesLost, leasesLostInSetup: (res.leasesLostInSetup ?? 0) + (res.leasesNotOpened ?? 0), setupMs: res.setupMs, keepalivesPerSec: res.keepalivesPerSec, cpuMsPerThousandKeepalives: cpu.serverCpuMs !== null ? (cpu.serverCpuMs / ((res.keepalivesPerSec * cpu.windowMs) / 1000)) * 1000 : null, errors: res.leasesLost };
+    case 'checks': {
+      const cpuSecPerSec = cpu.serverCpuMs !== null && cpu.windowMs > 0 ? cpu.serverCpuMs / cpu.windowMs : null;
+      return { checksPerSec: res.ratePerSec, expectedPerSec: res.expectedPerSec, serverCpuPct: cpu.serverCpuPct, cpuSecPerSec, checksPerCpuSec: cpu.serverCpuMs > 0 ? (res.probes * 1000) / cpu.serverCpuMs : null, serverRssBytes: cpu.serverRssBytes, passing: res.passing, othersCpuPct: cpu.othersCpuPct, errors: res.errors.total };
+    }
     default:
       return {};
   }
@@ -290,10 +311,10 @@ function figuresOf(workload, r) {
 /** register / read / watch / renew: closed-loop runs, interleaved over the systems. */
 async function runLoadCase(c, ctx) {
   const rows = rowsOf(c, ctx.opts.systems);
-  const freshPerRun = c.workload === 'register' || c.workload === 'renew';
+  const freshPerRun = c.workload === 'register' || c.workload === 'renew' || c.workload === 'checks';
   const servers = new Map();
   // 10,000 leases take up to two minutes to set up (etcd): two runs at most.
-  const n = c.workload === 'renew' ? Math.min(ctx.opts.runs, 2) : ctx.opts.runs;
+  const n = c.workload === 'renew' || c.workload === 'checks' ? Math.min(ctx.opts.runs, 2) : ctx.opts.runs;
   try {
     if (!freshPerRun) for (const s of new Set(rows.map((r) => r.system))) servers.set(s, await startReported(s, ctx, `${c.workload}-${c.level}`));
     for (let run = 1; run <= n; run++) {
@@ -304,7 +325,7 @@ async function runLoadCase(c, ctx) {
           if (freshPerRun) sys = await startReported(row.system, ctx, `${c.workload}-${c.level}-run${run}`);
           if (!sys) throw new Error(`${row.label} did not start`);
           await waitQuiet(ctx.opts.waitQuietMs, ctx.progress, label);
-          const hardLimitMs = (c.workload === 'renew' ? 400_000 : 0) + ctx.opts.warmupMs + ctx.opts.durationMs + 180_000;
+          const hardLimitMs = (c.workload === 'renew' || c.workload === 'checks' ? 400_000 : 0) + ctx.opts.warmupMs + ctx.opts.durationMs + 180_000;
           const count = c.workload === 'register' || c.workload === 'read' ? Math.min(ctx.opts.generators, c.level) : 1;
           const r = await runGenerator({ workload: c.workload, sys, options: optionsFor(c, ctx, row), progress: ctx.progress, label, hardLimitMs, count });
           const fig = figuresOf(c.workload, r);
@@ -334,6 +355,8 @@ function doneText(workload, f) {
       return `p50 ${fmtMs(f.p50Ms)}  p99 ${fmtMs(f.p99Ms)}  max ${fmtMs(f.maxMs)}  missed ${f.missed}  errors ${f.errors}  cpu: server ${fmtPct(f.serverCpuPct)} generator ${fmtPct(f.generatorCpuPct)} others ${fmtPct(f.othersCpuPct)}`;
     case 'renew':
       return `server CPU ${fmtPct(f.serverCpuPct)} of a core  RSS ${fmtBytes(f.serverRssBytes)}  leases lost ${f.leasesLost}`;
+    case 'checks':
+      return `${fmtInt(f.checksPerSec)} checks/s  agent CPU ${fmtPct(f.serverCpuPct)} of a core  ${fmtInt(f.checksPerCpuSec)} checks per CPU-s  RSS ${fmtBytes(f.serverRssBytes)}  passing ${fmtInt(f.passing)}  errors ${f.errors}`;
     default:
       return '';
   }
@@ -464,15 +487,32 @@ async function oneFailure({ sys, row, run, c, seen, waitFor, label }) {
     if (!(await waitFor(() => putsOf().size >= c.level, 10_000))) throw new Error(`only ${putsOf().size} of ${c.level} watchers saw the instance appear`);
     // A random moment within the keep-alive cycle (TTL/3), after a steady state of 1.5 s.
     await sleep(1500 + Math.random() * (FAILURE_TTL_MS / 3));
-    const killedAt = performance.timeOrigin + performance.now();
-    process.kill(provider.pid, row.signal);
+    let killedAt;
+    let drainAckMs = null;
+    if (row.signal === 'drain') {
+      const drained = await new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('the provider did not finish deregistering within 10 s')), 10_000);
+        provider.on('message', (m) => {
+          if (m.type === 'drained') {
+            clearTimeout(t);
+            resolve(m);
+          }
+        });
+        provider.send({ type: 'drain' });
+      });
+      killedAt = drained.at; // the provider's clock is the same machine's
+      drainAckMs = drained.ackMs;
+    } else {
+      killedAt = performance.timeOrigin + performance.now();
+      process.kill(provider.pid, row.signal);
+    }
     const gone = () => seen.filter((m) => m.type === 'seen' && m.op === 'delete' && m.id === id);
     await waitFor(() => new Set(gone().map((m) => m.watcher)).size >= c.level, 30_000);
     const times = new Map();
     for (const m of gone()) if (!times.has(m.watcher)) times.set(m.watcher, m.at - killedAt);
     if (times.size === 0) throw new Error('no watcher saw the instance go within 30 s');
     const all = [...times.values()].sort((a, b) => a - b);
-    return { firstMs: all[0], lastMs: all[all.length - 1], medianMs: median(all), watchersSaw: times.size, watchers: c.level, registeredToKillMs: killedAt - registered.at };
+    return { firstMs: all[0], lastMs: all[all.length - 1], medianMs: median(all), watchersSaw: times.size, watchers: c.level, registeredToKillMs: killedAt - registered.at, ...(drainAckMs !== null ? { drainAckMs } : {}) };
   } finally {
     if (row.signal === 'SIGSTOP') process.kill(provider.pid, 'SIGCONT');
     await stopProc(provider, 100, 'SIGKILL');
