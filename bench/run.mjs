@@ -12,15 +12,16 @@
  *                      [--mode durable|dev] [--quick] [--profile] [--wait-quiet 60s]
  *                      [--agent PATH] [--help]
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from 'undici';
 import { formatSummary, summarize } from './profile-summary.mjs';
-import { AGENT_BIN, ROOT, forkGenerator, fsTypeOf, installCleanup, killAllNow, procStats, startAgent, stopChild, systemCpu } from './lib/procs.mjs';
+import { AGENT_BIN, ROOT, endAll, installCleanup, killAllNow, procStats, sleep } from './lib/procs.mjs';
+import { gitFacts, machineFacts, openResults, parseDuration, runGenerator, waitQuiet } from './lib/harness.mjs';
 import { Progress, fmtBytes, fmtInt, fmtMs, fmtPct, fmtUs, table } from './lib/report.mjs';
+import { startSwitchboard } from './compare/systems/switchboard.mjs';
 
 const WORKLOADS = [
   { name: 'reg-persistent', group: 'registrations', title: 'registrations, persistent', unit: 'writes/s' },
@@ -53,7 +54,7 @@ Options:
                    first and the run falls back to dev, saying so, if it fails.
   --data-root DIR  where durable data directories are created (default the OS tmp dir)
   --wait-quiet D   before each workload, wait up to D until other processes use
-                   less than 20% of a core (for shared machines; default no wait)
+                   less than 25% of a core (for shared machines; default no wait)
   --agent PATH     the agent's bin/switchboard.js (default this checkout's), to
                    compare another build (A/B) with the same load
   --quick          a short smoke run: 0.5s warm-up, 3s measured
@@ -65,14 +66,6 @@ Options:
   --watch-rate N   changes per second in the watch workload (default 20)
   --help           this text
 `;
-
-function parseDuration(text, name, { allowZero = false } = {}) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(String(text).trim());
-  if (!m) throw new Error(`${name} "${text}" is not a duration like 500ms, 10s or 1m`);
-  const v = Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] ?? 's']);
-  if ((v === 0 && !allowZero) || v > 600_000) throw new Error(`${name} must be between ${allowZero ? '0' : '1ms'} and 10m`);
-  return v;
-}
 
 function positiveInt(text, name, max) {
   const v = Number(text);
@@ -130,11 +123,16 @@ function options(argv) {
   };
 }
 
+/** A standalone agent with every default (no configuration file), durable or --dev. */
+function startAgent({ mode, dataRoot, bin, profileDir = null, profileName = 'agent.cpuprofile', timeoutMs = 15_000 }) {
+  return startSwitchboard({ mode, dataRoot, bin, profileDir, profileName, timeoutMs, config: null });
+}
+
 /** Checks that a durable agent starts on a fresh data dir and takes a write; null when it works. */
 async function probeDurable(dataRoot, bin) {
   let agent;
   try {
-    agent = await startAgent({ mode: 'durable', dataRoot, timeoutMs: 15_000, bin });
+    agent = await startAgent({ mode: 'durable', dataRoot, bin });
     if (agent.durable !== true) return `the agent started with --data-dir but reports durable=${agent.durable}`;
     const c = new Client(agent.url);
     try {
@@ -152,153 +150,44 @@ async function probeDurable(dataRoot, bin) {
   }
 }
 
-function machine(dataRoot, mode) {
-  const cpus = os.cpus();
-  return {
-    cpus: cpus.length,
-    cpuModel: cpus[0]?.model ?? 'unknown',
-    memoryBytes: os.totalmem(),
-    node: process.version,
-    v8: process.versions.v8,
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    hostname: os.hostname(),
-    dataDirFilesystem: mode === 'durable' ? fsTypeOf(dataRoot) : null,
-  };
-}
-
-/** The commit benchmarked and whether the agent's sources differ from it (others edit them). */
-function gitFacts() {
-  const git = (...args) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trimEnd();
-  try {
-    const changed = git('status', '--porcelain', '--', 'packages').split('\n').filter(Boolean);
-    return { commit: git('rev-parse', 'HEAD'), uncommittedFilesInPackages: changed.length, uncommittedExamples: changed.slice(0, 10) };
-  } catch {
-    return { commit: null };
-  }
-}
-
-function progressText(idx, n, w, p, cpu) {
-  const pos = `[${idx + 1}/${n}] ${w.name.padEnd(14)}`;
-  if (!p) return `${pos} starting`;
-  const t = `${(p.elapsedMs / 1000).toFixed(1)}/${(p.totalMs / 1000).toFixed(1)}s`;
-  const cpuText = cpu ? `  cpu: agent ${fmtPct(cpu.agent)} generator ${fmtPct(cpu.generator)} others ${fmtPct(cpu.others)}` : '';
-  if (w.name === 'watch') return `${pos} ${p.phase.padEnd(7)} ${t}  writes ${fmtInt(p.done)}  events ${fmtInt(p.events)}  errors ${p.errors}${cpuText}`;
-  return `${pos} ${p.phase.padEnd(7)} ${t}  ${fmtInt(p.rate)} ${w.unit}  errors ${p.errors}${cpuText}`;
-}
-
-/**
- * CPU use between two samples, in % of one core: the agent, the generator, and every
- * other process on the machine (other people's builds and tests disturb the figures).
- */
-function cpuBetween(a, b, ms) {
-  const pct = (x, y, k = 'cpuMs') => (x && y ? ((y[k] - x[k]) * 100) / ms : null);
-  const agent = pct(a.agent, b.agent);
-  const generator = pct(a.generator, b.generator);
-  const runner = pct(a.runner, b.runner);
-  const machine = pct(a.system, b.system, 'busyMs');
-  const others = machine === null ? null : Math.max(0, machine - (agent ?? 0) - (generator ?? 0) - (runner ?? 0));
-  const agentCpuMs = a.agent && b.agent ? b.agent.cpuMs - a.agent.cpuMs : null;
-  return { agent, generator, runner, machine, others, agentCpuMs, windowMs: ms };
-}
-
-/**
- * Waits (at most maxMs) until the machine is quiet: less than 20% of one core busy over
- * one second. Returns the last busy figure (% of one core).
- */
-async function waitQuiet(maxMs, progress, label) {
-  const deadline = performance.now() + maxMs;
-  let busy = null;
-  for (let i = 0; i < 600 && performance.now() < deadline; i++) {
-    const a = systemCpu();
-    const t = performance.now();
-    await new Promise((r) => setTimeout(r, 1000));
-    const b = systemCpu();
-    if (!a || !b) return null;
-    busy = ((b.busyMs - a.busyMs) * 100) / (performance.now() - t);
-    if (busy < 20) return busy;
-    progress.update(`${label} waiting for a quiet machine: other processes use ${fmtPct(busy)} of a core`, { force: true });
-  }
-  return busy;
-}
-
 async function runWorkload(w, idx, opts, mode, progress, profileDir) {
   const agent = await startAgent({ mode, dataRoot: opts.dataRoot, profileDir, profileName: `${w.name}.cpuprofile`, bin: opts.agentBin });
-  const gen = forkGenerator();
-  const pids = { agent: agent.pid, generator: gen.pid };
-  const sample = () => ({ at: performance.now(), agent: procStats(pids.agent), generator: procStats(pids.generator), runner: procStats(process.pid), system: systemCpu() });
   const loadAverage = os.loadavg().map((x) => Math.round(x * 100) / 100);
-  let measureStart = null;
-  let measureEnd = null;
-  let last = sample();
-  let liveCpu = null;
-  let lastProgress = null;
-  const hardLimitMs = opts.warmupMs + opts.durationMs + 90_000;
-  let onGenExit = null;
-  let onAgentExit = null;
+  let stopped = null;
   try {
-    progress.update(progressText(idx, opts.selected.length, w, null, null), { force: true });
-    const result = await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${w.name} did not finish within ${hardLimitMs / 1000} s`)), hardLimitMs);
-      gen.on('message', (msg) => {
-        if (msg.type === 'phase') {
-          if (msg.phase === 'measure' && measureStart === null) measureStart = sample();
-          if (msg.phase === 'measured' && measureEnd === null) measureEnd = sample();
-        } else if (msg.type === 'progress') {
-          const s = sample();
-          if (s.at - last.at >= 900) {
-            liveCpu = cpuBetween(last, s, s.at - last.at);
-            last = s;
-          }
-          lastProgress = msg;
-          progress.update(progressText(idx, opts.selected.length, w, msg, liveCpu));
-        } else if (msg.type === 'result') {
-          clearTimeout(timer);
-          resolve(msg.result);
-        } else if (msg.type === 'error') {
-          clearTimeout(timer);
-          reject(new Error(`the load generator failed: ${msg.error}`));
-        }
-      });
-      onGenExit = (code, sig) => {
-        clearTimeout(timer);
-        reject(new Error(`the load generator exited (code ${code}, signal ${sig}) without a result`));
-      };
-      onAgentExit = (code, sig) => {
-        clearTimeout(timer);
-        const why = (agent.stderr.trim() || agent.tail.at(-1) || '').split('\n').at(-1).slice(0, 300);
-        reject(new Error(`the agent exited during ${w.name} (code ${code}, signal ${sig})${why ? `; its last output: ${why}` : ''}`));
-      };
-      gen.once('exit', onGenExit);
-      agent.proc.once('exit', onAgentExit);
-      gen.send({
-        type: 'run',
-        workload: w.name,
-        url: agent.url,
-        options: {
-          durationMs: opts.durationMs,
-          warmupMs: opts.warmupMs,
-          clients: opts.clients,
-          readers: opts.readers,
-          watchers: opts.watchers,
-          watchRate: opts.watchRate,
-          idsPerClient: 500,
-          leaseTtlMs: 600_000,
-          maxRequests: 20_000_000,
-        },
-      });
+    const label = `[${idx + 1}/${opts.selected.length}] ${w.name.padEnd(14)}`;
+    progress.update(`${label} starting`, { force: true });
+    const r = await runGenerator({
+      script: join(ROOT, 'bench/lib/loadgen.mjs'),
+      workload: w.name,
+      sys: agent,
+      progress,
+      label,
+      hardLimitMs: opts.warmupMs + opts.durationMs + 90_000,
+      options: {
+        durationMs: opts.durationMs,
+        warmupMs: opts.warmupMs,
+        clients: opts.clients,
+        readers: opts.readers,
+        watchers: opts.watchers,
+        watchRate: opts.watchRate,
+        idsPerClient: 500,
+        leaseTtlMs: 600_000,
+        maxRequests: 20_000_000,
+      },
     });
-    const cpu = measureStart && measureEnd ? cpuBetween(measureStart, measureEnd, measureEnd.at - measureStart.at) : null;
+    const result = r.result;
+    const c = r.cpu;
+    const cpu = c ? { agent: c.serverCpuPct, generator: c.generatorCpuPct, others: c.othersCpuPct, agentCpuMs: c.serverCpuMs, windowMs: c.windowMs } : null;
     // Agent CPU per operation: a figure that does not depend on the generator keeping up.
     const ops = w.name === 'watch' ? result.writesMeasured * result.connected : result.requests;
     if (cpu && cpu.agentCpuMs !== null && ops > 0) cpu.agentUsPerOp = Math.round((cpu.agentCpuMs * 1000 * 10) / ops) / 10;
-    const rss = procStats(pids.agent)?.rssBytes ?? null;
+    const rss = procStats(agent.pid ?? agent.pids[0])?.rssBytes ?? null;
     return { result, cpu, agentRssBytes: rss, agentStartMs: agent.startMs, loadAverageAtStart: loadAverage };
   } finally {
-    if (onAgentExit) agent.proc.off('exit', onAgentExit);
-    if (onGenExit) gen.off('exit', onGenExit);
-    await stopChild(gen, 2000);
-    const stopped = await agent.stop(profileDir ? 15_000 : 5000);
-    w.agentLog = { warnings: agent.warnCount, errors: agent.errorCount, examples: agent.warnings.slice(0, 5), events: agent.events, stderr: agent.stderr.slice(0, 2000), stop: stopped };
+    stopped = await agent.stop(profileDir ? 15_000 : 5000);
+    const log = agent.log ?? { warnings: 0, errors: 0, examples: [], events: [], tail: [] };
+    w.agentLog = { warnings: log.warnings, errors: log.errors, examples: log.examples.slice(0, 5), events: log.events, tail: log.tail.slice(-5), stop: stopped };
   }
 }
 
@@ -346,12 +235,7 @@ async function main(argv) {
   const progress = new Progress();
   installCleanup(() => process.stdout.write('\nbench: interrupted; every process it started was killed\n'));
 
-  const started = new Date();
-  const stamp = started.toISOString().replace(/[:]/g, '-').replace(/\.\d+Z$/, 'Z');
-  const resultsDir = join(ROOT, 'bench/results');
-  mkdirSync(resultsDir, { recursive: true });
-  const profileDir = opts.profile ? join(resultsDir, `${stamp}-profiles`) : null;
-  if (profileDir) mkdirSync(profileDir, { recursive: true });
+  const { started, stamp, resultsDir, profileDir } = openResults(opts.profile);
 
   // ---- agent mode: durable by default, falling back to dev (and saying so) ----
   let mode = opts.mode ?? 'durable';
@@ -371,7 +255,7 @@ async function main(argv) {
       progress.done('durable storage works: agents run with --data-dir on fresh temporary directories');
     }
   }
-  const facts = machine(opts.dataRoot, mode);
+  const facts = machineFacts({ dataRoot: mode === 'durable' ? opts.dataRoot : null });
   const source = opts.agentBin === AGENT_BIN ? gitFacts() : { agentBin: opts.agentBin, note: 'another build than this checkout (--agent)' };
   progress.log(
     `machine: ${facts.cpus} cores (${facts.cpuModel}), ${fmtBytes(facts.memoryBytes)}, node ${facts.node}; agent mode ${mode}${fallbackReason ? ' (fallback)' : ''}; ` +
@@ -386,7 +270,7 @@ async function main(argv) {
     try {
       if (opts.waitQuietMs > 0) {
         const busy = await waitQuiet(opts.waitQuietMs, progress, `[${i + 1}/${opts.selected.length}] ${w.name.padEnd(14)}`);
-        if (busy !== null && busy >= 20) progress.log(`  the machine did not become quiet (${fmtPct(busy)} of a core busy); running anyway`);
+        if (busy !== null && busy >= 25) progress.log(`  the machine did not become quiet (${fmtPct(busy)} of a core busy); running anyway`);
       }
       const r = await runWorkload(w, i, opts, mode, progress, profileDir);
       progress.done(doneLine(i, opts.selected.length, w, r));
@@ -455,6 +339,8 @@ async function main(argv) {
   const file = join(resultsDir, `${stamp}.json`);
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   process.stdout.write(`\nresults: ${file}\n`);
+  // Everything this run started must be gone now.
+  process.stdout.write(await endAll());
   return failed ? 1 : 0;
 }
 

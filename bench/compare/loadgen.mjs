@@ -451,7 +451,86 @@ async function failureWatch(drv, o) {
   return { watchers: o.watchers, errors: errors.json(), ops: 0 };
 }
 
-const WORKLOADS = { register, read, watch, renew, memory, 'failure-watch': failureWatch };
+/**
+ * Active HTTP checks (Switchboard only: etcd and ZooKeeper have none): `instances`
+ * persistent instances, each with one http check (interval `intervalMs`) on this process's
+ * target server, one port, the path naming the instance. After a warm-up of at least one
+ * interval (every check has run), the measured window counts the probes the target
+ * answered; the runner reads the agent's CPU and memory over the same window. At the end,
+ * every instance must be passing and the agent must report every check scheduled.
+ */
+async function checks(_drv, o) {
+  const { createServer } = await import('node:http');
+  const { Client } = await import('undici');
+  const url = o.url;
+  let served = 0;
+  const server = createServer((req, res) => {
+    served++;
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '2' });
+    res.end('ok');
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const port = server.address().port;
+  const service = `checked-${o.runTag}`;
+  const errors = new Errors();
+  const conns = Array.from({ length: 16 }, () => new Client(url, { pipelining: 1, keepAliveTimeout: 60_000 }));
+  const call = async (c, method, path, body) => {
+    const res = await c.request({ method, path, headers: body ? { 'content-type': 'application/json' } : undefined, body });
+    const text = await res.body.text();
+    if (res.statusCode >= 300) throw Object.assign(new Error(`${method} ${path} -> ${res.statusCode} ${text.slice(0, 200)}`), { code: `HTTP ${res.statusCode}` });
+    return text ? JSON.parse(text) : null;
+  };
+  try {
+    send({ type: 'phase', phase: 'setup' });
+    const t0 = now();
+    let done = 0;
+    const interval = `${Math.round(o.intervalMs / 1000)}s`;
+    const progress = setInterval(() => send({ type: 'progress', label: 'instances', phase: 'setup', elapsedMs: now() - t0, totalMs: 0, rate: null, done, errors: errors.total }), 500);
+    try {
+      await bounded(o.instances, conns.length, now() + 300_000, async (k) => {
+        const body = JSON.stringify({ address: '127.0.0.1', port, tags: ['bench'], metadata: { i: String(k) }, checks: [{ type: 'http', target: `http://127.0.0.1:${port}/health/${k}`, interval, timeout: '2s' }] });
+        await call(conns[k % conns.length], 'PUT', `/v1/services/${service}/instances/c-${k}`, body);
+        done++;
+      }, 'registering checked instances');
+    } finally {
+      clearInterval(progress);
+    }
+    const setupMs = now() - t0;
+    send({ type: 'phase', phase: 'warmup' });
+    const w0 = now();
+    while (now() - w0 < o.warmupMs) {
+      await sleep(Math.min(500, o.warmupMs - (now() - w0)));
+      send({ type: 'progress', label: 'probes served', phase: 'warmup', elapsedMs: now() - w0, totalMs: o.warmupMs + o.durationMs, rate: null, done: served, errors: errors.total });
+    }
+    const servedBefore = served;
+    send({ type: 'phase', phase: 'measure' });
+    const m0 = now();
+    while (now() - m0 < o.durationMs) {
+      await sleep(Math.min(500, o.durationMs - (now() - m0)));
+      send({ type: 'progress', label: 'probes served', phase: 'measure', elapsedMs: o.warmupMs + now() - m0, totalMs: o.warmupMs + o.durationMs, rate: null, done: served - servedBefore, errors: errors.total });
+    }
+    const windowMs = now() - m0;
+    const probes = served - servedBefore;
+    send({ type: 'phase', phase: 'measured' });
+    const status = await call(conns[0], 'GET', '/v1/status');
+    const healthy = await call(conns[0], 'GET', `/v1/services/${service}?healthy=true`);
+    const passing = healthy.instances.length;
+    if (passing !== o.instances) errors.add(new Error(`${passing} of ${o.instances} instances passing at the end`));
+    const scheduled = status.checks?.scheduled ?? null;
+    if (scheduled !== null && scheduled < o.instances) errors.add(new Error(`the agent reports ${scheduled} checks scheduled for ${o.instances} instances`));
+    return { instances: o.instances, intervalMs: o.intervalMs, setupMs: Math.round(setupMs), probes, windowMs: Math.round(windowMs), ratePerSec: (probes * 1000) / windowMs, expectedPerSec: (o.instances * 1000) / o.intervalMs, passing, scheduled, ops: probes, errors: errors.json() };
+  } finally {
+    await Promise.all(conns.map((c) => c.destroy().catch(() => undefined)));
+    server.closeAllConnections?.();
+    server.close();
+  }
+}
+
+const WORKLOADS = { register, read, watch, renew, memory, checks, 'failure-watch': failureWatch };
 
 process.on('message', async (msg) => {
   if (msg?.type !== 'run') return;
@@ -459,8 +538,8 @@ process.on('message', async (msg) => {
   try {
     const fn = WORKLOADS[msg.workload];
     if (!fn) throw new Error(`unknown workload ${msg.workload}`);
-    drv = await loadDriver(msg.target, { readMode: msg.options.readMode });
-    const result = await fn(drv, msg.options);
+    drv = msg.workload === 'checks' ? null : await loadDriver(msg.target, { readMode: msg.options.readMode });
+    const result = await fn(drv, msg.workload === 'checks' ? { ...msg.options, url: msg.target.url } : msg.options);
     send({ type: 'result', result });
   } catch (err) {
     send({ type: 'error', error: String(err?.stack ?? err) });

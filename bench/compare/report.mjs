@@ -81,11 +81,19 @@ function caseTable(c) {
       return { head, rows };
     }
     case 'failure': {
-      const head = ['system', 'signal', 'last watcher (median [min–max])', 'first watcher', 'this ÷ Switchboard'];
+      const head = ['system', 'how it leaves', 'last watcher (median [min–max])', 'first watcher', 'this ÷ Switchboard'];
       const rows = c.rows.map((r) => {
         const s = S(r);
         const sbRow = c.rows.find((x) => x.system === 'switchboard' && x.signal === r.signal);
         return [r.label, r.signal, failed(r) ?? mm(s.lastMs, ms), ms(med(s.firstMs)), r.system === 'switchboard' ? '' : ratio(div(med(s.lastMs), med(S(sbRow ?? {}).lastMs)))];
+      });
+      return { head, rows };
+    }
+    case 'checks': {
+      const head = ['system', 'probes/s (median [min–max])', 'expected', 'agent CPU-s per s', 'probes per agent CPU-s', 'agent RSS', 'passing at the end', 'errors'];
+      const rows = c.rows.map((r) => {
+        const s = S(r);
+        return [rowName(r), failed(r) ?? mm(s.checksPerSec, int), int(med(s.expectedPerSec)), med(s.cpuSecPerSec) === null ? '-' : med(s.cpuSecPerSec).toFixed(3), int(med(s.checksPerCpuSec)), mib(med(s.serverRssBytes)), int(med(s.passing)), int(med(s.errors))];
       });
       return { head, rows };
     }
@@ -104,7 +112,7 @@ function caseTable(c) {
 
 function caseTitle(c, out) {
   const w = out.workloads?.[c.workload];
-  const lvl = { register: `${int(c.level)} client${c.level === 1 ? '' : 's'}`, read: `${int(c.level)} readers`, watch: `${int(c.level)} watcher${c.level === 1 ? '' : 's'}`, renew: `${int(c.level)} leases`, failure: `${c.level} watchers`, memory: `${int(c.level)} instances` }[c.workload];
+  const lvl = { register: `${int(c.level)} client${c.level === 1 ? '' : 's'}`, read: `${int(c.level)} readers`, watch: `${int(c.level)} watcher${c.level === 1 ? '' : 's'}`, renew: `${int(c.level)} leases`, failure: `${c.level} watchers`, checks: `${int(c.level)} checks`, memory: `${int(c.level)} instances` }[c.workload];
   return `${(w?.title ?? c.workload).replace(/ \(100,000\)$/, '')}, ${lvl}`;
 }
 
@@ -152,6 +160,21 @@ export function targets(out) {
     const sb = med(wa.rows.find((r) => r.system === 'switchboard')?.summary?.p99Ms);
     if (sb !== null) res.push({ target: 'watch p99 to 200 watchers < 10 ms', value: ms(sb), met: sb < 10 });
   }
+  const fd = found('failure');
+  if (fd) {
+    // Issue 6: detection by the last watcher, with the TTL the run used.
+    const ttl = fd.ttlMs ?? out.settings?.failureTtlMs ?? 4000;
+    const limits = { SIGKILL: [1000, 'a SIGKILLed provider seen gone within 1 s'], SIGSTOP: [ttl + 1000, `a SIGSTOPped provider seen gone within the TTL + 1 s (${(ttl + 1000) / 1000} s)`], drain: [100, 'a drained provider seen gone within 100 ms'] };
+    for (const [mode, [limit, text]] of Object.entries(limits)) {
+      const sb = med(fd.rows.find((r) => r.system === 'switchboard' && r.signal === mode)?.summary?.lastMs);
+      if (sb !== null && sb !== undefined) res.push({ target: text, value: `last watcher ${ms(sb)} (median)`, met: sb <= limit });
+    }
+  }
+  const ck = found('checks');
+  if (ck) {
+    const s = ck.rows.find((r) => r.system === 'switchboard')?.summary ?? {};
+    if (med(s.checksPerSec) !== null) res.push({ target: `${int(ck.level)} active HTTP checks at a 10 s interval: the agent's cost (no target; for sizing)`, value: `${int(med(s.checksPerSec))} checks/s on ${pct(med(s.serverCpuPct))} of a core = ${int(med(s.checksPerCpuSec))} checks per CPU-second, RSS ${mib(med(s.serverRssBytes))}`, met: null });
+  }
   return res;
 }
 
@@ -167,8 +190,9 @@ export function renderTable(out, { format = 'text' } = {}) {
   }
   const t = targets(out);
   if (t.length > 0) {
-    if (format === 'md') parts.push(`#### Targets of issue 4\n\n${mdTable(['target', 'measured', 'met'], t.map((x) => [x.target, x.value, x.met ? 'yes' : '**no**']), { numeric: false })}`);
-    else parts.push(`targets of issue 4\n${textTable(['target', 'measured', 'met'], t.map((x) => [x.target, x.value, x.met ? 'yes' : 'NO']))}`);
+    const met = (x, no) => (x.met === null ? '-' : x.met ? 'yes' : no);
+    if (format === 'md') parts.push(`#### Targets (issues 4 and 6)\n\n${mdTable(['target', 'measured', 'met'], t.map((x) => [x.target, x.value, met(x, '**no**')]), { numeric: false })}`);
+    else parts.push(`targets (issues 4 and 6)\n${textTable(['target', 'measured', 'met'], t.map((x) => [x.target, x.value, met(x, 'NO')]))}`);
   }
   const disturbed = [];
   for (const c of out.cases) for (const r of c.rows) for (const run of r.runs) if ((run.cpu?.othersCpuPct ?? 0) > 25) disturbed.push(`${c.workload}@${c.level} ${rowName(r)} run ${run.run} (${pct(run.cpu.othersCpuPct)} of a core)`);

@@ -11,19 +11,17 @@
  * to bench/results/<timestamp>.json. Every process and directory it made is removed at the
  * end, on failure and on Ctrl-C.
  */
-import { execFileSync, fork } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensurePeers } from './lib/install.mjs';
-import { ROOT, installCleanup, killAllNow, liveChildren, procStats, reapOrphans, sleep, stopProc, sumStats, systemCpu, track } from './lib/proc.mjs';
+import { ROOT, forkTracked, endAll, installCleanup, killAllNow, reapOrphans, sleep, stopProc, sumStats } from '../lib/procs.mjs';
+import { gitFacts, machineFacts, median, openResults, parseDuration, pkgVersion, runGenerator, stat, summarizeProfiles, targetOf, waitQuiet } from '../lib/harness.mjs';
 import { startEtcd } from './systems/etcd.mjs';
 import { startSwitchboard } from './systems/switchboard.mjs';
 import { startZookeeper } from './systems/zookeeper.mjs';
 import { Progress, fmtBytes, fmtInt, fmtMs, fmtPct } from '../lib/report.mjs';
 import { renderTable } from './report.mjs';
-import { histFromWire } from './lib/histwire.mjs';
 
 // ------------------------------------------------------------------ systems
 
@@ -74,8 +72,14 @@ export const WORKLOADS = {
   failure: {
     title: 'failure detection (TTL 4 s)',
     unit: 'ms from kill to watchers',
-    measures: 'A provider process (its own lease/session, TTL 4 s everywhere) registers one instance; 10 watchers watch the service. The provider is killed with SIGKILL, or frozen with SIGSTOP; time from the signal until the watchers see the instance gone (first and last watcher).',
-    why: 'Until the registry notices, consumers keep sending requests to a dead instance.',
+    measures: 'A provider process (its own lease/session, TTL 4 s everywhere: etcd lease TTL, ZooKeeper session timeout, Switchboard session lease) registers one instance; 10 watchers watch the service. The provider then leaves in one of three ways: killed with SIGKILL (the process is gone, its sockets closed by the kernel), frozen with SIGSTOP (alive but silent: only the TTL can tell), or drained (it deregisters its instance as a process shutting down cleanly does: Switchboard DELETE of the instance, etcd delete of the key, ZooKeeper delete of the znode). Time from the signal, or from the start of the deregistration, until the watchers see the instance gone (first and last watcher). The full suite runs it on the 3-member etcd cluster and ZooKeeper ensemble too.',
+    why: 'Until the registry notices, consumers keep sending requests to a dead instance. A crash (SIGKILL) should be seen within a second, a hung process (SIGSTOP) within the TTL and a second, and a planned shutdown (drain) at once, within 100 ms.',
+  },
+  checks: {
+    title: 'active HTTP checks (Switchboard only)',
+    unit: 'agent CPU-seconds per second, checks/s per CPU-second, MiB',
+    measures: 'The agent probes 10,000 persistent instances, each with one HTTP check at a 10 s interval (timeout 2 s) whose target is one port of a small HTTP server in the load generator process (the path names the instance; it answers 200 "ok"). After a warm-up of 15 s (every check has run at least once), a window of 60 s: the probes the target answered per second, the agent\'s CPU time per second (CPU-seconds per second = cores busy), the probes per agent CPU-second and the agent\'s resident memory at the end. Afterwards every instance must be passing and the agent must report every check scheduled. etcd and ZooKeeper have no active checks (a sidecar would do them), so this row has no peer.',
+    why: 'Active checks are work the registry does all the time, for every instance, even when nothing changes: this sizes the node that runs them (1,000 probes/s here).',
   },
   memory: {
     title: 'memory per instance',
@@ -113,6 +117,7 @@ const FULL = {
     { workload: 'watch', level: 1000 },
     { workload: 'renew', level: 10_000 },
     { workload: 'failure', level: 10 },
+    { workload: 'checks', level: 10_000 },
     { workload: 'memory', level: 100_000 },
   ],
   runs: 3,
@@ -122,6 +127,9 @@ const FULL = {
 
 export const LEASE_TTL_MS = 10_000; // registration, reads, watch, renewal, memory
 export const FAILURE_TTL_MS = 4_000;
+export const CHECK_INTERVAL_MS = 10_000;
+/** How the provider leaves in the failure workload: two signals and a graceful drain. */
+export const FAILURE_MODES = ['SIGKILL', 'SIGSTOP', 'drain'];
 
 export const FAIRNESS_RULES = [
   'fsync on everywhere: Switchboard with --data-dir (every acknowledged write fdatasync\'d, group commit); etcd with its defaults (WAL fsync, never --unsafe-no-fsync, default --snapshot-count); ZooKeeper with forceSync=yes (its default).',
@@ -151,7 +159,8 @@ Suites:
                        with --runs 1 about 20)
   --suite standalone   the Switchboard-only benchmark (bench/run.mjs; its own options)
 Options:
-  --only LIST          workloads: register, read, watch, renew, failure, memory
+  --only LIST          workloads: register, read, watch, renew, failure, checks,
+                       memory
   --systems LIST       switchboard, etcd, etcd3, zookeeper, zookeeper3
   --runs N             runs per figure (default 3)
   --generators N       load generator processes for registrations and reads (default
@@ -168,13 +177,6 @@ Options:
   --help               this text
 `;
 
-function parseDuration(text, name) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(String(text).trim());
-  if (!m) throw new Error(`${name} "${text}" is not a duration like 500ms, 10s or 1m`);
-  const v = Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] ?? 's'];
-  if (v <= 0 || v > 600_000) throw new Error(`${name} must be between 1ms and 10m`);
-  return Math.round(v);
-}
 
 export function parseOptions(argv) {
   const { values } = parseArgs({
@@ -224,8 +226,10 @@ export function parseOptions(argv) {
     cases,
     systems,
     runs,
-    warmupMs: values.warmup !== undefined ? (values.warmup === '0' ? 0 : parseDuration(values.warmup, '--warmup')) : base.warmupMs,
+    warmupMs: values.warmup !== undefined ? parseDuration(values.warmup, '--warmup', { allowZero: true }) : base.warmupMs,
     durationMs: values.duration !== undefined ? parseDuration(values.duration, '--duration') : base.durationMs,
+    durationExplicit: values.duration !== undefined,
+    warmupExplicit: values.warmup !== undefined,
     profile: values.profile,
     generators: values.generators ? Number(values.generators) : 2,
     waitQuietMs: values['wait-quiet'] !== undefined ? parseDuration(values['wait-quiet'], '--wait-quiet') : 0,
@@ -235,212 +239,6 @@ export function parseOptions(argv) {
 }
 
 // ------------------------------------------------------------------ helpers
-
-const median = (xs) => {
-  const s = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
-  if (s.length === 0) return null;
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const stat = (xs) => {
-  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x));
-  return v.length === 0 ? null : { median: median(v), min: Math.min(...v), max: Math.max(...v), n: v.length };
-};
-
-function targetOf(sys) {
-  return { kind: sys.kind, endpoints: sys.endpoints, connectString: sys.connectString, url: sys.url };
-}
-
-function pkgVersion(name) {
-  try {
-    return JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')).version;
-  } catch {
-    return null;
-  }
-}
-
-function machineFacts() {
-  const cpus = os.cpus();
-  let disk = null;
-  try {
-    disk = execFileSync('df', ['-h', '--output=source,fstype,size', os.tmpdir()], { encoding: 'utf8', timeout: 5000 }).trim().split('\n')[1]?.trim().replace(/\s+/g, ' ');
-  } catch {
-    /* unknown */
-  }
-  let osName = `${os.platform()} ${os.release()}`;
-  try {
-    const m = /PRETTY_NAME="([^"]+)"/.exec(readFileSync('/etc/os-release', 'utf8'));
-    if (m) osName = `${m[1]} (kernel ${os.release()})`;
-  } catch {
-    /* keep */
-  }
-  return { cpus: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', memoryBytes: os.totalmem(), os: osName, node: process.version, tmpDisk: disk, loadAverageAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100) };
-}
-
-function gitFacts() {
-  const git = (...args) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 }).trimEnd();
-  try {
-    const changed = git('status', '--porcelain', '--', 'packages').split('\n').filter(Boolean);
-    return { commit: git('rev-parse', 'HEAD'), uncommittedFilesInPackages: changed.length };
-  } catch {
-    return { commit: null };
-  }
-}
-
-/** Samples the servers' CPU / memory, the generator's CPU and the whole machine's. */
-function sampler(serverPids, genPid) {
-  return () => ({ at: performance.now(), server: sumStats(serverPids), gen: procStats(genPid), runner: procStats(process.pid), system: systemCpu() });
-}
-
-function between(a, b) {
-  if (!a || !b) return null;
-  const ms = b.at - a.at;
-  const pct = (x, y, k = 'cpuMs') => (x && y ? ((y[k] - x[k]) * 100) / ms : null);
-  const server = pct(a.server, b.server);
-  const gen = pct(a.gen, b.gen);
-  const runner = pct(a.runner, b.runner);
-  const machine = pct(a.system, b.system, 'busyMs');
-  const others = machine === null ? null : Math.max(0, machine - (server ?? 0) - (gen ?? 0) - (runner ?? 0));
-  return {
-    windowMs: Math.round(ms),
-    serverCpuMs: a.server && b.server ? b.server.cpuMs - a.server.cpuMs : null,
-    serverCpuPct: server,
-    generatorCpuPct: gen,
-    othersCpuPct: others,
-    serverRssBytes: b.server?.rssBytes ?? null,
-  };
-}
-
-// ------------------------------------------------------------------ one run
-
-/**
- * Waits (at most maxMs) until processes other than this suite's use less than 25% of one
- * core over one second. Returns the last figure (% of a core), or null when not measured.
- */
-async function waitQuiet(maxMs, progress, label) {
-  if (!maxMs) return null;
-  const ours = () => liveChildren().reduce((a, c) => a + (procStats(c.pid)?.cpuMs ?? 0), procStats(process.pid)?.cpuMs ?? 0);
-  const deadline = performance.now() + maxMs;
-  let busy = null;
-  for (let i = 0; i < 600 && performance.now() < deadline; i++) {
-    const a = systemCpu();
-    const oa = ours();
-    const t = performance.now();
-    await sleep(1000);
-    const b = systemCpu();
-    if (!a || !b) return null;
-    busy = Math.max(0, ((b.busyMs - a.busyMs - (ours() - oa)) * 100) / (performance.now() - t));
-    if (busy < 25) return busy;
-    progress.update(`${label}  waiting for a quiet machine: other processes use ${fmtPct(busy)} of a core`, { force: true });
-  }
-  return busy;
-}
-
-/**
- * Forks `count` generator processes (the clients of a closed-loop workload split between
- * them; they start together after all are ready), runs one workload against `sys`,
- * samples the servers' CPU at the generators' phase changes, and merges the results.
- * `onMessage(msg, gen)` sees every other message (interactive workloads).
- */
-function runGenerator({ workload, sys, options, progress, label, hardLimitMs, onMessage, count = 1 }) {
-  const gens = [];
-  for (let g = 0; g < count; g++) gens.push(track(fork(join(ROOT, 'bench/compare/loadgen.mjs'), [], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: ['--max-old-space-size=8192'] }), 'load generator'));
-  const genStats = () => {
-    let cpuMs = 0;
-    for (const g of gens) cpuMs += procStats(g.pid)?.cpuMs ?? 0;
-    return { cpuMs };
-  };
-  const sample = () => ({ at: performance.now(), server: sumStats(sys.pids), gen: genStats(), runner: procStats(process.pid), system: systemCpu() });
-  let mStart = null;
-  let mEnd = null;
-  let measuredCount = 0;
-  let readyCount = 0;
-  let live = sample();
-  let liveCpu = null;
-  const results = new Array(count);
-  let resultCount = 0;
-  const rates = new Array(count).fill(0);
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const finish = (err, result) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      for (const g of gens) g.off('exit', onExit);
-      Promise.all(gens.map((g) => stopProc(g, 2000))).then(() => (err ? reject(err) : resolve({ result, cpu: between(mStart, mEnd), generators: count })));
-    };
-    const timer = setTimeout(() => finish(new Error(`${label}: no result within ${Math.round(hardLimitMs / 1000)} s`)), hardLimitMs);
-    const onExit = (code, sig) => finish(new Error(`${label}: a load generator exited (code ${code}, signal ${sig}) without a result`));
-    const deadServer = () => sys.procs.find((p) => p.exitCode !== null || p.signalCode !== null);
-    gens.forEach((gen, g) => {
-      gen.once('exit', onExit);
-      gen.on('message', (msg) => {
-        if (msg.type === 'phase') {
-          if (msg.phase === 'measure' && mStart === null) mStart = sample();
-          if (msg.phase === 'measured' && mStart !== null && mEnd === null && ++measuredCount >= count) mEnd = sample();
-        } else if (msg.type === 'ready') {
-          if (++readyCount === count) for (const x of gens) x.send({ type: 'go' });
-        } else if (msg.type === 'progress') {
-          rates[g] = msg.rate ?? 0;
-          if (g !== 0) return;
-          const s = sample();
-          if (s.at - live.at >= 1000) {
-            liveCpu = between(live, s);
-            live = s;
-          }
-          const d = deadServer();
-          if (d) return finish(new Error(`${label}: ${d.name} exited during the run (code ${d.exitCode}, signal ${d.signalCode})`));
-          progress.update(progressText(label, msg.rate !== null && msg.rate !== undefined ? { ...msg, rate: rates.reduce((a, b) => a + b, 0) } : msg, liveCpu));
-        } else if (msg.type === 'result') {
-          results[g] = msg.result;
-          if (++resultCount === count) finish(null, count === 1 ? results[0] : mergeResults(results));
-        } else if (msg.type === 'error') {
-          finish(new Error(`${label}: the load generator failed: ${msg.error}`));
-        } else {
-          onMessage?.(msg, gen);
-        }
-      });
-    });
-    gens.forEach((gen, g) => {
-      let o = options;
-      if (count > 1) {
-        const key = options.clients !== undefined ? 'clients' : 'readers';
-        const total = options[key];
-        const share = Math.floor(total / count) + (g < total % count ? 1 : 0);
-        const first = g * Math.floor(total / count) + Math.min(g, total % count);
-        o = { ...options, [key]: share, firstClient: first, barrier: true, seed: g === 0 };
-      }
-      gen.send({ type: 'run', workload, target: targetOf(sys), options: o });
-    });
-  });
-}
-
-/** The results of several generators as one: operations summed, latencies merged. */
-function mergeResults(rs) {
-  const h = histFromWire(rs[0].latencyWire);
-  for (const r of rs.slice(1)) h.merge(histFromWire(r.latencyWire));
-  const errors = { total: 0, byKind: {}, examples: [] };
-  for (const r of rs) {
-    errors.total += r.errors.total;
-    for (const [k, v] of Object.entries(r.errors.byKind ?? {})) errors.byKind[k] = (errors.byKind[k] ?? 0) + v;
-    errors.examples.push(...(r.errors.examples ?? []));
-  }
-  errors.examples = errors.examples.slice(0, 5);
-  const sum = (k) => rs.reduce((a, r) => a + (r[k] ?? 0), 0);
-  const out = { ...rs[0], ops: sum('ops'), ratePerSec: sum('ratePerSec'), latency: h.summary(), errors, perGenerator: rs.map((r) => ({ ops: r.ops, ratePerSec: r.ratePerSec, latency: r.latency })) };
-  for (const k of ['clients', 'readers', 'workers', 'wrongAnswers', 'leasesLost']) if (rs[0][k] !== undefined) out[k] = sum(k);
-  delete out.latencyWire;
-  return out;
-}
-
-function progressText(label, p, cpu) {
-  const t = p.totalMs > 0 ? `${(p.elapsedMs / 1000).toFixed(1)}/${(p.totalMs / 1000).toFixed(1)}s` : `${(p.elapsedMs / 1000).toFixed(1)}s`;
-  let what = '';
-  if (p.rate !== null && p.rate !== undefined) what = `${fmtInt(p.rate)}/s`;
-  else if (p.events !== undefined) what = `changes ${fmtInt(p.done)}  deliveries ${fmtInt(p.events)}`;
-  else if (p.done !== undefined) what = `${p.label} ${fmtInt(p.done)}`;
-  const c = cpu ? `  cpu: server ${fmtPct(cpu.serverCpuPct)} generator ${fmtPct(cpu.generatorCpuPct)} others ${fmtPct(cpu.othersCpuPct)}` : '';
-  return `${label}  ${p.phase} ${t}  ${what}  errors ${p.errors ?? 0}${c}`;
-}
 
 // ------------------------------------------------------------------ workload runners
 
@@ -459,7 +257,8 @@ function rowsOf(c, systems) {
   for (const s of systems) {
     const kind = SYSTEMS[s].kind;
     if (c.workload === 'read') for (const v of READ_VARIANTS[kind]) rows.push({ system: s, label: SYSTEMS[s].label, ...v });
-    else if (c.workload === 'failure') for (const signal of ['SIGKILL', 'SIGSTOP']) rows.push({ system: s, label: SYSTEMS[s].label, variant: signal, signal });
+    else if (c.workload === 'checks' && kind !== 'switchboard') continue; // no active checks in the peers
+    else if (c.workload === 'failure') for (const signal of FAILURE_MODES) rows.push({ system: s, label: SYSTEMS[s].label, variant: signal, signal });
     else rows.push({ system: s, label: SYSTEMS[s].label, variant: null });
   }
   return rows.map((r) => ({ ...r, runs: [] }));
@@ -479,6 +278,9 @@ function optionsFor(c, ctx, row) {
       return { ...base, leases: c.level, warmupMs: LEASE_TTL_MS, durationMs: 20_000 };
     case 'memory':
       return { ...base, instances: c.level, owners: Math.ceil(c.level / 1000) };
+    case 'checks':
+      // One interval of warm-up at least and a minute measured, unless --duration / --warmup say otherwise.
+      return { ...base, instances: c.level, intervalMs: CHECK_INTERVAL_MS, warmupMs: ctx.opts.warmupExplicit ? ctx.opts.warmupMs : CHECK_INTERVAL_MS + 5000, durationMs: ctx.opts.durationExplicit ? ctx.opts.durationMs : 60_000 };
     default:
       return base;
   }
@@ -497,6 +299,10 @@ function figuresOf(workload, r) {
       return { p50Ms: res.latency.p50Ms ?? null, p99Ms: res.latency.p99Ms ?? null, maxMs: res.latency.maxMs ?? null, firstP50Ms: res.firstWatcher?.p50Ms ?? null, firstP99Ms: res.firstWatcher?.p99Ms ?? null, ackP50Ms: res.writeAck?.p50Ms ?? null, ackP99Ms: res.writeAck?.p99Ms ?? null, deliveriesPerSec: res.ratePerSec, missed: res.missed, perServerCpuSec: perCpuSec, serverCpuPct: cpu.serverCpuPct, generatorCpuPct: cpu.generatorCpuPct, othersCpuPct: cpu.othersCpuPct, errors: res.errors.total };
     case 'renew':
       return { serverCpuPct: cpu.serverCpuPct, serverRssBytes: cpu.serverRssBytes, leasesLost: res.leasesLost, leasesLostInSetup: (res.leasesLostInSetup ?? 0) + (res.leasesNotOpened ?? 0), setupMs: res.setupMs, keepalivesPerSec: res.keepalivesPerSec, cpuMsPerThousandKeepalives: cpu.serverCpuMs !== null ? (cpu.serverCpuMs / ((res.keepalivesPerSec * cpu.windowMs) / 1000)) * 1000 : null, errors: res.leasesLost };
+    case 'checks': {
+      const cpuSecPerSec = cpu.serverCpuMs !== null && cpu.windowMs > 0 ? cpu.serverCpuMs / cpu.windowMs : null;
+      return { checksPerSec: res.ratePerSec, expectedPerSec: res.expectedPerSec, serverCpuPct: cpu.serverCpuPct, cpuSecPerSec, checksPerCpuSec: cpu.serverCpuMs > 0 ? (res.probes * 1000) / cpu.serverCpuMs : null, serverRssBytes: cpu.serverRssBytes, passing: res.passing, othersCpuPct: cpu.othersCpuPct, errors: res.errors.total };
+    }
     default:
       return {};
   }
@@ -505,10 +311,10 @@ function figuresOf(workload, r) {
 /** register / read / watch / renew: closed-loop runs, interleaved over the systems. */
 async function runLoadCase(c, ctx) {
   const rows = rowsOf(c, ctx.opts.systems);
-  const freshPerRun = c.workload === 'register' || c.workload === 'renew';
+  const freshPerRun = c.workload === 'register' || c.workload === 'renew' || c.workload === 'checks';
   const servers = new Map();
   // 10,000 leases take up to two minutes to set up (etcd): two runs at most.
-  const n = c.workload === 'renew' ? Math.min(ctx.opts.runs, 2) : ctx.opts.runs;
+  const n = c.workload === 'renew' || c.workload === 'checks' ? Math.min(ctx.opts.runs, 2) : ctx.opts.runs;
   try {
     if (!freshPerRun) for (const s of new Set(rows.map((r) => r.system))) servers.set(s, await startReported(s, ctx, `${c.workload}-${c.level}`));
     for (let run = 1; run <= n; run++) {
@@ -519,7 +325,7 @@ async function runLoadCase(c, ctx) {
           if (freshPerRun) sys = await startReported(row.system, ctx, `${c.workload}-${c.level}-run${run}`);
           if (!sys) throw new Error(`${row.label} did not start`);
           await waitQuiet(ctx.opts.waitQuietMs, ctx.progress, label);
-          const hardLimitMs = (c.workload === 'renew' ? 400_000 : 0) + ctx.opts.warmupMs + ctx.opts.durationMs + 180_000;
+          const hardLimitMs = (c.workload === 'renew' || c.workload === 'checks' ? 400_000 : 0) + ctx.opts.warmupMs + ctx.opts.durationMs + 180_000;
           const count = c.workload === 'register' || c.workload === 'read' ? Math.min(ctx.opts.generators, c.level) : 1;
           const r = await runGenerator({ workload: c.workload, sys, options: optionsFor(c, ctx, row), progress: ctx.progress, label, hardLimitMs, count });
           const fig = figuresOf(c.workload, r);
@@ -549,6 +355,8 @@ function doneText(workload, f) {
       return `p50 ${fmtMs(f.p50Ms)}  p99 ${fmtMs(f.p99Ms)}  max ${fmtMs(f.maxMs)}  missed ${f.missed}  errors ${f.errors}  cpu: server ${fmtPct(f.serverCpuPct)} generator ${fmtPct(f.generatorCpuPct)} others ${fmtPct(f.othersCpuPct)}`;
     case 'renew':
       return `server CPU ${fmtPct(f.serverCpuPct)} of a core  RSS ${fmtBytes(f.serverRssBytes)}  leases lost ${f.leasesLost}`;
+    case 'checks':
+      return `${fmtInt(f.checksPerSec)} checks/s  agent CPU ${fmtPct(f.serverCpuPct)} of a core  ${fmtInt(f.checksPerCpuSec)} checks per CPU-s  RSS ${fmtBytes(f.serverRssBytes)}  passing ${fmtInt(f.passing)}  errors ${f.errors}`;
     default:
       return '';
   }
@@ -657,7 +465,7 @@ async function runFailureCase(c, ctx) {
 
 async function oneFailure({ sys, row, run, c, seen, waitFor, label }) {
   const id = `p-${row.signal.toLowerCase()}-${run}`;
-  const provider = track(fork(join(ROOT, 'bench/compare/provider.mjs'), [JSON.stringify(targetOf(sys)), String(FAILURE_TTL_MS), id], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }), 'provider');
+  const provider = forkTracked('provider', join(ROOT, 'bench/compare/provider.mjs'), [JSON.stringify(targetOf(sys)), String(FAILURE_TTL_MS), id]);
   try {
     const registered = await new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error('the provider did not register within 20 s')), 20_000);
@@ -679,15 +487,32 @@ async function oneFailure({ sys, row, run, c, seen, waitFor, label }) {
     if (!(await waitFor(() => putsOf().size >= c.level, 10_000))) throw new Error(`only ${putsOf().size} of ${c.level} watchers saw the instance appear`);
     // A random moment within the keep-alive cycle (TTL/3), after a steady state of 1.5 s.
     await sleep(1500 + Math.random() * (FAILURE_TTL_MS / 3));
-    const killedAt = performance.timeOrigin + performance.now();
-    process.kill(provider.pid, row.signal);
+    let killedAt;
+    let drainAckMs = null;
+    if (row.signal === 'drain') {
+      const drained = await new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('the provider did not finish deregistering within 10 s')), 10_000);
+        provider.on('message', (m) => {
+          if (m.type === 'drained') {
+            clearTimeout(t);
+            resolve(m);
+          }
+        });
+        provider.send({ type: 'drain' });
+      });
+      killedAt = drained.at; // the provider's clock is the same machine's
+      drainAckMs = drained.ackMs;
+    } else {
+      killedAt = performance.timeOrigin + performance.now();
+      process.kill(provider.pid, row.signal);
+    }
     const gone = () => seen.filter((m) => m.type === 'seen' && m.op === 'delete' && m.id === id);
     await waitFor(() => new Set(gone().map((m) => m.watcher)).size >= c.level, 30_000);
     const times = new Map();
     for (const m of gone()) if (!times.has(m.watcher)) times.set(m.watcher, m.at - killedAt);
     if (times.size === 0) throw new Error('no watcher saw the instance go within 30 s');
     const all = [...times.values()].sort((a, b) => a - b);
-    return { firstMs: all[0], lastMs: all[all.length - 1], medianMs: median(all), watchersSaw: times.size, watchers: c.level, registeredToKillMs: killedAt - registered.at };
+    return { firstMs: all[0], lastMs: all[all.length - 1], medianMs: median(all), watchersSaw: times.size, watchers: c.level, registeredToKillMs: killedAt - registered.at, ...(drainAckMs !== null ? { drainAckMs } : {}) };
   } finally {
     if (row.signal === 'SIGSTOP') process.kill(provider.pid, 'SIGCONT');
     await stopProc(provider, 100, 'SIGKILL');
@@ -759,12 +584,7 @@ export async function main(argv) {
   }
   const progress = new Progress();
   installCleanup(() => process.stdout.write('\nbench: interrupted; every process it started was killed and its temporary directories removed\n'));
-  const started = new Date();
-  const stamp = started.toISOString().replace(/[:]/g, '-').replace(/\.\d+Z$/, 'Z');
-  const resultsDir = join(ROOT, 'bench/results');
-  mkdirSync(resultsDir, { recursive: true });
-  const profileDir = opts.profile ? join(resultsDir, `${stamp}-profiles`) : null;
-  if (profileDir) mkdirSync(profileDir, { recursive: true });
+  const { started, stamp, resultsDir, profileDir } = openResults(opts.profile);
 
   for (const line of reapOrphans()) progress.log(`cleanup of an earlier run that was killed: ${line}`);
 
@@ -829,7 +649,7 @@ export async function main(argv) {
       cases: results,
     };
   }
-  if (profileDir) out.profiles = await summarizeProfiles(profileDir);
+  if (profileDir) out.profiles = summarizeProfiles(profileDir);
   const file = join(resultsDir, `${stamp}.json`);
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   process.stdout.write('\n' + renderTable(out, { format: 'text' }) + '\n');
@@ -841,28 +661,11 @@ export async function main(argv) {
     process.stdout.write(`docs: ${docs} regenerated from these results\n`);
   }
   // Everything this run started must be gone now.
-  killAllNow();
-  await sleep(200);
-  const left = liveChildren();
-  if (left.length > 0) process.stdout.write(`WARNING: processes still running: ${left.map((p) => `${p.name} (${p.pid})`).join(', ')}\n`);
+  process.stdout.write(await endAll());
   const failed = results.some((c) => c.rows.some((r) => r.failedRuns > 0)) || ctx.startFailures.length > 0;
   return failed ? 1 : 0;
 }
 
-async function summarizeProfiles(dir) {
-  const { readdirSync } = await import('node:fs');
-  const { summarize, formatSummary } = await import('../profile-summary.mjs');
-  const out = [];
-  for (const f of readdirSync(dir).filter((x) => x.endsWith('.cpuprofile')).sort()) {
-    try {
-      const s = summarize(JSON.parse(readFileSync(join(dir, f), 'utf8')), { top: 15 });
-      out.push({ file: join(dir, f), summary: s, text: formatSummary(s, `agent CPU profile, ${f}`) });
-    } catch (err) {
-      out.push({ file: join(dir, f), error: err.message, text: `${f}: ${err.message}` });
-    }
-  }
-  return out;
-}
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   main(process.argv.slice(2)).then(

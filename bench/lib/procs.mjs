@@ -1,30 +1,30 @@
 /**
- * The processes the benchmark starts: agents and load generators. Every child is kept in
- * a registry by PID and is ended by that PID: on normal completion (SIGTERM, then SIGKILL
- * after a grace period), on failure, on Ctrl-C and when the runner exits.
+ * The benchmark's one process manager, for every suite (side by side and standalone).
+ * Every process and temporary directory a run makes is registered here, by PID and by
+ * path, and is ended / removed by that PID and path: on normal completion, on failure, on
+ * Ctrl-C / SIGTERM / SIGHUP and when the runner exits. Nothing is ever killed by name.
+ * Also: CPU time and memory of processes and of the machine, from /proc.
  */
-import { spawn, fork } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { fork, spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, readSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 
 export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 export const AGENT_BIN = join(ROOT, 'packages/registry/bin/switchboard.js');
 
 /** pid -> { proc, name } of every child that may still be running. */
 const children = new Map();
-/** Temporary data directories still to remove. */
-const dataDirs = new Set();
+/** Temporary directories still to remove. */
+const tempDirs = new Set();
+/** Extra cleanup callbacks (e.g. the standalone runner's own registry). */
+const extraCleanups = new Set();
 
-function track(proc, name) {
-  children.set(proc.pid, { proc, name });
-  proc.once('exit', () => children.delete(proc.pid));
-  return proc;
-}
+export const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
-/** Sends a signal to one child by PID; false when it is already gone. */
-function signal(pid, sig) {
+/** Sends a signal to one process by PID; false when it is already gone. */
+export function signalPid(pid, sig) {
   try {
     process.kill(pid, sig);
     return true;
@@ -33,56 +33,251 @@ function signal(pid, sig) {
   }
 }
 
-/** Ends one child: SIGTERM, then SIGKILL after graceMs. Resolves with its exit code/signal. */
-export function stopChild(proc, graceMs = 5000) {
-  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve({ code: proc.exitCode, signal: proc.signalCode, forced: false });
+/**
+ * What this runner has started, in a state file (/tmp/switchboard-bench-<pid>.json), so
+ * that a later run can clean up after a runner that was itself killed with SIGKILL (its
+ * servers are not its IPC children and would outlive it): see reapOrphans().
+ */
+const STATE_FILE = join(tmpdir(), `switchboard-bench-${process.pid}.json`);
+const startedPids = new Set();
+function saveState() {
+  try {
+    writeFileSync(STATE_FILE, JSON.stringify({ runnerPid: process.pid, pids: [...startedPids], dirs: [...tempDirs] }));
+  } catch {
+    /* best effort */
+  }
+}
+
+/**
+ * Kills what runners that no longer exist left behind (by PID, and only processes whose
+ * command line names one of that runner's temporary directories, so a reused PID is never
+ * hit), and removes their directories. Returns what it did.
+ */
+export function reapOrphans() {
+  const done = [];
+  let files = [];
+  try {
+    files = readdirSync(tmpdir()).filter((f) => /^switchboard-bench-\d+\.json$/.test(f));
+  } catch {
+    return done;
+  }
+  for (const f of files) {
+    const path = join(tmpdir(), f);
+    let st;
+    try {
+      st = JSON.parse(readFileSync(path, 'utf8'));
+    } catch {
+      continue;
+    }
+    const alive = signalPid(st.runnerPid, 0) && procStats(st.runnerPid)?.state !== 'Z';
+    if (st.runnerPid === process.pid || alive) continue; // that runner is still running
+    for (const pid of st.pids ?? []) {
+      let cmd = '';
+      try {
+        cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      } catch {
+        continue;
+      }
+      if ((st.dirs ?? []).some((d) => cmd.includes(d)) && signalPid(pid, 'SIGKILL')) done.push(`killed ${pid} (left by runner ${st.runnerPid})`);
+    }
+    for (const d of st.dirs ?? []) {
+      if (!d.startsWith(tmpdir())) continue;
+      try {
+        rmSync(d, { recursive: true, force: true });
+        done.push(`removed ${d}`);
+      } catch {
+        /* ignore */
+      }
+    }
+    rmSync(path, { force: true });
+  }
+  return done;
+}
+
+/** A fresh temporary directory (under `root`, default the OS temp dir), removed at the end whatever happens. */
+export function makeTempDir(prefix, root = tmpdir()) {
+  const dir = mkdtempSync(join(root, `${prefix}-`));
+  tempDirs.add(dir);
+  saveState();
+  return dir;
+}
+
+export function removeTempDir(dir) {
+  try {
+    rmSync(dir, { recursive: true, force: true });
+  } catch {
+    /* best effort; retried at exit */
+    return;
+  }
+  tempDirs.delete(dir);
+}
+
+/** Registers an already started child process (spawn / fork) for cleanup by PID. */
+export function track(proc, name) {
+  if (proc.pid === undefined) return proc;
+  children.set(proc.pid, { proc, name });
+  proc.once('exit', () => children.delete(proc.pid));
+  return proc;
+}
+
+/** PIDs of every child still running, with their names (for the "nothing left" check). */
+export function liveChildren() {
+  return [...children].map(([pid, c]) => ({ pid, name: c.name }));
+}
+
+/**
+ * Spawns a server process with its stdout and stderr going to a log file (never a pipe that
+ * could fill up), tracked by PID.
+ */
+export function spawnLogged(name, cmd, args, { cwd, env, logFile }) {
+  const fd = openSync(logFile, 'a');
+  try {
+    const proc = spawn(cmd, args, { cwd, env: env ?? process.env, stdio: ['ignore', fd, fd], detached: false });
+    track(proc, name);
+    if (proc.pid !== undefined) {
+      startedPids.add(proc.pid);
+      saveState();
+    }
+    proc.logFile = logFile;
+    proc.name = name;
+    proc.on('error', () => {}); // ENOENT etc. show as an exit
+    return proc;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The last `lines` lines of a log file (at most the last 64 KiB are read). */
+export function tailOf(file, lines = 20) {
+  try {
+    const size = statSync(file).size;
+    const len = Math.min(size, 65536);
+    const buf = Buffer.alloc(len);
+    const fd = openSync(file, 'r');
+    try {
+      readSync(fd, buf, 0, len, size - len);
+    } finally {
+      closeSync(fd);
+    }
+    return buf.toString('utf8').split('\n').filter((l) => l.trim() !== '').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/**
+ * Forks a Node script (a load generator, a provider) with an IPC channel, tracked by PID;
+ * its output goes to the runner's.
+ */
+export function forkTracked(name, script, args = [], { execArgv } = {}) {
+  const proc = fork(script, args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(execArgv ? { execArgv } : {}) });
+  return track(proc, name);
+}
+
+/**
+ * Ends one child: SIGTERM (or `sig`), then SIGKILL after graceMs. Resolves with its exit
+ * code and signal and whether it had to be killed.
+ */
+export function stopProc(proc, graceMs = 5000, sig = 'SIGTERM') {
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve({ code: proc?.exitCode ?? null, signal: proc?.signalCode ?? null, forced: false });
   return new Promise((done) => {
     let forced = false;
     const timer = setTimeout(() => {
       forced = true;
-      signal(proc.pid, 'SIGKILL');
+      signalPid(proc.pid, 'SIGKILL');
     }, graceMs);
-    proc.once('exit', (code, sig) => {
+    proc.once('exit', (code, signal) => {
       clearTimeout(timer);
-      done({ code, signal: sig, forced });
+      done({ code, signal, forced });
     });
-    if (!signal(proc.pid, 'SIGTERM')) {
+    if (!signalPid(proc.pid, sig)) {
       clearTimeout(timer);
       done({ code: proc.exitCode, signal: proc.signalCode, forced });
     }
   });
 }
 
-/** Kills every child still running, at once (SIGKILL), and removes their temporary data. */
+/** Kills every child still running (SIGKILL, by PID) and removes every temporary directory. */
 export function killAllNow() {
-  for (const [pid] of children) signal(pid, 'SIGKILL');
-  for (const dir of dataDirs) {
+  for (const f of extraCleanups) {
     try {
-      rmSync(dir, { recursive: true, force: true });
+      f();
     } catch {
-      /* best effort at exit */
+      /* best effort */
     }
-    dataDirs.delete(dir);
+  }
+  for (const [pid] of children) {
+    signalPid(pid, 'SIGCONT'); // a SIGSTOP'ed provider
+    signalPid(pid, 'SIGKILL');
+  }
+  for (const dir of [...tempDirs]) removeTempDir(dir);
+  if (children.size === 0 && tempDirs.size === 0) rmSync(STATE_FILE, { force: true });
+  else saveState();
+}
+
+/**
+ * At the end of a run: ends everything still running and says what (if anything) could
+ * not be ended, as a warning line for the console ('' when nothing is left).
+ */
+export async function endAll() {
+  killAllNow();
+  await sleep(200);
+  const left = liveChildren();
+  return left.length > 0 ? `WARNING: processes still running: ${left.map((p) => `${p.name} (${p.pid})`).join(', ')}\n` : '';
+}
+
+export function onCleanup(f) {
+  extraCleanups.add(f);
+}
+
+let installed = false;
+/** Kills every child and removes every temp dir on Ctrl-C, SIGTERM, SIGHUP and at exit. */
+export function installCleanup(onInterrupt) {
+  if (installed) return;
+  installed = true;
+  process.on('exit', killAllNow);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(sig, () => {
+      killAllNow();
+      try {
+        onInterrupt?.(sig);
+      } catch {
+        /* ignore */
+      }
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    });
   }
 }
 
 const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) on Linux
+const PAGE = 4096;
 
-/** CPU time (user + system, ms) and resident memory (bytes) of a process, from /proc. */
+/** CPU time (user + system of all threads, ms) and resident memory (bytes) of a process. */
 export function procStats(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields[0] is field 3 (state); utime is field 14, stime 15, rss 24 (pages).
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    const rssPages = Number(fields[21]);
-    return { cpuMs: (ticks * 1000) / CLK_TCK, rssBytes: rssPages * 4096 };
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // f[0] is field 3 (state); utime is field 14, stime 15, rss 24 (pages).
+    return { cpuMs: ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK, rssBytes: Number(f[21]) * PAGE, state: f[0] };
   } catch {
     return null;
   }
 }
 
-/** CPU time of the whole machine (ms, all cores): busy (user+nice+system+irq+softirq+steal) and idle. */
+/** Sum of procStats over several PIDs (a cluster's members); null if any is gone. */
+export function sumStats(pids) {
+  let cpuMs = 0;
+  let rssBytes = 0;
+  for (const pid of pids) {
+    const s = procStats(pid);
+    if (!s) return null;
+    cpuMs += s.cpuMs;
+    rssBytes += s.rssBytes;
+  }
+  return { cpuMs, rssBytes };
+}
+
+/** CPU time of the whole machine (ms, all cores). */
 export function systemCpu() {
   try {
     const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
@@ -107,128 +302,50 @@ export function fsTypeOf(path) {
   }
 }
 
-/**
- * Starts an agent on 127.0.0.1 with a free port and resolves once it prints
- * `listening on http://HOST:PORT`. mode: 'dev' | 'durable' (a fresh temporary data dir).
- * Rejects (after killing it) when it exits first or does not listen within timeoutMs.
- */
-export async function startAgent({ mode, profileDir = null, profileName = 'agent.cpuprofile', timeoutMs = 15_000, dataRoot = tmpdir(), bin = AGENT_BIN }) {
-  const nodeArgs = [];
-  if (profileDir) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${profileName}`);
-  const args = [bin, 'agent', '--http-addr', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'info'];
-  let dataDir = null;
-  if (mode === 'durable') {
-    dataDir = mkdtempSync(join(dataRoot, 'switchboard-bench-'));
-    dataDirs.add(dataDir);
-    args.push('--data-dir', dataDir);
-  } else {
-    args.push('--dev');
-  }
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('SWITCHBOARD_')) delete env[k]; // flags only
-  const spawnedAt = performance.now();
-  const proc = track(spawn(process.execPath, [...nodeArgs, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }), 'agent');
-
-  const agent = {
-    proc,
-    pid: proc.pid,
-    mode,
-    dataDir,
-    url: null,
-    durable: null,
-    /** Milliseconds from spawn to the "listening on" line. */
-    startMs: null,
-    /** Log lines at warn level or above, and the last lines of output, for the report. */
-    warnings: [],
-    /** Info log lines after "listening on" (time in epoch ms, message). */
-    events: [],
-    warnCount: 0,
-    errorCount: 0,
-    tail: [],
-    stderr: '',
-    async stop(graceMs = 5000) {
-      const r = await stopChild(proc, graceMs);
-      if (dataDir) {
-        rmSync(dataDir, { recursive: true, force: true });
-        dataDirs.delete(dataDir);
-      }
-      return r;
-    },
-  };
-
-  const remember = (line) => {
-    agent.tail.push(line);
-    if (agent.tail.length > 30) agent.tail.shift();
-  };
-  // Both pipes are read to the end, so a chatty agent never blocks on a full pipe.
-  const lines = createInterface({ input: proc.stdout });
-  let onListening;
-  const listening = new Promise((res) => (onListening = res));
-  lines.on('line', (line) => {
-    remember(line);
-    let rec = null;
-    try {
-      rec = JSON.parse(line);
-    } catch {
-      /* not JSON: kept in the tail only */
-    }
-    if (agent.url !== null && rec && rec.level === 30 && agent.events.length < 50) {
-      // Info lines after start (snapshots, segment changes), for correlating latency outliers.
-      agent.events.push({ time: rec.time, msg: rec.msg, ...(rec.ms !== undefined ? { ms: rec.ms } : {}), ...(rec.bytes !== undefined ? { bytes: rec.bytes } : {}) });
-    }
-    if (rec && typeof rec.level === 'number' && rec.level >= 40) {
-      if (rec.level >= 50) agent.errorCount++;
-      else agent.warnCount++;
-      if (agent.warnings.length < 20) agent.warnings.push(line.slice(0, 2000));
-    }
-    const m = /listening on (http:\/\/[^\s"]+)/.exec(line);
-    if (m && agent.url === null) {
-      agent.url = m[1].replace(/\/$/, '');
-      agent.startMs = Math.round(performance.now() - spawnedAt);
-      agent.durable = rec && typeof rec.durable === 'boolean' ? rec.durable : null;
-      onListening();
-    }
-  });
-  proc.stderr.setEncoding('utf8');
-  proc.stderr.on('data', (d) => {
-    if (agent.stderr.length < 20_000) agent.stderr += d;
-  });
-
-  let timer;
-  const exited = new Promise((_, rej) => proc.once('exit', (code, sig) => rej(new Error(`the agent exited before listening (code ${code}, signal ${sig}): ${agent.stderr.trim() || agent.tail.join('\n')}`))));
-  const timedOut = new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`the agent did not print "listening on" within ${timeoutMs} ms`)), timeoutMs)));
+/** `n` distinct free TCP ports on 127.0.0.1 (bound and released; the OS does not reuse them soon). */
+export async function freePorts(n) {
+  const servers = [];
   try {
-    await Promise.race([listening, exited, timedOut]);
-  } catch (err) {
-    await agent.stop(1000);
-    throw err;
+    for (let i = 0; i < n; i++) {
+      const s = createServer();
+      await new Promise((res, rej) => {
+        s.once('error', rej);
+        s.listen(0, '127.0.0.1', res);
+      });
+      servers.push(s);
+    }
+    return servers.map((s) => s.address().port);
   } finally {
-    clearTimeout(timer);
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
   }
-  if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(agent.url)) {
-    await agent.stop(1000);
-    throw new Error(`the agent listens on ${agent.url}, not on 127.0.0.1`);
-  }
-  return agent;
 }
 
-/** Forks the load generator (bench/lib/loadgen.mjs) with an IPC channel. */
-export function forkGenerator() {
-  const proc = fork(join(ROOT, 'bench/lib/loadgen.mjs'), [], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  return track(proc, 'generator');
+/**
+ * Polls `probe` (async, resolves truthy when ready) every `everyMs` until it succeeds, a
+ * watched process exits, or `timeoutMs` passes. Throws with the log tails on failure.
+ */
+export async function waitReady({ what, probe, procs, timeoutMs, everyMs = 200 }) {
+  const deadline = performance.now() + timeoutMs;
+  let lastErr = null;
+  for (let i = 0; i < 100_000 && performance.now() < deadline; i++) {
+    const dead = procs.find((p) => p.exitCode !== null || p.signalCode !== null);
+    if (dead) throw new StartError(`${what}: ${dead.name} exited (code ${dead.exitCode}, signal ${dead.signalCode}) before it was ready`, procs);
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    await sleep(everyMs);
+  }
+  throw new StartError(`${what} was not ready within ${Math.round(timeoutMs / 1000)} s${lastErr ? ` (last probe error: ${String(lastErr.message ?? lastErr).split('\n')[0]})` : ''}`, procs);
 }
 
-let cleanupInstalled = false;
-/** Kills every child on Ctrl-C, SIGTERM, an uncaught error and at exit. */
-export function installCleanup(onInterrupt) {
-  if (cleanupInstalled) return;
-  cleanupInstalled = true;
-  process.on('exit', killAllNow);
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-    process.on(sig, () => {
-      killAllNow();
-      onInterrupt?.(sig);
-      process.exit(sig === 'SIGINT' ? 130 : 143);
-    });
+/** A peer that did not start: the message carries the tail of each process's log. */
+export class StartError extends Error {
+  constructor(message, procs) {
+    const tails = procs.map((p) => `--- last lines of ${p.name} (${p.logFile}) ---\n${tailOf(p.logFile, 15)}`).join('\n');
+    super(`${message}\n${tails}`);
+    this.name = 'StartError';
   }
 }
