@@ -16,6 +16,7 @@ import { nodeRoutes } from './routes-node.js';
 import { writeRoutes } from './routes-write.js';
 import { Sessions, sessionRoutes } from './session.js';
 import { WatchStreams, watchRoutes } from './watch.js';
+import { uiRoutes } from './ui.js';
 
 export interface BuildOptions {
   engine: Engine;
@@ -26,6 +27,8 @@ export interface BuildOptions {
   watchHeartbeatMs?: number;
   /** Most requests served on one connection before it is closed (default unlimited). */
   maxRequestsPerSocket?: number;
+  /** The built dashboard served at /ui/ (default: packages/dashboard/dist; null: not built). */
+  dashboardDir?: string | null;
 }
 
 export interface SwitchboardApp extends FastifyInstance {
@@ -44,7 +47,7 @@ interface RouteShape {
  * a trailing slash is another path.
  */
 function patternOf(url: string): RegExp {
-  const body = url.split('/').map((part) => (part.startsWith(':') ? '[^/]*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
+  const body = url.split('/').map((part) => (part.startsWith(':') ? '[^/]*' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
   return new RegExp(`^${body}$`);
 }
 
@@ -173,6 +176,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   await app.register(async (scope) => watchRoutes(scope, ctx, streams));
   await app.register(async (scope) => healthRoutes(scope, ctx, streams));
   await app.register(async (scope) => nodeRoutes(scope, ctx, { watchers: () => streams.open.size, sessions: () => sessions.size }));
+  await app.register(async (scope) => uiRoutes(scope, opts.dashboardDir));
 
   const sw = app as SwitchboardApp;
   sw.shutdown = async () => {
