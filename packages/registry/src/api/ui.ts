@@ -72,7 +72,8 @@ export async function uiRoutes(app: FastifyInstance, dir: string | null = defaul
     if (rel.split('/').includes('..') || rel.includes('\0')) {
       return sendProblem(reply, new SwitchboardError('NOT_FOUND', `no file /ui/${rel}`, { hint: 'open /ui/' }));
     }
-    if (!looksLikeFile(rel)) return sendIndex(reply);
+    // Under services/ every name is the client's (instance ids may contain dots).
+    if (rel.startsWith('services/') || !(rel.startsWith('assets/') || looksLikeFile(rel))) return sendIndex(reply);
     // A missing file falls through to the 404 problem of app.ts.
     return reply.sendFile(rel);
   });
