@@ -167,7 +167,7 @@ function NamespaceForm({ namespace, onNamespace }: { namespace: string; onNamesp
     if (ns !== namespace) onNamespace(ns);
   };
   return (
-    <form className="ns" onSubmit={submit} role="search" aria-label="Namespace">
+    <form className="ns" onSubmit={submit}>
       <label htmlFor="ns-input">Namespace</label>
       <input id="ns-input" value={value} onChange={(e) => setValue(e.target.value)} spellCheck={false} autoCapitalize="off" size={10} aria-invalid={error !== null} aria-describedby={error ? 'ns-error' : undefined} />
       {error && (

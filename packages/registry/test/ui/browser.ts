@@ -26,9 +26,18 @@ export async function startAgent(args: string[] = ['--dev']): Promise<AgentProce
   return agent;
 }
 
+const pages = new Set<Page>();
+
+/** Closes every page openPage opened (before the agent they talk to stops for good). */
+export async function closePages(): Promise<void> {
+  for (const p of pages) await p.close().catch(() => undefined);
+  pages.clear();
+}
+
 /** A new page at 1280x800 that records page errors, so that a test can assert there were none. */
 export async function openPage(browser: Browser, url: string, viewport = { width: 1280, height: 800 }): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage({ viewport });
+  pages.add(page);
   page.setDefaultTimeout(10_000);
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
-import { launchBrowser, openPage, send, startAgent, stopAgent } from './browser.js';
+import { closePages, launchBrowser, openPage, send, startAgent, stopAgent } from './browser.js';
 
 let browser: Browser;
 before(async () => {
@@ -42,6 +42,7 @@ test('a registration shows within a second, on the service list and the service 
     assert.match(await list.page.locator('tr[data-service="orders"]').innerText(), /1\/1[\s\S]*healthy/);
     assert.deepEqual([...list.errors, ...svc.errors], []);
   } finally {
+    await closePages();
     await stopAgent(agent);
   }
 });
@@ -75,6 +76,7 @@ test('a lease expiry removes the instance and says why', { timeout: 60_000 }, as
     assert.match(await del.innerText(), /delete · lease expired[\s\S]*orders[\s\S]*orders-2/);
     assert.deepEqual(errors, []);
   } finally {
+    await closePages();
     await stopAgent(agent);
   }
 });
@@ -114,6 +116,7 @@ test('the page survives the agent restarting: stale while down, current after', 
     await page.locator('tr[data-instance="orders-4"]').waitFor({ timeout: 3_000 });
     assert.deepEqual(errors, []);
   } finally {
+    await closePages();
     await stopAgent(agent);
     rmSync(dir, { recursive: true, force: true });
   }

@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Browser } from 'playwright-core';
-import { launchBrowser, openPage, send, startAgent, stopAgent, waitForCount } from './browser.js';
+import { closePages, launchBrowser, openPage, send, startAgent, stopAgent, waitForCount } from './browser.js';
 
 let browser: Browser;
 before(async () => {
@@ -33,6 +33,7 @@ test('empty registry: the services view says so and how to register', { timeout:
     await page.getByRole('heading', { name: 'Page not found' }).waitFor();
     assert.deepEqual(errors, []);
   } finally {
+    await closePages();
     await stopAgent(agent);
   }
 });
@@ -71,6 +72,7 @@ test('search narrows the services; "/" focuses it; no match says so', { timeout:
     assert.equal(new URL(page.url()).pathname, '/ui/services/payments');
     assert.deepEqual(errors, []);
   } finally {
+    await closePages();
     await stopAgent(agent);
   }
 });
@@ -117,6 +119,7 @@ test('instance detail: fields, checks and a history that grows live', { timeout:
     await page.getByText('No instances of orders are registered').waitFor();
     assert.deepEqual(errors, []);
   } finally {
+    await closePages();
     await stopAgent(agent);
   }
 });
@@ -142,6 +145,7 @@ test('phone-sized screen: tables become labelled cards, nothing overflows', { ti
     }
     assert.deepEqual(errors, []);
   } finally {
+    await closePages();
     await stopAgent(agent);
   }
 });
@@ -182,6 +186,80 @@ test('unreachable registry: a banner that retries, over the last data marked sta
     assert.deepEqual(errors, []);
 
   } finally {
+    await closePages();
+    await stopAgent(agent);
+  }
+});
+
+test('cluster view: standalone shows the one node; a cluster status shows members, lag, store and alerts', { timeout: 60_000 }, async () => {
+  const agent = await startAgent();
+  try {
+    const { page, errors } = await openPage(browser, `${agent.url}/ui/cluster`);
+    await page.getByText('Standalone: one node, no peers').waitFor();
+    const self = page.locator('tr[data-member]');
+    await waitForCount(self, 1);
+    assert.match(await self.innerText(), /this node[\s\S]*yes[\s\S]*now/);
+    assert.match(await page.locator('.card').filter({ hasText: 'Mode' }).innerText(), /standalone[\s\S]*memory only/);
+    assert.equal(await page.getByRole('heading', { name: 'Alerts' }).count(), 0, 'no alerts section when the node reports none');
+
+    // ap and cp nodes add `cluster` (and, with alerting, `alerts`) to the real status.
+    await page.route('**/v1/status', async (route) => {
+      const response = await route.fetch().catch(() => null);
+      if (!response) return route.abort('connectionrefused');
+      const json = await response.json();
+      json.mode = 'cp';
+      json.cluster = {
+        ready: true,
+        members: [
+          { id: json.nodeId, address: '127.0.0.1:7700', self: true, reachable: true, lastSeenMs: 0, revision: 120 },
+          { id: 'node-b', address: '10.0.0.2:7700', self: false, reachable: true, lastSeenMs: 850, lagMs: 42, revision: 118 },
+          { id: 'node-c', address: '10.0.0.3:7700', self: false, reachable: false, lastSeenMs: 31_000, lagMs: 9_500, revision: 90 },
+        ],
+        store: { kind: 'etcd', endpoints: ['http://10.0.0.9:2379'], reachable: true, leader: '8e9e05c52164694d', revision: 120, viewRevision: 119, lagMs: 12, lastContactMs: 300 },
+      };
+      json.alerts = [{ name: 'NodeUnreachable', severity: 'critical', message: 'node-c has not been heard from for 31 s' }];
+      await route.fulfill({ response, json });
+    });
+    await page.getByText('cp mode · 2 of 3 nodes reachable · ready').waitFor({ timeout: 10_000 });
+    await waitForCount(page.locator('tr[data-member]'), 3);
+    assert.match(await page.locator('tr[data-member="node-b"]').innerText(), /10\.0\.0\.2:7700[\s\S]*yes[\s\S]*850 ms ago[\s\S]*118[\s\S]*42 ms/);
+    assert.match(await page.locator('tr[data-member="node-c"]').innerText(), /no[\s\S]*31 s ago[\s\S]*90[\s\S]*9\.5 s/);
+    assert.match(await page.locator('.card').filter({ hasText: 'Store (etcd)' }).innerText(), /8e9e05c52164694d[\s\S]*120 \(view 119\)/);
+    assert.match(await page.locator('.alerts').innerText(), /NodeUnreachable[\s\S]*critical[\s\S]*node-c has not been heard from/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await closePages();
+    await stopAgent(agent);
+  }
+});
+
+test('namespaces: the namespace field switches the whole view and stays in the URL', { timeout: 60_000 }, async () => {
+  const agent = await startAgent();
+  try {
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/o-1', { address: '10.0.0.1', port: 80 });
+    await send(agent.url, 'PUT', '/v1/services/billing/instances/b-1?namespace=team-a', { address: '10.0.0.2', port: 80 });
+    const { page, errors } = await openPage(browser, `${agent.url}/ui/`);
+    await page.locator('tr[data-service="orders"]').waitFor();
+    const field = page.getByRole('textbox', { name: 'Namespace' });
+    await field.fill('Team A');
+    await field.press('Enter');
+    await page.getByText('lowercase letters, digits and dashes').waitFor();
+    await field.fill('team-a');
+    await field.press('Enter');
+    await page.locator('tr[data-service="billing"]').waitFor();
+    assert.equal(await page.locator('tr[data-service="orders"]').count(), 0);
+    assert.equal(new URL(page.url()).search, '?namespace=team-a');
+
+    // Live in that namespace, and links keep it.
+    await send(agent.url, 'PUT', '/v1/services/billing/instances/b-2?namespace=team-a', { address: '10.0.0.3', port: 80 });
+    await page.getByRole('link', { name: 'billing' }).click();
+    await page.locator('tr[data-instance="b-2"]').waitFor();
+    assert.equal(new URL(page.url()).search, '?namespace=team-a');
+    await page.reload();
+    await page.locator('tr[data-instance="b-1"]').waitFor();
+    assert.deepEqual(errors, []);
+  } finally {
+    await closePages();
     await stopAgent(agent);
   }
 });
