@@ -18,6 +18,8 @@ export const RETRY_MIN_MS = 500;
 export const RETRY_MAX_MS = 5_000;
 /** A stream silent for this long (the node sends a keep-alive every 15 s) is dead. */
 export const STREAM_SILENCE_MS = 40_000;
+/** A stream that lived shorter than this is reconnected with backoff, not at once. */
+export const STREAM_MIN_LIFE_MS = 5_000;
 /** How often node status (cluster view, header) is read. */
 export const STATUS_EVERY_MS = 2_000;
 /** Shortest gap between two reads of the service list while events stream in. */
@@ -84,6 +86,8 @@ export class LiveRegistry {
   private run = new AbortController();
   private wake = new AbortController();
   private lastEventId: string | null = null;
+  /** Ends the current stream (a silent stream, or a status read that got no answer). */
+  private streamAbort: AbortController | null = null;
   private feedKey = 0;
   private listTimer: ReturnType<typeof setTimeout> | null = null;
   private listInFlight = false;
@@ -159,10 +163,12 @@ export class LiveRegistry {
     while (!signal.aborted) {
       let waitMs = backoff;
       try {
-        const opened = await this.watchOnce(signal);
+        const openedAt = performance.now();
+        await this.watchOnce(signal);
         if (signal.aborted) return;
-        // The stream ended (node shutting down, or a cut): reconnect at once the first time.
-        if (opened) {
+        // The stream ended (node shutting down, a cut, a silent stream): reconnect at once
+        // after a long one; one that ends as soon as it opens is retried with backoff.
+        if (performance.now() - openedAt > STREAM_MIN_LIFE_MS) {
           backoff = RETRY_MIN_MS;
           continue;
         }
@@ -177,9 +183,10 @@ export class LiveRegistry {
     }
   }
 
-  /** One connection; true when it opened and later ended, throws when it could not open. */
-  private async watchOnce(signal: AbortSignal): Promise<boolean> {
+  /** One connection: resolves when it ended after opening, throws when it could not open. */
+  private async watchOnce(signal: AbortSignal): Promise<void> {
     const silence = new AbortController();
+    this.streamAbort = silence;
     const headers: Record<string, string> = { accept: 'text/event-stream' };
     if (this.lastEventId) headers['last-event-id'] = this.lastEventId;
     let res: Response;
@@ -215,7 +222,6 @@ export class LiveRegistry {
     } finally {
       clearTimeout(timer);
     }
-    return true;
   }
 
   private onReset(r: ResetEvent): void {
@@ -289,10 +295,9 @@ export class LiveRegistry {
     } catch (err) {
       if (this.run.signal.aborted) return;
       // The watch may sit on a half-open connection; a failed read is the quicker sign.
-      if (err instanceof ApiError && err.unreachable && this.state.connection === 'live') {
-        this.unreachable(err, RETRY_MIN_MS);
-        this.retryNow();
-      }
+      // Reconnecting tells which: a stream that opens again was fine, one that cannot
+      // open turns the page unreachable.
+      if (err instanceof ApiError && err.unreachable && this.state.connection === 'live') this.streamAbort?.abort();
     }
   }
 
