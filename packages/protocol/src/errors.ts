@@ -16,6 +16,7 @@ export const ERRORS = {
   STORE_UNAVAILABLE: { status: 503, title: 'Store unavailable' },
   NOT_READY: { status: 503, title: 'Not ready' },
   INTERNAL: { status: 500, title: 'Internal error' },
+  DASHBOARD_NOT_BUILT: { status: 503, title: 'Dashboard not built' },
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -17,6 +17,7 @@ import { nodeRoutes } from './routes-node.js';
 import { writeRoutes } from './routes-write.js';
 import { Sessions, sessionRoutes } from './session.js';
 import { WatchStreams, watchRoutes } from './watch.js';
+import { uiRoutes } from './ui.js';
 
 export interface BuildOptions {
   engine: Engine;
@@ -31,6 +32,8 @@ export interface BuildOptions {
   tracing?: Tracing;
   /** Alerts: shown in /v1/status and counted in /metrics. */
   alerts?: AlertsView;
+  /** The built dashboard served at /ui/ (default: packages/dashboard/dist; null: not built). */
+  dashboardDir?: string | null;
 }
 
 export interface SwitchboardApp extends FastifyInstance {
@@ -49,7 +52,7 @@ interface RouteShape {
  * a trailing slash is another path.
  */
 function patternOf(url: string): RegExp {
-  const body = url.split('/').map((part) => (part.startsWith(':') ? '[^/]*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
+  const body = url.split('/').map((part) => (part.startsWith(':') ? '[^/]*' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
   return new RegExp(`^${body}$`);
 }
 
@@ -180,6 +183,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   await app.register(async (scope) => watchRoutes(scope, ctx, streams));
   await app.register(async (scope) => healthRoutes(scope, ctx, streams));
   await app.register(async (scope) => nodeRoutes(scope, ctx, { watchers: () => streams.open.size, sessions: () => sessions.size }));
+  await app.register(async (scope) => uiRoutes(scope, opts.dashboardDir));
 
   const sw = app as SwitchboardApp;
   sw.shutdown = async () => {

@@ -1,0 +1,223 @@
+import { useEffect, useMemo, useRef, useState, useSyncExternalStore, type FormEvent } from 'react';
+import { LiveRegistry, type State } from './store';
+import { Link, href, navigate, parseRoute, useLocation, type Route } from './router';
+import { ago, clock } from './format';
+import { ServicesView } from './views/Services';
+import { ServiceView } from './views/Service';
+import { InstanceView } from './views/Instance';
+import { ClusterView } from './views/Cluster';
+import { EventsView } from './views/Events';
+
+const NS_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function namespaceFromUrl(): string {
+  const ns = new URLSearchParams(location.search).get('namespace');
+  return ns && NS_PATTERN.test(ns) ? ns : 'default';
+}
+
+/** The current time, refreshed every `everyMs`, for "3 s ago" labels. */
+export function useNow(everyMs = 1000): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), everyMs);
+    return () => clearInterval(t);
+  }, [everyMs]);
+  return now;
+}
+
+export function App() {
+  const path = useLocation();
+  const route = parseRoute(path);
+  const [namespace, setNamespace] = useState(namespaceFromUrl);
+  const live = useMemo(() => new LiveRegistry(namespace), [namespace]);
+  useEffect(() => {
+    live.start();
+    return () => live.stop();
+  }, [live]);
+  const state = useSyncExternalStore(live.subscribe, live.getState);
+
+  useEffect(() => {
+    document.title = `${titleOf(route)} · Switchboard`;
+  }, [path]);
+
+  const changeNamespace = (ns: string): void => {
+    const params = new URLSearchParams(location.search);
+    if (ns === 'default') params.delete('namespace');
+    else params.set('namespace', ns);
+    const search = params.size > 0 ? `?${params}` : '';
+    setNamespace(ns);
+    navigate(href.services(), search);
+  };
+
+  const stale = state.connection !== 'live';
+  return (
+    <>
+      <a className="skip" href="#main">Skip to content</a>
+      <Header state={state} route={route} onNamespace={changeNamespace} />
+      <Banner state={state} onRetry={() => live.retryNow()} />
+      <main id="main" className={stale && state.lastContact !== null ? 'stale' : undefined} aria-busy={state.connection === 'connecting'}>
+        <Page route={route} state={state} live={live} />
+      </main>
+    </>
+  );
+}
+
+function titleOf(route: Route): string {
+  switch (route.view) {
+    case 'services':
+      return 'Services';
+    case 'service':
+      return route.service;
+    case 'instance':
+      return `${route.id} · ${route.service}`;
+    case 'cluster':
+      return 'Cluster';
+    case 'events':
+      return 'Events';
+    default:
+      return 'Not found';
+  }
+}
+
+function Page({ route, state, live }: { route: Route; state: State; live: LiveRegistry }) {
+  switch (route.view) {
+    case 'services':
+      return <ServicesView state={state} />;
+    case 'service':
+      return <ServiceView key={route.service} name={route.service} state={state} live={live} />;
+    case 'instance':
+      return <InstanceView key={`${route.service}/${route.id}`} service={route.service} id={route.id} state={state} live={live} />;
+    case 'cluster':
+      return <ClusterView state={state} />;
+    case 'events':
+      return <EventsView state={state} />;
+    default:
+      return (
+        <section className="empty" aria-labelledby="page-title">
+          <PageTitle>Page not found</PageTitle>
+          <p>There is no view at /ui/{route.path}.</p>
+          <p>
+            <Link href={href.services()}>Back to the services</Link>
+          </p>
+        </section>
+      );
+  }
+}
+
+/** The page's h1; it takes focus after navigation so that screen readers announce the view. */
+export function PageTitle({ children }: { children: React.ReactNode }) {
+  const ref = useRef<HTMLHeadingElement>(null);
+  useEffect(() => {
+    if (document.activeElement && document.activeElement !== document.body && !(document.activeElement instanceof HTMLAnchorElement)) return;
+    ref.current?.focus({ preventScroll: true });
+  }, []);
+  return (
+    <h1 id="page-title" tabIndex={-1} ref={ref}>
+      {children}
+    </h1>
+  );
+}
+
+function Header({ state, route, onNamespace }: { state: State; route: Route; onNamespace: (ns: string) => void }) {
+  const current = route.view === 'service' || route.view === 'instance' ? 'services' : route.view;
+  const nav = [
+    { view: 'services', label: 'Services', to: href.services() },
+    { view: 'cluster', label: 'Cluster', to: href.cluster() },
+    { view: 'events', label: 'Events', to: href.events() },
+  ];
+  return (
+    <header className="top">
+      <div className="brand">
+        <Link href={href.services()} aria-label="Switchboard: services">
+          <span className="logo" aria-hidden="true" />
+          Switchboard
+        </Link>
+      </div>
+      <nav aria-label="Views">
+        <ul>
+          {nav.map((n) => (
+            <li key={n.view}>
+              <Link href={n.to} aria-current={current === n.view ? 'page' : undefined}>
+                {n.label}
+              </Link>
+            </li>
+          ))}
+        </ul>
+      </nav>
+      <div className="top-right">
+        <NamespaceForm namespace={state.namespace} onNamespace={onNamespace} />
+        <ConnectionBadge state={state} />
+      </div>
+    </header>
+  );
+}
+
+function NamespaceForm({ namespace, onNamespace }: { namespace: string; onNamespace: (ns: string) => void }) {
+  const [value, setValue] = useState(namespace);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => setValue(namespace), [namespace]);
+  const submit = (e: FormEvent): void => {
+    e.preventDefault();
+    const ns = value.trim() || 'default';
+    if (!NS_PATTERN.test(ns)) {
+      setError('lowercase letters, digits and dashes');
+      return;
+    }
+    setError(null);
+    if (ns !== namespace) onNamespace(ns);
+  };
+  return (
+    <form className="ns" onSubmit={submit}>
+      <label htmlFor="ns-input">Namespace</label>
+      <input id="ns-input" value={value} onChange={(e) => setValue(e.target.value)} spellCheck={false} autoCapitalize="off" size={10} aria-invalid={error !== null} aria-describedby={error ? 'ns-error' : undefined} />
+      {error && (
+        <span id="ns-error" className="field-error">
+          {error}
+        </span>
+      )}
+    </form>
+  );
+}
+
+function ConnectionBadge({ state }: { state: State }) {
+  const now = useNow();
+  const s = state.status;
+  const label = state.connection === 'live' ? 'Live' : state.connection === 'connecting' ? 'Connecting' : 'Unreachable';
+  return (
+    <div className="conn" data-conn={state.connection}>
+      <span className="dot" aria-hidden="true" />
+      <span className="conn-text">
+        <strong>{label}</strong>
+        {s && (
+          <span className="muted">
+            {' '}
+            {s.nodeId} · {s.mode} · rev {s.revision}
+          </span>
+        )}
+        {state.connection !== 'live' && state.lastContact !== null && <span className="muted"> · data from {ago(state.lastContact, now)}</span>}
+      </span>
+    </div>
+  );
+}
+
+function Banner({ state, onRetry }: { state: State; onRetry: () => void }) {
+  const now = useNow(500);
+  if (state.connection !== 'unreachable') return null;
+  const inSec = state.retryAt ? Math.max(0, Math.ceil((state.retryAt - now) / 1000)) : 0;
+  return (
+    <div className="banner" role="alert">
+      <div>
+        <strong>The registry cannot be reached</strong> ({state.problem ?? 'no answer'}).{' '}
+        {state.lastContact !== null ? (
+          <>The data below is from {clock(state.lastContact)} and may be out of date. </>
+        ) : (
+          <>No data has been received yet. </>
+        )}
+        <span>{inSec > 0 ? `Retrying in ${inSec} s.` : 'Retrying…'}</span>
+      </div>
+      <button type="button" onClick={onRetry}>
+        Retry now
+      </button>
+    </div>
+  );
+}

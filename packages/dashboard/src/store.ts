@@ -1,0 +1,385 @@
+/**
+ * The dashboard's live picture of one namespace, kept current by one watch stream.
+ *
+ * Lists come from the REST reads; the stream (GET /v1/watch, every service of the
+ * namespace on one connection, so one tab holds one of the node's watch streams) tells
+ * what changed. The open service's instances are patched event by event; the service list,
+ * whose counts an event alone cannot update, is read again (coalesced). The stream resumes
+ * with Last-Event-ID after a drop; a `reset`, an event of another epoch or a refused
+ * position relists everything. While the registry cannot be reached, the last data stays
+ * on screen, marked stale, and the stream is retried with backoff.
+ */
+import { ApiError, api, readSse, type Instance, type NodeStatus, type ResetEvent, type ServiceSummary, type WatchEvent } from './api';
+
+/** Events kept for the live event view (newest first); older ones are dropped. */
+export const MAX_FEED_EVENTS = 500;
+/** Reconnect backoff after a failed attempt: first and longest wait. */
+export const RETRY_MIN_MS = 500;
+export const RETRY_MAX_MS = 5_000;
+/** A stream silent for this long (the node sends a keep-alive every 15 s) is dead. */
+export const STREAM_SILENCE_MS = 40_000;
+/** A stream that lived shorter than this is reconnected with backoff, not at once. */
+export const STREAM_MIN_LIFE_MS = 5_000;
+/** How often node status (cluster view, header) is read. */
+export const STATUS_EVERY_MS = 2_000;
+/** Shortest gap between two reads of the service list while events stream in. */
+export const LIST_COALESCE_MS = 150;
+
+export type Connection = 'connecting' | 'live' | 'unreachable';
+
+export interface FeedEntry {
+  key: number;
+  receivedAt: number;
+  ev: WatchEvent;
+}
+
+export interface ServiceView {
+  name: string;
+  loading: boolean;
+  error: ApiError | null;
+  /** The revision the instances reflect (the service's last change). */
+  revision: number;
+  /** The revision of the last list answer: older events are already in it. */
+  listedRevision: number;
+  instances: Map<string, Instance>;
+  /** Last revision at which each instance (present or gone) changed, for history refreshes. */
+  changedAt: Map<string, number>;
+  /** Instances removed while the view was open: id to the delete event. */
+  gone: Map<string, WatchEvent>;
+}
+
+export interface State {
+  namespace: string;
+  connection: Connection;
+  /** Why the registry is unreachable, in a few words. */
+  problem: string | null;
+  /** When the next attempt is due (unreachable), epoch ms. */
+  retryAt: number | null;
+  /** Last moment the registry answered anything, epoch ms. */
+  lastContact: number | null;
+  epoch: string | null;
+  status: NodeStatus | null;
+  services: ServiceSummary[] | null;
+  servicesError: ApiError | null;
+  /** The store revision the service list reflects. */
+  servicesRevision: number;
+  service: ServiceView | null;
+  feed: FeedEntry[];
+  eventsReceived: number;
+  lastEventAt: number | null;
+}
+
+type Listener = () => void;
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+
+export class LiveRegistry {
+  private state: State;
+  private readonly listeners = new Set<Listener>();
+  private run = new AbortController();
+  private wake = new AbortController();
+  private lastEventId: string | null = null;
+  /** Ends the current stream (a silent stream, or a status read that got no answer). */
+  private streamAbort: AbortController | null = null;
+  private feedKey = 0;
+  private listTimer: ReturnType<typeof setTimeout> | null = null;
+  private listInFlight = false;
+  private listAgain = false;
+  private serviceLoad: AbortController | null = null;
+  /** Events of the open service that arrive while it is being listed. */
+  private pending: WatchEvent[] = [];
+
+  constructor(namespace: string) {
+    this.state = {
+      namespace,
+      connection: 'connecting',
+      problem: null,
+      retryAt: null,
+      lastContact: null,
+      epoch: null,
+      status: null,
+      services: null,
+      servicesError: null,
+      servicesRevision: 0,
+      service: null,
+      feed: [],
+      eventsReceived: 0,
+      lastEventAt: null,
+    };
+  }
+
+  getState = (): State => this.state;
+
+  subscribe = (l: Listener): (() => void) => {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  };
+
+  private set(patch: Partial<State>): void {
+    this.state = { ...this.state, ...patch };
+    for (const l of this.listeners) l();
+  }
+
+  start(): void {
+    this.run = new AbortController();
+    const signal = this.run.signal;
+    void this.watchLoop(signal);
+    void this.statusLoop(signal);
+  }
+
+  stop(): void {
+    this.run.abort();
+    this.serviceLoad?.abort();
+    if (this.listTimer) clearTimeout(this.listTimer);
+  }
+
+  /** Retry at once instead of waiting for the backoff (the banner's button). */
+  retryNow(): void {
+    this.wake.abort();
+  }
+
+  // ---- reachability ----
+
+  private contact(): void {
+    this.state.lastContact = Date.now();
+  }
+
+  private unreachable(err: unknown, retryInMs: number): void {
+    const problem = err instanceof ApiError ? (err.unreachable ? err.message : `${err.status}: ${err.message}`) : 'the registry cannot be reached';
+    this.set({ connection: 'unreachable', problem, retryAt: Date.now() + retryInMs });
+  }
+
+  // ---- the watch stream ----
+
+  private async watchLoop(signal: AbortSignal): Promise<void> {
+    let backoff = RETRY_MIN_MS;
+    while (!signal.aborted) {
+      let waitMs = backoff;
+      try {
+        const openedAt = performance.now();
+        await this.watchOnce(signal);
+        if (signal.aborted) return;
+        // The stream ended (node shutting down, a cut, a silent stream): reconnect at once
+        // after a long one; one that ends as soon as it opens is retried with backoff.
+        if (performance.now() - openedAt > STREAM_MIN_LIFE_MS) {
+          backoff = RETRY_MIN_MS;
+          continue;
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        if (err instanceof ApiError && err.retryAfterSec !== null) waitMs = err.retryAfterSec * 1000;
+        this.unreachable(err, waitMs);
+      }
+      this.wake = new AbortController();
+      await sleep(waitMs * (0.8 + Math.random() * 0.4), AbortSignal.any([signal, this.wake.signal]));
+      backoff = Math.min(backoff * 2, RETRY_MAX_MS);
+    }
+  }
+
+  /** One connection: resolves when it ended after opening, throws when it could not open. */
+  private async watchOnce(signal: AbortSignal): Promise<void> {
+    const silence = new AbortController();
+    this.streamAbort = silence;
+    const headers: Record<string, string> = { accept: 'text/event-stream' };
+    if (this.lastEventId) headers['last-event-id'] = this.lastEventId;
+    let res: Response;
+    const connectTimer = setTimeout(() => silence.abort(), 10_000);
+    try {
+      res = await fetch(`/v1/watch?namespace=${encodeURIComponent(this.state.namespace)}`, { headers, cache: 'no-store', signal: AbortSignal.any([signal, silence.signal]) });
+    } catch {
+      throw new ApiError('the registry cannot be reached', null, null, null);
+    } finally {
+      clearTimeout(connectTimer);
+    }
+    if (!res.ok || !res.body) {
+      const err = new ApiError(`the watch was refused (${res.status})`, res.status, null, Number(res.headers.get('retry-after')) || null);
+      // A position the node cannot use (bad id, compacted): start over from a fresh list.
+      if (res.status === 400 || res.status === 410) this.lastEventId = null;
+      throw err;
+    }
+    this.contact();
+    this.set({ connection: 'live', problem: null, retryAt: null });
+    void this.relist();
+    let timer = setTimeout(() => silence.abort(), STREAM_SILENCE_MS);
+    try {
+      await readSse(res.body, (m) => {
+        if (m.event === 'put' || m.event === 'delete') this.onChange(JSON.parse(m.data) as WatchEvent, m.id);
+        else if (m.event === 'reset') this.onReset(JSON.parse(m.data) as ResetEvent);
+      }, () => {
+        this.contact();
+        clearTimeout(timer);
+        timer = setTimeout(() => silence.abort(), STREAM_SILENCE_MS);
+      });
+    } catch {
+      /* cut or silent: reconnect */
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private onReset(r: ResetEvent): void {
+    // Lists first, then the stream's position: a drop before the relist is reset again.
+    this.set({ epoch: r.epoch });
+    void this.relist().then(() => {
+      this.lastEventId = `${r.epoch}:${r.revision}`;
+    });
+  }
+
+  private onChange(ev: WatchEvent, id: string | null): void {
+    if (ev.namespace !== this.state.namespace) return;
+    if (id) this.lastEventId = id;
+    const now = Date.now();
+    const feed = [{ key: ++this.feedKey, receivedAt: now, ev }, ...this.state.feed];
+    if (feed.length > MAX_FEED_EVENTS) feed.length = MAX_FEED_EVENTS;
+    const epochChanged = this.state.epoch !== null && this.state.epoch !== ev.epoch;
+    const status = this.state.status && ev.revision > this.state.status.revision ? { ...this.state.status, revision: ev.revision } : this.state.status;
+    this.set({ feed, eventsReceived: this.state.eventsReceived + 1, lastEventAt: now, epoch: ev.epoch, status });
+    if (epochChanged) {
+      void this.relist();
+      return;
+    }
+    this.applyToService(ev);
+    this.scheduleList();
+  }
+
+  // ---- lists ----
+
+  /** Reads everything again: status, the service list and the open service. */
+  private async relist(): Promise<void> {
+    const open = this.state.service?.name;
+    await Promise.all([this.readStatus(), this.readList(), open ? this.loadService(open) : Promise.resolve()]);
+  }
+
+  private scheduleList(): void {
+    if (this.listTimer) return;
+    this.listTimer = setTimeout(() => {
+      this.listTimer = null;
+      void this.readList();
+    }, LIST_COALESCE_MS);
+  }
+
+  private async readList(): Promise<void> {
+    if (this.listInFlight) {
+      this.listAgain = true;
+      return;
+    }
+    this.listInFlight = true;
+    try {
+      const list = await api.services(this.state.namespace, this.run.signal);
+      this.contact();
+      const services = [...list.services].sort((a, b) => a.name.localeCompare(b.name));
+      this.set({ services, servicesRevision: list.revision, servicesError: null });
+    } catch (err) {
+      if (err instanceof ApiError && !err.unreachable) this.set({ servicesError: err });
+    } finally {
+      this.listInFlight = false;
+      if (this.listAgain) {
+        this.listAgain = false;
+        this.scheduleList();
+      }
+    }
+  }
+
+  private async readStatus(): Promise<void> {
+    try {
+      const status = await api.status(this.run.signal);
+      this.contact();
+      this.set({ status, epoch: this.state.epoch ?? status.epoch });
+    } catch (err) {
+      if (this.run.signal.aborted) return;
+      // The watch may sit on a half-open connection; a failed read is the quicker sign.
+      // Reconnecting tells which: a stream that opens again was fine, one that cannot
+      // open turns the page unreachable.
+      if (err instanceof ApiError && err.unreachable && this.state.connection === 'live') this.streamAbort?.abort();
+    }
+  }
+
+  private async statusLoop(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      await this.readStatus();
+      await sleep(STATUS_EVERY_MS, signal);
+    }
+  }
+
+  // ---- the open service ----
+
+  /** Shows one service: lists it and keeps it current from the stream until closed. */
+  openService(name: string): void {
+    if (this.state.service?.name === name) return;
+    this.set({ service: { name, loading: true, error: null, revision: 0, listedRevision: 0, instances: new Map(), changedAt: new Map(), gone: new Map() } });
+    void this.loadService(name);
+  }
+
+  closeService(): void {
+    this.serviceLoad?.abort();
+    this.pending = [];
+    this.set({ service: null });
+  }
+
+  private async loadService(name: string): Promise<void> {
+    this.serviceLoad?.abort();
+    const ac = new AbortController();
+    this.serviceLoad = ac;
+    this.pending = [];
+    const cur = this.state.service;
+    if (cur?.name === name) this.set({ service: { ...cur, loading: true } });
+    try {
+      const answer = await api.service(this.state.namespace, name, AbortSignal.any([ac.signal, this.run.signal]));
+      if (ac.signal.aborted || this.state.service?.name !== name) return;
+      this.contact();
+      const prev = this.state.service;
+      const instances = new Map(answer.instances.map((i) => [i.id, i]));
+      const gone = new Map([...prev.gone].filter(([id]) => !instances.has(id)));
+      // Anything that was on screen and is missing from the answer went while we were away.
+      for (const [id, inst] of prev.instances) {
+        if (!instances.has(id) && !gone.has(id)) gone.set(id, { epoch: answer.epoch ?? '', revision: answer.revision, type: 'delete', service: name, namespace: inst.namespace, instance: inst });
+      }
+      let view: ServiceView = { name, loading: false, error: null, revision: answer.revision, listedRevision: answer.revision, instances, changedAt: new Map(prev.changedAt), gone };
+      for (const ev of this.pending) if (ev.revision > answer.revision) view = patch(view, ev);
+      this.pending = [];
+      this.set({ service: view });
+    } catch (err) {
+      if (ac.signal.aborted || this.state.service?.name !== name) return;
+      const cur2 = this.state.service;
+      this.set({ service: { ...cur2, loading: false, error: err instanceof ApiError ? err : new ApiError(String(err), null, null, null) } });
+    } finally {
+      if (this.serviceLoad === ac) this.serviceLoad = null;
+    }
+  }
+
+  private applyToService(ev: WatchEvent): void {
+    const view = this.state.service;
+    if (!view || view.name !== ev.service) return;
+    if (view.loading) {
+      this.pending.push(ev);
+      return;
+    }
+    const next = patch(view, ev);
+    if (next !== view) this.set({ service: next });
+  }
+}
+
+/** The view after one event; events at or below an instance's known revision change nothing. */
+function patch(view: ServiceView, ev: WatchEvent): ServiceView {
+  const id = ev.instance.id;
+  const known = view.instances.get(id);
+  if (known ? known.modRevision >= ev.revision : ev.revision <= view.listedRevision) return view;
+  const instances = new Map(view.instances);
+  const gone = new Map(view.gone);
+  if (ev.type === 'put') {
+    instances.set(id, ev.instance);
+    gone.delete(id);
+  } else {
+    instances.delete(id);
+    gone.set(id, ev);
+  }
+  const changedAt = new Map(view.changedAt).set(id, ev.revision);
+  return { ...view, instances, gone, changedAt, revision: Math.max(view.revision, ev.revision) };
+}

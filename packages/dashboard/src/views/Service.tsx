@@ -1,0 +1,141 @@
+import { useEffect, useState } from 'react';
+import type { Instance } from '../api';
+import type { LiveRegistry, State } from '../store';
+import { Link, href } from '../router';
+import { PageTitle } from '../App';
+import { reason } from '../format';
+import { Empty, ErrorNote, HealthBadge, Ratio, StatusBadge } from './parts';
+
+type HealthFilter = 'all' | 'passing' | 'warning' | 'critical' | 'not-up';
+
+function matches(i: Instance, text: string, health: HealthFilter): boolean {
+  if (health === 'not-up' ? i.status === 'up' : health !== 'all' && i.health !== health) return false;
+  if (text === '') return true;
+  const hay = [i.id, `${i.address}:${i.port}`, i.zone ?? '', i.version ?? '', ...i.tags].join(' ').toLowerCase();
+  return hay.includes(text);
+}
+
+export function checksSummary(i: Instance): string {
+  if (i.checks.length === 0) return 'none';
+  const passing = i.checks.filter((c) => c.status === 'passing').length;
+  return `${passing}/${i.checks.length} passing`;
+}
+
+/** One service: its instances with health, checks, zone, version and weight, kept live. */
+export function ServiceView({ name, state, live }: { name: string; state: State; live: LiveRegistry }) {
+  useEffect(() => {
+    live.openService(name);
+    return () => live.closeService();
+  }, [live, name]);
+  const [text, setText] = useState('');
+  const [health, setHealth] = useState<HealthFilter>('all');
+  const view = state.service?.name === name ? state.service : null;
+  const instances = view ? [...view.instances.values()].sort((a, b) => a.id.localeCompare(b.id)) : [];
+  const shown = instances.filter((i) => matches(i, text.trim().toLowerCase(), health));
+  const healthy = instances.filter((i) => i.status === 'up' && i.health === 'passing').length;
+  const gone = view ? [...view.gone.values()].sort((a, b) => b.revision - a.revision) : [];
+
+  return (
+    <section aria-labelledby="page-title">
+      <nav aria-label="Breadcrumb" className="crumbs">
+        <Link href={href.services()}>Services</Link> <span aria-hidden="true">/</span>
+      </nav>
+      <div className="page-head">
+        <PageTitle>{name}</PageTitle>
+        {view && !view.loading && (
+          <p className="muted summary">
+            <Ratio healthy={healthy} total={instances.length} /> healthy · revision {view.revision}
+          </p>
+        )}
+      </div>
+      {view?.error && <ErrorNote error={view.error} what={`service ${name}`} />}
+      {!view || (view.loading && instances.length === 0) ? (
+        view?.error ? null : <p className="loading" role="status">Loading {name}…</p>
+      ) : instances.length === 0 ? (
+        <Empty title={`No instances of ${name} are registered`}>
+          <p>Instances appear here as soon as they register.</p>
+        </Empty>
+      ) : (
+        <>
+          <div className="toolbar">
+            <div className="field grow">
+              <label htmlFor="inst-filter">Filter instances</label>
+              <input id="inst-filter" type="search" value={text} onChange={(e) => setText(e.target.value)} placeholder="id, address, zone, version, tag" autoComplete="off" spellCheck={false} />
+            </div>
+            <div className="field">
+              <label htmlFor="inst-health">Health</label>
+              <select id="inst-health" value={health} onChange={(e) => setHealth(e.target.value as HealthFilter)}>
+                <option value="all">all</option>
+                <option value="passing">passing</option>
+                <option value="warning">warning</option>
+                <option value="critical">critical</option>
+                <option value="not-up">not up (draining, out of service)</option>
+              </select>
+            </div>
+          </div>
+          {shown.length === 0 ? (
+            <Empty title="No instance matches the filter" />
+          ) : (
+            <table className="grid instances">
+              <caption className="sr-only">
+                Instances of {name}, {shown.length} of {instances.length} shown
+              </caption>
+              <thead>
+                <tr>
+                  <th scope="col">Instance</th>
+                  <th scope="col">Address</th>
+                  <th scope="col">Health</th>
+                  <th scope="col">Status</th>
+                  <th scope="col">Checks</th>
+                  <th scope="col">Zone</th>
+                  <th scope="col">Version</th>
+                  <th scope="col" className="num">
+                    Weight
+                  </th>
+                </tr>
+              </thead>
+              <tbody>
+                {shown.map((i) => (
+                  <tr key={i.id} data-instance={i.id}>
+                    <th scope="row" data-label="Instance">
+                      <Link href={href.instance(name, i.id)}>{i.id}</Link>
+                    </th>
+                    <td data-label="Address" className="mono">
+                      {i.address}:{i.port}
+                    </td>
+                    <td data-label="Health">
+                      <HealthBadge health={i.health} />
+                    </td>
+                    <td data-label="Status">
+                      <StatusBadge status={i.status} />
+                    </td>
+                    <td data-label="Checks" title={i.checks.map((c) => `${c.id}: ${c.status} ${c.output}`).join('\n')}>
+                      {checksSummary(i)}
+                    </td>
+                    <td data-label="Zone">{i.zone ?? '—'}</td>
+                    <td data-label="Version">{i.version ?? '—'}</td>
+                    <td data-label="Weight" className="num">
+                      {i.weight}
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </>
+      )}
+      {gone.length > 0 && (
+        <section className="gone" aria-labelledby="gone-title">
+          <h2 id="gone-title">Removed while this page was open</h2>
+          <ul>
+            {gone.map((ev) => (
+              <li key={ev.instance.id} data-gone={ev.instance.id}>
+                <Link href={href.instance(name, ev.instance.id)}>{ev.instance.id}</Link> <span className="mono muted">{ev.instance.address}:{ev.instance.port}</span> — {ev.reason ? reason(ev.reason) : 'removed'} at revision {ev.revision}
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
+    </section>
+  );
+}
