@@ -39,5 +39,11 @@ export interface Engine {
   cluster?(): ClusterStatus;
   /** Adds the mode's own metrics (replication lag, etcd round trips, ...) to /metrics. */
   registerMetrics?(registry: MetricsRegistry): void;
+  /**
+   * cp: what a read may answer. `consistent`: resolves once the read model reflects every
+   * write completed before the call (503 STORE_UNAVAILABLE when that cannot be known);
+   * otherwise says whether the read model may be stale, and since how long.
+   */
+  readFreshness?(consistent: boolean): Promise<{ stale: boolean; staleMs: number }>;
   close(): Promise<void>;
 }
