@@ -236,7 +236,7 @@ export class Store {
     const s = this.keepAliveStream;
     this.keepAliveStream = null;
     try {
-      s?.end();
+      s?.cancel();
     } catch {
       /* already gone */
     }

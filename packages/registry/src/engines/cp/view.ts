@@ -132,7 +132,7 @@ export class View {
       .watch()
       .then((stream) => {
         if (this.closed) {
-          stream.end();
+          stream.cancel();
           return;
         }
         this.stream = stream;
@@ -151,7 +151,7 @@ export class View {
     const old = this.stream;
     this.stream = null;
     try {
-      old?.end();
+      old?.cancel();
     } catch {
       /* gone */
     }
@@ -322,7 +322,7 @@ export class View {
     if (this.restarting) clearTimeout(this.restarting);
     if (this.progressTimer) clearTimeout(this.progressTimer);
     try {
-      this.stream?.end();
+      this.stream?.cancel();
     } catch {
       /* gone */
     }
