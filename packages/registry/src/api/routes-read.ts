@@ -69,13 +69,18 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
     const service = serviceParam((req.params as Params).service);
     const namespace = namespaceOf(q);
     const filter = serviceQuery(q, limits);
-    bool(q, 'consistent'); // standalone reads always reflect every completed write
+    // Standalone reads always reflect every completed write; cp may have to wait or say stale.
+    const fresh = await engine.readFreshness?.(bool(q, 'consistent'));
     const block = blocking(q, limits);
     if (block) await waitForChange(ctx, reply, namespace, service, block.index, block.waitMs);
     const svc = reg.service(namespace, service);
     const revision = reg.serviceRevision(namespace, service);
     reply.header('x-switchboard-index', String(revision));
     const protectThreshold = reg.serviceSettings(namespace, service)?.protectThreshold ?? null;
+    if (fresh?.stale) {
+      const body = serviceAnswerJson(svc, service, revision, filter, protectThreshold, reg.epoch);
+      return reply.type(JSON_TYPE).header('cache-control', 'no-cache').send(`${body.slice(0, -1)},"stale":true,"staleMs":${Math.round(fresh.staleMs)}}`);
+    }
     return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => serviceAnswerJson(svc, service, revision, filter, protectThreshold, reg.epoch));
   });
 

@@ -42,5 +42,11 @@ export interface Engine {
   registerMetrics?(registry: MetricsRegistry): void;
   /** The storage's reports (group commits), when the engine has local storage. */
   readonly storageObservers?: StorageObservers;
+  /**
+   * cp: what a read may answer. `consistent`: resolves once the read model reflects every
+   * write completed before the call (503 STORE_UNAVAILABLE when that cannot be known);
+   * otherwise says whether the read model may be stale, and since how long.
+   */
+  readFreshness?(consistent: boolean): Promise<{ stale: boolean; staleMs: number }>;
   close(): Promise<void>;
 }

@@ -1,0 +1,821 @@
+/**
+ * The cp engine: a stateless Switchboard node over an etcd cluster (docs/cp.md).
+ *
+ * Writes are etcd transactions. Each is planned from the local view and guarded by the
+ * revisions it read (an instance's mod_revision, or "absent"); when etcd refuses the
+ * guard, the view catches up to etcd's revision and the write is planned again. A write is
+ * answered once the local view has applied it, so a node always reads its own writes.
+ *
+ * Reads come from the view (view.ts). `consistent=true` learns etcd's current revision
+ * with a quorum read (concurrent ones share one) and waits until the view reached it.
+ *
+ * A prober reads etcd's revision with a quorum read every `probeIntervalMs`: when that
+ * fails, the store is unreachable for this node: writes fail at once with 503
+ * STORE_UNAVAILABLE, default reads are answered from the view marked stale, and
+ * consistent reads fail with 503.
+ */
+import { createHash } from 'node:crypto';
+import {
+  REPORTS_CHECK_ID,
+  SwitchboardError,
+  completeCheckSpec,
+  invalid,
+  limitExceeded,
+  type AdminStatus,
+  type CheckResult,
+  type CheckState,
+  type ClusterMember,
+  type ClusterStatus,
+  type ConsumerReport,
+  type Instance,
+  type LeaseGrant,
+  type Limits,
+  type PutReason,
+  type ServiceSettings,
+  type StoreStatus,
+  type WatchEvent,
+} from '@switchboard/protocol';
+import type * as RPC from 'etcd3';
+import type { Registry as MetricsRegistry } from 'prom-client';
+import promClient from 'prom-client';
+import { clipOutput, nextCheckState } from '../../core/checks.js';
+import type { Clock } from '../../core/clock.js';
+import { combinedHealth, initialCheckStates } from '../../core/health.js';
+import { Registry, instanceKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
+import { ReportBook } from '../../core/reports.js';
+import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
+import type { SchedulerStats } from '../../health/scheduler.js';
+import type { Engine } from '../engine.js';
+import { Hub, type Subscriber } from '../hub.js';
+import { encodeInstance, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
+import { Store, StoreUnavailable, isUnavailable } from './store.js';
+import { View } from './view.js';
+
+export interface CpOptions {
+  nodeId: string;
+  /** This node's REST address, as other nodes and operators see it. */
+  address: string;
+  endpoints: string[];
+  prefix: string;
+  limits: Limits;
+  clock: Clock;
+  /** Deadline of one etcd call (ms); default 2000. */
+  callTimeoutMs?: number;
+  /** How often the prober reads etcd's revision (ms); default 500. */
+  probeIntervalMs?: number;
+  /** Deadline of a probe (ms); default 1000. */
+  probeTimeoutMs?: number;
+  /** Deadline of a consistent read (ms); default 3000. */
+  consistentTimeoutMs?: number;
+  /** Endpoint circuit breaker: how long a failed endpoint is skipped (ms); default 1000. */
+  breakerOpenMs?: number;
+  /** TTL of this node's own registration lease (s); default 5. */
+  nodeTtlSec?: number;
+  /** Largest etcd transaction (etcd's --max-txn-ops, default 128). */
+  maxTxnOps?: number;
+  activeChecks?: boolean;
+  probes?: MonitorOptions['probes'];
+  log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
+}
+
+type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
+
+/** etcd's smallest lease TTL is about 1.5 election timeouts; 2 s is granted everywhere. */
+export const MIN_LEASE_TTL_SEC = 2;
+const MAX_WRITE_ATTEMPTS = 8;
+
+interface Plan {
+  compare: RPC.ICompare[];
+  success: RPC.IRequestOp[];
+  /** Answer for a write that changes nothing (after its compares held). */
+  unchangedRevision: number;
+}
+
+function unavailable(what: string, retryAfterSec = 1): SwitchboardError {
+  return new SwitchboardError('STORE_UNAVAILABLE', `etcd cannot take this now: ${what}`, {
+    retryAfterSec,
+    hint: 'the etcd cluster has no quorum or cannot be reached from this node; retry after the delay, or check the etcd members (GET /v1/status shows cluster.store)',
+  });
+}
+
+const b = (s: string): Buffer => Buffer.from(s);
+
+/** Rendezvous (highest random weight) hashing: the node that runs the checks of a key. */
+export function ownerOf(key: string, nodes: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestScore = '';
+  for (const n of nodes) {
+    const score = createHash('sha1').update(n).update('\0').update(key).digest('hex');
+    if (best === undefined || score > bestScore) {
+      best = n;
+      bestScore = score;
+    }
+  }
+  return best;
+}
+
+export class CpEngine implements Engine {
+  readonly mode = 'cp' as const;
+  readonly nodeId: string;
+  readonly durable = true;
+  readonly dataDir = null;
+  private readonly layout: Layout;
+  private readonly leaseListeners = new Set<LeaseEndedListener>();
+  private closed = false;
+  private monitor: HealthMonitor | null = null;
+  private monitorTimer: NodeJS.Timeout | null = null;
+  private readonly probeTimer: NodeJS.Timeout;
+  private readonly reports: ReportBook;
+  // The store as this node sees it.
+  private reachable = true;
+  private leader: string | null = null;
+  private etcdRevision = 0;
+  private lastStatusAt = 0;
+  /** When the view was last known to hold every write etcd had confirmed (Date.now()). */
+  private freshAt = Date.now();
+  private probing = false;
+  private quorumRead: Promise<number> | null = null;
+  private nextQuorumRead: Promise<number> | null = null;
+  private nodeLease: string | null = null;
+  private nodeKeepAliveAt = 0;
+  private metrics: { roundTrips: promClient.Histogram<'method' | 'outcome'> } | null = null;
+  private readonly cfg: Required<Pick<CpOptions, 'callTimeoutMs' | 'probeIntervalMs' | 'probeTimeoutMs' | 'consistentTimeoutMs' | 'nodeTtlSec' | 'maxTxnOps'>>;
+  private readonly startedAt = new Date().toISOString();
+
+  private constructor(
+    private readonly store: Store,
+    private readonly view: View,
+    private readonly opts: CpOptions,
+  ) {
+    this.nodeId = opts.nodeId;
+    this.layout = { prefix: opts.prefix };
+    this.cfg = {
+      callTimeoutMs: opts.callTimeoutMs ?? 2000,
+      probeIntervalMs: opts.probeIntervalMs ?? 500,
+      probeTimeoutMs: opts.probeTimeoutMs ?? 1000,
+      consistentTimeoutMs: opts.consistentTimeoutMs ?? 3000,
+      nodeTtlSec: opts.nodeTtlSec ?? 5,
+      maxTxnOps: opts.maxTxnOps ?? 128,
+    };
+    this.reports = new ReportBook({ windowMs: opts.limits.reportWindowMs, minReporters: opts.limits.reportMinReporters, maxReportersPerInstance: opts.limits.maxReportersPerInstance });
+    this.probeTimer = setInterval(() => void this.probe(), this.cfg.probeIntervalMs);
+    this.probeTimer.unref();
+  }
+
+  static async open(opts: CpOptions): Promise<CpEngine> {
+    let engine: CpEngine | null = null;
+    const store = new Store({
+      endpoints: opts.endpoints,
+      callTimeoutMs: opts.callTimeoutMs ?? 2000,
+      breakerOpenMs: opts.breakerOpenMs ?? 1000,
+      onRoundTrip: (method, ms, ok) => engine?.metrics?.roundTrips.observe({ method, outcome: ok ? 'ok' : 'error' }, ms / 1000),
+    });
+    let view: View;
+    try {
+      view = await View.open(store, {
+        layout: { prefix: opts.prefix },
+        limits: opts.limits,
+        clock: opts.clock,
+        onLeaseEnded: (id, reason) => engine?.leaseEnded(id, reason),
+        onNodesChanged: () => engine?.nodesChanged(),
+        onError: (msg, err) => opts.log?.('warn', msg, err),
+      });
+    } catch (err) {
+      store.close();
+      throw err;
+    }
+    engine = new CpEngine(store, view, opts);
+    engine.etcdRevision = view.progress;
+    await engine.registerNode();
+    engine.restartMonitor();
+    return engine;
+  }
+
+  get registry(): Registry {
+    return this.view.registry;
+  }
+  get hub(): Hub {
+    return this.view.hub;
+  }
+
+  // ---- reads ----
+
+  /**
+   * What a read may answer. `consistent`: waits until the view holds every write that
+   * completed before the call (503 when that cannot be known). Otherwise the view as it
+   * is: stale when etcd cannot be reached, with how long it has been.
+   */
+  async readFreshness(consistent: boolean): Promise<{ stale: boolean; staleMs: number }> {
+    if (consistent) {
+      await this.barrier();
+      return { stale: false, staleMs: 0 };
+    }
+    if (this.reachable) return { stale: false, staleMs: 0 };
+    return { stale: true, staleMs: Math.max(0, Date.now() - this.freshAt) };
+  }
+
+  /** Waits until the view reflects every write etcd completed before this call. */
+  async barrier(timeoutMs = this.cfg.consistentTimeoutMs): Promise<void> {
+    if (!this.reachable) throw unavailable('a consistent read needs an etcd quorum', 1);
+    const started = Date.now();
+    let revision: number;
+    try {
+      revision = await this.sharedQuorumRead();
+    } catch (err) {
+      if (isUnavailable(err)) throw unavailable('the quorum read for a consistent answer failed', 1);
+      throw err;
+    }
+    const left = Math.max(1, timeoutMs - (Date.now() - started));
+    if (!(await this.view.waitFor(revision, left))) {
+      this.view.restart(null, `the view did not reach revision ${revision} within ${timeoutMs} ms`);
+      throw unavailable(`this node's view did not catch up with etcd revision ${revision} in time`, 1);
+    }
+  }
+
+  /**
+   * etcd's current revision from a quorum read. Callers share a read only when it was sent
+   * after they arrived: a read in flight may predate their call, so they wait for the next.
+   */
+  private sharedQuorumRead(): Promise<number> {
+    if (!this.quorumRead) {
+      const started = Date.now();
+      const p = this.store.quorumRevision(b(this.layout.prefix), this.cfg.consistentTimeoutMs).then((r) => {
+        this.noteRevision(r.revision, started);
+        return r.revision;
+      });
+      this.quorumRead = p;
+      const clear = (): void => {
+        if (this.quorumRead === p) this.quorumRead = null;
+      };
+      p.then(clear, clear);
+      return p;
+    }
+    if (!this.nextQuorumRead) {
+      const next = this.quorumRead.then(
+        () => undefined,
+        () => undefined,
+      ).then(() => {
+        this.nextQuorumRead = null;
+        return this.sharedQuorumRead();
+      });
+      this.nextQuorumRead = next;
+    }
+    return this.nextQuorumRead;
+  }
+
+  private noteRevision(revision: number, askedAt: number): void {
+    this.etcdRevision = Math.max(this.etcdRevision, revision);
+    if (this.view.progress >= revision) this.freshAt = Math.max(this.freshAt, askedAt);
+    else void this.view.waitFor(revision, this.cfg.consistentTimeoutMs).then((ok) => ok && (this.freshAt = Math.max(this.freshAt, askedAt)));
+  }
+
+  /** The prober: etcd's revision by quorum read; the leader now and then; this node's lease. */
+  private async probe(): Promise<void> {
+    if (this.probing || this.closed) return;
+    this.probing = true;
+    const started = Date.now();
+    try {
+      const r = await this.store.quorumRevision(b(this.layout.prefix), this.cfg.probeTimeoutMs);
+      this.noteRevision(r.revision, started);
+      if (!this.reachable) this.opts.log?.('info', `etcd answers with a quorum again (revision ${r.revision})`);
+      this.reachable = true;
+      // A view that stays behind a confirmed revision has a stalled watch: replace it.
+      if (this.view.progress < r.revision && performance.now() - this.view.lastHeard > 3 * this.cfg.probeTimeoutMs + 2000) {
+        this.view.restart(null, `the watch has been silent while etcd is at revision ${r.revision}`);
+      }
+      if (Date.now() - this.lastStatusAt > 2000) {
+        this.lastStatusAt = Date.now();
+        this.store.status(this.cfg.probeTimeoutMs).then(
+          (s) => {
+            this.leader = s.leader === '0' ? null : BigInt(s.leader).toString(16);
+          },
+          () => undefined,
+        );
+      }
+      if (Date.now() - this.nodeKeepAliveAt > (this.cfg.nodeTtlSec * 1000) / 3) await this.keepNodeAlive();
+    } catch (err) {
+      if (this.reachable) this.opts.log?.('warn', 'etcd cannot be reached with a quorum: writes fail with 503 and reads are marked stale', err);
+      this.reachable = false;
+      this.leader = null;
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  // ---- this node in etcd ----
+
+  private async registerNode(): Promise<void> {
+    const grant = await this.store.leaseGrant(this.cfg.nodeTtlSec);
+    this.nodeLease = grant.ID;
+    await this.store.txn({ success: [{ request_put: { key: b(nodeKeyOf(this.layout, this.nodeId)), value: b(JSON.stringify({ address: this.opts.address, startedAt: this.startedAt })), lease: grant.ID } }] });
+    this.nodeKeepAliveAt = Date.now();
+  }
+
+  private async keepNodeAlive(): Promise<void> {
+    if (this.nodeLease === null) return this.registerNode();
+    const ttl = await this.store.keepAlive(this.nodeLease, this.cfg.probeTimeoutMs);
+    if (ttl <= 0) {
+      this.opts.log?.('warn', 'this node\'s registration in etcd expired (etcd was out of reach); registering again');
+      this.nodeLease = null;
+      await this.registerNode();
+    } else this.nodeKeepAliveAt = Date.now();
+  }
+
+  private nodesChanged(): void {
+    if (this.closed || this.monitorTimer) return;
+    // Joins and deaths often come in bursts: move the checks once.
+    this.monitorTimer = setTimeout(() => {
+      this.monitorTimer = null;
+      this.restartMonitor();
+    }, 100);
+  }
+
+  /** The nodes that share the active checks: the live ones in etcd, and always this one. */
+  private liveNodes(): string[] {
+    const ids = new Set(this.view.nodes.keys());
+    ids.add(this.nodeId);
+    return [...ids];
+  }
+
+  private owns(namespace: string, service: string, id: string): boolean {
+    return ownerOf(instanceKey(namespace, service, id), this.liveNodes()) === this.nodeId;
+  }
+
+  /** (Re)starts the health monitor on the instances this node owns by rendezvous hashing. */
+  private restartMonitor(): void {
+    if (this.opts.activeChecks === false || this.closed) return;
+    this.monitor?.close();
+    const nodes = this.liveNodes();
+    const mine = (i: { namespace: string; service: string; id: string }): boolean => ownerOf(instanceKey(i.namespace, i.service, i.id), nodes) === this.nodeId;
+    const reg = this.registry;
+    const hub = this.hub;
+    const facade = {
+      instance: (ns: string, svc: string, id: string): InstanceRecord | undefined => (mine({ namespace: ns, service: svc, id }) ? reg.instance(ns, svc, id) : undefined),
+      listServices: (): ServiceState[] =>
+        reg.listServices().map((s) => ({ ...s, instances: new Map([...s.instances].filter(([, r]) => mine(r.instance))) })),
+    } as unknown as Registry;
+    const filteredHub = {
+      subscribe: (sub: Subscriber) =>
+        hub.subscribe({
+          services: sub.services,
+          deliver: (events: WatchEvent[], revision: number) => {
+            const own = events.filter((e) => mine(e.instance));
+            if (own.length > 0) sub.deliver(own, revision);
+          },
+        }),
+    } as unknown as Hub;
+    this.monitor = new HealthMonitor(
+      { registry: facade, hub: filteredHub, recordCheckResult: (ns, svc, id, checkId, specKey, r) => this.recordCheckResult(ns, svc, id, checkId, specKey, r) },
+      { maxConcurrentChecks: this.opts.limits.maxConcurrentChecks, ...(this.opts.probes ? { probes: this.opts.probes } : {}), onError: () => undefined },
+    );
+    this.monitor.start();
+  }
+
+  // ---- leases ----
+
+  async grantLease(ttlMs: number): Promise<LeaseGrant> {
+    this.requireReachable();
+    if (this.registry.leaseCount >= this.opts.limits.maxLeasesPerNode) {
+      throw limitExceeded('maxLeasesPerNode', 'ttlMs', `the cluster holds ${this.registry.leaseCount} leases`, 'share one lease among all instances of a process, or raise the limit');
+    }
+    const ttlSec = Math.max(MIN_LEASE_TTL_SEC, Math.ceil(ttlMs / 1000));
+    const grant = await this.guard('creating a lease', () => this.store.leaseGrant(ttlSec));
+    if (grant.error) throw unavailable(`etcd refused the lease: ${grant.error}`);
+    const granted = Number(grant.TTL) * 1000;
+    const leaseId = leaseIdFromEtcd(grant.ID);
+    const res = await this.guard('creating a lease', () => this.store.txn({ success: [{ request_put: { key: b(leaseKeyOf(this.layout, leaseId)), value: b(JSON.stringify({ ttlMs: granted })), lease: grant.ID } }] }));
+    await this.view.waitFor(Number(res.header.revision), this.cfg.callTimeoutMs);
+    return { leaseId, ttlMs: granted };
+  }
+
+  async keepAlive(leaseId: string): Promise<LeaseGrant> {
+    this.requireReachable();
+    const etcdId = leaseIdToEtcd(leaseId);
+    if (etcdId === null) throw leaseNotFound(leaseId);
+    const ttl = await this.guard('keeping the lease alive', () => this.store.keepAlive(etcdId));
+    if (ttl <= 0) throw leaseNotFound(leaseId);
+    return { leaseId, ttlMs: ttl * 1000 };
+  }
+
+  /**
+   * The session closed without a hand-over: etcd leases cannot be shortened, so the lease
+   * simply gets no more keep-alives and ends after its TTL (docs/cp.md).
+   */
+  detachLease(_leaseId: string, _graceMs: number): void {}
+
+  onLeaseEnded(listener: LeaseEndedListener): () => void {
+    this.leaseListeners.add(listener);
+    return () => this.leaseListeners.delete(listener);
+  }
+
+  private leaseEnded(leaseId: string, reason: 'lease_expired' | 'lease_revoked'): void {
+    for (const l of this.leaseListeners) l(leaseId, reason);
+  }
+
+  async revokeLease(leaseId: string): Promise<number> {
+    this.requireReachable();
+    const etcdId = leaseIdToEtcd(leaseId);
+    if (etcdId === null) throw leaseNotFound(leaseId);
+    if (!this.registry.lease(leaseId)) {
+      await this.barrier();
+      if (!this.registry.lease(leaseId)) throw leaseNotFound(leaseId);
+    }
+    const ttlMs = this.registry.lease(leaseId)?.ttlMs ?? 0;
+    const key = b(leaseKeyOf(this.layout, leaseId));
+    // Marks the lease as revoked (so that every node's history says so), then revokes it.
+    const mark = await this.guard('revoking the lease', () =>
+      this.store.txn({ compare: [{ key, target: 'Version', result: 'Greater', version: 0 }], success: [{ request_put: { key, value: b(JSON.stringify({ ttlMs, revoking: true })), lease: etcdId } }] }),
+    );
+    if (!mark.succeeded) throw leaseNotFound(leaseId);
+    this.view.markRevoking(leaseId);
+    let res: RPC.ILeaseRevokeResponse;
+    try {
+      res = await this.guard('revoking the lease', () => this.store.leaseRevoke(etcdId));
+    } catch (err) {
+      if (/not found/i.test(String((err as Error).message))) throw leaseNotFound(leaseId);
+      throw err;
+    }
+    const revision = Number(res.header.revision);
+    await this.view.waitFor(revision, this.cfg.callTimeoutMs);
+    return revision;
+  }
+
+  // ---- instances ----
+
+  register(item: RegistrationItem): Promise<number> {
+    return this.registerBatch([item]);
+  }
+
+  registerBatch(items: RegistrationItem[]): Promise<number> {
+    if (items.length > this.cfg.maxTxnOps) {
+      throw limitExceeded('maxTxnOps', 'instances', `${items.length} instances in one batch; one etcd transaction takes at most ${this.cfg.maxTxnOps} operations`, 'split the batch, or raise etcd\'s --max-txn-ops');
+    }
+    return this.write(() => this.planRegistration(items));
+  }
+
+  private planRegistration(items: RegistrationItem[]): Plan {
+    const reg = this.registry;
+    const compare: RPC.ICompare[] = [];
+    const success: RPC.IRequestOp[] = [];
+    const added = new Map<string, number>();
+    const leases = new Set<string>();
+    let newInstances = 0;
+    let unchangedRevision = 0;
+    const at = Date.now();
+    for (const item of items) {
+      const prev = reg.instance(item.namespace, item.service, item.id);
+      const key = b(instanceKeyOf(this.layout, item.namespace, item.service, item.id));
+      const leaseId = item.input.leaseId;
+      let etcdLease: string | null = null;
+      if (leaseId !== null) {
+        etcdLease = leaseIdToEtcd(leaseId);
+        const lease = reg.lease(leaseId);
+        if (!lease || etcdLease === null) throw leaseNotFound(leaseId);
+        if (prev?.instance.leaseId !== leaseId) {
+          const n = (added.get(leaseId) ?? 0) + 1;
+          added.set(leaseId, n);
+          if (lease.instances.size + n > this.opts.limits.maxInstancesPerLease) {
+            throw limitExceeded('maxInstancesPerLease', 'leaseId', `lease ${leaseId} already holds ${lease.instances.size} instances`, 'use another lease for more instances, or raise the limit');
+          }
+        }
+        if (!leases.has(leaseId)) {
+          leases.add(leaseId);
+          compare.push({ key: b(leaseKeyOf(this.layout, leaseId)), target: 'Version', result: 'Greater', version: 0 });
+        }
+      }
+      compare.push(prev ? { key, target: 'Mod', result: 'Equal', mod_revision: prev.instance.modRevision } : { key, target: 'Version', result: 'Equal', version: 0 });
+      if (prev && prev.inputKey === canonicalInput(item.input)) {
+        unchangedRevision = Math.max(unchangedRevision, prev.instance.modRevision);
+        continue;
+      }
+      if (!prev) newInstances++;
+      const instance = buildInstance(item, prev);
+      const reason: PutReason = prev ? 'updated' : 'registered';
+      const detail = prev ? describeUpdate(prev.instance, instance) : `${instance.address}:${instance.port}, ${instance.leaseId === null ? 'persistent' : `lease ${instance.leaseId}`}`;
+      const put: RPC.IPutRequest = { key, value: b(encodeInstance(instance, item.input.checks, reason, detail, at)) };
+      if (etcdLease !== null) put.lease = etcdLease;
+      success.push({ request_put: put });
+    }
+    if (reg.instanceCount + newInstances > this.opts.limits.maxInstancesPerNode) {
+      throw limitExceeded('maxInstancesPerNode', 'instances', `the cluster holds ${reg.instanceCount} instances`, 'raise the limit or spread services over another cluster');
+    }
+    return { compare, success, unchangedRevision };
+  }
+
+  deregister(namespace: string, service: string, id: string): Promise<number> {
+    return this.write(() => {
+      const prev = this.requireInstance(namespace, service, id);
+      const key = instanceKeyOf(this.layout, namespace, service, id);
+      const why: WhyValue = { [instanceKey(namespace, service, id)]: { reason: 'deregistered' } };
+      return {
+        compare: [{ key: b(key), target: 'Mod', result: 'Equal', mod_revision: prev.instance.modRevision }],
+        success: [{ request_delete_range: { key: b(key) } }, { request_put: { key: b(whyKeyOf(this.layout)), value: b(JSON.stringify(why)) } }],
+        unchangedRevision: 0,
+      };
+    });
+  }
+
+  setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
+    return this.write(() => {
+      const rec = this.requireInstance(namespace, service, id);
+      if (rec.instance.status === status) return this.unchanged(rec);
+      const instance: Instance = { ...rec.instance, status };
+      return this.putPlan(rec, instance, reason, `${rec.instance.status} -> ${status}`);
+    });
+  }
+
+  private unchanged(rec: InstanceRecord): Plan {
+    const key = b(instanceKeyOf(this.layout, rec.instance.namespace, rec.instance.service, rec.instance.id));
+    return { compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: rec.instance.modRevision }], success: [], unchangedRevision: rec.instance.modRevision };
+  }
+
+  /** A put of an existing instance, kept on its lease, guarded by its mod revision. */
+  private putPlan(rec: InstanceRecord, instance: Instance, reason: PutReason, detail: string): Plan {
+    const i = rec.instance;
+    const key = b(instanceKeyOf(this.layout, i.namespace, i.service, i.id));
+    const put: RPC.IPutRequest = { key, value: b(encodeInstance(instance, rec.specs, reason, detail, Date.now())) };
+    const lease = i.leaseId === null ? null : leaseIdToEtcd(i.leaseId);
+    if (lease !== null) put.lease = lease;
+    return { compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: i.modRevision }], success: [{ request_put: put }], unchangedRevision: 0 };
+  }
+
+  // ---- health ----
+
+  /**
+   * A result of an active check this node runs. The counters are this node's (the owner's);
+   * a result that lost a race with another write is dropped: the next run reports again.
+   */
+  async recordCheckResult(namespace: string, service: string, id: string, checkId: string, specKey: string | null, result: CheckResult): Promise<number> {
+    if (this.closed) return this.registry.revision;
+    const rec = this.registry.instance(namespace, service, id);
+    const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
+    if (!rec || !tracked || (specKey !== null && tracked.specKey !== specKey)) return rec?.instance.modRevision ?? this.registry.revision;
+    const shown = rec.instance.checks.find((c) => c.id === checkId);
+    if (!shown) return rec.instance.modRevision;
+    const next = nextCheckState(tracked.spec, shown, tracked.counters, { status: result.status, output: clipOutput(result.output, this.opts.limits.maxCheckOutputLength) });
+    if (!next) return rec.instance.modRevision;
+    if (!this.reachable) throw unavailable('recording a check result');
+    return this.putChecks(rec, checkId, next);
+  }
+
+  private async putChecks(rec: InstanceRecord, checkId: string, state: CheckState): Promise<number> {
+    let checks = rec.instance.checks.map((c) => (c.id === checkId ? state : c));
+    let detail = `${checkId} ${state.status}${state.output ? `: ${state.output}` : ''}`;
+    if (state.status === 'passing' && checks.some((c) => c.id === REPORTS_CHECK_ID)) {
+      checks = checks.filter((c) => c.id !== REPORTS_CHECK_ID);
+      this.reports.clear(instanceKey(rec.instance.namespace, rec.instance.service, rec.instance.id));
+      detail += '; consumer reports cleared';
+    }
+    const instance: Instance = { ...rec.instance, checks, health: combinedHealth(checks) };
+    const plan = this.putPlan(rec, instance, state.status === 'passing' ? 'check_passed' : 'check_failed', detail);
+    const res = await this.guard('recording a check result', () => this.store.txn(plan));
+    const revision = Number(res.header.revision);
+    await this.view.waitFor(revision, this.cfg.callTimeoutMs);
+    return res.succeeded ? revision : (this.registry.instance(rec.instance.namespace, rec.instance.service, rec.instance.id)?.instance.modRevision ?? revision);
+  }
+
+  async reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number> {
+    this.requireReachable();
+    let rec = this.registry.instance(namespace, service, id);
+    if (!rec) {
+      await this.barrier();
+      rec = this.requireInstance(namespace, service, id);
+    }
+    const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
+    if (!tracked) {
+      throw new SwitchboardError('CHECK_NOT_FOUND', `instance ${id} of service ${service} has no check ${checkId}`, {
+        field: 'checkId',
+        hint: 'declare the check with the registration ({"checks": [{"id": "...", "type": "ttl", "ttl": "30s"}]}) and report with its id',
+      });
+    }
+    if (tracked.spec.type !== 'ttl') {
+      throw invalid('checkId', `check ${checkId} is a ${tracked.spec.type} check; only ttl checks take reports`, 'report into a check declared with "type": "ttl"; the registry runs the other checks itself');
+    }
+    return this.recordCheckResult(namespace, service, id, checkId, null, result);
+  }
+
+  async setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number> {
+    this.requireReachable();
+    const key = b(settingsKeyOf(this.layout, namespace, service));
+    const op: RPC.IRequestOp = settings.protectThreshold === null ? { request_delete_range: { key } } : { request_put: { key, value: b(JSON.stringify(settings)) } };
+    const res = await this.guard('changing service settings', () => this.store.txn({ success: [op] }));
+    const revision = Number(res.header.revision);
+    await this.view.waitFor(revision, this.cfg.callTimeoutMs);
+    return this.registry.serviceRevision(namespace, service);
+  }
+
+  /**
+   * A consumer's report. Reporters are counted by the node that receives the reports
+   * (docs/cp.md); the warning itself is written to etcd like any other change.
+   */
+  async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }> {
+    this.requireReachable();
+    let rec = this.registry.instance(namespace, service, id);
+    if (!rec) {
+      await this.barrier();
+      rec = this.requireInstance(namespace, service, id);
+    }
+    const key = instanceKey(namespace, service, id);
+    const now = this.opts.clock.now();
+    const reporters = this.reports.add(key, report, now);
+    const warned = rec.instance.checks.some((c) => c.id === REPORTS_CHECK_ID);
+    if (warned || reporters < this.opts.limits.reportMinReporters) return { revision: rec.instance.modRevision, reporters, warning: warned };
+    const state = this.reports.state(key, now);
+    const checks = [...rec.instance.checks.filter((c) => c.id !== REPORTS_CHECK_ID), state];
+    const instance: Instance = { ...rec.instance, checks, health: combinedHealth(checks) };
+    const revision = await this.write(() => {
+      const cur = this.requireInstance(namespace, service, id);
+      if (cur.instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) return this.unchanged(cur);
+      return this.putPlan(cur, { ...instance, checks: [...cur.instance.checks.filter((c) => c.id !== REPORTS_CHECK_ID), state], health: combinedHealth([...cur.instance.checks, state]) }, 'reported', state.output);
+    });
+    return { revision, reporters, warning: true };
+  }
+
+  checkStats(): SchedulerStats {
+    return this.monitor?.stats() ?? { scheduled: 0, running: 0, queued: 0, runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
+  }
+
+  // ---- the write loop ----
+
+  /**
+   * Plans a write from the view and commits it as one etcd transaction guarded by what the
+   * plan read. When a guard fails (the view was behind), the view catches up to the
+   * transaction's revision and the write is planned again. "Not found" answers from the
+   * view are confirmed with a consistent read before they are given.
+   */
+  private async write(plan: () => Plan): Promise<number> {
+    this.requireReachable();
+    let confirmed = false;
+    for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
+      let p: Plan;
+      try {
+        p = plan();
+      } catch (err) {
+        if (!confirmed && err instanceof SwitchboardError && (err.code === 'INSTANCE_NOT_FOUND' || err.code === 'LEASE_NOT_FOUND')) {
+          confirmed = true;
+          await this.barrier();
+          continue;
+        }
+        throw err;
+      }
+      const res = await this.guard('writing', () => this.store.txn({ compare: p.compare, success: p.success, failure: [] }));
+      const revision = Number(res.header.revision);
+      await this.view.waitFor(revision, this.cfg.callTimeoutMs);
+      if (res.succeeded) return p.success.length === 0 ? p.unchangedRevision : revision;
+    }
+    throw new SwitchboardError('STORE_UNAVAILABLE', `the write kept racing with other writes to the same keys (${MAX_WRITE_ATTEMPTS} attempts)`, { retryAfterSec: 1, hint: 'retry; other clients are changing the same instances right now' });
+  }
+
+  /** Runs an etcd call; "etcd did not answer" becomes 503 STORE_UNAVAILABLE. */
+  private async guard<T>(what: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof StoreUnavailable || isUnavailable(err)) {
+        this.reachable = false;
+        void this.probe();
+        throw unavailable(`${what}: ${(err as Error).message}`);
+      }
+      if (/lease not found/i.test(String((err as Error).message))) throw leaseNotFound('(unknown)');
+      throw err;
+    }
+  }
+
+  private requireReachable(): void {
+    if (this.closed) throw new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send requests to another node' });
+    if (!this.reachable) throw unavailable('no etcd quorum is reachable from this node', 1);
+  }
+
+  private requireInstance(namespace: string, service: string, id: string): InstanceRecord {
+    const rec = this.registry.instance(namespace, service, id);
+    if (!rec) {
+      throw new SwitchboardError('INSTANCE_NOT_FOUND', `instance ${id} of service ${service} in namespace ${namespace} does not exist`, {
+        hint: 'check the service name, instance id and namespace; list the service with GET /v1/services/{service}',
+      });
+    }
+    return rec;
+  }
+
+  // ---- status and metrics ----
+
+  storeStatus(): StoreStatus {
+    const last = this.store.lastContact;
+    return {
+      kind: 'etcd',
+      endpoints: this.opts.endpoints,
+      reachable: this.reachable,
+      leader: this.leader,
+      revision: this.etcdRevision,
+      viewRevision: this.view.progress,
+      lagMs: this.view.progress >= this.etcdRevision ? 0 : Math.max(0, Date.now() - this.freshAt),
+      lastContactMs: last === null ? null : Date.now() - last,
+    };
+  }
+
+  cluster(): ClusterStatus {
+    const members: ClusterMember[] = [...this.view.nodes].map(([id, n]) => ({ id, address: n.address, self: id === this.nodeId, reachable: true, lastSeenMs: null, revision: this.view.progress }));
+    if (!this.view.nodes.has(this.nodeId)) members.push({ id: this.nodeId, address: this.opts.address, self: true, reachable: true, lastSeenMs: null });
+    members.sort((a, b2) => (a.id < b2.id ? -1 : a.id > b2.id ? 1 : 0));
+    return {
+      members,
+      ready: true,
+      store: this.storeStatus(),
+      prefix: this.opts.prefix,
+      expiry: 'etcd: leases end when etcd expires them; self-preservation does not apply in cp mode',
+      checksOwned: this.checkStats().scheduled,
+      watchRestarts: this.view.watchRestarts,
+    };
+  }
+
+  registerMetrics(registry: MetricsRegistry): void {
+    const roundTrips = new promClient.Histogram({
+      name: 'switchboard_etcd_round_trip_seconds',
+      help: 'Round trips of this node to etcd, by RPC and outcome',
+      labelNames: ['method', 'outcome'] as const,
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    });
+    this.metrics = { roundTrips };
+    const self = this;
+    new promClient.Gauge({
+      name: 'switchboard_etcd_reachable',
+      help: '1 when this node reached an etcd quorum at its last probe',
+      registers: [registry],
+      collect() {
+        this.set(self.reachable ? 1 : 0);
+      },
+    });
+    new promClient.Gauge({
+      name: 'switchboard_etcd_view_lag_revisions',
+      help: 'etcd revisions this node\'s view is behind the last revision confirmed by a quorum',
+      registers: [registry],
+      collect() {
+        this.set(Math.max(0, self.etcdRevision - self.view.progress));
+      },
+    });
+    new promClient.Gauge({
+      name: 'switchboard_etcd_view_stale_seconds',
+      help: 'How long ago this node\'s view was last known to hold every confirmed write',
+      registers: [registry],
+      collect() {
+        this.set(Math.max(0, Date.now() - self.freshAt) / 1000);
+      },
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.probeTimer);
+    if (this.monitorTimer) clearTimeout(this.monitorTimer);
+    this.monitor?.close();
+    // Leaving: other nodes take this node's checks at once.
+    if (this.nodeLease !== null) await this.store.leaseRevoke(this.nodeLease).catch(() => undefined);
+    this.view.close();
+    this.store.close();
+  }
+}
+
+function leaseNotFound(leaseId: string): SwitchboardError {
+  return new SwitchboardError('LEASE_NOT_FOUND', `lease ${leaseId} does not exist (it never did, expired or was revoked)`, {
+    field: 'leaseId',
+    hint: 'create a new lease with POST /v1/leases and register the instances again',
+  });
+}
+
+function buildInstance(item: RegistrationItem, prev: InstanceRecord | undefined): Instance {
+  const { input } = item;
+  const reported = prev?.instance.checks.find((c) => c.id === REPORTS_CHECK_ID);
+  const checks = [...initialCheckStates(input.checks, prev?.instance.checks ?? []), ...(reported ? [reported] : [])];
+  return {
+    id: item.id,
+    service: item.service,
+    namespace: item.namespace,
+    address: input.address,
+    port: input.port,
+    protocol: input.protocol,
+    zone: input.zone,
+    version: input.version,
+    tags: input.tags,
+    metadata: input.metadata,
+    weight: input.weight,
+    status: prev?.instance.status ?? 'up',
+    health: combinedHealth(checks),
+    checks,
+    leaseId: input.leaseId,
+    createRevision: prev?.instance.createRevision ?? 0,
+    modRevision: 0,
+  };
+}
+
+/** The input as the view's records key it (the core's inputFromInstance field order). */
+function canonicalInput(i: RegistrationItem['input']): string {
+  return JSON.stringify({ address: i.address, port: i.port, leaseId: i.leaseId, zone: i.zone, version: i.version, tags: i.tags, metadata: i.metadata, weight: i.weight, protocol: i.protocol, checks: i.checks.map(completeCheckSpec) });
+}
+
+const UPDATE_FIELDS = ['address', 'port', 'protocol', 'zone', 'version', 'tags', 'metadata', 'weight', 'leaseId', 'checks'] as const;
+
+function describeUpdate(prev: Instance, next: Instance): string {
+  const changed = UPDATE_FIELDS.filter((f) => JSON.stringify(prev[f]) !== JSON.stringify(next[f]));
+  return changed.length === 0 ? 'check declarations changed' : `changed ${changed.join(', ')}`;
+}

@@ -1,0 +1,258 @@
+/**
+ * The etcd client of a cp node: the raw etcd v3 RPCs (through the etcd3 package's gRPC
+ * clients) with a deadline on every call, one LeaseKeepAlive stream that carries the
+ * keep-alives of every lease of this node, and fault handling chosen for quick failover:
+ *
+ * - per endpoint, a circuit breaker that opens after one failed call (unavailable or
+ *   deadline exceeded) and lets a trial call through after `breakerOpenMs` (the etcd3
+ *   default waits 5 s after 3 failures, which stretched write gaps after a leader kill);
+ * - globally, one more attempt on another endpoint when a call fails that way, within the
+ *   same overall deadline; nothing else is retried (a write that timed out may have been
+ *   applied: the caller reports it as unknown, never as failed).
+ */
+import { createRequire } from 'node:module';
+import type * as RPC from 'etcd3';
+import type { Etcd3 as Etcd3Type, IOptions } from 'etcd3';
+
+const require = createRequire(import.meta.url);
+const etcd3 = require('etcd3') as typeof import('etcd3');
+
+export interface StoreOptions {
+  endpoints: string[];
+  /** Deadline of one call (ms). */
+  callTimeoutMs: number;
+  /** Endpoint breaker: how long a failed endpoint is skipped (ms). */
+  breakerOpenMs: number;
+  /** Called after every unary round trip (for the metrics). */
+  onRoundTrip?: (method: string, ms: number, ok: boolean) => void;
+}
+
+/** An error of the store that says nothing about the request itself (no quorum, no answer). */
+export class StoreUnavailable extends Error {
+  constructor(message: string, override readonly cause?: unknown) {
+    super(message);
+  }
+}
+
+const NOOP_EVENT = (() => ({ dispose: () => undefined })) as unknown as never;
+
+/** True for failures that mean "etcd did not answer in time / cannot now". */
+export function isUnavailable(err: unknown): boolean {
+  if (err instanceof StoreUnavailable) return true;
+  const e = err as { name?: string; message?: string; code?: number } | null;
+  const text = `${e?.name ?? ''} ${e?.message ?? ''}`;
+  return /Unavailable|DeadlineExceeded|deadline|timed out|no leader|leader changed|BrokenCircuit|Connection pool|ECONNREFUSED|ECONNRESET|UNAVAILABLE|too many requests|Cancelled/i.test(text);
+}
+
+/** A cockatiel-compatible policy: a circuit breaker that opens after one unavailable failure. */
+class QuickBreaker {
+  readonly _altReturn = undefined as never;
+  readonly onSuccess = NOOP_EVENT;
+  readonly onFailure = NOOP_EVENT;
+  private openUntil = 0;
+  constructor(private readonly openMs: number) {}
+  async execute<T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
+    if (Date.now() < this.openUntil) {
+      const err = new Error('BrokenCircuitError: endpoint skipped after a recent failure');
+      err.name = 'BrokenCircuitError';
+      throw err;
+    }
+    try {
+      return await fn({ signal: signal ?? new AbortController().signal });
+    } catch (err) {
+      if (isUnavailable(err)) this.openUntil = Date.now() + this.openMs;
+      throw err;
+    }
+  }
+}
+
+/** Runs once more (on another endpoint: the first one's breaker is open) after an unavailable failure. */
+class RetryOnce {
+  readonly _altReturn = undefined as never;
+  readonly onSuccess = NOOP_EVENT;
+  readonly onFailure = NOOP_EVENT;
+  async execute<T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
+    const ctx = { signal: signal ?? new AbortController().signal };
+    try {
+      return await fn(ctx);
+    } catch (err) {
+      if (!isUnavailable(err) || /deadline/i.test(String((err as Error).message))) throw err;
+      return await fn(ctx);
+    }
+  }
+}
+
+interface KeepAliveWaiter {
+  resolve(ttlSec: number): void;
+  reject(err: unknown): void;
+  timer: NodeJS.Timeout;
+}
+
+export class Store {
+  readonly client: Etcd3Type;
+  private keepAliveStream: RPC.IDuplexStream<RPC.ILeaseKeepAliveRequest, RPC.ILeaseKeepAliveResponse> | null = null;
+  private keepAliveOpening: Promise<RPC.IDuplexStream<RPC.ILeaseKeepAliveRequest, RPC.ILeaseKeepAliveResponse>> | null = null;
+  /** etcd lease id (decimal) -> keep-alives waiting for their answer, oldest first. */
+  private readonly keepAliveWaiters = new Map<string, KeepAliveWaiter[]>();
+  private closed = false;
+  /** When etcd last answered anything (Date.now()). */
+  lastContact: number | null = null;
+
+  constructor(private readonly opts: StoreOptions) {
+    const options: IOptions = {
+      hosts: opts.endpoints,
+      dialTimeout: opts.callTimeoutMs,
+      faultHandling: {
+        host: () => new QuickBreaker(opts.breakerOpenMs) as never,
+        global: new RetryOnce() as never,
+      },
+    };
+    this.client = new etcd3.Etcd3(options);
+  }
+
+  private deadline(ms = this.opts.callTimeoutMs): { deadline: Date } {
+    return { deadline: new Date(Date.now() + ms) };
+  }
+
+  private async timed<T>(method: string, run: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    try {
+      const out = await run();
+      this.lastContact = Date.now();
+      this.opts.onRoundTrip?.(method, performance.now() - started, true);
+      return out;
+    } catch (err) {
+      this.opts.onRoundTrip?.(method, performance.now() - started, false);
+      if (isUnavailable(err)) throw new StoreUnavailable(`etcd ${method}: ${(err as Error).message}`, err);
+      throw err;
+    }
+  }
+
+  txn(req: RPC.ITxnRequest, timeoutMs?: number): Promise<RPC.ITxnResponse> {
+    return this.timed('txn', () => this.client.kv.txn(req, this.deadline(timeoutMs)));
+  }
+
+  range(req: RPC.IRangeRequest, timeoutMs?: number): Promise<RPC.IRangeResponse> {
+    return this.timed('range', () => this.client.kv.range(req, this.deadline(timeoutMs)));
+  }
+
+  /** A linearizable read of one key: etcd's current revision, confirmed by a quorum. */
+  async quorumRevision(key: Buffer, timeoutMs?: number): Promise<{ revision: number; clusterId: string }> {
+    const res = await this.range({ key, limit: 1, count_only: true }, timeoutMs);
+    return { revision: Number(res.header.revision), clusterId: res.header.cluster_id };
+  }
+
+  leaseGrant(ttlSec: number): Promise<RPC.ILeaseGrantResponse> {
+    return this.timed('lease_grant', () => this.client.leaseClient.leaseGrant({ TTL: ttlSec, ID: 0 }, this.deadline()));
+  }
+
+  leaseRevoke(etcdId: string): Promise<RPC.ILeaseRevokeResponse> {
+    return this.timed('lease_revoke', () => this.client.leaseClient.leaseRevoke({ ID: etcdId }, this.deadline()));
+  }
+
+  /** Leader and raft state of one endpoint (the first that answers). */
+  status(timeoutMs?: number): Promise<RPC.IStatusResponse> {
+    return this.timed('status', () => this.client.maintenance.status(this.deadline(timeoutMs)));
+  }
+
+  /**
+   * One keep-alive of a lease over this node's shared LeaseKeepAlive stream; resolves with
+   * the TTL etcd granted (0: the lease does not exist any more).
+   */
+  async keepAlive(etcdId: string, timeoutMs = this.opts.callTimeoutMs): Promise<number> {
+    const started = performance.now();
+    const stream = await this.keepAliveStreamOpen();
+    return new Promise<number>((resolve, reject) => {
+      const waiter: KeepAliveWaiter = {
+        resolve: (ttl) => {
+          this.opts.onRoundTrip?.('lease_keepalive', performance.now() - started, true);
+          resolve(ttl);
+        },
+        reject: (err) => {
+          this.opts.onRoundTrip?.('lease_keepalive', performance.now() - started, false);
+          reject(err);
+        },
+        timer: setTimeout(() => {
+          this.dropWaiter(etcdId, waiter);
+          waiter.reject(new StoreUnavailable(`etcd lease keep-alive: no answer within ${timeoutMs} ms`));
+          // A stream that stopped answering is replaced: its endpoint may be cut off.
+          this.resetKeepAliveStream(new StoreUnavailable('keep-alive stream stalled'));
+        }, timeoutMs),
+      };
+      let list = this.keepAliveWaiters.get(etcdId);
+      if (!list) this.keepAliveWaiters.set(etcdId, (list = []));
+      list.push(waiter);
+      stream.write({ ID: etcdId });
+    });
+  }
+
+  private dropWaiter(id: string, w: KeepAliveWaiter): void {
+    const list = this.keepAliveWaiters.get(id);
+    if (!list) return;
+    const i = list.indexOf(w);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.keepAliveWaiters.delete(id);
+  }
+
+  private keepAliveStreamOpen(): Promise<RPC.IDuplexStream<RPC.ILeaseKeepAliveRequest, RPC.ILeaseKeepAliveResponse>> {
+    if (this.closed) return Promise.reject(new StoreUnavailable('the etcd client is closed'));
+    if (this.keepAliveStream) return Promise.resolve(this.keepAliveStream);
+    if (this.keepAliveOpening) return this.keepAliveOpening;
+    const opening = this.client.leaseClient.leaseKeepAlive().then((stream) => {
+      stream.on('data', (res: RPC.ILeaseKeepAliveResponse) => {
+        this.lastContact = Date.now();
+        const id = String(res.ID);
+        const list = this.keepAliveWaiters.get(id);
+        const w = list?.shift();
+        if (list && list.length === 0) this.keepAliveWaiters.delete(id);
+        if (w) {
+          clearTimeout(w.timer);
+          w.resolve(Number(res.TTL));
+        }
+      });
+      const fail = (err: unknown): void => {
+        if (this.keepAliveStream === stream) this.resetKeepAliveStream(err);
+      };
+      stream.on('error', fail);
+      stream.on('end', () => fail(new StoreUnavailable('keep-alive stream ended')));
+      this.keepAliveStream = stream;
+      return stream;
+    });
+    this.keepAliveOpening = opening;
+    opening.then(
+      () => {
+        this.keepAliveOpening = null;
+      },
+      () => {
+        this.keepAliveOpening = null;
+      },
+    );
+    return opening.catch((err) => {
+      throw new StoreUnavailable(`etcd lease keep-alive stream: ${(err as Error).message}`, err);
+    });
+  }
+
+  private resetKeepAliveStream(err: unknown): void {
+    const s = this.keepAliveStream;
+    this.keepAliveStream = null;
+    try {
+      s?.cancel();
+    } catch {
+      /* already gone */
+    }
+    for (const [, list] of this.keepAliveWaiters) {
+      for (const w of list) {
+        clearTimeout(w.timer);
+        w.reject(err instanceof StoreUnavailable ? err : new StoreUnavailable(String((err as Error)?.message ?? err), err));
+      }
+    }
+    this.keepAliveWaiters.clear();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.resetKeepAliveStream(new StoreUnavailable('the node is shutting down'));
+    this.client.close();
+  }
+}

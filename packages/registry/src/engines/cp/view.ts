@@ -1,0 +1,333 @@
+/**
+ * The local view of a cp node: the registry as etcd holds it, loaded with one range read
+ * and kept current by one etcd watch on the prefix. Each etcd revision becomes one entry of
+ * the core Registry, numbered with etcd's revision, so that views, filters, health,
+ * history and watch resume work as in standalone mode. The view never expires anything
+ * itself: lease expiry is etcd's, and arrives as deletes.
+ *
+ * `progress` is the etcd revision up to which the view has applied every change: events
+ * and watch progress answers (which etcd sends only once every earlier event was sent)
+ * move it forward.
+ */
+import type { DeleteReason, Limits, ServiceSettings } from '@switchboard/protocol';
+import type * as RPC from 'etcd3';
+import type { Clock } from '../../core/clock.js';
+import type { Change, Entry } from '../../core/entry.js';
+import { Registry, instanceKey, serviceKey } from '../../core/registry.js';
+import { Hub } from '../hub.js';
+import { decodeJson, parseKey, prefixEnd, type Layout, type StoredInstance, type StoredLease, type StoredNode, type WhyValue } from './keys.js';
+import type { Store } from './store.js';
+
+export interface ViewOptions {
+  layout: Layout;
+  limits: Limits;
+  clock: Clock;
+  onLeaseEnded: (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
+  onNodesChanged: () => void;
+  onError: (msg: string, err?: unknown) => void;
+}
+
+interface ProgressWaiter {
+  revision: number;
+  resolve(): void;
+}
+
+export class View {
+  readonly registry: Registry;
+  readonly hub: Hub;
+  /** Every change up to this etcd revision is applied. */
+  progress: number;
+  /** Live Switchboard nodes (their keys under nodes/). */
+  readonly nodes = new Map<string, StoredNode>();
+  /** Leases about to be revoked (their deletes read lease_revoked). */
+  private readonly revoking = new Set<string>();
+  private stream: RPC.IDuplexStream<RPC.IWatchRequest, RPC.IWatchResponse> | null = null;
+  private waiters: ProgressWaiter[] = [];
+  private closed = false;
+  private restarting: NodeJS.Timeout | null = null;
+  private progressTimer: NodeJS.Timeout | null = null;
+  /** When the stream last delivered anything (performance.now()). */
+  lastHeard = 0;
+  watchRestarts = 0;
+
+  private constructor(
+    private readonly store: Store,
+    private readonly opts: ViewOptions,
+    registry: Registry,
+    revision: number,
+  ) {
+    this.registry = registry;
+    this.progress = revision;
+    this.hub = new Hub(opts.limits.retainedEvents, revision);
+  }
+
+  /** Loads everything under the prefix and starts following it. */
+  static async open(store: Store, opts: ViewOptions): Promise<View> {
+    const { layout } = opts;
+    const res = await store.range({ key: Buffer.from(layout.prefix), range_end: prefixEnd(layout.prefix) });
+    const revision = Number(res.header.revision);
+    const registry = new Registry({ epoch: res.header.cluster_id, limits: opts.limits, clock: opts.clock, wallClock: { now: () => Date.now() }, revision });
+    const view = new View(store, opts, registry, revision);
+    const kvs = [...res.kvs];
+    // Leases before the instances bound to them.
+    const rank = (kv: RPC.IKeyValue): number => (parseKey(layout, kv.key.toString()).kind === 'lease' ? 0 : 1);
+    kvs.sort((a, b) => rank(a) - rank(b));
+    for (const kv of kvs) view.applyGroup(Number(kv.mod_revision), [{ type: 'Put', kv } as RPC.IEvent], false);
+    view.startWatch();
+    return view;
+  }
+
+  /** Resolves once the view has applied every change up to `revision` (false: timed out). */
+  waitFor(revision: number, timeoutMs: number): Promise<boolean> {
+    if (this.progress >= revision) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const w: ProgressWaiter = {
+        revision,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve(true);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        resolve(false);
+      }, timeoutMs);
+      this.waiters.push(w);
+      this.askProgress();
+    });
+  }
+
+  /**
+   * Asks etcd for a progress answer (etcd 3.4 answers when the stream's watchers are in
+   * sync), repeated every 50 ms while someone waits for a revision the view has not seen.
+   */
+  private askProgress(): void {
+    if (this.progressTimer || this.closed) return;
+    const tick = (): void => {
+      this.progressTimer = null;
+      if (this.waiters.length === 0 || this.closed) return;
+      try {
+        this.stream?.write({ progress_request: {} });
+      } catch {
+        /* the stream is being replaced */
+      }
+      this.progressTimer = setTimeout(tick, 50);
+    };
+    tick();
+  }
+
+  private advance(revision: number): void {
+    if (revision <= this.progress) return;
+    this.progress = revision;
+    if (this.waiters.length === 0) return;
+    const still: ProgressWaiter[] = [];
+    for (const w of this.waiters) (w.revision <= revision ? (w.resolve(), null) : still.push(w));
+    this.waiters = still;
+  }
+
+  private startWatch(): void {
+    if (this.closed) return;
+    const from = this.progress + 1;
+    this.store.client.watchClient
+      .watch()
+      .then((stream) => {
+        if (this.closed) {
+          stream.cancel();
+          return;
+        }
+        this.stream = stream;
+        this.lastHeard = performance.now();
+        stream.on('data', (res: RPC.IWatchResponse) => this.onResponse(stream, res));
+        stream.on('error', (err: unknown) => this.restart(stream, 'watch stream failed', err));
+        stream.on('end', () => this.restart(stream, 'watch stream ended'));
+        stream.write({ create_request: { key: Buffer.from(this.opts.layout.prefix), range_end: prefixEnd(this.opts.layout.prefix), start_revision: from, prev_kv: false, progress_notify: true } });
+      })
+      .catch((err: unknown) => this.restart(null, 'could not open the watch stream', err));
+  }
+
+  /** Replaces the watch stream (it failed, or stopped answering: its endpoint may be cut off). */
+  restart(stream: unknown, why: string, err?: unknown): void {
+    if (this.closed || (stream !== null && stream !== this.stream) || this.restarting) return;
+    const old = this.stream;
+    this.stream = null;
+    try {
+      old?.cancel();
+    } catch {
+      /* gone */
+    }
+    this.watchRestarts++;
+    this.opts.onError(`${why}; watching again from revision ${this.progress + 1}`, err);
+    this.restarting = setTimeout(() => {
+      this.restarting = null;
+      this.startWatch();
+    }, 200);
+  }
+
+  private onResponse(stream: unknown, res: RPC.IWatchResponse): void {
+    if (stream !== this.stream) return;
+    this.lastHeard = performance.now();
+    if (res.canceled) {
+      const compacted = Number(res.compact_revision ?? 0);
+      if (compacted > 0) {
+        this.opts.onError(`etcd compacted revision ${compacted} before this node applied it; reloading the view`);
+        void this.reload();
+      } else this.restart(stream, `etcd cancelled the watch (${res.cancel_reason || 'no reason given'})`);
+      return;
+    }
+    const events = res.events ?? [];
+    let i = 0;
+    while (i < events.length) {
+      const rev = Number((events[i] as RPC.IEvent).kv.mod_revision);
+      let j = i;
+      while (j < events.length && Number((events[j] as RPC.IEvent).kv.mod_revision) === rev) j++;
+      this.applyGroup(rev, events.slice(i, j), true);
+      this.advance(rev);
+      i = j;
+    }
+    // The header of a creation answer is etcd's revision, not the watch's progress.
+    if (!res.created && !res.fragment) this.advance(Number(res.header.revision));
+  }
+
+  /**
+   * The watch could not resume (etcd compacted the revisions this node missed): everything
+   * is read again and the difference applied as one entry at the read's revision.
+   */
+  private async reload(): Promise<void> {
+    const { layout } = this.opts;
+    try {
+      const res = await this.store.range({ key: Buffer.from(layout.prefix), range_end: prefixEnd(layout.prefix) });
+      const rev = Number(res.header.revision);
+      const seen = new Set<string>();
+      const events: RPC.IEvent[] = [];
+      for (const kv of res.kvs) {
+        const p = parseKey(layout, kv.key.toString());
+        if (p.kind === 'instance') {
+          seen.add(instanceKey(p.namespace, p.service, p.id));
+          const have = this.registry.instance(p.namespace, p.service, p.id);
+          if (have && have.instance.modRevision === Number(kv.mod_revision)) continue;
+        }
+        if (p.kind === 'lease' && this.registry.lease(p.leaseId)) continue;
+        events.push({ type: 'Put', kv } as RPC.IEvent);
+      }
+      for (const svc of this.registry.listServices()) {
+        for (const r of svc.instances.values()) {
+          const k = instanceKey(r.instance.namespace, r.instance.service, r.instance.id);
+          if (!seen.has(k)) events.push({ type: 'Delete', kv: { key: Buffer.from(`${layout.prefix}instances/${k}`), mod_revision: String(rev) } } as RPC.IEvent);
+        }
+      }
+      if (events.length > 0) this.applyGroup(rev, events, true);
+      this.advance(rev);
+      this.restart(this.stream, 'view reloaded');
+    } catch (err) {
+      this.restart(this.stream, 'reload failed', err);
+    }
+  }
+
+  /** Applies the events of one etcd revision as one registry entry. */
+  private applyGroup(revision: number, events: RPC.IEvent[], announce: boolean): void {
+    const { layout } = this.opts;
+    const grants: Change[] = [];
+    const changes: Change[] = [];
+    const ends: Change[] = [];
+    const endedLeases = new Map<string, 'lease_expired' | 'lease_revoked'>();
+    const wake: string[] = [];
+    let why: WhyValue = {};
+    let at: number | undefined;
+    let nodesChanged = false;
+    for (const ev of events) {
+      const p = parseKey(layout, ev.kv.key.toString());
+      if (p.kind === 'why' && ev.type === 'Put') why = decodeJson<WhyValue>(ev.kv.value) ?? {};
+      if (p.kind === 'lease' && ev.type !== 'Put') endedLeases.set(p.leaseId, this.revoking.has(p.leaseId) ? 'lease_revoked' : 'lease_expired');
+    }
+    for (const ev of events) {
+      const key = ev.kv.key.toString();
+      const p = parseKey(layout, key);
+      const put = ev.type === 'Put';
+      switch (p.kind) {
+        case 'instance': {
+          if (put) {
+            const v = decodeJson<StoredInstance>(ev.kv.value);
+            if (!v) {
+              this.opts.onError(`ignoring ${key}: its value is not a Switchboard instance`);
+              break;
+            }
+            at ??= v.at;
+            const instance = { ...v.instance, createRevision: Number(ev.kv.create_revision), modRevision: Number(ev.kv.mod_revision) };
+            const change: Change = { op: 'put', instance, specs: v.specs, reason: v.reason };
+            if (v.detail !== undefined) change.detail = v.detail;
+            changes.push(change);
+          } else {
+            const rec = this.registry.instance(p.namespace, p.service, p.id);
+            const ended = rec?.instance.leaseId ? endedLeases.get(rec.instance.leaseId) : undefined;
+            const told = why[instanceKey(p.namespace, p.service, p.id)];
+            const reason: DeleteReason = ended ?? told?.reason ?? 'deregistered';
+            const detail = ended ? `lease ${rec?.instance.leaseId}` : told?.detail;
+            const change: Change = { op: 'delete', namespace: p.namespace, service: p.service, id: p.id, reason };
+            if (detail !== undefined) change.detail = detail;
+            changes.push(change);
+          }
+          break;
+        }
+        case 'lease': {
+          if (put) {
+            const v = decodeJson<StoredLease>(ev.kv.value);
+            if (v?.revoking) this.revoking.add(p.leaseId);
+            if (!this.registry.lease(p.leaseId)) grants.push({ op: 'lease_grant', leaseId: p.leaseId, ttlMs: v?.ttlMs ?? 0 });
+          } else {
+            ends.push({ op: 'lease_end', leaseId: p.leaseId, reason: endedLeases.get(p.leaseId) ?? 'lease_expired' });
+          }
+          break;
+        }
+        case 'settings': {
+          const settings: ServiceSettings = put ? (decodeJson<ServiceSettings>(ev.kv.value) ?? { protectThreshold: null }) : { protectThreshold: null };
+          changes.push({ op: 'settings', namespace: p.namespace, service: p.service, settings });
+          wake.push(serviceKey(p.namespace, p.service));
+          break;
+        }
+        case 'node': {
+          if (put) {
+            const v = decodeJson<StoredNode>(ev.kv.value);
+            if (v) this.nodes.set(p.nodeId, v);
+          } else this.nodes.delete(p.nodeId);
+          nodesChanged = true;
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    const all = [...grants, ...changes, ...ends];
+    if (all.length > 0) {
+      const entry: Entry = { revision, changes: all, at: at ?? Date.now() };
+      const out = this.registry.apply(entry);
+      if (announce) {
+        this.hub.publish(out, revision);
+        if (wake.length > 0) this.hub.wake(wake);
+      }
+    }
+    for (const [leaseId, reason] of endedLeases) {
+      this.revoking.delete(leaseId);
+      if (announce) this.opts.onLeaseEnded(leaseId, reason);
+    }
+    if (nodesChanged) this.opts.onNodesChanged();
+  }
+
+  /** Marks a lease as being revoked by this node (its deletes then read lease_revoked). */
+  markRevoking(leaseId: string): void {
+    this.revoking.add(leaseId);
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.restarting) clearTimeout(this.restarting);
+    if (this.progressTimer) clearTimeout(this.progressTimer);
+    try {
+      this.stream?.cancel();
+    } catch {
+      /* gone */
+    }
+    this.stream = null;
+    for (const w of this.waiters) w.resolve();
+    this.waiters = [];
+  }
+}

@@ -1,0 +1,146 @@
+// Goal: three cp nodes over a real 3-member etcd behave as one registry: a write through
+// one node is seen by a consistent read on another, a watch resumes on another node
+// without gaps (etcd revisions, etcd's cluster id as epoch), leases are etcd leases
+// (whole seconds, at least 2 s), and /v1/status and /metrics show the node's view of etcd.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SseReader, call, sleep } from '../helpers.js';
+import { EtcdCluster } from './etcd-cluster.js';
+import { freshPrefix, startCpNode, type CpNode } from './nodes.js';
+
+let etcd: EtcdCluster;
+before(async () => {
+  etcd = await EtcdCluster.start(3);
+});
+after(async () => {
+  await etcd?.close();
+});
+
+async function threeNodes(prefix = freshPrefix()): Promise<CpNode[]> {
+  return Promise.all(['n1', 'n2', 'n3'].map((id, i) => startCpNode([etcd.endpoint(i), ...etcd.endpoints.filter((_, j) => j !== i)], id, prefix)));
+}
+
+test('a registration through one node is seen by a consistent read on another', { timeout: 60_000 }, async () => {
+  const nodes = await threeNodes();
+  try {
+    const [a, b, c] = nodes as [CpNode, CpNode, CpNode];
+    for (let i = 0; i < 20; i++) {
+      const w = await call(a.url, 'PUT', `/v1/services/pay/instances/i${i}`, { address: '10.0.0.1', port: 1000 + i });
+      assert.equal(w.status, 200, JSON.stringify(w.body));
+      const r = await call(i % 2 ? b.url : c.url, 'GET', '/v1/services/pay?consistent=true');
+      assert.equal(r.status, 200);
+      assert.ok(r.body.instances.some((x: { id: string }) => x.id === `i${i}`), `i${i} missing from a consistent read after its write`);
+      assert.ok(r.body.revision >= w.body.revision);
+      assert.equal(r.body.stale, undefined);
+    }
+    const d = await call(b.url, 'DELETE', '/v1/services/pay/instances/i3');
+    assert.equal(d.status, 200);
+    const r = await call(c.url, 'GET', '/v1/services/pay?consistent=true');
+    assert.ok(!r.body.instances.some((x: { id: string }) => x.id === 'i3'));
+    // The same answer everywhere, with etcd's cluster id as epoch.
+    const s = await Promise.all(nodes.map((n) => call(n.url, 'GET', '/v1/status')));
+    assert.equal(new Set(s.map((x) => x.body.epoch)).size, 1);
+    assert.equal(s[0]?.body.mode, 'cp');
+    const h = await call(c.url, 'GET', '/v1/services/pay/instances/i3/history');
+    assert.equal(h.status, 200);
+    assert.equal(h.body.history.at(-1).reason, 'deregistered');
+    // A second registration that changes nothing is a no-op answering the same revision.
+    const again = await call(a.url, 'PUT', '/v1/services/pay/instances/i0', { address: '10.0.0.1', port: 1000 });
+    const first = await call(a.url, 'GET', '/v1/services/pay/instances/i0');
+    assert.equal(again.body.revision, first.body.modRevision);
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});
+
+test('leases are etcd leases: whole seconds, at least 2 s, instances go with them', { timeout: 60_000 }, async () => {
+  const nodes = await threeNodes();
+  try {
+    const [a, b, c] = nodes as [CpNode, CpNode, CpNode];
+    const small = await call(a.url, 'POST', '/v1/leases', { ttlMs: 1000 });
+    assert.equal(small.status, 201, JSON.stringify(small.body));
+    assert.equal(small.body.ttlMs, 2000);
+    const odd = await call(a.url, 'POST', '/v1/leases', { ttlMs: 4500 });
+    assert.equal(odd.body.ttlMs, 5000);
+    // Registered through another node than the one that granted the lease.
+    const reg = await call(b.url, 'PUT', '/v1/services/web/instances/w1', { address: '10.0.0.2', port: 80, leaseId: small.body.leaseId });
+    assert.equal(reg.status, 200, JSON.stringify(reg.body));
+    const keep = await call(c.url, 'PUT', `/v1/leases/${small.body.leaseId}/keepalive`);
+    assert.equal(keep.status, 200);
+    assert.equal(keep.body.ttlMs, 2000);
+    const watch = await SseReader.open(`${c.url}/v1/watch?service=web`);
+    try {
+      // No more keep-alives: etcd expires the lease and every node sees the delete.
+      await watch.until(() => watch.events.some((e) => e.event === 'delete'), 15_000, 'lease expiry');
+      const del = watch.events.find((e) => e.event === 'delete');
+      assert.equal(del?.json.reason, 'lease_expired');
+    } finally {
+      watch.close();
+    }
+    const gone = await call(a.url, 'PUT', `/v1/leases/${small.body.leaseId}/keepalive`);
+    assert.equal(gone.status, 404);
+    assert.equal(gone.body.code, 'LEASE_NOT_FOUND');
+    const late = await call(a.url, 'PUT', '/v1/services/web/instances/w2', { address: '10.0.0.2', port: 80, leaseId: small.body.leaseId });
+    assert.equal(late.status, 404);
+    // Revocation, through yet another node, reads lease_revoked.
+    await call(a.url, 'PUT', '/v1/services/web/instances/w3', { address: '10.0.0.3', port: 80, leaseId: odd.body.leaseId });
+    const rv = await call(b.url, 'DELETE', `/v1/leases/${odd.body.leaseId}`);
+    assert.equal(rv.status, 200, JSON.stringify(rv.body));
+    await call(c.url, 'GET', '/v1/services/web?consistent=true');
+    const h = await call(c.url, 'GET', '/v1/services/web/instances/w3/history');
+    assert.equal(h.body.history.at(-1).reason, 'lease_revoked');
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});
+
+test('a watch moved to another node resumes without gaps', { timeout: 60_000 }, async () => {
+  const nodes = await threeNodes();
+  try {
+    const [a, b, c] = nodes as [CpNode, CpNode, CpNode];
+    const w1 = await SseReader.open(`${a.url}/v1/watch?service=api`);
+    for (let i = 0; i < 5; i++) await call(c.url, 'PUT', `/v1/services/api/instances/x${i}`, { address: '10.0.1.1', port: 2000 + i });
+    await w1.count(5);
+    const lastId = w1.events.at(-1)?.id as string;
+    w1.close();
+    // Written while no one watches.
+    for (let i = 5; i < 10; i++) await call(c.url, 'PUT', `/v1/services/api/instances/x${i}`, { address: '10.0.1.1', port: 2000 + i });
+    await call(a.url, 'DELETE', '/v1/services/api/instances/x0');
+    const w2 = await SseReader.open(`${b.url}/v1/watch?service=api`, { 'last-event-id': lastId });
+    try {
+      await w2.count(6);
+      assert.deepEqual(w2.events.map((e) => e.event), ['put', 'put', 'put', 'put', 'put', 'delete']);
+      assert.deepEqual(w2.events.slice(0, 5).map((e) => e.json.instance.id), ['x5', 'x6', 'x7', 'x8', 'x9']);
+      const revs = w2.events.map((e) => e.json.revision as number);
+      assert.ok(revs[0] as number > Number(lastId.split(':')[1]));
+      assert.deepEqual([...revs].sort((x, y) => x - y), revs);
+    } finally {
+      w2.close();
+    }
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});
+
+test('status and metrics show the view of etcd; health checks are split across nodes', { timeout: 60_000 }, async () => {
+  const prefix = freshPrefix();
+  const nodes = await threeNodes(prefix);
+  try {
+    const [a] = nodes as [CpNode, CpNode, CpNode];
+    await call(a.url, 'PUT', '/v1/services/s/instances/one', { address: '10.0.0.1', port: 1 });
+    await sleep(700);
+    const st = await call(a.url, 'GET', '/v1/status');
+    const store = st.body.cluster.store;
+    assert.equal(store.kind, 'etcd');
+    assert.equal(store.reachable, true);
+    assert.ok(store.revision > 0 && store.viewRevision >= store.revision - 5, JSON.stringify(store));
+    assert.match(String(store.leader), /^[0-9a-f]+$/);
+    assert.deepEqual(st.body.cluster.members.map((m: { id: string }) => m.id), ['n1', 'n2', 'n3']);
+    const m = await fetch(`${a.url}/metrics`).then((r) => r.text());
+    assert.match(m, /switchboard_etcd_round_trip_seconds_bucket\{.*method="txn"/);
+    assert.match(m, /^switchboard_etcd_reachable 1$/m);
+    assert.match(m, /^switchboard_etcd_view_lag_revisions \d+$/m);
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});

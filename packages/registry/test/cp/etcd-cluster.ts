@@ -1,0 +1,173 @@
+// A real 3-member etcd cluster on loopback for the cp tests: free ports, data dirs in a
+// temporary directory removed afterwards, timings raised for a loaded 2-core machine.
+// Members can be killed, paused (SIGSTOP, which cuts them off as a partition would) and
+// restarted with their data.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, openSync, closeSync, rmSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const ETCD_BIN = process.env.ETCD_BIN ?? 'etcd';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+interface Member {
+  name: string;
+  clientPort: number;
+  peerPort: number;
+  proc: ChildProcess | null;
+  paused: boolean;
+}
+
+export interface EtcdStatus {
+  name: string;
+  leader: boolean;
+  raftTerm: number;
+}
+
+export class EtcdCluster {
+  private constructor(
+    readonly dir: string,
+    private readonly members: Member[],
+    private readonly token: string,
+  ) {}
+
+  get endpoints(): string[] {
+    return this.members.map((m) => `http://127.0.0.1:${m.clientPort}`);
+  }
+
+  endpoint(i: number): string {
+    return `http://127.0.0.1:${(this.members[i] as Member).clientPort}`;
+  }
+
+  static async start(size = 3, timeoutMs = 30_000): Promise<EtcdCluster> {
+    const dir = mkdtempSync(join(tmpdir(), 'sb-etcd-'));
+    const members: Member[] = [];
+    for (let i = 0; i < size; i++) members.push({ name: `m${i + 1}`, clientPort: await freePort(), peerPort: await freePort(), proc: null, paused: false });
+    const cluster = new EtcdCluster(dir, members, `sb-test-${process.pid}-${members[0]?.clientPort}`);
+    try {
+      for (let i = 0; i < size; i++) cluster.spawnMember(i, 'new');
+      await cluster.waitLeader(timeoutMs);
+    } catch (err) {
+      await cluster.close();
+      throw err;
+    }
+    return cluster;
+  }
+
+  private spawnMember(i: number, state: 'new' | 'existing'): void {
+    const m = this.members[i] as Member;
+    const initial = this.members.map((x) => `${x.name}=http://127.0.0.1:${x.peerPort}`).join(',');
+    const log = openSync(join(this.dir, `${m.name}.log`), 'a');
+    m.proc = spawn(ETCD_BIN, [
+      '--name', m.name,
+      '--data-dir', join(this.dir, m.name),
+      '--listen-client-urls', `http://127.0.0.1:${m.clientPort}`,
+      '--advertise-client-urls', `http://127.0.0.1:${m.clientPort}`,
+      '--listen-peer-urls', `http://127.0.0.1:${m.peerPort}`,
+      '--initial-advertise-peer-urls', `http://127.0.0.1:${m.peerPort}`,
+      '--initial-cluster', initial,
+      '--initial-cluster-state', state,
+      '--initial-cluster-token', this.token,
+      '--heartbeat-interval', '100',
+      '--election-timeout', '1000',
+      '--max-txn-ops', '1024',
+      '--logger', 'zap',
+    ], { stdio: ['ignore', log, log] });
+    closeSync(log);
+    m.paused = false;
+    const p = m.proc;
+    p.once('exit', () => {
+      if (m.proc === p) m.proc = null;
+    });
+  }
+
+  /** A running, unpaused member's own view (from its /metrics): leader or not. */
+  async status(i: number, timeoutMs = 1000): Promise<EtcdStatus | null> {
+    const m = this.members[i] as Member;
+    if (!m.proc || m.paused) return null;
+    try {
+      const res = await fetch(`http://127.0.0.1:${m.clientPort}/metrics`, { signal: AbortSignal.timeout(timeoutMs) });
+      const text = await res.text();
+      const leader = /^etcd_server_is_leader (\d+)/m.exec(text)?.[1] === '1';
+      const hasLeader = /^etcd_server_has_leader (\d+)/m.exec(text)?.[1] === '1';
+      const term = Number(/^etcd_server_proposals_committed_total (\d+)/m.exec(text)?.[1] ?? 0);
+      return hasLeader ? { name: m.name, leader, raftTerm: term } : { name: m.name, leader: false, raftTerm: -1 };
+    } catch {
+      return null;
+    }
+  }
+
+  /** The index of the leader among running members; waits for one. */
+  async waitLeader(timeoutMs = 20_000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const all = await Promise.all(this.members.map((_, i) => this.status(i)));
+      const running = all.filter((s) => s !== null);
+      const li = all.findIndex((s) => s?.leader);
+      if (li >= 0 && running.every((s) => (s as EtcdStatus).raftTerm >= 0)) return li;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`etcd: no leader within ${timeoutMs} ms\n${this.logTail()}`);
+  }
+
+  logTail(lines = 15): string {
+    return this.members
+      .map((m) => {
+        try {
+          return `--- ${m.name}\n${readFileSync(join(this.dir, `${m.name}.log`), 'utf8').split('\n').slice(-lines).join('\n')}`;
+        } catch {
+          return `--- ${m.name}: no log`;
+        }
+      })
+      .join('\n');
+  }
+
+  /** Kills a member outright (SIGKILL); its data stays for restart(). */
+  async kill(i: number): Promise<void> {
+    const m = this.members[i] as Member;
+    const p = m.proc;
+    if (!p) return;
+    if (m.paused) p.kill('SIGCONT');
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+    m.proc = null;
+    m.paused = false;
+  }
+
+  restart(i: number): void {
+    if ((this.members[i] as Member).proc) return;
+    this.spawnMember(i, 'existing');
+  }
+
+  /** Freezes a member (SIGSTOP): to the others and to clients it is cut off. */
+  pause(i: number): void {
+    const m = this.members[i] as Member;
+    if (!m.proc || m.paused) return;
+    m.proc.kill('SIGSTOP');
+    m.paused = true;
+  }
+
+  resume(i: number): void {
+    const m = this.members[i] as Member;
+    if (!m.proc || !m.paused) return;
+    m.proc.kill('SIGCONT');
+    m.paused = false;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.members.map((_, i) => this.kill(i)));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

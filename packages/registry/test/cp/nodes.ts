@@ -1,0 +1,34 @@
+// cp nodes in this process, each with its own HTTP API on a real socket, over one etcd.
+import { DEFAULT_LIMITS, type Limits } from '@switchboard/protocol';
+import { build, type SwitchboardApp } from '../../src/api/app.js';
+import { CpEngine, type CpOptions } from '../../src/engines/cp/engine.js';
+
+export interface CpNode {
+  app: SwitchboardApp;
+  engine: CpEngine;
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startCpNode(endpoints: string[], nodeId: string, prefix: string, opts: Partial<CpOptions> & { limits?: Partial<Limits> } = {}): Promise<CpNode> {
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const engine = await CpEngine.open({ nodeId, address: '127.0.0.1:0', endpoints, prefix, limits, clock: { now: () => performance.now() }, activeChecks: false, ...opts });
+  const app = await build({ engine, limits, version: 'test', watchHeartbeatMs: 15_000 });
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  let closed = false;
+  return {
+    app,
+    engine,
+    url,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await app.shutdown();
+      await engine.close();
+    },
+  };
+}
+
+let seq = 0;
+/** A fresh prefix per test, so that tests sharing a cluster never see each other. */
+export const freshPrefix = (): string => `/sbtest-${process.pid}-${++seq}/`;
