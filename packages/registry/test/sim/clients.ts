@@ -34,7 +34,7 @@ export class SimClient {
 
   /** Starts the keep-alive loop; the client registers on its site's node first. */
   async start(): Promise<void> {
-    await this.connect(this.site);
+    if (this.node === null) await this.connect(this.site);
     this.loop();
   }
 

@@ -3,6 +3,7 @@
  * chaos with swizzle-clogging. Each runs from a seed and throws a SimFailure naming the
  * seed, so that `run.js --scenario NAME --seed N` replays it exactly.
  */
+import { createHash } from 'node:crypto';
 import { versionMs } from '../../src/core/hlc.js';
 import { CheckFailure, SimClient, converged, viewOf, violations } from './clients.js';
 import { World, input, type NetFaults } from './world.js';
@@ -12,6 +13,8 @@ export interface ScenarioResult {
   convergedMs: number;
   boundMs: number;
   messages: number;
+  /** Every node's final view and the run's trace, hashed: equal for equal runs. */
+  fingerprint: string;
 }
 
 export class SimFailure extends Error {
@@ -48,7 +51,10 @@ async function settle(world: World, clients: SimClient[], deregistered: Set<stri
   await world.sched.run(world.limits.apAntiEntropyIntervalMs * 5);
   const after = violations(world, clients, deregistered);
   if (after !== null) throw new CheckFailure(`converged, then: ${after}`);
-  return { convergedMs, boundMs, messages: world.net.stats.sent };
+  const h = createHash('sha256');
+  for (const id of world.ids) h.update(`${id}:${JSON.stringify([...viewOf(world.node(id).engine)].sort())}:${world.node(id).engine.hlc.last()}\n`);
+  h.update(world.trace.join('\n'));
+  return { convergedMs, boundMs, messages: world.net.stats.sent, fingerprint: h.digest('hex').slice(0, 16) };
 }
 
 async function startClients(world: World, n: number, perClient: number, services: number, sites?: string[]): Promise<SimClient[]> {
@@ -150,7 +156,7 @@ const expiryRacingFailover = scenario(
     world.log('partition a | b c');
     world.net.partition(['a'], ['b', 'c']);
     // The client fails over within a keep-alive interval; A's old lease runs out later.
-    const healAfter = world.rng.chance(0.5) ? world.rng.int(300, 2_000) : world.rng.int(4_000, 8_000);
+    const healAfter = world.rng.chance(0.5) ? world.rng.int(1_200, 2_500) : world.rng.int(4_000, 8_000);
     await world.sched.run(healAfter);
     expect(cl.node !== 'a', `the client did not fail over (still on ${cl.node})`);
     const deregistered = new Set<string>();
@@ -306,8 +312,33 @@ const restartCatchUp = scenario(
   (seed) => ({ seed, nodes: 3 }),
 );
 
+/** No partition, but a lossy network: batches get lost and periodic anti-entropy repairs them. */
+const lossy = scenario(
+  'lossy-links',
+  async (world) => {
+    world.net.faults = { minDelayMs: 1, maxDelayMs: 60, drop: 0.25, duplicate: 0.1 };
+    const clients = await startClients(world, 6, 2, 4);
+    const deregistered = new Set<string>();
+    let next = 0;
+    for (let k = 0; k < 40; k++) {
+      await world.sched.run(world.rng.int(10, 200));
+      const cl = world.rng.pick(clients);
+      if (world.rng.chance(0.7)) await cl.add({ service: `s${world.rng.int(0, 3)}`, id: `l${next++}`, port: 9000 });
+      else {
+        const key = world.rng.pick([...cl.wanted.keys()]);
+        if (key && (await cl.remove(key))) deregistered.add(`default/${key}`);
+      }
+    }
+    world.log('writes stop');
+    // Ten anti-entropy rounds per node, at a quarter of the messages lost.
+    return settle(world, clients, deregistered, world.limits.apAntiEntropyIntervalMs * 10);
+  },
+  (seed) => ({ seed, nodes: 3 }),
+);
+
 export const SCENARIOS: Record<string, Scenario> = {
   chaos,
+  'lossy-links': lossy,
   'expiry-racing-failover': expiryRacingFailover,
   'clock-jump': clockJump,
   'tombstone-collection': tombstones,
