@@ -17,7 +17,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { AdminStatus, CheckResult, CheckSpec, ClusterMember, ClusterStatus, ConsumerReport, DeleteReason, Instance, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
-import type { Registry as MetricsRegistry } from 'prom-client';
+import client, { type Registry as MetricsRegistry } from 'prom-client';
 import type { Clock } from '../../core/clock.js';
 import type { Change, Entry, Snapshot } from '../../core/entry.js';
 import { HybridClock, versionMs } from '../../core/hlc.js';
@@ -381,30 +381,42 @@ export class ApEngine implements Engine {
   }
 
   registerMetrics(registry: MetricsRegistry): void {
-    // prom-client is loaded by the API already; the metric classes come from its module.
-    void import('prom-client').then((client) => {
-      const lag = new client.Histogram({
-        name: 'switchboard_ap_replication_lag_seconds',
-        help: 'From a change on this node to a peer acknowledging it (ap)',
-        buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
-        registers: [registry],
-      });
-      this.lagObserver = (s) => lag.observe(s);
-      const counter = (name: string, help: string, read: () => number) =>
-        new client.Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
-      counter('switchboard_ap_batches_sent_total', 'Replication batches sent to peers (ap)', () => this.stats.batchesSent);
-      counter('switchboard_ap_batches_received_total', 'Replication batches received from peers (ap)', () => this.stats.batchesReceived);
-      counter('switchboard_ap_records_sent_total', 'Records sent to peers in batches (ap)', () => this.stats.recordsSent);
-      counter('switchboard_ap_records_received_total', 'Records received from peers in batches (ap)', () => this.stats.recordsReceived);
-      counter('switchboard_ap_antientropy_rounds_total', 'Anti-entropy rounds this node started (ap)', () => this.stats.antiEntropyRounds);
-      counter('switchboard_ap_antientropy_repairs_total', 'Records anti-entropy repaired on this node (ap)', () => this.stats.repairsApplied);
-      counter('switchboard_ap_tombstones', 'Tombstones kept (ap)', () => this.table.tombstones);
-      counter('switchboard_ap_peers_reachable', 'Peers reachable now (ap)', () => [...this.peerState.values()].filter((p) => p.up).length);
-      counter('switchboard_ap_peers', 'Peers known (ap)', () => this.peerState.size);
-      counter('switchboard_ap_unconfirmed_instances', 'Instances shown while their owner is unreachable (ap)', () => this.countShownUnconfirmed());
-      counter('switchboard_ap_protection_engaged', '1 while cluster-wide self-preservation holds unreachable owners\u2019 records (ap)', () => (this.protection.engaged ? 1 : 0));
-      counter('switchboard_ap_ready', '1 once the node caught up from a peer (ap)', () => (this.readyFlag ? 1 : 0));
+    const lag = new client.Histogram({
+      name: 'switchboard_ap_replication_lag_seconds',
+      help: 'From a change on this node to a peer acknowledging it (ap)',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      registers: [registry],
     });
+    this.lagObserver = (s) => lag.observe(s);
+    const counter = (name: string, help: string, read: () => number) => {
+      let seen = 0;
+      return new client.Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          const now = read();
+          if (now > seen) this.inc(now - seen);
+          seen = now;
+        },
+      });
+    };
+    const gauge = (name: string, help: string, read: () => number) =>
+      new client.Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
+    counter('switchboard_ap_batches_sent_total', 'Replication batches sent to peers (ap)', () => this.stats.batchesSent);
+    counter('switchboard_ap_batches_received_total', 'Replication batches received from peers (ap)', () => this.stats.batchesReceived);
+    counter('switchboard_ap_records_sent_total', 'Records sent to peers in batches (ap)', () => this.stats.recordsSent);
+    counter('switchboard_ap_records_received_total', 'Records received from peers in batches (ap)', () => this.stats.recordsReceived);
+    counter('switchboard_ap_antientropy_rounds_total', 'Anti-entropy rounds this node started (ap)', () => this.stats.antiEntropyRounds);
+    counter('switchboard_ap_antientropy_repairs_total', 'Records anti-entropy repaired on this node (ap)', () => this.stats.repairsApplied);
+    counter('switchboard_ap_tombstones_collected_total', 'Tombstones collected (ap)', () => this.stats.tombstonesCollected);
+    gauge('switchboard_ap_tombstones', 'Tombstones kept (ap)', () => this.table.tombstones);
+    gauge('switchboard_ap_peers_reachable', 'Peers reachable now (ap)', () => [...this.peerState.values()].filter((p) => p.up).length);
+    gauge('switchboard_ap_peers', 'Peers known (ap)', () => this.peerState.size);
+    gauge('switchboard_ap_unconfirmed_instances', 'Instances shown while their owner is unreachable (ap)', () => this.countShownUnconfirmed());
+    gauge('switchboard_ap_protection_engaged', '1 while cluster-wide self-preservation holds the records of unreachable owners (ap)', () => (this.protection.engaged ? 1 : 0));
+    gauge('switchboard_ap_ready', '1 once the node caught up from its peers (ap)', () => (this.readyFlag ? 1 : 0));
+    gauge('switchboard_ap_outbox', 'Changes waiting to be batched to peers (ap)', () => this.outbox.size);
   }
 
   async close(): Promise<void> {
