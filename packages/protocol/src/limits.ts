@@ -107,6 +107,26 @@ export interface Limits {
   reportMinReporters: number;
   /** Reporters remembered per instance (the oldest report is forgotten first). */
   maxReportersPerInstance: number;
+  /** ap: most records in one replication batch to a peer. */
+  apBatchMaxRecords: number;
+  /** ap: longest a change waits to be batched before it is sent to the peers. */
+  apBatchDelayMs: number;
+  /** ap: how often a node compares its per-service digests with one peer (anti-entropy). */
+  apAntiEntropyIntervalMs: number;
+  /** ap: most service digests in one anti-entropy message (more services go in later rounds). */
+  apDigestMaxServices: number;
+  /** ap: most records in one repair message (a larger repair is split). */
+  apRepairMaxRecords: number;
+  /** ap: how long lease-bound records of an unreachable owner stay (flagged unconfirmed) before they are hidden. */
+  apOwnerGraceMs: number;
+  /** ap: tombstones are kept at least this long, and until every peer has them. */
+  apTombstoneMinMs: number;
+  /** ap: tombstones are collected after this long even if a peer never caught up (it then rebuilds from a peer). */
+  apTombstoneMaxMs: number;
+  /** ap: a starting node waits this long for a peer to catch up from before it reports ready alone. */
+  apCatchUpTimeoutMs: number;
+  /** ap: a peer's version further ahead of this node's clock than this is not followed. */
+  apMaxClockOffsetMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -158,6 +178,16 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   reportWindowMs: 30_000,
   reportMinReporters: 2,
   maxReportersPerInstance: 16,
+  apBatchMaxRecords: 1_000,
+  apBatchDelayMs: 5,
+  apAntiEntropyIntervalMs: 1_000,
+  apDigestMaxServices: 5_000,
+  apRepairMaxRecords: 2_000,
+  apOwnerGraceMs: 30_000,
+  apTombstoneMinMs: 60_000,
+  apTombstoneMaxMs: 60 * 60_000,
+  apCatchUpTimeoutMs: 10_000,
+  apMaxClockOffsetMs: 60_000,
 });
 
 /** One line per limit, for docs and `--help`. */

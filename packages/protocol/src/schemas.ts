@@ -78,6 +78,8 @@ export const instanceSchema = {
     leaseId: nullableStr,
     createRevision: revision,
     modRevision: revision,
+    owner: { type: 'string', description: 'ap mode (an extension): the node that owns the record' },
+    unconfirmed: { type: 'boolean', description: 'ap mode (an extension): present and true while the owner node is unreachable' },
   },
 } as const;
 

@@ -122,6 +122,10 @@ export interface Instance {
   leaseId: string | null;
   createRevision: number;
   modRevision: number;
+  /** ap mode (an extension): the node that owns the record (holds its lease, or took the write). */
+  owner?: string;
+  /** ap mode (an extension): present and true while the owner node is unreachable from the answering node. */
+  unconfirmed?: true;
 }
 
 export interface LeaseGrant {
@@ -161,6 +165,8 @@ export const DELETE_REASONS = [
   'critical_timeout',
   /** The lease's session closed without a hand-over and its grace ran out. */
   'connection_lost',
+  /** ap mode: its owner node stayed unreachable past the grace period (the record comes back if the owner does). */
+  'owner_unreachable',
 ] as const;
 export type DeleteReason = (typeof DELETE_REASONS)[number];
 
@@ -182,6 +188,10 @@ export const PUT_REASONS = [
   'reported',
   /** Its lease expired while self-preservation was engaged: it stays. */
   'eviction_blocked',
+  /** ap mode: its owner node became unreachable; it is kept and flagged `unconfirmed`. */
+  'owner_unreachable',
+  /** ap mode: its owner node is reachable again (or it is shown again after being hidden). */
+  'owner_reachable',
 ] as const;
 export type PutReason = (typeof PUT_REASONS)[number];
 export type ChangeReason = PutReason | DeleteReason;

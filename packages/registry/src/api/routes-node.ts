@@ -61,6 +61,7 @@ export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, counts: 
 
   app.get('/readyz', { schema: { tags: ['node'], summary: 'Readiness: the node takes requests' } }, async () => {
     if (ctx.closing.value) throw new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send requests to another node' });
+    if (engine.cluster?.().ready === false) throw new SwitchboardError('NOT_READY', 'the node is catching up from its peers', { retryAfterSec: 1, hint: 'wait, or send requests to another node' });
     return { status: 'ready' };
   });
 

@@ -5,15 +5,25 @@
  */
 import type { CheckSpec, DeleteReason, Instance, PutReason, ServiceSettings } from '@switchboard/protocol';
 import type { HistorySnapshotItem } from './history.js';
+import type { StoredRecord } from './replica.js';
+
+/**
+ * ap mode: what a put or delete means for replication. `v`/`o`: a replicated record of
+ * version `v` owned by `o` (a delete is a tombstone); `view`: a change of this node's view
+ * only (an owner became unreachable or came back), never replicated.
+ */
+export type ReplMeta = { v: string; o: string } | { view: true };
 
 export type Change =
   /** `reason` and `detail` are absent in entries of older versions. */
-  | { op: 'put'; instance: Instance; specs: CheckSpec[]; reason?: PutReason; detail?: string }
-  | { op: 'delete'; namespace: string; service: string; id: string; reason: DeleteReason; detail?: string }
+  | { op: 'put'; instance: Instance; specs: CheckSpec[]; reason?: PutReason; detail?: string; repl?: ReplMeta }
+  | { op: 'delete'; namespace: string; service: string; id: string; reason: DeleteReason; detail?: string; repl?: ReplMeta }
   | { op: 'lease_grant'; leaseId: string; ttlMs: number }
   | { op: 'lease_end'; leaseId: string; reason: 'lease_expired' | 'lease_revoked' }
   /** A service's settings; all null removes them. */
-  | { op: 'settings'; namespace: string; service: string; settings: ServiceSettings };
+  | { op: 'settings'; namespace: string; service: string; settings: ServiceSettings }
+  /** ap mode: replicated records this node keeps but does not show (tombstones of absent instances, hidden records). */
+  | { op: 'replica'; records: StoredRecord[] };
 
 export interface Entry {
   /** The store revision after this entry (unchanged when it has no put or delete). */
@@ -41,4 +51,6 @@ export interface Snapshot {
   serviceSettings?: { namespace: string; service: string; settings: ServiceSettings }[];
   /** Absent in snapshots of older versions. */
   histories?: HistorySnapshotItem[];
+  /** ap mode: the replicated records (live, hidden and tombstones). */
+  replica?: StoredRecord[];
 }

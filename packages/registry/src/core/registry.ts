@@ -72,6 +72,8 @@ export interface RegistryOptions {
   wallClock?: Clock;
   /** Start from this revision (a restored snapshot). */
   revision?: number;
+  /** ap mode: the engine's hooks (see ReplicationHooks). */
+  replication?: ReplicationHooks;
 }
 
 export interface RegistrationItem {
@@ -94,7 +96,17 @@ function inputKeyOf(input: InstanceInput): string {
   return JSON.stringify(input);
 }
 
+/** ap mode: how the engine takes part in every write of the registry. */
+export interface ReplicationHooks {
+  /** This node: instances owned by another node get no checks tracked here. */
+  readonly nodeId: string;
+  /** Called with each entry a command makes, before it is applied: stamps versions and owners. */
+  stamp(entry: Entry): void;
+}
+
 export class Registry {
+  /** ap mode only; null in standalone, where nothing changes. */
+  replication: ReplicationHooks | null = null;
   readonly epoch: string;
   readonly limits: Limits;
   private readonly clock: Clock;
@@ -118,6 +130,7 @@ export class Registry {
 
   constructor(opts: RegistryOptions) {
     this.epoch = opts.epoch;
+    this.replication = opts.replication ?? null;
     this.limits = opts.limits;
     this.clock = opts.clock;
     this.wallClock = opts.wallClock ?? opts.clock;
@@ -543,6 +556,7 @@ export class Registry {
 
   private commit(entry: Entry): WriteOutcome {
     entry.at ??= this.wallClock.now();
+    this.replication?.stamp(entry);
     const events = this.apply(entry);
     return { entry, events, revision: entry.revision };
   }
@@ -654,7 +668,8 @@ export class Registry {
     const inputKey = knownInputKeys.get(instance) ?? inputKeyOf(inputFromInstance(instance, specs));
     svc.instances.set(instance.id, { instance, specs, json: JSON.stringify(instance), inputKey });
     svc.revision = revision;
-    this.checks.sync(key, instance, specs, this.clock.now());
+    if (instance.owner === undefined || instance.owner === this.replication?.nodeId) this.checks.sync(key, instance, specs, this.clock.now());
+    else this.checks.drop(key);
     if (instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) this.reports.restored(key, this.clock.now());
     return { epoch: this.epoch, revision, type: 'put', service: instance.service, namespace: instance.namespace, instance };
   }
@@ -716,6 +731,30 @@ export class Registry {
       });
     }
     return rec;
+  }
+
+  // ---- ap mode (appended) ----
+
+  /**
+   * Applies records learned from peers, or changes of this node's view of them, as one
+   * local entry (one local revision): puts get this node's revisions, deletes of absent
+   * instances are dropped. Nothing is stamped: the changes carry their `repl` already.
+   */
+  applyReplicated(changes: Change[]): WriteOutcome {
+    const next = this.rev + 1;
+    const out: Change[] = [];
+    for (const c of changes) {
+      if (c.op === 'put') {
+        const prev = this.instance(c.instance.namespace, c.instance.service, c.instance.id);
+        out.push({ ...c, instance: { ...c.instance, createRevision: prev?.instance.createRevision ?? next, modRevision: next } });
+      } else if (c.op === 'delete') {
+        if (this.instance(c.namespace, c.service, c.id)) out.push(c);
+      } else out.push(c);
+    }
+    if (out.length === 0) return { entry: null, events: [], revision: this.rev };
+    const entry: Entry = { revision: next, changes: out, at: this.wallClock.now() };
+    const events = this.apply(entry);
+    return { entry, events, revision: next };
   }
 }
 

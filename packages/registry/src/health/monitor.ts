@@ -98,6 +98,12 @@ export class HealthMonitor implements Subscriber {
     const { instance } = rec;
     const ikey = instanceKey(instance.namespace, instance.service, instance.id);
     const keep = new Set<string>();
+    // ap mode: only the node that owns an instance runs its checks.
+    const repl = this.host.registry.replication;
+    if (repl && instance.owner !== undefined && instance.owner !== repl.nodeId) {
+      this.forget(ikey, keep);
+      return;
+    }
     for (const spec of rec.specs) {
       if (!ACTIVE.has(spec.type)) continue;
       const key = `${ikey}#${spec.id}`;

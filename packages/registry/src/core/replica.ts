@@ -1,0 +1,181 @@
+/**
+ * The replicated state of an ap node: one record per instance key, live or deleted
+ * (a tombstone), with its version and owner. Merging keeps, for each key, the record with
+ * the greatest version, so it is commutative, associative and idempotent: nodes that saw
+ * the same records in any order, any number of times, hold the same table.
+ *
+ * Each service has a digest (an XOR of a hash of each record's key and version, kept up to
+ * date on every change) so that two nodes compare whole services in one number.
+ *
+ * Pure: no I/O, time comes in as arguments.
+ */
+import type { CheckSpec, DeleteReason, Instance, PutReason } from '@switchboard/protocol';
+
+/** What travels between nodes: an instance record without any node's revisions. */
+export interface ReplicaRecord {
+  namespace: string;
+  service: string;
+  id: string;
+  /** Hybrid logical clock version (see hlc.ts). */
+  v: string;
+  /** The node that owns the record: the one holding its lease (or that took the write). */
+  o: string;
+  /** The instance (without createRevision, modRevision, unconfirmed), absent in a tombstone. */
+  i?: WireInstance;
+  specs?: CheckSpec[];
+  /** Set in a tombstone: why it was deleted. */
+  del?: DeleteReason;
+  /** Why it was last put (history on every node shows the owner's reason). */
+  why?: PutReason;
+  detail?: string;
+}
+
+export type WireInstance = Omit<Instance, 'createRevision' | 'modRevision' | 'unconfirmed'>;
+
+export interface StoredRecord extends ReplicaRecord {
+  /** Local monotonic time the record (tombstone) was made or learned, for collection. */
+  at: number;
+}
+
+export interface ServiceDigest {
+  /** Two 32-bit hashes XORed over the records: equal digests mean equal services. */
+  a: number;
+  b: number;
+  count: number;
+}
+
+export const recordKey = (r: { namespace: string; service: string; id: string }): string => `${r.namespace}/${r.service}/${r.id}`;
+const svcKeyOf = (r: { namespace: string; service: string }): string => `${r.namespace}/${r.service}`;
+
+function fnv1a(s: string, seed: number): number {
+  let h = seed >>> 0;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h >>> 0;
+}
+
+function recordHash(key: string, v: string, deleted: boolean): [number, number] {
+  const s = `${key}\u0000${v}\u0000${deleted ? 'd' : 'p'}`;
+  return [fnv1a(s, 0x811c9dc5), fnv1a(s, 0x2b1f6a3d)];
+}
+
+export type MergeResult = 'applied' | 'older' | 'same';
+
+export class ReplicaTable {
+  private readonly records = new Map<string, StoredRecord>();
+  /** service key -> instance keys of the service (live and deleted). */
+  private readonly byService = new Map<string, Set<string>>();
+  private readonly digests = new Map<string, ServiceDigest>();
+  private tombstoneCount = 0;
+
+  get size(): number {
+    return this.records.size;
+  }
+  get tombstones(): number {
+    return this.tombstoneCount;
+  }
+
+  get(key: string): StoredRecord | undefined {
+    return this.records.get(key);
+  }
+
+  values(): IterableIterator<StoredRecord> {
+    return this.records.values();
+  }
+
+  /** Service keys, sorted. */
+  serviceKeys(): string[] {
+    return [...this.byService.keys()].sort();
+  }
+
+  digest(service: string): ServiceDigest | undefined {
+    return this.digests.get(service);
+  }
+
+  /** The records (live and deleted) of one service. */
+  serviceRecords(service: string): StoredRecord[] {
+    const keys = this.byService.get(service);
+    if (!keys) return [];
+    return [...keys].map((k) => this.records.get(k) as StoredRecord);
+  }
+
+  /** Keeps `rec` if it is newer than what the table holds for its key. */
+  merge(rec: ReplicaRecord, at: number): MergeResult {
+    const key = recordKey(rec);
+    const cur = this.records.get(key);
+    if (cur) {
+      if (cur.v === rec.v) return 'same';
+      if (cur.v > rec.v) return 'older';
+    }
+    this.put(key, { ...rec, at }, cur);
+    return 'applied';
+  }
+
+  /** Removes a tombstone (collection) or any record (rebuild); the digest follows. */
+  remove(key: string): void {
+    const cur = this.records.get(key);
+    if (!cur) return;
+    this.records.delete(key);
+    if (cur.del) this.tombstoneCount--;
+    const sk = svcKeyOf(cur);
+    this.xor(sk, key, cur, -1);
+    const set = this.byService.get(sk);
+    set?.delete(key);
+    if (set && set.size === 0) {
+      this.byService.delete(sk);
+      this.digests.delete(sk);
+    }
+  }
+
+  /** Tombstones that `collectable` allows to drop; returns how many were dropped. */
+  collect(collectable: (rec: StoredRecord) => boolean): StoredRecord[] {
+    const out: StoredRecord[] = [];
+    for (const rec of this.records.values()) if (rec.del && collectable(rec)) out.push(rec);
+    for (const rec of out) this.remove(recordKey(rec));
+    return out;
+  }
+
+  snapshot(): StoredRecord[] {
+    return [...this.records.values()];
+  }
+
+  static restore(records: StoredRecord[]): ReplicaTable {
+    const t = new ReplicaTable();
+    for (const r of records) t.merge(r, r.at);
+    return t;
+  }
+
+  private put(key: string, rec: StoredRecord, cur: StoredRecord | undefined): void {
+    const sk = svcKeyOf(rec);
+    if (cur) this.xor(sk, key, cur, -1);
+    if (cur?.del) this.tombstoneCount--;
+    if (rec.del) this.tombstoneCount++;
+    this.records.set(key, rec);
+    let set = this.byService.get(sk);
+    if (!set) {
+      set = new Set();
+      this.byService.set(sk, set);
+    }
+    set.add(key);
+    this.xor(sk, key, rec, 1);
+  }
+
+  private xor(sk: string, key: string, rec: StoredRecord, delta: 1 | -1): void {
+    let d = this.digests.get(sk);
+    if (!d) {
+      d = { a: 0, b: 0, count: 0 };
+      this.digests.set(sk, d);
+    }
+    const [a, b] = recordHash(key, rec.v, rec.del !== undefined);
+    d.a = (d.a ^ a) >>> 0;
+    d.b = (d.b ^ b) >>> 0;
+    d.count += delta;
+  }
+}
+
+/** The version of an expiry tombstone: just after the incarnation it deletes, before any newer write. */
+export function expiryVersion(incarnation: string): string {
+  return `${incarnation}+`;
+}

@@ -1,0 +1,983 @@
+/**
+ * The ap engine: every node holds the whole registry, accepts any write and replicates
+ * the changes it makes to every peer; see docs/ap.md for the protocol. The registry core
+ * stays the read model and the write path is the standalone one (apply in memory, make
+ * durable, announce in order); what this engine adds:
+ *  - every put and delete a command makes is stamped with a hybrid logical clock version
+ *    and an owner, and kept in the replica table (core/replica.ts);
+ *  - after it is durable, the change goes into the outbox, sent to every reachable peer in
+ *    batches (apBatchMaxRecords, apBatchDelayMs); keep-alives never leave the node;
+ *  - records from peers are merged (greater version wins) and applied as one local entry
+ *    per batch: one fsync per batch, never one per record;
+ *  - anti-entropy compares per-service digests with one peer per round and exchanges the
+ *    records of the services that differ; a starting node catches up this way before it
+ *    reports ready;
+ *  - the view: records of an unreachable owner stay, flagged `unconfirmed`; lease-bound
+ *    ones are hidden after apOwnerGraceMs unless cluster-wide self-preservation holds them.
+ */
+import { randomBytes } from 'node:crypto';
+import type { AdminStatus, CheckResult, CheckSpec, ClusterMember, ClusterStatus, ConsumerReport, DeleteReason, Instance, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
+import type { Registry as MetricsRegistry } from 'prom-client';
+import type { Clock } from '../../core/clock.js';
+import type { Change, Entry, Snapshot } from '../../core/entry.js';
+import { HybridClock } from '../../core/hlc.js';
+import { Registry, serviceKey, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
+import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type StoredRecord, type WireInstance } from '../../core/replica.js';
+import type { ProtectionChange } from '../../core/self-preservation.js';
+import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
+import type { SchedulerStats } from '../../health/scheduler.js';
+import type { Storage } from '../../storage/storage.js';
+import type { Engine } from '../engine.js';
+import { Hub } from '../hub.js';
+import type { PeerMessage, PeerTransport } from './transport.js';
+
+/** Timers, injectable so that the simulation runs the engine on a fake clock. */
+export interface Timers {
+  set(fn: () => void, ms: number): unknown;
+  clear(handle: unknown): void;
+}
+
+export const realTimers: Timers = {
+  set(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clear(h) {
+    clearTimeout(h as NodeJS.Timeout);
+  },
+};
+
+export interface ApOptions {
+  nodeId: string;
+  storage: Storage;
+  transport: PeerTransport;
+  limits: Limits;
+  /** Monotonic time for leases, deadlines and replication timing. */
+  clock: Clock;
+  /** Wall-clock time (ms since the Unix epoch): history, and read once to anchor the hybrid clock. */
+  wallClock?: Clock;
+  timers?: Timers;
+  /** Lease ids (random by default; the simulation makes them deterministic). */
+  newId?: () => string;
+  expiryTickMs?: number;
+  activeChecks?: boolean;
+  probes?: MonitorOptions['probes'];
+  onProtectionChange?: (change: ProtectionChange) => void;
+  onFatal?: (err: unknown) => void;
+  onSnapshotError?: (err: unknown) => void;
+  onRecovered?: (info: { revision: number; entries: number; fromSnapshot: boolean; records: number; ms: number }) => void;
+  /** Notable replication events, for the log. */
+  onEvent?: (event: string, fields: Record<string, unknown>) => void;
+}
+
+type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
+
+interface Pending {
+  outcome: WriteOutcome;
+  done: boolean;
+  after: (() => void) | undefined;
+}
+
+interface PeerState {
+  up: boolean;
+  /** Monotonic time the peer became unreachable (the start, for one never reached). */
+  downSince: number | null;
+  /** Monotonic time of the last anti-entropy round that found both nodes equal. */
+  syncedAt: number | null;
+  /** The peer's own change counter, as last heard. */
+  revision: number | null;
+  /** Replication lag to this peer: from a local change to the peer's acknowledgement. */
+  lagMs: number | null;
+  /** Where the next digest to this peer starts (services sorted by key). */
+  cursor: string;
+}
+
+interface InFlight {
+  /** When the oldest change of the batch was made. */
+  firstAt: number;
+  waiting: Set<string>;
+}
+
+/** Deletes that end an incarnation (its lease, its checks): they never delete a newer one. */
+const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revoked', 'connection_lost', 'critical_timeout']);
+/** Batches waiting for acknowledgements, for the lag measure; the oldest are forgotten. */
+const MAX_IN_FLIGHT = 4_096;
+
+/** Messages between ap nodes (msgpack-encoded by the transport). */
+export type ApMessage =
+  | { type: 'ap_batch'; seq: number; rev: number; records: ReplicaRecord[] }
+  | { type: 'ap_ack'; seq: number; rev: number }
+  | { type: 'ap_digest'; round: number; from: string; to: string | null; services: [string, number, number, number][]; synced: string; rev: number }
+  | { type: 'ap_repair'; round: number; records: ReplicaRecord[] }
+  | { type: 'ap_reply'; round: number; diff: string[]; match: boolean; rebuild: boolean; rev: number }
+  | { type: 'ap_push'; records: ReplicaRecord[] };
+
+export function randomId(bytes = 8): string {
+  return randomBytes(bytes).toString('hex');
+}
+
+function wire(instance: Instance): WireInstance {
+  const { createRevision: _c, modRevision: _m, unconfirmed: _u, ...rest } = instance;
+  return rest;
+}
+
+export class ApEngine implements Engine {
+  readonly mode = 'ap' as const;
+  readonly nodeId: string;
+  readonly hub: Hub;
+  readonly table: ReplicaTable;
+  readonly hlc: HybridClock;
+  private readonly timers: Timers;
+  private readonly limits: Limits;
+  private readonly pending: Pending[] = [];
+  private lastAppend: Promise<void> = Promise.resolve();
+  private readonly leaseListeners = new Set<LeaseEndedListener>();
+  private closed = false;
+  private snapshotting = false;
+  private readonly monitor: HealthMonitor | null;
+  private readonly peerState = new Map<string, PeerState>();
+  private readonly stamped = new WeakMap<Entry, ReplicaRecord[]>();
+  private readonly outbox = new Map<string, ReplicaRecord>();
+  private outboxSince: number | null = null;
+  private flushTimer: unknown = null;
+  private tickTimer: unknown = null;
+  private aeTimer: unknown = null;
+  private readyTimer: unknown = null;
+  private batchSeq = 0;
+  private readonly inFlight = new Map<number, InFlight>();
+  private aeRound = 0;
+  /** Rounds this node started: the peer asked, and whether it was a full pass over the services. */
+  private readonly rounds = new Map<number, { peer: string; full: boolean; repair: Map<string, string> }>();
+  private aePeerIndex = 0;
+  private readyFlag: boolean;
+  private readyReason: string;
+  /** The hybrid time of the last anti-entropy round that found this node equal to a peer. */
+  private syncedVersion = '';
+  /** The greatest version of a tombstone collected before every peer had it (see rebuild). */
+  private gcHorizon = '';
+  /** Instances displaced from one of this node's live leases by a write elsewhere, by lease. */
+  private readonly displaced = new Map<string, Map<string, { instance: WireInstance; specs: CheckSpec[] }>>();
+  private protection: { engaged: boolean; since: number | null; reason: string | null; heldLeases: number } = { engaged: false, since: null, reason: null, heldLeases: 0 };
+  private readonly started: number;
+  readonly stats = {
+    batchesSent: 0,
+    batchesReceived: 0,
+    recordsSent: 0,
+    recordsReceived: 0,
+    recordsApplied: 0,
+    repairsReceived: 0,
+    repairsApplied: 0,
+    antiEntropyRounds: 0,
+    tombstonesCollected: 0,
+    rebuilds: 0,
+    reasserted: 0,
+  };
+  private lagObserver: ((seconds: number) => void) | null = null;
+
+  private constructor(
+    readonly registry: Registry,
+    private readonly storage: Storage,
+    readonly transport: PeerTransport,
+    private readonly opts: ApOptions,
+    table: ReplicaTable,
+    hlc: HybridClock,
+  ) {
+    this.nodeId = opts.nodeId;
+    this.limits = opts.limits;
+    this.timers = opts.timers ?? realTimers;
+    this.table = table;
+    this.hlc = hlc;
+    this.hub = new Hub(opts.limits.retainedEvents, registry.revision);
+    this.started = opts.clock.now();
+    for (const id of transport.peerIds()) this.peerState.set(id, this.newPeer(false));
+    for (const p of transport.peers()) if (p.reachable) (this.peerState.get(p.id) as PeerState).up = true;
+    this.readyFlag = this.peerState.size === 0;
+    this.readyReason = this.readyFlag ? 'no peers configured' : 'catching up from a peer';
+    transport.onMessage((from, msg) => this.onMessage(from, msg));
+    transport.onPeerChange((peer, up) => this.onPeerChange(peer, up));
+    this.monitor = opts.activeChecks === false ? null : new HealthMonitor(this, { maxConcurrentChecks: opts.limits.maxConcurrentChecks, ...(opts.probes ? { probes: opts.probes } : {}) });
+    this.monitor?.start();
+    this.scheduleTick();
+    this.scheduleAntiEntropy(0);
+    if (!this.readyFlag) {
+      this.readyTimer = this.timers.set(() => {
+        this.readyTimer = null;
+        if (!this.readyFlag) this.becomeReady(`no peer answered within ${this.limits.apCatchUpTimeoutMs} ms; serving what this node has`);
+      }, this.limits.apCatchUpTimeoutMs);
+    }
+    // Records of peers that are not reachable yet are flagged from the start.
+    this.reconcile();
+  }
+
+  static async open(opts: ApOptions): Promise<ApEngine> {
+    const started = Date.now();
+    const rec = await opts.storage.open(() => (opts.newId ?? randomId)());
+    const wallClock = opts.wallClock ?? { now: () => Date.now() };
+    const hooks: { engine: ApEngine | null } = { engine: null };
+    const replication: ReplicationHooks = {
+      nodeId: opts.nodeId,
+      stamp: (entry) => hooks.engine?.stamp(entry),
+    };
+    const base = { limits: opts.limits, clock: opts.clock, wallClock, replication };
+    const registry = rec.snapshot ? Registry.fromSnapshot(rec.snapshot, base) : new Registry({ ...base, epoch: rec.epoch });
+    const table = ReplicaTable.restore(rec.snapshot?.replica ?? []);
+    const now = opts.clock.now();
+    for (const entry of rec.entries) {
+      registry.apply(entry);
+      for (const c of entry.changes) learnFromChange(table, c, now);
+    }
+    registry.renewAllLeases();
+    const hlc = new HybridClock({ node: opts.nodeId, wallAtStart: wallClock.now(), monotonic: opts.clock, maxOffsetMs: opts.limits.apMaxClockOffsetMs });
+    for (const r of table.values()) if (r.v.endsWith(`@${opts.nodeId}`)) hlc.observe(r.v);
+    opts.onRecovered?.({ revision: registry.revision, entries: rec.entries.length, fromSnapshot: rec.snapshot !== null, records: table.size, ms: Date.now() - started });
+    const engine = new ApEngine(registry, opts.storage, opts.transport, opts, table, hlc);
+    hooks.engine = engine;
+    return engine;
+  }
+
+  get durable(): boolean {
+    return this.storage.durable;
+  }
+  get dataDir(): string | null {
+    return this.storage.location;
+  }
+  get ready(): boolean {
+    return this.readyFlag;
+  }
+
+  // ---- the Engine API ----
+
+  async grantLease(ttlMs: number): Promise<LeaseGrant> {
+    const leaseId = (this.opts.newId ?? randomId)();
+    await this.persist(this.registry.grantLease(leaseId, ttlMs));
+    return { leaseId, ttlMs };
+  }
+
+  async keepAlive(leaseId: string): Promise<LeaseGrant> {
+    const grant = this.registry.keepAlive(leaseId);
+    const lost = this.displaced.get(leaseId);
+    if (lost) {
+      this.displaced.delete(leaseId);
+      await this.reassert(leaseId, lost);
+    }
+    return grant;
+  }
+
+  detachLease(leaseId: string, graceMs: number): void {
+    this.registry.detachLease(leaseId, graceMs);
+  }
+
+  onLeaseEnded(listener: LeaseEndedListener): () => void {
+    this.leaseListeners.add(listener);
+    return () => this.leaseListeners.delete(listener);
+  }
+
+  revokeLease(leaseId: string): Promise<number> {
+    this.displaced.delete(leaseId);
+    return this.persist(this.registry.revokeLease(leaseId));
+  }
+
+  register(item: RegistrationItem): Promise<number> {
+    return this.persist(this.registry.register(item));
+  }
+
+  registerBatch(items: RegistrationItem[]): Promise<number> {
+    return this.persist(this.registry.registerBatch(items));
+  }
+
+  deregister(namespace: string, service: string, id: string): Promise<number> {
+    return this.persist(this.registry.deregister(namespace, service, id));
+  }
+
+  setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
+    return this.persist(this.registry.setStatus(namespace, service, id, status, reason));
+  }
+
+  recordCheckResult(namespace: string, service: string, id: string, checkId: string, specKey: string, result: CheckResult): Promise<number> {
+    if (this.closed) return Promise.resolve(this.registry.revision);
+    const owner = this.registry.instance(namespace, service, id)?.instance.owner;
+    // Only the owner runs an instance's checks; a result that raced a change of owner is dropped.
+    if (owner !== undefined && owner !== this.nodeId) return Promise.resolve(this.registry.revision);
+    return this.persist(this.registry.recordCheckResult(namespace, service, id, checkId, specKey, result));
+  }
+
+  reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number> {
+    return this.persist(this.registry.reportCheck(namespace, service, id, checkId, result));
+  }
+
+  setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number> {
+    return this.persist(this.registry.setServiceSettings(namespace, service, settings));
+  }
+
+  async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }> {
+    const r = this.registry.reportInstance(namespace, service, id, report);
+    return { revision: await this.persist(r.outcome), reporters: r.reporters, warning: r.warning };
+  }
+
+  checkStats(): SchedulerStats {
+    return this.monitor?.stats() ?? { scheduled: 0, running: 0, queued: 0, runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
+  }
+
+  cluster(): ClusterStatus {
+    const now = this.opts.clock.now();
+    const links = new Map(this.transport.peers().map((p) => [p.id, p]));
+    const members: ClusterMember[] = [{ id: this.nodeId, address: '', self: true, reachable: true, lastSeenMs: 0, revision: this.registry.revision }];
+    let unconfirmed = 0;
+    let hidden = 0;
+    for (const r of this.table.values()) {
+      if (r.del || r.o === this.nodeId) continue;
+      const shown = this.registry.instance(r.namespace, r.service, r.id);
+      if (!shown) hidden++;
+      else if (shown.instance.unconfirmed) unconfirmed++;
+    }
+    for (const [id, st] of [...this.peerState].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const link = links.get(id);
+      const m: ClusterMember = { id, address: link?.address ?? '', self: false, reachable: st.up, lastSeenMs: link?.lastSeenMs ?? null };
+      if (st.lagMs !== null) m.lagMs = st.lagMs;
+      if (st.revision !== null) m.revision = st.revision;
+      members.push(m);
+    }
+    return {
+      members,
+      ready: this.readyFlag,
+      readyReason: this.readyReason,
+      hlc: this.hlc.last(),
+      replication: {
+        records: this.table.size,
+        tombstones: this.table.tombstones,
+        outbox: this.outbox.size,
+        unconfirmed,
+        hidden,
+        clockOffsetRejected: this.hlc.rejected,
+        ...this.stats,
+      },
+      peerSync: Object.fromEntries([...this.peerState].map(([id, st]) => [id, { syncedMsAgo: st.syncedAt === null ? null : now - st.syncedAt, downMs: st.downSince === null ? null : now - st.downSince }])),
+      protection: {
+        engaged: this.protection.engaged,
+        reason: this.protection.reason,
+        sinceMsAgo: this.protection.since === null ? null : now - this.protection.since,
+        heldLeases: this.protection.heldLeases,
+      },
+    };
+  }
+
+  registerMetrics(registry: MetricsRegistry): void {
+    // prom-client is loaded by the API already; the metric classes come from its module.
+    void import('prom-client').then((client) => {
+      const lag = new client.Histogram({
+        name: 'switchboard_ap_replication_lag_seconds',
+        help: 'From a change on this node to a peer acknowledging it (ap)',
+        buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+        registers: [registry],
+      });
+      this.lagObserver = (s) => lag.observe(s);
+      const counter = (name: string, help: string, read: () => number) =>
+        new client.Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
+      counter('switchboard_ap_batches_sent_total', 'Replication batches sent to peers (ap)', () => this.stats.batchesSent);
+      counter('switchboard_ap_batches_received_total', 'Replication batches received from peers (ap)', () => this.stats.batchesReceived);
+      counter('switchboard_ap_records_sent_total', 'Records sent to peers in batches (ap)', () => this.stats.recordsSent);
+      counter('switchboard_ap_records_received_total', 'Records received from peers in batches (ap)', () => this.stats.recordsReceived);
+      counter('switchboard_ap_antientropy_rounds_total', 'Anti-entropy rounds this node started (ap)', () => this.stats.antiEntropyRounds);
+      counter('switchboard_ap_antientropy_repairs_total', 'Records anti-entropy repaired on this node (ap)', () => this.stats.repairsApplied);
+      counter('switchboard_ap_tombstones', 'Tombstones kept (ap)', () => this.table.tombstones);
+      counter('switchboard_ap_peers_reachable', 'Peers reachable now (ap)', () => [...this.peerState.values()].filter((p) => p.up).length);
+      counter('switchboard_ap_peers', 'Peers known (ap)', () => this.peerState.size);
+      counter('switchboard_ap_unconfirmed_instances', 'Instances shown while their owner is unreachable (ap)', () => this.countShownUnconfirmed());
+      counter('switchboard_ap_protection_engaged', '1 while cluster-wide self-preservation holds unreachable owners\u2019 records (ap)', () => (this.protection.engaged ? 1 : 0));
+      counter('switchboard_ap_ready', '1 once the node caught up from a peer (ap)', () => (this.readyFlag ? 1 : 0));
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of [this.tickTimer, this.aeTimer, this.flushTimer, this.readyTimer]) if (t !== null) this.timers.clear(t);
+    this.monitor?.close();
+    await this.lastAppend.catch(() => undefined);
+    await this.transport.close();
+    await this.storage.close();
+  }
+
+  // ---- stamping local writes ----
+
+  /** Called by the registry with each entry a command makes, before it is applied. */
+  private stamp(entry: Entry): void {
+    const now = this.opts.clock.now();
+    const records: ReplicaRecord[] = [];
+    for (const c of entry.changes) {
+      if (c.op === 'put') {
+        const i = c.instance;
+        const key = recordKey(i);
+        const cur = this.table.get(key);
+        const owner = i.owner ?? this.nodeId;
+        const v = cur ? this.hlc.after(cur.v) : this.hlc.now();
+        i.owner = owner;
+        delete i.unconfirmed;
+        const rec: ReplicaRecord = { namespace: i.namespace, service: i.service, id: i.id, v, o: owner, i: wire(i), specs: c.specs };
+        if (c.reason) rec.why = c.reason;
+        if (c.detail) rec.detail = c.detail;
+        if (owner !== this.nodeId && !this.peerUp(owner)) i.unconfirmed = true;
+        this.table.merge(rec, now);
+        c.repl = { v, o: owner };
+        records.push(rec);
+      } else if (c.op === 'delete') {
+        const key = recordKey(c);
+        const cur = this.table.get(key);
+        const v = cur && INCARNATION_DELETES.has(c.reason) ? expiryVersion(cur.v) : cur ? this.hlc.after(cur.v) : this.hlc.now();
+        const owner = cur?.o ?? this.nodeId;
+        const rec: ReplicaRecord = { namespace: c.namespace, service: c.service, id: c.id, v, o: owner, del: c.reason };
+        if (c.detail) rec.detail = c.detail;
+        this.table.merge(rec, now);
+        c.repl = { v, o: owner };
+        records.push(rec);
+      }
+    }
+    if (records.length > 0) this.stamped.set(entry, records);
+  }
+
+  // ---- durability and announcement (as in standalone) ----
+
+  private async persist(outcome: WriteOutcome, after?: () => void): Promise<number> {
+    if (!outcome.entry) {
+      await this.lastAppend;
+      after?.();
+      return outcome.revision;
+    }
+    const slot: Pending = { outcome, done: false, after };
+    this.pending.push(slot);
+    const appended = this.storage.append(outcome.entry);
+    this.lastAppend = appended;
+    try {
+      await appended;
+    } catch (err) {
+      this.opts.onFatal?.(err);
+      throw err;
+    }
+    slot.done = true;
+    this.announceDone();
+    this.maybeSnapshot();
+    return outcome.revision;
+  }
+
+  private announceDone(): void {
+    while (this.pending.length > 0 && (this.pending[0] as Pending).done) {
+      const { outcome, after } = this.pending.shift() as Pending;
+      this.hub.publish(outcome.events, outcome.revision);
+      const entry = outcome.entry as Entry;
+      for (const c of entry.changes) {
+        if (c.op === 'lease_end') {
+          this.displaced.delete(c.leaseId);
+          for (const l of this.leaseListeners) l(c.leaseId, c.reason);
+        }
+        if (c.op === 'settings') this.hub.wake([serviceKey(c.namespace, c.service)]);
+      }
+      const records = this.stamped.get(entry);
+      if (records) this.enqueue(records);
+      after?.();
+    }
+  }
+
+  private maybeSnapshot(): void {
+    if (this.snapshotting || this.closed || !this.storage.snapshotDue()) return;
+    this.snapshotting = true;
+    const snap: Snapshot = { ...this.registry.snapshot(), replica: this.table.snapshot() };
+    this.storage
+      .writeSnapshot(snap)
+      .catch((err) => this.opts.onSnapshotError?.(err))
+      .finally(() => {
+        this.snapshotting = false;
+      });
+  }
+
+  // ---- replication: the outbox and batches ----
+
+  private enqueue(records: ReplicaRecord[]): void {
+    if (this.peerState.size === 0) return;
+    for (const r of records) this.outbox.set(recordKey(r), r);
+    this.outboxSince ??= this.opts.clock.now();
+    if (this.outbox.size >= this.limits.apBatchMaxRecords) this.flush();
+    else if (this.flushTimer === null) {
+      this.flushTimer = this.timers.set(() => {
+        this.flushTimer = null;
+        this.flush();
+      }, this.limits.apBatchDelayMs);
+    }
+  }
+
+  private flush(): void {
+    if (this.flushTimer !== null) {
+      this.timers.clear(this.flushTimer);
+      this.flushTimer = null;
+    }
+    if (this.closed || this.outbox.size === 0) return;
+    const firstAt = this.outboxSince ?? this.opts.clock.now();
+    const all = [...this.outbox.values()];
+    this.outbox.clear();
+    this.outboxSince = null;
+    for (let i = 0; i < all.length; i += this.limits.apBatchMaxRecords) {
+      const records = all.slice(i, i + this.limits.apBatchMaxRecords);
+      const seq = ++this.batchSeq;
+      const waiting = new Set<string>();
+      for (const [id, st] of this.peerState) {
+        if (!st.up) continue; // anti-entropy brings it the changes when it is back
+        if (this.transport.send(id, { type: 'ap_batch', seq, rev: this.registry.revision, records })) {
+          waiting.add(id);
+          this.stats.batchesSent++;
+          this.stats.recordsSent += records.length;
+        }
+      }
+      if (waiting.size > 0) {
+        this.inFlight.set(seq, { firstAt, waiting });
+        if (this.inFlight.size > MAX_IN_FLIGHT) this.inFlight.delete(this.inFlight.keys().next().value as number);
+      }
+    }
+  }
+
+  // ---- messages from peers ----
+
+  private onMessage(from: string, raw: PeerMessage): void {
+    if (this.closed) return;
+    const st = this.peerState.get(from);
+    if (!st) {
+      // A peer that joined: known from now on.
+      this.peerState.set(from, this.newPeer(true));
+    }
+    const msg = raw as unknown as ApMessage;
+    try {
+      switch (msg.type) {
+        case 'ap_batch':
+          this.stats.batchesReceived++;
+          this.stats.recordsReceived += msg.records.length;
+          this.notePeerRevision(from, msg.rev);
+          this.applyRemote(from, msg.records, 'batch', () => this.transport.send(from, { type: 'ap_ack', seq: msg.seq, rev: this.registry.revision }));
+          break;
+        case 'ap_ack': {
+          this.notePeerRevision(from, msg.rev);
+          const f = this.inFlight.get(msg.seq);
+          if (f?.waiting.delete(from)) {
+            const lag = this.opts.clock.now() - f.firstAt;
+            (this.peerState.get(from) as PeerState).lagMs = lag;
+            this.lagObserver?.(lag / 1000);
+            if (f.waiting.size === 0) this.inFlight.delete(msg.seq);
+          }
+          break;
+        }
+        case 'ap_digest':
+          this.notePeerRevision(from, msg.rev);
+          this.answerDigest(from, msg);
+          break;
+        case 'ap_repair':
+          this.onRepair(from, msg);
+          break;
+        case 'ap_reply':
+          this.notePeerRevision(from, msg.rev);
+          this.onReply(from, msg);
+          break;
+        case 'ap_push':
+          this.stats.repairsReceived += msg.records.length;
+          this.applyRemote(from, msg.records, 'repair');
+          break;
+        default:
+          this.opts.onEvent?.('unknown_message', { from, type: (raw as { type: unknown }).type });
+      }
+    } catch (err) {
+      this.opts.onEvent?.('bad_message', { from, type: (raw as { type: unknown }).type, err: String(err) });
+    }
+  }
+
+  private notePeerRevision(from: string, rev: number): void {
+    const st = this.peerState.get(from);
+    if (st && typeof rev === 'number') st.revision = rev;
+  }
+
+  /** Merges records from a peer and applies the ones that won as one local entry. */
+  private applyRemote(from: string, records: ReplicaRecord[], kind: 'batch' | 'repair', after?: () => void): void {
+    const now = this.opts.clock.now();
+    const changes: Change[] = [];
+    const hidden: StoredRecord[] = [];
+    for (const r of records) {
+      if (!validRecord(r)) continue;
+      this.hlc.observe(r.v);
+      const key = recordKey(r);
+      const before = this.table.get(key);
+      if (this.table.merge(r, now) !== 'applied') continue;
+      if (kind === 'repair') this.stats.repairsApplied++;
+      this.stats.recordsApplied++;
+      const stored = this.table.get(key) as StoredRecord;
+      this.noteDisplaced(before, stored);
+      const shown = this.registry.instance(r.namespace, r.service, r.id);
+      if (r.del) {
+        if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: r.del, detail: r.detail ?? `from ${from}`, repl: { v: r.v, o: r.o } });
+        else hidden.push(stored);
+        continue;
+      }
+      if (this.visible(stored)) {
+        changes.push({ op: 'put', instance: this.toInstance(stored), specs: r.specs ?? [], reason: r.why ?? 'updated', detail: r.detail ?? `from ${from}`, repl: { v: r.v, o: r.o } });
+      } else {
+        hidden.push(stored);
+        if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'owner_unreachable', detail: `owner ${r.o} unreachable`, repl: { view: true } });
+      }
+    }
+    if (hidden.length > 0) changes.push({ op: 'replica', records: hidden });
+    if (changes.length === 0) {
+      if (after) void this.persist({ entry: null, events: [], revision: this.registry.revision }, after);
+      return;
+    }
+    this.persist(this.registry.applyReplicated(changes), after).catch(() => undefined);
+  }
+
+  /** A write elsewhere replaced an instance bound to one of this node's live leases. */
+  private noteDisplaced(before: StoredRecord | undefined, now: StoredRecord): void {
+    if (!before || before.del || before.o !== this.nodeId || !before.i?.leaseId) return;
+    const leaseId = before.i.leaseId;
+    if (!this.registry.lease(leaseId)) return;
+    if (!now.del && now.i?.leaseId === leaseId) return;
+    if (now.del) return; // a deregistration removes whatever is current
+    let m = this.displaced.get(leaseId);
+    if (!m) {
+      m = new Map();
+      this.displaced.set(leaseId, m);
+    }
+    m.set(recordKey(before), { instance: before.i, specs: before.specs ?? [] });
+  }
+
+  /**
+   * The client of a lease whose instances a write elsewhere replaced is still alive here
+   * (it keeps the lease alive): its instances are registered again, with a newer version.
+   */
+  private async reassert(leaseId: string, lost: Map<string, { instance: WireInstance; specs: CheckSpec[] }>): Promise<void> {
+    const items: RegistrationItem[] = [];
+    for (const [key, { instance: i, specs }] of lost) {
+      const cur = this.table.get(key);
+      if (!cur || cur.del || cur.i?.leaseId === leaseId) continue;
+      items.push({
+        namespace: i.namespace,
+        service: i.service,
+        id: i.id,
+        input: { address: i.address, port: i.port, leaseId, zone: i.zone, version: i.version, tags: i.tags, metadata: i.metadata, weight: i.weight, protocol: i.protocol, checks: specs },
+      });
+    }
+    if (items.length === 0) return;
+    this.stats.reasserted += items.length;
+    this.opts.onEvent?.('reasserted', { leaseId, instances: items.length });
+    await this.persist(this.registry.registerBatch(items)).catch(() => undefined);
+  }
+
+  // ---- anti-entropy ----
+
+  private scheduleAntiEntropy(delay: number): void {
+    if (this.closed) return;
+    this.aeTimer = this.timers.set(() => {
+      this.aeTimer = null;
+      this.antiEntropyTick();
+      this.scheduleAntiEntropy(this.limits.apAntiEntropyIntervalMs);
+    }, delay);
+  }
+
+  private antiEntropyTick(): void {
+    const up = [...this.peerState].filter(([, st]) => st.up).map(([id]) => id).sort();
+    if (up.length > 0) this.startRound(up[this.aePeerIndex++ % up.length] as string);
+    this.collectTombstones();
+    this.reconcile();
+  }
+
+  /** Sends a peer the digests of the next range of services. */
+  private startRound(peer: string): void {
+    const st = this.peerState.get(peer) as PeerState;
+    const keys = this.table.serviceKeys();
+    let start = keys.findIndex((k) => k >= st.cursor);
+    if (start < 0) start = 0;
+    const slice = keys.slice(start, start + this.limits.apDigestMaxServices);
+    const wraps = start + slice.length >= keys.length;
+    const from = start === 0 ? '' : (slice[0] as string);
+    const to = wraps ? null : (keys[start + slice.length] as string);
+    st.cursor = to ?? '';
+    const round = ++this.aeRound;
+    const services: [string, number, number, number][] = slice.map((k) => {
+      const d = this.table.digest(k) as { a: number; b: number; count: number };
+      return [k, d.a, d.b, d.count];
+    });
+    this.rounds.set(round, { peer, full: from === '' && to === null, repair: new Map() });
+    if (this.rounds.size > 64) this.rounds.delete(this.rounds.keys().next().value as number);
+    this.stats.antiEntropyRounds++;
+    this.transport.send(peer, { type: 'ap_digest', round, from, to, services, synced: this.syncedVersion, rev: this.registry.revision });
+  }
+
+  /** The services a digest covers that differ here; sends this node's records of them, then the list. */
+  private answerDigest(from: string, msg: Extract<ApMessage, { type: 'ap_digest' }>): void {
+    const theirs = new Map(msg.services.map(([k, a, b, n]) => [k, { a, b, n }]));
+    const diff = new Set<string>();
+    for (const [k, d] of theirs) {
+      const mine = this.table.digest(k);
+      if (!mine || mine.a !== d.a || mine.b !== d.b || mine.count !== d.n) diff.add(k);
+    }
+    for (const k of this.table.serviceKeys()) {
+      if (k < msg.from || (msg.to !== null && k >= msg.to)) continue;
+      if (!theirs.has(k)) diff.add(k);
+    }
+    const rebuild = this.gcHorizon !== '' && msg.synced < this.gcHorizon;
+    const records: ReplicaRecord[] = [];
+    for (const k of diff) for (const r of this.table.serviceRecords(k)) records.push(strip(r));
+    for (let i = 0; i < records.length; i += this.limits.apRepairMaxRecords) {
+      this.transport.send(from, { type: 'ap_repair', round: msg.round, records: records.slice(i, i + this.limits.apRepairMaxRecords) });
+    }
+    const full = msg.from === '' && msg.to === null;
+    if (diff.size === 0 && full) this.markSynced(from);
+    this.transport.send(from, { type: 'ap_reply', round: msg.round, diff: [...diff], match: diff.size === 0, rebuild, rev: this.registry.revision });
+  }
+
+  private onRepair(from: string, msg: Extract<ApMessage, { type: 'ap_repair' }>): void {
+    const round = this.rounds.get(msg.round);
+    // Kept until the reply: what the peer has, to answer with only what it lacks. A repair
+    // that arrives after its round ended is merged all the same.
+    if (round?.peer === from) for (const r of msg.records) if (validRecord(r)) round.repair.set(recordKey(r), r.v);
+    this.stats.repairsReceived += msg.records.length;
+    this.applyRemote(from, msg.records, 'repair');
+  }
+
+  private onReply(from: string, msg: Extract<ApMessage, { type: 'ap_reply' }>): void {
+    const round = this.rounds.get(msg.round);
+    if (round?.peer !== from) return;
+    this.rounds.delete(msg.round);
+    if (msg.rebuild) this.rebuildFrom(from, msg.diff, round.repair);
+    // Send back what the peer lacks or has older, in the services that differ.
+    const push: ReplicaRecord[] = [];
+    for (const k of msg.diff) {
+      for (const r of this.table.serviceRecords(k)) {
+        const theirs = round.repair.get(recordKey(r));
+        if (theirs === undefined || theirs < r.v) push.push(strip(r));
+      }
+    }
+    for (let i = 0; i < push.length; i += this.limits.apRepairMaxRecords) {
+      this.transport.send(from, { type: 'ap_push', records: push.slice(i, i + this.limits.apRepairMaxRecords) });
+    }
+    if (msg.match && round.full) this.markSynced(from);
+    if (!this.readyFlag) {
+      // Everything the peer had that differed is merged (repairs arrive before the reply on a link).
+      void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => this.becomeReady(`caught up from ${from}`));
+    }
+  }
+
+  /**
+   * The peer collected tombstones this node may never have seen (it was away longer than
+   * tombstones are kept): in the services that differ, records the peer does not have are
+   * dropped instead of merged, except those this node wrote since it was last in sync.
+   */
+  private rebuildFrom(peer: string, diff: string[], theirs: Map<string, string>): void {
+    this.stats.rebuilds++;
+    const drop: StoredRecord[] = [];
+    for (const k of diff) {
+      for (const r of this.table.serviceRecords(k)) {
+        if (theirs.has(recordKey(r))) continue;
+        if (r.o === this.nodeId && r.v > this.syncedVersion && r.v.endsWith(`@${this.nodeId}`)) continue;
+        drop.push(r);
+      }
+    }
+    this.opts.onEvent?.('rebuild', { peer, dropped: drop.length });
+    if (drop.length === 0) return;
+    const changes: Change[] = [];
+    for (const r of drop) {
+      this.table.remove(recordKey(r));
+      if (this.registry.instance(r.namespace, r.service, r.id)) {
+        changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'deregistered', detail: `rebuilt from ${peer}: deleted while this node was away`, repl: { view: true } });
+      }
+    }
+    if (changes.length > 0) this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
+  }
+
+  private markSynced(peer: string): void {
+    const st = this.peerState.get(peer);
+    if (!st) return;
+    st.syncedAt = this.opts.clock.now();
+    this.syncedVersion = this.hlc.now();
+  }
+
+  /** Drops tombstones every peer has had time to see (or kept past apTombstoneMaxMs). */
+  private collectTombstones(): void {
+    if (this.table.tombstones === 0) return;
+    const now = this.opts.clock.now();
+    const peers = [...this.peerState.values()];
+    const collected = this.table.collect((r) => {
+      const age = now - r.at;
+      if (age < this.limits.apTombstoneMinMs) return false;
+      if (age >= this.limits.apTombstoneMaxMs) return true;
+      return peers.every((p) => p.syncedAt !== null && p.syncedAt > r.at);
+    });
+    for (const r of collected) {
+      const forced = now - r.at >= this.limits.apTombstoneMaxMs && !peers.every((p) => p.syncedAt !== null && p.syncedAt > r.at);
+      if (forced && r.v > this.gcHorizon) this.gcHorizon = r.v;
+    }
+    this.stats.tombstonesCollected += collected.length;
+  }
+
+  // ---- reachability and the view ----
+
+  private onPeerChange(peer: string, up: boolean): void {
+    if (this.closed) return;
+    let st = this.peerState.get(peer);
+    if (!st) {
+      st = this.newPeer(up);
+      this.peerState.set(peer, st);
+    }
+    if (st.up === up) return;
+    st.up = up;
+    st.downSince = up ? null : this.opts.clock.now();
+    this.opts.onEvent?.(up ? 'peer_up' : 'peer_down', { peer });
+    if (up) this.startRound(peer);
+    this.reconcile();
+  }
+
+  private newPeer(up: boolean): PeerState {
+    return { up, downSince: up ? null : this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '' };
+  }
+
+  private peerUp(id: string): boolean {
+    return this.peerState.get(id)?.up ?? false;
+  }
+
+  /** Whether a record is shown: live, and its owner reachable, within grace, or protected. */
+  private visible(r: StoredRecord): boolean {
+    if (r.del || !r.i) return false;
+    if (r.o === this.nodeId || r.i.leaseId === null || this.peerUp(r.o)) return true;
+    if (this.protection.engaged) return true;
+    const down = this.peerState.get(r.o)?.downSince ?? this.started;
+    return this.opts.clock.now() - down < this.limits.apOwnerGraceMs;
+  }
+
+  private toInstance(r: StoredRecord): Instance {
+    const i = r.i as WireInstance;
+    const inst: Instance = { ...i, createRevision: 0, modRevision: 0 };
+    if (r.o !== this.nodeId && !this.peerUp(r.o)) inst.unconfirmed = true;
+    return inst;
+  }
+
+  /**
+   * Brings the view in line with reachability: flags or unflags the records of owners that
+   * went or came back, hides lease-bound ones past the grace, and decides cluster-wide
+   * self-preservation (a whole side gone quiet is a partition, not a die-off).
+   */
+  private reconcile(): void {
+    if (this.closed) return;
+    this.updateProtection();
+    const changes: Change[] = [];
+    for (const r of this.table.values()) {
+      if (r.del || r.o === this.nodeId) continue;
+      const shown = this.registry.instance(r.namespace, r.service, r.id);
+      const want = this.visible(r);
+      if (!want) {
+        if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'owner_unreachable', detail: `owner ${r.o} unreachable for longer than ${this.limits.apOwnerGraceMs} ms`, repl: { view: true } });
+        continue;
+      }
+      const flag = !this.peerUp(r.o);
+      if (shown && (shown.instance.unconfirmed === true) === flag) continue;
+      changes.push({
+        op: 'put',
+        instance: this.toInstance(r),
+        specs: r.specs ?? [],
+        reason: flag ? 'owner_unreachable' : 'owner_reachable',
+        detail: flag ? `owner ${r.o} unreachable; kept, unconfirmed` : `owner ${r.o} reachable`,
+        repl: { view: true },
+      });
+    }
+    if (changes.length > 0) this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
+  }
+
+  private updateProtection(): void {
+    const now = this.opts.clock.now();
+    const all = new Set<string>();
+    const away = new Set<string>();
+    for (const r of this.table.values()) {
+      const lease = r.i?.leaseId;
+      if (r.del || !lease) continue;
+      all.add(lease);
+      if (r.o !== this.nodeId && !this.peerUp(r.o)) away.add(lease);
+    }
+    const cfg = this.limits;
+    const want = away.size >= cfg.selfPreservationMinLeases && away.size * 100 > all.size * cfg.selfPreservationThresholdPercent && cfg.selfPreservationThresholdPercent < 100;
+    const p = this.protection;
+    if (want && !p.engaged) {
+      p.engaged = true;
+      p.since = now;
+      p.reason = `${away.size} of ${all.size} leases belong to unreachable peers`;
+      this.opts.onProtectionChange?.({ engaged: true, zone: null, reason: `cluster: ${p.reason}` });
+    } else if (p.engaged && (!want || (cfg.selfPreservationMaxHoldMs > 0 && now - (p.since ?? now) >= cfg.selfPreservationMaxHoldMs))) {
+      const why = want ? `held for the longest allowed (${cfg.selfPreservationMaxHoldMs} ms)` : 'unreachable peers hold few enough leases';
+      p.engaged = false;
+      p.since = null;
+      p.reason = null;
+      this.opts.onProtectionChange?.({ engaged: false, zone: null, reason: `cluster: ${why}` });
+    }
+    p.heldLeases = p.engaged ? away.size : 0;
+  }
+
+  private countShownUnconfirmed(): number {
+    let n = 0;
+    for (const r of this.table.values()) {
+      if (r.del || r.o === this.nodeId) continue;
+      if (this.registry.instance(r.namespace, r.service, r.id)?.instance.unconfirmed) n++;
+    }
+    return n;
+  }
+
+  private becomeReady(reason: string): void {
+    if (this.readyFlag || this.closed) return;
+    this.readyFlag = true;
+    this.readyReason = reason;
+    if (this.readyTimer !== null) {
+      this.timers.clear(this.readyTimer);
+      this.readyTimer = null;
+    }
+    this.opts.onEvent?.('ready', { reason });
+  }
+
+  // ---- expiry ----
+
+  private scheduleTick(): void {
+    if (this.closed) return;
+    this.tickTimer = this.timers.set(() => {
+      this.tickTimer = null;
+      this.tick();
+      this.scheduleTick();
+    }, this.opts.expiryTickMs ?? 100);
+  }
+
+  private tick(): void {
+    if (this.closed) return;
+    for (const outcome of [...this.registry.expireDue(), ...this.registry.healthDue()]) this.persist(outcome).catch(() => undefined);
+    for (const change of this.registry.takeProtectionChanges()) this.opts.onProtectionChange?.(change);
+  }
+}
+
+/** What a logged change teaches the replica table (replay after a restart). */
+function learnFromChange(table: ReplicaTable, c: Change, now: number): void {
+  if (c.op === 'replica') {
+    for (const r of c.records) table.merge(r, now);
+    return;
+  }
+  if ((c.op !== 'put' && c.op !== 'delete') || !c.repl || 'view' in c.repl) return;
+  if (c.op === 'put') {
+    const rec: ReplicaRecord = { namespace: c.instance.namespace, service: c.instance.service, id: c.instance.id, v: c.repl.v, o: c.repl.o, i: wire(c.instance), specs: c.specs };
+    if (c.reason) rec.why = c.reason;
+    if (c.detail) rec.detail = c.detail;
+    table.merge(rec, now);
+  } else {
+    const rec: ReplicaRecord = { namespace: c.namespace, service: c.service, id: c.id, v: c.repl.v, o: c.repl.o, del: c.reason };
+    if (c.detail) rec.detail = c.detail;
+    table.merge(rec, now);
+  }
+}
+
+/** A record as sent: without this node's bookkeeping. */
+function strip(r: StoredRecord): ReplicaRecord {
+  const { at: _at, ...rest } = r;
+  return rest;
+}
+
+function validRecord(r: unknown): r is ReplicaRecord {
+  if (typeof r !== 'object' || r === null) return false;
+  const x = r as Record<string, unknown>;
+  if (typeof x.namespace !== 'string' || typeof x.service !== 'string' || typeof x.id !== 'string' || typeof x.v !== 'string' || typeof x.o !== 'string') return false;
+  if (x.del === undefined) return typeof x.i === 'object' && x.i !== null;
+  return typeof x.del === 'string';
+}
