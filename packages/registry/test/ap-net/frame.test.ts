@@ -1,6 +1,6 @@
 // Goal: peer link frames survive any cut of the byte stream, and the frame size limit is
 // enforced on both sides (a sender cannot build one, a receiver refuses the announcement
-// before buffering the body).
+// before buffering the body); reconnect waits grow and stay capped.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodeFrame, FrameDecoder, FrameError, FrameKind, type Frame } from '../../src/engines/ap/net/frame.js';
@@ -46,4 +46,11 @@ test('bytes that are not a frame are refused as malformed', () => {
   bad(Buffer.from([0xc1])); // never-used msgpack byte
   bad(Buffer.from([0x93, 0x00, 0x01, 0x02])); // [0, 1, 2]: not [kind, body]
   bad(Buffer.from([0x92, 0x00, 0x80])); // a message without a type
+});
+
+test('reconnect waits double from the minimum to the cap, each uniform in [cap/2, cap]', async () => {
+  const { reconnectDelay } = await import('../../src/engines/ap/net/backoff.js');
+  assert.deepEqual([0, 1, 2, 3, 10].map((n) => reconnectDelay(n, 100, 5_000, () => 0)), [50, 100, 200, 400, 2_500]);
+  assert.deepEqual([0, 1, 2, 3, 10].map((n) => reconnectDelay(n, 100, 5_000, () => 1)), [100, 200, 400, 800, 5_000]);
+  assert.equal(reconnectDelay(1_000, 100, 5_000, () => 0.5), 3_750, 'a long outage stays at the cap');
 });
