@@ -20,7 +20,7 @@ import type { AdminStatus, CheckResult, CheckSpec, ClusterMember, ClusterStatus,
 import type { Registry as MetricsRegistry } from 'prom-client';
 import type { Clock } from '../../core/clock.js';
 import type { Change, Entry, Snapshot } from '../../core/entry.js';
-import { HybridClock } from '../../core/hlc.js';
+import { HybridClock, versionMs } from '../../core/hlc.js';
 import { Registry, serviceKey, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
 import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type StoredRecord, type WireInstance } from '../../core/replica.js';
 import type { ProtectionChange } from '../../core/self-preservation.js';
@@ -91,6 +91,27 @@ interface PeerState {
   lagMs: number | null;
   /** Where the next digest to this peer starts (services sorted by key). */
   cursor: string;
+  /** The hybrid time of the last round that found this node equal to the peer ('' : never). */
+  syncedVersion: string;
+  /**
+   * Tombstones were collected before the peer had them (it was away longer than
+   * apTombstoneMaxMs): it must rebuild from this node instead of merging its old copy.
+   */
+  owed: boolean;
+  /** A full pass of rounds this node started with the peer completed (readiness waits for every reachable peer). */
+  caughtUp: boolean;
+  /** The rounds of the catch-up pass still unanswered. */
+  catchUp: Set<number> | null;
+}
+
+/** An anti-entropy round this node started: complete once the reply and every repair part arrived. */
+interface Round {
+  peer: string;
+  full: boolean;
+  /** What the peer has in the services that differ: key -> version. */
+  repair: Map<string, string>;
+  parts: Set<number>;
+  reply: Extract<ApMessage, { type: 'ap_reply' }> | null;
 }
 
 interface InFlight {
@@ -108,9 +129,10 @@ const MAX_IN_FLIGHT = 4_096;
 export type ApMessage =
   | { type: 'ap_batch'; seq: number; rev: number; records: ReplicaRecord[] }
   | { type: 'ap_ack'; seq: number; rev: number }
-  | { type: 'ap_digest'; round: number; from: string; to: string | null; services: [string, number, number, number][]; synced: string; rev: number }
-  | { type: 'ap_repair'; round: number; records: ReplicaRecord[] }
-  | { type: 'ap_reply'; round: number; diff: string[]; match: boolean; rebuild: boolean; rev: number }
+  | { type: 'ap_digest'; round: number; from: string; to: string | null; services: [string, number, number, number][]; rebuild: boolean; rev: number }
+  | { type: 'ap_repair'; round: number; part: number; records: ReplicaRecord[] }
+  /** `parts`: how many ap_repair messages of the round were sent before it. */
+  | { type: 'ap_reply'; round: number; parts: number; diff: string[]; match: boolean; rebuild: boolean; rev: number }
   | { type: 'ap_push'; records: ReplicaRecord[] };
 
 export function randomId(bytes = 8): string {
@@ -148,14 +170,10 @@ export class ApEngine implements Engine {
   private readonly inFlight = new Map<number, InFlight>();
   private aeRound = 0;
   /** Rounds this node started: the peer asked, and whether it was a full pass over the services. */
-  private readonly rounds = new Map<number, { peer: string; full: boolean; repair: Map<string, string> }>();
+  private readonly rounds = new Map<number, Round>();
   private aePeerIndex = 0;
   private readyFlag: boolean;
   private readyReason: string;
-  /** The hybrid time of the last anti-entropy round that found this node equal to a peer. */
-  private syncedVersion = '';
-  /** The greatest version of a tombstone collected before every peer had it (see rebuild). */
-  private gcHorizon = '';
   /** Instances displaced from one of this node's live leases by a write elsewhere, by lease. */
   private readonly displaced = new Map<string, Map<string, { instance: WireInstance; specs: CheckSpec[] }>>();
   private protection: { engaged: boolean; since: number | null; reason: string | null; heldLeases: number } = { engaged: false, since: null, reason: null, heldLeases: 0 };
@@ -352,7 +370,7 @@ export class ApEngine implements Engine {
         clockOffsetRejected: this.hlc.rejected,
         ...this.stats,
       },
-      peerSync: Object.fromEntries([...this.peerState].map(([id, st]) => [id, { syncedMsAgo: st.syncedAt === null ? null : now - st.syncedAt, downMs: st.downSince === null ? null : now - st.downSince }])),
+      peerSync: Object.fromEntries([...this.peerState].map(([id, st]) => [id, { syncedMsAgo: st.syncedAt === null ? null : now - st.syncedAt, downMs: st.downSince === null ? null : now - st.downSince, mustRebuild: st.owed }])),
       protection: {
         engaged: this.protection.engaged,
         reason: this.protection.reason,
@@ -601,6 +619,9 @@ export class ApEngine implements Engine {
       this.hlc.observe(r.v);
       const key = recordKey(r);
       const before = this.table.get(key);
+      // An old tombstone of a record this node does not have is one it collected already
+      // (or never needed): taking it again would only make nodes hand it back and forth.
+      if (r.del && !before && this.hlc.physicalNow() - versionMs(r.v) > this.limits.apTombstoneMinMs) continue;
       if (this.table.merge(r, now) !== 'applied') continue;
       if (kind === 'repair') this.stats.repairsApplied++;
       this.stats.recordsApplied++;
@@ -677,13 +698,26 @@ export class ApEngine implements Engine {
 
   private antiEntropyTick(): void {
     const up = [...this.peerState].filter(([, st]) => st.up).map(([id]) => id).sort();
-    if (up.length > 0) this.startRound(up[this.aePeerIndex++ % up.length] as string);
+    if (!this.readyFlag) {
+      // Catching up: a full pass with every reachable peer not caught up from yet.
+      for (const id of up) if (!(this.peerState.get(id) as PeerState).caughtUp) this.startPass(id);
+    } else if (up.length > 0) this.startRound(up[this.aePeerIndex++ % up.length] as string);
     this.collectTombstones();
     this.reconcile();
   }
 
   /** Sends a peer the digests of the next range of services. */
-  private startRound(peer: string): void {
+  /** Rounds over every service with a peer, one page (apDigestMaxServices) each: the catch-up of a starting node. */
+  private startPass(peer: string): void {
+    const st = this.peerState.get(peer) as PeerState;
+    st.cursor = '';
+    const rounds = new Set<number>();
+    do rounds.add(this.startRound(peer));
+    while (st.cursor !== '');
+    st.catchUp = rounds;
+  }
+
+  private startRound(peer: string): number {
     const st = this.peerState.get(peer) as PeerState;
     const keys = this.table.serviceKeys();
     let start = keys.findIndex((k) => k >= st.cursor);
@@ -698,14 +732,21 @@ export class ApEngine implements Engine {
       const d = this.table.digest(k) as { a: number; b: number; count: number };
       return [k, d.a, d.b, d.count];
     });
-    this.rounds.set(round, { peer, full: from === '' && to === null, repair: new Map() });
+    this.rounds.set(round, { peer, full: from === '' && to === null, repair: new Map(), parts: new Set(), reply: null });
     if (this.rounds.size > 64) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
-    this.transport.send(peer, { type: 'ap_digest', round, from, to, services, synced: this.syncedVersion, rev: this.registry.revision });
+    this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision });
+    return round;
   }
 
   /** The services a digest covers that differ here; sends this node's records of them, then the list. */
   private answerDigest(from: string, msg: Extract<ApMessage, { type: 'ap_digest' }>): void {
+    if (msg.rebuild) {
+      // This node was away too long: its old records must not flow to the peer. It asks
+      // the peer instead, whose reply tells it to rebuild.
+      this.startRound(from);
+      return;
+    }
     const theirs = new Map(msg.services.map(([k, a, b, n]) => [k, { a, b, n }]));
     const diff = new Set<string>();
     for (const [k, d] of theirs) {
@@ -716,30 +757,46 @@ export class ApEngine implements Engine {
       if (k < msg.from || (msg.to !== null && k >= msg.to)) continue;
       if (!theirs.has(k)) diff.add(k);
     }
-    const rebuild = this.gcHorizon !== '' && msg.synced < this.gcHorizon;
+    const rebuild = this.peerState.get(from)?.owed ?? false;
     const records: ReplicaRecord[] = [];
     for (const k of diff) for (const r of this.table.serviceRecords(k)) records.push(strip(r));
+    let parts = 0;
     for (let i = 0; i < records.length; i += this.limits.apRepairMaxRecords) {
-      this.transport.send(from, { type: 'ap_repair', round: msg.round, records: records.slice(i, i + this.limits.apRepairMaxRecords) });
+      this.transport.send(from, { type: 'ap_repair', round: msg.round, part: parts++, records: records.slice(i, i + this.limits.apRepairMaxRecords) });
     }
     const full = msg.from === '' && msg.to === null;
     if (diff.size === 0 && full) this.markSynced(from);
-    this.transport.send(from, { type: 'ap_reply', round: msg.round, diff: [...diff], match: diff.size === 0, rebuild, rev: this.registry.revision });
+    this.transport.send(from, { type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0, rebuild, rev: this.registry.revision });
   }
 
   private onRepair(from: string, msg: Extract<ApMessage, { type: 'ap_repair' }>): void {
     const round = this.rounds.get(msg.round);
-    // Kept until the reply: what the peer has, to answer with only what it lacks. A repair
-    // that arrives after its round ended is merged all the same.
-    if (round?.peer === from) for (const r of msg.records) if (validRecord(r)) round.repair.set(recordKey(r), r.v);
+    // Kept until the round completes: what the peer has, to answer with only what it
+    // lacks. A repair that arrives after its round ended is merged all the same.
+    if (round?.peer === from) {
+      if (round.parts.has(msg.part)) return; // a duplicate
+      round.parts.add(msg.part);
+      for (const r of msg.records) if (validRecord(r)) round.repair.set(recordKey(r), r.v);
+    }
     this.stats.repairsReceived += msg.records.length;
     this.applyRemote(from, msg.records, 'repair');
+    if (round?.peer === from) this.finishRound(msg.round);
   }
 
   private onReply(from: string, msg: Extract<ApMessage, { type: 'ap_reply' }>): void {
     const round = this.rounds.get(msg.round);
-    if (round?.peer !== from) return;
-    this.rounds.delete(msg.round);
+    if (round?.peer !== from || round.reply !== null) return;
+    round.reply = msg;
+    this.finishRound(msg.round);
+  }
+
+  /** A round is complete once its reply and every repair part arrived (a lost part: the next round repairs). */
+  private finishRound(id: number): void {
+    const round = this.rounds.get(id);
+    const msg = round?.reply;
+    if (!round || !msg || round.parts.size < msg.parts) return;
+    const from = round.peer;
+    this.rounds.delete(id);
     if (msg.rebuild) this.rebuildFrom(from, msg.diff, round.repair);
     // Send back what the peer lacks or has older, in the services that differ.
     const push: ReplicaRecord[] = [];
@@ -753,9 +810,15 @@ export class ApEngine implements Engine {
       this.transport.send(from, { type: 'ap_push', records: push.slice(i, i + this.limits.apRepairMaxRecords) });
     }
     if (msg.match && round.full) this.markSynced(from);
-    if (!this.readyFlag) {
-      // Everything the peer had that differed is merged (repairs arrive before the reply on a link).
-      void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => this.becomeReady(`caught up from ${from}`));
+    const st = this.peerState.get(from);
+    if (st?.catchUp?.delete(msg.round) && st.catchUp.size === 0) {
+      st.catchUp = null;
+      st.caughtUp = true;
+    }
+    if (!this.readyFlag && [...this.peerState.values()].every((p) => p.caughtUp || !p.up)) {
+      // Everything the peers had that differed is merged (repairs arrive before the reply on a link).
+      const names = [...this.peerState].filter(([, p]) => p.caughtUp).map(([id]) => id).sort().join(', ');
+      void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => this.becomeReady(`caught up from ${names}`));
     }
   }
 
@@ -767,10 +830,11 @@ export class ApEngine implements Engine {
   private rebuildFrom(peer: string, diff: string[], theirs: Map<string, string>): void {
     this.stats.rebuilds++;
     const drop: StoredRecord[] = [];
+    const synced = this.peerState.get(peer)?.syncedVersion ?? '';
     for (const k of diff) {
       for (const r of this.table.serviceRecords(k)) {
         if (theirs.has(recordKey(r))) continue;
-        if (r.o === this.nodeId && r.v > this.syncedVersion && r.v.endsWith(`@${this.nodeId}`)) continue;
+        if (r.o === this.nodeId && r.v > synced && r.v.endsWith(`@${this.nodeId}`)) continue;
         drop.push(r);
       }
     }
@@ -790,7 +854,8 @@ export class ApEngine implements Engine {
     const st = this.peerState.get(peer);
     if (!st) return;
     st.syncedAt = this.opts.clock.now();
-    this.syncedVersion = this.hlc.now();
+    st.syncedVersion = this.hlc.now();
+    st.owed = false;
   }
 
   /** Drops tombstones every peer has had time to see (or kept past apTombstoneMaxMs). */
@@ -801,13 +866,12 @@ export class ApEngine implements Engine {
     const collected = this.table.collect((r) => {
       const age = now - r.at;
       if (age < this.limits.apTombstoneMinMs) return false;
-      if (age >= this.limits.apTombstoneMaxMs) return true;
-      return peers.every((p) => p.syncedAt !== null && p.syncedAt > r.at);
+      const behind = peers.filter((p) => p.syncedAt === null || p.syncedAt <= r.at);
+      if (behind.length === 0) return true;
+      if (age < this.limits.apTombstoneMaxMs) return false;
+      for (const p of behind) p.owed = true;
+      return true;
     });
-    for (const r of collected) {
-      const forced = now - r.at >= this.limits.apTombstoneMaxMs && !peers.every((p) => p.syncedAt !== null && p.syncedAt > r.at);
-      if (forced && r.v > this.gcHorizon) this.gcHorizon = r.v;
-    }
     this.stats.tombstonesCollected += collected.length;
   }
 
@@ -824,12 +888,15 @@ export class ApEngine implements Engine {
     st.up = up;
     st.downSince = up ? null : this.opts.clock.now();
     this.opts.onEvent?.(up ? 'peer_up' : 'peer_down', { peer });
-    if (up) this.startRound(peer);
+    if (up) {
+      if (this.readyFlag) this.startRound(peer);
+      else this.startPass(peer);
+    }
     this.reconcile();
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '' };
+    return { up, downSince: up ? null : this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', owed: false, caughtUp: false, catchUp: null };
   }
 
   private peerUp(id: string): boolean {

@@ -1,0 +1,350 @@
+/**
+ * The simulation scenarios: one per pitfall of the ap design (docs/ap.md), plus random
+ * chaos with swizzle-clogging. Each runs from a seed and throws a SimFailure naming the
+ * seed, so that `run.js --scenario NAME --seed N` replays it exactly.
+ */
+import { createHash } from 'node:crypto';
+import { versionMs } from '../../src/core/hlc.js';
+import { CheckFailure, SimClient, converged, viewOf, violations } from './clients.js';
+import { World, input, type NetFaults } from './world.js';
+
+export interface ScenarioResult {
+  /** Simulated milliseconds from the heal until every node agreed and every check held. */
+  convergedMs: number;
+  boundMs: number;
+  messages: number;
+  /** Every node's final view and the run's trace, hashed: equal for equal runs. */
+  fingerprint: string;
+}
+
+export class SimFailure extends Error {
+  constructor(
+    readonly scenario: string,
+    readonly seed: number,
+    message: string,
+    readonly trace: string[],
+  ) {
+    super(`${scenario} seed ${seed}: ${message}\n  replay: node packages/registry/dist/test/sim/run.js --scenario ${scenario} --seed ${seed}`);
+  }
+}
+
+const WILD: NetFaults = { minDelayMs: 1, maxDelayMs: 40, drop: 0.03, duplicate: 0.03 };
+
+function expect(cond: boolean, what: string): void {
+  if (!cond) throw new CheckFailure(what);
+}
+
+/**
+ * After a heal: runs until every node agrees and every check holds, within `boundMs`,
+ * then a while longer to see that it stays so.
+ */
+async function settle(world: World, clients: SimClient[], deregistered: Set<string>, boundMs: number): Promise<ScenarioResult> {
+  const healedAt = world.now;
+  let last: string | null = 'never checked';
+  while (world.now - healedAt <= boundMs) {
+    last = violations(world, clients, deregistered);
+    if (last === null) break;
+    await world.sched.run(25);
+  }
+  if (last !== null) throw new CheckFailure(`${last} (${boundMs} ms after the heal)`);
+  const convergedMs = world.now - healedAt;
+  await world.sched.run(world.limits.apAntiEntropyIntervalMs * 5);
+  const after = violations(world, clients, deregistered);
+  if (after !== null) throw new CheckFailure(`converged, then: ${after}`);
+  const h = createHash('sha256');
+  for (const id of world.ids) h.update(`${id}:${JSON.stringify([...viewOf(world.node(id).engine)].sort())}:${world.node(id).engine.hlc.last()}\n`);
+  h.update(world.trace.join('\n'));
+  return { convergedMs, boundMs, messages: world.net.stats.sent, fingerprint: h.digest('hex').slice(0, 16) };
+}
+
+async function startClients(world: World, n: number, perClient: number, services: number, sites?: string[]): Promise<SimClient[]> {
+  const clients: SimClient[] = [];
+  for (let c = 0; c < n; c++) {
+    const site = sites?.[c % sites.length] ?? world.rng.pick(world.ids);
+    const cl = new SimClient(`c${c}`, site, world);
+    for (let k = 0; k < perClient; k++) cl.wanted.set(`s${(c + k) % services}/c${c}-${k}`, { service: `s${(c + k) % services}`, id: `c${c}-${k}`, port: 8000 + k });
+    await cl.start();
+    clients.push(cl);
+  }
+  return clients;
+}
+
+export type Scenario = (seed: number) => Promise<ScenarioResult>;
+
+function scenario(name: string, body: (world: World) => Promise<ScenarioResult>, opts: (seed: number) => ConstructorParameters<typeof World>[0]): Scenario {
+  return async (seed) => {
+    const world = new World(opts(seed));
+    try {
+      await world.start();
+      return await body(world);
+    } catch (err) {
+      if (err instanceof CheckFailure) throw new SimFailure(name, seed, err.message, world.trace);
+      throw new SimFailure(name, seed, `crashed: ${(err as Error).stack ?? String(err)}`, world.trace);
+    } finally {
+      await world.close();
+    }
+  };
+}
+
+/** Random work and faults: clogged links cut one by one and restored in random order, restarts, deaths. */
+const chaos = scenario(
+  'chaos',
+  async (world) => {
+    world.net.faults = WILD;
+    const clients = await startClients(world, 8, 2, 5);
+    const deregistered = new Set<string>();
+    let next = 100;
+    let deaths = 0;
+    let restarts = 0;
+    const end = world.now + 15_000;
+    const links = world.ids.flatMap((a) => world.ids.filter((b) => a < b).map((b) => [a, b] as const));
+    while (world.now < end) {
+      await world.sched.run(world.rng.int(50, 400));
+      const roll = world.rng.next();
+      if (roll < 0.25) {
+        // Swizzle-clog: cut one more link; now and then restore all in random order.
+        const up = links.filter(([a, b]) => !world.net.cutLinks().includes(`${a}|${b}`));
+        if (up.length > 0 && world.rng.chance(0.7)) {
+          const [a, b] = world.rng.pick(up);
+          world.log(`cut ${a}-${b}`);
+          world.net.setCut(a, b, true);
+        } else {
+          for (const l of world.rng.shuffle(world.net.cutLinks())) {
+            const [a, b] = l.split('|') as [string, string];
+            await world.sched.run(world.rng.int(0, 300));
+            world.log(`restore ${a}-${b}`);
+            world.net.setCut(a, b, false);
+          }
+        }
+      } else if (roll < 0.55) {
+        const cl = world.rng.pick(clients.filter((c) => c.alive));
+        const id = `x${next++}`;
+        await cl.add({ service: `s${world.rng.int(0, 4)}`, id, port: 9000 });
+      } else if (roll < 0.75) {
+        const cl = world.rng.pick(clients.filter((c) => c.alive && c.wanted.size > 0));
+        if (cl) {
+          const key = world.rng.pick([...cl.wanted.keys()]);
+          if (await cl.remove(key)) deregistered.add(`default/${key}`);
+        }
+      } else if (roll < 0.8 && deaths < 2) {
+        deaths++;
+        world.rng.pick(clients.filter((c) => c.alive)).die();
+      } else if (roll < 0.84 && restarts < 1) {
+        restarts++;
+        await world.restart(world.rng.pick(world.ids), world.rng.int(100, 2_000));
+      }
+    }
+    world.log('heal');
+    world.net.healAll();
+    // Dead clients' leases run out (TTL), then their expiry replicates.
+    return settle(world, clients, deregistered, 3_000 + world.limits.apOwnerGraceMs + 2_000);
+  },
+  (seed) => ({ seed, nodes: seed % 4 === 0 ? 5 : 3 }),
+);
+
+/** A's expiry of the lease a client left must not delete the incarnation B now owns. */
+const expiryRacingFailover = scenario(
+  'expiry-racing-failover',
+  async (world) => {
+    world.net.faults = { ...WILD, drop: 0.01 };
+    const cl = new SimClient('mover', 'c', world);
+    cl.wanted.set('s0/m-1', { service: 's0', id: 'm-1', port: 8001 });
+    cl.wanted.set('s0/m-2', { service: 's0', id: 'm-2', port: 8002 });
+    await cl.connect('a');
+    await cl.start();
+    await world.sched.run(1_000);
+    world.log('partition a | b c');
+    world.net.partition(['a'], ['b', 'c']);
+    // The client fails over within a keep-alive interval; A's old lease runs out later.
+    const healAfter = world.rng.chance(0.5) ? world.rng.int(1_200, 2_500) : world.rng.int(4_000, 8_000);
+    await world.sched.run(healAfter);
+    expect(cl.node !== 'a', `the client did not fail over (still on ${cl.node})`);
+    const deregistered = new Set<string>();
+    if (await cl.remove('s0/m-2')) deregistered.add('default/s0/m-2');
+    await world.sched.run(world.rng.int(0, 3_000));
+    world.log('heal');
+    world.net.healAll();
+    const r = await settle(world, [cl], deregistered, 3_000 + world.limits.apOwnerGraceMs);
+    const shown = viewOf(world.node('a').engine).get('default/s0/m-1') ?? '';
+    expect(shown.startsWith(`${cl.node}|`), `m-1 should be owned by ${cl.node}, is ${shown}`);
+    return r;
+  },
+  (seed) => ({ seed, nodes: 3 }),
+);
+
+/** A node whose clock is an hour ahead does not win a later write, nor drag the others' clocks. */
+const clockJump = scenario(
+  'clock-jump',
+  async (world) => {
+    const first = new SimClient('early', 'c', world);
+    first.wanted.set('s0/j-1', { service: 's0', id: 'j-1', port: 8001 });
+    await first.start();
+    await world.sched.run(500);
+    // The process moves: it stops on c and registers the same instance through a.
+    first.die();
+    const second = new SimClient('late', 'a', world);
+    second.wanted.set('s0/j-1', { service: 's0', id: 'j-1', port: 8002 });
+    await second.start();
+    // And b's wall clock is stepped an hour ahead while it runs.
+    world.opts.skews!.b = 3_600_000;
+    const third = new SimClient('third', 'b', world);
+    third.wanted.set('s1/j-2', { service: 's1', id: 'j-2', port: 8003 });
+    await third.start();
+    world.net.faults = WILD;
+    const r = await settle(world, [second, third], new Set(), 3_000 + world.limits.apOwnerGraceMs);
+    const shown = viewOf(world.node('b').engine).get('default/s0/j-1') ?? '';
+    expect(shown.startsWith('a|') && shown.includes(':8002|'), `the later write (through a) must win over c's, shown ${shown}`);
+    const real = 1_700_000_000_000 + world.now;
+    for (const id of ['a', 'b']) {
+      const ahead = versionMs(world.node(id).engine.hlc.last()) - real;
+      expect(ahead < world.limits.apMaxClockOffsetMs, `${id}'s clock was dragged ${ahead} ms ahead`);
+    }
+    expect(world.node('a').engine.hlc.rejected > 0 || world.node('b').engine.hlc.rejected > 0, 'no version from the fast clock was refused');
+    return r;
+  },
+  (seed) => ({ seed, nodes: 3, skews: { c: 3_600_000 } }),
+);
+
+/** A node away longer than tombstones are kept rebuilds instead of bringing deleted records back. */
+const tombstones = scenario(
+  'tombstone-collection',
+  async (world) => {
+    world.net.faults = { ...WILD, drop: 0.01 };
+    const a = world.node('a').engine;
+    await a.register({ namespace: 'default', service: 'p', id: 'gone', input: input('10.1.0.1', 80, null) });
+    await a.register({ namespace: 'default', service: 'p', id: 'kept', input: input('10.1.0.2', 80, null) });
+    const clients = await startClients(world, 3, 1, 2, ['a', 'b', 'c']);
+    await world.sched.run(1_000);
+    expect(viewOf(world.node('c').engine).has('default/p/gone'), 'c never learned p/gone');
+    world.log('partition c away');
+    world.net.partition(['a', 'b'], ['c']);
+    await world.sched.run(200);
+    await world.node('b').engine.deregister('default', 'p', 'gone');
+    await world.node('c').engine.register({ namespace: 'default', service: 'p', id: 'new-on-c', input: input('10.1.0.3', 80, null) });
+    await world.sched.run(world.limits.apTombstoneMaxMs + world.rng.int(1_000, 4_000));
+    expect(world.node('a').engine.table.get('default/p/gone') === undefined, 'a still keeps the tombstone of p/gone');
+    world.log('heal');
+    world.net.healAll();
+    const r = await settle(world, clients, new Set(['default/p/gone']), 3_000 + world.limits.apOwnerGraceMs);
+    const v = viewOf(a);
+    expect(v.has('default/p/new-on-c') && v.has('default/p/kept'), 'a record written on c while away, or an untouched one, was lost');
+    expect(world.node('c').engine.stats.rebuilds > 0, 'c never rebuilt');
+    return r;
+  },
+  (seed) => ({ seed, nodes: 3 }),
+);
+
+/** Records of an unreachable peer stay, flagged, for the grace; lease-bound ones are hidden after it; all come back. */
+const losingAPeer = scenario(
+  'losing-a-peer',
+  async (world) => {
+    world.net.faults = { ...WILD, drop: 0.01 };
+    const clients = await startClients(world, 6, 2, 3, ['a', 'b', 'c']);
+    await world.node('c').engine.register({ namespace: 'default', service: 'p', id: 'persistent-c', input: input('10.2.0.1', 80, null) });
+    await world.sched.run(1_000);
+    world.log('partition c away');
+    world.net.partition(['a', 'b'], ['c']);
+    await world.sched.run(1_000);
+    const onA = viewOf(world.node('a').engine);
+    const ofC = clients.filter((c) => c.site === 'c');
+    for (const cl of ofC) for (const w of cl.wanted.values()) expect(onA.get(`default/${w.service}/${w.id}`)?.endsWith('|unconfirmed') === true, `a should flag ${w.id} of c unconfirmed within the grace, shows ${onA.get(`default/${w.service}/${w.id}`)}`);
+    await world.sched.run(world.limits.apOwnerGraceMs + 500);
+    const later = viewOf(world.node('a').engine);
+    for (const cl of ofC) for (const w of cl.wanted.values()) expect(!later.has(`default/${w.service}/${w.id}`), `a should hide ${w.id} of c after the grace`);
+    expect(later.get('default/p/persistent-c')?.endsWith('|unconfirmed') === true, 'a persistent record of c must stay, flagged');
+    world.log('heal');
+    world.net.healAll();
+    return settle(world, clients, new Set(), 3_000);
+  },
+  (seed) => ({ seed, nodes: 3 }),
+);
+
+/** A whole side going quiet is a partition, not a die-off: the small side keeps the other side's records. */
+const clusterSelfPreservation = scenario(
+  'cluster-self-preservation',
+  async (world) => {
+    world.net.faults = { ...WILD, drop: 0.01 };
+    const clients = await startClients(world, 15, 1, 4, ['a', 'b', 'c', 'd', 'e']);
+    await world.sched.run(1_000);
+    world.log('partition a b | c d e');
+    world.net.partition(['a', 'b'], ['c', 'd', 'e']);
+    await world.sched.run(world.limits.apOwnerGraceMs + 1_000);
+    const a = world.node('a').engine;
+    const onA = viewOf(a);
+    const status = a.cluster() as unknown as { protection: { engaged: boolean } };
+    expect(status.protection.engaged, 'a (the small side) should hold the other side\u2019s records');
+    for (const cl of clients) for (const w of cl.wanted.values()) expect(onA.has(`default/${w.service}/${w.id}`), `a evicted ${w.id} of ${cl.site}`);
+    const onC = viewOf(world.node('c').engine);
+    const small = clients.filter((c) => c.site === 'a' || c.site === 'b');
+    for (const cl of small) for (const w of cl.wanted.values()) expect(!onC.has(`default/${w.service}/${w.id}`), `c (the large side) should hide ${w.id} after the grace`);
+    world.log('heal');
+    world.net.healAll();
+    const r = await settle(world, clients, new Set(), 3_000);
+    expect(!(a.cluster() as unknown as { protection: { engaged: boolean } }).protection.engaged, 'protection should end after the heal');
+    return r;
+  },
+  (seed) => ({ seed, nodes: 5, limits: { selfPreservationMinLeases: 4 } }),
+);
+
+/** A restarted node catches up from a peer before it reports ready. */
+const restartCatchUp = scenario(
+  'restart-catch-up',
+  async (world) => {
+    world.net.faults = { ...WILD, drop: 0.01 };
+    const clients = await startClients(world, 4, 2, 3, ['a', 'b']);
+    await world.sched.run(500);
+    const c = world.node('c');
+    await c.engine.close();
+    for (let k = 0; k < 30; k++) {
+      await world.node(world.rng.pick(['a', 'b'])).engine.register({ namespace: 'default', service: `q${k % 3}`, id: `while-down-${k}`, input: input('10.3.0.1', 80 + k, null) });
+      await world.sched.run(world.rng.int(5, 60));
+    }
+    await world.sched.run(300);
+    const reopened = await world.openNode('c', c.storage);
+    expect(!reopened.engine.ready, 'c reported ready before catching up');
+    while (!reopened.engine.ready) await world.sched.run(5);
+    const want = [...viewOf(world.node('a').engine).keys()];
+    const have = viewOf(reopened.engine);
+    for (const k of want) expect(have.has(k), `c reported ready without ${k}`);
+    world.net.healAll();
+    return settle(world, clients, new Set(), 3_000);
+  },
+  (seed) => ({ seed, nodes: 3 }),
+);
+
+/** No partition, but a lossy network: batches get lost and periodic anti-entropy repairs them. */
+const lossy = scenario(
+  'lossy-links',
+  async (world) => {
+    world.net.faults = { minDelayMs: 1, maxDelayMs: 60, drop: 0.25, duplicate: 0.1 };
+    const clients = await startClients(world, 6, 2, 4);
+    const deregistered = new Set<string>();
+    let next = 0;
+    for (let k = 0; k < 40; k++) {
+      await world.sched.run(world.rng.int(10, 200));
+      const cl = world.rng.pick(clients);
+      if (world.rng.chance(0.7)) await cl.add({ service: `s${world.rng.int(0, 3)}`, id: `l${next++}`, port: 9000 });
+      else {
+        const key = world.rng.pick([...cl.wanted.keys()]);
+        if (key && (await cl.remove(key))) deregistered.add(`default/${key}`);
+      }
+    }
+    world.log('writes stop');
+    // Ten anti-entropy rounds per node, at a quarter of the messages lost.
+    return settle(world, clients, deregistered, world.limits.apAntiEntropyIntervalMs * 10);
+  },
+  (seed) => ({ seed, nodes: 3 }),
+);
+
+export const SCENARIOS: Record<string, Scenario> = {
+  chaos,
+  'lossy-links': lossy,
+  'expiry-racing-failover': expiryRacingFailover,
+  'clock-jump': clockJump,
+  'tombstone-collection': tombstones,
+  'losing-a-peer': losingAPeer,
+  'cluster-self-preservation': clusterSelfPreservation,
+  'restart-catch-up': restartCatchUp,
+};
+
+export { converged };
