@@ -3,7 +3,9 @@
 // soon lists them; a consumer view on the dead node moves to another node of another
 // epoch, relists, and is never empty. A node that hangs (SIGSTOP: its sockets stay open,
 // nothing answers) is left after unacknowledged keepalives, and once it resumes the three
-// nodes agree again. Skipped only when this version has no ap mode.
+// nodes agree again. A real cut (fault proxies) that isolates the provider's node from its
+// peers and from the provider: the provider fails over to the majority side, and after
+// the heal every node agrees. Skipped only when this version has no ap mode.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type LeaseChange } from '../../src/index.js';
@@ -105,5 +107,68 @@ test('ap: the provider\'s node hangs (SIGSTOP): the lease moves after unacknowle
     hung.child.kill('SIGCONT');
     await provider.close();
     await Promise.all(cluster.map((a) => a.kill()));
+  }
+});
+
+/** The registry's test support (fault proxies, a proxied ap cluster), compiled before the client. */
+async function registrySupport(): Promise<{ ApCluster: any; ApUnavailable: any; FaultProxy: any }> {
+  const base = new URL('../../../../registry/dist/test/support/', import.meta.url);
+  const cluster = await import(new URL('ap-cluster.js', base).href);
+  const proxy = await import(new URL('fault-proxy.js', base).href);
+  return { ApCluster: cluster.ApCluster, ApUnavailable: cluster.ApUnavailable, FaultProxy: proxy.FaultProxy };
+}
+
+test('ap: a cut isolates the provider\'s node from its peers and from the provider: it fails over to the other side, and every node agrees after the heal', async (t) => {
+  const { ApCluster, ApUnavailable, FaultProxy } = await registrySupport();
+  let c: any;
+  try {
+    c = await ApCluster.start(['a', 'b', 'c']);
+  } catch (err) {
+    if (err instanceof ApUnavailable) return t.skip((err as Error).message);
+    throw err;
+  }
+  const urls: string[] = c.nodes.map((n: { url: string }) => n.url);
+  // The provider reaches node a through a proxy, so that the cut can separate them too.
+  const toA = await FaultProxy.start({ host: '127.0.0.1', port: Number(new URL(urls[0]!).port) });
+  const endpoints = [`http://127.0.0.1:${toA.port}`, urls[1]!, urls[2]!];
+  const provider = await connect(endpoints, { leaseTtlMs: 1_500, connectTimeoutMs: 500, requestTimeoutMs: 1_000, backoff: { initialMs: 20, maxMs: 200 } });
+  try {
+    await waitFor(async () => {
+      for (const u of urls) {
+        const s = (await rest(u, 'GET', '/v1/status')).body;
+        if (!s.cluster?.ready || s.cluster.members.some((m: { reachable: boolean }) => !m.reachable)) return false;
+      }
+      return true;
+    }, 10_000, 'a ready, fully linked cluster');
+    await provider.register({ service: 'cart', id: 'k1', address: '127.0.0.1', port: 9901 });
+    assert.equal(provider.lease?.endpoint, endpoints[0]);
+    await waitFor(async () => (await listed(urls[2]!, 'cart')).length === 1, 5_000, 'k1 replicated');
+
+    c.partition(['a'], ['b', 'c']);
+    toA.cut('refuse');
+    const cutAt = performance.now();
+    await waitFor(() => provider.lease !== null && provider.lease.endpoint !== endpoints[0], 10_000, 'the lease on the other side');
+    const lease = provider.lease!;
+    await waitFor(async () => {
+      for (const u of urls.slice(1)) {
+        const l = await listed(u, 'cart');
+        if (l.length !== 1 || l[0]!.leaseId !== lease.leaseId) return false;
+      }
+      return true;
+    }, 10_000, 'b and c list k1 under the new lease');
+    t.diagnostic(`failed over and replicated on the other side ${(performance.now() - cutAt).toFixed(0)} ms after the cut`);
+    // The cut-off node still answers its own clients (ap): it keeps its last view.
+    assert.equal((await listed(urls[0]!, 'cart')).length, 1);
+
+    c.heal();
+    toA.restore();
+    await waitFor(async () => {
+      const all = await Promise.all(urls.map((u) => listed(u, 'cart')));
+      return all.every((l) => l.length === 1 && l[0]!.leaseId === lease.leaseId);
+    }, 15_000, 'every node lists k1 under the lease held now');
+  } finally {
+    await provider.close();
+    await toA.close();
+    await c.stop();
   }
 });
