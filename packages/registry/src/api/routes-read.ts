@@ -70,8 +70,11 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
     const namespace = namespaceOf(q);
     const filter = serviceQuery(q, limits);
     // Standalone reads always reflect every completed write; cp may have to wait or say stale.
-    const fresh = await engine.readFreshness?.(bool(q, 'consistent'));
+    // Every parameter is checked before anything waits (and in standalone, where there is
+    // no freshness to wait for, `consistent` is still validated).
+    const consistent = bool(q, 'consistent');
     const block = blocking(q, limits);
+    const fresh = await engine.readFreshness?.(consistent);
     if (block) await waitForChange(ctx, reply, namespace, service, block.index, block.waitMs);
     const svc = reg.service(namespace, service);
     const revision = reg.serviceRevision(namespace, service);
