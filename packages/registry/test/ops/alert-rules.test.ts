@@ -17,11 +17,12 @@ function rules(): { rules: AlertRules; clock: ManualClock } {
   return { rules: new AlertRules({ clock, newId: () => `ep${++n}` }), clock };
 }
 
-const svc = (healthy: number, instances: number, lastRemoval?: ServiceObservation['lastRemoval']): ServiceObservation => ({
+const svc = (healthy: number, instances: number, lastRemoval?: ServiceObservation['lastRemoval'], up = instances): ServiceObservation => ({
   namespace: 'default',
   service: 'orders',
   healthy,
   instances,
+  up,
   ...(lastRemoval ? { lastRemoval } : {}),
 });
 
@@ -70,6 +71,17 @@ test('a service never seen healthy does not fire; a deregistered last instance r
   const t = r.evaluate({ services: [svc(0, 0, 'deregistered')], selfPreservation: calm });
   assert.equal(t[0]!.status, 'resolved');
   assert.equal((t[0]!.episode.details.resolution as { retired: boolean }).retired, true);
+});
+
+test('instances taken out of service on purpose do not fire; critical ones among them do', () => {
+  const { rules: r } = rules();
+  r.evaluate({ services: [svc(2, 2)], selfPreservation: calm });
+  assert.deepEqual(r.evaluate({ services: [svc(0, 2, undefined, 0)], selfPreservation: calm }), [], 'both draining');
+  const t = r.evaluate({ services: [svc(0, 2, undefined, 1)], selfPreservation: calm });
+  assert.deepEqual(t.map((x) => x.status), ['firing'], 'one is up but critical');
+  assert.match(t[0]!.episode.summary, /no healthy instance \(2 registered/);
+  assert.deepEqual(r.evaluate({ services: [svc(0, 2, undefined, 0)], selfPreservation: calm }), [], 'stays open while drained');
+  assert.deepEqual(r.evaluate({ services: [svc(1, 2, undefined, 1)], selfPreservation: calm }).map((x) => x.status), ['resolved']);
 });
 
 test('self-preservation, unreachable peers and an unreachable store are episodes too', () => {
