@@ -131,6 +131,14 @@ const message = (status: 'firing' | 'resolved', episodeId: string): AlertMessage
   sentAt: '',
 });
 
+async function until(pred: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 const fast = { alertDeliveryAttempts: 4, alertMaxPending: 8, alertRetryBaseMs: 20, alertRetryMaxMs: 80, alertWebhookTimeoutMs: 2_000 };
 
 test('a webhook that fails twice gets the message once, in order with the next one', async () => {
@@ -142,7 +150,8 @@ test('a webhook that fails twice gets the message once, in order with the next o
     hook.send(message('firing', 'e1'));
     hook.send(message('resolved', 'e1'));
     await rx.until((r) => r.length >= 4, 5_000, 'four requests');
-    await new Promise((r) => setTimeout(r, 200));
+    await until(() => results.length >= 4, 'the fourth answer read');
+    await new Promise((r) => setTimeout(r, 100));
     assert.equal(rx.received.length, 4, 'no request after both were delivered');
     assert.deepEqual(rx.received.map((r) => [r.status, r.body.status]), [[503, 'firing'], [503, 'firing'], [200, 'firing'], [200, 'resolved']]);
     assert.ok(Date.now() - started >= 20 + 40, 'waited the backoff between attempts');
@@ -166,7 +175,8 @@ test('delivery gives up after the last attempt, and a full queue drops the oldes
     hook.send(message('firing', 'c')); // queue full: b (waiting) is dropped, a (in flight) stays
     assert.deepEqual(results, ['dropped']);
     await rx.until((r) => r.length >= 6, 5_000, 'three attempts of a and of c');
-    await new Promise((r) => setTimeout(r, 150));
+    await until(() => hook.status().failed === 2, 'both given up');
+    await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(rx.received.map((r) => r.body.episodeId), ['a', 'a', 'a', 'c', 'c', 'c']);
     const s = hook.status();
     assert.deepEqual([s.pending, s.delivered, s.failed, s.dropped], [0, 0, 2, 1]);
@@ -184,8 +194,7 @@ test('an unreachable webhook is retried and reported with the connection error',
   const hook = new Webhook({ url, limits: { ...fast, alertDeliveryAttempts: 2 } });
   try {
     hook.send(message('firing', 'x'));
-    const deadline = Date.now() + 5_000;
-    while (hook.status().failed === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await until(() => hook.status().failed === 1, 'the message given up');
     assert.equal(hook.status().failed, 1);
     assert.equal(hook.status().lastError, 'ECONNREFUSED');
   } finally {
