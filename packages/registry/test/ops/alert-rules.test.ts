@@ -187,6 +187,23 @@ test('delivery gives up after the last attempt, and a full queue drops the oldes
   }
 });
 
+test('with room for one message, the one in flight is kept and the new one dropped', async () => {
+  const rx = await startReceiver();
+  const dropped: string[] = [];
+  const hook = new Webhook({ url: rx.url, limits: { ...fast, alertMaxPending: 1 }, onResult: (r, m) => r === 'dropped' && dropped.push(m.episodeId) });
+  try {
+    hook.send(message('firing', 'first'));
+    hook.send(message('firing', 'second'));
+    await until(() => hook.status().delivered === 1, 'the first delivered');
+    assert.deepEqual(dropped, ['second']);
+    assert.deepEqual(rx.received.map((r) => r.body.episodeId), ['first']);
+    assert.deepEqual([hook.status().pending, hook.status().dropped], [0, 1]);
+  } finally {
+    hook.close();
+    await rx.close();
+  }
+});
+
 test('an unreachable webhook is retried and reported with the connection error', async () => {
   const rx = await startReceiver();
   const url = rx.url;
