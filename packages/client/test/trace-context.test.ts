@@ -1,6 +1,7 @@
 // Goal: with an OpenTelemetry SDK in the application, the SDK's requests to the registry
 // and its fetches to services carry the active span as a W3C traceparent; without an
-// active span nothing is added, and a traceparent the caller set is kept.
+// active span nothing is added, and a traceparent the caller set is kept. A registry
+// started with --otlp-endpoint makes its server span a child of the application's span.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
@@ -26,7 +27,20 @@ test('traceparent is injected from the active span into registry calls and servi
   });
   await new Promise<void>((r) => service.listen(0, '127.0.0.1', r));
   const port = (service.address() as AddressInfo).port;
-  const agent = await spawnAgent(['--dev']);
+  const exported: any[] = [];
+  const collector = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      exported.push(JSON.parse(body));
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((r) => collector.listen(0, '127.0.0.1', r));
+  const collectorUrl = `http://127.0.0.1:${(collector.address() as AddressInfo).port}/v1/traces`;
+  const agent = await spawnAgent(['--dev', '--otlp-endpoint', collectorUrl]);
+  const registry = new RegistryHttp(new Endpoints([agent.url]));
+  let appSpan = { traceId: '', spanId: '' };
   const client = await connect({ endpoints: [agent.url] });
   const http = new RegistryHttp(new Endpoints([`http://127.0.0.1:${port}`]));
   try {
@@ -51,13 +65,23 @@ test('traceparent is injected from the active span into registry calls and servi
       const own = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
       await (await view.fetch('/own', { headers: { traceparent: own } })).text();
       assert.equal(seen.at(-1)!.traceparent, own, 'a traceparent the caller set is not replaced');
+      assert.equal((await registry.any({ method: 'GET', path: '/v1/services/traced' })).status, 200);
+      appSpan = { traceId, spanId };
       span.end();
     });
+    // The registry exports its spans when it stops (SIGTERM flushes them).
+    await agent.kill('SIGTERM');
+    const spans = exported.flatMap((e) => e.resourceSpans.flatMap((rs: any) => rs.scopeSpans.flatMap((ss: any) => ss.spans)));
+    const server = spans.find((x: any) => x.name === 'GET /v1/services/:service' && x.traceId === appSpan.traceId);
+    assert.ok(server, `the registry's span joined the application's trace; got ${JSON.stringify(spans.map((x: any) => [x.name, x.traceId]))}`);
+    assert.equal(server.parentSpanId, appSpan.spanId);
   } finally {
     await client.close();
     await agent.kill();
     await provider.shutdown();
     service.closeAllConnections();
     await new Promise<void>((r) => service.close(() => r()));
+    collector.closeAllConnections();
+    await new Promise<void>((r) => collector.close(() => r()));
   }
 });

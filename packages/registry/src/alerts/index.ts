@@ -83,12 +83,14 @@ export class Alerts {
     for (const d of dirty.values()) {
       const svc = engine.registry.service(d.namespace, d.service);
       let instances = 0;
+      let up = 0;
       let healthy = 0;
       for (const rec of svc?.instances.values() ?? []) {
         instances++;
+        if (rec.instance.status === 'up') up++;
         if (isHealthy(rec.instance)) healthy++;
       }
-      services.push({ namespace: d.namespace, service: d.service, instances, healthy, ...(d.lastRemoval ? { lastRemoval: d.lastRemoval } : {}) });
+      services.push({ namespace: d.namespace, service: d.service, instances, up, healthy, ...(d.lastRemoval ? { lastRemoval: d.lastRemoval } : {}) });
     }
     const transitions = this.rules.evaluate({ services, selfPreservation: engine.registry.selfPreservationStatus(), cluster: engine.cluster?.() });
     for (const t of transitions) {

@@ -5,7 +5,7 @@
  * is elsewhere (webhooks.ts). Described in docs/alerts.md.
  *
  *   service_unavailable  (critical) a service that had a healthy instance has none: its
- *                        instances are all unhealthy, or the last one went away other than
+ *                        instances that are up are all critical, or the last one went away other than
  *                        by deregistration (its lease expired, its connection was lost, a
  *                        check deregistered it). A service whose last instance was
  *                        deregistered on purpose is retired, not down: no alert, and an
@@ -21,8 +21,9 @@ import type { Clock } from '../core/clock.js';
 export interface ServiceObservation {
   namespace: string;
   service: string;
-  /** Instances now registered, and how many of them are healthy (up, not critical). */
+  /** Instances now registered, how many have admin status `up`, and how many of those are healthy (not critical). */
   instances: number;
+  up: number;
   healthy: number;
   /** When no instance is left: why the last one went. */
   lastRemoval?: DeleteReason;
@@ -89,11 +90,14 @@ export class AlertRules {
       return;
     }
     if (!this.everHealthy.has(subject)) return;
+    // Every instance left was taken out of service on purpose (draining, out_of_service):
+    // no new episode; an open one stays open until a healthy instance is back.
+    if (s.instances > 0 && s.up === 0) return;
     const details: Record<string, unknown> = { namespace: s.namespace, service: s.service, instances: s.instances, healthy: 0 };
     if (s.lastRemoval !== undefined && s.instances === 0) details.lastRemoval = s.lastRemoval;
     const summary = s.instances === 0
       ? `service ${subject} has no instance left (the last one went: ${s.lastRemoval})`
-      : `service ${subject} has no healthy instance (${s.instances} registered, none up and passing)`;
+      : `service ${subject} has no healthy instance (${s.instances} registered, ${s.up} of them up, all critical)`;
     this.fire('service_unavailable', subject, summary, details, out);
   }
 

@@ -46,6 +46,7 @@ export function displayUrl(url: string): string {
 export class Webhook {
   private readonly queue: Queued[] = [];
   private running = false;
+  private inFlight: Queued | null = null;
   private closed = false;
   private timer: NodeJS.Timeout | null = null;
   private wake: (() => void) | null = null;
@@ -64,14 +65,17 @@ export class Webhook {
 
   send(message: AlertMessage): void {
     if (this.closed) return;
+    const item: Queued = { message, attempts: 0 };
     if (this.queue.length >= Math.max(1, this.opts.limits.alertMaxPending)) {
-      // The oldest waiting message goes, unless it is the one being attempted now.
-      const at = this.running && this.queue.length > 1 ? 1 : 0;
-      const [old] = this.queue.splice(at, 1);
+      // The oldest message not being attempted right now goes; when the only one queued
+      // is in flight (alertMaxPending 1), the new one goes instead.
+      const at = this.queue.findIndex((q) => q !== this.inFlight);
+      const [old] = at >= 0 ? this.queue.splice(at, 1) : [item];
       this.dropped++;
-      if (old) this.opts.onResult?.('dropped', old.message, 'the queue was full (alertMaxPending)');
+      this.opts.onResult?.('dropped', (old as Queued).message, 'the queue was full (alertMaxPending)');
+      if (at < 0) return;
     }
-    this.queue.push({ message, attempts: 0 });
+    this.queue.push(item);
     if (!this.running) void this.run();
   }
 
@@ -94,7 +98,9 @@ export class Webhook {
       while (!this.closed && this.queue.length > 0) {
         const item = this.queue[0] as Queued;
         item.attempts++;
+        this.inFlight = item;
         const error = await this.attempt(item.message);
+        this.inFlight = null;
         if (this.closed) return;
         if (error === null) {
           this.queue.shift();

@@ -2,10 +2,11 @@
  * Prometheus metrics of one node (its own registry, so several nodes fit in one process).
  * Every metric is described in docs/metrics.md.
  *
- * Cost per request: plain counters found by three Map lookups (route, method, status) and a bucket
- * search; no label object is built, hashed or validated (prom-client's own counters do all
- * three on every inc, even through labels()). They are turned into samples when scraped. Gauges over the registry's state are computed when
- * scraped (collect callbacks), never on the write path.
+ * Cost per request: plain counters found by three Map lookups (route, method, status) and
+ * a bucket search; no label object is built, hashed or validated (prom-client's own
+ * counters do all three on every inc, even through labels()). They become samples when
+ * scraped. Gauges over the registry's state are computed when scraped (collect callbacks),
+ * never on the write path.
  */
 import { ADMIN_STATUSES, DELETE_REASONS, HEALTH_STATES, PUT_REASONS, type AdminStatus, type Health, type WatchEvent } from '@switchboard/protocol';
 import client from 'prom-client';
@@ -53,7 +54,7 @@ export function createMetrics(engine: Engine, streams: () => number, sessions: (
   const close = (): void => {
     for (const d of detach.splice(0)) d();
   };
-  return { registry, watchEvents, watchDropped, observeRequest: (m, r, st, sec) => http.observe(m, r, st, sec), close };
+  return { registry, watchEvents, watchDropped, observeRequest: http.observe.bind(http), close };
 }
 
 /** A counter that mirrors a total kept elsewhere (read when scraped). */

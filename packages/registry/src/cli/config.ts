@@ -95,6 +95,11 @@ function limitsOf(v: unknown, where: string): Limits {
   atLeast('maxHistoryPerInstance', 1, 'a history keeps at least the last change');
   atLeast('reportMinReporters', 2, 'one consumer alone must never change an instance');
   atLeast('selfPreservationWindowMs', 1, 'lapses are counted within a window');
+  atLeast('alertEvaluateIntervalMs', 10, 'alert conditions are evaluated on a timer');
+  atLeast('alertDeliveryAttempts', 1, 'a message is sent at least once');
+  atLeast('alertMaxPending', 1, 'a webhook queues at least the message being sent');
+  atLeast('alertWebhookTimeoutMs', 1, 'an attempt waits for an answer');
+  atLeast('alertRetryMaxMs', out.alertRetryBaseMs, 'the cap is at least the first retry delay (alertRetryBaseMs)');
   if (out.selfPreservationThresholdPercent > 100) {
     throw new ConfigError(`${where}.selfPreservationThresholdPercent`, `${where}.selfPreservationThresholdPercent must be 0-100 (100 turns self-preservation off)`);
   }

@@ -30,7 +30,9 @@ export const TRACING_LIMITS = Object.freeze({
   maxQueueSize: 4096,
   maxExportBatchSize: 512,
   scheduledDelayMillis: 1000,
-  exportTimeoutMillis: 10_000,
+  exportTimeoutMillis: 5_000,
+  /** Longest the agent's shutdown waits for the last spans to be exported. */
+  shutdownFlushMillis: 5_000,
 });
 
 interface Traced {
@@ -39,10 +41,21 @@ interface Traced {
 }
 
 export function startSdk(opts: TracingOptions): Tracing {
+  // The SDK reports export failures here, some as serialised errors: one readable line each.
+  const warn = (msg: string): void => {
+    let text = msg;
+    try {
+      const parsed = JSON.parse(msg) as { message?: unknown };
+      if (typeof parsed.message === 'string') text = parsed.message;
+    } catch {
+      /* a plain message */
+    }
+    opts.logger.warn(`tracing: ${text}`);
+  };
   diag.setLogger(
     {
-      error: (msg, ...args) => opts.logger.warn({ otel: args }, `tracing: ${msg}`),
-      warn: (msg, ...args) => opts.logger.warn({ otel: args }, `tracing: ${msg}`),
+      error: warn,
+      warn,
       info: () => undefined,
       debug: () => undefined,
       verbose: () => undefined,
@@ -50,9 +63,10 @@ export function startSdk(opts: TracingOptions): Tracing {
     DiagLogLevel.WARN,
   );
   const exporter = new OTLPTraceExporter({ url: opts.endpoint, timeoutMillis: TRACING_LIMITS.exportTimeoutMillis });
+  const { maxQueueSize, maxExportBatchSize, scheduledDelayMillis, exportTimeoutMillis } = TRACING_LIMITS;
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: opts.serviceName, [ATTR_SERVICE_VERSION]: opts.serviceVersion, 'service.instance.id': opts.nodeId }),
-    spanProcessors: [new BatchSpanProcessor(exporter, TRACING_LIMITS)],
+    spanProcessors: [new BatchSpanProcessor(exporter, { maxQueueSize, maxExportBatchSize, scheduledDelayMillis, exportTimeoutMillis })],
   });
   // The global tracer provider, AsyncLocalStorage context manager and W3C propagators.
   provider.register();
@@ -126,10 +140,17 @@ export function startSdk(opts: TracingOptions): Tracing {
     shutdown: () =>
       (stopping ??= (async () => {
         setActiveTracing(null);
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), TRACING_LIMITS.shutdownFlushMillis);
+        });
         try {
-          await provider.shutdown();
+          const r = await Promise.race([provider.shutdown().then(() => 'done' as const), timeout]);
+          if (r === 'timeout') opts.logger.warn(`tracing: the last spans were not exported within ${TRACING_LIMITS.shutdownFlushMillis} ms; stopping without them`);
         } catch (err) {
           opts.logger.warn({ err }, 'tracing: the last spans could not be exported');
+        } finally {
+          clearTimeout(timer);
         }
       })()),
   };

@@ -17,11 +17,12 @@ function rules(): { rules: AlertRules; clock: ManualClock } {
   return { rules: new AlertRules({ clock, newId: () => `ep${++n}` }), clock };
 }
 
-const svc = (healthy: number, instances: number, lastRemoval?: ServiceObservation['lastRemoval']): ServiceObservation => ({
+const svc = (healthy: number, instances: number, lastRemoval?: ServiceObservation['lastRemoval'], up = instances): ServiceObservation => ({
   namespace: 'default',
   service: 'orders',
   healthy,
   instances,
+  up,
   ...(lastRemoval ? { lastRemoval } : {}),
 });
 
@@ -72,6 +73,17 @@ test('a service never seen healthy does not fire; a deregistered last instance r
   assert.equal((t[0]!.episode.details.resolution as { retired: boolean }).retired, true);
 });
 
+test('instances taken out of service on purpose do not fire; critical ones among them do', () => {
+  const { rules: r } = rules();
+  r.evaluate({ services: [svc(2, 2)], selfPreservation: calm });
+  assert.deepEqual(r.evaluate({ services: [svc(0, 2, undefined, 0)], selfPreservation: calm }), [], 'both draining');
+  const t = r.evaluate({ services: [svc(0, 2, undefined, 1)], selfPreservation: calm });
+  assert.deepEqual(t.map((x) => x.status), ['firing'], 'one is up but critical');
+  assert.match(t[0]!.episode.summary, /no healthy instance \(2 registered/);
+  assert.deepEqual(r.evaluate({ services: [svc(0, 2, undefined, 0)], selfPreservation: calm }), [], 'stays open while drained');
+  assert.deepEqual(r.evaluate({ services: [svc(1, 2, undefined, 1)], selfPreservation: calm }).map((x) => x.status), ['resolved']);
+});
+
 test('self-preservation, unreachable peers and an unreachable store are episodes too', () => {
   const { rules: r } = rules();
   const protecting = { ...calm, state: 'protecting', reason: '8 of 10 leases lapsed', blockedLeases: 8, zones: [] } as AlertInputs['selfPreservation'];
@@ -119,6 +131,14 @@ const message = (status: 'firing' | 'resolved', episodeId: string): AlertMessage
   sentAt: '',
 });
 
+async function until(pred: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 const fast = { alertDeliveryAttempts: 4, alertMaxPending: 8, alertRetryBaseMs: 20, alertRetryMaxMs: 80, alertWebhookTimeoutMs: 2_000 };
 
 test('a webhook that fails twice gets the message once, in order with the next one', async () => {
@@ -130,7 +150,8 @@ test('a webhook that fails twice gets the message once, in order with the next o
     hook.send(message('firing', 'e1'));
     hook.send(message('resolved', 'e1'));
     await rx.until((r) => r.length >= 4, 5_000, 'four requests');
-    await new Promise((r) => setTimeout(r, 200));
+    await until(() => results.length >= 4, 'the fourth answer read');
+    await new Promise((r) => setTimeout(r, 100));
     assert.equal(rx.received.length, 4, 'no request after both were delivered');
     assert.deepEqual(rx.received.map((r) => [r.status, r.body.status]), [[503, 'firing'], [503, 'firing'], [200, 'firing'], [200, 'resolved']]);
     assert.ok(Date.now() - started >= 20 + 40, 'waited the backoff between attempts');
@@ -154,11 +175,29 @@ test('delivery gives up after the last attempt, and a full queue drops the oldes
     hook.send(message('firing', 'c')); // queue full: b (waiting) is dropped, a (in flight) stays
     assert.deepEqual(results, ['dropped']);
     await rx.until((r) => r.length >= 6, 5_000, 'three attempts of a and of c');
-    await new Promise((r) => setTimeout(r, 150));
+    await until(() => hook.status().failed === 2, 'both given up');
+    await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(rx.received.map((r) => r.body.episodeId), ['a', 'a', 'a', 'c', 'c', 'c']);
     const s = hook.status();
     assert.deepEqual([s.pending, s.delivered, s.failed, s.dropped], [0, 0, 2, 1]);
     assert.equal(results.filter((r) => r === 'failed').length, 2);
+  } finally {
+    hook.close();
+    await rx.close();
+  }
+});
+
+test('with room for one message, the one in flight is kept and the new one dropped', async () => {
+  const rx = await startReceiver();
+  const dropped: string[] = [];
+  const hook = new Webhook({ url: rx.url, limits: { ...fast, alertMaxPending: 1 }, onResult: (r, m) => r === 'dropped' && dropped.push(m.episodeId) });
+  try {
+    hook.send(message('firing', 'first'));
+    hook.send(message('firing', 'second'));
+    await until(() => hook.status().delivered === 1, 'the first delivered');
+    assert.deepEqual(dropped, ['second']);
+    assert.deepEqual(rx.received.map((r) => r.body.episodeId), ['first']);
+    assert.deepEqual([hook.status().pending, hook.status().dropped], [0, 1]);
   } finally {
     hook.close();
     await rx.close();
@@ -172,8 +211,7 @@ test('an unreachable webhook is retried and reported with the connection error',
   const hook = new Webhook({ url, limits: { ...fast, alertDeliveryAttempts: 2 } });
   try {
     hook.send(message('firing', 'x'));
-    const deadline = Date.now() + 5_000;
-    while (hook.status().failed === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await until(() => hook.status().failed === 1, 'the message given up');
     assert.equal(hook.status().failed, 1);
     assert.equal(hook.status().lastError, 'ECONNREFUSED');
   } finally {

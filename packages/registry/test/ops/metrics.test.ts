@@ -26,7 +26,7 @@ test('metrics after registrations, a watch and a lease expiry', async () => {
   let watch: SseReader | undefined;
   try {
     watch = await SseReader.open(`${agent.url}/v1/watch`);
-    const lease = await call(agent.url, 'POST', '/v1/leases', { ttlMs: 1000 });
+    const lease = await call(agent.url, 'POST', '/v1/leases', { ttlMs: 3000 });
     assert.equal(lease.status, 201);
     const leaseId = lease.body.leaseId as string;
     for (const id of ['o1', 'o2']) {
@@ -46,7 +46,7 @@ test('metrics after registrations, a watch and a lease expiry', async () => {
     assert.equal(before.value('switchboard_watch_streams'), 1);
 
     // The lease is not kept alive: both of its instances go, announced as deletes.
-    await watch.until(() => watch!.events.filter((e) => e.json.type === 'delete').length === 2, 10_000, 'two deletes');
+    await watch.until(() => watch!.events.filter((e) => e.json.type === 'delete').length === 2, 15_000, 'two deletes');
     const m = await scrape(agent.url);
 
     assert.equal(m.types.get('switchboard_http_requests_total'), 'counter');

@@ -53,10 +53,28 @@ test('off: no SDK registered, no hooks installed, withSpan is the function itsel
       await app.close();
       // The app built without tracing still has none of them.
       assert.deepEqual(hookCounts(off.app), without);
+
+      // withSpan: nested spans are parent and child; a rejection marks the span failed
+      // and is passed on unchanged.
+      const boom = new Error('etcd is gone');
+      const got = await withSpan('peer.replicate', { 'switchboard.peer': 'n2' }, async () => {
+        await assert.rejects(withSpan('etcd.txn', undefined, async () => Promise.reject(boom)), (e) => e === boom);
+        return 42;
+      });
+      assert.equal(got, 42);
     } finally {
       await tracing.shutdown();
     }
     assert.equal(tracingEnabled(), false, 'off again after shutdown');
+    const spans = otlpSpans(receiver.received);
+    const outer = spans.find((x) => x.name === 'peer.replicate');
+    const inner = spans.find((x) => x.name === 'etcd.txn');
+    assert.ok(outer && inner, `exported on shutdown; got ${JSON.stringify(spans.map((x) => x.name))}`);
+    assert.equal(inner.parentSpanId, outer.spanId);
+    assert.equal(inner.traceId, outer.traceId);
+    assert.equal(outer.attributes['switchboard.peer'], 'n2');
+    assert.equal(inner.status.code, 2, 'STATUS_CODE_ERROR');
+    assert.notEqual(outer.status.code, 2);
   } finally {
     await off.close();
     await receiver.close();
