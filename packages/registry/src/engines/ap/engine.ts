@@ -178,6 +178,8 @@ export class ApEngine implements Engine {
   private readonly displaced = new Map<string, Map<string, { instance: WireInstance; specs: CheckSpec[] }>>();
   private protection: { engaged: boolean; since: number | null; reason: string | null; heldLeases: number } = { engaged: false, since: null, reason: null, heldLeases: 0 };
   private readonly started: number;
+  /** The view may differ from what reachability asks (set by peer changes and records of absent owners). */
+  private viewDirty = true;
   readonly stats = {
     batchesSent: 0,
     batchesReceived: 0,
@@ -639,6 +641,7 @@ export class ApEngine implements Engine {
       this.stats.recordsApplied++;
       const stored = this.table.get(key) as StoredRecord;
       this.noteDisplaced(before, stored);
+      if (stored.o !== this.nodeId && !this.peerUp(stored.o)) this.viewDirty = true;
       const shown = this.registry.instance(r.namespace, r.service, r.id);
       if (r.del) {
         if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: r.del, detail: r.detail ?? `from ${from}`, repl: { v: r.v, o: r.o } });
@@ -899,6 +902,7 @@ export class ApEngine implements Engine {
     if (st.up === up) return;
     st.up = up;
     st.downSince = up ? null : this.opts.clock.now();
+    this.viewDirty = true;
     this.opts.onEvent?.(up ? 'peer_up' : 'peer_down', { peer });
     if (up) {
       if (this.readyFlag) this.startRound(peer);
@@ -938,6 +942,10 @@ export class ApEngine implements Engine {
    */
   private reconcile(): void {
     if (this.closed) return;
+    const allUp = [...this.peerState.values()].every((p) => p.up);
+    // With every peer reachable and nothing flagged since, the view is right: a table walk is saved.
+    if (allUp && !this.viewDirty) return;
+    this.viewDirty = !allUp;
     this.updateProtection();
     const changes: Change[] = [];
     for (const r of this.table.values()) {
