@@ -474,6 +474,7 @@ const { suite, rest } = suiteOf(process.argv.slice(2));
 const run =
   suite === 'standalone'
     ? main(rest)
+    : suite === 'ap' ? import('./ap.mjs').then((m) => m.main(rest))
     : import('./compare/runner.mjs').then((m) => m.main(process.argv.slice(2)));
 run.then(
   (code) => {

@@ -27,7 +27,10 @@ import { ServiceView, type ServiceOptions, type SwitchboardFetchInit } from './v
  * });
  */
 export interface ClientOptions {
-  /** Registry nodes, tried in order with failover. Default `$SWITCHBOARD_ADDR` or http://127.0.0.1:7700. */
+  /**
+   * Registry nodes, tried in order with failover (an entry may hold a comma-separated
+   * list). Default `$SWITCHBOARD_ADDR` (comma-separated) or http://127.0.0.1:7700.
+   */
   endpoints?: string[];
   /** Namespace of registrations and views unless they say otherwise. Default `default`. */
   namespace?: string;
@@ -118,7 +121,7 @@ export class SwitchboardClient extends EventEmitter {
   constructor(private readonly opts: ClientOptions = {}) {
     super();
     this.namespace = checked(() => validateNamespace(opts.namespace ?? DEFAULT_NAMESPACE));
-    this.endpoints = new Endpoints(opts.endpoints ?? [process.env.SWITCHBOARD_ADDR ?? 'http://127.0.0.1:7700']);
+    this.endpoints = new Endpoints(splitEndpoints(opts.endpoints ?? process.env.SWITCHBOARD_ADDR ?? 'http://127.0.0.1:7700'));
     const connectTimeoutMs = opts.connectTimeoutMs ?? 2_000;
     this.http = new RegistryHttp(this.endpoints, { requestTimeoutMs: opts.requestTimeoutMs ?? 5_000, connectTimeoutMs });
     const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
@@ -329,8 +332,24 @@ export class SwitchboardClient extends EventEmitter {
  * import { connect } from '@switchboard/client';
  * const client = await connect({ endpoints: ['http://127.0.0.1:7700'] });
  */
-export async function connect(opts: ClientOptions = {}): Promise<SwitchboardClient> {
-  return new SwitchboardClient(opts);
+export async function connect(opts?: ClientOptions): Promise<SwitchboardClient>;
+/**
+ * The registry nodes first: one address, a comma-separated list, or an array. Every node
+ * of a cluster can be given; the client fails over between them by itself.
+ *
+ * @example
+ * const client = await connect('http://10.0.0.1:7700,http://10.0.0.2:7700,http://10.0.0.3:7700');
+ * const same = await connect(['http://10.0.0.1:7700', 'http://10.0.0.2:7700'], { leaseTtlMs: 5_000 });
+ */
+export async function connect(endpoints: string | readonly string[], opts?: ClientOptions): Promise<SwitchboardClient>;
+export async function connect(first: ClientOptions | string | readonly string[] = {}, more: ClientOptions = {}): Promise<SwitchboardClient> {
+  if (typeof first === 'string' || Array.isArray(first)) return new SwitchboardClient({ ...more, endpoints: splitEndpoints(first as string | readonly string[]) });
+  return new SwitchboardClient(first as ClientOptions);
+}
+
+/** @internal `a,b` or [`a`, `b,c`] as one list of endpoints. */
+export function splitEndpoints(v: string | readonly string[]): string[] {
+  return (typeof v === 'string' ? [v] : v).flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== '');
 }
 
 function invalid(field: string, detail: string, hint: string): InvalidArgumentError {

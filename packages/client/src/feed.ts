@@ -15,10 +15,10 @@
  */
 import { request } from 'undici';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
-import { parseEventId, type Instance, type NodeStatus, type ResetEvent, type ServiceAnswer, type WatchEvent } from '@switchboard/protocol';
+import { parseEventId, type Instance, type Problem, type NodeStatus, type ResetEvent, type ServiceAnswer, type WatchEvent } from '@switchboard/protocol';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { ProtocolError, RegistryUnavailableError, TimeoutError, registryError } from './errors.js';
-import { queryString, type Endpoints, type RegistryHttp } from './registry-http.js';
+import { queryString, retryAfterHeader, retryAfterOf, type Endpoints, type RegistryHttp } from './registry-http.js';
 import { readSnapshot, writeSnapshot } from './snapshot.js';
 import { sleep, unrefTimer } from './time.js';
 
@@ -141,6 +141,11 @@ export class ServiceFeed {
       let streamed = false;
       for (const endpoint of endpoints.order()) {
         if (this.closed) return;
+        if (endpoints.coolingMs(endpoint) > 0) {
+          // It asked us to wait (Retry-After): the next round waits for it.
+          last ??= new Error(`${endpoint} asked to retry later`);
+          continue;
+        }
         const started = performance.now();
         try {
           await this.stream(endpoint);
@@ -163,7 +168,7 @@ export class ServiceFeed {
         this.opts.onError(new RegistryUnavailableError(endpoints.list, last, `watch of ${this.opts.service}: no registry endpoint answered (${last instanceof Error ? last.message : String(last)})`));
       }
       try {
-        await sleep(backoff.next(), this.stop.signal);
+        await sleep(Math.max(backoff.next(), endpoints.waitMs()), this.stop.signal);
       } catch {
         return;
       }
@@ -226,7 +231,12 @@ export class ServiceFeed {
       } catch {
         throw new ProtocolError(`${endpoint} answered the watch with ${res.statusCode}`);
       }
-      throw registryError({ ...(problem as object), status: res.statusCode } as never, endpoint);
+      const p = { ...(problem as Problem), status: res.statusCode };
+      const header = retryAfterHeader(res.headers['retry-after']);
+      if (p.retryAfterSec === undefined && header !== undefined) p.retryAfterSec = header;
+      const err = registryError(p, endpoint);
+      this.opts.endpoints.coolDown(endpoint, retryAfterOf(err));
+      throw err;
     }
     return res;
   }
@@ -387,7 +397,9 @@ export function diff(before: ReadonlyMap<string, Instance>, after: ReadonlyMap<s
 }
 
 function sameInstance(a: Instance, b: Instance): boolean {
-  return a === b || (a.modRevision === b.modRevision && a.status === b.status && a.health === b.health && a.address === b.address && a.port === b.port && a.weight === b.weight && a.zone === b.zone && a.version === b.version);
+  // Revisions are per node epoch: after a failover the same numbers may name another
+  // record, so the lease and creation revision are compared too.
+  return a === b || (a.modRevision === b.modRevision && a.createRevision === b.createRevision && a.leaseId === b.leaseId && a.status === b.status && a.health === b.health && a.address === b.address && a.port === b.port && a.weight === b.weight && a.zone === b.zone && a.version === b.version);
 }
 
 function isStreamError(err: unknown): boolean {

@@ -9,7 +9,7 @@
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { ClientClosedError, RegistryError, RegistryUnavailableError } from './errors.js';
 import type { Endpoints, RegistryHttp } from './registry-http.js';
-import { isUnavailable } from './registry-http.js';
+import { isUnavailable, retryAfterOf } from './registry-http.js';
 import { RestBinding, SessionUnsupportedError, WsBinding, type Binding, type BindingEnd, type LeaseInfo } from './session.js';
 import { sleep } from './time.js';
 
@@ -192,10 +192,13 @@ export class LeaseKeeper {
       let last: unknown;
       for (const endpoint of this.endpoints.order(preferred)) {
         if (this.closed) return null;
+        // A node that asked us to wait (Retry-After) is not asked again before that.
+        if (this.endpoints.coolingMs(endpoint) > 0) continue;
         try {
           return await this.bind(endpoint, leaseId);
         } catch (err) {
           if (this.closed) return null;
+          this.endpoints.coolDown(endpoint, retryAfterOf(err));
           last = err;
           if (err instanceof RegistryError && !isUnavailable(err) && err.code !== 'RATE_LIMITED') this.opts.onError(err);
         }
@@ -209,7 +212,7 @@ export class LeaseKeeper {
   /** Waits the next backoff step; false when the keeper was closed meanwhile. */
   private async pause(backoff: Backoff): Promise<boolean> {
     try {
-      await sleep(backoff.next(), this.stop.signal);
+      await sleep(Math.max(backoff.next(), this.endpoints.waitMs()), this.stop.signal);
       return true;
     } catch {
       return false;

@@ -6,7 +6,7 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import type { Problem } from '@switchboard/protocol';
 import { ProtocolError, RegistryError, RegistryUnavailableError, registryError } from './errors.js';
-import { deadline } from './time.js';
+import { deadline, sleep } from './time.js';
 
 /**
  * @internal The registry endpoints of a client and which one is preferred. A failure moves the
@@ -20,16 +20,55 @@ import { deadline } from './time.js';
 export class Endpoints {
   readonly list: readonly string[];
   private preferred = 0;
+  /** Endpoints that asked us to wait (Retry-After on 429/503): not before this time. */
+  private readonly coolUntil = new Map<string, number>();
 
-  constructor(urls: readonly string[]) {
+  constructor(
+    urls: readonly string[],
+    private readonly now: () => number = () => performance.now(),
+  ) {
     if (urls.length === 0) throw new RangeError('give at least one registry endpoint, such as http://127.0.0.1:7700');
-    this.list = urls.map(normalizeEndpoint);
+    this.list = [...new Set(urls.map(normalizeEndpoint))];
   }
 
-  /** Every endpoint once, the preferred one first. */
+  /**
+   * Every endpoint once, the preferred one first; endpoints still within the Retry-After
+   * they asked for come last (the soonest usable first).
+   */
   order(first?: string): string[] {
     const start = first === undefined ? this.preferred : Math.max(0, this.list.indexOf(first));
-    return this.list.map((_, i) => this.list[(start + i) % this.list.length] as string);
+    const all = this.list.map((_, i) => this.list[(start + i) % this.list.length] as string);
+    const ready = all.filter((u) => this.coolingMs(u) === 0);
+    if (ready.length === all.length) return all;
+    const cooling = all.filter((u) => this.coolingMs(u) > 0).sort((a, b) => this.coolingMs(a) - this.coolingMs(b));
+    return [...ready, ...cooling];
+  }
+
+  /** The endpoint answered 429 or 503 with Retry-After: leave it alone for `ms`. */
+  coolDown(url: string, ms: number): void {
+    if (!(ms > 0)) return;
+    const until = this.now() + Math.min(ms, MAX_RETRY_AFTER_MS);
+    if ((this.coolUntil.get(url) ?? 0) < until) this.coolUntil.set(url, until);
+    this.failed(url);
+  }
+
+  /** Milliseconds until `url` may be asked again (0: now). */
+  coolingMs(url: string): number {
+    const until = this.coolUntil.get(url);
+    if (until === undefined) return 0;
+    const left = until - this.now();
+    if (left <= 0) {
+      this.coolUntil.delete(url);
+      return 0;
+    }
+    return left;
+  }
+
+  /** Milliseconds until some endpoint may be asked (0 when one may be asked now). */
+  waitMs(): number {
+    let min = Infinity;
+    for (const u of this.list) min = Math.min(min, this.coolingMs(u));
+    return min === Infinity ? 0 : min;
   }
 
   /** The endpoint after `url` in the list (the failover target). */
@@ -47,6 +86,15 @@ export class Endpoints {
     const i = this.list.indexOf(url);
     if (i === this.preferred) this.preferred = (i + 1) % this.list.length;
   }
+}
+
+/** @internal A Retry-After longer than this is taken as this (a misconfigured node must not park a client for hours). */
+export const MAX_RETRY_AFTER_MS = 60_000;
+
+/** @internal The wait a refusal asks for: 429 and 503 answers with Retry-After (or retryAfterSec). */
+export function retryAfterOf(err: unknown): number {
+  if (err instanceof RegistryError && (err.status === 429 || err.status === 503) && err.retryAfterMs !== undefined) return err.retryAfterMs;
+  return 0;
 }
 
 /** @internal `http://host:port` without a trailing slash; refuses anything but http(s) URLs. */
@@ -147,6 +195,7 @@ export class RegistryHttp {
       return { status: res.statusCode, body: parseAnswer<T>(res, text, endpoint), headers: res.headers, endpoint };
     } catch (err) {
       if (dl.signal.aborted) throw dl.signal.reason;
+      this.endpoints.coolDown(endpoint, retryAfterOf(err));
       throw err;
     } finally {
       dl.done();
@@ -160,6 +209,12 @@ export class RegistryHttp {
   async any<T>(spec: RequestSpec): Promise<JsonAnswer<T>> {
     let last: unknown;
     for (const endpoint of this.endpoints.order()) {
+      // Every node left asked us to wait: wait (within the request's time), never ask early.
+      const wait = this.endpoints.coolingMs(endpoint);
+      if (wait > 0) {
+        if (last !== undefined || wait > (spec.timeoutMs ?? this.requestTimeoutMs)) break;
+        await sleep(wait, spec.signal);
+      }
       try {
         const answer = await this.call<T>(endpoint, spec);
         this.endpoints.succeeded(endpoint);
@@ -194,7 +249,19 @@ function parseAnswer<T>(res: Dispatcher.ResponseData, text: string, endpoint: st
     if (!p || typeof p.code !== 'string') {
       throw registryError({ type: 'about:blank', title: 'Error', status: res.statusCode, detail: `${endpoint} answered ${res.statusCode}`, code: 'INTERNAL' }, endpoint);
     }
-    throw registryError({ ...(p as Problem), status: res.statusCode }, endpoint);
+    const problem: Problem = { ...(p as Problem), status: res.statusCode };
+    const header = retryAfterHeader(res.headers['retry-after']);
+    if (problem.retryAfterSec === undefined && header !== undefined) problem.retryAfterSec = header;
+    throw registryError(problem, endpoint);
   }
   return body as T;
+}
+
+/** @internal Retry-After in seconds (delta-seconds or an HTTP date), undefined when absent or unreadable. */
+export function retryAfterHeader(v: string | string[] | undefined): number | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  if (s === undefined || s.trim() === '') return undefined;
+  if (/^\d+$/.test(s.trim())) return Number(s.trim());
+  const at = Date.parse(s);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }

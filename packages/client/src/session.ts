@@ -13,7 +13,7 @@ import {
   type SessionServerMessage,
 } from '@switchboard/protocol';
 import { LeaseNotFoundError, ProtocolError, RegistryError, registryError, SwitchboardClientError, TimeoutError } from './errors.js';
-import type { RegistryHttp } from './registry-http.js';
+import { retryAfterHeader, type RegistryHttp } from './registry-http.js';
 import { unrefTimer } from './time.js';
 
 /**
@@ -148,7 +148,15 @@ export class WsBinding implements Binding {
       const bindMsg = (): SessionClientMessage => (leaseId ? { type: 'resume', leaseId } : { type: 'open', ttlMs: opts.ttlMs });
       ws.on('unexpected-response', (_req, res) => {
         res.resume();
-        fail(res.statusCode === 404 || res.statusCode === 405 || res.statusCode === 426 ? new SessionUnsupportedError(opts.endpoint, res.statusCode ?? 0) : new Error(`${opts.endpoint} refused the session: HTTP ${res.statusCode}`));
+        const status = res.statusCode ?? 0;
+        if (status === 404 || status === 405 || status === 426) return fail(new SessionUnsupportedError(opts.endpoint, status));
+        if (status === 429 || status === 503) {
+          // Overloaded or not ready: a typed error that carries the node's Retry-After.
+          const retryAfterSec = retryAfterHeader(res.headers['retry-after']);
+          const code = status === 429 ? 'RATE_LIMITED' : 'NOT_READY';
+          return fail(registryError({ type: `urn:switchboard:error:${code}`, title: code, status, code, detail: `${opts.endpoint} refused the session: HTTP ${status}`, ...(retryAfterSec === undefined ? {} : { retryAfterSec }) }, opts.endpoint));
+        }
+        fail(new Error(`${opts.endpoint} refused the session: HTTP ${status}`));
       });
       ws.on('error', (err) => fail(err));
       ws.on('close', (code) => fail(new Error(`session closed while binding: ${code}`)));

@@ -55,6 +55,24 @@ export interface Limits {
   maxSessionsPerNode: number;
   /** Largest message accepted on a session stream, in bytes. */
   maxSessionMessageBytes: number;
+  /** ap: most peers one node links to (configured, joined and learned ones together). */
+  peerMaxPeers: number;
+  /** ap: largest frame accepted on a peer link, in bytes; a larger one closes the link. */
+  peerMaxFrameBytes: number;
+  /** ap: messages waiting to be written to one peer; more are dropped (and counted). */
+  peerQueueMaxMessages: number;
+  /** ap: bytes waiting to be written to one peer; more are dropped (and counted). */
+  peerQueueMaxBytes: number;
+  /** ap: a ping goes to every peer this often (round-trip time and liveness). */
+  peerPingIntervalMs: number;
+  /** ap: a peer silent for this many ping intervals is unreachable (its link is closed and redialed). */
+  peerMissedPings: number;
+  /** ap: longest TCP connect plus handshake of a peer link. */
+  peerHandshakeTimeoutMs: number;
+  /** ap: first reconnect wait to an unreachable peer (full jitter, doubling). */
+  peerReconnectMinMs: number;
+  /** ap: longest reconnect wait to an unreachable peer. */
+  peerReconnectMaxMs: number;
   /**
    * How long a lease outlives its session's connection when that closes without a
    * hand-over (the process most likely died). Long enough for a reconnect that hands over
@@ -138,6 +156,15 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxQueryTags: 16,
   maxSessionsPerNode: 100_000,
   maxSessionMessageBytes: 4096,
+  peerMaxPeers: 16,
+  peerMaxFrameBytes: 16 * 1024 * 1024,
+  peerQueueMaxMessages: 100_000,
+  peerQueueMaxBytes: 64 * 1024 * 1024,
+  peerPingIntervalMs: 500,
+  peerMissedPings: 4,
+  peerHandshakeTimeoutMs: 2_000,
+  peerReconnectMinMs: 100,
+  peerReconnectMaxMs: 5_000,
   sessionGraceMs: 500,
   maxConcurrentChecks: 256,
   maxCheckOutputLength: 1024,

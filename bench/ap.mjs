@@ -1,0 +1,377 @@
+/**
+ * `npm run bench -- --suite ap`: the ap cluster (three durable Switchboard nodes on
+ * 127.0.0.1, peer links through fault proxies) against a standalone node, a 3-member etcd
+ * and (when installed) a 3-node ZooKeeper:
+ *   1. registration throughput from 64 clients (each with its own lease and connection,
+ *      closed loop; the clients of the ap cluster are spread over its three nodes);
+ *   2. replication lag: a write acknowledged by one node, seen on the watch stream of each
+ *      other node (p50/p99/max at a steady 500 writes/s);
+ *   3. convergence: 10,000 instances registered on each side of a partition, then the
+ *      time from the heal until every node lists all 20,000;
+ *   4. failover: a client of the SDK flips an instance's status in a loop; its node is
+ *      killed; the longest gap between two acknowledged writes.
+ * Options: --duration 10s --warmup 2s --clients 64 --per-side 10000 --skip etcd,zookeeper
+ * Results go to bench/results/ap-<timestamp>.json. Every process is ended by PID.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { Agent as UndiciAgent, request } from 'undici';
+import { startEtcd } from './compare/systems/etcd.mjs';
+import { startZookeeper } from './compare/systems/zookeeper.mjs';
+import { AGENT_BIN, AGENT_CONFIG, startSwitchboard } from './compare/systems/switchboard.mjs';
+import { loadDriver } from './compare/drivers/index.mjs';
+import { payload } from './compare/lib/payload.mjs';
+import { ROOT, freePorts, installCleanup, killAllNow, makeTempDir, removeTempDir, spawnLogged, stopProc, waitReady } from './compare/lib/proc.mjs';
+import { Histogram } from './lib/hist.mjs';
+
+const { FaultProxy } = await import(join(ROOT, 'packages/registry/dist/test/support/fault-proxy.js'));
+const { connect } = await import(join(ROOT, 'packages/client/dist/src/index.js'));
+
+const now = () => performance.now();
+const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+const log = (s) => process.stdout.write(s + '\n');
+
+function parseArgs(argv) {
+  const o = { durationMs: 10_000, warmupMs: 2_000, clients: 64, perSide: 10_000, skip: new Set() };
+  const dur = (v) => {
+    const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(v ?? '');
+    if (!m) throw new Error(`not a duration: ${v}`);
+    return Number(m[1]) * (m[2] === 'ms' ? 1 : 1000);
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--suite') i++;
+    else if (a === '--duration') o.durationMs = dur(argv[++i]);
+    else if (a === '--warmup') o.warmupMs = dur(argv[++i]);
+    else if (a === '--clients') o.clients = Number(argv[++i]);
+    else if (a === '--per-side') o.perSide = Number(argv[++i]);
+    else if (a === '--skip') for (const s of (argv[++i] ?? '').split(',')) o.skip.add(s.trim());
+    else if (a.startsWith('--suite=')) continue;
+    else throw new Error(`unknown option ${a}`);
+  }
+  return o;
+}
+
+// ------------------------------------------------------------------ the ap cluster
+
+/** Three durable ap nodes; node i reaches node j through proxy `i>j`. */
+async function startApCluster(ids = ['a', 'b', 'c']) {
+  const dir = makeTempDir('bench-ap');
+  const cfgFile = join(dir, 'config.json');
+  writeFileSync(cfgFile, JSON.stringify(AGENT_CONFIG));
+  const peerPorts = await freePorts(ids.length);
+  const proxies = new Map();
+  for (const [i, from] of ids.entries()) {
+    for (const [j, to] of ids.entries()) if (i !== j) proxies.set(`${from}>${to}`, await FaultProxy.start({ host: '127.0.0.1', port: peerPorts[j] }));
+  }
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('SWITCHBOARD_')) delete env[k];
+  const nodes = ids.map((id, i) => ({ id, peerPort: peerPorts[i], url: null, proc: null, logFile: join(dir, `${id}.log`) }));
+  const start = async (n) => {
+    const peers = nodes.filter((o) => o !== n).map((o) => `${o.id}@${proxies.get(`${n.id}>${o.id}`).address}`).join(',');
+    writeFileSync(n.logFile, '');
+    n.proc = spawnLogged(`ap ${n.id}`, process.execPath, [AGENT_BIN, 'agent', '--mode', 'ap', '--node-id', n.id, '--data-dir', join(dir, n.id), '--http-addr', '127.0.0.1:0', '--peer-addr', `127.0.0.1:${n.peerPort}`, '--peers', peers, '--log-format', 'json', '--config', cfgFile], { cwd: ROOT, env, logFile: n.logFile });
+    n.url = await waitReady({
+      what: `ap node ${n.id}`,
+      procs: [n.proc],
+      timeoutMs: 30_000,
+      everyMs: 100,
+      probe: async () => /listening on (http:\/\/[^\s"]+)/.exec(readFileSync(n.logFile, 'utf8'))?.[1] ?? null,
+    });
+  };
+  await Promise.all(nodes.map(start));
+  const cluster = {
+    nodes,
+    proxies,
+    start,
+    async waitMeshed(timeoutMs = 30_000) {
+      const end = now() + timeoutMs;
+      for (;;) {
+        const ok = await Promise.all(nodes.filter((n) => n.proc).map(async (n) => {
+          const s = await json(n.url, '/v1/status').catch(() => null);
+          return s?.cluster?.ready === true && s.cluster.members.every((m) => m.reachable || !nodes.find((x) => x.id === m.id)?.proc);
+        }));
+        if (ok.every(Boolean)) return;
+        if (now() > end) throw new Error('the ap cluster did not link up');
+        await sleep(100);
+      }
+    },
+    partition(left, right) {
+      for (const l of left) for (const r of right) for (const k of [`${l}>${r}`, `${r}>${l}`]) proxies.get(k).cut('refuse');
+    },
+    heal() {
+      for (const p of proxies.values()) p.restore();
+    },
+    async kill(id) {
+      const n = nodes.find((x) => x.id === id);
+      await stopProc(n.proc, 0, 'SIGKILL');
+      n.proc = null;
+    },
+    async stop() {
+      await Promise.all(nodes.filter((n) => n.proc).map((n) => stopProc(n.proc, 5_000)));
+      await Promise.all([...proxies.values()].map((p) => p.close()));
+      removeTempDir(dir);
+    },
+  };
+  await cluster.waitMeshed();
+  return cluster;
+}
+
+const http = new UndiciAgent({ connections: 256, keepAliveTimeout: 10_000 });
+async function json(url, path, method = 'GET', body) {
+  const res = await request(url + path, { method, dispatcher: http, headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined, headersTimeout: 10_000, bodyTimeout: 10_000 });
+  const text = await res.body.text();
+  if (res.statusCode >= 400) throw new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`);
+  return text ? JSON.parse(text) : undefined;
+}
+
+// ------------------------------------------------------------------ 1. throughput
+
+/** 64 clients in a closed loop, each with its own lease; `targets` are spread over the clients. */
+async function throughput(label, targets, o) {
+  const drivers = await Promise.all(targets.map((t) => loadDriver(t)));
+  const services = Array.from({ length: o.clients }, (_, c) => `reg-${c}`);
+  await drivers[0].prepareServices(services);
+  const procs = [];
+  for (let c = 0; c < o.clients; c++) procs.push(await drivers[c % drivers.length].process({ ttlMs: 30_000, transport: 'rest' }));
+  const hist = new Histogram();
+  let ops = 0;
+  let errors = 0;
+  const t0 = now();
+  const tStart = t0 + o.warmupMs;
+  const tEnd = tStart + o.durationMs;
+  await Promise.all(procs.map(async (p, c) => {
+    for (let k = 0; now() < tEnd; k++) {
+      const s = now();
+      try {
+        await p.register(`reg-${c}`, `i-${k}`, payload(c, k, k));
+        if (s >= tStart && now() <= tEnd) {
+          ops++;
+          hist.recordMs(now() - s);
+        }
+      } catch {
+        if (s >= tStart) errors++;
+      }
+    }
+  }));
+  await Promise.all(procs.map((p) => p.close({ revoke: false }).catch(() => undefined)));
+  await Promise.all(drivers.map((d) => d.close()));
+  const r = { system: label, clients: o.clients, opsPerSec: Math.round(ops / (o.durationMs / 1000)), errors, latencyMs: { p50: round(hist.percentileMs(50)), p99: round(hist.percentileMs(99)) } };
+  log(`  ${label.padEnd(22)} ${String(r.opsPerSec).padStart(7)} registrations/s   p50 ${r.latencyMs.p50} ms   p99 ${r.latencyMs.p99} ms   errors ${errors}`);
+  return r;
+}
+
+const round = (x) => Math.round(x * 100) / 100;
+
+// ------------------------------------------------------------------ 2. replication lag
+
+/** Writes on node a at `rate`/s; each write's event is timed on the watch streams of b and c. */
+async function replicationLag(cluster, { rate = 500, seconds = 5 } = {}) {
+  const [a, ...others] = cluster.nodes;
+  const acked = new Map();
+  const arrivals = new Map();
+  const hist = new Histogram();
+  let seen = 0;
+  const streams = await Promise.all(others.map(async (n) => {
+    const ac = new AbortController();
+    const res = await request(`${n.url}/v1/watch?service=lag`, { dispatcher: http, signal: ac.signal, headers: { accept: 'text/event-stream' }, bodyTimeout: 0 });
+    let buf = '';
+    res.body.on('data', (chunk) => {
+      const at = now();
+      buf += chunk.toString();
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const ev = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (!/^event: put/m.test(ev)) continue;
+        const id = /"id":"(l-\d+)"/.exec(ev)?.[1];
+        if (!id) continue;
+        // An event may arrive before the write's answer: kept, and timed once the answer is in.
+        const list = arrivals.get(id) ?? [];
+        list.push(at);
+        arrivals.set(id, list);
+        seen++;
+      }
+    });
+    res.body.on('error', () => undefined);
+    return ac;
+  }));
+  const total = rate * seconds;
+  const start = now();
+  const inflight = [];
+  for (let k = 0; k < total; k++) {
+    await sleep(start + (k * 1000) / rate - now());
+    const id = `l-${k}`;
+    inflight.push(json(a.url, `/v1/services/lag/instances/${id}`, 'PUT', { address: '10.9.0.1', port: 1000 + (k % 60000) }).then(() => acked.set(id, now())));
+  }
+  await Promise.all(inflight);
+  const end = now() + 5_000;
+  while (seen < total * others.length && now() < end) await sleep(20);
+  for (const ac of streams) ac.abort();
+  // Lag of each copy: from the origin's acknowledgement to its event on another node (0 when it came first).
+  for (const [id, list] of arrivals) {
+    const t = acked.get(id);
+    if (t !== undefined) for (const at of list) hist.recordMs(Math.max(0, at - t));
+  }
+  const r = { writesPerSec: rate, writes: total, observed: seen, expected: total * others.length, lagMs: { p50: round(hist.percentileMs(50)), p99: round(hist.percentileMs(99)), max: round(hist.percentileMs(100)) } };
+  log(`  replication lag at ${rate} writes/s: p50 ${r.lagMs.p50} ms, p99 ${r.lagMs.p99} ms, max ${r.lagMs.max} ms (${seen}/${r.expected} events seen)`);
+  return r;
+}
+
+// ------------------------------------------------------------------ 3. convergence
+
+async function instancesOn(n) {
+  return (await json(n.url, '/v1/status')).instances;
+}
+
+async function convergence(cluster, perSide) {
+  const [a, b] = cluster.nodes;
+  const before = await Promise.all(cluster.nodes.map(instancesOn));
+  cluster.partition(['a'], ['b', 'c']);
+  await sleep(500);
+  const batch = async (n, prefix) => {
+    for (let i = 0; i < perSide; i += 1000) {
+      const instances = Array.from({ length: Math.min(1000, perSide - i) }, (_, k) => ({ service: `conv-${prefix}-${(i + k) % 50}`, id: `${prefix}-${i + k}`, address: '10.8.0.1', port: 2000 + ((i + k) % 60000) }));
+      await json(n.url, '/v1/instances/batch', 'POST', { instances });
+    }
+  };
+  const w0 = now();
+  await Promise.all([batch(a, 'left'), batch(b, 'right')]);
+  const writeMs = now() - w0;
+  const want = before[0] + 2 * perSide;
+  const healed = now();
+  cluster.heal();
+  const end = healed + 60_000;
+  let counts;
+  for (;;) {
+    counts = await Promise.all(cluster.nodes.map((n) => instancesOn(n).catch(() => -1)));
+    if (counts.every((c) => c === want)) break;
+    if (now() > end) break;
+    await sleep(20);
+  }
+  const ms = now() - healed;
+  const ok = counts.every((c) => c === want);
+  log(`  convergence: ${perSide} instances per side written in ${Math.round(writeMs)} ms; every node lists ${want} ${ok ? `${Math.round(ms)} ms after the heal` : `NOT within 60 s (counts ${counts.join(', ')})`}`);
+  return { perSide, converged: ok, convergeMs: ok ? Math.round(ms) : null, counts };
+}
+
+// ------------------------------------------------------------------ 4. failover gap
+
+async function failoverGap(cluster) {
+  const urls = cluster.nodes.map((n) => n.url);
+  const client = await connect(urls, { leaseTtlMs: 3_000, backoff: { initialMs: 20, maxMs: 200 } });
+  const reg = await client.register({ service: 'gap', id: 'g1', address: '127.0.0.1', port: 9999 });
+  const victim = cluster.nodes.find((n) => n.url === client.lease.endpoint);
+  let last = now();
+  let longest = 0;
+  let writes = 0;
+  let stop = false;
+  const loop = (async () => {
+    for (let k = 0; !stop; k++) {
+      await reg.setStatus(k % 2 === 0 ? 'out_of_service' : 'up');
+      const t = now();
+      longest = Math.max(longest, t - last);
+      last = t;
+      writes++;
+    }
+  })();
+  await sleep(1_000);
+  longest = 0;
+  const killedAt = now();
+  await cluster.kill(victim.id);
+  await sleep(3_000);
+  stop = true;
+  await loop;
+  const movedTo = client.lease?.endpoint;
+  await client.close();
+  log(`  failover: node ${victim.id} killed; longest gap between two acknowledged writes ${Math.round(longest)} ms (target <= 500 ms); ${writes} writes; lease now on ${movedTo === victim.url ? 'the dead node?!' : 'a survivor'}`);
+  return { killed: victim.id, longestGapMs: Math.round(longest), writes, sinceKillMs: Math.round(now() - killedAt) };
+}
+
+// ------------------------------------------------------------------ main
+
+export async function main(argv) {
+  const o = parseArgs(argv);
+  installCleanup();
+  const started = new Date();
+  log(`ap suite: ${o.clients} clients, ${o.durationMs / 1000} s measured after ${o.warmupMs / 1000} s warm-up; ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+  const out = { format: 1, suite: 'ap', startedAt: started.toISOString(), machine: { cpus: cpus().length, loadavgAtStart: loadavg() }, settings: { ...o, skip: [...o.skip] }, throughput: [], notes: ['The load generator runs in the benchmark process and shares the cores with every server.'] };
+
+  log('\n1. registration throughput');
+  const cluster = await startApCluster();
+  try {
+    out.throughput.push(await throughput('Switchboard ap x3', cluster.nodes.map((n) => ({ kind: 'switchboard', url: n.url })), o));
+    log('\n2. replication lag');
+    out.replication = await replicationLag(cluster);
+    log('\n3. convergence after a partition');
+    out.convergence = await convergence(cluster, o.perSide);
+    log('\n4. failover of a client whose node is killed');
+    out.failover = await failoverGap(cluster);
+  } finally {
+    await cluster.stop();
+  }
+
+  const sb = await startSwitchboard();
+  try {
+    out.throughput.push(await throughput('Switchboard standalone', [{ kind: 'switchboard', url: sb.url }], o));
+  } finally {
+    await sb.stop();
+  }
+  if (!o.skip.has('etcd')) {
+    try {
+      const etcd = await startEtcd({ members: 3 });
+      try {
+        out.throughput.push(await throughput(`etcd x3 (${etcd.version})`, [{ kind: 'etcd', endpoints: etcd.endpoints }], o));
+      } finally {
+        await etcd.stop();
+      }
+    } catch (err) {
+      log(`  etcd x3: not measured (${err.message.split('\n')[0]})`);
+    }
+  }
+  if (!o.skip.has('zookeeper')) {
+    try {
+      const zk = await startZookeeper({ nodes: 3 });
+      try {
+        out.throughput.push(await throughput('ZooKeeper x3', [{ kind: 'zookeeper', hosts: zk.hosts, connectString: zk.connectString }], o));
+      } finally {
+        await zk.stop();
+      }
+    } catch (err) {
+      log(`  ZooKeeper x3: not measured (${err.message.split('\n')[0]})`);
+    }
+  }
+
+  const ap = out.throughput[0].opsPerSec;
+  const peers = out.throughput.filter((r) => /^(etcd|ZooKeeper)/.test(r.system));
+  const best = peers.reduce((m, r) => Math.max(m, r.opsPerSec), 0);
+  out.targets = {
+    throughputVsBestPeer: best > 0 ? round(ap / best) : null,
+    throughputMet: best > 0 ? ap >= 2 * best : null,
+    lagP99Met: out.replication.lagMs.p99 < 50,
+    convergenceMet: out.convergence.converged && out.convergence.convergeMs <= 2_000,
+    failoverGapMet: out.failover.longestGapMs <= 500,
+  };
+  out.machine.loadavgAtEnd = loadavg();
+  out.finishedAt = new Date().toISOString();
+  log(`\ntargets: throughput ${out.targets.throughputVsBestPeer}x the best of etcd/ZooKeeper (target 2x): ${out.targets.throughputMet}; lag p99 < 50 ms: ${out.targets.lagP99Met}; convergence <= 2 s: ${out.targets.convergenceMet}; failover gap <= 0.5 s: ${out.targets.failoverGapMet}`);
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `ap-${started.toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  log(`results: ${file}`);
+  await http.close();
+  return 0;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (err) => {
+      process.stderr.write(`bench ap: ${err?.stack ?? err}\n`);
+      killAllNow();
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,691 @@
+/**
+ * The peer links of an ap node over TCP (see docs/ap-network.md).
+ *
+ * - One link per pair of nodes. Every node dials each known peer it has no link to; when
+ *   both dials succeed at once, both ends keep the connection dialed by the smaller node
+ *   id and close the other, so they always agree without a further round trip.
+ * - Handshake: the dialer sends `hello` (protocol version, cluster name, its id, the id it
+ *   expects, its listen address, the members it knows), the acceptor answers `welcome`
+ *   or `refuse` with a code; refusals are logged with what to fix.
+ * - Liveness: a ping every `peerPingIntervalMs`; a peer from which nothing arrived for
+ *   `peerMissedPings` intervals is unreachable: its link is closed and redialed with
+ *   capped, jittered backoff.
+ * - Sending: messages go to a bounded per-peer queue (`peerQueueMaxMessages`,
+ *   `peerQueueMaxBytes`); the queue is written in batches once per turn of the event loop
+ *   and only while the socket accepts more (backpressure), so a slow peer fills its own
+ *   queue and nothing else.
+ * - `--join`: a node that knows one address dials it, learns the members from `welcome`,
+ *   and every node passes on newly learned members (`members` frames).
+ */
+import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
+import type { Logger } from 'pino';
+import type { Limits } from '@switchboard/protocol';
+import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
+import { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, type Frame, type HelloBody, type MemberRecord, type RefuseBody, type WelcomeBody } from './frame.js';
+import { reconnectDelay } from './backoff.js';
+
+export type PeerLinkLimits = Pick<
+  Limits,
+  | 'peerMaxPeers'
+  | 'peerMaxFrameBytes'
+  | 'peerQueueMaxMessages'
+  | 'peerQueueMaxBytes'
+  | 'peerPingIntervalMs'
+  | 'peerMissedPings'
+  | 'peerHandshakeTimeoutMs'
+  | 'peerReconnectMinMs'
+  | 'peerReconnectMaxMs'
+>;
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface TcpTransportOptions {
+  nodeId: string;
+  /** Where this node accepts peer links (port 0 picks a free port; see `address()`). */
+  listen: HostPort;
+  /** HOST:PORT other nodes should dial; default the listen address (with the bound port). */
+  advertise?: HostPort;
+  /** Peers known by id (--peers). */
+  peers: ({ id: string } & HostPort)[];
+  /** Addresses of running nodes to learn the members from (--join). */
+  join: HostPort[];
+  limits: PeerLinkLimits;
+  logger: Logger;
+  /** Nodes of different clusters refuse each other. Default `switchboard`. */
+  cluster?: string;
+  /** For tests: the random source of the reconnect jitter. */
+  random?: () => number;
+}
+
+/** The TCP PeerTransport plus what an operator (and a test) needs to see. */
+export interface TcpTransport extends PeerTransport {
+  /** The address the listener is bound to. */
+  address(): HostPort;
+  /** Every member this node knows, itself included. */
+  members(): MemberRecord[];
+}
+
+const fmt = (a: HostPort): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+
+function parseAddress(s: string): HostPort | null {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(s);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return null;
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+const UNSPECIFIED = new Set(['0.0.0.0', '::', '']);
+
+interface Queued {
+  bytes: Buffer;
+}
+
+/** What this node knows of one peer; lives as long as the transport. */
+class Peer {
+  link: Link | null = null;
+  /** Connections being dialed to this peer's address (at most one at a time). */
+  dialing: Link | null = null;
+  attempt = 0;
+  retryTimer: NodeJS.Timeout | undefined;
+  queue: Queued[] = [];
+  queuedBytes = 0;
+  dropped = 0;
+  sentFrames = 0;
+  receivedFrames = 0;
+  lastSeenAt: number | null = null;
+  rttMs: number | null = null;
+  /** The last refusal logged, so that a retry loop logs a problem once, not every second. */
+  lastProblem: string | null = null;
+  flushScheduled = false;
+
+  constructor(
+    readonly id: string,
+    public address: HostPort,
+    /** Named by --peers: its address is the operator's and is never replaced by a learned one. */
+    readonly configured: boolean,
+  ) {}
+}
+
+type LinkState = 'handshake' | 'up' | 'closed';
+
+/** One TCP connection to a peer, through its handshake and its life. */
+class Link {
+  state: LinkState = 'handshake';
+  peer: Peer | null = null;
+  remoteId: string | null = null;
+  readonly decoder: FrameDecoder;
+  pingSeq = 0;
+  pingSentAt = new Map<number, number>();
+  lastHeardAt = performance.now();
+  writable = true;
+  handshakeTimer: NodeJS.Timeout | undefined;
+  /** Called once the handshake succeeded (a --join seed marks itself done). */
+  onUp: (() => void) | undefined;
+
+  constructor(
+    readonly socket: Socket,
+    /** The id of the node that dialed this connection. */
+    public dialer: string | null,
+    /** For an outgoing link: the peer it was dialed for (null for a --join seed). */
+    readonly target: Peer | null,
+    /** For an outgoing link: the address dialed. */
+    readonly dialed: HostPort | null,
+    maxFrameBytes: number,
+  ) {
+    this.decoder = new FrameDecoder(maxFrameBytes);
+  }
+}
+
+export class TcpPeerTransport implements TcpTransport {
+  readonly nodeId: string;
+  private readonly cluster: string;
+  private readonly limits: PeerLinkLimits;
+  private readonly log: Logger;
+  private readonly random: () => number;
+  private readonly peersById = new Map<string, Peer>();
+  private readonly links = new Set<Link>();
+  private readonly seeds: { address: HostPort; attempt: number; timer: NodeJS.Timeout | undefined; dialing: boolean; done: boolean }[];
+  private readonly messageHandlers: ((from: string, msg: PeerMessage) => void)[] = [];
+  private readonly changeHandlers: ((peer: string, up: boolean) => void)[] = [];
+  private server: Server | null = null;
+  private bound: HostPort;
+  private advertised: HostPort;
+  private pingTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(private readonly opts: TcpTransportOptions) {
+    this.nodeId = opts.nodeId;
+    this.cluster = opts.cluster ?? 'switchboard';
+    this.limits = opts.limits;
+    this.log = opts.logger;
+    this.random = opts.random ?? Math.random;
+    this.bound = opts.listen;
+    this.advertised = opts.advertise ?? opts.listen;
+    for (const p of opts.peers) {
+      if (p.id === opts.nodeId) continue; // a shared --peers list may name this node too
+      if (this.peersById.has(p.id)) throw new Error(`--peers names node "${p.id}" twice`);
+      this.peersById.set(p.id, new Peer(p.id, { host: p.host, port: p.port }, true));
+    }
+    if (this.peersById.size > this.limits.peerMaxPeers) {
+      throw new Error(`--peers names ${this.peersById.size} peers, above peerMaxPeers (${this.limits.peerMaxPeers})`);
+    }
+    this.seeds = opts.join.map((address) => ({ address, attempt: 0, timer: undefined, dialing: false, done: false }));
+  }
+
+  /** Binds the listener and starts dialing. */
+  async start(): Promise<void> {
+    const server = createServer((socket) => this.accept(socket));
+    server.maxConnections = this.limits.peerMaxPeers * 2 + 4;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.opts.listen.port, this.opts.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.log.error({ err }, 'peer link listener failed'));
+    this.server = server;
+    const a = server.address() as AddressInfo;
+    this.bound = { host: this.opts.listen.host, port: a.port };
+    this.advertised = this.opts.advertise ?? this.bound;
+    if (UNSPECIFIED.has(this.advertised.host)) {
+      this.log.warn({ listen: fmt(this.bound) }, 'peer links listen on every interface; peers learn this node through the address they dial (set --peer-addr to a routable address for --join)');
+    }
+    this.log.info({ nodeId: this.nodeId, listen: fmt(this.bound), peers: [...this.peersById.values()].map((p) => `${p.id}@${fmt(p.address)}`), join: this.seeds.map((s) => fmt(s.address)) }, `peer links listening on ${fmt(this.bound)}`);
+    this.pingTimer = setInterval(() => this.tick(), this.limits.peerPingIntervalMs);
+    this.pingTimer.unref();
+    for (const p of this.peersById.values()) this.dial(p);
+    for (const s of this.seeds) this.dialSeed(s);
+  }
+
+  address(): HostPort {
+    return { ...this.bound };
+  }
+
+  members(): MemberRecord[] {
+    return [{ id: this.nodeId, address: fmt(this.advertised) }, ...[...this.peersById.values()].map((p) => ({ id: p.id, address: fmt(p.address) }))];
+  }
+
+  peerIds(): string[] {
+    return [...this.peersById.keys()];
+  }
+
+  peers(): PeerLinkStatus[] {
+    const now = performance.now();
+    return [...this.peersById.values()].map((p) => ({
+      id: p.id,
+      address: fmt(p.address),
+      reachable: p.link !== null,
+      lastSeenMs: p.lastSeenAt === null ? null : Math.round(now - p.lastSeenAt),
+      rttMs: p.rttMs,
+      queued: p.queue.length,
+      dropped: p.dropped,
+      sentFrames: p.sentFrames,
+      receivedFrames: p.receivedFrames,
+    }));
+  }
+
+  onMessage(handler: (from: string, msg: PeerMessage) => void): void {
+    this.messageHandlers.push(handler);
+  }
+
+  onPeerChange(handler: (peer: string, up: boolean) => void): void {
+    this.changeHandlers.push(handler);
+  }
+
+  send(to: string, msg: PeerMessage): boolean {
+    const p = this.peersById.get(to);
+    if (!p) return false;
+    if (!p.link || this.closed) {
+      p.dropped++;
+      return false;
+    }
+    let bytes: Buffer;
+    try {
+      bytes = encodeFrame([FrameKind.Message, msg as Record<string, unknown>], this.limits.peerMaxFrameBytes);
+    } catch (err) {
+      p.dropped++;
+      this.log.error({ peer: to, type: msg.type, err: (err as Error).message }, 'peer message not sent: it does not fit in one frame (split it, or raise peerMaxFrameBytes)');
+      return false;
+    }
+    if (p.queue.length >= this.limits.peerQueueMaxMessages || p.queuedBytes + bytes.length > this.limits.peerQueueMaxBytes) {
+      p.dropped++;
+      return false;
+    }
+    p.queue.push({ bytes });
+    p.queuedBytes += bytes.length;
+    this.scheduleFlush(p);
+    return true;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.pingTimer);
+    for (const p of this.peersById.values()) clearTimeout(p.retryTimer);
+    for (const s of this.seeds) clearTimeout(s.timer);
+    const ended: Promise<void>[] = [];
+    for (const l of [...this.links]) {
+      if (l.state === 'up') {
+        // Flush what is queued, say goodbye, then end: the peer marks us down at once.
+        if (l.peer) this.flush(l.peer);
+        this.write(l, encodeFrame([FrameKind.Bye, { reason: 'closing' }], this.limits.peerMaxFrameBytes));
+      }
+      ended.push(
+        new Promise<void>((resolve) => {
+          if (l.socket.destroyed) return resolve();
+          const t = setTimeout(() => l.socket.destroy(), 1_000);
+          t.unref();
+          l.socket.once('close', () => {
+            clearTimeout(t);
+            resolve();
+          });
+          l.socket.end();
+        }),
+      );
+      this.drop(l, 'closing', false);
+    }
+    await Promise.all(ended);
+    const server = this.server;
+    this.server = null;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  // ---- connections ----
+
+  private dial(p: Peer): void {
+    if (this.closed || p.link || p.dialing || p.retryTimer) return;
+    const socket = new Socket();
+    const link = new Link(socket, this.nodeId, p, p.address, this.limits.peerMaxFrameBytes);
+    p.dialing = link;
+    this.wire(link);
+    socket.connect(p.address.port, p.address.host, () => this.sendHello(link, p.id));
+  }
+
+  private dialSeed(s: (typeof this.seeds)[number]): void {
+    if (this.closed || s.done || s.dialing) return;
+    s.dialing = true;
+    const socket = new Socket();
+    const link = new Link(socket, this.nodeId, null, s.address, this.limits.peerMaxFrameBytes);
+    this.wire(link);
+    socket.connect(s.address.port, s.address.host, () => this.sendHello(link, null));
+    socket.once('close', () => {
+      s.dialing = false;
+      if (this.closed || s.done) return;
+      const wait = reconnectDelay(s.attempt++, this.limits.peerReconnectMinMs, this.limits.peerReconnectMaxMs, this.random);
+      s.timer = setTimeout(() => {
+        s.timer = undefined;
+        this.dialSeed(s);
+      }, wait);
+      s.timer.unref();
+    });
+    // A seed that turns out to be a member is done: from now on the member is dialed by id.
+    link.onUp = () => {
+      s.done = true;
+    };
+  }
+
+  private accept(socket: Socket): void {
+    if (this.closed) return void socket.destroy();
+    const link = new Link(socket, null, null, null, this.limits.peerMaxFrameBytes);
+    this.wire(link);
+  }
+
+  private wire(link: Link): void {
+    this.links.add(link);
+    const { socket } = link;
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 5_000);
+    link.handshakeTimer = setTimeout(() => {
+      if (link.state === 'handshake') this.fail(link, `no handshake within peerHandshakeTimeoutMs (${this.limits.peerHandshakeTimeoutMs} ms)`);
+    }, this.limits.peerHandshakeTimeoutMs);
+    link.handshakeTimer.unref();
+    socket.on('data', (chunk: Buffer) => this.onData(link, chunk));
+    socket.on('drain', () => {
+      link.writable = true;
+      if (link.peer && link.peer.link === link) this.flush(link.peer);
+    });
+    socket.on('error', (err) => {
+      if (link.state === 'handshake' && link.dialed) this.problem(link.target, `cannot reach ${link.target ? `peer ${link.target.id} at ` : ''}${fmt(link.dialed)} (retrying with backoff): ${err.message}`, 'info');
+    });
+    socket.on('close', () => this.drop(link, 'connection closed', true));
+  }
+
+  private onData(link: Link, chunk: Buffer): void {
+    if (link.state === 'closed') return;
+    let frames: Frame[];
+    try {
+      frames = link.decoder.push(chunk);
+    } catch (err) {
+      const who = link.remoteId ?? (link.dialed ? fmt(link.dialed) : `${link.socket.remoteAddress}:${link.socket.remotePort}`);
+      this.log.warn({ peer: who, err: (err as Error).message }, `peer link to ${who} closed: ${(err as FrameError).code ?? 'FRAME_MALFORMED'}`);
+      return this.kill(link);
+    }
+    link.lastHeardAt = performance.now();
+    for (const f of frames) {
+      if ((link.state as LinkState) === 'closed') return;
+      this.onFrame(link, f);
+    }
+  }
+
+  private onFrame(link: Link, f: Frame): void {
+    const p = link.peer;
+    if (p && p.link === link) {
+      p.lastSeenAt = link.lastHeardAt;
+      p.receivedFrames++;
+    }
+    switch (f[0]) {
+      case FrameKind.Message:
+        if (link.state !== 'up' || !p) return;
+        if (p.link !== link) return; // a duplicate being closed: its peer speaks on the kept link
+        for (const h of this.messageHandlers) {
+          try {
+            h(p.id, f[1] as PeerMessage);
+          } catch (err) {
+            this.log.error({ err, peer: p.id, type: (f[1] as PeerMessage).type }, 'peer message handler failed');
+          }
+        }
+        return;
+      case FrameKind.Hello:
+        return this.onHello(link, f[1]);
+      case FrameKind.Welcome:
+        return this.onWelcome(link, f[1]);
+      case FrameKind.Refuse:
+        return this.onRefuse(link, f[1]);
+      case FrameKind.Ping:
+        if (link.state === 'up') this.write(link, encodeFrame([FrameKind.Pong, { seq: f[1].seq }], this.limits.peerMaxFrameBytes));
+        return;
+      case FrameKind.Pong: {
+        const sent = link.pingSentAt.get(f[1].seq);
+        if (sent !== undefined && p) {
+          p.rttMs = Math.round((performance.now() - sent) * 100) / 100;
+          for (const s of link.pingSentAt.keys()) if (s <= f[1].seq) link.pingSentAt.delete(s);
+        }
+        return;
+      }
+      case FrameKind.Members:
+        if (link.state === 'up') this.learn(f[1].members);
+        return;
+      case FrameKind.Bye:
+        this.log.info({ peer: link.remoteId, reason: f[1].reason }, `peer ${link.remoteId ?? '?'} is leaving`);
+        return this.kill(link);
+      default:
+        return;
+    }
+  }
+
+  // ---- handshake ----
+
+  private sendHello(link: Link, expect: string | null): void {
+    if (link.state !== 'handshake') return;
+    const hello: HelloBody = { proto: PEER_PROTOCOL_VERSION, cluster: this.cluster, id: this.nodeId, listen: fmt(this.advertised), expect, members: this.members() };
+    this.write(link, encodeFrame([FrameKind.Hello, hello], this.limits.peerMaxFrameBytes));
+  }
+
+  /** The acceptor's side of the handshake. */
+  private onHello(link: Link, h: HelloBody): void {
+    if (link.state !== 'handshake' || link.dialer !== null) return this.kill(link);
+    const from = `${link.socket.remoteAddress}:${link.socket.remotePort}`;
+    const refuse = (code: string, detail: string): void => {
+      this.log.warn({ from, peer: h.id, code }, `refused a peer link from ${from}: ${detail}`);
+      this.write(link, encodeFrame([FrameKind.Refuse, { code, detail }], this.limits.peerMaxFrameBytes));
+      link.socket.end();
+      this.drop(link, 'refused', false);
+    };
+    if (h.proto !== PEER_PROTOCOL_VERSION) return refuse('WRONG_VERSION', `node "${h.id}" speaks peer protocol ${h.proto}, this node ${PEER_PROTOCOL_VERSION}: run the same Switchboard version on every node`);
+    if (h.cluster !== this.cluster) return refuse('WRONG_CLUSTER', `node "${h.id}" belongs to cluster "${h.cluster}", this node to "${this.cluster}"`);
+    if (h.id === this.nodeId) return refuse('SAME_ID', `the dialing node has this node's id "${h.id}": every node needs its own --node-id`);
+    if (h.expect !== null && h.expect !== this.nodeId) {
+      return refuse('WRONG_ID', `node "${h.id}" expected node "${h.expect}" at this address, but this is node "${this.nodeId}": fix its --peers`);
+    }
+    if (!this.peersById.has(h.id) && this.peersById.size >= this.limits.peerMaxPeers) {
+      return refuse('TOO_MANY_PEERS', `this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
+    }
+    let address = parseAddress(h.listen);
+    if (address && UNSPECIFIED.has(address.host)) address = { host: link.socket.remoteAddress ?? address.host, port: address.port };
+    const p = this.ensurePeer(h.id, address);
+    if (!p) return refuse('TOO_MANY_PEERS', `this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
+    link.dialer = h.id;
+    link.remoteId = h.id;
+    const welcome: WelcomeBody = { proto: PEER_PROTOCOL_VERSION, cluster: this.cluster, id: this.nodeId, listen: fmt(this.advertised), members: this.members() };
+    this.write(link, encodeFrame([FrameKind.Welcome, welcome], this.limits.peerMaxFrameBytes));
+    this.up(link, p);
+    this.learn(h.members);
+  }
+
+  /** The dialer's side: the acceptor said who it is. */
+  private onWelcome(link: Link, w: WelcomeBody): void {
+    if (link.state !== 'handshake' || link.dialer !== this.nodeId || !link.dialed) return this.kill(link);
+    const at = fmt(link.dialed);
+    const fail = (detail: string): void => {
+      this.problem(link.target, `peer link to ${at} refused by this node: ${detail}`, 'warn');
+      this.kill(link);
+    };
+    if (w.proto !== PEER_PROTOCOL_VERSION) return fail(`it speaks peer protocol ${w.proto}, this node ${PEER_PROTOCOL_VERSION}`);
+    if (w.cluster !== this.cluster) return fail(`it belongs to cluster "${w.cluster}", this node to "${this.cluster}"`);
+    if (w.id === this.nodeId) {
+      // A --join list that names this node itself: nothing to link to.
+      this.log.debug({ at }, 'a --join address is this node itself');
+      if (!link.target) {
+        const s = this.seeds.find((x) => x.address === link.dialed);
+        if (s) s.done = true;
+      }
+      return this.kill(link);
+    }
+    if (link.target && w.id !== link.target.id) return fail(`it is node "${w.id}", but --peers names "${link.target.id}" at that address`);
+    const p = link.target ?? this.ensurePeer(w.id, link.dialed);
+    if (!p) return fail(`this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
+    link.remoteId = w.id;
+    link.onUp?.();
+    this.up(link, p);
+    this.learn(w.members);
+  }
+
+  private onRefuse(link: Link, r: RefuseBody): void {
+    const at = link.dialed ? fmt(link.dialed) : '?';
+    this.problem(link.target, `peer link to ${at} refused by the peer (${r.code}): ${r.detail}`, 'warn');
+    this.kill(link);
+  }
+
+  /** A link finished its handshake: it becomes the peer's link, or loses to the one it has. */
+  private up(link: Link, p: Peer): void {
+    clearTimeout(link.handshakeTimer);
+    link.state = 'up';
+    link.peer = p;
+    if (p.dialing === link) p.dialing = null;
+    const current = p.link;
+    if (current && current !== link) {
+      // Two links to one peer (both dialed at once): keep the one dialed by the smaller id.
+      // A current link that has been silent for more than a ping interval is most likely
+      // dead without a reset (the peer's host restarted): the new link wins then.
+      const silent = performance.now() - current.lastHeardAt > this.limits.peerPingIntervalMs * 1.5;
+      const keepNew = silent || (link.dialer ?? '') < (current.dialer ?? '');
+      const loser = keepNew ? current : link;
+      const winner = keepNew ? link : current;
+      p.link = winner;
+      loser.peer = null;
+      loser.socket.end();
+      this.drop(loser, 'duplicate link', false);
+      this.log.debug({ peer: p.id, kept: winner.dialer }, 'two links to one peer: kept the one dialed by the smaller id');
+      return;
+    }
+    p.link = link;
+    p.attempt = 0;
+    p.lastSeenAt = performance.now();
+    clearTimeout(p.retryTimer);
+    p.retryTimer = undefined;
+    if (p.lastProblem !== null) this.log.info({ peer: p.id }, `peer link to ${p.id} works again`);
+    p.lastProblem = null;
+    this.log.info({ peer: p.id, address: fmt(p.address), dialedBy: link.dialer }, `peer ${p.id} is reachable`);
+    for (const h of this.changeHandlers) h(p.id, true);
+    // Tell the other members about a peer they may not know (a node that came by --join).
+    this.broadcastMembers(p.id);
+  }
+
+  private ensurePeer(id: string, address: HostPort | null): Peer | null {
+    let p = this.peersById.get(id);
+    if (p) {
+      if (address && !p.configured && !p.link && (p.address.host !== address.host || p.address.port !== address.port)) p.address = address;
+      return p;
+    }
+    if (this.peersById.size >= this.limits.peerMaxPeers) return null;
+    if (!address) return null;
+    p = new Peer(id, address, false);
+    this.peersById.set(id, p);
+    this.log.info({ peer: id, address: fmt(address) }, `learned member ${id} at ${fmt(address)}`);
+    return p;
+  }
+
+  private learn(members: MemberRecord[]): void {
+    if (!Array.isArray(members)) return;
+    for (const m of members.slice(0, this.limits.peerMaxPeers + 1)) {
+      if (!m || typeof m.id !== 'string' || typeof m.address !== 'string' || m.id === this.nodeId) continue;
+      if (this.peersById.has(m.id)) continue;
+      const a = parseAddress(m.address);
+      if (!a || UNSPECIFIED.has(a.host)) continue;
+      const p = this.ensurePeer(m.id, a);
+      if (p) this.dial(p);
+    }
+  }
+
+  private broadcastMembers(except: string): void {
+    const frame = encodeFrame([FrameKind.Members, { members: this.members() }], this.limits.peerMaxFrameBytes);
+    for (const p of this.peersById.values()) if (p.id !== except && p.link) this.write(p.link, frame);
+  }
+
+  // ---- liveness ----
+
+  private tick(): void {
+    const now = performance.now();
+    const deadMs = this.limits.peerPingIntervalMs * this.limits.peerMissedPings;
+    for (const p of this.peersById.values()) {
+      const l = p.link;
+      if (!l) continue;
+      if (now - l.lastHeardAt > deadMs) {
+        this.log.warn({ peer: p.id, silentMs: Math.round(now - l.lastHeardAt) }, `peer ${p.id} is unreachable: nothing heard for ${this.limits.peerMissedPings} ping intervals`);
+        this.kill(l);
+        continue;
+      }
+      l.pingSeq++;
+      l.pingSentAt.set(l.pingSeq, now);
+      if (l.pingSentAt.size > this.limits.peerMissedPings + 1) l.pingSentAt.delete(l.pingSeq - this.limits.peerMissedPings - 1);
+      this.write(l, encodeFrame([FrameKind.Ping, { seq: l.pingSeq }], this.limits.peerMaxFrameBytes));
+    }
+  }
+
+  // ---- writing ----
+
+  private scheduleFlush(p: Peer): void {
+    if (p.flushScheduled) return;
+    p.flushScheduled = true;
+    setImmediate(() => {
+      p.flushScheduled = false;
+      this.flush(p);
+    });
+  }
+
+  /** Writes queued frames while the socket takes them; the rest waits for 'drain'. */
+  private flush(p: Peer): void {
+    const l = p.link;
+    if (!l || l.state !== 'up') return;
+    while (p.queue.length > 0 && l.writable) {
+      // One write per batch of up to 256 KiB: few syscalls, bounded copies.
+      let n = 0;
+      let bytes = 0;
+      while (n < p.queue.length && bytes < 256 * 1024) bytes += (p.queue[n++] as Queued).bytes.length;
+      const batch = p.queue.splice(0, n);
+      p.queuedBytes -= bytes;
+      p.sentFrames += n;
+      this.write(l, n === 1 ? (batch[0] as Queued).bytes : Buffer.concat(batch.map((q) => q.bytes), bytes));
+    }
+  }
+
+  private write(l: Link, bytes: Buffer): void {
+    if (l.socket.destroyed || !l.socket.writable) return;
+    if (!l.socket.write(bytes)) l.writable = false;
+  }
+
+  // ---- ending ----
+
+  /** Closes a link at once (protocol error, dead peer, bye, refusal seen). */
+  private kill(link: Link): void {
+    link.socket.destroy();
+    this.drop(link, 'closed', true);
+  }
+
+  private fail(link: Link, why: string): void {
+    const at = link.dialed ? fmt(link.dialed) : `${link.socket.remoteAddress}:${link.socket.remotePort}`;
+    this.problem(link.target, `peer link to ${at}: ${why}`, 'warn');
+    this.kill(link);
+  }
+
+  /** Forgets a link; when it was a peer's link, the peer is down and is redialed. */
+  private drop(link: Link, _why: string, redial: boolean): void {
+    if (link.state === 'closed') return;
+    const wasUp = link.state === 'up';
+    link.state = 'closed';
+    clearTimeout(link.handshakeTimer);
+    this.links.delete(link);
+    if (!link.socket.destroyed && !redial) {
+      const t = setTimeout(() => link.socket.destroy(), 1_000);
+      t.unref();
+    }
+    const target = link.target;
+    if (target && target.dialing === link) target.dialing = null;
+    const p = link.peer;
+    if (wasUp && p && p.link === link) {
+      p.link = null;
+      if (p.queue.length > 0) {
+        p.dropped += p.queue.length;
+        p.queue = [];
+        p.queuedBytes = 0;
+      }
+      if (!this.closed) {
+        this.log.warn({ peer: p.id }, `peer ${p.id} is unreachable`);
+        for (const h of this.changeHandlers) h(p.id, false);
+      }
+    }
+    if (this.closed) return;
+    // Redial a peer we have no link to (ours failed, or its dial to us broke).
+    for (const q of [target, p]) {
+      if (q && !q.link && !q.dialing && !q.retryTimer) this.retry(q);
+    }
+  }
+
+  private retry(p: Peer): void {
+    const wait = reconnectDelay(p.attempt++, this.limits.peerReconnectMinMs, this.limits.peerReconnectMaxMs, this.random);
+    p.retryTimer = setTimeout(() => {
+      p.retryTimer = undefined;
+      this.dial(p);
+    }, wait);
+    p.retryTimer.unref();
+  }
+
+  /** Logs a link problem once until it changes (a retry loop does not flood the log). */
+  private problem(p: Peer | null, msg: string, level: 'warn' | 'info'): void {
+    if (p) {
+      if (p.lastProblem === msg) return;
+      p.lastProblem = msg;
+    }
+    this.log[level]({ peer: p?.id }, msg);
+  }
+}
+
+/**
+ * Starts the peer links of one node: binds the listener, dials the peers and the --join
+ * addresses, and returns the running transport.
+ *
+ * @example
+ * const t = await createTcpTransport({ nodeId: 'a', listen: { host: '127.0.0.1', port: 7701 },
+ *   peers: [{ id: 'b', host: '127.0.0.1', port: 7702 }], join: [], limits: DEFAULT_LIMITS, logger });
+ * t.onMessage((from, msg) => console.log(from, msg.type));
+ */
+export async function createTcpTransport(opts: TcpTransportOptions): Promise<TcpTransport> {
+  const t = new TcpPeerTransport(opts);
+  await t.start();
+  return t;
+}

@@ -1,0 +1,237 @@
+// Goal: the peer links between ap nodes over real sockets on 127.0.0.1: messages arrive in
+// order over one link per pair; a wrong id, cluster or protocol version is refused with a
+// clear log line; a restarted peer is relinked; the outgoing queue and the frame size are
+// bounded; a peer that stops answering turns unreachable within peerPingIntervalMs x
+// peerMissedPings; --join learns every member through one address; close says goodbye.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { encodeFrame, FrameDecoder, FrameKind, PEER_PROTOCOL_VERSION, type Frame } from '../../src/engines/ap/net/frame.js';
+import { FaultProxy } from '../support/fault-proxy.js';
+import { at, node, reachable, sleep, TEST_LIMITS, until, type Node } from './support.js';
+
+const closeAll = async (...ns: (Node | undefined)[]): Promise<void> => {
+  await Promise.all(ns.map((n) => n?.t.close()));
+};
+
+test('two nodes link once and deliver messages in order both ways', async () => {
+  const b = await node('b');
+  const a = await node('a', { peers: [at(b, 'b')] });
+  try {
+    await until(() => reachable(a, 'b') && reachable(b, 'a'), 5_000, 'a and b linked');
+    assert.deepEqual(a.t.peerIds(), ['b']);
+    assert.deepEqual(b.t.peerIds(), ['a'], 'b learned a from the handshake');
+    for (let i = 0; i < 2_000; i++) assert.equal(a.t.send('b', { type: 'n', i }), true);
+    for (let i = 0; i < 100; i++) b.t.send('a', { type: 'back', i, blob: new Uint8Array([i]) });
+    await until(() => b.inbox.length === 2_000 && a.inbox.length === 100, 5_000, 'every message');
+    assert.deepEqual(b.inbox.map((m) => m.msg.i), [...Array(2_000).keys()]);
+    assert.ok(b.inbox.every((m) => m.from === 'a'));
+    assert.deepEqual([...(a.inbox[5]!.msg.blob as Uint8Array)], [5]);
+    assert.equal(a.t.send('nobody', { type: 'n' }), false, 'an unknown peer');
+    await until(() => a.t.peers()[0]!.rttMs !== null, 2_000, 'an rtt');
+    const s = a.t.peers()[0]!;
+    assert.ok(s.rttMs! >= 0 && s.rttMs! < 1_000, `rtt ${s.rttMs}`);
+    assert.equal(s.sentFrames, 2_000);
+    assert.equal(s.dropped, 0);
+    // One link: each side saw the other come up exactly once.
+    assert.deepEqual(a.changes, [{ peer: 'b', up: true }]);
+    assert.deepEqual(b.changes, [{ peer: 'a', up: true }]);
+  } finally {
+    await closeAll(a, b);
+  }
+});
+
+test('when both nodes dial each other, one link survives and both agree on it', async () => {
+  // Ports are known in advance so that each node names the other in --peers.
+  const pa = await node('a');
+  const pb = await node('b');
+  const portA = pa.t.address().port;
+  const portB = pb.t.address().port;
+  await closeAll(pa, pb);
+  const [a, b] = await Promise.all([
+    node('a', { port: portA, peers: [{ id: 'b', host: '127.0.0.1', port: portB }] }),
+    node('b', { port: portB, peers: [{ id: 'a', host: '127.0.0.1', port: portA }] }),
+  ]);
+  try {
+    await until(() => reachable(a, 'b') && reachable(b, 'a'), 5_000, 'linked');
+    await sleep(300);
+    for (let i = 0; i < 200; i++) a.t.send('b', { type: 'n', i });
+    await until(() => b.inbox.length === 200, 5_000, 'messages over the kept link');
+    assert.deepEqual(b.inbox.map((m) => m.msg.i), [...Array(200).keys()]);
+    assert.equal(a.changes.filter((c) => !c.up).length, 0, 'the duplicate closed without a down');
+  } finally {
+    await closeAll(a, b);
+  }
+});
+
+test('a peer with another id at the configured address is refused, with a log line naming both ids', async () => {
+  const b = await node('b');
+  const a = await node('a', { peers: [at(b, 'x')] });
+  try {
+    await until(() => b.lines.some((l) => /WRONG_ID|expected node "x"/.test(l.msg)), 5_000, 'the refusal on b');
+    await until(() => a.lines.some((l) => /refused/.test(l.msg) && /"x"/.test(l.msg)), 5_000, 'the refusal on a');
+    await sleep(300);
+    assert.equal(reachable(a, 'x'), false);
+    assert.deepEqual(b.t.peerIds(), [], 'b did not take a for a member');
+    assert.equal(a.t.send('x', { type: 'n' }), false);
+  } finally {
+    await closeAll(a, b);
+  }
+});
+
+test('a node of another cluster is refused on both sides', async () => {
+  const b = await node('b', { cluster: 'blue' });
+  const a = await node('a', { peers: [at(b, 'b')], cluster: 'green' });
+  try {
+    await until(() => b.lines.some((l) => l.code === 'WRONG_CLUSTER' && /cluster "green"/.test(l.msg)), 5_000, 'the refusal on b');
+    await until(() => a.lines.some((l) => /WRONG_CLUSTER/.test(l.msg)), 5_000, 'the refusal on a');
+    assert.equal(reachable(a, 'b'), false);
+  } finally {
+    await closeAll(a, b);
+  }
+});
+
+/** A raw client that speaks frames by hand. */
+async function raw(port: number): Promise<{ s: Socket; frames: Frame[]; closed: Promise<void> }> {
+  const s = connect(port, '127.0.0.1');
+  await new Promise((r) => s.once('connect', r));
+  const d = new FrameDecoder(1 << 20);
+  const frames: Frame[] = [];
+  s.on('data', (c: Buffer) => frames.push(...d.push(c)));
+  s.on('error', () => undefined);
+  return { s, frames, closed: new Promise((r) => s.once('close', () => r())) };
+}
+
+const hello = (proto: number, id: string) => encodeFrame([FrameKind.Hello, { proto, cluster: 'switchboard', id, listen: '127.0.0.1:1', expect: null, members: [] }], 1 << 20);
+
+test('a peer speaking another protocol version is refused with WRONG_VERSION and a log line', async () => {
+  const b = await node('b');
+  try {
+    const r = await raw(b.t.address().port);
+    r.s.write(hello(PEER_PROTOCOL_VERSION + 1, 'future'));
+    await r.closed;
+    assert.equal(r.frames[0]?.[0], FrameKind.Refuse);
+    assert.equal((r.frames[0]![1] as { code: string }).code, 'WRONG_VERSION');
+    assert.ok(b.lines.some((l) => /refused a peer link/.test(l.msg) && /peer protocol 2/.test(l.msg)), 'logged');
+    assert.deepEqual(b.t.peerIds(), []);
+  } finally {
+    await closeAll(b);
+  }
+});
+
+test('a frame announced above peerMaxFrameBytes closes the link; one too large to send is dropped and logged', async () => {
+  const b = await node('b', { limits: { peerMaxFrameBytes: 64 * 1024 } });
+  try {
+    const r = await raw(b.t.address().port);
+    r.s.write(hello(PEER_PROTOCOL_VERSION, 'm'));
+    await until(() => reachable(b, 'm'), 2_000, 'the raw peer linked');
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(64 * 1024 + 1, 0);
+    r.s.write(head);
+    await r.closed;
+    await until(() => b.lines.some((l) => /FRAME_TOO_LARGE/.test(l.msg)), 2_000, 'the log line');
+    assert.equal(reachable(b, 'm'), false);
+
+    const a = await node('a', { peers: [at(b, 'b')], limits: { peerMaxFrameBytes: 64 * 1024 } });
+    try {
+      await until(() => reachable(a, 'b'), 5_000, 'linked');
+      assert.equal(a.t.send('b', { type: 'huge', s: 'x'.repeat(100 * 1024) }), false);
+      assert.ok(a.lines.some((l) => /does not fit in one frame/.test(l.msg)));
+      assert.equal(a.t.send('b', { type: 'small' }), true);
+      await until(() => b.inbox.some((m) => m.msg.type === 'small'), 2_000, 'the next message');
+      assert.equal(a.t.peers()[0]!.dropped, 1);
+    } finally {
+      await closeAll(a);
+    }
+  } finally {
+    await closeAll(b);
+  }
+});
+
+test('the outgoing queue is bounded: sends past peerQueueMaxMessages are dropped and counted', async () => {
+  const b = await node('b');
+  const a = await node('a', { peers: [at(b, 'b')], limits: { peerQueueMaxMessages: 10 } });
+  try {
+    await until(() => reachable(a, 'b'), 5_000, 'linked');
+    // All in one turn of the event loop: nothing is flushed in between.
+    const accepted = Array.from({ length: 100 }, (_, i) => a.t.send('b', { type: 'n', i })).filter(Boolean).length;
+    assert.equal(accepted, 10);
+    assert.equal(a.t.peers()[0]!.queued, 10);
+    assert.equal(a.t.peers()[0]!.dropped, 90);
+    await until(() => b.inbox.length === 10, 2_000, 'the queued ten');
+    assert.deepEqual(b.inbox.map((m) => m.msg.i), [...Array(10).keys()]);
+    assert.equal(a.t.peers()[0]!.queued, 0);
+  } finally {
+    await closeAll(a, b);
+  }
+});
+
+test('a restarted peer is relinked with backoff, and messages to it while down are refused', async () => {
+  let b = await node('b');
+  const port = b.t.address().port;
+  const a = await node('a', { peers: [at(b, 'b')] });
+  try {
+    await until(() => reachable(a, 'b'), 5_000, 'linked');
+    await b.t.close();
+    const downIn = await until(() => !reachable(a, 'b'), 2_000, 'b down after its goodbye');
+    assert.ok(downIn < 1_000, `down after ${downIn} ms`);
+    assert.equal(a.t.send('b', { type: 'lost' }), false);
+    await sleep(500); // a retries against a closed port meanwhile
+    b = await node('b', { port });
+    const upIn = await until(() => reachable(a, 'b') && reachable(b, 'a'), 5_000, 'relinked');
+    assert.ok(upIn < TEST_LIMITS.peerReconnectMaxMs + 2_000, `relinked after ${upIn} ms`);
+    a.t.send('b', { type: 'again' });
+    await until(() => b.inbox.some((m) => m.msg.type === 'again'), 2_000, 'a message on the new link');
+    assert.ok(!b.inbox.some((m) => m.msg.type === 'lost'));
+    assert.deepEqual(a.changes.map((c) => c.up), [true, false, true]);
+  } finally {
+    await closeAll(a, b);
+  }
+});
+
+test('a peer that stops answering (stalled path) is unreachable within ping interval x missed pings, and comes back after', async () => {
+  const a0 = await node('a');
+  const portA = a0.t.address().port;
+  await closeAll(a0);
+  const b = await node('b');
+  // Both directions go through proxies: a dials b through pb; b dials a through pa.
+  const pb = await FaultProxy.start({ host: '127.0.0.1', port: b.t.address().port });
+  const pa = await FaultProxy.start({ host: '127.0.0.1', port: portA });
+  const a = await node('a', { port: portA, peers: [{ id: 'b', host: '127.0.0.1', port: pb.port }] });
+  try {
+    await until(() => reachable(a, 'b') && reachable(b, 'a'), 5_000, 'linked');
+    pb.stall();
+    pa.stall();
+    const bound = TEST_LIMITS.peerPingIntervalMs * TEST_LIMITS.peerMissedPings; // 400 ms
+    const took = await until(() => !reachable(a, 'b'), bound + 2_000, 'a sees b unreachable');
+    assert.ok(took >= bound / 2, `unreachable after ${took} ms: too early for missed pings`);
+    assert.ok(a.lines.some((l) => /nothing heard for 4 ping intervals/.test(l.msg)));
+    pb.restore();
+    pa.restore();
+    await until(() => reachable(a, 'b') && reachable(b, 'a'), 5_000, 'relinked after the path came back');
+  } finally {
+    await closeAll(a, b);
+    await pa.close();
+    await pb.close();
+  }
+});
+
+test('--join: a new node that knows one address learns every member and links to all of them', async () => {
+  const b = await node('b');
+  const a = await node('a', { peers: [at(b, 'b')] });
+  try {
+    await until(() => reachable(a, 'b'), 5_000, 'a-b');
+    const c = await node('c', { join: [{ host: '127.0.0.1', port: a.t.address().port }] });
+    try {
+      await until(() => reachable(c, 'a') && reachable(c, 'b') && reachable(b, 'c') && reachable(a, 'c'), 5_000, 'c linked to a and b');
+      assert.deepEqual(c.t.peerIds().sort(), ['a', 'b']);
+      assert.deepEqual(b.t.members().map((m) => m.id).sort(), ['a', 'b', 'c']);
+      c.t.send('b', { type: 'hi' });
+      await until(() => b.inbox.some((m) => m.from === 'c' && m.msg.type === 'hi'), 2_000, 'c to b');
+    } finally {
+      await closeAll(c);
+    }
+  } finally {
+    await closeAll(a, b);
+  }
+});
