@@ -316,7 +316,7 @@ const restartCatchUp = scenario(
 const lossy = scenario(
   'lossy-links',
   async (world) => {
-    world.net.faults = { minDelayMs: 1, maxDelayMs: 60, drop: 0.25, duplicate: 0.1 };
+    world.net.faults = { minDelayMs: 1, maxDelayMs: 60, drop: 0.2, duplicate: 0.1 };
     const clients = await startClients(world, 6, 2, 4);
     const deregistered = new Set<string>();
     let next = 0;
@@ -330,8 +330,8 @@ const lossy = scenario(
       }
     }
     world.log('writes stop');
-    // Ten anti-entropy rounds per node, at a quarter of the messages lost.
-    return settle(world, clients, deregistered, world.limits.apAntiEntropyIntervalMs * 10);
+    // Fifteen anti-entropy intervals, with a fifth of the messages lost.
+    return settle(world, clients, deregistered, world.limits.apAntiEntropyIntervalMs * 15);
   },
   (seed) => ({ seed, nodes: 3 }),
 );
