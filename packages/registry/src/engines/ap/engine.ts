@@ -50,6 +50,8 @@ export const realTimers: Timers = {
 
 export interface ApOptions {
   nodeId: string;
+  /** This node's peer-link address (HOST:PORT), for status. */
+  address?: string;
   storage: Storage;
   transport: PeerTransport;
   limits: Limits;
@@ -356,7 +358,7 @@ export class ApEngine implements Engine {
   cluster(): ClusterStatus {
     const now = this.opts.clock.now();
     const links = new Map(this.transport.peers().map((p) => [p.id, p]));
-    const members: ClusterMember[] = [{ id: this.nodeId, address: '', self: true, reachable: true, lastSeenMs: 0, revision: this.registry.revision }];
+    const members: ClusterMember[] = [{ id: this.nodeId, address: this.opts.address ?? '', self: true, reachable: true, lastSeenMs: 0, revision: this.registry.revision }];
     let unconfirmed = 0;
     let hidden = 0;
     for (const r of this.table.values()) {

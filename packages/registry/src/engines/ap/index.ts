@@ -39,6 +39,7 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
   const log = logger.child({ component: 'ap' });
   return ApEngine.open({
     nodeId,
+    address: `${cfg.peerAddr.host}:${cfg.peerAddr.port}`,
     storage,
     transport,
     limits: cfg.limits,
