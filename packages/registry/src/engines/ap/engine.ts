@@ -196,6 +196,8 @@ export class ApEngine implements Engine {
   private readonly started: number;
   /** The view may differ from what reachability asks (set by peer changes and records of absent owners). */
   private viewDirty = true;
+  /** Records of other owners shown flagged, and kept but not shown, as of the last reconcile. */
+  private viewCounts = { unconfirmed: 0, hidden: 0 };
   readonly stats = {
     batchesSent: 0,
     batchesReceived: 0,
@@ -359,14 +361,7 @@ export class ApEngine implements Engine {
     const now = this.opts.clock.now();
     const links = new Map(this.transport.peers().map((p) => [p.id, p]));
     const members: ClusterMember[] = [{ id: this.nodeId, address: this.opts.address ?? '', self: true, reachable: true, lastSeenMs: 0, revision: this.registry.revision }];
-    let unconfirmed = 0;
-    let hidden = 0;
-    for (const r of this.table.values()) {
-      if (r.del || r.o === this.nodeId) continue;
-      const shown = this.registry.instance(r.namespace, r.service, r.id);
-      if (!shown) hidden++;
-      else if (shown.instance.unconfirmed) unconfirmed++;
-    }
+    const { unconfirmed, hidden } = this.viewCounts;
     for (const [id, st] of [...this.peerState].sort(([a], [b]) => (a < b ? -1 : 1))) {
       const link = links.get(id);
       const m: ClusterMember = { id, address: link?.address ?? '', self: false, reachable: st.up, lastSeenMs: link?.lastSeenMs ?? null };
@@ -431,7 +426,7 @@ export class ApEngine implements Engine {
     gauge('switchboard_ap_tombstones', 'Tombstones kept (ap)', () => this.table.tombstones);
     gauge('switchboard_ap_peers_reachable', 'Peers reachable now (ap)', () => [...this.peerState.values()].filter((p) => p.up).length);
     gauge('switchboard_ap_peers', 'Peers known (ap)', () => this.peerState.size);
-    gauge('switchboard_ap_unconfirmed_instances', 'Instances shown while their owner is unreachable (ap)', () => this.countShownUnconfirmed());
+    gauge('switchboard_ap_unconfirmed_instances', 'Instances shown while their owner is unreachable (ap)', () => this.viewCounts.unconfirmed);
     gauge('switchboard_ap_protection_engaged', '1 while cluster-wide self-preservation holds the records of unreachable owners (ap)', () => (this.protection.engaged ? 1 : 0));
     gauge('switchboard_ap_ready', '1 once the node caught up from its peers (ap)', () => (this.readyFlag ? 1 : 0));
     gauge('switchboard_ap_outbox', 'Changes waiting to be batched to peers (ap)', () => this.outbox.size);
@@ -1006,15 +1001,19 @@ export class ApEngine implements Engine {
     this.viewDirty = !allUp;
     this.updateProtection();
     const changes: Change[] = [];
+    const counts = { unconfirmed: 0, hidden: 0 };
+    this.viewCounts = counts;
     for (const r of this.table.values()) {
       if (r.del || r.o === this.nodeId) continue;
       const shown = this.registry.instance(r.namespace, r.service, r.id);
       const want = this.visible(r);
       if (!want) {
+        counts.hidden++;
         if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'owner_unreachable', detail: `owner ${r.o} unreachable for longer than ${this.limits.apOwnerGraceMs} ms`, repl: { view: true } });
         continue;
       }
       const flag = !this.peerUp(r.o);
+      if (flag) counts.unconfirmed++;
       if (shown && (shown.instance.unconfirmed === true) === flag) continue;
       changes.push({
         op: 'put',
@@ -1054,15 +1053,6 @@ export class ApEngine implements Engine {
       this.opts.onProtectionChange?.({ engaged: false, zone: null, reason: `cluster: ${why}` });
     }
     p.heldLeases = p.engaged ? away.size : 0;
-  }
-
-  private countShownUnconfirmed(): number {
-    let n = 0;
-    for (const r of this.table.values()) {
-      if (r.del || r.o === this.nodeId) continue;
-      if (this.registry.instance(r.namespace, r.service, r.id)?.instance.unconfirmed) n++;
-    }
-    return n;
   }
 
   private becomeReady(reason: string): void {
