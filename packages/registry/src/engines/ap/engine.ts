@@ -541,10 +541,15 @@ export class ApEngine implements Engine {
     this.outboxSince ??= this.opts.clock.now();
     if (this.outbox.size >= this.limits.apBatchMaxRecords) this.flush();
     else if (this.flushTimer === null) {
-      this.flushTimer = this.timers.set(() => {
-        this.flushTimer = null;
-        this.flush();
-      }, this.limits.apBatchDelayMs);
+      // Like Nagle's algorithm: with no batch waiting for acknowledgements the changes of
+      // this turn go out at once; otherwise they gather for up to apBatchDelayMs.
+      this.flushTimer = this.timers.set(
+        () => {
+          this.flushTimer = null;
+          this.flush();
+        },
+        this.inFlight.size === 0 ? 0 : this.limits.apBatchDelayMs,
+      );
     }
   }
 
@@ -954,6 +959,10 @@ export class ApEngine implements Engine {
     st.up = up;
     st.downSince = up ? null : this.opts.clock.now();
     this.viewDirty = true;
+    if (!up) {
+      // Its acknowledgements will not come: batches stop waiting for them.
+      for (const [seq, f] of this.inFlight) if (f.waiting.delete(peer) && f.waiting.size === 0) this.inFlight.delete(seq);
+    }
     this.opts.onEvent?.(up ? 'peer_up' : 'peer_down', { peer });
     if (up) {
       // One side starts the exchange with a peer that comes back (the other would only
