@@ -660,7 +660,7 @@ export class Registry {
     }
     if (instance.leaseId) this.leaseTable.get(instance.leaseId)?.instances.add(key);
     if (prev?.instance.leaseId && prev.instance.zone) this.leaseZones.unbind(prev.instance.leaseId, prev.instance.zone);
-    if (instance.leaseId && instance.zone) this.leaseZones.bind(instance.leaseId, instance.zone);
+    if (instance.leaseId && instance.zone && this.ownsLocally(instance)) this.leaseZones.bind(instance.leaseId, instance.zone);
     if (!prev) {
       this.instanceTotal++;
       this.empty.delete(serviceKey(instance.namespace, instance.service));
@@ -668,7 +668,7 @@ export class Registry {
     const inputKey = knownInputKeys.get(instance) ?? inputKeyOf(inputFromInstance(instance, specs));
     svc.instances.set(instance.id, { instance, specs, json: JSON.stringify(instance), inputKey });
     svc.revision = revision;
-    if (instance.owner === undefined || instance.owner === this.replication?.nodeId) this.checks.sync(key, instance, specs, this.clock.now());
+    if (this.ownsLocally(instance)) this.checks.sync(key, instance, specs, this.clock.now());
     else this.checks.drop(key);
     if (instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) this.reports.restored(key, this.clock.now());
     return { epoch: this.epoch, revision, type: 'put', service: instance.service, namespace: instance.namespace, instance };
@@ -734,6 +734,11 @@ export class Registry {
   }
 
   // ---- ap mode (appended) ----
+
+  /** Whether this node runs the instance's checks and counts its lease (always, outside ap mode). */
+  private ownsLocally(instance: Instance): boolean {
+    return instance.owner === undefined || instance.owner === this.replication?.nodeId;
+  }
 
   /**
    * Applies records learned from peers, or changes of this node's view of them, as one
