@@ -52,6 +52,8 @@ export interface ApOptions {
   nodeId: string;
   /** This node's peer-link address (HOST:PORT), for status. */
   address?: string;
+  /** Peers will appear (--join) even if the transport knows none yet: not ready before catching up. */
+  expectPeers?: boolean;
   storage: Storage;
   transport: PeerTransport;
   limits: Limits;
@@ -230,7 +232,7 @@ export class ApEngine implements Engine {
     this.started = opts.clock.now();
     for (const id of transport.peerIds()) this.peerState.set(id, this.newPeer(false));
     for (const p of transport.peers()) if (p.reachable) (this.peerState.get(p.id) as PeerState).up = true;
-    this.readyFlag = this.peerState.size === 0;
+    this.readyFlag = this.peerState.size === 0 && opts.expectPeers !== true;
     this.readyReason = this.readyFlag ? 'no peers configured' : 'catching up from a peer';
     transport.onMessage((from, msg) => this.onMessage(from, msg));
     transport.onPeerChange((peer, up) => this.onPeerChange(peer, up));
@@ -586,11 +588,8 @@ export class ApEngine implements Engine {
 
   private onMessage(from: string, raw: PeerMessage): void {
     if (this.closed) return;
-    const st = this.peerState.get(from);
-    if (!st) {
-      // A peer that joined: known from now on.
-      this.peerState.set(from, this.newPeer(true));
-    }
+    // A peer that joined and speaks before its link was announced: it is up.
+    if (!this.peerState.has(from)) this.onPeerChange(from, true);
     const msg = raw as unknown as ApMessage;
     try {
       switch (msg.type) {
@@ -952,7 +951,8 @@ export class ApEngine implements Engine {
     if (this.closed) return;
     let st = this.peerState.get(peer);
     if (!st) {
-      st = this.newPeer(up);
+      // A member learned through --join or from another member.
+      st = this.newPeer(false);
       this.peerState.set(peer, st);
     }
     if (st.up === up) return;

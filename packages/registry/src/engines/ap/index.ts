@@ -40,6 +40,7 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
   return ApEngine.open({
     nodeId,
     address: `${cfg.peerAddr.host}:${cfg.peerAddr.port}`,
+    expectPeers: cfg.peers.length > 0 || cfg.join.length > 0,
     storage,
     transport,
     limits: cfg.limits,
