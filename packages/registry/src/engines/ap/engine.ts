@@ -123,6 +123,7 @@ interface Round {
   reply: Extract<ApMessage, { type: 'ap_reply' }> | null;
   /** Chunks of wanted keys not answered yet (null: not compared yet). */
   wants: Set<number> | null;
+  lastChunk: number;
 }
 
 interface InFlight {
@@ -151,7 +152,7 @@ export type ApMessage =
   | { type: 'ap_push'; records: ReplicaRecord[] }
   /** Keys of records the sender lacks (or holds older), and the answer with the records. */
   | { type: 'ap_want'; round: number; chunk: number; keys: string[] }
-  | { type: 'ap_give'; round: number; chunk: number; records: ReplicaRecord[] };
+  | { type: 'ap_give'; round: number; chunk: number; records: ReplicaRecord[]; rest?: string[] };
 
 export function randomId(bytes = 8): string {
   return randomBytes(bytes).toString('hex');
@@ -565,8 +566,7 @@ export class ApEngine implements Engine {
     const all = [...this.outbox.values()];
     this.outbox.clear();
     this.outboxSince = null;
-    for (let i = 0; i < all.length; i += this.limits.apBatchMaxRecords) {
-      const records = all.slice(i, i + this.limits.apBatchMaxRecords);
+    for (const records of this.split(all, this.limits.apBatchMaxRecords)) {
       const seq = ++this.batchSeq;
       const waiting = new Set<string>();
       for (const [id, st] of this.peerState) {
@@ -582,6 +582,23 @@ export class ApEngine implements Engine {
         if (this.inFlight.size > MAX_IN_FLIGHT) this.inFlight.delete(this.inFlight.keys().next().value as number);
       }
     }
+  }
+
+  /** Splits records into messages of at most `maxCount` records and about apMessageMaxBytes. */
+  private *split(records: ReplicaRecord[], maxCount: number): Generator<ReplicaRecord[]> {
+    let cur: ReplicaRecord[] = [];
+    let bytes = 0;
+    for (const r of records) {
+      const size = approxBytes(r);
+      if (cur.length > 0 && (cur.length >= maxCount || bytes + size > this.limits.apMessageMaxBytes)) {
+        yield cur;
+        cur = [];
+        bytes = 0;
+      }
+      cur.push(r);
+      bytes += size;
+    }
+    if (cur.length > 0) yield cur;
   }
 
   // ---- messages from peers ----
@@ -618,12 +635,22 @@ export class ApEngine implements Engine {
           this.onVersions(from, msg);
           break;
         case 'ap_want': {
+          // As many of the wanted records as fit one message; the keys left over go back
+          // in `rest`, and the asker asks for them again.
           const records: ReplicaRecord[] = [];
-          for (const k of msg.keys.slice(0, this.limits.apRepairMaxRecords)) {
+          const keys = msg.keys.slice(0, this.limits.apRepairMaxRecords);
+          let bytes = 0;
+          let i = 0;
+          for (; i < keys.length; i++) {
+            const k = keys[i];
             const r = typeof k === 'string' ? this.table.get(k) : undefined;
-            if (r) records.push(strip(r));
+            if (!r) continue;
+            const size = approxBytes(r);
+            if (records.length > 0 && bytes + size > this.limits.apMessageMaxBytes) break;
+            bytes += size;
+            records.push(strip(r));
           }
-          this.transport.send(from, { type: 'ap_give', round: msg.round, chunk: msg.chunk, records });
+          this.transport.send(from, { type: 'ap_give', round: msg.round, chunk: msg.chunk, records, rest: keys.slice(i) });
           break;
         }
         case 'ap_give':
@@ -779,7 +806,7 @@ export class ApEngine implements Engine {
       const d = this.table.digest(k) as { a: number; b: number; count: number };
       return [k, d.a, d.b, d.count];
     });
-    this.rounds.set(round, { peer, full: from === '' && to === null, versions: new Map(), parts: new Set(), reply: null, wants: null });
+    this.rounds.set(round, { peer, full: from === '' && to === null, versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
     if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
     this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision });
@@ -829,7 +856,14 @@ export class ApEngine implements Engine {
     this.stats.repairsReceived += msg.records.length;
     this.applyRemote(from, msg.records, 'repair');
     const round = this.rounds.get(msg.round);
-    if (round?.peer === from && round.wants?.delete(msg.chunk) && round.wants.size === 0) this.completeRound(msg.round);
+    if (round?.peer !== from || !round.wants?.has(msg.chunk)) return;
+    round.wants.delete(msg.chunk);
+    const rest = Array.isArray(msg.rest) ? msg.rest.filter((k) => typeof k === 'string') : [];
+    if (rest.length > 0) {
+      const chunk = ++round.lastChunk;
+      round.wants.add(chunk);
+      this.transport.send(from, { type: 'ap_want', round: msg.round, chunk, keys: rest });
+    } else if (round.wants.size === 0) this.completeRound(msg.round);
   }
 
   private onReply(from: string, msg: Extract<ApMessage, { type: 'ap_reply' }>): void {
@@ -861,11 +895,10 @@ export class ApEngine implements Engine {
       const mine = this.table.get(key);
       if (!mine || mine.v < v) want.push(key);
     }
-    for (let i = 0; i < push.length; i += this.limits.apRepairMaxRecords) {
-      this.transport.send(from, { type: 'ap_push', records: push.slice(i, i + this.limits.apRepairMaxRecords) });
-    }
+    for (const records of this.split(push, this.limits.apRepairMaxRecords)) this.transport.send(from, { type: 'ap_push', records });
     round.wants = new Set();
-    for (let i = 0, chunk = 0; i < want.length; i += this.limits.apRepairMaxRecords, chunk++) {
+    for (let i = 0; i < want.length; i += this.limits.apRepairMaxRecords) {
+      const chunk = ++round.lastChunk;
       round.wants.add(chunk);
       this.transport.send(from, { type: 'ap_want', round: id, chunk, keys: want.slice(i, i + this.limits.apRepairMaxRecords) });
     }
@@ -1110,6 +1143,23 @@ function learnFromChange(table: ReplicaTable, c: Change, now: number): void {
     if (c.detail) rec.detail = c.detail;
     table.merge(rec, now);
   }
+}
+
+/**
+ * About how many bytes a record takes encoded, without encoding it: the fixed fields, and
+ * the variable ones (tags, metadata, checks) that make records large.
+ */
+export function approxBytes(r: ReplicaRecord): number {
+  let n = 160 + r.namespace.length + r.service.length + r.id.length + r.v.length + r.o.length + (r.detail?.length ?? 0);
+  const i = r.i;
+  if (i) {
+    n += i.address.length + (i.zone?.length ?? 0) + (i.version?.length ?? 0) + (i.leaseId?.length ?? 0);
+    for (const t of i.tags) n += t.length + 2;
+    for (const k in i.metadata) n += k.length + (i.metadata[k] as string).length + 4;
+    for (const c of i.checks) n += 64 + c.id.length + (c.output?.length ?? 0);
+  }
+  for (const c of r.specs ?? []) n += 200 + (c.target?.length ?? 0) + (c.expectBody?.length ?? 0);
+  return n;
 }
 
 /** A record as sent: without this node's bookkeeping. */
