@@ -760,9 +760,11 @@ export class Registry {
       } else out.push(c);
     }
     if (out.length === 0) return { entry: null, events: [], revision: this.rev };
-    const entry: Entry = { revision: next, changes: out, at: this.wallClock.now() };
+    // Records kept but not shown change no revision (like a lease grant).
+    const revision = out.some((c) => c.op === 'put' || c.op === 'delete') ? next : this.rev;
+    const entry: Entry = { revision, changes: out, at: this.wallClock.now() };
     const events = this.apply(entry);
-    return { entry, events, revision: next };
+    return { entry, events, revision };
   }
 }
 
