@@ -86,7 +86,7 @@ function scenario(name: string, body: (world: World) => Promise<ScenarioResult>,
   };
 }
 
-/** Random work and faults: clogged links cut one by one and restored in random order, restarts, deaths. */
+/** Random work and faults: clogged links cut one by one and restored in random order, restarts, deaths, skewed clocks. */
 const chaos = scenario(
   'chaos',
   async (world) => {
@@ -139,7 +139,13 @@ const chaos = scenario(
     // Dead clients' leases run out (TTL), then their expiry replicates.
     return settle(world, clients, deregistered, 3_000 + world.limits.apOwnerGraceMs + 2_000);
   },
-  (seed) => ({ seed, nodes: seed % 4 === 0 ? 5 : 3 }),
+  (seed) => {
+    // Every third run skews the nodes' wall clocks, some beyond apMaxClockOffsetMs.
+    const nodes = seed % 4 === 0 ? 5 : 3;
+    const skews: Record<string, number> = {};
+    if (seed % 3 === 0) for (let i = 0; i < nodes; i++) skews[String.fromCharCode(97 + i)] = ((seed * 7919 + i * 104729) % 11_000) - 3_000;
+    return { seed, nodes, skews };
+  },
 );
 
 /** A's expiry of the lease a client left must not delete the incarnation B now owns. */
