@@ -139,6 +139,8 @@ export interface Limits {
   apCatchUpTimeoutMs: number;
   /** ap: a peer's version further ahead of this node's clock than this is not followed. */
   apMaxClockOffsetMs: number;
+  /** ap: about how many bytes of records one replication message carries (well under peerMaxFrameBytes). */
+  apMessageMaxBytes: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -206,6 +208,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   apTombstoneMaxMs: 60 * 60_000,
   apCatchUpTimeoutMs: 10_000,
   apMaxClockOffsetMs: 60_000,
+  apMessageMaxBytes: 4 * 1024 * 1024,
 });
 
 /** One line per limit, for docs and `--help`. */

@@ -660,7 +660,7 @@ export class Registry {
     }
     if (instance.leaseId) this.leaseTable.get(instance.leaseId)?.instances.add(key);
     if (prev?.instance.leaseId && prev.instance.zone) this.leaseZones.unbind(prev.instance.leaseId, prev.instance.zone);
-    if (instance.leaseId && instance.zone) this.leaseZones.bind(instance.leaseId, instance.zone);
+    if (instance.leaseId && instance.zone && this.ownsLocally(instance)) this.leaseZones.bind(instance.leaseId, instance.zone);
     if (!prev) {
       this.instanceTotal++;
       this.empty.delete(serviceKey(instance.namespace, instance.service));
@@ -668,7 +668,7 @@ export class Registry {
     const inputKey = knownInputKeys.get(instance) ?? inputKeyOf(inputFromInstance(instance, specs));
     svc.instances.set(instance.id, { instance, specs, json: JSON.stringify(instance), inputKey });
     svc.revision = revision;
-    if (instance.owner === undefined || instance.owner === this.replication?.nodeId) this.checks.sync(key, instance, specs, this.clock.now());
+    if (this.ownsLocally(instance)) this.checks.sync(key, instance, specs, this.clock.now());
     else this.checks.drop(key);
     if (instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) this.reports.restored(key, this.clock.now());
     return { epoch: this.epoch, revision, type: 'put', service: instance.service, namespace: instance.namespace, instance };
@@ -745,10 +745,16 @@ export class Registry {
 
   // ---- ap mode (appended) ----
 
+  /** Whether this node runs the instance's checks and counts its lease (always, outside ap mode). */
+  private ownsLocally(instance: Instance): boolean {
+    return instance.owner === undefined || instance.owner === this.replication?.nodeId;
+  }
+
   /**
    * Applies records learned from peers, or changes of this node's view of them, as one
    * local entry (one local revision): puts get this node's revisions, deletes of absent
    * instances are dropped. Nothing is stamped: the changes carry their `repl` already.
+   * The instances of the puts are taken over (their revisions are set in place).
    */
   applyReplicated(changes: Change[]): WriteOutcome {
     const next = this.rev + 1;
@@ -756,15 +762,19 @@ export class Registry {
     for (const c of changes) {
       if (c.op === 'put') {
         const prev = this.instance(c.instance.namespace, c.instance.service, c.instance.id);
-        out.push({ ...c, instance: { ...c.instance, createRevision: prev?.instance.createRevision ?? next, modRevision: next } });
+        c.instance.createRevision = prev?.instance.createRevision ?? next;
+        c.instance.modRevision = next;
+        out.push(c);
       } else if (c.op === 'delete') {
         if (this.instance(c.namespace, c.service, c.id)) out.push(c);
       } else out.push(c);
     }
     if (out.length === 0) return { entry: null, events: [], revision: this.rev };
-    const entry: Entry = { revision: next, changes: out, at: this.wallClock.now() };
+    // Records kept but not shown change no revision (like a lease grant).
+    const revision = out.some((c) => c.op === 'put' || c.op === 'delete') ? next : this.rev;
+    const entry: Entry = { revision, changes: out, at: this.wallClock.now() };
     const events = this.apply(entry);
-    return { entry, events, revision: next };
+    return { entry, events, revision };
   }
 }
 

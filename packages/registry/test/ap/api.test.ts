@@ -69,6 +69,7 @@ test('records of an unreachable peer are flagged unconfirmed, then confirmed whe
     await call(a.url, 'PUT', '/v1/services/pay/instances/p1', { address: '10.0.0.2', port: 80, leaseId: lease.body.leaseId });
     await call(a.url, 'PUT', '/v1/services/pay/instances/p2', { address: '10.0.0.3', port: 80 });
     await eventually('p1 on b', () => instanceOn(b, 'pay', 'p1'));
+    await eventually('p2 on b', () => instanceOn(b, 'pay', 'p2'));
     net.setCut('a', 'b', true);
     net.setCut('a', 'c', true);
     const flagged = await eventually('p1 flagged on b', async () => {

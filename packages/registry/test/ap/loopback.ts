@@ -10,6 +10,8 @@ import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../../src/engin
 import { MemoryStorage, type Storage } from '../../src/storage/storage.js';
 
 export class LoopbackNet {
+  /** Called with every message sent, encoded (to check message sizes). */
+  onSend: ((from: string, to: string, bytes: string) => void) | null = null;
   private readonly ends = new Map<string, LoopbackTransport>();
   private readonly cut = new Set<string>();
   constructor(readonly ids: string[]) {}
@@ -36,6 +38,7 @@ export class LoopbackNet {
     for (const [id, t] of this.ends) for (const p of this.ids) if (p !== id) t.setPeer(p, this.up(id, p));
   }
   deliver(from: string, to: string, bytes: string): void {
+    this.onSend?.(from, to, bytes);
     setImmediate(() => {
       if (this.up(from, to)) this.ends.get(to)?.receive(from, JSON.parse(bytes) as PeerMessage);
     });

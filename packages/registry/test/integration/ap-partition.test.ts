@@ -103,8 +103,8 @@ test('a silent cut (bytes stop, nothing is reset) is found by missed pings, and 
     await until(async () => (await reachablePeers(a.url)).length === 2 && (await reachablePeers(b.url)).length === 2, DETECT_MS, 'a full mesh');
     c.partition(['a', 'b'], ['c'], 'silent');
     const detected = await until(async () => (await reachablePeers(cc.url)).length === 0 && JSON.stringify(await reachablePeers(a.url)) === '["b"]', DETECT_MS, 'the silent cut seen');
-    // Not before the stated liveness bound: peerPingIntervalMs (500) x peerMissedPings (4).
-    assert.ok(detected >= 1_500, `unreachable after ${detected} ms, before the liveness bound`);
+    // Found by missed pings, not by a reset: about peerPingIntervalMs (500) x peerMissedPings (4) after the cut.
+    assert.ok(detected >= 1_000, `unreachable after ${detected} ms: too early for missed pings (no reset was sent)`);
     t.diagnostic(`silent cut detected in ${detected.toFixed(0)} ms`);
     assert.equal((await putJson(a.url, '/v1/services/dns/instances/ab', inst(9201))).status, 200);
     assert.equal((await putJson(cc.url, '/v1/services/dns/instances/c', inst(9202))).status, 200);

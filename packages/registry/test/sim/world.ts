@@ -314,6 +314,8 @@ export function simLimits(over: Partial<Limits> = {}): Limits {
     apTombstoneMaxMs: 20_000,
     apCatchUpTimeoutMs: 2_000,
     apMaxClockOffsetMs: 5_000,
+    // A few records per message, so that splitting by size (batches, pushes, partial gives) runs.
+    apMessageMaxBytes: 3_000,
     ...over,
   };
 }

@@ -50,6 +50,10 @@ export const realTimers: Timers = {
 
 export interface ApOptions {
   nodeId: string;
+  /** This node's peer-link address (HOST:PORT), for status. */
+  address?: string;
+  /** Peers will appear (--join) even if the transport knows none yet: not ready before catching up. */
+  expectPeers?: boolean;
   storage: Storage;
   transport: PeerTransport;
   limits: Limits;
@@ -102,16 +106,24 @@ interface PeerState {
   caughtUp: boolean;
   /** The rounds of the catch-up pass still unanswered. */
   catchUp: Set<number> | null;
+  /** When the catch-up pass started: one that takes too long (lost messages) is started again. */
+  catchUpAt: number;
 }
 
-/** An anti-entropy round this node started: complete once the reply and every repair part arrived. */
+/**
+ * An anti-entropy round this node started. It compares once the reply and every part of
+ * the peer's versions arrived, and completes once every record it asked for arrived.
+ */
 interface Round {
   peer: string;
   full: boolean;
   /** What the peer has in the services that differ: key -> version. */
-  repair: Map<string, string>;
+  versions: Map<string, string>;
   parts: Set<number>;
   reply: Extract<ApMessage, { type: 'ap_reply' }> | null;
+  /** Chunks of wanted keys not answered yet (null: not compared yet). */
+  wants: Set<number> | null;
+  lastChunk: number;
 }
 
 interface InFlight {
@@ -124,16 +136,23 @@ interface InFlight {
 const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revoked', 'connection_lost', 'critical_timeout']);
 /** Batches waiting for acknowledgements, for the lag measure; the oldest are forgotten. */
 const MAX_IN_FLIGHT = 4_096;
+/** Anti-entropy rounds waiting for answers; the oldest are forgotten (the next rounds repair). */
+const MAX_ROUNDS = 256;
 
 /** Messages between ap nodes (msgpack-encoded by the transport). */
 export type ApMessage =
   | { type: 'ap_batch'; seq: number; rev: number; records: ReplicaRecord[] }
   | { type: 'ap_ack'; seq: number; rev: number }
   | { type: 'ap_digest'; round: number; from: string; to: string | null; services: [string, number, number, number][]; rebuild: boolean; rev: number }
-  | { type: 'ap_repair'; round: number; part: number; records: ReplicaRecord[] }
-  /** `parts`: how many ap_repair messages of the round were sent before it. */
+  /** The versions (key, version) the peer holds in the services that differ, in parts. */
+  | { type: 'ap_versions'; round: number; part: number; entries: [string, string][] }
+  /** `parts`: how many ap_versions messages of the round were sent before it. */
   | { type: 'ap_reply'; round: number; parts: number; diff: string[]; match: boolean; rebuild: boolean; rev: number }
-  | { type: 'ap_push'; records: ReplicaRecord[] };
+  /** Records the sender found the receiver lacks (or holds older). */
+  | { type: 'ap_push'; records: ReplicaRecord[] }
+  /** Keys of records the sender lacks (or holds older), and the answer with the records. */
+  | { type: 'ap_want'; round: number; chunk: number; keys: string[] }
+  | { type: 'ap_give'; round: number; chunk: number; records: ReplicaRecord[]; rest?: string[] };
 
 export function randomId(bytes = 8): string {
   return randomBytes(bytes).toString('hex');
@@ -178,6 +197,10 @@ export class ApEngine implements Engine {
   private readonly displaced = new Map<string, Map<string, { instance: WireInstance; specs: CheckSpec[] }>>();
   private protection: { engaged: boolean; since: number | null; reason: string | null; heldLeases: number } = { engaged: false, since: null, reason: null, heldLeases: 0 };
   private readonly started: number;
+  /** The view may differ from what reachability asks (set by peer changes and records of absent owners). */
+  private viewDirty = true;
+  /** Records of other owners shown flagged, and kept but not shown, as of the last reconcile. */
+  private viewCounts = { unconfirmed: 0, hidden: 0 };
   readonly stats = {
     batchesSent: 0,
     batchesReceived: 0,
@@ -210,7 +233,7 @@ export class ApEngine implements Engine {
     this.started = opts.clock.now();
     for (const id of transport.peerIds()) this.peerState.set(id, this.newPeer(false));
     for (const p of transport.peers()) if (p.reachable) (this.peerState.get(p.id) as PeerState).up = true;
-    this.readyFlag = this.peerState.size === 0;
+    this.readyFlag = this.peerState.size === 0 && opts.expectPeers !== true;
     this.readyReason = this.readyFlag ? 'no peers configured' : 'catching up from a peer';
     transport.onMessage((from, msg) => this.onMessage(from, msg));
     transport.onPeerChange((peer, up) => this.onPeerChange(peer, up));
@@ -340,15 +363,8 @@ export class ApEngine implements Engine {
   cluster(): ClusterStatus {
     const now = this.opts.clock.now();
     const links = new Map(this.transport.peers().map((p) => [p.id, p]));
-    const members: ClusterMember[] = [{ id: this.nodeId, address: '', self: true, reachable: true, lastSeenMs: 0, revision: this.registry.revision }];
-    let unconfirmed = 0;
-    let hidden = 0;
-    for (const r of this.table.values()) {
-      if (r.del || r.o === this.nodeId) continue;
-      const shown = this.registry.instance(r.namespace, r.service, r.id);
-      if (!shown) hidden++;
-      else if (shown.instance.unconfirmed) unconfirmed++;
-    }
+    const members: ClusterMember[] = [{ id: this.nodeId, address: this.opts.address ?? '', self: true, reachable: true, lastSeenMs: 0, revision: this.registry.revision }];
+    const { unconfirmed, hidden } = this.viewCounts;
     for (const [id, st] of [...this.peerState].sort(([a], [b]) => (a < b ? -1 : 1))) {
       const link = links.get(id);
       const m: ClusterMember = { id, address: link?.address ?? '', self: false, reachable: st.up, lastSeenMs: link?.lastSeenMs ?? null };
@@ -413,7 +429,7 @@ export class ApEngine implements Engine {
     gauge('switchboard_ap_tombstones', 'Tombstones kept (ap)', () => this.table.tombstones);
     gauge('switchboard_ap_peers_reachable', 'Peers reachable now (ap)', () => [...this.peerState.values()].filter((p) => p.up).length);
     gauge('switchboard_ap_peers', 'Peers known (ap)', () => this.peerState.size);
-    gauge('switchboard_ap_unconfirmed_instances', 'Instances shown while their owner is unreachable (ap)', () => this.countShownUnconfirmed());
+    gauge('switchboard_ap_unconfirmed_instances', 'Instances shown while their owner is unreachable (ap)', () => this.viewCounts.unconfirmed);
     gauge('switchboard_ap_protection_engaged', '1 while cluster-wide self-preservation holds the records of unreachable owners (ap)', () => (this.protection.engaged ? 1 : 0));
     gauge('switchboard_ap_ready', '1 once the node caught up from its peers (ap)', () => (this.readyFlag ? 1 : 0));
     gauge('switchboard_ap_outbox', 'Changes waiting to be batched to peers (ap)', () => this.outbox.size);
@@ -528,10 +544,15 @@ export class ApEngine implements Engine {
     this.outboxSince ??= this.opts.clock.now();
     if (this.outbox.size >= this.limits.apBatchMaxRecords) this.flush();
     else if (this.flushTimer === null) {
-      this.flushTimer = this.timers.set(() => {
-        this.flushTimer = null;
-        this.flush();
-      }, this.limits.apBatchDelayMs);
+      // Like Nagle's algorithm: with no batch waiting for acknowledgements the changes of
+      // this turn go out at once; otherwise they gather for up to apBatchDelayMs.
+      this.flushTimer = this.timers.set(
+        () => {
+          this.flushTimer = null;
+          this.flush();
+        },
+        this.inFlight.size === 0 ? 0 : this.limits.apBatchDelayMs,
+      );
     }
   }
 
@@ -545,8 +566,7 @@ export class ApEngine implements Engine {
     const all = [...this.outbox.values()];
     this.outbox.clear();
     this.outboxSince = null;
-    for (let i = 0; i < all.length; i += this.limits.apBatchMaxRecords) {
-      const records = all.slice(i, i + this.limits.apBatchMaxRecords);
+    for (const records of this.split(all, this.limits.apBatchMaxRecords)) {
       const seq = ++this.batchSeq;
       const waiting = new Set<string>();
       for (const [id, st] of this.peerState) {
@@ -564,15 +584,29 @@ export class ApEngine implements Engine {
     }
   }
 
+  /** Splits records into messages of at most `maxCount` records and about apMessageMaxBytes. */
+  private *split(records: ReplicaRecord[], maxCount: number): Generator<ReplicaRecord[]> {
+    let cur: ReplicaRecord[] = [];
+    let bytes = 0;
+    for (const r of records) {
+      const size = approxBytes(r);
+      if (cur.length > 0 && (cur.length >= maxCount || bytes + size > this.limits.apMessageMaxBytes)) {
+        yield cur;
+        cur = [];
+        bytes = 0;
+      }
+      cur.push(r);
+      bytes += size;
+    }
+    if (cur.length > 0) yield cur;
+  }
+
   // ---- messages from peers ----
 
   private onMessage(from: string, raw: PeerMessage): void {
     if (this.closed) return;
-    const st = this.peerState.get(from);
-    if (!st) {
-      // A peer that joined: known from now on.
-      this.peerState.set(from, this.newPeer(true));
-    }
+    // A peer that joined and speaks before its link was announced: it is up.
+    if (!this.peerState.has(from)) this.onPeerChange(from, true);
     const msg = raw as unknown as ApMessage;
     try {
       switch (msg.type) {
@@ -597,8 +631,30 @@ export class ApEngine implements Engine {
           this.notePeerRevision(from, msg.rev);
           this.answerDigest(from, msg);
           break;
-        case 'ap_repair':
-          this.onRepair(from, msg);
+        case 'ap_versions':
+          this.onVersions(from, msg);
+          break;
+        case 'ap_want': {
+          // As many of the wanted records as fit one message; the keys left over go back
+          // in `rest`, and the asker asks for them again.
+          const records: ReplicaRecord[] = [];
+          const keys = msg.keys.slice(0, this.limits.apRepairMaxRecords);
+          let bytes = 0;
+          let i = 0;
+          for (; i < keys.length; i++) {
+            const k = keys[i];
+            const r = typeof k === 'string' ? this.table.get(k) : undefined;
+            if (!r) continue;
+            const size = approxBytes(r);
+            if (records.length > 0 && bytes + size > this.limits.apMessageMaxBytes) break;
+            bytes += size;
+            records.push(strip(r));
+          }
+          this.transport.send(from, { type: 'ap_give', round: msg.round, chunk: msg.chunk, records, rest: keys.slice(i) });
+          break;
+        }
+        case 'ap_give':
+          this.onGive(from, msg);
           break;
         case 'ap_reply':
           this.notePeerRevision(from, msg.rev);
@@ -639,6 +695,7 @@ export class ApEngine implements Engine {
       this.stats.recordsApplied++;
       const stored = this.table.get(key) as StoredRecord;
       this.noteDisplaced(before, stored);
+      if (stored.o !== this.nodeId && !this.peerUp(stored.o)) this.viewDirty = true;
       const shown = this.registry.instance(r.namespace, r.service, r.id);
       if (r.del) {
         if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: r.del, detail: r.detail ?? `from ${from}`, repl: { v: r.v, o: r.o } });
@@ -712,7 +769,11 @@ export class ApEngine implements Engine {
     const up = [...this.peerState].filter(([, st]) => st.up).map(([id]) => id).sort();
     if (!this.readyFlag) {
       // Catching up: a full pass with every reachable peer not caught up from yet.
-      for (const id of up) if (!(this.peerState.get(id) as PeerState).caughtUp) this.startPass(id);
+      for (const id of up) {
+        const st = this.peerState.get(id) as PeerState;
+        const stale = this.opts.clock.now() - st.catchUpAt > 3 * this.limits.apAntiEntropyIntervalMs;
+        if (!st.caughtUp && (st.catchUp === null || stale)) this.startPass(id);
+      }
     } else if (up.length > 0) this.startRound(up[this.aePeerIndex++ % up.length] as string);
     this.collectTombstones();
     this.reconcile();
@@ -727,6 +788,7 @@ export class ApEngine implements Engine {
     do rounds.add(this.startRound(peer));
     while (st.cursor !== '');
     st.catchUp = rounds;
+    st.catchUpAt = this.opts.clock.now();
   }
 
   private startRound(peer: string): number {
@@ -744,8 +806,8 @@ export class ApEngine implements Engine {
       const d = this.table.digest(k) as { a: number; b: number; count: number };
       return [k, d.a, d.b, d.count];
     });
-    this.rounds.set(round, { peer, full: from === '' && to === null, repair: new Map(), parts: new Set(), reply: null });
-    if (this.rounds.size > 64) this.rounds.delete(this.rounds.keys().next().value as number);
+    this.rounds.set(round, { peer, full: from === '' && to === null, versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
+    if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
     this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision });
     return round;
@@ -770,66 +832,95 @@ export class ApEngine implements Engine {
       if (!theirs.has(k)) diff.add(k);
     }
     const rebuild = this.peerState.get(from)?.owed ?? false;
-    const records: ReplicaRecord[] = [];
-    for (const k of diff) for (const r of this.table.serviceRecords(k)) records.push(strip(r));
+    const entries: [string, string][] = [];
+    for (const k of diff) for (const r of this.table.serviceRecords(k)) entries.push([recordKey(r), r.v]);
     let parts = 0;
-    for (let i = 0; i < records.length; i += this.limits.apRepairMaxRecords) {
-      this.transport.send(from, { type: 'ap_repair', round: msg.round, part: parts++, records: records.slice(i, i + this.limits.apRepairMaxRecords) });
+    const per = this.limits.apRepairMaxRecords * 4; // a version is a small fraction of a record
+    for (let i = 0; i < entries.length; i += per) {
+      this.transport.send(from, { type: 'ap_versions', round: msg.round, part: parts++, entries: entries.slice(i, i + per) });
     }
     const full = msg.from === '' && msg.to === null;
     if (diff.size === 0 && full) this.markSynced(from);
     this.transport.send(from, { type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0, rebuild, rev: this.registry.revision });
   }
 
-  private onRepair(from: string, msg: Extract<ApMessage, { type: 'ap_repair' }>): void {
+  private onVersions(from: string, msg: Extract<ApMessage, { type: 'ap_versions' }>): void {
     const round = this.rounds.get(msg.round);
-    // Kept until the round completes: what the peer has, to answer with only what it
-    // lacks. A repair that arrives after its round ended is merged all the same.
-    if (round?.peer === from) {
-      if (round.parts.has(msg.part)) return; // a duplicate
-      round.parts.add(msg.part);
-      for (const r of msg.records) if (validRecord(r)) round.repair.set(recordKey(r), r.v);
-    }
+    if (round?.peer !== from || round.parts.has(msg.part)) return; // ended, or a duplicate
+    round.parts.add(msg.part);
+    for (const e of msg.entries) if (Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'string') round.versions.set(e[0], e[1]);
+    this.compareRound(msg.round);
+  }
+
+  private onGive(from: string, msg: Extract<ApMessage, { type: 'ap_give' }>): void {
     this.stats.repairsReceived += msg.records.length;
     this.applyRemote(from, msg.records, 'repair');
-    if (round?.peer === from) this.finishRound(msg.round);
+    const round = this.rounds.get(msg.round);
+    if (round?.peer !== from || !round.wants?.has(msg.chunk)) return;
+    round.wants.delete(msg.chunk);
+    const rest = Array.isArray(msg.rest) ? msg.rest.filter((k) => typeof k === 'string') : [];
+    if (rest.length > 0) {
+      const chunk = ++round.lastChunk;
+      round.wants.add(chunk);
+      this.transport.send(from, { type: 'ap_want', round: msg.round, chunk, keys: rest });
+    } else if (round.wants.size === 0) this.completeRound(msg.round);
   }
 
   private onReply(from: string, msg: Extract<ApMessage, { type: 'ap_reply' }>): void {
     const round = this.rounds.get(msg.round);
     if (round?.peer !== from || round.reply !== null) return;
     round.reply = msg;
-    this.finishRound(msg.round);
+    this.compareRound(msg.round);
   }
 
-  /** A round is complete once its reply and every repair part arrived (a lost part: the next round repairs). */
-  private finishRound(id: number): void {
+  /**
+   * Once the reply and every part of the peer's versions arrived: sends the peer what it
+   * lacks, asks for what this node lacks (a lost part: the next round repairs).
+   */
+  private compareRound(id: number): void {
     const round = this.rounds.get(id);
     const msg = round?.reply;
-    if (!round || !msg || round.parts.size < msg.parts) return;
+    if (!round || !msg || round.wants !== null || round.parts.size < msg.parts) return;
     const from = round.peer;
-    this.rounds.delete(id);
-    if (msg.rebuild) this.rebuildFrom(from, msg.diff, round.repair);
-    // Send back what the peer lacks or has older, in the services that differ.
+    if (msg.rebuild) this.rebuildFrom(from, msg.diff, round.versions);
     const push: ReplicaRecord[] = [];
     for (const k of msg.diff) {
       for (const r of this.table.serviceRecords(k)) {
-        const theirs = round.repair.get(recordKey(r));
+        const theirs = round.versions.get(recordKey(r));
         if (theirs === undefined || theirs < r.v) push.push(strip(r));
       }
     }
-    for (let i = 0; i < push.length; i += this.limits.apRepairMaxRecords) {
-      this.transport.send(from, { type: 'ap_push', records: push.slice(i, i + this.limits.apRepairMaxRecords) });
+    const want: string[] = [];
+    for (const [key, v] of round.versions) {
+      const mine = this.table.get(key);
+      if (!mine || mine.v < v) want.push(key);
     }
+    for (const records of this.split(push, this.limits.apRepairMaxRecords)) this.transport.send(from, { type: 'ap_push', records });
+    round.wants = new Set();
+    for (let i = 0; i < want.length; i += this.limits.apRepairMaxRecords) {
+      const chunk = ++round.lastChunk;
+      round.wants.add(chunk);
+      this.transport.send(from, { type: 'ap_want', round: id, chunk, keys: want.slice(i, i + this.limits.apRepairMaxRecords) });
+    }
+    if (round.wants.size === 0) this.completeRound(id);
+  }
+
+  /** Every record asked for arrived: the round counts for synchronisation and catch-up. */
+  private completeRound(id: number): void {
+    const round = this.rounds.get(id);
+    const msg = round?.reply;
+    if (!round || !msg) return;
+    const from = round.peer;
+    this.rounds.delete(id);
     if (msg.match && round.full) this.markSynced(from);
     const st = this.peerState.get(from);
-    if (st?.catchUp?.delete(msg.round) && st.catchUp.size === 0) {
+    if (st?.catchUp?.delete(id) && st.catchUp.size === 0) {
       st.catchUp = null;
       st.caughtUp = true;
     }
     if (!this.readyFlag && [...this.peerState.values()].every((p) => p.caughtUp || !p.up)) {
-      // Everything the peers had that differed is merged (repairs arrive before the reply on a link).
       const names = [...this.peerState].filter(([, p]) => p.caughtUp).map(([id]) => id).sort().join(', ');
+      // Ready once what was merged is durable.
       void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => this.becomeReady(`caught up from ${names}`));
     }
   }
@@ -893,22 +984,30 @@ export class ApEngine implements Engine {
     if (this.closed) return;
     let st = this.peerState.get(peer);
     if (!st) {
-      st = this.newPeer(up);
+      // A member learned through --join or from another member.
+      st = this.newPeer(false);
       this.peerState.set(peer, st);
     }
     if (st.up === up) return;
     st.up = up;
     st.downSince = up ? null : this.opts.clock.now();
+    this.viewDirty = true;
+    if (!up) {
+      // Its acknowledgements will not come: batches stop waiting for them.
+      for (const [seq, f] of this.inFlight) if (f.waiting.delete(peer) && f.waiting.size === 0) this.inFlight.delete(seq);
+    }
     this.opts.onEvent?.(up ? 'peer_up' : 'peer_down', { peer });
     if (up) {
-      if (this.readyFlag) this.startRound(peer);
-      else this.startPass(peer);
+      // One side starts the exchange with a peer that comes back (the other would only
+      // repeat it); a node catching up always does.
+      if (!this.readyFlag) this.startPass(peer);
+      else if (this.nodeId < peer) this.startRound(peer);
     }
     this.reconcile();
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', owed: false, caughtUp: false, catchUp: null };
+    return { up, downSince: up ? null : this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', owed: false, caughtUp: false, catchUp: null, catchUpAt: 0 };
   }
 
   private peerUp(id: string): boolean {
@@ -938,17 +1037,25 @@ export class ApEngine implements Engine {
    */
   private reconcile(): void {
     if (this.closed) return;
+    const allUp = [...this.peerState.values()].every((p) => p.up);
+    // With every peer reachable and nothing flagged since, the view is right: a table walk is saved.
+    if (allUp && !this.viewDirty) return;
+    this.viewDirty = !allUp;
     this.updateProtection();
     const changes: Change[] = [];
+    const counts = { unconfirmed: 0, hidden: 0 };
+    this.viewCounts = counts;
     for (const r of this.table.values()) {
       if (r.del || r.o === this.nodeId) continue;
       const shown = this.registry.instance(r.namespace, r.service, r.id);
       const want = this.visible(r);
       if (!want) {
+        counts.hidden++;
         if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'owner_unreachable', detail: `owner ${r.o} unreachable for longer than ${this.limits.apOwnerGraceMs} ms`, repl: { view: true } });
         continue;
       }
       const flag = !this.peerUp(r.o);
+      if (flag) counts.unconfirmed++;
       if (shown && (shown.instance.unconfirmed === true) === flag) continue;
       changes.push({
         op: 'put',
@@ -988,15 +1095,6 @@ export class ApEngine implements Engine {
       this.opts.onProtectionChange?.({ engaged: false, zone: null, reason: `cluster: ${why}` });
     }
     p.heldLeases = p.engaged ? away.size : 0;
-  }
-
-  private countShownUnconfirmed(): number {
-    let n = 0;
-    for (const r of this.table.values()) {
-      if (r.del || r.o === this.nodeId) continue;
-      if (this.registry.instance(r.namespace, r.service, r.id)?.instance.unconfirmed) n++;
-    }
-    return n;
   }
 
   private becomeReady(reason: string): void {
@@ -1045,6 +1143,23 @@ function learnFromChange(table: ReplicaTable, c: Change, now: number): void {
     if (c.detail) rec.detail = c.detail;
     table.merge(rec, now);
   }
+}
+
+/**
+ * About how many bytes a record takes encoded, without encoding it: the fixed fields, and
+ * the variable ones (tags, metadata, checks) that make records large.
+ */
+export function approxBytes(r: ReplicaRecord): number {
+  let n = 160 + r.namespace.length + r.service.length + r.id.length + r.v.length + r.o.length + (r.detail?.length ?? 0);
+  const i = r.i;
+  if (i) {
+    n += i.address.length + (i.zone?.length ?? 0) + (i.version?.length ?? 0) + (i.leaseId?.length ?? 0);
+    for (const t of i.tags) n += t.length + 2;
+    for (const k in i.metadata) n += k.length + (i.metadata[k] as string).length + 4;
+    for (const c of i.checks) n += 64 + c.id.length + (c.output?.length ?? 0);
+  }
+  for (const c of r.specs ?? []) n += 200 + (c.target?.length ?? 0) + (c.expectBody?.length ?? 0);
+  return n;
 }
 
 /** A record as sent: without this node's bookkeeping. */

@@ -39,6 +39,8 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
   const log = logger.child({ component: 'ap' });
   return ApEngine.open({
     nodeId,
+    address: `${cfg.peerAddr.host}:${cfg.peerAddr.port}`,
+    expectPeers: cfg.peers.length > 0 || cfg.join.length > 0,
     storage,
     transport,
     limits: cfg.limits,

@@ -350,7 +350,7 @@ export class TcpPeerTransport implements TcpTransport {
       if (link.peer && link.peer.link === link) this.flush(link.peer);
     });
     socket.on('error', (err) => {
-      if (link.state === 'handshake' && link.dialed) this.problem(link.target, `cannot reach ${fmt(link.dialed)}: ${err.message}`, 'debug');
+      if (link.state === 'handshake' && link.dialed) this.problem(link.target, `cannot reach ${link.target ? `peer ${link.target.id} at ` : ''}${fmt(link.dialed)} (retrying with backoff): ${err.message}`, 'info');
     });
     socket.on('close', () => this.drop(link, 'connection closed', true));
   }
@@ -500,7 +500,10 @@ export class TcpPeerTransport implements TcpTransport {
     const current = p.link;
     if (current && current !== link) {
       // Two links to one peer (both dialed at once): keep the one dialed by the smaller id.
-      const keepNew = (link.dialer ?? '') < (current.dialer ?? '');
+      // A current link that has been silent for more than a ping interval is most likely
+      // dead without a reset (the peer's host restarted): the new link wins then.
+      const silent = performance.now() - current.lastHeardAt > this.limits.peerPingIntervalMs * 1.5;
+      const keepNew = silent || (link.dialer ?? '') < (current.dialer ?? '');
       const loser = keepNew ? current : link;
       const winner = keepNew ? link : current;
       p.link = winner;
@@ -663,7 +666,7 @@ export class TcpPeerTransport implements TcpTransport {
   }
 
   /** Logs a link problem once until it changes (a retry loop does not flood the log). */
-  private problem(p: Peer | null, msg: string, level: 'warn' | 'debug'): void {
+  private problem(p: Peer | null, msg: string, level: 'warn' | 'info'): void {
     if (p) {
       if (p.lastProblem === msg) return;
       p.lastProblem = msg;
