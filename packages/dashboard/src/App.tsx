@@ -187,7 +187,7 @@ function ConnectionBadge({ state }: { state: State }) {
     <div className="conn" data-conn={state.connection}>
       <span className="dot" aria-hidden="true" />
       <span className="conn-text">
-        <strong>{label}</strong>
+        <strong role="status" aria-label={`Registry connection: ${label}`}>{label}</strong>
         {s && (
           <span className="muted">
             {' '}

@@ -13,6 +13,8 @@ import { ApiError, api, readSse, type Instance, type NodeStatus, type ResetEvent
 
 /** Events kept for the live event view (newest first); older ones are dropped. */
 export const MAX_FEED_EVENTS = 500;
+/** Revisions replayed into the event view when the page opens, so it starts with recent history. */
+export const FEED_BACKLOG_REVISIONS = 200;
 /** Reconnect backoff after a failed attempt: first and longest wait. */
 export const RETRY_MIN_MS = 500;
 export const RETRY_MAX_MS = 5_000;
@@ -30,6 +32,8 @@ export type Connection = 'connecting' | 'live' | 'unreachable';
 export interface FeedEntry {
   key: number;
   receivedAt: number;
+  /** Replayed from before the page opened (its time of change is unknown). */
+  earlier: boolean;
   ev: WatchEvent;
 }
 
@@ -89,6 +93,9 @@ export class LiveRegistry {
   /** Ends the current stream (a silent stream, or a status read that got no answer). */
   private streamAbort: AbortController | null = null;
   private feedKey = 0;
+  /** Events up to this revision were replayed on opening (0: none yet, or another epoch). */
+  private backlogUpTo = 0;
+  private backlogAsked = false;
   private listTimer: ReturnType<typeof setTimeout> | null = null;
   private listInFlight = false;
   private listAgain = false;
@@ -189,10 +196,12 @@ export class LiveRegistry {
     this.streamAbort = silence;
     const headers: Record<string, string> = { accept: 'text/event-stream' };
     if (this.lastEventId) headers['last-event-id'] = this.lastEventId;
+    let url = `/v1/watch?namespace=${encodeURIComponent(this.state.namespace)}`;
+    if (!this.lastEventId && !this.backlogAsked) url += await this.backlogQuery(signal);
     let res: Response;
     const connectTimer = setTimeout(() => silence.abort(), 10_000);
     try {
-      res = await fetch(`/v1/watch?namespace=${encodeURIComponent(this.state.namespace)}`, { headers, cache: 'no-store', signal: AbortSignal.any([signal, silence.signal]) });
+      res = await fetch(url, { headers, cache: 'no-store', signal: AbortSignal.any([signal, silence.signal]) });
     } catch {
       throw new ApiError('the registry cannot be reached', null, null, null);
     } finally {
@@ -224,11 +233,28 @@ export class LiveRegistry {
     }
   }
 
+  /**
+   * The first stream of a page starts a little in the past (the node replays what it
+   * retained), so that the event view opens with the recent changes rather than empty.
+   */
+  private async backlogQuery(signal: AbortSignal): Promise<string> {
+    const status = await api.status(signal);
+    this.contact();
+    this.backlogAsked = true;
+    this.backlogUpTo = status.revision;
+    this.set({ status, epoch: status.epoch });
+    if (status.revision === 0) return '';
+    const from = Math.max(1, status.revision - FEED_BACKLOG_REVISIONS + 1);
+    return `&fromRevision=${from}&epoch=${encodeURIComponent(status.epoch)}`;
+  }
+
   private onReset(r: ResetEvent): void {
-    // Lists first, then the stream's position: a drop before the relist is reset again.
+    // The old position is useless; until the lists are read again there is none, so a drop
+    // in between reconnects from "now" and relists (as every connection does).
+    this.lastEventId = null;
     this.set({ epoch: r.epoch });
     void this.relist().then(() => {
-      this.lastEventId = `${r.epoch}:${r.revision}`;
+      this.lastEventId ??= `${r.epoch}:${r.revision}`;
     });
   }
 
@@ -236,11 +262,13 @@ export class LiveRegistry {
     if (ev.namespace !== this.state.namespace) return;
     if (id) this.lastEventId = id;
     const now = Date.now();
-    const feed = [{ key: ++this.feedKey, receivedAt: now, ev }, ...this.state.feed];
-    if (feed.length > MAX_FEED_EVENTS) feed.length = MAX_FEED_EVENTS;
     const epochChanged = this.state.epoch !== null && this.state.epoch !== ev.epoch;
+    if (epochChanged) this.backlogUpTo = 0;
+    const feed = [{ key: ++this.feedKey, receivedAt: now, earlier: ev.revision <= this.backlogUpTo, ev }, ...this.state.feed];
+    if (feed.length > MAX_FEED_EVENTS) feed.length = MAX_FEED_EVENTS;
     const status = this.state.status && ev.revision > this.state.status.revision ? { ...this.state.status, revision: ev.revision } : this.state.status;
-    this.set({ feed, eventsReceived: this.state.eventsReceived + 1, lastEventAt: now, epoch: ev.epoch, status });
+    const lastEventAt = ev.revision <= this.backlogUpTo ? this.state.lastEventAt : now;
+    this.set({ feed, eventsReceived: this.state.eventsReceived + 1, lastEventAt, epoch: ev.epoch, status });
     if (epochChanged) {
       void this.relist();
       return;

@@ -4,7 +4,7 @@ import type { LiveRegistry, State } from '../store';
 import { Link, href } from '../router';
 import { PageTitle } from '../App';
 import { reason } from '../format';
-import { Empty, ErrorNote, HealthBadge, Ratio, StatusBadge } from './parts';
+import { Empty, ErrorNote, HealthBadge, MAX_ROWS, Ratio, StatusBadge, TooMany } from './parts';
 
 type HealthFilter = 'all' | 'passing' | 'warning' | 'critical' | 'not-up';
 
@@ -95,7 +95,7 @@ export function ServiceView({ name, state, live }: { name: string; state: State;
                 </tr>
               </thead>
               <tbody>
-                {shown.map((i) => (
+                {shown.slice(0, MAX_ROWS).map((i) => (
                   <tr key={i.id} data-instance={i.id}>
                     <th scope="row" data-label="Instance">
                       <Link href={href.instance(name, i.id)}>{i.id}</Link>
@@ -122,6 +122,7 @@ export function ServiceView({ name, state, live }: { name: string; state: State;
               </tbody>
             </table>
           )}
+          <TooMany shown={Math.min(shown.length, MAX_ROWS)} total={shown.length} />
         </>
       )}
       {gone.length > 0 && (

@@ -2,7 +2,7 @@ import { useDeferredValue, useEffect, useRef, useState } from 'react';
 import type { State } from '../store';
 import { Link, href } from '../router';
 import { PageTitle } from '../App';
-import { Empty, ErrorNote, Ratio } from './parts';
+import { Empty, ErrorNote, MAX_ROWS, Ratio, TooMany } from './parts';
 
 type Sort = 'name' | 'problems';
 
@@ -89,7 +89,7 @@ export function ServicesView({ state }: { state: State }) {
             </tr>
           </thead>
           <tbody>
-            {rows.map((s) => {
+            {rows.slice(0, MAX_ROWS).map((s) => {
               const st = stateOf(s.passing, s.instances);
               return (
                 <tr key={s.name} data-service={s.name}>
@@ -108,6 +108,7 @@ export function ServicesView({ state }: { state: State }) {
           </tbody>
         </table>
       )}
+      <TooMany shown={Math.min(rows.length, MAX_ROWS)} total={rows.length} />
     </section>
   );
 }

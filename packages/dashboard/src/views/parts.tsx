@@ -65,3 +65,15 @@ export function Ratio({ healthy, total }: { healthy: number; total: number }) {
     </span>
   );
 }
+
+/** Rows drawn at most in one table; a longer list asks for a narrower search. */
+export const MAX_ROWS = 500;
+
+export function TooMany({ shown, total }: { shown: number; total: number }) {
+  if (total <= shown) return null;
+  return (
+    <p className="muted small" role="status">
+      Showing the first {shown} of {total}; narrow the search to see the others.
+    </p>
+  );
+}

@@ -70,6 +70,16 @@ test('search narrows the services; "/" focuses it; no match says so', { timeout:
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { level: 1, name: 'payments' }).waitFor();
     assert.equal(new URL(page.url()).pathname, '/ui/services/payments');
+
+    // The event view opens with the changes from before the page opened, then live ones.
+    await page.getByRole('link', { name: 'Events' }).click();
+    const events = page.locator('table.events tbody tr');
+    await waitForCount(events, 4);
+    assert.equal(await page.locator('tr[data-earlier]').count(), 4, 'replayed events are marked as from before opening');
+    await send(agent.url, 'DELETE', '/v1/services/inventory/instances/i-1');
+    await waitForCount(events, 5);
+    assert.match(await events.first().innerText(), /delete · deregistered[\s\S]*inventory[\s\S]*i-1/);
+    assert.equal(await events.first().getAttribute('data-earlier'), null);
     assert.deepEqual(errors, []);
   } finally {
     await closePages();
