@@ -1,5 +1,6 @@
 import { useEffect, useMemo, useRef, useState, useSyncExternalStore, type FormEvent } from 'react';
 import { LiveRegistry, type State } from './store';
+import { UNREACHABLE } from './api';
 import { Link, href, navigate, parseRoute, useLocation, type Route } from './router';
 import { ago, clock } from './format';
 import { ServicesView } from './views/Services';
@@ -182,7 +183,7 @@ function NamespaceForm({ namespace, onNamespace }: { namespace: string; onNamesp
 function ConnectionBadge({ state }: { state: State }) {
   const now = useNow();
   const s = state.status;
-  const label = state.connection === 'live' ? 'Live' : state.connection === 'connecting' ? 'Connecting' : 'Unreachable';
+  const label = state.connection === 'live' ? 'Live' : state.connection === 'connecting' ? 'Connecting' : state.refused ? 'Not live' : 'Unreachable';
   return (
     <div className="conn" data-conn={state.connection}>
       <span className="dot" aria-hidden="true" />
@@ -207,7 +208,16 @@ function Banner({ state, onRetry }: { state: State; onRetry: () => void }) {
   return (
     <div className="banner" role="alert">
       <div>
-        <strong>The registry cannot be reached</strong> ({state.problem ?? 'no answer'}).{' '}
+        {state.refused ? (
+          <>
+            <strong>Live updates are interrupted</strong>: {state.problem}.{' '}
+          </>
+        ) : (
+          <>
+            <strong>The registry cannot be reached</strong> at {location.host}
+            {state.problem && state.problem !== UNREACHABLE ? ` (${state.problem})` : ''}.{' '}
+          </>
+        )}
         {state.lastContact !== null ? (
           <>The data below is from {clock(state.lastContact)} and may be out of date. </>
         ) : (

@@ -9,7 +9,7 @@
  * position relists everything. While the registry cannot be reached, the last data stays
  * on screen, marked stale, and the stream is retried with backoff.
  */
-import { ApiError, api, readSse, type Instance, type NodeStatus, type ResetEvent, type ServiceSummary, type WatchEvent } from './api';
+import { ApiError, UNREACHABLE, api, problemOf, readSse, type Instance, type NodeStatus, type ResetEvent, type ServiceSummary, type WatchEvent } from './api';
 
 /** Events kept for the live event view (newest first); older ones are dropped. */
 export const MAX_FEED_EVENTS = 500;
@@ -22,6 +22,8 @@ export const RETRY_MAX_MS = 5_000;
 export const STREAM_SILENCE_MS = 40_000;
 /** A stream that lived shorter than this is reconnected with backoff, not at once. */
 export const STREAM_MIN_LIFE_MS = 5_000;
+/** A tab hidden this long gives its watch stream back; it reconnects and relists when shown. */
+export const HIDDEN_RELEASE_MS = 60_000;
 /** How often node status (cluster view, header) is read. */
 export const STATUS_EVERY_MS = 2_000;
 /** Shortest gap between two reads of the service list while events stream in. */
@@ -57,6 +59,8 @@ export interface State {
   connection: Connection;
   /** Why the registry is unreachable, in a few words. */
   problem: string | null;
+  /** The node answered but refused the stream (a limit, shutting down): it is reachable. */
+  refused: boolean;
   /** When the next attempt is due (unreachable), epoch ms. */
   retryAt: number | null;
   /** Last moment the registry answered anything, epoch ms. */
@@ -96,6 +100,10 @@ export class LiveRegistry {
   /** Events up to this revision were replayed on opening (0: none yet, or another epoch). */
   private backlogUpTo = 0;
   private backlogAsked = false;
+  /** The tab has been hidden long enough that its stream was given back. */
+  private released = false;
+  private hiddenTimer: ReturnType<typeof setTimeout> | null = null;
+  private onShown: (() => void) | null = null;
   private listTimer: ReturnType<typeof setTimeout> | null = null;
   private listInFlight = false;
   private listAgain = false;
@@ -108,6 +116,7 @@ export class LiveRegistry {
       namespace,
       connection: 'connecting',
       problem: null,
+      refused: false,
       retryAt: null,
       lastContact: null,
       epoch: null,
@@ -137,11 +146,15 @@ export class LiveRegistry {
   start(): void {
     this.run = new AbortController();
     const signal = this.run.signal;
+    document.addEventListener('visibilitychange', this.onVisibility);
     void this.watchLoop(signal);
     void this.statusLoop(signal);
   }
 
   stop(): void {
+    document.removeEventListener('visibilitychange', this.onVisibility);
+    if (this.hiddenTimer) clearTimeout(this.hiddenTimer);
+    this.onShown?.();
     this.run.abort();
     this.serviceLoad?.abort();
     if (this.listTimer) clearTimeout(this.listTimer);
@@ -152,6 +165,40 @@ export class LiveRegistry {
     this.wake.abort();
   }
 
+  // ---- hidden tabs ----
+
+  /**
+   * A browser keeps few connections per host (six over HTTP/1.1) and a node counts its
+   * watch streams: a tab left in the background stops holding one, and catches up when
+   * it is shown again.
+   */
+  private onVisibility = (): void => {
+    if (document.hidden) {
+      this.hiddenTimer ??= setTimeout(() => {
+        this.released = true;
+        this.streamAbort?.abort();
+        this.set({ connection: 'connecting', problem: null, refused: false, retryAt: null });
+      }, HIDDEN_RELEASE_MS);
+      return;
+    }
+    if (this.hiddenTimer) clearTimeout(this.hiddenTimer);
+    this.hiddenTimer = null;
+    if (this.released) {
+      this.released = false;
+      this.onShown?.();
+      this.wake.abort();
+    }
+  };
+
+  private untilShown(): Promise<void> {
+    return new Promise((resolve) => {
+      this.onShown = () => {
+        this.onShown = null;
+        resolve();
+      };
+    });
+  }
+
   // ---- reachability ----
 
   private contact(): void {
@@ -159,8 +206,11 @@ export class LiveRegistry {
   }
 
   private unreachable(err: unknown, retryInMs: number): void {
-    const problem = err instanceof ApiError ? (err.unreachable ? err.message : `${err.status}: ${err.message}`) : 'the registry cannot be reached';
-    this.set({ connection: 'unreachable', problem, retryAt: Date.now() + retryInMs });
+    const refused = err instanceof ApiError && !err.unreachable;
+    const problem = err instanceof ApiError ? (refused ? `the node answered ${err.status}: ${err.message}` : err.message) : UNREACHABLE;
+    this.set({ connection: 'unreachable', problem, refused, retryAt: Date.now() + retryInMs });
+    // A node that answers still gives lists: the page shows them while the stream waits.
+    if (refused) void this.relist();
   }
 
   // ---- the watch stream ----
@@ -168,6 +218,8 @@ export class LiveRegistry {
   private async watchLoop(signal: AbortSignal): Promise<void> {
     let backoff = RETRY_MIN_MS;
     while (!signal.aborted) {
+      if (this.released) await this.untilShown();
+      if (signal.aborted) return;
       let waitMs = backoff;
       try {
         const openedAt = performance.now();
@@ -203,18 +255,18 @@ export class LiveRegistry {
     try {
       res = await fetch(url, { headers, cache: 'no-store', signal: AbortSignal.any([signal, silence.signal]) });
     } catch {
-      throw new ApiError('the registry cannot be reached', null, null, null);
+      throw new ApiError(signal.aborted ? 'stopped' : silence.signal.aborted ? 'no answer within 10 s' : UNREACHABLE, null, null, null);
     } finally {
       clearTimeout(connectTimer);
     }
     if (!res.ok || !res.body) {
-      const err = new ApiError(`the watch was refused (${res.status})`, res.status, null, Number(res.headers.get('retry-after')) || null);
+      const err = await problemOf(res);
       // A position the node cannot use (bad id, compacted): start over from a fresh list.
       if (res.status === 400 || res.status === 410) this.lastEventId = null;
       throw err;
     }
     this.contact();
-    this.set({ connection: 'live', problem: null, retryAt: null });
+    this.set({ connection: 'live', problem: null, refused: false, retryAt: null });
     void this.relist();
     let timer = setTimeout(() => silence.abort(), STREAM_SILENCE_MS);
     try {
@@ -331,7 +383,7 @@ export class LiveRegistry {
 
   private async statusLoop(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      await this.readStatus();
+      if (!this.released) await this.readStatus();
       await sleep(STATUS_EVERY_MS, signal);
     }
   }

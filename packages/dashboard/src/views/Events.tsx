@@ -24,7 +24,7 @@ export function EventsView({ state }: { state: State }) {
       <div className="page-head">
         <PageTitle>Events</PageTitle>
         <p className="muted summary">
-          {state.eventsReceived} received (with the recent changes from before this page opened) · last {ago(state.lastEventAt, now)} · the latest {MAX_FEED_EVENTS} are kept
+          {state.eventsReceived} received (with the recent changes from before this page opened) · {state.lastEventAt === null ? 'no live event yet' : `last ${ago(state.lastEventAt, now)}`} · the latest {MAX_FEED_EVENTS} are kept
         </p>
       </div>
       <div className="toolbar">

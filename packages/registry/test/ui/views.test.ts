@@ -1,9 +1,14 @@
 // Goal: an operator can use each view of the dashboard in a real Chromium: the empty
 // state tells what to do, search narrows the services (keyboard included), the instance
 // page shows fields, checks and a history that grows live, the views work on a phone-sized
-// screen, and an unreachable registry gets a banner that keeps retrying over the last data.
+// screen, an unreachable registry gets a banner that keeps retrying over the last data,
+// the cluster view shows what ap and cp nodes report, namespaces switch, and a page
+// refused a watch stream by the node's limit says why and gets in later.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { closePages, launchBrowser, openPage, send, startAgent, stopAgent, waitForCount } from './browser.js';
 
@@ -271,5 +276,35 @@ test('namespaces: the namespace field switches the whole view and stays in the U
   } finally {
     await closePages();
     await stopAgent(agent);
+  }
+});
+
+test('watch limit: a page beyond maxWatchStreamsPerClient says why, waits Retry-After, and gets in once a stream frees up', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-ui-limits-'));
+  const config = join(dir, 'config.json');
+  writeFileSync(config, JSON.stringify({ limits: { maxWatchStreamsPerClient: 1 } }));
+  const agent = await startAgent(['--dev', '--config', config]);
+  try {
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/o-1', { address: '10.0.0.1', port: 80 });
+    const first = await openPage(browser, `${agent.url}/ui/`);
+    await first.page.locator('.conn[data-conn="live"]').waitFor();
+    const second = await openPage(browser, `${agent.url}/ui/`);
+    const banner = second.page.getByRole('alert').filter({ hasText: 'Live updates are interrupted' });
+    await banner.waitFor();
+    assert.match(await banner.innerText(), /the node answered 429: client .* already has 1 watch streams/, 'the banner gives the node\'s reason');
+    assert.match(await banner.innerText(), /Retrying in [3-6] s/, 'it waits the Retry-After (5 s) the node asked for');
+    // The lists still load: only the stream is refused.
+    await second.page.locator('tr[data-service="orders"]').waitFor();
+
+    await first.page.close();
+    await second.page.locator('.conn[data-conn="live"]').waitFor({ timeout: 15_000 });
+    assert.equal(await banner.count(), 0);
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/o-2', { address: '10.0.0.2', port: 80 });
+    await second.page.locator('tr[data-service="orders"]').filter({ hasText: '2/2' }).waitFor({ timeout: 3_000 });
+    assert.deepEqual([...first.errors, ...second.errors], []);
+  } finally {
+    await closePages();
+    await stopAgent(agent);
+    rmSync(dir, { recursive: true, force: true });
   }
 });
