@@ -201,6 +201,10 @@ export class LiveRegistry {
 
   // ---- reachability ----
 
+  /**
+   * Noted without a re-render (every stream chunk counts): the time is read when something
+   * else renders, and the banner that shows it renders each second.
+   */
   private contact(): void {
     this.state.lastContact = Date.now();
   }

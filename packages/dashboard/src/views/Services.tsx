@@ -6,10 +6,11 @@ import { Empty, ErrorNote, MAX_ROWS, Ratio, TooMany } from './parts';
 
 type Sort = 'name' | 'problems';
 
+/** In words, from the counts alone (a warning and a critical instance both count as not passing). */
 function stateOf(healthy: number, total: number): string {
   if (total === 0) return 'no instances';
-  if (healthy === total) return 'healthy';
-  if (healthy === 0) return 'down';
+  if (healthy === total) return 'all passing';
+  if (healthy === 0) return 'none passing';
   return 'degraded';
 }
 

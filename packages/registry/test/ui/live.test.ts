@@ -39,7 +39,7 @@ test('a registration shows within a second, on the service list and the service 
 
     const row = svc.page.locator('tr[data-instance="orders-1"]');
     assert.match(await row.innerText(), /10\.0\.0\.5:8080[\s\S]*passing[\s\S]*up[\s\S]*eu-1[\s\S]*1\.4\.2[\s\S]*40/);
-    assert.match(await list.page.locator('tr[data-service="orders"]').innerText(), /1\/1[\s\S]*healthy/);
+    assert.match(await list.page.locator('tr[data-service="orders"]').innerText(), /1\/1[\s\S]*all passing/);
     assert.deepEqual([...list.errors, ...svc.errors], []);
   } finally {
     await closePages();
