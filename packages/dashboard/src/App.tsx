@@ -6,7 +6,7 @@ import { ago, clock } from './format';
 import { ServicesView } from './views/Services';
 import { ServiceView } from './views/Service';
 import { InstanceView } from './views/Instance';
-import { ClusterView } from './views/Cluster';
+import { ClusterView, activeAlerts } from './views/Cluster';
 import { EventsView } from './views/Events';
 
 const NS_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -129,7 +129,7 @@ function Header({ state, route, onNamespace }: { state: State; route: Route; onN
   return (
     <header className="top">
       <div className="brand">
-        <Link href={href.services()} aria-label="Switchboard: services">
+        <Link href={href.services()}>
           <span className="logo" aria-hidden="true" />
           Switchboard
         </Link>
@@ -147,6 +147,7 @@ function Header({ state, route, onNamespace }: { state: State; route: Route; onN
       </nav>
       <div className="top-right">
         <NamespaceForm namespace={state.namespace} onNamespace={onNamespace} />
+        <AlertsLink state={state} />
         <ConnectionBadge state={state} />
       </div>
     </header>
@@ -177,6 +178,18 @@ function NamespaceForm({ namespace, onNamespace }: { namespace: string; onNamesp
         </span>
       )}
     </form>
+  );
+}
+
+/** Active alerts of the node, when it reports any; a link to where they are listed. */
+function AlertsLink({ state }: { state: State }) {
+  const active = activeAlerts(state.status);
+  if (!active || active.length === 0) return null;
+  const critical = active.some((a) => a.severity === 'critical');
+  return (
+    <Link href={href.cluster()} className={`alerts-link ${critical ? 'h-critical' : 'h-warning'} badge`}>
+      {active.length} {active.length === 1 ? 'alert' : 'alerts'}
+    </Link>
   );
 }
 

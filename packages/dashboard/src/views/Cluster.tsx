@@ -140,33 +140,70 @@ function StoreCard({ store }: { store: StoreStatus }) {
   );
 }
 
-interface AlertLike {
-  name?: string;
-  id?: string;
+/** An alert episode as a node with alerting reports it (read loosely: absent on other nodes). */
+export interface AlertLike {
+  alert?: string;
   severity?: string;
-  state?: string;
-  message?: string;
+  subject?: string;
   summary?: string;
-  since?: string;
+  startedAt?: string;
+  episodeId?: string;
 }
 
-/** Alerts, when the node reports them (their shape is read loosely). */
+interface WebhookLike {
+  url?: string;
+  pending?: number;
+  delivered?: number;
+  failed?: number;
+  dropped?: number;
+  lastError?: string | null;
+}
+
+/** `alerts.active` of /v1/status, or null when the node reports no alerts. */
+export function activeAlerts(status: unknown): AlertLike[] | null {
+  const alerts = (status as { alerts?: { active?: unknown } } | null)?.alerts;
+  if (!alerts || typeof alerts !== 'object') return null;
+  return Array.isArray(alerts.active) ? (alerts.active as AlertLike[]) : [];
+}
+
+/** Alerts now active and the state of each webhook, when the node reports them. */
 function Alerts({ alerts }: { alerts: unknown }) {
-  const list: AlertLike[] = Array.isArray(alerts) ? (alerts as AlertLike[]) : alerts && typeof alerts === 'object' && Array.isArray((alerts as { active?: unknown }).active) ? ((alerts as { active: AlertLike[] }).active) : [];
+  const active = activeAlerts({ alerts }) ?? [];
+  const hooks = (alerts as { webhooks?: unknown }).webhooks;
+  const webhooks: WebhookLike[] = Array.isArray(hooks) ? hooks : [];
   return (
     <section className="card alerts" aria-labelledby="alerts-title">
       <h2 id="alerts-title">Alerts</h2>
-      {list.length === 0 ? (
-        <p className="muted">No alert is firing.</p>
+      {active.length === 0 ? (
+        <p className="muted">No alert is active.</p>
       ) : (
         <ul>
-          {list.map((a, i) => (
-            <li key={a.id ?? a.name ?? i} className={`alert sev-${a.severity ?? 'warning'}`}>
-              <strong>{a.name ?? a.id ?? 'alert'}</strong> {a.severity && <span className="tag">{a.severity}</span>} {a.message ?? a.summary ?? (typeof a === 'object' ? '' : String(a))}
-              {a.since && <span className="muted"> since {clock(a.since)}</span>}
+          {active.map((a, i) => (
+            <li key={a.episodeId ?? i} className={`alert sev-${a.severity ?? 'warning'}`} data-alert={a.alert}>
+              <span className={`badge ${a.severity === 'critical' ? 'h-critical' : 'h-warning'}`}>
+                <span className="shape" aria-hidden="true" />
+                {a.severity ?? 'warning'}
+              </span>{' '}
+              <strong>{(a.alert ?? 'alert').replace(/_/g, ' ')}</strong> {a.subject && <span className="mono">{a.subject}</span>}
+              {a.summary && <div>{a.summary}</div>}
+              {a.startedAt && <div className="muted small">since {clock(a.startedAt)}</div>}
             </li>
           ))}
         </ul>
+      )}
+      {webhooks.length > 0 && (
+        <>
+          <h3>Webhooks</h3>
+          <ul>
+            {webhooks.map((w, i) => (
+              <li key={w.url ?? i} className="alert">
+                <span className="mono">{w.url}</span>: {w.delivered ?? 0} delivered, {w.pending ?? 0} pending, {w.failed ?? 0} failed
+                {w.dropped ? `, ${w.dropped} dropped` : ''}
+                {w.lastError && <div className="muted small">last error: {w.lastError}</div>}
+              </li>
+            ))}
+          </ul>
+        </>
       )}
     </section>
   );

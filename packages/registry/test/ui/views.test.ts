@@ -232,7 +232,10 @@ test('cluster view: standalone shows the one node; a cluster status shows member
         ],
         store: { kind: 'etcd', endpoints: ['http://10.0.0.9:2379'], reachable: true, leader: '8e9e05c52164694d', revision: 120, viewRevision: 119, lagMs: 12, lastContactMs: 300 },
       };
-      json.alerts = [{ name: 'NodeUnreachable', severity: 'critical', message: 'node-c has not been heard from for 31 s' }];
+      json.alerts = {
+        active: [{ alert: 'peer_unreachable', severity: 'warning', episodeId: 'e1', subject: 'node-c', summary: 'node-c has not been heard from for 31 s', startedAt: new Date().toISOString(), resolvedAt: null, details: {} }],
+        webhooks: [{ url: 'http://hooks.example/alerts', pending: 1, delivered: 4, failed: 0, dropped: 0, lastError: 'connect ECONNREFUSED', lastDeliveredAt: null }],
+      };
       await route.fulfill({ response, json });
     });
     await page.getByText('cp mode · 2 of 3 nodes reachable · ready').waitFor({ timeout: 10_000 });
@@ -240,7 +243,12 @@ test('cluster view: standalone shows the one node; a cluster status shows member
     assert.match(await page.locator('tr[data-member="node-b"]').innerText(), /10\.0\.0\.2:7700[\s\S]*yes[\s\S]*850 ms ago[\s\S]*118[\s\S]*42 ms/);
     assert.match(await page.locator('tr[data-member="node-c"]').innerText(), /no[\s\S]*31 s ago[\s\S]*90[\s\S]*9\.5 s/);
     assert.match(await page.locator('.card').filter({ hasText: 'Store (etcd)' }).innerText(), /8e9e05c52164694d[\s\S]*120 \(view 119\)/);
-    assert.match(await page.locator('.alerts').innerText(), /NodeUnreachable[\s\S]*critical[\s\S]*node-c has not been heard from/);
+    assert.match(await page.locator('.alerts').innerText(), /warning[\s\S]*peer unreachable[\s\S]*node-c[\s\S]*node-c has not been heard from/);
+    assert.match(await page.locator('.alerts').innerText(), /hooks\.example\/alerts: 4 delivered, 1 pending, 0 failed[\s\S]*ECONNREFUSED/);
+    // The header tells every view that an alert is active, and leads here.
+    await page.getByRole('link', { name: 'Services', exact: true }).click();
+    await page.getByRole('link', { name: '1 alert' }).click();
+    await page.getByRole('heading', { name: 'Alerts' }).waitFor();
     assert.deepEqual(errors, []);
   } finally {
     await closePages();
