@@ -1,5 +1,5 @@
 import type { ReactNode } from 'react';
-import type { ClusterMember, NodeStatus, StoreStatus } from '../api';
+import type { ClusterMember, ClusterStatus, NodeStatus, StoreStatus } from '../api';
 import type { State } from '../store';
 import { PageTitle, useNow } from '../App';
 import { ago, clock, duration } from '../format';
@@ -27,6 +27,7 @@ export function ClusterView({ state }: { state: State }) {
         <p className="muted summary">
           {s.mode === 'standalone' ? 'Standalone: one node, no peers' : `${s.mode} mode · ${reachable} of ${members.length} nodes reachable`}
           {s.cluster && ` · ${s.cluster.ready ? 'ready' : 'catching up'}`}
+          {s.cluster && typeof s.cluster.readyReason === 'string' && s.cluster.readyReason && ` (${s.cluster.readyReason})`}
         </p>
       </div>
       {alerts !== undefined && <Alerts alerts={alerts} />}
@@ -51,14 +52,14 @@ export function ClusterView({ state }: { state: State }) {
                   {m.id}
                   {m.self && <span className="tag">this node</span>}
                 </th>
-                <td data-label="Address" className="mono">{m.address}</td>
+                <td data-label="Address" className="mono">{m.address || (m.self ? location.host : '—')}</td>
                 <td data-label="Reachable">
                   <span className={`badge ${m.reachable ? 'h-passing' : 'h-critical'}`}>
                     <span className="shape" aria-hidden="true" />
                     {m.reachable ? 'yes' : 'no'}
                   </span>
                 </td>
-                <td data-label="Last heard">{m.self ? 'now' : m.lastSeenMs === null ? 'never' : `${duration(m.lastSeenMs)} ago`}</td>
+                <td data-label="Last heard">{m.self ? 'now' : m.lastSeenMs === null ? (m.reachable ? '—' : 'never') : `${duration(m.lastSeenMs)} ago`}</td>
                 <td data-label="Revision" className="num">{m.revision ?? '—'}</td>
                 <td data-label="Lag" className="num">{m.lagMs === undefined ? '—' : duration(m.lagMs)}</td>
               </tr>
@@ -69,6 +70,7 @@ export function ClusterView({ state }: { state: State }) {
       <div className="cards">
         <NodeCard s={s} />
         {s.cluster?.store && <StoreCard store={s.cluster.store} />}
+        {s.cluster && <ModeFacts cluster={s.cluster} mode={s.mode} />}
         <section className="card" aria-labelledby="sp-title">
           <h2 id="sp-title">Self-preservation</h2>
           <Facts
@@ -136,6 +138,40 @@ function StoreCard({ store }: { store: StoreStatus }) {
           ['Endpoints', store.endpoints.join(', ')],
         ]}
       />
+    </section>
+  );
+}
+
+/** Most figures shown from what a mode adds to its cluster status. */
+const MAX_MODE_FACTS = 40;
+const SHOWN_ELSEWHERE = new Set(['members', 'ready', 'readyReason', 'store']);
+
+function factValue(v: unknown): string {
+  if (v === null || v === undefined) return '—';
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+/**
+ * Whatever else the mode reports in `cluster` (replication counters, sync state, key
+ * prefix, ...), flattened one level: the dashboard shows new figures without a release.
+ */
+function ModeFacts({ cluster, mode }: { cluster: ClusterStatus; mode: string }) {
+  const items: [string, ReactNode][] = [];
+  for (const [k, v] of Object.entries(cluster)) {
+    if (SHOWN_ELSEWHERE.has(k)) continue;
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      for (const [k2, v2] of Object.entries(v as Record<string, unknown>)) items.push([`${k}.${k2}`, <span className="mono">{factValue(v2)}</span>]);
+    } else {
+      items.push([k, <span className="mono">{factValue(v)}</span>]);
+    }
+  }
+  if (items.length === 0) return null;
+  return (
+    <section className="card" aria-labelledby="mode-title">
+      <h2 id="mode-title">{mode} details</h2>
+      <Facts items={items.slice(0, MAX_MODE_FACTS)} />
+      {items.length > MAX_MODE_FACTS && <p className="muted small">and {items.length - MAX_MODE_FACTS} more in GET /v1/status</p>}
     </section>
   );
 }

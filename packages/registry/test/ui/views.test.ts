@@ -231,6 +231,9 @@ test('cluster view: standalone shows the one node; a cluster status shows member
           { id: 'node-c', address: '10.0.0.3:7700', self: false, reachable: false, lastSeenMs: 31_000, lagMs: 9_500, revision: 90 },
         ],
         store: { kind: 'etcd', endpoints: ['http://10.0.0.9:2379'], reachable: true, leader: '8e9e05c52164694d', revision: 120, viewRevision: 119, lagMs: 12, lastContactMs: 300 },
+        // What a mode adds beyond the common fields is shown as it comes.
+        prefix: '/switchboard',
+        writeBatches: { batches: 3, writes: 10 },
       };
       json.alerts = {
         active: [{ alert: 'peer_unreachable', severity: 'warning', episodeId: 'e1', subject: 'node-c', summary: 'node-c has not been heard from for 31 s', startedAt: new Date().toISOString(), resolvedAt: null, details: {} }],
@@ -243,6 +246,7 @@ test('cluster view: standalone shows the one node; a cluster status shows member
     assert.match(await page.locator('tr[data-member="node-b"]').innerText(), /10\.0\.0\.2:7700[\s\S]*yes[\s\S]*850 ms ago[\s\S]*118[\s\S]*42 ms/);
     assert.match(await page.locator('tr[data-member="node-c"]').innerText(), /no[\s\S]*31 s ago[\s\S]*90[\s\S]*9\.5 s/);
     assert.match(await page.locator('.card').filter({ hasText: 'Store (etcd)' }).innerText(), /8e9e05c52164694d[\s\S]*120 \(view 119\)/);
+    assert.match(await page.locator('.card').filter({ hasText: 'cp details' }).innerText(), /prefix\s+\/switchboard[\s\S]*writeBatches\.batches\s+3[\s\S]*writeBatches\.writes\s+10/);
     assert.match(await page.locator('.alerts').innerText(), /warning[\s\S]*peer unreachable[\s\S]*node-c[\s\S]*node-c has not been heard from/);
     assert.match(await page.locator('.alerts').innerText(), /hooks\.example\/alerts: 4 delivered, 1 pending, 0 failed[\s\S]*ECONNREFUSED/);
     // The header tells every view that an alert is active, and leads here.
