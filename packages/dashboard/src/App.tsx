@@ -1,4 +1,6 @@
-import { useEffect, useMemo, useRef, useState, useSyncExternalStore, type FormEvent } from 'react';
+import { useEffect, useMemo, useState, useSyncExternalStore, type FormEvent } from 'react';
+import { useNow } from './hooks';
+import { PageTitle } from './views/parts';
 import { LiveRegistry, type State } from './store';
 import { UNREACHABLE } from './api';
 import { Link, href, navigate, parseRoute, useLocation, type Route } from './router';
@@ -14,16 +16,6 @@ const NS_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 function namespaceFromUrl(): string {
   const ns = new URLSearchParams(location.search).get('namespace');
   return ns && NS_PATTERN.test(ns) ? ns : 'default';
-}
-
-/** The current time, refreshed every `everyMs`, for "3 s ago" labels. */
-export function useNow(everyMs = 1000): number {
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), everyMs);
-    return () => clearInterval(t);
-  }, [everyMs]);
-  return now;
 }
 
 export function App() {
@@ -103,20 +95,6 @@ function Page({ route, state, live }: { route: Route; state: State; live: LiveRe
         </section>
       );
   }
-}
-
-/** The page's h1; it takes focus after navigation so that screen readers announce the view. */
-export function PageTitle({ children }: { children: React.ReactNode }) {
-  const ref = useRef<HTMLHeadingElement>(null);
-  useEffect(() => {
-    if (document.activeElement && document.activeElement !== document.body && !(document.activeElement instanceof HTMLAnchorElement)) return;
-    ref.current?.focus({ preventScroll: true });
-  }, []);
-  return (
-    <h1 id="page-title" tabIndex={-1} ref={ref}>
-      {children}
-    </h1>
-  );
 }
 
 function Header({ state, route, onNamespace }: { state: State; route: Route; onNamespace: (ns: string) => void }) {

@@ -1,9 +1,9 @@
 import type { ReactNode } from 'react';
 import type { ClusterMember, ClusterStatus, NodeStatus, StoreStatus } from '../api';
 import type { State } from '../store';
-import { PageTitle, useNow } from '../App';
+import { useNow } from '../hooks';
 import { ago, clock, duration } from '../format';
-import { Empty, Facts } from './parts';
+import { Empty, Facts, PageTitle } from './parts';
 
 /** The nodes as the answering node sees them: mode, reachability, revisions and lag. */
 export function ClusterView({ state }: { state: State }) {

@@ -2,9 +2,9 @@ import { useState } from 'react';
 import type { FeedEntry, State } from '../store';
 import { MAX_FEED_EVENTS } from '../store';
 import { Link, href } from '../router';
-import { PageTitle, useNow } from '../App';
+import { useNow } from '../hooks';
 import { ago, clock, reason } from '../format';
-import { Empty, HealthBadge } from './parts';
+import { Empty, HealthBadge, PageTitle } from './parts';
 
 /** The watch stream as it arrives: every put and delete of the namespace, newest first. */
 export function EventsView({ state }: { state: State }) {

@@ -2,9 +2,8 @@ import { useEffect, useState } from 'react';
 import type { Instance } from '../api';
 import type { LiveRegistry, State } from '../store';
 import { Link, href } from '../router';
-import { PageTitle } from '../App';
 import { reason } from '../format';
-import { Empty, ErrorNote, HealthBadge, MAX_ROWS, Ratio, StatusBadge, TooMany } from './parts';
+import { Empty, ErrorNote, HealthBadge, MAX_ROWS, PageTitle, Ratio, StatusBadge, TooMany } from './parts';
 
 type HealthFilter = 'all' | 'passing' | 'warning' | 'critical' | 'not-up';
 

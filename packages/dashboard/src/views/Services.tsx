@@ -1,8 +1,7 @@
 import { useDeferredValue, useEffect, useRef, useState } from 'react';
 import type { State } from '../store';
 import { Link, href } from '../router';
-import { PageTitle } from '../App';
-import { Empty, ErrorNote, MAX_ROWS, Ratio, TooMany } from './parts';
+import { Empty, ErrorNote, MAX_ROWS, PageTitle, Ratio, TooMany } from './parts';
 
 type Sort = 'name' | 'problems';
 
