@@ -320,3 +320,36 @@ test('watch limit: a page beyond maxWatchStreamsPerClient says why, waits Retry-
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('service view: spread over zones and versions, filter by text and health, least healthy first', { timeout: 60_000 }, async () => {
+  const agent = await startAgent();
+  try {
+    const ttl = [{ id: 'alive', type: 'ttl', ttl: '30s' }];
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/a-1', { address: '10.0.0.1', port: 80, zone: 'eu-1', version: '1.4.2' });
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/b-1', { address: '10.0.0.2', port: 80, zone: 'eu-2', version: '1.5.0', checks: ttl });
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/c-1', { address: '10.0.0.3', port: 80, zone: 'eu-2', version: '1.5.0', tags: ['canary'], checks: ttl });
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/c-1/checks/alive', { status: 'warning', output: 'slow' });
+    const { page, errors } = await openPage(browser, `${agent.url}/ui/services/orders`);
+    const rows = page.locator('table.instances tbody tr');
+    await waitForCount(rows, 3);
+    assert.match(await page.locator('.spread').innerText(), /Zones: eu-1 ×1, eu-2 ×2 · Versions: 1\.4\.2 ×1, 1\.5\.0 ×2/);
+    assert.match(await page.locator('.page-head .summary').innerText(), /1\/3/);
+
+    const order = () => rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-instance')));
+    await page.getByLabel('Sort').selectOption('worst');
+    assert.deepEqual(await order(), ['b-1', 'c-1', 'a-1'], 'critical, then warning, then passing');
+    await page.getByLabel('Health').selectOption('warning');
+    assert.deepEqual(await order(), ['c-1']);
+    await page.getByLabel('Health').selectOption('all');
+    await page.getByLabel('Filter instances').fill('canary');
+    assert.deepEqual(await order(), ['c-1'], 'tags are searched');
+    await page.getByLabel('Filter instances').fill('10.0.0.1:80');
+    assert.deepEqual(await order(), ['a-1'], 'addresses are searched');
+    await page.getByLabel('Filter instances').fill('nothing');
+    await page.getByText('No instance matches the filter').waitFor();
+    assert.deepEqual(errors, []);
+  } finally {
+    await closePages();
+    await stopAgent(agent);
+  }
+});
