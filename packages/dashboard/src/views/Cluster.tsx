@@ -91,7 +91,7 @@ export function ClusterView({ state }: { state: State }) {
               ['Connection', state.connection],
               ['Last contact', ago(state.lastContact, now)],
               ['Events received', String(state.eventsReceived)],
-              ['Last event', ago(state.lastEventAt, now)],
+              ['Last live event', ago(state.lastEventAt, now)],
             ]}
           />
         </section>
