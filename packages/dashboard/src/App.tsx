@@ -1,11 +1,14 @@
-import { useEffect, useMemo, useRef, useState, useSyncExternalStore, type FormEvent } from 'react';
+import { useEffect, useMemo, useState, useSyncExternalStore, type FormEvent } from 'react';
+import { useNow } from './hooks';
+import { PageTitle } from './views/parts';
 import { LiveRegistry, type State } from './store';
+import { UNREACHABLE } from './api';
 import { Link, href, navigate, parseRoute, useLocation, type Route } from './router';
 import { ago, clock } from './format';
 import { ServicesView } from './views/Services';
 import { ServiceView } from './views/Service';
 import { InstanceView } from './views/Instance';
-import { ClusterView } from './views/Cluster';
+import { ClusterView, activeAlerts } from './views/Cluster';
 import { EventsView } from './views/Events';
 
 const NS_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -13,16 +16,6 @@ const NS_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 function namespaceFromUrl(): string {
   const ns = new URLSearchParams(location.search).get('namespace');
   return ns && NS_PATTERN.test(ns) ? ns : 'default';
-}
-
-/** The current time, refreshed every `everyMs`, for "3 s ago" labels. */
-export function useNow(everyMs = 1000): number {
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), everyMs);
-    return () => clearInterval(t);
-  }, [everyMs]);
-  return now;
 }
 
 export function App() {
@@ -104,20 +97,6 @@ function Page({ route, state, live }: { route: Route; state: State; live: LiveRe
   }
 }
 
-/** The page's h1; it takes focus after navigation so that screen readers announce the view. */
-export function PageTitle({ children }: { children: React.ReactNode }) {
-  const ref = useRef<HTMLHeadingElement>(null);
-  useEffect(() => {
-    if (document.activeElement && document.activeElement !== document.body && !(document.activeElement instanceof HTMLAnchorElement)) return;
-    ref.current?.focus({ preventScroll: true });
-  }, []);
-  return (
-    <h1 id="page-title" tabIndex={-1} ref={ref}>
-      {children}
-    </h1>
-  );
-}
-
 function Header({ state, route, onNamespace }: { state: State; route: Route; onNamespace: (ns: string) => void }) {
   const current = route.view === 'service' || route.view === 'instance' ? 'services' : route.view;
   const nav = [
@@ -128,7 +107,7 @@ function Header({ state, route, onNamespace }: { state: State; route: Route; onN
   return (
     <header className="top">
       <div className="brand">
-        <Link href={href.services()} aria-label="Switchboard: services">
+        <Link href={href.services()}>
           <span className="logo" aria-hidden="true" />
           Switchboard
         </Link>
@@ -146,6 +125,7 @@ function Header({ state, route, onNamespace }: { state: State; route: Route; onN
       </nav>
       <div className="top-right">
         <NamespaceForm namespace={state.namespace} onNamespace={onNamespace} />
+        <AlertsLink state={state} />
         <ConnectionBadge state={state} />
       </div>
     </header>
@@ -179,15 +159,27 @@ function NamespaceForm({ namespace, onNamespace }: { namespace: string; onNamesp
   );
 }
 
+/** Active alerts of the node, when it reports any; a link to where they are listed. */
+function AlertsLink({ state }: { state: State }) {
+  const active = activeAlerts(state.status);
+  if (!active || active.length === 0) return null;
+  const critical = active.some((a) => a.severity === 'critical');
+  return (
+    <Link href={href.cluster()} className={`alerts-link ${critical ? 'h-critical' : 'h-warning'} badge`}>
+      {active.length} {active.length === 1 ? 'alert' : 'alerts'}
+    </Link>
+  );
+}
+
 function ConnectionBadge({ state }: { state: State }) {
   const now = useNow();
   const s = state.status;
-  const label = state.connection === 'live' ? 'Live' : state.connection === 'connecting' ? 'Connecting' : 'Unreachable';
+  const label = state.connection === 'live' ? 'Live' : state.connection === 'connecting' ? 'Connecting' : state.refused ? 'Not live' : 'Unreachable';
   return (
     <div className="conn" data-conn={state.connection}>
       <span className="dot" aria-hidden="true" />
       <span className="conn-text">
-        <strong>{label}</strong>
+        <strong role="status" aria-label={`Registry connection: ${label}`}>{label}</strong>
         {s && (
           <span className="muted">
             {' '}
@@ -207,7 +199,16 @@ function Banner({ state, onRetry }: { state: State; onRetry: () => void }) {
   return (
     <div className="banner" role="alert">
       <div>
-        <strong>The registry cannot be reached</strong> ({state.problem ?? 'no answer'}).{' '}
+        {state.refused ? (
+          <>
+            <strong>Live updates are interrupted</strong>: {state.problem}.{' '}
+          </>
+        ) : (
+          <>
+            <strong>The registry cannot be reached</strong> at {location.host}
+            {state.problem && state.problem !== UNREACHABLE ? ` (${state.problem})` : ''}.{' '}
+          </>
+        )}
         {state.lastContact !== null ? (
           <>The data below is from {clock(state.lastContact)} and may be out of date. </>
         ) : (

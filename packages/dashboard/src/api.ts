@@ -6,6 +6,9 @@ export type { Instance, InstanceHistory, HistoryEntry, NodeStatus, ServiceAnswer
 /** Longest a plain read may take before the registry counts as unreachable. */
 export const REQUEST_TIMEOUT_MS = 5_000;
 
+/** What a call that got no answer at all says. */
+export const UNREACHABLE = 'the registry cannot be reached';
+
 /** A failed call: the problem+json answer when there was one, else a network failure. */
 export class ApiError extends Error {
   constructor(
@@ -23,7 +26,7 @@ export class ApiError extends Error {
   }
 }
 
-async function problemOf(res: Response): Promise<ApiError> {
+export async function problemOf(res: Response): Promise<ApiError> {
   let problem: Partial<Problem> | null = null;
   try {
     problem = (await res.json()) as Partial<Problem>;
@@ -44,7 +47,7 @@ export async function getJson<T>(path: string, signal?: AbortSignal): Promise<T>
     res = await fetch(path, { signal: both, headers: { accept: 'application/json' }, cache: 'no-store' });
   } catch (err) {
     if (signal?.aborted) throw err;
-    throw new ApiError(timeout.aborted ? `no answer within ${REQUEST_TIMEOUT_MS / 1000} s` : 'the registry cannot be reached', null, null, null);
+    throw new ApiError(timeout.aborted ? `no answer within ${REQUEST_TIMEOUT_MS / 1000} s` : UNREACHABLE, null, null, null);
   }
   if (!res.ok) throw await problemOf(res);
   return (await res.json()) as T;

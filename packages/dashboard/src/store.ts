@@ -9,10 +9,12 @@
  * position relists everything. While the registry cannot be reached, the last data stays
  * on screen, marked stale, and the stream is retried with backoff.
  */
-import { ApiError, api, readSse, type Instance, type NodeStatus, type ResetEvent, type ServiceSummary, type WatchEvent } from './api';
+import { ApiError, UNREACHABLE, api, problemOf, readSse, type Instance, type NodeStatus, type ResetEvent, type ServiceSummary, type WatchEvent } from './api';
 
 /** Events kept for the live event view (newest first); older ones are dropped. */
 export const MAX_FEED_EVENTS = 500;
+/** Revisions replayed into the event view when the page opens, so it starts with recent history. */
+export const FEED_BACKLOG_REVISIONS = 200;
 /** Reconnect backoff after a failed attempt: first and longest wait. */
 export const RETRY_MIN_MS = 500;
 export const RETRY_MAX_MS = 5_000;
@@ -20,6 +22,8 @@ export const RETRY_MAX_MS = 5_000;
 export const STREAM_SILENCE_MS = 40_000;
 /** A stream that lived shorter than this is reconnected with backoff, not at once. */
 export const STREAM_MIN_LIFE_MS = 5_000;
+/** A tab hidden this long gives its watch stream back; it reconnects and relists when shown. */
+export const HIDDEN_RELEASE_MS = 60_000;
 /** How often node status (cluster view, header) is read. */
 export const STATUS_EVERY_MS = 2_000;
 /** Shortest gap between two reads of the service list while events stream in. */
@@ -30,6 +34,8 @@ export type Connection = 'connecting' | 'live' | 'unreachable';
 export interface FeedEntry {
   key: number;
   receivedAt: number;
+  /** Replayed from before the page opened (its time of change is unknown). */
+  earlier: boolean;
   ev: WatchEvent;
 }
 
@@ -53,6 +59,8 @@ export interface State {
   connection: Connection;
   /** Why the registry is unreachable, in a few words. */
   problem: string | null;
+  /** The node answered but refused the stream (a limit, shutting down): it is reachable. */
+  refused: boolean;
   /** When the next attempt is due (unreachable), epoch ms. */
   retryAt: number | null;
   /** Last moment the registry answered anything, epoch ms. */
@@ -89,6 +97,13 @@ export class LiveRegistry {
   /** Ends the current stream (a silent stream, or a status read that got no answer). */
   private streamAbort: AbortController | null = null;
   private feedKey = 0;
+  /** Events up to this revision were replayed on opening (0: none yet, or another epoch). */
+  private backlogUpTo = 0;
+  private backlogAsked = false;
+  /** The tab has been hidden long enough that its stream was given back. */
+  private released = false;
+  private hiddenTimer: ReturnType<typeof setTimeout> | null = null;
+  private onShown: (() => void) | null = null;
   private listTimer: ReturnType<typeof setTimeout> | null = null;
   private listInFlight = false;
   private listAgain = false;
@@ -101,6 +116,7 @@ export class LiveRegistry {
       namespace,
       connection: 'connecting',
       problem: null,
+      refused: false,
       retryAt: null,
       lastContact: null,
       epoch: null,
@@ -130,11 +146,15 @@ export class LiveRegistry {
   start(): void {
     this.run = new AbortController();
     const signal = this.run.signal;
+    document.addEventListener('visibilitychange', this.onVisibility);
     void this.watchLoop(signal);
     void this.statusLoop(signal);
   }
 
   stop(): void {
+    document.removeEventListener('visibilitychange', this.onVisibility);
+    if (this.hiddenTimer) clearTimeout(this.hiddenTimer);
+    this.onShown?.();
     this.run.abort();
     this.serviceLoad?.abort();
     if (this.listTimer) clearTimeout(this.listTimer);
@@ -145,15 +165,56 @@ export class LiveRegistry {
     this.wake.abort();
   }
 
+  // ---- hidden tabs ----
+
+  /**
+   * A browser keeps few connections per host (six over HTTP/1.1) and a node counts its
+   * watch streams: a tab left in the background stops holding one, and catches up when
+   * it is shown again.
+   */
+  private onVisibility = (): void => {
+    if (document.hidden) {
+      this.hiddenTimer ??= setTimeout(() => {
+        this.released = true;
+        this.streamAbort?.abort();
+        this.set({ connection: 'connecting', problem: null, refused: false, retryAt: null });
+      }, HIDDEN_RELEASE_MS);
+      return;
+    }
+    if (this.hiddenTimer) clearTimeout(this.hiddenTimer);
+    this.hiddenTimer = null;
+    if (this.released) {
+      this.released = false;
+      this.onShown?.();
+      this.wake.abort();
+    }
+  };
+
+  private untilShown(): Promise<void> {
+    return new Promise((resolve) => {
+      this.onShown = () => {
+        this.onShown = null;
+        resolve();
+      };
+    });
+  }
+
   // ---- reachability ----
 
+  /**
+   * Noted without a re-render (every stream chunk counts): the time is read when something
+   * else renders, and the banner that shows it renders each second.
+   */
   private contact(): void {
     this.state.lastContact = Date.now();
   }
 
   private unreachable(err: unknown, retryInMs: number): void {
-    const problem = err instanceof ApiError ? (err.unreachable ? err.message : `${err.status}: ${err.message}`) : 'the registry cannot be reached';
-    this.set({ connection: 'unreachable', problem, retryAt: Date.now() + retryInMs });
+    const refused = err instanceof ApiError && !err.unreachable;
+    const problem = err instanceof ApiError ? (refused ? `the node answered ${err.status}: ${err.message}` : err.message) : UNREACHABLE;
+    this.set({ connection: 'unreachable', problem, refused, retryAt: Date.now() + retryInMs });
+    // A node that answers still gives lists: the page shows them while the stream waits.
+    if (refused) void this.relist();
   }
 
   // ---- the watch stream ----
@@ -161,6 +222,8 @@ export class LiveRegistry {
   private async watchLoop(signal: AbortSignal): Promise<void> {
     let backoff = RETRY_MIN_MS;
     while (!signal.aborted) {
+      if (this.released) await this.untilShown();
+      if (signal.aborted) return;
       let waitMs = backoff;
       try {
         const openedAt = performance.now();
@@ -189,23 +252,25 @@ export class LiveRegistry {
     this.streamAbort = silence;
     const headers: Record<string, string> = { accept: 'text/event-stream' };
     if (this.lastEventId) headers['last-event-id'] = this.lastEventId;
+    let url = `/v1/watch?namespace=${encodeURIComponent(this.state.namespace)}`;
+    if (!this.lastEventId && !this.backlogAsked) url += await this.backlogQuery(signal);
     let res: Response;
     const connectTimer = setTimeout(() => silence.abort(), 10_000);
     try {
-      res = await fetch(`/v1/watch?namespace=${encodeURIComponent(this.state.namespace)}`, { headers, cache: 'no-store', signal: AbortSignal.any([signal, silence.signal]) });
+      res = await fetch(url, { headers, cache: 'no-store', signal: AbortSignal.any([signal, silence.signal]) });
     } catch {
-      throw new ApiError('the registry cannot be reached', null, null, null);
+      throw new ApiError(signal.aborted ? 'stopped' : silence.signal.aborted ? 'no answer within 10 s' : UNREACHABLE, null, null, null);
     } finally {
       clearTimeout(connectTimer);
     }
     if (!res.ok || !res.body) {
-      const err = new ApiError(`the watch was refused (${res.status})`, res.status, null, Number(res.headers.get('retry-after')) || null);
+      const err = await problemOf(res);
       // A position the node cannot use (bad id, compacted): start over from a fresh list.
       if (res.status === 400 || res.status === 410) this.lastEventId = null;
       throw err;
     }
     this.contact();
-    this.set({ connection: 'live', problem: null, retryAt: null });
+    this.set({ connection: 'live', problem: null, refused: false, retryAt: null });
     void this.relist();
     let timer = setTimeout(() => silence.abort(), STREAM_SILENCE_MS);
     try {
@@ -224,11 +289,28 @@ export class LiveRegistry {
     }
   }
 
+  /**
+   * The first stream of a page starts a little in the past (the node replays what it
+   * retained), so that the event view opens with the recent changes rather than empty.
+   */
+  private async backlogQuery(signal: AbortSignal): Promise<string> {
+    const status = await api.status(signal);
+    this.contact();
+    this.backlogAsked = true;
+    this.backlogUpTo = status.revision;
+    this.set({ status, epoch: status.epoch });
+    if (status.revision === 0) return '';
+    const from = Math.max(1, status.revision - FEED_BACKLOG_REVISIONS + 1);
+    return `&fromRevision=${from}&epoch=${encodeURIComponent(status.epoch)}`;
+  }
+
   private onReset(r: ResetEvent): void {
-    // Lists first, then the stream's position: a drop before the relist is reset again.
+    // The old position is useless; until the lists are read again there is none, so a drop
+    // in between reconnects from "now" and relists (as every connection does).
+    this.lastEventId = null;
     this.set({ epoch: r.epoch });
     void this.relist().then(() => {
-      this.lastEventId = `${r.epoch}:${r.revision}`;
+      this.lastEventId ??= `${r.epoch}:${r.revision}`;
     });
   }
 
@@ -236,11 +318,13 @@ export class LiveRegistry {
     if (ev.namespace !== this.state.namespace) return;
     if (id) this.lastEventId = id;
     const now = Date.now();
-    const feed = [{ key: ++this.feedKey, receivedAt: now, ev }, ...this.state.feed];
-    if (feed.length > MAX_FEED_EVENTS) feed.length = MAX_FEED_EVENTS;
     const epochChanged = this.state.epoch !== null && this.state.epoch !== ev.epoch;
+    if (epochChanged) this.backlogUpTo = 0;
+    const feed = [{ key: ++this.feedKey, receivedAt: now, earlier: ev.revision <= this.backlogUpTo, ev }, ...this.state.feed];
+    if (feed.length > MAX_FEED_EVENTS) feed.length = MAX_FEED_EVENTS;
     const status = this.state.status && ev.revision > this.state.status.revision ? { ...this.state.status, revision: ev.revision } : this.state.status;
-    this.set({ feed, eventsReceived: this.state.eventsReceived + 1, lastEventAt: now, epoch: ev.epoch, status });
+    const lastEventAt = ev.revision <= this.backlogUpTo ? this.state.lastEventAt : now;
+    this.set({ feed, eventsReceived: this.state.eventsReceived + 1, lastEventAt, epoch: ev.epoch, status });
     if (epochChanged) {
       void this.relist();
       return;
@@ -303,7 +387,7 @@ export class LiveRegistry {
 
   private async statusLoop(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      await this.readStatus();
+      if (!this.released) await this.readStatus();
       await sleep(STATUS_EVERY_MS, signal);
     }
   }

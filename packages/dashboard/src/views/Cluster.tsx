@@ -1,9 +1,9 @@
 import type { ReactNode } from 'react';
-import type { ClusterMember, NodeStatus, StoreStatus } from '../api';
+import type { ClusterMember, ClusterStatus, NodeStatus, StoreStatus } from '../api';
 import type { State } from '../store';
-import { PageTitle, useNow } from '../App';
+import { useNow } from '../hooks';
 import { ago, clock, duration } from '../format';
-import { Empty, Facts } from './parts';
+import { Empty, Facts, PageTitle } from './parts';
 
 /** The nodes as the answering node sees them: mode, reachability, revisions and lag. */
 export function ClusterView({ state }: { state: State }) {
@@ -27,6 +27,7 @@ export function ClusterView({ state }: { state: State }) {
         <p className="muted summary">
           {s.mode === 'standalone' ? 'Standalone: one node, no peers' : `${s.mode} mode · ${reachable} of ${members.length} nodes reachable`}
           {s.cluster && ` · ${s.cluster.ready ? 'ready' : 'catching up'}`}
+          {s.cluster && typeof s.cluster.readyReason === 'string' && s.cluster.readyReason && ` (${s.cluster.readyReason})`}
         </p>
       </div>
       {alerts !== undefined && <Alerts alerts={alerts} />}
@@ -51,14 +52,14 @@ export function ClusterView({ state }: { state: State }) {
                   {m.id}
                   {m.self && <span className="tag">this node</span>}
                 </th>
-                <td data-label="Address" className="mono">{m.address}</td>
+                <td data-label="Address" className="mono">{m.address || (m.self ? location.host : '—')}</td>
                 <td data-label="Reachable">
                   <span className={`badge ${m.reachable ? 'h-passing' : 'h-critical'}`}>
                     <span className="shape" aria-hidden="true" />
                     {m.reachable ? 'yes' : 'no'}
                   </span>
                 </td>
-                <td data-label="Last heard">{m.self ? 'now' : m.lastSeenMs === null ? 'never' : `${duration(m.lastSeenMs)} ago`}</td>
+                <td data-label="Last heard">{m.self ? 'now' : m.lastSeenMs === null ? (m.reachable ? '—' : 'never') : `${duration(m.lastSeenMs)} ago`}</td>
                 <td data-label="Revision" className="num">{m.revision ?? '—'}</td>
                 <td data-label="Lag" className="num">{m.lagMs === undefined ? '—' : duration(m.lagMs)}</td>
               </tr>
@@ -69,6 +70,7 @@ export function ClusterView({ state }: { state: State }) {
       <div className="cards">
         <NodeCard s={s} />
         {s.cluster?.store && <StoreCard store={s.cluster.store} />}
+        {s.cluster && <ModeFacts cluster={s.cluster} mode={s.mode} />}
         <section className="card" aria-labelledby="sp-title">
           <h2 id="sp-title">Self-preservation</h2>
           <Facts
@@ -89,7 +91,7 @@ export function ClusterView({ state }: { state: State }) {
               ['Connection', state.connection],
               ['Last contact', ago(state.lastContact, now)],
               ['Events received', String(state.eventsReceived)],
-              ['Last event', ago(state.lastEventAt, now)],
+              ['Last live event', ago(state.lastEventAt, now)],
             ]}
           />
         </section>
@@ -140,33 +142,104 @@ function StoreCard({ store }: { store: StoreStatus }) {
   );
 }
 
-interface AlertLike {
-  name?: string;
-  id?: string;
-  severity?: string;
-  state?: string;
-  message?: string;
-  summary?: string;
-  since?: string;
+/** Most figures shown from what a mode adds to its cluster status. */
+const MAX_MODE_FACTS = 40;
+const SHOWN_ELSEWHERE = new Set(['members', 'ready', 'readyReason', 'store']);
+
+function factValue(v: unknown): string {
+  if (v === null || v === undefined) return '—';
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
 }
 
-/** Alerts, when the node reports them (their shape is read loosely). */
+/**
+ * Whatever else the mode reports in `cluster` (replication counters, sync state, key
+ * prefix, ...), flattened one level: the dashboard shows new figures without a release.
+ */
+function ModeFacts({ cluster, mode }: { cluster: ClusterStatus; mode: string }) {
+  const items: [string, ReactNode][] = [];
+  for (const [k, v] of Object.entries(cluster)) {
+    if (SHOWN_ELSEWHERE.has(k)) continue;
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      for (const [k2, v2] of Object.entries(v as Record<string, unknown>)) items.push([`${k}.${k2}`, <span className="mono">{factValue(v2)}</span>]);
+    } else {
+      items.push([k, <span className="mono">{factValue(v)}</span>]);
+    }
+  }
+  if (items.length === 0) return null;
+  return (
+    <section className="card" aria-labelledby="mode-title">
+      <h2 id="mode-title">{mode} details</h2>
+      <Facts items={items.slice(0, MAX_MODE_FACTS)} />
+      {items.length > MAX_MODE_FACTS && <p className="muted small">and {items.length - MAX_MODE_FACTS} more in GET /v1/status</p>}
+    </section>
+  );
+}
+
+/** An alert episode as a node with alerting reports it (read loosely: absent on other nodes). */
+export interface AlertLike {
+  alert?: string;
+  severity?: string;
+  subject?: string;
+  summary?: string;
+  startedAt?: string;
+  episodeId?: string;
+}
+
+interface WebhookLike {
+  url?: string;
+  pending?: number;
+  delivered?: number;
+  failed?: number;
+  dropped?: number;
+  lastError?: string | null;
+}
+
+/** `alerts.active` of /v1/status, or null when the node reports no alerts. */
+export function activeAlerts(status: unknown): AlertLike[] | null {
+  const alerts = (status as { alerts?: { active?: unknown } } | null)?.alerts;
+  if (!alerts || typeof alerts !== 'object') return null;
+  return Array.isArray(alerts.active) ? (alerts.active as AlertLike[]) : [];
+}
+
+/** Alerts now active and the state of each webhook, when the node reports them. */
 function Alerts({ alerts }: { alerts: unknown }) {
-  const list: AlertLike[] = Array.isArray(alerts) ? (alerts as AlertLike[]) : alerts && typeof alerts === 'object' && Array.isArray((alerts as { active?: unknown }).active) ? ((alerts as { active: AlertLike[] }).active) : [];
+  const active = activeAlerts({ alerts }) ?? [];
+  const hooks = (alerts as { webhooks?: unknown }).webhooks;
+  const webhooks: WebhookLike[] = Array.isArray(hooks) ? hooks : [];
   return (
     <section className="card alerts" aria-labelledby="alerts-title">
       <h2 id="alerts-title">Alerts</h2>
-      {list.length === 0 ? (
-        <p className="muted">No alert is firing.</p>
+      {active.length === 0 ? (
+        <p className="muted">No alert is active.</p>
       ) : (
         <ul>
-          {list.map((a, i) => (
-            <li key={a.id ?? a.name ?? i} className={`alert sev-${a.severity ?? 'warning'}`}>
-              <strong>{a.name ?? a.id ?? 'alert'}</strong> {a.severity && <span className="tag">{a.severity}</span>} {a.message ?? a.summary ?? (typeof a === 'object' ? '' : String(a))}
-              {a.since && <span className="muted"> since {clock(a.since)}</span>}
+          {active.map((a, i) => (
+            <li key={a.episodeId ?? i} className={`alert sev-${a.severity ?? 'warning'}`} data-alert={a.alert}>
+              <span className={`badge ${a.severity === 'critical' ? 'h-critical' : 'h-warning'}`}>
+                <span className="shape" aria-hidden="true" />
+                {a.severity ?? 'warning'}
+              </span>{' '}
+              <strong>{(a.alert ?? 'alert').replace(/_/g, ' ')}</strong> {a.subject && <span className="mono">{a.subject}</span>}
+              {a.summary && <div>{a.summary}</div>}
+              {a.startedAt && <div className="muted small">since {clock(a.startedAt)}</div>}
             </li>
           ))}
         </ul>
+      )}
+      {webhooks.length > 0 && (
+        <>
+          <h3>Webhooks</h3>
+          <ul>
+            {webhooks.map((w, i) => (
+              <li key={w.url ?? i} className="alert">
+                <span className="mono">{w.url}</span>: {w.delivered ?? 0} delivered, {w.pending ?? 0} pending, {w.failed ?? 0} failed
+                {w.dropped ? `, ${w.dropped} dropped` : ''}
+                {w.lastError && <div className="muted small">last error: {w.lastError}</div>}
+              </li>
+            ))}
+          </ul>
+        </>
       )}
     </section>
   );

@@ -2,9 +2,9 @@ import { useState } from 'react';
 import type { FeedEntry, State } from '../store';
 import { MAX_FEED_EVENTS } from '../store';
 import { Link, href } from '../router';
-import { PageTitle, useNow } from '../App';
+import { useNow } from '../hooks';
 import { ago, clock, reason } from '../format';
-import { Empty, HealthBadge } from './parts';
+import { Empty, HealthBadge, PageTitle } from './parts';
 
 /** The watch stream as it arrives: every put and delete of the namespace, newest first. */
 export function EventsView({ state }: { state: State }) {
@@ -24,7 +24,7 @@ export function EventsView({ state }: { state: State }) {
       <div className="page-head">
         <PageTitle>Events</PageTitle>
         <p className="muted summary">
-          {state.eventsReceived} received since this page opened · last {ago(state.lastEventAt, now)} · the latest {MAX_FEED_EVENTS} are kept
+          {state.eventsReceived} received (with the recent changes from before this page opened) · {state.lastEventAt === null ? 'no live event yet' : `last ${ago(state.lastEventAt, now)}`} · the latest {MAX_FEED_EVENTS} are kept
         </p>
       </div>
       <div className="toolbar">
@@ -67,9 +67,9 @@ export function EventsView({ state }: { state: State }) {
             </tr>
           </thead>
           <tbody>
-            {rows.map(({ key, receivedAt, ev }) => (
-              <tr key={key} data-type={ev.type}>
-                <td data-label="Received">{clock(receivedAt)}</td>
+            {rows.map(({ key, receivedAt, earlier, ev }) => (
+              <tr key={key} data-type={ev.type} data-earlier={earlier || undefined}>
+                <td data-label="Received">{earlier ? <span className="muted" title="replayed when the page opened; the time of the change is in the instance's history">before opening</span> : clock(receivedAt)}</td>
                 <td data-label="Revision" className="num">{ev.revision}</td>
                 <th scope="row" data-label="Change">
                   <span className={`change c-${ev.type}`}>

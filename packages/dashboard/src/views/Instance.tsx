@@ -2,9 +2,8 @@ import { useEffect, useState } from 'react';
 import { ApiError, api, type InstanceHistory } from '../api';
 import type { LiveRegistry, State } from '../store';
 import { Link, href } from '../router';
-import { PageTitle } from '../App';
 import { dateTime, reason } from '../format';
-import { Empty, ErrorNote, Facts, HealthBadge, StatusBadge } from './parts';
+import { Empty, ErrorNote, Facts, HealthBadge, PageTitle, StatusBadge } from './parts';
 
 /** One instance: every field, its checks, and its history of state changes. */
 export function InstanceView({ service, id, state, live }: { service: string; id: string; state: State; live: LiveRegistry }) {

@@ -2,11 +2,25 @@ import { useEffect, useState } from 'react';
 import type { Instance } from '../api';
 import type { LiveRegistry, State } from '../store';
 import { Link, href } from '../router';
-import { PageTitle } from '../App';
 import { reason } from '../format';
-import { Empty, ErrorNote, HealthBadge, Ratio, StatusBadge } from './parts';
+import { Empty, ErrorNote, HealthBadge, MAX_ROWS, PageTitle, Ratio, StatusBadge, TooMany } from './parts';
 
 type HealthFilter = 'all' | 'passing' | 'warning' | 'critical' | 'not-up';
+type Sort = 'id' | 'worst';
+
+const HEALTH_RANK: Record<string, number> = { critical: 0, warning: 1, passing: 2 };
+const worstFirst = (a: Instance, b: Instance): number =>
+  (HEALTH_RANK[a.health] ?? 0) - (HEALTH_RANK[b.health] ?? 0) || Number(a.status === 'up') - Number(b.status === 'up') || a.id.localeCompare(b.id);
+
+/** `eu-1 ×2, eu-2 ×1`: how the instances spread over a field's values. */
+function spread(instances: Instance[], field: 'zone' | 'version'): string {
+  const counts = new Map<string, number>();
+  for (const i of instances) {
+    const v = i[field] ?? 'none';
+    counts.set(v, (counts.get(v) ?? 0) + 1);
+  }
+  return [...counts].sort(([a], [b]) => a.localeCompare(b)).map(([v, n]) => `${v} ×${n}`).join(', ');
+}
 
 function matches(i: Instance, text: string, health: HealthFilter): boolean {
   if (health === 'not-up' ? i.status === 'up' : health !== 'all' && i.health !== health) return false;
@@ -29,9 +43,11 @@ export function ServiceView({ name, state, live }: { name: string; state: State;
   }, [live, name]);
   const [text, setText] = useState('');
   const [health, setHealth] = useState<HealthFilter>('all');
+  const [sort, setSort] = useState<Sort>('id');
   const view = state.service?.name === name ? state.service : null;
   const instances = view ? [...view.instances.values()].sort((a, b) => a.id.localeCompare(b.id)) : [];
   const shown = instances.filter((i) => matches(i, text.trim().toLowerCase(), health));
+  if (sort === 'worst') shown.sort(worstFirst);
   const healthy = instances.filter((i) => i.status === 'up' && i.health === 'passing').length;
   const gone = view ? [...view.gone.values()].sort((a, b) => b.revision - a.revision) : [];
 
@@ -48,6 +64,11 @@ export function ServiceView({ name, state, live }: { name: string; state: State;
           </p>
         )}
       </div>
+      {instances.length > 0 && (
+        <p className="muted small spread">
+          Zones: {spread(instances, 'zone')} · Versions: {spread(instances, 'version')}
+        </p>
+      )}
       {view?.error && <ErrorNote error={view.error} what={`service ${name}`} />}
       {!view || (view.loading && instances.length === 0) ? (
         view?.error ? null : <p className="loading" role="status">Loading {name}…</p>
@@ -70,6 +91,13 @@ export function ServiceView({ name, state, live }: { name: string; state: State;
                 <option value="warning">warning</option>
                 <option value="critical">critical</option>
                 <option value="not-up">not up (draining, out of service)</option>
+              </select>
+            </div>
+            <div className="field">
+              <label htmlFor="inst-sort">Sort</label>
+              <select id="inst-sort" value={sort} onChange={(e) => setSort(e.target.value as Sort)}>
+                <option value="id">by id</option>
+                <option value="worst">least healthy first</option>
               </select>
             </div>
           </div>
@@ -95,7 +123,7 @@ export function ServiceView({ name, state, live }: { name: string; state: State;
                 </tr>
               </thead>
               <tbody>
-                {shown.map((i) => (
+                {shown.slice(0, MAX_ROWS).map((i) => (
                   <tr key={i.id} data-instance={i.id}>
                     <th scope="row" data-label="Instance">
                       <Link href={href.instance(name, i.id)}>{i.id}</Link>
@@ -122,6 +150,7 @@ export function ServiceView({ name, state, live }: { name: string; state: State;
               </tbody>
             </table>
           )}
+          <TooMany shown={Math.min(shown.length, MAX_ROWS)} total={shown.length} />
         </>
       )}
       {gone.length > 0 && (

@@ -1,15 +1,15 @@
 import { useDeferredValue, useEffect, useRef, useState } from 'react';
 import type { State } from '../store';
 import { Link, href } from '../router';
-import { PageTitle } from '../App';
-import { Empty, ErrorNote, Ratio } from './parts';
+import { Empty, ErrorNote, MAX_ROWS, PageTitle, Ratio, TooMany } from './parts';
 
 type Sort = 'name' | 'problems';
 
+/** In words, from the counts alone (a warning and a critical instance both count as not passing). */
 function stateOf(healthy: number, total: number): string {
   if (total === 0) return 'no instances';
-  if (healthy === total) return 'healthy';
-  if (healthy === 0) return 'down';
+  if (healthy === total) return 'all passing';
+  if (healthy === 0) return 'none passing';
   return 'degraded';
 }
 
@@ -89,7 +89,7 @@ export function ServicesView({ state }: { state: State }) {
             </tr>
           </thead>
           <tbody>
-            {rows.map((s) => {
+            {rows.slice(0, MAX_ROWS).map((s) => {
               const st = stateOf(s.passing, s.instances);
               return (
                 <tr key={s.name} data-service={s.name}>
@@ -108,6 +108,7 @@ export function ServicesView({ state }: { state: State }) {
           </tbody>
         </table>
       )}
+      <TooMany shown={Math.min(rows.length, MAX_ROWS)} total={rows.length} />
     </section>
   );
 }

@@ -1,5 +1,5 @@
 // Pieces shared by the views: state badges, empty and error states, key-value lists.
-import type { ReactNode } from 'react';
+import { useEffect, useRef, type ReactNode } from 'react';
 import type { ApiError } from '../api';
 
 const HEALTH_LABEL: Record<string, string> = { passing: 'passing', warning: 'warning', critical: 'critical' };
@@ -63,5 +63,31 @@ export function Ratio({ healthy, total }: { healthy: number; total: number }) {
         <span style={{ width: `${pct}%` }} />
       </span>
     </span>
+  );
+}
+
+/** Rows drawn at most in one table; a longer list asks for a narrower search. */
+export const MAX_ROWS = 500;
+
+export function TooMany({ shown, total }: { shown: number; total: number }) {
+  if (total <= shown) return null;
+  return (
+    <p className="muted small" role="status">
+      Showing the first {shown} of {total}; narrow the search to see the others.
+    </p>
+  );
+}
+
+/** The page's h1; it takes focus after navigation so that screen readers announce the view. */
+export function PageTitle({ children }: { children: ReactNode }) {
+  const ref = useRef<HTMLHeadingElement>(null);
+  useEffect(() => {
+    if (document.activeElement && document.activeElement !== document.body && !(document.activeElement instanceof HTMLAnchorElement)) return;
+    ref.current?.focus({ preventScroll: true });
+  }, []);
+  return (
+    <h1 id="page-title" tabIndex={-1} ref={ref}>
+      {children}
+    </h1>
   );
 }

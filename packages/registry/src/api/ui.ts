@@ -25,6 +25,16 @@ const IMMUTABLE = 'public, max-age=31536000, immutable';
 /** Files that are not content-hashed (favicon, robots) may change with any build. */
 const SHORT = 'public, max-age=300';
 
+/**
+ * The page loads only its own files and talks only to its own origin; it is never framed.
+ * (React sets style properties through the DOM, which style-src does not restrict.)
+ */
+const PAGE_HEADERS = {
+  'content-security-policy': "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'same-origin',
+};
+
 /** The last segment names a file (`app.js`), not a client route (`orders`). */
 function looksLikeFile(rel: string): boolean {
   const last = rel.slice(rel.lastIndexOf('/') + 1);
@@ -57,7 +67,8 @@ export async function uiRoutes(app: FastifyInstance, dir: string | null = defaul
     });
   }
 
-  const sendIndex = (reply: FastifyReply): FastifyReply => reply.type('text/html; charset=utf-8').sendFile('index.html');
+  const sendIndex = (reply: FastifyReply): FastifyReply =>
+    reply.headers(PAGE_HEADERS).type('text/html; charset=utf-8').sendFile('index.html');
 
   const hide = { schema: { hide: true } };
   app.get('/', hide, async (_req, reply) => reply.redirect('/ui/', 302));

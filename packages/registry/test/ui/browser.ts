@@ -34,13 +34,17 @@ export async function closePages(): Promise<void> {
   pages.clear();
 }
 
-/** A new page at 1280x800 that records page errors, so that a test can assert there were none. */
+/** A new page at 1280x800 that records page errors and policy violations, so that a test can assert there were none. */
 export async function openPage(browser: Browser, url: string, viewport = { width: 1280, height: 800 }): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage({ viewport });
   pages.add(page);
   page.setDefaultTimeout(10_000);
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
+  // Refused connections are expected while an agent is down; a policy violation never is.
+  page.on('console', (m) => {
+    if (/Content Security Policy|Refused to/i.test(m.text())) errors.push(m.text());
+  });
   await page.goto(url);
   return { page, errors };
 }

@@ -39,7 +39,7 @@ test('a registration shows within a second, on the service list and the service 
 
     const row = svc.page.locator('tr[data-instance="orders-1"]');
     assert.match(await row.innerText(), /10\.0\.0\.5:8080[\s\S]*passing[\s\S]*up[\s\S]*eu-1[\s\S]*1\.4\.2[\s\S]*40/);
-    assert.match(await list.page.locator('tr[data-service="orders"]').innerText(), /1\/1[\s\S]*healthy/);
+    assert.match(await list.page.locator('tr[data-service="orders"]').innerText(), /1\/1[\s\S]*all passing/);
     assert.deepEqual([...list.errors, ...svc.errors], []);
   } finally {
     await closePages();
@@ -119,5 +119,32 @@ test('the page survives the agent restarting: stale while down, current after', 
     await closePages();
     await stopAgent(agent);
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a new epoch (an in-memory agent restarted) relists: what the old one held disappears', { timeout: 90_000 }, async () => {
+  let agent = await startAgent(['--dev']);
+  try {
+    const addr = new URL(agent.url).host;
+    const epoch1 = (await send(agent.url, 'GET', '/v1/status')).epoch;
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/old-1', { address: '10.0.0.5', port: 8080 });
+    const { page, errors } = await openPage(browser, `${agent.url}/ui/services/orders`);
+    await page.locator('tr[data-instance="old-1"]').waitFor();
+    await page.locator('.conn[data-conn="live"]').waitFor();
+
+    await stopAgent(agent);
+    agent = await startAgent(['--dev', '--http-addr', addr]);
+    assert.notEqual((await send(agent.url, 'GET', '/v1/status')).epoch, epoch1, 'a new epoch');
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/new-1', { address: '10.0.0.6', port: 8080 });
+    await page.locator('tr[data-instance="new-1"]').waitFor({ timeout: 15_000 });
+    await page.locator('tr[data-instance="old-1"]').waitFor({ state: 'detached', timeout: 5_000 });
+    await page.locator('.conn[data-conn="live"]').waitFor();
+    // Revisions restarted from 1: live events of the new epoch still apply.
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/new-2', { address: '10.0.0.7', port: 8080 });
+    await page.locator('tr[data-instance="new-2"]').waitFor({ timeout: 3_000 });
+    assert.deepEqual(errors, []);
+  } finally {
+    await closePages();
+    await stopAgent(agent);
   }
 });

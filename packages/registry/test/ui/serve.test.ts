@@ -42,6 +42,8 @@ test('the built dashboard: redirects, client routes, cache headers, 404 and 405'
       assert.equal(r.body, INDEX, url);
       assert.match(String(r.headers['content-type']), /^text\/html/, url);
       assert.equal(r.headers['cache-control'], 'no-cache', `${url}: index.html is revalidated every time`);
+      assert.match(String(r.headers['content-security-policy']), /default-src 'self'.*frame-ancestors 'none'/, url);
+      assert.equal(r.headers['x-content-type-options'], 'nosniff', url);
     }
     r = await app.inject({ method: 'HEAD', url: '/ui/services/orders' });
     assert.equal(r.statusCode, 200);

@@ -1,9 +1,14 @@
 // Goal: an operator can use each view of the dashboard in a real Chromium: the empty
 // state tells what to do, search narrows the services (keyboard included), the instance
 // page shows fields, checks and a history that grows live, the views work on a phone-sized
-// screen, and an unreachable registry gets a banner that keeps retrying over the last data.
+// screen, an unreachable registry gets a banner that keeps retrying over the last data,
+// the cluster view shows what ap and cp nodes report, namespaces switch, and a page
+// refused a watch stream by the node's limit says why and gets in later.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { closePages, launchBrowser, openPage, send, startAgent, stopAgent, waitForCount } from './browser.js';
 
@@ -70,6 +75,16 @@ test('search narrows the services; "/" focuses it; no match says so', { timeout:
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { level: 1, name: 'payments' }).waitFor();
     assert.equal(new URL(page.url()).pathname, '/ui/services/payments');
+
+    // The event view opens with the changes from before the page opened, then live ones.
+    await page.getByRole('link', { name: 'Events' }).click();
+    const events = page.locator('table.events tbody tr');
+    await waitForCount(events, 4);
+    assert.equal(await page.locator('tr[data-earlier]').count(), 4, 'replayed events are marked as from before opening');
+    await send(agent.url, 'DELETE', '/v1/services/inventory/instances/i-1');
+    await waitForCount(events, 5);
+    assert.match(await events.first().innerText(), /delete · deregistered[\s\S]*inventory[\s\S]*i-1/);
+    assert.equal(await events.first().getAttribute('data-earlier'), null);
     assert.deepEqual(errors, []);
   } finally {
     await closePages();
@@ -216,8 +231,14 @@ test('cluster view: standalone shows the one node; a cluster status shows member
           { id: 'node-c', address: '10.0.0.3:7700', self: false, reachable: false, lastSeenMs: 31_000, lagMs: 9_500, revision: 90 },
         ],
         store: { kind: 'etcd', endpoints: ['http://10.0.0.9:2379'], reachable: true, leader: '8e9e05c52164694d', revision: 120, viewRevision: 119, lagMs: 12, lastContactMs: 300 },
+        // What a mode adds beyond the common fields is shown as it comes.
+        prefix: '/switchboard',
+        writeBatches: { batches: 3, writes: 10 },
       };
-      json.alerts = [{ name: 'NodeUnreachable', severity: 'critical', message: 'node-c has not been heard from for 31 s' }];
+      json.alerts = {
+        active: [{ alert: 'peer_unreachable', severity: 'warning', episodeId: 'e1', subject: 'node-c', summary: 'node-c has not been heard from for 31 s', startedAt: new Date().toISOString(), resolvedAt: null, details: {} }],
+        webhooks: [{ url: 'http://hooks.example/alerts', pending: 1, delivered: 4, failed: 0, dropped: 0, lastError: 'connect ECONNREFUSED', lastDeliveredAt: null }],
+      };
       await route.fulfill({ response, json });
     });
     await page.getByText('cp mode · 2 of 3 nodes reachable · ready').waitFor({ timeout: 10_000 });
@@ -225,7 +246,13 @@ test('cluster view: standalone shows the one node; a cluster status shows member
     assert.match(await page.locator('tr[data-member="node-b"]').innerText(), /10\.0\.0\.2:7700[\s\S]*yes[\s\S]*850 ms ago[\s\S]*118[\s\S]*42 ms/);
     assert.match(await page.locator('tr[data-member="node-c"]').innerText(), /no[\s\S]*31 s ago[\s\S]*90[\s\S]*9\.5 s/);
     assert.match(await page.locator('.card').filter({ hasText: 'Store (etcd)' }).innerText(), /8e9e05c52164694d[\s\S]*120 \(view 119\)/);
-    assert.match(await page.locator('.alerts').innerText(), /NodeUnreachable[\s\S]*critical[\s\S]*node-c has not been heard from/);
+    assert.match(await page.locator('.card').filter({ hasText: 'cp details' }).innerText(), /prefix\s+\/switchboard[\s\S]*writeBatches\.batches\s+3[\s\S]*writeBatches\.writes\s+10/);
+    assert.match(await page.locator('.alerts').innerText(), /warning[\s\S]*peer unreachable[\s\S]*node-c[\s\S]*node-c has not been heard from/);
+    assert.match(await page.locator('.alerts').innerText(), /hooks\.example\/alerts: 4 delivered, 1 pending, 0 failed[\s\S]*ECONNREFUSED/);
+    // The header tells every view that an alert is active, and leads here.
+    await page.getByRole('link', { name: 'Services', exact: true }).click();
+    await page.getByRole('link', { name: '1 alert' }).click();
+    await page.getByRole('heading', { name: 'Alerts' }).waitFor();
     assert.deepEqual(errors, []);
   } finally {
     await closePages();
@@ -257,6 +284,69 @@ test('namespaces: the namespace field switches the whole view and stays in the U
     assert.equal(new URL(page.url()).search, '?namespace=team-a');
     await page.reload();
     await page.locator('tr[data-instance="b-1"]').waitFor();
+    assert.deepEqual(errors, []);
+  } finally {
+    await closePages();
+    await stopAgent(agent);
+  }
+});
+
+test('watch limit: a page beyond maxWatchStreamsPerClient says why, waits Retry-After, and gets in once a stream frees up', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-ui-limits-'));
+  const config = join(dir, 'config.json');
+  writeFileSync(config, JSON.stringify({ limits: { maxWatchStreamsPerClient: 1 } }));
+  const agent = await startAgent(['--dev', '--config', config]);
+  try {
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/o-1', { address: '10.0.0.1', port: 80 });
+    const first = await openPage(browser, `${agent.url}/ui/`);
+    await first.page.locator('.conn[data-conn="live"]').waitFor();
+    const second = await openPage(browser, `${agent.url}/ui/`);
+    const banner = second.page.getByRole('alert').filter({ hasText: 'Live updates are interrupted' });
+    await banner.waitFor();
+    assert.match(await banner.innerText(), /the node answered 429: client .* already has 1 watch streams/, 'the banner gives the node\'s reason');
+    assert.match(await banner.innerText(), /Retrying in [3-6] s/, 'it waits the Retry-After (5 s) the node asked for');
+    // The lists still load: only the stream is refused.
+    await second.page.locator('tr[data-service="orders"]').waitFor();
+
+    await first.page.close();
+    await second.page.locator('.conn[data-conn="live"]').waitFor({ timeout: 15_000 });
+    assert.equal(await banner.count(), 0);
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/o-2', { address: '10.0.0.2', port: 80 });
+    await second.page.locator('tr[data-service="orders"]').filter({ hasText: '2/2' }).waitFor({ timeout: 3_000 });
+    assert.deepEqual([...first.errors, ...second.errors], []);
+  } finally {
+    await closePages();
+    await stopAgent(agent);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('service view: spread over zones and versions, filter by text and health, least healthy first', { timeout: 60_000 }, async () => {
+  const agent = await startAgent();
+  try {
+    const ttl = [{ id: 'alive', type: 'ttl', ttl: '30s' }];
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/a-1', { address: '10.0.0.1', port: 80, zone: 'eu-1', version: '1.4.2' });
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/b-1', { address: '10.0.0.2', port: 80, zone: 'eu-2', version: '1.5.0', checks: ttl });
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/c-1', { address: '10.0.0.3', port: 80, zone: 'eu-2', version: '1.5.0', tags: ['canary'], checks: ttl });
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/c-1/checks/alive', { status: 'warning', output: 'slow' });
+    const { page, errors } = await openPage(browser, `${agent.url}/ui/services/orders`);
+    const rows = page.locator('table.instances tbody tr');
+    await waitForCount(rows, 3);
+    assert.match(await page.locator('.spread').innerText(), /Zones: eu-1 ×1, eu-2 ×2 · Versions: 1\.4\.2 ×1, 1\.5\.0 ×2/);
+    assert.match(await page.locator('.page-head .summary').innerText(), /1\/3/);
+
+    const order = () => rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-instance')));
+    await page.getByLabel('Sort').selectOption('worst');
+    assert.deepEqual(await order(), ['b-1', 'c-1', 'a-1'], 'critical, then warning, then passing');
+    await page.getByLabel('Health').selectOption('warning');
+    assert.deepEqual(await order(), ['c-1']);
+    await page.getByLabel('Health').selectOption('all');
+    await page.getByLabel('Filter instances').fill('canary');
+    assert.deepEqual(await order(), ['c-1'], 'tags are searched');
+    await page.getByLabel('Filter instances').fill('10.0.0.1:80');
+    assert.deepEqual(await order(), ['a-1'], 'addresses are searched');
+    await page.getByLabel('Filter instances').fill('nothing');
+    await page.getByText('No instance matches the filter').waitFor();
     assert.deepEqual(errors, []);
   } finally {
     await closePages();
