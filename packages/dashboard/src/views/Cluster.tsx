@@ -20,6 +20,8 @@ export function ClusterView({ state }: { state: State }) {
   const members: ClusterMember[] = s.cluster?.members ?? [{ id: s.nodeId, address: location.host, self: true, reachable: state.connection === 'live', lastSeenMs: 0, revision: s.revision }];
   const reachable = members.filter((m) => m.reachable).length;
   const alerts = (s as unknown as { alerts?: unknown }).alerts;
+  // Every node reports `alerts`; the section shows when something is active or a webhook is set.
+  const showAlerts = alerts !== undefined && alerts !== null && (!isObject(alerts) || listLength(alerts.active) > 0 || listLength(alerts.webhooks) > 0);
   return (
     <section aria-labelledby="page-title">
       <div className="page-head">
@@ -30,7 +32,7 @@ export function ClusterView({ state }: { state: State }) {
           {s.cluster && typeof s.cluster.readyReason === 'string' && s.cluster.readyReason && ` (${s.cluster.readyReason})`}
         </p>
       </div>
-      {alerts !== undefined && <Alerts alerts={alerts} />}
+      {showAlerts && <Alerts alerts={alerts} />}
       <section className="card" aria-labelledby="members-title">
         <h2 id="members-title">Nodes</h2>
         <table className="grid members">
@@ -243,4 +245,12 @@ function Alerts({ alerts }: { alerts: unknown }) {
       )}
     </section>
   );
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function listLength(v: unknown): number {
+  return Array.isArray(v) ? v.length : 0;
 }

@@ -215,7 +215,7 @@ test('cluster view: standalone shows the one node; a cluster status shows member
     await waitForCount(self, 1);
     assert.match(await self.innerText(), /this node[\s\S]*yes[\s\S]*now/);
     assert.match(await page.locator('.card').filter({ hasText: 'Mode' }).innerText(), /standalone[\s\S]*memory only/);
-    assert.equal(await page.getByRole('heading', { name: 'Alerts' }).count(), 0, 'no alerts section when the node reports none');
+    assert.equal(await page.getByRole('heading', { name: 'Alerts' }).count(), 0, 'no alerts section while nothing is active and no webhook is set');
 
     // ap and cp nodes add `cluster` (and, with alerting, `alerts`) to the real status.
     await page.route('**/v1/status', async (route) => {
