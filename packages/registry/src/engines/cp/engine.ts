@@ -226,7 +226,11 @@ export class CpEngine implements Engine {
       throw err;
     }
     const left = Math.max(1, timeoutMs - (Date.now() - started));
-    if (!(await this.view.waitFor(revision, left))) {
+    // A watch stream on a cut-off endpoint answers no progress requests: replace it early.
+    if (!(await this.view.waitFor(revision, Math.min(left, 1000))) && left > 1000) {
+      this.view.restart(null, `the view did not reach revision ${revision} within 1 s`);
+    }
+    if (!(await this.view.waitFor(revision, Math.max(1, timeoutMs - (Date.now() - started))))) {
       this.view.restart(null, `the view did not reach revision ${revision} within ${timeoutMs} ms`);
       throw unavailable(`this node's view did not catch up with etcd revision ${revision} in time`, 1);
     }
@@ -672,7 +676,7 @@ export class CpEngine implements Engine {
       return await run();
     } catch (err) {
       if (err instanceof StoreUnavailable || isUnavailable(err)) {
-        this.reachable = false;
+        // The prober decides whether etcd as a whole is out of reach (one endpoint may be).
         void this.probe();
         throw unavailable(`${what}: ${(err as Error).message}`);
       }
