@@ -4,6 +4,7 @@
 // (whole seconds, at least 2 s), and /v1/status and /metrics show the node's view of etcd.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:net';
 import { SseReader, call, sleep } from '../helpers.js';
 import { EtcdCluster } from './etcd-cluster.js';
 import { freshPrefix, startCpNode, type CpNode } from './nodes.js';
@@ -122,7 +123,7 @@ test('a watch moved to another node resumes without gaps', { timeout: 60_000 }, 
   }
 });
 
-test('status and metrics show the view of etcd; health checks are split across nodes', { timeout: 60_000 }, async () => {
+test('status and metrics show the view of etcd', { timeout: 60_000 }, async () => {
   const prefix = freshPrefix();
   const nodes = await threeNodes(prefix);
   try {
@@ -141,6 +142,48 @@ test('status and metrics show the view of etcd; health checks are split across n
     assert.match(m, /^switchboard_etcd_reachable 1$/m);
     assert.match(m, /^switchboard_etcd_view_lag_revisions \d+$/m);
   } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});
+
+test('active health checks are split across live nodes and move when a node leaves', { timeout: 90_000 }, async () => {
+  const server: Server = createServer((sock) => sock.end());
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  const prefix = freshPrefix();
+  const nodes = await Promise.all(['h1', 'h2', 'h3'].map((id) => startCpNode(etcd.endpoints, id, prefix, { activeChecks: true })));
+  const N = 30;
+  const scheduled = (list: CpNode[]): number[] => list.map((n) => n.engine.checkStats().scheduled);
+  const until = async (pred: () => boolean, what: string, ms = 20_000): Promise<void> => {
+    const end = Date.now() + ms;
+    while (!pred()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await sleep(100);
+    }
+  };
+  try {
+    for (let i = 0; i < N; i++) {
+      const r = await call((nodes[i % 3] as CpNode).url, 'PUT', `/v1/services/checked/instances/c${i}`, { address: '127.0.0.1', port, checks: [{ id: 'tcp', type: 'tcp', interval: '500ms' }] });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+    }
+    // Every check runs on exactly one node, and each node runs some.
+    await until(() => scheduled(nodes).reduce((a, x) => a + x, 0) === N, `${N} checks scheduled once in all`);
+    const split = scheduled(nodes);
+    assert.ok(split.every((x) => x > 0), `split ${split.join('/')}`);
+    // Results are written by the owners: all instances pass.
+    await until(() => (nodes[0] as CpNode).engine.registry.service('default', 'checked')?.instances.size === N && [...((nodes[0] as CpNode).engine.registry.service('default', 'checked')?.instances.values() ?? [])].every((r) => r.instance.health === 'passing'), 'every instance passing');
+    // A node leaves: the two others take its checks.
+    await (nodes[0] as CpNode).close();
+    const rest = nodes.slice(1);
+    await until(() => scheduled(rest).reduce((a, x) => a + x, 0) === N, 'the checks of the node that left to move');
+    assert.ok(scheduled(rest).every((x) => x > split[0]! / 4));
+    // The checked service goes away: the remaining owners mark every instance critical.
+    await new Promise((r) => server.close(r));
+    await until(() => [...((rest[0] as CpNode).engine.registry.service('default', 'checked')?.instances.values() ?? [])].every((r) => r.instance.health === 'critical'), 'every instance critical', 30_000);
+    const status = await call((rest[0] as CpNode).url, 'GET', '/v1/status');
+    assert.equal(status.body.cluster.members.length, 2);
+  } finally {
+    server.close();
     await Promise.all(nodes.map((n) => n.close()));
   }
 });
