@@ -187,3 +187,41 @@ test('active health checks are split across live nodes and move when a node leav
     await Promise.all(nodes.map((n) => n.close()));
   }
 });
+
+test('ttl checks: reports through any node restart the TTL; the owner turns a silent check critical', { timeout: 60_000 }, async () => {
+  const nodes = await threeNodes();
+  try {
+    const [a, b, c] = nodes as [CpNode, CpNode, CpNode];
+    const reg = await call(a.url, 'PUT', '/v1/services/beat/instances/b1', { address: '10.0.0.9', port: 9, checks: [{ id: 'hb', type: 'ttl', ttl: '2s' }] });
+    assert.equal(reg.status, 200, JSON.stringify(reg.body));
+    const health = async (): Promise<{ health: string; output: string }> => {
+      const r = await call(c.url, 'GET', '/v1/services/beat?consistent=true');
+      const i = r.body.instances[0];
+      return { health: i.health, output: i.checks[0].output };
+    };
+    // Reports every 500 ms through two different nodes keep it passing past several TTLs.
+    const until = Date.now() + 5000;
+    let n = 0;
+    while (Date.now() < until) {
+      const r = await call(n++ % 2 ? a.url : b.url, 'PUT', '/v1/services/beat/instances/b1/checks/hb', { status: 'passing', output: 'alive' });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      await sleep(500);
+    }
+    assert.equal((await health()).health, 'passing');
+    // Silence: the owner turns it critical after the TTL.
+    const silent = Date.now();
+    let h = await health();
+    while (h.health !== 'critical' && Date.now() - silent < 10_000) {
+      await sleep(200);
+      h = await health();
+    }
+    assert.equal(h.health, 'critical');
+    assert.equal(h.output, 'no report within 2s (ttl)');
+    assert.ok(Date.now() - silent >= 1500, 'not before the TTL');
+    const bad = await call(b.url, 'PUT', '/v1/services/beat/instances/b1/checks/nope', { status: 'passing' });
+    assert.equal(bad.status, 404);
+    assert.equal(bad.body.code, 'CHECK_NOT_FOUND');
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});

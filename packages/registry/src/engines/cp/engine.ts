@@ -47,7 +47,8 @@ import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
 import type { Engine } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
-import { encodeInstance, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
+import { ttlExpiredOutput } from '../../core/checks.js';
+import { encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
 import { Store, StoreUnavailable, isUnavailable } from './store.js';
 import { View } from './view.js';
 
@@ -141,6 +142,10 @@ export class CpEngine implements Engine {
   private metrics: { roundTrips: promClient.Histogram<'method' | 'outcome'> } | null = null;
   private readonly cfg: Required<Pick<CpOptions, 'callTimeoutMs' | 'probeIntervalMs' | 'probeTimeoutMs' | 'consistentTimeoutMs' | 'nodeTtlSec' | 'maxTxnOps'>>;
   private readonly startedAt = new Date().toISOString();
+  /** ttl checks: `<instance key>#<check id>` -> when the TTL runs out (clock ms). */
+  private readonly ttlDeadlines = new Map<string, number>();
+  private readonly ttlTimer: NodeJS.Timeout;
+  private unsubscribeTtl: () => void = () => undefined;
 
   private constructor(
     private readonly store: Store,
@@ -160,6 +165,9 @@ export class CpEngine implements Engine {
     this.reports = new ReportBook({ windowMs: opts.limits.reportWindowMs, minReporters: opts.limits.reportMinReporters, maxReportersPerInstance: opts.limits.maxReportersPerInstance });
     this.probeTimer = setInterval(() => void this.probe(), this.cfg.probeIntervalMs);
     this.probeTimer.unref();
+    this.ttlTimer = setInterval(() => this.ttlDue(), 250);
+    this.ttlTimer.unref();
+    this.trackTtlChecks();
   }
 
   static async open(opts: CpOptions): Promise<CpEngine> {
@@ -178,6 +186,7 @@ export class CpEngine implements Engine {
         clock: opts.clock,
         onLeaseEnded: (id, reason) => engine?.leaseEnded(id, reason),
         onNodesChanged: () => engine?.nodesChanged(),
+        onHeard: (ns, svc, id, checkId) => engine?.heard(ns, svc, id, checkId),
         onError: (msg, err) => opts.log?.('warn', msg, err),
       });
     } catch (err) {
@@ -375,6 +384,64 @@ export class CpEngine implements Engine {
     this.monitor.start();
   }
 
+  // ---- ttl checks ----
+
+  /**
+   * Every node keeps the TTL deadlines of every ttl check (so that a check's new owner has
+   * them at once); only the owner turns an expired one critical.
+   */
+  private trackTtlChecks(): void {
+    const reg = this.registry;
+    const arm = (rec: InstanceRecord, fresh: boolean): void => {
+      const i = rec.instance;
+      for (const spec of rec.specs) {
+        if (spec.type !== 'ttl' || spec.ttlMs === null) continue;
+        const key = `${instanceKey(i.namespace, i.service, i.id)}#${spec.id}`;
+        if (fresh || !this.ttlDeadlines.has(key)) this.ttlDeadlines.set(key, this.opts.clock.now() + spec.ttlMs);
+      }
+    };
+    for (const svc of reg.listServices()) for (const rec of svc.instances.values()) arm(rec, true);
+    this.unsubscribeTtl = this.hub.subscribe({
+      services: null,
+      deliver: (events: WatchEvent[]) => {
+        for (const ev of events) {
+          const { namespace, service, id } = ev.instance;
+          const rec = reg.instance(namespace, service, id);
+          if (rec) arm(rec, ev.reason === 'registered');
+          else for (const c of ev.instance.checks) this.ttlDeadlines.delete(`${instanceKey(namespace, service, id)}#${c.id}`);
+        }
+      },
+    });
+  }
+
+  heard(namespace: string, service: string, id: string, checkId: string): void {
+    const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
+    if (tracked?.spec.type === 'ttl' && tracked.spec.ttlMs !== null) this.ttlDeadlines.set(`${instanceKey(namespace, service, id)}#${checkId}`, this.opts.clock.now() + tracked.spec.ttlMs);
+  }
+
+  /** The owner turns ttl checks that heard nothing within their TTL critical. */
+  private ttlDue(): void {
+    if (this.closed || !this.reachable || this.ttlDeadlines.size === 0) return;
+    const now = this.opts.clock.now();
+    const nodes = this.liveNodes();
+    for (const [key, at] of this.ttlDeadlines) {
+      if (at > now) continue;
+      const hash = key.lastIndexOf('#');
+      const ikey = key.slice(0, hash);
+      const checkId = key.slice(hash + 1);
+      this.ttlDeadlines.delete(key);
+      if (ownerOf(ikey, nodes) !== this.nodeId) continue;
+      const [namespace, service, id] = splitInstanceKey(ikey);
+      const rec = this.registry.instance(namespace, service, id);
+      const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
+      const shown = rec?.instance.checks.find((c) => c.id === checkId);
+      if (!rec || !tracked || !shown) continue;
+      tracked.counters = { passes: 0, failures: Math.max(tracked.counters.failures, tracked.spec.criticalThreshold) };
+      const output = ttlExpiredOutput(tracked.spec);
+      if (shown.status !== 'critical' || shown.output !== output) this.putChecks(rec, checkId, { ...shown, status: 'critical', output }).catch(() => undefined);
+    }
+  }
+
   // ---- leases ----
 
   async grantLease(ttlMs: number): Promise<LeaseGrant> {
@@ -513,7 +580,11 @@ export class CpEngine implements Engine {
       const why: WhyValue = { [instanceKey(namespace, service, id)]: { reason: 'deregistered' } };
       return {
         compare: [{ key: b(key), target: 'Mod', result: 'Equal', mod_revision: prev.instance.modRevision }],
-        success: [{ request_delete_range: { key: b(key) } }, { request_put: { key: b(whyKeyOf(this.layout)), value: b(JSON.stringify(why)) } }],
+        success: [
+          { request_delete_range: { key: b(key) } },
+          { request_delete_range: { key: b(heardPrefixOf(this.layout, namespace, service, id)), range_end: prefixEnd(heardPrefixOf(this.layout, namespace, service, id)) } },
+          { request_put: { key: b(whyKeyOf(this.layout)), value: b(JSON.stringify(why)) } },
+        ],
         unchangedRevision: 0,
       };
     });
@@ -595,6 +666,11 @@ export class CpEngine implements Engine {
     if (tracked.spec.type !== 'ttl') {
       throw invalid('checkId', `check ${checkId} is a ${tracked.spec.type} check; only ttl checks take reports`, 'report into a check declared with "type": "ttl"; the registry runs the other checks itself');
     }
+    // The report itself restarts the TTL on every node (the owner times it).
+    const put: RPC.IPutRequest = { key: b(heardKeyOf(this.layout, namespace, service, id, checkId)), value: b(JSON.stringify({ at: Date.now() })) };
+    const lease = rec.instance.leaseId === null ? null : leaseIdToEtcd(rec.instance.leaseId);
+    if (lease !== null) put.lease = lease;
+    await this.guard('recording a report', () => this.store.txn({ success: [{ request_put: put }] }));
     return this.recordCheckResult(namespace, service, id, checkId, null, result);
   }
 
@@ -771,6 +847,8 @@ export class CpEngine implements Engine {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.probeTimer);
+    clearInterval(this.ttlTimer);
+    this.unsubscribeTtl();
     if (this.monitorTimer) clearTimeout(this.monitorTimer);
     this.monitor?.close();
     // Leaving: other nodes take this node's checks at once.
@@ -778,6 +856,12 @@ export class CpEngine implements Engine {
     this.view.close();
     this.store.close();
   }
+}
+
+function splitInstanceKey(key: string): [string, string, string] {
+  const a = key.indexOf('/');
+  const c = key.indexOf('/', a + 1);
+  return [key.slice(0, a), key.slice(a + 1, c), key.slice(c + 1)];
 }
 
 function leaseNotFound(leaseId: string): SwitchboardError {

@@ -24,6 +24,8 @@ export interface ViewOptions {
   clock: Clock;
   onLeaseEnded: (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
   onNodesChanged: () => void;
+  /** A report into a ttl check arrived (through any node). */
+  onHeard: (namespace: string, service: string, id: string, checkId: string) => void;
   onError: (msg: string, err?: unknown) => void;
 }
 
@@ -284,6 +286,9 @@ export class View {
           wake.push(serviceKey(p.namespace, p.service));
           break;
         }
+        case 'heard':
+          if (put && announce) this.opts.onHeard(p.namespace, p.service, p.id, p.checkId);
+          break;
         case 'node': {
           if (put) {
             const v = decodeJson<StoredNode>(ev.kv.value);
