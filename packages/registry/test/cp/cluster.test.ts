@@ -218,6 +218,18 @@ test('ttl checks: reports through any node restart the TTL; the owner turns a si
     assert.equal(h.health, 'critical');
     assert.equal(h.output, 'no report within 2s (ttl)');
     assert.ok(Date.now() - silent >= 1500, 'not before the TTL');
+    // A persistent instance critical for its deregisterCriticalAfter is deregistered by the owner.
+    await call(b.url, 'PUT', '/v1/services/beat/instances/gone', { address: '10.0.0.9', port: 10, checks: [{ id: 'hb', type: 'ttl', ttl: '1s', deregisterCriticalAfter: '2s' }] });
+    const registered = Date.now();
+    let left = true;
+    while (left && Date.now() - registered < 15_000) {
+      await sleep(250);
+      left = (await call(c.url, 'GET', '/v1/services/beat?consistent=true')).body.instances.some((i: { id: string }) => i.id === 'gone');
+    }
+    assert.equal(left, false, 'deregistered after staying critical');
+    assert.ok(Date.now() - registered >= 1500);
+    const hist = await call(c.url, 'GET', '/v1/services/beat/instances/gone/history');
+    assert.equal(hist.body.history.at(-1).reason, 'critical_timeout');
     const bad = await call(b.url, 'PUT', '/v1/services/beat/instances/b1/checks/nope', { status: 'passing' });
     assert.equal(bad.status, 404);
     assert.equal(bad.body.code, 'CHECK_NOT_FOUND');

@@ -19,6 +19,7 @@ import {
   REPORTS_CHECK_ID,
   SwitchboardError,
   completeCheckSpec,
+  formatDuration,
   invalid,
   limitExceeded,
   type AdminStatus,
@@ -27,6 +28,7 @@ import {
   type ClusterMember,
   type ClusterStatus,
   type ConsumerReport,
+  type DeleteReason,
   type Instance,
   type LeaseGrant,
   type Limits,
@@ -144,6 +146,8 @@ export class CpEngine implements Engine {
   private readonly startedAt = new Date().toISOString();
   /** ttl checks: `<instance key>#<check id>` -> when the TTL runs out (clock ms). */
   private readonly ttlDeadlines = new Map<string, number>();
+  /** Persistent instances with a critical check that has deregisterCriticalAfter: key#check -> when. */
+  private readonly criticalDeadlines = new Map<string, number>();
   private readonly ttlTimer: NodeJS.Timeout;
   private unsubscribeTtl: () => void = () => undefined;
 
@@ -399,6 +403,13 @@ export class CpEngine implements Engine {
         const key = `${instanceKey(i.namespace, i.service, i.id)}#${spec.id}`;
         if (fresh || !this.ttlDeadlines.has(key)) this.ttlDeadlines.set(key, this.opts.clock.now() + spec.ttlMs);
       }
+      for (const spec of rec.specs) {
+        if (spec.deregisterCriticalAfterMs === null || i.leaseId !== null) continue;
+        const key = `${instanceKey(i.namespace, i.service, i.id)}#${spec.id}`;
+        const critical = i.checks.find((c) => c.id === spec.id)?.status === 'critical';
+        if (!critical) this.criticalDeadlines.delete(key);
+        else if (!this.criticalDeadlines.has(key)) this.criticalDeadlines.set(key, this.opts.clock.now() + spec.deregisterCriticalAfterMs);
+      }
     };
     for (const svc of reg.listServices()) for (const rec of svc.instances.values()) arm(rec, true);
     this.unsubscribeTtl = this.hub.subscribe({
@@ -408,7 +419,12 @@ export class CpEngine implements Engine {
           const { namespace, service, id } = ev.instance;
           const rec = reg.instance(namespace, service, id);
           if (rec) arm(rec, ev.reason === 'registered');
-          else for (const c of ev.instance.checks) this.ttlDeadlines.delete(`${instanceKey(namespace, service, id)}#${c.id}`);
+          else {
+            for (const c of ev.instance.checks) {
+              this.ttlDeadlines.delete(`${instanceKey(namespace, service, id)}#${c.id}`);
+              this.criticalDeadlines.delete(`${instanceKey(namespace, service, id)}#${c.id}`);
+            }
+          }
         }
       },
     });
@@ -419,11 +435,28 @@ export class CpEngine implements Engine {
     if (tracked?.spec.type === 'ttl' && tracked.spec.ttlMs !== null) this.ttlDeadlines.set(`${instanceKey(namespace, service, id)}#${checkId}`, this.opts.clock.now() + tracked.spec.ttlMs);
   }
 
-  /** The owner turns ttl checks that heard nothing within their TTL critical. */
+  /**
+   * The owner turns ttl checks that heard nothing within their TTL critical, and
+   * deregisters persistent instances critical for their deregisterCriticalAfter.
+   */
   private ttlDue(): void {
-    if (this.closed || !this.reachable || this.ttlDeadlines.size === 0) return;
+    if (this.closed || !this.reachable || (this.ttlDeadlines.size === 0 && this.criticalDeadlines.size === 0)) return;
     const now = this.opts.clock.now();
     const nodes = this.liveNodes();
+    for (const [key, at] of this.criticalDeadlines) {
+      if (at > now) continue;
+      const hash = key.lastIndexOf('#');
+      const ikey = key.slice(0, hash);
+      const checkId = key.slice(hash + 1);
+      this.criticalDeadlines.delete(key);
+      if (ownerOf(ikey, nodes) !== this.nodeId) continue;
+      const [namespace, service, id] = splitInstanceKey(ikey);
+      const shown = this.registry.instance(namespace, service, id)?.instance.checks.find((c) => c.id === checkId);
+      const spec = this.registry.trackedCheck(namespace, service, id, checkId)?.spec;
+      if (shown?.status !== 'critical' || !spec) continue;
+      const detail = `${checkId} critical for longer than ${formatDuration(spec.deregisterCriticalAfterMs ?? 0)}: ${shown.output}`;
+      this.deleteInstance(namespace, service, id, 'critical_timeout', detail, (rec) => rec.instance.checks.find((c) => c.id === checkId)?.status === 'critical').catch(() => undefined);
+    }
     for (const [key, at] of this.ttlDeadlines) {
       if (at > now) continue;
       const hash = key.lastIndexOf('#');
@@ -574,15 +607,22 @@ export class CpEngine implements Engine {
   }
 
   deregister(namespace: string, service: string, id: string): Promise<number> {
+    return this.deleteInstance(namespace, service, id, 'deregistered');
+  }
+
+  /** Deletes an instance (and its ttl report keys), saying why, guarded by its revision. */
+  private deleteInstance(namespace: string, service: string, id: string, reason: DeleteReason, detail?: string, still?: (rec: InstanceRecord) => boolean): Promise<number> {
     return this.write(() => {
       const prev = this.requireInstance(namespace, service, id);
+      if (still && !still(prev)) return this.unchanged(prev);
       const key = instanceKeyOf(this.layout, namespace, service, id);
-      const why: WhyValue = { [instanceKey(namespace, service, id)]: { reason: 'deregistered' } };
+      const heard = heardPrefixOf(this.layout, namespace, service, id);
+      const why: WhyValue = { [instanceKey(namespace, service, id)]: detail === undefined ? { reason } : { reason, detail } };
       return {
         compare: [{ key: b(key), target: 'Mod', result: 'Equal', mod_revision: prev.instance.modRevision }],
         success: [
           { request_delete_range: { key: b(key) } },
-          { request_delete_range: { key: b(heardPrefixOf(this.layout, namespace, service, id)), range_end: prefixEnd(heardPrefixOf(this.layout, namespace, service, id)) } },
+          { request_delete_range: { key: b(heard), range_end: prefixEnd(heard) } },
           { request_put: { key: b(whyKeyOf(this.layout)), value: b(JSON.stringify(why)) } },
         ],
         unchangedRevision: 0,
