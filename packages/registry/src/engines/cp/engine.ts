@@ -309,7 +309,10 @@ export class CpEngine implements Engine {
           () => undefined,
         );
       }
-      if (Date.now() - this.nodeKeepAliveAt > (this.cfg.nodeTtlSec * 1000) / 3) await this.keepNodeAlive();
+      if (Date.now() - this.nodeKeepAliveAt > (this.cfg.nodeTtlSec * 1000) / 3) {
+        // A failed keep-alive says nothing about the quorum (its stream may sit on a cut-off endpoint).
+        await this.keepNodeAlive().catch((err) => this.opts.log?.('warn', 'could not keep this node\'s registration in etcd alive; trying again', err));
+      }
     } catch (err) {
       if (this.reachable) this.opts.log?.('warn', 'etcd cannot be reached with a quorum: writes fail with 503 and reads are marked stale', err);
       this.reachable = false;
