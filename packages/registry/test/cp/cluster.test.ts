@@ -33,7 +33,12 @@ test('a registration through one node is seen by a consistent read on another', 
       assert.ok(r.body.instances.some((x: { id: string }) => x.id === `i${i}`), `i${i} missing from a consistent read after its write`);
       assert.ok(r.body.revision >= w.body.revision);
       assert.equal(r.body.stale, undefined);
+      const one = await call(i % 2 ? c.url : b.url, 'GET', `/v1/services/pay/instances/i${i}?consistent=true`);
+      assert.equal(one.status, 200);
+      assert.equal(one.body.modRevision, w.body.revision);
     }
+    const list = await call(b.url, 'GET', '/v1/services?consistent=true');
+    assert.deepEqual(list.body.services.map((s: { name: string; instances: number }) => [s.name, s.instances]), [['pay', 20]]);
     const d = await call(b.url, 'DELETE', '/v1/services/pay/instances/i3');
     assert.equal(d.status, 200);
     const r = await call(c.url, 'GET', '/v1/services/pay?consistent=true');
