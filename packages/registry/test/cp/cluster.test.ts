@@ -50,6 +50,15 @@ test('a registration through one node is seen by a consistent read on another', 
     const h = await call(c.url, 'GET', '/v1/services/pay/instances/i3/history');
     assert.equal(h.status, 200);
     assert.equal(h.body.history.at(-1).reason, 'deregistered');
+    // Concurrent writes on one node share etcd transactions (nested, each with its guards).
+    const before = (await call(a.url, 'GET', '/v1/status')).body.cluster.writeBatches;
+    const burst = await Promise.all(Array.from({ length: 40 }, (_, i) => call(a.url, 'PUT', `/v1/services/burst/instances/b${i}`, { address: '10.0.2.1', port: 5000 + i })));
+    assert.ok(burst.every((r) => r.status === 200), JSON.stringify(burst.find((r) => r.status !== 200)?.body));
+    const after = (await call(a.url, 'GET', '/v1/status')).body.cluster.writeBatches;
+    assert.equal(after.writes - before.writes, 40);
+    assert.ok(after.batches - before.batches < 40, `40 writes in ${after.batches - before.batches} transactions`);
+    const all = await call(c.url, 'GET', '/v1/services/burst?consistent=true');
+    assert.equal(all.body.instances.length, 40);
     // A second registration that changes nothing is a no-op answering the same revision.
     const again = await call(a.url, 'PUT', '/v1/services/pay/instances/i0', { address: '10.0.0.1', port: 1000 });
     const first = await call(a.url, 'GET', '/v1/services/pay/instances/i0');

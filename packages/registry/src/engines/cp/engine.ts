@@ -51,6 +51,7 @@ import type { Engine } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { ttlExpiredOutput } from '../../core/checks.js';
 import { encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
+import { TxnBatcher } from './batcher.js';
 import { Store, StoreUnavailable, isUnavailable } from './store.js';
 import { View } from './view.js';
 
@@ -150,6 +151,7 @@ export class CpEngine implements Engine {
   private readonly criticalDeadlines = new Map<string, number>();
   private readonly ttlTimer: NodeJS.Timeout;
   private unsubscribeTtl: () => void = () => undefined;
+  private readonly batcher: TxnBatcher;
 
   private constructor(
     private readonly store: Store,
@@ -166,6 +168,7 @@ export class CpEngine implements Engine {
       nodeTtlSec: opts.nodeTtlSec ?? 5,
       maxTxnOps: opts.maxTxnOps ?? 128,
     };
+    this.batcher = new TxnBatcher({ send: (txn) => this.store.txn(txn), maxWrites: Math.min(64, this.cfg.maxTxnOps), maxBytes: 1024 * 1024, maxInFlight: 2 });
     this.reports = new ReportBook({ windowMs: opts.limits.reportWindowMs, minReporters: opts.limits.reportMinReporters, maxReportersPerInstance: opts.limits.maxReportersPerInstance });
     this.probeTimer = setInterval(() => void this.probe(), this.cfg.probeIntervalMs);
     this.probeTimer.unref();
@@ -781,10 +784,9 @@ export class CpEngine implements Engine {
         }
         throw err;
       }
-      const res = await this.guard('writing', () => this.store.txn({ compare: p.compare, success: p.success, failure: [] }));
-      const revision = Number(res.header.revision);
-      await this.view.waitFor(revision, this.cfg.callTimeoutMs);
-      if (res.succeeded) return p.success.length === 0 ? p.unchangedRevision : revision;
+      const res = await this.guard('writing', () => this.batcher.submit(p));
+      await this.view.waitFor(res.revision, this.cfg.callTimeoutMs);
+      if (res.succeeded) return p.success.length === 0 ? p.unchangedRevision : res.revision;
     }
     throw new SwitchboardError('STORE_UNAVAILABLE', `the write kept racing with other writes to the same keys (${MAX_WRITE_ATTEMPTS} attempts)`, { retryAfterSec: 1, hint: 'retry; other clients are changing the same instances right now' });
   }
@@ -847,6 +849,7 @@ export class CpEngine implements Engine {
       expiry: 'etcd: leases end when etcd expires them; self-preservation does not apply in cp mode',
       checksOwned: this.checkStats().scheduled,
       watchRestarts: this.view.watchRestarts,
+      writeBatches: { batches: this.batcher.batches, writes: this.batcher.writes },
     };
   }
 
