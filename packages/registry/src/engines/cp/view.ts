@@ -162,7 +162,7 @@ export class View {
     this.restarting = setTimeout(() => {
       this.restarting = null;
       this.startWatch();
-    }, 200);
+    }, 50);
   }
 
   private onResponse(stream: unknown, res: RPC.IWatchResponse): void {
