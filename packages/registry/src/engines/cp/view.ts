@@ -51,6 +51,8 @@ export class View {
   /** When the stream last delivered anything (performance.now()). */
   lastHeard = 0;
   watchRestarts = 0;
+  /** Restarts since the stream last delivered anything (backoff, and one log line per outage). */
+  private failuresInRow = 0;
 
   private constructor(
     private readonly store: Store,
@@ -158,16 +160,19 @@ export class View {
       /* gone */
     }
     this.watchRestarts++;
-    this.opts.onError(`${why}; watching again from revision ${this.progress + 1}`, err);
+    if (this.failuresInRow === 0) this.opts.onError(`${why}; watching again from revision ${this.progress + 1}`, err);
+    const delay = Math.min(1000, 50 * 2 ** this.failuresInRow);
+    this.failuresInRow++;
     this.restarting = setTimeout(() => {
       this.restarting = null;
       this.startWatch();
-    }, 50);
+    }, delay);
   }
 
   private onResponse(stream: unknown, res: RPC.IWatchResponse): void {
     if (stream !== this.stream) return;
     this.lastHeard = performance.now();
+    this.failuresInRow = 0;
     if (res.canceled) {
       const compacted = Number(res.compact_revision ?? 0);
       if (compacted > 0) {
