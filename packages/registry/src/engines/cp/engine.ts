@@ -226,8 +226,10 @@ export class CpEngine implements Engine {
       await this.barrier();
       return { stale: false, staleMs: 0 };
     }
-    if (this.reachable) return { stale: false, staleMs: 0 };
-    return { stale: true, staleMs: Math.max(0, Date.now() - this.freshAt) };
+    const staleMs = Math.max(0, Date.now() - this.freshAt);
+    // Reachable and caught up (or only just behind, as the watch delivers): fresh.
+    if (this.reachable && (this.view.progress >= this.etcdRevision || staleMs < 2 * this.cfg.probeIntervalMs + this.cfg.probeTimeoutMs)) return { stale: false, staleMs: 0 };
+    return { stale: true, staleMs };
   }
 
   /** Waits until the view reflects every write etcd completed before this call. */
