@@ -362,10 +362,6 @@ export class CpEngine implements Engine {
     return [...ids];
   }
 
-  private owns(namespace: string, service: string, id: string): boolean {
-    return ownerOf(instanceKey(namespace, service, id), this.liveNodes()) === this.nodeId;
-  }
-
   /** (Re)starts the health monitor on the instances this node owns by rendezvous hashing. */
   private restartMonitor(): void {
     if (this.opts.activeChecks === false || this.closed) return;
