@@ -110,7 +110,8 @@ test('leases are etcd leases: whole seconds, at least 2 s, instances go with the
 });
 
 test('a watch moved to another node resumes without gaps', { timeout: 60_000 }, async () => {
-  const nodes = await threeNodes();
+  const prefix = freshPrefix();
+  const nodes = await threeNodes(prefix);
   try {
     const [a, b, c] = nodes as [CpNode, CpNode, CpNode];
     const w1 = await SseReader.open(`${a.url}/v1/watch?service=api`);
@@ -129,6 +130,20 @@ test('a watch moved to another node resumes without gaps', { timeout: 60_000 }, 
       const revs = w2.events.map((e) => e.json.revision as number);
       assert.ok(revs[0] as number > Number(lastId.split(':')[1]));
       assert.deepEqual([...revs].sort((x, y) => x - y), revs);
+      // A node started after all of it has the same history to resume from.
+      const late = await startCpNode(etcd.endpoints, 'n4', prefix);
+      try {
+        const w3 = await SseReader.open(`${late.url}/v1/watch?service=api`, { 'last-event-id': lastId });
+        try {
+          await w3.count(6);
+          assert.deepEqual(w3.events.map((e) => e.id ?? ''), w2.events.map((e) => e.id ?? ''));
+          assert.deepEqual(w3.events.map((e) => e.data), w2.events.map((e) => e.data));
+        } finally {
+          w3.close();
+        }
+      } finally {
+        await late.close();
+      }
     } finally {
       w2.close();
     }
