@@ -71,7 +71,8 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
     const namespace = namespaceOf(q);
     const filter = serviceQuery(q, limits);
     // Standalone reads always reflect every completed write; cp may have to wait or say stale.
-    const fresh = await engine.readFreshness?.(bool(q, 'consistent'));
+    const consistent = bool(q, 'consistent');
+    const fresh = await engine.readFreshness?.(consistent);
     const block = blocking(q, limits);
     if (block) await waitForChange(ctx, reply, namespace, service, block.index, block.waitMs);
     const svc = reg.service(namespace, service);

@@ -266,3 +266,31 @@ test('ttl checks: reports through any node restart the TTL; the owner turns a si
     await Promise.all(nodes.map((n) => n.close()));
   }
 });
+
+test('consumer reports: two reporters warn an instance everywhere; the warning clears when they stop', { timeout: 60_000 }, async () => {
+  const prefix = freshPrefix();
+  const nodes = await Promise.all(['r1', 'r2'].map((id) => startCpNode(etcd.endpoints, id, prefix, { limits: { reportWindowMs: 1500 } })));
+  try {
+    const [a, b] = nodes as [CpNode, CpNode];
+    await call(a.url, 'PUT', '/v1/services/flaky/instances/f1', { address: '10.0.0.7', port: 7 });
+    const one = await call(a.url, 'POST', '/v1/services/flaky/instances/f1/reports', { reporter: 'c1', kind: 'timeout' });
+    assert.equal(one.status, 200, JSON.stringify(one.body));
+    assert.equal(one.body.warning, false);
+    const two = await call(a.url, 'POST', '/v1/services/flaky/instances/f1/reports', { reporter: 'c2', kind: 'http_5xx' });
+    assert.equal(two.body.warning, true);
+    assert.equal(two.body.reporters, 2);
+    const seen = await call(b.url, 'GET', '/v1/services/flaky?consistent=true');
+    assert.equal(seen.body.instances[0].health, 'warning');
+    const quiet = Date.now();
+    let health = 'warning';
+    while (health === 'warning' && Date.now() - quiet < 15_000) {
+      await sleep(250);
+      health = (await call(b.url, 'GET', '/v1/services/flaky?consistent=true')).body.instances[0].health;
+    }
+    assert.equal(health, 'passing');
+    const h = await call(b.url, 'GET', '/v1/services/flaky/instances/f1/history');
+    assert.match(h.body.history.at(-1).detail, /consumer reports cleared/);
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});

@@ -434,6 +434,32 @@ export class CpEngine implements Engine {
     });
   }
 
+  /**
+   * Consumer warnings this node set: kept while enough reporters keep reporting within the
+   * window, cleared (reason `reported`) when they stop, as in standalone mode.
+   */
+  private reportsDue(): void {
+    const now = this.opts.clock.now();
+    for (const key of this.reports.due(now)) {
+      const [namespace, service, id] = splitInstanceKey(key);
+      const rec = this.registry.instance(namespace, service, id);
+      if (!rec || !rec.instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) {
+        this.reports.clear(key);
+      } else if (this.reports.warns(key, now)) {
+        this.reports.watch(key, now);
+      } else {
+        this.reports.clear(key);
+        const why = `consumer reports cleared: fewer than ${this.opts.limits.reportMinReporters} reporters within ${formatDuration(this.opts.limits.reportWindowMs)}`;
+        this.write(() => {
+          const cur = this.requireInstance(namespace, service, id);
+          if (!cur.instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) return this.unchanged(cur);
+          const checks = cur.instance.checks.filter((c) => c.id !== REPORTS_CHECK_ID);
+          return this.putPlan(cur, { ...cur.instance, checks, health: combinedHealth(checks) }, 'reported', why);
+        }).catch(() => undefined);
+      }
+    }
+  }
+
   heard(namespace: string, service: string, id: string, checkId: string): void {
     const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
     if (tracked?.spec.type === 'ttl' && tracked.spec.ttlMs !== null) this.ttlDeadlines.set(`${instanceKey(namespace, service, id)}#${checkId}`, this.opts.clock.now() + tracked.spec.ttlMs);
@@ -444,7 +470,9 @@ export class CpEngine implements Engine {
    * deregisters persistent instances critical for their deregisterCriticalAfter.
    */
   private ttlDue(): void {
-    if (this.closed || !this.reachable || (this.ttlDeadlines.size === 0 && this.criticalDeadlines.size === 0)) return;
+    if (this.closed || !this.reachable) return;
+    this.reportsDue();
+    if (this.ttlDeadlines.size === 0 && this.criticalDeadlines.size === 0) return;
     const now = this.opts.clock.now();
     const nodes = this.liveNodes();
     for (const [key, at] of this.criticalDeadlines) {
@@ -744,6 +772,7 @@ export class CpEngine implements Engine {
     const reporters = this.reports.add(key, report, now);
     const warned = rec.instance.checks.some((c) => c.id === REPORTS_CHECK_ID);
     if (warned || reporters < this.opts.limits.reportMinReporters) return { revision: rec.instance.modRevision, reporters, warning: warned };
+    this.reports.watch(key, now);
     const state = this.reports.state(key, now);
     const checks = [...rec.instance.checks.filter((c) => c.id !== REPORTS_CHECK_ID), state];
     const instance: Instance = { ...rec.instance, checks, health: combinedHealth(checks) };
