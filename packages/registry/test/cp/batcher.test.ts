@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type * as RPC from 'etcd3';
-import { TxnBatcher, type GuardedTxn } from '../../src/engines/cp/batcher.js';
+import { QueueFull, TxnBatcher, type GuardedTxn } from '../../src/engines/cp/batcher.js';
 
 const put = (key: string): GuardedTxn => ({ compare: [{ key: Buffer.from(key), target: 'Version', result: 'Equal', version: 0 }], success: [{ request_put: { key: Buffer.from(key), value: Buffer.from('v') } }] });
 const leased = (key: string, lease: string): GuardedTxn => ({ compare: [{ key: Buffer.from(lease), target: 'Version', result: 'Greater', version: 0 }], success: [{ request_put: { key: Buffer.from(key), value: Buffer.from('v') } }] });
@@ -34,7 +34,7 @@ function fakeEtcd(): { sent: RPC.ITxnRequest[]; release: (fail?: boolean) => voi
 
 test('writes that arrive while one is in flight go out together, each with its own outcome', async () => {
   const etcd = fakeEtcd();
-  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxBytes: 1 << 20, maxInFlight: 1 });
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100 });
   const first = b.submit(put('/a'));
   assert.equal(etcd.sent.length, 1);
   assert.equal(etcd.sent[0]?.compare?.length, 1, 'a lone write is sent as a plain guarded transaction');
@@ -61,7 +61,7 @@ test('writes that arrive while one is in flight go out together, each with its o
 
 test('a write that writes a key another one in the batch reads waits for the next batch', async () => {
   const etcd = fakeEtcd();
-  const b = new TxnBatcher({ send: etcd.send, maxWrites: 2, maxBytes: 1 << 20, maxInFlight: 1 });
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 2, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100 });
   void b.submit(put('/x'));
   const reads = b.submit(leased('/y', '/l'));
   const writesRead = b.submit(put('/l'));
@@ -75,4 +75,13 @@ test('a write that writes a key another one in the batch reads waits for the nex
   assert.equal(etcd.sent[2]?.success?.[0]?.request_put?.key?.toString(), '/l');
   etcd.release();
   await writesRead;
+});
+
+test('writes beyond the queue limit are refused at once', async () => {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 2 });
+  void b.submit(put('/a')); // in flight
+  void b.submit(put('/b'));
+  void b.submit(put('/c'));
+  await assert.rejects(b.submit(put('/d')), QueueFull);
 });

@@ -37,7 +37,12 @@ export interface BatcherOptions {
   maxBytes: number;
   /** Batches in flight at once. */
   maxInFlight: number;
+  /** Writes waiting for a batch; more are refused (the caller answers 503 with Retry-After). */
+  maxQueued: number;
 }
+
+/** Refused because `maxQueued` writes already wait: etcd is not keeping up. */
+export class QueueFull extends Error {}
 
 const keyText = (b: Buffer | undefined): string => (b ?? Buffer.alloc(0)).toString('latin1');
 
@@ -64,6 +69,7 @@ export class TxnBatcher {
   constructor(private readonly opts: BatcherOptions) {}
 
   submit(txn: GuardedTxn): Promise<TxnOutcome> {
+    if (this.queue.length >= this.opts.maxQueued) return Promise.reject(new QueueFull(`${this.queue.length} writes already wait for etcd on this node`));
     return new Promise((resolve, reject) => {
       this.queue.push({ txn, ...keysOf(txn), resolve, reject });
       this.pump();

@@ -51,7 +51,7 @@ import type { Engine } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { ttlExpiredOutput } from '../../core/checks.js';
 import { encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
-import { TxnBatcher } from './batcher.js';
+import { QueueFull, TxnBatcher } from './batcher.js';
 import { Store, StoreUnavailable, isUnavailable } from './store.js';
 import { View } from './view.js';
 
@@ -75,6 +75,8 @@ export interface CpOptions {
   breakerOpenMs?: number;
   /** TTL of this node's own registration lease (s); default 5. */
   nodeTtlSec?: number;
+  /** Writes that may wait for a group-commit transaction on this node; default 4096. */
+  maxQueuedWrites?: number;
   /** Largest etcd transaction (etcd's --max-txn-ops, default 128). */
   maxTxnOps?: number;
   activeChecks?: boolean;
@@ -168,7 +170,7 @@ export class CpEngine implements Engine {
       nodeTtlSec: opts.nodeTtlSec ?? 5,
       maxTxnOps: opts.maxTxnOps ?? 128,
     };
-    this.batcher = new TxnBatcher({ send: (txn) => this.store.txn(txn), maxWrites: Math.min(64, this.cfg.maxTxnOps), maxBytes: 1024 * 1024, maxInFlight: 2 });
+    this.batcher = new TxnBatcher({ send: (txn) => this.store.txn(txn), maxWrites: Math.min(64, this.cfg.maxTxnOps), maxBytes: 1024 * 1024, maxInFlight: 2, maxQueued: opts.maxQueuedWrites ?? 4096 });
     this.reports = new ReportBook({ windowMs: opts.limits.reportWindowMs, minReporters: opts.limits.reportMinReporters, maxReportersPerInstance: opts.limits.maxReportersPerInstance });
     this.probeTimer = setInterval(() => void this.probe(), this.cfg.probeIntervalMs);
     this.probeTimer.unref();
@@ -828,6 +830,7 @@ export class CpEngine implements Engine {
         void this.probe();
         throw unavailable(`${what}: ${(err as Error).message}`);
       }
+      if (err instanceof QueueFull) throw unavailable(`${what}: ${err.message}`, 1);
       if (/lease not found/i.test(String((err as Error).message))) throw leaseNotFound('(unknown)');
       throw err;
     }
