@@ -236,11 +236,17 @@ export class CpEngine implements Engine {
 
   /** Waits until the view reflects every write etcd completed before this call. */
   async barrier(timeoutMs = this.cfg.consistentTimeoutMs): Promise<void> {
-    if (!this.reachable) throw unavailable('a consistent read needs an etcd quorum', 1);
     const started = Date.now();
     let revision: number;
     try {
-      revision = await this.sharedQuorumRead();
+      if (this.reachable) revision = await this.sharedQuorumRead();
+      else {
+        // Known to be out of reach: one quick attempt (the quorum may be back before the next probe).
+        const r = await this.store.quorumRevision(b(this.layout.prefix), this.cfg.probeTimeoutMs);
+        this.noteRevision(r.revision, started);
+        this.reachable = true;
+        revision = r.revision;
+      }
     } catch (err) {
       if (isUnavailable(err)) throw unavailable('the quorum read for a consistent answer failed', 1);
       throw err;
