@@ -3,6 +3,7 @@
  * `npm run bench`: the benchmarks of docs/benchmarks.md. `--suite` chooses:
  *   quick (default), full   Switchboard side by side with etcd and ZooKeeper
  *                           (bench/compare/runner.mjs, its own options)
+ *   cp                      cp mode against the same etcd used directly (bench/cp.mjs)
  *   standalone              the Switchboard-only benchmark in this file: each workload
  *                           runs against a fresh agent process; the load comes from a
  *                           separate generator process (bench/lib/loadgen.mjs).
@@ -361,6 +362,8 @@ const run =
   suite === 'standalone'
     ? main(rest)
     : suite === 'ap' ? import('./ap.mjs').then((m) => m.main(rest))
+    : suite === 'cp'
+    ? import('./cp.mjs').then((m) => m.main(rest))
     : import('./compare/runner.mjs').then((m) => m.main(process.argv.slice(2)));
 run.then(
   (code) => {

@@ -48,6 +48,7 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
     schema: { tags: ['discovery'], summary: 'List the services of a namespace', querystring: { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } }, response: { 200: serviceListSchema, ...errorResponses } },
   }, async (req, reply) => {
     const namespace = namespaceOf(req.query as Query);
+    if (bool(req.query as Query, 'consistent')) await engine.readFreshness?.(true);
     const revision = reg.revision;
     return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => {
       const key = `${namespace}@${revision}`;
@@ -91,6 +92,7 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
     schema: { tags: ['discovery'], summary: 'One instance', querystring: { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } }, response: { 200: instanceSchema, ...errorResponses } },
   }, async (req, reply) => {
     const { namespace, service, id } = instanceTarget(req);
+    if (bool(req.query as Query, 'consistent')) await engine.readFreshness?.(true);
     const rec = reg.instance(namespace, service, id);
     if (!rec) {
       throw new SwitchboardError('INSTANCE_NOT_FOUND', `instance ${id} of service ${service} in namespace ${namespace} does not exist`, {

@@ -4,6 +4,7 @@
 // (whole seconds, at least 2 s), and /v1/status and /metrics show the node's view of etcd.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:net';
 import { SseReader, call, sleep } from '../helpers.js';
 import { EtcdCluster } from './etcd-cluster.js';
 import { freshPrefix, startCpNode, type CpNode } from './nodes.js';
@@ -32,7 +33,12 @@ test('a registration through one node is seen by a consistent read on another', 
       assert.ok(r.body.instances.some((x: { id: string }) => x.id === `i${i}`), `i${i} missing from a consistent read after its write`);
       assert.ok(r.body.revision >= w.body.revision);
       assert.equal(r.body.stale, undefined);
+      const one = await call(i % 2 ? c.url : b.url, 'GET', `/v1/services/pay/instances/i${i}?consistent=true`);
+      assert.equal(one.status, 200);
+      assert.equal(one.body.modRevision, w.body.revision);
     }
+    const list = await call(b.url, 'GET', '/v1/services?consistent=true');
+    assert.deepEqual(list.body.services.map((s: { name: string; instances: number }) => [s.name, s.instances]), [['pay', 20]]);
     const d = await call(b.url, 'DELETE', '/v1/services/pay/instances/i3');
     assert.equal(d.status, 200);
     const r = await call(c.url, 'GET', '/v1/services/pay?consistent=true');
@@ -44,6 +50,15 @@ test('a registration through one node is seen by a consistent read on another', 
     const h = await call(c.url, 'GET', '/v1/services/pay/instances/i3/history');
     assert.equal(h.status, 200);
     assert.equal(h.body.history.at(-1).reason, 'deregistered');
+    // Concurrent writes on one node share etcd transactions (nested, each with its guards).
+    const before = (await call(a.url, 'GET', '/v1/status')).body.cluster.writeBatches;
+    const burst = await Promise.all(Array.from({ length: 40 }, (_, i) => call(a.url, 'PUT', `/v1/services/burst/instances/b${i}`, { address: '10.0.2.1', port: 5000 + i })));
+    assert.ok(burst.every((r) => r.status === 200), JSON.stringify(burst.find((r) => r.status !== 200)?.body));
+    const after = (await call(a.url, 'GET', '/v1/status')).body.cluster.writeBatches;
+    assert.equal(after.writes - before.writes, 40);
+    assert.ok(after.batches - before.batches < 40, `40 writes in ${after.batches - before.batches} transactions`);
+    const all = await call(c.url, 'GET', '/v1/services/burst?consistent=true');
+    assert.equal(all.body.instances.length, 40);
     // A second registration that changes nothing is a no-op answering the same revision.
     const again = await call(a.url, 'PUT', '/v1/services/pay/instances/i0', { address: '10.0.0.1', port: 1000 });
     const first = await call(a.url, 'GET', '/v1/services/pay/instances/i0');
@@ -95,7 +110,8 @@ test('leases are etcd leases: whole seconds, at least 2 s, instances go with the
 });
 
 test('a watch moved to another node resumes without gaps', { timeout: 60_000 }, async () => {
-  const nodes = await threeNodes();
+  const prefix = freshPrefix();
+  const nodes = await threeNodes(prefix);
   try {
     const [a, b, c] = nodes as [CpNode, CpNode, CpNode];
     const w1 = await SseReader.open(`${a.url}/v1/watch?service=api`);
@@ -114,6 +130,20 @@ test('a watch moved to another node resumes without gaps', { timeout: 60_000 }, 
       const revs = w2.events.map((e) => e.json.revision as number);
       assert.ok(revs[0] as number > Number(lastId.split(':')[1]));
       assert.deepEqual([...revs].sort((x, y) => x - y), revs);
+      // A node started after all of it has the same history to resume from.
+      const late = await startCpNode(etcd.endpoints, 'n4', prefix);
+      try {
+        const w3 = await SseReader.open(`${late.url}/v1/watch?service=api`, { 'last-event-id': lastId });
+        try {
+          await w3.count(6);
+          assert.deepEqual(w3.events.map((e) => e.id ?? ''), w2.events.map((e) => e.id ?? ''));
+          assert.deepEqual(w3.events.map((e) => e.data), w2.events.map((e) => e.data));
+        } finally {
+          w3.close();
+        }
+      } finally {
+        await late.close();
+      }
     } finally {
       w2.close();
     }
@@ -122,7 +152,7 @@ test('a watch moved to another node resumes without gaps', { timeout: 60_000 }, 
   }
 });
 
-test('status and metrics show the view of etcd; health checks are split across nodes', { timeout: 60_000 }, async () => {
+test('status and metrics show the view of etcd', { timeout: 60_000 }, async () => {
   const prefix = freshPrefix();
   const nodes = await threeNodes(prefix);
   try {
@@ -140,6 +170,126 @@ test('status and metrics show the view of etcd; health checks are split across n
     assert.match(m, /switchboard_etcd_round_trip_seconds_bucket\{.*method="txn"/);
     assert.match(m, /^switchboard_etcd_reachable 1$/m);
     assert.match(m, /^switchboard_etcd_view_lag_revisions \d+$/m);
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});
+
+test('active health checks are split across live nodes and move when a node leaves', { timeout: 90_000 }, async () => {
+  const server: Server = createServer((sock) => sock.end());
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  const prefix = freshPrefix();
+  const nodes = await Promise.all(['h1', 'h2', 'h3'].map((id) => startCpNode(etcd.endpoints, id, prefix, { activeChecks: true })));
+  const N = 30;
+  const scheduled = (list: CpNode[]): number[] => list.map((n) => n.engine.checkStats().scheduled);
+  const until = async (pred: () => boolean, what: string, ms = 20_000): Promise<void> => {
+    const end = Date.now() + ms;
+    while (!pred()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await sleep(100);
+    }
+  };
+  try {
+    for (let i = 0; i < N; i++) {
+      const r = await call((nodes[i % 3] as CpNode).url, 'PUT', `/v1/services/checked/instances/c${i}`, { address: '127.0.0.1', port, checks: [{ id: 'tcp', type: 'tcp', interval: '500ms' }] });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+    }
+    // Every check runs on exactly one node, and each node runs some.
+    await until(() => scheduled(nodes).reduce((a, x) => a + x, 0) === N, `${N} checks scheduled once in all`);
+    const split = scheduled(nodes);
+    assert.ok(split.every((x) => x > 0), `split ${split.join('/')}`);
+    // Results are written by the owners: all instances pass.
+    await until(() => (nodes[0] as CpNode).engine.registry.service('default', 'checked')?.instances.size === N && [...((nodes[0] as CpNode).engine.registry.service('default', 'checked')?.instances.values() ?? [])].every((r) => r.instance.health === 'passing'), 'every instance passing');
+    // A node leaves: the two others take its checks.
+    await (nodes[0] as CpNode).close();
+    const rest = nodes.slice(1);
+    await until(() => scheduled(rest).reduce((a, x) => a + x, 0) === N, 'the checks of the node that left to move');
+    assert.ok(scheduled(rest).every((x) => x > split[0]! / 4));
+    // The checked service goes away: the remaining owners mark every instance critical.
+    await new Promise((r) => server.close(r));
+    await until(() => [...((rest[0] as CpNode).engine.registry.service('default', 'checked')?.instances.values() ?? [])].every((r) => r.instance.health === 'critical'), 'every instance critical', 30_000);
+    const status = await call((rest[0] as CpNode).url, 'GET', '/v1/status');
+    assert.equal(status.body.cluster.members.length, 2);
+  } finally {
+    server.close();
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});
+
+test('ttl checks: reports through any node restart the TTL; the owner turns a silent check critical', { timeout: 60_000 }, async () => {
+  const nodes = await threeNodes();
+  try {
+    const [a, b, c] = nodes as [CpNode, CpNode, CpNode];
+    const reg = await call(a.url, 'PUT', '/v1/services/beat/instances/b1', { address: '10.0.0.9', port: 9, checks: [{ id: 'hb', type: 'ttl', ttl: '2s' }] });
+    assert.equal(reg.status, 200, JSON.stringify(reg.body));
+    const health = async (): Promise<{ health: string; output: string }> => {
+      const r = await call(c.url, 'GET', '/v1/services/beat?consistent=true');
+      const i = r.body.instances[0];
+      return { health: i.health, output: i.checks[0].output };
+    };
+    // Reports every 500 ms through two different nodes keep it passing past several TTLs.
+    const until = Date.now() + 5000;
+    let n = 0;
+    while (Date.now() < until) {
+      const r = await call(n++ % 2 ? a.url : b.url, 'PUT', '/v1/services/beat/instances/b1/checks/hb', { status: 'passing', output: 'alive' });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      await sleep(500);
+    }
+    assert.equal((await health()).health, 'passing');
+    // Silence: the owner turns it critical after the TTL.
+    const silent = Date.now();
+    let h = await health();
+    while (h.health !== 'critical' && Date.now() - silent < 10_000) {
+      await sleep(200);
+      h = await health();
+    }
+    assert.equal(h.health, 'critical');
+    assert.equal(h.output, 'no report within 2s (ttl)');
+    assert.ok(Date.now() - silent >= 1500, 'not before the TTL');
+    // A persistent instance critical for its deregisterCriticalAfter is deregistered by the owner.
+    await call(b.url, 'PUT', '/v1/services/beat/instances/gone', { address: '10.0.0.9', port: 10, checks: [{ id: 'hb', type: 'ttl', ttl: '1s', deregisterCriticalAfter: '2s' }] });
+    const registered = Date.now();
+    let left = true;
+    while (left && Date.now() - registered < 15_000) {
+      await sleep(250);
+      left = (await call(c.url, 'GET', '/v1/services/beat?consistent=true')).body.instances.some((i: { id: string }) => i.id === 'gone');
+    }
+    assert.equal(left, false, 'deregistered after staying critical');
+    assert.ok(Date.now() - registered >= 1500);
+    const hist = await call(c.url, 'GET', '/v1/services/beat/instances/gone/history');
+    assert.equal(hist.body.history.at(-1).reason, 'critical_timeout');
+    const bad = await call(b.url, 'PUT', '/v1/services/beat/instances/b1/checks/nope', { status: 'passing' });
+    assert.equal(bad.status, 404);
+    assert.equal(bad.body.code, 'CHECK_NOT_FOUND');
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});
+
+test('consumer reports: two reporters warn an instance everywhere; the warning clears when they stop', { timeout: 60_000 }, async () => {
+  const prefix = freshPrefix();
+  const nodes = await Promise.all(['r1', 'r2'].map((id) => startCpNode(etcd.endpoints, id, prefix, { limits: { reportWindowMs: 1500 } })));
+  try {
+    const [a, b] = nodes as [CpNode, CpNode];
+    await call(a.url, 'PUT', '/v1/services/flaky/instances/f1', { address: '10.0.0.7', port: 7 });
+    const one = await call(a.url, 'POST', '/v1/services/flaky/instances/f1/reports', { reporter: 'c1', kind: 'timeout' });
+    assert.equal(one.status, 200, JSON.stringify(one.body));
+    assert.equal(one.body.warning, false);
+    const two = await call(a.url, 'POST', '/v1/services/flaky/instances/f1/reports', { reporter: 'c2', kind: 'http_5xx' });
+    assert.equal(two.body.warning, true);
+    assert.equal(two.body.reporters, 2);
+    const seen = await call(b.url, 'GET', '/v1/services/flaky?consistent=true');
+    assert.equal(seen.body.instances[0].health, 'warning');
+    const quiet = Date.now();
+    let health = 'warning';
+    while (health === 'warning' && Date.now() - quiet < 15_000) {
+      await sleep(250);
+      health = (await call(b.url, 'GET', '/v1/services/flaky?consistent=true')).body.instances[0].health;
+    }
+    assert.equal(health, 'passing');
+    const h = await call(b.url, 'GET', '/v1/services/flaky/instances/f1/history');
+    assert.match(h.body.history.at(-1).detail, /consumer reports cleared/);
   } finally {
     await Promise.all(nodes.map((n) => n.close()));
   }

@@ -102,7 +102,12 @@ test('without an etcd quorum: writes 503 fast, reads stale, consistent reads 503
     assert.ok(ok, 'writes succeed again after the quorum came back');
     acknowledged.add('after');
     for (const node of nodes) {
-      const r = await attempt(node.url, 'GET', '/v1/services/q?consistent=true', undefined, 15_000);
+      // Each node finds the quorum again on its own (its next probe or read): a client retries a 503.
+      let r = await attempt(node.url, 'GET', '/v1/services/q?consistent=true', undefined, 15_000);
+      for (let i = 0; i < 20 && r.status === 503; i++) {
+        await sleep(500);
+        r = await attempt(node.url, 'GET', '/v1/services/q?consistent=true', undefined, 15_000);
+      }
       assert.equal(r.status, 200, `consistent read on ${node.engine.nodeId}: ${JSON.stringify(r.body)}`);
       assert.equal(r.body.stale, undefined);
       const ids = new Set<string>(r.body.instances.map((x: { id: string }) => x.id));

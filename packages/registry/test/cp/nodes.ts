@@ -10,9 +10,9 @@ export interface CpNode {
   close(): Promise<void>;
 }
 
-export async function startCpNode(endpoints: string[], nodeId: string, prefix: string, opts: Partial<CpOptions> & { limits?: Partial<Limits> } = {}): Promise<CpNode> {
+export async function startCpNode(endpoints: string[], nodeId: string, prefix: string, opts: Partial<Omit<CpOptions, 'limits'>> & { limits?: Partial<Limits> } = {}): Promise<CpNode> {
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
-  const engine = await CpEngine.open({ nodeId, address: '127.0.0.1:0', endpoints, prefix, limits, clock: { now: () => performance.now() }, activeChecks: false, ...opts });
+  const engine = await CpEngine.open({ nodeId, address: '127.0.0.1:0', endpoints, prefix, clock: { now: () => performance.now() }, activeChecks: false, ...opts, limits });
   const app = await build({ engine, limits, version: 'test', watchHeartbeatMs: 15_000 });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   let closed = false;

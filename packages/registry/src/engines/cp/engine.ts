@@ -19,6 +19,7 @@ import {
   REPORTS_CHECK_ID,
   SwitchboardError,
   completeCheckSpec,
+  formatDuration,
   invalid,
   limitExceeded,
   type AdminStatus,
@@ -27,6 +28,7 @@ import {
   type ClusterMember,
   type ClusterStatus,
   type ConsumerReport,
+  type DeleteReason,
   type Instance,
   type LeaseGrant,
   type Limits,
@@ -47,7 +49,9 @@ import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
 import type { Engine } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
-import { encodeInstance, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
+import { ttlExpiredOutput } from '../../core/checks.js';
+import { encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
+import { QueueFull, TxnBatcher } from './batcher.js';
 import { Store, StoreUnavailable, isUnavailable } from './store.js';
 import { View } from './view.js';
 
@@ -71,6 +75,8 @@ export interface CpOptions {
   breakerOpenMs?: number;
   /** TTL of this node's own registration lease (s); default 5. */
   nodeTtlSec?: number;
+  /** Writes that may wait for a group-commit transaction on this node; default 4096. */
+  maxQueuedWrites?: number;
   /** Largest etcd transaction (etcd's --max-txn-ops, default 128). */
   maxTxnOps?: number;
   activeChecks?: boolean;
@@ -141,6 +147,13 @@ export class CpEngine implements Engine {
   private metrics: { roundTrips: promClient.Histogram<'method' | 'outcome'> } | null = null;
   private readonly cfg: Required<Pick<CpOptions, 'callTimeoutMs' | 'probeIntervalMs' | 'probeTimeoutMs' | 'consistentTimeoutMs' | 'nodeTtlSec' | 'maxTxnOps'>>;
   private readonly startedAt = new Date().toISOString();
+  /** ttl checks: `<instance key>#<check id>` -> when the TTL runs out (clock ms). */
+  private readonly ttlDeadlines = new Map<string, number>();
+  /** Persistent instances with a critical check that has deregisterCriticalAfter: key#check -> when. */
+  private readonly criticalDeadlines = new Map<string, number>();
+  private readonly ttlTimer: NodeJS.Timeout;
+  private unsubscribeTtl: () => void = () => undefined;
+  private readonly batcher: TxnBatcher;
 
   private constructor(
     private readonly store: Store,
@@ -157,9 +170,13 @@ export class CpEngine implements Engine {
       nodeTtlSec: opts.nodeTtlSec ?? 5,
       maxTxnOps: opts.maxTxnOps ?? 128,
     };
+    this.batcher = new TxnBatcher({ send: (txn) => this.store.txn(txn), maxWrites: Math.min(64, this.cfg.maxTxnOps), maxBytes: 1024 * 1024, maxInFlight: 2, maxQueued: opts.maxQueuedWrites ?? 4096 });
     this.reports = new ReportBook({ windowMs: opts.limits.reportWindowMs, minReporters: opts.limits.reportMinReporters, maxReportersPerInstance: opts.limits.maxReportersPerInstance });
     this.probeTimer = setInterval(() => void this.probe(), this.cfg.probeIntervalMs);
     this.probeTimer.unref();
+    this.ttlTimer = setInterval(() => this.ttlDue(), 250);
+    this.ttlTimer.unref();
+    this.trackTtlChecks();
   }
 
   static async open(opts: CpOptions): Promise<CpEngine> {
@@ -178,6 +195,7 @@ export class CpEngine implements Engine {
         clock: opts.clock,
         onLeaseEnded: (id, reason) => engine?.leaseEnded(id, reason),
         onNodesChanged: () => engine?.nodesChanged(),
+        onHeard: (ns, svc, id, checkId) => engine?.heard(ns, svc, id, checkId),
         onError: (msg, err) => opts.log?.('warn', msg, err),
       });
     } catch (err) {
@@ -210,23 +228,35 @@ export class CpEngine implements Engine {
       await this.barrier();
       return { stale: false, staleMs: 0 };
     }
-    if (this.reachable) return { stale: false, staleMs: 0 };
-    return { stale: true, staleMs: Math.max(0, Date.now() - this.freshAt) };
+    const staleMs = Math.max(0, Date.now() - this.freshAt);
+    // Reachable and caught up (or only just behind, as the watch delivers): fresh.
+    if (this.reachable && (this.view.progress >= this.etcdRevision || staleMs < 2 * this.cfg.probeIntervalMs + this.cfg.probeTimeoutMs)) return { stale: false, staleMs: 0 };
+    return { stale: true, staleMs };
   }
 
   /** Waits until the view reflects every write etcd completed before this call. */
   async barrier(timeoutMs = this.cfg.consistentTimeoutMs): Promise<void> {
-    if (!this.reachable) throw unavailable('a consistent read needs an etcd quorum', 1);
     const started = Date.now();
     let revision: number;
     try {
-      revision = await this.sharedQuorumRead();
+      if (this.reachable) revision = await this.sharedQuorumRead();
+      else {
+        // Known to be out of reach: one quick attempt (the quorum may be back before the next probe).
+        const r = await this.store.quorumRevision(b(this.layout.prefix), this.cfg.probeTimeoutMs);
+        this.noteRevision(r.revision, started);
+        this.reachable = true;
+        revision = r.revision;
+      }
     } catch (err) {
       if (isUnavailable(err)) throw unavailable('the quorum read for a consistent answer failed', 1);
       throw err;
     }
     const left = Math.max(1, timeoutMs - (Date.now() - started));
-    if (!(await this.view.waitFor(revision, left))) {
+    // A watch stream on a cut-off endpoint answers no progress requests: replace it early.
+    if (!(await this.view.waitFor(revision, Math.min(left, 1000))) && left > 1000) {
+      this.view.restart(null, `the view did not reach revision ${revision} within 1 s`);
+    }
+    if (!(await this.view.waitFor(revision, Math.max(1, timeoutMs - (Date.now() - started))))) {
       this.view.restart(null, `the view did not reach revision ${revision} within ${timeoutMs} ms`);
       throw unavailable(`this node's view did not catch up with etcd revision ${revision} in time`, 1);
     }
@@ -292,7 +322,10 @@ export class CpEngine implements Engine {
           () => undefined,
         );
       }
-      if (Date.now() - this.nodeKeepAliveAt > (this.cfg.nodeTtlSec * 1000) / 3) await this.keepNodeAlive();
+      if (Date.now() - this.nodeKeepAliveAt > (this.cfg.nodeTtlSec * 1000) / 3) {
+        // A failed keep-alive says nothing about the quorum (its stream may sit on a cut-off endpoint).
+        await this.keepNodeAlive().catch((err) => this.opts.log?.('warn', 'could not keep this node\'s registration in etcd alive; trying again', err));
+      }
     } catch (err) {
       if (this.reachable) this.opts.log?.('warn', 'etcd cannot be reached with a quorum: writes fail with 503 and reads are marked stale', err);
       this.reachable = false;
@@ -337,10 +370,6 @@ export class CpEngine implements Engine {
     return [...ids];
   }
 
-  private owns(namespace: string, service: string, id: string): boolean {
-    return ownerOf(instanceKey(namespace, service, id), this.liveNodes()) === this.nodeId;
-  }
-
   /** (Re)starts the health monitor on the instances this node owns by rendezvous hashing. */
   private restartMonitor(): void {
     if (this.opts.activeChecks === false || this.closed) return;
@@ -369,6 +398,121 @@ export class CpEngine implements Engine {
       { maxConcurrentChecks: this.opts.limits.maxConcurrentChecks, ...(this.opts.probes ? { probes: this.opts.probes } : {}), onError: () => undefined },
     );
     this.monitor.start();
+  }
+
+  // ---- ttl checks ----
+
+  /**
+   * Every node keeps the TTL deadlines of every ttl check (so that a check's new owner has
+   * them at once); only the owner turns an expired one critical.
+   */
+  private trackTtlChecks(): void {
+    const reg = this.registry;
+    const arm = (rec: InstanceRecord, fresh: boolean): void => {
+      const i = rec.instance;
+      for (const spec of rec.specs) {
+        if (spec.type !== 'ttl' || spec.ttlMs === null) continue;
+        const key = `${instanceKey(i.namespace, i.service, i.id)}#${spec.id}`;
+        if (fresh || !this.ttlDeadlines.has(key)) this.ttlDeadlines.set(key, this.opts.clock.now() + spec.ttlMs);
+      }
+      for (const spec of rec.specs) {
+        if (spec.deregisterCriticalAfterMs === null || i.leaseId !== null) continue;
+        const key = `${instanceKey(i.namespace, i.service, i.id)}#${spec.id}`;
+        const critical = i.checks.find((c) => c.id === spec.id)?.status === 'critical';
+        if (!critical) this.criticalDeadlines.delete(key);
+        else if (!this.criticalDeadlines.has(key)) this.criticalDeadlines.set(key, this.opts.clock.now() + spec.deregisterCriticalAfterMs);
+      }
+    };
+    for (const svc of reg.listServices()) for (const rec of svc.instances.values()) arm(rec, true);
+    this.unsubscribeTtl = this.hub.subscribe({
+      services: null,
+      deliver: (events: WatchEvent[]) => {
+        for (const ev of events) {
+          const { namespace, service, id } = ev.instance;
+          const rec = reg.instance(namespace, service, id);
+          if (rec) arm(rec, ev.reason === 'registered');
+          else {
+            for (const c of ev.instance.checks) {
+              this.ttlDeadlines.delete(`${instanceKey(namespace, service, id)}#${c.id}`);
+              this.criticalDeadlines.delete(`${instanceKey(namespace, service, id)}#${c.id}`);
+            }
+          }
+        }
+      },
+    });
+  }
+
+  /**
+   * Consumer warnings this node set: kept while enough reporters keep reporting within the
+   * window, cleared (reason `reported`) when they stop, as in standalone mode.
+   */
+  private reportsDue(): void {
+    const now = this.opts.clock.now();
+    for (const key of this.reports.due(now)) {
+      const [namespace, service, id] = splitInstanceKey(key);
+      const rec = this.registry.instance(namespace, service, id);
+      if (!rec || !rec.instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) {
+        this.reports.clear(key);
+      } else if (this.reports.warns(key, now)) {
+        this.reports.watch(key, now);
+      } else {
+        this.reports.clear(key);
+        const why = `consumer reports cleared: fewer than ${this.opts.limits.reportMinReporters} reporters within ${formatDuration(this.opts.limits.reportWindowMs)}`;
+        this.write(() => {
+          const cur = this.requireInstance(namespace, service, id);
+          if (!cur.instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) return this.unchanged(cur);
+          const checks = cur.instance.checks.filter((c) => c.id !== REPORTS_CHECK_ID);
+          return this.putPlan(cur, { ...cur.instance, checks, health: combinedHealth(checks) }, 'reported', why);
+        }).catch(() => undefined);
+      }
+    }
+  }
+
+  heard(namespace: string, service: string, id: string, checkId: string): void {
+    const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
+    if (tracked?.spec.type === 'ttl' && tracked.spec.ttlMs !== null) this.ttlDeadlines.set(`${instanceKey(namespace, service, id)}#${checkId}`, this.opts.clock.now() + tracked.spec.ttlMs);
+  }
+
+  /**
+   * The owner turns ttl checks that heard nothing within their TTL critical, and
+   * deregisters persistent instances critical for their deregisterCriticalAfter.
+   */
+  private ttlDue(): void {
+    if (this.closed || !this.reachable) return;
+    this.reportsDue();
+    if (this.ttlDeadlines.size === 0 && this.criticalDeadlines.size === 0) return;
+    const now = this.opts.clock.now();
+    const nodes = this.liveNodes();
+    for (const [key, at] of this.criticalDeadlines) {
+      if (at > now) continue;
+      const hash = key.lastIndexOf('#');
+      const ikey = key.slice(0, hash);
+      const checkId = key.slice(hash + 1);
+      this.criticalDeadlines.delete(key);
+      if (ownerOf(ikey, nodes) !== this.nodeId) continue;
+      const [namespace, service, id] = splitInstanceKey(ikey);
+      const shown = this.registry.instance(namespace, service, id)?.instance.checks.find((c) => c.id === checkId);
+      const spec = this.registry.trackedCheck(namespace, service, id, checkId)?.spec;
+      if (shown?.status !== 'critical' || !spec) continue;
+      const detail = `${checkId} critical for longer than ${formatDuration(spec.deregisterCriticalAfterMs ?? 0)}: ${shown.output}`;
+      this.deleteInstance(namespace, service, id, 'critical_timeout', detail, (rec) => rec.instance.checks.find((c) => c.id === checkId)?.status === 'critical').catch(() => undefined);
+    }
+    for (const [key, at] of this.ttlDeadlines) {
+      if (at > now) continue;
+      const hash = key.lastIndexOf('#');
+      const ikey = key.slice(0, hash);
+      const checkId = key.slice(hash + 1);
+      this.ttlDeadlines.delete(key);
+      if (ownerOf(ikey, nodes) !== this.nodeId) continue;
+      const [namespace, service, id] = splitInstanceKey(ikey);
+      const rec = this.registry.instance(namespace, service, id);
+      const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
+      const shown = rec?.instance.checks.find((c) => c.id === checkId);
+      if (!rec || !tracked || !shown) continue;
+      tracked.counters = { passes: 0, failures: Math.max(tracked.counters.failures, tracked.spec.criticalThreshold) };
+      const output = ttlExpiredOutput(tracked.spec);
+      if (shown.status !== 'critical' || shown.output !== output) this.putChecks(rec, checkId, { ...shown, status: 'critical', output }).catch(() => undefined);
+    }
   }
 
   // ---- leases ----
@@ -503,13 +647,24 @@ export class CpEngine implements Engine {
   }
 
   deregister(namespace: string, service: string, id: string): Promise<number> {
+    return this.deleteInstance(namespace, service, id, 'deregistered');
+  }
+
+  /** Deletes an instance (and its ttl report keys), saying why, guarded by its revision. */
+  private deleteInstance(namespace: string, service: string, id: string, reason: DeleteReason, detail?: string, still?: (rec: InstanceRecord) => boolean): Promise<number> {
     return this.write(() => {
       const prev = this.requireInstance(namespace, service, id);
+      if (still && !still(prev)) return this.unchanged(prev);
       const key = instanceKeyOf(this.layout, namespace, service, id);
-      const why: WhyValue = { [instanceKey(namespace, service, id)]: { reason: 'deregistered' } };
+      const heard = heardPrefixOf(this.layout, namespace, service, id);
+      const why: WhyValue = { [instanceKey(namespace, service, id)]: detail === undefined ? { reason } : { reason, detail } };
       return {
         compare: [{ key: b(key), target: 'Mod', result: 'Equal', mod_revision: prev.instance.modRevision }],
-        success: [{ request_delete_range: { key: b(key) } }, { request_put: { key: b(whyKeyOf(this.layout)), value: b(JSON.stringify(why)) } }],
+        success: [
+          { request_delete_range: { key: b(key) } },
+          { request_delete_range: { key: b(heard), range_end: prefixEnd(heard) } },
+          { request_put: { key: b(whyKeyOf(this.layout)), value: b(JSON.stringify(why)) } },
+        ],
         unchangedRevision: 0,
       };
     });
@@ -591,6 +746,11 @@ export class CpEngine implements Engine {
     if (tracked.spec.type !== 'ttl') {
       throw invalid('checkId', `check ${checkId} is a ${tracked.spec.type} check; only ttl checks take reports`, 'report into a check declared with "type": "ttl"; the registry runs the other checks itself');
     }
+    // The report itself restarts the TTL on every node (the owner times it).
+    const put: RPC.IPutRequest = { key: b(heardKeyOf(this.layout, namespace, service, id, checkId)), value: b(JSON.stringify({ at: Date.now() })) };
+    const lease = rec.instance.leaseId === null ? null : leaseIdToEtcd(rec.instance.leaseId);
+    if (lease !== null) put.lease = lease;
+    await this.guard('recording a report', () => this.store.txn({ success: [{ request_put: put }] }));
     return this.recordCheckResult(namespace, service, id, checkId, null, result);
   }
 
@@ -620,6 +780,7 @@ export class CpEngine implements Engine {
     const reporters = this.reports.add(key, report, now);
     const warned = rec.instance.checks.some((c) => c.id === REPORTS_CHECK_ID);
     if (warned || reporters < this.opts.limits.reportMinReporters) return { revision: rec.instance.modRevision, reporters, warning: warned };
+    this.reports.watch(key, now);
     const state = this.reports.state(key, now);
     const checks = [...rec.instance.checks.filter((c) => c.id !== REPORTS_CHECK_ID), state];
     const instance: Instance = { ...rec.instance, checks, health: combinedHealth(checks) };
@@ -658,10 +819,9 @@ export class CpEngine implements Engine {
         }
         throw err;
       }
-      const res = await this.guard('writing', () => this.store.txn({ compare: p.compare, success: p.success, failure: [] }));
-      const revision = Number(res.header.revision);
-      await this.view.waitFor(revision, this.cfg.callTimeoutMs);
-      if (res.succeeded) return p.success.length === 0 ? p.unchangedRevision : revision;
+      const res = await this.guard('writing', () => this.batcher.submit(p));
+      await this.view.waitFor(res.revision, this.cfg.callTimeoutMs);
+      if (res.succeeded) return p.success.length === 0 ? p.unchangedRevision : res.revision;
     }
     throw new SwitchboardError('STORE_UNAVAILABLE', `the write kept racing with other writes to the same keys (${MAX_WRITE_ATTEMPTS} attempts)`, { retryAfterSec: 1, hint: 'retry; other clients are changing the same instances right now' });
   }
@@ -672,10 +832,11 @@ export class CpEngine implements Engine {
       return await run();
     } catch (err) {
       if (err instanceof StoreUnavailable || isUnavailable(err)) {
-        this.reachable = false;
+        // The prober decides whether etcd as a whole is out of reach (one endpoint may be).
         void this.probe();
         throw unavailable(`${what}: ${(err as Error).message}`);
       }
+      if (err instanceof QueueFull) throw unavailable(`${what}: ${err.message}`, 1);
       if (/lease not found/i.test(String((err as Error).message))) throw leaseNotFound('(unknown)');
       throw err;
     }
@@ -724,6 +885,7 @@ export class CpEngine implements Engine {
       expiry: 'etcd: leases end when etcd expires them; self-preservation does not apply in cp mode',
       checksOwned: this.checkStats().scheduled,
       watchRestarts: this.view.watchRestarts,
+      writeBatches: { batches: this.batcher.batches, writes: this.batcher.writes },
     };
   }
 
@@ -767,6 +929,8 @@ export class CpEngine implements Engine {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.probeTimer);
+    clearInterval(this.ttlTimer);
+    this.unsubscribeTtl();
     if (this.monitorTimer) clearTimeout(this.monitorTimer);
     this.monitor?.close();
     // Leaving: other nodes take this node's checks at once.
@@ -774,6 +938,12 @@ export class CpEngine implements Engine {
     this.view.close();
     this.store.close();
   }
+}
+
+function splitInstanceKey(key: string): [string, string, string] {
+  const a = key.indexOf('/');
+  const c = key.indexOf('/', a + 1);
+  return [key.slice(0, a), key.slice(a + 1, c), key.slice(c + 1)];
 }
 
 function leaseNotFound(leaseId: string): SwitchboardError {

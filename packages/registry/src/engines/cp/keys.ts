@@ -13,6 +13,8 @@
  *   <prefix>settings/<namespace>/<service>        service settings: JSON ServiceSettings
  *   <prefix>nodes/<nodeId>                        a live Switchboard node: JSON {address,
  *                                                 startedAt}; bound to the node's own lease
+ *   <prefix>heard/<ns>/<service>/<id>/<checkId>   the last report into a ttl check: JSON {at};
+ *                                                 bound to the instance's lease
  *   <prefix>why                                   why the instances deleted by the latest
  *                                                 deliberate delete went: JSON {<instance key>:
  *                                                 {reason, detail}}; written in the same
@@ -56,12 +58,15 @@ export type ParsedKey =
   | { kind: 'settings'; namespace: string; service: string }
   | { kind: 'node'; nodeId: string }
   | { kind: 'why' }
+  | { kind: 'heard'; namespace: string; service: string; id: string; checkId: string }
   | { kind: 'other' };
 
 export const instanceKeyOf = (l: Layout, namespace: string, service: string, id: string): string => `${l.prefix}instances/${namespace}/${service}/${id}`;
 export const leaseKeyOf = (l: Layout, leaseId: string): string => `${l.prefix}leases/${leaseId}`;
 export const settingsKeyOf = (l: Layout, namespace: string, service: string): string => `${l.prefix}settings/${namespace}/${service}`;
 export const nodeKeyOf = (l: Layout, nodeId: string): string => `${l.prefix}nodes/${nodeId}`;
+export const heardKeyOf = (l: Layout, namespace: string, service: string, id: string, checkId: string): string => `${l.prefix}heard/${namespace}/${service}/${id}/${checkId}`;
+export const heardPrefixOf = (l: Layout, namespace: string, service: string, id: string): string => `${l.prefix}heard/${namespace}/${service}/${id}/`;
 export const whyKeyOf = (l: Layout): string => `${l.prefix}why`;
 
 /** Classifies a key under the prefix. Namespaces, services and lease ids hold no "/". */
@@ -87,6 +92,12 @@ export function parseKey(l: Layout, key: string): ParsedKey {
     }
     case 'nodes':
       return tail === '' ? { kind: 'other' } : { kind: 'node', nodeId: tail };
+    case 'heard': {
+      const parts = tail.split('/');
+      if (parts.length !== 4 || parts.some((x) => x === '')) return { kind: 'other' };
+      const [namespace, service, id, checkId] = parts as [string, string, string, string];
+      return { kind: 'heard', namespace, service, id, checkId };
+    }
     case 'why':
       return slash < 0 ? { kind: 'why' } : { kind: 'other' };
     default:

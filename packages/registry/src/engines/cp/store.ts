@@ -6,9 +6,9 @@
  * - per endpoint, a circuit breaker that opens after one failed call (unavailable or
  *   deadline exceeded) and lets a trial call through after `breakerOpenMs` (the etcd3
  *   default waits 5 s after 3 failures, which stretched write gaps after a leader kill);
- * - globally, one more attempt on another endpoint when a call fails that way, within the
- *   same overall deadline; nothing else is retried (a write that timed out may have been
- *   applied: the caller reports it as unknown, never as failed).
+ * - no retries of writes (a write that failed may have been applied: the caller reports
+ *   its outcome as unknown, never as failed); a read that failed at once (not by its
+ *   deadline) is tried once more, on another endpoint since the first one's breaker is open.
  */
 import { createRequire } from 'node:module';
 import type * as RPC from 'etcd3';
@@ -66,19 +66,13 @@ class QuickBreaker {
   }
 }
 
-/** Runs once more (on another endpoint: the first one's breaker is open) after an unavailable failure. */
-class RetryOnce {
+/** No retries at the client level: a write that failed may have been applied (see range()). */
+class NoRetry {
   readonly _altReturn = undefined as never;
   readonly onSuccess = NOOP_EVENT;
   readonly onFailure = NOOP_EVENT;
   async execute<T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
-    const ctx = { signal: signal ?? new AbortController().signal };
-    try {
-      return await fn(ctx);
-    } catch (err) {
-      if (!isUnavailable(err) || /deadline/i.test(String((err as Error).message))) throw err;
-      return await fn(ctx);
-    }
+    return fn({ signal: signal ?? new AbortController().signal });
   }
 }
 
@@ -104,7 +98,7 @@ export class Store {
       dialTimeout: opts.callTimeoutMs,
       faultHandling: {
         host: () => new QuickBreaker(opts.breakerOpenMs) as never,
-        global: new RetryOnce() as never,
+        global: new NoRetry() as never,
       },
     };
     this.client = new etcd3.Etcd3(options);
@@ -132,8 +126,15 @@ export class Store {
     return this.timed('txn', () => this.client.kv.txn(req, this.deadline(timeoutMs)));
   }
 
-  range(req: RPC.IRangeRequest, timeoutMs?: number): Promise<RPC.IRangeResponse> {
-    return this.timed('range', () => this.client.kv.range(req, this.deadline(timeoutMs)));
+  async range(req: RPC.IRangeRequest, timeoutMs = this.opts.callTimeoutMs): Promise<RPC.IRangeResponse> {
+    const started = Date.now();
+    try {
+      return await this.timed('range', () => this.client.kv.range(req, this.deadline(timeoutMs)));
+    } catch (err) {
+      const left = timeoutMs - (Date.now() - started);
+      if (!(err instanceof StoreUnavailable) || left < 100 || /deadline/i.test(err.message)) throw err;
+      return this.timed('range', () => this.client.kv.range(req, this.deadline(left)));
+    }
   }
 
   /** A linearizable read of one key: etcd's current revision, confirmed by a quorum. */

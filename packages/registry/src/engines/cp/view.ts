@@ -24,6 +24,8 @@ export interface ViewOptions {
   clock: Clock;
   onLeaseEnded: (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
   onNodesChanged: () => void;
+  /** A report into a ttl check arrived (through any node). */
+  onHeard: (namespace: string, service: string, id: string, checkId: string) => void;
   onError: (msg: string, err?: unknown) => void;
 }
 
@@ -49,6 +51,8 @@ export class View {
   /** When the stream last delivered anything (performance.now()). */
   lastHeard = 0;
   watchRestarts = 0;
+  /** Restarts since the stream last delivered anything (backoff, and one log line per outage). */
+  private failuresInRow = 0;
 
   private constructor(
     private readonly store: Store,
@@ -61,19 +65,44 @@ export class View {
     this.hub = new Hub(opts.limits.retainedEvents, revision);
   }
 
-  /** Loads everything under the prefix and starts following it. */
+  /**
+   * Loads everything under the prefix and starts following it. To let watchers resume here
+   * from positions before this node started, the state is read as it was up to
+   * `retainedEvents` revisions ago (when etcd has not compacted them) and the revisions
+   * since are replayed from etcd's history into the retained events. Resolves once the
+   * view has caught up with etcd's current revision.
+   */
   static async open(store: Store, opts: ViewOptions): Promise<View> {
     const { layout } = opts;
-    const res = await store.range({ key: Buffer.from(layout.prefix), range_end: prefixEnd(layout.prefix) });
-    const revision = Number(res.header.revision);
-    const registry = new Registry({ epoch: res.header.cluster_id, limits: opts.limits, clock: opts.clock, wallClock: { now: () => Date.now() }, revision });
-    const view = new View(store, opts, registry, revision);
+    const key = Buffer.from(layout.prefix);
+    const range_end = prefixEnd(layout.prefix);
+    const head = await store.range({ key, range_end, count_only: true });
+    const current = Number(head.header.revision);
+    let base = Math.max(1, current - opts.limits.retainedEvents);
+    let res: RPC.IRangeResponse | null = null;
+    if (base < current) {
+      try {
+        res = await store.range({ key, range_end, revision: base });
+      } catch {
+        res = null; // compacted: start from now, without history
+      }
+    }
+    if (!res) {
+      res = await store.range({ key, range_end });
+      base = Number(res.header.revision);
+    }
+    const registry = new Registry({ epoch: res.header.cluster_id, limits: opts.limits, clock: opts.clock, wallClock: { now: () => Date.now() }, revision: base });
+    const view = new View(store, opts, registry, base);
     const kvs = [...res.kvs];
     // Leases before the instances bound to them.
     const rank = (kv: RPC.IKeyValue): number => (parseKey(layout, kv.key.toString()).kind === 'lease' ? 0 : 1);
     kvs.sort((a, b) => rank(a) - rank(b));
     for (const kv of kvs) view.applyGroup(Number(kv.mod_revision), [{ type: 'Put', kv } as RPC.IEvent], false);
     view.startWatch();
+    if (!(await view.waitFor(current, 30_000))) {
+      view.close();
+      throw new Error(`the watch did not replay etcd's history up to revision ${current} within 30 s`);
+    }
     return view;
   }
 
@@ -156,16 +185,19 @@ export class View {
       /* gone */
     }
     this.watchRestarts++;
-    this.opts.onError(`${why}; watching again from revision ${this.progress + 1}`, err);
+    if (this.failuresInRow === 0) this.opts.onError(`${why}; watching again from revision ${this.progress + 1}`, err);
+    const delay = Math.min(1000, 50 * 2 ** this.failuresInRow);
+    this.failuresInRow++;
     this.restarting = setTimeout(() => {
       this.restarting = null;
       this.startWatch();
-    }, 200);
+    }, delay);
   }
 
   private onResponse(stream: unknown, res: RPC.IWatchResponse): void {
     if (stream !== this.stream) return;
     this.lastHeard = performance.now();
+    this.failuresInRow = 0;
     if (res.canceled) {
       const compacted = Number(res.compact_revision ?? 0);
       if (compacted > 0) {
@@ -284,6 +316,9 @@ export class View {
           wake.push(serviceKey(p.namespace, p.service));
           break;
         }
+        case 'heard':
+          if (put && announce) this.opts.onHeard(p.namespace, p.service, p.id, p.checkId);
+          break;
         case 'node': {
           if (put) {
             const v = decodeJson<StoredNode>(ev.kv.value);

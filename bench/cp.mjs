@@ -1,0 +1,253 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench -- --suite cp`: cp mode against the same etcd used directly.
+ *
+ *   1. registrations: persistent registrations through three cp nodes (PUT, keep-alive
+ *      HTTP connections) vs puts of the same JSON value into the same 3-member etcd with
+ *      the etcd3 client;
+ *   2. consistent reads of a 20-instance service: GET ?consistent=true through three cp
+ *      nodes vs linearizable prefix range reads;
+ *   3. write unavailability after SIGKILL of the etcd leader: one sequential writer (cp:
+ *      through one node, retrying 503 after 20 ms; etcd: the etcd3 client with a
+ *      deliberate fault policy, see below), the longest gap between two acknowledged
+ *      writes around the kill; median of --trials fresh clusters.
+ *
+ * Throughput is reported with the CPU time the servers used (etcd members, plus the cp
+ * nodes for cp): operations per server CPU-second, and the overhead of cp on that.
+ * The load generator runs in this process and is not counted.
+ *
+ * etcd3 client fault policy for the direct runs: no retries and no circuit breaker
+ * (cockatiel's noop, as bench/compare/drivers/etcd.mjs), a 1 s deadline per call, so a
+ * call to a dead leader fails fast and the next call picks another endpoint. The default
+ * breaker (open for 5 s after 3 failures) stretched a gap to 4.8 s in one run.
+ *
+ *   node bench/run.mjs --suite cp [--duration 8s] [--warmup 2s] [--concurrency 32] [--trials 3]
+ */
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Pool } from 'undici';
+import { startEtcd } from './compare/systems/etcd.mjs';
+import { ROOT, freePorts, installCleanup, killAllNow, sleep, sumStats, track, waitReady } from './compare/lib/proc.mjs';
+import { payload } from './compare/lib/payload.mjs';
+
+const require = createRequire(import.meta.url);
+const { Etcd3 } = require('etcd3');
+const { noop } = createRequire(require.resolve('etcd3'))('cockatiel');
+
+const AGENT = join(ROOT, 'packages/registry/bin/switchboard.js');
+
+function parseDuration(text) {
+  const m = /^(\d+(?:\.\d+)?)(ms|s)$/.exec(text);
+  if (!m) throw new Error(`not a duration: ${text} (write 500ms or 8s)`);
+  return Number(m[1]) * (m[2] === 's' ? 1000 : 1);
+}
+
+async function startCpNodes(etcd, n = 3) {
+  const ports = await freePorts(n);
+  const prefix = `/bench-${process.pid}/`;
+  const nodes = [];
+  for (let i = 0; i < n; i++) {
+    const proc = track(
+      spawn(process.execPath, [AGENT, 'agent', '--mode', 'cp', '--etcd', etcd.endpoints.map((e) => `http://${e}`).join(','), '--etcd-prefix', prefix, '--node-id', `b${i + 1}`, '--http-addr', `127.0.0.1:${ports[i]}`, '--log-level', 'warn', '--log-format', 'json'], { stdio: ['ignore', 'ignore', 'inherit'] }),
+      `cp node b${i + 1}`,
+    );
+    proc.name = `cp node b${i + 1}`;
+    proc.logFile = '/dev/null';
+    nodes.push({ proc, url: `http://127.0.0.1:${ports[i]}` });
+  }
+  for (const node of nodes) {
+    await waitReady({ what: 'cp node', procs: [node.proc], timeoutMs: 30_000, probe: async () => (await fetch(`${node.url}/readyz`)).ok });
+    node.pool = new Pool(node.url, { connections: 16, pipelining: 1 });
+  }
+  return {
+    nodes,
+    pids: nodes.map((x) => x.proc.pid),
+    async stop() {
+      await Promise.all(nodes.map((x) => x.pool?.close()));
+      await Promise.all(nodes.map((x) => new Promise((r) => (x.proc.exitCode !== null ? r() : (x.proc.once('exit', r), x.proc.kill('SIGTERM'))))));
+    },
+  };
+}
+
+function directClient(etcd) {
+  return new Etcd3({
+    hosts: etcd.endpoints.map((e) => `http://${e}`),
+    faultHandling: { host: () => noop, global: noop },
+    defaultCallOptions: () => ({ deadline: Date.now() + 1000 }),
+  });
+}
+
+/** Runs `op` from `concurrency` loops for warmup + duration; counts ops in the measured part with the servers' CPU. */
+async function measure({ concurrency, warmupMs, durationMs, pids, op }) {
+  let measuring = false;
+  let stop = false;
+  let ops = 0;
+  let errors = 0;
+  const loops = Array.from({ length: concurrency }, async (_, w) => {
+    let i = 0;
+    while (!stop) {
+      try {
+        await op(w, i++);
+        if (measuring) ops++;
+      } catch {
+        if (measuring) errors++;
+      }
+    }
+  });
+  await sleep(warmupMs);
+  const cpu0 = sumStats(pids);
+  const t0 = performance.now();
+  measuring = true;
+  await sleep(durationMs);
+  measuring = false;
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu1 = sumStats(pids);
+  stop = true;
+  await Promise.all(loops);
+  const cpuSeconds = cpu0 && cpu1 ? (cpu1.cpuMs - cpu0.cpuMs) / 1000 : NaN;
+  return { opsPerSec: ops / seconds, errors, cpuSeconds, opsPerCpuSecond: ops / cpuSeconds };
+}
+
+async function httpOk(pool, method, path, body) {
+  const res = await pool.request({ method, path, headers: body ? { 'content-type': 'application/json' } : {}, body });
+  const text = await res.body.text();
+  if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`);
+  return text;
+}
+
+async function throughput(opts) {
+  const etcd = await startEtcd({ members: 3 });
+  const out = {};
+  try {
+    const direct = directClient(etcd);
+    const reads = [];
+    for (let i = 0; i < 20; i++) reads.push(direct.put(`/services/read/${i}`).value(payload(1, i, i)));
+    await Promise.all(reads);
+    out.registrations = {
+      etcd: await measure({ ...opts, pids: etcd.pids, op: (w, i) => direct.put(`/services/reg/w${w}-${i % 500}`).value(payload(w, i, i)) }),
+    };
+    out.consistentReads = {
+      etcd: await measure({ ...opts, pids: etcd.pids, op: () => direct.getAll().prefix('/services/read/').strings() }),
+    };
+    direct.close();
+    const cp = await startCpNodes(etcd);
+    try {
+      for (let i = 0; i < 20; i++) await httpOk(cp.nodes[0].pool, 'PUT', `/v1/services/read/instances/i${i}`, payload(1, i, i));
+      const pids = [...etcd.pids, ...cp.pids];
+      out.registrations.cp = await measure({ ...opts, pids, op: (w, i) => httpOk(cp.nodes[w % 3].pool, 'PUT', `/v1/services/reg/instances/w${w}-${i % 500}`, payload(w, i, i)) });
+      out.consistentReads.cp = await measure({ ...opts, pids, op: (w) => httpOk(cp.nodes[w % 3].pool, 'GET', '/v1/services/read?consistent=true') });
+    } finally {
+      await cp.stop();
+    }
+  } finally {
+    await etcd.stop();
+  }
+  for (const k of ['registrations', 'consistentReads']) {
+    const r = out[k];
+    r.overheadPerCpuSecond = 1 - r.cp.opsPerCpuSecond / r.etcd.opsPerCpuSecond;
+  }
+  return out;
+}
+
+async function leaderIndex(etcd) {
+  for (let i = 0; i < 100; i++) {
+    for (let m = 0; m < etcd.endpoints.length; m++) {
+      try {
+        const text = await (await fetch(`http://${etcd.endpoints[m]}/metrics`, { signal: AbortSignal.timeout(1000) })).text();
+        if (/^etcd_server_is_leader 1/m.test(text)) return m;
+      } catch {
+        /* not answering */
+      }
+    }
+    await sleep(100);
+  }
+  throw new Error('etcd has no leader');
+}
+
+/** One trial: a sequential writer; the etcd leader is killed after 2 s; the longest gap between acknowledged writes. */
+async function unavailabilityTrial(kind) {
+  const etcd = await startEtcd({ members: 3 });
+  let cp = null;
+  let direct = null;
+  try {
+    let write;
+    if (kind === 'cp') {
+      cp = await startCpNodes(etcd);
+      const pool = cp.nodes[0].pool;
+      write = (i) => httpOk(pool, 'PUT', `/v1/services/gap/instances/i${i % 100}`, payload(2, i, i));
+    } else {
+      direct = directClient(etcd);
+      write = (i) => direct.put(`/services/gap/i${i % 100}`).value(payload(2, i, i));
+    }
+    let stop = false;
+    let last = performance.now();
+    let longest = 0;
+    let acked = 0;
+    let failed = 0;
+    const writer = (async () => {
+      for (let i = 0; !stop; i++) {
+        try {
+          await write(i);
+          const now = performance.now();
+          longest = Math.max(longest, now - last);
+          last = now;
+          acked++;
+        } catch {
+          failed++;
+          await sleep(20);
+        }
+      }
+    })();
+    await sleep(2000);
+    longest = 0;
+    const leader = await leaderIndex(etcd);
+    etcd.procs[leader].kill('SIGKILL');
+    await sleep(8000);
+    stop = true;
+    await writer;
+    return { longestGapMs: Math.round(longest), acked, failed };
+  } finally {
+    await cp?.stop();
+    direct?.close();
+    await etcd.stop();
+  }
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+export async function main(argv) {
+  const { values } = parseArgs({ args: argv, options: { duration: { type: 'string', default: '8s' }, warmup: { type: 'string', default: '2s' }, concurrency: { type: 'string', default: '32' }, trials: { type: 'string', default: '3' }, help: { type: 'boolean', default: false } } });
+  if (values.help) {
+    process.stdout.write('usage: npm run bench -- --suite cp [--duration 8s] [--warmup 2s] [--concurrency 32] [--trials 3]\n');
+    return 0;
+  }
+  installCleanup();
+  const opts = { durationMs: parseDuration(values.duration), warmupMs: parseDuration(values.warmup), concurrency: Number(values.concurrency) };
+  const started = new Date();
+  const tp = await throughput(opts);
+  const fmt = (r) => `${Math.round(r.opsPerSec)} ops/s, ${r.cpuSeconds.toFixed(1)} server CPU-s, ${Math.round(r.opsPerCpuSecond)} ops per CPU-s${r.errors ? `, ${r.errors} errors` : ''}`;
+  for (const [k, r] of Object.entries(tp)) {
+    process.stdout.write(`${k}\n  etcd direct  ${fmt(r.etcd)}\n  cp (3 nodes) ${fmt(r.cp)}\n  overhead per server CPU-second: ${(r.overheadPerCpuSecond * 100).toFixed(0)}%\n`);
+  }
+  const trials = Number(values.trials);
+  const gaps = { etcd: [], cp: [] };
+  for (let t = 0; t < trials; t++) {
+    for (const kind of ['etcd', 'cp']) {
+      const r = await unavailabilityTrial(kind);
+      gaps[kind].push(r);
+      process.stdout.write(`leader kill, ${kind}: longest write gap ${r.longestGapMs} ms (${r.acked} writes acknowledged, ${r.failed} refused)\n`);
+    }
+  }
+  const summary = { etcd: median(gaps.etcd.map((g) => g.longestGapMs)), cp: median(gaps.cp.map((g) => g.longestGapMs)) };
+  process.stdout.write(`write unavailability after a leader kill (median of ${trials}): etcd direct ${summary.etcd} ms, cp ${summary.cp} ms\n`);
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `cp-${started.toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify({ suite: 'cp', started: started.toISOString(), options: opts, throughput: tp, leaderKill: { trials: gaps, medianLongestGapMs: summary } }, null, 2) + '\n');
+  process.stdout.write(`results: ${file}\n`);
+  killAllNow();
+  return 0;
+}

@@ -1,0 +1,129 @@
+/**
+ * Group commit for cp writes: guarded transactions that arrive while earlier ones are in
+ * flight are sent together as one etcd transaction whose success branch holds each of
+ * them as a nested transaction with its own guards (etcd 3.3+). One raft round, one gRPC
+ * call and one watch response then carry many writes; each write still succeeds or fails
+ * on its own guards. Writes that touch the same key never share a batch (a key one of
+ * them writes may be neither written nor read by another), so the order inside a batch
+ * does not matter: they commit at one revision, as a batch registration does.
+ */
+import type * as RPC from 'etcd3';
+
+export interface GuardedTxn {
+  compare: RPC.ICompare[];
+  success: RPC.IRequestOp[];
+}
+
+export interface TxnOutcome {
+  succeeded: boolean;
+  revision: number;
+}
+
+interface Waiting {
+  txn: GuardedTxn;
+  reads: string[];
+  writes: string[];
+  bytes: number;
+  resolve(o: TxnOutcome): void;
+  reject(err: unknown): void;
+}
+
+export interface BatcherOptions {
+  /** Sends one transaction to etcd. */
+  send(txn: RPC.ITxnRequest): Promise<RPC.ITxnResponse>;
+  /** Most writes in one batch (at most etcd's --max-txn-ops). */
+  maxWrites: number;
+  /** Most value bytes in one batch (etcd refuses requests above --max-request-bytes, 1.5 MiB by default). */
+  maxBytes: number;
+  /** Batches in flight at once. */
+  maxInFlight: number;
+  /** Writes waiting for a batch; more are refused (the caller answers 503 with Retry-After). */
+  maxQueued: number;
+}
+
+/** Refused because `maxQueued` writes already wait: etcd is not keeping up. */
+export class QueueFull extends Error {}
+
+const keyText = (b: Buffer | undefined): string => (b ?? Buffer.alloc(0)).toString('latin1');
+
+function keysOf(txn: GuardedTxn): { reads: string[]; writes: string[]; bytes: number } {
+  const reads = txn.compare.map((c) => keyText(c.key));
+  const writes: string[] = [];
+  let bytes = 0;
+  for (const op of txn.success) {
+    if (op.request_put) {
+      writes.push(keyText(op.request_put.key));
+      bytes += (op.request_put.value?.length ?? 0) + (op.request_put.key?.length ?? 0);
+    } else if (op.request_delete_range) writes.push(keyText(op.request_delete_range.key));
+  }
+  return { reads, writes, bytes };
+}
+
+export class TxnBatcher {
+  private readonly queue: Waiting[] = [];
+  private inFlight = 0;
+  /** Batches sent and writes they carried (for the status). */
+  batches = 0;
+  writes = 0;
+
+  constructor(private readonly opts: BatcherOptions) {}
+
+  submit(txn: GuardedTxn): Promise<TxnOutcome> {
+    if (this.queue.length >= this.opts.maxQueued) return Promise.reject(new QueueFull(`${this.queue.length} writes already wait for etcd on this node`));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ txn, ...keysOf(txn), resolve, reject });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.opts.maxInFlight && this.queue.length > 0) this.sendBatch(this.take());
+  }
+
+  /** The next batch: queued writes in order, skipping those that touch a key already in it. */
+  private take(): Waiting[] {
+    const batch: Waiting[] = [];
+    const written = new Set<string>();
+    const read = new Set<string>();
+    let bytes = 0;
+    for (let i = 0; i < this.queue.length && batch.length < this.opts.maxWrites; ) {
+      const w = this.queue[i] as Waiting;
+      const clash = w.writes.some((k) => written.has(k) || read.has(k)) || w.reads.some((k) => written.has(k));
+      if (clash || (batch.length > 0 && bytes + w.bytes > this.opts.maxBytes)) {
+        i++;
+        continue;
+      }
+      this.queue.splice(i, 1);
+      batch.push(w);
+      bytes += w.bytes;
+      for (const k of w.writes) written.add(k);
+      for (const k of w.reads) read.add(k);
+    }
+    return batch;
+  }
+
+  private sendBatch(batch: Waiting[]): void {
+    this.inFlight++;
+    this.batches++;
+    this.writes += batch.length;
+    const single = batch.length === 1;
+    const req: RPC.ITxnRequest = single
+      ? { compare: (batch[0] as Waiting).txn.compare, success: (batch[0] as Waiting).txn.success, failure: [] }
+      : { compare: [], success: batch.map((w) => ({ request_txn: { compare: w.txn.compare, success: w.txn.success, failure: [] } })), failure: [] };
+    this.opts
+      .send(req)
+      .then(
+        (res) => {
+          const revision = Number(res.header.revision);
+          batch.forEach((w, i) => w.resolve({ succeeded: single ? res.succeeded : Boolean(res.responses[i]?.response_txn?.succeeded), revision }));
+        },
+        (err: unknown) => {
+          for (const w of batch) w.reject(err);
+        },
+      )
+      .finally(() => {
+        this.inFlight--;
+        this.pump();
+      });
+  }
+}

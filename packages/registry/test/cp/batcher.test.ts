@@ -1,0 +1,87 @@
+// Goal: group commit sends writes that arrive during a transaction in flight as one etcd
+// transaction of nested guarded ones, keeps writes to the same key in separate batches,
+// maps each nested outcome back to its writer, and fails a whole batch together.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type * as RPC from 'etcd3';
+import { QueueFull, TxnBatcher, type GuardedTxn } from '../../src/engines/cp/batcher.js';
+
+const put = (key: string): GuardedTxn => ({ compare: [{ key: Buffer.from(key), target: 'Version', result: 'Equal', version: 0 }], success: [{ request_put: { key: Buffer.from(key), value: Buffer.from('v') } }] });
+const leased = (key: string, lease: string): GuardedTxn => ({ compare: [{ key: Buffer.from(lease), target: 'Version', result: 'Greater', version: 0 }], success: [{ request_put: { key: Buffer.from(key), value: Buffer.from('v') } }] });
+
+function fakeEtcd(): { sent: RPC.ITxnRequest[]; release: (fail?: boolean) => void; send: (t: RPC.ITxnRequest) => Promise<RPC.ITxnResponse> } {
+  const sent: RPC.ITxnRequest[] = [];
+  const pending: { resolve: (r: RPC.ITxnResponse) => void; reject: (e: unknown) => void; req: RPC.ITxnRequest }[] = [];
+  let rev = 100;
+  return {
+    sent,
+    send: (req) => {
+      sent.push(req);
+      return new Promise((resolve, reject) => pending.push({ resolve, reject, req }));
+    },
+    release: (fail = false) => {
+      const p = pending.shift();
+      if (!p) throw new Error('nothing in flight');
+      if (fail) return p.reject(new Error('Unavailable'));
+      rev++;
+      const nested = p.req.success?.[0]?.request_txn !== undefined;
+      // Nested writes of odd index "fail their guard" in this fake.
+      const responses = nested ? (p.req.success ?? []).map((_, i) => ({ response_txn: { succeeded: i % 2 === 0 } })) : [];
+      p.resolve({ header: { revision: String(rev) }, succeeded: true, responses } as unknown as RPC.ITxnResponse);
+    },
+  };
+}
+
+test('writes that arrive while one is in flight go out together, each with its own outcome', async () => {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100 });
+  const first = b.submit(put('/a'));
+  assert.equal(etcd.sent.length, 1);
+  assert.equal(etcd.sent[0]?.compare?.length, 1, 'a lone write is sent as a plain guarded transaction');
+  const rest = [b.submit(put('/b')), b.submit(leased('/c', '/lease')), b.submit(leased('/d', '/lease')), b.submit(put('/b'))];
+  etcd.release();
+  assert.deepEqual(await first, { succeeded: true, revision: 101 });
+  await new Promise((r) => setImmediate(r));
+  // /b twice cannot share a batch; two writes reading the same lease key can.
+  assert.equal(etcd.sent.length, 2);
+  const nested = etcd.sent[1]?.success?.map((op) => op.request_txn?.success?.[0]?.request_put?.key?.toString());
+  assert.deepEqual(nested, ['/b', '/c', '/d']);
+  assert.deepEqual(etcd.sent[1]?.compare, []);
+  etcd.release();
+  assert.deepEqual(await rest[0], { succeeded: true, revision: 102 });
+  assert.deepEqual(await rest[1], { succeeded: false, revision: 102 });
+  assert.deepEqual(await rest[2], { succeeded: true, revision: 102 });
+  await new Promise((r) => setImmediate(r));
+  assert.equal(etcd.sent.length, 3, 'the second write of /b goes in the next batch');
+  etcd.release(true);
+  await assert.rejects(rest[3] as Promise<unknown>, /Unavailable/);
+  assert.equal(b.batches, 3);
+  assert.equal(b.writes, 5);
+});
+
+test('a write that writes a key another one in the batch reads waits for the next batch', async () => {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 2, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100 });
+  void b.submit(put('/x'));
+  const reads = b.submit(leased('/y', '/l'));
+  const writesRead = b.submit(put('/l'));
+  const third = b.submit(put('/z'));
+  etcd.release();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(etcd.sent[1]?.success?.map((op) => op.request_txn?.success?.[0]?.request_put?.key?.toString()), ['/y', '/z'], 'at most maxWrites, /l waits');
+  etcd.release();
+  await Promise.all([reads, third]);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(etcd.sent[2]?.success?.[0]?.request_put?.key?.toString(), '/l');
+  etcd.release();
+  await writesRead;
+});
+
+test('writes beyond the queue limit are refused at once', async () => {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 2 });
+  void b.submit(put('/a')); // in flight
+  void b.submit(put('/b'));
+  void b.submit(put('/c'));
+  await assert.rejects(b.submit(put('/d')), QueueFull);
+});
