@@ -8,7 +8,7 @@
  *      answered.
  */
 import { randomBytes } from 'node:crypto';
-import type { AdminStatus, CheckResult, ConsumerReport, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
+import type { AdminStatus, CheckResult, ConsumerReport, Instance, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
 import type { Clock } from '../core/clock.js';
 import { Registry, serviceKey, type RegistrationItem, type WriteOutcome } from '../core/registry.js';
 import type { ProtectionChange } from '../core/self-preservation.js';
@@ -16,6 +16,7 @@ import { HealthMonitor, type MonitorOptions } from '../health/monitor.js';
 import type { SchedulerStats } from '../health/scheduler.js';
 import type { Storage } from '../storage/storage.js';
 import type { Engine } from './engine.js';
+import { entryJson, setEntryJson } from '../storage/wal.js';
 import { Hub } from './hub.js';
 
 export interface StandaloneOptions {
@@ -174,6 +175,7 @@ export class StandaloneEngine implements Engine {
       await this.lastAppend;
       return outcome.revision;
     }
+    if (this.storage.durable) setEntryJson(outcome.entry, entryJson(outcome.entry, (c) => this.storedJson(c.instance)));
     const slot: Pending = { outcome, done: false };
     this.pending.push(slot);
     const appended = this.storage.append(outcome.entry);
@@ -188,6 +190,12 @@ export class StandaloneEngine implements Engine {
     this.announceDone();
     this.maybeSnapshot();
     return outcome.revision;
+  }
+
+  /** The registry's cached JSON of an instance, when it is the one stored (for the log record). */
+  private storedJson(instance: Instance): string | undefined {
+    const rec = this.registry.instance(instance.namespace, instance.service, instance.id);
+    return rec !== undefined && rec.instance === instance ? rec.json : undefined;
   }
 
   private announceDone(): void {
