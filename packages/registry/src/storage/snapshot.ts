@@ -18,7 +18,7 @@ import type { Snapshot } from '../core/entry.js';
 import { FILE_HEADER_BYTES, decodeFileHeader, encodeFileHeader } from './file-header.js';
 import { FILE_MODE, fsyncDir, writeAll } from './fsutil.js';
 import { TEMP_SUFFIX, snapshotFileName } from './layout.js';
-import { decodeFrame, encodeFrame } from './record.js';
+import { FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, decodeFrame, writeFrame } from './record.js';
 
 /** Items per chunk: small enough that serialising one takes about a millisecond. */
 export const SNAPSHOT_CHUNK_ITEMS = 1000;
@@ -83,27 +83,34 @@ export async function writeSnapshotFile(dir: string, lsn: number, snap: Snapshot
   let position = 0;
   let complete = false;
   try {
-    let parts: Buffer[] = [encodeFileHeader({ kind: 'snapshot', seq: lsn, epoch: snap.epoch })];
-    let pending = FILE_HEADER_BYTES;
+    // One write buffer, reused: each chunk's JSON is encoded straight into it (no per-chunk
+    // buffers to copy and collect), and it is written out whenever the next frame would
+    // not fit. A frame larger than the buffer gets a buffer of its own.
+    let buf = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
+    let filled = encodeFileHeader({ kind: 'snapshot', seq: lsn, epoch: snap.epoch }).copy(buf, 0);
+    const flush = async (): Promise<void> => {
+      await writeAll(fh, buf.subarray(0, filled), position);
+      position += filled;
+      filled = 0;
+    };
     let seq = 0;
     let busySince = performance.now();
     for (const chunk of chunksOf(snap, lsn, chunkItems)) {
-      const frame = encodeFrame(seq++, 0, Buffer.from(JSON.stringify(chunk), 'utf8'));
-      parts.push(frame);
-      pending += frame.length;
-      if (pending >= WRITE_BUFFER_BYTES) {
-        await writeAll(fh, Buffer.concat(parts, pending), position);
-        position += pending;
-        parts = [];
-        pending = 0;
+      const text = JSON.stringify(chunk);
+      const size = FRAME_HEADER_BYTES + Buffer.byteLength(text, 'utf8');
+      if (size > MAX_FRAME_PAYLOAD_BYTES + FRAME_HEADER_BYTES) throw new Error(`a snapshot chunk of ${size} bytes exceeds the largest frame`);
+      if (filled + size > buf.length) {
+        await flush();
         busySince = performance.now();
-      } else if (performance.now() - busySince > MAX_BUSY_MS) {
+        if (size > buf.length) buf = Buffer.allocUnsafe(size);
+      }
+      filled = writeFrame(buf, filled, seq++, 0, text);
+      if (performance.now() - busySince > MAX_BUSY_MS) {
         await yieldToLoop();
         busySince = performance.now();
       }
     }
-    await writeAll(fh, Buffer.concat(parts, pending), position);
-    position += pending;
+    await flush();
     await fh.sync();
     complete = true;
   } finally {
