@@ -103,6 +103,9 @@ const QUICK = {
   durationMs: 5000,
 };
 
+/** The workloads of the quick suite (the others are in the full suite only). */
+export const QUICK_WORKLOADS = [...new Set(QUICK.cases.map((c) => c.workload))];
+
 const FULL = {
   name: 'full',
   systems: ['switchboard', 'etcd', 'zookeeper', 'etcd3', 'zookeeper3'],
