@@ -77,14 +77,16 @@ export function serviceAnswerJson(svc: ServiceState | undefined, name: string, r
  * service revision and filter instead of once per request.
  */
 export function serviceAnswerBytes(svc: ServiceState | undefined, name: string, revision: number, q: ServiceQuery, protectThreshold: number | null = null, epoch = ''): Buffer {
-  const json = serviceAnswerJson(svc, name, revision, q, protectThreshold, epoch);
-  const cache = svc ? caches.get(svc) : undefined;
-  if (!cache) return Buffer.from(json, 'utf8');
   const key = queryKey(q);
-  let bytes = cache.bytes.get(key);
-  if (bytes === undefined) {
-    bytes = Buffer.from(json, 'utf8');
-    if (cache.answers.get(key) === json) cache.bytes.set(key, bytes);
+  const hit = svc ? caches.get(svc) : undefined;
+  if (hit !== undefined && hit.revision === svc?.revision) {
+    const bytes = hit.bytes.get(key);
+    if (bytes !== undefined) return bytes;
   }
+  const json = serviceAnswerJson(svc, name, revision, q, protectThreshold, epoch);
+  const bytes = Buffer.from(json, 'utf8');
+  const cache = svc ? caches.get(svc) : undefined;
+  // Kept only next to its cached text (the same bound on distinct filters).
+  if (cache !== undefined && cache.answers.get(key) === json) cache.bytes.set(key, bytes);
   return bytes;
 }
