@@ -296,16 +296,16 @@ export class WalWriter {
 }
 
 /**
- * An entry's JSON, made by whoever already holds parts of it serialised (the engine reuses
+ * Entries' JSON, made by whoever already holds parts of it serialised (the engine reuses
  * each instance's cached JSON, see entryJson), so that the log does not serialise the
- * instances again. Not enumerable: JSON.stringify and replay never see it.
+ * instances again. Kept beside the entry, not on it: JSON.stringify, replay and
+ * comparisons never see it, and the entry's shape does not change.
  */
-export const ENTRY_JSON: unique symbol = Symbol('switchboard.entryJson');
-type WithJson = Entry & { [ENTRY_JSON]?: string };
+const entryJsons = new WeakMap<Entry, string>();
 
 /** Gives `entry` its JSON text for the log (it must parse to the same entry). */
 export function setEntryJson(entry: Entry, json: string): void {
-  Object.defineProperty(entry, ENTRY_JSON, { value: json, enumerable: false, configurable: true, writable: true });
+  entryJsons.set(entry, json);
 }
 
 interface EncodedPayload {
@@ -315,7 +315,7 @@ interface EncodedPayload {
 
 /** The record's text and its UTF-8 length; the bytes are written once, into the batch buffer. */
 function encodePayload(entry: Entry): EncodedPayload {
-  const text = (entry as WithJson)[ENTRY_JSON] ?? JSON.stringify(entry);
+  const text = entryJsons.get(entry) ?? JSON.stringify(entry);
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > MAX_FRAME_PAYLOAD_BYTES) throw new Error(`a log record of ${bytes} bytes exceeds the largest frame (${MAX_FRAME_PAYLOAD_BYTES} bytes)`);
   return { text, bytes };
