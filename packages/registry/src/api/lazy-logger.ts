@@ -10,6 +10,7 @@ import type { FastifyChildLoggerFactory } from 'fastify/types/logger.js';
 
 type Bindings = Record<string, unknown>;
 type Log = (...args: unknown[]) => void;
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 
 class LazyChildLogger {
   private real: FastifyBaseLogger | null = null;
@@ -20,7 +21,8 @@ class LazyChildLogger {
     private readonly opts: Record<string, unknown>,
   ) {}
 
-  private get made(): FastifyBaseLogger {
+  /** The real child logger, made on first use. */
+  get made(): FastifyBaseLogger {
     return (this.real ??= this.parent.child(this.bindings, this.opts));
   }
 
@@ -32,34 +34,27 @@ class LazyChildLogger {
   }
 
   isLevelEnabled(level: string): boolean {
-    const l = this.real ?? this.parent;
-    return typeof (l as { isLevelEnabled?: unknown }).isLevelEnabled === 'function' ? (l as unknown as { isLevelEnabled(x: string): boolean }).isLevelEnabled(level) : true;
+    const l = (this.real ?? this.parent) as unknown as { isLevelEnabled?: (x: string) => boolean };
+    return typeof l.isLevelEnabled === 'function' ? l.isLevelEnabled(level) : true;
   }
 
   child(bindings: Bindings, opts?: Record<string, unknown>): FastifyBaseLogger {
     return this.made.child(bindings, opts);
   }
 
-  // Methods on the prototype: a request that never logs allocates nothing but the object.
-  fatal(...args: unknown[]): void {
-    (this.made.fatal as Log)(...args);
-  }
-  error(...args: unknown[]): void {
-    (this.made.error as Log)(...args);
-  }
-  warn(...args: unknown[]): void {
-    (this.made.warn as Log)(...args);
-  }
-  info(...args: unknown[]): void {
-    (this.made.info as Log)(...args);
-  }
-  debug(...args: unknown[]): void {
-    (this.made.debug as Log)(...args);
-  }
-  trace(...args: unknown[]): void {
-    (this.made.trace as Log)(...args);
-  }
   silent(): void {}
+}
+
+// The log methods live on the prototype: a request that never logs allocates nothing but
+// the stand-in itself.
+for (const level of LEVELS) {
+  Object.defineProperty(LazyChildLogger.prototype, level, {
+    value(this: LazyChildLogger, ...args: unknown[]): void {
+      (this.made[level] as Log)(...args);
+    },
+    writable: true,
+    configurable: true,
+  });
 }
 
 /** Fastify's `childLoggerFactory`: the request's child logger, made on first use. */
