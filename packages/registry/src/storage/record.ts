@@ -54,7 +54,9 @@ export function writeFrame(out: Buffer, at: number, seq: number, flags: number, 
   let length: number;
   if (typeof payload === 'string') {
     length = out.write(payload, start, 'utf8');
-    if (length !== Buffer.byteLength(payload, 'utf8')) throw new Error(`no room for a ${Buffer.byteLength(payload, 'utf8')}-byte record at offset ${start} of a ${out.length}-byte buffer`);
+    // Only a write that stopped within a character's width (4 bytes) of the buffer's end
+    // can have been cut short; only then is the length worth checking.
+    if (out.length - (start + length) < 4 && length !== Buffer.byteLength(payload, 'utf8')) throw new Error(`no room for a ${Buffer.byteLength(payload, 'utf8')}-byte record at offset ${start} of a ${out.length}-byte buffer`);
   } else {
     out.set(payload, start);
     length = payload.length;

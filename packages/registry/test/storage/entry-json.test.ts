@@ -48,6 +48,9 @@ test('a string payload is framed exactly like its UTF-8 bytes', () => {
   const d = decodeFrame(buf, 0);
   assert.equal(d.kind, 'frame');
   assert.throws(() => writeFrame(Buffer.alloc(FRAME_HEADER_BYTES + bytes.length - 1), 0, 1, 0, text), /no room/);
+  // Cut in the middle of a 4-byte character: the write stops short of the buffer's end.
+  const emoji = '{"a":"😀"}';
+  assert.throws(() => writeFrame(Buffer.alloc(FRAME_HEADER_BYTES + Buffer.byteLength(emoji) - 3), 0, 1, 0, emoji), /no room/);
 });
 
 test('entries logged with their JSON given are recovered as the same entries', async () => {
