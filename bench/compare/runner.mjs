@@ -155,11 +155,13 @@ const HELP = `usage: npm run bench [-- options]     (or: node bench/compare/runn
 
 Suites:
   --suite quick        (default) registration at 64 clients, discovery reads, watch
-                       fan-out to 200 watchers and failure detection, against
-                       Switchboard, a single etcd member and standalone ZooKeeper
-  --suite full         every workload at every level, and the 3-member etcd cluster
-                       and 3-node ZooKeeper ensemble too (about 50 minutes;
-                       with --runs 1 about 20)
+                       fan-out to 200 watchers and failure detection (SIGKILL,
+                       SIGSTOP, drain), against Switchboard, a single etcd member
+                       and standalone ZooKeeper
+  --suite full         every workload at every level (also the cost of 10,000 active
+                       HTTP checks), and the 3-member etcd cluster and 3-node
+                       ZooKeeper ensemble too (about 55 minutes; with --runs 1
+                       about 25)
   --suite standalone   the Switchboard-only benchmark (bench/run.mjs; its own options)
 Options:
   --only LIST          workloads: register, read, watch, renew, failure, checks,
