@@ -296,16 +296,27 @@ export class WalWriter {
 }
 
 /**
- * Entries' JSON, made by whoever already holds parts of it serialised (the engine reuses
- * each instance's cached JSON, see entryJson), so that the log does not serialise the
- * instances again. Kept beside the entry, not on it: JSON.stringify, replay and
- * comparisons never see it, and the entry's shape does not change.
+ * An entry's JSON, made by whoever already holds parts of it serialised (the engine reuses
+ * each instance's cached JSON, see entryJson), handed to the log just before that entry is
+ * appended, so that the log does not serialise the instances again. One slot, not a map:
+ * the engine appends the entry right after handing its JSON over, and an entry whose
+ * encoding is deferred (a full queue) is simply serialised later. The entry itself is not
+ * touched, so JSON.stringify, replay and comparisons never see the text.
  */
-const entryJsons = new WeakMap<Entry, string>();
+const handed: { entry: Entry | null; json: string } = { entry: null, json: '' };
 
-/** Gives `entry` its JSON text for the log (it must parse to the same entry). */
+/** Gives the next append of `entry` its JSON text (it must parse to the same entry). */
 export function setEntryJson(entry: Entry, json: string): void {
-  entryJsons.set(entry, json);
+  handed.entry = entry;
+  handed.json = json;
+}
+
+function handedJson(entry: Entry): string | undefined {
+  if (handed.entry !== entry) return undefined;
+  const json = handed.json;
+  handed.entry = null;
+  handed.json = '';
+  return json;
 }
 
 interface EncodedPayload {
@@ -315,7 +326,7 @@ interface EncodedPayload {
 
 /** The record's text and its UTF-8 length; the bytes are written once, into the batch buffer. */
 function encodePayload(entry: Entry): EncodedPayload {
-  const text = entryJsons.get(entry) ?? JSON.stringify(entry);
+  const text = handedJson(entry) ?? JSON.stringify(entry);
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > MAX_FRAME_PAYLOAD_BYTES) throw new Error(`a log record of ${bytes} bytes exceeds the largest frame (${MAX_FRAME_PAYLOAD_BYTES} bytes)`);
   return { text, bytes };

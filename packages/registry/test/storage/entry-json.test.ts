@@ -59,8 +59,17 @@ test('entries logged with their JSON given are recovered as the same entries', a
     const s = storage(t.dir);
     await s.open(freshEpoch);
     const written = [mixedEntry(1), putEntry(2), mixedEntry(3)];
-    for (const e of written) setEntryJson(e, entryJson(e, (c) => JSON.stringify(c.instance)));
-    await Promise.all(written.map((e) => s.append(e)));
+    const appended: Promise<void>[] = [];
+    for (const e of written) {
+      setEntryJson(e, entryJson(e, (c) => JSON.stringify(c.instance)));
+      appended.push(s.append(e));
+    }
+    // Text handed over for another entry than the one appended is not used for it.
+    const other = putEntry(4);
+    setEntryJson(mixedEntry(99), '{"revision":99,"changes":[]}');
+    appended.push(s.append(other));
+    written.push(other);
+    await Promise.all(appended);
     await s.close();
     const s2 = storage(t.dir);
     const rec = await s2.open(() => assert.fail('the directory keeps its epoch'));
