@@ -221,7 +221,7 @@ export class StandaloneEngine implements Engine {
     if (this.snapshotting || this.closed || !this.storage.snapshotDue()) return;
     this.snapshotting = true;
     this.storage
-      .writeSnapshot(this.registry.snapshot())
+      .writeSnapshot(this.registry.snapshot(), (instance) => this.storedJson(instance))
       .catch((err) => this.opts.onSnapshotError?.(err))
       .finally(() => {
         this.snapshotting = false;

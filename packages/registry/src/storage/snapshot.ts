@@ -15,6 +15,7 @@ import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Snapshot } from '../core/entry.js';
+import type { InstanceJson } from './storage.js';
 import { FILE_HEADER_BYTES, decodeFileHeader, encodeFileHeader } from './file-header.js';
 import { FILE_MODE, fsyncDir, writeAll } from './fsutil.js';
 import { TEMP_SUFFIX, snapshotFileName } from './layout.js';
@@ -73,10 +74,25 @@ function* chunksOf(snap: Snapshot, lsn: number, chunkItems: number): Generator<C
 }
 
 /**
+ * An instances chunk as JSON, each instance's text taken from the core when it has it for
+ * exactly that object (instances are replaced, never changed in place), else serialised.
+ */
+function instancesChunkJson(items: Snapshot['instances'], instanceJson: InstanceJson): string {
+  let out = '{"kind":"instances","items":[';
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i] as Snapshot['instances'][number];
+    const cached = instanceJson(item.instance);
+    if (i > 0) out += ',';
+    out += cached === undefined ? JSON.stringify(item) : `{"instance":${cached},"specs":${JSON.stringify(item.specs)}}`;
+  }
+  return `${out}]}`;
+}
+
+/**
  * Writes the snapshot as `snap-<lsn>.snap` durably: temporary file, fsync, rename, fsync
  * of the directory. Returns the file name and its size.
  */
-export async function writeSnapshotFile(dir: string, lsn: number, snap: Snapshot, chunkItems = SNAPSHOT_CHUNK_ITEMS): Promise<{ name: string; bytes: number }> {
+export async function writeSnapshotFile(dir: string, lsn: number, snap: Snapshot, chunkItems = SNAPSHOT_CHUNK_ITEMS, instanceJson?: InstanceJson): Promise<{ name: string; bytes: number }> {
   const name = snapshotFileName(lsn);
   const tmp = join(dir, name + TEMP_SUFFIX);
   const fh = await open(tmp, 'w', FILE_MODE);
@@ -96,7 +112,7 @@ export async function writeSnapshotFile(dir: string, lsn: number, snap: Snapshot
     let seq = 0;
     let busySince = performance.now();
     for (const chunk of chunksOf(snap, lsn, chunkItems)) {
-      const text = JSON.stringify(chunk);
+      const text = chunk.kind === 'instances' && instanceJson ? instancesChunkJson(chunk.items, instanceJson) : JSON.stringify(chunk);
       const size = FRAME_HEADER_BYTES + Buffer.byteLength(text, 'utf8');
       if (size > MAX_FRAME_PAYLOAD_BYTES + FRAME_HEADER_BYTES) throw new Error(`a snapshot chunk of ${size} bytes exceeds the largest frame`);
       if (filled + size > buf.length) {

@@ -1,9 +1,10 @@
 // Goal: a log record made from the instances' cached JSON (entryJson) parses to exactly
 // the entry it stands for, whatever the entry holds, and recovery gives those entries
-// back; string payloads are framed like byte payloads.
+// back; string payloads are framed like byte payloads; snapshots reuse the JSON too.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Entry } from '../../src/core/entry.js';
+import type { Entry, Snapshot } from '../../src/core/entry.js';
+import { readSnapshotFile, writeSnapshotFile } from '../../src/storage/snapshot.js';
 import { BATCH_END, FRAME_HEADER_BYTES, decodeFrame, encodeFrame, writeFrame } from '../../src/storage/record.js';
 import { entryJson, setEntryJson } from '../../src/storage/wal.js';
 import { freshEpoch, instance, putEntry, storage, tempDir } from './fixtures.js';
@@ -75,6 +76,22 @@ test('entries logged with their JSON given are recovered as the same entries', a
     const rec = await s2.open(() => assert.fail('the directory keeps its epoch'));
     assert.deepEqual(rec.entries, JSON.parse(JSON.stringify(written)));
     await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a snapshot written with the instances\' cached JSON reads back as the same snapshot', async () => {
+  const t = tempDir('snap-json');
+  try {
+    const instances = [mixedEntry(1), putEntry(2), putEntry(3)].flatMap((e) => e.changes).filter((c) => c.op === 'put').map((c) => ({ instance: c.instance, specs: c.specs }));
+    const snap: Snapshot = { format: 1, epoch: 'ep1', revision: 3, leases: [{ leaseId: 'l1', ttlMs: 10_000 }], instances, emptyServices: [], serviceRevisions: [], serviceSettings: [], histories: [] };
+    const known = new Map(instances.slice(0, 2).map((i) => [i.instance, JSON.stringify(i.instance)])); // the others are serialised
+    let asked = 0;
+    const file = await writeSnapshotFile(t.dir, 7, snap, 2, (i) => (asked++, known.get(i)));
+    assert.equal(asked, instances.length);
+    const back = await readSnapshotFile(t.dir, file.name, 7);
+    assert.deepEqual(back.snapshot, JSON.parse(JSON.stringify(snap)));
   } finally {
     t.remove();
   }
