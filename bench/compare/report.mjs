@@ -9,6 +9,8 @@
  *        generated section of docs/benchmarks.md (between its markers; the rest of the file,
  *        written by people, is kept as it is)
  *   node bench/compare/report.mjs bench/results/<file>.json --text       the terminal table
+ *   node bench/compare/report.mjs --refresh-method    only the method and workload text of
+ *        the generated section, from the runner as it is now (the figures are kept)
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
@@ -247,6 +249,46 @@ function renderFullDocs(out, resultsFile) {
   return L.join('\n');
 }
 
+/**
+ * The method part of the generated section (rules, how peers and clients are run, the
+ * workloads). With `all`, every workload the runner knows is listed, not only the run's.
+ */
+function methodText(out, { all }) {
+  const L = [];
+  L.push('### Method and fairness rules', '');
+  for (const r of out.fairnessRules ?? []) L.push(`- ${r}`);
+  L.push('');
+  L.push('Peers as the suite starts them: etcd one member or three on loopback, each with its own data directory and ports, all flags default except names and URLs; ZooKeeper standalone or a 3-node ensemble from a generated `zoo.cfg` (tickTime 2000, `forceSync=yes`, `maxClientCnxns=0`), started as `java -cp <Debian jars> org.apache.zookeeper.server.quorum.QuorumPeerMain zoo.cfg` with the JVM\'s default heap; Switchboard `agent --data-dir DIR --config FILE` with `limits.maxWatchStreamsPerClient` raised (all watchers come from 127.0.0.1). Missing Debian packages are installed with apt-get by the suite itself.', '');
+  L.push('Clients: `etcd3` with cockatiel `noop` for its per-host circuit breaker and its global retry policy (by default it retries 3 times and opens a breaker after 3 failures, which would hide slow calls), and `grpc.use_local_subchannel_pool` so that each simulated process really has its own connection; `node-zookeeper-client` with sessionTimeout = the TTL and no retries; Switchboard through undici (one keep-alive connection per process), `ws` for the session stream and `eventsource-parser` for SSE.', '');
+  L.push('Ratios are always "how many times better Switchboard is": throughput Switchboard ÷ peer, latency, CPU and memory peer ÷ Switchboard; above 1 Switchboard is ahead, below 1 behind.', '');
+  L.push('### Workloads', '');
+  const seen = new Set((out.cases ?? []).map((c) => c.workload));
+  for (const [k, w] of Object.entries(out.workloads ?? {})) {
+    if (!all && !seen.has(k)) continue;
+    const where = all && out.quickWorkloads && !out.quickWorkloads.includes(k) ? ' *Full suite only.*' : '';
+    L.push(`- **${w.title}** (${w.unit}). ${w.measures} *Why:* ${w.why}${where}`);
+  }
+  L.push('');
+  return L.join('\n');
+}
+
+/**
+ * Rewrites only the method part of the quick suite's generated section (from "### Method"
+ * to "### Results") from the runner as it is now, keeping every figure: for when the
+ * workloads or rules change and the figures are to be regenerated later on a quiet machine.
+ */
+export async function refreshMethodText(docsFile = DOCS) {
+  const { FAIRNESS_RULES, WORKLOADS, QUICK_WORKLOADS } = await import('./runner.mjs');
+  const old = readFileSync(docsFile, 'utf8');
+  const a = old.indexOf(BEGIN);
+  const m = old.indexOf('### Method and fairness rules', a);
+  const r = old.indexOf('### Results', m);
+  if (a < 0 || m < 0 || r < 0 || r > old.indexOf(END, a)) throw new Error(`${docsFile} has no generated method part between its markers`);
+  const text = methodText({ fairnessRules: FAIRNESS_RULES, workloads: WORKLOADS, quickWorkloads: QUICK_WORKLOADS }, { all: true });
+  writeFileSync(docsFile, old.slice(0, m) + text + '\n' + old.slice(r));
+  return docsFile;
+}
+
 /** The generated section of docs/benchmarks.md. */
 export function renderDocs(out, resultsFile) {
   if (out.suite === 'full') return renderFullDocs(out, resultsFile);
@@ -277,19 +319,7 @@ export function renderDocs(out, resultsFile) {
     ),
     '',
   );
-  L.push('### Method and fairness rules', '');
-  for (const r of out.fairnessRules ?? []) L.push(`- ${r}`);
-  L.push('');
-  L.push('Peers as the suite starts them: etcd one member or three on loopback, each with its own data directory and ports, all flags default except names and URLs; ZooKeeper standalone or a 3-node ensemble from a generated `zoo.cfg` (tickTime 2000, `forceSync=yes`, `maxClientCnxns=0`), started as `java -cp <Debian jars> org.apache.zookeeper.server.quorum.QuorumPeerMain zoo.cfg` with the JVM\'s default heap; Switchboard `agent --data-dir DIR --config FILE` with `limits.maxWatchStreamsPerClient` raised (all watchers come from 127.0.0.1). Missing Debian packages are installed with apt-get by the suite itself.', '');
-  L.push('Clients: `etcd3` with cockatiel `noop` for its per-host circuit breaker and its global retry policy (by default it retries 3 times and opens a breaker after 3 failures, which would hide slow calls), and `grpc.use_local_subchannel_pool` so that each simulated process really has its own connection; `node-zookeeper-client` with sessionTimeout = the TTL and no retries; Switchboard through undici (one keep-alive connection per process), `ws` for the session stream and `eventsource-parser` for SSE.', '');
-  L.push('Ratios are always "how many times better Switchboard is": throughput Switchboard ÷ peer, latency, CPU and memory peer ÷ Switchboard; above 1 Switchboard is ahead, below 1 behind.', '');
-  L.push('### Workloads', '');
-  const seen = new Set(out.cases.map((c) => c.workload));
-  for (const [k, w] of Object.entries(out.workloads ?? {})) {
-    if (!seen.has(k)) continue;
-    L.push(`- **${w.title}** (${w.unit}). ${w.measures} *Why:* ${w.why}`);
-  }
-  L.push('');
+  L.push(methodText(out, { all: false }));
   L.push('### Results', '');
   L.push(renderTable(out, { format: 'md' }), '');
   const prof = profileSection(out);
@@ -308,42 +338,54 @@ export function writeDocs(out, resultsFile, docsFile = DOCS) {
   if (!existsSync(docsFile)) {
     text = `# Benchmarks\n\n${section}\n`;
   } else {
-    const old = readFileSync(docsFile, 'utf8');
-    const a = old.indexOf(begin.slice(0, begin.indexOf(' (') + 2));
-    const b = old.indexOf(end);
-    if (a >= 0 && b > a) text = old.slice(0, a) + section + old.slice(b + end.length);
-    else if (full && old.lastIndexOf('<!-- END GENERATED: comparison') >= 0) {
-      // First time: right after the last generated comparison section.
-      const last = old.lastIndexOf('<!-- END GENERATED: comparison');
-      const at = old.indexOf('-->', last) + 3;
-      text = `${old.slice(0, at)}\n\n${section}${old.slice(at)}`;
-    } else text = `${old.trimEnd()}\n\n${section}\n`;
+      const old = readFileSync(docsFile, 'utf8');
+      const a = old.indexOf(begin.slice(0, begin.indexOf(' (') + 2));
+      const b = old.indexOf(end);
+      if (a >= 0 && b > a) text = old.slice(0, a) + section + old.slice(b + end.length);
+      else if (full && old.lastIndexOf('<!-- END GENERATED: comparison') >= 0) {
+        // First time: right after the last generated comparison section.
+        const last = old.lastIndexOf('<!-- END GENERATED: comparison');
+        const at = old.indexOf('-->', last) + 3;
+        text = `${old.slice(0, at)}\n\n${section}${old.slice(at)}`;
+      } else text = `${old.trimEnd()}\n\n${section}\n`;
+    }
+    writeFileSync(docsFile, text);
+    return docsFile;
   }
-  writeFileSync(docsFile, text);
-  return docsFile;
-}
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const args = process.argv.slice(2);
-  const file = args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--profiles-from');
-  if (!file) {
-    process.stderr.write('usage: node bench/compare/report.mjs bench/results/<file>.json [--write-docs | --text] [--profiles-from bench/results/<profiled run>.json]\n');
-    process.exit(2);
+  if (import.meta.url === `file://${process.argv[1]}`) {
+    const args = process.argv.slice(2);
+    if (args[0] === '--refresh-method') {
+      // No results file: the method text only, from the runner's current workloads and rules.
+      // (Not awaited at the top level: the runner imports this module back.)
+      refreshMethodText().then(
+        (f) => process.stdout.write(`${f}: method and workloads regenerated, figures kept\n`),
+        (err) => {
+          process.stderr.write(`${err.message}\n`);
+          process.exitCode = 1;
+        },
+      );
+    } else {
+    const file = args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--profiles-from');
+    if (!file) {
+      process.stderr.write('usage: node bench/compare/report.mjs bench/results/<file>.json [--write-docs | --text] [--profiles-from bench/results/<profiled run>.json]\n');
+      process.exit(2);
+    }
+    const out = JSON.parse(readFileSync(file, 'utf8'));
+    const pi = args.indexOf('--profiles-from');
+    if (pi >= 0) {
+      // The CPU profiles of another run (npm run bench -- --profile ...), for the docs.
+      const pf = args[pi + 1];
+      const p = JSON.parse(readFileSync(pf, 'utf8'));
+      out.profiles = p.profiles ?? [];
+      out.profilesFrom = { file: relative(ROOT, resolve(pf)), command: p.command, startedAt: p.startedAt, cases: p.cases, source: p.source };
+    }
+    if (out.kind !== 'comparison') {
+      process.stderr.write(`${file} is not a comparison run (written by bench/run.mjs --suite standalone?)\n`);
+      process.exit(2);
+    }
+    if (args.includes('--write-docs')) process.stdout.write(`${writeDocs(out, file)} regenerated from ${file}\n`);
+    else if (args.includes('--text')) process.stdout.write(renderTable(out, { format: 'text' }) + '\n');
+    else process.stdout.write(renderDocs(out, file) + '\n');
   }
-  const out = JSON.parse(readFileSync(file, 'utf8'));
-  const pi = args.indexOf('--profiles-from');
-  if (pi >= 0) {
-    // The CPU profiles of another run (npm run bench -- --profile ...), for the docs.
-    const pf = args[pi + 1];
-    const p = JSON.parse(readFileSync(pf, 'utf8'));
-    out.profiles = p.profiles ?? [];
-    out.profilesFrom = { file: relative(ROOT, resolve(pf)), command: p.command, startedAt: p.startedAt, cases: p.cases, source: p.source };
-  }
-  if (out.kind !== 'comparison') {
-    process.stderr.write(`${file} is not a comparison run (written by bench/run.mjs --suite standalone?)\n`);
-    process.exit(2);
-  }
-  if (args.includes('--write-docs')) process.stdout.write(`${writeDocs(out, file)} regenerated from ${file}\n`);
-  else if (args.includes('--text')) process.stdout.write(renderTable(out, { format: 'text' }) + '\n');
-  else process.stdout.write(renderDocs(out, file) + '\n');
 }

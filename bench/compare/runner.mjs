@@ -103,6 +103,9 @@ const QUICK = {
   durationMs: 5000,
 };
 
+/** The workloads of the quick suite (the others are in the full suite only). */
+export const QUICK_WORKLOADS = [...new Set(QUICK.cases.map((c) => c.workload))];
+
 const FULL = {
   name: 'full',
   systems: ['switchboard', 'etcd', 'zookeeper', 'etcd3', 'zookeeper3'],
@@ -152,11 +155,13 @@ const HELP = `usage: npm run bench [-- options]     (or: node bench/compare/runn
 
 Suites:
   --suite quick        (default) registration at 64 clients, discovery reads, watch
-                       fan-out to 200 watchers and failure detection, against
-                       Switchboard, a single etcd member and standalone ZooKeeper
-  --suite full         every workload at every level, and the 3-member etcd cluster
-                       and 3-node ZooKeeper ensemble too (about 50 minutes;
-                       with --runs 1 about 20)
+                       fan-out to 200 watchers and failure detection (SIGKILL,
+                       SIGSTOP, drain), against Switchboard, a single etcd member
+                       and standalone ZooKeeper
+  --suite full         every workload at every level (also the cost of 10,000 active
+                       HTTP checks), and the 3-member etcd cluster and 3-node
+                       ZooKeeper ensemble too (about 55 minutes; with --runs 1
+                       about 25)
   --suite standalone   the Switchboard-only benchmark (bench/run.mjs; its own options)
 Options:
   --only LIST          workloads: register, read, watch, renew, failure, checks,
@@ -463,26 +468,32 @@ async function runFailureCase(c, ctx) {
   return { workload: c.workload, level: c.level, ttlMs: FAILURE_TTL_MS, rows: rows.map(summarizeRow(c.workload)) };
 }
 
+/** The provider's next message of `type`; rejects on its error message, its exit or after `ms`. */
+function messageFrom(provider, type, ms, what) {
+  return new Promise((resolve, reject) => {
+    const done = (err, m) => {
+      clearTimeout(t);
+      provider.off('message', onMessage);
+      provider.off('exit', onExit);
+      if (err) reject(err);
+      else resolve(m);
+    };
+    const t = setTimeout(() => done(new Error(`the provider did not ${what} within ${ms / 1000} s`)), ms);
+    const onMessage = (m) => {
+      if (m.type === type) done(null, m);
+      else if (m.type === 'error') done(new Error(`provider: ${m.error}`));
+    };
+    const onExit = (code) => done(new Error(`the provider exited (code ${code}) before it could ${what}`));
+    provider.on('message', onMessage);
+    provider.once('exit', onExit);
+  });
+}
+
 async function oneFailure({ sys, row, run, c, seen, waitFor, label }) {
   const id = `p-${row.signal.toLowerCase()}-${run}`;
   const provider = forkTracked('provider', join(ROOT, 'bench/compare/provider.mjs'), [JSON.stringify(targetOf(sys)), String(FAILURE_TTL_MS), id]);
   try {
-    const registered = await new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('the provider did not register within 20 s')), 20_000);
-      provider.on('message', (m) => {
-        if (m.type === 'registered') {
-          clearTimeout(t);
-          resolve(m);
-        } else if (m.type === 'error') {
-          clearTimeout(t);
-          reject(new Error(`provider: ${m.error}`));
-        }
-      });
-      provider.once('exit', (code) => {
-        clearTimeout(t);
-        reject(new Error(`the provider exited (code ${code}) before registering`));
-      });
-    });
+    const registered = await messageFrom(provider, 'registered', 20_000, 'register');
     const putsOf = () => new Set(seen.filter((m) => m.type === 'seen' && m.op === 'put' && m.id === id).map((m) => m.watcher));
     if (!(await waitFor(() => putsOf().size >= c.level, 10_000))) throw new Error(`only ${putsOf().size} of ${c.level} watchers saw the instance appear`);
     // A random moment within the keep-alive cycle (TTL/3), after a steady state of 1.5 s.
@@ -490,18 +501,11 @@ async function oneFailure({ sys, row, run, c, seen, waitFor, label }) {
     let killedAt;
     let drainAckMs = null;
     if (row.signal === 'drain') {
-      const drained = await new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error('the provider did not finish deregistering within 10 s')), 10_000);
-        provider.on('message', (m) => {
-          if (m.type === 'drained') {
-            clearTimeout(t);
-            resolve(m);
-          }
-        });
-        provider.send({ type: 'drain' });
-      });
-      killedAt = drained.at; // the provider's clock is the same machine's
-      drainAckMs = drained.ackMs;
+      const drained = messageFrom(provider, 'drained', 10_000, 'finish deregistering');
+      provider.send({ type: 'drain' });
+      const d = await drained;
+      killedAt = d.at; // the provider's clock is the same machine's
+      drainAckMs = d.ackMs;
     } else {
       killedAt = performance.timeOrigin + performance.now();
       process.kill(provider.pid, row.signal);

@@ -197,6 +197,9 @@ export function stopProc(proc, graceMs = 5000, sig = 'SIGTERM') {
   });
 }
 
+/** The name the standalone runner used for stopProc. */
+export const stopChild = stopProc;
+
 /** Kills every child still running (SIGKILL, by PID) and removes every temporary directory. */
 export function killAllNow() {
   for (const f of extraCleanups) {

@@ -9,6 +9,7 @@ import { SwitchboardError, problemSchema, type Limits } from '@switchboard/proto
 import type { Engine } from '../engines/engine.js';
 import type { Tracing } from '../telemetry/index.js';
 import type { AlertsView, ApiContext } from './context.js';
+import { lazyChildLogger } from './lazy-logger.js';
 import { createMetrics } from './metrics.js';
 import { answerClientError, answerExpectation, methodNotAllowed, sendProblem, toSwitchboardError } from './problem.js';
 import { healthRoutes } from './routes-health.js';
@@ -69,6 +70,11 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     forceCloseConnections: 'idle',
     maxRequestsPerSocket: opts.maxRequestsPerSocket ?? 0,
     logController: new LogController({ disableRequestLogging: true }),
+    // Each request's child logger is made only if the request logs something.
+    childLoggerFactory: lazyChildLogger,
+    // Node itself would answer a request without Host with an empty 400; the onRequest
+    // hook below answers it with problem+json instead.
+    http: { requireHostHeader: false },
     frameworkErrors: (err, _req, reply) => {
       sendProblem(reply, toSwitchboardError(err, limits.maxBodyBytes));
     },
@@ -147,6 +153,14 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
 
   // An Expect other than 100-continue never reaches Fastify; Node would answer an empty 417.
   app.server.on('checkExpectation', answerExpectation);
+  // HTTP/1.1 requires a Host header (RFC 9112, section 3.2); HTTP/1.0 has none to give.
+  app.addHook('onRequest', (req, _reply, done) => {
+    if (req.headers.host === undefined && (req.raw.httpVersionMajor > 1 || req.raw.httpVersionMinor >= 1)) {
+      done(new SwitchboardError('INVALID_ARGUMENT', 'the request has no Host header', { field: 'Host', hint: 'send a Host header naming the agent (host:port), as HTTP/1.1 requires' }));
+      return;
+    }
+    done();
+  });
   app.setErrorHandler((err, req, reply) => {
     const sw = toSwitchboardError(err, limits.maxBodyBytes);
     if (sw.status >= 500) req.log.error({ err }, 'request failed');

@@ -1,7 +1,7 @@
 /** Discovery: service lists, service answers with filters, blocking queries and ETags. */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SwitchboardError, instanceSchema, serviceAnswerSchema, serviceListSchema } from '@switchboard/protocol';
-import { serviceAnswerJson } from '../core/views.js';
+import { serviceAnswerBytes, serviceAnswerJson } from '../core/views.js';
 import { errorResponses, type ApiContext } from './context.js';
 import { blocking, bool, namespaceOf, serviceParam, serviceQuery, type Query, instanceTarget } from './query.js';
 
@@ -33,7 +33,7 @@ function notModified(req: FastifyRequest, etag: string): boolean {
   });
 }
 
-function sendCached(req: FastifyRequest, reply: FastifyReply, etag: string, body: () => string): FastifyReply {
+function sendCached(req: FastifyRequest, reply: FastifyReply, etag: string, body: () => string | Buffer): FastifyReply {
   reply.header('etag', etag).header('cache-control', 'no-cache');
   if (notModified(req, etag)) return reply.code(304).send();
   return reply.type(JSON_TYPE).send(body());
@@ -85,7 +85,7 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
       const body = serviceAnswerJson(svc, service, revision, filter, protectThreshold, reg.epoch);
       return reply.type(JSON_TYPE).header('cache-control', 'no-cache').send(`${body.slice(0, -1)},"stale":true,"staleMs":${Math.round(fresh.staleMs)}}`);
     }
-    return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => serviceAnswerJson(svc, service, revision, filter, protectThreshold, reg.epoch));
+    return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => serviceAnswerBytes(svc, service, revision, filter, protectThreshold, reg.epoch));
   });
 
   app.get('/v1/services/:service/instances/:instanceId', {

@@ -68,6 +68,8 @@ export class WatchStreams {
   private readonly timer: NodeJS.Timeout;
   /** Waiting drains, told whenever a stream flushes or ends. */
   private readonly progressListeners = new Set<() => void>();
+  /** Events written since the counter was last told (see countSent). */
+  private unsent = 0;
 
   constructor(private readonly ctx: ApiContext) {
     this.timer = setInterval(() => {
@@ -99,9 +101,25 @@ export class WatchStreams {
     else this.perClient.set(s.client, n);
   }
 
-  /** A stream flushed a revision or ended. */
+  /** A stream flushed a revision or ended (for every stream of every delivery: cheap when nobody waits). */
   progress(): void {
+    if (this.progressListeners.size === 0) return;
     for (const l of [...this.progressListeners]) l();
+  }
+
+  /**
+   * Counts events written to streams; the counter is told once per turn (one increment per
+   * revision, not one per stream: a revision fans out to every watcher of its service).
+   */
+  countSent(n: number): void {
+    if (n === 0) return;
+    if (this.unsent === 0) {
+      queueMicrotask(() => {
+        this.ctx.metrics.watchEvents.inc(this.unsent);
+        this.unsent = 0;
+      });
+    }
+    this.unsent += n;
   }
 
   /**
@@ -180,7 +198,7 @@ class WatchStream implements Subscriber {
 
   deliver(events: WatchEvent[], revision: number): void {
     if (revision < this.minRevision) return;
-    this.ctx.metrics.watchEvents.inc(events.length);
+    this.streams.countSent(events.length);
     this.write(framesFor(events), revision);
   }
 

@@ -15,6 +15,8 @@ const MAX_CACHED_FILTERS = 16;
 interface Cache {
   revision: number;
   answers: Map<string, string>;
+  /** The same answers as UTF-8 bytes, for the HTTP layer (encoded once, not per request). */
+  bytes: Map<string, Buffer>;
 }
 const caches = new WeakMap<ServiceState, Cache>();
 
@@ -57,7 +59,7 @@ export function serviceAnswerJson(svc: ServiceState | undefined, name: string, r
   if (!svc) return `{"service":${JSON.stringify(name)},"revision":${revision},"instances":[]${tail}}`;
   let cache = caches.get(svc);
   if (!cache || cache.revision !== svc.revision) {
-    cache = { revision: svc.revision, answers: new Map() };
+    cache = { revision: svc.revision, answers: new Map(), bytes: new Map() };
     caches.set(svc, cache);
   }
   const key = queryKey(q);
@@ -68,4 +70,23 @@ export function serviceAnswerJson(svc: ServiceState | undefined, name: string, r
   const body = `{"service":${JSON.stringify(name)},"revision":${svc.revision},"instances":[${records.map((r) => r.json).join(',')}]${widened ? ',"protected":true' : ''}${tail}}`;
   if (cache.answers.size < MAX_CACHED_FILTERS) cache.answers.set(key, body);
   return body;
+}
+
+/**
+ * serviceAnswerJson as UTF-8 bytes, cached the same way: a hot answer is encoded once per
+ * service revision and filter instead of once per request.
+ */
+export function serviceAnswerBytes(svc: ServiceState | undefined, name: string, revision: number, q: ServiceQuery, protectThreshold: number | null = null, epoch = ''): Buffer {
+  const key = queryKey(q);
+  const hit = svc ? caches.get(svc) : undefined;
+  if (hit !== undefined && hit.revision === svc?.revision) {
+    const bytes = hit.bytes.get(key);
+    if (bytes !== undefined) return bytes;
+  }
+  const json = serviceAnswerJson(svc, name, revision, q, protectThreshold, epoch);
+  const bytes = Buffer.from(json, 'utf8');
+  const cache = svc ? caches.get(svc) : undefined;
+  // Kept only next to its cached text (the same bound on distinct filters).
+  if (cache !== undefined && cache.answers.get(key) === json) cache.bytes.set(key, bytes);
+  return bytes;
 }

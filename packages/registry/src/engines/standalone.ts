@@ -8,7 +8,7 @@
  *      answered.
  */
 import { randomBytes } from 'node:crypto';
-import type { AdminStatus, CheckResult, ConsumerReport, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
+import type { AdminStatus, CheckResult, ConsumerReport, Instance, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
 import type { Clock } from '../core/clock.js';
 import { Registry, serviceKey, type RegistrationItem, type WriteOutcome } from '../core/registry.js';
 import type { ProtectionChange } from '../core/self-preservation.js';
@@ -18,6 +18,7 @@ import type { StorageObservers } from '../storage/observer.js';
 import type { Storage } from '../storage/storage.js';
 import { traceAppend } from '../telemetry/index.js';
 import type { Engine } from './engine.js';
+import { entryJson, setEntryJson } from '../storage/wal.js';
 import { Hub } from './hub.js';
 
 export interface StandaloneOptions {
@@ -178,6 +179,7 @@ export class StandaloneEngine implements Engine {
       await this.lastAppend;
       return outcome.revision;
     }
+    if (this.storage.durable) setEntryJson(outcome.entry, entryJson(outcome.entry, (c) => this.storedJson(c.instance)));
     const slot: Pending = { outcome, done: false };
     this.pending.push(slot);
     const appended = traceAppend(this.storage.append(outcome.entry), outcome.revision);
@@ -192,6 +194,12 @@ export class StandaloneEngine implements Engine {
     this.announceDone();
     this.maybeSnapshot();
     return outcome.revision;
+  }
+
+  /** The registry's cached JSON of an instance, when it is the one stored (for the log record). */
+  private storedJson(instance: Instance): string | undefined {
+    const rec = this.registry.instance(instance.namespace, instance.service, instance.id);
+    return rec !== undefined && rec.instance === instance ? rec.json : undefined;
   }
 
   private announceDone(): void {
@@ -217,7 +225,7 @@ export class StandaloneEngine implements Engine {
     if (this.snapshotting || this.closed || !this.storage.snapshotDue()) return;
     this.snapshotting = true;
     this.storage
-      .writeSnapshot(this.registry.snapshot())
+      .writeSnapshot(this.registry.snapshot(), (instance) => this.storedJson(instance))
       .catch((err) => this.opts.onSnapshotError?.(err))
       .finally(() => {
         this.snapshotting = false;

@@ -13,7 +13,7 @@ import { recover } from './recovery.js';
 import { trimDataDir } from './retention.js';
 import { writeSnapshotFile } from './snapshot.js';
 import type { StorageObserver } from './observer.js';
-import type { Recovered, Storage } from './storage.js';
+import type { InstanceJson, Recovered, Storage } from './storage.js';
 import { WalWriter, type WalLimits, type WalStats } from './wal.js';
 
 export interface FileStorageLimits extends WalLimits {
@@ -108,13 +108,13 @@ export class FileStorage implements Storage {
    * Cuts the log now (this tick: the snapshot holds exactly the entries appended so far),
    * then saves the snapshot in the background and trims what it covers.
    */
-  writeSnapshot(snapshot: Snapshot): Promise<void> {
+  writeSnapshot(snapshot: Snapshot, instanceJson?: InstanceJson): Promise<void> {
     const wal = this.wal;
     if (!wal) return Promise.reject(new Error(`storage ${this.location} is not open`));
     if (snapshot.epoch !== this.epoch) return Promise.reject(new Error(`snapshot of epoch ${snapshot.epoch} given to a directory of epoch ${this.epoch}`));
     const cut = wal.cut();
     this.mark = { appends: wal.stats.appends, bytes: wal.stats.bytesEncoded };
-    const run = this.snapshotChain.then(() => this.saveSnapshot(snapshot, cut));
+    const run = this.snapshotChain.then(() => this.saveSnapshot(snapshot, cut, instanceJson));
     this.snapshotChain = run.catch(() => undefined);
     return run;
   }
@@ -132,12 +132,12 @@ export class FileStorage implements Storage {
     return { ...wal, snapshotsWritten: this.snapshotsWritten, lastSnapshotLsn: this.lastSnapshotLsn };
   }
 
-  private async saveSnapshot(snapshot: Snapshot, cut: { lsn: number; done: Promise<void> }): Promise<void> {
+  private async saveSnapshot(snapshot: Snapshot, cut: { lsn: number; done: Promise<void> }, instanceJson?: InstanceJson): Promise<void> {
     // The old segment must be complete before the files it shares with the snapshot go.
     await cut.done;
     if (cut.lsn <= this.lastSnapshotLsn) return; // nothing logged since the last one
     const started = performance.now();
-    const file = await writeSnapshotFile(this.location, cut.lsn, snapshot);
+    const file = await writeSnapshotFile(this.location, cut.lsn, snapshot, undefined, instanceJson);
     this.snapshotsWritten++;
     this.lastSnapshotLsn = cut.lsn;
     this.logger.info({ file: file.name, bytes: file.bytes, lsn: cut.lsn, revision: snapshot.revision, instances: snapshot.instances.length, ms: Math.round(performance.now() - started) }, 'snapshot written');

@@ -44,14 +44,28 @@ function checksum(buf: Buffer, start: number, end: number): number {
   return crc32(buf.subarray(start + 8, end), crc32(buf.subarray(start, start + 4)));
 }
 
-/** Writes one frame into `out` at `at` and returns the offset after it. */
-export function writeFrame(out: Buffer, at: number, seq: number, flags: number, payload: Uint8Array): number {
-  const end = at + FRAME_HEADER_BYTES + payload.length;
-  out.writeUInt32LE(payload.length, at);
+/**
+ * Writes one frame into `out` at `at` and returns the offset after it. A string payload is
+ * encoded as UTF-8 straight into `out` (no intermediate buffer); `out` must have room for
+ * its Buffer.byteLength.
+ */
+export function writeFrame(out: Buffer, at: number, seq: number, flags: number, payload: Uint8Array | string): number {
+  const start = at + FRAME_HEADER_BYTES;
+  let length: number;
+  if (typeof payload === 'string') {
+    length = out.write(payload, start, 'utf8');
+    // Only a write that stopped within a character's width (4 bytes) of the buffer's end
+    // can have been cut short; only then is the length worth checking.
+    if (out.length - (start + length) < 4 && length !== Buffer.byteLength(payload, 'utf8')) throw new Error(`no room for a ${Buffer.byteLength(payload, 'utf8')}-byte record at offset ${start} of a ${out.length}-byte buffer`);
+  } else {
+    out.set(payload, start);
+    length = payload.length;
+  }
+  const end = start + length;
+  out.writeUInt32LE(length, at);
   out.writeUInt32LE(seq % TWO_32, at + 8);
   out.writeUInt32LE(Math.floor(seq / TWO_32), at + 12);
   out.writeUInt8(flags, at + 16);
-  out.set(payload, at + FRAME_HEADER_BYTES);
   out.writeUInt32LE(checksum(out, at, end), at + 4);
   return end;
 }

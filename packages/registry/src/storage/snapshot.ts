@@ -15,10 +15,11 @@ import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Snapshot } from '../core/entry.js';
+import type { InstanceJson } from './storage.js';
 import { FILE_HEADER_BYTES, decodeFileHeader, encodeFileHeader } from './file-header.js';
 import { FILE_MODE, fsyncDir, writeAll } from './fsutil.js';
 import { TEMP_SUFFIX, snapshotFileName } from './layout.js';
-import { decodeFrame, encodeFrame } from './record.js';
+import { FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, decodeFrame, writeFrame } from './record.js';
 
 /** Items per chunk: small enough that serialising one takes about a millisecond. */
 export const SNAPSHOT_CHUNK_ITEMS = 1000;
@@ -77,37 +78,59 @@ function* chunksOf(snap: Snapshot, lsn: number, chunkItems: number): Generator<C
 }
 
 /**
+ * An instances chunk as JSON, each instance's text taken from the core when it has it for
+ * exactly that object (instances are replaced, never changed in place), else serialised.
+ */
+function instancesChunkJson(items: Snapshot['instances'], instanceJson: InstanceJson): string {
+  let out = '{"kind":"instances","items":[';
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i] as Snapshot['instances'][number];
+    const cached = instanceJson(item.instance);
+    if (i > 0) out += ',';
+    out += cached === undefined ? JSON.stringify(item) : `{"instance":${cached},"specs":${JSON.stringify(item.specs)}}`;
+  }
+  return `${out}]}`;
+}
+
+/**
  * Writes the snapshot as `snap-<lsn>.snap` durably: temporary file, fsync, rename, fsync
  * of the directory. Returns the file name and its size.
  */
-export async function writeSnapshotFile(dir: string, lsn: number, snap: Snapshot, chunkItems = SNAPSHOT_CHUNK_ITEMS): Promise<{ name: string; bytes: number }> {
+export async function writeSnapshotFile(dir: string, lsn: number, snap: Snapshot, chunkItems = SNAPSHOT_CHUNK_ITEMS, instanceJson?: InstanceJson): Promise<{ name: string; bytes: number }> {
   const name = snapshotFileName(lsn);
   const tmp = join(dir, name + TEMP_SUFFIX);
   const fh = await open(tmp, 'w', FILE_MODE);
   let position = 0;
   let complete = false;
   try {
-    let parts: Buffer[] = [encodeFileHeader({ kind: 'snapshot', seq: lsn, epoch: snap.epoch })];
-    let pending = FILE_HEADER_BYTES;
+    // One write buffer, reused: each chunk's JSON is encoded straight into it (no per-chunk
+    // buffers to copy and collect), and it is written out whenever the next frame would
+    // not fit. A frame larger than the buffer gets a buffer of its own.
+    let buf = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
+    let filled = encodeFileHeader({ kind: 'snapshot', seq: lsn, epoch: snap.epoch }).copy(buf, 0);
+    const flush = async (): Promise<void> => {
+      await writeAll(fh, buf.subarray(0, filled), position);
+      position += filled;
+      filled = 0;
+    };
     let seq = 0;
     let busySince = performance.now();
     for (const chunk of chunksOf(snap, lsn, chunkItems)) {
-      const frame = encodeFrame(seq++, 0, Buffer.from(JSON.stringify(chunk), 'utf8'));
-      parts.push(frame);
-      pending += frame.length;
-      if (pending >= WRITE_BUFFER_BYTES) {
-        await writeAll(fh, Buffer.concat(parts, pending), position);
-        position += pending;
-        parts = [];
-        pending = 0;
+      const text = chunk.kind === 'instances' && instanceJson ? instancesChunkJson(chunk.items, instanceJson) : JSON.stringify(chunk);
+      const size = FRAME_HEADER_BYTES + Buffer.byteLength(text, 'utf8');
+      if (size > MAX_FRAME_PAYLOAD_BYTES + FRAME_HEADER_BYTES) throw new Error(`a snapshot chunk of ${size} bytes exceeds the largest frame`);
+      if (filled + size > buf.length) {
+        await flush();
         busySince = performance.now();
-      } else if (performance.now() - busySince > MAX_BUSY_MS) {
+        if (size > buf.length) buf = Buffer.allocUnsafe(size);
+      }
+      filled = writeFrame(buf, filled, seq++, 0, text);
+      if (performance.now() - busySince > MAX_BUSY_MS) {
         await yieldToLoop();
         busySince = performance.now();
       }
     }
-    await writeAll(fh, Buffer.concat(parts, pending), position);
-    position += pending;
+    await flush();
     await fh.sync();
     complete = true;
   } finally {

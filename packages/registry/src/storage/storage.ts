@@ -3,7 +3,15 @@
  * hands it to `append`, and answers the client and announces the events only when
  * `append` has resolved, that is once the entry is on stable storage.
  */
+import type { Instance } from '@switchboard/protocol';
 import type { Entry, Snapshot } from '../core/entry.js';
+
+/**
+ * The JSON the core already holds for an instance of a snapshot (undefined when it has
+ * none for exactly that object): a snapshot then reuses it instead of serialising the
+ * instance again.
+ */
+export type InstanceJson = (instance: Instance) => string | undefined;
 
 export interface Recovered {
   /** The epoch of this data directory (a new one when the directory was empty). */
@@ -29,7 +37,7 @@ export interface Storage {
    * snapshot was taken from the core: every entry appended before the call is in the
    * snapshot and none after it, so the log can be cut exactly there.
    */
-  writeSnapshot(snapshot: Snapshot): Promise<void>;
+  writeSnapshot(snapshot: Snapshot, instanceJson?: InstanceJson): Promise<void>;
   close(): Promise<void>;
 }
 

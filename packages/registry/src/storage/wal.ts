@@ -64,7 +64,10 @@ interface RecordItem {
   kind: 'record';
   lsn: number;
   entry: Entry;
-  payload: Buffer | null;
+  /** The record's JSON, encoded into the batch buffer when written; null until encoded. */
+  payload: string | null;
+  /** UTF-8 length of the payload. */
+  bytes: number;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -120,7 +123,7 @@ export class WalWriter {
   /** Resolves once the entry and every entry appended before it are fsync'd. */
   append(entry: Entry): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    let payload: Buffer | null = null;
+    let payload: EncodedPayload | null = null;
     if (this.pendingBytes < this.opts.maxPendingBytes && !this.hasDeferred()) {
       try {
         payload = encodePayload(entry);
@@ -133,7 +136,7 @@ export class WalWriter {
       this.stats.deferredAppends++;
     }
     return new Promise<void>((resolve, reject) => {
-      const item: RecordItem = { kind: 'record', lsn: this.nextLsn++, entry, payload: null, resolve, reject };
+      const item: RecordItem = { kind: 'record', lsn: this.nextLsn++, entry, payload: null, bytes: 0, resolve, reject };
       if (payload) this.attach(item, payload);
       this.stats.appends++;
       this.queue.push(item);
@@ -204,8 +207,8 @@ export class WalWriter {
     while (this.queue.length > 0) {
       const item = this.queue[0] as Item;
       if (item.kind !== 'record') break;
-      const payload = item.payload ?? this.attach(item, encodePayload(item.entry));
-      const size = FRAME_HEADER_BYTES + payload.length;
+      if (item.payload === null) this.attach(item, encodePayload(item.entry));
+      const size = FRAME_HEADER_BYTES + item.bytes;
       if (batch.length > 0 && bytes + size > this.opts.maxBatchBytes) break;
       this.queue.shift();
       batch.push(item);
@@ -216,11 +219,11 @@ export class WalWriter {
 
   private async writeBatch(batch: RecordItem[]): Promise<void> {
     let total = 0;
-    for (const item of batch) total += FRAME_HEADER_BYTES + (item.payload as Buffer).length;
+    for (const item of batch) total += FRAME_HEADER_BYTES + item.bytes;
     const buf = Buffer.allocUnsafe(total);
     let at = 0;
     batch.forEach((item, i) => {
-      at = writeFrame(buf, at, item.lsn, i === batch.length - 1 ? BATCH_END : 0, item.payload as Buffer);
+      at = writeFrame(buf, at, item.lsn, i === batch.length - 1 ? BATCH_END : 0, item.payload as string);
     });
     const fh = this.fh as FileHandle;
     const observer = this.opts.observer;
@@ -256,11 +259,11 @@ export class WalWriter {
 
   // ---- helpers ----
 
-  private attach(item: RecordItem, payload: Buffer): Buffer {
-    item.payload = payload;
-    this.pendingBytes += FRAME_HEADER_BYTES + payload.length;
-    this.stats.bytesEncoded += FRAME_HEADER_BYTES + payload.length;
-    return payload;
+  private attach(item: RecordItem, payload: EncodedPayload): void {
+    item.payload = payload.text;
+    item.bytes = payload.bytes;
+    this.pendingBytes += FRAME_HEADER_BYTES + payload.bytes;
+    this.stats.bytesEncoded += FRAME_HEADER_BYTES + payload.bytes;
   }
 
   private hasDeferred(): boolean {
@@ -299,8 +302,67 @@ export class WalWriter {
   }
 }
 
-function encodePayload(entry: Entry): Buffer {
-  const payload = Buffer.from(JSON.stringify(entry), 'utf8');
-  if (payload.length > MAX_FRAME_PAYLOAD_BYTES) throw new Error(`a log record of ${payload.length} bytes exceeds the largest frame (${MAX_FRAME_PAYLOAD_BYTES} bytes)`);
-  return payload;
+/**
+ * An entry's JSON, made by whoever already holds parts of it serialised (the engine reuses
+ * each instance's cached JSON, see entryJson), handed to the log just before that entry is
+ * appended, so that the log does not serialise the instances again. One slot, not a map:
+ * the engine appends the entry right after handing its JSON over, and an entry whose
+ * encoding is deferred (a full queue) is simply serialised later. The entry itself is not
+ * touched, so JSON.stringify, replay and comparisons never see the text.
+ */
+const handed: { entry: Entry | null; json: string } = { entry: null, json: '' };
+
+/** Gives the next append of `entry` its JSON text (it must parse to the same entry). */
+export function setEntryJson(entry: Entry, json: string): void {
+  handed.entry = entry;
+  handed.json = json;
+}
+
+function handedJson(entry: Entry): string | undefined {
+  if (handed.entry !== entry) return undefined;
+  const json = handed.json;
+  handed.entry = null;
+  handed.json = '';
+  return json;
+}
+
+interface EncodedPayload {
+  text: string;
+  bytes: number;
+}
+
+/** The record's text and its UTF-8 length; the bytes are written once, into the batch buffer. */
+function encodePayload(entry: Entry): EncodedPayload {
+  const text = handedJson(entry) ?? JSON.stringify(entry);
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > MAX_FRAME_PAYLOAD_BYTES) throw new Error(`a log record of ${bytes} bytes exceeds the largest frame (${MAX_FRAME_PAYLOAD_BYTES} bytes)`);
+  return { text, bytes };
+}
+
+const PUT_HEAD = '{"op":"put","instance":';
+const PUT_PLACEHOLDER = `${PUT_HEAD}0`;
+const CHANGES_PLACEHOLDER = '"changes":0';
+
+/**
+ * The JSON of an entry, equal (once parsed) to JSON.stringify(entry), with the instance of
+ * each put taken from `instanceJson` when it has it (the instance exactly as stored,
+ * serialised once by the registry) instead of being serialised again.
+ */
+export function entryJson(entry: Entry, instanceJson: (change: Extract<Entry['changes'][number], { op: 'put' }>) => string | undefined): string {
+  let changes = '';
+  for (const c of entry.changes) {
+    let text: string | undefined;
+    if (c.op === 'put') {
+      const cached = instanceJson(c);
+      if (cached !== undefined) {
+        const rest = JSON.stringify({ ...c, instance: 0 });
+        if (rest.startsWith(PUT_PLACEHOLDER)) text = PUT_HEAD + cached + rest.slice(PUT_PLACEHOLDER.length);
+      }
+    }
+    changes += (changes === '' ? '' : ',') + (text ?? JSON.stringify(c));
+  }
+  const head = JSON.stringify({ ...entry, changes: 0 });
+  const at = head.indexOf(CHANGES_PLACEHOLDER);
+  if (at < 0) return JSON.stringify(entry);
+  return `${head.slice(0, at)}"changes":[${changes}]${head.slice(at + CHANGES_PLACEHOLDER.length)}`;
 }

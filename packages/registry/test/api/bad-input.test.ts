@@ -402,6 +402,7 @@ const rawCases: { name: string; chunks: () => (string | Buffer)[]; want: Expect 
     want: bad('body'),
   },
   { name: 'not HTTP at all', chunks: () => ['HELLO THERE\r\n\r\n'], want: bad('request') },
+  { name: 'an HTTP/1.1 request without a Host header', chunks: () => ['GET /v1/status HTTP/1.1\r\nConnection: close\r\n\r\n'], want: bad('Host') },
   { name: 'an unknown HTTP version', chunks: () => ['GET /v1/status HTTP/9.9\r\nHost: x\r\n\r\n'], want: bad('request') },
   { name: 'a header line without a colon', chunks: () => ['GET /v1/status HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n'], want: bad('request') },
   { name: 'invalid percent-encoding in the path', chunks: () => ['GET /v1/services/orders/instances/%E0%A4%A HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'], want: bad('path') },
@@ -443,6 +444,12 @@ test('requests that inject cannot make, over a real socket', async (t) => {
       assertProblem(res, c.want, c.name);
     });
   }
+});
+
+test('an HTTP/1.0 request, which has no Host header to give, is served', async () => {
+  const res = await rawExchange(['GET /v1/status HTTP/1.0\r\n\r\n']);
+  assert.equal(res.status, 200, res.raw.slice(0, 300));
+  assert.equal(typeof JSON.parse(res.body).revision, 'number');
 });
 
 test('a truncated body on a connection that stays open does not block other clients', async () => {
