@@ -9,7 +9,8 @@
  *   3. convergence: 10,000 instances registered on each side of a partition, then the
  *      time from the heal until every node lists all 20,000;
  *   4. failover: a client of the SDK flips an instance's status in a loop; its node is
- *      killed; the longest gap between two acknowledged writes.
+ *      killed; the longest gap between two acknowledged writes;
+ *   5. one peer link: replication-sized messages per second between two transports.
  * Options: --duration 10s --warmup 2s --clients 64 --per-side 10000 --skip etcd,zookeeper
  * Results go to bench/results/ap-<timestamp>.json. Every process is ended by PID.
  */
@@ -289,6 +290,40 @@ async function failoverGap(cluster) {
   return { killed: victim.id, longestGapMs: Math.round(longest), writes, sinceKillMs: Math.round(now() - killedAt) };
 }
 
+// ------------------------------------------------------------------ 5. one peer link
+
+/** Two transports in this process: replication-sized messages over one link, as fast as it takes them. */
+async function peerLink(n = 200_000) {
+  const { createTcpTransport } = await import(join(ROOT, 'packages/registry/dist/src/engines/ap/net/index.js'));
+  const { DEFAULT_LIMITS } = await import(join(ROOT, 'packages/protocol/dist/src/index.js'));
+  const { pino } = await import('pino');
+  const logger = pino({ level: 'silent' });
+  const b = await createTcpTransport({ nodeId: 'b', listen: { host: '127.0.0.1', port: 0 }, peers: [], join: [], limits: DEFAULT_LIMITS, logger });
+  const a = await createTcpTransport({ nodeId: 'a', listen: { host: '127.0.0.1', port: 0 }, peers: [{ id: 'b', host: '127.0.0.1', port: b.address().port }], join: [], limits: DEFAULT_LIMITS, logger });
+  try {
+    const up = now() + 10_000;
+    while (!a.peers()[0].reachable && now() < up) await sleep(10);
+    let got = 0;
+    b.onMessage(() => got++);
+    const msg = { type: 'ap_batch', records: [{ namespace: 'default', service: 'web', id: 'web-1', version: '000mwy8dy9k0000@a', body: { address: '10.0.0.1', port: 8080, tags: ['x'], metadata: { k: 'v' } } }] };
+    const t0 = now();
+    let sent = 0;
+    while (sent < n) {
+      for (let i = 0; i < 1000; i++) if (a.send('b', msg)) sent++;
+      await new Promise((r) => setImmediate(r));
+    }
+    const end = now() + 30_000;
+    while (got < n && now() < end) await sleep(5);
+    const ms = now() - t0;
+    const r = { messages: n, received: got, ms: Math.round(ms), perSec: Math.round(got / (ms / 1000)), dropped: a.peers()[0].dropped, rttMs: a.peers()[0].rttMs };
+    log(`  one peer link: ${r.perSec} messages/s (${got}/${n} received, ${r.dropped} dropped)`);
+    return r;
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
+
 // ------------------------------------------------------------------ main
 
 export async function main(argv) {
@@ -311,6 +346,9 @@ export async function main(argv) {
   } finally {
     await cluster.stop();
   }
+
+  log('\n5. one peer link');
+  out.peerLink = await peerLink();
 
   const sb = await startSwitchboard();
   try {

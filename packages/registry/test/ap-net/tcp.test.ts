@@ -235,3 +235,25 @@ test('--join: a new node that knows one address learns every member and links to
     await closeAll(a, b);
   }
 });
+
+test('five nodes given the same --peers list (their own entry included) form a full mesh, one link per pair', async () => {
+  const ids = ['n1', 'n2', 'n3', 'n4', 'n5'];
+  const probes = await Promise.all(ids.map((id) => node(id)));
+  const ports = probes.map((p) => p.t.address().port);
+  await closeAll(...probes);
+  const list = ids.map((id, i) => ({ id, host: '127.0.0.1', port: ports[i]! }));
+  const nodes = await Promise.all(ids.map((id, i) => node(id, { port: ports[i]!, peers: list })));
+  try {
+    await until(() => nodes.every((n) => n.t.peers().length === 4 && n.t.peers().every((p) => p.reachable)), 10_000, 'a full mesh');
+    await sleep(500);
+    for (const n of nodes) {
+      assert.equal(n.changes.filter((c) => !c.up).length, 0, `${n.t.nodeId} saw no link go down`);
+      assert.deepEqual(n.t.peerIds().sort(), ids.filter((x) => x !== n.t.nodeId));
+    }
+    // Every pair exchanges messages over its one link.
+    for (const n of nodes) for (const p of n.t.peerIds()) n.t.send(p, { type: 'hi', from: n.t.nodeId });
+    await until(() => nodes.every((n) => n.inbox.length === 4), 5_000, 'four messages at every node');
+  } finally {
+    await closeAll(...nodes);
+  }
+});
