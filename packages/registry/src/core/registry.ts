@@ -739,6 +739,7 @@ export class Registry {
    * Applies records learned from peers, or changes of this node's view of them, as one
    * local entry (one local revision): puts get this node's revisions, deletes of absent
    * instances are dropped. Nothing is stamped: the changes carry their `repl` already.
+   * The instances of the puts are taken over (their revisions are set in place).
    */
   applyReplicated(changes: Change[]): WriteOutcome {
     const next = this.rev + 1;
@@ -746,7 +747,9 @@ export class Registry {
     for (const c of changes) {
       if (c.op === 'put') {
         const prev = this.instance(c.instance.namespace, c.instance.service, c.instance.id);
-        out.push({ ...c, instance: { ...c.instance, createRevision: prev?.instance.createRevision ?? next, modRevision: next } });
+        c.instance.createRevision = prev?.instance.createRevision ?? next;
+        c.instance.modRevision = next;
+        out.push(c);
       } else if (c.op === 'delete') {
         if (this.instance(c.namespace, c.service, c.id)) out.push(c);
       } else out.push(c);

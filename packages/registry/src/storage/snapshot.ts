@@ -32,17 +32,19 @@ const MAX_BUSY_MS = 5;
  * `histories` came later, so a meta chunk without them counts none.
  */
 type Chunk =
-  | { kind: 'meta'; format: 1; epoch: string; revision: number; lsn: number; instances: number; leases: number; emptyServices: number; serviceRevisions?: number; serviceSettings?: number; histories?: number }
+  | { kind: 'meta'; format: 1; epoch: string; revision: number; lsn: number; instances: number; leases: number; emptyServices: number; serviceRevisions?: number; serviceSettings?: number; histories?: number; replica?: number }
   | { kind: 'instances'; items: Snapshot['instances'] }
   | { kind: 'leases'; items: Snapshot['leases'] }
   | { kind: 'emptyServices'; items: Snapshot['emptyServices'] }
   | { kind: 'serviceRevisions'; items: NonNullable<Snapshot['serviceRevisions']> }
   | { kind: 'serviceSettings'; items: NonNullable<Snapshot['serviceSettings']> }
   | { kind: 'histories'; items: NonNullable<Snapshot['histories']> }
+  /** ap mode only: the replicated records. */
+  | { kind: 'replica'; items: NonNullable<Snapshot['replica']> }
   | { kind: 'end'; frames: number };
 
-type ListKind = 'instances' | 'leases' | 'emptyServices' | 'serviceRevisions' | 'serviceSettings' | 'histories';
-const LISTS: ListKind[] = ['instances', 'leases', 'emptyServices', 'serviceRevisions', 'serviceSettings', 'histories'];
+type ListKind = 'instances' | 'leases' | 'emptyServices' | 'serviceRevisions' | 'serviceSettings' | 'histories' | 'replica';
+const LISTS: ListKind[] = ['instances', 'leases', 'emptyServices', 'serviceRevisions', 'serviceSettings', 'histories', 'replica'];
 
 const listOf = (snap: Snapshot, kind: ListKind): unknown[] => snap[kind] ?? [];
 
@@ -60,6 +62,8 @@ function* chunksOf(snap: Snapshot, lsn: number, chunkItems: number): Generator<C
     serviceRevisions: listOf(snap, 'serviceRevisions').length,
     serviceSettings: listOf(snap, 'serviceSettings').length,
     histories: listOf(snap, 'histories').length,
+    // ap mode only; absent otherwise, so that other snapshots stay as they were.
+    ...(snap.replica ? { replica: snap.replica.length } : {}),
   };
   let frames = 1;
   for (const kind of LISTS) {
@@ -187,8 +191,9 @@ function applyChunk(st: ReadState, chunk: Chunk, seq: number): string | null {
     case 'serviceRevisions':
     case 'serviceSettings':
     case 'histories':
+    case 'replica':
       if (!Array.isArray(chunk.items)) return `chunk ${seq} has no items`;
-      for (const item of chunk.items) (st.snap[chunk.kind] as unknown[]).push(item);
+      for (const item of chunk.items) ((st.snap[chunk.kind] ??= []) as unknown[]).push(item);
       return null;
     case 'end': {
       const meta = st.meta;

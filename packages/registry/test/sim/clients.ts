@@ -161,6 +161,8 @@ export function violations(world: World, clients: SimClient[], deregistered: Set
       const key = `default/${w.service}/${w.id}`;
       const shown = view.get(key);
       if (cl.alive && !shown) return `instance ${key} of live client ${cl.name} (lease ${cl.lease} on ${cl.node}) is missing`;
+      // Present is not enough: it must be the incarnation of the lease the client keeps alive.
+      if (cl.alive && shown && shown.split('|')[2] !== cl.lease) return `instance ${key} of live client ${cl.name} shows lease ${shown.split('|')[2]}, the client keeps ${cl.lease} on ${cl.node}`;
       if (!cl.alive && shown) return `instance ${key} of dead client ${cl.name} is still there: ${shown}`;
     }
   }

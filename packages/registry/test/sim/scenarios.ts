@@ -316,7 +316,7 @@ const restartCatchUp = scenario(
 const lossy = scenario(
   'lossy-links',
   async (world) => {
-    world.net.faults = { minDelayMs: 1, maxDelayMs: 60, drop: 0.25, duplicate: 0.1 };
+    world.net.faults = { minDelayMs: 1, maxDelayMs: 60, drop: 0.2, duplicate: 0.1 };
     const clients = await startClients(world, 6, 2, 4);
     const deregistered = new Set<string>();
     let next = 0;
@@ -330,13 +330,39 @@ const lossy = scenario(
       }
     }
     world.log('writes stop');
-    // Ten anti-entropy rounds per node, at a quarter of the messages lost.
-    return settle(world, clients, deregistered, world.limits.apAntiEntropyIntervalMs * 10);
+    // Fifteen anti-entropy intervals, with a fifth of the messages lost.
+    return settle(world, clients, deregistered, world.limits.apAntiEntropyIntervalMs * 15);
+  },
+  (seed) => ({ seed, nodes: 3 }),
+);
+
+/** A node that returns re-asserts what it still owns: a live lease wins over a stale write made elsewhere meanwhile. */
+const reassert = scenario(
+  'owner-reasserts',
+  async (world) => {
+    world.net.faults = { ...WILD, drop: 0.01 };
+    const cl = new SimClient('owner', 'a', world);
+    cl.wanted.set('s0/r-1', { service: 's0', id: 'r-1', port: 8001 });
+    await cl.start();
+    await world.sched.run(500);
+    world.log('partition a | b c');
+    world.net.partition(['a'], ['b', 'c']);
+    await world.sched.run(world.rng.int(100, 2_000));
+    // Meanwhile someone registers the same instance on the other side (a stale copy, an operator).
+    await world.node(world.rng.pick(['b', 'c'])).engine.register({ namespace: 'default', service: 's0', id: 'r-1', input: input('10.9.9.9', 9999, null) });
+    await world.sched.run(world.rng.int(100, 2_000));
+    world.log('heal');
+    world.net.healAll();
+    // The client keeps its lease alive on a, so a registers it again after the heal.
+    const r = await settle(world, [cl], new Set(), 3 * cl.ttlMs);
+    expect(world.node('a').engine.stats.reasserted > 0, 'a never re-asserted');
+    return r;
   },
   (seed) => ({ seed, nodes: 3 }),
 );
 
 export const SCENARIOS: Record<string, Scenario> = {
+  'owner-reasserts': reassert,
   chaos,
   'lossy-links': lossy,
   'expiry-racing-failover': expiryRacingFailover,

@@ -16,6 +16,7 @@ const SEEDS: Record<string, number[]> = {
   'losing-a-peer': range(20),
   'cluster-self-preservation': range(20),
   'restart-catch-up': range(20),
+  'owner-reasserts': range(20),
 };
 
 for (const [name, seeds] of Object.entries(SEEDS)) {

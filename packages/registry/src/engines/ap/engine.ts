@@ -17,7 +17,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { AdminStatus, CheckResult, CheckSpec, ClusterMember, ClusterStatus, ConsumerReport, DeleteReason, Instance, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
-import type { Registry as MetricsRegistry } from 'prom-client';
+import client, { type Registry as MetricsRegistry } from 'prom-client';
 import type { Clock } from '../../core/clock.js';
 import type { Change, Entry, Snapshot } from '../../core/entry.js';
 import { HybridClock, versionMs } from '../../core/hlc.js';
@@ -102,16 +102,23 @@ interface PeerState {
   caughtUp: boolean;
   /** The rounds of the catch-up pass still unanswered. */
   catchUp: Set<number> | null;
+  /** When the catch-up pass started: one that takes too long (lost messages) is started again. */
+  catchUpAt: number;
 }
 
-/** An anti-entropy round this node started: complete once the reply and every repair part arrived. */
+/**
+ * An anti-entropy round this node started. It compares once the reply and every part of
+ * the peer's versions arrived, and completes once every record it asked for arrived.
+ */
 interface Round {
   peer: string;
   full: boolean;
   /** What the peer has in the services that differ: key -> version. */
-  repair: Map<string, string>;
+  versions: Map<string, string>;
   parts: Set<number>;
   reply: Extract<ApMessage, { type: 'ap_reply' }> | null;
+  /** Chunks of wanted keys not answered yet (null: not compared yet). */
+  wants: Set<number> | null;
 }
 
 interface InFlight {
@@ -124,16 +131,23 @@ interface InFlight {
 const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revoked', 'connection_lost', 'critical_timeout']);
 /** Batches waiting for acknowledgements, for the lag measure; the oldest are forgotten. */
 const MAX_IN_FLIGHT = 4_096;
+/** Anti-entropy rounds waiting for answers; the oldest are forgotten (the next rounds repair). */
+const MAX_ROUNDS = 256;
 
 /** Messages between ap nodes (msgpack-encoded by the transport). */
 export type ApMessage =
   | { type: 'ap_batch'; seq: number; rev: number; records: ReplicaRecord[] }
   | { type: 'ap_ack'; seq: number; rev: number }
   | { type: 'ap_digest'; round: number; from: string; to: string | null; services: [string, number, number, number][]; rebuild: boolean; rev: number }
-  | { type: 'ap_repair'; round: number; part: number; records: ReplicaRecord[] }
-  /** `parts`: how many ap_repair messages of the round were sent before it. */
+  /** The versions (key, version) the peer holds in the services that differ, in parts. */
+  | { type: 'ap_versions'; round: number; part: number; entries: [string, string][] }
+  /** `parts`: how many ap_versions messages of the round were sent before it. */
   | { type: 'ap_reply'; round: number; parts: number; diff: string[]; match: boolean; rebuild: boolean; rev: number }
-  | { type: 'ap_push'; records: ReplicaRecord[] };
+  /** Records the sender found the receiver lacks (or holds older). */
+  | { type: 'ap_push'; records: ReplicaRecord[] }
+  /** Keys of records the sender lacks (or holds older), and the answer with the records. */
+  | { type: 'ap_want'; round: number; chunk: number; keys: string[] }
+  | { type: 'ap_give'; round: number; chunk: number; records: ReplicaRecord[] };
 
 export function randomId(bytes = 8): string {
   return randomBytes(bytes).toString('hex');
@@ -178,6 +192,8 @@ export class ApEngine implements Engine {
   private readonly displaced = new Map<string, Map<string, { instance: WireInstance; specs: CheckSpec[] }>>();
   private protection: { engaged: boolean; since: number | null; reason: string | null; heldLeases: number } = { engaged: false, since: null, reason: null, heldLeases: 0 };
   private readonly started: number;
+  /** The view may differ from what reachability asks (set by peer changes and records of absent owners). */
+  private viewDirty = true;
   readonly stats = {
     batchesSent: 0,
     batchesReceived: 0,
@@ -381,30 +397,42 @@ export class ApEngine implements Engine {
   }
 
   registerMetrics(registry: MetricsRegistry): void {
-    // prom-client is loaded by the API already; the metric classes come from its module.
-    void import('prom-client').then((client) => {
-      const lag = new client.Histogram({
-        name: 'switchboard_ap_replication_lag_seconds',
-        help: 'From a change on this node to a peer acknowledging it (ap)',
-        buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
-        registers: [registry],
-      });
-      this.lagObserver = (s) => lag.observe(s);
-      const counter = (name: string, help: string, read: () => number) =>
-        new client.Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
-      counter('switchboard_ap_batches_sent_total', 'Replication batches sent to peers (ap)', () => this.stats.batchesSent);
-      counter('switchboard_ap_batches_received_total', 'Replication batches received from peers (ap)', () => this.stats.batchesReceived);
-      counter('switchboard_ap_records_sent_total', 'Records sent to peers in batches (ap)', () => this.stats.recordsSent);
-      counter('switchboard_ap_records_received_total', 'Records received from peers in batches (ap)', () => this.stats.recordsReceived);
-      counter('switchboard_ap_antientropy_rounds_total', 'Anti-entropy rounds this node started (ap)', () => this.stats.antiEntropyRounds);
-      counter('switchboard_ap_antientropy_repairs_total', 'Records anti-entropy repaired on this node (ap)', () => this.stats.repairsApplied);
-      counter('switchboard_ap_tombstones', 'Tombstones kept (ap)', () => this.table.tombstones);
-      counter('switchboard_ap_peers_reachable', 'Peers reachable now (ap)', () => [...this.peerState.values()].filter((p) => p.up).length);
-      counter('switchboard_ap_peers', 'Peers known (ap)', () => this.peerState.size);
-      counter('switchboard_ap_unconfirmed_instances', 'Instances shown while their owner is unreachable (ap)', () => this.countShownUnconfirmed());
-      counter('switchboard_ap_protection_engaged', '1 while cluster-wide self-preservation holds unreachable owners\u2019 records (ap)', () => (this.protection.engaged ? 1 : 0));
-      counter('switchboard_ap_ready', '1 once the node caught up from a peer (ap)', () => (this.readyFlag ? 1 : 0));
+    const lag = new client.Histogram({
+      name: 'switchboard_ap_replication_lag_seconds',
+      help: 'From a change on this node to a peer acknowledging it (ap)',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      registers: [registry],
     });
+    this.lagObserver = (s) => lag.observe(s);
+    const counter = (name: string, help: string, read: () => number) => {
+      let seen = 0;
+      return new client.Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          const now = read();
+          if (now > seen) this.inc(now - seen);
+          seen = now;
+        },
+      });
+    };
+    const gauge = (name: string, help: string, read: () => number) =>
+      new client.Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
+    counter('switchboard_ap_batches_sent_total', 'Replication batches sent to peers (ap)', () => this.stats.batchesSent);
+    counter('switchboard_ap_batches_received_total', 'Replication batches received from peers (ap)', () => this.stats.batchesReceived);
+    counter('switchboard_ap_records_sent_total', 'Records sent to peers in batches (ap)', () => this.stats.recordsSent);
+    counter('switchboard_ap_records_received_total', 'Records received from peers in batches (ap)', () => this.stats.recordsReceived);
+    counter('switchboard_ap_antientropy_rounds_total', 'Anti-entropy rounds this node started (ap)', () => this.stats.antiEntropyRounds);
+    counter('switchboard_ap_antientropy_repairs_total', 'Records anti-entropy repaired on this node (ap)', () => this.stats.repairsApplied);
+    counter('switchboard_ap_tombstones_collected_total', 'Tombstones collected (ap)', () => this.stats.tombstonesCollected);
+    gauge('switchboard_ap_tombstones', 'Tombstones kept (ap)', () => this.table.tombstones);
+    gauge('switchboard_ap_peers_reachable', 'Peers reachable now (ap)', () => [...this.peerState.values()].filter((p) => p.up).length);
+    gauge('switchboard_ap_peers', 'Peers known (ap)', () => this.peerState.size);
+    gauge('switchboard_ap_unconfirmed_instances', 'Instances shown while their owner is unreachable (ap)', () => this.countShownUnconfirmed());
+    gauge('switchboard_ap_protection_engaged', '1 while cluster-wide self-preservation holds the records of unreachable owners (ap)', () => (this.protection.engaged ? 1 : 0));
+    gauge('switchboard_ap_ready', '1 once the node caught up from its peers (ap)', () => (this.readyFlag ? 1 : 0));
+    gauge('switchboard_ap_outbox', 'Changes waiting to be batched to peers (ap)', () => this.outbox.size);
   }
 
   async close(): Promise<void> {
@@ -585,8 +613,20 @@ export class ApEngine implements Engine {
           this.notePeerRevision(from, msg.rev);
           this.answerDigest(from, msg);
           break;
-        case 'ap_repair':
-          this.onRepair(from, msg);
+        case 'ap_versions':
+          this.onVersions(from, msg);
+          break;
+        case 'ap_want': {
+          const records: ReplicaRecord[] = [];
+          for (const k of msg.keys.slice(0, this.limits.apRepairMaxRecords)) {
+            const r = typeof k === 'string' ? this.table.get(k) : undefined;
+            if (r) records.push(strip(r));
+          }
+          this.transport.send(from, { type: 'ap_give', round: msg.round, chunk: msg.chunk, records });
+          break;
+        }
+        case 'ap_give':
+          this.onGive(from, msg);
           break;
         case 'ap_reply':
           this.notePeerRevision(from, msg.rev);
@@ -627,6 +667,7 @@ export class ApEngine implements Engine {
       this.stats.recordsApplied++;
       const stored = this.table.get(key) as StoredRecord;
       this.noteDisplaced(before, stored);
+      if (stored.o !== this.nodeId && !this.peerUp(stored.o)) this.viewDirty = true;
       const shown = this.registry.instance(r.namespace, r.service, r.id);
       if (r.del) {
         if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: r.del, detail: r.detail ?? `from ${from}`, repl: { v: r.v, o: r.o } });
@@ -700,7 +741,11 @@ export class ApEngine implements Engine {
     const up = [...this.peerState].filter(([, st]) => st.up).map(([id]) => id).sort();
     if (!this.readyFlag) {
       // Catching up: a full pass with every reachable peer not caught up from yet.
-      for (const id of up) if (!(this.peerState.get(id) as PeerState).caughtUp) this.startPass(id);
+      for (const id of up) {
+        const st = this.peerState.get(id) as PeerState;
+        const stale = this.opts.clock.now() - st.catchUpAt > 3 * this.limits.apAntiEntropyIntervalMs;
+        if (!st.caughtUp && (st.catchUp === null || stale)) this.startPass(id);
+      }
     } else if (up.length > 0) this.startRound(up[this.aePeerIndex++ % up.length] as string);
     this.collectTombstones();
     this.reconcile();
@@ -715,6 +760,7 @@ export class ApEngine implements Engine {
     do rounds.add(this.startRound(peer));
     while (st.cursor !== '');
     st.catchUp = rounds;
+    st.catchUpAt = this.opts.clock.now();
   }
 
   private startRound(peer: string): number {
@@ -732,8 +778,8 @@ export class ApEngine implements Engine {
       const d = this.table.digest(k) as { a: number; b: number; count: number };
       return [k, d.a, d.b, d.count];
     });
-    this.rounds.set(round, { peer, full: from === '' && to === null, repair: new Map(), parts: new Set(), reply: null });
-    if (this.rounds.size > 64) this.rounds.delete(this.rounds.keys().next().value as number);
+    this.rounds.set(round, { peer, full: from === '' && to === null, versions: new Map(), parts: new Set(), reply: null, wants: null });
+    if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
     this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision });
     return round;
@@ -758,66 +804,89 @@ export class ApEngine implements Engine {
       if (!theirs.has(k)) diff.add(k);
     }
     const rebuild = this.peerState.get(from)?.owed ?? false;
-    const records: ReplicaRecord[] = [];
-    for (const k of diff) for (const r of this.table.serviceRecords(k)) records.push(strip(r));
+    const entries: [string, string][] = [];
+    for (const k of diff) for (const r of this.table.serviceRecords(k)) entries.push([recordKey(r), r.v]);
     let parts = 0;
-    for (let i = 0; i < records.length; i += this.limits.apRepairMaxRecords) {
-      this.transport.send(from, { type: 'ap_repair', round: msg.round, part: parts++, records: records.slice(i, i + this.limits.apRepairMaxRecords) });
+    const per = this.limits.apRepairMaxRecords * 4; // a version is a small fraction of a record
+    for (let i = 0; i < entries.length; i += per) {
+      this.transport.send(from, { type: 'ap_versions', round: msg.round, part: parts++, entries: entries.slice(i, i + per) });
     }
     const full = msg.from === '' && msg.to === null;
     if (diff.size === 0 && full) this.markSynced(from);
     this.transport.send(from, { type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0, rebuild, rev: this.registry.revision });
   }
 
-  private onRepair(from: string, msg: Extract<ApMessage, { type: 'ap_repair' }>): void {
+  private onVersions(from: string, msg: Extract<ApMessage, { type: 'ap_versions' }>): void {
     const round = this.rounds.get(msg.round);
-    // Kept until the round completes: what the peer has, to answer with only what it
-    // lacks. A repair that arrives after its round ended is merged all the same.
-    if (round?.peer === from) {
-      if (round.parts.has(msg.part)) return; // a duplicate
-      round.parts.add(msg.part);
-      for (const r of msg.records) if (validRecord(r)) round.repair.set(recordKey(r), r.v);
-    }
+    if (round?.peer !== from || round.parts.has(msg.part)) return; // ended, or a duplicate
+    round.parts.add(msg.part);
+    for (const e of msg.entries) if (Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'string') round.versions.set(e[0], e[1]);
+    this.compareRound(msg.round);
+  }
+
+  private onGive(from: string, msg: Extract<ApMessage, { type: 'ap_give' }>): void {
     this.stats.repairsReceived += msg.records.length;
     this.applyRemote(from, msg.records, 'repair');
-    if (round?.peer === from) this.finishRound(msg.round);
+    const round = this.rounds.get(msg.round);
+    if (round?.peer === from && round.wants?.delete(msg.chunk) && round.wants.size === 0) this.completeRound(msg.round);
   }
 
   private onReply(from: string, msg: Extract<ApMessage, { type: 'ap_reply' }>): void {
     const round = this.rounds.get(msg.round);
     if (round?.peer !== from || round.reply !== null) return;
     round.reply = msg;
-    this.finishRound(msg.round);
+    this.compareRound(msg.round);
   }
 
-  /** A round is complete once its reply and every repair part arrived (a lost part: the next round repairs). */
-  private finishRound(id: number): void {
+  /**
+   * Once the reply and every part of the peer's versions arrived: sends the peer what it
+   * lacks, asks for what this node lacks (a lost part: the next round repairs).
+   */
+  private compareRound(id: number): void {
     const round = this.rounds.get(id);
     const msg = round?.reply;
-    if (!round || !msg || round.parts.size < msg.parts) return;
+    if (!round || !msg || round.wants !== null || round.parts.size < msg.parts) return;
     const from = round.peer;
-    this.rounds.delete(id);
-    if (msg.rebuild) this.rebuildFrom(from, msg.diff, round.repair);
-    // Send back what the peer lacks or has older, in the services that differ.
+    if (msg.rebuild) this.rebuildFrom(from, msg.diff, round.versions);
     const push: ReplicaRecord[] = [];
     for (const k of msg.diff) {
       for (const r of this.table.serviceRecords(k)) {
-        const theirs = round.repair.get(recordKey(r));
+        const theirs = round.versions.get(recordKey(r));
         if (theirs === undefined || theirs < r.v) push.push(strip(r));
       }
+    }
+    const want: string[] = [];
+    for (const [key, v] of round.versions) {
+      const mine = this.table.get(key);
+      if (!mine || mine.v < v) want.push(key);
     }
     for (let i = 0; i < push.length; i += this.limits.apRepairMaxRecords) {
       this.transport.send(from, { type: 'ap_push', records: push.slice(i, i + this.limits.apRepairMaxRecords) });
     }
+    round.wants = new Set();
+    for (let i = 0, chunk = 0; i < want.length; i += this.limits.apRepairMaxRecords, chunk++) {
+      round.wants.add(chunk);
+      this.transport.send(from, { type: 'ap_want', round: id, chunk, keys: want.slice(i, i + this.limits.apRepairMaxRecords) });
+    }
+    if (round.wants.size === 0) this.completeRound(id);
+  }
+
+  /** Every record asked for arrived: the round counts for synchronisation and catch-up. */
+  private completeRound(id: number): void {
+    const round = this.rounds.get(id);
+    const msg = round?.reply;
+    if (!round || !msg) return;
+    const from = round.peer;
+    this.rounds.delete(id);
     if (msg.match && round.full) this.markSynced(from);
     const st = this.peerState.get(from);
-    if (st?.catchUp?.delete(msg.round) && st.catchUp.size === 0) {
+    if (st?.catchUp?.delete(id) && st.catchUp.size === 0) {
       st.catchUp = null;
       st.caughtUp = true;
     }
     if (!this.readyFlag && [...this.peerState.values()].every((p) => p.caughtUp || !p.up)) {
-      // Everything the peers had that differed is merged (repairs arrive before the reply on a link).
       const names = [...this.peerState].filter(([, p]) => p.caughtUp).map(([id]) => id).sort().join(', ');
+      // Ready once what was merged is durable.
       void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => this.becomeReady(`caught up from ${names}`));
     }
   }
@@ -887,16 +956,19 @@ export class ApEngine implements Engine {
     if (st.up === up) return;
     st.up = up;
     st.downSince = up ? null : this.opts.clock.now();
+    this.viewDirty = true;
     this.opts.onEvent?.(up ? 'peer_up' : 'peer_down', { peer });
     if (up) {
-      if (this.readyFlag) this.startRound(peer);
-      else this.startPass(peer);
+      // One side starts the exchange with a peer that comes back (the other would only
+      // repeat it); a node catching up always does.
+      if (!this.readyFlag) this.startPass(peer);
+      else if (this.nodeId < peer) this.startRound(peer);
     }
     this.reconcile();
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', owed: false, caughtUp: false, catchUp: null };
+    return { up, downSince: up ? null : this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', owed: false, caughtUp: false, catchUp: null, catchUpAt: 0 };
   }
 
   private peerUp(id: string): boolean {
@@ -926,6 +998,10 @@ export class ApEngine implements Engine {
    */
   private reconcile(): void {
     if (this.closed) return;
+    const allUp = [...this.peerState.values()].every((p) => p.up);
+    // With every peer reachable and nothing flagged since, the view is right: a table walk is saved.
+    if (allUp && !this.viewDirty) return;
+    this.viewDirty = !allUp;
     this.updateProtection();
     const changes: Change[] = [];
     for (const r of this.table.values()) {

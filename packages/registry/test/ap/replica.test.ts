@@ -1,0 +1,68 @@
+// Goal: the replica table keeps, per key, the record with the greatest version whatever
+// the order and number of deliveries, and its per-service digests are equal exactly when
+// two tables hold the same records.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ReplicaTable, type ReplicaRecord } from '../../src/core/replica.js';
+
+function rec(id: string, v: string, over: Partial<ReplicaRecord> = {}): ReplicaRecord {
+  return { namespace: 'default', service: 'svc', id, v, o: 'a', i: { id, service: 'svc', namespace: 'default', address: '10.0.0.1', port: 1, protocol: 'http', zone: null, version: null, tags: [], metadata: {}, weight: 1, status: 'up', health: 'passing', checks: [], leaseId: null }, specs: [], ...over };
+}
+
+function shuffled<T>(xs: T[], seed: number): T[] {
+  const out = [...xs];
+  let s = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    const j = s % (i + 1);
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+test('merge keeps the greatest version, in any order, any number of times', () => {
+  const all: ReplicaRecord[] = [];
+  for (let k = 0; k < 20; k++) for (let v = 1; v <= 5; v++) all.push(v === 5 && k % 3 === 0 ? rec(`i${k}`, `v${v}`, { del: 'deregistered', i: undefined }) : rec(`i${k}`, `v${v}`));
+  const tables = [1, 2, 3].map((seed) => {
+    const t = new ReplicaTable();
+    for (const r of shuffled([...all, ...all.slice(0, 30)], seed)) t.merge(r, 0);
+    return t;
+  });
+  for (const t of tables) {
+    assert.equal(t.size, 20);
+    assert.equal(t.tombstones, 7);
+    for (let k = 0; k < 20; k++) assert.equal(t.get(`default/svc/i${k}`)?.v, 'v5');
+    assert.deepEqual(t.digest('default/svc'), tables[0]?.digest('default/svc'));
+  }
+  assert.equal(tables[0]?.merge(rec('i1', 'v4'), 0), 'older');
+  assert.equal(tables[0]?.merge(rec('i1', 'v5'), 0), 'same');
+});
+
+test('digests differ when one record differs and follow removals', () => {
+  const a = new ReplicaTable();
+  const b = new ReplicaTable();
+  for (const t of [a, b]) for (let k = 0; k < 50; k++) t.merge(rec(`i${k}`, 'v1'), 0);
+  assert.deepEqual(a.digest('default/svc'), b.digest('default/svc'));
+  b.merge(rec('i7', 'v2'), 0);
+  assert.notDeepEqual(a.digest('default/svc'), b.digest('default/svc'));
+  a.merge(rec('i7', 'v2'), 0);
+  assert.deepEqual(a.digest('default/svc'), b.digest('default/svc'));
+  a.merge(rec('i8', 'v2', { del: 'deregistered', i: undefined }), 0);
+  b.merge(rec('i8', 'v2', { del: 'deregistered', i: undefined }), 0);
+  assert.equal(a.collect((r) => r.del !== undefined).length, 1);
+  assert.notDeepEqual(a.digest('default/svc'), b.digest('default/svc'));
+  b.remove('default/svc/i8');
+  assert.deepEqual(a.digest('default/svc'), b.digest('default/svc'));
+  assert.equal(a.digest('default/svc')?.count, 49);
+  for (let k = 0; k < 50; k++) a.remove(`default/svc/i${k}`);
+  assert.equal(a.digest('default/svc'), undefined);
+  assert.deepEqual(a.serviceKeys(), []);
+});
+
+test('restore from a snapshot gives the same table', () => {
+  const a = new ReplicaTable();
+  for (let k = 0; k < 10; k++) a.merge(rec(`i${k}`, `v${k}`, k % 4 === 0 ? { del: 'lease_expired', i: undefined } : {}), k);
+  const b = ReplicaTable.restore(JSON.parse(JSON.stringify(a.snapshot())));
+  assert.deepEqual(b.digest('default/svc'), a.digest('default/svc'));
+  assert.equal(b.tombstones, a.tombstones);
+});
