@@ -257,3 +257,30 @@ test('five nodes given the same --peers list (their own entry included) form a f
     await closeAll(...nodes);
   }
 });
+
+test('peer link metrics: one series per peer, read at scrape time', async () => {
+  const { Registry } = await import('prom-client');
+  const { registerPeerLinkMetrics } = await import('../../src/engines/ap/net/index.js');
+  const b = await node('b');
+  const a = await node('a', { peers: [at(b, 'b')] });
+  try {
+    const reg = new Registry();
+    registerPeerLinkMetrics(a.t, reg);
+    await until(() => reachable(a, 'b') && a.t.peers()[0]!.rttMs !== null, 5_000, 'linked with an rtt');
+    for (let i = 0; i < 5; i++) a.t.send('b', { type: 'n', i });
+    await until(() => b.inbox.length === 5, 2_000, 'delivered');
+    let text = await reg.metrics();
+    assert.match(text, /switchboard_ap_peer_link_up\{peer="b"\} 1/);
+    assert.match(text, /switchboard_ap_peer_sent_frames_total\{peer="b"\} 5/);
+    assert.match(text, /switchboard_ap_peer_rtt_seconds\{peer="b"\} \d/);
+    await b.t.close();
+    await until(() => !reachable(a, 'b'), 2_000, 'b down');
+    a.t.send('b', { type: 'lost' });
+    text = await reg.metrics();
+    assert.match(text, /switchboard_ap_peer_link_up\{peer="b"\} 0/);
+    assert.match(text, /switchboard_ap_peer_dropped_messages_total\{peer="b"\} 1/);
+    assert.match(text, /switchboard_ap_peer_sent_frames_total\{peer="b"\} 5/, 'a counter never goes back');
+  } finally {
+    await closeAll(a, b);
+  }
+});
