@@ -9,8 +9,10 @@
  *   3. convergence: 10,000 instances registered on each side of a partition, then the
  *      time from the heal until every node lists all 20,000;
  *   4. failover: a client of the SDK flips an instance's status in a loop; its node is
- *      killed; the longest gap between two acknowledged writes.
+ *      killed; the longest gap between two acknowledged writes;
+ *   5. one peer link: replication-sized messages per second between two transports.
  * Options: --duration 10s --warmup 2s --clients 64 --per-side 10000 --skip etcd,zookeeper
+ *          --only throughput,lag,convergence,failover,link (steps to run; default all)
  * Results go to bench/results/ap-<timestamp>.json. Every process is ended by PID.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -33,7 +35,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 const log = (s) => process.stdout.write(s + '\n');
 
 function parseArgs(argv) {
-  const o = { durationMs: 10_000, warmupMs: 2_000, clients: 64, perSide: 10_000, skip: new Set() };
+  const o = { durationMs: 10_000, warmupMs: 2_000, clients: 64, perSide: 10_000, skip: new Set(), only: null };
   const dur = (v) => {
     const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(v ?? '');
     if (!m) throw new Error(`not a duration: ${v}`);
@@ -47,6 +49,7 @@ function parseArgs(argv) {
     else if (a === '--clients') o.clients = Number(argv[++i]);
     else if (a === '--per-side') o.perSide = Number(argv[++i]);
     else if (a === '--skip') for (const s of (argv[++i] ?? '').split(',')) o.skip.add(s.trim());
+    else if (a === '--only') o.only = new Set((argv[++i] ?? '').split(',').map((s) => s.trim()));
     else if (a.startsWith('--suite=')) continue;
     else throw new Error(`unknown option ${a}`);
   }
@@ -155,7 +158,8 @@ async function throughput(label, targets, o) {
       }
     }
   }));
-  await Promise.all(procs.map((p) => p.close({ revoke: false }).catch(() => undefined)));
+  // Revoked, so that their instances go now rather than expire in the middle of the next step.
+  await Promise.all(procs.map((p) => p.close({ revoke: true }).catch(() => undefined)));
   await Promise.all(drivers.map((d) => d.close()));
   const r = { system: label, clients: o.clients, opsPerSec: Math.round(ops / (o.durationMs / 1000)), errors, latencyMs: { p50: round(hist.percentileMs(50)), p99: round(hist.percentileMs(99)) } };
   log(`  ${label.padEnd(22)} ${String(r.opsPerSec).padStart(7)} registrations/s   p50 ${r.latencyMs.p50} ms   p99 ${r.latencyMs.p99} ms   errors ${errors}`);
@@ -225,35 +229,54 @@ async function instancesOn(n) {
   return (await json(n.url, '/v1/status')).instances;
 }
 
+/** Instances of the convergence step on one node (its own namespace, summed over its services). */
+async function convCount(n) {
+  const body = await json(n.url, '/v1/services?namespace=conv');
+  return (body.services ?? []).reduce((sum, s) => sum + s.instances, 0);
+}
+
+/** Waits until every node holds the same number of instances twice in a row (the cluster is quiet). */
+async function settle(cluster, timeoutMs = 60_000) {
+  const end = now() + timeoutMs;
+  let prev = '';
+  for (;;) {
+    const counts = (await Promise.all(cluster.nodes.filter((n) => n.proc).map((n) => instancesOn(n).catch(() => -1)))).join(',');
+    if (counts === prev && new Set(counts.split(',')).size === 1) return;
+    if (now() > end) throw new Error(`the cluster did not settle: ${counts}`);
+    prev = counts;
+    await sleep(500);
+  }
+}
+
 async function convergence(cluster, perSide) {
   const [a, b] = cluster.nodes;
-  const before = await Promise.all(cluster.nodes.map(instancesOn));
   cluster.partition(['a'], ['b', 'c']);
   await sleep(500);
   const batch = async (n, prefix) => {
     for (let i = 0; i < perSide; i += 1000) {
       const instances = Array.from({ length: Math.min(1000, perSide - i) }, (_, k) => ({ service: `conv-${prefix}-${(i + k) % 50}`, id: `${prefix}-${i + k}`, address: '10.8.0.1', port: 2000 + ((i + k) % 60000) }));
-      await json(n.url, '/v1/instances/batch', 'POST', { instances });
+      await json(n.url, '/v1/instances/batch?namespace=conv', 'POST', { instances });
     }
   };
   const w0 = now();
   await Promise.all([batch(a, 'left'), batch(b, 'right')]);
   const writeMs = now() - w0;
-  const want = before[0] + 2 * perSide;
+  const during = await Promise.all(cluster.nodes.map(convCount));
+  const want = 2 * perSide;
   const healed = now();
   cluster.heal();
   const end = healed + 60_000;
   let counts;
   for (;;) {
-    counts = await Promise.all(cluster.nodes.map((n) => instancesOn(n).catch(() => -1)));
+    counts = await Promise.all(cluster.nodes.map((n) => convCount(n).catch(() => -1)));
     if (counts.every((c) => c === want)) break;
     if (now() > end) break;
     await sleep(20);
   }
   const ms = now() - healed;
   const ok = counts.every((c) => c === want);
-  log(`  convergence: ${perSide} instances per side written in ${Math.round(writeMs)} ms; every node lists ${want} ${ok ? `${Math.round(ms)} ms after the heal` : `NOT within 60 s (counts ${counts.join(', ')})`}`);
-  return { perSide, converged: ok, convergeMs: ok ? Math.round(ms) : null, counts };
+  log(`  convergence: ${perSide} instances per side written in ${Math.round(writeMs)} ms (during the cut the nodes held ${during.join(', ')}); every node lists ${want} ${ok ? `${Math.round(ms)} ms after the heal` : `NOT within 60 s (counts ${counts.join(', ')})`}`);
+  return { perSide, duringCut: during, converged: ok, convergeMs: ok ? Math.round(ms) : null, counts };
 }
 
 // ------------------------------------------------------------------ 4. failover gap
@@ -289,6 +312,40 @@ async function failoverGap(cluster) {
   return { killed: victim.id, longestGapMs: Math.round(longest), writes, sinceKillMs: Math.round(now() - killedAt) };
 }
 
+// ------------------------------------------------------------------ 5. one peer link
+
+/** Two transports in this process: replication-sized messages over one link, as fast as it takes them. */
+async function peerLink(n = 200_000) {
+  const { createTcpTransport } = await import(join(ROOT, 'packages/registry/dist/src/engines/ap/net/index.js'));
+  const { DEFAULT_LIMITS } = await import(join(ROOT, 'packages/protocol/dist/src/index.js'));
+  const { pino } = await import('pino');
+  const logger = pino({ level: 'silent' });
+  const b = await createTcpTransport({ nodeId: 'b', listen: { host: '127.0.0.1', port: 0 }, peers: [], join: [], limits: DEFAULT_LIMITS, logger });
+  const a = await createTcpTransport({ nodeId: 'a', listen: { host: '127.0.0.1', port: 0 }, peers: [{ id: 'b', host: '127.0.0.1', port: b.address().port }], join: [], limits: DEFAULT_LIMITS, logger });
+  try {
+    const up = now() + 10_000;
+    while (!a.peers()[0].reachable && now() < up) await sleep(10);
+    let got = 0;
+    b.onMessage(() => got++);
+    const msg = { type: 'ap_batch', records: [{ namespace: 'default', service: 'web', id: 'web-1', version: '000mwy8dy9k0000@a', body: { address: '10.0.0.1', port: 8080, tags: ['x'], metadata: { k: 'v' } } }] };
+    const t0 = now();
+    let sent = 0;
+    while (sent < n) {
+      for (let i = 0; i < 1000; i++) if (a.send('b', msg)) sent++;
+      await new Promise((r) => setImmediate(r));
+    }
+    const end = now() + 30_000;
+    while (got < n && now() < end) await sleep(5);
+    const ms = now() - t0;
+    const r = { messages: n, received: got, ms: Math.round(ms), perSec: Math.round(got / (ms / 1000)), dropped: a.peers()[0].dropped, rttMs: a.peers()[0].rttMs };
+    log(`  one peer link: ${r.perSec} messages/s (${got}/${n} received, ${r.dropped} dropped)`);
+    return r;
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
+
 // ------------------------------------------------------------------ main
 
 export async function main(argv) {
@@ -296,21 +353,37 @@ export async function main(argv) {
   installCleanup();
   const started = new Date();
   log(`ap suite: ${o.clients} clients, ${o.durationMs / 1000} s measured after ${o.warmupMs / 1000} s warm-up; ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
-  const out = { format: 1, suite: 'ap', startedAt: started.toISOString(), machine: { cpus: cpus().length, loadavgAtStart: loadavg() }, settings: { ...o, skip: [...o.skip] }, throughput: [], notes: ['The load generator runs in the benchmark process and shares the cores with every server.'] };
+  const out = { format: 1, suite: 'ap', startedAt: started.toISOString(), machine: { cpus: cpus().length, loadavgAtStart: loadavg() }, settings: { ...o, skip: [...o.skip], only: o.only ? [...o.only] : null }, throughput: [], notes: ['The load generator runs in the benchmark process and shares the cores with every server.'] };
 
-  log('\n1. registration throughput');
+  const want = (step) => o.only === null || o.only.has(step);
   const cluster = await startApCluster();
   try {
-    out.throughput.push(await throughput('Switchboard ap x3', cluster.nodes.map((n) => ({ kind: 'switchboard', url: n.url })), o));
-    log('\n2. replication lag');
-    out.replication = await replicationLag(cluster);
-    log('\n3. convergence after a partition');
-    out.convergence = await convergence(cluster, o.perSide);
-    log('\n4. failover of a client whose node is killed');
-    out.failover = await failoverGap(cluster);
+    if (want('throughput')) {
+      log('\n1. registration throughput');
+      out.throughput.push(await throughput('Switchboard ap x3', cluster.nodes.map((n) => ({ kind: 'switchboard', url: n.url })), o));
+      await settle(cluster);
+    }
+    if (want('lag')) {
+      log('\n2. replication lag');
+      out.replication = await replicationLag(cluster);
+    }
+    if (want('convergence')) {
+      log('\n3. convergence after a partition');
+      out.convergence = await convergence(cluster, o.perSide);
+      await settle(cluster);
+    }
+    if (want('failover')) {
+      log('\n4. failover of a client whose node is killed');
+      out.failover = await failoverGap(cluster);
+    }
   } finally {
     await cluster.stop();
   }
+  if (want('link')) {
+    log('\n5. one peer link');
+    out.peerLink = await peerLink();
+  }
+  if (!want('throughput')) return finish(out, started);
 
   const sb = await startSwitchboard();
   try {
@@ -343,26 +416,30 @@ export async function main(argv) {
     }
   }
 
-  const ap = out.throughput[0].opsPerSec;
+  return finish(out, started);
+}
+
+function finish(out, started) {
+  const ap = out.throughput[0]?.opsPerSec ?? null;
   const peers = out.throughput.filter((r) => /^(etcd|ZooKeeper)/.test(r.system));
   const best = peers.reduce((m, r) => Math.max(m, r.opsPerSec), 0);
   out.targets = {
-    throughputVsBestPeer: best > 0 ? round(ap / best) : null,
-    throughputMet: best > 0 ? ap >= 2 * best : null,
-    lagP99Met: out.replication.lagMs.p99 < 50,
-    convergenceMet: out.convergence.converged && out.convergence.convergeMs <= 2_000,
-    failoverGapMet: out.failover.longestGapMs <= 500,
+    throughputVsBestPeer: ap !== null && best > 0 ? round(ap / best) : null,
+    throughputMet: ap !== null && best > 0 ? ap >= 2 * best : null,
+    lagP99Met: out.replication ? out.replication.lagMs.p99 < 50 : null,
+    convergenceMet: out.convergence ? out.convergence.converged && out.convergence.convergeMs <= 2_000 : null,
+    failoverGapMet: out.failover ? out.failover.longestGapMs <= 500 : null,
   };
   out.machine.loadavgAtEnd = loadavg();
   out.finishedAt = new Date().toISOString();
-  log(`\ntargets: throughput ${out.targets.throughputVsBestPeer}x the best of etcd/ZooKeeper (target 2x): ${out.targets.throughputMet}; lag p99 < 50 ms: ${out.targets.lagP99Met}; convergence <= 2 s: ${out.targets.convergenceMet}; failover gap <= 0.5 s: ${out.targets.failoverGapMet}`);
+  log(`\ntargets (null: not measured): throughput ${out.targets.throughputVsBestPeer}x the best of etcd/ZooKeeper (target 2x): ${out.targets.throughputMet}; lag p99 < 50 ms: ${out.targets.lagP99Met}; convergence <= 2 s: ${out.targets.convergenceMet}; failover gap <= 0.5 s: ${out.targets.failoverGapMet}`);
+  log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
   const dir = join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `ap-${started.toISOString().replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   log(`results: ${file}`);
-  await http.close();
-  return 0;
+  return http.close().then(() => 0);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

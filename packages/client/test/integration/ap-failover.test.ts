@@ -13,19 +13,23 @@ import { freePort, rest, spawnAgent, waitFor, type Agent } from '../helpers.js';
 
 const NOT_AVAILABLE = /not available in this version/;
 
-async function apCluster(): Promise<Agent[] | string> {
+async function apCluster(attempt = 1): Promise<Agent[] | string> {
   const ids = ['a', 'b', 'c'];
   const ports = await Promise.all(ids.map(() => freePort()));
   const args = (i: number) => [
     '--mode', 'ap', '--dev', '--node-id', ids[i]!, '--peer-addr', `127.0.0.1:${ports[i]}`,
     '--peers', ids.map((id, j) => `${id}@127.0.0.1:${ports[j]}`).filter((_, j) => j !== i).join(','),
   ];
-  try {
-    return await Promise.all(ids.map((_, i) => spawnAgent(args(i))));
-  } catch (err) {
-    if (NOT_AVAILABLE.test((err as Error).message)) return '--mode ap is not available in this version';
-    throw err;
-  }
+  // allSettled: a node that fails to start must not leave the others running unseen.
+  const started = await Promise.allSettled(ids.map((_, i) => spawnAgent(args(i))));
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (!failed) return started.map((r) => (r as PromiseFulfilledResult<Agent>).value);
+  await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.kill() : undefined)));
+  const msg = (failed.reason as Error).message;
+  if (NOT_AVAILABLE.test(msg)) return '--mode ap is not available in this version';
+  // A peer port picked as free was taken meanwhile (a busy machine): start over on new ports.
+  if (attempt < 3 && /EADDRINUSE/.test(msg)) return apCluster(attempt + 1);
+  throw failed.reason;
 }
 
 const listed = async (url: string, service: string) => (await rest(url, 'GET', `/v1/services/${service}`)).body.instances as { id: string; leaseId: string | null }[];

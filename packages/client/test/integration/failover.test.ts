@@ -155,3 +155,33 @@ test('Endpoints: a cooling node goes last, the soonest usable first, and waitMs 
   e.coolDown('http://c:1', 10 * 60_000);
   assert.equal(e.coolingMs('http://c:1'), 60_000, 'a Retry-After is capped at MAX_RETRY_AFTER_MS');
 });
+
+test('connect() takes one address, a comma-separated list, an array, options, or SWITCHBOARD_ADDR', async () => {
+  const lists: string[][] = [];
+  for (const c of [
+    await connect('http://10.0.0.1:7700'),
+    await connect('http://10.0.0.1:7700, http://10.0.0.2:7700/'),
+    await connect(['http://10.0.0.1:7700', 'http://10.0.0.2:7700,http://10.0.0.3:7700'], { leaseTtlMs: 5_000 }),
+    await connect({ endpoints: ['http://10.0.0.1:7700'] }),
+  ]) {
+    lists.push([...c.endpoints.list]);
+    await c.close();
+  }
+  assert.deepEqual(lists, [
+    ['http://10.0.0.1:7700'],
+    ['http://10.0.0.1:7700', 'http://10.0.0.2:7700'],
+    ['http://10.0.0.1:7700', 'http://10.0.0.2:7700', 'http://10.0.0.3:7700'],
+    ['http://10.0.0.1:7700'],
+  ]);
+  const saved = process.env.SWITCHBOARD_ADDR;
+  process.env.SWITCHBOARD_ADDR = 'http://10.0.0.7:7700,http://10.0.0.8:7700';
+  try {
+    const c = await connect();
+    assert.deepEqual([...c.endpoints.list], ['http://10.0.0.7:7700', 'http://10.0.0.8:7700']);
+    await c.close();
+  } finally {
+    if (saved === undefined) delete process.env.SWITCHBOARD_ADDR;
+    else process.env.SWITCHBOARD_ADDR = saved;
+  }
+  await assert.rejects(connect(''), RangeError);
+});

@@ -235,3 +235,52 @@ test('--join: a new node that knows one address learns every member and links to
     await closeAll(a, b);
   }
 });
+
+test('five nodes given the same --peers list (their own entry included) form a full mesh, one link per pair', async () => {
+  const ids = ['n1', 'n2', 'n3', 'n4', 'n5'];
+  const probes = await Promise.all(ids.map((id) => node(id)));
+  const ports = probes.map((p) => p.t.address().port);
+  await closeAll(...probes);
+  const list = ids.map((id, i) => ({ id, host: '127.0.0.1', port: ports[i]! }));
+  const nodes = await Promise.all(ids.map((id, i) => node(id, { port: ports[i]!, peers: list })));
+  try {
+    await until(() => nodes.every((n) => n.t.peers().length === 4 && n.t.peers().every((p) => p.reachable)), 10_000, 'a full mesh');
+    await sleep(500);
+    for (const n of nodes) {
+      assert.equal(n.changes.filter((c) => !c.up).length, 0, `${n.t.nodeId} saw no link go down`);
+      assert.deepEqual(n.t.peerIds().sort(), ids.filter((x) => x !== n.t.nodeId));
+    }
+    // Every pair exchanges messages over its one link.
+    for (const n of nodes) for (const p of n.t.peerIds()) n.t.send(p, { type: 'hi', from: n.t.nodeId });
+    await until(() => nodes.every((n) => n.inbox.length === 4), 5_000, 'four messages at every node');
+  } finally {
+    await closeAll(...nodes);
+  }
+});
+
+test('peer link metrics: one series per peer, read at scrape time', async () => {
+  const { Registry } = await import('prom-client');
+  const { registerPeerLinkMetrics } = await import('../../src/engines/ap/net/index.js');
+  const b = await node('b');
+  const a = await node('a', { peers: [at(b, 'b')] });
+  try {
+    const reg = new Registry();
+    registerPeerLinkMetrics(a.t, reg);
+    await until(() => reachable(a, 'b') && a.t.peers()[0]!.rttMs !== null, 5_000, 'linked with an rtt');
+    for (let i = 0; i < 5; i++) a.t.send('b', { type: 'n', i });
+    await until(() => b.inbox.length === 5, 2_000, 'delivered');
+    let text = await reg.metrics();
+    assert.match(text, /switchboard_ap_peer_link_up\{peer="b"\} 1/);
+    assert.match(text, /switchboard_ap_peer_sent_frames_total\{peer="b"\} 5/);
+    assert.match(text, /switchboard_ap_peer_rtt_seconds\{peer="b"\} \d/);
+    await b.t.close();
+    await until(() => !reachable(a, 'b'), 2_000, 'b down');
+    a.t.send('b', { type: 'lost' });
+    text = await reg.metrics();
+    assert.match(text, /switchboard_ap_peer_link_up\{peer="b"\} 0/);
+    assert.match(text, /switchboard_ap_peer_dropped_messages_total\{peer="b"\} 1/);
+    assert.match(text, /switchboard_ap_peer_sent_frames_total\{peer="b"\} 5/, 'a counter never goes back');
+  } finally {
+    await closeAll(a, b);
+  }
+});

@@ -26,7 +26,18 @@ const stop = async (...ps: (AgentProcess | string | undefined)[]): Promise<void>
   }));
 };
 
-test('a node started with only --join learns the members, links to all, and replicates both ways', async (t) => {
+/** Runs `body` again (up to 3 times) when a port picked as free was taken meanwhile by another process. */
+async function retryOnPortClash(body: () => Promise<void>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await body();
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+test('a node started with only --join learns the members, links to all, and replicates both ways', (t) => retryOnPortClash(async () => {
   const [pa, pb, pc] = [await freePort(), await freePort(), await freePort()];
   const a = await start(ap('a', pa, ['--peers', `b@127.0.0.1:${pb}`]));
   if (typeof a === 'string') return t.skip(a);
@@ -55,9 +66,9 @@ test('a node started with only --join learns the members, links to all, and repl
   } finally {
     await stop(a, b, c);
   }
-});
+}));
 
-test('a node at an address that --peers gives another id is refused, and the log says what to fix', async (t) => {
+test('a node at an address that --peers gives another id is refused, and the log says what to fix', (t) => retryOnPortClash(async () => {
   const [pa, px] = [await freePort(), await freePort()];
   // a expects node "b" at px, but the node there is "x".
   const a = await start(ap('a', pa, ['--peers', `b@127.0.0.1:${px}`]));
@@ -74,4 +85,4 @@ test('a node at an address that --peers gives another id is refused, and the log
   } finally {
     await stop(a, x);
   }
-});
+}));

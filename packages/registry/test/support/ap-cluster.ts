@@ -56,7 +56,10 @@ export class ApCluster {
           if (from !== to) c.proxies.set(`${from.id}>${to.id}`, await FaultProxy.start({ host: '127.0.0.1', port: to.peerPort }));
         }
       }
-      await Promise.all(c.nodes.map((n) => c.startNode(n.id)));
+      // allSettled: a node that fails to start must not leave the others running unseen.
+      const started = await Promise.allSettled(c.nodes.map((n) => c.startNode(n.id)));
+      const failed = started.find((r) => r.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
       return c;
     } catch (err) {
       await c.stop();
@@ -86,11 +89,22 @@ export class ApCluster {
 
   async startNode(id: string): Promise<ApNode> {
     const n = this.node(id);
-    try {
-      n.agent = await spawnAgent(this.args(id));
-    } catch (err) {
-      if (/not available in this version/.test((err as Error).message)) throw new ApUnavailable('--mode ap is not available in this version');
-      throw err;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        n.agent = await spawnAgent(this.args(id));
+        break;
+      } catch (err) {
+        const msg = (err as Error).message;
+        if (/not available in this version/.test(msg)) throw new ApUnavailable('--mode ap is not available in this version');
+        // The free port picked for the peer link was taken meanwhile (a busy machine): take
+        // another one and point the proxies in front of this node at it.
+        if (attempt < 4 && new RegExp(`EADDRINUSE.*:${n.peerPort}\\b`).test(msg)) {
+          n.peerPort = await freePort();
+          for (const [key, p] of this.proxies) if (key.endsWith(`>${id}`)) p.target = { host: '127.0.0.1', port: n.peerPort };
+          continue;
+        }
+        throw err;
+      }
     }
     n.url = n.agent.url;
     return n;

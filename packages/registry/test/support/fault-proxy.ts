@@ -28,7 +28,8 @@ export class FaultProxy {
 
   private constructor(
     private readonly server: Server,
-    readonly target: { host: string; port: number },
+    /** Where new connections go (may be changed: open connections keep their target). */
+    public target: { host: string; port: number },
   ) {}
 
   static async start(target: { host: string; port: number }, listenPort = 0): Promise<FaultProxy> {

@@ -2,3 +2,4 @@
 export { createTcpTransport, TcpPeerTransport, type TcpTransport, type TcpTransportOptions, type PeerLinkLimits, type HostPort } from './tcp.js';
 export { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, FRAME_HEADER_BYTES, type Frame, type MemberRecord } from './frame.js';
 export { reconnectDelay } from './backoff.js';
+export { registerPeerLinkMetrics } from './metrics.js';
