@@ -72,10 +72,13 @@ test('a provider killed with SIGKILL: calls in flight are retried elsewhere, and
       }
     };
     const workers = Array.from({ length: 8 }, worker);
-    await sleep(300);
+    // Calls are counted, not timed: a loaded machine may make few calls per 100 ms, so
+    // the test waits (bounded) for enough calls before the kill and after the removal.
+    await waitFor(() => ok >= 30 || failures.length > 0, 10_000, '30 calls before the kill');
     await p1.kill('SIGKILL');
     await waitFor(() => view.instances().every((i) => i.id !== 'k1'), 5_000, 'k1 to leave the view');
-    await sleep(200);
+    const afterRemoval = ok;
+    await waitFor(() => ok >= afterRemoval + 30 || failures.length > 0, 10_000, '30 calls after the removal');
     stop = true;
     await Promise.all(workers);
     assert.deepEqual(failures, [], 'every call succeeded');

@@ -22,11 +22,15 @@ export function captureLogger(): { logger: Logger; lines: LogLine[] } {
   return { logger: pino({ level: 'debug' }, stream), lines };
 }
 
-/** Fast liveness for tests: ping every 100 ms, unreachable after 4 silent intervals. */
+/**
+ * Fast liveness for tests: ping every 100 ms, unreachable after 10 silent intervals (1 s):
+ * a loaded 2-core machine can stall a process for several hundred ms, which must not read
+ * as a dead peer in tests that expect one link to stay up.
+ */
 export const TEST_LIMITS: PeerLinkLimits = {
   ...DEFAULT_LIMITS,
   peerPingIntervalMs: 100,
-  peerMissedPings: 4,
+  peerMissedPings: 10,
   peerHandshakeTimeoutMs: 1_000,
   peerReconnectMinMs: 50,
   peerReconnectMaxMs: 400,
