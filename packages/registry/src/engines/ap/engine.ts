@@ -29,6 +29,7 @@ import type { SchedulerStats } from '../../health/scheduler.js';
 import type { Storage } from '../../storage/storage.js';
 import type { Engine } from '../engine.js';
 import { Hub } from '../hub.js';
+import { registerPeerLinkMetrics } from './net/metrics.js';
 import type { PeerMessage, PeerTransport } from './transport.js';
 
 /** Timers, injectable so that the simulation runs the engine on a fake clock. */
@@ -433,6 +434,7 @@ export class ApEngine implements Engine {
     gauge('switchboard_ap_protection_engaged', '1 while cluster-wide self-preservation holds the records of unreachable owners (ap)', () => (this.protection.engaged ? 1 : 0));
     gauge('switchboard_ap_ready', '1 once the node caught up from its peers (ap)', () => (this.readyFlag ? 1 : 0));
     gauge('switchboard_ap_outbox', 'Changes waiting to be batched to peers (ap)', () => this.outbox.size);
+    registerPeerLinkMetrics(this.transport, registry);
   }
 
   async close(): Promise<void> {
