@@ -626,29 +626,9 @@ export class Registry {
   }
 
   private buildInstance(item: RegistrationItem, prev: InstanceRecord | undefined, rev: number): Instance {
-    const { input } = item;
-    const reported = prev?.instance.checks.find((c) => c.id === REPORTS_CHECK_ID);
-    const checks = [...initialCheckStates(input.checks, prev?.instance.checks ?? []), ...(reported ? [reported] : [])];
-    return {
-      id: item.id,
-      service: item.service,
-      namespace: item.namespace,
-      address: input.address,
-      port: input.port,
-      protocol: input.protocol,
-      zone: input.zone,
-      version: input.version,
-      tags: input.tags,
-      metadata: input.metadata,
-      weight: input.weight,
-      status: prev?.instance.status ?? 'up',
-      health: combinedHealth(checks),
-      checks,
-      leaseId: input.leaseId,
-      createRevision: prev?.instance.createRevision ?? rev,
-      modRevision: rev,
-    };
+    return instanceFromRegistration(item, prev, rev);
   }
+
 
   private applyPut(instance: Instance, storedSpecs: CheckSpec[], revision: number): WatchEvent {
     const specs = storedSpecs.map(completeCheckSpec);
@@ -814,4 +794,30 @@ export function splitKey(key: string): [string, string, string] {
 
 function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The instance a registration makes, keeping what the previous record owns (status, reported check). */
+export function instanceFromRegistration(item: RegistrationItem, prev: InstanceRecord | undefined, rev: number): Instance {
+  const { input } = item;
+  const reported = prev?.instance.checks.find((c) => c.id === REPORTS_CHECK_ID);
+  const checks = [...initialCheckStates(input.checks, prev?.instance.checks ?? []), ...(reported ? [reported] : [])];
+  return {
+    id: item.id,
+    service: item.service,
+    namespace: item.namespace,
+    address: input.address,
+    port: input.port,
+    protocol: input.protocol,
+    zone: input.zone,
+    version: input.version,
+    tags: input.tags,
+    metadata: input.metadata,
+    weight: input.weight,
+    status: prev?.instance.status ?? 'up',
+    health: combinedHealth(checks),
+    checks,
+    leaseId: input.leaseId,
+    createRevision: prev?.instance.createRevision ?? rev,
+    modRevision: rev,
+  };
 }

@@ -7,19 +7,10 @@ import { mkdtempSync, openSync, closeSync, rmSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../support/ap-cluster.js';
 
 export const ETCD_BIN = process.env.ETCD_BIN ?? 'etcd';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface Member {
   name: string;

@@ -42,8 +42,8 @@ import type { Registry as MetricsRegistry } from 'prom-client';
 import promClient from 'prom-client';
 import { clipOutput, nextCheckState } from '../../core/checks.js';
 import type { Clock } from '../../core/clock.js';
-import { combinedHealth, initialCheckStates } from '../../core/health.js';
-import { Registry, instanceKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
+import { combinedHealth } from '../../core/health.js';
+import { Registry, instanceFromRegistration, instanceKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
 import { ReportBook } from '../../core/reports.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
@@ -954,28 +954,8 @@ function leaseNotFound(leaseId: string): SwitchboardError {
 }
 
 function buildInstance(item: RegistrationItem, prev: InstanceRecord | undefined): Instance {
-  const { input } = item;
-  const reported = prev?.instance.checks.find((c) => c.id === REPORTS_CHECK_ID);
-  const checks = [...initialCheckStates(input.checks, prev?.instance.checks ?? []), ...(reported ? [reported] : [])];
-  return {
-    id: item.id,
-    service: item.service,
-    namespace: item.namespace,
-    address: input.address,
-    port: input.port,
-    protocol: input.protocol,
-    zone: input.zone,
-    version: input.version,
-    tags: input.tags,
-    metadata: input.metadata,
-    weight: input.weight,
-    status: prev?.instance.status ?? 'up',
-    health: combinedHealth(checks),
-    checks,
-    leaseId: input.leaseId,
-    createRevision: prev?.instance.createRevision ?? 0,
-    modRevision: 0,
-  };
+  // Revisions are etcd's: the view stamps them when the change comes back from the watch.
+  return instanceFromRegistration(item, prev, 0);
 }
 
 /** The input as the view's records key it (the core's inputFromInstance field order). */
