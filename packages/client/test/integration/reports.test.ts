@@ -5,7 +5,7 @@
 // as soon as the watcher was sent `draining`, long before waitMs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
+import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { connect, type SwitchboardClient } from '../../src/index.js';
 import { rest, spawnAgent, waitFor } from '../helpers.js';
@@ -111,6 +111,45 @@ test('drain() returns once the watcher was sent draining, well before waitMs, th
     await waitFor(() => view.instances().length === 0, 10_000, 'the instance deregistered');
   } finally {
     await Promise.all([consumer.close(), provider.close()]);
+    await agent.kill();
+  }
+});
+
+test('drain() on a registry without the drain endpoint (404) falls back to waiting waitMs', { timeout: 60_000 }, async () => {
+  const agent = await spawnAgent(['--dev']);
+  // An older registry: every request goes through to the agent except the drain barrier.
+  let drainCalls = 0;
+  const proxy = createServer((req, res) => {
+    if (req.method === 'POST' && /\/drain(\?|$)/.test(req.url ?? '')) {
+      drainCalls++;
+      req.resume();
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"code":"NOT_FOUND","title":"Not found","status":404,"detail":"no route"}');
+      return;
+    }
+    const up = request({ host: '127.0.0.1', port: agent.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  const provider = await connect({ endpoints: [url], session: 'rest' });
+  try {
+    await provider.register({ service: 'olddrain', id: 'o1', address: '127.0.0.1', port: 9 });
+    const waitMs = 1_500;
+    const t0 = Date.now();
+    await provider.drain({ waitMs });
+    const took = Date.now() - t0;
+    assert.equal(drainCalls, 1);
+    assert.ok(took >= waitMs - 50, `drain took ${took} ms, expected about waitMs ${waitMs}`);
+    const after = await rest(agent.url, 'GET', '/v1/services/olddrain/instances/o1');
+    assert.equal(after.status, 404, 'deregistered after the wait');
+  } finally {
+    await provider.close();
+    proxy.closeAllConnections();
+    await new Promise<void>((r) => proxy.close(() => r()));
     await agent.kill();
   }
 });
