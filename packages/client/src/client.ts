@@ -15,6 +15,8 @@ import { Endpoints, RegistryHttp } from './registry-http.js';
 import type { LeaseInfo } from './session.js';
 import { holdProcess, sleep } from './time.js';
 import { ServiceView, type ServiceOptions, type SwitchboardFetchInit } from './view.js';
+import { FailureReporter, type FailureReportOptions, type FailureReportStats } from './reports.js';
+import { systemClock } from './time.js';
 
 /**
  * Client settings. Every default is chosen for a LAN; each says why.
@@ -64,6 +66,13 @@ export interface ClientOptions {
   closeTimeoutMs?: number;
   /** undici dispatcher for discovery-aware fetch. Default: a keep-alive Agent owned by the client. */
   dispatcher?: Dispatcher;
+  /**
+   * Consumer failure reports: a fetch() attempt that fails on an instance (refused,
+   * connect timeout, timeout, reset, HTTP 5xx) is reported to the registry in the
+   * background, at most once per instance per `minIntervalMs`. Several consumers reporting
+   * one instance turn it `warning` there. `false` turns reports off. Default: on.
+   */
+  reportFailures?: boolean | FailureReportOptions;
   /** Call policy defaults of every view (each view may override). */
   defaults?: Pick<ServiceOptions, 'balancer' | 'preferZone' | 'retry' | 'circuitBreaker' | 'bulkhead' | 'timeoutMs' | 'attemptTimeoutMs'>;
 }
@@ -117,6 +126,7 @@ export class SwitchboardClient extends EventEmitter {
   private readonly ownDispatcher: boolean;
   private closing: Promise<void> | null = null;
   private drainingPromise: Promise<void> | null = null;
+  private readonly reporter: FailureReporter | null;
 
   constructor(private readonly opts: ClientOptions = {}) {
     super();
@@ -148,6 +158,8 @@ export class SwitchboardClient extends EventEmitter {
     // Connections to instances: kept alive a little less than Node's default server
     // keepAliveTimeout (5 s), so that we never reuse a socket the server is closing.
     this.dispatcher = opts.dispatcher ?? new Agent({ keepAliveTimeout: 4_000, keepAliveMaxTimeout: 4_000, connect: { timeout: connectTimeoutMs } });
+    const rf = opts.reportFailures ?? true;
+    this.reporter = rf === false ? null : new FailureReporter(this.http, systemClock, rf === true ? {} : rf);
   }
 
   /** The lease this process holds now, if any. */
@@ -209,6 +221,7 @@ export class SwitchboardClient extends EventEmitter {
     this.feeds.set(feedKey, feed);
     const view = new ServiceView(feed, merged, {
       dispatcher: this.dispatcher,
+      ...(this.reporter && { reportFailure: (i, kind, detail) => this.reporter?.report(i.namespace, i.service, i.id, kind, detail) }),
       onClose: (v) => {
         this.allViews.delete(v);
         if (key !== undefined && this.views.get(key) === v) this.views.delete(key);
@@ -261,9 +274,13 @@ export class SwitchboardClient extends EventEmitter {
     if (this.registrar.size > 0) {
       const bound = AbortSignal.timeout(this.opts.closeTimeoutMs ?? 5_000);
       const s = signal ? AbortSignal.any([signal, bound]) : bound;
+      const started = Date.now();
       await this.registrar.drainAll(s).catch((err) => this.emit('registry-error', err));
       this.emit('draining');
-      await sleep(waitMs, signal).catch(() => undefined);
+      // The drain barrier: each node answers once every watcher of the service there was
+      // sent `draining` (bounded by waitMs). A registry without it: wait waitMs as before.
+      const reached = await this.drainBarrier(Math.max(0, waitMs - (Date.now() - started)), signal);
+      if (!reached) await sleep(Math.max(0, waitMs - (Date.now() - started)), signal).catch(() => undefined);
     }
     await this.close();
   }
@@ -312,7 +329,31 @@ export class SwitchboardClient extends EventEmitter {
     return this.closing;
   }
 
+  /** True when every instance's drain was confirmed by the registry's drain endpoint. */
+  private async drainBarrier(waitMs: number, signal?: AbortSignal): Promise<boolean> {
+    const wait = `${Math.floor(waitMs)}ms`;
+    const timeoutMs = waitMs + (this.opts.requestTimeoutMs ?? 5_000);
+    const results = await Promise.all(
+      this.registrar.targets().map((t) =>
+        this.http
+          .any({ method: 'POST', path: `/v1/services/${t.service}/instances/${encodeURIComponent(t.id)}/drain`, query: { namespace: t.namespace, wait }, timeoutMs, ...(signal && { signal }) })
+          .then(
+            () => true,
+            // Gone already: nothing to wait for. Anything else (404/405 of an older registry, unreachable): fall back.
+            (err: unknown) => (err as { code?: unknown }).code === 'INSTANCE_NOT_FOUND',
+          ),
+      ),
+    );
+    return results.every(Boolean);
+  }
+
+  /** Counters of consumer failure reports; null when `reportFailures` is false. */
+  get failureReports(): FailureReportStats | null {
+    return this.reporter?.snapshot() ?? null;
+  }
+
   private async doClose(): Promise<void> {
+    this.reporter?.close();
     await this.registrar.close(this.opts.closeTimeoutMs ?? 5_000).catch((err) => this.emit('registry-error', err));
     for (const v of [...this.allViews]) v.close();
     await Promise.all([...this.feeds.values()].map((f) => f.close()));

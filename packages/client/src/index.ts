@@ -57,3 +57,4 @@ export { defaultAddress, defaultInstanceId } from './identity.js';
 export { readSnapshot, writeSnapshot, snapshotPath, type ServiceSnapshot } from './snapshot.js';
 export * from './errors.js';
 export type { Instance, AdminStatus, Health, Protocol } from '@switchboard/protocol';
+export { DEFAULT_MAX_PENDING_REPORTS, DEFAULT_REPORT_INTERVAL_MS, failureKindOf, type FailureKind, type FailureReportOptions, type FailureReportStats } from './reports.js';

@@ -167,6 +167,11 @@ export class Registrar {
     return this.entries.size;
   }
 
+  /** Every registration held now (namespace, service, id). */
+  targets(): { namespace: string; service: string; id: string }[] {
+    return [...this.entries.values()].map((e) => ({ namespace: e.namespace, service: e.service, id: e.id }));
+  }
+
   entry(r: Registration): Entry | undefined {
     const e = this.entries.get(keyOf(r.namespace, r.service, r.id));
     return e?.handle === r ? e : undefined;

@@ -14,6 +14,7 @@ import type { FeedChange, FeedListener, ServiceFeed } from './feed.js';
 import { Bulkhead, CircuitBreaker, RetryBudget, type BulkheadOptions, type CircuitBreakerOptions, type RetryBudgetOptions } from './resilience.js';
 import { deadline, holdProcess, sleep, systemClock, unrefTimer, type Clock } from './time.js';
 import { withTraceHeaders } from './trace-context.js';
+import { failureKindOf, type FailureKind } from './reports.js';
 
 /**
  * Retry settings of a view's calls.
@@ -155,6 +156,8 @@ const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREA
 export interface ViewDeps {
   dispatcher: Dispatcher;
   onClose(view: ServiceView): void;
+  /** Background consumer report of a failed attempt (never throws, never waits). */
+  reportFailure?(instance: Instance, kind: FailureKind, detail: string): void;
 }
 
 /**
@@ -494,7 +497,22 @@ export class ServiceView extends EventEmitter implements FeedListener {
     const suffix = path.startsWith('/') ? path : `/${path}`;
     const retryOn = this.retryOn;
     return this.call(
-      (inst, { signal: s }) => undiciFetch(`${inst.protocol === 'https' ? 'https' : scheme}://${hostPort(inst)}${suffix}`, { ...rest, headers: withTraceHeaders(rest.headers), signal: s, dispatcher: this.deps.dispatcher }),
+      (inst, { signal: s }) => {
+        const sent = undiciFetch(`${inst.protocol === 'https' ? 'https' : scheme}://${hostPort(inst)}${suffix}`, { ...rest, headers: withTraceHeaders(rest.headers), signal: s, dispatcher: this.deps.dispatcher });
+        const report = this.deps.reportFailure;
+        if (!report) return sent;
+        return sent.then(
+          (res) => {
+            if (res.status >= 500) report(inst, 'http_5xx', `HTTP ${res.status}`);
+            return res;
+          },
+          (err: unknown) => {
+            const f = failureKindOf(err, s, signal ?? undefined);
+            if (f) report(inst, f.kind, f.detail);
+            throw err;
+          },
+        );
+      },
       callOpts,
       (o) => {
         if ('result' in o) {
