@@ -17,7 +17,7 @@ export function ClusterView({ state }: { state: State }) {
       </section>
     );
   }
-  const members: ClusterMember[] = s.cluster?.members ?? [{ id: s.nodeId, address: location.host, self: true, reachable: state.connection === 'live', lastSeenMs: 0, revision: s.revision }];
+  const members: ClusterMember[] = s.cluster?.members ?? [{ id: s.nodeId, address: location.host, self: true, reachable: state.connection !== 'unreachable', lastSeenMs: 0, revision: s.revision }];
   const reachable = members.filter((m) => m.reachable).length;
   const alerts = (s as unknown as { alerts?: unknown }).alerts;
   // Every node reports `alerts`; the section shows when something is active or a webhook is set.
