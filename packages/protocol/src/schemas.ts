@@ -247,6 +247,7 @@ export const selfPreservationSchema = {
     minLeases: int,
     maxHoldMs: int,
     blockedLeases: { type: 'integer', description: 'leases held past their deadline now' },
+    releasingLeases: { type: 'integer', description: 'held leases no longer protected, each with its TTL once more to renew before it is evicted' },
     blockedEvictions: { type: 'integer', description: 'evictions blocked since the node started' },
     zones: { type: 'array', items: selfPreservationScopeSchema, description: 'zones engaged on their own' },
   },

@@ -268,6 +268,8 @@ export interface SelfPreservationStatus {
   maxHoldMs: number;
   /** Leases held past their deadline right now. */
   blockedLeases: number;
+  /** Held leases that protection no longer covers: each has its TTL once more to renew (added with the release grace). */
+  releasingLeases?: number;
   /** Evictions blocked since the node started. */
   blockedEvictions: number;
   /** Zones that are engaged on their own. */

@@ -43,7 +43,11 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
   const alerts = new Alerts({ engine, webhooks: cfg.alertWebhooks, limits: cfg.limits, logger: logger.child({ component: 'alerts' }) });
   const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(tracing ? { tracing } : {}) });
   const address = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port });
-  const url = address.replace('[::1]', '[::1]');
+  const url = address;
+  const bound = app.server.address();
+  if (engine.listening && bound !== null && typeof bound === 'object') {
+    await engine.listening({ host: cfg.httpAddr.host, port: bound.port }).catch((err) => logger.warn({ err }, 'could not announce the listening address'));
+  }
   logger.info({ nodeId, mode: cfg.mode, epoch: engine.registry.epoch, revision: engine.registry.revision, durable: engine.durable, dataDir: engine.dataDir }, `listening on ${url}`);
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>

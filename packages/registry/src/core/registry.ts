@@ -234,6 +234,7 @@ export class Registry {
       minLeases: cfg.minLeases,
       maxHoldMs: cfg.maxHoldMs,
       blockedLeases: this.guard.heldCount,
+      releasingLeases: this.guard.releasingCount,
       blockedEvictions: this.guard.blockedEvictions,
       zones: engagedZones,
     };
@@ -297,7 +298,7 @@ export class Registry {
         continue;
       }
       this.leaseTable.block(lease, now);
-      this.guard.block(lease.id, zones, now);
+      this.guard.block(lease.id, zones, now, lease.ttlMs);
       out.push(this.putUnchanged([...lease.instances], 'eviction_blocked', `lease ${lease.id} ran out while self-preservation is engaged; it is held`));
     }
     if (this.guard.heldCount > 0) {

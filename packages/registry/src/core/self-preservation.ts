@@ -9,6 +9,13 @@
  * one that stopped, instead of raising Eureka's famous alarm. And a lease is held at most
  * `maxHoldMs`, so that a fleet that really died is eventually let go.
  *
+ * When protection ends, a held lease is not evicted at once: it gets its TTL once more,
+ * counted from the release. Protection ends as soon as enough holders have renewed, and
+ * the others are often just as alive, a few hundred milliseconds behind (a process
+ * resuming, a connection being re-opened); evicting them at that instant would throw away
+ * exactly the instances self-preservation was holding for. A holder that really died
+ * is evicted one TTL after the release.
+ *
  * Pure: time comes in as `now`, lease counts from the registry.
  */
 import type { SelfPreservationScope } from '@switchboard/protocol';
@@ -32,6 +39,9 @@ interface Lapse {
 interface Held {
   since: number;
   zones: readonly string[];
+  ttlMs: number;
+  /** When protection stopped covering it (it then has `ttlMs` to renew); null while protected. */
+  releasedAt: number | null;
 }
 
 /** An engagement that started or ended, for the log and the metrics. */
@@ -85,8 +95,8 @@ export class SelfPreservation {
   }
 
   /** A lapsed lease is held instead of evicted. */
-  block(leaseId: string, zones: readonly string[], now: number): void {
-    this.held.set(leaseId, { since: now, zones });
+  block(leaseId: string, zones: readonly string[], now: number, ttlMs: number): void {
+    this.held.set(leaseId, { since: now, zones, ttlMs, releasedAt: null });
     this.blockedEvictions++;
   }
 
@@ -146,14 +156,31 @@ export class SelfPreservation {
     return changes;
   }
 
-  /** Held leases to evict now: no longer protected, or held for `maxHoldMs`. */
+  /**
+   * Held leases to evict now: held for `maxHoldMs`, or no longer protected for a whole
+   * TTL (the release grace; see the top of this file).
+   */
   releasable(now: number): string[] {
     const out: string[] = [];
     const { maxHoldMs } = this.config;
     for (const [id, h] of this.held) {
-      if (!this.protects(h.zones) || (maxHoldMs > 0 && now - h.since >= maxHoldMs)) out.push(id);
+      if (maxHoldMs > 0 && now - h.since >= maxHoldMs) {
+        out.push(id);
+      } else if (this.protects(h.zones)) {
+        h.releasedAt = null;
+      } else {
+        h.releasedAt ??= now;
+        if (now - h.releasedAt >= h.ttlMs) out.push(id);
+      }
     }
     return out;
+  }
+
+  /** Held leases that protection no longer covers and that are in their release grace. */
+  get releasingCount(): number {
+    let n = 0;
+    for (const h of this.held.values()) if (h.releasedAt !== null) n++;
+    return n;
   }
 
   /** The state of the node and of each zone that has lapsed leases. */

@@ -36,6 +36,11 @@ export interface Engine {
   reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }>;
   /** The active checks this node runs. */
   checkStats(): SchedulerStats;
+  /**
+   * The REST API is listening at this address (the port the OS chose when 0 was asked):
+   * cp re-announces the node with it, so that other nodes and operators see a real port.
+   */
+  listening?(address: { host: string; port: number }): Promise<void>;
   /** ap and cp: members, reachability, lag, the store (in /v1/status as `cluster`). */
   cluster?(): ClusterStatus;
   /** Adds the mode's own metrics (replication lag, etcd round trips, ...) to /metrics. */

@@ -65,14 +65,28 @@ test('a mass lapse is held; renewals release it; the truly dead are then evicted
   assert.deepEqual(reasons(more), Array(9).fill('eviction_blocked'));
   assert.equal(instances(reg), 20);
 
-  // renewals come back for all but 3: protection ends and only those 3 go
+  // renewals come back for all but 3: protection ends, and those 3 get their TTL once more
   for (const l of leases.slice(3)) reg.keepAlive(l);
   clock.advance(100);
-  const after = reg.expireDue();
-  assert.deepEqual(reasons(after), ['lease_expired', 'lease_expired', 'lease_expired']);
-  assert.equal(instances(reg), 17);
+  assert.deepEqual(reg.expireDue(), [], 'no eviction at the instant of release');
   assert.equal(reg.selfPreservationStatus().engaged, false);
+  assert.equal(reg.selfPreservationStatus().blockedLeases, 3);
+  assert.equal(reg.selfPreservationStatus().releasingLeases, 3);
   assert.deepEqual(reg.takeProtectionChanges().map((c) => [c.zone, c.engaged]), [[null, false]]);
+  // one of them was only late: it renews within the grace and stays (the others keep renewing)
+  const alive = leases.slice(2);
+  for (let t = 1; t <= 9; t++) {
+    clock.advance(1_000);
+    for (const l of alive) reg.keepAlive(l);
+    assert.deepEqual(reg.expireDue(), [], `the grace is the lease TTL, counted from the release (${t} s)`);
+  }
+  clock.advance(999);
+  for (const l of alive) reg.keepAlive(l);
+  assert.deepEqual(reg.expireDue(), []);
+  clock.advance(1);
+  assert.deepEqual(reasons(reg.expireDue()), ['lease_expired', 'lease_expired']);
+  assert.equal(instances(reg), 18);
+  assert.equal(reg.selfPreservationStatus().blockedLeases, 0);
 });
 
 test('staggered lapses: evictions go on until the share passes the threshold', () => {

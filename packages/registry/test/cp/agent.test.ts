@@ -3,7 +3,7 @@
 // starts from what etcd holds.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { call } from '../helpers.js';
+import { call, waitUntil } from '../helpers.js';
 import { spawnAgent, type AgentProcess } from '../integration/process.js';
 import { EtcdCluster } from './etcd-cluster.js';
 import { freshPrefix } from './nodes.js';
@@ -33,6 +33,12 @@ test('three cp agents over one etcd share the registry; a node restart loses not
     assert.equal(status.body.mode, 'cp');
     assert.equal(status.body.cluster.store.reachable, true);
     assert.deepEqual(status.body.cluster.members.map((m: { id: string }) => m.id), ['a1', 'a2', 'a3']);
+    // Started with port 0, each node announces the port it got, not ":0".
+    const hostPort = (url: string) => new URL(url).host;
+    await waitUntil(async () => {
+      const members = (await call(c.url, 'GET', '/v1/status')).body.cluster.members as { address: string }[];
+      return members.map((m) => m.address).join() === agents.map((x) => hostPort(x.url)).join();
+    }, 5_000, 'every member to show its listening address');
     // A node dies: nothing is lost, the lease is kept alive through another node.
     a.child.kill('SIGKILL');
     await a.exited;

@@ -1,8 +1,8 @@
 // Goal: with real processes and the default settings (window 15 s, threshold 50%, at least
 // 10 leases), losing more than half of the lease holders at once engages self-preservation:
 // /v1/status says `protecting`, the metric and the log say so, and no further eviction
-// happens until renewals recover. Killed holders stay held until the fleet is back;
-// frozen holders that wake up renew their held leases and lose nothing.
+// happens until renewals recover. Killed holders stay held until the fleet is back, and
+// then for one TTL more (the release grace); frozen holders that wake up renew their held leases and lose nothing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SseReader, call, sleep } from '../helpers.js';
@@ -56,10 +56,16 @@ test('killing 7 of 12 holders at once engages self-preservation; nothing more is
     assert.match(agent.output(), /self-preservation engaged/);
 
     // The fleet is restarted under new leases: lapsed leases are now a minority, protection
-    // ends and the dead ones are evicted.
+    // ends, and the held leases get their TTL (10 s) once more before the dead are evicted.
     all.push(...(await startFleet(agent, 7, 'q', { ttlMs: 10_000, everyMs: 3_000 })));
     await waitFor('release', async () => !(await status(agent)).engaged, 3_000);
-    await w.until(() => deletes(w).length === 7, 3_000, 'the held leases to be evicted');
+    const released = performance.now();
+    assert.equal((await status(agent)).releasingLeases, 7 - evicted, 'the held leases are in their release grace');
+    assert.equal(deletes(w).length, evicted, 'no eviction at the instant of release');
+    await w.until(() => deletes(w).length === 7, 14_000, 'the held leases to be evicted');
+    const graceMs = Math.round(performance.now() - released);
+    console.log(`# the held leases were evicted ${graceMs} ms after the release`);
+    assert.ok(graceMs >= 9_000, `evicted after the grace, not before (${graceMs} ms)`);
     assert.deepEqual([...new Set(deletes(w).map((e) => e.json.reason))], ['connection_lost']);
     assert.equal((await call(agent.url, 'GET', '/v1/services/pay')).body.instances.length, FLEET);
     assert.match(agent.output(), /self-preservation released/);

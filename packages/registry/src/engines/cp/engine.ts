@@ -337,6 +337,14 @@ export class CpEngine implements Engine {
 
   // ---- this node in etcd ----
 
+  async listening(address: { host: string; port: number }): Promise<void> {
+    const next = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+    if (next === this.opts.address) return;
+    this.opts.address = next;
+    // Same lease, new value: the other nodes' views follow through their watch.
+    if (this.nodeLease !== null) await this.store.txn({ success: [{ request_put: { key: b(nodeKeyOf(this.layout, this.nodeId)), value: b(JSON.stringify({ address: next, startedAt: this.startedAt })), lease: this.nodeLease } }] });
+  }
+
   private async registerNode(): Promise<void> {
     const grant = await this.store.leaseGrant(this.cfg.nodeTtlSec);
     this.nodeLease = grant.ID;
