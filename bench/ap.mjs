@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- --suite ap`: the ap cluster (three durable Switchboard nodes on
- * 127.0.0.1, peer links through fault proxies) against a standalone node, a 3-member etcd
- * and (when installed) a 3-node ZooKeeper:
+ * 127.0.0.1, linked directly; the partition step links them through fault proxies)
+ * against a standalone node, a 3-member etcd and (when installed) a 3-node ZooKeeper:
  *   1. registration throughput from 64 clients (each with its own lease and connection,
  *      closed loop; the clients of the ap cluster are spread over its three nodes);
  *   2. replication lag: a write acknowledged by one node, seen on the watch stream of each
@@ -13,6 +13,8 @@
  *   5. one peer link: replication-sized messages per second between two transports.
  * Options: --duration 10s --warmup 2s --clients 64 --per-side 10000 --skip etcd,zookeeper
  *          --only throughput,lag,convergence,failover,link (steps to run; default all)
+ *          --profile DIR (the ap nodes run with --cpu-prof; a profile per node in DIR at stop;
+ *          summarise with bench/profile-summary.mjs)
  * Results go to bench/results/ap-<timestamp>.json. Every process is ended by PID.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -35,7 +37,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 const log = (s) => process.stdout.write(s + '\n');
 
 function parseArgs(argv) {
-  const o = { durationMs: 10_000, warmupMs: 2_000, clients: 64, perSide: 10_000, skip: new Set(), only: null };
+  const o = { durationMs: 10_000, warmupMs: 2_000, clients: 64, perSide: 10_000, skip: new Set(), only: null, profileDir: null };
   const dur = (v) => {
     const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(v ?? '');
     if (!m) throw new Error(`not a duration: ${v}`);
@@ -49,6 +51,7 @@ function parseArgs(argv) {
     else if (a === '--clients') o.clients = Number(argv[++i]);
     else if (a === '--per-side') o.perSide = Number(argv[++i]);
     else if (a === '--skip') for (const s of (argv[++i] ?? '').split(',')) o.skip.add(s.trim());
+    else if (a === '--profile') o.profileDir = argv[++i];
     else if (a === '--only') o.only = new Set((argv[++i] ?? '').split(',').map((s) => s.trim()));
     else if (a.startsWith('--suite=')) continue;
     else throw new Error(`unknown option ${a}`);
@@ -58,23 +61,29 @@ function parseArgs(argv) {
 
 // ------------------------------------------------------------------ the ap cluster
 
-/** Three durable ap nodes; node i reaches node j through proxy `i>j`. */
-async function startApCluster(ids = ['a', 'b', 'c']) {
+/**
+ * Three durable ap nodes. With `proxied`, node i reaches node j through proxy `i>j` (the
+ * partition step cuts them); without, the nodes link directly, as etcd and ZooKeeper
+ * members do in this suite (a proxy in this process would copy every replication byte
+ * on the cores the servers and the load generator share).
+ */
+async function startApCluster({ ids = ['a', 'b', 'c'], profileDir = null, proxied = false } = {}) {
   const dir = makeTempDir('bench-ap');
   const cfgFile = join(dir, 'config.json');
   writeFileSync(cfgFile, JSON.stringify(AGENT_CONFIG));
   const peerPorts = await freePorts(ids.length);
   const proxies = new Map();
   for (const [i, from] of ids.entries()) {
-    for (const [j, to] of ids.entries()) if (i !== j) proxies.set(`${from}>${to}`, await FaultProxy.start({ host: '127.0.0.1', port: peerPorts[j] }));
+    if (proxied) for (const [j, to] of ids.entries()) if (i !== j) proxies.set(`${from}>${to}`, await FaultProxy.start({ host: '127.0.0.1', port: peerPorts[j] }));
   }
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('SWITCHBOARD_')) delete env[k];
   const nodes = ids.map((id, i) => ({ id, peerPort: peerPorts[i], url: null, proc: null, logFile: join(dir, `${id}.log`) }));
   const start = async (n) => {
-    const peers = nodes.filter((o) => o !== n).map((o) => `${o.id}@${proxies.get(`${n.id}>${o.id}`).address}`).join(',');
+    const peers = nodes.filter((o) => o !== n).map((o) => `${o.id}@${proxied ? proxies.get(`${n.id}>${o.id}`).address : `127.0.0.1:${o.peerPort}`}`).join(',');
     writeFileSync(n.logFile, '');
-    n.proc = spawnLogged(`ap ${n.id}`, process.execPath, [AGENT_BIN, 'agent', '--mode', 'ap', '--node-id', n.id, '--data-dir', join(dir, n.id), '--http-addr', '127.0.0.1:0', '--peer-addr', `127.0.0.1:${n.peerPort}`, '--peers', peers, '--log-format', 'json', '--config', cfgFile], { cwd: ROOT, env, logFile: n.logFile });
+    const prof = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir, '--cpu-prof-name', `ap-${n.id}-${Date.now()}.cpuprofile`] : [];
+    n.proc = spawnLogged(`ap ${n.id}`, process.execPath, [...prof, AGENT_BIN, 'agent', '--mode', 'ap', '--node-id', n.id, '--data-dir', join(dir, n.id), '--http-addr', '127.0.0.1:0', '--peer-addr', `127.0.0.1:${n.peerPort}`, '--peers', peers, '--log-format', 'json', '--config', cfgFile], { cwd: ROOT, env, logFile: n.logFile });
     n.url = await waitReady({
       what: `ap node ${n.id}`,
       procs: [n.proc],
@@ -101,6 +110,7 @@ async function startApCluster(ids = ['a', 'b', 'c']) {
       }
     },
     partition(left, right) {
+      if (!proxied) throw new Error('a partition needs a proxied cluster');
       for (const l of left) for (const r of right) for (const k of [`${l}>${r}`, `${r}>${l}`]) proxies.get(k).cut('refuse');
     },
     heal() {
@@ -356,28 +366,34 @@ export async function main(argv) {
   const out = { format: 1, suite: 'ap', startedAt: started.toISOString(), machine: { cpus: cpus().length, loadavgAtStart: loadavg() }, settings: { ...o, skip: [...o.skip], only: o.only ? [...o.only] : null }, throughput: [], notes: ['The load generator runs in the benchmark process and shares the cores with every server.'] };
 
   const want = (step) => o.only === null || o.only.has(step);
-  const cluster = await startApCluster();
-  try {
-    if (want('throughput')) {
-      log('\n1. registration throughput');
-      out.throughput.push(await throughput('Switchboard ap x3', cluster.nodes.map((n) => ({ kind: 'switchboard', url: n.url })), o));
-      await settle(cluster);
+  if (want('throughput') || want('lag') || want('failover')) {
+    const cluster = await startApCluster({ profileDir: o.profileDir });
+    try {
+      if (want('throughput')) {
+        log('\n1. registration throughput');
+        out.throughput.push(await throughput('Switchboard ap x3', cluster.nodes.map((n) => ({ kind: 'switchboard', url: n.url })), o));
+        await settle(cluster);
+      }
+      if (want('lag')) {
+        log('\n2. replication lag');
+        out.replication = await replicationLag(cluster);
+      }
+      if (want('failover')) {
+        log('\n4. failover of a client whose node is killed');
+        out.failover = await failoverGap(cluster);
+      }
+    } finally {
+      await cluster.stop();
     }
-    if (want('lag')) {
-      log('\n2. replication lag');
-      out.replication = await replicationLag(cluster);
-    }
-    if (want('convergence')) {
-      log('\n3. convergence after a partition');
+  }
+  if (want('convergence')) {
+    const cluster = await startApCluster({ proxied: true });
+    try {
+      log('\n3. convergence after a partition (peer links through fault proxies)');
       out.convergence = await convergence(cluster, o.perSide);
-      await settle(cluster);
+    } finally {
+      await cluster.stop();
     }
-    if (want('failover')) {
-      log('\n4. failover of a client whose node is killed');
-      out.failover = await failoverGap(cluster);
-    }
-  } finally {
-    await cluster.stop();
   }
   if (want('link')) {
     log('\n5. one peer link');

@@ -125,6 +125,11 @@ export interface Limits {
   apBatchDelayMs: number;
   /** ap: how often a node compares its per-service digests with one peer (anti-entropy). */
   apAntiEntropyIntervalMs: number;
+  /**
+   * ap: longest a node puts off its anti-entropy round with a peer while its own batches to
+   * that peer are still unacknowledged (their records would only show up as differences).
+   */
+  apAntiEntropyMaxDeferMs: number;
   /** ap: most service digests in one anti-entropy message (more services go in later rounds). */
   apDigestMaxServices: number;
   /** ap: most records in one repair message (a larger repair is split). */
@@ -201,6 +206,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   apBatchMaxRecords: 1_000,
   apBatchDelayMs: 5,
   apAntiEntropyIntervalMs: 1_000,
+  apAntiEntropyMaxDeferMs: 5_000,
   apDigestMaxServices: 5_000,
   apRepairMaxRecords: 2_000,
   apOwnerGraceMs: 30_000,

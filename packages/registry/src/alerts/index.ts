@@ -5,7 +5,7 @@
  * agent has alert webhooks. Described in docs/alerts.md.
  */
 import { randomBytes } from 'node:crypto';
-import { DELETE_REASONS, isHealthy, type AlertMessage, type AlertName, type AlertsStatus, type DeleteReason, type Limits, type WatchEvent, ALERT_NAMES } from '@switchboard/protocol';
+import { DELETE_REASONS, type AlertMessage, type AlertName, type AlertsStatus, type DeleteReason, type Limits, type WatchEvent, ALERT_NAMES } from '@switchboard/protocol';
 import client from 'prom-client';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
@@ -82,15 +82,7 @@ export class Alerts {
     const services: ServiceObservation[] = [];
     for (const d of dirty.values()) {
       const svc = engine.registry.service(d.namespace, d.service);
-      let instances = 0;
-      let up = 0;
-      let healthy = 0;
-      for (const rec of svc?.instances.values() ?? []) {
-        instances++;
-        if (rec.instance.status === 'up') up++;
-        if (isHealthy(rec.instance)) healthy++;
-      }
-      services.push({ namespace: d.namespace, service: d.service, instances, up, healthy, ...(d.lastRemoval ? { lastRemoval: d.lastRemoval } : {}) });
+      services.push({ namespace: d.namespace, service: d.service, instances: svc?.instances.size ?? 0, up: svc?.up ?? 0, healthy: svc?.healthy ?? 0, ...(d.lastRemoval ? { lastRemoval: d.lastRemoval } : {}) });
     }
     const transitions = this.rules.evaluate({ services, selfPreservation: engine.registry.selfPreservationStatus(), cluster: engine.cluster?.() });
     for (const t of transitions) {

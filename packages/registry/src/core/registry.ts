@@ -7,6 +7,7 @@ import {
   REPORTS_CHECK_ID,
   SwitchboardError,
   completeCheckSpec,
+  isHealthy,
   formatDuration,
   invalid,
   limitExceeded,
@@ -52,6 +53,10 @@ export interface ServiceState {
   /** Revision of the service's last change. */
   revision: number;
   readonly instances: Map<string, InstanceRecord>;
+  /** Instances with status `up`, kept as instances come and go (no scan to count them). */
+  up: number;
+  /** Instances that `healthy=true` answers (status up, health not critical). */
+  healthy: number;
 }
 
 /** What a write did: the entry to make durable and the events to announce after that. */
@@ -646,6 +651,8 @@ export class Registry {
       this.instanceTotal++;
       this.empty.delete(serviceKey(instance.namespace, instance.service));
     }
+    if (prev) uncount(svc, prev.instance);
+    count(svc, instance);
     const inputKey = knownInputKeys.get(instance) ?? inputKeyOf(inputFromInstance(instance, specs));
     svc.instances.set(instance.id, { instance, specs, json: JSON.stringify(instance), inputKey });
     svc.revision = revision;
@@ -660,6 +667,7 @@ export class Registry {
     const rec = svc?.instances.get(id);
     if (!svc || !rec) return undefined;
     svc.instances.delete(id);
+    uncount(svc, rec.instance);
     this.instanceTotal--;
     const key = instanceKey(namespace, service, id);
     if (rec.instance.leaseId) this.leaseTable.get(rec.instance.leaseId)?.instances.delete(key);
@@ -687,7 +695,7 @@ export class Registry {
     const key = serviceKey(namespace, name);
     let s = this.services.get(key);
     if (!s) {
-      s = { namespace, name, revision: this.forgottenRevision, instances: new Map() };
+      s = { namespace, name, revision: this.forgottenRevision, instances: new Map(), up: 0, healthy: 0 };
       this.services.set(key, s);
     }
     return s;
@@ -821,4 +829,14 @@ export function instanceFromRegistration(item: RegistrationItem, prev: InstanceR
     createRevision: prev?.instance.createRevision ?? rev,
     modRevision: rev,
   };
+}
+
+function count(svc: ServiceState, i: Instance): void {
+  if (i.status === 'up') svc.up++;
+  if (isHealthy(i)) svc.healthy++;
+}
+
+function uncount(svc: ServiceState, i: Instance): void {
+  if (i.status === 'up') svc.up--;
+  if (isHealthy(i)) svc.healthy--;
 }

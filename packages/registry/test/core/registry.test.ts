@@ -209,3 +209,48 @@ test('lease deadlines: the next deadline follows keep-alives, and a restart rene
   reg.renewAllLeases();
   assert.equal(reg.nextLeaseDeadline(), clock.now() + 2_000);
 });
+
+test('each service keeps its up and healthy counts as instances come, change and go (checked against a scan)', () => {
+  const { reg, clock, run } = setup();
+  let seed = 7;
+  const rand = (n: number) => {
+    seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff;
+    return seed % n;
+  };
+  const lease = 'l1';
+  const statuses = ['up', 'draining', 'out_of_service'] as const;
+  const check = (step: number) => {
+    for (const svc of reg.listServices()) {
+      const all = [...svc.instances.values()].map((r) => r.instance);
+      assert.equal(svc.up, all.filter((i) => i.status === 'up').length, `up of ${svc.name} after step ${step}`);
+      assert.equal(svc.healthy, all.filter((i) => i.status === 'up' && i.health !== 'critical').length, `healthy of ${svc.name} after step ${step}`);
+    }
+  };
+  for (let step = 0; step < 600; step++) {
+    const service = `s${rand(3)}`;
+    const id = `i${rand(8)}`;
+    const exists = reg.instance('default', service, id) !== undefined;
+    switch (rand(5)) {
+      case 0:
+        if (!reg.lease(lease)) run(reg.grantLease(lease, 10_000));
+        run(reg.register(item(service, id, { checks: [{ id: 'self', type: 'ttl', ttlMs: 5_000 }], ...(rand(2) ? { leaseId: lease } : {}) })));
+        break;
+      case 1:
+        if (exists) run(reg.setStatus('default', service, id, statuses[rand(3)]!));
+        break;
+      case 2:
+        if (exists) run(reg.reportCheck('default', service, id, 'self', { status: (['passing', 'warning', 'critical'] as const)[rand(3)]!, output: 'x' }));
+        break;
+      case 3:
+        if (exists) run(reg.deregister('default', service, id));
+        break;
+      case 4:
+        clock.advance(rand(4_000));
+        reg.expireDue();
+        reg.healthDue();
+        if (rand(4) === 0 && reg.lease(lease)) reg.keepAlive(lease);
+        break;
+    }
+    check(step);
+  }
+});

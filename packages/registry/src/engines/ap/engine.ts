@@ -109,6 +109,8 @@ interface PeerState {
   catchUp: Set<number> | null;
   /** When the catch-up pass started: one that takes too long (lost messages) is started again. */
   catchUpAt: number;
+  /** Monotonic time of the last anti-entropy round this node started with the peer. */
+  roundAt: number;
 }
 
 /**
@@ -130,6 +132,8 @@ interface Round {
 interface InFlight {
   /** When the oldest change of the batch was made. */
   firstAt: number;
+  /** When the batch was sent. */
+  sentAt: number;
   waiting: Set<string>;
 }
 
@@ -211,6 +215,7 @@ export class ApEngine implements Engine {
     repairsReceived: 0,
     repairsApplied: 0,
     antiEntropyRounds: 0,
+    antiEntropyDeferred: 0,
     tombstonesCollected: 0,
     rebuilds: 0,
     reasserted: 0,
@@ -425,6 +430,7 @@ export class ApEngine implements Engine {
     counter('switchboard_ap_records_sent_total', 'Records sent to peers in batches (ap)', () => this.stats.recordsSent);
     counter('switchboard_ap_records_received_total', 'Records received from peers in batches (ap)', () => this.stats.recordsReceived);
     counter('switchboard_ap_antientropy_rounds_total', 'Anti-entropy rounds this node started (ap)', () => this.stats.antiEntropyRounds);
+    counter('switchboard_ap_antientropy_deferred_total', 'Anti-entropy rounds put off because batches to the peer were still unacknowledged (ap)', () => this.stats.antiEntropyDeferred);
     counter('switchboard_ap_antientropy_repairs_total', 'Records anti-entropy repaired on this node (ap)', () => this.stats.repairsApplied);
     counter('switchboard_ap_tombstones_collected_total', 'Tombstones collected (ap)', () => this.stats.tombstonesCollected);
     gauge('switchboard_ap_tombstones', 'Tombstones kept (ap)', () => this.table.tombstones);
@@ -580,7 +586,7 @@ export class ApEngine implements Engine {
         }
       }
       if (waiting.size > 0) {
-        this.inFlight.set(seq, { firstAt, waiting });
+        this.inFlight.set(seq, { firstAt, sentAt: this.opts.clock.now(), waiting });
         if (this.inFlight.size > MAX_IN_FLIGHT) this.inFlight.delete(this.inFlight.keys().next().value as number);
       }
     }
@@ -672,6 +678,16 @@ export class ApEngine implements Engine {
     } catch (err) {
       this.opts.onEvent?.('bad_message', { from, type: (raw as { type: unknown }).type, err: String(err) });
     }
+  }
+
+  /**
+   * A batch sent to the peer within the last anti-entropy interval is still unacknowledged
+   * (an older one's acknowledgement is taken as lost: it does not hold rounds back).
+   */
+  private awaitingAck(peer: string): boolean {
+    const since = this.opts.clock.now() - this.limits.apAntiEntropyIntervalMs;
+    for (const f of this.inFlight.values()) if (f.sentAt >= since && f.waiting.has(peer)) return true;
+    return false;
   }
 
   private notePeerRevision(from: string, rev: number): void {
@@ -776,7 +792,17 @@ export class ApEngine implements Engine {
         const stale = this.opts.clock.now() - st.catchUpAt > 3 * this.limits.apAntiEntropyIntervalMs;
         if (!st.caughtUp && (st.catchUp === null || stale)) this.startPass(id);
       }
-    } else if (up.length > 0) this.startRound(up[this.aePeerIndex++ % up.length] as string);
+    } else if (up.length > 0) {
+      // While this node's recent batches to the peer are unacknowledged, their records would
+      // only show up as differences, and a round would compare whole services for nothing:
+      // the round waits for a quiet moment, at most apAntiEntropyMaxDeferMs.
+      const peer = up[this.aePeerIndex % up.length] as string;
+      const st = this.peerState.get(peer) as PeerState;
+      if (this.opts.clock.now() - st.roundAt >= this.limits.apAntiEntropyMaxDeferMs || !this.awaitingAck(peer)) {
+        this.aePeerIndex++;
+        this.startRound(peer);
+      } else this.stats.antiEntropyDeferred++;
+    }
     this.collectTombstones();
     this.reconcile();
   }
@@ -795,6 +821,7 @@ export class ApEngine implements Engine {
 
   private startRound(peer: string): number {
     const st = this.peerState.get(peer) as PeerState;
+    st.roundAt = this.opts.clock.now();
     const keys = this.table.serviceKeys();
     let start = keys.findIndex((k) => k >= st.cursor);
     if (start < 0) start = 0;
@@ -1009,7 +1036,7 @@ export class ApEngine implements Engine {
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', owed: false, caughtUp: false, catchUp: null, catchUpAt: 0 };
+    return { up, downSince: up ? null : this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', owed: false, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now() };
   }
 
   private peerUp(id: string): boolean {
