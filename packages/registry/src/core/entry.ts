@@ -6,6 +6,7 @@
 import type { CheckSpec, DeleteReason, Instance, PutReason, ServiceSettings } from '@switchboard/protocol';
 import type { HistorySnapshotItem } from './history.js';
 import type { StoredRecord } from './replica.js';
+import type { SettingsRecord } from './replica-settings.js';
 
 /**
  * ap mode: what a put or delete means for replication. `v`/`o`: a replicated record of
@@ -21,7 +22,7 @@ export type Change =
   | { op: 'lease_grant'; leaseId: string; ttlMs: number }
   | { op: 'lease_end'; leaseId: string; reason: 'lease_expired' | 'lease_revoked' }
   /** A service's settings; all null removes them. */
-  | { op: 'settings'; namespace: string; service: string; settings: ServiceSettings }
+  | { op: 'settings'; namespace: string; service: string; settings: ServiceSettings; repl?: ReplMeta }
   /** ap mode: replicated records this node keeps but does not show (tombstones of absent instances, hidden records). */
   | { op: 'replica'; records: StoredRecord[] };
 
@@ -53,4 +54,6 @@ export interface Snapshot {
   histories?: HistorySnapshotItem[];
   /** ap mode: the replicated records (live, hidden and tombstones). */
   replica?: StoredRecord[];
+  /** ap mode: the versions of the service settings (replica-settings.ts). */
+  replicaSettings?: SettingsRecord[];
 }

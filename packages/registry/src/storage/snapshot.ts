@@ -33,7 +33,7 @@ const MAX_BUSY_MS = 5;
  * `histories` came later, so a meta chunk without them counts none.
  */
 type Chunk =
-  | { kind: 'meta'; format: 1; epoch: string; revision: number; lsn: number; instances: number; leases: number; emptyServices: number; serviceRevisions?: number; serviceSettings?: number; histories?: number; replica?: number }
+  | { kind: 'meta'; format: 1; epoch: string; revision: number; lsn: number; instances: number; leases: number; emptyServices: number; serviceRevisions?: number; serviceSettings?: number; histories?: number; replica?: number; replicaSettings?: number }
   | { kind: 'instances'; items: Snapshot['instances'] }
   | { kind: 'leases'; items: Snapshot['leases'] }
   | { kind: 'emptyServices'; items: Snapshot['emptyServices'] }
@@ -42,10 +42,12 @@ type Chunk =
   | { kind: 'histories'; items: NonNullable<Snapshot['histories']> }
   /** ap mode only: the replicated records. */
   | { kind: 'replica'; items: NonNullable<Snapshot['replica']> }
+  /** ap mode only: the versions of the service settings. */
+  | { kind: 'replicaSettings'; items: NonNullable<Snapshot['replicaSettings']> }
   | { kind: 'end'; frames: number };
 
-type ListKind = 'instances' | 'leases' | 'emptyServices' | 'serviceRevisions' | 'serviceSettings' | 'histories' | 'replica';
-const LISTS: ListKind[] = ['instances', 'leases', 'emptyServices', 'serviceRevisions', 'serviceSettings', 'histories', 'replica'];
+type ListKind = 'instances' | 'leases' | 'emptyServices' | 'serviceRevisions' | 'serviceSettings' | 'histories' | 'replica' | 'replicaSettings';
+const LISTS: ListKind[] = ['instances', 'leases', 'emptyServices', 'serviceRevisions', 'serviceSettings', 'histories', 'replica', 'replicaSettings'];
 
 const listOf = (snap: Snapshot, kind: ListKind): unknown[] => snap[kind] ?? [];
 
@@ -65,6 +67,7 @@ function* chunksOf(snap: Snapshot, lsn: number, chunkItems: number): Generator<C
     histories: listOf(snap, 'histories').length,
     // ap mode only; absent otherwise, so that other snapshots stay as they were.
     ...(snap.replica ? { replica: snap.replica.length } : {}),
+    ...(snap.replicaSettings ? { replicaSettings: snap.replicaSettings.length } : {}),
   };
   let frames = 1;
   for (const kind of LISTS) {
@@ -215,6 +218,7 @@ function applyChunk(st: ReadState, chunk: Chunk, seq: number): string | null {
     case 'serviceSettings':
     case 'histories':
     case 'replica':
+    case 'replicaSettings':
       if (!Array.isArray(chunk.items)) return `chunk ${seq} has no items`;
       for (const item of chunk.items) ((st.snap[chunk.kind] ??= []) as unknown[]).push(item);
       return null;

@@ -23,6 +23,7 @@ import type { Change, Entry, Snapshot } from '../../core/entry.js';
 import { HybridClock, versionMs } from '../../core/hlc.js';
 import { Registry, serviceKey, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
 import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type StoredRecord, type WireInstance } from '../../core/replica.js';
+import { SettingsReplica, validSettingsRecord, type SettingsRecord } from '../../core/replica-settings.js';
 import type { ProtectionChange } from '../../core/self-preservation.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
@@ -148,11 +149,15 @@ const MAX_ROUNDS = 256;
 export type ApMessage =
   | { type: 'ap_batch'; seq: number; rev: number; records: ReplicaRecord[] }
   | { type: 'ap_ack'; seq: number; rev: number }
-  | { type: 'ap_digest'; round: number; from: string; to: string | null; services: [string, number, number, number][]; rebuild: boolean; rev: number }
+  /** `settings`: the digest of the settings table (absent from nodes of older versions). */
+  | { type: 'ap_digest'; round: number; from: string; to: string | null; services: [string, number, number, number][]; rebuild: boolean; rev: number; settings?: number }
   /** The versions (key, version) the peer holds in the services that differ, in parts. */
   | { type: 'ap_versions'; round: number; part: number; entries: [string, string][] }
   /** `parts`: how many ap_versions messages of the round were sent before it. */
-  | { type: 'ap_reply'; round: number; parts: number; diff: string[]; match: boolean; rebuild: boolean; rev: number }
+  /** `settingsDiffer`: the settings digests differed; the peer sent its settings, the initiator answers with its own. */
+  | { type: 'ap_reply'; round: number; parts: number; diff: string[]; match: boolean; rebuild: boolean; rev: number; settingsDiffer?: boolean }
+  /** Service settings: the ones a node just took, or its whole table when digests differed. */
+  | { type: 'ap_settings'; records: SettingsRecord[] }
   /** Records the sender found the receiver lacks (or holds older). */
   | { type: 'ap_push'; records: ReplicaRecord[] }
   /** Keys of records the sender lacks (or holds older), and the answer with the records. */
@@ -184,6 +189,8 @@ export class ApEngine implements Engine {
   private readonly monitor: HealthMonitor | null;
   private readonly peerState = new Map<string, PeerState>();
   private readonly stamped = new WeakMap<Entry, ReplicaRecord[]>();
+  /** Settings changes this node took (sent to the peers once durable). */
+  private readonly stampedSettings = new WeakMap<Entry, SettingsRecord[]>();
   private readonly outbox = new Map<string, ReplicaRecord>();
   private outboxSince: number | null = null;
   private flushTimer: unknown = null;
@@ -229,6 +236,7 @@ export class ApEngine implements Engine {
     private readonly opts: ApOptions,
     table: ReplicaTable,
     hlc: HybridClock,
+    readonly settingsTable: SettingsReplica,
   ) {
     this.nodeId = opts.nodeId;
     this.limits = opts.limits;
@@ -269,16 +277,18 @@ export class ApEngine implements Engine {
     const base = { limits: opts.limits, clock: opts.clock, wallClock, replication };
     const registry = rec.snapshot ? Registry.fromSnapshot(rec.snapshot, base) : new Registry({ ...base, epoch: rec.epoch });
     const table = ReplicaTable.restore(rec.snapshot?.replica ?? []);
+    const settingsTable = SettingsReplica.restore(rec.snapshot?.replicaSettings ?? []);
     const now = opts.clock.now();
     for (const entry of rec.entries) {
       registry.apply(entry);
-      for (const c of entry.changes) learnFromChange(table, c, now);
+      for (const c of entry.changes) learnFromChange(table, settingsTable, c, now);
     }
     registry.renewAllLeases();
     const hlc = new HybridClock({ node: opts.nodeId, wallAtStart: wallClock.now(), monotonic: opts.clock, maxOffsetMs: opts.limits.apMaxClockOffsetMs });
     for (const r of table.values()) if (r.v.endsWith(`@${opts.nodeId}`)) hlc.observe(r.v);
+    for (const r of settingsTable.all()) if (r.v.endsWith(`@${opts.nodeId}`)) hlc.observe(r.v);
     opts.onRecovered?.({ revision: registry.revision, entries: rec.entries.length, fromSnapshot: rec.snapshot !== null, records: table.size, ms: Date.now() - started });
-    const engine = new ApEngine(registry, opts.storage, opts.transport, opts, table, hlc);
+    const engine = new ApEngine(registry, opts.storage, opts.transport, opts, table, hlc, settingsTable);
     hooks.engine = engine;
     return engine;
   }
@@ -385,6 +395,7 @@ export class ApEngine implements Engine {
       hlc: this.hlc.last(),
       replication: {
         records: this.table.size,
+        settings: this.settingsTable.size,
         tombstones: this.table.tombstones,
         outbox: this.outbox.size,
         unconfirmed,
@@ -485,6 +496,14 @@ export class ApEngine implements Engine {
         this.table.merge(rec, now);
         c.repl = { v, o: owner };
         records.push(rec);
+      } else if (c.op === 'settings') {
+        const cur = this.settingsTable.get(c.namespace, c.service);
+        const rec: SettingsRecord = { namespace: c.namespace, service: c.service, v: cur ? this.hlc.after(cur.v) : this.hlc.now(), o: this.nodeId, settings: c.settings };
+        this.settingsTable.merge(rec);
+        c.repl = { v: rec.v, o: rec.o };
+        const list = this.stampedSettings.get(entry) ?? [];
+        list.push(rec);
+        this.stampedSettings.set(entry, list);
       }
     }
     if (records.length > 0) this.stamped.set(entry, records);
@@ -528,6 +547,8 @@ export class ApEngine implements Engine {
       }
       const records = this.stamped.get(entry);
       if (records) this.enqueue(records);
+      const settings = this.stampedSettings.get(entry);
+      if (settings) this.sendSettings(null, settings);
       after?.();
     }
   }
@@ -535,7 +556,7 @@ export class ApEngine implements Engine {
   private maybeSnapshot(): void {
     if (this.snapshotting || this.closed || !this.storage.snapshotDue()) return;
     this.snapshotting = true;
-    const snap: Snapshot = { ...this.registry.snapshot(), replica: this.table.snapshot() };
+    const snap: Snapshot = { ...this.registry.snapshot(), replica: this.table.snapshot(), replicaSettings: this.settingsTable.all() };
     this.storage
       .writeSnapshot(snap)
       .catch((err) => this.opts.onSnapshotError?.(err))
@@ -672,6 +693,9 @@ export class ApEngine implements Engine {
           this.stats.repairsReceived += msg.records.length;
           this.applyRemote(from, msg.records, 'repair');
           break;
+        case 'ap_settings':
+          this.applySettings(from, msg.records);
+          break;
         default:
           this.opts.onEvent?.('unknown_message', { from, type: (raw as { type: unknown }).type });
       }
@@ -693,6 +717,31 @@ export class ApEngine implements Engine {
   private notePeerRevision(from: string, rev: number): void {
     const st = this.peerState.get(from);
     if (st && typeof rev === 'number') st.revision = rev;
+  }
+
+  /** Settings records to one peer (`to`) or to every reachable peer (null), in messages of at most apRepairMaxRecords. */
+  private sendSettings(to: string | null, records: SettingsRecord[]): void {
+    if (records.length === 0) return;
+    const peers = to !== null ? [to] : [...this.peerState].filter(([, st]) => st.up).map(([id]) => id);
+    for (let i = 0; i < records.length; i += this.limits.apRepairMaxRecords) {
+      const part = records.slice(i, i + this.limits.apRepairMaxRecords);
+      for (const p of peers) this.transport.send(p, { type: 'ap_settings', records: part });
+    }
+  }
+
+  /** Merges settings from a peer; the newer ones are applied as one local entry. */
+  private applySettings(from: string, records: unknown): void {
+    if (!Array.isArray(records)) return;
+    const changes: Change[] = [];
+    for (const r of records) {
+      if (!validSettingsRecord(r)) continue;
+      this.hlc.observe(r.v);
+      if (!this.settingsTable.merge(r)) continue;
+      changes.push({ op: 'settings', namespace: r.namespace, service: r.service, settings: { protectThreshold: r.settings.protectThreshold }, repl: { v: r.v, o: r.o } });
+    }
+    if (changes.length === 0) return;
+    this.opts.onEvent?.('settings_merged', { from, services: changes.length });
+    this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
   }
 
   /** Merges records from a peer and applies the ones that won as one local entry. */
@@ -838,7 +887,7 @@ export class ApEngine implements Engine {
     this.rounds.set(round, { peer, full: from === '' && to === null, versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
     if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
-    this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision });
+    this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision, settings: this.settingsTable.digest() });
     return round;
   }
 
@@ -870,7 +919,10 @@ export class ApEngine implements Engine {
     }
     const full = msg.from === '' && msg.to === null;
     if (diff.size === 0 && full) this.markSynced(from);
-    this.transport.send(from, { type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0, rebuild, rev: this.registry.revision });
+    // Settings: a node of an older version sends no digest and gets none of this.
+    const settingsDiffer = typeof msg.settings === 'number' && msg.settings !== this.settingsTable.digest();
+    if (settingsDiffer) this.sendSettings(from, this.settingsTable.all());
+    this.transport.send(from, { type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0, rebuild, rev: this.registry.revision, ...(settingsDiffer ? { settingsDiffer } : {}) });
   }
 
   private onVersions(from: string, msg: Extract<ApMessage, { type: 'ap_versions' }>): void {
@@ -899,6 +951,7 @@ export class ApEngine implements Engine {
     const round = this.rounds.get(msg.round);
     if (round?.peer !== from || round.reply !== null) return;
     round.reply = msg;
+    if (msg.settingsDiffer === true) this.sendSettings(from, this.settingsTable.all());
     this.compareRound(msg.round);
   }
 
@@ -1156,7 +1209,11 @@ export class ApEngine implements Engine {
 }
 
 /** What a logged change teaches the replica table (replay after a restart). */
-function learnFromChange(table: ReplicaTable, c: Change, now: number): void {
+function learnFromChange(table: ReplicaTable, settings: SettingsReplica, c: Change, now: number): void {
+  if (c.op === 'settings') {
+    if (c.repl && 'v' in c.repl) settings.merge({ namespace: c.namespace, service: c.service, v: c.repl.v, o: c.repl.o, settings: c.settings });
+    return;
+  }
   if (c.op === 'replica') {
     for (const r of c.records) table.merge(r, now);
     return;

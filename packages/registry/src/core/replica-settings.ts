@@ -1,0 +1,84 @@
+/**
+ * ap mode: service settings (the protect threshold) replicated between nodes. Each
+ * service's settings are one last-writer-wins register: the greater hybrid version wins,
+ * so merging is commutative, associative and idempotent like the instance records
+ * (replica.ts). Removing settings is a write of `protectThreshold: null`; the register is
+ * kept, so that an older value cannot come back. There is at most one register per
+ * service that ever had settings, and maxServiceSettings bounds the ones in use.
+ *
+ * Kept apart from the instance records: settings are few, change rarely, are never
+ * owned by a lease and never hidden, and the instance digests stay about instances.
+ *
+ * Pure: no I/O.
+ */
+import type { ServiceSettings } from '@switchboard/protocol';
+
+export interface SettingsRecord {
+  namespace: string;
+  service: string;
+  /** Hybrid logical clock version (see hlc.ts). */
+  v: string;
+  /** The node that took the write. */
+  o: string;
+  settings: ServiceSettings;
+}
+
+export class SettingsReplica {
+  private readonly records = new Map<string, SettingsRecord>();
+
+  get size(): number {
+    return this.records.size;
+  }
+
+  get(namespace: string, service: string): SettingsRecord | undefined {
+    return this.records.get(keyOf(namespace, service));
+  }
+
+  /** Keeps `rec` if it is newer than the register holds; says whether it did. */
+  merge(rec: SettingsRecord): boolean {
+    const key = keyOf(rec.namespace, rec.service);
+    const cur = this.records.get(key);
+    if (cur && cur.v >= rec.v) return false;
+    this.records.set(key, { namespace: rec.namespace, service: rec.service, v: rec.v, o: rec.o, settings: { protectThreshold: rec.settings.protectThreshold } });
+    return true;
+  }
+
+  /** One number for the whole table: equal digests mean equal tables (two nodes compare it in each anti-entropy round). */
+  digest(): number {
+    let d = 0;
+    for (const [key, r] of this.records) d = (d ^ fnv1a(`${key}\u0000${r.v}`)) >>> 0;
+    return (d ^ this.records.size) >>> 0;
+  }
+
+  all(): SettingsRecord[] {
+    return [...this.records.values()];
+  }
+
+  static restore(records: readonly SettingsRecord[]): SettingsReplica {
+    const t = new SettingsReplica();
+    for (const r of records) t.merge(r);
+    return t;
+  }
+}
+
+/** Whether a value from a peer is a well-formed settings record. */
+export function validSettingsRecord(x: unknown): x is SettingsRecord {
+  if (typeof x !== 'object' || x === null) return false;
+  const r = x as Record<string, unknown>;
+  if (typeof r.namespace !== 'string' || typeof r.service !== 'string' || typeof r.v !== 'string' || typeof r.o !== 'string') return false;
+  const s = r.settings as Record<string, unknown> | null;
+  if (typeof s !== 'object' || s === null) return false;
+  const t = s.protectThreshold;
+  return t === null || (typeof t === 'number' && t >= 0 && t <= 1);
+}
+
+const keyOf = (namespace: string, service: string): string => `${namespace}/${service}`;
+
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h >>> 0;
+}
