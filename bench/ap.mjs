@@ -11,7 +11,12 @@
  *   4. failover: a client of the SDK flips an instance's status in a loop; its node is
  *      killed; the longest gap between two acknowledged writes;
  *   5. one peer link: replication-sized messages per second between two transports.
+ * Every step runs --trials times (default 3, each on fresh processes); figures are the
+ * median with min and max. --write-docs puts the tables into docs/benchmarks.md (between
+ * the `ap` generated markers); `node bench/ap.mjs --report FILE --write-docs` does it
+ * again from a results file.
  * Options: --duration 10s --warmup 2s --clients 64 --per-side 10000 --skip etcd,zookeeper
+ *          --trials 3 --write-docs --report FILE
  *          --only throughput,lag,convergence,failover,link (steps to run; default all)
  *          --profile DIR (the ap nodes run with --cpu-prof; a profile per node in DIR at stop;
  *          summarise with bench/profile-summary.mjs)
@@ -19,7 +24,8 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { join, relative, resolve } from 'node:path';
 import { Agent as UndiciAgent, request } from 'undici';
 import { startEtcd } from './compare/systems/etcd.mjs';
 import { startZookeeper } from './compare/systems/zookeeper.mjs';
@@ -28,6 +34,7 @@ import { loadDriver } from './compare/drivers/index.mjs';
 import { payload } from './compare/lib/payload.mjs';
 import { ROOT, freePorts, installCleanup, killAllNow, makeTempDir, removeTempDir, spawnLogged, stopProc, waitReady } from './compare/lib/proc.mjs';
 import { Histogram } from './lib/hist.mjs';
+import { replaceGenerated } from './lib/docs.mjs';
 
 const { FaultProxy } = await import(join(ROOT, 'packages/registry/dist/test/support/fault-proxy.js'));
 const { connect } = await import(join(ROOT, 'packages/client/dist/src/index.js'));
@@ -37,7 +44,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 const log = (s) => process.stdout.write(s + '\n');
 
 function parseArgs(argv) {
-  const o = { durationMs: 10_000, warmupMs: 2_000, clients: 64, perSide: 10_000, skip: new Set(), only: null, profileDir: null };
+  const o = { durationMs: 10_000, warmupMs: 2_000, clients: 64, perSide: 10_000, skip: new Set(), only: null, profileDir: null, trials: 3, writeDocs: false, report: null };
   const dur = (v) => {
     const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(v ?? '');
     if (!m) throw new Error(`not a duration: ${v}`);
@@ -52,6 +59,9 @@ function parseArgs(argv) {
     else if (a === '--per-side') o.perSide = Number(argv[++i]);
     else if (a === '--skip') for (const s of (argv[++i] ?? '').split(',')) o.skip.add(s.trim());
     else if (a === '--profile') o.profileDir = argv[++i];
+    else if (a === '--trials' || a === '--runs') o.trials = Math.max(1, Number(argv[++i]) || 1);
+    else if (a === '--write-docs') o.writeDocs = true;
+    else if (a === '--report') o.report = argv[++i];
     else if (a === '--only') o.only = new Set((argv[++i] ?? '').split(',').map((s) => s.trim()));
     else if (a.startsWith('--suite=')) continue;
     else throw new Error(`unknown option ${a}`);
@@ -277,16 +287,21 @@ async function convergence(cluster, perSide) {
   cluster.heal();
   const end = healed + 60_000;
   let counts;
+  let linkedMs = null;
   for (;;) {
     counts = await Promise.all(cluster.nodes.map((n) => convCount(n).catch(() => -1)));
+    if (linkedMs === null) {
+      const linked = await Promise.all(cluster.nodes.map((n) => json(n.url, '/v1/status').then((st) => st.cluster.members.every((m) => m.reachable), () => false)));
+      if (linked.every(Boolean)) linkedMs = Math.round(now() - healed);
+    }
     if (counts.every((c) => c === want)) break;
     if (now() > end) break;
     await sleep(20);
   }
   const ms = now() - healed;
   const ok = counts.every((c) => c === want);
-  log(`  convergence: ${perSide} instances per side written in ${Math.round(writeMs)} ms (during the cut the nodes held ${during.join(', ')}); every node lists ${want} ${ok ? `${Math.round(ms)} ms after the heal` : `NOT within 60 s (counts ${counts.join(', ')})`}`);
-  return { perSide, duringCut: during, converged: ok, convergeMs: ok ? Math.round(ms) : null, counts };
+  log(`  convergence: ${perSide} instances per side written in ${Math.round(writeMs)} ms (during the cut the nodes held ${during.join(', ')}); links up again ${linkedMs ?? '?'} ms after the heal; every node lists ${want} ${ok ? `${Math.round(ms)} ms after the heal` : `NOT within 60 s (counts ${counts.join(', ')})`}`);
+  return { perSide, duringCut: during, converged: ok, convergeMs: ok ? Math.round(ms) : null, linkedMs, counts };
 }
 
 // ------------------------------------------------------------------ 4. failover gap
@@ -360,27 +375,64 @@ async function peerLink(n = 200_000) {
 
 export async function main(argv) {
   const o = parseArgs(argv);
+  if (o.report) {
+    const out = JSON.parse(readFileSync(o.report, 'utf8'));
+    log(renderText(out));
+    if (o.writeDocs) log(`docs: ${writeApDocs(out, o.report)} regenerated from ${o.report}`);
+    return 0;
+  }
   installCleanup();
   const started = new Date();
-  log(`ap suite: ${o.clients} clients, ${o.durationMs / 1000} s measured after ${o.warmupMs / 1000} s warm-up; ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
-  const out = { format: 1, suite: 'ap', startedAt: started.toISOString(), machine: { cpus: cpus().length, loadavgAtStart: loadavg() }, settings: { ...o, skip: [...o.skip], only: o.only ? [...o.only] : null }, throughput: [], notes: ['The load generator runs in the benchmark process and shares the cores with every server.'] };
+  log(`ap suite: ${o.clients} clients, ${o.durationMs / 1000} s measured after ${o.warmupMs / 1000} s warm-up, ${o.trials} run(s); ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+  const out = {
+    format: 2,
+    suite: 'ap',
+    command: `npm run bench -- --suite ap ${argv.filter((a) => !a.startsWith('--suite')).join(' ')}`.trim(),
+    startedAt: started.toISOString(),
+    commit: gitCommit(),
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadavgAtStart: loadavg() },
+    settings: { ...o, skip: [...o.skip], only: o.only ? [...o.only] : null },
+    runs: [],
+    notes: ['The load generator runs in the benchmark process and shares the cores with every server.'],
+  };
+  for (let t = 1; t <= o.trials; t++) {
+    if (o.trials > 1) log(`\n== run ${t} of ${o.trials}`);
+    out.runs.push(await runOnce(o, t === 1 ? o.profileDir : null));
+  }
+  out.summary = summarize(out.runs);
+  out.targets = targetsOf(out.summary);
+  out.machine.loadavgAtEnd = loadavg();
+  out.finishedAt = new Date().toISOString();
+  log('\n' + renderText(out));
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `ap-${started.toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  log(`results: ${file}`);
+  if (o.writeDocs) log(`docs: ${writeApDocs(out, file)} regenerated from these results`);
+  await http.close();
+  return 0;
+}
 
+/** One run of every step asked for, each on fresh processes. */
+async function runOnce(o, profileDir) {
+  const run = { throughput: [] };
   const want = (step) => o.only === null || o.only.has(step);
   if (want('throughput') || want('lag') || want('failover')) {
-    const cluster = await startApCluster({ profileDir: o.profileDir });
+    const cluster = await startApCluster({ profileDir });
     try {
       if (want('throughput')) {
         log('\n1. registration throughput');
-        out.throughput.push(await throughput('Switchboard ap x3', cluster.nodes.map((n) => ({ kind: 'switchboard', url: n.url })), o));
+        run.throughput.push(await throughput('Switchboard ap x3', cluster.nodes.map((n) => ({ kind: 'switchboard', url: n.url })), o));
         await settle(cluster);
       }
       if (want('lag')) {
         log('\n2. replication lag');
-        out.replication = await replicationLag(cluster);
+        run.replication = await replicationLag(cluster);
       }
       if (want('failover')) {
         log('\n4. failover of a client whose node is killed');
-        out.failover = await failoverGap(cluster);
+        run.failover = await failoverGap(cluster);
       }
     } finally {
       await cluster.stop();
@@ -390,20 +442,20 @@ export async function main(argv) {
     const cluster = await startApCluster({ proxied: true });
     try {
       log('\n3. convergence after a partition (peer links through fault proxies)');
-      out.convergence = await convergence(cluster, o.perSide);
+      run.convergence = await convergence(cluster, o.perSide);
     } finally {
       await cluster.stop();
     }
   }
   if (want('link')) {
     log('\n5. one peer link');
-    out.peerLink = await peerLink();
+    run.peerLink = await peerLink();
   }
-  if (!want('throughput')) return finish(out, started);
+  if (!want('throughput')) return run;
 
   const sb = await startSwitchboard();
   try {
-    out.throughput.push(await throughput('Switchboard standalone', [{ kind: 'switchboard', url: sb.url }], o));
+    run.throughput.push(await throughput('Switchboard standalone', [{ kind: 'switchboard', url: sb.url }], o));
   } finally {
     await sb.stop();
   }
@@ -411,7 +463,7 @@ export async function main(argv) {
     try {
       const etcd = await startEtcd({ members: 3 });
       try {
-        out.throughput.push(await throughput(`etcd x3 (${etcd.version})`, [{ kind: 'etcd', endpoints: etcd.endpoints }], o));
+        run.throughput.push(await throughput(`etcd x3 (${etcd.version})`, [{ kind: 'etcd', endpoints: etcd.endpoints }], o));
       } finally {
         await etcd.stop();
       }
@@ -423,7 +475,7 @@ export async function main(argv) {
     try {
       const zk = await startZookeeper({ nodes: 3 });
       try {
-        out.throughput.push(await throughput('ZooKeeper x3', [{ kind: 'zookeeper', hosts: zk.hosts, connectString: zk.connectString }], o));
+        run.throughput.push(await throughput('ZooKeeper x3', [{ kind: 'zookeeper', hosts: zk.hosts, connectString: zk.connectString }], o));
       } finally {
         await zk.stop();
       }
@@ -431,31 +483,106 @@ export async function main(argv) {
       log(`  ZooKeeper x3: not measured (${err.message.split('\n')[0]})`);
     }
   }
-
-  return finish(out, started);
+  return run;
 }
 
-function finish(out, started) {
-  const ap = out.throughput[0]?.opsPerSec ?? null;
-  const peers = out.throughput.filter((r) => /^(etcd|ZooKeeper)/.test(r.system));
-  const best = peers.reduce((m, r) => Math.max(m, r.opsPerSec), 0);
-  out.targets = {
-    throughputVsBestPeer: ap !== null && best > 0 ? round(ap / best) : null,
-    throughputMet: ap !== null && best > 0 ? ap >= 2 * best : null,
-    lagP99Met: out.replication ? out.replication.lagMs.p99 < 50 : null,
-    convergenceMet: out.convergence ? out.convergence.converged && out.convergence.convergeMs <= 2_000 : null,
-    failoverGapMet: out.failover ? out.failover.longestGapMs <= 500 : null,
+// ------------------------------------------------------------------ summary and report
+
+/** Median, min and max of the numbers given (nulls left out); null when there are none. */
+function spread(values) {
+  const v = values.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const mid = v.length >> 1;
+  return { median: v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2, min: v[0], max: v[v.length - 1], n: v.length };
+}
+
+function summarize(runs) {
+  const systems = [...new Set(runs.flatMap((r) => r.throughput.map((t) => t.system)))];
+  const of = (system) => runs.map((r) => r.throughput.find((t) => t.system === system)).filter(Boolean);
+  return {
+    throughput: systems.map((system) => {
+      const rs = of(system);
+      return { system, opsPerSec: spread(rs.map((t) => t.opsPerSec)), p50Ms: spread(rs.map((t) => t.latencyMs.p50)), p99Ms: spread(rs.map((t) => t.latencyMs.p99)), errors: rs.reduce((n, t) => n + t.errors, 0) };
+    }),
+    lag: runs.some((r) => r.replication)
+      ? { p50Ms: spread(runs.map((r) => r.replication?.lagMs.p50)), p99Ms: spread(runs.map((r) => r.replication?.lagMs.p99)), maxMs: spread(runs.map((r) => r.replication?.lagMs.max)), writesPerSec: runs.find((r) => r.replication)?.replication.writesPerSec, missing: runs.reduce((n, r) => n + (r.replication ? r.replication.expected - r.replication.observed : 0), 0) }
+      : null,
+    convergence: runs.some((r) => r.convergence)
+      ? { perSide: runs.find((r) => r.convergence)?.convergence.perSide, convergeMs: spread(runs.map((r) => r.convergence?.convergeMs)), linkedMs: spread(runs.map((r) => r.convergence?.linkedMs)), failed: runs.filter((r) => r.convergence && !r.convergence.converged).length }
+      : null,
+    failover: runs.some((r) => r.failover) ? { longestGapMs: spread(runs.map((r) => r.failover?.longestGapMs)) } : null,
+    peerLink: runs.some((r) => r.peerLink) ? { perSec: spread(runs.map((r) => r.peerLink?.perSec)) } : null,
   };
-  out.machine.loadavgAtEnd = loadavg();
-  out.finishedAt = new Date().toISOString();
-  log(`\ntargets (null: not measured): throughput ${out.targets.throughputVsBestPeer}x the best of etcd/ZooKeeper (target 2x): ${out.targets.throughputMet}; lag p99 < 50 ms: ${out.targets.lagP99Met}; convergence <= 2 s: ${out.targets.convergenceMet}; failover gap <= 0.5 s: ${out.targets.failoverGapMet}`);
-  log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
-  const dir = join(ROOT, 'bench/results');
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `ap-${started.toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
-  log(`results: ${file}`);
-  return http.close().then(() => 0);
+}
+
+function targetsOf(summary) {
+  const ap = summary.throughput.find((t) => t.system === 'Switchboard ap x3')?.opsPerSec?.median ?? null;
+  const peers = summary.throughput.filter((t) => /^(etcd|ZooKeeper)/.test(t.system));
+  const best = peers.reduce((m, t) => (t.opsPerSec && t.opsPerSec.median > (m?.opsPerSec.median ?? 0) ? t : m), null);
+  return {
+    throughput: ap !== null && best ? { measured: ap, best: best.system, bestOpsPerSec: best.opsPerSec.median, ratio: round(ap / best.opsPerSec.median), met: ap >= 2 * best.opsPerSec.median } : null,
+    lagP99: summary.lag ? { measured: summary.lag.p99Ms.median, met: summary.lag.p99Ms.median < 50 } : null,
+    convergence: summary.convergence?.convergeMs ? { measured: summary.convergence.convergeMs.median, met: summary.convergence.failed === 0 && summary.convergence.convergeMs.median <= 2_000 } : null,
+    failoverGap: summary.failover ? { measured: summary.failover.longestGapMs.median, met: summary.failover.longestGapMs.median <= 500 } : null,
+  };
+}
+
+const n0 = (x) => Math.round(x).toLocaleString('en-US');
+const ms = (x) => (x < 10 ? `${x.toFixed(1)} ms` : `${n0(x)} ms`);
+const cell = (s, f) => (s === null || s === undefined ? '—' : s.n > 1 ? `${f(s.median)} [${f(s.min)}–${f(s.max)}]` : f(s.median));
+const yes = (t) => (t === null ? 'not measured' : t.met ? 'yes' : '**no**');
+
+/** The tables, as Markdown (also printed at the end of a run). */
+function renderTables(out) {
+  const { summary, targets } = out;
+  const L = [];
+  const ap = summary.throughput.find((t) => t.system === 'Switchboard ap x3');
+  if (summary.throughput.length > 0) {
+    L.push('#### Registration throughput, 64 clients', '');
+    L.push('| system | registrations/s (median [min–max]) | p50 | p99 | errors | ap x3 ÷ this |', '|---|---:|---:|---:|---:|---:|');
+    for (const t of summary.throughput) {
+      const ratio = ap && t !== ap && t.opsPerSec ? `${(ap.opsPerSec.median / t.opsPerSec.median).toFixed(2)}x` : '';
+      L.push(`| ${t.system} | ${cell(t.opsPerSec, n0)} | ${cell(t.p50Ms, ms)} | ${cell(t.p99Ms, ms)} | ${t.errors} | ${ratio} |`);
+    }
+    L.push('');
+  }
+  const rows = [];
+  if (summary.lag) rows.push([`replication lag at ${summary.lag.writesPerSec} writes/s, p50 / p99 / max`, `${cell(summary.lag.p50Ms, ms)} / ${cell(summary.lag.p99Ms, ms)} / ${cell(summary.lag.maxMs, ms)}${summary.lag.missing ? ` (${summary.lag.missing} events missing)` : ''}`]);
+  if (summary.convergence) rows.push([`convergence after a partition (${n0(summary.convergence.perSide)} instances written on each side), from the heal`, `${cell(summary.convergence.convergeMs, ms)} (links up again after ${cell(summary.convergence.linkedMs, ms)})${summary.convergence.failed ? `; ${summary.convergence.failed} run(s) did not converge within 60 s` : ''}`]);
+  if (summary.failover) rows.push(['failover: longest gap between two acknowledged writes of an SDK client whose node is SIGKILLed', cell(summary.failover.longestGapMs, ms)]);
+  if (summary.peerLink) rows.push(['one peer link: replication-sized messages per second', cell(summary.peerLink.perSec, n0)]);
+  if (rows.length > 0) {
+    L.push('#### Replication, convergence and failover', '', '| measure | median [min–max] |', '|---|---:|', ...rows.map(([a, b]) => `| ${a} | ${b} |`), '');
+  }
+  L.push('#### Targets of issue 8', '', '| target | measured | met |', '|---|---|---|');
+  const t = targets;
+  L.push(`| registrations of the 3-node ap cluster ≥ 2x the better of 3-member etcd and 3-node ZooKeeper | ${t.throughput ? `${n0(t.throughput.measured)}/s vs ${t.throughput.best} ${n0(t.throughput.bestOpsPerSec)}/s = ${t.throughput.ratio.toFixed(2)}x` : '—'} | ${yes(t.throughput)} |`);
+  L.push(`| replication lag p99 < 50 ms | ${t.lagP99 ? ms(t.lagP99.measured) : '—'} | ${yes(t.lagP99)} |`);
+  L.push(`| convergence within 2 s of the heal | ${t.convergence ? ms(t.convergence.measured) : '—'} | ${yes(t.convergence)} |`);
+  L.push(`| no write gap longer than 0.5 s for a client whose node is killed | ${t.failoverGap ? ms(t.failoverGap.measured) : '—'} | ${yes(t.failoverGap)} |`);
+  L.push('');
+  return L;
+}
+
+function renderText(out) {
+  return renderTables(out).join('\n');
+}
+
+const AP_BEGIN = '<!-- BEGIN GENERATED: ap (npm run bench -- --suite ap --write-docs, or node bench/ap.mjs --report RESULTS.json --write-docs) -->';
+const AP_END = '<!-- END GENERATED: ap -->';
+
+function writeApDocs(out, resultsFile) {
+  const rel = relative(ROOT, resolve(resultsFile));
+  const head = `*This part is generated* from \`${rel}\` (\`${out.command}\`, ${out.startedAt}, Switchboard at commit ${out.commit ?? '?'}; ${out.runs.length} run${out.runs.length > 1 ? 's' : ''}, median [min–max]; ${out.settings.warmupMs / 1000} s warm-up + ${out.settings.durationMs / 1000} s measured per throughput figure; ${out.machine.cpus} cores, ${out.machine.cpuModel}, load average ${out.machine.loadavgAtStart.map((x) => x.toFixed(1)).join(' ')} at the start).`;
+  return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), AP_BEGIN, AP_END, [head, '', ...renderTables(out)]);
+}
+
+function gitCommit() {
+  try {
+    return execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return null;
+  }
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

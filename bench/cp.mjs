@@ -21,17 +21,25 @@
  * call to a dead leader fails fast and the next call picks another endpoint. The default
  * breaker (open for 5 s after 3 failures) stretched a gap to 4.8 s in one run.
  *
- *   node bench/run.mjs --suite cp [--duration 8s] [--warmup 2s] [--concurrency 32] [--trials 3]
+ *   node bench/run.mjs --suite cp [--duration 8s] [--warmup 2s] [--concurrency 32] [--trials 3] [--write-docs]
+ *   node bench/cp.mjs --report bench/results/cp-<time>.json --write-docs
+ *
+ * --profile DIR: the cp nodes of the throughput step write CPU profiles into DIR
+ * (summarise with bench/profile-summary.mjs).
+ * --write-docs puts the table into docs/benchmarks.md (between the `cp` generated markers).
  */
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { writeFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { startEtcd } from './compare/systems/etcd.mjs';
 import { ROOT, freePorts, installCleanup, killAllNow, sleep, sumStats, track, waitReady } from './compare/lib/proc.mjs';
 import { payload } from './compare/lib/payload.mjs';
+import { replaceGenerated } from './lib/docs.mjs';
 
 const require = createRequire(import.meta.url);
 const { Etcd3 } = require('etcd3');
@@ -45,13 +53,16 @@ function parseDuration(text) {
   return Number(m[1]) * (m[2] === 's' ? 1000 : 1);
 }
 
-async function startCpNodes(etcd, n = 3) {
+/** With PROFILE_DIR set (--profile), the cp nodes of the throughput step run with --cpu-prof. */
+let PROFILE_DIR = null;
+
+async function startCpNodes(etcd, n = 3, profile = false) {
   const ports = await freePorts(n);
   const prefix = `/bench-${process.pid}/`;
   const nodes = [];
   for (let i = 0; i < n; i++) {
     const proc = track(
-      spawn(process.execPath, [AGENT, 'agent', '--mode', 'cp', '--etcd', etcd.endpoints.map((e) => `http://${e}`).join(','), '--etcd-prefix', prefix, '--node-id', `b${i + 1}`, '--http-addr', `127.0.0.1:${ports[i]}`, '--log-level', 'warn', '--log-format', 'json'], { stdio: ['ignore', 'ignore', 'inherit'] }),
+      spawn(process.execPath, [...(profile && PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', `cp-b${i + 1}-${Date.now()}.cpuprofile`] : []), AGENT, 'agent', '--mode', 'cp', '--etcd', etcd.endpoints.map((e) => `http://${e}`).join(','), '--etcd-prefix', prefix, '--node-id', `b${i + 1}`, '--http-addr', `127.0.0.1:${ports[i]}`, '--log-level', 'warn', '--log-format', 'json'], { stdio: ['ignore', 'ignore', 'inherit'] }),
       `cp node b${i + 1}`,
     );
     proc.name = `cp node b${i + 1}`;
@@ -133,7 +144,7 @@ async function throughput(opts) {
       etcd: await measure({ ...opts, pids: etcd.pids, op: () => direct.getAll().prefix('/services/read/').strings() }),
     };
     direct.close();
-    const cp = await startCpNodes(etcd);
+    const cp = await startCpNodes(etcd, 3, true);
     try {
       for (let i = 0; i < 20; i++) await httpOk(cp.nodes[0].pool, 'PUT', `/v1/services/read/instances/i${i}`, payload(1, i, i));
       const pids = [...etcd.pids, ...cp.pids];
@@ -219,14 +230,22 @@ async function unavailabilityTrial(kind) {
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export async function main(argv) {
-  const { values } = parseArgs({ args: argv, options: { duration: { type: 'string', default: '8s' }, warmup: { type: 'string', default: '2s' }, concurrency: { type: 'string', default: '32' }, trials: { type: 'string', default: '3' }, help: { type: 'boolean', default: false } } });
+  const { values } = parseArgs({ args: argv, options: { duration: { type: 'string', default: '8s' }, warmup: { type: 'string', default: '2s' }, concurrency: { type: 'string', default: '32' }, trials: { type: 'string', default: '3' }, 'write-docs': { type: 'boolean', default: false }, profile: { type: 'string' }, report: { type: 'string' }, suite: { type: 'string' }, help: { type: 'boolean', default: false } } });
   if (values.help) {
-    process.stdout.write('usage: npm run bench -- --suite cp [--duration 8s] [--warmup 2s] [--concurrency 32] [--trials 3]\n');
+    process.stdout.write('usage: npm run bench -- --suite cp [--duration 8s] [--warmup 2s] [--concurrency 32] [--trials 3] [--write-docs]\n       node bench/cp.mjs --report RESULTS.json --write-docs\n');
+    return 0;
+  }
+  if (values.report) {
+    const out = JSON.parse(readFileSync(values.report, 'utf8'));
+    process.stdout.write(renderCp(out).join('\n') + '\n');
+    if (values['write-docs']) process.stdout.write(`docs: ${writeCpDocs(out, values.report)} regenerated from ${values.report}\n`);
     return 0;
   }
   installCleanup();
+  PROFILE_DIR = values.profile ?? null;
   const opts = { durationMs: parseDuration(values.duration), warmupMs: parseDuration(values.warmup), concurrency: Number(values.concurrency) };
   const started = new Date();
+  const startLoad = loadavg();
   const tp = await throughput(opts);
   const fmt = (r) => `${Math.round(r.opsPerSec)} ops/s, ${r.cpuSeconds.toFixed(1)} server CPU-s, ${Math.round(r.opsPerCpuSecond)} ops per CPU-s${r.errors ? `, ${r.errors} errors` : ''}`;
   for (const [k, r] of Object.entries(tp)) {
@@ -246,8 +265,44 @@ export async function main(argv) {
   const dir = join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `cp-${started.toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ suite: 'cp', started: started.toISOString(), options: opts, throughput: tp, leaderKill: { trials: gaps, medianLongestGapMs: summary } }, null, 2) + '\n');
+  const out = { suite: 'cp', started: started.toISOString(), command: `npm run bench -- --suite cp ${argv.filter((a) => !a.startsWith('--suite') && a !== 'cp').join(' ')}`.trim(), commit: gitCommit(), machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadavgAtStart: startLoad, loadavgAtEnd: loadavg() }, options: opts, throughput: tp, leaderKill: { trials: gaps, medianLongestGapMs: summary } };
+  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   process.stdout.write(`results: ${file}\n`);
+  if (values['write-docs']) process.stdout.write(`docs: ${writeCpDocs(out, file)} regenerated from these results\n`);
   killAllNow();
   return 0;
+}
+
+const CP_BEGIN = '<!-- BEGIN GENERATED: cp (npm run bench -- --suite cp --write-docs, or node bench/cp.mjs --report RESULTS.json --write-docs) -->';
+const CP_END = '<!-- END GENERATED: cp -->';
+
+/** The cp table, as Markdown. */
+function renderCp(out) {
+  const n0 = (x) => Math.round(x).toLocaleString('en-US');
+  const pct = (x) => `${Math.round(x * 100)}%`;
+  const L = ['| | etcd used directly | cp, 3 nodes | cp overhead per server CPU-second |', '|---|---:|---:|---:|'];
+  for (const [k, title] of [['registrations', 'registrations/s (32 concurrent)'], ['consistentReads', 'consistent reads/s of a 20-instance service (32 concurrent)']]) {
+    const r = out.throughput[k];
+    if (!r) continue;
+    L.push(`| ${title} | ${n0(r.etcd.opsPerSec)}/s, ${n0(r.etcd.opsPerCpuSecond)} per server CPU-s | ${n0(r.cp.opsPerSec)}/s, ${n0(r.cp.opsPerCpuSecond)} per server CPU-s | ${pct(r.overheadPerCpuSecond)} (target under 25%: ${r.overheadPerCpuSecond < 0.25 ? 'met' : '**not met**'}) |`);
+  }
+  const lk = out.leaderKill;
+  const all = (kind) => lk.trials[kind].map((g) => n0(g.longestGapMs)).join(', ');
+  L.push(`| longest write gap after SIGKILL of the etcd leader (median of ${lk.trials.etcd.length}; all runs) | ${n0(lk.medianLongestGapMs.etcd)} ms (${all('etcd')}) | ${n0(lk.medianLongestGapMs.cp)} ms (${all('cp')}) | ${n0(lk.medianLongestGapMs.cp - lk.medianLongestGapMs.etcd)} ms more |`);
+  return L;
+}
+
+function writeCpDocs(out, resultsFile) {
+  const rel = relative(ROOT, resolve(resultsFile));
+  const m = out.machine;
+  const head = `*This part is generated* from \`${rel}\` (\`${out.command ?? 'npm run bench -- --suite cp'}\`, ${out.started}${out.commit ? `, Switchboard at commit ${out.commit}` : ''}; ${out.options.warmupMs / 1000} s warm-up + ${out.options.durationMs / 1000} s measured per throughput figure${m ? `; ${m.cpus} cores, ${m.cpuModel}, load average ${m.loadavgAtStart.map((x) => x.toFixed(1)).join(' ')} at the start` : ''}). Server CPU is the etcd members' (plus the cp nodes' for cp); the load generator runs in the benchmark process and is not counted.`;
+  return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), CP_BEGIN, CP_END, [head, '', ...renderCp(out), '']);
+}
+
+function gitCommit() {
+  try {
+    return execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return null;
+  }
 }

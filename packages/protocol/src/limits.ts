@@ -183,7 +183,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   peerMissedPings: 4,
   peerHandshakeTimeoutMs: 2_000,
   peerReconnectMinMs: 100,
-  peerReconnectMaxMs: 5_000,
+  peerReconnectMaxMs: 1_000,
   sessionGraceMs: 500,
   maxConcurrentChecks: 256,
   maxCheckOutputLength: 1024,
