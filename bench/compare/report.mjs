@@ -384,7 +384,15 @@ export function writeDocs(out, resultsFile, docsFile = DOCS) {
       process.stderr.write(`${file} is not a comparison run (written by bench/run.mjs --suite standalone?)\n`);
       process.exit(2);
     }
-    if (args.includes('--write-docs')) process.stdout.write(`${writeDocs(out, file)} regenerated from ${file}\n`);
+    if (args.includes('--write-docs')) {
+      const docs = writeDocs(out, file);
+      // The method lists every workload (the full suite's too), not only the ones this run had.
+      const method = out.suite === 'full' ? Promise.resolve() : refreshMethodText(docs);
+      method.then(() => process.stdout.write(`${docs} regenerated from ${file}\n`), (err) => {
+        process.stderr.write(`${err?.stack ?? err}\n`);
+        process.exitCode = 1;
+      });
+    }
     else if (args.includes('--text')) process.stdout.write(renderTable(out, { format: 'text' }) + '\n');
     else process.stdout.write(renderDocs(out, file) + '\n');
   }

@@ -660,8 +660,10 @@ export async function main(argv) {
   if (out.profiles) for (const p of out.profiles) process.stdout.write(`\n${p.text}\n`);
   process.stdout.write(`\nresults: ${file}\n`);
   if (opts.writeDocs) {
-    const { writeDocs } = await import('./report.mjs');
+    const { writeDocs, refreshMethodText } = await import('./report.mjs');
     const docs = writeDocs(out, file);
+    // The method lists every workload (the full suite's too), not only the ones this run had.
+    if (out.suite !== 'full') await refreshMethodText(docs);
     process.stdout.write(`docs: ${docs} regenerated from these results\n`);
   }
   // Everything this run started must be gone now.

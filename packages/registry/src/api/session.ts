@@ -101,6 +101,7 @@ export class Sessions {
       case 'resume': {
         const leaseId = validateLeaseId(msg.leaseId);
         const grant = await engine.keepAlive(leaseId); // LEASE_NOT_FOUND when it is gone
+        await engine.attachLease?.(leaseId);
         const previous = this.byLease.get(leaseId);
         if (previous && previous !== s) {
           previous.quiet = true;

@@ -37,6 +37,11 @@ export interface Engine {
   /** The active checks this node runs. */
   checkStats(): SchedulerStats;
   /**
+   * A session (on this node) now keeps the lease: cp notes it in etcd, so that a session
+   * of the lease that closed on another node does not end it after its grace.
+   */
+  attachLease?(leaseId: string): Promise<void>;
+  /**
    * The REST API is listening at this address (the port the OS chose when 0 was asked):
    * cp re-announces the node with it, so that other nodes and operators see a real port.
    */

@@ -127,6 +127,14 @@ export class CpEngine implements Engine {
   readonly dataDir = null;
   private readonly layout: Layout;
   private readonly leaseListeners = new Set<LeaseEndedListener>();
+  /**
+   * Leases a session on this node keeps, with the mod revision of their lease key when the
+   * session took them: a detach is guarded by it (see detachLease). At most one per lease
+   * the cluster holds (maxLeasesPerNode); forgotten when the lease ends.
+   */
+  private readonly attached = new Map<string, number>();
+  /** Detached leases waiting out their grace on this node. */
+  private readonly detachTimers = new Map<string, NodeJS.Timeout>();
   private closed = false;
   private monitor: HealthMonitor | null = null;
   private monitorTimer: NodeJS.Timeout | null = null;
@@ -537,6 +545,7 @@ export class CpEngine implements Engine {
     const leaseId = leaseIdFromEtcd(grant.ID);
     const res = await this.guard('creating a lease', () => this.store.txn({ success: [{ request_put: { key: b(leaseKeyOf(this.layout, leaseId)), value: b(JSON.stringify({ ttlMs: granted })), lease: grant.ID } }] }));
     await this.view.waitFor(Number(res.header.revision), this.cfg.callTimeoutMs);
+    this.attached.set(leaseId, Number(res.header.revision));
     return { leaseId, ttlMs: granted };
   }
 
@@ -550,10 +559,61 @@ export class CpEngine implements Engine {
   }
 
   /**
-   * The session closed without a hand-over: etcd leases cannot be shortened, so the lease
-   * simply gets no more keep-alives and ends after its TTL (docs/cp.md).
+   * A session on this node resumed the lease: its lease key is written again (naming this
+   * node), which both cancels a detach pending on any node (its guard no longer holds)
+   * and guards this node's own detach later.
    */
-  detachLease(_leaseId: string, _graceMs: number): void {}
+  async attachLease(leaseId: string): Promise<void> {
+    const etcdId = leaseIdToEtcd(leaseId);
+    if (etcdId === null || this.closed) return;
+    const pending = this.detachTimers.get(leaseId);
+    if (pending) clearTimeout(pending);
+    this.detachTimers.delete(leaseId);
+    const ttlMs = this.registry.lease(leaseId)?.ttlMs ?? 0;
+    const key = b(leaseKeyOf(this.layout, leaseId));
+    const res = await this.guard('resuming the lease', () =>
+      this.store.txn({ compare: [{ key, target: 'Version', result: 'Greater', version: 0 }], success: [{ request_put: { key, value: b(JSON.stringify({ ttlMs, attached: this.nodeId })), lease: etcdId } }] }),
+    );
+    if (res.succeeded) this.attached.set(leaseId, Number(res.header.revision));
+  }
+
+  /**
+   * The session closed without a hand-over, so its process most likely died. etcd leases
+   * cannot be shortened, so the lease is revoked after `graceMs` instead, unless a session
+   * resumes it on any node first. Both steps are guarded transactions on the lease key:
+   * the detach mark only if the key is as this node's session left it (nobody resumed it
+   * elsewhere in between), the revoke only if the key still holds that mark (a resume on
+   * any node rewrites it). A lease kept alive only with REST keep-alives after its session
+   * closed is revoked too: the SDK resumes a session instead.
+   */
+  detachLease(leaseId: string, graceMs: number): void {
+    const seen = this.attached.get(leaseId);
+    const etcdId = leaseIdToEtcd(leaseId);
+    const ttlMs = this.registry.lease(leaseId)?.ttlMs ?? 0;
+    this.attached.delete(leaseId);
+    if (seen === undefined || etcdId === null || this.closed || graceMs >= ttlMs) return;
+    const key = b(leaseKeyOf(this.layout, leaseId));
+    const detach = async (): Promise<void> => {
+      const mark = await this.store.txn({ compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: seen }], success: [{ request_put: { key, value: b(JSON.stringify({ ttlMs, detached: this.nodeId })), lease: etcdId } }] });
+      if (!mark.succeeded || this.closed) return; // resumed elsewhere, or already gone
+      const marked = Number(mark.header.revision);
+      const timer = setTimeout(() => {
+        this.detachTimers.delete(leaseId);
+        void this.endDetached(leaseId, etcdId, key, marked, ttlMs).catch((err) => this.opts.log?.('warn', `could not end lease ${leaseId} after its session closed; it ends after its TTL`, err));
+      }, graceMs);
+      timer.unref();
+      this.detachTimers.set(leaseId, timer);
+    };
+    detach().catch((err) => this.opts.log?.('warn', `could not mark lease ${leaseId} as detached; it ends after its TTL`, err));
+  }
+
+  private async endDetached(leaseId: string, etcdId: string, key: Buffer, marked: number, ttlMs: number): Promise<void> {
+    if (this.closed) return;
+    const end = await this.store.txn({ compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: marked }], success: [{ request_put: { key, value: b(JSON.stringify({ ttlMs, revoking: true, reason: 'connection_lost' })), lease: etcdId } }] });
+    if (!end.succeeded) return; // a session resumed it
+    this.view.markRevoking(leaseId, 'connection_lost');
+    await this.store.leaseRevoke(etcdId);
+  }
 
   onLeaseEnded(listener: LeaseEndedListener): () => void {
     this.leaseListeners.add(listener);
@@ -561,6 +621,10 @@ export class CpEngine implements Engine {
   }
 
   private leaseEnded(leaseId: string, reason: 'lease_expired' | 'lease_revoked'): void {
+    this.attached.delete(leaseId);
+    const pending = this.detachTimers.get(leaseId);
+    if (pending) clearTimeout(pending);
+    this.detachTimers.delete(leaseId);
     for (const l of this.leaseListeners) l(leaseId, reason);
   }
 
@@ -940,6 +1004,8 @@ export class CpEngine implements Engine {
     clearInterval(this.ttlTimer);
     this.unsubscribeTtl();
     if (this.monitorTimer) clearTimeout(this.monitorTimer);
+    for (const t of this.detachTimers.values()) clearTimeout(t);
+    this.detachTimers.clear();
     this.monitor?.close();
     // Leaving: other nodes take this node's checks at once.
     if (this.nodeLease !== null) await this.store.leaseRevoke(this.nodeLease).catch(() => undefined);

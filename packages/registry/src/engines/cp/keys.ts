@@ -7,7 +7,7 @@
  *                                                 detail, at}; bound to the etcd lease of its
  *                                                 Switchboard lease, or without a lease
  *                                                 (persistent)
- *   <prefix>leases/<leaseId>                      a Switchboard lease: JSON {ttlMs, revoking?};
+ *   <prefix>leases/<leaseId>                      a Switchboard lease: JSON {ttlMs, revoking?, reason?, attached?, detached?};
  *                                                 bound to that same etcd lease, so that it
  *                                                 goes with its instances
  *   <prefix>settings/<namespace>/<service>        service settings: JSON ServiceSettings
@@ -41,8 +41,14 @@ export interface StoredInstance {
 
 export interface StoredLease {
   ttlMs: number;
-  /** Set just before the lease is revoked, so that its deletes read `lease_revoked`. */
+  /** Set just before the lease is revoked, so that its deletes read `lease_revoked` (or `reason`). */
   revoking?: boolean;
+  /** With `revoking`: the session that kept the lease closed without a hand-over. */
+  reason?: 'connection_lost';
+  /** The node whose session keeps the lease (written when a session takes or resumes it). */
+  attached?: string;
+  /** The node whose session closed without a hand-over; the lease ends after the grace unless a session resumes it. */
+  detached?: string;
 }
 
 export interface StoredNode {

@@ -41,8 +41,8 @@ export class View {
   progress: number;
   /** Live Switchboard nodes (their keys under nodes/). */
   readonly nodes = new Map<string, StoredNode>();
-  /** Leases about to be revoked (their deletes read lease_revoked). */
-  private readonly revoking = new Set<string>();
+  /** Leases about to be revoked, and why (their deletes read lease_revoked or connection_lost). */
+  private readonly revoking = new Map<string, 'lease_revoked' | 'connection_lost'>();
   private stream: RPC.IDuplexStream<RPC.IWatchRequest, RPC.IWatchResponse> | null = null;
   private waiters: ProgressWaiter[] = [];
   private closed = false;
@@ -261,7 +261,7 @@ export class View {
     const grants: Change[] = [];
     const changes: Change[] = [];
     const ends: Change[] = [];
-    const endedLeases = new Map<string, 'lease_expired' | 'lease_revoked'>();
+    const endedLeases = new Map<string, 'lease_expired' | 'lease_revoked' | 'connection_lost'>();
     const wake: string[] = [];
     let why: WhyValue = {};
     let at: number | undefined;
@@ -269,7 +269,7 @@ export class View {
     for (const ev of events) {
       const p = parseKey(layout, ev.kv.key.toString());
       if (p.kind === 'why' && ev.type === 'Put') why = decodeJson<WhyValue>(ev.kv.value) ?? {};
-      if (p.kind === 'lease' && ev.type !== 'Put') endedLeases.set(p.leaseId, this.revoking.has(p.leaseId) ? 'lease_revoked' : 'lease_expired');
+      if (p.kind === 'lease' && ev.type !== 'Put') endedLeases.set(p.leaseId, this.revoking.get(p.leaseId) ?? 'lease_expired');
     }
     for (const ev of events) {
       const key = ev.kv.key.toString();
@@ -293,7 +293,7 @@ export class View {
             const ended = rec?.instance.leaseId ? endedLeases.get(rec.instance.leaseId) : undefined;
             const told = why[instanceKey(p.namespace, p.service, p.id)];
             const reason: DeleteReason = ended ?? told?.reason ?? 'deregistered';
-            const detail = ended ? `lease ${rec?.instance.leaseId}` : told?.detail;
+            const detail = ended === 'connection_lost' ? `lease ${rec?.instance.leaseId}: its session closed without a hand-over` : ended ? `lease ${rec?.instance.leaseId}` : told?.detail;
             const change: Change = { op: 'delete', namespace: p.namespace, service: p.service, id: p.id, reason };
             if (detail !== undefined) change.detail = detail;
             changes.push(change);
@@ -303,10 +303,10 @@ export class View {
         case 'lease': {
           if (put) {
             const v = decodeJson<StoredLease>(ev.kv.value);
-            if (v?.revoking) this.revoking.add(p.leaseId);
+            if (v?.revoking) this.revoking.set(p.leaseId, v.reason === 'connection_lost' ? 'connection_lost' : 'lease_revoked');
             if (!this.registry.lease(p.leaseId)) grants.push({ op: 'lease_grant', leaseId: p.leaseId, ttlMs: v?.ttlMs ?? 0 });
           } else {
-            ends.push({ op: 'lease_end', leaseId: p.leaseId, reason: endedLeases.get(p.leaseId) ?? 'lease_expired' });
+            ends.push({ op: 'lease_end', leaseId: p.leaseId, reason: endedLeases.get(p.leaseId) === 'lease_revoked' ? 'lease_revoked' : 'lease_expired' });
           }
           break;
         }
@@ -342,14 +342,14 @@ export class View {
     }
     for (const [leaseId, reason] of endedLeases) {
       this.revoking.delete(leaseId);
-      if (announce) this.opts.onLeaseEnded(leaseId, reason);
+      if (announce) this.opts.onLeaseEnded(leaseId, reason === 'lease_revoked' ? reason : 'lease_expired');
     }
     if (nodesChanged) this.opts.onNodesChanged();
   }
 
-  /** Marks a lease as being revoked by this node (its deletes then read lease_revoked). */
-  markRevoking(leaseId: string): void {
-    this.revoking.add(leaseId);
+  /** Marks a lease as being revoked by this node (its deletes then read lease_revoked, or connection_lost). */
+  markRevoking(leaseId: string, reason: 'lease_revoked' | 'connection_lost' = 'lease_revoked'): void {
+    this.revoking.set(leaseId, reason);
   }
 
   close(): void {
