@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ownerOf } from '../../src/engines/cp/engine.js';
-import { heardKeyOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, parseKey, prefixEnd, settingsKeyOf, whyKeyOf } from '../../src/engines/cp/keys.js';
+import { barrierKeyOf, heardKeyOf, progressAnswersAreOrdered, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, parseKey, prefixEnd, settingsKeyOf, whyKeyOf } from '../../src/engines/cp/keys.js';
 
 const L = { prefix: '/switchboard/' };
 
@@ -43,4 +43,13 @@ test('rendezvous hashing: stable, balanced, and a leaving node moves only its ow
   }
   assert.equal(moved, counts[1]);
   assert.equal(ownerOf('x', []), undefined);
+});
+
+test('progress answers are trusted only on etcd releases that order them with events', () => {
+  for (const v of ['3.4.23', '3.4.30', '3.5.0', '3.5.12', '3.3.27', 'unknown', '']) assert.equal(progressAnswersAreOrdered(v), false, v);
+  for (const v of ['3.4.31', '3.4.34', '3.5.13', '3.5.21', '3.6.0', '3.6.4']) assert.equal(progressAnswersAreOrdered(v), true, v);
+  // The barrier key is under the prefix (the view's watch sees it) and is no registry key.
+  const l = { prefix: '/sb/' };
+  assert.equal(barrierKeyOf(l, 'n1'), '/sb/barrier/n1');
+  assert.deepEqual(parseKey(l, barrierKeyOf(l, 'n1')), { kind: 'other' });
 });

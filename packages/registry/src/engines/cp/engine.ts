@@ -50,7 +50,7 @@ import type { SchedulerStats } from '../../health/scheduler.js';
 import type { Engine } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { ttlExpiredOutput } from '../../core/checks.js';
-import { encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
+import { barrierKeyOf, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
 import { QueueFull, TxnBatcher } from './batcher.js';
 import { Store, StoreUnavailable, isUnavailable } from './store.js';
 import { View } from './view.js';
@@ -210,6 +210,10 @@ export class CpEngine implements Engine {
       store.close();
       throw err;
     }
+    view.nodeId = opts.nodeId;
+    const release = await store.status().then((s) => s.version, () => null);
+    view.orderedProgress = release !== null && progressAnswersAreOrdered(release);
+    if (!view.orderedProgress) opts.log?.('info', `etcd ${release ?? '(version unknown)'} may answer a watch progress request before events it has queued; consistent reads learn the view's progress by writing ${barrierKeyOf({ prefix: opts.prefix }, opts.nodeId)} instead`);
     engine = new CpEngine(store, view, opts);
     engine.etcdRevision = view.progress;
     await engine.registerNode();

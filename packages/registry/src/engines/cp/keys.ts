@@ -19,6 +19,10 @@
  *                                                 deliberate delete went: JSON {<instance key>:
  *                                                 {reason, detail}}; written in the same
  *                                                 transaction as the delete
+ *   <prefix>barrier/<nodeId>                      a counter a node writes to learn that its
+ *                                                 watch has delivered everything up to now
+ *                                                 (on etcd releases whose progress answers
+ *                                                 can overtake events; see view.ts)
  *
  * Revisions in Switchboard answers are etcd's: an instance's createRevision and
  * modRevision are its key's create_revision and mod_revision.
@@ -151,4 +155,23 @@ export function encodeInstance(instance: Instance, specs: CheckSpec[], reason: P
 
 export function decodeSettings(value: Buffer): ServiceSettings | undefined {
   return decodeJson<ServiceSettings>(value);
+}
+
+export const barrierKeyOf = (l: Layout, nodeId: string): string => `${l.prefix}barrier/${nodeId}`;
+
+/**
+ * Whether this etcd release answers a watch progress request only after every earlier
+ * event of the stream was sent. Older releases send the answer on a separate path that
+ * can overtake events still queued (etcd issue 15220, fixed by pull request 15237, and
+ * for watchers with no events by 17557): the view would then believe it holds revisions
+ * it has not seen. Conservatively: 3.4.31+, 3.5.13+, 3.6+.
+ */
+export function progressAnswersAreOrdered(version: string): boolean {
+  const m = /^(\d+)\.(\d+)\.(\d+)/.exec(version);
+  if (!m) return false;
+  const [major, minor, patch] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  if (major !== 3) return major > 3;
+  if (minor === 4) return patch >= 31;
+  if (minor === 5) return patch >= 13;
+  return minor > 5;
 }

@@ -5,9 +5,12 @@
  * history and watch resume work as in standalone mode. The view never expires anything
  * itself: lease expiry is etcd's, and arrives as deletes.
  *
- * `progress` is the etcd revision up to which the view has applied every change: events
- * and watch progress answers (which etcd sends only once every earlier event was sent)
- * move it forward.
+ * `progress` is the etcd revision up to which the view has applied every change. Events
+ * move it forward, and so does a watch progress answer, on etcd releases that send it
+ * only after every earlier event of the stream (`orderedProgress`). On older releases
+ * (Debian's 3.4.23 among them) a progress answer can overtake queued events, so the view
+ * learns "everything up to now" by writing its barrier key and waiting for that event:
+ * events of one watch arrive in revision order.
  */
 import type { DeleteReason, Limits, ServiceSettings } from '@switchboard/protocol';
 import type * as RPC from 'etcd3';
@@ -15,7 +18,7 @@ import type { Clock } from '../../core/clock.js';
 import type { Change, Entry } from '../../core/entry.js';
 import { Registry, instanceKey, serviceKey } from '../../core/registry.js';
 import { Hub } from '../hub.js';
-import { decodeJson, parseKey, prefixEnd, type Layout, type StoredInstance, type StoredLease, type StoredNode, type WhyValue } from './keys.js';
+import { barrierKeyOf, decodeJson, parseKey, prefixEnd, type Layout, type StoredInstance, type StoredLease, type StoredNode, type WhyValue } from './keys.js';
 import type { Store } from './store.js';
 
 export interface ViewOptions {
@@ -43,6 +46,13 @@ export class View {
   readonly nodes = new Map<string, StoredNode>();
   /** Leases about to be revoked, and why (their deletes read lease_revoked or connection_lost). */
   private readonly revoking = new Map<string, 'lease_revoked' | 'connection_lost'>();
+  /** The etcd release sends progress answers in order with events (set from its version). */
+  orderedProgress = false;
+  /** A barrier write is in flight (at most one). */
+  private barrierInFlight = false;
+  private barriers = 0;
+  /** This node's id, for its barrier key. */
+  nodeId = 'node';
   private stream: RPC.IDuplexStream<RPC.IWatchRequest, RPC.IWatchResponse> | null = null;
   private waiters: ProgressWaiter[] = [];
   private closed = false;
@@ -135,14 +145,38 @@ export class View {
     const tick = (): void => {
       this.progressTimer = null;
       if (this.waiters.length === 0 || this.closed) return;
-      try {
-        this.stream?.write({ progress_request: {} });
-      } catch {
-        /* the stream is being replaced */
-      }
+      if (this.orderedProgress) {
+        try {
+          this.stream?.write({ progress_request: {} });
+        } catch {
+          /* the stream is being replaced */
+        }
+      } else this.writeBarrier();
       this.progressTimer = setTimeout(tick, 50);
     };
     tick();
+  }
+
+  /**
+   * Writes this node's barrier key: its event, once the watch delivers it, proves that
+   * every change up to its revision was delivered too (a waiter whose revision is newer
+   * than the barrier's gets the next one).
+   */
+  private writeBarrier(): void {
+    if (this.barrierInFlight || this.closed) return;
+    this.barrierInFlight = true;
+    this.barriers++;
+    this.store
+      .txn({ success: [{ request_put: { key: Buffer.from(barrierKeyOf(this.opts.layout, this.nodeId)), value: Buffer.from(String(this.barriers)) } }] })
+      .catch(() => undefined)
+      .finally(() => {
+        this.barrierInFlight = false;
+      });
+  }
+
+  /** Barrier writes since start (in /v1/status: how often progress had to be proven by a write). */
+  get barrierWrites(): number {
+    return this.barriers;
   }
 
   private advance(revision: number): void {
@@ -216,8 +250,11 @@ export class View {
       this.advance(rev);
       i = j;
     }
-    // The header of a creation answer is etcd's revision, not the watch's progress.
-    if (!res.created && !res.fragment) this.advance(Number(res.header.revision));
+    // A progress answer (no events): its header is the revision the stream has delivered,
+    // where etcd keeps that promise. The header of an answer with events may run ahead of
+    // them (a watcher catching up gets its events in batches), and the one of a creation
+    // answer is etcd's revision, not the watch's progress.
+    if (this.orderedProgress && events.length === 0 && !res.created && !res.fragment) this.advance(Number(res.header.revision));
   }
 
   /**
