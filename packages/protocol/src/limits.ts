@@ -130,6 +130,8 @@ export interface Limits {
    * that peer are still unacknowledged (their records would only show up as differences).
    */
   apAntiEntropyMaxDeferMs: number;
+  /** ap: longest a node waits for an instance's owner to count a consumer report it forwarded (then it counts it itself). */
+  apReportTimeoutMs: number;
   /** ap: most service digests in one anti-entropy message (more services go in later rounds). */
   apDigestMaxServices: number;
   /** ap: most records in one repair message (a larger repair is split). */
@@ -207,6 +209,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   apBatchDelayMs: 5,
   apAntiEntropyIntervalMs: 1_000,
   apAntiEntropyMaxDeferMs: 5_000,
+  apReportTimeoutMs: 1_000,
   apDigestMaxServices: 5_000,
   apRepairMaxRecords: 2_000,
   apOwnerGraceMs: 30_000,

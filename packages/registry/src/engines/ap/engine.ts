@@ -16,7 +16,7 @@
  *    ones are hidden after apOwnerGraceMs unless cluster-wide self-preservation holds them.
  */
 import { randomBytes } from 'node:crypto';
-import type { AdminStatus, CheckResult, CheckSpec, ClusterMember, ClusterStatus, ConsumerReport, DeleteReason, Instance, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
+import { validateConsumerReport, type AdminStatus, type CheckResult, type CheckSpec, type ClusterMember, type ClusterStatus, type ConsumerReport, type DeleteReason, type Instance, type LeaseGrant, type Limits, type ServiceSettings } from '@switchboard/protocol';
 import client, { type Registry as MetricsRegistry } from 'prom-client';
 import type { Clock } from '../../core/clock.js';
 import type { Change, Entry, Snapshot } from '../../core/entry.js';
@@ -142,6 +142,8 @@ interface InFlight {
 const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revoked', 'connection_lost', 'critical_timeout']);
 /** Batches waiting for acknowledgements, for the lag measure; the oldest are forgotten. */
 const MAX_IN_FLIGHT = 4_096;
+/** Consumer reports waiting for their owner's count; more are counted locally. */
+const MAX_PENDING_REPORTS = 1_024;
 /** Anti-entropy rounds waiting for answers; the oldest are forgotten (the next rounds repair). */
 const MAX_ROUNDS = 256;
 
@@ -158,6 +160,10 @@ export type ApMessage =
   | { type: 'ap_reply'; round: number; parts: number; diff: string[]; match: boolean; rebuild: boolean; rev: number; settingsDiffer?: boolean }
   /** Service settings: the ones a node just took, or its whole table when digests differed. */
   | { type: 'ap_settings'; records: SettingsRecord[] }
+  /** A consumer report taken by another node, for the instance's owner to count. */
+  | { type: 'ap_report'; rid: number; namespace: string; service: string; id: string; report: ConsumerReport }
+  /** The owner's count (`error`: it could not count it; the asking node counts it itself). */
+  | { type: 'ap_report_result'; rid: number; revision?: number; reporters?: number; warning?: boolean; error?: string }
   /** Records the sender found the receiver lacks (or holds older). */
   | { type: 'ap_push'; records: ReplicaRecord[] }
   /** Keys of records the sender lacks (or holds older), and the answer with the records. */
@@ -189,6 +195,9 @@ export class ApEngine implements Engine {
   private readonly monitor: HealthMonitor | null;
   private readonly peerState = new Map<string, PeerState>();
   private readonly stamped = new WeakMap<Entry, ReplicaRecord[]>();
+  /** Consumer reports forwarded to their instance's owner, waiting for its count. */
+  private readonly pendingReports = new Map<number, (r: { revision: number; reporters: number; warning: boolean } | null) => void>();
+  private reportSeq = 0;
   /** Settings changes this node took (sent to the peers once durable). */
   private readonly stampedSettings = new WeakMap<Entry, SettingsRecord[]>();
   private readonly outbox = new Map<string, ReplicaRecord>();
@@ -367,9 +376,52 @@ export class ApEngine implements Engine {
     return this.persist(this.registry.setServiceSettings(namespace, service, settings));
   }
 
+  /**
+   * Consumer reports are counted by the instance's owner, so that reporters talking to
+   * different nodes add up: a report taken here for an instance another reachable node
+   * owns is forwarded to it and answered with its count. When the owner is unreachable,
+   * does not answer within apReportTimeoutMs, or cannot count it, this node counts it.
+   */
   async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }> {
+    const owner = this.table.get(recordKey({ namespace, service, id }))?.o;
+    if (owner !== undefined && owner !== this.nodeId && this.peerUp(owner) && this.registry.instance(namespace, service, id) && this.pendingReports.size < MAX_PENDING_REPORTS) {
+      const counted = await this.askOwner(owner, namespace, service, id, report);
+      if (counted) return counted;
+    }
     const r = this.registry.reportInstance(namespace, service, id, report);
     return { revision: await this.persist(r.outcome), reporters: r.reporters, warning: r.warning };
+  }
+
+  private askOwner(owner: string, namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean } | null> {
+    const rid = ++this.reportSeq;
+    return new Promise((resolve) => {
+      const timer = this.timers.set(() => {
+        this.pendingReports.delete(rid);
+        resolve(null);
+      }, this.limits.apReportTimeoutMs);
+      this.pendingReports.set(rid, (r) => {
+        this.timers.clear(timer);
+        this.pendingReports.delete(rid);
+        resolve(r);
+      });
+      if (!this.transport.send(owner, { type: 'ap_report', rid, namespace, service, id, report })) {
+        this.timers.clear(timer);
+        this.pendingReports.delete(rid);
+        resolve(null);
+      }
+    });
+  }
+
+  /** A report another node forwarded: counted here, the count sent back. */
+  private async countForwardedReport(from: string, msg: Extract<ApMessage, { type: 'ap_report' }>): Promise<void> {
+    try {
+      const report = validateConsumerReport(msg.report, this.limits);
+      const r = this.registry.reportInstance(String(msg.namespace), String(msg.service), String(msg.id), report);
+      const revision = await this.persist(r.outcome);
+      this.transport.send(from, { type: 'ap_report_result', rid: msg.rid, revision, reporters: r.reporters, warning: r.warning });
+    } catch (err) {
+      this.transport.send(from, { type: 'ap_report_result', rid: msg.rid, error: String((err as Error).message ?? err) });
+    }
   }
 
   checkStats(): SchedulerStats {
@@ -696,6 +748,14 @@ export class ApEngine implements Engine {
         case 'ap_settings':
           this.applySettings(from, msg.records);
           break;
+        case 'ap_report':
+          void this.countForwardedReport(from, msg);
+          break;
+        case 'ap_report_result': {
+          const done = this.pendingReports.get(msg.rid);
+          if (done) done(msg.error === undefined && typeof msg.revision === 'number' && typeof msg.reporters === 'number' ? { revision: msg.revision, reporters: msg.reporters, warning: msg.warning === true } : null);
+          break;
+        }
         default:
           this.opts.onEvent?.('unknown_message', { from, type: (raw as { type: unknown }).type });
       }
