@@ -2,6 +2,7 @@
  * Health routes: reports into ttl checks, consumer reports, service settings (the protect
  * threshold), the reason-coded history of an instance and the drain barrier.
  */
+import { FORWARDED_REPORT_HEADER } from '../engines/engine.js';
 import type { FastifyInstance } from 'fastify';
 import {
   SwitchboardError,
@@ -74,7 +75,9 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
     const report = validateConsumerReport(req.body, limits);
-    return engine.reportInstance(namespace, service, id, report);
+    // cp: a report another node forwarded to the node that counts this instance's reports.
+    const forwarded = req.headers[FORWARDED_REPORT_HEADER] !== undefined;
+    return engine.reportInstance(namespace, service, id, report, forwarded ? { forwarded } : undefined);
   });
 
   app.get('/v1/services/:service/settings', {

@@ -6,6 +6,9 @@ import type { SchedulerStats } from '../health/scheduler.js';
 import type { StorageObservers } from '../storage/observer.js';
 import type { Hub } from './hub.js';
 
+/** cp: the header on a consumer report one node forwards to the node that counts it (its value: the sender's node id). */
+export const FORWARDED_REPORT_HEADER = 'x-switchboard-forwarded-report';
+
 export interface Engine {
   readonly mode: Mode;
   readonly nodeId: string;
@@ -32,8 +35,11 @@ export interface Engine {
   /** A report into a ttl check. */
   reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number>;
   setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number>;
-  /** A consumer's report about an instance (see Registry.reportInstance). */
-  reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }>;
+  /**
+   * A consumer's report about an instance (see Registry.reportInstance). `forwarded`: another
+   * node of the cluster sent it here to be counted (cp), so it is counted here.
+   */
+  reportInstance(namespace: string, service: string, id: string, report: ConsumerReport, opts?: { forwarded?: boolean }): Promise<{ revision: number; reporters: number; warning: boolean }>;
   /** The active checks this node runs. */
   checkStats(): SchedulerStats;
   /**

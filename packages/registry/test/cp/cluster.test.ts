@@ -363,3 +363,29 @@ test('a session that drops without a hand-over ends its lease after the grace, u
     await Promise.all(nodes.map((n) => n.close()));
   }
 });
+
+test('consumer reports through different nodes are counted by one node and turn the instance warning everywhere', { timeout: 60_000 }, async () => {
+  const nodes = await threeNodes();
+  try {
+    const [a, b, c] = nodes as [CpNode, CpNode, CpNode];
+    // Every node knows the others' addresses (announced after listening).
+    for (const n of nodes) {
+      const members = async () => (await call(n.url, 'GET', '/v1/status')).body.cluster.members as { address: string }[];
+      const t0 = Date.now();
+      while ((await members()).filter((m) => !m.address.endsWith(':0')).length < 3 && Date.now() - t0 < 5_000) await sleep(50);
+    }
+    assert.equal((await call(a.url, 'PUT', '/v1/services/pay/instances/r1', { address: '10.0.0.1', port: 80 })).status, 200);
+    const first = await call(b.url, 'POST', '/v1/services/pay/instances/r1/reports', { reporter: 'checkout-1', kind: 'timeout' });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.deepEqual([first.body.reporters, first.body.warning], [1, false]);
+    const second = await call(c.url, 'POST', '/v1/services/pay/instances/r1/reports', { reporter: 'checkout-2', kind: 'connect_refused' });
+    assert.equal(second.status, 200, JSON.stringify(second.body));
+    assert.deepEqual([second.body.reporters, second.body.warning], [2, true], 'one node counted both reporters');
+    for (const n of nodes) {
+      const r = await call(n.url, 'GET', '/v1/services/pay/instances/r1?consistent=true');
+      assert.equal(r.body.health, 'warning', `warning on ${n.url}`);
+    }
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+});

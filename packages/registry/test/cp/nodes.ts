@@ -15,6 +15,8 @@ export async function startCpNode(endpoints: string[], nodeId: string, prefix: s
   const engine = await CpEngine.open({ nodeId, address: '127.0.0.1:0', endpoints, prefix, clock: { now: () => performance.now() }, activeChecks: false, ...opts, limits });
   const app = await build({ engine, limits, version: 'test', watchHeartbeatMs: 15_000 });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  // As the agent does: announce the port the OS chose (other nodes forward reports to it).
+  await engine.listening({ host: '127.0.0.1', port: new URL(url).port === '' ? 80 : Number(new URL(url).port) });
   let closed = false;
   return {
     app,

@@ -14,6 +14,7 @@
  * STORE_UNAVAILABLE, default reads are answered from the view marked stale, and
  * consistent reads fail with 503.
  */
+import { request } from 'undici';
 import { createHash } from 'node:crypto';
 import {
   REPORTS_CHECK_ID,
@@ -47,7 +48,7 @@ import { Registry, instanceFromRegistration, instanceKey, type InstanceRecord, t
 import { ReportBook } from '../../core/reports.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
-import type { Engine } from '../engine.js';
+import { FORWARDED_REPORT_HEADER, type Engine } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { ttlExpiredOutput } from '../../core/checks.js';
 import { barrierKeyOf, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
@@ -89,6 +90,8 @@ type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_rev
 /** etcd's smallest lease TTL is about 1.5 election timeouts; 2 s is granted everywhere. */
 export const MIN_LEASE_TTL_SEC = 2;
 const MAX_WRITE_ATTEMPTS = 8;
+/** Longest wait for the node that counts an instance's reports to answer a forwarded one. */
+const REPORT_FORWARD_TIMEOUT_MS = 1_000;
 
 interface Plan {
   compare: RPC.ICompare[];
@@ -127,6 +130,8 @@ export class CpEngine implements Engine {
   readonly dataDir = null;
   private readonly layout: Layout;
   private readonly leaseListeners = new Set<LeaseEndedListener>();
+  /** Consumer reports this node forwarded to the node that counts them. */
+  forwardedReports = 0;
   /**
    * Leases a session on this node keeps, with the mod revision of their lease key when the
    * session took them: a detach is guarded by it (see detachLease). At most one per lease
@@ -841,10 +846,14 @@ export class CpEngine implements Engine {
   }
 
   /**
-   * A consumer's report. Reporters are counted by the node that receives the reports
-   * (docs/cp.md); the warning itself is written to etcd like any other change.
+   * A consumer's report. Reporters of an instance are counted by one node, the one that
+   * runs its checks (rendezvous hashing over the live nodes), so that consumers reporting
+   * through different nodes add up: a report taken elsewhere is forwarded to it over its
+   * REST address (docs/cp.md). When that node cannot be asked (no routable address, no
+   * answer within 1 s, or it does not know the instance yet), this node counts it. The
+   * warning itself is written to etcd like any other change.
    */
-  async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }> {
+  async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport, opts: { forwarded?: boolean } = {}): Promise<{ revision: number; reporters: number; warning: boolean }> {
     this.requireReachable();
     let rec = this.registry.instance(namespace, service, id);
     if (!rec) {
@@ -852,6 +861,11 @@ export class CpEngine implements Engine {
       rec = this.requireInstance(namespace, service, id);
     }
     const key = instanceKey(namespace, service, id);
+    const counter = ownerOf(key, this.liveNodes());
+    if (!opts.forwarded && counter !== undefined && counter !== this.nodeId) {
+      const counted = await this.forwardReport(counter, namespace, service, id, report);
+      if (counted) return counted;
+    }
     const now = this.opts.clock.now();
     const reporters = this.reports.add(key, report, now);
     const warned = rec.instance.checks.some((c) => c.id === REPORTS_CHECK_ID);
@@ -866,6 +880,28 @@ export class CpEngine implements Engine {
       return this.putPlan(cur, { ...instance, checks: [...cur.instance.checks.filter((c) => c.id !== REPORTS_CHECK_ID), state], health: combinedHealth([...cur.instance.checks, state]) }, 'reported', state.output);
     });
     return { revision, reporters, warning: true };
+  }
+
+  private async forwardReport(node: string, namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean } | null> {
+    const address = this.view.nodes.get(node)?.address ?? '';
+    const host = address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+    if (!address || /:0$/.test(address) || host === '' || host === '0.0.0.0' || host === '::') return null;
+    try {
+      const res = await request(`http://${address}/v1/services/${encodeURIComponent(service)}/instances/${encodeURIComponent(id)}/reports?namespace=${encodeURIComponent(namespace)}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', [FORWARDED_REPORT_HEADER]: this.nodeId },
+        body: JSON.stringify(report),
+        headersTimeout: REPORT_FORWARD_TIMEOUT_MS,
+        bodyTimeout: REPORT_FORWARD_TIMEOUT_MS,
+        signal: AbortSignal.timeout(REPORT_FORWARD_TIMEOUT_MS),
+      });
+      const body = (await res.body.json()) as { revision?: unknown; reporters?: unknown; warning?: unknown };
+      if (res.statusCode !== 200 || typeof body.revision !== 'number' || typeof body.reporters !== 'number') return null;
+      this.forwardedReports++;
+      return { revision: body.revision, reporters: body.reporters, warning: body.warning === true };
+    } catch {
+      return null;
+    }
   }
 
   checkStats(): SchedulerStats {
