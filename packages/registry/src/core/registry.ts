@@ -210,6 +210,16 @@ export class Registry {
     return this.settings.get(serviceKey(namespace, service));
   }
 
+  /** Every service that has settings. */
+  allServiceSettings(): { namespace: string; service: string; settings: ServiceSettings }[] {
+    const out: { namespace: string; service: string; settings: ServiceSettings }[] = [];
+    for (const [key, settings] of this.settings) {
+      const [namespace, service] = splitServiceKey(key);
+      out.push({ namespace, service, settings });
+    }
+    return out;
+  }
+
   /** The reason-coded history of an instance (also of one that is gone, for a while). */
   history(namespace: string, service: string, id: string): { exists: boolean; entries: readonly HistoryEntry[] } | undefined {
     return this.historyBook.get(instanceKey(namespace, service, id));
@@ -759,8 +769,9 @@ export class Registry {
       } else out.push(c);
     }
     if (out.length === 0) return { entry: null, events: [], revision: this.rev };
-    // Records kept but not shown change no revision (like a lease grant).
-    const revision = out.some((c) => c.op === 'put' || c.op === 'delete') ? next : this.rev;
+    // Records kept but not shown change no revision (like a lease grant); settings change
+    // the service's answers, so they take a new revision as a local settings write does.
+    const revision = out.some((c) => c.op === 'put' || c.op === 'delete' || c.op === 'settings') ? next : this.rev;
     const entry: Entry = { revision, changes: out, at: this.wallClock.now() };
     const events = this.apply(entry);
     return { entry, events, revision };
@@ -839,4 +850,9 @@ function count(svc: ServiceState, i: Instance): void {
 function uncount(svc: ServiceState, i: Instance): void {
   if (i.status === 'up') svc.up--;
   if (isHealthy(i)) svc.healthy--;
+}
+
+export function splitServiceKey(key: string): [string, string] {
+  const a = key.indexOf('/');
+  return [key.slice(0, a), key.slice(a + 1)];
 }

@@ -2,9 +2,9 @@
  * ap mode: service settings (the protect threshold) replicated between nodes. Each
  * service's settings are one last-writer-wins register: the greater hybrid version wins,
  * so merging is commutative, associative and idempotent like the instance records
- * (replica.ts). Removing settings is a write of `protectThreshold: null`; the register is
- * kept, so that an older value cannot come back. There is at most one register per
- * service that ever had settings, and maxServiceSettings bounds the ones in use.
+ * (replica.ts). Removing settings is a write of `protectThreshold: null`; that register is
+ * kept, so that an older value cannot come back, until it is older than the tombstones'
+ * longest hold (`collectRemoved`). maxServiceSettings bounds the registers in use.
  *
  * Kept apart from the instance records: settings are few, change rarely, are never
  * owned by a lease and never hidden, and the instance digests stay about instances.
@@ -54,6 +54,33 @@ export class SettingsReplica {
     return [...this.records.values()];
   }
 
+  /** Drops removal registers (null settings) whose version is older than `before` (ms); returns how many. */
+  collectRemoved(before: number, versionMs: (v: string) => number): number {
+    let n = 0;
+    for (const [key, r] of this.records) {
+      if (r.settings.protectThreshold === null && versionMs(r.v) < before) {
+        this.records.delete(key);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Settings a node kept before settings were replicated have no version: they get the
+   * lowest one, so that any real write wins over them and nodes that disagree converge on
+   * one of them (the greater node id) instead of staying different unnoticed.
+   */
+  adoptUnversioned(settings: readonly { namespace: string; service: string; settings: ServiceSettings }[], nodeId: string): number {
+    let n = 0;
+    for (const s of settings) {
+      if (this.get(s.namespace, s.service)) continue;
+      this.merge({ namespace: s.namespace, service: s.service, v: `${UNVERSIONED}@${nodeId}`, o: nodeId, settings: s.settings });
+      n++;
+    }
+    return n;
+  }
+
   static restore(records: readonly SettingsRecord[]): SettingsReplica {
     const t = new SettingsReplica();
     for (const r of records) t.merge(r);
@@ -73,6 +100,8 @@ export function validSettingsRecord(x: unknown): x is SettingsRecord {
 }
 
 const keyOf = (namespace: string, service: string): string => `${namespace}/${service}`;
+/** Below every hybrid version (their physical part is a non-zero base-36 time). */
+const UNVERSIONED = '000000000000000';
 
 function fnv1a(s: string): number {
   let h = 0x811c9dc5;

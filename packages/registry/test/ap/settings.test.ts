@@ -22,20 +22,29 @@ test('settings set on one node reach the others, also after a cut, and the newer
   const [a, b, c] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]];
   try {
     for (const n of nodes) await eventually(`${n.id} ready`, () => (n.engine.ready ? true : undefined));
-    assert.equal((await call(a.url, 'PUT', '/v1/services/pay/settings', { protectThreshold: 0.5 })).status, 200);
-    for (const n of [b, c]) {
-      await eventually(`the threshold on ${n.id}`, async () => ((await call(n.url, 'GET', '/v1/services/pay/settings')).body.protectThreshold === 0.5 ? true : undefined), 3_000);
-    }
-    // The answers of another node follow it: one healthy instance of four is below 0.5.
+    // One healthy instance of four, on every node; the answers are cached there.
     for (const [k, health] of ['passing', 'critical', 'critical', 'critical'].entries()) {
       await call(a.url, 'PUT', `/v1/services/pay/instances/p${k}`, { address: '10.0.0.1', port: 80 + k, checks: [{ id: 'self', type: 'ttl', ttlMs: 60_000 }] });
       await call(a.url, 'PUT', `/v1/services/pay/instances/p${k}/checks/self`, { status: health === 'passing' ? 'pass' : 'fail', output: 'x' });
     }
-    const widened = await eventually('a protected answer on c', async () => {
+    const narrow = await eventually('the state on c', async () => {
       const r = await call(c.url, 'GET', '/v1/services/pay?healthy=true');
-      return r.body.protected === true && r.body.instances.length === 4 ? r.body : undefined;
+      const all = await call(c.url, 'GET', '/v1/services/pay');
+      return all.body.instances.length === 4 && all.body.instances.filter((i: { health: string }) => i.health === 'critical').length === 3 ? r : undefined;
     }, 3_000);
-    assert.equal(widened.instances.length, 4);
+    assert.equal(narrow.body.instances.length, 1);
+    const etag = narrow.headers.get('etag');
+    assert.ok(etag);
+    assert.equal((await call(a.url, 'PUT', '/v1/services/pay/settings', { protectThreshold: 0.5 })).status, 200);
+    for (const n of [b, c]) {
+      await eventually(`the threshold on ${n.id}`, async () => ((await call(n.url, 'GET', '/v1/services/pay/settings')).body.protectThreshold === 0.5 ? true : undefined), 3_000);
+    }
+    // The answers of another node follow it at once: a new revision, not the cached answer.
+    const widened = await call(c.url, 'GET', '/v1/services/pay?healthy=true', undefined, { 'if-none-match': etag });
+    assert.equal(widened.status, 200, 'a settings change from a peer changes the answer (no 304)');
+    assert.equal(widened.body.protected, true);
+    assert.equal(widened.body.instances.length, 4);
+    assert.ok(widened.body.revision > narrow.body.revision);
 
     // c is cut off; both sides change the settings; the later write (on c) wins everywhere.
     net.setCut('a', 'c', true);

@@ -295,6 +295,7 @@ export class ApEngine implements Engine {
     registry.renewAllLeases();
     const hlc = new HybridClock({ node: opts.nodeId, wallAtStart: wallClock.now(), monotonic: opts.clock, maxOffsetMs: opts.limits.apMaxClockOffsetMs });
     for (const r of table.values()) if (r.v.endsWith(`@${opts.nodeId}`)) hlc.observe(r.v);
+    settingsTable.adoptUnversioned(registry.allServiceSettings(), opts.nodeId);
     for (const r of settingsTable.all()) if (r.v.endsWith(`@${opts.nodeId}`)) hlc.observe(r.v);
     opts.onRecovered?.({ revision: registry.revision, entries: rec.entries.length, fromSnapshot: rec.snapshot !== null, records: table.size, ms: Date.now() - started });
     const engine = new ApEngine(registry, opts.storage, opts.transport, opts, table, hlc, settingsTable);
@@ -905,14 +906,22 @@ export class ApEngine implements Engine {
       // While this node's recent batches to the peer are unacknowledged, their records would
       // only show up as differences, and a round would compare whole services for nothing:
       // the round waits for a quiet moment, at most apAntiEntropyMaxDeferMs.
-      const peer = up[this.aePeerIndex % up.length] as string;
-      const st = this.peerState.get(peer) as PeerState;
-      if (this.opts.clock.now() - st.roundAt >= this.limits.apAntiEntropyMaxDeferMs || !this.awaitingAck(peer)) {
-        this.aePeerIndex++;
-        this.startRound(peer);
-      } else this.stats.antiEntropyDeferred++;
+      // The next peer in turn that is quiet, or that waited its longest (a busy peer does
+      // not hold up the others).
+      let started = false;
+      for (let k = 0; k < up.length && !started; k++) {
+        const peer = up[(this.aePeerIndex + k) % up.length] as string;
+        const st = this.peerState.get(peer) as PeerState;
+        if (this.opts.clock.now() - st.roundAt >= this.limits.apAntiEntropyMaxDeferMs || !this.awaitingAck(peer)) {
+          this.aePeerIndex += k + 1;
+          this.startRound(peer);
+          started = true;
+        }
+      }
+      if (!started) this.stats.antiEntropyDeferred++;
     }
     this.collectTombstones();
+    this.settingsTable.collectRemoved(this.hlc.physicalNow() - this.limits.apTombstoneMaxMs, versionMs);
     this.reconcile();
   }
 
