@@ -51,7 +51,7 @@ import type { SchedulerStats } from '../../health/scheduler.js';
 import { FORWARDED_REPORT_HEADER, type Engine } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { ttlExpiredOutput } from '../../core/checks.js';
-import { barrierKeyOf, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type WhyValue } from './keys.js';
+import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type StoredLease, type WhyValue } from './keys.js';
 import { QueueFull, TxnBatcher } from './batcher.js';
 import { Store, StoreUnavailable, isUnavailable } from './store.js';
 import { View } from './view.js';
@@ -202,8 +202,13 @@ export class CpEngine implements Engine {
     });
     let view: View;
     try {
+      const release = await store.status().then((s) => s.version, () => null);
+      const orderedProgress = release !== null && progressAnswersAreOrdered(release);
+      if (!orderedProgress) opts.log?.('info', `etcd ${release ?? '(version unknown)'} may answer a watch progress request before events it has queued; this node learns its view's progress by writing ${barrierKeyOf({ prefix: opts.prefix }, opts.nodeId)} instead`);
       view = await View.open(store, {
         layout: { prefix: opts.prefix },
+        nodeId: opts.nodeId,
+        orderedProgress,
         limits: opts.limits,
         clock: opts.clock,
         onLeaseEnded: (id, reason) => engine?.leaseEnded(id, reason),
@@ -215,10 +220,6 @@ export class CpEngine implements Engine {
       store.close();
       throw err;
     }
-    view.nodeId = opts.nodeId;
-    const release = await store.status().then((s) => s.version, () => null);
-    view.orderedProgress = release !== null && progressAnswersAreOrdered(release);
-    if (!view.orderedProgress) opts.log?.('info', `etcd ${release ?? '(version unknown)'} may answer a watch progress request before events it has queued; consistent reads learn the view's progress by writing ${barrierKeyOf({ prefix: opts.prefix }, opts.nodeId)} instead`);
     engine = new CpEngine(store, view, opts);
     engine.etcdRevision = view.progress;
     await engine.registerNode();
@@ -365,6 +366,7 @@ export class CpEngine implements Engine {
   private async registerNode(): Promise<void> {
     const grant = await this.store.leaseGrant(this.cfg.nodeTtlSec);
     this.nodeLease = grant.ID;
+    this.view.barrierLease = grant.ID;
     await this.store.txn({ success: [{ request_put: { key: b(nodeKeyOf(this.layout, this.nodeId)), value: b(JSON.stringify({ address: this.opts.address, startedAt: this.startedAt })), lease: grant.ID } }] });
     this.nodeKeepAliveAt = Date.now();
   }
@@ -578,12 +580,23 @@ export class CpEngine implements Engine {
     const pending = this.detachTimers.get(leaseId);
     if (pending) clearTimeout(pending);
     this.detachTimers.delete(leaseId);
-    const ttlMs = this.registry.lease(leaseId)?.ttlMs ?? 0;
     const key = b(leaseKeyOf(this.layout, leaseId));
-    const res = await this.guard('resuming the lease', () =>
-      this.store.txn({ compare: [{ key, target: 'Version', result: 'Greater', version: 0 }], success: [{ request_put: { key, value: b(JSON.stringify({ ttlMs, attached: this.nodeId })), lease: etcdId } }] }),
-    );
-    if (res.succeeded) this.attached.set(leaseId, Number(res.header.revision));
+    // Guarded by the key as read: a lease another node is revoking right now is not
+    // resumed (the client is told it is gone and takes a new one).
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const cur = await this.guard('resuming the lease', () => this.store.range({ key }));
+      const kv = cur.kvs[0];
+      const value = kv ? decodeJson<StoredLease>(kv.value) : null;
+      if (!kv || value?.revoking) throw leaseNotFound(leaseId);
+      const ttlMs = value?.ttlMs || this.registry.lease(leaseId)?.ttlMs || 0;
+      const res = await this.guard('resuming the lease', () =>
+        this.store.txn({ compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: kv.mod_revision }], success: [{ request_put: { key, value: b(JSON.stringify({ ttlMs, attached: this.nodeId })), lease: etcdId } }] }),
+      );
+      if (res.succeeded) {
+        this.attached.set(leaseId, Number(res.header.revision));
+        return;
+      }
+    }
   }
 
   /**

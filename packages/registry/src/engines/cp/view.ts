@@ -23,6 +23,10 @@ import type { Store } from './store.js';
 
 export interface ViewOptions {
   layout: Layout;
+  /** This node's id (its barrier key). */
+  nodeId: string;
+  /** The etcd release sends progress answers in order with events (progressAnswersAreOrdered). */
+  orderedProgress: boolean;
   limits: Limits;
   clock: Clock;
   onLeaseEnded: (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
@@ -46,13 +50,11 @@ export class View {
   readonly nodes = new Map<string, StoredNode>();
   /** Leases about to be revoked, and why (their deletes read lease_revoked or connection_lost). */
   private readonly revoking = new Map<string, 'lease_revoked' | 'connection_lost'>();
-  /** The etcd release sends progress answers in order with events (set from its version). */
-  orderedProgress = false;
   /** A barrier write is in flight (at most one). */
   private barrierInFlight = false;
   private barriers = 0;
-  /** This node's id, for its barrier key. */
-  nodeId = 'node';
+  /** The node's own etcd lease, once it has one: the barrier key goes with the node. */
+  barrierLease: string | null = null;
   private stream: RPC.IDuplexStream<RPC.IWatchRequest, RPC.IWatchResponse> | null = null;
   private waiters: ProgressWaiter[] = [];
   private closed = false;
@@ -145,7 +147,7 @@ export class View {
     const tick = (): void => {
       this.progressTimer = null;
       if (this.waiters.length === 0 || this.closed) return;
-      if (this.orderedProgress) {
+      if (this.opts.orderedProgress) {
         try {
           this.stream?.write({ progress_request: {} });
         } catch {
@@ -167,7 +169,7 @@ export class View {
     this.barrierInFlight = true;
     this.barriers++;
     this.store
-      .txn({ success: [{ request_put: { key: Buffer.from(barrierKeyOf(this.opts.layout, this.nodeId)), value: Buffer.from(String(this.barriers)) } }] })
+      .txn({ success: [{ request_put: { key: Buffer.from(barrierKeyOf(this.opts.layout, this.opts.nodeId)), value: Buffer.from(String(this.barriers)), ...(this.barrierLease !== null ? { lease: this.barrierLease } : {}) } }] })
       .catch(() => undefined)
       .finally(() => {
         this.barrierInFlight = false;
@@ -254,7 +256,7 @@ export class View {
     // where etcd keeps that promise. The header of an answer with events may run ahead of
     // them (a watcher catching up gets its events in batches), and the one of a creation
     // answer is etcd's revision, not the watch's progress.
-    if (this.orderedProgress && events.length === 0 && !res.created && !res.fragment) this.advance(Number(res.header.revision));
+    if (this.opts.orderedProgress && events.length === 0 && !res.created && !res.fragment) this.advance(Number(res.header.revision));
   }
 
   /**
@@ -341,6 +343,7 @@ export class View {
           if (put) {
             const v = decodeJson<StoredLease>(ev.kv.value);
             if (v?.revoking) this.revoking.set(p.leaseId, v.reason === 'connection_lost' ? 'connection_lost' : 'lease_revoked');
+            else this.revoking.delete(p.leaseId); // a revocation that did not happen (the lease was resumed)
             if (!this.registry.lease(p.leaseId)) grants.push({ op: 'lease_grant', leaseId: p.leaseId, ttlMs: v?.ttlMs ?? 0 });
           } else {
             ends.push({ op: 'lease_end', leaseId: p.leaseId, reason: endedLeases.get(p.leaseId) === 'lease_revoked' ? 'lease_revoked' : 'lease_expired' });
