@@ -1011,6 +1011,8 @@ export class CpEngine implements Engine {
       checksOwned: this.checkStats().scheduled,
       watchRestarts: this.view.watchRestarts,
       writeBatches: { batches: this.batcher.batches, writes: this.batcher.writes },
+      reportsForwarded: this.forwardedReports,
+      barrierWrites: this.view.barrierWrites,
     };
   }
 
