@@ -288,7 +288,7 @@ function renderCp(out) {
   }
   const lk = out.leaderKill;
   const all = (kind) => lk.trials[kind].map((g) => n0(g.longestGapMs)).join(', ');
-  L.push(`| longest write gap after SIGKILL of the etcd leader (median of ${lk.trials.etcd.length}; all runs) | ${n0(lk.medianLongestGapMs.etcd)} ms (${all('etcd')}) | ${n0(lk.medianLongestGapMs.cp)} ms (${all('cp')}) | ${n0(lk.medianLongestGapMs.cp - lk.medianLongestGapMs.etcd)} ms more |`);
+  L.push(`| longest write gap after SIGKILL of the etcd leader (median of ${lk.trials.etcd.length}; all runs) | ${n0(lk.medianLongestGapMs.etcd)} ms (${all('etcd')}) | ${n0(lk.medianLongestGapMs.cp)} ms (${all('cp')}) | ${(() => { const d = lk.medianLongestGapMs.cp - lk.medianLongestGapMs.etcd; return d >= 0 ? `${n0(d)} ms more` : `${n0(-d)} ms less`; })()} |`);
   return L;
 }
 

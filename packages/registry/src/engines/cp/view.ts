@@ -21,6 +21,9 @@ import { Hub } from '../hub.js';
 import { barrierKeyOf, decodeJson, parseKey, prefixEnd, type Layout, type StoredInstance, type StoredLease, type StoredNode, type WhyValue } from './keys.js';
 import type { Store } from './store.js';
 
+/** How long a waiter gives the watch before the view writes a barrier (older etcd releases). */
+const BARRIER_DELAY_MS = 20;
+
 export interface ViewOptions {
   layout: Layout;
   /** This node's id (its barrier key). */
@@ -156,7 +159,12 @@ export class View {
       } else this.writeBarrier();
       this.progressTimer = setTimeout(tick, 50);
     };
-    tick();
+    // A barrier is a write, and the revision waited for is usually an event already on its
+    // way (often another node's barrier): it is written only if that event has not arrived
+    // after BARRIER_DELAY_MS. Writing at once made the nodes answer each other's barriers
+    // with their own, a chain of writes for as long as consistent reads kept coming.
+    if (this.opts.orderedProgress) tick();
+    else this.progressTimer = setTimeout(tick, BARRIER_DELAY_MS);
   }
 
   /**
