@@ -19,6 +19,8 @@ export interface AgentConfig {
   etcdPrefix: string;
   /** ap: addresses (HOST:PORT of peer links) of running nodes to join through. */
   join: { host: string; port: number }[];
+  /** ap: the cluster's name; nodes of different clusters refuse each other's peer links. */
+  cluster: string;
   /** Alert receivers: each URL gets a JSON POST per alert episode. */
   alertWebhooks: string[];
   /** OpenTelemetry: an OTLP/HTTP traces endpoint; tracing is off when null. */
@@ -39,7 +41,7 @@ export class ConfigError extends Error {
 }
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'join', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'join', 'cluster', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat'] as const;
 type Key = (typeof CONFIG_KEYS)[number];
 
 export const flagOf = (k: string): string => '--' + k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
@@ -156,16 +158,17 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     if (typeof v !== 'string' || v === '') throw new ConfigError(where, `${where} must be a non-empty string`);
     return v;
   };
+  const name = (v: unknown, where: string): string => {
+    const s = str(v, where);
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(s)) throw new ConfigError(where, `${where} "${s}" must be 1-64 characters of A-Z, a-z, 0-9, ".", "_" and "-"`);
+    return s;
+  };
   const cfg: AgentConfig = {
     mode: get('mode', (v, w) => oneOf(v, w, MODES), 'standalone'),
     httpAddr: get('httpAddr', (v, w) => hostPort(v, w, 7700), { host: '127.0.0.1', port: 7700 }),
     dataDir: get('dataDir', str, './data'),
     dev: get('dev', boolOf, false),
-    nodeId: get<string | null>('nodeId', (v, w) => {
-      const s = str(v, w);
-      if (!/^[A-Za-z0-9._-]{1,64}$/.test(s)) throw new ConfigError(w, `${w} "${s}" must be 1-64 characters of A-Z, a-z, 0-9, ".", "_" and "-"`);
-      return s;
-    }, null),
+    nodeId: get<string | null>('nodeId', name, null),
     peerAddr: get('peerAddr', (v, w) => hostPort(v, w, 7701), { host: '127.0.0.1', port: 7701 }),
     peers: get('peers', (v, w) => listOf(v, w).map((p) => {
       const at = p.indexOf('@');
@@ -182,6 +185,7 @@ export function resolveConfig(sources: Source[]): AgentConfig {
       return s;
     }, '/switchboard/'),
     join: get('join', (v, w) => listOf(v, w).map((a) => hostPort(a, w, 7701)), []),
+    cluster: get('cluster', name, 'switchboard'),
     alertWebhooks: get('alertWebhooks', (v, w) => listOf(v, w).map((u) => {
       if (!/^https?:\/\/\S+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be an http(s) URL`);
       return u;

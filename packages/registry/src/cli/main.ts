@@ -17,6 +17,7 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--etcd <urls>', 'cp: the etcd cluster, URL,URL,...')
     .option('--etcd-prefix <prefix>', 'cp: key prefix of the registry in etcd (default /switchboard/)')
     .option('--join <list>', 'ap: peer-link addresses of running nodes to join through, HOST:PORT,...')
+    .option('--cluster <name>', 'ap: the cluster name; nodes of different clusters refuse each other (default switchboard)')
     .option('--alert-webhooks <urls>', 'alert receivers: URL,URL,... (a JSON POST per alert episode)')
     .option('--otlp-endpoint <url>', 'send traces (OpenTelemetry, OTLP/HTTP) to this URL; off when unset')
     .option('--log-level <level>', 'fatal | error | warn | info | debug | trace (default info)')

@@ -14,6 +14,7 @@ interface NetModule {
     listen: { host: string; port: number };
     peers: { id: string; host: string; port: number }[];
     join: { host: string; port: number }[];
+    cluster?: string;
     limits: OpenContext['cfg']['limits'];
     logger: OpenContext['logger'];
   }): PeerTransport | Promise<PeerTransport>;
@@ -34,7 +35,7 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
     }
     throw err;
   }
-  const transport = await net.createTcpTransport({ nodeId, listen: cfg.peerAddr, peers: cfg.peers, join: cfg.join, limits: cfg.limits, logger: logger.child({ component: 'peers' }) });
+  const transport = await net.createTcpTransport({ nodeId, listen: cfg.peerAddr, peers: cfg.peers, join: cfg.join, cluster: cfg.cluster, limits: cfg.limits, logger: logger.child({ component: 'peers' }) });
   const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir, logger: logger.child({ component: 'storage' }) });
   const log = logger.child({ component: 'ap' });
   return ApEngine.open({
