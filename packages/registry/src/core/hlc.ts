@@ -43,10 +43,6 @@ export function versionMs(v: string): number {
   return parseInt(v.slice(0, P_DIGITS), 36);
 }
 
-export function isVersion(v: unknown): v is string {
-  return typeof v === 'string' && v.length > P_DIGITS + L_DIGITS + 1 && /^[0-9a-z]{15}@/.test(v);
-}
-
 export interface HlcOptions {
   node: string;
   /** Wall-clock milliseconds since the Unix epoch, read once at start. */
@@ -66,10 +62,6 @@ export class HybridClock {
 
   constructor(private readonly opts: HlcOptions) {
     this.monoAtStart = opts.monotonic.now();
-  }
-
-  get node(): string {
-    return this.opts.node;
   }
 
   /** This node's physical time (ms since the Unix epoch, jump-free while running). */

@@ -400,9 +400,8 @@ export class Registry {
     return this.putChecks(rec, checkId, next);
   }
 
-  /** A service reports into its ttl check: the TTL starts again and the result counts. */
-  reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): WriteOutcome {
-    this.requireInstance(namespace, service, id);
+  /** The ttl check a service reports into; CHECK_NOT_FOUND, or 400 for a check of another type. */
+  requireTtlCheck(namespace: string, service: string, id: string, checkId: string): TrackedCheck {
     const tracked = this.checks.get(instanceKey(namespace, service, id), checkId);
     if (!tracked) {
       throw new SwitchboardError('CHECK_NOT_FOUND', `instance ${id} of service ${service} has no check ${checkId}`, {
@@ -413,6 +412,13 @@ export class Registry {
     if (tracked.spec.type !== 'ttl') {
       throw invalid('checkId', `check ${checkId} is a ${tracked.spec.type} check; only ttl checks take reports`, 'report into a check declared with "type": "ttl"; the registry runs the other checks itself');
     }
+    return tracked;
+  }
+
+  /** A service reports into its ttl check: the TTL starts again and the result counts. */
+  reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): WriteOutcome {
+    this.requireInstance(namespace, service, id);
+    const tracked = this.requireTtlCheck(namespace, service, id, checkId);
     this.checks.heard(tracked, this.clock.now());
     return this.recordCheckResult(namespace, service, id, checkId, null, result);
   }
@@ -722,7 +728,8 @@ export class Registry {
     return lease;
   }
 
-  private requireInstance(namespace: string, service: string, id: string): InstanceRecord {
+  /** The instance, or INSTANCE_NOT_FOUND. */
+  requireInstance(namespace: string, service: string, id: string): InstanceRecord {
     const rec = this.instance(namespace, service, id);
     if (!rec) {
       throw new SwitchboardError('INSTANCE_NOT_FOUND', `instance ${id} of service ${service} in namespace ${namespace} does not exist`, {

@@ -12,6 +12,8 @@
  * Pure: no I/O.
  */
 import type { ServiceSettings } from '@switchboard/protocol';
+import { serviceKey } from './registry.js';
+import { fnv1a } from './replica.js';
 
 export interface SettingsRecord {
   namespace: string;
@@ -31,12 +33,12 @@ export class SettingsReplica {
   }
 
   get(namespace: string, service: string): SettingsRecord | undefined {
-    return this.records.get(keyOf(namespace, service));
+    return this.records.get(serviceKey(namespace, service));
   }
 
   /** Keeps `rec` if it is newer than the register holds; says whether it did. */
   merge(rec: SettingsRecord): boolean {
-    const key = keyOf(rec.namespace, rec.service);
+    const key = serviceKey(rec.namespace, rec.service);
     const cur = this.records.get(key);
     if (cur && cur.v >= rec.v) return false;
     this.records.set(key, { namespace: rec.namespace, service: rec.service, v: rec.v, o: rec.o, settings: { protectThreshold: rec.settings.protectThreshold } });
@@ -46,7 +48,7 @@ export class SettingsReplica {
   /** One number for the whole table: equal digests mean equal tables (two nodes compare it in each anti-entropy round). */
   digest(): number {
     let d = 0;
-    for (const [key, r] of this.records) d = (d ^ fnv1a(`${key}\u0000${r.v}`)) >>> 0;
+    for (const [key, r] of this.records) d = (d ^ fnv1a(`${key}\u0000${r.v}`, 0x811c9dc5)) >>> 0;
     return (d ^ this.records.size) >>> 0;
   }
 
@@ -99,15 +101,5 @@ export function validSettingsRecord(x: unknown): x is SettingsRecord {
   return t === null || (typeof t === 'number' && t >= 0 && t <= 1);
 }
 
-const keyOf = (namespace: string, service: string): string => `${namespace}/${service}`;
 /** Below every hybrid version (their physical part is a non-zero base-36 time). */
 const UNVERSIONED = '000000000000000';
-
-function fnv1a(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h >>> 0;
-}

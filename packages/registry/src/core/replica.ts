@@ -10,6 +10,7 @@
  * Pure: no I/O, time comes in as arguments.
  */
 import type { CheckSpec, DeleteReason, Instance, PutReason } from '@switchboard/protocol';
+import { instanceKey, serviceKey } from './registry.js';
 
 /** What travels between nodes: an instance record without any node's revisions. */
 export interface ReplicaRecord {
@@ -44,10 +45,11 @@ export interface ServiceDigest {
   count: number;
 }
 
-export const recordKey = (r: { namespace: string; service: string; id: string }): string => `${r.namespace}/${r.service}/${r.id}`;
-const svcKeyOf = (r: { namespace: string; service: string }): string => `${r.namespace}/${r.service}`;
+export const recordKey = (r: { namespace: string; service: string; id: string }): string => instanceKey(r.namespace, r.service, r.id);
+const svcKeyOf = (r: { namespace: string; service: string }): string => serviceKey(r.namespace, r.service);
 
-function fnv1a(s: string, seed: number): number {
+/** 32-bit FNV-1a of a string, from `seed` (the usual offset basis: 0x811c9dc5). */
+export function fnv1a(s: string, seed: number): number {
   let h = seed >>> 0;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);

@@ -15,7 +15,6 @@
  *  - the view: records of an unreachable owner stay, flagged `unconfirmed`; lease-bound
  *    ones are hidden after apOwnerGraceMs unless cluster-wide self-preservation holds them.
  */
-import { randomBytes } from 'node:crypto';
 import { validateConsumerReport, type AdminStatus, type CheckResult, type CheckSpec, type ClusterMember, type ClusterStatus, type ConsumerReport, type DeleteReason, type Instance, type LeaseGrant, type Limits, type ServiceSettings } from '@switchboard/protocol';
 import client, { type Registry as MetricsRegistry } from 'prom-client';
 import type { Clock } from '../../core/clock.js';
@@ -30,6 +29,7 @@ import type { SchedulerStats } from '../../health/scheduler.js';
 import type { Storage } from '../../storage/storage.js';
 import type { Engine } from '../engine.js';
 import { Hub } from '../hub.js';
+import { randomId } from '../standalone.js';
 import { registerPeerLinkMetrics } from './net/metrics.js';
 import type { PeerMessage, PeerTransport } from './transport.js';
 
@@ -169,10 +169,6 @@ export type ApMessage =
   /** Keys of records the sender lacks (or holds older), and the answer with the records. */
   | { type: 'ap_want'; round: number; chunk: number; keys: string[] }
   | { type: 'ap_give'; round: number; chunk: number; records: ReplicaRecord[]; rest?: string[] };
-
-export function randomId(bytes = 8): string {
-  return randomBytes(bytes).toString('hex');
-}
 
 function wire(instance: Instance): WireInstance {
   const { createRevision: _c, modRevision: _m, unconfirmed: _u, ...rest } = instance;

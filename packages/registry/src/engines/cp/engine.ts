@@ -21,7 +21,6 @@ import {
   SwitchboardError,
   completeCheckSpec,
   formatDuration,
-  invalid,
   limitExceeded,
   type AdminStatus,
   type CheckResult,
@@ -44,7 +43,7 @@ import promClient from 'prom-client';
 import { clipOutput, nextCheckState } from '../../core/checks.js';
 import type { Clock } from '../../core/clock.js';
 import { combinedHealth } from '../../core/health.js';
-import { Registry, instanceFromRegistration, instanceKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
+import { Registry, instanceFromRegistration, instanceKey, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
 import { ReportBook } from '../../core/reports.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
@@ -476,7 +475,7 @@ export class CpEngine implements Engine {
   private reportsDue(): void {
     const now = this.opts.clock.now();
     for (const key of this.reports.due(now)) {
-      const [namespace, service, id] = splitInstanceKey(key);
+      const [namespace, service, id] = splitKey(key);
       const rec = this.registry.instance(namespace, service, id);
       if (!rec || !rec.instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) {
         this.reports.clear(key);
@@ -517,7 +516,7 @@ export class CpEngine implements Engine {
       const checkId = key.slice(hash + 1);
       this.criticalDeadlines.delete(key);
       if (ownerOf(ikey, nodes) !== this.nodeId) continue;
-      const [namespace, service, id] = splitInstanceKey(ikey);
+      const [namespace, service, id] = splitKey(ikey);
       const shown = this.registry.instance(namespace, service, id)?.instance.checks.find((c) => c.id === checkId);
       const spec = this.registry.trackedCheck(namespace, service, id, checkId)?.spec;
       if (shown?.status !== 'critical' || !spec) continue;
@@ -531,7 +530,7 @@ export class CpEngine implements Engine {
       const checkId = key.slice(hash + 1);
       this.ttlDeadlines.delete(key);
       if (ownerOf(ikey, nodes) !== this.nodeId) continue;
-      const [namespace, service, id] = splitInstanceKey(ikey);
+      const [namespace, service, id] = splitKey(ikey);
       const rec = this.registry.instance(namespace, service, id);
       const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
       const shown = rec?.instance.checks.find((c) => c.id === checkId);
@@ -830,16 +829,7 @@ export class CpEngine implements Engine {
       await this.barrier();
       rec = this.requireInstance(namespace, service, id);
     }
-    const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
-    if (!tracked) {
-      throw new SwitchboardError('CHECK_NOT_FOUND', `instance ${id} of service ${service} has no check ${checkId}`, {
-        field: 'checkId',
-        hint: 'declare the check with the registration ({"checks": [{"id": "...", "type": "ttl", "ttl": "30s"}]}) and report with its id',
-      });
-    }
-    if (tracked.spec.type !== 'ttl') {
-      throw invalid('checkId', `check ${checkId} is a ${tracked.spec.type} check; only ttl checks take reports`, 'report into a check declared with "type": "ttl"; the registry runs the other checks itself');
-    }
+    this.registry.requireTtlCheck(namespace, service, id, checkId);
     // The report itself restarts the TTL on every node (the owner times it).
     const put: RPC.IPutRequest = { key: b(heardKeyOf(this.layout, namespace, service, id, checkId)), value: b(JSON.stringify({ at: Date.now() })) };
     const lease = rec.instance.leaseId === null ? null : leaseIdToEtcd(rec.instance.leaseId);
@@ -885,12 +875,12 @@ export class CpEngine implements Engine {
     if (warned || reporters < this.opts.limits.reportMinReporters) return { revision: rec.instance.modRevision, reporters, warning: warned };
     this.reports.watch(key, now);
     const state = this.reports.state(key, now);
-    const checks = [...rec.instance.checks.filter((c) => c.id !== REPORTS_CHECK_ID), state];
-    const instance: Instance = { ...rec.instance, checks, health: combinedHealth(checks) };
+    // Built from the instance as the write finds it, so that a change in between is kept.
     const revision = await this.write(() => {
       const cur = this.requireInstance(namespace, service, id);
       if (cur.instance.checks.some((c) => c.id === REPORTS_CHECK_ID)) return this.unchanged(cur);
-      return this.putPlan(cur, { ...instance, checks: [...cur.instance.checks.filter((c) => c.id !== REPORTS_CHECK_ID), state], health: combinedHealth([...cur.instance.checks, state]) }, 'reported', state.output);
+      const checks = [...cur.instance.checks, state];
+      return this.putPlan(cur, { ...cur.instance, checks, health: combinedHealth(checks) }, 'reported', state.output);
     });
     return { revision, reporters, warning: true };
   }
@@ -973,13 +963,7 @@ export class CpEngine implements Engine {
   }
 
   private requireInstance(namespace: string, service: string, id: string): InstanceRecord {
-    const rec = this.registry.instance(namespace, service, id);
-    if (!rec) {
-      throw new SwitchboardError('INSTANCE_NOT_FOUND', `instance ${id} of service ${service} in namespace ${namespace} does not exist`, {
-        hint: 'check the service name, instance id and namespace; list the service with GET /v1/services/{service}',
-      });
-    }
-    return rec;
+    return this.registry.requireInstance(namespace, service, id);
   }
 
   // ---- status and metrics ----
@@ -1069,11 +1053,6 @@ export class CpEngine implements Engine {
   }
 }
 
-function splitInstanceKey(key: string): [string, string, string] {
-  const a = key.indexOf('/');
-  const c = key.indexOf('/', a + 1);
-  return [key.slice(0, a), key.slice(a + 1, c), key.slice(c + 1)];
-}
 
 function leaseNotFound(leaseId: string): SwitchboardError {
   return new SwitchboardError('LEASE_NOT_FOUND', `lease ${leaseId} does not exist (it never did, expired or was revoked)`, {
