@@ -11,9 +11,8 @@ import assert from 'node:assert/strict';
 import { connect, type LeaseChange } from '../../src/index.js';
 import { freePort, rest, spawnAgent, waitFor, type Agent } from '../helpers.js';
 
-const NOT_AVAILABLE = /not available in this version/;
 
-async function apCluster(attempt = 1): Promise<Agent[] | string> {
+async function apCluster(attempt = 1): Promise<Agent[]> {
   const ids = ['a', 'b', 'c'];
   const ports = await Promise.all(ids.map(() => freePort()));
   const args = (i: number) => [
@@ -26,7 +25,6 @@ async function apCluster(attempt = 1): Promise<Agent[] | string> {
   if (!failed) return started.map((r) => (r as PromiseFulfilledResult<Agent>).value);
   await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.kill() : undefined)));
   const msg = (failed.reason as Error).message;
-  if (NOT_AVAILABLE.test(msg)) return '--mode ap is not available in this version';
   // A peer port picked as free was taken meanwhile (a busy machine): start over on new ports.
   if (attempt < 3 && /EADDRINUSE/.test(msg)) return apCluster(attempt + 1);
   throw failed.reason;
@@ -46,7 +44,6 @@ async function meshed(agents: Agent[]): Promise<void> {
 
 test('ap: the provider\'s node is killed: instances are registered again on a survivor and every node lists them; the view relists there', async (t) => {
   const cluster = await apCluster();
-  if (typeof cluster === 'string') return t.skip(cluster);
   const urls = cluster.map((a) => a.url);
   const provider = await connect(urls, { leaseTtlMs: 3_000, backoff: { initialMs: 20, maxMs: 200 } });
   const consumer = await connect(urls, { backoff: { initialMs: 20, maxMs: 200 } });
@@ -85,7 +82,6 @@ test('ap: the provider\'s node is killed: instances are registered again on a su
 
 test('ap: the provider\'s node hangs (SIGSTOP): the lease moves after unacknowledged keepalives, and the nodes agree once it resumes', async (t) => {
   const cluster = await apCluster();
-  if (typeof cluster === 'string') return t.skip(cluster);
   const urls = cluster.map((a) => a.url);
   const provider = await connect(urls, { leaseTtlMs: 1_500, connectTimeoutMs: 500, requestTimeoutMs: 1_000, backoff: { initialMs: 20, maxMs: 200 } });
   const changes: LeaseChange[] = [];
@@ -115,22 +111,16 @@ test('ap: the provider\'s node hangs (SIGSTOP): the lease moves after unacknowle
 });
 
 /** The registry's test support (fault proxies, a proxied ap cluster), compiled before the client. */
-async function registrySupport(): Promise<{ ApCluster: any; ApUnavailable: any; FaultProxy: any }> {
+async function registrySupport(): Promise<{ ApCluster: any; FaultProxy: any }> {
   const base = new URL('../../../../registry/dist/test/support/', import.meta.url);
   const cluster = await import(new URL('ap-cluster.js', base).href);
   const proxy = await import(new URL('fault-proxy.js', base).href);
-  return { ApCluster: cluster.ApCluster, ApUnavailable: cluster.ApUnavailable, FaultProxy: proxy.FaultProxy };
+  return { ApCluster: cluster.ApCluster, FaultProxy: proxy.FaultProxy };
 }
 
 test('ap: a cut isolates the provider\'s node from its peers and from the provider: it fails over to the other side, and every node agrees after the heal', async (t) => {
-  const { ApCluster, ApUnavailable, FaultProxy } = await registrySupport();
-  let c: any;
-  try {
-    c = await ApCluster.start(['a', 'b', 'c']);
-  } catch (err) {
-    if (err instanceof ApUnavailable) return t.skip((err as Error).message);
-    throw err;
-  }
+  const { ApCluster, FaultProxy } = await registrySupport();
+  const c = await ApCluster.start(['a', 'b', 'c']);
   const urls: string[] = c.nodes.map((n: { url: string }) => n.url);
   // The provider reaches node a through a proxy, so that the cut can separate them too.
   const toA = await FaultProxy.start({ host: '127.0.0.1', port: Number(new URL(urls[0]!).port) });

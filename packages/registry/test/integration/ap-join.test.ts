@@ -9,18 +9,9 @@ import { spawnAgent, type AgentProcess } from './process.js';
 
 const ap = (id: string, peerPort: number, more: string[]) => ['--mode', 'ap', '--dev', '--node-id', id, '--peer-addr', `127.0.0.1:${peerPort}`, ...more];
 
-async function start(args: string[]): Promise<AgentProcess | string> {
-  try {
-    return await spawnAgent(args);
-  } catch (err) {
-    if (/not available in this version/.test((err as Error).message)) return '--mode ap is not available in this version';
-    throw err;
-  }
-}
-
-const stop = async (...ps: (AgentProcess | string | undefined)[]): Promise<void> => {
+const stop = async (...ps: (AgentProcess | undefined)[]): Promise<void> => {
   await Promise.all(ps.map(async (p) => {
-    if (!p || typeof p === 'string') return;
+    if (!p) return;
     if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
     await p.exited;
   }));
@@ -39,19 +30,16 @@ async function retryOnPortClash(body: () => Promise<void>): Promise<void> {
 
 test('a node started with only --join learns the members, links to all, and replicates both ways', (t) => retryOnPortClash(async () => {
   const [pa, pb, pc] = [await freePort(), await freePort(), await freePort()];
-  const a = await start(ap('a', pa, ['--peers', `b@127.0.0.1:${pb}`]));
-  if (typeof a === 'string') return t.skip(a);
-  let b: AgentProcess | string | undefined;
-  let c: AgentProcess | string | undefined;
+  const a = await spawnAgent(ap('a', pa, ['--peers', `b@127.0.0.1:${pb}`]));
+  let b: AgentProcess | undefined;
+  let c: AgentProcess | undefined;
   try {
-    b = await start(ap('b', pb, ['--peers', `a@127.0.0.1:${pa}`]));
-    assert.ok(typeof b !== 'string');
+    b = await spawnAgent(ap('b', pb, ['--peers', `a@127.0.0.1:${pa}`]));
     const bUrl = b.url;
     await until(async () => (await reachablePeers(a.url)).includes('b'), 10_000, 'a-b linked');
     assert.equal((await putJson(a.url, '/v1/services/cfg/instances/early', { address: '127.0.0.1', port: 9300 })).status, 200);
 
-    c = await start(ap('c', pc, ['--join', `127.0.0.1:${pa}`]));
-    assert.ok(typeof c !== 'string');
+    c = await spawnAgent(ap('c', pc, ['--join', `127.0.0.1:${pa}`]));
     const cUrl = c.url;
     const took = await until(async () => {
       const [ra, rb, rc] = await Promise.all([reachablePeers(a.url), reachablePeers(bUrl), reachablePeers(cUrl)]);
@@ -68,15 +56,13 @@ test('a node started with only --join learns the members, links to all, and repl
   }
 }));
 
-test('a node at an address that --peers gives another id is refused, and the log says what to fix', (t) => retryOnPortClash(async () => {
+test('a node at an address that --peers gives another id is refused, and the log says what to fix', () => retryOnPortClash(async () => {
   const [pa, px] = [await freePort(), await freePort()];
   // a expects node "b" at px, but the node there is "x".
-  const a = await start(ap('a', pa, ['--peers', `b@127.0.0.1:${px}`]));
-  if (typeof a === 'string') return t.skip(a);
-  let x: AgentProcess | string | undefined;
+  const a = await spawnAgent(ap('a', pa, ['--peers', `b@127.0.0.1:${px}`]));
+  let x: AgentProcess | undefined;
   try {
-    x = await start(ap('x', px, []));
-    assert.ok(typeof x !== 'string');
+    x = await spawnAgent(ap('x', px, []));
     const xp = x;
     await until(() => /expected node \\?"b\\?" at this address, but this is node \\?"x\\?"/.test(xp.output()), 10_000, 'the refusal logged by x');
     await until(() => /WRONG_ID/.test(a.output()), 10_000, 'the refusal logged by a');

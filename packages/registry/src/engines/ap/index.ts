@@ -3,39 +3,14 @@ import { createStorage } from '../../storage/index.js';
 import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
 import { ApEngine } from './engine.js';
-import type { PeerTransport } from './transport.js';
+import { createTcpTransport } from './net/index.js';
 
 export { ApEngine, type ApOptions, type ApMessage, type Timers } from './engine.js';
-
-/** What the peer-link module (./net/index.js) exports. */
-interface NetModule {
-  createTcpTransport(opts: {
-    nodeId: string;
-    listen: { host: string; port: number };
-    peers: { id: string; host: string; port: number }[];
-    join: { host: string; port: number }[];
-    cluster?: string;
-    limits: OpenContext['cfg']['limits'];
-    logger: OpenContext['logger'];
-  }): PeerTransport | Promise<PeerTransport>;
-}
 
 export async function openApEngine(ctx: OpenContext): Promise<Engine> {
   const { cfg, logger } = ctx;
   const nodeId = cfg.nodeId ?? ctx.nodeId;
-  let net: NetModule;
-  try {
-    // The peer links are a separate module, loaded only in ap mode. A variable specifier
-    // keeps the build independent of whether the module is part of this version.
-    const spec = './net/index.js';
-    net = (await import(spec)) as NetModule;
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ERR_MODULE_NOT_FOUND') {
-      throw new Error(`--mode ap is not available in this version (the peer links are missing); run the default standalone mode`);
-    }
-    throw err;
-  }
-  const transport = await net.createTcpTransport({ nodeId, listen: cfg.peerAddr, peers: cfg.peers, join: cfg.join, cluster: cfg.cluster, limits: cfg.limits, logger: logger.child({ component: 'peers' }) });
+  const transport = await createTcpTransport({ nodeId, listen: cfg.peerAddr, peers: cfg.peers, join: cfg.join, cluster: cfg.cluster, limits: cfg.limits, logger: logger.child({ component: 'peers' }) });
   const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir, logger: logger.child({ component: 'storage' }) });
   const log = logger.child({ component: 'ap' });
   return ApEngine.open({
