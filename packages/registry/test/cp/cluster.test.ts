@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { SseReader, call, sleep } from '../helpers.js';
 import { EtcdCluster } from './etcd-cluster.js';
-import { freshPrefix, startCpNode, type CpNode } from './nodes.js';
+import { freshPrefix, startCpNode, threeNodes as startThree, type CpNode } from './nodes.js';
 
 let etcd: EtcdCluster;
 before(async () => {
@@ -17,9 +17,7 @@ after(async () => {
   await etcd?.close();
 });
 
-async function threeNodes(prefix = freshPrefix()): Promise<CpNode[]> {
-  return Promise.all(['n1', 'n2', 'n3'].map((id, i) => startCpNode([etcd.endpoint(i), ...etcd.endpoints.filter((_, j) => j !== i)], id, prefix)));
-}
+const threeNodes = (prefix?: string): Promise<CpNode[]> => startThree(etcd, prefix);
 
 test('a registration through one node is seen by a consistent read on another', { timeout: 60_000 }, async () => {
   const nodes = await threeNodes();
@@ -59,7 +57,6 @@ test('a registration through one node is seen by a consistent read on another', 
     // How many transactions depends on timing (a quick etcd may take each write before the
     // next arrives); the grouping itself is tested in batcher.test.ts against a slow etcd.
     console.log(`# 40 concurrent writes went to etcd in ${after.batches - before.batches} transactions`);
-    assert.ok(after.batches - before.batches <= 40);
     const all = await call(c.url, 'GET', '/v1/services/burst?consistent=true');
     assert.equal(all.body.instances.length, 40);
     // A second registration that changes nothing is a no-op answering the same revision.

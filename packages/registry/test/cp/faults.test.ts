@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { checkHistory, type HistoryOp } from '../../src/core/linearizability.js';
 import { call, sleep } from '../helpers.js';
 import { EtcdCluster } from './etcd-cluster.js';
-import { freshPrefix, startCpNode, type CpNode } from './nodes.js';
+import { threeNodes as startThree, type CpNode } from './nodes.js';
 
 let etcd: EtcdCluster;
 before(async () => {
@@ -18,9 +18,7 @@ after(async () => {
   await etcd?.close();
 });
 
-async function threeNodes(prefix = freshPrefix()): Promise<CpNode[]> {
-  return Promise.all(['n1', 'n2', 'n3'].map((id, i) => startCpNode([etcd.endpoint(i), ...etcd.endpoints.filter((_, j) => j !== i)], id, prefix)));
-}
+const threeNodes = (prefix?: string): Promise<CpNode[]> => startThree(etcd, prefix);
 
 /** A request that never hangs the test: a network failure or a timeout reads as status 0. */
 async function attempt(url: string, method: string, path: string, body?: unknown, timeoutMs = 8000): Promise<{ status: number; body: any; headers: Headers | null; ms: number }> {

@@ -2,6 +2,7 @@
 import { DEFAULT_LIMITS, type Limits } from '@switchboard/protocol';
 import { build, type SwitchboardApp } from '../../src/api/app.js';
 import { CpEngine, type CpOptions } from '../../src/engines/cp/engine.js';
+import type { EtcdCluster } from './etcd-cluster.js';
 
 export interface CpNode {
   app: SwitchboardApp;
@@ -34,3 +35,8 @@ export async function startCpNode(endpoints: string[], nodeId: string, prefix: s
 let seq = 0;
 /** A fresh prefix per test, so that tests sharing a cluster never see each other. */
 export const freshPrefix = (): string => `/sbtest-${process.pid}-${++seq}/`;
+
+/** Three cp nodes over one etcd cluster, each dialling a different member first. */
+export function threeNodes(etcd: EtcdCluster, prefix = freshPrefix()): Promise<CpNode[]> {
+  return Promise.all(['n1', 'n2', 'n3'].map((id, i) => startCpNode([etcd.endpoint(i), ...etcd.endpoints.filter((_, j) => j !== i)], id, prefix)));
+}
