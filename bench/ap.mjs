@@ -24,7 +24,6 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { execFileSync } from 'node:child_process';
 import { join, relative, resolve } from 'node:path';
 import { Agent as UndiciAgent, request } from 'undici';
 import { startEtcd } from './compare/systems/etcd.mjs';
@@ -32,7 +31,8 @@ import { startZookeeper } from './compare/systems/zookeeper.mjs';
 import { AGENT_BIN, AGENT_CONFIG, startSwitchboard } from './compare/systems/switchboard.mjs';
 import { loadDriver } from './compare/drivers/index.mjs';
 import { payload } from './compare/lib/payload.mjs';
-import { ROOT, freePorts, installCleanup, killAllNow, makeTempDir, removeTempDir, spawnLogged, stopProc, waitReady } from './compare/lib/proc.mjs';
+import { ROOT, freePorts, installCleanup, killAllNow, makeTempDir, removeTempDir, sleep, spawnLogged, stopProc, waitReady } from './lib/procs.mjs';
+import { gitFacts, stat } from './lib/harness.mjs';
 import { Histogram } from './lib/hist.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
 
@@ -40,7 +40,6 @@ const { FaultProxy } = await import(join(ROOT, 'packages/registry/dist/test/supp
 const { connect } = await import(join(ROOT, 'packages/client/dist/src/index.js'));
 
 const now = () => performance.now();
-const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 const log = (s) => process.stdout.write(s + '\n');
 
 function parseArgs(argv) {
@@ -389,7 +388,7 @@ export async function main(argv) {
     suite: 'ap',
     command: `npm run bench -- --suite ap ${argv.filter((a) => !a.startsWith('--suite')).join(' ')}`.trim(),
     startedAt: started.toISOString(),
-    commit: gitCommit(),
+    commit: gitFacts().commit?.slice(0, 12) ?? null,
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadavgAtStart: loadavg() },
     settings: { ...o, skip: [...o.skip], only: o.only ? [...o.only] : null },
     runs: [],
@@ -488,30 +487,22 @@ async function runOnce(o, profileDir) {
 
 // ------------------------------------------------------------------ summary and report
 
-/** Median, min and max of the numbers given (nulls left out); null when there are none. */
-function spread(values) {
-  const v = values.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
-  if (v.length === 0) return null;
-  const mid = v.length >> 1;
-  return { median: v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2, min: v[0], max: v[v.length - 1], n: v.length };
-}
-
 function summarize(runs) {
   const systems = [...new Set(runs.flatMap((r) => r.throughput.map((t) => t.system)))];
   const of = (system) => runs.map((r) => r.throughput.find((t) => t.system === system)).filter(Boolean);
   return {
     throughput: systems.map((system) => {
       const rs = of(system);
-      return { system, opsPerSec: spread(rs.map((t) => t.opsPerSec)), p50Ms: spread(rs.map((t) => t.latencyMs.p50)), p99Ms: spread(rs.map((t) => t.latencyMs.p99)), errors: rs.reduce((n, t) => n + t.errors, 0) };
+      return { system, opsPerSec: stat(rs.map((t) => t.opsPerSec)), p50Ms: stat(rs.map((t) => t.latencyMs.p50)), p99Ms: stat(rs.map((t) => t.latencyMs.p99)), errors: rs.reduce((n, t) => n + t.errors, 0) };
     }),
     lag: runs.some((r) => r.replication)
-      ? { p50Ms: spread(runs.map((r) => r.replication?.lagMs.p50)), p99Ms: spread(runs.map((r) => r.replication?.lagMs.p99)), maxMs: spread(runs.map((r) => r.replication?.lagMs.max)), writesPerSec: runs.find((r) => r.replication)?.replication.writesPerSec, missing: runs.reduce((n, r) => n + (r.replication ? r.replication.expected - r.replication.observed : 0), 0) }
+      ? { p50Ms: stat(runs.map((r) => r.replication?.lagMs.p50)), p99Ms: stat(runs.map((r) => r.replication?.lagMs.p99)), maxMs: stat(runs.map((r) => r.replication?.lagMs.max)), writesPerSec: runs.find((r) => r.replication)?.replication.writesPerSec, missing: runs.reduce((n, r) => n + (r.replication ? r.replication.expected - r.replication.observed : 0), 0) }
       : null,
     convergence: runs.some((r) => r.convergence)
-      ? { perSide: runs.find((r) => r.convergence)?.convergence.perSide, convergeMs: spread(runs.map((r) => r.convergence?.convergeMs)), linkedMs: spread(runs.map((r) => r.convergence?.linkedMs)), failed: runs.filter((r) => r.convergence && !r.convergence.converged).length }
+      ? { perSide: runs.find((r) => r.convergence)?.convergence.perSide, convergeMs: stat(runs.map((r) => r.convergence?.convergeMs)), linkedMs: stat(runs.map((r) => r.convergence?.linkedMs)), failed: runs.filter((r) => r.convergence && !r.convergence.converged).length }
       : null,
-    failover: runs.some((r) => r.failover) ? { longestGapMs: spread(runs.map((r) => r.failover?.longestGapMs)) } : null,
-    peerLink: runs.some((r) => r.peerLink) ? { perSec: spread(runs.map((r) => r.peerLink?.perSec)) } : null,
+    failover: runs.some((r) => r.failover) ? { longestGapMs: stat(runs.map((r) => r.failover?.longestGapMs)) } : null,
+    peerLink: runs.some((r) => r.peerLink) ? { perSec: stat(runs.map((r) => r.peerLink?.perSec)) } : null,
   };
 }
 
@@ -575,14 +566,6 @@ function writeApDocs(out, resultsFile) {
   const rel = relative(ROOT, resolve(resultsFile));
   const head = `*This part is generated* from \`${rel}\` (\`${out.command}\`, ${out.startedAt}, Switchboard at commit ${out.commit ?? '?'}; ${out.runs.length} run${out.runs.length > 1 ? 's' : ''}, median [min–max]; ${out.settings.warmupMs / 1000} s warm-up + ${out.settings.durationMs / 1000} s measured per throughput figure; ${out.machine.cpus} cores, ${out.machine.cpuModel}, load average ${out.machine.loadavgAtStart.map((x) => x.toFixed(1)).join(' ')} at the start).`;
   return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), AP_BEGIN, AP_END, [head, '', ...renderTables(out)]);
-}
-
-function gitCommit() {
-  try {
-    return execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    return null;
-  }
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -30,14 +30,14 @@
  */
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { startEtcd } from './compare/systems/etcd.mjs';
-import { ROOT, freePorts, installCleanup, killAllNow, sleep, sumStats, track, waitReady } from './compare/lib/proc.mjs';
+import { ROOT, freePorts, installCleanup, killAllNow, sleep, sumStats, track, waitReady } from './lib/procs.mjs';
+import { gitFacts, median, parseDuration } from './lib/harness.mjs';
 import { payload } from './compare/lib/payload.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
 
@@ -46,12 +46,6 @@ const { Etcd3 } = require('etcd3');
 const { noop } = createRequire(require.resolve('etcd3'))('cockatiel');
 
 const AGENT = join(ROOT, 'packages/registry/bin/switchboard.js');
-
-function parseDuration(text) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s)$/.exec(text);
-  if (!m) throw new Error(`not a duration: ${text} (write 500ms or 8s)`);
-  return Number(m[1]) * (m[2] === 's' ? 1000 : 1);
-}
 
 /** With PROFILE_DIR set (--profile), the cp nodes of the throughput step run with --cpu-prof. */
 let PROFILE_DIR = null;
@@ -231,7 +225,6 @@ async function unavailabilityTrial(kind) {
   }
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export async function main(argv) {
   const { values } = parseArgs({ args: argv, options: { duration: { type: 'string', default: '8s' }, warmup: { type: 'string', default: '2s' }, concurrency: { type: 'string', default: '32' }, trials: { type: 'string', default: '3' }, 'write-docs': { type: 'boolean', default: false }, profile: { type: 'string' }, report: { type: 'string' }, suite: { type: 'string' }, help: { type: 'boolean', default: false } } });
@@ -247,7 +240,7 @@ export async function main(argv) {
   }
   installCleanup();
   PROFILE_DIR = values.profile ?? null;
-  const opts = { durationMs: parseDuration(values.duration), warmupMs: parseDuration(values.warmup), concurrency: Number(values.concurrency) };
+  const opts = { durationMs: parseDuration(values.duration, '--duration'), warmupMs: parseDuration(values.warmup, '--warmup'), concurrency: Number(values.concurrency) };
   const started = new Date();
   const startLoad = loadavg();
   const tp = await throughput(opts);
@@ -269,7 +262,7 @@ export async function main(argv) {
   const dir = join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `cp-${started.toISOString().replace(/[:.]/g, '-')}.json`);
-  const out = { suite: 'cp', started: started.toISOString(), command: `npm run bench -- --suite cp ${argv.filter((a) => !a.startsWith('--suite') && a !== 'cp').join(' ')}`.trim(), commit: gitCommit(), machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadavgAtStart: startLoad, loadavgAtEnd: loadavg() }, options: opts, throughput: tp, leaderKill: { trials: gaps, medianLongestGapMs: summary } };
+  const out = { suite: 'cp', started: started.toISOString(), command: `npm run bench -- --suite cp ${argv.filter((a) => !a.startsWith('--suite') && a !== 'cp').join(' ')}`.trim(), commit: gitFacts().commit?.slice(0, 12) ?? null, machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadavgAtStart: startLoad, loadavgAtEnd: loadavg() }, options: opts, throughput: tp, leaderKill: { trials: gaps, medianLongestGapMs: summary } };
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   process.stdout.write(`results: ${file}\n`);
   if (values['write-docs']) process.stdout.write(`docs: ${writeCpDocs(out, file)} regenerated from these results\n`);
@@ -303,10 +296,3 @@ function writeCpDocs(out, resultsFile) {
   return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), CP_BEGIN, CP_END, [head, '', ...renderCp(out), '']);
 }
 
-function gitCommit() {
-  try {
-    return execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    return null;
-  }
-}
