@@ -135,7 +135,8 @@ export class Webhook {
         body: JSON.stringify({ ...message, sentAt: new Date().toISOString() }),
         signal,
       });
-      await res.arrayBuffer().catch(() => undefined);
+      // The reply's body is not needed: released unread, whatever its size.
+      await res.body?.cancel().catch(() => undefined);
       return res.status >= 200 && res.status < 300 ? null : `the webhook answered ${res.status}`;
     } catch (err) {
       const e = err as Error & { cause?: { code?: string; message?: string } };
