@@ -187,6 +187,14 @@ async function throughput(label, targets, o) {
 
 const round = (x) => Math.round(x * 100) / 100;
 
+/** A node's log commits and the records they carried, from its /metrics. */
+async function walCounters(url) {
+  const res = await request(url + '/metrics', { dispatcher: http });
+  const text = await res.body.text();
+  const num = (name) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return { commits: num('switchboard_wal_batch_records_count'), records: num('switchboard_wal_batch_records_sum') };
+}
+
 // ------------------------------------------------------------------ 2. replication lag
 
 /** Writes on node a at `rate`/s; each write's event is timed on the watch streams of b and c. */
@@ -422,7 +430,14 @@ async function runOnce(o, profileDir) {
     try {
       if (want('throughput')) {
         log('\n1. registration throughput');
+        const wal0 = await Promise.all(cluster.nodes.map((n) => walCounters(n.url)));
+        const t0 = now();
         run.throughput.push(await throughput('Switchboard ap x3', cluster.nodes.map((n) => ({ kind: 'switchboard', url: n.url })), o));
+        const seconds = (now() - t0) / 1000;
+        const wal1 = await Promise.all(cluster.nodes.map((n) => walCounters(n.url)));
+        // Log commits (write + fsync) per node: each costs CPU in the kernel, whoever's records it carries.
+        run.throughput.at(-1).walPerNode = wal1.map((w, i) => ({ commitsPerSec: Math.round((w.commits - wal0[i].commits) / seconds), recordsPerCommit: round((w.records - wal0[i].records) / Math.max(1, w.commits - wal0[i].commits)) }));
+        log(`  log commits per node: ${run.throughput.at(-1).walPerNode.map((w) => `${w.commitsPerSec}/s (${w.recordsPerCommit} records each)`).join(', ')}`);
         await settle(cluster);
       }
       if (want('lag')) {

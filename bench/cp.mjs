@@ -50,7 +50,7 @@ const AGENT = join(ROOT, 'packages/registry/bin/switchboard.js');
 /** With PROFILE_DIR set (--profile), the cp nodes of the throughput step run with --cpu-prof. */
 let PROFILE_DIR = null;
 
-async function startCpNodes(etcd, n = 3, profile = false) {
+export async function startCpNodes(etcd, n = 3, profile = false) {
   const ports = await freePorts(n);
   const prefix = `/bench-${process.pid}/`;
   const nodes = [];
@@ -116,7 +116,7 @@ async function measure({ concurrency, warmupMs, durationMs, pids, op }) {
   return { opsPerSec: ops / seconds, errors, cpuSeconds, opsPerCpuSecond: ops / cpuSeconds };
 }
 
-async function httpOk(pool, method, path, body) {
+export async function httpOk(pool, method, path, body) {
   const res = await pool.request({ method, path, headers: body ? { 'content-type': 'application/json' } : {}, body });
   const text = await res.body.text();
   if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`);
@@ -296,3 +296,8 @@ function writeCpDocs(out, resultsFile) {
   return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), CP_BEGIN, CP_END, [head, '', ...renderCp(out), '']);
 }
 
+
+/** For scripts that import the helpers above: the cp nodes they start write CPU profiles into `dir`. */
+export function setProfileDir(dir) {
+  PROFILE_DIR = dir;
+}

@@ -27,6 +27,7 @@ import type { ProtectionChange } from '../../core/self-preservation.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
 import type { Storage } from '../../storage/storage.js';
+import type { StorageObservers } from '../../storage/observer.js';
 import type { Engine } from '../engine.js';
 import { Hub } from '../hub.js';
 import { randomId } from '../standalone.js';
@@ -57,6 +58,8 @@ export interface ApOptions {
   /** Peers will appear (--join) even if the transport knows none yet: not ready before catching up. */
   expectPeers?: boolean;
   storage: Storage;
+  /** The observers given to the storage (metrics subscribe to them through the engine). */
+  storageObservers?: StorageObservers;
   transport: PeerTransport;
   limits: Limits;
   /** Monotonic time for leases, deadlines and replication timing. */
@@ -301,6 +304,9 @@ export class ApEngine implements Engine {
 
   get durable(): boolean {
     return this.storage.durable;
+  }
+  get storageObservers(): StorageObservers | undefined {
+    return this.opts.storageObservers;
   }
   get dataDir(): string | null {
     return this.storage.location;

@@ -1,5 +1,5 @@
 /** ap mode: peer replication between Switchboard nodes (see docs/ap.md). */
-import { createStorage } from '../../storage/index.js';
+import { StorageObservers, createStorage } from '../../storage/index.js';
 import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
 import { ApEngine } from './engine.js';
@@ -11,13 +11,15 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
   const { cfg, logger } = ctx;
   const nodeId = cfg.nodeId ?? ctx.nodeId;
   const transport = await createTcpTransport({ nodeId, listen: cfg.peerAddr, peers: cfg.peers, join: cfg.join, cluster: cfg.cluster, limits: cfg.limits, logger: logger.child({ component: 'peers' }) });
-  const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir, logger: logger.child({ component: 'storage' }) });
+  const storageObservers = new StorageObservers();
+  const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir, logger: logger.child({ component: 'storage' }), observer: storageObservers });
   const log = logger.child({ component: 'ap' });
   return ApEngine.open({
     nodeId,
     address: `${cfg.peerAddr.host}:${cfg.peerAddr.port}`,
     expectPeers: cfg.peers.length > 0 || cfg.join.length > 0,
     storage,
+    storageObservers,
     transport,
     limits: cfg.limits,
     clock: ctx.clock,
