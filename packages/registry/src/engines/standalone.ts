@@ -1,25 +1,19 @@
 /**
  * The standalone engine: one node, state in memory, every entry made durable by the
- * storage before it is answered and announced. Order of a write:
- *   1. the core checks the command and applies its entry in memory (so the next command
- *      sees it);
- *   2. the entry goes to storage.append, which resolves once it is fsync'd (group commit);
- *   3. entries are announced to the hub strictly in append order, then the client is
- *      answered.
+ * storage before it is answered and announced (the order of a write is WritePath's).
  */
 import { randomBytes } from 'node:crypto';
-import type { AdminStatus, CheckResult, ConsumerReport, Instance, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
+import type { AdminStatus, CheckResult, ConsumerReport, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
 import type { Clock } from '../core/clock.js';
-import { Registry, serviceKey, type RegistrationItem, type WriteOutcome } from '../core/registry.js';
+import { Registry, type RegistrationItem, type WriteOutcome } from '../core/registry.js';
 import type { ProtectionChange } from '../core/self-preservation.js';
 import { HealthMonitor, type MonitorOptions } from '../health/monitor.js';
 import type { SchedulerStats } from '../health/scheduler.js';
 import type { StorageObservers } from '../storage/observer.js';
 import type { Storage } from '../storage/storage.js';
-import { traceAppend } from '../telemetry/index.js';
 import type { Engine } from './engine.js';
-import { entryJson, setEntryJson } from '../storage/wal.js';
 import { Hub } from './hub.js';
+import { WritePath, type LeaseEndedListener } from './write-path.js';
 
 export interface StandaloneOptions {
   nodeId: string;
@@ -45,13 +39,6 @@ export interface StandaloneOptions {
   storageObservers?: StorageObservers;
 }
 
-type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
-
-interface Pending {
-  outcome: WriteOutcome;
-  done: boolean;
-}
-
 export function randomId(bytes = 8): string {
   return randomBytes(bytes).toString('hex');
 }
@@ -60,11 +47,8 @@ export class StandaloneEngine implements Engine {
   readonly mode = 'standalone' as const;
   readonly nodeId: string;
   readonly hub: Hub;
-  private readonly pending: Pending[] = [];
-  private lastAppend: Promise<void> = Promise.resolve();
+  private readonly writes: WritePath;
   private readonly timer: NodeJS.Timeout;
-  private snapshotting = false;
-  private readonly leaseListeners = new Set<LeaseEndedListener>();
   private closed = false;
   private readonly monitor: HealthMonitor | null;
 
@@ -75,6 +59,14 @@ export class StandaloneEngine implements Engine {
   ) {
     this.nodeId = opts.nodeId;
     this.hub = new Hub(opts.limits.retainedEvents, registry.revision);
+    this.writes = new WritePath({
+      registry,
+      storage,
+      hub: this.hub,
+      snapshot: () => registry.snapshot(),
+      ...(opts.onFatal ? { onFatal: opts.onFatal } : {}),
+      ...(opts.onSnapshotError ? { onSnapshotError: opts.onSnapshotError } : {}),
+    });
     this.timer = setInterval(() => this.tick(), opts.expiryTickMs ?? 100);
     this.timer.unref();
     this.monitor = opts.activeChecks === false ? null : new HealthMonitor(this, {
@@ -117,8 +109,7 @@ export class StandaloneEngine implements Engine {
   }
 
   onLeaseEnded(listener: LeaseEndedListener): () => void {
-    this.leaseListeners.add(listener);
-    return () => this.leaseListeners.delete(listener);
+    return this.writes.onLeaseEnded(listener);
   }
 
   revokeLease(leaseId: string): Promise<number> {
@@ -168,49 +159,12 @@ export class StandaloneEngine implements Engine {
     this.closed = true;
     clearInterval(this.timer);
     this.monitor?.close();
-    await this.lastAppend.catch(() => undefined);
+    await this.writes.close();
     await this.storage.close();
   }
 
-  /** Makes an outcome durable, announces it in order, and returns the revision to answer. */
-  private async persist(outcome: WriteOutcome): Promise<number> {
-    if (!outcome.entry) {
-      // A no-op still waits for earlier writes, so that it never answers before them.
-      await this.lastAppend;
-      return outcome.revision;
-    }
-    if (this.storage.durable) setEntryJson(outcome.entry, entryJson(outcome.entry, (c) => this.storedJson(c.instance)));
-    const slot: Pending = { outcome, done: false };
-    this.pending.push(slot);
-    const appended = traceAppend(this.storage.append(outcome.entry), outcome.revision);
-    this.lastAppend = appended;
-    try {
-      await appended;
-    } catch (err) {
-      this.opts.onFatal?.(err);
-      throw err;
-    }
-    slot.done = true;
-    this.announceDone();
-    this.maybeSnapshot();
-    return outcome.revision;
-  }
-
-  /** The registry's cached JSON of an instance, when it is the one stored (for the log record). */
-  private storedJson(instance: Instance): string | undefined {
-    const rec = this.registry.instance(instance.namespace, instance.service, instance.id);
-    return rec !== undefined && rec.instance === instance ? rec.json : undefined;
-  }
-
-  private announceDone(): void {
-    while (this.pending.length > 0 && (this.pending[0] as Pending).done) {
-      const { outcome } = this.pending.shift() as Pending;
-      this.hub.publish(outcome.events, outcome.revision);
-      for (const c of outcome.entry?.changes ?? []) {
-        if (c.op === 'lease_end') for (const l of this.leaseListeners) l(c.leaseId, c.reason);
-        if (c.op === 'settings') this.hub.wake([serviceKey(c.namespace, c.service)]);
-      }
-    }
+  private persist(outcome: WriteOutcome): Promise<number> {
+    return this.writes.persist(outcome);
   }
 
   private tick(): void {
@@ -219,17 +173,6 @@ export class StandaloneEngine implements Engine {
       this.persist(outcome).catch(() => undefined);
     }
     for (const change of this.registry.takeProtectionChanges()) this.opts.onProtectionChange?.(change);
-  }
-
-  private maybeSnapshot(): void {
-    if (this.snapshotting || this.closed || !this.storage.snapshotDue()) return;
-    this.snapshotting = true;
-    this.storage
-      .writeSnapshot(this.registry.snapshot(), (instance) => this.storedJson(instance))
-      .catch((err) => this.opts.onSnapshotError?.(err))
-      .finally(() => {
-        this.snapshotting = false;
-      });
   }
 
   get storageObservers(): StorageObservers | undefined {

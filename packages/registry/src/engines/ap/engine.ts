@@ -29,6 +29,7 @@ import type { SchedulerStats } from '../../health/scheduler.js';
 import type { Storage } from '../../storage/storage.js';
 import type { StorageObservers } from '../../storage/observer.js';
 import type { Engine } from '../engine.js';
+import { WritePath, type LeaseEndedListener } from '../write-path.js';
 import { Hub } from '../hub.js';
 import { randomId } from '../standalone.js';
 import { registerPeerLinkMetrics } from './net/metrics.js';
@@ -80,13 +81,6 @@ export interface ApOptions {
   onEvent?: (event: string, fields: Record<string, unknown>) => void;
 }
 
-type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
-
-interface Pending {
-  outcome: WriteOutcome;
-  done: boolean;
-  after: (() => void) | undefined;
-}
 
 interface PeerState {
   up: boolean;
@@ -182,15 +176,12 @@ export class ApEngine implements Engine {
   readonly mode = 'ap' as const;
   readonly nodeId: string;
   readonly hub: Hub;
+  private readonly writes: WritePath;
   readonly table: ReplicaTable;
   readonly hlc: HybridClock;
   private readonly timers: Timers;
   private readonly limits: Limits;
-  private readonly pending: Pending[] = [];
-  private lastAppend: Promise<void> = Promise.resolve();
-  private readonly leaseListeners = new Set<LeaseEndedListener>();
   private closed = false;
-  private snapshotting = false;
   private readonly monitor: HealthMonitor | null;
   private readonly peerState = new Map<string, PeerState>();
   private readonly stamped = new WeakMap<Entry, ReplicaRecord[]>();
@@ -252,6 +243,15 @@ export class ApEngine implements Engine {
     this.table = table;
     this.hlc = hlc;
     this.hub = new Hub(opts.limits.retainedEvents, registry.revision);
+    this.writes = new WritePath({
+      registry,
+      storage,
+      hub: this.hub,
+      snapshot: () => ({ ...registry.snapshot(), replica: table.snapshot(), replicaSettings: settingsTable.all() }),
+      onAnnounced: (entry) => this.announced(entry),
+      ...(opts.onFatal ? { onFatal: opts.onFatal } : {}),
+      ...(opts.onSnapshotError ? { onSnapshotError: opts.onSnapshotError } : {}),
+    });
     this.started = opts.clock.now();
     for (const id of transport.peerIds()) this.peerState.set(id, this.newPeer(false));
     for (const p of transport.peers()) if (p.reachable) (this.peerState.get(p.id) as PeerState).up = true;
@@ -338,8 +338,7 @@ export class ApEngine implements Engine {
   }
 
   onLeaseEnded(listener: LeaseEndedListener): () => void {
-    this.leaseListeners.add(listener);
-    return () => this.leaseListeners.delete(listener);
+    return this.writes.onLeaseEnded(listener);
   }
 
   revokeLease(leaseId: string): Promise<number> {
@@ -514,7 +513,7 @@ export class ApEngine implements Engine {
     this.closed = true;
     for (const t of [this.tickTimer, this.aeTimer, this.flushTimer, this.readyTimer]) if (t !== null) this.timers.clear(t);
     this.monitor?.close();
-    await this.lastAppend.catch(() => undefined);
+    await this.writes.close();
     await this.transport.close();
     await this.storage.close();
   }
@@ -564,60 +563,19 @@ export class ApEngine implements Engine {
     if (records.length > 0) this.stamped.set(entry, records);
   }
 
-  // ---- durability and announcement (as in standalone) ----
+  // ---- durability and announcement (WritePath, as in standalone) ----
 
-  private async persist(outcome: WriteOutcome, after?: () => void): Promise<number> {
-    if (!outcome.entry) {
-      await this.lastAppend;
-      after?.();
-      return outcome.revision;
-    }
-    const slot: Pending = { outcome, done: false, after };
-    this.pending.push(slot);
-    const appended = this.storage.append(outcome.entry);
-    this.lastAppend = appended;
-    try {
-      await appended;
-    } catch (err) {
-      this.opts.onFatal?.(err);
-      throw err;
-    }
-    slot.done = true;
-    this.announceDone();
-    this.maybeSnapshot();
-    return outcome.revision;
+  private persist(outcome: WriteOutcome, after?: () => void): Promise<number> {
+    return this.writes.persist(outcome, after);
   }
 
-  private announceDone(): void {
-    while (this.pending.length > 0 && (this.pending[0] as Pending).done) {
-      const { outcome, after } = this.pending.shift() as Pending;
-      this.hub.publish(outcome.events, outcome.revision);
-      const entry = outcome.entry as Entry;
-      for (const c of entry.changes) {
-        if (c.op === 'lease_end') {
-          this.displaced.delete(c.leaseId);
-          for (const l of this.leaseListeners) l(c.leaseId, c.reason);
-        }
-        if (c.op === 'settings') this.hub.wake([serviceKey(c.namespace, c.service)]);
-      }
-      const records = this.stamped.get(entry);
-      if (records) this.enqueue(records);
-      const settings = this.stampedSettings.get(entry);
-      if (settings) this.sendSettings(null, settings);
-      after?.();
-    }
-  }
-
-  private maybeSnapshot(): void {
-    if (this.snapshotting || this.closed || !this.storage.snapshotDue()) return;
-    this.snapshotting = true;
-    const snap: Snapshot = { ...this.registry.snapshot(), replica: this.table.snapshot(), replicaSettings: this.settingsTable.all() };
-    this.storage
-      .writeSnapshot(snap)
-      .catch((err) => this.opts.onSnapshotError?.(err))
-      .finally(() => {
-        this.snapshotting = false;
-      });
+  /** An entry was announced: what this node stamped in it goes to the peers, in order. */
+  private announced(entry: Entry): void {
+    for (const c of entry.changes) if (c.op === 'lease_end') this.displaced.delete(c.leaseId);
+    const records = this.stamped.get(entry);
+    if (records) this.enqueue(records);
+    const settings = this.stampedSettings.get(entry);
+    if (settings) this.sendSettings(null, settings);
   }
 
   // ---- replication: the outbox and batches ----

@@ -15,7 +15,6 @@
  * consistent reads fail with 503.
  */
 import { request } from 'undici';
-import { createHash } from 'node:crypto';
 import {
   REPORTS_CHECK_ID,
   SwitchboardError,
@@ -44,6 +43,7 @@ import { clipOutput, nextCheckState } from '../../core/checks.js';
 import type { Clock } from '../../core/clock.js';
 import { combinedHealth } from '../../core/health.js';
 import { Registry, instanceFromRegistration, instanceKey, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
+import { fnv1a } from '../../core/replica.js';
 import { ReportBook } from '../../core/reports.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
@@ -108,13 +108,25 @@ function unavailable(what: string, retryAfterSec = 1): SwitchboardError {
 
 const b = (s: string): Buffer => Buffer.from(s);
 
-/** Rendezvous (highest random weight) hashing: the node that runs the checks of a key. */
+/** murmur3's 32-bit finalizer: spreads FNV-1a's weak low bits over the whole word. */
+function fmix32(h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/**
+ * Rendezvous (highest random weight) hashing: the node that runs the checks of a key.
+ * Every node runs it for every change its view applies, so the score is a 32-bit FNV-1a
+ * of the key seeded with the node's own hash, finalized; ties go to the smaller node id.
+ * The score is part of the cluster protocol: every node must compute it alike.
+ */
 export function ownerOf(key: string, nodes: Iterable<string>): string | undefined {
   let best: string | undefined;
-  let bestScore = '';
+  let bestScore = -1;
   for (const n of nodes) {
-    const score = createHash('sha1').update(n).update('\0').update(key).digest('hex');
-    if (best === undefined || score > bestScore) {
+    const score = fmix32(fnv1a(key, fnv1a(n, 0x811c9dc5)));
+    if (score > bestScore || (score === bestScore && best !== undefined && n < best)) {
       best = n;
       bestScore = score;
     }

@@ -1,0 +1,125 @@
+/**
+ * The write path shared by the engines that keep their own log (standalone and ap):
+ *   1. the core has checked the command and applied its entry in memory (so the next
+ *      command sees it) and hands over the outcome;
+ *   2. the entry goes to storage.append, which resolves once it is fsync'd (group commit);
+ *      the log gets the entry's JSON built from each instance's cached JSON;
+ *   3. entries are announced to the hub strictly in append order, then the caller is
+ *      answered; a snapshot is started when the storage says one is due.
+ * What an engine does besides (ap sends the announced changes to its peers) it does in
+ * `onAnnounced`, which runs in the same order.
+ */
+import type { Instance } from '@switchboard/protocol';
+import type { Registry, WriteOutcome } from '../core/registry.js';
+import { serviceKey } from '../core/registry.js';
+import type { Entry, Snapshot } from '../core/entry.js';
+import type { Storage } from '../storage/storage.js';
+import { entryJson, setEntryJson } from '../storage/wal.js';
+import { traceAppend } from '../telemetry/index.js';
+import type { Hub } from './hub.js';
+
+export type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
+
+export interface WritePathOptions {
+  registry: Registry;
+  storage: Storage;
+  hub: Hub;
+  /** What a snapshot holds (standalone: the registry's; ap adds its replica tables). */
+  snapshot(): Snapshot;
+  /** Runs for each announced entry, in append order, after the hub has it. */
+  onAnnounced?(entry: Entry): void;
+  /** Storage failed: the process must stop, memory is ahead of disk. */
+  onFatal?: (err: unknown) => void;
+  /** A snapshot failed; the log is intact, so the node goes on and tries again later. */
+  onSnapshotError?: (err: unknown) => void;
+}
+
+interface Pending {
+  outcome: WriteOutcome;
+  done: boolean;
+  after: (() => void) | undefined;
+}
+
+export class WritePath {
+  private readonly pending: Pending[] = [];
+  private lastAppend: Promise<void> = Promise.resolve();
+  private snapshotting = false;
+  private closed = false;
+  private readonly leaseListeners = new Set<LeaseEndedListener>();
+
+  constructor(private readonly opts: WritePathOptions) {}
+
+  /**
+   * Makes an outcome durable, announces it in order, and returns the revision to answer.
+   * `after` runs right after the announcement (for an outcome without an entry: once every
+   * earlier entry is announced).
+   */
+  async persist(outcome: WriteOutcome, after?: () => void): Promise<number> {
+    if (!outcome.entry) {
+      // A no-op still waits for earlier writes, so that it never answers before them.
+      await this.lastAppend;
+      after?.();
+      return outcome.revision;
+    }
+    const { storage } = this.opts;
+    if (storage.durable) setEntryJson(outcome.entry, entryJson(outcome.entry, (c) => this.storedJson(c.instance)));
+    const slot: Pending = { outcome, done: false, after };
+    this.pending.push(slot);
+    const appended = traceAppend(storage.append(outcome.entry), outcome.revision);
+    this.lastAppend = appended;
+    try {
+      await appended;
+    } catch (err) {
+      this.opts.onFatal?.(err);
+      throw err;
+    }
+    slot.done = true;
+    this.announceDone();
+    this.maybeSnapshot();
+    return outcome.revision;
+  }
+
+  onLeaseEnded(listener: LeaseEndedListener): () => void {
+    this.leaseListeners.add(listener);
+    return () => this.leaseListeners.delete(listener);
+  }
+
+  /** The registry's cached JSON of an instance, when it is the one stored (for the log and snapshots). */
+  storedJson(instance: Instance): string | undefined {
+    const rec = this.opts.registry.instance(instance.namespace, instance.service, instance.id);
+    return rec !== undefined && rec.instance === instance ? rec.json : undefined;
+  }
+
+  /** Stops snapshots and waits for the appends in flight (the engine closes the storage). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.lastAppend.catch(() => undefined);
+  }
+
+  private announceDone(): void {
+    const { hub } = this.opts;
+    while (this.pending.length > 0 && (this.pending[0] as Pending).done) {
+      const { outcome, after } = this.pending.shift() as Pending;
+      hub.publish(outcome.events, outcome.revision);
+      const entry = outcome.entry as Entry;
+      for (const c of entry.changes) {
+        if (c.op === 'lease_end') for (const l of this.leaseListeners) l(c.leaseId, c.reason);
+        if (c.op === 'settings') hub.wake([serviceKey(c.namespace, c.service)]);
+      }
+      this.opts.onAnnounced?.(entry);
+      after?.();
+    }
+  }
+
+  private maybeSnapshot(): void {
+    const { storage } = this.opts;
+    if (this.snapshotting || this.closed || !storage.snapshotDue()) return;
+    this.snapshotting = true;
+    storage
+      .writeSnapshot(this.opts.snapshot(), (instance) => this.storedJson(instance))
+      .catch((err) => this.opts.onSnapshotError?.(err))
+      .finally(() => {
+        this.snapshotting = false;
+      });
+  }
+}
