@@ -204,6 +204,31 @@ export class CheckBook {
   }
 }
 
+/** What a due time rule asks of the instance as it is shown now. */
+export type DueAction =
+  /** Show this state of the check (a ttl check that heard nothing turns critical). */
+  | { kind: 'show'; state: CheckState }
+  /** Deregister the persistent instance (reason `critical_timeout`), saying why. */
+  | { kind: 'deregister'; detail: string };
+
+/**
+ * The rule of a deadline that came due, against the instance as shown; null when the
+ * instance already shows it (or the rule no longer applies). A lapsed ttl also counts as
+ * failures, so a late report must pass `passingThreshold` times before the check passes.
+ */
+export function dueAction(due: CheckDeadline, instance: Instance): DueAction | null {
+  const t = due.check;
+  const shown = instance.checks.find((c) => c.id === t.id);
+  if (!shown) return null;
+  if (due.kind === 'ttl') {
+    t.counters = { passes: 0, failures: Math.max(t.counters.failures, t.spec.criticalThreshold) };
+    const output = ttlExpiredOutput(t.spec);
+    return shown.status !== 'critical' || shown.output !== output ? { kind: 'show', state: { ...shown, status: 'critical', output } } : null;
+  }
+  if (shown.status !== 'critical' || instance.leaseId !== null) return null;
+  return { kind: 'deregister', detail: `${t.id} critical for longer than ${formatDuration(t.spec.deregisterCriticalAfterMs ?? 0)}: ${shown.output}` };
+}
+
 /** The output of a ttl check that heard nothing in time. */
 export function ttlExpiredOutput(spec: CheckSpec): string {
   return `no report within ${formatDuration(spec.ttlMs ?? 0)} (ttl)`;

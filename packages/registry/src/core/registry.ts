@@ -28,7 +28,7 @@ import {
   type ServiceSettings,
   type WatchEvent,
 } from '@switchboard/protocol';
-import { CheckBook, clipOutput, nextCheckState, ttlExpiredOutput, type TrackedCheck } from './checks.js';
+import { CheckBook, clipOutput, dueAction, nextCheckState, type CheckDeadline, type TrackedCheck } from './checks.js';
 import type { Clock } from './clock.js';
 import type { Change, Entry, Snapshot } from './entry.js';
 import { combinedHealth, initialCheckStates } from './health.js';
@@ -223,6 +223,20 @@ export class Registry {
   /** The reason-coded history of an instance (also of one that is gone, for a while). */
   history(namespace: string, service: string, id: string): { exists: boolean; entries: readonly HistoryEntry[] } | undefined {
     return this.historyBook.get(instanceKey(namespace, service, id));
+  }
+
+  /**
+   * Check time rules due now, each once, for an engine that carries them out elsewhere
+   * (cp writes them to etcd; the others call healthDue).
+   */
+  checkDeadlinesDue(): CheckDeadline[] {
+    return this.checks.due(this.clock.now());
+  }
+
+  /** A report for a ttl check was heard elsewhere (cp: through etcd): its TTL starts again. */
+  heardCheck(namespace: string, service: string, id: string, checkId: string): void {
+    const tracked = this.checks.get(instanceKey(namespace, service, id), checkId);
+    if (tracked?.spec.type === 'ttl' && tracked.spec.ttlMs !== null) this.checks.heard(tracked, this.clock.now());
   }
 
   /** The tracked spec of a check, for the scheduler. */
@@ -463,19 +477,12 @@ export class Registry {
       }
     }
     for (const due of this.checks.due(now)) {
-      const t = due.check;
-      const [namespace, service, id] = splitKey(t.instanceKey);
+      const [namespace, service, id] = splitKey(due.check.instanceKey);
       const rec = this.instance(namespace, service, id);
-      const shown = rec?.instance.checks.find((c) => c.id === t.id);
-      if (!rec || !shown) continue;
-      if (due.kind === 'ttl') {
-        t.counters = { passes: 0, failures: Math.max(t.counters.failures, t.spec.criticalThreshold) };
-        const output = ttlExpiredOutput(t.spec);
-        if (shown.status !== 'critical' || shown.output !== output) out.push(this.putChecks(rec, t.id, { ...shown, status: 'critical', output }));
-      } else if (shown.status === 'critical' && rec.instance.leaseId === null) {
-        const detail = `${t.id} critical for longer than ${formatDuration(t.spec.deregisterCriticalAfterMs ?? 0)}: ${shown.output}`;
-        out.push(this.commit({ revision: this.rev + 1, changes: [{ op: 'delete', namespace, service, id, reason: 'critical_timeout', detail }] }));
-      }
+      const action = rec ? dueAction(due, rec.instance) : null;
+      if (!rec || !action) continue;
+      if (action.kind === 'show') out.push(this.putChecks(rec, due.check.id, action.state));
+      else out.push(this.commit({ revision: this.rev + 1, changes: [{ op: 'delete', namespace, service, id, reason: 'critical_timeout', detail: action.detail }] }));
     }
     return out;
   }

@@ -39,7 +39,7 @@ import {
 import type * as RPC from 'etcd3';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import promClient from 'prom-client';
-import { clipOutput, nextCheckState } from '../../core/checks.js';
+import { clipOutput, dueAction, nextCheckState } from '../../core/checks.js';
 import type { Clock } from '../../core/clock.js';
 import { combinedHealth } from '../../core/health.js';
 import { Registry, instanceFromRegistration, instanceKey, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
@@ -49,7 +49,6 @@ import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
 import { FORWARDED_REPORT_HEADER, type Engine } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
-import { ttlExpiredOutput } from '../../core/checks.js';
 import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type StoredLease, type WhyValue } from './keys.js';
 import { QueueFull, TxnBatcher } from './batcher.js';
 import { Store, StoreUnavailable, isUnavailable } from './store.js';
@@ -171,12 +170,7 @@ export class CpEngine implements Engine {
   private metrics: { roundTrips: promClient.Histogram<'method' | 'outcome'> } | null = null;
   private readonly cfg: Required<Pick<CpOptions, 'callTimeoutMs' | 'probeIntervalMs' | 'probeTimeoutMs' | 'consistentTimeoutMs' | 'nodeTtlSec' | 'maxTxnOps'>>;
   private readonly startedAt = new Date().toISOString();
-  /** ttl checks: `<instance key>#<check id>` -> when the TTL runs out (clock ms). */
-  private readonly ttlDeadlines = new Map<string, number>();
-  /** Persistent instances with a critical check that has deregisterCriticalAfter: key#check -> when. */
-  private readonly criticalDeadlines = new Map<string, number>();
   private readonly ttlTimer: NodeJS.Timeout;
-  private unsubscribeTtl: () => void = () => undefined;
   private readonly batcher: TxnBatcher;
 
   private constructor(
@@ -200,7 +194,6 @@ export class CpEngine implements Engine {
     this.probeTimer.unref();
     this.ttlTimer = setInterval(() => this.ttlDue(), 250);
     this.ttlTimer.unref();
-    this.trackTtlChecks();
   }
 
   static async open(opts: CpOptions): Promise<CpEngine> {
@@ -438,47 +431,7 @@ export class CpEngine implements Engine {
     this.monitor.start();
   }
 
-  // ---- ttl checks ----
-
-  /**
-   * Every node keeps the TTL deadlines of every ttl check (so that a check's new owner has
-   * them at once); only the owner turns an expired one critical.
-   */
-  private trackTtlChecks(): void {
-    const reg = this.registry;
-    const arm = (rec: InstanceRecord, fresh: boolean): void => {
-      const i = rec.instance;
-      for (const spec of rec.specs) {
-        if (spec.type !== 'ttl' || spec.ttlMs === null) continue;
-        const key = `${instanceKey(i.namespace, i.service, i.id)}#${spec.id}`;
-        if (fresh || !this.ttlDeadlines.has(key)) this.ttlDeadlines.set(key, this.opts.clock.now() + spec.ttlMs);
-      }
-      for (const spec of rec.specs) {
-        if (spec.deregisterCriticalAfterMs === null || i.leaseId !== null) continue;
-        const key = `${instanceKey(i.namespace, i.service, i.id)}#${spec.id}`;
-        const critical = i.checks.find((c) => c.id === spec.id)?.status === 'critical';
-        if (!critical) this.criticalDeadlines.delete(key);
-        else if (!this.criticalDeadlines.has(key)) this.criticalDeadlines.set(key, this.opts.clock.now() + spec.deregisterCriticalAfterMs);
-      }
-    };
-    for (const svc of reg.listServices()) for (const rec of svc.instances.values()) arm(rec, true);
-    this.unsubscribeTtl = this.hub.subscribe({
-      services: null,
-      deliver: (events: WatchEvent[]) => {
-        for (const ev of events) {
-          const { namespace, service, id } = ev.instance;
-          const rec = reg.instance(namespace, service, id);
-          if (rec) arm(rec, ev.reason === 'registered');
-          else {
-            for (const c of ev.instance.checks) {
-              this.ttlDeadlines.delete(`${instanceKey(namespace, service, id)}#${c.id}`);
-              this.criticalDeadlines.delete(`${instanceKey(namespace, service, id)}#${c.id}`);
-            }
-          }
-        }
-      },
-    });
-  }
+  // ---- check time rules ----
 
   /**
    * Consumer warnings this node set: kept while enough reporters keep reporting within the
@@ -507,49 +460,30 @@ export class CpEngine implements Engine {
   }
 
   heard(namespace: string, service: string, id: string, checkId: string): void {
-    const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
-    if (tracked?.spec.type === 'ttl' && tracked.spec.ttlMs !== null) this.ttlDeadlines.set(`${instanceKey(namespace, service, id)}#${checkId}`, this.opts.clock.now() + tracked.spec.ttlMs);
+    this.registry.heardCheck(namespace, service, id, checkId);
   }
 
   /**
-   * The owner turns ttl checks that heard nothing within their TTL critical, and
-   * deregisters persistent instances critical for their deregisterCriticalAfter.
+   * Every node's view keeps the deadlines of every check (its registry's check book, so
+   * that a check's new owner has them at once); only the owner carries a due one out: a
+   * ttl check that heard nothing turns critical, a persistent instance critical for its
+   * deregisterCriticalAfter is deregistered.
    */
   private ttlDue(): void {
     if (this.closed || !this.reachable) return;
     this.reportsDue();
-    if (this.ttlDeadlines.size === 0 && this.criticalDeadlines.size === 0) return;
-    const now = this.opts.clock.now();
+    const due = this.registry.checkDeadlinesDue();
+    if (due.length === 0) return;
     const nodes = this.liveNodes();
-    for (const [key, at] of this.criticalDeadlines) {
-      if (at > now) continue;
-      const hash = key.lastIndexOf('#');
-      const ikey = key.slice(0, hash);
-      const checkId = key.slice(hash + 1);
-      this.criticalDeadlines.delete(key);
-      if (ownerOf(ikey, nodes) !== this.nodeId) continue;
-      const [namespace, service, id] = splitKey(ikey);
-      const shown = this.registry.instance(namespace, service, id)?.instance.checks.find((c) => c.id === checkId);
-      const spec = this.registry.trackedCheck(namespace, service, id, checkId)?.spec;
-      if (shown?.status !== 'critical' || !spec) continue;
-      const detail = `${checkId} critical for longer than ${formatDuration(spec.deregisterCriticalAfterMs ?? 0)}: ${shown.output}`;
-      this.deleteInstance(namespace, service, id, 'critical_timeout', detail, (rec) => rec.instance.checks.find((c) => c.id === checkId)?.status === 'critical').catch(() => undefined);
-    }
-    for (const [key, at] of this.ttlDeadlines) {
-      if (at > now) continue;
-      const hash = key.lastIndexOf('#');
-      const ikey = key.slice(0, hash);
-      const checkId = key.slice(hash + 1);
-      this.ttlDeadlines.delete(key);
-      if (ownerOf(ikey, nodes) !== this.nodeId) continue;
-      const [namespace, service, id] = splitKey(ikey);
+    for (const d of due) {
+      if (ownerOf(d.check.instanceKey, nodes) !== this.nodeId) continue;
+      const [namespace, service, id] = splitKey(d.check.instanceKey);
       const rec = this.registry.instance(namespace, service, id);
-      const tracked = this.registry.trackedCheck(namespace, service, id, checkId);
-      const shown = rec?.instance.checks.find((c) => c.id === checkId);
-      if (!rec || !tracked || !shown) continue;
-      tracked.counters = { passes: 0, failures: Math.max(tracked.counters.failures, tracked.spec.criticalThreshold) };
-      const output = ttlExpiredOutput(tracked.spec);
-      if (shown.status !== 'critical' || shown.output !== output) this.putChecks(rec, checkId, { ...shown, status: 'critical', output }).catch(() => undefined);
+      const action = rec ? dueAction(d, rec.instance) : null;
+      if (!rec || !action) continue;
+      const checkId = d.check.id;
+      if (action.kind === 'show') this.putChecks(rec, checkId, action.state).catch(() => undefined);
+      else this.deleteInstance(namespace, service, id, 'critical_timeout', action.detail, (cur) => cur.instance.checks.find((c) => c.id === checkId)?.status === 'critical').catch(() => undefined);
     }
   }
 
@@ -1053,7 +987,6 @@ export class CpEngine implements Engine {
     this.closed = true;
     clearInterval(this.probeTimer);
     clearInterval(this.ttlTimer);
-    this.unsubscribeTtl();
     if (this.monitorTimer) clearTimeout(this.monitorTimer);
     for (const t of this.detachTimers.values()) clearTimeout(t);
     this.detachTimers.clear();
