@@ -726,12 +726,7 @@ export class Registry {
 
   private requireLease(leaseId: string): Lease {
     const lease = this.leaseTable.get(leaseId);
-    if (!lease) {
-      throw new SwitchboardError('LEASE_NOT_FOUND', `lease ${leaseId} does not exist (it never did, expired or was revoked)`, {
-        field: 'leaseId',
-        hint: 'create a new lease with POST /v1/leases and register the instances again',
-      });
-    }
+    if (!lease) throw leaseNotFound(leaseId);
     return lease;
   }
 
@@ -807,15 +802,23 @@ function inputFromInstance(i: Instance, checks: CheckSpec[]): InstanceInput {
   };
 }
 
+/** 404 LEASE_NOT_FOUND, in every mode. */
+export function leaseNotFound(leaseId: string): SwitchboardError {
+  return new SwitchboardError('LEASE_NOT_FOUND', `lease ${leaseId} does not exist (it never did, expired or was revoked)`, {
+    field: 'leaseId',
+    hint: 'create a new lease with POST /v1/leases and register the instances again',
+  });
+}
+
 /** What a history says about a new instance. */
-function describeNew(i: Instance): string {
+export function describeNew(i: Instance): string {
   return `${i.address}:${i.port}, ${i.leaseId === null ? 'persistent' : `lease ${i.leaseId}`}`;
 }
 
 const UPDATE_FIELDS = ['address', 'port', 'protocol', 'zone', 'version', 'tags', 'metadata', 'weight', 'leaseId', 'checks'] as const;
 
 /** Which fields a re-registration changed. */
-function describeUpdate(prev: Instance, next: Instance): string {
+export function describeUpdate(prev: Instance, next: Instance): string {
   const changed = UPDATE_FIELDS.filter((f) => JSON.stringify(prev[f]) !== JSON.stringify(next[f]));
   return changed.length === 0 ? 'check declarations changed' : `changed ${changed.join(', ')}`;
 }

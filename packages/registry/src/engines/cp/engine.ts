@@ -42,7 +42,7 @@ import promClient from 'prom-client';
 import { clipOutput, dueAction, nextCheckState } from '../../core/checks.js';
 import type { Clock } from '../../core/clock.js';
 import { combinedHealth } from '../../core/health.js';
-import { Registry, instanceFromRegistration, instanceKey, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
+import { Registry, describeNew, describeUpdate, instanceFromRegistration, leaseNotFound, instanceKey, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
 import { fnv1a } from '../../core/replica.js';
 import { ReportBook } from '../../core/reports.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
@@ -674,7 +674,7 @@ export class CpEngine implements Engine {
       if (!prev) newInstances++;
       const instance = buildInstance(item, prev);
       const reason: PutReason = prev ? 'updated' : 'registered';
-      const detail = prev ? describeUpdate(prev.instance, instance) : `${instance.address}:${instance.port}, ${instance.leaseId === null ? 'persistent' : `lease ${instance.leaseId}`}`;
+      const detail = prev ? describeUpdate(prev.instance, instance) : describeNew(instance);
       const put: RPC.IPutRequest = { key, value: b(encodeInstance(instance, item.input.checks, reason, detail, at)) };
       if (etcdLease !== null) put.lease = etcdLease;
       success.push({ request_put: put });
@@ -999,13 +999,6 @@ export class CpEngine implements Engine {
 }
 
 
-function leaseNotFound(leaseId: string): SwitchboardError {
-  return new SwitchboardError('LEASE_NOT_FOUND', `lease ${leaseId} does not exist (it never did, expired or was revoked)`, {
-    field: 'leaseId',
-    hint: 'create a new lease with POST /v1/leases and register the instances again',
-  });
-}
-
 function buildInstance(item: RegistrationItem, prev: InstanceRecord | undefined): Instance {
   // Revisions are etcd's: the view stamps them when the change comes back from the watch.
   return instanceFromRegistration(item, prev, 0);
@@ -1016,9 +1009,3 @@ function canonicalInput(i: RegistrationItem['input']): string {
   return JSON.stringify({ address: i.address, port: i.port, leaseId: i.leaseId, zone: i.zone, version: i.version, tags: i.tags, metadata: i.metadata, weight: i.weight, protocol: i.protocol, checks: i.checks.map(completeCheckSpec) });
 }
 
-const UPDATE_FIELDS = ['address', 'port', 'protocol', 'zone', 'version', 'tags', 'metadata', 'weight', 'leaseId', 'checks'] as const;
-
-function describeUpdate(prev: Instance, next: Instance): string {
-  const changed = UPDATE_FIELDS.filter((f) => JSON.stringify(prev[f]) !== JSON.stringify(next[f]));
-  return changed.length === 0 ? 'check declarations changed' : `changed ${changed.join(', ')}`;
-}
