@@ -31,7 +31,7 @@ import { startZookeeper } from './compare/systems/zookeeper.mjs';
 import { AGENT_BIN, AGENT_CONFIG, startSwitchboard } from './compare/systems/switchboard.mjs';
 import { loadDriver } from './compare/drivers/index.mjs';
 import { payload } from './compare/lib/payload.mjs';
-import { ROOT, freePorts, installCleanup, killAllNow, makeTempDir, removeTempDir, sleep, spawnLogged, stopProc, waitReady } from './lib/procs.mjs';
+import { ROOT, freePorts, installCleanup, killAllNow, makeTempDir, removeTempDir, sleep, spawnLogged, stopProc, sumStats, waitReady } from './lib/procs.mjs';
 import { gitFacts, stat } from './lib/harness.mjs';
 import { Histogram } from './lib/hist.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
@@ -150,8 +150,13 @@ async function json(url, path, method = 'GET', body) {
 
 // ------------------------------------------------------------------ 1. throughput
 
-/** 64 clients in a closed loop, each with its own lease; `targets` are spread over the clients. */
-async function throughput(label, targets, o) {
+/**
+ * 64 clients in a closed loop, each with its own lease; `targets` are spread over the
+ * clients. `pids` are the servers' processes: their CPU time over the measured window
+ * gives registrations per server CPU-second (the load generator, this process, shares the
+ * cores, so throughput alone also measures how much CPU was left to each system).
+ */
+async function throughput(label, targets, o, pids) {
   const drivers = await Promise.all(targets.map((t) => loadDriver(t)));
   const services = Array.from({ length: o.clients }, (_, c) => `reg-${c}`);
   await drivers[0].prepareServices(services);
@@ -163,6 +168,13 @@ async function throughput(label, targets, o) {
   const t0 = now();
   const tStart = t0 + o.warmupMs;
   const tEnd = tStart + o.durationMs;
+  const cpu = { server0: null, server1: null, self0: null, self1: null };
+  const sample = (k) => {
+    cpu[`server${k}`] = sumStats(pids)?.cpuMs ?? null;
+    cpu[`self${k}`] = process.cpuUsage();
+  };
+  const t0Timer = setTimeout(() => sample(0), Math.max(0, tStart - now()));
+  const t1Timer = setTimeout(() => sample(1), Math.max(0, tEnd - now()));
   await Promise.all(procs.map(async (p, c) => {
     for (let k = 0; now() < tEnd; k++) {
       const s = now();
@@ -180,8 +192,23 @@ async function throughput(label, targets, o) {
   // Revoked, so that their instances go now rather than expire in the middle of the next step.
   await Promise.all(procs.map((p) => p.close({ revoke: true }).catch(() => undefined)));
   await Promise.all(drivers.map((d) => d.close()));
-  const r = { system: label, clients: o.clients, opsPerSec: Math.round(ops / (o.durationMs / 1000)), errors, latencyMs: { p50: round(hist.percentileMs(50)), p99: round(hist.percentileMs(99)) } };
-  log(`  ${label.padEnd(22)} ${String(r.opsPerSec).padStart(7)} registrations/s   p50 ${r.latencyMs.p50} ms   p99 ${r.latencyMs.p99} ms   errors ${errors}`);
+  clearTimeout(t0Timer);
+  clearTimeout(t1Timer);
+  const seconds = o.durationMs / 1000;
+  const serverCpu = cpu.server0 !== null && cpu.server1 !== null ? (cpu.server1 - cpu.server0) / 1000 / seconds : null;
+  const selfUsage = cpu.self0 && cpu.self1 ? (cpu.self1.user + cpu.self1.system - cpu.self0.user - cpu.self0.system) / 1e6 / seconds : null;
+  const r = {
+    system: label,
+    clients: o.clients,
+    opsPerSec: Math.round(ops / seconds),
+    errors,
+    latencyMs: { p50: round(hist.percentileMs(50)), p99: round(hist.percentileMs(99)) },
+    // Cores busy over the measured window: the servers (all members), and this process.
+    serverCpu: serverCpu === null ? null : round(serverCpu),
+    loadGenCpu: selfUsage === null ? null : round(selfUsage),
+    perServerCpuSecond: serverCpu ? Math.round(ops / seconds / serverCpu) : null,
+  };
+  log(`  ${label.padEnd(22)} ${String(r.opsPerSec).padStart(7)} registrations/s   p50 ${r.latencyMs.p50} ms   p99 ${r.latencyMs.p99} ms   errors ${errors}   ${r.perServerCpuSecond ?? '?'} per server CPU-s (servers ${r.serverCpu ?? '?'} cores, load generator ${r.loadGenCpu ?? '?'})`);
   return r;
 }
 
@@ -432,7 +459,7 @@ async function runOnce(o, profileDir) {
         log('\n1. registration throughput');
         const wal0 = await Promise.all(cluster.nodes.map((n) => walCounters(n.url)));
         const t0 = now();
-        run.throughput.push(await throughput('Switchboard ap x3', cluster.nodes.map((n) => ({ kind: 'switchboard', url: n.url })), o));
+        run.throughput.push(await throughput('Switchboard ap x3', cluster.nodes.map((n) => ({ kind: 'switchboard', url: n.url })), o, cluster.nodes.map((n) => n.proc.pid)));
         const seconds = (now() - t0) / 1000;
         const wal1 = await Promise.all(cluster.nodes.map((n) => walCounters(n.url)));
         // Log commits (write + fsync) per node: each costs CPU in the kernel, whoever's records it carries.
@@ -469,7 +496,7 @@ async function runOnce(o, profileDir) {
 
   const sb = await startSwitchboard();
   try {
-    run.throughput.push(await throughput('Switchboard standalone', [{ kind: 'switchboard', url: sb.url }], o));
+    run.throughput.push(await throughput('Switchboard standalone', [{ kind: 'switchboard', url: sb.url }], o, sb.pids));
   } finally {
     await sb.stop();
   }
@@ -477,7 +504,7 @@ async function runOnce(o, profileDir) {
     try {
       const etcd = await startEtcd({ members: 3 });
       try {
-        run.throughput.push(await throughput(`etcd x3 (${etcd.version})`, [{ kind: 'etcd', endpoints: etcd.endpoints }], o));
+        run.throughput.push(await throughput(`etcd x3 (${etcd.version})`, [{ kind: 'etcd', endpoints: etcd.endpoints }], o, etcd.pids));
       } finally {
         await etcd.stop();
       }
@@ -489,7 +516,7 @@ async function runOnce(o, profileDir) {
     try {
       const zk = await startZookeeper({ nodes: 3 });
       try {
-        run.throughput.push(await throughput('ZooKeeper x3', [{ kind: 'zookeeper', hosts: zk.hosts, connectString: zk.connectString }], o));
+        run.throughput.push(await throughput('ZooKeeper x3', [{ kind: 'zookeeper', hosts: zk.hosts, connectString: zk.connectString }], o, zk.pids));
       } finally {
         await zk.stop();
       }
@@ -508,7 +535,20 @@ function summarize(runs) {
   return {
     throughput: systems.map((system) => {
       const rs = of(system);
-      return { system, opsPerSec: stat(rs.map((t) => t.opsPerSec)), p50Ms: stat(rs.map((t) => t.latencyMs.p50)), p99Ms: stat(rs.map((t) => t.latencyMs.p99)), errors: rs.reduce((n, t) => n + t.errors, 0) };
+      const perCpu = rs.map((t) => t.perServerCpuSecond).filter((x) => typeof x === 'number');
+      const serverCpu = rs.map((t) => t.serverCpu).filter((x) => typeof x === 'number');
+      const loadGenCpu = rs.map((t) => t.loadGenCpu).filter((x) => typeof x === 'number');
+      return {
+        system,
+        opsPerSec: stat(rs.map((t) => t.opsPerSec)),
+        p50Ms: stat(rs.map((t) => t.latencyMs.p50)),
+        p99Ms: stat(rs.map((t) => t.latencyMs.p99)),
+        errors: rs.reduce((n, t) => n + t.errors, 0),
+        // Results written before the CPU was measured have none of these.
+        perServerCpuSecond: perCpu.length > 0 ? stat(perCpu) : null,
+        serverCpu: serverCpu.length > 0 ? stat(serverCpu) : null,
+        loadGenCpu: loadGenCpu.length > 0 ? stat(loadGenCpu) : null,
+      };
     }),
     lag: runs.some((r) => r.replication)
       ? { p50Ms: stat(runs.map((r) => r.replication?.lagMs.p50)), p99Ms: stat(runs.map((r) => r.replication?.lagMs.p99)), maxMs: stat(runs.map((r) => r.replication?.lagMs.max)), writesPerSec: runs.find((r) => r.replication)?.replication.writesPerSec, missing: runs.reduce((n, r) => n + (r.replication ? r.replication.expected - r.replication.observed : 0), 0) }
@@ -545,10 +585,12 @@ function renderTables(out) {
   const ap = summary.throughput.find((t) => t.system === 'Switchboard ap x3');
   if (summary.throughput.length > 0) {
     L.push('#### Registration throughput, 64 clients', '');
-    L.push('| system | registrations/s (median [min–max]) | p50 | p99 | errors | ap x3 ÷ this |', '|---|---:|---:|---:|---:|---:|');
+    L.push('| system | registrations/s (median [min–max]) | p50 | p99 | per server CPU-s | server CPU | load gen. CPU | errors | ap x3 ÷ this | per CPU-s: ap x3 ÷ this |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    const pct = (x) => `${Math.round(x * 100)}%`;
     for (const t of summary.throughput) {
       const ratio = ap && t !== ap && t.opsPerSec ? `${(ap.opsPerSec.median / t.opsPerSec.median).toFixed(2)}x` : '';
-      L.push(`| ${t.system} | ${cell(t.opsPerSec, n0)} | ${cell(t.p50Ms, ms)} | ${cell(t.p99Ms, ms)} | ${t.errors} | ${ratio} |`);
+      const cpuRatio = ap?.perServerCpuSecond && t !== ap && t.perServerCpuSecond ? `${(ap.perServerCpuSecond.median / t.perServerCpuSecond.median).toFixed(2)}x` : '';
+      L.push(`| ${t.system} | ${cell(t.opsPerSec, n0)} | ${cell(t.p50Ms, ms)} | ${cell(t.p99Ms, ms)} | ${cell(t.perServerCpuSecond, n0)} | ${t.serverCpu ? pct(t.serverCpu.median) : '—'} | ${t.loadGenCpu ? pct(t.loadGenCpu.median) : '—'} | ${t.errors} | ${ratio} | ${cpuRatio} |`);
     }
     L.push('');
   }
