@@ -1,7 +1,8 @@
 // Goal: a cp agent runs next to an etcd that wants TLS, client certificates and a user:
 // with the right files and password it registers, reads, watches and keeps leases alive,
 // also after etcd forgot its token; /v1/status says how it connects and never with what;
-// a wrong password or a missing client certificate ends the start at once, saying why.
+// a wrong password, a user that may only read, or a missing client certificate ends the
+// start at once, saying why.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -17,6 +18,7 @@ import { EtcdCluster } from './etcd-cluster.js';
 const PREFIX = '/switchboard-tls/';
 const USER = 'switchboard';
 const PASSWORD = 'tls-auth-test-password';
+const READER = 'switchboard-reader';
 
 interface Pki {
   ca: string;
@@ -46,7 +48,10 @@ function makePki(dir: string): Pki {
   return { ca: at('ca.crt'), serverCert: at('server.crt'), serverKey: at('server.key'), clientCert: at('client.crt'), clientKey: at('client.key') };
 }
 
-/** etcd's auth as an operator sets it up: root, a role with readwrite on the prefix, a user. */
+/**
+ * etcd's auth as an operator sets it up: root, a role with readwrite on the prefix and its
+ * user; and a user that may only read the prefix.
+ */
 async function enableAuth(endpoints: string[], pki: Pki): Promise<void> {
   const admin = new Etcd3({ hosts: endpoints, credentials: { rootCertificate: readFileSync(pki.ca), certChain: readFileSync(pki.clientCert), privateKey: readFileSync(pki.clientKey) } });
   try {
@@ -57,6 +62,10 @@ async function enableAuth(endpoints: string[], pki: Pki): Promise<void> {
     await admin.role('switchboard').grant({ permission: 'Readwrite', range: Range.prefix(PREFIX) });
     await admin.user(USER).create(PASSWORD);
     await admin.user(USER).addRole('switchboard');
+    await admin.role('switchboard-read').create();
+    await admin.role('switchboard-read').grant({ permission: 'Read', range: Range.prefix(PREFIX) });
+    await admin.user(READER).create(PASSWORD);
+    await admin.user(READER).addRole('switchboard-read');
     await admin.auth.authEnable();
   } finally {
     admin.close();
@@ -143,6 +152,15 @@ test('a wrong password ends the start at once, saying that authentication failed
   assert.match(r.stderr, /etcd authentication failed for user "switchboard"/);
   assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
   assert.ok(!output.includes('not-the-password'), 'the output holds the password');
+});
+
+test('a user that may only read the prefix ends the start at once, naming the permission it needs', { timeout: 30_000 }, async () => {
+  const args = tlsArgs('t4');
+  args[args.indexOf(USER)] = READER;
+  const r = await run(['agent', '--http-addr', '127.0.0.1:0', '--log-format', 'json', ...args], { SWITCHBOARD_ETCD_PASSWORD: PASSWORD }, 20_000);
+  assert.notEqual(r.code, 0, r.stdout + r.stderr);
+  assert.notEqual(r.code, null, `killed after 20 s instead of exiting: ${r.stdout + r.stderr}`);
+  assert.match(r.stderr, new RegExp(`etcd user "${READER}" may not read and write ${PREFIX}: grant one of its roles readwrite`));
 });
 
 test('without a client certificate etcd refuses the connection and the start ends saying so', { timeout: 30_000 }, async () => {
