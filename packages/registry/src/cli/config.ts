@@ -239,7 +239,8 @@ function pemCertificate(p: Picked, what: string): Buffer {
 function isPemCertificate(data: Buffer): boolean {
   if (!data.includes('-----BEGIN CERTIFICATE-----')) return false;
   try {
-    return new X509Certificate(data).raw.length > 0;
+    new X509Certificate(data);
+    return true;
   } catch {
     return false;
   }

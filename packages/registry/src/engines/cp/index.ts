@@ -50,7 +50,7 @@ function etcdSecurityOf(cfg: AgentConfig): Pick<CpOptions, 'tls' | 'auth'> {
 }
 
 /** What an operator reads when etcd refuses this node: what happened and what to change. */
-export function describeRefusal(refusal: Refusal, cfg: Pick<AgentConfig, 'etcdAuth' | 'etcdPrefix'>): string {
+function describeRefusal(refusal: Refusal, cfg: Pick<AgentConfig, 'etcdAuth' | 'etcdPrefix'>): string {
   const user = cfg.etcdAuth?.username;
   switch (refusal) {
     case 'authentication':
