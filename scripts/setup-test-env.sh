@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond npm, when it is missing, and says what it installs.
-# etcd-server: the cp tests run a real 3-member etcd; chromium: the dashboard tests drive it headless.
+# etcd-server: the cp tests run a real 3-member etcd; chromium: the dashboard tests drive it headless;
+# openssl: the cp TLS test makes its CA and certificates with it.
 set -euo pipefail
 need=()
 for pkg in "$@"; do

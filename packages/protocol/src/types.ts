@@ -332,6 +332,13 @@ export interface StoreStatus {
   lagMs: number;
   /** Milliseconds since etcd last answered (null: never). */
   lastContactMs: number | null;
+  /** How the node reaches etcd (cp nodes always say): over TLS (https:// endpoints). */
+  tls?: boolean;
+  /** With a client certificate (for etcd's --client-cert-auth). */
+  clientCert?: boolean;
+  /** As an etcd user (etcd auth enabled), which `username` names. Never the password. */
+  auth?: boolean;
+  username?: string | null;
 }
 
 export interface ClusterStatus {

@@ -3,7 +3,9 @@
  * (--config, camelCase keys) and defaults, in that order of precedence. Every invalid
  * value is refused with a message naming the field and where it came from.
  */
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { inspect } from 'node:util';
 import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, type Limits, type Mode } from '@switchboard/protocol';
 
 export interface AgentConfig {
@@ -17,6 +19,10 @@ export interface AgentConfig {
   etcd: string[];
   /** cp: the key prefix under which the registry lives in etcd. */
   etcdPrefix: string;
+  /** cp: TLS towards etcd (https:// endpoints); null over plain http. */
+  etcdTls: EtcdTls | null;
+  /** cp: etcd's user authentication; null when no user is configured. */
+  etcdAuth: EtcdAuth | null;
   /** ap: addresses (HOST:PORT of peer links) of running nodes to join through. */
   join: { host: string; port: number }[];
   /** ap: the cluster's name; nodes of different clusters refuse each other's peer links. */
@@ -30,19 +36,73 @@ export interface AgentConfig {
   limits: Limits;
 }
 
+/**
+ * TLS material for the etcd client, read from the files at start (PEM). The CA is null
+ * when the system's CAs are to be trusted; cert and key come together or not at all.
+ */
+export interface EtcdTls {
+  ca: Buffer | null;
+  cert: Buffer | null;
+  key: Secret<Buffer> | null;
+}
+
+export interface EtcdAuth {
+  username: string;
+  password: Secret<string>;
+}
+
+/**
+ * A value that must not reach a log line or a JSON answer: serialized (JSON, pino) or
+ * inspected it reads "[redacted]"; only reveal() gives it, to the one call that needs it.
+ */
+export class Secret<T> {
+  readonly #value: T;
+  constructor(value: T) {
+    this.#value = value;
+  }
+  reveal(): T {
+    return this.#value;
+  }
+  toJSON(): string {
+    return '[redacted]';
+  }
+  toString(): string {
+    return '[redacted]';
+  }
+  [inspect.custom](): string {
+    return 'Secret [redacted]';
+  }
+}
+
+/**
+ * A refused configuration: `field` says where the value came from (flag, variable or
+ * file key), `code` names the problem stably (for scripts and the docs), `hint` says what
+ * to do when the message alone does not. Errors without a code of their own are
+ * INVALID_CONFIG.
+ */
 export class ConfigError extends Error {
+  readonly code: string;
+  readonly hint: string | undefined;
   constructor(
     readonly field: string,
     message: string,
+    extra: { code?: string; hint?: string } = {},
   ) {
     super(message);
     this.name = 'ConfigError';
+    this.code = extra.code ?? 'INVALID_CONFIG';
+    this.hint = extra.hint;
   }
 }
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'join', 'cluster', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat'] as const;
-type Key = (typeof CONFIG_KEYS)[number];
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat'] as const;
+/**
+ * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
+ * every user in `ps`, and a config file is often readable by more people than the secret.
+ */
+export const ENV_ONLY_KEYS = ['etcdPassword'] as const;
+type Key = (typeof CONFIG_KEYS)[number] | (typeof ENV_ONLY_KEYS)[number];
 
 export const flagOf = (k: string): string => '--' + k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 export const envOf = (k: string): string => 'SWITCHBOARD_' + k.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
@@ -123,7 +183,8 @@ export function readConfigFile(path: string): Raw {
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError('config', `config file ${path} must hold a JSON object`);
   for (const k of Object.keys(parsed)) {
-    if (!(CONFIG_KEYS as readonly string[]).includes(k) && k !== 'limits') {
+    // Environment-only keys pass here to be refused by resolveConfig with their own hint.
+    if (!(CONFIG_KEYS as readonly string[]).includes(k) && !(ENV_ONLY_KEYS as readonly string[]).includes(k) && k !== 'limits') {
       throw new ConfigError(k, `config file ${path}: unknown key "${k}" (known: ${[...CONFIG_KEYS, 'limits'].join(', ')})`);
     }
   }
@@ -132,16 +193,155 @@ export function readConfigFile(path: string): Raw {
 
 export function envValues(env: NodeJS.ProcessEnv): Raw {
   const out: Raw = {};
-  for (const k of CONFIG_KEYS) {
+  for (const k of [...CONFIG_KEYS, ...ENV_ONLY_KEYS]) {
     const v = env[envOf(k)];
     if (v !== undefined) out[k] = v;
   }
   return out;
 }
 
+type Picked = { value: unknown; where: string };
+type Picker = (k: Key) => Picked | undefined;
+
+function str(v: unknown, where: string): string {
+  if (typeof v !== 'string' || v === '') throw new ConfigError(where, `${where} must be a non-empty string`);
+  return v;
+}
+
+/** Reads the file a key names; an unreadable one is refused naming the key and the path. */
+function readNamedFile(p: Picked, what: string): { path: string; data: Buffer } {
+  const path = str(p.value, p.where);
+  try {
+    return { path, data: readFileSync(path) };
+  } catch (err) {
+    throw new ConfigError(p.where, `${p.where}: cannot read ${what} ${path}: ${(err as Error).message}`, {
+      code: 'FILE_UNREADABLE',
+      hint: 'give the path of an existing file that the user running the agent may read (a relative path starts at the working directory)',
+    });
+  }
+}
+
+/**
+ * A PEM certificate file (a CA file may hold several). Checked here because the etcd
+ * client only reports a bad file as a failed connection, without naming it.
+ */
+function pemCertificate(p: Picked, what: string): Buffer {
+  const { path, data } = readNamedFile(p, what);
+  if (!isPemCertificate(data)) {
+    throw new ConfigError(p.where, `${p.where}: ${path} holds no PEM certificate (${what})`, {
+      code: 'TLS_FILE_INVALID',
+      hint: 'give a PEM file that starts with -----BEGIN CERTIFICATE-----, such as the files etcd takes with --trusted-ca-file and --cert-file',
+    });
+  }
+  return data;
+}
+
+function isPemCertificate(data: Buffer): boolean {
+  if (!data.includes('-----BEGIN CERTIFICATE-----')) return false;
+  try {
+    new X509Certificate(data);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function pemPrivateKey(p: Picked, what: string): Buffer {
+  const { path, data } = readNamedFile(p, what);
+  try {
+    createPrivateKey(data);
+  } catch {
+    throw new ConfigError(p.where, `${p.where}: ${path} holds no unencrypted PEM private key (${what})`, {
+      code: 'TLS_FILE_INVALID',
+      hint: 'give the PEM key (-----BEGIN PRIVATE KEY----- or -----BEGIN EC/RSA PRIVATE KEY-----) without a passphrase, readable only by the agent',
+    });
+  }
+  return data;
+}
+
+/**
+ * TLS towards etcd. https:// endpoints use it, trusting etcdCaFile's CAs or else the
+ * system's; a client certificate is presented when etcd asks for one (--client-cert-auth).
+ * TLS files given for http:// endpoints are refused rather than silently left unused.
+ */
+function etcdTlsOf(endpoints: string[], pick: Picker): EtcdTls | null {
+  const etcdWhere = pick('etcd')?.where ?? flagOf('etcd');
+  const secure = endpoints.filter((u) => u.startsWith('https://')).length;
+  if (secure > 0 && secure < endpoints.length) {
+    throw new ConfigError(etcdWhere, `${etcdWhere} mixes https:// and http:// endpoints`, {
+      code: 'ETCD_MIXED_SCHEMES',
+      hint: 'etcd serves its clients either with TLS or without: give every endpoint the same scheme (https:// when etcd runs with --cert-file)',
+    });
+  }
+  const caP = pick('etcdCaFile');
+  const certP = pick('etcdCertFile');
+  const keyP = pick('etcdKeyFile');
+  if ((certP === undefined) !== (keyP === undefined)) {
+    const given = (certP ?? keyP) as Picked;
+    const missing = certP === undefined ? 'etcdCertFile' : 'etcdKeyFile';
+    throw new ConfigError(given.where, `${given.where} needs ${flagOf(missing)} too`, {
+      code: 'ETCD_CERT_KEY_PAIR',
+      hint: 'a client certificate and its private key go together: give both etcdCertFile and etcdKeyFile, or neither',
+    });
+  }
+  const tlsGiven = caP ?? certP;
+  if (secure === 0 && endpoints.length > 0 && tlsGiven !== undefined) {
+    throw new ConfigError(tlsGiven.where, `${tlsGiven.where} is given but the etcd endpoints (${etcdWhere}) are http://`, {
+      code: 'ETCD_TLS_WITHOUT_HTTPS',
+      hint: 'TLS is used with https:// endpoints only: write them as https://HOST:2379 if etcd serves TLS (--cert-file), or drop the TLS files',
+    });
+  }
+  const ca = caP === undefined ? null : pemCertificate(caP, 'the etcd CA certificate');
+  const cert = certP === undefined ? null : pemCertificate(certP, 'the etcd client certificate');
+  const key = keyP === undefined ? null : pemPrivateKey(keyP, "the etcd client certificate's key");
+  if (cert !== null && key !== null && !new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) {
+    const c = certP as Picked;
+    throw new ConfigError(c.where, `${c.where} and ${(keyP as Picked).where} do not belong together: the key is not the certificate's`, {
+      code: 'ETCD_CERT_KEY_MISMATCH',
+      hint: 'give the private key the client certificate was issued for',
+    });
+  }
+  if (secure === 0) return null;
+  return { ca, cert, key: key === null ? null : new Secret(key) };
+}
+
+const PASSWORD_HINT = `put the password in a file readable only by the agent and give it with ${flagOf('etcdPasswordFile')}, or set ${envOf('etcdPassword')}; it is never taken from a flag, which any user can read in ps`;
+
+/**
+ * etcd's user authentication: a user name and its password, which comes from a file
+ * (etcdPasswordFile) or from SWITCHBOARD_ETCD_PASSWORD. No message ever holds the password.
+ */
+function etcdAuthOf(pick: Picker): EtcdAuth | null {
+  const userP = pick('etcdUsername');
+  const fileP = pick('etcdPasswordFile');
+  const envP = pick('etcdPassword');
+  if (fileP !== undefined && envP !== undefined) {
+    throw new ConfigError(envP.where, `the etcd password is given twice: ${envP.where} and ${fileP.where}`, {
+      code: 'ETCD_PASSWORD_TWICE',
+      hint: 'keep one of them, so that it is clear which password the agent uses',
+    });
+  }
+  const passP = fileP ?? envP;
+  if (userP === undefined) {
+    if (passP === undefined) return null;
+    throw new ConfigError(passP.where, `${passP.where} gives an etcd password but no etcd user`, {
+      code: 'ETCD_USERNAME_MISSING',
+      hint: `name the etcd user with ${flagOf('etcdUsername')} (or ${envOf('etcdUsername')}, or etcdUsername in the config file)`,
+    });
+  }
+  const username = str(userP.value, userP.where);
+  if (passP === undefined) throw new ConfigError(userP.where, `${userP.where} needs the etcd user's password`, { code: 'ETCD_PASSWORD_MISSING', hint: PASSWORD_HINT });
+  let password: string;
+  if (fileP !== undefined) password = readNamedFile(fileP, 'the etcd password file').data.toString('utf8').replace(/\r?\n$/, '');
+  else if (typeof passP.value === 'string') password = passP.value;
+  else throw new ConfigError(passP.where, `${passP.where} must be a string`, { hint: PASSWORD_HINT });
+  if (password === '') throw new ConfigError(passP.where, `${passP.where}: the etcd password is empty`, { code: 'ETCD_PASSWORD_EMPTY', hint: PASSWORD_HINT });
+  return { username, password: new Secret(password) };
+}
+
 /** Resolves the configuration; `sources` are in order of precedence, highest first. */
 export function resolveConfig(sources: Source[]): AgentConfig {
-  const pick = (k: Key | 'limits'): { value: unknown; where: string } | undefined => {
+  const pick = (k: Key | 'limits'): Picked | undefined => {
     for (const s of sources) {
       if (s.values[k] !== undefined) {
         const where = s.name === 'flag' ? flagOf(k) : s.name === 'env' ? envOf(k) : `${s.name} key ${k}`;
@@ -150,19 +350,28 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     }
     return undefined;
   };
+  for (const k of ENV_ONLY_KEYS) {
+    const p = pick(k);
+    if (p !== undefined && p.where !== envOf(k)) {
+      throw new ConfigError(p.where, `${p.where} is not accepted: the etcd password is read from ${envOf(k)} or from a file`, {
+        code: 'SECRET_NOT_FROM_ENV',
+        hint: `a flag is visible to every user in ps and a config file is often widely readable: set ${envOf(k)}, or give a file readable only by the agent with ${flagOf(`${k}File`)} (config key ${k}File)`,
+      });
+    }
+  }
   const get = <T>(k: Key | 'limits', parse: (v: unknown, where: string) => T, fallback: T): T => {
     const p = pick(k);
     return p === undefined ? fallback : parse(p.value, p.where);
-  };
-  const str = (v: unknown, where: string): string => {
-    if (typeof v !== 'string' || v === '') throw new ConfigError(where, `${where} must be a non-empty string`);
-    return v;
   };
   const name = (v: unknown, where: string): string => {
     const s = str(v, where);
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(s)) throw new ConfigError(where, `${where} "${s}" must be 1-64 characters of A-Z, a-z, 0-9, ".", "_" and "-"`);
     return s;
   };
+  const etcd = get('etcd', (v, w) => listOf(v, w).map((u) => {
+    if (!/^https?:\/\/[^\s/]+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be a URL like http://127.0.0.1:2379`);
+    return u;
+  }), []);
   const cfg: AgentConfig = {
     mode: get('mode', (v, w) => oneOf(v, w, MODES), 'standalone'),
     httpAddr: get('httpAddr', (v, w) => hostPort(v, w, 7700), { host: '127.0.0.1', port: 7700 }),
@@ -175,15 +384,14 @@ export function resolveConfig(sources: Source[]): AgentConfig {
       if (at <= 0) throw new ConfigError(w, `${w}: peer "${p}" must be ID@HOST:PORT`);
       return { id: p.slice(0, at), ...hostPort(p.slice(at + 1), w, 7701) };
     }), []),
-    etcd: get('etcd', (v, w) => listOf(v, w).map((u) => {
-      if (!/^https?:\/\/[^\s/]+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be a URL like http://127.0.0.1:2379`);
-      return u;
-    }), []),
+    etcd,
     etcdPrefix: get('etcdPrefix', (v, w) => {
       const s = str(v, w);
       if (!/^\/[\x21-\x7e]*\/$/.test(s)) throw new ConfigError(w, `${w} "${s}" must start and end with "/" (for example /switchboard/)`);
       return s;
     }, '/switchboard/'),
+    etcdTls: etcdTlsOf(etcd, pick),
+    etcdAuth: etcdAuthOf(pick),
     join: get('join', (v, w) => listOf(v, w).map((a) => hostPort(a, w, 7701)), []),
     cluster: get('cluster', name, 'switchboard'),
     alertWebhooks: get('alertWebhooks', (v, w) => listOf(v, w).map((u) => {

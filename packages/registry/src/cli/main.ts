@@ -16,6 +16,13 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--peers <list>', 'ap: the other nodes, ID@HOST:PORT,...')
     .option('--etcd <urls>', 'cp: the etcd cluster, URL,URL,...')
     .option('--etcd-prefix <prefix>', 'cp: key prefix of the registry in etcd (default /switchboard/)')
+    .option('--etcd-ca-file <file>', 'cp: CA certificates (PEM) to trust for https:// etcd endpoints (default the system CAs)')
+    .option('--etcd-cert-file <file>', 'cp: client certificate (PEM) for etcd with --client-cert-auth; with --etcd-key-file')
+    .option('--etcd-key-file <file>', "cp: the client certificate's private key (PEM, unencrypted)")
+    .option('--etcd-username <name>', 'cp: etcd user (etcd auth); its password from --etcd-password-file or SWITCHBOARD_ETCD_PASSWORD')
+    .option('--etcd-password-file <file>', "cp: file holding the etcd user's password (a trailing newline is ignored)")
+    // Declared only to refuse it with a hint (resolveConfig) instead of "unknown option".
+    .addOption(new Option('--etcd-password <password>').hideHelp())
     .option('--join <list>', 'ap: peer-link addresses of running nodes to join through, HOST:PORT,...')
     .option('--cluster <name>', 'ap: the cluster name; nodes of different clusters refuse each other (default switchboard)')
     .option('--alert-webhooks <urls>', 'alert receivers: URL,URL,... (a JSON POST per alert episode)')
@@ -35,7 +42,7 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
         ]);
       } catch (err) {
         if (err instanceof ConfigError) {
-          process.stderr.write(`switchboard agent: invalid configuration: ${err.message}\n`);
+          process.stderr.write(`switchboard agent: invalid configuration: ${err.message} [${err.code}]\n${err.hint === undefined ? '' : `  hint: ${err.hint}\n`}`);
           return exit(2);
         }
         throw err;

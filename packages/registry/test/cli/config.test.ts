@@ -2,7 +2,11 @@
 // file), defaults to `switchboard`, and a bad value is refused naming where it came from.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigError, resolveConfig } from '../../src/cli/config.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspect } from 'node:util';
+import { ConfigError, envValues, readConfigFile, resolveConfig } from '../../src/cli/config.js';
 
 test('the cluster name: default, from any source, and refused when malformed', () => {
   assert.equal(resolveConfig([]).cluster, 'switchboard');
@@ -12,4 +16,71 @@ test('the cluster name: default, from any source, and refused when malformed', (
     () => resolveConfig([{ name: 'env', values: { cluster: 'no spaces' } }]),
     (err: unknown) => err instanceof ConfigError && err.field === 'SWITCHBOARD_CLUSTER' && /1-64 characters/.test(err.message),
   );
+});
+
+// Goal (etcd TLS and auth): the keys resolve from every source, each refusal has a stable
+// code and a hint, and the password never comes from a flag or the config file nor shows
+// in a message, a JSON dump or an inspection of the configuration.
+test('etcd TLS and auth keys: refusals name the key, carry a code and a hint', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-config-'));
+  try {
+    const notPem = join(dir, 'not.pem');
+    writeFileSync(notPem, 'hello\n');
+    const refused = (values: Record<string, unknown>, code: string, field: RegExp, env: Record<string, unknown> = {}): void => {
+      assert.throws(
+        () => resolveConfig([{ name: 'flag', values }, { name: 'env', values: env }]),
+        (err: unknown) => err instanceof ConfigError && err.code === code && field.test(err.field) && typeof err.hint === 'string' && err.hint.length > 0 && !/s3cret/.test(err.message + err.hint),
+        code,
+      );
+    };
+    refused({ etcd: 'http://127.0.0.1:1,https://127.0.0.1:2' }, 'ETCD_MIXED_SCHEMES', /^--etcd$/);
+    refused({ etcd: 'http://127.0.0.1:1', etcdCaFile: notPem }, 'ETCD_TLS_WITHOUT_HTTPS', /^--etcd-ca-file$/);
+    refused({ etcd: 'https://127.0.0.1:1', etcdCertFile: notPem }, 'ETCD_CERT_KEY_PAIR', /^--etcd-cert-file$/);
+    refused({ etcd: 'https://127.0.0.1:1', etcdKeyFile: notPem }, 'ETCD_CERT_KEY_PAIR', /^--etcd-key-file$/);
+    refused({ etcd: 'https://127.0.0.1:1', etcdCaFile: join(dir, 'missing.pem') }, 'FILE_UNREADABLE', /^--etcd-ca-file$/);
+    refused({ etcd: 'https://127.0.0.1:1', etcdCaFile: notPem }, 'TLS_FILE_INVALID', /^--etcd-ca-file$/);
+    refused({ etcd: 'https://127.0.0.1:1' }, 'TLS_FILE_INVALID', /^SWITCHBOARD_ETCD_CERT_FILE$/, { etcdCertFile: notPem, etcdKeyFile: notPem });
+    refused({ etcdUsername: 'sb' }, 'ETCD_PASSWORD_MISSING', /^--etcd-username$/);
+    refused({}, 'ETCD_USERNAME_MISSING', /^SWITCHBOARD_ETCD_PASSWORD$/, { etcdPassword: 's3cret' });
+    refused({ etcdUsername: 'sb', etcdPasswordFile: notPem }, 'ETCD_PASSWORD_TWICE', /^SWITCHBOARD_ETCD_PASSWORD$/, { etcdPassword: 's3cret' });
+    refused({ etcdUsername: 'sb', etcdPasswordFile: join(dir, 'missing') }, 'FILE_UNREADABLE', /^--etcd-password-file$/);
+    refused({ etcdUsername: 'sb', etcdPassword: 's3cret' }, 'SECRET_NOT_FROM_ENV', /^--etcd-password$/);
+    const emptyFile = join(dir, 'empty');
+    writeFileSync(emptyFile, '\n');
+    refused({ etcdUsername: 'sb', etcdPasswordFile: emptyFile }, 'ETCD_PASSWORD_EMPTY', /^--etcd-password-file$/);
+
+    // The config file may name the password file, never hold the password itself.
+    const file = join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify({ etcdUsername: 'sb', etcdPassword: 's3cret' }));
+    assert.throws(
+      () => resolveConfig([{ name: `config file ${file}`, values: readConfigFile(file) }]),
+      (err: unknown) => err instanceof ConfigError && err.code === 'SECRET_NOT_FROM_ENV' && err.field === `config file ${file} key etcdPassword`,
+    );
+    // Without a code of its own, an error is INVALID_CONFIG.
+    assert.throws(() => resolveConfig([{ name: 'flag', values: { mode: 'quorum' } }]), (err: unknown) => err instanceof ConfigError && err.code === 'INVALID_CONFIG');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the etcd password: from a file (one trailing newline dropped) or SWITCHBOARD_ETCD_PASSWORD, and never serialized', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-config-'));
+  try {
+    const pw = join(dir, 'pw');
+    writeFileSync(pw, 's3cret pass\n');
+    const fromFile = resolveConfig([{ name: 'flag', values: { mode: 'cp', etcd: 'https://127.0.0.1:2379', etcdUsername: 'sb', etcdPasswordFile: pw } }]);
+    assert.equal(fromFile.etcdAuth?.username, 'sb');
+    assert.equal(fromFile.etcdAuth?.password.reveal(), 's3cret pass');
+    assert.equal(fromFile.etcdTls?.ca, null, 'https without a CA file trusts the system CAs');
+    assert.equal(resolveConfig([{ name: 'flag', values: { etcd: 'http://127.0.0.1:2379' } }]).etcdTls, null);
+
+    const env = envValues({ SWITCHBOARD_ETCD_USERNAME: 'sb', SWITCHBOARD_ETCD_PASSWORD: 's3cret' });
+    const fromEnv = resolveConfig([{ name: 'env', values: env }]);
+    assert.equal(fromEnv.etcdAuth?.password.reveal(), 's3cret');
+    assert.doesNotMatch(JSON.stringify(fromEnv), /s3cret/);
+    assert.doesNotMatch(inspect(fromEnv, { depth: 10 }), /s3cret/);
+    assert.doesNotMatch(String(fromEnv.etcdAuth?.password), /s3cret/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

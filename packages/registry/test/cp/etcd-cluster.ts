@@ -1,7 +1,8 @@
 // A real 3-member etcd cluster on loopback for the cp tests: free ports, data dirs in a
 // temporary directory removed afterwards, timings raised for a loaded 2-core machine.
 // Members can be killed, paused (SIGSTOP, which cuts them off as a partition would) and
-// restarted with their data.
+// restarted with their data. With `tls`, the client URLs are https:// (peers stay plain);
+// /metrics, which the helper reads, is on a plain URL of its own either way.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, closeSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,13 +11,27 @@ import { freePort } from '../support/ap-cluster.js';
 
 export const ETCD_BIN = process.env.ETCD_BIN ?? 'etcd';
 
-
 interface Member {
   name: string;
   clientPort: number;
   peerPort: number;
+  metricsPort: number;
   proc: ChildProcess | null;
   paused: boolean;
+}
+
+/** TLS on the members' client URLs: PEM files as etcd takes them. */
+export interface EtcdTlsFiles {
+  certFile: string;
+  keyFile: string;
+  /** The CA etcd trusts for client certificates (--trusted-ca-file). */
+  caFile: string;
+  /** etcd --client-cert-auth: a client must present a certificate signed by caFile. */
+  clientCertAuth: boolean;
+}
+
+export interface EtcdClusterOptions {
+  tls?: EtcdTlsFiles;
 }
 
 export interface EtcdStatus {
@@ -30,21 +45,22 @@ export class EtcdCluster {
     readonly dir: string,
     private readonly members: Member[],
     private readonly token: string,
+    private readonly tls: EtcdTlsFiles | null,
   ) {}
 
   get endpoints(): string[] {
-    return this.members.map((m) => `http://127.0.0.1:${m.clientPort}`);
+    return this.members.map((_, i) => this.endpoint(i));
   }
 
   endpoint(i: number): string {
-    return `http://127.0.0.1:${(this.members[i] as Member).clientPort}`;
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${(this.members[i] as Member).clientPort}`;
   }
 
-  static async start(size = 3, timeoutMs = 30_000): Promise<EtcdCluster> {
+  static async start(size = 3, timeoutMs = 30_000, opts: EtcdClusterOptions = {}): Promise<EtcdCluster> {
     const dir = mkdtempSync(join(tmpdir(), 'sb-etcd-'));
     const members: Member[] = [];
-    for (let i = 0; i < size; i++) members.push({ name: `m${i + 1}`, clientPort: await freePort(), peerPort: await freePort(), proc: null, paused: false });
-    const cluster = new EtcdCluster(dir, members, `sb-test-${process.pid}-${members[0]?.clientPort}`);
+    for (let i = 0; i < size; i++) members.push({ name: `m${i + 1}`, clientPort: await freePort(), peerPort: await freePort(), metricsPort: await freePort(), proc: null, paused: false });
+    const cluster = new EtcdCluster(dir, members, `sb-test-${process.pid}-${members[0]?.clientPort}`, opts.tls ?? null);
     try {
       for (let i = 0; i < size; i++) cluster.spawnMember(i, 'new');
       await cluster.waitLeader(timeoutMs);
@@ -59,11 +75,15 @@ export class EtcdCluster {
     const m = this.members[i] as Member;
     const initial = this.members.map((x) => `${x.name}=http://127.0.0.1:${x.peerPort}`).join(',');
     const log = openSync(join(this.dir, `${m.name}.log`), 'a');
+    const tls = this.tls;
     m.proc = spawn(ETCD_BIN, [
       '--name', m.name,
       '--data-dir', join(this.dir, m.name),
-      '--listen-client-urls', `http://127.0.0.1:${m.clientPort}`,
-      '--advertise-client-urls', `http://127.0.0.1:${m.clientPort}`,
+      '--listen-client-urls', this.endpoint(i),
+      '--advertise-client-urls', this.endpoint(i),
+      '--listen-metrics-urls', `http://127.0.0.1:${m.metricsPort}`,
+      ...(tls ? ['--cert-file', tls.certFile, '--key-file', tls.keyFile, '--trusted-ca-file', tls.caFile] : []),
+      ...(tls?.clientCertAuth ? ['--client-cert-auth'] : []),
       '--listen-peer-urls', `http://127.0.0.1:${m.peerPort}`,
       '--initial-advertise-peer-urls', `http://127.0.0.1:${m.peerPort}`,
       '--initial-cluster', initial,
@@ -87,7 +107,7 @@ export class EtcdCluster {
     const m = this.members[i] as Member;
     if (!m.proc || m.paused) return null;
     try {
-      const res = await fetch(`http://127.0.0.1:${m.clientPort}/metrics`, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await fetch(`http://127.0.0.1:${m.metricsPort}/metrics`, { signal: AbortSignal.timeout(timeoutMs) });
       const text = await res.text();
       const leader = /^etcd_server_is_leader (\d+)/m.exec(text)?.[1] === '1';
       const hasLeader = /^etcd_server_has_leader (\d+)/m.exec(text)?.[1] === '1';

@@ -51,7 +51,7 @@ import { FORWARDED_REPORT_HEADER, type Engine } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type StoredLease, type WhyValue } from './keys.js';
 import { QueueFull, TxnBatcher } from './batcher.js';
-import { Store, StoreUnavailable, isUnavailable } from './store.js';
+import { Store, StoreUnavailable, isUnavailable, refusalOf, type StoreTls } from './store.js';
 import { View } from './view.js';
 
 export interface CpOptions {
@@ -62,6 +62,10 @@ export interface CpOptions {
   prefix: string;
   limits: Limits;
   clock: Clock;
+  /** TLS material for https:// endpoints (see Store). */
+  tls?: StoreTls;
+  /** An etcd user, when etcd has authentication enabled. */
+  auth?: { username: string; password: string };
   /** Deadline of one etcd call (ms); default 2000. */
   callTimeoutMs?: number;
   /** How often the prober reads etcd's revision (ms); default 500. */
@@ -207,10 +211,20 @@ export class CpEngine implements Engine {
       callTimeoutMs: opts.callTimeoutMs ?? 2000,
       breakerOpenMs: opts.breakerOpenMs ?? 1000,
       onRoundTrip: (method, ms, ok) => engine?.metrics?.roundTrips.observe({ method, outcome: ok ? 'ok' : 'error' }, ms / 1000),
+      ...(opts.tls && { tls: opts.tls }),
+      ...(opts.auth && { auth: opts.auth }),
     });
     let view: View;
     try {
-      const release = await store.status().then((s) => s.version, () => null);
+      // Only a refusal (credentials, permissions, certificates) ends the start here: the
+      // range below would meet this endpoint's open breaker and say less.
+      const release = await store.status().then(
+        (s) => s.version,
+        (err: unknown) => {
+          if (refusalOf(err) !== null) throw err;
+          return null;
+        },
+      );
       const orderedProgress = release !== null && progressAnswersAreOrdered(release);
       if (!orderedProgress) opts.log?.('info', `etcd ${release ?? '(version unknown)'} may answer a watch progress request before events it has queued; this node learns its view's progress by writing ${barrierKeyOf({ prefix: opts.prefix }, opts.nodeId)} instead`);
       view = await View.open(store, {
@@ -230,7 +244,13 @@ export class CpEngine implements Engine {
     }
     engine = new CpEngine(store, view, opts);
     engine.etcdRevision = view.progress;
-    await engine.registerNode();
+    try {
+      await engine.registerNode();
+    } catch (err) {
+      // A node that cannot register (etcd refused the write) must not keep its watch open.
+      await engine.close();
+      throw err;
+    }
     engine.restartMonitor();
     return engine;
   }
@@ -929,6 +949,11 @@ export class CpEngine implements Engine {
       viewRevision: this.view.progress,
       lagMs: this.view.progress >= this.etcdRevision ? 0 : Math.max(0, Date.now() - this.freshAt),
       lastContactMs: last === null ? null : Date.now() - last,
+      // How this node reaches etcd, never with what: no password, no key.
+      tls: this.opts.endpoints.every((u) => u.startsWith('https://')),
+      clientCert: this.opts.tls?.cert != null,
+      auth: this.opts.auth !== undefined,
+      username: this.opts.auth?.username ?? null,
     };
   }
 

@@ -1,11 +1,15 @@
 /** cp mode: stateless nodes over an etcd cluster (docs/cp.md). */
+import type { AgentConfig } from '../../cli/config.js';
 import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
-import { CpEngine } from './engine.js';
+import { CpEngine, type CpOptions } from './engine.js';
+import { refusalOf, type Refusal } from './store.js';
 
 export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
   const { cfg, logger } = ctx;
   const log = logger.child({ component: 'cp' });
+  const security = { tls: cfg.etcdTls !== null, clientCert: cfg.etcdTls?.cert != null, username: cfg.etcdAuth?.username ?? null };
+  if (cfg.etcdAuth !== null && cfg.etcdTls === null) log.warn({ etcd: cfg.etcd }, 'the etcd password is sent over plain http: use https:// endpoints where others can see the traffic');
   const started = Date.now();
   // etcd may still be starting (all members started together): try for a while.
   for (;;) {
@@ -17,14 +21,54 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
         prefix: cfg.etcdPrefix,
         limits: cfg.limits,
         clock: ctx.clock,
+        ...etcdSecurityOf(cfg),
         log: (level, msg, err) => log[level](err === undefined ? {} : { err }, msg),
       });
-      log.info({ etcd: cfg.etcd, prefix: cfg.etcdPrefix, epoch: engine.registry.epoch, revision: engine.registry.revision, instances: engine.registry.instanceCount }, 'following the registry in etcd');
+      log.info({ etcd: cfg.etcd, prefix: cfg.etcdPrefix, ...security, epoch: engine.registry.epoch, revision: engine.registry.revision, instances: engine.registry.instanceCount }, 'following the registry in etcd');
       return engine;
     } catch (err) {
-      if (Date.now() - started > 30_000) throw new Error(`cannot read the registry from etcd at ${cfg.etcd.join(',')} within 30 s: ${(err as Error).message}`);
+      // A refusal stays a refusal: stop at once instead of retrying it for 30 s.
+      const refusal = refusalOf(err);
+      if (refusal !== null) throw new Error(`${describeRefusal(refusal, cfg)} (${oneLine((err as Error).message)})`);
+      if (Date.now() - started > 30_000) {
+        const tlsHint = cfg.etcdTls === null ? ' (if etcd serves TLS, its endpoints are https://)' : '';
+        throw new Error(`cannot read the registry from etcd at ${cfg.etcd.join(',')} within 30 s${tlsHint}: ${(err as Error).message}`);
+      }
       log.warn({ err }, 'etcd cannot be read yet; trying again');
       await new Promise((r) => setTimeout(r, 1000));
     }
   }
+}
+
+/** The engine's TLS and auth options, with the secrets taken out of their wrappers. */
+function etcdSecurityOf(cfg: AgentConfig): Pick<CpOptions, 'tls' | 'auth'> {
+  const { etcdTls: tls, etcdAuth: auth } = cfg;
+  return {
+    ...(tls !== null && { tls: { ca: tls.ca, cert: tls.cert, key: tls.key?.reveal() ?? null } }),
+    ...(auth !== null && { auth: { username: auth.username, password: auth.password.reveal() } }),
+  };
+}
+
+/** What an operator reads when etcd refuses this node: what happened and what to change. */
+function describeRefusal(refusal: Refusal, cfg: Pick<AgentConfig, 'etcdAuth' | 'etcdPrefix'>): string {
+  const user = cfg.etcdAuth?.username;
+  switch (refusal) {
+    case 'authentication':
+      return `etcd authentication failed for user "${user}": etcd refused the user name or password; check --etcd-username and the password (--etcd-password-file or SWITCHBOARD_ETCD_PASSWORD)`;
+    case 'auth_disabled':
+      return `etcd has authentication disabled, but this node was given the etcd user "${user}": enable etcd's authentication (etcdctl auth enable) or leave out --etcd-username`;
+    case 'permission':
+      return user === undefined
+        ? `etcd refused access to ${cfg.etcdPrefix}: etcd has authentication enabled and this node has no etcd user; give one with --etcd-username and its password (--etcd-password-file or SWITCHBOARD_ETCD_PASSWORD)`
+        : `etcd user "${user}" may not read and write ${cfg.etcdPrefix}: grant one of its roles readwrite on the prefix (etcdctl role grant-permission ROLE --prefix=true readwrite ${cfg.etcdPrefix}; see docs/cp.md)`;
+    case 'tls_untrusted':
+      return "TLS with etcd failed: this node does not trust etcd's server certificate; --etcd-ca-file must hold the CA that signed it (default the system CAs), and the certificate must name the host given in --etcd";
+    case 'tls_refused':
+      return 'TLS with etcd failed: etcd refused the handshake, most likely over the client certificate; with etcd --client-cert-auth the node needs --etcd-cert-file and --etcd-key-file, signed by a CA in etcd\'s --trusted-ca-file';
+  }
+}
+
+/** grpc-js spreads a connection error over lines and appends an empty "Resolution note". */
+function oneLine(message: string): string {
+  return message.replace(/\s*Resolution note:\s*$/, '').replace(/\s+/g, ' ').trim();
 }

@@ -9,6 +9,10 @@
  * - no retries of writes (a write that failed may have been applied: the caller reports
  *   its outcome as unknown, never as failed); a read that failed at once (not by its
  *   deadline) is tried once more, on another endpoint since the first one's breaker is open.
+ *
+ * TLS material and an etcd user are handed to the etcd3 client, which trades the user for
+ * a token before the first call and again when etcd refuses the token on a unary call;
+ * streams carry the token they were opened with (see refreshAuthToken).
  */
 import { createRequire } from 'node:module';
 import type * as RPC from 'etcd3';
@@ -25,6 +29,17 @@ export interface StoreOptions {
   breakerOpenMs: number;
   /** Called after every unary round trip (for the metrics). */
   onRoundTrip?: (method: string, ms: number, ok: boolean) => void;
+  /** TLS material for https:// endpoints; without it the system's CAs, no client certificate. */
+  tls?: StoreTls;
+  /** An etcd user: the client trades it for a token, and again whenever etcd refuses the token. */
+  auth?: { username: string; password: string };
+}
+
+/** PEM contents; a null CA trusts the system's CAs. */
+export interface StoreTls {
+  ca: Buffer | null;
+  cert: Buffer | null;
+  key: Buffer | null;
 }
 
 /** An error of the store that says nothing about the request itself (no quorum, no answer). */
@@ -42,6 +57,29 @@ export function isUnavailable(err: unknown): boolean {
   const e = err as { name?: string; message?: string; code?: number } | null;
   const text = `${e?.name ?? ''} ${e?.message ?? ''}`;
   return /Unavailable|DeadlineExceeded|deadline|timed out|no leader|leader changed|BrokenCircuit|Connection pool|ECONNREFUSED|ECONNRESET|UNAVAILABLE|too many requests|Cancelled/i.test(text);
+}
+
+export type Refusal = 'authentication' | 'auth_disabled' | 'permission' | 'tls_untrusted' | 'tls_refused';
+
+/** This node does not trust etcd's server certificate (its CA, its name, its dates). */
+const TLS_UNTRUSTED = /unable to (verify|get (local )?issuer)|self[- ]signed certificate|certificate (has expired|is not yet valid)|altnames|ERR_TLS_CERT/i;
+/** etcd refused the TLS handshake: it wants a client certificate it trusts (--client-cert-auth). */
+const TLS_REFUSED = /alert (bad|unknown|unsupported|certificate)[ _]|alert unknown ca|alert handshake failure|SSL routines/i;
+
+/**
+ * Failures that trying again will not cure: etcd refused the user, the user's permissions,
+ * or the TLS handshake over a certificate. A starting node gives up on these at once, so
+ * that a wrong password does not look like an etcd that is still starting; null otherwise.
+ * (A token etcd no longer knows is not one: the client asks for a new one by itself.)
+ */
+export function refusalOf(err: unknown): Refusal | null {
+  const text = String((err as Error | null)?.message ?? err);
+  if (/authentication failed, invalid user ID or password/i.test(text)) return 'authentication';
+  if (/authentication is not enabled/i.test(text)) return 'auth_disabled';
+  if (/permission denied|user name not found|role is not granted/i.test(text)) return 'permission';
+  if (TLS_UNTRUSTED.test(text)) return 'tls_untrusted';
+  if (TLS_REFUSED.test(text)) return 'tls_refused';
+  return null;
 }
 
 /** A cockatiel-compatible policy: a circuit breaker that opens after one unavailable failure. */
@@ -82,6 +120,21 @@ interface KeepAliveWaiter {
   timer: NodeJS.Timeout;
 }
 
+/**
+ * The etcd3 client's TLS credentials. Without files it still speaks TLS to https://
+ * endpoints, trusting the system's CAs; a null root certificate does the same for
+ * grpc-js when only a client certificate is given.
+ */
+function credentialsOf(tls: StoreTls | undefined): Pick<IOptions, 'credentials'> {
+  if (!tls || (tls.ca === null && tls.cert === null)) return {};
+  return {
+    credentials: {
+      rootCertificate: tls.ca as Buffer,
+      ...(tls.cert !== null && tls.key !== null && { certChain: tls.cert, privateKey: tls.key }),
+    },
+  };
+}
+
 export class Store {
   readonly client: Etcd3Type;
   private keepAliveStream: RPC.IDuplexStream<RPC.ILeaseKeepAliveRequest, RPC.ILeaseKeepAliveResponse> | null = null;
@@ -100,6 +153,16 @@ export class Store {
         host: () => new QuickBreaker(opts.breakerOpenMs) as never,
         global: new NoRetry() as never,
       },
+      ...credentialsOf(opts.tls),
+      ...(opts.auth && {
+        auth: {
+          username: opts.auth.username,
+          password: opts.auth.password,
+          // Every call waits for the token: without a deadline, one unresponsive endpoint
+          // asked for it would hold them all.
+          callOptions: () => ({ deadline: Date.now() + opts.callTimeoutMs }),
+        },
+      }),
     };
     this.client = new etcd3.Etcd3(options);
   }
@@ -133,7 +196,10 @@ export class Store {
     } catch (err) {
       const left = timeoutMs - (Date.now() - started);
       if (!(err instanceof StoreUnavailable) || left < 100 || /deadline/i.test(err.message)) throw err;
-      return this.timed('range', () => this.client.kv.range(req, this.deadline(left)));
+      // A retry that found every endpoint's breaker open says less than the first failure.
+      return this.timed('range', () => this.client.kv.range(req, this.deadline(left))).catch((again: unknown) => {
+        throw /BrokenCircuit/.test(String((again as Error)?.message)) ? err : again;
+      });
     }
   }
 
@@ -149,6 +215,19 @@ export class Store {
 
   leaseRevoke(etcdId: string): Promise<RPC.ILeaseRevokeResponse> {
     return this.timed('lease_revoke', () => this.client.leaseClient.leaseRevoke({ ID: etcdId }, this.deadline()));
+  }
+
+  /**
+   * Drops the client's etcd token, so that the next call or stream authenticates again.
+   * The etcd3 client does this by itself only when a unary call meets "invalid auth
+   * token"; a stream opened with a stale token would otherwise keep it until some unary
+   * call happened to refresh it. The client keeps the token in a private field: if that
+   * ever moves, this does nothing and the next failing unary call refreshes it as before.
+   */
+  refreshAuthToken(): void {
+    if (!this.opts.auth) return;
+    const pool = (this.client as unknown as { pool?: { authenticator?: { invalidateMetadata?: () => void } } }).pool;
+    pool?.authenticator?.invalidateMetadata?.();
   }
 
   /** Leader and raft state of one endpoint (the first that answers). */

@@ -247,7 +247,12 @@ export class View {
       if (compacted > 0) {
         this.opts.onError(`etcd compacted revision ${compacted} before this node applied it; reloading the view`);
         void this.reload();
-      } else this.restart(stream, `etcd cancelled the watch (${res.cancel_reason || 'no reason given'})`);
+      } else {
+        // etcd checks a watch's token when the watch is created: a token it no longer
+        // knows (a member restarted, the token expired) needs a new one before watching again.
+        if (/invalid auth token/i.test(res.cancel_reason ?? '')) this.store.refreshAuthToken();
+        this.restart(stream, `etcd cancelled the watch (${res.cancel_reason || 'no reason given'})`);
+      }
       return;
     }
     const events = res.events ?? [];
