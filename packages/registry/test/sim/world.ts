@@ -218,6 +218,8 @@ export class SimTransport implements PeerTransport {
   private handler: (from: string, msg: PeerMessage) => void = () => undefined;
   private peerHandler: (peer: string, up: boolean) => void = () => undefined;
   private readonly up = new Map<string, boolean>();
+  /** Members removed from the cluster: no links, no messages either way (the TCP transport refuses them). */
+  private readonly forgotten = new Set<string>();
   private readonly counts = new Map<string, { sent: number; received: number; dropped: number }>();
 
   constructor(
@@ -232,7 +234,7 @@ export class SimTransport implements PeerTransport {
 
   send(to: string, msg: PeerMessage): boolean {
     const c = this.counts.get(to);
-    if (!c || !this.up.get(to)) {
+    if (!c || !this.up.get(to) || this.forgotten.has(to)) {
       if (c) c.dropped++;
       return false;
     }
@@ -248,7 +250,12 @@ export class SimTransport implements PeerTransport {
     this.peerHandler = handler;
   }
   peerIds(): string[] {
-    return this.net.nodeIds.filter((n) => n !== this.nodeId);
+    return this.net.nodeIds.filter((n) => n !== this.nodeId && !this.forgotten.has(n));
+  }
+  forget(id: string): void {
+    if (id === this.nodeId) return;
+    this.forgotten.add(id);
+    this.up.set(id, false);
   }
   peers(): PeerLinkStatus[] {
     return this.peerIds().map((id) => {
@@ -262,13 +269,13 @@ export class SimTransport implements PeerTransport {
     this.net.attach(this);
   }
   deliver(from: string, msg: PeerMessage): void {
-    if (!this.open) return;
+    if (!this.open || this.forgotten.has(from)) return;
     const c = this.counts.get(from);
     if (c) c.received++;
     this.handler(from, msg);
   }
   setPeer(peer: string, up: boolean): void {
-    if (!this.open || this.up.get(peer) === up) return;
+    if (!this.open || this.forgotten.has(peer) || this.up.get(peer) === up) return;
     this.up.set(peer, up);
     this.peerHandler(peer, up);
   }
