@@ -9,6 +9,7 @@ import { DEFAULT_LIMITS, validateInstanceInput, type Limits } from '@switchboard
 import type { Entry, Snapshot } from '../../src/core/entry.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { ApEngine, type Timers } from '../../src/engines/ap/engine.js';
+import { RemovedMembers } from '../../src/engines/ap/removed.js';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../../src/engines/ap/transport.js';
 import type { Recovered, Storage } from '../../src/storage/storage.js';
 
@@ -352,6 +353,8 @@ export class World {
   readonly limits: Limits;
   readonly ids: string[];
   private idSeq = 0;
+  /** Each node's removed members: kept across its restarts, like its disk. */
+  private readonly removedLists = new Map<string, RemovedMembers>();
   /** Lines of what happened, printed when a check fails. */
   readonly trace: string[] = [];
 
@@ -380,10 +383,16 @@ export class World {
     const transport = this.net.transport(id);
     const skewMs = this.opts.skews?.[id] ?? 0;
     const skews = this.opts.skews;
+    let removed = this.removedLists.get(id);
+    if (!removed) {
+      removed = new RemovedMembers(null);
+      this.removedLists.set(id, removed);
+    }
     const engine = await ApEngine.open({
       nodeId: id,
       storage,
       transport,
+      removed,
       limits: this.limits,
       clock: this.sched.clock,
       // Read at every call: a scenario may step a node's wall clock while it runs.
@@ -408,6 +417,17 @@ export class World {
     await this.sched.run(downMs);
     this.log(`${id} starts`);
     await this.openNode(id, node.storage);
+  }
+
+  /** Stops a node for good (it stays in `nodes`, closed: the checks skip it). */
+  async kill(id: string): Promise<void> {
+    this.log(`${id} dies for good`);
+    await this.node(id).engine.close();
+  }
+
+  /** The nodes that run now. */
+  live(): SimNode[] {
+    return [...this.nodes.values()].filter((n) => n.transport.open);
   }
 
   node(id: string): SimNode {
