@@ -1,7 +1,7 @@
 // Goal: an operator removes a member that is gone for good from a cluster of three real
 // agent processes (real TCP peer links on 127.0.0.1): its persistent instance is taken over
 // by a remaining node and confirmed everywhere, its lease-bound instance is dropped
-// everywhere, it leaves every node's member list, the API refuses the wrong removals with
+// everywhere, it leaves every node's member list (its peer_unreachable alert resolves), the API refuses the wrong removals with
 // stable codes, the removed node, restarted from its data directory, is refused by the
 // others and says why in its log, and a remaining node restarted with --peers still naming
 // it keeps it removed.
@@ -20,6 +20,12 @@ const probe = (pred: () => Promise<boolean>) => () => pred().catch(() => false);
 
 async function members(url: string): Promise<{ id: string; reachable: boolean; self: boolean }[]> {
   return (await getJson(url, '/v1/status')).cluster.members;
+}
+
+/** The subjects of the peer_unreachable alerts active on a node. */
+async function unreachableAlerts(url: string): Promise<string[]> {
+  const active = ((await getJson(url, '/v1/status')).alerts?.active ?? []) as { alert: string; subject: string }[];
+  return active.filter((e) => e.alert === 'peer_unreachable').map((e) => e.subject);
 }
 
 async function instance(url: string, service: string, id: string): Promise<any> {
@@ -54,6 +60,7 @@ test('removing a dead member: its records settled on every node, the member gone
       }
       return true;
     }), DETECT_MS, 'a and b flag the instances of c');
+    await waitUntil(probe(async () => (await unreachableAlerts(a.url)).includes('c')), DETECT_MS, 'peer_unreachable firing for c on a');
 
     // Wrong removals: stable codes and a hint.
     const reachable = await call(a.url, 'DELETE', '/v1/cluster/members/b');
@@ -89,6 +96,7 @@ test('removing a dead member: its records settled on every node, the member gone
       return true;
     }), SETTLE_MS, 'c gone from a and b, its persistent instance adopted and confirmed, its lease-bound one dropped');
     t.diagnostic(`settled on a and b ${took} ms after the removal`);
+    await waitUntil(probe(async () => !(await unreachableAlerts(a.url)).includes('c') && !(await unreachableAlerts(b.url)).includes('c')), DETECT_MS, 'peer_unreachable for c resolved on a and b');
     const ownerOnA = (await instance(a.url, 'db', 'kept')).owner;
     assert.equal((await instance(b.url, 'db', 'kept')).owner, ownerOnA, 'one adopter, the same on both');
     assert.deepEqual((await getJson(b.url, '/v1/status')).cluster.removedMembers, ['c']);
