@@ -12,6 +12,14 @@ export const ERRORS = {
   LEASE_NOT_FOUND: { status: 404, title: 'Lease not found' },
   INSTANCE_NOT_FOUND: { status: 404, title: 'Instance not found' },
   CHECK_NOT_FOUND: { status: 404, title: 'Check not found' },
+  /** ap mode: DELETE /v1/cluster/members/{id} names no member this node knows (or one removed already). */
+  MEMBER_NOT_FOUND: { status: 404, title: 'Member not found' },
+  /** ap mode: a member cannot be removed while it is reachable: it would keep writing. */
+  MEMBER_REACHABLE: { status: 409, title: 'Member reachable' },
+  /** ap mode: a node cannot remove itself from the cluster. */
+  MEMBER_IS_SELF: { status: 409, title: 'Member is this node' },
+  /** The call exists only in another mode (cluster membership: ap mode). */
+  UNSUPPORTED_MODE: { status: 409, title: 'Not supported in this mode' },
   RATE_LIMITED: { status: 429, title: 'Rate limited' },
   STORE_UNAVAILABLE: { status: 503, title: 'Store unavailable' },
   NOT_READY: { status: 503, title: 'Not ready' },

@@ -167,6 +167,8 @@ export const DELETE_REASONS = [
   'connection_lost',
   /** ap mode: its owner node stayed unreachable past the grace period (the record comes back if the owner does). */
   'owner_unreachable',
+  /** ap mode: its owner node was removed from the cluster and it was bound to a lease there. */
+  'owner_removed',
 ] as const;
 export type DeleteReason = (typeof DELETE_REASONS)[number];
 
@@ -192,6 +194,8 @@ export const PUT_REASONS = [
   'owner_unreachable',
   /** ap mode: its owner node is reachable again (or it is shown again after being hidden). */
   'owner_reachable',
+  /** ap mode: its owner node was removed from the cluster; a remaining node took the persistent instance over. */
+  'owner_removed',
 ] as const;
 export type PutReason = (typeof PUT_REASONS)[number];
 export type ChangeReason = PutReason | DeleteReason;
@@ -349,6 +353,19 @@ export interface ClusterStatus {
   store?: StoreStatus;
   /** Anything else the mode reports (documented in docs/api.md). */
   [extra: string]: unknown;
+}
+
+/** ap mode: the answer of `DELETE /v1/cluster/members/{id}` (docs/ap.md, "Removing a member"). */
+export interface MemberRemoval {
+  member: string;
+  /** Persistent instances of the member this node took over: re-stamped as its own and replicated. */
+  adopted: number;
+  /** Persistent instances of the member that another remaining node takes over (it was chosen for them). */
+  adoptedElsewhere: number;
+  /** Lease-bound instances of the member dropped: their leases lived on it. */
+  dropped: number;
+  /** Reachable peers the removal was sent to; the others learn it when they next link to a node that knows. */
+  notified: string[];
 }
 
 /** The alerts a node raises (docs/alerts.md). */

@@ -87,6 +87,16 @@ export function validateInstanceId(value: unknown, field = 'instanceId'): string
   return value;
 }
 
+/** A node id as `--node-id` takes it: the agent does not restrict it further than this. */
+const NODE_ID = /^[^\s\u0000-\u001f\u007f/]{1,253}$/u;
+
+export function validateNodeId(value: unknown, field = 'id'): string {
+  if (typeof value !== 'string' || !NODE_ID.test(value)) {
+    throw invalid(field, `node id ${describe(value)} is not valid`, 'use the id the member shows in GET /v1/status cluster.members: 1-253 characters without spaces or "/"');
+  }
+  return value;
+}
+
 export function validateLeaseId(value: unknown, field = 'leaseId'): string {
   if (typeof value !== 'string' || !LEASE_ID.test(value)) {
     throw invalid(field, `lease id ${describe(value)} is not valid`, 'use the leaseId returned by POST /v1/leases');

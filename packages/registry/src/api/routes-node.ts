@@ -1,6 +1,6 @@
 /** Node status, liveness, readiness, metrics and the OpenAPI document. */
 import type { FastifyInstance } from 'fastify';
-import { SwitchboardError, selfPreservationSchema, type NodeStatus } from '@switchboard/protocol';
+import { SwitchboardError, selfPreservationSchema, validateNodeId, type NodeStatus } from '@switchboard/protocol';
 import { errorResponses, type ApiContext } from './context.js';
 
 const statusSchema = {
@@ -37,6 +37,19 @@ const statusSchema = {
   },
 } as const;
 
+const memberParams = { type: 'object', properties: { id: { type: 'string' } } } as const;
+
+const memberRemovalSchema = {
+  type: 'object',
+  properties: {
+    member: { type: 'string' },
+    adopted: { type: 'integer', description: 'persistent instances of the member this node took over' },
+    adoptedElsewhere: { type: 'integer', description: 'persistent instances of the member another remaining node takes over' },
+    dropped: { type: 'integer', description: 'lease-bound instances of the member dropped (their leases lived on it)' },
+    notified: { type: 'array', items: { type: 'string' }, description: 'reachable peers the removal was sent to' },
+  },
+} as const;
+
 export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, counts: { watchers: () => number; sessions: () => number }): Promise<void> {
   const { engine } = ctx;
 
@@ -65,6 +78,17 @@ export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, counts: 
     const alerts = ctx.alerts?.status();
     if (alerts) status.alerts = alerts;
     return status;
+  });
+
+  app.delete('/v1/cluster/members/:id', {
+    schema: { tags: ['node'], summary: 'ap: remove a member that is gone for good (docs/ap.md, "Removing a member")', params: memberParams, response: { 200: memberRemovalSchema, ...errorResponses } },
+  }, async (req) => {
+    if (!engine.removeMember) {
+      throw new SwitchboardError('UNSUPPORTED_MODE', `this node runs in ${engine.mode} mode: only ap clusters have members to remove`, {
+        hint: engine.mode === 'cp' ? 'cp nodes leave by themselves: a stopped node drops out of the members when its etcd lease ends' : 'a standalone node has no cluster; nothing to remove',
+      });
+    }
+    return engine.removeMember(validateNodeId((req.params as { id: string }).id));
   });
 
   app.get('/healthz', { schema: { tags: ['node'], summary: 'Liveness: the process answers' } }, async () => ({ status: 'ok' }));

@@ -1,12 +1,13 @@
 /**
  * Operator commands of `switchboard`: status, services, instances, register, deregister,
- * set-status (alias status-set), watch, drain and history. Each finds the agent through --addr or
+ * set-status (alias status-set), watch, drain, history and cluster remove. Each finds the agent through --addr or
  * SWITCHBOARD_ADDR (default http://127.0.0.1:7700), prints text or, with --json, the API's
  * own JSON shapes, and exits 0 on success, 1 on an error answer or an unreachable agent,
  * 2 on bad usage. The pieces live in ./ops/: http (the one HTTP helper), output (tables,
  * errors), args (argument checks), common (flags, exit codes, Ctrl-C), and the commands.
  */
 import type { Command } from 'commander';
+import { registerClusterCommands } from './ops/cluster.js';
 import type { Exit } from './ops/common.js';
 import { registerHealthCommands } from './ops/health.js';
 import { registerReadCommands } from './ops/read.js';
@@ -18,4 +19,5 @@ export function registerOperatorCommands(program: Command, exit: Exit): void {
   registerWriteCommands(program, exit);
   registerWatchCommand(program, exit);
   registerHealthCommands(program, exit);
+  registerClusterCommands(program, exit);
 }

@@ -1,5 +1,5 @@
 /** What the API needs from an engine, whatever the mode. */
-import type { AdminStatus, CheckResult, ClusterStatus, ConsumerReport, LeaseGrant, Mode, ServiceSettings } from '@switchboard/protocol';
+import type { AdminStatus, CheckResult, ClusterStatus, ConsumerReport, LeaseGrant, MemberRemoval, Mode, ServiceSettings } from '@switchboard/protocol';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import type { Registry, RegistrationItem } from '../core/registry.js';
 import type { SchedulerStats } from '../health/scheduler.js';
@@ -54,6 +54,11 @@ export interface Engine {
   listening?(address: { host: string; port: number }): Promise<void>;
   /** ap and cp: members, reachability, lag, the store (in /v1/status as `cluster`). */
   cluster?(): ClusterStatus;
+  /**
+   * ap: an operator removes a member that is gone for good (DELETE /v1/cluster/members/{id});
+   * absent in the other modes, where the call is refused.
+   */
+  removeMember?(id: string): Promise<MemberRemoval>;
   /** Adds the mode's own metrics (replication lag, etcd round trips, ...) to /metrics. */
   registerMetrics?(registry: MetricsRegistry): void;
   /** The storage's reports (group commits), when the engine has local storage. */

@@ -7,8 +7,10 @@
  *   wal-<first LSN>.log          log segments
  *   snap-<last LSN>.snap         snapshots (".tmp" while being written)
  *   damaged-<time>/              what `switchboard storage repair` moved aside
+ *   removed-members.json         ap mode: members removed from the cluster (engines/ap/removed.ts)
  */
 export const META_FILE = 'meta.json';
+export const REMOVED_MEMBERS_FILE = 'removed-members.json';
 export const LOCK_FILE = 'LOCK';
 export const TEMP_SUFFIX = '.tmp';
 

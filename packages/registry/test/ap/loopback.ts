@@ -50,12 +50,13 @@ export class LoopbackTransport implements PeerTransport {
   private handler: (from: string, msg: PeerMessage) => void = () => undefined;
   private peerHandler: (peer: string, up: boolean) => void = () => undefined;
   private readonly state = new Map<string, boolean>();
+  private readonly forgotten = new Set<string>();
   constructor(
     readonly nodeId: string,
     private readonly net: LoopbackNet,
   ) {}
   send(to: string, msg: PeerMessage): boolean {
-    if (!this.state.get(to) || !this.net.up(this.nodeId, to)) return false;
+    if (!this.state.get(to) || this.forgotten.has(to) || !this.net.up(this.nodeId, to)) return false;
     this.net.deliver(this.nodeId, to, JSON.stringify(msg));
     return true;
   }
@@ -66,7 +67,12 @@ export class LoopbackTransport implements PeerTransport {
     this.peerHandler = h;
   }
   peerIds(): string[] {
-    return this.net.ids.filter((i) => i !== this.nodeId);
+    return this.net.ids.filter((i) => i !== this.nodeId && !this.forgotten.has(i));
+  }
+  forget(id: string): void {
+    if (id === this.nodeId) return;
+    this.forgotten.add(id);
+    this.state.set(id, false);
   }
   peers(): PeerLinkStatus[] {
     return this.peerIds().map((id) => ({ id, address: `loopback:${id}`, reachable: this.state.get(id) ?? false, lastSeenMs: null, rttMs: null, queued: 0, dropped: 0, sentFrames: 0, receivedFrames: 0 }));
@@ -76,10 +82,10 @@ export class LoopbackTransport implements PeerTransport {
     this.net.refresh();
   }
   receive(from: string, msg: PeerMessage): void {
-    if (this.open) this.handler(from, msg);
+    if (this.open && !this.forgotten.has(from)) this.handler(from, msg);
   }
   setPeer(peer: string, up: boolean): void {
-    if (!this.open || (this.state.get(peer) ?? false) === up) return;
+    if (!this.open || this.forgotten.has(peer) || (this.state.get(peer) ?? false) === up) return;
     this.state.set(peer, up);
     this.peerHandler(peer, up);
   }

@@ -218,6 +218,7 @@ const cases: Case[] = [
   get('GET of an unknown instance', '/v1/services/orders/instances/nope', { status: 404, code: 'INSTANCE_NOT_FOUND' }),
   get('GET of an instance in another namespace', `${EXISTING}?namespace=other`, { status: 404, code: 'INSTANCE_NOT_FOUND' }),
   { name: 'DELETE of an unknown instance', method: 'DELETE', url: '/v1/services/orders/instances/nope', status: 404, code: 'INSTANCE_NOT_FOUND' },
+  { name: 'removing a cluster member from a standalone node', method: 'DELETE', url: '/v1/cluster/members/sb-3', status: 409, code: 'UNSUPPORTED_MODE' },
   put('status of an unknown instance', { status: 'draining' }, { status: 404, code: 'INSTANCE_NOT_FOUND' }, '/v1/services/orders/instances/nope/status'),
   put('status "down"', { status: 'down' }, bad('status'), `${EXISTING}/status`),
   put('status missing', {}, bad('status', { detail: 'status is required' }), `${EXISTING}/status`),

@@ -252,6 +252,10 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     const l = await run(url, ['register', 'nothing', 'n-1', '--address', '10.0.0.1', '--port', '80', '--lease-id', 'no-such-lease']);
     assert.equal(l.code, 1);
     assert.match(l.stderr, /LEASE_NOT_FOUND[\s\S]*hint:/);
+     // A standalone agent has no cluster members to remove.
+    const c = await run(url, ['cluster', 'remove', 'sb-3']);
+    assert.equal(c.code, 1);
+    assert.match(c.stderr, /UNSUPPORTED_MODE[\s\S]*standalone mode[\s\S]*hint:/);
   });
 
   test('an unreachable agent exits 1 and says so', { timeout: 60_000 }, async () => {
@@ -281,6 +285,8 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
       [['watch', '--from-revision', '-3'], /'--from-revision <n>'/],
       [['services', '--namespace', 'Not_OK'], /'--namespace <ns>'/],
       [['services', '--addr', 'ftp://x'], /invalid --addr: .*http/],
+      [['cluster', 'remove', 'a b'], /argument 'id'.*node id/],
+      [['cluster', 'remove'], /missing required argument 'id'/],
     ];
     // A few at a time: each is a whole node process.
     for (let i = 0; i < cases.length; i += 3) {

@@ -134,9 +134,9 @@ export function viewOf(engine: ApEngine): Map<string, string> {
   return out;
 }
 
-/** Every node shows the same instances and holds the same live records. */
+/** Every running node shows the same instances and holds the same live records. */
 export function converged(world: World): string | null {
-  const ids = [...world.nodes.keys()];
+  const ids = world.live().map((n) => n.id);
   const first = world.node(ids[0] as string);
   const view0 = viewOf(first.engine);
   for (const id of ids.slice(1)) {

@@ -367,6 +367,70 @@ const reassert = scenario(
   (seed) => ({ seed, nodes: 3 }),
 );
 
+/**
+ * A member dies for good and is removed through another node while a fourth node is
+ * partitioned away; the away node deregisters one of the dead member's persistent
+ * instances meanwhile and learns the removal when it heals. Everything converges; the dead
+ * member's persistent instances are kept, owned by live nodes, except the deregistered one,
+ * which adoption must not bring back; its lease-bound ones are gone.
+ */
+const memberRemoved = scenario(
+  'member-removed',
+  async (world) => {
+    world.net.faults = { ...WILD, drop: 0.01 };
+    const clients = await startClients(world, 6, 2, 3, ['a', 'b', 'd']);
+    // Clients on c's host die with it; these two live elsewhere and only use c.
+    const movers = [new SimClient('m0', 'a', world), new SimClient('m1', 'b', world)];
+    for (const [k, cl] of movers.entries()) {
+      cl.wanted.set(`s0/mv-${k}`, { service: 's0', id: `mv-${k}`, port: 8100 + k });
+      await cl.connect('c');
+      await cl.start();
+    }
+    const onC = new SimClient('on-c', 'c', world);
+    onC.wanted.set('s1/cc-0', { service: 's1', id: 'cc-0', port: 8200 });
+    await onC.start();
+    const c = world.node('c').engine;
+    const persistent: string[] = [];
+    for (let k = 0; k < 8; k++) {
+      await c.register({ namespace: 'default', service: `p${k % 3}`, id: `pc-${k}`, input: input('10.5.0.1', 7000 + k, null) });
+      persistent.push(`default/p${k % 3}/pc-${k}`);
+    }
+    await world.sched.run(1_000);
+    world.log('partition d away');
+    world.net.partition(['a', 'b', 'c'], ['d']);
+    await world.sched.run(world.rng.int(100, 1_000));
+    // On the away side: one of c's persistent instances deregistered (it must stay gone).
+    const gone = world.rng.pick(persistent);
+    const [, service, id] = gone.split('/') as [string, string, string];
+    await world.node('d').engine.deregister('default', service, id);
+    const deregistered = new Set([gone]);
+    await world.sched.run(world.rng.int(0, 500));
+    onC.die();
+    await world.kill('c');
+    await world.sched.run(world.rng.int(50, 2_000));
+    const by = world.rng.pick(['a', 'b']);
+    world.log(`remove c through ${by}`);
+    const r = await world.node(by).engine.removeMember('c');
+    world.log(`removed: ${JSON.stringify(r)}`);
+    await world.sched.run(world.rng.int(0, 1_500));
+    if (world.rng.chance(0.5)) await world.restart(world.rng.pick(['a', 'b']), world.rng.int(100, 1_000));
+    world.log('heal');
+    world.net.healAll();
+    const result = await settle(world, [...clients, ...movers, onC], deregistered, 3_000 + world.limits.apOwnerGraceMs);
+    for (const n of world.live()) {
+      expect(!n.engine.cluster().members.some((m) => m.id === 'c'), `${n.id} still lists c`);
+      const view = viewOf(n.engine);
+      for (const key of persistent) {
+        if (deregistered.has(key)) continue;
+        const owner = view.get(key)?.split('|')[0];
+        expect(owner !== undefined && owner !== 'c' && world.node(owner).transport.open, `${n.id} shows ${key} owned by ${owner ?? 'nobody'}`);
+      }
+    }
+    return result;
+  },
+  (seed) => ({ seed, nodes: 4 }),
+);
+
 export const SCENARIOS: Record<string, Scenario> = {
   'owner-reasserts': reassert,
   chaos,
@@ -377,6 +441,7 @@ export const SCENARIOS: Record<string, Scenario> = {
   'losing-a-peer': losingAPeer,
   'cluster-self-preservation': clusterSelfPreservation,
   'restart-catch-up': restartCatchUp,
+  'member-removed': memberRemoved,
 };
 
 export { converged };

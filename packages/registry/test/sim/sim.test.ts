@@ -17,6 +17,7 @@ const SEEDS: Record<string, number[]> = {
   'cluster-self-preservation': range(20),
   'restart-catch-up': range(20),
   'owner-reasserts': range(20),
+  'member-removed': range(20),
 };
 
 for (const [name, seeds] of Object.entries(SEEDS)) {

@@ -9,6 +9,7 @@ import { DEFAULT_LIMITS, validateInstanceInput, type Limits } from '@switchboard
 import type { Entry, Snapshot } from '../../src/core/entry.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { ApEngine, type Timers } from '../../src/engines/ap/engine.js';
+import { RemovedMembers } from '../../src/engines/ap/removed.js';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../../src/engines/ap/transport.js';
 import type { Recovered, Storage } from '../../src/storage/storage.js';
 
@@ -218,6 +219,8 @@ export class SimTransport implements PeerTransport {
   private handler: (from: string, msg: PeerMessage) => void = () => undefined;
   private peerHandler: (peer: string, up: boolean) => void = () => undefined;
   private readonly up = new Map<string, boolean>();
+  /** Members removed from the cluster: no links, no messages either way (the TCP transport refuses them). */
+  private readonly forgotten = new Set<string>();
   private readonly counts = new Map<string, { sent: number; received: number; dropped: number }>();
 
   constructor(
@@ -232,7 +235,7 @@ export class SimTransport implements PeerTransport {
 
   send(to: string, msg: PeerMessage): boolean {
     const c = this.counts.get(to);
-    if (!c || !this.up.get(to)) {
+    if (!c || !this.up.get(to) || this.forgotten.has(to)) {
       if (c) c.dropped++;
       return false;
     }
@@ -248,7 +251,12 @@ export class SimTransport implements PeerTransport {
     this.peerHandler = handler;
   }
   peerIds(): string[] {
-    return this.net.nodeIds.filter((n) => n !== this.nodeId);
+    return this.net.nodeIds.filter((n) => n !== this.nodeId && !this.forgotten.has(n));
+  }
+  forget(id: string): void {
+    if (id === this.nodeId) return;
+    this.forgotten.add(id);
+    this.up.set(id, false);
   }
   peers(): PeerLinkStatus[] {
     return this.peerIds().map((id) => {
@@ -262,13 +270,13 @@ export class SimTransport implements PeerTransport {
     this.net.attach(this);
   }
   deliver(from: string, msg: PeerMessage): void {
-    if (!this.open) return;
+    if (!this.open || this.forgotten.has(from)) return;
     const c = this.counts.get(from);
     if (c) c.received++;
     this.handler(from, msg);
   }
   setPeer(peer: string, up: boolean): void {
-    if (!this.open || this.up.get(peer) === up) return;
+    if (!this.open || this.forgotten.has(peer) || this.up.get(peer) === up) return;
     this.up.set(peer, up);
     this.peerHandler(peer, up);
   }
@@ -345,6 +353,8 @@ export class World {
   readonly limits: Limits;
   readonly ids: string[];
   private idSeq = 0;
+  /** Each node's removed members: kept across its restarts, like its disk. */
+  private readonly removedLists = new Map<string, RemovedMembers>();
   /** Lines of what happened, printed when a check fails. */
   readonly trace: string[] = [];
 
@@ -373,10 +383,16 @@ export class World {
     const transport = this.net.transport(id);
     const skewMs = this.opts.skews?.[id] ?? 0;
     const skews = this.opts.skews;
+    let removed = this.removedLists.get(id);
+    if (!removed) {
+      removed = new RemovedMembers(null);
+      this.removedLists.set(id, removed);
+    }
     const engine = await ApEngine.open({
       nodeId: id,
       storage,
       transport,
+      removed,
       limits: this.limits,
       clock: this.sched.clock,
       // Read at every call: a scenario may step a node's wall clock while it runs.
@@ -401,6 +417,17 @@ export class World {
     await this.sched.run(downMs);
     this.log(`${id} starts`);
     await this.openNode(id, node.storage);
+  }
+
+  /** Stops a node for good (it stays in `nodes`, closed: the checks skip it). */
+  async kill(id: string): Promise<void> {
+    this.log(`${id} dies for good`);
+    await this.node(id).engine.close();
+  }
+
+  /** The nodes that run now. */
+  live(): SimNode[] {
+    return [...this.nodes.values()].filter((n) => n.transport.open);
   }
 
   node(id: string): SimNode {

@@ -14,6 +14,7 @@ import {
   validateLabel,
   validateLeaseId,
   validateNamespace,
+  validateNodeId,
   validateServiceName,
   validateVersion,
   validateVersionRange,
@@ -37,6 +38,7 @@ export const instanceIdArg = (v: string): string => checked(() => validateInstan
 export const namespaceArg = (v: string): string => checked(() => validateNamespace(v));
 export const zoneArg = (v: string): string => checked(() => validateLabel(v, 'zone', 'zone'));
 export const leaseIdArg = (v: string): string => checked(() => validateLeaseId(v));
+export const nodeIdArg = (v: string): string => checked(() => validateNodeId(v));
 export const versionArg = (v: string): string => checked(() => validateVersion(v, 'version', NO_LIMITS));
 export const versionRangeArg = (v: string): string => checked(() => validateVersionRange(v));
 

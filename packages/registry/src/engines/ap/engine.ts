@@ -13,13 +13,17 @@
  *    records of the services that differ; a starting node catches up this way before it
  *    reports ready;
  *  - the view: records of an unreachable owner stay, flagged `unconfirmed`; lease-bound
- *    ones are hidden after apOwnerGraceMs unless cluster-wide self-preservation holds them.
+ *    ones are hidden after apOwnerGraceMs unless cluster-wide self-preservation holds them;
+ *  - removed members (an operator's `removeMember`, spread with `ap_forget`): forgotten
+ *    for good, their lease-bound records dropped and their persistent ones adopted by one
+ *    remaining node (core/membership.ts).
  */
-import { validateConsumerReport, type AdminStatus, type CheckResult, type CheckSpec, type ClusterMember, type ClusterStatus, type ConsumerReport, type DeleteReason, type Instance, type LeaseGrant, type Limits, type ServiceSettings } from '@switchboard/protocol';
+import { SwitchboardError, validateConsumerReport, type AdminStatus, type CheckResult, type CheckSpec, type ClusterMember, type ClusterStatus, type ConsumerReport, type DeleteReason, type Instance, type LeaseGrant, type Limits, type MemberRemoval, type ServiceSettings } from '@switchboard/protocol';
 import client, { type Registry as MetricsRegistry } from 'prom-client';
 import type { Clock } from '../../core/clock.js';
 import type { Change, Entry, Snapshot } from '../../core/entry.js';
 import { HybridClock, versionMs } from '../../core/hlc.js';
+import { adoptionVersion, removedOwnerAction, removedTombstone } from '../../core/membership.js';
 import { Registry, serviceKey, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
 import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type StoredRecord, type WireInstance } from '../../core/replica.js';
 import { SettingsReplica, validSettingsRecord, type SettingsRecord } from '../../core/replica-settings.js';
@@ -33,6 +37,7 @@ import { WritePath, type LeaseEndedListener } from '../write-path.js';
 import { Hub } from '../hub.js';
 import { randomId } from '../standalone.js';
 import { registerPeerLinkMetrics } from './net/metrics.js';
+import { MAX_REMOVED_MEMBERS, RemovedMembers } from './removed.js';
 import type { PeerMessage, PeerTransport } from './transport.js';
 
 /** Timers, injectable so that the simulation runs the engine on a fake clock. */
@@ -79,6 +84,8 @@ export interface ApOptions {
   onRecovered?: (info: { revision: number; entries: number; fromSnapshot: boolean; records: number; ms: number }) => void;
   /** Notable replication events, for the log. */
   onEvent?: (event: string, fields: Record<string, unknown>) => void;
+  /** Members removed from the cluster, kept durably (default: a new list in memory). */
+  removed?: RemovedMembers;
 }
 
 
@@ -165,7 +172,13 @@ export type ApMessage =
   | { type: 'ap_push'; records: ReplicaRecord[] }
   /** Keys of records the sender lacks (or holds older), and the answer with the records. */
   | { type: 'ap_want'; round: number; chunk: number; keys: string[] }
-  | { type: 'ap_give'; round: number; chunk: number; records: ReplicaRecord[]; rest?: string[] };
+  | { type: 'ap_give'; round: number; chunk: number; records: ReplicaRecord[]; rest?: string[] }
+  /**
+   * Members removed from the cluster for good, as the sender knows them: sent when an
+   * operator removes one, passed on by every node that learns a new one, and sent on every
+   * link that comes up, so that a node that was away learns it too. Idempotent.
+   */
+  | { type: 'ap_forget'; ids: string[] };
 
 function wire(instance: Instance): WireInstance {
   const { createRevision: _c, modRevision: _m, unconfirmed: _u, ...rest } = instance;
@@ -184,6 +197,8 @@ export class ApEngine implements Engine {
   private closed = false;
   private readonly monitor: HealthMonitor | null;
   private readonly peerState = new Map<string, PeerState>();
+  /** Members removed from the cluster: not peers, never again (see removeMember). */
+  private readonly removed: RemovedMembers;
   private readonly stamped = new WeakMap<Entry, ReplicaRecord[]>();
   /** Consumer reports forwarded to their instance's owner, waiting for its count. */
   private readonly pendingReports = new Map<number, (r: { revision: number; reporters: number; warning: boolean } | null) => void>();
@@ -225,6 +240,7 @@ export class ApEngine implements Engine {
     tombstonesCollected: 0,
     rebuilds: 0,
     reasserted: 0,
+    adopted: 0,
   };
   private lagObserver: ((seconds: number) => void) | null = null;
 
@@ -253,6 +269,8 @@ export class ApEngine implements Engine {
       ...(opts.onSnapshotError ? { onSnapshotError: opts.onSnapshotError } : {}),
     });
     this.started = opts.clock.now();
+    this.removed = opts.removed ?? new RemovedMembers(null);
+    for (const id of this.removed.list()) transport.forget(id);
     for (const id of transport.peerIds()) this.peerState.set(id, this.newPeer(false));
     for (const p of transport.peers()) if (p.reachable) (this.peerState.get(p.id) as PeerState).up = true;
     this.readyFlag = this.peerState.size === 0 && opts.expectPeers !== true;
@@ -269,6 +287,8 @@ export class ApEngine implements Engine {
         if (!this.readyFlag) this.becomeReady(`no peer answered within ${this.limits.apCatchUpTimeoutMs} ms; serving what this node has`);
       }, this.limits.apCatchUpTimeoutMs);
     }
+    // Records of members removed before a restart that the log still holds: settled again (idempotent).
+    this.settleRemoved();
     // Records of peers that are not reachable yet are flagged from the start.
     this.reconcile();
   }
@@ -444,6 +464,7 @@ export class ApEngine implements Engine {
     }
     return {
       members,
+      removedMembers: this.removed.list(),
       ready: this.readyFlag,
       readyReason: this.readyReason,
       hlc: this.hlc.last(),
@@ -465,6 +486,145 @@ export class ApEngine implements Engine {
         heldLeases: this.protection.heldLeases,
       },
     };
+  }
+
+  // ---- removing a member ----
+
+  /**
+   * An operator removes a member that is gone for good (docs/ap.md, "Removing a member").
+   * Refused for this node itself, a member this node does not know (or removed already),
+   * and a reachable one: a running node would keep writing records that nobody adopts.
+   * The removal is made durable first, then acted on here and sent to every reachable peer.
+   */
+  async removeMember(id: string): Promise<MemberRemoval> {
+    if (id === this.nodeId) {
+      throw new SwitchboardError('MEMBER_IS_SELF', `member ${id} is the node that answers`, { field: 'id', hint: 'send the removal to another node of the cluster, after stopping this one for good' });
+    }
+    if (this.removed.has(id)) {
+      throw new SwitchboardError('MEMBER_NOT_FOUND', `member ${id} was removed from the cluster already`, { field: 'id', hint: 'nothing to do; GET /v1/status lists the removed members under cluster.removedMembers' });
+    }
+    const st = this.peerState.get(id);
+    if (!st) {
+      throw new SwitchboardError('MEMBER_NOT_FOUND', `this node knows no member ${id}`, { field: 'id', hint: 'use an id from GET /v1/status cluster.members' });
+    }
+    if (st.up) {
+      throw new SwitchboardError('MEMBER_REACHABLE', `member ${id} is reachable from this node`, { field: 'id', hint: 'stop the node first; a running node cannot be removed' });
+    }
+    if (this.removed.size >= MAX_REMOVED_MEMBERS) {
+      throw new SwitchboardError('LIMIT_EXCEEDED', `this node already keeps ${MAX_REMOVED_MEMBERS} removed members`, { field: 'id', limit: 'MAX_REMOVED_MEMBERS', hint: 'start a new cluster; this one has lost more members than it can track' });
+    }
+    await this.removed.add(id);
+    const counts = this.forgetMember(id);
+    const notified: string[] = [];
+    for (const [peer, p] of this.peerState) if (p.up && this.transport.send(peer, { type: 'ap_forget', ids: [id] })) notified.push(peer);
+    return { member: id, ...counts, notified: notified.sort() };
+  }
+
+  /** Removals a peer knows (ap_forget): the new ones are made durable, acted on and passed on. */
+  private async learnRemoved(from: string, ids: unknown): Promise<void> {
+    if (!Array.isArray(ids)) return;
+    for (const id of ids.slice(0, MAX_REMOVED_MEMBERS)) {
+      if (typeof id !== 'string' || this.removed.has(id)) continue;
+      if (id === this.nodeId) {
+        this.opts.onEvent?.('removed_from_cluster', { by: from, hint: 'this node was removed from the cluster: to rejoin, start it with a new --node-id and an empty data directory' });
+        continue;
+      }
+      if (this.removed.size >= MAX_REMOVED_MEMBERS) return;
+      try {
+        await this.removed.add(id);
+      } catch (err) {
+        // Not durable: not acted on; the peer says it again on the next link.
+        this.opts.onEvent?.('member_removal_failed', { member: id, from, err: String(err) });
+        continue;
+      }
+      if (this.closed) return;
+      this.forgetMember(id);
+      for (const [peer, p] of this.peerState) if (p.up && peer !== from) this.transport.send(peer, { type: 'ap_forget', ids: [id] });
+    }
+  }
+
+  /**
+   * The local effects of a removal: the member leaves the transport and the peer state (so
+   * status, metrics, alerts, protection and tombstone collection stop counting it), and its
+   * records are settled.
+   */
+  private forgetMember(id: string): Omit<MemberRemoval, 'member' | 'notified'> {
+    this.transport.forget(id);
+    this.peerState.delete(id);
+    for (const [seq, f] of this.inFlight) if (f.waiting.delete(id) && f.waiting.size === 0) this.inFlight.delete(seq);
+    for (const [n, r] of this.rounds) if (r.peer === id) this.rounds.delete(n);
+    this.viewDirty = true;
+    const counts = this.settleRemoved(id);
+    this.opts.onEvent?.('member_removed', { member: id, ...counts });
+    this.reconcile();
+    return counts;
+  }
+
+  /** The remaining members this node knows, itself included: who may adopt. */
+  private members(): string[] {
+    return [this.nodeId, ...this.peerState.keys()];
+  }
+
+  /**
+   * Applies the merge rule of removed owners (core/membership.ts) to every record held:
+   * lease-bound ones become tombstones, persistent ones this node is chosen for are
+   * adopted. Returns what it found of `member`'s records (every removed owner's when absent).
+   */
+  private settleRemoved(member?: string): Omit<MemberRemoval, 'member' | 'notified'> {
+    const counts = { adopted: 0, adoptedElsewhere: 0, dropped: 0 };
+    if (this.removed.size === 0) return counts;
+    const members = this.members();
+    const drop: StoredRecord[] = [];
+    const adopt: StoredRecord[] = [];
+    for (const r of this.table.values()) {
+      const action = removedOwnerAction(r, this.removed, this.nodeId, members);
+      if (action === 'keep') continue;
+      const mine = member === undefined || r.o === member;
+      if (action === 'drop') drop.push(r);
+      else if (action === 'adopt') adopt.push(r);
+      if (!mine) continue;
+      if (action === 'drop') counts.dropped++;
+      else if (action === 'adopt') counts.adopted++;
+      else counts.adoptedElsewhere++;
+    }
+    const changes: Change[] = [];
+    const hidden: StoredRecord[] = [];
+    for (const r of drop) this.dropRemoved(r, changes, hidden);
+    if (hidden.length > 0) changes.push({ op: 'replica', records: hidden });
+    if (changes.length > 0) this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
+    this.adopt(adopt);
+    return counts;
+  }
+
+  /** A lease-bound record of a removed owner becomes the tombstone every node writes for it. */
+  private dropRemoved(r: StoredRecord, changes: Change[], hidden: StoredRecord[]): void {
+    const t = removedTombstone(r);
+    if (this.table.merge(t, this.opts.clock.now()) !== 'applied') return;
+    if (this.registry.instance(t.namespace, t.service, t.id)) {
+      changes.push({ op: 'delete', namespace: t.namespace, service: t.service, id: t.id, reason: 'owner_removed', detail: t.detail as string, repl: { v: t.v, o: t.o } });
+    } else hidden.push(this.table.get(recordKey(t)) as StoredRecord);
+  }
+
+  /**
+   * Persistent records of removed owners this node was chosen for: re-stamped as its own
+   * (adoptionVersion) and, once durable, replicated like any write of this node.
+   */
+  private adopt(records: StoredRecord[]): void {
+    if (records.length === 0) return;
+    const now = this.opts.clock.now();
+    const changes: Change[] = [];
+    const out: ReplicaRecord[] = [];
+    for (const r of records) {
+      const detail = `adopted by ${this.nodeId}: owner ${r.o} was removed from the cluster`;
+      const rec: ReplicaRecord = { ...strip(r), v: adoptionVersion(r.v, this.nodeId), o: this.nodeId, i: { ...(r.i as WireInstance), owner: this.nodeId }, why: 'owner_removed', detail };
+      if (this.table.merge(rec, now) !== 'applied') continue;
+      out.push(rec);
+      changes.push({ op: 'put', instance: this.toInstance(this.table.get(recordKey(rec)) as StoredRecord), specs: rec.specs ?? [], reason: 'owner_removed', detail, repl: { v: rec.v, o: rec.o } });
+    }
+    if (changes.length === 0) return;
+    this.stats.adopted += out.length;
+    this.opts.onEvent?.('adopted', { records: out.length });
+    this.persist(this.registry.applyReplicated(changes), () => this.enqueue(out)).catch(() => undefined);
   }
 
   registerMetrics(registry: MetricsRegistry): void {
@@ -505,6 +665,8 @@ export class ApEngine implements Engine {
     gauge('switchboard_ap_protection_engaged', '1 while cluster-wide self-preservation holds the records of unreachable owners (ap)', () => (this.protection.engaged ? 1 : 0));
     gauge('switchboard_ap_ready', '1 once the node caught up from its peers (ap)', () => (this.readyFlag ? 1 : 0));
     gauge('switchboard_ap_outbox', 'Changes waiting to be batched to peers (ap)', () => this.outbox.size);
+    gauge('switchboard_ap_removed_members', 'Members removed from the cluster that this node knows of (ap)', () => this.removed.size);
+    counter('switchboard_ap_adopted_records_total', 'Persistent records of removed members this node took over (ap)', () => this.stats.adopted);
     registerPeerLinkMetrics(this.transport, registry);
   }
 
@@ -646,7 +808,7 @@ export class ApEngine implements Engine {
   // ---- messages from peers ----
 
   private onMessage(from: string, raw: PeerMessage): void {
-    if (this.closed) return;
+    if (this.closed || this.removed.has(from)) return;
     // A peer that joined and speaks before its link was announced: it is up.
     if (!this.peerState.has(from)) this.onPeerChange(from, true);
     const msg = raw as unknown as ApMessage;
@@ -712,6 +874,9 @@ export class ApEngine implements Engine {
         case 'ap_report':
           void this.countForwardedReport(from, msg);
           break;
+        case 'ap_forget':
+          void this.learnRemoved(from, msg.ids);
+          break;
         case 'ap_report_result': {
           const done = this.pendingReports.get(msg.rid);
           if (done) done(msg.error === undefined && typeof msg.revision === 'number' && typeof msg.reporters === 'number' ? { revision: msg.revision, reporters: msg.reporters, warning: msg.warning === true } : null);
@@ -765,11 +930,19 @@ export class ApEngine implements Engine {
     this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
   }
 
-  /** Merges records from a peer and applies the ones that won as one local entry. */
+  /**
+   * Merges records from a peer and applies the ones that won as one local entry. Records of
+   * removed owners follow the merge rule of core/membership.ts: a lease-bound one becomes
+   * its tombstone at once (and the sender, which has not heard of the removal, is told),
+   * a persistent one this node is chosen for is adopted once merged.
+   */
   private applyRemote(from: string, records: ReplicaRecord[], kind: 'batch' | 'repair', after?: () => void): void {
     const now = this.opts.clock.now();
     const changes: Change[] = [];
     const hidden: StoredRecord[] = [];
+    const members = this.removed.size > 0 ? this.members() : [];
+    const adopt: StoredRecord[] = [];
+    let stale = false;
     for (const r of records) {
       if (!validRecord(r)) continue;
       this.hlc.observe(r.v);
@@ -783,6 +956,13 @@ export class ApEngine implements Engine {
       this.stats.recordsApplied++;
       const stored = this.table.get(key) as StoredRecord;
       this.noteDisplaced(before, stored);
+      const action = members.length > 0 ? removedOwnerAction(stored, this.removed, this.nodeId, members) : 'keep';
+      if (action === 'drop') {
+        stale = true;
+        this.dropRemoved(stored, changes, hidden);
+        continue;
+      }
+      if (action === 'adopt') adopt.push(stored);
       if (stored.o !== this.nodeId && !this.peerUp(stored.o)) this.viewDirty = true;
       const shown = this.registry.instance(r.namespace, r.service, r.id);
       if (r.del) {
@@ -797,12 +977,12 @@ export class ApEngine implements Engine {
         if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'owner_unreachable', detail: `owner ${r.o} unreachable`, repl: { view: true } });
       }
     }
+    if (stale) this.transport.send(from, { type: 'ap_forget', ids: this.removed.list() });
     if (hidden.length > 0) changes.push({ op: 'replica', records: hidden });
     if (changes.length === 0) {
       if (after) void this.persist({ entry: null, events: [], revision: this.registry.revision }, after);
-      return;
-    }
-    this.persist(this.registry.applyReplicated(changes), after).catch(() => undefined);
+    } else this.persist(this.registry.applyReplicated(changes), after).catch(() => undefined);
+    this.adopt(adopt);
   }
 
   /** A write elsewhere replaced an instance bound to one of this node's live leases. */
@@ -1092,7 +1272,7 @@ export class ApEngine implements Engine {
   // ---- reachability and the view ----
 
   private onPeerChange(peer: string, up: boolean): void {
-    if (this.closed) return;
+    if (this.closed || this.removed.has(peer)) return;
     let st = this.peerState.get(peer);
     if (!st) {
       // A member learned through --join or from another member.
@@ -1108,6 +1288,9 @@ export class ApEngine implements Engine {
       for (const [seq, f] of this.inFlight) if (f.waiting.delete(peer) && f.waiting.size === 0) this.inFlight.delete(seq);
     }
     this.opts.onEvent?.(up ? 'peer_up' : 'peer_down', { peer });
+    // The removals this node knows go first, so that the peer settles the records of
+    // removed members before the exchange below could hand it any.
+    if (up && this.removed.size > 0) this.transport.send(peer, { type: 'ap_forget', ids: this.removed.list() });
     if (up) {
       // One side starts the exchange with a peer that comes back (the other would only
       // repeat it); a node catching up always does.

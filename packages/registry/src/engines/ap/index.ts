@@ -4,13 +4,17 @@ import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
 import { ApEngine } from './engine.js';
 import { createTcpTransport } from './net/index.js';
+import { RemovedMembers } from './removed.js';
 
 export { ApEngine, type ApOptions, type ApMessage, type Timers } from './engine.js';
+export { RemovedMembers } from './removed.js';
 
 export async function openApEngine(ctx: OpenContext): Promise<Engine> {
   const { cfg, logger } = ctx;
   const nodeId = cfg.nodeId ?? ctx.nodeId;
-  const transport = await createTcpTransport({ nodeId, listen: cfg.peerAddr, peers: cfg.peers, join: cfg.join, cluster: cfg.cluster, limits: cfg.limits, logger: logger.child({ component: 'peers' }) });
+  // Read before the links start: a removed member is never dialed, not even once.
+  const removed = await RemovedMembers.load(cfg.dev ? null : cfg.dataDir);
+  const transport = await createTcpTransport({ nodeId, listen: cfg.peerAddr, peers: cfg.peers, join: cfg.join, cluster: cfg.cluster, limits: cfg.limits, logger: logger.child({ component: 'peers' }), removed: removed.list() });
   const storageObservers = new StorageObservers();
   const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir, logger: logger.child({ component: 'storage' }), observer: storageObservers });
   const log = logger.child({ component: 'ap' });
@@ -21,6 +25,7 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
     storage,
     storageObservers,
     transport,
+    removed,
     limits: cfg.limits,
     clock: ctx.clock,
     onFatal: ctx.onFatal,
@@ -30,6 +35,9 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
       c.engaged
         ? log.warn({ selfPreservation: true, zone: c.zone }, `self-preservation engaged: records are held, not evicted (${c.reason})`)
         : log.info({ selfPreservation: false, zone: c.zone }, `self-preservation released (${c.reason})`),
-    onEvent: (event, fields) => log.info({ event, ...fields }, `ap: ${event.replace(/_/g, ' ')}`),
+    onEvent: (event, fields) =>
+      event === 'removed_from_cluster'
+        ? log.error({ event, ...fields }, 'ap: a peer says this node was removed from the cluster: to rejoin, start it with a new --node-id and an empty data directory')
+        : log.info({ event, ...fields }, `ap: ${event.replace(/_/g, ' ')}`),
   });
 }

@@ -39,5 +39,11 @@ export interface PeerTransport {
   /** The ids of every known peer (not this node), reachable or not. */
   peerIds(): string[];
   peers(): PeerLinkStatus[];
+  /**
+   * The member was removed from the cluster for good (docs/ap.md, "Removing a member"): its
+   * link is closed without a peer-down report, it is never dialed again nor learned again
+   * from other members, and a link from it is refused. Idempotent.
+   */
+  forget(id: string): void;
   close(): Promise<void>;
 }

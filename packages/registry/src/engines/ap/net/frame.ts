@@ -52,7 +52,7 @@ export interface WelcomeBody {
 }
 
 export interface RefuseBody {
-  /** WRONG_VERSION, WRONG_CLUSTER, WRONG_ID, SAME_ID, TOO_MANY_PEERS. */
+  /** WRONG_VERSION, WRONG_CLUSTER, WRONG_ID, SAME_ID, TOO_MANY_PEERS, REMOVED (the dialer was removed from the cluster). */
   code: string;
   detail: string;
 }

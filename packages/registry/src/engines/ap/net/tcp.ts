@@ -16,6 +16,9 @@
  *   queue and nothing else.
  * - `--join`: a node that knows one address dials it, learns the members from `welcome`,
  *   and every node passes on newly learned members (`members` frames).
+ * - Removed members (`forget`, `removed`): never dialed, never learned from `members`,
+ *   `hello` or `welcome`, and refused with code REMOVED when they dial; a node refused so
+ *   says in its log that it was removed and how to rejoin.
  */
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import type { Logger } from 'pino';
@@ -58,6 +61,8 @@ export interface TcpTransportOptions {
   cluster?: string;
   /** For tests: the random source of the reconnect jitter. */
   random?: () => number;
+  /** Members removed from the cluster (kept in the data directory): never dialed, refused. */
+  removed?: string[];
 }
 
 /** The TCP PeerTransport plus what an operator (and a test) needs to see. */
@@ -156,6 +161,10 @@ export class TcpPeerTransport implements TcpTransport {
   private advertised: HostPort;
   private pingTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Members removed from the cluster; bounded by the removals kept (MAX_REMOVED_MEMBERS). */
+  private readonly removed: Set<string>;
+  /** A peer refused this node as removed: said once in the log, not on every redial. */
+  private toldRemoved = false;
 
   constructor(private readonly opts: TcpTransportOptions) {
     this.nodeId = opts.nodeId;
@@ -165,8 +174,13 @@ export class TcpPeerTransport implements TcpTransport {
     this.random = opts.random ?? Math.random;
     this.bound = opts.listen;
     this.advertised = opts.advertise ?? opts.listen;
+    this.removed = new Set(opts.removed ?? []);
     for (const p of opts.peers) {
       if (p.id === opts.nodeId) continue; // a shared --peers list may name this node too
+      if (this.removed.has(p.id)) {
+        this.log.warn({ peer: p.id }, `--peers names member ${p.id}, which was removed from the cluster: it is not dialed (drop it from --peers)`);
+        continue;
+      }
       if (this.peersById.has(p.id)) throw new Error(`--peers names node "${p.id}" twice`);
       this.peersById.set(p.id, new Peer(p.id, { host: p.host, port: p.port }, true));
     }
@@ -262,6 +276,27 @@ export class TcpPeerTransport implements TcpTransport {
     return true;
   }
 
+  forget(id: string): void {
+    if (id === this.nodeId || this.removed.has(id)) return;
+    this.removed.add(id);
+    const p = this.peersById.get(id);
+    if (!p) return;
+    this.peersById.delete(id);
+    clearTimeout(p.retryTimer);
+    p.retryTimer = undefined;
+    p.queue = [];
+    p.queuedBytes = 0;
+    const links = [p.link, p.dialing].filter((l): l is Link => l !== null);
+    p.link = null;
+    p.dialing = null;
+    // The engine dropped the member already: no peer-down report, no redial (see drop()).
+    for (const l of links) {
+      l.peer = null;
+      this.kill(l);
+    }
+    this.log.info({ peer: id }, `member ${id} removed from the cluster: its link is closed and it is never dialed again`);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -298,7 +333,7 @@ export class TcpPeerTransport implements TcpTransport {
   // ---- connections ----
 
   private dial(p: Peer): void {
-    if (this.closed || p.link || p.dialing || p.retryTimer) return;
+    if (this.closed || p.link || p.dialing || p.retryTimer || this.removed.has(p.id)) return;
     const socket = new Socket();
     const link = new Link(socket, this.nodeId, p, p.address, this.limits.peerMaxFrameBytes);
     p.dialing = link;
@@ -442,6 +477,9 @@ export class TcpPeerTransport implements TcpTransport {
     if (h.expect !== null && h.expect !== this.nodeId) {
       return refuse('WRONG_ID', `node "${h.id}" expected node "${h.expect}" at this address, but this is node "${this.nodeId}": fix its --peers`);
     }
+    if (this.removed.has(h.id)) {
+      return refuse('REMOVED', `node "${h.id}" was removed from the cluster: to rejoin, start it with a new --node-id and an empty data directory`);
+    }
     if (!this.peersById.has(h.id) && this.peersById.size >= this.limits.peerMaxPeers) {
       return refuse('TOO_MANY_PEERS', `this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
     }
@@ -477,6 +515,7 @@ export class TcpPeerTransport implements TcpTransport {
       return this.kill(link);
     }
     if (link.target && w.id !== link.target.id) return fail(`it is node "${w.id}", but --peers names "${link.target.id}" at that address`);
+    if (this.removed.has(w.id)) return fail(`it is node "${w.id}", which was removed from the cluster`);
     const p = link.target ?? this.ensurePeer(w.id, link.dialed);
     if (!p) return fail(`this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
     link.remoteId = w.id;
@@ -487,6 +526,13 @@ export class TcpPeerTransport implements TcpTransport {
 
   private onRefuse(link: Link, r: RefuseBody): void {
     const at = link.dialed ? fmt(link.dialed) : '?';
+    if (r.code === 'REMOVED') {
+      if (!this.toldRemoved) {
+        this.toldRemoved = true;
+        this.log.error({ nodeId: this.nodeId, refusedBy: at }, `this node ("${this.nodeId}") was removed from the cluster by an operator: its peers refuse it and it serves only what it had. To rejoin, start it with a new --node-id and an empty data directory`);
+      }
+      return this.kill(link);
+    }
     this.problem(link.target, `peer link to ${at} refused by the peer (${r.code}): ${r.detail}`, 'warn');
     this.kill(link);
   }
@@ -527,6 +573,7 @@ export class TcpPeerTransport implements TcpTransport {
   }
 
   private ensurePeer(id: string, address: HostPort | null): Peer | null {
+    if (this.removed.has(id)) return null;
     let p = this.peersById.get(id);
     if (p) {
       if (address && !p.configured && !p.link && (p.address.host !== address.host || p.address.port !== address.port)) p.address = address;
@@ -544,7 +591,7 @@ export class TcpPeerTransport implements TcpTransport {
     if (!Array.isArray(members)) return;
     for (const m of members.slice(0, this.limits.peerMaxPeers + 1)) {
       if (!m || typeof m.id !== 'string' || typeof m.address !== 'string' || m.id === this.nodeId) continue;
-      if (this.peersById.has(m.id)) continue;
+      if (this.peersById.has(m.id) || this.removed.has(m.id)) continue;
       const a = parseAddress(m.address);
       if (!a || UNSPECIFIED.has(a.host)) continue;
       const p = this.ensurePeer(m.id, a);
@@ -652,7 +699,7 @@ export class TcpPeerTransport implements TcpTransport {
     if (this.closed) return;
     // Redial a peer we have no link to (ours failed, or its dial to us broke).
     for (const q of [target, p]) {
-      if (q && !q.link && !q.dialing && !q.retryTimer) this.retry(q);
+      if (q && !q.link && !q.dialing && !q.retryTimer && !this.removed.has(q.id)) this.retry(q);
     }
   }
 
