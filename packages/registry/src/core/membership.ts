@@ -12,32 +12,15 @@
  *
  * Pure: no I/O, no clock.
  */
-import { expiryVersion, fnv1a, recordKey, type ReplicaRecord } from './replica.js';
-
-function fmix32(h: number): number {
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
-}
+import { expiryVersion, recordKey, type ReplicaRecord } from './replica.js';
+import { rendezvousOwner } from './rendezvous.js';
 
 /**
- * The member that adopts the record of `key`: rendezvous (highest random weight) hashing,
- * so that removing a further member moves only that member's share. The score is part of
- * the cluster protocol (a 32-bit FNV-1a of the key seeded with the member's own hash,
- * finalized; ties go to the smaller id): every node must compute it alike.
+ * The member that adopts the record of `key`: rendezvous hashing over the remaining
+ * members (removing a further member moves only that member's share); part of the
+ * cluster protocol, so every node computes it alike.
  */
-export function adopterOf(key: string, members: Iterable<string>): string | undefined {
-  let best: string | undefined;
-  let bestScore = -1;
-  for (const m of members) {
-    const score = fmix32(fnv1a(key, fnv1a(m, 0x811c9dc5)));
-    if (score > bestScore || (score === bestScore && best !== undefined && m < best)) {
-      best = m;
-      bestScore = score;
-    }
-  }
-  return best;
-}
+export const adopterOf = rendezvousOwner;
 
 /** What a node does with a record: keep it, drop it, adopt it, or wait for the adopter's version. */
 export type RemovedOwnerAction = 'keep' | 'drop' | 'adopt' | 'wait';

@@ -43,7 +43,7 @@ import { clipOutput, dueAction, nextCheckState } from '../../core/checks.js';
 import type { Clock } from '../../core/clock.js';
 import { combinedHealth } from '../../core/health.js';
 import { Registry, describeNew, describeUpdate, instanceFromRegistration, leaseNotFound, instanceKey, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
-import { fnv1a } from '../../core/replica.js';
+import { rendezvousOwner } from '../../core/rendezvous.js';
 import { ReportBook } from '../../core/reports.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
@@ -111,31 +111,8 @@ function unavailable(what: string, retryAfterSec = 1): SwitchboardError {
 
 const b = (s: string): Buffer => Buffer.from(s);
 
-/** murmur3's 32-bit finalizer: spreads FNV-1a's weak low bits over the whole word. */
-function fmix32(h: number): number {
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
-}
-
-/**
- * Rendezvous (highest random weight) hashing: the node that runs the checks of a key.
- * Every node runs it for every change its view applies, so the score is a 32-bit FNV-1a
- * of the key seeded with the node's own hash, finalized; ties go to the smaller node id.
- * The score is part of the cluster protocol: every node must compute it alike.
- */
-export function ownerOf(key: string, nodes: Iterable<string>): string | undefined {
-  let best: string | undefined;
-  let bestScore = -1;
-  for (const n of nodes) {
-    const score = fmix32(fnv1a(key, fnv1a(n, 0x811c9dc5)));
-    if (score > bestScore || (score === bestScore && best !== undefined && n < best)) {
-      best = n;
-      bestScore = score;
-    }
-  }
-  return best;
-}
+/** The node that runs the checks of a key (and counts its consumer reports): rendezvous hashing over the live nodes. */
+export const ownerOf = rendezvousOwner;
 
 export class CpEngine implements Engine {
   readonly mode = 'cp' as const;
