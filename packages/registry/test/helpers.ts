@@ -117,12 +117,4 @@ export class SseReader {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `pred` every 50 ms until it holds; fails naming `what` after `timeoutMs`. Resolves with the time it took. */
-export async function waitUntil(pred: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<number> {
-  const t0 = performance.now();
-  while (!(await pred())) {
-    if (performance.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-  return Math.round(performance.now() - t0);
-}
+export { waitUntil, type WaitOptions } from './support/wait.js';

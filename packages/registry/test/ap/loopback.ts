@@ -8,6 +8,7 @@ import { build, type SwitchboardApp } from '../../src/api/app.js';
 import { ApEngine } from '../../src/engines/ap/engine.js';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../../src/engines/ap/transport.js';
 import { MemoryStorage, type Storage } from '../../src/storage/storage.js';
+import { waitUntil } from '../helpers.js';
 
 export class LoopbackNet {
   /** Called with every message sent, encoded (to check message sizes). */
@@ -116,13 +117,9 @@ export async function startApNode(net: LoopbackNet, id: string, opts: { limits?:
   };
 }
 
-/** Polls `fn` until it returns a value that is not undefined, or fails after `ms`. */
+/** Polls `fn` every 20 ms until it returns a value that is not undefined, or fails after `ms`. */
 export async function eventually<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 5_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  let v: T | undefined;
+  await waitUntil(async () => (v = await fn()) !== undefined, ms, what, { intervalMs: 20 });
+  return v as T;
 }

@@ -6,6 +6,7 @@ import type { AlertMessage, ClusterStatus } from '@switchboard/protocol';
 import { ManualClock } from '../../src/core/clock.js';
 import { AlertRules, retryDelayMs, type AlertInputs, type ServiceObservation } from '../../src/alerts/rules.js';
 import { Webhook, displayUrl, type DeliveryResult } from '../../src/alerts/webhooks.js';
+import { waitUntil } from '../helpers.js';
 import { startReceiver } from './receivers.js';
 
 const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
@@ -131,14 +132,6 @@ const message = (status: 'firing' | 'resolved', episodeId: string): AlertMessage
   sentAt: '',
 });
 
-async function until(pred: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 const fast = { alertDeliveryAttempts: 4, alertMaxPending: 8, alertRetryBaseMs: 20, alertRetryMaxMs: 80, alertWebhookTimeoutMs: 2_000 };
 
 test('a webhook that fails twice gets the message once, in order with the next one', async () => {
@@ -150,7 +143,7 @@ test('a webhook that fails twice gets the message once, in order with the next o
     hook.send(message('firing', 'e1'));
     hook.send(message('resolved', 'e1'));
     await rx.until((r) => r.length >= 4, 5_000, 'four requests');
-    await until(() => results.length >= 4, 'the fourth answer read');
+    await waitUntil(() => results.length >= 4, 5_000, 'the fourth answer read');
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(rx.received.length, 4, 'no request after both were delivered');
     assert.deepEqual(rx.received.map((r) => [r.status, r.body.status]), [[503, 'firing'], [503, 'firing'], [200, 'firing'], [200, 'resolved']]);
@@ -175,7 +168,7 @@ test('delivery gives up after the last attempt, and a full queue drops the oldes
     hook.send(message('firing', 'c')); // queue full: b (waiting) is dropped, a (in flight) stays
     assert.deepEqual(results, ['dropped']);
     await rx.until((r) => r.length >= 6, 5_000, 'three attempts of a and of c');
-    await until(() => hook.status().failed === 2, 'both given up');
+    await waitUntil(() => hook.status().failed === 2, 5_000, 'both given up');
     await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(rx.received.map((r) => r.body.episodeId), ['a', 'a', 'a', 'c', 'c', 'c']);
     const s = hook.status();
@@ -194,7 +187,7 @@ test('with room for one message, the one in flight is kept and the new one dropp
   try {
     hook.send(message('firing', 'first'));
     hook.send(message('firing', 'second'));
-    await until(() => hook.status().delivered === 1, 'the first delivered');
+    await waitUntil(() => hook.status().delivered === 1, 5_000, 'the first delivered');
     assert.deepEqual(dropped, ['second']);
     assert.deepEqual(rx.received.map((r) => r.body.episodeId), ['first']);
     assert.deepEqual([hook.status().pending, hook.status().dropped], [0, 1]);
@@ -211,7 +204,7 @@ test('an unreachable webhook is retried and reported with the connection error',
   const hook = new Webhook({ url, limits: { ...fast, alertDeliveryAttempts: 2 } });
   try {
     hook.send(message('firing', 'x'));
-    await until(() => hook.status().failed === 1, 'the message given up');
+    await waitUntil(() => hook.status().failed === 1, 5_000, 'the message given up');
     assert.equal(hook.status().failed, 1);
     assert.equal(hook.status().lastError, 'ECONNREFUSED');
   } finally {

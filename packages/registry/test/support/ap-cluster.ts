@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnAgent, type AgentProcess } from '../integration/process.js';
 import { FaultProxy } from './fault-proxy.js';
+import { waitUntil } from './wait.js';
 
 /** A free TCP port on 127.0.0.1 (a node must come back on the same peer port). */
 export function freePort(): Promise<number> {
@@ -174,17 +175,10 @@ export async function reachablePeers(url: string): Promise<string[]> {
   return ((s.cluster?.members ?? []) as { id: string; self: boolean; reachable: boolean }[]).filter((m) => !m.self && m.reachable).map((m) => m.id).sort();
 }
 
-/** Polls `pred` every 25 ms (errors count as false); returns the time it took. */
-export async function until(pred: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
-  const start = performance.now();
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      if (await pred()) return performance.now() - start;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+/**
+ * Polls `pred` every 25 ms; a throw counts as "not yet" (a node restarting or cut off
+ * refuses requests) and the last one is named on timeout. Returns the time it took.
+ */
+export function until(pred: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
+  return waitUntil(pred, timeoutMs, what, { intervalMs: 25, retryErrors: true });
 }

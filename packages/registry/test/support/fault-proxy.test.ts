@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { FaultProxy } from './fault-proxy.js';
+import { waitUntil } from './wait.js';
 
 async function echoServer(): Promise<{ server: Server; port: number }> {
   const server = createServer((s) => s.pipe(s));
@@ -25,21 +26,13 @@ function client(port: number): Promise<{ s: Socket; got: () => string; closed: P
   });
 }
 
-const until = async (pred: () => boolean, ms: number, what: string): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
-
 test('forward, stall, restore, delay, cut and refuse', async () => {
   const echo = await echoServer();
   const proxy = await FaultProxy.start({ host: '127.0.0.1', port: echo.port });
   try {
     const c = await client(proxy.port);
     c.s.write('hello');
-    await until(() => c.got() === 'hello', 2_000, 'echo through the proxy');
+    await waitUntil(() => c.got() === 'hello', 2_000, 'echo through the proxy');
 
     proxy.stall();
     c.s.write('-stalled');
@@ -47,13 +40,13 @@ test('forward, stall, restore, delay, cut and refuse', async () => {
     assert.equal(c.got(), 'hello', 'nothing passes while stalled');
     assert.equal(proxy.connections, 1, 'the connection stays open');
     proxy.restore();
-    await until(() => c.got() === 'hello-stalled', 2_000, 'held bytes flow after restore');
+    await waitUntil(() => c.got() === 'hello-stalled', 2_000, 'held bytes flow after restore');
 
     proxy.delay(200);
     const t0 = performance.now();
     c.s.write('1');
     c.s.write('2');
-    await until(() => c.got().endsWith('12'), 3_000, 'delayed bytes');
+    await waitUntil(() => c.got().endsWith('12'), 3_000, 'delayed bytes');
     assert.ok(performance.now() - t0 >= 190, 'delayed');
     proxy.delay(0);
 
@@ -76,7 +69,7 @@ test('forward, stall, restore, delay, cut and refuse', async () => {
 
     const again = await client(proxy.port);
     again.s.write('back');
-    await until(() => again.got() === 'back', 2_000, 'forwarding again');
+    await waitUntil(() => again.got() === 'back', 2_000, 'forwarding again');
     again.s.destroy();
   } finally {
     await proxy.close();
