@@ -13,6 +13,7 @@ import { build, type SwitchboardApp } from '../../src/api/app.js';
 import { startAgent, type RunningAgent } from '../../src/cli/agent.js';
 import { resolveConfig } from '../../src/cli/config.js';
 import { VERSION } from '../../src/version.js';
+import { waitUntil } from '../helpers.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/switchboard.js', import.meta.url));
 const quiet = () => pino({ level: 'warn' }, new Writable({ write: (_c, _e, cb) => cb() }));
@@ -74,12 +75,17 @@ class Running {
   }
 
   async until(what: string, pred: () => boolean, timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!pred()) {
-      if (this.child.exitCode !== null) throw new Error(`exited (${this.child.exitCode}) while waiting for ${what}\nstdout: ${this.stdout}\nstderr: ${this.stderr}`);
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\nstdout: ${this.stdout}\nstderr: ${this.stderr}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    const output = () => `stdout: ${this.stdout}\nstderr: ${this.stderr}`;
+    await waitUntil(
+      () => {
+        if (pred()) return true;
+        if (this.child.exitCode !== null) throw new Error(`exited (${this.child.exitCode}) while waiting for ${what}\n${output()}`);
+        return false;
+      },
+      timeoutMs,
+      what,
+      { intervalMs: 25, detail: output },
+    );
   }
 
   /** Sends SIGINT and waits for the exit; SIGKILL after `timeoutMs`. */
@@ -111,11 +117,7 @@ async function api<T>(base: string, method: string, path: string, body?: unknown
 }
 
 async function waitFor(what: string, pred: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitUntil(pred, timeoutMs, what, { intervalMs: 25 });
 }
 
 const watchers = async (base: string): Promise<number> => (await api<NodeStatus>(base, 'GET', '/v1/status')).watchers;

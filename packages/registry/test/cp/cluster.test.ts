@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
-import { SseReader, call, sleep } from '../helpers.js';
+import { SseReader, call, sleep, waitUntil } from '../helpers.js';
 import { EtcdCluster } from './etcd-cluster.js';
 import { freshPrefix, startCpNode, threeNodes as startThree, type CpNode } from './nodes.js';
 
@@ -368,8 +368,7 @@ test('consumer reports through different nodes are counted by one node and turn 
     // Every node knows the others' addresses (announced after listening).
     for (const n of nodes) {
       const members = async () => (await call(n.url, 'GET', '/v1/status')).body.cluster.members as { address: string }[];
-      const t0 = Date.now();
-      while ((await members()).filter((m) => !m.address.endsWith(':0')).length < 3 && Date.now() - t0 < 5_000) await sleep(50);
+      await waitUntil(async () => (await members()).filter((m) => !m.address.endsWith(':0')).length >= 3, 5_000, `${n.engine.nodeId} to know every address`);
     }
     assert.equal((await call(a.url, 'PUT', '/v1/services/pay/instances/r1', { address: '10.0.0.1', port: 80 })).status, 200);
     const first = await call(b.url, 'POST', '/v1/services/pay/instances/r1/reports', { reporter: 'checkout-1', kind: 'timeout' });

@@ -8,6 +8,7 @@ import { mkdtempSync, openSync, closeSync, rmSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../support/ap-cluster.js';
+import { waitUntil } from '../support/wait.js';
 
 export const ETCD_BIN = process.env.ETCD_BIN ?? 'etcd';
 
@@ -120,15 +121,19 @@ export class EtcdCluster {
 
   /** The index of the leader among running members; waits for one. */
   async waitLeader(timeoutMs = 20_000): Promise<number> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const all = await Promise.all(this.members.map((_, i) => this.status(i)));
-      const running = all.filter((s) => s !== null);
-      const li = all.findIndex((s) => s?.leader);
-      if (li >= 0 && running.every((s) => (s as EtcdStatus).raftTerm >= 0)) return li;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`etcd: no leader within ${timeoutMs} ms\n${this.logTail()}`);
+    let li = -1;
+    await waitUntil(
+      async () => {
+        const all = await Promise.all(this.members.map((_, i) => this.status(i)));
+        const running = all.filter((s) => s !== null);
+        li = all.findIndex((s) => s?.leader);
+        return li >= 0 && running.every((s) => (s as EtcdStatus).raftTerm >= 0);
+      },
+      timeoutMs,
+      'an etcd leader',
+      { intervalMs: 100, detail: () => this.logTail() },
+    );
+    return li;
   }
 
   logTail(lines = 15): string {

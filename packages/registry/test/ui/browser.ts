@@ -1,8 +1,8 @@
 // Driving the dashboard in a real headless Chromium (Debian's package) through playwright-core.
 import { existsSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import { spawnAgent, type AgentProcess } from '../integration/process.js';
+import { waitUntil } from '../support/wait.js';
 
 /** Debian's chromium; SWITCHBOARD_CHROMIUM points elsewhere. */
 export const CHROMIUM = process.env.SWITCHBOARD_CHROMIUM ?? '/usr/bin/chromium';
@@ -67,9 +67,6 @@ export async function send(url: string, method: string, path: string, body?: unk
 
 /** Waits until `loc` matches exactly `n` elements. */
 export async function waitForCount(loc: Locator, n: number, timeoutMs = 5_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  for (let c = await loc.count(); c !== n; c = await loc.count()) {
-    if (performance.now() > deadline) throw new Error(`expected ${n} elements for ${String(loc)}, found ${c} after ${timeoutMs} ms`);
-    await sleep(25);
-  }
+  let c = 0;
+  await waitUntil(async () => (c = await loc.count()) === n, timeoutMs, `${n} elements for ${String(loc)}`, { intervalMs: 25, detail: () => `found ${c}` });
 }
