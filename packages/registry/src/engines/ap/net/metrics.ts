@@ -25,6 +25,7 @@ export function registerPeerLinkMetrics(transport: PeerTransport, registry: Regi
       },
     });
   const counter = (name: string, help: string, read: (p: PeerLinkStatus) => number) => {
+    /** The transport's count at the last scrape, per peer it listed then. */
     const seen = new Map<string, number>();
     return new client.Counter({
       name,
@@ -32,12 +33,22 @@ export function registerPeerLinkMetrics(transport: PeerTransport, registry: Regi
       labelNames,
       registers: [registry],
       collect() {
+        const listed = new Set<string>();
         for (const p of transport.peers()) {
+          listed.add(p.id);
           const now = read(p);
           const before = seen.get(p.id) ?? 0;
           if (now > before) this.inc({ peer: p.id }, now - before);
           else this.inc({ peer: p.id }, 0);
           seen.set(p.id, now);
+        }
+        // A peer the transport no longer lists loses its reading and its series, as the
+        // gauges' do: both would otherwise grow with every peer ever known. One that comes
+        // back starts a new series from the transport's count.
+        for (const id of seen.keys()) {
+          if (listed.has(id)) continue;
+          seen.delete(id);
+          this.remove({ peer: id });
         }
       },
     });
