@@ -70,6 +70,11 @@ export class ReplicaTable {
   /** service key -> instance keys of the service (live and deleted). */
   private readonly byService = new Map<string, Set<string>>();
   private readonly digests = new Map<string, ServiceDigest>();
+  /**
+   * The service keys sorted, until a service appears or goes: anti-entropy asks for them
+   * on every page of every round, and the set of services rarely changes in between.
+   */
+  private sortedKeys: string[] | null = null;
   private tombstoneCount = 0;
 
   get size(): number {
@@ -87,9 +92,10 @@ export class ReplicaTable {
     return this.records.values();
   }
 
-  /** Service keys, sorted. */
-  serviceKeys(): string[] {
-    return [...this.byService.keys()].sort();
+  /** Service keys, sorted: the same array until a service appears or goes, so read only. */
+  serviceKeys(): readonly string[] {
+    this.sortedKeys ??= [...this.byService.keys()].sort();
+    return this.sortedKeys;
   }
 
   digest(service: string): ServiceDigest | undefined {
@@ -128,6 +134,7 @@ export class ReplicaTable {
     if (set && set.size === 0) {
       this.byService.delete(sk);
       this.digests.delete(sk);
+      this.sortedKeys = null;
     }
   }
 
@@ -159,6 +166,7 @@ export class ReplicaTable {
     if (!set) {
       set = new Set();
       this.byService.set(sk, set);
+      this.sortedKeys = null;
     }
     set.add(key);
     this.xor(sk, key, rec, 1);

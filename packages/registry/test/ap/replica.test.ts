@@ -66,3 +66,25 @@ test('restore from a snapshot gives the same table', () => {
   assert.deepEqual(b.digest('default/svc'), a.digest('default/svc'));
   assert.equal(b.tombstones, a.tombstones);
 });
+
+test('service keys stay sorted and follow services that appear and go, through merges, removals and collection', () => {
+  const t = new ReplicaTable();
+  const live = new Map<string, Set<string>>(); // service key -> record keys, kept by hand
+  let s = 7;
+  const next = (n: number) => (s = (s * 1103515245 + 12345) % 2 ** 31) % n;
+  for (let step = 0; step < 2_000; step++) {
+    const svc = `s${next(40)}`;
+    const key = `default/${svc}/i${next(5)}`;
+    const op = next(10);
+    if (op < 6) t.merge(rec(key.split('/')[2] as string, `v${step}`, { service: svc, ...(op === 5 ? { del: 'deregistered', i: undefined } : {}) }), 0);
+    else if (op < 9) t.remove(key);
+    else t.collect((r) => r.service === svc);
+    live.clear();
+    for (const r of t.values()) {
+      const sk = `${r.namespace}/${r.service}`;
+      if (!live.has(sk)) live.set(sk, new Set());
+      live.get(sk)?.add(`${sk}/${r.id}`);
+    }
+    assert.deepEqual(t.serviceKeys(), [...live.keys()].sort(), `after step ${step}`);
+  }
+});
