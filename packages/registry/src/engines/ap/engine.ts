@@ -1335,12 +1335,26 @@ export class ApEngine implements Engine {
     // With every peer reachable and nothing flagged since, the view is right: a table walk is saved.
     if (allUp && !this.viewDirty) return;
     this.viewDirty = !allUp;
-    this.updateProtection();
+    // One walk of the table: the leases that self-preservation weighs, and the records of
+    // other owners, whose visibility depends on the protection those leases decide.
+    const leases = new Set<string>();
+    const away = new Set<string>();
+    const others: StoredRecord[] = [];
+    for (const r of this.table.values()) {
+      if (r.del) continue;
+      const mine = r.o === this.nodeId;
+      const lease = r.i?.leaseId;
+      if (lease) {
+        leases.add(lease);
+        if (!mine && !this.peerUp(r.o)) away.add(lease);
+      }
+      if (!mine) others.push(r);
+    }
+    this.updateProtection(leases, away);
     const changes: Change[] = [];
     const counts = { unconfirmed: 0, hidden: 0 };
     this.viewCounts = counts;
-    for (const r of this.table.values()) {
-      if (r.del || r.o === this.nodeId) continue;
+    for (const r of others) {
       const shown = this.registry.instance(r.namespace, r.service, r.id);
       const want = this.visible(r);
       if (!want) {
@@ -1363,16 +1377,9 @@ export class ApEngine implements Engine {
     if (changes.length > 0) this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
   }
 
-  private updateProtection(): void {
+  /** Engages or releases self-preservation from the leases of live records (`all`) and those of unreachable owners (`away`). */
+  private updateProtection(all: Set<string>, away: Set<string>): void {
     const now = this.opts.clock.now();
-    const all = new Set<string>();
-    const away = new Set<string>();
-    for (const r of this.table.values()) {
-      const lease = r.i?.leaseId;
-      if (r.del || !lease) continue;
-      all.add(lease);
-      if (r.o !== this.nodeId && !this.peerUp(r.o)) away.add(lease);
-    }
     const cfg = this.limits;
     const want = away.size >= cfg.selfPreservationMinLeases && away.size * 100 > all.size * cfg.selfPreservationThresholdPercent && cfg.selfPreservationThresholdPercent < 100;
     const p = this.protection;
