@@ -24,7 +24,10 @@ export interface HistoryOp {
   value?: string;
   /** When the call started and when its answer came (any monotonic unit). */
   call: number;
-  /** Infinity (or absent) when no answer came. */
+  /**
+   * Infinity (or absent) when the outcome is unknown: no answer came, or an error after the
+   * request may have reached etcd, which can still commit it after the answer.
+   */
   ret?: number;
   /**
    * write: 'ok' | 'unknown'; delete: 'ok' (it was there) | 'not_found' | 'unknown';
