@@ -1081,8 +1081,8 @@ export class ApEngine implements Engine {
     const st = this.peerState.get(peer) as PeerState;
     st.roundAt = this.opts.clock.now();
     const keys = this.table.serviceKeys();
-    let start = keys.findIndex((k) => k >= st.cursor);
-    if (start < 0) start = 0;
+    let start = lowerBound(keys, st.cursor);
+    if (start >= keys.length) start = 0;
     const slice = keys.slice(start, start + this.limits.apDigestMaxServices);
     const wraps = start + slice.length >= keys.length;
     const from = start === 0 ? '' : (slice[0] as string);
@@ -1479,4 +1479,16 @@ function validRecord(r: unknown): r is ReplicaRecord {
   if (typeof x.namespace !== 'string' || typeof x.service !== 'string' || typeof x.id !== 'string' || typeof x.v !== 'string' || typeof x.o !== 'string') return false;
   if (x.del === undefined) return typeof x.i === 'object' && x.i !== null;
   return typeof x.del === 'string';
+}
+
+/** The first index of sorted `keys` whose key is >= `key` (keys.length when none is). */
+function lowerBound(keys: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((keys[mid] as string) < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
