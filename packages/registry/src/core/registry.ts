@@ -47,6 +47,30 @@ export interface InstanceRecord {
   readonly inputKey: string;
 }
 
+/**
+ * An instance as stored. Its input key is made when first asked for: a put made by a
+ * command has it already, but most puts applied from elsewhere (replay, an ap peer's
+ * batch, the cp view) are never compared with a re-registration, so they do not pay a
+ * JSON.stringify for it.
+ */
+class StoredInstance implements InstanceRecord {
+  readonly json: string;
+  private key: string | null;
+
+  constructor(
+    readonly instance: Instance,
+    readonly specs: CheckSpec[],
+    key: string | undefined,
+  ) {
+    this.json = JSON.stringify(instance);
+    this.key = key ?? null;
+  }
+
+  get inputKey(): string {
+    return (this.key ??= inputKeyOf(inputFromInstance(this.instance, this.specs)));
+  }
+}
+
 export interface ServiceState {
   readonly namespace: string;
   readonly name: string;
@@ -676,8 +700,7 @@ export class Registry {
     }
     if (prev) uncount(svc, prev.instance);
     count(svc, instance);
-    const inputKey = knownInputKeys.get(instance) ?? inputKeyOf(inputFromInstance(instance, specs));
-    svc.instances.set(instance.id, { instance, specs, json: JSON.stringify(instance), inputKey });
+    svc.instances.set(instance.id, new StoredInstance(instance, specs, knownInputKeys.get(instance)));
     svc.revision = revision;
     if (this.ownsLocally(instance)) this.checks.sync(key, instance, specs, this.clock.now());
     else this.checks.drop(key);
