@@ -48,13 +48,14 @@ export interface InstanceRecord {
 }
 
 /**
- * An instance as stored. Its input key is made when first asked for: a put made by a
- * command has it already, but most puts applied from elsewhere (replay, an ap peer's
- * batch, the cp view) are never compared with a re-registration, so they do not pay a
- * JSON.stringify for it.
+ * An instance as stored. Its JSON and input key are made when first asked for (stored
+ * instances are never changed in place): a put made by a command has its input key
+ * already, most puts applied from elsewhere (replay, an ap peer's batch, the cp view) are
+ * never compared with a re-registration, and a cp view, which has no log, serialises an
+ * instance only when an answer needs it.
  */
 class StoredInstance implements InstanceRecord {
-  readonly json: string;
+  private text: string | null = null;
   private key: string | null;
 
   constructor(
@@ -62,8 +63,11 @@ class StoredInstance implements InstanceRecord {
     readonly specs: CheckSpec[],
     key: string | undefined,
   ) {
-    this.json = JSON.stringify(instance);
     this.key = key ?? null;
+  }
+
+  get json(): string {
+    return (this.text ??= JSON.stringify(this.instance));
   }
 
   get inputKey(): string {

@@ -9,6 +9,9 @@ import type { Hub } from './hub.js';
 /** cp: the header on a consumer report one node forwards to the node that counts it (its value: the sender's node id). */
 export const FORWARDED_REPORT_HEADER = 'x-switchboard-forwarded-report';
 
+/** Told of each lease that ends (expired or revoked), after it is durable. */
+export type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
+
 export interface Engine {
   readonly mode: Mode;
   readonly nodeId: string;
@@ -24,7 +27,7 @@ export interface Engine {
   /** The lease's session closed without a hand-over: end it after `graceMs`. */
   detachLease(leaseId: string, graceMs: number): void;
   /** Called with each lease that ends (expired or revoked), after it is durable. */
-  onLeaseEnded(listener: (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void): () => void;
+  onLeaseEnded(listener: LeaseEndedListener): () => void;
   register(item: RegistrationItem): Promise<number>;
   registerBatch(items: RegistrationItem[]): Promise<number>;
   deregister(namespace: string, service: string, id: string): Promise<number>;

@@ -11,9 +11,9 @@ import { HealthMonitor, type MonitorOptions } from '../health/monitor.js';
 import type { SchedulerStats } from '../health/scheduler.js';
 import type { StorageObservers } from '../storage/observer.js';
 import type { Storage } from '../storage/storage.js';
-import type { Engine } from './engine.js';
+import type { Engine, LeaseEndedListener } from './engine.js';
 import { Hub } from './hub.js';
-import { WritePath, type LeaseEndedListener } from './write-path.js';
+import { WritePath } from './write-path.js';
 
 export interface StandaloneOptions {
   nodeId: string;

@@ -16,9 +16,9 @@ import type { Entry, Snapshot } from '../core/entry.js';
 import type { Storage } from '../storage/storage.js';
 import { entryJson, setEntryJson } from '../storage/wal.js';
 import { traceAppend } from '../telemetry/index.js';
+import type { LeaseEndedListener } from './engine.js';
 import type { Hub } from './hub.js';
 
-export type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
 
 export interface WritePathOptions {
   registry: Registry;
@@ -85,7 +85,7 @@ export class WritePath {
   }
 
   /** The registry's cached JSON of an instance, when it is the one stored (for the log and snapshots). */
-  storedJson(instance: Instance): string | undefined {
+  private storedJson(instance: Instance): string | undefined {
     const rec = this.opts.registry.instance(instance.namespace, instance.service, instance.id);
     return rec !== undefined && rec.instance === instance ? rec.json : undefined;
   }

@@ -3,7 +3,7 @@
 // only the checks of a node that leaves.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ownerOf } from '../../src/engines/cp/engine.js';
+import { rendezvousOwner as ownerOf } from '../../src/core/rendezvous.js';
 import { barrierKeyOf, heardKeyOf, progressAnswersAreOrdered, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, parseKey, prefixEnd, settingsKeyOf, whyKeyOf } from '../../src/engines/cp/keys.js';
 
 const L = { prefix: '/switchboard/' };

@@ -47,7 +47,7 @@ import { rendezvousOwner } from '../../core/rendezvous.js';
 import { ReportBook } from '../../core/reports.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
-import { FORWARDED_REPORT_HEADER, type Engine } from '../engine.js';
+import { FORWARDED_REPORT_HEADER, type Engine, type LeaseEndedListener } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type StoredLease, type WhyValue } from './keys.js';
 import { QueueFull, TxnBatcher } from './batcher.js';
@@ -87,8 +87,6 @@ export interface CpOptions {
   log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
 }
 
-type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
-
 /** etcd's smallest lease TTL is about 1.5 election timeouts; 2 s is granted everywhere. */
 export const MIN_LEASE_TTL_SEC = 2;
 const MAX_WRITE_ATTEMPTS = 8;
@@ -112,7 +110,7 @@ function unavailable(what: string, retryAfterSec = 1): SwitchboardError {
 const b = (s: string): Buffer => Buffer.from(s);
 
 /** The node that runs the checks of a key (and counts its consumer reports): rendezvous hashing over the live nodes. */
-export const ownerOf = rendezvousOwner;
+const ownerOf = rendezvousOwner;
 
 export class CpEngine implements Engine {
   readonly mode = 'cp' as const;
@@ -212,7 +210,6 @@ export class CpEngine implements Engine {
         clock: opts.clock,
         onLeaseEnded: (id, reason) => engine?.leaseEnded(id, reason),
         onNodesChanged: () => engine?.nodesChanged(),
-        onHeard: (ns, svc, id, checkId) => engine?.heard(ns, svc, id, checkId),
         onError: (msg, err) => opts.log?.('warn', msg, err),
       });
     } catch (err) {
@@ -460,10 +457,6 @@ export class CpEngine implements Engine {
     }
   }
 
-  heard(namespace: string, service: string, id: string, checkId: string): void {
-    this.registry.heardCheck(namespace, service, id, checkId);
-  }
-
   /**
    * Every node's view keeps the deadlines of every check (its registry's check book, so
    * that a check's new owner has them at once); only the owner carries a due one out: a
@@ -523,9 +516,7 @@ export class CpEngine implements Engine {
   async attachLease(leaseId: string): Promise<void> {
     const etcdId = leaseIdToEtcd(leaseId);
     if (etcdId === null || this.closed) return;
-    const pending = this.detachTimers.get(leaseId);
-    if (pending) clearTimeout(pending);
-    this.detachTimers.delete(leaseId);
+    this.cancelDetach(leaseId);
     const key = b(leaseKeyOf(this.layout, leaseId));
     // Guarded by the key as read: a lease another node is revoking right now is not
     // resumed (the client is told it is gone and takes a new one).
@@ -588,11 +579,15 @@ export class CpEngine implements Engine {
     return () => this.leaseListeners.delete(listener);
   }
 
-  private leaseEnded(leaseId: string, reason: 'lease_expired' | 'lease_revoked'): void {
-    this.attached.delete(leaseId);
+  private cancelDetach(leaseId: string): void {
     const pending = this.detachTimers.get(leaseId);
     if (pending) clearTimeout(pending);
     this.detachTimers.delete(leaseId);
+  }
+
+  private leaseEnded(leaseId: string, reason: 'lease_expired' | 'lease_revoked'): void {
+    this.attached.delete(leaseId);
+    this.cancelDetach(leaseId);
     for (const l of this.leaseListeners) l(leaseId, reason);
   }
 

@@ -34,8 +34,6 @@ export interface ViewOptions {
   clock: Clock;
   onLeaseEnded: (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
   onNodesChanged: () => void;
-  /** A report into a ttl check arrived (through any node). */
-  onHeard: (namespace: string, service: string, id: string, checkId: string) => void;
   onError: (msg: string, err?: unknown) => void;
 }
 
@@ -318,14 +316,15 @@ export class View {
     let why: WhyValue = {};
     let at: number | undefined;
     let nodesChanged = false;
-    for (const ev of events) {
-      const p = parseKey(layout, ev.kv.key.toString());
+    const parsed = events.map((ev) => parseKey(layout, ev.kv.key.toString()));
+    events.forEach((ev, i) => {
+      const p = parsed[i] as ReturnType<typeof parseKey>;
       if (p.kind === 'why' && ev.type === 'Put') why = decodeJson<WhyValue>(ev.kv.value) ?? {};
       if (p.kind === 'lease' && ev.type !== 'Put') endedLeases.set(p.leaseId, this.revoking.get(p.leaseId) ?? 'lease_expired');
-    }
-    for (const ev of events) {
+    });
+    for (const [i, ev] of events.entries()) {
       const key = ev.kv.key.toString();
-      const p = parseKey(layout, key);
+      const p = parsed[i] as ReturnType<typeof parseKey>;
       const put = ev.type === 'Put';
       switch (p.kind) {
         case 'instance': {
@@ -370,7 +369,8 @@ export class View {
           break;
         }
         case 'heard':
-          if (put && announce) this.opts.onHeard(p.namespace, p.service, p.id, p.checkId);
+          // A ttl report heard through any node: the check's TTL starts again here too.
+          if (put && announce) this.registry.heardCheck(p.namespace, p.service, p.id, p.checkId);
           break;
         case 'node': {
           if (put) {
