@@ -32,7 +32,7 @@ import { AGENT_BIN, AGENT_CONFIG, startSwitchboard } from './compare/systems/swi
 import { loadDriver } from './compare/drivers/index.mjs';
 import { payload } from './compare/lib/payload.mjs';
 import { ROOT, freePorts, installCleanup, killAllNow, makeTempDir, removeTempDir, sleep, spawnLogged, stopProc, sumStats, waitReady } from './lib/procs.mjs';
-import { gitFacts, stat } from './lib/harness.mjs';
+import { gitFacts, parseDuration, stat } from './lib/harness.mjs';
 import { Histogram } from './lib/hist.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
 
@@ -44,16 +44,11 @@ const log = (s) => process.stdout.write(s + '\n');
 
 function parseArgs(argv) {
   const o = { durationMs: 10_000, warmupMs: 2_000, clients: 64, perSide: 10_000, skip: new Set(), only: null, profileDir: null, trials: 3, writeDocs: false, report: null };
-  const dur = (v) => {
-    const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(v ?? '');
-    if (!m) throw new Error(`not a duration: ${v}`);
-    return Number(m[1]) * (m[2] === 'ms' ? 1 : 1000);
-  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--suite') i++;
-    else if (a === '--duration') o.durationMs = dur(argv[++i]);
-    else if (a === '--warmup') o.warmupMs = dur(argv[++i]);
+    else if (a === '--duration') o.durationMs = parseDuration(argv[++i], '--duration');
+    else if (a === '--warmup') o.warmupMs = parseDuration(argv[++i], '--warmup', { allowZero: true });
     else if (a === '--clients') o.clients = Number(argv[++i]);
     else if (a === '--per-side') o.perSide = Number(argv[++i]);
     else if (a === '--skip') for (const s of (argv[++i] ?? '').split(',')) o.skip.add(s.trim());
@@ -535,19 +530,16 @@ function summarize(runs) {
   return {
     throughput: systems.map((system) => {
       const rs = of(system);
-      const perCpu = rs.map((t) => t.perServerCpuSecond).filter((x) => typeof x === 'number');
-      const serverCpu = rs.map((t) => t.serverCpu).filter((x) => typeof x === 'number');
-      const loadGenCpu = rs.map((t) => t.loadGenCpu).filter((x) => typeof x === 'number');
       return {
         system,
         opsPerSec: stat(rs.map((t) => t.opsPerSec)),
         p50Ms: stat(rs.map((t) => t.latencyMs.p50)),
         p99Ms: stat(rs.map((t) => t.latencyMs.p99)),
         errors: rs.reduce((n, t) => n + t.errors, 0),
-        // Results written before the CPU was measured have none of these.
-        perServerCpuSecond: perCpu.length > 0 ? stat(perCpu) : null,
-        serverCpu: serverCpu.length > 0 ? stat(serverCpu) : null,
-        loadGenCpu: loadGenCpu.length > 0 ? stat(loadGenCpu) : null,
+        // Null for results written before the CPU was measured.
+        perServerCpuSecond: stat(rs.map((t) => t.perServerCpuSecond)),
+        serverCpu: stat(rs.map((t) => t.serverCpu)),
+        loadGenCpu: stat(rs.map((t) => t.loadGenCpu)),
       };
     }),
     lag: runs.some((r) => r.replication)

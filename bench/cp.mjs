@@ -47,16 +47,14 @@ const { noop } = createRequire(require.resolve('etcd3'))('cockatiel');
 
 const AGENT = join(ROOT, 'packages/registry/bin/switchboard.js');
 
-/** With PROFILE_DIR set (--profile), the cp nodes of the throughput step run with --cpu-prof. */
-let PROFILE_DIR = null;
-
-export async function startCpNodes(etcd, n = 3, profile = false) {
+/** With `profileDir` (--profile), the nodes run with --cpu-prof and write their profiles there. */
+async function startCpNodes(etcd, n = 3, profileDir = null) {
   const ports = await freePorts(n);
   const prefix = `/bench-${process.pid}/`;
   const nodes = [];
   for (let i = 0; i < n; i++) {
     const proc = track(
-      spawn(process.execPath, [...(profile && PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', `cp-b${i + 1}-${Date.now()}.cpuprofile`] : []), AGENT, 'agent', '--mode', 'cp', '--etcd', etcd.endpoints.map((e) => `http://${e}`).join(','), '--etcd-prefix', prefix, '--node-id', `b${i + 1}`, '--http-addr', `127.0.0.1:${ports[i]}`, '--log-level', 'warn', '--log-format', 'json'], { stdio: ['ignore', 'ignore', 'inherit'] }),
+      spawn(process.execPath, [...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir, '--cpu-prof-name', `cp-b${i + 1}-${Date.now()}.cpuprofile`] : []), AGENT, 'agent', '--mode', 'cp', '--etcd', etcd.endpoints.map((e) => `http://${e}`).join(','), '--etcd-prefix', prefix, '--node-id', `b${i + 1}`, '--http-addr', `127.0.0.1:${ports[i]}`, '--log-level', 'warn', '--log-format', 'json'], { stdio: ['ignore', 'ignore', 'inherit'] }),
       `cp node b${i + 1}`,
     );
     proc.name = `cp node b${i + 1}`;
@@ -116,7 +114,7 @@ async function measure({ concurrency, warmupMs, durationMs, pids, op }) {
   return { opsPerSec: ops / seconds, errors, cpuSeconds, opsPerCpuSecond: ops / cpuSeconds };
 }
 
-export async function httpOk(pool, method, path, body) {
+async function httpOk(pool, method, path, body) {
   const res = await pool.request({ method, path, headers: body ? { 'content-type': 'application/json' } : {}, body });
   const text = await res.body.text();
   if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`);
@@ -138,7 +136,7 @@ async function throughput(opts) {
       etcd: await measure({ ...opts, pids: etcd.pids, op: () => direct.getAll().prefix('/services/read/').strings() }),
     };
     direct.close();
-    const cp = await startCpNodes(etcd, 3, true);
+    const cp = await startCpNodes(etcd, 3, opts.profileDir);
     try {
       for (let i = 0; i < 20; i++) await httpOk(cp.nodes[0].pool, 'PUT', `/v1/services/read/instances/i${i}`, payload(1, i, i));
       const pids = [...etcd.pids, ...cp.pids];
@@ -239,8 +237,7 @@ export async function main(argv) {
     return 0;
   }
   installCleanup();
-  PROFILE_DIR = values.profile ?? null;
-  const opts = { durationMs: parseDuration(values.duration, '--duration'), warmupMs: parseDuration(values.warmup, '--warmup'), concurrency: Number(values.concurrency) };
+  const opts = { durationMs: parseDuration(values.duration, '--duration'), warmupMs: parseDuration(values.warmup, '--warmup', { allowZero: true }), concurrency: Number(values.concurrency), profileDir: values.profile ?? null };
   const started = new Date();
   const startLoad = loadavg();
   const tp = await throughput(opts);
@@ -294,10 +291,4 @@ function writeCpDocs(out, resultsFile) {
   const m = out.machine;
   const head = `*This part is generated* from \`${rel}\` (\`${out.command ?? 'npm run bench -- --suite cp'}\`, ${out.started}${out.commit ? `, Switchboard at commit ${out.commit}` : ''}; ${out.options.warmupMs / 1000} s warm-up + ${out.options.durationMs / 1000} s measured per throughput figure${m ? `; ${m.cpus} cores, ${m.cpuModel}, load average ${m.loadavgAtStart.map((x) => x.toFixed(1)).join(' ')} at the start` : ''}). Server CPU is the etcd members' (plus the cp nodes' for cp); the load generator runs in the benchmark process and is not counted.`;
   return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), CP_BEGIN, CP_END, [head, '', ...renderCp(out), '']);
-}
-
-
-/** For scripts that import the helpers above: the cp nodes they start write CPU profiles into `dir`. */
-export function setProfileDir(dir) {
-  PROFILE_DIR = dir;
 }
