@@ -37,7 +37,7 @@ import { WritePath } from '../write-path.js';
 import { Hub } from '../hub.js';
 import { randomId } from '../standalone.js';
 import { registerPeerLinkMetrics } from './net/metrics.js';
-import { MAX_REMOVED_MEMBERS, RemovedMembers } from './removed.js';
+import { MAX_REMOVED_MEMBERS, REJOIN_HINT, RemovedMembers } from './removed.js';
 import type { PeerMessage, PeerTransport } from './transport.js';
 
 /** Timers, injectable so that the simulation runs the engine on a fake clock. */
@@ -268,6 +268,8 @@ export class ApEngine implements Engine {
       ...(opts.onFatal ? { onFatal: opts.onFatal } : {}),
       ...(opts.onSnapshotError ? { onSnapshotError: opts.onSnapshotError } : {}),
     });
+    // A lease that ended takes the instances it had displaced with it.
+    this.writes.onLeaseEnded((leaseId) => this.displaced.delete(leaseId));
     this.started = opts.clock.now();
     this.removed = opts.removed ?? new RemovedMembers(null);
     for (const id of this.removed.list()) transport.forget(id);
@@ -526,7 +528,7 @@ export class ApEngine implements Engine {
     for (const id of ids.slice(0, MAX_REMOVED_MEMBERS)) {
       if (typeof id !== 'string' || this.removed.has(id)) continue;
       if (id === this.nodeId) {
-        this.opts.onEvent?.('removed_from_cluster', { by: from, hint: 'this node was removed from the cluster: to rejoin, start it with a new --node-id and an empty data directory' });
+        this.opts.onEvent?.('removed_from_cluster', { by: from, hint: `this node was removed from the cluster: ${REJOIN_HINT}` });
         continue;
       }
       if (this.removed.size >= MAX_REMOVED_MEMBERS) return;
@@ -733,7 +735,6 @@ export class ApEngine implements Engine {
 
   /** An entry was announced: what this node stamped in it goes to the peers, in order. */
   private announced(entry: Entry): void {
-    for (const c of entry.changes) if (c.op === 'lease_end') this.displaced.delete(c.leaseId);
     const records = this.stamped.get(entry);
     if (records) this.enqueue(records);
     const settings = this.stampedSettings.get(entry);
@@ -962,7 +963,11 @@ export class ApEngine implements Engine {
         this.dropRemoved(stored, changes, hidden);
         continue;
       }
-      if (action === 'adopt') adopt.push(stored);
+      if (action === 'adopt') {
+        // adopt() writes it once, as this node's (shown or not before): no put of the removed owner's first.
+        adopt.push(stored);
+        continue;
+      }
       if (stored.o !== this.nodeId && !this.peerUp(stored.o)) this.viewDirty = true;
       const shown = this.registry.instance(r.namespace, r.service, r.id);
       if (r.del) {

@@ -4,10 +4,9 @@ import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
 import { ApEngine } from './engine.js';
 import { createTcpTransport } from './net/index.js';
-import { RemovedMembers } from './removed.js';
+import { REJOIN_HINT, RemovedMembers } from './removed.js';
 
 export { ApEngine, type ApOptions, type ApMessage, type Timers } from './engine.js';
-export { RemovedMembers } from './removed.js';
 
 export async function openApEngine(ctx: OpenContext): Promise<Engine> {
   const { cfg, logger } = ctx;
@@ -37,7 +36,7 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
         : log.info({ selfPreservation: false, zone: c.zone }, `self-preservation released (${c.reason})`),
     onEvent: (event, fields) =>
       event === 'removed_from_cluster'
-        ? log.error({ event, ...fields }, 'ap: a peer says this node was removed from the cluster: to rejoin, start it with a new --node-id and an empty data directory')
+        ? log.error({ event, ...fields }, `ap: a peer says this node was removed from the cluster: ${REJOIN_HINT}`)
         : log.info({ event, ...fields }, `ap: ${event.replace(/_/g, ' ')}`),
   });
 }

@@ -10,8 +10,11 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../../storage/fsutil.js';
+import { isErrno, writeFileAtomic } from '../../storage/fsutil.js';
 import { REMOVED_MEMBERS_FILE } from '../../storage/layout.js';
+
+/** What a removed node must do to come back (its peers refuse its id and its old records). */
+export const REJOIN_HINT = 'to rejoin, start it with a new --node-id and an empty data directory';
 
 /** Removed members kept; a cluster that removed more has far bigger problems than this list. */
 export const MAX_REMOVED_MEMBERS = 1_024;
@@ -37,13 +40,17 @@ export class RemovedMembers {
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new RemovedMembers(file);
+      if (isErrno(err, 'ENOENT')) return new RemovedMembers(file);
       throw err;
     }
-    const doc = JSON.parse(text) as { format?: unknown; removed?: unknown };
-    if (doc.format !== 1 || !Array.isArray(doc.removed) || !doc.removed.every((x) => typeof x === 'string')) {
-      throw new Error(`${file} is not a list of removed members (format 1); restore it from a backup or remove it to forget every removal`);
+    const invalid = (): Error => new Error(`${file} is not a list of removed members (format 1); restore it from a backup or remove it to forget every removal`);
+    let doc: { format?: unknown; removed?: unknown };
+    try {
+      doc = JSON.parse(text) as typeof doc;
+    } catch {
+      throw invalid();
     }
+    if (doc.format !== 1 || !Array.isArray(doc.removed) || !doc.removed.every((x) => typeof x === 'string')) throw invalid();
     return new RemovedMembers(file, doc.removed as string[]);
   }
 
@@ -69,8 +76,9 @@ export class RemovedMembers {
     this.ids.add(id);
     const file = this.file;
     if (file === null) return true;
-    const body = Buffer.from(JSON.stringify({ format: 1, removed: this.list() }, null, 2) + '\n');
-    const write = this.writing.then(() => writeFileAtomic(file, body));
+    // The list is taken when the write starts: a removal whose own write failed (and was
+    // taken back) is not saved by the write queued after it.
+    const write = this.writing.then(() => writeFileAtomic(file, Buffer.from(JSON.stringify({ format: 1, removed: this.list() }, null, 2) + '\n')));
     this.writing = write.catch(() => undefined);
     try {
       await write;

@@ -26,6 +26,7 @@ import type { Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
 import { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, type Frame, type HelloBody, type MemberRecord, type RefuseBody, type WelcomeBody } from './frame.js';
 import { reconnectDelay } from './backoff.js';
+import { REJOIN_HINT } from '../removed.js';
 
 export type PeerLinkLimits = Pick<
   Limits,
@@ -478,7 +479,7 @@ export class TcpPeerTransport implements TcpTransport {
       return refuse('WRONG_ID', `node "${h.id}" expected node "${h.expect}" at this address, but this is node "${this.nodeId}": fix its --peers`);
     }
     if (this.removed.has(h.id)) {
-      return refuse('REMOVED', `node "${h.id}" was removed from the cluster: to rejoin, start it with a new --node-id and an empty data directory`);
+      return refuse('REMOVED', `node "${h.id}" was removed from the cluster: ${REJOIN_HINT}`);
     }
     if (!this.peersById.has(h.id) && this.peersById.size >= this.limits.peerMaxPeers) {
       return refuse('TOO_MANY_PEERS', `this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
@@ -529,7 +530,7 @@ export class TcpPeerTransport implements TcpTransport {
     if (r.code === 'REMOVED') {
       if (!this.toldRemoved) {
         this.toldRemoved = true;
-        this.log.error({ nodeId: this.nodeId, refusedBy: at }, `this node ("${this.nodeId}") was removed from the cluster by an operator: its peers refuse it and it serves only what it had. To rejoin, start it with a new --node-id and an empty data directory`);
+        this.log.error({ nodeId: this.nodeId, refusedBy: at }, `this node ("${this.nodeId}") was removed from the cluster by an operator: its peers refuse it and it serves only what it had: ${REJOIN_HINT}`);
       }
       return this.kill(link);
     }
