@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HybridClock } from '../../src/core/hlc.js';
 import { adopterOf, adoptionVersion, removedOwnerAction, removedTombstone } from '../../src/core/membership.js';
-import { ReplicaTable, expiryVersion, type ReplicaRecord } from '../../src/core/replica.js';
+import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord } from '../../src/core/replica.js';
 
 function rec(id: string, v: string, o: string, leaseId: string | null): ReplicaRecord {
   return { namespace: 'default', service: 'svc', id, v, o, i: { id, service: 'svc', namespace: 'default', address: '10.0.0.1', port: 1, protocol: 'http', zone: null, version: null, tags: [], metadata: {}, weight: 1, status: 'up', health: 'passing', checks: [], leaseId, owner: o }, specs: [] };
@@ -55,7 +55,10 @@ test('the merge rule: keep others, drop lease-bound, adopt persistent on exactly
 test('every node writes the same tombstone for a dropped record; a stale copy loses to it, a newer write wins', () => {
   const r = rec('x', '0000000000a0000@c', 'c', 'L1');
   const t1 = removedTombstone(r);
-  const t2 = removedTombstone({ ...r });
+  // As another node makes it: from the record as its table holds it (stored-only fields must not leak in).
+  const held = new ReplicaTable();
+  held.merge(r, 5);
+  const t2 = removedTombstone(held.get(recordKey(r)) as ReplicaRecord);
   assert.deepEqual(t1, t2);
   assert.equal(t1.v, expiryVersion(r.v));
   assert.equal(t1.del, 'owner_removed');

@@ -16,7 +16,6 @@ const DETECT_MS = 15_000;
 const SETTLE_MS = 15_000;
 
 /** The predicate, with any failure (a node not answering yet) taken as "not yet". */
-const probe = (pred: () => Promise<boolean>) => () => pred().catch(() => false);
 
 async function members(url: string): Promise<{ id: string; reachable: boolean; self: boolean }[]> {
   return (await getJson(url, '/v1/status')).cluster.members;
@@ -38,29 +37,29 @@ test('removing a dead member: its records settled on every node, the member gone
   try {
     const [a, b, c] = [cl.node('a'), cl.node('b'), cl.node('c')];
     const meshed = async (url: string) => (await members(url)).filter((m) => !m.self && m.reachable).length === 2;
-    await waitUntil(probe(async () => (await meshed(a.url)) && (await meshed(b.url)) && (await meshed(c.url))), DETECT_MS, 'a full mesh');
+    await waitUntil(async () => (await meshed(a.url)) && (await meshed(b.url)) && (await meshed(c.url)), DETECT_MS, 'a full mesh', { retryErrors: true });
 
     // On c: a persistent instance and a lease-bound one.
     assert.equal((await putJson(c.url, '/v1/services/db/instances/kept', { address: '127.0.0.1', port: 5432 })).status, 200);
     const lease = await call(c.url, 'POST', '/v1/leases', { ttlMs: 120_000 });
     assert.equal(lease.status, 201);
     assert.equal((await putJson(c.url, '/v1/services/web/instances/leased', { address: '127.0.0.1', port: 8080, leaseId: lease.body.leaseId })).status, 200);
-    await waitUntil(probe(async () => {
+    await waitUntil(async () => {
       for (const n of [a, b]) if (!(await instance(n.url, 'db', 'kept')) || !(await instance(n.url, 'web', 'leased'))) return false;
       return true;
-    }), SETTLE_MS, 'a and b learned the instances of c');
+    }, SETTLE_MS, 'a and b learned the instances of c', { retryErrors: true });
 
     await cl.kill('c', 'SIGKILL');
     // Flagged while its owner is away (the lease-bound one may also be hidden after the grace).
-    await waitUntil(probe(async () => {
+    await waitUntil(async () => {
       for (const n of [a, b]) {
         if ((await instance(n.url, 'db', 'kept'))?.unconfirmed !== true) return false;
         const leased = await instance(n.url, 'web', 'leased');
         if (leased && leased.unconfirmed !== true) return false;
       }
       return true;
-    }), DETECT_MS, 'a and b flag the instances of c');
-    await waitUntil(probe(async () => (await unreachableAlerts(a.url)).includes('c')), DETECT_MS, 'peer_unreachable firing for c on a');
+    }, DETECT_MS, 'a and b flag the instances of c', { retryErrors: true });
+    await waitUntil(async () => (await unreachableAlerts(a.url)).includes('c'), DETECT_MS, 'peer_unreachable firing for c on a', { retryErrors: true });
 
     // Wrong removals: stable codes and a hint.
     const reachable = await call(a.url, 'DELETE', '/v1/cluster/members/b');
@@ -86,7 +85,7 @@ test('removing a dead member: its records settled on every node, the member gone
     assert.deepEqual(removed.body.notified, ['b']);
     t.diagnostic(`removal: ${JSON.stringify(removed.body)}`);
 
-    const took = await waitUntil(probe(async () => {
+    const took = await waitUntil(async () => {
       for (const n of [a, b]) {
         if ((await members(n.url)).some((m) => m.id === 'c')) return false;
         const kept = await instance(n.url, 'db', 'kept');
@@ -94,9 +93,9 @@ test('removing a dead member: its records settled on every node, the member gone
         if (await instance(n.url, 'web', 'leased')) return false;
       }
       return true;
-    }), SETTLE_MS, 'c gone from a and b, its persistent instance adopted and confirmed, its lease-bound one dropped');
+    }, SETTLE_MS, 'c gone from a and b, its persistent instance adopted and confirmed, its lease-bound one dropped', { retryErrors: true });
     t.diagnostic(`settled on a and b ${took} ms after the removal`);
-    await waitUntil(probe(async () => !(await unreachableAlerts(a.url)).includes('c') && !(await unreachableAlerts(b.url)).includes('c')), DETECT_MS, 'peer_unreachable for c resolved on a and b');
+    await waitUntil(async () => !(await unreachableAlerts(a.url)).includes('c') && !(await unreachableAlerts(b.url)).includes('c'), DETECT_MS, 'peer_unreachable for c resolved on a and b', { retryErrors: true });
     const ownerOnA = (await instance(a.url, 'db', 'kept')).owner;
     assert.equal((await instance(b.url, 'db', 'kept')).owner, ownerOnA, 'one adopter, the same on both');
     assert.deepEqual((await getJson(b.url, '/v1/status')).cluster.removedMembers, ['c']);
@@ -123,7 +122,7 @@ test('removing a dead member: its records settled on every node, the member gone
     await cl.startNode('a');
     const log = cl.node('a').agent?.output() ?? '';
     assert.equal(log.match(/--peers names member c, which was removed/g)?.length, 1, log);
-    await waitUntil(probe(async () => (await members(cl.node('a').url)).some((m) => m.id === 'b' && m.reachable)), DETECT_MS, 'a back with b');
+    await waitUntil(async () => (await members(cl.node('a').url)).some((m) => m.id === 'b' && m.reachable), DETECT_MS, 'a back with b', { retryErrors: true });
     assert.ok(!(await members(cl.node('a').url)).some((m) => m.id === 'c'));
     assert.deepEqual((await getJson(cl.node('a').url, '/v1/status')).cluster.removedMembers, ['c']);
     assert.equal((await instance(cl.node('a').url, 'db', 'kept'))?.owner, ownerOnA);

@@ -6,7 +6,7 @@
  */
 import { SwitchboardError } from '@switchboard/protocol';
 import type { ApEngine } from '../../src/engines/ap/engine.js';
-import { input, type World } from './world.js';
+import { input, type SimNode, type World } from './world.js';
 
 export interface Wanted {
   service: string;
@@ -155,7 +155,8 @@ export function converged(world: World): string | null {
 export function violations(world: World, clients: SimClient[], deregistered: Set<string>): string | null {
   const c = converged(world);
   if (c) return `not converged: ${c}`;
-  const view = viewOf(world.node(world.ids[0] as string).engine);
+  // Any live node: converged() found them all alike (a node that died for good is not one).
+  const view = viewOf((world.live()[0] as SimNode).engine);
   for (const cl of clients) {
     for (const w of cl.wanted.values()) {
       const key = `default/${w.service}/${w.id}`;
