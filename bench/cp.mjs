@@ -48,7 +48,7 @@ const { noop } = createRequire(require.resolve('etcd3'))('cockatiel');
 const AGENT = join(ROOT, 'packages/registry/bin/switchboard.js');
 
 /** With `profileDir` (--profile), the nodes run with --cpu-prof and write their profiles there. */
-async function startCpNodes(etcd, n = 3, profileDir = null) {
+export async function startCpNodes(etcd, n = 3, profileDir = null) {
   const ports = await freePorts(n);
   const prefix = `/bench-${process.pid}/`;
   const nodes = [];
@@ -84,7 +84,7 @@ function directClient(etcd) {
 }
 
 /** Runs `op` from `concurrency` loops for warmup + duration; counts ops in the measured part with the servers' CPU. */
-async function measure({ concurrency, warmupMs, durationMs, pids, op }) {
+export async function measure({ concurrency, warmupMs, durationMs, pids, nodePids = [], op }) {
   let measuring = false;
   let stop = false;
   let ops = 0;
@@ -102,19 +102,27 @@ async function measure({ concurrency, warmupMs, durationMs, pids, op }) {
   });
   await sleep(warmupMs);
   const cpu0 = sumStats(pids);
+  const nodes0 = nodePids.length ? sumStats(nodePids) : null;
   const t0 = performance.now();
   measuring = true;
   await sleep(durationMs);
   measuring = false;
   const seconds = (performance.now() - t0) / 1000;
   const cpu1 = sumStats(pids);
+  const nodes1 = nodePids.length ? sumStats(nodePids) : null;
   stop = true;
   await Promise.all(loops);
   const cpuSeconds = cpu0 && cpu1 ? (cpu1.cpuMs - cpu0.cpuMs) / 1000 : NaN;
-  return { opsPerSec: ops / seconds, errors, cpuSeconds, opsPerCpuSecond: ops / cpuSeconds };
+  const out = { opsPerSec: ops / seconds, errors, cpuSeconds, opsPerCpuSecond: ops / cpuSeconds };
+  // For cp: the cp nodes' share of the server CPU (the rest is etcd's), in µs per operation for each part.
+  if (nodes0 && nodes1) {
+    const nodeCpuSeconds = (nodes1.cpuMs - nodes0.cpuMs) / 1000;
+    Object.assign(out, { nodeCpuSeconds, nodeCpuUsPerOp: (nodeCpuSeconds / ops) * 1e6, etcdCpuUsPerOp: ((cpuSeconds - nodeCpuSeconds) / ops) * 1e6 });
+  }
+  return out;
 }
 
-async function httpOk(pool, method, path, body) {
+export async function httpOk(pool, method, path, body) {
   const res = await pool.request({ method, path, headers: body ? { 'content-type': 'application/json' } : {}, body });
   const text = await res.body.text();
   if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`);
@@ -140,10 +148,10 @@ async function throughput(opts) {
     try {
       for (let i = 0; i < 20; i++) await httpOk(cp.nodes[0].pool, 'PUT', `/v1/services/read/instances/i${i}`, payload(1, i, i));
       const pids = [...etcd.pids, ...cp.pids];
-      out.registrations.cp = await measure({ ...opts, pids, op: (w, i) => httpOk(cp.nodes[w % 3].pool, 'PUT', `/v1/services/reg/instances/w${w}-${i % 500}`, payload(w, i, i)) });
+      out.registrations.cp = await measure({ ...opts, pids, nodePids: cp.pids, op: (w, i) => httpOk(cp.nodes[w % 3].pool, 'PUT', `/v1/services/reg/instances/w${w}-${i % 500}`, payload(w, i, i)) });
       const barriers = async () => (await Promise.all(cp.nodes.map(async (n) => JSON.parse(await httpOk(n.pool, 'GET', '/v1/status')).cluster?.barrierWrites ?? 0))).reduce((a, x) => a + x, 0);
       const barriersBefore = await barriers();
-      out.consistentReads.cp = await measure({ ...opts, pids, op: (w) => httpOk(cp.nodes[w % 3].pool, 'GET', '/v1/services/read?consistent=true') });
+      out.consistentReads.cp = await measure({ ...opts, pids, nodePids: cp.pids, op: (w) => httpOk(cp.nodes[w % 3].pool, 'GET', '/v1/services/read?consistent=true') });
       // On etcd releases whose progress answers can overtake events the views prove progress with barrier writes (docs/cp.md).
       out.consistentReads.cp.barrierWrites = (await barriers()) - barriersBefore;
     } finally {
@@ -241,7 +249,7 @@ export async function main(argv) {
   const started = new Date();
   const startLoad = loadavg();
   const tp = await throughput(opts);
-  const fmt = (r) => `${Math.round(r.opsPerSec)} ops/s, ${r.cpuSeconds.toFixed(1)} server CPU-s, ${Math.round(r.opsPerCpuSecond)} ops per CPU-s${r.errors ? `, ${r.errors} errors` : ''}${r.barrierWrites !== undefined ? `, ${r.barrierWrites} barrier writes` : ''}`;
+  const fmt = (r) => `${Math.round(r.opsPerSec)} ops/s, ${r.cpuSeconds.toFixed(1)} server CPU-s, ${Math.round(r.opsPerCpuSecond)} ops per CPU-s${r.errors ? `, ${r.errors} errors` : ''}${r.barrierWrites !== undefined ? `, ${r.barrierWrites} barrier writes` : ''}${r.nodeCpuUsPerOp !== undefined ? ` (per op: etcd ${Math.round(r.etcdCpuUsPerOp)} µs, cp nodes ${Math.round(r.nodeCpuUsPerOp)} µs of CPU)` : ''}`;
   for (const [k, r] of Object.entries(tp)) {
     process.stdout.write(`${k}\n  etcd direct  ${fmt(r.etcd)}\n  cp (3 nodes) ${fmt(r.cp)}\n  overhead per server CPU-second: ${(r.overheadPerCpuSecond * 100).toFixed(0)}%\n`);
   }

@@ -87,12 +87,20 @@ export function validateInstanceId(value: unknown, field = 'instanceId'): string
   return value;
 }
 
-/** A node id as `--node-id` takes it: the agent does not restrict it further than this. */
-const NODE_ID = /^[^\s\u0000-\u001f\u007f/]{1,253}$/u;
+/**
+ * A node id (`--node-id`, the ids in `--peers`, a member in the API): the characters of a
+ * host name plus "_", so that the default, the host name, is one.
+ */
+const NODE_ID = /^[A-Za-z0-9._-]{1,253}$/;
+export const NODE_ID_RULE = '1-253 characters of A-Z, a-z, 0-9, ".", "_" and "-"';
+
+export function isNodeId(value: unknown): value is string {
+  return typeof value === 'string' && NODE_ID.test(value);
+}
 
 export function validateNodeId(value: unknown, field = 'id'): string {
-  if (typeof value !== 'string' || !NODE_ID.test(value)) {
-    throw invalid(field, `node id ${describe(value)} is not valid`, 'use the id the member shows in GET /v1/status cluster.members: 1-253 characters without spaces or "/"');
+  if (!isNodeId(value)) {
+    throw invalid(field, `node id ${describe(value)} is not valid`, `use the id the member shows in GET /v1/status cluster.members: ${NODE_ID_RULE}`);
   }
   return value;
 }

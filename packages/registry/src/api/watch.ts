@@ -54,6 +54,50 @@ function resetFrame(epoch: string, revision: number): string {
   return `event: reset\ndata: ${JSON.stringify({ epoch, revision })}\n\n`;
 }
 
+/**
+ * The HTTP/1.1 chunk (size line, frames, CRLF) of a run of events, as bytes. The hub hands
+ * the same events array to every stream of a service, so a change is framed and encoded
+ * once however many streams it goes to, and each stream's part is one socket write.
+ */
+const chunkCache = new WeakMap<WatchEvent[], Buffer>();
+function chunkFor(events: WatchEvent[]): Buffer {
+  let c = chunkCache.get(events);
+  if (c === undefined) {
+    c = chunkOf(framesFor(events));
+    chunkCache.set(events, c);
+  }
+  return c;
+}
+
+function chunkOf(text: string): Buffer {
+  const body = Buffer.from(text, 'utf8');
+  const head = `${body.length.toString(16)}\r\n`;
+  const out = Buffer.allocUnsafe(head.length + body.length + 2);
+  out.write(head, 0, 'latin1');
+  body.copy(out, head.length);
+  out.write('\r\n', head.length + body.length, 'latin1');
+  return out;
+}
+
+const HEARTBEAT_CHUNK = chunkOf(': keep-alive\n\n');
+
+/**
+ * Chunks for the streams are written on the next tick, all at once: the answer to the
+ * write that made the change (written in the promise chain that announced it) goes out
+ * first, and a change to many streams never holds up the request that made it.
+ */
+const outbox: Array<{ stream: WatchStream; chunk: Buffer; revision: number }> = [];
+function post(stream: WatchStream, chunk: Buffer, revision: number): void {
+  if (outbox.push({ stream, chunk, revision }) === 1) process.nextTick(flushOutbox);
+}
+function flushOutbox(): void {
+  for (let i = 0; i < outbox.length; i++) {
+    const o = outbox[i] as (typeof outbox)[number];
+    o.stream.writeChunk(o.chunk, o.revision);
+  }
+  outbox.length = 0;
+}
+
 /** How many watchers of a service a change reached (see WatchStreams.reach). */
 export interface Reach {
   watchers: number;
@@ -199,11 +243,11 @@ class WatchStream implements Subscriber {
   deliver(events: WatchEvent[], revision: number): void {
     if (revision < this.minRevision) return;
     this.streams.countSent(events.length);
-    this.write(framesFor(events), revision);
+    post(this, chunkFor(events), revision);
   }
 
   heartbeat(): void {
-    this.write(': keep-alive\n\n');
+    this.writeChunk(HEARTBEAT_CHUNK, 0);
   }
 
   end(): void {
@@ -213,6 +257,35 @@ class WatchStream implements Subscriber {
     this.streams.remove(this);
     if (!this.res.writableEnded) this.res.end();
     this.streams.progress();
+  }
+
+  /**
+   * After the first write (which sends the headers) frames go to the socket as ready-made
+   * chunks of the response's chunked encoding: Node's response would re-encode the text
+   * and add the chunk framing for every stream. `res.end()` still writes the last chunk.
+   */
+  writeChunk(chunk: Buffer, revision: number): void {
+    const socket = this.res.socket;
+    if (this.ended) return;
+    if (!this.res.headersSent || !socket || this.res.writableEnded) {
+      this.write(chunk.toString('utf8', chunk.indexOf('\r\n') + 2, chunk.length - 2), revision);
+      return;
+    }
+    if (socket.writableLength > this.ctx.limits.maxWatchBufferBytes) {
+      this.ctx.metrics.watchDropped.inc();
+      this.res.destroy();
+      this.end();
+      return;
+    }
+    if (revision === 0) {
+      socket.write(chunk);
+      return;
+    }
+    socket.write(chunk, (err) => {
+      if (err || revision <= this.flushed) return;
+      this.flushed = revision;
+      this.streams.progress();
+    });
   }
 
   private write(text: string, revision = 0): void {

@@ -1,5 +1,4 @@
 /** `switchboard agent`: starts a node and serves until SIGTERM or SIGINT. */
-import { hostname } from 'node:os';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import { Alerts } from '../alerts/index.js';
@@ -8,7 +7,7 @@ import type { Engine } from '../engines/engine.js';
 import { openEngine } from '../engines/open.js';
 import { startTracing } from '../telemetry/index.js';
 import { VERSION } from '../version.js';
-import type { AgentConfig } from './config.js';
+import { defaultNodeId, type AgentConfig } from './config.js';
 
 export interface RunningAgent {
   app: SwitchboardApp;
@@ -27,7 +26,7 @@ export function createLogger(cfg: Pick<AgentConfig, 'logLevel' | 'logFormat'>, s
 const monotonic = { now: () => performance.timeOrigin + performance.now() };
 
 export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger(cfg)): Promise<RunningAgent> {
-  const nodeId = cfg.nodeId ?? hostname();
+  const nodeId = cfg.nodeId ?? defaultNodeId();
   // Before the engine, so that its own calls (replication, etcd) are traced from the start.
   const tracing = cfg.otlpEndpoint === null ? undefined : await startTracing({ endpoint: cfg.otlpEndpoint, serviceName: 'switchboard', serviceVersion: VERSION, nodeId, logger: logger.child({ component: 'tracing' }) });
   const engine = await openEngine({

@@ -6,7 +6,8 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
-import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, type Limits, type Mode } from '@switchboard/protocol';
+import { hostname } from 'node:os';
+import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, isNodeId, type Limits, type Mode } from '@switchboard/protocol';
 
 export interface AgentConfig {
   mode: Mode;
@@ -368,6 +369,12 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(s)) throw new ConfigError(where, `${where} "${s}" must be 1-64 characters of A-Z, a-z, 0-9, ".", "_" and "-"`);
     return s;
   };
+  // The rule the API checks member ids with (protocol's validateNodeId).
+  const nodeId = (v: unknown, where: string, what = 'node id'): string => {
+    const s = str(v, where);
+    if (!isNodeId(s)) throw new ConfigError(where, `${where}: ${what} "${s}" must be ${NODE_ID_RULE}`);
+    return s;
+  };
   const etcd = get('etcd', (v, w) => listOf(v, w).map((u) => {
     if (!/^https?:\/\/[^\s/]+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be a URL like http://127.0.0.1:2379`);
     return u;
@@ -377,12 +384,12 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     httpAddr: get('httpAddr', (v, w) => hostPort(v, w, 7700), { host: '127.0.0.1', port: 7700 }),
     dataDir: get('dataDir', str, './data'),
     dev: get('dev', boolOf, false),
-    nodeId: get<string | null>('nodeId', name, null),
+    nodeId: get<string | null>('nodeId', nodeId, null),
     peerAddr: get('peerAddr', (v, w) => hostPort(v, w, 7701), { host: '127.0.0.1', port: 7701 }),
     peers: get('peers', (v, w) => listOf(v, w).map((p) => {
       const at = p.indexOf('@');
       if (at <= 0) throw new ConfigError(w, `${w}: peer "${p}" must be ID@HOST:PORT`);
-      return { id: p.slice(0, at), ...hostPort(p.slice(at + 1), w, 7701) };
+      return { id: nodeId(p.slice(0, at), w, `the id of peer "${p}"`), ...hostPort(p.slice(at + 1), w, 7701) };
     }), []),
     etcd,
     etcdPrefix: get('etcdPrefix', (v, w) => {
@@ -410,4 +417,10 @@ export function resolveConfig(sources: Source[]): AgentConfig {
   if (cfg.mode === 'cp' && cfg.etcd.length === 0) throw new ConfigError('etcd', '--mode cp needs --etcd URL,... (the etcd cluster)');
   if (cfg.mode === 'ap' && cfg.nodeId === null) throw new ConfigError('nodeId', '--mode ap needs --node-id');
   return cfg;
+}
+
+/** The node id when none is configured: the host name, with any character a node id may not have replaced by "-". */
+export function defaultNodeId(host = hostname()): string {
+  const id = host.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 253);
+  return id === '' ? 'switchboard' : id;
 }

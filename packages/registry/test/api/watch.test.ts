@@ -199,3 +199,40 @@ test('streams of other services never see a write; a stream of two services sees
     await node.close();
   }
 });
+
+test('a watcher that stops reading is cut off at maxWatchBufferBytes; the others get every event', async () => {
+  const node = await startNode({ limits: { maxWatchBufferBytes: 256 * 1024 } });
+  const { connect } = await import('node:net');
+  const stalled = connect(Number(new URL(node.url).port), '127.0.0.1');
+  try {
+    const u = node.url;
+    const reader = await SseReader.open(`${u}/v1/watch?service=slow`);
+    await new Promise<void>((resolve, reject) => {
+      stalled.once('error', reject);
+      stalled.write('GET /v1/watch?service=slow HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n');
+      stalled.once('data', () => resolve()); // the headers: from here on it reads nothing
+    });
+    stalled.pause();
+    const cut = async () => /^switchboard_watch_streams_cut_total 1$/m.test(await (await fetch(`${u}/metrics`)).text());
+    const big = 'x'.repeat(8 * 1024);
+    let writes = 0;
+    const deadline = Date.now() + 20_000;
+    // The kernel's socket buffers take a few MB before the node queues anything itself.
+    while (!(await cut()) && Date.now() < deadline && writes < 400) {
+      const instances = Array.from({ length: 50 }, (_, i) => ({ service: 'slow', id: `i${i}`, address: '10.0.0.1', port: 80, metadata: { pad: big, n: String(writes) } }));
+      assert.equal((await call(u, 'POST', '/v1/instances/batch', { instances })).status, 200);
+      writes++;
+    }
+    assert.ok(await cut(), `the stalled stream was not cut after ${writes} batches of 50 events`);
+    assert.ok(writes < 400);
+    const metrics = await (await fetch(`${u}/metrics`)).text();
+    assert.match(metrics, /^switchboard_watch_streams_cut_total 1$/m);
+    await reader.count(writes * 50);
+    assert.equal(reader.events.length, writes * 50, 'the reading watcher got every event, no more');
+    assert.equal(reader.ended, false);
+    reader.close();
+  } finally {
+    stalled.destroy();
+    await node.close();
+  }
+});

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { ConfigError, envValues, readConfigFile, resolveConfig } from '../../src/cli/config.js';
+import { validateNodeId } from '@switchboard/protocol';
+import { ConfigError, defaultNodeId, envValues, readConfigFile, resolveConfig } from '../../src/cli/config.js';
 
 test('the cluster name: default, from any source, and refused when malformed', () => {
   assert.equal(resolveConfig([]).cluster, 'switchboard');
@@ -16,6 +17,25 @@ test('the cluster name: default, from any source, and refused when malformed', (
     () => resolveConfig([{ name: 'env', values: { cluster: 'no spaces' } }]),
     (err: unknown) => err instanceof ConfigError && err.field === 'SWITCHBOARD_CLUSTER' && /1-64 characters/.test(err.message),
   );
+});
+
+// Goal: a node id the agent starts with is one the API accepts (removing a member, the
+// CLI), whether it comes from --node-id, from --peers or from the host name.
+test('node ids: --node-id and --peers ids follow the API rule; the host name default is made to', () => {
+  const long = 'n'.repeat(253);
+  assert.equal(resolveConfig([{ name: 'flag', values: { nodeId: long } }]).nodeId, long, 'a host-name-long id');
+  assert.deepEqual(resolveConfig([{ name: 'flag', values: { peers: 'b_1@127.0.0.1:7711' } }]).peers, [{ id: 'b_1', host: '127.0.0.1', port: 7711 }]);
+  for (const bad of ['a b', 'a/b', 'ü', 'n'.repeat(254)]) {
+    assert.throws(() => resolveConfig([{ name: 'flag', values: { nodeId: bad } }]), (err: unknown) => err instanceof ConfigError && err.field === '--node-id' && /1-253 characters/.test(err.message), bad);
+    assert.throws(() => validateNodeId(bad), /not valid/);
+    assert.throws(() => resolveConfig([{ name: 'flag', values: { peers: `${bad}@127.0.0.1:7711` } }]), (err: unknown) => err instanceof ConfigError && err.field === '--peers' && /the id of peer/.test(err.message), `peer ${bad}`);
+  }
+  for (const host of ['web-1.example.com', 'WIN_HOST', 'höst name', '', 'x'.repeat(300)]) {
+    const id = defaultNodeId(host);
+    assert.equal(validateNodeId(id), id, `from host name ${JSON.stringify(host)}`);
+  }
+  assert.equal(defaultNodeId('web-1.example.com'), 'web-1.example.com');
+  assert.equal(defaultNodeId('höst name'), 'h-st-name');
 });
 
 // Goal (etcd TLS and auth): the keys resolve from every source, each refusal has a stable
