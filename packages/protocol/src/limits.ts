@@ -130,7 +130,7 @@ export interface Limits {
    * that peer are still unacknowledged (their records would only show up as differences).
    */
   apAntiEntropyMaxDeferMs: number;
-  /** ap: longest a node waits for an instance's owner to count a consumer report it forwarded (then it counts it itself). */
+  /** ap and cp: longest a node waits for the node that counts an instance's consumer reports (ap: its owner) to answer one it forwarded (then it counts it itself). */
   apReportTimeoutMs: number;
   /** ap: most service digests in one anti-entropy message (more services go in later rounds). */
   apDigestMaxServices: number;

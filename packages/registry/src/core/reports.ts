@@ -1,4 +1,10 @@
 /**
+ * Most consumer reports a node has forwarded to the node that counts them and still waits
+ * on (ap and cp); past it, a node counts new reports itself.
+ */
+export const MAX_FORWARDED_REPORTS = 1_024;
+
+/**
  * Consumer reports: consumers tell the registry about the failures they see when calling
  * an instance. One consumer alone proves little (its own network, its own bug), so an
  * instance turns `warning` (deprioritised, never removed) only when at least `minReporters`

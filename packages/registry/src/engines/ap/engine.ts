@@ -25,6 +25,7 @@ import type { Change, Entry, Snapshot } from '../../core/entry.js';
 import { HybridClock, versionMs } from '../../core/hlc.js';
 import { adoptionVersion, removedOwnerAction, removedTombstone } from '../../core/membership.js';
 import { Registry, serviceKey, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
+import { MAX_FORWARDED_REPORTS } from '../../core/reports.js';
 import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type StoredRecord, type WireInstance } from '../../core/replica.js';
 import { SettingsReplica, validSettingsRecord, type SettingsRecord } from '../../core/replica-settings.js';
 import type { ProtectionChange } from '../../core/self-preservation.js';
@@ -147,7 +148,6 @@ const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revok
 /** Batches waiting for acknowledgements, for the lag measure; the oldest are forgotten. */
 const MAX_IN_FLIGHT = 4_096;
 /** Consumer reports waiting for their owner's count; more are counted locally. */
-const MAX_PENDING_REPORTS = 1_024;
 /** Anti-entropy rounds waiting for answers; the oldest are forgotten (the next rounds repair). */
 const MAX_ROUNDS = 256;
 
@@ -408,7 +408,7 @@ export class ApEngine implements Engine {
    */
   async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }> {
     const owner = this.table.get(recordKey({ namespace, service, id }))?.o;
-    if (owner !== undefined && owner !== this.nodeId && this.peerUp(owner) && this.registry.instance(namespace, service, id) && this.pendingReports.size < MAX_PENDING_REPORTS) {
+    if (owner !== undefined && owner !== this.nodeId && this.peerUp(owner) && this.registry.instance(namespace, service, id) && this.pendingReports.size < MAX_FORWARDED_REPORTS) {
       const counted = await this.askOwner(owner, namespace, service, id, report);
       if (counted) return counted;
     }

@@ -44,7 +44,7 @@ import type { Clock } from '../../core/clock.js';
 import { combinedHealth } from '../../core/health.js';
 import { Registry, describeNew, describeUpdate, instanceFromRegistration, leaseNotFound, instanceKey, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
 import { rendezvousOwner } from '../../core/rendezvous.js';
-import { ReportBook } from '../../core/reports.js';
+import { MAX_FORWARDED_REPORTS, ReportBook } from '../../core/reports.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
 import type { SchedulerStats } from '../../health/scheduler.js';
 import { FORWARDED_REPORT_HEADER, type Engine, type LeaseEndedListener } from '../engine.js';
@@ -90,8 +90,6 @@ export interface CpOptions {
 /** etcd's smallest lease TTL is about 1.5 election timeouts; 2 s is granted everywhere. */
 export const MIN_LEASE_TTL_SEC = 2;
 const MAX_WRITE_ATTEMPTS = 8;
-/** Longest wait for the node that counts an instance's reports to answer a forwarded one. */
-const REPORT_FORWARD_TIMEOUT_MS = 1_000;
 
 interface Plan {
   compare: RPC.ICompare[];
@@ -121,6 +119,8 @@ export class CpEngine implements Engine {
   private readonly leaseListeners = new Set<LeaseEndedListener>();
   /** Consumer reports this node forwarded to the node that counts them. */
   forwardedReports = 0;
+  /** Forwarded reports still waiting for an answer (at most MAX_FORWARDED_REPORTS). */
+  private reportsInFlight = 0;
   /**
    * Leases a session on this node keeps, with the mod revision of their lease key when the
    * session took them: a detach is guarded by it (see detachLease). At most one per lease
@@ -795,7 +795,8 @@ export class CpEngine implements Engine {
    * runs its checks (rendezvous hashing over the live nodes), so that consumers reporting
    * through different nodes add up: a report taken elsewhere is forwarded to it over its
    * REST address (docs/cp.md). When that node cannot be asked (no routable address, no
-   * answer within 1 s, or it does not know the instance yet), this node counts it. The
+   * answer within apReportTimeoutMs, MAX_FORWARDED_REPORTS already waiting, or it does not
+   * know the instance yet), this node counts it. The
    * warning itself is written to etcd like any other change.
    */
   async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport, opts: { forwarded?: boolean } = {}): Promise<{ revision: number; reporters: number; warning: boolean }> {
@@ -807,7 +808,7 @@ export class CpEngine implements Engine {
     }
     const key = instanceKey(namespace, service, id);
     const counter = ownerOf(key, this.liveNodes());
-    if (!opts.forwarded && counter !== undefined && counter !== this.nodeId) {
+    if (!opts.forwarded && counter !== undefined && counter !== this.nodeId && this.reportsInFlight < MAX_FORWARDED_REPORTS) {
       const counted = await this.forwardReport(counter, namespace, service, id, report);
       if (counted) return counted;
     }
@@ -831,14 +832,16 @@ export class CpEngine implements Engine {
     const address = this.view.nodes.get(node)?.address ?? '';
     const host = address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
     if (!address || /:0$/.test(address) || host === '' || host === '0.0.0.0' || host === '::') return null;
+    const timeoutMs = this.opts.limits.apReportTimeoutMs;
+    this.reportsInFlight++;
     try {
       const res = await request(`http://${address}/v1/services/${encodeURIComponent(service)}/instances/${encodeURIComponent(id)}/reports?namespace=${encodeURIComponent(namespace)}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', [FORWARDED_REPORT_HEADER]: this.nodeId },
         body: JSON.stringify(report),
-        headersTimeout: REPORT_FORWARD_TIMEOUT_MS,
-        bodyTimeout: REPORT_FORWARD_TIMEOUT_MS,
-        signal: AbortSignal.timeout(REPORT_FORWARD_TIMEOUT_MS),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: AbortSignal.timeout(timeoutMs),
       });
       const body = (await res.body.json()) as { revision?: unknown; reporters?: unknown; warning?: unknown };
       if (res.statusCode !== 200 || typeof body.revision !== 'number' || typeof body.reporters !== 'number') return null;
@@ -846,6 +849,8 @@ export class CpEngine implements Engine {
       return { revision: body.revision, reporters: body.reporters, warning: body.warning === true };
     } catch {
       return null;
+    } finally {
+      this.reportsInFlight--;
     }
   }
 
