@@ -1,6 +1,7 @@
 // Shared test helpers: an app on a real socket, JSON requests, and an SSE reader.
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
-import { DEFAULT_LIMITS, type Limits } from '@switchboard/protocol';
+import { DEFAULT_LIMITS, type Limits, type SessionServerMessage } from '@switchboard/protocol';
+import { WebSocket } from 'ws';
 import { build, type SwitchboardApp } from '../src/api/app.js';
 import { StandaloneEngine } from '../src/engines/standalone.js';
 import { MemoryStorage } from '../src/storage/storage.js';
@@ -116,5 +117,36 @@ export class SseReader {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A raw client of the session stream (the protocol of packages/protocol/src/session.ts). */
+export class SessionClient {
+  readonly inbox: SessionServerMessage[] = [];
+  closed = false;
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (d) => this.inbox.push(JSON.parse(d.toString())));
+    ws.on('close', () => (this.closed = true));
+  }
+  static async connect(url: string): Promise<SessionClient> {
+    const ws = new WebSocket(url.replace('http', 'ws') + '/v1/session');
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    return new SessionClient(ws);
+  }
+  send(msg: unknown): void {
+    this.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+  }
+  /** The next message of `type` (taken out of the inbox), waiting up to `timeoutMs`. */
+  async next<T extends SessionServerMessage['type']>(type: T, timeoutMs = 3_000): Promise<Extract<SessionServerMessage, { type: T }>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.inbox.findIndex((m) => m.type === type);
+      if (i >= 0) return this.inbox.splice(i, 1)[0] as Extract<SessionServerMessage, { type: T }>;
+      if (Date.now() > deadline) throw new Error(`no ${type} message; got ${JSON.stringify(this.inbox)}`);
+      await sleep(10);
+    }
+  }
+}
 
 export { waitUntil, type WaitOptions } from './support/wait.js';

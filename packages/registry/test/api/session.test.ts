@@ -4,38 +4,7 @@
 // by the TTL; bad messages get an error and the session stays.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WebSocket } from 'ws';
-import type { SessionServerMessage } from '@switchboard/protocol';
-import { call, sleep, startNode, type TestNode } from '../helpers.js';
-
-class Client {
-  readonly inbox: SessionServerMessage[] = [];
-  closed = false;
-  private constructor(readonly ws: WebSocket) {
-    ws.on('message', (d) => this.inbox.push(JSON.parse(d.toString())));
-    ws.on('close', () => (this.closed = true));
-  }
-  static async connect(node: TestNode): Promise<Client> {
-    const ws = new WebSocket(node.url.replace('http', 'ws') + '/v1/session');
-    await new Promise((resolve, reject) => {
-      ws.once('open', resolve);
-      ws.once('error', reject);
-    });
-    return new Client(ws);
-  }
-  send(msg: unknown): void {
-    this.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
-  }
-  async next<T extends SessionServerMessage['type']>(type: T, timeoutMs = 3_000): Promise<Extract<SessionServerMessage, { type: T }>> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const i = this.inbox.findIndex((m) => m.type === type);
-      if (i >= 0) return this.inbox.splice(i, 1)[0] as Extract<SessionServerMessage, { type: T }>;
-      if (Date.now() > deadline) throw new Error(`no ${type} message; got ${JSON.stringify(this.inbox)}`);
-      await sleep(10);
-    }
-  }
-}
+import { SessionClient as Client, call, sleep, startNode, type TestNode } from '../helpers.js';
 
 async function instanceCount(node: TestNode, svc: string): Promise<number> {
   return (await call(node.url, 'GET', `/v1/services/${svc}`)).body.instances.length;
@@ -53,7 +22,7 @@ async function goneWithin(node: TestNode, svc: string, ms: number): Promise<numb
 test('keep-alives over the session keep the lease past its TTL; a dropped connection ends it after the grace', async () => {
   const node = await startNode({ limits: { sessionGraceMs: 500 } });
   try {
-    const c = await Client.connect(node);
+    const c = await Client.connect(node.url);
     c.send({ type: 'open', ttlMs: 1_000 });
     const lease = await c.next('lease');
     assert.equal(lease.ttlMs, 1_000);
@@ -77,11 +46,11 @@ test('keep-alives over the session keep the lease past its TTL; a dropped connec
 test('a hand-over to a new connection keeps the lease; the old connection is told it was replaced', async () => {
   const node = await startNode({ limits: { sessionGraceMs: 200 } });
   try {
-    const a = await Client.connect(node);
+    const a = await Client.connect(node.url);
     a.send({ type: 'open', ttlMs: 5_000 });
     const { leaseId } = await a.next('lease');
     await call(node.url, 'PUT', '/v1/services/handover/instances/h', { address: '10.0.0.1', port: 1, leaseId });
-    const b = await Client.connect(node);
+    const b = await Client.connect(node.url);
     b.send({ type: 'resume', leaseId });
     assert.equal((await b.next('lease')).leaseId, leaseId);
     assert.equal((await a.next('replaced')).leaseId, leaseId);
@@ -100,7 +69,7 @@ test('a hand-over to a new connection keeps the lease; the old connection is tol
 test('silence on an open connection is caught by the TTL, and the session is told', async () => {
   const node = await startNode();
   try {
-    const c = await Client.connect(node);
+    const c = await Client.connect(node.url);
     c.send({ type: 'open', ttlMs: 1_000 });
     const { leaseId } = await c.next('lease');
     await call(node.url, 'PUT', '/v1/services/silent/instances/s', { address: '10.0.0.1', port: 1, leaseId });
@@ -121,7 +90,7 @@ test('silence on an open connection is caught by the TTL, and the session is tol
 test('a close without revoke leaves the lease to its TTL', async () => {
   const node = await startNode({ limits: { sessionGraceMs: 100 } });
   try {
-    const c = await Client.connect(node);
+    const c = await Client.connect(node.url);
     c.send({ type: 'open', ttlMs: 2_000 });
     const { leaseId } = await c.next('lease');
     await call(node.url, 'PUT', '/v1/services/detached/instances/d', { address: '10.0.0.1', port: 1, leaseId });
@@ -137,7 +106,7 @@ test('a close without revoke leaves the lease to its TTL', async () => {
 test('bad messages get an error and the session stays usable', async () => {
   const node = await startNode();
   try {
-    const c = await Client.connect(node);
+    const c = await Client.connect(node.url);
     for (const bad of ['not json', '[]', '{"type":"dance"}', '{"type":"open","ttlMs":5}', '{"type":"open","ttlMs":"10s"}', '{"type":"resume","leaseId":"../x"}', '{"type":"keepalive","seq":1}']) {
       c.send(bad);
       const err = await c.next('error');
@@ -147,7 +116,7 @@ test('bad messages get an error and the session stays usable', async () => {
     c.send('x'.repeat(10_000)); // over maxSessionMessageBytes: the socket is closed
     await sleep(300);
     assert.ok(c.closed);
-    const d = await Client.connect(node);
+    const d = await Client.connect(node.url);
     d.send({ type: 'open', ttlMs: 5_000 });
     await d.next('lease');
     d.send({ type: 'open', ttlMs: 5_000 });
@@ -160,7 +129,7 @@ test('bad messages get an error and the session stays usable', async () => {
 
 test('shutdown says goaway and leaves the lease intact', async () => {
   const node = await startNode({ limits: { sessionGraceMs: 100 } });
-  const c = await Client.connect(node);
+  const c = await Client.connect(node.url);
   c.send({ type: 'open', ttlMs: 60_000 });
   const { leaseId } = await c.next('lease');
   const lease = node.engine.registry.lease(leaseId)!;

@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
-import { SseReader, call, sleep, waitUntil } from '../helpers.js';
+import { SessionClient, SseReader, call, sleep, waitUntil } from '../helpers.js';
 import { EtcdCluster } from './etcd-cluster.js';
 import { freshPrefix, startCpNode, threeNodes as startThree, type CpNode } from './nodes.js';
 
@@ -295,39 +295,15 @@ test('consumer reports: two reporters warn an instance everywhere; the warning c
   }
 });
 
-/** A raw session client (the protocol of packages/protocol/src/session.ts). */
-async function session(url: string): Promise<{ ws: import('ws').WebSocket; next(type: string): Promise<any> }> {
-  const { WebSocket } = await import('ws');
-  const ws = new WebSocket(url.replace('http', 'ws') + '/v1/session');
-  const inbox: any[] = [];
-  ws.on('message', (d) => inbox.push(JSON.parse(d.toString())));
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  return {
-    ws,
-    async next(type: string) {
-      const t0 = Date.now();
-      for (;;) {
-        const i = inbox.findIndex((m) => m.type === type);
-        if (i >= 0) return inbox.splice(i, 1)[0];
-        if (Date.now() - t0 > 5_000) throw new Error(`no ${type} message: ${JSON.stringify(inbox)}`);
-        await sleep(10);
-      }
-    },
-  };
-}
-
 test('a session that drops without a hand-over ends its lease after the grace, unless it is resumed on any node', { timeout: 60_000 }, async () => {
   const nodes = await threeNodes();
   try {
     const [a, b, c] = nodes as [CpNode, CpNode, CpNode];
     const watch = await SseReader.open(`${c.url}/v1/watch?service=crash`);
     // A provider on a dies (its socket closes with no close message): gone long before the 10 s TTL.
-    const s1 = await session(a.url);
+    const s1 = await SessionClient.connect(a.url);
     s1.ws.send(JSON.stringify({ type: 'open', ttlMs: 10_000 }));
-    const l1 = await s1.next('lease');
+    const l1 = await s1.next('lease', 5_000);
     assert.equal((await call(a.url, 'PUT', '/v1/services/crash/instances/dead', { address: '10.0.0.1', port: 1, leaseId: l1.leaseId })).status, 200);
     await watch.until(() => watch.events.some((e) => e.event === 'put'), 5_000, 'the put');
     const t0 = Date.now();
@@ -340,14 +316,14 @@ test('a session that drops without a hand-over ends its lease after the grace, u
     assert.equal(del.json.reason, 'connection_lost');
 
     // A provider whose connection to a drops resumes its lease on b within the grace: it stays.
-    const s2 = await session(a.url);
+    const s2 = await SessionClient.connect(a.url);
     s2.ws.send(JSON.stringify({ type: 'open', ttlMs: 10_000 }));
-    const l2 = await s2.next('lease');
+    const l2 = await s2.next('lease', 5_000);
     assert.equal((await call(a.url, 'PUT', '/v1/services/crash/instances/alive', { address: '10.0.0.2', port: 2, leaseId: l2.leaseId })).status, 200);
     s2.ws.terminate();
-    const s3 = await session(b.url);
+    const s3 = await SessionClient.connect(b.url);
     s3.ws.send(JSON.stringify({ type: 'resume', leaseId: l2.leaseId }));
-    assert.equal((await s3.next('lease')).leaseId, l2.leaseId);
+    assert.equal((await s3.next('lease', 5_000)).leaseId, l2.leaseId);
     await sleep(2_000);
     const alive = await call(b.url, 'GET', '/v1/services/crash?consistent=true');
     assert.deepEqual(alive.body.instances.map((i: { id: string }) => i.id), ['alive'], 'the resumed lease was not ended');

@@ -1,15 +1,18 @@
 // Goal: a cp agent runs next to an etcd that wants TLS, client certificates and a user:
 // with the right files and password it registers, reads, watches and keeps leases alive,
 // also after etcd forgot its token; /v1/status says how it connects and never with what;
-// a wrong password, a user that may only read, or a missing client certificate ends the
-// start at once, saying why.
+// a wrong password, a user that may only read, a missing client certificate, or one
+// endpoint of several with a certificate the node does not trust ends the start at once,
+// saying why.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
 import { Etcd3, Range } from 'etcd3';
 import { SseReader, call, sleep, waitUntil } from '../helpers.js';
 import { run, spawnAgent, type AgentProcess } from '../integration/process.js';
@@ -176,4 +179,26 @@ test('without a client certificate etcd refuses the connection and the start end
   const untrusted = await run(args.filter((x, i) => x !== '--etcd-ca-file' && args[i - 1] !== '--etcd-ca-file'), {}, 20_000);
   assert.notEqual(untrusted.code, 0);
   assert.match(untrusted.stderr, /does not trust etcd's server certificate/);
+});
+
+test('one endpoint whose certificate the node does not trust ends the start, naming it, although another answers', { timeout: 30_000 }, async () => {
+  // A TLS server with a certificate from a CA the node was not given, next to the real etcd.
+  const otherDir = mkdtempSync(join(tmpdir(), 'sb-etcd-tls-other-'));
+  const other = makePki(otherDir);
+  const server = createTlsServer({ key: readFileSync(other.serverKey), cert: readFileSync(other.serverCert), ALPNProtocols: ['h2'] }, (s) => s.destroy());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const impostor = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    const args = tlsArgs('t5');
+    args[args.indexOf('--etcd') + 1] = `${etcd.endpoints.join(',')},${impostor}`;
+    const started = Date.now();
+    const r = await run(['agent', '--http-addr', '127.0.0.1:0', '--log-format', 'json', ...args], { SWITCHBOARD_ETCD_PASSWORD: PASSWORD }, 20_000);
+    assert.notEqual(r.code, 0, r.stdout + r.stderr);
+    assert.notEqual(r.code, null, `killed after 20 s instead of exiting: ${r.stdout + r.stderr}`);
+    assert.match(r.stderr, new RegExp(`does not trust etcd's server certificate.*\\(endpoint ${impostor.replace(/\./g, '\\.')}:`));
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+  } finally {
+    server.close();
+    rmSync(otherDir, { recursive: true, force: true });
+  }
 });

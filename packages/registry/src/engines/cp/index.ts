@@ -3,13 +3,28 @@ import type { AgentConfig } from '../../cli/config.js';
 import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
 import { CpEngine, type CpOptions } from './engine.js';
-import { refusalOf, type Refusal } from './store.js';
+import { probeEndpoints, refusalOf, type Refusal } from './store.js';
+
+/** Deadline of the start's probe of each etcd endpoint. */
+const ENDPOINT_PROBE_TIMEOUT_MS = 2_000;
 
 export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
   const { cfg, logger } = ctx;
   const log = logger.child({ component: 'cp' });
   const security = { tls: cfg.etcdTls !== null, clientCert: cfg.etcdTls?.cert != null, username: cfg.etcdAuth?.username ?? null };
   if (cfg.etcdAuth !== null && cfg.etcdTls === null) log.warn({ etcd: cfg.etcd }, 'the etcd password is sent over plain http: use https:// endpoints where others can see the traffic');
+  // Every endpoint on its own: one whose TLS handshake fails stops the start, even when the
+  // others answer; one that does not answer yet only gets a warning.
+  const { tls } = etcdSecurityOf(cfg);
+  const probes = await probeEndpoints({ endpoints: cfg.etcd, ...(tls && { tls }) }, Buffer.from(cfg.etcdPrefix), ENDPOINT_PROBE_TIMEOUT_MS);
+  const refused = probes.filter((p) => p.refusal !== null);
+  if (refused.length > 0) {
+    const first = refused[0] as (typeof refused)[number];
+    const others = refused.length > 1 ? `; also refused by ${refused.slice(1).map((p) => p.endpoint).join(', ')}` : '';
+    throw new Error(`${describeRefusal(first.refusal as Refusal, cfg)} (endpoint ${first.endpoint}: ${oneLine(first.error?.message ?? '')}${others})`);
+  }
+  const silent = probes.filter((p) => p.error !== null);
+  if (silent.length > 0 && silent.length < probes.length) log.warn({ endpoints: silent.map((p) => p.endpoint), err: silent[0]?.error }, 'some etcd endpoints do not answer yet');
   const started = Date.now();
   // etcd may still be starting (all members started together): try for a while.
   for (;;) {

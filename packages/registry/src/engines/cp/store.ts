@@ -336,3 +336,46 @@ export class Store {
     this.client.close();
   }
 }
+
+/** How one etcd endpoint answered on its own at start. */
+export interface EndpointProbe {
+  endpoint: string;
+  /** The TLS refusal when the handshake failed over a certificate; null otherwise. */
+  refusal: Refusal | null;
+  /** Why it did not answer (null when it answered, a TLS refusal included). */
+  error: Error | null;
+}
+
+/**
+ * Opens a connection to every endpoint on its own, all at once, and asks it for the
+ * revision under the prefix: a TLS refusal by any one of them is a setting to fix (its
+ * certificate, its CA), which a call through the pool would meet only when the pool
+ * happened to pick that endpoint. Without the etcd user: the etcd3 client's authentication
+ * call hides the handshake's error ("Last error: null"), and an answer that asks for a user
+ * proves the handshake as well as any (the user and its permissions are the cluster's, and
+ * the start checks them through the pool).
+ */
+export async function probeEndpoints(opts: Pick<StoreOptions, 'endpoints' | 'tls'>, prefix: Buffer, timeoutMs: number): Promise<EndpointProbe[]> {
+  return Promise.all(
+    opts.endpoints.map(async (endpoint): Promise<EndpointProbe> => {
+      const store = new Store({ endpoints: [endpoint], callTimeoutMs: timeoutMs, breakerOpenMs: 0, ...(opts.tls && { tls: opts.tls }) });
+      const deadline = Date.now() + timeoutMs;
+      try {
+        for (;;) {
+          try {
+            await store.quorumRevision(prefix, Math.max(1, deadline - Date.now()));
+            return { endpoint, refusal: null, error: null };
+          } catch (err) {
+            const refusal = refusalOf(err);
+            if (refusal === 'tls_untrusted' || refusal === 'tls_refused') return { endpoint, refusal, error: err as Error };
+            if (!isUnavailable(err)) return { endpoint, refusal: null, error: null }; // it answered (asking for a user, say)
+            if (Date.now() + 100 >= deadline) return { endpoint, refusal: null, error: err instanceof Error ? err : new Error(String(err)) };
+          }
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      } finally {
+        store.close();
+      }
+    }),
+  );
+}
