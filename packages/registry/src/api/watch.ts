@@ -267,7 +267,8 @@ class WatchStream implements Subscriber {
   writeChunk(chunk: Buffer, revision: number): void {
     const socket = this.res.socket;
     if (this.ended) return;
-    if (!this.res.headersSent || !socket || this.res.writableEnded) {
+    // Chunks only where the response is chunked (an HTTP/1.0 client gets a plain body).
+    if (!this.res.headersSent || !socket || this.res.writableEnded || (this.res as { chunkedEncoding?: boolean }).chunkedEncoding !== true) {
       this.write(chunk.toString('utf8', chunk.indexOf('\r\n') + 2, chunk.length - 2), revision);
       return;
     }

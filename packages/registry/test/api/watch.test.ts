@@ -3,7 +3,7 @@
 // fromRevision and by Last-Event-ID; positions it cannot resume get an explicit reset.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { call, SseReader, sleep, startNode } from '../helpers.js';
+import { call, SseReader, sleep, startNode, waitUntil } from '../helpers.js';
 
 const reg = (u: string, svc: string, id: string, extra: Record<string, unknown> = {}) =>
   call(u, 'PUT', `/v1/services/${svc}/instances/${id}`, { address: '10.0.0.1', port: 80, ...extra });
@@ -233,6 +233,50 @@ test('a watcher that stops reading is cut off at maxWatchBufferBytes; the others
     reader.close();
   } finally {
     stalled.destroy();
+    await node.close();
+  }
+});
+
+test('an HTTP/1.0 watcher gets the frames as a plain body, an HTTP/1.1 one as chunks of the same frames', async () => {
+  const node = await startNode();
+  const { connect } = await import('node:net');
+  const raw = async (version: string): Promise<{ text: () => string; close: () => void }> => {
+    const s = connect(Number(new URL(node.url).port), '127.0.0.1');
+    let text = '';
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => (text += d));
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.once('connect', () => resolve());
+    });
+    s.write(`GET /v1/watch?service=old HTTP/${version}\r\nhost: test\r\naccept: text/event-stream\r\n\r\n`);
+    return { text: () => text, close: () => s.destroy() };
+  };
+  try {
+    const old = await raw('1.0');
+    const cur = await raw('1.1');
+    await waitUntil(() => old.text().includes(': watching') && cur.text().includes(': watching'), 3_000, 'both streams open');
+    for (const id of ['a', 'b']) await reg(node.url, 'old', id);
+    const frames = (t: string): string[] => [...t.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1] as string).instance.id);
+    await waitUntil(() => frames(old.text()).length === 2 && cur.text().includes('"id":"b"'), 3_000, 'both events on both streams');
+    const oldBody = old.text().slice(old.text().indexOf('\r\n\r\n') + 4);
+    assert.doesNotMatch(old.text(), /transfer-encoding: chunked/i);
+    assert.match(oldBody, /^: watching\n\nevent: put\nid: [^\n]+\ndata: [^\n]+\n\nevent: put\nid: [^\n]+\ndata: [^\n]+\n\n$/, 'plain SSE, no chunk sizes');
+    assert.match(cur.text(), /transfer-encoding: chunked/i);
+    // Unchunked, the HTTP/1.1 body is the same frames.
+    let body = cur.text().slice(cur.text().indexOf('\r\n\r\n') + 4);
+    let plain = '';
+    for (;;) {
+      const eol = body.indexOf('\r\n');
+      if (eol < 0) break;
+      const size = parseInt(body.slice(0, eol), 16);
+      plain += body.slice(eol + 2, eol + 2 + size);
+      body = body.slice(eol + 2 + size + 2);
+    }
+    assert.equal(plain, oldBody);
+    old.close();
+    cur.close();
+  } finally {
     await node.close();
   }
 });
