@@ -1,12 +1,27 @@
 // Goal: the SSE watch delivers every change in revision order with reasons, puts the id
 // on the last event of each revision the stream delivers, and resumes exactly by
 // fromRevision and by Last-Event-ID; positions it cannot resume get an explicit reset.
+import { connect, type Socket } from 'node:net';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { call, SseReader, sleep, startNode, waitUntil } from '../helpers.js';
 
 const reg = (u: string, svc: string, id: string, extra: Record<string, unknown> = {}) =>
   call(u, 'PUT', `/v1/services/${svc}/instances/${id}`, { address: '10.0.0.1', port: 80, ...extra });
+
+/** A watch over a bare socket (no client library), with everything it received as text. */
+async function rawWatch(url: string, service: string, version = '1.1'): Promise<{ socket: Socket; text: () => string; close: () => void }> {
+  const socket = connect(Number(new URL(url).port), '127.0.0.1');
+  let text = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (d: string) => (text += d));
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.once('connect', () => resolve());
+  });
+  socket.write(`GET /v1/watch?service=${service} HTTP/${version}\r\nhost: test\r\naccept: text/event-stream\r\n\r\n`);
+  return { socket, text: () => text, close: () => socket.destroy() };
+}
 
 test('a watcher sees every change in revision order, with reasons and ids', async () => {
   const node = await startNode();
@@ -202,17 +217,14 @@ test('streams of other services never see a write; a stream of two services sees
 
 test('a watcher that stops reading is cut off at maxWatchBufferBytes; the others get every event', async () => {
   const node = await startNode({ limits: { maxWatchBufferBytes: 256 * 1024 } });
-  const { connect } = await import('node:net');
-  const stalled = connect(Number(new URL(node.url).port), '127.0.0.1');
+  let stalled: Awaited<ReturnType<typeof rawWatch>> | undefined;
   try {
     const u = node.url;
     const reader = await SseReader.open(`${u}/v1/watch?service=slow`);
-    await new Promise<void>((resolve, reject) => {
-      stalled.once('error', reject);
-      stalled.write('GET /v1/watch?service=slow HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n');
-      stalled.once('data', () => resolve()); // the headers: from here on it reads nothing
-    });
-    stalled.pause();
+    stalled = await rawWatch(u, 'slow');
+    await waitUntil(() => stalled!.text().includes(': watching'), 3_000, 'the stalled stream open');
+    // From here on it reads nothing.
+    stalled.socket.pause();
     const cut = async () => /^switchboard_watch_streams_cut_total 1$/m.test(await (await fetch(`${u}/metrics`)).text());
     const big = 'x'.repeat(8 * 1024);
     let writes = 0;
@@ -232,29 +244,16 @@ test('a watcher that stops reading is cut off at maxWatchBufferBytes; the others
     assert.equal(reader.ended, false);
     reader.close();
   } finally {
-    stalled.destroy();
+    stalled?.close();
     await node.close();
   }
 });
 
 test('an HTTP/1.0 watcher gets the frames as a plain body, an HTTP/1.1 one as chunks of the same frames', async () => {
   const node = await startNode();
-  const { connect } = await import('node:net');
-  const raw = async (version: string): Promise<{ text: () => string; close: () => void }> => {
-    const s = connect(Number(new URL(node.url).port), '127.0.0.1');
-    let text = '';
-    s.setEncoding('latin1');
-    s.on('data', (d: string) => (text += d));
-    await new Promise<void>((resolve, reject) => {
-      s.once('error', reject);
-      s.once('connect', () => resolve());
-    });
-    s.write(`GET /v1/watch?service=old HTTP/${version}\r\nhost: test\r\naccept: text/event-stream\r\n\r\n`);
-    return { text: () => text, close: () => s.destroy() };
-  };
   try {
-    const old = await raw('1.0');
-    const cur = await raw('1.1');
+    const old = await rawWatch(node.url, 'old', '1.0');
+    const cur = await rawWatch(node.url, 'old');
     await waitUntil(() => old.text().includes(': watching') && cur.text().includes(': watching'), 3_000, 'both streams open');
     for (const id of ['a', 'b']) await reg(node.url, 'old', id);
     const frames = (t: string): string[] => [...t.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1] as string).instance.id);
