@@ -147,15 +147,9 @@ interface InFlight {
 const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revoked', 'connection_lost', 'critical_timeout']);
 /** Batches waiting for acknowledgements, for the lag measure; the oldest are forgotten. */
 const MAX_IN_FLIGHT = 4_096;
+/** Consumer reports waiting for their owner's count; more are counted locally. */
 /** Anti-entropy rounds waiting for answers; the oldest are forgotten (the next rounds repair). */
 const MAX_ROUNDS = 256;
-/**
- * Most view changes (records flagged, unflagged, hidden or shown again) one reconcile pass
- * makes. A peer that owned many records going away would otherwise rewrite all of them in
- * one turn of the event loop (tens of milliseconds per thousand), holding up every request
- * meanwhile; the rest follows in later passes, one turn apart.
- */
-const RECONCILE_MAX_CHANGES = 500;
 
 /** Messages between ap nodes (msgpack-encoded by the transport). */
 export type ApMessage =
@@ -217,8 +211,6 @@ export class ApEngine implements Engine {
   private tickTimer: unknown = null;
   private aeTimer: unknown = null;
   private readyTimer: unknown = null;
-  /** The next slice of a reconcile that had more changes than RECONCILE_MAX_CHANGES. */
-  private reconcileTimer: unknown = null;
   private batchSeq = 0;
   private readonly inFlight = new Map<number, InFlight>();
   private aeRound = 0;
@@ -683,7 +675,7 @@ export class ApEngine implements Engine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const t of [this.tickTimer, this.aeTimer, this.flushTimer, this.readyTimer, this.reconcileTimer]) if (t !== null) this.timers.clear(t);
+    for (const t of [this.tickTimer, this.aeTimer, this.flushTimer, this.readyTimer]) if (t !== null) this.timers.clear(t);
     this.monitor?.close();
     await this.writes.close();
     await this.transport.close();
@@ -1367,22 +1359,17 @@ export class ApEngine implements Engine {
     const changes: Change[] = [];
     const counts = { unconfirmed: 0, hidden: 0 };
     this.viewCounts = counts;
-    // Past RECONCILE_MAX_CHANGES the rest waits for the next slice (the pass is idempotent:
-    // it finds what is still to change by comparing with the registry again).
-    let more = false;
-    const room = (): boolean => changes.length < RECONCILE_MAX_CHANGES || ((more = true), false);
     for (const r of others) {
       const shown = this.registry.instance(r.namespace, r.service, r.id);
       const want = this.visible(r);
       if (!want) {
         counts.hidden++;
-        if (shown && room()) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'owner_unreachable', detail: `owner ${r.o} unreachable for longer than ${this.limits.apOwnerGraceMs} ms`, repl: { view: true } });
+        if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'owner_unreachable', detail: `owner ${r.o} unreachable for longer than ${this.limits.apOwnerGraceMs} ms`, repl: { view: true } });
         continue;
       }
       const flag = !this.peerUp(r.o);
       if (flag) counts.unconfirmed++;
       if (shown && (shown.instance.unconfirmed === true) === flag) continue;
-      if (!room()) continue;
       changes.push({
         op: 'put',
         instance: this.toInstance(r),
@@ -1393,13 +1380,6 @@ export class ApEngine implements Engine {
       });
     }
     if (changes.length > 0) this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
-    if (more) {
-      this.viewDirty = true;
-      this.reconcileTimer ??= this.timers.set(() => {
-        this.reconcileTimer = null;
-        this.reconcile();
-      }, 0);
-    }
   }
 
   /** Engages or releases self-preservation from the leases of live records (`all`) and those of unreachable owners (`away`). */
