@@ -147,7 +147,6 @@ interface InFlight {
 const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revoked', 'connection_lost', 'critical_timeout']);
 /** Batches waiting for acknowledgements, for the lag measure; the oldest are forgotten. */
 const MAX_IN_FLIGHT = 4_096;
-/** Consumer reports waiting for their owner's count; more are counted locally. */
 /** Anti-entropy rounds waiting for answers; the oldest are forgotten (the next rounds repair). */
 const MAX_ROUNDS = 256;
 
