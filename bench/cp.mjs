@@ -51,7 +51,7 @@ const { noop } = createRequire(require.resolve('etcd3'))('cockatiel');
 const AGENT = join(ROOT, 'packages/registry/bin/switchboard.js');
 
 /** With `profileDir` (--profile), the nodes run with --cpu-prof and write their profiles there. */
-export async function startCpNodes(etcd, n = 3, profileDir = null) {
+async function startCpNodes(etcd, n = 3, profileDir = null) {
   const ports = await freePorts(n);
   const prefix = `/bench-${process.pid}/`;
   const nodes = [];
@@ -87,7 +87,7 @@ function directClient(etcd) {
 }
 
 /** Runs `op` from `concurrency` loops for warmup + duration; counts ops in the measured part with the servers' CPU. */
-export async function measure({ concurrency, warmupMs, durationMs, pids, nodePids = [], op }) {
+async function measure({ concurrency, warmupMs, durationMs, pids, nodePids = [], op }) {
   let measuring = false;
   let stop = false;
   let ops = 0;
@@ -125,7 +125,7 @@ export async function measure({ concurrency, warmupMs, durationMs, pids, nodePid
   return out;
 }
 
-export async function httpOk(pool, method, path, body) {
+async function httpOk(pool, method, path, body) {
   const res = await pool.request({ method, path, headers: body ? { 'content-type': 'application/json' } : {}, body });
   const text = await res.body.text();
   if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`);
@@ -235,15 +235,20 @@ async function unavailabilityTrial(kind) {
 }
 
 
-/** Each figure of the throughput runs as its median; the overhead's run values kept for the table. */
+/**
+ * Each figure of the throughput runs as its median (each on its own, so the columns of a
+ * row can come from different runs), errors and barrier writes as totals; the overhead of
+ * every run is kept for the table.
+ */
 function medianThroughput(runs) {
   const out = {};
   for (const k of Object.keys(runs[0])) {
     const side = (name) => {
       const r = {};
       for (const f of Object.keys(runs[0][k][name])) {
-        const xs = runs.map((x) => x[k][name][f]).filter((v) => typeof v === 'number');
-        if (xs.length > 0) r[f] = median(xs);
+        const xs = runs.map((x) => x[k][name][f]).filter((v) => Number.isFinite(v));
+        // Counts add up over the runs (a failed run must not hide behind two clean ones).
+        r[f] = f === 'errors' || f === 'barrierWrites' ? xs.reduce((a, x) => a + x, 0) : xs.length > 0 ? median(xs) : NaN;
       }
       return r;
     };
@@ -270,8 +275,9 @@ export async function main(argv) {
   const started = new Date();
   const startLoad = loadavg();
   const trials = Number(values.trials);
+  if (!Number.isInteger(trials) || trials < 1) throw new Error(`--trials must be a whole number of 1 or more, got ${values.trials}`);
   const tpRuns = [];
-  for (let t = 0; t < Math.max(1, trials); t++) tpRuns.push(await throughput(opts));
+  for (let t = 0; t < trials; t++) tpRuns.push(await throughput(opts));
   const tp = medianThroughput(tpRuns);
   const fmt = (r) => `${Math.round(r.opsPerSec)} ops/s, ${r.cpuSeconds.toFixed(1)} server CPU-s, ${Math.round(r.opsPerCpuSecond)} ops per CPU-s${r.errors ? `, ${r.errors} errors` : ''}${r.barrierWrites !== undefined ? `, ${r.barrierWrites} barrier writes` : ''}${r.nodeCpuUsPerOp !== undefined ? ` (per op: etcd ${Math.round(r.etcdCpuUsPerOp)} µs, cp nodes ${Math.round(r.nodeCpuUsPerOp)} µs of CPU)` : ''}`;
   for (const [k, r] of Object.entries(tp)) {

@@ -127,12 +127,13 @@ export class SessionClient {
     ws.on('close', () => (this.closed = true));
   }
   static async connect(url: string): Promise<SessionClient> {
-    const ws = new WebSocket(url.replace('http', 'ws') + '/v1/session');
+    const client = new SessionClient(new WebSocket(url.replace('http', 'ws') + '/v1/session'));
     await new Promise((resolve, reject) => {
-      ws.once('open', resolve);
-      ws.once('error', reject);
+      client.ws.once('open', resolve);
+      client.ws.once('error', reject);
     });
-    return new SessionClient(ws);
+    client.ws.on('error', () => undefined); // later errors show as `closed`
+    return client;
   }
   send(msg: unknown): void {
     this.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));

@@ -91,11 +91,9 @@ function post(stream: WatchStream, chunk: Buffer, revision: number): void {
   if (outbox.push({ stream, chunk, revision }) === 1) process.nextTick(flushOutbox);
 }
 function flushOutbox(): void {
-  for (let i = 0; i < outbox.length; i++) {
-    const o = outbox[i] as (typeof outbox)[number];
-    o.stream.writeChunk(o.chunk, o.revision);
-  }
-  outbox.length = 0;
+  // Taken out first: a write that throws must not leave the outbox looking busy for ever.
+  const due = outbox.splice(0);
+  for (const o of due) o.stream.writeChunk(o.chunk, o.revision);
 }
 
 /** How many watchers of a service a change reached (see WatchStreams.reach). */
@@ -241,7 +239,8 @@ class WatchStream implements Subscriber {
   }
 
   deliver(events: WatchEvent[], revision: number): void {
-    if (revision < this.minRevision) return;
+    // (An empty chunk would be the chunked body's end.)
+    if (revision < this.minRevision || events.length === 0) return;
     this.streams.countSent(events.length);
     post(this, chunkFor(events), revision);
   }
@@ -268,6 +267,8 @@ class WatchStream implements Subscriber {
     const socket = this.res.socket;
     if (this.ended) return;
     // Chunks only where the response is chunked (an HTTP/1.0 client gets a plain body).
+    // headersSent is true from writeHead on; start() has written the headers and the first
+    // comment through the response before any chunk comes here.
     if (!this.res.headersSent || !socket || this.res.writableEnded || (this.res as { chunkedEncoding?: boolean }).chunkedEncoding !== true) {
       this.write(chunk.toString('utf8', chunk.indexOf('\r\n') + 2, chunk.length - 2), revision);
       return;

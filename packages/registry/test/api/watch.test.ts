@@ -216,7 +216,7 @@ test('streams of other services never see a write; a stream of two services sees
 });
 
 test('a watcher that stops reading is cut off at maxWatchBufferBytes; the others get every event', async () => {
-  const node = await startNode({ limits: { maxWatchBufferBytes: 256 * 1024 } });
+  const node = await startNode({ limits: { maxWatchBufferBytes: 1024 * 1024 } });
   let stalled: Awaited<ReturnType<typeof rawWatch>> | undefined;
   try {
     const u = node.url;
@@ -230,17 +230,21 @@ test('a watcher that stops reading is cut off at maxWatchBufferBytes; the others
     let writes = 0;
     const deadline = Date.now() + 20_000;
     // The kernel's socket buffers take a few MB before the node queues anything itself.
-    while (!(await cut()) && Date.now() < deadline && writes < 400) {
-      const instances = Array.from({ length: 50 }, (_, i) => ({ service: 'slow', id: `i${i}`, address: '10.0.0.1', port: 80, metadata: { pad: big, n: String(writes) } }));
+    // Batches of 20 (about 170 kB a change): well under the limit, so the reading watcher
+    // is never cut for one change that its socket has not taken yet.
+    while (!(await cut()) && Date.now() < deadline && writes < 1_000) {
+      const instances = Array.from({ length: 20 }, (_, i) => ({ service: 'slow', id: `i${i}`, address: '10.0.0.1', port: 80, metadata: { pad: big, n: String(writes) } }));
       assert.equal((await call(u, 'POST', '/v1/instances/batch', { instances })).status, 200);
       writes++;
     }
-    assert.ok(await cut(), `the stalled stream was not cut after ${writes} batches of 50 events`);
-    assert.ok(writes < 400);
+    assert.ok(await cut(), `the stalled stream was not cut after ${writes} batches of 20 events`);
+    assert.ok(writes < 1_000);
     const metrics = await (await fetch(`${u}/metrics`)).text();
     assert.match(metrics, /^switchboard_watch_streams_cut_total 1$/m);
-    await reader.count(writes * 50);
-    assert.equal(reader.events.length, writes * 50, 'the reading watcher got every event, no more');
+    await reader.count(writes * 20);
+    const got = reader.events.map((e) => `${e.json.instance.id}/${e.json.instance.metadata.n}`);
+    const want = Array.from({ length: writes }, (_, w) => Array.from({ length: 20 }, (_, i) => `i${i}/${w}`)).flat();
+    assert.deepEqual(got, want, 'the reading watcher got every event once, in order');
     assert.equal(reader.ended, false);
     reader.close();
   } finally {
@@ -255,9 +259,10 @@ test('an HTTP/1.0 watcher gets the frames as a plain body, an HTTP/1.1 one as ch
     const old = await rawWatch(node.url, 'old', '1.0');
     const cur = await rawWatch(node.url, 'old');
     await waitUntil(() => old.text().includes(': watching') && cur.text().includes(': watching'), 3_000, 'both streams open');
-    for (const id of ['a', 'b']) await reg(node.url, 'old', id);
+    // Not only ASCII: a chunk's size counts bytes, not characters.
+    for (const id of ['a', 'b']) await reg(node.url, 'old', id, { metadata: { city: 'Zürich €' } });
     const frames = (t: string): string[] => [...t.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1] as string).instance.id);
-    await waitUntil(() => frames(old.text()).length === 2 && cur.text().includes('"id":"b"'), 3_000, 'both events on both streams');
+    await waitUntil(() => frames(old.text()).length === 2 && cur.text().includes('"id":"b"'), 3_000, 'both events on both streams', { retryErrors: true });
     const oldBody = old.text().slice(old.text().indexOf('\r\n\r\n') + 4);
     assert.doesNotMatch(old.text(), /transfer-encoding: chunked/i);
     assert.match(oldBody, /^: watching\n\nevent: put\nid: [^\n]+\ndata: [^\n]+\n\nevent: put\nid: [^\n]+\ndata: [^\n]+\n\n$/, 'plain SSE, no chunk sizes');

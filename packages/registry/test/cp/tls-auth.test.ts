@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -187,6 +188,8 @@ test('one endpoint whose certificate the node does not trust ends the start, nam
   const other = makePki(otherDir);
   const server = createTlsServer({ key: readFileSync(other.serverKey), cert: readFileSync(other.serverCert), ALPNProtocols: ['h2'] }, (s) => s.destroy());
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const plain = createHttpServer((_req, res) => res.end('not etcd'));
+  await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
   const impostor = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
   try {
     const args = tlsArgs('t5');
@@ -197,8 +200,15 @@ test('one endpoint whose certificate the node does not trust ends the start, nam
     assert.notEqual(r.code, null, `killed after 20 s instead of exiting: ${r.stdout + r.stderr}`);
     assert.match(r.stderr, new RegExp(`does not trust etcd's server certificate.*\\(endpoint ${impostor.replace(/\./g, '\\.')}:`));
     assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+
+    // An https:// endpoint that serves plain text is named as such.
+    args[args.indexOf('--etcd') + 1] = `${etcd.endpoints.join(',')},https://127.0.0.1:${(plain.address() as AddressInfo).port}`;
+    const p = await run(['agent', '--http-addr', '127.0.0.1:0', '--log-format', 'json', ...args], { SWITCHBOARD_ETCD_PASSWORD: PASSWORD }, 20_000);
+    assert.notEqual(p.code, 0, p.stdout + p.stderr);
+    assert.match(p.stderr, /the endpoint answers without TLS; give it as http:\/\/.*\(endpoint https:\/\/127\.0\.0\.1:\d+:/);
   } finally {
     server.close();
+    plain.close();
     rmSync(otherDir, { recursive: true, force: true });
   }
 });

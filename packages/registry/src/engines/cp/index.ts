@@ -14,7 +14,9 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
   const security = { tls: cfg.etcdTls !== null, clientCert: cfg.etcdTls?.cert != null, username: cfg.etcdAuth?.username ?? null };
   if (cfg.etcdAuth !== null && cfg.etcdTls === null) log.warn({ etcd: cfg.etcd }, 'the etcd password is sent over plain http: use https:// endpoints where others can see the traffic');
   // Every endpoint on its own: one whose TLS handshake fails stops the start, even when the
-  // others answer; one that does not answer yet only gets a warning.
+  // others answer; one that does not answer (or is not an etcd member that can serve) only
+  // gets a warning. Best effort: an endpoint that does not answer within the probe's
+  // deadline is not checked (its refusal is met later, when the client picks it).
   const { tls } = etcdSecurityOf(cfg);
   const probes = await probeEndpoints({ endpoints: cfg.etcd, ...(tls && { tls }) }, Buffer.from(cfg.etcdPrefix), ENDPOINT_PROBE_TIMEOUT_MS);
   const refused = probes.filter((p) => p.refusal !== null);
@@ -78,6 +80,8 @@ function describeRefusal(refusal: Refusal, cfg: Pick<AgentConfig, 'etcdAuth' | '
         : `etcd user "${user}" may not read and write ${cfg.etcdPrefix}: grant one of its roles readwrite on the prefix (etcdctl role grant-permission ROLE --prefix=true readwrite ${cfg.etcdPrefix}; see docs/cp.md)`;
     case 'tls_untrusted':
       return "TLS with etcd failed: this node does not trust etcd's server certificate; --etcd-ca-file must hold the CA that signed it (default the system CAs), and the certificate must name the host given in --etcd";
+    case 'tls_plain':
+      return 'TLS with etcd failed: the endpoint answers without TLS; give it as http:// (etcd serves TLS only when started with --cert-file and --key-file)';
     case 'tls_refused':
       return 'TLS with etcd failed: etcd refused the handshake, most likely over the client certificate; with etcd --client-cert-auth the node needs --etcd-cert-file and --etcd-key-file, signed by a CA in etcd\'s --trusted-ca-file';
   }

@@ -59,12 +59,16 @@ export function isUnavailable(err: unknown): boolean {
   return /Unavailable|DeadlineExceeded|deadline|timed out|no leader|leader changed|BrokenCircuit|Connection pool|ECONNREFUSED|ECONNRESET|UNAVAILABLE|too many requests|Cancelled/i.test(text);
 }
 
-export type Refusal = 'authentication' | 'auth_disabled' | 'permission' | 'tls_untrusted' | 'tls_refused';
+export type Refusal = 'authentication' | 'auth_disabled' | 'permission' | 'tls_untrusted' | 'tls_refused' | 'tls_plain';
 
 /** This node does not trust etcd's server certificate (its CA, its name, its dates). */
 const TLS_UNTRUSTED = /unable to (verify|get (local )?issuer)|self[- ]signed certificate|certificate (has expired|is not yet valid)|altnames|ERR_TLS_CERT/i;
 /** etcd refused the TLS handshake: it wants a client certificate it trusts (--client-cert-auth). */
 const TLS_REFUSED = /alert (bad|unknown|unsupported|certificate)[ _]|alert unknown ca|alert handshake failure|SSL routines/i;
+/** The endpoint answered the TLS hello in plain text: it serves http://, not https://. */
+const TLS_PLAIN = /wrong version number|packet length too long/i;
+/** A connection cut during the handshake (a member restarting, say): not a refusal. */
+const TLS_CUT = /unexpected eof|ECONNRESET|socket hang up/i;
 
 /**
  * Failures that trying again will not cure: etcd refused the user, the user's permissions,
@@ -78,7 +82,8 @@ export function refusalOf(err: unknown): Refusal | null {
   if (/authentication is not enabled/i.test(text)) return 'auth_disabled';
   if (/permission denied|user name not found|role is not granted/i.test(text)) return 'permission';
   if (TLS_UNTRUSTED.test(text)) return 'tls_untrusted';
-  if (TLS_REFUSED.test(text)) return 'tls_refused';
+  if (TLS_PLAIN.test(text)) return 'tls_plain';
+  if (TLS_REFUSED.test(text) && !TLS_CUT.test(text)) return 'tls_refused';
   return null;
 }
 
@@ -367,9 +372,11 @@ export async function probeEndpoints(opts: Pick<StoreOptions, 'endpoints' | 'tls
             return { endpoint, refusal: null, error: null };
           } catch (err) {
             const refusal = refusalOf(err);
-            if (refusal === 'tls_untrusted' || refusal === 'tls_refused') return { endpoint, refusal, error: err as Error };
-            if (!isUnavailable(err)) return { endpoint, refusal: null, error: null }; // it answered (asking for a user, say)
-            if (Date.now() + 100 >= deadline) return { endpoint, refusal: null, error: err instanceof Error ? err : new Error(String(err)) };
+            if (refusal === 'tls_untrusted' || refusal === 'tls_refused' || refusal === 'tls_plain') return { endpoint, refusal, error: err as Error };
+            // etcd answered (asking for a user, say): the handshake held. Anything else (another
+            // kind of server, a learner) is not an answer from a member that can serve.
+            if (isEtcdAnswer(err)) return { endpoint, refusal: null, error: null };
+            if (Date.now() + 100 >= deadline || !isUnavailable(err)) return { endpoint, refusal: null, error: err instanceof Error ? err : new Error(String(err)) };
           }
           await new Promise((r) => setTimeout(r, 100));
         }
@@ -378,4 +385,10 @@ export async function probeEndpoints(opts: Pick<StoreOptions, 'endpoints' | 'tls
       }
     }),
   );
+}
+
+/** An error etcd itself gave (the etcd3 client's Etcd* errors carry etcd's "etcdserver: ..." text). */
+function isEtcdAnswer(err: unknown): boolean {
+  const e = err as { name?: string; message?: string } | null;
+  return /^Etcd/.test(e?.name ?? '') || /etcdserver:/.test(e?.message ?? '');
 }
