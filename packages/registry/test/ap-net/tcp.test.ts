@@ -1,5 +1,5 @@
 // Goal: the peer links between ap nodes over real sockets on 127.0.0.1: messages arrive in
-// order over one link per pair; a wrong id, cluster or protocol version is refused with a
+// order over one link per pair; a wrong or malformed id, cluster or protocol version is refused with a
 // clear log line; a restarted peer is relinked; the outgoing queue and the frame size are
 // bounded; a peer that stops answering turns unreachable within peerPingIntervalMs x
 // peerMissedPings; --join learns every member through one address; close says goodbye.
@@ -113,6 +113,21 @@ test('a peer speaking another protocol version is refused with WRONG_VERSION and
     assert.equal(r.frames[0]?.[0], FrameKind.Refuse);
     assert.equal((r.frames[0]![1] as { code: string }).code, 'WRONG_VERSION');
     assert.ok(b.lines.some((l) => /refused a peer link/.test(l.msg) && /peer protocol 2/.test(l.msg)), 'logged');
+    assert.deepEqual(b.t.peerIds(), []);
+  } finally {
+    await closeAll(b);
+  }
+});
+
+test('a peer whose id breaks the node-id rule is refused with INVALID_ID and a log line', async () => {
+  const b = await node('b');
+  try {
+    const r = await raw(b.t.address().port);
+    r.s.write(hello(PEER_PROTOCOL_VERSION, 'bad id'));
+    await r.closed;
+    assert.equal(r.frames[0]?.[0], FrameKind.Refuse);
+    assert.equal((r.frames[0]![1] as { code: string }).code, 'INVALID_ID');
+    assert.ok(b.lines.some((l) => /refused a peer link/.test(l.msg) && /"bad id"/.test(l.msg)), 'logged');
     assert.deepEqual(b.t.peerIds(), []);
   } finally {
     await closeAll(b);

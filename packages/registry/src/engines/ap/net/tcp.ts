@@ -22,7 +22,7 @@
  */
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import type { Logger } from 'pino';
-import type { Limits } from '@switchboard/protocol';
+import { NODE_ID_RULE, isNodeId, type Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
 import { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, type Frame, type HelloBody, type MemberRecord, type RefuseBody, type WelcomeBody } from './frame.js';
 import { reconnectDelay } from './backoff.js';
@@ -473,6 +473,7 @@ export class TcpPeerTransport implements TcpTransport {
       this.drop(link, 'refused', false);
     };
     if (h.proto !== PEER_PROTOCOL_VERSION) return refuse('WRONG_VERSION', `node "${h.id}" speaks peer protocol ${h.proto}, this node ${PEER_PROTOCOL_VERSION}: run the same Switchboard version on every node`);
+    if (!isNodeId(h.id)) return refuse('INVALID_ID', `the dialing node's id ${JSON.stringify(h.id)} is not ${NODE_ID_RULE}: give it a --node-id that is`);
     if (h.cluster !== this.cluster) return refuse('WRONG_CLUSTER', `node "${h.id}" belongs to cluster "${h.cluster}", this node to "${this.cluster}"`);
     if (h.id === this.nodeId) return refuse('SAME_ID', `the dialing node has this node's id "${h.id}": every node needs its own --node-id`);
     if (h.expect !== null && h.expect !== this.nodeId) {
@@ -506,6 +507,7 @@ export class TcpPeerTransport implements TcpTransport {
     };
     if (w.proto !== PEER_PROTOCOL_VERSION) return fail(`it speaks peer protocol ${w.proto}, this node ${PEER_PROTOCOL_VERSION}`);
     if (w.cluster !== this.cluster) return fail(`it belongs to cluster "${w.cluster}", this node to "${this.cluster}"`);
+    if (!isNodeId(w.id)) return fail(`its id ${JSON.stringify(w.id)} is not ${NODE_ID_RULE}`);
     if (w.id === this.nodeId) {
       // A --join list that names this node itself: nothing to link to.
       this.log.debug({ at }, 'a --join address is this node itself');
@@ -591,7 +593,7 @@ export class TcpPeerTransport implements TcpTransport {
   private learn(members: MemberRecord[]): void {
     if (!Array.isArray(members)) return;
     for (const m of members.slice(0, this.limits.peerMaxPeers + 1)) {
-      if (!m || typeof m.id !== 'string' || typeof m.address !== 'string' || m.id === this.nodeId) continue;
+      if (!m || !isNodeId(m.id) || typeof m.address !== 'string' || m.id === this.nodeId) continue;
       if (this.peersById.has(m.id) || this.removed.has(m.id)) continue;
       const a = parseAddress(m.address);
       if (!a || UNSPECIFIED.has(a.host)) continue;
