@@ -3,7 +3,7 @@
  * (--config, camelCase keys) and defaults, in that order of precedence. Every invalid
  * value is refused with a message naming the field and where it came from.
  */
-import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { hostname } from 'node:os';
@@ -226,38 +226,37 @@ function readNamedFile(p: Picked, what: string): { path: string; data: Buffer } 
  * A PEM certificate file (a CA file may hold several). Checked here because the etcd
  * client only reports a bad file as a failed connection, without naming it.
  */
-function pemCertificate(p: Picked, what: string): Buffer {
+function pemCertificate(p: Picked, what: string): { data: Buffer; x509: X509Certificate } {
   const { path, data } = readNamedFile(p, what);
-  if (!isPemCertificate(data)) {
+  const x509 = data.includes('-----BEGIN CERTIFICATE-----') ? parsed(() => new X509Certificate(data)) : null;
+  if (x509 === null) {
     throw new ConfigError(p.where, `${p.where}: ${path} holds no PEM certificate (${what})`, {
       code: 'TLS_FILE_INVALID',
       hint: 'give a PEM file that starts with -----BEGIN CERTIFICATE-----, such as the files etcd takes with --trusted-ca-file and --cert-file',
     });
   }
-  return data;
+  return { data, x509 };
 }
 
-function isPemCertificate(data: Buffer): boolean {
-  if (!data.includes('-----BEGIN CERTIFICATE-----')) return false;
+/** What `parse` makes of a file's contents, or null when it cannot. */
+function parsed<T>(parse: () => T): T | null {
   try {
-    new X509Certificate(data);
-    return true;
+    return parse();
   } catch {
-    return false;
+    return null;
   }
 }
 
-function pemPrivateKey(p: Picked, what: string): Buffer {
+function pemPrivateKey(p: Picked, what: string): { data: Buffer; key: KeyObject } {
   const { path, data } = readNamedFile(p, what);
-  try {
-    createPrivateKey(data);
-  } catch {
+  const key = parsed(() => createPrivateKey(data));
+  if (key === null) {
     throw new ConfigError(p.where, `${p.where}: ${path} holds no unencrypted PEM private key (${what})`, {
       code: 'TLS_FILE_INVALID',
       hint: 'give the PEM key (-----BEGIN PRIVATE KEY----- or -----BEGIN EC/RSA PRIVATE KEY-----) without a passphrase, readable only by the agent',
     });
   }
-  return data;
+  return { data, key };
 }
 
 /**
@@ -295,7 +294,7 @@ function etcdTlsOf(endpoints: string[], pick: Picker): EtcdTls | null {
   const ca = caP === undefined ? null : pemCertificate(caP, 'the etcd CA certificate');
   const cert = certP === undefined ? null : pemCertificate(certP, 'the etcd client certificate');
   const key = keyP === undefined ? null : pemPrivateKey(keyP, "the etcd client certificate's key");
-  if (cert !== null && key !== null && !new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) {
+  if (cert !== null && key !== null && !cert.x509.checkPrivateKey(key.key)) {
     const c = certP as Picked;
     throw new ConfigError(c.where, `${c.where} and ${(keyP as Picked).where} do not belong together: the key is not the certificate's`, {
       code: 'ETCD_CERT_KEY_MISMATCH',
@@ -303,7 +302,7 @@ function etcdTlsOf(endpoints: string[], pick: Picker): EtcdTls | null {
     });
   }
   if (secure === 0) return null;
-  return { ca, cert, key: key === null ? null : new Secret(key) };
+  return { ca: ca?.data ?? null, cert: cert?.data ?? null, key: key === null ? null : new Secret(key.data) };
 }
 
 const PASSWORD_HINT = `put the password in a file readable only by the agent and give it with ${flagOf('etcdPasswordFile')}, or set ${envOf('etcdPassword')}; it is never taken from a flag, which any user can read in ps`;
