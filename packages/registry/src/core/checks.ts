@@ -230,6 +230,6 @@ export function dueAction(due: CheckDeadline, instance: Instance): DueAction | n
 }
 
 /** The output of a ttl check that heard nothing in time. */
-export function ttlExpiredOutput(spec: CheckSpec): string {
+function ttlExpiredOutput(spec: CheckSpec): string {
   return `no report within ${formatDuration(spec.ttlMs ?? 0)} (ttl)`;
 }

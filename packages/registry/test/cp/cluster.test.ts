@@ -302,7 +302,7 @@ test('a session that drops without a hand-over ends its lease after the grace, u
     const watch = await SseReader.open(`${c.url}/v1/watch?service=crash`);
     // A provider on a dies (its socket closes with no close message): gone long before the 10 s TTL.
     const s1 = await SessionClient.connect(a.url);
-    s1.ws.send(JSON.stringify({ type: 'open', ttlMs: 10_000 }));
+    s1.send({ type: 'open', ttlMs: 10_000 });
     const l1 = await s1.next('lease', 5_000);
     assert.equal((await call(a.url, 'PUT', '/v1/services/crash/instances/dead', { address: '10.0.0.1', port: 1, leaseId: l1.leaseId })).status, 200);
     await watch.until(() => watch.events.some((e) => e.event === 'put'), 5_000, 'the put');
@@ -317,12 +317,12 @@ test('a session that drops without a hand-over ends its lease after the grace, u
 
     // A provider whose connection to a drops resumes its lease on b within the grace: it stays.
     const s2 = await SessionClient.connect(a.url);
-    s2.ws.send(JSON.stringify({ type: 'open', ttlMs: 10_000 }));
+    s2.send({ type: 'open', ttlMs: 10_000 });
     const l2 = await s2.next('lease', 5_000);
     assert.equal((await call(a.url, 'PUT', '/v1/services/crash/instances/alive', { address: '10.0.0.2', port: 2, leaseId: l2.leaseId })).status, 200);
     s2.ws.terminate();
     const s3 = await SessionClient.connect(b.url);
-    s3.ws.send(JSON.stringify({ type: 'resume', leaseId: l2.leaseId }));
+    s3.send({ type: 'resume', leaseId: l2.leaseId });
     assert.equal((await s3.next('lease', 5_000)).leaseId, l2.leaseId);
     await sleep(2_000);
     const alive = await call(b.url, 'GET', '/v1/services/crash?consistent=true');

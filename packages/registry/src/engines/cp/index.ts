@@ -17,8 +17,8 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
   // others answer; one that does not answer (or is not an etcd member that can serve) only
   // gets a warning. Best effort: an endpoint that does not answer within the probe's
   // deadline is not checked (its refusal is met later, when the client picks it).
-  const { tls } = etcdSecurityOf(cfg);
-  const probes = await probeEndpoints({ endpoints: cfg.etcd, ...(tls && { tls }) }, Buffer.from(cfg.etcdPrefix), ENDPOINT_PROBE_TIMEOUT_MS);
+  const secrets = etcdSecurityOf(cfg);
+  const probes = await probeEndpoints({ endpoints: cfg.etcd, ...(secrets.tls && { tls: secrets.tls }) }, Buffer.from(cfg.etcdPrefix), ENDPOINT_PROBE_TIMEOUT_MS);
   const refused = probes.filter((p) => p.refusal !== null);
   if (refused.length > 0) {
     const first = refused[0] as (typeof refused)[number];
@@ -38,7 +38,7 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
         prefix: cfg.etcdPrefix,
         limits: cfg.limits,
         clock: ctx.clock,
-        ...etcdSecurityOf(cfg),
+        ...secrets,
         log: (level, msg, err) => log[level](err === undefined ? {} : { err }, msg),
       });
       log.info({ etcd: cfg.etcd, prefix: cfg.etcdPrefix, ...security, epoch: engine.registry.epoch, revision: engine.registry.revision, instances: engine.registry.instanceCount }, 'following the registry in etcd');

@@ -375,8 +375,8 @@ export async function probeEndpoints(opts: Pick<StoreOptions, 'endpoints' | 'tls
             if (refusal === 'tls_untrusted' || refusal === 'tls_refused' || refusal === 'tls_plain') return { endpoint, refusal, error: err as Error };
             // etcd answered (asking for a user, say): the handshake held. Anything else (another
             // kind of server, a learner) is not an answer from a member that can serve.
-            if (isEtcdAnswer(err)) return { endpoint, refusal: null, error: null };
-            if (Date.now() + 100 >= deadline || !isUnavailable(err)) return { endpoint, refusal: null, error: err instanceof Error ? err : new Error(String(err)) };
+            if (isEtcdAnswer(err) && !/not supported for learner/i.test((err as Error)?.message ?? '')) return { endpoint, refusal: null, error: null };
+            if (Date.now() + 100 >= deadline || !isUnavailable(err) || isEtcdAnswer(err)) return { endpoint, refusal: null, error: err instanceof Error ? err : new Error(String(err)) };
           }
           await new Promise((r) => setTimeout(r, 100));
         }

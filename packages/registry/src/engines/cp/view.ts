@@ -248,7 +248,8 @@ export class View {
       } else {
         // etcd checks a watch's token when the watch is created: a token it no longer
         // knows (a member restarted, the token expired) needs a new one before watching again.
-        if (/invalid auth token/i.test(res.cancel_reason ?? '')) this.store.refreshAuthToken();
+        // etcd 3.4 cancels such a watch with "permission denied" rather than "invalid auth token".
+        if (/invalid auth token|permission denied/i.test(res.cancel_reason ?? '')) this.store.refreshAuthToken();
         this.restart(stream, `etcd cancelled the watch (${res.cancel_reason || 'no reason given'})`);
       }
       return;
@@ -316,15 +317,15 @@ export class View {
     let why: WhyValue = {};
     let at: number | undefined;
     let nodesChanged = false;
-    const parsed = events.map((ev) => parseKey(layout, ev.kv.key.toString()));
-    events.forEach((ev, i) => {
-      const p = parsed[i] as ReturnType<typeof parseKey>;
+    const items = events.map((ev) => {
+      const key = ev.kv.key.toString();
+      return { ev, key, p: parseKey(layout, key) };
+    });
+    for (const { ev, p } of items) {
       if (p.kind === 'why' && ev.type === 'Put') why = decodeJson<WhyValue>(ev.kv.value) ?? {};
       if (p.kind === 'lease' && ev.type !== 'Put') endedLeases.set(p.leaseId, this.revoking.get(p.leaseId) ?? 'lease_expired');
-    });
-    for (const [i, ev] of events.entries()) {
-      const key = ev.kv.key.toString();
-      const p = parsed[i] as ReturnType<typeof parseKey>;
+    }
+    for (const { ev, key, p } of items) {
       const put = ev.type === 'Put';
       switch (p.kind) {
         case 'instance': {
