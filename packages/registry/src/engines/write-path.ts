@@ -10,15 +10,13 @@
  * `onAnnounced`, which runs in the same order.
  */
 import type { Instance } from '@switchboard/protocol';
-import type { Registry, WriteOutcome } from '../core/registry.js';
-import { serviceKey } from '../core/registry.js';
+import { serviceKey, type Registry, type WriteOutcome } from '../core/registry.js';
 import type { Entry, Snapshot } from '../core/entry.js';
 import type { Storage } from '../storage/storage.js';
 import { entryJson, setEntryJson } from '../storage/wal.js';
 import { traceAppend } from '../telemetry/index.js';
 import type { LeaseEndedListener } from './engine.js';
 import type { Hub } from './hub.js';
-
 
 export interface WritePathOptions {
   registry: Registry;

@@ -15,8 +15,6 @@ const DETECT_MS = 15_000;
 /** Time for a removal to reach and settle on every node. */
 const SETTLE_MS = 15_000;
 
-/** The predicate, with any failure (a node not answering yet) taken as "not yet". */
-
 async function members(url: string): Promise<{ id: string; reachable: boolean; self: boolean }[]> {
   return (await getJson(url, '/v1/status')).cluster.members;
 }

@@ -412,6 +412,9 @@ const memberRemoved = scenario(
     world.log(`remove c through ${by}`);
     const r = await world.node(by).engine.removeMember('c');
     world.log(`removed: ${JSON.stringify(r)}`);
+    // c's lease-bound instance is dropped by the removal itself (the owner grace, longer than
+    // the wait above, would hide it later anyway, so the end state alone cannot tell).
+    expect(r.dropped >= 1, `removing c dropped ${r.dropped} lease-bound instances`);
     await world.sched.run(world.rng.int(0, 1_500));
     if (world.rng.chance(0.5)) await world.restart(world.rng.pick(['a', 'b']), world.rng.int(100, 1_000));
     world.log('heal');

@@ -18,13 +18,13 @@
  *    for good, their lease-bound records dropped and their persistent ones adopted by one
  *    remaining node (core/membership.ts).
  */
-import { SwitchboardError, validateConsumerReport, type AdminStatus, type CheckResult, type CheckSpec, type ClusterMember, type ClusterStatus, type ConsumerReport, type DeleteReason, type Instance, type LeaseGrant, type Limits, type MemberRemoval, type ServiceSettings } from '@switchboard/protocol';
+import { SwitchboardError, isNodeId, validateConsumerReport, type AdminStatus, type CheckResult, type CheckSpec, type ClusterMember, type ClusterStatus, type ConsumerReport, type DeleteReason, type Instance, type LeaseGrant, type Limits, type MemberRemoval, type ServiceSettings } from '@switchboard/protocol';
 import client, { type Registry as MetricsRegistry } from 'prom-client';
 import type { Clock } from '../../core/clock.js';
-import type { Change, Entry, Snapshot } from '../../core/entry.js';
+import type { Change, Entry } from '../../core/entry.js';
 import { HybridClock, versionMs } from '../../core/hlc.js';
 import { adoptionVersion, removedOwnerAction, removedTombstone } from '../../core/membership.js';
-import { Registry, serviceKey, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
+import { Registry, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
 import { MAX_FORWARDED_REPORTS } from '../../core/reports.js';
 import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type StoredRecord, type WireInstance } from '../../core/replica.js';
 import { SettingsReplica, validSettingsRecord, type SettingsRecord } from '../../core/replica-settings.js';
@@ -525,7 +525,7 @@ export class ApEngine implements Engine {
   private async learnRemoved(from: string, ids: unknown): Promise<void> {
     if (!Array.isArray(ids)) return;
     for (const id of ids.slice(0, MAX_REMOVED_MEMBERS)) {
-      if (typeof id !== 'string' || this.removed.has(id)) continue;
+      if (!isNodeId(id) || this.removed.has(id)) continue;
       if (id === this.nodeId) {
         this.opts.onEvent?.('removed_from_cluster', { by: from, hint: `this node was removed from the cluster: ${REJOIN_HINT}` });
         continue;
@@ -552,13 +552,18 @@ export class ApEngine implements Engine {
   private forgetMember(id: string): Omit<MemberRemoval, 'member' | 'notified'> {
     this.transport.forget(id);
     this.peerState.delete(id);
-    for (const [seq, f] of this.inFlight) if (f.waiting.delete(id) && f.waiting.size === 0) this.inFlight.delete(seq);
+    this.stopWaitingFor(id);
     for (const [n, r] of this.rounds) if (r.peer === id) this.rounds.delete(n);
     this.viewDirty = true;
     const counts = this.settleRemoved(id);
     this.opts.onEvent?.('member_removed', { member: id, ...counts });
     this.reconcile();
     return counts;
+  }
+
+  /** Batches in flight stop waiting for a peer's acknowledgement (it went away or was removed). */
+  private stopWaitingFor(peer: string): void {
+    for (const [seq, f] of this.inFlight) if (f.waiting.delete(peer) && f.waiting.size === 0) this.inFlight.delete(seq);
   }
 
   /** The remaining members this node knows, itself included: who may adopt. */
@@ -1118,8 +1123,10 @@ export class ApEngine implements Engine {
       const mine = this.table.digest(k);
       if (!mine || mine.a !== d.a || mine.b !== d.b || mine.count !== d.n) diff.add(k);
     }
-    for (const k of this.table.serviceKeys()) {
-      if (k < msg.from || (msg.to !== null && k >= msg.to)) continue;
+    const keys = this.table.serviceKeys();
+    for (let i = lowerBound(keys, msg.from); i < keys.length; i++) {
+      const k = keys[i] as string;
+      if (msg.to !== null && k >= msg.to) break;
       if (!theirs.has(k)) diff.add(k);
     }
     const rebuild = this.peerState.get(from)?.owed ?? false;
@@ -1289,7 +1296,7 @@ export class ApEngine implements Engine {
     this.viewDirty = true;
     if (!up) {
       // Its acknowledgements will not come: batches stop waiting for them.
-      for (const [seq, f] of this.inFlight) if (f.waiting.delete(peer) && f.waiting.size === 0) this.inFlight.delete(seq);
+      this.stopWaitingFor(peer);
     }
     this.opts.onEvent?.(up ? 'peer_up' : 'peer_down', { peer });
     // The removals this node knows go first, so that the peer settles the records of

@@ -594,7 +594,7 @@ export class TcpPeerTransport implements TcpTransport {
     if (!Array.isArray(members)) return;
     for (const m of members.slice(0, this.limits.peerMaxPeers + 1)) {
       if (!m || !isNodeId(m.id) || typeof m.address !== 'string' || m.id === this.nodeId) continue;
-      if (this.peersById.has(m.id) || this.removed.has(m.id)) continue;
+      if (this.peersById.has(m.id)) continue; // (ensurePeer refuses removed members)
       const a = parseAddress(m.address);
       if (!a || UNSPECIFIED.has(a.host)) continue;
       const p = this.ensurePeer(m.id, a);
