@@ -333,26 +333,24 @@ function etcdAuthOf(pick: Picker): EtcdAuth | null {
   if (passP === undefined) throw new ConfigError(userP.where, `${userP.where} needs the etcd user's password`, { code: 'ETCD_PASSWORD_MISSING', hint: PASSWORD_HINT });
   let password: string;
   if (fileP !== undefined) password = readNamedFile(fileP, 'the etcd password file').data.toString('utf8').replace(/\r?\n$/, '');
-  else if (typeof passP.value === 'string') password = passP.value;
-  else throw new ConfigError(passP.where, `${passP.where} must be a string`, { hint: PASSWORD_HINT });
+  else password = String(passP.value); // the environment's (any other source is refused above)
   if (password === '') throw new ConfigError(passP.where, `${passP.where}: the etcd password is empty`, { code: 'ETCD_PASSWORD_EMPTY', hint: PASSWORD_HINT });
   return { username, password: new Secret(password) };
 }
 
 /** Resolves the configuration; `sources` are in order of precedence, highest first. */
 export function resolveConfig(sources: Source[]): AgentConfig {
+  const whereOf = (s: Source, k: Key | 'limits'): string => (s.name === 'flag' ? flagOf(k) : s.name === 'env' ? envOf(k) : `${s.name} key ${k}`);
   const pick = (k: Key | 'limits'): Picked | undefined => {
-    for (const s of sources) {
-      if (s.values[k] !== undefined) {
-        const where = s.name === 'flag' ? flagOf(k) : s.name === 'env' ? envOf(k) : `${s.name} key ${k}`;
-        return { value: s.values[k], where };
-      }
-    }
-    return undefined;
+    const s = sources.find((x) => x.values[k] !== undefined);
+    return s === undefined ? undefined : { value: s.values[k], where: whereOf(s, k) };
   };
   for (const k of ENV_ONLY_KEYS) {
-    const p = pick(k);
-    if (p !== undefined && p.where !== envOf(k)) {
+    // Every source, not only the one that wins: a password in a config file is refused
+    // even when the environment gives one too.
+    const s = sources.find((x) => x.name !== 'env' && x.values[k] !== undefined);
+    const p = s === undefined ? undefined : { where: whereOf(s, k) };
+    if (p !== undefined) {
       throw new ConfigError(p.where, `${p.where} is not accepted: the etcd password is read from ${envOf(k)} or from a file`, {
         code: 'SECRET_NOT_FROM_ENV',
         hint: `a flag is visible to every user in ps and a config file is often widely readable: set ${envOf(k)}, or give a file readable only by the agent with ${flagOf(`${k}File`)} (config key ${k}File)`,

@@ -65,6 +65,11 @@ test('etcd TLS and auth keys: refusals name the key, carry a code and a hint', (
     refused({ etcdUsername: 'sb', etcdPasswordFile: notPem }, 'ETCD_PASSWORD_TWICE', /^SWITCHBOARD_ETCD_PASSWORD$/, { etcdPassword: 's3cret' });
     refused({ etcdUsername: 'sb', etcdPasswordFile: join(dir, 'missing') }, 'FILE_UNREADABLE', /^--etcd-password-file$/);
     refused({ etcdUsername: 'sb', etcdPassword: 's3cret' }, 'SECRET_NOT_FROM_ENV', /^--etcd-password$/);
+    // A config file's password is refused even when the environment, which wins, gives one.
+    assert.throws(
+      () => resolveConfig([{ name: 'env', values: { etcdPassword: 's3cret' } }, { name: 'sb.json', values: { etcd: 'http://127.0.0.1:1', etcdUsername: 'sb', etcdPassword: 's3cret' } }]),
+      (err: unknown) => err instanceof ConfigError && err.code === 'SECRET_NOT_FROM_ENV' && err.field === 'sb.json key etcdPassword' && !/s3cret/.test(err.message + err.hint),
+    );
     const emptyFile = join(dir, 'empty');
     writeFileSync(emptyFile, '\n');
     refused({ etcdUsername: 'sb', etcdPasswordFile: emptyFile }, 'ETCD_PASSWORD_EMPTY', /^--etcd-password-file$/);
