@@ -56,8 +56,9 @@ function resetFrame(epoch: string, revision: number): string {
 
 /**
  * The HTTP/1.1 chunk (size line, frames, CRLF) of a run of events, as bytes. The hub hands
- * the same events array to every stream of a service, so a change is framed and encoded
- * once however many streams it goes to, and each stream's part is one socket write.
+ * the same events array to every stream that sees the same part of a revision, so a change
+ * is framed and encoded once however many streams it goes to, and each stream's part is
+ * one socket write.
  */
 const chunkCache = new WeakMap<WatchEvent[], Buffer>();
 function chunkFor(events: WatchEvent[]): Buffer {
@@ -273,41 +274,32 @@ class WatchStream implements Subscriber {
       this.write(chunk.toString('utf8', chunk.indexOf('\r\n') + 2, chunk.length - 2), revision);
       return;
     }
-    if (socket.writableLength > this.ctx.limits.maxWatchBufferBytes) {
-      this.ctx.metrics.watchDropped.inc();
-      this.res.destroy();
-      this.end();
-      return;
-    }
-    if (revision === 0) {
-      socket.write(chunk);
-      return;
-    }
-    socket.write(chunk, (err) => {
-      if (err || revision <= this.flushed) return;
-      this.flushed = revision;
-      this.streams.progress();
-    });
+    if (this.cutIfBehind(socket.writableLength)) return;
+    socket.write(chunk, this.flushedCallback(revision));
   }
 
   private write(text: string, revision = 0): void {
-    if (this.ended || text === '') return;
-    // A reader that falls this far behind is cut off; it resumes with Last-Event-ID.
-    if (this.res.writableLength > this.ctx.limits.maxWatchBufferBytes) {
-      this.ctx.metrics.watchDropped.inc();
-      this.res.destroy();
-      this.end();
-      return;
-    }
-    if (revision === 0) {
-      this.res.write(text);
-      return;
-    }
-    this.res.write(text, (err) => {
+    if (this.ended || text === '' || this.cutIfBehind(this.res.writableLength)) return;
+    this.res.write(text, this.flushedCallback(revision));
+  }
+
+  /** A reader that falls this far behind is cut off; it resumes with Last-Event-ID. */
+  private cutIfBehind(buffered: number): boolean {
+    if (buffered <= this.ctx.limits.maxWatchBufferBytes) return false;
+    this.ctx.metrics.watchDropped.inc();
+    this.res.destroy();
+    this.end();
+    return true;
+  }
+
+  /** For a write of `revision`'s frames: notes when the connection has taken them. */
+  private flushedCallback(revision: number): ((err?: Error | null) => void) | undefined {
+    if (revision === 0) return undefined;
+    return (err) => {
       if (err || revision <= this.flushed) return;
       this.flushed = revision;
       this.streams.progress();
-    });
+    };
   }
 }
 

@@ -53,8 +53,16 @@ export class Hub {
     const distinct = new Set(keys);
     const touched = new Set<Subscriber>();
     for (const key of distinct) for (const sub of this.byService.get(key) ?? []) touched.add(sub);
+    // Streams that see the same part of a revision get the same array (so that a stream
+    // writer can serialise it once for all of them).
+    const parts = new Map<string, WatchEvent[]>();
     for (const sub of touched) {
-      const mine = distinct.size === 1 ? events : events.filter((_, i) => sub.services!.has(keys[i] as string));
+      let mine = events;
+      if (distinct.size > 1) {
+        const mask = keys.map((k) => (sub.services!.has(k) ? '1' : '0')).join('');
+        mine = parts.get(mask) ?? events.filter((_, i) => mask[i] === '1');
+        parts.set(mask, mine);
+      }
       sub.deliver(mine, revision);
     }
     this.wake(distinct);
