@@ -2,6 +2,7 @@
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { DEFAULT_LIMITS, type Limits, type SessionServerMessage } from '@switchboard/protocol';
 import { WebSocket } from 'ws';
+import { waitUntil, type WaitOptions } from './support/wait.js';
 import { build, type SwitchboardApp } from '../src/api/app.js';
 import { StandaloneEngine } from '../src/engines/standalone.js';
 import { MemoryStorage } from '../src/storage/storage.js';
@@ -140,14 +141,10 @@ export class SessionClient {
   }
   /** The next message of `type` (taken out of the inbox), waiting up to `timeoutMs`. */
   async next<T extends SessionServerMessage['type']>(type: T, timeoutMs = 3_000): Promise<Extract<SessionServerMessage, { type: T }>> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const i = this.inbox.findIndex((m) => m.type === type);
-      if (i >= 0) return this.inbox.splice(i, 1)[0] as Extract<SessionServerMessage, { type: T }>;
-      if (Date.now() > deadline) throw new Error(`no ${type} message; got ${JSON.stringify(this.inbox)}`);
-      await sleep(10);
-    }
+    let i = -1;
+    await waitUntil(() => (i = this.inbox.findIndex((m) => m.type === type)) >= 0, timeoutMs, `a ${type} message`, { intervalMs: 10, detail: () => `got ${JSON.stringify(this.inbox)}` });
+    return this.inbox.splice(i, 1)[0] as Extract<SessionServerMessage, { type: T }>;
   }
 }
 
-export { waitUntil, type WaitOptions } from './support/wait.js';
+export { waitUntil, type WaitOptions };
