@@ -38,6 +38,14 @@ export function decodeVersion(v: string): HlcParts {
   };
 }
 
+/**
+ * A version above every version of millisecond `physical` and below every later one: a
+ * cut for "versions made at or before `physical`" (`v <= cut`).
+ */
+export function cutAt(physical: number): string {
+  return `${encodeVersion({ physical, logical: L_MAX, node: '' })}\uffff`;
+}
+
 /** The physical milliseconds of a version. */
 export function versionMs(v: string): number {
   return parseInt(v.slice(0, P_DIGITS), 36);

@@ -71,6 +71,12 @@ export class ReplicaTable {
   private readonly byService = new Map<string, Set<string>>();
   private readonly digests = new Map<string, ServiceDigest>();
   /**
+   * service key -> the greatest version put into the service (not lowered when a record
+   * goes: at least the greatest version held), so that `digestUpTo` skips the scan of a
+   * service that has nothing newer than the cut.
+   */
+  private readonly newest = new Map<string, string>();
+  /**
    * The service keys sorted, until a service appears or goes: anti-entropy asks for them
    * on every page of every round, and the set of services rarely changes in between.
    */
@@ -100,6 +106,27 @@ export class ReplicaTable {
 
   digest(service: string): ServiceDigest | undefined {
     return this.digests.get(service);
+  }
+
+  /**
+   * The digest of the service's records whose version is at most `cut` (versions compare as
+   * strings): the records younger than the cut, which may still be on their way between
+   * nodes, left out. Undefined when the service has no record at all.
+   */
+  digestUpTo(service: string, cut: string): ServiceDigest | undefined {
+    const d = this.digests.get(service);
+    if (!d) return undefined;
+    if ((this.newest.get(service) ?? '') <= cut) return d;
+    const out = { a: d.a, b: d.b, count: d.count };
+    for (const key of this.byService.get(service) ?? []) {
+      const r = this.records.get(key) as StoredRecord;
+      if (r.v <= cut) continue;
+      const [a, b] = recordHash(key, r.v, r.del !== undefined);
+      out.a = (out.a ^ a) >>> 0;
+      out.b = (out.b ^ b) >>> 0;
+      out.count--;
+    }
+    return out;
   }
 
   /** The records (live and deleted) of one service. */
@@ -134,6 +161,7 @@ export class ReplicaTable {
     if (set && set.size === 0) {
       this.byService.delete(sk);
       this.digests.delete(sk);
+      this.newest.delete(sk);
       this.sortedKeys = null;
     }
   }
@@ -170,6 +198,7 @@ export class ReplicaTable {
     }
     set.add(key);
     this.xor(sk, key, rec, 1);
+    if (rec.v > (this.newest.get(sk) ?? '')) this.newest.set(sk, rec.v);
   }
 
   private xor(sk: string, key: string, rec: StoredRecord, delta: 1 | -1): void {

@@ -59,6 +59,32 @@ test('digests differ when one record differs and follow removals', () => {
   assert.deepEqual(a.serviceKeys(), []);
 });
 
+test('a digest up to a cut leaves out exactly the records younger than the cut', () => {
+  const a = new ReplicaTable();
+  const b = new ReplicaTable();
+  for (const t of [a, b]) for (let k = 0; k < 20; k++) t.merge(rec(`i${k}`, `v${String(k).padStart(2, '0')}`), 0);
+  // Nothing above the cut: the digest of the whole service.
+  assert.deepEqual(a.digestUpTo('default/svc', 'v99'), a.digest('default/svc'));
+  // a has newer records (in flight to b): the services differ, their parts up to the cut do not.
+  a.merge(rec('i20', 'v50'), 0);
+  a.merge(rec('i3', 'v51'), 0);
+  a.merge(rec('i4', 'v52', { del: 'deregistered', i: undefined }), 0);
+  assert.notDeepEqual(a.digest('default/svc'), b.digest('default/svc'));
+  assert.deepEqual(b.digestUpTo('default/svc', 'v49'), b.digest('default/svc'));
+  // i3 and i4 moved above the cut on a only: on b they still count.
+  const cutA = a.digestUpTo('default/svc', 'v49');
+  assert.equal(cutA?.count, 18);
+  for (const k of ['i3', 'i4']) b.remove(`default/svc/${k}`);
+  assert.deepEqual(cutA, b.digest('default/svc'));
+  // A record older than the cut that b lacks still shows.
+  a.merge(rec('i30', 'v10'), 0);
+  assert.notDeepEqual(a.digestUpTo('default/svc', 'v49'), b.digest('default/svc'));
+  // A service with only young records: nothing up to the cut.
+  a.merge(rec('j1', 'v60', { service: 'other' }), 0);
+  assert.deepEqual(a.digestUpTo('default/other', 'v49'), { a: 0, b: 0, count: 0 });
+  assert.equal(a.digestUpTo('default/none', 'v49'), undefined);
+});
+
 test('restore from a snapshot gives the same table', () => {
   const a = new ReplicaTable();
   for (let k = 0; k < 10; k++) a.merge(rec(`i${k}`, `v${k}`, k % 4 === 0 ? { del: 'lease_expired', i: undefined } : {}), k);

@@ -22,11 +22,11 @@ import { SwitchboardError, isNodeId, validateConsumerReport, type AdminStatus, t
 import client, { type Registry as MetricsRegistry } from 'prom-client';
 import type { Clock } from '../../core/clock.js';
 import type { Change, Entry } from '../../core/entry.js';
-import { HybridClock, versionMs } from '../../core/hlc.js';
+import { HybridClock, cutAt, versionMs } from '../../core/hlc.js';
 import { adoptionVersion, removedOwnerAction, removedTombstone } from '../../core/membership.js';
 import { Registry, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
 import { MAX_FORWARDED_REPORTS } from '../../core/reports.js';
-import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type StoredRecord, type WireInstance } from '../../core/replica.js';
+import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type ServiceDigest, type StoredRecord, type WireInstance } from '../../core/replica.js';
 import { SettingsReplica, validSettingsRecord, type SettingsRecord } from '../../core/replica-settings.js';
 import type { ProtectionChange } from '../../core/self-preservation.js';
 import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
@@ -94,6 +94,8 @@ interface PeerState {
   up: boolean;
   /** Monotonic time the peer became unreachable (the start, for one never reached). */
   downSince: number | null;
+  /** Monotonic time the link last came up (or the peer became known up). */
+  upSince: number;
   /** Monotonic time of the last anti-entropy round that found both nodes equal. */
   syncedAt: number | null;
   /** The peer's own change counter, as last heard. */
@@ -155,7 +157,13 @@ export type ApMessage =
   | { type: 'ap_batch'; seq: number; rev: number; records: ReplicaRecord[] }
   | { type: 'ap_ack'; seq: number; rev: number }
   /** `settings`: the digest of the settings table (absent from nodes of older versions). */
-  | { type: 'ap_digest'; round: number; from: string; to: string | null; services: [string, number, number, number][]; rebuild: boolean; rev: number; settings?: number }
+  /**
+   * `services`: [key, a, b, count] per service, the digest of all its records; with `cut`
+   * also [.., a, b, count] of its records with versions up to the cut (the answerer then
+   * leaves a service that differs only above the cut for a later round). Nodes of older
+   * versions read the first four.
+   */
+  | { type: 'ap_digest'; round: number; from: string; to: string | null; services: DigestEntry[]; rebuild: boolean; rev: number; settings?: number; cut?: string }
   /** The versions (key, version) the peer holds in the services that differ, in parts. */
   | { type: 'ap_versions'; round: number; part: number; entries: [string, string][] }
   /** `parts`: how many ap_versions messages of the round were sent before it. */
@@ -178,6 +186,8 @@ export type ApMessage =
    * link that comes up, so that a node that was away learns it too. Idempotent.
    */
   | { type: 'ap_forget'; ids: string[] };
+
+type DigestEntry = [string, number, number, number] | [string, number, number, number, number, number, number];
 
 function wire(instance: Instance): WireInstance {
   const { createRevision: _c, modRevision: _m, unconfirmed: _u, ...rest } = instance;
@@ -236,12 +246,15 @@ export class ApEngine implements Engine {
     repairsApplied: 0,
     antiEntropyRounds: 0,
     antiEntropyDeferred: 0,
+    antiEntropySettling: 0,
     tombstonesCollected: 0,
     rebuilds: 0,
     reasserted: 0,
     adopted: 0,
   };
   private lagObserver: ((seconds: number) => void) | null = null;
+  /** When this node last sent or received a replication batch (monotonic ms). */
+  private batchAt = -Infinity;
 
   private constructor(
     readonly registry: Registry,
@@ -661,6 +674,7 @@ export class ApEngine implements Engine {
     counter('switchboard_ap_records_sent_total', 'Records sent to peers in batches (ap)', () => this.stats.recordsSent);
     counter('switchboard_ap_records_received_total', 'Records received from peers in batches (ap)', () => this.stats.recordsReceived);
     counter('switchboard_ap_antientropy_rounds_total', 'Anti-entropy rounds this node started (ap)', () => this.stats.antiEntropyRounds);
+    counter('switchboard_ap_antientropy_settling_total', 'Services an anti-entropy round left for a later one: they differed only in records younger than the round\'s cut, still in flight (ap)', () => this.stats.antiEntropySettling);
     counter('switchboard_ap_antientropy_deferred_total', 'Anti-entropy rounds put off because batches to the peer were still unacknowledged (ap)', () => this.stats.antiEntropyDeferred);
     counter('switchboard_ap_antientropy_repairs_total', 'Records anti-entropy repaired on this node (ap)', () => this.stats.repairsApplied);
     counter('switchboard_ap_tombstones_collected_total', 'Tombstones collected (ap)', () => this.stats.tombstonesCollected);
@@ -787,7 +801,8 @@ export class ApEngine implements Engine {
         }
       }
       if (waiting.size > 0) {
-        this.inFlight.set(seq, { firstAt, sentAt: this.opts.clock.now(), waiting });
+        this.batchAt = this.opts.clock.now();
+        this.inFlight.set(seq, { firstAt, sentAt: this.batchAt, waiting });
         if (this.inFlight.size > MAX_IN_FLIGHT) this.inFlight.delete(this.inFlight.keys().next().value as number);
       }
     }
@@ -823,6 +838,7 @@ export class ApEngine implements Engine {
           this.stats.batchesReceived++;
           this.stats.recordsReceived += msg.records.length;
           this.notePeerRevision(from, msg.rev);
+          this.batchAt = this.opts.clock.now();
           this.applyRemote(from, msg.records, 'batch', () => this.transport.send(from, { type: 'ap_ack', seq: msg.seq, rev: this.registry.revision }));
           break;
         case 'ap_ack': {
@@ -1057,13 +1073,22 @@ export class ApEngine implements Engine {
       // the round waits for a quiet moment, at most apAntiEntropyMaxDeferMs.
       // The next peer in turn that is quiet, or that waited its longest (a busy peer does
       // not hold up the others).
+      // While batches flow (this node sent or received one within an interval: between other
+      // nodes too, then), a round compares only the records older than one interval (a cut),
+      // so that what is still on its way does not make whole services differ. Not over a
+      // link that came up within the interval: nothing was on its way over it, and what
+      // the peer missed while it was down is due now.
+      const now = this.opts.clock.now();
+      const flowing = now - this.batchAt < this.limits.apAntiEntropyIntervalMs;
       let started = false;
       for (let k = 0; k < up.length && !started; k++) {
         const peer = up[(this.aePeerIndex + k) % up.length] as string;
         const st = this.peerState.get(peer) as PeerState;
-        if (this.opts.clock.now() - st.roundAt >= this.limits.apAntiEntropyMaxDeferMs || !this.awaitingAck(peer)) {
+        const busy = this.awaitingAck(peer);
+        if (!busy || now - st.roundAt >= this.limits.apAntiEntropyMaxDeferMs) {
           this.aePeerIndex += k + 1;
-          this.startRound(peer);
+          const settled = now - st.upSince >= this.limits.apAntiEntropyIntervalMs;
+          this.startRound(peer, (busy || flowing) && settled && !st.owed ? cutAt(this.hlc.physicalNow() - this.limits.apAntiEntropyIntervalMs) : null);
           started = true;
         }
       }
@@ -1086,7 +1111,8 @@ export class ApEngine implements Engine {
     st.catchUpAt = this.opts.clock.now();
   }
 
-  private startRound(peer: string): number {
+  /** `cut`: compare only the records with versions up to it (see ap_digest). */
+  private startRound(peer: string, cut: string | null = null): number {
     const st = this.peerState.get(peer) as PeerState;
     st.roundAt = this.opts.clock.now();
     const keys = this.table.serviceKeys();
@@ -1098,14 +1124,16 @@ export class ApEngine implements Engine {
     const to = wraps ? null : (keys[start + slice.length] as string);
     st.cursor = to ?? '';
     const round = ++this.aeRound;
-    const services: [string, number, number, number][] = slice.map((k) => {
-      const d = this.table.digest(k) as { a: number; b: number; count: number };
-      return [k, d.a, d.b, d.count];
+    const services: DigestEntry[] = slice.map((k) => {
+      const d = this.table.digest(k) as ServiceDigest;
+      if (cut === null) return [k, d.a, d.b, d.count];
+      const c = this.table.digestUpTo(k, cut) as ServiceDigest;
+      return [k, d.a, d.b, d.count, c.a, c.b, c.count];
     });
     this.rounds.set(round, { peer, full: from === '' && to === null, versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
     if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
-    this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision, settings: this.settingsTable.digest() });
+    this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision, settings: this.settingsTable.digest(), ...(cut === null ? {} : { cut }) });
     return round;
   }
 
@@ -1117,18 +1145,28 @@ export class ApEngine implements Engine {
       this.startRound(from);
       return;
     }
-    const theirs = new Map(msg.services.map(([k, a, b, n]) => [k, { a, b, n }]));
+    // With a cut, a service whose records up to the cut are the same on both nodes only
+    // settles: it is not compared record by record, and the round is no match.
+    const cut = typeof msg.cut === 'string' ? msg.cut : null;
+    const same = (d: ServiceDigest | undefined, a: unknown, b: unknown, n: unknown): boolean => (d ? d.a === a && d.b === b && d.count === n : n === 0);
+    const theirs = new Set<string>();
     const diff = new Set<string>();
-    for (const [k, d] of theirs) {
-      const mine = this.table.digest(k);
-      if (!mine || mine.a !== d.a || mine.b !== d.b || mine.count !== d.n) diff.add(k);
+    let settling = 0;
+    for (const [k, a, b, n, ca, cb, cn] of msg.services as [string, number, number, number, number?, number?, number?][]) {
+      theirs.add(k);
+      if (same(this.table.digest(k), a, b, n)) continue;
+      if (cut !== null && cn !== undefined && same(this.table.digestUpTo(k, cut), ca, cb, cn)) settling++;
+      else diff.add(k);
     }
     const keys = this.table.serviceKeys();
     for (let i = lowerBound(keys, msg.from); i < keys.length; i++) {
       const k = keys[i] as string;
       if (msg.to !== null && k >= msg.to) break;
-      if (!theirs.has(k)) diff.add(k);
+      if (theirs.has(k)) continue;
+      if (cut !== null && same(this.table.digestUpTo(k, cut), 0, 0, 0)) settling++;
+      else diff.add(k);
     }
+    this.stats.antiEntropySettling += settling;
     const rebuild = this.peerState.get(from)?.owed ?? false;
     const entries: [string, string][] = [];
     for (const k of diff) for (const r of this.table.serviceRecords(k)) entries.push([recordKey(r), r.v]);
@@ -1138,11 +1176,11 @@ export class ApEngine implements Engine {
       this.transport.send(from, { type: 'ap_versions', round: msg.round, part: parts++, entries: entries.slice(i, i + per) });
     }
     const full = msg.from === '' && msg.to === null;
-    if (diff.size === 0 && full) this.markSynced(from);
+    if (diff.size === 0 && settling === 0 && full) this.markSynced(from);
     // Settings: a node of an older version sends no digest and gets none of this.
     const settingsDiffer = typeof msg.settings === 'number' && msg.settings !== this.settingsTable.digest();
     if (settingsDiffer) this.sendSettings(from, this.settingsTable.all());
-    this.transport.send(from, { type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0, rebuild, rev: this.registry.revision, ...(settingsDiffer ? { settingsDiffer } : {}) });
+    this.transport.send(from, { type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0 && settling === 0, rebuild, rev: this.registry.revision, ...(settingsDiffer ? { settingsDiffer } : {}) });
   }
 
   private onVersions(from: string, msg: Extract<ApMessage, { type: 'ap_versions' }>): void {
@@ -1293,6 +1331,7 @@ export class ApEngine implements Engine {
     if (st.up === up) return;
     st.up = up;
     st.downSince = up ? null : this.opts.clock.now();
+    if (up) st.upSince = this.opts.clock.now();
     this.viewDirty = true;
     if (!up) {
       // Its acknowledgements will not come: batches stop waiting for them.
@@ -1312,7 +1351,7 @@ export class ApEngine implements Engine {
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', owed: false, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now() };
+    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', owed: false, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now() };
   }
 
   private peerUp(id: string): boolean {
