@@ -65,17 +65,22 @@ function recordHash(key: string, v: string, deleted: boolean): [number, number] 
 
 export type MergeResult = 'applied' | 'older' | 'same';
 
+/** One service in the table: its records and their digest. */
+interface ServiceEntry extends ServiceDigest {
+  /** The records (live and deleted) by instance key. */
+  readonly records: Map<string, StoredRecord>;
+  /**
+   * The greatest version put into the service (not lowered when a record goes: at least
+   * the greatest version held), so that `digestUpTo` skips the scan of a service that has
+   * nothing newer than the cut.
+   */
+  newest: string;
+}
+
 export class ReplicaTable {
   private readonly records = new Map<string, StoredRecord>();
-  /** service key -> instance keys of the service (live and deleted). */
-  private readonly byService = new Map<string, Set<string>>();
-  private readonly digests = new Map<string, ServiceDigest>();
-  /**
-   * service key -> the greatest version put into the service (not lowered when a record
-   * goes: at least the greatest version held), so that `digestUpTo` skips the scan of a
-   * service that has nothing newer than the cut.
-   */
-  private readonly newest = new Map<string, string>();
+  /** service key -> its records and digest. */
+  private readonly services = new Map<string, ServiceEntry>();
   /**
    * The service keys sorted, until a service appears or goes: anti-entropy asks for them
    * on every page of every round, and the set of services rarely changes in between.
@@ -100,12 +105,13 @@ export class ReplicaTable {
 
   /** Service keys, sorted: the same array until a service appears or goes, so read only. */
   serviceKeys(): readonly string[] {
-    this.sortedKeys ??= [...this.byService.keys()].sort();
+    this.sortedKeys ??= [...this.services.keys()].sort();
     return this.sortedKeys;
   }
 
   digest(service: string): ServiceDigest | undefined {
-    return this.digests.get(service);
+    const e = this.services.get(service);
+    return e && { a: e.a, b: e.b, count: e.count };
   }
 
   /**
@@ -114,12 +120,11 @@ export class ReplicaTable {
    * nodes, left out. Undefined when the service has no record at all.
    */
   digestUpTo(service: string, cut: string): ServiceDigest | undefined {
-    const d = this.digests.get(service);
-    if (!d) return undefined;
-    if ((this.newest.get(service) ?? '') <= cut) return d;
-    const out = { a: d.a, b: d.b, count: d.count };
-    for (const key of this.byService.get(service) ?? []) {
-      const r = this.records.get(key) as StoredRecord;
+    const e = this.services.get(service);
+    if (!e) return undefined;
+    const out = { a: e.a, b: e.b, count: e.count };
+    if (e.newest <= cut) return out;
+    for (const [key, r] of e.records) {
       if (r.v <= cut) continue;
       const [a, b] = recordHash(key, r.v, r.del !== undefined);
       out.a = (out.a ^ a) >>> 0;
@@ -131,9 +136,8 @@ export class ReplicaTable {
 
   /** The records (live and deleted) of one service. */
   serviceRecords(service: string): StoredRecord[] {
-    const keys = this.byService.get(service);
-    if (!keys) return [];
-    return [...keys].map((k) => this.records.get(k) as StoredRecord);
+    const e = this.services.get(service);
+    return e ? [...e.records.values()] : [];
   }
 
   /** Keeps `rec` if it is newer than what the table holds for its key. */
@@ -155,13 +159,11 @@ export class ReplicaTable {
     this.records.delete(key);
     if (cur.del) this.tombstoneCount--;
     const sk = svcKeyOf(cur);
-    this.xor(sk, key, cur, -1);
-    const set = this.byService.get(sk);
-    set?.delete(key);
-    if (set && set.size === 0) {
-      this.byService.delete(sk);
-      this.digests.delete(sk);
-      this.newest.delete(sk);
+    const e = this.services.get(sk) as ServiceEntry;
+    xor(e, key, cur, -1);
+    e.records.delete(key);
+    if (e.records.size === 0) {
+      this.services.delete(sk);
       this.sortedKeys = null;
     }
   }
@@ -186,32 +188,27 @@ export class ReplicaTable {
 
   private put(key: string, rec: StoredRecord, cur: StoredRecord | undefined): void {
     const sk = svcKeyOf(rec);
-    if (cur) this.xor(sk, key, cur, -1);
+    let e = this.services.get(sk);
+    if (!e) {
+      e = { records: new Map(), a: 0, b: 0, count: 0, newest: '' };
+      this.services.set(sk, e);
+      this.sortedKeys = null;
+    }
+    if (cur) xor(e, key, cur, -1);
     if (cur?.del) this.tombstoneCount--;
     if (rec.del) this.tombstoneCount++;
     this.records.set(key, rec);
-    let set = this.byService.get(sk);
-    if (!set) {
-      set = new Set();
-      this.byService.set(sk, set);
-      this.sortedKeys = null;
-    }
-    set.add(key);
-    this.xor(sk, key, rec, 1);
-    if (rec.v > (this.newest.get(sk) ?? '')) this.newest.set(sk, rec.v);
+    e.records.set(key, rec);
+    xor(e, key, rec, 1);
+    if (rec.v > e.newest) e.newest = rec.v;
   }
+}
 
-  private xor(sk: string, key: string, rec: StoredRecord, delta: 1 | -1): void {
-    let d = this.digests.get(sk);
-    if (!d) {
-      d = { a: 0, b: 0, count: 0 };
-      this.digests.set(sk, d);
-    }
-    const [a, b] = recordHash(key, rec.v, rec.del !== undefined);
-    d.a = (d.a ^ a) >>> 0;
-    d.b = (d.b ^ b) >>> 0;
-    d.count += delta;
-  }
+function xor(d: ServiceDigest, key: string, rec: StoredRecord, delta: 1 | -1): void {
+  const [a, b] = recordHash(key, rec.v, rec.del !== undefined);
+  d.a = (d.a ^ a) >>> 0;
+  d.b = (d.b ^ b) >>> 0;
+  d.count += delta;
 }
 
 /** The version of an expiry tombstone: just after the incarnation it deletes, before any newer write. */
