@@ -326,3 +326,14 @@ function writeCpDocs(out, resultsFile) {
   const head = `*This part is generated* from \`${rel}\` (\`${out.command ?? 'npm run bench -- --suite cp'}\`, ${out.started}${out.commit ? `, Switchboard at commit ${out.commit}` : ''}; ${out.options.warmupMs / 1000} s warm-up + ${out.options.durationMs / 1000} s measured per throughput figure${m ? `; ${m.cpus} cores, ${m.cpuModel}, load average ${m.loadavgAtStart.map((x) => x.toFixed(1)).join(' ')} at the start` : ''}). Server CPU is the etcd members' (plus the cp nodes' for cp); the load generator runs in the benchmark process and is not counted.${out.throughputRuns?.length > 1 ? ` Throughput figures: of ${out.throughputRuns.length} runs, each on a fresh etcd cluster, the one whose overhead is the median (the overhead of every run is listed).` : ''}`;
   return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), CP_BEGIN, CP_END, [head, '', ...renderCp(out), '']);
 }
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code ?? 0),
+    (err) => {
+      process.stderr.write(`bench cp: ${err?.stack ?? err}\n`);
+      killAllNow();
+      process.exitCode = 1;
+    },
+  );
+}
