@@ -69,6 +69,10 @@ export type MergeResult = 'applied' | 'older' | 'same';
 interface ServiceEntry extends ServiceDigest {
   /** The records (live and deleted) by instance key. */
   readonly records: Map<string, StoredRecord>;
+  /** The records with versions above the table's settled cut, by instance key. */
+  readonly young: Map<string, StoredRecord>;
+  /** The digest of the records up to the settled cut (the others are in `young`). */
+  settled: ServiceDigest;
   /**
    * The greatest version put into the service (not lowered when a record goes: at least
    * the greatest version held), so that `digestUpTo` skips the scan of a service that has
@@ -87,6 +91,8 @@ export class ReplicaTable {
    */
   private sortedKeys: string[] | null = null;
   private tombstoneCount = 0;
+  /** See settle(): every service's `settled` digest covers the records up to it. */
+  private settledCut = '';
 
   get size(): number {
     return this.records.size;
@@ -122,16 +128,34 @@ export class ReplicaTable {
   digestUpTo(service: string, cut: string): ServiceDigest | undefined {
     const e = this.services.get(service);
     if (!e) return undefined;
-    const out = { a: e.a, b: e.b, count: e.count };
-    if (e.newest <= cut) return out;
-    for (const [key, r] of e.records) {
-      if (r.v <= cut) continue;
-      const [a, b] = recordHash(key, r.v, r.del !== undefined);
-      out.a = (out.a ^ a) >>> 0;
-      out.b = (out.b ^ b) >>> 0;
-      out.count--;
+    if (e.newest <= cut) return { a: e.a, b: e.b, count: e.count };
+    if (cut >= this.settledCut) {
+      // The settled digest plus the young records up to the cut: no walk over the service.
+      const out = { ...e.settled };
+      for (const [key, r] of e.young) if (r.v <= cut) xor(out, key, r, 1);
+      return out;
     }
+    const out = { a: e.a, b: e.b, count: e.count };
+    for (const [key, r] of e.records) if (r.v > cut) xor(out, key, r, -1);
     return out;
+  }
+
+  /**
+   * Moves the settled cut forward to `cut` (never back): the records up to it leave the
+   * services' young sets for their settled digests. `digestUpTo` with a cut at or above it
+   * then walks only the young records; the caller settles a little behind the cuts it
+   * will ask for (other nodes' clocks differ).
+   */
+  settle(cut: string): void {
+    if (cut <= this.settledCut) return;
+    this.settledCut = cut;
+    for (const e of this.services.values()) {
+      for (const [key, r] of e.young) {
+        if (r.v > cut) continue;
+        e.young.delete(key);
+        xor(e.settled, key, r, 1);
+      }
+    }
   }
 
   /** The records (live and deleted) of one service. */
@@ -160,7 +184,7 @@ export class ReplicaTable {
     if (cur.del) this.tombstoneCount--;
     const sk = svcKeyOf(cur);
     const e = this.services.get(sk) as ServiceEntry;
-    xor(e, key, cur, -1);
+    this.unlink(e, key, cur);
     e.records.delete(key);
     if (e.records.size === 0) {
       this.services.delete(sk);
@@ -190,17 +214,26 @@ export class ReplicaTable {
     const sk = svcKeyOf(rec);
     let e = this.services.get(sk);
     if (!e) {
-      e = { records: new Map(), a: 0, b: 0, count: 0, newest: '' };
+      e = { records: new Map(), young: new Map(), settled: { a: 0, b: 0, count: 0 }, a: 0, b: 0, count: 0, newest: '' };
       this.services.set(sk, e);
       this.sortedKeys = null;
     }
-    if (cur) xor(e, key, cur, -1);
+    if (cur) this.unlink(e, key, cur);
     if (cur?.del) this.tombstoneCount--;
     if (rec.del) this.tombstoneCount++;
     this.records.set(key, rec);
     e.records.set(key, rec);
     xor(e, key, rec, 1);
+    if (rec.v > this.settledCut) e.young.set(key, rec);
+    else xor(e.settled, key, rec, 1);
     if (rec.v > e.newest) e.newest = rec.v;
+  }
+
+  /** Takes `cur`, the record held for `key`, out of the service's digests. */
+  private unlink(e: ServiceEntry, key: string, cur: StoredRecord): void {
+    xor(e, key, cur, -1);
+    if (cur.v > this.settledCut) e.young.delete(key);
+    else xor(e.settled, key, cur, -1);
   }
 }
 

@@ -1059,6 +1059,9 @@ export class ApEngine implements Engine {
   }
 
   private antiEntropyTick(): void {
+    // Two intervals behind: the cuts of rounds (one interval behind this node's clock, or a
+    // peer's) stay above it, so their digests walk only the records younger than this.
+    this.table.settle(cutAt(this.hlc.physicalNow() - 2 * this.limits.apAntiEntropyIntervalMs));
     const up = [...this.peerState].filter(([, st]) => st.up).map(([id]) => id).sort();
     if (!this.readyFlag) {
       // Catching up: a full pass with every reachable peer not caught up from yet.
