@@ -90,7 +90,8 @@ export class ReplicaTable {
    * on every page of every round, and the set of services rarely changes in between.
    */
   private sortedKeys: string[] | null = null;
-  private tombstoneCount = 0;
+  /** The tombstones by instance key: collection walks these, not the whole table. */
+  private readonly deleted = new Map<string, StoredRecord>();
   /** See settle(): every service's `settled` digest covers the records up to it. */
   private settledCut = '';
 
@@ -98,7 +99,7 @@ export class ReplicaTable {
     return this.records.size;
   }
   get tombstones(): number {
-    return this.tombstoneCount;
+    return this.deleted.size;
   }
 
   get(key: string): StoredRecord | undefined {
@@ -181,7 +182,7 @@ export class ReplicaTable {
     const cur = this.records.get(key);
     if (!cur) return;
     this.records.delete(key);
-    if (cur.del) this.tombstoneCount--;
+    this.deleted.delete(key);
     const sk = svcKeyOf(cur);
     const e = this.services.get(sk) as ServiceEntry;
     this.unlink(e, key, cur);
@@ -195,7 +196,7 @@ export class ReplicaTable {
   /** Tombstones that `collectable` allows to drop; returns how many were dropped. */
   collect(collectable: (rec: StoredRecord) => boolean): StoredRecord[] {
     const out: StoredRecord[] = [];
-    for (const rec of this.records.values()) if (rec.del && collectable(rec)) out.push(rec);
+    for (const rec of this.deleted.values()) if (collectable(rec)) out.push(rec);
     for (const rec of out) this.remove(recordKey(rec));
     return out;
   }
@@ -219,8 +220,8 @@ export class ReplicaTable {
       this.sortedKeys = null;
     }
     if (cur) this.unlink(e, key, cur);
-    if (cur?.del) this.tombstoneCount--;
-    if (rec.del) this.tombstoneCount++;
+    if (rec.del) this.deleted.set(key, rec);
+    else this.deleted.delete(key);
     this.records.set(key, rec);
     e.records.set(key, rec);
     xor(e, key, rec, 1);

@@ -73,3 +73,39 @@ test('rounds under load still repair what a lost batch never delivered', async (
     await world.close();
   }
 });
+
+test('under writes that never pause, tombstones are still collected, and no peer is marked as owing a rebuild', async () => {
+  const world = new World({ seed: 5, nodes: 3, limits: { apAntiEntropyMaxDeferMs: 400, apTombstoneMinMs: 500, apTombstoneMaxMs: 60_000 } });
+  await world.start();
+  await world.sched.run(1_000);
+  world.net.faults = { minDelayMs: 10, maxDelayMs: 40, drop: 0, duplicate: 0 };
+  const start = world.now;
+  const loadMs = 6_000;
+  const deleted: string[] = [];
+  // On a and b in turn: an instance every 4 ms, deregistered 50 ms later.
+  for (let t = 0, k = 0; t < loadMs; t += 4, k++) {
+    const node = world.node(k % 2 === 0 ? 'a' : 'b').engine;
+    const service = `s${k % 4}`;
+    world.sched.at(start + t, () => void node.register({ namespace: 'default', service, id: `i${k}`, input: input('10.0.0.1', 1000 + k, null) }).catch(() => undefined));
+    world.sched.at(start + t + 50, () => {
+      deleted.push(`default/${service}/i${k}`);
+      void node.deregister('default', service, `i${k}`).catch(() => undefined);
+    });
+  }
+  try {
+    await world.sched.run(loadMs);
+    for (const n of world.live()) {
+      assert.ok(n.engine.stats.tombstonesCollected > 500, `${n.id} collected ${n.engine.stats.tombstonesCollected} tombstones while the writes went on`);
+      for (const [peer, s] of Object.entries((n.engine.cluster() as unknown as { peerSync: Record<string, { mustRebuild: boolean; cutSyncedMsAgo: number | null }> }).peerSync)) {
+        assert.equal(s.mustRebuild, false, `${n.id} owes ${peer} a rebuild`);
+        assert.ok(s.cutSyncedMsAgo !== null && s.cutSyncedMsAgo < 2_000, `${n.id} matched ${peer} up to a cut recently (${s.cutSyncedMsAgo} ms ago)`);
+      }
+    }
+    const t0 = world.now;
+    while (converged(world) !== null && world.now - t0 < 3_000) await world.sched.run(25);
+    assert.equal(converged(world), null);
+    for (const n of world.live()) for (const key of deleted) assert.equal(n.engine.registry.instance('default', key.split('/')[1] as string, key.split('/')[2] as string), undefined, `${key} came back on ${n.id}`);
+  } finally {
+    await world.close();
+  }
+});

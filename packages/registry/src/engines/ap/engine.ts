@@ -107,6 +107,14 @@ interface PeerState {
   /** The hybrid time of the last round that found this node equal to the peer ('' : never). */
   syncedVersion: string;
   /**
+   * The last round with a cut (see ap_digest) that found no difference up to the cut over
+   * the whole key range: the peer held every record this node held at `syncedCutAt` with a
+   * version up to `syncedCut` ('' : never). Under steady writes no round matches whole,
+   * and tombstones are collected by this instead.
+   */
+  syncedCut: string;
+  syncedCutAt: number;
+  /**
    * Tombstones were collected before the peer had them (it was away longer than
    * apTombstoneMaxMs): it must rebuild from this node instead of merging its old copy.
    */
@@ -128,6 +136,9 @@ interface PeerState {
 interface Round {
   peer: string;
   full: boolean;
+  /** The round's cut (null: whole services compared), and when its digests were taken. */
+  cut: string | null;
+  startedAt: number;
   /** What the peer has in the services that differ: key -> version. */
   versions: Map<string, string>;
   parts: Set<number>;
@@ -492,7 +503,7 @@ export class ApEngine implements Engine {
         clockOffsetRejected: this.hlc.rejected,
         ...this.stats,
       },
-      peerSync: Object.fromEntries([...this.peerState].map(([id, st]) => [id, { syncedMsAgo: st.syncedAt === null ? null : now - st.syncedAt, downMs: st.downSince === null ? null : now - st.downSince, mustRebuild: st.owed }])),
+      peerSync: Object.fromEntries([...this.peerState].map(([id, st]) => [id, { syncedMsAgo: st.syncedAt === null ? null : now - st.syncedAt, cutSyncedMsAgo: st.syncedCut === '' ? null : now - st.syncedCutAt, downMs: st.downSince === null ? null : now - st.downSince, mustRebuild: st.owed }])),
       protection: {
         engaged: this.protection.engaged,
         reason: this.protection.reason,
@@ -1133,7 +1144,7 @@ export class ApEngine implements Engine {
       const c = this.table.digestUpTo(k, cut) as ServiceDigest;
       return [k, d.a, d.b, d.count, c.a, c.b, c.count];
     });
-    this.rounds.set(round, { peer, full: from === '' && to === null, versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
+    this.rounds.set(round, { peer, full: from === '' && to === null, cut, startedAt: this.opts.clock.now(), versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
     if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
     this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision, settings: this.settingsTable.digest(), ...(cut === null ? {} : { cut }) });
@@ -1180,6 +1191,7 @@ export class ApEngine implements Engine {
     }
     const full = msg.from === '' && msg.to === null;
     if (diff.size === 0 && settling === 0 && full) this.markSynced(from);
+    else if (diff.size === 0 && full && cut !== null) this.markSyncedUpTo(from, cut, this.opts.clock.now());
     // Settings: a node of an older version sends no digest and gets none of this.
     const settingsDiffer = typeof msg.settings === 'number' && msg.settings !== this.settingsTable.digest();
     if (settingsDiffer) this.sendSettings(from, this.settingsTable.all());
@@ -1255,7 +1267,8 @@ export class ApEngine implements Engine {
     if (!round || !msg) return;
     const from = round.peer;
     this.rounds.delete(id);
-    if (msg.match && round.full) this.markSynced(from);
+    if (msg.match && round.full) this.markSynced(from, round.startedAt);
+    else if (round.full && round.cut !== null && msg.diff.length === 0) this.markSyncedUpTo(from, round.cut, round.startedAt);
     const st = this.peerState.get(from);
     if (st?.catchUp?.delete(id) && st.catchUp.size === 0) {
       st.catchUp = null;
@@ -1296,12 +1309,21 @@ export class ApEngine implements Engine {
     if (changes.length > 0) this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
   }
 
-  private markSynced(peer: string): void {
+  /** `at`: when the digests the round compared were taken (a tombstone learned later is not covered). */
+  private markSynced(peer: string, at = this.opts.clock.now()): void {
     const st = this.peerState.get(peer);
     if (!st) return;
-    st.syncedAt = this.opts.clock.now();
+    st.syncedAt = Math.max(st.syncedAt ?? at, at);
     st.syncedVersion = this.hlc.now();
     st.owed = false;
+  }
+
+  /** `at` and `cut` of a round that found no difference up to its cut (see syncedCut). */
+  private markSyncedUpTo(peer: string, cut: string, at: number): void {
+    const st = this.peerState.get(peer);
+    if (!st || cut < st.syncedCut) return;
+    st.syncedCut = cut;
+    st.syncedCutAt = at;
   }
 
   /** Drops tombstones every peer has had time to see (or kept past apTombstoneMaxMs). */
@@ -1309,13 +1331,16 @@ export class ApEngine implements Engine {
     if (this.table.tombstones === 0) return;
     const now = this.opts.clock.now();
     const peers = [...this.peerState.values()];
+    // A peer has the tombstone when a round that matched whole, or one that matched up to
+    // its cut, took its digests after this node learned the tombstone (and, for a cut, the
+    // tombstone's version is within it: an expiry's version is as old as the incarnation).
+    const has = (p: PeerState, r: StoredRecord): boolean => (p.syncedAt !== null && p.syncedAt > r.at) || (p.syncedCutAt > r.at && r.v <= p.syncedCut);
     const collected = this.table.collect((r) => {
       const age = now - r.at;
       if (age < this.limits.apTombstoneMinMs) return false;
-      const behind = peers.filter((p) => p.syncedAt === null || p.syncedAt <= r.at);
-      if (behind.length === 0) return true;
+      if (peers.every((p) => has(p, r))) return true;
       if (age < this.limits.apTombstoneMaxMs) return false;
-      for (const p of behind) p.owed = true;
+      for (const p of peers) if (!has(p, r)) p.owed = true;
       return true;
     });
     this.stats.tombstonesCollected += collected.length;
@@ -1354,7 +1379,7 @@ export class ApEngine implements Engine {
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', owed: false, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now() };
+    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', syncedCut: '', syncedCutAt: -Infinity, owed: false, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now() };
   }
 
   private peerUp(id: string): boolean {
