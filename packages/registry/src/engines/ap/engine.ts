@@ -127,6 +127,13 @@ interface PeerState {
   catchUpAt: number;
   /** Monotonic time of the last anti-entropy round this node started with the peer. */
   roundAt: number;
+  /**
+   * A pass over the whole key range in pages (a registry of more than apDigestMaxServices
+   * services), each page without difference so far: `next` is where the next page must
+   * start, `at` when the first took its digests, `upTo` the smallest cut of the pages
+   * that matched only up to their cut (null: all matched whole).
+   */
+  pass: { next: string; at: number; upTo: string | null } | null;
 }
 
 /**
@@ -135,7 +142,9 @@ interface PeerState {
  */
 interface Round {
   peer: string;
-  full: boolean;
+  /** The range of service keys the round covers ('' / null: open). */
+  from: string;
+  to: string | null;
   /** The round's cut (null: whole services compared), and when its digests were taken. */
   cut: string | null;
   startedAt: number;
@@ -1144,7 +1153,7 @@ export class ApEngine implements Engine {
       const c = this.table.digestUpTo(k, cut) as ServiceDigest;
       return [k, d.a, d.b, d.count, c.a, c.b, c.count];
     });
-    this.rounds.set(round, { peer, full: from === '' && to === null, cut, startedAt: this.opts.clock.now(), versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
+    this.rounds.set(round, { peer, from, to, cut, startedAt: this.opts.clock.now(), versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
     if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
     this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision, settings: this.settingsTable.digest(), ...(cut === null ? {} : { cut }) });
@@ -1267,9 +1276,8 @@ export class ApEngine implements Engine {
     if (!round || !msg) return;
     const from = round.peer;
     this.rounds.delete(id);
-    if (msg.match && round.full) this.markSynced(from, round.startedAt);
-    else if (round.full && round.cut !== null && msg.diff.length === 0) this.markSyncedUpTo(from, round.cut, round.startedAt);
     const st = this.peerState.get(from);
+    if (st) this.notePage(from, st, round, msg);
     if (st?.catchUp?.delete(id) && st.catchUp.size === 0) {
       st.catchUp = null;
       st.caughtUp = true;
@@ -1316,6 +1324,26 @@ export class ApEngine implements Engine {
     st.syncedAt = Math.max(st.syncedAt ?? at, at);
     st.syncedVersion = this.hlc.now();
     st.owed = false;
+  }
+
+  /**
+   * A completed round: pages that together cover the whole key range, in order and each
+   * without difference, show the peer in sync (whole, or up to the smallest cut).
+   */
+  private notePage(peer: string, st: PeerState, round: Round, reply: Extract<ApMessage, { type: 'ap_reply' }>): void {
+    const pass = round.from === '' ? { next: '', at: round.startedAt, upTo: null } : st.pass;
+    st.pass = null;
+    if (!pass || pass.next !== round.from || reply.diff.length > 0) return;
+    // No difference: a match, or differences only above the round's cut.
+    if (!reply.match) {
+      if (round.cut === null) return;
+      if (pass.upTo === null || round.cut < pass.upTo) pass.upTo = round.cut;
+    }
+    if (round.to !== null) {
+      pass.next = round.to;
+      st.pass = pass;
+    } else if (pass.upTo === null) this.markSynced(peer, pass.at);
+    else this.markSyncedUpTo(peer, pass.upTo, pass.at);
   }
 
   /** `at` and `cut` of a round that found no difference up to its cut (see syncedCut). */
@@ -1379,7 +1407,7 @@ export class ApEngine implements Engine {
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', syncedCut: '', syncedCutAt: -Infinity, owed: false, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now() };
+    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', syncedCut: '', syncedCutAt: -Infinity, owed: false, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now(), pass: null };
   }
 
   private peerUp(id: string): boolean {
