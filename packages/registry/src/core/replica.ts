@@ -221,7 +221,7 @@ export class ReplicaTable {
     }
     if (cur) this.unlink(e, key, cur);
     if (rec.del) this.deleted.set(key, rec);
-    else this.deleted.delete(key);
+    else if (cur?.del) this.deleted.delete(key);
     this.records.set(key, rec);
     e.records.set(key, rec);
     xor(e, key, rec, 1);
