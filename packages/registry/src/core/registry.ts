@@ -700,7 +700,7 @@ export class Registry {
     if (instance.leaseId && instance.zone && this.ownsLocally(instance)) this.leaseZones.bind(instance.leaseId, instance.zone);
     if (!prev) {
       this.instanceTotal++;
-      this.empty.delete(serviceKey(instance.namespace, instance.service));
+      if (this.empty.size > 0) this.empty.delete(serviceKey(instance.namespace, instance.service));
     }
     if (prev) uncount(svc, prev.instance);
     count(svc, instance);

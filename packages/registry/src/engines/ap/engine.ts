@@ -984,9 +984,12 @@ export class ApEngine implements Engine {
     const members = this.removed.size > 0 ? this.members() : [];
     const adopt: StoredRecord[] = [];
     let stale = false;
+    // The clock follows the newest version of the batch: one observation, not one per
+    // record (each one per record only when the newest is too far ahead to follow).
+    let newest = '';
     for (const r of records) {
       if (!validRecord(r)) continue;
-      this.hlc.observe(r.v);
+      if (r.v > newest) newest = r.v;
       const key = recordKey(r);
       const before = this.table.get(key);
       // An old tombstone of a record this node does not have is one it collected already
@@ -1022,6 +1025,7 @@ export class ApEngine implements Engine {
         if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'owner_unreachable', detail: `owner ${r.o} unreachable`, repl: { view: true } });
       }
     }
+    if (newest !== '' && !this.hlc.observe(newest)) for (const r of records) if (r.v !== newest && validRecord(r)) this.hlc.observe(r.v);
     if (stale) this.transport.send(from, { type: 'ap_forget', ids: this.removed.list() });
     if (hidden.length > 0) changes.push({ op: 'replica', records: hidden });
     if (changes.length === 0) {
