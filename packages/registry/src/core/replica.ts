@@ -168,7 +168,11 @@ export class ReplicaTable {
   /** Keeps `rec` if it is newer than what the table holds for its key. */
   merge(rec: ReplicaRecord, at: number): MergeResult {
     const key = recordKey(rec);
-    const cur = this.records.get(key);
+    return this.mergeKnown(key, this.records.get(key), rec, at);
+  }
+
+  /** merge() for a caller that has looked the record up: `key` is its key, `cur` what get(key) returned. */
+  mergeKnown(key: string, cur: StoredRecord | undefined, rec: ReplicaRecord, at: number): MergeResult {
     if (cur) {
       if (cur.v === rec.v) return 'same';
       if (cur.v > rec.v) return 'older';

@@ -739,7 +739,7 @@ export class ApEngine implements Engine {
         if (c.reason) rec.why = c.reason;
         if (c.detail) rec.detail = c.detail;
         if (owner !== this.nodeId && !this.peerUp(owner)) i.unconfirmed = true;
-        this.table.merge(rec, now);
+        this.table.mergeKnown(key, cur, rec, now);
         c.repl = { v, o: owner };
         records.push(rec);
       } else if (c.op === 'delete') {
@@ -749,7 +749,7 @@ export class ApEngine implements Engine {
         const owner = cur?.o ?? this.nodeId;
         const rec: ReplicaRecord = { namespace: c.namespace, service: c.service, id: c.id, v, o: owner, del: c.reason };
         if (c.detail) rec.detail = c.detail;
-        this.table.merge(rec, now);
+        this.table.mergeKnown(key, cur, rec, now);
         c.repl = { v, o: owner };
         records.push(rec);
       } else if (c.op === 'settings') {
@@ -995,7 +995,7 @@ export class ApEngine implements Engine {
       // An old tombstone of a record this node does not have is one it collected already
       // (or never needed): taking it again would only make nodes hand it back and forth.
       if (r.del && !before && this.hlc.physicalNow() - versionMs(r.v) > this.limits.apTombstoneMinMs) continue;
-      if (this.table.merge(r, now) !== 'applied') continue;
+      if (this.table.mergeKnown(key, before, r, now) !== 'applied') continue;
       if (kind === 'repair') this.stats.repairsApplied++;
       this.stats.recordsApplied++;
       const stored = this.table.get(key) as StoredRecord;
