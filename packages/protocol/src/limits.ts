@@ -185,7 +185,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   peerMissedPings: 4,
   peerHandshakeTimeoutMs: 2_000,
   peerReconnectMinMs: 100,
-  peerReconnectMaxMs: 1_000,
+  peerReconnectMaxMs: 500,
   sessionGraceMs: 500,
   maxConcurrentChecks: 256,
   maxCheckOutputLength: 1024,
