@@ -42,6 +42,12 @@ const { connect } = await import(join(ROOT, 'packages/client/dist/src/index.js')
 const now = () => performance.now();
 const log = (s) => process.stdout.write(s + '\n');
 
+function wholeNumber(flag, v) {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a whole number of 1 or more, got ${v}`);
+  return n;
+}
+
 function parseArgs(argv) {
   const o = { durationMs: 10_000, warmupMs: 2_000, clients: 64, perSide: 10_000, skip: new Set(), only: null, profileDir: null, trials: 3, writeDocs: false, report: null };
   for (let i = 0; i < argv.length; i++) {
@@ -49,11 +55,11 @@ function parseArgs(argv) {
     if (a === '--suite') i++;
     else if (a === '--duration') o.durationMs = parseDuration(argv[++i], '--duration');
     else if (a === '--warmup') o.warmupMs = parseDuration(argv[++i], '--warmup', { allowZero: true });
-    else if (a === '--clients') o.clients = Number(argv[++i]);
-    else if (a === '--per-side') o.perSide = Number(argv[++i]);
+    else if (a === '--clients') o.clients = wholeNumber(a, argv[++i]);
+    else if (a === '--per-side') o.perSide = wholeNumber(a, argv[++i]);
     else if (a === '--skip') for (const s of (argv[++i] ?? '').split(',')) o.skip.add(s.trim());
     else if (a === '--profile') o.profileDir = argv[++i];
-    else if (a === '--trials' || a === '--runs') o.trials = Math.max(1, Number(argv[++i]) || 1);
+    else if (a === '--trials' || a === '--runs') o.trials = wholeNumber(a, argv[++i]);
     else if (a === '--write-docs') o.writeDocs = true;
     else if (a === '--report') o.report = argv[++i];
     else if (a === '--only') o.only = new Set((argv[++i] ?? '').split(',').map((s) => s.trim()));
