@@ -58,9 +58,17 @@ export function fnv1a(s: string, seed: number): number {
   return h >>> 0;
 }
 
+/** fnv1a(s, 0x811c9dc5) and fnv1a(s, 0x2b1f6a3d) of the record's key, version and kind, in one pass. */
 function recordHash(key: string, v: string, deleted: boolean): [number, number] {
   const s = `${key}\u0000${v}\u0000${deleted ? 'd' : 'p'}`;
-  return [fnv1a(s, 0x811c9dc5), fnv1a(s, 0x2b1f6a3d)];
+  let a = 0x811c9dc5;
+  let b = 0x2b1f6a3d;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193) >>> 0;
+    b = Math.imul(b ^ c, 0x01000193) >>> 0;
+  }
+  return [a, b];
 }
 
 export type MergeResult = 'applied' | 'older' | 'same';

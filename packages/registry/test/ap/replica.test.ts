@@ -3,7 +3,7 @@
 // two tables hold the same records.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ReplicaTable, type ReplicaRecord } from '../../src/core/replica.js';
+import { ReplicaTable, fnv1a, type ReplicaRecord } from '../../src/core/replica.js';
 
 function rec(id: string, v: string, over: Partial<ReplicaRecord> = {}): ReplicaRecord {
   return { namespace: 'default', service: 'svc', id, v, o: 'a', i: { id, service: 'svc', namespace: 'default', address: '10.0.0.1', port: 1, protocol: 'http', zone: null, version: null, tags: [], metadata: {}, weight: 1, status: 'up', health: 'passing', checks: [], leaseId: null }, specs: [], ...over };
@@ -125,6 +125,16 @@ test('digests up to a cut are the same whether the records were settled or not',
       }
     }
   }
+});
+
+test("a service's digest is the XOR of two FNV-1a hashes of each record (nodes of every version must agree)", () => {
+  const t = new ReplicaTable();
+  t.merge(rec('i1', 'v1'), 0);
+  t.merge(rec('i2', 'v2', { del: 'deregistered', i: undefined }), 0);
+  const h = (s: string, seed: number): number => fnv1a(s, seed);
+  const r1 = 'default/svc/i1\u0000v1\u0000p';
+  const r2 = 'default/svc/i2\u0000v2\u0000d';
+  assert.deepEqual(t.digest('default/svc'), { a: (h(r1, 0x811c9dc5) ^ h(r2, 0x811c9dc5)) >>> 0, b: (h(r1, 0x2b1f6a3d) ^ h(r2, 0x2b1f6a3d)) >>> 0, count: 2 });
 });
 
 test('restore from a snapshot gives the same table', () => {
