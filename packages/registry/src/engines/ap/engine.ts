@@ -107,13 +107,13 @@ interface PeerState {
   /** The hybrid time of the last round that found this node equal to the peer ('' : never). */
   syncedVersion: string;
   /**
-   * The last round with a cut (see ap_digest) that found no difference up to the cut over
-   * the whole key range: the peer held every record this node held at `syncedCutAt` with a
-   * version up to `syncedCut` ('' : never). Under steady writes no round matches whole,
-   * and tombstones are collected by this instead.
+   * Rounds with a cut (see ap_digest) that found no difference up to the cut over the
+   * whole key range: the peer held every record this node held at `at` with a version up
+   * to `cut`. Kept: the one with the highest cut and the latest one (neither covers the
+   * other). Under steady writes no round matches whole, and tombstones are collected by
+   * these instead.
    */
-  syncedCut: string;
-  syncedCutAt: number;
+  cutSync: { highest: CutSync | null; latest: CutSync | null };
   /**
    * Tombstones were collected before the peer had them (it was away longer than
    * apTombstoneMaxMs): it must rebuild from this node instead of merging its old copy.
@@ -133,7 +133,7 @@ interface PeerState {
    * start, `at` when the first took its digests, `upTo` the smallest cut of the pages
    * that matched only up to their cut (null: all matched whole).
    */
-  pass: { next: string; at: number; upTo: string | null } | null;
+  pass: { next: string; at: number; version: string; upTo: string | null } | null;
 }
 
 /**
@@ -145,9 +145,10 @@ interface Round {
   /** The range of service keys the round covers ('' / null: open). */
   from: string;
   to: string | null;
-  /** The round's cut (null: whole services compared), and when its digests were taken. */
+  /** The round's cut (null: whole services compared), and when its digests were taken (monotonic, and this node's clock version). */
   cut: string | null;
   startedAt: number;
+  startedVersion: string;
   /** What the peer has in the services that differ: key -> version. */
   versions: Map<string, string>;
   parts: Set<number>;
@@ -155,6 +156,11 @@ interface Round {
   /** Chunks of wanted keys not answered yet (null: not compared yet). */
   wants: Set<number> | null;
   lastChunk: number;
+}
+
+interface CutSync {
+  cut: string;
+  at: number;
 }
 
 interface InFlight {
@@ -512,7 +518,7 @@ export class ApEngine implements Engine {
         clockOffsetRejected: this.hlc.rejected,
         ...this.stats,
       },
-      peerSync: Object.fromEntries([...this.peerState].map(([id, st]) => [id, { syncedMsAgo: st.syncedAt === null ? null : now - st.syncedAt, cutSyncedMsAgo: st.syncedCut === '' ? null : now - st.syncedCutAt, downMs: st.downSince === null ? null : now - st.downSince, mustRebuild: st.owed }])),
+      peerSync: Object.fromEntries([...this.peerState].map(([id, st]) => [id, { syncedMsAgo: st.syncedAt === null ? null : now - st.syncedAt, cutSyncedMsAgo: st.cutSync.latest === null ? null : now - st.cutSync.latest.at, downMs: st.downSince === null ? null : now - st.downSince, mustRebuild: st.owed }])),
       protection: {
         engaged: this.protection.engaged,
         reason: this.protection.reason,
@@ -1157,7 +1163,7 @@ export class ApEngine implements Engine {
       const c = this.table.digestUpTo(k, cut) as ServiceDigest;
       return [k, d.a, d.b, d.count, c.a, c.b, c.count];
     });
-    this.rounds.set(round, { peer, from, to, cut, startedAt: this.opts.clock.now(), versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
+    this.rounds.set(round, { peer, from, to, cut, startedAt: this.opts.clock.now(), startedVersion: this.hlc.last(), versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
     if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
     this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision, settings: this.settingsTable.digest(), ...(cut === null ? {} : { cut }) });
@@ -1322,11 +1328,11 @@ export class ApEngine implements Engine {
   }
 
   /** `at`: when the digests the round compared were taken (a tombstone learned later is not covered). */
-  private markSynced(peer: string, at = this.opts.clock.now()): void {
+  private markSynced(peer: string, at = this.opts.clock.now(), version = this.hlc.now()): void {
     const st = this.peerState.get(peer);
     if (!st) return;
     st.syncedAt = Math.max(st.syncedAt ?? at, at);
-    st.syncedVersion = this.hlc.now();
+    if (version > st.syncedVersion) st.syncedVersion = version;
     st.owed = false;
   }
 
@@ -1335,9 +1341,12 @@ export class ApEngine implements Engine {
    * without difference, show the peer in sync (whole, or up to the smallest cut).
    */
   private notePage(peer: string, st: PeerState, round: Round, reply: Extract<ApMessage, { type: 'ap_reply' }>): void {
-    const pass = round.from === '' ? { next: '', at: round.startedAt, upTo: null } : st.pass;
+    const pass = round.from === '' ? { next: '', at: round.startedAt, version: round.startedVersion, upTo: null } : st.pass;
     st.pass = null;
     if (!pass || pass.next !== round.from || reply.diff.length > 0) return;
+    // Dated from the earliest digests of the pass (a page's reply may come after a later page's).
+    pass.at = Math.min(pass.at, round.startedAt);
+    if (round.startedVersion < pass.version) pass.version = round.startedVersion;
     // No difference: a match, or differences only above the round's cut.
     if (!reply.match) {
       if (round.cut === null) return;
@@ -1346,16 +1355,20 @@ export class ApEngine implements Engine {
     if (round.to !== null) {
       pass.next = round.to;
       st.pass = pass;
-    } else if (pass.upTo === null) this.markSynced(peer, pass.at);
+    } else if (pass.upTo === null) this.markSynced(peer, pass.at, pass.version);
     else this.markSyncedUpTo(peer, pass.upTo, pass.at);
   }
 
-  /** `at` and `cut` of a round that found no difference up to its cut (see syncedCut). */
+  /** A round (or pass) that found no difference up to `cut`, with digests taken at `at` (see cutSync). */
   private markSyncedUpTo(peer: string, cut: string, at: number): void {
     const st = this.peerState.get(peer);
-    if (!st || cut < st.syncedCut) return;
-    st.syncedCut = cut;
-    st.syncedCutAt = at;
+    // A cut from a clock further ahead than this node follows is not taken: it would hide
+    // every later, lower one for as long as the skew lasts.
+    if (!st || versionMs(cut) > this.hlc.physicalNow() + this.limits.apMaxClockOffsetMs) return;
+    const f = { cut, at };
+    const { highest, latest } = st.cutSync;
+    if (!highest || cut >= highest.cut) st.cutSync.highest = f;
+    if (!latest || at >= latest.at) st.cutSync.latest = f;
   }
 
   /** Drops tombstones every peer has had time to see (or kept past apTombstoneMaxMs). */
@@ -1366,7 +1379,8 @@ export class ApEngine implements Engine {
     // A peer has the tombstone when a round that matched whole, or one that matched up to
     // its cut, took its digests after this node learned the tombstone (and, for a cut, the
     // tombstone's version is within it: an expiry's version is as old as the incarnation).
-    const has = (p: PeerState, r: StoredRecord): boolean => (p.syncedAt !== null && p.syncedAt > r.at) || (p.syncedCutAt > r.at && r.v <= p.syncedCut);
+    const covers = (f: CutSync | null, r: StoredRecord): boolean => f !== null && f.at > r.at && r.v <= f.cut;
+    const has = (p: PeerState, r: StoredRecord): boolean => (p.syncedAt !== null && p.syncedAt > r.at) || covers(p.cutSync.highest, r) || covers(p.cutSync.latest, r);
     const collected = this.table.collect((r) => {
       const age = now - r.at;
       if (age < this.limits.apTombstoneMinMs) return false;
@@ -1411,7 +1425,7 @@ export class ApEngine implements Engine {
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', syncedCut: '', syncedCutAt: -Infinity, owed: false, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now(), pass: null };
+    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', cutSync: { highest: null, latest: null }, owed: false, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now(), pass: null };
   }
 
   private peerUp(id: string): boolean {
