@@ -127,3 +127,33 @@ async function churn(pages: boolean): Promise<void> {
 test('under writes that never pause, tombstones are still collected, and no peer is marked as owing a rebuild', () => churn(false));
 
 test('the same with more services than one digest holds: a pass of pages in order shows a peer in sync', () => churn(true));
+
+test('a tombstone made while a node was cut off longer than apTombstoneMinMs reaches it after the heal, and everyone collects it', async () => {
+  const world = new World({ seed: 3, nodes: 3, limits: { apTombstoneMinMs: 2_000, apTombstoneMaxMs: 30_000 } });
+  await world.start();
+  await world.sched.run(500);
+  world.net.partition(['a', 'b'], ['c']);
+  await world.sched.run(200);
+  const a = world.node('a').engine;
+  // c never sees this instance: it comes and goes while c is away.
+  await a.register({ namespace: 'default', service: 'p', id: 'brief', input: input('10.0.0.1', 80, null) });
+  await world.sched.run(500);
+  await a.deregister('default', 'p', 'brief');
+  await world.sched.run(world.limits.apTombstoneMinMs + 1_000);
+  world.net.healAll();
+  try {
+    // Well within apTombstoneMaxMs: collected because every node held it, not because it got too old.
+    const healed = world.now;
+    const held = (): string[] => world.live().filter((n) => n.engine.table.get('default/p/brief') !== undefined).map((n) => n.id);
+    while (held().length > 0 && world.now - healed < 10_000) await world.sched.run(100);
+    assert.deepEqual(held(), [], 'the tombstone is collected everywhere');
+    for (const n of world.live()) {
+      assert.equal(n.engine.registry.instance('default', 'p', 'brief'), undefined);
+      for (const [peer, s] of Object.entries((n.engine.cluster() as unknown as { peerSync: Record<string, { mustRebuild: boolean }> }).peerSync)) assert.equal(s.mustRebuild, false, `${n.id} owes ${peer} a rebuild`);
+    }
+    await world.sched.run(2_000);
+    assert.equal(converged(world), null);
+  } finally {
+    await world.close();
+  }
+});

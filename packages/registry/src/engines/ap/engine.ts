@@ -177,6 +177,8 @@ const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revok
 const MAX_IN_FLIGHT = 4_096;
 /** Anti-entropy rounds waiting for answers; the oldest are forgotten (the next rounds repair). */
 const MAX_ROUNDS = 256;
+/** Collected tombstones remembered (see `collected`): about 100 bytes each. */
+const MAX_COLLECTED = 200_000;
 
 /** Messages between ap nodes (msgpack-encoded by the transport). */
 export type ApMessage =
@@ -279,6 +281,12 @@ export class ApEngine implements Engine {
     adopted: 0,
   };
   private lagObserver: ((seconds: number) => void) | null = null;
+  /**
+   * Tombstones this node collected (key -> version, and when), oldest first: kept for
+   * apTombstoneMaxMs, at most MAX_COLLECTED, so that a peer that collects later cannot
+   * hand them back. Not kept across restarts.
+   */
+  private readonly collected = new Map<string, { v: string; at: number }>();
   /** When this node last sent or received a replication batch (monotonic ms). */
   private batchAt = -Infinity;
 
@@ -998,9 +1006,11 @@ export class ApEngine implements Engine {
       if (r.v > newest) newest = r.v;
       const key = recordKey(r);
       const before = this.table.get(key);
-      // An old tombstone of a record this node does not have is one it collected already
-      // (or never needed): taking it again would only make nodes hand it back and forth.
-      if (r.del && !before && this.hlc.physicalNow() - versionMs(r.v) > this.limits.apTombstoneMinMs) continue;
+      // A tombstone this node collected already is not taken again: peers that collect it
+      // later would only hand it back and forth. One it never had is taken, however old
+      // its version: its digests would otherwise differ from every holder's for good, and
+      // nobody could collect it before apTombstoneMaxMs.
+      if (r.del && !before && (this.collected.get(key)?.v ?? '') >= r.v) continue;
       if (this.table.mergeKnown(key, before, r, now) !== 'applied') continue;
       if (kind === 'repair') this.stats.repairsApplied++;
       this.stats.recordsApplied++;
@@ -1390,6 +1400,15 @@ export class ApEngine implements Engine {
       return true;
     });
     this.stats.tombstonesCollected += collected.length;
+    for (const r of collected) {
+      const key = recordKey(r);
+      this.collected.delete(key);
+      this.collected.set(key, { v: r.v, at: now });
+    }
+    for (const [key, c] of this.collected) {
+      if (this.collected.size <= MAX_COLLECTED && now - c.at < this.limits.apTombstoneMaxMs) break;
+      this.collected.delete(key);
+    }
   }
 
   // ---- reachability and the view ----
