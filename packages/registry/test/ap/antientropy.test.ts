@@ -157,3 +157,34 @@ test('a tombstone made while a node was cut off longer than apTombstoneMinMs rea
     await world.close();
   }
 });
+
+test('anti-entropy digests and answers wait until what they show is durable', async () => {
+  const world = new World({ seed: 9, nodes: 2 });
+  await world.start();
+  await world.sched.run(1_000);
+  const b = world.node('b');
+  // b's disk stops answering: what b merges from now on is in memory only.
+  const held: (() => void)[] = [];
+  const append = b.storage.append.bind(b.storage);
+  b.storage.append = (entry) => new Promise<void>((resolve) => held.push(() => void append(entry).then(resolve)));
+  const fromB: string[] = [];
+  const send = world.net.send.bind(world.net);
+  world.net.send = (from: string, to: string, msg: PeerMessage): boolean => {
+    if (from === 'b') fromB.push((msg as unknown as { type: string }).type);
+    return send(from, to, msg);
+  };
+  try {
+    await world.node('a').engine.register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.1', 80, null) });
+    await world.sched.run(5 * world.limits.apAntiEntropyIntervalMs);
+    assert.ok(b.engine.table.get('default/p/x'), 'b merged the record (in memory)');
+    assert.ok(held.length > 0, "b's write is held");
+    for (const type of ['ap_digest', 'ap_reply', 'ap_versions', 'ap_ack']) assert.ok(!fromB.includes(type), `b sent ${type} while its disk held the record back`);
+    b.storage.append = append;
+    for (const release of held.splice(0)) release();
+    await world.sched.run(5 * world.limits.apAntiEntropyIntervalMs);
+    assert.ok(fromB.includes('ap_ack') && (fromB.includes('ap_reply') || fromB.includes('ap_digest')), `b speaks again: ${[...new Set(fromB)].join(', ')}`);
+    assert.equal(converged(world), null);
+  } finally {
+    await world.close();
+  }
+});

@@ -785,6 +785,16 @@ export class ApEngine implements Engine {
     return this.writes.persist(outcome, after);
   }
 
+  /**
+   * Runs `fn` once everything applied so far is durable: a digest or an answer of
+   * anti-entropy must not show a record that a crash could still take back.
+   */
+  private whenDurable(fn: () => void): void {
+    void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => {
+      if (!this.closed) fn();
+    }).catch(() => undefined);
+  }
+
   /** An entry was announced: what this node stamped in it goes to the peers, in order. */
   private announced(entry: Entry): void {
     const records = this.stamped.get(entry);
@@ -1176,7 +1186,8 @@ export class ApEngine implements Engine {
     this.rounds.set(round, { peer, from, to, cut, startedAt: this.opts.clock.now(), startedVersion: this.hlc.last(), versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
     if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
-    this.transport.send(peer, { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision, settings: this.settingsTable.digest(), ...(cut === null ? {} : { cut }) });
+    const digest: ApMessage = { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision, settings: this.settingsTable.digest(), ...(cut === null ? {} : { cut }) };
+    this.whenDurable(() => this.transport.send(peer, digest));
     return round;
   }
 
@@ -1213,18 +1224,27 @@ export class ApEngine implements Engine {
     const rebuild = this.peerState.get(from)?.owed ?? false;
     const entries: [string, string][] = [];
     for (const k of diff) for (const r of this.table.serviceRecords(k)) entries.push([recordKey(r), r.v]);
+    const out: ApMessage[] = [];
     let parts = 0;
     const per = this.limits.apRepairMaxRecords * 4; // a version is a small fraction of a record
     for (let i = 0; i < entries.length; i += per) {
-      this.transport.send(from, { type: 'ap_versions', round: msg.round, part: parts++, entries: entries.slice(i, i + per) });
+      out.push({ type: 'ap_versions', round: msg.round, part: parts++, entries: entries.slice(i, i + per) });
     }
     const full = msg.from === '' && msg.to === null;
     if (diff.size === 0 && settling === 0 && full) this.markSynced(from);
     else if (diff.size === 0 && full && cut !== null) this.markSyncedUpTo(from, cut, this.opts.clock.now());
     // Settings: a node of an older version sends no digest and gets none of this.
     const settingsDiffer = typeof msg.settings === 'number' && msg.settings !== this.settingsTable.digest();
-    if (settingsDiffer) this.sendSettings(from, this.settingsTable.all());
-    this.transport.send(from, { type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0 && settling === 0, rebuild, rev: this.registry.revision, ...(settingsDiffer ? { settingsDiffer } : {}) });
+    out.push({ type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0 && settling === 0, rebuild, rev: this.registry.revision, ...(settingsDiffer ? { settingsDiffer } : {}) });
+    const settings = settingsDiffer ? this.settingsTable.all() : null;
+    // The answer counts for the peer's synchronisation (tombstone collection): it goes once
+    // what this node compared is durable, so that a crash cannot take back what it showed.
+    this.whenDurable(() => {
+      for (const m of out) {
+        if (m.type === 'ap_reply' && settings) this.sendSettings(from, settings);
+        this.transport.send(from, m);
+      }
+    });
   }
 
   private onVersions(from: string, msg: Extract<ApMessage, { type: 'ap_versions' }>): void {
