@@ -188,3 +188,39 @@ test('anti-entropy digests and answers wait until what they show is durable', as
     await world.close();
   }
 });
+
+test('a peer that owed a rebuild stops owing it under writes that never pause, once it matched up to a cut', async () => {
+  const world = new World({ seed: 4, nodes: 3, limits: { apTombstoneMinMs: 500, apTombstoneMaxMs: 3_000, apAntiEntropyMaxDeferMs: 400 } });
+  await world.start();
+  const a = world.node('a').engine;
+  await a.register({ namespace: 'default', service: 'p', id: 'gone', input: input('10.0.0.1', 80, null) });
+  await world.sched.run(1_000);
+  assert.ok(world.node('c').engine.registry.instance('default', 'p', 'gone'), 'c has p/gone');
+  world.net.partition(['a', 'b'], ['c']);
+  await world.sched.run(200);
+  await a.deregister('default', 'p', 'gone');
+  // Kept longer than apTombstoneMaxMs: a and b collect the tombstone without c, and c owes them a rebuild.
+  await world.sched.run(world.limits.apTombstoneMaxMs + 2_000);
+  const owes = (): string[] => world.live().flatMap((n) => Object.entries((n.engine.cluster() as unknown as { peerSync: Record<string, { mustRebuild: boolean }> }).peerSync).filter(([, s]) => s.mustRebuild).map(([p]) => `${n.id}->${p}`));
+  assert.ok(owes().length > 0, 'c owes a rebuild');
+  world.net.healAll();
+  const start = world.now;
+  for (let t = 0, k = 0; t < 5_000; t += 4, k++) {
+    world.sched.at(start + t, () => void a.register({ namespace: 'default', service: `s${k % 8}`, id: `i${k}`, input: input('10.0.0.2', 1000 + k, null) }).catch(() => undefined));
+  }
+  try {
+    while (owes().length > 0 && world.now - start < 4_000) await world.sched.run(100);
+    assert.deepEqual(owes(), [], 'nobody owes a rebuild any more, while the writes go on');
+    const rebuilds = world.node('c').engine.stats.rebuilds;
+    await world.sched.run(1_000);
+    assert.equal(world.node('c').engine.stats.rebuilds, rebuilds, 'c rebuilds no more');
+    for (const n of world.live()) assert.equal(n.engine.registry.instance('default', 'p', 'gone'), undefined, `p/gone came back on ${n.id}`);
+    await world.sched.runUntil(start + 5_000);
+    const quiet = world.now;
+    while (converged(world) !== null && world.now - quiet < 3_000) await world.sched.run(25);
+    assert.equal(converged(world), null);
+    for (const n of world.live()) assert.equal(n.engine.registry.instance('default', 'p', 'gone'), undefined, `p/gone came back on ${n.id}`);
+  } finally {
+    await world.close();
+  }
+});

@@ -119,6 +119,8 @@ interface PeerState {
    * apTombstoneMaxMs): it must rebuild from this node instead of merging its old copy.
    */
   owed: boolean;
+  /** When `owed` was last set (monotonic ms). */
+  owedAt: number;
   /** A full pass of rounds this node started with the peer completed (readiness waits for every reachable peer). */
   caughtUp: boolean;
   /** The rounds of the catch-up pass still unanswered. */
@@ -133,7 +135,9 @@ interface PeerState {
    * start, `at` when the first took its digests, `upTo` the smallest cut of the pages
    * that matched only up to their cut (null: all matched whole).
    */
-  pass: { next: string; at: number; version: string; upTo: string | null } | null;
+  pass: Pass | null;
+  /** The same for the pages of the peer's rounds this node answered. */
+  answered: Pass | null;
 }
 
 /**
@@ -156,6 +160,25 @@ interface Round {
   /** Chunks of wanted keys not answered yet (null: not compared yet). */
   wants: Set<number> | null;
   lastChunk: number;
+}
+
+/** See PeerState.pass. */
+interface Pass {
+  next: string;
+  at: number;
+  version: string;
+  upTo: string | null;
+}
+
+/** One page of a pass: its range, whether it found a difference, a whole match, its cut, when its digests were taken. */
+interface Page {
+  from: string;
+  to: string | null;
+  differs: boolean;
+  match: boolean;
+  cut: string | null;
+  at: number;
+  version: string;
 }
 
 interface CutSync {
@@ -1132,7 +1155,6 @@ export class ApEngine implements Engine {
       // link that came up within the interval: nothing was on its way over it, and what
       // the peer missed while it was down is due now.
       const now = this.opts.clock.now();
-      const flowing = now - this.batchAt < this.limits.apAntiEntropyIntervalMs;
       let started = false;
       for (let k = 0; k < up.length && !started; k++) {
         const peer = up[(this.aePeerIndex + k) % up.length] as string;
@@ -1140,8 +1162,7 @@ export class ApEngine implements Engine {
         const busy = this.awaitingAck(peer);
         if (!busy || now - st.roundAt >= this.limits.apAntiEntropyMaxDeferMs) {
           this.aePeerIndex += k + 1;
-          const settled = now - st.upSince >= this.limits.apAntiEntropyIntervalMs;
-          this.startRound(peer, (busy || flowing) && settled && !st.owed ? cutAt(this.hlc.physicalNow() - this.limits.apAntiEntropyIntervalMs) : null);
+          this.startRound(peer, this.cutFor(st, busy));
           started = true;
         }
       }
@@ -1150,6 +1171,14 @@ export class ApEngine implements Engine {
     this.collectTombstones();
     this.settingsTable.collectRemoved(this.hlc.physicalNow() - this.limits.apTombstoneMaxMs, versionMs);
     this.reconcile();
+  }
+
+  /** The cut of a round with the peer of `st` (see antiEntropyTick), or null for one that compares whole services. */
+  private cutFor(st: PeerState | undefined, busy: boolean): string | null {
+    const now = this.opts.clock.now();
+    const flowing = busy || now - this.batchAt < this.limits.apAntiEntropyIntervalMs;
+    const settled = st !== undefined && now - st.upSince >= this.limits.apAntiEntropyIntervalMs;
+    return flowing && settled && !st.owed && this.readyFlag ? cutAt(this.hlc.physicalNow() - this.limits.apAntiEntropyIntervalMs) : null;
   }
 
   /** Sends a peer the digests of the next range of services. */
@@ -1196,7 +1225,7 @@ export class ApEngine implements Engine {
     if (msg.rebuild) {
       // This node was away too long: its old records must not flow to the peer. It asks
       // the peer instead, whose reply tells it to rebuild.
-      this.startRound(from);
+      this.startRound(from, this.cutFor(this.peerState.get(from), this.awaitingAck(from)));
       return;
     }
     // With a cut, a service whose records up to the cut are the same on both nodes only
@@ -1230,9 +1259,8 @@ export class ApEngine implements Engine {
     for (let i = 0; i < entries.length; i += per) {
       out.push({ type: 'ap_versions', round: msg.round, part: parts++, entries: entries.slice(i, i + per) });
     }
-    const full = msg.from === '' && msg.to === null;
-    if (diff.size === 0 && settling === 0 && full) this.markSynced(from);
-    else if (diff.size === 0 && full && cut !== null) this.markSyncedUpTo(from, cut, this.opts.clock.now());
+    const st = this.peerState.get(from);
+    if (st) st.answered = this.notePage(from, st.answered, { from: msg.from, to: msg.to, differs: diff.size > 0, match: diff.size === 0 && settling === 0, cut, at: this.opts.clock.now(), version: this.hlc.last() });
     // Settings: a node of an older version sends no digest and gets none of this.
     const settingsDiffer = typeof msg.settings === 'number' && msg.settings !== this.settingsTable.digest();
     out.push({ type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0 && settling === 0, rebuild, rev: this.registry.revision, ...(settingsDiffer ? { settingsDiffer } : {}) });
@@ -1317,7 +1345,7 @@ export class ApEngine implements Engine {
     const from = round.peer;
     this.rounds.delete(id);
     const st = this.peerState.get(from);
-    if (st) this.notePage(from, st, round, msg);
+    if (st) st.pass = this.notePage(from, st.pass, { from: round.from, to: round.to, differs: msg.diff.length > 0, match: msg.match, cut: round.cut, at: round.startedAt, version: round.startedVersion });
     if (st?.catchUp?.delete(id) && st.catchUp.size === 0) {
       st.catchUp = null;
       st.caughtUp = true;
@@ -1370,23 +1398,30 @@ export class ApEngine implements Engine {
    * A completed round: pages that together cover the whole key range, in order and each
    * without difference, show the peer in sync (whole, or up to the smallest cut).
    */
-  private notePage(peer: string, st: PeerState, round: Round, reply: Extract<ApMessage, { type: 'ap_reply' }>): void {
-    const pass = round.from === '' ? { next: '', at: round.startedAt, version: round.startedVersion, upTo: null } : st.pass;
-    st.pass = null;
-    if (!pass || pass.next !== round.from || reply.diff.length > 0) return;
+  /**
+   * One compared page (a round this node started, or answered) in a pass over the whole key
+   * range: pages that follow each other from the first service to the last, each without
+   * difference, show the peer in sync (whole, or up to the smallest cut). Returns the pass
+   * that goes on (null: none).
+   */
+  private notePage(peer: string, current: Pass | null, page: Page): Pass | null {
+    const pass = page.from === '' ? { next: '', at: page.at, version: page.version, upTo: null } : current;
+    if (!pass || pass.next !== page.from || page.differs) return null;
     // Dated from the earliest digests of the pass (a page's reply may come after a later page's).
-    pass.at = Math.min(pass.at, round.startedAt);
-    if (round.startedVersion < pass.version) pass.version = round.startedVersion;
-    // No difference: a match, or differences only above the round's cut.
-    if (!reply.match) {
-      if (round.cut === null) return;
-      if (pass.upTo === null || round.cut < pass.upTo) pass.upTo = round.cut;
+    pass.at = Math.min(pass.at, page.at);
+    if (page.version < pass.version) pass.version = page.version;
+    // No difference: a match, or differences only above the page's cut.
+    if (!page.match) {
+      if (page.cut === null) return null;
+      if (pass.upTo === null || page.cut < pass.upTo) pass.upTo = page.cut;
     }
-    if (round.to !== null) {
-      pass.next = round.to;
-      st.pass = pass;
-    } else if (pass.upTo === null) this.markSynced(peer, pass.at, pass.version);
+    if (page.to !== null) {
+      pass.next = page.to;
+      return pass;
+    }
+    if (pass.upTo === null) this.markSynced(peer, pass.at, pass.version);
     else this.markSyncedUpTo(peer, pass.upTo, pass.at);
+    return null;
   }
 
   /** A round (or pass) that found no difference up to `cut`, with digests taken at `at` (see cutSync). */
@@ -1396,6 +1431,10 @@ export class ApEngine implements Engine {
     // every later, lower one for as long as the skew lasts.
     if (!st || versionMs(cut) > this.hlc.physicalNow() + this.limits.apMaxClockOffsetMs) return;
     const f = { cut, at };
+    // The peer owed a rebuild for tombstones collected before it had them (kept longer than
+    // apTombstoneMaxMs: their versions, and those of the records they deleted, are far
+    // below any cut). Matching up to a cut since then, it holds none of those records.
+    if (st.owed && at > st.owedAt) st.owed = false;
     const { highest, latest } = st.cutSync;
     if (!highest || cut >= highest.cut) st.cutSync.highest = f;
     if (!latest || at >= latest.at) st.cutSync.latest = f;
@@ -1416,7 +1455,11 @@ export class ApEngine implements Engine {
       if (age < this.limits.apTombstoneMinMs) return false;
       if (peers.every((p) => has(p, r))) return true;
       if (age < this.limits.apTombstoneMaxMs) return false;
-      for (const p of peers) if (!has(p, r)) p.owed = true;
+      for (const p of peers) {
+        if (has(p, r)) continue;
+        p.owed = true;
+        p.owedAt = now;
+      }
       return true;
     });
     this.stats.tombstonesCollected += collected.length;
@@ -1464,7 +1507,7 @@ export class ApEngine implements Engine {
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', cutSync: { highest: null, latest: null }, owed: false, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now(), pass: null };
+    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', cutSync: { highest: null, latest: null }, owed: false, owedAt: -Infinity, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now(), pass: null, answered: null };
   }
 
   private peerUp(id: string): boolean {
