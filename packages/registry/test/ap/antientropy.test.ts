@@ -224,3 +224,33 @@ test('a peer that owed a rebuild stops owing it under writes that never pause, o
     await world.close();
   }
 });
+
+test('a node takes back neither a tombstone it collected nor the record that tombstone deleted', async () => {
+  const world = new World({ seed: 6, nodes: 2, limits: { apTombstoneMinMs: 500, apTombstoneMaxMs: 30_000 } });
+  await world.start();
+  await world.sched.run(500);
+  const a = world.node('a').engine;
+  await a.register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.1', 80, null) });
+  await world.sched.run(500);
+  const live = JSON.parse(JSON.stringify(a.table.get('default/p/x'))) as Record<string, unknown>;
+  await a.deregister('default', 'p', 'x');
+  const tomb = JSON.parse(JSON.stringify(a.table.get('default/p/x'))) as Record<string, unknown>;
+  const collected = (): boolean => a.table.get('default/p/x') === undefined && world.node('b').engine.table.get('default/p/x') === undefined;
+  const t0 = world.now;
+  while (!collected() && world.now - t0 < 5_000) await world.sched.run(100);
+  assert.ok(collected(), 'both collected the tombstone');
+  // A peer that never learned of the delete (one that owes a rebuild, or fed by one) hands
+  // back the old record, then the tombstone: a takes neither.
+  for (const [seq, rec] of [[9_001, live], [9_002, tomb]] as const) {
+    const { at: _at, ...wire } = rec;
+    world.net.send('b', 'a', { type: 'ap_batch', seq, rev: 1, records: [wire] } as never);
+    await world.sched.run(50);
+    assert.equal(a.table.get('default/p/x'), undefined, `a took back ${rec.del ? 'the tombstone' : 'the deleted record'}`);
+    assert.equal(a.registry.instance('default', 'p', 'x'), undefined);
+  }
+  // A newer registration of the same key is taken as usual.
+  await world.node('b').engine.register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.2', 81, null) });
+  await world.sched.run(200);
+  assert.equal(a.registry.instance('default', 'p', 'x')?.instance.port, 81);
+  await world.close();
+});

@@ -119,8 +119,11 @@ interface PeerState {
    * apTombstoneMaxMs): it must rebuild from this node instead of merging its old copy.
    */
   owed: boolean;
-  /** When `owed` was last set (monotonic ms). */
+  /** When `owed` was last set (monotonic ms), and the highest version of the tombstones collected without the peer. */
   owedAt: number;
+  owedVersion: string;
+  /** Digests to the peer and answers to its digests waiting for durability (see whenDurable): at most MAX_WAITING. */
+  waiting: number;
   /** A full pass of rounds this node started with the peer completed (readiness waits for every reachable peer). */
   caughtUp: boolean;
   /** The rounds of the catch-up pass still unanswered. */
@@ -200,6 +203,8 @@ const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revok
 const MAX_IN_FLIGHT = 4_096;
 /** Anti-entropy rounds waiting for answers; the oldest are forgotten (the next rounds repair). */
 const MAX_ROUNDS = 256;
+/** Anti-entropy messages to one peer waiting for a write barrier (a disk that stalls must not pile them up). */
+const MAX_WAITING = 64;
 /** Collected tombstones remembered (see `collected`): about 100 bytes each. */
 const MAX_COLLECTED = 200_000;
 
@@ -812,10 +817,16 @@ export class ApEngine implements Engine {
    * Runs `fn` once everything applied so far is durable: a digest or an answer of
    * anti-entropy must not show a record that a crash could still take back.
    */
-  private whenDurable(fn: () => void): void {
+  private whenDurable(peer: string, fn: () => void): void {
+    const st = this.peerState.get(peer);
+    if (!st || st.waiting >= MAX_WAITING) return; // a later round repairs
+    st.waiting++;
     void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => {
+      st.waiting--;
       if (!this.closed) fn();
-    }).catch(() => undefined);
+    }).catch(() => {
+      st.waiting--;
+    });
   }
 
   /** An entry was announced: what this node stamped in it goes to the peers, in order. */
@@ -1039,11 +1050,14 @@ export class ApEngine implements Engine {
       if (r.v > newest) newest = r.v;
       const key = recordKey(r);
       const before = this.table.get(key);
-      // A tombstone this node collected already is not taken again: peers that collect it
-      // later would only hand it back and forth. One it never had is taken, however old
-      // its version: its digests would otherwise differ from every holder's for good, and
-      // nobody could collect it before apTombstoneMaxMs.
-      if (r.del && !before && (this.collected.get(key)?.v ?? '') >= r.v) continue;
+      // Nothing at or below a tombstone this node collected is taken: not the tombstone
+      // (peers that collect it later would only hand it back and forth), and not the record
+      // it deleted (from a node that owes a rebuild, directly or through another). A
+      // tombstone it never had is taken, however old its version: its digests would
+      // otherwise differ from every holder's for good, and nobody could collect it before
+      // apTombstoneMaxMs.
+      const gone = this.collected.get(key);
+      if (gone && r.v <= gone.v) continue;
       if (this.table.mergeKnown(key, before, r, now) !== 'applied') continue;
       if (kind === 'repair') this.stats.repairsApplied++;
       this.stats.recordsApplied++;
@@ -1216,7 +1230,7 @@ export class ApEngine implements Engine {
     if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
     const digest: ApMessage = { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision, settings: this.settingsTable.digest(), ...(cut === null ? {} : { cut }) };
-    this.whenDurable(() => this.transport.send(peer, digest));
+    this.whenDurable(peer, () => this.transport.send(peer, digest));
     return round;
   }
 
@@ -1267,7 +1281,7 @@ export class ApEngine implements Engine {
     const settings = settingsDiffer ? this.settingsTable.all() : null;
     // The answer counts for the peer's synchronisation (tombstone collection): it goes once
     // what this node compared is durable, so that a crash cannot take back what it showed.
-    this.whenDurable(() => {
+    this.whenDurable(from, () => {
       for (const m of out) {
         if (m.type === 'ap_reply' && settings) this.sendSettings(from, settings);
         this.transport.send(from, m);
@@ -1314,7 +1328,7 @@ export class ApEngine implements Engine {
     const msg = round?.reply;
     if (!round || !msg || round.wants !== null || round.parts.size < msg.parts) return;
     const from = round.peer;
-    if (msg.rebuild) this.rebuildFrom(from, msg.diff, round.versions);
+    if (msg.rebuild) this.rebuildFrom(from, msg.diff, round.versions, round.cut);
     const push: ReplicaRecord[] = [];
     for (const k of msg.diff) {
       for (const r of this.table.serviceRecords(k)) {
@@ -1362,13 +1376,15 @@ export class ApEngine implements Engine {
    * tombstones are kept): in the services that differ, records the peer does not have are
    * dropped instead of merged, except those this node wrote since it was last in sync.
    */
-  private rebuildFrom(peer: string, diff: string[], theirs: Map<string, string>): void {
+  private rebuildFrom(peer: string, diff: string[], theirs: Map<string, string>, cut: string | null): void {
     this.stats.rebuilds++;
     const drop: StoredRecord[] = [];
     const synced = this.peerState.get(peer)?.syncedVersion ?? '';
     for (const k of diff) {
       for (const r of this.table.serviceRecords(k)) {
         if (theirs.has(recordKey(r))) continue;
+        // Above the round's cut: possibly on its way to the peer, not deleted there.
+        if (cut !== null && r.v > cut) continue;
         if (r.o === this.nodeId && r.v > synced && r.v.endsWith(`@${this.nodeId}`)) continue;
         drop.push(r);
       }
@@ -1391,7 +1407,8 @@ export class ApEngine implements Engine {
     if (!st) return;
     st.syncedAt = Math.max(st.syncedAt ?? at, at);
     if (version > st.syncedVersion) st.syncedVersion = version;
-    st.owed = false;
+    // Only digests taken after the mark show that the peer dropped what it owed.
+    if (at > st.owedAt) st.owed = false;
   }
 
   /**
@@ -1434,7 +1451,7 @@ export class ApEngine implements Engine {
     // The peer owed a rebuild for tombstones collected before it had them (kept longer than
     // apTombstoneMaxMs: their versions, and those of the records they deleted, are far
     // below any cut). Matching up to a cut since then, it holds none of those records.
-    if (st.owed && at > st.owedAt) st.owed = false;
+    if (st.owed && at > st.owedAt && cut >= st.owedVersion) st.owed = false;
     const { highest, latest } = st.cutSync;
     if (!highest || cut >= highest.cut) st.cutSync.highest = f;
     if (!latest || at >= latest.at) st.cutSync.latest = f;
@@ -1442,8 +1459,12 @@ export class ApEngine implements Engine {
 
   /** Drops tombstones every peer has had time to see (or kept past apTombstoneMaxMs). */
   private collectTombstones(): void {
-    if (this.table.tombstones === 0) return;
     const now = this.opts.clock.now();
+    for (const [key, c] of this.collected) {
+      if (this.collected.size <= MAX_COLLECTED && now - c.at < this.limits.apTombstoneMaxMs) break;
+      this.collected.delete(key);
+    }
+    if (this.table.tombstones === 0) return;
     const peers = [...this.peerState.values()];
     // A peer has the tombstone when a round that matched whole, or one that matched up to
     // its cut, took its digests after this node learned the tombstone (and, for a cut, the
@@ -1459,6 +1480,10 @@ export class ApEngine implements Engine {
         if (has(p, r)) continue;
         p.owed = true;
         p.owedAt = now;
+        if (r.v > p.owedVersion) p.owedVersion = r.v;
+        // A pass under way was compared before the mark: it must not clear it.
+        p.pass = null;
+        p.answered = null;
       }
       return true;
     });
@@ -1467,10 +1492,6 @@ export class ApEngine implements Engine {
       const key = recordKey(r);
       this.collected.delete(key);
       this.collected.set(key, { v: r.v, at: now });
-    }
-    for (const [key, c] of this.collected) {
-      if (this.collected.size <= MAX_COLLECTED && now - c.at < this.limits.apTombstoneMaxMs) break;
-      this.collected.delete(key);
     }
   }
 
@@ -1487,6 +1508,9 @@ export class ApEngine implements Engine {
     if (st.up === up) return;
     st.up = up;
     st.downSince = up ? null : this.opts.clock.now();
+    // Passes of pages begin again: pages compared before the link went down say nothing of now.
+    st.pass = null;
+    st.answered = null;
     if (up) st.upSince = this.opts.clock.now();
     this.viewDirty = true;
     if (!up) {
@@ -1507,7 +1531,7 @@ export class ApEngine implements Engine {
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', cutSync: { highest: null, latest: null }, owed: false, owedAt: -Infinity, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now(), pass: null, answered: null };
+    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', cutSync: { highest: null, latest: null }, owed: false, owedAt: -Infinity, owedVersion: '', waiting: 0, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now(), pass: null, answered: null };
   }
 
   private peerUp(id: string): boolean {
