@@ -122,7 +122,7 @@ interface PeerState {
   /** When `owed` was last set (monotonic ms), and the highest version of the tombstones collected without the peer. */
   owedAt: number;
   owedVersion: string;
-  /** Digests to the peer and answers to its digests waiting for durability (see whenDurable): at most MAX_WAITING. */
+  /** Digests to the peer and answers to its digests waiting for durability (see whenDurable). */
   waiting: number;
   /** A full pass of rounds this node started with the peer completed (readiness waits for every reachable peer). */
   caughtUp: boolean;
@@ -203,7 +203,10 @@ const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revok
 const MAX_IN_FLIGHT = 4_096;
 /** Anti-entropy rounds waiting for answers; the oldest are forgotten (the next rounds repair). */
 const MAX_ROUNDS = 256;
-/** Anti-entropy messages to one peer waiting for a write barrier (a disk that stalls must not pile them up). */
+/**
+ * Anti-entropy messages to one peer waiting for a write barrier, above which periodic
+ * rounds with it are put off (a disk that stalls must not pile digests up).
+ */
 const MAX_WAITING = 64;
 /** Collected tombstones remembered (see `collected`): about 100 bytes each. */
 const MAX_COLLECTED = 200_000;
@@ -819,14 +822,14 @@ export class ApEngine implements Engine {
    */
   private whenDurable(peer: string, fn: () => void): void {
     const st = this.peerState.get(peer);
-    if (!st || st.waiting >= MAX_WAITING) return; // a later round repairs
-    st.waiting++;
+    if (st) st.waiting++;
     void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => {
-      st.waiting--;
       if (!this.closed) fn();
-    }).catch(() => {
-      st.waiting--;
-    });
+    })
+      .catch(() => undefined)
+      .finally(() => {
+        if (st) st.waiting--;
+      });
   }
 
   /** An entry was announced: what this node stamped in it goes to the peers, in order. */
@@ -1174,6 +1177,7 @@ export class ApEngine implements Engine {
         const peer = up[(this.aePeerIndex + k) % up.length] as string;
         const st = this.peerState.get(peer) as PeerState;
         const busy = this.awaitingAck(peer);
+        if (st.waiting >= MAX_WAITING) continue;
         if (!busy || now - st.roundAt >= this.limits.apAntiEntropyMaxDeferMs) {
           this.aePeerIndex += k + 1;
           this.startRound(peer, this.cutFor(st, busy));
@@ -1481,9 +1485,6 @@ export class ApEngine implements Engine {
         p.owed = true;
         p.owedAt = now;
         if (r.v > p.owedVersion) p.owedVersion = r.v;
-        // A pass under way was compared before the mark: it must not clear it.
-        p.pass = null;
-        p.answered = null;
       }
       return true;
     });
