@@ -205,7 +205,8 @@ const MAX_IN_FLIGHT = 4_096;
 const MAX_ROUNDS = 256;
 /**
  * Anti-entropy messages to one peer waiting for a write barrier, above which periodic
- * rounds with it are put off (a disk that stalls must not pile digests up).
+ * rounds with it are put off (a disk that stalls must not pile digests up); none waits
+ * beyond MAX_ROUNDS.
  */
 const MAX_WAITING = 64;
 /** Collected tombstones remembered (see `collected`): about 100 bytes each. */
@@ -822,6 +823,8 @@ export class ApEngine implements Engine {
    */
   private whenDurable(peer: string, fn: () => void): void {
     const st = this.peerState.get(peer);
+    // Beyond MAX_ROUNDS the peer (or this node) would have forgotten the round on arrival.
+    if (st && st.waiting >= MAX_ROUNDS) return;
     if (st) st.waiting++;
     void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => {
       if (!this.closed) fn();
@@ -1158,7 +1161,8 @@ export class ApEngine implements Engine {
       for (const id of up) {
         const st = this.peerState.get(id) as PeerState;
         const stale = this.opts.clock.now() - st.catchUpAt > 3 * this.limits.apAntiEntropyIntervalMs;
-        if (!st.caughtUp && (st.catchUp === null || stale)) this.startPass(id);
+        // A pass whose digests still wait for the disk is not stale, only slow.
+        if (!st.caughtUp && (st.catchUp === null || (stale && st.waiting === 0))) this.startPass(id);
       }
     } else if (up.length > 0) {
       // While this node's recent batches to the peer are unacknowledged, their records would
