@@ -24,7 +24,13 @@ export type Change =
   /** A service's settings; all null removes them. */
   | { op: 'settings'; namespace: string; service: string; settings: ServiceSettings; repl?: ReplMeta }
   /** ap mode: replicated records this node keeps but does not show (tombstones of absent instances, hidden records). */
-  | { op: 'replica'; records: StoredRecord[] };
+  | { op: 'replica'; records: StoredRecord[] }
+  /**
+   * ap mode: records this node dropped from its replica table, each at the version it had:
+   * tombstones it collected (`collected`, remembered so that it refuses them and what they
+   * deleted), or records a rebuild dropped. Replay drops them again.
+   */
+  | { op: 'replica_forget'; records: { key: string; v: string; collected: boolean }[] };
 
 export interface Entry {
   /** The store revision after this entry (unchanged when it has no put or delete). */

@@ -254,3 +254,28 @@ test('a node takes back neither a tombstone it collected nor the record that tom
   assert.equal(a.registry.instance('default', 'p', 'x')?.instance.port, 81);
   await world.close();
 });
+
+test('a restart neither replays collected tombstones back nor forgets that it collected them', async () => {
+  const world = new World({ seed: 8, nodes: 2, limits: { apTombstoneMinMs: 500, apTombstoneMaxMs: 30_000 } });
+  await world.start();
+  await world.sched.run(500);
+  const a0 = world.node('a').engine;
+  await a0.register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.1', 80, null) });
+  await world.sched.run(500);
+  const live = JSON.parse(JSON.stringify(a0.table.get('default/p/x'))) as Record<string, unknown>;
+  await a0.deregister('default', 'p', 'x');
+  const t0 = world.now;
+  const gone = (): boolean => world.live().every((n) => n.engine.table.get('default/p/x') === undefined);
+  while (!gone() && world.now - t0 < 5_000) await world.sched.run(100);
+  assert.ok(gone(), 'both collected the tombstone');
+  await world.restart('a', 100);
+  const a = world.node('a').engine;
+  assert.equal(a.table.get('default/p/x'), undefined, 'the log replayed the collected tombstone back');
+  await world.sched.run(1_000);
+  const { at: _at, ...wire } = live;
+  world.net.send('b', 'a', { type: 'ap_batch', seq: 9_001, rev: 1, records: [wire] } as never);
+  await world.sched.run(100);
+  assert.equal(a.registry.instance('default', 'p', 'x'), undefined, 'after the restart, a took back the record the tombstone deleted');
+  assert.equal(converged(world), null);
+  await world.close();
+});

@@ -313,12 +313,6 @@ export class ApEngine implements Engine {
     adopted: 0,
   };
   private lagObserver: ((seconds: number) => void) | null = null;
-  /**
-   * Tombstones this node collected (key -> version, and when), oldest first: kept for
-   * apTombstoneMaxMs, at most MAX_COLLECTED, so that a peer that collects later cannot
-   * hand them back. Not kept across restarts.
-   */
-  private readonly collected = new Map<string, { v: string; at: number }>();
   /** When this node last sent or received a replication batch (monotonic ms). */
   private batchAt = -Infinity;
 
@@ -330,6 +324,7 @@ export class ApEngine implements Engine {
     table: ReplicaTable,
     hlc: HybridClock,
     readonly settingsTable: SettingsReplica,
+    private readonly collected: Map<string, { v: string; at: number }>,
   ) {
     this.nodeId = opts.nodeId;
     this.limits = opts.limits;
@@ -387,9 +382,11 @@ export class ApEngine implements Engine {
     const table = ReplicaTable.restore(rec.snapshot?.replica ?? []);
     const settingsTable = SettingsReplica.restore(rec.snapshot?.replicaSettings ?? []);
     const now = opts.clock.now();
+    // Tombstones collected in the log's span: remembered again (those before the snapshot are forgotten).
+    const collected = new Map<string, { v: string; at: number }>();
     for (const entry of rec.entries) {
       registry.apply(entry);
-      for (const c of entry.changes) learnFromChange(table, settingsTable, c, now);
+      for (const c of entry.changes) learnFromChange(table, settingsTable, collected, c, now);
     }
     registry.renewAllLeases();
     const hlc = new HybridClock({ node: opts.nodeId, wallAtStart: wallClock.now(), monotonic: opts.clock, maxOffsetMs: opts.limits.apMaxClockOffsetMs });
@@ -397,7 +394,7 @@ export class ApEngine implements Engine {
     settingsTable.adoptUnversioned(registry.allServiceSettings(), opts.nodeId);
     for (const r of settingsTable.all()) if (r.v.endsWith(`@${opts.nodeId}`)) hlc.observe(r.v);
     opts.onRecovered?.({ revision: registry.revision, entries: rec.entries.length, fromSnapshot: rec.snapshot !== null, records: table.size, ms: Date.now() - started });
-    const engine = new ApEngine(registry, opts.storage, opts.transport, opts, table, hlc, settingsTable);
+    const engine = new ApEngine(registry, opts.storage, opts.transport, opts, table, hlc, settingsTable, collected);
     hooks.engine = engine;
     return engine;
   }
@@ -1400,13 +1397,18 @@ export class ApEngine implements Engine {
     this.opts.onEvent?.('rebuild', { peer, dropped: drop.length });
     if (drop.length === 0) return;
     const changes: Change[] = [];
+    const forget: { key: string; v: string; collected: boolean }[] = [];
     for (const r of drop) {
-      this.table.remove(recordKey(r));
+      const key = recordKey(r);
+      this.table.remove(key);
+      forget.push({ key, v: r.v, collected: false });
       if (this.registry.instance(r.namespace, r.service, r.id)) {
         changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'deregistered', detail: `rebuilt from ${peer}: deleted while this node was away`, repl: { view: true } });
       }
     }
-    if (changes.length > 0) this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
+    // The drops are logged with the view's deletes: a restart must not replay the records back.
+    changes.push({ op: 'replica_forget', records: forget });
+    this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
   }
 
   /** `at`: when the digests the round compared were taken (a tombstone learned later is not covered). */
@@ -1493,11 +1495,16 @@ export class ApEngine implements Engine {
       return true;
     });
     this.stats.tombstonesCollected += collected.length;
+    if (collected.length === 0) return;
+    const forget: { key: string; v: string; collected: boolean }[] = [];
     for (const r of collected) {
       const key = recordKey(r);
       this.collected.delete(key);
       this.collected.set(key, { v: r.v, at: now });
+      forget.push({ key, v: r.v, collected: true });
     }
+    // Logged, so that a restart neither replays them back nor forgets that it collected them.
+    this.persist(this.registry.applyReplicated([{ op: 'replica_forget', records: forget }])).catch(() => undefined);
   }
 
   // ---- reachability and the view ----
@@ -1663,7 +1670,17 @@ export class ApEngine implements Engine {
 }
 
 /** What a logged change teaches the replica table (replay after a restart). */
-function learnFromChange(table: ReplicaTable, settings: SettingsReplica, c: Change, now: number): void {
+function learnFromChange(table: ReplicaTable, settings: SettingsReplica, collected: Map<string, { v: string; at: number }>, c: Change, now: number): void {
+  if (c.op === 'replica_forget') {
+    for (const f of c.records) {
+      if (table.get(f.key)?.v === f.v) table.remove(f.key);
+      if (f.collected) {
+        collected.delete(f.key);
+        collected.set(f.key, { v: f.v, at: now });
+      }
+    }
+    return;
+  }
   if (c.op === 'settings') {
     if (c.repl && 'v' in c.repl) settings.merge({ namespace: c.namespace, service: c.service, v: c.repl.v, o: c.repl.o, settings: c.settings });
     return;
