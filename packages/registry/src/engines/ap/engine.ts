@@ -209,6 +209,8 @@ const MAX_ROUNDS = 256;
  * beyond MAX_ROUNDS.
  */
 const MAX_WAITING = 64;
+/** Records in one logged replica_forget change (about 100 bytes each; a log record holds at most 64 MiB). */
+const FORGET_PER_ENTRY = 10_000;
 /** Collected tombstones remembered (see `collected`): about 100 bytes each. */
 const MAX_COLLECTED = 200_000;
 
@@ -1396,19 +1398,22 @@ export class ApEngine implements Engine {
     }
     this.opts.onEvent?.('rebuild', { peer, dropped: drop.length });
     if (drop.length === 0) return;
-    const changes: Change[] = [];
-    const forget: { key: string; v: string; collected: boolean }[] = [];
-    for (const r of drop) {
-      const key = recordKey(r);
-      this.table.remove(key);
-      forget.push({ key, v: r.v, collected: false });
-      if (this.registry.instance(r.namespace, r.service, r.id)) {
-        changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'deregistered', detail: `rebuilt from ${peer}: deleted while this node was away`, repl: { view: true } });
+    // The drops are logged with the view's deletes (a restart must not replay the records
+    // back), in entries of at most FORGET_PER_ENTRY records.
+    for (let i = 0; i < drop.length; i += FORGET_PER_ENTRY) {
+      const changes: Change[] = [];
+      const forget: { key: string; v: string; collected: boolean }[] = [];
+      for (const r of drop.slice(i, i + FORGET_PER_ENTRY)) {
+        const key = recordKey(r);
+        this.table.remove(key);
+        forget.push({ key, v: r.v, collected: false });
+        if (this.registry.instance(r.namespace, r.service, r.id)) {
+          changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'deregistered', detail: `rebuilt from ${peer}: deleted while this node was away`, repl: { view: true } });
+        }
       }
+      changes.push({ op: 'replica_forget', records: forget });
+      this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
     }
-    // The drops are logged with the view's deletes: a restart must not replay the records back.
-    changes.push({ op: 'replica_forget', records: forget });
-    this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
   }
 
   /** `at`: when the digests the round compared were taken (a tombstone learned later is not covered). */
@@ -1503,8 +1508,11 @@ export class ApEngine implements Engine {
       this.collected.set(key, { v: r.v, at: now });
       forget.push({ key, v: r.v, collected: true });
     }
-    // Logged, so that a restart neither replays them back nor forgets that it collected them.
-    this.persist(this.registry.applyReplicated([{ op: 'replica_forget', records: forget }])).catch(() => undefined);
+    // Logged, so that a restart neither replays them back nor forgets that it collected them
+    // (in entries of at most FORGET_PER_ENTRY, well below the log's largest record).
+    for (let i = 0; i < forget.length; i += FORGET_PER_ENTRY) {
+      this.persist(this.registry.applyReplicated([{ op: 'replica_forget', records: forget.slice(i, i + FORGET_PER_ENTRY) }])).catch(() => undefined);
+    }
   }
 
   // ---- reachability and the view ----
