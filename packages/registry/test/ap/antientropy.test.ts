@@ -225,8 +225,12 @@ test('a peer that owed a rebuild stops owing it under writes that never pause, o
   }
 });
 
-test('a node takes back neither a tombstone it collected nor the record that tombstone deleted', async () => {
-  const world = new World({ seed: 6, nodes: 2, limits: { apTombstoneMinMs: 500, apTombstoneMaxMs: 30_000 } });
+/**
+ * Two nodes; p/x registered on a and deregistered; returns once both collected its
+ * tombstone, with copies of the live record and of the tombstone as a held them.
+ */
+async function collectedOnBoth(seed: number): Promise<{ world: World; live: Record<string, unknown>; tomb: Record<string, unknown> }> {
+  const world = new World({ seed, nodes: 2, limits: { apTombstoneMinMs: 500, apTombstoneMaxMs: 30_000 } });
   await world.start();
   await world.sched.run(500);
   const a = world.node('a').engine;
@@ -235,10 +239,16 @@ test('a node takes back neither a tombstone it collected nor the record that tom
   const live = JSON.parse(JSON.stringify(a.table.get('default/p/x'))) as Record<string, unknown>;
   await a.deregister('default', 'p', 'x');
   const tomb = JSON.parse(JSON.stringify(a.table.get('default/p/x'))) as Record<string, unknown>;
-  const collected = (): boolean => a.table.get('default/p/x') === undefined && world.node('b').engine.table.get('default/p/x') === undefined;
+  const gone = (): boolean => world.live().every((n) => n.engine.table.get('default/p/x') === undefined);
   const t0 = world.now;
-  while (!collected() && world.now - t0 < 5_000) await world.sched.run(100);
-  assert.ok(collected(), 'both collected the tombstone');
+  while (!gone() && world.now - t0 < 5_000) await world.sched.run(100);
+  assert.ok(gone(), 'both collected the tombstone');
+  return { world, live, tomb };
+}
+
+test('a node takes back neither a tombstone it collected nor the record that tombstone deleted', async () => {
+  const { world, live, tomb } = await collectedOnBoth(6);
+  const a = world.node('a').engine;
   // A peer that never learned of the delete (one that owes a rebuild, or fed by one) hands
   // back the old record, then the tombstone: a takes neither.
   for (const [seq, rec] of [[9_001, live], [9_002, tomb]] as const) {
@@ -256,18 +266,7 @@ test('a node takes back neither a tombstone it collected nor the record that tom
 });
 
 test('a restart neither replays collected tombstones back nor forgets that it collected them', async () => {
-  const world = new World({ seed: 8, nodes: 2, limits: { apTombstoneMinMs: 500, apTombstoneMaxMs: 30_000 } });
-  await world.start();
-  await world.sched.run(500);
-  const a0 = world.node('a').engine;
-  await a0.register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.1', 80, null) });
-  await world.sched.run(500);
-  const live = JSON.parse(JSON.stringify(a0.table.get('default/p/x'))) as Record<string, unknown>;
-  await a0.deregister('default', 'p', 'x');
-  const t0 = world.now;
-  const gone = (): boolean => world.live().every((n) => n.engine.table.get('default/p/x') === undefined);
-  while (!gone() && world.now - t0 < 5_000) await world.sched.run(100);
-  assert.ok(gone(), 'both collected the tombstone');
+  const { world, live } = await collectedOnBoth(8);
   await world.restart('a', 100);
   const a = world.node('a').engine;
   assert.equal(a.table.get('default/p/x'), undefined, 'the log replayed the collected tombstone back');
