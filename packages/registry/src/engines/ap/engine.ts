@@ -184,6 +184,18 @@ interface Page {
   version: string;
 }
 
+/** A record dropped from the replica table, as logged (see Change replica_forget). */
+type ForgetRecord = Extract<Change, { op: 'replica_forget' }>['records'][number];
+
+/** Tombstones a node collected: key -> version, and when (monotonic ms), oldest first. */
+type Collected = Map<string, { v: string; at: number }>;
+
+/** Notes a collected tombstone (moved to the end: the map stays oldest first). */
+function rememberCollected(collected: Collected, key: string, v: string, at: number): void {
+  collected.delete(key);
+  collected.set(key, { v, at });
+}
+
 interface CutSync {
   cut: string;
   at: number;
@@ -326,7 +338,7 @@ export class ApEngine implements Engine {
     table: ReplicaTable,
     hlc: HybridClock,
     readonly settingsTable: SettingsReplica,
-    private readonly collected: Map<string, { v: string; at: number }>,
+    private readonly collected: Collected,
   ) {
     this.nodeId = opts.nodeId;
     this.limits = opts.limits;
@@ -385,7 +397,7 @@ export class ApEngine implements Engine {
     const settingsTable = SettingsReplica.restore(rec.snapshot?.replicaSettings ?? []);
     const now = opts.clock.now();
     // Tombstones collected in the log's span: remembered again (those before the snapshot are forgotten).
-    const collected = new Map<string, { v: string; at: number }>();
+    const collected: Collected = new Map();
     for (const entry of rec.entries) {
       registry.apply(entry);
       for (const c of entry.changes) learnFromChange(table, settingsTable, collected, c, now);
@@ -823,15 +835,13 @@ export class ApEngine implements Engine {
   private whenDurable(peer: string, fn: () => void): void {
     const st = this.peerState.get(peer);
     // Beyond MAX_ROUNDS the peer (or this node) would have forgotten the round on arrival.
-    if (st && st.waiting >= MAX_ROUNDS) return;
-    if (st) st.waiting++;
+    if (!st || st.waiting >= MAX_ROUNDS) return;
+    st.waiting++;
     void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => {
       if (!this.closed) fn();
     })
       .catch(() => undefined)
-      .finally(() => {
-        if (st) st.waiting--;
-      });
+      .finally(() => st.waiting--);
   }
 
   /** An entry was announced: what this node stamped in it goes to the peers, in order. */
@@ -1179,11 +1189,10 @@ export class ApEngine implements Engine {
       for (let k = 0; k < up.length && !started; k++) {
         const peer = up[(this.aePeerIndex + k) % up.length] as string;
         const st = this.peerState.get(peer) as PeerState;
-        const busy = this.awaitingAck(peer);
         if (st.waiting >= MAX_WAITING) continue;
-        if (!busy || now - st.roundAt >= this.limits.apAntiEntropyMaxDeferMs) {
+        if (now - st.roundAt >= this.limits.apAntiEntropyMaxDeferMs || !this.awaitingAck(peer)) {
           this.aePeerIndex += k + 1;
-          this.startRound(peer, this.cutFor(st, busy));
+          this.startRound(peer, this.cutFor(st));
           started = true;
         }
       }
@@ -1194,15 +1203,18 @@ export class ApEngine implements Engine {
     this.reconcile();
   }
 
-  /** The cut of a round with the peer of `st` (see antiEntropyTick), or null for one that compares whole services. */
-  private cutFor(st: PeerState | undefined, busy: boolean): string | null {
+  /**
+   * The cut of a round with the peer of `st` (see antiEntropyTick), or null for one that
+   * compares whole services. (A batch to the peer still unacknowledged was sent within the
+   * interval, so it counts as flowing too.)
+   */
+  private cutFor(st: PeerState | undefined): string | null {
     const now = this.opts.clock.now();
-    const flowing = busy || now - this.batchAt < this.limits.apAntiEntropyIntervalMs;
+    const flowing = now - this.batchAt < this.limits.apAntiEntropyIntervalMs;
     const settled = st !== undefined && now - st.upSince >= this.limits.apAntiEntropyIntervalMs;
     return flowing && settled && !st.owed && this.readyFlag ? cutAt(this.hlc.physicalNow() - this.limits.apAntiEntropyIntervalMs) : null;
   }
 
-  /** Sends a peer the digests of the next range of services. */
   /** Rounds over every service with a peer, one page (apDigestMaxServices) each: the catch-up of a starting node. */
   private startPass(peer: string): void {
     const st = this.peerState.get(peer) as PeerState;
@@ -1214,7 +1226,7 @@ export class ApEngine implements Engine {
     st.catchUpAt = this.opts.clock.now();
   }
 
-  /** `cut`: compare only the records with versions up to it (see ap_digest). */
+  /** Sends a peer the digests of the next range of services; `cut`: compare only the records with versions up to it (see ap_digest). */
   private startRound(peer: string, cut: string | null = null): number {
     const st = this.peerState.get(peer) as PeerState;
     st.roundAt = this.opts.clock.now();
@@ -1246,7 +1258,7 @@ export class ApEngine implements Engine {
     if (msg.rebuild) {
       // This node was away too long: its old records must not flow to the peer. It asks
       // the peer instead, whose reply tells it to rebuild.
-      this.startRound(from, this.cutFor(this.peerState.get(from), this.awaitingAck(from)));
+      this.startRound(from, this.cutFor(this.peerState.get(from)));
       return;
     }
     // With a cut, a service whose records up to the cut are the same on both nodes only
@@ -1271,7 +1283,8 @@ export class ApEngine implements Engine {
       else diff.add(k);
     }
     this.stats.antiEntropySettling += settling;
-    const rebuild = this.peerState.get(from)?.owed ?? false;
+    const st = this.peerState.get(from);
+    const rebuild = st?.owed ?? false;
     const entries: [string, string][] = [];
     for (const k of diff) for (const r of this.table.serviceRecords(k)) entries.push([recordKey(r), r.v]);
     const out: ApMessage[] = [];
@@ -1280,7 +1293,6 @@ export class ApEngine implements Engine {
     for (let i = 0; i < entries.length; i += per) {
       out.push({ type: 'ap_versions', round: msg.round, part: parts++, entries: entries.slice(i, i + per) });
     }
-    const st = this.peerState.get(from);
     if (st) st.answered = this.notePage(from, st.answered, { from: msg.from, to: msg.to, differs: diff.size > 0, match: diff.size === 0 && settling === 0, cut, at: this.opts.clock.now(), version: this.hlc.last() });
     // Settings: a node of an older version sends no digest and gets none of this.
     const settingsDiffer = typeof msg.settings === 'number' && msg.settings !== this.settingsTable.digest();
@@ -1398,22 +1410,18 @@ export class ApEngine implements Engine {
     }
     this.opts.onEvent?.('rebuild', { peer, dropped: drop.length });
     if (drop.length === 0) return;
-    // The drops are logged with the view's deletes (a restart must not replay the records
-    // back), in entries of at most FORGET_PER_ENTRY records.
-    for (let i = 0; i < drop.length; i += FORGET_PER_ENTRY) {
-      const changes: Change[] = [];
-      const forget: { key: string; v: string; collected: boolean }[] = [];
-      for (const r of drop.slice(i, i + FORGET_PER_ENTRY)) {
-        const key = recordKey(r);
-        this.table.remove(key);
-        forget.push({ key, v: r.v, collected: false });
-        if (this.registry.instance(r.namespace, r.service, r.id)) {
-          changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'deregistered', detail: `rebuilt from ${peer}: deleted while this node was away`, repl: { view: true } });
-        }
+    const forget: ForgetRecord[] = [];
+    const unshow = new Map<string, Change>();
+    for (const r of drop) {
+      const key = recordKey(r);
+      this.table.remove(key);
+      forget.push({ key, v: r.v, collected: false });
+      if (this.registry.instance(r.namespace, r.service, r.id)) {
+        unshow.set(key, { op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'deregistered', detail: `rebuilt from ${peer}: deleted while this node was away`, repl: { view: true } });
       }
-      changes.push({ op: 'replica_forget', records: forget });
-      this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
     }
+    // The drops are logged with the view's deletes: a restart must not replay the records back.
+    this.logForget(forget, (slice) => slice.flatMap((f) => unshow.get(f.key) ?? []));
   }
 
   /** `at`: when the digests the round compared were taken (a tombstone learned later is not covered). */
@@ -1426,10 +1434,6 @@ export class ApEngine implements Engine {
     if (at > st.owedAt) st.owed = false;
   }
 
-  /**
-   * A completed round: pages that together cover the whole key range, in order and each
-   * without difference, show the peer in sync (whole, or up to the smallest cut).
-   */
   /**
    * One compared page (a round this node started, or answered) in a pass over the whole key
    * range: pages that follow each other from the first service to the last, each without
@@ -1500,18 +1504,25 @@ export class ApEngine implements Engine {
       return true;
     });
     this.stats.tombstonesCollected += collected.length;
-    if (collected.length === 0) return;
-    const forget: { key: string; v: string; collected: boolean }[] = [];
+    const forget: ForgetRecord[] = [];
     for (const r of collected) {
       const key = recordKey(r);
-      this.collected.delete(key);
-      this.collected.set(key, { v: r.v, at: now });
+      rememberCollected(this.collected, key, r.v, now);
       forget.push({ key, v: r.v, collected: true });
     }
-    // Logged, so that a restart neither replays them back nor forgets that it collected them
-    // (in entries of at most FORGET_PER_ENTRY, well below the log's largest record).
+    // Logged, so that a restart neither replays them back nor forgets that it collected them.
+    this.logForget(forget);
+  }
+
+  /**
+   * Logs records dropped from the replica table (replica_forget, at most FORGET_PER_ENTRY
+   * per entry, well below the log's largest record), each slice with the changes
+   * `alongside` gives for it.
+   */
+  private logForget(forget: ForgetRecord[], alongside: (slice: ForgetRecord[]) => Change[] = () => []): void {
     for (let i = 0; i < forget.length; i += FORGET_PER_ENTRY) {
-      this.persist(this.registry.applyReplicated([{ op: 'replica_forget', records: forget.slice(i, i + FORGET_PER_ENTRY) }])).catch(() => undefined);
+      const slice = forget.slice(i, i + FORGET_PER_ENTRY);
+      this.persist(this.registry.applyReplicated([...alongside(slice), { op: 'replica_forget', records: slice }])).catch(() => undefined);
     }
   }
 
@@ -1678,14 +1689,11 @@ export class ApEngine implements Engine {
 }
 
 /** What a logged change teaches the replica table (replay after a restart). */
-function learnFromChange(table: ReplicaTable, settings: SettingsReplica, collected: Map<string, { v: string; at: number }>, c: Change, now: number): void {
+function learnFromChange(table: ReplicaTable, settings: SettingsReplica, collected: Collected, c: Change, now: number): void {
   if (c.op === 'replica_forget') {
     for (const f of c.records) {
       if (table.get(f.key)?.v === f.v) table.remove(f.key);
-      if (f.collected) {
-        collected.delete(f.key);
-        collected.set(f.key, { v: f.v, at: now });
-      }
+      if (f.collected) rememberCollected(collected, f.key, f.v, now);
     }
     return;
   }
