@@ -25,6 +25,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, relative, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Agent as UndiciAgent, request } from 'undici';
 import { startEtcd } from './compare/systems/etcd.mjs';
 import { startZookeeper } from './compare/systems/zookeeper.mjs';
@@ -32,7 +33,7 @@ import { AGENT_BIN, AGENT_CONFIG, startSwitchboard } from './compare/systems/swi
 import { loadDriver } from './compare/drivers/index.mjs';
 import { payload } from './compare/lib/payload.mjs';
 import { ROOT, freePorts, installCleanup, killAllNow, makeTempDir, removeTempDir, sleep, spawnLogged, stopProc, sumStats, waitReady } from './lib/procs.mjs';
-import { gitFacts, parseDuration, stat } from './lib/harness.mjs';
+import { gitFacts, parseDuration, positiveInt, stat } from './lib/harness.mjs';
 import { Histogram } from './lib/hist.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
 
@@ -42,12 +43,6 @@ const { connect } = await import(join(ROOT, 'packages/client/dist/src/index.js')
 const now = () => performance.now();
 const log = (s) => process.stdout.write(s + '\n');
 
-function wholeNumber(flag, v) {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a whole number of 1 or more, got ${v}`);
-  return n;
-}
-
 function parseArgs(argv) {
   const o = { durationMs: 10_000, warmupMs: 2_000, clients: 64, perSide: 10_000, skip: new Set(), only: null, profileDir: null, trials: 3, writeDocs: false, report: null };
   for (let i = 0; i < argv.length; i++) {
@@ -55,11 +50,11 @@ function parseArgs(argv) {
     if (a === '--suite') i++;
     else if (a === '--duration') o.durationMs = parseDuration(argv[++i], '--duration');
     else if (a === '--warmup') o.warmupMs = parseDuration(argv[++i], '--warmup', { allowZero: true });
-    else if (a === '--clients') o.clients = wholeNumber(a, argv[++i]);
-    else if (a === '--per-side') o.perSide = wholeNumber(a, argv[++i]);
+    else if (a === '--clients') o.clients = positiveInt(argv[++i], a);
+    else if (a === '--per-side') o.perSide = positiveInt(argv[++i], a);
     else if (a === '--skip') for (const s of (argv[++i] ?? '').split(',')) o.skip.add(s.trim());
     else if (a === '--profile') o.profileDir = argv[++i];
-    else if (a === '--trials' || a === '--runs') o.trials = wholeNumber(a, argv[++i]);
+    else if (a === '--trials' || a === '--runs') o.trials = positiveInt(argv[++i], a);
     else if (a === '--write-docs') o.writeDocs = true;
     else if (a === '--report') o.report = argv[++i];
     else if (a === '--only') o.only = new Set((argv[++i] ?? '').split(',').map((s) => s.trim()));
@@ -623,7 +618,7 @@ function writeApDocs(out, resultsFile) {
   return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), AP_BEGIN, AP_END, [head, '', ...renderTables(out)]);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   main(process.argv.slice(2)).then(
     (code) => (process.exitCode = code),
     (err) => {

@@ -36,13 +36,15 @@ import { createRequire } from 'node:module';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, relative, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { startEtcd } from './compare/systems/etcd.mjs';
 import { ROOT, freePorts, installCleanup, killAllNow, sleep, sumStats, track, waitReady } from './lib/procs.mjs';
-import { gitFacts, median, parseDuration } from './lib/harness.mjs';
+import { gitFacts, median, parseDuration, positiveInt } from './lib/harness.mjs';
 import { payload } from './compare/lib/payload.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
+import { fmtInt } from './lib/report.mjs';
 
 const require = createRequire(import.meta.url);
 const { Etcd3 } = require('etcd3');
@@ -266,11 +268,10 @@ export async function main(argv) {
     return 0;
   }
   installCleanup();
-  const opts = { durationMs: parseDuration(values.duration, '--duration'), warmupMs: parseDuration(values.warmup, '--warmup', { allowZero: true }), concurrency: Number(values.concurrency), profileDir: values.profile ?? null };
+  const opts = { durationMs: parseDuration(values.duration, '--duration'), warmupMs: parseDuration(values.warmup, '--warmup', { allowZero: true }), concurrency: positiveInt(values.concurrency, '--concurrency'), profileDir: values.profile ?? null };
   const started = new Date();
   const startLoad = loadavg();
-  const trials = Number(values.trials);
-  if (!Number.isInteger(trials) || trials < 1) throw new Error(`--trials must be a whole number of 1 or more, got ${values.trials}`);
+  const trials = positiveInt(values.trials, '--trials');
   const tpRuns = [];
   for (let t = 0; t < trials; t++) tpRuns.push(await throughput(opts));
   const tp = medianThroughput(tpRuns);
@@ -304,15 +305,15 @@ const CP_END = '<!-- END GENERATED: cp -->';
 
 /** The cp table, as Markdown. */
 function renderCp(out) {
-  const n0 = (x) => Math.round(x).toLocaleString('en-US');
+  const n0 = fmtInt;
   const pct = (x) => `${Math.round(x * 100)}%`;
   const L = ['| | etcd used directly | cp, 3 nodes | cp overhead per server CPU-second | server CPU per operation: etcd direct; cp: etcd + nodes |', '|---|---:|---:|---:|---:|'];
-  const us = (x) => `${n0(x)} µs`;
+  const us = (x) => `${fmtInt(x)} µs`;
   const split = (r) => (r.cp.etcdCpuUsPerOp === undefined ? '' : `${us(1e6 / r.etcd.opsPerCpuSecond)}; ${us(r.cp.etcdCpuUsPerOp)} + ${us(r.cp.nodeCpuUsPerOp)}`);
   for (const [k, title] of [['registrations', 'registrations/s (32 concurrent)'], ['consistentReads', 'consistent reads/s of a 20-instance service (32 concurrent)']]) {
     const r = out.throughput[k];
     if (!r) continue;
-    L.push(`| ${title} | ${n0(r.etcd.opsPerSec)}/s, ${n0(r.etcd.opsPerCpuSecond)} per server CPU-s | ${n0(r.cp.opsPerSec)}/s, ${n0(r.cp.opsPerCpuSecond)} per server CPU-s | ${pct(r.overheadPerCpuSecond)}${r.overheadRuns?.length > 1 ? ` (runs: ${r.overheadRuns.map(pct).join(', ')})` : ''} (target under 25%: ${r.overheadPerCpuSecond < 0.25 ? 'met' : '**not met**'}${r.overheadRuns?.length > 1 && r.overheadRuns.some((x) => x < 0.25) !== r.overheadRuns.every((x) => x < 0.25) ? ', not in every run' : ''}) | ${split(r)} |`);
+    L.push(`| ${title} | ${n0(r.etcd.opsPerSec)}/s, ${n0(r.etcd.opsPerCpuSecond)} per server CPU-s | ${n0(r.cp.opsPerSec)}/s, ${n0(r.cp.opsPerCpuSecond)} per server CPU-s | ${pct(r.overheadPerCpuSecond)}${r.overheadRuns?.length > 1 ? ` (runs: ${r.overheadRuns.map(pct).join(', ')})` : ''} (target under 25%: ${r.overheadPerCpuSecond < 0.25 ? 'met' : '**not met**'}${r.overheadRuns?.length > 1 && r.overheadRuns.some((x) => x < 0.25) !== r.overheadRuns.every((x) => x < 0.25) ? `; met in ${r.overheadRuns.filter((x) => x < 0.25).length} of ${r.overheadRuns.length} runs` : ''}) | ${split(r)} |`);
   }
   const lk = out.leaderKill;
   const all = (kind) => lk.trials[kind].map((g) => n0(g.longestGapMs)).join(', ');
@@ -327,9 +328,9 @@ function writeCpDocs(out, resultsFile) {
   return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), CP_BEGIN, CP_END, [head, '', ...renderCp(out), '']);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   main(process.argv.slice(2)).then(
-    (code) => (process.exitCode = code ?? 0),
+    (code) => (process.exitCode = code),
     (err) => {
       process.stderr.write(`bench cp: ${err?.stack ?? err}\n`);
       killAllNow();

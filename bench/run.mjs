@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { Client } from 'undici';
 import { formatSummary, summarize } from './profile-summary.mjs';
 import { AGENT_BIN, ROOT, endAll, installCleanup, killAllNow, procStats, sleep } from './lib/procs.mjs';
-import { gitFacts, machineFacts, openResults, parseDuration, runGenerator, waitQuiet } from './lib/harness.mjs';
+import { gitFacts, machineFacts, openResults, parseDuration, positiveInt, runGenerator, waitQuiet } from './lib/harness.mjs';
 import { Progress, fmtBytes, fmtInt, fmtMs, fmtPct, fmtUs, table } from './lib/report.mjs';
 import { startSwitchboard } from './compare/systems/switchboard.mjs';
 
@@ -67,12 +67,6 @@ Options:
   --watch-rate N   changes per second in the watch workload (default 20)
   --help           this text
 `;
-
-function positiveInt(text, name, max) {
-  const v = Number(text);
-  if (!Number.isInteger(v) || v < 1 || v > max) throw new Error(`${name} must be an integer from 1 to ${max}`);
-  return v;
-}
 
 function options(argv) {
   const { values } = parseArgs({

@@ -14,6 +14,13 @@ import { histFromWire } from '../compare/lib/histwire.mjs';
 import { formatSummary, summarize } from '../profile-summary.mjs';
 
 /** A duration like 500ms, 10s or 1m, in ms (0 only with allowZero; at most 10 min). */
+/** A whole number from 1 to `max` given as `name`; anything else is refused naming it. */
+export function positiveInt(text, name, max = Infinity) {
+  const v = Number(text);
+  if (!Number.isInteger(v) || v < 1 || v > max) throw new Error(`${name} must be a whole number ${Number.isFinite(max) ? `from 1 to ${max}` : 'of 1 or more'}, got ${text}`);
+  return v;
+}
+
 export function parseDuration(text, name, { allowZero = false } = {}) {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(String(text).trim());
   if (!m) throw new Error(`${name} "${text}" is not a duration like 500ms, 10s or 1m`);

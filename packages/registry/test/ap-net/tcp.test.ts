@@ -104,35 +104,25 @@ async function raw(port: number): Promise<{ s: Socket; frames: Frame[]; closed: 
 
 const hello = (proto: number, id: string) => encodeFrame([FrameKind.Hello, { proto, cluster: 'switchboard', id, listen: '127.0.0.1:1', expect: null, members: [] }], 1 << 20);
 
-test('a peer speaking another protocol version is refused with WRONG_VERSION and a log line', async () => {
+/** A raw hello with `proto` and `id` is refused with `code`, and the refusal is logged saying `logged`. */
+async function refusesHello(proto: number, id: string, code: string, logged: RegExp): Promise<void> {
   const b = await node('b');
   try {
     const r = await raw(b.t.address().port);
-    r.s.write(hello(PEER_PROTOCOL_VERSION + 1, 'future'));
+    r.s.write(hello(proto, id));
     await r.closed;
     assert.equal(r.frames[0]?.[0], FrameKind.Refuse);
-    assert.equal((r.frames[0]![1] as { code: string }).code, 'WRONG_VERSION');
-    assert.ok(b.lines.some((l) => /refused a peer link/.test(l.msg) && /peer protocol 2/.test(l.msg)), 'logged');
+    assert.equal((r.frames[0]![1] as { code: string }).code, code);
+    assert.ok(b.lines.some((l) => /refused a peer link/.test(l.msg) && logged.test(l.msg)), 'logged');
     assert.deepEqual(b.t.peerIds(), []);
   } finally {
     await closeAll(b);
   }
-});
+}
 
-test('a peer whose id breaks the node-id rule is refused with INVALID_ID and a log line', async () => {
-  const b = await node('b');
-  try {
-    const r = await raw(b.t.address().port);
-    r.s.write(hello(PEER_PROTOCOL_VERSION, 'bad id'));
-    await r.closed;
-    assert.equal(r.frames[0]?.[0], FrameKind.Refuse);
-    assert.equal((r.frames[0]![1] as { code: string }).code, 'INVALID_ID');
-    assert.ok(b.lines.some((l) => /refused a peer link/.test(l.msg) && /"bad id"/.test(l.msg)), 'logged');
-    assert.deepEqual(b.t.peerIds(), []);
-  } finally {
-    await closeAll(b);
-  }
-});
+test('a peer speaking another protocol version is refused with WRONG_VERSION and a log line', () => refusesHello(PEER_PROTOCOL_VERSION + 1, 'future', 'WRONG_VERSION', /peer protocol 2/));
+
+test('a peer whose id breaks the node-id rule is refused with INVALID_ID and a log line', () => refusesHello(PEER_PROTOCOL_VERSION, 'bad id', 'INVALID_ID', /"bad id"/));
 
 test('a frame announced above peerMaxFrameBytes closes the link; one too large to send is dropped and logged', async () => {
   const b = await node('b', { limits: { peerMaxFrameBytes: 64 * 1024 } });

@@ -6,7 +6,41 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { PeerMessage } from '../../src/engines/ap/transport.js';
 import { converged } from '../sim/clients.js';
-import { World, input } from '../sim/world.js';
+import { World, input, type SimNode } from '../sim/world.js';
+
+/** Runs the world until every node agrees, for at most `boundMs` simulated, then asserts it. */
+async function convergeWithin(world: World, boundMs = 3_000): Promise<void> {
+  const t0 = world.now;
+  while (converged(world) !== null && world.now - t0 < boundMs) await world.sched.run(25);
+  assert.equal(converged(world), null);
+}
+
+interface PeerSync {
+  syncedMsAgo: number | null;
+  cutSyncedMsAgo: number | null;
+  mustRebuild: boolean;
+}
+
+/** A node's `peerSync` status: peer id -> what it knows of the synchronisation with it. */
+function peerSync(n: SimNode): [string, PeerSync][] {
+  return Object.entries((n.engine.cluster() as unknown as { peerSync: Record<string, PeerSync> }).peerSync);
+}
+
+/** Calls `seen` with every message the network is asked to send (before the send). */
+function tap(world: World, seen: (from: string, msg: { type: string; entries?: unknown[] }) => void): void {
+  const send = world.net.send.bind(world.net);
+  world.net.send = (from: string, to: string, msg: PeerMessage): boolean => {
+    seen(from, msg as unknown as { type: string; entries?: unknown[] });
+    return send(from, to, msg);
+  };
+}
+
+/** b hands a record (as a's table held it) back to a in a replication batch. */
+async function handBack(world: World, rec: Record<string, unknown>, seq: number): Promise<void> {
+  const { at: _at, ...wire } = rec;
+  world.net.send('b', 'a', { type: 'ap_batch', seq, rev: 1, records: [wire] } as never);
+  await world.sched.run(50);
+}
 
 async function underLoad(drop: number): Promise<{ world: World; versionEntries: number; missingOld: string[] }> {
   const world = new World({ seed: 11, nodes: 3, limits: { apAntiEntropyMaxDeferMs: 400 } });
@@ -14,12 +48,9 @@ async function underLoad(drop: number): Promise<{ world: World; versionEntries: 
   await world.sched.run(1_000);
   world.net.faults = { minDelayMs: 10, maxDelayMs: 40, drop, duplicate: 0 };
   let versionEntries = 0;
-  const send = world.net.send.bind(world.net);
-  world.net.send = (from: string, to: string, msg: PeerMessage): boolean => {
-    const m = msg as unknown as { type: string; entries?: unknown[] };
+  tap(world, (_from, m) => {
     if (m.type === 'ap_versions') versionEntries += m.entries?.length ?? 0;
-    return send(from, to, msg);
-  };
+  });
   const a = world.node('a').engine;
   const written: { key: string; at: number }[] = [];
   const start = world.now;
@@ -51,9 +82,7 @@ test('rounds under load compare only settled records: no versions exchanged for 
     assert.ok(settling > 0, 'services were left to settle');
     assert.equal(versionEntries, 0, 'no record versions exchanged for in-flight records');
     assert.deepEqual(missingOld, []);
-    const t0 = world.now;
-    while (converged(world) !== null && world.now - t0 < 3_000) await world.sched.run(25);
-    assert.equal(converged(world), null);
+    await convergeWithin(world);
   } finally {
     await world.close();
   }
@@ -66,9 +95,7 @@ test('rounds under load still repair what a lost batch never delivered', async (
     assert.ok(versionEntries > 0, 'the lost records were found by comparing versions');
     assert.deepEqual(missingOld, [], 'repaired while the load ran, not only after it');
     world.net.faults = { minDelayMs: 1, maxDelayMs: 3, drop: 0, duplicate: 0 };
-    const t0 = world.now;
-    while (converged(world) !== null && world.now - t0 < 3_000) await world.sched.run(25);
-    assert.equal(converged(world), null);
+    await convergeWithin(world);
   } finally {
     await world.close();
   }
@@ -97,20 +124,18 @@ async function churn(pages: boolean): Promise<void> {
     await world.sched.run(loadMs);
     for (const n of world.live()) {
       assert.ok(n.engine.stats.tombstonesCollected > 500, `${n.id} collected ${n.engine.stats.tombstonesCollected} tombstones while the writes went on`);
-      for (const [peer, s] of Object.entries((n.engine.cluster() as unknown as { peerSync: Record<string, { mustRebuild: boolean; cutSyncedMsAgo: number | null }> }).peerSync)) {
+      for (const [peer, s] of peerSync(n)) {
         assert.equal(s.mustRebuild, false, `${n.id} owes ${peer} a rebuild`);
         // A pass of four pages, one round per peer every other interval, each put off while batches fly.
         assert.ok(s.cutSyncedMsAgo !== null && s.cutSyncedMsAgo < (pages ? 5_000 : 2_000), `${n.id} matched ${peer} up to a cut recently (${s.cutSyncedMsAgo} ms ago)`);
       }
     }
-    const t0 = world.now;
-    while (converged(world) !== null && world.now - t0 < 3_000) await world.sched.run(25);
-    assert.equal(converged(world), null);
+    await convergeWithin(world);
     for (const n of world.live()) for (const key of deleted) assert.equal(n.engine.registry.instance('default', key.split('/')[1] as string, key.split('/')[2] as string), undefined, `${key} came back on ${n.id}`);
     // Quiet now: once every node collected its tombstones, passes match whole.
     const stale = (): string | null => {
       for (const n of world.live()) {
-        for (const [peer, s] of Object.entries((n.engine.cluster() as unknown as { peerSync: Record<string, { syncedMsAgo: number | null }> }).peerSync)) {
+        for (const [peer, s] of peerSync(n)) {
           if (s.syncedMsAgo === null || s.syncedMsAgo > 2_000) return `${n.id} found ${peer} in sync ${s.syncedMsAgo} ms ago`;
         }
       }
@@ -149,7 +174,7 @@ test('a tombstone made while a node was cut off longer than apTombstoneMinMs rea
     assert.deepEqual(held(), [], 'the tombstone is collected everywhere');
     for (const n of world.live()) {
       assert.equal(n.engine.registry.instance('default', 'p', 'brief'), undefined);
-      for (const [peer, s] of Object.entries((n.engine.cluster() as unknown as { peerSync: Record<string, { mustRebuild: boolean }> }).peerSync)) assert.equal(s.mustRebuild, false, `${n.id} owes ${peer} a rebuild`);
+      for (const [peer, s] of peerSync(n)) assert.equal(s.mustRebuild, false, `${n.id} owes ${peer} a rebuild`);
     }
     await world.sched.run(2_000);
     assert.equal(converged(world), null);
@@ -168,11 +193,9 @@ test('anti-entropy digests and answers wait until what they show is durable', as
   const append = b.storage.append.bind(b.storage);
   b.storage.append = (entry) => new Promise<void>((resolve) => held.push(() => void append(entry).then(resolve)));
   const fromB: string[] = [];
-  const send = world.net.send.bind(world.net);
-  world.net.send = (from: string, to: string, msg: PeerMessage): boolean => {
-    if (from === 'b') fromB.push((msg as unknown as { type: string }).type);
-    return send(from, to, msg);
-  };
+  tap(world, (from, m) => {
+    if (from === 'b') fromB.push(m.type);
+  });
   try {
     await world.node('a').engine.register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.1', 80, null) });
     await world.sched.run(5 * world.limits.apAntiEntropyIntervalMs);
@@ -201,7 +224,7 @@ test('a peer that owed a rebuild stops owing it under writes that never pause, o
   await a.deregister('default', 'p', 'gone');
   // Kept longer than apTombstoneMaxMs: a and b collect the tombstone without c, and c owes them a rebuild.
   await world.sched.run(world.limits.apTombstoneMaxMs + 2_000);
-  const owes = (): string[] => world.live().flatMap((n) => Object.entries((n.engine.cluster() as unknown as { peerSync: Record<string, { mustRebuild: boolean }> }).peerSync).filter(([, s]) => s.mustRebuild).map(([p]) => `${n.id}->${p}`));
+  const owes = (): string[] => world.live().flatMap((n) => peerSync(n).filter(([, s]) => s.mustRebuild).map(([p]) => `${n.id}->${p}`));
   assert.ok(owes().length > 0, 'c owes a rebuild');
   world.net.healAll();
   const start = world.now;
@@ -216,9 +239,7 @@ test('a peer that owed a rebuild stops owing it under writes that never pause, o
     assert.equal(world.node('c').engine.stats.rebuilds, rebuilds, 'c rebuilds no more');
     for (const n of world.live()) assert.equal(n.engine.registry.instance('default', 'p', 'gone'), undefined, `p/gone came back on ${n.id}`);
     await world.sched.runUntil(start + 5_000);
-    const quiet = world.now;
-    while (converged(world) !== null && world.now - quiet < 3_000) await world.sched.run(25);
-    assert.equal(converged(world), null);
+    await convergeWithin(world);
     for (const n of world.live()) assert.equal(n.engine.registry.instance('default', 'p', 'gone'), undefined, `p/gone came back on ${n.id}`);
   } finally {
     await world.close();
@@ -248,33 +269,35 @@ async function collectedOnBoth(seed: number): Promise<{ world: World; live: Reco
 
 test('a node takes back neither a tombstone it collected nor the record that tombstone deleted', async () => {
   const { world, live, tomb } = await collectedOnBoth(6);
-  const a = world.node('a').engine;
-  // A peer that never learned of the delete (one that owes a rebuild, or fed by one) hands
-  // back the old record, then the tombstone: a takes neither.
-  for (const [seq, rec] of [[9_001, live], [9_002, tomb]] as const) {
-    const { at: _at, ...wire } = rec;
-    world.net.send('b', 'a', { type: 'ap_batch', seq, rev: 1, records: [wire] } as never);
-    await world.sched.run(50);
-    assert.equal(a.table.get('default/p/x'), undefined, `a took back ${rec.del ? 'the tombstone' : 'the deleted record'}`);
-    assert.equal(a.registry.instance('default', 'p', 'x'), undefined);
+  try {
+    const a = world.node('a').engine;
+    // A peer that never learned of the delete (one that owes a rebuild, or fed by one) hands
+    // back the old record, then the tombstone: a takes neither.
+    for (const [seq, rec] of [[9_001, live], [9_002, tomb]] as const) {
+      await handBack(world, rec, seq);
+      assert.equal(a.table.get('default/p/x'), undefined, `a took back ${rec.del ? 'the tombstone' : 'the deleted record'}`);
+      assert.equal(a.registry.instance('default', 'p', 'x'), undefined);
+    }
+    // A newer registration of the same key is taken as usual.
+    await world.node('b').engine.register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.2', 81, null) });
+    await world.sched.run(200);
+    assert.equal(a.registry.instance('default', 'p', 'x')?.instance.port, 81);
+  } finally {
+    await world.close();
   }
-  // A newer registration of the same key is taken as usual.
-  await world.node('b').engine.register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.2', 81, null) });
-  await world.sched.run(200);
-  assert.equal(a.registry.instance('default', 'p', 'x')?.instance.port, 81);
-  await world.close();
 });
 
 test('a restart neither replays collected tombstones back nor forgets that it collected them', async () => {
   const { world, live } = await collectedOnBoth(8);
-  await world.restart('a', 100);
-  const a = world.node('a').engine;
-  assert.equal(a.table.get('default/p/x'), undefined, 'the log replayed the collected tombstone back');
-  await world.sched.run(1_000);
-  const { at: _at, ...wire } = live;
-  world.net.send('b', 'a', { type: 'ap_batch', seq: 9_001, rev: 1, records: [wire] } as never);
-  await world.sched.run(100);
-  assert.equal(a.registry.instance('default', 'p', 'x'), undefined, 'after the restart, a took back the record the tombstone deleted');
-  assert.equal(converged(world), null);
-  await world.close();
+  try {
+    await world.restart('a', 100);
+    const a = world.node('a').engine;
+    assert.equal(a.table.get('default/p/x'), undefined, 'the log replayed the collected tombstone back');
+    await world.sched.run(1_000);
+    await handBack(world, live, 9_001);
+    assert.equal(a.registry.instance('default', 'p', 'x'), undefined, 'after the restart, a took back the record the tombstone deleted');
+    assert.equal(converged(world), null);
+  } finally {
+    await world.close();
+  }
 });
