@@ -25,14 +25,13 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, relative, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { Agent as UndiciAgent, request } from 'undici';
 import { startEtcd } from './compare/systems/etcd.mjs';
 import { startZookeeper } from './compare/systems/zookeeper.mjs';
 import { AGENT_BIN, AGENT_CONFIG, startSwitchboard } from './compare/systems/switchboard.mjs';
 import { loadDriver } from './compare/drivers/index.mjs';
 import { payload } from './compare/lib/payload.mjs';
-import { ROOT, freePorts, installCleanup, killAllNow, makeTempDir, removeTempDir, sleep, spawnLogged, stopProc, sumStats, waitReady } from './lib/procs.mjs';
+import { ROOT, freePorts, installCleanup, runIfScript, makeTempDir, removeTempDir, sleep, spawnLogged, stopProc, sumStats, waitReady } from './lib/procs.mjs';
 import { gitFacts, parseDuration, positiveInt, stat } from './lib/harness.mjs';
 import { Histogram } from './lib/hist.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
@@ -618,13 +617,4 @@ function writeApDocs(out, resultsFile) {
   return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), AP_BEGIN, AP_END, [head, '', ...renderTables(out)]);
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  main(process.argv.slice(2)).then(
-    (code) => (process.exitCode = code),
-    (err) => {
-      process.stderr.write(`bench ap: ${err?.stack ?? err}\n`);
-      killAllNow();
-      process.exitCode = 1;
-    },
-  );
-}
+runIfScript(import.meta.url, 'ap', main);

@@ -36,11 +36,10 @@ import { createRequire } from 'node:module';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, relative, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { startEtcd } from './compare/systems/etcd.mjs';
-import { ROOT, freePorts, installCleanup, killAllNow, sleep, sumStats, track, waitReady } from './lib/procs.mjs';
+import { ROOT, freePorts, installCleanup, killAllNow, runIfScript, sleep, sumStats, track, waitReady } from './lib/procs.mjs';
 import { gitFacts, median, parseDuration, positiveInt } from './lib/harness.mjs';
 import { payload } from './compare/lib/payload.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
@@ -328,13 +327,4 @@ function writeCpDocs(out, resultsFile) {
   return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), CP_BEGIN, CP_END, [head, '', ...renderCp(out), '']);
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  main(process.argv.slice(2)).then(
-    (code) => (process.exitCode = code),
-    (err) => {
-      process.stderr.write(`bench cp: ${err?.stack ?? err}\n`);
-      killAllNow();
-      process.exitCode = 1;
-    },
-  );
-}
+runIfScript(import.meta.url, 'cp', main);

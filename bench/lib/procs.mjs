@@ -10,6 +10,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, st
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 export const AGENT_BIN = join(ROOT, 'packages/registry/bin/switchboard.js');
@@ -351,4 +352,21 @@ export class StartError extends Error {
     super(`${message}\n${tails}`);
     this.name = 'StartError';
   }
+}
+
+/**
+ * Runs a suite's `main(argv)` when its module (`metaUrl`) was started as the script: the
+ * exit code is main's; a failure is printed as `bench NAME: ...` and every process it
+ * started is ended.
+ */
+export function runIfScript(metaUrl, name, main) {
+  if (metaUrl !== pathToFileURL(process.argv[1] ?? '').href) return;
+  main(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (err) => {
+      process.stderr.write(`bench ${name}: ${err?.stack ?? err}\n`);
+      killAllNow();
+      process.exitCode = 1;
+    },
+  );
 }
