@@ -24,7 +24,7 @@
  * call to a dead leader fails fast and the next call picks another endpoint. The default
  * breaker (open for 5 s after 3 failures) stretched a gap to 4.8 s in one run.
  *
- *   node bench/run.mjs --suite cp [--duration 8s] [--warmup 2s] [--concurrency 32] [--trials 3] [--write-docs]
+ *   node bench/run.mjs --suite cp [--duration 8s] [--warmup 2s] [--concurrency 32] [--trials 3] [--only registrations,reads,leader-kill] [--write-docs]
  *   node bench/cp.mjs --report bench/results/cp-<time>.json --write-docs
  *
  * --profile DIR: the cp nodes of the throughput step write CPU profiles into DIR
@@ -50,9 +50,11 @@ const { Etcd3 } = require('etcd3');
 const { noop } = createRequire(require.resolve('etcd3'))('cockatiel');
 
 const AGENT = join(ROOT, 'packages/registry/bin/switchboard.js');
+/** What --only can pick. */
+const PARTS = ['registrations', 'reads', 'leader-kill'];
 
 /** With `profileDir` (--profile), the nodes run with --cpu-prof and write their profiles there. */
-async function startCpNodes(etcd, n = 3, profileDir = null) {
+export async function startCpNodes(etcd, n = 3, profileDir = null) {
   const ports = await freePorts(n);
   const prefix = `/bench-${process.pid}/`;
   const nodes = [];
@@ -79,7 +81,7 @@ async function startCpNodes(etcd, n = 3, profileDir = null) {
   };
 }
 
-function directClient(etcd) {
+export function directClient(etcd) {
   return new Etcd3({
     hosts: etcd.endpoints.map((e) => `http://${e}`),
     faultHandling: { host: () => noop, global: noop },
@@ -88,7 +90,7 @@ function directClient(etcd) {
 }
 
 /** Runs `op` from `concurrency` loops for warmup + duration; counts ops in the measured part with the servers' CPU. */
-async function measure({ concurrency, warmupMs, durationMs, pids, nodePids = [], op }) {
+export async function measure({ concurrency, warmupMs, durationMs, pids, nodePids = [], op }) {
   let measuring = false;
   let stop = false;
   let ops = 0;
@@ -126,7 +128,7 @@ async function measure({ concurrency, warmupMs, durationMs, pids, nodePids = [],
   return out;
 }
 
-async function httpOk(pool, method, path, body) {
+export async function httpOk(pool, method, path, body) {
   const res = await pool.request({ method, path, headers: body ? { 'content-type': 'application/json' } : {}, body });
   const text = await res.body.text();
   if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`);
@@ -134,6 +136,7 @@ async function httpOk(pool, method, path, body) {
 }
 
 async function throughput(opts) {
+  const want = (part) => opts.only === null || opts.only.has(part);
   const etcd = await startEtcd({ members: 3 });
   const out = {};
   try {
@@ -141,33 +144,34 @@ async function throughput(opts) {
     const reads = [];
     for (let i = 0; i < 20; i++) reads.push(direct.put(`/services/read/${i}`).value(payload(1, i, i)));
     await Promise.all(reads);
-    out.registrations = {
-      etcd: await measure({ ...opts, pids: etcd.pids, op: (w, i) => direct.put(`/services/reg/w${w}-${i % 500}`).value(payload(w, i, i)) }),
-    };
-    out.consistentReads = {
-      etcd: await measure({ ...opts, pids: etcd.pids, op: () => direct.getAll().prefix('/services/read/').strings() }),
-    };
+    if (want('registrations')) out.registrations = { etcd: await measure({ ...opts, pids: etcd.pids, op: (w, i) => direct.put(`/services/reg/w${w}-${i % 500}`).value(payload(w, i, i)) }) };
+    if (want('reads')) out.consistentReads = { etcd: await measure({ ...opts, pids: etcd.pids, op: () => direct.getAll().prefix('/services/read/').strings() }) };
     direct.close();
     const cp = await startCpNodes(etcd, 3, opts.profileDir);
     try {
       for (let i = 0; i < 20; i++) await httpOk(cp.nodes[0].pool, 'PUT', `/v1/services/read/instances/i${i}`, payload(1, i, i));
       const pids = [...etcd.pids, ...cp.pids];
-      out.registrations.cp = await measure({ ...opts, pids, nodePids: cp.pids, op: (w, i) => httpOk(cp.nodes[w % 3].pool, 'PUT', `/v1/services/reg/instances/w${w}-${i % 500}`, payload(w, i, i)) });
-      const barriers = async () => (await Promise.all(cp.nodes.map(async (n) => JSON.parse(await httpOk(n.pool, 'GET', '/v1/status')).cluster?.barrierWrites ?? 0))).reduce((a, x) => a + x, 0);
-      const barriersBefore = await barriers();
-      out.consistentReads.cp = await measure({ ...opts, pids, nodePids: cp.pids, op: (w) => httpOk(cp.nodes[w % 3].pool, 'GET', '/v1/services/read?consistent=true') });
-      // On etcd releases whose progress answers can overtake events the views prove progress with barrier writes (docs/cp.md).
-      out.consistentReads.cp.barrierWrites = (await barriers()) - barriersBefore;
+      const cluster = async () => (await Promise.all(cp.nodes.map(async (n) => JSON.parse(await httpOk(n.pool, 'GET', '/v1/status')).cluster ?? {}))).reduce((a, x) => ({ batches: a.batches + (x.writeBatches?.batches ?? 0), writes: a.writes + (x.writeBatches?.writes ?? 0), barrierWrites: a.barrierWrites + (x.barrierWrites ?? 0) }), { batches: 0, writes: 0, barrierWrites: 0 });
+      if (want('registrations')) {
+        const before = await cluster();
+        out.registrations.cp = await measure({ ...opts, pids, nodePids: cp.pids, op: (w, i) => httpOk(cp.nodes[w % 3].pool, 'PUT', `/v1/services/reg/instances/w${w}-${i % 500}`, payload(w, i, i)) });
+        const after = await cluster();
+        // Writes per etcd transaction (group commit), over the warm-up and the measured window.
+        out.registrations.cp.writesPerTxn = (after.writes - before.writes) / Math.max(1, after.batches - before.batches);
+      }
+      if (want('reads')) {
+        const before = await cluster();
+        out.consistentReads.cp = await measure({ ...opts, pids, nodePids: cp.pids, op: (w) => httpOk(cp.nodes[w % 3].pool, 'GET', '/v1/services/read?consistent=true') });
+        // On etcd releases whose progress answers can overtake events the views prove progress with barrier writes (docs/cp.md).
+        out.consistentReads.cp.barrierWrites = (await cluster()).barrierWrites - before.barrierWrites;
+      }
     } finally {
       await cp.stop();
     }
   } finally {
     await etcd.stop();
   }
-  for (const k of ['registrations', 'consistentReads']) {
-    const r = out[k];
-    r.overheadPerCpuSecond = 1 - r.cp.opsPerCpuSecond / r.etcd.opsPerCpuSecond;
-  }
+  for (const r of Object.values(out)) r.overheadPerCpuSecond = 1 - r.cp.opsPerCpuSecond / r.etcd.opsPerCpuSecond;
   return out;
 }
 
@@ -254,9 +258,9 @@ function medianThroughput(runs) {
 }
 
 export async function main(argv) {
-  const { values } = parseArgs({ args: argv, options: { duration: { type: 'string', default: '8s' }, warmup: { type: 'string', default: '2s' }, concurrency: { type: 'string', default: '32' }, trials: { type: 'string', default: '3' }, 'write-docs': { type: 'boolean', default: false }, profile: { type: 'string' }, report: { type: 'string' }, suite: { type: 'string' }, help: { type: 'boolean', default: false } } });
+  const { values } = parseArgs({ args: argv, options: { duration: { type: 'string', default: '8s' }, warmup: { type: 'string', default: '2s' }, concurrency: { type: 'string', default: '32' }, trials: { type: 'string', default: '3' }, 'write-docs': { type: 'boolean', default: false }, profile: { type: 'string' }, report: { type: 'string' }, suite: { type: 'string' }, only: { type: 'string' }, help: { type: 'boolean', default: false } } });
   if (values.help) {
-    process.stdout.write('usage: npm run bench -- --suite cp [--duration 8s] [--warmup 2s] [--concurrency 32] [--trials 3] [--write-docs]\n       node bench/cp.mjs --report RESULTS.json --write-docs\n');
+    process.stdout.write('usage: npm run bench -- --suite cp [--duration 8s] [--warmup 2s] [--concurrency 32] [--trials 3] [--only registrations,reads,leader-kill] [--write-docs]\n       node bench/cp.mjs --report RESULTS.json --write-docs\n');
     return 0;
   }
   if (values.report) {
@@ -267,34 +271,41 @@ export async function main(argv) {
     return 0;
   }
   installCleanup();
-  const opts = { durationMs: parseDuration(values.duration, '--duration'), warmupMs: parseDuration(values.warmup, '--warmup', { allowZero: true }), concurrency: positiveInt(values.concurrency, '--concurrency'), profileDir: values.profile ?? null };
+  const only = values.only === undefined ? null : new Set(values.only.split(',').map((x) => x.trim()).filter(Boolean));
+  for (const part of only ?? []) {
+    if (!PARTS.includes(part)) throw new Error(`--only: unknown part "${part}" (parts: ${PARTS.join(', ')})`);
+  }
+  const opts = { durationMs: parseDuration(values.duration, '--duration'), warmupMs: parseDuration(values.warmup, '--warmup', { allowZero: true }), concurrency: positiveInt(values.concurrency, '--concurrency'), profileDir: values.profile ?? null, only };
   const started = new Date();
   const startLoad = loadavg();
   const trials = positiveInt(values.trials, '--trials');
   const tpRuns = [];
-  for (let t = 0; t < trials; t++) tpRuns.push(await throughput(opts));
-  const tp = medianThroughput(tpRuns);
-  const fmt = (r) => `${Math.round(r.opsPerSec)} ops/s, ${r.cpuSeconds.toFixed(1)} server CPU-s, ${Math.round(r.opsPerCpuSecond)} ops per CPU-s${r.errors ? `, ${r.errors} errors` : ''}${r.barrierWrites !== undefined ? `, ${r.barrierWrites} barrier writes` : ''}${r.nodeCpuUsPerOp !== undefined ? ` (per op: etcd ${Math.round(r.etcdCpuUsPerOp)} µs, cp nodes ${Math.round(r.nodeCpuUsPerOp)} µs of CPU)` : ''}`;
+  if (only === null || only.has('registrations') || only.has('reads')) for (let t = 0; t < trials; t++) tpRuns.push(await throughput(opts));
+  const tp = tpRuns.length > 0 ? medianThroughput(tpRuns) : {};
+  const fmt = (r) => `${Math.round(r.opsPerSec)} ops/s, ${r.cpuSeconds.toFixed(1)} server CPU-s, ${Math.round(r.opsPerCpuSecond)} ops per CPU-s${r.errors ? `, ${r.errors} errors` : ''}${r.barrierWrites !== undefined ? `, ${r.barrierWrites} barrier writes` : ''}${r.writesPerTxn !== undefined ? `, ${r.writesPerTxn.toFixed(1)} writes per etcd transaction` : ''}${r.nodeCpuUsPerOp !== undefined ? ` (per op: etcd ${Math.round(r.etcdCpuUsPerOp)} µs, cp nodes ${Math.round(r.nodeCpuUsPerOp)} µs of CPU)` : ''}`;
   for (const [k, r] of Object.entries(tp)) {
     process.stdout.write(`${k}${tpRuns.length > 1 ? ` (the run of median overhead, of ${tpRuns.length})` : ''}\n  etcd direct  ${fmt(r.etcd)}\n  cp (3 nodes) ${fmt(r.cp)}\n  overhead per server CPU-second: ${(r.overheadPerCpuSecond * 100).toFixed(0)}%${tpRuns.length > 1 ? ` (runs: ${r.overheadRuns.map((x) => `${(x * 100).toFixed(0)}%`).join(', ')})` : ''}\n`);
   }
   const gaps = { etcd: [], cp: [] };
-  for (let t = 0; t < trials; t++) {
+  for (let t = 0; t < (only === null || only.has('leader-kill') ? trials : 0); t++) {
     for (const kind of ['etcd', 'cp']) {
       const r = await unavailabilityTrial(kind);
       gaps[kind].push(r);
       process.stdout.write(`leader kill, ${kind}: longest write gap ${r.longestGapMs} ms (${r.acked} writes acknowledged, ${r.failed} refused)\n`);
     }
   }
-  const summary = { etcd: median(gaps.etcd.map((g) => g.longestGapMs)), cp: median(gaps.cp.map((g) => g.longestGapMs)) };
-  process.stdout.write(`write unavailability after a leader kill (median of ${trials}): etcd direct ${summary.etcd} ms, cp ${summary.cp} ms\n`);
+  const summary = gaps.cp.length > 0 ? { etcd: median(gaps.etcd.map((g) => g.longestGapMs)), cp: median(gaps.cp.map((g) => g.longestGapMs)) } : null;
+  if (summary) process.stdout.write(`write unavailability after a leader kill (median of ${trials}): etcd direct ${summary.etcd} ms, cp ${summary.cp} ms\n`);
   const dir = join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `cp-${started.toISOString().replace(/[:.]/g, '-')}.json`);
-  const out = { suite: 'cp', started: started.toISOString(), command: `npm run bench -- --suite cp ${argv.filter((a) => !a.startsWith('--suite') && a !== 'cp').join(' ')}`.trim(), commit: gitFacts().commit?.slice(0, 12) ?? null, machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadavgAtStart: startLoad, loadavgAtEnd: loadavg() }, options: opts, throughput: tp, throughputRuns: tpRuns, leaderKill: { trials: gaps, medianLongestGapMs: summary } };
+  const out = { suite: 'cp', started: started.toISOString(), command: `npm run bench -- --suite cp ${argv.filter((a) => !a.startsWith('--suite') && a !== 'cp').join(' ')}`.trim(), commit: gitFacts().commit?.slice(0, 12) ?? null, machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadavgAtStart: startLoad, loadavgAtEnd: loadavg() }, options: { ...opts, only: only && [...only] }, throughput: tp, throughputRuns: tpRuns, leaderKill: { trials: gaps, medianLongestGapMs: summary } };
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   process.stdout.write(`results: ${file}\n`);
-  if (values['write-docs']) process.stdout.write(`docs: ${writeCpDocs(out, file)} regenerated from these results\n`);
+  if (values['write-docs']) {
+    if (only !== null) throw new Error('--write-docs needs every part: leave out --only');
+    process.stdout.write(`docs: ${writeCpDocs(out, file)} regenerated from these results\n`);
+  }
   killAllNow();
   return 0;
 }
@@ -315,6 +326,7 @@ function renderCp(out) {
     L.push(`| ${title} | ${n0(r.etcd.opsPerSec)}/s, ${n0(r.etcd.opsPerCpuSecond)} per server CPU-s | ${n0(r.cp.opsPerSec)}/s, ${n0(r.cp.opsPerCpuSecond)} per server CPU-s | ${pct(r.overheadPerCpuSecond)}${r.overheadRuns?.length > 1 ? ` (runs: ${r.overheadRuns.map(pct).join(', ')})` : ''} (target under 25%: ${r.overheadPerCpuSecond < 0.25 ? 'met' : '**not met**'}${r.overheadRuns?.length > 1 && r.overheadRuns.some((x) => x < 0.25) !== r.overheadRuns.every((x) => x < 0.25) ? `; met in ${r.overheadRuns.filter((x) => x < 0.25).length} of ${r.overheadRuns.length} runs` : ''}) | ${split(r)} |`);
   }
   const lk = out.leaderKill;
+  if (!lk?.medianLongestGapMs) return L;
   const all = (kind) => lk.trials[kind].map((g) => n0(g.longestGapMs)).join(', ');
   L.push(`| longest write gap after SIGKILL of the etcd leader (median of ${lk.trials.etcd.length}; all runs) | ${n0(lk.medianLongestGapMs.etcd)} ms (${all('etcd')}) | ${n0(lk.medianLongestGapMs.cp)} ms (${all('cp')}) | ${(() => { const d = lk.medianLongestGapMs.cp - lk.medianLongestGapMs.etcd; return d >= 0 ? `${n0(d)} ms more` : `${n0(-d)} ms less`; })()} | |`);
   return L;

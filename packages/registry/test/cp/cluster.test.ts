@@ -158,8 +158,11 @@ test('status and metrics show the view of etcd', { timeout: 60_000 }, async () =
   try {
     const [a] = nodes as [CpNode, CpNode, CpNode];
     await call(a.url, 'PUT', '/v1/services/s/instances/one', { address: '10.0.0.1', port: 1 });
+    assert.equal((await call(a.url, 'GET', '/v1/services/s?consistent=true')).status, 200);
     await sleep(700);
     const st = await call(a.url, 'GET', '/v1/status');
+    // The quorum read of the consistent read went over etcd's JSON gateway (docs/cp.md).
+    assert.equal(st.body.cluster.consistentReadsVia, 'json_gateway');
     const store = st.body.cluster.store;
     assert.equal(store.kind, 'etcd');
     assert.equal(store.reachable, true);
@@ -168,6 +171,7 @@ test('status and metrics show the view of etcd', { timeout: 60_000 }, async () =
     assert.deepEqual(st.body.cluster.members.map((m: { id: string }) => m.id), ['n1', 'n2', 'n3']);
     const m = await fetch(`${a.url}/metrics`).then((r) => r.text());
     assert.match(m, /switchboard_etcd_round_trip_seconds_bucket\{.*method="txn"/);
+    assert.match(m, /^switchboard_etcd_round_trip_seconds_count\{method="range_json",outcome="ok"\} [1-9]/m);
     assert.match(m, /^switchboard_etcd_reachable 1$/m);
     assert.match(m, /^switchboard_etcd_view_lag_revisions \d+$/m);
   } finally {
@@ -359,5 +363,25 @@ test('consumer reports through different nodes are counted by one node and turn 
     }
   } finally {
     await Promise.all(nodes.map((n) => n.close()));
+  }
+});
+
+test('where etcd does not serve its JSON gateway, consistent reads make their quorum reads over gRPC', { timeout: 60_000 }, async () => {
+  const plain = await EtcdCluster.start(1, 30_000, { extraArgs: ['--enable-grpc-gateway=false'] });
+  const warnings: string[] = [];
+  let node: CpNode | null = null;
+  try {
+    node = await startCpNode(plain.endpoints, 'g1', freshPrefix(), { log: (level, msg) => level === 'warn' && warnings.push(msg) });
+    assert.equal((await call(node.url, 'PUT', '/v1/services/s/instances/one', { address: '10.0.0.1', port: 1 })).status, 200);
+    for (let i = 0; i < 3; i++) {
+      const read = await call(node.url, 'GET', '/v1/services/s?consistent=true');
+      assert.equal(read.status, 200, JSON.stringify(read.body));
+      assert.deepEqual(read.body.instances.map((x: { id: string }) => x.id), ['one']);
+    }
+    assert.equal((await call(node.url, 'GET', '/v1/status')).body.cluster.consistentReadsVia, 'grpc');
+    assert.equal(warnings.filter((w) => /JSON gateway/.test(w)).length, 1, warnings.join('\n'));
+  } finally {
+    await node?.close();
+    await plain.close();
   }
 });

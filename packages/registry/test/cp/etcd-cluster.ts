@@ -25,7 +25,7 @@ interface Member {
 export interface EtcdTlsFiles {
   certFile: string;
   keyFile: string;
-  /** The CA etcd trusts for client certificates (--trusted-ca-file). */
+  /** The CA etcd trusts for client certificates (--trusted-ca-file, given with clientCertAuth). */
   caFile: string;
   /** etcd --client-cert-auth: a client must present a certificate signed by caFile. */
   clientCertAuth: boolean;
@@ -33,6 +33,8 @@ export interface EtcdTlsFiles {
 
 export interface EtcdClusterOptions {
   tls?: EtcdTlsFiles;
+  /** More etcd flags for every member. */
+  extraArgs?: string[];
 }
 
 export interface EtcdStatus {
@@ -47,6 +49,7 @@ export class EtcdCluster {
     private readonly members: Member[],
     private readonly token: string,
     private readonly tls: EtcdTlsFiles | null,
+    private readonly extraArgs: string[] = [],
   ) {}
 
   get endpoints(): string[] {
@@ -61,7 +64,7 @@ export class EtcdCluster {
     const dir = mkdtempSync(join(tmpdir(), 'sb-etcd-'));
     const members: Member[] = [];
     for (let i = 0; i < size; i++) members.push({ name: `m${i + 1}`, clientPort: await freePort(), peerPort: await freePort(), metricsPort: await freePort(), proc: null, paused: false });
-    const cluster = new EtcdCluster(dir, members, `sb-test-${process.pid}-${members[0]?.clientPort}`, opts.tls ?? null);
+    const cluster = new EtcdCluster(dir, members, `sb-test-${process.pid}-${members[0]?.clientPort}`, opts.tls ?? null, opts.extraArgs);
     try {
       for (let i = 0; i < size; i++) cluster.spawnMember(i, 'new');
       await cluster.waitLeader(timeoutMs);
@@ -83,8 +86,9 @@ export class EtcdCluster {
       '--listen-client-urls', this.endpoint(i),
       '--advertise-client-urls', this.endpoint(i),
       '--listen-metrics-urls', `http://127.0.0.1:${m.metricsPort}`,
-      ...(tls ? ['--cert-file', tls.certFile, '--key-file', tls.keyFile, '--trusted-ca-file', tls.caFile] : []),
-      ...(tls?.clientCertAuth ? ['--client-cert-auth'] : []),
+      ...(tls ? ['--cert-file', tls.certFile, '--key-file', tls.keyFile] : []),
+      // etcd asks for a client certificate whenever it has a CA for them: only with --client-cert-auth.
+      ...(tls?.clientCertAuth ? ['--client-cert-auth', '--trusted-ca-file', tls.caFile] : []),
       '--listen-peer-urls', `http://127.0.0.1:${m.peerPort}`,
       '--initial-advertise-peer-urls', `http://127.0.0.1:${m.peerPort}`,
       '--initial-cluster', initial,
@@ -94,6 +98,7 @@ export class EtcdCluster {
       '--election-timeout', '1000',
       '--max-txn-ops', '1024',
       '--logger', 'zap',
+      ...this.extraArgs,
     ], { stdio: ['ignore', log, log] });
     closeSync(log);
     m.paused = false;

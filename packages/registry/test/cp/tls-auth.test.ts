@@ -3,7 +3,8 @@
 // also after etcd forgot its token; /v1/status says how it connects and never with what;
 // a wrong password, a user that may only read, a missing client certificate, or one
 // endpoint of several with a certificate the node does not trust ends the start at once,
-// saying why.
+// saying why. Consistent reads go over etcd's JSON gateway with TLS and a user, and over
+// gRPC with a client certificate (which the gateway refuses).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -18,6 +19,7 @@ import { Etcd3, Range } from 'etcd3';
 import { SseReader, call, sleep, waitUntil } from '../helpers.js';
 import { run, spawnAgent, type AgentProcess } from '../integration/process.js';
 import { EtcdCluster } from './etcd-cluster.js';
+import { startCpNode, type CpNode } from './nodes.js';
 
 const PREFIX = '/switchboard-tls/';
 const USER = 'switchboard';
@@ -128,6 +130,9 @@ test('over TLS with a client certificate and an etcd user: register, read, watch
       await etcd.waitLeader();
       await waitUntil(async () => (await call(a.url, 'PUT', '/v1/services/pay/instances/p3', { address: '10.2.0.3', port: 80 })).status === 200, 20_000, 'a write after the etcd restart');
       await watch.until(() => watch.events.some((e) => e.json?.instance?.id === 'p3'), 15_000, 'the watch to deliver after the etcd restart');
+      const again = await call(b.url, 'GET', '/v1/services/pay?consistent=true');
+      assert.equal(again.status, 200, JSON.stringify(again.body));
+      assert.ok(again.body.instances.some((i: { id: string }) => i.id === 'p3'));
     } finally {
       watch.close();
     }
@@ -135,6 +140,8 @@ test('over TLS with a client certificate and an etcd user: register, read, watch
     const status = await call(a.url, 'GET', '/v1/status');
     const store = status.body.cluster.store;
     assert.equal(store.reachable, true);
+    // etcd's gateway refuses requests with a client certificate: consistent reads stay on gRPC.
+    assert.equal(status.body.cluster.consistentReadsVia, 'grpc');
     assert.deepEqual({ tls: store.tls, clientCert: store.clientCert, auth: store.auth, username: store.username }, { tls: true, clientCert: true, auth: true, username: USER });
     const key = readFileSync(pki.clientKey, 'utf8');
     const keyBody = (key.split('\n')[1] ?? '').trim();
@@ -144,6 +151,34 @@ test('over TLS with a client certificate and an etcd user: register, read, watch
     }
   } finally {
     for (const p of agents) p.child.kill('SIGKILL');
+  }
+});
+
+test('over TLS without a client certificate, as an etcd user: consistent reads go over the JSON gateway, also after etcd forgot the token', { timeout: 90_000 }, async () => {
+  // etcd without --client-cert-auth: the node trusts its CA and logs in as a user.
+  const plain = await EtcdCluster.start(1, 30_000, { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: pki.ca, clientCertAuth: false } });
+  let node: CpNode | null = null;
+  try {
+    await enableAuth(plain.endpoints, pki);
+    const tls = { ca: readFileSync(pki.ca), cert: null, key: null };
+    node = await startCpNode(plain.endpoints, 'j1', PREFIX, { tls, auth: { username: USER, password: PASSWORD } });
+    const url = node.url;
+    assert.equal((await call(url, 'PUT', '/v1/services/pay/instances/j1', { address: '10.3.0.1', port: 80 })).status, 200);
+    assert.deepEqual((await call(url, 'GET', '/v1/services/pay?consistent=true')).body.instances.map((i: { id: string }) => i.id), ['j1']);
+    // etcd forgets its tokens when it restarts: the gateway reader logs in again by itself.
+    await plain.kill(0);
+    plain.restart(0);
+    await plain.waitLeader();
+    await waitUntil(async () => (await call(url, 'PUT', '/v1/services/pay/instances/j2', { address: '10.3.0.2', port: 80 })).status === 200, 20_000, 'a write after the etcd restart');
+    const read = await call(url, 'GET', '/v1/services/pay?consistent=true');
+    assert.equal(read.status, 200, JSON.stringify(read.body));
+    assert.deepEqual(read.body.instances.map((i: { id: string }) => i.id), ['j1', 'j2']);
+    assert.equal((await call(url, 'GET', '/v1/status')).body.cluster.consistentReadsVia, 'json_gateway');
+    const metrics = await fetch(`${url}/metrics`).then((r) => r.text());
+    assert.match(metrics, /^switchboard_etcd_round_trip_seconds_count\{method="range_json",outcome="ok"\} ([2-9]|\d\d+)/m);
+  } finally {
+    await node?.close();
+    await plain.close();
   }
 });
 

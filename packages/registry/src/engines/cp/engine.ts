@@ -51,6 +51,7 @@ import { FORWARDED_REPORT_HEADER, type Engine, type LeaseEndedListener } from '.
 import { Hub, type Subscriber } from '../hub.js';
 import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type StoredLease, type WhyValue } from './keys.js';
 import { QueueFull, TxnBatcher } from './batcher.js';
+import { GatewayReader } from './gateway.js';
 import { Store, StoreUnavailable, isUnavailable, refusalOf, type StoreTls } from './store.js';
 import { View } from './view.js';
 
@@ -82,6 +83,8 @@ export interface CpOptions {
   maxQueuedWrites?: number;
   /** Largest etcd transaction (etcd's --max-txn-ops, default 128). */
   maxTxnOps?: number;
+  /** Quorum reads of consistent reads over etcd's JSON gateway (gateway.ts); default true, false keeps them on gRPC. */
+  jsonGateway?: boolean;
   activeChecks?: boolean;
   probes?: MonitorOptions['probes'];
   log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
@@ -188,6 +191,12 @@ export class CpEngine implements Engine {
       onRoundTrip: (method, ms, ok) => engine?.metrics?.roundTrips.observe({ method, outcome: ok ? 'ok' : 'error' }, ms / 1000),
       ...(opts.tls && { tls: opts.tls }),
       ...(opts.auth && { auth: opts.auth }),
+      // With a client certificate etcd's gateway refuses every request (it cannot apply
+      // the certificate's name as the user, so it will not pretend to): gRPC only.
+      ...(opts.jsonGateway !== false && !opts.tls?.cert && {
+        gateway: new GatewayReader({ endpoints: opts.endpoints, breakerOpenMs: opts.breakerOpenMs ?? 1000, ...(opts.tls && { tls: opts.tls }), ...(opts.auth && { auth: opts.auth }) }),
+        onGatewayMissing: (err: Error) => opts.log?.('warn', 'etcd does not serve its JSON gateway here: consistent reads make their quorum reads over gRPC', err),
+      }),
     });
     let view: View;
     try {
@@ -262,7 +271,7 @@ export class CpEngine implements Engine {
       if (this.reachable) revision = await this.sharedQuorumRead();
       else {
         // Known to be out of reach: one quick attempt (the quorum may be back before the next probe).
-        const r = await this.store.quorumRevision(b(this.layout.prefix), this.cfg.probeTimeoutMs);
+        const r = await this.store.consistentRevision(b(this.layout.prefix), this.cfg.probeTimeoutMs);
         this.noteRevision(r.revision, started);
         this.reachable = true;
         revision = r.revision;
@@ -289,7 +298,7 @@ export class CpEngine implements Engine {
   private sharedQuorumRead(): Promise<number> {
     if (!this.quorumRead) {
       const started = Date.now();
-      const p = this.store.quorumRevision(b(this.layout.prefix), this.cfg.consistentTimeoutMs).then((r) => {
+      const p = this.store.consistentRevision(b(this.layout.prefix), this.cfg.consistentTimeoutMs).then((r) => {
         this.noteRevision(r.revision, started);
         return r.revision;
       });
@@ -947,6 +956,7 @@ export class CpEngine implements Engine {
       checksOwned: this.checkStats().scheduled,
       watchRestarts: this.view.watchRestarts,
       writeBatches: { batches: this.batcher.batches, writes: this.batcher.writes },
+      consistentReadsVia: this.store.consistentReadsVia,
       reportsForwarded: this.forwardedReports,
       barrierWrites: this.view.barrierWrites,
     };

@@ -17,6 +17,7 @@
 import { createRequire } from 'node:module';
 import type * as RPC from 'etcd3';
 import type { Etcd3 as Etcd3Type, IOptions } from 'etcd3';
+import type { GatewayReader } from './gateway.js';
 
 const require = createRequire(import.meta.url);
 const etcd3 = require('etcd3') as typeof import('etcd3');
@@ -33,6 +34,10 @@ export interface StoreOptions {
   tls?: StoreTls;
   /** An etcd user: the client trades it for a token, and again whenever etcd refuses the token. */
   auth?: { username: string; password: string };
+  /** Quorum reads for consistent reads over etcd's JSON gateway (gateway.ts); without it, gRPC. */
+  gateway?: GatewayReader;
+  /** Called once when the members turn out not to serve the gateway (consistent reads go back to gRPC). */
+  onGatewayMissing?: (err: Error) => void;
 }
 
 /** PEM contents; a null CA trusts the system's CAs. */
@@ -149,8 +154,10 @@ export class Store {
   private closed = false;
   /** When etcd last answered anything (Date.now()). */
   lastContact: number | null = null;
+  private gateway: GatewayReader | null;
 
   constructor(private readonly opts: StoreOptions) {
+    this.gateway = opts.gateway ?? null;
     const options: IOptions = {
       hosts: opts.endpoints,
       dialTimeout: opts.callTimeoutMs,
@@ -233,6 +240,32 @@ export class Store {
     if (!this.opts.auth) return;
     const pool = (this.client as unknown as { pool?: { authenticator?: { invalidateMetadata?: () => void } } }).pool;
     pool?.authenticator?.invalidateMetadata?.();
+  }
+
+  /**
+   * etcd's current revision for a consistent read: over the JSON gateway while the members
+   * serve it (cheaper for this node, see gateway.ts), otherwise as quorumRevision.
+   */
+  async consistentRevision(key: Buffer, timeoutMs = this.opts.callTimeoutMs): Promise<{ revision: number; clusterId: string }> {
+    const gateway = this.gateway;
+    if (gateway) {
+      try {
+        return await this.timed('range_json', () => gateway.quorumRevision(key, timeoutMs));
+      } catch (err) {
+        if ((err as Error | null)?.name !== 'GatewayMissing') throw err;
+        if (this.gateway === gateway) {
+          this.gateway = null;
+          void gateway.close();
+          this.opts.onGatewayMissing?.(err as Error);
+        }
+      }
+    }
+    return this.quorumRevision(key, timeoutMs);
+  }
+
+  /** How consistent reads reach etcd now. */
+  get consistentReadsVia(): 'json_gateway' | 'grpc' {
+    return this.gateway ? 'json_gateway' : 'grpc';
   }
 
   /** Leader and raft state of one endpoint (the first that answers). */
@@ -339,6 +372,7 @@ export class Store {
     this.closed = true;
     this.resetKeepAliveStream(new StoreUnavailable('the node is shutting down'));
     this.client.close();
+    void this.gateway?.close();
   }
 }
 
