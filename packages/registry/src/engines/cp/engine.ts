@@ -923,7 +923,12 @@ export class CpEngine implements Engine {
 
   private requireReachable(): void {
     if (this.closed) throw new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send requests to another node' });
-    if (!this.reachable) throw unavailable('no etcd quorum is reachable from this node', 1);
+    if (!this.reachable) {
+      // Refused writes start a probe (one at a time): the node takes writes again as soon as
+      // a quorum answers, not at the next tick of the prober.
+      void this.probe();
+      throw unavailable('no etcd quorum is reachable from this node', 1);
+    }
   }
 
   private requireInstance(namespace: string, service: string, id: string): InstanceRecord {
