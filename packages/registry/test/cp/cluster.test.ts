@@ -1,11 +1,16 @@
 // Goal: three cp nodes over a real 3-member etcd behave as one registry: a write through
 // one node is seen by a consistent read on another, a watch resumes on another node
 // without gaps (etcd revisions, etcd's cluster id as epoch), leases are etcd leases
-// (whole seconds, at least 2 s), and /v1/status and /metrics show the node's view of etcd.
+// (whole seconds, at least 2 s), and /v1/status and /metrics show the node's view of etcd;
+// consistent reads go over etcd's JSON gateway, and over gRPC where it is not served or
+// keeps failing where gRPC answers.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { SessionClient, SseReader, call, sleep, waitUntil } from '../helpers.js';
+import { GatewayReader } from '../../src/engines/cp/gateway.js';
+import { Store } from '../../src/engines/cp/store.js';
 import { EtcdCluster } from './etcd-cluster.js';
 import { freshPrefix, startCpNode, threeNodes as startThree, type CpNode } from './nodes.js';
 
@@ -383,5 +388,31 @@ test('where etcd does not serve its JSON gateway, consistent reads make their qu
   } finally {
     await node?.close();
     await plain.close();
+  }
+});
+
+test('a gateway that keeps failing where gRPC answers: each read is answered over gRPC, and after three the node stays on gRPC', { timeout: 30_000 }, async () => {
+  // A fake member that answers every gateway call 503 (a proxy in front of etcd that passes only gRPC, say).
+  const proxy = createHttpServer((_req, res) => {
+    res.writeHead(503, { 'content-type': 'text/html' });
+    res.end('<html>Service Unavailable</html>');
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  const gatewayUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  const dropped: Error[] = [];
+  const store = new Store({ endpoints: etcd.endpoints, callTimeoutMs: 2000, breakerOpenMs: 50, gateway: new GatewayReader({ endpoints: [gatewayUrl], breakerOpenMs: 50 }), onGatewayMissing: (err) => dropped.push(err) });
+  try {
+    const key = Buffer.from(freshPrefix());
+    for (let i = 1; i <= 3; i++) {
+      assert.ok((await store.consistentRevision(key, 2000)).revision > 0, `read ${i} answered over gRPC`);
+      assert.equal(store.consistentReadsVia, i < 3 ? 'json_gateway' : 'grpc');
+      await sleep(60); // past the gateway breaker, so that each read tries the gateway again
+    }
+    assert.equal(dropped.length, 1);
+    assert.match(dropped[0]?.message ?? '', /3 quorum reads in a row/);
+  } finally {
+    store.close();
+    proxy.closeAllConnections();
+    await new Promise((r) => proxy.close(r));
   }
 });

@@ -83,6 +83,8 @@ test('without an etcd quorum: writes 503 fast, reads stale, consistent reads 503
       const consistent = await attempt(node.url, 'GET', '/v1/services/q?consistent=true');
       assert.equal(consistent.status, 503);
       assert.equal(consistent.body.code, 'STORE_UNAVAILABLE');
+      // One quorum read attempt with a 1 s deadline (docs/cp.md), with a margin for a loaded machine.
+      assert.ok(consistent.ms < 2500, `a refused consistent read took ${Math.round(consistent.ms)} ms`);
       const st = await attempt(node.url, 'GET', '/v1/status');
       assert.equal(st.body.cluster.store.reachable, false);
       const m = await fetch(`${node.url}/metrics`).then((x) => x.text());

@@ -192,20 +192,27 @@ export class CpEngine implements Engine {
 
   static async open(opts: CpOptions): Promise<CpEngine> {
     let engine: CpEngine | null = null;
-    const store = new Store({
-      endpoints: opts.endpoints,
-      callTimeoutMs: opts.callTimeoutMs ?? 2000,
-      breakerOpenMs: opts.breakerOpenMs ?? 1000,
-      onRoundTrip: (method, ms, ok) => engine?.metrics?.roundTrips.observe({ method, outcome: ok ? 'ok' : 'error' }, ms / 1000),
-      ...(opts.tls && { tls: opts.tls }),
-      ...(opts.auth && { auth: opts.auth }),
-      // With a client certificate etcd's gateway refuses every request (it cannot apply
-      // the certificate's name as the user, so it will not pretend to): gRPC only.
-      ...(opts.jsonGateway !== false && !opts.tls?.cert && {
-        gateway: new GatewayReader({ endpoints: opts.endpoints, breakerOpenMs: opts.breakerOpenMs ?? 1000, ...(opts.tls && { tls: opts.tls }), ...(opts.auth && { auth: opts.auth }) }),
-        onGatewayMissing: (err: Error) => opts.log?.('warn', 'etcd does not serve its JSON gateway here: consistent reads make their quorum reads over gRPC', err),
-      }),
-    });
+    // With a client certificate etcd's gateway refuses every request (it cannot apply the
+    // certificate's name as the user, so it will not pretend to): gRPC only.
+    const gateway = opts.jsonGateway !== false && !opts.tls?.cert ? new GatewayReader({ endpoints: opts.endpoints, breakerOpenMs: opts.breakerOpenMs ?? 1000, ...(opts.tls && { tls: opts.tls }), ...(opts.auth && { auth: opts.auth }) }) : null;
+    let store: Store;
+    try {
+      store = new Store({
+        endpoints: opts.endpoints,
+        callTimeoutMs: opts.callTimeoutMs ?? 2000,
+        breakerOpenMs: opts.breakerOpenMs ?? 1000,
+        onRoundTrip: (method, ms, ok) => engine?.metrics?.roundTrips.observe({ method, outcome: ok ? 'ok' : 'error' }, ms / 1000),
+        ...(opts.tls && { tls: opts.tls }),
+        ...(opts.auth && { auth: opts.auth }),
+        ...(gateway && {
+          gateway,
+          onGatewayMissing: (err: Error) => opts.log?.('warn', 'etcd\'s JSON gateway cannot be used from this node: consistent reads make their quorum reads over gRPC from now on', err),
+        }),
+      });
+    } catch (err) {
+      void gateway?.close();
+      throw err;
+    }
     let view: View;
     try {
       // Only a refusal (credentials, permissions, certificates) ends the start here: the

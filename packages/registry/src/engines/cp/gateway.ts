@@ -10,15 +10,16 @@
  * etcd's CPU per call about the same. Writes, watches and lease keep-alives stay on gRPC:
  * batched or streamed, they cost little per operation.
  *
- * The same rules as the gRPC client (store.ts): a deadline on every call, a per-endpoint
- * breaker that skips an endpoint for `breakerOpenMs` after it failed to answer, one more
- * attempt on another endpoint when the first failed at once, the CA to trust and an etcd
- * user (its token is fetched from `/v3/auth/authenticate` and fetched again when etcd no
- * longer knows it). Not with a client certificate: etcd's gateway answers every request
- * that carries one with 400 ("CommonName of client sending a request against gateway will
- * be ignored"), so a node configured with one keeps these reads on gRPC. A member that does not serve the gateway (an etcd started with
- * `--enable-grpc-gateway=false`, or a proxy that speaks only gRPC) answers the first read
- * with something that is not etcd's JSON: the caller then goes back to gRPC for good.
+ * The rules of the gRPC client (store.ts): one deadline for the whole call (waiting for a
+ * connection included), a per-endpoint breaker that skips an endpoint for `breakerOpenMs`
+ * after it failed to answer, one more attempt on another endpoint when the first failed
+ * before the deadline, the CA to trust and an etcd user (its token is fetched from
+ * `/v3/auth/authenticate` and fetched again when etcd refuses it). Not with a client
+ * certificate: etcd's gateway answers every request that carries one with 400 ("CommonName
+ * of client sending a request against gateway will be ignored"), so a node configured
+ * with one keeps these reads on gRPC. An endpoint that is not etcd's gateway (404, a 200
+ * that is not etcd's JSON, a server that speaks only HTTP/2) fails with GatewayMissing:
+ * the caller (Store.consistentRevision) then goes back to gRPC for good.
  */
 import { Pool } from 'undici';
 import { StoreUnavailable, type StoreTls } from './store.js';
@@ -51,8 +52,30 @@ interface GatewayError {
   error?: string;
 }
 
-/** gRPC codes that mean "no answer now", not "the request was wrong". */
-const UNAVAILABLE_CODES = new Set([4 /* DEADLINE_EXCEEDED */, 8 /* RESOURCE_EXHAUSTED */, 10 /* ABORTED */, 14 /* UNAVAILABLE */]);
+/** gRPC codes that mean "no answer now", not "the request was wrong" (etcd's "server stopped" and "unhealthy cluster" are UNAVAILABLE). */
+const UNAVAILABLE_CODES = new Set([1 /* CANCELLED */, 4 /* DEADLINE_EXCEEDED */, 8 /* RESOURCE_EXHAUSTED */, 10 /* ABORTED */, 14 /* UNAVAILABLE */]);
+/** HTTP statuses that mean the same, from etcd or from a proxy in front of it. */
+const UNAVAILABLE_STATUSES = new Set([408, 429, 502, 503, 504]);
+/** etcd does not take the token (any more): fetch a new one, as etcd's own Go client does. */
+const STALE_TOKEN = /invalid auth token|revision of auth store is old|user name is empty/i;
+
+/** Every endpoint failed within the last `breakerOpenMs`. */
+class BreakerOpen extends StoreUnavailable {}
+
+/** The error for an answer other than 200: unavailable, not a gateway, or etcd refusing the request. */
+export function refusal(url: string, status: number, text: string): Error {
+  let e: GatewayError | null = null;
+  try {
+    e = JSON.parse(text) as GatewayError;
+  } catch {
+    /* not JSON */
+  }
+  const message = e?.message ?? e?.error ?? `HTTP ${status}: ${text.slice(0, 120)}`;
+  if (status === 404 || status === 405 || status === 501 || e?.code === 12 /* UNIMPLEMENTED */) return new GatewayMissing(`${url} does not serve etcd's JSON gateway (${message})`);
+  if (UNAVAILABLE_STATUSES.has(status) || UNAVAILABLE_CODES.has(e?.code ?? -1) || (e === null && status >= 500)) return new StoreUnavailable(`etcd ${url}: ${message}`);
+  if (e === null) return new GatewayMissing(`${url} answered ${status} with something that is not etcd's JSON gateway: ${text.slice(0, 120)}`);
+  return new Error(`etcd ${url}: ${message}`);
+}
 
 export class GatewayReader {
   private readonly members: Member[];
@@ -65,28 +88,32 @@ export class GatewayReader {
     this.members = opts.endpoints.map((url) => ({ url, pool: new Pool(url, { connections: opts.connections ?? 2, pipelining: 1, ...(connect && { connect }) }), openUntil: 0 }));
   }
 
-  /** etcd's current revision, confirmed by a quorum (a linearizable count of one key). */
+  /** etcd's current revision, confirmed by a quorum (a linearizable count of one key), within `timeoutMs` in all. */
   async quorumRevision(key: Buffer, timeoutMs: number): Promise<{ revision: number; clusterId: string }> {
     const body = JSON.stringify({ key: key.toString('base64'), limit: 1, count_only: true });
-    const res = await this.call<{ header?: { revision?: string; cluster_id?: string } }>('/v3/kv/range', body, timeoutMs);
+    const res = await this.call<{ header?: { revision?: string; cluster_id?: string } }>('/v3/kv/range', body, Date.now() + timeoutMs);
     const revision = Number(res.header?.revision);
     if (!Number.isFinite(revision) || revision <= 0) throw new GatewayMissing(`etcd's gateway answered a range without a revision: ${JSON.stringify(res).slice(0, 200)}`);
     return { revision, clusterId: res.header?.cluster_id ?? '' };
   }
 
+  /** Ends every connection now (calls still waiting fail). */
   async close(): Promise<void> {
-    await Promise.all(this.members.map((m) => m.pool.close().catch(() => undefined)));
+    await Promise.all(this.members.map((m) => m.pool.destroy().catch(() => undefined)));
   }
 
-  /** One call on the next endpoint whose breaker is closed; once more elsewhere if it failed at once. */
-  private async call<T>(path: string, body: string, timeoutMs: number): Promise<T> {
-    const started = Date.now();
+  /** One call on the next endpoint whose breaker is closed; once more elsewhere if it failed before its deadline. */
+  private async call<T>(path: string, body: string, deadline: number): Promise<T> {
     try {
-      return await this.callOnce<T>(path, body, timeoutMs);
+      return await this.callOnce<T>(path, body, deadline);
     } catch (err) {
-      const left = timeoutMs - (Date.now() - started);
-      if (!(err instanceof StoreUnavailable) || left < 100 || /deadline|timeout/i.test(err.message)) throw err;
-      return this.callOnce<T>(path, body, left);
+      if (!(err instanceof StoreUnavailable) || deadline - Date.now() < 100 || /deadline/.test(err.message)) throw err;
+      try {
+        return await this.callOnce<T>(path, body, deadline);
+      } catch (again) {
+        // Every breaker open (one endpoint, say) says less than the first failure.
+        throw again instanceof BreakerOpen ? err : again;
+      }
     }
   }
 
@@ -99,56 +126,69 @@ export class GatewayReader {
         return m;
       }
     }
-    throw new StoreUnavailable('every etcd endpoint failed within the last moment (gateway breaker open)');
+    throw new BreakerOpen('every etcd endpoint failed within the last moment (gateway breaker open)');
   }
 
-  private async callOnce<T>(path: string, body: string, timeoutMs: number, retriedToken = false): Promise<T> {
+  private async callOnce<T>(path: string, body: string, deadline: number, retriedToken = false): Promise<T> {
     const m = this.pick();
-    const headers: Record<string, string> = { 'content-type': 'application/json' };
     try {
-      if (this.opts.auth) headers.authorization = await this.authToken(m, timeoutMs);
-      const res = await m.pool.request({ method: 'POST', path, body, headers, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
-      const text = await res.body.text();
-      let parsed: unknown;
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (this.opts.auth) headers.authorization = await this.authToken(m, deadline);
+      const res = await this.post(m, path, body, headers, deadline);
+      if (res.status !== 200) {
+        const err = refusal(m.url, res.status, res.text);
+        if (this.opts.auth && !retriedToken && STALE_TOKEN.test(err.message)) {
+          this.token = null;
+          return await this.callOnce<T>(path, body, deadline, true);
+        }
+        throw err;
+      }
       try {
-        parsed = JSON.parse(text);
+        return JSON.parse(res.text) as T;
       } catch {
-        throw new GatewayMissing(`${m.url}${path} answered ${res.statusCode} with something that is not etcd's JSON gateway: ${text.slice(0, 120)}`);
+        throw new GatewayMissing(`${m.url}${path} answered 200 with something that is not etcd's JSON gateway: ${res.text.slice(0, 120)}`);
       }
-      if (res.statusCode === 200) return parsed as T;
-      const e = parsed as GatewayError;
-      const message = e.message ?? e.error ?? `HTTP ${res.statusCode}`;
-      if (res.statusCode === 404 || res.statusCode === 501 || e.code === 12 /* UNIMPLEMENTED */) throw new GatewayMissing(`${m.url}${path}: ${message}`);
-      if (this.opts.auth && !retriedToken && /invalid auth token/i.test(message)) {
-        this.token = null;
-        return this.callOnce<T>(path, body, timeoutMs, true);
-      }
-      if (UNAVAILABLE_CODES.has(e.code ?? -1) || res.statusCode === 503) throw new StoreUnavailable(`etcd ${m.url}: ${message}`);
-      throw new Error(`etcd ${m.url}: ${message}`);
     } catch (err) {
-      if (err instanceof GatewayMissing || (err instanceof Error && !(err instanceof StoreUnavailable) && /^etcd /.test(err.message))) throw err;
-      // No answer (refused, reset, timed out) or etcd said it cannot now: skip this endpoint for a while.
-      m.openUntil = Date.now() + this.opts.breakerOpenMs;
-      this.next = (this.members.indexOf(m) + 1) % this.members.length;
-      throw err instanceof StoreUnavailable ? err : new StoreUnavailable(`etcd ${m.url}: ${(err as Error).message}`, err);
+      if (err instanceof StoreUnavailable && !(err instanceof BreakerOpen)) {
+        // No answer, or etcd cannot now: skip this endpoint for a while.
+        m.openUntil = Date.now() + this.opts.breakerOpenMs;
+        this.next = (this.members.indexOf(m) + 1) % this.members.length;
+      }
+      throw err;
+    }
+  }
+
+  /** One POST within the deadline (waiting for a connection, connecting, sending and the whole answer). */
+  private async post(m: Member, path: string, body: string, headers: Record<string, string>, deadline: number): Promise<{ status: number; text: string }> {
+    const ms = deadline - Date.now();
+    if (ms <= 0) throw new StoreUnavailable(`etcd ${m.url}: deadline exceeded before the call`);
+    try {
+      const res = await m.pool.request({ method: 'POST', path, body, headers, signal: AbortSignal.timeout(ms) });
+      return { status: res.statusCode, text: await res.body.text() };
+    } catch (err) {
+      const e = err as { name?: string; code?: string; message?: string };
+      // An answer that is not HTTP/1.1 at all: a server that speaks only HTTP/2 (gRPC).
+      if (e?.name === 'HTTPParserError' || String(e?.code ?? '').startsWith('HPE_')) throw new GatewayMissing(`${m.url}${path} did not answer in HTTP/1.1 (${e.message ?? e.code}): not etcd's JSON gateway`);
+      if (e?.name === 'TimeoutError' || e?.name === 'AbortError') throw new StoreUnavailable(`etcd ${m.url}: no answer within the deadline (${ms} ms)`, err);
+      throw new StoreUnavailable(`etcd ${m.url}: ${e?.message ?? String(err)}`, err);
     }
   }
 
   /** The etcd user's token, fetched once and again after etcd refused it. */
-  private authToken(m: Member, timeoutMs: number): Promise<string> {
+  private authToken(m: Member, deadline: number): Promise<string> {
     if (this.token) return this.token;
     const auth = this.opts.auth as { username: string; password: string };
     const p = (async () => {
-      const res = await m.pool.request({ method: 'POST', path: '/v3/auth/authenticate', body: JSON.stringify({ name: auth.username, password: auth.password }), headers: { 'content-type': 'application/json' }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
-      const text = await res.body.text();
-      let out: { token?: string } & GatewayError;
+      const res = await this.post(m, '/v3/auth/authenticate', JSON.stringify({ name: auth.username, password: auth.password }), { 'content-type': 'application/json' }, deadline);
+      if (res.status !== 200) throw refusal(m.url, res.status, res.text);
+      let token: string | undefined;
       try {
-        out = JSON.parse(text) as { token?: string } & GatewayError;
+        token = (JSON.parse(res.text) as { token?: string }).token;
       } catch {
-        throw new GatewayMissing(`${m.url}/v3/auth/authenticate answered ${res.statusCode} with something that is not etcd's JSON gateway: ${text.slice(0, 120)}`);
+        throw new GatewayMissing(`${m.url}/v3/auth/authenticate answered 200 with something that is not etcd's JSON gateway: ${res.text.slice(0, 120)}`);
       }
-      if (res.statusCode !== 200 || !out.token) throw new Error(`etcd ${m.url}: ${out.message ?? out.error ?? `authentication answered HTTP ${res.statusCode}`}`);
-      return out.token;
+      if (!token) throw new Error(`etcd ${m.url}: authentication answered without a token`);
+      return token;
     })();
     this.token = p;
     p.catch(() => {

@@ -36,7 +36,7 @@ export interface StoreOptions {
   auth?: { username: string; password: string };
   /** Quorum reads for consistent reads over etcd's JSON gateway (gateway.ts); without it, gRPC. */
   gateway?: GatewayReader;
-  /** Called once when the members turn out not to serve the gateway (consistent reads go back to gRPC). */
+  /** Called once when consistent reads leave the gateway for gRPC (not served, or failing where gRPC answers). */
   onGatewayMissing?: (err: Error) => void;
 }
 
@@ -53,6 +53,9 @@ export class StoreUnavailable extends Error {
     super(message);
   }
 }
+
+/** Reads in a row that the JSON gateway failed and gRPC answered before the node stays on gRPC. */
+const GATEWAY_STRIKES = 3;
 
 const NOOP_EVENT = (() => ({ dispose: () => undefined })) as unknown as never;
 
@@ -155,6 +158,8 @@ export class Store {
   /** When etcd last answered anything (Date.now()). */
   lastContact: number | null = null;
   private gateway: GatewayReader | null;
+  /** Consistent reads in a row that the gateway failed and gRPC answered. */
+  private gatewayStrikes = 0;
 
   constructor(private readonly opts: StoreOptions) {
     this.gateway = opts.gateway ?? null;
@@ -192,7 +197,7 @@ export class Store {
       return out;
     } catch (err) {
       this.opts.onRoundTrip?.(method, performance.now() - started, false);
-      if (isUnavailable(err)) throw new StoreUnavailable(`etcd ${method}: ${(err as Error).message}`, err);
+      if (isUnavailable(err) && (err as Error | null)?.name !== 'GatewayMissing') throw new StoreUnavailable(`etcd ${method}: ${(err as Error).message}`, err);
       throw err;
     }
   }
@@ -244,23 +249,41 @@ export class Store {
 
   /**
    * etcd's current revision for a consistent read: over the JSON gateway while the members
-   * serve it (cheaper for this node, see gateway.ts), otherwise as quorumRevision.
+   * serve it (cheaper for this node, see gateway.ts), otherwise as quorumRevision. The
+   * gateway is only a cheaper road: a read it fails is made over gRPC in the time left, and
+   * after GATEWAY_STRIKES reads in a row that gRPC answered and the gateway did not (a
+   * proxy that passes only gRPC, say), or one answer that is not etcd's gateway at all,
+   * the node stays on gRPC.
    */
   async consistentRevision(key: Buffer, timeoutMs = this.opts.callTimeoutMs): Promise<{ revision: number; clusterId: string }> {
     const gateway = this.gateway;
-    if (gateway) {
-      try {
-        return await this.timed('range_json', () => gateway.quorumRevision(key, timeoutMs));
-      } catch (err) {
-        if ((err as Error | null)?.name !== 'GatewayMissing') throw err;
-        if (this.gateway === gateway) {
-          this.gateway = null;
-          void gateway.close();
-          this.opts.onGatewayMissing?.(err as Error);
-        }
+    if (!gateway) return this.quorumRevision(key, timeoutMs);
+    const started = Date.now();
+    let failure: Error;
+    try {
+      const out = await this.timed('range_json', () => gateway.quorumRevision(key, timeoutMs));
+      this.gatewayStrikes = 0;
+      return out;
+    } catch (err) {
+      failure = err as Error;
+      if (failure?.name === 'GatewayMissing') {
+        this.dropGateway(gateway, failure);
+        return this.quorumRevision(key, Math.max(1, timeoutMs - (Date.now() - started)));
       }
+      if (!(err instanceof StoreUnavailable)) throw err;
     }
-    return this.quorumRevision(key, timeoutMs);
+    const left = timeoutMs - (Date.now() - started);
+    if (left < 100) throw failure;
+    const out = await this.quorumRevision(key, left);
+    if (++this.gatewayStrikes >= GATEWAY_STRIKES) this.dropGateway(gateway, new Error(`${GATEWAY_STRIKES} quorum reads in a row failed over the JSON gateway and were answered over gRPC; the last: ${failure.message}`));
+    return out;
+  }
+
+  private dropGateway(gateway: GatewayReader, why: Error): void {
+    if (this.gateway !== gateway) return;
+    this.gateway = null;
+    void gateway.close();
+    this.opts.onGatewayMissing?.(why);
   }
 
   /** How consistent reads reach etcd now. */
