@@ -416,3 +416,21 @@ test('a gateway that keeps failing where gRPC answers: each read is answered ove
     await new Promise((r) => proxy.close(r));
   }
 });
+
+test("consistent reads make their quorum reads at etcd's leader, even when a follower is listed first", { timeout: 30_000 }, async () => {
+  const leader = await etcd.waitLeader();
+  const followers = [0, 1, 2].filter((i) => i !== leader);
+  const node = await startCpNode([...followers, leader].map((i) => etcd.endpoint(i)), 'l1', freshPrefix());
+  try {
+    await waitUntil(async () => (await call(node.url, 'GET', '/v1/status')).body.cluster.consistentReadsLeader === etcd.endpoint(leader), 10_000, 'the node to find the leader among its endpoints');
+    const before = await Promise.all([0, 1, 2].map((i) => etcd.rangesServed(i)));
+    for (let i = 0; i < 40; i++) assert.equal((await call(node.url, 'GET', '/v1/services/none?consistent=true')).status, 200);
+    const after = await Promise.all([0, 1, 2].map((i) => etcd.rangesServed(i)));
+    const served = after.map((n, i) => n - (before[i] as number));
+    // The prober's own reads (gRPC, every 500 ms) may land anywhere: a few.
+    assert.ok((served[leader] as number) >= 40, `ranges served: ${served.join(', ')} (leader ${leader})`);
+    for (const f of followers) assert.ok((served[f] as number) <= 10, `ranges served: ${served.join(', ')} (leader ${leader})`);
+  } finally {
+    await node.close();
+  }
+});

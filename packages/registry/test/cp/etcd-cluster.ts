@@ -124,6 +124,13 @@ export class EtcdCluster {
     }
   }
 
+  /** Range requests a member has served (gRPC and its JSON gateway alike), from its /metrics. */
+  async rangesServed(i: number): Promise<number> {
+    const m = this.members[i] as Member;
+    const text = await (await fetch(`http://127.0.0.1:${m.metricsPort}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
+    return Number(/^grpc_server_handled_total\{grpc_code="OK",grpc_method="Range",[^}]*\} (\d+)/m.exec(text)?.[1] ?? 0);
+  }
+
   /** The index of the leader among running members; waits for one. */
   async waitLeader(timeoutMs = 20_000): Promise<number> {
     let li = -1;

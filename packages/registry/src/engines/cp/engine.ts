@@ -149,6 +149,8 @@ export class CpEngine implements Engine {
   private leader: string | null = null;
   private etcdRevision = 0;
   private lastStatusAt = 0;
+  /** The endpoint the gateway's quorum reads go to first when it is etcd's leader (null: none known). */
+  private quorumReadsTo: string | null = null;
   /** When the view was last known to hold every write etcd had confirmed (Date.now()). */
   private freshAt = Date.now();
   private probing = false;
@@ -362,6 +364,13 @@ export class CpEngine implements Engine {
         this.store.status(this.cfg.probeTimeoutMs).then(
           (s) => {
             this.leader = s.leader === '0' ? null : BigInt(s.leader).toString(16);
+          },
+          () => undefined,
+        );
+        // Quorum reads of consistent reads go to the leader where it is one of our endpoints.
+        this.store.preferLeader(this.cfg.probeTimeoutMs).then(
+          (url) => {
+            this.quorumReadsTo = url;
           },
           () => undefined,
         );
@@ -977,6 +986,7 @@ export class CpEngine implements Engine {
       watchRestarts: this.view.watchRestarts,
       writeBatches: { batches: this.batcher.batches, writes: this.batcher.writes },
       consistentReadsVia: this.store.consistentReadsVia,
+      consistentReadsLeader: this.store.consistentReadsVia === 'json_gateway' ? this.quorumReadsTo : null,
       reportsForwarded: this.forwardedReports,
       barrierWrites: this.view.barrierWrites,
     };

@@ -286,6 +286,11 @@ export class Store {
     this.opts.onGatewayMissing?.(why);
   }
 
+  /** Points the gateway's quorum reads at etcd's leader (see GatewayReader.preferLeader); null without the gateway or a leader among the endpoints. */
+  preferLeader(timeoutMs = this.opts.callTimeoutMs): Promise<string | null> {
+    return this.gateway?.preferLeader(timeoutMs) ?? Promise.resolve(null);
+  }
+
   /** How consistent reads reach etcd now. */
   get consistentReadsVia(): 'json_gateway' | 'grpc' {
     return this.gateway ? 'json_gateway' : 'grpc';
