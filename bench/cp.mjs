@@ -277,6 +277,7 @@ export async function main(argv) {
   for (const part of only ?? []) {
     if (!PARTS.includes(part)) throw new Error(`--only: unknown part "${part}" (parts: ${PARTS.join(', ')})`);
   }
+  if (only !== null && values['write-docs']) throw new Error('--write-docs needs every part: leave out --only');
   const opts = { durationMs: parseDuration(values.duration, '--duration'), warmupMs: parseDuration(values.warmup, '--warmup', { allowZero: true }), concurrency: positiveInt(values.concurrency, '--concurrency'), profileDir: values.profile ?? null, only };
   const started = new Date();
   const startLoad = loadavg();
@@ -307,10 +308,7 @@ export async function main(argv) {
   const out = { suite: 'cp', started: started.toISOString(), command: `npm run bench -- --suite cp ${argv.filter((a) => !a.startsWith('--suite') && a !== 'cp').join(' ')}`.trim(), commit: gitFacts().commit?.slice(0, 12) ?? null, machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadavgAtStart: startLoad, loadavgAtEnd: loadavg() }, options: { ...opts, only: only && [...only] }, throughput: tp, throughputRuns: tpRuns, leaderKill: { trials: gaps, medianLongestGapMs: summary } };
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   process.stdout.write(`results: ${file}\n`);
-  if (values['write-docs']) {
-    if (only !== null) throw new Error('--write-docs needs every part: leave out --only');
-    process.stdout.write(`docs: ${writeCpDocs(out, file)} regenerated from these results\n`);
-  }
+  if (values['write-docs']) process.stdout.write(`docs: ${writeCpDocs(out, file)} regenerated from these results\n`);
   killAllNow();
   return 0;
 }

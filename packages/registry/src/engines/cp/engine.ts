@@ -151,6 +151,7 @@ export class CpEngine implements Engine {
   private lastStatusAt = 0;
   /** The endpoint the gateway's quorum reads go to first when it is etcd's leader (null: none known). */
   private quorumReadsTo: string | null = null;
+  private leaderLookupWarned = false;
   /** When the view was last known to hold every write etcd had confirmed (Date.now()). */
   private freshAt = Date.now();
   private probing = false;
@@ -371,6 +372,11 @@ export class CpEngine implements Engine {
         this.store.preferLeader(this.cfg.probeTimeoutMs).then(
           (url) => {
             this.quorumReadsTo = url;
+            const refused = this.store.leaderLookupRefused;
+            if (refused !== null && !this.leaderLookupWarned) {
+              this.leaderLookupWarned = true;
+              this.opts.log?.('warn', `etcd refused the status call that finds its leader (etcd 3.5.28+ and 3.6 allow it to the root role only): consistent reads go to the first endpoint that answers, not to the leader (${refused})`);
+            }
           },
           () => undefined,
         );
@@ -383,6 +389,7 @@ export class CpEngine implements Engine {
       if (this.reachable) this.opts.log?.('warn', 'etcd cannot be reached with a quorum: writes fail with 503 and reads are marked stale', err);
       this.reachable = false;
       this.leader = null;
+      this.quorumReadsTo = null;
     } finally {
       this.probing = false;
     }

@@ -59,8 +59,15 @@ const UNAVAILABLE_STATUSES = new Set([408, 429, 502, 503, 504]);
 /** etcd does not take the token (any more): fetch a new one, as etcd's own Go client does. */
 const STALE_TOKEN = /invalid auth token|revision of auth store is old|user name is empty/i;
 
-/** Every endpoint failed within the last `breakerOpenMs`. */
-class BreakerOpen extends StoreUnavailable {}
+/** Every endpoint failed within the last `breakerOpenMs`: the gateway was not tried. */
+export class BreakerOpen extends StoreUnavailable {
+  override readonly name = 'BreakerOpen';
+}
+
+/** etcd itself answered "not now" (no leader, an election, a stopped member): the gateway works. */
+export class EtcdUnavailable extends StoreUnavailable {
+  override readonly name = 'EtcdUnavailable';
+}
 
 /** The error for an answer other than 200: unavailable, not a gateway, or etcd refusing the request. */
 export function refusal(url: string, status: number, text: string): Error {
@@ -72,7 +79,8 @@ export function refusal(url: string, status: number, text: string): Error {
   }
   const message = e?.message ?? e?.error ?? `HTTP ${status}: ${text.slice(0, 120)}`;
   if (status === 404 || status === 405 || status === 501 || e?.code === 12 /* UNIMPLEMENTED */) return new GatewayMissing(`${url} does not serve etcd's JSON gateway (${message})`);
-  if (UNAVAILABLE_STATUSES.has(status) || UNAVAILABLE_CODES.has(e?.code ?? -1) || (e === null && status >= 500)) return new StoreUnavailable(`etcd ${url}: ${message}`);
+  if (e !== null && UNAVAILABLE_CODES.has(e.code ?? -1)) return new EtcdUnavailable(`etcd ${url}: ${message}`);
+  if (UNAVAILABLE_STATUSES.has(status) || (e === null && status >= 500)) return new StoreUnavailable(`etcd ${url}: ${message}`);
   if (e === null) return new GatewayMissing(`${url} answered ${status} with something that is not etcd's JSON gateway: ${text.slice(0, 120)}`);
   return new Error(`etcd ${url}: ${message}`);
 }
@@ -101,30 +109,43 @@ export class GatewayReader {
    * Sends the next quorum reads to etcd's leader when one of the endpoints is the leader:
    * a linearizable read served by a follower costs etcd more (the follower asks the
    * leader for the read index first; measured 525–565 µs of etcd CPU against 370–435 µs
-   * at the leader). Asks each endpoint's `/v3/maintenance/status` (its member id and the
-   * leader it knows); on any failure the order stays as it was. Returns the leader's
-   * endpoint, or null.
+   * at the leader). Asks each endpoint's `/v3/maintenance/status` (its member id, the
+   * leader it follows and its raft term); of the members that say they lead, the one of
+   * the highest term (an old leader cut off from the others may still say so, but it
+   * cannot confirm a linearizable read anyway). With an etcd user it waits until a
+   * consistent read has fetched the token. Returns the endpoint the next reads go to
+   * first when that is the leader, else null (no leader among the endpoints, its breaker
+   * open, the status refused or unanswered: the order stays as it was).
    */
   async preferLeader(timeoutMs: number): Promise<string | null> {
+    if (this.opts.auth && !this.token) return null;
     const deadline = Date.now() + timeoutMs;
     const answers = await Promise.all(
       this.members.map(async (m) => {
         try {
           const headers: Record<string, string> = { 'content-type': 'application/json' };
-          if (this.opts.auth) headers.authorization = await this.authToken(m, deadline);
+          if (this.token) headers.authorization = await this.withinDeadline(this.token, deadline);
           const res = await this.post(m, '/v3/maintenance/status', '{}', headers, deadline);
-          if (res.status !== 200) return null;
-          const st = JSON.parse(res.text) as { header?: { member_id?: string }; leader?: string };
-          return st.header?.member_id !== undefined && st.header.member_id === st.leader ? m : null;
+          if (res.status !== 200) {
+            this.statusRefused ??= refusal(m.url, res.status, res.text).message;
+            return null;
+          }
+          const st = JSON.parse(res.text) as { header?: { member_id?: string }; leader?: string; raft_term?: string };
+          return st.header?.member_id !== undefined && st.header.member_id === st.leader ? { m, term: Number(st.raft_term ?? 0) } : null;
         } catch {
           return null;
         }
       }),
     );
-    const leader = answers.find((m) => m !== null) ?? null;
-    if (leader && leader.openUntil <= Date.now()) this.next = this.members.indexOf(leader);
-    return leader?.url ?? null;
+    let best: { m: Member; term: number } | null = null;
+    for (const a of answers) if (a && (best === null || a.term > best.term)) best = a;
+    if (!best || best.m.openUntil > Date.now()) return null;
+    this.next = this.members.indexOf(best.m);
+    return best.m.url;
   }
+
+  /** Why a member refused `/v3/maintenance/status` (etcd 3.5.28+ and 3.6 want the root role for it), once; null when none did. */
+  statusRefused: string | null = null;
 
   /** Ends every connection now (calls still waiting fail). */
   async close(): Promise<void> {
@@ -133,10 +154,13 @@ export class GatewayReader {
 
   /** One call on the next endpoint whose breaker is closed; once more elsewhere if it failed before its deadline. */
   private async call<T>(path: string, body: string, deadline: number): Promise<T> {
+    // With another member to try, the first attempt gets half the time: a member that hangs
+    // (cut off, say) must leave time for the second.
+    const first = this.members.length > 1 ? Date.now() + Math.floor((deadline - Date.now()) / 2) : deadline;
     try {
-      return await this.callOnce<T>(path, body, deadline);
+      return await this.callOnce<T>(path, body, first);
     } catch (err) {
-      if (!(err instanceof StoreUnavailable) || deadline - Date.now() < 100 || /deadline/.test(err.message)) throw err;
+      if (!(err instanceof StoreUnavailable) || deadline - Date.now() < 100 || (first === deadline && /deadline/.test(err.message))) throw err;
       try {
         return await this.callOnce<T>(path, body, deadline);
       } catch (again) {
@@ -162,12 +186,14 @@ export class GatewayReader {
     const m = this.pick();
     try {
       const headers: Record<string, string> = { 'content-type': 'application/json' };
-      if (this.opts.auth) headers.authorization = await this.authToken(m, deadline);
+      const token = this.opts.auth ? this.authToken(m, deadline) : null;
+      if (token) headers.authorization = await this.withinDeadline(token, deadline);
       const res = await this.post(m, path, body, headers, deadline);
       if (res.status !== 200) {
         const err = refusal(m.url, res.status, res.text);
-        if (this.opts.auth && !retriedToken && STALE_TOKEN.test(err.message)) {
-          this.token = null;
+        if (token && !retriedToken && STALE_TOKEN.test(err.message)) {
+          // Only the refused token: another call may have fetched a new one meanwhile.
+          if (this.token === token) this.token = null;
           return await this.callOnce<T>(path, body, deadline, true);
         }
         throw err;
@@ -201,6 +227,17 @@ export class GatewayReader {
       if (e?.name === 'TimeoutError' || e?.name === 'AbortError') throw new StoreUnavailable(`etcd ${m.url}: no answer within the deadline (${ms} ms)`, err);
       throw new StoreUnavailable(`etcd ${m.url}: ${e?.message ?? String(err)}`, err);
     }
+  }
+
+  /** A shared promise (the token) awaited no longer than the caller's deadline. */
+  private withinDeadline<T>(p: Promise<T>, deadline: number): Promise<T> {
+    const ms = deadline - Date.now();
+    if (ms <= 0) return Promise.reject(new StoreUnavailable('deadline exceeded while waiting for the etcd token'));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new StoreUnavailable(`no etcd token within the deadline (${ms} ms)`)), ms);
+    });
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
   }
 
   /** The etcd user's token, fetched once and again after etcd refused it. */

@@ -197,7 +197,9 @@ export class Store {
       return out;
     } catch (err) {
       this.opts.onRoundTrip?.(method, performance.now() - started, false);
-      if (isUnavailable(err) && (err as Error | null)?.name !== 'GatewayMissing') throw new StoreUnavailable(`etcd ${method}: ${(err as Error).message}`, err);
+      // The gateway's errors are classified already (their kind decides what follows).
+      if (err instanceof StoreUnavailable || (err as Error | null)?.name === 'GatewayMissing') throw err;
+      if (isUnavailable(err)) throw new StoreUnavailable(`etcd ${method}: ${(err as Error).message}`, err);
       throw err;
     }
   }
@@ -250,10 +252,13 @@ export class Store {
   /**
    * etcd's current revision for a consistent read: over the JSON gateway while the members
    * serve it (cheaper for this node, see gateway.ts), otherwise as quorumRevision. The
-   * gateway is only a cheaper road: a read it fails is made over gRPC in the time left, and
-   * after GATEWAY_STRIKES reads in a row that gRPC answered and the gateway did not (a
-   * proxy that passes only gRPC, say), or one answer that is not etcd's gateway at all,
-   * the node stays on gRPC.
+   * gateway is only a cheaper road to the same answer:
+   * - etcd answering "not now" through it (no leader, say) is the answer: 503;
+   * - a read it did not try (every gateway breaker open) is made over gRPC;
+   * - a read it failed otherwise is made over gRPC in the time left, and the node stays on
+   *   gRPC after an endpoint that is not a gateway, after a refusal where gRPC answered
+   *   (an auth proxy in front of the gateway, say), or after GATEWAY_STRIKES reads in a
+   *   row that it failed to carry (no answer, a proxy's error page) and gRPC answered.
    */
   async consistentRevision(key: Buffer, timeoutMs = this.opts.callTimeoutMs): Promise<{ revision: number; clusterId: string }> {
     const gateway = this.gateway;
@@ -266,16 +271,19 @@ export class Store {
       return out;
     } catch (err) {
       failure = err as Error;
-      if (failure?.name === 'GatewayMissing') {
-        this.dropGateway(gateway, failure);
-        return this.quorumRevision(key, Math.max(1, timeoutMs - (Date.now() - started)));
-      }
-      if (!(err instanceof StoreUnavailable)) throw err;
     }
+    const name = failure?.name;
+    if (name === 'EtcdUnavailable') throw failure;
     const left = timeoutMs - (Date.now() - started);
+    if (name === 'GatewayMissing') {
+      this.dropGateway(gateway, failure);
+      return this.quorumRevision(key, Math.max(1, left));
+    }
     if (left < 100) throw failure;
     const out = await this.quorumRevision(key, left);
-    if (++this.gatewayStrikes >= GATEWAY_STRIKES) this.dropGateway(gateway, new Error(`${GATEWAY_STRIKES} quorum reads in a row failed over the JSON gateway and were answered over gRPC; the last: ${failure.message}`));
+    if (name === 'BreakerOpen') return out;
+    if (!(failure instanceof StoreUnavailable)) this.dropGateway(gateway, new Error(`the JSON gateway refused a quorum read that gRPC answered: ${failure.message}`));
+    else if (++this.gatewayStrikes >= GATEWAY_STRIKES) this.dropGateway(gateway, new Error(`${GATEWAY_STRIKES} quorum reads in a row failed over the JSON gateway and were answered over gRPC; the last: ${failure.message}`));
     return out;
   }
 
@@ -289,6 +297,11 @@ export class Store {
   /** Points the gateway's quorum reads at etcd's leader (see GatewayReader.preferLeader); null without the gateway or a leader among the endpoints. */
   preferLeader(timeoutMs = this.opts.callTimeoutMs): Promise<string | null> {
     return this.gateway?.preferLeader(timeoutMs) ?? Promise.resolve(null);
+  }
+
+  /** Why a member refused the gateway's status call that finds the leader (null: none did). */
+  get leaderLookupRefused(): string | null {
+    return this.gateway?.statusRefused ?? null;
   }
 
   /** How consistent reads reach etcd now. */
