@@ -100,6 +100,10 @@ export interface CpOptions {
 /** etcd's smallest lease TTL is about 1.5 election timeouts; 2 s is granted everywhere. */
 export const MIN_LEASE_TTL_SEC = 2;
 const MAX_WRITE_ATTEMPTS = 8;
+/** While etcd is out of reach: a new probe may start when the last has waited this long (ms)... */
+const PROBE_OVERLAP_MS = 250;
+/** ...with at most this many in flight. */
+const MAX_PROBES = 4;
 
 interface Plan {
   compare: RPC.ICompare[];
@@ -154,7 +158,11 @@ export class CpEngine implements Engine {
   private leaderLookupWarned = false;
   /** When the view was last known to hold every write etcd had confirmed (Date.now()). */
   private freshAt = Date.now();
-  private probing = false;
+  /** Probes in flight, when the last started, and the latest one (by start) whose outcome counted. */
+  private probesInFlight = 0;
+  private lastProbeAt = 0;
+  private probeSeq = 0;
+  private probeSettled = 0;
   private quorumRead: Promise<number> | null = null;
   private nextQuorumRead: Promise<number> | null = null;
   private nodeLease: string | null = null;
@@ -348,11 +356,21 @@ export class CpEngine implements Engine {
 
   /** The prober: etcd's revision by quorum read; the leader now and then; this node's lease. */
   private async probe(): Promise<void> {
-    if (this.probing || this.closed) return;
-    this.probing = true;
+    if (this.closed) return;
+    // One probe at a time while etcd answers. While it is out of reach, another may start
+    // once the last one has waited PROBE_OVERLAP_MS (at most MAX_PROBES at once): a probe
+    // sent during an election can hang to its deadline, and the node should notice the new
+    // leader as soon as one answers.
     const started = Date.now();
+    if (this.probesInFlight > 0 && (this.reachable || this.probesInFlight >= MAX_PROBES || started - this.lastProbeAt < PROBE_OVERLAP_MS)) return;
+    this.probesInFlight++;
+    this.lastProbeAt = started;
+    const seq = ++this.probeSeq;
     try {
       const r = await this.store.quorumRevision(b(this.layout.prefix), this.cfg.probeTimeoutMs);
+      // Outcomes count in the order the probes started: a late answer to an older probe says nothing new.
+      if (seq < this.probeSettled) return;
+      this.probeSettled = seq;
       this.noteRevision(r.revision, started);
       if (!this.reachable) this.opts.log?.('info', `etcd answers with a quorum again (revision ${r.revision})`);
       this.reachable = true;
@@ -386,12 +404,14 @@ export class CpEngine implements Engine {
         await this.keepNodeAlive().catch((err) => this.opts.log?.('warn', 'could not keep this node\'s registration in etcd alive; trying again', err));
       }
     } catch (err) {
+      if (seq < this.probeSettled) return;
+      this.probeSettled = seq;
       if (this.reachable) this.opts.log?.('warn', 'etcd cannot be reached with a quorum: writes fail with 503 and reads are marked stale', err);
       this.reachable = false;
       this.leader = null;
       this.quorumReadsTo = null;
     } finally {
-      this.probing = false;
+      this.probesInFlight--;
     }
   }
 
