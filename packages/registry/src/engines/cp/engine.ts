@@ -226,12 +226,18 @@ export class CpEngine implements Engine {
     }
     let view: View;
     try {
-      // Only a refusal (credentials, permissions, certificates) ends the start here: the
-      // range below would meet this endpoint's open breaker and say less.
+      // Only a refusal (credentials, certificates) ends the start here: the range below
+      // would meet this endpoint's open breaker and say less. Not a permission refusal:
+      // etcd 3.5.28 and later 3.5 releases, and 3.6 before its backport, allow the status
+      // call to the root role only (etcd issue 21663). The node then goes without the
+      // release, as for an old one (barrier writes); the prefix's permissions are checked
+      // by the reads and writes that follow.
       const release = await store.status().then(
         (s) => s.version,
         (err: unknown) => {
-          if (refusalOf(err) !== null) throw err;
+          const refusal = refusalOf(err);
+          if (refusal === 'permission') opts.log?.('info', `etcd refused this user its status call (etcd 3.5.28+ allows it to the root role only): the release is unknown (${(err as Error).message})`);
+          else if (refusal !== null) throw err;
           return null;
         },
       );
