@@ -158,11 +158,11 @@ export class CpEngine implements Engine {
   private leaderLookupWarned = false;
   /** When the view was last known to hold every write etcd had confirmed (Date.now()). */
   private freshAt = Date.now();
-  /** Probes in flight, when the last started, and the latest one (by start) whose outcome counted. */
-  private probesInFlight = 0;
-  private lastProbeAt = 0;
+  /** Probes in flight (number -> when it started), and when etcd last answered a quorum read. */
+  private readonly probesRunning = new Map<number, number>();
   private probeSeq = 0;
-  private probeSettled = 0;
+  private lastAnswerAt = 0;
+  private keepingAlive: Promise<void> | null = null;
   private quorumRead: Promise<number> | null = null;
   private nextQuorumRead: Promise<number> | null = null;
   private nodeLease: string | null = null;
@@ -305,6 +305,7 @@ export class CpEngine implements Engine {
         // Known to be out of reach: one quick attempt (the quorum may be back before the next probe).
         const r = await this.store.consistentRevision(b(this.layout.prefix), this.cfg.probeTimeoutMs);
         this.noteRevision(r.revision, started);
+        this.lastAnswerAt = Math.max(this.lastAnswerAt, Date.now());
         this.reachable = true;
         revision = r.revision;
       }
@@ -363,20 +364,19 @@ export class CpEngine implements Engine {
   /** The prober: etcd's revision by quorum read; the leader now and then; this node's lease. */
   private async probe(): Promise<void> {
     if (this.closed) return;
-    // One probe at a time while etcd answers. While it is out of reach, another may start
-    // once the last one has waited PROBE_OVERLAP_MS (at most MAX_PROBES at once): a probe
-    // sent during an election can hang to its deadline, and the node should notice the new
-    // leader as soon as one answers.
+    // One probe at a time while etcd answers (counting those started since its last
+    // answer). While it is out of reach, another may start once the last one has waited
+    // PROBE_OVERLAP_MS (at most MAX_PROBES at once): a probe sent during an election can
+    // hang to its deadline, and the node should notice the new leader as soon as one answers.
     const started = Date.now();
-    if (this.probesInFlight > 0 && (this.reachable || this.probesInFlight >= MAX_PROBES || started - this.lastProbeAt < PROBE_OVERLAP_MS)) return;
-    this.probesInFlight++;
-    this.lastProbeAt = started;
+    const running = [...this.probesRunning.values()];
+    if (this.reachable ? running.some((at) => at >= this.lastAnswerAt) : running.length >= MAX_PROBES || running.some((at) => started - at < PROBE_OVERLAP_MS)) return;
     const seq = ++this.probeSeq;
+    this.probesRunning.set(seq, started);
     try {
       const r = await this.store.quorumRevision(b(this.layout.prefix), this.cfg.probeTimeoutMs);
-      // Outcomes count in the order the probes started: a late answer to an older probe says nothing new.
-      if (seq < this.probeSettled) return;
-      this.probeSettled = seq;
+      // An answer always counts; a failure counts only for a probe started after the last answer.
+      this.lastAnswerAt = Math.max(this.lastAnswerAt, Date.now());
       this.noteRevision(r.revision, started);
       if (!this.reachable) this.opts.log?.('info', `etcd answers with a quorum again (revision ${r.revision})`);
       this.reachable = true;
@@ -386,16 +386,17 @@ export class CpEngine implements Engine {
       }
       if (Date.now() - this.lastStatusAt > 2000) {
         this.lastStatusAt = Date.now();
+        // Late answers count only while etcd is still reachable (a failed probe cleared them).
         this.store.status(this.cfg.probeTimeoutMs).then(
-          (s) => {
-            this.leader = s.leader === '0' ? null : BigInt(s.leader).toString(16);
+          (st) => {
+            if (this.reachable) this.leader = st.leader === '0' ? null : BigInt(st.leader).toString(16);
           },
           () => undefined,
         );
         // Quorum reads of consistent reads go to the leader where it is one of our endpoints.
         this.store.preferLeader(this.cfg.probeTimeoutMs).then(
           (url) => {
-            this.quorumReadsTo = url;
+            if (this.reachable) this.quorumReadsTo = url;
             const refused = this.store.leaderLookupRefused;
             if (refused !== null && !this.leaderLookupWarned) {
               this.leaderLookupWarned = true;
@@ -410,14 +411,13 @@ export class CpEngine implements Engine {
         await this.keepNodeAlive().catch((err) => this.opts.log?.('warn', 'could not keep this node\'s registration in etcd alive; trying again', err));
       }
     } catch (err) {
-      if (seq < this.probeSettled) return;
-      this.probeSettled = seq;
+      if (started < this.lastAnswerAt) return;
       if (this.reachable) this.opts.log?.('warn', 'etcd cannot be reached with a quorum: writes fail with 503 and reads are marked stale', err);
       this.reachable = false;
       this.leader = null;
       this.quorumReadsTo = null;
     } finally {
-      this.probesInFlight--;
+      this.probesRunning.delete(seq);
     }
   }
 
@@ -439,7 +439,20 @@ export class CpEngine implements Engine {
     this.nodeKeepAliveAt = Date.now();
   }
 
-  private async keepNodeAlive(): Promise<void> {
+  /** One keep-alive (or registration) of this node at a time: overlapping probes share it. */
+  private keepNodeAlive(): Promise<void> {
+    if (!this.keepingAlive) {
+      const p = this.keepNodeAliveOnce();
+      this.keepingAlive = p;
+      const clear = (): void => {
+        if (this.keepingAlive === p) this.keepingAlive = null;
+      };
+      p.then(clear, clear);
+    }
+    return this.keepingAlive;
+  }
+
+  private async keepNodeAliveOnce(): Promise<void> {
     if (this.nodeLease === null) return this.registerNode();
     const ttl = await this.store.keepAlive(this.nodeLease, this.cfg.probeTimeoutMs);
     if (ttl <= 0) {
