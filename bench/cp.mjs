@@ -97,14 +97,17 @@ export async function measure({ concurrency, warmupMs, durationMs, pids, nodePid
   let stop = false;
   let ops = 0;
   let errors = 0;
+  // The first few errors' messages, so that a run with errors says what they were.
+  const errorSamples = [];
   const loops = Array.from({ length: concurrency }, async (_, w) => {
     let i = 0;
     while (!stop) {
       try {
         await op(w, i++);
         if (measuring) ops++;
-      } catch {
+      } catch (err) {
         if (measuring) errors++;
+        if (measuring && errorSamples.length < 3) errorSamples.push(String(err?.message ?? err).slice(0, 300));
       }
     }
   });
@@ -121,7 +124,7 @@ export async function measure({ concurrency, warmupMs, durationMs, pids, nodePid
   stop = true;
   await Promise.all(loops);
   const cpuSeconds = cpu0 && cpu1 ? (cpu1.cpuMs - cpu0.cpuMs) / 1000 : NaN;
-  const out = { opsPerSec: ops / seconds, errors, cpuSeconds, opsPerCpuSecond: ops / cpuSeconds };
+  const out = { opsPerSec: ops / seconds, errors, ...(errorSamples.length > 0 && { errorSamples }), cpuSeconds, opsPerCpuSecond: ops / cpuSeconds };
   // For cp: the cp nodes' share of the server CPU (the rest is etcd's), in µs per operation for each part.
   if (nodes0 && nodes1) {
     const nodeCpuSeconds = (nodes1.cpuMs - nodes0.cpuMs) / 1000;
