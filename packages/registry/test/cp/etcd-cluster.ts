@@ -43,6 +43,9 @@ export interface EtcdStatus {
   raftTerm: number;
 }
 
+/** A member could not bind a port that was free when the cluster picked it. */
+class PortTaken extends Error {}
+
 export class EtcdCluster {
   private constructor(
     readonly dir: string,
@@ -60,19 +63,26 @@ export class EtcdCluster {
     return `${this.tls ? 'https' : 'http'}://127.0.0.1:${(this.members[i] as Member).clientPort}`;
   }
 
+  /**
+   * Starts a new cluster on free ports. A port is found free and then bound by etcd, so a
+   * test running alongside can take it in between: a member that exits saying so makes
+   * the start try again on other ports (up to three times).
+   */
   static async start(size = 3, timeoutMs = 30_000, opts: EtcdClusterOptions = {}): Promise<EtcdCluster> {
-    const dir = mkdtempSync(join(tmpdir(), 'sb-etcd-'));
-    const members: Member[] = [];
-    for (let i = 0; i < size; i++) members.push({ name: `m${i + 1}`, clientPort: await freePort(), peerPort: await freePort(), metricsPort: await freePort(), proc: null, paused: false });
-    const cluster = new EtcdCluster(dir, members, `sb-test-${process.pid}-${members[0]?.clientPort}`, opts.tls ?? null, opts.extraArgs);
-    try {
-      for (let i = 0; i < size; i++) cluster.spawnMember(i, 'new');
-      await cluster.waitLeader(timeoutMs);
-    } catch (err) {
-      await cluster.close();
-      throw err;
+    for (let attempt = 1; ; attempt++) {
+      const dir = mkdtempSync(join(tmpdir(), 'sb-etcd-'));
+      const members: Member[] = [];
+      for (let i = 0; i < size; i++) members.push({ name: `m${i + 1}`, clientPort: await freePort(), peerPort: await freePort(), metricsPort: await freePort(), proc: null, paused: false });
+      const cluster = new EtcdCluster(dir, members, `sb-test-${process.pid}-${members[0]?.clientPort}`, opts.tls ?? null, opts.extraArgs);
+      try {
+        for (let i = 0; i < size; i++) cluster.spawnMember(i, 'new');
+        await cluster.waitLeader(timeoutMs, { portTaken: true });
+        return cluster;
+      } catch (err) {
+        await cluster.close();
+        if (!(err instanceof PortTaken) || attempt >= 3) throw err;
+      }
     }
-    return cluster;
   }
 
   private spawnMember(i: number, state: 'new' | 'existing'): void {
@@ -131,11 +141,15 @@ export class EtcdCluster {
     return Number(/^grpc_server_handled_total\{grpc_code="OK",grpc_method="Range",[^}]*\} (\d+)/m.exec(text)?.[1] ?? 0);
   }
 
-  /** The index of the leader among running members; waits for one. */
-  async waitLeader(timeoutMs = 20_000): Promise<number> {
+  /** The index of the leader among running members; waits for one. `portTaken`: fails at once with PortTaken when a member exited because a port of its was taken. */
+  async waitLeader(timeoutMs = 20_000, opts: { portTaken?: boolean } = {}): Promise<number> {
     let li = -1;
     await waitUntil(
       async () => {
+        if (opts.portTaken) {
+          const gone = this.members.find((m) => m.proc === null && /address already in use/.test(this.log(m)));
+          if (gone) throw new PortTaken(`etcd member ${gone.name} could not bind a port another process took`);
+        }
         const all = await Promise.all(this.members.map((_, i) => this.status(i)));
         const running = all.filter((s) => s !== null);
         li = all.findIndex((s) => s?.leader);
@@ -146,6 +160,14 @@ export class EtcdCluster {
       { intervalMs: 100, detail: () => this.logTail() },
     );
     return li;
+  }
+
+  private log(m: Member): string {
+    try {
+      return readFileSync(join(this.dir, `${m.name}.log`), 'utf8');
+    } catch {
+      return '';
+    }
   }
 
   logTail(lines = 15): string {
