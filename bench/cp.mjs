@@ -56,7 +56,7 @@ const AGENT = join(ROOT, 'packages/registry/bin/switchboard.js');
 const PARTS = ['registrations', 'reads', 'leader-kill'];
 
 /** With `profileDir` (--profile), the nodes run with --cpu-prof and write their profiles there. */
-export async function startCpNodes(etcd, n = 3, profileDir = null) {
+async function startCpNodes(etcd, n = 3, profileDir = null) {
   const ports = await freePorts(n);
   const prefix = `/bench-${process.pid}/`;
   const nodes = [];
@@ -83,7 +83,7 @@ export async function startCpNodes(etcd, n = 3, profileDir = null) {
   };
 }
 
-export function directClient(etcd) {
+function directClient(etcd) {
   return new Etcd3({
     hosts: etcd.endpoints.map((e) => `http://${e}`),
     faultHandling: { host: () => noop, global: noop },
@@ -92,7 +92,7 @@ export function directClient(etcd) {
 }
 
 /** Runs `op` from `concurrency` loops for warmup + duration; counts ops in the measured part with the servers' CPU. */
-export async function measure({ concurrency, warmupMs, durationMs, pids, nodePids = [], op }) {
+async function measure({ concurrency, warmupMs, durationMs, pids, nodePids = [], op }) {
   let measuring = false;
   let stop = false;
   let ops = 0;
@@ -133,7 +133,7 @@ export async function measure({ concurrency, warmupMs, durationMs, pids, nodePid
   return out;
 }
 
-export async function httpOk(pool, method, path, body) {
+async function httpOk(pool, method, path, body) {
   const res = await pool.request({ method, path, headers: body ? { 'content-type': 'application/json' } : {}, body });
   const text = await res.body.text();
   if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`);

@@ -153,9 +153,6 @@ export class CpEngine implements Engine {
   private leader: string | null = null;
   private etcdRevision = 0;
   private lastStatusAt = 0;
-  /** The endpoint the gateway's quorum reads go to first when it is etcd's leader (null: none known). */
-  private quorumReadsTo: string | null = null;
-  private leaderLookupWarned = false;
   /** When the view was last known to hold every write etcd had confirmed (Date.now()). */
   private freshAt = Date.now();
   /** Probes in flight (number -> when it started), and when etcd last answered a quorum read. */
@@ -205,7 +202,16 @@ export class CpEngine implements Engine {
     let engine: CpEngine | null = null;
     // With a client certificate etcd's gateway refuses every request (it cannot apply the
     // certificate's name as the user, so it will not pretend to): gRPC only.
-    const gateway = opts.jsonGateway !== false && !opts.tls?.cert ? new GatewayReader({ endpoints: opts.endpoints, breakerOpenMs: opts.breakerOpenMs ?? 1000, ...(opts.tls && { tls: opts.tls }), ...(opts.auth && { auth: opts.auth }) }) : null;
+    const gateway =
+      opts.jsonGateway !== false && !opts.tls?.cert
+        ? new GatewayReader({
+            endpoints: opts.endpoints,
+            breakerOpenMs: opts.breakerOpenMs ?? 1000,
+            ...(opts.tls && { tls: opts.tls }),
+            ...(opts.auth && { auth: opts.auth }),
+            onStatusRefused: (refused) => opts.log?.('warn', `etcd refused the status call that finds its leader (etcd 3.5.28+ and 3.6 allow it to the root role only): consistent reads go to the first endpoint that answers, not to the leader (${refused})`),
+          })
+        : null;
     let store: Store;
     try {
       store = new Store({
@@ -394,17 +400,7 @@ export class CpEngine implements Engine {
           () => undefined,
         );
         // Quorum reads of consistent reads go to the leader where it is one of our endpoints.
-        this.store.preferLeader(this.cfg.probeTimeoutMs).then(
-          (url) => {
-            if (this.reachable) this.quorumReadsTo = url;
-            const refused = this.store.leaderLookupRefused;
-            if (refused !== null && !this.leaderLookupWarned) {
-              this.leaderLookupWarned = true;
-              this.opts.log?.('warn', `etcd refused the status call that finds its leader (etcd 3.5.28+ and 3.6 allow it to the root role only): consistent reads go to the first endpoint that answers, not to the leader (${refused})`);
-            }
-          },
-          () => undefined,
-        );
+        void this.store.preferLeader(this.cfg.probeTimeoutMs);
       }
       if (Date.now() - this.nodeKeepAliveAt > (this.cfg.nodeTtlSec * 1000) / 3) {
         // A failed keep-alive says nothing about the quorum (its stream may sit on a cut-off endpoint).
@@ -415,7 +411,6 @@ export class CpEngine implements Engine {
       if (this.reachable) this.opts.log?.('warn', 'etcd cannot be reached with a quorum: writes fail with 503 and reads are marked stale', err);
       this.reachable = false;
       this.leader = null;
-      this.quorumReadsTo = null;
     } finally {
       this.probesRunning.delete(seq);
     }
@@ -1032,7 +1027,7 @@ export class CpEngine implements Engine {
       watchRestarts: this.view.watchRestarts,
       writeBatches: { batches: this.batcher.batches, writes: this.batcher.writes },
       consistentReadsVia: this.store.consistentReadsVia,
-      consistentReadsLeader: this.store.consistentReadsVia === 'json_gateway' ? this.quorumReadsTo : null,
+      consistentReadsLeader: this.reachable ? this.store.consistentReadsLeader : null,
       reportsForwarded: this.forwardedReports,
       barrierWrites: this.view.barrierWrites,
     };

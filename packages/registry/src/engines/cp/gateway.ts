@@ -22,7 +22,8 @@
  * the caller (Store.consistentRevision) then goes back to gRPC for good.
  */
 import { Pool } from 'undici';
-import { StoreUnavailable, type StoreTls } from './store.js';
+import type { StoreTls } from './store.js';
+import { StoreUnavailable } from './unavailable.js';
 
 export interface GatewayOptions {
   endpoints: string[];
@@ -32,6 +33,8 @@ export interface GatewayOptions {
   auth?: { username: string; password: string };
   /** Most connections per endpoint (one quorum read is in flight at a time; a few more wait at most). */
   connections?: number;
+  /** Called once when a member refuses `/v3/maintenance/status` (etcd 3.5.28+ and 3.6 allow it to the root role only). */
+  onStatusRefused?: (message: string) => void;
 }
 
 /** The member does not serve etcd's JSON gateway: use gRPC instead. */
@@ -127,7 +130,10 @@ export class GatewayReader {
           if (this.token) headers.authorization = await this.withinDeadline(this.token, deadline);
           const res = await this.post(m, '/v3/maintenance/status', '{}', headers, deadline);
           if (res.status !== 200) {
-            this.statusRefused ??= refusal(m.url, res.status, res.text).message;
+            if (!this.statusRefused) {
+              this.statusRefused = true;
+              this.opts.onStatusRefused?.(refusal(m.url, res.status, res.text).message);
+            }
             return null;
           }
           const st = JSON.parse(res.text) as { header?: { member_id?: string }; leader?: string; raft_term?: string };
@@ -139,13 +145,14 @@ export class GatewayReader {
     );
     let best: { m: Member; term: number } | null = null;
     for (const a of answers) if (a && (best === null || a.term > best.term)) best = a;
-    if (!best || best.m.openUntil > Date.now()) return null;
+    if (!best || best.m.openUntil > Date.now()) return (this.leader = null);
     this.next = this.members.indexOf(best.m);
-    return best.m.url;
+    return (this.leader = best.m.url);
   }
 
-  /** Why a member refused `/v3/maintenance/status` (etcd 3.5.28+ and 3.6 want the root role for it), once; null when none did. */
-  statusRefused: string | null = null;
+  /** The endpoint the last preferLeader pointed the reads at (null: none). */
+  leader: string | null = null;
+  private statusRefused = false;
 
   /** Ends every connection now (calls still waiting fail). */
   async close(): Promise<void> {

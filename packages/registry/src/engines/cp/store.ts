@@ -17,7 +17,8 @@
 import { createRequire } from 'node:module';
 import type * as RPC from 'etcd3';
 import type { Etcd3 as Etcd3Type, IOptions } from 'etcd3';
-import type { GatewayReader } from './gateway.js';
+import { BreakerOpen, EtcdUnavailable, GatewayMissing, type GatewayReader } from './gateway.js';
+import { StoreUnavailable } from './unavailable.js';
 
 const require = createRequire(import.meta.url);
 const etcd3 = require('etcd3') as typeof import('etcd3');
@@ -47,12 +48,7 @@ export interface StoreTls {
   key: Buffer | null;
 }
 
-/** An error of the store that says nothing about the request itself (no quorum, no answer). */
-export class StoreUnavailable extends Error {
-  constructor(message: string, override readonly cause?: unknown) {
-    super(message);
-  }
-}
+export { StoreUnavailable };
 
 /** Reads in a row that the JSON gateway failed and gRPC answered before the node stays on gRPC. */
 const GATEWAY_STRIKES = 3;
@@ -198,7 +194,7 @@ export class Store {
     } catch (err) {
       this.opts.onRoundTrip?.(method, performance.now() - started, false);
       // The gateway's errors are classified already (their kind decides what follows).
-      if (err instanceof StoreUnavailable || (err as Error | null)?.name === 'GatewayMissing') throw err;
+      if (err instanceof StoreUnavailable || err instanceof GatewayMissing) throw err;
       if (isUnavailable(err)) throw new StoreUnavailable(`etcd ${method}: ${(err as Error).message}`, err);
       throw err;
     }
@@ -272,16 +268,15 @@ export class Store {
     } catch (err) {
       failure = err as Error;
     }
-    const name = failure?.name;
-    if (name === 'EtcdUnavailable') throw failure;
+    if (failure instanceof EtcdUnavailable) throw failure;
     const left = timeoutMs - (Date.now() - started);
-    if (name === 'GatewayMissing') {
+    if (failure instanceof GatewayMissing) {
       this.dropGateway(gateway, failure);
       return this.quorumRevision(key, Math.max(1, left));
     }
     if (left < 100) throw failure;
     const out = await this.quorumRevision(key, left);
-    if (name === 'BreakerOpen') return out;
+    if (failure instanceof BreakerOpen) return out;
     if (!(failure instanceof StoreUnavailable)) this.dropGateway(gateway, new Error(`the JSON gateway refused a quorum read that gRPC answered: ${failure.message}`));
     else if (++this.gatewayStrikes >= GATEWAY_STRIKES) this.dropGateway(gateway, new Error(`${GATEWAY_STRIKES} quorum reads in a row failed over the JSON gateway and were answered over gRPC; the last: ${failure.message}`));
     return out;
@@ -294,14 +289,14 @@ export class Store {
     this.opts.onGatewayMissing?.(why);
   }
 
-  /** Points the gateway's quorum reads at etcd's leader (see GatewayReader.preferLeader); null without the gateway or a leader among the endpoints. */
-  preferLeader(timeoutMs = this.opts.callTimeoutMs): Promise<string | null> {
-    return this.gateway?.preferLeader(timeoutMs) ?? Promise.resolve(null);
+  /** Points the gateway's quorum reads at etcd's leader (see GatewayReader.preferLeader); nothing without the gateway. */
+  async preferLeader(timeoutMs = this.opts.callTimeoutMs): Promise<void> {
+    await this.gateway?.preferLeader(timeoutMs);
   }
 
-  /** Why a member refused the gateway's status call that finds the leader (null: none did). */
-  get leaderLookupRefused(): string | null {
-    return this.gateway?.statusRefused ?? null;
+  /** The endpoint the gateway's quorum reads go to first because it is etcd's leader; null when none is known or on gRPC. */
+  get consistentReadsLeader(): string | null {
+    return this.gateway?.leader ?? null;
   }
 
   /** How consistent reads reach etcd now. */
