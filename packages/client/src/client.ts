@@ -162,6 +162,22 @@ export class SwitchboardClient extends EventEmitter {
     this.reporter = rf === false ? null : new FailureReporter(this.http, systemClock, rf === true ? {} : rf);
   }
 
+  /**
+   * The client's events are emitted from its own loops (lease keeping, registration, watch
+   * streams): a listener that throws must not stop them half-way. Its error is thrown again
+   * on its own, as an uncaught exception, the way an error in an I/O callback surfaces.
+   */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    try {
+      return super.emit(event, ...args);
+    } catch (err) {
+      process.nextTick(() => {
+        throw err;
+      });
+      return true;
+    }
+  }
+
   /** The lease this process holds now, if any. */
   get lease(): LeaseInfo | null {
     return this.keeper.info;

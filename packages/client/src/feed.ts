@@ -115,10 +115,31 @@ export class ServiceFeed {
     return this.listeners.size;
   }
 
-  /** Resolves once the feed has instances to serve (from the registry or a snapshot). */
-  whenReady(): Promise<void> {
+  /**
+   * Resolves once the feed has instances to serve (from the registry or a snapshot); rejects
+   * when `signal` aborts first (and forgets the waiter).
+   */
+  whenReady(signal?: AbortSignal): Promise<void> {
     if (this.loaded) return Promise.resolve();
-    return new Promise((resolve) => this.readyWaiters.push(resolve));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      const waiter = (): void => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = (): void => {
+        const i = this.readyWaiters.indexOf(waiter);
+        if (i >= 0) this.readyWaiters.splice(i, 1);
+        reject(signal!.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.readyWaiters.push(waiter);
+    });
+  }
+
+  /** Callers waiting in whenReady (for tests and diagnostics). */
+  get readyWaiting(): number {
+    return this.readyWaiters.length;
   }
 
   async close(): Promise<void> {

@@ -101,9 +101,15 @@ export class LeaseKeeper {
     if (this.binding?.info.leaseId === leaseId) this.binding.end({ kind: 'lease-ended', leaseId, reason: 'lease_not_found' });
   }
 
-  /** A write to the lease's node could not reach it: move the lease elsewhere. */
-  nodeFailed(endpoint: string, cause: unknown): void {
-    if (this.binding?.info.endpoint === endpoint) this.binding.end({ kind: 'lost', cause });
+  /**
+   * Writes to the lease's node keep failing although its session is alive: move the lease
+   * to another node by hand-over (resumed there before this connection is let go, so the
+   * node never takes it for a crash and the lease keeps its instances). With one endpoint
+   * there is nowhere to go: the writes are retried where they are.
+   */
+  nodeFailed(endpoint: string): void {
+    if (this.endpoints.list.length < 2) return;
+    if (this.binding?.info.endpoint === endpoint) this.binding.end({ kind: 'handover', why: 'writes-failed' });
   }
 
   /**
@@ -164,7 +170,7 @@ export class LeaseKeeper {
       } else if (end.kind === 'handover') {
         previous = b; // kept open until the next binding holds the lease
         this.endpoints.failed(b.info.endpoint);
-        preferred = end.why === 'goaway' ? this.endpoints.after(b.info.endpoint) : undefined;
+        preferred = end.why === 'unresponsive' ? undefined : this.endpoints.after(b.info.endpoint);
       } else {
         b.release();
         this.endpoints.failed(b.info.endpoint);

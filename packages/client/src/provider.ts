@@ -95,6 +95,8 @@ interface Entry {
   syncedEndpoint: string | null;
   syncedStatus: AdminStatus | null;
   revision: number;
+  /** The registry's refusal of the state last asked for; cleared when another is asked for. */
+  refused: unknown;
   waiters: { resolve: () => void; reject: (e: unknown) => void }[];
   /** Serialises the writes of one instance (a DELETE never overtakes a PUT in flight). */
   chain: Promise<unknown>;
@@ -197,9 +199,10 @@ export class Registrar {
     if (e) {
       e.body = body;
       e.syncedLease = null;
+      e.refused = undefined;
     } else {
       const handle = new Registration(this, namespace, service, id);
-      e = { key, namespace, service, id, body, status: 'up', syncedLease: null, syncedEndpoint: null, syncedStatus: null, revision: 0, waiters: [], chain: Promise.resolve(), handle };
+      e = { key, namespace, service, id, body, status: 'up', syncedLease: null, syncedEndpoint: null, syncedStatus: null, revision: 0, refused: undefined, waiters: [], chain: Promise.resolve(), handle };
       this.entries.set(key, e);
     }
     const entry = e;
@@ -235,8 +238,11 @@ export class Registrar {
     const e = this.entry(r);
     if (!e) throw new InstanceNotFoundError({ type: 'about:blank', title: 'Instance not found', status: 404, code: 'INSTANCE_NOT_FOUND', detail: `${r.id} is not registered by this client` });
     e.status = status;
+    e.refused = undefined;
     this.kick();
     await this.flush(signal, [e]);
+    // Refused (a status the registry does not take for this instance): say so.
+    if (e.refused !== undefined) throw e.refused;
   }
 
   /** Marks every instance `draining`; resolves once the registry holds that (or on abort). */
@@ -309,6 +315,16 @@ export class Registrar {
       } catch {
         return;
       }
+      // A node that asked us to wait (429 or 503 with Retry-After) is not written to before that.
+      const cooling = this.http.endpoints.coolingMs(lease.endpoint);
+      if (cooling > 0 && this.pending(lease).length > 0) {
+        try {
+          await sleep(cooling, this.stop.signal);
+        } catch {
+          return;
+        }
+        continue;
+      }
       const todo = this.pending(lease);
       if (todo.length === 0) {
         this.notifySettled();
@@ -362,13 +378,26 @@ export class Registrar {
     } catch (err) {
       if (this.closed) return false;
       if (err instanceof LeaseNotFoundError) this.keeper.invalidate(lease.leaseId);
-      else if (isUnavailable(err) || (err instanceof RegistryError && err.code === 'RATE_LIMITED')) this.keeper.nodeFailed(lease.endpoint, err);
-      else if (err instanceof RegistryError) {
-        // The registry refuses this instance (a limit, a field): report it to whoever waits
-        // and stop retrying it; an instance that was never accepted is dropped.
+      else if (err instanceof RegistryError && err.code === 'RATE_LIMITED') {
+        // A busy node, not a broken one: the round is repeated after its Retry-After, with
+        // the same session (ending it would put the lease, and every instance, at risk).
+      } else if (isUnavailable(err)) this.keeper.nodeFailed(lease.endpoint);
+      else if (err instanceof InstanceNotFoundError) {
+        // A status write for an instance the registry no longer holds (someone deleted it):
+        // the next round registers it again, then writes its status.
+        e.syncedLease = null;
+      } else if (err instanceof RegistryError) {
+        // The registry refuses this state of the instance (a limit, a field, a status):
+        // report it to whoever waits and do not retry it until another state is asked for;
+        // an instance that was never accepted is dropped.
         for (const w of e.waiters.splice(0)) w.reject(err);
+        e.refused = err;
         if (e.revision === 0) this.entries.delete(e.key);
-        else e.syncedLease = lease.leaseId;
+        else {
+          e.syncedLease = lease.leaseId;
+          e.syncedEndpoint = lease.endpoint;
+          e.syncedStatus = e.status;
+        }
         this.events.onError(err);
         return true;
       }

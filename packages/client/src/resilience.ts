@@ -130,6 +130,9 @@ export interface CircuitBreakerOptions {
  * A circuit breaker: `closed` counts consecutive failures; at the threshold it opens and
  * the instance is ejected; after the cool-down it is `half-open` and lets `halfOpenProbes`
  * calls through: a success closes it, a failure opens it again with twice the cool-down.
+ * A verdict may name the `generation` its call was admitted in: a call admitted before the
+ * circuit last opened or closed (one still running from a closed circuit, when a half-open
+ * probe is out) then does not decide the new state.
  *
  * @example
  * const cb = new CircuitBreaker({ failureThreshold: 2 });
@@ -143,6 +146,7 @@ export class CircuitBreaker {
   private probes = 0;
   private openUntil = 0;
   private cooldown: number;
+  private gen = 0;
   private readonly opts: Required<Omit<CircuitBreakerOptions, 'clock'>>;
   private readonly clock: Clock;
 
@@ -159,6 +163,11 @@ export class CircuitBreaker {
       this.probes = 0;
     }
     return this.st;
+  }
+
+  /** Counts the circuit's openings and closings; read it when a call is admitted. */
+  get generation(): number {
+    return this.gen;
   }
 
   /** When an open circuit turns half-open (clock time). */
@@ -179,16 +188,20 @@ export class CircuitBreaker {
     return true;
   }
 
-  onSuccess(): void {
+  /** A call succeeded (`admittedIn`: the generation it was admitted in, if known). */
+  onSuccess(admittedIn?: number): void {
+    if (this.stale(admittedIn)) return;
     if (this.st === 'half-open') {
       this.st = 'closed';
+      this.gen++;
       this.cooldown = this.opts.cooldownMs;
       this.probes = 0;
     }
     this.failures = 0;
   }
 
-  onFailure(): void {
+  onFailure(admittedIn?: number): void {
+    if (this.stale(admittedIn)) return;
     const s = this.state;
     if (s === 'half-open') {
       this.cooldown = Math.min(this.opts.maxCooldownMs, this.cooldown * 2);
@@ -200,12 +213,18 @@ export class CircuitBreaker {
   }
 
   /** A call that ended without a verdict (cancelled by the caller): frees its probe slot. */
-  onIgnored(): void {
+  onIgnored(admittedIn?: number): void {
+    if (this.stale(admittedIn)) return;
     if (this.st === 'half-open' && this.probes > 0) this.probes--;
+  }
+
+  private stale(admittedIn: number | undefined): boolean {
+    return admittedIn !== undefined && admittedIn !== this.gen;
   }
 
   private open(): void {
     this.st = 'open';
+    this.gen++;
     this.failures = 0;
     this.probes = 0;
     this.openUntil = this.clock.now() + this.cooldown;

@@ -37,8 +37,12 @@ export interface LeaseInfo {
 export type BindingEnd =
   /** The connection dropped (node died, network cut). Nothing to hand over. */
   | { kind: 'lost'; cause?: unknown }
-  /** The node asked us to go (goaway) or stopped acknowledging: hand over, then release. */
-  | { kind: 'handover'; why: 'goaway' | 'unresponsive' }
+  /**
+   * Move the lease to another connection, then release this one: the node asked us to go
+   * (goaway), stopped acknowledging, or keeps failing our writes. The binding keeps sending
+   * keepalives until it is released, so the lease stays alive while the next one binds.
+   */
+  | { kind: 'handover'; why: 'goaway' | 'unresponsive' | 'writes-failed' }
   /** The lease itself is gone: open a new one and register again. */
   | { kind: 'lease-ended'; leaseId: string; reason: string }
   /** Another connection of ours took the lease over, or we released the binding. */
@@ -49,7 +53,7 @@ export interface Binding {
   readonly info: LeaseInfo;
   /** Settles once, when the binding stops keeping the lease alive. */
   readonly done: Promise<BindingEnd>;
-  /** Stops keepalives and closes the connection without touching the lease. */
+  /** Stops keepalives (also those of a hand-over) and closes the connection without touching the lease. */
   release(): void;
   /** Ends the lease and its instances; false when that could not be confirmed. */
   revoke(timeoutMs: number): Promise<boolean>;
@@ -84,6 +88,9 @@ export interface BindOptions {
  */
 export const KEEPALIVE_DIVISOR = 3;
 
+/** A session connection with this much unsent is not given more keepalives (a stuck path). */
+const MAX_QUEUED_KEEPALIVE_BYTES = 4096;
+
 function settleOnce<T>(): { promise: Promise<T>; settle: (v: T) => void; settled: () => boolean } {
   let resolve!: (v: T) => void;
   let done = false;
@@ -107,6 +114,7 @@ export class WsBinding implements Binding {
   private seq = 0;
   private acked = 0;
   private timer: NodeJS.Timeout | undefined;
+  private released = false;
   private readonly end$ = settleOnce<BindingEnd>();
   readonly done = this.end$.promise;
 
@@ -189,12 +197,16 @@ export class WsBinding implements Binding {
   }
 
   private tick(): void {
-    if (this.end$.settled()) return;
+    if (this.released) return;
     // The previous keepalive got no ack within ttl/3: the node or the path is stuck. Hand
-    // over while the lease still has two thirds of its TTL.
-    if (this.acked < this.seq) return this.end({ kind: 'handover', why: 'unresponsive' });
-    this.seq++;
-    this.send({ type: 'keepalive', seq: this.seq });
+    // over while the lease still has two thirds of its TTL (keepalives go on meanwhile: an
+    // answer on this connection still keeps the lease alive).
+    if (this.acked < this.seq && !this.end$.settled()) this.end({ kind: 'handover', why: 'unresponsive' });
+    // A connection that takes nothing gets no more than a few keepalives queued.
+    if (this.ws.bufferedAmount < MAX_QUEUED_KEEPALIVE_BYTES) {
+      this.seq++;
+      this.send({ type: 'keepalive', seq: this.seq });
+    }
     this.schedule();
   }
 
@@ -227,11 +239,13 @@ export class WsBinding implements Binding {
 
   end(how: BindingEnd): void {
     if (this.end$.settled()) return;
-    if (this.timer) clearTimeout(this.timer);
+    if (how.kind !== 'handover' && this.timer) clearTimeout(this.timer);
     this.end$.settle(how);
   }
 
   release(): void {
+    this.released = true;
+    if (this.timer) clearTimeout(this.timer);
     this.end({ kind: 'released' });
     this.ws.removeAllListeners('message');
     if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000, 'released');
@@ -243,6 +257,8 @@ export class WsBinding implements Binding {
       this.release();
       return Promise.resolve(false);
     }
+    this.released = true;
+    if (this.timer) clearTimeout(this.timer);
     this.end({ kind: 'released' });
     return new Promise((resolve) => {
       const t = unrefTimer(() => {
@@ -272,6 +288,7 @@ function parseServerMessage(text: string): SessionServerMessage | ProtocolError 
 /** @internal The REST fallback: keepalives by PUT every ttl/3 on one node. */
 export class RestBinding implements Binding {
   private timer: NodeJS.Timeout | undefined;
+  private released = false;
   private readonly end$ = settleOnce<BindingEnd>();
   readonly done = this.end$.promise;
   private readonly ac = new AbortController();
@@ -305,12 +322,12 @@ export class RestBinding implements Binding {
   }
 
   private async tick(): Promise<void> {
-    if (this.end$.settled()) return;
+    if (this.released) return;
     const { endpoint, leaseId, ttlMs } = this.info;
     try {
       const path = `/v1/leases/${encodeURIComponent(leaseId)}/keepalive`;
       await this.http.call<LeaseGrant>(endpoint, { method: 'PUT', path, signal: this.ac.signal, timeoutMs: Math.max(50, Math.floor(ttlMs / KEEPALIVE_DIVISOR)) });
-      this.schedule();
+      if (!this.released) this.schedule();
     } catch (err) {
       if (err instanceof LeaseNotFoundError) this.end({ kind: 'lease-ended', leaseId, reason: 'lease_not_found' });
       else this.end({ kind: 'lost', cause: err });
@@ -318,13 +335,23 @@ export class RestBinding implements Binding {
   }
 
   end(how: BindingEnd): void {
-    if (this.end$.settled()) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.ac.abort();
+    if (this.end$.settled()) {
+      // During a hand-over a failed keepalive ends the keepalives too.
+      if (how.kind !== 'handover') this.stopKeepalives();
+      return;
+    }
+    if (how.kind !== 'handover') this.stopKeepalives();
     this.end$.settle(how);
   }
 
+  private stopKeepalives(): void {
+    this.released = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.ac.abort();
+  }
+
   release(): void {
+    this.stopKeepalives();
     this.end({ kind: 'released' });
   }
 

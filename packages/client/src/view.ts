@@ -121,6 +121,11 @@ export interface Verdict {
   retryable: boolean;
   /** Count it against the instance's circuit breaker. */
   failure: boolean;
+  /**
+   * The outcome says nothing about the instance (a request the caller's own code could not
+   * build): neither a failure nor a success for its circuit breaker.
+   */
+  neutral?: boolean;
 }
 
 /**
@@ -254,12 +259,7 @@ export class ServiceView extends EventEmitter implements FeedListener {
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const dl = deadline(`ready ${this.service}`, timeoutMs, opts.signal);
     try {
-      await holdProcess(
-        new Promise<void>((resolve, reject) => {
-          dl.signal.addEventListener('abort', () => reject(dl.signal.reason), { once: true });
-          this.feed.whenReady().then(resolve);
-        }),
-      );
+      await holdProcess(this.feed.whenReady(dl.signal));
     } catch (err) {
       if (err instanceof TimeoutError) throw new RegistryUnavailableError([], err, `service ${this.service}: no registry answered and no snapshot within ${timeoutMs} ms`);
       throw err;
@@ -373,9 +373,10 @@ export class ServiceView extends EventEmitter implements FeedListener {
     if (this.closed) throw new ClientClosedError(`view of ${this.service}`);
     const dl = deadline(`call to ${this.service}`, opts.timeoutMs ?? this.opts.timeoutMs ?? 10_000, opts.signal ?? undefined);
     try {
-      if (!this.feed.isReady) await this.ready({ signal: dl.signal, timeoutMs: opts.timeoutMs ?? this.opts.timeoutMs ?? 10_000 });
+      // The bulkhead first: calls waiting for the first answer count against its queue too.
       const release = this.bulkhead ? await this.bulkhead.acquire(dl.signal) : undefined;
       try {
+        if (!this.feed.isReady) await this.ready({ signal: dl.signal, timeoutMs: opts.timeoutMs ?? this.opts.timeoutMs ?? 10_000 });
         return await this.attempts(fn, opts, dl.signal, classify, discard);
       } finally {
         release?.();
@@ -407,6 +408,8 @@ export class ServiceView extends EventEmitter implements FeedListener {
       }
       const b = this.breakers.get(inst.id) ?? null;
       const passBefore = b?.canPass() ?? true;
+      // The verdict counts only for the breaker state the attempt was admitted in.
+      const admittedIn = b?.generation ?? 0;
       const dl = deadline(`attempt on ${inst.id}`, attemptTimeoutMs, signal);
       this.load.begin(inst.id);
       let outcome: { result: T } | { error: unknown };
@@ -421,9 +424,9 @@ export class ServiceView extends EventEmitter implements FeedListener {
       const userAborted = signal.aborted && !(signal.reason instanceof TimeoutError);
       const verdict = userAborted ? { ok: true, retryable: false, failure: false } : classify(outcome);
       if (b) {
-        if (verdict.failure) b.onFailure();
-        else if (userAborted) b.onIgnored();
-        else b.onSuccess();
+        if (verdict.failure) b.onFailure(admittedIn);
+        else if (userAborted || verdict.neutral) b.onIgnored(admittedIn);
+        else b.onSuccess(admittedIn);
         this.breakerChanged(inst.id, b, passBefore);
       }
       tried.add(inst.id);
@@ -520,6 +523,10 @@ export class ServiceView extends EventEmitter implements FeedListener {
           const failed = retryOn.has(st);
           return { ok: !failed, retryable: failed && retry, failure: st >= 500 };
         }
+        // An error that is not the network's (undici's TypeError for a request it cannot
+        // send, such as a GET with a body) is the caller's: no retry, no verdict on the
+        // instance, or one bad call site would open the circuit of every instance.
+        if (!isNetworkError(o.error)) return { ok: true, retryable: false, failure: false, neutral: true };
         // Never sent: any method may go to another instance. Sent: only when retryable.
         const notSent = NOT_SENT.has(errorCode(o.error) ?? '');
         return { ok: false, retryable: notSent || retry, failure: true };
@@ -602,9 +609,12 @@ function errorCode(err: unknown): string | undefined {
   return undefined;
 }
 
-/** A failure to talk to the instance (not an error of the caller's own code). */
+/**
+ * A failure to talk to the instance (not an error of the caller's own code): a deadline, or
+ * an error with a system or undici code (fetch wraps those in a TypeError whose cause has it).
+ */
 function isNetworkError(err: unknown): boolean {
-  if (err instanceof TimeoutError || err instanceof TypeError) return true;
+  if (err instanceof TimeoutError) return true;
   const code = errorCode(err);
   return code !== undefined && /^(E[A-Z]+|UND_ERR_[A-Z_]+)$/.test(code);
 }

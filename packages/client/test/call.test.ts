@@ -9,6 +9,8 @@ import { Agent } from 'undici';
 import type { Instance } from '@switchboard/protocol';
 import { BulkheadFullError, CircuitOpenError, NoInstanceError, RetryBudgetExhaustedError, TimeoutError, UpstreamError } from '../src/errors.js';
 import type { FeedChange } from '../src/feed.js';
+import { ServiceFeed } from '../src/feed.js';
+import { Endpoints, RegistryHttp } from '../src/registry-http.js';
 import { ServiceView, type ServiceOptions, type ViewChange } from '../src/view.js';
 import { freePort, inst, nameServer, offlineFeed, sleep } from './helpers.js';
 
@@ -162,4 +164,33 @@ test('changes(): yields added/updated/removed, ends on close, collapses a backlo
   while (!(await it.next()).done) rest++;
   assert.equal(rest, 10, 'what was queued before close is still delivered, then the iterator ends');
   assert.equal((await slow.next()).done, true);
+});
+
+test('a request the caller cannot build (a GET with a body) fails at once and opens no circuit', async () => {
+  const a = await nameServer('a');
+  const b = await nameServer('b');
+  try {
+    const v = view([inst('a', { port: a.port }), inst('b', { port: b.port })], { circuitBreaker: { failureThreshold: 1, cooldownMs: 60_000 } });
+    for (let i = 0; i < 5; i++) await assert.rejects(v.fetch('/x', { method: 'GET', body: 'not allowed' }), (e: unknown) => e instanceof TypeError && !(e instanceof UpstreamError));
+    assert.equal(v.circuitState('a'), 'closed');
+    assert.equal(v.circuitState('b'), 'closed');
+    assert.equal(a.hits() + b.hits(), 0, 'nothing was sent');
+    assert.equal(await (await v.fetch('/x')).text().then((t) => t === 'a' || t === 'b'), true);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+test('calls that time out waiting for the first answer leave no waiter behind, and wait inside the bulkhead', async () => {
+  const endpoints = new Endpoints(['http://127.0.0.1:9']);
+  const feed = new ServiceFeed({ namespace: 'default', service: 'never', endpoints, http: new RegistryHttp(endpoints), backoff: {}, cacheDir: undefined, watchIdleTimeoutMs: 45_000, emptyViewGraceMs: 30_000, snapshotIntervalMs: 1_000, onError: () => undefined });
+  const v = new ServiceView(feed, { bulkhead: { maxConcurrent: 1, maxQueued: 1 } }, { dispatcher, onClose: () => undefined });
+  const calls = [v.fetch('/x', { timeoutMs: 150 }), v.fetch('/x', { timeoutMs: 150 })];
+  await assert.rejects(v.fetch('/x', { timeoutMs: 150 }), BulkheadFullError);
+  for (const c of calls) await assert.rejects(c);
+  for (let i = 0; i < 5; i++) await assert.rejects(v.ready({ timeoutMs: 20 }));
+  assert.equal(feed.readyWaiting, 0);
+  v.close();
+  await feed.close();
 });

@@ -219,3 +219,75 @@ export function offlineFeed(service = 'svc'): ServiceFeed {
   (feed as unknown as { markLoaded(): void }).markLoaded();
   return feed;
 }
+
+/** What a FaultProxy answers itself instead of forwarding (undefined: forward). */
+export type FaultRule = (method: string, path: string) => { status: number; headers?: Record<string, string>; body: unknown } | undefined;
+
+/**
+ * An HTTP proxy on 127.0.0.1 in front of a registry: it forwards every request, and every
+ * WebSocket upgrade as raw bytes, except those `rule` answers itself. It logs each request
+ * (`METHOD path -> status`) and counts session connections and their closes.
+ */
+export async function faultProxy(target: string, rule: FaultRule): Promise<{ url: string; log: string[]; sessions: { opened: number; closed: number }; close(): Promise<void> }> {
+  const { connect } = await import('node:net');
+  const t = new URL(target);
+  const log: string[] = [];
+  const sessions = { opened: 0, closed: 0 };
+  const tunnels = new Set<{ destroy(): void }>();
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const path = req.url ?? '/';
+    const fault = rule(req.method ?? 'GET', path);
+    if (fault) {
+      log.push(`${req.method} ${path} -> ${fault.status} (injected)`);
+      res.writeHead(fault.status, { 'content-type': 'application/problem+json', ...fault.headers }).end(JSON.stringify(fault.body));
+      return;
+    }
+    const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !['host', 'connection', 'content-length', 'transfer-encoding'].includes(k))) as Record<string, string>;
+    try {
+      const up = await fetch(target + path, { method: req.method, headers, body: chunks.length > 0 ? Buffer.concat(chunks) : undefined });
+      const body = Buffer.from(await up.arrayBuffer());
+      log.push(`${req.method} ${path} -> ${up.status}`);
+      const out: Record<string, string> = {};
+      up.headers.forEach((v, k) => {
+        if (!['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'content-encoding'].includes(k)) out[k] = v;
+      });
+      res.writeHead(up.status, out).end(body);
+    } catch (err) {
+      res.writeHead(502).end(String(err));
+    }
+  });
+  server.on('upgrade', (req, socket, head) => {
+    sessions.opened++;
+    const up = connect(Number(t.port), t.hostname, () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`, ...Object.entries(req.headers).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : v}`), '', ''];
+      up.write(lines.join('\r\n'));
+      if (head.length > 0) up.write(head);
+      up.pipe(socket);
+      socket.pipe(up);
+    });
+    tunnels.add(up).add(socket);
+    let counted = false;
+    const done = (): void => {
+      if (!counted) sessions.closed++;
+      counted = true;
+      up.destroy();
+      socket.destroy();
+    };
+    up.on('error', done).on('close', done);
+    socket.on('error', done).on('close', done);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    log,
+    sessions,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of tunnels) s.destroy();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}

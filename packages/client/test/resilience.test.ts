@@ -107,3 +107,26 @@ test('backoff: full jitter within a doubling, capped ceiling', () => {
   assert.equal(hi.ceilingMs(), 100);
   assert.throws(() => new Backoff({ initialMs: 0 }));
 });
+
+test('circuit breaker: a verdict from a call admitted before the circuit opened does not decide the half-open state', () => {
+  const clock = fakeClock();
+  const cb = new CircuitBreaker({ failureThreshold: 1, cooldownMs: 1_000, clock });
+  assert.equal(cb.tryAcquire(), true);
+  const slowCall = cb.generation; // a call still running when the circuit opens
+  cb.onFailure(cb.generation);
+  assert.equal(cb.state, 'open');
+  clock.advance(1_000);
+  assert.equal(cb.tryAcquire(), true, 'the probe');
+  const probe = cb.generation;
+  cb.onSuccess(slowCall);
+  assert.equal(cb.state, 'half-open', 'the late success of the old call does not close it');
+  cb.onFailure(slowCall);
+  assert.equal(cb.state, 'half-open', 'nor does its late failure open it again');
+  cb.onIgnored(slowCall);
+  assert.equal(cb.tryAcquire(), false, 'nor free the probe slot');
+  cb.onSuccess(probe);
+  assert.equal(cb.state, 'closed');
+  // Without a generation (the documented simple use) every verdict counts, as before.
+  cb.onFailure();
+  assert.equal(cb.state, 'open');
+});

@@ -25,6 +25,8 @@ class FakeNode {
   readonly log: string[] = [];
   readonly wss: WebSocketServer;
   ack = true;
+  /** Delay of the answer to `resume` (a slow node). */
+  resumeDelayMs = 0;
   knownLeases = new Set<string>();
   private leaseSeq = 0;
 
@@ -67,7 +69,7 @@ class FakeNode {
       this.knownLeases.add(id);
       lease(id);
     } else if (m.type === 'resume') {
-      if (this.knownLeases.has(m.leaseId)) lease(m.leaseId);
+      if (this.knownLeases.has(m.leaseId)) setTimeout(() => lease(m.leaseId), this.resumeDelayMs);
       else this.send(c, { type: 'error', problem: { type: 'urn:switchboard:error:LEASE_NOT_FOUND', title: 'Lease not found', status: 404, detail: 'unknown lease', code: 'LEASE_NOT_FOUND' } });
     } else if (m.type === 'keepalive' && this.ack) {
       this.send(c, { type: 'ack', seq: m.seq, ttlMs: 300 });
@@ -212,5 +214,51 @@ test('a node without /v1/session (upgrade answered 404) gets REST keepalives', a
   } finally {
     await k.close(false, 500);
     await new Promise<void>((r) => server.close(() => r()));
+  }
+});
+
+test('writes failing on the lease\'s node: hand-over to the next node, keepalives go on until the resume', async () => {
+  const log: string[] = [];
+  const a = await FakeNode.start('a', 'e1', log);
+  const b = await FakeNode.start('b', 'e1', log);
+  const changes: LeaseChange[] = [];
+  const k = keeper([a.url, b.url], changes);
+  try {
+    const first = await k.current();
+    assert.equal(first.nodeId, 'a');
+    b.knownLeases.add(first.leaseId);
+    b.resumeDelayMs = 400; // longer than a keepalive interval (ttl 300 ms / 3)
+    const before = a.conns[0]!.received.filter((m) => m.type === 'keepalive').length;
+    k.nodeFailed(a.url);
+    await waitFor(() => changes.length === 2, 3_000, 'the lease on b');
+    await waitFor(() => a.conns[0]!.closedAt !== null, 3_000, 'the old connection to close');
+    const during = log.slice(log.indexOf(`b#1 resume ${first.leaseId}`), log.indexOf('a#1 closed')).filter((l) => l === 'a#1 keepalive');
+    assert.ok(during.length >= 2, `keepalives on a while b resumed: ${log.join(' | ')}`);
+    assert.ok(a.conns[0]!.received.filter((m) => m.type === 'keepalive').length > before);
+    assert.equal(changes[1]!.kind, 'moved');
+    assert.equal(changes[1]!.info.leaseId, first.leaseId);
+    assert.ok(!log.some((l) => l.endsWith(' open') && l.startsWith('b')), 'no new lease was opened');
+  } finally {
+    await k.close(false, 500);
+    await a.close();
+    await b.close();
+  }
+});
+
+test('writes failing with one endpoint: the session stays as it is (nowhere to move)', async () => {
+  const a = await FakeNode.start('a', 'e1');
+  const changes: LeaseChange[] = [];
+  const k = keeper([a.url], changes);
+  try {
+    await k.current();
+    k.nodeFailed(a.url);
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(a.conns.length, 1);
+    assert.equal(a.conns[0]!.closedAt, null);
+    assert.equal(changes.length, 1);
+    assert.ok(a.conns[0]!.received.filter((m) => m.type === 'keepalive').length >= 2, 'keepalives go on');
+  } finally {
+    await k.close(false, 500);
+    await a.close();
   }
 });
