@@ -63,3 +63,93 @@ export interface Snapshot {
   /** ap mode: the versions of the service settings (replica-settings.ts). */
   replicaSettings?: SettingsRecord[];
 }
+
+/**
+ * About how many bytes of changes one entry made of many changes at once carries (a lease
+ * held by self-preservation, an ap reconcile when a peer becomes unreachable, the records of
+ * a removed member): such work is logged as several entries, so that none comes near the
+ * log's largest record (64 MiB). The estimate counts characters; JSON escaping (a control
+ * character takes six) keeps even the worst case far below the largest record.
+ */
+export const ENTRY_TARGET_BYTES = 4 * 1024 * 1024;
+
+type SizedInstance = Pick<Instance, 'address' | 'zone' | 'version' | 'leaseId' | 'tags' | 'metadata'> & { checks: readonly { id: string; output?: string | null }[] };
+
+/** The estimated JSON size of an instance and its check specs (no serialisation). */
+export function approxInstanceBytes(i: SizedInstance | undefined, specs: readonly CheckSpec[] | undefined): number {
+  let n = 160;
+  if (i) {
+    n += i.address.length + (i.zone?.length ?? 0) + (i.version?.length ?? 0) + (i.leaseId?.length ?? 0);
+    for (const t of i.tags) n += t.length + 2;
+    for (const k in i.metadata) n += k.length + (i.metadata[k] as string).length + 4;
+    for (const c of i.checks) n += 64 + c.id.length + (c.output?.length ?? 0);
+  }
+  for (const c of specs ?? []) n += 200 + (c.target?.length ?? 0) + (c.expectBody?.length ?? 0);
+  return n;
+}
+
+/** The estimated JSON size of a replicated record. */
+export function approxRecordBytes(r: StoredRecord | Omit<StoredRecord, 'at'>): number {
+  return approxInstanceBytes(r.i, r.specs) + r.namespace.length + r.service.length + r.id.length + r.v.length + r.o.length + (r.detail?.length ?? 0);
+}
+
+function approxChangeBytes(c: Change): number {
+  switch (c.op) {
+    case 'put':
+      return approxInstanceBytes(c.instance, c.specs) + c.instance.namespace.length + c.instance.service.length + c.instance.id.length + (c.detail?.length ?? 0);
+    case 'delete':
+      return 120 + c.namespace.length + c.service.length + c.id.length + (c.detail?.length ?? 0);
+    case 'replica':
+      return c.records.reduce((n, r) => n + approxRecordBytes(r), 0);
+    case 'replica_forget':
+      return c.records.reduce((n, r) => n + 40 + r.key.length + r.v.length, 0);
+    default:
+      return 200;
+  }
+}
+
+/**
+ * Splits changes, in order, into runs of about `maxBytes` each (at least one change per
+ * run; a `replica` change is split by its records). Each run becomes one entry.
+ */
+export function sliceChanges(changes: Change[], maxBytes = ENTRY_TARGET_BYTES): Change[][] {
+  const out: Change[][] = [];
+  let cur: Change[] = [];
+  let bytes = 0;
+  const add = (c: Change, size: number): void => {
+    if (cur.length > 0 && bytes + size > maxBytes) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(c);
+    bytes += size;
+  };
+  for (const c of changes) {
+    if (c.op !== 'replica') {
+      add(c, approxChangeBytes(c));
+      continue;
+    }
+    let part: StoredRecord[] = [];
+    let partBytes = 0;
+    for (const r of c.records) {
+      const size = approxRecordBytes(r);
+      if (part.length > 0 && bytes + partBytes + size > maxBytes) {
+        add({ op: 'replica', records: part }, partBytes);
+        part = [];
+        partBytes = 0;
+        // The run is full: the next records start a new one.
+        if (cur.length > 0) {
+          out.push(cur);
+          cur = [];
+          bytes = 0;
+        }
+      }
+      part.push(r);
+      partBytes += size;
+    }
+    if (part.length > 0) add({ op: 'replica', records: part }, partBytes);
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}

@@ -30,7 +30,7 @@ import {
 } from '@switchboard/protocol';
 import { CheckBook, clipOutput, dueAction, nextCheckState, type CheckDeadline, type TrackedCheck } from './checks.js';
 import type { Clock } from './clock.js';
-import type { Change, Entry, Snapshot } from './entry.js';
+import { ENTRY_TARGET_BYTES, type Change, type Entry, type Snapshot } from './entry.js';
 import { combinedHealth, initialCheckStates } from './health.js';
 import { HistoryBook } from './history.js';
 import { LeaseZones } from './lease-zones.js';
@@ -356,7 +356,7 @@ export class Registry {
       }
       this.leaseTable.block(lease, now);
       this.guard.block(lease.id, zones, now, lease.ttlMs);
-      out.push(this.putUnchanged([...lease.instances], 'eviction_blocked', `lease ${lease.id} ran out while self-preservation is engaged; it is held`));
+      out.push(...this.putUnchanged([...lease.instances], 'eviction_blocked', `lease ${lease.id} ran out while self-preservation is engaged; it is held`));
     }
     if (this.guard.heldCount > 0) {
       for (const id of this.guard.releasable(now)) {
@@ -629,17 +629,30 @@ export class Registry {
     return this.commit({ revision, changes: [...deletes, { op: 'lease_end', leaseId: lease.id, reason: reason === 'lease_revoked' ? reason : 'lease_expired' }] });
   }
 
-  /** Puts instances again as they are (a state change with no new field: held by self-preservation). */
-  private putUnchanged(keys: string[], reason: PutReason, detail: string): WriteOutcome {
-    if (keys.length === 0) return { entry: null, events: [], revision: this.rev };
-    const next = this.rev + 1;
-    const changes: Change[] = [];
+  /**
+   * Puts instances again as they are (a state change with no new field: held by
+   * self-preservation): one entry, or several of about ENTRY_TARGET_BYTES for large ones.
+   */
+  private putUnchanged(keys: string[], reason: PutReason, detail: string): WriteOutcome[] {
+    const recs: InstanceRecord[] = [];
     for (const key of keys) {
       const [namespace, service, id] = splitKey(key);
       const rec = this.instance(namespace, service, id);
-      if (rec) changes.push({ op: 'put', instance: { ...rec.instance, modRevision: next }, specs: rec.specs, reason, detail });
+      if (rec) recs.push(rec);
     }
-    return this.commit({ revision: next, changes });
+    const out: WriteOutcome[] = [];
+    for (let i = 0; i < recs.length; ) {
+      const next = this.rev + 1;
+      const changes: Change[] = [];
+      // The stored JSON's length is the size; at least one instance per entry.
+      for (let bytes = 0; i < recs.length && (changes.length === 0 || bytes + (recs[i] as InstanceRecord).json.length <= ENTRY_TARGET_BYTES); i++) {
+        const rec = recs[i] as InstanceRecord;
+        bytes += rec.json.length;
+        changes.push({ op: 'put', instance: { ...rec.instance, modRevision: next }, specs: rec.specs, reason, detail });
+      }
+      out.push(this.commit({ revision: next, changes }));
+    }
+    return out;
   }
 
   /** Puts an instance with one check in a new state. */

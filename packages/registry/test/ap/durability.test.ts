@@ -58,3 +58,34 @@ for (const snapshotEveryRecords of [100_000, 3]) {
     }
   });
 }
+
+test('a cut that flags more records than one log record holds is logged in parts; the node writes on, and restarts with them', { timeout: 120_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'sb-ap-'));
+  const net = new LoopbackNet(['a', 'b']);
+  const a = await ApEngine.open({ nodeId: 'a', storage: new MemoryStorage(), transport: net.transport('a'), limits, clock, activeChecks: false });
+  let b = await ApEngine.open({ nodeId: 'b', storage: new FileStorage({ dataDir: dir }), transport: net.transport('b'), limits, clock, activeChecks: false });
+  try {
+    await eventually('ready', () => (a.ready && b.ready ? true : undefined));
+    // 700 persistent instances of a with 16 KiB of metadata in control characters: about
+    // 96 KiB of JSON each. When a becomes unreachable, b flags all of them at once: 67 MB,
+    // more than one log record may hold (64 MiB).
+    const metadata = { blob: '\u0001'.repeat(16 * 1024 - 4) };
+    for (let k = 0; k < 700; k += 50) {
+      await a.registerBatch(Array.from({ length: 50 }, (_, j) => ({ namespace: 'default', service: 'wide', id: `w${k + j}`, input: validateInstanceInput({ address: '10.0.0.9', port: 80, metadata }, DEFAULT_LIMITS) })));
+    }
+    await eventually('b has them all', () => (b.registry.service('default', 'wide')?.instances.size === 700 ? true : undefined), 60_000);
+    net.setCut('a', 'b', true);
+    await eventually('b flagged them', () => ([...(b.registry.service('default', 'wide')?.instances.values() ?? [])].every((r) => r.instance.unconfirmed === true) ? true : undefined), 60_000);
+    // The log took every part: b still writes.
+    await b.register(item('api', 'after-the-cut'));
+    assert.ok(b.registry.instance('default', 'api', 'after-the-cut'));
+    await b.close();
+    b = await ApEngine.open({ nodeId: 'b', storage: new FileStorage({ dataDir: dir }), transport: net.transport('b'), limits, clock, activeChecks: false });
+    assert.equal(b.registry.service('default', 'wide')?.instances.size, 700);
+    assert.ok(b.registry.instance('default', 'api', 'after-the-cut'));
+  } finally {
+    await a.close();
+    await b.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

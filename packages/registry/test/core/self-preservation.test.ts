@@ -166,3 +166,30 @@ test('a lease whose session closed ends with reason connection_lost', () => {
   clock.advance(1);
   assert.deepEqual(reasons(reg.expireDue()), ['connection_lost']);
 });
+
+test('a held lease with large instances is logged as several entries, none near the log\'s largest record', () => {
+  const { reg, clock } = setup();
+  const leases = fleet(reg, 20);
+  // One lease with 700 instances of 16 KiB metadata in control characters: each is about
+  // 96 KiB of JSON, 67 MB in all, more than one log record may hold (64 MiB).
+  reg.grantLease('big', 10_000);
+  const metadata = { blob: '\u0001'.repeat(16 * 1024 - 4) };
+  for (let k = 0; k < 700; k++) reg.register({ namespace: 'default', service: 'wide', id: `w${k}`, input: validateInstanceInput({ address: '10.0.0.1', port: 80, leaseId: 'big', metadata }, DEFAULT_LIMITS) });
+  clock.advance(5_000);
+  for (const l of leases.slice(12)) reg.keepAlive(l);
+  clock.advance(5_000);
+  const outs = reg.expireDue();
+  const held = outs.filter((o) => o.events.some((e) => e.instance.service === 'wide'));
+  assert.ok(held.length >= 10, `${held.length} entries`);
+  assert.equal(held.flatMap((o) => o.events).length, 700, 'every instance held');
+  let total = 0;
+  for (const o of held) {
+    const bytes = Buffer.byteLength(JSON.stringify(o.entry));
+    total += bytes;
+    assert.ok(bytes < 8 * 1024 * 1024, `an entry of ${bytes} bytes`);
+  }
+  assert.ok(total > 64 * 1024 * 1024, 'one entry would not have fit');
+  const revisions = held.map((o) => o.revision);
+  assert.deepEqual(revisions, [...revisions].sort((x, y) => x - y), 'one revision each, in order');
+  assert.equal(new Set(revisions).size, held.length);
+});

@@ -21,7 +21,7 @@
 import { SwitchboardError, isNodeId, validateConsumerReport, type AdminStatus, type CheckResult, type CheckSpec, type ClusterMember, type ClusterStatus, type ConsumerReport, type DeleteReason, type Instance, type LeaseGrant, type Limits, type MemberRemoval, type ServiceSettings } from '@switchboard/protocol';
 import client, { type Registry as MetricsRegistry } from 'prom-client';
 import type { Clock } from '../../core/clock.js';
-import type { Change, Entry } from '../../core/entry.js';
+import { approxRecordBytes, sliceChanges, type Change, type Entry } from '../../core/entry.js';
 import { HybridClock, cutAt, versionMs } from '../../core/hlc.js';
 import { adoptionVersion, removedOwnerAction, removedTombstone } from '../../core/membership.js';
 import { Registry, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
@@ -687,7 +687,7 @@ export class ApEngine implements Engine {
     const hidden: StoredRecord[] = [];
     for (const r of drop) this.dropRemoved(r, changes, hidden);
     if (hidden.length > 0) changes.push({ op: 'replica', records: hidden });
-    if (changes.length > 0) this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
+    if (changes.length > 0) this.persistAll(changes);
     this.adopt(adopt);
     return counts;
   }
@@ -720,7 +720,7 @@ export class ApEngine implements Engine {
     if (changes.length === 0) return;
     this.stats.adopted += out.length;
     this.opts.onEvent?.('adopted', { records: out.length });
-    this.persist(this.registry.applyReplicated(changes), () => this.enqueue(out)).catch(() => undefined);
+    this.persistAll(changes, () => this.enqueue(out));
   }
 
   registerMetrics(registry: MetricsRegistry): void {
@@ -829,6 +829,19 @@ export class ApEngine implements Engine {
   }
 
   /**
+   * Applies replicated changes and logs them: one entry, or several of about
+   * ENTRY_TARGET_BYTES when there are many (a reconcile can touch every record of a peer).
+   * `after` runs once the last is announced.
+   */
+  private persistAll(changes: Change[], after?: () => void): void {
+    const slices = sliceChanges(changes);
+    if (slices.length === 0) slices.push([]);
+    slices.forEach((slice, n) => {
+      this.persist(this.registry.applyReplicated(slice), n === slices.length - 1 ? after : undefined).catch(() => undefined);
+    });
+  }
+
+  /**
    * Runs `fn` once everything applied so far is durable: a digest or an answer of
    * anti-entropy must not show a record that a crash could still take back.
    */
@@ -906,7 +919,7 @@ export class ApEngine implements Engine {
     let cur: ReplicaRecord[] = [];
     let bytes = 0;
     for (const r of records) {
-      const size = approxBytes(r);
+      const size = approxRecordBytes(r);
       if (cur.length > 0 && (cur.length >= maxCount || bytes + size > this.limits.apMessageMaxBytes)) {
         yield cur;
         cur = [];
@@ -963,7 +976,7 @@ export class ApEngine implements Engine {
             const k = keys[i];
             const r = typeof k === 'string' ? this.table.get(k) : undefined;
             if (!r) continue;
-            const size = approxBytes(r);
+            const size = approxRecordBytes(r);
             if (records.length > 0 && bytes + size > this.limits.apMessageMaxBytes) break;
             bytes += size;
             records.push(strip(r));
@@ -1041,7 +1054,7 @@ export class ApEngine implements Engine {
     }
     if (changes.length === 0) return;
     this.opts.onEvent?.('settings_merged', { from, services: changes.length });
-    this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
+    this.persistAll(changes);
   }
 
   /**
@@ -1108,7 +1121,7 @@ export class ApEngine implements Engine {
     if (hidden.length > 0) changes.push({ op: 'replica', records: hidden });
     if (changes.length === 0) {
       if (after) void this.persist({ entry: null, events: [], revision: this.registry.revision }, after);
-    } else this.persist(this.registry.applyReplicated(changes), after).catch(() => undefined);
+    } else this.persistAll(changes, after);
     this.adopt(adopt);
   }
 
@@ -1635,7 +1648,7 @@ export class ApEngine implements Engine {
         repl: { view: true },
       });
     }
-    if (changes.length > 0) this.persist(this.registry.applyReplicated(changes)).catch(() => undefined);
+    if (changes.length > 0) this.persistAll(changes);
   }
 
   /** Engages or releases self-preservation from the leases of live records (`all`) and those of unreachable owners (`away`). */
@@ -1716,23 +1729,6 @@ function learnFromChange(table: ReplicaTable, settings: SettingsReplica, collect
     if (c.detail) rec.detail = c.detail;
     table.merge(rec, now);
   }
-}
-
-/**
- * About how many bytes a record takes encoded, without encoding it: the fixed fields, and
- * the variable ones (tags, metadata, checks) that make records large.
- */
-export function approxBytes(r: ReplicaRecord): number {
-  let n = 160 + r.namespace.length + r.service.length + r.id.length + r.v.length + r.o.length + (r.detail?.length ?? 0);
-  const i = r.i;
-  if (i) {
-    n += i.address.length + (i.zone?.length ?? 0) + (i.version?.length ?? 0) + (i.leaseId?.length ?? 0);
-    for (const t of i.tags) n += t.length + 2;
-    for (const k in i.metadata) n += k.length + (i.metadata[k] as string).length + 4;
-    for (const c of i.checks) n += 64 + c.id.length + (c.output?.length ?? 0);
-  }
-  for (const c of r.specs ?? []) n += 200 + (c.target?.length ?? 0) + (c.expectBody?.length ?? 0);
-  return n;
 }
 
 /** A record as sent: without this node's bookkeeping. */
