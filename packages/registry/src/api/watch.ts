@@ -347,16 +347,25 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
     if (ctx.closing.value) throw new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'connect to another node' });
     const epoch = engine.registry.epoch;
     const pos = startPosition(req, q, epoch);
+    // HEAD: the headers a GET would get, and no stream (Node sends a HEAD answer's headers
+    // only with a body write, which it then drops: a stream would never answer).
+    if (req.method === 'HEAD') return reply.code(200).header('content-type', 'text/event-stream; charset=utf-8').header('cache-control', 'no-cache').send();
     streams.admit(req.ip);
 
     let initial = ': watching\n\n';
     let minRevision = engine.hub.published + 1;
-    if (pos.reset) {
-initial += resetFrame(epoch, engine.hub.published);
+    // A position past every revision of the epoch is not from this store's history (a
+    // fromRevision without its epoch, kept from a registry since restarted empty): waiting
+    // for it would drop every change up to it, so the client relists instead. In cp mode
+    // the revisions are etcd's and a node's view may trail another node's: a position ahead
+    // of this view is waited for there.
+    const ahead = pos.from !== null && engine.mode !== 'cp' && pos.from > engine.hub.published + 1;
+    if (pos.reset || ahead) {
+      initial += resetFrame(epoch, engine.hub.published);
     } else if (pos.from !== null) {
       const past = engine.hub.log.since(pos.from);
       if (past === 'reset') {
-  initial += resetFrame(epoch, engine.hub.published);
+        initial += resetFrame(epoch, engine.hub.published);
       } else {
         initial += framesFor(services === null ? past : past.filter((e) => services.has(serviceKey(e.namespace, e.service))));
         minRevision = Math.max(pos.from, minRevision);

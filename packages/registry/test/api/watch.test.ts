@@ -284,3 +284,40 @@ test('an HTTP/1.0 watcher gets the frames as a plain body, an HTTP/1.1 one as ch
     await node.close();
   }
 });
+
+test('a position past every revision of the epoch gets reset, not a stream that waits for it; HEAD answers at once', async () => {
+  const node = await startNode();
+  try {
+    const u = node.url;
+    for (let i = 1; i <= 3; i++) await reg(u, 'ahead', `i${i}`);
+    const { epoch, revision } = (await call(u, 'GET', '/v1/status')).body;
+    // Positions from a registry since restarted empty (no epoch given, or the same one).
+    const byQuery = await SseReader.open(`${u}/v1/watch?service=ahead&fromRevision=${revision + 50}`);
+    const byId = await SseReader.open(`${u}/v1/watch?service=ahead`, { 'last-event-id': `${epoch}:${revision + 40}` });
+    // The next revision is a position like any other: it waits for it.
+    const next = await SseReader.open(`${u}/v1/watch?service=ahead&fromRevision=${revision + 1}`);
+    await byQuery.count(1);
+    await byId.count(1);
+    assert.equal(byQuery.events[0]!.event, 'reset');
+    assert.equal(byId.events[0]!.event, 'reset');
+    assert.deepEqual(byQuery.events[0]!.json, { epoch, revision });
+    await reg(u, 'ahead', 'i4');
+    await byQuery.count(2);
+    await byId.count(2);
+    await next.count(1);
+    assert.equal(byQuery.events[1]!.json.revision, revision + 1, 'live events after the reset');
+    assert.equal(next.events[0]!.event, 'put');
+    assert.equal(next.events[0]!.json.revision, revision + 1);
+    for (const r of [byQuery, byId, next]) r.close();
+
+    const head = await fetch(`${u}/v1/watch?service=ahead`, { method: 'HEAD', signal: AbortSignal.timeout(2_000) });
+    assert.equal(head.status, 200);
+    assert.match(head.headers.get('content-type') ?? '', /^text\/event-stream/);
+    let watchers = -1;
+    await waitUntil(async () => (watchers = (await call(u, 'GET', '/v1/status')).body.watchers) === 0, 5_000, 'no watch stream left', { detail: () => `watchers ${watchers}` });
+    const bad = await fetch(`${u}/v1/watch?service=Not_A_Name`, { method: 'HEAD', signal: AbortSignal.timeout(2_000) });
+    assert.equal(bad.status, 400);
+  } finally {
+    await node.close();
+  }
+});
