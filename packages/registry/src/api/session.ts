@@ -18,10 +18,20 @@ import {
 import type { ApiContext } from './context.js';
 import { toSwitchboardError } from './problem.js';
 
+/**
+ * Messages of one session waiting to be handled (they are handled one at a time, in
+ * order). A client sends one keepalive per ttl/3; more than this waiting is a client
+ * that does not wait for answers: it gets an error and the connection is closed.
+ */
+export const SESSION_MAX_PENDING_MESSAGES = 32;
+
 class Session {
   leaseId: string | null = null;
   /** Set when the session ends on purpose or hands over: its close then changes nothing. */
   quiet = false;
+  /** The message being handled and those waiting after it (see SESSION_MAX_PENDING_MESSAGES). */
+  chain: Promise<void> = Promise.resolve();
+  pending = 0;
 
   constructor(
     readonly socket: WebSocket,
@@ -67,11 +77,23 @@ export class Sessions {
     this.all.add(session);
     socket.on('message', (data, isBinary) => {
       const text = isBinary ? null : data.toString();
-      this.onMessage(session, text).catch((err) => {
-        // Echo what failed, so that a client need not infer it from the conversation.
-        const request = requestOf(text);
-        session.send({ type: 'error', problem: toSwitchboardError(err, limits.maxSessionMessageBytes).toProblem(), ...request });
-      });
+      if (session.pending >= SESSION_MAX_PENDING_MESSAGES) {
+        const problem = new SwitchboardError('RATE_LIMITED', `more than ${SESSION_MAX_PENDING_MESSAGES} session messages wait to be handled`, { limit: 'sessionMaxPendingMessages', hint: 'wait for each answer (ack, lease) before sending more' });
+        session.send({ type: 'error', problem: problem.toProblem(), ...requestOf(text) });
+        socket.close(1008, 'too many messages');
+        return;
+      }
+      // One message at a time, in order: two `open`s sent together must not both be
+      // granted a lease (the second finds the first's), nor a resume overtake an open.
+      session.pending++;
+      session.chain = session.chain
+        .then(() => this.onMessage(session, text))
+        .catch((err) => {
+          // Echo what failed, so that a client need not infer it from the conversation.
+          const request = requestOf(text);
+          session.send({ type: 'error', problem: toSwitchboardError(err, limits.maxSessionMessageBytes).toProblem(), ...request });
+        })
+        .finally(() => session.pending--);
     });
     socket.on('close', () => this.onClose(session));
     socket.on('error', () => socket.terminate());
@@ -145,6 +167,12 @@ export class Sessions {
   }
 
   private bind(s: Session, leaseId: string, ttlMs: number): void {
+    if (!this.all.has(s)) {
+      // The connection closed while the lease was granted or resumed: nobody keeps it
+      // alive here, so it ends after the grace like that of any dropped session.
+      if (!this.shuttingDown) this.ctx.engine.detachLease(leaseId, this.ctx.limits.sessionGraceMs);
+      return;
+    }
     s.leaseId = leaseId;
     this.byLease.set(leaseId, s);
     const { engine, limits } = this.ctx;

@@ -138,3 +138,34 @@ test('shutdown says goaway and leaves the lease intact', async () => {
   await c.next('goaway');
   assert.equal(lease.expiresAt, before, 'no grace applied on a node shutdown');
 });
+
+test('messages sent together are handled one at a time: five opens grant one lease; a flood is cut off', async () => {
+  const node = await startNode({ limits: { sessionGraceMs: 300 } });
+  try {
+    const leasesBefore = (await call(node.url, 'GET', '/v1/status')).body.leases;
+    const c = await Client.connect(node.url);
+    for (let i = 0; i < 5; i++) c.send({ type: 'open', ttlMs: 60_000 });
+    const lease = await c.next('lease');
+    for (let i = 0; i < 4; i++) assert.equal((await c.next('error')).problem.code, 'INVALID_ARGUMENT');
+    await sleep(100);
+    assert.equal(c.inbox.filter((m) => m.type === 'lease').length, 0, 'no second lease');
+    assert.equal((await call(node.url, 'GET', '/v1/status')).body.leases, leasesBefore + 1);
+    // The connection drops: its one lease ends after the grace (none is left for its TTL).
+    c.ws.terminate();
+    const t0 = Date.now();
+    while ((await call(node.url, 'GET', '/v1/status')).body.leases !== leasesBefore && Date.now() - t0 < 3_000) await sleep(20);
+    assert.equal((await call(node.url, 'GET', '/v1/status')).body.leases, leasesBefore, `lease ${lease.leaseId} ended after the grace`);
+
+    const d = await Client.connect(node.url);
+    d.send({ type: 'open', ttlMs: 60_000 });
+    await d.next('lease');
+    for (let seq = 1; seq <= 500; seq++) d.send({ type: 'keepalive', seq });
+    const t1 = Date.now();
+    while (!d.closed && Date.now() - t1 < 3_000) await sleep(20);
+    assert.ok(d.closed, 'a client that never waits for answers is cut off');
+    assert.ok(d.inbox.some((m) => m.type === 'error' && m.problem.code === 'RATE_LIMITED'), JSON.stringify(d.inbox.filter((m) => m.type === 'error').slice(0, 2)));
+    assert.equal((await call(node.url, 'GET', '/v1/status')).status, 200);
+  } finally {
+    await node.close();
+  }
+});
