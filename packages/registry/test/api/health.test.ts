@@ -351,6 +351,32 @@ test('drain answers once every watcher of the service was sent the change', asyn
   }
 });
 
+test('drains that wait count against maxBlockingQueriesPerNode; a refused one changes nothing', async () => {
+  const node = await startNode({ limits: { maxBlockingQueriesPerNode: 2 } });
+  try {
+    await reg(node, 'web', 'w1', {});
+    const idx = (await call(node.url, 'GET', '/v1/services/web')).body.revision;
+    // Two blocking queries fill the budget.
+    const waits = [0, 1].map(() => call(node.url, 'GET', `/v1/services/web?index=${idx}&wait=3s`));
+    const t0 = Date.now();
+    const waiting = async () => Number(/^switchboard_blocking_queries (\d+)/m.exec(await (await fetch(`${node.url}/metrics`)).text())?.[1]);
+    while ((await waiting()) !== 2 && Date.now() - t0 < 3_000) await sleep(20);
+    assert.equal(await waiting(), 2);
+    const refused = await call(node.url, 'POST', '/v1/services/web/instances/w1/drain?wait=2s');
+    assert.equal(refused.status, 429);
+    assert.equal(refused.body.code, 'RATE_LIMITED');
+    assert.equal(refused.body.limit, 'maxBlockingQueriesPerNode');
+    assert.ok(refused.body.hint);
+    assert.equal((await call(node.url, 'GET', '/v1/services/web/instances/w1')).body.status, 'up', 'the refused drain wrote nothing');
+    // A drain that does not wait is not limited (and ends the blocking queries' wait).
+    const now = await call(node.url, 'POST', '/v1/services/web/instances/w1/drain?wait=0s');
+    assert.equal(now.status, 200);
+    for (const w of await Promise.all(waits)) assert.equal(w.status, 200);
+  } finally {
+    await node.close();
+  }
+});
+
 test('consumer reports: two distinct reporters turn an instance warning; one alone never does', async () => {
   const node = await startNode();
   try {
