@@ -2,10 +2,11 @@
  * build() assembles the HTTP API over an engine and returns it without listening; the
  * agent calls listen(), tests use inject() or a real socket.
  */
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { Duplex } from 'node:stream';
+import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
-import { SwitchboardError, problemSchema, type Limits } from '@switchboard/protocol';
+import { SESSION_PATH, SwitchboardError, invalid, problemSchema, type Limits } from '@switchboard/protocol';
 import type { Engine } from '../engines/engine.js';
 import type { Tracing } from '../telemetry/index.js';
 import type { AlertsView, ApiContext } from './context.js';
@@ -191,6 +192,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     },
   });
   await app.register(websocket, { options: { maxPayload: limits.maxSessionMessageBytes } });
+  servePlainUpgrades(app);
   await app.register(async (scope) => sessionRoutes(scope, sessions));
   await app.register(async (scope) => writeRoutes(scope, ctx));
   await app.register(async (scope) => readRoutes(scope, ctx));
@@ -210,4 +212,37 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   };
   await app.ready();
   return sw;
+}
+
+/**
+ * Node 20 hands every request with an Upgrade header to the server's 'upgrade' event,
+ * which the websocket plugin routes like any request, and `ws` then answered anything but
+ * a websocket handshake with a bare text/html 400 (`Upgrade: h2c` from `curl --http2`, for
+ * one), and a websocket handshake to a route without a websocket with 101 and a close.
+ * Only a websocket upgrade of GET /v1/session upgrades. Any other such request is served
+ * as the plain HTTP request it also is (a server may ignore an Upgrade it does not take),
+ * on a connection closed after the answer: the upgrade took it from Node's HTTP parser.
+ * Its body cannot be read there, so a request with one gets a problem instead.
+ */
+function servePlainUpgrades(app: FastifyInstance): void {
+  app.addHook('onRequest', (req, reply, done) => {
+    const r = req as FastifyRequest & { ws?: boolean };
+    if (!r.ws) return done();
+    const path = req.url.split('?')[0];
+    if (req.method === 'GET' && path === SESSION_PATH && /^websocket$/i.test(req.headers.upgrade ?? '')) return done();
+    const raw = req.raw as unknown as Record<symbol, unknown>;
+    const key = Object.getOwnPropertySymbols(raw).find((k) => k.description === 'ws-socket');
+    const socket = key === undefined ? undefined : (raw[key] as Duplex | undefined);
+    if (key === undefined || !socket) return done();
+    // The plugin now takes it for a plain request (its handler and onResponse hook look at these).
+    delete raw[key];
+    r.ws = false;
+    reply.header('connection', 'close');
+    reply.raw.once('finish', () => socket.end());
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > 0 || req.headers['transfer-encoding'] !== undefined) {
+      return void sendProblem(reply, invalid('upgrade', `this request carries a body and asks to upgrade to "${req.headers.upgrade}", which this server does not do`, 'send the request without the Upgrade header'));
+    }
+    done();
+  });
 }

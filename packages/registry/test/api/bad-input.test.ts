@@ -435,6 +435,11 @@ const rawCases: { name: string; chunks: () => (string | Buffer)[]; want: Expect 
     },
     want: { status: 413, code: 'PAYLOAD_TOO_LARGE', limit: 'maxBodyBytes' },
   },
+  {
+    name: 'a body with an Upgrade the server does not take',
+    chunks: () => ['POST /v1/leases HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}'],
+    want: bad('upgrade'),
+  },
 ];
 
 test('requests that inject cannot make, over a real socket', async (t) => {
@@ -445,6 +450,19 @@ test('requests that inject cannot make, over a real socket', async (t) => {
       assertProblem(res, c.want, c.name);
     });
   }
+});
+
+test('an Upgrade the server does not take (h2c, or a websocket on a plain route) is ignored: the request is served', async () => {
+  const h2c = await rawExchange(['GET /v1/services/orders HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n'], { halfClose: false });
+  assert.equal(h2c.status, 200, h2c.raw.slice(0, 300));
+  assert.equal(JSON.parse(h2c.body).service, 'orders');
+  assert.equal(h2c.headers.connection, 'close');
+  const ws = await rawExchange(['GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'], { halfClose: false });
+  assert.equal(ws.status, 200, ws.raw.slice(0, 300));
+  assert.equal(typeof JSON.parse(ws.body).revision, 'number');
+  const missing = await rawExchange(['GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n'], { halfClose: false });
+  assert.equal(missing.status, 404);
+  assert.match(String(missing.headers['content-type']), /problem\+json/);
 });
 
 test('an HTTP/1.0 request, which has no Host header to give, is served', async () => {
