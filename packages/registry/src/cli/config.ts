@@ -163,6 +163,10 @@ function limitsOf(v: unknown, where: string): Limits {
   atLeast('alertMaxPending', 1, 'a webhook queues at least the message being sent');
   atLeast('alertWebhookTimeoutMs', 1, 'an attempt waits for an answer');
   atLeast('alertRetryMaxMs', out.alertRetryBaseMs, 'the cap is at least the first retry delay (alertRetryBaseMs)');
+  atLeast('blockingWaitMaxMs', out.blockingWaitDefaultMs, 'a wait left out (blockingWaitDefaultMs) must not pass the longest allowed');
+  atLeast('leaseTtlMinMs', 1, 'a lease lives for some time');
+  atLeast('maxSessionMessageBytes', 256, 'a session message must fit (and 0 would mean no limit to the WebSocket library)');
+  atLeast('maxBodyBytes', 1024, 'a registration body must fit');
   if (out.selfPreservationThresholdPercent > 100) {
     throw new ConfigError(`${where}.selfPreservationThresholdPercent`, `${where}.selfPreservationThresholdPercent must be 0-100 (100 turns self-preservation off)`);
   }

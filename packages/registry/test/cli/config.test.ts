@@ -107,3 +107,16 @@ test('the etcd password: from a file (one trailing newline dropped) or SWITCHBOA
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('limits that contradict each other or would turn a limit off are refused, naming the key', () => {
+  const limits = (l: Record<string, number>) => () => resolveConfig([{ name: 'file', values: { limits: l } }]);
+  for (const [l, key] of [
+    [{ blockingWaitDefaultMs: 120_000, blockingWaitMaxMs: 60_000 }, 'blockingWaitMaxMs'],
+    [{ leaseTtlMinMs: 0 }, 'leaseTtlMinMs'],
+    [{ maxSessionMessageBytes: 0 }, 'maxSessionMessageBytes'],
+    [{ maxBodyBytes: 10 }, 'maxBodyBytes'],
+  ] as const) {
+    assert.throws(limits(l), (err: unknown) => err instanceof ConfigError && err.field.endsWith(key), `${JSON.stringify(l)} refused at ${key}`);
+  }
+  assert.equal(resolveConfig([{ name: 'file', values: { limits: { blockingWaitDefaultMs: 30_000, blockingWaitMaxMs: 30_000 } } }]).limits.blockingWaitMaxMs, 30_000);
+});
