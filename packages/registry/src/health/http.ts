@@ -36,7 +36,12 @@ export async function probeHttp(t: ProbeTarget, signal: AbortSignal): Promise<Ch
   const line = `HTTP ${code} ${STATUS_CODES[code] ?? ''}`.trim();
   const expect = t.spec.expectBody;
   if (code < 200 || code >= 300 || expect === null) {
-    res.body.dump().catch(() => undefined);
+    // The status is the answer: the rest of the body is not waited for. Destroying it
+    // closes the connection now; draining it in the background (after the check's slot
+    // and deadline were released) kept a socket open per run for as long as a streaming
+    // or slow body lasted.
+    res.body.on('error', () => undefined); // the abort this causes is the point
+    res.body.destroy();
     if (code >= 200 && code < 300) return { status: 'passing', output: line };
     return { status: code === 429 ? 'warning' : 'critical', output: line };
   }
@@ -55,6 +60,7 @@ async function readSome(body: AsyncIterable<Buffer> & { destroy(): void }, max: 
     parts.push(chunk);
     size += chunk.length;
     if (size >= max) {
+      (body as unknown as NodeJS.EventEmitter).on('error', () => undefined);
       body.destroy();
       break;
     }

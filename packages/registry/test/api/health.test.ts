@@ -351,6 +351,35 @@ test('drain answers once every watcher of the service was sent the change', asyn
   }
 });
 
+test('an HTTP check of an endpoint whose body never ends holds no socket after its answer', async () => {
+  const node = await startNode();
+  const sockets = new Set<net.Socket>();
+  // Headers at once, then a body that trickles a byte a second and never ends (a stream).
+  const srv = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write(':');
+    const t = setInterval(() => res.write(':'), 1_000);
+    res.on('close', () => clearInterval(t));
+  });
+  srv.on('connection', (s: net.Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  try {
+    const url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}/`;
+    await reg(node, 'stream', 's1', { checks: [{ id: 'h', type: 'http', target: url, interval: '100ms' }] });
+    await until('the check passing', async () => (await checkOf(node, 'stream', 's1', 'h'))?.status === 'passing');
+    await sleep(1_500); // about 15 runs
+    assert.ok(sockets.size <= 2, `${sockets.size} sockets still open on the target`);
+  } finally {
+    await call(node.url, 'DELETE', '/v1/services/stream/instances/s1');
+    await node.close();
+    srv.closeAllConnections();
+    srv.close();
+  }
+});
+
 test('drains that wait count against maxBlockingQueriesPerNode; a refused one changes nothing', async () => {
   const node = await startNode({ limits: { maxBlockingQueriesPerNode: 2 } });
   try {
