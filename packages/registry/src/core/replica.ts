@@ -217,9 +217,14 @@ export class ReplicaTable {
     return [...this.records.values()];
   }
 
-  static restore(records: StoredRecord[]): ReplicaTable {
+  /**
+   * The table of a snapshot. Each record is dated `now` (the time of this process), as log
+   * replay dates what it learns: a date from before a restart would count the time the node
+   * was down as a tombstone's age, and collect it before any peer could have it.
+   */
+  static restore(records: StoredRecord[], now: number): ReplicaTable {
     const t = new ReplicaTable();
-    for (const r of records) t.merge(r, r.at);
+    for (const r of records) t.merge(r, now);
     return t;
   }
 

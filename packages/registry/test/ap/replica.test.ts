@@ -137,12 +137,14 @@ test("a service's digest is the XOR of two FNV-1a hashes of each record (nodes o
   assert.deepEqual(t.digest('default/svc'), { a: (h(r1, 0x811c9dc5) ^ h(r2, 0x811c9dc5)) >>> 0, b: (h(r1, 0x2b1f6a3d) ^ h(r2, 0x2b1f6a3d)) >>> 0, count: 2 });
 });
 
-test('restore from a snapshot gives the same table', () => {
+test('restore from a snapshot gives the same table, every record dated from the restore', () => {
   const a = new ReplicaTable();
   for (let k = 0; k < 10; k++) a.merge(rec(`i${k}`, `v${k}`, k % 4 === 0 ? { del: 'lease_expired', i: undefined } : {}), k);
-  const b = ReplicaTable.restore(JSON.parse(JSON.stringify(a.snapshot())));
+  const b = ReplicaTable.restore(JSON.parse(JSON.stringify(a.snapshot())), 5_000);
   assert.deepEqual(b.digest('default/svc'), a.digest('default/svc'));
   assert.equal(b.tombstones, a.tombstones);
+  // A tombstone's age counts from the restore: the time the node was down is not counted.
+  assert.deepEqual([...b.values()].map((r) => r.at), Array(10).fill(5_000));
 });
 
 test('service keys stay sorted and follow services that appear and go, through merges, removals and collection', () => {

@@ -18,6 +18,7 @@ const SEEDS: Record<string, number[]> = {
   'restart-catch-up': range(20),
   'owner-reasserts': range(20),
   'member-removed': range(20),
+  'long-split': range(10),
 };
 
 for (const [name, seeds] of Object.entries(SEEDS)) {

@@ -116,7 +116,8 @@ interface PeerState {
   cutSync: { highest: CutSync | null; latest: CutSync | null };
   /**
    * Tombstones were collected before the peer had them (it was away longer than
-   * apTombstoneMaxMs): it must rebuild from this node instead of merging its old copy.
+   * apTombstoneMaxMs): it may hold what they deleted. Anti-entropy tells it precisely
+   * (ap_versions marks, ap_gone), and collected tombstones are remembered while it owes.
    */
   owed: boolean;
   /** When `owed` was last set (monotonic ms), and the highest version of the tombstones collected without the peer. */
@@ -158,6 +159,8 @@ interface Round {
   startedVersion: string;
   /** What the peer has in the services that differ: key -> version. */
   versions: Map<string, string>;
+  /** Tombstones the peer collected in those services: key -> version. */
+  gone: Map<string, string>;
   parts: Set<number>;
   reply: Extract<ApMessage, { type: 'ap_reply' }> | null;
   /** Chunks of wanted keys not answered yet (null: not compared yet). */
@@ -238,8 +241,12 @@ export type ApMessage =
    * versions read the first four.
    */
   | { type: 'ap_digest'; round: number; from: string; to: string | null; services: DigestEntry[]; rebuild: boolean; rev: number; settings?: number; cut?: string }
-  /** The versions (key, version) the peer holds in the services that differ, in parts. */
-  | { type: 'ap_versions'; round: number; part: number; entries: [string, string][] }
+  /**
+   * The versions (key, version) the peer holds in the services that differ, in parts; an
+   * entry [key, version, 1] is a tombstone the peer collected (it holds no record of the key):
+   * the initiator drops what it holds of the key at or below that version.
+   */
+  | { type: 'ap_versions'; round: number; part: number; entries: ([string, string] | [string, string, 1])[] }
   /** `parts`: how many ap_versions messages of the round were sent before it. */
   /** `settingsDiffer`: the settings digests differed; the peer sent its settings, the initiator answers with its own. */
   | { type: 'ap_reply'; round: number; parts: number; diff: string[]; match: boolean; rebuild: boolean; rev: number; settingsDiffer?: boolean }
@@ -259,7 +266,12 @@ export type ApMessage =
    * operator removes one, passed on by every node that learns a new one, and sent on every
    * link that comes up, so that a node that was away learns it too. Idempotent.
    */
-  | { type: 'ap_forget'; ids: string[] };
+  | { type: 'ap_forget'; ids: string[] }
+  /**
+   * Tombstones the sender collected (key, version) of records the receiver still holds at
+   * or below that version (it was away when they were deleted): the receiver drops them.
+   */
+  | { type: 'ap_gone'; entries: [string, string][] };
 
 type DigestEntry = [string, number, number, number] | [string, number, number, number, number, number, number];
 
@@ -393,9 +405,9 @@ export class ApEngine implements Engine {
     };
     const base = { limits: opts.limits, clock: opts.clock, wallClock, replication };
     const registry = rec.snapshot ? Registry.fromSnapshot(rec.snapshot, base) : new Registry({ ...base, epoch: rec.epoch });
-    const table = ReplicaTable.restore(rec.snapshot?.replica ?? []);
-    const settingsTable = SettingsReplica.restore(rec.snapshot?.replicaSettings ?? []);
     const now = opts.clock.now();
+    const table = ReplicaTable.restore(rec.snapshot?.replica ?? [], now);
+    const settingsTable = SettingsReplica.restore(rec.snapshot?.replicaSettings ?? []);
     // Tombstones collected in the log's span: remembered again (those before the snapshot are forgotten).
     const collected: Collected = new Map();
     for (const entry of rec.entries) {
@@ -789,7 +801,11 @@ export class ApEngine implements Engine {
         const key = recordKey(i);
         const cur = this.table.get(key);
         const owner = i.owner ?? this.nodeId;
-        const v = cur ? this.hlc.after(cur.v) : this.hlc.now();
+        // Above the record, or above the tombstone this node collected of the key (peers
+        // refuse anything at or below a tombstone they collected: a clock behind the one that
+        // deleted it must not make the new incarnation look older).
+        const gone = cur ? undefined : this.collected.get(key);
+        const v = cur ? this.hlc.after(cur.v) : gone ? this.hlc.after(gone.v) : this.hlc.now();
         i.owner = owner;
         delete i.unconfirmed;
         const rec: ReplicaRecord = { namespace: i.namespace, service: i.service, id: i.id, v, o: owner, i: wire(i), specs: c.specs };
@@ -1004,6 +1020,9 @@ export class ApEngine implements Engine {
         case 'ap_forget':
           void this.learnRemoved(from, msg.ids);
           break;
+        case 'ap_gone':
+          if (Array.isArray(msg.entries)) this.dropGone(from, msg.entries);
+          break;
         case 'ap_report_result': {
           const done = this.pendingReports.get(msg.rid);
           if (done) done(msg.error === undefined && typeof msg.revision === 'number' && typeof msg.reporters === 'number' ? { revision: msg.revision, reporters: msg.reporters, warning: msg.warning === true } : null);
@@ -1080,7 +1099,7 @@ export class ApEngine implements Engine {
       const before = this.table.get(key);
       // Nothing at or below a tombstone this node collected is taken: not the tombstone
       // (peers that collect it later would only hand it back and forth), and not the record
-      // it deleted (from a node that owes a rebuild, directly or through another). A
+      // it deleted (from a node that was away when it was deleted, directly or through another). A
       // tombstone it never had is taken, however old its version: its digests would
       // otherwise differ from every holder's for good, and nobody could collect it before
       // apTombstoneMaxMs.
@@ -1258,22 +1277,20 @@ export class ApEngine implements Engine {
       const c = this.table.digestUpTo(k, cut) as ServiceDigest;
       return [k, d.a, d.b, d.count, c.a, c.b, c.count];
     });
-    this.rounds.set(round, { peer, from, to, cut, startedAt: this.opts.clock.now(), startedVersion: this.hlc.last(), versions: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
+    this.rounds.set(round, { peer, from, to, cut, startedAt: this.opts.clock.now(), startedVersion: this.hlc.last(), versions: new Map(), gone: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
     if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
-    const digest: ApMessage = { type: 'ap_digest', round, from, to, services, rebuild: st.owed, rev: this.registry.revision, settings: this.settingsTable.digest(), ...(cut === null ? {} : { cut }) };
+    const digest: ApMessage = { type: 'ap_digest', round, from, to, services, rebuild: false, rev: this.registry.revision, settings: this.settingsTable.digest(), ...(cut === null ? {} : { cut }) };
     this.whenDurable(peer, () => this.transport.send(peer, digest));
     return round;
   }
 
   /** The services a digest covers that differ here; sends this node's records of them, then the list. */
   private answerDigest(from: string, msg: Extract<ApMessage, { type: 'ap_digest' }>): void {
-    if (msg.rebuild) {
-      // This node was away too long: its old records must not flow to the peer. It asks
-      // the peer instead, whose reply tells it to rebuild.
-      this.startRound(from, this.cutFor(this.peerState.get(from)));
-      return;
-    }
+    // Every digest is answered, also one that asks for a rebuild (from a node of an older
+    // version): answering with a round of its own instead made two nodes that each owed the
+    // other bounce digests for ever. What this node holds of tombstones the peer collected
+    // is dropped precisely (the peer's answers and ap_gone), never merged back.
     // With a cut, a service whose records up to the cut are the same on both nodes only
     // settles: it is not compared record by record, and the round is no match.
     const cut = typeof msg.cut === 'string' ? msg.cut : null;
@@ -1297,9 +1314,14 @@ export class ApEngine implements Engine {
     }
     this.stats.antiEntropySettling += settling;
     const st = this.peerState.get(from);
-    const rebuild = st?.owed ?? false;
-    const entries: [string, string][] = [];
+    const entries: ([string, string] | [string, string, 1])[] = [];
     for (const k of diff) for (const r of this.table.serviceRecords(k)) entries.push([recordKey(r), r.v]);
+    // The tombstones this node collected in those services: the peer may hold what they deleted.
+    if (diff.size > 0) {
+      for (const [key, c] of this.collected) {
+        if (diff.has(serviceKeyOf(key)) && !this.table.get(key)) entries.push([key, c.v, 1]);
+      }
+    }
     const out: ApMessage[] = [];
     let parts = 0;
     const per = this.limits.apRepairMaxRecords * 4; // a version is a small fraction of a record
@@ -1309,7 +1331,7 @@ export class ApEngine implements Engine {
     if (st) st.answered = this.notePage(from, st.answered, { from: msg.from, to: msg.to, differs: diff.size > 0, match: diff.size === 0 && settling === 0, cut, at: this.opts.clock.now(), version: this.hlc.last() });
     // Settings: a node of an older version sends no digest and gets none of this.
     const settingsDiffer = typeof msg.settings === 'number' && msg.settings !== this.settingsTable.digest();
-    out.push({ type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0 && settling === 0, rebuild, rev: this.registry.revision, ...(settingsDiffer ? { settingsDiffer } : {}) });
+    out.push({ type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0 && settling === 0, rebuild: false, rev: this.registry.revision, ...(settingsDiffer ? { settingsDiffer } : {}) });
     const settings = settingsDiffer ? this.settingsTable.all() : null;
     // The answer counts for the peer's synchronisation (tombstone collection): it goes once
     // what this node compared is durable, so that a crash cannot take back what it showed.
@@ -1325,7 +1347,11 @@ export class ApEngine implements Engine {
     const round = this.rounds.get(msg.round);
     if (round?.peer !== from || round.parts.has(msg.part)) return; // ended, or a duplicate
     round.parts.add(msg.part);
-    for (const e of msg.entries) if (Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'string') round.versions.set(e[0], e[1]);
+    for (const e of msg.entries) {
+      if (!Array.isArray(e) || typeof e[0] !== 'string' || typeof e[1] !== 'string') continue;
+      if (e[2] === 1) round.gone.set(e[0], e[1]);
+      else round.versions.set(e[0], e[1]);
+    }
     this.compareRound(msg.round);
   }
 
@@ -1360,7 +1386,16 @@ export class ApEngine implements Engine {
     const msg = round?.reply;
     if (!round || !msg || round.wants !== null || round.parts.size < msg.parts) return;
     const from = round.peer;
-    if (msg.rebuild) this.rebuildFrom(from, msg.diff, round.versions, round.cut);
+    // What the peer deleted and collected while this node held it: dropped, not pushed.
+    if (round.gone.size > 0) this.dropGone(from, [...round.gone]);
+    // What the peer holds of tombstones this node collected: the peer drops it (ap_gone),
+    // and it is not asked for.
+    const gone: [string, string][] = [];
+    for (const [key, v] of round.versions) {
+      const c = this.collected.get(key);
+      if (c && v <= c.v && !this.table.get(key)) gone.push([key, c.v]);
+    }
+    for (let i = 0; i < gone.length; i += this.limits.apRepairMaxRecords) this.transport.send(from, { type: 'ap_gone', entries: gone.slice(i, i + this.limits.apRepairMaxRecords) });
     const push: ReplicaRecord[] = [];
     for (const k of msg.diff) {
       for (const r of this.table.serviceRecords(k)) {
@@ -1371,7 +1406,8 @@ export class ApEngine implements Engine {
     const want: string[] = [];
     for (const [key, v] of round.versions) {
       const mine = this.table.get(key);
-      if (!mine || mine.v < v) want.push(key);
+      const c = this.collected.get(key);
+      if ((!mine || mine.v < v) && !(c && v <= c.v)) want.push(key);
     }
     for (const records of this.split(push, this.limits.apRepairMaxRecords)) this.transport.send(from, { type: 'ap_push', records });
     round.wants = new Set();
@@ -1404,37 +1440,35 @@ export class ApEngine implements Engine {
   }
 
   /**
-   * The peer collected tombstones this node may never have seen (it was away longer than
-   * tombstones are kept): in the services that differ, records the peer does not have are
-   * dropped instead of merged, except those this node wrote since it was last in sync.
+   * Tombstones `peer` collected (key, version) while this node still holds what they
+   * deleted (it was away longer than tombstones are kept, or fed by a node that was): each
+   * record held at or below the tombstone's version is dropped and the tombstone remembered
+   * as collected, so that no peer hands the record back. Records the peer never had, or
+   * newer ones, are not touched (a rebuild that dropped every record the peer lacked lost
+   * records written elsewhere while the peer was away).
    */
-  private rebuildFrom(peer: string, diff: string[], theirs: Map<string, string>, cut: string | null): void {
-    this.stats.rebuilds++;
-    const drop: StoredRecord[] = [];
-    const synced = this.peerState.get(peer)?.syncedVersion ?? '';
-    for (const k of diff) {
-      for (const r of this.table.serviceRecords(k)) {
-        if (theirs.has(recordKey(r))) continue;
-        // Above the round's cut: possibly on its way to the peer, not deleted there.
-        if (cut !== null && r.v > cut) continue;
-        if (r.o === this.nodeId && r.v > synced && r.v.endsWith(`@${this.nodeId}`)) continue;
-        drop.push(r);
-      }
-    }
-    this.opts.onEvent?.('rebuild', { peer, dropped: drop.length });
-    if (drop.length === 0) return;
+  private dropGone(peer: string, entries: unknown[]): void {
+    const now = this.opts.clock.now();
     const forget: ForgetRecord[] = [];
     const unshow = new Map<string, Change>();
-    for (const r of drop) {
-      const key = recordKey(r);
+    for (const e of entries) {
+      if (!Array.isArray(e) || typeof e[0] !== 'string' || typeof e[1] !== 'string') continue;
+      const [key, v] = e as [string, string];
+      const mine = this.table.get(key);
+      if (!mine || mine.v > v) continue;
       this.table.remove(key);
-      forget.push({ key, v: r.v, collected: false });
-      if (this.registry.instance(r.namespace, r.service, r.id)) {
-        unshow.set(key, { op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'deregistered', detail: `rebuilt from ${peer}: deleted while this node was away`, repl: { view: true } });
+      rememberCollected(this.collected, key, v, now);
+      // Replay removes the record (its version) and remembers the tombstone (the peer's).
+      forget.push({ key, v: mine.v, collected: false }, { key, v, collected: true });
+      if (this.registry.instance(mine.namespace, mine.service, mine.id)) {
+        unshow.set(key, { op: 'delete', namespace: mine.namespace, service: mine.service, id: mine.id, reason: mine.del ?? 'deregistered', detail: `deleted on ${peer} while this node was away`, repl: { view: true } });
       }
     }
-    // The drops are logged with the view's deletes: a restart must not replay the records back.
-    this.logForget(forget, (slice) => slice.flatMap((f) => unshow.get(f.key) ?? []));
+    if (forget.length === 0) return;
+    this.stats.rebuilds++;
+    this.opts.onEvent?.('rebuild', { peer, dropped: forget.length / 2 });
+    // Logged with the view's deletes: a restart must not replay the records back.
+    this.logForget(forget, (slice) => slice.flatMap((f) => (f.collected ? [] : (unshow.get(f.key) ?? []))));
   }
 
   /** `at`: when the digests the round compared were taken (a tombstone learned later is not covered). */
@@ -1492,8 +1526,11 @@ export class ApEngine implements Engine {
   /** Drops tombstones every peer has had time to see (or kept past apTombstoneMaxMs). */
   private collectTombstones(): void {
     const now = this.opts.clock.now();
+    // Remembered for apTombstoneMaxMs, and for as long as a peer may still hold what they
+    // deleted (it owes: it was away when they were collected); at most MAX_COLLECTED.
+    const owedPeer = [...this.peerState.values()].some((p) => p.owed);
     for (const [key, c] of this.collected) {
-      if (this.collected.size <= MAX_COLLECTED && now - c.at < this.limits.apTombstoneMaxMs) break;
+      if (this.collected.size <= MAX_COLLECTED && (owedPeer || now - c.at < this.limits.apTombstoneMaxMs)) break;
       this.collected.delete(key);
     }
     if (this.table.tombstones === 0) return;
@@ -1755,4 +1792,9 @@ function lowerBound(keys: readonly string[], key: string): number {
     else hi = mid;
   }
   return lo;
+}
+
+/** The service key (`namespace/service`) of a record key (`namespace/service/id`). */
+function serviceKeyOf(key: string): string {
+  return key.slice(0, key.indexOf('/', key.indexOf('/') + 1));
 }
