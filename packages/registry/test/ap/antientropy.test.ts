@@ -301,3 +301,31 @@ test('a restart neither replays collected tombstones back nor forgets that it co
     await world.close();
   }
 });
+
+test('a key registered again after its tombstone was collected everywhere gets a version above it, whatever the clock that deleted it', async () => {
+  // c's clock is 30 s ahead, beyond apMaxClockOffsetMs of the simulation: its versions are
+  // not followed, so a's clock stays below the tombstone a writes from c's record.
+  const world = new World({ seed: 7, nodes: 3, skews: { c: 30_000 } });
+  await world.start();
+  try {
+    const E = (id: string) => world.node(id).engine;
+    await world.sched.run(1_000);
+    await E('c').register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.3', 80, null) });
+    await world.sched.run(1_000);
+    await E('a').deregister('default', 'p', 'x');
+    const tombstone = E('a').table.get('default/p/x')!.v;
+    const t0 = world.now;
+    while (['a', 'b', 'c'].some((id) => E(id).table.get('default/p/x')) && world.now - t0 < 10_000) await world.sched.run(200);
+    assert.ok(['a', 'b', 'c'].every((id) => !E(id).table.get('default/p/x')), 'the tombstone was collected everywhere');
+    const lease = await E('a').grantLease(10_000);
+    await E('a').register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.1', 81, lease.leaseId) });
+    assert.ok(E('a').table.get('default/p/x')!.v > tombstone, 'the new incarnation is above the tombstone');
+    for (let i = 0; i < 3; i++) {
+      await world.sched.run(1_000);
+      await E('a').keepAlive(lease.leaseId);
+    }
+    for (const id of ['b', 'c']) assert.ok(E(id).registry.instance('default', 'p', 'x'), `${id} took the new incarnation`);
+  } finally {
+    await world.close();
+  }
+});
