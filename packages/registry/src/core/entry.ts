@@ -58,6 +58,11 @@ export interface Snapshot {
   serviceSettings?: { namespace: string; service: string; settings: ServiceSettings }[];
   /** Absent in snapshots of older versions. */
   histories?: HistorySnapshotItem[];
+  /**
+   * The revision answered for services forgotten once empty (more than the registry keeps),
+   * so that their revisions never go back either. Absent in older snapshots (0).
+   */
+  forgottenRevision?: number;
   /** ap mode: the replicated records (live, hidden and tombstones). */
   replica?: StoredRecord[];
   /** ap mode: the versions of the service settings (replica-settings.ts). */

@@ -582,12 +582,13 @@ export class Registry {
       const [namespace, service] = key.split('/') as [string, string];
       return { namespace, service, settings };
     });
-    return { format: 1, epoch: this.epoch, revision: this.rev, leases, instances, emptyServices, serviceRevisions, serviceSettings, histories: this.historyBook.snapshot() };
+    return { format: 1, epoch: this.epoch, revision: this.rev, leases, instances, emptyServices, serviceRevisions, serviceSettings, histories: this.historyBook.snapshot(), ...(this.forgottenRevision > 0 ? { forgottenRevision: this.forgottenRevision } : {}) };
   }
 
   /** Rebuilds a registry from a snapshot; every lease gets a full TTL from now. */
   static fromSnapshot(snap: Snapshot, opts: Omit<RegistryOptions, 'epoch' | 'revision'>): Registry {
     const reg = new Registry({ ...opts, epoch: snap.epoch, revision: snap.revision });
+    reg.forgottenRevision = snap.forgottenRevision ?? 0;
     for (const l of snap.leases) reg.leaseTable.add(l.leaseId, l.ttlMs, opts.clock.now());
     for (const e of snap.emptyServices) {
       const s = reg.serviceFor(e.namespace, e.service);

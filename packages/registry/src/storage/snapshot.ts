@@ -2,7 +2,7 @@
  * Snapshot files: the 64-byte file header (kind snapshot, the last LSN covered, the
  * epoch), then frames numbered 0, 1, 2, ... each holding one JSON chunk:
  *
- *   {"kind":"meta", "format", "epoch", "revision", "lsn", "instances", "leases", "emptyServices"}
+ *   {"kind":"meta", "format", "epoch", "revision", "lsn", "instances", "leases", "emptyServices", "forgottenRevision"?}
  *   {"kind":"instances" | "leases" | "emptyServices", "items": [...]}   (any number)
  *   {"kind":"end", "frames": <number of frames before this one>}
  *
@@ -33,7 +33,7 @@ const MAX_BUSY_MS = 5;
  * `histories` came later, so a meta chunk without them counts none.
  */
 type Chunk =
-  | { kind: 'meta'; format: 1; epoch: string; revision: number; lsn: number; instances: number; leases: number; emptyServices: number; serviceRevisions?: number; serviceSettings?: number; histories?: number; replica?: number; replicaSettings?: number }
+  | { kind: 'meta'; format: 1; epoch: string; revision: number; lsn: number; instances: number; leases: number; emptyServices: number; serviceRevisions?: number; serviceSettings?: number; histories?: number; replica?: number; replicaSettings?: number; forgottenRevision?: number }
   | { kind: 'instances'; items: Snapshot['instances'] }
   | { kind: 'leases'; items: Snapshot['leases'] }
   | { kind: 'emptyServices'; items: Snapshot['emptyServices'] }
@@ -65,6 +65,7 @@ function* chunksOf(snap: Snapshot, lsn: number, chunkItems: number): Generator<C
     serviceRevisions: listOf(snap, 'serviceRevisions').length,
     serviceSettings: listOf(snap, 'serviceSettings').length,
     histories: listOf(snap, 'histories').length,
+    ...(snap.forgottenRevision ? { forgottenRevision: snap.forgottenRevision } : {}),
     // ap mode only; absent otherwise, so that other snapshots stay as they were.
     ...(snap.replica ? { replica: snap.replica.length } : {}),
     ...(snap.replicaSettings ? { replicaSettings: snap.replicaSettings.length } : {}),
@@ -209,6 +210,7 @@ function applyChunk(st: ReadState, chunk: Chunk, seq: number): string | null {
     case 'meta':
       if (chunk.format !== 1 || chunk.epoch !== st.epoch || chunk.lsn !== st.lsn) return 'the meta chunk disagrees with the file header';
       st.snap.revision = chunk.revision;
+      if (typeof chunk.forgottenRevision === 'number') st.snap.forgottenRevision = chunk.forgottenRevision;
       st.meta = chunk;
       return null;
     case 'instances':

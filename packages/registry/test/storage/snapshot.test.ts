@@ -177,3 +177,31 @@ test('snapshotDue after snapshotEveryRecords records or snapshotEveryBytes bytes
     t.remove();
   }
 });
+
+test('the revision of services forgotten once empty survives a restart from a snapshot', async () => {
+  const t = tempDir('snap-forgotten');
+  try {
+    const s = storage(t.dir);
+    const rec0 = await s.open(freshEpoch);
+    const { reg } = registry(rec0.epoch);
+    const input = { address: '10.0.0.1', port: 80, leaseId: null, zone: null, version: null, tags: [], metadata: {}, weight: 100, protocol: 'http' as const, checks: [] };
+    // More empty services than the registry keeps: the oldest are forgotten.
+    const acks: Promise<unknown>[] = [];
+    for (let k = 0; k < 10_050; k++) {
+      for (const o of [reg.register({ namespace: 'default', service: `s${k}`, id: 'i', input }), reg.deregister('default', `s${k}`, 'i')]) if (o.entry) acks.push(s.append(o.entry));
+    }
+    await Promise.all(acks);
+    const forgotten = reg.serviceRevision('default', 's0');
+    assert.ok(forgotten > 0, 'a forgotten service answers the revision of the forgotten ones');
+    await s.writeSnapshot(reg.snapshot());
+    await s.close();
+    const s2 = storage(t.dir);
+    const rec = await s2.open(freshEpoch);
+    assert.ok(rec.snapshot);
+    assert.equal(rebuild(rec).serviceRevision('default', 's0'), forgotten, 'not 0 after the restart');
+    assert.equal(rebuild(rec).serviceRevision('default', 'never-seen'), forgotten);
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
