@@ -64,9 +64,12 @@ class Mover {
       await src.read(tail, 0, tail.length, offset);
       const saved = `${name}.from-${offset}`;
       const out = await open(join(this.target, saved), 'wx', FILE_MODE);
-      await writeAll(out, tail, 0);
-      await out.sync();
-      await out.close();
+      try {
+        await writeAll(out, tail, 0);
+        await out.sync();
+      } finally {
+        await out.close();
+      }
       this.moved.push(saved);
       await truncate(join(this.dir, name), offset);
       await src.sync();

@@ -111,7 +111,13 @@ export class WalWriter {
       return new WalWriter(opts, fh, tail.size, tail, lastLsn);
     }
     const w = new WalWriter(opts, null, 0, { name: '', firstLsn: -1 }, lastLsn);
-    await w.startSegment(lastLsn + 1);
+    try {
+      await w.startSegment(lastLsn + 1);
+    } catch (err) {
+      // The segment may be open already (its header or the directory sync failed).
+      await w.fh?.close().catch(() => undefined);
+      throw err;
+    }
     return w;
   }
 
@@ -185,7 +191,8 @@ export class WalWriter {
     try {
       while (this.queue.length > 0 && !this.failure) {
         const head = this.queue[0] as Item;
-        inFlight = head.kind === 'rotate' ? [this.queue.shift() as Item] : this.takeBatch();
+        if (head.kind === 'rotate') inFlight = [this.queue.shift() as Item];
+        else this.takeBatch((inFlight = []) as RecordItem[]);
         if (head.kind === 'rotate') await this.startSegment(head.firstLsn);
         else await this.writeBatch(inFlight as RecordItem[]);
         for (const item of inFlight) item.resolve();
@@ -201,8 +208,11 @@ export class WalWriter {
     }
   }
 
-  private takeBatch(): RecordItem[] {
-    const batch: RecordItem[] = [];
+  /**
+   * Moves the next records into `batch` (the caller's list, so that items already taken are
+   * failed with the rest if encoding a later one throws, instead of waiting for ever).
+   */
+  private takeBatch(batch: RecordItem[]): void {
     let bytes = 0;
     while (this.queue.length > 0) {
       const item = this.queue[0] as Item;
@@ -214,7 +224,6 @@ export class WalWriter {
       batch.push(item);
       bytes += size;
     }
-    return batch;
   }
 
   private async writeBatch(batch: RecordItem[]): Promise<void> {

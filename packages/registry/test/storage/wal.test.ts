@@ -113,3 +113,22 @@ test('an fsync failure rejects that append and every later one', async () => {
     t.remove();
   }
 });
+
+test('appends taken into a batch with one that cannot be encoded are rejected with it, not left waiting', async () => {
+  const t = tempDir('wal-encode');
+  try {
+    // Encoding deferred (the queue is over maxPendingBytes), then an entry over the largest record.
+    const s = storage(t.dir, { maxPendingBytes: 1 });
+    await s.open(freshEpoch);
+    const [a, b] = entries(1, 2);
+    const huge = entries(3, 3)[0]!;
+    (huge.changes[0] as { instance: { metadata: Record<string, string> } }).instance.metadata = { note: 'x'.repeat(65 * 1024 * 1024) };
+    const settled = (p: Promise<unknown>) => Promise.race([p.then(() => 'resolved', () => 'rejected'), new Promise((r) => setTimeout(() => r('pending'), 5_000))]);
+    const [ra, rb, rc] = await Promise.all([s.append(a!), s.append(b!), s.append(huge)].map(settled));
+    assert.deepEqual([ra, rb, rc].map((x) => x !== 'pending'), [true, true, true], `settled: ${ra}, ${rb}, ${rc}`);
+    assert.equal(rc, 'rejected');
+    await s.close().catch(() => undefined);
+  } finally {
+    t.remove();
+  }
+});
