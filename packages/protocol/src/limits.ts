@@ -140,7 +140,7 @@ export interface Limits {
   apOwnerGraceMs: number;
   /** ap: tombstones are kept at least this long, and until every peer has them. */
   apTombstoneMinMs: number;
-  /** ap: tombstones are collected after this long even if a peer never caught up (it then rebuilds from a peer). */
+  /** ap: tombstones are collected after this long even if a peer never caught up (it is then told precisely what was deleted). */
   apTombstoneMaxMs: number;
   /** ap: a starting node waits this long for a peer to catch up from before it reports ready alone. */
   apCatchUpTimeoutMs: number;

@@ -68,6 +68,7 @@ function printRepair(r: RepairReport, { out }: StorageCmdOutput): void {
   if (r.cut) out(`cut ${r.cut.file} at byte ${r.cut.offset} (${r.cut.bytes} bytes saved aside)`);
   out(`moved aside into ${r.movedTo}: ${r.moved.join(', ')}`);
   out(`kept: ${r.snapshot ? `snapshot ${r.snapshot} and ` : ''}${r.keptRecords} log records up to LSN ${r.lastLsn}; the agent can start again`);
+  if (r.revisionFloor !== null) out(`revisions continue from ${r.revisionFloor}: none that the moved records may have had is given to another change (clients watching resume with a reset)`);
 }
 
 async function withDataDir(flags: Flags, exit: (code: number) => void, { err }: StorageCmdOutput, run: (dir: string) => Promise<number>): Promise<void> {

@@ -605,6 +605,14 @@ export class Registry {
     return reg;
   }
 
+  /**
+   * Starts the revision at `floor` at least (after a repair moved acknowledged records
+   * aside: their revisions, which clients may have seen, are not given to other changes).
+   */
+  raiseRevision(floor: number): void {
+    if (floor > this.rev) this.rev = floor;
+  }
+
   /** After replay, leases restored from disk start a full TTL from now. */
   renewAllLeases(): void {
     this.leaseTable.renewAll(this.clock.now());

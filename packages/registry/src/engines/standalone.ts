@@ -82,6 +82,7 @@ export class StandaloneEngine implements Engine {
     const base = { limits: opts.limits, clock: opts.clock, wallClock: opts.wallClock ?? { now: () => Date.now() } };
     const registry = rec.snapshot ? Registry.fromSnapshot(rec.snapshot, base) : new Registry({ ...base, epoch: rec.epoch });
     for (const entry of rec.entries) registry.apply(entry);
+    registry.raiseRevision(rec.revisionFloor ?? 0);
     registry.renewAllLeases();
     opts.onRecovered?.({ revision: registry.revision, entries: rec.entries.length, fromSnapshot: rec.snapshot !== null, ms: Date.now() - started });
     return new StandaloneEngine(registry, opts.storage, opts);

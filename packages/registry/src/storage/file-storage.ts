@@ -86,7 +86,7 @@ export class FileStorage implements Storage {
       this.lastSnapshotLsn = rec.snapshotLsn;
       // Records replayed at start count toward the next snapshot, so restarts do not let the log grow without bound.
       this.mark = { appends: -rec.entries.length, bytes: -rec.entryBytes };
-      return { epoch: rec.epoch, snapshot: rec.snapshot, entries: rec.entries };
+      return { epoch: rec.epoch, snapshot: rec.snapshot, entries: rec.entries, ...(rec.revisionFloor > 0 ? { revisionFloor: rec.revisionFloor } : {}) };
     } catch (err) {
       await this.releaseLock();
       throw err;

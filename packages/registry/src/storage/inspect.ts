@@ -71,7 +71,8 @@ async function inspectSnapshot(dir: string, f: NamedFile): Promise<SnapshotRepor
 
 export async function inspectDataDir(dir: string): Promise<InspectReport> {
   const files = classifyFiles(await readdir(dir));
-  const epoch = (await readMeta(dir))?.epoch ?? (await epochFromFiles(dir, files));
+  const meta = await readMeta(dir);
+  const epoch = meta?.epoch ?? (await epochFromFiles(dir, files));
   const snapshots: SnapshotReport[] = [];
   for (const f of files.snapshots) snapshots.push(await inspectSnapshot(dir, f));
   const newest = snapshots[snapshots.length - 1] ?? null;
@@ -91,5 +92,7 @@ export async function inspectDataDir(dir: string): Promise<InspectReport> {
   ];
   const damage = snapDamage ?? scan.damage;
   const state = damage === null ? 'ok' : damage.torn ? 'torn-tail' : 'damaged';
+  // A repair's floor (meta.json) raises the revision the node starts at.
+  revision = Math.max(revision, meta?.revisionFloor ?? 0);
   return { dir, epoch, lock: await lockOf(dir), snapshots, recoverFrom: base?.file ?? null, segments, replayRecords, lastLsn: scan.lastLsn, revision, state, damage };
 }

@@ -15,6 +15,11 @@ export interface Meta {
   epoch: string;
   /** ISO time the directory was created or its meta rebuilt; for operators only. */
   createdAt: string;
+  /**
+   * Set by `storage repair` when it moved acknowledged records aside: the registry starts at
+   * this revision at least, so that no revision a client saw is given to another change.
+   */
+  revisionFloor?: number;
 }
 
 export async function readMeta(dir: string): Promise<Meta | null> {
@@ -36,11 +41,13 @@ export async function readMeta(dir: string): Promise<Meta | null> {
   if (typeof m.epoch !== 'string' || m.format !== FORMAT_VERSION) {
     throw new Error(`${path} must hold {"format": ${FORMAT_VERSION}, "epoch": "..."}; remove it and the epoch is rebuilt from the log`);
   }
-  return { format: m.format, epoch: m.epoch, createdAt: String(m.createdAt ?? '') };
+  const out: Meta = { format: m.format, epoch: m.epoch, createdAt: String(m.createdAt ?? '') };
+  if (typeof m.revisionFloor === 'number' && Number.isSafeInteger(m.revisionFloor) && m.revisionFloor > 0) out.revisionFloor = m.revisionFloor;
+  return out;
 }
 
-export async function writeMeta(dir: string, epoch: string, now: Date): Promise<Meta> {
-  const meta: Meta = { format: FORMAT_VERSION, epoch, createdAt: now.toISOString() };
+export async function writeMeta(dir: string, epoch: string, now: Date, revisionFloor?: number): Promise<Meta> {
+  const meta: Meta = { format: FORMAT_VERSION, epoch, createdAt: now.toISOString(), ...(revisionFloor ? { revisionFloor } : {}) };
   await writeFileAtomic(join(dir, META_FILE), Buffer.from(JSON.stringify(meta, null, 2) + '\n'));
   return meta;
 }

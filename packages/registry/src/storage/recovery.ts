@@ -29,12 +29,15 @@ export interface RecoveryResult {
   lastLsn: number;
   /** The segment to continue writing, or null to start a new one after lastLsn. */
   tail: WalTail | null;
+  /** The least revision to start at (set by a repair that moved records aside; 0: none). */
+  revisionFloor: number;
 }
 
 export async function recover(dir: string, newEpoch: () => string, logger: StorageLogger, now = new Date()): Promise<RecoveryResult> {
   const files = classifyFiles(await readdir(dir));
   await removeTemps(dir, files, logger);
   const epoch = await epochOf(dir, files, newEpoch, logger, now);
+  const revisionFloor = (await readMeta(dir))?.revisionFloor ?? 0;
   const loaded = await loadNewestSnapshot(dir, files, epoch);
   const entries: Entry[] = [];
   let entryBytes = 0;
@@ -53,6 +56,7 @@ export async function recover(dir: string, newEpoch: () => string, logger: Stora
     entryBytes,
     lastLsn: scan.lastLsn,
     tail: tailOf(scan, removed),
+    revisionFloor,
   };
 }
 

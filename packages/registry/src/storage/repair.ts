@@ -6,15 +6,17 @@
  * "<segment>.from-<offset>", and every later segment moved aside whole. Nothing is
  * deleted: an operator (or a later tool) can still examine what was moved.
  */
-import { mkdir, open, readdir, rename, truncate } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FILE_HEADER_BYTES } from './file-header.js';
 import { DIR_MODE, FILE_MODE, fsyncDir, writeAll } from './fsutil.js';
 import { classifyFiles, damagedDirName, type NamedFile } from './layout.js';
 import { acquireLock } from './lock.js';
 import type { StorageLogger } from './logger.js';
-import { readMeta } from './meta.js';
+import { FRAME_HEADER_BYTES } from './record.js';
+import { readMeta, writeMeta } from './meta.js';
 import { epochFromFiles } from './recovery.js';
+import type { Frame } from './record.js';
 import { scanLog, type Damage } from './scan.js';
 import { SnapshotDamageError, readSnapshotFile } from './snapshot.js';
 
@@ -31,10 +33,19 @@ export interface RepairReport {
   snapshot: string | null;
   keptRecords: number;
   lastLsn: number;
+  /**
+   * When log records were moved aside: the revision the registry starts at from now on
+   * (kept in meta.json; the next change takes the one after it), at or above any the moved
+   * records can have had, so that no revision a client saw
+   * (a watch position, an ETag, a blocking query's index) is given to another change.
+   */
+  revisionFloor: number | null;
 }
 
 class Mover {
   readonly moved: string[] = [];
+  /** The highest LSN the moved data can hold (a frame is at least FRAME_HEADER_BYTES). */
+  highestLsn = 0;
   private ready = false;
   constructor(
     readonly dir: string,
@@ -48,14 +59,17 @@ class Mover {
     this.ready = true;
   }
 
-  async moveWhole(name: string): Promise<void> {
+  /** Moves a file aside; `seq` is its first LSN (a segment) or the LSN it covers (a snapshot). */
+  async moveWhole(name: string, seq: number, kind: 'segment' | 'snapshot'): Promise<void> {
     await this.prepare();
+    const size = kind === 'segment' ? (await stat(join(this.dir, name))).size : 0;
+    this.highestLsn = Math.max(this.highestLsn, kind === 'segment' ? seq + Math.ceil(size / FRAME_HEADER_BYTES) : seq);
     await rename(join(this.dir, name), join(this.target, name));
     this.moved.push(name);
   }
 
-  /** Saves bytes [offset, end) of a segment aside, then cuts the segment at offset. */
-  async cutTail(name: string, offset: number): Promise<number> {
+  /** Saves bytes [offset, end) of a segment aside, then cuts the segment at offset (after LSN `lastLsn`). */
+  async cutTail(name: string, offset: number, lastLsn: number): Promise<number> {
     await this.prepare();
     const src = await open(join(this.dir, name), 'r+');
     try {
@@ -71,6 +85,7 @@ class Mover {
         await out.close();
       }
       this.moved.push(saved);
+      this.highestLsn = Math.max(this.highestLsn, lastLsn + Math.ceil(tail.length / FRAME_HEADER_BYTES));
       await truncate(join(this.dir, name), offset);
       await src.sync();
       return tail.length;
@@ -87,15 +102,15 @@ class Mover {
 }
 
 /** Moves damaged snapshots aside, newest first, until an intact one is found. */
-async function repairSnapshots(dir: string, snapshots: NamedFile[], mover: Mover, found: Damage[]): Promise<NamedFile | null> {
+async function repairSnapshots(dir: string, snapshots: NamedFile[], mover: Mover, found: Damage[]): Promise<{ file: NamedFile; revision: number } | null> {
   for (const f of [...snapshots].reverse()) {
     try {
-      await readSnapshotFile(dir, f.name, f.seq);
-      return f;
+      const loaded = await readSnapshotFile(dir, f.name, f.seq);
+      return { file: f, revision: loaded.snapshot.revision };
     } catch (err) {
       if (!(err instanceof SnapshotDamageError)) throw err;
       found.push({ file: f.name, offset: err.offset, bytes: 0, reason: err.reason, torn: false });
-      await mover.moveWhole(f.name);
+      await mover.moveWhole(f.name, f.seq, 'snapshot');
     }
   }
   return null;
@@ -105,22 +120,43 @@ export async function repairDataDir(dir: string, logger: StorageLogger, now = ne
   const lock = await acquireLock(dir, logger);
   try {
     const files = classifyFiles(await readdir(dir));
-    const epoch = (await readMeta(dir))?.epoch ?? (await epochFromFiles(dir, files));
+    const meta = await readMeta(dir);
+    const epoch = meta?.epoch ?? (await epochFromFiles(dir, files));
     const mover = new Mover(dir, join(dir, damagedDirName(now)));
     const damage: Damage[] = [];
     const snap = await repairSnapshots(dir, files.snapshots, mover, damage);
-    const scan = await scanLog(dir, files.segments, snap?.seq ?? 0, epoch);
+    // The highest revision kept: the snapshot's, or a kept record's.
+    let keptRevision = snap?.revision ?? 0;
+    const onRecord = (f: Frame): void => {
+      try {
+        keptRevision = Math.max(keptRevision, Number((JSON.parse(f.payload.toString('utf8')) as { revision?: unknown }).revision) || 0);
+      } catch {
+        /* a record that passed its checksum is the writer's JSON; recovery reports it if not */
+      }
+    };
+    const scan = await scanLog(dir, files.segments, snap?.file.seq ?? 0, epoch, onRecord);
     let cut: RepairReport['cut'] = null;
     if (scan.damage) {
       damage.push(scan.damage);
       const d = scan.damage;
-      if (d.offset < FILE_HEADER_BYTES) await mover.moveWhole(d.file);
-      else cut = { file: d.file, offset: d.offset, bytes: await mover.cutTail(d.file, d.offset) };
-      for (const f of scan.unread) await mover.moveWhole(f.name);
+      const seg = files.segments.find((f) => f.name === d.file);
+      if (d.offset < FILE_HEADER_BYTES) await mover.moveWhole(d.file, seg?.seq ?? scan.lastLsn + 1, 'segment');
+      else cut = { file: d.file, offset: d.offset, bytes: await mover.cutTail(d.file, d.offset, scan.lastLsn) };
+      for (const f of scan.unread) await mover.moveWhole(f.name, f.seq, 'segment');
     }
     await mover.finish();
+    // Records moved aside may have been acknowledged, and their revisions seen by clients:
+    // the registry starts above any they can have had. Each logged entry adds at most one
+    // revision, so the moved LSNs past the last kept one bound how many revisions were lost.
+    // (A damaged snapshot whose records the log still holds loses none.)
+    let revisionFloor: number | null = null;
+    const lost = Math.max(0, mover.highestLsn - scan.lastLsn);
+    if (lost > 0) {
+      revisionFloor = Math.max(meta?.revisionFloor ?? 0, keptRevision) + lost;
+      if (epoch !== null) await writeMeta(dir, epoch, now, revisionFloor);
+    }
     const kept = scan.segments.reduce((n, s) => n + s.records, 0);
-    const report: RepairReport = { dir, movedTo: mover.moved.length > 0 ? mover.target : null, moved: mover.moved, cut, damage, snapshot: snap?.name ?? null, keptRecords: kept, lastLsn: scan.lastLsn };
+    const report: RepairReport = { dir, movedTo: mover.moved.length > 0 ? mover.target : null, moved: mover.moved, cut, damage, snapshot: snap?.file.name ?? null, keptRecords: kept, lastLsn: scan.lastLsn, revisionFloor };
     if (report.movedTo) logger.warn({ ...report }, 'repaired the data directory: damaged parts moved aside');
     return report;
   } finally {

@@ -19,6 +19,11 @@ export interface Recovered {
   snapshot: Snapshot | null;
   /** Entries logged after the snapshot, in order. */
   entries: Entry[];
+  /**
+   * The least revision to start at (after a repair moved acknowledged records aside, so
+   * that their revisions are not given to other changes); absent or 0: none.
+   */
+  revisionFloor?: number;
 }
 
 export interface Storage {

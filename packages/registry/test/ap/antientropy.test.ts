@@ -329,3 +329,32 @@ test('a key registered again after its tombstone was collected everywhere gets a
     await world.close();
   }
 });
+
+test('a node that learned a tombstone later than the deleter keeps it for its own collection, so the peer that never had it stays owed', async () => {
+  for (const seed of [1, 2, 3]) {
+    const world = new World({ seed, nodes: 3 });
+    await world.start();
+    try {
+      const E = (id: string) => world.node(id).engine;
+      await world.sched.run(1_000);
+      await E('a').register({ namespace: 'default', service: 'p', id: 'x', input: input('10.0.0.1', 80, null) });
+      await world.sched.run(1_000);
+      world.net.partition(['a'], ['b'], ['c']);
+      await world.sched.run(300);
+      await E('a').deregister('default', 'p', 'x');
+      await world.sched.run(3_000);
+      world.net.setCut('a', 'b', false); // b learns the tombstone 3 s after a; c never does
+      await world.sched.run(world.limits.apTombstoneMaxMs + 3_000);
+      // a collected it first (time ran out) and marked c; b collected it itself and marked c too.
+      const owes = (id: string) => peerSync(world.node(id)).filter(([, s]) => s.mustRebuild).map(([p]) => p);
+      assert.deepEqual(owes('b'), ['c'], `seed ${seed}: b counts c as owing`);
+      await world.restart('a', 500); // a forgets its marks
+      await world.sched.run(world.limits.apTombstoneMaxMs + 3_000);
+      world.net.healAll();
+      await world.sched.run(3_000);
+      for (const id of ['a', 'b', 'c']) assert.equal(E(id).registry.instance('default', 'p', 'x'), undefined, `seed ${seed}: x came back on ${id}`);
+    } finally {
+      await world.close();
+    }
+  }
+});

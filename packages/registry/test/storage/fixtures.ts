@@ -74,10 +74,11 @@ export function registry(epoch: string): { reg: Registry; clock: ManualClock } {
 }
 
 /** Rebuilds a registry from what storage recovered, as the standalone engine does. */
-export function rebuild(rec: { epoch: string; snapshot: Parameters<typeof Registry.fromSnapshot>[0] | null; entries: Entry[] }): Registry {
+export function rebuild(rec: { epoch: string; snapshot: Parameters<typeof Registry.fromSnapshot>[0] | null; entries: Entry[]; revisionFloor?: number }): Registry {
   const base = { limits: DEFAULT_LIMITS, clock: new ManualClock(1_000) };
   const reg = rec.snapshot ? Registry.fromSnapshot(rec.snapshot, base) : new Registry({ ...base, epoch: rec.epoch });
   for (const e of rec.entries) reg.apply(e);
+  reg.raiseRevision(rec.revisionFloor ?? 0);
   return reg;
 }
 

@@ -7,7 +7,7 @@ import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFil
 import { join } from 'node:path';
 import { FILE_HEADER_BYTES } from '../../src/storage/file-header.js';
 import { segmentFileName } from '../../src/storage/layout.js';
-import { appendEach, captureLogger, entries, flipByte, frameOffsets, freshEpoch, segmentFiles, storage, storageCli, tempDir } from './fixtures.js';
+import { appendEach, captureLogger, entries, flipByte, frameOffsets, freshEpoch, rebuild, segmentFiles, storage, storageCli, tempDir } from './fixtures.js';
 
 async function writeLog(dir: string, n: number): Promise<string> {
   const s = storage(dir);
@@ -109,12 +109,21 @@ test('a flipped byte in the middle of the log fails open naming file, offset and
     assert.equal(statSync(join(t.dir, damaged[0]!, saved[0]!)).size, sizeBefore - bad, 'the bytes from the damage on are saved aside');
     assert.equal(statSync(seg).size, bad, 'the segment is cut at the damage');
 
+    // Revisions 21-50 were acknowledged once: the node continues above them, so that no
+    // watch position or ETag a client holds is given to another change.
+    assert.match(repair.stdout, /revisions continue from \d+/);
     const s2 = storage(t.dir);
     const rec = await s2.open(freshEpoch);
     assert.deepEqual(rec.entries, entries(1, 20), 'every record before the damage is kept');
+    assert.ok((rec.revisionFloor ?? 0) > 50, `revision floor ${rec.revisionFloor}`);
+    assert.ok(rebuild(rec).revision > 50, 'the registry starts above every revision the moved records had');
     await appendEach(s2, entries(21, 22));
     await s2.close();
-    assert.equal((await storageCli(['inspect', '--data-dir', t.dir])).code, 0);
+    const after = await storageCli(['inspect', '--data-dir', t.dir]);
+    assert.equal(after.code, 0);
+    const s3 = storage(t.dir);
+    assert.equal((await s3.open(freshEpoch)).revisionFloor, rec.revisionFloor, 'the floor is kept in meta.json');
+    await s3.close();
   } finally {
     t.remove();
   }

@@ -414,6 +414,7 @@ export class ApEngine implements Engine {
       registry.apply(entry);
       for (const c of entry.changes) learnFromChange(table, settingsTable, collected, c, now);
     }
+    registry.raiseRevision(rec.revisionFloor ?? 0);
     registry.renewAllLeases();
     const hlc = new HybridClock({ node: opts.nodeId, wallAtStart: wallClock.now(), monotonic: opts.clock, maxOffsetMs: opts.limits.apMaxClockOffsetMs });
     for (const r of table.values()) if (r.v.endsWith(`@${opts.nodeId}`)) hlc.observe(r.v);
@@ -1316,8 +1317,10 @@ export class ApEngine implements Engine {
     const st = this.peerState.get(from);
     const entries: ([string, string] | [string, string, 1])[] = [];
     for (const k of diff) for (const r of this.table.serviceRecords(k)) entries.push([recordKey(r), r.v]);
-    // The tombstones this node collected in those services: the peer may hold what they deleted.
-    if (diff.size > 0) {
+    // The tombstones this node collected in those services, to a peer that owes (it was away
+    // when they were collected, and may hold what they deleted). Records a peer that does not
+    // owe got from one that does are dropped through this node's own rounds (ap_gone).
+    if (diff.size > 0 && st?.owed) {
       for (const [key, c] of this.collected) {
         if (diff.has(serviceKeyOf(key)) && !this.table.get(key)) entries.push([key, c.v, 1]);
       }
@@ -1392,8 +1395,9 @@ export class ApEngine implements Engine {
     // and it is not asked for.
     const gone: [string, string][] = [];
     for (const [key, v] of round.versions) {
+      // Below the tombstone's version: the peer holds the deleted record (at it: the tombstone itself).
       const c = this.collected.get(key);
-      if (c && v <= c.v && !this.table.get(key)) gone.push([key, c.v]);
+      if (c && v < c.v && !this.table.get(key)) gone.push([key, c.v]);
     }
     for (let i = 0; i < gone.length; i += this.limits.apRepairMaxRecords) this.transport.send(from, { type: 'ap_gone', entries: gone.slice(i, i + this.limits.apRepairMaxRecords) });
     const push: ReplicaRecord[] = [];
@@ -1455,7 +1459,10 @@ export class ApEngine implements Engine {
       if (!Array.isArray(e) || typeof e[0] !== 'string' || typeof e[1] !== 'string') continue;
       const [key, v] = e as [string, string];
       const mine = this.table.get(key);
-      if (!mine || mine.v > v) continue;
+      // A tombstone held here is left to this node's own collection, which marks the peers
+      // that lack it as owing (dropping it early here forgot them, and an absent peer could
+      // later hand the deleted record back).
+      if (!mine || mine.v > v || mine.del) continue;
       this.table.remove(key);
       rememberCollected(this.collected, key, v, now);
       // Replay removes the record (its version) and remembers the tombstone (the peer's).
