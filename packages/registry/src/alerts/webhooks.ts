@@ -109,14 +109,17 @@ export class Webhook {
           this.opts.onResult?.('delivered', item.message, null);
           continue;
         }
-        this.lastError = error;
-        if (item.attempts >= Math.max(1, limits.alertDeliveryAttempts)) {
+        const why = typeof error === 'string' ? error : error.final;
+        this.lastError = why;
+        // Given up after the last attempt, or at once when the webhook refuses the message
+        // (a 4xx other than 408 and 429): retrying held every later alert up for a minute.
+        if (typeof error !== 'string' || item.attempts >= Math.max(1, limits.alertDeliveryAttempts)) {
           this.queue.shift();
           this.failed++;
-          this.opts.onResult?.('failed', item.message, error);
+          this.opts.onResult?.('failed', item.message, why);
           continue;
         }
-        this.opts.onResult?.('retried', item.message, error);
+        this.opts.onResult?.('retried', item.message, why);
         await this.sleep(retryDelayMs(item.attempts + 1, limits.alertRetryBaseMs, limits.alertRetryMaxMs));
       }
     } finally {
@@ -124,8 +127,11 @@ export class Webhook {
     }
   }
 
-  /** One POST; null when the webhook answered 2xx, else what went wrong. */
-  private async attempt(message: AlertMessage): Promise<string | null> {
+  /**
+   * One POST; null when the webhook answered 2xx, else what went wrong (`final`: a refusal
+   * that repeating will not change, a 4xx other than 408 and 429).
+   */
+  private async attempt(message: AlertMessage): Promise<string | null | { final: string }> {
     const post = this.opts.fetch ?? fetch;
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.opts.limits.alertWebhookTimeoutMs)]);
     try {
@@ -137,7 +143,9 @@ export class Webhook {
       });
       // The reply's body is not needed: released unread, whatever its size.
       await res.body?.cancel().catch(() => undefined);
-      return res.status >= 200 && res.status < 300 ? null : `the webhook answered ${res.status}`;
+      if (res.status >= 200 && res.status < 300) return null;
+      const why = `the webhook answered ${res.status}`;
+      return res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429 ? { final: why } : why;
     } catch (err) {
       const e = err as Error & { cause?: { code?: string; message?: string } };
       if (e.name === 'TimeoutError') return `no answer within ${this.opts.limits.alertWebhookTimeoutMs} ms (alertWebhookTimeoutMs)`;

@@ -8,6 +8,7 @@
  */
 import { formatDuration, type CheckResult, type CheckSpec, type CheckState, type Instance } from '@switchboard/protocol';
 import { DeadlineHeap, type Deadline } from './deadlines.js';
+import { AWAITING_FIRST_RESULT } from './health.js';
 
 /** Consecutive results of one kind since the last result of the other kind. */
 export interface CheckCounters {
@@ -133,10 +134,16 @@ export class CheckBook {
       } else {
         changed = t.persistent !== persistent;
       }
+      const becamePersistent = persistent && !t.persistent;
       t.persistent = persistent;
-      const critical = instance.checks.find((c) => c.id === spec.id)?.status === 'critical';
+      // Critical by a result: a check that has had none yet ("awaiting the first result") is
+      // not counted, so that a healthy instance is never removed before it was probed.
+      const shown = instance.checks.find((c) => c.id === spec.id);
+      const critical = shown?.status === 'critical' && shown.output !== AWAITING_FIRST_RESULT;
       if (!critical) t.criticalSince = null;
-      else if (t.criticalSince === null) {
+      else if (t.criticalSince === null || becamePersistent) {
+        // A leased instance that turns persistent starts the count now: the field did
+        // nothing while it had a lease, and it would otherwise be removed at once.
         t.criticalSince = now;
         this.armCritical(t);
       } else if (changed) this.armCritical(t); // deregisterCriticalAfter or the lease changed

@@ -18,6 +18,9 @@ export function combinedHealth(checks: readonly CheckState[]): Health {
 export function initialCheckStates(specs: readonly CheckSpec[], previous: readonly CheckState[]): CheckState[] {
   return specs.map((spec) => {
     const old = previous.find((c) => c.id === spec.id && c.type === spec.type);
-    return old ?? { id: spec.id, type: spec.type, status: 'critical', output: 'awaiting the first result' };
+    return old ?? { id: spec.id, type: spec.type, status: 'critical', output: AWAITING_FIRST_RESULT };
   });
 }
+
+/** The output of a check that has had no result yet. */
+export const AWAITING_FIRST_RESULT = 'awaiting the first result';

@@ -169,6 +169,32 @@ test('a persistent instance critical for deregisterCriticalAfter is deregistered
   assert.equal(reg.history('default', 'web', 'p')!.exists, false);
 });
 
+test('deregisterCriticalAfter counts from the first critical result, not from a check never probed; a leased instance turned persistent starts the count then', () => {
+  const { reg, run, clock } = setup();
+  const checks = [{ id: 'h', type: 'http', interval: '10m', deregisterCriticalAfter: '2s', criticalThreshold: 1 }];
+  run(reg.register(item('slow', { checks })));
+  clock.advance(60_000); // the first probe of a 10 m interval may come a minute later
+  assert.deepEqual(reg.healthDue(), [], 'awaiting its first result, the instance stays');
+  const key = (id: string) => reg.trackedCheck('default', 'web', id, 'h')!.specKey;
+  run(reg.recordCheckResult('default', 'web', 'slow', 'h', key('slow'), fail));
+  clock.advance(1_999);
+  assert.deepEqual(reg.healthDue(), []);
+  clock.advance(1);
+  assert.deepEqual(reg.healthDue().map(run).map((o) => o.events[0]?.reason), ['critical_timeout']);
+
+  // Critical for a minute while leased (the field does nothing then), then registered
+  // again without its lease: removed 2 s later, not at once.
+  run(reg.grantLease('L', 3_600_000));
+  run(reg.register(item('moved', { checks, leaseId: 'L' })));
+  run(reg.recordCheckResult('default', 'web', 'moved', 'h', key('moved'), fail));
+  clock.advance(60_000);
+  run(reg.register(item('moved', { checks })));
+  clock.advance(1_000);
+  assert.deepEqual(reg.healthDue(), [], 'not removed on turning persistent');
+  clock.advance(1_000);
+  assert.deepEqual(reg.healthDue().map(run).map((o) => o.events[0]?.instance.id), ['moved']);
+});
+
 test('replay rebuilds check states, histories and settings', () => {
   const { reg, run, log, clock } = setup();
   run(reg.register(item('a', { checks: [{ id: 'h', type: 'http' }, { id: 't', type: 'ttl', ttl: '5s' }] })));
