@@ -237,6 +237,9 @@ export class Registrar {
   async setStatus(r: Registration, status: AdminStatus, signal?: AbortSignal): Promise<void> {
     const e = this.entry(r);
     if (!e) throw new InstanceNotFoundError({ type: 'about:blank', title: 'Instance not found', status: 404, code: 'INSTANCE_NOT_FOUND', detail: `${r.id} is not registered by this client` });
+    // A refused status was recorded as written (so that it is not retried by itself): asked
+    // for again, it is written again.
+    if (e.refused !== undefined) e.syncedStatus = null;
     e.status = status;
     e.refused = undefined;
     this.kick();

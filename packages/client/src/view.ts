@@ -610,11 +610,14 @@ function errorCode(err: unknown): string | undefined {
 }
 
 /**
- * A failure to talk to the instance (not an error of the caller's own code): a deadline, or
- * an error with a system or undici code (fetch wraps those in a TypeError whose cause has it).
+ * A failure to talk to the instance (not an error of the caller's own code): a deadline, an
+ * error with a system or undici code, or fetch's TypeError with a cause ("fetch failed",
+ * "terminated": TLS, DNS, a garbled answer). A TypeError without a cause is a request the
+ * caller built wrong (a GET with a body): it says nothing about the instance.
  */
 function isNetworkError(err: unknown): boolean {
   if (err instanceof TimeoutError) return true;
+  if (err instanceof TypeError && (err as { cause?: unknown }).cause !== undefined) return true;
   const code = errorCode(err);
   return code !== undefined && /^(E[A-Z]+|UND_ERR_[A-Z_]+)$/.test(code);
 }

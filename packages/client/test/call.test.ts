@@ -182,6 +182,22 @@ test('a request the caller cannot build (a GET with a body) fails at once and op
   }
 });
 
+test('an instance that fails TLS is a failing instance: retried elsewhere, counted by its breaker', async () => {
+  const plain = await nameServer('plain');
+  const good = await nameServer('good');
+  try {
+    // https against a plain HTTP server: fetch fails with a TypeError whose cause is the TLS error.
+    const v = view([inst('tls', { port: plain.port, protocol: 'https' }), inst('good', { port: good.port })], { balancer: 'round-robin', circuitBreaker: { failureThreshold: 1, cooldownMs: 60_000 } });
+    for (let i = 0; i < 6; i++) assert.equal(await (await v.fetch('/x')).text(), 'good');
+    assert.equal(v.circuitState('tls'), 'open');
+    const only = view([inst('tls', { port: plain.port, protocol: 'https' })]);
+    await assert.rejects(only.fetch('/x'), UpstreamError);
+  } finally {
+    await plain.close();
+    await good.close();
+  }
+});
+
 test('calls that time out waiting for the first answer leave no waiter behind, and wait inside the bulkhead', async () => {
   const endpoints = new Endpoints(['http://127.0.0.1:9']);
   const feed = new ServiceFeed({ namespace: 'default', service: 'never', endpoints, http: new RegistryHttp(endpoints), backoff: {}, cacheDir: undefined, watchIdleTimeoutMs: 45_000, emptyViewGraceMs: 30_000, snapshotIntervalMs: 1_000, onError: () => undefined });

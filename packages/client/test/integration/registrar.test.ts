@@ -83,10 +83,14 @@ test('a status the registry refuses rejects setStatus() after one attempt, and i
     await assert.rejects(reg.setStatus('out_of_service', { signal: AbortSignal.timeout(5_000) }), (e: unknown) => e instanceof InvalidArgumentError);
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(proxy.log.filter((l) => l.startsWith('PUT /v1/services/refused/instances/r1/status')).length, 1, proxy.log.join('\n'));
-    // The refusal is not sticky: the next status asked for is written.
-    const calls = proxy.log.length;
+    // The refusal is not sticky: the next status asked for is written, and so is the same
+    // one asked for again (it is refused again, not taken for written).
+    let calls = proxy.log.length;
     await assert.rejects(reg.setStatus('draining', { signal: AbortSignal.timeout(5_000) }), InvalidArgumentError);
     assert.equal(proxy.log.length, calls + 1);
+    calls = proxy.log.length;
+    await assert.rejects(reg.setStatus('draining', { signal: AbortSignal.timeout(5_000) }), InvalidArgumentError);
+    assert.equal(proxy.log.length, calls + 1, 'asked again, written again');
     // A drain (every instance `draining`) does not wait for the refused one either: it ends
     // well before its own bound (closeTimeoutMs, 5 s).
     const t0 = performance.now();

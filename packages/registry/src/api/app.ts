@@ -92,6 +92,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     version: opts.version,
     startedAt: new Date(),
     closing: { value: false },
+    drainsWaiting: { value: 0 },
     watchHeartbeatMs: opts.watchHeartbeatMs ?? 15_000,
     metrics: undefined as never,
     ...(opts.alerts ? { alerts: opts.alerts } : {}),
@@ -239,6 +240,10 @@ function servePlainUpgrades(app: FastifyInstance): void {
     r.ws = false;
     reply.header('connection', 'close');
     reply.raw.once('finish', () => socket.end());
+    // Node does not watch an upgraded socket for the client leaving: a waiting request
+    // (a blocking query, a watch) would keep its slot until it wrote something.
+    socket.once('end', () => socket.destroy());
+    socket.once('close', () => reply.raw.destroy());
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > 0 || req.headers['transfer-encoding'] !== undefined) {
       return void sendProblem(reply, invalid('upgrade', `this request carries a body and asks to upgrade to "${req.headers.upgrade}", which this server does not do`, 'send the request without the Upgrade header'));

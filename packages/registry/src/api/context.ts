@@ -11,6 +11,8 @@ export interface ApiContext {
   startedAt: Date;
   /** Set while the node shuts down: /readyz fails and streams end. */
   closing: { value: boolean };
+  /** Drains waiting for their watchers (they count against maxBlockingQueriesPerNode with blocking queries). */
+  drainsWaiting: { value: number };
   /** Milliseconds between keep-alive comments on idle watch streams. */
   watchHeartbeatMs: number;
   /** The node's alerts (status field `alerts`), when the agent runs them. */

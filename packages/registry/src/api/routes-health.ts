@@ -121,8 +121,6 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
     return answer;
   });
 
-  /** Drains waiting for their watchers now (see maxBlockingQueriesPerNode). */
-  let drainsWaiting = 0;
   app.post('/v1/services/:service/instances/:instanceId/drain', {
     schema: {
       tags: ['health'],
@@ -142,21 +140,22 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
     if (!engine.registry.instance(namespace, service, id)) throw instanceNotFound(namespace, service, id);
     // A drain that waits counts against the blocking queries' limit (checked before the
     // status is written, so that a refused drain changes nothing).
-    if (waitMs > 0 && drainsWaiting + engine.hub.waiting >= limits.maxBlockingQueriesPerNode) {
-      throw new SwitchboardError('RATE_LIMITED', `${drainsWaiting} drains and ${engine.hub.waiting} blocking queries are already waiting on this node`, {
+    const drains = ctx.drainsWaiting;
+    if (waitMs > 0 && drains.value + engine.hub.waiting >= limits.maxBlockingQueriesPerNode) {
+      throw new SwitchboardError('RATE_LIMITED', `${drains.value} drains and ${engine.hub.waiting} blocking queries are already waiting on this node`, {
         limit: 'maxBlockingQueriesPerNode',
         retryAfterSec: 1,
         hint: 'retry after a second, or drain with wait=0s and watch the service instead',
       });
     }
-    drainsWaiting++;
+    drains.value++;
     try {
       const revision = await engine.setStatus(namespace, service, id, 'draining', 'drained');
       const reach = await streams.reach(namespace, service, revision, waitMs);
       const answer: DrainResult = { revision, ...reach };
       return answer;
     } finally {
-      drainsWaiting--;
+      drains.value--;
     }
   });
 }

@@ -111,8 +111,8 @@ async function waitForChange(ctx: ApiContext, reply: FastifyReply, namespace: st
   const { engine, limits } = ctx;
   const reg = engine.registry;
   if (reg.serviceRevision(namespace, service) > index || index > reg.revision || waitMs === 0 || ctx.closing.value) return;
-  if (engine.hub.waiting >= limits.maxBlockingQueriesPerNode) {
-    throw new SwitchboardError('RATE_LIMITED', `${engine.hub.waiting} blocking queries are already waiting on this node`, {
+  if (engine.hub.waiting + ctx.drainsWaiting.value >= limits.maxBlockingQueriesPerNode) {
+    throw new SwitchboardError('RATE_LIMITED', `${engine.hub.waiting} blocking queries and ${ctx.drainsWaiting.value} drains are already waiting on this node`, {
       limit: 'maxBlockingQueriesPerNode',
       retryAfterSec: 1,
       hint: 'retry after a second, or use the watch stream (GET /v1/watch) for many services',

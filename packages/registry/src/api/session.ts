@@ -87,7 +87,9 @@ export class Sessions {
       // granted a lease (the second finds the first's), nor a resume overtake an open.
       session.pending++;
       session.chain = session.chain
-        .then(() => this.onMessage(session, text))
+        // A message still queued when its connection closed is not acted on (a resume would
+        // take the lease from another live session of the client, only to let it go).
+        .then(() => (this.all.has(session) ? this.onMessage(session, text) : undefined))
         .catch((err) => {
           // Echo what failed, so that a client need not infer it from the conversation.
           const request = requestOf(text);

@@ -359,7 +359,9 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
     // for it would drop every change up to it, so the client relists instead. In cp mode
     // the revisions are etcd's and a node's view may trail another node's: a position ahead
     // of this view is waited for there.
-    const ahead = pos.from !== null && engine.mode !== 'cp' && pos.from > engine.hub.published + 1;
+    // (The store's revision, not the last announced one: a settings write takes a revision
+    // without a watch event, and the list answers that revision.)
+    const ahead = pos.from !== null && engine.mode !== 'cp' && pos.from > engine.registry.revision + 1;
     if (pos.reset || ahead) {
       initial += resetFrame(epoch, engine.hub.published);
     } else if (pos.from !== null) {

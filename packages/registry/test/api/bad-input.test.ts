@@ -465,6 +465,23 @@ test('an Upgrade the server does not take (h2c, or a websocket on a plain route)
   assert.match(String(missing.headers['content-type']), /problem\+json/);
 });
 
+test('a blocking query sent with an Upgrade gives its slot back when the client leaves', async () => {
+  const index = JSON.parse((await rawExchange(['GET /v1/services/orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'])).body).revision;
+  const waiting = async () => Number(/^switchboard_blocking_queries (\d+)/m.exec((await rawExchange(['GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'])).body)?.[1]);
+  const socket = net.connect(port, '127.0.0.1');
+  await new Promise<void>((r) => socket.once('connect', () => r()));
+  socket.on('error', () => undefined);
+  socket.write(`GET /v1/services/orders?index=${index}&wait=8s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n`);
+  const t0 = Date.now();
+  while ((await waiting()) !== 1 && Date.now() - t0 < 3_000) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(await waiting(), 1, 'the query waits');
+  socket.destroy();
+  const t1 = Date.now();
+  while ((await waiting()) !== 0 && Date.now() - t1 < 3_000) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(await waiting(), 0);
+  assert.ok(Date.now() - t1 < 2_000, `released ${Date.now() - t1} ms after the client left`);
+});
+
 test('an HTTP/1.0 request, which has no Host header to give, is served', async () => {
   const res = await rawExchange(['GET /v1/status HTTP/1.0\r\n\r\n']);
   assert.equal(res.status, 200, res.raw.slice(0, 300));

@@ -294,8 +294,13 @@ test('a position past every revision of the epoch gets reset, not a stream that 
     // Positions from a registry since restarted empty (no epoch given, or the same one).
     const byQuery = await SseReader.open(`${u}/v1/watch?service=ahead&fromRevision=${revision + 50}`);
     const byId = await SseReader.open(`${u}/v1/watch?service=ahead`, { 'last-event-id': `${epoch}:${revision + 40}` });
-    // The next revision is a position like any other: it waits for it.
+    // The next revision is a position like any other: it waits for it. So is the one after a
+    // settings write, which takes a revision without a watch event.
     const next = await SseReader.open(`${u}/v1/watch?service=ahead&fromRevision=${revision + 1}`);
+    assert.equal((await call(u, 'PUT', '/v1/services/other/settings', { protectThreshold: 0.5 })).status, 200);
+    const afterSettings = (await call(u, 'GET', '/v1/status')).body.revision;
+    assert.equal(afterSettings, revision + 1);
+    const settled = await SseReader.open(`${u}/v1/watch?service=ahead&fromRevision=${afterSettings + 1}`);
     await byQuery.count(1);
     await byId.count(1);
     assert.equal(byQuery.events[0]!.event, 'reset');
@@ -305,10 +310,12 @@ test('a position past every revision of the epoch gets reset, not a stream that 
     await byQuery.count(2);
     await byId.count(2);
     await next.count(1);
-    assert.equal(byQuery.events[1]!.json.revision, revision + 1, 'live events after the reset');
+    await settled.count(1);
+    assert.equal(byQuery.events[1]!.json.revision, revision + 2, 'live events after the reset');
     assert.equal(next.events[0]!.event, 'put');
-    assert.equal(next.events[0]!.json.revision, revision + 1);
-    for (const r of [byQuery, byId, next]) r.close();
+    assert.equal(next.events[0]!.json.revision, revision + 2);
+    assert.equal(settled.events[0]!.event, 'put', 'no reset for the position after a settings write');
+    for (const r of [byQuery, byId, next, settled]) r.close();
 
     const head = await fetch(`${u}/v1/watch?service=ahead`, { method: 'HEAD', signal: AbortSignal.timeout(2_000) });
     assert.equal(head.status, 200);
