@@ -31,6 +31,14 @@ export class EventLog {
     this.size++;
   }
 
+  /**
+   * Marks the events up to `revision` as missing (a watch that could not resume skipped
+   * some): a position at or before it gets a reset instead of a silent gap.
+   */
+  forgetThrough(revision: number): void {
+    this.compacted = Math.max(this.compacted, revision);
+  }
+
   /** The highest revision whose events may be missing from the log. */
   compactedRevision(): number {
     return this.compacted;

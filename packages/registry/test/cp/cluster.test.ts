@@ -11,6 +11,8 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { SessionClient, SseReader, call, sleep, waitUntil } from '../helpers.js';
 import { GatewayReader } from '../../src/engines/cp/gateway.js';
 import { Store } from '../../src/engines/cp/store.js';
+import { Etcd3 } from 'etcd3';
+import { FaultProxy } from '../support/fault-proxy.js';
 import { EtcdCluster } from './etcd-cluster.js';
 import { freshPrefix, startCpNode, threeNodes as startThree, type CpNode } from './nodes.js';
 
@@ -465,4 +467,55 @@ test("consistent reads make their quorum reads at etcd's leader, even when a fol
     }
   }
   assert.fail(`etcd's leader changed in every round; last: ${outcome}`);
+});
+
+test('a node whose watch fell behind etcd compaction reloads all it holds: instances, leases, nodes, settings; watchers in the gap get a reset', { timeout: 90_000 }, async () => {
+  const prefix = freshPrefix();
+  const member = new URL(etcd.endpoint(0));
+  const proxy = await FaultProxy.start({ host: member.hostname, port: Number(member.port) });
+  const b = await startCpNode(etcd.endpoints, 'b', prefix);
+  const c = await startCpNode(etcd.endpoints, 'c', prefix);
+  const a = await startCpNode([`http://${proxy.address}`], 'a', prefix);
+  const client = new Etcd3({ hosts: etcd.endpoints });
+  try {
+    const lease = (await call(b.url, 'POST', '/v1/leases', { ttlMs: 60_000 })).body.leaseId as string;
+    for (const [id, body] of [['leased', { leaseId: lease }], ['gone', {}], ['kept', {}]] as const) {
+      assert.equal((await call(b.url, 'PUT', `/v1/services/k/instances/${id}`, { address: '10.0.0.1', port: 80, ...body })).status, 200);
+    }
+    assert.equal((await call(b.url, 'PUT', '/v1/services/k/settings', { protectThreshold: 0.5 })).status, 200);
+    const ids = async (n: CpNode) => ((await call(n.url, 'GET', '/v1/services/k')).body.instances as { id: string }[]).map((i) => i.id).sort();
+    const members = async (n: CpNode) => ((await call(n.url, 'GET', '/v1/status')).body.cluster.members as { id: string }[]).map((m) => m.id);
+    await waitUntil(async () => (await ids(a)).length === 3 && (await members(a)).length === 3, 10_000, 'a sees everything');
+    assert.equal((await call(a.url, 'GET', '/v1/services/k/settings')).body.protectThreshold, 0.5);
+    const position = (await call(a.url, 'GET', '/v1/status')).body.revision as number;
+
+    proxy.cut();
+    // In the gap: the lease revoked (its instance goes), an instance deregistered, the
+    // settings cleared, a node gone.
+    assert.equal((await call(b.url, 'DELETE', `/v1/leases/${lease}`)).status, 200);
+    assert.equal((await call(b.url, 'DELETE', '/v1/services/k/instances/gone')).status, 200);
+    assert.equal((await call(b.url, 'PUT', '/v1/services/k/settings', { protectThreshold: null })).status, 200);
+    await c.close();
+    // etcd forgets the history a would need to resume.
+    const now = (await client.get(`${prefix}none`).exec()).header.revision;
+    await client.kv.compact({ revision: now, physical: true });
+    proxy.restore();
+
+    await waitUntil(async () => JSON.stringify(await ids(a)) === '["kept"]', 20_000, 'a drops the instances deleted in the gap');
+    await waitUntil(async () => JSON.stringify(await members(a)) === '["a","b"]', 10_000, 'a drops the node that left in the gap');
+    assert.equal((await call(a.url, 'GET', '/v1/services/k/settings')).body.protectThreshold, null, 'settings cleared in the gap');
+    const leases = async (n: CpNode) => (await call(n.url, 'GET', '/v1/status')).body.leases as number;
+    assert.equal(await leases(a), await leases(b), 'the revoked lease is gone from a too');
+    // A watch that resumes on a from a position inside the gap is told to relist.
+    const w = await SseReader.open(`${a.url}/v1/watch?service=k&fromRevision=${position + 1}`);
+    await w.count(1);
+    assert.equal(w.events[0]!.event, 'reset');
+    w.close();
+  } finally {
+    client.close();
+    await a.close();
+    await b.close();
+    await c.close();
+    await proxy.close();
+  }
 });

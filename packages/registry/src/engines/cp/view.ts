@@ -18,11 +18,13 @@ import type { Clock } from '../../core/clock.js';
 import type { Change, Entry } from '../../core/entry.js';
 import { Registry, instanceKey, serviceKey } from '../../core/registry.js';
 import { Hub } from '../hub.js';
-import { barrierKeyOf, decodeJson, parseKey, prefixEnd, type Layout, type StoredInstance, type StoredLease, type StoredNode, type WhyValue } from './keys.js';
+import { barrierKeyOf, decodeJson, instanceKeyOf, leaseKeyOf, nodeKeyOf, parseKey, prefixEnd, settingsKeyOf, type Layout, type StoredInstance, type StoredLease, type StoredNode, type WhyValue } from './keys.js';
 import type { Store } from './store.js';
 
 /** How long a waiter gives the watch before the view writes a barrier (older etcd releases). */
 const BARRIER_DELAY_MS = 20;
+/** Longest wait for a watch stream to open before another may be started instead. */
+const WATCH_OPEN_TIMEOUT_MS = 10_000;
 
 export interface ViewOptions {
   layout: Layout;
@@ -60,6 +62,15 @@ export class View {
   private waiters: ProgressWaiter[] = [];
   private closed = false;
   private restarting: NodeJS.Timeout | null = null;
+  /**
+   * The stream being opened (startWatch waits for it; with etcd auth that can take seconds):
+   * no second one is started meanwhile, unless it takes longer than WATCH_OPEN_TIMEOUT_MS.
+   * A stream that opens after a newer one was asked for is cancelled (`openSeq`).
+   */
+  private openingAt: number | null = null;
+  private openSeq = 0;
+  /** A reload after compaction is under way: no second one. */
+  private reloading = false;
   private progressTimer: NodeJS.Timeout | null = null;
   /** When the stream last delivered anything (performance.now()). */
   lastHeard = 0;
@@ -196,29 +207,42 @@ export class View {
     this.waiters = still;
   }
 
+  private get opening(): boolean {
+    return this.openingAt !== null && performance.now() - this.openingAt < WATCH_OPEN_TIMEOUT_MS;
+  }
+
   private startWatch(): void {
-    if (this.closed) return;
-    const from = this.progress + 1;
+    if (this.closed || this.opening) return;
+    const seq = ++this.openSeq;
+    this.openingAt = performance.now();
     this.store.client.watchClient
       .watch()
       .then((stream) => {
-        if (this.closed) {
+        if (seq === this.openSeq) this.openingAt = null;
+        if (this.closed || seq !== this.openSeq || this.stream !== null) {
+          // Closed, or a newer stream was asked for meanwhile: this one is not needed.
           stream.cancel();
           return;
         }
         this.stream = stream;
+        // From where the view is now (events may have been applied while the stream opened).
+        const from = this.progress + 1;
         this.lastHeard = performance.now();
         stream.on('data', (res: RPC.IWatchResponse) => this.onResponse(stream, res));
         stream.on('error', (err: unknown) => this.restart(stream, 'watch stream failed', err));
         stream.on('end', () => this.restart(stream, 'watch stream ended'));
         stream.write({ create_request: { key: Buffer.from(this.opts.layout.prefix), range_end: prefixEnd(this.opts.layout.prefix), start_revision: from, prev_kv: false, progress_notify: true } });
       })
-      .catch((err: unknown) => this.restart(null, 'could not open the watch stream', err));
+      .catch((err: unknown) => {
+        if (seq !== this.openSeq) return;
+        this.openingAt = null;
+        this.restart(null, 'could not open the watch stream', err);
+      });
   }
 
   /** Replaces the watch stream (it failed, or stopped answering: its endpoint may be cut off). */
   restart(stream: unknown, why: string, err?: unknown): void {
-    if (this.closed || (stream !== null && stream !== this.stream) || this.restarting) return;
+    if (this.closed || (stream !== null && stream !== this.stream) || this.restarting || this.opening) return;
     const old = this.stream;
     this.stream = null;
     try {
@@ -260,7 +284,8 @@ export class View {
       const rev = Number((events[i] as RPC.IEvent).kv.mod_revision);
       let j = i;
       while (j < events.length && Number((events[j] as RPC.IEvent).kv.mod_revision) === rev) j++;
-      this.applyGroup(rev, events.slice(i, j), true);
+      // A revision the view has already applied (a reload went past it) is not applied twice.
+      if (rev > this.progress) this.applyGroup(rev, events.slice(i, j), true);
       this.advance(rev);
       i = j;
     }
@@ -276,33 +301,60 @@ export class View {
    * is read again and the difference applied as one entry at the read's revision.
    */
   private async reload(): Promise<void> {
+    if (this.reloading) return;
+    this.reloading = true;
     const { layout } = this.opts;
     try {
       const res = await this.store.range({ key: Buffer.from(layout.prefix), range_end: prefixEnd(layout.prefix) });
       const rev = Number(res.header.revision);
+      // A reload that read an older state than the view holds now changes nothing.
+      if (rev <= this.progress) {
+        this.restart(this.stream, 'view reloaded');
+        return;
+      }
       const seen = new Set<string>();
       const events: RPC.IEvent[] = [];
+      const gone = (key: string): void => void events.push({ type: 'Delete', kv: { key: Buffer.from(key), mod_revision: String(rev) } } as RPC.IEvent);
       for (const kv of res.kvs) {
-        const p = parseKey(layout, kv.key.toString());
+        const key = kv.key.toString();
+        const p = parseKey(layout, key);
+        seen.add(key);
         if (p.kind === 'instance') {
-          seen.add(instanceKey(p.namespace, p.service, p.id));
           const have = this.registry.instance(p.namespace, p.service, p.id);
           if (have && have.instance.modRevision === Number(kv.mod_revision)) continue;
         }
         if (p.kind === 'lease' && this.registry.lease(p.leaseId)) continue;
         events.push({ type: 'Put', kv } as RPC.IEvent);
       }
+      // Everything the view holds that etcd no longer has was deleted in the gap: instances,
+      // leases (their sessions are told), nodes (the checks move) and settings.
       for (const svc of this.registry.listServices()) {
         for (const r of svc.instances.values()) {
-          const k = instanceKey(r.instance.namespace, r.instance.service, r.instance.id);
-          if (!seen.has(k)) events.push({ type: 'Delete', kv: { key: Buffer.from(`${layout.prefix}instances/${k}`), mod_revision: String(rev) } } as RPC.IEvent);
+          const key = instanceKeyOf(layout, r.instance.namespace, r.instance.service, r.instance.id);
+          if (!seen.has(key)) gone(key);
         }
       }
+      for (const l of this.registry.allLeases()) {
+        const key = leaseKeyOf(layout, l.id);
+        if (!seen.has(key)) gone(key);
+      }
+      for (const id of this.nodes.keys()) {
+        const key = nodeKeyOf(layout, id);
+        if (!seen.has(key)) gone(key);
+      }
+      for (const s of this.registry.allServiceSettings()) {
+        const key = settingsKeyOf(layout, s.namespace, s.service);
+        if (!seen.has(key)) gone(key);
+      }
       if (events.length > 0) this.applyGroup(rev, events, true);
+      // Watchers of this node positioned in the gap missed what happened there.
+      this.hub.log.forgetThrough(rev);
       this.advance(rev);
       this.restart(this.stream, 'view reloaded');
     } catch (err) {
       this.restart(this.stream, 'reload failed', err);
+    } finally {
+      this.reloading = false;
     }
   }
 
