@@ -34,7 +34,7 @@ function fakeEtcd(): { sent: RPC.ITxnRequest[]; release: (fail?: boolean) => voi
 
 test('writes that arrive while one is in flight go out together, each with its own outcome', async () => {
   const etcd = fakeEtcd();
-  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100 });
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100 });
   const first = b.submit(put('/a'));
   assert.equal(etcd.sent.length, 1);
   assert.equal(etcd.sent[0]?.compare?.length, 1, 'a lone write is sent as a plain guarded transaction');
@@ -61,7 +61,7 @@ test('writes that arrive while one is in flight go out together, each with its o
 
 test('a write that writes a key another one in the batch reads waits for the next batch', async () => {
   const etcd = fakeEtcd();
-  const b = new TxnBatcher({ send: etcd.send, maxWrites: 2, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100 });
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 2, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100 });
   void b.submit(put('/x'));
   const reads = b.submit(leased('/y', '/l'));
   const writesRead = b.submit(put('/l'));
@@ -79,9 +79,40 @@ test('a write that writes a key another one in the batch reads waits for the nex
 
 test('writes beyond the queue limit are refused at once', async () => {
   const etcd = fakeEtcd();
-  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 2 });
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 2 });
   void b.submit(put('/a')); // in flight
   void b.submit(put('/b'));
   void b.submit(put('/c'));
   await assert.rejects(b.submit(put('/d')), QueueFull);
+});
+
+test('a large write shares a batch only within etcd\'s limit for nested transactions, and goes alone when it must', async () => {
+  const etcd = fakeEtcd();
+  // etcd: a nested transaction in a batch of n writes may hold at most maxTxnOps - n operations.
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 10, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100 });
+  const many = (prefix: string, n: number): GuardedTxn => ({
+    compare: Array.from({ length: n }, (_, i) => ({ key: Buffer.from(`${prefix}${i}`), target: 'Version' as const, result: 'Equal' as const, version: 0 })),
+    success: Array.from({ length: n }, (_, i) => ({ request_put: { key: Buffer.from(`${prefix}${i}`), value: Buffer.from('v') } })),
+  });
+  void b.submit(put('/first')); // in flight
+  const big = b.submit(many('/big/', 9)); // 9 operations: with anything else nested, over 10 - 2
+  const mid = b.submit(many('/mid/', 7));
+  const small = [b.submit(put('/s1')), b.submit(put('/s2'))];
+  const tick = () => new Promise((r) => setImmediate(r));
+  etcd.release();
+  await tick();
+  // big is first in the queue: nothing else fits beside it (9 > 10 - 2), so it goes alone.
+  const second = etcd.sent[1]!;
+  assert.equal(second.compare?.length, 9, 'the large write alone, as a plain transaction');
+  etcd.release();
+  await tick();
+  // Then mid and the two small ones together (7 <= 10 - 3).
+  const third = etcd.sent[2]!;
+  assert.equal(third.success?.length, 3);
+  for (const op of third.success ?? []) {
+    const nested = op.request_txn!;
+    assert.ok(Math.max(nested.compare?.length ?? 0, nested.success?.length ?? 0) <= 10 - 3);
+  }
+  etcd.release();
+  await Promise.all([big, mid, ...small]);
 });

@@ -519,3 +519,24 @@ test('a node whose watch fell behind etcd compaction reloads all it holds: insta
     await proxy.close();
   }
 });
+
+test('a batch registration as large as one etcd transaction allows, sent among other writes, succeeds; a larger one is a 400', { timeout: 60_000 }, async () => {
+  const [a, b, c] = (await threeNodes()) as [CpNode, CpNode, CpNode];
+  try {
+    const lease = (await call(a.url, 'POST', '/v1/leases', { ttlMs: 60_000 })).body.leaseId as string;
+    const batch = (n: number, tag: string) => ({ instances: Array.from({ length: n }, (_, i) => ({ service: 'big', id: `${tag}${i}`, address: '10.0.0.1', port: 1000 + i, leaseId: lease })) });
+    // 127 instances on one lease: 128 guards, etcd's limit. Other writes queued with it go in
+    // other transactions (nested beside them it would pass etcd's limit).
+    const others = Array.from({ length: 8 }, (_, i) => call(a.url, 'PUT', `/v1/services/small/instances/s${i}`, { address: '10.0.0.2', port: 80 }));
+    const [big, ...rest] = await Promise.all([call(a.url, 'POST', '/v1/instances/batch', batch(127, 'x')), ...others]);
+    assert.equal(big.status, 200, JSON.stringify(big.body));
+    for (const r of rest) assert.equal(r.status, 200, JSON.stringify(r.body));
+    const tooMany = await call(a.url, 'POST', '/v1/instances/batch', batch(128, 'y'));
+    assert.equal(tooMany.status, 400, JSON.stringify(tooMany.body));
+    assert.equal(tooMany.body.limit, 'maxTxnOps');
+    assert.ok(tooMany.body.hint);
+    assert.equal((await call(b.url, 'GET', '/v1/services/big?consistent=true')).body.instances.length, 127);
+  } finally {
+    await Promise.all([a, b, c].map((n) => n.close()));
+  }
+});

@@ -24,6 +24,8 @@ interface Waiting {
   reads: string[];
   writes: string[];
   bytes: number;
+  /** Operations etcd counts for it: the larger of its compares and its success ops. */
+  ops: number;
   resolve(o: TxnOutcome): void;
   reject(err: unknown): void;
 }
@@ -33,6 +35,12 @@ export interface BatcherOptions {
   send(txn: RPC.ITxnRequest): Promise<RPC.ITxnResponse>;
   /** Most writes in one batch (at most etcd's --max-txn-ops). */
   maxWrites: number;
+  /**
+   * etcd's --max-txn-ops. A nested transaction may hold at most that many operations less
+   * the number of operations of the transaction around it (etcd's checkTxnRequest), so a
+   * large write shares a batch only with few others, and goes alone when it must.
+   */
+  maxTxnOps: number;
   /** Most value bytes in one batch (etcd refuses requests above --max-request-bytes, 1.5 MiB by default). */
   maxBytes: number;
   /** Batches in flight at once. */
@@ -46,7 +54,7 @@ export class QueueFull extends Error {}
 
 const keyText = (b: Buffer | undefined): string => (b ?? Buffer.alloc(0)).toString('latin1');
 
-function keysOf(txn: GuardedTxn): { reads: string[]; writes: string[]; bytes: number } {
+function keysOf(txn: GuardedTxn): { reads: string[]; writes: string[]; bytes: number; ops: number } {
   const reads = txn.compare.map((c) => keyText(c.key));
   const writes: string[] = [];
   let bytes = 0;
@@ -56,7 +64,7 @@ function keysOf(txn: GuardedTxn): { reads: string[]; writes: string[]; bytes: nu
       bytes += (op.request_put.value?.length ?? 0) + (op.request_put.key?.length ?? 0);
     } else if (op.request_delete_range) writes.push(keyText(op.request_delete_range.key));
   }
-  return { reads, writes, bytes };
+  return { reads, writes, bytes, ops: Math.max(txn.compare.length, txn.success.length) };
 }
 
 export class TxnBatcher {
@@ -86,16 +94,20 @@ export class TxnBatcher {
     const written = new Set<string>();
     const read = new Set<string>();
     let bytes = 0;
+    let ops = 0;
     for (let i = 0; i < this.queue.length && batch.length < this.opts.maxWrites; ) {
       const w = this.queue[i] as Waiting;
       const clash = w.writes.some((k) => written.has(k) || read.has(k)) || w.reads.some((k) => written.has(k));
-      if (clash || (batch.length > 0 && bytes + w.bytes > this.opts.maxBytes)) {
+      // Nested in a batch of n writes, each may hold at most maxTxnOps - n operations.
+      const tooLarge = batch.length > 0 && Math.max(ops, w.ops) > this.opts.maxTxnOps - (batch.length + 1);
+      if (clash || tooLarge || (batch.length > 0 && bytes + w.bytes > this.opts.maxBytes)) {
         i++;
         continue;
       }
       this.queue.splice(i, 1);
       batch.push(w);
       bytes += w.bytes;
+      ops = Math.max(ops, w.ops);
       for (const k of w.writes) written.add(k);
       for (const k of w.reads) read.add(k);
     }
