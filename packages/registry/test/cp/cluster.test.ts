@@ -540,3 +540,20 @@ test('a batch registration as large as one etcd transaction allows, sent among o
     await Promise.all([a, b, c].map((n) => n.close()));
   }
 });
+
+test('a node whose key is missing while its lease lives writes it again, so the others list it', { timeout: 60_000 }, async () => {
+  const prefix = freshPrefix();
+  const [a, b, c] = (await threeNodes(prefix)) as [CpNode, CpNode, CpNode];
+  const client = new Etcd3({ hosts: etcd.endpoints });
+  try {
+    const members = async (n: CpNode) => ((await call(n.url, 'GET', '/v1/status')).body.cluster.members as { id: string }[]).map((m) => m.id);
+    await waitUntil(async () => (await members(b)).length === 3, 10_000, 'b lists all three');
+    // The key goes (as when the put after a new lease failed) while the lease is kept alive.
+    await client.delete().key(`${prefix}nodes/n1`).exec();
+    await waitUntil(async () => !(await members(b)).includes('n1'), 5_000, 'b sees n1 gone');
+    await waitUntil(async () => (await members(b)).includes('n1'), 10_000, 'n1 writes its key again');
+  } finally {
+    client.close();
+    await Promise.all([a, b, c].map((n) => n.close()));
+  }
+});

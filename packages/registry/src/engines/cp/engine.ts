@@ -423,14 +423,30 @@ export class CpEngine implements Engine {
     if (next === this.opts.address) return;
     this.opts.address = next;
     // Same lease, new value: the other nodes' views follow through their watch.
-    if (this.nodeLease !== null) await this.store.txn({ success: [{ request_put: { key: b(nodeKeyOf(this.layout, this.nodeId)), value: b(JSON.stringify({ address: next, startedAt: this.startedAt })), lease: this.nodeLease } }] });
+    if (this.nodeLease !== null) await this.putNodeKey(this.nodeLease);
   }
 
+  /** This node's key (its address, when it started), bound to its lease. */
+  private async putNodeKey(lease: string): Promise<void> {
+    await this.store.txn({ success: [{ request_put: { key: b(nodeKeyOf(this.layout, this.nodeId)), value: b(JSON.stringify({ address: this.opts.address, startedAt: this.startedAt })), lease } }] });
+  }
+
+  /**
+   * Registers this node under a new lease. The lease is kept only once the node's key is
+   * written: a lease kept without it (the put failed) would be kept alive for ever while the
+   * other nodes never list this one, and its share of the checks would run twice.
+   */
   private async registerNode(): Promise<void> {
     const grant = await this.store.leaseGrant(this.cfg.nodeTtlSec);
+    try {
+      await this.putNodeKey(grant.ID);
+    } catch (err) {
+      // Best effort: left alone, the lease expires after nodeTtlSec anyway.
+      void this.store.leaseRevoke(grant.ID).catch(() => undefined);
+      throw err;
+    }
     this.nodeLease = grant.ID;
     this.view.barrierLease = grant.ID;
-    await this.store.txn({ success: [{ request_put: { key: b(nodeKeyOf(this.layout, this.nodeId)), value: b(JSON.stringify({ address: this.opts.address, startedAt: this.startedAt })), lease: grant.ID } }] });
     this.nodeKeepAliveAt = Date.now();
   }
 
@@ -454,7 +470,13 @@ export class CpEngine implements Engine {
       this.opts.log?.('warn', 'this node\'s registration in etcd expired (etcd was out of reach); registering again');
       this.nodeLease = null;
       await this.registerNode();
-    } else this.nodeKeepAliveAt = Date.now();
+    } else {
+      this.nodeKeepAliveAt = Date.now();
+      // The lease lives but the key is not there (caught-up view): write it again.
+      if (!this.view.nodes.has(this.nodeId) && this.view.progress >= this.etcdRevision) {
+        await this.putNodeKey(this.nodeLease);
+      }
+    }
   }
 
   private nodesChanged(): void {
