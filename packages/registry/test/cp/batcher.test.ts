@@ -116,3 +116,14 @@ test('a large write shares a batch only within etcd\'s limit for nested transact
   etcd.release();
   await Promise.all([big, mid, ...small]);
 });
+
+test('when a batch fails because etcd is out of reach, the writes still queued are refused at once', async () => {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 1, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, unreachable: (e) => (e as Error).message === 'Unavailable' });
+  const first = b.submit(put('/a'));
+  const queued = [b.submit(put('/b')), b.submit(put('/c')), b.submit(put('/d'))];
+  etcd.release(true);
+  await assert.rejects(first, /Unavailable/);
+  for (const q of queued) await assert.rejects(q, /Unavailable/);
+  assert.equal(etcd.sent.length, 1, 'nothing else was sent');
+});

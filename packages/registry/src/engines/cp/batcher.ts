@@ -47,6 +47,12 @@ export interface BatcherOptions {
   maxInFlight: number;
   /** Writes waiting for a batch; more are refused (the caller answers 503 with Retry-After). */
   maxQueued: number;
+  /**
+   * A batch failure that says etcd cannot be reached: the writes still queued are refused
+   * with it at once (never sent, they did not happen), instead of each waiting its own
+   * deadline in turn.
+   */
+  unreachable?: (err: unknown) => boolean;
 }
 
 /** Refused because `maxQueued` writes already wait: etcd is not keeping up. */
@@ -131,6 +137,7 @@ export class TxnBatcher {
         },
         (err: unknown) => {
           for (const w of batch) w.reject(err);
+          if (this.opts.unreachable?.(err)) for (const w of this.queue.splice(0)) w.reject(err);
         },
       )
       .finally(() => {
