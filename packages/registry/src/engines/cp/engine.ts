@@ -980,7 +980,14 @@ export class CpEngine implements Engine {
         throw err;
       }
       const res = await this.guard('writing', () => this.batcher.submit(p));
-      await this.view.waitFor(res.revision, this.cfg.callTimeoutMs);
+      const seen = await this.view.waitFor(res.revision, this.cfg.callTimeoutMs);
+      if (!seen) {
+        // etcd took it, but this node's watch did not bring it within callTimeoutMs: the
+        // stream is stuck. It is replaced; a write whose guards failed is not planned again
+        // from a view that cannot show why.
+        this.view.restart(null, `the watch did not bring revision ${res.revision} (a write of this node) within ${this.cfg.callTimeoutMs} ms`);
+        if (!res.succeeded) throw unavailable(`writing: this node's view of etcd is behind (revision ${this.view.progress}, the write's ${res.revision})`);
+      }
       if (res.succeeded) return p.success.length === 0 ? p.unchangedRevision : res.revision;
     }
     throw new SwitchboardError('STORE_UNAVAILABLE', `the write kept racing with other writes to the same keys (${MAX_WRITE_ATTEMPTS} attempts)`, { retryAfterSec: 1, hint: 'retry; other clients are changing the same instances right now' });
