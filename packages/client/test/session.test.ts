@@ -96,7 +96,12 @@ function keeper(urls: string[], changes: LeaseChange[], lost: string[] = [], tra
   });
 }
 
-test('goaway: the lease is resumed on the next node before the old connection closes', async () => {
+/**
+ * Two nodes behind one lease store (as in cp mode); `trigger` makes the keeper leave a. The
+ * lease must be resumed on b before a's connection closes, as the same lease (`moved`),
+ * without a new one. Returns the shared log and the lease for more checks.
+ */
+async function handOver(trigger: (k: LeaseKeeper, a: FakeNode) => void, resumeDelayMs = 0): Promise<{ log: string[]; leaseId: string; keepalivesBefore: number; keepalivesAfter: number }> {
   const log: string[] = [];
   const a = await FakeNode.start('a', 'e1', log);
   const b = await FakeNode.start('b', 'e1', log);
@@ -105,8 +110,11 @@ test('goaway: the lease is resumed on the next node before the old connection cl
   try {
     const first = await k.current();
     assert.equal(first.nodeId, 'a');
-    b.knownLeases.add(first.leaseId); // one lease store behind both nodes, as in cp mode
-    a.send(a.conns[0]!, { type: 'goaway' });
+    b.knownLeases.add(first.leaseId);
+    b.resumeDelayMs = resumeDelayMs;
+    const keepalives = () => a.conns[0]!.received.filter((m) => m.type === 'keepalive').length;
+    const keepalivesBefore = keepalives();
+    trigger(k, a);
     await waitFor(() => changes.length === 2, 3_000, 'the lease on b');
     await waitFor(() => a.conns[0]!.closedAt !== null, 3_000, 'the old connection to close');
     const resumeAt = log.indexOf(`b#1 resume ${first.leaseId}`);
@@ -114,12 +122,17 @@ test('goaway: the lease is resumed on the next node before the old connection cl
     assert.ok(resumeAt >= 0 && closeAt > resumeAt, `resume must come before the close: ${log.join(' | ')}`);
     assert.equal(changes[1]!.kind, 'moved');
     assert.equal(changes[1]!.info.leaseId, first.leaseId);
-    assert.ok(!log.some((l) => l.includes(' open') && l.startsWith('b')), 'no new lease was opened');
+    assert.ok(!log.some((l) => l.endsWith(' open') && l.startsWith('b')), 'no new lease was opened');
+    return { log, leaseId: first.leaseId, keepalivesBefore, keepalivesAfter: keepalives() };
   } finally {
     await k.close(false, 500);
     await a.close();
     await b.close();
   }
+}
+
+test('goaway: the lease is resumed on the next node before the old connection closes', async () => {
+  await handOver((_k, a) => a.send(a.conns[0]!, { type: 'goaway' }));
 });
 
 test('unacknowledged keepalives: hand-over to a fresh connection, old one closed after the resume', async () => {
@@ -218,31 +231,11 @@ test('a node without /v1/session (upgrade answered 404) gets REST keepalives', a
 });
 
 test('writes failing on the lease\'s node: hand-over to the next node, keepalives go on until the resume', async () => {
-  const log: string[] = [];
-  const a = await FakeNode.start('a', 'e1', log);
-  const b = await FakeNode.start('b', 'e1', log);
-  const changes: LeaseChange[] = [];
-  const k = keeper([a.url, b.url], changes);
-  try {
-    const first = await k.current();
-    assert.equal(first.nodeId, 'a');
-    b.knownLeases.add(first.leaseId);
-    b.resumeDelayMs = 400; // longer than a keepalive interval (ttl 300 ms / 3)
-    const before = a.conns[0]!.received.filter((m) => m.type === 'keepalive').length;
-    k.nodeFailed(a.url);
-    await waitFor(() => changes.length === 2, 3_000, 'the lease on b');
-    await waitFor(() => a.conns[0]!.closedAt !== null, 3_000, 'the old connection to close');
-    const during = log.slice(log.indexOf(`b#1 resume ${first.leaseId}`), log.indexOf('a#1 closed')).filter((l) => l === 'a#1 keepalive');
-    assert.ok(during.length >= 2, `keepalives on a while b resumed: ${log.join(' | ')}`);
-    assert.ok(a.conns[0]!.received.filter((m) => m.type === 'keepalive').length > before);
-    assert.equal(changes[1]!.kind, 'moved');
-    assert.equal(changes[1]!.info.leaseId, first.leaseId);
-    assert.ok(!log.some((l) => l.endsWith(' open') && l.startsWith('b')), 'no new lease was opened');
-  } finally {
-    await k.close(false, 500);
-    await a.close();
-    await b.close();
-  }
+  // b answers the resume after 400 ms, longer than a keepalive interval (ttl 300 ms / 3).
+  const { log, leaseId, keepalivesBefore, keepalivesAfter } = await handOver((k, a) => k.nodeFailed(a.url), 400);
+  const during = log.slice(log.indexOf(`b#1 resume ${leaseId}`), log.indexOf('a#1 closed')).filter((l) => l === 'a#1 keepalive');
+  assert.ok(during.length >= 2, `keepalives on a while b resumed: ${log.join(' | ')}`);
+  assert.ok(keepalivesAfter > keepalivesBefore);
 });
 
 test('writes failing with one endpoint: the session stays as it is (nowhere to move)', async () => {
