@@ -162,7 +162,9 @@ export class CheckScheduler {
     if (!this.closed && this.slots.get(check.key) === slot) {
       this.runs[result.status]++;
       try {
-        this.opts.onResult(check, result);
+        // A run against a target the check no longer has (the instance's address changed
+        // while it ran, its spec staying the same) says nothing about the new one.
+        if (slot.check.target === check.target) this.opts.onResult(check, result);
       } finally {
         this.reschedule(slot, started);
       }
