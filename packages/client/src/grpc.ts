@@ -74,6 +74,8 @@ export function registerGrpcResolver(client: SwitchboardClient, opts: GrpcResolv
     private readonly service: string;
     private listening = false;
     private scheduled = false;
+    /** What was last reported (the endpoints, or the failure): the same is not reported again. */
+    private reported: string | null = null;
     private readonly onChange = (_c: ViewChange): void => this.schedule();
 
     constructor(
@@ -89,17 +91,21 @@ export function registerGrpcResolver(client: SwitchboardClient, opts: GrpcResolv
     updateResolution(): void {
       if (!this.listening) {
         this.listening = true;
+        // One listener per channel on a view shared by all of them.
+        this.view.setMaxListeners(this.view.getMaxListeners() + 1);
         this.view.on('change', this.onChange);
       }
       this.view.ready().then(
         () => this.schedule(),
-        (err: Error) => this.fail(err.message),
+        (err: Error) => this.listening && this.fail(err.message),
       );
     }
 
     destroy(): void {
+      if (!this.listening) return;
       this.listening = false;
       this.view.off('change', this.onChange);
+      this.view.setMaxListeners(Math.max(0, this.view.getMaxListeners() - 1));
     }
 
     /** Coalesces a burst of changes into one update (never synchronous, as grpc-js asks). */
@@ -112,8 +118,17 @@ export function registerGrpcResolver(client: SwitchboardClient, opts: GrpcResolv
       });
     }
 
+    /**
+     * Reports the endpoints, unless they are what was reported last. grpc-js asks for a new
+     * resolution whenever a subchannel fails; answering each request with the same list
+     * reset its backoff and made it ask again at once: one unreachable instance kept a core
+     * busy (430,000 reports in 6 s). The view's changes come as they happen anyway.
+     */
     private report(): void {
       const endpoints = endpointsOf(this.view.instances());
+      const key = endpoints.length === 0 ? '!none' : endpoints.map((e) => JSON.stringify(e.addresses)).sort().join(' ');
+      if (key === this.reported) return;
+      this.reported = key;
       if (endpoints.length === 0) return this.fail(`no instance of ${this.service} is up and healthy`);
       const l = this.listener;
       if (typeof l === 'function') l({ ok: true, value: endpoints }, {}, { ok: true, value: serviceConfig as never }, '');

@@ -55,3 +55,45 @@ test('grpc-js dials switchboard:///echo and follows the registry', async () => {
     await agent.kill();
   }
 });
+
+test('an unreachable instance does not make the resolver report the same list again and again', async () => {
+  const agent = await spawnAgent(['--dev']);
+  const live = await echoServer('live');
+  const dead = await echoServer('dead');
+  const deadPort = dead.port;
+  dead.server.forceShutdown(); // its process died before its lease ran out: still listed, up
+  const provider = await connect({ endpoints: [agent.url] });
+  const consumer = await connect({ endpoints: [agent.url] });
+  const Client = grpc.makeGenericClientConstructor(definition, 'Echo');
+  let stub: grpc.Client | undefined;
+  try {
+    await provider.register({ service: 'half', id: 'live', address: '127.0.0.1', port: live.port, protocol: 'grpc' });
+    await provider.register({ service: 'half', id: 'dead', address: '127.0.0.1', port: deadPort, protocol: 'grpc' });
+    registerGrpcResolver(consumer);
+    // The resolver reads the view's instances each time it reports: count the reads.
+    const view = consumer.service('half');
+    await view.ready();
+    const instances = view.instances.bind(view);
+    let reads = 0;
+    view.instances = () => {
+      reads++;
+      return instances();
+    };
+    stub = new Client(grpcTarget('half'), grpc.credentials.createInsecure());
+    const call = () =>
+      new Promise<string>((resolve) =>
+        (stub as unknown as { Echo(req: Buffer, opts: grpc.CallOptions, cb: (e: Error | null, r?: Buffer) => void): void }).Echo(Buffer.from('hi'), { deadline: Date.now() + 2_000 }, (e, r) => resolve(e ? 'error' : r!.toString())),
+      );
+    const until = Date.now() + 1_500;
+    const got = new Set<string>();
+    while (Date.now() < until) got.add(await call());
+    assert.ok(got.has('live'), `calls reach the live instance: ${[...got].join(', ')}`);
+    assert.ok(reads < 50, `${reads} resolutions in 1.5 s`);
+  } finally {
+    stub?.close();
+    await provider.close();
+    await consumer.close();
+    live.server.forceShutdown();
+    await agent.kill();
+  }
+});
