@@ -425,7 +425,7 @@ export class LiveRegistry {
       for (const [id, inst] of prev.instances) {
         if (!instances.has(id) && !gone.has(id)) gone.set(id, { epoch: answer.epoch ?? '', revision: answer.revision, type: 'delete', service: name, namespace: inst.namespace, instance: inst });
       }
-      let view: ServiceView = { name, loading: false, error: null, revision: answer.revision, listedRevision: answer.revision, instances, changedAt: new Map(prev.changedAt), gone };
+      let view: ServiceView = bounded({ name, loading: false, error: null, revision: answer.revision, listedRevision: answer.revision, instances, changedAt: new Map(prev.changedAt), gone });
       for (const ev of this.pending) if (ev.revision > answer.revision) view = patch(view, ev);
       this.pending = [];
       this.set({ service: view });
@@ -450,6 +450,21 @@ export class LiveRegistry {
   }
 }
 
+/**
+ * Instances removed while a service page is open that it keeps listing (the newest): a tab
+ * left open on a service whose instance ids change at every restart must not grow for ever.
+ */
+export const MAX_GONE = 200;
+
+/** Keeps the newest MAX_GONE removals, and change marks only for what is shown or kept. */
+function bounded(view: ServiceView): ServiceView {
+  let gone = view.gone;
+  if (gone.size > MAX_GONE) gone = new Map([...gone].sort((a, b) => b[1].revision - a[1].revision).slice(0, MAX_GONE));
+  let changedAt = view.changedAt;
+  if (changedAt.size > view.instances.size + gone.size) changedAt = new Map([...changedAt].filter(([id]) => view.instances.has(id) || gone.has(id)));
+  return gone === view.gone && changedAt === view.changedAt ? view : { ...view, gone, changedAt };
+}
+
 /** The view after one event; events at or below an instance's known revision change nothing. */
 function patch(view: ServiceView, ev: WatchEvent): ServiceView {
   const id = ev.instance.id;
@@ -465,5 +480,5 @@ function patch(view: ServiceView, ev: WatchEvent): ServiceView {
     gone.set(id, ev);
   }
   const changedAt = new Map(view.changedAt).set(id, ev.revision);
-  return { ...view, instances, gone, changedAt, revision: Math.max(view.revision, ev.revision) };
+  return bounded({ ...view, instances, gone, changedAt, revision: Math.max(view.revision, ev.revision) });
 }

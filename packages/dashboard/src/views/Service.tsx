@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'react';
 import type { Instance } from '../api';
-import type { LiveRegistry, State } from '../store';
+import { MAX_GONE, type LiveRegistry, type State } from '../store';
 import { Link, href } from '../router';
 import { reason } from '../format';
 import { Empty, ErrorNote, HealthBadge, MAX_ROWS, PageTitle, Ratio, StatusBadge, TooMany } from './parts';
@@ -155,7 +155,7 @@ export function ServiceView({ name, state, live }: { name: string; state: State;
       )}
       {gone.length > 0 && (
         <section className="gone" aria-labelledby="gone-title">
-          <h2 id="gone-title">Removed while this page was open</h2>
+          <h2 id="gone-title">Removed while this page was open{gone.length >= MAX_GONE ? ` (the latest ${MAX_GONE})` : ''}</h2>
           <ul>
             {gone.map((ev) => (
               <li key={ev.instance.id} data-gone={ev.instance.id}>

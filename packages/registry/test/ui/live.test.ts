@@ -148,3 +148,23 @@ test('a new epoch (an in-memory agent restarted) relists: what the old one held 
     await stopAgent(agent);
   }
 });
+
+test('a service page open while many instances come and go keeps the latest 200 removals, not all', { timeout: 90_000 }, async () => {
+  const agent = await startAgent();
+  try {
+    const { page, errors } = await openPage(browser, `${agent.url}/ui/services/churn`);
+    await page.locator('.conn[data-conn="live"]').waitFor();
+    const n = 230;
+    await send(agent.url, 'POST', '/v1/instances/batch', { instances: Array.from({ length: n }, (_, i) => ({ service: 'churn', id: `c${i}`, address: '10.0.0.7', port: 1000 + i })) });
+    await page.locator('tr[data-instance="c229"]').waitFor({ timeout: 10_000 });
+    for (let i = 0; i < n; i++) await send(agent.url, 'DELETE', `/v1/services/churn/instances/c${i}`);
+    await page.locator('[data-gone="c229"]').waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('[data-gone]').count(), 200);
+    assert.equal(await page.locator('[data-gone="c0"]').count(), 0, 'the oldest removals are dropped');
+    assert.match(await page.locator('#gone-title').innerText(), /the latest 200/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await closePages();
+    await stopAgent(agent);
+  }
+});
