@@ -58,6 +58,9 @@ function patternOf(url: string): RegExp {
   return new RegExp(`^${body}$`);
 }
 
+/** How long a shutting-down node waits for answers in flight before closing every connection. */
+export const SHUTDOWN_GRACE_MS = 5_000;
+
 export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   const { engine, limits } = opts;
   const isLogger = opts.logger && typeof (opts.logger as { child?: unknown }).child === 'function';
@@ -147,6 +150,13 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
       throw new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send the request to another node, or retry once it is back' });
     }
   });
+  // Every answer given while shutting down closes its connection: a client holding a
+  // kept-alive socket (a blocking query answered by the shutdown) would otherwise keep the
+  // server from closing until its own idle timeout.
+  app.addHook('onSend', (_req, reply, payload, done) => {
+    if (ctx.closing.value) reply.header('connection', 'close');
+    done(null, payload);
+  });
   app.addHook('onResponse', (req, reply, done) => {
     ctx.metrics.observeRequest(req.method, req.routeOptions.url ?? 'unknown', reply.statusCode, reply.elapsedTime / 1000);
     done();
@@ -165,7 +175,12 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   });
   app.setErrorHandler((err, req, reply) => {
     const sw = toSwitchboardError(err, limits.maxBodyBytes);
-    if (sw.status >= 500) req.log.error({ err }, 'request failed');
+    // A refusal the node means (not ready, etcd out of reach) is a condition the node reports
+    // once where it starts; one error line per request would flood the log during an outage.
+    if (sw.status >= 500) {
+      if (sw.status === 503) req.log.debug({ err }, 'request refused');
+      else req.log.error({ err }, 'request failed');
+    }
     return sendProblem(reply, sw);
   });
   app.setNotFoundHandler((req, reply) => {
@@ -208,7 +223,14 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     streams.closeAll();
     sessions.shutdown();
     engine.hub.wakeAll();
-    await app.close();
+    // Answers in flight get SHUTDOWN_GRACE_MS; connections still open then are closed.
+    const grace = setTimeout(() => app.server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+    grace.unref();
+    try {
+      await app.close();
+    } finally {
+      clearTimeout(grace);
+    }
     ctx.metrics.close();
   };
   await app.ready();

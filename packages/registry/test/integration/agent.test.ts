@@ -24,6 +24,35 @@ test('SIGTERM ends watch streams cleanly and exits 0', async () => {
   }
 });
 
+test('SIGTERM with a blocking query waiting on a kept-alive connection exits within seconds', async () => {
+  const agent = await spawnAgent(['--dev']);
+  const { connect } = await import('node:net');
+  let socket: import('node:net').Socket | undefined;
+  try {
+    await call(agent.url, 'PUT', '/v1/services/s/instances/a', { address: '10.0.0.1', port: 1 });
+    const index = (await call(agent.url, 'GET', '/v1/services/s')).body.revision;
+    socket = connect(Number(new URL(agent.url).port), '127.0.0.1');
+    await new Promise<void>((r) => socket!.once('connect', () => r()));
+    let answer = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => (answer += d));
+    socket.on('error', () => undefined);
+    // A client that keeps its connection open after the answer (fetch's keep-alive pool does).
+    socket.write(`GET /v1/services/s?index=${index}&wait=50s HTTP/1.1\r\nHost: x\r\n\r\n`);
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    agent.child.kill('SIGTERM');
+    assert.equal(await agent.exited, 0);
+    const took = Date.now() - t0;
+    assert.ok(took < 4_000, `exited ${took} ms after SIGTERM`);
+    assert.match(answer, /^HTTP\/1\.1 200/);
+    assert.match(answer, /connection: close/i, 'the answer given during shutdown closes its connection');
+  } finally {
+    socket?.destroy();
+    agent.child.kill('SIGKILL');
+  }
+});
+
 test('configuration precedence: flags over environment over file over defaults', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sb-config-'));
   try {
