@@ -170,6 +170,25 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     assert.match(dj.stderr, /INSTANCE_NOT_FOUND/);
   });
 
+  test('output cut short by its reader (| head) ends quietly; credentials in an address are not printed back', { timeout: 60_000 }, async () => {
+    await api(url, 'POST', '/v1/instances/batch', { instances: Array.from({ length: 1_000 }, (_, i) => ({ service: 'wide', id: `w-${i}-${'x'.repeat(60)}`, address: '10.0.0.9', port: 1000 + i })) });
+    // The reader takes the first chunk and goes away, as `| head -1` does.
+    const child = spawn(process.execPath, [BIN, 'instances', 'wide'], { env: env(url), stdio: ['ignore', 'pipe', 'pipe'] });
+    live.add(child);
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.once('data', () => child.stdout!.destroy());
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    live.delete(child);
+    assert.equal(code, 0, stderr);
+    assert.doesNotMatch(stderr, /EPIPE|Error/);
+
+    const secret = await run('http://admin:s3cret@127.0.0.1:7700/?token=abc', ['status']);
+    assert.equal(secret.code, 2);
+    assert.doesNotMatch(secret.stderr, /s3cret|admin|abc/);
+    assert.match(secret.stderr, /\*\*\*@127\.0\.0\.1:7700/);
+  });
+
   test('register with --lease-id binds the instance to the lease', { timeout: 60_000 }, async () => {
     const lease = await api<{ leaseId: string }>(url, 'POST', '/v1/leases', { ttlMs: 60_000 });
     const r = await run(url, ['register', 'billing', 'billing-1', '--address', 'billing.internal', '--port', '9000', '--lease-id', lease.leaseId, '--json']);

@@ -50,6 +50,7 @@ export function runWith(exit: Exit, body: (ctx: Context, args: unknown[]) => Pro
     }
     const out = new Output(opts.json === true);
     const client = new ApiClient(addr.url);
+    quietOnClosedPipe();
     try {
       exit(await body({ client, out, namespace: opts.namespace, command }, args));
     } catch (err) {
@@ -63,6 +64,20 @@ export function runWith(exit: Exit, body: (ctx: Context, args: unknown[]) => Pro
       await client.close();
     }
   };
+}
+
+let pipeGuarded = false;
+/**
+ * A reader that goes away (`switchboard instances web | head -1`) ends the output quietly:
+ * the command's result stands, nothing more is written. Kept for the life of the process,
+ * since writes still queued report their EPIPE after the command has returned.
+ */
+function quietOnClosedPipe(): void {
+  if (pipeGuarded) return;
+  pipeGuarded = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
 }
 
 /**

@@ -238,7 +238,9 @@ export function parseAddr(text: string): { ok: true; url: string } | { ok: false
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') return { ok: false, message: `"${text}" must be an http:// or https:// URL` };
   if (u.search !== '' || u.hash !== '' || u.username !== '' || u.password !== '') {
-    return { ok: false, message: `"${text}" must be a plain base URL like http://127.0.0.1:7700 (no query, fragment or credentials)` };
+    // Quoted without its credentials and query, which may hold a secret (CI logs keep stderr).
+    const shown = `${u.protocol}//${u.username !== '' || u.password !== '' ? '***@' : ''}${u.host}${u.pathname}${u.search !== '' ? '?…' : ''}${u.hash !== '' ? '#…' : ''}`;
+    return { ok: false, message: `"${shown}" must be a plain base URL like http://127.0.0.1:7700 (no query, fragment or credentials)` };
   }
   return { ok: true, url: u.origin + u.pathname.replace(/\/+$/, '') };
 }
