@@ -557,3 +557,33 @@ test('a node whose key is missing while its lease lives writes it again, so the 
     await Promise.all([a, b, c].map((n) => n.close()));
   }
 });
+
+test('check run counters keep counting when the live nodes change (the checks move)', { timeout: 60_000 }, async () => {
+  const prefix = freshPrefix();
+  const target = createServer((s) => s.destroy());
+  await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
+  const port = (target.address() as AddressInfo).port;
+  const a = await startCpNode(etcd.endpoints, 'a', prefix, { activeChecks: true });
+  let b: CpNode | undefined;
+  try {
+    for (let i = 0; i < 6; i++) {
+      assert.equal((await call(a.url, 'PUT', `/v1/services/chk/instances/c${i}`, { address: '127.0.0.1', port, checks: [{ type: 'tcp', interval: '100ms' }] })).status, 200);
+    }
+    const runs = async () => {
+      const text = await (await fetch(`${a.url}/metrics`)).text();
+      return [...text.matchAll(/^switchboard_check_runs_total\{status="\w+"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    };
+    await waitUntil(async () => (await runs()) >= 20, 10_000, 'a runs checks');
+    const before = await runs();
+    b = await startCpNode(etcd.endpoints, 'b', prefix, { activeChecks: true }); // a's monitor restarts
+    const members = async () => ((await call(a.url, 'GET', '/v1/status')).body.cluster.members as unknown[]).length;
+    await waitUntil(async () => (await members()) === 2, 10_000, 'a sees b');
+    await sleep(500);
+    const after = await runs();
+    assert.ok(after >= before, `the counter went from ${before} to ${after}`);
+  } finally {
+    await b?.close();
+    await a.close();
+    target.close();
+  }
+});

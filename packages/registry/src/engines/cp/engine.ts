@@ -163,6 +163,8 @@ export class CpEngine implements Engine {
   private quorumRead: Promise<number> | null = null;
   private nextQuorumRead: Promise<number> | null = null;
   private nodeLease: string | null = null;
+  /** Check runs of the monitors replaced when the live nodes changed (see restartMonitor). */
+  private readonly pastRuns: { runs: SchedulerStats['runs']; timeouts: number } = { runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
   private nodeKeepAliveAt = 0;
   private metrics: { roundTrips: promClient.Histogram<'method' | 'outcome'> } | null = null;
   private readonly cfg: Required<Pick<CpOptions, 'callTimeoutMs' | 'writeTimeoutMs' | 'probeIntervalMs' | 'probeTimeoutMs' | 'consistentTimeoutMs' | 'nodeTtlSec' | 'maxTxnOps'>>;
@@ -498,6 +500,12 @@ export class CpEngine implements Engine {
   /** (Re)starts the health monitor on the instances this node owns by rendezvous hashing. */
   private restartMonitor(): void {
     if (this.opts.activeChecks === false || this.closed) return;
+    if (this.monitor) {
+      // The runs of the monitor being replaced stay counted (the totals are counters).
+      const done = this.monitor.stats();
+      for (const k of Object.keys(this.pastRuns.runs) as (keyof SchedulerStats['runs'])[]) this.pastRuns.runs[k] += done.runs[k];
+      this.pastRuns.timeouts += done.timeouts;
+    }
     this.monitor?.close();
     const nodes = this.liveNodes();
     const mine = (i: { namespace: string; service: string; id: string }): boolean => ownerOf(instanceKey(i.namespace, i.service, i.id), nodes) === this.nodeId;
@@ -953,7 +961,9 @@ export class CpEngine implements Engine {
   }
 
   checkStats(): SchedulerStats {
-    return this.monitor?.stats() ?? { scheduled: 0, running: 0, queued: 0, runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
+    const now = this.monitor?.stats() ?? { scheduled: 0, running: 0, queued: 0, runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
+    const past = this.pastRuns;
+    return { ...now, runs: { passing: now.runs.passing + past.runs.passing, warning: now.runs.warning + past.runs.warning, critical: now.runs.critical + past.runs.critical }, timeouts: now.timeouts + past.timeouts };
   }
 
   // ---- the write loop ----
