@@ -158,7 +158,10 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     done(null, payload);
   });
   app.addHook('onResponse', (req, reply, done) => {
-    ctx.metrics.observeRequest(req.method, req.routeOptions.url ?? 'unknown', reply.statusCode, reply.elapsedTime / 1000);
+    // A blocking query (`index`) waits for a change by design: counted, not timed, or its
+    // wait would fill the route's latency histogram with +Inf.
+    const blocking = (req.query as Record<string, unknown> | undefined)?.index !== undefined;
+    ctx.metrics.observeRequest(req.method, req.routeOptions.url ?? 'unknown', reply.statusCode, blocking ? null : reply.elapsedTime / 1000);
     done();
   });
   opts.tracing?.instrument(app);

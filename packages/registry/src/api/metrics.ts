@@ -18,7 +18,8 @@ export interface Metrics {
   readonly watchEvents: client.Counter;
   readonly watchDropped: client.Counter;
   /** Counts one answered request; `seconds` is not recorded for streams (watch, session). */
-  observeRequest(method: string, route: string, status: number, seconds: number): void;
+  /** One request; `seconds` null: counted, not timed (a blocking query waits by design). */
+  observeRequest(method: string, route: string, status: number, seconds: number | null): void;
   /** Stops listening to the engine (the app closed). */
   close(): void;
 }
@@ -272,7 +273,7 @@ export class RequestStats {
     this.histogram = metric(hist, 'Time to answer HTTP requests, by method and route template (streams excluded)', 'histogram', () => this.histogramSamples(hist));
   }
 
-  observe(method: string, route: string, status: number, seconds: number): void {
+  observe(method: string, route: string, status: number, seconds: number | null): void {
     let byMethod = this.routes.get(route);
     if (byMethod === undefined) this.routes.set(route, (byMethod = new Map()));
     let r = byMethod.get(method);
@@ -283,7 +284,7 @@ export class RequestStats {
     const c = r.byStatus.get(status);
     if (c === undefined) r.byStatus.set(status, { n: 1 });
     else c.n++;
-    if (!r.timed) return;
+    if (!r.timed || seconds === null) return;
     const b = this.bounds;
     let i = 0;
     while (i < b.length && seconds > (b[i] as number)) i++;

@@ -75,6 +75,8 @@ export class Sessions {
     }
     const session = new Session(socket, req.ip);
     this.all.add(session);
+    // An upgraded request has no onResponse: counted when it opens.
+    this.ctx.metrics.observeRequest('GET', SESSION_PATH, 101, null);
     socket.on('message', (data, isBinary) => {
       const text = isBinary ? null : data.toString();
       if (session.pending >= SESSION_MAX_PENDING_MESSAGES) {

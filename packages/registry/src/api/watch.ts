@@ -381,6 +381,8 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
       connection: 'keep-alive',
       'x-accel-buffering': 'no',
     });
+    // A stream's answer is hijacked (no onResponse): it is counted when it opens.
+    ctx.metrics.observeRequest('GET', '/v1/watch', 200, null);
     new WatchStream(req.ip, services, res, minRevision, ctx, streams).start(initial);
   });
 }

@@ -178,6 +178,18 @@ test('batch registration is all or nothing and names the bad item', async () => 
   assert.deepEqual((await call(u, 'GET', '/v1/services/batch-a')).body.instances.map((i: any) => i.id), ['a1']);
 });
 
+test('a blocking query is counted but not timed: its wait would fill the route\'s latency histogram', async () => {
+  const u = node.url;
+  const metric = async (name: string, labels: string) => Number(new RegExp(`^${name}\\{${labels}\\} (\\d+)`, 'm').exec(await (await fetch(u + '/metrics')).text())?.[1] ?? 0);
+  const route = 'method="GET",route="/v1/services/:service"';
+  const counted = await metric('switchboard_http_requests_total', `${route},status="200"`);
+  const timed = await metric('switchboard_http_request_duration_seconds_count', route);
+  const index = (await call(u, 'GET', '/v1/services/blocking')).body.revision;
+  assert.equal((await call(u, 'GET', `/v1/services/blocking?index=${index}&wait=200ms`)).status, 200);
+  assert.equal(await metric('switchboard_http_requests_total', `${route},status="200"`), counted + 2);
+  assert.equal(await metric('switchboard_http_request_duration_seconds_count', route), timed + 1, 'only the plain read is timed');
+});
+
 test('status, health, readiness, metrics and the OpenAPI document', async () => {
   const u = node.url;
   const s = await call(u, 'GET', '/v1/status');

@@ -63,6 +63,7 @@ test('metrics after registrations, a watch and a lease expiry', async () => {
     const sum = m.value('switchboard_http_request_duration_seconds_sum', { method: 'PUT', route: REGISTER });
     assert.ok(sum > 0 && sum < 3 * 5, `latency sum ${sum}`);
     assert.equal(m.find('switchboard_http_request_duration_seconds_count', { route: '/v1/watch' }).length, 0, 'streams are not timed');
+    assert.equal(m.value('switchboard_http_requests_total', { method: 'GET', route: '/v1/watch', status: '200' }), 1, 'a stream is counted when it opens');
 
     assert.equal(m.value('switchboard_events_published_total', { type: 'put', reason: 'registered' }), 3);
     assert.equal(m.value('switchboard_events_published_total', { type: 'put', reason: 'status_changed' }), 1);
