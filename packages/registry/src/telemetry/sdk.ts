@@ -100,6 +100,9 @@ export function startSdk(opts: TracingOptions): Tracing {
       // Semantic conventions: "{method} {route}", the method alone when no route matched.
       const span = tracer.startSpan(route === undefined ? req.method : `${req.method} ${route}`, { kind: SpanKind.SERVER, attributes }, parent);
       spans.set(req, { span, ctx: trace.setSpan(parent, span) });
+      // An upgraded request (the session WebSocket) gets no onResponse or abort: its span
+      // ends when its connection does (one answered as a plain request ends before that).
+      if (req.headers.upgrade !== undefined) req.raw.socket?.once('close', () => end(req, 101));
       done();
     });
     // The body has been read: the handler runs inside the span from here on, so that the

@@ -90,6 +90,13 @@ test('on: the agent exports a server span per call under the incoming traceparen
     const traceparent = `00-${traceId}-${parentId}-01`;
     assert.equal((await call(agent.url, 'PUT', '/v1/services/orders/instances/o1', { address: '10.0.0.1', port: 8080 }, { traceparent })).status, 200);
     assert.equal((await call(agent.url, 'GET', '/v1/services/missing/instances/x', undefined, { traceparent })).status, 404);
+    // A session WebSocket: its span ends when the connection does.
+    const { WebSocket } = await import('ws');
+    const ws = new WebSocket(agent.url.replace('http', 'ws') + '/v1/session', { headers: { traceparent } });
+    await new Promise<void>((resolve, reject) => ws.once('open', () => resolve()).once('error', reject));
+    ws.close();
+    await new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    await new Promise((r) => setTimeout(r, 100));
     agent.child.kill('SIGTERM');
     assert.equal(await agent.exited, 0);
     // Shutdown exported what was still buffered.
@@ -112,6 +119,9 @@ test('on: the agent exports a server span per call under the incoming traceparen
     assert.ok(get);
     assert.equal(get.attributes['http.response.status_code'], 404);
     assert.notEqual(get.status.code, 2, 'a 4xx is not a server error');
+    const session = server.find((s) => s.name === 'GET /v1/session');
+    assert.ok(session, `the session's span ended and was exported; got ${JSON.stringify(server.map((s) => s.name))}`);
+    assert.equal(session.attributes['http.response.status_code'], 101);
   } finally {
     agent.child.kill('SIGKILL');
     await receiver.close();
