@@ -97,7 +97,9 @@ async function registerWithLease(ctx: Context, service: string, id: string, f: R
           await register(ctx, service, id, f, lease.leaseId, stop.signal);
           reregister = false;
         } else {
-          const g = await client.request<LeaseGrant>('PUT', apiPath('v1', 'leases', lease.leaseId, 'keepalive'), { signal: stop.signal });
+          // At most a third of the TTL: a node that takes the connection and never answers
+          // must not hold the keep-alive past the lease's end (30 s by default otherwise).
+          const g = await client.request<LeaseGrant>('PUT', apiPath('v1', 'leases', lease.leaseId, 'keepalive'), { signal: stop.signal, answerTimeoutMs: Math.max(250, Math.floor(lease.ttlMs / 3)) });
           lease = { leaseId: lease.leaseId, ttlMs: g.ttlMs };
           if (failing) out.note(`keep-alive of lease ${lease.leaseId} works again`);
         }
