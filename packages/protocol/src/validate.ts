@@ -84,6 +84,12 @@ export function validateInstanceId(value: unknown, field = 'instanceId'): string
       'use 1-128 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"',
     );
   }
+  // "." and ".." are path segments to every HTTP client (fetch and browsers resolve them,
+  // even percent-encoded): an instance so named could be registered but never read or
+  // deregistered by its path.
+  if (value === '.' || value === '..') {
+    throw invalid(field, `instance id "${value}" is a path segment, not a name`, 'use an id with at least one character other than "."');
+  }
   return value;
 }
 

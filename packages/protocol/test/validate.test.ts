@@ -125,7 +125,8 @@ test('DNS labels (service names, namespaces, zones)', () => {
 
 test('instance ids: 1-128 characters of A-Za-z0-9._:-', () => {
   for (const ok of ['a', 'A.b_c:d-e', 'x'.repeat(128), '10.0.0.5:8080']) assert.equal(validateInstanceId(ok), ok);
-  for (const bad of ['', 'x'.repeat(129), 'a/b', 'a b', 'a%2Fb', 'é', 7, null]) throwsCode(() => validateInstanceId(bad), 'INVALID_ARGUMENT', { field: 'instanceId' });
+  for (const bad of ['', 'x'.repeat(129), 'a/b', 'a b', 'a%2Fb', 'é', 7, null, '.', '..']) throwsCode(() => validateInstanceId(bad), 'INVALID_ARGUMENT', { field: 'instanceId' });
+  for (const ok of ['...', '.a', 'a..']) assert.equal(validateInstanceId(ok), ok, 'only the path segments "." and ".." are refused');
 });
 
 test('versions are semver versions, build metadata included', () => {
