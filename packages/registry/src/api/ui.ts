@@ -80,7 +80,9 @@ export async function uiRoutes(app: FastifyInstance, dir: string | null = defaul
     if (!isBuilt()) return sendProblem(reply, notBuilt(dir));
     const rel = (req.params as Record<string, string>)['*'] ?? '';
     if (rel === '' || rel === 'index.html') return sendIndex(reply);
-    if (rel.split('/').includes('..') || rel.includes('\0')) {
+    // (A backslash too: the file server reads it as a separator on some systems, and refused
+    // `..%5c` with a 403 that became a 400.)
+    if (rel.split(/[/\\]/).includes('..') || rel.includes('\0')) {
       return sendProblem(reply, new SwitchboardError('NOT_FOUND', `no file /ui/${rel}`, { hint: 'open /ui/' }));
     }
     // Under services/ every name is the client's (instance ids may contain dots).

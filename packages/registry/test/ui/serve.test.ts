@@ -54,7 +54,7 @@ test('the built dashboard: redirects, client routes, cache headers, 404 and 405'
     assert.match(String(r.headers['content-type']), /javascript/);
     assert.equal(r.headers['cache-control'], 'public, max-age=31536000, immutable');
 
-    for (const url of ['/ui/assets/app-000000.js', '/ui/favicon.png', '/ui/%2e%2e/%2e%2e/etc/passwd.txt', '/ui/assets/..%2f..%2fpackage.json']) {
+    for (const url of ['/ui/assets/app-000000.js', '/ui/favicon.png', '/ui/%2e%2e/%2e%2e/etc/passwd.txt', '/ui/assets/..%2f..%2fpackage.json', '/ui/..%5c..%5cpackage.json', '/ui/assets/..%5cindex.html.js']) {
       r = await app.inject({ method: 'GET', url });
       assert.equal(r.statusCode, 404, url);
       assert.equal(r.json().code, 'NOT_FOUND', url);
