@@ -167,13 +167,20 @@ function validateTags(value: unknown, field: string, limits: Limits): string[] {
   const seen = new Set<string>();
   value.forEach((t, i) => {
     if (typeof t !== 'string' || t.length === 0) throw invalid(`${field}/${i}`, `tag ${describe(t)} must be a non-empty string`, 'send each tag as a non-empty string');
-    if (t.length > limits.maxTagLength) throw limitExceeded('maxTagLength', `${field}/${i}`, `tag of ${t.length} characters, at most ${limits.maxTagLength}`, 'shorten the tag');
+    if (t.length > limits.maxTagLength && charCount(t) > limits.maxTagLength) throw limitExceeded('maxTagLength', `${field}/${i}`, `tag of ${charCount(t)} characters, at most ${limits.maxTagLength}`, 'shorten the tag');
     seen.add(t);
   });
   return [...seen];
 }
 
 const utf8 = new TextEncoder();
+
+/** Characters (code points), as the contract counts them: an emoji is one, not two UTF-16 units. */
+function charCount(s: string): number {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
+}
 
 function validateMetadata(value: unknown, field: string, limits: Limits): Record<string, string> {
   if (!isObject(value)) throw invalid(field, `metadata must be an object of strings, got ${describe(value)}`, 'send metadata like {"build": "42"}');
@@ -186,8 +193,8 @@ function validateMetadata(value: unknown, field: string, limits: Limits): Record
   for (const k of keys.sort()) {
     const v = value[k];
     if (k.length === 0) throw invalid(`${field}/`, 'a metadata key is empty', 'give every metadata key at least one character');
-    if (k.length > limits.maxMetadataKeyLength) {
-      throw limitExceeded('maxMetadataKeyLength', `${field}/${k}`, `metadata key of ${k.length} characters, at most ${limits.maxMetadataKeyLength}`, 'use a shorter key');
+    if (k.length > limits.maxMetadataKeyLength && charCount(k) > limits.maxMetadataKeyLength) {
+      throw limitExceeded('maxMetadataKeyLength', `${field}/${k}`, `metadata key of ${charCount(k)} characters, at most ${limits.maxMetadataKeyLength}`, 'use a shorter key');
     }
     if (typeof v !== 'string') throw invalid(`${field}/${k}`, `metadata value of "${k}" must be a string, got ${describe(v)}`, 'encode numbers and booleans as strings');
     bytes += utf8.encode(k).length + utf8.encode(v).length;

@@ -177,6 +177,10 @@ test('tags: at most 64, each at most 128 characters', () => {
   throwsCode(() => input({ tags: tags(65) }), 'LIMIT_EXCEEDED', { field: 'tags', limit: 'maxTagsPerInstance' });
   assert.deepEqual(input({ tags: ['x'.repeat(128)] }).tags, ['x'.repeat(128)]);
   throwsCode(() => input({ tags: ['ok', 'x'.repeat(129)] }), 'LIMIT_EXCEEDED', { field: 'tags/1', limit: 'maxTagLength' });
+  // Characters, as the contract says, not UTF-16 units: 128 emoji are 256 units.
+  assert.deepEqual(input({ tags: ['🚀'.repeat(128)] }).tags, ['🚀'.repeat(128)]);
+  throwsCode(() => input({ tags: ['🚀'.repeat(129)] }), 'LIMIT_EXCEEDED', { field: 'tags/0', limit: 'maxTagLength' });
+  assert.deepEqual(Object.keys(input({ metadata: { ['é'.repeat(20) + '🚀'.repeat(100)]: 'v' } }).metadata).length, 1, 'a metadata key of 120 characters');
   throwsCode(() => input({ tags: 'a,b' }), 'INVALID_ARGUMENT', { field: 'tags' });
   throwsCode(() => input({ tags: ['a', 1] }), 'INVALID_ARGUMENT', { field: 'tags/1' });
   throwsCode(() => input({ tags: [''] }), 'INVALID_ARGUMENT', { field: 'tags/0' });
