@@ -102,6 +102,9 @@ export function registerGrpcResolver(client: SwitchboardClient, opts: GrpcResolv
     }
 
     destroy(): void {
+      // grpc-js destroys the resolver of an idle channel and asks the same object again when
+      // a call comes: the next answer must be sent even if the list is the same.
+      this.reported = null;
       if (!this.listening) return;
       this.listening = false;
       this.view.off('change', this.onChange);

@@ -97,3 +97,30 @@ test('an unreachable instance does not make the resolver report the same list ag
     await agent.kill();
   }
 });
+
+test('a channel that went idle (grpc-js dropped its resolution) resolves again on its next call', async () => {
+  const agent = await spawnAgent(['--dev']);
+  const s1 = await echoServer('one');
+  const provider = await connect({ endpoints: [agent.url] });
+  const consumer = await connect({ endpoints: [agent.url] });
+  const Client = grpc.makeGenericClientConstructor(definition, 'Echo');
+  let stub: grpc.Client | undefined;
+  try {
+    await provider.register({ service: 'idle', id: 'one', address: '127.0.0.1', port: s1.port, protocol: 'grpc' });
+    registerGrpcResolver(consumer);
+    stub = new Client(grpcTarget('idle'), grpc.credentials.createInsecure(), { 'grpc.client_idle_timeout_ms': 1_000 });
+    const call = () =>
+      new Promise<string>((resolve) =>
+        (stub as unknown as { Echo(req: Buffer, opts: grpc.CallOptions, cb: (e: Error | null, r?: Buffer) => void): void }).Echo(Buffer.from('hi'), { deadline: Date.now() + 3_000 }, (e, r) => resolve(e ? `error: ${e.message}` : r!.toString())),
+      );
+    assert.equal(await call(), 'one');
+    await new Promise((r) => setTimeout(r, 2_500)); // idle: grpc-js destroys the resolver
+    assert.equal(await call(), 'one', 'the same list is reported again after the idle');
+  } finally {
+    stub?.close();
+    await provider.close();
+    await consumer.close();
+    s1.server.forceShutdown();
+    await agent.kill();
+  }
+});
