@@ -77,18 +77,19 @@ export const validateNamespace = (v: unknown, field = 'namespace'): string =>
   validateLabel(v, field, 'namespace');
 
 export function validateInstanceId(value: unknown, field = 'instanceId'): string {
-  if (typeof value !== 'string' || !INSTANCE_ID.test(value)) {
-    throw invalid(
-      field,
-      `instance id ${describe(value)} is not valid`,
-      'use 1-128 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"',
-    );
-  }
+  const what = field === 'checkId' || /checks\/\d+\/id$/.test(field) ? 'check id' : 'instance id';
+  const id = validateIdText(value, field, what);
   // "." and ".." are path segments to every HTTP client (fetch and browsers resolve them,
-  // even percent-encoded): an instance so named could be registered but never read or
-  // deregistered by its path.
-  if (value === '.' || value === '..') {
-    throw invalid(field, `instance id "${value}" is a path segment, not a name`, 'use an id with at least one character other than "."');
+  // even percent-encoded): an instance or check so named could be registered but never
+  // read, reported to or deregistered by its path.
+  if (id === '.' || id === '..') throw invalid(field, `${what} "${id}" is a path segment, not a name`, 'use an id with at least one character other than "."');
+  return id;
+}
+
+/** 1-128 characters of A-Za-z0-9._:- (an id that never appears in a path may be "." too). */
+function validateIdText(value: unknown, field: string, what: string): string {
+  if (typeof value !== 'string' || !INSTANCE_ID.test(value)) {
+    throw invalid(field, `${what} ${describe(value)} is not valid`, 'use 1-128 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"');
   }
   return value;
 }
@@ -456,7 +457,8 @@ export function validateServiceSettings(raw: unknown): ServiceSettings {
 export function validateConsumerReport(raw: unknown, limits: Limits): ConsumerReport {
   const body = requireBody(raw, '{"reporter": "checkout-7", "kind": "connect_refused"}');
   required(body.reporter, 'reporter', 'send the id of the reporting consumer, such as its own instance id');
-  const reporter = validateInstanceId(body.reporter, 'reporter');
+  // A body field, never a path segment: "." is a reporter id like any other.
+  const reporter = validateIdText(body.reporter, 'reporter', 'reporter id');
   required(body.kind, 'kind', `send kind, one of ${REPORT_KINDS.join(', ')}`);
   const kind = oneOf(body.kind, 'kind', REPORT_KINDS);
   const detail = optionalString(body.detail, 'detail', 0, limits.maxCheckOutputLength, 'send detail as one short line of text');

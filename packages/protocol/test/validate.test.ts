@@ -127,6 +127,7 @@ test('instance ids: 1-128 characters of A-Za-z0-9._:-', () => {
   for (const ok of ['a', 'A.b_c:d-e', 'x'.repeat(128), '10.0.0.5:8080']) assert.equal(validateInstanceId(ok), ok);
   for (const bad of ['', 'x'.repeat(129), 'a/b', 'a b', 'a%2Fb', 'é', 7, null, '.', '..']) throwsCode(() => validateInstanceId(bad), 'INVALID_ARGUMENT', { field: 'instanceId' });
   for (const ok of ['...', '.a', 'a..']) assert.equal(validateInstanceId(ok), ok, 'only the path segments "." and ".." are refused');
+  throwsCode(() => validateInstanceId('..', 'checkId'), 'INVALID_ARGUMENT', { field: 'checkId' });
 });
 
 test('versions are semver versions, build metadata included', () => {
@@ -249,6 +250,7 @@ test('ttl check reports, service settings and consumer reports', () => {
   throwsCode(() => validateServiceSettings({ protectThreshold: 0 }), 'INVALID_ARGUMENT', { field: 'protectThreshold' });
   assert.deepEqual(validateConsumerReport({ reporter: 'c-1', kind: 'timeout' }, L), { reporter: 'c-1', kind: 'timeout', detail: null });
   throwsCode(() => validateConsumerReport({ reporter: 'c 1', kind: 'timeout' }, L), 'INVALID_ARGUMENT', { field: 'reporter' });
+  assert.equal(validateConsumerReport({ reporter: '.', kind: 'timeout' }, L).reporter, '.', 'a body field, not a path segment');
   throwsCode(() => validateConsumerReport({ reporter: 'c', kind: 'oops' }, L), 'INVALID_ARGUMENT', { field: 'kind' });
 });
 

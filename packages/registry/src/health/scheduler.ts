@@ -161,12 +161,15 @@ export class CheckScheduler {
     this.running--;
     if (!this.closed && this.slots.get(check.key) === slot) {
       this.runs[result.status]++;
+      // A run against a target the check no longer has (the instance's address changed
+      // while it ran, its spec staying the same) says nothing about the new one, which is
+      // checked at once instead of an interval later.
+      const moved = slot.check.target !== check.target;
       try {
-        // A run against a target the check no longer has (the instance's address changed
-        // while it ran, its spec staying the same) says nothing about the new one.
-        if (slot.check.target === check.target) this.opts.onResult(check, result);
+        if (!moved) this.opts.onResult(check, result);
       } finally {
-        this.reschedule(slot, started);
+        if (moved) this.rescheduleAt(slot, this.now());
+        else this.reschedule(slot, started);
       }
     }
     this.pump();
@@ -195,7 +198,11 @@ export class CheckScheduler {
   private reschedule(slot: Slot, started: number): void {
     const { intervalMs, jitterMs } = slot.check.spec;
     const offset = (this.random() * 2 - 1) * jitterMs;
-    slot.nextAt = Math.max(this.now(), started + intervalMs + offset);
+    this.rescheduleAt(slot, Math.max(this.now(), started + intervalMs + offset));
+  }
+
+  private rescheduleAt(slot: Slot, at: number): void {
+    slot.nextAt = at;
     slot.state = 'waiting';
     this.heap.push(slot.nextAt, slot);
   }

@@ -26,6 +26,13 @@ test('a result from the old target is dropped when the target changed during the
     (finish as (r: CheckResult) => void)({ status: 'critical', output: 'refused' });
     await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(results, [], 'the old address\'s result is not counted');
+    // The new address is checked at once, not an interval (1 s) later.
+    const t1 = Date.now();
+    while (results.length === 0 && Date.now() - t1 < 800) {
+      (finish as ((r: CheckResult) => void) | null)?.({ status: 'passing', output: 'open' });
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.deepEqual(results, [['10.0.0.2:80', 'passing']]);
   } finally {
     s.close();
   }

@@ -234,13 +234,17 @@ export function parseAddr(text: string): { ok: true; url: string } | { ok: false
   try {
     u = new URL(withScheme);
   } catch {
-    return { ok: false, message: `"${text}" is not a URL; write it like http://127.0.0.1:7700` };
+    // Not quoted: it may hold credentials.
+    return { ok: false, message: `the address is not a URL; write it like http://127.0.0.1:7700` };
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') return { ok: false, message: `"${text}" must be an http:// or https:// URL` };
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return { ok: false, message: `"${masked(u)}" must be an http:// or https:// URL` };
   if (u.search !== '' || u.hash !== '' || u.username !== '' || u.password !== '') {
-    // Quoted without its credentials and query, which may hold a secret (CI logs keep stderr).
-    const shown = `${u.protocol}//${u.username !== '' || u.password !== '' ? '***@' : ''}${u.host}${u.pathname}${u.search !== '' ? '?…' : ''}${u.hash !== '' ? '#…' : ''}`;
-    return { ok: false, message: `"${shown}" must be a plain base URL like http://127.0.0.1:7700 (no query, fragment or credentials)` };
+    return { ok: false, message: `"${masked(u)}" must be a plain base URL like http://127.0.0.1:7700 (no query, fragment or credentials)` };
   }
   return { ok: true, url: u.origin + u.pathname.replace(/\/+$/, '') };
+}
+
+/** A URL as quoted in a message: without its credentials and query, which may hold a secret (CI logs keep stderr). */
+function masked(u: URL): string {
+  return `${u.protocol}//${u.username !== '' || u.password !== '' ? '***@' : ''}${u.host}${u.pathname}${u.search !== '' ? '?…' : ''}${u.hash !== '' ? '#…' : ''}`;
 }

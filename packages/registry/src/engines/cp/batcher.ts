@@ -48,9 +48,10 @@ export interface BatcherOptions {
   /** Writes waiting for a batch; more are refused (the caller answers 503 with Retry-After). */
   maxQueued: number;
   /**
-   * A batch failure that says etcd cannot be reached: the writes still queued are refused
-   * with it at once (never sent, they did not happen), instead of each waiting its own
-   * deadline in turn.
+   * Asked when a batch fails: true when etcd is known to be out of reach, and the writes
+   * still queued are then refused with the batch's error at once (never sent, they did not
+   * happen) instead of each waiting its own deadline in turn. One slow batch or a leader
+   * change alone does not refuse the queue.
    */
   unreachable?: (err: unknown) => boolean;
 }

@@ -219,10 +219,19 @@ export class View {
       .watch()
       .then((stream) => {
         if (seq === this.openSeq) this.openingAt = null;
-        if (this.closed || seq !== this.openSeq || this.stream !== null) {
+        if (this.closed || seq !== this.openSeq) {
           // Closed, or a newer stream was asked for meanwhile: this one is not needed.
           stream.cancel();
           return;
+        }
+        // The newest stream asked for takes over from any older one still set (one that
+        // opened late and failed while this one was being opened).
+        if (this.stream !== null) {
+          try {
+            this.stream.cancel();
+          } catch {
+            /* gone */
+          }
         }
         this.stream = stream;
         // From where the view is now (events may have been applied while the stream opened).
