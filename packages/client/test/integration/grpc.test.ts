@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { connect } from '../../src/index.js';
+import { connect, type SwitchboardClient } from '../../src/index.js';
 import { grpcTarget, registerGrpcResolver } from '../../src/grpc.js';
 import { spawnAgent, waitFor } from '../helpers.js';
 
@@ -20,23 +20,55 @@ async function echoServer(name: string): Promise<{ port: number; server: grpc.Se
   return { port, server };
 }
 
-test('grpc-js dials switchboard:///echo and follows the registry', async () => {
+/**
+ * An agent, a provider and a consumer client with the resolver registered, and the echo
+ * servers named; `dial` makes a stub for a service with channel options. Everything is
+ * closed by `close()`.
+ */
+async function world(names: string[]): Promise<{
+  provider: SwitchboardClient;
+  consumer: SwitchboardClient;
+  servers: Map<string, { port: number; server: grpc.Server }>;
+  dial(service: string, options?: grpc.ChannelOptions): (deadlineMs?: number) => Promise<string>;
+  close(): Promise<void>;
+}> {
   const agent = await spawnAgent(['--dev']);
-  const s1 = await echoServer('one');
-  const s2 = await echoServer('two');
+  const servers = new Map<string, { port: number; server: grpc.Server }>();
+  for (const n of names) servers.set(n, await echoServer(n));
   const provider = await connect({ endpoints: [agent.url] });
   const consumer = await connect({ endpoints: [agent.url] });
+  registerGrpcResolver(consumer);
   const Client = grpc.makeGenericClientConstructor(definition, 'Echo');
-  let stub: grpc.Client | undefined;
+  const stubs: grpc.Client[] = [];
+  return {
+    provider,
+    consumer,
+    servers,
+    dial(service, options = {}) {
+      const stub = new Client(grpcTarget(service), grpc.credentials.createInsecure(), options);
+      stubs.push(stub);
+      // Resolves with the answering server's name, or `error: <message>`.
+      return (deadlineMs = 5_000) =>
+        new Promise<string>((resolve) =>
+          (stub as unknown as { Echo(req: Buffer, opts: grpc.CallOptions, cb: (e: Error | null, r?: Buffer) => void): void }).Echo(Buffer.from('hi'), { deadline: Date.now() + deadlineMs }, (e, r) => resolve(e ? `error: ${e.message}` : r!.toString())),
+        );
+    },
+    async close() {
+      for (const s of stubs) s.close();
+      await provider.close();
+      await consumer.close();
+      for (const { server } of servers.values()) server.forceShutdown();
+      await agent.kill();
+    },
+  };
+}
+
+test('grpc-js dials switchboard:///echo and follows the registry', async () => {
+  const w = await world(['one', 'two']);
   try {
-    await provider.register({ service: 'echo', id: 'one', address: '127.0.0.1', port: s1.port, protocol: 'grpc' });
-    const two = await provider.register({ service: 'echo', id: 'two', address: '127.0.0.1', port: s2.port, protocol: 'grpc' });
-    registerGrpcResolver(consumer);
-    stub = new Client(grpcTarget('echo'), grpc.credentials.createInsecure());
-    const call = () =>
-      new Promise<string>((resolve, reject) =>
-        (stub as unknown as { Echo(req: Buffer, opts: grpc.CallOptions, cb: (e: Error | null, r?: Buffer) => void): void }).Echo(Buffer.from('hi'), { deadline: Date.now() + 5_000 }, (e, r) => (e ? reject(e) : resolve(r!.toString()))),
-      );
+    await w.provider.register({ service: 'echo', id: 'one', address: '127.0.0.1', port: w.servers.get('one')!.port, protocol: 'grpc' });
+    const two = await w.provider.register({ service: 'echo', id: 'two', address: '127.0.0.1', port: w.servers.get('two')!.port, protocol: 'grpc' });
+    const call = w.dial('echo');
     const seen = new Set<string>();
     for (let i = 0; i < 20; i++) seen.add(await call());
     assert.deepEqual([...seen].sort(), ['one', 'two']);
@@ -47,31 +79,19 @@ test('grpc-js dials switchboard:///echo and follows the registry', async () => {
       return got.size === 1 && got.has('one');
     }, 5_000, 'calls to go to "one" only');
   } finally {
-    stub?.close();
-    await provider.close();
-    await consumer.close();
-    s1.server.forceShutdown();
-    s2.server.forceShutdown();
-    await agent.kill();
+    await w.close();
   }
 });
 
 test('an unreachable instance does not make the resolver report the same list again and again', async () => {
-  const agent = await spawnAgent(['--dev']);
-  const live = await echoServer('live');
-  const dead = await echoServer('dead');
-  const deadPort = dead.port;
-  dead.server.forceShutdown(); // its process died before its lease ran out: still listed, up
-  const provider = await connect({ endpoints: [agent.url] });
-  const consumer = await connect({ endpoints: [agent.url] });
-  const Client = grpc.makeGenericClientConstructor(definition, 'Echo');
-  let stub: grpc.Client | undefined;
+  const w = await world(['live', 'dead']);
   try {
-    await provider.register({ service: 'half', id: 'live', address: '127.0.0.1', port: live.port, protocol: 'grpc' });
-    await provider.register({ service: 'half', id: 'dead', address: '127.0.0.1', port: deadPort, protocol: 'grpc' });
-    registerGrpcResolver(consumer);
+    const dead = w.servers.get('dead')!;
+    dead.server.forceShutdown(); // its process died before its lease ran out: still listed, up
+    await w.provider.register({ service: 'half', id: 'live', address: '127.0.0.1', port: w.servers.get('live')!.port, protocol: 'grpc' });
+    await w.provider.register({ service: 'half', id: 'dead', address: '127.0.0.1', port: dead.port, protocol: 'grpc' });
     // The resolver reads the view's instances each time it reports: count the reads.
-    const view = consumer.service('half');
+    const view = w.consumer.service('half');
     await view.ready();
     const instances = view.instances.bind(view);
     let reads = 0;
@@ -79,48 +99,26 @@ test('an unreachable instance does not make the resolver report the same list ag
       reads++;
       return instances();
     };
-    stub = new Client(grpcTarget('half'), grpc.credentials.createInsecure());
-    const call = () =>
-      new Promise<string>((resolve) =>
-        (stub as unknown as { Echo(req: Buffer, opts: grpc.CallOptions, cb: (e: Error | null, r?: Buffer) => void): void }).Echo(Buffer.from('hi'), { deadline: Date.now() + 2_000 }, (e, r) => resolve(e ? 'error' : r!.toString())),
-      );
+    const call = w.dial('half');
     const until = Date.now() + 1_500;
     const got = new Set<string>();
-    while (Date.now() < until) got.add(await call());
+    while (Date.now() < until) got.add(await call(2_000));
     assert.ok(got.has('live'), `calls reach the live instance: ${[...got].join(', ')}`);
     assert.ok(reads < 50, `${reads} resolutions in 1.5 s`);
   } finally {
-    stub?.close();
-    await provider.close();
-    await consumer.close();
-    live.server.forceShutdown();
-    await agent.kill();
+    await w.close();
   }
 });
 
 test('a channel that went idle (grpc-js dropped its resolution) resolves again on its next call', async () => {
-  const agent = await spawnAgent(['--dev']);
-  const s1 = await echoServer('one');
-  const provider = await connect({ endpoints: [agent.url] });
-  const consumer = await connect({ endpoints: [agent.url] });
-  const Client = grpc.makeGenericClientConstructor(definition, 'Echo');
-  let stub: grpc.Client | undefined;
+  const w = await world(['one']);
   try {
-    await provider.register({ service: 'idle', id: 'one', address: '127.0.0.1', port: s1.port, protocol: 'grpc' });
-    registerGrpcResolver(consumer);
-    stub = new Client(grpcTarget('idle'), grpc.credentials.createInsecure(), { 'grpc.client_idle_timeout_ms': 1_000 });
-    const call = () =>
-      new Promise<string>((resolve) =>
-        (stub as unknown as { Echo(req: Buffer, opts: grpc.CallOptions, cb: (e: Error | null, r?: Buffer) => void): void }).Echo(Buffer.from('hi'), { deadline: Date.now() + 3_000 }, (e, r) => resolve(e ? `error: ${e.message}` : r!.toString())),
-      );
-    assert.equal(await call(), 'one');
+    await w.provider.register({ service: 'idle', id: 'one', address: '127.0.0.1', port: w.servers.get('one')!.port, protocol: 'grpc' });
+    const call = w.dial('idle', { 'grpc.client_idle_timeout_ms': 1_000 });
+    assert.equal(await call(3_000), 'one');
     await new Promise((r) => setTimeout(r, 2_500)); // idle: grpc-js destroys the resolver
-    assert.equal(await call(), 'one', 'the same list is reported again after the idle');
+    assert.equal(await call(3_000), 'one', 'the same list is reported again after the idle');
   } finally {
-    stub?.close();
-    await provider.close();
-    await consumer.close();
-    s1.server.forceShutdown();
-    await agent.kill();
+    await w.close();
   }
 });
