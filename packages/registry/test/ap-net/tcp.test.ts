@@ -289,3 +289,24 @@ test('peer link metrics: one series per peer, read at scrape time', async () => 
     await closeAll(a, b);
   }
 });
+
+test('a hello whose fields have the wrong types closes the link and never the process', async () => {
+  const b = await node('b');
+  try {
+    // `{ toString: 1 }` cannot be turned into a string: building the refusal threw, uncaught.
+    for (const bad of [{ proto: { toString: 1 } }, { cluster: { toString: 1 } }, { listen: { toString: 1 } }]) {
+      const r = await raw(b.t.address().port);
+      r.s.write(encodeFrame([FrameKind.Hello, { proto: PEER_PROTOCOL_VERSION, cluster: 'switchboard', id: 'odd', listen: '127.0.0.1:1', expect: null, members: [], ...bad }] as unknown as Frame, 1 << 20));
+      await r.closed;
+    }
+    // The node is alive and still links normally.
+    const a = await node('a', { peers: [at(b, 'b')] });
+    try {
+      await until(() => reachable(a, 'b') && reachable(b, 'a'), 5_000, 'a and b linked');
+    } finally {
+      await closeAll(a);
+    }
+  } finally {
+    await closeAll(b);
+  }
+});

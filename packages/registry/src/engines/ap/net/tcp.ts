@@ -404,7 +404,16 @@ export class TcpPeerTransport implements TcpTransport {
     link.lastHeardAt = performance.now();
     for (const f of frames) {
       if ((link.state as LinkState) === 'closed') return;
-      this.onFrame(link, f);
+      try {
+        this.onFrame(link, f);
+      } catch (err) {
+        // A frame this node cannot act on (a field of the wrong type, an answer too large
+        // to encode) ends the link, never the process: the socket's data handler is no
+        // place for an error to escape from.
+        const who = link.remoteId ?? (link.dialed ? fmt(link.dialed) : `${link.socket.remoteAddress}:${link.socket.remotePort}`);
+        this.log.warn({ peer: who, err: (err as Error).message }, `peer link to ${who} closed: a frame it sent could not be handled`);
+        return this.kill(link);
+      }
     }
   }
 
@@ -433,7 +442,8 @@ export class TcpPeerTransport implements TcpTransport {
       case FrameKind.Refuse:
         return this.onRefuse(link, f[1]);
       case FrameKind.Ping:
-        if (link.state === 'up') this.write(link, encodeFrame([FrameKind.Pong, { seq: f[1].seq }], this.limits.peerMaxFrameBytes));
+        // Only a number is echoed: anything else could make the answer larger than allowed.
+        if (link.state === 'up' && typeof f[1]?.seq === 'number') this.write(link, encodeFrame([FrameKind.Pong, { seq: f[1].seq }], this.limits.peerMaxFrameBytes));
         return;
       case FrameKind.Pong: {
         const sent = link.pingSentAt.get(f[1].seq);
