@@ -528,7 +528,14 @@ export class TcpPeerTransport implements TcpTransport {
       return this.kill(link);
     }
     if (link.target && w.id !== link.target.id) return fail(`it is node "${w.id}", but --peers names "${link.target.id}" at that address`);
-    if (this.removed.has(w.id)) return fail(`it is node "${w.id}", which was removed from the cluster`);
+    if (this.removed.has(w.id)) {
+      // A --join address that turns out to be a removed member is dropped, not redialed.
+      if (!link.target) {
+        const s = this.seeds.find((x) => x.address === link.dialed);
+        if (s) s.done = true;
+      }
+      return fail(`it is node "${w.id}", which was removed from the cluster`);
+    }
     const p = link.target ?? this.ensurePeer(w.id, link.dialed);
     if (!p) return fail(`this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
     link.remoteId = w.id;
