@@ -24,7 +24,9 @@ export { isHealthy };
 export const matches = (i: Instance, q: ServiceQuery): boolean => matchesFilter(i, q);
 
 function queryKey(q: ServiceQuery): string {
-  return `${q.healthy ? 1 : 0}|${q.zone ?? ''}|${q.tags.join(',')}|${q.version ?? ''}`;
+  // Unambiguous: tags may contain "," and "|" (`tag=a,b` and `tag=a&tag=b` are different
+  // filters, and shared one cached answer when the key joined them with separators).
+  return JSON.stringify([q.healthy, q.zone ?? null, q.tags, q.version ?? null]);
 }
 
 /** The instances of a service that match a query, sorted by id. */

@@ -29,3 +29,18 @@ test('service answers as bytes: the same bytes as the text, cached per revision 
   assert.equal(JSON.parse(after.bytes.toString('utf8')).instances.length, 3, 'a change is seen at once');
   assert.deepEqual(serviceAnswerBytes(undefined, 'none', 0, NO_FILTER), Buffer.from(serviceAnswerJson(undefined, 'none', 0, NO_FILTER)));
 });
+
+test('filters whose tags contain the separators get answers of their own, not a cached one of another filter', () => {
+  const reg = new Registry({ epoch: 'e1', limits: DEFAULT_LIMITS, clock: new ManualClock(1000) });
+  const put = (id: string, tags: string[]) => reg.register({ namespace: 'default', service: 'web', id, input: validateInstanceInput({ address: '10.0.0.1', port: 80, tags }, DEFAULT_LIMITS) });
+  put('one', ['a,b']);
+  put('two', ['a', 'b']);
+  const ids = (tags: string[]) => {
+    const svc = reg.service('default', 'web');
+    const rev = reg.serviceRevision('default', 'web');
+    return (JSON.parse(serviceAnswerJson(svc, 'web', rev, { ...NO_FILTER, tags }, null, reg.epoch)).instances as { id: string }[]).map((i) => i.id);
+  };
+  assert.deepEqual(ids(['a,b']), ['one']);
+  assert.deepEqual(ids(['a', 'b']), ['two'], 'not the cached answer of tag "a,b"');
+  assert.deepEqual(ids(['a,b']), ['one']);
+});
