@@ -341,13 +341,23 @@ export class Registry {
    */
   expireDue(): WriteOutcome[] {
     const now = this.clock.now();
+    const out: WriteOutcome[] = [];
+    // A held lease whose instances all went (registered again under a new lease after the
+    // process restarted, or deregistered) protects nothing: it ends, and stops counting as
+    // a lapse of its zones, which otherwise kept a zone's protection engaged, holding
+    // leases that really died.
+    if (this.guard.heldCount > 0) {
+      for (const id of this.guard.heldIds()) {
+        const lease = this.leaseTable.get(id);
+        if (lease && lease.instances.size === 0) out.push(this.endLease(lease, lease.detached ? 'connection_lost' : 'lease_expired'));
+      }
+    }
     const due = this.leaseTable.due(now);
     for (const lease of due) this.guard.lapsed(lease.id, this.leaseZones.zonesOf(lease.id), now);
     if (this.guard.active || this.guard.engaged) {
       const changes = this.guard.evaluate(now, this.leaseTable.size, (z) => this.leaseZones.leasesIn(z));
       if (changes.length > 0) this.protectionChanges.push(...changes);
     }
-    const out: WriteOutcome[] = [];
     for (const lease of due) {
       const zones = this.leaseZones.zonesOf(lease.id);
       if (!this.guard.protects(zones)) {

@@ -84,6 +84,11 @@ export class SelfPreservation {
     return this.held.size;
   }
 
+  /** The ids of the held leases. */
+  heldIds(): string[] {
+    return [...this.held.keys()];
+  }
+
   isHeld(leaseId: string): boolean {
     return this.held.has(leaseId);
   }

@@ -121,6 +121,40 @@ test('a zone that loses most of its leases is protected on its own', () => {
   assert.match(st.reason!, /zone zone-a: 6 of 10/);
 });
 
+test('held leases whose processes came back under new leases end, and the zone releases', () => {
+  const { reg, clock } = setup({ selfPreservationMaxHoldMs: 0 }); // no hold limit: only the counts release it
+  const a = fleet(reg, 10, 'a', 'zone-a');
+  const b = fleet(reg, 30, 'b', 'zone-b');
+  clock.advance(5_000);
+  for (const l of [...a.slice(6), ...b]) reg.keepAlive(l);
+  clock.advance(5_000);
+  assert.deepEqual(reasons(reg.expireDue()), Array(6).fill('eviction_blocked'));
+  assert.equal(reg.selfPreservationStatus().engaged, true);
+  // The six processes restart: new leases, the same instance ids.
+  for (let k = 0; k < 6; k++) {
+    reg.grantLease(`new${k}`, 10_000);
+    reg.register({ namespace: 'default', service: 'svc', id: `a${k}`, input: validateInstanceInput({ address: '10.0.0.1', port: 80, leaseId: `new${k}`, zone: 'zone-a' }, DEFAULT_LIMITS) });
+  }
+  const alive = [...a.slice(6), ...b, ...Array.from({ length: 6 }, (_, k) => `new${k}`)];
+  for (let t = 0; t < 15; t++) {
+    clock.advance(1_000);
+    for (const l of alive) reg.keepAlive(l);
+    reg.expireDue();
+  }
+  assert.equal(reg.selfPreservationStatus().engaged, false, 'the zone released: its old leases held nothing any more');
+  assert.equal(reg.selfPreservationStatus().blockedLeases, 0);
+  // A zone-a lease that really dies now expires within its TTL.
+  const dead = a[6]!;
+  const stillAlive = alive.filter((l) => l !== dead);
+  let gone = -1;
+  for (let t = 1; t <= 20 && gone < 0; t++) {
+    clock.advance(1_000);
+    for (const l of stillAlive) reg.keepAlive(l);
+    if (reasons(reg.expireDue()).includes('lease_expired')) gone = t;
+  }
+  assert.ok(gone > 0 && gone <= 11, `the dead lease expired after ${gone} s`);
+});
+
 test('a held lease is let go after selfPreservationMaxHoldMs', () => {
   const { reg, clock } = setup({ selfPreservationMaxHoldMs: 60_000 });
   const leases = fleet(reg, 10);
