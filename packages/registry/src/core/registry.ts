@@ -584,9 +584,17 @@ export class Registry {
     const emptyServices: Snapshot['emptyServices'] = [];
     const serviceRevisions: NonNullable<Snapshot['serviceRevisions']> = [];
     for (const s of this.services.values()) {
-      (s.instances.size === 0 ? emptyServices : serviceRevisions).push({ namespace: s.namespace, service: s.name, revision: s.revision });
+      if (s.instances.size === 0) {
+        // (One that never had instances, only settings, is not in `empty`: kept first.)
+        if (!this.empty.has(serviceKey(s.namespace, s.name))) emptyServices.push({ namespace: s.namespace, service: s.name, revision: s.revision });
+        continue;
+      }
+      serviceRevisions.push({ namespace: s.namespace, service: s.name, revision: s.revision });
       for (const r of s.instances.values()) instances.push({ instance: r.instance, specs: r.specs });
     }
+    // In the order they became empty (the oldest is forgotten first), so that a node
+    // restored from the snapshot forgets the same ones as the node that wrote it.
+    for (const s of this.empty.values()) emptyServices.push({ namespace: s.namespace, service: s.name, revision: s.revision });
     const leases = [...this.leaseTable.values()].map((l) => ({ leaseId: l.id, ttlMs: l.ttlMs }));
     const serviceSettings = [...this.settings].map(([key, settings]) => {
       const [namespace, service] = key.split('/') as [string, string];

@@ -254,3 +254,20 @@ test('each service keeps its up and healthy counts as instances come, change and
     check(step);
   }
 });
+
+test('a node restored from a snapshot forgets the same empty services as the node that wrote it', () => {
+  const clock = new ManualClock(1_000);
+  const reg = new Registry({ epoch: 'e1', limits: DEFAULT_LIMITS, clock });
+  const input = validateInstanceInput({ address: '10.0.0.1', port: 80 }, DEFAULT_LIMITS);
+  const n = 10_001; // one more than the registry keeps
+  for (let k = 0; k < n; k++) reg.register({ namespace: 'default', service: `s${k}`, id: 'i', input });
+  for (let k = n - 1; k >= 0; k--) reg.deregister('default', `s${k}`, 'i'); // emptied newest first
+  const restored = Registry.fromSnapshot(JSON.parse(JSON.stringify(reg.snapshot())), { limits: DEFAULT_LIMITS, clock });
+  for (const r of [reg, restored]) {
+    r.register({ namespace: 'default', service: 'late', id: 'i', input });
+    r.deregister('default', 'late', 'i');
+  }
+  for (const svc of ['s0', 's1', `s${n - 1}`, `s${n - 2}`, 'never-seen']) {
+    assert.equal(restored.serviceRevision('default', svc), reg.serviceRevision('default', svc), svc);
+  }
+});
