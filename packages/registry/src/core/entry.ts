@@ -115,9 +115,10 @@ function approxChangeBytes(c: Change): number {
 
 /**
  * Splits changes, in order, into runs of about `maxBytes` each (at least one change per
- * run; a `replica` change is split by its records). Each run becomes one entry.
+ * run; a `replica` change is split by its records). Each run becomes one entry. `sizeOf`
+ * gives a change's size where the caller knows it exactly (default: estimated).
  */
-export function sliceChanges(changes: Change[], maxBytes = ENTRY_TARGET_BYTES): Change[][] {
+export function sliceChanges(changes: Change[], maxBytes = ENTRY_TARGET_BYTES, sizeOf: (c: Change) => number = approxChangeBytes): Change[][] {
   const out: Change[][] = [];
   let cur: Change[] = [];
   let bytes = 0;
@@ -132,7 +133,7 @@ export function sliceChanges(changes: Change[], maxBytes = ENTRY_TARGET_BYTES): 
   };
   for (const c of changes) {
     if (c.op !== 'replica') {
-      add(c, approxChangeBytes(c));
+      add(c, sizeOf(c));
       continue;
     }
     let part: StoredRecord[] = [];

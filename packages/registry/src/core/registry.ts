@@ -30,7 +30,7 @@ import {
 } from '@switchboard/protocol';
 import { CheckBook, clipOutput, dueAction, nextCheckState, type CheckDeadline, type TrackedCheck } from './checks.js';
 import type { Clock } from './clock.js';
-import { ENTRY_TARGET_BYTES, type Change, type Entry, type Snapshot } from './entry.js';
+import { ENTRY_TARGET_BYTES, sliceChanges, type Change, type Entry, type Snapshot } from './entry.js';
 import { combinedHealth, initialCheckStates } from './health.js';
 import { HistoryBook } from './history.js';
 import { LeaseZones } from './lease-zones.js';
@@ -661,25 +661,22 @@ export class Registry {
    * self-preservation): one entry, or several of about ENTRY_TARGET_BYTES for large ones.
    */
   private putUnchanged(keys: string[], reason: PutReason, detail: string): WriteOutcome[] {
-    const recs: InstanceRecord[] = [];
+    const changes: Change[] = [];
+    // The stored JSON's length is the exact size (an estimate misses JSON escaping).
+    const size = new Map<Change, number>();
     for (const key of keys) {
       const [namespace, service, id] = splitKey(key);
       const rec = this.instance(namespace, service, id);
-      if (rec) recs.push(rec);
+      if (!rec) continue;
+      const c: Change = { op: 'put', instance: { ...rec.instance }, specs: rec.specs, reason, detail };
+      changes.push(c);
+      size.set(c, rec.json.length);
     }
-    const out: WriteOutcome[] = [];
-    for (let i = 0; i < recs.length; ) {
+    return sliceChanges(changes, ENTRY_TARGET_BYTES, (c) => size.get(c) ?? 0).map((slice) => {
       const next = this.rev + 1;
-      const changes: Change[] = [];
-      // The stored JSON's length is the size; at least one instance per entry.
-      for (let bytes = 0; i < recs.length && (changes.length === 0 || bytes + (recs[i] as InstanceRecord).json.length <= ENTRY_TARGET_BYTES); i++) {
-        const rec = recs[i] as InstanceRecord;
-        bytes += rec.json.length;
-        changes.push({ op: 'put', instance: { ...rec.instance, modRevision: next }, specs: rec.specs, reason, detail });
-      }
-      out.push(this.commit({ revision: next, changes }));
-    }
-    return out;
+      for (const c of slice) if (c.op === 'put') c.instance.modRevision = next;
+      return this.commit({ revision: next, changes: slice });
+    });
   }
 
   /** Puts an instance with one check in a new state. */

@@ -104,8 +104,6 @@ interface PeerState {
   lagMs: number | null;
   /** Where the next digest to this peer starts (services sorted by key). */
   cursor: string;
-  /** The hybrid time of the last round that found this node equal to the peer ('' : never). */
-  syncedVersion: string;
   /**
    * Rounds with a cut (see ap_digest) that found no difference up to the cut over the
    * whole key range: the peer held every record this node held at `at` with a version up
@@ -153,10 +151,9 @@ interface Round {
   /** The range of service keys the round covers ('' / null: open). */
   from: string;
   to: string | null;
-  /** The round's cut (null: whole services compared), and when its digests were taken (monotonic, and this node's clock version). */
+  /** The round's cut (null: whole services compared), and when its digests were taken (monotonic). */
   cut: string | null;
   startedAt: number;
-  startedVersion: string;
   /** What the peer has in the services that differ: key -> version. */
   versions: Map<string, string>;
   /** Tombstones the peer collected in those services: key -> version. */
@@ -172,7 +169,6 @@ interface Round {
 interface Pass {
   next: string;
   at: number;
-  version: string;
   upTo: string | null;
 }
 
@@ -184,7 +180,6 @@ interface Page {
   match: boolean;
   cut: string | null;
   at: number;
-  version: string;
 }
 
 /** A record dropped from the replica table, as logged (see Change replica_forget). */
@@ -1278,7 +1273,7 @@ export class ApEngine implements Engine {
       const c = this.table.digestUpTo(k, cut) as ServiceDigest;
       return [k, d.a, d.b, d.count, c.a, c.b, c.count];
     });
-    this.rounds.set(round, { peer, from, to, cut, startedAt: this.opts.clock.now(), startedVersion: this.hlc.last(), versions: new Map(), gone: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
+    this.rounds.set(round, { peer, from, to, cut, startedAt: this.opts.clock.now(), versions: new Map(), gone: new Map(), parts: new Set(), reply: null, wants: null, lastChunk: -1 });
     if (this.rounds.size > MAX_ROUNDS) this.rounds.delete(this.rounds.keys().next().value as number);
     this.stats.antiEntropyRounds++;
     const digest: ApMessage = { type: 'ap_digest', round, from, to, services, rebuild: false, rev: this.registry.revision, settings: this.settingsTable.digest(), ...(cut === null ? {} : { cut }) };
@@ -1331,7 +1326,7 @@ export class ApEngine implements Engine {
     for (let i = 0; i < entries.length; i += per) {
       out.push({ type: 'ap_versions', round: msg.round, part: parts++, entries: entries.slice(i, i + per) });
     }
-    if (st) st.answered = this.notePage(from, st.answered, { from: msg.from, to: msg.to, differs: diff.size > 0, match: diff.size === 0 && settling === 0, cut, at: this.opts.clock.now(), version: this.hlc.last() });
+    if (st) st.answered = this.notePage(from, st.answered, { from: msg.from, to: msg.to, differs: diff.size > 0, match: diff.size === 0 && settling === 0, cut, at: this.opts.clock.now() });
     // Settings: a node of an older version sends no digest and gets none of this.
     const settingsDiffer = typeof msg.settings === 'number' && msg.settings !== this.settingsTable.digest();
     out.push({ type: 'ap_reply', round: msg.round, parts, diff: [...diff], match: diff.size === 0 && settling === 0, rebuild: false, rev: this.registry.revision, ...(settingsDiffer ? { settingsDiffer } : {}) });
@@ -1431,7 +1426,7 @@ export class ApEngine implements Engine {
     const from = round.peer;
     this.rounds.delete(id);
     const st = this.peerState.get(from);
-    if (st) st.pass = this.notePage(from, st.pass, { from: round.from, to: round.to, differs: msg.diff.length > 0, match: msg.match, cut: round.cut, at: round.startedAt, version: round.startedVersion });
+    if (st) st.pass = this.notePage(from, st.pass, { from: round.from, to: round.to, differs: msg.diff.length > 0, match: msg.match, cut: round.cut, at: round.startedAt });
     if (st?.catchUp?.delete(id) && st.catchUp.size === 0) {
       st.catchUp = null;
       st.caughtUp = true;
@@ -1479,11 +1474,10 @@ export class ApEngine implements Engine {
   }
 
   /** `at`: when the digests the round compared were taken (a tombstone learned later is not covered). */
-  private markSynced(peer: string, at = this.opts.clock.now(), version = this.hlc.now()): void {
+  private markSynced(peer: string, at = this.opts.clock.now()): void {
     const st = this.peerState.get(peer);
     if (!st) return;
     st.syncedAt = Math.max(st.syncedAt ?? at, at);
-    if (version > st.syncedVersion) st.syncedVersion = version;
     // Only digests taken after the mark show that the peer dropped what it owed.
     if (at > st.owedAt) st.owed = false;
   }
@@ -1495,11 +1489,10 @@ export class ApEngine implements Engine {
    * that goes on (null: none).
    */
   private notePage(peer: string, current: Pass | null, page: Page): Pass | null {
-    const pass = page.from === '' ? { next: '', at: page.at, version: page.version, upTo: null } : current;
+    const pass = page.from === '' ? { next: '', at: page.at, upTo: null } : current;
     if (!pass || pass.next !== page.from || page.differs) return null;
     // Dated from the earliest digests of the pass (a page's reply may come after a later page's).
     pass.at = Math.min(pass.at, page.at);
-    if (page.version < pass.version) pass.version = page.version;
     // No difference: a match, or differences only above the page's cut.
     if (!page.match) {
       if (page.cut === null) return null;
@@ -1509,7 +1502,7 @@ export class ApEngine implements Engine {
       pass.next = page.to;
       return pass;
     }
-    if (pass.upTo === null) this.markSynced(peer, pass.at, pass.version);
+    if (pass.upTo === null) this.markSynced(peer, pass.at);
     else this.markSyncedUpTo(peer, pass.upTo, pass.at);
     return null;
   }
@@ -1619,7 +1612,7 @@ export class ApEngine implements Engine {
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', syncedVersion: '', cutSync: { highest: null, latest: null }, owed: false, owedAt: -Infinity, owedVersion: '', waiting: 0, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now(), pass: null, answered: null };
+    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', cutSync: { highest: null, latest: null }, owed: false, owedAt: -Infinity, owedVersion: '', waiting: 0, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now(), pass: null, answered: null };
   }
 
   private peerUp(id: string): boolean {

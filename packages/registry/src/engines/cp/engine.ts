@@ -164,7 +164,7 @@ export class CpEngine implements Engine {
   private nextQuorumRead: Promise<number> | null = null;
   private nodeLease: string | null = null;
   /** Check runs of the monitors replaced when the live nodes changed (see restartMonitor). */
-  private readonly pastRuns: { runs: SchedulerStats['runs']; timeouts: number } = { runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
+  private pastRuns: RunTotals = { runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
   private nodeKeepAliveAt = 0;
   private metrics: { roundTrips: promClient.Histogram<'method' | 'outcome'> } | null = null;
   private readonly cfg: Required<Pick<CpOptions, 'callTimeoutMs' | 'writeTimeoutMs' | 'probeIntervalMs' | 'probeTimeoutMs' | 'consistentTimeoutMs' | 'nodeTtlSec' | 'maxTxnOps'>>;
@@ -502,9 +502,7 @@ export class CpEngine implements Engine {
     if (this.opts.activeChecks === false || this.closed) return;
     if (this.monitor) {
       // The runs of the monitor being replaced stay counted (the totals are counters).
-      const done = this.monitor.stats();
-      for (const k of Object.keys(this.pastRuns.runs) as (keyof SchedulerStats['runs'])[]) this.pastRuns.runs[k] += done.runs[k];
-      this.pastRuns.timeouts += done.timeouts;
+      this.pastRuns = addRuns(this.pastRuns, this.monitor.stats());
     }
     this.monitor?.close();
     const nodes = this.liveNodes();
@@ -962,8 +960,7 @@ export class CpEngine implements Engine {
 
   checkStats(): SchedulerStats {
     const now = this.monitor?.stats() ?? { scheduled: 0, running: 0, queued: 0, runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
-    const past = this.pastRuns;
-    return { ...now, runs: { passing: now.runs.passing + past.runs.passing, warning: now.runs.warning + past.runs.warning, critical: now.runs.critical + past.runs.critical }, timeouts: now.timeouts + past.timeouts };
+    return { ...now, ...addRuns(now, this.pastRuns) };
   }
 
   // ---- the write loop ----
@@ -1138,3 +1135,10 @@ function canonicalInput(i: RegistrationItem['input']): string {
   return JSON.stringify({ address: i.address, port: i.port, leaseId: i.leaseId, zone: i.zone, version: i.version, tags: i.tags, metadata: i.metadata, weight: i.weight, protocol: i.protocol, checks: i.checks.map(completeCheckSpec) });
 }
 
+
+type RunTotals = Pick<SchedulerStats, 'runs' | 'timeouts'>;
+
+/** Check run totals of two schedulers added up. */
+function addRuns(a: RunTotals, b: RunTotals): RunTotals {
+  return { runs: { passing: a.runs.passing + b.runs.passing, warning: a.runs.warning + b.runs.warning, critical: a.runs.critical + b.runs.critical }, timeouts: a.timeouts + b.timeouts };
+}
