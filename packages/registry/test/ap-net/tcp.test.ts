@@ -310,3 +310,45 @@ test('a hello whose fields have the wrong types closes the link and never the pr
     await closeAll(b);
   }
 });
+
+test('when both nodes dial each other at once, no message sent from the moment a peer is reachable is lost or reordered', async () => {
+  // The race is between the two handshakes: each node may take the link it accepted for
+  // up before the link it dialed is welcomed, and send on it. Several rounds, each with
+  // two fresh nodes that dial each other at the same moment and send at once.
+  const rounds = 12;
+  const perSide = 300;
+  for (let r = 0; r < rounds; r++) {
+    const pa = await node('a');
+    const pb = await node('b');
+    const portA = pa.t.address().port;
+    const portB = pb.t.address().port;
+    await closeAll(pa, pb);
+    const [a, b] = await Promise.all([
+      node('a', { port: portA, peers: [{ id: 'b', host: '127.0.0.1', port: portB }] }),
+      node('b', { port: portB, peers: [{ id: 'a', host: '127.0.0.1', port: portA }] }),
+    ]);
+    const sent = { a: 0, b: 0 };
+    const pump = (n: Node, self: 'a' | 'b', to: string): void => {
+      // From the first peer-up on: a message every turn until perSide were accepted.
+      const step = (): void => {
+        if (sent[self] >= perSide) return;
+        if (n.t.send(to, { type: 'n', i: sent[self] })) sent[self]++;
+        setImmediate(step);
+      };
+      n.t.onPeerChange((peer, up) => {
+        if (peer === to && up && sent[self] === 0) step();
+      });
+    };
+    pump(a, 'a', 'b');
+    pump(b, 'b', 'a');
+    try {
+      await until(() => sent.a === perSide && sent.b === perSide, 10_000, `round ${r}: every message accepted`);
+      await sleep(300);
+      assert.deepEqual(b.inbox.map((m) => m.msg.i), [...Array(perSide).keys()], `round ${r}: b got every message of a, in order`);
+      assert.deepEqual(a.inbox.map((m) => m.msg.i), [...Array(perSide).keys()], `round ${r}: a got every message of b, in order`);
+      assert.equal(a.changes.filter((c) => !c.up).length + b.changes.filter((c) => !c.up).length, 0, `round ${r}: no peer-down`);
+    } finally {
+      await closeAll(a, b);
+    }
+  }
+});

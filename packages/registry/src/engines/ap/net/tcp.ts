@@ -2,8 +2,9 @@
  * The peer links of an ap node over TCP (see docs/ap-network.md).
  *
  * - One link per pair of nodes. Every node dials each known peer it has no link to; when
- *   both dials succeed at once, both ends keep the connection dialed by the smaller node
- *   id and close the other, so they always agree without a further round trip.
+ *   two nodes dial each other at once, the acceptor settles it at the hello, before
+ *   either side uses the new link: the link dialed by the smaller node id is kept, the
+ *   other refused with DUPLICATE, so no message goes over a link that is then closed.
  * - Handshake: the dialer sends `hello` (protocol version, cluster name, its id, the id it
  *   expects, its listen address, the members it knows), the acceptor answers `welcome`
  *   or `refuse` with a code; refusals are logged with what to fix.
@@ -128,6 +129,8 @@ class Link {
   pingSentAt = new Map<number, number>();
   lastHeardAt = performance.now();
   writable = true;
+  /** An outgoing link: its hello went out (the connection is established). */
+  helloSent = false;
   handshakeTimer: NodeJS.Timeout | undefined;
   /** Called once the handshake succeeded (a --join seed marks itself done). */
   onUp: (() => void) | undefined;
@@ -470,14 +473,15 @@ export class TcpPeerTransport implements TcpTransport {
     if (link.state !== 'handshake') return;
     const hello: HelloBody = { proto: PEER_PROTOCOL_VERSION, cluster: this.cluster, id: this.nodeId, listen: fmt(this.advertised), expect, members: this.members() };
     this.write(link, encodeFrame([FrameKind.Hello, hello], this.limits.peerMaxFrameBytes));
+    link.helloSent = true;
   }
 
   /** The acceptor's side of the handshake. */
   private onHello(link: Link, h: HelloBody): void {
     if (link.state !== 'handshake' || link.dialer !== null) return this.kill(link);
     const from = `${link.socket.remoteAddress}:${link.socket.remotePort}`;
-    const refuse = (code: string, detail: string): void => {
-      this.log.warn({ from, peer: h.id, code }, `refused a peer link from ${from}: ${detail}`);
+    const refuse = (code: string, detail: string, level: 'warn' | 'debug' = 'warn'): void => {
+      this.log[level]({ from, peer: h.id, code }, `refused a peer link from ${from}: ${detail}`);
       this.write(link, encodeFrame([FrameKind.Refuse, { code, detail }], this.limits.peerMaxFrameBytes));
       link.socket.end();
       this.drop(link, 'refused', false);
@@ -499,11 +503,34 @@ export class TcpPeerTransport implements TcpTransport {
     if (address && UNSPECIFIED.has(address.host)) address = { host: link.socket.remoteAddress ?? address.host, port: address.port };
     const p = this.ensurePeer(h.id, address);
     if (!p) return refuse('TOO_MANY_PEERS', `this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
+    // Crossed dials are settled here, before either side takes the new link for up: a
+    // link that lost after messages went over it would lose them (its receiver reads only
+    // the kept link). When both hellos are out, the link dialed by the smaller id wins (the
+    // peer decides the same way on ours). Our dial that has not connected yet (its hello
+    // unsent, so the peer never takes it for up) gives way: a dial that cannot connect
+    // (an address unreachable from here) must not keep the peer's working dial out.
+    const pending = p.dialing;
+    if (pending && pending.helloSent && this.nodeId < h.id) return refuse('DUPLICATE', `this node is dialing node "${h.id}" too, and the link dialed by the smaller id is kept`, 'debug');
+    const current = p.link;
+    if (current && !this.silent(current) && (current.dialer ?? '') < h.id) {
+      return refuse('DUPLICATE', `this node has a working link with node "${h.id}", dialed by the smaller id`, 'debug');
+    }
     link.dialer = h.id;
     link.remoteId = h.id;
+    if (current) {
+      // The dialer's id is smaller, or the peer redialed (it gave the old link up), or the
+      // old link has gone silent (the peer's host restarted without a reset).
+      p.link = null;
+      current.peer = null;
+      current.socket.end();
+      this.drop(current, 'replaced', false);
+    }
     const welcome: WelcomeBody = { proto: PEER_PROTOCOL_VERSION, cluster: this.cluster, id: this.nodeId, listen: fmt(this.advertised), members: this.members() };
     this.write(link, encodeFrame([FrameKind.Welcome, welcome], this.limits.peerMaxFrameBytes));
-    this.up(link, p);
+    this.up(link, p, current !== null);
+    // Our own dial lost (the peer's id is smaller, or it had not connected): abandoned
+    // before it was welcomed.
+    if (pending && p.dialing === pending) this.kill(pending);
     this.learn(h.members);
   }
 
@@ -546,6 +573,11 @@ export class TcpPeerTransport implements TcpTransport {
 
   private onRefuse(link: Link, r: RefuseBody): void {
     const at = link.dialed ? fmt(link.dialed) : '?';
+    if (r.code === 'DUPLICATE') {
+      // Crossed dials: the peer keeps the link dialed by the smaller id (see onHello).
+      this.log.debug({ peer: link.target?.id, at }, `peer link to ${at} not needed: ${r.detail}`);
+      return this.kill(link);
+    }
     if (r.code === 'REMOVED') {
       if (!this.toldRemoved) {
         this.toldRemoved = true;
@@ -557,19 +589,28 @@ export class TcpPeerTransport implements TcpTransport {
     this.kill(link);
   }
 
-  /** A link finished its handshake: it becomes the peer's link, or loses to the one it has. */
-  private up(link: Link, p: Peer): void {
+  /** Whether nothing arrived on a link for more than a ping interval and a half. */
+  private silent(l: Link): boolean {
+    return performance.now() - l.lastHeardAt > this.limits.peerPingIntervalMs * 1.5;
+  }
+
+  /**
+   * A link finished its handshake: it becomes the peer's link, or loses to the one it has.
+   * `replacing`: the acceptor closed the peer's previous link for this one (the peer stayed
+   * reachable throughout, so nobody is told of a change).
+   */
+  private up(link: Link, p: Peer, replacing = false): void {
     clearTimeout(link.handshakeTimer);
     link.state = 'up';
     link.peer = p;
     if (p.dialing === link) p.dialing = null;
     const current = p.link;
     if (current && current !== link) {
-      // Two links to one peer (both dialed at once): keep the one dialed by the smaller id.
-      // A current link that has been silent for more than a ping interval is most likely
-      // dead without a reset (the peer's host restarted): the new link wins then.
-      const silent = performance.now() - current.lastHeardAt > this.limits.peerPingIntervalMs * 1.5;
-      const keepNew = silent || (link.dialer ?? '') < (current.dialer ?? '');
+      // Two links to one peer that the acceptor could not settle (a --join address dialed
+      // before the peer's id was known): keep the one dialed by the smaller id. A current
+      // link that has been silent for more than a ping interval is most likely dead
+      // without a reset (the peer's host restarted): the new link wins then.
+      const keepNew = this.silent(current) || (link.dialer ?? '') < (current.dialer ?? '');
       const loser = keepNew ? current : link;
       const winner = keepNew ? link : current;
       p.link = winner;
@@ -577,6 +618,8 @@ export class TcpPeerTransport implements TcpTransport {
       loser.socket.end();
       this.drop(loser, 'duplicate link', false);
       this.log.debug({ peer: p.id, kept: winner.dialer }, 'two links to one peer: kept the one dialed by the smaller id');
+      // What waited for the loser's 'drain' goes out on the winner.
+      if (keepNew) this.flush(p);
       return;
     }
     p.link = link;
@@ -584,6 +627,11 @@ export class TcpPeerTransport implements TcpTransport {
     p.lastSeenAt = performance.now();
     clearTimeout(p.retryTimer);
     p.retryTimer = undefined;
+    if (replacing) {
+      this.log.debug({ peer: p.id, dialedBy: link.dialer }, `peer ${p.id}: its new link replaces the old one`);
+      this.flush(p);
+      return;
+    }
     if (p.lastProblem !== null) this.log.info({ peer: p.id }, `peer link to ${p.id} works again`);
     p.lastProblem = null;
     this.log.info({ peer: p.id, address: fmt(p.address), dialedBy: link.dialer }, `peer ${p.id} is reachable`);
