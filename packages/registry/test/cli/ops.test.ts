@@ -14,6 +14,7 @@ import { startAgent, type RunningAgent } from '../../src/cli/agent.js';
 import { resolveConfig } from '../../src/cli/config.js';
 import { VERSION } from '../../src/version.js';
 import { waitUntil } from '../helpers.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/switchboard.js', import.meta.url));
 const quiet = () => pino({ level: 'warn' }, new Writable({ write: (_c, _e, cb) => cb() }));
@@ -339,6 +340,30 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     assert.match(r.stdout, new RegExp(`revoked lease ${leaseId}: ttl/ttl-1 deregistered at revision \\d+`));
     const after = await api<ServiceAnswer>(url, 'GET', '/v1/services/ttl');
     assert.deepEqual(after.instances, []);
+  });
+
+  test('register --ttl: a keep-alive that gets no answer fails within a third of the TTL and is retried, not held for 30 s', { timeout: 60_000 }, async () => {
+    const proxy = await FaultProxy.start({ host: '127.0.0.1', port: Number(new URL(url).port) });
+    try {
+      const p = new Running(`http://${proxy.address}`, ['register', 'ttl', 'ttl-stall', '--address', '10.3.0.2', '--port', '80', '--ttl', '3s']);
+      await p.until('registration', () => /registered ttl\/ttl-stall/.test(p.stdout));
+      const leaseId = /lease (\S+) granted \(ttl 3s\)/.exec(p.stdout)?.[1];
+      assert.ok(leaseId, p.stdout);
+      // The node takes the connection and never answers: the keep-alive (every 1 s) must
+      // give up after 1 s and say so, long before a client's usual 30 s.
+      proxy.stall();
+      const t0 = performance.now();
+      await p.until('the failed keep-alive', () => new RegExp(`keep-alive of lease ${leaseId} failed`).test(p.stdout + p.stderr), 6_000);
+      const tookMs = performance.now() - t0;
+      assert.ok(tookMs < 6_000, `noticed after ${Math.round(tookMs)} ms`);
+      proxy.restore();
+      // Back: the lease is kept alive again, or (if it ran out meanwhile) replaced.
+      await p.until('recovery', () => /works again|registering ttl\/ttl-stall again/.test(p.stdout + p.stderr), 15_000);
+      const r = await p.interrupt();
+      assert.equal(r.code, 0, r.stderr);
+    } finally {
+      await proxy.close();
+    }
   });
 
   test('watch prints the changes made after it starts and exits 0 on SIGINT', { timeout: 60_000 }, async () => {
