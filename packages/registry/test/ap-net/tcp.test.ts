@@ -5,7 +5,7 @@
 // peerMissedPings; --join learns every member through one address; close says goodbye.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { encodeFrame, FrameDecoder, FrameKind, PEER_PROTOCOL_VERSION, type Frame } from '../../src/engines/ap/net/frame.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { at, node, reachable, sleep, TEST_LIMITS, until, type Node } from './support.js';
@@ -350,5 +350,100 @@ test('when both nodes dial each other at once, no message sent from the moment a
     } finally {
       await closeAll(a, b);
     }
+  }
+});
+
+test('a node that joins through two addresses, one of them delayed, links to each member once: no peer-down, no message lost, no seed redialed', async () => {
+  for (let r = 0; r < 4; r++) {
+    const a = await node('a');
+    const b = await node('b', { peers: [at(a, 'a')] });
+    await until(() => reachable(a, 'b'), 5_000, 'a and b linked');
+    // The second address reaches a through a proxy that delays every chunk: b's welcome
+    // (which names a) arrives while the --join dial to a is still in its handshake.
+    const slow = await FaultProxy.start({ host: '127.0.0.1', port: a.t.address().port });
+    slow.delay(5 + r * 6);
+    const c = await node('c', { join: [{ host: '127.0.0.1', port: b.t.address().port }, { host: '127.0.0.1', port: slow.port }] });
+    const sent = { c: 0, a: 0 };
+    const pump = (n: Node, self: 'a' | 'c', to: string): void => {
+      const step = (): void => {
+        if (sent[self] >= 200) return;
+        if (n.t.send(to, { type: 'n', i: sent[self] })) sent[self]++;
+        setImmediate(step);
+      };
+      n.t.onPeerChange((peer, up) => peer === to && up && sent[self] === 0 && step());
+    };
+    pump(c, 'c', 'a');
+    pump(a, 'a', 'c');
+    try {
+      await until(() => sent.c === 200 && sent.a === 200, 10_000, `round ${r}: every message accepted`);
+      await until(() => a.inbox.filter((m) => m.from === 'c').length >= 200 && c.inbox.filter((m) => m.from === 'a').length >= 200, 5_000, `round ${r}: every message delivered`);
+      assert.deepEqual(a.inbox.filter((m) => m.from === 'c').map((m) => m.msg.i), [...Array(200).keys()], `round ${r}: c to a in order`);
+      assert.deepEqual(c.inbox.filter((m) => m.from === 'a').map((m) => m.msg.i), [...Array(200).keys()], `round ${r}: a to c in order`);
+      // A --join address refused as a duplicate is done: it is not dialed again.
+      // (The delayed --join dial settles within a few delays: once refused, at most.)
+      const refusals = (): number => a.lines.filter((l) => /refused a peer link/.test(l.msg)).length;
+      await sleep(500);
+      const settled = refusals();
+      assert.ok(settled <= 2, `round ${r}: ${settled} dials refused while joining`);
+      await sleep(1_000);
+      assert.equal(refusals(), settled, `round ${r}: no dial refused after the join settled`);
+      assert.deepEqual([...a.changes, ...c.changes].filter((x) => !x.up), [], `round ${r}: no peer-down`);
+    } finally {
+      await closeAll(a, b, c);
+      await slow.close();
+    }
+  }
+});
+
+test('a dial that connects and is never answered keeps the crossed dial of the peer out no longer than the handshake timeout', async () => {
+  // a knows b by an address where something accepts connections and never answers (a
+  // stale address); b reaches a. a's dial has sent its hello when b's arrives.
+  const held: Socket[] = [];
+  const sink = createServer((s) => held.push(s));
+  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+  const sinkPort = (sink.address() as AddressInfo).port;
+  const pb = await node('b');
+  const portB = pb.t.address().port;
+  await closeAll(pb);
+  const a = await node('a', { peers: [{ id: 'b', host: '127.0.0.1', port: sinkPort }] });
+  let b: Node | undefined;
+  try {
+    await until(() => held.length > 0, 5_000, "a's dial connected");
+    await sleep(50);
+    const t0 = performance.now();
+    b = await node('b', { port: portB, peers: [at(a, 'a')] });
+    await until(() => reachable(a, 'b') && reachable(b!, 'a'), TEST_LIMITS.peerHandshakeTimeoutMs + 3_000, 'linked');
+    const ms = performance.now() - t0;
+    assert.ok(ms < TEST_LIMITS.peerHandshakeTimeoutMs + 2_000, `linked after ${Math.round(ms)} ms`);
+    assert.ok(a.lines.filter((l) => /refused a peer link/.test(l.msg)).length <= 1, 'the peer was not refused again and again');
+  } finally {
+    await closeAll(a, b);
+    for (const s of held) s.destroy();
+    await new Promise<void>((r) => sink.close(() => r()));
+  }
+});
+
+test('a peer that comes back under the same id while its old link still looks alive here is reported down and up, so replication starts over with it', async () => {
+  const a = await node('a');
+  const proxy = await FaultProxy.start({ host: '127.0.0.1', port: a.t.address().port });
+  const b1 = await node('b', { peers: [{ id: 'a', host: '127.0.0.1', port: proxy.port }] });
+  let b2: Node | undefined;
+  try {
+    await until(() => reachable(a, 'b'), 5_000, 'a and b linked');
+    // b's host vanishes: its bye never arrives and a's side of the old link stays open.
+    proxy.stall();
+    void b1.t.close();
+    await sleep(50);
+    b2 = await node('b', { peers: [at(a, 'a')] });
+    await until(() => reachable(b2!, 'a') && a.changes.length === 3, 5_000, 'the new link');
+    assert.deepEqual(a.changes, [
+      { peer: 'b', up: true },
+      { peer: 'b', up: false },
+      { peer: 'b', up: true },
+    ]);
+    assert.ok(a.lines.some((l) => l.level === 30 && /peer b dialed again: its new link replaces the old one/.test(l.msg)));
+  } finally {
+    await closeAll(a, b2);
+    await proxy.close();
   }
 });

@@ -119,26 +119,36 @@ export class FaultProxy {
     upstream.on('error', () => undefined);
     const pair: Pair = { client, upstream };
     this.pairs.add(pair);
+    upstream.connect(this.target.port, this.target.host);
+    const toUpstream = this.pipe(client, upstream);
+    const toClient = this.pipe(upstream, client);
     const end = (): void => {
       if (!this.pairs.delete(pair)) return;
-      client.destroy();
-      upstream.destroy();
+      // Bytes still delayed on their way arrive before the end, as over TCP (a refusal
+      // written just before a close must not be lost to the delay).
+      toUpstream.finish();
+      toClient.finish();
     };
     client.once('close', end);
     upstream.once('close', end);
-    upstream.connect(this.target.port, this.target.host);
-    this.pipe(client, upstream);
-    this.pipe(upstream, client);
     if (this.mode === 'stall') {
       client.pause();
       upstream.pause();
     }
   }
 
-  /** Forwards `from` to `to` with backpressure, applying the current delay (order kept). */
-  private pipe(from: Socket, to: Socket): void {
+  /**
+   * Forwards `from` to `to` with backpressure, applying the current delay (order kept).
+   * `finish()` ends `to` once the delayed chunks have gone (at once when none wait).
+   */
+  private pipe(from: Socket, to: Socket): { finish(): void } {
     let lastDue = 0;
     let pending = 0;
+    let finishing = false;
+    const finish = (): void => {
+      finishing = true;
+      if (pending === 0) to.destroy();
+    };
     from.on('data', (chunk: Buffer) => {
       this.forwardedBytes += chunk.length;
       const ms = this.delayMs;
@@ -150,8 +160,10 @@ export class FaultProxy {
       setTimeout(() => {
         pending--;
         this.forward(from, to, chunk);
+        if (finishing && pending === 0) to.end();
       }, due - now);
     });
+    return { finish };
   }
 
   private forward(from: Socket, to: Socket, chunk: Buffer): void {

@@ -52,9 +52,14 @@ export interface WelcomeBody {
 }
 
 export interface RefuseBody {
-  /** WRONG_VERSION, WRONG_CLUSTER, WRONG_ID, SAME_ID, TOO_MANY_PEERS, REMOVED (the dialer was removed from the cluster). */
+  /**
+   * WRONG_VERSION, WRONG_CLUSTER, WRONG_ID, SAME_ID, TOO_MANY_PEERS, REMOVED (the dialer was
+   * removed from the cluster), DUPLICATE (the acceptor keeps another link with the dialer).
+   */
   code: string;
   detail: string;
+  /** The refusing node's id (a --join dial learns whom it reached). */
+  id?: string;
 }
 
 export type Frame =

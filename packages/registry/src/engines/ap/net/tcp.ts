@@ -1,10 +1,11 @@
 /**
  * The peer links of an ap node over TCP (see docs/ap-network.md).
  *
- * - One link per pair of nodes. Every node dials each known peer it has no link to; when
- *   two nodes dial each other at once, the acceptor settles it at the hello, before
- *   either side uses the new link: the link dialed by the smaller node id is kept, the
- *   other refused with DUPLICATE, so no message goes over a link that is then closed.
+ * - One link per pair of nodes. Every node dials each known peer it has no link to; two
+ *   links between the same nodes (crossed dials, a --join address that names a member)
+ *   are settled by the acceptor at the hello, before either side uses the new link (the
+ *   link dialed by the smaller node id is kept, the other refused with DUPLICATE), so no
+ *   message goes over a link that is then closed (see onHello).
  * - Handshake: the dialer sends `hello` (protocol version, cluster name, its id, the id it
  *   expects, its listen address, the members it knows), the acceptor answers `welcome`
  *   or `refuse` with a code; refusals are logged with what to fix.
@@ -87,6 +88,11 @@ function parseAddress(s: string): HostPort | null {
 
 const UNSPECIFIED = new Set(['0.0.0.0', '::', '']);
 
+/** A peer's live link replaced twice within this window is logged as a warning (two processes with one id?)... */
+const REPLACE_WARN_WINDOW_MS = 10_000;
+/** ...at most once in this long. */
+const SHARED_ID_WARN_EVERY_MS = 60_000;
+
 interface Queued {
   bytes: Buffer;
 }
@@ -108,6 +114,11 @@ class Peer {
   /** The last refusal logged, so that a retry loop logs a problem once, not every second. */
   lastProblem: string | null = null;
   flushScheduled = false;
+  /** A hello from this peer waiting for our own crossed dial to be answered (see onHello). */
+  held: { link: Link; hello: HelloBody } | null = null;
+  /** When a link of this peer was last replaced by a new dial of it (see replaced()). */
+  replacedAt: number | null = null;
+  sharedIdWarnedAt: number | null = null;
 
   constructor(
     readonly id: string,
@@ -131,6 +142,8 @@ class Link {
   writable = true;
   /** An outgoing link: its hello went out (the connection is established). */
   helloSent = false;
+  /** An incoming link whose hello is held (see onHello): the peer it is from. */
+  heldFor: Peer | null = null;
   handshakeTimer: NodeJS.Timeout | undefined;
   /** Called once the handshake succeeded (a --join seed marks itself done). */
   onUp: (() => void) | undefined;
@@ -290,9 +303,10 @@ export class TcpPeerTransport implements TcpTransport {
     p.retryTimer = undefined;
     p.queue = [];
     p.queuedBytes = 0;
-    const links = [p.link, p.dialing].filter((l): l is Link => l !== null);
+    const links = [p.link, p.dialing, p.held?.link ?? null].filter((l): l is Link => l !== null);
     p.link = null;
     p.dialing = null;
+    p.held = null;
     // The engine dropped the member already: no peer-down report, no redial (see drop()).
     for (const l of links) {
       l.peer = null;
@@ -338,6 +352,9 @@ export class TcpPeerTransport implements TcpTransport {
 
   private dial(p: Peer): void {
     if (this.closed || p.link || p.dialing || p.retryTimer || this.removed.has(p.id)) return;
+    // A --join dial to the same address is in its handshake: it will most likely link to
+    // this peer; a second dial of ours would only make a duplicate. Try again after it.
+    if (this.seeds.some((s) => s.dialing && !s.done && s.address.host === p.address.host && s.address.port === p.address.port)) return this.retry(p);
     const socket = new Socket();
     const link = new Link(socket, this.nodeId, p, p.address, this.limits.peerMaxFrameBytes);
     p.dialing = link;
@@ -482,7 +499,7 @@ export class TcpPeerTransport implements TcpTransport {
     const from = `${link.socket.remoteAddress}:${link.socket.remotePort}`;
     const refuse = (code: string, detail: string, level: 'warn' | 'debug' = 'warn'): void => {
       this.log[level]({ from, peer: h.id, code }, `refused a peer link from ${from}: ${detail}`);
-      this.write(link, encodeFrame([FrameKind.Refuse, { code, detail }], this.limits.peerMaxFrameBytes));
+      this.write(link, encodeFrame([FrameKind.Refuse, { code, detail, id: this.nodeId }], this.limits.peerMaxFrameBytes));
       link.socket.end();
       this.drop(link, 'refused', false);
     };
@@ -503,35 +520,97 @@ export class TcpPeerTransport implements TcpTransport {
     if (address && UNSPECIFIED.has(address.host)) address = { host: link.socket.remoteAddress ?? address.host, port: address.port };
     const p = this.ensurePeer(h.id, address);
     if (!p) return refuse('TOO_MANY_PEERS', `this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
-    // Crossed dials are settled here, before either side takes the new link for up: a
-    // link that lost after messages went over it would lose them (its receiver reads only
-    // the kept link). When both hellos are out, the link dialed by the smaller id wins (the
-    // peer decides the same way on ours). Our dial that has not connected yet (its hello
-    // unsent, so the peer never takes it for up) gives way: a dial that cannot connect
-    // (an address unreachable from here) must not keep the peer's working dial out.
-    const pending = p.dialing;
-    if (pending && pending.helloSent && this.nodeId < h.id) return refuse('DUPLICATE', `this node is dialing node "${h.id}" too, and the link dialed by the smaller id is kept`, 'debug');
-    const current = p.link;
-    if (current && !this.silent(current) && (current.dialer ?? '') < h.id) {
-      return refuse('DUPLICATE', `this node has a working link with node "${h.id}", dialed by the smaller id`, 'debug');
-    }
     link.dialer = h.id;
     link.remoteId = h.id;
+    // Two links to one peer are settled here, before either side takes the new one for up:
+    // a link closed as a duplicate after messages went over it would lose them (a node
+    // reads messages only from the link it keeps). See docs/ap-network.md, "One link per pair".
+    const pending = p.dialing;
+    const current = p.link;
+    const live = current !== null && !this.silent(current);
+    // A --join dial (it does not know whom it reaches) to a node already linked or being
+    // dialed: the dialer learns the id from the refusal and goes on by id.
+    if (h.expect === null && (live || pending)) return refuse('DUPLICATE', `this node links to node "${h.id}" already, or is dialing it`, 'debug');
+    if (pending?.helloSent && this.nodeId < h.id) {
+      // Crossed dials: ours was sent first and wins if it is answered. The peer's waits
+      // for that (bounded by its handshake timer): refused once ours is welcomed,
+      // welcomed if ours fails. Refusing at once would keep the peer out for as long as a
+      // dial of ours that connects and is never answered (a stale address) keeps trying.
+      if (p.held) this.refuseHeld(p.held.link, p, 'this node holds a newer link from the same node');
+      p.held = { link, hello: h };
+      link.heldFor = p;
+      return;
+    }
+    if (live && (current.dialer ?? '') < h.id) {
+      return refuse('DUPLICATE', `this node has a working link with node "${h.id}", dialed by the smaller id`, 'debug');
+    }
+    this.welcome(link, h, p);
+  }
+
+  /** Welcomes a link from `p` that is to be its link (see onHello). */
+  private welcome(link: Link, h: HelloBody, p: Peer): void {
+    const pending = p.dialing;
+    const current = p.link;
     if (current) {
-      // The dialer's id is smaller, or the peer redialed (it gave the old link up), or the
-      // old link has gone silent (the peer's host restarted without a reset).
+      // The dialer's id is smaller, or the peer dialed again while its link looked alive
+      // here (it gave the old link up, or it restarted), or the old link went silent. For
+      // the peer this is a new link: it is reported down and up here too, so that the
+      // engine starts over with it (what was queued for the old link is dropped).
       p.link = null;
       current.peer = null;
       current.socket.end();
       this.drop(current, 'replaced', false);
+      this.replaced(p, current);
     }
+    link.heldFor = null;
     const welcome: WelcomeBody = { proto: PEER_PROTOCOL_VERSION, cluster: this.cluster, id: this.nodeId, listen: fmt(this.advertised), members: this.members() };
     this.write(link, encodeFrame([FrameKind.Welcome, welcome], this.limits.peerMaxFrameBytes));
-    this.up(link, p, current !== null);
+    this.up(link, p);
     // Our own dial lost (the peer's id is smaller, or it had not connected): abandoned
     // before it was welcomed.
     if (pending && p.dialing === pending) this.kill(pending);
     this.learn(h.members);
+  }
+
+  /** The old link of a peer that dialed again is gone: the engine is told, as for any link lost. */
+  private replaced(p: Peer, old: Link): void {
+    if (p.queue.length > 0) {
+      p.dropped += p.queue.length;
+      p.queue = [];
+      p.queuedBytes = 0;
+    }
+    const now = performance.now();
+    const alive = now - old.lastHeardAt <= this.limits.peerPingIntervalMs * 1.5;
+    // Twice within a few seconds while the old link was alive: most likely two processes
+    // with the same --node-id, taking the link from each other.
+    if (alive && p.replacedAt !== null && now - p.replacedAt < REPLACE_WARN_WINDOW_MS) {
+      if (p.sharedIdWarnedAt === null || now - p.sharedIdWarnedAt > SHARED_ID_WARN_EVERY_MS) {
+        p.sharedIdWarnedAt = now;
+        this.log.warn({ peer: p.id }, `node ${p.id} dialed again while its link was alive, twice within ${REPLACE_WARN_WINDOW_MS / 1000} s: two processes may share the id "${p.id}" (every node needs its own --node-id)`);
+      }
+    } else {
+      this.log.info({ peer: p.id }, `peer ${p.id} dialed again: its new link replaces the old one (it restarted, or gave the old link up)`);
+    }
+    p.replacedAt = now;
+    for (const h of this.changeHandlers) h(p.id, false);
+  }
+
+  /** A held hello (see onHello): refused when our own dial was welcomed, taken when it failed. */
+  private settleHeld(p: Peer): void {
+    const held = p.held;
+    if (!held || p.dialing) return;
+    p.held = null;
+    held.link.heldFor = null;
+    if (held.link.state !== 'handshake') return;
+    if (p.link) return this.refuseHeld(held.link, p, `this node's own link with node "${p.id}" was answered first (dialed by the smaller id)`);
+    this.welcome(held.link, held.hello, p);
+  }
+
+  private refuseHeld(link: Link, p: Peer, detail: string): void {
+    this.log.debug({ peer: p.id }, `refused a held peer link from ${p.id}: ${detail}`);
+    this.write(link, encodeFrame([FrameKind.Refuse, { code: 'DUPLICATE', detail, id: this.nodeId }], this.limits.peerMaxFrameBytes));
+    link.socket.end();
+    this.drop(link, 'refused', false);
   }
 
   /** The dialer's side: the acceptor said who it is. */
@@ -574,9 +653,11 @@ export class TcpPeerTransport implements TcpTransport {
   private onRefuse(link: Link, r: RefuseBody): void {
     const at = link.dialed ? fmt(link.dialed) : '?';
     if (r.code === 'DUPLICATE') {
-      // Crossed dials: the peer keeps the link dialed by the smaller id (see onHello).
-      this.log.debug({ peer: link.target?.id, at }, `peer link to ${at} not needed: ${r.detail}`);
-      return this.kill(link);
+      // The peer keeps another link with this node (see onHello).
+      this.log.debug({ peer: link.target?.id ?? r.id, at }, `peer link to ${at} not needed: ${r.detail}`);
+      this.kill(link);
+      if (!link.target) this.seedIsMember(link, r.id);
+      return;
     }
     if (r.code === 'REMOVED') {
       if (!this.toldRemoved) {
@@ -594,23 +675,24 @@ export class TcpPeerTransport implements TcpTransport {
     return performance.now() - l.lastHeardAt > this.limits.peerPingIntervalMs * 1.5;
   }
 
-  /**
-   * A link finished its handshake: it becomes the peer's link, or loses to the one it has.
-   * `replacing`: the acceptor closed the peer's previous link for this one (the peer stayed
-   * reachable throughout, so nobody is told of a change).
-   */
-  private up(link: Link, p: Peer, replacing = false): void {
+  /** A link finished its handshake: it becomes the peer's link, or loses to the one it has. */
+  private up(link: Link, p: Peer): void {
     clearTimeout(link.handshakeTimer);
     link.state = 'up';
     link.peer = p;
     if (p.dialing === link) p.dialing = null;
     const current = p.link;
     if (current && current !== link) {
-      // Two links to one peer that the acceptor could not settle (a --join address dialed
-      // before the peer's id was known): keep the one dialed by the smaller id. A current
-      // link that has been silent for more than a ping interval is most likely dead
-      // without a reset (the peer's host restarted): the new link wins then.
-      const keepNew = this.silent(current) || (link.dialer ?? '') < (current.dialer ?? '');
+      // Two links to one peer that the acceptor could not settle (a --join address that
+      // names a node also known by another address): keep the one dialed by the smaller
+      // id; of two links this node dialed, the one dialed by id (the acceptor replaces a
+      // --join link with it too). A current link that has been silent for more than a ping
+      // interval is most likely dead without a reset (the peer's host restarted): the new
+      // link wins then.
+      const newDialer = link.dialer ?? '';
+      const curDialer = current.dialer ?? '';
+      const byIdOverSeed = newDialer === curDialer && newDialer === this.nodeId && link.target !== null && current.target === null;
+      const keepNew = this.silent(current) || newDialer < curDialer || byIdOverSeed;
       const loser = keepNew ? current : link;
       const winner = keepNew ? link : current;
       p.link = winner;
@@ -620,6 +702,7 @@ export class TcpPeerTransport implements TcpTransport {
       this.log.debug({ peer: p.id, kept: winner.dialer }, 'two links to one peer: kept the one dialed by the smaller id');
       // What waited for the loser's 'drain' goes out on the winner.
       if (keepNew) this.flush(p);
+      this.settleHeld(p);
       return;
     }
     p.link = link;
@@ -627,17 +710,25 @@ export class TcpPeerTransport implements TcpTransport {
     p.lastSeenAt = performance.now();
     clearTimeout(p.retryTimer);
     p.retryTimer = undefined;
-    if (replacing) {
-      this.log.debug({ peer: p.id, dialedBy: link.dialer }, `peer ${p.id}: its new link replaces the old one`);
-      this.flush(p);
-      return;
-    }
     if (p.lastProblem !== null) this.log.info({ peer: p.id }, `peer link to ${p.id} works again`);
     p.lastProblem = null;
     this.log.info({ peer: p.id, address: fmt(p.address), dialedBy: link.dialer }, `peer ${p.id} is reachable`);
     for (const h of this.changeHandlers) h(p.id, true);
     // Tell the other members about a peer they may not know (a node that came by --join).
     this.broadcastMembers(p.id);
+    this.settleHeld(p);
+  }
+
+  /**
+   * A --join address turned out to be a node that links to this one already (refused with
+   * DUPLICATE): the seed is done, and the node is known by id from now on.
+   */
+  private seedIsMember(link: Link, id: unknown): void {
+    const s = this.seeds.find((x) => x.address === link.dialed);
+    if (s) s.done = true;
+    if (typeof id !== 'string' || !isNodeId(id) || id === this.nodeId || !link.dialed) return;
+    const p = this.ensurePeer(id, link.dialed);
+    if (p) this.dial(p);
   }
 
   private ensurePeer(id: string, address: HostPort | null): Peer | null {
@@ -750,7 +841,11 @@ export class TcpPeerTransport implements TcpTransport {
       t.unref();
     }
     const target = link.target;
-    if (target && target.dialing === link) target.dialing = null;
+    const wasPending = target !== null && target.dialing === link;
+    if (wasPending) target.dialing = null;
+    const held = link.heldFor;
+    if (held && held.held?.link === link) held.held = null;
+    link.heldFor = null;
     const p = link.peer;
     if (wasUp && p && p.link === link) {
       p.link = null;
@@ -765,6 +860,8 @@ export class TcpPeerTransport implements TcpTransport {
       }
     }
     if (this.closed) return;
+    // Our dial that held a crossed hello failed: that hello is taken now.
+    if (wasPending) this.settleHeld(target);
     // Redial a peer we have no link to (ours failed, or its dial to us broke).
     for (const q of [target, p]) {
       if (q && !q.link && !q.dialing && !q.retryTimer && !this.removed.has(q.id)) this.retry(q);
