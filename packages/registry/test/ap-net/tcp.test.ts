@@ -153,6 +153,31 @@ test('a frame announced above peerMaxFrameBytes closes the link; one too large t
   }
 });
 
+test('before its handshake a connection may send only small frames: a stranger cannot make the node buffer peerMaxFrameBytes', async () => {
+  const b = await node('b');
+  try {
+    // 1 MiB announced before any hello: far below peerMaxFrameBytes (16 MiB), far above
+    // what a hello needs.
+    const r = await raw(b.t.address().port);
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(1024 * 1024, 0);
+    r.s.write(head);
+    await r.closed;
+    await until(() => b.lines.some((l) => /FRAME_TOO_LARGE/.test(l.msg) && /handshake frame limit/.test(l.err as string)), 2_000, 'the log line');
+    // A real peer still links, and then sends frames of up to peerMaxFrameBytes.
+    const a = await node('a', { peers: [at(b, 'b')] });
+    try {
+      await until(() => reachable(a, 'b'), 5_000, 'linked');
+      assert.equal(a.t.send('b', { type: 'big', s: 'x'.repeat(2 * 1024 * 1024) }), true);
+      await until(() => b.inbox.some((m) => m.msg.type === 'big'), 5_000, 'a 2 MiB message after the handshake');
+    } finally {
+      await closeAll(a);
+    }
+  } finally {
+    await closeAll(b);
+  }
+});
+
 test('the outgoing queue is bounded: sends past peerQueueMaxMessages are dropped and counted', async () => {
   const b = await node('b');
   const a = await node('a', { peers: [at(b, 'b')], limits: { peerQueueMaxMessages: 10 } });

@@ -107,7 +107,14 @@ export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  constructor(private readonly maxFrameBytes: number) {}
+  /**
+   * `maxFrameBytes` may be lowered for a while (a link in its handshake takes only small
+   * frames) and `limitName` names the limit in the error.
+   */
+  constructor(
+    public maxFrameBytes: number,
+    public limitName = 'peerMaxFrameBytes',
+  ) {}
 
   /** Bytes received and not yet part of a complete frame. */
   get pending(): number {
@@ -123,7 +130,7 @@ export class FrameDecoder {
       const head = this.peek(FRAME_HEADER_BYTES);
       const len = head.readUInt32BE(0);
       if (len > this.maxFrameBytes) {
-        throw new FrameError('FRAME_TOO_LARGE', `the peer announced a frame of ${len} bytes, above peerMaxFrameBytes (${this.maxFrameBytes})`);
+        throw new FrameError('FRAME_TOO_LARGE', `the peer announced a frame of ${len} bytes, above ${this.limitName} (${this.maxFrameBytes})`);
       }
       if (this.buffered < FRAME_HEADER_BYTES + len) break;
       const whole = this.take(FRAME_HEADER_BYTES + len);

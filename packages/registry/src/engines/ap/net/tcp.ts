@@ -88,6 +88,10 @@ function parseAddress(s: string): HostPort | null {
 
 const UNSPECIFIED = new Set(['0.0.0.0', '::', '']);
 
+/** The handshake frame limit: this much, plus this much per member a hello or welcome may list. */
+const HANDSHAKE_FRAME_BASE_BYTES = 16 * 1024;
+const HANDSHAKE_FRAME_PER_MEMBER_BYTES = 1024;
+
 /** A peer's live link replaced twice within this window is logged as a warning (two processes with one id?)... */
 const REPLACE_WARN_WINDOW_MS = 10_000;
 /** ...at most once in this long. */
@@ -158,7 +162,7 @@ class Link {
     readonly dialed: HostPort | null,
     maxFrameBytes: number,
   ) {
-    this.decoder = new FrameDecoder(maxFrameBytes);
+    this.decoder = new FrameDecoder(maxFrameBytes, 'the handshake frame limit');
   }
 }
 
@@ -356,7 +360,7 @@ export class TcpPeerTransport implements TcpTransport {
     // this peer; a second dial of ours would only make a duplicate. Try again after it.
     if (this.seeds.some((s) => s.dialing && !s.done && s.address.host === p.address.host && s.address.port === p.address.port)) return this.retry(p);
     const socket = new Socket();
-    const link = new Link(socket, this.nodeId, p, p.address, this.limits.peerMaxFrameBytes);
+    const link = new Link(socket, this.nodeId, p, p.address, this.handshakeMaxFrameBytes);
     p.dialing = link;
     this.wire(link);
     socket.connect(p.address.port, p.address.host, () => this.sendHello(link, p.id));
@@ -366,7 +370,7 @@ export class TcpPeerTransport implements TcpTransport {
     if (this.closed || s.done || s.dialing) return;
     s.dialing = true;
     const socket = new Socket();
-    const link = new Link(socket, this.nodeId, null, s.address, this.limits.peerMaxFrameBytes);
+    const link = new Link(socket, this.nodeId, null, s.address, this.handshakeMaxFrameBytes);
     this.wire(link);
     socket.connect(s.address.port, s.address.host, () => this.sendHello(link, null));
     socket.once('close', () => {
@@ -387,7 +391,7 @@ export class TcpPeerTransport implements TcpTransport {
 
   private accept(socket: Socket): void {
     if (this.closed) return void socket.destroy();
-    const link = new Link(socket, null, null, null, this.limits.peerMaxFrameBytes);
+    const link = new Link(socket, null, null, null, this.handshakeMaxFrameBytes);
     this.wire(link);
   }
 
@@ -675,10 +679,21 @@ export class TcpPeerTransport implements TcpTransport {
     return performance.now() - l.lastHeardAt > this.limits.peerPingIntervalMs * 1.5;
   }
 
+  /**
+   * Frames a link takes before its handshake is done: a hello or welcome (its members list
+   * included) fits well within this. A stranger that reaches the port can make the node
+   * buffer no more than this per connection, not peerMaxFrameBytes.
+   */
+  private get handshakeMaxFrameBytes(): number {
+    return Math.min(this.limits.peerMaxFrameBytes, HANDSHAKE_FRAME_BASE_BYTES + (this.limits.peerMaxPeers + 1) * HANDSHAKE_FRAME_PER_MEMBER_BYTES);
+  }
+
   /** A link finished its handshake: it becomes the peer's link, or loses to the one it has. */
   private up(link: Link, p: Peer): void {
     clearTimeout(link.handshakeTimer);
     link.state = 'up';
+    link.decoder.maxFrameBytes = this.limits.peerMaxFrameBytes;
+    link.decoder.limitName = 'peerMaxFrameBytes';
     link.peer = p;
     if (p.dialing === link) p.dialing = null;
     const current = p.link;
