@@ -5,6 +5,8 @@
 export const ERRORS = {
   INVALID_ARGUMENT: { status: 400, title: 'Invalid argument' },
   LIMIT_EXCEEDED: { status: 400, title: 'Limit exceeded' },
+  /** A check's target is an address in a network the node's checks may not reach (checkDenyNetworks, checkAllowNetworks). */
+  CHECK_TARGET_DENIED: { status: 400, title: 'Check target denied' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },
   NOT_FOUND: { status: 404, title: 'Not found' },

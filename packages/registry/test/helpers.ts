@@ -5,6 +5,7 @@ import { WebSocket } from 'ws';
 import { waitUntil, type WaitOptions } from './support/wait.js';
 import { build, type SwitchboardApp } from '../src/api/app.js';
 import { StandaloneEngine } from '../src/engines/standalone.js';
+import type { CheckNetworks } from '../src/health/networks.js';
 import { MemoryStorage } from '../src/storage/storage.js';
 
 export interface TestNode {
@@ -14,9 +15,9 @@ export interface TestNode {
   close(): Promise<void>;
 }
 
-export async function startNode(opts: { limits?: Partial<Limits>; heartbeatMs?: number; listen?: boolean } = {}): Promise<TestNode> {
+export async function startNode(opts: { limits?: Partial<Limits>; heartbeatMs?: number; listen?: boolean; checkNetworks?: CheckNetworks } = {}): Promise<TestNode> {
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
-  const engine = await StandaloneEngine.open({ nodeId: 'test', storage: new MemoryStorage(), limits, clock: { now: () => performance.now() }, expiryTickMs: 50 });
+  const engine = await StandaloneEngine.open({ nodeId: 'test', storage: new MemoryStorage(), limits, clock: { now: () => performance.now() }, expiryTickMs: 50, ...(opts.checkNetworks && { checkNetworks: opts.checkNetworks }) });
   const app = await build({ engine, limits, version: 'test', watchHeartbeatMs: opts.heartbeatMs ?? 15_000 });
   const url = opts.listen === false ? '' : await app.listen({ host: '127.0.0.1', port: 0 });
   return {

@@ -82,6 +82,7 @@ function healthMetrics(registry: client.Registry, engine: Engine, gauge: (name: 
     },
   });
   mirroredCounter(registry, 'switchboard_check_timeouts_total', 'Active check runs cut off by their timeout', () => engine.checkStats().timeouts);
+  mirroredCounter(registry, 'switchboard_check_targets_denied_total', 'Active check runs not probed: their target is in a denied network or outside the allowed ones (checkDenyNetworks, checkAllowNetworks)', () => engine.checkStats().denied);
 }
 
 const HEALTH_INDEX = Object.fromEntries(HEALTH_STATES.map((h, i) => [h, i])) as Record<Health, number>;

@@ -1,6 +1,8 @@
 /** Leases, registration, deregistration and admin status: the write side of API v1. */
+import { isIP } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import {
+  SwitchboardError,
   batchSchema,
   instanceInputSchema,
   leaseGrantSchema,
@@ -12,7 +14,9 @@ import {
   validateLeaseRequest,
   validateStatusBody,
   writeResultSchema,
+  type CheckSpec,
 } from '@switchboard/protocol';
+import { denialText, targetHost, type CheckNetworks } from '../health/networks.js';
 import { errorResponses, type ApiContext } from './context.js';
 import { instanceTarget, namespaceOf, type Query } from './query.js';
 
@@ -21,6 +25,24 @@ type Params = Record<string, string>;
 const nsQuery = { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } } as const;
 const instanceParams = { type: 'object', properties: { service: { type: 'string' }, instanceId: { type: 'string' } } } as const;
 const leaseParams = { type: 'object', properties: { leaseId: { type: 'string' } } } as const;
+
+/**
+ * A check target that is an IP literal the node's checks may not reach is refused (400
+ * CHECK_TARGET_DENIED): it would never be probed. A name is checked when it is probed
+ * (what it resolves to may change), and so is the instance's own address, which is not
+ * refused: the instance may be legitimate, only checks against it are not run.
+ */
+function refuseDeniedTargets(checks: CheckSpec[], networks: CheckNetworks, item = ''): void {
+  checks.forEach((spec, i) => {
+    const host = spec.target === null ? null : targetHost(spec.type, spec.target);
+    const denial = host !== null && isIP(host) !== 0 ? networks.denial(host) : null;
+    if (denial === null) return;
+    throw new SwitchboardError('CHECK_TARGET_DENIED', `${item === '' ? '' : `${item}: `}check target "${spec.target}" ${denialText(denial, false)}: this node does not probe it`, {
+      field: `${item === '' ? '' : `${item}/`}checks/${i}/target`,
+      hint: "point the check at an address the registry's nodes may probe; the networks they may reach are their operator's setting (checkDenyNetworks, checkAllowNetworks)",
+    });
+  });
+}
 
 export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { engine, limits } = ctx;
@@ -45,6 +67,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
     const input = validateInstanceInput(req.body, limits);
+    refuseDeniedTargets(input.checks, engine.checkNetworks);
     return { revision: await engine.register({ namespace, service, id, input }) };
   });
 
@@ -52,6 +75,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     schema: { tags: ['instances'], summary: 'Register several instances, all or nothing', querystring: nsQuery, body: batchSchema, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
     const items = validateBatch(req.body, limits, namespaceOf(req.query as Query));
+    items.forEach((item, i) => refuseDeniedTargets(item.input.checks, engine.checkNetworks, `instances/${i}`));
     return { revision: await engine.registerBatch(items) };
   });
 

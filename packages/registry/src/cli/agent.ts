@@ -47,7 +47,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
   if (engine.listening && bound !== null && typeof bound === 'object') {
     await engine.listening({ host: cfg.httpAddr.host, port: bound.port }).catch((err) => logger.warn({ err }, 'could not announce the listening address'));
   }
-  logger.info({ nodeId, mode: cfg.mode, epoch: engine.registry.epoch, revision: engine.registry.revision, durable: engine.durable, dataDir: engine.dataDir }, `listening on ${url}`);
+  logger.info({ nodeId, mode: cfg.mode, epoch: engine.registry.epoch, revision: engine.registry.revision, durable: engine.durable, dataDir: engine.dataDir, checkNetworks: cfg.checkNetworks }, `listening on ${url}`);
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { hostname } from 'node:os';
 import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, isNodeId, type Limits, type Mode } from '@switchboard/protocol';
+import { CheckNetworks, DEFAULT_DENY_NETWORKS, parseNetwork } from '../health/networks.js';
 
 export interface AgentConfig {
   mode: Mode;
@@ -34,6 +35,8 @@ export interface AgentConfig {
   otlpEndpoint: string | null;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
   logFormat: 'json' | 'pretty' | 'auto';
+  /** The networks active checks may reach (checkDenyNetworks, checkAllowNetworks). */
+  checkNetworks: CheckNetworks;
   limits: Limits;
 }
 
@@ -97,7 +100,7 @@ export class ConfigError extends Error {
 }
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks'] as const;
 /**
  * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
  * every user in `ps`, and a config file is often readable by more people than the secret.
@@ -127,6 +130,16 @@ function listOf(v: unknown, where: string): string[] {
   if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[];
   if (typeof v === 'string') return v.split(',').map((s) => s.trim()).filter((s) => s !== '');
   throw new ConfigError(where, `${where} must be a comma-separated list, got ${JSON.stringify(v)}`);
+}
+
+/** checkDenyNetworks, checkAllowNetworks: CIDRs or single addresses; an empty list is allowed. */
+function networkList(v: unknown, where: string): string[] {
+  return listOf(v, where).map((n) => {
+    if (parseNetwork(n) !== null) return n;
+    throw new ConfigError(where, `${where}: "${n}" is not a network`, {
+      hint: 'write IPv4 or IPv6 networks in CIDR notation (10.0.0.0/8, fd00::/8) or as single addresses (10.0.0.5), comma-separated; an empty list denies (or allows) nothing',
+    });
+  });
 }
 
 function boolOf(v: unknown, where: string): boolean {
@@ -413,6 +426,7 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     }, null),
     logLevel: get('logLevel', (v, w) => oneOf(v, w, ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const), 'info'),
     logFormat: get('logFormat', (v, w) => oneOf(v, w, ['json', 'pretty', 'auto'] as const), 'auto'),
+    checkNetworks: new CheckNetworks(get('checkDenyNetworks', networkList, [...DEFAULT_DENY_NETWORKS]), get('checkAllowNetworks', networkList, [])),
     limits: get('limits', limitsOf, { ...DEFAULT_LIMITS }),
   };
   if (cfg.mode === 'cp' && cfg.etcd.length === 0) throw new ConfigError('etcd', '--mode cp needs --etcd URL,... (the etcd cluster)');

@@ -26,6 +26,8 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--join <list>', 'ap: peer-link addresses of running nodes to join through, HOST:PORT,...')
     .option('--cluster <name>', 'ap: the cluster name; nodes of different clusters refuse each other (default switchboard)')
     .option('--alert-webhooks <urls>', 'alert receivers: URL,URL,... (a JSON POST per alert episode)')
+    .option('--check-deny-networks <cidrs>', 'networks active checks may not reach, CIDR,CIDR,... (default 169.254.0.0/16,fe80::/10, link-local; "" denies none)')
+    .option('--check-allow-networks <cidrs>', 'the only networks active checks may reach, CIDR,CIDR,... (default none: all not denied; deny wins)')
     .option('--otlp-endpoint <url>', 'send traces (OpenTelemetry, OTLP/HTTP) to this URL; off when unset')
     .option('--log-level <level>', 'fatal | error | warn | info | debug | trace (default info)')
     .option('--log-format <format>', 'json | pretty | auto (default auto: pretty on a terminal)')

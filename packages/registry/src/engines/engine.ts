@@ -2,7 +2,8 @@
 import type { AdminStatus, CheckResult, ClusterStatus, ConsumerReport, LeaseGrant, MemberRemoval, Mode, ServiceSettings } from '@switchboard/protocol';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import type { Registry, RegistrationItem } from '../core/registry.js';
-import type { SchedulerStats } from '../health/scheduler.js';
+import type { CheckStats } from '../health/monitor.js';
+import type { CheckNetworks } from '../health/networks.js';
 import type { StorageObservers } from '../storage/observer.js';
 import type { Hub } from './hub.js';
 
@@ -44,7 +45,9 @@ export interface Engine {
    */
   reportInstance(namespace: string, service: string, id: string, report: ConsumerReport, opts?: { forwarded?: boolean }): Promise<{ revision: number; reporters: number; warning: boolean }>;
   /** The active checks this node runs. */
-  checkStats(): SchedulerStats;
+  checkStats(): CheckStats;
+  /** The networks this node's checks may reach (registrations whose check targets it refuses are answered 400). */
+  readonly checkNetworks: CheckNetworks;
   /**
    * A session (on this node) now keeps the lease: cp notes it in etcd, so that a session
    * of the lease that closed on another node does not end it after its grace.

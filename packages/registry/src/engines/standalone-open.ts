@@ -11,6 +11,7 @@ export async function openStandaloneEngine({ cfg, nodeId, logger, clock, onFatal
     nodeId,
     storage,
     limits: cfg.limits,
+    checkNetworks: cfg.checkNetworks,
     clock,
     onFatal,
     storageObservers,

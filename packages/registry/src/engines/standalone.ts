@@ -7,8 +7,8 @@ import type { AdminStatus, CheckResult, ConsumerReport, LeaseGrant, Limits, Serv
 import type { Clock } from '../core/clock.js';
 import { Registry, type RegistrationItem, type WriteOutcome } from '../core/registry.js';
 import type { ProtectionChange } from '../core/self-preservation.js';
-import { HealthMonitor, type MonitorOptions } from '../health/monitor.js';
-import type { SchedulerStats } from '../health/scheduler.js';
+import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../health/monitor.js';
+import { CheckNetworks } from '../health/networks.js';
 import type { StorageObservers } from '../storage/observer.js';
 import type { Storage } from '../storage/storage.js';
 import type { Engine, LeaseEndedListener } from './engine.js';
@@ -27,6 +27,8 @@ export interface StandaloneOptions {
   /** Run active checks (http, tcp, grpc); default true. Probes may be replaced by tests. */
   activeChecks?: boolean;
   probes?: MonitorOptions['probes'];
+  /** The networks active checks may reach; default CheckNetworks.DEFAULT. */
+  checkNetworks?: CheckNetworks;
   /** Self-preservation engaged or released (for the log). */
   onProtectionChange?: (change: ProtectionChange) => void;
   /** Called when storage fails: the process must stop, memory is ahead of disk. */
@@ -47,6 +49,7 @@ export class StandaloneEngine implements Engine {
   readonly mode = 'standalone' as const;
   readonly nodeId: string;
   readonly hub: Hub;
+  readonly checkNetworks: CheckNetworks;
   private readonly writes: WritePath;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
@@ -58,6 +61,7 @@ export class StandaloneEngine implements Engine {
     private readonly opts: StandaloneOptions,
   ) {
     this.nodeId = opts.nodeId;
+    this.checkNetworks = opts.checkNetworks ?? CheckNetworks.DEFAULT;
     this.hub = new Hub(opts.limits.retainedEvents, registry.revision);
     this.writes = new WritePath({
       registry,
@@ -71,6 +75,7 @@ export class StandaloneEngine implements Engine {
     this.timer.unref();
     this.monitor = opts.activeChecks === false ? null : new HealthMonitor(this, {
       maxConcurrentChecks: opts.limits.maxConcurrentChecks,
+      checkNetworks: this.checkNetworks,
       ...(opts.probes ? { probes: opts.probes } : {}),
     });
     this.monitor?.start();
@@ -151,8 +156,8 @@ export class StandaloneEngine implements Engine {
     return { revision: await this.persist(r.outcome), reporters: r.reporters, warning: r.warning };
   }
 
-  checkStats(): SchedulerStats {
-    return this.monitor?.stats() ?? { scheduled: 0, running: 0, queued: 0, runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
+  checkStats(): CheckStats {
+    return this.monitor?.stats() ?? noCheckStats();
   }
 
   async close(): Promise<void> {

@@ -8,10 +8,13 @@
  *
  * SERVING is passing; everything else, and every call error, is critical. Plaintext
  * (h2c) only. Channels are kept per target and reused: an HTTP/2 connection per probe
- * would cost more than the probe.
+ * would cost more than the probe. The target's host is resolved before each probe and
+ * checked by the guard (networks.ts); the channel connects to that checked address.
  */
+import { isIP } from 'node:net';
 import { Client, Metadata, credentials, status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
-import type { CheckResult } from '@switchboard/protocol';
+import { parseHostPort, type CheckResult } from '@switchboard/protocol';
+import { deniedOutput, type TargetGuard } from './networks.js';
 import { critical, describeError, type ProbeTarget } from './runner.js';
 
 export const HEALTH_CHECK_METHOD = '/grpc.health.v1.Health/Check';
@@ -72,37 +75,63 @@ function readVarint(buf: Buffer, at: number): [number, number] {
   throw new Error('malformed varint in HealthCheckResponse');
 }
 
-/** gRPC health probes with their channels, one per target, least recently used closed first. */
-export class GrpcProber {
-  private readonly channels = new Map<string, Client>();
+/** The gRPC address of a checked IP (grpc-js resolves no name in it). */
+function ipTarget(address: string, port: number): string {
+  return isIP(address) === 6 ? `ipv6:[${address}]:${port}` : `ipv4:${address}:${port}`;
+}
 
-  constructor(private readonly maxChannels = MAX_GRPC_CHANNELS) {}
+/**
+ * gRPC health probes with their channels, one per target, least recently used closed
+ * first. A target's host is resolved by the guard before each probe and the channel goes
+ * to the checked address (the target stays its authority); a target that resolves
+ * elsewhere gets a new channel.
+ */
+export class GrpcProber {
+  private readonly channels = new Map<string, { address: string; client: Client }>();
+
+  constructor(
+    private readonly guard: TargetGuard,
+    private readonly maxChannels = MAX_GRPC_CHANNELS,
+  ) {}
 
   /** Closes the channel to a target that is no longer checked. */
   release(target: string): void {
-    this.channels.get(target)?.close();
+    this.channels.get(target)?.client.close();
     this.channels.delete(target);
   }
 
   close(): void {
-    for (const c of this.channels.values()) c.close();
+    for (const c of this.channels.values()) c.client.close();
     this.channels.clear();
   }
 
-  readonly probe = (t: ProbeTarget, signal: AbortSignal): Promise<CheckResult> => {
+  readonly probe = async (t: ProbeTarget, signal: AbortSignal): Promise<CheckResult> => {
     const service = t.spec.grpcService ?? '';
     const what = `grpc.health.v1 Check of ${service === '' ? 'the server' : JSON.stringify(service)} at ${t.target}`;
+    const hp = parseHostPort(t.target);
+    if (!hp) return critical(`${t.target} is not host:port`);
+    let address: string;
+    try {
+      address = (await this.guard.resolve(hp.host)).address;
+    } catch (err) {
+      return critical(deniedOutput(err, t.target) ?? `${what}: ${describeError(err)}`);
+    }
+    if (signal.aborted) return critical(`${what}: timed out (cancelled)`);
+    return this.check(this.channelFor(t.target, ipTarget(address, hp.port)), service, what, t.spec.timeoutMs, signal);
+  };
+
+  private check(client: Client, service: string, what: string, timeoutMs: number, signal: AbortSignal): Promise<CheckResult> {
     return new Promise((resolve) => {
       let call: ReturnType<Client['makeUnaryRequest']> | undefined;
       const onAbort = (): void => call?.cancel();
       try {
-        call = this.channelFor(t.target).makeUnaryRequest(
+        call = client.makeUnaryRequest(
           HEALTH_CHECK_METHOD,
           (s: string) => encodeHealthCheckRequest(s),
           (b: Buffer) => decodeHealthCheckResponse(b),
           service,
           new Metadata(),
-          { deadline: Date.now() + t.spec.timeoutMs },
+          { deadline: Date.now() + timeoutMs },
           (err: ServiceError | null, res?: { status: number }) => {
             signal.removeEventListener('abort', onAbort);
             if (err) return resolve(critical(`${what}: ${callError(err)}`));
@@ -115,23 +144,24 @@ export class GrpcProber {
       }
       signal.addEventListener('abort', onAbort, { once: true });
     });
-  };
+  }
 
-  private channelFor(target: string): Client {
-    let c = this.channels.get(target);
-    if (c) {
-      this.channels.delete(target); // keep the map in least-recently-used order
-      this.channels.set(target, c);
-      return c;
+  private channelFor(target: string, address: string): Client {
+    const known = this.channels.get(target);
+    this.channels.delete(target); // re-inserted last: the map stays in least-recently-used order
+    if (known && known.address === address) {
+      this.channels.set(target, known);
+      return known.client;
     }
-    c = new Client(target, credentials.createInsecure(), { 'grpc.enable_retries': 0 });
-    this.channels.set(target, c);
+    known?.client.close();
+    const client = new Client(address, credentials.createInsecure(), { 'grpc.enable_retries': 0, 'grpc.default_authority': target });
+    this.channels.set(target, { address, client });
     while (this.channels.size > this.maxChannels) {
-      const [oldest, client] = this.channels.entries().next().value as [string, Client];
+      const [oldest, c] = this.channels.entries().next().value as [string, { client: Client }];
       this.channels.delete(oldest);
-      client.close();
+      c.client.close();
     }
-    return c;
+    return client;
   }
 }
 

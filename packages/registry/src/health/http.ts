@@ -5,21 +5,51 @@
  * redirects is misconfigured, and following could probe another host.
  */
 import { STATUS_CODES } from 'node:http';
-import { Agent, request } from 'undici';
+import { Agent, buildConnector, request } from 'undici';
 import type { CheckResult } from '@switchboard/protocol';
+import { deniedOutput, type TargetGuard } from './networks.js';
 import { critical, describeError, type ProbeTarget } from './runner.js';
 
 /** Bytes of a body searched for `expectBody`; a health page is small. */
 export const MAX_HEALTH_BODY_BYTES = 64 * 1024;
 
 /**
- * One connection per request, closed after it (`reset`): a node checking thousands of
- * targets must not hold thousands of idle sockets, and a fresh connection is what a new
- * client would see.
+ * The connections of HTTP checks, through the guard: an IP literal is checked before it is
+ * dialed, a name by the connection's own lookup (TLS still verifies the name).
  */
-const agent = new Agent({ pipelining: 0 });
+function guardedConnector(guard: TargetGuard): buildConnector.connector {
+  const connect = buildConnector({ lookup: guard.lookup });
+  return (opts, callback) => {
+    try {
+      guard.checkLiteral(opts.hostname);
+    } catch (err) {
+      return callback(err as Error, null);
+    }
+    connect(opts, callback);
+  };
+}
 
-export async function probeHttp(t: ProbeTarget, signal: AbortSignal): Promise<CheckResult> {
+/** HTTP probes of one node, their connections checked by its guard. */
+export class HttpProber {
+  /**
+   * One connection per request, closed after it (`reset`): a node checking thousands of
+   * targets must not hold thousands of idle sockets, and a fresh connection is what a new
+   * client would see.
+   */
+  private readonly agent: Agent;
+
+  constructor(guard: TargetGuard) {
+    this.agent = new Agent({ pipelining: 0, connect: guardedConnector(guard) });
+  }
+
+  close(): void {
+    this.agent.destroy().catch(() => undefined);
+  }
+
+  readonly probe = (t: ProbeTarget, signal: AbortSignal): Promise<CheckResult> => probeHttp(t, signal, this.agent);
+}
+
+async function probeHttp(t: ProbeTarget, signal: AbortSignal, agent: Agent): Promise<CheckResult> {
   let res: Awaited<ReturnType<typeof request>>;
   try {
     res = await request(t.target, {
@@ -30,7 +60,7 @@ export async function probeHttp(t: ProbeTarget, signal: AbortSignal): Promise<Ch
       headers: { 'user-agent': 'switchboard-health-check', accept: 'text/plain, application/json, */*' },
     });
   } catch (err) {
-    return critical(`GET ${t.target}: ${describeError(err)}`);
+    return critical(deniedOutput(err, t.target) ?? `GET ${t.target}: ${describeError(err)}`);
   }
   const code = res.statusCode;
   const line = `HTTP ${code} ${STATUS_CODES[code] ?? ''}`.trim();

@@ -8,10 +8,11 @@ import type { CheckResult, CheckSpec, Instance, WatchEvent } from '@switchboard/
 import { instanceKey, type InstanceRecord, type Registry } from '../core/registry.js';
 import type { Hub, Subscriber } from '../engines/hub.js';
 import { GrpcProber } from './grpc.js';
-import { probeHttp } from './http.js';
+import { HttpProber } from './http.js';
+import { CheckNetworks, TargetGuard } from './networks.js';
 import type { Probe } from './runner.js';
 import { CheckScheduler, type ScheduledCheck, type SchedulerStats } from './scheduler.js';
-import { probeTcp } from './tcp.js';
+import { tcpProbe } from './tcp.js';
 
 export interface MonitorHost {
   readonly registry: Registry;
@@ -21,11 +22,23 @@ export interface MonitorHost {
 
 export interface MonitorOptions {
   maxConcurrentChecks: number;
+  /** The networks probes may reach; default CheckNetworks.DEFAULT (link-local denied). */
+  checkNetworks?: CheckNetworks;
   /** Probes by check type; tests may replace them. */
   probes?: Partial<Record<'http' | 'tcp' | 'grpc', Probe>>;
   random?: () => number;
   /** A result could not be recorded (storage failure: the engine reports it). */
   onError?: (err: unknown) => void;
+}
+
+/** The scheduler's figures and the probes the network policy refused. */
+export interface CheckStats extends SchedulerStats {
+  denied: number;
+}
+
+/** The figures of a node that runs no active checks. */
+export function noCheckStats(): CheckStats {
+  return { scheduled: 0, running: 0, queued: 0, runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0, denied: 0 };
 }
 
 const ACTIVE = new Set(['http', 'tcp', 'grpc']);
@@ -50,13 +63,18 @@ export class HealthMonitor implements Subscriber {
   /** gRPC targets -> checks probing them: a channel is closed when none is left. */
   private readonly grpcTargets = new Map<string, number>();
   private unsubscribe: () => void = () => undefined;
-  private readonly grpc = new GrpcProber();
+  private readonly guard: TargetGuard;
+  private readonly http: HttpProber;
+  private readonly grpc: GrpcProber;
 
   constructor(
     private readonly host: MonitorHost,
     private readonly opts: MonitorOptions,
   ) {
-    const probes: Record<string, Probe> = { http: probeHttp, tcp: probeTcp, grpc: this.grpc.probe, ...opts.probes };
+    this.guard = new TargetGuard(opts.checkNetworks ?? CheckNetworks.DEFAULT);
+    this.http = new HttpProber(this.guard);
+    this.grpc = new GrpcProber(this.guard);
+    const probes: Record<string, Probe> = { http: this.http.probe, tcp: tcpProbe(this.guard), grpc: this.grpc.probe, ...opts.probes };
     this.scheduler = new CheckScheduler({
       maxConcurrent: opts.maxConcurrentChecks,
       probe: (c, signal) => (probes[c.spec.type] as Probe)({ spec: c.spec, target: c.target }, signal),
@@ -73,8 +91,8 @@ export class HealthMonitor implements Subscriber {
     this.unsubscribe = this.host.hub.subscribe(this);
   }
 
-  stats(): SchedulerStats {
-    return this.scheduler.stats();
+  stats(): CheckStats {
+    return { ...this.scheduler.stats(), denied: this.guard.denied };
   }
 
   deliver(events: WatchEvent[]): void {
@@ -92,6 +110,7 @@ export class HealthMonitor implements Subscriber {
     this.byInstance.clear();
     this.grpcTargets.clear();
     this.grpc.close();
+    this.http.close();
   }
 
   private sync(rec: InstanceRecord, starting: boolean): void {

@@ -1,13 +1,24 @@
 /** The TCP check: passing when a connection to host:port opens; it is closed at once. */
 import { connect } from 'node:net';
 import { parseHostPort, type CheckResult } from '@switchboard/protocol';
-import { critical, describeError, type ProbeTarget } from './runner.js';
+import { deniedOutput, type TargetGuard } from './networks.js';
+import { critical, describeError, type Probe, type ProbeTarget } from './runner.js';
 
-export function probeTcp(t: ProbeTarget, signal: AbortSignal): Promise<CheckResult> {
+/** TCP probes whose connections the guard checks (an IP literal before, a name by the connection's lookup). */
+export function tcpProbe(guard: TargetGuard): Probe {
+  return (t, signal) => probeTcp(t, signal, guard);
+}
+
+function probeTcp(t: ProbeTarget, signal: AbortSignal, guard: TargetGuard): Promise<CheckResult> {
   const hp = parseHostPort(t.target);
   if (!hp) return Promise.resolve(critical(`${t.target} is not host:port`));
+  try {
+    guard.checkLiteral(hp.host);
+  } catch (err) {
+    return Promise.resolve(critical(deniedOutput(err, t.target) ?? describeError(err)));
+  }
   return new Promise((resolve) => {
-    const socket = connect({ host: hp.host, port: hp.port });
+    const socket = connect({ host: hp.host, port: hp.port, lookup: guard.lookup });
     const done = (result: CheckResult): void => {
       signal.removeEventListener('abort', onAbort);
       socket.destroy();
@@ -16,6 +27,6 @@ export function probeTcp(t: ProbeTarget, signal: AbortSignal): Promise<CheckResu
     const onAbort = (): void => done(critical(`TCP connect to ${t.target}: timed out`));
     signal.addEventListener('abort', onAbort, { once: true });
     socket.once('connect', () => done({ status: 'passing', output: `TCP connect to ${t.target} succeeded` }));
-    socket.once('error', (err) => done(critical(`TCP connect to ${t.target}: ${describeError(err)}`)));
+    socket.once('error', (err) => done(critical(deniedOutput(err, t.target) ?? `TCP connect to ${t.target}: ${describeError(err)}`)));
   });
 }

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { validateNodeId } from '@switchboard/protocol';
 import { ConfigError, defaultNodeId, envValues, readConfigFile, resolveConfig } from '../../src/cli/config.js';
+import { run } from '../integration/process.js';
 
 test('the cluster name: default, from any source, and refused when malformed', () => {
   assert.equal(resolveConfig([]).cluster, 'switchboard');
@@ -119,4 +120,43 @@ test('limits that contradict each other or would turn a limit off are refused, n
     assert.throws(limits(l), (err: unknown) => err instanceof ConfigError && err.field.endsWith(key), `${JSON.stringify(l)} refused at ${key}`);
   }
   assert.equal(resolveConfig([{ name: 'file', values: { limits: { blockingWaitDefaultMs: 30_000, blockingWaitMaxMs: 30_000 } } }]).limits.blockingWaitMaxMs, 30_000);
+});
+
+// Goal (check networks): the networks active checks may reach are settings like the
+// others; the default denies link-local (the metadata services), an empty deny list is
+// possible and explicit, and a malformed network stops the agent at start naming where it
+// came from.
+test('check networks: link-local denied by default, lists from every source, an empty deny list opts out, a bad network is refused', async () => {
+  const networks = (sources: Parameters<typeof resolveConfig>[0]) => resolveConfig(sources).checkNetworks.toJSON();
+  assert.deepEqual(networks([]), { deny: ['169.254.0.0/16', 'fe80::/10'], allow: [] });
+  assert.deepEqual(networks([{ name: 'flag', values: { checkAllowNetworks: '10.0.0.0/8, fd00::/8' } }]), { deny: ['169.254.0.0/16', 'fe80::/10'], allow: ['10.0.0.0/8', 'fd00::/8'] });
+  assert.deepEqual(networks([{ name: 'flag', values: { checkDenyNetworks: '' } }]), { deny: [], allow: [] }, 'the flag given empty');
+  assert.deepEqual(networks([{ name: 'env', values: envValues({ SWITCHBOARD_CHECK_DENY_NETWORKS: '' }) }]), { deny: [], allow: [] }, 'the variable set empty');
+  assert.deepEqual(networks([{ name: 'file', values: { checkDenyNetworks: [] } }]), { deny: [], allow: [] }, 'an empty array in the file');
+  assert.deepEqual(networks([{ name: 'env', values: { checkDenyNetworks: '127.0.0.0/8' } }, { name: 'file', values: { checkDenyNetworks: [] } }]).deny, ['127.0.0.0/8'], 'the environment wins over the file');
+
+  const refused = (values: Record<string, unknown>, field: string, message: RegExp): void => {
+    assert.throws(
+      () => resolveConfig([{ name: 'flag', values }]),
+      (err: unknown) => err instanceof ConfigError && err.code === 'INVALID_CONFIG' && err.field === field && message.test(err.message) && typeof err.hint === 'string',
+      JSON.stringify(values),
+    );
+  };
+  refused({ checkDenyNetworks: '169.254.0.0/16,10.0.0.0/33' }, '--check-deny-networks', /"10\.0\.0\.0\/33" is not a network/);
+  refused({ checkAllowNetworks: 'localhost' }, '--check-allow-networks', /"localhost" is not a network/);
+  refused({ checkAllowNetworks: 'fe80::/129' }, '--check-allow-networks', /"fe80::\/129" is not a network/);
+  assert.throws(() => resolveConfig([{ name: 'file', values: { checkDenyNetworks: 16 } }]), (err: unknown) => err instanceof ConfigError && err.field === 'file key checkDenyNetworks');
+
+  const dir = mkdtempSync(join(tmpdir(), 'sb-config-'));
+  try {
+    const file = join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify({ checkDenyNetworks: ['169.254.0.0/16', '127.0.0.0/8'], checkAllowNetworks: ['10.0.0.0/8'] }));
+    assert.deepEqual(networks([{ name: `config file ${file}`, values: readConfigFile(file) }]), { deny: ['169.254.0.0/16', '127.0.0.0/8'], allow: ['10.0.0.0/8'] });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // The agent itself refuses to start: exit code 2, the message, the code and a hint.
+  const r = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0', '--check-deny-networks', '169.254.0.0/16,10.0.0.0/33']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /invalid configuration: --check-deny-networks: "10\.0\.0\.0\/33" is not a network \[INVALID_CONFIG\]\n {2}hint: /);
 });

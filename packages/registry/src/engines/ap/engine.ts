@@ -29,8 +29,8 @@ import { MAX_FORWARDED_REPORTS } from '../../core/reports.js';
 import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type ServiceDigest, type StoredRecord, type WireInstance } from '../../core/replica.js';
 import { SettingsReplica, validSettingsRecord, type SettingsRecord } from '../../core/replica-settings.js';
 import type { ProtectionChange } from '../../core/self-preservation.js';
-import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
-import type { SchedulerStats } from '../../health/scheduler.js';
+import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../../health/monitor.js';
+import { CheckNetworks } from '../../health/networks.js';
 import type { Storage } from '../../storage/storage.js';
 import type { StorageObservers } from '../../storage/observer.js';
 import type { Engine, LeaseEndedListener } from '../engine.js';
@@ -79,6 +79,8 @@ export interface ApOptions {
   expiryTickMs?: number;
   activeChecks?: boolean;
   probes?: MonitorOptions['probes'];
+  /** The networks active checks may reach; default CheckNetworks.DEFAULT. */
+  checkNetworks?: CheckNetworks;
   onProtectionChange?: (change: ProtectionChange) => void;
   onFatal?: (err: unknown) => void;
   onSnapshotError?: (err: unknown) => void;
@@ -279,6 +281,7 @@ export class ApEngine implements Engine {
   readonly mode = 'ap' as const;
   readonly nodeId: string;
   readonly hub: Hub;
+  readonly checkNetworks: CheckNetworks;
   private readonly writes: WritePath;
   readonly table: ReplicaTable;
   readonly hlc: HybridClock;
@@ -349,6 +352,7 @@ export class ApEngine implements Engine {
   ) {
     this.nodeId = opts.nodeId;
     this.limits = opts.limits;
+    this.checkNetworks = opts.checkNetworks ?? CheckNetworks.DEFAULT;
     this.timers = opts.timers ?? realTimers;
     this.table = table;
     this.hlc = hlc;
@@ -373,7 +377,7 @@ export class ApEngine implements Engine {
     this.readyReason = this.readyFlag ? 'no peers configured' : 'catching up from a peer';
     transport.onMessage((from, msg) => this.onMessage(from, msg));
     transport.onPeerChange((peer, up) => this.onPeerChange(peer, up));
-    this.monitor = opts.activeChecks === false ? null : new HealthMonitor(this, { maxConcurrentChecks: opts.limits.maxConcurrentChecks, ...(opts.probes ? { probes: opts.probes } : {}) });
+    this.monitor = opts.activeChecks === false ? null : new HealthMonitor(this, { maxConcurrentChecks: opts.limits.maxConcurrentChecks, checkNetworks: this.checkNetworks, ...(opts.probes ? { probes: opts.probes } : {}) });
     this.monitor?.start();
     this.scheduleTick();
     this.scheduleAntiEntropy(0);
@@ -545,8 +549,8 @@ export class ApEngine implements Engine {
     }
   }
 
-  checkStats(): SchedulerStats {
-    return this.monitor?.stats() ?? { scheduled: 0, running: 0, queued: 0, runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
+  checkStats(): CheckStats {
+    return this.monitor?.stats() ?? noCheckStats();
   }
 
   cluster(): ClusterStatus {

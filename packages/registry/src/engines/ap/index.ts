@@ -26,6 +26,7 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
     transport,
     removed,
     limits: cfg.limits,
+    checkNetworks: cfg.checkNetworks,
     clock: ctx.clock,
     onFatal: ctx.onFatal,
     onSnapshotError: (err) => log.error({ err }, 'snapshot failed; the log is intact and the next snapshot will be tried later'),

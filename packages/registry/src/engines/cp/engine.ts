@@ -45,8 +45,8 @@ import { combinedHealth } from '../../core/health.js';
 import { Registry, describeNew, describeUpdate, instanceFromRegistration, leaseNotFound, instanceKey, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
 import { rendezvousOwner } from '../../core/rendezvous.js';
 import { MAX_FORWARDED_REPORTS, ReportBook } from '../../core/reports.js';
-import { HealthMonitor, type MonitorOptions } from '../../health/monitor.js';
-import type { SchedulerStats } from '../../health/scheduler.js';
+import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../../health/monitor.js';
+import { CheckNetworks } from '../../health/networks.js';
 import { FORWARDED_REPORT_HEADER, type Engine, type LeaseEndedListener } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type StoredLease, type WhyValue } from './keys.js';
@@ -94,6 +94,8 @@ export interface CpOptions {
   jsonGateway?: boolean;
   activeChecks?: boolean;
   probes?: MonitorOptions['probes'];
+  /** The networks active checks may reach; default CheckNetworks.DEFAULT. */
+  checkNetworks?: CheckNetworks;
   log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
 }
 
@@ -129,6 +131,7 @@ export class CpEngine implements Engine {
   readonly nodeId: string;
   readonly durable = true;
   readonly dataDir = null;
+  readonly checkNetworks: CheckNetworks;
   private readonly layout: Layout;
   private readonly leaseListeners = new Set<LeaseEndedListener>();
   /** Consumer reports this node forwarded to the node that counts them. */
@@ -164,7 +167,7 @@ export class CpEngine implements Engine {
   private nextQuorumRead: Promise<number> | null = null;
   private nodeLease: string | null = null;
   /** Check runs of the monitors replaced when the live nodes changed (see restartMonitor). */
-  private pastRuns: RunTotals = { runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
+  private pastRuns: RunTotals = noCheckStats();
   private nodeKeepAliveAt = 0;
   private metrics: { roundTrips: promClient.Histogram<'method' | 'outcome'> } | null = null;
   private readonly cfg: Required<Pick<CpOptions, 'callTimeoutMs' | 'writeTimeoutMs' | 'probeIntervalMs' | 'probeTimeoutMs' | 'consistentTimeoutMs' | 'nodeTtlSec' | 'maxTxnOps'>>;
@@ -178,6 +181,7 @@ export class CpEngine implements Engine {
     private readonly opts: CpOptions,
   ) {
     this.nodeId = opts.nodeId;
+    this.checkNetworks = opts.checkNetworks ?? CheckNetworks.DEFAULT;
     this.layout = { prefix: opts.prefix };
     this.cfg = {
       callTimeoutMs: opts.callTimeoutMs ?? 2000,
@@ -526,7 +530,7 @@ export class CpEngine implements Engine {
     } as unknown as Hub;
     this.monitor = new HealthMonitor(
       { registry: facade, hub: filteredHub, recordCheckResult: (ns, svc, id, checkId, specKey, r) => this.recordCheckResult(ns, svc, id, checkId, specKey, r) },
-      { maxConcurrentChecks: this.opts.limits.maxConcurrentChecks, ...(this.opts.probes ? { probes: this.opts.probes } : {}), onError: () => undefined },
+      { maxConcurrentChecks: this.opts.limits.maxConcurrentChecks, checkNetworks: this.checkNetworks, ...(this.opts.probes ? { probes: this.opts.probes } : {}), onError: () => undefined },
     );
     this.monitor.start();
   }
@@ -958,8 +962,8 @@ export class CpEngine implements Engine {
     }
   }
 
-  checkStats(): SchedulerStats {
-    const now = this.monitor?.stats() ?? { scheduled: 0, running: 0, queued: 0, runs: { passing: 0, warning: 0, critical: 0 }, timeouts: 0 };
+  checkStats(): CheckStats {
+    const now = this.monitor?.stats() ?? noCheckStats();
     return { ...now, ...addRuns(now, this.pastRuns) };
   }
 
@@ -1136,9 +1140,9 @@ function canonicalInput(i: RegistrationItem['input']): string {
 }
 
 
-type RunTotals = Pick<SchedulerStats, 'runs' | 'timeouts'>;
+type RunTotals = Pick<CheckStats, 'runs' | 'timeouts' | 'denied'>;
 
 /** Check run totals of two schedulers added up. */
 function addRuns(a: RunTotals, b: RunTotals): RunTotals {
-  return { runs: { passing: a.runs.passing + b.runs.passing, warning: a.runs.warning + b.runs.warning, critical: a.runs.critical + b.runs.critical }, timeouts: a.timeouts + b.timeouts };
+  return { runs: { passing: a.runs.passing + b.runs.passing, warning: a.runs.warning + b.runs.warning, critical: a.runs.critical + b.runs.critical }, timeouts: a.timeouts + b.timeouts, denied: a.denied + b.denied };
 }

@@ -37,6 +37,7 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
         endpoints: cfg.etcd,
         prefix: cfg.etcdPrefix,
         limits: cfg.limits,
+        checkNetworks: cfg.checkNetworks,
         clock: ctx.clock,
         ...secrets,
         log: (level, msg, err) => log[level](err === undefined ? {} : { err }, msg),

@@ -1,0 +1,208 @@
+/**
+ * The networks active checks may reach (checkDenyNetworks, checkAllowNetworks). A probe is
+ * refused before it connects when an address it would connect to is in a denied network,
+ * or outside the allowed ones when those are set; deny wins over allow. What is checked is
+ * the address, never the name: a host name is resolved once per probe, every address it
+ * resolves to is checked, and the connection goes to those checked addresses only (the
+ * guard's `lookup` is the connection's own DNS step, so the answer cannot change between
+ * the check and the connect).
+ */
+import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
+import { BlockList, isIP } from 'node:net';
+import { parseHostPort, type CheckType } from '@switchboard/protocol';
+
+/**
+ * Link-local, in both families: the cloud metadata services answer there (169.254.169.254).
+ * AWS's IPv6 endpoint, fd00:ec2::254, is a unique local address outside it (docs/health.md).
+ */
+export const DEFAULT_DENY_NETWORKS: readonly string[] = Object.freeze(['169.254.0.0/16', 'fe80::/10']);
+
+const family = (address: string): 'ipv4' | 'ipv6' => (isIP(address) === 4 ? 'ipv4' : 'ipv6');
+
+/** One network as given, with the BlockList that matches it. */
+interface Network {
+  text: string;
+  list: BlockList;
+}
+
+/**
+ * A network as CIDR (`10.0.0.0/8`, `fd00::/8`) or one address (`10.0.0.5`, `::1`); null
+ * when it is neither. BlockList matches an IPv4 network against IPv4-mapped IPv6 addresses
+ * (::ffff:169.254.169.254) and the other way round, so one form covers both.
+ */
+export function parseNetwork(text: string): Network | null {
+  const m = /^([0-9A-Fa-f:.]+)(?:\/(\d{1,3}))?$/.exec(text.trim());
+  const address = m?.[1];
+  if (!m || address === undefined || isIP(address) === 0) return null;
+  const fam = family(address);
+  const prefix = m[2] === undefined ? (fam === 'ipv4' ? 32 : 128) : Number(m[2]);
+  if (prefix > (fam === 'ipv4' ? 32 : 128)) return null;
+  const list = new BlockList();
+  list.addSubnet(address, prefix, fam);
+  return { text: text.trim(), list };
+}
+
+function networksOf(texts: readonly string[]): Network[] {
+  return texts.map((t) => {
+    const n = parseNetwork(t);
+    if (n === null) throw new Error(`"${t}" is not a network (CIDR or one address)`);
+    return n;
+  });
+}
+
+/** Why an address may not be probed: the denied network it is in, or null when it is outside the allowed ones. */
+export interface Denial {
+  address: string;
+  network: string | null;
+}
+
+const UNSPECIFIED_V4 = new BlockList();
+UNSPECIFIED_V4.addAddress('0.0.0.0');
+const UNSPECIFIED_V6 = new BlockList();
+UNSPECIFIED_V6.addAddress('::', 'ipv6');
+
+/**
+ * 0.0.0.0 and :: are connected to the node itself (loopback) by the kernel: they are
+ * checked as themselves and as the loopback address they reach.
+ */
+function reachedAs(address: string): string[] {
+  if (UNSPECIFIED_V4.check(address, family(address))) return [address, '127.0.0.1'];
+  if (UNSPECIFIED_V6.check(address, family(address))) return [address, '::1'];
+  return [address];
+}
+
+/** The policy: the denied and allowed networks of check targets. */
+export class CheckNetworks {
+  static readonly DEFAULT = new CheckNetworks(DEFAULT_DENY_NETWORKS, []);
+  readonly deny: readonly string[];
+  readonly allow: readonly string[];
+  private readonly denied: Network[];
+  private readonly allowed: Network[];
+
+  constructor(deny: readonly string[], allow: readonly string[]) {
+    this.denied = networksOf(deny);
+    this.allowed = networksOf(allow);
+    this.deny = this.denied.map((n) => n.text);
+    this.allow = this.allowed.map((n) => n.text);
+  }
+
+  /** Why a probe may not connect to this IP address; null when it may. */
+  denial(ip: string): Denial | null {
+    const address = ip.replace(/%.*$/, ''); // an IPv6 zone (fe80::1%eth0) names the interface only
+    if (isIP(address) === 0) return { address: ip, network: null }; // no resolver gives one; refused all the same
+    const reached = reachedAs(address);
+    for (const a of reached) {
+      const hit = this.denied.find((n) => n.list.check(a, family(a)));
+      if (hit) return { address: ip, network: hit.text };
+    }
+    const allowed = (a: string): boolean => this.allowed.some((n) => n.list.check(a, family(a)));
+    return this.allowed.length > 0 && !reached.every(allowed) ? { address: ip, network: null } : null;
+  }
+
+  toJSON(): { deny: readonly string[]; allow: readonly string[] } {
+    return { deny: this.deny, allow: this.allow };
+  }
+}
+
+/** What a refusal says, after the target: stable, so that it can be recognised. */
+export function denialText(d: Denial, resolved: boolean): string {
+  const where = d.network === null ? 'outside the allowed networks (checkAllowNetworks)' : `in a denied network (${d.network}, checkDenyNetworks)`;
+  return resolved ? `resolves to ${d.address}, ${where}` : `is ${where}`;
+}
+
+/** A probe refused by the policy; `host` is what the target named (an address or a name). */
+export class TargetDenied extends Error {
+  readonly code = 'CHECK_TARGET_DENIED';
+  constructor(
+    readonly host: string,
+    readonly denial: Denial,
+  ) {
+    super(`${host} ${denialText(denial, host !== denial.address)}`);
+    this.name = 'TargetDenied';
+  }
+
+  /** The check's output: `target 169.254.169.254:80 is in a denied network (169.254.0.0/16, checkDenyNetworks): not probed`. */
+  output(target: string): string {
+    return `target ${target} ${denialText(this.denial, this.host !== this.denial.address)}: not probed`;
+  }
+}
+
+type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
+type Resolver = (hostname: string, options: LookupOptions & { all: true }, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void;
+
+/**
+ * The policy as the probes of one node apply it, counting what it refuses. Every probe
+ * goes through it: IP literals with `checkLiteral`, names with `lookup` (net, undici) or
+ * `resolve` (gRPC, which connects to the address it returns).
+ */
+export class TargetGuard {
+  /** Probes refused by the policy. */
+  denied = 0;
+
+  constructor(
+    readonly networks: CheckNetworks,
+    private readonly resolver: Resolver = dnsLookup,
+  ) {}
+
+  /** Throws TargetDenied for an IP literal the policy refuses; names pass (their addresses are checked by `lookup`). */
+  checkLiteral(host: string): void {
+    if (isIP(host) === 0) return;
+    const denial = this.networks.denial(host);
+    if (denial !== null) throw this.refuse(host, denial);
+  }
+
+  /**
+   * dns.lookup for a connection (net.connect's and undici's `lookup` option): the name is
+   * resolved once, every address is checked, and the connection gets only those.
+   */
+  readonly lookup = (hostname: string, options: LookupOptions, callback: LookupCallback): void => {
+    this.resolver(hostname, { ...options, all: true }, (err, addresses) => {
+      if (err) return callback(err, []);
+      const refused = this.check(hostname, addresses);
+      if (refused) return callback(refused, []);
+      const first = addresses[0] as LookupAddress;
+      if (options.all) callback(null, addresses);
+      else callback(null, first.address, first.family);
+    });
+  };
+
+  /** One address to connect to for `host` (an IP literal or a name), checked like `lookup`. */
+  async resolve(host: string): Promise<LookupAddress> {
+    if (isIP(host) !== 0) {
+      this.checkLiteral(host);
+      return { address: host, family: isIP(host) };
+    }
+    return new Promise((resolve, reject) => {
+      this.lookup(host, { all: true }, (err, addresses) => (err ? reject(err) : resolve((addresses as LookupAddress[])[0] as LookupAddress)));
+    });
+  }
+
+  private check(hostname: string, addresses: LookupAddress[]): Error | null {
+    if (addresses.length === 0) return Object.assign(new Error(`${hostname} resolves to no address`), { code: 'ENOTFOUND' });
+    for (const a of addresses) {
+      const denial = this.networks.denial(a.address);
+      if (denial !== null) return this.refuse(hostname, denial);
+    }
+    return null;
+  }
+
+  private refuse(host: string, denial: Denial): TargetDenied {
+    this.denied++;
+    return new TargetDenied(host, denial);
+  }
+}
+
+/** The output of a probe refused by the policy, or null when `err` is another failure. */
+export function deniedOutput(err: unknown, target: string): string | null {
+  return err instanceof TargetDenied ? err.output(target) : null;
+}
+
+/** The host a check target names (http: the URL's, without IPv6 brackets; tcp, grpc: host:port's). */
+export function targetHost(type: CheckType, target: string): string | null {
+  if (type !== 'http') return parseHostPort(target)?.host ?? null;
+  try {
+    return new URL(target).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,200 @@
+// Goal: the network policy of check targets (checkDenyNetworks, checkAllowNetworks) decides
+// on addresses, not names: deny wins over allow, IPv4-mapped IPv6 and the unspecified
+// address are caught, a name is resolved once per connection with every address checked,
+// and the connection goes only to what was checked (no DNS rebinding between check and
+// connect). A refused probe never connects: it returns at once, whatever its timeout.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { LookupAddress } from 'node:dns';
+import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import { validateInstanceInput, DEFAULT_LIMITS, type CheckSpec } from '@switchboard/protocol';
+import { GrpcProber, HEALTH_CHECK_METHOD } from '../../src/health/grpc.js';
+import { HttpProber } from '../../src/health/http.js';
+import { CheckNetworks, DEFAULT_DENY_NETWORKS, TargetGuard, parseNetwork, targetHost } from '../../src/health/networks.js';
+import { tcpProbe } from '../../src/health/tcp.js';
+
+const spec = (type: 'http' | 'tcp' | 'grpc', timeout = '10s'): CheckSpec => (validateInstanceInput({ address: '10.0.0.1', port: 1, checks: [{ type, timeout, interval: '10s' }] }, DEFAULT_LIMITS).checks[0] as CheckSpec);
+
+/** A TCP server on `host` that counts the connections it accepts (and closes them). */
+async function counting(host = '127.0.0.1'): Promise<{ port: number; connections: () => number; close(): void }> {
+  let n = 0;
+  const srv = net.createServer((s) => {
+    n++;
+    s.destroy();
+  });
+  await new Promise<void>((r) => srv.listen(0, host, r));
+  return { port: (srv.address() as AddressInfo).port, connections: () => n, close: () => srv.close() };
+}
+
+/** A resolver that answers from a script, one answer per call, and counts the calls. */
+function scripted(answers: string[][]): { resolver: ConstructorParameters<typeof TargetGuard>[1]; calls: () => number } {
+  let calls = 0;
+  return {
+    calls: () => calls,
+    resolver: (_host, _opts, cb) => {
+      const list = answers[Math.min(calls++, answers.length - 1)] as string[];
+      setImmediate(() => cb(null, list.map((address): LookupAddress => ({ address, family: net.isIP(address) }))));
+    },
+  };
+}
+
+test('networks: CIDR or one address, IPv4 or IPv6; anything else is not a network', () => {
+  for (const ok of ['10.0.0.0/8', '169.254.0.0/16', '0.0.0.0/0', '10.0.0.5', 'fe80::/10', '::1', '::/0', '::ffff:127.0.0.0/104']) assert.ok(parseNetwork(ok), ok);
+  for (const bad of ['', '10.0.0.0/33', 'fe80::/129', '10.0.0/8', '10.0.0.0/', '10.0.0.0/-1', 'localhost', '10.0.0.0/8/8', 'fe80::1%eth0', '1.2.3.4/0x8', ' /8']) assert.equal(parseNetwork(bad), null, bad);
+  assert.throws(() => new CheckNetworks(['10.0.0.0/40'], []), /not a network/);
+});
+
+test('the policy: deny wins over allow, an empty allow list allows everything not denied, mapped and unspecified addresses are caught', () => {
+  const p = new CheckNetworks(['127.0.0.0/8', '10.9.0.0/16'], []);
+  assert.deepEqual(p.denial('127.0.0.1'), { address: '127.0.0.1', network: '127.0.0.0/8' });
+  assert.equal(p.denial('10.8.0.1'), null, 'not denied, no allow list: allowed');
+  assert.equal(p.denial('::1'), null, 'IPv6 loopback is another network');
+  // IPv4-mapped IPv6, in every spelling, is the IPv4 address it maps.
+  for (const mapped of ['::ffff:127.0.0.1', '::ffff:7f00:1', '0:0:0:0:0:ffff:7f00:1', '::FFFF:127.0.0.1']) assert.equal(p.denial(mapped)?.network, '127.0.0.0/8', mapped);
+  // 0.0.0.0 and :: connect to the node itself: they count as loopback.
+  assert.equal(p.denial('0.0.0.0')?.network, '127.0.0.0/8');
+  assert.equal(p.denial('::ffff:0.0.0.0')?.network, '127.0.0.0/8');
+  assert.equal(new CheckNetworks(['::1/128'], []).denial('::')?.network, '::1/128');
+
+  const allow = new CheckNetworks(['10.9.0.0/16'], ['10.0.0.0/8', 'fd00::/8']);
+  assert.equal(allow.denial('10.1.2.3'), null);
+  assert.equal(allow.denial('fd12::1'), null);
+  assert.deepEqual(allow.denial('192.168.1.1'), { address: '192.168.1.1', network: null }, 'outside the allow list');
+  assert.deepEqual(allow.denial('10.9.0.1'), { address: '10.9.0.1', network: '10.9.0.0/16' }, 'deny wins over allow');
+  assert.equal(allow.denial('::ffff:10.1.2.3'), null, 'a mapped address inside the allow list');
+  assert.deepEqual(allow.denial('0.0.0.0'), { address: '0.0.0.0', network: null }, 'the unspecified address reaches loopback, outside the allow list');
+
+  const open = new CheckNetworks([], []);
+  assert.equal(open.denial('169.254.169.254'), null, 'an empty deny list denies nothing');
+  assert.deepEqual(JSON.parse(JSON.stringify(allow)), { deny: ['10.9.0.0/16'], allow: ['10.0.0.0/8', 'fd00::/8'] });
+});
+
+test('the default policy denies link-local in both families, the metadata services among them, in their mapped forms too', () => {
+  assert.deepEqual([...DEFAULT_DENY_NETWORKS], ['169.254.0.0/16', 'fe80::/10']);
+  const p = CheckNetworks.DEFAULT;
+  for (const a of ['169.254.169.254', '169.254.0.1', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe', 'fe80::1', 'fe80::a9fe:a9fe', 'FE80::1%eth0']) assert.notEqual(p.denial(a), null, a);
+  for (const a of ['127.0.0.1', '10.0.0.1', '::1', 'fd00:ec2::1', '169.255.0.1', '8.8.8.8']) assert.equal(p.denial(a), null, a);
+});
+
+test('the host of a check target: the URL host of http targets, the host of host:port otherwise', () => {
+  assert.equal(targetHost('http', 'http://169.254.169.254/latest/meta-data/'), '169.254.169.254');
+  assert.equal(targetHost('http', 'https://[::ffff:169.254.169.254]:8443/x'), '::ffff:a9fe:a9fe', 'the URL parser normalises the literal');
+  assert.equal(targetHost('http', 'http://0251.0376.0251.0376/'), '169.254.169.254', 'other IPv4 spellings are normalised');
+  assert.equal(targetHost('tcp', '[fe80::1]:22'), 'fe80::1');
+  assert.equal(targetHost('grpc', 'orders.internal:9090'), 'orders.internal');
+  assert.equal(targetHost('tcp', 'nonsense'), null);
+});
+
+test('the default policy refuses 169.254.169.254 before connecting, for http, tcp and grpc, at once and counted', async () => {
+  const guard = new TargetGuard(CheckNetworks.DEFAULT);
+  const httpProber = new HttpProber(guard);
+  const grpcProber = new GrpcProber(guard);
+  const signal = new AbortController().signal; // never aborted: a probe that connected would wait its 10 s
+  try {
+    const t0 = performance.now();
+    const results = await Promise.all([
+      httpProber.probe({ spec: spec('http'), target: 'http://169.254.169.254/latest/meta-data/' }, signal),
+      tcpProbe(guard)({ spec: spec('tcp'), target: '169.254.169.254:80' }, signal),
+      grpcProber.probe({ spec: spec('grpc'), target: '[::ffff:169.254.169.254]:50051' }, signal),
+      tcpProbe(guard)({ spec: spec('tcp'), target: '[fe80::1]:22' }, signal),
+    ]);
+    const ms = performance.now() - t0;
+    assert.deepEqual(results, [
+      { status: 'critical', output: 'target http://169.254.169.254/latest/meta-data/ is in a denied network (169.254.0.0/16, checkDenyNetworks): not probed' },
+      { status: 'critical', output: 'target 169.254.169.254:80 is in a denied network (169.254.0.0/16, checkDenyNetworks): not probed' },
+      { status: 'critical', output: 'target [::ffff:169.254.169.254]:50051 is in a denied network (169.254.0.0/16, checkDenyNetworks): not probed' },
+      { status: 'critical', output: 'target [fe80::1]:22 is in a denied network (fe80::/10, checkDenyNetworks): not probed' },
+    ]);
+    assert.ok(ms < 1_000, `refused before connecting (took ${Math.round(ms)} ms)`);
+    assert.equal(guard.denied, 4);
+  } finally {
+    httpProber.close();
+    grpcProber.close();
+  }
+});
+
+test('a name is resolved once per probe, every address is checked, and the connection goes to the checked address only', async () => {
+  const good = await counting('127.0.0.1');
+  const other = await counting('127.0.0.2');
+  // The allow list is 127.0.0.1 alone; the name answers 127.0.0.1 first, then a list with
+  // 127.0.0.2 in it, then 127.0.0.2 alone (a rebinding name).
+  const dns = scripted([['127.0.0.1'], ['127.0.0.1', '127.0.0.2'], ['127.0.0.2']]);
+  const guard = new TargetGuard(new CheckNetworks([], ['127.0.0.1/32']), dns.resolver);
+  const probe = tcpProbe(guard);
+  const signal = new AbortController().signal;
+  try {
+    const first = await probe({ spec: spec('tcp'), target: `rebind.test:${good.port}` }, signal);
+    assert.deepEqual(first, { status: 'passing', output: `TCP connect to rebind.test:${good.port} succeeded` });
+    assert.equal(dns.calls(), 1, 'one resolution for one probe');
+    assert.equal(good.connections(), 1);
+    const mixed = await probe({ spec: spec('tcp'), target: `rebind.test:${good.port}` }, signal);
+    assert.equal(mixed.output, `target rebind.test:${good.port} resolves to 127.0.0.2, outside the allowed networks (checkAllowNetworks): not probed`, 'one address outside is enough');
+    const moved = await probe({ spec: spec('tcp'), target: `rebind.test:${other.port}` }, signal);
+    assert.equal(moved.status, 'critical');
+    assert.equal(dns.calls(), 3);
+    assert.equal(good.connections(), 1, 'no connection after the refusals');
+    assert.equal(other.connections(), 0, 'the address outside the allow list was never connected to');
+    assert.equal(guard.denied, 2);
+  } finally {
+    good.close();
+    other.close();
+  }
+});
+
+test('HTTP probes connect to the address their lookup checked; the Host header keeps the name', async () => {
+  const hosts: string[] = [];
+  const srv = http.createServer((req, res) => {
+    hosts.push(String(req.headers.host));
+    res.end('ok');
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as AddressInfo).port;
+  const dns = scripted([['127.0.0.1'], ['169.254.169.254']]);
+  const guard = new TargetGuard(CheckNetworks.DEFAULT, dns.resolver);
+  const prober = new HttpProber(guard);
+  const signal = new AbortController().signal;
+  try {
+    const ok = await prober.probe({ spec: spec('http'), target: `http://svc.test:${port}/health` }, signal);
+    assert.deepEqual(ok, { status: 'passing', output: 'HTTP 200 OK' });
+    assert.deepEqual(hosts, [`svc.test:${port}`]);
+    const rebound = await prober.probe({ spec: spec('http'), target: `http://svc.test:${port}/health` }, signal);
+    assert.deepEqual(rebound, { status: 'critical', output: `target http://svc.test:${port}/health resolves to 169.254.169.254, in a denied network (169.254.0.0/16, checkDenyNetworks): not probed` });
+    assert.equal(dns.calls(), 2, 'each probe resolved once');
+    assert.equal(hosts.length, 1);
+  } finally {
+    prober.close();
+    srv.closeAllConnections();
+    srv.close();
+  }
+});
+
+test('gRPC probes resolve the name before each probe and call the checked address', async () => {
+  let calls = 0;
+  const server = new Server();
+  server.register(HEALTH_CHECK_METHOD, (_c: ServerUnaryCall<Buffer, number>, cb: sendUnaryData<number>) => (calls++, cb(null, 1)), (s: number) => Buffer.from([0x08, s]), (b: Buffer) => b, 'unary');
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  const dns = scripted([['127.0.0.1'], ['127.0.0.1'], ['169.254.169.254']]);
+  const guard = new TargetGuard(CheckNetworks.DEFAULT, dns.resolver);
+  const prober = new GrpcProber(guard);
+  const signal = new AbortController().signal;
+  const target = `rpc.test:${port}`;
+  try {
+    for (let i = 0; i < 2; i++) assert.deepEqual(await prober.probe({ spec: spec('grpc', '5s'), target }, signal), { status: 'passing', output: `grpc.health.v1 Check of the server at ${target}: SERVING` });
+    const moved = await prober.probe({ spec: spec('grpc', '5s'), target }, signal);
+    assert.deepEqual(moved, { status: 'critical', output: `target ${target} resolves to 169.254.169.254, in a denied network (169.254.0.0/16, checkDenyNetworks): not probed` });
+    assert.deepEqual([dns.calls(), calls, guard.denied], [3, 2, 1], 'one resolution per probe; the refused one made no call');
+  } finally {
+    prober.close();
+    server.forceShutdown();
+  }
+});
+
+test('a name that does not resolve is a lookup failure, not a refusal', async () => {
+  const guard = new TargetGuard(CheckNetworks.DEFAULT, (_h, _o, cb) => setImmediate(() => cb(Object.assign(new Error('getaddrinfo ENOTFOUND nowhere.test'), { code: 'ENOTFOUND' }), [])));
+  const r = await tcpProbe(guard)({ spec: spec('tcp'), target: 'nowhere.test:80' }, new AbortController().signal);
+  assert.deepEqual(r, { status: 'critical', output: 'TCP connect to nowhere.test:80: host name does not resolve (ENOTFOUND)' });
+  assert.equal(guard.denied, 0);
+});
