@@ -790,7 +790,7 @@ export class Registry {
 
   private requireLease(leaseId: string): Lease {
     const lease = this.leaseTable.get(leaseId);
-    if (!lease) throw leaseNotFound(leaseId);
+    if (!lease) throw leaseNotFound(leaseId, this.replication?.nodeId);
     return lease;
   }
 
@@ -866,8 +866,18 @@ function inputFromInstance(i: Instance, checks: CheckSpec[]): InstanceInput {
   };
 }
 
-/** 404 LEASE_NOT_FOUND, in every mode. */
-export function leaseNotFound(leaseId: string): SwitchboardError {
+/**
+ * 404 LEASE_NOT_FOUND, in every mode. In ap mode (`apNode`: this node's id) leases are per
+ * node: a lease this node does not hold may well be alive on another node (a client that
+ * sends its keep-alives to the wrong node), and the answer says so instead of "does not exist".
+ */
+export function leaseNotFound(leaseId: string, apNode?: string): SwitchboardError {
+  if (apNode !== undefined) {
+    return new SwitchboardError('LEASE_NOT_FOUND', `lease ${leaseId} is not held by this node (${apNode}): in ap mode a lease lives on the node that granted it, so it may be another node's, or it expired or was revoked`, {
+      field: 'leaseId',
+      hint: 'keep a lease alive, and register under it, on the node that granted it (the SDK does); to move to this node, create a lease here with POST /v1/leases and register the instances again under it',
+    });
+  }
   return new SwitchboardError('LEASE_NOT_FOUND', `lease ${leaseId} does not exist (it never did, expired or was revoked)`, {
     field: 'leaseId',
     hint: 'create a new lease with POST /v1/leases and register the instances again',

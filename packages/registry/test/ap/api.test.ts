@@ -37,6 +37,14 @@ test('a write on one node is read, watched and deregistered through the others',
     assert.equal(onB.leaseId, lease.body.leaseId);
     assert.equal(onB.unconfirmed, undefined);
     await watch.until(() => watch.events.some((e) => e.json.type === 'put' && e.json.instance.id === 's1'), 5_000, 'the put on c');
+    // Leases are per node: a keep-alive sent to another node is told so, not that the
+    // lease does not exist.
+    const wrong = await call(b.url, 'PUT', `/v1/leases/${lease.body.leaseId}/keepalive`);
+    assert.equal(wrong.status, 404);
+    assert.equal(wrong.body.code, 'LEASE_NOT_FOUND');
+    assert.match(wrong.body.detail, /is not held by this node \(b\): in ap mode a lease lives on the node that granted it/);
+    assert.match(wrong.body.hint, /on the node that granted it/);
+    assert.equal((await call(a.url, 'PUT', `/v1/leases/${lease.body.leaseId}/keepalive`)).status, 200);
 
     const del = await call(b.url, 'DELETE', '/v1/services/shop/instances/s1');
     assert.equal(del.status, 200, JSON.stringify(del.body));
