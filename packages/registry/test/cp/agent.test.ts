@@ -4,7 +4,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { call, waitUntil } from '../helpers.js';
-import { spawnAgent, type AgentProcess } from '../integration/process.js';
+import { createServer, type AddressInfo } from 'node:net';
+import { run, spawnAgent, type AgentProcess } from '../integration/process.js';
 import { EtcdCluster } from './etcd-cluster.js';
 import { freshPrefix } from './nodes.js';
 
@@ -53,4 +54,19 @@ test('three cp agents over one etcd share the registry; a node restart loses not
   } finally {
     for (const p of agents) p.child.kill('SIGKILL');
   }
+});
+
+test('a cp agent that cannot reach etcd at start names the cause in one warning, not a stack trace every second', { timeout: 30_000 }, async () => {
+  const spare = createServer();
+  await new Promise<void>((r) => spare.listen(0, '127.0.0.1', r));
+  const port = (spare.address() as AddressInfo).port;
+  await new Promise<void>((r) => spare.close(() => r()));
+  // Nothing listens there: connection refused. Stopped after 4.5 s (it would give up after 30 s).
+  const r = await run(['agent', '--mode', 'cp', '--node-id', 'lonely', '--http-addr', '127.0.0.1:0', '--log-format', 'json', '--etcd', `http://127.0.0.1:${port}`], {}, 4_500);
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; msg: string; err?: unknown });
+  const warnings = lines.filter((l) => l.level >= 40);
+  assert.equal(warnings.length, 1, JSON.stringify(warnings));
+  assert.match(warnings[0]!.msg, new RegExp(`etcd at http://127.0.0.1:${port} cannot be read yet \\(.*ECONNREFUSED.*\\); trying again every second for up to 30 s`));
+  assert.equal(warnings[0]!.err, undefined, 'no error object (stack) at warn level');
+  assert.ok(!lines.some((l) => /may answer a watch progress request/.test(l.msg)), 'the note about etcd releases waits for a reachable etcd');
 });

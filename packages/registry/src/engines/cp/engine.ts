@@ -237,6 +237,7 @@ export class CpEngine implements Engine {
       throw err;
     }
     let view: View;
+    let opened = (): void => undefined;
     try {
       // Only a refusal (credentials, certificates) ends the start here: the range below
       // would meet this endpoint's open breaker and say less. Not a permission refusal:
@@ -254,7 +255,12 @@ export class CpEngine implements Engine {
         },
       );
       const orderedProgress = release !== null && progressAnswersAreOrdered(release);
-      if (!orderedProgress) opts.log?.('info', `etcd ${release ?? '(version unknown)'} may answer a watch progress request before events it has queued; this node learns its view's progress by writing ${barrierKeyOf({ prefix: opts.prefix }, opts.nodeId)} instead`);
+      // Said once the view is open (a start that is retried while etcd is out of reach
+      // would repeat it every time).
+      if (!orderedProgress) {
+        const note = `etcd ${release ?? '(version unknown)'} may answer a watch progress request before events it has queued; this node learns its view's progress by writing ${barrierKeyOf({ prefix: opts.prefix }, opts.nodeId)} instead`;
+        opened = () => opts.log?.('info', note);
+      }
       view = await View.open(store, {
         layout: { prefix: opts.prefix },
         nodeId: opts.nodeId,
@@ -269,6 +275,7 @@ export class CpEngine implements Engine {
       store.close();
       throw err;
     }
+    opened();
     engine = new CpEngine(store, view, opts);
     engine.etcdRevision = view.progress;
     try {

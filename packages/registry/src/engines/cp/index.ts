@@ -28,6 +28,7 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
   const silent = probes.filter((p) => p.error !== null);
   if (silent.length > 0 && silent.length < probes.length) log.warn({ endpoints: silent.map((p) => p.endpoint), err: silent[0]?.error }, 'some etcd endpoints do not answer yet');
   const started = Date.now();
+  let warnedAt = -Infinity;
   // etcd may still be starting (all members started together): try for a while.
   for (;;) {
     try {
@@ -50,9 +51,16 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
       if (refusal !== null) throw new Error(`${describeRefusal(refusal, cfg)} (${oneLine((err as Error).message)})`);
       if (Date.now() - started > 30_000) {
         const tlsHint = cfg.etcdTls === null ? ' (if etcd serves TLS, its endpoints are https://)' : '';
-        throw new Error(`cannot read the registry from etcd at ${cfg.etcd.join(',')} within 30 s${tlsHint}: ${(err as Error).message}`);
+        throw new Error(`cannot read the registry from etcd at ${cfg.etcd.join(',')} within 30 s${tlsHint}: ${startFailureCause(err, probes)}`);
       }
-      log.warn({ err }, 'etcd cannot be read yet; trying again');
+      // One line that names the cause, now and then (the whole error at debug level): a
+      // stack trace every second says less than "connection refused".
+      const cause = startFailureCause(err, probes);
+      if (Date.now() - warnedAt >= START_WARN_EVERY_MS) {
+        warnedAt = Date.now();
+        log.warn({ etcd: cfg.etcd, cause }, `etcd at ${cfg.etcd.join(',')} cannot be read yet (${cause}); trying again every second for up to 30 s`);
+      }
+      log.debug({ err }, 'etcd cannot be read yet');
       await new Promise((r) => setTimeout(r, 1000));
     }
   }
@@ -89,6 +97,25 @@ function describeRefusal(refusal: Refusal, cfg: Pick<AgentConfig, 'etcdAuth' | '
 }
 
 /** grpc-js spreads a connection error over lines and appends an empty "Resolution note". */
+/** How often a start that keeps failing to read etcd says so at warn level. */
+const START_WARN_EVERY_MS = 10_000;
+
+/**
+ * Why reading etcd failed, in a few words: the innermost cause. The client's breaker
+ * ("endpoint skipped after a recent failure") hides the real one; the endpoint probe made
+ * before the start saw it.
+ */
+function startFailureCause(err: unknown, probes: readonly { endpoint: string; error: Error | null }[]): string {
+  let e: unknown = err;
+  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
+  const message = oneLine(e instanceof Error ? e.message : String(e));
+  if (/BrokenCircuit|skipped after a recent failure/.test(message)) {
+    const seen = probes.filter((p) => p.error !== null).map((p) => `${p.endpoint}: ${oneLine((p.error as Error).message)}`);
+    if (seen.length > 0) return seen.join('; ');
+  }
+  return message;
+}
+
 function oneLine(message: string): string {
   return message.replace(/\s*Resolution note:\s*$/, '').replace(/\s+/g, ' ').trim();
 }
