@@ -8,3 +8,4 @@ export * from './sse.js';
 export * from './schemas.js';
 export * from './session.js';
 export * from './filter.js';
+export * from './unknown-fields.js';

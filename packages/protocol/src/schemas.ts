@@ -99,8 +99,9 @@ export const problemSchema = {
   },
 } as const;
 
-export const writeResultSchema = { type: 'object', properties: { revision } } as const;
-export const leaseGrantSchema = { type: 'object', properties: { leaseId: str, ttlMs: int } } as const;
+const warnings = { type: 'array', items: str, description: '(extension) body fields the node ignored because it does not know them, each with the field meant when one is close; absent when there were none' } as const;
+export const writeResultSchema = { type: 'object', properties: { revision, warnings } } as const;
+export const leaseGrantSchema = { type: 'object', properties: { leaseId: str, ttlMs: int, warnings } } as const;
 export const leaseRequestSchema = { type: 'object', required: ['ttlMs'], properties: { ttlMs: { type: 'integer' } } } as const;
 export const statusBodySchema = { type: 'object', required: ['status'], properties: { status: { type: 'string', enum: [...ADMIN_STATUSES] } } } as const;
 

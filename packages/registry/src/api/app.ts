@@ -6,12 +6,13 @@ import type { Duplex } from 'node:stream';
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
-import { SESSION_PATH, SwitchboardError, invalid, problemSchema, type Limits } from '@switchboard/protocol';
+import { SESSION_PATH, SwitchboardError, invalid, problemSchema, unknownQueryWarnings, warningHeader, type Limits } from '@switchboard/protocol';
 import type { Engine } from '../engines/engine.js';
 import type { Tracing } from '../telemetry/index.js';
 import type { AlertsView, ApiContext } from './context.js';
 import { lazyChildLogger } from './lazy-logger.js';
 import { createMetrics } from './metrics.js';
+import { queryWarnings } from './query.js';
 import { answerClientError, answerExpectation, methodNotAllowed, sendProblem, toSwitchboardError } from './problem.js';
 import { healthRoutes } from './routes-health.js';
 import { readRoutes } from './routes-read.js';
@@ -168,6 +169,19 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
 
   // An Expect other than 100-continue never reaches Fastify; Node would answer an empty 417.
   app.server.on('checkExpectation', answerExpectation);
+  // Unknown query parameters are ignored (api-v1.md), and said to be: a header on every
+  // route that declares its parameters, and the write routes list them in their answers.
+  app.addHook('preHandler', (req, reply, done) => {
+    if (!req.url.includes('?')) return done();
+    const declared = (req.routeOptions.schema?.querystring as { properties?: Record<string, unknown> } | undefined)?.properties;
+    if (declared === undefined) return done();
+    const warnings = unknownQueryWarnings(req.query as Record<string, unknown>, Object.keys(declared));
+    if (warnings.length > 0) {
+      queryWarnings.set(req, warnings);
+      reply.header('switchboard-warning', warningHeader(warnings));
+    }
+    done();
+  });
   // HTTP/1.1 requires a Host header (RFC 9112, section 3.2); HTTP/1.0 has none to give.
   app.addHook('onRequest', (req, _reply, done) => {
     if (req.headers.host === undefined && (req.raw.httpVersionMajor > 1 || req.raw.httpVersionMinor >= 1)) {

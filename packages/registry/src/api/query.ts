@@ -1,4 +1,5 @@
 /** Parsing of query parameters into checked values (unknown parameters are ignored). */
+import { capWarnings } from '@switchboard/protocol';
 import {
   DEFAULT_NAMESPACE,
   invalid,
@@ -88,4 +89,17 @@ export function instanceTarget(req: { params: unknown; query: unknown }): { name
 
 export function serviceParam(v: unknown): string {
   return validateServiceName(v, 'service');
+}
+
+/**
+ * Query parameters a route does not declare (api-v1.md: ignored), with the one meant when
+ * one is close: kept per request by app.ts (which also sends them in a
+ * `Switchboard-Warning` header) for the write routes to list in their answers.
+ */
+export const queryWarnings = new WeakMap<object, string[]>();
+
+/** The answer of a write, with the unknown fields and parameters it ignored (an extension). */
+export function withWarnings<T extends object>(req: object, answer: T, bodyWarnings: string[] = []): T & { warnings?: string[] } {
+  const all = [...(queryWarnings.get(req) ?? []), ...bodyWarnings];
+  return all.length === 0 ? answer : { ...answer, warnings: capWarnings(all) };
 }

@@ -4,10 +4,12 @@ import type { FastifyInstance } from 'fastify';
 import {
   SwitchboardError,
   batchSchema,
+  checkSpecSchema,
   instanceInputSchema,
   leaseGrantSchema,
   leaseRequestSchema,
   statusBodySchema,
+  unknownFieldWarnings,
   validateBatch,
   validateInstanceInput,
   validateLeaseId,
@@ -18,9 +20,29 @@ import {
 } from '@switchboard/protocol';
 import { denialText, targetHost, type CheckNetworks } from '../health/networks.js';
 import { errorResponses, type ApiContext } from './context.js';
-import { instanceTarget, namespaceOf, type Query } from './query.js';
+import { instanceTarget, namespaceOf, withWarnings, type Query } from './query.js';
 
 type Params = Record<string, string>;
+
+/** The body fields each write knows; others are ignored (api-v1.md) and listed in `warnings`. */
+const INSTANCE_FIELDS = Object.keys(instanceInputSchema.properties);
+const BATCH_ITEM_FIELDS = Object.keys(batchSchema.properties.instances.items.properties);
+const CHECK_FIELDS = Object.keys(checkSpecSchema.properties);
+
+/** An instance's unknown fields, its checks' included (called after validation: the shapes are right). */
+function instanceWarnings(body: unknown, known: readonly string[], path = '', out: string[] = []): string[] {
+  unknownFieldWarnings(body, known, path, out);
+  const checks = (body as { checks?: unknown }).checks;
+  if (Array.isArray(checks)) checks.forEach((c, i) => unknownFieldWarnings(c, CHECK_FIELDS, `${path === '' ? '' : `${path}/`}checks/${i}`, out));
+  return out;
+}
+
+function batchWarnings(body: unknown): string[] {
+  const out = unknownFieldWarnings(body, ['instances']);
+  const items = (body as { instances?: unknown[] }).instances ?? [];
+  items.forEach((item, i) => instanceWarnings(item, BATCH_ITEM_FIELDS, `instances/${i}`, out));
+  return out;
+}
 
 const nsQuery = { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } } as const;
 const instanceParams = { type: 'object', properties: { service: { type: 'string' }, instanceId: { type: 'string' } } } as const;
@@ -51,7 +73,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     schema: { tags: ['leases'], summary: 'Create a lease for this client process', body: leaseRequestSchema, response: { 201: leaseGrantSchema, ...errorResponses } },
   }, async (req, reply) => {
     const ttlMs = validateLeaseRequest(req.body, limits);
-    return reply.code(201).send(await engine.grantLease(ttlMs));
+    return reply.code(201).send(withWarnings(req, await engine.grantLease(ttlMs), unknownFieldWarnings(req.body, ['ttlMs'])));
   });
 
   app.put('/v1/leases/:leaseId/keepalive', {
@@ -60,7 +82,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
 
   app.delete('/v1/leases/:leaseId', {
     schema: { tags: ['leases'], summary: 'Revoke a lease and deregister its instances', params: leaseParams, response: { 200: writeResultSchema, ...errorResponses } },
-  }, async (req) => ({ revision: await engine.revokeLease(validateLeaseId((req.params as Params).leaseId)) }));
+  }, async (req) => withWarnings(req, { revision: await engine.revokeLease(validateLeaseId((req.params as Params).leaseId)) }));
 
   app.put('/v1/services/:service/instances/:instanceId', {
     schema: { tags: ['instances'], summary: 'Register or replace an instance (idempotent)', params: instanceParams, querystring: nsQuery, body: instanceInputSchema, response: { 200: writeResultSchema, ...errorResponses } },
@@ -68,7 +90,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     const { namespace, service, id } = instanceTarget(req);
     const input = validateInstanceInput(req.body, limits);
     refuseDeniedTargets(input.checks, engine.checkNetworks);
-    return { revision: await engine.register({ namespace, service, id, input }) };
+    return withWarnings(req, { revision: await engine.register({ namespace, service, id, input }) }, instanceWarnings(req.body, INSTANCE_FIELDS));
   });
 
   app.post('/v1/instances/batch', {
@@ -76,14 +98,14 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   }, async (req) => {
     const items = validateBatch(req.body, limits, namespaceOf(req.query as Query));
     items.forEach((item, i) => refuseDeniedTargets(item.input.checks, engine.checkNetworks, `instances/${i}`));
-    return { revision: await engine.registerBatch(items) };
+    return withWarnings(req, { revision: await engine.registerBatch(items) }, batchWarnings(req.body));
   });
 
   app.delete('/v1/services/:service/instances/:instanceId', {
     schema: { tags: ['instances'], summary: 'Deregister an instance', params: instanceParams, querystring: nsQuery, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
-    return { revision: await engine.deregister(namespace, service, id) };
+    return withWarnings(req, { revision: await engine.deregister(namespace, service, id) });
   });
 
   app.put('/v1/services/:service/instances/:instanceId/status', {
@@ -91,6 +113,6 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
     const status = validateStatusBody(req.body);
-    return { revision: await engine.setStatus(namespace, service, id, status) };
+    return withWarnings(req, { revision: await engine.setStatus(namespace, service, id, status) }, unknownFieldWarnings(req.body, ['status']));
   });
 }

@@ -314,6 +314,46 @@ test('unknown body fields and unknown query parameters are ignored', async () =>
   assert.equal(batchRes.statusCode, 200, batchRes.body);
 });
 
+test('ignored fields and parameters are said to be: writes list them in warnings, every route in a Switchboard-Warning header, with the field meant when one is close', async () => {
+  // A Consul habit (ttl) and misspellings: the contract ignores them, the answer says so.
+  const body = { ...REG, leaseID: 'abc', Zone: 'eu-1', tag: ['x'], ttl: '10s', checks: [{ type: 'tcp', Interval: '5s' }] };
+  const res = await app.inject({ method: 'PUT', url: '/v1/services/warned/instances/w-1?namespce=x', headers: JSON_CT, payload: JSON.stringify(body) });
+  assert.equal(res.statusCode, 200, res.body);
+  const answer = JSON.parse(res.body);
+  assert.deepEqual(answer.warnings, [
+    'unknown query parameter "namespce" ignored: did you mean "namespace"?',
+    'unknown field "leaseID" ignored: did you mean "leaseId"?',
+    'unknown field "Zone" ignored: did you mean "zone"?',
+    'unknown field "tag" ignored: did you mean "tags"?',
+    'unknown field "ttl" ignored: a lease carries the TTL: create one with POST /v1/leases {"ttlMs": 10000} and register with "leaseId"; without it the instance is persistent',
+    'unknown field "checks/0/Interval" ignored: did you mean "interval"?',
+  ]);
+  assert.match(res.headers['switchboard-warning'] as string, /unknown query parameter "namespce" ignored/);
+  // Still ignored: the instance is persistent, in no zone, without tags.
+  const inst = JSON.parse((await app.inject({ method: 'GET', url: '/v1/services/warned/instances/w-1' })).body);
+  assert.deepEqual([inst.leaseId, inst.zone, inst.tags], [null, null, []]);
+  const read = await app.inject({ method: 'GET', url: '/v1/services/warned?helthy=true' });
+  assert.equal(read.statusCode, 200);
+  assert.equal(read.headers['switchboard-warning'], 'unknown query parameter "helthy" ignored: did you mean "healthy"?');
+  const lease = await app.inject({ method: 'POST', url: '/v1/leases', headers: JSON_CT, payload: JSON.stringify({ ttlMs: 5000, ttl: '5s' }) });
+  assert.deepEqual(JSON.parse(lease.body).warnings, ['unknown field "ttl" ignored: did you mean "ttlMs"?']);
+  const batch = await app.inject({ method: 'POST', url: '/v1/instances/batch', headers: JSON_CT, payload: JSON.stringify({ instances: [item(0, { service: 'warned', wieght: 5 })], extra: 1 }) });
+  assert.deepEqual(JSON.parse(batch.body).warnings, ['unknown field "extra" ignored', 'unknown field "instances/0/wieght" ignored: did you mean "weight"?']);
+  // Nothing unknown: no warnings, no header.
+  const clean = await app.inject({ method: 'PUT', url: '/v1/services/warned/instances/w-2', headers: JSON_CT, payload: JSON.stringify(REG) });
+  assert.deepEqual(Object.keys(JSON.parse(clean.body)), ['revision']);
+  assert.equal(clean.headers['switchboard-warning'], undefined);
+  // Many unknown fields: at most ten lines; a name that is not printable ASCII is masked in the header.
+  const many = Object.fromEntries(Array.from({ length: 25 }, (_, i) => [`x${i}`, i]));
+  const capped = await app.inject({ method: 'PUT', url: '/v1/services/warned/instances/w-3', headers: JSON_CT, payload: JSON.stringify({ ...REG, ...many }) });
+  const lines = JSON.parse(capped.body).warnings as string[];
+  assert.equal(lines.length, 10);
+  assert.equal(lines[9], '16 more unknown fields ignored');
+  const odd = await app.inject({ method: 'GET', url: `/v1/services/warned?${encodeURIComponent('z\u00e9\r\n')}=1` });
+  assert.equal(odd.statusCode, 200);
+  assert.match(odd.headers['switchboard-warning'] as string, /^unknown query parameter "z\?\\r\\n" ignored$/);
+});
+
 test('values exactly at each limit are accepted', async () => {
   const address253 = ['a'.repeat(63), 'b'.repeat(63), 'c'.repeat(63), 'd'.repeat(61)].join('.');
   // 64 metadata keys, one of 128 characters, of exactly 16 KiB together (keys and values).
