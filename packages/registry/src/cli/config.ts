@@ -29,6 +29,8 @@ export interface AgentConfig {
   join: { host: string; port: number }[];
   /** ap: the cluster's name; nodes of different clusters refuse each other's peer links. */
   cluster: string;
+  /** ap: the shared secret every peer link proves (peerSecretFile); null: links are not authenticated. */
+  peerSecret: Secret<Buffer> | null;
   /** Alert receivers: each URL gets a JSON POST per alert episode. */
   alertWebhooks: string[];
   /** OpenTelemetry: an OTLP/HTTP traces endpoint; tracing is off when null. */
@@ -100,7 +102,7 @@ export class ConfigError extends Error {
 }
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks'] as const;
 /**
  * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
  * every user in `ps`, and a config file is often readable by more people than the secret.
@@ -322,6 +324,23 @@ function etcdTlsOf(endpoints: string[], pick: Picker): EtcdTls | null {
   return { ca: ca?.data ?? null, cert: cert?.data ?? null, key: key === null ? null : new Secret(key.data) };
 }
 
+/** The shortest cluster secret taken (peerSecretFile): shorter ones are guessable. */
+export const MIN_PEER_SECRET_BYTES = 16;
+
+/** ap: the cluster's shared secret, from a file (a trailing newline ignored); null without one. */
+function peerSecretOf(pick: Picker): Secret<Buffer> | null {
+  const p = pick('peerSecretFile');
+  if (p === undefined) return null;
+  const text = readNamedFile(p, 'the cluster secret file').data.toString('utf8').replace(/\r?\n$/, '');
+  if (Buffer.byteLength(text) < MIN_PEER_SECRET_BYTES) {
+    throw new ConfigError(p.where, `${p.where}: the cluster secret holds ${Buffer.byteLength(text)} bytes, at least ${MIN_PEER_SECRET_BYTES} are needed`, {
+      code: 'PEER_SECRET_TOO_SHORT',
+      hint: 'put a long random secret in the file, the same on every node, for example: openssl rand -base64 32 > peer-secret',
+    });
+  }
+  return new Secret(Buffer.from(text));
+}
+
 const PASSWORD_HINT = `put the password in a file readable only by the agent and give it with ${flagOf('etcdPasswordFile')}, or set ${envOf('etcdPassword')}; it is never taken from a flag, which any user can read in ps`;
 
 /**
@@ -415,6 +434,7 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     etcdAuth: etcdAuthOf(pick),
     join: get('join', (v, w) => listOf(v, w).map((a) => hostPort(a, w, 7701)), []),
     cluster: get('cluster', name, 'switchboard'),
+    peerSecret: peerSecretOf(pick),
     alertWebhooks: get('alertWebhooks', (v, w) => listOf(v, w).map((u) => {
       if (!/^https?:\/\/\S+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be an http(s) URL`);
       return u;

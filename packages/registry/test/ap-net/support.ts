@@ -46,7 +46,7 @@ export interface Node {
 
 export async function node(
   id: string,
-  opts: { port?: number; peers?: { id: string; host: string; port: number }[]; join?: { host: string; port: number }[]; limits?: Partial<PeerLinkLimits>; cluster?: string } = {},
+  opts: { port?: number; peers?: { id: string; host: string; port: number }[]; join?: { host: string; port: number }[]; limits?: Partial<PeerLinkLimits>; cluster?: string; secret?: string } = {},
 ): Promise<Node> {
   const { logger, lines } = captureLogger();
   const t = await createTcpTransport({
@@ -57,6 +57,7 @@ export async function node(
     limits: { ...TEST_LIMITS, ...opts.limits },
     logger,
     ...(opts.cluster ? { cluster: opts.cluster } : {}),
+    ...(opts.secret !== undefined ? { secret: Buffer.from(opts.secret) } : {}),
   });
   const n: Node = { t, lines, inbox: [], changes: [] };
   t.onMessage((from, msg) => n.inbox.push({ from, msg }));

@@ -472,3 +472,69 @@ test('a peer that comes back under the same id while its old link still looks al
     await proxy.close();
   }
 });
+
+test('with a cluster secret, nodes that share it link (crossed dials too) and nodes that do not are refused on both sides', async () => {
+  const SECRET = 'correct horse battery staple';
+  // Crossed dials, both with the secret: one link, messages both ways.
+  const pa = await node('a');
+  const pb = await node('b');
+  const portA = pa.t.address().port;
+  const portB = pb.t.address().port;
+  await closeAll(pa, pb);
+  const [a, b] = await Promise.all([
+    node('a', { port: portA, peers: [{ id: 'b', host: '127.0.0.1', port: portB }], secret: SECRET }),
+    node('b', { port: portB, peers: [{ id: 'a', host: '127.0.0.1', port: portA }], secret: SECRET }),
+  ]);
+  const outsiders: Node[] = [];
+  try {
+    await until(() => reachable(a, 'b') && reachable(b, 'a'), 5_000, 'a and b linked');
+    for (let i = 0; i < 50; i++) a.t.send('b', { type: 'n', i });
+    await until(() => b.inbox.length === 50, 5_000, 'messages');
+    assert.deepEqual([...a.changes, ...b.changes].filter((c) => !c.up), []);
+
+    // Without the secret: refused by a, and told why.
+    const none = await node('x', { peers: [at(a, 'a')] });
+    outsiders.push(none);
+    await until(() => a.lines.some((l) => l.code === 'AUTH_REQUIRED' && /node "x" has no cluster secret/.test(l.msg)), 5_000, 'AUTH_REQUIRED on a');
+    await until(() => none.lines.some((l) => /refused by the peer \(AUTH_REQUIRED\)/.test(l.msg)), 5_000, 'the refusal on x');
+    // Another secret: x2's dial finds that a does not know x2's secret (a's proof fails).
+    const other = await node('y', { peers: [at(a, 'a')], secret: 'another secret entirely' });
+    outsiders.push(other);
+    await until(() => other.lines.some((l) => /node "a" does not know this cluster's secret/.test(l.msg)), 5_000, 'the failed proof on y');
+    // A node with the secret dialing one without it: the welcome comes without a proof.
+    const plain = await node('z');
+    outsiders.push(plain);
+    const c = await node('c', { peers: [at(plain, 'z')], secret: SECRET });
+    outsiders.push(c);
+    await until(() => c.lines.some((l) => /welcomed this node without proving it knows the cluster secret/.test(l.msg)), 5_000, 'the refusal on c');
+    await sleep(300);
+    for (const n of outsiders) assert.equal(n.t.peers().some((p) => p.reachable), false, `${n.t.nodeId} linked to nobody`);
+    assert.deepEqual(a.t.peers().filter((p) => p.reachable).map((p) => p.id), ['b']);
+  } finally {
+    await closeAll(a, b, ...outsiders);
+  }
+});
+
+test('with a cluster secret, a dialer that answers the challenge with a forged proof is refused with AUTH_FAILED and learns nothing', async () => {
+  const b = await node('b', { secret: 'the cluster secret' });
+  try {
+    const r = await raw(b.t.address().port);
+    r.s.write(encodeFrame([FrameKind.Hello, { proto: PEER_PROTOCOL_VERSION, cluster: 'switchboard', id: 'm', listen: '127.0.0.1:1', expect: null, members: [], nonce: new Uint8Array(16).fill(7) }], 1 << 20));
+    await until(() => r.frames.length >= 1, 2_000, 'the challenge');
+    const auth = r.frames[0]!;
+    assert.equal(auth[0], FrameKind.Auth);
+    const body = auth[1] as { id: string; nonce: Uint8Array; mac: Uint8Array };
+    assert.equal(body.id, 'b');
+    assert.equal(body.nonce.length, 16);
+    assert.equal(body.mac.length, 32);
+    // Replaying b's own proof (a reflection) or anything else is no proof.
+    r.s.write(encodeFrame([FrameKind.Proof, { mac: body.mac }], 1 << 20));
+    await r.closed;
+    assert.deepEqual(r.frames.map((f) => f[0]), [FrameKind.Auth, FrameKind.Refuse]);
+    assert.equal((r.frames[1]![1] as { code: string }).code, 'AUTH_FAILED');
+    assert.ok(!r.frames.some((f) => f[0] === FrameKind.Welcome), 'no member list for a stranger');
+    assert.equal(b.t.peers().length, 0, 'b did not even learn of m');
+  } finally {
+    await closeAll(b);
+  }
+});

@@ -109,6 +109,30 @@ test('the etcd password: from a file (one trailing newline dropped) or SWITCHBOA
   }
 });
 
+test('the ap cluster secret: from a file (one trailing newline dropped), at least 16 bytes, never serialized', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-config-'));
+  try {
+    const file = join(dir, 'peer-secret');
+    writeFileSync(file, 'a long enough cluster secret\n');
+    const cfg = resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', peerSecretFile: file } }]);
+    assert.equal(cfg.peerSecret?.reveal().toString(), 'a long enough cluster secret');
+    assert.doesNotMatch(JSON.stringify(cfg), /long enough/);
+    assert.doesNotMatch(inspect(cfg, { depth: 10 }), /long enough/);
+    assert.equal(resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a' } }]).peerSecret, null);
+    writeFileSync(file, 'short\n');
+    assert.throws(
+      () => resolveConfig([{ name: 'file', values: { mode: 'ap', nodeId: 'a', peerSecretFile: file } }]),
+      (err: unknown) => err instanceof ConfigError && err.code === 'PEER_SECRET_TOO_SHORT' && /holds 5 bytes, at least 16/.test(err.message) && /openssl rand/.test(err.hint ?? ''),
+    );
+    assert.throws(
+      () => resolveConfig([{ name: 'env', values: envValues({ SWITCHBOARD_MODE: 'ap', SWITCHBOARD_NODE_ID: 'a', SWITCHBOARD_PEER_SECRET_FILE: join(dir, 'missing') }) }]),
+      (err: unknown) => err instanceof ConfigError && err.code === 'FILE_UNREADABLE' && /SWITCHBOARD_PEER_SECRET_FILE/.test(err.message),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('limits that contradict each other or would turn a limit off are refused, naming the key', () => {
   const limits = (l: Record<string, number>) => () => resolveConfig([{ name: 'file', values: { limits: l } }]);
   for (const [l, key] of [

@@ -23,6 +23,10 @@ export enum FrameKind {
   Pong = 5,
   Members = 6,
   Bye = 7,
+  /** The acceptor's proof that it knows the cluster's secret, and its challenge (peerSecretFile). */
+  Auth = 8,
+  /** The dialer's answer to the challenge. */
+  Proof = 9,
 }
 
 /** A member as the membership exchange carries it. */
@@ -41,6 +45,15 @@ export interface HelloBody {
   /** The id the dialer expects to reach (from --peers), or null when it dials a --join address. */
   expect: string | null;
   members: MemberRecord[];
+  /** The dialer's challenge, when it has the cluster's secret (16 random bytes). */
+  nonce?: Uint8Array;
+}
+
+/** Frame 8: `mac` = HMAC-SHA256(secret, "accept", cluster, dialer, acceptor, both nonces). */
+export interface AuthBody {
+  id: string;
+  nonce: Uint8Array;
+  mac: Uint8Array;
 }
 
 export interface WelcomeBody {
@@ -70,7 +83,9 @@ export type Frame =
   | [FrameKind.Ping, { seq: number }]
   | [FrameKind.Pong, { seq: number }]
   | [FrameKind.Members, { members: MemberRecord[] }]
-  | [FrameKind.Bye, { reason: string }];
+  | [FrameKind.Bye, { reason: string }]
+  | [FrameKind.Auth, AuthBody]
+  | [FrameKind.Proof, { mac: Uint8Array }];
 
 // Plain msgpack (no record extension), so that any msgpack implementation can read a frame.
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });

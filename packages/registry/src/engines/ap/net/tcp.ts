@@ -22,11 +22,12 @@
  *   `hello` or `welcome`, and refused with code REMOVED when they dial; a node refused so
  *   says in its log that it was removed and how to rejoin.
  */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import type { Logger } from 'pino';
 import { NODE_ID_RULE, isNodeId, type Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
-import { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, type Frame, type HelloBody, type MemberRecord, type RefuseBody, type WelcomeBody } from './frame.js';
+import { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, type AuthBody, type Frame, type HelloBody, type MemberRecord, type RefuseBody, type WelcomeBody } from './frame.js';
 import { reconnectDelay } from './backoff.js';
 import { REJOIN_HINT } from '../removed.js';
 
@@ -66,6 +67,12 @@ export interface TcpTransportOptions {
   random?: () => number;
   /** Members removed from the cluster (kept in the data directory): never dialed, refused. */
   removed?: string[];
+  /**
+   * The cluster's shared secret (peerSecretFile): every link proves, both ways, that its
+   * ends know it before anything else is said (see authenticate()). Null: links are not
+   * authenticated (the peer port must then be reachable by the nodes only).
+   */
+  secret?: Buffer | null;
 }
 
 /** The TCP PeerTransport plus what an operator (and a test) needs to see. */
@@ -87,6 +94,12 @@ function parseAddress(s: string): HostPort | null {
 }
 
 const UNSPECIFIED = new Set(['0.0.0.0', '::', '']);
+
+/** The same refusal of the same node is logged as a warning at most this often. */
+const REFUSAL_WARN_EVERY_MS = 60_000;
+
+/** Bytes of each end's challenge when links authenticate with a cluster secret. */
+const NONCE_BYTES = 16;
 
 /** The handshake frame limit: this much, plus this much per member a hello or welcome may list. */
 const HANDSHAKE_FRAME_BASE_BYTES = 16 * 1024;
@@ -148,6 +161,14 @@ class Link {
   helloSent = false;
   /** An incoming link whose hello is held (see onHello): the peer it is from. */
   heldFor: Peer | null = null;
+  /** With a cluster secret: this end's challenge (the dialer's in its hello, the acceptor's in auth). */
+  nonce: Buffer | null = null;
+  /** With a cluster secret: the other end proved it knows it. */
+  authed = false;
+  /** The acceptor's side: the hello waiting for the dialer's proof. */
+  authHello: HelloBody | null = null;
+  /** The dialer's side: the id of the acceptor that proved itself. */
+  authId: string | null = null;
   handshakeTimer: NodeJS.Timeout | undefined;
   /** Called once the handshake succeeded (a --join seed marks itself done). */
   onUp: (() => void) | undefined;
@@ -169,6 +190,9 @@ class Link {
 export class TcpPeerTransport implements TcpTransport {
   readonly nodeId: string;
   private readonly cluster: string;
+  private readonly secret: Buffer | null;
+  /** When each (node, refusal code) was last logged at warn level (see refuseHello). */
+  private readonly refusalsLogged = new Map<string, number>();
   private readonly limits: PeerLinkLimits;
   private readonly log: Logger;
   private readonly random: () => number;
@@ -190,6 +214,7 @@ export class TcpPeerTransport implements TcpTransport {
   constructor(private readonly opts: TcpTransportOptions) {
     this.nodeId = opts.nodeId;
     this.cluster = opts.cluster ?? 'switchboard';
+    this.secret = opts.secret ?? null;
     this.limits = opts.limits;
     this.log = opts.logger;
     this.random = opts.random ?? Math.random;
@@ -480,6 +505,10 @@ export class TcpPeerTransport implements TcpTransport {
       case FrameKind.Members:
         if (link.state === 'up') this.learn(f[1].members);
         return;
+      case FrameKind.Auth:
+        return this.onAuth(link, f[1]);
+      case FrameKind.Proof:
+        return this.onProof(link, f[1]?.mac);
       case FrameKind.Bye:
         this.log.info({ peer: link.remoteId, reason: f[1].reason }, `peer ${link.remoteId ?? '?'} is leaving`);
         return this.kill(link);
@@ -493,6 +522,7 @@ export class TcpPeerTransport implements TcpTransport {
   private sendHello(link: Link, expect: string | null): void {
     if (link.state !== 'handshake') return;
     const hello: HelloBody = { proto: PEER_PROTOCOL_VERSION, cluster: this.cluster, id: this.nodeId, listen: fmt(this.advertised), expect, members: this.members() };
+    if (this.secret !== null) hello.nonce = link.nonce = randomBytes(NONCE_BYTES);
     this.write(link, encodeFrame([FrameKind.Hello, hello], this.limits.peerMaxFrameBytes));
     link.helloSent = true;
   }
@@ -500,13 +530,7 @@ export class TcpPeerTransport implements TcpTransport {
   /** The acceptor's side of the handshake. */
   private onHello(link: Link, h: HelloBody): void {
     if (link.state !== 'handshake' || link.dialer !== null) return this.kill(link);
-    const from = `${link.socket.remoteAddress}:${link.socket.remotePort}`;
-    const refuse = (code: string, detail: string, level: 'warn' | 'debug' = 'warn'): void => {
-      this.log[level]({ from, peer: h.id, code }, `refused a peer link from ${from}: ${detail}`);
-      this.write(link, encodeFrame([FrameKind.Refuse, { code, detail, id: this.nodeId }], this.limits.peerMaxFrameBytes));
-      link.socket.end();
-      this.drop(link, 'refused', false);
-    };
+    const refuse = (code: string, detail: string, level: 'warn' | 'debug' = 'warn'): void => this.refuseHello(link, h.id, code, detail, level);
     if (h.proto !== PEER_PROTOCOL_VERSION) return refuse('WRONG_VERSION', `node "${h.id}" speaks peer protocol ${h.proto}, this node ${PEER_PROTOCOL_VERSION}: run the same Switchboard version on every node`);
     if (!isNodeId(h.id)) return refuse('INVALID_ID', `the dialing node's id ${JSON.stringify(h.id)} is not ${NODE_ID_RULE}: give it a --node-id that is`);
     if (h.cluster !== this.cluster) return refuse('WRONG_CLUSTER', `node "${h.id}" belongs to cluster "${h.cluster}", this node to "${this.cluster}"`);
@@ -517,6 +541,9 @@ export class TcpPeerTransport implements TcpTransport {
     if (this.removed.has(h.id)) {
       return refuse('REMOVED', `node "${h.id}" was removed from the cluster: ${REJOIN_HINT}`);
     }
+    // With a cluster secret, nothing of the hello is acted on before the dialer proved it
+    // knows it: the rest of this runs again when its proof arrives (onProof).
+    if (this.secret !== null && !link.authed) return this.challenge(link, h);
     if (!this.peersById.has(h.id) && this.peersById.size >= this.limits.peerMaxPeers) {
       return refuse('TOO_MANY_PEERS', `this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
     }
@@ -549,6 +576,87 @@ export class TcpPeerTransport implements TcpTransport {
       return refuse('DUPLICATE', `this node has a working link with node "${h.id}", dialed by the smaller id`, 'debug');
     }
     this.welcome(link, h, p);
+  }
+
+  private refuseHello(link: Link, peer: unknown, code: string, detail: string, level: 'warn' | 'debug' = 'warn'): void {
+    const from = `${link.socket.remoteAddress}:${link.socket.remotePort}`;
+    // A refused node redials a few times a second: the same refusal is a warning once a
+    // minute, debug in between.
+    const key = `${String(peer)}|${code}`;
+    const now = performance.now();
+    const last = this.refusalsLogged.get(key);
+    if (level === 'warn' && last !== undefined && now - last < REFUSAL_WARN_EVERY_MS) level = 'debug';
+    else if (level === 'warn') {
+      if (this.refusalsLogged.size >= 1024) this.refusalsLogged.clear();
+      this.refusalsLogged.set(key, now);
+    }
+    this.log[level]({ from, peer, code }, `refused a peer link from ${from}: ${detail}`);
+    this.write(link, encodeFrame([FrameKind.Refuse, { code, detail, id: this.nodeId }], this.limits.peerMaxFrameBytes));
+    link.socket.end();
+    this.drop(link, 'refused', false);
+  }
+
+  // ---- authentication (a cluster secret: peerSecretFile) ----
+  //
+  // hello (the dialer's nonce) -> auth (the acceptor's id, nonce and proof) -> proof (the
+  // dialer's), then welcome or refuse as without a secret. Each proof is an HMAC-SHA256
+  // with the secret over the role, the cluster, both ids and both nonces: fresh for every
+  // link (no replay), bound to its direction (a proof cannot be reflected back), and
+  // proving the secret without sending it. It authenticates the ends when the link is
+  // made; it does not encrypt or sign what follows (docs/ap-network.md, "Security").
+
+  private proofOf(role: 'accept' | 'dial', dialer: string, acceptor: string, dialerNonce: Uint8Array, acceptorNonce: Uint8Array): Buffer {
+    const h = createHmac('sha256', this.secret as Buffer);
+    for (const part of [role, this.cluster, dialer, acceptor]) h.update(`${part}\u0000`);
+    h.update(dialerNonce);
+    h.update(acceptorNonce);
+    return h.digest();
+  }
+
+  private static sameProof(a: unknown, b: Buffer): boolean {
+    return a instanceof Uint8Array && a.length === b.length && timingSafeEqual(a, b);
+  }
+
+  /** The acceptor's side: prove ourselves and challenge the dialer. */
+  private challenge(link: Link, h: HelloBody): void {
+    if (!(h.nonce instanceof Uint8Array) || h.nonce.length !== NONCE_BYTES) {
+      return this.refuseHello(link, h.id, 'AUTH_REQUIRED', `node "${h.id}" has no cluster secret, and this cluster's links authenticate with one: give every node the same --peer-secret-file`);
+    }
+    link.nonce = randomBytes(NONCE_BYTES);
+    link.authHello = h;
+    const mac = this.proofOf('accept', h.id, this.nodeId, h.nonce, link.nonce);
+    this.write(link, encodeFrame([FrameKind.Auth, { id: this.nodeId, nonce: link.nonce, mac }], this.limits.peerMaxFrameBytes));
+  }
+
+  /** The dialer's side: the acceptor proved itself (or not); answer its challenge. */
+  private onAuth(link: Link, a: AuthBody): void {
+    if (link.state !== 'handshake' || link.dialer !== this.nodeId || !link.dialed || link.authed) return this.kill(link);
+    const at = fmt(link.dialed);
+    const fail = (detail: string): void => {
+      this.problem(link.target, `peer link to ${at} refused by this node: ${detail}`, 'warn');
+      this.kill(link);
+    };
+    if (this.secret === null || link.nonce === null) return fail('it authenticates its links with a cluster secret and this node has none: give every node the same --peer-secret-file');
+    if (!isNodeId(a.id) || !(a.nonce instanceof Uint8Array) || a.nonce.length !== NONCE_BYTES) return fail('its authentication frame is malformed');
+    if (link.target && a.id !== link.target.id) return fail(`it is node "${a.id}", but --peers names "${link.target.id}" at that address`);
+    if (!TcpPeerTransport.sameProof(a.mac, this.proofOf('accept', this.nodeId, a.id, link.nonce, a.nonce))) {
+      return fail(`node "${a.id}" does not know this cluster's secret: give every node the same --peer-secret-file`);
+    }
+    link.authed = true;
+    link.authId = a.id;
+    this.write(link, encodeFrame([FrameKind.Proof, { mac: this.proofOf('dial', this.nodeId, a.id, link.nonce, a.nonce) }], this.limits.peerMaxFrameBytes));
+  }
+
+  /** The acceptor's side: the dialer's answer; the hello is taken up again once it holds. */
+  private onProof(link: Link, mac: unknown): void {
+    const h = link.authHello;
+    if (link.state !== 'handshake' || link.dialer !== null || h === null || link.nonce === null) return this.kill(link);
+    link.authHello = null;
+    if (!TcpPeerTransport.sameProof(mac, this.proofOf('dial', h.id, this.nodeId, h.nonce as Uint8Array, link.nonce))) {
+      return this.refuseHello(link, h.id, 'AUTH_FAILED', `node "${h.id}" does not know this cluster's secret: give every node the same --peer-secret-file`);
+    }
+    link.authed = true;
+    this.onHello(link, h);
   }
 
   /** Welcomes a link from `p` that is to be its link (see onHello). */
@@ -626,6 +734,8 @@ export class TcpPeerTransport implements TcpTransport {
       this.kill(link);
     };
     if (w.proto !== PEER_PROTOCOL_VERSION) return fail(`it speaks peer protocol ${w.proto}, this node ${PEER_PROTOCOL_VERSION}`);
+    if (this.secret !== null && !link.authed) return fail('it welcomed this node without proving it knows the cluster secret (it runs without --peer-secret-file?)');
+    if (link.authed && w.id !== link.authId) return fail(`it proved itself as node "${link.authId}" and welcomed as "${w.id}"`);
     if (w.cluster !== this.cluster) return fail(`it belongs to cluster "${w.cluster}", this node to "${this.cluster}"`);
     if (!isNodeId(w.id)) return fail(`its id ${JSON.stringify(w.id)} is not ${NODE_ID_RULE}`);
     if (w.id === this.nodeId) {
