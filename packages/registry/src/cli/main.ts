@@ -62,6 +62,19 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     });
 }
 
+/** `switchboard cluster remove`: the words that run `cmd`, from the program down. */
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c !== null; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/** After a usage error, every command points at its own help, named in full. */
+function addUsageHints(cmd: Command): void {
+  cmd.showHelpAfterError(`(run ${commandPath(cmd)} --help for usage)`);
+  for (const sub of cmd.commands) addUsageHints(sub);
+}
+
 export async function main(argv: string[]): Promise<number | undefined> {
   let code: number | undefined;
   const exit = (c: number): void => {
@@ -83,6 +96,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     registerOperatorCommands(program, exit);
     registerStorageCommands(program, exit);
   }
+  addUsageHints(program);
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {

@@ -317,9 +317,22 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
           const r = await run(url, args);
           assert.equal(r.code, 2, `${args.join(' ')} exits 2\n${r.stderr}`);
           assert.match(r.stderr, message, args.join(' '));
+          const path = args[0] === 'cluster' ? 'cluster remove' : args[0];
+          assert.ok(r.stderr.includes(`(run switchboard ${path} --help for usage)`), `the usage hint names the whole command\n${r.stderr}`);
           assert.equal(r.stdout, '');
         }),
       );
+    }
+    // Every command's usage hint names it in full, whatever its depth.
+    for (const [args, path] of [
+      [['cluster', 'frob'], 'cluster'],
+      [['agent', '--frobnicate'], 'agent'],
+      [['storage', 'inspect', '--frobnicate'], 'storage inspect'],
+      [['frobnicate'], ''],
+    ] as const) {
+      const r = await run(url, [...args]);
+      assert.equal(r.code, 2, args.join(' '));
+      assert.ok(r.stderr.includes(`(run switchboard ${path}${path ? ' ' : ''}--help for usage)`), `${args.join(' ')}\n${r.stderr}`);
     }
     const env = await run('localhost:notaport', ['services']);
     assert.equal(env.code, 2);
