@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { validateNodeId } from '@switchboard/protocol';
 import { ConfigError, defaultNodeId, envValues, readConfigFile, resolveConfig } from '../../src/cli/config.js';
+import { listenRefusal } from '../../src/cli/listen.js';
 
 test('the cluster name: default, from any source, and refused when malformed', () => {
   assert.equal(resolveConfig([]).cluster, 'switchboard');
@@ -119,4 +120,52 @@ test('limits that contradict each other or would turn a limit off are refused, n
     assert.throws(limits(l), (err: unknown) => err instanceof ConfigError && err.field.endsWith(key), `${JSON.stringify(l)} refused at ${key}`);
   }
   assert.equal(resolveConfig([{ name: 'file', values: { limits: { blockingWaitDefaultMs: 30_000, blockingWaitMaxMs: 30_000 } } }]).limits.blockingWaitMaxMs, 30_000);
+});
+
+// Goal: every address the agent listens on or dials is HOST:PORT with both parts; a bare
+// port (taken as the host 0.0.30.20 before) or a host alone is refused with a hint, never
+// completed, and an etcd URL without its port (the client dialed 443) likewise.
+test('addresses: a bare port, a host alone or a bracketless IPv6 address is refused with a hint', () => {
+  const refused = (values: Record<string, unknown>, field: string, message: RegExp, hint: RegExp): void => {
+    assert.throws(
+      () => resolveConfig([{ name: 'flag', values }]),
+      (err: unknown) => err instanceof ConfigError && err.code === 'INVALID_CONFIG' && err.field === field && message.test(err.message) && hint.test(err.hint ?? ''),
+      JSON.stringify(values),
+    );
+  };
+  const listenHint = /^use HOST:PORT, like 127\.0\.0\.1:7700/;
+  refused({ httpAddr: '7700' }, '--http-addr', /"7700" is not HOST:PORT: a port without a host/, listenHint);
+  refused({ httpAddr: 'localhost' }, '--http-addr', /"localhost" is not HOST:PORT: the port is missing/, listenHint);
+  refused({ httpAddr: ':7700' }, '--http-addr', /the host is missing/, listenHint);
+  refused({ httpAddr: '::1:7700' }, '--http-addr', /IPv6 address goes in brackets/, listenHint);
+  refused({ httpAddr: 'localhost:99999' }, '--http-addr', /"localhost:99999" is not HOST:PORT: the port must be 0-65535/, listenHint);
+  refused({ httpAddr: 'a b:1' }, '--http-addr', /is not HOST:PORT/, listenHint);
+  refused({ mode: 'ap', nodeId: 'a', peerAddr: '7701' }, '--peer-addr', /a port without a host/, /like 127\.0\.0\.1:7701/);
+  refused({ mode: 'ap', nodeId: 'a', peers: 'b@7802' }, '--peers', /"7802" is not HOST:PORT/, /ID@HOST:PORT, like b@10\.0\.0\.2:7701/);
+  refused({ mode: 'ap', nodeId: 'a', join: '10.0.0.1' }, '--join', /the port is missing/, /like 10\.0\.0\.1:7701/);
+  refused({ mode: 'ap', nodeId: 'a', join: '10.0.0.1:0' }, '--join', /the port must be 1-65535/, /HOST:PORT/);
+  refused({ mode: 'cp', etcd: 'http://127.0.0.1' }, '--etcd', /"http:\/\/127\.0\.0\.1" has no port/, /2379/);
+  refused({ mode: 'ap', nodeId: 'a', httpAddr: '127.0.0.1:7700', peerAddr: '127.0.0.1:7700' }, '--peer-addr', /address of the REST API too/, /a port of their own/);
+  // What is accepted: hosts, IPv4 and bracketed IPv6, port 0 to listen on a free port.
+  assert.deepEqual(resolveConfig([{ name: 'env', values: { httpAddr: '[::1]:0' } }]).httpAddr, { host: '::1', port: 0 });
+  assert.deepEqual(resolveConfig([{ name: 'env', values: { httpAddr: 'localhost:7700' } }]).httpAddr, { host: 'localhost', port: 7700 });
+  const ap = resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', peerAddr: '0.0.0.0:7701', join: '10.0.0.1:7701,node-b.internal:7701' } }]);
+  assert.deepEqual(ap.join, [{ host: '10.0.0.1', port: 7701 }, { host: 'node-b.internal', port: 7701 }]);
+  assert.deepEqual(ap.listenFrom, { httpAddr: '--http-addr', peerAddr: '--peer-addr' });
+  assert.equal(resolveConfig([{ name: 'env', values: { httpAddr: '127.0.0.1:1' } }]).listenFrom.httpAddr, 'SWITCHBOARD_HTTP_ADDR');
+});
+
+// Goal: an address lost between the start's check and the real listen (another process
+// took the port meanwhile) is refused the same way, naming where the setting came from.
+test('a listen error of the real listen becomes the same refusal; other errors are left as they are', () => {
+  const cfg = resolveConfig([{ name: 'env', values: { mode: 'ap', nodeId: 'a', httpAddr: '127.0.0.1:7700' } }, { name: 'config file sb.json', values: { peerAddr: '127.0.0.1:7701' } }]);
+  const sysErr = (code: string) => Object.assign(new Error(`listen ${code}`), { code, syscall: 'listen' });
+  const inUse = listenRefusal(sysErr('EADDRINUSE'), cfg, 'peerAddr');
+  assert.equal(inUse?.code, 'ADDRESS_IN_USE');
+  assert.equal(inUse?.field, 'config file sb.json key peerAddr');
+  assert.match(inUse?.hint ?? '', /pick another config file sb\.json key peerAddr/);
+  assert.equal(listenRefusal(sysErr('EACCES'), cfg, 'httpAddr')?.code, 'ADDRESS_NOT_PERMITTED');
+  assert.equal(listenRefusal(sysErr('EADDRNOTAVAIL'), cfg, 'httpAddr')?.field, 'SWITCHBOARD_HTTP_ADDR');
+  assert.equal(listenRefusal(new Error('something else'), cfg, 'httpAddr'), null);
+  assert.equal(listenRefusal(sysErr('EIO'), cfg, 'httpAddr'), null);
 });

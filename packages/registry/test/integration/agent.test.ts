@@ -102,3 +102,30 @@ test('invalid configuration is refused with a message naming the field', async (
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// Goal: a listen address that cannot be used stops the start with one clear line naming
+// the setting, a code and a hint, exit 2, like any invalid value: not the socket's bare
+// error (listen EADDRNOTAVAIL 0.0.30.20:7700, getaddrinfo ENOTFOUND) with exit 1.
+test('listen addresses that cannot be used are refused naming the setting, exit 2', async () => {
+  const running = await spawnAgent(['--dev']);
+  try {
+    const taken = new URL(running.url).host;
+    const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
+      [['--http-addr', '7700'], {}, /--http-addr "7700" is not HOST:PORT: a port without a host \[INVALID_CONFIG\]\n  hint: use HOST:PORT, like 127\.0\.0\.1:7700/],
+      [['--http-addr', '127.0.0.1'], {}, /--http-addr "127\.0\.0\.1" is not HOST:PORT: the port is missing \[INVALID_CONFIG\]\n  hint: use HOST:PORT/],
+      [['--http-addr', 'no-such-host.invalid:0'], {}, /--http-addr: the host name "no-such-host\.invalid" does not resolve \(\w+\) \[ADDRESS_UNRESOLVED\]\n  hint: /],
+      [[], { SWITCHBOARD_HTTP_ADDR: 'no-such-host.invalid:0' }, /SWITCHBOARD_HTTP_ADDR: the host name "no-such-host\.invalid" does not resolve/],
+      [['--http-addr', '192.0.2.1:0'], {}, /--http-addr 192\.0\.2\.1:0: 192\.0\.2\.1 is not an address of this machine \[ADDRESS_NOT_LOCAL\]/],
+      [['--http-addr', taken], {}, new RegExp(`--http-addr ${taken} is in use \\[ADDRESS_IN_USE\\]\\n  hint: another agent \\(or another program\\) may be running there; stop it, or pick another --http-addr`)],
+      [['--mode', 'ap', '--node-id', 'z', '--http-addr', '127.0.0.1:0', '--peer-addr', taken], {}, new RegExp(`--peer-addr ${taken} is in use \\[ADDRESS_IN_USE\\][\\s\\S]*pick another --peer-addr`)],
+    ];
+    for (const [args, env, expected] of cases) {
+      const r = await run(['agent', '--dev', ...args], env);
+      assert.equal(r.code, 2, `${args.join(' ')} exits 2: ${r.stderr}`);
+      assert.match(r.stderr, expected, args.join(' '));
+      assert.doesNotMatch(r.stderr, /\n.*\n.*\n/, 'one line and a hint');
+    }
+  } finally {
+    running.child.kill('SIGKILL');
+  }
+});
