@@ -238,7 +238,8 @@ export function envValues(env: NodeJS.ProcessEnv): Raw {
   return out;
 }
 
-type Picked = { value: unknown; where: string };
+/** A value, where it came from (`--peers`, `SWITCHBOARD_PEERS`, `config file x key peers`) and how to take it out. */
+type Picked = { value: unknown; where: string; drop: string };
 type Picker = (k: Key) => Picked | undefined;
 
 function str(v: unknown, where: string): string {
@@ -375,12 +376,62 @@ function etcdAuthOf(pick: Picker): EtcdAuth | null {
   return { username, password: new Secret(password) };
 }
 
+/** Settings that some modes only use: any other mode refuses them rather than ignoring them. */
+const MODE_KEYS: Partial<Record<Key, readonly Mode[]>> = {
+  dataDir: ['standalone', 'ap'],
+  dev: ['standalone', 'ap'],
+  peerAddr: ['ap'],
+  peers: ['ap'],
+  join: ['ap'],
+  cluster: ['ap'],
+  etcd: ['cp'],
+  etcdPrefix: ['cp'],
+  etcdCaFile: ['cp'],
+  etcdCertFile: ['cp'],
+  etcdKeyFile: ['cp'],
+  etcdUsername: ['cp'],
+  etcdPasswordFile: ['cp'],
+  etcdPassword: ['cp'],
+};
+
+/** How to take a value out of its source, for hints. */
+function dropOf(s: Source, k: Key | 'limits'): string {
+  if (s.name === 'flag') return `drop ${flagOf(k)}`;
+  if (s.name === 'env') return `unset ${envOf(k)}`;
+  return `remove key ${k} from ${s.name}`;
+}
+
+/** A value that asks for nothing (dev off, an empty list such as SWITCHBOARD_PEERS= from a shared environment file). */
+function asksNothing(k: Key, p: Picked): boolean {
+  if (k === 'dev') return !boolOf(p.value, p.where);
+  return p.value === '' || (Array.isArray(p.value) && p.value.length === 0);
+}
+
+/**
+ * Refuses a setting of another mode, from whichever source: --peers without --mode ap
+ * started a standalone node that never dialed anyone, without a word.
+ */
+function refuseOtherModes(mode: Mode, pick: Picker): void {
+  const foreign = (Object.entries(MODE_KEYS) as [Key, readonly Mode[]][]).flatMap(([k, modes]) => {
+    const p = pick(k);
+    return p === undefined || modes.includes(mode) || asksNothing(k, p) ? [] : [{ p, modes }];
+  });
+  const [first, ...others] = foreign;
+  if (first === undefined) return;
+  const { p, modes } = first;
+  const modeFrom = pick('mode')?.where;
+  const also = others.length === 0 ? '' : `; ${others.map((o) => o.p.where).join(' and ')} ${others.length === 1 ? 'does' : 'do'} not apply to ${mode} either`;
+  const drops = foreign.map((o) => o.p.drop).join(', ');
+  const hint = modeFrom === undefined && modes.length === 1 ? `did you mean --mode ${modes[0]}? Otherwise ${drops}` : `${drops}: --mode ${mode} does not use ${foreign.length === 1 ? 'it' : 'them'}`;
+  throw new ConfigError(p.where, `${p.where} is for ${modes.map((m) => `--mode ${m}`).join(' or ')}, but the mode is ${mode} (${modeFrom ?? 'the default'})${also}`, { hint });
+}
+
 /** Resolves the configuration; `sources` are in order of precedence, highest first. */
 export function resolveConfig(sources: Source[]): AgentConfig {
   const whereOf = (s: Source, k: Key | 'limits'): string => (s.name === 'flag' ? flagOf(k) : s.name === 'env' ? envOf(k) : `${s.name} key ${k}`);
   const pick = (k: Key | 'limits'): Picked | undefined => {
     const s = sources.find((x) => x.values[k] !== undefined);
-    return s === undefined ? undefined : { value: s.values[k], where: whereOf(s, k) };
+    return s === undefined ? undefined : { value: s.values[k], where: whereOf(s, k), drop: dropOf(s, k) };
   };
   for (const k of ENV_ONLY_KEYS) {
     // Every source, not only the one that wins: a password in a config file is refused
@@ -409,6 +460,8 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     if (!isNodeId(s)) throw new ConfigError(where, `${where}: ${what} "${s}" must be ${NODE_ID_RULE}`);
     return s;
   };
+  const mode = get('mode', (v, w) => oneOf(v, w, MODES), 'standalone');
+  refuseOtherModes(mode, pick);
   const etcd = get('etcd', (v, w) => listOf(v, w).map((u) => {
     if (!/^https?:\/\/[^\s/]+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be a URL like http://127.0.0.1:2379`);
     // Without a port the etcd client dials 443 (gRPC's default), whatever the scheme.
@@ -416,7 +469,7 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     return u;
   }), []);
   const cfg: AgentConfig = {
-    mode: get('mode', (v, w) => oneOf(v, w, MODES), 'standalone'),
+    mode,
     httpAddr: get('httpAddr', (v, w) => hostPort(v, w, { listen: true, hint: 'use HOST:PORT, like 127.0.0.1:7700 (port 0 picks a free port)' }), { host: '127.0.0.1', port: 7700 }),
     dataDir: get('dataDir', str, './data'),
     dev: get('dev', boolOf, false),

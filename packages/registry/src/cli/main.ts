@@ -24,8 +24,8 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .description('start a registry node')
     .addOption(new Option('--mode <mode>', 'standalone | ap | cp (default standalone)'))
     .option('--http-addr <host:port>', 'address of the REST API, HOST:PORT (default 127.0.0.1:7700; 0.0.0.0:PORT listens on every interface, port 0 picks a free port)')
-    .option('--data-dir <dir>', 'where state is kept (default ./data)')
-    .option('--dev', 'keep everything in memory; a new epoch at each start')
+    .option('--data-dir <dir>', 'standalone, ap: where state is kept (default ./data)')
+    .option('--dev', 'standalone, ap: keep everything in memory; a new epoch at each start')
     .option('--node-id <id>', 'name of this node (ap, cp; default the host name)')
     .option('--peer-addr <host:port>', 'ap: address for peer links, HOST:PORT (default 127.0.0.1:7701)')
     .option('--peers <list>', 'ap: the other nodes, ID@HOST:PORT,...')
@@ -45,6 +45,7 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--log-level <level>', 'fatal | error | warn | info | debug | trace (default info)')
     .option('--log-format <format>', 'json | pretty | auto (default auto: pretty on a terminal)')
     .option('--config <file>', 'a JSON file with the same keys in camelCase (httpAddr, dataDir, ..., limits)')
+    .addHelpText('after', '\nA setting of another mode (say --peers without --mode ap) is refused, whether it comes from a flag,\nthe environment (SWITCHBOARD_<FLAG>) or the config file.')
     .action(async (flags: Record<string, unknown>) => {
       let agent: RunningAgent;
       try {

@@ -91,6 +91,13 @@ test('invalid configuration is refused with a message naming the field', async (
     cases.push([['agent', '--config', join(dir, 'bad.json')], {}, /unknown key "httpAdr"/]);
     writeFileSync(join(dir, 'limits.json'), JSON.stringify({ limits: { maxTags: 3 } }));
     cases.push([['agent', '--config', join(dir, 'limits.json')], {}, /limits\.maxTags is not a known limit/]);
+    // Settings of another mode, which the agent started without a word.
+    cases.push([['agent', '--peers', 'b@127.0.0.1:7802', '--dev'], {}, /--peers is for --mode ap, but the mode is standalone \(the default\) \[INVALID_CONFIG\]\n  hint: did you mean --mode ap\?/]);
+    cases.push([['agent', '--etcd', 'http://127.0.0.1:2379', '--dev'], {}, /--etcd is for --mode cp[\s\S]*hint: did you mean --mode cp\?/]);
+    cases.push([['agent', '--mode', 'cp', '--etcd', 'http://127.0.0.1:2379', '--dev', '--data-dir', dir, '--peers', 'x@127.0.0.1:7802'], {}, /--data-dir is for --mode standalone or --mode ap, but the mode is cp \(--mode\); --dev and --peers do not apply to cp either/]);
+    cases.push([['agent', '--mode', 'ap', '--node-id', 'a', '--dev', '--etcd', 'http://127.0.0.1:2379'], {}, /--etcd is for --mode cp, but the mode is ap/]);
+    writeFileSync(join(dir, 'ap.json'), JSON.stringify({ peers: ['b@127.0.0.1:7802'] }));
+    cases.push([['agent', '--dev', '--config', join(dir, 'ap.json')], {}, /config file \S+ap\.json key peers is for --mode ap[\s\S]*remove key peers from config file/]);
     for (const [args, env, expected] of cases) {
       const r = await run(args, env);
       assert.equal(r.code, 2, `${args.join(' ')} exits 2: ${r.stderr}`);
