@@ -8,10 +8,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { validateInstanceInput, type Instance, type NodeStatus, type ServiceAnswer, type WatchEvent } from '@switchboard/protocol';
+import { DEFAULT_LIMITS, validateInstanceInput, type Instance, type NodeStatus, type ServiceAnswer, type WatchEvent } from '@switchboard/protocol';
+import { Alerts } from '../../src/alerts/index.js';
 import { build, type SwitchboardApp } from '../../src/api/app.js';
 import { startAgent, type RunningAgent } from '../../src/cli/agent.js';
 import { resolveConfig } from '../../src/cli/config.js';
+import { ApEngine } from '../../src/engines/ap/engine.js';
+import { MemoryStorage } from '../../src/storage/storage.js';
+import { LoopbackNet, eventually, startApNode } from '../ap/loopback.js';
 import { VERSION } from '../../src/version.js';
 import { waitUntil } from '../helpers.js';
 import { FaultProxy } from '../support/fault-proxy.js';
@@ -542,6 +546,82 @@ describe('switchboard watch and register --ttl across agent restarts', { timeout
     } finally {
       if (w.child.exitCode === null) process.kill(w.child.pid as number, 'SIGKILL');
       await agent.stop();
+    }
+  });
+});
+
+/**
+ * Two ap nodes behind the real API, linked in-process (test/ap/loopback.ts) so that the
+ * link between them can be cut; node a evaluates alerts as an agent does.
+ */
+async function apPair(): Promise<{ net: LoopbackNet; a: string; b: string; close(): Promise<void> }> {
+  const net = new LoopbackNet(['a', 'b']);
+  const limits = { ...DEFAULT_LIMITS, apAntiEntropyIntervalMs: 200, apOwnerGraceMs: 60_000, apCatchUpTimeoutMs: 2_000, alertEvaluateIntervalMs: 50 };
+  const engineA = await ApEngine.open({ nodeId: 'a', storage: new MemoryStorage(), transport: net.transport('a'), limits, clock: { now: () => performance.now() }, expiryTickMs: 50 });
+  const alerts = new Alerts({ engine: engineA, webhooks: ['http://127.0.0.1:1/hooks'], limits, logger: quiet() });
+  const appA = await build({ engine: engineA, limits, version: 'test', alerts });
+  const a = await appA.listen({ host: '127.0.0.1', port: 0 });
+  const b = await startApNode(net, 'b', { limits });
+  await eventually('a ready', () => (engineA.ready ? true : undefined));
+  return {
+    net,
+    a,
+    b: b.url,
+    close: async () => {
+      alerts.close();
+      await appA.shutdown();
+      await engineA.close();
+      await b.close();
+    },
+  };
+}
+
+describe('switchboard operator commands in ap mode', { timeout: 120_000 }, () => {
+  let pair: Awaited<ReturnType<typeof apPair>>;
+  before(async () => {
+    pair = await apPair();
+    // Owned by b: a persistent instance and a leased one.
+    await reg(pair.b, 'orders', 'o-persist', { address: '10.8.0.1', port: 80 });
+    const lease = await api<{ leaseId: string }>(pair.b, 'POST', '/v1/leases', { ttlMs: 60_000 });
+    await reg(pair.b, 'orders', 'o-leased', { address: '10.8.0.2', port: 80, leaseId: lease.leaseId });
+    await reg(pair.a, 'orders', 'o-local', { address: '10.8.0.3', port: 80 });
+    await waitFor('b\'s instances on a', async () => (await api<ServiceAnswer>(pair.a, 'GET', '/v1/services/orders')).instances.length === 3);
+  });
+  after(async () => {
+    await pair.close();
+  });
+
+  // Goal: the status of a cluster node is readable: members and active alerts as tables,
+  // durations rounded; --json stays the agent's answer, untouched.
+  test('status shows members and active alerts as tables with rounded durations; --json is the raw answer', { timeout: 30_000 }, async () => {
+    pair.net.setCut('a', 'b', true);
+    try {
+      await waitFor('the peer_unreachable alert', async () => ((await api<NodeStatus>(pair.a, 'GET', '/v1/status')).alerts?.active.length ?? 0) > 0);
+      const r = await run(pair.a, ['status']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stdout, /[[{]"/, 'no raw JSON');
+      assert.doesNotMatch(r.stdout, /\d\.\d{4,}/, 'no unrounded numbers');
+      assert.match(r.stdout, /^cluster\.peerSync\.b\.syncedMsAgo\s+\d+(ms|s|m\ds)$/m);
+      assert.match(r.stdout, /^cluster\.removedMembers\s+none$/m);
+      const members = r.stdout.split('\n\n').find((s) => s.startsWith('cluster.members\n')) ?? '';
+      assert.match(members, /\n  ID\s+ADDRESS\s+REACHABLE\s+LAST SEEN\s+LAG\s+REVISION\n/);
+      assert.match(members, /\n  a \(self\)\s+\S+\s+yes\s+-\s+/);
+      assert.match(members, /\n  b\s+\S+\s+no\s+(never|\d+(ms|s) ago)\s+(-|\d+ms)\s+\d+$/);
+      const alerts = r.stdout.split('\n\n').find((s) => s.startsWith('alerts.active\n')) ?? '';
+      assert.match(alerts, /\n  ALERT\s+SEVERITY\s+SUBJECT\s+SINCE\s+FOR\s+SUMMARY\n/);
+      assert.match(alerts, /\n  peer_unreachable\s+warning\s+b\s+\d{4}-\d\d-\d\dT\S+Z\s+\d+(ms|s)\s+cluster member b .*unreachable/);
+      const hooks = r.stdout.split('\n\n').find((s) => s.startsWith('alerts.webhooks\n')) ?? '';
+      assert.match(hooks, /\n  URL\s+PENDING\s+DELIVERED\s+FAILED\s+DROPPED\s+LAST DELIVERED\s+LAST ERROR\n  http:\/\/127\.0\.0\.1:1\/hooks\s+\d+/);
+
+      const j = await run(pair.a, ['status', '--json']);
+      assert.equal(j.code, 0, j.stderr);
+      const raw = JSON.parse(j.stdout) as NodeStatus & { cluster: { peerSync: Record<string, { syncedMsAgo: number }> } };
+      assert.equal(j.stdout, JSON.stringify(raw, null, 2) + '\n');
+      assert.deepEqual(Object.keys(raw), Object.keys(await api<NodeStatus>(pair.a, 'GET', '/v1/status')));
+      assert.equal(raw.alerts?.active[0]?.alert, 'peer_unreachable');
+      assert.equal(typeof raw.cluster.peerSync.b?.syncedMsAgo, 'number');
+    } finally {
+      pair.net.setCut('a', 'b', false);
     }
   });
 });

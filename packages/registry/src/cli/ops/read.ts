@@ -4,41 +4,8 @@ import type { Instance, NodeStatus, ServiceAnswer, ServiceList } from '@switchbo
 import { repeatable, serviceArg, tagArg, versionRangeArg, zoneArg } from './args.js';
 import { commonFlags, nsQuery, runWith, type Context, type Exit } from './common.js';
 import { apiPath } from './http.js';
-import { dash, healthPaint, humanDuration, keyValues, statusPaint, table, type Cell, type Output } from './output.js';
-
-/** Flattens the fields of /v1/status that this version does not know, for display. */
-function extraPairs(prefix: string, value: unknown, out: [string, string][]): void {
-  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-    for (const [k, v] of Object.entries(value)) extraPairs(prefix ? `${prefix}.${k}` : k, v, out);
-  } else {
-    out.push([prefix, typeof value === 'string' ? value : JSON.stringify(value)]);
-  }
-}
-
-const KNOWN_STATUS_KEYS = new Set(['nodeId', 'mode', 'version', 'epoch', 'revision', 'startedAt', 'uptimeMs', 'leases', 'instances', 'services', 'watchers', 'selfPreservation', 'checks', 'storage']);
-
-export function printStatus(out: Output, s: NodeStatus & Record<string, unknown>): void {
-  const st = out.style;
-  const sp = s.selfPreservation?.engaged;
-  const pairs: [string, Cell][] = [
-    ['node', dash(s.nodeId)],
-    ['mode', dash(s.mode)],
-    ['version', dash(s.version)],
-    ['epoch', dash(s.epoch)],
-    ['revision', dash(s.revision)],
-    ['started', s.startedAt ? `${s.startedAt}${typeof s.uptimeMs === 'number' ? ` (up ${humanDuration(s.uptimeMs)})` : ''}` : '-'],
-    ['services', dash(s.services)],
-    ['instances', dash(s.instances)],
-    ['leases', dash(s.leases)],
-    ['watchers', dash(s.watchers)],
-    ['self-preservation', sp === undefined ? '-' : sp ? { text: `engaged${s.selfPreservation.blockedLeases !== undefined ? `, ${s.selfPreservation.blockedLeases} lapsed leases held` : ''}${s.selfPreservation.reason ? `: ${s.selfPreservation.reason}` : ''}`, paint: st.yellow } : 'off'],
-    ['checks', s.checks ? `${s.checks.scheduled} active, ${s.checks.running} running, ${s.checks.queued} queued (at most ${s.checks.maxConcurrent} at once)` : '-'],
-    ['storage', s.storage ? (s.storage.durable ? `durable, ${dash(s.storage.dataDir)}` : { text: 'in memory (not durable)', paint: st.yellow }) : '-'],
-  ];
-  const extra: [string, string][] = [];
-  for (const [k, v] of Object.entries(s)) if (!KNOWN_STATUS_KEYS.has(k)) extraPairs(k, v, extra);
-  for (const line of keyValues(st, [...pairs, ...extra])) out.line(line);
-}
+import { dash, healthPaint, humanDuration, statusPaint, table, type Cell, type Output } from './output.js';
+import { printStatus } from './status.js';
 
 export function instanceRows(out: Output, instances: Instance[]): Cell[][] {
   const st = out.style;
