@@ -591,6 +591,28 @@ describe('switchboard operator commands in ap mode', { timeout: 120_000 }, () =>
     await pair.close();
   });
 
+  // Goal: after a node died, `instances` says whose each instance is and which ones no
+  // node has confirmed since: before, only --json showed "owner" and "unconfirmed".
+  test('instances adds OWNER and UNCONFIRMED columns when the answer carries ownership', { timeout: 30_000 }, async () => {
+    const before = await run(pair.a, ['instances', 'orders']);
+    assert.equal(before.code, 0, before.stderr);
+    const [head, ...rows] = before.stdout.trimEnd().split('\n');
+    assert.match(head as string, /^ID\s+ADDRESS\s+PORT\s+ZONE\s+VERSION\s+STATUS\s+HEALTH\s+LEASE\s+OWNER\s+UNCONFIRMED\s+TAGS$/);
+    assert.deepEqual(rows.map((r) => r.split(/\s+/).filter((_, i) => i === 0 || i === 8 || i === 9)).sort(), [['o-leased', 'b', '-'], ['o-local', 'a', '-'], ['o-persist', 'b', '-']]);
+
+    pair.net.setCut('a', 'b', true);
+    await waitFor('b unconfirmed on a', async () => (await api<ServiceAnswer>(pair.a, 'GET', '/v1/services/orders')).instances.some((i) => (i as Instance & { unconfirmed?: true }).unconfirmed));
+    const after = await run(pair.a, ['instances', 'orders']);
+    assert.equal(after.code, 0, after.stderr);
+    const cells = after.stdout.trimEnd().split('\n').slice(1).map((r) => r.split(/\s+/)).sort((x, y) => (x[0] as string).localeCompare(y[0] as string));
+    assert.deepEqual(cells.map((c) => [c[0], c[8], c[9]]), [['o-leased', 'b', 'yes'], ['o-local', 'a', '-'], ['o-persist', 'b', 'yes']]);
+    assert.match(after.stderr, /note: 2 instances are unconfirmed: their owner \(b\) is unreachable from this node/);
+    const json = await run(pair.a, ['instances', 'orders', '--json']);
+    assert.equal((JSON.parse(json.stdout) as ServiceAnswer).instances.filter((i) => (i as Instance & { unconfirmed?: true }).unconfirmed).length, 2);
+    pair.net.setCut('a', 'b', false);
+    await waitFor('b confirmed again', async () => !(await api<ServiceAnswer>(pair.a, 'GET', '/v1/services/orders')).instances.some((i) => (i as Instance & { unconfirmed?: true }).unconfirmed));
+  });
+
   // Goal: the status of a cluster node is readable: members and active alerts as tables,
   // durations rounded; --json stays the agent's answer, untouched.
   test('status shows members and active alerts as tables with rounded durations; --json is the raw answer', { timeout: 30_000 }, async () => {
