@@ -1,6 +1,7 @@
 /**
  * Operator commands of `switchboard`: status, services, instances, register, deregister,
- * set-status (alias status-set), watch, drain, history and cluster remove. Each finds the agent through --addr or
+ * set-status (alias status-set), watch, drain, history,
+ * check pass|warn|fail and cluster remove. Each finds the agent through --addr or
  * SWITCHBOARD_ADDR (default http://127.0.0.1:7700), prints text or, with --json, the API's
  * own JSON shapes, and exits 0 on success, 1 on an error answer or an unreachable agent,
  * 2 on bad usage. The pieces live in ./ops/: http (the one HTTP helper), output (tables,

@@ -313,6 +313,12 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
       [['services', '--addr', 'ftp://x'], /invalid --addr: .*http/],
       [['cluster', 'remove', 'a b'], /argument 'id'.*node id/],
       [['cluster', 'remove'], /missing required argument 'id'/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--check', 'smtp'], /'--check <spec>'.*check type "smtp" is not one of http, tcp, grpc, ttl; write --check TYPE\[:TARGET\]/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--check', 'http,frequency=5s'], /"frequency" is not a check field \(known: id, interval/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--check', 'tcp,id=a', '--check', 'ttl,id=a'], /two checks share the id a/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--check', 'ttl:10.0.0.1:80'], /a ttl check has no target/],
+      [['check', 'pass', 'web', 'i-1', 'bad id'], /argument 'checkId'.*check id "bad id" is not valid/],
+      [['check', 'sleep', 'web', 'i-1', 'beat'], /unknown command 'sleep'/],
     ];
     // A few at a time: each is a whole node process.
     for (let i = 0; i < cases.length; i += 3) {
@@ -321,7 +327,7 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
           const r = await run(url, args);
           assert.equal(r.code, 2, `${args.join(' ')} exits 2\n${r.stderr}`);
           assert.match(r.stderr, message, args.join(' '));
-          const path = args[0] === 'cluster' ? 'cluster remove' : args[0];
+          const path = ['cluster', 'check', 'lease'].includes(args[0] as string) && args[1] !== 'sleep' ? args.slice(0, 2).join(' ') : args[0];
           assert.ok(r.stderr.includes(`(run switchboard ${path} --help for usage)`), `the usage hint names the whole command\n${r.stderr}`);
           assert.equal(r.stdout, '');
         }),
@@ -341,6 +347,48 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     const env = await run('localhost:notaport', ['services']);
     assert.equal(env.code, 2);
     assert.match(env.stderr, /invalid SWITCHBOARD_ADDR/);
+  });
+
+  // Goal: checks are declared from the command line and refused in the API's own words;
+  // a ttl check is reported into with `check pass|warn|fail`, as with PUT .../checks/{id}.
+  test('register --check declares checks; check pass|warn|fail reports into a ttl check', { timeout: 60_000 }, async () => {
+    const port = new URL(url).port;
+    const r = await run(url, ['register', 'probe', 'p-1', '--address', '127.0.0.1', '--port', port, '--check', 'http:/v1/status,interval=200ms', '--check', 'ttl=30s,id=beat', '--check', 'tcp,interval=200ms,criticalThreshold=3']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^registered probe\/p-1 \(127\.0\.0\.1:\d+, persistent, checks http-0, beat, tcp-2\): revision \d+\n$/);
+    const inst = async () => api<Instance>(url, 'GET', '/v1/services/probe/instances/p-1');
+    assert.deepEqual((await inst()).checks.map((c) => [c.id, c.type]), [['http-0', 'http'], ['beat', 'ttl'], ['tcp-2', 'tcp']]);
+    // The path went onto the instance's own address: the agent's /v1/status answers 200.
+    await waitFor('the http check passing', async () => (await inst()).checks.find((c) => c.id === 'http-0')?.status === 'passing');
+    assert.match((await inst()).checks.find((c) => c.id === 'http-0')?.output ?? '', /200/);
+
+    const pass = await run(url, ['check', 'pass', 'probe', 'p-1', 'beat', '--output', 'queue empty']);
+    assert.equal(pass.code, 0, pass.stderr);
+    assert.match(pass.stdout, /^check beat of probe\/p-1 reported passing: revision \d+\n$/);
+    assert.deepEqual((({ status, output }) => ({ status, output }))((await inst()).checks.find((c) => c.id === 'beat')!), { status: 'passing', output: 'queue empty' });
+    const warn = await run(url, ['check', 'warn', 'probe', 'p-1', 'beat', '--json']);
+    assert.equal(warn.code, 0, warn.stderr);
+    assert.equal(typeof (JSON.parse(warn.stdout) as { revision: number }).revision, 'number');
+    assert.equal((await inst()).checks.find((c) => c.id === 'beat')?.status, 'warning');
+    const fail = await run(url, ['check', 'fail', 'probe', 'p-1', 'beat']);
+    assert.equal(fail.code, 0, fail.stderr);
+    assert.equal((await inst()).health, 'critical');
+
+    const notTtl = await run(url, ['check', 'pass', 'probe', 'p-1', 'http-0']);
+    assert.equal(notTtl.code, 1);
+    assert.match(notTtl.stderr, /INVALID_ARGUMENT \(HTTP 400\): check http-0 is a http check; only ttl checks take reports[\s\S]*hint:/);
+    const missing = await run(url, ['check', 'pass', 'probe', 'p-1', 'nope']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /CHECK_NOT_FOUND/);
+
+    // A declaration the API refuses is refused before sending, in the API's words.
+    const bad = { type: 'http', interval: '1ms' };
+    const answer = await fetch(`${url}/v1/services/probe/instances/p-2`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ address: '10.0.0.1', port: 80, checks: [bad] }) });
+    const problem = (await answer.json()) as { detail: string; hint: string };
+    const cli = await run(url, ['register', 'probe', 'p-2', '--address', '10.0.0.1', '--port', '80', '--check', 'http,interval=1ms']);
+    assert.equal(cli.code, 2);
+    assert.ok(cli.stderr.includes(`${problem.detail}; ${problem.hint}.`), `${cli.stderr}\nvs the API: ${JSON.stringify(problem)}`);
+    await api(url, 'DELETE', '/v1/services/probe/instances/p-1');
   });
 
   test('register --ttl keeps a lease alive until Ctrl-C, then revokes it', { timeout: 60_000 }, async () => {
