@@ -319,6 +319,9 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
       [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--check', 'ttl:10.0.0.1:80'], /a ttl check has no target/],
       [['check', 'pass', 'web', 'i-1', 'bad id'], /argument 'checkId'.*check id "bad id" is not valid/],
       [['check', 'sleep', 'web', 'i-1', 'beat'], /unknown command 'sleep'/],
+      [['lease', 'grant'], /required option '--ttl <duration>'/],
+      [['lease', 'grant', '--ttl', 'soon'], /'--ttl <duration>'/],
+      [['lease', 'keepalive', 'x y'], /argument 'leaseId'.*lease id "x y" is not valid/],
     ];
     // A few at a time: each is a whole node process.
     for (let i = 0; i < cases.length; i += 3) {
@@ -389,6 +392,34 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     assert.equal(cli.code, 2);
     assert.ok(cli.stderr.includes(`${problem.detail}; ${problem.hint}.`), `${cli.stderr}\nvs the API: ${JSON.stringify(problem)}`);
     await api(url, 'DELETE', '/v1/services/probe/instances/p-1');
+  });
+
+  test('lease grant, keepalive and revoke: a lease by hand for register --lease-id', { timeout: 60_000 }, async () => {
+    const g = await run(url, ['lease', 'grant', '--ttl', '20s']);
+    assert.equal(g.code, 0, g.stderr);
+    const leaseId = /^lease (\S+) granted \(ttl 20s\)\n$/.exec(g.stdout)?.[1] as string;
+    assert.ok(leaseId, g.stdout);
+    const j = await run(url, ['lease', 'grant', '--ttl', '10s', '--json']);
+    assert.deepEqual(Object.keys(JSON.parse(j.stdout) as object).sort(), ['leaseId', 'ttlMs']);
+    await api(url, 'DELETE', `/v1/leases/${(JSON.parse(j.stdout) as { leaseId: string }).leaseId}`);
+
+    assert.equal((await run(url, ['register', 'leased', 'l-1', '--address', '10.9.0.1', '--port', '80', '--lease-id', leaseId])).code, 0);
+    const k = await run(url, ['lease', 'keepalive', leaseId]);
+    assert.equal(k.code, 0, k.stderr);
+    assert.equal(k.stdout, `lease ${leaseId} kept alive (ttl 20s)\n`);
+    const kj = await run(url, ['lease', 'keepalive', leaseId, '--json']);
+    assert.deepEqual(JSON.parse(kj.stdout), { leaseId, ttlMs: 20_000 });
+
+    const v = await run(url, ['lease', 'revoke', leaseId]);
+    assert.equal(v.code, 0, v.stderr);
+    assert.match(v.stdout, new RegExp(`^revoked lease ${leaseId}: its instances are deregistered, revision \\d+\\n$`));
+    assert.equal((await api<ServiceAnswer>(url, 'GET', '/v1/services/leased')).instances.length, 0);
+    const again = await run(url, ['lease', 'revoke', leaseId]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /LEASE_NOT_FOUND \(HTTP 404\)[\s\S]*hint:/);
+    const short = await run(url, ['lease', 'grant', '--ttl', '100ms']);
+    assert.equal(short.code, 1);
+    assert.match(short.stderr, /LIMIT_EXCEEDED[\s\S]*limit: leaseTtlMinMs/);
   });
 
   test('register --ttl keeps a lease alive until Ctrl-C, then revokes it', { timeout: 60_000 }, async () => {

@@ -5,6 +5,7 @@ import { addressArg, durationArg, instanceIdArg, leaseIdArg, metaArg, portArg, r
 import { CHECK_SYNTAX, checkArg, checkDeclarations, checkIds, sharedCheckId, type CheckArg } from './check-spec.js';
 import { commonFlags, instanceName, interruption, nsQuery, runWith, sleep, usageError, type Context, type Exit } from './common.js';
 import { ApiError, UnreachableError, apiPath } from './http.js';
+import { leaseLine } from './lease.js';
 
 interface RegisterFlags {
   address: string;
@@ -73,7 +74,7 @@ async function register(ctx: Context, service: string, id: string, f: RegisterFl
 async function grantLease(ctx: Context, ttlMs: number, signal?: AbortSignal): Promise<LeaseGrant> {
   const grant = await ctx.client.request<LeaseGrant>('POST', '/v1/leases', { body: { ttlMs }, ...(signal ? { signal } : {}) });
   if (ctx.out.json) ctx.out.jsonLine(grant);
-  else ctx.out.line(`lease ${grant.leaseId} granted (ttl ${formatDuration(grant.ttlMs)})`);
+  else ctx.out.line(leaseLine(grant, 'granted'));
   return grant;
 }
 
