@@ -132,7 +132,8 @@ function notHostPort(v: string): string | null {
   if (/^\d+$/.test(v)) return 'a port without a host';
   if (!v.startsWith('[') && v.split(':').length > 2) return 'an IPv6 address goes in brackets, like [::1]:7700';
   if (v.startsWith(':')) return 'the host is missing';
-  if (!/:\d+$/.test(v)) return 'the port is missing';
+  if (!v.includes(':') || v.endsWith(':') || v.endsWith(']')) return 'the port is missing';
+  if (!/:\d+$/.test(v)) return `the port "${v.slice(v.lastIndexOf(':') + 1)}" is not a number`;
   if (!/^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):\d+$/.test(v)) return 'the host is not a host name, an IPv4 address or an IPv6 address in brackets';
   return null;
 }

@@ -138,6 +138,8 @@ test('addresses: a bare port, a host alone or a bracketless IPv6 address is refu
   refused({ httpAddr: '7700' }, '--http-addr', /"7700" is not HOST:PORT: a port without a host/, listenHint);
   refused({ httpAddr: 'localhost' }, '--http-addr', /"localhost" is not HOST:PORT: the port is missing/, listenHint);
   refused({ httpAddr: ':7700' }, '--http-addr', /the host is missing/, listenHint);
+  refused({ httpAddr: 'nope:port' }, '--http-addr', /the port "port" is not a number/, listenHint);
+  refused({ httpAddr: '[::1]' }, '--http-addr', /the port is missing/, listenHint);
   refused({ httpAddr: '::1:7700' }, '--http-addr', /IPv6 address goes in brackets/, listenHint);
   refused({ httpAddr: 'localhost:99999' }, '--http-addr', /"localhost:99999" is not HOST:PORT: the port must be 0-65535/, listenHint);
   refused({ httpAddr: 'a b:1' }, '--http-addr', /is not HOST:PORT/, listenHint);
