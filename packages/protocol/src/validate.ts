@@ -301,7 +301,12 @@ export function completeCheckSpec(spec: CheckSpec): CheckSpec {
   };
 }
 
-function validateCheck(value: unknown, field: string, index: number): CheckSpec {
+/**
+ * One check declaration of a registration's `checks`, at `field` (`checks/0`); `index`
+ * gives the default id (`http-0`). Exported for clients that build declarations (the CLI's
+ * --check), so that they refuse what the API refuses, in its words.
+ */
+export function validateCheck(value: unknown, field: string, index: number): CheckSpec {
   if (!isObject(value)) throw invalid(field, `a check must be an object, got ${describe(value)}`, 'send checks like {"type": "http", "target": "http://10.0.0.5:8080/health", "interval": "10s"}');
   const type: CheckType = oneOf(value.type, `${field}/type`, CHECK_TYPES);
   const id = value.id === undefined ? `${type}-${index}` : validateInstanceId(value.id, `${field}/id`);

@@ -8,6 +8,7 @@ import { openEngine } from '../engines/open.js';
 import { startTracing } from '../telemetry/index.js';
 import { VERSION } from '../version.js';
 import { defaultNodeId, type AgentConfig } from './config.js';
+import { checkListenAddresses, listenRefusal } from './listen.js';
 
 export interface RunningAgent {
   app: SwitchboardApp;
@@ -25,10 +26,16 @@ export function createLogger(cfg: Pick<AgentConfig, 'logLevel' | 'logFormat'>, s
 
 const monotonic = { now: () => performance.timeOrigin + performance.now() };
 
+/**
+ * Starts a node. A listen address that cannot be used is refused with a ConfigError (see
+ * listen.ts), before the storage is opened when possible.
+ */
 export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger(cfg)): Promise<RunningAgent> {
+  await checkListenAddresses(cfg);
   const nodeId = cfg.nodeId ?? defaultNodeId();
   // Before the engine, so that its own calls (replication, etcd) are traced from the start.
   const tracing = cfg.otlpEndpoint === null ? undefined : await startTracing({ endpoint: cfg.otlpEndpoint, serviceName: 'switchboard', serviceVersion: VERSION, nodeId, logger: logger.child({ component: 'tracing' }) });
+  // ap: the peer links listen while the engine opens.
   const engine = await openEngine({
     cfg,
     nodeId,
@@ -38,11 +45,18 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       logger.fatal({ err }, 'the node cannot keep its promises (storage or store failed); stopping');
       process.exit(70);
     },
+  }).catch((err: unknown) => {
+    throw (cfg.mode === 'ap' ? listenRefusal(err, cfg, 'peerAddr') : null) ?? err;
   });
   const alerts = new Alerts({ engine, webhooks: cfg.alertWebhooks, limits: cfg.limits, logger: logger.child({ component: 'alerts' }) });
   const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(tracing ? { tracing } : {}) });
-  const address = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port });
-  const url = address;
+  const url = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port }).catch(async (err: unknown) => {
+    alerts.close();
+    await app.shutdown();
+    await engine.close();
+    await tracing?.shutdown();
+    throw listenRefusal(err, cfg, 'httpAddr') ?? err;
+  });
   const bound = app.server.address();
   if (engine.listening && bound !== null && typeof bound === 'object') {
     await engine.listening({ host: cfg.httpAddr.host, port: bound.port }).catch((err) => logger.warn({ err }, 'could not announce the listening address'));

@@ -7,17 +7,17 @@ import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { hostname } from 'node:os';
-import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, isNodeId, type Limits, type Mode } from '@switchboard/protocol';
+import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, isAddress, isNodeId, type Limits, type Mode } from '@switchboard/protocol';
 import { CheckNetworks, DEFAULT_DENY_NETWORKS, parseNetwork } from '../health/networks.js';
 
 export interface AgentConfig {
   mode: Mode;
-  httpAddr: { host: string; port: number };
+  httpAddr: HostPort;
   dataDir: string;
   dev: boolean;
   nodeId: string | null;
-  peerAddr: { host: string; port: number };
-  peers: { id: string; host: string; port: number }[];
+  peerAddr: HostPort;
+  peers: ({ id: string } & HostPort)[];
   etcd: string[];
   /** cp: the key prefix under which the registry lives in etcd. */
   etcdPrefix: string;
@@ -26,7 +26,7 @@ export interface AgentConfig {
   /** cp: etcd's user authentication; null when no user is configured. */
   etcdAuth: EtcdAuth | null;
   /** ap: addresses (HOST:PORT of peer links) of running nodes to join through. */
-  join: { host: string; port: number }[];
+  join: HostPort[];
   /** ap: the cluster's name; nodes of different clusters refuse each other's peer links. */
   cluster: string;
   /** ap: the shared secret every peer link proves (peerSecretFile); null: links are not authenticated. */
@@ -40,6 +40,8 @@ export interface AgentConfig {
   /** The networks active checks may reach (checkDenyNetworks, checkAllowNetworks). */
   checkNetworks: CheckNetworks;
   limits: Limits;
+  /** Where httpAddr and peerAddr came from (a flag, a variable, a file key), for messages about them. */
+  listenFrom: { httpAddr: string; peerAddr: string };
 }
 
 /**
@@ -119,12 +121,44 @@ interface Source {
   values: Raw;
 }
 
-function hostPort(v: unknown, where: string, defaultPort: number): { host: string; port: number } {
-  if (typeof v !== 'string' || v === '') throw new ConfigError(where, `${where} must be HOST:PORT, got ${JSON.stringify(v)}`);
-  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+)?(?::(\d{1,5}))?$/.exec(v);
-  const port = m?.[2] === undefined ? defaultPort : Number(m[2]);
-  if (!m || port > 65535) throw new ConfigError(where, `${where} "${v}" is not HOST:PORT (port 0-65535; 0 picks a free port)`);
-  const host = (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, '');
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** How an address is used: listened on (port 0 picks a free port) or dialed; `hint` says how to write it. */
+interface AddressUse {
+  listen: boolean;
+  hint: string;
+}
+
+/** Why `v` is not HOST:PORT, or null when it is (a port out of range is checked apart). */
+function notHostPort(v: string): string | null {
+  if (/^\d+$/.test(v)) return 'a port without a host';
+  if (!v.startsWith('[') && v.split(':').length > 2) return 'an IPv6 address goes in brackets, like [::1]:7700';
+  if (v.startsWith(':')) return 'the host is missing';
+  if (!v.includes(':') || v.endsWith(':') || v.endsWith(']')) return 'the port is missing';
+  if (!/:\d+$/.test(v)) return `the port "${v.slice(v.lastIndexOf(':') + 1)}" is not a number`;
+  if (!/^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):\d+$/.test(v)) return 'the host is not a host name, an IPv4 address or an IPv6 address in brackets';
+  return null;
+}
+
+/**
+ * HOST:PORT with both parts: a bare port or a host alone is refused rather than completed
+ * (7700 alone was taken as the host 0.0.30.20). Whether the host resolves and the port is
+ * free is checked when the agent starts (listen.ts).
+ */
+function hostPort(v: unknown, where: string, use: AddressUse): HostPort {
+  const { hint } = use;
+  if (typeof v !== 'string' || v === '') throw new ConfigError(where, `${where} must be HOST:PORT, got ${JSON.stringify(v)}`, { hint });
+  const why = notHostPort(v);
+  if (why !== null) throw new ConfigError(where, `${where} "${v}" is not HOST:PORT: ${why}`, { hint });
+  const at = v.lastIndexOf(':');
+  const host = v.slice(0, at).replace(/^\[|\]$/g, '');
+  const port = Number(v.slice(at + 1));
+  const min = use.listen ? 0 : 1;
+  if (port < min || port > 65535) throw new ConfigError(where, `${where} "${v}" is not HOST:PORT: the port must be ${min}-65535`, { hint });
+  if (!isAddress(host)) throw new ConfigError(where, `${where} "${v}" is not HOST:PORT: "${host}" is not a host name or IP address`, { hint });
   return { host, port };
 }
 
@@ -220,7 +254,8 @@ export function envValues(env: NodeJS.ProcessEnv): Raw {
   return out;
 }
 
-type Picked = { value: unknown; where: string };
+/** A value, where it came from (`--peers`, `SWITCHBOARD_PEERS`, `config file x key peers`) and how to take it out. */
+type Picked = { value: unknown; where: string; drop: string };
 type Picker = (k: Key) => Picked | undefined;
 
 function str(v: unknown, where: string): string {
@@ -374,12 +409,63 @@ function etcdAuthOf(pick: Picker): EtcdAuth | null {
   return { username, password: new Secret(password) };
 }
 
+/** Settings that some modes only use: any other mode refuses them rather than ignoring them. */
+const MODE_KEYS: Partial<Record<Key, readonly Mode[]>> = {
+  dataDir: ['standalone', 'ap'],
+  dev: ['standalone', 'ap'],
+  peerAddr: ['ap'],
+  peers: ['ap'],
+  join: ['ap'],
+  cluster: ['ap'],
+  peerSecretFile: ['ap'],
+  etcd: ['cp'],
+  etcdPrefix: ['cp'],
+  etcdCaFile: ['cp'],
+  etcdCertFile: ['cp'],
+  etcdKeyFile: ['cp'],
+  etcdUsername: ['cp'],
+  etcdPasswordFile: ['cp'],
+  etcdPassword: ['cp'],
+};
+
+/** How to take a value out of its source, for hints. */
+function dropOf(s: Source, k: Key | 'limits'): string {
+  if (s.name === 'flag') return `drop ${flagOf(k)}`;
+  if (s.name === 'env') return `unset ${envOf(k)}`;
+  return `remove key ${k} from ${s.name}`;
+}
+
+/** A value that asks for nothing (dev off, an empty list such as SWITCHBOARD_PEERS= from a shared environment file). */
+function asksNothing(k: Key, p: Picked): boolean {
+  if (k === 'dev') return !boolOf(p.value, p.where);
+  return p.value === '' || (Array.isArray(p.value) && p.value.length === 0);
+}
+
+/**
+ * Refuses a setting of another mode, from whichever source: --peers without --mode ap
+ * started a standalone node that never dialed anyone, without a word.
+ */
+function refuseOtherModes(mode: Mode, pick: Picker): void {
+  const foreign = (Object.entries(MODE_KEYS) as [Key, readonly Mode[]][]).flatMap(([k, modes]) => {
+    const p = pick(k);
+    return p === undefined || modes.includes(mode) || asksNothing(k, p) ? [] : [{ p, modes }];
+  });
+  const [first, ...others] = foreign;
+  if (first === undefined) return;
+  const { p, modes } = first;
+  const modeFrom = pick('mode')?.where;
+  const also = others.length === 0 ? '' : `; ${others.map((o) => o.p.where).join(' and ')} ${others.length === 1 ? 'does' : 'do'} not apply to ${mode} either`;
+  const drops = foreign.map((o) => o.p.drop).join(', ');
+  const hint = modeFrom === undefined && modes.length === 1 ? `did you mean --mode ${modes[0]}? Otherwise ${drops}` : `${drops}: --mode ${mode} does not use ${foreign.length === 1 ? 'it' : 'them'}`;
+  throw new ConfigError(p.where, `${p.where} is for ${modes.map((m) => `--mode ${m}`).join(' or ')}, but the mode is ${mode} (${modeFrom ?? 'the default'})${also}`, { hint });
+}
+
 /** Resolves the configuration; `sources` are in order of precedence, highest first. */
 export function resolveConfig(sources: Source[]): AgentConfig {
   const whereOf = (s: Source, k: Key | 'limits'): string => (s.name === 'flag' ? flagOf(k) : s.name === 'env' ? envOf(k) : `${s.name} key ${k}`);
   const pick = (k: Key | 'limits'): Picked | undefined => {
     const s = sources.find((x) => x.values[k] !== undefined);
-    return s === undefined ? undefined : { value: s.values[k], where: whereOf(s, k) };
+    return s === undefined ? undefined : { value: s.values[k], where: whereOf(s, k), drop: dropOf(s, k) };
   };
   for (const k of ENV_ONLY_KEYS) {
     // Every source, not only the one that wins: a password in a config file is refused
@@ -408,21 +494,25 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     if (!isNodeId(s)) throw new ConfigError(where, `${where}: ${what} "${s}" must be ${NODE_ID_RULE}`);
     return s;
   };
+  const mode = get('mode', (v, w) => oneOf(v, w, MODES), 'standalone');
+  refuseOtherModes(mode, pick);
   const etcd = get('etcd', (v, w) => listOf(v, w).map((u) => {
     if (!/^https?:\/\/[^\s/]+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be a URL like http://127.0.0.1:2379`);
+    // Without a port the etcd client dials 443 (gRPC's default), whatever the scheme.
+    if (!/:\d{1,5}$/.test(u)) throw new ConfigError(w, `${w}: "${u}" has no port`, { hint: "give etcd's client port, usually 2379, like http://127.0.0.1:2379" });
     return u;
   }), []);
   const cfg: AgentConfig = {
-    mode: get('mode', (v, w) => oneOf(v, w, MODES), 'standalone'),
-    httpAddr: get('httpAddr', (v, w) => hostPort(v, w, 7700), { host: '127.0.0.1', port: 7700 }),
+    mode,
+    httpAddr: get('httpAddr', (v, w) => hostPort(v, w, { listen: true, hint: 'use HOST:PORT, like 127.0.0.1:7700 (port 0 picks a free port)' }), { host: '127.0.0.1', port: 7700 }),
     dataDir: get('dataDir', str, './data'),
     dev: get('dev', boolOf, false),
     nodeId: get<string | null>('nodeId', nodeId, null),
-    peerAddr: get('peerAddr', (v, w) => hostPort(v, w, 7701), { host: '127.0.0.1', port: 7701 }),
+    peerAddr: get('peerAddr', (v, w) => hostPort(v, w, { listen: true, hint: 'use HOST:PORT, like 127.0.0.1:7701 (port 0 picks a free port)' }), { host: '127.0.0.1', port: 7701 }),
     peers: get('peers', (v, w) => listOf(v, w).map((p) => {
       const at = p.indexOf('@');
       if (at <= 0) throw new ConfigError(w, `${w}: peer "${p}" must be ID@HOST:PORT`);
-      return { id: nodeId(p.slice(0, at), w, `the id of peer "${p}"`), ...hostPort(p.slice(at + 1), w, 7701) };
+      return { id: nodeId(p.slice(0, at), w, `the id of peer "${p}"`), ...hostPort(p.slice(at + 1), w, { listen: false, hint: 'write each peer as ID@HOST:PORT, like b@10.0.0.2:7701' }) };
     }), []),
     etcd,
     etcdPrefix: get('etcdPrefix', (v, w) => {
@@ -432,7 +522,7 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     }, '/switchboard/'),
     etcdTls: etcdTlsOf(etcd, pick),
     etcdAuth: etcdAuthOf(pick),
-    join: get('join', (v, w) => listOf(v, w).map((a) => hostPort(a, w, 7701)), []),
+    join: get('join', (v, w) => listOf(v, w).map((a) => hostPort(a, w, { listen: false, hint: 'use HOST:PORT,..., like 10.0.0.1:7701' })), []),
     cluster: get('cluster', name, 'switchboard'),
     peerSecret: peerSecretOf(pick),
     alertWebhooks: get('alertWebhooks', (v, w) => listOf(v, w).map((u) => {
@@ -448,10 +538,23 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     logFormat: get('logFormat', (v, w) => oneOf(v, w, ['json', 'pretty', 'auto'] as const), 'auto'),
     checkNetworks: new CheckNetworks(get('checkDenyNetworks', networkList, [...DEFAULT_DENY_NETWORKS]), get('checkAllowNetworks', networkList, [])),
     limits: get('limits', limitsOf, { ...DEFAULT_LIMITS }),
+    listenFrom: { httpAddr: pick('httpAddr')?.where ?? flagOf('httpAddr'), peerAddr: pick('peerAddr')?.where ?? flagOf('peerAddr') },
   };
+  checkModeNeeds(cfg);
+  return cfg;
+}
+
+/** What a mode cannot start without, and listen addresses that would collide. */
+function checkModeNeeds(cfg: AgentConfig): void {
   if (cfg.mode === 'cp' && cfg.etcd.length === 0) throw new ConfigError('etcd', '--mode cp needs --etcd URL,... (the etcd cluster)');
   if (cfg.mode === 'ap' && cfg.nodeId === null) throw new ConfigError('nodeId', '--mode ap needs --node-id');
-  return cfg;
+  const { httpAddr: h, peerAddr: p } = cfg;
+  if (cfg.mode === 'ap' && h.port !== 0 && h.port === p.port && h.host === p.host) {
+    const where = cfg.listenFrom.peerAddr;
+    throw new ConfigError(where, `${where} ${p.host}:${p.port} is the address of the REST API too (${cfg.listenFrom.httpAddr})`, {
+      hint: `peer links need a port of their own (by default 7701): give ${where} another port`,
+    });
+  }
 }
 
 /** The node id when none is configured: the host name, with any character a node id may not have replaced by "-". */

@@ -1,20 +1,35 @@
 /** The `switchboard` command. Exit codes: 0 success, 1 an error answer, 2 bad usage. */
 import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../version.js';
+import type { RunningAgent } from './agent.js';
 import { ConfigError, envValues, readConfigFile, resolveConfig } from './config.js';
+
+/** Resolves the configuration (flags, environment, file) and starts the agent with it. */
+async function startConfigured(flags: Record<string, unknown>): Promise<RunningAgent> {
+  const { config, ...rest } = flags;
+  const file = typeof config === 'string' ? readConfigFile(config) : {};
+  const cfg = resolveConfig([
+    { name: 'flag', values: rest },
+    { name: 'env', values: envValues(process.env) },
+    { name: typeof config === 'string' ? `config file ${config}` : 'file', values: file },
+  ]);
+  // Loaded here so that operator commands start without the server's modules.
+  const { startAgent } = await import('./agent.js');
+  return startAgent(cfg);
+}
 
 function agentCommand(program: Command, exit: (code: number) => void): void {
   program
     .command('agent')
     .description('start a registry node')
     .addOption(new Option('--mode <mode>', 'standalone | ap | cp (default standalone)'))
-    .option('--http-addr <host:port>', 'address of the REST API (default 127.0.0.1:7700; port 0 picks a free port)')
-    .option('--data-dir <dir>', 'where state is kept (default ./data)')
-    .option('--dev', 'keep everything in memory; a new epoch at each start')
+    .option('--http-addr <host:port>', 'address of the REST API, HOST:PORT (default 127.0.0.1:7700; 0.0.0.0:PORT listens on every interface, port 0 picks a free port)')
+    .option('--data-dir <dir>', 'standalone, ap: where state is kept (default ./data)')
+    .option('--dev', 'standalone, ap: keep everything in memory; a new epoch at each start')
     .option('--node-id <id>', 'name of this node (ap, cp; default the host name)')
-    .option('--peer-addr <host:port>', 'ap: address for peer links (default port 7701)')
+    .option('--peer-addr <host:port>', 'ap: address for peer links, HOST:PORT (default 127.0.0.1:7701)')
     .option('--peers <list>', 'ap: the other nodes, ID@HOST:PORT,...')
-    .option('--etcd <urls>', 'cp: the etcd cluster, URL,URL,...')
+    .option('--etcd <urls>', 'cp: the etcd cluster, URL,URL,... (each with its port, like http://127.0.0.1:2379)')
     .option('--etcd-prefix <prefix>', 'cp: key prefix of the registry in etcd (default /switchboard/)')
     .option('--etcd-ca-file <file>', 'cp: CA certificates (PEM) to trust for https:// etcd endpoints (default the system CAs)')
     .option('--etcd-cert-file <file>', 'cp: client certificate (PEM) for etcd with --client-cert-auth; with --etcd-key-file')
@@ -33,16 +48,11 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--log-level <level>', 'fatal | error | warn | info | debug | trace (default info)')
     .option('--log-format <format>', 'json | pretty | auto (default auto: pretty on a terminal)')
     .option('--config <file>', 'a JSON file with the same keys in camelCase (httpAddr, dataDir, ..., limits)')
+    .addHelpText('after', '\nA setting of another mode (say --peers without --mode ap) is refused, whether it comes from a flag,\nthe environment (SWITCHBOARD_<FLAG>) or the config file.')
     .action(async (flags: Record<string, unknown>) => {
-      let cfg;
+      let agent: RunningAgent;
       try {
-        const { config, ...rest } = flags;
-        const file = typeof config === 'string' ? readConfigFile(config) : {};
-        cfg = resolveConfig([
-          { name: 'flag', values: rest },
-          { name: 'env', values: envValues(process.env) },
-          { name: typeof config === 'string' ? `config file ${config}` : 'file', values: file },
-        ]);
+        agent = await startConfigured(flags);
       } catch (err) {
         if (err instanceof ConfigError) {
           process.stderr.write(`switchboard agent: invalid configuration: ${err.message} [${err.code}]\n${err.hint === undefined ? '' : `  hint: ${err.hint}\n`}`);
@@ -50,9 +60,6 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
         }
         throw err;
       }
-      // Loaded here so that operator commands start without the server's modules.
-      const { startAgent } = await import('./agent.js');
-      const agent = await startAgent(cfg);
       const onSignal = (sig: string) => {
         agent.logger.info({ signal: sig }, 'signal received');
         agent.stop().then(() => exit(0), (err) => {
@@ -63,6 +70,19 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
       process.once('SIGTERM', () => onSignal('SIGTERM'));
       process.once('SIGINT', () => onSignal('SIGINT'));
     });
+}
+
+/** `switchboard cluster remove`: the words that run `cmd`, from the program down. */
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c !== null; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/** After a usage error, every command points at its own help, named in full. */
+function addUsageHints(cmd: Command): void {
+  cmd.showHelpAfterError(`(run ${commandPath(cmd)} --help for usage)`);
+  for (const sub of cmd.commands) addUsageHints(sub);
 }
 
 export async function main(argv: string[]): Promise<number | undefined> {
@@ -86,6 +106,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     registerOperatorCommands(program, exit);
     registerStorageCommands(program, exit);
   }
+  addUsageHints(program);
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {

@@ -9,13 +9,15 @@ import { inspect } from 'node:util';
 import { validateNodeId } from '@switchboard/protocol';
 import { ConfigError, defaultNodeId, envValues, readConfigFile, resolveConfig } from '../../src/cli/config.js';
 import { run } from '../integration/process.js';
+import { listenRefusal } from '../../src/cli/listen.js';
 
 test('the cluster name: default, from any source, and refused when malformed', () => {
+  const ap = { name: 'file', values: { mode: 'ap', nodeId: 'a' } };
   assert.equal(resolveConfig([]).cluster, 'switchboard');
-  assert.equal(resolveConfig([{ name: 'flag', values: { cluster: 'blue' } }, { name: 'env', values: { cluster: 'green' } }]).cluster, 'blue', 'a flag wins over the environment');
-  assert.equal(resolveConfig([{ name: 'env', values: { cluster: 'green' } }]).cluster, 'green');
+  assert.equal(resolveConfig([{ name: 'flag', values: { cluster: 'blue' } }, { name: 'env', values: { cluster: 'green' } }, ap]).cluster, 'blue', 'a flag wins over the environment');
+  assert.equal(resolveConfig([{ name: 'env', values: { cluster: 'green' } }, ap]).cluster, 'green');
   assert.throws(
-    () => resolveConfig([{ name: 'env', values: { cluster: 'no spaces' } }]),
+    () => resolveConfig([{ name: 'env', values: { cluster: 'no spaces' } }, ap]),
     (err: unknown) => err instanceof ConfigError && err.field === 'SWITCHBOARD_CLUSTER' && /1-64 characters/.test(err.message),
   );
 });
@@ -25,11 +27,11 @@ test('the cluster name: default, from any source, and refused when malformed', (
 test('node ids: --node-id and --peers ids follow the API rule; the host name default is made to', () => {
   const long = 'n'.repeat(253);
   assert.equal(resolveConfig([{ name: 'flag', values: { nodeId: long } }]).nodeId, long, 'a host-name-long id');
-  assert.deepEqual(resolveConfig([{ name: 'flag', values: { peers: 'b_1@127.0.0.1:7711' } }]).peers, [{ id: 'b_1', host: '127.0.0.1', port: 7711 }]);
+  assert.deepEqual(resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', peers: 'b_1@127.0.0.1:7711' } }]).peers, [{ id: 'b_1', host: '127.0.0.1', port: 7711 }]);
   for (const bad of ['a b', 'a/b', 'ü', 'n'.repeat(254)]) {
     assert.throws(() => resolveConfig([{ name: 'flag', values: { nodeId: bad } }]), (err: unknown) => err instanceof ConfigError && err.field === '--node-id' && /1-253 characters/.test(err.message), bad);
     assert.throws(() => validateNodeId(bad), /not valid/);
-    assert.throws(() => resolveConfig([{ name: 'flag', values: { peers: `${bad}@127.0.0.1:7711` } }]), (err: unknown) => err instanceof ConfigError && err.field === '--peers' && /the id of peer/.test(err.message), `peer ${bad}`);
+    assert.throws(() => resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', peers: `${bad}@127.0.0.1:7711` } }]), (err: unknown) => err instanceof ConfigError && err.field === '--peers' && /the id of peer/.test(err.message), `peer ${bad}`);
   }
   for (const host of ['web-1.example.com', 'WIN_HOST', 'höst name', '', 'x'.repeat(300)]) {
     const id = defaultNodeId(host);
@@ -54,7 +56,7 @@ test('etcd TLS and auth keys: refusals name the key, carry a code and a hint', (
         code,
       );
     };
-    const refused = (values: Record<string, unknown>, code: string, field: RegExp, env: Record<string, unknown> = {}): void => refusedBy([{ name: 'flag', values }, { name: 'env', values: env }], code, field);
+    const refused = (values: Record<string, unknown>, code: string, field: RegExp, env: Record<string, unknown> = {}): void => refusedBy([{ name: 'flag', values: { mode: 'cp', ...values } }, { name: 'env', values: env }], code, field);
     refused({ etcd: 'http://127.0.0.1:1,https://127.0.0.1:2' }, 'ETCD_MIXED_SCHEMES', /^--etcd$/);
     refused({ etcd: 'http://127.0.0.1:1', etcdCaFile: notPem }, 'ETCD_TLS_WITHOUT_HTTPS', /^--etcd-ca-file$/);
     refused({ etcd: 'https://127.0.0.1:1', etcdCertFile: notPem }, 'ETCD_CERT_KEY_PAIR', /^--etcd-cert-file$/);
@@ -68,7 +70,7 @@ test('etcd TLS and auth keys: refusals name the key, carry a code and a hint', (
     refused({ etcdUsername: 'sb', etcdPasswordFile: join(dir, 'missing') }, 'FILE_UNREADABLE', /^--etcd-password-file$/);
     refused({ etcdUsername: 'sb', etcdPassword: 's3cret' }, 'SECRET_NOT_FROM_ENV', /^--etcd-password$/);
     // A config file's password is refused even when the environment, which wins, gives one.
-    refusedBy([{ name: 'env', values: { etcdPassword: 's3cret' } }, { name: 'sb.json', values: { etcd: 'http://127.0.0.1:1', etcdUsername: 'sb', etcdPassword: 's3cret' } }], 'SECRET_NOT_FROM_ENV', /^sb\.json key etcdPassword$/);
+    refusedBy([{ name: 'env', values: { etcdPassword: 's3cret' } }, { name: 'sb.json', values: { mode: 'cp', etcd: 'http://127.0.0.1:1', etcdUsername: 'sb', etcdPassword: 's3cret' } }], 'SECRET_NOT_FROM_ENV', /^sb\.json key etcdPassword$/);
     const emptyFile = join(dir, 'empty');
     writeFileSync(emptyFile, '\n');
     refused({ etcdUsername: 'sb', etcdPasswordFile: emptyFile }, 'ETCD_PASSWORD_EMPTY', /^--etcd-password-file$/);
@@ -96,10 +98,10 @@ test('the etcd password: from a file (one trailing newline dropped) or SWITCHBOA
     assert.equal(fromFile.etcdAuth?.username, 'sb');
     assert.equal(fromFile.etcdAuth?.password.reveal(), 's3cret pass');
     assert.equal(fromFile.etcdTls?.ca, null, 'https without a CA file trusts the system CAs');
-    assert.equal(resolveConfig([{ name: 'flag', values: { etcd: 'http://127.0.0.1:2379' } }]).etcdTls, null);
+    assert.equal(resolveConfig([{ name: 'flag', values: { mode: 'cp', etcd: 'http://127.0.0.1:2379' } }]).etcdTls, null);
 
     const env = envValues({ SWITCHBOARD_ETCD_USERNAME: 'sb', SWITCHBOARD_ETCD_PASSWORD: 's3cret' });
-    const fromEnv = resolveConfig([{ name: 'env', values: env }]);
+    const fromEnv = resolveConfig([{ name: 'flag', values: { mode: 'cp', etcd: 'https://127.0.0.1:2379' } }, { name: 'env', values: env }]);
     assert.equal(fromEnv.etcdAuth?.password.reveal(), 's3cret');
     assert.doesNotMatch(JSON.stringify(fromEnv), /s3cret/);
     assert.doesNotMatch(inspect(fromEnv, { depth: 10 }), /s3cret/);
@@ -183,4 +185,79 @@ test('check networks: link-local denied by default, lists from every source, an 
   const r = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0', '--check-deny-networks', '169.254.0.0/16,10.0.0.0/33']);
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /invalid configuration: --check-deny-networks: "10\.0\.0\.0\/33" is not a network \[INVALID_CONFIG\]\n {2}hint: /);
+});
+
+// Goal: every address the agent listens on or dials is HOST:PORT with both parts; a bare
+// port (taken as the host 0.0.30.20 before) or a host alone is refused with a hint, never
+// completed, and an etcd URL without its port (the client dialed 443) likewise.
+test('addresses: a bare port, a host alone or a bracketless IPv6 address is refused with a hint', () => {
+  const refused = (values: Record<string, unknown>, field: string, message: RegExp, hint: RegExp): void => {
+    assert.throws(
+      () => resolveConfig([{ name: 'flag', values }]),
+      (err: unknown) => err instanceof ConfigError && err.code === 'INVALID_CONFIG' && err.field === field && message.test(err.message) && hint.test(err.hint ?? ''),
+      JSON.stringify(values),
+    );
+  };
+  const listenHint = /^use HOST:PORT, like 127\.0\.0\.1:7700/;
+  refused({ httpAddr: '7700' }, '--http-addr', /"7700" is not HOST:PORT: a port without a host/, listenHint);
+  refused({ httpAddr: 'localhost' }, '--http-addr', /"localhost" is not HOST:PORT: the port is missing/, listenHint);
+  refused({ httpAddr: ':7700' }, '--http-addr', /the host is missing/, listenHint);
+  refused({ httpAddr: 'nope:port' }, '--http-addr', /the port "port" is not a number/, listenHint);
+  refused({ httpAddr: '[::1]' }, '--http-addr', /the port is missing/, listenHint);
+  refused({ httpAddr: '::1:7700' }, '--http-addr', /IPv6 address goes in brackets/, listenHint);
+  refused({ httpAddr: 'localhost:99999' }, '--http-addr', /"localhost:99999" is not HOST:PORT: the port must be 0-65535/, listenHint);
+  refused({ httpAddr: 'a b:1' }, '--http-addr', /is not HOST:PORT/, listenHint);
+  refused({ mode: 'ap', nodeId: 'a', peerAddr: '7701' }, '--peer-addr', /a port without a host/, /like 127\.0\.0\.1:7701/);
+  refused({ mode: 'ap', nodeId: 'a', peers: 'b@7802' }, '--peers', /"7802" is not HOST:PORT/, /ID@HOST:PORT, like b@10\.0\.0\.2:7701/);
+  refused({ mode: 'ap', nodeId: 'a', join: '10.0.0.1' }, '--join', /the port is missing/, /like 10\.0\.0\.1:7701/);
+  refused({ mode: 'ap', nodeId: 'a', join: '10.0.0.1:0' }, '--join', /the port must be 1-65535/, /HOST:PORT/);
+  refused({ mode: 'cp', etcd: 'http://127.0.0.1' }, '--etcd', /"http:\/\/127\.0\.0\.1" has no port/, /2379/);
+  refused({ mode: 'ap', nodeId: 'a', httpAddr: '127.0.0.1:7700', peerAddr: '127.0.0.1:7700' }, '--peer-addr', /address of the REST API too/, /a port of their own/);
+  // What is accepted: hosts, IPv4 and bracketed IPv6, port 0 to listen on a free port.
+  assert.deepEqual(resolveConfig([{ name: 'env', values: { httpAddr: '[::1]:0' } }]).httpAddr, { host: '::1', port: 0 });
+  assert.deepEqual(resolveConfig([{ name: 'env', values: { httpAddr: 'localhost:7700' } }]).httpAddr, { host: 'localhost', port: 7700 });
+  const ap = resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', peerAddr: '0.0.0.0:7701', join: '10.0.0.1:7701,node-b.internal:7701' } }]);
+  assert.deepEqual(ap.join, [{ host: '10.0.0.1', port: 7701 }, { host: 'node-b.internal', port: 7701 }]);
+  assert.deepEqual(ap.listenFrom, { httpAddr: '--http-addr', peerAddr: '--peer-addr' });
+  assert.equal(resolveConfig([{ name: 'env', values: { httpAddr: '127.0.0.1:1' } }]).listenFrom.httpAddr, 'SWITCHBOARD_HTTP_ADDR');
+});
+
+// Goal: an address lost between the start's check and the real listen (another process
+// took the port meanwhile) is refused the same way, naming where the setting came from.
+test('a listen error of the real listen becomes the same refusal; other errors are left as they are', () => {
+  const cfg = resolveConfig([{ name: 'env', values: { mode: 'ap', nodeId: 'a', httpAddr: '127.0.0.1:7700' } }, { name: 'config file sb.json', values: { peerAddr: '127.0.0.1:7701' } }]);
+  const sysErr = (code: string) => Object.assign(new Error(`listen ${code}`), { code, syscall: 'listen' });
+  const inUse = listenRefusal(sysErr('EADDRINUSE'), cfg, 'peerAddr');
+  assert.equal(inUse?.code, 'ADDRESS_IN_USE');
+  assert.equal(inUse?.field, 'config file sb.json key peerAddr');
+  assert.match(inUse?.hint ?? '', /pick another config file sb\.json key peerAddr/);
+  assert.equal(listenRefusal(sysErr('EACCES'), cfg, 'httpAddr')?.code, 'ADDRESS_NOT_PERMITTED');
+  assert.equal(listenRefusal(sysErr('EADDRNOTAVAIL'), cfg, 'httpAddr')?.field, 'SWITCHBOARD_HTTP_ADDR');
+  assert.equal(listenRefusal(new Error('something else'), cfg, 'httpAddr'), null);
+  assert.equal(listenRefusal(sysErr('EIO'), cfg, 'httpAddr'), null);
+});
+
+// Goal: a setting of another mode is refused at start, from a flag, the environment or
+// the config file alike, with a hint that names the mode it is for and how to take it
+// out; standalone started without a word with --peers or --etcd, and cp with --dev.
+test('settings of another mode are refused from every source, with a hint', () => {
+  const refused = (sources: Parameters<typeof resolveConfig>[0], field: string, message: RegExp, hint: RegExp): void => {
+    assert.throws(
+      () => resolveConfig(sources),
+      (err: unknown) => err instanceof ConfigError && err.code === 'INVALID_CONFIG' && err.field === field && message.test(err.message) && hint.test(err.hint ?? ''),
+      JSON.stringify(sources),
+    );
+  };
+  const flags = (values: Record<string, unknown>) => [{ name: 'flag', values }];
+  refused(flags({ dev: true, peers: 'b@127.0.0.1:7802' }), '--peers', /^--peers is for --mode ap, but the mode is standalone \(the default\)$/, /^did you mean --mode ap\? Otherwise drop --peers$/);
+  refused(flags({ dev: true, etcd: 'http://127.0.0.1:2379' }), '--etcd', /^--etcd is for --mode cp, but the mode is standalone \(the default\)$/, /^did you mean --mode cp\?/);
+  refused(flags({ mode: 'cp', dev: true, dataDir: '/tmp/x', peers: 'x@127.0.0.1:7802', etcd: 'http://127.0.0.1:2379' }), '--data-dir', /^--data-dir is for --mode standalone or --mode ap, but the mode is cp \(--mode\); --dev and --peers do not apply to cp either$/, /^drop --data-dir, drop --dev, drop --peers: --mode cp does not use them$/);
+  refused(flags({ mode: 'ap', nodeId: 'a', etcd: 'http://127.0.0.1:2379' }), '--etcd', /but the mode is ap \(--mode\)/, /^drop --etcd: --mode ap does not use it$/);
+  refused([{ name: 'env', values: { cluster: 'blue' } }], 'SWITCHBOARD_CLUSTER', /is for --mode ap/, /unset SWITCHBOARD_CLUSTER/);
+  refused([{ name: 'env', values: { mode: 'cp', etcd: 'http://127.0.0.1:2379', etcdPassword: 's3cret', dev: 'true' } }], 'SWITCHBOARD_DEV', /but the mode is cp \(SWITCHBOARD_MODE\)/, /unset SWITCHBOARD_DEV/);
+  refused([{ name: 'flag', values: { dev: true } }, { name: 'config file sb.json', values: { join: ['10.0.0.1:7701'] } }], 'config file sb.json key join', /is for --mode ap/, /remove key join from config file sb\.json/);
+  refused([{ name: 'flag', values: { mode: 'standalone' } }, { name: 'env', values: { etcdUsername: 'sb' } }], 'SWITCHBOARD_ETCD_USERNAME', /is for --mode cp, but the mode is standalone \(--mode\)/, /unset SWITCHBOARD_ETCD_USERNAME: --mode standalone does not use it/);
+  // What asks for nothing is no setting of another mode: dev off, an empty list.
+  assert.equal(resolveConfig([{ name: 'flag', values: { mode: 'cp', etcd: 'http://127.0.0.1:2379' } }, { name: 'env', values: { dev: 'false', peers: '' } }, { name: 'file', values: { join: [] } }]).mode, 'cp');
+  assert.equal(resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', dataDir: '/tmp/a', peers: 'b@127.0.0.1:7802', cluster: 'blue' } }]).cluster, 'blue');
 });

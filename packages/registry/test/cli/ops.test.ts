@@ -8,10 +8,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { validateInstanceInput, type Instance, type NodeStatus, type ServiceAnswer, type WatchEvent } from '@switchboard/protocol';
+import { DEFAULT_LIMITS, validateInstanceInput, type Instance, type NodeStatus, type ServiceAnswer, type WatchEvent } from '@switchboard/protocol';
+import { Alerts } from '../../src/alerts/index.js';
 import { build, type SwitchboardApp } from '../../src/api/app.js';
 import { startAgent, type RunningAgent } from '../../src/cli/agent.js';
 import { resolveConfig } from '../../src/cli/config.js';
+import { ApEngine } from '../../src/engines/ap/engine.js';
+import { MemoryStorage } from '../../src/storage/storage.js';
+import { LoopbackNet, eventually, startApNode } from '../ap/loopback.js';
 import { VERSION } from '../../src/version.js';
 import { waitUntil } from '../helpers.js';
 import { FaultProxy } from '../support/fault-proxy.js';
@@ -309,6 +313,15 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
       [['services', '--addr', 'ftp://x'], /invalid --addr: .*http/],
       [['cluster', 'remove', 'a b'], /argument 'id'.*node id/],
       [['cluster', 'remove'], /missing required argument 'id'/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--check', 'smtp'], /'--check <spec>'.*check type "smtp" is not one of http, tcp, grpc, ttl; write --check TYPE\[:TARGET\]/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--check', 'http,frequency=5s'], /"frequency" is not a check field \(known: id, interval/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--check', 'tcp,id=a', '--check', 'ttl,id=a'], /two checks share the id a/],
+      [['register', 'web', 'i-1', '--address', '10.0.0.1', '--port', '80', '--check', 'ttl:10.0.0.1:80'], /a ttl check has no target/],
+      [['check', 'pass', 'web', 'i-1', 'bad id'], /argument 'checkId'.*check id "bad id" is not valid/],
+      [['check', 'sleep', 'web', 'i-1', 'beat'], /unknown command 'sleep'/],
+      [['lease', 'grant'], /required option '--ttl <duration>'/],
+      [['lease', 'grant', '--ttl', 'soon'], /'--ttl <duration>'/],
+      [['lease', 'keepalive', 'x y'], /argument 'leaseId'.*lease id "x y" is not valid/],
     ];
     // A few at a time: each is a whole node process.
     for (let i = 0; i < cases.length; i += 3) {
@@ -317,13 +330,96 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
           const r = await run(url, args);
           assert.equal(r.code, 2, `${args.join(' ')} exits 2\n${r.stderr}`);
           assert.match(r.stderr, message, args.join(' '));
+          const path = ['cluster', 'check', 'lease'].includes(args[0] as string) && args[1] !== 'sleep' ? args.slice(0, 2).join(' ') : args[0];
+          assert.ok(r.stderr.includes(`(run switchboard ${path} --help for usage)`), `the usage hint names the whole command\n${r.stderr}`);
           assert.equal(r.stdout, '');
         }),
       );
     }
+    // Every command's usage hint names it in full, whatever its depth.
+    for (const [args, path] of [
+      [['cluster', 'frob'], 'cluster'],
+      [['agent', '--frobnicate'], 'agent'],
+      [['storage', 'inspect', '--frobnicate'], 'storage inspect'],
+      [['frobnicate'], ''],
+    ] as const) {
+      const r = await run(url, [...args]);
+      assert.equal(r.code, 2, args.join(' '));
+      assert.ok(r.stderr.includes(`(run switchboard ${path}${path ? ' ' : ''}--help for usage)`), `${args.join(' ')}\n${r.stderr}`);
+    }
     const env = await run('localhost:notaport', ['services']);
     assert.equal(env.code, 2);
     assert.match(env.stderr, /invalid SWITCHBOARD_ADDR/);
+  });
+
+  // Goal: checks are declared from the command line and refused in the API's own words;
+  // a ttl check is reported into with `check pass|warn|fail`, as with PUT .../checks/{id}.
+  test('register --check declares checks; check pass|warn|fail reports into a ttl check', { timeout: 60_000 }, async () => {
+    const port = new URL(url).port;
+    const r = await run(url, ['register', 'probe', 'p-1', '--address', '127.0.0.1', '--port', port, '--check', 'http:/v1/status,interval=200ms', '--check', 'ttl=30s,id=beat', '--check', 'tcp,interval=200ms,criticalThreshold=3']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^registered probe\/p-1 \(127\.0\.0\.1:\d+, persistent, checks http-0, beat, tcp-2\): revision \d+\n$/);
+    const inst = async () => api<Instance>(url, 'GET', '/v1/services/probe/instances/p-1');
+    assert.deepEqual((await inst()).checks.map((c) => [c.id, c.type]), [['http-0', 'http'], ['beat', 'ttl'], ['tcp-2', 'tcp']]);
+    // The path went onto the instance's own address: the agent's /v1/status answers 200.
+    await waitFor('the http check passing', async () => (await inst()).checks.find((c) => c.id === 'http-0')?.status === 'passing');
+    assert.match((await inst()).checks.find((c) => c.id === 'http-0')?.output ?? '', /200/);
+
+    const pass = await run(url, ['check', 'pass', 'probe', 'p-1', 'beat', '--output', 'queue empty']);
+    assert.equal(pass.code, 0, pass.stderr);
+    assert.match(pass.stdout, /^check beat of probe\/p-1 reported passing: revision \d+\n$/);
+    assert.deepEqual((({ status, output }) => ({ status, output }))((await inst()).checks.find((c) => c.id === 'beat')!), { status: 'passing', output: 'queue empty' });
+    const warn = await run(url, ['check', 'warn', 'probe', 'p-1', 'beat', '--json']);
+    assert.equal(warn.code, 0, warn.stderr);
+    assert.equal(typeof (JSON.parse(warn.stdout) as { revision: number }).revision, 'number');
+    assert.equal((await inst()).checks.find((c) => c.id === 'beat')?.status, 'warning');
+    const fail = await run(url, ['check', 'fail', 'probe', 'p-1', 'beat']);
+    assert.equal(fail.code, 0, fail.stderr);
+    assert.equal((await inst()).health, 'critical');
+
+    const notTtl = await run(url, ['check', 'pass', 'probe', 'p-1', 'http-0']);
+    assert.equal(notTtl.code, 1);
+    assert.match(notTtl.stderr, /INVALID_ARGUMENT \(HTTP 400\): check http-0 is a http check; only ttl checks take reports[\s\S]*hint:/);
+    const missing = await run(url, ['check', 'pass', 'probe', 'p-1', 'nope']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /CHECK_NOT_FOUND/);
+
+    // A declaration the API refuses is refused before sending, in the API's words.
+    const bad = { type: 'http', interval: '1ms' };
+    const answer = await fetch(`${url}/v1/services/probe/instances/p-2`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ address: '10.0.0.1', port: 80, checks: [bad] }) });
+    const problem = (await answer.json()) as { detail: string; hint: string };
+    const cli = await run(url, ['register', 'probe', 'p-2', '--address', '10.0.0.1', '--port', '80', '--check', 'http,interval=1ms']);
+    assert.equal(cli.code, 2);
+    assert.ok(cli.stderr.includes(`${problem.detail}; ${problem.hint}.`), `${cli.stderr}\nvs the API: ${JSON.stringify(problem)}`);
+    await api(url, 'DELETE', '/v1/services/probe/instances/p-1');
+  });
+
+  test('lease grant, keepalive and revoke: a lease by hand for register --lease-id', { timeout: 60_000 }, async () => {
+    const g = await run(url, ['lease', 'grant', '--ttl', '20s']);
+    assert.equal(g.code, 0, g.stderr);
+    const leaseId = /^lease (\S+) granted \(ttl 20s\)\n$/.exec(g.stdout)?.[1] as string;
+    assert.ok(leaseId, g.stdout);
+    const j = await run(url, ['lease', 'grant', '--ttl', '10s', '--json']);
+    assert.deepEqual(Object.keys(JSON.parse(j.stdout) as object).sort(), ['leaseId', 'ttlMs']);
+    await api(url, 'DELETE', `/v1/leases/${(JSON.parse(j.stdout) as { leaseId: string }).leaseId}`);
+
+    assert.equal((await run(url, ['register', 'leased', 'l-1', '--address', '10.9.0.1', '--port', '80', '--lease-id', leaseId])).code, 0);
+    const k = await run(url, ['lease', 'keepalive', leaseId]);
+    assert.equal(k.code, 0, k.stderr);
+    assert.equal(k.stdout, `lease ${leaseId} kept alive (ttl 20s)\n`);
+    const kj = await run(url, ['lease', 'keepalive', leaseId, '--json']);
+    assert.deepEqual(JSON.parse(kj.stdout), { leaseId, ttlMs: 20_000 });
+
+    const v = await run(url, ['lease', 'revoke', leaseId]);
+    assert.equal(v.code, 0, v.stderr);
+    assert.match(v.stdout, new RegExp(`^revoked lease ${leaseId}: its instances are deregistered, revision \\d+\\n$`));
+    assert.equal((await api<ServiceAnswer>(url, 'GET', '/v1/services/leased')).instances.length, 0);
+    const again = await run(url, ['lease', 'revoke', leaseId]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /LEASE_NOT_FOUND \(HTTP 404\)[\s\S]*hint:/);
+    const short = await run(url, ['lease', 'grant', '--ttl', '100ms']);
+    assert.equal(short.code, 1);
+    assert.match(short.stderr, /LIMIT_EXCEEDED[\s\S]*limit: leaseTtlMinMs/);
   });
 
   test('register --ttl keeps a lease alive until Ctrl-C, then revokes it', { timeout: 60_000 }, async () => {
@@ -529,6 +625,104 @@ describe('switchboard watch and register --ttl across agent restarts', { timeout
     } finally {
       if (w.child.exitCode === null) process.kill(w.child.pid as number, 'SIGKILL');
       await agent.stop();
+    }
+  });
+});
+
+/**
+ * Two ap nodes behind the real API, linked in-process (test/ap/loopback.ts) so that the
+ * link between them can be cut; node a evaluates alerts as an agent does.
+ */
+async function apPair(): Promise<{ net: LoopbackNet; a: string; b: string; close(): Promise<void> }> {
+  const net = new LoopbackNet(['a', 'b']);
+  const limits = { ...DEFAULT_LIMITS, apAntiEntropyIntervalMs: 200, apOwnerGraceMs: 60_000, apCatchUpTimeoutMs: 2_000, alertEvaluateIntervalMs: 50 };
+  const engineA = await ApEngine.open({ nodeId: 'a', storage: new MemoryStorage(), transport: net.transport('a'), limits, clock: { now: () => performance.now() }, expiryTickMs: 50 });
+  const alerts = new Alerts({ engine: engineA, webhooks: ['http://127.0.0.1:1/hooks'], limits, logger: quiet() });
+  const appA = await build({ engine: engineA, limits, version: 'test', alerts });
+  const a = await appA.listen({ host: '127.0.0.1', port: 0 });
+  const b = await startApNode(net, 'b', { limits });
+  await eventually('a ready', () => (engineA.ready ? true : undefined));
+  return {
+    net,
+    a,
+    b: b.url,
+    close: async () => {
+      alerts.close();
+      await appA.shutdown();
+      await engineA.close();
+      await b.close();
+    },
+  };
+}
+
+describe('switchboard operator commands in ap mode', { timeout: 120_000 }, () => {
+  let pair: Awaited<ReturnType<typeof apPair>>;
+  before(async () => {
+    pair = await apPair();
+    // Owned by b: a persistent instance and a leased one.
+    await reg(pair.b, 'orders', 'o-persist', { address: '10.8.0.1', port: 80 });
+    const lease = await api<{ leaseId: string }>(pair.b, 'POST', '/v1/leases', { ttlMs: 60_000 });
+    await reg(pair.b, 'orders', 'o-leased', { address: '10.8.0.2', port: 80, leaseId: lease.leaseId });
+    await reg(pair.a, 'orders', 'o-local', { address: '10.8.0.3', port: 80 });
+    await waitFor('b\'s instances on a', async () => (await api<ServiceAnswer>(pair.a, 'GET', '/v1/services/orders')).instances.length === 3);
+  });
+  after(async () => {
+    await pair.close();
+  });
+
+  // Goal: after a node died, `instances` says whose each instance is and which ones no
+  // node has confirmed since: before, only --json showed "owner" and "unconfirmed".
+  test('instances adds OWNER and UNCONFIRMED columns when the answer carries ownership', { timeout: 30_000 }, async () => {
+    const before = await run(pair.a, ['instances', 'orders']);
+    assert.equal(before.code, 0, before.stderr);
+    const [head, ...rows] = before.stdout.trimEnd().split('\n');
+    assert.match(head as string, /^ID\s+ADDRESS\s+PORT\s+ZONE\s+VERSION\s+STATUS\s+HEALTH\s+LEASE\s+OWNER\s+UNCONFIRMED\s+TAGS$/);
+    assert.deepEqual(rows.map((r) => r.split(/\s+/).filter((_, i) => i === 0 || i === 8 || i === 9)).sort(), [['o-leased', 'b', '-'], ['o-local', 'a', '-'], ['o-persist', 'b', '-']]);
+
+    pair.net.setCut('a', 'b', true);
+    await waitFor('b unconfirmed on a', async () => (await api<ServiceAnswer>(pair.a, 'GET', '/v1/services/orders')).instances.some((i) => (i as Instance & { unconfirmed?: true }).unconfirmed));
+    const after = await run(pair.a, ['instances', 'orders']);
+    assert.equal(after.code, 0, after.stderr);
+    const cells = after.stdout.trimEnd().split('\n').slice(1).map((r) => r.split(/\s+/)).sort((x, y) => (x[0] as string).localeCompare(y[0] as string));
+    assert.deepEqual(cells.map((c) => [c[0], c[8], c[9]]), [['o-leased', 'b', 'yes'], ['o-local', 'a', '-'], ['o-persist', 'b', 'yes']]);
+    assert.match(after.stderr, /note: 2 instances are unconfirmed: their owner \(b\) is unreachable from this node/);
+    const json = await run(pair.a, ['instances', 'orders', '--json']);
+    assert.equal((JSON.parse(json.stdout) as ServiceAnswer).instances.filter((i) => (i as Instance & { unconfirmed?: true }).unconfirmed).length, 2);
+    pair.net.setCut('a', 'b', false);
+    await waitFor('b confirmed again', async () => !(await api<ServiceAnswer>(pair.a, 'GET', '/v1/services/orders')).instances.some((i) => (i as Instance & { unconfirmed?: true }).unconfirmed));
+  });
+
+  // Goal: the status of a cluster node is readable: members and active alerts as tables,
+  // durations rounded; --json stays the agent's answer, untouched.
+  test('status shows members and active alerts as tables with rounded durations; --json is the raw answer', { timeout: 30_000 }, async () => {
+    pair.net.setCut('a', 'b', true);
+    try {
+      await waitFor('the peer_unreachable alert', async () => ((await api<NodeStatus>(pair.a, 'GET', '/v1/status')).alerts?.active.length ?? 0) > 0);
+      const r = await run(pair.a, ['status']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stdout, /[[{]"/, 'no raw JSON');
+      assert.doesNotMatch(r.stdout, /\d\.\d{4,}/, 'no unrounded numbers');
+      assert.match(r.stdout, /^cluster\.peerSync\.b\.syncedMsAgo\s+\d+(ms|s|m\ds)$/m);
+      assert.match(r.stdout, /^cluster\.removedMembers\s+none$/m);
+      const members = r.stdout.split('\n\n').find((s) => s.startsWith('cluster.members\n')) ?? '';
+      assert.match(members, /\n  ID\s+ADDRESS\s+REACHABLE\s+LAST SEEN\s+LAG\s+REVISION\n/);
+      assert.match(members, /\n  a \(self\)\s+\S+\s+yes\s+-\s+/);
+      assert.match(members, /\n  b\s+\S+\s+no\s+(never|\d+(ms|s) ago)\s+(-|\d+ms)\s+\d+$/);
+      const alerts = r.stdout.split('\n\n').find((s) => s.startsWith('alerts.active\n')) ?? '';
+      assert.match(alerts, /\n  ALERT\s+SEVERITY\s+SUBJECT\s+SINCE\s+FOR\s+SUMMARY\n/);
+      assert.match(alerts, /\n  peer_unreachable\s+warning\s+b\s+\d{4}-\d\d-\d\dT\S+Z\s+\d+(ms|s)\s+cluster member b .*unreachable/);
+      const hooks = r.stdout.split('\n\n').find((s) => s.startsWith('alerts.webhooks\n')) ?? '';
+      assert.match(hooks, /\n  URL\s+PENDING\s+DELIVERED\s+FAILED\s+DROPPED\s+LAST DELIVERED\s+LAST ERROR\n  http:\/\/127\.0\.0\.1:1\/hooks\s+\d+/);
+
+      const j = await run(pair.a, ['status', '--json']);
+      assert.equal(j.code, 0, j.stderr);
+      const raw = JSON.parse(j.stdout) as NodeStatus & { cluster: { peerSync: Record<string, { syncedMsAgo: number }> } };
+      assert.equal(j.stdout, JSON.stringify(raw, null, 2) + '\n');
+      assert.deepEqual(Object.keys(raw), Object.keys(await api<NodeStatus>(pair.a, 'GET', '/v1/status')));
+      assert.equal(raw.alerts?.active[0]?.alert, 'peer_unreachable');
+      assert.equal(typeof raw.cluster.peerSync.b?.syncedMsAgo, 'number');
+    } finally {
+      pair.net.setCut('a', 'b', false);
     }
   });
 });

@@ -91,6 +91,13 @@ test('invalid configuration is refused with a message naming the field', async (
     cases.push([['agent', '--config', join(dir, 'bad.json')], {}, /unknown key "httpAdr"/]);
     writeFileSync(join(dir, 'limits.json'), JSON.stringify({ limits: { maxTags: 3 } }));
     cases.push([['agent', '--config', join(dir, 'limits.json')], {}, /limits\.maxTags is not a known limit/]);
+    // Settings of another mode, which the agent started without a word.
+    cases.push([['agent', '--peers', 'b@127.0.0.1:7802', '--dev'], {}, /--peers is for --mode ap, but the mode is standalone \(the default\) \[INVALID_CONFIG\]\n  hint: did you mean --mode ap\?/]);
+    cases.push([['agent', '--etcd', 'http://127.0.0.1:2379', '--dev'], {}, /--etcd is for --mode cp[\s\S]*hint: did you mean --mode cp\?/]);
+    cases.push([['agent', '--mode', 'cp', '--etcd', 'http://127.0.0.1:2379', '--dev', '--data-dir', dir, '--peers', 'x@127.0.0.1:7802'], {}, /--data-dir is for --mode standalone or --mode ap, but the mode is cp \(--mode\); --dev and --peers do not apply to cp either/]);
+    cases.push([['agent', '--mode', 'ap', '--node-id', 'a', '--dev', '--etcd', 'http://127.0.0.1:2379'], {}, /--etcd is for --mode cp, but the mode is ap/]);
+    writeFileSync(join(dir, 'ap.json'), JSON.stringify({ peers: ['b@127.0.0.1:7802'] }));
+    cases.push([['agent', '--dev', '--config', join(dir, 'ap.json')], {}, /config file \S+ap\.json key peers is for --mode ap[\s\S]*remove key peers from config file/]);
     for (const [args, env, expected] of cases) {
       const r = await run(args, env);
       assert.equal(r.code, 2, `${args.join(' ')} exits 2: ${r.stderr}`);
@@ -100,5 +107,32 @@ test('invalid configuration is refused with a message naming the field', async (
     assert.equal(unknownFlag.code, 2);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// Goal: a listen address that cannot be used stops the start with one clear line naming
+// the setting, a code and a hint, exit 2, like any invalid value: not the socket's bare
+// error (listen EADDRNOTAVAIL 0.0.30.20:7700, getaddrinfo ENOTFOUND) with exit 1.
+test('listen addresses that cannot be used are refused naming the setting, exit 2', async () => {
+  const running = await spawnAgent(['--dev']);
+  try {
+    const taken = new URL(running.url).host;
+    const cases: [string[], NodeJS.ProcessEnv, RegExp][] = [
+      [['--http-addr', '7700'], {}, /--http-addr "7700" is not HOST:PORT: a port without a host \[INVALID_CONFIG\]\n  hint: use HOST:PORT, like 127\.0\.0\.1:7700/],
+      [['--http-addr', '127.0.0.1'], {}, /--http-addr "127\.0\.0\.1" is not HOST:PORT: the port is missing \[INVALID_CONFIG\]\n  hint: use HOST:PORT/],
+      [['--http-addr', 'no-such-host.invalid:0'], {}, /--http-addr: the host name "no-such-host\.invalid" does not resolve \(\w+\) \[ADDRESS_UNRESOLVED\]\n  hint: /],
+      [[], { SWITCHBOARD_HTTP_ADDR: 'no-such-host.invalid:0' }, /SWITCHBOARD_HTTP_ADDR: the host name "no-such-host\.invalid" does not resolve/],
+      [['--http-addr', '192.0.2.1:0'], {}, /--http-addr 192\.0\.2\.1:0: 192\.0\.2\.1 is not an address of this machine \[ADDRESS_NOT_LOCAL\]/],
+      [['--http-addr', taken], {}, new RegExp(`--http-addr ${taken} is in use \\[ADDRESS_IN_USE\\]\\n  hint: another agent \\(or another program\\) may be running there; stop it, or pick another --http-addr`)],
+      [['--mode', 'ap', '--node-id', 'z', '--http-addr', '127.0.0.1:0', '--peer-addr', taken], {}, new RegExp(`--peer-addr ${taken} is in use \\[ADDRESS_IN_USE\\][\\s\\S]*pick another --peer-addr`)],
+    ];
+    for (const [args, env, expected] of cases) {
+      const r = await run(['agent', '--dev', ...args], env);
+      assert.equal(r.code, 2, `${args.join(' ')} exits 2: ${r.stderr}`);
+      assert.match(r.stderr, expected, args.join(' '));
+      assert.doesNotMatch(r.stderr, /\n.*\n.*\n/, 'one line and a hint');
+    }
+  } finally {
+    running.child.kill('SIGKILL');
   }
 });

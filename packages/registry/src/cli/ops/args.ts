@@ -24,7 +24,7 @@ import {
 const NO_LIMITS = Object.fromEntries(Object.keys(DEFAULT_LIMITS).map((k) => [k, Number.MAX_SAFE_INTEGER])) as unknown as typeof DEFAULT_LIMITS;
 
 /** Runs a protocol validator and turns its failure into a usage error with its hint. */
-function checked(run: () => string): string {
+export function checked<T>(run: () => T): T {
   try {
     return run();
   } catch (err) {
@@ -35,6 +35,7 @@ function checked(run: () => string): string {
 
 export const serviceArg = (v: string): string => checked(() => validateServiceName(v));
 export const instanceIdArg = (v: string): string => checked(() => validateInstanceId(v));
+export const checkIdArg = (v: string): string => checked(() => validateInstanceId(v, 'checkId'));
 export const namespaceArg = (v: string): string => checked(() => validateNamespace(v));
 export const zoneArg = (v: string): string => checked(() => validateLabel(v, 'zone', 'zone'));
 export const leaseIdArg = (v: string): string => checked(() => validateLeaseId(v));

@@ -24,7 +24,6 @@ export function commonFlags(cmd: Command, withNamespace: boolean): Command {
   cmd.addOption(new Option('--addr <url>', 'the agent\'s URL').env('SWITCHBOARD_ADDR').default(DEFAULT_ADDR));
   if (withNamespace) cmd.addOption(new Option('--namespace <ns>', 'the namespace (default: default)').argParser(namespaceArg));
   cmd.option('--json', "print the API's JSON answers instead of text");
-  cmd.showHelpAfterError(`(run ${cmd.parent?.name() ?? 'switchboard'} ${cmd.name()} --help for usage)`);
   return cmd;
 }
 

@@ -1,7 +1,7 @@
-/** `switchboard drain` and `switchboard history`: the health commands. */
+/** `switchboard drain`, `history` and `check pass|warn|fail`: the health commands. */
 import { Argument, Option, type Command } from 'commander';
-import { formatDuration, type DrainResult, type InstanceHistory } from '@switchboard/protocol';
-import { durationOrZeroArg, instanceIdArg, serviceArg } from './args.js';
+import { formatDuration, type DrainResult, type Health, type InstanceHistory, type WriteResult } from '@switchboard/protocol';
+import { checkIdArg, durationOrZeroArg, instanceIdArg, serviceArg } from './args.js';
 import { commonFlags, instanceName, nsQuery, runWith, type Exit } from './common.js';
 import { apiPath } from './http.js';
 import { healthPaint, statusPaint, table, type Cell } from './output.js';
@@ -11,7 +11,42 @@ const instancePath = (service: string, id: string, ...rest: string[]): string =>
 /** The agent answers a drain only after the wait: the request may take that long and more. */
 const DRAIN_SLACK_MS = 10_000;
 
+/** The reports of `switchboard check`, as the API's report words. */
+const REPORTS: [string, Health, string][] = [
+  ['pass', 'passing', 'report that a ttl check passes'],
+  ['warn', 'warning', 'report that a ttl check warns'],
+  ['fail', 'critical', 'report that a ttl check fails'],
+];
+
+/** `switchboard check pass|warn|fail <service> <id> <checkId>`: PUT .../checks/{checkId}. */
+function registerCheckCommands(program: Command, exit: Exit): void {
+  const check = program.command('check').description('report into a ttl check of an instance (PUT /v1/services/{service}/instances/{id}/checks/{checkId})');
+  for (const [word, status, description] of REPORTS) {
+    commonFlags(
+      check
+        .command(word)
+        .description(`${description}; it restarts the check's ttl`)
+        .addArgument(new Argument('<service>', 'the service name').argParser(serviceArg))
+        .addArgument(new Argument('<id>', 'the instance id').argParser(instanceIdArg))
+        .addArgument(new Argument('<checkId>', 'the id of the ttl check (register --check ttl=30s,id=NAME)').argParser(checkIdArg))
+        .option('--output <text>', "one line saying why, shown as the check's output (in the instance and its history)")
+        .addHelpText('after', `\nWithout a report within its ttl the check turns critical. A report that changes nothing writes nothing.\n\nExample:\n  switchboard check ${word} jobs job-1 beat --output "queue depth 12"`),
+      true,
+    ).action(
+      runWith(exit, async (ctx, [service, id, checkId]) => {
+        const { output } = ctx.command.opts<{ output?: string }>();
+        const path = instancePath(service as string, id as string, 'checks', checkId as string);
+        const res = await ctx.client.request<WriteResult>('PUT', path, { query: nsQuery(ctx), body: { status, ...(output !== undefined ? { output } : {}) } });
+        if (ctx.out.json) return ctx.out.jsonDoc(res), 0;
+        ctx.out.line(`check ${checkId as string} of ${instanceName(ctx, service as string, id as string)} reported ${status}: revision ${res.revision}`);
+        return 0;
+      }),
+    );
+  }
+}
+
 export function registerHealthCommands(program: Command, exit: Exit): void {
+  registerCheckCommands(program, exit);
   commonFlags(
     program
       .command('drain')

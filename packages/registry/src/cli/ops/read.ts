@@ -4,45 +4,22 @@ import type { Instance, NodeStatus, ServiceAnswer, ServiceList } from '@switchbo
 import { repeatable, serviceArg, tagArg, versionRangeArg, zoneArg } from './args.js';
 import { commonFlags, nsQuery, runWith, type Context, type Exit } from './common.js';
 import { apiPath } from './http.js';
-import { dash, healthPaint, humanDuration, keyValues, statusPaint, table, type Cell, type Output } from './output.js';
+import { dash, healthPaint, humanDuration, statusPaint, table, type Cell, type Output, type Style } from './output.js';
+import { printStatus } from './status.js';
 
-/** Flattens the fields of /v1/status that this version does not know, for display. */
-function extraPairs(prefix: string, value: unknown, out: [string, string][]): void {
-  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-    for (const [k, v] of Object.entries(value)) extraPairs(prefix ? `${prefix}.${k}` : k, v, out);
-  } else {
-    out.push([prefix, typeof value === 'string' ? value : JSON.stringify(value)]);
-  }
+const INSTANCE_HEADERS = ['ID', 'ADDRESS', 'PORT', 'ZONE', 'VERSION', 'STATUS', 'HEALTH', 'LEASE', 'TAGS'];
+/** ap mode: whose each instance is, and whether its owner is out of reach of the answering node. */
+const OWNERSHIP_HEADERS = ['OWNER', 'UNCONFIRMED'];
+
+function ownershipCells(st: Style, i: Instance): Cell[] {
+  return [dash(i.owner), i.unconfirmed ? { text: 'yes', paint: st.yellow } : '-'];
 }
 
-const KNOWN_STATUS_KEYS = new Set(['nodeId', 'mode', 'version', 'epoch', 'revision', 'startedAt', 'uptimeMs', 'leases', 'instances', 'services', 'watchers', 'selfPreservation', 'checks', 'storage']);
-
-export function printStatus(out: Output, s: NodeStatus & Record<string, unknown>): void {
+/** The instances table; ap answers (instances with an owner) get OWNER and UNCONFIRMED before TAGS. */
+export function instanceTable(out: Output, instances: Instance[]): string[] {
   const st = out.style;
-  const sp = s.selfPreservation?.engaged;
-  const pairs: [string, Cell][] = [
-    ['node', dash(s.nodeId)],
-    ['mode', dash(s.mode)],
-    ['version', dash(s.version)],
-    ['epoch', dash(s.epoch)],
-    ['revision', dash(s.revision)],
-    ['started', s.startedAt ? `${s.startedAt}${typeof s.uptimeMs === 'number' ? ` (up ${humanDuration(s.uptimeMs)})` : ''}` : '-'],
-    ['services', dash(s.services)],
-    ['instances', dash(s.instances)],
-    ['leases', dash(s.leases)],
-    ['watchers', dash(s.watchers)],
-    ['self-preservation', sp === undefined ? '-' : sp ? { text: `engaged${s.selfPreservation.blockedLeases !== undefined ? `, ${s.selfPreservation.blockedLeases} lapsed leases held` : ''}${s.selfPreservation.reason ? `: ${s.selfPreservation.reason}` : ''}`, paint: st.yellow } : 'off'],
-    ['checks', s.checks ? `${s.checks.scheduled} active, ${s.checks.running} running, ${s.checks.queued} queued (at most ${s.checks.maxConcurrent} at once)` : '-'],
-    ['storage', s.storage ? (s.storage.durable ? `durable, ${dash(s.storage.dataDir)}` : { text: 'in memory (not durable)', paint: st.yellow }) : '-'],
-  ];
-  const extra: [string, string][] = [];
-  for (const [k, v] of Object.entries(s)) if (!KNOWN_STATUS_KEYS.has(k)) extraPairs(k, v, extra);
-  for (const line of keyValues(st, [...pairs, ...extra])) out.line(line);
-}
-
-export function instanceRows(out: Output, instances: Instance[]): Cell[][] {
-  const st = out.style;
-  return instances.map((i) => [
+  const owned = instances.some((i) => i.owner !== undefined);
+  const rows = instances.map((i): Cell[] => [
     i.id,
     i.address,
     String(i.port),
@@ -51,11 +28,21 @@ export function instanceRows(out: Output, instances: Instance[]): Cell[][] {
     { text: i.status, paint: statusPaint(st, i.status) },
     { text: i.health, paint: healthPaint(st, i.health) },
     i.leaseId ?? { text: 'persistent', paint: st.dim },
+    ...(owned ? ownershipCells(st, i) : []),
     i.tags.length === 0 ? '-' : i.tags.join(','),
   ]);
+  const headers = owned ? [...INSTANCE_HEADERS.slice(0, -1), ...OWNERSHIP_HEADERS, 'TAGS'] : INSTANCE_HEADERS;
+  return table(st, headers, rows);
 }
 
-export const INSTANCE_HEADERS = ['ID', 'ADDRESS', 'PORT', 'ZONE', 'VERSION', 'STATUS', 'HEALTH', 'LEASE', 'TAGS'];
+/** A note on stderr when some instances are unconfirmed: their owner may be gone. */
+function unconfirmedNote(out: Output, instances: Instance[]): void {
+  const unconfirmed = instances.filter((i) => i.unconfirmed);
+  if (unconfirmed.length === 0) return;
+  const owners = [...new Set(unconfirmed.map((i) => i.owner ?? '?'))].sort();
+  const n = unconfirmed.length;
+  out.note(`note: ${n} instance${n === 1 ? ' is' : 's are'} unconfirmed: ${n === 1 ? 'its' : 'their'} owner${owners.length === 1 ? '' : 's'} (${owners.join(', ')}) ${owners.length === 1 ? 'is' : 'are'} unreachable from this node`);
+}
 
 export function registerReadCommands(program: Command, exit: Exit): void {
   commonFlags(
@@ -119,7 +106,8 @@ export function registerReadCommands(program: Command, exit: Exit): void {
         ctx.out.note(`no instances of ${answer.service}${filtered ? ' match the filters' : ''} (revision ${answer.revision})`);
         return 0;
       }
-      for (const line of table(ctx.out.style, INSTANCE_HEADERS, instanceRows(ctx.out, answer.instances))) ctx.out.line(line);
+      unconfirmedNote(ctx.out, answer.instances);
+      for (const line of instanceTable(ctx.out, answer.instances)) ctx.out.line(line);
       return 0;
     }),
   );

@@ -2,8 +2,10 @@
 import { Argument, Option, type Command } from 'commander';
 import { ADMIN_STATUSES, PROTOCOLS, formatDuration, type LeaseGrant, type WriteResult } from '@switchboard/protocol';
 import { addressArg, durationArg, instanceIdArg, leaseIdArg, metaArg, portArg, repeatable, serviceArg, tagArg, versionArg, weightArg, zoneArg } from './args.js';
-import { commonFlags, instanceName, interruption, nsQuery, runWith, sleep, type Context, type Exit } from './common.js';
+import { CHECK_SYNTAX, checkArg, checkDeclarations, checkIds, sharedCheckId, type CheckArg } from './check-spec.js';
+import { commonFlags, instanceName, interruption, nsQuery, runWith, sleep, usageError, type Context, type Exit } from './common.js';
 import { ApiError, UnreachableError, apiPath } from './http.js';
+import { leaseLine } from './lease.js';
 
 interface RegisterFlags {
   address: string;
@@ -16,6 +18,7 @@ interface RegisterFlags {
   meta?: Record<string, string>;
   weight?: number;
   protocol?: string;
+  check?: CheckArg[];
 }
 
 /** The registration body: only what was given, so that the agent's defaults apply. */
@@ -28,26 +31,50 @@ function registrationBody(f: RegisterFlags, leaseId: string | undefined): Record
   if (f.meta !== undefined) body.metadata = f.meta;
   if (f.weight !== undefined) body.weight = f.weight;
   if (f.protocol !== undefined) body.protocol = f.protocol;
+  if (f.check !== undefined) body.checks = checkDeclarations(f.check, f);
   return body;
+}
+
+/** `, checks http-0, beat` for the confirmation line; nothing without checks. */
+function checksText(body: Record<string, unknown>): string {
+  const checks = body.checks as Record<string, unknown>[] | undefined;
+  return checks === undefined ? '' : `, check${checks.length === 1 ? '' : 's'} ${checkIds(checks).join(', ')}`;
 }
 
 const instancePath = (service: string, id: string, ...rest: string[]): string => apiPath('v1', 'services', service, 'instances', id, ...rest);
 
+const REGISTER_HELP = `
+Without --ttl or --lease-id the instance is persistent: it stays until \`switchboard deregister\`.
+
+--check TYPE[:TARGET][,KEY=VALUE...]   a check the agent runs (http, tcp, grpc) or the service reports into (ttl)
+  TARGET  http: a URL, or a path (/healthz) on the instance's own address and port; tcp, grpc: HOST:PORT;
+          left out: the instance itself. It holds no comma.
+  KEY     a field of the API's check declaration: id (default TYPE-N, N counting the --check options
+          from 0), interval, timeout, jitter, ttl, expectBody, grpcService, passingThreshold,
+          criticalThreshold, deregisterCriticalAfter. ttl=30s,... alone declares a ttl check.
+  Report into a ttl check with \`switchboard check pass|warn|fail <service> <id> <checkId>\`.
+
+Examples:
+  switchboard register web web-1 --address 10.0.0.5 --port 8080 --check http:/healthz,interval=5s
+  switchboard register jobs job-1 --address 10.0.0.6 --port 9000 --check ttl=30s,id=beat
+  switchboard register db db-1 --address 10.0.0.7 --port 5432 --check tcp,criticalThreshold=3`;
+
 async function register(ctx: Context, service: string, id: string, f: RegisterFlags, leaseId: string | undefined, signal?: AbortSignal): Promise<number> {
+  const body = registrationBody(f, leaseId);
   const res = await ctx.client.request<WriteResult>('PUT', instancePath(service, id), {
     query: nsQuery(ctx),
-    body: registrationBody(f, leaseId),
+    body,
     ...(signal ? { signal } : {}),
   });
   if (ctx.out.json) ctx.out.jsonLine(res);
-  else ctx.out.line(`registered ${instanceName(ctx, service, id)} (${f.address}:${f.port}, ${leaseId === undefined ? 'persistent' : `lease ${leaseId}`}): revision ${res.revision}`);
+  else ctx.out.line(`registered ${instanceName(ctx, service, id)} (${f.address}:${f.port}, ${leaseId === undefined ? 'persistent' : `lease ${leaseId}`}${checksText(body)}): revision ${res.revision}`);
   return res.revision;
 }
 
 async function grantLease(ctx: Context, ttlMs: number, signal?: AbortSignal): Promise<LeaseGrant> {
   const grant = await ctx.client.request<LeaseGrant>('POST', '/v1/leases', { body: { ttlMs }, ...(signal ? { signal } : {}) });
   if (ctx.out.json) ctx.out.jsonLine(grant);
-  else ctx.out.line(`lease ${grant.leaseId} granted (ttl ${formatDuration(grant.ttlMs)})`);
+  else ctx.out.line(leaseLine(grant, 'granted'));
   return grant;
 }
 
@@ -154,11 +181,14 @@ export function registerWriteCommands(program: Command, exit: Exit): void {
       .addOption(new Option('--meta <key=value>', 'a metadata entry (repeatable)').argParser(metaArg))
       .addOption(new Option('--weight <weight>', 'load-balancing weight, 0-10000 (default 100)').argParser(weightArg))
       .addOption(new Option('--protocol <protocol>', 'the protocol (default http)').choices(PROTOCOLS))
-      .addHelpText('after', '\nWithout --ttl or --lease-id the instance is persistent: it stays until `switchboard deregister`.'),
+      .addOption(new Option('--check <spec>', `a health check (repeatable): ${CHECK_SYNTAX}`).argParser(checkArg))
+      .addHelpText('after', REGISTER_HELP),
     true,
   ).action(
     runWith(exit, async (ctx, [service, id]) => {
       const f = ctx.command.opts<RegisterFlags>();
+      const shared = f.check === undefined ? null : sharedCheckId(checkDeclarations(f.check, f));
+      if (shared !== null) usageError(ctx.command, `two checks share the id ${shared}; give each its own (--check ...,id=NAME)`);
       if (f.ttl !== undefined) return registerWithLease(ctx, service as string, id as string, f, f.ttl);
       await register(ctx, service as string, id as string, f, f.leaseId);
       return 0;
