@@ -3,7 +3,7 @@
  * agent calls listen(), tests use inject() or a real socket.
  */
 import type { Duplex } from 'node:stream';
-import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import { SESSION_PATH, SwitchboardError, invalid, problemSchema, unknownQueryWarnings, warningHeader, type Limits } from '@switchboard/protocol';
@@ -61,6 +61,20 @@ function patternOf(url: string): RegExp {
 
 /** How long a shutting-down node waits for answers in flight before closing every connection. */
 export const SHUTDOWN_GRACE_MS = 5_000;
+
+/**
+ * Unknown query parameters are ignored (api-v1.md), and said to be: a Switchboard-Warning
+ * header on every route that declares its parameters; the write routes list them in their
+ * answers too (queryWarnings). (In the Host hook: no hook of its own on every request.)
+ */
+function warnOfUnknownQuery(req: FastifyRequest, reply: FastifyReply): void {
+  const declared = (req.routeOptions.schema?.querystring as { properties?: Record<string, unknown> } | undefined)?.properties;
+  if (declared === undefined) return;
+  const warnings = unknownQueryWarnings(req.query as Record<string, unknown>, Object.keys(declared));
+  if (warnings.length === 0) return;
+  queryWarnings.set(req, warnings);
+  reply.header('switchboard-warning', warningHeader(warnings));
+}
 
 export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   const { engine, limits } = opts;
@@ -169,25 +183,13 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
 
   // An Expect other than 100-continue never reaches Fastify; Node would answer an empty 417.
   app.server.on('checkExpectation', answerExpectation);
-  // Unknown query parameters are ignored (api-v1.md), and said to be: a header on every
-  // route that declares its parameters, and the write routes list them in their answers.
-  app.addHook('preHandler', (req, reply, done) => {
-    if (!req.url.includes('?')) return done();
-    const declared = (req.routeOptions.schema?.querystring as { properties?: Record<string, unknown> } | undefined)?.properties;
-    if (declared === undefined) return done();
-    const warnings = unknownQueryWarnings(req.query as Record<string, unknown>, Object.keys(declared));
-    if (warnings.length > 0) {
-      queryWarnings.set(req, warnings);
-      reply.header('switchboard-warning', warningHeader(warnings));
-    }
-    done();
-  });
   // HTTP/1.1 requires a Host header (RFC 9112, section 3.2); HTTP/1.0 has none to give.
-  app.addHook('onRequest', (req, _reply, done) => {
+  app.addHook('onRequest', (req, reply, done) => {
     if (req.headers.host === undefined && (req.raw.httpVersionMajor > 1 || req.raw.httpVersionMinor >= 1)) {
       done(new SwitchboardError('INVALID_ARGUMENT', 'the request has no Host header', { field: 'Host', hint: 'send a Host header naming the agent (host:port), as HTTP/1.1 requires' }));
       return;
     }
+    if (req.url.includes('?')) warnOfUnknownQuery(req, reply);
     done();
   });
   app.setErrorHandler((err, req, reply) => {

@@ -26,11 +26,12 @@ after(async () => {
 });
 
 async function refusedIn(flags: Record<string, unknown>): Promise<void> {
+  // (Resolved first: a refused configuration must not leave the target server open.)
+  const cfg = resolveConfig([{ name: 'flag', values: { dev: true, httpAddr: '127.0.0.1:0', checkDenyNetworks: '169.254.0.0/16,127.0.0.0/8', ...flags } }]);
   let connections = 0;
   const srv = net.createServer((s) => (connections++, s.destroy()));
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   const port = (srv.address() as AddressInfo).port;
-  const cfg = resolveConfig([{ name: 'flag', values: { dev: true, httpAddr: '127.0.0.1:0', checkDenyNetworks: '169.254.0.0/16,127.0.0.0/8', ...flags } }]);
   const agent = await startAgent(cfg, quiet());
   try {
     const put = await call(agent.url, 'PUT', '/v1/services/db/instances/d1', { address: '127.0.0.1', port, checks: [{ type: 'tcp', interval: '100ms', criticalThreshold: 1 }] });
@@ -51,4 +52,4 @@ test('standalone: the configured deny list reaches the checks', () => refusedIn(
 
 test('ap: the configured deny list reaches the checks', () => refusedIn({ mode: 'ap', nodeId: 'ap-1', peerAddr: '127.0.0.1:0' }));
 
-test('cp: the configured deny list reaches the checks', { timeout: 60_000 }, () => refusedIn({ mode: 'cp', nodeId: 'cp-1', etcd: etcd.endpoints.join(','), etcdPrefix: freshPrefix() }));
+test('cp: the configured deny list reaches the checks', { timeout: 60_000 }, () => refusedIn({ mode: 'cp', dev: undefined, nodeId: 'cp-1', etcd: etcd.endpoints.join(','), etcdPrefix: freshPrefix() }));
