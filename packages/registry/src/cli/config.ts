@@ -359,21 +359,26 @@ function etcdTlsOf(endpoints: string[], pick: Picker): EtcdTls | null {
   return { ca: ca?.data ?? null, cert: cert?.data ?? null, key: key === null ? null : new Secret(key.data) };
 }
 
-/** The shortest cluster secret taken (peerSecretFile): shorter ones are guessable. */
-export const MIN_PEER_SECRET_BYTES = 16;
+/**
+ * The shortest cluster secret taken (peerSecretFile). Whoever the node dials (a --join
+ * address, a stale address) sees a proof made with the secret and could try guesses
+ * against it offline: the secret must be long and random, not a phrase.
+ */
+export const MIN_PEER_SECRET_BYTES = 32;
 
-/** ap: the cluster's shared secret, from a file (a trailing newline ignored); null without one. */
+/** ap: the cluster's shared secret, the file's bytes (one trailing newline dropped); null without one. */
 function peerSecretOf(pick: Picker): Secret<Buffer> | null {
   const p = pick('peerSecretFile');
   if (p === undefined) return null;
-  const text = readNamedFile(p, 'the cluster secret file').data.toString('utf8').replace(/\r?\n$/, '');
-  if (Buffer.byteLength(text) < MIN_PEER_SECRET_BYTES) {
-    throw new ConfigError(p.where, `${p.where}: the cluster secret holds ${Buffer.byteLength(text)} bytes, at least ${MIN_PEER_SECRET_BYTES} are needed`, {
+  let data = readNamedFile(p, 'the cluster secret file').data;
+  if (data.at(-1) === 0x0a) data = data.subarray(0, data.at(-2) === 0x0d ? -2 : -1);
+  if (data.length < MIN_PEER_SECRET_BYTES) {
+    throw new ConfigError(p.where, `${p.where}: the cluster secret holds ${data.length} bytes, at least ${MIN_PEER_SECRET_BYTES} are needed`, {
       code: 'PEER_SECRET_TOO_SHORT',
-      hint: 'put a long random secret in the file, the same on every node, for example: openssl rand -base64 32 > peer-secret',
+      hint: 'put a long random secret in the file, the same on every node, for example: openssl rand -base64 33 > peer-secret',
     });
   }
-  return new Secret(Buffer.from(text));
+  return new Secret(Buffer.from(data));
 }
 
 const PASSWORD_HINT = `put the password in a file readable only by the agent and give it with ${flagOf('etcdPasswordFile')}, or set ${envOf('etcdPassword')}; it is never taken from a flag, which any user can read in ps`;

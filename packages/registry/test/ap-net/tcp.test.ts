@@ -497,10 +497,11 @@ test('with a cluster secret, nodes that share it link (crossed dials too) and no
     outsiders.push(none);
     await until(() => a.lines.some((l) => l.code === 'AUTH_REQUIRED' && /node "x" has no cluster secret/.test(l.msg)), 5_000, 'AUTH_REQUIRED on a');
     await until(() => none.lines.some((l) => /refused by the peer \(AUTH_REQUIRED\)/.test(l.msg)), 5_000, 'the refusal on x');
-    // Another secret: x2's dial finds that a does not know x2's secret (a's proof fails).
+    // Another secret: y proves first (a stranger learns nothing to guess from), and a refuses.
     const other = await node('y', { peers: [at(a, 'a')], secret: 'another secret entirely' });
     outsiders.push(other);
-    await until(() => other.lines.some((l) => /node "a" does not know this cluster's secret/.test(l.msg)), 5_000, 'the failed proof on y');
+    await until(() => a.lines.some((l) => l.code === 'AUTH_FAILED' && /node "y" does not know this cluster's secret/.test(l.msg)), 5_000, 'AUTH_FAILED on a');
+    await until(() => other.lines.some((l) => /refused by the peer \(AUTH_FAILED\)/.test(l.msg)), 5_000, 'the refusal on y');
     // A node with the secret dialing one without it: the welcome comes without a proof.
     const plain = await node('z');
     outsiders.push(plain);
@@ -515,26 +516,56 @@ test('with a cluster secret, nodes that share it link (crossed dials too) and no
   }
 });
 
-test('with a cluster secret, a dialer that answers the challenge with a forged proof is refused with AUTH_FAILED and learns nothing', async () => {
-  const b = await node('b', { secret: 'the cluster secret' });
+test('with a cluster secret, a stranger learns nothing: no id, no proof to guess from, a forged proof refused, its refusals not believed', async () => {
+  const b = await node('b', { secret: 'the cluster secret, long enough' });
   try {
+    // A dialer without the secret's proof: b challenges, and says nothing else.
     const r = await raw(b.t.address().port);
     r.s.write(encodeFrame([FrameKind.Hello, { proto: PEER_PROTOCOL_VERSION, cluster: 'switchboard', id: 'm', listen: '127.0.0.1:1', expect: null, members: [], nonce: new Uint8Array(16).fill(7) }], 1 << 20));
     await until(() => r.frames.length >= 1, 2_000, 'the challenge');
-    const auth = r.frames[0]!;
-    assert.equal(auth[0], FrameKind.Auth);
-    const body = auth[1] as { id: string; nonce: Uint8Array; mac: Uint8Array };
-    assert.equal(body.id, 'b');
-    assert.equal(body.nonce.length, 16);
-    assert.equal(body.mac.length, 32);
-    // Replaying b's own proof (a reflection) or anything else is no proof.
-    r.s.write(encodeFrame([FrameKind.Proof, { mac: body.mac }], 1 << 20));
+    assert.equal(r.frames[0]![0], FrameKind.Auth);
+    assert.deepEqual(Object.keys(r.frames[0]![1] as object), ['nonce'], 'only a nonce: no id, no proof');
+    assert.equal(((r.frames[0]![1] as { nonce: Uint8Array }).nonce).length, 16);
+    r.s.write(encodeFrame([FrameKind.Proof, { mac: new Uint8Array(32).fill(1) }], 1 << 20));
     await r.closed;
     assert.deepEqual(r.frames.map((f) => f[0]), [FrameKind.Auth, FrameKind.Refuse]);
-    assert.equal((r.frames[1]![1] as { code: string }).code, 'AUTH_FAILED');
-    assert.ok(!r.frames.some((f) => f[0] === FrameKind.Welcome), 'no member list for a stranger');
+    const refusal = r.frames[1]![1] as { code: string; id?: string };
+    assert.equal(refusal.code, 'AUTH_FAILED');
+    assert.equal(refusal.id, undefined, 'the refusal does not name the node');
     assert.equal(b.t.peers().length, 0, 'b did not even learn of m');
+    // Other clusters and removed ids are not told apart before authentication either.
+    const r2 = await raw(b.t.address().port);
+    r2.s.write(encodeFrame([FrameKind.Hello, { proto: PEER_PROTOCOL_VERSION, cluster: 'other', id: 'm2', listen: '127.0.0.1:1', expect: 'zz', members: [] }], 1 << 20));
+    await r2.closed;
+    assert.equal((r2.frames[0]![1] as { code: string }).code, 'AUTH_REQUIRED');
+    // A refusal sent to b on a connection b did not dial is no refusal: no "removed" error.
+    const r3 = await raw(b.t.address().port);
+    r3.s.write(encodeFrame([FrameKind.Refuse, { code: 'REMOVED', detail: 'you were removed' }], 1 << 20));
+    await r3.closed;
+    assert.ok(!b.lines.some((l) => /was removed from the cluster by an operator/.test(l.msg)), 'no removal believed');
   } finally {
     await closeAll(b);
+  }
+});
+
+test('with a cluster secret, a --join address held by a stranger cannot refuse the joining node out of the cluster or plant a member', async () => {
+  // The stranger answers the hello at once with a refusal, before any proof.
+  const liar = createServer((s) => {
+    s.on('error', () => undefined);
+    s.once('data', () => {
+      s.write(encodeFrame([FrameKind.Refuse, { code: 'REMOVED', detail: 'removed', id: 'evil' }], 1 << 20));
+      s.end();
+    });
+  });
+  await new Promise<void>((r) => liar.listen(0, '127.0.0.1', r));
+  const liarPort = (liar.address() as AddressInfo).port;
+  const c = await node('c', { join: [{ host: '127.0.0.1', port: liarPort }], secret: 'the cluster secret, long enough' });
+  try {
+    await until(() => c.lines.some((l) => /not taken into account/.test(l.msg)), 5_000, 'the refusal ignored');
+    assert.ok(!c.lines.some((l) => /was removed from the cluster/.test(l.msg)), 'no removal believed');
+    assert.deepEqual(c.t.peerIds(), [], 'no member planted');
+  } finally {
+    await closeAll(c);
+    await new Promise<void>((r) => liar.close(() => r()));
   }
 });

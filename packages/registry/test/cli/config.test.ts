@@ -111,20 +111,26 @@ test('the etcd password: from a file (one trailing newline dropped) or SWITCHBOA
   }
 });
 
-test('the ap cluster secret: from a file (one trailing newline dropped), at least 16 bytes, never serialized', () => {
+test('the ap cluster secret: the bytes of a file (one trailing newline dropped), at least 32, never serialized', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sb-config-'));
   try {
     const file = join(dir, 'peer-secret');
-    writeFileSync(file, 'a long enough cluster secret\n');
+    writeFileSync(file, 'a long enough cluster secret, 35 B\r\n');
     const cfg = resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', peerSecretFile: file } }]);
-    assert.equal(cfg.peerSecret?.reveal().toString(), 'a long enough cluster secret');
+    assert.equal(cfg.peerSecret?.reveal().toString(), 'a long enough cluster secret, 35 B');
     assert.doesNotMatch(JSON.stringify(cfg), /long enough/);
     assert.doesNotMatch(inspect(cfg, { depth: 10 }), /long enough/);
+    // Binary secrets are taken byte for byte (a UTF-8 round trip changed them).
+    const binary = Buffer.from(Array.from({ length: 32 }, (_, i) => 0x80 + i));
+    writeFileSync(file, binary);
+    assert.deepEqual(resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', peerSecretFile: file } }]).peerSecret?.reveal(), binary);
+    writeFileSync(file, Buffer.from(Array.from({ length: 12 }, () => 0xe9)));
+    assert.throws(() => resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', peerSecretFile: file } }]), /holds 12 bytes, at least 32/);
     assert.equal(resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a' } }]).peerSecret, null);
     writeFileSync(file, 'short\n');
     assert.throws(
       () => resolveConfig([{ name: 'file', values: { mode: 'ap', nodeId: 'a', peerSecretFile: file } }]),
-      (err: unknown) => err instanceof ConfigError && err.code === 'PEER_SECRET_TOO_SHORT' && /holds 5 bytes, at least 16/.test(err.message) && /openssl rand/.test(err.hint ?? ''),
+      (err: unknown) => err instanceof ConfigError && err.code === 'PEER_SECRET_TOO_SHORT' && /holds 5 bytes, at least 32/.test(err.message) && /openssl rand/.test(err.hint ?? ''),
     );
     assert.throws(
       () => resolveConfig([{ name: 'env', values: envValues({ SWITCHBOARD_MODE: 'ap', SWITCHBOARD_NODE_ID: 'a', SWITCHBOARD_PEER_SECRET_FILE: join(dir, 'missing') }) }]),

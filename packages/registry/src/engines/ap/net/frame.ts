@@ -23,10 +23,12 @@ export enum FrameKind {
   Pong = 5,
   Members = 6,
   Bye = 7,
-  /** The acceptor's proof that it knows the cluster's secret, and its challenge (peerSecretFile). */
+  /** The acceptor's challenge, with a cluster secret (peerSecretFile): its nonce. */
   Auth = 8,
-  /** The dialer's answer to the challenge. */
+  /** The dialer's proof that it knows the secret. */
   Proof = 9,
+  /** The acceptor's proof, sent only once the dialer's held: its id and proof. */
+  Accepted = 10,
 }
 
 /** A member as the membership exchange carries it. */
@@ -49,10 +51,13 @@ export interface HelloBody {
   nonce?: Uint8Array;
 }
 
-/** Frame 8: `mac` = HMAC-SHA256(secret, "accept", cluster, dialer, acceptor, both nonces). */
-export interface AuthBody {
+/**
+ * Frame 10. Proofs are HMAC-SHA256 with the secret: the dialer's (frame 9) over "dial",
+ * the cluster, its id and both nonces; the acceptor's over "accept", the cluster, both ids
+ * and both nonces.
+ */
+export interface AcceptedBody {
   id: string;
-  nonce: Uint8Array;
   mac: Uint8Array;
 }
 
@@ -67,11 +72,12 @@ export interface WelcomeBody {
 export interface RefuseBody {
   /**
    * WRONG_VERSION, WRONG_CLUSTER, WRONG_ID, SAME_ID, TOO_MANY_PEERS, REMOVED (the dialer was
-   * removed from the cluster), DUPLICATE (the acceptor keeps another link with the dialer).
+   * removed from the cluster), DUPLICATE (the acceptor keeps another link with the dialer),
+   * AUTH_REQUIRED and AUTH_FAILED (the cluster secret: missing, or another).
    */
   code: string;
   detail: string;
-  /** The refusing node's id (a --join dial learns whom it reached). */
+  /** The refusing node's id (a --join dial learns whom it reached); left out before authentication. */
   id?: string;
 }
 
@@ -84,8 +90,9 @@ export type Frame =
   | [FrameKind.Pong, { seq: number }]
   | [FrameKind.Members, { members: MemberRecord[] }]
   | [FrameKind.Bye, { reason: string }]
-  | [FrameKind.Auth, AuthBody]
-  | [FrameKind.Proof, { mac: Uint8Array }];
+  | [FrameKind.Auth, { nonce: Uint8Array }]
+  | [FrameKind.Proof, { mac: Uint8Array }]
+  | [FrameKind.Accepted, AcceptedBody];
 
 // Plain msgpack (no record extension), so that any msgpack implementation can read a frame.
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });

@@ -27,7 +27,7 @@ import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import type { Logger } from 'pino';
 import { NODE_ID_RULE, isNodeId, type Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
-import { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, type AuthBody, type Frame, type HelloBody, type MemberRecord, type RefuseBody, type WelcomeBody } from './frame.js';
+import { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, type AcceptedBody, type Frame, type HelloBody, type MemberRecord, type RefuseBody, type WelcomeBody } from './frame.js';
 import { reconnectDelay } from './backoff.js';
 import { REJOIN_HINT } from '../removed.js';
 
@@ -69,7 +69,7 @@ export interface TcpTransportOptions {
   removed?: string[];
   /**
    * The cluster's shared secret (peerSecretFile): every link proves, both ways, that its
-   * ends know it before anything else is said (see authenticate()). Null: links are not
+   * ends know it before anything else is said (see the authentication section below). Null: links are not
    * authenticated (the peer port must then be reachable by the nodes only).
    */
   secret?: Buffer | null;
@@ -95,8 +95,25 @@ function parseAddress(s: string): HostPort | null {
 
 const UNSPECIFIED = new Set(['0.0.0.0', '::', '']);
 
-/** The same refusal of the same node is logged as a warning at most this often. */
-const REFUSAL_WARN_EVERY_MS = 60_000;
+/** Incoming connections that fail (refused, malformed, timed out) are warnings at most this many times a minute. */
+const INBOUND_WARNINGS_PER_MINUTE = 20;
+
+/**
+ * With a cluster secret, the refusals an acceptor may send before it proved itself, and
+ * what this node logs for them (not the acceptor's own text: anyone can send one).
+ */
+const PRE_AUTH_REFUSALS: Readonly<Record<string, string>> = {
+  AUTH_FAILED: 'the node there does not accept this node\'s proof of the cluster secret: give every node the same --peer-secret-file (and --cluster)',
+  AUTH_REQUIRED: 'the node there asks for a proof of a cluster secret this node did not give',
+  WRONG_VERSION: 'the node there speaks another peer protocol version: run the same Switchboard version on every node',
+  INVALID_ID: "the node there does not take this node's id: give it a --node-id of 1-253 characters of A-Z a-z 0-9 . _ -",
+};
+
+/** An id or name from the other end, as a log line shows it: quoted, at most 64 characters. */
+function shownId(v: unknown): string {
+  const s = typeof v === 'string' ? v : String(v);
+  return JSON.stringify(s.length > 64 ? `${s.slice(0, 64)}...` : s);
+}
 
 /** Bytes of each end's challenge when links authenticate with a cluster secret. */
 const NONCE_BYTES = 16;
@@ -163,6 +180,8 @@ class Link {
   heldFor: Peer | null = null;
   /** With a cluster secret: this end's challenge (the dialer's in its hello, the acceptor's in auth). */
   nonce: Buffer | null = null;
+  /** The dialer's side: the acceptor's challenge, answered with our proof. */
+  peerNonce: Uint8Array | null = null;
   /** With a cluster secret: the other end proved it knows it. */
   authed = false;
   /** The acceptor's side: the hello waiting for the dialer's proof. */
@@ -191,8 +210,12 @@ export class TcpPeerTransport implements TcpTransport {
   readonly nodeId: string;
   private readonly cluster: string;
   private readonly secret: Buffer | null;
-  /** When each (node, refusal code) was last logged at warn level (see refuseHello). */
-  private readonly refusalsLogged = new Map<string, number>();
+  /** Warnings about incoming connections in the current minute, and those not logged as warnings (see inboundWarning). */
+  private inboundWindowAt = -Infinity;
+  /** The last problem logged for each --join address (see problem()). */
+  private readonly addressProblems = new Map<string, string>();
+  private inboundWarned = 0;
+  private inboundSuppressed = 0;
   private readonly limits: PeerLinkLimits;
   private readonly log: Logger;
   private readonly random: () => number;
@@ -239,7 +262,8 @@ export class TcpPeerTransport implements TcpTransport {
   /** Binds the listener and starts dialing. */
   async start(): Promise<void> {
     const server = createServer((socket) => this.accept(socket));
-    server.maxConnections = this.limits.peerMaxPeers * 2 + 4;
+    // Links, crossed dials, and room beyond what one address may hold in handshakes.
+    server.maxConnections = this.limits.peerMaxPeers * 3 + 4;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.opts.listen.port, this.opts.listen.host, () => {
@@ -416,6 +440,17 @@ export class TcpPeerTransport implements TcpTransport {
 
   private accept(socket: Socket): void {
     if (this.closed) return void socket.destroy();
+    // One address may not hold more than a few connections in their handshake: whoever
+    // reaches the port could otherwise take every connection the listener allows.
+    let pending = 0;
+    for (const l of this.links) if (this.fromOutside(l) && l.socket.remoteAddress === socket.remoteAddress) pending++;
+    // (Every node of a cluster on one machine comes from the same address: a node has no
+    // more honest handshakes from one address than it may have peers.)
+    const cap = this.limits.peerMaxPeers + 1;
+    if (pending >= cap) {
+      this.inboundWarning({ from: socket.remoteAddress }, `closed a peer connection from ${socket.remoteAddress}: it already has ${cap} connections in their handshake (peerMaxPeers + 1)`);
+      return void socket.destroy();
+    }
     const link = new Link(socket, null, null, null, this.handshakeMaxFrameBytes);
     this.wire(link);
   }
@@ -447,7 +482,10 @@ export class TcpPeerTransport implements TcpTransport {
       frames = link.decoder.push(chunk);
     } catch (err) {
       const who = link.remoteId ?? (link.dialed ? fmt(link.dialed) : `${link.socket.remoteAddress}:${link.socket.remotePort}`);
-      this.log.warn({ peer: who, err: (err as Error).message }, `peer link to ${who} closed: ${(err as FrameError).code ?? 'FRAME_MALFORMED'}`);
+      const fields = { peer: who, err: (err as Error).message };
+      const msg = `peer link to ${who} closed: ${(err as FrameError).code ?? 'FRAME_MALFORMED'}`;
+      if (this.fromOutside(link)) this.inboundWarning(fields, msg);
+      else this.log.warn(fields, msg);
       return this.kill(link);
     }
     link.lastHeardAt = performance.now();
@@ -460,7 +498,10 @@ export class TcpPeerTransport implements TcpTransport {
         // to encode) ends the link, never the process: the socket's data handler is no
         // place for an error to escape from.
         const who = link.remoteId ?? (link.dialed ? fmt(link.dialed) : `${link.socket.remoteAddress}:${link.socket.remotePort}`);
-        this.log.warn({ peer: who, err: (err as Error).message }, `peer link to ${who} closed: a frame it sent could not be handled`);
+        const fields = { peer: who, err: (err as Error).message };
+        const msg = `peer link to ${who} closed: a frame it sent could not be handled`;
+        if (this.fromOutside(link)) this.inboundWarning(fields, msg);
+        else this.log.warn(fields, msg);
         return this.kill(link);
       }
     }
@@ -506,9 +547,11 @@ export class TcpPeerTransport implements TcpTransport {
         if (link.state === 'up') this.learn(f[1].members);
         return;
       case FrameKind.Auth:
-        return this.onAuth(link, f[1]);
+        return this.onAuth(link, f[1]?.nonce);
       case FrameKind.Proof:
         return this.onProof(link, f[1]?.mac);
+      case FrameKind.Accepted:
+        return this.onAccepted(link, f[1]);
       case FrameKind.Bye:
         this.log.info({ peer: link.remoteId, reason: f[1].reason }, `peer ${link.remoteId ?? '?'} is leaving`);
         return this.kill(link);
@@ -531,19 +574,20 @@ export class TcpPeerTransport implements TcpTransport {
   private onHello(link: Link, h: HelloBody): void {
     if (link.state !== 'handshake' || link.dialer !== null) return this.kill(link);
     const refuse = (code: string, detail: string, level: 'warn' | 'debug' = 'warn'): void => this.refuseHello(link, h.id, code, detail, level);
-    if (h.proto !== PEER_PROTOCOL_VERSION) return refuse('WRONG_VERSION', `node "${h.id}" speaks peer protocol ${h.proto}, this node ${PEER_PROTOCOL_VERSION}: run the same Switchboard version on every node`);
-    if (!isNodeId(h.id)) return refuse('INVALID_ID', `the dialing node's id ${JSON.stringify(h.id)} is not ${NODE_ID_RULE}: give it a --node-id that is`);
-    if (h.cluster !== this.cluster) return refuse('WRONG_CLUSTER', `node "${h.id}" belongs to cluster "${h.cluster}", this node to "${this.cluster}"`);
+    if (h.proto !== PEER_PROTOCOL_VERSION) return refuse('WRONG_VERSION', `node ${shownId(h.id)} speaks peer protocol ${h.proto}, this node ${PEER_PROTOCOL_VERSION}: run the same Switchboard version on every node`);
+    if (!isNodeId(h.id)) return refuse('INVALID_ID', `the dialing node's id ${shownId(h.id)} is not ${NODE_ID_RULE}: give it a --node-id that is`);
+    // With a cluster secret, the dialer proves it knows it before anything else of the hello
+    // is looked at (cluster, ids, removal: a stranger learns none of them); all of this runs
+    // again when its proof arrives (onProof).
+    if (this.secret !== null && !link.authed) return this.challenge(link, h);
+    if (h.cluster !== this.cluster) return refuse('WRONG_CLUSTER', `node "${h.id}" belongs to cluster ${shownId(h.cluster)}, this node to "${this.cluster}"`);
     if (h.id === this.nodeId) return refuse('SAME_ID', `the dialing node has this node's id "${h.id}": every node needs its own --node-id`);
     if (h.expect !== null && h.expect !== this.nodeId) {
-      return refuse('WRONG_ID', `node "${h.id}" expected node "${h.expect}" at this address, but this is node "${this.nodeId}": fix its --peers`);
+      return refuse('WRONG_ID', `node "${h.id}" expected node ${shownId(h.expect)} at this address, but this is node "${this.nodeId}": fix its --peers`);
     }
     if (this.removed.has(h.id)) {
       return refuse('REMOVED', `node "${h.id}" was removed from the cluster: ${REJOIN_HINT}`);
     }
-    // With a cluster secret, nothing of the hello is acted on before the dialer proved it
-    // knows it: the rest of this runs again when its proof arrives (onProof).
-    if (this.secret !== null && !link.authed) return this.challenge(link, h);
     if (!this.peersById.has(h.id) && this.peersById.size >= this.limits.peerMaxPeers) {
       return refuse('TOO_MANY_PEERS', `this node already links to peerMaxPeers (${this.limits.peerMaxPeers}) peers`);
     }
@@ -580,34 +624,53 @@ export class TcpPeerTransport implements TcpTransport {
 
   private refuseHello(link: Link, peer: unknown, code: string, detail: string, level: 'warn' | 'debug' = 'warn'): void {
     const from = `${link.socket.remoteAddress}:${link.socket.remotePort}`;
-    // A refused node redials a few times a second: the same refusal is a warning once a
-    // minute, debug in between.
-    const key = `${String(peer)}|${code}`;
-    const now = performance.now();
-    const last = this.refusalsLogged.get(key);
-    if (level === 'warn' && last !== undefined && now - last < REFUSAL_WARN_EVERY_MS) level = 'debug';
-    else if (level === 'warn') {
-      if (this.refusalsLogged.size >= 1024) this.refusalsLogged.clear();
-      this.refusalsLogged.set(key, now);
-    }
-    this.log[level]({ from, peer, code }, `refused a peer link from ${from}: ${detail}`);
-    this.write(link, encodeFrame([FrameKind.Refuse, { code, detail, id: this.nodeId }], this.limits.peerMaxFrameBytes));
+    const fields = { from, peer: shownId(peer), code };
+    if (level === 'warn') this.inboundWarning(fields, `refused a peer link from ${from}: ${detail}`);
+    else this.log.debug(fields, `refused a peer link from ${from}: ${detail}`);
+    // Before the dialer proved it knows the cluster secret, this node does not say who it is.
+    const id = this.secret === null || link.authed ? this.nodeId : undefined;
+    this.write(link, encodeFrame([FrameKind.Refuse, { code, detail, ...(id !== undefined && { id }) }], this.limits.peerMaxFrameBytes));
     link.socket.end();
     this.drop(link, 'refused', false);
   }
 
+  /**
+   * A warning about a connection from outside that did not become a link (refused, malformed,
+   * timed out): anyone who reaches the port can cause one, so at most
+   * INBOUND_WARNINGS_PER_MINUTE are warnings; the rest go to debug level and are counted in
+   * the next warning.
+   */
+  private inboundWarning(fields: Record<string, unknown>, msg: string): void {
+    const now = performance.now();
+    if (now - this.inboundWindowAt >= 60_000) {
+      if (this.inboundSuppressed > 0) this.log.warn({ suppressed: this.inboundSuppressed }, `${this.inboundSuppressed} more refused or failed incoming peer connections in the last minute (logged at debug level)`);
+      this.inboundWindowAt = now;
+      this.inboundWarned = 0;
+      this.inboundSuppressed = 0;
+    }
+    if (this.inboundWarned < INBOUND_WARNINGS_PER_MINUTE) {
+      this.inboundWarned++;
+      this.log.warn(fields, msg);
+    } else {
+      this.inboundSuppressed++;
+      this.log.debug(fields, msg);
+    }
+  }
+
   // ---- authentication (a cluster secret: peerSecretFile) ----
   //
-  // hello (the dialer's nonce) -> auth (the acceptor's id, nonce and proof) -> proof (the
-  // dialer's), then welcome or refuse as without a secret. Each proof is an HMAC-SHA256
-  // with the secret over the role, the cluster, both ids and both nonces: fresh for every
-  // link (no replay), bound to its direction (a proof cannot be reflected back), and
-  // proving the secret without sending it. It authenticates the ends when the link is
-  // made; it does not encrypt or sign what follows (docs/ap-network.md, "Security").
+  // hello (the dialer's nonce) -> auth (the acceptor's nonce) -> proof (the dialer's) ->
+  // accepted (the acceptor's id and proof), then welcome or refuse as without a secret.
+  // Each proof is an HMAC-SHA256 with the secret over the role, the cluster, the ids and
+  // both nonces: fresh for every link (no replay), bound to its direction (a proof cannot
+  // be reflected back), and proving the secret without sending it. The dialer proves
+  // first: a stranger that connects to the port gets no proof to guess the secret from
+  // offline. It authenticates the ends when the link is made; it does not encrypt or sign
+  // what follows (docs/ap-network.md, "Security").
 
-  private proofOf(role: 'accept' | 'dial', dialer: string, acceptor: string, dialerNonce: Uint8Array, acceptorNonce: Uint8Array): Buffer {
+  private proofOf(role: 'accept' | 'dial', dialer: string, acceptor: string | null, dialerNonce: Uint8Array, acceptorNonce: Uint8Array): Buffer {
     const h = createHmac('sha256', this.secret as Buffer);
-    for (const part of [role, this.cluster, dialer, acceptor]) h.update(`${part}\u0000`);
+    for (const part of [role, this.cluster, dialer, ...(acceptor === null ? [] : [acceptor])]) h.update(`${part}\u0000`);
     h.update(dialerNonce);
     h.update(acceptorNonce);
     return h.digest();
@@ -617,46 +680,60 @@ export class TcpPeerTransport implements TcpTransport {
     return a instanceof Uint8Array && a.length === b.length && timingSafeEqual(a, b);
   }
 
-  /** The acceptor's side: prove ourselves and challenge the dialer. */
-  private challenge(link: Link, h: HelloBody): void {
-    if (!(h.nonce instanceof Uint8Array) || h.nonce.length !== NONCE_BYTES) {
-      return this.refuseHello(link, h.id, 'AUTH_REQUIRED', `node "${h.id}" has no cluster secret, and this cluster's links authenticate with one: give every node the same --peer-secret-file`);
-    }
-    link.nonce = randomBytes(NONCE_BYTES);
-    link.authHello = h;
-    const mac = this.proofOf('accept', h.id, this.nodeId, h.nonce, link.nonce);
-    this.write(link, encodeFrame([FrameKind.Auth, { id: this.nodeId, nonce: link.nonce, mac }], this.limits.peerMaxFrameBytes));
+  private static isNonce(n: unknown): n is Uint8Array {
+    return n instanceof Uint8Array && n.length === NONCE_BYTES;
   }
 
-  /** The dialer's side: the acceptor proved itself (or not); answer its challenge. */
-  private onAuth(link: Link, a: AuthBody): void {
-    if (link.state !== 'handshake' || link.dialer !== this.nodeId || !link.dialed || link.authed) return this.kill(link);
-    const at = fmt(link.dialed);
-    const fail = (detail: string): void => {
-      this.problem(link.target, `peer link to ${at} refused by this node: ${detail}`, 'warn');
-      this.kill(link);
-    };
-    if (this.secret === null || link.nonce === null) return fail('it authenticates its links with a cluster secret and this node has none: give every node the same --peer-secret-file');
-    if (!isNodeId(a.id) || !(a.nonce instanceof Uint8Array) || a.nonce.length !== NONCE_BYTES) return fail('its authentication frame is malformed');
-    if (link.target && a.id !== link.target.id) return fail(`it is node "${a.id}", but --peers names "${link.target.id}" at that address`);
-    if (!TcpPeerTransport.sameProof(a.mac, this.proofOf('accept', this.nodeId, a.id, link.nonce, a.nonce))) {
-      return fail(`node "${a.id}" does not know this cluster's secret: give every node the same --peer-secret-file`);
+  /** The acceptor's side: challenge the dialer (nothing else is said before it proved itself). */
+  private challenge(link: Link, h: HelloBody): void {
+    if (!TcpPeerTransport.isNonce(h.nonce)) {
+      return this.refuseHello(link, h.id, 'AUTH_REQUIRED', `node "${h.id}" has no cluster secret, and this cluster's links authenticate with one: give every node the same --peer-secret-file`);
+    }
+    if (link.authHello !== null) return this.kill(link); // a second hello while the first waits
+    link.nonce = randomBytes(NONCE_BYTES);
+    link.authHello = h;
+    this.write(link, encodeFrame([FrameKind.Auth, { nonce: link.nonce }], this.limits.peerMaxFrameBytes));
+  }
+
+  /** The dialer's side: answer the acceptor's challenge with our proof. */
+  private onAuth(link: Link, nonce: unknown): void {
+    if (link.state !== 'handshake' || link.dialer !== this.nodeId || !link.dialed || link.peerNonce !== null) return this.kill(link);
+    if (this.secret === null || link.nonce === null) return this.failAuth(link, 'it authenticates its links with a cluster secret and this node has none: give every node the same --peer-secret-file');
+    if (!TcpPeerTransport.isNonce(nonce)) return this.failAuth(link, 'its authentication frame is malformed');
+    link.peerNonce = nonce;
+    this.write(link, encodeFrame([FrameKind.Proof, { mac: this.proofOf('dial', this.nodeId, null, link.nonce, nonce) }], this.limits.peerMaxFrameBytes));
+  }
+
+  /** The acceptor's side: the dialer's proof; if it holds, ours, and the hello is taken up again. */
+  private onProof(link: Link, mac: unknown): void {
+    const h = link.authHello;
+    if (link.state !== 'handshake' || link.dialer !== null || h === null || link.nonce === null || link.authed) return this.kill(link);
+    link.authHello = null;
+    if (!TcpPeerTransport.sameProof(mac, this.proofOf('dial', h.id, null, h.nonce as Uint8Array, link.nonce))) {
+      return this.refuseHello(link, h.id, 'AUTH_FAILED', `node "${h.id}" does not know this cluster's secret (or belongs to another --cluster): give every node the same --peer-secret-file`);
+    }
+    link.authed = true;
+    const mac2 = this.proofOf('accept', h.id, this.nodeId, h.nonce as Uint8Array, link.nonce);
+    this.write(link, encodeFrame([FrameKind.Accepted, { id: this.nodeId, mac: mac2 }], this.limits.peerMaxFrameBytes));
+    this.onHello(link, h);
+  }
+
+  /** The dialer's side: the acceptor proved itself (or not); its welcome or refusal counts only after this. */
+  private onAccepted(link: Link, a: AcceptedBody): void {
+    if (link.state !== 'handshake' || link.dialer !== this.nodeId || !link.dialed || link.peerNonce === null || link.nonce === null || link.authed) return this.kill(link);
+    if (!isNodeId(a?.id) || a.id === this.nodeId) return this.failAuth(link, 'its authentication frame is malformed');
+    if (link.target && a.id !== link.target.id) return this.failAuth(link, `it is node "${a.id}", but --peers names "${link.target.id}" at that address`);
+    if (!TcpPeerTransport.sameProof(a.mac, this.proofOf('accept', this.nodeId, a.id, link.nonce, link.peerNonce))) {
+      return this.failAuth(link, `node "${a.id}" does not know this cluster's secret: give every node the same --peer-secret-file`);
     }
     link.authed = true;
     link.authId = a.id;
-    this.write(link, encodeFrame([FrameKind.Proof, { mac: this.proofOf('dial', this.nodeId, a.id, link.nonce, a.nonce) }], this.limits.peerMaxFrameBytes));
   }
 
-  /** The acceptor's side: the dialer's answer; the hello is taken up again once it holds. */
-  private onProof(link: Link, mac: unknown): void {
-    const h = link.authHello;
-    if (link.state !== 'handshake' || link.dialer !== null || h === null || link.nonce === null) return this.kill(link);
-    link.authHello = null;
-    if (!TcpPeerTransport.sameProof(mac, this.proofOf('dial', h.id, this.nodeId, h.nonce as Uint8Array, link.nonce))) {
-      return this.refuseHello(link, h.id, 'AUTH_FAILED', `node "${h.id}" does not know this cluster's secret: give every node the same --peer-secret-file`);
-    }
-    link.authed = true;
-    this.onHello(link, h);
+  private failAuth(link: Link, detail: string): void {
+    const at = fmt(link.dialed as HostPort);
+    this.problem(link.target, `peer link to ${at} refused by this node: ${detail}`, 'warn', at);
+    this.kill(link);
   }
 
   /** Welcomes a link from `p` that is to be its link (see onHello). */
@@ -765,22 +842,37 @@ export class TcpPeerTransport implements TcpTransport {
   }
 
   private onRefuse(link: Link, r: RefuseBody): void {
-    const at = link.dialed ? fmt(link.dialed) : '?';
-    if (r.code === 'DUPLICATE') {
+    // Only the answer to a hello of ours, before its handshake ended, is a refusal.
+    if (link.state !== 'handshake' || link.dialer !== this.nodeId || !link.dialed) return this.kill(link);
+    const at = fmt(link.dialed);
+    const code = typeof r?.code === 'string' ? r.code.slice(0, 40) : '?';
+    const detail = typeof r?.detail === 'string' ? r.detail.slice(0, 500) : '';
+    // With a cluster secret, a refusal from an acceptor that has not proved itself is
+    // anyone's word: the link failed, nothing more (a stranger's REMOVED or DUPLICATE must
+    // not count). The refusals of the authentication itself come before any proof.
+    if (this.secret !== null && !link.authed) {
+      // Its text is anyone's too: what is logged is this node's own.
+      const said = PRE_AUTH_REFUSALS[code];
+      if (said !== undefined) this.problem(link.target, `peer link to ${at} refused by the peer (${code}): ${said}`, 'warn', at);
+      else this.log.debug({ peer: link.target?.id, at, code }, `peer link to ${at} refused before the peer proved it knows the cluster secret: not taken into account`);
+      return this.kill(link);
+    }
+    if (code === 'DUPLICATE') {
       // The peer keeps another link with this node (see onHello).
-      this.log.debug({ peer: link.target?.id ?? r.id, at }, `peer link to ${at} not needed: ${r.detail}`);
+      const id = this.secret !== null ? link.authId : r.id;
+      this.log.debug({ peer: link.target?.id ?? id, at }, `peer link to ${at} not needed: ${detail}`);
       this.kill(link);
-      if (!link.target) this.seedIsMember(link, r.id);
+      if (!link.target) this.seedIsMember(link, id);
       return;
     }
-    if (r.code === 'REMOVED') {
+    if (code === 'REMOVED') {
       if (!this.toldRemoved) {
         this.toldRemoved = true;
         this.log.error({ nodeId: this.nodeId, refusedBy: at }, `this node ("${this.nodeId}") was removed from the cluster by an operator: its peers refuse it and it serves only what it had: ${REJOIN_HINT}`);
       }
       return this.kill(link);
     }
-    this.problem(link.target, `peer link to ${at} refused by the peer (${r.code}): ${r.detail}`, 'warn');
+    this.problem(link.target, `peer link to ${at} refused by the peer (${code}): ${detail}`, 'warn');
     this.kill(link);
   }
 
@@ -950,8 +1042,14 @@ export class TcpPeerTransport implements TcpTransport {
 
   private fail(link: Link, why: string): void {
     const at = link.dialed ? fmt(link.dialed) : `${link.socket.remoteAddress}:${link.socket.remotePort}`;
-    this.problem(link.target, `peer link to ${at}: ${why}`, 'warn');
+    if (this.fromOutside(link)) this.inboundWarning({ from: at }, `peer link from ${at}: ${why}`);
+    else this.problem(link.target, `peer link to ${at}: ${why}`, 'warn', at);
     this.kill(link);
+  }
+
+  /** A connection someone made to this node that has not become a link yet: anyone's. */
+  private fromOutside(link: Link): boolean {
+    return link.dialed === null && link.state === 'handshake';
   }
 
   /** Forgets a link; when it was a peer's link, the peer is down and is redialed. */
@@ -1003,10 +1101,15 @@ export class TcpPeerTransport implements TcpTransport {
   }
 
   /** Logs a link problem once until it changes (a retry loop does not flood the log). */
-  private problem(p: Peer | null, msg: string, level: 'warn' | 'info'): void {
+  private problem(p: Peer | null, msg: string, level: 'warn' | 'info', address?: string): void {
     if (p) {
       if (p.lastProblem === msg) return;
       p.lastProblem = msg;
+    } else if (address !== undefined) {
+      // A --join address (no peer yet): once per address and message as well.
+      if (this.addressProblems.get(address) === msg) return;
+      if (this.addressProblems.size >= this.limits.peerMaxPeers * 4) this.addressProblems.clear();
+      this.addressProblems.set(address, msg);
     }
     this.log[level]({ peer: p?.id }, msg);
   }
