@@ -14,6 +14,20 @@ const closeAll = async (...ns: (Node | undefined)[]): Promise<void> => {
   await Promise.all(ns.map((n) => n?.t.close()));
 };
 
+/** Two nodes a and b started at once, each naming the other in --peers: their dials cross. */
+async function crossedPair(opts: { secret?: string } = {}): Promise<[Node, Node]> {
+  // Ports are known in advance so that each node names the other in --peers.
+  const pa = await node('a');
+  const pb = await node('b');
+  const portA = pa.t.address().port;
+  const portB = pb.t.address().port;
+  await closeAll(pa, pb);
+  return Promise.all([
+    node('a', { port: portA, peers: [{ id: 'b', host: '127.0.0.1', port: portB }], ...opts }),
+    node('b', { port: portB, peers: [{ id: 'a', host: '127.0.0.1', port: portA }], ...opts }),
+  ]);
+}
+
 test('two nodes link once and deliver messages in order both ways', async () => {
   const b = await node('b');
   const a = await node('a', { peers: [at(b, 'b')] });
@@ -42,16 +56,7 @@ test('two nodes link once and deliver messages in order both ways', async () => 
 });
 
 test('when both nodes dial each other, one link survives and both agree on it', async () => {
-  // Ports are known in advance so that each node names the other in --peers.
-  const pa = await node('a');
-  const pb = await node('b');
-  const portA = pa.t.address().port;
-  const portB = pb.t.address().port;
-  await closeAll(pa, pb);
-  const [a, b] = await Promise.all([
-    node('a', { port: portA, peers: [{ id: 'b', host: '127.0.0.1', port: portB }] }),
-    node('b', { port: portB, peers: [{ id: 'a', host: '127.0.0.1', port: portA }] }),
-  ]);
+  const [a, b] = await crossedPair();
   try {
     await until(() => reachable(a, 'b') && reachable(b, 'a'), 5_000, 'linked');
     await sleep(300);
@@ -343,15 +348,7 @@ test('when both nodes dial each other at once, no message sent from the moment a
   const rounds = 12;
   const perSide = 300;
   for (let r = 0; r < rounds; r++) {
-    const pa = await node('a');
-    const pb = await node('b');
-    const portA = pa.t.address().port;
-    const portB = pb.t.address().port;
-    await closeAll(pa, pb);
-    const [a, b] = await Promise.all([
-      node('a', { port: portA, peers: [{ id: 'b', host: '127.0.0.1', port: portB }] }),
-      node('b', { port: portB, peers: [{ id: 'a', host: '127.0.0.1', port: portA }] }),
-    ]);
+    const [a, b] = await crossedPair();
     const sent = { a: 0, b: 0 };
     const pump = (n: Node, self: 'a' | 'b', to: string): void => {
       // From the first peer-up on: a message every turn until perSide were accepted.
@@ -476,15 +473,7 @@ test('a peer that comes back under the same id while its old link still looks al
 test('with a cluster secret, nodes that share it link (crossed dials too) and nodes that do not are refused on both sides', async () => {
   const SECRET = 'correct horse battery staple';
   // Crossed dials, both with the secret: one link, messages both ways.
-  const pa = await node('a');
-  const pb = await node('b');
-  const portA = pa.t.address().port;
-  const portB = pb.t.address().port;
-  await closeAll(pa, pb);
-  const [a, b] = await Promise.all([
-    node('a', { port: portA, peers: [{ id: 'b', host: '127.0.0.1', port: portB }], secret: SECRET }),
-    node('b', { port: portB, peers: [{ id: 'a', host: '127.0.0.1', port: portA }], secret: SECRET }),
-  ]);
+  const [a, b] = await crossedPair({ secret: SECRET });
   const outsiders: Node[] = [];
   try {
     await until(() => reachable(a, 'b') && reachable(b, 'a'), 5_000, 'a and b linked');
