@@ -33,32 +33,25 @@ export function registerLeaseCommands(program: Command, exit: Exit): void {
     }),
   );
 
-  commonFlags(
-    lease
-      .command('keepalive')
-      .description('keep a lease alive for another ttl (PUT /v1/leases/{id}/keepalive); once, run it again within every ttl')
-      .addArgument(leaseArg()),
-    false,
-  ).action(
-    runWith(exit, async (ctx, [leaseId]) => {
-      const g = await ctx.client.request<LeaseGrant>('PUT', apiPath('v1', 'leases', leaseId as string, 'keepalive'));
-      if (ctx.out.json) ctx.out.jsonDoc(g);
-      else ctx.out.line(leaseLine(g, 'kept alive'));
-      return 0;
-    }),
-  );
+  byId(lease, exit, 'keepalive', 'keep a lease alive for another ttl (PUT /v1/leases/{id}/keepalive); once, run it again within every ttl', async (ctx, leaseId) => {
+    const g = await ctx.client.request<LeaseGrant>('PUT', apiPath('v1', 'leases', leaseId, 'keepalive'));
+    return { doc: g, line: leaseLine(g, 'kept alive') };
+  });
+  byId(lease, exit, 'revoke', 'end a lease now and deregister its instances (DELETE /v1/leases/{id})', async (ctx, leaseId) => {
+    const res = await ctx.client.request<WriteResult>('DELETE', apiPath('v1', 'leases', leaseId));
+    return { doc: res, line: `revoked lease ${leaseId}: its instances are deregistered, revision ${res.revision}` };
+  });
+}
 
-  commonFlags(
-    lease
-      .command('revoke')
-      .description('end a lease now and deregister its instances (DELETE /v1/leases/{id})')
-      .addArgument(leaseArg()),
-    false,
-  ).action(
+type Ctx = Parameters<Parameters<typeof runWith>[1]>[0];
+
+/** A lease subcommand that takes the lease id and prints one line (or the answer with --json). */
+function byId(lease: Command, exit: Exit, name: string, description: string, call: (ctx: Ctx, leaseId: string) => Promise<{ doc: object; line: string }>): void {
+  commonFlags(lease.command(name).description(description).addArgument(leaseArg()), false).action(
     runWith(exit, async (ctx, [leaseId]) => {
-      const res = await ctx.client.request<WriteResult>('DELETE', apiPath('v1', 'leases', leaseId as string));
-      if (ctx.out.json) ctx.out.jsonDoc(res);
-      else ctx.out.line(`revoked lease ${leaseId as string}: its instances are deregistered, revision ${res.revision}`);
+      const { doc, line } = await call(ctx, leaseId as string);
+      if (ctx.out.json) ctx.out.jsonDoc(doc);
+      else ctx.out.line(line);
       return 0;
     }),
   );
