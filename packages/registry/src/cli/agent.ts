@@ -3,11 +3,12 @@ import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import { Alerts } from '../alerts/index.js';
 import { build, type SwitchboardApp } from '../api/app.js';
+import { ApiTokens } from '../api/auth.js';
 import type { Engine } from '../engines/engine.js';
 import { openEngine } from '../engines/open.js';
 import { startTracing } from '../telemetry/index.js';
 import { VERSION } from '../version.js';
-import { defaultNodeId, type AgentConfig } from './config.js';
+import { ConfigError, defaultNodeId, readApiTokens, type AgentConfig } from './config.js';
 
 export interface RunningAgent {
   app: SwitchboardApp;
@@ -15,6 +16,8 @@ export interface RunningAgent {
   url: string;
   logger: Logger;
   stop(): Promise<void>;
+  /** Reads the API token file again (SIGHUP); a file that is no longer valid is logged and the tokens in use are kept. */
+  reloadTokens(): void;
 }
 
 export function createLogger(cfg: Pick<AgentConfig, 'logLevel' | 'logFormat'>, stream: NodeJS.WritableStream = process.stdout): Logger {
@@ -40,14 +43,15 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
     },
   });
   const alerts = new Alerts({ engine, webhooks: cfg.alertWebhooks, limits: cfg.limits, logger: logger.child({ component: 'alerts' }) });
-  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(tracing ? { tracing } : {}) });
+  const tokens = cfg.apiTokens === null ? undefined : new ApiTokens(cfg.apiTokens.tokens);
+  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(tracing ? { tracing } : {}), ...(tokens ? { tokens, metricsOpen: cfg.metricsOpen } : {}) });
   const address = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port });
   const url = address;
   const bound = app.server.address();
   if (engine.listening && bound !== null && typeof bound === 'object') {
     await engine.listening({ host: cfg.httpAddr.host, port: bound.port }).catch((err) => logger.warn({ err }, 'could not announce the listening address'));
   }
-  logger.info({ nodeId, mode: cfg.mode, epoch: engine.registry.epoch, revision: engine.registry.revision, durable: engine.durable, dataDir: engine.dataDir, checkNetworks: cfg.checkNetworks }, `listening on ${url}`);
+  logger.info({ nodeId, mode: cfg.mode, epoch: engine.registry.epoch, revision: engine.registry.revision, durable: engine.durable, dataDir: engine.dataDir, checkNetworks: cfg.checkNetworks, apiAuth: tokens ? { tokens: tokens.counts(), metricsOpen: cfg.metricsOpen } : 'open' }, `listening on ${url}`);
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
@@ -58,5 +62,18 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       await tracing?.shutdown();
       logger.info('stopped');
     })());
-  return { app, engine, url, logger, stop };
+  const reloadTokens = (): void => {
+    if (cfg.apiTokens === null || tokens === undefined) return;
+    try {
+      const read = readApiTokens(cfg.apiTokens.path, cfg.apiTokens.where);
+      tokens.replace(read.tokens);
+      // The cp engine reads the forwarding token from here at each forward.
+      cfg.apiTokens.writeToken = read.writeToken;
+      logger.info({ tokens: tokens.counts() }, `API tokens read again from ${cfg.apiTokens.path}`);
+    } catch (err) {
+      const e = err as ConfigError;
+      logger.error({ code: e.code, hint: e.hint }, `API tokens not reloaded, the tokens in use stay: ${e.message}`);
+    }
+  };
+  return { app, engine, url, logger, stop, reloadTokens };
 }

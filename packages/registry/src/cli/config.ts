@@ -9,6 +9,7 @@ import { inspect } from 'node:util';
 import { hostname } from 'node:os';
 import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, isNodeId, type Limits, type Mode } from '@switchboard/protocol';
 import { CheckNetworks, DEFAULT_DENY_NETWORKS, parseNetwork } from '../health/networks.js';
+import { TokenFileError, parseTokenFile, type ApiToken } from '../api/auth.js';
 
 export interface AgentConfig {
   mode: Mode;
@@ -37,7 +38,21 @@ export interface AgentConfig {
   logFormat: 'json' | 'pretty' | 'auto';
   /** The networks active checks may reach (checkDenyNetworks, checkAllowNetworks). */
   checkNetworks: CheckNetworks;
+  /** Bearer tokens the API requires (read from apiTokensFile); null: the API is open. */
+  apiTokens: ApiTokensConfig | null;
+  /** With apiTokens: GET /metrics is answered without a token. */
+  metricsOpen: boolean;
   limits: Limits;
+}
+
+/** The token file and the tokens read from it at start (read again on SIGHUP). */
+export interface ApiTokensConfig {
+  path: string;
+  /** Where the path came from (flag, variable or file key), for messages. */
+  where: string;
+  tokens: ApiToken[];
+  /** The file's first write token: sent by a cp node forwarding a consumer report to another node. */
+  writeToken: Secret<string> | null;
 }
 
 /**
@@ -100,7 +115,7 @@ export class ConfigError extends Error {
 }
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen'] as const;
 /**
  * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
  * every user in `ps`, and a config file is often readable by more people than the secret.
@@ -322,6 +337,21 @@ function etcdTlsOf(endpoints: string[], pick: Picker): EtcdTls | null {
   return { ca: ca?.data ?? null, cert: cert?.data ?? null, key: key === null ? null : new Secret(key.data) };
 }
 
+/**
+ * Reads and checks the API token file (apiTokensFile); a refusal names the line, never
+ * the token on it.
+ */
+export function readApiTokens(path: string, where: string): ApiTokensConfig {
+  const { data } = readNamedFile({ value: path, where }, 'the API token file');
+  try {
+    const { tokens, writeToken } = parseTokenFile(data.toString('utf8'));
+    return { path, where, tokens, writeToken: writeToken === null ? null : new Secret(writeToken) };
+  } catch (err) {
+    if (!(err instanceof TokenFileError)) throw err;
+    throw new ConfigError(where, `${where}: ${path} ${err.message}`, { hint: err.hint });
+  }
+}
+
 const PASSWORD_HINT = `put the password in a file readable only by the agent and give it with ${flagOf('etcdPasswordFile')}, or set ${envOf('etcdPassword')}; it is never taken from a flag, which any user can read in ps`;
 
 /**
@@ -427,6 +457,8 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     logLevel: get('logLevel', (v, w) => oneOf(v, w, ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const), 'info'),
     logFormat: get('logFormat', (v, w) => oneOf(v, w, ['json', 'pretty', 'auto'] as const), 'auto'),
     checkNetworks: new CheckNetworks(get('checkDenyNetworks', networkList, [...DEFAULT_DENY_NETWORKS]), get('checkAllowNetworks', networkList, [])),
+    apiTokens: get<ApiTokensConfig | null>('apiTokensFile', (v, w) => readApiTokens(str(v, w), w), null),
+    metricsOpen: get('metricsOpen', boolOf, false),
     limits: get('limits', limitsOf, { ...DEFAULT_LIMITS }),
   };
   if (cfg.mode === 'cp' && cfg.etcd.length === 0) throw new ConfigError('etcd', '--mode cp needs --etcd URL,... (the etcd cluster)');

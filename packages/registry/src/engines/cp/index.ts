@@ -41,6 +41,7 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
         checkNetworks: cfg.checkNetworks,
         clock: ctx.clock,
         ...secrets,
+        peerApi: { scheme: 'http', token: () => cfg.apiTokens?.writeToken?.reveal() ?? null },
         log: (level, msg, err) => log[level](err === undefined ? {} : { err }, msg),
       });
       log.info({ etcd: cfg.etcd, prefix: cfg.etcdPrefix, ...security, epoch: engine.registry.epoch, revision: engine.registry.revision, instances: engine.registry.instanceCount }, 'following the registry in etcd');
