@@ -11,7 +11,7 @@ import { ClientClosedError, InvalidArgumentError } from './errors.js';
 import { ServiceFeed } from './feed.js';
 import { LeaseKeeper, type LeaseChange, type SessionTransport } from './lease.js';
 import { Registrar, type RegisterOptions, type Registration } from './provider.js';
-import { Endpoints, RegistryHttp } from './registry-http.js';
+import { Endpoints, RegistryHttp, checkToken } from './registry-http.js';
 import type { LeaseInfo } from './session.js';
 import { holdProcess, sleep } from './time.js';
 import { ServiceView, type ServiceOptions, type SwitchboardFetchInit } from './view.js';
@@ -42,6 +42,13 @@ export interface ClientOptions {
    * hangs within 10 s.
    */
   leaseTtlMs?: number;
+  /**
+   * A bearer token for registries that require one (`api.md`, *Authentication*): sent on
+   * every registry request, watch stream and the session WebSocket, never to instances.
+   * A `read` token is enough for views; registering needs a `write` token. Default
+   * `$SWITCHBOARD_TOKEN`, else none. A refused token is an {@link AuthError}, not retried.
+   */
+  token?: string;
   /** `auto` (default): the session WebSocket, REST keepalives on nodes without it. */
   session?: SessionTransport;
   /** One registry request. Default 5 s. */
@@ -133,7 +140,12 @@ export class SwitchboardClient extends EventEmitter {
     this.namespace = checked(() => validateNamespace(opts.namespace ?? DEFAULT_NAMESPACE));
     this.endpoints = new Endpoints(splitEndpoints(opts.endpoints ?? process.env.SWITCHBOARD_ADDR ?? 'http://127.0.0.1:7700'));
     const connectTimeoutMs = opts.connectTimeoutMs ?? 2_000;
-    this.http = new RegistryHttp(this.endpoints, { requestTimeoutMs: opts.requestTimeoutMs ?? 5_000, connectTimeoutMs });
+    const token = opts.token ?? (process.env.SWITCHBOARD_TOKEN || undefined);
+    this.http = new RegistryHttp(this.endpoints, {
+      requestTimeoutMs: opts.requestTimeoutMs ?? 5_000,
+      connectTimeoutMs,
+      token: token === undefined ? null : checkToken(token, opts.token === undefined ? 'SWITCHBOARD_TOKEN' : 'the token option'),
+    });
     const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.keeper = new LeaseKeeper(this.endpoints, this.http, {
       ttlMs: opts.leaseTtlMs ?? 10_000,

@@ -162,6 +162,14 @@ export interface RegistryHttpOptions {
   requestTimeoutMs?: number;
   /** Longest time to open a TCP connection to a node. Default 2 s. */
   connectTimeoutMs?: number;
+  /** A bearer token sent to registry nodes (never to instances). Default: none. */
+  token?: string | null;
+}
+
+/** @internal A bearer token as a header value can carry it: visible ASCII, no spaces. */
+export function checkToken(token: string, where: string): string {
+  if (!/^[\x21-\x7e]+$/.test(token)) throw new RangeError(`${where} must be the token itself: visible ASCII characters without spaces or line breaks`);
+  return token;
 }
 
 /**
@@ -173,10 +181,13 @@ export interface RegistryHttpOptions {
  */
 export class RegistryHttp {
   readonly dispatcher: Agent;
+  /** Headers every registry request carries (Authorization when there is a token). */
+  readonly authHeaders: Readonly<Record<string, string>>;
   private readonly requestTimeoutMs: number;
 
   constructor(readonly endpoints: Endpoints, opts: RegistryHttpOptions = {}) {
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5_000;
+    this.authHeaders = opts.token ? { authorization: `Bearer ${opts.token}` } : {};
     // Registry connections are few and long-lived; streams (watch) need no body timeout.
     this.dispatcher = new Agent({ connect: { timeout: opts.connectTimeoutMs ?? 2_000 }, keepAliveTimeout: 30_000, bodyTimeout: 0, headersTimeout: 0 });
   }
@@ -189,7 +200,7 @@ export class RegistryHttp {
         method: spec.method,
         dispatcher: this.dispatcher,
         signal: dl.signal,
-        headers: withTraceHeaders({ accept: 'application/json', ...(spec.body === undefined ? {} : { 'content-type': 'application/json' }), ...spec.headers }),
+        headers: withTraceHeaders({ accept: 'application/json', ...(spec.body === undefined ? {} : { 'content-type': 'application/json' }), ...spec.headers, ...this.authHeaders }),
         body: spec.body === undefined ? null : JSON.stringify(spec.body),
       });
       const text = await res.body.text();

@@ -22,6 +22,7 @@ export type Exit = (code: number) => void;
 /** Adds the shared flags; --namespace only where a namespace applies. */
 export function commonFlags(cmd: Command, withNamespace: boolean): Command {
   cmd.addOption(new Option('--addr <url>', 'the agent\'s URL').env('SWITCHBOARD_ADDR').default(DEFAULT_ADDR));
+  cmd.addOption(new Option('--token <token>', 'bearer token for an agent that requires one (prefer SWITCHBOARD_TOKEN: a flag shows in ps)').env('SWITCHBOARD_TOKEN'));
   if (withNamespace) cmd.addOption(new Option('--namespace <ns>', 'the namespace (default: default)').argParser(namespaceArg));
   cmd.option('--json', "print the API's JSON answers instead of text");
   cmd.showHelpAfterError(`(run ${cmd.parent?.name() ?? 'switchboard'} ${cmd.name()} --help for usage)`);
@@ -42,20 +43,22 @@ export function runWith(exit: Exit, body: (ctx: Context, args: unknown[]) => Pro
   return async (...params: unknown[]): Promise<void> => {
     const command = params[params.length - 1] as Command;
     const args = params.slice(0, -2);
-    const opts = command.opts<{ addr: string; namespace?: string; json?: boolean }>();
+    const opts = command.opts<{ addr: string; namespace?: string; json?: boolean; token?: string }>();
+    const tokenFrom = command.getOptionValueSource('token') === 'env' ? 'SWITCHBOARD_TOKEN' : '--token';
+    if (opts.token !== undefined && !/^[\x21-\x7e]+$/.test(opts.token)) usageError(command, `invalid ${tokenFrom}: give the token itself (visible ASCII, no spaces or line breaks)`);
     const addr = parseAddr(opts.addr);
     if (!addr.ok) {
       const from = command.getOptionValueSource('addr') === 'env' ? 'SWITCHBOARD_ADDR' : '--addr';
       usageError(command, `invalid ${from}: ${addr.message}`);
     }
     const out = new Output(opts.json === true);
-    const client = new ApiClient(addr.url);
+    const client = new ApiClient(addr.url, opts.token === undefined ? {} : { token: opts.token });
     quietOnClosedPipe();
     try {
       exit(await body({ client, out, namespace: opts.namespace, command }, args));
     } catch (err) {
       if (err instanceof ApiError || err instanceof UnreachableError) {
-        printFailure(out, err);
+        printFailure(out, err, opts.token === undefined ? null : tokenFrom);
         exit(1);
         return;
       }

@@ -138,13 +138,23 @@ async function errorOf(statusCode: number, headers: Record<string, string | stri
   }, retryAfter);
 }
 
+export interface ApiClientOptions {
+  /** A bearer token sent with every request (agents started with a token file require one). */
+  token?: string;
+}
+
 export class ApiClient {
   private readonly dispatcher: Agent;
   private readonly prefix: string;
   private readonly origin: string;
+  private readonly auth: Record<string, string>;
 
   /** `addr` is an http(s) URL, already checked by parseAddr(). */
-  constructor(readonly addr: string) {
+  constructor(
+    readonly addr: string,
+    opts: ApiClientOptions = {},
+  ) {
+    this.auth = opts.token === undefined ? {} : { authorization: `Bearer ${opts.token}` };
     const u = new URL(addr);
     this.origin = u.origin;
     this.prefix = u.pathname.replace(/\/+$/, '');
@@ -156,7 +166,7 @@ export class ApiClient {
   }
 
   private async send(method: Dispatcher.HttpMethod, path: string, opts: { query?: QueryParams; body?: unknown; headers?: Record<string, string>; signal?: AbortSignal; bodyTimeout?: number; headersTimeout?: number }): Promise<Dispatcher.ResponseData> {
-    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
+    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers, ...this.auth };
     let body: string | undefined;
     if (opts.body !== undefined) {
       headers['content-type'] = 'application/json';
