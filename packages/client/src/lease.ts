@@ -243,7 +243,7 @@ export class LeaseKeeper {
   }
 
   private async bind(endpoint: string, leaseId: string | null): Promise<Binding> {
-    const opts = { endpoint, leaseId, ttlMs: this.opts.ttlMs, connectTimeoutMs: this.opts.connectTimeoutMs, signal: this.stop.signal, headers: this.http.authHeaders };
+    const opts = { endpoint, leaseId, ttlMs: this.opts.ttlMs, connectTimeoutMs: this.opts.connectTimeoutMs, signal: this.stop.signal, headers: this.http.authHeaders, ...(this.http.ca ? { ca: this.http.ca } : {}) };
     const useRest = this.opts.transport === 'rest' || (this.opts.transport === 'auto' && this.restOnly.has(endpoint));
     if (useRest) return RestBinding.connect(this.http, opts);
     try {

@@ -80,6 +80,8 @@ export interface BindOptions {
   signal?: AbortSignal;
   /** Headers of the WebSocket handshake (Authorization when the client has a token). */
   headers?: Readonly<Record<string, string>>;
+  /** CAs trusted for wss:// (the client's `ca`). */
+  ca?: (string | Buffer)[];
 }
 
 /** Most bytes of a refused handshake's problem+json body that are read. */
@@ -160,7 +162,7 @@ export class WsBinding implements Binding {
   static connect(opts: BindOptions, onError: (err: RegistryError) => void): Promise<WsBinding> {
     const url = opts.endpoint.replace(/^http/, 'ws') + SESSION_PATH;
     return new Promise<WsBinding>((resolve, reject) => {
-      const ws = new WebSocket(url, { handshakeTimeout: opts.connectTimeoutMs, perMessageDeflate: false, maxPayload: 1 << 20, ...(opts.headers ? { headers: { ...opts.headers } } : {}) });
+      const ws = new WebSocket(url, { handshakeTimeout: opts.connectTimeoutMs, perMessageDeflate: false, maxPayload: 1 << 20, ...(opts.headers ? { headers: { ...opts.headers } } : {}), ...(opts.ca ? { ca: opts.ca } : {}) });
       let leaseId = opts.leaseId;
       let finished = false;
       const fail = (err: unknown): void => {

@@ -44,7 +44,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
   });
   const alerts = new Alerts({ engine, webhooks: cfg.alertWebhooks, limits: cfg.limits, logger: logger.child({ component: 'alerts' }) });
   const tokens = cfg.apiTokens === null ? undefined : new ApiTokens(cfg.apiTokens.tokens);
-  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(tracing ? { tracing } : {}), ...(tokens ? { tokens, metricsOpen: cfg.metricsOpen } : {}) });
+  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(tracing ? { tracing } : {}), ...(tokens ? { tokens, metricsOpen: cfg.metricsOpen } : {}), ...(cfg.tls ? { https: { cert: cfg.tls.cert, key: cfg.tls.key.reveal() } } : {}) });
   const address = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port });
   const url = address;
   const bound = app.server.address();

@@ -42,7 +42,15 @@ export interface AgentConfig {
   apiTokens: ApiTokensConfig | null;
   /** With apiTokens: GET /metrics is answered without a token. */
   metricsOpen: boolean;
+  /** HTTPS for the HTTP API (tlsCertFile, tlsKeyFile); null: plain HTTP. */
+  tls: ApiTls | null;
   limits: Limits;
+}
+
+/** The HTTP API's certificate (with its chain, PEM) and private key, read at start. */
+export interface ApiTls {
+  cert: Buffer;
+  key: Secret<Buffer>;
 }
 
 /** The token file and the tokens read from it at start (read again on SIGHUP). */
@@ -115,7 +123,7 @@ export class ConfigError extends Error {
 }
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile'] as const;
 /**
  * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
  * every user in `ps`, and a config file is often readable by more people than the secret.
@@ -352,6 +360,32 @@ export function readApiTokens(path: string, where: string): ApiTokensConfig {
   }
 }
 
+/**
+ * HTTPS for the API: a certificate (PEM, the chain after it) and its unencrypted key,
+ * given together and belonging together.
+ */
+function apiTlsOf(pick: Picker): ApiTls | null {
+  const certP = pick('tlsCertFile');
+  const keyP = pick('tlsKeyFile');
+  if (certP === undefined && keyP === undefined) return null;
+  if (certP === undefined || keyP === undefined) {
+    const given = (certP ?? keyP) as Picked;
+    throw new ConfigError(given.where, `${given.where} needs ${flagOf(certP === undefined ? 'tlsCertFile' : 'tlsKeyFile')} too`, {
+      code: 'TLS_CERT_KEY_PAIR',
+      hint: 'HTTPS needs the certificate and its private key: give both tlsCertFile and tlsKeyFile, or neither for plain HTTP',
+    });
+  }
+  const cert = pemCertificate(certP, "the API's certificate");
+  const key = pemPrivateKey(keyP, "the API certificate's key");
+  if (!cert.x509.checkPrivateKey(key.key)) {
+    throw new ConfigError(certP.where, `${certP.where} and ${keyP.where} do not belong together: the key is not the certificate's`, {
+      code: 'TLS_CERT_KEY_MISMATCH',
+      hint: 'give the private key the certificate was issued for (the first certificate of the file is the server\'s own)',
+    });
+  }
+  return { cert: cert.data, key: new Secret(key.data) };
+}
+
 const PASSWORD_HINT = `put the password in a file readable only by the agent and give it with ${flagOf('etcdPasswordFile')}, or set ${envOf('etcdPassword')}; it is never taken from a flag, which any user can read in ps`;
 
 /**
@@ -459,6 +493,7 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     checkNetworks: new CheckNetworks(get('checkDenyNetworks', networkList, [...DEFAULT_DENY_NETWORKS]), get('checkAllowNetworks', networkList, [])),
     apiTokens: get<ApiTokensConfig | null>('apiTokensFile', (v, w) => readApiTokens(str(v, w), w), null),
     metricsOpen: get('metricsOpen', boolOf, false),
+    tls: apiTlsOf(pick),
     limits: get('limits', limitsOf, { ...DEFAULT_LIMITS }),
   };
   if (cfg.mode === 'cp' && cfg.etcd.length === 0) throw new ConfigError('etcd', '--mode cp needs --etcd URL,... (the etcd cluster)');

@@ -160,7 +160,7 @@ export function printFailure(out: Output, err: ApiError | UnreachableError, toke
   const st = out.errStyle;
   if (err instanceof UnreachableError) {
     out.note(`${st.red('error:')} ${err.message}`);
-    out.note(`  ${st.bold('hint:')} start an agent with \`switchboard agent\`, or point --addr (or SWITCHBOARD_ADDR) at a running one`);
+    out.note(`  ${st.bold('hint:')} ${err.hint ?? 'start an agent with `switchboard agent`, or point --addr (or SWITCHBOARD_ADDR) at a running one'}`);
     return;
   }
   out.note(`${st.red('error:')} ${st.bold(err.code)} (HTTP ${err.status}): ${err.message}`);
