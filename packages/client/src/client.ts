@@ -4,6 +4,7 @@
  * registrations and the service views.
  */
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { Agent, type Dispatcher, type Response } from 'undici';
 import { DEFAULT_NAMESPACE, SwitchboardError, validateNamespace, validateServiceName } from '@switchboard/protocol';
 import { DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
@@ -11,7 +12,7 @@ import { ClientClosedError, InvalidArgumentError } from './errors.js';
 import { ServiceFeed } from './feed.js';
 import { LeaseKeeper, type LeaseChange, type SessionTransport } from './lease.js';
 import { Registrar, type RegisterOptions, type Registration } from './provider.js';
-import { Endpoints, RegistryHttp } from './registry-http.js';
+import { Endpoints, RegistryHttp, checkToken } from './registry-http.js';
 import type { LeaseInfo } from './session.js';
 import { holdProcess, sleep } from './time.js';
 import { ServiceView, type ServiceOptions, type SwitchboardFetchInit } from './view.js';
@@ -42,6 +43,20 @@ export interface ClientOptions {
    * hangs within 10 s.
    */
   leaseTtlMs?: number;
+  /**
+   * A bearer token for registries that require one (`api.md`, *Authentication*): sent on
+   * every registry request, watch stream and the session WebSocket, never to instances.
+   * A `read` token is enough for views; registering needs a `write` token. Default
+   * `$SWITCHBOARD_TOKEN`, else none. A refused token is an {@link AuthError}, not retried.
+   */
+  token?: string;
+  /**
+   * CA certificates (PEM) to trust for `https://` registry nodes whose certificate a
+   * private CA signed, besides Node's own CAs. Default: none.
+   */
+  ca?: string | Buffer | readonly (string | Buffer)[];
+  /** A file of such CA certificates (PEM), read once by the constructor. Default `$SWITCHBOARD_CA_FILE`. */
+  caFile?: string;
   /** `auto` (default): the session WebSocket, REST keepalives on nodes without it. */
   session?: SessionTransport;
   /** One registry request. Default 5 s. */
@@ -133,7 +148,13 @@ export class SwitchboardClient extends EventEmitter {
     this.namespace = checked(() => validateNamespace(opts.namespace ?? DEFAULT_NAMESPACE));
     this.endpoints = new Endpoints(splitEndpoints(opts.endpoints ?? process.env.SWITCHBOARD_ADDR ?? 'http://127.0.0.1:7700'));
     const connectTimeoutMs = opts.connectTimeoutMs ?? 2_000;
-    this.http = new RegistryHttp(this.endpoints, { requestTimeoutMs: opts.requestTimeoutMs ?? 5_000, connectTimeoutMs });
+    const token = opts.token ?? (process.env.SWITCHBOARD_TOKEN || undefined);
+    this.http = new RegistryHttp(this.endpoints, {
+      requestTimeoutMs: opts.requestTimeoutMs ?? 5_000,
+      connectTimeoutMs,
+      token: token === undefined ? null : checkToken(token, opts.token === undefined ? 'SWITCHBOARD_TOKEN' : 'the token option'),
+      ca: caOf(opts),
+    });
     const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.keeper = new LeaseKeeper(this.endpoints, this.http, {
       ttlMs: opts.leaseTtlMs ?? 10_000,
@@ -402,6 +423,25 @@ export async function connect(endpoints: string | readonly string[], opts?: Clie
 export async function connect(first: ClientOptions | string | readonly string[] = {}, more: ClientOptions = {}): Promise<SwitchboardClient> {
   if (typeof first === 'string' || Array.isArray(first)) return new SwitchboardClient({ ...more, endpoints: splitEndpoints(first as string | readonly string[]) });
   return new SwitchboardClient(first as ClientOptions);
+}
+
+/** The CAs of the `ca` and `caFile` options (or SWITCHBOARD_CA_FILE); null when none is given. */
+function caOf(opts: ClientOptions): (string | Buffer)[] | null {
+  const out: (string | Buffer)[] = [];
+  if (opts.ca !== undefined) out.push(...(Array.isArray(opts.ca) ? (opts.ca as (string | Buffer)[]) : [opts.ca as string | Buffer]));
+  const file = opts.caFile ?? (process.env.SWITCHBOARD_CA_FILE || undefined);
+  if (file !== undefined) {
+    const where = opts.caFile === undefined ? 'SWITCHBOARD_CA_FILE' : 'the caFile option';
+    let pem: string;
+    try {
+      pem = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new RangeError(`${where}: cannot read ${file}: ${(err as Error).message}`);
+    }
+    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new RangeError(`${where}: ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+    out.push(pem);
+  }
+  return out.length === 0 ? null : out;
 }
 
 /** @internal `a,b` or [`a`, `b,c`] as one list of endpoints. */

@@ -182,7 +182,26 @@ export class RegistryUnavailableAnswerError extends RegistryError {
   }
 }
 
+/**
+ * The registry requires a bearer token and refused the one sent (`UNAUTHENTICATED`, 401:
+ * none, or one it does not accept) or found it may only read (`FORBIDDEN`, 403: a write
+ * or the session with a `read` token). Never retried: the client stops what needed it
+ * (registrations reject, views fail `ready()`) and reports it once as 'registry-error'.
+ * Give a valid token with the `token` option or `SWITCHBOARD_TOKEN`.
+ *
+ * @example
+ * await client.register({ service: 'orders', port: 8080 }).catch((e) => { if (e instanceof AuthError) console.error('check SWITCHBOARD_TOKEN:', e.message); });
+ */
+export class AuthError extends RegistryError {
+  constructor(problem: Problem, endpoint?: string) {
+    super(problem, endpoint);
+    this.name = 'AuthError';
+  }
+}
+
 const BY_CODE: Partial<Record<ErrorCode, new (p: Problem, e?: string) => RegistryError>> = {
+  UNAUTHENTICATED: AuthError,
+  FORBIDDEN: AuthError,
   INVALID_ARGUMENT: InvalidArgumentError,
   LIMIT_EXCEEDED: LimitExceededError,
   LEASE_NOT_FOUND: LeaseNotFoundError,

@@ -17,7 +17,7 @@ import { request } from 'undici';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { parseEventId, type Instance, type Problem, type NodeStatus, type ResetEvent, type ServiceAnswer, type WatchEvent } from '@switchboard/protocol';
 import { Backoff, type BackoffOptions } from './backoff.js';
-import { ProtocolError, RegistryUnavailableError, TimeoutError, registryError } from './errors.js';
+import { AuthError, ProtocolError, RegistryUnavailableError, TimeoutError, registryError } from './errors.js';
 import { queryString, retryAfterHeader, retryAfterOf, type Endpoints, type RegistryHttp } from './registry-http.js';
 import { readSnapshot, writeSnapshot } from './snapshot.js';
 import { sleep, unrefTimer } from './time.js';
@@ -73,7 +73,9 @@ export class ServiceFeed {
   private disconnected = true;
   private staleFlag = false;
   private loaded = false;
-  private readyWaiters: (() => void)[] = [];
+  private readyWaiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  /** The registry refused the client's token: the feed stops, and whenReady rejects with it. */
+  private failure: AuthError | null = null;
   private readonly listeners = new Set<FeedListener>();
   private closed = false;
   private readonly stop = new AbortController();
@@ -121,11 +123,18 @@ export class ServiceFeed {
    */
   whenReady(signal?: AbortSignal): Promise<void> {
     if (this.loaded) return Promise.resolve();
+    if (this.failure) return Promise.reject(this.failure);
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
-      const waiter = (): void => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
+      const waiter = {
+        resolve: (): void => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject: (err: unknown): void => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(err);
+        },
       };
       const onAbort = (): void => {
         const i = this.readyWaiters.indexOf(waiter);
@@ -174,6 +183,7 @@ export class ServiceFeed {
           if (streamed) break;
         } catch (err) {
           if (this.closed) return;
+          if (err instanceof AuthError) return this.fail(err);
           last = err;
           endpoints.failed(endpoint);
         }
@@ -194,6 +204,13 @@ export class ServiceFeed {
         return;
       }
     }
+  }
+
+  /** A refused token is not retried: waiters get the error, listeners hear it once. */
+  private fail(err: AuthError): void {
+    this.failure = err;
+    for (const w of this.readyWaiters.splice(0)) w.reject(err);
+    this.opts.onError(err);
   }
 
   /** One watch stream on one node: relist if needed, then apply events until it ends. */
@@ -242,7 +259,7 @@ export class ServiceFeed {
       method: 'GET',
       dispatcher: this.opts.http.dispatcher,
       signal,
-      headers: { accept: 'text/event-stream', ...(this.epoch !== null ? { 'last-event-id': `${this.epoch}:${this.position}` } : {}) },
+      headers: { accept: 'text/event-stream', ...this.opts.http.authHeaders, ...(this.epoch !== null ? { 'last-event-id': `${this.epoch}:${this.position}` } : {}) },
     });
     if (res.statusCode !== 200) {
       const text = await res.body.text().catch(() => '');
@@ -352,7 +369,7 @@ export class ServiceFeed {
   private markLoaded(): void {
     if (this.loaded) return;
     this.loaded = true;
-    for (const f of this.readyWaiters.splice(0)) f();
+    for (const w of this.readyWaiters.splice(0)) w.resolve();
   }
 
   private setDisconnected(v: boolean, cause?: unknown): void {

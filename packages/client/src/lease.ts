@@ -7,7 +7,7 @@
  * node is reported, so that the registrar can register the instances again.
  */
 import { Backoff, type BackoffOptions } from './backoff.js';
-import { ClientClosedError, RegistryError, RegistryUnavailableError } from './errors.js';
+import { AuthError, ClientClosedError, RegistryError, RegistryUnavailableError } from './errors.js';
 import type { Endpoints, RegistryHttp } from './registry-http.js';
 import { isUnavailable, retryAfterOf } from './registry-http.js';
 import { RestBinding, SessionUnsupportedError, WsBinding, type Binding, type BindingEnd, type LeaseInfo } from './session.js';
@@ -58,6 +58,8 @@ export class LeaseKeeper {
   /** Endpoints that refused the session upgrade; `auto` uses REST leases there. */
   private readonly restOnly = new Set<string>();
   private loop: Promise<void> = Promise.resolve();
+  /** Set when the registry refused the client's token (401/403): the keeper has stopped for good. */
+  private failure: AuthError | null = null;
 
   constructor(
     private readonly endpoints: Endpoints,
@@ -71,7 +73,7 @@ export class LeaseKeeper {
   }
 
   start(): void {
-    if (this.running || this.closed) return;
+    if (this.running || this.closed || this.failure) return;
     this.running = true;
     this.loop = this.run().catch((err) => {
       if (!this.closed) this.opts.onError(err);
@@ -83,6 +85,7 @@ export class LeaseKeeper {
     this.start();
     for (;;) {
       if (this.closed) throw new ClientClosedError();
+      if (this.failure) throw this.failure;
       if (this.binding) return this.binding.info;
       signal?.throwIfAborted();
       await new Promise<void>((resolve, reject) => {
@@ -204,6 +207,10 @@ export class LeaseKeeper {
           return await this.bind(endpoint, leaseId);
         } catch (err) {
           if (this.closed) return null;
+          if (err instanceof AuthError) {
+            this.fail(err);
+            return null;
+          }
           this.endpoints.coolDown(endpoint, retryAfterOf(err));
           last = err;
           if (err instanceof RegistryError && !isUnavailable(err) && err.code !== 'RATE_LIMITED') this.opts.onError(err);
@@ -213,6 +220,16 @@ export class LeaseKeeper {
       this.opts.onError(new RegistryUnavailableError(this.endpoints.list, last, `could not keep the lease alive on any registry endpoint: ${last instanceof Error ? last.message : String(last)}`));
       if (!(await this.pause(backoff))) return null;
     }
+  }
+
+  /**
+   * The registry refused the token: not retried. Waiting callers (registrations) get the
+   * error, and so does every later one; listeners hear it once.
+   */
+  private fail(err: AuthError): void {
+    this.failure = err;
+    this.wake();
+    this.opts.onError(err);
   }
 
   /** Waits the next backoff step; false when the keeper was closed meanwhile. */
@@ -226,7 +243,7 @@ export class LeaseKeeper {
   }
 
   private async bind(endpoint: string, leaseId: string | null): Promise<Binding> {
-    const opts = { endpoint, leaseId, ttlMs: this.opts.ttlMs, connectTimeoutMs: this.opts.connectTimeoutMs, signal: this.stop.signal };
+    const opts = { endpoint, leaseId, ttlMs: this.opts.ttlMs, connectTimeoutMs: this.opts.connectTimeoutMs, signal: this.stop.signal, headers: this.http.authHeaders, ...(this.http.ca ? { ca: this.http.ca } : {}) };
     const useRest = this.opts.transport === 'rest' || (this.opts.transport === 'auto' && this.restOnly.has(endpoint));
     if (useRest) return RestBinding.connect(this.http, opts);
     try {

@@ -20,7 +20,7 @@ import {
   type WriteResult,
 } from '@switchboard/protocol';
 import { Backoff, type BackoffOptions } from './backoff.js';
-import { ClientClosedError, InstanceNotFoundError, InvalidArgumentError, LeaseNotFoundError, RegistryError } from './errors.js';
+import { AuthError, ClientClosedError, InstanceNotFoundError, InvalidArgumentError, LeaseNotFoundError, RegistryError } from './errors.js';
 import { defaultAddress, defaultInstanceId } from './identity.js';
 import type { LeaseChange, LeaseKeeper } from './lease.js';
 import { isUnavailable, type RegistryHttp } from './registry-http.js';
@@ -315,7 +315,8 @@ export class Registrar {
       let lease: LeaseInfo;
       try {
         lease = await this.keeper.current(this.stop.signal);
-      } catch {
+      } catch (err) {
+        if (err instanceof AuthError) this.refuseAll(err);
         return;
       }
       // A node that asked us to wait (429 or 503 with Retry-After) is not written to before that.
@@ -353,6 +354,14 @@ export class Registrar {
       }
     }
     this.notifySettled();
+  }
+
+  /** The registry refused the token (no lease can be had): every waiting registration rejects with it; those never accepted are dropped. */
+  private refuseAll(err: AuthError): void {
+    for (const e of [...this.entries.values()]) {
+      for (const w of e.waiters.splice(0)) w.reject(err);
+      if (e.revision === 0) this.entries.delete(e.key);
+    }
   }
 
   /** Writes one instance (and its status) under the lease; false when the round must stop. */

@@ -3,6 +3,7 @@
  * typed: a problem+json answer becomes a RegistryError subclass, a node that cannot be
  * reached (or says NOT_READY / STORE_UNAVAILABLE) makes `any()` move to the next endpoint.
  */
+import { rootCertificates } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { Problem } from '@switchboard/protocol';
 import { ProtocolError, RegistryError, RegistryUnavailableError, registryError } from './errors.js';
@@ -162,6 +163,16 @@ export interface RegistryHttpOptions {
   requestTimeoutMs?: number;
   /** Longest time to open a TCP connection to a node. Default 2 s. */
   connectTimeoutMs?: number;
+  /** A bearer token sent to registry nodes (never to instances). Default: none. */
+  token?: string | null;
+  /** CA certificates (PEM) trusted for https:// registry nodes, besides Node's own. Default: Node's only. */
+  ca?: readonly (string | Buffer)[] | null;
+}
+
+/** @internal A bearer token as a header value can carry it: visible ASCII, no spaces. */
+export function checkToken(token: string, where: string): string {
+  if (!/^[\x21-\x7e]+$/.test(token)) throw new RangeError(`${where} must be the token itself: visible ASCII characters without spaces or line breaks`);
+  return token;
 }
 
 /**
@@ -173,12 +184,19 @@ export interface RegistryHttpOptions {
  */
 export class RegistryHttp {
   readonly dispatcher: Agent;
+  /** Headers every registry request carries (Authorization when there is a token). */
+  readonly authHeaders: Readonly<Record<string, string>>;
+  /** The CAs trusted for https:// nodes (also by the session WebSocket); undefined: Node's default. */
+  readonly ca: (string | Buffer)[] | undefined;
   private readonly requestTimeoutMs: number;
 
   constructor(readonly endpoints: Endpoints, opts: RegistryHttpOptions = {}) {
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5_000;
+    this.authHeaders = opts.token ? { authorization: `Bearer ${opts.token}` } : {};
     // Registry connections are few and long-lived; streams (watch) need no body timeout.
-    this.dispatcher = new Agent({ connect: { timeout: opts.connectTimeoutMs ?? 2_000 }, keepAliveTimeout: 30_000, bodyTimeout: 0, headersTimeout: 0 });
+    // Node's `ca` replaces its own CAs: they are kept, so that public nodes still verify.
+    this.ca = opts.ca ? [...rootCertificates, ...opts.ca] : undefined;
+    this.dispatcher = new Agent({ connect: { timeout: opts.connectTimeoutMs ?? 2_000, ...(this.ca ? { ca: this.ca } : {}) }, keepAliveTimeout: 30_000, bodyTimeout: 0, headersTimeout: 0 });
   }
 
   /** One request to one node. Throws RegistryError on an error answer. */
@@ -189,7 +207,7 @@ export class RegistryHttp {
         method: spec.method,
         dispatcher: this.dispatcher,
         signal: dl.signal,
-        headers: withTraceHeaders({ accept: 'application/json', ...(spec.body === undefined ? {} : { 'content-type': 'application/json' }), ...spec.headers }),
+        headers: withTraceHeaders({ accept: 'application/json', ...(spec.body === undefined ? {} : { 'content-type': 'application/json' }), ...spec.headers, ...this.authHeaders }),
         body: spec.body === undefined ? null : JSON.stringify(spec.body),
       });
       const text = await res.body.text();

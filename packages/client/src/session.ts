@@ -9,6 +9,7 @@ import {
   SESSION_PATH,
   type LeaseGrant,
   type NodeStatus,
+  type Problem,
   type SessionClientMessage,
   type SessionServerMessage,
 } from '@switchboard/protocol';
@@ -77,6 +78,35 @@ export interface BindOptions {
   ttlMs: number;
   connectTimeoutMs: number;
   signal?: AbortSignal;
+  /** Headers of the WebSocket handshake (Authorization when the client has a token). */
+  headers?: Readonly<Record<string, string>>;
+  /** CAs trusted for wss:// (the client's `ca`). */
+  ca?: (string | Buffer)[];
+}
+
+/** Most bytes of a refused handshake's problem+json body that are read. */
+const MAX_REFUSAL_BODY_BYTES = 16_384;
+
+/** The problem+json body of a refused handshake, or a stand-in when it has none. */
+function refusalProblem(res: import('node:http').IncomingMessage, endpoint: string, code: 'UNAUTHENTICATED' | 'FORBIDDEN'): Promise<Problem> {
+  const status = res.statusCode ?? 0;
+  const fallback: Problem = { type: `urn:switchboard:error:${code}`, title: code, status, code, detail: `${endpoint} refused the session: HTTP ${status}` };
+  return new Promise((resolve) => {
+    let text = '';
+    res.setEncoding('utf8');
+    res.on('data', (d: string) => {
+      if (text.length < MAX_REFUSAL_BODY_BYTES) text += d;
+    });
+    res.once('error', () => resolve(fallback));
+    res.once('end', () => {
+      try {
+        const p = JSON.parse(text) as Partial<Problem>;
+        resolve(typeof p.code === 'string' && typeof p.detail === 'string' ? { ...(p as Problem), status } : fallback);
+      } catch {
+        resolve(fallback);
+      }
+    });
+  });
 }
 
 /**
@@ -132,7 +162,7 @@ export class WsBinding implements Binding {
   static connect(opts: BindOptions, onError: (err: RegistryError) => void): Promise<WsBinding> {
     const url = opts.endpoint.replace(/^http/, 'ws') + SESSION_PATH;
     return new Promise<WsBinding>((resolve, reject) => {
-      const ws = new WebSocket(url, { handshakeTimeout: opts.connectTimeoutMs, perMessageDeflate: false, maxPayload: 1 << 20 });
+      const ws = new WebSocket(url, { handshakeTimeout: opts.connectTimeoutMs, perMessageDeflate: false, maxPayload: 1 << 20, ...(opts.headers ? { headers: { ...opts.headers } } : {}), ...(opts.ca ? { ca: opts.ca } : {}) });
       let leaseId = opts.leaseId;
       let finished = false;
       const fail = (err: unknown): void => {
@@ -155,8 +185,12 @@ export class WsBinding implements Binding {
       const send = (m: SessionClientMessage): void => ws.send(JSON.stringify(m));
       const bindMsg = (): SessionClientMessage => (leaseId ? { type: 'resume', leaseId } : { type: 'open', ttlMs: opts.ttlMs });
       ws.on('unexpected-response', (_req, res) => {
-        res.resume();
         const status = res.statusCode ?? 0;
+        if (status === 401 || status === 403) {
+          void refusalProblem(res, opts.endpoint, status === 401 ? 'UNAUTHENTICATED' : 'FORBIDDEN').then((p) => fail(registryError(p, opts.endpoint)));
+          return;
+        }
+        res.resume();
         if (status === 404 || status === 405 || status === 426) return fail(new SessionUnsupportedError(opts.endpoint, status));
         if (status === 429 || status === 503) {
           // Overloaded or not ready: a typed error that carries the node's Retry-After.

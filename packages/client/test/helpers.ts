@@ -50,7 +50,7 @@ export function spawnAgent(args: string[] = ['--dev'], opts: { port?: number; ti
     }, opts.timeoutMs ?? 15_000);
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /listening on (http:\/\/[^\s"]+)/.exec(out);
+      const m = /listening on (https?:\/\/[^\s"]+)/.exec(out);
       if (m && timer) {
         clearTimeout(timer);
         const url = m[1] as string;

@@ -2,7 +2,7 @@ import { useEffect, useMemo, useState, useSyncExternalStore, type FormEvent } fr
 import { useNow } from './hooks';
 import { PageTitle } from './views/parts';
 import { LiveRegistry, type State } from './store';
-import { UNREACHABLE } from './api';
+import { UNREACHABLE, token } from './api';
 import { Link, href, navigate, parseRoute, useLocation, type Route } from './router';
 import { ago, clock } from './format';
 import { ServicesView } from './views/Services';
@@ -192,9 +192,35 @@ function ConnectionBadge({ state }: { state: State }) {
   );
 }
 
+/** A registry that requires a token (401): asks for one, keeps it for this tab and starts over. */
+function TokenForm() {
+  const [value, setValue] = useState('');
+  const had = token.get() !== null;
+  const submit = (e: FormEvent): void => {
+    e.preventDefault();
+    if (value.trim() === '') return;
+    token.set(value.trim());
+    location.reload();
+  };
+  return (
+    <form className="banner token-form" role="alert" onSubmit={submit}>
+      <div>
+        <strong>This registry needs a token.</strong> {had ? 'The token given was not accepted. ' : ''}
+        Enter a token of scope read (it is kept for this tab only).
+      </div>
+      <label>
+        Token{' '}
+        <input type="password" name="token" autoComplete="off" value={value} onChange={(e) => setValue(e.target.value)} />
+      </label>
+      <button type="submit">Use token</button>
+    </form>
+  );
+}
+
 function Banner({ state, onRetry }: { state: State; onRetry: () => void }) {
   const now = useNow(500);
   if (state.connection !== 'unreachable') return null;
+  if (state.needsToken) return <TokenForm />;
   const inSec = state.retryAt ? Math.max(0, Math.ceil((state.retryAt - now) / 1000)) : 0;
   return (
     <div className="banner" role="alert">

@@ -38,13 +38,42 @@ export async function problemOf(res: Response): Promise<ApiError> {
   return new ApiError(detail, res.status, problem, Number.isFinite(ra) && ra > 0 ? ra : null);
 }
 
+const TOKEN_KEY = 'switchboard.token';
+
+/**
+ * The bearer token of a registry that requires one (api.md, Authentication), kept in
+ * sessionStorage: for this tab only, gone when it closes, never sent anywhere but the
+ * page's own origin.
+ */
+export const token = {
+  get(): string | null {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return null;
+    }
+  },
+  set(value: string): void {
+    sessionStorage.setItem(TOKEN_KEY, value);
+  },
+};
+
+/** The Authorization header of every API call, when a token was given. */
+export function authHeaders(): Record<string, string> {
+  const t = token.get();
+  return t ? { authorization: `Bearer ${t}` } : {};
+}
+
+/** The registry refused the call for want of an accepted token (401 UNAUTHENTICATED). */
+export const needsToken = (err: unknown): boolean => err instanceof ApiError && err.status === 401;
+
 /** GET a JSON document; throws ApiError. */
 export async function getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
   const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
   const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
   let res: Response;
   try {
-    res = await fetch(path, { signal: both, headers: { accept: 'application/json' }, cache: 'no-store' });
+    res = await fetch(path, { signal: both, headers: { accept: 'application/json', ...authHeaders() }, cache: 'no-store' });
   } catch (err) {
     if (signal?.aborted) throw err;
     throw new ApiError(timeout.aborted ? `no answer within ${REQUEST_TIMEOUT_MS / 1000} s` : UNREACHABLE, null, null, null);

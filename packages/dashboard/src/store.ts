@@ -9,7 +9,7 @@
  * position relists everything. While the registry cannot be reached, the last data stays
  * on screen, marked stale, and the stream is retried with backoff.
  */
-import { ApiError, UNREACHABLE, api, problemOf, readSse, type Instance, type NodeStatus, type ResetEvent, type ServiceSummary, type WatchEvent } from './api';
+import { ApiError, UNREACHABLE, api, authHeaders, needsToken, problemOf, readSse, type Instance, type NodeStatus, type ResetEvent, type ServiceSummary, type WatchEvent } from './api';
 
 /** Events kept for the live event view (newest first); older ones are dropped. */
 export const MAX_FEED_EVENTS = 500;
@@ -61,6 +61,8 @@ export interface State {
   problem: string | null;
   /** The node answered but refused the stream (a limit, shutting down): it is reachable. */
   refused: boolean;
+  /** The node requires a token and has none it accepts from this page (401). */
+  needsToken: boolean;
   /** When the next attempt is due (unreachable), epoch ms. */
   retryAt: number | null;
   /** Last moment the registry answered anything, epoch ms. */
@@ -117,6 +119,7 @@ export class LiveRegistry {
       connection: 'connecting',
       problem: null,
       refused: false,
+      needsToken: false,
       retryAt: null,
       lastContact: null,
       epoch: null,
@@ -212,9 +215,9 @@ export class LiveRegistry {
   private unreachable(err: unknown, retryInMs: number): void {
     const refused = err instanceof ApiError && !err.unreachable;
     const problem = err instanceof ApiError ? (refused ? `the node answered ${err.status}: ${err.message}` : err.message) : UNREACHABLE;
-    this.set({ connection: 'unreachable', problem, refused, retryAt: Date.now() + retryInMs });
+    this.set({ connection: 'unreachable', problem, refused, needsToken: needsToken(err), retryAt: Date.now() + retryInMs });
     // A node that answers still gives lists: the page shows them while the stream waits.
-    if (refused) void this.relist();
+    if (refused && !needsToken(err)) void this.relist();
   }
 
   // ---- the watch stream ----
@@ -250,7 +253,8 @@ export class LiveRegistry {
   private async watchOnce(signal: AbortSignal): Promise<void> {
     const silence = new AbortController();
     this.streamAbort = silence;
-    const headers: Record<string, string> = { accept: 'text/event-stream' };
+    // fetch, not EventSource: EventSource cannot send the Authorization header.
+    const headers: Record<string, string> = { accept: 'text/event-stream', ...authHeaders() };
     if (this.lastEventId) headers['last-event-id'] = this.lastEventId;
     let url = `/v1/watch?namespace=${encodeURIComponent(this.state.namespace)}`;
     if (!this.lastEventId && !this.backlogAsked) url += await this.backlogQuery(signal);
@@ -270,7 +274,7 @@ export class LiveRegistry {
       throw err;
     }
     this.contact();
-    this.set({ connection: 'live', problem: null, refused: false, retryAt: null });
+    this.set({ connection: 'live', problem: null, refused: false, needsToken: false, retryAt: null });
     void this.relist();
     let timer = setTimeout(() => silence.abort(), STREAM_SILENCE_MS);
     try {

@@ -7,6 +7,10 @@ export const ERRORS = {
   LIMIT_EXCEEDED: { status: 400, title: 'Limit exceeded' },
   /** A check's target is an address in a network the node's checks may not reach (checkDenyNetworks, checkAllowNetworks). */
   CHECK_TARGET_DENIED: { status: 400, title: 'Check target denied' },
+  /** The node requires a bearer token (apiTokensFile) and the request has none, or one it does not accept. */
+  UNAUTHENTICATED: { status: 401, title: 'Unauthenticated' },
+  /** The request's token may read but the request writes. */
+  FORBIDDEN: { status: 403, title: 'Forbidden' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },
   NOT_FOUND: { status: 404, title: 'Not found' },

@@ -21,6 +21,7 @@ import { writeRoutes } from './routes-write.js';
 import { Sessions, sessionRoutes } from './session.js';
 import { WatchStreams, watchRoutes } from './watch.js';
 import { uiRoutes } from './ui.js';
+import { authHook, type ApiTokens } from './auth.js';
 
 export interface BuildOptions {
   engine: Engine;
@@ -37,6 +38,12 @@ export interface BuildOptions {
   alerts?: AlertsView;
   /** The built dashboard served at /ui/ (default: packages/dashboard/dist; null: not built). */
   dashboardDir?: string | null;
+  /** Bearer tokens every /v1/ request must carry; absent: the API is open (the default). */
+  tokens?: ApiTokens;
+  /** With tokens: GET /metrics is answered without one (default false: it needs a read token). */
+  metricsOpen?: boolean;
+  /** HTTPS: the certificate chain and private key (PEM); absent: plain HTTP. */
+  https?: { cert: Buffer; key: Buffer };
 }
 
 export interface SwitchboardApp extends FastifyInstance {
@@ -93,7 +100,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     childLoggerFactory: lazyChildLogger,
     // Node itself would answer a request without Host with an empty 400; the onRequest
     // hook below answers it with problem+json instead.
-    http: { requireHostHeader: false },
+    ...(opts.https ? { https: { cert: opts.https.cert, key: opts.https.key, requireHostHeader: false } } : { http: { requireHostHeader: false } }),
     frameworkErrors: (err, _req, reply) => {
       sendProblem(reply, toSwitchboardError(err, limits.maxBodyBytes));
     },
@@ -192,6 +199,12 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     if (req.url.includes('?')) warnOfUnknownQuery(req, reply);
     done();
   });
+  // Before every route and the websocket upgrade: a request without an accepted token
+  // goes no further (and its body is not read).
+  if (opts.tokens) {
+    const authRefused = ctx.metrics.authRefused;
+    app.addHook('onRequest', authHook({ tokens: opts.tokens, metricsOpen: opts.metricsOpen ?? false, refused: (reason) => authRefused.labels(reason).inc() }));
+  }
   app.setErrorHandler((err, req, reply) => {
     const sw = toSwitchboardError(err, limits.maxBodyBytes);
     // A refusal the node means (not ready, etcd out of reach) is a condition the node reports

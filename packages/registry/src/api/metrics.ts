@@ -12,11 +12,14 @@ import { ADMIN_STATUSES, DELETE_REASONS, HEALTH_STATES, PUT_REASONS, type AdminS
 import client from 'prom-client';
 import type { Engine } from '../engines/engine.js';
 import type { Subscriber } from '../engines/hub.js';
+import { AUTH_REFUSALS, type AuthRefusal } from './auth.js';
 
 export interface Metrics {
   readonly registry: client.Registry;
   readonly watchEvents: client.Counter;
   readonly watchDropped: client.Counter;
+  /** Requests refused for their token (only when the node requires tokens). */
+  readonly authRefused: client.Counter<'reason'>;
   /** Counts one answered request; `seconds` is not recorded for streams (watch, session). */
   /** One request; `seconds` null: counted, not timed (a blocking query waits by design). */
   observeRequest(method: string, route: string, status: number, seconds: number | null): void;
@@ -39,6 +42,8 @@ export function createMetrics(engine: Engine, streams: () => number, sessions: (
   registry.registerMetric(http.histogram as unknown as client.Metric);
   const watchEvents = new client.Counter({ name: 'switchboard_watch_events_sent_total', help: 'Events written to watch streams', registers: [registry] });
   const watchDropped = new client.Counter({ name: 'switchboard_watch_streams_cut_total', help: 'Watch streams ended because the client read too slowly', registers: [registry] });
+  const authRefused = new client.Counter({ name: 'switchboard_http_auth_refused_total', help: 'API requests refused for their bearer token, by reason', labelNames: ['reason'] as const, registers: [registry] });
+  for (const reason of AUTH_REFUSALS) authRefused.labels(reason satisfies AuthRefusal).inc(0);
   const gauge = (name: string, help: string, read: () => number) =>
     new client.Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
   gauge('switchboard_revision', 'Current store revision', () => engine.registry.revision);
@@ -55,7 +60,7 @@ export function createMetrics(engine: Engine, streams: () => number, sessions: (
   const close = (): void => {
     for (const d of detach.splice(0)) d();
   };
-  return { registry, watchEvents, watchDropped, observeRequest: http.observe.bind(http), close };
+  return { registry, watchEvents, watchDropped, authRefused, observeRequest: http.observe.bind(http), close };
 }
 
 /** A counter that mirrors a total kept elsewhere (read when scraped). */

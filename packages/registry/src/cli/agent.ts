@@ -3,11 +3,12 @@ import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import { Alerts } from '../alerts/index.js';
 import { build, type SwitchboardApp } from '../api/app.js';
+import { ApiTokens } from '../api/auth.js';
 import type { Engine } from '../engines/engine.js';
 import { openEngine } from '../engines/open.js';
 import { startTracing } from '../telemetry/index.js';
 import { VERSION } from '../version.js';
-import { defaultNodeId, type AgentConfig } from './config.js';
+import { ConfigError, defaultNodeId, readApiTokens, type AgentConfig } from './config.js';
 import { checkListenAddresses, listenRefusal } from './listen.js';
 
 export interface RunningAgent {
@@ -16,6 +17,10 @@ export interface RunningAgent {
   url: string;
   logger: Logger;
   stop(): Promise<void>;
+  /** Reads the API token file again (SIGHUP); a file that is no longer valid is logged and the tokens in use are kept. */
+  reloadTokens(): void;
+  /** Whether the API requires tokens (a token file is configured). */
+  readonly tokensRequired: boolean;
 }
 
 export function createLogger(cfg: Pick<AgentConfig, 'logLevel' | 'logFormat'>, stream: NodeJS.WritableStream = process.stdout): Logger {
@@ -49,7 +54,8 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
     throw (cfg.mode === 'ap' ? listenRefusal(err, cfg, 'peerAddr') : null) ?? err;
   });
   const alerts = new Alerts({ engine, webhooks: cfg.alertWebhooks, limits: cfg.limits, logger: logger.child({ component: 'alerts' }) });
-  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(tracing ? { tracing } : {}) });
+  const tokens = cfg.apiTokens === null ? undefined : new ApiTokens(cfg.apiTokens.tokens);
+  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(tracing ? { tracing } : {}), ...(tokens ? { tokens, metricsOpen: cfg.metricsOpen } : {}), ...(cfg.tls ? { https: { cert: cfg.tls.cert, key: cfg.tls.key.reveal() } } : {}) });
   const url = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port }).catch(async (err: unknown) => {
     alerts.close();
     await app.shutdown();
@@ -61,7 +67,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
   if (engine.listening && bound !== null && typeof bound === 'object') {
     await engine.listening({ host: cfg.httpAddr.host, port: bound.port }).catch((err) => logger.warn({ err }, 'could not announce the listening address'));
   }
-  logger.info({ nodeId, mode: cfg.mode, epoch: engine.registry.epoch, revision: engine.registry.revision, durable: engine.durable, dataDir: engine.dataDir, checkNetworks: cfg.checkNetworks }, `listening on ${url}`);
+  logger.info({ nodeId, mode: cfg.mode, epoch: engine.registry.epoch, revision: engine.registry.revision, durable: engine.durable, dataDir: engine.dataDir, checkNetworks: cfg.checkNetworks, apiAuth: tokens ? { tokens: tokens.counts(), metricsOpen: cfg.metricsOpen } : 'open' }, `listening on ${url}`);
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
@@ -72,5 +78,18 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       await tracing?.shutdown();
       logger.info('stopped');
     })());
-  return { app, engine, url, logger, stop };
+  const reloadTokens = (): void => {
+    if (cfg.apiTokens === null || tokens === undefined) return;
+    try {
+      const read = readApiTokens(cfg.apiTokens.path, cfg.apiTokens.where);
+      tokens.replace(read.tokens);
+      // The cp engine reads the forwarding token from here at each forward.
+      cfg.apiTokens.writeToken = read.writeToken;
+      logger.info({ tokens: tokens.counts() }, `API tokens read again from ${cfg.apiTokens.path}`);
+    } catch (err) {
+      const e = err as ConfigError;
+      logger.error({ code: e.code, hint: e.hint }, `API tokens not reloaded, the tokens in use stay: ${e.message}`);
+    }
+  };
+  return { app, engine, url, logger, stop, reloadTokens, tokensRequired: cfg.apiTokens !== null };
 }

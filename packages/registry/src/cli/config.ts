@@ -9,6 +9,7 @@ import { inspect } from 'node:util';
 import { hostname } from 'node:os';
 import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, isAddress, isNodeId, type Limits, type Mode } from '@switchboard/protocol';
 import { CheckNetworks, DEFAULT_DENY_NETWORKS, parseNetwork } from '../health/networks.js';
+import { TokenFileError, parseTokenFile, type ApiToken } from '../api/auth.js';
 
 export interface AgentConfig {
   mode: Mode;
@@ -39,9 +40,31 @@ export interface AgentConfig {
   logFormat: 'json' | 'pretty' | 'auto';
   /** The networks active checks may reach (checkDenyNetworks, checkAllowNetworks). */
   checkNetworks: CheckNetworks;
+  /** Bearer tokens the API requires (read from apiTokensFile); null: the API is open. */
+  apiTokens: ApiTokensConfig | null;
+  /** With apiTokens: GET /metrics is answered without a token. */
+  metricsOpen: boolean;
+  /** HTTPS for the HTTP API (tlsCertFile, tlsKeyFile); null: plain HTTP. */
+  tls: ApiTls | null;
   limits: Limits;
   /** Where httpAddr and peerAddr came from (a flag, a variable, a file key), for messages about them. */
   listenFrom: { httpAddr: string; peerAddr: string };
+}
+
+/** The HTTP API's certificate (with its chain, PEM) and private key, read at start. */
+export interface ApiTls {
+  cert: Buffer;
+  key: Secret<Buffer>;
+}
+
+/** The token file and the tokens read from it at start (read again on SIGHUP). */
+export interface ApiTokensConfig {
+  path: string;
+  /** Where the path came from (flag, variable or file key), for messages. */
+  where: string;
+  tokens: ApiToken[];
+  /** The file's first write token: sent by a cp node forwarding a consumer report to another node. */
+  writeToken: Secret<string> | null;
 }
 
 /**
@@ -104,7 +127,7 @@ export class ConfigError extends Error {
 }
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile'] as const;
 /**
  * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
  * every user in `ps`, and a config file is often readable by more people than the secret.
@@ -381,6 +404,47 @@ function peerSecretOf(pick: Picker): Secret<Buffer> | null {
   return new Secret(Buffer.from(data));
 }
 
+/**
+ * Reads and checks the API token file (apiTokensFile); a refusal names the line, never
+ * the token on it.
+ */
+export function readApiTokens(path: string, where: string): ApiTokensConfig {
+  const { data } = readNamedFile({ value: path, where, drop: `drop ${where}` }, 'the API token file');
+  try {
+    const { tokens, writeToken } = parseTokenFile(data.toString('utf8'));
+    return { path, where, tokens, writeToken: writeToken === null ? null : new Secret(writeToken) };
+  } catch (err) {
+    if (!(err instanceof TokenFileError)) throw err;
+    throw new ConfigError(where, `${where}: ${path} ${err.message}`, { hint: err.hint });
+  }
+}
+
+/**
+ * HTTPS for the API: a certificate (PEM, the chain after it) and its unencrypted key,
+ * given together and belonging together.
+ */
+function apiTlsOf(pick: Picker): ApiTls | null {
+  const certP = pick('tlsCertFile');
+  const keyP = pick('tlsKeyFile');
+  if (certP === undefined && keyP === undefined) return null;
+  if (certP === undefined || keyP === undefined) {
+    const given = (certP ?? keyP) as Picked;
+    throw new ConfigError(given.where, `${given.where} needs ${flagOf(certP === undefined ? 'tlsCertFile' : 'tlsKeyFile')} too`, {
+      code: 'TLS_CERT_KEY_PAIR',
+      hint: 'HTTPS needs the certificate and its private key: give both tlsCertFile and tlsKeyFile, or neither for plain HTTP',
+    });
+  }
+  const cert = pemCertificate(certP, "the API's certificate");
+  const key = pemPrivateKey(keyP, "the API certificate's key");
+  if (!cert.x509.checkPrivateKey(key.key)) {
+    throw new ConfigError(certP.where, `${certP.where} and ${keyP.where} do not belong together: the key is not the certificate's`, {
+      code: 'TLS_CERT_KEY_MISMATCH',
+      hint: 'give the private key the certificate was issued for (the first certificate of the file is the server\'s own)',
+    });
+  }
+  return { cert: cert.data, key: new Secret(key.data) };
+}
+
 const PASSWORD_HINT = `put the password in a file readable only by the agent and give it with ${flagOf('etcdPasswordFile')}, or set ${envOf('etcdPassword')}; it is never taken from a flag, which any user can read in ps`;
 
 /**
@@ -542,6 +606,9 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     logLevel: get('logLevel', (v, w) => oneOf(v, w, ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const), 'info'),
     logFormat: get('logFormat', (v, w) => oneOf(v, w, ['json', 'pretty', 'auto'] as const), 'auto'),
     checkNetworks: new CheckNetworks(get('checkDenyNetworks', networkList, [...DEFAULT_DENY_NETWORKS]), get('checkAllowNetworks', networkList, [])),
+    apiTokens: get<ApiTokensConfig | null>('apiTokensFile', (v, w) => readApiTokens(str(v, w), w), null),
+    metricsOpen: get('metricsOpen', boolOf, false),
+    tls: apiTlsOf(pick),
     limits: get('limits', limitsOf, { ...DEFAULT_LIMITS }),
     listenFrom: { httpAddr: pick('httpAddr')?.where ?? flagOf('httpAddr'), peerAddr: pick('peerAddr')?.where ?? flagOf('peerAddr') },
   };

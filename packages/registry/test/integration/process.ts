@@ -26,7 +26,7 @@ export function spawnAgent(args: string[], env: NodeJS.ProcessEnv = {}, timeoutM
     }, timeoutMs);
     const onData = (d: Buffer) => {
       out += d.toString();
-      const m = /listening on (http:\/\/[^\s"]+)/.exec(out);
+      const m = /listening on (https?:\/\/[^\s"]+)/.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve({ child, url: m[1] as string, output: () => out, exited });

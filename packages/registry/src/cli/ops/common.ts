@@ -3,6 +3,7 @@
  * output, error reporting (exit 1 for the agent's errors and an unreachable agent, 2 for
  * bad usage) and Ctrl-C handling for the commands that keep running.
  */
+import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { ApiClient, ApiError, DEFAULT_ADDR, UnreachableError, parseAddr } from './http.js';
 import { namespaceArg } from './args.js';
@@ -22,6 +23,8 @@ export type Exit = (code: number) => void;
 /** Adds the shared flags; --namespace only where a namespace applies. */
 export function commonFlags(cmd: Command, withNamespace: boolean): Command {
   cmd.addOption(new Option('--addr <url>', 'the agent\'s URL').env('SWITCHBOARD_ADDR').default(DEFAULT_ADDR));
+  cmd.addOption(new Option('--ca-file <file>', "CA certificates (PEM) to trust for an https:// agent whose certificate a private CA signed").env('SWITCHBOARD_CA_FILE'));
+  cmd.addOption(new Option('--token <token>', 'bearer token for an agent that requires one (prefer SWITCHBOARD_TOKEN: a flag shows in ps)').env('SWITCHBOARD_TOKEN'));
   if (withNamespace) cmd.addOption(new Option('--namespace <ns>', 'the namespace (default: default)').argParser(namespaceArg));
   cmd.option('--json', "print the API's JSON answers instead of text");
   return cmd;
@@ -41,20 +44,23 @@ export function runWith(exit: Exit, body: (ctx: Context, args: unknown[]) => Pro
   return async (...params: unknown[]): Promise<void> => {
     const command = params[params.length - 1] as Command;
     const args = params.slice(0, -2);
-    const opts = command.opts<{ addr: string; namespace?: string; json?: boolean }>();
+    const opts = command.opts<{ addr: string; namespace?: string; json?: boolean; token?: string; caFile?: string }>();
+    const ca = opts.caFile === undefined ? undefined : readCaFile(command, opts.caFile);
+    const tokenFrom = command.getOptionValueSource('token') === 'env' ? 'SWITCHBOARD_TOKEN' : '--token';
+    if (opts.token !== undefined && !/^[\x21-\x7e]+$/.test(opts.token)) usageError(command, `invalid ${tokenFrom}: give the token itself (visible ASCII, no spaces or line breaks)`);
     const addr = parseAddr(opts.addr);
     if (!addr.ok) {
       const from = command.getOptionValueSource('addr') === 'env' ? 'SWITCHBOARD_ADDR' : '--addr';
       usageError(command, `invalid ${from}: ${addr.message}`);
     }
     const out = new Output(opts.json === true);
-    const client = new ApiClient(addr.url);
+    const client = new ApiClient(addr.url, { ...(opts.token === undefined ? {} : { token: opts.token }), ...(ca === undefined ? {} : { ca }) });
     quietOnClosedPipe();
     try {
       exit(await body({ client, out, namespace: opts.namespace, command }, args));
     } catch (err) {
       if (err instanceof ApiError || err instanceof UnreachableError) {
-        printFailure(out, err);
+        printFailure(out, err, opts.token === undefined ? null : tokenFrom);
         exit(1);
         return;
       }
@@ -63,6 +69,19 @@ export function runWith(exit: Exit, body: (ctx: Context, args: unknown[]) => Pro
       await client.close();
     }
   };
+}
+
+/** The --ca-file (or SWITCHBOARD_CA_FILE) contents; a usage error when unreadable or not PEM. */
+function readCaFile(command: Command, path: string): string {
+  const from = command.getOptionValueSource('caFile') === 'env' ? 'SWITCHBOARD_CA_FILE' : '--ca-file';
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (err) {
+    usageError(command, `invalid ${from}: cannot read ${path}: ${(err as Error).message}`);
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) usageError(command, `invalid ${from}: ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  return pem;
 }
 
 let pipeGuarded = false;

@@ -3,6 +3,7 @@
  * and the mapping of every failure onto two typed errors: ApiError (the agent answered
  * with an error, normally application/problem+json) and UnreachableError (no answer).
  */
+import { rootCertificates } from 'node:tls';
 import { Agent, errors as undiciErrors, request, type Dispatcher } from 'undici';
 import type { Problem } from '@switchboard/protocol';
 
@@ -38,11 +39,12 @@ export class ApiError extends Error {
   }
 }
 
-/** No answer: connection refused, DNS failure, timeout, connection reset. */
+/** No answer: connection refused, DNS failure, timeout, connection reset, a TLS failure (with its own hint). */
 export class UnreachableError extends Error {
   constructor(
     readonly addr: string,
     readonly reason: string,
+    readonly hint?: string,
   ) {
     super(`cannot reach the agent at ${addr}: ${reason}`);
     this.name = 'UnreachableError';
@@ -138,17 +140,48 @@ async function errorOf(statusCode: number, headers: Record<string, string | stri
   }, retryAfter);
 }
 
+export interface ApiClientOptions {
+  /** A bearer token sent with every request (agents started with a token file require one). */
+  token?: string;
+  /** CA certificates (PEM) trusted for an https:// agent, besides Node's own. */
+  ca?: string;
+}
+
+/** OpenSSL's codes for a certificate the client does not trust. */
+const UNTRUSTED_CERT = new Set(['SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE']);
+
+/** A TLS failure in a few words and what to do about it; undefined for other failures. */
+export function tlsFailure(err: unknown): { reason: string; hint: string } | undefined {
+  const e = err as { code?: string; message?: string; cause?: unknown };
+  if (!e || typeof e !== 'object') return undefined;
+  const code = e.code ?? '';
+  if (UNTRUSTED_CERT.has(code)) {
+    return { reason: `the agent's TLS certificate is not trusted (${code})`, hint: "give the CA that signed the agent's certificate with --ca-file FILE or SWITCHBOARD_CA_FILE=FILE" };
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return { reason: `the agent's TLS certificate is not for this address (${code})`, hint: "use the name or address the certificate was issued for in --addr (see its subjectAltName)" };
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return { reason: `the agent's TLS certificate is not valid now (${code})`, hint: "renew the agent's certificate (or check this machine's clock)" };
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number/i.test(e.message ?? '')) return { reason: 'the agent does not answer with TLS', hint: 'give the address as http:// (the agent serves HTTPS only with --tls-cert-file)' };
+  return e.cause ? tlsFailure(e.cause) : undefined;
+}
+
 export class ApiClient {
   private readonly dispatcher: Agent;
   private readonly prefix: string;
   private readonly origin: string;
+  private readonly auth: Record<string, string>;
 
   /** `addr` is an http(s) URL, already checked by parseAddr(). */
-  constructor(readonly addr: string) {
+  constructor(
+    readonly addr: string,
+    opts: ApiClientOptions = {},
+  ) {
+    this.auth = opts.token === undefined ? {} : { authorization: `Bearer ${opts.token}` };
     const u = new URL(addr);
     this.origin = u.origin;
     this.prefix = u.pathname.replace(/\/+$/, '');
-    this.dispatcher = new Agent({ connect: { timeout: CONNECT_TIMEOUT_MS }, headersTimeout: REQUEST_TIMEOUT_MS, bodyTimeout: REQUEST_TIMEOUT_MS });
+    // Node's `ca` replaces its own CAs: they are kept, so that a public certificate still verifies.
+    const ca = opts.ca === undefined ? {} : { ca: [...rootCertificates, opts.ca] };
+    this.dispatcher = new Agent({ connect: { timeout: CONNECT_TIMEOUT_MS, ...ca }, headersTimeout: REQUEST_TIMEOUT_MS, bodyTimeout: REQUEST_TIMEOUT_MS });
   }
 
   url(path: string, query?: QueryParams): string {
@@ -156,7 +189,7 @@ export class ApiClient {
   }
 
   private async send(method: Dispatcher.HttpMethod, path: string, opts: { query?: QueryParams; body?: unknown; headers?: Record<string, string>; signal?: AbortSignal; bodyTimeout?: number; headersTimeout?: number }): Promise<Dispatcher.ResponseData> {
-    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
+    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers, ...this.auth };
     let body: string | undefined;
     if (opts.body !== undefined) {
       headers['content-type'] = 'application/json';
@@ -174,6 +207,8 @@ export class ApiClient {
       });
     } catch (err) {
       if (isAbort(err, opts.signal)) throw err;
+      const tls = tlsFailure(err);
+      if (tls) throw new UnreachableError(this.addr, tls.reason, tls.hint);
       throw new UnreachableError(this.addr, networkReason(err) ?? (err instanceof Error ? err.message : String(err)));
     }
   }

@@ -142,18 +142,33 @@ export function humanDuration(ms: number): string {
 }
 
 /** Prints an ApiError or UnreachableError readably: code, detail, then hint and extras. */
-export function printFailure(out: Output, err: ApiError | UnreachableError): void {
+/**
+ * What to do about a refused token, said in the CLI's terms; undefined for other errors.
+ * `tokenFrom` names where the token came from (--token, SWITCHBOARD_TOKEN), null when none was given.
+ */
+export function authHint(err: ApiError, tokenFrom: string | null): string | undefined {
+  if (err.code === 'UNAUTHENTICATED') {
+    return tokenFrom === null
+      ? 'this agent requires a token: give it with --token TOKEN or, better, SWITCHBOARD_TOKEN=TOKEN'
+      : `the agent does not accept the token given with ${tokenFrom}: check it (a copy may have lost characters), or ask the agent's operator for one`;
+  }
+  if (err.code === 'FORBIDDEN') return `the token given with ${tokenFrom ?? '--token'} may only read; this command writes: use a token of scope write`;
+  return undefined;
+}
+
+export function printFailure(out: Output, err: ApiError | UnreachableError, tokenFrom: string | null = null): void {
   const st = out.errStyle;
   if (err instanceof UnreachableError) {
     out.note(`${st.red('error:')} ${err.message}`);
-    out.note(`  ${st.bold('hint:')} start an agent with \`switchboard agent\`, or point --addr (or SWITCHBOARD_ADDR) at a running one`);
+    out.note(`  ${st.bold('hint:')} ${err.hint ?? 'start an agent with `switchboard agent`, or point --addr (or SWITCHBOARD_ADDR) at a running one'}`);
     return;
   }
   out.note(`${st.red('error:')} ${st.bold(err.code)} (HTTP ${err.status}): ${err.message}`);
   if (err.field !== undefined) out.note(`  ${st.bold('field:')} ${err.field}`);
   if (err.limit !== undefined) out.note(`  ${st.bold('limit:')} ${err.limit}`);
   if (err.retryAfterSec !== undefined) out.note(`  ${st.bold('retry after:')} ${err.retryAfterSec}s`);
-  if (err.hint !== undefined) out.note(`  ${st.bold('hint:')} ${err.hint}`);
+  const hint = authHint(err, tokenFrom) ?? err.hint;
+  if (hint !== undefined) out.note(`  ${st.bold('hint:')} ${hint}`);
 }
 
 /** HH:MM:SS.mmm in local time. */

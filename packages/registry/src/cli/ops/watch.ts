@@ -241,6 +241,7 @@ async function watch(ctx: Context, services: string[], fromRevision: number | un
           why = `the agent refused the watch for now (${err.code}: ${err.message})`;
           if (err.retryAfterSec !== undefined) retryAfterMs = err.retryAfterSec * 1000;
         } else if (err instanceof UnreachableError) {
+          if (err.hint !== undefined) throw err; // TLS refused: waiting will not change it
           why = `cannot reach the agent: ${err.reason}`;
         } else {
           why = `the connection broke (${client.streamFailure(err)})`;

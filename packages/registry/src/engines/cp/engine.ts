@@ -14,7 +14,7 @@
  * STORE_UNAVAILABLE, default reads are answered from the view marked stale, and
  * consistent reads fail with 503.
  */
-import { request } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import {
   REPORTS_CHECK_ID,
   SwitchboardError,
@@ -97,6 +97,18 @@ export interface CpOptions {
   /** The networks active checks may reach; default CheckNetworks.DEFAULT. */
   checkNetworks?: CheckNetworks;
   log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
+  /** How this node calls the other nodes' HTTP API (forwarded consumer reports); default plain HTTP without a token. */
+  peerApi?: PeerApi;
+}
+
+/** How a cp node reaches the HTTP API of the other nodes. */
+export interface PeerApi {
+  /** https when the nodes serve TLS (tlsCertFile). */
+  scheme: 'http' | 'https';
+  /** A write token (Authorization: Bearer) when the nodes require tokens; read at each call, as SIGHUP may change it. */
+  token: () => string | null;
+  /** The dispatcher of these calls (over https: the CAs to trust). */
+  dispatcher?: Dispatcher;
 }
 
 /** etcd's smallest lease TTL is about 1.5 election timeouts; 2 s is granted everywhere. */
@@ -950,9 +962,12 @@ export class CpEngine implements Engine {
     const timeoutMs = this.opts.limits.apReportTimeoutMs;
     this.reportsInFlight++;
     try {
-      const res = await request(`http://${address}/v1/services/${encodeURIComponent(service)}/instances/${encodeURIComponent(id)}/reports?namespace=${encodeURIComponent(namespace)}`, {
+      const peer = this.opts.peerApi;
+      const token = peer?.token() ?? null;
+      const res = await request(`${peer?.scheme ?? 'http'}://${address}/v1/services/${encodeURIComponent(service)}/instances/${encodeURIComponent(id)}/reports?namespace=${encodeURIComponent(namespace)}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', [FORWARDED_REPORT_HEADER]: this.nodeId },
+        ...(peer?.dispatcher ? { dispatcher: peer.dispatcher } : {}),
+        headers: { 'content-type': 'application/json', [FORWARDED_REPORT_HEADER]: this.nodeId, ...(token === null ? {} : { authorization: `Bearer ${token}` }) },
         body: JSON.stringify(report),
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,

@@ -2,7 +2,9 @@
 import type { AgentConfig } from '../../cli/config.js';
 import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
-import { CpEngine, type CpOptions } from './engine.js';
+import { rootCertificates } from 'node:tls';
+import { Agent } from 'undici';
+import { CpEngine, type CpOptions, type PeerApi } from './engine.js';
 import { probeEndpoints, refusalOf, type Refusal } from './store.js';
 
 /** Deadline of the start's probe of each etcd endpoint. */
@@ -41,6 +43,7 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
         checkNetworks: cfg.checkNetworks,
         clock: ctx.clock,
         ...secrets,
+        peerApi: peerApiOf(cfg),
         log: (level, msg, err) => log[level](err === undefined ? {} : { err }, msg),
       });
       log.info({ etcd: cfg.etcd, prefix: cfg.etcdPrefix, ...security, epoch: engine.registry.epoch, revision: engine.registry.revision, instances: engine.registry.instanceCount }, 'following the registry in etcd');
@@ -118,4 +121,17 @@ function startFailureCause(err: unknown, probes: readonly { endpoint: string; er
 
 function oneLine(message: string): string {
   return message.replace(/\s*Resolution note:\s*$/, '').replace(/\s+/g, ' ').trim();
+}
+
+/**
+ * How this node calls the other nodes' API (forwarded consumer reports): with the token
+ * file's first write token, and over HTTPS when this node serves it, trusting Node's CAs
+ * and the certificates of this node's own file (nodes sharing a certificate, or whose
+ * files end with their CA).
+ */
+function peerApiOf(cfg: AgentConfig): PeerApi {
+  const token = (): string | null => cfg.apiTokens?.writeToken?.reveal() ?? null;
+  if (cfg.tls === null) return { scheme: 'http', token };
+  const dispatcher = new Agent({ connect: { ca: [...rootCertificates, cfg.tls.cert.toString('utf8')] } });
+  return { scheme: 'https', token, dispatcher };
 }

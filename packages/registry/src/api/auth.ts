@@ -1,0 +1,202 @@
+/**
+ * Bearer tokens for the HTTP API (off unless the agent is given a token file). Each token
+ * has a scope: `read` (GET requests and the watch stream) or `write` (everything, the
+ * session stream included). Tokens are kept as SHA-256 digests only and compared in
+ * constant time against every known token, so that neither the answer's timing nor a log
+ * line can tell anything about them.
+ */
+// Through the module object (crypto.timingSafeEqual), so that a test can watch the compare.
+import crypto from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { SESSION_PATH, SwitchboardError } from '@switchboard/protocol';
+import { sendProblem } from './problem.js';
+
+export const API_SCOPES = ['read', 'write'] as const;
+export type ApiScope = (typeof API_SCOPES)[number];
+
+/** A token shorter than this is refused at start: it could be guessed. */
+export const MIN_TOKEN_LENGTH = 16;
+/** A token longer than this is refused at start (and cannot fit a header comfortably). */
+export const MAX_TOKEN_LENGTH = 512;
+/** The most tokens one file may hold. */
+export const MAX_TOKENS = 1000;
+/** RFC 6750's b64token: the characters a bearer token may have in a header. */
+const TOKEN_CHARS = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+/** A known token: its digest (never the token itself) and its scope. */
+export interface ApiToken {
+  readonly digest: Buffer;
+  readonly scope: ApiScope;
+}
+
+/** A token file that cannot be used; `line` is 1-based, null for the whole file. The message never holds a token. */
+export class TokenFileError extends Error {
+  constructor(
+    readonly line: number | null,
+    message: string,
+    readonly hint: string,
+  ) {
+    super(line === null ? message : `line ${line}: ${message}`);
+    this.name = 'TokenFileError';
+  }
+}
+
+const FORMAT_HINT = 'write one token per line as "SCOPE TOKEN" (SCOPE read or write), for example "write 3f9a0c1e5b7d2f4a6c8e0b1d3f5a7c9e"; a # starts a comment, blank lines are ignored';
+
+const digestOf = (token: string): Buffer => crypto.createHash('sha256').update(token, 'utf8').digest();
+
+/**
+ * Parses a token file: `SCOPE TOKEN` per line, `#` comments (a line or its end) and blank lines allowed.
+ * `writeToken` is the first write token, the one a cp node sends when it forwards a
+ * consumer report to another node (nodes of a cluster share their token file).
+ */
+export function parseTokenFile(text: string): { tokens: ApiToken[]; writeToken: string | null } {
+  const tokens: ApiToken[] = [];
+  let writeToken: string | null = null;
+  const seen = new Map<string, number>();
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    // A comment takes a line of its own or ends one (a token has no "#").
+    const line = (lines[i] as string).replace(/(^|\s)#.*$/, '').trim();
+    if (line === '') continue;
+    const { entry, token } = parseLine(line, i + 1);
+    if (entry.scope === 'write') writeToken ??= token;
+    const key = entry.digest.toString('hex');
+    const first = seen.get(key);
+    if (first !== undefined) throw new TokenFileError(i + 1, `the token is the same as on line ${first}`, 'give each token once, with one scope');
+    seen.set(key, i + 1);
+    tokens.push(entry);
+    if (tokens.length > MAX_TOKENS) throw new TokenFileError(i + 1, `more than ${MAX_TOKENS} tokens (limit MAX_TOKENS)`, `keep at most ${MAX_TOKENS} tokens in the file`);
+  }
+  if (tokens.length === 0) {
+    throw new TokenFileError(null, 'the file holds no token: every API request would be refused', `${FORMAT_HINT}; to leave the API open, do not set the token file`);
+  }
+  return { tokens, writeToken };
+}
+
+function parseLine(line: string, n: number): { entry: ApiToken; token: string } {
+  const fields = line.split(/\s+/);
+  const [scope, token] = fields;
+  if (fields.length !== 2 || token === undefined) throw new TokenFileError(n, `expected "SCOPE TOKEN", found ${fields.length} field(s)`, FORMAT_HINT);
+  if (!(API_SCOPES as readonly string[]).includes(scope as string)) {
+    throw new TokenFileError(n, `the scope must be read or write`, `${FORMAT_HINT}; write implies read`);
+  }
+  if (token.length < MIN_TOKEN_LENGTH || token.length > MAX_TOKEN_LENGTH) {
+    throw new TokenFileError(n, `the token has ${token.length} characters; it must have ${MIN_TOKEN_LENGTH} to ${MAX_TOKEN_LENGTH} (MIN_TOKEN_LENGTH, MAX_TOKEN_LENGTH)`, 'make tokens long and random, for example: openssl rand -hex 32');
+  }
+  if (!TOKEN_CHARS.test(token)) {
+    throw new TokenFileError(n, 'the token has characters a bearer token may not have', 'use letters, digits and - . _ ~ + / (and = at the end), for example: openssl rand -hex 32');
+  }
+  return { entry: { digest: digestOf(token), scope: scope as ApiScope }, token };
+}
+
+/** The tokens a node accepts; replaced as a whole when the file is read again. */
+export class ApiTokens {
+  #tokens: readonly ApiToken[];
+
+  constructor(tokens: readonly ApiToken[]) {
+    this.#tokens = tokens;
+  }
+
+  replace(tokens: readonly ApiToken[]): void {
+    this.#tokens = tokens;
+  }
+
+  /** How many tokens of each scope there are (for the logs). */
+  counts(): Record<ApiScope, number> {
+    const out = { read: 0, write: 0 };
+    for (const t of this.#tokens) out[t.scope]++;
+    return out;
+  }
+
+  /**
+   * The scope of `token`, or null when it is not known. Its digest is compared with every
+   * known digest (timingSafeEqual, equal lengths), without stopping at a match.
+   */
+  scopeOf(token: string): ApiScope | null {
+    const digest = digestOf(token);
+    let scope: ApiScope | null = null;
+    for (const t of this.#tokens) {
+      if (crypto.timingSafeEqual(digest, t.digest)) scope = t.scope;
+    }
+    return scope;
+  }
+}
+
+/** Why a request was refused; the label of switchboard_http_auth_refused_total. */
+export const AUTH_REFUSALS = ['missing', 'malformed', 'unknown', 'scope'] as const;
+export type AuthRefusal = (typeof AUTH_REFUSALS)[number];
+
+export interface AuthOptions {
+  tokens: ApiTokens;
+  /** GET /metrics without a token (a scraper that cannot send one). */
+  metricsOpen: boolean;
+  /** Counts one refusal. */
+  refused: (reason: AuthRefusal) => void;
+}
+
+const TOKEN_HINT = 'send the header Authorization: Bearer <token> (SDK: the token option or SWITCHBOARD_TOKEN; CLI: --token or SWITCHBOARD_TOKEN)';
+
+/** The scope a request needs, or null when it needs none (probes, the dashboard's files). */
+export function scopeNeeded(method: string, path: string, metricsOpen: boolean): ApiScope | null {
+  if (path === '/v1' || path.startsWith('/v1/')) {
+    if (path === SESSION_PATH) return 'write'; // the session grants and keeps leases
+    return method === 'GET' || method === 'HEAD' ? 'read' : 'write';
+  }
+  if (path === '/metrics' && !metricsOpen) return 'read';
+  return null;
+}
+
+/** The bearer token of an Authorization header; null when there is none, undefined when it is not a bearer token. */
+export function bearerOf(header: string | undefined): string | null | undefined {
+  if (header === undefined || header.trim() === '') return null;
+  const m = /^Bearer +(\S+) *$/i.exec(header);
+  return m ? (m[1] as string) : undefined;
+}
+
+export function unauthenticated(reason: Exclude<AuthRefusal, 'scope'>): SwitchboardError {
+  if (reason === 'missing') return new SwitchboardError('UNAUTHENTICATED', 'this node requires a bearer token and the request has none', { hint: TOKEN_HINT });
+  if (reason === 'malformed') return new SwitchboardError('UNAUTHENTICATED', 'the Authorization header is not a bearer token', { field: 'Authorization', hint: TOKEN_HINT });
+  return new SwitchboardError('UNAUTHENTICATED', 'the bearer token is not one this node accepts', {
+    field: 'Authorization',
+    hint: "check the token (a copy may have lost characters); the node's operator lists the accepted tokens in its token file",
+  });
+}
+
+export function forbidden(): SwitchboardError {
+  return new SwitchboardError('FORBIDDEN', 'the token may read but not write', {
+    hint: 'writes (PUT, POST, DELETE) and the session stream need a token of scope write',
+  });
+}
+
+/** The check of one request: null when it may go on, else the refusal. */
+export function authorize(req: { method: string; url: string; headers: Record<string, string | string[] | undefined> }, opts: AuthOptions): { reason: AuthRefusal; error: SwitchboardError } | null {
+  const needed = scopeNeeded(req.method, req.url.split('?')[0] as string, opts.metricsOpen);
+  if (needed === null) return null;
+  const header = req.headers.authorization;
+  const token = bearerOf(Array.isArray(header) ? header[0] : header);
+  if (token === null) return { reason: 'missing', error: unauthenticated('missing') };
+  if (token === undefined) return { reason: 'malformed', error: unauthenticated('malformed') };
+  const scope = opts.tokens.scopeOf(token);
+  if (scope === null) return { reason: 'unknown', error: unauthenticated('unknown') };
+  if (needed === 'write' && scope !== 'write') return { reason: 'scope', error: forbidden() };
+  return null;
+}
+
+/** RFC 6750's challenge for a refusal. */
+function challenge(reason: AuthRefusal): string {
+  if (reason === 'missing') return 'Bearer realm="switchboard"';
+  if (reason === 'scope') return 'Bearer realm="switchboard", error="insufficient_scope", scope="write"';
+  return 'Bearer realm="switchboard", error="invalid_token"';
+}
+
+/** The onRequest hook: refuses with 401/403 problem+json before any route runs. */
+export function authHook(opts: AuthOptions) {
+  return (req: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+    const refusal = authorize(req, opts);
+    if (refusal === null) return done();
+    opts.refused(refusal.reason);
+    reply.header('www-authenticate', challenge(refusal.reason));
+    sendProblem(reply, refusal.error);
+  };
+}

@@ -1,0 +1,83 @@
+// Goal: an agent given --tls-cert-file and --tls-key-file serves its API over HTTPS only
+// (`listening on https://...`); the CLI reaches it with the private CA given as --ca-file
+// or SWITCHBOARD_CA_FILE, together with a token; without the CA, or with another one, it
+// is refused clearly; bad TLS files stop the agent at start. The certificates are made
+// here, with openssl. (The SDK over HTTPS: packages/client/test/integration/tls.test.ts.)
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run, spawnAgent, type AgentProcess } from '../integration/process.js';
+
+const WRITE = 'tls-write-token-0123456789abcdef';
+let dir: string;
+let agent: AgentProcess;
+const at = (f: string): string => join(dir, f);
+
+/** Two CAs and a server certificate for 127.0.0.1 signed by the first. */
+function makePki(): void {
+  const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=switchboard-test-ca');
+  openssl('req', '-x509', ...ec, '-keyout', 'other-ca.key', '-out', 'other-ca.crt', '-days', '1', '-subj', '/CN=switchboard-other-ca');
+  writeFileSync(at('server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  openssl('req', '-new', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=switchboard-test-server');
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '1', '-out', 'server.crt', '-extfile', 'server.ext');
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'sb-api-tls-'));
+  makePki();
+  writeFileSync(at('tokens'), `write ${WRITE}\n`);
+  agent = await spawnAgent(['--dev', '--tls-cert-file', at('server.crt'), '--tls-key-file', at('server.key'), '--api-tokens-file', at('tokens')]);
+});
+after(async () => {
+  agent.child.kill('SIGTERM');
+  await agent.exited;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const cli = (args: string[], extra: NodeJS.ProcessEnv = {}) => run(args, { SWITCHBOARD_ADDR: agent.url, SWITCHBOARD_TOKEN: WRITE, NO_COLOR: '1', SWITCHBOARD_CA_FILE: undefined, ...extra });
+
+test('the agent says listening on https:// and answers HTTPS only', async () => {
+  assert.match(agent.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+  const plain = await cli(['status'], { SWITCHBOARD_ADDR: agent.url.replace('https', 'http') });
+  assert.equal(plain.code, 1, 'plain HTTP gets no answer');
+});
+
+test('the CLI: --ca-file or SWITCHBOARD_CA_FILE with the token; without it, or with another CA, exit 1 and a hint naming --ca-file', async () => {
+  const reg = await cli(['register', 'billing', 'b-1', '--address', '10.0.0.5', '--port', '80', '--ca-file', at('ca.crt')]);
+  assert.equal(reg.code, 0, reg.stderr);
+  const list = await cli(['instances', 'billing', '--json'], { SWITCHBOARD_CA_FILE: at('ca.crt') });
+  assert.equal(list.code, 0, list.stderr);
+  assert.equal(JSON.parse(list.stdout).instances.length, 1);
+  for (const extra of [{}, { SWITCHBOARD_CA_FILE: at('other-ca.crt') }]) {
+    for (const args of [['services'], ['watch', 'billing']]) {
+      const r = await cli(args, extra);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /the agent's TLS certificate is not trusted \(\w+\)/, r.stderr);
+      assert.match(r.stderr, /hint: give the CA that signed the agent's certificate with --ca-file FILE or SWITCHBOARD_CA_FILE=FILE/);
+    }
+  }
+  const notPem = await cli(['services', '--ca-file', at('tokens')]);
+  assert.equal(notPem.code, 2);
+  assert.match(notPem.stderr, /invalid --ca-file: .* holds no PEM certificate/);
+});
+
+test('bad TLS files stop the agent at start with a code and a hint', async () => {
+  const cases: [string[], RegExp][] = [
+    [['--tls-cert-file', at('server.crt')], /--tls-cert-file needs --tls-key-file too \[TLS_CERT_KEY_PAIR\]/],
+    [['--tls-cert-file', at('tokens'), '--tls-key-file', at('server.key')], /--tls-cert-file: .* holds no PEM certificate .*\[TLS_FILE_INVALID\]/],
+    [['--tls-cert-file', at('server.crt'), '--tls-key-file', at('server.crt')], /holds no unencrypted PEM private key .*\[TLS_FILE_INVALID\]/],
+    [['--tls-cert-file', at('server.crt'), '--tls-key-file', at('ca.key')], /do not belong together.*\[TLS_CERT_KEY_MISMATCH\]/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0', ...args]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, message);
+    assert.match(r.stderr, /\n {2}hint: /);
+  }
+});

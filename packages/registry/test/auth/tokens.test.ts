@@ -1,0 +1,238 @@
+// Goal: with a token file the HTTP API refuses every /v1/ request without an accepted
+// bearer token (401 UNAUTHENTICATED) and every write with a read token (403 FORBIDDEN):
+// reads, writes, the SSE watch and the session WebSocket alike; the probes stay open,
+// /metrics needs a token unless metricsOpen; tokens are compared in constant time; a bad
+// token file stops the agent at start (exit 2, INVALID_CONFIG) without printing a token;
+// SIGHUP reads the file again.
+import { after, before, mock, test } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WebSocket } from 'ws';
+import { DEFAULT_LIMITS, ERRORS, PROBLEM_TYPE_PREFIX } from '@switchboard/protocol';
+import { build, type SwitchboardApp } from '../../src/api/app.js';
+import { ApiTokens, MAX_TOKENS, MIN_TOKEN_LENGTH, parseTokenFile, TokenFileError } from '../../src/api/auth.js';
+import { StandaloneEngine } from '../../src/engines/standalone.js';
+import { MemoryStorage } from '../../src/storage/storage.js';
+import { call, SseReader } from '../helpers.js';
+import { run, spawnAgent } from '../integration/process.js';
+import { waitUntil } from '../support/wait.js';
+
+const READ = 'read-token-0123456789abcdef';
+const WRITE = 'write-token-0123456789abcdef';
+const FILE = `# tokens of the test\n\nread ${READ} # the dashboard\n  write   ${WRITE}  \n`;
+const INSTANCE = { address: '10.0.0.5', port: 8080 };
+
+async function startNode(opts: { metricsOpen?: boolean; tokens?: boolean } = {}): Promise<{ app: SwitchboardApp; engine: StandaloneEngine; url: string; close(): Promise<void> }> {
+  const engine = await StandaloneEngine.open({ nodeId: 't', storage: new MemoryStorage(), limits: DEFAULT_LIMITS, clock: { now: () => performance.now() } });
+  const tokens = opts.tokens === false ? {} : { tokens: new ApiTokens(parseTokenFile(FILE).tokens), metricsOpen: opts.metricsOpen ?? false };
+  const app = await build({ engine, limits: DEFAULT_LIMITS, version: 'test', dashboardDir: null, ...tokens });
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  return { app, engine, url, close: async () => (await app.shutdown(), await engine.close()) };
+}
+
+const bearer = (t: string): Record<string, string> => ({ authorization: `Bearer ${t}` });
+
+function assertRefused(r: { status: number; body: any; headers: Headers }, code: 'UNAUTHENTICATED' | 'FORBIDDEN', what: string): void {
+  assert.equal(r.status, ERRORS[code].status, `${what}: status (${JSON.stringify(r.body)})`);
+  assert.match(r.headers.get('content-type') ?? '', /^application\/problem\+json/, `${what}: content type`);
+  assert.equal(r.body.code, code, what);
+  assert.equal(r.body.type, PROBLEM_TYPE_PREFIX + code, what);
+  assert.equal(typeof r.body.hint, 'string', `${what}: hint`);
+  assert.match(r.headers.get('www-authenticate') ?? '', /^Bearer realm="switchboard"/, `${what}: WWW-Authenticate`);
+}
+
+/** The status a WebSocket handshake to /v1/session gets (101 when it opens). */
+function sessionHandshake(url: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url.replace('http', 'ws') + '/v1/session', { headers, handshakeTimeout: 3_000 });
+    ws.once('unexpected-response', (_req, res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+      ws.terminate();
+    });
+    ws.once('open', () => {
+      ws.send(JSON.stringify({ type: 'open', ttlMs: 5_000 }));
+      ws.once('message', (d) => {
+        assert.equal(JSON.parse(d.toString()).type, 'lease');
+        ws.close();
+        resolve(101);
+      });
+    });
+    ws.once('error', reject);
+  });
+}
+
+let node: Awaited<ReturnType<typeof startNode>>;
+before(async () => {
+  node = await startNode();
+});
+after(async () => node.close());
+
+test('the token file: SCOPE TOKEN lines with comments and blank lines; bad lines are refused by line number, never showing the token', () => {
+  const { tokens, writeToken } = parseTokenFile(FILE);
+  assert.deepEqual(tokens.map((t) => t.scope), ['read', 'write']);
+  assert.equal(writeToken, WRITE);
+  assert.ok(tokens.every((t) => t.digest.length === 32), 'only digests are kept');
+  const refused = (text: string, message: RegExp): void => {
+    assert.throws(() => parseTokenFile(text), (err: unknown) => {
+      assert.ok(err instanceof TokenFileError, String(err));
+      assert.match(err.message, message);
+      assert.ok(err.hint.length > 0);
+      for (const secret of [READ, WRITE, 'short-one']) assert.ok(!err.message.includes(secret), `the message shows a token: ${err.message}`);
+      return true;
+    });
+  };
+  refused(`read ${READ}\nwrite short-one\n`, /^line 2: the token has 9 characters; it must have 16 to 512/);
+  refused(`admin ${READ}\n`, /^line 1: the scope must be read or write/);
+  refused(`${READ}\n`, /^line 1: expected "SCOPE TOKEN", found 1 field/);
+  refused(`read ${READ} extra\n`, /expected "SCOPE TOKEN", found 3 field\(s\)/);
+  refused(`read ${READ}\nwrite ${READ}\n`, /^line 2: the token is the same as on line 1/);
+  refused(`read ${'x'.repeat(20)}"\n`, /characters a bearer token may not have/);
+  refused('# nothing\n\n', /holds no token/);
+  const many = Array.from({ length: MAX_TOKENS + 1 }, (_, i) => `read token-${String(i).padStart(MIN_TOKEN_LENGTH, '0')}`).join('\n');
+  refused(many, /more than 1000 tokens \(limit MAX_TOKENS\)/);
+});
+
+test('tokens are compared in constant time: timingSafeEqual on digests, against every known token', () => {
+  const tokens = new ApiTokens(parseTokenFile(FILE).tokens);
+  const compare = mock.method(crypto, 'timingSafeEqual');
+  try {
+    assert.equal(tokens.scopeOf(READ), 'read');
+    assert.equal(compare.mock.callCount(), 2, 'a match does not stop the loop');
+    assert.equal(tokens.scopeOf(WRITE), 'write');
+    assert.equal(tokens.scopeOf('not-a-known-token-at-all'), null);
+    assert.equal(tokens.scopeOf(''), null);
+    assert.equal(compare.mock.callCount(), 8);
+    for (const c of compare.mock.calls) {
+      assert.equal((c.arguments[0] as Buffer).length, 32, 'digests of equal length');
+      assert.equal((c.arguments[1] as Buffer).length, 32);
+    }
+  } finally {
+    compare.mock.restore();
+  }
+});
+
+test('reads and writes without a token, or with an unknown or malformed one, are 401 UNAUTHENTICATED', async () => {
+  const routes: [string, string, unknown?][] = [
+    ['GET', '/v1/services'],
+    ['GET', '/v1/services/orders'],
+    ['GET', '/v1/status'],
+    ['GET', '/v1/openapi.json'],
+    ['GET', '/v1/no-such-route'],
+    ['PUT', '/v1/services/orders/instances/o-1', INSTANCE],
+    ['POST', '/v1/leases', { ttlMs: 5_000 }],
+    ['DELETE', '/v1/services/orders/instances/o-1'],
+  ];
+  for (const [method, path, body] of routes) {
+    assertRefused(await call(node.url, method, path, body), 'UNAUTHENTICATED', `${method} ${path} without a token`);
+    assertRefused(await call(node.url, method, path, body, bearer('an-unknown-token-0123456789')), 'UNAUTHENTICATED', `${method} ${path} with an unknown token`);
+    assertRefused(await call(node.url, method, path, body, { authorization: `Basic ${Buffer.from(`u:${WRITE}`).toString('base64')}` }), 'UNAUTHENTICATED', `${method} ${path} with Basic`);
+  }
+  const missing = await call(node.url, 'GET', '/v1/services');
+  assert.equal(missing.headers.get('www-authenticate'), 'Bearer realm="switchboard"');
+  const unknown = await call(node.url, 'GET', '/v1/services', undefined, bearer('an-unknown-token-0123456789'));
+  assert.equal(unknown.headers.get('www-authenticate'), 'Bearer realm="switchboard", error="invalid_token"');
+  assert.equal(unknown.body.field, 'Authorization');
+});
+
+test('a read token reads but is 403 FORBIDDEN on writes; a write token does both', async () => {
+  assert.equal((await call(node.url, 'GET', '/v1/services', undefined, bearer(READ))).status, 200);
+  assert.equal((await call(node.url, 'GET', '/v1/services', undefined, { authorization: `bearer  ${READ}` })).status, 200, 'the scheme in any case');
+  const put = await call(node.url, 'PUT', '/v1/services/orders/instances/o-1', INSTANCE, bearer(READ));
+  assertRefused(put, 'FORBIDDEN', 'PUT with a read token');
+  assert.equal(put.headers.get('www-authenticate'), 'Bearer realm="switchboard", error="insufficient_scope", scope="write"');
+  assertRefused(await call(node.url, 'POST', '/v1/leases', { ttlMs: 5_000 }, bearer(READ)), 'FORBIDDEN', 'POST /v1/leases with a read token');
+  assert.equal((await call(node.url, 'PUT', '/v1/services/orders/instances/o-1', INSTANCE, bearer(WRITE))).status, 200);
+  const read = await call(node.url, 'GET', '/v1/services/orders', undefined, bearer(READ));
+  assert.equal(read.status, 200);
+  assert.equal(read.body.instances.length, 1);
+  assert.equal((await call(node.url, 'DELETE', '/v1/services/orders/instances/o-1', undefined, bearer(WRITE))).status, 200);
+});
+
+test('the SSE watch needs a read token', async () => {
+  assertRefused(await call(node.url, 'GET', '/v1/watch?service=orders', undefined, { accept: 'text/event-stream' }), 'UNAUTHENTICATED', 'watch without a token');
+  const sse = await SseReader.open(`${node.url}/v1/watch?service=orders`, bearer(READ));
+  try {
+    await call(node.url, 'PUT', '/v1/services/orders/instances/o-2', INSTANCE, bearer(WRITE));
+    await sse.until(() => sse.events.some((e) => e.event === 'put'), 5_000, 'the put event');
+  } finally {
+    sse.close();
+  }
+});
+
+test('the session WebSocket needs a write token: 401 without, 403 with a read token', async () => {
+  assert.equal(await sessionHandshake(node.url, {}), 401);
+  assert.equal(await sessionHandshake(node.url, bearer('an-unknown-token-0123456789')), 401);
+  assert.equal(await sessionHandshake(node.url, bearer(READ)), 403);
+  assert.equal(await sessionHandshake(node.url, bearer(WRITE)), 101);
+});
+
+test('probes and the dashboard files stay open; /metrics needs a read token and counts the refusals', async () => {
+  assert.equal((await call(node.url, 'GET', '/healthz')).status, 200);
+  assert.equal((await call(node.url, 'GET', '/readyz')).status, 200);
+  const ui = await call(node.url, 'GET', '/ui/');
+  assert.equal(ui.status, 503, 'not refused for a token: the dashboard is not built here');
+  assert.equal(ui.body.code, 'DASHBOARD_NOT_BUILT');
+  assertRefused(await call(node.url, 'GET', '/metrics'), 'UNAUTHENTICATED', '/metrics without a token');
+  const metrics = await call(node.url, 'GET', '/metrics', undefined, bearer(READ));
+  assert.equal(metrics.status, 200);
+  const count = (reason: string): number => Number(new RegExp(`^switchboard_http_auth_refused_total\\{reason="${reason}"\\} (\\d+)`, 'm').exec(metrics.body as string)?.[1]);
+  for (const reason of ['missing', 'malformed', 'unknown', 'scope']) assert.ok(count(reason) > 0, `${reason}: ${count(reason)}`);
+  assert.ok(!(metrics.body as string).includes(READ), 'no token in the metrics');
+});
+
+test('metricsOpen answers /metrics without a token; a node without tokens is open as before', async () => {
+  const open = await startNode({ metricsOpen: true });
+  const none = await startNode({ tokens: false });
+  try {
+    assert.equal((await call(open.url, 'GET', '/metrics')).status, 200);
+    assertRefused(await call(open.url, 'GET', '/v1/services'), 'UNAUTHENTICATED', 'the API still needs one');
+    assert.equal((await call(none.url, 'GET', '/v1/services')).status, 200);
+    assert.equal((await call(none.url, 'PUT', '/v1/services/a/instances/a-1', INSTANCE)).status, 200);
+    assert.equal((await call(none.url, 'GET', '/metrics')).status, 200);
+    assert.equal(await sessionHandshake(none.url, {}), 101);
+  } finally {
+    await open.close();
+    await none.close();
+  }
+});
+
+test('the agent: a bad token file stops it at start (exit 2, INVALID_CONFIG, a hint, no token shown); SIGHUP reads the file again', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-tokens-'));
+  try {
+    const file = join(dir, 'tokens');
+    writeFileSync(file, `write ${WRITE}\nread tooshort-secret\n`);
+    const r = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0', '--api-tokens-file', file]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /invalid configuration: --api-tokens-file: .*tokens line 2: the token has 15 characters.* \[INVALID_CONFIG\]\n {2}hint: /);
+    assert.ok(!r.stderr.includes('tooshort-secret') && !r.stderr.includes(WRITE), r.stderr);
+    const missing = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0'], { SWITCHBOARD_API_TOKENS_FILE: join(dir, 'none') });
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /SWITCHBOARD_API_TOKENS_FILE: cannot read the API token file .* \[FILE_UNREADABLE\]/);
+
+    writeFileSync(file, `write ${WRITE}\n`);
+    const agent = await spawnAgent(['--dev', '--api-tokens-file', file]);
+    try {
+      assert.equal((await call(agent.url, 'GET', '/v1/services', undefined, bearer(WRITE))).status, 200);
+      assert.equal((await call(agent.url, 'GET', '/v1/services', undefined, bearer(READ))).status, 401);
+      writeFileSync(file, `read ${READ}\n`);
+      agent.child.kill('SIGHUP');
+      await waitUntil(async () => (await call(agent.url, 'GET', '/v1/services', undefined, bearer(READ))).status === 200, 5_000, 'the new token accepted');
+      assert.equal((await call(agent.url, 'GET', '/v1/services', undefined, bearer(WRITE))).status, 401, 'the old token is gone');
+      // A file that became invalid is logged; the tokens in use stay.
+      writeFileSync(file, 'read short\n');
+      agent.child.kill('SIGHUP');
+      await waitUntil(() => agent.output().includes('API tokens not reloaded'), 5_000, 'the refusal logged');
+      assert.equal((await call(agent.url, 'GET', '/v1/services', undefined, bearer(READ))).status, 200);
+      assert.ok(!agent.output().includes(READ) && !agent.output().includes(WRITE), 'no token in the log');
+    } finally {
+      agent.child.kill('SIGTERM');
+      await agent.exited;
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
