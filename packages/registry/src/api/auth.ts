@@ -137,14 +137,21 @@ export interface AuthOptions {
 
 const TOKEN_HINT = 'send the header Authorization: Bearer <token> (SDK: the token option or SWITCHBOARD_TOKEN; CLI: --token or SWITCHBOARD_TOKEN)';
 
-/** The scope a request needs, or null when it needs none (probes, the dashboard's files). */
-export function scopeNeeded(method: string, path: string, metricsOpen: boolean): ApiScope | null {
-  if (path === '/v1' || path.startsWith('/v1/')) {
-    if (path === SESSION_PATH) return 'write'; // the session grants and keeps leases
-    return method === 'GET' || method === 'HEAD' ? 'read' : 'write';
-  }
-  if (path === '/metrics' && !metricsOpen) return 'read';
-  return null;
+/** Routes open without a token: the probes and the dashboard's files (which hold no data). */
+const OPEN_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz', '/', '/ui', '/ui/*']);
+
+/**
+ * The scope a request needs, or null when it needs none. Decided by the route the router
+ * matched (`route`: Fastify's `routeOptions.url`), never by the text of the URL: the router
+ * reads a request line such as `GET http://host/v1/services` or `/%76%31/services` as
+ * /v1/services, and a check of the text let those through. Open routes are listed; every
+ * other request, one that matched no route included, needs a token (fail closed).
+ */
+export function scopeNeeded(method: string, route: string | undefined, metricsOpen: boolean): ApiScope | null {
+  if (route !== undefined && OPEN_ROUTES.has(route)) return null;
+  if (route === '/metrics' && metricsOpen) return null;
+  if (route === SESSION_PATH) return 'write'; // the session grants and keeps leases
+  return method === 'GET' || method === 'HEAD' ? 'read' : 'write';
 }
 
 /** The bearer token of an Authorization header; null when there is none, undefined when it is not a bearer token. */
@@ -170,8 +177,8 @@ export function forbidden(): SwitchboardError {
 }
 
 /** The check of one request: null when it may go on, else the refusal. */
-export function authorize(req: { method: string; url: string; headers: Record<string, string | string[] | undefined> }, opts: AuthOptions): { reason: AuthRefusal; error: SwitchboardError } | null {
-  const needed = scopeNeeded(req.method, req.url.split('?')[0] as string, opts.metricsOpen);
+export function authorize(req: { method: string; routeOptions: { url?: string | undefined }; headers: Record<string, string | string[] | undefined> }, opts: AuthOptions): { reason: AuthRefusal; error: SwitchboardError } | null {
+  const needed = scopeNeeded(req.method, req.routeOptions.url, opts.metricsOpen);
   if (needed === null) return null;
   const header = req.headers.authorization;
   const token = bearerOf(Array.isArray(header) ? header[0] : header);

@@ -138,7 +138,9 @@ export function answerClientError(err: Error & { code?: string }, socket: Duplex
     socket.destroy();
     return;
   }
-  log?.debug({ err }, 'client error');
+  // Not the error itself: Node attaches the request's raw bytes to it (rawPacket), and
+  // those hold its headers, an Authorization token among them.
+  log?.debug({ code: err.code, reason: (err as { reason?: unknown }).reason, bytesParsed: (err as { bytesParsed?: unknown }).bytesParsed }, `client error: ${err.message}`);
   const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
   if (socket.writable && !inFlight?.headersSent) {
     const sw = clientErrorProblem(err);

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { DEFAULT_LIMITS, ERRORS, PROBLEM_TYPE_PREFIX } from '@switchboard/protocol';
@@ -235,4 +236,42 @@ test('the agent: a bad token file stops it at start (exit 2, INVALID_CONFIG, a h
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** One raw HTTP/1.1 request (what fetch would normalise away); resolves with the status and body. */
+function rawRequest(url: string, requestLine: string, body = ''): Promise<{ status: number; text: string }> {
+  const { port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = netConnect(Number(port), '127.0.0.1', () => {
+      s.write(`${requestLine} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${body ? `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` : ''}\r\n${body}`);
+    });
+    let text = '';
+    s.setTimeout(3_000, () => s.destroy(new Error(`no answer to ${requestLine}`)));
+    s.on('data', (d) => (text += d.toString()));
+    s.on('error', reject);
+    s.on('close', () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), text }));
+  });
+}
+
+test('the scope comes from the route the router matched: a full URL, an encoded path or a # in the request line is refused like the plain path', async () => {
+  const tricks: [string, string?][] = [
+    ['GET http://x/v1/services'],
+    ['GET HTTP://x/v1/services'],
+    ['GET https://x/v1/status'],
+    ['GET /%76%31/services'],
+    ['GET /%761/watch?service=web'],
+    ['POST http://x/v1/leases', JSON.stringify({ ttlMs: 30_000 })],
+    ['PUT http://evil/v1/services/web/instances/i1', JSON.stringify(INSTANCE)],
+    ['PUT /%76%31/services/web/instances/i2', JSON.stringify(INSTANCE)],
+    ['GET /metrics#'],
+    ['GET /%6detrics'],
+    ['GET http://x/metrics'],
+  ];
+  for (const [line, body] of tricks) {
+    const r = await rawRequest(node.url, line, body);
+    assert.equal(r.status, 401, `${line}: ${r.text.slice(0, 200)}`);
+  }
+  // Nothing was written, and what is open stays open through the same forms.
+  assert.deepEqual((await call(node.url, 'GET', '/v1/services/web', undefined, bearer(READ))).body.instances ?? [], []);
+  assert.equal((await rawRequest(node.url, 'GET http://x/healthz')).status, 200);
 });
