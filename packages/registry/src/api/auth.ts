@@ -7,6 +7,7 @@
  */
 // Through the module object (crypto.timingSafeEqual), so that a test can watch the compare.
 import crypto from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { SESSION_PATH, SwitchboardError } from '@switchboard/protocol';
 import { sendProblem } from './problem.js';
@@ -93,13 +94,35 @@ function parseLine(line: string, n: number): { entry: ApiToken; token: string } 
 /** The tokens a node accepts; replaced as a whole when the file is read again. */
 export class ApiTokens {
   #tokens: readonly ApiToken[];
+  /**
+   * Open watch streams and sessions, with the digest of the token they were opened with: a
+   * token taken out of the file (SIGHUP) also ends them, not only later requests. Entries
+   * go when their connection closes.
+   */
+  readonly #connections = new Map<Socket, Buffer>();
 
   constructor(tokens: readonly ApiToken[]) {
     this.#tokens = tokens;
   }
 
-  replace(tokens: readonly ApiToken[]): void {
+  /** New tokens; connections whose token is no longer among them are closed. */
+  replace(tokens: readonly ApiToken[]): number {
     this.#tokens = tokens;
+    let closed = 0;
+    for (const [socket, digest] of this.#connections) {
+      if (this.#scopeOfDigest(digest) !== null) continue;
+      this.#connections.delete(socket);
+      socket.destroy();
+      closed++;
+    }
+    return closed;
+  }
+
+  /** Notes the token a connection's request was let through with. */
+  track(socket: Socket | null | undefined, token: string): void {
+    if (!socket || socket.destroyed) return;
+    if (!this.#connections.has(socket)) socket.once('close', () => this.#connections.delete(socket));
+    this.#connections.set(socket, digestOf(token));
   }
 
   /** How many tokens of each scope there are (for the logs). */
@@ -114,7 +137,10 @@ export class ApiTokens {
    * known digest (timingSafeEqual, equal lengths), without stopping at a match.
    */
   scopeOf(token: string): ApiScope | null {
-    const digest = digestOf(token);
+    return this.#scopeOfDigest(digestOf(token));
+  }
+
+  #scopeOfDigest(digest: Buffer): ApiScope | null {
     let scope: ApiScope | null = null;
     for (const t of this.#tokens) {
       if (crypto.timingSafeEqual(digest, t.digest)) scope = t.scope;
@@ -136,6 +162,9 @@ export interface AuthOptions {
 }
 
 const TOKEN_HINT = 'send the header Authorization: Bearer <token> (SDK: the token option or SWITCHBOARD_TOKEN; CLI: --token or SWITCHBOARD_TOKEN)';
+
+/** Routes whose answer stays open (the watch stream, the session WebSocket). */
+const LONG_LIVED_ROUTES: ReadonlySet<string> = new Set(['/v1/watch', SESSION_PATH]);
 
 /** Routes open without a token: the probes and the dashboard's files (which hold no data). */
 const OPEN_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz', '/', '/ui', '/ui/*']);
@@ -187,6 +216,10 @@ export function authorize(req: { method: string; routeOptions: { url?: string | 
   const scope = opts.tokens.scopeOf(token);
   if (scope === null) return { reason: 'unknown', error: unauthenticated('unknown') };
   if (needed === 'write' && scope !== 'write') return { reason: 'scope', error: forbidden() };
+  // Streams that stay open are noted, to be ended if the token goes (not every keep-alive
+  // connection: the next request on one is checked anyway, and closing it under a client
+  // that reuses it would fail that client's request).
+  if (LONG_LIVED_ROUTES.has(req.routeOptions.url ?? '')) opts.tokens.track((req as { raw?: { socket?: Socket } }).raw?.socket, token);
   return null;
 }
 

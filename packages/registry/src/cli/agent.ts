@@ -82,10 +82,10 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
     if (cfg.apiTokens === null || tokens === undefined) return;
     try {
       const read = readApiTokens(cfg.apiTokens.path, cfg.apiTokens.where);
-      tokens.replace(read.tokens);
+      const closed = tokens.replace(read.tokens);
       // The cp engine reads the forwarding token from here at each forward.
       cfg.apiTokens.writeToken = read.writeToken;
-      logger.info({ tokens: tokens.counts() }, `API tokens read again from ${cfg.apiTokens.path}`);
+      logger.info({ tokens: tokens.counts(), closedConnections: closed }, `API tokens read again from ${cfg.apiTokens.path}${closed > 0 ? `; ${closed} connections opened with a token no longer there were closed` : ''}`);
     } catch (err) {
       const e = err as ConfigError;
       logger.error({ code: e.code, hint: e.hint }, `API tokens not reloaded, the tokens in use stay: ${e.message}`);

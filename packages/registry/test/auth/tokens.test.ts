@@ -275,3 +275,31 @@ test('the scope comes from the route the router matched: a full URL, an encoded 
   assert.deepEqual((await call(node.url, 'GET', '/v1/services/web', undefined, bearer(READ))).body.instances ?? [], []);
   assert.equal((await rawRequest(node.url, 'GET http://x/healthz')).status, 200);
 });
+
+test('a token taken out of the file ends the watch streams and sessions opened with it, not only later requests', async () => {
+  const engine = await StandaloneEngine.open({ nodeId: 't', storage: new MemoryStorage(), limits: DEFAULT_LIMITS, clock: { now: () => performance.now() } });
+  const tokens = new ApiTokens(parseTokenFile(FILE).tokens);
+  const app = await build({ engine, limits: DEFAULT_LIMITS, version: 'test', dashboardDir: null, tokens, metricsOpen: false });
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const watch = await fetch(`${url}/v1/watch?service=web`, { headers: bearer(READ) });
+    assert.equal(watch.status, 200);
+    const reader = watch.body!.getReader();
+    await reader.read(); // the stream is open
+    const ws = new WebSocket(url.replace('http', 'ws') + '/v1/session', { headers: bearer(WRITE) });
+    await new Promise((r, j) => (ws.once('open', r), ws.once('error', j)));
+    const wsClosed = new Promise<void>((r) => ws.once('close', () => r()));
+    // The read token goes: its stream ends; the session (write token) stays.
+    assert.equal(tokens.replace(parseTokenFile(`write ${WRITE}\n`).tokens), 1);
+    const ended = await Promise.race([reader.read().then((x) => x.done, () => true), new Promise((r) => setTimeout(() => r('still open'), 3_000))]);
+    assert.equal(ended, true, 'the watch opened with the removed token ended');
+    assert.equal(ws.readyState, WebSocket.OPEN);
+    assertRefused(await call(url, 'GET', '/v1/services', undefined, bearer(READ)), 'UNAUTHENTICATED', 'the removed token');
+    // Now the write token goes too.
+    assert.equal(tokens.replace(parseTokenFile(`read ${READ}\n`).tokens), 1);
+    await wsClosed;
+  } finally {
+    await app.shutdown();
+    await engine.close();
+  }
+});
