@@ -102,7 +102,8 @@ export class RegistryError extends SwitchboardClientError {
 }
 
 /**
- * A malformed or out-of-range field (`INVALID_ARGUMENT`); `problem.field` names it. Also
+ * A malformed or out-of-range field (`INVALID_ARGUMENT`, or `CHECK_TARGET_DENIED` for a check
+ * target the registry's nodes may not probe); `problem.field` names it. Also
  * thrown before any request when the SDK can tell the input is malformed.
  *
  * @example
@@ -203,6 +204,8 @@ const BY_CODE: Partial<Record<ErrorCode, new (p: Problem, e?: string) => Registr
   UNAUTHENTICATED: AuthError,
   FORBIDDEN: AuthError,
   INVALID_ARGUMENT: InvalidArgumentError,
+  // A check target the registry's nodes may not probe: a refused field too.
+  CHECK_TARGET_DENIED: InvalidArgumentError,
   LIMIT_EXCEEDED: LimitExceededError,
   LEASE_NOT_FOUND: LeaseNotFoundError,
   INSTANCE_NOT_FOUND: InstanceNotFoundError,

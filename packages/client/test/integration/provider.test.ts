@@ -56,6 +56,9 @@ test('an instance the registry refuses (a limit) rejects with a typed error and 
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(errors.length, 1, 'reported once, not retried');
     assert.deepEqual((await instancesOf(agent.url, 'theta')).map((i) => i.id), ['t2']);
+    // A check target the registry's nodes may not probe (the metadata service): the field is refused.
+    const checks = [{ type: 'http' as const, target: 'http://169.254.169.254/latest/meta-data/' }];
+    await assert.rejects(client.register({ service: 'theta', id: 't3', address: '127.0.0.1', port: 3, checks }), (e: unknown) => e instanceof InvalidArgumentError && e.problem.code === 'CHECK_TARGET_DENIED' && e.problem.field === 'checks/0/target');
   } finally {
     await client.close();
   }
