@@ -4,8 +4,6 @@
 // reports the untrusted certificate. The certificates are made here, with openssl.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,21 +15,13 @@ let dir: string;
 let agent: Agent;
 const at = (f: string): string => join(dir, f);
 
-/** Two CAs and a server certificate for 127.0.0.1 signed by the first. */
-function makePki(): void {
-  const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=switchboard-test-ca');
-  openssl('req', '-x509', ...ec, '-keyout', 'other-ca.key', '-out', 'other-ca.crt', '-days', '1', '-subj', '/CN=switchboard-other-ca');
-  writeFileSync(at('server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  openssl('req', '-new', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=switchboard-test-server');
-  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '1', '-out', 'server.crt', '-extfile', 'server.ext');
-}
+/** The registry's test certificates (its compiled test support; built before the client by the root build). */
+const PKI = new URL('../../../../registry/dist/test/support/pki.js', import.meta.url).href;
 
 before(async () => {
   delete process.env.SWITCHBOARD_CA_FILE;
   dir = mkdtempSync(join(tmpdir(), 'sb-sdk-tls-'));
-  makePki();
+  ((await import(PKI)) as { makeTestPki(dir: string): void }).makeTestPki(dir);
   writeFileSync(at('tokens'), `write ${WRITE}\n`);
   agent = await spawnAgent(['--dev', '--tls-cert-file', at('server.crt'), '--tls-key-file', at('server.key'), '--api-tokens-file', at('tokens')]);
 });
