@@ -1,4 +1,5 @@
 /** `switchboard agent`: starts a node and serves until SIGTERM or SIGINT. */
+import { statSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import { Alerts } from '../alerts/index.js';
@@ -67,6 +68,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
   if (engine.listening && bound !== null && typeof bound === 'object') {
     await engine.listening({ host: cfg.httpAddr.host, port: bound.port }).catch((err) => logger.warn({ err }, 'could not announce the listening address'));
   }
+  warnOfReadableSecrets(cfg, logger);
   logger.info({ nodeId, mode: cfg.mode, epoch: engine.registry.epoch, revision: engine.registry.revision, durable: engine.durable, dataDir: engine.dataDir, checkNetworks: cfg.checkNetworks, apiAuth: tokens ? { tokens: tokens.counts(), metricsOpen: cfg.metricsOpen } : 'open' }, `listening on ${url}`);
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
@@ -92,4 +94,18 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
     }
   };
   return { app, engine, url, logger, stop, reloadTokens, tokensRequired: cfg.apiTokens !== null };
+}
+
+/** A file holding a secret that other users may read is worth a warning (it still works). */
+function warnOfReadableSecrets(cfg: Pick<AgentConfig, 'secretFiles'>, logger: Logger): void {
+  for (const { where, path } of cfg.secretFiles) {
+    let mode: number;
+    try {
+      mode = statSync(path).mode;
+    } catch {
+      continue; // read at start already; gone since: nothing to say here
+    }
+    if ((mode & 0o077) === 0) continue;
+    logger.warn({ file: path, mode: `0${(mode & 0o777).toString(8)}` }, `${where}: ${path} holds a secret and other users may read it (mode 0${(mode & 0o777).toString(8)}): chmod 600 ${path}`);
+  }
 }

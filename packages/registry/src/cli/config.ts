@@ -44,6 +44,8 @@ export interface AgentConfig {
   apiTokens: ApiTokensConfig | null;
   /** With apiTokens: GET /metrics is answered without a token. */
   metricsOpen: boolean;
+  /** Files that hold secrets (token file, keys, passwords), to warn at start when others may read them. */
+  secretFiles: { where: string; path: string }[];
   /** HTTPS for the HTTP API (tlsCertFile, tlsKeyFile); null: plain HTTP. */
   tls: ApiTls | null;
   limits: Limits;
@@ -125,6 +127,9 @@ export class ConfigError extends Error {
     this.hint = extra.hint;
   }
 }
+
+/** Keys that name a file holding a secret. */
+const SECRET_FILE_KEYS = ['apiTokensFile', 'peerSecretFile', 'etcdPasswordFile', 'etcdKeyFile', 'tlsKeyFile'] as const;
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
 export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile'] as const;
@@ -608,6 +613,10 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     checkNetworks: new CheckNetworks(get('checkDenyNetworks', networkList, [...DEFAULT_DENY_NETWORKS]), get('checkAllowNetworks', networkList, [])),
     apiTokens: get<ApiTokensConfig | null>('apiTokensFile', (v, w) => readApiTokens(str(v, w), w), null),
     metricsOpen: get('metricsOpen', boolOf, false),
+    secretFiles: SECRET_FILE_KEYS.flatMap((k) => {
+      const p = pick(k);
+      return p === undefined || typeof p.value !== 'string' ? [] : [{ where: p.where, path: p.value }];
+    }),
     tls: apiTlsOf(pick),
     limits: get('limits', limitsOf, { ...DEFAULT_LIMITS }),
     listenFrom: { httpAddr: pick('httpAddr')?.where ?? flagOf('httpAddr'), peerAddr: pick('peerAddr')?.where ?? flagOf('peerAddr') },

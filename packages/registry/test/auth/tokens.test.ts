@@ -7,7 +7,7 @@
 import { after, before, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
@@ -214,9 +214,12 @@ test('the agent: a bad token file stops it at start (exit 2, INVALID_CONFIG, a h
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /SWITCHBOARD_API_TOKENS_FILE: cannot read the API token file .* \[FILE_UNREADABLE\]/);
 
-    writeFileSync(file, `write ${WRITE}\n`);
+    writeFileSync(file, `write ${WRITE}\n`, { mode: 0o644 });
+    chmodSync(file, 0o644);
     const agent = await spawnAgent(['--dev', '--api-tokens-file', file]);
     try {
+      // Other users may read the file: a warning at start, naming the fix.
+      await waitUntil(() => agent.output().includes(`holds a secret and other users may read it (mode 0644): chmod 600 ${file}`), 5_000, 'the warning about the mode');
       assert.equal((await call(agent.url, 'GET', '/v1/services', undefined, bearer(WRITE))).status, 200);
       assert.equal((await call(agent.url, 'GET', '/v1/services', undefined, bearer(READ))).status, 401);
       writeFileSync(file, `read ${READ}\n`);
