@@ -154,7 +154,9 @@ export class GrpcProber {
       return known.client;
     }
     known?.client.close();
-    const client = new Client(address, credentials.createInsecure(), { 'grpc.enable_retries': 0, 'grpc.default_authority': target });
+    // No proxy from the environment (grpc_proxy, https_proxy): the connection must go to the
+    // checked address itself, as the HTTP probes' does.
+    const client = new Client(address, credentials.createInsecure(), { 'grpc.enable_retries': 0, 'grpc.default_authority': target, 'grpc.enable_http_proxy': 0 });
     this.channels.set(target, { address, client });
     while (this.channels.size > this.maxChannels) {
       const [oldest, c] = this.channels.entries().next().value as [string, { client: Client }];
