@@ -611,7 +611,7 @@ export class TcpPeerTransport implements TcpTransport {
       // for that (bounded by its handshake timer): refused once ours is welcomed,
       // welcomed if ours fails. Refusing at once would keep the peer out for as long as a
       // dial of ours that connects and is never answered (a stale address) keeps trying.
-      if (p.held) this.refuseHeld(p.held.link, p, 'this node holds a newer link from the same node');
+      if (p.held) this.refuseHello(p.held.link, p.id, 'DUPLICATE', 'this node holds a newer link from the same node', 'debug');
       p.held = { link, hello: h };
       link.heldFor = p;
       return;
@@ -769,7 +769,7 @@ export class TcpPeerTransport implements TcpTransport {
       p.queuedBytes = 0;
     }
     const now = performance.now();
-    const alive = now - old.lastHeardAt <= this.limits.peerPingIntervalMs * 1.5;
+    const alive = !this.silent(old);
     // Twice within a few seconds while the old link was alive: most likely two processes
     // with the same --node-id, taking the link from each other.
     if (alive && p.replacedAt !== null && now - p.replacedAt < REPLACE_WARN_WINDOW_MS) {
@@ -791,15 +791,8 @@ export class TcpPeerTransport implements TcpTransport {
     p.held = null;
     held.link.heldFor = null;
     if (held.link.state !== 'handshake') return;
-    if (p.link) return this.refuseHeld(held.link, p, `this node's own link with node "${p.id}" was answered first (dialed by the smaller id)`);
+    if (p.link) return this.refuseHello(held.link, p.id, 'DUPLICATE', `this node's own link with node "${p.id}" was answered first (dialed by the smaller id)`, 'debug');
     this.welcome(held.link, held.hello, p);
-  }
-
-  private refuseHeld(link: Link, p: Peer, detail: string): void {
-    this.log.debug({ peer: p.id }, `refused a held peer link from ${p.id}: ${detail}`);
-    this.write(link, encodeFrame([FrameKind.Refuse, { code: 'DUPLICATE', detail, id: this.nodeId }], this.limits.peerMaxFrameBytes));
-    link.socket.end();
-    this.drop(link, 'refused', false);
   }
 
   /** The dialer's side: the acceptor said who it is. */
