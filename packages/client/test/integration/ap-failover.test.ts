@@ -26,7 +26,8 @@ async function apCluster(attempt = 1): Promise<Agent[]> {
   await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.kill() : undefined)));
   const msg = (failed.reason as Error).message;
   // A peer port picked as free was taken meanwhile (a busy machine): start over on new ports.
-  if (attempt < 3 && /EADDRINUSE/.test(msg)) return apCluster(attempt + 1);
+  // The agent's check at start says ADDRESS_IN_USE; a bind that loses the race later, EADDRINUSE.
+  if (attempt < 3 && /EADDRINUSE|ADDRESS_IN_USE/.test(msg)) return apCluster(attempt + 1);
   throw failed.reason;
 }
 

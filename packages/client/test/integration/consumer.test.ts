@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type ServiceView } from '../../src/index.js';
-import { freePort, rest, sleep, spawnAgent, spawnProvider, waitFor, type ProviderProcess } from '../helpers.js';
+import { rest, sleep, spawnAgent, spawnProvider, waitFor, type ProviderProcess } from '../helpers.js';
 
 async function idOf(view: ServiceView, path = '/'): Promise<string> {
   const res = await view.fetch(path);
@@ -120,8 +120,9 @@ test('a provider stopped with SIGTERM drains: draining first (not picked), then 
 
 test('the registry is killed and restarted with its data dir: provider and consumer recover by themselves', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sb-client-'));
-  const port = await freePort();
-  let agent = await spawnAgent(['--data-dir', join(dir, 'data')], { port });
+  // Port 0 for the first start (a port picked as free could be taken before the agent binds it).
+  let agent = await spawnAgent(['--data-dir', join(dir, 'data')]);
+  const port = agent.port;
   const client = await connect({ endpoints: [agent.url], backoff: { initialMs: 20, maxMs: 200 } });
   const p1 = await spawnProvider({ SB_ENDPOINTS: agent.url, SB_SERVICE: 'stock', SB_ID: 's1' });
   let p2: ProviderProcess | undefined;
@@ -212,8 +213,8 @@ test('the consumer fails over to a node of another epoch: it relists, and its vi
 });
 
 test('the registry restarts without its data (new epoch, empty): the view holds its instances until the provider is back', async () => {
-  const port = await freePort();
-  let agent = await spawnAgent(['--dev'], { port });
+  let agent = await spawnAgent(['--dev']);
+  const port = agent.port;
   const p1 = await spawnProvider({ SB_ENDPOINTS: agent.url, SB_SERVICE: 'news', SB_ID: 'n1' });
   const client = await connect({ endpoints: [agent.url], backoff: { initialMs: 20, maxMs: 200 } });
   try {

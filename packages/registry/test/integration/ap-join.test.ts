@@ -23,7 +23,7 @@ async function retryOnPortClash(body: () => Promise<void>): Promise<void> {
     try {
       return await body();
     } catch (err) {
-      if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+      if (attempt >= 3 || !/EADDRINUSE|ADDRESS_IN_USE/.test((err as Error).message)) throw err;
     }
   }
 }

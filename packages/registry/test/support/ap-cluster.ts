@@ -94,8 +94,10 @@ export class ApCluster {
       } catch (err) {
         const msg = (err as Error).message;
         // The free port picked for the peer link was taken meanwhile (a busy machine): take
-        // another one and point the proxies in front of this node at it.
-        if (attempt < 4 && new RegExp(`EADDRINUSE.*:${n.peerPort}\\b`).test(msg)) {
+        // another one and point the proxies in front of this node at it. The agent's check at
+        // start names it ADDRESS_IN_USE ("--peer-addr 127.0.0.1:PORT is in use"); a bind that
+        // loses the race after that check fails with EADDRINUSE.
+        if (attempt < 4 && new RegExp(`EADDRINUSE.*:${n.peerPort}\\b|127\\.0\\.0\\.1:${n.peerPort} is in use`).test(msg)) {
           n.peerPort = await freePort();
           for (const [key, p] of this.proxies) if (key.endsWith(`>${id}`)) p.target = { host: '127.0.0.1', port: n.peerPort };
           continue;
