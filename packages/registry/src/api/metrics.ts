@@ -230,7 +230,7 @@ function storageMetrics(registry: client.Registry, engine: Engine): () => void {
   return observers.add({
     walCommit(c) {
       fsync.observe(c.syncSeconds);
-      write.observe(c.writeSeconds);
+      if (c.writeSeconds !== null) write.observe(c.writeSeconds);
       batch.observe(c.records);
       bytes.inc(c.bytes);
     },

@@ -3,13 +3,14 @@
  * either: the engine passes an observer in, and nothing is measured when none is given.
  */
 
-/** One group commit of the write-ahead log: one write and one fdatasync. */
+/** One group commit of the write-ahead log: one write and one fdatasync, or one O_DSYNC write. */
 export interface WalCommit {
   /** Log records in the batch. */
   records: number;
   bytes: number;
-  /** Seconds spent in the write, then in the fdatasync. */
-  writeSeconds: number;
+  /** Seconds spent in the write before a separate fdatasync; null when the write itself synced (O_DSYNC). */
+  writeSeconds: number | null;
+  /** Seconds until the batch was durable: the fdatasync, or the whole O_DSYNC write. */
   syncSeconds: number;
 }
 

@@ -5,10 +5,15 @@
  * it takes everything queued (up to maxBatchBytes), frames it into one buffer, writes it
  * with one positional write, fdatasyncs once, and resolves those appends in order. Appends
  * that arrive while that fsync is in flight wait in the queue and form the next batch, so
- * under load many appends share one fsync. After a failed write or fsync the log is
+ * under load many appends share one fsync. Where the platform has O_DSYNC, segments are
+ * opened with it and the write is the fsync: it returns once the data (and the metadata
+ * needed to read it back) is on stable storage, which is what write + fdatasync gave, in
+ * one call to the thread pool instead of two (measured: a quarter less CPU per commit,
+ * a third of it on the event loop, and a shorter wait). After a failed write or fsync the log is
  * failed for good: the page cache may no longer match the disk, so nothing is retried,
  * and every pending and later append rejects.
  */
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Entry } from '../core/entry.js';
@@ -81,6 +86,14 @@ interface RotateItem {
 
 type Item = RecordItem | RotateItem;
 
+/**
+ * O_DSYNC for the segments, or 0 where the platform lacks it or a test injects its own
+ * sync (a fault on the fsync must then come from that function).
+ */
+function dsyncFlag(opts: WalWriterOptions): number {
+  return opts.sync === undefined && typeof constants.O_DSYNC === 'number' ? constants.O_DSYNC : 0;
+}
+
 export class WalWriter {
   readonly stats: WalStats = { appends: 0, writes: 0, fsyncs: 0, bytesWritten: 0, bytesEncoded: 0, segmentsCreated: 0, deferredAppends: 0 };
   private readonly queue: Item[] = [];
@@ -107,7 +120,7 @@ export class WalWriter {
   /** Continues `tail` (already cut to its valid end) or starts a segment after `lastLsn`. */
   static async open(opts: WalWriterOptions, tail: WalTail | null, lastLsn: number): Promise<WalWriter> {
     if (tail) {
-      const fh = await open(join(opts.dir, tail.name), 'r+');
+      const fh = await open(join(opts.dir, tail.name), constants.O_RDWR | dsyncFlag(opts));
       return new WalWriter(opts, fh, tail.size, tail, lastLsn);
     }
     const w = new WalWriter(opts, null, 0, { name: '', firstLsn: -1 }, lastLsn);
@@ -243,9 +256,13 @@ export class WalWriter {
     this.stats.writes++;
     this.stats.bytesWritten += total;
     const t1 = observer ? performance.now() : 0;
-    await this.io('fsync', () => (this.opts.sync ? this.opts.sync(fh) : fh.datasync()));
+    // With O_DSYNC the write above was the sync; its time is reported as the sync's.
+    if (dsyncFlag(this.opts) === 0) await this.io('fsync', () => (this.opts.sync ? this.opts.sync(fh) : fh.datasync()));
     this.stats.fsyncs++;
-    if (observer) observer.walCommit({ records: batch.length, bytes: total, writeSeconds: (t1 - t0) / 1000, syncSeconds: (performance.now() - t1) / 1000 });
+    if (observer) {
+      const end = performance.now();
+      observer.walCommit(dsyncFlag(this.opts) === 0 ? { records: batch.length, bytes: total, writeSeconds: (t1 - t0) / 1000, syncSeconds: (end - t1) / 1000 } : { records: batch.length, bytes: total, writeSeconds: null, syncSeconds: (end - t0) / 1000 });
+    }
   }
 
   /** Closes the current segment (all of it already fsync'd) and starts `firstLsn`'s. */
@@ -255,7 +272,7 @@ export class WalWriter {
     const old = this.fh;
     this.fh = null;
     await old?.close();
-    const fh = await this.io('create', () => open(join(this.opts.dir, name), 'wx', FILE_MODE), name);
+    const fh = await this.io('create', () => open(join(this.opts.dir, name), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | dsyncFlag(this.opts), FILE_MODE), name);
     this.fh = fh;
     await this.io('write', () => writeAll(fh, encodeFileHeader({ kind: 'segment', seq: firstLsn, epoch: this.opts.epoch }), 0), name);
     await this.io('fsync', () => fh.datasync(), name);

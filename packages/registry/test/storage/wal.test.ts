@@ -1,9 +1,11 @@
 // Goal: appends are durable and ordered, group commit shares fsyncs among concurrent
 // appends, the pending-bytes bound delays rather than drops, segments rotate by size, and
-// a failed fsync fails the append and every later one.
+// a failed fsync fails the append and every later one. On Linux the segments are written
+// with O_DSYNC (the write is the fsync), both new ones and a continued one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { constants, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import { appendEach, entries, freshEpoch, storage, tempDir } from './fixtures.js';
 
@@ -49,6 +51,44 @@ test('group commit: 500 concurrent appends share far fewer fsyncs and resolve in
     const s2 = storage(t.dir);
     assert.equal((await s2.open(freshEpoch)).entries.length, 600);
     await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+/** The open flags of this process's descriptors on files under `dir` (Linux /proc). */
+function openFlagsUnder(dir: string): number[] {
+  const out: number[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    let target: string;
+    try {
+      target = readlinkSync(join('/proc/self/fd', fd));
+    } catch {
+      continue; // closed meanwhile (the readdir's own descriptor)
+    }
+    if (!target.startsWith(dir)) continue;
+    const flags = /^flags:\s+([0-7]+)$/m.exec(readFileSync(join('/proc/self/fdinfo', fd), 'utf8'))?.[1];
+    if (flags) out.push(parseInt(flags, 8));
+  }
+  return out;
+}
+
+test('segments are written with O_DSYNC: one durable write per group commit, new and continued segments', { skip: process.platform !== 'linux' && 'reads /proc' }, async () => {
+  const t = tempDir('wal-dsync');
+  try {
+    for (const round of ['new', 'continued']) {
+      const s = storage(t.dir);
+      await s.open(freshEpoch);
+      await appendEach(s, round === 'new' ? entries(1, 5) : entries(6, 10));
+      const flags = openFlagsUnder(t.dir);
+      assert.ok(flags.length > 0, `the ${round} segment is open`);
+      for (const f of flags) assert.ok((f & constants.O_DSYNC) !== 0, `the ${round} segment is open with O_DSYNC (flags ${f.toString(8)})`);
+      assert.equal(s.stats.writes, s.stats.fsyncs, 'each write counts as the fsync of its batch');
+      await s.close();
+    }
+    const s = storage(t.dir);
+    assert.equal((await s.open(freshEpoch)).entries.length, 10);
+    await s.close();
   } finally {
     t.remove();
   }
