@@ -32,6 +32,8 @@ export interface AgentConfig {
   cluster: string;
   /** ap: the shared secret every peer link proves (peerSecretFile); null: links are not authenticated. */
   peerSecret: Secret<Buffer> | null;
+  /** ap: mutual TLS on the peer links (peerTlsCertFile, peerTlsKeyFile, peerTlsCaFile); null: plain TCP. */
+  peerTls: { cert: Buffer; key: Secret<Buffer>; ca: Buffer } | null;
   /** Alert receivers: each URL gets a JSON POST per alert episode. */
   alertWebhooks: string[];
   /** OpenTelemetry: an OTLP/HTTP traces endpoint; tracing is off when null. */
@@ -129,10 +131,10 @@ export class ConfigError extends Error {
 }
 
 /** Keys that name a file holding a secret. */
-const SECRET_FILE_KEYS = ['apiTokensFile', 'peerSecretFile', 'etcdPasswordFile', 'etcdKeyFile', 'tlsKeyFile'] as const;
+const SECRET_FILE_KEYS = ['apiTokensFile', 'peerSecretFile', 'etcdPasswordFile', 'etcdKeyFile', 'tlsKeyFile', 'peerTlsKeyFile'] as const;
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'peerTlsCertFile', 'peerTlsKeyFile', 'peerTlsCaFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile'] as const;
 /**
  * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
  * every user in `ps`, and a config file is often readable by more people than the secret.
@@ -450,6 +452,63 @@ function apiTlsOf(pick: Picker): ApiTls | null {
   return { cert: cert.data, key: new Secret(key.data) };
 }
 
+/**
+ * ap: mutual TLS on the peer links. The three files go together; the key must be the
+ * certificate's, and the certificate must be signed by a CA of the CA file (or carry the
+ * intermediate that is), so that a node does not start only to be refused by every peer.
+ */
+function peerTlsOf(pick: Picker): AgentConfig['peerTls'] {
+  const keys = ['peerTlsCertFile', 'peerTlsKeyFile', 'peerTlsCaFile'] as const;
+  const given = keys.map((k) => pick(k));
+  if (given.every((p) => p === undefined)) return null;
+  const missing = keys.filter((_, i) => given[i] === undefined);
+  if (missing.length > 0) {
+    const first = given.find((p) => p !== undefined) as Picked;
+    throw new ConfigError(first.where, `${first.where} needs ${missing.map((k) => flagOf(k)).join(' and ')} too`, {
+      code: 'PEER_TLS_INCOMPLETE',
+      hint: 'peer TLS needs this node\'s certificate, its private key and the CA that signs every member\'s certificate: give all three, or none for plain TCP',
+    });
+  }
+  const [certP, keyP, caP] = given as [Picked, Picked, Picked];
+  const cert = pemCertificate(certP, "this node's peer certificate");
+  const key = pemPrivateKey(keyP, "the peer certificate's key");
+  const ca = pemCertificate(caP, "the peer links' CA");
+  if (!cert.x509.checkPrivateKey(key.key)) {
+    throw new ConfigError(certP.where, `${certP.where} and ${keyP.where} do not belong together: the key is not the certificate's`, {
+      code: 'TLS_CERT_KEY_MISMATCH',
+      hint: 'give the private key the certificate was issued for (the first certificate of the file is the node\'s own)',
+    });
+  }
+  // Every node both accepts and dials links: its certificate serves both ends of TLS.
+  const usages = cert.x509.keyUsage; // the extended key usages (OIDs); undefined: any use
+  if (usages !== undefined && !(usages.includes('1.3.6.1.5.5.7.3.1') && usages.includes('1.3.6.1.5.5.7.3.2'))) {
+    throw new ConfigError(certP.where, `${certP.where}: the certificate may not be used for both ends of a link (extended key usage ${usages.join(', ')})`, {
+      code: 'PEER_TLS_KEY_USAGE',
+      hint: 'issue peer certificates with extendedKeyUsage=serverAuth,clientAuth (or without that extension): each node accepts links and dials them',
+    });
+  }
+  const cas = pemChain(ca.data);
+  const chain = pemChain(cert.data);
+  const signed = chain.some((c) => cas.some((a) => c.checkIssued(a) && c.verify(a.publicKey)));
+  if (!signed) {
+    throw new ConfigError(certP.where, `${certP.where}: the certificate is not signed by a CA of ${caP.where}`, {
+      code: 'PEER_TLS_NOT_SIGNED',
+      hint: 'sign every member\'s certificate with the cluster\'s CA and give that CA\'s certificate to every node (an intermediate CA goes after the node\'s certificate in its file)',
+    });
+  }
+  return { cert: cert.data, key: new Secret(key.data), ca: ca.data };
+}
+
+/** Every certificate of a PEM file, in order (those that parse). */
+function pemChain(data: Buffer): X509Certificate[] {
+  const out: X509Certificate[] = [];
+  for (const m of data.toString('latin1').matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)) {
+    const c = parsed(() => new X509Certificate(m[0]));
+    if (c) out.push(c);
+  }
+  return out;
+}
+
 const PASSWORD_HINT = `put the password in a file readable only by the agent and give it with ${flagOf('etcdPasswordFile')}, or set ${envOf('etcdPassword')}; it is never taken from a flag, which any user can read in ps`;
 
 /**
@@ -492,6 +551,9 @@ const MODE_KEYS: Partial<Record<Key, readonly Mode[]>> = {
   join: ['ap'],
   cluster: ['ap'],
   peerSecretFile: ['ap'],
+  peerTlsCertFile: ['ap'],
+  peerTlsKeyFile: ['ap'],
+  peerTlsCaFile: ['ap'],
   etcd: ['cp'],
   etcdPrefix: ['cp'],
   etcdCaFile: ['cp'],
@@ -599,6 +661,7 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     join: get('join', (v, w) => listOf(v, w).map((a) => hostPort(a, w, { listen: false, hint: 'use HOST:PORT,..., like 10.0.0.1:7701' })), []),
     cluster: get('cluster', name, 'switchboard'),
     peerSecret: peerSecretOf(pick),
+    peerTls: peerTlsOf(pick),
     alertWebhooks: get('alertWebhooks', (v, w) => listOf(v, w).map((u) => {
       if (!/^https?:\/\/\S+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be an http(s) URL`);
       return u;

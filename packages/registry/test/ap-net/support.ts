@@ -2,7 +2,7 @@
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { DEFAULT_LIMITS } from '@switchboard/protocol';
-import { createTcpTransport, type PeerLinkLimits, type TcpTransport } from '../../src/engines/ap/net/index.js';
+import { createTcpTransport, type PeerLinkLimits, type PeerTls, type TcpTransport } from '../../src/engines/ap/net/index.js';
 import type { PeerMessage } from '../../src/engines/ap/transport.js';
 import { waitUntil } from '../helpers.js';
 
@@ -46,7 +46,7 @@ export interface Node {
 
 export async function node(
   id: string,
-  opts: { port?: number; peers?: { id: string; host: string; port: number }[]; join?: { host: string; port: number }[]; limits?: Partial<PeerLinkLimits>; cluster?: string; secret?: string } = {},
+  opts: { port?: number; peers?: { id: string; host: string; port: number }[]; join?: { host: string; port: number }[]; limits?: Partial<PeerLinkLimits>; cluster?: string; secret?: string; tls?: PeerTls } = {},
 ): Promise<Node> {
   const { logger, lines } = captureLogger();
   const t = await createTcpTransport({
@@ -58,6 +58,7 @@ export async function node(
     logger,
     ...(opts.cluster ? { cluster: opts.cluster } : {}),
     ...(opts.secret !== undefined ? { secret: Buffer.from(opts.secret) } : {}),
+    ...(opts.tls ? { tls: opts.tls } : {}),
   });
   const n: Node = { t, lines, inbox: [], changes: [] };
   t.onMessage((from, msg) => n.inbox.push({ from, msg }));

@@ -9,6 +9,7 @@ import { inspect } from 'node:util';
 import { validateNodeId } from '@switchboard/protocol';
 import { ConfigError, defaultNodeId, envValues, readConfigFile, resolveConfig } from '../../src/cli/config.js';
 import { run } from '../integration/process.js';
+import { makePeerCerts, makeTestPki } from '../support/pki.js';
 import { listenRefusal } from '../../src/cli/listen.js';
 
 test('the cluster name: default, from any source, and refused when malformed', () => {
@@ -136,6 +137,39 @@ test('the ap cluster secret: the bytes of a file (one trailing newline dropped),
       () => resolveConfig([{ name: 'env', values: envValues({ SWITCHBOARD_MODE: 'ap', SWITCHBOARD_NODE_ID: 'a', SWITCHBOARD_PEER_SECRET_FILE: join(dir, 'missing') }) }]),
       (err: unknown) => err instanceof ConfigError && err.code === 'FILE_UNREADABLE' && /SWITCHBOARD_PEER_SECRET_FILE/.test(err.message),
     );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('peer TLS: the three files together, a key of the certificate, both key usages, signed by the CA; ap only', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-config-'));
+  try {
+    const certs = makePeerCerts(dir, { a: 'ca', x: 'other' });
+    makeTestPki(dir); // server.crt: serverAuth only
+    const a = certs.a!;
+    const ap = (values: Record<string, unknown>) => [{ name: 'flag', values: { mode: 'ap', nodeId: 'a', ...values } }];
+    const refused = (values: Record<string, unknown>, code: string, field: RegExp, mode = 'ap'): void => {
+      assert.throws(
+        () => resolveConfig([{ name: 'flag', values: { mode, nodeId: 'a', ...values } }]),
+        (err: unknown) => err instanceof ConfigError && err.code === code && field.test(err.field) && typeof err.hint === 'string' && err.hint.length > 0,
+        code,
+      );
+    };
+    const cfg = resolveConfig(ap({ peerTlsCertFile: a.certFile, peerTlsKeyFile: a.keyFile, peerTlsCaFile: a.caFile }));
+    assert.deepEqual(cfg.peerTls?.cert, a.cert);
+    assert.deepEqual(cfg.peerTls?.ca, a.ca);
+    assert.doesNotMatch(inspect(cfg) + JSON.stringify(cfg), /PRIVATE KEY/, 'the key is never shown');
+    assert.ok(cfg.secretFiles.some((f) => f.path === a.keyFile), 'the key file is checked for its permissions');
+    assert.equal(resolveConfig(ap({})).peerTls, null);
+    refused({ peerTlsCertFile: a.certFile }, 'PEER_TLS_INCOMPLETE', /^--peer-tls-cert-file$/);
+    refused({ peerTlsKeyFile: a.keyFile, peerTlsCaFile: a.caFile }, 'PEER_TLS_INCOMPLETE', /^--peer-tls-key-file$/);
+    refused({ peerTlsCertFile: a.certFile, peerTlsKeyFile: certs.x!.keyFile, peerTlsCaFile: a.caFile }, 'TLS_CERT_KEY_MISMATCH', /^--peer-tls-cert-file$/);
+    refused({ peerTlsCertFile: certs.x!.certFile, peerTlsKeyFile: certs.x!.keyFile, peerTlsCaFile: a.caFile }, 'PEER_TLS_NOT_SIGNED', /^--peer-tls-cert-file$/);
+    refused({ peerTlsCertFile: join(dir, 'server.crt'), peerTlsKeyFile: join(dir, 'server.key'), peerTlsCaFile: join(dir, 'ca.crt') }, 'PEER_TLS_KEY_USAGE', /^--peer-tls-cert-file$/);
+    refused({ peerTlsCertFile: a.keyFile, peerTlsKeyFile: a.keyFile, peerTlsCaFile: a.caFile }, 'TLS_FILE_INVALID', /^--peer-tls-cert-file$/);
+    refused({ peerTlsCertFile: a.certFile, peerTlsKeyFile: a.keyFile, peerTlsCaFile: join(dir, 'missing.crt') }, 'FILE_UNREADABLE', /^--peer-tls-ca-file$/);
+    refused({ peerTlsCertFile: a.certFile, peerTlsKeyFile: a.keyFile, peerTlsCaFile: a.caFile }, 'INVALID_CONFIG', /^--peer-tls-cert-file$/, 'standalone');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

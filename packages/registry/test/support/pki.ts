@@ -1,7 +1,7 @@
 // Test certificates, made with openssl at test time (no key is kept in the repository).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -16,4 +16,35 @@ export function makeTestPki(dir: string): void {
   writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
   openssl('req', '-new', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=switchboard-test-server');
   openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '1', '-out', 'server.crt', '-extfile', 'server.ext');
+}
+
+/** One node's peer TLS files (paths) and their contents. */
+export interface PeerCerts {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer;
+}
+
+/**
+ * Peer TLS for ap tests: two CAs (peer-ca.crt, peer-other.crt) and, for each node named,
+ * a certificate for both ends of a link (serverAuth and clientAuth) signed by either.
+ * Members are told apart by the CA, not by a name, so no subjectAltName is needed.
+ * Every node's `ca` is the cluster's CA (peer-ca.crt).
+ */
+export function makePeerCerts(dir: string, nodes: Record<string, 'ca' | 'other'>): Record<string, PeerCerts> {
+  const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  for (const ca of ['ca', 'other']) openssl('req', '-x509', ...ec, '-keyout', `peer-${ca}.key`, '-out', `peer-${ca}.crt`, '-days', '1', '-subj', `/CN=switchboard-peer-${ca}`);
+  writeFileSync(join(dir, 'peer.ext'), 'extendedKeyUsage=serverAuth,clientAuth\n');
+  const out: Record<string, PeerCerts> = {};
+  for (const [name, ca] of Object.entries(nodes)) {
+    openssl('req', '-new', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `peer-${ca}.crt`, '-CAkey', `peer-${ca}.key`, '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '1', '-out', `${name}.crt`, '-extfile', 'peer.ext');
+    const files = { certFile: join(dir, `${name}.crt`), keyFile: join(dir, `${name}.key`), caFile: join(dir, 'peer-ca.crt') };
+    out[name] = { ...files, cert: readFileSync(files.certFile), key: readFileSync(files.keyFile), ca: readFileSync(files.caFile) };
+  }
+  return out;
 }

@@ -568,6 +568,7 @@ export class ApEngine implements Engine {
     return {
       members,
       removedMembers: this.removed.list(),
+      ...(this.transport.security ? { peerLinks: this.transport.security() } : {}),
       ready: this.readyFlag,
       readyReason: this.readyReason,
       hlc: this.hlc.last(),

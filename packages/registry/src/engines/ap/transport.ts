@@ -45,5 +45,7 @@ export interface PeerTransport {
    * from other members, and a link from it is refused. Idempotent.
    */
   forget(id: string): void;
+  /** How the links are protected (the status shows it); absent for in-memory transports. */
+  security?(): { tls: boolean; secret: boolean };
   close(): Promise<void>;
 }

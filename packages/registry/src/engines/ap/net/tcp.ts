@@ -24,6 +24,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
+import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { NODE_ID_RULE, isNodeId, type Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
@@ -73,7 +74,38 @@ export interface TcpTransportOptions {
    * authenticated (the peer port must then be reachable by the nodes only).
    */
   secret?: Buffer | null;
+  /**
+   * TLS on every peer link (peerTlsCertFile, peerTlsKeyFile, peerTlsCaFile): both ends
+   * present a certificate signed by `ca` and check the other's (mutual TLS, 1.3 only), so
+   * the frames are encrypted and cannot be changed on the way. Null: plain TCP.
+   */
+  tls?: PeerTls | null;
 }
+
+/** The certificates of peer TLS (PEM): this node's certificate and key, and the CA that signs every member's. */
+export interface PeerTls {
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer;
+}
+
+/**
+ * Certificate problems a dialing node meets, and what to do about them: they are set-up
+ * errors, not an unreachable peer, so the log says so plainly.
+ */
+const TLS_FAILURES: Readonly<Record<string, string>> = {
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'its certificate is not signed by --peer-tls-ca-file',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'its certificate is not signed by --peer-tls-ca-file',
+  SELF_SIGNED_CERT_IN_CHAIN: 'its certificate chain ends in a CA other than --peer-tls-ca-file',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'its certificate is self-signed, not signed by --peer-tls-ca-file',
+  CERT_SIGNATURE_FAILURE: 'its certificate is not signed by --peer-tls-ca-file',
+  CERT_HAS_EXPIRED: 'its certificate has expired',
+  CERT_NOT_YET_VALID: 'its certificate is not valid yet',
+  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: "it does not take this node's certificate (signed by another CA than its --peer-tls-ca-file)",
+  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: 'it asks for a certificate this node did not give',
+  ERR_SSL_WRONG_VERSION_NUMBER: 'it does not speak TLS (give every node the --peer-tls-* settings)',
+  ERR_SSL_PACKET_LENGTH_TOO_LONG: 'it does not speak TLS (give every node the --peer-tls-* settings)',
+};
 
 /** The TCP PeerTransport plus what an operator (and a test) needs to see. */
 export interface TcpTransport extends PeerTransport {
@@ -107,6 +139,7 @@ const PRE_AUTH_REFUSALS: Readonly<Record<string, string>> = {
   AUTH_REQUIRED: 'the node there asks for a proof of a cluster secret this node did not give',
   WRONG_VERSION: 'the node there speaks another peer protocol version: run the same Switchboard version on every node',
   INVALID_ID: "the node there does not take this node's id: give it a --node-id of 1-253 characters of A-Z a-z 0-9 . _ -",
+  CERT_REFUSED: "the node there does not take this node's certificate: sign it with the CA every node has in --peer-tls-ca-file",
 };
 
 /** An id or name from the other end, as a log line shows it: quoted, at most 64 characters. */
@@ -176,6 +209,8 @@ class Link {
   writable = true;
   /** An outgoing link: its hello went out (the connection is established). */
   helloSent = false;
+  /** Any byte came in on it. */
+  heard = false;
   /** An incoming link whose hello is held (see onHello): the peer it is from. */
   heldFor: Peer | null = null;
   /** With a cluster secret: this end's challenge (the dialer's in its hello, the acceptor's in auth). */
@@ -225,6 +260,8 @@ export class TcpPeerTransport implements TcpTransport {
   private readonly messageHandlers: ((from: string, msg: PeerMessage) => void)[] = [];
   private readonly changeHandlers: ((peer: string, up: boolean) => void)[] = [];
   private server: Server | null = null;
+  /** Every connection the listener took (TCP level), to end those no link holds at close. */
+  private readonly accepted = new Set<Socket>();
   private bound: HostPort;
   private advertised: HostPort;
   private pingTimer: NodeJS.Timeout | undefined;
@@ -261,9 +298,24 @@ export class TcpPeerTransport implements TcpTransport {
 
   /** Binds the listener and starts dialing. */
   async start(): Promise<void> {
-    const server = createServer((socket) => this.accept(socket));
+    const tls = this.opts.tls ?? null;
+    const server = tls
+      ? // The client's certificate is checked in accept(), which refuses it in words the
+        // dialer can log (rejectUnauthorized would only hang up on it).
+        createTlsServer({ cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3', handshakeTimeout: this.limits.peerHandshakeTimeoutMs }, (socket) => this.accept(socket))
+      : createServer((socket) => this.accept(socket));
+    if (tls) {
+      server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+        const from = socket.remoteAddress === undefined ? 'an address already gone' : `${socket.remoteAddress}:${socket.remotePort}`;
+        this.inboundWarning({ from, err: err.message }, `a peer connection from ${from} failed its TLS handshake: ${err.code === 'ERR_SSL_HTTP_REQUEST' || err.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? 'it does not speak TLS' : err.message}`);
+      });
+    }
     // Links, crossed dials, and room beyond what one address may hold in handshakes.
     server.maxConnections = this.limits.peerMaxPeers * 3 + 4;
+    server.on('connection', (raw: Socket) => {
+      this.accepted.add(raw);
+      raw.once('close', () => this.accepted.delete(raw));
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.opts.listen.port, this.opts.listen.host, () => {
@@ -296,6 +348,10 @@ export class TcpPeerTransport implements TcpTransport {
 
   peerIds(): string[] {
     return [...this.peersById.keys()];
+  }
+
+  security(): { tls: boolean; secret: boolean } {
+    return { tls: Boolean(this.opts.tls), secret: this.secret !== null };
   }
 
   peers(): PeerLinkStatus[] {
@@ -396,6 +452,9 @@ export class TcpPeerTransport implements TcpTransport {
       this.drop(l, 'closing', false);
     }
     await Promise.all(ended);
+    // Connections that never became links (in a TLS handshake, or refused and closing)
+    // would hold the listener's close until they time out.
+    for (const raw of this.accepted) raw.destroy();
     const server = this.server;
     this.server = null;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -408,21 +467,37 @@ export class TcpPeerTransport implements TcpTransport {
     // A --join dial to the same address is in its handshake: it will most likely link to
     // this peer; a second dial of ours would only make a duplicate. Try again after it.
     if (this.seeds.some((s) => s.dialing && !s.done && s.address.host === p.address.host && s.address.port === p.address.port)) return this.retry(p);
-    const socket = new Socket();
-    const link = new Link(socket, this.nodeId, p, p.address, this.handshakeMaxFrameBytes);
+    const link = this.connect(p.address, p, (l) => this.sendHello(l, p.id));
     p.dialing = link;
+  }
+
+  /**
+   * Dials `address` (over TLS when configured: the hello goes once both ends trust each
+   * other) and wires the new link.
+   */
+  private connect(address: HostPort, target: Peer | null, connected: (link: Link) => void): Link {
+    const tls = this.opts.tls ?? null;
+    let link: Link;
+    if (tls) {
+      // Members are recognised by the cluster's CA, not by a host name: a node may be
+      // dialed at any address it is reachable at (docs/ap-network.md, Peer TLS).
+      const socket = tlsConnect({ host: address.host, port: address.port, cert: tls.cert, key: tls.key, ca: tls.ca, minVersion: 'TLSv1.3', checkServerIdentity: () => undefined }, () => connected(link));
+      link = new Link(socket, this.nodeId, target, address, this.handshakeMaxFrameBytes);
+      this.wire(link);
+      return link;
+    }
+    const socket = new Socket();
+    link = new Link(socket, this.nodeId, target, address, this.handshakeMaxFrameBytes);
     this.wire(link);
-    socket.connect(p.address.port, p.address.host, () => this.sendHello(link, p.id));
+    socket.connect(address.port, address.host, () => connected(link));
+    return link;
   }
 
   private dialSeed(s: (typeof this.seeds)[number]): void {
     if (this.closed || s.done || s.dialing) return;
     s.dialing = true;
-    const socket = new Socket();
-    const link = new Link(socket, this.nodeId, null, s.address, this.handshakeMaxFrameBytes);
-    this.wire(link);
-    socket.connect(s.address.port, s.address.host, () => this.sendHello(link, null));
-    socket.once('close', () => {
+    const link = this.connect(s.address, null, (l) => this.sendHello(l, null));
+    link.socket.once('close', () => {
       s.dialing = false;
       if (this.closed || s.done) return;
       const wait = reconnectDelay(s.attempt++, this.limits.peerReconnectMinMs, this.limits.peerReconnectMaxMs, this.random);
@@ -451,8 +526,22 @@ export class TcpPeerTransport implements TcpTransport {
       this.inboundWarning({ from: socket.remoteAddress }, `closed a peer connection from ${socket.remoteAddress}: it already has ${cap} connections in their handshake (peerMaxPeers + 1)`);
       return void socket.destroy();
     }
+    if (this.opts.tls && !(socket as TLSSocket).authorized) return this.refuseCertificate(socket as TLSSocket);
     const link = new Link(socket, null, null, null, this.handshakeMaxFrameBytes);
     this.wire(link);
+  }
+
+  /**
+   * Peer TLS: a connection whose certificate the cluster's CA did not sign (or without
+   * one) is told so in a refusal, the only frame it gets, and closed.
+   */
+  private refuseCertificate(socket: TLSSocket): void {
+    const from = `${socket.remoteAddress}:${socket.remotePort}`;
+    const why = String(socket.authorizationError ?? 'no certificate');
+    this.inboundWarning({ from, code: 'CERT_REFUSED', err: why }, `refused a peer link from ${from}: its certificate is not one of this cluster's (${why}; --peer-tls-ca-file)`);
+    socket.on('error', () => undefined);
+    socket.end(encodeFrame([FrameKind.Refuse, { code: 'CERT_REFUSED', detail: `the certificate of this node is not signed by the CA the peer trusts (${why})` }], this.handshakeMaxFrameBytes));
+    setTimeout(() => socket.destroy(), 1_000).unref();
   }
 
   private wire(link: Link): void {
@@ -469,21 +558,41 @@ export class TcpPeerTransport implements TcpTransport {
       link.writable = true;
       if (link.peer && link.peer.link === link) this.flush(link.peer);
     });
-    socket.on('error', (err) => {
-      if (link.state === 'handshake' && link.dialed) this.problem(link.target, `cannot reach ${link.target ? `peer ${link.target.id} at ` : ''}${fmt(link.dialed)} (retrying with backoff): ${err.message}`, 'info');
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (link.state !== 'handshake' || !link.dialed) return;
+      const who = `${link.target ? `peer ${link.target.id} at ` : ''}${fmt(link.dialed)}`;
+      // Closed in the middle of the TLS handshake: most likely a node without peer TLS,
+      // which took the TLS greeting for a malformed frame.
+      const plainPeer = this.opts.tls && !link.helloSent && (err.code === 'ECONNRESET' || err.code === 'EPIPE') ? 'it closed the connection during the TLS handshake: does it run with the --peer-tls-* settings too?' : undefined;
+      const tlsFailure = TLS_FAILURES[err.code ?? ''] ?? plainPeer;
+      // A certificate refused either way is a set-up error: a warning, not an unreachable peer.
+      if (tlsFailure) this.problem(link.target, `no TLS link with ${who}: ${tlsFailure} (${err.code}; retrying with backoff)`, 'warn');
+      else this.problem(link.target, `cannot reach ${who} (retrying with backoff): ${err.message}`, 'info');
     });
-    socket.on('close', () => this.drop(link, 'connection closed', true));
+    socket.on('close', () => {
+      // A node with peer TLS closes a plain link without a word (it cannot speak to it).
+      if (!this.opts.tls && link.state === 'handshake' && link.dialed && link.helloSent && !link.heard) {
+        this.problem(link.target, `peer link to ${fmt(link.dialed)} closed by the peer before it answered the hello; if that node runs with peer TLS (--peer-tls-*), this one needs it too`, 'info');
+      }
+      this.drop(link, 'connection closed', true);
+    });
   }
 
   private onData(link: Link, chunk: Buffer): void {
     if (link.state === 'closed') return;
+    // A TLS handshake record (0x16 0x03 ...) as the first bytes of a plain link: the other
+    // node runs with peer TLS and this one without.
+    const tlsGreeting = !link.heard && !this.opts.tls && chunk.length >= 2 && chunk[0] === 0x16 && chunk[1] === 0x03;
+    link.heard = true;
     let frames: Frame[];
     try {
       frames = link.decoder.push(chunk);
     } catch (err) {
       const who = link.remoteId ?? (link.dialed ? fmt(link.dialed) : `${link.socket.remoteAddress}:${link.socket.remotePort}`);
       const fields = { peer: who, err: (err as Error).message };
-      const msg = `peer link to ${who} closed: ${(err as FrameError).code ?? 'FRAME_MALFORMED'}`;
+      const msg = tlsGreeting
+        ? `peer link from ${who} closed: it speaks TLS (that node runs with --peer-tls-*): give every node the same peer TLS settings`
+        : `peer link to ${who} closed: ${(err as FrameError).code ?? 'FRAME_MALFORMED'}`;
       if (this.fromOutside(link)) this.inboundWarning(fields, msg);
       else this.log.warn(fields, msg);
       return this.kill(link);

@@ -1,0 +1,106 @@
+// Goal: peer TLS (peerTlsCertFile, peerTlsKeyFile, peerTlsCaFile). Nodes whose certificates
+// the cluster's CA signed link (crossed dials too) and exchange messages that cannot be
+// read on the wire; a node with a certificate of another CA, or without TLS, is refused on
+// both sides with a log line that says what is wrong.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, connect, type AddressInfo, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { makePeerCerts } from '../support/pki.js';
+import { at, node, reachable, sleep, until, type Node } from './support.js';
+
+/** A TCP relay that keeps a copy of every byte it carries (what someone on the path sees). */
+async function tap(target: number): Promise<{ port: number; seen: () => Buffer; server: Server }> {
+  const chunks: Buffer[] = [];
+  const server = createServer((inbound) => {
+    const out = connect(target, '127.0.0.1');
+    for (const [from, to] of [[inbound, out], [out, inbound]] as const) {
+      from.on('data', (d: Buffer) => {
+        chunks.push(Buffer.from(d));
+        to.write(d);
+      });
+      from.on('close', () => to.destroy());
+      from.on('error', () => to.destroy());
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as AddressInfo).port, seen: () => Buffer.concat(chunks), server };
+}
+
+const closeAll = (...ns: Node[]): Promise<unknown> => Promise.all(ns.map((n) => n.t.close()));
+
+test('with peer TLS, members of the CA link (crossed dials too) and what they send cannot be read on the wire', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-peer-tls-'));
+  const nodes: Node[] = [];
+  try {
+    const certs = makePeerCerts(dir, { a: 'ca', b: 'ca', c: 'ca' });
+    // Crossed dials: a and b name each other.
+    const pa = await node('a');
+    const pb = await node('b');
+    const [portA, portB] = [pa.t.address().port, pb.t.address().port];
+    await closeAll(pa, pb);
+    const [a, b] = await Promise.all([
+      node('a', { port: portA, peers: [{ id: 'b', host: '127.0.0.1', port: portB }], tls: certs.a }),
+      node('b', { port: portB, peers: [{ id: 'a', host: '127.0.0.1', port: portA }], tls: certs.b }),
+    ]);
+    nodes.push(a!, b!);
+    await until(() => reachable(a!, 'b') && reachable(b!, 'a'), 10_000, 'a and b linked over TLS');
+    for (let i = 0; i < 20; i++) a!.t.send('b', { type: 'n', i, text: 'plain-text-marker' });
+    await until(() => b!.inbox.length === 20, 5_000, 'messages a to b');
+    assert.deepEqual(b!.inbox.map((m) => (m.msg as unknown as { i: number }).i), [...Array(20).keys()], 'in order');
+    // c reaches a through a relay that records the bytes.
+    const relay = await tap(portA);
+    try {
+      const c = await node('c', { peers: [{ id: 'a', host: '127.0.0.1', port: relay.port }], tls: certs.c });
+      nodes.push(c);
+      await until(() => reachable(c, 'a'), 10_000, 'c linked to a through the relay');
+      c.t.send('a', { type: 'n', text: 'plain-text-marker' });
+      await until(() => a!.inbox.some((m) => m.from === 'c'), 5_000, 'the message c to a');
+      const wire = relay.seen();
+      assert.ok(wire.length > 500, `the relay carried the link (${wire.length} bytes)`);
+      for (const plain of ['plain-text-marker', 'switchboard', '"c"']) assert.equal(wire.includes(plain), false, `"${plain}" is not readable on the wire`);
+    } finally {
+      relay.server.close();
+    }
+  } finally {
+    await closeAll(...nodes);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('with peer TLS, a node whose certificate another CA signed, or one without TLS, is refused on both sides and told why', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-peer-tls-'));
+  const nodes: Node[] = [];
+  try {
+    const certs = makePeerCerts(dir, { a: 'ca', x: 'other' });
+    const a = await node('a', { tls: certs.a });
+    nodes.push(a);
+    // x trusts the cluster's CA, but its own certificate comes from another CA.
+    const x = await node('x', { peers: [at(a, 'a')], tls: certs.x! });
+    nodes.push(x);
+    await until(() => x.lines.some((l) => /refused by the peer \(CERT_REFUSED\): the certificate of this node is not signed by the CA the peer trusts \(UNABLE_TO_VERIFY_LEAF_SIGNATURE\)/.test(l.msg)), 10_000, 'the refusal on x');
+    await until(() => a.lines.some((l) => l.code === 'CERT_REFUSED' && /its certificate is not one of this cluster's/.test(l.msg)), 5_000, 'the refusal on a');
+    // y has no TLS at all: a says y does not speak TLS, and y that a closed on it.
+    const y = await node('y', { peers: [at(a, 'a')] });
+    nodes.push(y);
+    await until(() => a.lines.some((l) => /failed its TLS handshake: it does not speak TLS/.test(l.msg)), 10_000, 'a names the plain node');
+    await until(() => y.lines.some((l) => /closed by the peer before it answered the hello; if that node runs with peer TLS/.test(l.msg)), 10_000, 'y is told why');
+    // a TLS node dialing y: y names the TLS greeting, and the TLS node names the plain peer.
+    const w = await node('w', { peers: [at(y, 'y')], tls: certs.a! });
+    nodes.push(w);
+    await until(() => y.lines.some((l) => /it speaks TLS \(that node runs with --peer-tls-\*\)/.test(l.msg)), 10_000, 'y names the TLS node');
+    await until(() => w.lines.some((l) => /no TLS link with peer y at .*does it run with the --peer-tls-\* settings too/.test(l.msg)), 10_000, 'w names the plain node');
+    // a node trusting only the other CA refuses a's certificate when it dials a.
+    const z = await node('z', { peers: [at(a, 'a')], tls: { ...certs.x!, ca: readFileSync(join(dir, 'peer-other.crt')) } });
+    nodes.push(z);
+    await until(() => z.lines.some((l) => /no TLS link with peer a at .*(not signed by|chain ends in a CA other than) --peer-tls-ca-file/.test(l.msg)), 10_000, 'z refuses a\'s certificate');
+    await sleep(300);
+    assert.deepEqual(a.t.peers().filter((p) => p.reachable), [], 'a linked to nobody');
+    for (const n of [x, y, z, w]) assert.equal(n.t.peers().some((p) => p.reachable), false, `${n.t.nodeId} linked to nobody`);
+  } finally {
+    await closeAll(...nodes);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
