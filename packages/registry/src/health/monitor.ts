@@ -22,7 +22,7 @@ export interface MonitorHost {
 
 export interface MonitorOptions {
   maxConcurrentChecks: number;
-  /** The networks probes may reach; default CheckNetworks.DEFAULT (link-local denied). */
+  /** The networks probes may reach; default CheckNetworks.DEFAULT (the metadata services denied). */
   checkNetworks?: CheckNetworks;
   /** Probes by check type; tests may replace them. */
   probes?: Partial<Record<'http' | 'tcp' | 'grpc', Probe>>;

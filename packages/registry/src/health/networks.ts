@@ -12,10 +12,12 @@ import { BlockList, isIP } from 'node:net';
 import { parseHostPort, type CheckType } from '@switchboard/protocol';
 
 /**
- * Link-local, in both families: the cloud metadata services answer there (169.254.169.254).
- * AWS's IPv6 endpoint, fd00:ec2::254, is a unique local address outside it (docs/health.md).
+ * Link-local, in both families, where most cloud metadata services answer (169.254.169.254),
+ * and the metadata and platform endpoints outside it: Alibaba Cloud's metadata service
+ * (100.100.100.200), Azure's wireserver (168.63.129.16), AWS's IPv6 metadata endpoint
+ * (fd00:ec2::254) and Google Cloud's (fd20:ce::254). See docs/health.md.
  */
-export const DEFAULT_DENY_NETWORKS: readonly string[] = Object.freeze(['169.254.0.0/16', 'fe80::/10']);
+export const DEFAULT_DENY_NETWORKS: readonly string[] = Object.freeze(['169.254.0.0/16', 'fe80::/10', '100.100.100.200/32', '168.63.129.16/32', 'fd00:ec2::254/128', 'fd20:ce::254/128']);
 
 const family = (address: string): 'ipv4' | 'ipv6' => (isIP(address) === 4 ? 'ipv4' : 'ipv6');
 
@@ -71,6 +73,50 @@ function reachedAs(address: string): string[] {
   return [address];
 }
 
+/** The eight 16-bit groups of an IPv6 address (valid, without a zone). */
+function ipv6Groups(address: string): number[] {
+  let text = address;
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text); // ::ffff:1.2.3.4, 64:ff9b::1.2.3.4
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, dotted.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const part = (s: string): number[] => (s === '' ? [] : s.split(':').map((g) => parseInt(g, 16)));
+  if (tail === undefined) return part(head);
+  const h = part(head);
+  const t = part(tail);
+  return [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
+}
+
+/**
+ * The IPv4 address an IPv6 address carries to a translator, which connects to it: NAT64's
+ * well-known prefix (64:ff9b::/96, RFC 6052) and 6to4 (2002::/16, RFC 3056). Null for
+ * every other address (IPv4-mapped ones need none: BlockList matches them as IPv4).
+ */
+export function embeddedIPv4(address: string): string | null {
+  if (isIP(address) !== 6) return null;
+  const g = ipv6Groups(address);
+  const v4 = (hi: number, lo: number): string => `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
+  if (g[0] === 0x64 && g[1] === 0xff9b && g.slice(2, 6).every((x) => x === 0)) return v4(g[6] as number, g[7] as number);
+  if (g[0] === 0x2002) return v4(g[1] as number, g[2] as number);
+  return null;
+}
+
+/**
+ * What an address is checked as against the denied networks: the addresses it reaches
+ * (reachedAs) and the IPv4 address it embeds for a translator. Only denial widens so:
+ * an allowed network allows exactly the addresses written.
+ */
+function deniedAs(reached: string[]): string[] {
+  const out = [...reached];
+  for (const a of reached) {
+    const v4 = embeddedIPv4(a);
+    if (v4 !== null) out.push(v4);
+  }
+  return out;
+}
+
 /** The policy: the denied and allowed networks of check targets. */
 export class CheckNetworks {
   static readonly DEFAULT = new CheckNetworks(DEFAULT_DENY_NETWORKS, []);
@@ -91,7 +137,7 @@ export class CheckNetworks {
     const address = ip.replace(/%.*$/, ''); // an IPv6 zone (fe80::1%eth0) names the interface only
     if (isIP(address) === 0) return { address: ip, network: null }; // no resolver gives one; refused all the same
     const reached = reachedAs(address);
-    for (const a of reached) {
+    for (const a of deniedAs(reached)) {
       const hit = this.denied.find((n) => n.list.check(a, family(a)));
       if (hit) return { address: ip, network: hit.text };
     }

@@ -13,7 +13,7 @@ import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } f
 import { validateInstanceInput, DEFAULT_LIMITS, type CheckSpec } from '@switchboard/protocol';
 import { GrpcProber, HEALTH_CHECK_METHOD } from '../../src/health/grpc.js';
 import { HttpProber } from '../../src/health/http.js';
-import { CheckNetworks, DEFAULT_DENY_NETWORKS, TargetGuard, parseNetwork, targetHost } from '../../src/health/networks.js';
+import { CheckNetworks, DEFAULT_DENY_NETWORKS, TargetGuard, embeddedIPv4, parseNetwork, targetHost } from '../../src/health/networks.js';
 import { tcpProbe } from '../../src/health/tcp.js';
 
 const spec = (type: 'http' | 'tcp' | 'grpc', timeout = '10s'): CheckSpec => (validateInstanceInput({ address: '10.0.0.1', port: 1, checks: [{ type, timeout, interval: '10s' }] }, DEFAULT_LIMITS).checks[0] as CheckSpec);
@@ -73,10 +73,50 @@ test('the policy: deny wins over allow, an empty allow list allows everything no
 });
 
 test('the default policy denies link-local in both families, the metadata services among them, in their mapped forms too', () => {
-  assert.deepEqual([...DEFAULT_DENY_NETWORKS], ['169.254.0.0/16', 'fe80::/10']);
+  assert.deepEqual([...DEFAULT_DENY_NETWORKS], ['169.254.0.0/16', 'fe80::/10', '100.100.100.200/32', '168.63.129.16/32', 'fd00:ec2::254/128', 'fd20:ce::254/128']);
   const p = CheckNetworks.DEFAULT;
   for (const a of ['169.254.169.254', '169.254.0.1', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe', 'fe80::1', 'fe80::a9fe:a9fe', 'FE80::1%eth0']) assert.notEqual(p.denial(a), null, a);
   for (const a of ['127.0.0.1', '10.0.0.1', '::1', 'fd00:ec2::1', '169.255.0.1', '8.8.8.8']) assert.equal(p.denial(a), null, a);
+});
+
+test('the default policy denies the metadata and platform endpoints outside link-local: Alibaba Cloud, Azure, AWS and Google Cloud over IPv6', () => {
+  const p = CheckNetworks.DEFAULT;
+  const denied: [string, string][] = [
+    ['100.100.100.200', '100.100.100.200/32'], // Alibaba Cloud metadata
+    ['::ffff:100.100.100.200', '100.100.100.200/32'],
+    ['168.63.129.16', '168.63.129.16/32'], // Azure wireserver
+    ['::ffff:a83f:8110', '168.63.129.16/32'],
+    ['fd00:ec2::254', 'fd00:ec2::254/128'], // AWS IMDS over IPv6
+    ['FD00:EC2:0:0:0:0:0:254', 'fd00:ec2::254/128'],
+    ['fd20:ce::254', 'fd20:ce::254/128'], // Google Cloud metadata over IPv6
+  ];
+  for (const [a, network] of denied) assert.deepEqual(p.denial(a), { address: a, network }, a);
+  for (const a of ['100.100.100.201', '100.64.0.1', '168.63.129.17', 'fd00:ec2::253', 'fd20:ce::1', 'fd00::254']) assert.equal(p.denial(a), null, a);
+});
+
+test('an IPv6 address that carries an IPv4 address to a translator (NAT64 64:ff9b::/96, 6to4 2002::/16) is denied with the IPv4 address it carries', () => {
+  assert.equal(embeddedIPv4('64:ff9b::a9fe:a9fe'), '169.254.169.254');
+  assert.equal(embeddedIPv4('64:ff9b::169.254.169.254'), '169.254.169.254');
+  assert.equal(embeddedIPv4('2002:a9fe:a9fe::1'), '169.254.169.254');
+  assert.equal(embeddedIPv4('2002:a9fe:a9fe:1:2:3:4:5'), '169.254.169.254');
+  for (const none of ['64:ff9b:1::a9fe:a9fe', '64:ff9b::1:a9fe:a9fe', 'fe80::a9fe:a9fe', '::ffff:a9fe:a9fe', '2001:db8::1', '169.254.169.254']) assert.equal(embeddedIPv4(none), null, none);
+
+  const p = CheckNetworks.DEFAULT;
+  const denied: [string, string][] = [
+    ['64:ff9b::a9fe:a9fe', '169.254.0.0/16'],
+    ['64:ff9b::169.254.169.254', '169.254.0.0/16'],
+    ['64:FF9B:0:0:0:0:A9FE:A9FE', '169.254.0.0/16'],
+    ['2002:a9fe:a9fe::', '169.254.0.0/16'],
+    ['64:ff9b::6464:64c8', '100.100.100.200/32'],
+    ['2002:a83f:8110::1', '168.63.129.16/32'],
+  ];
+  for (const [a, network] of denied) assert.deepEqual(p.denial(a), { address: a, network }, a);
+  for (const a of ['64:ff9b::808:808', '2002:808:808::1', '64:ff9b::a00:1']) assert.equal(p.denial(a), null, a);
+  assert.equal(new CheckNetworks(['10.0.0.0/8'], []).denial('64:ff9b::a00:1')?.network, '10.0.0.0/8');
+  // Only denial widens: an allowed IPv4 network does not allow the NAT64 addresses of its members.
+  const allow = new CheckNetworks([], ['10.0.0.0/8']);
+  assert.deepEqual(allow.denial('64:ff9b::a00:1'), { address: '64:ff9b::a00:1', network: null });
+  assert.equal(new CheckNetworks([], ['64:ff9b::/96']).denial('64:ff9b::a00:1'), null);
 });
 
 test('the host of a check target: the URL host of http targets, the host of host:port otherwise', () => {
