@@ -103,16 +103,37 @@ export function embeddedIPv4(address: string): string | null {
   return null;
 }
 
+const LOOPBACK_V4 = new BlockList();
+LOOPBACK_V4.addSubnet('127.0.0.0', 8); // matches ::ffff:127.0.0.0/104 too
+const LOOPBACK_V6 = new BlockList();
+LOOPBACK_V6.addAddress('::1', 'ipv6');
+
+/**
+ * Loopback is the node itself in either family: an IPv4 loopback address is also checked
+ * as ::1, and ::1 as 127.0.0.1, so that denying 127.0.0.0/8 (or ::1/128) denies the node
+ * whichever family a target names it in (docs/health.md).
+ */
+function loopbackTwin(address: string): string | null {
+  if (LOOPBACK_V4.check(address, family(address))) return '::1';
+  if (LOOPBACK_V6.check(address, family(address))) return '127.0.0.1';
+  return null;
+}
+
 /**
  * What an address is checked as against the denied networks: the addresses it reaches
- * (reachedAs) and the IPv4 address it embeds for a translator. Only denial widens so:
- * an allowed network allows exactly the addresses written.
+ * (reachedAs), the IPv4 address it embeds for a translator, and the other family's
+ * loopback address for a loopback one. Only denial widens so: an allowed network allows
+ * exactly the addresses written.
  */
 function deniedAs(reached: string[]): string[] {
   const out = [...reached];
   for (const a of reached) {
     const v4 = embeddedIPv4(a);
     if (v4 !== null) out.push(v4);
+  }
+  for (const a of [...out]) {
+    const twin = loopbackTwin(a);
+    if (twin !== null && !out.includes(twin)) out.push(twin);
   }
   return out;
 }

@@ -168,6 +168,22 @@ test('an IPv4-mapped IPv6 address of a denied network is caught, as an instance 
   }
 });
 
+test('denying 127.0.0.0/8 denies ::1 as well: a [::1] target is refused at registration, an instance on ::1 is not probed', async () => {
+  const node = await startNode({ checkNetworks: new CheckNetworks(['127.0.0.0/8'], []) });
+  try {
+    for (const [type, target] of [['tcp', '[::1]:5432'], ['http', 'http://[::1]:8080/health'], ['grpc', '[0:0:0:0:0:0:0:1]:50051']] as const) {
+      const r = await reg(node, 'db', 'lit', { checks: fast(type, { target }) });
+      assert.equal(r.status, 400, `${type} ${target}`);
+      assert.equal(r.body.code, 'CHECK_TARGET_DENIED');
+      assert.match(r.body.detail, /in a denied network \(127\.0\.0\.0\/8, checkDenyNetworks\)/);
+    }
+    assert.equal((await reg(node, 'db', 'v6', { address: '::1', port: 5432, checks: fast('tcp') })).status, 200);
+    await outputMatches(node, 'db', 'v6', 'target [::1]:5432 is in a denied network (127.0.0.0/8, checkDenyNetworks): not probed');
+  } finally {
+    await node.close();
+  }
+});
+
 test('a registration whose check target is a denied IP literal is refused with 400 CHECK_TARGET_DENIED, one at a denied instance address is not', async () => {
   const node = await startNode(); // the default policy: link-local denied
   try {

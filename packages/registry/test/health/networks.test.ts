@@ -51,7 +51,7 @@ test('the policy: deny wins over allow, an empty allow list allows everything no
   const p = new CheckNetworks(['127.0.0.0/8', '10.9.0.0/16'], []);
   assert.deepEqual(p.denial('127.0.0.1'), { address: '127.0.0.1', network: '127.0.0.0/8' });
   assert.equal(p.denial('10.8.0.1'), null, 'not denied, no allow list: allowed');
-  assert.equal(p.denial('::1'), null, 'IPv6 loopback is another network');
+  assert.deepEqual(p.denial('::1'), { address: '::1', network: '127.0.0.0/8' }, 'loopback is the node itself in either family');
   // IPv4-mapped IPv6, in every spelling, is the IPv4 address it maps.
   for (const mapped of ['::ffff:127.0.0.1', '::ffff:7f00:1', '0:0:0:0:0:ffff:7f00:1', '::FFFF:127.0.0.1']) assert.equal(p.denial(mapped)?.network, '127.0.0.0/8', mapped);
   // 0.0.0.0 and :: connect to the node itself: they count as loopback.
@@ -70,6 +70,21 @@ test('the policy: deny wins over allow, an empty allow list allows everything no
   const open = new CheckNetworks([], []);
   assert.equal(open.denial('169.254.169.254'), null, 'an empty deny list denies nothing');
   assert.deepEqual(JSON.parse(JSON.stringify(allow)), { deny: ['10.9.0.0/16'], allow: ['10.0.0.0/8', 'fd00::/8'] });
+});
+
+test('loopback is the node itself in either family: denying 127.0.0.0/8 denies ::1, denying ::1/128 denies 127.0.0.0/8; an allow list is not widened', () => {
+  const v4 = new CheckNetworks(['127.0.0.0/8'], []);
+  for (const a of ['::1', '0:0:0:0:0:0:0:1', '::', '::ffff:127.0.0.1', '127.0.0.1']) assert.equal(v4.denial(a)?.network, '127.0.0.0/8', a);
+  const v6 = new CheckNetworks(['::1/128'], []);
+  for (const a of ['127.0.0.1', '127.1.2.3', '::ffff:127.0.0.1', '0.0.0.0', '::1']) assert.equal(v6.denial(a)?.network, '::1/128', a);
+  // ::1 is checked as 127.0.0.1, the address a loopback entry most often names.
+  assert.equal(new CheckNetworks(['127.0.0.1'], []).denial('::1')?.network, '127.0.0.1');
+  assert.equal(new CheckNetworks(['127.0.0.2'], []).denial('::1'), null, 'one other loopback address is not the node itself');
+  for (const a of ['::2', '128.0.0.1', '126.255.255.255', 'fe80::1']) assert.equal(v4.denial(a), null, a);
+  // An allow list allows what it names: 127.0.0.1 stays allowed, ::1 is not added.
+  const allow = new CheckNetworks([], ['127.0.0.1/32']);
+  assert.equal(allow.denial('127.0.0.1'), null);
+  assert.deepEqual(allow.denial('::1'), { address: '::1', network: null });
 });
 
 test('the default policy denies link-local in both families, the metadata services among them, in their mapped forms too', () => {
