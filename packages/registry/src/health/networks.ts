@@ -9,6 +9,7 @@
  */
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
+import type { Logger } from 'pino';
 import { parseHostPort, type CheckType } from '@switchboard/protocol';
 
 /**
@@ -171,10 +172,17 @@ export class CheckNetworks {
   }
 }
 
-/** What a refusal says, after the target: stable, so that it can be recognised. */
-export function denialText(d: Denial, resolved: boolean): string {
-  const where = d.network === null ? 'outside the allowed networks (checkAllowNetworks)' : `in a denied network (${d.network}, checkDenyNetworks)`;
-  return resolved ? `resolves to ${d.address}, ${where}` : `is ${where}`;
+/**
+ * What a refusal says, after the target: stable, so that it can be recognised. For a
+ * name (`resolved`) the output names neither the address it resolved to nor the denied
+ * network: outputs are readable by every client, and whoever can register a check would
+ * otherwise learn what internal names resolve to. `full` says both, for the node's log.
+ */
+export function denialText(d: Denial, resolved: boolean, full = false): string {
+  const network = !resolved || full ? `${d.network}, ` : '';
+  const where = d.network === null ? 'outside the allowed networks (checkAllowNetworks)' : `in a denied network (${network}checkDenyNetworks)`;
+  if (!resolved) return `is ${where}`;
+  return full ? `resolves to ${d.address}, ${where}` : `resolves to an address ${where}`;
 }
 
 /** A probe refused by the policy; `host` is what the target named (an address or a name). */
@@ -188,10 +196,34 @@ export class TargetDenied extends Error {
     this.name = 'TargetDenied';
   }
 
-  /** The check's output: `target 169.254.169.254:80 is in a denied network (169.254.0.0/16, checkDenyNetworks): not probed`. */
-  output(target: string): string {
-    return `target ${target} ${denialText(this.denial, this.host !== this.denial.address)}: not probed`;
+  /** Whether the target named a host that resolved to the refused address. */
+  get resolved(): boolean {
+    return this.host !== this.denial.address;
   }
+
+  /**
+   * The check's output: `target 169.254.169.254:80 is in a denied network (169.254.0.0/16, checkDenyNetworks): not probed`,
+   * or for a name `target http://svc.internal/ resolves to an address in a denied network (checkDenyNetworks): not probed`.
+   */
+  output(target: string): string {
+    return `target ${target} ${denialText(this.denial, this.resolved)}: not probed`;
+  }
+
+  /** What the node's log says: the address a name resolved to and the network included. */
+  detail(): string {
+    return `${this.host} ${denialText(this.denial, this.resolved, true)}`;
+  }
+}
+
+/** Told of every probe the policy refuses (the node logs it). */
+export type DenialObserver = (refusal: TargetDenied) => void;
+
+/**
+ * Logs each refusal at debug level with what its output leaves out (the address a name
+ * resolved to, the denied network): the operator may read it, the registry's clients not.
+ */
+export function logDenials(logger: Pick<Logger, 'debug'>): DenialObserver {
+  return (r) => logger.debug({ host: r.host, address: r.denial.address, network: r.denial.network }, `check not probed: ${r.detail()}`);
 }
 
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
@@ -209,6 +241,7 @@ export class TargetGuard {
   constructor(
     readonly networks: CheckNetworks,
     private readonly resolver: Resolver = dnsLookup,
+    private readonly onDenied?: DenialObserver,
   ) {}
 
   /** Throws TargetDenied for an IP literal the policy refuses; names pass (their addresses are checked by `lookup`). */
@@ -255,7 +288,9 @@ export class TargetGuard {
 
   private refuse(host: string, denial: Denial): TargetDenied {
     this.denied++;
-    return new TargetDenied(host, denial);
+    const refusal = new TargetDenied(host, denial);
+    this.onDenied?.(refusal);
+    return refusal;
   }
 }
 

@@ -9,7 +9,11 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import pino from 'pino';
+import { startAgent } from '../../src/cli/agent.js';
+import { resolveConfig } from '../../src/cli/config.js';
 import { HEALTH_CHECK_METHOD } from '../../src/health/grpc.js';
 import { CheckNetworks } from '../../src/health/networks.js';
 import { call, sleep, startNode, type TestNode } from '../helpers.js';
@@ -51,13 +55,13 @@ async function grpcServer(): Promise<{ port: number; calls: () => number; close(
 
 const reg = (node: TestNode, svc: string, id: string, body: Record<string, unknown>) => call(node.url, 'PUT', `/v1/services/${svc}/instances/${id}`, { address: '127.0.0.1', port: 1, ...body });
 
-async function output(node: TestNode, svc: string, id: string): Promise<string> {
+async function output(node: Pick<TestNode, 'url'>, svc: string, id: string): Promise<string> {
   const i = (await call(node.url, 'GET', `/v1/services/${svc}/instances/${id}`)).body;
   return i.checks[0]?.output ?? '';
 }
 
 /** Waits for the instance's (first) check output to match. */
-async function outputMatches(node: TestNode, svc: string, id: string, want: RegExp | string): Promise<void> {
+async function outputMatches(node: Pick<TestNode, 'url'>, svc: string, id: string, want: RegExp | string): Promise<void> {
   const ok = (o: string) => (typeof want === 'string' ? o === want : want.test(o));
   let last = '';
   await waitUntil(async () => ok((last = await output(node, svc, id))), 5_000, `${svc}/${id} output ${want}`, { detail: () => `last output: ${last}` });
@@ -104,7 +108,9 @@ test('a host name that resolves into a denied network is not probed (localhost)'
     assert.equal((await reg(node, 'web', 'w', { checks: fast('http', { target: `http://localhost:${web.port}/health` }) })).status, 200);
     assert.equal((await reg(node, 'db', 'd', { checks: fast('tcp', { target: `localhost:${db.port}` }) })).status, 200);
     assert.equal((await reg(node, 'rpc', 'r', { checks: fast('grpc', { target: `localhost:${db.port}` }) })).status, 200);
-    const reason = String.raw`resolves to (127\.0\.0\.1|::1), in a denied network \((127\.0\.0\.0/8|::1/128), checkDenyNetworks\): not probed$`;
+    // Neither the address the name resolved to nor the network: whoever reads the registry
+    // would learn what internal names resolve to.
+    const reason = String.raw`resolves to an address in a denied network \(checkDenyNetworks\): not probed$`;
     await outputMatches(node, 'web', 'w', new RegExp(`^target http://localhost:${web.port}/health ${reason}`));
     await outputMatches(node, 'db', 'd', new RegExp(`^target localhost:${db.port} ${reason}`));
     await outputMatches(node, 'rpc', 'r', new RegExp(`^target localhost:${db.port} ${reason}`));
@@ -114,6 +120,30 @@ test('a host name that resolves into a denied network is not probed (localhost)'
     web.close();
     db.close();
     await node.close();
+  }
+});
+
+test('the agent logs a refused probe at debug level with what its output leaves out: the address the name resolved to and the network', async () => {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write: (chunk, _enc, cb) => {
+      for (const l of String(chunk).split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const cfg = resolveConfig([{ name: 'flag', values: { dev: true, httpAddr: '127.0.0.1:0', checkDenyNetworks: '127.0.0.0/8' } }]);
+  const agent = await startAgent(cfg, pino({ level: 'debug' }, sink));
+  try {
+    assert.equal((await call(agent.url, 'PUT', '/v1/services/db/instances/d', { address: '10.0.0.1', port: 5432, checks: fast('tcp', { target: 'localhost:5432' }) })).status, 200);
+    await outputMatches(agent, 'db', 'd', 'target localhost:5432 resolves to an address in a denied network (checkDenyNetworks): not probed');
+    const line = lines.find((l) => l.component === 'checks' && l.host === 'localhost');
+    assert.ok(line, 'a log line for the refusal');
+    assert.equal(line.level, 20, 'debug');
+    assert.match(String(line.address), /^(127\.0\.0\.1|::1)$/);
+    assert.equal(line.network, '127.0.0.0/8');
+    assert.match(String(line.msg), /^check not probed: localhost resolves to (127\.0\.0\.1|::1), in a denied network \(127\.0\.0\.0\/8, checkDenyNetworks\)$/);
+  } finally {
+    await agent.stop();
   }
 });
 

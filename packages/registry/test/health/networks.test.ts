@@ -13,7 +13,7 @@ import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } f
 import { validateInstanceInput, DEFAULT_LIMITS, type CheckSpec } from '@switchboard/protocol';
 import { GrpcProber, HEALTH_CHECK_METHOD } from '../../src/health/grpc.js';
 import { HttpProber } from '../../src/health/http.js';
-import { CheckNetworks, DEFAULT_DENY_NETWORKS, TargetGuard, embeddedIPv4, parseNetwork, targetHost } from '../../src/health/networks.js';
+import { CheckNetworks, DEFAULT_DENY_NETWORKS, TargetDenied, TargetGuard, embeddedIPv4, logDenials, parseNetwork, targetHost } from '../../src/health/networks.js';
 import { tcpProbe } from '../../src/health/tcp.js';
 
 const spec = (type: 'http' | 'tcp' | 'grpc', timeout = '10s'): CheckSpec => (validateInstanceInput({ address: '10.0.0.1', port: 1, checks: [{ type, timeout, interval: '10s' }] }, DEFAULT_LIMITS).checks[0] as CheckSpec);
@@ -186,7 +186,7 @@ test('a name is resolved once per probe, every address is checked, and the conne
     assert.equal(dns.calls(), 1, 'one resolution for one probe');
     assert.equal(good.connections(), 1);
     const mixed = await probe({ spec: spec('tcp'), target: `rebind.test:${good.port}` }, signal);
-    assert.equal(mixed.output, `target rebind.test:${good.port} resolves to 127.0.0.2, outside the allowed networks (checkAllowNetworks): not probed`, 'one address outside is enough');
+    assert.equal(mixed.output, `target rebind.test:${good.port} resolves to an address outside the allowed networks (checkAllowNetworks): not probed`, 'one address outside is enough');
     const moved = await probe({ spec: spec('tcp'), target: `rebind.test:${other.port}` }, signal);
     assert.equal(moved.status, 'critical');
     assert.equal(dns.calls(), 3);
@@ -216,7 +216,7 @@ test('HTTP probes connect to the address their lookup checked; the Host header k
     assert.deepEqual(ok, { status: 'passing', output: 'HTTP 200 OK' });
     assert.deepEqual(hosts, [`svc.test:${port}`]);
     const rebound = await prober.probe({ spec: spec('http'), target: `http://svc.test:${port}/health` }, signal);
-    assert.deepEqual(rebound, { status: 'critical', output: `target http://svc.test:${port}/health resolves to 169.254.169.254, in a denied network (169.254.0.0/16, checkDenyNetworks): not probed` });
+    assert.deepEqual(rebound, { status: 'critical', output: `target http://svc.test:${port}/health resolves to an address in a denied network (checkDenyNetworks): not probed` });
     assert.equal(dns.calls(), 2, 'each probe resolved once');
     assert.equal(hosts.length, 1);
   } finally {
@@ -239,12 +239,39 @@ test('gRPC probes resolve the name before each probe and call the checked addres
   try {
     for (let i = 0; i < 2; i++) assert.deepEqual(await prober.probe({ spec: spec('grpc', '5s'), target }, signal), { status: 'passing', output: `grpc.health.v1 Check of the server at ${target}: SERVING` });
     const moved = await prober.probe({ spec: spec('grpc', '5s'), target }, signal);
-    assert.deepEqual(moved, { status: 'critical', output: `target ${target} resolves to 169.254.169.254, in a denied network (169.254.0.0/16, checkDenyNetworks): not probed` });
+    assert.deepEqual(moved, { status: 'critical', output: `target ${target} resolves to an address in a denied network (checkDenyNetworks): not probed` });
     assert.deepEqual([dns.calls(), calls, guard.denied], [3, 2, 1], 'one resolution per probe; the refused one made no call');
   } finally {
     prober.close();
     server.forceShutdown();
   }
+});
+
+test('a refused name: the output names neither the address it resolved to nor the denied network; the node is told both', async () => {
+  const told: TargetDenied[] = [];
+  const dns = scripted([['10.0.0.7', '10.9.0.1'], ['192.168.1.5']]);
+  const guard = new TargetGuard(new CheckNetworks(['10.9.0.0/16'], ['10.0.0.0/8']), dns.resolver, (r) => told.push(r));
+  const probe = tcpProbe(guard);
+  const signal = new AbortController().signal;
+  const denied = await probe({ spec: spec('tcp'), target: 'vault.internal:8200' }, signal);
+  const outside = await probe({ spec: spec('tcp'), target: 'vault.internal:8200' }, signal);
+  const literal = await probe({ spec: spec('tcp'), target: '10.9.0.1:8200' }, signal);
+  assert.deepEqual([denied.output, outside.output, literal.output], [
+    'target vault.internal:8200 resolves to an address in a denied network (checkDenyNetworks): not probed',
+    'target vault.internal:8200 resolves to an address outside the allowed networks (checkAllowNetworks): not probed',
+    'target 10.9.0.1:8200 is in a denied network (10.9.0.0/16, checkDenyNetworks): not probed', // the target said the address
+  ]);
+  assert.deepEqual(told.map((r) => r.detail()), [
+    'vault.internal resolves to 10.9.0.1, in a denied network (10.9.0.0/16, checkDenyNetworks)',
+    'vault.internal resolves to 192.168.1.5, outside the allowed networks (checkAllowNetworks)',
+    '10.9.0.1 is in a denied network (10.9.0.0/16, checkDenyNetworks)',
+  ]);
+  assert.equal(guard.denied, 3);
+  for (const r of told.slice(0, 2)) assert.doesNotMatch(r.message, /10\.9|192\.168/, 'the error carries the output\'s words, not the details');
+
+  const lines: { msg: string; host: string; address: string; network: string | null }[] = [];
+  logDenials({ debug: (fields: object, msg: string) => lines.push({ ...(fields as { host: string; address: string; network: string | null }), msg }) } as never)(told[0] as TargetDenied);
+  assert.deepEqual(lines, [{ host: 'vault.internal', address: '10.9.0.1', network: '10.9.0.0/16', msg: 'check not probed: vault.internal resolves to 10.9.0.1, in a denied network (10.9.0.0/16, checkDenyNetworks)' }]);
 });
 
 test('a name that does not resolve is a lookup failure, not a refusal', async () => {
