@@ -299,9 +299,32 @@ export function deniedOutput(err: unknown, target: string): string | null {
   return err instanceof TargetDenied ? err.output(target) : null;
 }
 
-/** The host a check target names (http: the URL's, without IPv6 brackets; tcp, grpc: host:port's). */
+/**
+ * The IPv4 address a host names in another spelling of IPv4 (`0x7f.1`, `0x7f000001`,
+ * `0xA9.0xFE.0xA9.0xFE`), read as the URL parser reads an http target's host; null for a
+ * name or an address already in its usual form. The system resolver reads these spellings
+ * as the address too (inet_aton), so a tcp or gRPC target written so connects there.
+ */
+export function numericIPv4(host: string): string | null {
+  if (isIP(host) !== 0 || !/^[0-9A-Fa-fXx.]+$/.test(host)) return null;
+  try {
+    const hostname = new URL(`http://${host}/`).hostname;
+    return isIP(hostname) === 4 ? hostname : null;
+  } catch {
+    return null; // not an IPv4 address in any spelling (db.0x7f): a name
+  }
+}
+
+/**
+ * The host a check target names: for http the URL's (without IPv6 brackets), for tcp and
+ * grpc host:port's; other spellings of an IPv4 address are the address (both normalise
+ * `0x7f.1` to 127.0.0.1), so that registration refuses them as it refuses the address.
+ */
 export function targetHost(type: CheckType, target: string): string | null {
-  if (type !== 'http') return parseHostPort(target)?.host ?? null;
+  if (type !== 'http') {
+    const host = parseHostPort(target)?.host;
+    return host === undefined ? null : (numericIPv4(host) ?? host);
+  }
   try {
     return new URL(target).hostname.replace(/^\[|\]$/g, '');
   } catch {

@@ -214,6 +214,36 @@ test('denying 127.0.0.0/8 denies ::1 as well: a [::1] target is refused at regis
   }
 });
 
+test('a tcp or grpc target in another spelling of a denied IPv4 address is refused at registration like the address; allowed ones register', async () => {
+  const node = await startNode({ checkNetworks: new CheckNetworks(['127.0.0.0/8', ...CheckNetworks.DEFAULT.deny], []) });
+  try {
+    const refused: [string, string, string, string][] = [
+      ['tcp', '0x7f.1:5432', '127.0.0.1', '127.0.0.0/8'],
+      ['grpc', '0x7f000001:50051', '127.0.0.1', '127.0.0.0/8'],
+      ['tcp', '0x7F.0.0.1:22', '127.0.0.1', '127.0.0.0/8'],
+      ['grpc', '0xa9.0xfe.0xa9.0xfe:80', '169.254.169.254', '169.254.0.0/16'],
+      ['http', 'http://0251.0376.0251.0376/latest/meta-data/', '169.254.169.254', '169.254.0.0/16'],
+    ];
+    for (const [type, target, address, network] of refused) {
+      const r = await reg(node, 'db', 'd', { checks: fast(type, { target }) });
+      assert.equal(r.status, 400, `${type} ${target}`);
+      assert.equal(r.body.code, 'CHECK_TARGET_DENIED');
+      assert.equal(r.body.field, 'checks/0/target');
+      assert.equal(r.body.detail, `check target "${target}" (the address ${address}) is in a denied network (${network}, checkDenyNetworks): this node does not probe it`);
+      assert.match(r.body.hint, /checkDenyNetworks, checkAllowNetworks/);
+    }
+    // All digits is no address and no name: refused as malformed, whatever the network.
+    const digits = await reg(node, 'db', 'd', { checks: fast('tcp', { target: '2130706433:5432' }) });
+    assert.deepEqual([digits.status, digits.body.code, digits.body.field], [400, 'INVALID_ARGUMENT', 'checks/0/target']);
+    assert.equal(typeof digits.body.hint, 'string');
+    // Another spelling of an address not denied registers, as the address would.
+    assert.equal((await reg(node, 'db', 'ok', { checks: fast('tcp', { target: '0x0a.1:5432', interval: '1h' }) })).status, 200);
+    assert.equal((await call(node.url, 'GET', '/v1/services/db/instances/d')).status, 404, 'nothing refused was registered');
+  } finally {
+    await node.close();
+  }
+});
+
 test('a registration whose check target is a denied IP literal is refused with 400 CHECK_TARGET_DENIED, one at a denied instance address is not', async () => {
   const node = await startNode(); // the default policy: link-local denied
   try {

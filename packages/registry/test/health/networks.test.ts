@@ -13,7 +13,7 @@ import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } f
 import { validateInstanceInput, DEFAULT_LIMITS, type CheckSpec } from '@switchboard/protocol';
 import { GrpcProber, HEALTH_CHECK_METHOD } from '../../src/health/grpc.js';
 import { HttpProber } from '../../src/health/http.js';
-import { CheckNetworks, DEFAULT_DENY_NETWORKS, TargetDenied, TargetGuard, embeddedIPv4, logDenials, parseNetwork, targetHost } from '../../src/health/networks.js';
+import { CheckNetworks, DEFAULT_DENY_NETWORKS, TargetDenied, TargetGuard, embeddedIPv4, logDenials, numericIPv4, parseNetwork, targetHost } from '../../src/health/networks.js';
 import { tcpProbe } from '../../src/health/tcp.js';
 
 const spec = (type: 'http' | 'tcp' | 'grpc', timeout = '10s'): CheckSpec => (validateInstanceInput({ address: '10.0.0.1', port: 1, checks: [{ type, timeout, interval: '10s' }] }, DEFAULT_LIMITS).checks[0] as CheckSpec);
@@ -141,6 +141,26 @@ test('the host of a check target: the URL host of http targets, the host of host
   assert.equal(targetHost('tcp', '[fe80::1]:22'), 'fe80::1');
   assert.equal(targetHost('grpc', 'orders.internal:9090'), 'orders.internal');
   assert.equal(targetHost('tcp', 'nonsense'), null);
+});
+
+test('tcp and grpc targets in another spelling of IPv4 are the address, as http targets are; names stay names', () => {
+  const spelled: [string, string][] = [
+    ['0x7f.1:80', '127.0.0.1'],
+    ['0x7f000001:80', '127.0.0.1'],
+    ['0x7F.0.0.1:80', '127.0.0.1'],
+    ['0xa9.0xfe.0xa9.0xfe:50051', '169.254.169.254'],
+    ['0xa9.0xfea9fe:80', '169.254.169.254'],
+    ['1.0x7f:80', '1.0.0.127'],
+  ];
+  for (const [target, address] of spelled) {
+    assert.equal(targetHost('tcp', target), address, target);
+    assert.equal(targetHost('grpc', target), address, target);
+  }
+  for (const name of ['db.0x7f', 'beef', 'cafe.internal', 'add.0x1', 'orders']) assert.equal(targetHost('tcp', `${name}:80`), name, name);
+  assert.equal(numericIPv4('127.0.0.1'), null, 'already the address');
+  assert.equal(numericIPv4('::1'), null);
+  assert.equal(numericIPv4('0x7f.1'), '127.0.0.1');
+  assert.equal(numericIPv4('a@127.0.0.1'), null, 'only the characters of a number');
 });
 
 test('the default policy refuses 169.254.169.254 before connecting, for http, tcp and grpc, at once and counted', async () => {
