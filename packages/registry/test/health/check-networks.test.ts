@@ -91,6 +91,10 @@ test('a denied network blocks http, tcp and grpc probes of an instance there: no
     assert.equal((await call(node.url, 'GET', '/v1/services/web/instances/w')).body.health, 'critical');
     assert.deepEqual([web.connections(), db.connections(), rpc.connections()], [0, 0, 0], 'no probe reached a target');
     assert.ok((await deniedCount(node)) >= 3, 'refusals are counted');
+    // /v1/status shows the count too, next to the other check figures.
+    const checks = (await call(node.url, 'GET', '/v1/status')).body.checks;
+    assert.ok(Number.isInteger(checks.denied) && checks.denied >= 3, `status checks.denied: ${checks.denied}`);
+    assert.ok((await deniedCount(node)) >= checks.denied, 'the same counter as /metrics');
   } finally {
     web.close();
     db.close();
