@@ -299,8 +299,12 @@ export interface NodeStatus {
   watchers: number;
   sessions: number;
   selfPreservation: SelfPreservationStatus;
-  /** Active checks (http, tcp, grpc) this node runs. */
-  checks: { scheduled: number; running: number; queued: number; maxConcurrent: number };
+  /**
+   * Active checks (http, tcp, grpc) this node runs; `denied`: probes the check networks
+   * refused since the node started (checkDenyNetworks, checkAllowNetworks; absent from
+   * nodes that predate it).
+   */
+  checks: { scheduled: number; running: number; queued: number; maxConcurrent: number; denied?: number };
   storage: { durable: boolean; dataDir: string | null };
   /** ap and cp: the cluster as this node sees it (absent in standalone mode). */
   cluster?: ClusterStatus;

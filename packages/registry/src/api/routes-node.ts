@@ -22,7 +22,13 @@ const statusSchema = {
     checks: {
       type: 'object',
       description: 'active checks this node runs',
-      properties: { scheduled: { type: 'integer' }, running: { type: 'integer' }, queued: { type: 'integer' }, maxConcurrent: { type: 'integer' } },
+      properties: {
+        scheduled: { type: 'integer' },
+        running: { type: 'integer' },
+        queued: { type: 'integer' },
+        maxConcurrent: { type: 'integer' },
+        denied: { type: 'integer', description: 'probes the check networks refused since the node started (checkDenyNetworks, checkAllowNetworks)' },
+      },
     },
     storage: { type: 'object', properties: { durable: { type: 'boolean' }, dataDir: { type: ['string', 'null'] } } },
     cluster: { type: 'object', description: 'ap and cp: members, reachability, lag and the store', additionalProperties: true },
@@ -70,7 +76,7 @@ export async function nodeRoutes(app: FastifyInstance, ctx: ApiContext, counts: 
       watchers: counts.watchers(),
       sessions: counts.sessions(),
       selfPreservation: reg.selfPreservationStatus(),
-      checks: { scheduled: checks.scheduled, running: checks.running, queued: checks.queued, maxConcurrent: ctx.limits.maxConcurrentChecks },
+      checks: { scheduled: checks.scheduled, running: checks.running, queued: checks.queued, maxConcurrent: ctx.limits.maxConcurrentChecks, denied: checks.denied },
       storage: { durable: engine.durable, dataDir: engine.dataDir },
     };
     const cluster = engine.cluster?.();

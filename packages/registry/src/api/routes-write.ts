@@ -50,16 +50,19 @@ const leaseParams = { type: 'object', properties: { leaseId: { type: 'string' } 
 
 /**
  * A check target that is an IP literal the node's checks may not reach is refused (400
- * CHECK_TARGET_DENIED): it would never be probed. A name is checked when it is probed
- * (what it resolves to may change), and so is the instance's own address, which is not
- * refused: the instance may be legitimate, only checks against it are not run.
+ * CHECK_TARGET_DENIED): it would never be probed. Other spellings of an IPv4 address
+ * (`0x7f.1:5432`) are that address, in every check type. A name is checked when it is
+ * probed (what it resolves to may change), and so is the instance's own address, which is
+ * not refused: the instance may be legitimate, only checks against it are not run.
  */
 function refuseDeniedTargets(checks: CheckSpec[], networks: CheckNetworks, item = ''): void {
   checks.forEach((spec, i) => {
     const host = spec.target === null ? null : targetHost(spec.type, spec.target);
     const denial = host !== null && isIP(host) !== 0 ? networks.denial(host) : null;
-    if (denial === null) return;
-    throw new SwitchboardError('CHECK_TARGET_DENIED', `${item === '' ? '' : `${item}: `}check target "${spec.target}" ${denialText(denial, false)}: this node does not probe it`, {
+    if (denial === null || spec.target === null) return;
+    // A target that spells the address another way (0x7f.1:5432, http://0251.0376.0251.0376/) is told which address that is.
+    const spelled = spec.target.toLowerCase().includes(denial.address.toLowerCase()) ? '' : ` (the address ${denial.address})`;
+    throw new SwitchboardError('CHECK_TARGET_DENIED', `${item === '' ? '' : `${item}: `}check target "${spec.target}"${spelled} ${denialText(denial, false)}: this node does not probe it`, {
       field: `${item === '' ? '' : `${item}/`}checks/${i}/target`,
       hint: "point the check at an address the registry's nodes may probe; the networks they may reach are their operator's setting (checkDenyNetworks, checkAllowNetworks)",
     });

@@ -45,7 +45,7 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--peer-tls-key-file <file>', "ap: the private key of --peer-tls-cert-file (PEM, unencrypted)")
     .option('--peer-tls-ca-file <file>', "ap: the CA that signs every member's peer certificate; a peer whose certificate it did not sign is refused")
     .option('--alert-webhooks <urls>', 'alert receivers: URL,URL,... (a JSON POST per alert episode)')
-    .option('--check-deny-networks <cidrs>', 'networks active checks may not reach, CIDR,CIDR,... (default 169.254.0.0/16,fe80::/10, link-local; "" denies none)')
+    .option('--check-deny-networks <cidrs>', 'networks active checks may not reach, CIDR,CIDR,... (default: link-local and the cloud metadata addresses, docs/health.md; "" denies none)')
     .option('--check-allow-networks <cidrs>', 'the only networks active checks may reach, CIDR,CIDR,... (default none: all not denied; deny wins)')
     .option('--api-tokens-file <file>', 'require bearer tokens on the API: a file of "SCOPE TOKEN" lines (read | write); read again on SIGHUP; default none (open)')
     .option('--metrics-open', 'with --api-tokens-file: answer GET /metrics without a token')

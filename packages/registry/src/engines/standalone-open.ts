@@ -1,4 +1,5 @@
 /** The default mode: one node, durable local storage. */
+import { logDenials } from '../health/networks.js';
 import { StorageObservers, createStorage } from '../storage/index.js';
 import type { Engine } from './engine.js';
 import type { OpenContext } from './open.js';
@@ -12,6 +13,7 @@ export async function openStandaloneEngine({ cfg, nodeId, logger, clock, onFatal
     storage,
     limits: cfg.limits,
     checkNetworks: cfg.checkNetworks,
+    onCheckDenied: logDenials(logger.child({ component: 'checks' })),
     clock,
     onFatal,
     storageObservers,

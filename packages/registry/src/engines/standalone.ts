@@ -8,7 +8,7 @@ import type { Clock } from '../core/clock.js';
 import { Registry, type RegistrationItem, type WriteOutcome } from '../core/registry.js';
 import type { ProtectionChange } from '../core/self-preservation.js';
 import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../health/monitor.js';
-import { CheckNetworks } from '../health/networks.js';
+import { CheckNetworks, type DenialObserver } from '../health/networks.js';
 import type { StorageObservers } from '../storage/observer.js';
 import type { Storage } from '../storage/storage.js';
 import type { Engine, LeaseEndedListener } from './engine.js';
@@ -29,6 +29,8 @@ export interface StandaloneOptions {
   probes?: MonitorOptions['probes'];
   /** The networks active checks may reach; default CheckNetworks.DEFAULT. */
   checkNetworks?: CheckNetworks;
+  /** Every probe the network policy refused, with what its output leaves out (for the log). */
+  onCheckDenied?: DenialObserver;
   /** Self-preservation engaged or released (for the log). */
   onProtectionChange?: (change: ProtectionChange) => void;
   /** Called when storage fails: the process must stop, memory is ahead of disk. */
@@ -76,6 +78,7 @@ export class StandaloneEngine implements Engine {
     this.monitor = opts.activeChecks === false ? null : new HealthMonitor(this, {
       maxConcurrentChecks: opts.limits.maxConcurrentChecks,
       checkNetworks: this.checkNetworks,
+      ...(opts.onCheckDenied ? { onDenied: opts.onCheckDenied } : {}),
       ...(opts.probes ? { probes: opts.probes } : {}),
     });
     this.monitor?.start();

@@ -4,12 +4,13 @@
  * instances' declarations; results go back to the engine, which makes only state changes
  * durable. ttl checks need no runner: the core times them.
  */
+import { lookup as dnsLookup } from 'node:dns';
 import type { CheckResult, CheckSpec, Instance, WatchEvent } from '@switchboard/protocol';
 import { instanceKey, type InstanceRecord, type Registry } from '../core/registry.js';
 import type { Hub, Subscriber } from '../engines/hub.js';
 import { GrpcProber } from './grpc.js';
 import { HttpProber } from './http.js';
-import { CheckNetworks, TargetGuard } from './networks.js';
+import { CheckNetworks, TargetGuard, type DenialObserver } from './networks.js';
 import type { Probe } from './runner.js';
 import { CheckScheduler, type ScheduledCheck, type SchedulerStats } from './scheduler.js';
 import { tcpProbe } from './tcp.js';
@@ -22,8 +23,10 @@ export interface MonitorHost {
 
 export interface MonitorOptions {
   maxConcurrentChecks: number;
-  /** The networks probes may reach; default CheckNetworks.DEFAULT (link-local denied). */
+  /** The networks probes may reach; default CheckNetworks.DEFAULT (the metadata services denied). */
   checkNetworks?: CheckNetworks;
+  /** Told of every probe the network policy refuses, with the details its output leaves out (the agent logs them). */
+  onDenied?: DenialObserver;
   /** Probes by check type; tests may replace them. */
   probes?: Partial<Record<'http' | 'tcp' | 'grpc', Probe>>;
   random?: () => number;
@@ -71,7 +74,7 @@ export class HealthMonitor implements Subscriber {
     private readonly host: MonitorHost,
     private readonly opts: MonitorOptions,
   ) {
-    this.guard = new TargetGuard(opts.checkNetworks ?? CheckNetworks.DEFAULT);
+    this.guard = new TargetGuard(opts.checkNetworks ?? CheckNetworks.DEFAULT, dnsLookup, opts.onDenied);
     this.http = new HttpProber(this.guard);
     this.grpc = new GrpcProber(this.guard);
     const probes: Record<string, Probe> = { http: this.http.probe, tcp: tcpProbe(this.guard), grpc: this.grpc.probe, ...opts.probes };

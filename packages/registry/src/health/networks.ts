@@ -9,13 +9,16 @@
  */
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
+import type { Logger } from 'pino';
 import { parseHostPort, type CheckType } from '@switchboard/protocol';
 
 /**
- * Link-local, in both families: the cloud metadata services answer there (169.254.169.254).
- * AWS's IPv6 endpoint, fd00:ec2::254, is a unique local address outside it (docs/health.md).
+ * Link-local, in both families, where most cloud metadata services answer (169.254.169.254),
+ * and the metadata and platform endpoints outside it: Alibaba Cloud's metadata service
+ * (100.100.100.200), Azure's wireserver (168.63.129.16), AWS's IPv6 metadata endpoint
+ * (fd00:ec2::254) and Google Cloud's (fd20:ce::254). See docs/health.md.
  */
-export const DEFAULT_DENY_NETWORKS: readonly string[] = Object.freeze(['169.254.0.0/16', 'fe80::/10']);
+export const DEFAULT_DENY_NETWORKS: readonly string[] = Object.freeze(['169.254.0.0/16', 'fe80::/10', '100.100.100.200/32', '168.63.129.16/32', 'fd00:ec2::254/128', 'fd20:ce::254/128']);
 
 const family = (address: string): 'ipv4' | 'ipv6' => (isIP(address) === 4 ? 'ipv4' : 'ipv6');
 
@@ -71,6 +74,71 @@ function reachedAs(address: string): string[] {
   return [address];
 }
 
+/** The eight 16-bit groups of an IPv6 address (valid, without a zone). */
+function ipv6Groups(address: string): number[] {
+  let text = address;
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text); // ::ffff:1.2.3.4, 64:ff9b::1.2.3.4
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, dotted.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const part = (s: string): number[] => (s === '' ? [] : s.split(':').map((g) => parseInt(g, 16)));
+  if (tail === undefined) return part(head);
+  const h = part(head);
+  const t = part(tail);
+  return [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
+}
+
+/**
+ * The IPv4 address an IPv6 address carries to a translator, which connects to it: NAT64's
+ * well-known prefix (64:ff9b::/96, RFC 6052) and 6to4 (2002::/16, RFC 3056). Null for
+ * every other address (IPv4-mapped ones need none: BlockList matches them as IPv4).
+ */
+export function embeddedIPv4(address: string): string | null {
+  if (isIP(address) !== 6) return null;
+  const g = ipv6Groups(address);
+  const v4 = (hi: number, lo: number): string => `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
+  if (g[0] === 0x64 && g[1] === 0xff9b && g.slice(2, 6).every((x) => x === 0)) return v4(g[6] as number, g[7] as number);
+  if (g[0] === 0x2002) return v4(g[1] as number, g[2] as number);
+  return null;
+}
+
+const LOOPBACK_V4 = new BlockList();
+LOOPBACK_V4.addSubnet('127.0.0.0', 8); // matches ::ffff:127.0.0.0/104 too
+const LOOPBACK_V6 = new BlockList();
+LOOPBACK_V6.addAddress('::1', 'ipv6');
+
+/**
+ * Loopback is the node itself in either family: an IPv4 loopback address is also checked
+ * as ::1, and ::1 as 127.0.0.1, so that denying 127.0.0.0/8 (or ::1/128) denies the node
+ * whichever family a target names it in (docs/health.md).
+ */
+function loopbackTwin(address: string): string | null {
+  if (LOOPBACK_V4.check(address, family(address))) return '::1';
+  if (LOOPBACK_V6.check(address, family(address))) return '127.0.0.1';
+  return null;
+}
+
+/**
+ * What an address is checked as against the denied networks: the addresses it reaches
+ * (reachedAs), the IPv4 address it embeds for a translator, and the other family's
+ * loopback address for a loopback one. Only denial widens so: an allowed network allows
+ * exactly the addresses written.
+ */
+function deniedAs(reached: string[]): string[] {
+  const out = [...reached];
+  for (const a of reached) {
+    const v4 = embeddedIPv4(a);
+    if (v4 !== null) out.push(v4);
+  }
+  for (const a of [...out]) {
+    const twin = loopbackTwin(a);
+    if (twin !== null && !out.includes(twin)) out.push(twin);
+  }
+  return out;
+}
+
 /** The policy: the denied and allowed networks of check targets. */
 export class CheckNetworks {
   static readonly DEFAULT = new CheckNetworks(DEFAULT_DENY_NETWORKS, []);
@@ -91,7 +159,7 @@ export class CheckNetworks {
     const address = ip.replace(/%.*$/, ''); // an IPv6 zone (fe80::1%eth0) names the interface only
     if (isIP(address) === 0) return { address: ip, network: null }; // no resolver gives one; refused all the same
     const reached = reachedAs(address);
-    for (const a of reached) {
+    for (const a of deniedAs(reached)) {
       const hit = this.denied.find((n) => n.list.check(a, family(a)));
       if (hit) return { address: ip, network: hit.text };
     }
@@ -104,10 +172,17 @@ export class CheckNetworks {
   }
 }
 
-/** What a refusal says, after the target: stable, so that it can be recognised. */
-export function denialText(d: Denial, resolved: boolean): string {
-  const where = d.network === null ? 'outside the allowed networks (checkAllowNetworks)' : `in a denied network (${d.network}, checkDenyNetworks)`;
-  return resolved ? `resolves to ${d.address}, ${where}` : `is ${where}`;
+/**
+ * What a refusal says, after the target: stable, so that it can be recognised. For a
+ * name (`resolved`) the output names neither the address it resolved to nor the denied
+ * network: outputs are readable by every client, and whoever can register a check would
+ * otherwise learn what internal names resolve to. `full` says both, for the node's log.
+ */
+export function denialText(d: Denial, resolved: boolean, full = false): string {
+  const network = !resolved || full ? `${d.network}, ` : '';
+  const where = d.network === null ? 'outside the allowed networks (checkAllowNetworks)' : `in a denied network (${network}checkDenyNetworks)`;
+  if (!resolved) return `is ${where}`;
+  return full ? `resolves to ${d.address}, ${where}` : `resolves to an address ${where}`;
 }
 
 /** A probe refused by the policy; `host` is what the target named (an address or a name). */
@@ -121,10 +196,34 @@ export class TargetDenied extends Error {
     this.name = 'TargetDenied';
   }
 
-  /** The check's output: `target 169.254.169.254:80 is in a denied network (169.254.0.0/16, checkDenyNetworks): not probed`. */
-  output(target: string): string {
-    return `target ${target} ${denialText(this.denial, this.host !== this.denial.address)}: not probed`;
+  /** Whether the target named a host that resolved to the refused address. */
+  get resolved(): boolean {
+    return this.host !== this.denial.address;
   }
+
+  /**
+   * The check's output: `target 169.254.169.254:80 is in a denied network (169.254.0.0/16, checkDenyNetworks): not probed`,
+   * or for a name `target http://svc.internal/ resolves to an address in a denied network (checkDenyNetworks): not probed`.
+   */
+  output(target: string): string {
+    return `target ${target} ${denialText(this.denial, this.resolved)}: not probed`;
+  }
+
+  /** What the node's log says: the address a name resolved to and the network included. */
+  detail(): string {
+    return `${this.host} ${denialText(this.denial, this.resolved, true)}`;
+  }
+}
+
+/** Told of every probe the policy refuses (the node logs it). */
+export type DenialObserver = (refusal: TargetDenied) => void;
+
+/**
+ * Logs each refusal at debug level with what its output leaves out (the address a name
+ * resolved to, the denied network): the operator may read it, the registry's clients not.
+ */
+export function logDenials(logger: Pick<Logger, 'debug'>): DenialObserver {
+  return (r) => logger.debug({ host: r.host, address: r.denial.address, network: r.denial.network }, `check not probed: ${r.detail()}`);
 }
 
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
@@ -142,6 +241,7 @@ export class TargetGuard {
   constructor(
     readonly networks: CheckNetworks,
     private readonly resolver: Resolver = dnsLookup,
+    private readonly onDenied?: DenialObserver,
   ) {}
 
   /** Throws TargetDenied for an IP literal the policy refuses; names pass (their addresses are checked by `lookup`). */
@@ -188,7 +288,9 @@ export class TargetGuard {
 
   private refuse(host: string, denial: Denial): TargetDenied {
     this.denied++;
-    return new TargetDenied(host, denial);
+    const refusal = new TargetDenied(host, denial);
+    this.onDenied?.(refusal);
+    return refusal;
   }
 }
 
@@ -197,9 +299,32 @@ export function deniedOutput(err: unknown, target: string): string | null {
   return err instanceof TargetDenied ? err.output(target) : null;
 }
 
-/** The host a check target names (http: the URL's, without IPv6 brackets; tcp, grpc: host:port's). */
+/**
+ * The IPv4 address a host names in another spelling of IPv4 (`0x7f.1`, `0x7f000001`,
+ * `0xA9.0xFE.0xA9.0xFE`), read as the URL parser reads an http target's host; null for a
+ * name or an address already in its usual form. The system resolver reads these spellings
+ * as the address too (inet_aton), so a tcp or gRPC target written so connects there.
+ */
+export function numericIPv4(host: string): string | null {
+  if (isIP(host) !== 0 || !/^[0-9A-Fa-fXx.]+$/.test(host)) return null;
+  try {
+    const hostname = new URL(`http://${host}/`).hostname;
+    return isIP(hostname) === 4 ? hostname : null;
+  } catch {
+    return null; // not an IPv4 address in any spelling (db.0x7f): a name
+  }
+}
+
+/**
+ * The host a check target names: for http the URL's (without IPv6 brackets), for tcp and
+ * grpc host:port's; other spellings of an IPv4 address are the address (both normalise
+ * `0x7f.1` to 127.0.0.1), so that registration refuses them as it refuses the address.
+ */
 export function targetHost(type: CheckType, target: string): string | null {
-  if (type !== 'http') return parseHostPort(target)?.host ?? null;
+  if (type !== 'http') {
+    const host = parseHostPort(target)?.host;
+    return host === undefined ? null : (numericIPv4(host) ?? host);
+  }
   try {
     return new URL(target).hostname.replace(/^\[|\]$/g, '');
   } catch {

@@ -185,6 +185,7 @@ test('a target that never answers is cut off at its timeout and never blocks oth
     const st = (await call(node.url, 'GET', '/v1/status')).body.checks;
     assert.equal(st.scheduled, 2);
     assert.equal(st.maxConcurrent, 1);
+    assert.equal(st.denied, 0, 'no probe refused by the check networks');
     assert.ok(st.running <= 1);
     const metrics = (await call(node.url, 'GET', '/metrics')).body as string;
     assert.match(metrics, /^switchboard_check_timeouts_total [1-9]/m);

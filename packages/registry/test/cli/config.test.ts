@@ -189,13 +189,14 @@ test('limits that contradict each other or would turn a limit off are refused, n
 });
 
 // Goal (check networks): the networks active checks may reach are settings like the
-// others; the default denies link-local (the metadata services), an empty deny list is
+// others; the default denies the cloud metadata services, an empty deny list is
 // possible and explicit, and a malformed network stops the agent at start naming where it
 // came from.
-test('check networks: link-local denied by default, lists from every source, an empty deny list opts out, a bad network is refused', async () => {
+test('check networks: the metadata services denied by default, lists from every source, an empty deny list opts out, a bad network is refused', async () => {
   const networks = (sources: Parameters<typeof resolveConfig>[0]) => resolveConfig(sources).checkNetworks.toJSON();
-  assert.deepEqual(networks([]), { deny: ['169.254.0.0/16', 'fe80::/10'], allow: [] });
-  assert.deepEqual(networks([{ name: 'flag', values: { checkAllowNetworks: '10.0.0.0/8, fd00::/8' } }]), { deny: ['169.254.0.0/16', 'fe80::/10'], allow: ['10.0.0.0/8', 'fd00::/8'] });
+  const metadata = ['169.254.0.0/16', 'fe80::/10', '100.100.100.200/32', '168.63.129.16/32', 'fd00:ec2::254/128', 'fd20:ce::254/128'];
+  assert.deepEqual(networks([]), { deny: metadata, allow: [] });
+  assert.deepEqual(networks([{ name: 'flag', values: { checkAllowNetworks: '10.0.0.0/8, fd00::/8' } }]), { deny: metadata, allow: ['10.0.0.0/8', 'fd00::/8'] });
   assert.deepEqual(networks([{ name: 'flag', values: { checkDenyNetworks: '' } }]), { deny: [], allow: [] }, 'the flag given empty');
   assert.deepEqual(networks([{ name: 'env', values: envValues({ SWITCHBOARD_CHECK_DENY_NETWORKS: '' }) }]), { deny: [], allow: [] }, 'the variable set empty');
   assert.deepEqual(networks([{ name: 'file', values: { checkDenyNetworks: [] } }]), { deny: [], allow: [] }, 'an empty array in the file');

@@ -260,7 +260,7 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     assert.match(r.stdout, /^mode\s+standalone$/m);
     assert.match(r.stdout, /^revision\s+\d+$/m);
     assert.match(r.stdout, /^self-preservation\s+off$/m);
-    assert.match(r.stdout, /^checks\s+\d+ active, \d+ running, \d+ queued \(at most 256 at once\)$/m);
+    assert.match(r.stdout, /^checks\s+\d+ active, \d+ running, \d+ queued \(at most 256 at once\), \d+ probes denied by the check networks$/m);
     const j = await run(url, ['status', '--json']);
     assert.equal((JSON.parse(j.stdout) as NodeStatus).epoch, status.epoch);
   });

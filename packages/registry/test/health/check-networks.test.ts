@@ -9,7 +9,11 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import pino from 'pino';
+import { startAgent } from '../../src/cli/agent.js';
+import { resolveConfig } from '../../src/cli/config.js';
 import { HEALTH_CHECK_METHOD } from '../../src/health/grpc.js';
 import { CheckNetworks } from '../../src/health/networks.js';
 import { call, sleep, startNode, type TestNode } from '../helpers.js';
@@ -51,13 +55,13 @@ async function grpcServer(): Promise<{ port: number; calls: () => number; close(
 
 const reg = (node: TestNode, svc: string, id: string, body: Record<string, unknown>) => call(node.url, 'PUT', `/v1/services/${svc}/instances/${id}`, { address: '127.0.0.1', port: 1, ...body });
 
-async function output(node: TestNode, svc: string, id: string): Promise<string> {
+async function output(node: Pick<TestNode, 'url'>, svc: string, id: string): Promise<string> {
   const i = (await call(node.url, 'GET', `/v1/services/${svc}/instances/${id}`)).body;
   return i.checks[0]?.output ?? '';
 }
 
 /** Waits for the instance's (first) check output to match. */
-async function outputMatches(node: TestNode, svc: string, id: string, want: RegExp | string): Promise<void> {
+async function outputMatches(node: Pick<TestNode, 'url'>, svc: string, id: string, want: RegExp | string): Promise<void> {
   const ok = (o: string) => (typeof want === 'string' ? o === want : want.test(o));
   let last = '';
   await waitUntil(async () => ok((last = await output(node, svc, id))), 5_000, `${svc}/${id} output ${want}`, { detail: () => `last output: ${last}` });
@@ -87,6 +91,10 @@ test('a denied network blocks http, tcp and grpc probes of an instance there: no
     assert.equal((await call(node.url, 'GET', '/v1/services/web/instances/w')).body.health, 'critical');
     assert.deepEqual([web.connections(), db.connections(), rpc.connections()], [0, 0, 0], 'no probe reached a target');
     assert.ok((await deniedCount(node)) >= 3, 'refusals are counted');
+    // /v1/status shows the count too, next to the other check figures.
+    const checks = (await call(node.url, 'GET', '/v1/status')).body.checks;
+    assert.ok(Number.isInteger(checks.denied) && checks.denied >= 3, `status checks.denied: ${checks.denied}`);
+    assert.ok((await deniedCount(node)) >= checks.denied, 'the same counter as /metrics');
   } finally {
     web.close();
     db.close();
@@ -104,7 +112,9 @@ test('a host name that resolves into a denied network is not probed (localhost)'
     assert.equal((await reg(node, 'web', 'w', { checks: fast('http', { target: `http://localhost:${web.port}/health` }) })).status, 200);
     assert.equal((await reg(node, 'db', 'd', { checks: fast('tcp', { target: `localhost:${db.port}` }) })).status, 200);
     assert.equal((await reg(node, 'rpc', 'r', { checks: fast('grpc', { target: `localhost:${db.port}` }) })).status, 200);
-    const reason = String.raw`resolves to (127\.0\.0\.1|::1), in a denied network \((127\.0\.0\.0/8|::1/128), checkDenyNetworks\): not probed$`;
+    // Neither the address the name resolved to nor the network: whoever reads the registry
+    // would learn what internal names resolve to.
+    const reason = String.raw`resolves to an address in a denied network \(checkDenyNetworks\): not probed$`;
     await outputMatches(node, 'web', 'w', new RegExp(`^target http://localhost:${web.port}/health ${reason}`));
     await outputMatches(node, 'db', 'd', new RegExp(`^target localhost:${db.port} ${reason}`));
     await outputMatches(node, 'rpc', 'r', new RegExp(`^target localhost:${db.port} ${reason}`));
@@ -114,6 +124,30 @@ test('a host name that resolves into a denied network is not probed (localhost)'
     web.close();
     db.close();
     await node.close();
+  }
+});
+
+test('the agent logs a refused probe at debug level with what its output leaves out: the address the name resolved to and the network', async () => {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write: (chunk, _enc, cb) => {
+      for (const l of String(chunk).split('\n')) if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const cfg = resolveConfig([{ name: 'flag', values: { dev: true, httpAddr: '127.0.0.1:0', checkDenyNetworks: '127.0.0.0/8' } }]);
+  const agent = await startAgent(cfg, pino({ level: 'debug' }, sink));
+  try {
+    assert.equal((await call(agent.url, 'PUT', '/v1/services/db/instances/d', { address: '10.0.0.1', port: 5432, checks: fast('tcp', { target: 'localhost:5432' }) })).status, 200);
+    await outputMatches(agent, 'db', 'd', 'target localhost:5432 resolves to an address in a denied network (checkDenyNetworks): not probed');
+    const line = lines.find((l) => l.component === 'checks' && l.host === 'localhost');
+    assert.ok(line, 'a log line for the refusal');
+    assert.equal(line.level, 20, 'debug');
+    assert.match(String(line.address), /^(127\.0\.0\.1|::1)$/);
+    assert.equal(line.network, '127.0.0.0/8');
+    assert.match(String(line.msg), /^check not probed: localhost resolves to (127\.0\.0\.1|::1), in a denied network \(127\.0\.0\.0\/8, checkDenyNetworks\)$/);
+  } finally {
+    await agent.stop();
   }
 });
 
@@ -164,6 +198,52 @@ test('an IPv4-mapped IPv6 address of a denied network is caught, as an instance 
     assert.equal(db.connections(), 0);
   } finally {
     db.close();
+    await node.close();
+  }
+});
+
+test('denying 127.0.0.0/8 denies ::1 as well: a [::1] target is refused at registration, an instance on ::1 is not probed', async () => {
+  const node = await startNode({ checkNetworks: new CheckNetworks(['127.0.0.0/8'], []) });
+  try {
+    for (const [type, target] of [['tcp', '[::1]:5432'], ['http', 'http://[::1]:8080/health'], ['grpc', '[0:0:0:0:0:0:0:1]:50051']] as const) {
+      const r = await reg(node, 'db', 'lit', { checks: fast(type, { target }) });
+      assert.equal(r.status, 400, `${type} ${target}`);
+      assert.equal(r.body.code, 'CHECK_TARGET_DENIED');
+      assert.match(r.body.detail, /in a denied network \(127\.0\.0\.0\/8, checkDenyNetworks\)/);
+    }
+    assert.equal((await reg(node, 'db', 'v6', { address: '::1', port: 5432, checks: fast('tcp') })).status, 200);
+    await outputMatches(node, 'db', 'v6', 'target [::1]:5432 is in a denied network (127.0.0.0/8, checkDenyNetworks): not probed');
+  } finally {
+    await node.close();
+  }
+});
+
+test('a tcp or grpc target in another spelling of a denied IPv4 address is refused at registration like the address; allowed ones register', async () => {
+  const node = await startNode({ checkNetworks: new CheckNetworks(['127.0.0.0/8', ...CheckNetworks.DEFAULT.deny], []) });
+  try {
+    const refused: [string, string, string, string][] = [
+      ['tcp', '0x7f.1:5432', '127.0.0.1', '127.0.0.0/8'],
+      ['grpc', '0x7f000001:50051', '127.0.0.1', '127.0.0.0/8'],
+      ['tcp', '0x7F.0.0.1:22', '127.0.0.1', '127.0.0.0/8'],
+      ['grpc', '0xa9.0xfe.0xa9.0xfe:80', '169.254.169.254', '169.254.0.0/16'],
+      ['http', 'http://0251.0376.0251.0376/latest/meta-data/', '169.254.169.254', '169.254.0.0/16'],
+    ];
+    for (const [type, target, address, network] of refused) {
+      const r = await reg(node, 'db', 'd', { checks: fast(type, { target }) });
+      assert.equal(r.status, 400, `${type} ${target}`);
+      assert.equal(r.body.code, 'CHECK_TARGET_DENIED');
+      assert.equal(r.body.field, 'checks/0/target');
+      assert.equal(r.body.detail, `check target "${target}" (the address ${address}) is in a denied network (${network}, checkDenyNetworks): this node does not probe it`);
+      assert.match(r.body.hint, /checkDenyNetworks, checkAllowNetworks/);
+    }
+    // All digits is no address and no name: refused as malformed, whatever the network.
+    const digits = await reg(node, 'db', 'd', { checks: fast('tcp', { target: '2130706433:5432' }) });
+    assert.deepEqual([digits.status, digits.body.code, digits.body.field], [400, 'INVALID_ARGUMENT', 'checks/0/target']);
+    assert.equal(typeof digits.body.hint, 'string');
+    // Another spelling of an address not denied registers, as the address would.
+    assert.equal((await reg(node, 'db', 'ok', { checks: fast('tcp', { target: '0x0a.1:5432', interval: '1h' }) })).status, 200);
+    assert.equal((await call(node.url, 'GET', '/v1/services/db/instances/d')).status, 404, 'nothing refused was registered');
+  } finally {
     await node.close();
   }
 });

@@ -13,7 +13,7 @@ import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } f
 import { validateInstanceInput, DEFAULT_LIMITS, type CheckSpec } from '@switchboard/protocol';
 import { GrpcProber, HEALTH_CHECK_METHOD } from '../../src/health/grpc.js';
 import { HttpProber } from '../../src/health/http.js';
-import { CheckNetworks, DEFAULT_DENY_NETWORKS, TargetGuard, parseNetwork, targetHost } from '../../src/health/networks.js';
+import { CheckNetworks, DEFAULT_DENY_NETWORKS, TargetDenied, TargetGuard, embeddedIPv4, logDenials, numericIPv4, parseNetwork, targetHost } from '../../src/health/networks.js';
 import { tcpProbe } from '../../src/health/tcp.js';
 
 const spec = (type: 'http' | 'tcp' | 'grpc', timeout = '10s'): CheckSpec => (validateInstanceInput({ address: '10.0.0.1', port: 1, checks: [{ type, timeout, interval: '10s' }] }, DEFAULT_LIMITS).checks[0] as CheckSpec);
@@ -51,7 +51,7 @@ test('the policy: deny wins over allow, an empty allow list allows everything no
   const p = new CheckNetworks(['127.0.0.0/8', '10.9.0.0/16'], []);
   assert.deepEqual(p.denial('127.0.0.1'), { address: '127.0.0.1', network: '127.0.0.0/8' });
   assert.equal(p.denial('10.8.0.1'), null, 'not denied, no allow list: allowed');
-  assert.equal(p.denial('::1'), null, 'IPv6 loopback is another network');
+  assert.deepEqual(p.denial('::1'), { address: '::1', network: '127.0.0.0/8' }, 'loopback is the node itself in either family');
   // IPv4-mapped IPv6, in every spelling, is the IPv4 address it maps.
   for (const mapped of ['::ffff:127.0.0.1', '::ffff:7f00:1', '0:0:0:0:0:ffff:7f00:1', '::FFFF:127.0.0.1']) assert.equal(p.denial(mapped)?.network, '127.0.0.0/8', mapped);
   // 0.0.0.0 and :: connect to the node itself: they count as loopback.
@@ -72,11 +72,66 @@ test('the policy: deny wins over allow, an empty allow list allows everything no
   assert.deepEqual(JSON.parse(JSON.stringify(allow)), { deny: ['10.9.0.0/16'], allow: ['10.0.0.0/8', 'fd00::/8'] });
 });
 
+test('loopback is the node itself in either family: denying 127.0.0.0/8 denies ::1, denying ::1/128 denies 127.0.0.0/8; an allow list is not widened', () => {
+  const v4 = new CheckNetworks(['127.0.0.0/8'], []);
+  for (const a of ['::1', '0:0:0:0:0:0:0:1', '::', '::ffff:127.0.0.1', '127.0.0.1']) assert.equal(v4.denial(a)?.network, '127.0.0.0/8', a);
+  const v6 = new CheckNetworks(['::1/128'], []);
+  for (const a of ['127.0.0.1', '127.1.2.3', '::ffff:127.0.0.1', '0.0.0.0', '::1']) assert.equal(v6.denial(a)?.network, '::1/128', a);
+  // ::1 is checked as 127.0.0.1, the address a loopback entry most often names.
+  assert.equal(new CheckNetworks(['127.0.0.1'], []).denial('::1')?.network, '127.0.0.1');
+  assert.equal(new CheckNetworks(['127.0.0.2'], []).denial('::1'), null, 'one other loopback address is not the node itself');
+  for (const a of ['::2', '128.0.0.1', '126.255.255.255', 'fe80::1']) assert.equal(v4.denial(a), null, a);
+  // An allow list allows what it names: 127.0.0.1 stays allowed, ::1 is not added.
+  const allow = new CheckNetworks([], ['127.0.0.1/32']);
+  assert.equal(allow.denial('127.0.0.1'), null);
+  assert.deepEqual(allow.denial('::1'), { address: '::1', network: null });
+});
+
 test('the default policy denies link-local in both families, the metadata services among them, in their mapped forms too', () => {
-  assert.deepEqual([...DEFAULT_DENY_NETWORKS], ['169.254.0.0/16', 'fe80::/10']);
+  assert.deepEqual([...DEFAULT_DENY_NETWORKS], ['169.254.0.0/16', 'fe80::/10', '100.100.100.200/32', '168.63.129.16/32', 'fd00:ec2::254/128', 'fd20:ce::254/128']);
   const p = CheckNetworks.DEFAULT;
   for (const a of ['169.254.169.254', '169.254.0.1', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe', 'fe80::1', 'fe80::a9fe:a9fe', 'FE80::1%eth0']) assert.notEqual(p.denial(a), null, a);
   for (const a of ['127.0.0.1', '10.0.0.1', '::1', 'fd00:ec2::1', '169.255.0.1', '8.8.8.8']) assert.equal(p.denial(a), null, a);
+});
+
+test('the default policy denies the metadata and platform endpoints outside link-local: Alibaba Cloud, Azure, AWS and Google Cloud over IPv6', () => {
+  const p = CheckNetworks.DEFAULT;
+  const denied: [string, string][] = [
+    ['100.100.100.200', '100.100.100.200/32'], // Alibaba Cloud metadata
+    ['::ffff:100.100.100.200', '100.100.100.200/32'],
+    ['168.63.129.16', '168.63.129.16/32'], // Azure wireserver
+    ['::ffff:a83f:8110', '168.63.129.16/32'],
+    ['fd00:ec2::254', 'fd00:ec2::254/128'], // AWS IMDS over IPv6
+    ['FD00:EC2:0:0:0:0:0:254', 'fd00:ec2::254/128'],
+    ['fd20:ce::254', 'fd20:ce::254/128'], // Google Cloud metadata over IPv6
+  ];
+  for (const [a, network] of denied) assert.deepEqual(p.denial(a), { address: a, network }, a);
+  for (const a of ['100.100.100.201', '100.64.0.1', '168.63.129.17', 'fd00:ec2::253', 'fd20:ce::1', 'fd00::254']) assert.equal(p.denial(a), null, a);
+});
+
+test('an IPv6 address that carries an IPv4 address to a translator (NAT64 64:ff9b::/96, 6to4 2002::/16) is denied with the IPv4 address it carries', () => {
+  assert.equal(embeddedIPv4('64:ff9b::a9fe:a9fe'), '169.254.169.254');
+  assert.equal(embeddedIPv4('64:ff9b::169.254.169.254'), '169.254.169.254');
+  assert.equal(embeddedIPv4('2002:a9fe:a9fe::1'), '169.254.169.254');
+  assert.equal(embeddedIPv4('2002:a9fe:a9fe:1:2:3:4:5'), '169.254.169.254');
+  for (const none of ['64:ff9b:1::a9fe:a9fe', '64:ff9b::1:a9fe:a9fe', 'fe80::a9fe:a9fe', '::ffff:a9fe:a9fe', '2001:db8::1', '169.254.169.254']) assert.equal(embeddedIPv4(none), null, none);
+
+  const p = CheckNetworks.DEFAULT;
+  const denied: [string, string][] = [
+    ['64:ff9b::a9fe:a9fe', '169.254.0.0/16'],
+    ['64:ff9b::169.254.169.254', '169.254.0.0/16'],
+    ['64:FF9B:0:0:0:0:A9FE:A9FE', '169.254.0.0/16'],
+    ['2002:a9fe:a9fe::', '169.254.0.0/16'],
+    ['64:ff9b::6464:64c8', '100.100.100.200/32'],
+    ['2002:a83f:8110::1', '168.63.129.16/32'],
+  ];
+  for (const [a, network] of denied) assert.deepEqual(p.denial(a), { address: a, network }, a);
+  for (const a of ['64:ff9b::808:808', '2002:808:808::1', '64:ff9b::a00:1']) assert.equal(p.denial(a), null, a);
+  assert.equal(new CheckNetworks(['10.0.0.0/8'], []).denial('64:ff9b::a00:1')?.network, '10.0.0.0/8');
+  // Only denial widens: an allowed IPv4 network does not allow the NAT64 addresses of its members.
+  const allow = new CheckNetworks([], ['10.0.0.0/8']);
+  assert.deepEqual(allow.denial('64:ff9b::a00:1'), { address: '64:ff9b::a00:1', network: null });
+  assert.equal(new CheckNetworks([], ['64:ff9b::/96']).denial('64:ff9b::a00:1'), null);
 });
 
 test('the host of a check target: the URL host of http targets, the host of host:port otherwise', () => {
@@ -86,6 +141,26 @@ test('the host of a check target: the URL host of http targets, the host of host
   assert.equal(targetHost('tcp', '[fe80::1]:22'), 'fe80::1');
   assert.equal(targetHost('grpc', 'orders.internal:9090'), 'orders.internal');
   assert.equal(targetHost('tcp', 'nonsense'), null);
+});
+
+test('tcp and grpc targets in another spelling of IPv4 are the address, as http targets are; names stay names', () => {
+  const spelled: [string, string][] = [
+    ['0x7f.1:80', '127.0.0.1'],
+    ['0x7f000001:80', '127.0.0.1'],
+    ['0x7F.0.0.1:80', '127.0.0.1'],
+    ['0xa9.0xfe.0xa9.0xfe:50051', '169.254.169.254'],
+    ['0xa9.0xfea9fe:80', '169.254.169.254'],
+    ['1.0x7f:80', '1.0.0.127'],
+  ];
+  for (const [target, address] of spelled) {
+    assert.equal(targetHost('tcp', target), address, target);
+    assert.equal(targetHost('grpc', target), address, target);
+  }
+  for (const name of ['db.0x7f', 'beef', 'cafe.internal', 'add.0x1', 'orders']) assert.equal(targetHost('tcp', `${name}:80`), name, name);
+  assert.equal(numericIPv4('127.0.0.1'), null, 'already the address');
+  assert.equal(numericIPv4('::1'), null);
+  assert.equal(numericIPv4('0x7f.1'), '127.0.0.1');
+  assert.equal(numericIPv4('a@127.0.0.1'), null, 'only the characters of a number');
 });
 
 test('the default policy refuses 169.254.169.254 before connecting, for http, tcp and grpc, at once and counted', async () => {
@@ -131,7 +206,7 @@ test('a name is resolved once per probe, every address is checked, and the conne
     assert.equal(dns.calls(), 1, 'one resolution for one probe');
     assert.equal(good.connections(), 1);
     const mixed = await probe({ spec: spec('tcp'), target: `rebind.test:${good.port}` }, signal);
-    assert.equal(mixed.output, `target rebind.test:${good.port} resolves to 127.0.0.2, outside the allowed networks (checkAllowNetworks): not probed`, 'one address outside is enough');
+    assert.equal(mixed.output, `target rebind.test:${good.port} resolves to an address outside the allowed networks (checkAllowNetworks): not probed`, 'one address outside is enough');
     const moved = await probe({ spec: spec('tcp'), target: `rebind.test:${other.port}` }, signal);
     assert.equal(moved.status, 'critical');
     assert.equal(dns.calls(), 3);
@@ -161,7 +236,7 @@ test('HTTP probes connect to the address their lookup checked; the Host header k
     assert.deepEqual(ok, { status: 'passing', output: 'HTTP 200 OK' });
     assert.deepEqual(hosts, [`svc.test:${port}`]);
     const rebound = await prober.probe({ spec: spec('http'), target: `http://svc.test:${port}/health` }, signal);
-    assert.deepEqual(rebound, { status: 'critical', output: `target http://svc.test:${port}/health resolves to 169.254.169.254, in a denied network (169.254.0.0/16, checkDenyNetworks): not probed` });
+    assert.deepEqual(rebound, { status: 'critical', output: `target http://svc.test:${port}/health resolves to an address in a denied network (checkDenyNetworks): not probed` });
     assert.equal(dns.calls(), 2, 'each probe resolved once');
     assert.equal(hosts.length, 1);
   } finally {
@@ -184,12 +259,39 @@ test('gRPC probes resolve the name before each probe and call the checked addres
   try {
     for (let i = 0; i < 2; i++) assert.deepEqual(await prober.probe({ spec: spec('grpc', '5s'), target }, signal), { status: 'passing', output: `grpc.health.v1 Check of the server at ${target}: SERVING` });
     const moved = await prober.probe({ spec: spec('grpc', '5s'), target }, signal);
-    assert.deepEqual(moved, { status: 'critical', output: `target ${target} resolves to 169.254.169.254, in a denied network (169.254.0.0/16, checkDenyNetworks): not probed` });
+    assert.deepEqual(moved, { status: 'critical', output: `target ${target} resolves to an address in a denied network (checkDenyNetworks): not probed` });
     assert.deepEqual([dns.calls(), calls, guard.denied], [3, 2, 1], 'one resolution per probe; the refused one made no call');
   } finally {
     prober.close();
     server.forceShutdown();
   }
+});
+
+test('a refused name: the output names neither the address it resolved to nor the denied network; the node is told both', async () => {
+  const told: TargetDenied[] = [];
+  const dns = scripted([['10.0.0.7', '10.9.0.1'], ['192.168.1.5']]);
+  const guard = new TargetGuard(new CheckNetworks(['10.9.0.0/16'], ['10.0.0.0/8']), dns.resolver, (r) => told.push(r));
+  const probe = tcpProbe(guard);
+  const signal = new AbortController().signal;
+  const denied = await probe({ spec: spec('tcp'), target: 'vault.internal:8200' }, signal);
+  const outside = await probe({ spec: spec('tcp'), target: 'vault.internal:8200' }, signal);
+  const literal = await probe({ spec: spec('tcp'), target: '10.9.0.1:8200' }, signal);
+  assert.deepEqual([denied.output, outside.output, literal.output], [
+    'target vault.internal:8200 resolves to an address in a denied network (checkDenyNetworks): not probed',
+    'target vault.internal:8200 resolves to an address outside the allowed networks (checkAllowNetworks): not probed',
+    'target 10.9.0.1:8200 is in a denied network (10.9.0.0/16, checkDenyNetworks): not probed', // the target said the address
+  ]);
+  assert.deepEqual(told.map((r) => r.detail()), [
+    'vault.internal resolves to 10.9.0.1, in a denied network (10.9.0.0/16, checkDenyNetworks)',
+    'vault.internal resolves to 192.168.1.5, outside the allowed networks (checkAllowNetworks)',
+    '10.9.0.1 is in a denied network (10.9.0.0/16, checkDenyNetworks)',
+  ]);
+  assert.equal(guard.denied, 3);
+  for (const r of told.slice(0, 2)) assert.doesNotMatch(r.message, /10\.9|192\.168/, 'the error carries the output\'s words, not the details');
+
+  const lines: { msg: string; host: string; address: string; network: string | null }[] = [];
+  logDenials({ debug: (fields: object, msg: string) => lines.push({ ...(fields as { host: string; address: string; network: string | null }), msg }) } as never)(told[0] as TargetDenied);
+  assert.deepEqual(lines, [{ host: 'vault.internal', address: '10.9.0.1', network: '10.9.0.0/16', msg: 'check not probed: vault.internal resolves to 10.9.0.1, in a denied network (10.9.0.0/16, checkDenyNetworks)' }]);
 });
 
 test('a name that does not resolve is a lookup failure, not a refusal', async () => {

@@ -106,7 +106,7 @@ function knownPairs(st: Style, s: NodeStatus): [string, Cell][] {
     ['leases', dash(s.leases)],
     ['watchers', dash(s.watchers)],
     ['self-preservation', sp === undefined ? '-' : sp ? { text: `engaged${s.selfPreservation.blockedLeases !== undefined ? `, ${s.selfPreservation.blockedLeases} lapsed leases held` : ''}${s.selfPreservation.reason ? `: ${s.selfPreservation.reason}` : ''}`, paint: st.yellow } : 'off'],
-    ['checks', s.checks ? `${s.checks.scheduled} active, ${s.checks.running} running, ${s.checks.queued} queued (at most ${s.checks.maxConcurrent} at once)` : '-'],
+    ['checks', s.checks ? `${s.checks.scheduled} active, ${s.checks.running} running, ${s.checks.queued} queued (at most ${s.checks.maxConcurrent} at once)${typeof s.checks.denied === 'number' ? `, ${s.checks.denied} probes denied by the check networks` : ''}` : '-'],
     ['storage', s.storage ? (s.storage.durable ? `durable, ${dash(s.storage.dataDir)}` : { text: 'in memory (not durable)', paint: st.yellow }) : '-'],
   ];
 }

@@ -30,7 +30,7 @@ import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type Servic
 import { SettingsReplica, validSettingsRecord, type SettingsRecord } from '../../core/replica-settings.js';
 import type { ProtectionChange } from '../../core/self-preservation.js';
 import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../../health/monitor.js';
-import { CheckNetworks } from '../../health/networks.js';
+import { CheckNetworks, type DenialObserver } from '../../health/networks.js';
 import type { Storage } from '../../storage/storage.js';
 import type { StorageObservers } from '../../storage/observer.js';
 import type { Engine, LeaseEndedListener } from '../engine.js';
@@ -81,6 +81,8 @@ export interface ApOptions {
   probes?: MonitorOptions['probes'];
   /** The networks active checks may reach; default CheckNetworks.DEFAULT. */
   checkNetworks?: CheckNetworks;
+  /** Every probe the network policy refused, with what its output leaves out (for the log). */
+  onCheckDenied?: DenialObserver;
   onProtectionChange?: (change: ProtectionChange) => void;
   onFatal?: (err: unknown) => void;
   onSnapshotError?: (err: unknown) => void;
@@ -377,7 +379,7 @@ export class ApEngine implements Engine {
     this.readyReason = this.readyFlag ? 'no peers configured' : 'catching up from a peer';
     transport.onMessage((from, msg) => this.onMessage(from, msg));
     transport.onPeerChange((peer, up) => this.onPeerChange(peer, up));
-    this.monitor = opts.activeChecks === false ? null : new HealthMonitor(this, { maxConcurrentChecks: opts.limits.maxConcurrentChecks, checkNetworks: this.checkNetworks, ...(opts.probes ? { probes: opts.probes } : {}) });
+    this.monitor = opts.activeChecks === false ? null : new HealthMonitor(this, { maxConcurrentChecks: opts.limits.maxConcurrentChecks, checkNetworks: this.checkNetworks, ...(opts.onCheckDenied ? { onDenied: opts.onCheckDenied } : {}), ...(opts.probes ? { probes: opts.probes } : {}) });
     this.monitor?.start();
     this.scheduleTick();
     this.scheduleAntiEntropy(0);

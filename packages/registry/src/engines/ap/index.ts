@@ -1,4 +1,5 @@
 /** ap mode: peer replication between Switchboard nodes (see docs/ap.md). */
+import { logDenials } from '../../health/networks.js';
 import { StorageObservers, createStorage } from '../../storage/index.js';
 import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
@@ -27,6 +28,7 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
     removed,
     limits: cfg.limits,
     checkNetworks: cfg.checkNetworks,
+    onCheckDenied: logDenials(logger.child({ component: 'checks' })),
     clock: ctx.clock,
     onFatal: ctx.onFatal,
     onSnapshotError: (err) => log.error({ err }, 'snapshot failed; the log is intact and the next snapshot will be tried later'),

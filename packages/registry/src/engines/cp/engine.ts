@@ -46,7 +46,7 @@ import { Registry, describeNew, describeUpdate, instanceFromRegistration, leaseN
 import { rendezvousOwner } from '../../core/rendezvous.js';
 import { MAX_FORWARDED_REPORTS, ReportBook } from '../../core/reports.js';
 import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../../health/monitor.js';
-import { CheckNetworks } from '../../health/networks.js';
+import { CheckNetworks, type DenialObserver } from '../../health/networks.js';
 import { FORWARDED_REPORT_HEADER, type Engine, type LeaseEndedListener } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type StoredLease, type WhyValue } from './keys.js';
@@ -96,6 +96,8 @@ export interface CpOptions {
   probes?: MonitorOptions['probes'];
   /** The networks active checks may reach; default CheckNetworks.DEFAULT. */
   checkNetworks?: CheckNetworks;
+  /** Every probe the network policy refused, with what its output leaves out (for the log). */
+  onCheckDenied?: DenialObserver;
   log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
   /** How this node calls the other nodes' HTTP API (forwarded consumer reports); default plain HTTP without a token. */
   peerApi?: PeerApi;
@@ -549,7 +551,7 @@ export class CpEngine implements Engine {
     } as unknown as Hub;
     this.monitor = new HealthMonitor(
       { registry: facade, hub: filteredHub, recordCheckResult: (ns, svc, id, checkId, specKey, r) => this.recordCheckResult(ns, svc, id, checkId, specKey, r) },
-      { maxConcurrentChecks: this.opts.limits.maxConcurrentChecks, checkNetworks: this.checkNetworks, ...(this.opts.probes ? { probes: this.opts.probes } : {}), onError: () => undefined },
+      { maxConcurrentChecks: this.opts.limits.maxConcurrentChecks, checkNetworks: this.checkNetworks, ...(this.opts.onCheckDenied ? { onDenied: this.opts.onCheckDenied } : {}), ...(this.opts.probes ? { probes: this.opts.probes } : {}), onError: () => undefined },
     );
     this.monitor.start();
   }

@@ -1,5 +1,6 @@
 /** cp mode: stateless nodes over an etcd cluster (docs/cp.md). */
 import type { AgentConfig } from '../../cli/config.js';
+import { logDenials } from '../../health/networks.js';
 import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
 import { rootCertificates } from 'node:tls';
@@ -41,6 +42,7 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
         prefix: cfg.etcdPrefix,
         limits: cfg.limits,
         checkNetworks: cfg.checkNetworks,
+        onCheckDenied: logDenials(logger.child({ component: 'checks' })),
         clock: ctx.clock,
         ...secrets,
         peerApi: peerApiOf(cfg),
