@@ -368,14 +368,25 @@ async function failoverGap(cluster) {
 
 // ------------------------------------------------------------------ 5. one peer link
 
-/** Two transports in this process: replication-sized messages over one link, as fast as it takes them. */
-async function peerLink(n = 200_000) {
+/**
+ * Two transports in this process: replication-sized messages over one link, as fast as it
+ * takes them; with `tls`, the link in peer TLS (certificates made with openssl for the run).
+ */
+async function peerLink(n = 200_000, { tls = false } = {}) {
   const { createTcpTransport } = await import(join(ROOT, 'packages/registry/dist/src/engines/ap/net/index.js'));
   const { DEFAULT_LIMITS } = await import(join(ROOT, 'packages/protocol/dist/src/index.js'));
   const { pino } = await import('pino');
   const logger = pino({ level: 'silent' });
-  const b = await createTcpTransport({ nodeId: 'b', listen: { host: '127.0.0.1', port: 0 }, peers: [], join: [], limits: DEFAULT_LIMITS, logger });
-  const a = await createTcpTransport({ nodeId: 'a', listen: { host: '127.0.0.1', port: 0 }, peers: [{ id: 'b', host: '127.0.0.1', port: b.address().port }], join: [], limits: DEFAULT_LIMITS, logger });
+  let certDir = null;
+  let certs = null;
+  if (tls) {
+    const { makePeerCerts } = await import(join(ROOT, 'packages/registry/dist/test/support/pki.js'));
+    certDir = makeTempDir('bench-peer-tls');
+    const c = makePeerCerts(certDir, { node: 'ca' }).node;
+    certs = { cert: c.cert, key: c.key, ca: c.ca };
+  }
+  const b = await createTcpTransport({ nodeId: 'b', listen: { host: '127.0.0.1', port: 0 }, peers: [], join: [], limits: DEFAULT_LIMITS, logger, tls: certs });
+  const a = await createTcpTransport({ nodeId: 'a', listen: { host: '127.0.0.1', port: 0 }, peers: [{ id: 'b', host: '127.0.0.1', port: b.address().port }], join: [], limits: DEFAULT_LIMITS, logger, tls: certs });
   try {
     const up = now() + 10_000;
     while (!a.peers()[0].reachable && now() < up) await sleep(10);
@@ -392,11 +403,12 @@ async function peerLink(n = 200_000) {
     while (got < n && now() < end) await sleep(5);
     const ms = now() - t0;
     const r = { messages: n, received: got, ms: Math.round(ms), perSec: Math.round(got / (ms / 1000)), dropped: a.peers()[0].dropped, rttMs: a.peers()[0].rttMs };
-    log(`  one peer link: ${r.perSec} messages/s (${got}/${n} received, ${r.dropped} dropped)`);
+    log(`  one peer link${tls ? ' with peer TLS' : ''}: ${r.perSec} messages/s (${got}/${n} received, ${r.dropped} dropped)`);
     return r;
   } finally {
     await a.close();
     await b.close();
+    if (certDir) removeTempDir(certDir);
   }
 }
 
@@ -486,6 +498,7 @@ async function runOnce(o, profileDir) {
   if (want('link')) {
     log('\n5. one peer link');
     run.peerLink = await peerLink();
+    run.peerLinkTls = await peerLink(200_000, { tls: true });
   }
   if (!want('throughput')) return run;
 
@@ -550,6 +563,7 @@ function summarize(runs) {
       : null,
     failover: runs.some((r) => r.failover) ? { longestGapMs: stat(runs.map((r) => r.failover?.longestGapMs)) } : null,
     peerLink: runs.some((r) => r.peerLink) ? { perSec: stat(runs.map((r) => r.peerLink?.perSec)) } : null,
+    peerLinkTls: runs.some((r) => r.peerLinkTls) ? { perSec: stat(runs.map((r) => r.peerLinkTls?.perSec)) } : null,
   };
 }
 
@@ -591,6 +605,7 @@ function renderTables(out) {
   if (summary.convergence) rows.push([`convergence after a partition (${n0(summary.convergence.perSide)} instances written on each side), from the heal`, `${cell(summary.convergence.convergeMs, ms)} (links up again after ${cell(summary.convergence.linkedMs, ms)})${summary.convergence.failed ? `; ${summary.convergence.failed} run(s) did not converge within 60 s` : ''}`]);
   if (summary.failover) rows.push(['failover: longest gap between two acknowledged writes of an SDK client whose node is SIGKILLed', cell(summary.failover.longestGapMs, ms)]);
   if (summary.peerLink) rows.push(['one peer link: replication-sized messages per second', cell(summary.peerLink.perSec, n0)]);
+  if (summary.peerLinkTls) rows.push(['one peer link with peer TLS (`--peer-tls-*`): replication-sized messages per second', cell(summary.peerLinkTls.perSec, n0)]);
   if (rows.length > 0) {
     L.push('#### Replication, convergence and failover', '', '| measure | median [min–max] |', '|---|---:|', ...rows.map(([a, b]) => `| ${a} | ${b} |`), '');
   }
