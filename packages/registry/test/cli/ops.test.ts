@@ -5,6 +5,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
@@ -352,6 +354,28 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     assert.match(env.stderr, /invalid SWITCHBOARD_ADDR/);
   });
 
+  // Goal: a target's own commas stay in it; the fields start at the first KEY=VALUE.
+  test('register --check: a target may hold commas (http:/hc?tags=a,b,interval=200ms)', { timeout: 60_000 }, async () => {
+    const paths: string[] = [];
+    const server = createHttpServer((req, res) => {
+      paths.push(req.url ?? '');
+      res.end('ok');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = String((server.address() as AddressInfo).port);
+      const r = await run(url, ['register', 'commas', 'c-1', '--address', '127.0.0.1', '--port', port, '--check', 'http:/hc?tags=a,b,interval=200ms,timeout=1s']);
+      assert.equal(r.code, 0, r.stderr);
+      await waitFor('the probe', async () => paths.length > 0);
+      assert.equal(paths[0], '/hc?tags=a,b');
+      const bad = await run(url, ['register', 'commas', 'c-2', '--address', '127.0.0.1', '--port', port, '--check', 'http:/hc,interval=200ms,b']);
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /"b" is not KEY=VALUE/);
+    } finally {
+      server.close();
+    }
+  });
+
   // Goal: checks are declared from the command line and refused in the API's own words;
   // a ttl check is reported into with `check pass|warn|fail`, as with PUT .../checks/{id}.
   test('register --check declares checks; check pass|warn|fail reports into a ttl check', { timeout: 60_000 }, async () => {
@@ -412,7 +436,7 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
 
     const v = await run(url, ['lease', 'revoke', leaseId]);
     assert.equal(v.code, 0, v.stderr);
-    assert.match(v.stdout, new RegExp(`^revoked lease ${leaseId}: its instances are deregistered, revision \\d+\\n$`));
+    assert.match(v.stdout, new RegExp(`^revoked lease ${leaseId}: the instances bound to it, if any, are deregistered \\(revision \\d+\\)\\n$`));
     assert.equal((await api<ServiceAnswer>(url, 'GET', '/v1/services/leased')).instances.length, 0);
     const again = await run(url, ['lease', 'revoke', leaseId]);
     assert.equal(again.code, 1);

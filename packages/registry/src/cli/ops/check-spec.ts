@@ -6,7 +6,8 @@
  *
  * TYPE is http, tcp, grpc or ttl; TARGET is what the API takes (a URL for http, HOST:PORT
  * for tcp and grpc), or for http a path alone (/healthz) on the instance's own address and
- * port. KEYs are the API's field names. Each declaration is checked by the protocol's own
+ * port. A TARGET may hold commas (http:/search?tags=a,b): the fields start at the first
+ * comma followed by KEY=VALUE. KEYs are the API's field names. Each declaration is checked by the protocol's own
  * validator, so that the CLI refuses what the API refuses, in the same words.
  */
 import { InvalidArgumentError } from 'commander';
@@ -58,10 +59,23 @@ function pathOf(type: string, target: string | null): string | null {
   return target;
 }
 
+/**
+ * The head (TYPE[:TARGET], or ttl=DURATION) and the KEY=VALUE items after it. The head
+ * runs to the first comma followed by something shaped like KEY=VALUE, so that a target's
+ * own commas stay in it; everything from there on must be fields (and is checked as such).
+ */
+function splitSpec(spec: string): { head: string; rest: string[] } {
+  const items = spec.split(',');
+  if ((items[0] ?? '').trim().startsWith('ttl=')) return { head: items[0] as string, rest: items.slice(1) };
+  const firstField = items.findIndex((item, i) => i > 0 && /^\s*[A-Za-z]+=/.test(item));
+  const cut = firstField < 0 ? items.length : firstField;
+  return { head: items.slice(0, cut).join(','), rest: items.slice(cut) };
+}
+
 /** Parses one --check; repeatable, the index giving the default id (http-0, ttl-1) as the API does. */
 export function checkArg(spec: string, previous: CheckArg[] | undefined): CheckArg[] {
   const index = previous?.length ?? 0;
-  const [head = '', ...rest] = spec.split(',');
+  const { head, rest } = splitSpec(spec);
   const { type, target, fields } = typeAndTarget(head.trim());
   if (!(CHECK_TYPES as readonly string[]).includes(type)) refused(`the check type "${type}" is not one of ${CHECK_TYPES.join(', ')}`);
   const path = pathOf(type, target);

@@ -39,7 +39,7 @@ export function registerLeaseCommands(program: Command, exit: Exit): void {
   });
   byId(lease, exit, 'revoke', 'end a lease now and deregister its instances (DELETE /v1/leases/{id})', async (ctx, leaseId) => {
     const res = await ctx.client.request<WriteResult>('DELETE', apiPath('v1', 'leases', leaseId));
-    return { doc: res, line: `revoked lease ${leaseId}: its instances are deregistered, revision ${res.revision}` };
+    return { doc: res, line: `revoked lease ${leaseId}: the instances bound to it, if any, are deregistered (revision ${res.revision})` };
   });
 }
 
