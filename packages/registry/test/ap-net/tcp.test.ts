@@ -491,12 +491,15 @@ test('with a cluster secret, nodes that share it link (crossed dials too) and no
     outsiders.push(other);
     await until(() => a.lines.some((l) => l.code === 'AUTH_FAILED' && /node "y" does not know this cluster's secret/.test(l.msg)), 5_000, 'AUTH_FAILED on a');
     await until(() => other.lines.some((l) => /refused by the peer \(AUTH_FAILED\)/.test(l.msg)), 5_000, 'the refusal on y');
-    // A node with the secret dialing one without it: the welcome comes without a proof.
+    // A node with the secret dialing one without it: refused by the node without, which
+    // never counts it as linked, not even for a moment.
     const plain = await node('z');
     outsiders.push(plain);
     const c = await node('c', { peers: [at(plain, 'z')], secret: SECRET });
     outsiders.push(c);
-    await until(() => c.lines.some((l) => /welcomed this node without proving it knows the cluster secret/.test(l.msg)), 5_000, 'the refusal on c');
+    await until(() => c.lines.some((l) => /refused by the peer \(NO_SECRET\): the node there has no cluster secret/.test(l.msg)), 5_000, 'the refusal on c');
+    await until(() => plain.lines.some((l) => l.code === 'NO_SECRET' && /proves a cluster secret, and this node has none/.test(l.msg)), 5_000, 'the refusal on z');
+    assert.deepEqual(plain.changes, [], 'z never took c for linked');
     await sleep(300);
     for (const n of outsiders) assert.equal(n.t.peers().some((p) => p.reachable), false, `${n.t.nodeId} linked to nobody`);
     assert.deepEqual(a.t.peers().filter((p) => p.reachable).map((p) => p.id), ['b']);

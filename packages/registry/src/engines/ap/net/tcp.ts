@@ -140,6 +140,7 @@ const PRE_AUTH_REFUSALS: Readonly<Record<string, string>> = {
   WRONG_VERSION: 'the node there speaks another peer protocol version: run the same Switchboard version on every node',
   INVALID_ID: "the node there does not take this node's id: give it a --node-id of 1-253 characters of A-Z a-z 0-9 . _ -",
   CERT_REFUSED: "the node there does not take this node's certificate: sign it with the CA every node has in --peer-tls-ca-file",
+  NO_SECRET: 'the node there has no cluster secret: give every node the same --peer-secret-file',
 };
 
 /** An id or name from the other end, as a log line shows it: quoted, at most 64 characters. */
@@ -689,6 +690,9 @@ export class TcpPeerTransport implements TcpTransport {
     // is looked at (cluster, ids, removal: a stranger learns none of them); all of this runs
     // again when its proof arrives (onProof).
     if (this.secret !== null && !link.authed) return this.challenge(link, h);
+    // The dialer has a cluster secret and this node none: refused before it is taken up
+    // here (a welcome would make this node count it as linked, until the dialer hung up).
+    if (this.secret === null && h.nonce !== undefined) return refuse('NO_SECRET', `node ${shownId(h.id)} proves a cluster secret, and this node has none: give every node the same --peer-secret-file`);
     if (h.cluster !== this.cluster) return refuse('WRONG_CLUSTER', `node "${h.id}" belongs to cluster ${shownId(h.cluster)}, this node to "${this.cluster}"`);
     if (h.id === this.nodeId) return refuse('SAME_ID', `the dialing node has this node's id "${h.id}": every node needs its own --node-id`);
     if (h.expect !== null && h.expect !== this.nodeId) {
