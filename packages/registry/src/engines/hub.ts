@@ -49,6 +49,8 @@ export class Hub {
     for (const e of events) this.log.append(e);
     this.published = Math.max(this.published, revision);
     for (const sub of this.everything) sub.deliver(events, revision);
+    // Nobody watches a service or waits on one (a busy node with few watchers): done.
+    if (this.byService.size === 0 && this.waiterCount === 0) return;
     const keys = events.map((e) => serviceKey(e.namespace, e.service));
     const distinct = new Set(keys);
     const touched = new Set<Subscriber>();
