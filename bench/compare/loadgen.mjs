@@ -210,126 +210,109 @@ const POOL = 10;
  * POOL it added, at `watchRate` changes per second (so each instance lives about one
  * second). Change 2k adds w-(k+POOL), change 2k+1 removes w-k. Latency: from just before
  * the write is sent to when each watcher knows.
+ *
+ * With several generator processes (`o.barrier`), the first (`o.writer`) seeds the service
+ * and writes, and every process holds its share of the watchers; each returns when each
+ * of its watchers received each change (wall-clock ms, the same clock in every process of
+ * the machine) and the runner merges them with the writer's send times (watchFigures).
  */
 async function watch(drv, o) {
   const W = o.watchers;
+  const writerRole = o.writer !== false;
   const WATCHED = `watched-${o.runTag ?? 0}`;
-  const owner = await seed(drv, WATCHED, CATALOG_SIZE, o.ttlMs);
-  const sentAt = []; // change index -> wall time the write was sent
-  const measuredFrom = { index: Infinity };
-  const latency = new Histogram();
-  const firstAt = []; // change index -> earliest receipt over the watchers
-  const lastAt = []; // change index -> latest receipt
-  const perWatcher = Array.from({ length: W }, () => ({ seen: 0, last: -1, errors: 0 }));
+  const total = Math.min(100_000, Math.round((o.watchRate * (o.warmupMs + o.durationMs)) / 1000));
+  const warmupChanges = Math.round((o.watchRate * o.warmupMs) / 1000);
+  const owner = writerRole ? await seed(drv, WATCHED, CATALOG_SIZE, o.ttlMs) : (await drv.prepareServices([WATCHED]), null);
+  // receipts[w][i]: when watcher w received change i (NaN: not yet).
+  const receipts = Array.from({ length: W }, () => new Array(total).fill(NaN));
+  const lastSeen = new Array(W).fill(-1);
   const streamErrors = new Errors();
   let received = 0;
+  let duplicates = 0;
   const onChange = (w) => (op, id, at) => {
     if (typeof id !== 'string' || !id.startsWith('w-')) return;
     const m = Number(id.slice(2));
     const i = op === 'put' ? 2 * (m - POOL) : 2 * m + 1;
-    if (i < 0) return;
-    const s = sentAt[i];
-    if (s === undefined) return;
+    if (i < 0 || i >= total) return;
     received++;
-    const st = perWatcher[w];
-    st.seen++;
-    if (i > st.last) st.last = i;
-    if (i >= measuredFrom.index) {
-      latency.recordMs(at - s);
-      const f = firstAt[i];
-      if (f === undefined || at < f) firstAt[i] = at;
-      if (lastAt[i] === undefined || at > lastAt[i]) lastAt[i] = at;
-    }
+    if (!Number.isNaN(receipts[w][i])) duplicates++;
+    else receipts[w][i] = at;
+    if (i > lastSeen[w]) lastSeen[w] = i;
   };
   send({ type: 'phase', phase: 'setup' });
   const watchers = new Array(W);
   const connectStart = now();
   await bounded(W, 50, now() + 120_000, async (w) => (watchers[w] = await drv.watcher(WATCHED, onChange(w), (e) => streamErrors.add(new Error(e)))), 'connecting watchers');
   const connectMs = now() - connectStart;
-  const writer = await drv.process({ ttlMs: o.ttlMs, transport: 'rest' });
-  for (let m = 0; m < POOL; m++) await writer.register(WATCHED, `w-${m}`, payload(201, m, -1));
+  const writer = writerRole ? await drv.process({ ttlMs: o.ttlMs, transport: 'rest' }) : null;
+  if (writer) for (let m = 0; m < POOL; m++) await writer.register(WATCHED, `w-${m}`, payload(201, m, -1));
+  await barrier(o);
   await sleep(200);
+  const sentAt = []; // change index -> wall time the write was sent
   const writeErrors = new Errors();
   const ack = new Histogram();
-  const total = Math.min(100_000, Math.round((o.watchRate * (o.warmupMs + o.durationMs)) / 1000));
-  const warmupChanges = Math.round((o.watchRate * o.warmupMs) / 1000);
   let behind = 0;
+  let acked = 0;
   const t0 = now();
   send({ type: 'phase', phase: warmupChanges > 0 ? 'warmup' : 'measure' });
   const progress = setInterval(() => {
     const t = now();
-    send({ type: 'progress', label: 'watch', phase: t - t0 < o.warmupMs ? 'warmup' : 'measure', elapsedMs: t - t0, totalMs: o.warmupMs + o.durationMs, rate: null, done: sentAt.length, events: received, errors: writeErrors.total + streamErrors.total });
+    send({ type: 'progress', label: 'watch', phase: t - t0 < o.warmupMs ? 'warmup' : 'measure', elapsedMs: t - t0, totalMs: o.warmupMs + o.durationMs, rate: null, done: writer ? sentAt.length : lastSeen.reduce((a, b) => Math.max(a, b), -1) + 1, events: received, errors: writeErrors.total + streamErrors.total });
   }, 500);
-  let acked = 0;
-  for (let i = 0; i < total; i++) {
-    const target = t0 + (i * 1000) / o.watchRate;
-    if (target - now() > 0) await sleep(target - now());
-    else if (now() - target > 1000 / o.watchRate) behind++;
-    if (now() - t0 > (o.warmupMs + o.durationMs) * 3 + 10_000) break; // hard bound if a server stalls
-    if (i === warmupChanges) {
-      measuredFrom.index = i;
-      send({ type: 'phase', phase: 'measure' });
+  if (writer) {
+    for (let i = 0; i < total; i++) {
+      const target = t0 + (i * 1000) / o.watchRate;
+      if (target - now() > 0) await sleep(target - now());
+      else if (now() - target > 1000 / o.watchRate) behind++;
+      if (now() - t0 > (o.warmupMs + o.durationMs) * 3 + 10_000) break; // hard bound if a server stalls
+      if (i === warmupChanges) send({ type: 'phase', phase: 'measure' });
+      const k = Math.floor(i / 2);
+      sentAt[i] = wallNow();
+      try {
+        if (i % 2 === 0) await writer.register(WATCHED, `w-${k + POOL}`, payload(201, k + POOL, i));
+        else await writer.deregister(WATCHED, `w-${k}`);
+        acked++;
+        if (i >= warmupChanges) ack.recordMs(wallNow() - sentAt[i]);
+      } catch (err) {
+        writeErrors.add(err);
+      }
     }
-    const k = Math.floor(i / 2);
-    sentAt[i] = wallNow();
-    try {
-      if (i % 2 === 0) await writer.register(WATCHED, `w-${k + POOL}`, payload(201, k + POOL, i));
-      else await writer.deregister(WATCHED, `w-${k}`);
-      acked++;
-      if (i >= measuredFrom.index) ack.recordMs(wallNow() - sentAt[i]);
-    } catch (err) {
-      writeErrors.add(err);
-    }
+  } else {
+    const measureAt = setTimeout(() => send({ type: 'phase', phase: 'measure' }), o.warmupMs);
+    // Until every watcher has the last change, bounded as the writer's loop is.
+    const limit = t0 + (o.warmupMs + o.durationMs) * 3 + 10_000;
+    while (now() < limit && lastSeen.some((l) => l < total - 1)) await sleep(20);
+    clearTimeout(measureAt);
   }
   const writeEnd = now();
   send({ type: 'phase', phase: 'measured' });
   // Drain: wait (bounded) until every watcher has the last change.
-  const last = sentAt.length - 1;
+  const last = writer ? sentAt.length - 1 : total - 1;
   const drainStart = now();
-  while (now() - drainStart < 10_000 && perWatcher.some((s) => s.last < last)) await sleep(20);
+  while (now() - drainStart < 10_000 && lastSeen.some((l) => l < last)) await sleep(20);
   const drainMs = now() - drainStart;
   clearInterval(progress);
-  const measuredChanges = sentAt.length - Math.min(sentAt.length, measuredFrom.index);
-  // The first watcher to know (a lower bound of what one watcher process alone would see:
-  // all the watchers share this process, which reads their streams one after another),
-  // and the spread from the first watcher to the last.
-  const first = new Histogram();
-  const spread = new Histogram();
-  for (let i = measuredFrom.index; i < sentAt.length; i++) {
-    if (firstAt[i] === undefined) continue;
-    first.recordMs(firstAt[i] - sentAt[i]);
-    spread.recordMs(lastAt[i] - firstAt[i]);
-  }
-  const expected = measuredChanges * W;
-  const measuredSeen = latency.count;
   await Promise.all(watchers.map((w) => w?.close().catch(() => undefined)));
-  await writer.close().catch(() => undefined);
-  await owner.close().catch(() => undefined);
+  await writer?.close().catch(() => undefined);
+  await owner?.close().catch(() => undefined);
   return {
+    part: writer ? 'writer' : 'watchers',
     watchers: W,
     watchRate: o.watchRate,
     warmupMs: o.warmupMs,
     durationMs: o.durationMs,
     connectMs: Math.round(connectMs),
-    changes: sentAt.length,
-    changesAcknowledged: acked,
-    measuredChanges,
-    writerBehind: behind,
-    deliveriesExpected: expected,
-    deliveriesSeen: measuredSeen,
-    /** Changes a watcher never saw (ZooKeeper coalesces changes between two listings). */
-    missed: expected - measuredSeen,
-    deliveriesPerSec: (received * 1000) / (writeEnd - t0),
-    ops: measuredSeen,
-    ratePerSec: (measuredSeen * 1000) / o.durationMs,
-    latency: latency.summary(),
-    firstWatcher: first.summary(),
-    spreadFirstToLast: spread.summary(),
-    writeAck: ack.summary(),
+    // Offsets from the process's time origin keep the message small; never received: null.
+    receipts: receipts.map((r) => r.map((at) => (Number.isNaN(at) ? null : Math.round((at - performance.timeOrigin) * 1000) / 1000))),
+    receiptOrigin: performance.timeOrigin,
+    duplicates,
+    received,
+    writeMs: writeEnd - t0,
     drainMs: Math.round(drainMs),
-    writeErrors: writeErrors.json(),
     streamErrors: streamErrors.json(),
-    errors: { total: writeErrors.total + streamErrors.total },
+    ...(writer
+      ? { sentAt, measuredFrom: Math.min(warmupChanges, sentAt.length), changesAcknowledged: acked, writerBehind: behind, writeAckWire: histToWire(ack), writeErrors: writeErrors.json() }
+      : {}),
   };
 }
 

@@ -21,6 +21,7 @@ import { startEtcd } from './systems/etcd.mjs';
 import { startSwitchboard } from './systems/switchboard.mjs';
 import { startZookeeper } from './systems/zookeeper.mjs';
 import { Progress, fmtBytes, fmtInt, fmtMs, fmtPct } from '../lib/report.mjs';
+import { watchFigures } from './lib/watchstats.mjs';
 import { renderTable } from './report.mjs';
 
 // ------------------------------------------------------------------ systems
@@ -60,7 +61,7 @@ export const WORKLOADS = {
   watch: {
     title: 'watch fan-out',
     unit: 'ms (change to watcher)',
-    measures: 'W watcher processes watch one service of 20 instances (etcd: prefix watch; ZooKeeper: child watch, re-listed at each notification; Switchboard: SSE). One writer makes 20 changes per second, alternately registering a new instance and deregistering the oldest of the 10 it added (each lives about a second). Latency from just before the write is sent to the moment each watcher knows the new membership, over every watcher and change; also the first watcher to know (all watchers share one load generator process, which reads their streams one after another, so the spread to the last one is partly the generator\'s) and the writer\'s own acknowledgement (the durable write).',
+    measures: 'W watcher processes watch one service of 20 instances (etcd: prefix watch; ZooKeeper: child watch, re-listed at each notification; Switchboard: SSE). One writer makes 20 changes per second, alternately registering a new instance and deregistering the oldest of the 10 it added (each lives about a second). Latency from just before the write is sent to the moment each watcher knows the new membership, over every watcher and change; also the first watcher to know (the watchers are split between two load generator processes, each of which reads its streams one after another, so the spread to the last one is partly the generators\') and the writer\'s own acknowledgement (the durable write).',
     why: 'How quickly consumers stop calling an instance that left and start calling one that arrived.',
   },
   renew: {
@@ -141,7 +142,7 @@ export const FAIRNESS_RULES = [
   'The same client counts, and one connection (and lease/session) per simulated client process, for every system.',
   'The load generator runs in its own process (a new one per run), never inside a server; it shares the machine\'s cores with the servers, so each throughput is also given per CPU-second of the servers (user + system time of every server process, from /proc/<pid>/stat, over the measured window).',
   'Warm-up excluded: only operations that start inside the measured window count.',
-  'Registrations and reads are driven by two load generator processes (the clients split evenly between them), for every system: one Node process cannot drive the etcd3 gRPC client hard enough.',
+  'Registrations, reads and watches are driven by two load generator processes (the clients, or the watchers, split evenly between them), for every system: one Node process cannot drive the etcd3 gRPC client hard enough, and one process reading 200 watch streams one after another adds its own delay to the last of them. In the watch workload the first process also makes the changes; every process records when each of its watchers received each change, on the machine\'s clock shared by all of them.',
   `Each figure is the median of ${QUICK.runs} runs (2 for lease renewal and memory, whose set-up is long), with the minimum and maximum; the runs of the systems are interleaved (run 1 of each system, then run 2, ...) so that a disturbance of the machine does not hit one system only.`,
   'Warm-up of 2 s before every measured window (the JVM compiles ZooKeeper\'s hot paths in its first seconds; a read or watch server also serves earlier runs).',
   `The same lease TTL everywhere: ${LEASE_TTL_MS / 1000} s for the load workloads (keep-alives running), ${FAILURE_TTL_MS / 1000} s for failure detection (ZooKeeper session timeout = TTL).`,
@@ -168,8 +169,8 @@ Options:
                        memory
   --systems LIST       switchboard, etcd, etcd3, zookeeper, zookeeper3
   --runs N             runs per figure (default 3)
-  --generators N       load generator processes for registrations and reads (default
-                       2; the clients are split between them)
+  --generators N       load generator processes for registrations, reads and watches
+                       (default 2; the clients or watchers are split between them)
   --level N            one level (clients, readers, watchers, leases, instances) for
                        every selected workload instead of the suite's levels
   --duration D         measured time per run (default 5s)
@@ -331,8 +332,8 @@ async function runLoadCase(c, ctx) {
           if (!sys) throw new Error(`${row.label} did not start`);
           await waitQuiet(ctx.opts.waitQuietMs, ctx.progress, label);
           const hardLimitMs = (c.workload === 'renew' || c.workload === 'checks' ? 400_000 : 0) + ctx.opts.warmupMs + ctx.opts.durationMs + 180_000;
-          const count = c.workload === 'register' || c.workload === 'read' ? Math.min(ctx.opts.generators, c.level) : 1;
-          const r = await runGenerator({ workload: c.workload, sys, options: optionsFor(c, ctx, row), progress: ctx.progress, label, hardLimitMs, count });
+          const count = c.workload === 'register' || c.workload === 'read' || c.workload === 'watch' ? Math.min(ctx.opts.generators, c.level) : 1;
+          const r = await runGenerator({ workload: c.workload, sys, options: optionsFor(c, ctx, row), progress: ctx.progress, label, hardLimitMs, count, merge: c.workload === 'watch' ? watchFigures : null });
           const fig = figuresOf(c.workload, r);
           row.runs.push({ run, ...r, figures: fig });
           ctx.progress.done(`${label}  ${doneText(c.workload, fig)}`);

@@ -164,12 +164,14 @@ export const COMPARE_LOADGEN = join(ROOT, 'bench/compare/loadgen.mjs');
 /**
  * Forks `count` generator processes (`script`: the side-by-side suite's generator by
  * default, bench/lib/loadgen.mjs for the standalone suite; the clients of a closed-loop
- * workload are split between them and they start together after all are ready), runs one
+ * workload, or the watchers of the watch workload, are split between them and they start
+ * together after all are ready), runs one
  * workload against `sys` (`{ pids, procs, url?, kind?, endpoints?, connectString? }`),
- * samples the servers' CPU at the generators' phase changes, and merges the results.
+ * samples the servers' CPU at the generators' phase changes, and merges the results
+ * (`merge(results)` when given, even of one generator).
  * `onMessage(msg, gen)` sees every other message (interactive workloads).
  */
-export function runGenerator({ workload, sys, options, progress, label, hardLimitMs, onMessage, count = 1, script = COMPARE_LOADGEN }) {
+export function runGenerator({ workload, sys, options, progress, label, hardLimitMs, onMessage, count = 1, script = COMPARE_LOADGEN, merge = null }) {
   const gens = [];
   for (let g = 0; g < count; g++) gens.push(forkTracked('load generator', script, [], { execArgv: ['--max-old-space-size=8192'] }));
   const genStats = () => {
@@ -220,7 +222,7 @@ export function runGenerator({ workload, sys, options, progress, label, hardLimi
           progress.update(progressText(label, msg.rate !== null && msg.rate !== undefined ? { ...msg, rate: rates.reduce((a, b) => a + b, 0) } : msg, liveCpu));
         } else if (msg.type === 'result') {
           results[g] = msg.result;
-          if (++resultCount === count) finish(null, count === 1 ? results[0] : mergeResults(results));
+          if (++resultCount === count) finish(null, merge ? merge(results) : count === 1 ? results[0] : mergeResults(results));
         } else if (msg.type === 'error') {
           finish(new Error(`${label}: the load generator failed: ${msg.error}`));
         } else {
@@ -231,11 +233,12 @@ export function runGenerator({ workload, sys, options, progress, label, hardLimi
     gens.forEach((gen, g) => {
       let o = options;
       if (count > 1) {
-        const key = options.clients !== undefined ? 'clients' : 'readers';
+        const key = options.clients !== undefined ? 'clients' : options.readers !== undefined ? 'readers' : 'watchers';
         const total = options[key];
         const share = Math.floor(total / count) + (g < total % count ? 1 : 0);
         const first = g * Math.floor(total / count) + Math.min(g, total % count);
-        o = { ...options, [key]: share, firstClient: first, barrier: true, seed: g === 0 };
+        // The first generator seeds (reads) and writes (watch); every one has its share.
+        o = { ...options, [key]: share, firstClient: first, barrier: true, seed: g === 0, writer: g === 0 };
       }
       gen.send({ type: 'run', workload, target: targetOf(sys), url: sys.url, options: o });
     });
