@@ -487,13 +487,36 @@ function peerTlsOf(pick: Picker): AgentConfig['peerTls'] {
       hint: 'issue peer certificates with extendedKeyUsage=serverAuth,clientAuth (or without that extension): each node accepts links and dials them',
     });
   }
+  const now = Date.now();
+  if (Date.parse(cert.x509.validTo) < now || Date.parse(cert.x509.validFrom) > now) {
+    throw new ConfigError(certP.where, `${certP.where}: the certificate is valid from ${cert.x509.validFrom} to ${cert.x509.validTo}, not now`, {
+      code: 'PEER_TLS_EXPIRED',
+      hint: 'issue a new certificate for this node (peers refuse an expired one), and check the machine\'s clock',
+    });
+  }
+  // The node's own certificate (the first of its file) must lead, through the intermediates
+  // after it, to a CA of the CA file, and that CA must be a root: Node's TLS trusts a
+  // chain only up to a self-signed certificate, so an intermediate alone there would make
+  // every link fail.
   const cas = pemChain(ca.data);
   const chain = pemChain(cert.data);
-  const signed = chain.some((c) => cas.some((a) => c.checkIssued(a) && c.verify(a.publicKey)));
-  if (!signed) {
+  const issuerIn = (c: X509Certificate, pool: X509Certificate[]) => pool.find((a) => c !== a && c.checkIssued(a) && c.verify(a.publicKey));
+  let at: X509Certificate | undefined = chain[0];
+  let trusted: X509Certificate | undefined;
+  for (let hops = 0; at && hops <= chain.length && !trusted; hops++) {
+    trusted = issuerIn(at, cas);
+    if (!trusted) at = issuerIn(at, chain);
+  }
+  if (!trusted) {
     throw new ConfigError(certP.where, `${certP.where}: the certificate is not signed by a CA of ${caP.where}`, {
       code: 'PEER_TLS_NOT_SIGNED',
       hint: 'sign every member\'s certificate with the cluster\'s CA and give that CA\'s certificate to every node (an intermediate CA goes after the node\'s certificate in its file)',
+    });
+  }
+  if (!(trusted.checkIssued(trusted) && trusted.verify(trusted.publicKey))) {
+    throw new ConfigError(caP.where, `${caP.where}: the CA that signs this node's certificate is an intermediate (${trusted.subject.replace(/\n/g, ', ')}); TLS here trusts a chain only up to a root CA`, {
+      code: 'PEER_TLS_CA_NOT_ROOT',
+      hint: 'give the root CA in --peer-tls-ca-file and the intermediate after the node\'s certificate in --peer-tls-cert-file; every certificate under that root may then link, so give the cluster a root of its own',
     });
   }
   return { cert: cert.data, key: new Secret(key.data), ca: ca.data };

@@ -2,7 +2,8 @@
 // file), defaults to `switchboard`, and a bad value is refused naming where it came from.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
@@ -170,6 +171,22 @@ test('peer TLS: the three files together, a key of the certificate, both key usa
     refused({ peerTlsCertFile: a.keyFile, peerTlsKeyFile: a.keyFile, peerTlsCaFile: a.caFile }, 'TLS_FILE_INVALID', /^--peer-tls-cert-file$/);
     refused({ peerTlsCertFile: a.certFile, peerTlsKeyFile: a.keyFile, peerTlsCaFile: join(dir, 'missing.crt') }, 'FILE_UNREADABLE', /^--peer-tls-ca-file$/);
     refused({ peerTlsCertFile: a.certFile, peerTlsKeyFile: a.keyFile, peerTlsCaFile: a.caFile }, 'INVALID_CONFIG', /^--peer-tls-cert-file$/, 'standalone');
+    // An intermediate CA: after the node's certificate in its file, with the root as the CA
+    // file; the intermediate alone as the CA file is refused (TLS trusts up to a root only).
+    const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+    writeFileSync(join(dir, 'inter.ext'), 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');
+    openssl('req', '-new', ...ec, '-keyout', 'inter.key', '-out', 'inter.csr', '-subj', '/CN=inter');
+    openssl('x509', '-req', '-in', 'inter.csr', '-CA', 'peer-ca.crt', '-CAkey', 'peer-ca.key', '-set_serial', '0x51', '-days', '1', '-out', 'inter.crt', '-extfile', 'inter.ext');
+    openssl('req', '-new', ...ec, '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/CN=leaf');
+    openssl('x509', '-req', '-in', 'leaf.csr', '-CA', 'inter.crt', '-CAkey', 'inter.key', '-set_serial', '0x52', '-days', '1', '-out', 'leaf.crt', '-extfile', 'peer.ext');
+    openssl('x509', '-req', '-in', 'leaf.csr', '-CA', 'peer-ca.crt', '-CAkey', 'peer-ca.key', '-set_serial', '0x53', '-days', '-1', '-out', 'expired.crt', '-extfile', 'peer.ext');
+    writeFileSync(join(dir, 'leaf-chain.crt'), Buffer.concat([readFileSync(join(dir, 'leaf.crt')), readFileSync(join(dir, 'inter.crt'))]));
+    const leaf = (certFile: string, caFile: string) => ({ peerTlsCertFile: join(dir, certFile), peerTlsKeyFile: join(dir, 'leaf.key'), peerTlsCaFile: join(dir, caFile) });
+    assert.notEqual(resolveConfig(ap(leaf('leaf-chain.crt', 'peer-ca.crt'))).peerTls, null);
+    refused(leaf('leaf.crt', 'peer-ca.crt'), 'PEER_TLS_NOT_SIGNED', /^--peer-tls-cert-file$/);
+    refused(leaf('leaf-chain.crt', 'inter.crt'), 'PEER_TLS_CA_NOT_ROOT', /^--peer-tls-ca-file$/);
+    refused(leaf('expired.crt', 'peer-ca.crt'), 'PEER_TLS_EXPIRED', /^--peer-tls-cert-file$/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

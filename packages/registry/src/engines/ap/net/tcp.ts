@@ -99,6 +99,8 @@ const TLS_FAILURES: Readonly<Record<string, string>> = {
   SELF_SIGNED_CERT_IN_CHAIN: 'its certificate chain ends in a CA other than --peer-tls-ca-file',
   DEPTH_ZERO_SELF_SIGNED_CERT: 'its certificate is self-signed, not signed by --peer-tls-ca-file',
   CERT_SIGNATURE_FAILURE: 'its certificate is not signed by --peer-tls-ca-file',
+  UNABLE_TO_GET_ISSUER_CERT: 'its certificate chain does not reach a CA of --peer-tls-ca-file (give the root CA there)',
+  INVALID_PURPOSE: 'its certificate may not be used for this end of a link (it needs the extended key usages serverAuth and clientAuth)',
   CERT_HAS_EXPIRED: 'its certificate has expired',
   CERT_NOT_YET_VALID: 'its certificate is not valid yet',
   ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: "it does not take this node's certificate (signed by another CA than its --peer-tls-ca-file)",
@@ -139,7 +141,7 @@ const PRE_AUTH_REFUSALS: Readonly<Record<string, string>> = {
   AUTH_REQUIRED: 'the node there asks for a proof of a cluster secret this node did not give',
   WRONG_VERSION: 'the node there speaks another peer protocol version: run the same Switchboard version on every node',
   INVALID_ID: "the node there does not take this node's id: give it a --node-id of 1-253 characters of A-Z a-z 0-9 . _ -",
-  CERT_REFUSED: "the node there does not take this node's certificate: sign it with the CA every node has in --peer-tls-ca-file",
+  CERT_REFUSED: "the node there does not take this node's certificate (not signed by its --peer-tls-ca-file, expired, or without the key usages a peer certificate needs)",
   NO_SECRET: 'the node there has no cluster secret: give every node the same --peer-secret-file',
 };
 
@@ -263,6 +265,10 @@ export class TcpPeerTransport implements TcpTransport {
   private server: Server | null = null;
   /** Every connection the listener took (TCP level), to end those no link holds at close. */
   private readonly accepted = new Set<Socket>();
+  /** Peer TLS: connections in their TLS handshake, by remote "address:port". */
+  private readonly inTls = new Map<string, Socket>();
+  /** "address:port" of connections closed by the per-address bound (their TLS error is not logged again). */
+  private readonly shedded = new Set<string>();
   private bound: HostPort;
   private advertised: HostPort;
   private pingTimer: NodeJS.Timeout | undefined;
@@ -307,15 +313,36 @@ export class TcpPeerTransport implements TcpTransport {
       : createServer((socket) => this.accept(socket));
     if (tls) {
       server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
-        const from = socket.remoteAddress === undefined ? 'an address already gone' : `${socket.remoteAddress}:${socket.remotePort}`;
-        this.inboundWarning({ from, err: err.message }, `a peer connection from ${from} failed its TLS handshake: ${err.code === 'ERR_SSL_HTTP_REQUEST' || err.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? 'it does not speak TLS' : err.message}`);
+        // The listener only reports a failed or timed-out TLS handshake: the connection
+        // would stay open, holding a slot, if it were not ended here.
+        socket.destroy();
+        const key = `${socket.remoteAddress}:${socket.remotePort}`;
+        const raw = this.inTls.get(key);
+        this.inTls.delete(key);
+        if (this.shedded.delete(key)) return; // closed by the per-address bound, logged there
+        const from = raw ? `${raw.remoteAddress}:${raw.remotePort}` : 'an address already gone';
+        const why = err.code === 'ERR_SSL_HTTP_REQUEST' || err.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? 'it does not speak TLS' : err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? `no TLS handshake within peerHandshakeTimeoutMs (${this.limits.peerHandshakeTimeoutMs} ms)` : err.message;
+        this.inboundWarning({ from, err: err.message }, `a peer connection from ${from} failed its TLS handshake: ${why}`);
       });
     }
     // Links, crossed dials, and room beyond what one address may hold in handshakes.
     server.maxConnections = this.limits.peerMaxPeers * 3 + 4;
     server.on('connection', (raw: Socket) => {
       this.accepted.add(raw);
-      raw.once('close', () => this.accepted.delete(raw));
+      const key = `${raw.remoteAddress}:${raw.remotePort}`;
+      raw.once('close', () => {
+        this.accepted.delete(raw);
+        if (this.inTls.get(key) === raw) this.inTls.delete(key);
+      });
+      if (!tls) return;
+      // Peer TLS: the handshake is a handshake too, bounded per address like the link's.
+      if (this.handshakesFrom(raw.remoteAddress) >= this.limits.peerMaxPeers + 1) {
+        this.inboundWarning({ from: key }, `closed a peer connection from ${raw.remoteAddress}: it already has ${this.limits.peerMaxPeers + 1} connections in their handshake (peerMaxPeers + 1)`);
+        if (this.shedded.size >= 1_000) this.shedded.clear(); // keys whose TLS error never came
+        this.shedded.add(key);
+        return void raw.destroy();
+      }
+      this.inTls.set(key, raw);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -434,8 +461,9 @@ export class TcpPeerTransport implements TcpTransport {
     const ended: Promise<void>[] = [];
     for (const l of [...this.links]) {
       if (l.state === 'up') {
-        // Flush what is queued, say goodbye, then end: the peer marks us down at once.
-        if (l.peer) this.flush(l.peer);
+        // Flush what is queued (all of it, whatever the socket buffers: the queue is
+        // bounded), say goodbye, then end: the peer marks us down at once.
+        if (l.peer) this.flush(l.peer, true);
         this.write(l, encodeFrame([FrameKind.Bye, { reason: 'closing' }], this.limits.peerMaxFrameBytes));
       }
       ended.push(
@@ -514,16 +542,23 @@ export class TcpPeerTransport implements TcpTransport {
     };
   }
 
+  /** Connections from `address` in a handshake: links not up yet, and (peer TLS) TLS handshakes. */
+  private handshakesFrom(address: string | undefined): number {
+    let pending = 0;
+    for (const l of this.links) if (this.fromOutside(l) && l.socket.remoteAddress === address) pending++;
+    for (const raw of this.inTls.values()) if (raw.remoteAddress === address) pending++;
+    return pending;
+  }
+
   private accept(socket: Socket): void {
+    if (this.opts.tls) this.inTls.delete(`${socket.remoteAddress}:${socket.remotePort}`);
     if (this.closed) return void socket.destroy();
     // One address may not hold more than a few connections in their handshake: whoever
     // reaches the port could otherwise take every connection the listener allows.
-    let pending = 0;
-    for (const l of this.links) if (this.fromOutside(l) && l.socket.remoteAddress === socket.remoteAddress) pending++;
     // (Every node of a cluster on one machine comes from the same address: a node has no
     // more honest handshakes from one address than it may have peers.)
     const cap = this.limits.peerMaxPeers + 1;
-    if (pending >= cap) {
+    if (this.handshakesFrom(socket.remoteAddress) >= cap) {
       this.inboundWarning({ from: socket.remoteAddress }, `closed a peer connection from ${socket.remoteAddress}: it already has ${cap} connections in their handshake (peerMaxPeers + 1)`);
       return void socket.destroy();
     }
@@ -564,7 +599,7 @@ export class TcpPeerTransport implements TcpTransport {
       const who = `${link.target ? `peer ${link.target.id} at ` : ''}${fmt(link.dialed)}`;
       // Closed in the middle of the TLS handshake: most likely a node without peer TLS,
       // which took the TLS greeting for a malformed frame.
-      const plainPeer = this.opts.tls && !link.helloSent && (err.code === 'ECONNRESET' || err.code === 'EPIPE') ? 'it closed the connection during the TLS handshake: does it run with the --peer-tls-* settings too?' : undefined;
+      const plainPeer = this.opts.tls && !link.helloSent && (err.code === 'ECONNRESET' || err.code === 'EPIPE') ? 'it closed the connection during the TLS handshake (a node without the --peer-tls-* settings does; so does one that is full, or restarting)' : undefined;
       const tlsFailure = TLS_FAILURES[err.code ?? ''] ?? plainPeer;
       // A certificate refused either way is a set-up error: a warning, not an unreachable peer.
       if (tlsFailure) this.problem(link.target, `no TLS link with ${who}: ${tlsFailure} (${err.code}; retrying with backoff)`, 'warn');
@@ -958,7 +993,8 @@ export class TcpPeerTransport implements TcpTransport {
     // not count). The refusals of the authentication itself come before any proof.
     if (this.secret !== null && !link.authed) {
       // Its text is anyone's too: what is logged is this node's own.
-      const said = PRE_AUTH_REFUSALS[code];
+      // With peer TLS the acceptor's certificate held: its word on certificates may be shown.
+      const said = code === 'CERT_REFUSED' && this.opts.tls && detail !== '' ? detail : PRE_AUTH_REFUSALS[code];
       if (said !== undefined) this.problem(link.target, `peer link to ${at} refused by the peer (${code}): ${said}`, 'warn', at);
       else this.log.debug({ peer: link.target?.id, at, code }, `peer link to ${at} refused before the peer proved it knows the cluster secret: not taken into account`);
       return this.kill(link);
@@ -1118,10 +1154,10 @@ export class TcpPeerTransport implements TcpTransport {
   }
 
   /** Writes queued frames while the socket takes them; the rest waits for 'drain'. */
-  private flush(p: Peer): void {
+  private flush(p: Peer, all = false): void {
     const l = p.link;
     if (!l || l.state !== 'up') return;
-    while (p.queue.length > 0 && l.writable) {
+    while (p.queue.length > 0 && (l.writable || all)) {
       // One write per batch of up to 256 KiB: few syscalls, bounded copies.
       let n = 0;
       let bytes = 0;
