@@ -48,6 +48,12 @@ export interface AgentConfig {
   secretFiles: { where: string; path: string }[];
   /** HTTPS for the HTTP API (tlsCertFile, tlsKeyFile); null: plain HTTP. */
   tls: ApiTls | null;
+  /**
+   * cp: the CA certificates (PEM, tlsCaFile) that signed the other nodes' API
+   * certificates, the only ones trusted when this node calls them; null: Node's CAs and
+   * the certificates of this node's own tlsCertFile.
+   */
+  tlsCa: Buffer | null;
   limits: Limits;
   /** Where httpAddr and peerAddr came from (a flag, a variable, a file key), for messages about them. */
   listenFrom: { httpAddr: string; peerAddr: string };
@@ -132,7 +138,7 @@ export class ConfigError extends Error {
 const SECRET_FILE_KEYS = ['apiTokensFile', 'peerSecretFile', 'etcdPasswordFile', 'etcdKeyFile', 'tlsKeyFile'] as const;
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile', 'tlsCaFile'] as const;
 /**
  * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
  * every user in `ps`, and a config file is often readable by more people than the secret.
@@ -450,6 +456,16 @@ function apiTlsOf(pick: Picker): ApiTls | null {
   return { cert: cert.data, key: new Secret(key.data) };
 }
 
+/**
+ * cp: the CAs that signed the other nodes' API certificates (tlsCaFile), trusted when this
+ * node calls them (forwarded consumer reports). Also without tlsCertFile: a node still on
+ * plain HTTP calls the nodes already on HTTPS while a cluster moves to it.
+ */
+function apiTlsCaOf(pick: Picker): Buffer | null {
+  const p = pick('tlsCaFile');
+  return p === undefined ? null : pemCertificate(p, "the CA of the other nodes' API certificates").data;
+}
+
 const PASSWORD_HINT = `put the password in a file readable only by the agent and give it with ${flagOf('etcdPasswordFile')}, or set ${envOf('etcdPassword')}; it is never taken from a flag, which any user can read in ps`;
 
 /**
@@ -500,6 +516,7 @@ const MODE_KEYS: Partial<Record<Key, readonly Mode[]>> = {
   etcdUsername: ['cp'],
   etcdPasswordFile: ['cp'],
   etcdPassword: ['cp'],
+  tlsCaFile: ['cp'],
 };
 
 /** How to take a value out of its source, for hints. */
@@ -618,6 +635,7 @@ export function resolveConfig(sources: Source[]): AgentConfig {
       return p === undefined || typeof p.value !== 'string' ? [] : [{ where: p.where, path: p.value }];
     }),
     tls: apiTlsOf(pick),
+    tlsCa: apiTlsCaOf(pick),
     limits: get('limits', limitsOf, { ...DEFAULT_LIMITS }),
     listenFrom: { httpAddr: pick('httpAddr')?.where ?? flagOf('httpAddr'), peerAddr: pick('peerAddr')?.where ?? flagOf('peerAddr') },
   };

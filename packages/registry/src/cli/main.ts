@@ -48,6 +48,7 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--metrics-open', 'with --api-tokens-file: answer GET /metrics without a token')
     .option('--tls-cert-file <file>', 'serve the HTTP API over HTTPS with this certificate (PEM, its chain after it); with --tls-key-file')
     .option('--tls-key-file <file>', "the certificate's private key (PEM, unencrypted)")
+    .option('--tls-ca-file <file>', "cp: CA certificates (PEM) that signed the other nodes' --tls-cert-file, the only ones trusted when this node calls them (forwarded reports); default Node's CAs and this node's own certificate file")
     .option('--otlp-endpoint <url>', 'send traces (OpenTelemetry, OTLP/HTTP) to this URL; off when unset')
     .option('--log-level <level>', 'fatal | error | warn | info | debug | trace (default info)')
     .option('--log-format <format>', 'json | pretty | auto (default auto: pretty on a terminal)')

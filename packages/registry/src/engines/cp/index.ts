@@ -4,7 +4,8 @@ import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
 import { rootCertificates } from 'node:tls';
 import { Agent } from 'undici';
-import { CpEngine, type CpOptions, type PeerApi } from './engine.js';
+import { CpEngine, type CpOptions } from './engine.js';
+import type { PeerApi } from './forward.js';
 import { probeEndpoints, refusalOf, type Refusal } from './store.js';
 
 /** Deadline of the start's probe of each etcd endpoint. */
@@ -125,13 +126,14 @@ function oneLine(message: string): string {
 
 /**
  * How this node calls the other nodes' API (forwarded consumer reports): with the token
- * file's first write token, and over HTTPS when this node serves it, trusting Node's CAs
- * and the certificates of this node's own file (nodes sharing a certificate, or whose
- * files end with their CA).
+ * file's first write token, over the scheme each node announces, trusting the CAs of
+ * --tls-ca-file only, or else Node's CAs and the certificates of this node's own
+ * --tls-cert-file (nodes sharing one self-signed certificate, or whose files end with
+ * their CA). A node without TLS of its own still calls nodes that serve https (a cluster
+ * moving to TLS a node at a time).
  */
 function peerApiOf(cfg: AgentConfig): PeerApi {
   const token = (): string | null => cfg.apiTokens?.writeToken?.reveal() ?? null;
-  if (cfg.tls === null) return { scheme: 'http', token };
-  const dispatcher = new Agent({ connect: { ca: [...rootCertificates, cfg.tls.cert.toString('utf8')] } });
-  return { scheme: 'https', token, dispatcher };
+  const ca = cfg.tlsCa !== null ? [cfg.tlsCa.toString('utf8')] : [...rootCertificates, ...(cfg.tls === null ? [] : [cfg.tls.cert.toString('utf8')])];
+  return { scheme: cfg.tls === null ? 'http' : 'https', token, dispatcher: new Agent({ connect: { ca } }) };
 }
