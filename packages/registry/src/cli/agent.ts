@@ -86,7 +86,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       const read = readApiTokens(cfg.apiTokens.path, cfg.apiTokens.where);
       const closed = tokens.replace(read.tokens);
       // The cp engine reads the forwarding token from here at each forward.
-      cfg.apiTokens.writeToken = read.writeToken;
+      cfg.apiTokens.forwardToken = read.forwardToken;
       logger.info({ tokens: tokens.counts(), closedConnections: closed }, `API tokens read again from ${cfg.apiTokens.path}${closed > 0 ? `; ${closed} connections opened with a token no longer there were closed` : ''}`);
     } catch (err) {
       const e = err as ConfigError;

@@ -71,8 +71,11 @@ export interface ApiTokensConfig {
   /** Where the path came from (flag, variable or file key), for messages. */
   where: string;
   tokens: ApiToken[];
-  /** The file's first write token: sent by a cp node forwarding a consumer report to another node. */
-  writeToken: Secret<string> | null;
+  /**
+   * What a cp node sends when it forwards a consumer report to another node: the file's
+   * first forward token, else its first write token (ForwardToken); null: neither.
+   */
+  forwardToken: { token: Secret<string>; scope: 'forward' | 'write'; line: number } | null;
 }
 
 /**
@@ -422,8 +425,8 @@ function peerSecretOf(pick: Picker): Secret<Buffer> | null {
 export function readApiTokens(path: string, where: string): ApiTokensConfig {
   const { data } = readNamedFile({ value: path, where, drop: `drop ${where}` }, 'the API token file');
   try {
-    const { tokens, writeToken } = parseTokenFile(data.toString('utf8'));
-    return { path, where, tokens, writeToken: writeToken === null ? null : new Secret(writeToken) };
+    const { tokens, forward } = parseTokenFile(data.toString('utf8'));
+    return { path, where, tokens, forwardToken: forward === null ? null : { token: new Secret(forward.token), scope: forward.scope, line: forward.line } };
   } catch (err) {
     if (!(err instanceof TokenFileError)) throw err;
     throw new ConfigError(where, `${where}: ${path} ${err.message}`, { hint: err.hint });

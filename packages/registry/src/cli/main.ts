@@ -44,7 +44,7 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--alert-webhooks <urls>', 'alert receivers: URL,URL,... (a JSON POST per alert episode)')
     .option('--check-deny-networks <cidrs>', 'networks active checks may not reach, CIDR,CIDR,... (default 169.254.0.0/16,fe80::/10, link-local; "" denies none)')
     .option('--check-allow-networks <cidrs>', 'the only networks active checks may reach, CIDR,CIDR,... (default none: all not denied; deny wins)')
-    .option('--api-tokens-file <file>', 'require bearer tokens on the API: a file of "SCOPE TOKEN" lines (read | write); read again on SIGHUP; default none (open)')
+    .option('--api-tokens-file <file>', 'require bearer tokens on the API: a file of "SCOPE TOKEN" lines (read | write | forward: cp nodes to each other); read again on SIGHUP; default none (open)')
     .option('--metrics-open', 'with --api-tokens-file: answer GET /metrics without a token')
     .option('--tls-cert-file <file>', 'serve the HTTP API over HTTPS with this certificate (PEM, its chain after it); with --tls-key-file')
     .option('--tls-key-file <file>', "the certificate's private key (PEM, unencrypted)")

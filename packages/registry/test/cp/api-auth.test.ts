@@ -1,6 +1,7 @@
 // Goal: cp agents whose API requires tokens and serves HTTPS still add up the consumer
 // reports of an instance on the one node that counts them: a node forwards a report to
-// that node over the scheme it announced, with the token, trusting the CA it was given
+// that node over the scheme it announced, with the token file's forward token (or, in a
+// file without one, its first write token, with a warning at start), trusting the CA it was given
 // (--tls-ca-file) or the certificate the nodes share. A forward the other node refuses
 // (its token) or that this node cannot verify (its certificate) is counted here instead,
 // counted in /v1/status and said in the log with the setting to change, once a minute.
@@ -21,8 +22,10 @@ import { freshPrefix } from './nodes.js';
 
 /** What clients of the test send; every node accepts it. */
 const CLIENT = 'cp-client-write-token-0123456789abcdef';
-/** A token only the node that is given it has (first in its file, so it forwards with it). */
-const STRAY = 'cp-stray-write-token-0123456789abcdef';
+/** What the nodes forward with. */
+const FORWARD = 'cp-forward-token-0123456789abcdef0123';
+/** A forward token only the node that is given it has. */
+const STRAY = 'cp-stray-forward-token-0123456789abcdef';
 
 let etcd: EtcdCluster;
 let dir: string;
@@ -32,8 +35,10 @@ let client: Agent;
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sb-cp-api-auth-'));
   makeTestPki(dir);
-  writeFileSync(at('tokens'), `write ${CLIENT}\n`, { mode: 0o600 });
-  writeFileSync(at('stray-tokens'), `write ${STRAY}\nwrite ${CLIENT}\n`, { mode: 0o600 });
+  writeFileSync(at('tokens'), `write ${CLIENT}\nforward ${FORWARD}\n`, { mode: 0o600 });
+  // The first forward token is the one sent, although a write token comes first; the others are accepted.
+  writeFileSync(at('stray-tokens'), `write ${CLIENT}\nforward ${STRAY}\nforward ${FORWARD}\n`, { mode: 0o600 });
+  writeFileSync(at('write-only-tokens'), `write ${CLIENT}\n`, { mode: 0o600 });
   client = new Agent({ connect: { ca: [readFileSync(at('ca.crt'), 'utf8'), readFileSync(at('self.crt'), 'utf8')] } });
   etcd = await EtcdCluster.start(3);
 });
@@ -134,7 +139,10 @@ test('nodes sharing a self-signed certificate and a token file forward consumer 
     assert.deepEqual(await forwardCounts(byId(nodes, 's1')), { forwarded: 1, not: { auth: 0, tls: 0, other: 0 } });
     const read = await api(byId(nodes, 's1').url, 'GET', `/v1/services/pay/instances/${id}?consistent=true`);
     assert.equal(read.body.health, 'warning');
-    for (const n of nodes) assert.ok(!n.agent.output().includes(CLIENT), 'no token in the log');
+    for (const n of nodes) {
+      assert.ok(!n.agent.output().includes(CLIENT) && !n.agent.output().includes(FORWARD), 'no token in the log');
+      assert.ok(!n.agent.output().includes('holds no forward token'), 'no warning about the forward token');
+    }
   } finally {
     await stopNodes(nodes);
   }
@@ -175,19 +183,19 @@ test('a node whose token the other node refuses counts its reports itself and sa
     const said = warnings(r1, /node r2 at https:\/\/127\.0\.0\.1:\d+ refused this node's token \(UNAUTHENTICATED: the bearer token is not one this node accepts\)/);
     assert.equal(said.length, 1, `one warning a minute:\n${r1.output()}`);
     assert.match(said[0] as string, /same --api-tokens-file/);
-    // The other way round r2's token is accepted.
+    // The other way round r2's forward token is accepted.
     const back = await reportThrough(nodes, 'pay', idCountedBy('r1', ['r1', 'r2'], 'pay'), ['r2', 'r1']);
     assert.deepEqual(back.map((a) => a.reporters), [1, 2]);
-    for (const n of nodes) assert.ok(!n.agent.output().includes(STRAY) && !n.agent.output().includes(CLIENT), 'no token in the log');
+    for (const n of nodes) assert.ok(![STRAY, CLIENT, FORWARD].some((t) => n.agent.output().includes(t)), 'no token in the log');
   } finally {
     await stopNodes(nodes);
   }
 });
 
-test('a node on plain HTTP forwards to a node on HTTPS and back, each called as it announced (a cluster moving to TLS)', { timeout: 90_000 }, async () => {
+test('a node on plain HTTP forwards to a node on HTTPS and back, each called as it announced (a cluster moving to TLS); a file without a forward token forwards with its write token, with a warning', { timeout: 90_000 }, async () => {
   const nodes = await startNodes({
-    h1: ['--api-tokens-file', at('tokens'), '--tls-ca-file', at('ca.crt')],
-    h2: ['--api-tokens-file', at('tokens'), '--tls-cert-file', at('server.crt'), '--tls-key-file', at('server.key')],
+    h1: ['--api-tokens-file', at('write-only-tokens'), '--tls-ca-file', at('ca.crt')],
+    h2: ['--api-tokens-file', at('write-only-tokens'), '--tls-cert-file', at('server.crt'), '--tls-key-file', at('server.key')],
   });
   try {
     assert.match(byId(nodes, 'h1').url, /^http:/);
@@ -196,6 +204,8 @@ test('a node on plain HTTP forwards to a node on HTTPS and back, each called as 
     assert.deepEqual((await reportThrough(nodes, 'pay', idCountedBy('h2', ids, 'pay'), ['h1', 'h2'])).map((a) => a.reporters), [1, 2]);
     assert.deepEqual((await reportThrough(nodes, 'pay', idCountedBy('h1', ids, 'pay'), ['h2', 'h1'])).map((a) => a.reporters), [1, 2]);
     for (const id of ids) assert.deepEqual(await forwardCounts(byId(nodes, id)), { forwarded: 1, not: { auth: 0, tls: 0, other: 0 } }, id);
+    // The nodes forward with CLIENT, a write token, and say so at start.
+    for (const id of ids) assert.match(byId(nodes, id).output(), /"level":40[^\n]*write-only-tokens holds no forward token, so this node forwards consumer reports to the other nodes with its first write token \(line 1\), which allows every write; add a line \\"forward TOKEN\\"/);
   } finally {
     await stopNodes(nodes);
   }

@@ -34,7 +34,7 @@ export interface ForwardFailure {
 /** The same failure towards the same node is a warning at most this often. */
 export const FORWARD_WARN_EVERY_MS = 60_000;
 
-const TOKEN_HINT = "give every node of the cluster the same --api-tokens-file: a node forwards with the file's first write token, which the other nodes must accept";
+const TOKEN_HINT = "give every node of the cluster the same --api-tokens-file: a node forwards with the file's first forward token (else its first write token), which the other nodes must accept";
 
 /** A refusal answer (401 or 403) of the node forwarded to. */
 export function refusedForward(node: string, url: string, status: number, problem: { code?: unknown; detail?: unknown } | undefined): ForwardFailure {
