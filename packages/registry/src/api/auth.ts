@@ -17,8 +17,14 @@ import { sendProblem } from './problem.js';
 export const API_SCOPES = ['read', 'write', 'forward'] as const;
 export type ApiScope = (typeof API_SCOPES)[number];
 
-/** A token shorter than this is refused at start: it could be guessed. */
-export const MIN_TOKEN_LENGTH = 16;
+/**
+ * A token shorter than this is refused at start (API_TOKEN_TOO_SHORT). The node cannot
+ * tell how random a token is, only how long: 32 characters is the length at which a
+ * random token in the poorest usual alphabet, hex, carries 128 bits (openssl rand -hex 16),
+ * beyond any guessing, online or offline; base64 of that length carries 192. The 16
+ * taken before let a random hex token carry 64 bits.
+ */
+export const MIN_TOKEN_LENGTH = 32;
 /** A token longer than this is refused at start (and cannot fit a header comfortably). */
 export const MAX_TOKEN_LENGTH = 512;
 /** The most tokens one file may hold. */
@@ -32,12 +38,17 @@ export interface ApiToken {
   readonly scope: ApiScope;
 }
 
-/** A token file that cannot be used; `line` is 1-based, null for the whole file. The message never holds a token. */
+/**
+ * A token file that cannot be used; `line` is 1-based, null for the whole file; `code`:
+ * API_TOKEN_TOO_SHORT for a token under MIN_TOKEN_LENGTH, INVALID_CONFIG for anything
+ * else. The message never holds a token.
+ */
 export class TokenFileError extends Error {
   constructor(
     readonly line: number | null,
     message: string,
     readonly hint: string,
+    readonly code: 'API_TOKEN_TOO_SHORT' | 'INVALID_CONFIG' = 'INVALID_CONFIG',
   ) {
     super(line === null ? message : `line ${line}: ${message}`);
     this.name = 'TokenFileError';
@@ -96,8 +107,11 @@ function parseLine(line: string, n: number): { entry: ApiToken; token: string } 
   if (!(API_SCOPES as readonly string[]).includes(scope as string)) {
     throw new TokenFileError(n, `the scope must be read, write or forward`, `${FORMAT_HINT}; write implies read, forward allows only the reports cp nodes forward to each other`);
   }
-  if (token.length < MIN_TOKEN_LENGTH || token.length > MAX_TOKEN_LENGTH) {
-    throw new TokenFileError(n, `the token has ${token.length} characters; it must have ${MIN_TOKEN_LENGTH} to ${MAX_TOKEN_LENGTH} (MIN_TOKEN_LENGTH, MAX_TOKEN_LENGTH)`, 'make tokens long and random, for example: openssl rand -hex 32');
+  if (token.length < MIN_TOKEN_LENGTH) {
+    throw new TokenFileError(n, `the token has ${token.length} characters, fewer than ${MIN_TOKEN_LENGTH} (MIN_TOKEN_LENGTH: 128 random bits written in hex)`, 'replace it with a long random token, for example the output of: openssl rand -hex 32', 'API_TOKEN_TOO_SHORT');
+  }
+  if (token.length > MAX_TOKEN_LENGTH) {
+    throw new TokenFileError(n, `the token has ${token.length} characters, more than ${MAX_TOKEN_LENGTH} (MAX_TOKEN_LENGTH)`, 'use a shorter random token, for example the output of: openssl rand -hex 32');
   }
   if (!TOKEN_CHARS.test(token)) {
     throw new TokenFileError(n, 'the token has characters a bearer token may not have', 'use letters, digits and - . _ ~ + / (and = at the end), for example: openssl rand -hex 32');

@@ -429,7 +429,7 @@ export function readApiTokens(path: string, where: string): ApiTokensConfig {
     return { path, where, tokens, forwardToken: forward === null ? null : { token: new Secret(forward.token), scope: forward.scope, line: forward.line } };
   } catch (err) {
     if (!(err instanceof TokenFileError)) throw err;
-    throw new ConfigError(where, `${where}: ${path} ${err.message}`, { hint: err.hint });
+    throw new ConfigError(where, `${where}: ${path} ${err.message}`, { code: err.code, hint: err.hint });
   }
 }
 

@@ -2,7 +2,8 @@
 // bearer token (401 UNAUTHENTICATED) and every write with a read token (403 FORBIDDEN):
 // reads, writes, the SSE watch and the session WebSocket alike; the probes stay open,
 // /metrics needs a token unless metricsOpen; tokens are compared in constant time; a bad
-// token file stops the agent at start (exit 2, INVALID_CONFIG) without printing a token;
+// token file stops the agent at start (exit 2, API_TOKEN_TOO_SHORT for a token under 32
+// characters, INVALID_CONFIG for other lines) without printing a token;
 // SIGHUP reads the file again.
 import { after, before, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,9 +22,9 @@ import { call, SseReader } from '../helpers.js';
 import { run, spawnAgent } from '../integration/process.js';
 import { waitUntil } from '../support/wait.js';
 
-const READ = 'read-token-0123456789abcdef';
-const WRITE = 'write-token-0123456789abcdef';
-const FORWARD = 'forward-token-0123456789abcdef';
+const READ = 'read-token-0123456789abcdef0123456789';
+const WRITE = 'write-token-0123456789abcdef0123456789';
+const FORWARD = 'forward-token-0123456789abcdef0123456789';
 const FILE = `# tokens of the test\n\nread ${READ} # the dashboard\n  write   ${WRITE}  \nforward ${FORWARD}\n`;
 const INSTANCE = { address: '10.0.0.5', port: 8080 };
 
@@ -90,12 +91,16 @@ test('the token file: SCOPE TOKEN lines with comments and blank lines; bad lines
       return true;
     });
   };
-  refused(`read ${READ}\nwrite short-one\n`, /^line 2: the token has 9 characters; it must have 16 to 512/);
+  refused(`read ${READ}\nwrite short-one\n`, /^line 2: the token has 9 characters, fewer than 32 \(MIN_TOKEN_LENGTH: 128 random bits written in hex\)$/);
+  // 31 characters is one short: the code says which refusal it is (scripts, docs).
+  assert.throws(() => parseTokenFile(`write ${'a'.repeat(MIN_TOKEN_LENGTH - 1)}\n`), (err: unknown) => err instanceof TokenFileError && err.code === 'API_TOKEN_TOO_SHORT' && /openssl rand -hex 32/.test(err.hint));
+  assert.equal(parseTokenFile(`write ${'a'.repeat(MIN_TOKEN_LENGTH)}\n`).tokens.length, 1, 'MIN_TOKEN_LENGTH itself is taken');
+  refused(`write ${'a'.repeat(513)}\n`, /^line 1: the token has 513 characters, more than 512 \(MAX_TOKEN_LENGTH\)$/);
   refused(`admin ${READ}\n`, /^line 1: the scope must be read, write or forward/);
   refused(`${READ}\n`, /^line 1: expected "SCOPE TOKEN", found 1 field/);
   refused(`read ${READ} extra\n`, /expected "SCOPE TOKEN", found 3 field\(s\)/);
   refused(`read ${READ}\nwrite ${READ}\n`, /^line 2: the token is the same as on line 1/);
-  refused(`read ${'x'.repeat(20)}"\n`, /characters a bearer token may not have/);
+  refused(`read ${'x'.repeat(40)}"\n`, /characters a bearer token may not have/);
   refused('# nothing\n\n', /holds no token/);
   const many = Array.from({ length: MAX_TOKENS + 1 }, (_, i) => `read token-${String(i).padStart(MIN_TOKEN_LENGTH, '0')}`).join('\n');
   refused(many, /more than 1000 tokens \(limit MAX_TOKENS\)/);
@@ -229,14 +234,14 @@ test('metricsOpen answers /metrics without a token; a node without tokens is ope
   }
 });
 
-test('the agent: a bad token file stops it at start (exit 2, INVALID_CONFIG, a hint, no token shown); SIGHUP reads the file again', { timeout: 60_000 }, async () => {
+test('the agent: a token under 32 characters stops it at start (exit 2, API_TOKEN_TOO_SHORT, a hint naming openssl rand, no token shown); SIGHUP reads the file again', { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sb-tokens-'));
   try {
     const file = join(dir, 'tokens');
     writeFileSync(file, `write ${WRITE}\nread tooshort-secret\n`);
     const r = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0', '--api-tokens-file', file]);
     assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, /invalid configuration: --api-tokens-file: .*tokens line 2: the token has 15 characters.* \[INVALID_CONFIG\]\n {2}hint: /);
+    assert.match(r.stderr, /invalid configuration: --api-tokens-file: .*tokens line 2: the token has 15 characters, fewer than 32 \(MIN_TOKEN_LENGTH.*\) \[API_TOKEN_TOO_SHORT\]\n {2}hint: replace it with a long random token, for example the output of: openssl rand -hex 32\n/);
     assert.ok(!r.stderr.includes('tooshort-secret') && !r.stderr.includes(WRITE), r.stderr);
     const missing = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0'], { SWITCHBOARD_API_TOKENS_FILE: join(dir, 'none') });
     assert.equal(missing.code, 2);
