@@ -20,8 +20,6 @@ export interface RunningAgent {
   stop(): Promise<void>;
   /** Reads the API token file again (SIGHUP); a file that is no longer valid is logged and the tokens in use are kept. */
   reloadTokens(): void;
-  /** Whether the API requires tokens (a token file is configured). */
-  readonly tokensRequired: boolean;
 }
 
 export function createLogger(cfg: Pick<AgentConfig, 'logLevel' | 'logFormat'>, stream: NodeJS.WritableStream = process.stdout): Logger {
@@ -93,7 +91,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       logger.error({ code: e.code, hint: e.hint }, `API tokens not reloaded, the tokens in use stay: ${e.message}`);
     }
   };
-  return { app, engine, url, logger, stop, reloadTokens, tokensRequired: cfg.apiTokens !== null };
+  return { app, engine, url, logger, stop, reloadTokens };
 }
 
 /** A file holding a secret that other users may read is worth a warning (it still works). */

@@ -2,20 +2,17 @@
 import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../version.js';
 import type { RunningAgent } from './agent.js';
-import { ConfigError, envValues, readConfigFile, resolveConfig } from './config.js';
+import { ConfigError, envValues, readConfigFile, resolveConfig, type AgentConfig } from './config.js';
 
-/** Resolves the configuration (flags, environment, file) and starts the agent with it. */
-async function startConfigured(flags: Record<string, unknown>): Promise<RunningAgent> {
+/** Resolves the configuration: flags, environment, file, in that order of precedence. */
+function configured(flags: Record<string, unknown>): AgentConfig {
   const { config, ...rest } = flags;
   const file = typeof config === 'string' ? readConfigFile(config) : {};
-  const cfg = resolveConfig([
+  return resolveConfig([
     { name: 'flag', values: rest },
     { name: 'env', values: envValues(process.env) },
     { name: typeof config === 'string' ? `config file ${config}` : 'file', values: file },
   ]);
-  // Loaded here so that operator commands start without the server's modules.
-  const { startAgent } = await import('./agent.js');
-  return startAgent(cfg);
 }
 
 function agentCommand(program: Command, exit: (code: number) => void): void {
@@ -55,27 +52,51 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--config <file>', 'a JSON file with the same keys in camelCase (httpAddr, dataDir, ..., limits)')
     .addHelpText('after', '\nA setting of another mode (say --peers without --mode ap) is refused, whether it comes from a flag,\nthe environment (SWITCHBOARD_<FLAG>) or the config file.')
     .action(async (flags: Record<string, unknown>) => {
-      let agent: RunningAgent;
+      const refuse = (err: ConfigError): void => {
+        process.stderr.write(`switchboard agent: invalid configuration: ${err.message} [${err.code}]\n${err.hint === undefined ? '' : `  hint: ${err.hint}\n`}`);
+        exit(2);
+      };
+      let cfg: AgentConfig;
       try {
-        agent = await startConfigured(flags);
+        cfg = configured(flags);
       } catch (err) {
-        if (err instanceof ConfigError) {
-          process.stderr.write(`switchboard agent: invalid configuration: ${err.message} [${err.code}]\n${err.hint === undefined ? '' : `  hint: ${err.hint}\n`}`);
-          return exit(2);
-        }
+        if (err instanceof ConfigError) return refuse(err);
         throw err;
       }
+      // Loaded here so that operator commands start without the server's modules.
+      const { createLogger, startAgent } = await import('./agent.js');
+      const logger = createLogger(cfg);
+      // With a token file, SIGHUP reads it again. The handler is there before the start's
+      // slow parts (storage recovery, waiting for etcd): a SIGHUP then (a reload that
+      // logrotate or a deployment sends to every node) is kept for when the node is ready
+      // instead of ending the process. Without a token file, SIGHUP keeps its default
+      // (the process ends).
+      let agent: RunningAgent | undefined;
+      let reloadWhenReady = false;
+      const onHup = (): void => {
+        if (agent !== undefined) return agent.reloadTokens();
+        if (!reloadWhenReady) logger.info({ signal: 'SIGHUP' }, 'signal received while starting: the API token file is read again once the node is ready');
+        reloadWhenReady = true;
+      };
+      if (cfg.apiTokens !== null) process.on('SIGHUP', onHup);
+      try {
+        agent = await startAgent(cfg, logger);
+      } catch (err) {
+        process.off('SIGHUP', onHup);
+        if (err instanceof ConfigError) return refuse(err);
+        throw err;
+      }
+      const running = agent;
+      if (reloadWhenReady) running.reloadTokens();
       const onSignal = (sig: string) => {
-        agent.logger.info({ signal: sig }, 'signal received');
-        agent.stop().then(() => exit(0), (err) => {
-          agent.logger.error({ err }, 'shutdown failed');
+        running.logger.info({ signal: sig }, 'signal received');
+        running.stop().then(() => exit(0), (err) => {
+          running.logger.error({ err }, 'shutdown failed');
           exit(1);
         });
       };
       process.once('SIGTERM', () => onSignal('SIGTERM'));
       process.once('SIGINT', () => onSignal('SIGINT'));
-      // Only with a token file: otherwise SIGHUP keeps its default (the process ends).
-      if (agent.tokensRequired) process.on('SIGHUP', () => agent.reloadTokens());
     });
 }
 

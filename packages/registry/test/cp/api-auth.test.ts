@@ -5,16 +5,19 @@
 // (--tls-ca-file) or the certificate the nodes share. A forward the other node refuses
 // (its token) or that this node cannot verify (its certificate) is counted here instead,
 // counted in /v1/status and said in the log with the setting to change, once a minute.
-// The certificates are made here, with openssl; etcd is a real 3-member cluster.
+// A SIGHUP while a node starts (waiting for etcd) does not end it: the token file is read
+// again once it is ready. The certificates are made here, with openssl; etcd is a real
+// 3-member cluster.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { instanceKey } from '../../src/core/registry.js';
 import { rendezvousOwner } from '../../src/core/rendezvous.js';
-import { spawnAgent, type AgentProcess } from '../integration/process.js';
+import { BIN, spawnAgent, type AgentProcess } from '../integration/process.js';
 import { makeTestPki } from '../support/pki.js';
 import { waitUntil } from '../support/wait.js';
 import { EtcdCluster } from './etcd-cluster.js';
@@ -208,5 +211,37 @@ test('a node on plain HTTP forwards to a node on HTTPS and back, each called as 
     for (const id of ids) assert.match(byId(nodes, id).output(), /"level":40[^\n]*write-only-tokens holds no forward token, so this node forwards consumer reports to the other nodes with its first write token \(line 1\), which allows every write; add a line \\"forward TOKEN\\"/);
   } finally {
     await stopNodes(nodes);
+  }
+});
+
+test('a SIGHUP while the node starts (etcd not reachable yet) does not end it; the token file is read again once it is ready', { timeout: 60_000 }, async () => {
+  const one = await EtcdCluster.start(1);
+  const file = at('startup-tokens');
+  const NEW = 'cp-startup-new-write-token-0123456789ab';
+  writeFileSync(file, `write ${CLIENT}\n`, { mode: 0o600 });
+  await one.kill(0);
+  const child = spawn(process.execPath, [BIN, 'agent', '--http-addr', '127.0.0.1:0', '--log-format', 'json', '--mode', 'cp', '--etcd', one.endpoints.join(','), '--etcd-prefix', freshPrefix(), '--api-tokens-file', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(`${code} ${signal}`)));
+  try {
+    await waitUntil(() => out.includes('cannot be read yet'), 20_000, 'the node to wait for etcd');
+    child.kill('SIGHUP');
+    const ended = await Promise.race([exited, new Promise((r) => setTimeout(() => r(null), 1_000))]);
+    assert.equal(ended, null, `the node ended on SIGHUP:\n${out}`);
+    assert.match(out, /signal received while starting: the API token file is read again once the node is ready/);
+    // The file changes meanwhile; etcd comes back; the node starts with the file as it is now.
+    writeFileSync(file, `write ${NEW}\n`);
+    one.restart(0);
+    await waitUntil(() => /listening on https?:\/\//.test(out) && out.includes('API tokens read again'), 30_000, `the node to start and read the file again:\n${out}`);
+    const url = (/listening on (https?:\/\/[^\s"]+)/.exec(out) as RegExpExecArray)[1] as string;
+    const status = (token: string): Promise<number> => request(`${url}/v1/services`, { headers: { authorization: `Bearer ${token}` } }).then(async (r) => (await r.body.text(), r.statusCode));
+    assert.equal(await status(NEW), 200);
+    assert.equal(await status(CLIENT), 401, 'the token taken out while the node started is refused');
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+    await one.close();
   }
 });
