@@ -1,6 +1,7 @@
 /** The `switchboard` command. Exit codes: 0 success, 1 an error answer, 2 bad usage. */
 import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../version.js';
+import type { Logger } from 'pino';
 import type { RunningAgent } from './agent.js';
 import { ConfigError, envValues, readConfigFile, resolveConfig, type AgentConfig } from './config.js';
 
@@ -63,22 +64,25 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
         if (err instanceof ConfigError) return refuse(err);
         throw err;
       }
-      // Loaded here so that operator commands start without the server's modules.
-      const { createLogger, startAgent } = await import('./agent.js');
-      const logger = createLogger(cfg);
-      // With a token file, SIGHUP reads it again. The handler is there before the start's
-      // slow parts (storage recovery, waiting for etcd): a SIGHUP then (a reload that
-      // logrotate or a deployment sends to every node) is kept for when the node is ready
-      // instead of ending the process. Without a token file, SIGHUP keeps its default
+      // With a token file, SIGHUP reads it again. The handler is there before anything slow
+      // (loading the server, storage recovery, waiting for etcd): a SIGHUP then (a reload
+      // that logrotate or a deployment sends to every node) is kept for when the node is
+      // ready instead of ending the process. Without a token file, SIGHUP keeps its default
       // (the process ends).
       let agent: RunningAgent | undefined;
+      let logger: Logger | undefined;
       let reloadWhenReady = false;
+      const deferred = (): void => void logger?.info({ signal: 'SIGHUP' }, 'signal received while starting: the API token file is read again once the node is ready');
       const onHup = (): void => {
         if (agent !== undefined) return agent.reloadTokens();
-        if (!reloadWhenReady) logger.info({ signal: 'SIGHUP' }, 'signal received while starting: the API token file is read again once the node is ready');
+        if (!reloadWhenReady) deferred();
         reloadWhenReady = true;
       };
       if (cfg.apiTokens !== null) process.on('SIGHUP', onHup);
+      // Loaded here so that operator commands start without the server's modules.
+      const { createLogger, startAgent } = await import('./agent.js');
+      logger = createLogger(cfg);
+      if (reloadWhenReady) deferred();
       try {
         agent = await startAgent(cfg, logger);
       } catch (err) {
