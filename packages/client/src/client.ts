@@ -52,7 +52,8 @@ export interface ClientOptions {
   token?: string;
   /**
    * CA certificates (PEM) to trust for `https://` registry nodes whose certificate a
-   * private CA signed, besides Node's own CAs. Default: none.
+   * private CA signed, besides Node's own CAs. Default: none. A registry certificate the
+   * client cannot verify is a {@link TlsError}, not retried.
    */
   ca?: string | Buffer | readonly (string | Buffer)[];
   /** A file of such CA certificates (PEM), read once by the constructor. Default `$SWITCHBOARD_CA_FILE`. */

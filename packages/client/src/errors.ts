@@ -3,7 +3,7 @@
  * the registry's own problem codes (api-v1.md, `ERRORS` in @switchboard/protocol) when the
  * registry refused a request, and client-side codes for what happens in this process.
  */
-import { ERRORS, type ErrorCode, type Problem } from '@switchboard/protocol';
+import { ERRORS, type ErrorCode, type Problem, type TlsFailure, type TlsFailureKind } from '@switchboard/protocol';
 
 /**
  * Codes of failures that happen in the client, not in the registry.
@@ -30,6 +30,8 @@ export const CLIENT_ERROR_CODES = [
   'UPSTREAM_FAILED',
   /** The registry answered something that is not API v1. */
   'PROTOCOL_ERROR',
+  /** A registry node's TLS certificate could not be verified, or the node speaks no TLS; not retried. */
+  'TLS_ERROR',
 ] as const;
 
 /**
@@ -188,7 +190,8 @@ export class RegistryUnavailableAnswerError extends RegistryError {
  * none, or one it does not accept) or found it may only read (`FORBIDDEN`, 403: a write
  * or the session with a `read` token). Never retried: the client stops what needed it
  * (registrations reject, views fail `ready()`) and reports it once as 'registry-error'.
- * Give a valid token with the `token` option or `SWITCHBOARD_TOKEN`.
+ * Give a valid token with the `token` option or `SWITCHBOARD_TOKEN`. A certificate the
+ * client cannot verify is handled the same way: {@link TlsError}.
  *
  * @example
  * await client.register({ service: 'orders', port: 8080 }).catch((e) => { if (e instanceof AuthError) console.error('check SWITCHBOARD_TOKEN:', e.message); });
@@ -197,6 +200,49 @@ export class AuthError extends RegistryError {
   constructor(problem: Problem, endpoint?: string) {
     super(problem, endpoint);
     this.name = 'AuthError';
+  }
+}
+
+/** What the SDK says about each kind of TLS failure, and what to change. */
+const TLS_TEXT: Readonly<Record<TlsFailureKind, { reason: string; hint: string }>> = {
+  untrusted: { reason: "the registry's TLS certificate is not trusted", hint: 'give the CA that signed it with the ca or caFile option (or SWITCHBOARD_CA_FILE=FILE)' },
+  name: { reason: "the registry's TLS certificate is not for this address", hint: "use an endpoint with the name or address the certificate was issued for (its subjectAltName)" },
+  time: { reason: "the registry's TLS certificate has expired or is not valid yet", hint: "the registry's certificate must be renewed (or this machine's clock is wrong)" },
+  plain: { reason: 'the registry does not answer with TLS', hint: 'give the endpoint as http://, or start the registry with --tls-cert-file' },
+};
+
+/**
+ * A registry node's TLS certificate could not be verified: no CA the client trusts signed
+ * it (`kind` `untrusted`: `SELF_SIGNED_CERT_IN_CHAIN`, `UNABLE_TO_VERIFY_LEAF_SIGNATURE`,
+ * ...), it is for another name or address (`name`), it has expired (`time`); or an
+ * https:// endpoint speaks no TLS (`plain`). Waiting does not change any of these, so it
+ * is handled like an {@link AuthError}: never retried, no failover to other endpoints;
+ * registrations reject, views fail `ready()`, and the client reports it once as
+ * 'registry-error'. `hint` says what to change (for a private CA: the `ca` or `caFile`
+ * option, or `SWITCHBOARD_CA_FILE`).
+ *
+ * @example
+ * await client.service('orders').ready().catch((e) => { if (e instanceof TlsError) console.error(e.tlsCode, e.hint); });
+ */
+export class TlsError extends SwitchboardClientError {
+  declare readonly code: 'TLS_ERROR';
+  /** The registry endpoint dialed. */
+  readonly endpoint: string;
+  /** What is wrong: `untrusted`, `name`, `time` or `plain`. */
+  readonly kind: TlsFailureKind;
+  /** Node's code of the failure, such as `SELF_SIGNED_CERT_IN_CHAIN` or `ERR_TLS_CERT_ALTNAME_INVALID`. */
+  readonly tlsCode: string;
+  /** What to change. */
+  readonly hint: string;
+
+  constructor(endpoint: string, failure: TlsFailure, cause?: unknown) {
+    const text = TLS_TEXT[failure.kind];
+    super('TLS_ERROR', `${endpoint}: ${text.reason} (${failure.code}); ${text.hint}`, { cause });
+    this.name = 'TlsError';
+    this.endpoint = endpoint;
+    this.kind = failure.kind;
+    this.tlsCode = failure.code;
+    this.hint = text.hint;
   }
 }
 

@@ -17,8 +17,8 @@ import { request } from 'undici';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { parseEventId, type Instance, type Problem, type NodeStatus, type ResetEvent, type ServiceAnswer, type WatchEvent } from '@switchboard/protocol';
 import { Backoff, type BackoffOptions } from './backoff.js';
-import { AuthError, ProtocolError, RegistryUnavailableError, TimeoutError, registryError } from './errors.js';
-import { queryString, retryAfterHeader, retryAfterOf, type Endpoints, type RegistryHttp } from './registry-http.js';
+import { ProtocolError, RegistryUnavailableError, TimeoutError, registryError } from './errors.js';
+import { isAccessError, queryString, retryAfterHeader, retryAfterOf, tlsErrorOf, type AccessError, type Endpoints, type RegistryHttp } from './registry-http.js';
 import { readSnapshot, writeSnapshot } from './snapshot.js';
 import { sleep, unrefTimer } from './time.js';
 
@@ -74,8 +74,8 @@ export class ServiceFeed {
   private staleFlag = false;
   private loaded = false;
   private readyWaiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
-  /** The registry refused the client's token: the feed stops, and whenReady rejects with it. */
-  private failure: AuthError | null = null;
+  /** The registry refused the client's token, or its certificate cannot be verified: the feed stops, and whenReady rejects with it. */
+  private failure: AccessError | null = null;
   private readonly listeners = new Set<FeedListener>();
   private closed = false;
   private readonly stop = new AbortController();
@@ -183,7 +183,7 @@ export class ServiceFeed {
           if (streamed) break;
         } catch (err) {
           if (this.closed) return;
-          if (err instanceof AuthError) return this.fail(err);
+          if (isAccessError(err)) return this.fail(err);
           last = err;
           endpoints.failed(endpoint);
         }
@@ -206,8 +206,8 @@ export class ServiceFeed {
     }
   }
 
-  /** A refused token is not retried: waiters get the error, listeners hear it once. */
-  private fail(err: AuthError): void {
+  /** A refused token or an unverified certificate is not retried: waiters get the error, listeners hear it once. */
+  private fail(err: AccessError): void {
     this.failure = err;
     for (const w of this.readyWaiters.splice(0)) w.reject(err);
     this.opts.onError(err);
@@ -260,6 +260,8 @@ export class ServiceFeed {
       dispatcher: this.opts.http.dispatcher,
       signal,
       headers: { accept: 'text/event-stream', ...this.opts.http.authHeaders, ...(this.epoch !== null ? { 'last-event-id': `${this.epoch}:${this.position}` } : {}) },
+    }).catch((err: unknown) => {
+      throw tlsErrorOf(err, endpoint) ?? err;
     });
     if (res.statusCode !== 200) {
       const text = await res.body.text().catch(() => '');

@@ -7,9 +7,9 @@
  * node is reported, so that the registrar can register the instances again.
  */
 import { Backoff, type BackoffOptions } from './backoff.js';
-import { AuthError, ClientClosedError, RegistryError, RegistryUnavailableError } from './errors.js';
+import { ClientClosedError, RegistryError, RegistryUnavailableError } from './errors.js';
 import type { Endpoints, RegistryHttp } from './registry-http.js';
-import { isUnavailable, retryAfterOf } from './registry-http.js';
+import { isAccessError, isUnavailable, retryAfterOf, type AccessError } from './registry-http.js';
 import { RestBinding, SessionUnsupportedError, WsBinding, type Binding, type BindingEnd, type LeaseInfo } from './session.js';
 import { sleep } from './time.js';
 
@@ -58,8 +58,8 @@ export class LeaseKeeper {
   /** Endpoints that refused the session upgrade; `auto` uses REST leases there. */
   private readonly restOnly = new Set<string>();
   private loop: Promise<void> = Promise.resolve();
-  /** Set when the registry refused the client's token (401/403): the keeper has stopped for good. */
-  private failure: AuthError | null = null;
+  /** Set when the registry refused the client's token (401/403) or its certificate cannot be verified: the keeper has stopped for good. */
+  private failure: AccessError | null = null;
 
   constructor(
     private readonly endpoints: Endpoints,
@@ -207,7 +207,7 @@ export class LeaseKeeper {
           return await this.bind(endpoint, leaseId);
         } catch (err) {
           if (this.closed) return null;
-          if (err instanceof AuthError) {
+          if (isAccessError(err)) {
             this.fail(err);
             return null;
           }
@@ -223,10 +223,11 @@ export class LeaseKeeper {
   }
 
   /**
-   * The registry refused the token: not retried. Waiting callers (registrations) get the
-   * error, and so does every later one; listeners hear it once.
+   * The registry refused the token, or its certificate cannot be verified: not retried.
+   * Waiting callers (registrations) get the error, and so does every later one; listeners
+   * hear it once.
    */
-  private fail(err: AuthError): void {
+  private fail(err: AccessError): void {
     this.failure = err;
     this.wake();
     this.opts.onError(err);

@@ -20,10 +20,10 @@ import {
   type WriteResult,
 } from '@switchboard/protocol';
 import { Backoff, type BackoffOptions } from './backoff.js';
-import { AuthError, ClientClosedError, InstanceNotFoundError, InvalidArgumentError, LeaseNotFoundError, RegistryError } from './errors.js';
+import { ClientClosedError, InstanceNotFoundError, InvalidArgumentError, LeaseNotFoundError, RegistryError } from './errors.js';
 import { defaultAddress, defaultInstanceId } from './identity.js';
 import type { LeaseChange, LeaseKeeper } from './lease.js';
-import { isUnavailable, type RegistryHttp } from './registry-http.js';
+import { isAccessError, isUnavailable, type AccessError, type RegistryHttp } from './registry-http.js';
 import type { LeaseInfo } from './session.js';
 import { sleep } from './time.js';
 
@@ -316,7 +316,7 @@ export class Registrar {
       try {
         lease = await this.keeper.current(this.stop.signal);
       } catch (err) {
-        if (err instanceof AuthError) this.refuseAll(err);
+        if (isAccessError(err)) this.refuseAll(err);
         return;
       }
       // A node that asked us to wait (429 or 503 with Retry-After) is not written to before that.
@@ -356,8 +356,8 @@ export class Registrar {
     this.notifySettled();
   }
 
-  /** The registry refused the token (no lease can be had): every waiting registration rejects with it; those never accepted are dropped. */
-  private refuseAll(err: AuthError): void {
+  /** The registry refused the token or its certificate cannot be verified (no lease can be had): every waiting registration rejects with it; those never accepted are dropped. */
+  private refuseAll(err: AccessError): void {
     for (const e of [...this.entries.values()]) {
       for (const w of e.waiters.splice(0)) w.reject(err);
       if (e.revision === 0) this.entries.delete(e.key);

@@ -5,8 +5,8 @@
  */
 import { rootCertificates } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
-import type { Problem } from '@switchboard/protocol';
-import { ProtocolError, RegistryError, RegistryUnavailableError, registryError } from './errors.js';
+import { tlsFailureOf, type Problem } from '@switchboard/protocol';
+import { AuthError, ProtocolError, RegistryError, RegistryUnavailableError, TlsError, registryError } from './errors.js';
 import { deadline, sleep } from './time.js';
 import { withTraceHeaders } from './trace-context.js';
 
@@ -149,7 +149,25 @@ export function queryString(q: Query | undefined): string {
 /** @internal True for an error that says "try another node": unreachable, timed out, not ready. */
 export function isUnavailable(err: unknown): boolean {
   if (err instanceof RegistryError) return err.code === 'NOT_READY' || err.code === 'STORE_UNAVAILABLE' || err.status >= 500;
-  return !(err instanceof ProtocolError) && !(err instanceof RangeError);
+  return !(err instanceof ProtocolError) && !(err instanceof RangeError) && !(err instanceof TlsError);
+}
+
+/** @internal `err` as a TlsError when it is a TLS failure of a connection to `endpoint` (a registry node). */
+export function tlsErrorOf(err: unknown, endpoint: string): TlsError | undefined {
+  if (err instanceof TlsError) return err;
+  const failure = tlsFailureOf(err);
+  return failure === undefined ? undefined : new TlsError(endpoint, failure, err);
+}
+
+/**
+ * @internal A refusal that waiting does not change (the token, the certificate): the client stops what
+ * needed it instead of retrying, and says it once.
+ */
+export type AccessError = AuthError | TlsError;
+
+/** @internal */
+export function isAccessError(err: unknown): err is AccessError {
+  return err instanceof AuthError || err instanceof TlsError;
 }
 
 /**
@@ -214,6 +232,9 @@ export class RegistryHttp {
       return { status: res.statusCode, body: parseAnswer<T>(res, text, endpoint), headers: res.headers, endpoint };
     } catch (err) {
       if (dl.signal.aborted) throw dl.signal.reason;
+      // A certificate this client cannot verify: the same on every attempt.
+      const tls = tlsErrorOf(err, endpoint);
+      if (tls !== undefined) throw tls;
       this.endpoints.coolDown(endpoint, retryAfterOf(err));
       throw err;
     } finally {

@@ -14,7 +14,7 @@ import {
   type SessionServerMessage,
 } from '@switchboard/protocol';
 import { LeaseNotFoundError, ProtocolError, RegistryError, registryError, SwitchboardClientError, TimeoutError } from './errors.js';
-import { retryAfterHeader, type RegistryHttp } from './registry-http.js';
+import { retryAfterHeader, tlsErrorOf, type RegistryHttp } from './registry-http.js';
 import { unrefTimer } from './time.js';
 
 /**
@@ -200,7 +200,7 @@ export class WsBinding implements Binding {
         }
         fail(new Error(`${opts.endpoint} refused the session: HTTP ${status}`));
       });
-      ws.on('error', (err) => fail(err));
+      ws.on('error', (err) => fail(tlsErrorOf(err, opts.endpoint) ?? err));
       ws.on('close', (code) => fail(new Error(`session closed while binding: ${code}`)));
       ws.on('open', () => send(bindMsg()));
       ws.on('message', (data) => {

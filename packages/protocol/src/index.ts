@@ -9,3 +9,4 @@ export * from './schemas.js';
 export * from './session.js';
 export * from './filter.js';
 export * from './unknown-fields.js';
+export * from './tls.js';

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { AuthError, connect, RegistryError } from '../../src/index.js';
 import { spawnAgent, waitFor, type Agent } from '../helpers.js';
 
-const READ = 'sdk-read-token-0123456789abcdef';
+const READ = 'sdk-read-token-0123456789abcdef0123';
 const WRITE = 'sdk-write-token-0123456789abcdef';
 let dir: string;
 let agent: Agent;

@@ -1,7 +1,8 @@
 /**
  * Bearer tokens for the HTTP API (off unless the agent is given a token file). Each token
- * has a scope: `read` (GET requests and the watch stream) or `write` (everything, the
- * session stream included). Tokens are kept as SHA-256 digests only and compared in
+ * has a scope: `read` (GET requests and the watch stream), `write` (everything, the
+ * session stream included) or `forward` (only the consumer reports a cp node forwards to
+ * another: the credential nodes call each other with, good for nothing else). Tokens are kept as SHA-256 digests only and compared in
  * constant time against every known token, so that neither the answer's timing nor a log
  * line can tell anything about them.
  */
@@ -10,13 +11,20 @@ import crypto from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { SESSION_PATH, SwitchboardError } from '@switchboard/protocol';
+import { FORWARDED_REPORT_HEADER } from '../engines/engine.js';
 import { sendProblem } from './problem.js';
 
-export const API_SCOPES = ['read', 'write'] as const;
+export const API_SCOPES = ['read', 'write', 'forward'] as const;
 export type ApiScope = (typeof API_SCOPES)[number];
 
-/** A token shorter than this is refused at start: it could be guessed. */
-export const MIN_TOKEN_LENGTH = 16;
+/**
+ * A token shorter than this is refused at start (API_TOKEN_TOO_SHORT). The node cannot
+ * tell how random a token is, only how long: 32 characters is the length at which a
+ * random token in the poorest usual alphabet, hex, carries 128 bits (openssl rand -hex 16),
+ * beyond any guessing, online or offline; base64 of that length carries 192. The 16
+ * taken before let a random hex token carry 64 bits.
+ */
+export const MIN_TOKEN_LENGTH = 32;
 /** A token longer than this is refused at start (and cannot fit a header comfortably). */
 export const MAX_TOKEN_LENGTH = 512;
 /** The most tokens one file may hold. */
@@ -30,30 +38,46 @@ export interface ApiToken {
   readonly scope: ApiScope;
 }
 
-/** A token file that cannot be used; `line` is 1-based, null for the whole file. The message never holds a token. */
+/**
+ * A token file that cannot be used; `line` is 1-based, null for the whole file; `code`:
+ * API_TOKEN_TOO_SHORT for a token under MIN_TOKEN_LENGTH, INVALID_CONFIG for anything
+ * else. The message never holds a token.
+ */
 export class TokenFileError extends Error {
   constructor(
     readonly line: number | null,
     message: string,
     readonly hint: string,
+    readonly code: 'API_TOKEN_TOO_SHORT' | 'INVALID_CONFIG' = 'INVALID_CONFIG',
   ) {
     super(line === null ? message : `line ${line}: ${message}`);
     this.name = 'TokenFileError';
   }
 }
 
-const FORMAT_HINT = 'write one token per line as "SCOPE TOKEN" (SCOPE read or write), for example "write 3f9a0c1e5b7d2f4a6c8e0b1d3f5a7c9e"; a # starts a comment, blank lines are ignored';
+const FORMAT_HINT = 'write one token per line as "SCOPE TOKEN" (SCOPE read, write or forward), for example "write 3f9a0c1e5b7d2f4a6c8e0b1d3f5a7c9e"; a # starts a comment, blank lines are ignored';
+
+/**
+ * The token a cp node sends when it forwards a consumer report to another node (nodes of a
+ * cluster share their token file): the file's first `forward` token, else its first
+ * `write` token (files written before the forward scope); `line` is 1-based.
+ */
+export interface ForwardToken {
+  token: string;
+  scope: 'forward' | 'write';
+  line: number;
+}
 
 const digestOf = (token: string): Buffer => crypto.createHash('sha256').update(token, 'utf8').digest();
 
 /**
  * Parses a token file: `SCOPE TOKEN` per line, `#` comments (a line or its end) and blank lines allowed.
- * `writeToken` is the first write token, the one a cp node sends when it forwards a
- * consumer report to another node (nodes of a cluster share their token file).
+ * `forward` is the token a cp node forwards consumer reports with (see ForwardToken).
  */
-export function parseTokenFile(text: string): { tokens: ApiToken[]; writeToken: string | null } {
+export function parseTokenFile(text: string): { tokens: ApiToken[]; forward: ForwardToken | null } {
   const tokens: ApiToken[] = [];
-  let writeToken: string | null = null;
+  let firstForward: ForwardToken | null = null;
+  let firstWrite: ForwardToken | null = null;
   const seen = new Map<string, number>();
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
@@ -61,7 +85,8 @@ export function parseTokenFile(text: string): { tokens: ApiToken[]; writeToken: 
     const line = (lines[i] as string).replace(/(^|\s)#.*$/, '').trim();
     if (line === '') continue;
     const { entry, token } = parseLine(line, i + 1);
-    if (entry.scope === 'write') writeToken ??= token;
+    if (entry.scope === 'forward') firstForward ??= { token, scope: 'forward', line: i + 1 };
+    if (entry.scope === 'write') firstWrite ??= { token, scope: 'write', line: i + 1 };
     const key = entry.digest.toString('hex');
     const first = seen.get(key);
     if (first !== undefined) throw new TokenFileError(i + 1, `the token is the same as on line ${first}`, 'give each token once, with one scope');
@@ -72,7 +97,7 @@ export function parseTokenFile(text: string): { tokens: ApiToken[]; writeToken: 
   if (tokens.length === 0) {
     throw new TokenFileError(null, 'the file holds no token: every API request would be refused', `${FORMAT_HINT}; to leave the API open, do not set the token file`);
   }
-  return { tokens, writeToken };
+  return { tokens, forward: firstForward ?? firstWrite };
 }
 
 function parseLine(line: string, n: number): { entry: ApiToken; token: string } {
@@ -80,10 +105,13 @@ function parseLine(line: string, n: number): { entry: ApiToken; token: string } 
   const [scope, token] = fields;
   if (fields.length !== 2 || token === undefined) throw new TokenFileError(n, `expected "SCOPE TOKEN", found ${fields.length} field(s)`, FORMAT_HINT);
   if (!(API_SCOPES as readonly string[]).includes(scope as string)) {
-    throw new TokenFileError(n, `the scope must be read or write`, `${FORMAT_HINT}; write implies read`);
+    throw new TokenFileError(n, `the scope must be read, write or forward`, `${FORMAT_HINT}; write implies read, forward allows only the reports cp nodes forward to each other`);
   }
-  if (token.length < MIN_TOKEN_LENGTH || token.length > MAX_TOKEN_LENGTH) {
-    throw new TokenFileError(n, `the token has ${token.length} characters; it must have ${MIN_TOKEN_LENGTH} to ${MAX_TOKEN_LENGTH} (MIN_TOKEN_LENGTH, MAX_TOKEN_LENGTH)`, 'make tokens long and random, for example: openssl rand -hex 32');
+  if (token.length < MIN_TOKEN_LENGTH) {
+    throw new TokenFileError(n, `the token has ${token.length} characters, fewer than ${MIN_TOKEN_LENGTH} (MIN_TOKEN_LENGTH: 128 random bits written in hex)`, 'replace it with a long random token, for example the output of: openssl rand -hex 32', 'API_TOKEN_TOO_SHORT');
+  }
+  if (token.length > MAX_TOKEN_LENGTH) {
+    throw new TokenFileError(n, `the token has ${token.length} characters, more than ${MAX_TOKEN_LENGTH} (MAX_TOKEN_LENGTH)`, 'use a shorter random token, for example the output of: openssl rand -hex 32');
   }
   if (!TOKEN_CHARS.test(token)) {
     throw new TokenFileError(n, 'the token has characters a bearer token may not have', 'use letters, digits and - . _ ~ + / (and = at the end), for example: openssl rand -hex 32');
@@ -127,7 +155,7 @@ export class ApiTokens {
 
   /** How many tokens of each scope there are (for the logs). */
   counts(): Record<ApiScope, number> {
-    const out = { read: 0, write: 0 };
+    const out = { read: 0, write: 0, forward: 0 };
     for (const t of this.#tokens) out[t.scope]++;
     return out;
   }
@@ -165,6 +193,9 @@ const TOKEN_HINT = 'send the header Authorization: Bearer <token> (SDK: the toke
 
 /** Routes whose answer stays open (the watch stream, the session WebSocket). */
 const LONG_LIVED_ROUTES: ReadonlySet<string> = new Set(['/v1/watch', SESSION_PATH]);
+
+/** The route of consumer reports: with FORWARDED_REPORT_HEADER, the one a forward token may call. */
+const REPORTS_ROUTE = '/v1/services/:service/instances/:instanceId/reports';
 
 /** Routes open without a token: the probes and the dashboard's files (which hold no data). */
 const OPEN_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz', '/', '/ui', '/ui/*']);
@@ -205,8 +236,19 @@ export function forbidden(): SwitchboardError {
   });
 }
 
+export function forwardOnly(): SwitchboardError {
+  return new SwitchboardError('FORBIDDEN', 'the token has scope forward: it only forwards consumer reports from one cp node to another', {
+    hint: 'give clients a token of scope read or write; forward tokens are for the nodes of a cp cluster',
+  });
+}
+
+/** A consumer report one cp node forwards to another: what a forward token may do. */
+function isForwardedReport(req: { method: string; routeOptions: { url?: string | undefined }; headers: Record<string, string | string[] | undefined> }): boolean {
+  return req.method === 'POST' && req.routeOptions.url === REPORTS_ROUTE && req.headers[FORWARDED_REPORT_HEADER] !== undefined;
+}
+
 /** The check of one request: null when it may go on, else the refusal. */
-export function authorize(req: { method: string; routeOptions: { url?: string | undefined }; headers: Record<string, string | string[] | undefined> }, opts: AuthOptions): { reason: AuthRefusal; error: SwitchboardError } | null {
+export function authorize(req: { method: string; routeOptions: { url?: string | undefined }; headers: Record<string, string | string[] | undefined> }, opts: AuthOptions): { reason: AuthRefusal; needed?: ApiScope; error: SwitchboardError } | null {
   const needed = scopeNeeded(req.method, req.routeOptions.url, opts.metricsOpen);
   if (needed === null) return null;
   const header = req.headers.authorization;
@@ -215,7 +257,8 @@ export function authorize(req: { method: string; routeOptions: { url?: string | 
   if (token === undefined) return { reason: 'malformed', error: unauthenticated('malformed') };
   const scope = opts.tokens.scopeOf(token);
   if (scope === null) return { reason: 'unknown', error: unauthenticated('unknown') };
-  if (needed === 'write' && scope !== 'write') return { reason: 'scope', error: forbidden() };
+  if (scope === 'forward') return isForwardedReport(req) ? null : { reason: 'scope', needed, error: forwardOnly() };
+  if (needed === 'write' && scope !== 'write') return { reason: 'scope', needed, error: forbidden() };
   // Streams that stay open are noted, to be ended if the token goes (not every keep-alive
   // connection: the next request on one is checked anyway, and closing it under a client
   // that reuses it would fail that client's request).
@@ -224,9 +267,9 @@ export function authorize(req: { method: string; routeOptions: { url?: string | 
 }
 
 /** RFC 6750's challenge for a refusal. */
-function challenge(reason: AuthRefusal): string {
+function challenge(reason: AuthRefusal, needed: ApiScope = 'write'): string {
   if (reason === 'missing') return 'Bearer realm="switchboard"';
-  if (reason === 'scope') return 'Bearer realm="switchboard", error="insufficient_scope", scope="write"';
+  if (reason === 'scope') return `Bearer realm="switchboard", error="insufficient_scope", scope="${needed}"`;
   return 'Bearer realm="switchboard", error="invalid_token"';
 }
 
@@ -236,7 +279,7 @@ export function authHook(opts: AuthOptions) {
     const refusal = authorize(req, opts);
     if (refusal === null) return done();
     opts.refused(refusal.reason);
-    reply.header('www-authenticate', challenge(refusal.reason));
+    reply.header('www-authenticate', challenge(refusal.reason, refusal.needed));
     sendProblem(reply, refusal.error);
   };
 }

@@ -20,8 +20,6 @@ export interface RunningAgent {
   stop(): Promise<void>;
   /** Reads the API token file again (SIGHUP); a file that is no longer valid is logged and the tokens in use are kept. */
   reloadTokens(): void;
-  /** Whether the API requires tokens (a token file is configured). */
-  readonly tokensRequired: boolean;
 }
 
 export function createLogger(cfg: Pick<AgentConfig, 'logLevel' | 'logFormat'>, stream: NodeJS.WritableStream = process.stdout): Logger {
@@ -86,14 +84,14 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       const read = readApiTokens(cfg.apiTokens.path, cfg.apiTokens.where);
       const closed = tokens.replace(read.tokens);
       // The cp engine reads the forwarding token from here at each forward.
-      cfg.apiTokens.writeToken = read.writeToken;
+      cfg.apiTokens.forwardToken = read.forwardToken;
       logger.info({ tokens: tokens.counts(), closedConnections: closed }, `API tokens read again from ${cfg.apiTokens.path}${closed > 0 ? `; ${closed} connections opened with a token no longer there were closed` : ''}`);
     } catch (err) {
       const e = err as ConfigError;
       logger.error({ code: e.code, hint: e.hint }, `API tokens not reloaded, the tokens in use stay: ${e.message}`);
     }
   };
-  return { app, engine, url, logger, stop, reloadTokens, tokensRequired: cfg.apiTokens !== null };
+  return { app, engine, url, logger, stop, reloadTokens };
 }
 
 /** A file holding a secret that other users may read is worth a warning (it still works). */

@@ -50,6 +50,12 @@ export interface AgentConfig {
   secretFiles: { where: string; path: string }[];
   /** HTTPS for the HTTP API (tlsCertFile, tlsKeyFile); null: plain HTTP. */
   tls: ApiTls | null;
+  /**
+   * cp: the CA certificates (PEM, tlsCaFile) that signed the other nodes' API
+   * certificates, the only ones trusted when this node calls them; null: Node's CAs and
+   * the certificates of this node's own tlsCertFile.
+   */
+  tlsCa: Buffer | null;
   limits: Limits;
   /** Where httpAddr and peerAddr came from (a flag, a variable, a file key), for messages about them. */
   listenFrom: { httpAddr: string; peerAddr: string };
@@ -67,8 +73,11 @@ export interface ApiTokensConfig {
   /** Where the path came from (flag, variable or file key), for messages. */
   where: string;
   tokens: ApiToken[];
-  /** The file's first write token: sent by a cp node forwarding a consumer report to another node. */
-  writeToken: Secret<string> | null;
+  /**
+   * What a cp node sends when it forwards a consumer report to another node: the file's
+   * first forward token, else its first write token (ForwardToken); null: neither.
+   */
+  forwardToken: { token: Secret<string>; scope: 'forward' | 'write'; line: number } | null;
 }
 
 /**
@@ -134,7 +143,7 @@ export class ConfigError extends Error {
 const SECRET_FILE_KEYS = ['apiTokensFile', 'peerSecretFile', 'etcdPasswordFile', 'etcdKeyFile', 'tlsKeyFile', 'peerTlsKeyFile'] as const;
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'peerTlsCertFile', 'peerTlsKeyFile', 'peerTlsCaFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'peerTlsCertFile', 'peerTlsKeyFile', 'peerTlsCaFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile', 'tlsCaFile'] as const;
 /**
  * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
  * every user in `ps`, and a config file is often readable by more people than the secret.
@@ -418,11 +427,11 @@ function peerSecretOf(pick: Picker): Secret<Buffer> | null {
 export function readApiTokens(path: string, where: string): ApiTokensConfig {
   const { data } = readNamedFile({ value: path, where, drop: `drop ${where}` }, 'the API token file');
   try {
-    const { tokens, writeToken } = parseTokenFile(data.toString('utf8'));
-    return { path, where, tokens, writeToken: writeToken === null ? null : new Secret(writeToken) };
+    const { tokens, forward } = parseTokenFile(data.toString('utf8'));
+    return { path, where, tokens, forwardToken: forward === null ? null : { token: new Secret(forward.token), scope: forward.scope, line: forward.line } };
   } catch (err) {
     if (!(err instanceof TokenFileError)) throw err;
-    throw new ConfigError(where, `${where}: ${path} ${err.message}`, { hint: err.hint });
+    throw new ConfigError(where, `${where}: ${path} ${err.message}`, { code: err.code, hint: err.hint });
   }
 }
 
@@ -532,6 +541,16 @@ function pemChain(data: Buffer): X509Certificate[] {
   return out;
 }
 
+/**
+ * cp: the CAs that signed the other nodes' API certificates (tlsCaFile), trusted when this
+ * node calls them (forwarded consumer reports). Also without tlsCertFile: a node still on
+ * plain HTTP calls the nodes already on HTTPS while a cluster moves to it.
+ */
+function apiTlsCaOf(pick: Picker): Buffer | null {
+  const p = pick('tlsCaFile');
+  return p === undefined ? null : pemCertificate(p, "the CA of the other nodes' API certificates").data;
+}
+
 const PASSWORD_HINT = `put the password in a file readable only by the agent and give it with ${flagOf('etcdPasswordFile')}, or set ${envOf('etcdPassword')}; it is never taken from a flag, which any user can read in ps`;
 
 /**
@@ -585,6 +604,7 @@ const MODE_KEYS: Partial<Record<Key, readonly Mode[]>> = {
   etcdUsername: ['cp'],
   etcdPasswordFile: ['cp'],
   etcdPassword: ['cp'],
+  tlsCaFile: ['cp'],
 };
 
 /** How to take a value out of its source, for hints. */
@@ -704,6 +724,7 @@ export function resolveConfig(sources: Source[]): AgentConfig {
       return p === undefined || typeof p.value !== 'string' ? [] : [{ where: p.where, path: p.value }];
     }),
     tls: apiTlsOf(pick),
+    tlsCa: apiTlsCaOf(pick),
     limits: get('limits', limitsOf, { ...DEFAULT_LIMITS }),
     listenFrom: { httpAddr: pick('httpAddr')?.where ?? flagOf('httpAddr'), peerAddr: pick('peerAddr')?.where ?? flagOf('peerAddr') },
   };

@@ -1,21 +1,19 @@
 /** The `switchboard` command. Exit codes: 0 success, 1 an error answer, 2 bad usage. */
 import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../version.js';
+import type { Logger } from 'pino';
 import type { RunningAgent } from './agent.js';
-import { ConfigError, envValues, readConfigFile, resolveConfig } from './config.js';
+import { ConfigError, envValues, readConfigFile, resolveConfig, type AgentConfig } from './config.js';
 
-/** Resolves the configuration (flags, environment, file) and starts the agent with it. */
-async function startConfigured(flags: Record<string, unknown>): Promise<RunningAgent> {
+/** Resolves the configuration: flags, environment, file, in that order of precedence. */
+function configured(flags: Record<string, unknown>): AgentConfig {
   const { config, ...rest } = flags;
   const file = typeof config === 'string' ? readConfigFile(config) : {};
-  const cfg = resolveConfig([
+  return resolveConfig([
     { name: 'flag', values: rest },
     { name: 'env', values: envValues(process.env) },
     { name: typeof config === 'string' ? `config file ${config}` : 'file', values: file },
   ]);
-  // Loaded here so that operator commands start without the server's modules.
-  const { startAgent } = await import('./agent.js');
-  return startAgent(cfg);
 }
 
 function agentCommand(program: Command, exit: (code: number) => void): void {
@@ -47,37 +45,65 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--alert-webhooks <urls>', 'alert receivers: URL,URL,... (a JSON POST per alert episode)')
     .option('--check-deny-networks <cidrs>', 'networks active checks may not reach, CIDR,CIDR,... (default: link-local and the cloud metadata addresses, docs/health.md; "" denies none)')
     .option('--check-allow-networks <cidrs>', 'the only networks active checks may reach, CIDR,CIDR,... (default none: all not denied; deny wins)')
-    .option('--api-tokens-file <file>', 'require bearer tokens on the API: a file of "SCOPE TOKEN" lines (read | write); read again on SIGHUP; default none (open)')
+    .option('--api-tokens-file <file>', 'require bearer tokens on the API: a file of "SCOPE TOKEN" lines (read | write | forward: cp nodes to each other); read again on SIGHUP; default none (open)')
     .option('--metrics-open', 'with --api-tokens-file: answer GET /metrics without a token')
     .option('--tls-cert-file <file>', 'serve the HTTP API over HTTPS with this certificate (PEM, its chain after it); with --tls-key-file')
     .option('--tls-key-file <file>', "the certificate's private key (PEM, unencrypted)")
+    .option('--tls-ca-file <file>', "cp: CA certificates (PEM) that signed the other nodes' --tls-cert-file, the only ones trusted when this node calls them (forwarded reports); default Node's CAs and this node's own certificate file")
     .option('--otlp-endpoint <url>', 'send traces (OpenTelemetry, OTLP/HTTP) to this URL; off when unset')
     .option('--log-level <level>', 'fatal | error | warn | info | debug | trace (default info)')
     .option('--log-format <format>', 'json | pretty | auto (default auto: pretty on a terminal)')
     .option('--config <file>', 'a JSON file with the same keys in camelCase (httpAddr, dataDir, ..., limits)')
     .addHelpText('after', '\nA setting of another mode (say --peers without --mode ap) is refused, whether it comes from a flag,\nthe environment (SWITCHBOARD_<FLAG>) or the config file.')
     .action(async (flags: Record<string, unknown>) => {
-      let agent: RunningAgent;
+      const refuse = (err: ConfigError): void => {
+        process.stderr.write(`switchboard agent: invalid configuration: ${err.message} [${err.code}]\n${err.hint === undefined ? '' : `  hint: ${err.hint}\n`}`);
+        exit(2);
+      };
+      let cfg: AgentConfig;
       try {
-        agent = await startConfigured(flags);
+        cfg = configured(flags);
       } catch (err) {
-        if (err instanceof ConfigError) {
-          process.stderr.write(`switchboard agent: invalid configuration: ${err.message} [${err.code}]\n${err.hint === undefined ? '' : `  hint: ${err.hint}\n`}`);
-          return exit(2);
-        }
+        if (err instanceof ConfigError) return refuse(err);
         throw err;
       }
+      // With a token file, SIGHUP reads it again. The handler is there before anything slow
+      // (loading the server, storage recovery, waiting for etcd): a SIGHUP then (a reload
+      // that logrotate or a deployment sends to every node) is kept for when the node is
+      // ready instead of ending the process. Without a token file, SIGHUP keeps its default
+      // (the process ends).
+      let agent: RunningAgent | undefined;
+      let logger: Logger | undefined;
+      let reloadWhenReady = false;
+      const deferred = (): void => void logger?.info({ signal: 'SIGHUP' }, 'signal received while starting: the API token file is read again once the node is ready');
+      const onHup = (): void => {
+        if (agent !== undefined) return agent.reloadTokens();
+        if (!reloadWhenReady) deferred();
+        reloadWhenReady = true;
+      };
+      if (cfg.apiTokens !== null) process.on('SIGHUP', onHup);
+      // Loaded here so that operator commands start without the server's modules.
+      const { createLogger, startAgent } = await import('./agent.js');
+      logger = createLogger(cfg);
+      if (reloadWhenReady) deferred();
+      try {
+        agent = await startAgent(cfg, logger);
+      } catch (err) {
+        process.off('SIGHUP', onHup);
+        if (err instanceof ConfigError) return refuse(err);
+        throw err;
+      }
+      const running = agent;
+      if (reloadWhenReady) running.reloadTokens();
       const onSignal = (sig: string) => {
-        agent.logger.info({ signal: sig }, 'signal received');
-        agent.stop().then(() => exit(0), (err) => {
-          agent.logger.error({ err }, 'shutdown failed');
+        running.logger.info({ signal: sig }, 'signal received');
+        running.stop().then(() => exit(0), (err) => {
+          running.logger.error({ err }, 'shutdown failed');
           exit(1);
         });
       };
       process.once('SIGTERM', () => onSignal('SIGTERM'));
       process.once('SIGINT', () => onSignal('SIGINT'));
-      // Only with a token file: otherwise SIGHUP keeps its default (the process ends).
-      if (agent.tokensRequired) process.on('SIGHUP', () => agent.reloadTokens());
     });
 }
 

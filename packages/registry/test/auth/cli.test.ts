@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, spawnAgent, type AgentProcess } from '../integration/process.js';
 
-const READ = 'cli-read-token-0123456789abcdef';
+const READ = 'cli-read-token-0123456789abcdef0123';
 const WRITE = 'cli-write-token-0123456789abcdef';
 let dir: string;
 let agent: AgentProcess;

@@ -6,8 +6,11 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tlsFailure } from '../../src/cli/ops/http.js';
 import { run, spawnAgent, type AgentProcess } from '../integration/process.js';
 import { makeTestPki } from '../support/pki.js';
 
@@ -53,6 +56,30 @@ test('the CLI: --ca-file or SWITCHBOARD_CA_FILE with the token; without it, or w
   const notPem = await cli(['services', '--ca-file', at('tokens')]);
   assert.equal(notPem.code, 2);
   assert.match(notPem.stderr, /invalid --ca-file: .* holds no PEM certificate/);
+});
+
+test('the CLI: a certificate for another name, an https:// address without TLS: exit 1, each with its own hint, also for watch', async () => {
+  const name = await cli(['watch', 'billing'], { SWITCHBOARD_ADDR: agent.url.replace('127.0.0.1', 'localhost'), SWITCHBOARD_CA_FILE: at('ca.crt') });
+  assert.equal(name.code, 1, name.stderr);
+  assert.match(name.stderr, /the agent's TLS certificate is not for this address \(ERR_TLS_CERT_ALTNAME_INVALID\)\n {2}hint: use the name or address the certificate was issued for in --addr/);
+  const plain = createServer((_req, res) => res.end('{}'));
+  await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
+  try {
+    const r = await cli(['services'], { SWITCHBOARD_ADDR: `https://127.0.0.1:${(plain.address() as AddressInfo).port}` });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /the agent does not answer with TLS \(ERR_SSL_WRONG_VERSION_NUMBER\)\n {2}hint: give the address as http:\/\//);
+  } finally {
+    plain.close();
+  }
+});
+
+test('the CLI reads every certificate failure Node reports, however wrapped, from the one list the SDK and cp nodes use', () => {
+  const wrapped = (code: string): Error => new TypeError('fetch failed', { cause: Object.assign(new Error(code), { code }) });
+  for (const code of ['SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_GET_ISSUER_CERT', 'INVALID_CA', 'CERT_REVOKED', 'CERT_REJECTED', 'CERT_CHAIN_TOO_LONG']) {
+    assert.deepEqual(tlsFailure(wrapped(code)), { reason: `the agent's TLS certificate is not trusted (${code})`, hint: "give the CA that signed the agent's certificate with --ca-file FILE or SWITCHBOARD_CA_FILE=FILE" }, code);
+  }
+  assert.match(tlsFailure(wrapped('CERT_HAS_EXPIRED'))?.hint ?? '', /renew the agent's certificate/);
+  assert.equal(tlsFailure(wrapped('ECONNREFUSED')), undefined);
 });
 
 test('bad TLS files stop the agent at start with a code and a hint', async () => {

@@ -2,7 +2,8 @@
 // bearer token (401 UNAUTHENTICATED) and every write with a read token (403 FORBIDDEN):
 // reads, writes, the SSE watch and the session WebSocket alike; the probes stay open,
 // /metrics needs a token unless metricsOpen; tokens are compared in constant time; a bad
-// token file stops the agent at start (exit 2, INVALID_CONFIG) without printing a token;
+// token file stops the agent at start (exit 2, API_TOKEN_TOO_SHORT for a token under 32
+// characters, INVALID_CONFIG for other lines) without printing a token;
 // SIGHUP reads the file again.
 import { after, before, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,9 +22,10 @@ import { call, SseReader } from '../helpers.js';
 import { run, spawnAgent } from '../integration/process.js';
 import { waitUntil } from '../support/wait.js';
 
-const READ = 'read-token-0123456789abcdef';
-const WRITE = 'write-token-0123456789abcdef';
-const FILE = `# tokens of the test\n\nread ${READ} # the dashboard\n  write   ${WRITE}  \n`;
+const READ = 'read-token-0123456789abcdef0123456789';
+const WRITE = 'write-token-0123456789abcdef0123456789';
+const FORWARD = 'forward-token-0123456789abcdef0123456789';
+const FILE = `# tokens of the test\n\nread ${READ} # the dashboard\n  write   ${WRITE}  \nforward ${FORWARD}\n`;
 const INSTANCE = { address: '10.0.0.5', port: 8080 };
 
 async function startNode(opts: { metricsOpen?: boolean; tokens?: boolean } = {}): Promise<{ app: SwitchboardApp; engine: StandaloneEngine; url: string; close(): Promise<void> }> {
@@ -73,9 +75,12 @@ before(async () => {
 after(async () => node.close());
 
 test('the token file: SCOPE TOKEN lines with comments and blank lines; bad lines are refused by line number, never showing the token', () => {
-  const { tokens, writeToken } = parseTokenFile(FILE);
-  assert.deepEqual(tokens.map((t) => t.scope), ['read', 'write']);
-  assert.equal(writeToken, WRITE);
+  const { tokens, forward } = parseTokenFile(FILE);
+  assert.deepEqual(tokens.map((t) => t.scope), ['read', 'write', 'forward']);
+  assert.deepEqual(forward, { token: FORWARD, scope: 'forward', line: 5 }, 'cp nodes forward with the first forward token');
+  // Without one, with the first write token (files written before the forward scope); with neither, with none.
+  assert.deepEqual(parseTokenFile(`read ${READ}\nwrite ${WRITE}\n`).forward, { token: WRITE, scope: 'write', line: 2 });
+  assert.equal(parseTokenFile(`read ${READ}\n`).forward, null);
   assert.ok(tokens.every((t) => t.digest.length === 32), 'only digests are kept');
   const refused = (text: string, message: RegExp): void => {
     assert.throws(() => parseTokenFile(text), (err: unknown) => {
@@ -86,12 +91,16 @@ test('the token file: SCOPE TOKEN lines with comments and blank lines; bad lines
       return true;
     });
   };
-  refused(`read ${READ}\nwrite short-one\n`, /^line 2: the token has 9 characters; it must have 16 to 512/);
-  refused(`admin ${READ}\n`, /^line 1: the scope must be read or write/);
+  refused(`read ${READ}\nwrite short-one\n`, /^line 2: the token has 9 characters, fewer than 32 \(MIN_TOKEN_LENGTH: 128 random bits written in hex\)$/);
+  // 31 characters is one short: the code says which refusal it is (scripts, docs).
+  assert.throws(() => parseTokenFile(`write ${'a'.repeat(MIN_TOKEN_LENGTH - 1)}\n`), (err: unknown) => err instanceof TokenFileError && err.code === 'API_TOKEN_TOO_SHORT' && /openssl rand -hex 32/.test(err.hint));
+  assert.equal(parseTokenFile(`write ${'a'.repeat(MIN_TOKEN_LENGTH)}\n`).tokens.length, 1, 'MIN_TOKEN_LENGTH itself is taken');
+  refused(`write ${'a'.repeat(513)}\n`, /^line 1: the token has 513 characters, more than 512 \(MAX_TOKEN_LENGTH\)$/);
+  refused(`admin ${READ}\n`, /^line 1: the scope must be read, write or forward/);
   refused(`${READ}\n`, /^line 1: expected "SCOPE TOKEN", found 1 field/);
   refused(`read ${READ} extra\n`, /expected "SCOPE TOKEN", found 3 field\(s\)/);
   refused(`read ${READ}\nwrite ${READ}\n`, /^line 2: the token is the same as on line 1/);
-  refused(`read ${'x'.repeat(20)}"\n`, /characters a bearer token may not have/);
+  refused(`read ${'x'.repeat(40)}"\n`, /characters a bearer token may not have/);
   refused('# nothing\n\n', /holds no token/);
   const many = Array.from({ length: MAX_TOKENS + 1 }, (_, i) => `read token-${String(i).padStart(MIN_TOKEN_LENGTH, '0')}`).join('\n');
   refused(many, /more than 1000 tokens \(limit MAX_TOKENS\)/);
@@ -102,11 +111,11 @@ test('tokens are compared in constant time: timingSafeEqual on digests, against 
   const compare = mock.method(crypto, 'timingSafeEqual');
   try {
     assert.equal(tokens.scopeOf(READ), 'read');
-    assert.equal(compare.mock.callCount(), 2, 'a match does not stop the loop');
+    assert.equal(compare.mock.callCount(), 3, 'a match does not stop the loop');
     assert.equal(tokens.scopeOf(WRITE), 'write');
     assert.equal(tokens.scopeOf('not-a-known-token-at-all'), null);
     assert.equal(tokens.scopeOf(''), null);
-    assert.equal(compare.mock.callCount(), 8);
+    assert.equal(compare.mock.callCount(), 12);
     for (const c of compare.mock.calls) {
       assert.equal((c.arguments[0] as Buffer).length, 32, 'digests of equal length');
       assert.equal((c.arguments[1] as Buffer).length, 32);
@@ -151,6 +160,30 @@ test('a read token reads but is 403 FORBIDDEN on writes; a write token does both
   assert.equal(read.status, 200);
   assert.equal(read.body.instances.length, 1);
   assert.equal((await call(node.url, 'DELETE', '/v1/services/orders/instances/o-1', undefined, bearer(WRITE))).status, 200);
+});
+
+test('a forward token forwards consumer reports between cp nodes and does nothing else (403 FORBIDDEN)', async () => {
+  assert.equal((await call(node.url, 'PUT', '/v1/services/fwd/instances/f-1', INSTANCE, bearer(WRITE))).status, 200);
+  const report = { reporter: 'checkout-1', kind: 'timeout' };
+  const forwarded = { ...bearer(FORWARD), 'x-switchboard-forwarded-report': 'n1' };
+  const ok = await call(node.url, 'POST', '/v1/services/fwd/instances/f-1/reports', report, forwarded);
+  assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  assert.equal(ok.body.reporters, 1);
+  // The same report without the header is a client's: not for a forward token.
+  const direct = await call(node.url, 'POST', '/v1/services/fwd/instances/f-1/reports', report, bearer(FORWARD));
+  assertRefused(direct, 'FORBIDDEN', 'a report without the header');
+  assert.match(direct.body.detail, /scope forward: it only forwards consumer reports/);
+  assert.equal(direct.headers.get('www-authenticate'), 'Bearer realm="switchboard", error="insufficient_scope", scope="write"');
+  const read = await call(node.url, 'GET', '/v1/services/fwd', undefined, forwarded);
+  assertRefused(read, 'FORBIDDEN', 'a read');
+  assert.equal(read.headers.get('www-authenticate'), 'Bearer realm="switchboard", error="insufficient_scope", scope="read"');
+  assertRefused(await call(node.url, 'PUT', '/v1/services/fwd/instances/f-2', INSTANCE, forwarded), 'FORBIDDEN', 'a registration');
+  assertRefused(await call(node.url, 'DELETE', '/v1/services/fwd/instances/f-1', undefined, forwarded), 'FORBIDDEN', 'a deregistration');
+  assertRefused(await call(node.url, 'PUT', '/v1/services/fwd/instances/f-1/checks/c', { status: 'passing' }, forwarded), 'FORBIDDEN', 'a check report');
+  assertRefused(await call(node.url, 'GET', '/v1/watch?service=fwd', undefined, forwarded), 'FORBIDDEN', 'the watch');
+  assert.equal(await sessionHandshake(node.url, bearer(FORWARD)), 403, 'the session');
+  // A write token may forward too (nodes whose files have no forward token).
+  assert.equal((await call(node.url, 'POST', '/v1/services/fwd/instances/f-1/reports', { ...report, reporter: 'checkout-2' }, { ...bearer(WRITE), 'x-switchboard-forwarded-report': 'n1' })).status, 200);
 });
 
 test('the SSE watch needs a read token', async () => {
@@ -201,14 +234,14 @@ test('metricsOpen answers /metrics without a token; a node without tokens is ope
   }
 });
 
-test('the agent: a bad token file stops it at start (exit 2, INVALID_CONFIG, a hint, no token shown); SIGHUP reads the file again', { timeout: 60_000 }, async () => {
+test('the agent: a token under 32 characters stops it at start (exit 2, API_TOKEN_TOO_SHORT, a hint naming openssl rand, no token shown); SIGHUP reads the file again', { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sb-tokens-'));
   try {
     const file = join(dir, 'tokens');
     writeFileSync(file, `write ${WRITE}\nread tooshort-secret\n`);
     const r = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0', '--api-tokens-file', file]);
     assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, /invalid configuration: --api-tokens-file: .*tokens line 2: the token has 15 characters.* \[INVALID_CONFIG\]\n {2}hint: /);
+    assert.match(r.stderr, /invalid configuration: --api-tokens-file: .*tokens line 2: the token has 15 characters, fewer than 32 \(MIN_TOKEN_LENGTH.*\) \[API_TOKEN_TOO_SHORT\]\n {2}hint: replace it with a long random token, for example the output of: openssl rand -hex 32\n/);
     assert.ok(!r.stderr.includes('tooshort-secret') && !r.stderr.includes(WRITE), r.stderr);
     const missing = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0'], { SWITCHBOARD_API_TOKENS_FILE: join(dir, 'none') });
     assert.equal(missing.code, 2);

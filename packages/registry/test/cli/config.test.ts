@@ -66,6 +66,9 @@ test('etcd TLS and auth keys: refusals name the key, carry a code and a hint', (
     refused({ etcd: 'https://127.0.0.1:1', etcdCaFile: join(dir, 'missing.pem') }, 'FILE_UNREADABLE', /^--etcd-ca-file$/);
     refused({ etcd: 'https://127.0.0.1:1', etcdCaFile: notPem }, 'TLS_FILE_INVALID', /^--etcd-ca-file$/);
     refused({ etcd: 'https://127.0.0.1:1' }, 'TLS_FILE_INVALID', /^SWITCHBOARD_ETCD_CERT_FILE$/, { etcdCertFile: notPem, etcdKeyFile: notPem });
+    // The CA of the other nodes' API certificates (forwarded reports).
+    refused({ etcd: 'http://127.0.0.1:1', tlsCaFile: notPem }, 'TLS_FILE_INVALID', /^--tls-ca-file$/);
+    refused({ etcd: 'http://127.0.0.1:1' }, 'FILE_UNREADABLE', /^SWITCHBOARD_TLS_CA_FILE$/, { tlsCaFile: join(dir, 'missing.pem') });
     refused({ etcdUsername: 'sb' }, 'ETCD_PASSWORD_MISSING', /^--etcd-username$/);
     refused({}, 'ETCD_USERNAME_MISSING', /^SWITCHBOARD_ETCD_PASSWORD$/, { etcdPassword: 's3cret' });
     refused({ etcdUsername: 'sb', etcdPasswordFile: notPem }, 'ETCD_PASSWORD_TWICE', /^SWITCHBOARD_ETCD_PASSWORD$/, { etcdPassword: 's3cret' });
@@ -315,6 +318,7 @@ test('settings of another mode are refused from every source, with a hint', () =
   refused([{ name: 'env', values: { mode: 'cp', etcd: 'http://127.0.0.1:2379', etcdPassword: 's3cret', dev: 'true' } }], 'SWITCHBOARD_DEV', /but the mode is cp \(SWITCHBOARD_MODE\)/, /unset SWITCHBOARD_DEV/);
   refused([{ name: 'flag', values: { dev: true } }, { name: 'config file sb.json', values: { join: ['10.0.0.1:7701'] } }], 'config file sb.json key join', /is for --mode ap/, /remove key join from config file sb\.json/);
   refused([{ name: 'flag', values: { mode: 'standalone' } }, { name: 'env', values: { etcdUsername: 'sb' } }], 'SWITCHBOARD_ETCD_USERNAME', /is for --mode cp, but the mode is standalone \(--mode\)/, /unset SWITCHBOARD_ETCD_USERNAME: --mode standalone does not use it/);
+  refused(flags({ mode: 'ap', nodeId: 'a', dev: true, tlsCaFile: '/etc/ca.pem' }), '--tls-ca-file', /^--tls-ca-file is for --mode cp, but the mode is ap \(--mode\)$/, /^drop --tls-ca-file: --mode ap does not use it$/);
   // What asks for nothing is no setting of another mode: dev off, an empty list.
   assert.equal(resolveConfig([{ name: 'flag', values: { mode: 'cp', etcd: 'http://127.0.0.1:2379' } }, { name: 'env', values: { dev: 'false', peers: '' } }, { name: 'file', values: { join: [] } }]).mode, 'cp');
   assert.equal(resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', dataDir: '/tmp/a', peers: 'b@127.0.0.1:7802', cluster: 'blue' } }]).cluster, 'blue');

@@ -5,8 +5,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
- * Writes into `dir` two CAs (ca.crt, other-ca.crt, with their keys) and a server
- * certificate for 127.0.0.1 (server.crt, server.key) signed by the first.
+ * Writes into `dir` two CAs (ca.crt, other-ca.crt, with their keys), a server
+ * certificate for 127.0.0.1 (server.crt, server.key) signed by the first, and a
+ * self-signed one for 127.0.0.1 (self.crt, self.key).
  */
 export function makeTestPki(dir: string): void {
   const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -16,6 +17,7 @@ export function makeTestPki(dir: string): void {
   writeFileSync(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
   openssl('req', '-new', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=switchboard-test-server');
   openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '1', '-out', 'server.crt', '-extfile', 'server.ext');
+  openssl('req', '-x509', ...ec, '-keyout', 'self.key', '-out', 'self.crt', '-days', '1', '-subj', '/CN=switchboard-self-signed', '-addext', 'subjectAltName=IP:127.0.0.1', '-addext', 'extendedKeyUsage=serverAuth');
 }
 
 /** One node's peer TLS files (paths) and their contents. */

@@ -11,8 +11,8 @@ import type { Browser } from 'playwright-core';
 import { spawnAgent, type AgentProcess } from '../integration/process.js';
 import { closePages, launchBrowser, openPage, stopAgent } from './browser.js';
 
-const READ = 'ui-read-token-0123456789abcdef';
-const WRITE = 'ui-write-token-0123456789abcdef';
+const READ = 'ui-read-token-0123456789abcdef01234';
+const WRITE = 'ui-write-token-0123456789abcdef0123';
 let browser: Browser;
 let agent: AgentProcess;
 let dir: string;

@@ -5,7 +5,7 @@
  */
 import { rootCertificates } from 'node:tls';
 import { Agent, errors as undiciErrors, request, type Dispatcher } from 'undici';
-import type { Problem } from '@switchboard/protocol';
+import { tlsFailureOf, type Problem, type TlsFailureKind } from '@switchboard/protocol';
 
 export const DEFAULT_ADDR = 'http://127.0.0.1:7700';
 
@@ -147,21 +147,20 @@ export interface ApiClientOptions {
   ca?: string;
 }
 
-/** OpenSSL's codes for a certificate the client does not trust. */
-const UNTRUSTED_CERT = new Set(['SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE']);
+/** What the CLI says about each kind of TLS failure (protocol's tlsFailureOf), and what to change. */
+const TLS_TEXT: Readonly<Record<TlsFailureKind, { reason: string; hint: string }>> = {
+  untrusted: { reason: "the agent's TLS certificate is not trusted", hint: "give the CA that signed the agent's certificate with --ca-file FILE or SWITCHBOARD_CA_FILE=FILE" },
+  name: { reason: "the agent's TLS certificate is not for this address", hint: 'use the name or address the certificate was issued for in --addr (see its subjectAltName)' },
+  time: { reason: "the agent's TLS certificate is not valid now", hint: "renew the agent's certificate (or check this machine's clock)" },
+  plain: { reason: 'the agent does not answer with TLS', hint: 'give the address as http:// (the agent serves HTTPS only with --tls-cert-file)' },
+};
 
 /** A TLS failure in a few words and what to do about it; undefined for other failures. */
 export function tlsFailure(err: unknown): { reason: string; hint: string } | undefined {
-  const e = err as { code?: string; message?: string; cause?: unknown };
-  if (!e || typeof e !== 'object') return undefined;
-  const code = e.code ?? '';
-  if (UNTRUSTED_CERT.has(code)) {
-    return { reason: `the agent's TLS certificate is not trusted (${code})`, hint: "give the CA that signed the agent's certificate with --ca-file FILE or SWITCHBOARD_CA_FILE=FILE" };
-  }
-  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return { reason: `the agent's TLS certificate is not for this address (${code})`, hint: "use the name or address the certificate was issued for in --addr (see its subjectAltName)" };
-  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return { reason: `the agent's TLS certificate is not valid now (${code})`, hint: "renew the agent's certificate (or check this machine's clock)" };
-  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number/i.test(e.message ?? '')) return { reason: 'the agent does not answer with TLS', hint: 'give the address as http:// (the agent serves HTTPS only with --tls-cert-file)' };
-  return e.cause ? tlsFailure(e.cause) : undefined;
+  const failure = tlsFailureOf(err);
+  if (failure === undefined) return undefined;
+  const text = TLS_TEXT[failure.kind];
+  return { reason: `${text.reason} (${failure.code})`, hint: text.hint };
 }
 
 export class ApiClient {

@@ -14,7 +14,7 @@
  * STORE_UNAVAILABLE, default reads are answered from the view marked stale, and
  * consistent reads fail with 503.
  */
-import { request, type Dispatcher } from 'undici';
+import { request } from 'undici';
 import {
   REPORTS_CHECK_ID,
   SwitchboardError,
@@ -51,6 +51,7 @@ import { FORWARDED_REPORT_HEADER, type Engine, type LeaseEndedListener } from '.
 import { Hub, type Subscriber } from '../hub.js';
 import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type StoredLease, type WhyValue } from './keys.js';
 import { QueueFull, TxnBatcher } from './batcher.js';
+import { ForwardFailures, failedForward, refusedForward, type ForwardFailure, type PeerApi } from './forward.js';
 import { GatewayReader } from './gateway.js';
 import { Store, StoreUnavailable, isUnavailable, refusalOf, type StoreTls } from './store.js';
 import { View } from './view.js';
@@ -99,18 +100,8 @@ export interface CpOptions {
   /** Every probe the network policy refused, with what its output leaves out (for the log). */
   onCheckDenied?: DenialObserver;
   log?: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
-  /** How this node calls the other nodes' HTTP API (forwarded consumer reports); default plain HTTP without a token. */
+  /** How this node calls the other nodes' HTTP API (forwarded consumer reports); default plain HTTP without a token, Node's CAs for nodes that announce https. */
   peerApi?: PeerApi;
-}
-
-/** How a cp node reaches the HTTP API of the other nodes. */
-export interface PeerApi {
-  /** https when the nodes serve TLS (tlsCertFile). */
-  scheme: 'http' | 'https';
-  /** A write token (Authorization: Bearer) when the nodes require tokens; read at each call, as SIGHUP may change it. */
-  token: () => string | null;
-  /** The dispatcher of these calls (over https: the CAs to trust). */
-  dispatcher?: Dispatcher;
 }
 
 /** etcd's smallest lease TTL is about 1.5 election timeouts; 2 s is granted everywhere. */
@@ -150,6 +141,8 @@ export class CpEngine implements Engine {
   private readonly leaseListeners = new Set<LeaseEndedListener>();
   /** Consumer reports this node forwarded to the node that counts them. */
   forwardedReports = 0;
+  /** Forwards that failed (the report was counted here), by why; set up in the constructor. */
+  private readonly forwardFailures: ForwardFailures;
   /** Forwarded reports still waiting for an answer (at most MAX_FORWARDED_REPORTS). */
   private reportsInFlight = 0;
   /**
@@ -212,6 +205,7 @@ export class CpEngine implements Engine {
     // per registration by a fifth to a third and the nodes' by a sixth, and raised throughput.
     this.batcher = new TxnBatcher({ send: (txn) => this.store.txn(txn, this.cfg.writeTimeoutMs), maxWrites: Math.min(64, this.cfg.maxTxnOps), maxTxnOps: this.cfg.maxTxnOps, maxBytes: 1024 * 1024, maxInFlight: 1, maxQueued: opts.maxQueuedWrites ?? 4096, unreachable: () => !this.reachable });
     this.reports = new ReportBook({ windowMs: opts.limits.reportWindowMs, minReporters: opts.limits.reportMinReporters, maxReportersPerInstance: opts.limits.maxReportersPerInstance });
+    this.forwardFailures = new ForwardFailures((msg) => opts.log?.('warn', msg));
     this.probeTimer = setInterval(() => void this.probe(), this.cfg.probeIntervalMs);
     this.probeTimer.unref();
     this.ttlTimer = setInterval(() => this.ttlDue(), 250);
@@ -455,7 +449,7 @@ export class CpEngine implements Engine {
 
   /** This node's key (its address, when it started), bound to its lease. */
   private async putNodeKey(lease: string): Promise<void> {
-    await this.store.txn({ success: [{ request_put: { key: b(nodeKeyOf(this.layout, this.nodeId)), value: b(JSON.stringify({ address: this.opts.address, startedAt: this.startedAt })), lease } }] });
+    await this.store.txn({ success: [{ request_put: { key: b(nodeKeyOf(this.layout, this.nodeId)), value: b(JSON.stringify({ address: this.opts.address, scheme: this.opts.peerApi?.scheme ?? 'http', startedAt: this.startedAt })), lease } }] });
   }
 
   /**
@@ -958,15 +952,22 @@ export class CpEngine implements Engine {
   }
 
   private async forwardReport(node: string, namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean } | null> {
-    const address = this.view.nodes.get(node)?.address ?? '';
+    const announced = this.view.nodes.get(node);
+    const address = announced?.address ?? '';
     const host = address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
     if (!address || /:0$/.test(address) || host === '' || host === '0.0.0.0' || host === '::') return null;
     const timeoutMs = this.opts.limits.apReportTimeoutMs;
+    const peer = this.opts.peerApi;
+    // As the node announced it serves; a node of an earlier version announced nothing: as this node serves.
+    const url = `${announced?.scheme ?? peer?.scheme ?? 'http'}://${address}`;
+    const failed = (f: ForwardFailure): null => {
+      this.forwardFailures.note(node, f);
+      return null;
+    };
     this.reportsInFlight++;
     try {
-      const peer = this.opts.peerApi;
       const token = peer?.token() ?? null;
-      const res = await request(`${peer?.scheme ?? 'http'}://${address}/v1/services/${encodeURIComponent(service)}/instances/${encodeURIComponent(id)}/reports?namespace=${encodeURIComponent(namespace)}`, {
+      const res = await request(`${url}/v1/services/${encodeURIComponent(service)}/instances/${encodeURIComponent(id)}/reports?namespace=${encodeURIComponent(namespace)}`, {
         method: 'POST',
         ...(peer?.dispatcher ? { dispatcher: peer.dispatcher } : {}),
         headers: { 'content-type': 'application/json', [FORWARDED_REPORT_HEADER]: this.nodeId, ...(token === null ? {} : { authorization: `Bearer ${token}` }) },
@@ -975,12 +976,15 @@ export class CpEngine implements Engine {
         bodyTimeout: timeoutMs,
         signal: AbortSignal.timeout(timeoutMs),
       });
-      const body = (await res.body.json()) as { revision?: unknown; reporters?: unknown; warning?: unknown };
-      if (res.statusCode !== 200 || typeof body.revision !== 'number' || typeof body.reporters !== 'number') return null;
+      const body = (await res.body.json().catch(() => undefined)) as { revision?: unknown; reporters?: unknown; warning?: unknown; code?: unknown; detail?: unknown } | undefined;
+      if (res.statusCode === 401 || res.statusCode === 403) return failed(refusedForward(node, url, res.statusCode, body));
+      if (res.statusCode !== 200 || typeof body?.revision !== 'number' || typeof body.reporters !== 'number') {
+        return failed({ kind: 'other', reason: `node ${node} at ${url} answered ${res.statusCode}${typeof body?.code === 'string' ? ` ${body.code}` : ''}` });
+      }
       this.forwardedReports++;
       return { revision: body.revision, reporters: body.reporters, warning: body.warning === true };
-    } catch {
-      return null;
+    } catch (err) {
+      return failed(failedForward(node, url, address, err));
     } finally {
       this.reportsInFlight--;
     }
@@ -1096,6 +1100,7 @@ export class CpEngine implements Engine {
       consistentReadsVia: this.store.consistentReadsVia,
       consistentReadsLeader: this.reachable ? this.store.consistentReadsLeader : null,
       reportsForwarded: this.forwardedReports,
+      reportsNotForwarded: { ...this.forwardFailures.counts },
       barrierWrites: this.view.barrierWrites,
     };
   }

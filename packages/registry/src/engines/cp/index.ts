@@ -1,11 +1,13 @@
 /** cp mode: stateless nodes over an etcd cluster (docs/cp.md). */
+import type { Logger } from 'pino';
 import type { AgentConfig } from '../../cli/config.js';
 import { logDenials } from '../../health/networks.js';
 import type { Engine } from '../engine.js';
 import type { OpenContext } from '../open.js';
 import { rootCertificates } from 'node:tls';
 import { Agent } from 'undici';
-import { CpEngine, type CpOptions, type PeerApi } from './engine.js';
+import { CpEngine, type CpOptions } from './engine.js';
+import type { PeerApi } from './forward.js';
 import { probeEndpoints, refusalOf, type Refusal } from './store.js';
 
 /** Deadline of the start's probe of each etcd endpoint. */
@@ -15,6 +17,7 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
   const { cfg, logger } = ctx;
   const log = logger.child({ component: 'cp' });
   const security = { tls: cfg.etcdTls !== null, clientCert: cfg.etcdTls?.cert != null, username: cfg.etcdAuth?.username ?? null };
+  warnOfForwardToken(cfg, log);
   if (cfg.etcdAuth !== null && cfg.etcdTls === null) log.warn({ etcd: cfg.etcd }, 'the etcd password is sent over plain http: use https:// endpoints where others can see the traffic');
   // Every endpoint on its own: one whose TLS handshake fails stops the start, even when the
   // others answer; one that does not answer (or is not an etcd member that can serve) only
@@ -68,6 +71,22 @@ export async function openCpEngine(ctx: OpenContext): Promise<Engine> {
       log.debug({ err }, 'etcd cannot be read yet');
       await new Promise((r) => setTimeout(r, 1000));
     }
+  }
+}
+
+/**
+ * The token file's forward credential, at start: a node that forwards with a write token
+ * hands every other node (and whoever sees the traffic) a token that may write anything;
+ * one without either token forwards nothing the other nodes accept.
+ */
+function warnOfForwardToken(cfg: AgentConfig, log: Logger): void {
+  const tokens = cfg.apiTokens;
+  if (tokens === null) return;
+  const forward = tokens.forwardToken;
+  if (forward === null) {
+    log.warn({ file: tokens.path }, `${tokens.where}: ${tokens.path} holds no forward (or write) token, so the other nodes refuse the consumer reports this node forwards to them and each node counts its own; add a line "forward TOKEN", the same on every node (cp.md, API tokens and TLS)`);
+  } else if (forward.scope === 'write') {
+    log.warn({ file: tokens.path, line: forward.line }, `${tokens.where}: ${tokens.path} holds no forward token, so this node forwards consumer reports to the other nodes with its first write token (line ${forward.line}), which allows every write; add a line "forward TOKEN", the same on every node, and nodes call each other with a token that can do nothing else (cp.md, API tokens and TLS)`);
   }
 }
 
@@ -127,13 +146,14 @@ function oneLine(message: string): string {
 
 /**
  * How this node calls the other nodes' API (forwarded consumer reports): with the token
- * file's first write token, and over HTTPS when this node serves it, trusting Node's CAs
- * and the certificates of this node's own file (nodes sharing a certificate, or whose
- * files end with their CA).
+ * file's first forward token (else its first write token), over the scheme each node announces, trusting the CAs of
+ * --tls-ca-file only, or else Node's CAs and the certificates of this node's own
+ * --tls-cert-file (nodes sharing one self-signed certificate, or whose files end with
+ * their CA). A node without TLS of its own still calls nodes that serve https (a cluster
+ * moving to TLS a node at a time).
  */
 function peerApiOf(cfg: AgentConfig): PeerApi {
-  const token = (): string | null => cfg.apiTokens?.writeToken?.reveal() ?? null;
-  if (cfg.tls === null) return { scheme: 'http', token };
-  const dispatcher = new Agent({ connect: { ca: [...rootCertificates, cfg.tls.cert.toString('utf8')] } });
-  return { scheme: 'https', token, dispatcher };
+  const token = (): string | null => cfg.apiTokens?.forwardToken?.token.reveal() ?? null;
+  const ca = cfg.tlsCa !== null ? [cfg.tlsCa.toString('utf8')] : [...rootCertificates, ...(cfg.tls === null ? [] : [cfg.tls.cert.toString('utf8')])];
+  return { scheme: cfg.tls === null ? 'http' : 'https', token, dispatcher: new Agent({ connect: { ca } }) };
 }

@@ -12,7 +12,8 @@
  *                                                 goes with its instances
  *   <prefix>settings/<namespace>/<service>        service settings: JSON ServiceSettings
  *   <prefix>nodes/<nodeId>                        a live Switchboard node: JSON {address,
- *                                                 startedAt}; bound to the node's own lease
+ *                                                 scheme, startedAt}; bound to the node's own
+ *                                                 lease
  *   <prefix>heard/<ns>/<service>/<id>/<checkId>   the last report into a ttl check: JSON {at};
  *                                                 bound to the instance's lease
  *   <prefix>why                                   why the instances deleted by the latest
@@ -57,6 +58,8 @@ export interface StoredLease {
 
 export interface StoredNode {
   address: string;
+  /** How the node serves its API, http or https; absent from nodes of earlier versions. */
+  scheme?: 'http' | 'https';
   startedAt: string;
 }
 

@@ -26,7 +26,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { NODE_ID_RULE, isNodeId, type Limits } from '@switchboard/protocol';
+import { NODE_ID_RULE, isNodeId, tlsFailureOf, type Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
 import { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, type AcceptedBody, type Frame, type HelloBody, type MemberRecord, type RefuseBody, type WelcomeBody } from './frame.js';
 import { reconnectDelay } from './backoff.js';
@@ -90,24 +90,21 @@ export interface PeerTls {
 }
 
 /**
- * Certificate problems a dialing node meets, and what to do about them: they are set-up
- * errors, not an unreachable peer, so the log says so plainly.
+ * What a dialing node says about a TLS failure (tlsFailureOf sorts Node's codes): they are
+ * set-up errors, not an unreachable peer, so the log says what to change.
  */
-const TLS_FAILURES: Readonly<Record<string, string>> = {
-  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'its certificate is not signed by --peer-tls-ca-file',
-  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'its certificate is not signed by --peer-tls-ca-file',
-  SELF_SIGNED_CERT_IN_CHAIN: 'its certificate chain ends in a CA other than --peer-tls-ca-file',
-  DEPTH_ZERO_SELF_SIGNED_CERT: 'its certificate is self-signed, not signed by --peer-tls-ca-file',
-  CERT_SIGNATURE_FAILURE: 'its certificate is not signed by --peer-tls-ca-file',
-  UNABLE_TO_GET_ISSUER_CERT: 'its certificate chain does not reach a CA of --peer-tls-ca-file (give the root CA there)',
-  INVALID_PURPOSE: 'its certificate may not be used for this end of a link (it needs the extended key usages serverAuth and clientAuth)',
-  CERT_HAS_EXPIRED: 'its certificate has expired',
-  CERT_NOT_YET_VALID: 'its certificate is not valid yet',
-  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: "it does not take this node's certificate (signed by another CA than its --peer-tls-ca-file)",
-  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: 'it asks for a certificate this node did not give',
-  ERR_SSL_WRONG_VERSION_NUMBER: 'it does not speak TLS (give every node the --peer-tls-* settings)',
-  ERR_SSL_PACKET_LENGTH_TOO_LONG: 'it does not speak TLS (give every node the --peer-tls-* settings)',
-};
+function peerTlsProblem(err: NodeJS.ErrnoException): string | undefined {
+  const f = tlsFailureOf(err) ?? (err.code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG' ? { kind: 'plain' as const, code: err.code } : undefined);
+  if (f === undefined) return undefined;
+  switch (f.kind) {
+    case 'time':
+      return 'its certificate is not valid now: renew it (or check the clocks)';
+    case 'plain':
+      return 'it does not speak TLS (give every node the --peer-tls-* settings)';
+    default:
+      return f.code === 'INVALID_PURPOSE' ? 'its certificate may not serve this end of a link (it needs the extended key usages serverAuth and clientAuth)' : 'its certificate does not lead to a CA of --peer-tls-ca-file';
+  }
+}
 
 /** The TCP PeerTransport plus what an operator (and a test) needs to see. */
 export interface TcpTransport extends PeerTransport {
@@ -600,7 +597,7 @@ export class TcpPeerTransport implements TcpTransport {
       // Closed in the middle of the TLS handshake: most likely a node without peer TLS,
       // which took the TLS greeting for a malformed frame.
       const plainPeer = this.opts.tls && !link.helloSent && (err.code === 'ECONNRESET' || err.code === 'EPIPE') ? 'it closed the connection during the TLS handshake (a node without the --peer-tls-* settings does; so does one that is full, or restarting)' : undefined;
-      const tlsFailure = TLS_FAILURES[err.code ?? ''] ?? plainPeer;
+      const tlsFailure = (this.opts.tls ? peerTlsProblem(err) : undefined) ?? plainPeer;
       // A certificate refused either way is a set-up error: a warning, not an unreachable peer.
       if (tlsFailure) this.problem(link.target, `no TLS link with ${who}: ${tlsFailure} (${err.code}; retrying with backoff)`, 'warn');
       else this.problem(link.target, `cannot reach ${who} (retrying with backoff): ${err.message}`, 'info');
