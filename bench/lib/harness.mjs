@@ -245,17 +245,23 @@ export function runGenerator({ workload, sys, options, progress, label, hardLimi
   });
 }
 
+/** Error counts of several generators (Errors.json() each) as one: counts summed, five examples kept. */
+export function mergeErrors(list) {
+  const errors = { total: 0, byKind: {}, examples: [] };
+  for (const e of list) {
+    errors.total += e.total;
+    for (const [k, v] of Object.entries(e.byKind ?? {})) errors.byKind[k] = (errors.byKind[k] ?? 0) + v;
+    errors.examples.push(...(e.examples ?? []));
+  }
+  errors.examples = errors.examples.slice(0, 5);
+  return errors;
+}
+
 /** The results of several generators as one: operations summed, latencies merged. */
 export function mergeResults(rs) {
   const h = histFromWire(rs[0].latencyWire);
   for (const r of rs.slice(1)) h.merge(histFromWire(r.latencyWire));
-  const errors = { total: 0, byKind: {}, examples: [] };
-  for (const r of rs) {
-    errors.total += r.errors.total;
-    for (const [k, v] of Object.entries(r.errors.byKind ?? {})) errors.byKind[k] = (errors.byKind[k] ?? 0) + v;
-    errors.examples.push(...(r.errors.examples ?? []));
-  }
-  errors.examples = errors.examples.slice(0, 5);
+  const errors = mergeErrors(rs.map((r) => r.errors));
   const sum = (k) => rs.reduce((a, r) => a + (r[k] ?? 0), 0);
   const out = { ...rs[0], ops: sum('ops'), ratePerSec: sum('ratePerSec'), latency: h.summary(), errors, perGenerator: rs.map((r) => ({ ops: r.ops, ratePerSec: r.ratePerSec, latency: r.latency })) };
   for (const k of ['clients', 'readers', 'workers', 'wrongAnswers', 'leasesLost']) if (rs[0][k] !== undefined) out[k] = sum(k);

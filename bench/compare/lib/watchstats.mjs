@@ -6,6 +6,7 @@
  */
 import { Histogram } from '../../lib/hist.mjs';
 import { histFromWire } from './histwire.mjs';
+import { mergeErrors } from '../../lib/harness.mjs';
 
 export function watchFigures(parts) {
   const writer = parts.find((p) => p.part === 'writer');
@@ -43,13 +44,7 @@ export function watchFigures(parts) {
   }
   const measuredChanges = sentAt.length - measuredFrom;
   const expected = measuredChanges * watchers;
-  const streamErrors = { total: 0, byKind: {}, examples: [] };
-  for (const p of parts) {
-    streamErrors.total += p.streamErrors.total;
-    for (const [k, v] of Object.entries(p.streamErrors.byKind ?? {})) streamErrors.byKind[k] = (streamErrors.byKind[k] ?? 0) + v;
-    streamErrors.examples.push(...(p.streamErrors.examples ?? []));
-  }
-  streamErrors.examples = streamErrors.examples.slice(0, 5);
+  const streamErrors = mergeErrors(parts.map((p) => p.streamErrors));
   return {
     watchers,
     generators: parts.length,

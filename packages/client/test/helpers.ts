@@ -167,6 +167,18 @@ export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs:
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A settled promise's outcome within `ms` (a hang fails the test instead of blocking it). */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+
 /** A JSON request to a registry. */
 export async function rest(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
   const res = await fetch(url + path, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuthError, connect, RegistryError } from '../../src/index.js';
-import { spawnAgent, waitFor, type Agent } from '../helpers.js';
+import { spawnAgent, waitFor, within, type Agent } from '../helpers.js';
 
 const READ = 'sdk-read-token-0123456789abcdef0123';
 const WRITE = 'sdk-write-token-0123456789abcdef';
@@ -28,17 +28,6 @@ after(async () => {
   await agent.kill();
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** A settled promise's outcome within `ms` (a hang fails the test instead of blocking it). */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 test('with a write token the SDK registers over the session WebSocket; a read token watches; instances never see the token', async () => {
   const seen: (string | undefined)[] = [];

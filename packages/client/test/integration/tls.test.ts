@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, TlsError } from '../../src/index.js';
-import { spawnAgent, waitFor, type Agent } from '../helpers.js';
+import { spawnAgent, waitFor, within, type Agent } from '../helpers.js';
 
 const WRITE = 'tls-write-token-0123456789abcdef';
 let dir: string;
@@ -49,17 +49,6 @@ test('the SDK registers over wss:// and watches over https:// with the private C
     await consumer.close();
   }
 });
-
-/** A settled promise's outcome within `ms` (a hang fails the test instead of blocking it). */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** register() and ready() of a client for `endpoint` reject with a TlsError at once, said once as 'registry-error'; the error. */
 async function refusedTls(endpoint: string, opts: { caFile?: string }): Promise<TlsError> {

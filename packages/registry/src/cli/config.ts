@@ -452,13 +452,17 @@ function apiTlsOf(pick: Picker): ApiTls | null {
   }
   const cert = pemCertificate(certP, "the API's certificate");
   const key = pemPrivateKey(keyP, "the API certificate's key");
-  if (!cert.x509.checkPrivateKey(key.key)) {
-    throw new ConfigError(certP.where, `${certP.where} and ${keyP.where} do not belong together: the key is not the certificate's`, {
-      code: 'TLS_CERT_KEY_MISMATCH',
-      hint: 'give the private key the certificate was issued for (the first certificate of the file is the server\'s own)',
-    });
-  }
+  keyOfCertificate(certP, cert, keyP, key, "the server's");
   return { cert: cert.data, key: new Secret(key.data) };
+}
+
+/** Refuses a key that is not the certificate's (`whose`: whose certificate comes first in its file). */
+function keyOfCertificate(certP: Picked, cert: { x509: X509Certificate }, keyP: Picked, key: { key: KeyObject }, whose: string): void {
+  if (cert.x509.checkPrivateKey(key.key)) return;
+  throw new ConfigError(certP.where, `${certP.where} and ${keyP.where} do not belong together: the key is not the certificate's`, {
+    code: 'TLS_CERT_KEY_MISMATCH',
+    hint: `give the private key the certificate was issued for (the first certificate of the file is ${whose} own)`,
+  });
 }
 
 /**
@@ -482,12 +486,7 @@ function peerTlsOf(pick: Picker): AgentConfig['peerTls'] {
   const cert = pemCertificate(certP, "this node's peer certificate");
   const key = pemPrivateKey(keyP, "the peer certificate's key");
   const ca = pemCertificate(caP, "the peer links' CA");
-  if (!cert.x509.checkPrivateKey(key.key)) {
-    throw new ConfigError(certP.where, `${certP.where} and ${keyP.where} do not belong together: the key is not the certificate's`, {
-      code: 'TLS_CERT_KEY_MISMATCH',
-      hint: 'give the private key the certificate was issued for (the first certificate of the file is the node\'s own)',
-    });
-  }
+  keyOfCertificate(certP, cert, keyP, key, "the node's");
   // Every node both accepts and dials links: its certificate serves both ends of TLS.
   const usages = cert.x509.keyUsage; // the extended key usages (OIDs); undefined: any use
   if (usages !== undefined && !(usages.includes('1.3.6.1.5.5.7.3.1') && usages.includes('1.3.6.1.5.5.7.3.2'))) {
