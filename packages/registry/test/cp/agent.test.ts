@@ -61,8 +61,9 @@ test('a cp agent that cannot reach etcd at start names the cause in one warning,
   await new Promise<void>((r) => spare.listen(0, '127.0.0.1', r));
   const port = (spare.address() as AddressInfo).port;
   await new Promise<void>((r) => spare.close(() => r()));
-  // Nothing listens there: connection refused. Stopped after 4.5 s (it would give up after 30 s).
-  const r = await run(['agent', '--mode', 'cp', '--node-id', 'lonely', '--http-addr', '127.0.0.1:0', '--log-format', 'json', '--etcd', `http://127.0.0.1:${port}`], {}, 4_500);
+  // Nothing listens there: connection refused. Stopped after 8 s (it would give up after
+  // 30 s): long enough for a start on a loaded machine, short of the 10 s repeat.
+  const r = await run(['agent', '--mode', 'cp', '--node-id', 'lonely', '--http-addr', '127.0.0.1:0', '--log-format', 'json', '--etcd', `http://127.0.0.1:${port}`], {}, 8_000);
   const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; msg: string; err?: unknown });
   const warnings = lines.filter((l) => l.level >= 40);
   assert.equal(warnings.length, 1, JSON.stringify(warnings));
