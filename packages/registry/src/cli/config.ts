@@ -728,7 +728,22 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     listenFrom: { httpAddr: pick('httpAddr')?.where ?? flagOf('httpAddr'), peerAddr: pick('peerAddr')?.where ?? flagOf('peerAddr') },
   };
   checkModeNeeds(cfg);
+  checkPeerCertificateId(cfg, pick('peerTlsCertFile')?.where ?? flagOf('peerTlsCertFile'));
   return cfg;
+}
+
+/**
+ * A peer certificate bound to node ids (subjectAltName URI:switchboard:node:ID) must name
+ * this node's: its peers would refuse every link otherwise.
+ */
+function checkPeerCertificateId(cfg: AgentConfig, where: string): void {
+  if (!cfg.peerTls) return;
+  const ids = (new X509Certificate(cfg.peerTls.cert).subjectAltName ?? '').split(', ').filter((x) => x.startsWith('URI:switchboard:node:')).map((x) => x.slice('URI:switchboard:node:'.length));
+  if (ids.length === 0 || (cfg.nodeId !== null && ids.includes(cfg.nodeId))) return;
+  throw new ConfigError(where, `${where}: the certificate is issued for node ${ids.map((id) => `"${id}"`).join(', ')}, and this node is "${cfg.nodeId}"`, {
+    code: 'PEER_TLS_WRONG_ID',
+    hint: 'give this node its own certificate (subjectAltName URI:switchboard:node:<its --node-id>), or start it with the --node-id its certificate names',
+  });
 }
 
 /** What a mode cannot start without, and listen addresses that would collide. */

@@ -145,3 +145,35 @@ test('with peer TLS, connections that never finish the TLS handshake are bounded
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('with peer TLS and certificates bound to ids (URI:switchboard:node:ID), a node may link only as the id its certificate names', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-peer-tls-'));
+  const nodes: Node[] = [];
+  try {
+    const certs = makePeerCerts(dir, { a: 'ca', b: 'ca', mallory: 'ca' }, { bindIds: true });
+    const a = await node('a', { tls: certs.a! });
+    nodes.push(a);
+    const b = await node('b', { peers: [at(a, 'a')], tls: certs.b! });
+    nodes.push(b);
+    await until(() => reachable(a, 'b') && reachable(b, 'a'), 10_000, 'a and b linked with their own certificates');
+    // mallory holds a certificate the CA signed, for "mallory", and claims to be b.
+    const fake = await node('b', { peers: [at(a, 'a')], tls: certs.mallory! });
+    nodes.push(fake);
+    await until(() => a.lines.some((l) => l.code === 'CERT_ID_MISMATCH' && /node "b" presents a certificate issued for node "mallory"/.test(l.msg)), 10_000, 'a refuses the false b');
+    await until(() => fake.lines.some((l) => /refused by the peer \(CERT_ID_MISMATCH\)/.test(l.msg)), 5_000, 'the false b is told');
+    // Dialing: a node that answers as "c" with mallory's certificate is refused by the
+    // dialer (another process of node a, with a's own certificate).
+    const c = await node('c', { tls: certs.mallory! });
+    nodes.push(c);
+    const d = await node('a', { peers: [at(c, 'c')], tls: certs.a! });
+    nodes.push(d);
+    await until(() => d.lines.some((l) => /it is node "c", but its certificate is issued for node "mallory"/.test(l.msg)), 10_000, 'the dialer refuses the false c');
+    await sleep(200);
+    assert.equal(a.t.peers().find((p) => p.id === 'b')?.reachable, true, 'the real b stays linked');
+    assert.equal(a.inbox.length, 0);
+    assert.equal(d.t.peers().some((p) => p.reachable), false, 'd linked to nobody');
+  } finally {
+    await closeAll(...nodes);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
@@ -151,6 +151,7 @@ test('peer TLS: the three files together, a key of the certificate, both key usa
   try {
     const certs = makePeerCerts(dir, { a: 'ca', x: 'other' });
     makeTestPki(dir); // server.crt: serverAuth only
+    mkdirSync(join(dir, 'bound'));
     const a = certs.a!;
     const ap = (values: Record<string, unknown>) => [{ name: 'flag', values: { mode: 'ap', nodeId: 'a', ...values } }];
     const refused = (values: Record<string, unknown>, code: string, field: RegExp, mode = 'ap'): void => {
@@ -190,6 +191,11 @@ test('peer TLS: the three files together, a key of the certificate, both key usa
     refused(leaf('leaf.crt', 'peer-ca.crt'), 'PEER_TLS_NOT_SIGNED', /^--peer-tls-cert-file$/);
     refused(leaf('leaf-chain.crt', 'inter.crt'), 'PEER_TLS_CA_NOT_ROOT', /^--peer-tls-ca-file$/);
     refused(leaf('expired.crt', 'peer-ca.crt'), 'PEER_TLS_EXPIRED', /^--peer-tls-cert-file$/);
+    // A certificate bound to a node id (URI:switchboard:node:ID) serves that node only.
+    const bound = makePeerCerts(join(dir, 'bound'), { a: 'ca' }, { bindIds: true }).a!;
+    const boundFiles = { peerTlsCertFile: bound.certFile, peerTlsKeyFile: bound.keyFile, peerTlsCaFile: bound.caFile };
+    assert.notEqual(resolveConfig(ap(boundFiles)).peerTls, null);
+    assert.throws(() => resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'b', ...boundFiles } }]), (err: unknown) => err instanceof ConfigError && err.code === 'PEER_TLS_WRONG_ID' && /issued for node "a", and this node is "b"/.test(err.message));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

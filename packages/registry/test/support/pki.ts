@@ -36,7 +36,7 @@ export interface PeerCerts {
  * Members are told apart by the CA, not by a name, so no subjectAltName is needed.
  * Every node's `ca` is the cluster's CA (peer-ca.crt).
  */
-export function makePeerCerts(dir: string, nodes: Record<string, 'ca' | 'other'>): Record<string, PeerCerts> {
+export function makePeerCerts(dir: string, nodes: Record<string, 'ca' | 'other'>, opts: { bindIds?: boolean } = {}): Record<string, PeerCerts> {
   const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   for (const ca of ['ca', 'other']) openssl('req', '-x509', ...ec, '-keyout', `peer-${ca}.key`, '-out', `peer-${ca}.crt`, '-days', '1', '-subj', `/CN=switchboard-peer-${ca}`);
@@ -44,7 +44,9 @@ export function makePeerCerts(dir: string, nodes: Record<string, 'ca' | 'other'>
   const out: Record<string, PeerCerts> = {};
   for (const [name, ca] of Object.entries(nodes)) {
     openssl('req', '-new', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
-    openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `peer-${ca}.crt`, '-CAkey', `peer-${ca}.key`, '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '1', '-out', `${name}.crt`, '-extfile', 'peer.ext');
+    // bindIds: the certificate names its node (subjectAltName URI:switchboard:node:<name>).
+    if (opts.bindIds) writeFileSync(join(dir, `${name}.ext`), `extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:switchboard:node:${name}\n`);
+    openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `peer-${ca}.crt`, '-CAkey', `peer-${ca}.key`, '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '1', '-out', `${name}.crt`, '-extfile', opts.bindIds ? `${name}.ext` : 'peer.ext');
     const files = { certFile: join(dir, `${name}.crt`), keyFile: join(dir, `${name}.key`), caFile: join(dir, 'peer-ca.crt') };
     out[name] = { ...files, cert: readFileSync(files.certFile), key: readFileSync(files.keyFile), ca: readFileSync(files.caFile) };
   }

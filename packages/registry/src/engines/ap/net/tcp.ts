@@ -106,6 +106,22 @@ function peerTlsProblem(err: NodeJS.ErrnoException): string | undefined {
   }
 }
 
+/** The subjectAltName URI that binds a peer certificate to a node id: `URI:switchboard:node:ID`. */
+export const PEER_ID_URI_PREFIX = 'switchboard:node:';
+
+/**
+ * Peer TLS: the node ids the other end's certificate is issued for (its subjectAltName
+ * URIs `switchboard:node:ID`); null when it names none (any id, as the CA decides).
+ */
+function certifiedIds(socket: Socket): string[] | null {
+  const san = (socket as TLSSocket).getPeerCertificate?.()?.subjectaltname;
+  if (typeof san !== 'string') return null;
+  const ids = san.split(', ').filter((x) => x.startsWith(`URI:${PEER_ID_URI_PREFIX}`)).map((x) => x.slice(4 + PEER_ID_URI_PREFIX.length));
+  return ids.length > 0 ? ids : null;
+}
+
+const idList = (ids: string[]): string => ids.map((id) => shownId(id)).join(', ');
+
 /** The TCP PeerTransport plus what an operator (and a test) needs to see. */
 export interface TcpTransport extends PeerTransport {
   /** The address the listener is bound to. */
@@ -724,6 +740,9 @@ export class TcpPeerTransport implements TcpTransport {
     if (this.secret !== null && !link.authed) return this.challenge(link, h);
     // The dialer has a cluster secret and this node none: refused before it is taken up
     // here (a welcome would make this node count it as linked, until the dialer hung up).
+    // Peer TLS with certificates bound to ids: the dialer is the node its certificate names.
+    const certified = this.opts.tls ? certifiedIds(link.socket) : null;
+    if (certified && !certified.includes(h.id)) return refuse('CERT_ID_MISMATCH', `node ${shownId(h.id)} presents a certificate issued for node ${idList(certified)}: each node needs its own certificate (subjectAltName URI:${PEER_ID_URI_PREFIX}ID)`);
     if (this.secret === null && h.nonce !== undefined) return refuse('NO_SECRET', `node ${shownId(h.id)} proves a cluster secret, and this node has none: give every node the same --peer-secret-file`);
     if (h.cluster !== this.cluster) return refuse('WRONG_CLUSTER', `node "${h.id}" belongs to cluster ${shownId(h.cluster)}, this node to "${this.cluster}"`);
     if (h.id === this.nodeId) return refuse('SAME_ID', `the dialing node has this node's id "${h.id}": every node needs its own --node-id`);
@@ -953,6 +972,8 @@ export class TcpPeerTransport implements TcpTransport {
     if (link.authed && w.id !== link.authId) return fail(`it proved itself as node "${link.authId}" and welcomed as "${w.id}"`);
     if (w.cluster !== this.cluster) return fail(`it belongs to cluster "${w.cluster}", this node to "${this.cluster}"`);
     if (!isNodeId(w.id)) return fail(`its id ${JSON.stringify(w.id)} is not ${NODE_ID_RULE}`);
+    const certified = this.opts.tls ? certifiedIds(link.socket) : null;
+    if (certified && !certified.includes(w.id)) return fail(`it is node "${w.id}", but its certificate is issued for node ${idList(certified)}`);
     if (w.id === this.nodeId) {
       // A --join list that names this node itself: nothing to link to.
       this.log.debug({ at }, 'a --join address is this node itself');
