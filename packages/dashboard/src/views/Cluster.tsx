@@ -118,7 +118,7 @@ function NodeCard({ s }: { s: NodeStatus }) {
           ['Leases', String(s.leases)],
           ['Watch streams', String(s.watchers)],
           ['Sessions', String(s.sessions)],
-          ['Active checks', `${s.checks.scheduled} scheduled, ${s.checks.running} running, ${s.checks.queued} queued`],
+          ['Active checks', `${s.checks.scheduled} scheduled, ${s.checks.running} running, ${s.checks.queued} queued${s.checks.denied !== undefined ? `, ${s.checks.denied} probes refused by the check networks` : ''}`],
           ['Storage', s.storage.durable ? `durable${s.storage.dataDir ? ` (${s.storage.dataDir})` : ''}` : 'memory only'],
         ]}
       />

@@ -215,7 +215,7 @@ test('cluster view: standalone shows the one node; a cluster status shows member
     await waitForCount(self, 1);
     // The answering node is reachable as soon as its status arrived (the watch stream may still be opening).
     assert.match(await self.innerText(), /this node[\s\S]*yes[\s\S]*now/);
-    assert.match(await page.locator('.card').filter({ hasText: 'Mode' }).innerText(), /standalone[\s\S]*memory only/);
+    assert.match(await page.locator('.card').filter({ hasText: 'Mode' }).innerText(), /standalone[\s\S]*0 probes refused by the check networks[\s\S]*memory only/);
     assert.equal(await page.getByRole('heading', { name: 'Alerts' }).count(), 0, 'no alerts section while nothing is active and no webhook is set');
 
     // ap and cp nodes add `cluster` (and, with alerting, `alerts`) to the real status.
