@@ -738,11 +738,11 @@ export class TcpPeerTransport implements TcpTransport {
     // is looked at (cluster, ids, removal: a stranger learns none of them); all of this runs
     // again when its proof arrives (onProof).
     if (this.secret !== null && !link.authed) return this.challenge(link, h);
-    // The dialer has a cluster secret and this node none: refused before it is taken up
-    // here (a welcome would make this node count it as linked, until the dialer hung up).
     // Peer TLS with certificates bound to ids: the dialer is the node its certificate names.
     const certified = this.opts.tls ? certifiedIds(link.socket) : null;
     if (certified && !certified.includes(h.id)) return refuse('CERT_ID_MISMATCH', `node ${shownId(h.id)} presents a certificate issued for node ${idList(certified)}: each node needs its own certificate (subjectAltName URI:${PEER_ID_URI_PREFIX}ID)`);
+    // The dialer has a cluster secret and this node none: refused before it is taken up
+    // here (a welcome would make this node count it as linked, until the dialer hung up).
     if (this.secret === null && h.nonce !== undefined) return refuse('NO_SECRET', `node ${shownId(h.id)} proves a cluster secret, and this node has none: give every node the same --peer-secret-file`);
     if (h.cluster !== this.cluster) return refuse('WRONG_CLUSTER', `node "${h.id}" belongs to cluster ${shownId(h.cluster)}, this node to "${this.cluster}"`);
     if (h.id === this.nodeId) return refuse('SAME_ID', `the dialing node has this node's id "${h.id}": every node needs its own --node-id`);
