@@ -65,3 +65,9 @@ export function tlsFailureOf(err: unknown, depth = 0): TlsFailure | undefined {
   }
   return undefined;
 }
+
+/**
+ * ap peer TLS: a certificate may name the node it is for as a subjectAltName URI with this
+ * prefix and the node id (`URI:switchboard:node:a`); such a node links only under that id.
+ */
+export const PEER_ID_URI_PREFIX = 'switchboard:node:';

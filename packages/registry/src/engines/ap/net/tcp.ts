@@ -26,7 +26,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { NODE_ID_RULE, isNodeId, tlsFailureOf, type Limits } from '@switchboard/protocol';
+import { NODE_ID_RULE, PEER_ID_URI_PREFIX, isNodeId, tlsFailureOf, type Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
 import { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, type AcceptedBody, type Frame, type HelloBody, type MemberRecord, type RefuseBody, type WelcomeBody } from './frame.js';
 import { reconnectDelay } from './backoff.js';
@@ -105,9 +105,6 @@ function peerTlsProblem(err: NodeJS.ErrnoException): string | undefined {
       return f.code === 'INVALID_PURPOSE' ? 'its certificate may not serve this end of a link (it needs the extended key usages serverAuth and clientAuth)' : 'its certificate does not lead to a CA of --peer-tls-ca-file';
   }
 }
-
-/** The subjectAltName URI that binds a peer certificate to a node id: `URI:switchboard:node:ID`. */
-export const PEER_ID_URI_PREFIX = 'switchboard:node:';
 
 /**
  * Peer TLS: the node ids the other end's certificate is issued for (its subjectAltName
