@@ -726,7 +726,9 @@ describe('switchboard operator commands in ap mode', { timeout: 120_000 }, () =>
       assert.equal(r.code, 0, r.stderr);
       assert.doesNotMatch(r.stdout, /[[{]"/, 'no raw JSON');
       assert.doesNotMatch(r.stdout, /\d\.\d{4,}/, 'no unrounded numbers');
-      assert.match(r.stdout, /^cluster\.peerSync\.b\.syncedMsAgo\s+\d+(ms|s|m\ds)$/m);
+      assert.match(r.stdout, /^cluster\.peerSync\s+1 \(below\)$/m);
+      const sync = r.stdout.split('\n\n').find((s) => s.startsWith('cluster.peerSync\n')) ?? '';
+      assert.match(sync, /\n  ID\s+SYNCED AGO\s+CUT SYNCED AGO\s+DOWN\s+MUST REBUILD\n  b\s+\d+(ms|s|m\ds)\s+/);
       assert.match(r.stdout, /^cluster\.removedMembers\s+none$/m);
       const members = r.stdout.split('\n\n').find((s) => s.startsWith('cluster.members\n')) ?? '';
       assert.match(members, /\n  ID\s+ADDRESS\s+REACHABLE\s+LAST SEEN\s+LAG\s+REVISION\n/);

@@ -65,10 +65,13 @@ function webhooksTable(st: Style, hooks: AlertWebhookStatus[]): string[] {
   return table(st, ['URL', 'PENDING', 'DELIVERED', 'FAILED', 'DROPPED', 'LAST DELIVERED', 'LAST ERROR'], rows);
 }
 
+/** A column title from a field name: `syncedMsAgo` is SYNCED AGO (its values are shown as durations). */
+const columnTitle = (key: string): string => key.replace(/Ms(Ago)?$/, (_, a: string | undefined) => a ?? '').replace(/([a-z0-9])([A-Z])/g, '$1 $2').toUpperCase();
+
 /** Any other list of records: a column per field, in the order the fields first appear. */
 function recordsTable(st: Style, rows: Row[]): string[] {
   const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  return table(st, keys.map((k) => k.toUpperCase()), rows.map((r) => keys.map((k) => valueText(k, r[k]))));
+  return table(st, keys.map(columnTitle), rows.map((r) => keys.map((k) => valueText(k, r[k]))));
 }
 
 function tableOf(st: Style, path: string, rows: Row[], now: number): string[] {
@@ -78,9 +81,17 @@ function tableOf(st: Style, path: string, rows: Row[], now: number): string[] {
   return recordsTable(st, rows);
 }
 
-/** Flattens a field: objects into dotted keys, lists of records into sections, other lists joined. */
+/**
+ * Flattens a field: objects into dotted keys, lists of records into sections, other lists
+ * joined. An object whose every value is a record (`cluster.peerSync`: one per peer) is a
+ * table too, its entries' names in the first column.
+ */
 function flatten(st: Style, path: string, value: unknown, pairs: [string, Cell][], sections: Section[], now: number): void {
-  if (isRecord(value)) {
+  const entries = isRecord(value) ? Object.entries(value) : [];
+  if (entries.length > 0 && entries.every(([, v]) => isRecord(v) && Object.values(v).every((x) => !isRecord(x) && !Array.isArray(x)))) {
+    pairs.push([path, `${entries.length} (below)`]);
+    sections.push({ title: path, lines: recordsTable(st, entries.map(([id, v]) => ({ id, ...(v as Row) }))) });
+  } else if (isRecord(value)) {
     for (const [k, v] of Object.entries(value)) flatten(st, `${path}.${k}`, v, pairs, sections, now);
   } else if (Array.isArray(value) && value.length > 0 && value.every(isRecord)) {
     pairs.push([path, `${value.length} (below)`]);
