@@ -7,6 +7,7 @@ export const ERRORS = {
   LIMIT_EXCEEDED: { status: 400, title: 'Limit exceeded' },
   /** A check's target is an address in a network the node's checks may not reach (checkDenyNetworks, checkAllowNetworks). */
   CHECK_TARGET_DENIED: { status: 400, title: 'Check target denied' },
+  UNKNOWN_FIELD: { status: 400, title: 'Unknown field' },
   /** The node requires a bearer token (apiTokensFile) and the request has none, or one it does not accept. */
   UNAUTHENTICATED: { status: 401, title: 'Unauthenticated' },
   /** The request's token may read but the request writes. */

@@ -12,7 +12,7 @@ import type { Tracing } from '../telemetry/index.js';
 import type { AlertsView, ApiContext } from './context.js';
 import { lazyChildLogger } from './lazy-logger.js';
 import { createMetrics } from './metrics.js';
-import { queryWarnings } from './query.js';
+import { queryWarnings, refuseIfStrict } from './query.js';
 import { answerClientError, answerExpectation, methodNotAllowed, sendProblem, toSwitchboardError } from './problem.js';
 import { healthRoutes } from './routes-health.js';
 import { readRoutes } from './routes-read.js';
@@ -77,7 +77,7 @@ export const SHUTDOWN_GRACE_MS = 5_000;
 function warnOfUnknownQuery(req: FastifyRequest, reply: FastifyReply): void {
   const declared = (req.routeOptions.schema?.querystring as { properties?: Record<string, unknown> } | undefined)?.properties;
   if (declared === undefined) return;
-  const warnings = unknownQueryWarnings(req.query as Record<string, unknown>, Object.keys(declared));
+  const warnings = refuseIfStrict(req, unknownQueryWarnings(req.query as Record<string, unknown>, Object.keys(declared)));
   if (warnings.length === 0) return;
   queryWarnings.set(req, warnings);
   reply.header('switchboard-warning', warningHeader(warnings));
@@ -196,7 +196,14 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
       done(new SwitchboardError('INVALID_ARGUMENT', 'the request has no Host header', { field: 'Host', hint: 'send a Host header naming the agent (host:port), as HTTP/1.1 requires' }));
       return;
     }
-    if (req.url.includes('?')) warnOfUnknownQuery(req, reply);
+    if (req.url.includes('?')) {
+      try {
+        warnOfUnknownQuery(req, reply);
+      } catch (err) {
+        done(err as Error); // Switchboard-Strict: an unknown parameter is refused
+        return;
+      }
+    }
     done();
   });
   // Before every route and the websocket upgrade: a request without an accepted token

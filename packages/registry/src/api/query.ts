@@ -1,5 +1,5 @@
 /** Parsing of query parameters into checked values (unknown parameters are ignored). */
-import { capWarnings } from '@switchboard/protocol';
+import { SwitchboardError, capWarnings } from '@switchboard/protocol';
 import {
   DEFAULT_NAMESPACE,
   invalid,
@@ -97,6 +97,23 @@ export function serviceParam(v: unknown): string {
  * `Switchboard-Warning` header) for the write routes to list in their answers.
  */
 export const queryWarnings = new WeakMap<object, string[]>();
+
+/** The request header that asks for unknown fields and parameters to be refused instead of ignored. */
+export const STRICT_HEADER = 'switchboard-strict';
+
+/**
+ * `warnings` (unknown fields or parameters), refused with 400 UNKNOWN_FIELD when the
+ * request asks for it (`Switchboard-Strict: true`), before anything is written; else
+ * returned, to be ignored and listed as the contract has it.
+ */
+export function refuseIfStrict(req: { headers: Record<string, string | string[] | undefined> }, warnings: string[]): string[] {
+  if (warnings.length === 0) return warnings;
+  const h = req.headers[STRICT_HEADER];
+  if (h === undefined || !/^(true|1)$/i.test(String(h).trim())) return warnings;
+  throw new SwitchboardError('UNKNOWN_FIELD', capWarnings(warnings).join('; '), {
+    hint: 'drop or correct the fields and parameters named, or send the request without Switchboard-Strict to have unknown ones ignored',
+  });
+}
 
 /** The answer of a write, with the unknown fields and parameters it ignored (an extension). */
 export function withWarnings<T extends object>(req: object, answer: T, bodyWarnings: string[] = []): T & { warnings?: string[] } {

@@ -20,7 +20,7 @@ import {
 } from '@switchboard/protocol';
 import { denialText, targetHost, type CheckNetworks } from '../health/networks.js';
 import { errorResponses, type ApiContext } from './context.js';
-import { instanceTarget, namespaceOf, withWarnings, type Query } from './query.js';
+import { instanceTarget, namespaceOf, refuseIfStrict, withWarnings, type Query } from './query.js';
 
 type Params = Record<string, string>;
 
@@ -76,7 +76,8 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     schema: { tags: ['leases'], summary: 'Create a lease for this client process', body: leaseRequestSchema, response: { 201: leaseGrantSchema, ...errorResponses } },
   }, async (req, reply) => {
     const ttlMs = validateLeaseRequest(req.body, limits);
-    return reply.code(201).send(withWarnings(req, await engine.grantLease(ttlMs), unknownFieldWarnings(req.body, ['ttlMs'])));
+    const warnings = refuseIfStrict(req, unknownFieldWarnings(req.body, ['ttlMs']));
+    return reply.code(201).send(withWarnings(req, await engine.grantLease(ttlMs), warnings));
   });
 
   app.put('/v1/leases/:leaseId/keepalive', {
@@ -93,7 +94,8 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     const { namespace, service, id } = instanceTarget(req);
     const input = validateInstanceInput(req.body, limits);
     refuseDeniedTargets(input.checks, engine.checkNetworks);
-    return withWarnings(req, { revision: await engine.register({ namespace, service, id, input }) }, instanceWarnings(req.body, INSTANCE_FIELDS));
+    const warnings = refuseIfStrict(req, instanceWarnings(req.body, INSTANCE_FIELDS));
+    return withWarnings(req, { revision: await engine.register({ namespace, service, id, input }) }, warnings);
   });
 
   app.post('/v1/instances/batch', {
@@ -101,7 +103,8 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   }, async (req) => {
     const items = validateBatch(req.body, limits, namespaceOf(req.query as Query));
     items.forEach((item, i) => refuseDeniedTargets(item.input.checks, engine.checkNetworks, `instances/${i}`));
-    return withWarnings(req, { revision: await engine.registerBatch(items) }, batchWarnings(req.body));
+    const warnings = refuseIfStrict(req, batchWarnings(req.body));
+    return withWarnings(req, { revision: await engine.registerBatch(items) }, warnings);
   });
 
   app.delete('/v1/services/:service/instances/:instanceId', {
@@ -116,6 +119,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
     const status = validateStatusBody(req.body);
-    return withWarnings(req, { revision: await engine.setStatus(namespace, service, id, status) }, unknownFieldWarnings(req.body, ['status']));
+    const warnings = refuseIfStrict(req, unknownFieldWarnings(req.body, ['status']));
+    return withWarnings(req, { revision: await engine.setStatus(namespace, service, id, status) }, warnings);
   });
 }

@@ -354,6 +354,31 @@ test('ignored fields and parameters are said to be: writes list them in warnings
   assert.match(odd.headers['switchboard-warning'] as string, /^unknown query parameter "z\?\\r\\n" ignored$/);
 });
 
+test('Switchboard-Strict: true refuses unknown fields and parameters (400 UNKNOWN_FIELD) before anything is written', async () => {
+  const STRICT = { ...JSON_CT, 'switchboard-strict': 'true' };
+  const expectRefused = (res: { statusCode: number; body: string }, detail: RegExp): void => {
+    assert.equal(res.statusCode, 400, res.body);
+    const p = JSON.parse(res.body);
+    assert.equal(p.code, 'UNKNOWN_FIELD');
+    assert.match(p.detail, detail);
+    assert.match(p.hint, /without Switchboard-Strict/);
+  };
+  const before = JSON.parse((await app.inject({ method: 'GET', url: '/v1/status' })).body).revision;
+  expectRefused(await app.inject({ method: 'PUT', url: '/v1/services/strict/instances/s-1', headers: STRICT, payload: JSON.stringify({ ...REG, leaseID: 'x' }) }), /unknown field "leaseID" ignored: did you mean "leaseId"\?/);
+  expectRefused(await app.inject({ method: 'PUT', url: '/v1/services/strict/instances/s-1?namespce=x', headers: STRICT, payload: JSON.stringify(REG) }), /unknown query parameter "namespce"/);
+  expectRefused(await app.inject({ method: 'GET', url: '/v1/services/strict?helthy=true', headers: { 'switchboard-strict': '1' } }), /"helthy" ignored: did you mean "healthy"\?/);
+  expectRefused(await app.inject({ method: 'POST', url: '/v1/leases', headers: STRICT, payload: JSON.stringify({ ttlMs: 5000, ttl: '5s' }) }), /"ttl"/);
+  expectRefused(await app.inject({ method: 'POST', url: '/v1/instances/batch', headers: STRICT, payload: JSON.stringify({ instances: [item(0, { service: 'strict', wieght: 5 })] }) }), /instances\/0\/wieght/);
+  // Nothing was written: no instance, no lease, no new revision.
+  assert.equal((await app.inject({ method: 'GET', url: '/v1/services/strict/instances/s-1' })).statusCode, 404);
+  assert.equal(JSON.parse((await app.inject({ method: 'GET', url: '/v1/status' })).body).revision, before);
+  // Known fields only: strict changes nothing; without the header (or with false) unknown ones are ignored.
+  assert.equal((await app.inject({ method: 'PUT', url: '/v1/services/strict/instances/s-1', headers: STRICT, payload: JSON.stringify(REG) })).statusCode, 200);
+  const lax = await app.inject({ method: 'PUT', url: '/v1/services/strict/instances/s-2', headers: { ...JSON_CT, 'switchboard-strict': 'false' }, payload: JSON.stringify({ ...REG, leaseID: 'x' }) });
+  assert.equal(lax.statusCode, 200, lax.body);
+  assert.equal(JSON.parse(lax.body).warnings.length, 1);
+});
+
 test('values exactly at each limit are accepted', async () => {
   const address253 = ['a'.repeat(63), 'b'.repeat(63), 'c'.repeat(63), 'd'.repeat(61)].join('.');
   // 64 metadata keys, one of 128 characters, of exactly 16 KiB together (keys and values).
