@@ -201,6 +201,9 @@ async function read(drv, o) {
   return { ...r, readers: o.readers, readMode: o.readMode ?? null, serviceInstances: CATALOG_SIZE, wrongAnswers: wrong, ownerLost };
 }
 
+/** Most receipts (watchers x changes) one generator records in the watch workload. */
+const MAX_WATCH_RECEIPTS = 4_000_000;
+
 /** Dynamic instances alive at any time in the watch workload (each lives 2 x POOL changes). */
 const POOL = 10;
 
@@ -222,6 +225,8 @@ async function watch(drv, o) {
   const WATCHED = `watched-${o.runTag ?? 0}`;
   const total = Math.min(100_000, Math.round((o.watchRate * (o.warmupMs + o.durationMs)) / 1000));
   const warmupChanges = Math.round((o.watchRate * o.warmupMs) / 1000);
+  // Every receipt is kept and sent to the runner: bounded (8 bytes and a few in JSON each).
+  if (W * total > MAX_WATCH_RECEIPTS) throw new Error(`${W} watchers x ${total} changes is more than MAX_WATCH_RECEIPTS (${MAX_WATCH_RECEIPTS}) receipts for one generator: shorten --duration, lower the level or add --generators`);
   const owner = writerRole ? await seed(drv, WATCHED, CATALOG_SIZE, o.ttlMs) : (await drv.prepareServices([WATCHED]), null);
   // receipts[w][i]: when watcher w received change i (NaN: not yet).
   const receipts = Array.from({ length: W }, () => new Array(total).fill(NaN));

@@ -71,3 +71,15 @@ export function tlsFailureOf(err: unknown, depth = 0): TlsFailure | undefined {
  * prefix and the node id (`URI:switchboard:node:a`); such a node links only under that id.
  */
 export const PEER_ID_URI_PREFIX = 'switchboard:node:';
+
+/**
+ * The node ids a peer certificate names, from its subjectAltName as Node shows it
+ * (`"DNS:x, URI:switchboard:node:a"`); empty when it names none (any id may use it).
+ *
+ * @example
+ * peerIdsOfSubjectAltName('DNS:n1, URI:switchboard:node:a'); // ['a']
+ */
+export function peerIdsOfSubjectAltName(san: string | undefined): string[] {
+  const uri = `URI:${PEER_ID_URI_PREFIX}`;
+  return (san ?? '').split(', ').filter((x) => x.startsWith(uri)).map((x) => x.slice(uri.length));
+}

@@ -7,7 +7,7 @@ import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { hostname } from 'node:os';
-import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, PEER_ID_URI_PREFIX, isAddress, isNodeId, type Limits, type Mode } from '@switchboard/protocol';
+import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, isAddress, isNodeId, peerIdsOfSubjectAltName, type Limits, type Mode } from '@switchboard/protocol';
 import { CheckNetworks, DEFAULT_DENY_NETWORKS, parseNetwork } from '../health/networks.js';
 import { TokenFileError, parseTokenFile, type ApiToken } from '../api/auth.js';
 
@@ -738,8 +738,7 @@ export function resolveConfig(sources: Source[]): AgentConfig {
  */
 function checkPeerCertificateId(cfg: AgentConfig, where: string): void {
   if (!cfg.peerTls) return;
-  const uri = `URI:${PEER_ID_URI_PREFIX}`;
-  const ids = (new X509Certificate(cfg.peerTls.cert).subjectAltName ?? '').split(', ').filter((x) => x.startsWith(uri)).map((x) => x.slice(uri.length));
+  const ids = peerIdsOfSubjectAltName(new X509Certificate(cfg.peerTls.cert).subjectAltName);
   if (ids.length === 0 || (cfg.nodeId !== null && ids.includes(cfg.nodeId))) return;
   throw new ConfigError(where, `${where}: the certificate is issued for node ${ids.map((id) => `"${id}"`).join(', ')}, and this node is "${cfg.nodeId}"`, {
     code: 'PEER_TLS_WRONG_ID',

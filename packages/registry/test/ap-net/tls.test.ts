@@ -31,11 +31,22 @@ async function tap(target: number): Promise<{ port: number; seen: () => Buffer; 
 
 const closeAll = (...ns: Node[]): Promise<unknown> => Promise.all(ns.map((n) => n.t.close()));
 
-test('with peer TLS, members of the CA link (crossed dials too) and what they send cannot be read on the wire', async () => {
+/**
+ * Runs `body` with peer certificates made for it (makePeerCerts) and a list of the nodes it
+ * starts, which are closed afterwards, with the certificates' directory, whatever happens.
+ */
+async function withPeerCerts(names: Parameters<typeof makePeerCerts>[1], opts: Parameters<typeof makePeerCerts>[2], body: (certs: ReturnType<typeof makePeerCerts>, nodes: Node[], dir: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'sb-peer-tls-'));
   const nodes: Node[] = [];
   try {
-    const certs = makePeerCerts(dir, { a: 'ca', b: 'ca', c: 'ca' });
+    await body(makePeerCerts(dir, names, opts), nodes, dir);
+  } finally {
+    await closeAll(...nodes);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('with peer TLS, members of the CA link (crossed dials too) and what they send cannot be read on the wire', () => withPeerCerts({ a: 'ca', b: 'ca', c: 'ca' }, {}, async (certs, nodes) => {
     // Crossed dials: a and b name each other.
     const pa = await node('a');
     const pb = await node('b');
@@ -65,17 +76,9 @@ test('with peer TLS, members of the CA link (crossed dials too) and what they se
     } finally {
       relay.server.close();
     }
-  } finally {
-    await closeAll(...nodes);
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+}));
 
-test('with peer TLS, a node whose certificate another CA signed, or one without TLS, is refused on both sides and told why', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sb-peer-tls-'));
-  const nodes: Node[] = [];
-  try {
-    const certs = makePeerCerts(dir, { a: 'ca', x: 'other' });
+test('with peer TLS, a node whose certificate another CA signed, or one without TLS, is refused on both sides and told why', () => withPeerCerts({ a: 'ca', x: 'other' }, {}, async (certs, nodes, dir) => {
     const a = await node('a', { tls: certs.a });
     nodes.push(a);
     // x trusts the cluster's CA, but its own certificate comes from another CA.
@@ -100,57 +103,44 @@ test('with peer TLS, a node whose certificate another CA signed, or one without 
     await sleep(300);
     assert.deepEqual(a.t.peers().filter((p) => p.reachable), [], 'a linked to nobody');
     for (const n of [x, y, z, w]) assert.equal(n.t.peers().some((p) => p.reachable), false, `${n.t.nodeId} linked to nobody`);
-  } finally {
-    await closeAll(...nodes);
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+}));
 
-test('with peer TLS, connections that never finish the TLS handshake are bounded per address and closed after peerHandshakeTimeoutMs', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sb-peer-tls-'));
-  const nodes: Node[] = [];
-  const idle: Socket[] = [];
-  try {
-    const certs = makePeerCerts(dir, { a: 'ca', b: 'ca' });
-    const a = await node('a', { tls: certs.a! });
-    nodes.push(a);
-    // As many idle connections as the listener takes, from another address (another host):
-    // they connect and never say a word.
-    const closed: number[] = [];
-    const t0 = performance.now();
-    for (let i = 0; i < 52; i++) {
-      const sock = connect({ port: a.t.address().port, host: '127.0.0.1', localAddress: '127.0.0.2' });
-      sock.on('error', () => undefined);
-      sock.on('close', () => closed.push(performance.now() - t0));
-      idle.push(sock);
+test('with peer TLS, connections that never finish the TLS handshake are bounded per address and closed after peerHandshakeTimeoutMs', () => withPeerCerts({ a: 'ca', b: 'ca' }, {}, async (certs, nodes) => {
+    const idle: Socket[] = [];
+    try {
+      const a = await node('a', { tls: certs.a! });
+      nodes.push(a);
+      // As many idle connections as the listener takes, from another address (another host):
+      // they connect and never say a word.
+      const closed: number[] = [];
+      const t0 = performance.now();
+      for (let i = 0; i < 52; i++) {
+        const sock = connect({ port: a.t.address().port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+        sock.on('error', () => undefined);
+        sock.on('close', () => closed.push(performance.now() - t0));
+        idle.push(sock);
+      }
+      // Beyond peerMaxPeers + 1 (17) in their handshake from one address: closed at once.
+      await until(() => closed.length >= 52 - 17, 5_000, 'the connections beyond the per-address bound closed');
+      // The rest: closed once the handshake timeout (1 s in these tests) has passed.
+      await until(() => closed.length === 52, 5_000, 'every idle connection closed');
+      assert.ok(Math.max(...closed) < 4_000, `the last idle connection closed after ${Math.max(...closed).toFixed(0)} ms`);
+      await until(() => a.lines.some((l) => /no TLS handshake within peerHandshakeTimeoutMs/.test(l.msg)), 2_000, 'the timeout logged');
+      // A member links meanwhile, even while a new wave holds what one address may hold.
+      for (let i = 0; i < 20; i++) {
+        const sock = connect({ port: a.t.address().port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+        sock.on('error', () => undefined);
+        idle.push(sock);
+      }
+      const b = await node('b', { peers: [at(a, 'a')], tls: certs.b! });
+      nodes.push(b);
+      await until(() => reachable(b, 'a') && reachable(a, 'b'), 5_000, 'b linked to a');
+    } finally {
+      for (const sock of idle) sock.destroy();
     }
-    // Beyond peerMaxPeers + 1 (17) in their handshake from one address: closed at once.
-    await until(() => closed.length >= 52 - 17, 5_000, 'the connections beyond the per-address bound closed');
-    // The rest: closed once the handshake timeout (1 s in these tests) has passed.
-    await until(() => closed.length === 52, 5_000, 'every idle connection closed');
-    assert.ok(Math.max(...closed) < 4_000, `the last idle connection closed after ${Math.max(...closed).toFixed(0)} ms`);
-    await until(() => a.lines.some((l) => /no TLS handshake within peerHandshakeTimeoutMs/.test(l.msg)), 2_000, 'the timeout logged');
-    // A member links meanwhile, even while a new wave holds what one address may hold.
-    for (let i = 0; i < 20; i++) {
-      const sock = connect({ port: a.t.address().port, host: '127.0.0.1', localAddress: '127.0.0.2' });
-      sock.on('error', () => undefined);
-      idle.push(sock);
-    }
-    const b = await node('b', { peers: [at(a, 'a')], tls: certs.b! });
-    nodes.push(b);
-    await until(() => reachable(b, 'a') && reachable(a, 'b'), 5_000, 'b linked to a');
-  } finally {
-    for (const sock of idle) sock.destroy();
-    await closeAll(...nodes);
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+}));
 
-test('with peer TLS and certificates bound to ids (URI:switchboard:node:ID), a node may link only as the id its certificate names', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sb-peer-tls-'));
-  const nodes: Node[] = [];
-  try {
-    const certs = makePeerCerts(dir, { a: 'ca', b: 'ca', mallory: 'ca' }, { bindIds: true });
+test('with peer TLS and certificates bound to ids (URI:switchboard:node:ID), a node may link only as the id its certificate names', () => withPeerCerts({ a: 'ca', b: 'ca', mallory: 'ca' }, { bindIds: true }, async (certs, nodes) => {
     const a = await node('a', { tls: certs.a! });
     nodes.push(a);
     const b = await node('b', { peers: [at(a, 'a')], tls: certs.b! });
@@ -172,8 +162,4 @@ test('with peer TLS and certificates bound to ids (URI:switchboard:node:ID), a n
     assert.equal(a.t.peers().find((p) => p.id === 'b')?.reachable, true, 'the real b stays linked');
     assert.equal(a.inbox.length, 0);
     assert.equal(d.t.peers().some((p) => p.reachable), false, 'd linked to nobody');
-  } finally {
-    await closeAll(...nodes);
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+}));

@@ -26,7 +26,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { NODE_ID_RULE, PEER_ID_URI_PREFIX, isNodeId, tlsFailureOf, type Limits } from '@switchboard/protocol';
+import { NODE_ID_RULE, PEER_ID_URI_PREFIX, isNodeId, peerIdsOfSubjectAltName, tlsFailureOf, type Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
 import { encodeFrame, FrameDecoder, FrameError, FrameKind, PEER_PROTOCOL_VERSION, type AcceptedBody, type Frame, type HelloBody, type MemberRecord, type RefuseBody, type WelcomeBody } from './frame.js';
 import { reconnectDelay } from './backoff.js';
@@ -111,9 +111,7 @@ function peerTlsProblem(err: NodeJS.ErrnoException): string | undefined {
  * URIs `switchboard:node:ID`); null when it names none (any id, as the CA decides).
  */
 function certifiedIds(socket: Socket): string[] | null {
-  const san = (socket as TLSSocket).getPeerCertificate?.()?.subjectaltname;
-  if (typeof san !== 'string') return null;
-  const ids = san.split(', ').filter((x) => x.startsWith(`URI:${PEER_ID_URI_PREFIX}`)).map((x) => x.slice(4 + PEER_ID_URI_PREFIX.length));
+  const ids = peerIdsOfSubjectAltName((socket as TLSSocket).getPeerCertificate?.()?.subjectaltname);
   return ids.length > 0 ? ids : null;
 }
 
@@ -277,8 +275,6 @@ export class TcpPeerTransport implements TcpTransport {
   private readonly accepted = new Set<Socket>();
   /** Peer TLS: connections in their TLS handshake, by remote "address:port". */
   private readonly inTls = new Map<string, Socket>();
-  /** "address:port" of connections closed by the per-address bound (their TLS error is not logged again). */
-  private readonly shedded = new Set<string>();
   private bound: HostPort;
   private advertised: HostPort;
   private pingTimer: NodeJS.Timeout | undefined;
@@ -325,12 +321,12 @@ export class TcpPeerTransport implements TcpTransport {
       server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
         // The listener only reports a failed or timed-out TLS handshake: the connection
         // would stay open, holding a slot, if it were not ended here.
+        const address = socket.remoteAddress;
+        const from = `${address}:${socket.remotePort}`;
         socket.destroy();
-        const key = `${socket.remoteAddress}:${socket.remotePort}`;
-        const raw = this.inTls.get(key);
-        this.inTls.delete(key);
-        if (this.shedded.delete(key)) return; // closed by the per-address bound, logged there
-        const from = raw ? `${raw.remoteAddress}:${raw.remotePort}` : 'an address already gone';
+        // A connection already gone has no address left to name: closed by the per-address
+        // bound below (logged there), or hung up by its other end. Debug level only.
+        if (address === undefined) return void this.log.debug({ err: err.message }, 'a peer connection closed during its TLS handshake');
         const why = err.code === 'ERR_SSL_HTTP_REQUEST' || err.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? 'it does not speak TLS' : err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? `no TLS handshake within peerHandshakeTimeoutMs (${this.limits.peerHandshakeTimeoutMs} ms)` : err.message;
         this.inboundWarning({ from, err: err.message }, `a peer connection from ${from} failed its TLS handshake: ${why}`);
       });
@@ -348,8 +344,6 @@ export class TcpPeerTransport implements TcpTransport {
       // Peer TLS: the handshake is a handshake too, bounded per address like the link's.
       if (this.handshakesFrom(raw.remoteAddress) >= this.limits.peerMaxPeers + 1) {
         this.inboundWarning({ from: key }, `closed a peer connection from ${raw.remoteAddress}: it already has ${this.limits.peerMaxPeers + 1} connections in their handshake (peerMaxPeers + 1)`);
-        if (this.shedded.size >= 1_000) this.shedded.clear(); // keys whose TLS error never came
-        this.shedded.add(key);
         return void raw.destroy();
       }
       this.inTls.set(key, raw);
