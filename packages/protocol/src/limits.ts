@@ -176,7 +176,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxWatchBufferBytes: 4 * 1024 * 1024,
   maxQueryTags: 16,
   maxSessionsPerNode: 100_000,
-  maxSessionMessageBytes: 4096,
+  maxSessionMessageBytes: 65536,
   peerMaxPeers: 16,
   peerMaxFrameBytes: 16 * 1024 * 1024,
   peerQueueMaxMessages: 100_000,

@@ -21,11 +21,36 @@ export type SessionClientMessage =
   /** Renew the lease; send every ttlMs / 3. `seq` comes back in the ack. */
   | { type: 'keepalive'; seq: number }
   /** End the session on purpose: `revoke` deregisters the lease's instances at once. */
-  | { type: 'close'; revoke: boolean };
+  | { type: 'close'; revoke: boolean }
+  | SessionRequest;
+
+/**
+ * Requests over the session (an extension of API v1): the REST calls a client process
+ * makes most, on the connection it holds anyway. Each carries an `id` of the client's
+ * choosing (a non-negative integer), echoed by its `result` or `error`. Requests run
+ * concurrently, like requests on separate HTTP connections: their results may come in
+ * any order, so a request that depends on another is sent after that one's result.
+ */
+export type SessionRequest =
+  /** PUT /v1/services/{service}/instances/{instanceId}: `instance` is the same body. */
+  | { type: 'register'; id: number; service: string; instanceId: string; namespace?: string; instance: unknown }
+  /** DELETE /v1/services/{service}/instances/{instanceId}. */
+  | { type: 'deregister'; id: number; service: string; instanceId: string; namespace?: string }
+  /** GET /v1/services/{service} with the same filters (`tag` a list). */
+  | { type: 'read'; id: number; service: string; namespace?: string; healthy?: boolean; zone?: string; tag?: string[]; version?: string; consistent?: boolean };
+
+export type SessionRequestType = SessionRequest['type'];
+export const SESSION_REQUEST_TYPES: readonly SessionRequestType[] = ['register', 'deregister', 'read'];
+
+/**
+ * Requests of one session running at once; beyond it a request gets `error` with
+ * RATE_LIMITED (the session stays open).
+ */
+export const SESSION_MAX_INFLIGHT_REQUESTS = 256;
 
 export type SessionServerMessage =
   /** The lease this session now keeps alive. */
-  | { type: 'lease'; leaseId: string; ttlMs: number; nodeId: string; epoch: string; graceMs: number }
+  | { type: 'lease'; leaseId: string; ttlMs: number; nodeId: string; epoch: string; graceMs: number; maxMessageBytes?: number }
   | { type: 'ack'; seq: number; ttlMs: number }
   /** The lease ended; the client must open a new one and register again. */
   | { type: 'ended'; leaseId: string; reason: 'lease_expired' | 'lease_revoked' }
@@ -37,4 +62,10 @@ export type SessionServerMessage =
    * A request on this session failed; the session stays open (except after a failed
    * `close`). `request` and `seq` name the message that failed, when it could be read.
    */
-  | { type: 'error'; problem: Problem; request?: string; seq?: number };
+  | { type: 'error'; problem: Problem; request?: string; seq?: number; id?: number }
+  /**
+   * A request's answer: `revision` (and `warnings`, unknown fields it ignored) for
+   * register and deregister, `answer` (the service answer of GET /v1/services/{service})
+   * for read.
+   */
+  | { type: 'result'; id: number; revision?: number; warnings?: string[]; answer?: unknown };

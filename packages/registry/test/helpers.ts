@@ -140,6 +140,12 @@ export class SessionClient {
   send(msg: unknown): void {
     this.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
   }
+  /** The answer (`result` or `error`) to the request with this id, taken out of the inbox. */
+  async answer(id: number, timeoutMs = 3_000): Promise<Extract<SessionServerMessage, { type: 'result' | 'error' }>> {
+    let i = -1;
+    await waitUntil(() => (i = this.inbox.findIndex((m) => (m.type === 'result' || m.type === 'error') && m.id === id)) >= 0, timeoutMs, `the answer to request ${id}`, { intervalMs: 5, detail: () => `got ${JSON.stringify(this.inbox).slice(0, 500)}` });
+    return this.inbox.splice(i, 1)[0] as Extract<SessionServerMessage, { type: 'result' | 'error' }>;
+  }
   /** The next message of `type` (taken out of the inbox), waiting up to `timeoutMs`. */
   async next<T extends SessionServerMessage['type']>(type: T, timeoutMs = 3_000): Promise<Extract<SessionServerMessage, { type: T }>> {
     let i = -1;

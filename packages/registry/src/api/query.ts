@@ -109,9 +109,14 @@ export const STRICT_HEADER = 'switchboard-strict';
 export function refuseIfStrict(req: { headers: Record<string, string | string[] | undefined> }, warnings: string[]): string[] {
   if (warnings.length === 0) return warnings;
   const h = req.headers[STRICT_HEADER];
-  if (h === undefined || !/^(true|1)$/i.test(String(h).trim())) return warnings;
+  return refuseUnknown(h !== undefined && /^(true|1)$/i.test(String(h).trim()), warnings, 'Switchboard-Strict');
+}
+
+/** `warnings`, or 400 UNKNOWN_FIELD listing them when the request is `strict` (asked for by `how`). */
+export function refuseUnknown(strict: boolean, warnings: string[], how: string): string[] {
+  if (!strict || warnings.length === 0) return warnings;
   throw new SwitchboardError('UNKNOWN_FIELD', capWarnings(warnings).join('; '), {
-    hint: 'drop or correct the fields and parameters named, or send the request without Switchboard-Strict to have unknown ones ignored',
+    hint: `drop or correct the fields and parameters named, or send the request without ${how} to have unknown ones ignored`,
   });
 }
 

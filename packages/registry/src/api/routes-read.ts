@@ -1,7 +1,7 @@
 /** Discovery: service lists, service answers with filters, blocking queries and ETags. */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SwitchboardError, instanceSchema, serviceAnswerSchema, serviceListSchema } from '@switchboard/protocol';
-import { serviceAnswerBytes, serviceAnswerJson } from '../core/views.js';
+import { serviceAnswerBytes, serviceAnswerJson, type ServiceQuery } from '../core/views.js';
 import { errorResponses, type ApiContext } from './context.js';
 import { blocking, bool, namespaceOf, serviceParam, serviceQuery, type Query, instanceTarget } from './query.js';
 
@@ -77,15 +77,10 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
     const block = blocking(q, limits);
     const fresh = await engine.readFreshness?.(consistent);
     if (block) await waitForChange(ctx, reply, namespace, service, block.index, block.waitMs);
-    const svc = reg.service(namespace, service);
-    const revision = reg.serviceRevision(namespace, service);
-    reply.header('x-switchboard-index', String(revision));
-    const protectThreshold = reg.serviceSettings(namespace, service)?.protectThreshold ?? null;
-    if (fresh?.stale) {
-      const body = serviceAnswerJson(svc, service, revision, filter, protectThreshold, reg.epoch);
-      return reply.type(JSON_TYPE).header('cache-control', 'no-cache').send(`${body.slice(0, -1)},"stale":true,"staleMs":${Math.round(fresh.staleMs)}}`);
-    }
-    return sendCached(req, reply, `"${reg.epoch}.${revision}"`, () => serviceAnswerBytes(svc, service, revision, filter, protectThreshold, reg.epoch));
+    const answer = currentAnswer(ctx, namespace, service, filter, fresh);
+    reply.header('x-switchboard-index', String(answer.revision));
+    if (answer.stale) return reply.type(JSON_TYPE).header('cache-control', 'no-cache').send(answer.body());
+    return sendCached(req, reply, `"${reg.epoch}.${answer.revision}"`, answer.body);
   });
 
   app.get('/v1/services/:service/instances/:instanceId', {
@@ -101,6 +96,23 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
     }
     return sendCached(req, reply, `"${reg.epoch}.${rec.instance.modRevision}"`, () => rec.json);
   });
+}
+
+/**
+ * The answer to a read of a service as the node holds it now (GET /v1/services/{service}
+ * and the session's `read`): marked stale when cp could not confirm its view is current.
+ * The body is made when asked for (an unchanged answer is not sent at all).
+ */
+export function currentAnswer(ctx: ApiContext, namespace: string, service: string, filter: ServiceQuery, fresh: { stale: boolean; staleMs: number } | undefined): { revision: number; stale: boolean; body: () => string | Buffer } {
+  const reg = ctx.engine.registry;
+  const svc = reg.service(namespace, service);
+  const revision = reg.serviceRevision(namespace, service);
+  const protectThreshold = reg.serviceSettings(namespace, service)?.protectThreshold ?? null;
+  if (fresh?.stale) {
+    const staleMs = Math.round(fresh.staleMs);
+    return { revision, stale: true, body: () => `${serviceAnswerJson(svc, service, revision, filter, protectThreshold, reg.epoch).slice(0, -1)},"stale":true,"staleMs":${staleMs}}` };
+  }
+  return { revision, stale: false, body: () => serviceAnswerBytes(svc, service, revision, filter, protectThreshold, reg.epoch) };
 }
 
 /**

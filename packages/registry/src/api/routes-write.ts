@@ -17,6 +17,7 @@ import {
   validateStatusBody,
   writeResultSchema,
   type CheckSpec,
+  type InstanceInput,
 } from '@switchboard/protocol';
 import { denialText, targetHost, type CheckNetworks } from '../health/networks.js';
 import { errorResponses, type ApiContext } from './context.js';
@@ -69,6 +70,16 @@ function refuseDeniedTargets(checks: CheckSpec[], networks: CheckNetworks, item 
   });
 }
 
+/**
+ * A registration's checked input and the unknown fields it ignores (`path` prefixes their
+ * names): the same for PUT /v1/services/{service}/instances/{id} and the session's `register`.
+ */
+export function checkedRegistration(body: unknown, ctx: ApiContext, path = '', warnings: string[] = []): { input: InstanceInput; warnings: string[] } {
+  const input = validateInstanceInput(body, ctx.limits, path);
+  refuseDeniedTargets(input.checks, ctx.engine.checkNetworks, path);
+  return { input, warnings: instanceWarnings(body, INSTANCE_FIELDS, path, warnings) };
+}
+
 export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { engine, limits } = ctx;
 
@@ -92,9 +103,8 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     schema: { tags: ['instances'], summary: 'Register or replace an instance (idempotent)', params: instanceParams, querystring: nsQuery, body: instanceInputSchema, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
-    const input = validateInstanceInput(req.body, limits);
-    refuseDeniedTargets(input.checks, engine.checkNetworks);
-    const warnings = refuseIfStrict(req, instanceWarnings(req.body, INSTANCE_FIELDS));
+    const { input, warnings: unknown } = checkedRegistration(req.body, ctx);
+    const warnings = refuseIfStrict(req, unknown);
     return withWarnings(req, { revision: await engine.register({ namespace, service, id, input }) }, warnings);
   });
 

@@ -17,6 +17,7 @@ import {
 } from '@switchboard/protocol';
 import type { ApiContext } from './context.js';
 import { toSwitchboardError } from './problem.js';
+import { SessionRequests, parseRequest } from './session-requests.js';
 
 /**
  * Messages of one session waiting to be handled (they are handled one at a time, in
@@ -32,6 +33,8 @@ class Session {
   /** The message being handled and those waiting after it (see SESSION_MAX_PENDING_MESSAGES). */
   chain: Promise<void> = Promise.resolve();
   pending = 0;
+  /** Requests running (see SESSION_MAX_INFLIGHT_REQUESTS). */
+  inflight = 0;
 
   constructor(
     readonly socket: WebSocket,
@@ -41,6 +44,10 @@ class Session {
   send(msg: SessionServerMessage): void {
     if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(msg));
   }
+
+  sendText(text: string | Buffer): void {
+    if (this.socket.readyState === this.socket.OPEN) this.socket.send(text, { binary: false });
+  }
 }
 
 export class Sessions {
@@ -48,8 +55,10 @@ export class Sessions {
   private readonly byLease = new Map<string, Session>();
   private shuttingDown = false;
   private readonly stopListening: () => void;
+  private readonly requests: SessionRequests;
 
   constructor(private readonly ctx: ApiContext) {
+    this.requests = new SessionRequests(ctx);
     this.stopListening = ctx.engine.onLeaseEnded((leaseId, reason) => {
       const s = this.byLease.get(leaseId);
       if (!s) return;
@@ -79,6 +88,8 @@ export class Sessions {
     this.ctx.metrics.observeRequest('GET', SESSION_PATH, 101, null);
     socket.on('message', (data, isBinary) => {
       const text = isBinary ? null : data.toString();
+      const request = text === null ? null : parseRequest(text);
+      if (request !== null) return this.requests.handle(session, request);
       if (session.pending >= SESSION_MAX_PENDING_MESSAGES) {
         const problem = new SwitchboardError('RATE_LIMITED', `more than ${SESSION_MAX_PENDING_MESSAGES} session messages wait to be handled`, { limit: 'sessionMaxPendingMessages', hint: 'wait for each answer (ack, lease) before sending more' });
         session.send({ type: 'error', problem: problem.toProblem(), ...requestOf(text) });
@@ -180,7 +191,7 @@ export class Sessions {
     s.leaseId = leaseId;
     this.byLease.set(leaseId, s);
     const { engine, limits } = this.ctx;
-    s.send({ type: 'lease', leaseId, ttlMs, nodeId: engine.nodeId, epoch: engine.registry.epoch, graceMs: limits.sessionGraceMs });
+    s.send({ type: 'lease', leaseId, ttlMs, nodeId: engine.nodeId, epoch: engine.registry.epoch, graceMs: limits.sessionGraceMs, maxMessageBytes: limits.maxSessionMessageBytes });
   }
 
   private onClose(s: Session): void {

@@ -113,7 +113,7 @@ test('bad messages get an error and the session stays usable', async () => {
       assert.ok(['INVALID_ARGUMENT', 'LIMIT_EXCEEDED'].includes(err.problem.code), `${bad}: ${err.problem.code}`);
       assert.ok(err.problem.hint, `${bad} has a hint`);
     }
-    c.send('x'.repeat(10_000)); // over maxSessionMessageBytes: the socket is closed
+    c.send('x'.repeat(70_000)); // over maxSessionMessageBytes (64 KiB): the socket is closed
     await sleep(300);
     assert.ok(c.closed);
     const d = await Client.connect(node.url);

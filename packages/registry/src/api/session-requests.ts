@@ -1,0 +1,168 @@
+/**
+ * Requests over the session stream (an extension of API v1, docs/api.md): register,
+ * deregister and read on the connection a client process holds for its lease anyway.
+ * They do what the REST calls do (same checks, same engine calls, same answers) without an
+ * HTTP request each: no request line and headers to parse, no answer headers, no route
+ * lookup. Unlike the session's lease messages they run concurrently, like requests on
+ * separate HTTP connections.
+ */
+import {
+  SESSION_MAX_INFLIGHT_REQUESTS,
+  SESSION_PATH,
+  SESSION_REQUEST_TYPES,
+  SwitchboardError,
+  capWarnings,
+  invalid,
+  unknownFieldWarnings,
+  validateInstanceId,
+  type SessionRequestType,
+  type SessionServerMessage,
+} from '@switchboard/protocol';
+import type { ApiContext } from './context.js';
+import { toSwitchboardError } from './problem.js';
+import { namespaceOf, refuseUnknown, serviceParam, serviceQuery, type Query } from './query.js';
+import { currentAnswer } from './routes-read.js';
+import { checkedRegistration } from './routes-write.js';
+
+/** What a request needs of its session. */
+export interface RequestSession {
+  inflight: number;
+  send(msg: SessionServerMessage): void;
+  sendText(text: string | Buffer): void;
+}
+
+/** A parsed request message (its fields checked when it runs). */
+export type RawRequest = Record<string, unknown> & { type: SessionRequestType };
+
+const FIELDS: Record<SessionRequestType, readonly string[]> = {
+  register: ['type', 'id', 'service', 'instanceId', 'namespace', 'instance', 'strict'],
+  deregister: ['type', 'id', 'service', 'instanceId', 'namespace', 'strict'],
+  read: ['type', 'id', 'service', 'namespace', 'healthy', 'zone', 'tag', 'version', 'consistent', 'strict'],
+};
+
+/** The filters of a read: the query parameters of GET /v1/services/{service}, typed. */
+const READ_PARAMS = { healthy: 'boolean', zone: 'string', tag: 'strings', version: 'string', consistent: 'boolean' } as const;
+
+/**
+ * The message when it is a request (its `type` one of SESSION_REQUEST_TYPES); null for
+ * anything else, which the lease messages' handler answers (or refuses); it parses those
+ * again, but they are rare (a keepalive per TTL/3) where requests are the traffic.
+ */
+export function parseRequest(text: string): RawRequest | null {
+  let msg: unknown;
+  try {
+    msg = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) return null;
+  const type = (msg as { type?: unknown }).type;
+  return SESSION_REQUEST_TYPES.includes(type as SessionRequestType) ? (msg as RawRequest) : null;
+}
+
+export class SessionRequests {
+  constructor(private readonly ctx: ApiContext) {}
+
+  /** Runs a request and answers it with `result` or `error` (naming its id) when it is done. */
+  handle(s: RequestSession, msg: RawRequest): void {
+    const { type } = msg;
+    const id = msg.id;
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
+      const problem = invalid('id', `request id ${JSON.stringify(id) ?? 'undefined'} is not a non-negative integer`, 'give each request an id of your choosing, such as 1, 2, 3: its result carries it');
+      s.send({ type: 'error', request: type, problem: problem.toProblem() });
+      return;
+    }
+    if (s.inflight >= SESSION_MAX_INFLIGHT_REQUESTS) {
+      const problem = new SwitchboardError('RATE_LIMITED', `${s.inflight} requests of this session are running`, {
+        limit: 'sessionMaxInflightRequests',
+        retryAfterSec: 1,
+        hint: `keep at most ${SESSION_MAX_INFLIGHT_REQUESTS} requests of one session waiting for their results`,
+      });
+      s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
+      this.observe(type, problem.status, null);
+      return;
+    }
+    s.inflight++;
+    const started = performance.now();
+    let run: Promise<string | Buffer>;
+    try {
+      run = this.run(msg, id);
+    } catch (err) {
+      run = Promise.reject(err);
+    }
+    run.then(
+      (text) => {
+        s.inflight--;
+        s.sendText(text);
+        this.observe(type, 200, started);
+      },
+      (err: unknown) => {
+        s.inflight--;
+        const problem = toSwitchboardError(err, this.ctx.limits.maxSessionMessageBytes);
+        s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
+        this.observe(type, problem.status, started);
+      },
+    );
+  }
+
+  private observe(type: SessionRequestType, status: number, started: number | null): void {
+    this.ctx.metrics.observeRequest('SESSION', `${SESSION_PATH}#${type}`, status, started === null ? null : (performance.now() - started) / 1000);
+  }
+
+  private run(msg: RawRequest, id: number): Promise<string | Buffer> {
+    const { engine, limits } = this.ctx;
+    const service = serviceParam(msg.service);
+    if (msg.type === 'read') {
+      const q = queryOf(msg);
+      const namespace = namespaceOf(q);
+      const filter = serviceQuery(q, limits);
+      const consistent = q.consistent === 'true';
+      refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, FIELDS.read), STRICT);
+      return this.read(id, namespace, service, filter, consistent);
+    }
+    const instanceId = validateInstanceId(msg.instanceId, 'instanceId');
+    const namespace = namespaceOf({ namespace: stringField(msg, 'namespace') });
+    if (msg.type === 'deregister') {
+      refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, FIELDS.deregister), STRICT);
+      return engine.deregister(namespace, service, instanceId).then((revision) => `{"type":"result","id":${id},"revision":${revision}}`);
+    }
+    const { input, warnings } = checkedRegistration(msg.instance, this.ctx, 'instance', unknownFieldWarnings(msg, FIELDS.register));
+    refuseUnknown(msg.strict === true, warnings, STRICT);
+    const tail = warnings.length === 0 ? '' : `,"warnings":${JSON.stringify(capWarnings(warnings))}`;
+    return engine.register({ namespace, service, id: instanceId, input }).then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
+  }
+
+  private async read(id: number, namespace: string, service: string, filter: ReturnType<typeof serviceQuery>, consistent: boolean): Promise<string | Buffer> {
+    const fresh = await this.ctx.engine.readFreshness?.(consistent);
+    const body = currentAnswer(this.ctx, namespace, service, filter, fresh).body();
+    const head = `{"type":"result","id":${id},"answer":`;
+    return typeof body === 'string' ? `${head}${body}}` : Buffer.concat([Buffer.from(head), body, CLOSE_BRACE]);
+  }
+}
+
+const CLOSE_BRACE = Buffer.from('}');
+const STRICT = '"strict": true';
+
+function stringField(msg: RawRequest, name: string): string | undefined {
+  const v = msg[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw invalid(name, `${name} must be a string`, `write "${name}" as a JSON string`);
+  return v;
+}
+
+/** A read's filters as the query parameters of the REST read, so that both are checked alike. */
+function queryOf(msg: RawRequest): Query {
+  const q: Query = { namespace: stringField(msg, 'namespace') };
+  for (const [name, kind] of Object.entries(READ_PARAMS)) {
+    const v = msg[name];
+    if (v === undefined || v === null) continue;
+    if (kind === 'boolean') {
+      if (typeof v !== 'boolean') throw invalid(name, `${name} must be true or false`, `write "${name}": true`);
+      q[name] = String(v);
+    } else if (kind === 'strings') {
+      if (!Array.isArray(v) || v.some((t) => typeof t !== 'string')) throw invalid(name, `${name} must be a list of strings`, `write "${name}": ["a", "b"]`);
+      q[name] = v as string[];
+    } else q[name] = stringField(msg, name);
+  }
+  return q;
+}

@@ -1,0 +1,159 @@
+// Goal: register, deregister and read over the session stream do what the REST calls do
+// (same answers, same refusals, same effects), run concurrently, name their request in
+// every answer, and are bounded per session; a refused request leaves the session and its
+// lease as they were.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SESSION_MAX_INFLIGHT_REQUESTS } from '@switchboard/protocol';
+import { SessionClient as Client, call, sleep, startNode } from '../helpers.js';
+
+const instance = (extra: Record<string, unknown> = {}) => ({ address: '10.0.0.7', port: 8080, tags: ['a'], metadata: { v: '1' }, ...extra });
+
+async function metricsText(url: string): Promise<string> {
+  return (await fetch(`${url}/metrics`)).text();
+}
+
+test('register, read and deregister over the session equal the REST calls', async () => {
+  const node = await startNode({ limits: { sessionGraceMs: 200 } });
+  try {
+    const c = await Client.connect(node.url);
+    c.send({ type: 'open', ttlMs: 10_000 });
+    const { leaseId, maxMessageBytes } = await c.next('lease');
+    assert.equal(maxMessageBytes, 65_536, 'the lease message announces the message limit');
+
+    c.send({ type: 'register', id: 1, service: 'pay', instanceId: 'p-1', instance: instance({ leaseId }) });
+    const r1 = await c.answer(1);
+    assert.equal(r1.type, 'result');
+    assert.ok(r1.type === 'result' && typeof r1.revision === 'number' && r1.revision > 0);
+    // A second instance over REST, for comparison of the stored records.
+    const rest = await call(node.url, 'PUT', '/v1/services/pay/instances/p-2', instance({ leaseId }));
+    assert.equal(rest.status, 200);
+    const restRead = await call(node.url, 'GET', '/v1/services/pay');
+    const [viaSession, viaRest] = restRead.body.instances;
+    assert.equal(viaSession.id, 'p-1');
+    assert.equal(viaSession.leaseId, leaseId);
+    const strip = ({ id, createRevision, modRevision, ...rest }: Record<string, unknown>) => (void id, void createRevision, void modRevision, rest);
+    assert.deepEqual(strip(viaSession), strip(viaRest), 'the same record whichever way it was registered');
+
+    c.send({ type: 'read', id: 2, service: 'pay' });
+    const r2 = await c.answer(2);
+    assert.ok(r2.type === 'result');
+    assert.deepEqual(r2.answer, restRead.body, 'a read answers what GET /v1/services/{service} answers');
+
+    c.send({ type: 'read', id: 3, service: 'pay', tag: ['zzz'] });
+    const r3 = await c.answer(3);
+    assert.ok(r3.type === 'result');
+    assert.deepEqual((r3.answer as { instances: unknown[] }).instances, [], 'filters apply as in the query string');
+
+    c.send({ type: 'deregister', id: 4, service: 'pay', instanceId: 'p-1' });
+    const r4 = await c.answer(4);
+    assert.ok(r4.type === 'result' && r4.revision! > rest.body.revision);
+    assert.deepEqual((await call(node.url, 'GET', '/v1/services/pay')).body.instances.map((i: { id: string }) => i.id), ['p-2']);
+
+    // Counted on /metrics like the REST routes, under the session's path and the request type.
+    const metrics = await metricsText(node.url);
+    assert.match(metrics, /switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#register",status="200"\} 1/);
+    assert.match(metrics, /switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#read",status="200"\} 2/);
+
+    // Registered over the session or not, an instance of the lease goes with it when the process dies.
+    c.ws.terminate();
+    const t0 = Date.now();
+    while ((await call(node.url, 'GET', '/v1/services/pay')).body.instances.length > 0 && Date.now() - t0 < 3_000) await sleep(20);
+    assert.deepEqual((await call(node.url, 'GET', '/v1/services/pay')).body.instances, []);
+  } finally {
+    await node.close();
+  }
+});
+
+test('refused requests answer with the REST refusal and the request id; the session and its lease stay', async () => {
+  const node = await startNode();
+  try {
+    const c = await Client.connect(node.url);
+    c.send({ type: 'open', ttlMs: 10_000 });
+    const { leaseId } = await c.next('lease');
+    const cases: [unknown, string, string | undefined][] = [
+      [{ type: 'register', id: 10, service: 'svc', instanceId: 'a', instance: { port: 1 } }, 'INVALID_ARGUMENT', 'instance/address'],
+      [{ type: 'register', id: 11, service: 'svc', instanceId: 'a' }, 'INVALID_ARGUMENT', undefined],
+      [{ type: 'register', id: 12, service: 'Bad Name', instanceId: 'a', instance: instance() }, 'INVALID_ARGUMENT', 'service'],
+      [{ type: 'register', id: 13, service: 'svc', instanceId: 'a', instance: instance({ leaseId: 'ffffffffffffffff' }) }, 'LEASE_NOT_FOUND', undefined],
+      [{ type: 'register', id: 14, service: 'svc', instanceId: 'a', instance: instance({ checks: [{ type: 'tcp', target: '169.254.169.254:80', interval: '10s' }] }) }, 'CHECK_TARGET_DENIED', 'instance/checks/0/target'],
+      [{ type: 'deregister', id: 15, service: 'svc', instanceId: 'nobody' }, 'INSTANCE_NOT_FOUND', undefined],
+      [{ type: 'read', id: 16, service: 'svc', healthy: 'yes' }, 'INVALID_ARGUMENT', 'healthy'],
+      [{ type: 'read', id: 17, service: 'svc', tag: 'a' }, 'INVALID_ARGUMENT', 'tag'],
+      [{ type: 'read', id: 18, service: 'svc', namespace: 7 }, 'INVALID_ARGUMENT', 'namespace'],
+      [{ type: 'register', id: 19, service: 'svc', instanceId: 'a', instance: instance({ prot: 'http' }), strict: true }, 'UNKNOWN_FIELD', undefined],
+    ];
+    for (const [msg, code, field] of cases) {
+      c.send(msg);
+      const a = await c.answer((msg as { id: number }).id);
+      assert.equal(a.type, 'error', JSON.stringify(msg));
+      assert.ok(a.type === 'error');
+      assert.equal(a.problem.code, code, `${JSON.stringify(msg)}: ${a.problem.detail}`);
+      assert.equal(a.request, (msg as { type: string }).type);
+      if (field !== undefined) assert.equal(a.problem.field, field, JSON.stringify(a.problem));
+      assert.ok(a.problem.hint, `${code} has a hint`);
+    }
+    // Without an id there is nothing to name: the error says so, without an id.
+    c.send({ type: 'register', service: 'svc', instanceId: 'a', instance: instance() });
+    const noId = await c.next('error');
+    assert.equal(noId.problem.code, 'INVALID_ARGUMENT');
+    assert.equal(noId.problem.field, 'id');
+    assert.equal(noId.request, 'register');
+    assert.equal(noId.id, undefined);
+    // Unknown fields are ignored and listed, as REST lists them in `warnings`.
+    c.send({ type: 'register', id: 20, service: 'svc', instanceId: 'a', instance: instance({ leaseId, protocl: 'http' }), colour: 'red' });
+    const warned = await c.answer(20);
+    assert.ok(warned.type === 'result');
+    assert.equal(warned.warnings?.length, 2, JSON.stringify(warned));
+    assert.match(warned.warnings!.join('\n'), /"colour"/);
+    assert.match(warned.warnings!.join('\n'), /"instance\/protocl".*did you mean "protocol"/);
+    assert.equal(node.engine.registry.instance('default', 'svc', 'a')?.instance.leaseId, leaseId);
+    // Nothing was written by the refusals, and the lease is still kept by this session.
+    assert.equal((await call(node.url, 'GET', '/v1/services/svc')).body.instances.length, 1);
+    c.send({ type: 'keepalive', seq: 1 });
+    assert.equal((await c.next('ack')).seq, 1);
+    assert.equal(c.closed, false);
+  } finally {
+    await node.close();
+  }
+});
+
+test('requests run concurrently, each answered once; more than the limit at once are refused, not queued', async () => {
+  const node = await startNode();
+  try {
+    const c = await Client.connect(node.url);
+    // Requests need no lease: persistent instances and reads.
+    const n = 100;
+    for (let i = 0; i < n; i++) c.send({ type: 'register', id: i, service: 'many', instanceId: `m-${i}`, instance: instance() });
+    const answers = await Promise.all(Array.from({ length: n }, (_, i) => c.answer(i)));
+    assert.ok(answers.every((a) => a.type === 'result'), JSON.stringify(answers.find((a) => a.type !== 'result')));
+    assert.equal(new Set(answers.map((a) => (a.type === 'result' ? a.revision : -1))).size, n, 'one revision each');
+    assert.equal((await call(node.url, 'GET', '/v1/services/many')).body.instances.length, n);
+
+    // Writes held up in the engine (a slow disk): the session's running requests reach the limit.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const register = node.engine.register.bind(node.engine);
+    node.engine.register = async (item) => {
+      await gate;
+      return register(item);
+    };
+    const over = 20;
+    const total = SESSION_MAX_INFLIGHT_REQUESTS + over;
+    for (let i = 0; i < total; i++) c.send({ type: 'register', id: 1000 + i, service: 'held', instanceId: `h-${i}`, instance: instance() });
+    const refused = [];
+    for (let i = 0; i < over; i++) refused.push(await c.next('error'));
+    assert.ok(refused.every((e) => e.problem.code === 'RATE_LIMITED' && e.problem.limit === 'sessionMaxInflightRequests'), JSON.stringify(refused[0]));
+    assert.deepEqual(refused.map((e) => e.id), Array.from({ length: over }, (_, i) => 1000 + SESSION_MAX_INFLIGHT_REQUESTS + i), 'the requests beyond the limit');
+    assert.equal(c.inbox.filter((m) => m.type === 'result').length, 0, 'the others are still running');
+    release();
+    const done = await Promise.all(Array.from({ length: SESSION_MAX_INFLIGHT_REQUESTS }, (_, i) => c.answer(1000 + i)));
+    assert.ok(done.every((a) => a.type === 'result'));
+    assert.equal((await call(node.url, 'GET', '/v1/services/held')).body.instances.length, SESSION_MAX_INFLIGHT_REQUESTS);
+    // Below the limit again: taken.
+    c.send({ type: 'read', id: 5000, service: 'held' });
+    assert.equal((await c.answer(5000)).type, 'result');
+  } finally {
+    await node.close();
+  }
+});
