@@ -10,7 +10,8 @@ import { Backoff, type BackoffOptions } from './backoff.js';
 import { ClientClosedError, RegistryError, RegistryUnavailableError } from './errors.js';
 import type { Endpoints, RegistryHttp } from './registry-http.js';
 import { isAccessError, isUnavailable, retryAfterOf, type AccessError } from './registry-http.js';
-import { RestBinding, SessionUnsupportedError, WsBinding, type Binding, type BindingEnd, type LeaseInfo } from './session.js';
+import type { WriteResult } from '@switchboard/protocol';
+import { RestBinding, SessionUnsupportedError, WsBinding, type Binding, type BindingEnd, type LeaseInfo, type SessionWrite } from './session.js';
 import { sleep } from './time.js';
 
 /**
@@ -97,6 +98,17 @@ export class LeaseKeeper {
         });
       });
     }
+  }
+
+  /**
+   * The write sent over the session that keeps `lease` alive (one WebSocket message each
+   * way instead of an HTTP request); null when it must go over REST: the lease is kept
+   * through REST or by another binding by now, or the session cannot carry the write.
+   */
+  request(lease: LeaseInfo, write: SessionWrite, timeoutMs: number, signal?: AbortSignal): Promise<WriteResult> | null {
+    const b = this.binding;
+    if (!(b instanceof WsBinding) || b.info.leaseId !== lease.leaseId || b.info.endpoint !== lease.endpoint) return null;
+    return b.request(write, timeoutMs, signal);
   }
 
   /** A write through the lease's node answered LEASE_NOT_FOUND: the lease is gone. */

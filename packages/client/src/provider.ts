@@ -23,8 +23,8 @@ import { Backoff, type BackoffOptions } from './backoff.js';
 import { ClientClosedError, InstanceNotFoundError, InvalidArgumentError, LeaseNotFoundError, RegistryError } from './errors.js';
 import { defaultAddress, defaultInstanceId } from './identity.js';
 import type { LeaseChange, LeaseKeeper } from './lease.js';
-import { isAccessError, isUnavailable, type AccessError, type RegistryHttp } from './registry-http.js';
-import type { LeaseInfo } from './session.js';
+import { isAccessError, isUnavailable, retryAfterOf, type AccessError, type RegistryHttp, type RequestSpec } from './registry-http.js';
+import type { LeaseInfo, SessionWrite } from './session.js';
 import { sleep } from './time.js';
 
 /**
@@ -226,7 +226,7 @@ export class Registrar {
       const path = instancePath(e);
       const lease = this.keeper.info;
       try {
-        if (lease) await this.http.call<WriteResult>(lease.endpoint, { method: 'DELETE', path, query: { namespace: e.namespace }, signal });
+        if (lease) await this.write(lease, { type: 'deregister', service: e.service, instanceId: e.id, namespace: e.namespace }, { method: 'DELETE', path, query: { namespace: e.namespace }, signal });
         else await this.http.any<WriteResult>({ method: 'DELETE', path, query: { namespace: e.namespace }, signal });
       } catch (err) {
         if (!(err instanceof InstanceNotFoundError)) throw err;
@@ -371,8 +371,9 @@ export class Registrar {
         if (this.entries.get(e.key) !== e) return;
         const query = { namespace: e.namespace };
         if (e.syncedLease !== lease.leaseId || e.syncedEndpoint !== lease.endpoint) {
-          const res = await this.http.call<WriteResult>(lease.endpoint, { method: 'PUT', path: instancePath(e), query, body: { ...e.body, leaseId: lease.leaseId }, signal: this.stop.signal });
-          e.revision = res.body.revision;
+          const instance = { ...e.body, leaseId: lease.leaseId };
+          const res = await this.write(lease, { type: 'register', service: e.service, instanceId: e.id, namespace: e.namespace, instance }, { method: 'PUT', path: instancePath(e), query, body: instance, signal: this.stop.signal });
+          e.revision = res.revision;
           e.syncedLease = lease.leaseId;
           e.syncedEndpoint = lease.endpoint;
           // A new record starts `up`; any other wanted status is written again below.
@@ -415,6 +416,22 @@ export class Registrar {
       }
       this.events.onError(err);
       return false;
+    }
+  }
+
+  /**
+   * A write to the lease's node: over the session that keeps the lease alive when it can
+   * carry it (docs/api.md, "Requests over the session"), else the REST request `rest`.
+   * Both fail alike (RegistryError for a refusal, which may ask the client to wait).
+   */
+  private async write(lease: LeaseInfo, write: SessionWrite, rest: RequestSpec): Promise<WriteResult> {
+    const sent = this.keeper.request(lease, write, this.http.requestTimeoutMs, rest.signal);
+    if (sent === null) return (await this.http.call<WriteResult>(lease.endpoint, rest)).body;
+    try {
+      return await sent;
+    } catch (err) {
+      this.http.endpoints.coolDown(lease.endpoint, retryAfterOf(err));
+      throw err;
     }
   }
 

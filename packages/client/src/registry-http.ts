@@ -206,7 +206,8 @@ export class RegistryHttp {
   readonly authHeaders: Readonly<Record<string, string>>;
   /** The CAs trusted for https:// nodes (also by the session WebSocket); undefined: Node's default. */
   readonly ca: (string | Buffer)[] | undefined;
-  private readonly requestTimeoutMs: number;
+  /** Longest time for one request to one node. */
+  readonly requestTimeoutMs: number;
 
   constructor(readonly endpoints: Endpoints, opts: RegistryHttpOptions = {}) {
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5_000;

@@ -11,11 +11,23 @@ import {
   type NodeStatus,
   type Problem,
   type SessionClientMessage,
+  type SessionRequest,
   type SessionServerMessage,
+  type WriteResult,
 } from '@switchboard/protocol';
-import { LeaseNotFoundError, ProtocolError, RegistryError, registryError, SwitchboardClientError, TimeoutError } from './errors.js';
+import { LeaseNotFoundError, ProtocolError, RegistryError, RegistryUnavailableError, registryError, SwitchboardClientError, TimeoutError } from './errors.js';
 import { retryAfterHeader, tlsErrorOf, type RegistryHttp } from './registry-http.js';
-import { unrefTimer } from './time.js';
+import { deadline, unrefTimer } from './time.js';
+
+/** @internal A write sent over the session (docs/api.md, "Requests over the session"), without its id. */
+export type SessionWrite = WithoutId<Extract<SessionRequest, { type: 'register' | 'deregister' }>>;
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+
+/** A request waiting for its result. */
+interface WaitingRequest {
+  resolve(r: WriteResult): void;
+  reject(err: unknown): void;
+}
 
 /**
  * The lease this process holds and where it is kept alive.
@@ -148,13 +160,23 @@ export class WsBinding implements Binding {
   private readonly end$ = settleOnce<BindingEnd>();
   readonly done = this.end$.promise;
 
+  /** Requests sent and not yet answered, by id. */
+  private readonly waiting = new Map<number, WaitingRequest>();
+  private nextRequestId = 1;
+
   private constructor(
     private readonly ws: WebSocket,
     readonly info: LeaseInfo,
     private readonly onError: (err: RegistryError) => void,
+    /** Largest message the node takes; 0 for a node that takes no requests on the session. */
+    private readonly maxMessageBytes: number,
   ) {
     ws.on('message', (data, isBinary) => this.onMessage(isBinary ? null : data.toString()));
-    ws.on('close', (code, reason) => this.end({ kind: 'lost', cause: new Error(`session closed: ${code} ${reason.toString()}`) }));
+    ws.on('close', (code, reason) => {
+      const cause = new Error(`session closed: ${code} ${reason.toString()}`);
+      this.failRequests(cause);
+      this.end({ kind: 'lost', cause });
+    });
     ws.on('error', () => undefined); // 'close' follows
     this.schedule();
   }
@@ -221,13 +243,62 @@ export class WsBinding implements Binding {
         cleanup();
         ws.removeAllListeners();
         const info: LeaseInfo = { leaseId: msg.leaseId, ttlMs: msg.ttlMs, endpoint: opts.endpoint, nodeId: msg.nodeId, epoch: msg.epoch, transport: 'websocket' };
-        resolve(new WsBinding(ws, info, onError));
+        // A node that announces no message limit predates requests on the session.
+        const max = typeof msg.maxMessageBytes === 'number' && Number.isSafeInteger(msg.maxMessageBytes) ? msg.maxMessageBytes : 0;
+        resolve(new WsBinding(ws, info, onError, max));
       });
     });
   }
 
   private schedule(): void {
     this.timer = unrefTimer(() => this.tick(), Math.max(50, Math.floor(this.info.ttlMs / KEEPALIVE_DIVISOR)));
+  }
+
+  /**
+   * Sends a write over this session instead of a REST request (one message each way, no
+   * HTTP request). Null when the session cannot carry it (the node takes no requests,
+   * the message is larger than the node takes, the connection is closing): the caller
+   * then uses REST. The result rejects with the REST call's errors: RegistryError for the
+   * node's refusal, TimeoutError, RegistryUnavailableError when the connection ends first.
+   */
+  request(write: SessionWrite, timeoutMs: number, signal?: AbortSignal): Promise<WriteResult> | null {
+    if (this.maxMessageBytes === 0 || this.released || this.end$.settled() || this.ws.readyState !== WebSocket.OPEN) return null;
+    const id = this.nextRequestId++;
+    const text = JSON.stringify({ ...write, id });
+    // Characters are at least bytes: only a long message needs counting.
+    if (text.length * 3 > this.maxMessageBytes && Buffer.byteLength(text) > this.maxMessageBytes) return null;
+    const dl = deadline(`${write.type} over the session on ${this.info.endpoint}`, timeoutMs, signal);
+    return new Promise<WriteResult>((resolve, reject) => {
+      const finish = (): void => {
+        this.waiting.delete(id);
+        dl.signal.removeEventListener('abort', onAbort);
+        dl.done();
+      };
+      const onAbort = (): void => {
+        finish();
+        reject(dl.signal.reason);
+      };
+      this.waiting.set(id, {
+        resolve: (r) => {
+          finish();
+          resolve(r);
+        },
+        reject: (err) => {
+          finish();
+          reject(err);
+        },
+      });
+      if (dl.signal.aborted) return onAbort();
+      dl.signal.addEventListener('abort', onAbort, { once: true });
+      this.ws.send(text);
+    });
+  }
+
+  /** Every request still waiting fails: its answer cannot come any more. */
+  private failRequests(cause: unknown): void {
+    if (this.waiting.size === 0) return;
+    const err = new RegistryUnavailableError([this.info.endpoint], cause, `the session to ${this.info.endpoint} ended before the answer`);
+    for (const w of [...this.waiting.values()]) w.reject(err);
   }
 
   private tick(): void {
@@ -263,9 +334,21 @@ export class WsBinding implements Binding {
         return this.end({ kind: 'released' });
       case 'goaway':
         return this.end({ kind: 'handover', why: 'goaway' });
-      case 'error':
+      case 'result': {
+        const w = this.waiting.get(msg.id);
+        if (w) w.resolve({ revision: msg.revision ?? 0, ...(msg.warnings ? { warnings: msg.warnings } : {}) });
+        return;
+      }
+      case 'error': {
+        // A request's refusal goes to whoever sent it (LEASE_NOT_FOUND included: the writer
+        // decides what it means for the lease, as with REST).
+        if (typeof msg.id === 'number') {
+          this.waiting.get(msg.id)?.reject(registryError(asRestProblem(msg.problem), this.info.endpoint));
+          return;
+        }
         if (msg.problem.code === 'LEASE_NOT_FOUND') return this.end({ kind: 'lease-ended', leaseId: this.info.leaseId, reason: 'lease_not_found' });
         return this.onError(registryError(msg.problem, this.info.endpoint));
+      }
       case 'lease':
         return;
     }
@@ -281,6 +364,7 @@ export class WsBinding implements Binding {
     this.released = true;
     if (this.timer) clearTimeout(this.timer);
     this.end({ kind: 'released' });
+    this.failRequests(new Error('session released'));
     this.ws.removeAllListeners('message');
     if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000, 'released');
     else if (this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
@@ -307,6 +391,14 @@ export class WsBinding implements Binding {
       this.send({ type: 'close', revoke: true });
     });
   }
+}
+
+/**
+ * A session request's refusal as the REST call would have put it: the instance is the body
+ * there, so its fields are named without the message's `instance/`.
+ */
+function asRestProblem(p: Problem): Problem {
+  return typeof p.field === 'string' && p.field.startsWith('instance/') ? { ...p, field: p.field.slice('instance/'.length) } : p;
 }
 
 function parseServerMessage(text: string): SessionServerMessage | ProtocolError {

@@ -233,24 +233,46 @@ export function offlineFeed(service = 'svc'): ServiceFeed {
 }
 
 /** What a FaultProxy answers itself instead of forwarding (undefined: forward). */
-export type FaultRule = (method: string, path: string) => { status: number; headers?: Record<string, string>; body: unknown } | undefined;
+export type FaultRule = (method: string, path: string) => { status: number; headers?: Record<string, string>; body: unknown; cut?: boolean } | undefined;
+
+/**
+ * The REST request a session request stands for (docs/api.md, "Requests over the
+ * session"), so that one FaultRule covers a write whichever way the client sends it.
+ */
+function restOfSessionRequest(msg: { type?: unknown; service?: unknown; instanceId?: unknown; namespace?: unknown }): { method: string; path: string } | undefined {
+  const query = typeof msg.namespace === 'string' ? `?namespace=${encodeURIComponent(msg.namespace)}` : '';
+  const instance = `/v1/services/${String(msg.service)}/instances/${encodeURIComponent(String(msg.instanceId))}${query}`;
+  if (msg.type === 'register') return { method: 'PUT', path: instance };
+  if (msg.type === 'deregister') return { method: 'DELETE', path: instance };
+  if (msg.type === 'read') return { method: 'GET', path: `/v1/services/${String(msg.service)}${query}` };
+  return undefined;
+}
 
 /**
  * An HTTP proxy on 127.0.0.1 in front of a registry: it forwards every request, and every
- * WebSocket upgrade as raw bytes, except those `rule` answers itself. It logs each request
- * (`METHOD path -> status`) and counts session connections and their closes.
+ * session WebSocket message by message, except the requests `rule` answers itself (over
+ * the session, a request message is matched as the REST request it stands for and
+ * answered with an `error` carrying the rule's problem, its Retry-After as
+ * `retryAfterSec`; with `cut`, the connection is cut instead of answered). `fromServer`
+ * rewrites the session messages of the registry. It logs each request (`METHOD path -> status`, `(session)` for those
+ * sent over the session) and counts session connections and their closes.
  */
-export async function faultProxy(target: string, rule: FaultRule): Promise<{ url: string; log: string[]; sessions: { opened: number; closed: number }; close(): Promise<void> }> {
-  const { connect } = await import('node:net');
-  const t = new URL(target);
+export async function faultProxy(target: string, rule: FaultRule, opts: { fromServer?: (text: string) => string } = {}): Promise<{ url: string; log: string[]; sessions: { opened: number; closed: number }; close(): Promise<void> }> {
+  const { WebSocket, WebSocketServer } = await import('ws');
   const log: string[] = [];
   const sessions = { opened: 0, closed: 0 };
-  const tunnels = new Set<{ destroy(): void }>();
+  const tunnels = new Set<{ terminate(): void }>();
+  const wss = new WebSocketServer({ noServer: true });
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const path = req.url ?? '/';
     const fault = rule(req.method ?? 'GET', path);
+    if (fault?.cut) {
+      log.push(`${req.method} ${path} -> cut`);
+      res.socket?.destroy();
+      return;
+    }
     if (fault) {
       log.push(`${req.method} ${path} -> ${fault.status} (injected)`);
       res.writeHead(fault.status, { 'content-type': 'application/problem+json', ...fault.headers }).end(JSON.stringify(fault.body));
@@ -272,23 +294,50 @@ export async function faultProxy(target: string, rule: FaultRule): Promise<{ url
   });
   server.on('upgrade', (req, socket, head) => {
     sessions.opened++;
-    const up = connect(Number(t.port), t.hostname, () => {
-      const lines = [`${req.method} ${req.url} HTTP/1.1`, ...Object.entries(req.headers).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : v}`), '', ''];
-      up.write(lines.join('\r\n'));
-      if (head.length > 0) up.write(head);
-      up.pipe(socket);
-      socket.pipe(up);
-    });
-    tunnels.add(up).add(socket);
+    const headers = req.headers.authorization ? { authorization: req.headers.authorization } : undefined;
+    const up = new WebSocket(target.replace(/^http/, 'ws') + (req.url ?? '/'), { perMessageDeflate: false, ...(headers && { headers }) });
     let counted = false;
     const done = (): void => {
       if (!counted) sessions.closed++;
       counted = true;
-      up.destroy();
+      up.terminate();
       socket.destroy();
     };
-    up.on('error', done).on('close', done);
-    socket.on('error', done).on('close', done);
+    up.on('error', done);
+    up.once('open', () =>
+      wss.handleUpgrade(req, socket, head, (client) => {
+        tunnels.add(client).add(up);
+        up.on('message', (data) => client.send(opts.fromServer ? opts.fromServer(data.toString()) : data.toString()));
+        up.on('close', done);
+        client.on('close', done);
+        client.on('error', done);
+        client.on('message', (data) => {
+          const text = data.toString();
+          let msg: { id?: unknown; type?: unknown } = {};
+          try {
+            msg = JSON.parse(text) as typeof msg;
+          } catch {
+            /* forwarded as it is */
+          }
+          const rest = restOfSessionRequest(msg);
+          const fault = rest && rule(rest.method, rest.path);
+          if (rest && fault?.cut) {
+            log.push(`${rest.method} ${rest.path} -> cut (session)`);
+            client.terminate();
+            return;
+          }
+          if (rest && fault) {
+            log.push(`${rest.method} ${rest.path} -> ${fault.status} (injected, session)`);
+            const retryAfter = fault.headers?.['retry-after'];
+            const problem = { ...(fault.body as object), status: fault.status, ...(retryAfter === undefined ? {} : { retryAfterSec: Number(retryAfter) }) };
+            client.send(JSON.stringify({ type: 'error', id: msg.id, request: msg.type, problem }));
+            return;
+          }
+          if (rest) log.push(`${rest.method} ${rest.path} (session)`);
+          up.send(text);
+        });
+      }),
+    );
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
@@ -297,7 +346,7 @@ export async function faultProxy(target: string, rule: FaultRule): Promise<{ url
     sessions,
     close: () =>
       new Promise<void>((r) => {
-        for (const s of tunnels) s.destroy();
+        for (const s of tunnels) s.terminate();
         server.closeAllConnections();
         server.close(() => r());
       }),

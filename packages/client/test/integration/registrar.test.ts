@@ -42,6 +42,7 @@ for (const [what, status, code] of [['429 RATE_LIMITED', 429, 'RATE_LIMITED'], [
       assert.ok(took >= 1_900 && took < 6_000, `registered after ${Math.round(took)} ms`);
       const puts = proxy.log.filter((l) => l.startsWith('PUT /v1/services/ra/'));
       assert.equal(puts.length, 3, puts.join('\n'));
+      assert.ok(puts.every((l) => l.endsWith('session)')), `written over the session: ${puts.join('\n')}`);
       assert.equal(proxy.sessions.opened, 1, 'one session connection, never closed and reopened');
       assert.equal(proxy.sessions.closed, 0);
       assert.equal(changes.length <= 1 && changes.every((c) => c.kind === 'new'), true, JSON.stringify(changes));
