@@ -156,7 +156,9 @@ async function throughput(label, targets, o, pids) {
   const services = Array.from({ length: o.clients }, (_, c) => `reg-${c}`);
   await drivers[0].prepareServices(services);
   const procs = [];
-  for (let c = 0; c < o.clients; c++) procs.push(await drivers[c % drivers.length].process({ ttlMs: 30_000, transport: 'rest' }));
+  // Switchboard's clients write over their sessions, as the SDK does (docs/api.md,
+  // "Requests over the session"); the peers' drivers have one way each.
+  for (let c = 0; c < o.clients; c++) procs.push(await drivers[c % drivers.length].process({ ttlMs: 30_000, transport: 'requests' }));
   const hist = new Histogram();
   let ops = 0;
   let errors = 0;

@@ -45,6 +45,7 @@ import { ROOT, freePorts, installCleanup, killAllNow, runIfScript, sleep, sumSta
 import { gitFacts, median, parseDuration, positiveInt } from './lib/harness.mjs';
 import { payload } from './compare/lib/payload.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
+import { openSession } from './compare/drivers/switchboard.mjs';
 import { fmtInt } from './lib/report.mjs';
 
 const require = createRequire(import.meta.url);
@@ -170,13 +171,31 @@ async function throughput(opts) {
         // On etcd releases whose progress answers can overtake events the views prove progress with barrier writes (docs/cp.md).
         out.consistentReads.cp.barrierWrites = (await cluster()).barrierWrites - before.barrierWrites;
       }
+      // The same through session streams (one per worker, requests instead of HTTP
+      // requests: docs/api.md, "Requests over the session"), as the SDK writes.
+      const sessions = await Promise.all(Array.from({ length: opts.concurrency }, (_, w) => openSession(cp.nodes[w % 3].url, 0, { lease: false })));
+      try {
+        if (want('registrations')) {
+          out.registrations.cpSession = await measure({ ...opts, pids, nodePids: cp.pids, op: (w, i) => sessions[w].request((id) => `{"type":"register","id":${id},"service":"reg","instanceId":"w${w}-${i % 500}","instance":${payload(w, i, i)}}`) });
+        }
+        if (want('reads')) {
+          const before = await cluster();
+          out.consistentReads.cpSession = await measure({ ...opts, pids, nodePids: cp.pids, op: (w) => sessions[w].request((id) => `{"type":"read","id":${id},"service":"read","consistent":true}`) });
+          out.consistentReads.cpSession.barrierWrites = (await cluster()).barrierWrites - before.barrierWrites;
+        }
+      } finally {
+        for (const x of sessions) x.terminate();
+      }
     } finally {
       await cp.stop();
     }
   } finally {
     await etcd.stop();
   }
-  for (const r of Object.values(out)) r.overheadPerCpuSecond = 1 - r.cp.opsPerCpuSecond / r.etcd.opsPerCpuSecond;
+  for (const r of Object.values(out)) {
+    r.overheadPerCpuSecond = 1 - r.cp.opsPerCpuSecond / r.etcd.opsPerCpuSecond;
+    if (r.cpSession) r.overheadSessionPerCpuSecond = 1 - r.cpSession.opsPerCpuSecond / r.etcd.opsPerCpuSecond;
+  }
   return out;
 }
 
@@ -253,11 +272,14 @@ async function unavailabilityTrial(kind) {
 function medianThroughput(runs) {
   const out = {};
   for (const k of Object.keys(runs[0])) {
-    const byOverhead = [...runs].sort((x, y) => x[k].overheadPerCpuSecond - y[k].overheadPerCpuSecond);
+    // The run of median overhead over the session where it was measured (the SDK's way), else over REST.
+    const key = runs[0][k].overheadSessionPerCpuSecond !== undefined ? 'overheadSessionPerCpuSecond' : 'overheadPerCpuSecond';
+    const byOverhead = [...runs].sort((x, y) => x[k][key] - y[k][key]);
     const mid = byOverhead[Math.floor((byOverhead.length - 1) / 2)][k];
-    const total = (name, f) => runs.reduce((a, x) => a + (Number.isFinite(x[k][name][f]) ? x[k][name][f] : 0), 0);
+    const total = (name, f) => runs.reduce((a, x) => a + (Number.isFinite(x[k][name]?.[f]) ? x[k][name][f] : 0), 0);
     const side = (name) => ({ ...mid[name], errors: total(name, 'errors'), ...(mid[name].barrierWrites !== undefined && { barrierWrites: total(name, 'barrierWrites') }) });
     out[k] = { etcd: side('etcd'), cp: side('cp'), overheadPerCpuSecond: mid.overheadPerCpuSecond, overheadRuns: runs.map((x) => x[k].overheadPerCpuSecond) };
+    if (mid.cpSession) Object.assign(out[k], { cpSession: side('cpSession'), overheadSessionPerCpuSecond: mid.overheadSessionPerCpuSecond, overheadSessionRuns: runs.map((x) => x[k].overheadSessionPerCpuSecond) });
   }
   return out;
 }
@@ -290,7 +312,9 @@ export async function main(argv) {
   const tp = tpRuns.length > 0 ? medianThroughput(tpRuns) : {};
   const fmt = (r) => `${Math.round(r.opsPerSec)} ops/s, ${r.cpuSeconds.toFixed(1)} server CPU-s, ${Math.round(r.opsPerCpuSecond)} ops per CPU-s${r.errors ? `, ${r.errors} errors` : ''}${r.barrierWrites !== undefined ? `, ${r.barrierWrites} barrier writes` : ''}${r.writesPerTxn !== undefined ? `, ${r.writesPerTxn.toFixed(1)} writes per etcd transaction` : ''}${r.nodeCpuUsPerOp !== undefined ? ` (per op: etcd ${Math.round(r.etcdCpuUsPerOp)} µs, cp nodes ${Math.round(r.nodeCpuUsPerOp)} µs of CPU)` : ''}`;
   for (const [k, r] of Object.entries(tp)) {
-    process.stdout.write(`${k}${tpRuns.length > 1 ? ` (the run of median overhead, of ${tpRuns.length})` : ''}\n  etcd direct  ${fmt(r.etcd)}\n  cp (3 nodes) ${fmt(r.cp)}\n  overhead per server CPU-second: ${(r.overheadPerCpuSecond * 100).toFixed(0)}%${tpRuns.length > 1 ? ` (runs: ${r.overheadRuns.map((x) => `${(x * 100).toFixed(0)}%`).join(', ')})` : ''}\n`);
+    const runsOf = (xs) => (tpRuns.length > 1 ? ` (runs: ${xs.map((x) => `${(x * 100).toFixed(0)}%`).join(', ')})` : '');
+    process.stdout.write(`${k}${tpRuns.length > 1 ? ` (the run of median overhead, of ${tpRuns.length})` : ''}\n  etcd direct  ${fmt(r.etcd)}\n  cp (3 nodes) ${fmt(r.cp)}\n  overhead per server CPU-second: ${(r.overheadPerCpuSecond * 100).toFixed(0)}%${runsOf(r.overheadRuns)}\n`);
+    if (r.cpSession) process.stdout.write(`  cp over the session ${fmt(r.cpSession)}\n  overhead per server CPU-second: ${(r.overheadSessionPerCpuSecond * 100).toFixed(0)}%${runsOf(r.overheadSessionRuns)}\n`);
   }
   const gaps = { etcd: [], cp: [] };
   // The gap is mostly etcd's election, whose timeout is randomised between one and two
@@ -325,11 +349,14 @@ function renderCp(out) {
   const pct = (x) => `${Math.round(x * 100)}%`;
   const L = ['| | etcd used directly | cp, 3 nodes | cp overhead per server CPU-second | server CPU per operation: etcd direct; cp: etcd + nodes |', '|---|---:|---:|---:|---:|'];
   const us = (x) => `${fmtInt(x)} µs`;
-  const split = (r) => (r.cp.etcdCpuUsPerOp === undefined ? '' : `${us(1e6 / r.etcd.opsPerCpuSecond)}; ${us(r.cp.etcdCpuUsPerOp)} + ${us(r.cp.nodeCpuUsPerOp)}`);
+  const split = (r, cp) => (cp.etcdCpuUsPerOp === undefined ? '' : `${us(1e6 / r.etcd.opsPerCpuSecond)}; ${us(cp.etcdCpuUsPerOp)} + ${us(cp.nodeCpuUsPerOp)}`);
+  const row = (title, r, cp, overhead, runs) =>
+    `| ${title} | ${n0(r.etcd.opsPerSec)}/s, ${n0(r.etcd.opsPerCpuSecond)} per server CPU-s | ${n0(cp.opsPerSec)}/s, ${n0(cp.opsPerCpuSecond)} per server CPU-s | ${pct(overhead)}${runs?.length > 1 ? ` (runs: ${runs.map(pct).join(', ')})` : ''} (target under 25%: ${overhead < 0.25 ? 'met' : '**not met**'}${runs?.length > 1 && runs.some((x) => x < 0.25) !== runs.every((x) => x < 0.25) ? `; met in ${runs.filter((x) => x < 0.25).length} of ${runs.length} runs` : ''}) | ${split(r, cp)} |`;
   for (const [k, title] of [['registrations', 'registrations/s (32 concurrent)'], ['consistentReads', 'consistent reads/s of a 20-instance service (32 concurrent)']]) {
     const r = out.throughput[k];
     if (!r) continue;
-    L.push(`| ${title} | ${n0(r.etcd.opsPerSec)}/s, ${n0(r.etcd.opsPerCpuSecond)} per server CPU-s | ${n0(r.cp.opsPerSec)}/s, ${n0(r.cp.opsPerCpuSecond)} per server CPU-s | ${pct(r.overheadPerCpuSecond)}${r.overheadRuns?.length > 1 ? ` (runs: ${r.overheadRuns.map(pct).join(', ')})` : ''} (target under 25%: ${r.overheadPerCpuSecond < 0.25 ? 'met' : '**not met**'}${r.overheadRuns?.length > 1 && r.overheadRuns.some((x) => x < 0.25) !== r.overheadRuns.every((x) => x < 0.25) ? `; met in ${r.overheadRuns.filter((x) => x < 0.25).length} of ${r.overheadRuns.length} runs` : ''}) | ${split(r)} |`);
+    L.push(row(`${title}, REST`, r, r.cp, r.overheadPerCpuSecond, r.overheadRuns));
+    if (r.cpSession) L.push(row(`${title}, over the session`, r, r.cpSession, r.overheadSessionPerCpuSecond, r.overheadSessionRuns));
   }
   const lk = out.leaderKill;
   if (!lk?.medianLongestGapMs) return L;

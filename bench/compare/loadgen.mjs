@@ -146,7 +146,7 @@ async function register(drv, o) {
   const services = Array.from({ length: o.clients }, (_, c) => `reg-${first + c}`);
   await drv.prepareServices(services);
   const procs = new Array(o.clients);
-  await bounded(o.clients, 32, now() + 60_000, async (c) => (procs[c] = await drv.process({ ttlMs: o.ttlMs, transport: 'rest' })), 'opening client processes');
+  await bounded(o.clients, 32, now() + 60_000, async (c) => (procs[c] = await drv.process({ ttlMs: o.ttlMs, transport: o.transport ?? 'rest' })), 'opening client processes');
   const r = await closedLoop({
     workers: o.clients,
     warmupMs: o.warmupMs,
@@ -157,7 +157,7 @@ async function register(drv, o) {
     op: (c, k) => procs[c].register(services[c], `i-${k}`, payload(first + c, k, k)),
   });
   const lost = procs.filter((p) => p.lost).length;
-  return { ...r, clients: o.clients, leasesLost: lost };
+  return { ...r, clients: o.clients, transport: o.transport ?? null, leasesLost: lost };
 }
 
 const CATALOG_SIZE = 20;

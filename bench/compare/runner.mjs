@@ -35,9 +35,18 @@ export const SYSTEMS = {
   zookeeper3: { label: 'ZooKeeper x3', kind: 'zookeeper', peer: 'zookeeper', start: () => startZookeeper({ nodes: 3 }) },
 };
 
+/**
+ * Switchboard's two ways of sending a registration: a REST request each (what any HTTP
+ * client does), or a request on the session stream the process holds for its lease
+ * (what the SDK does; docs/api.md, "Requests over the session").
+ */
+const REGISTER_VARIANTS = {
+  switchboard: [{ variant: 'REST', transport: 'rest' }, { variant: 'session', transport: 'requests' }],
+};
+
 /** Variants of one workload per system kind (read consistency / read style). */
 const READ_VARIANTS = {
-  switchboard: [{ variant: null }],
+  switchboard: [{ variant: 'REST', readMode: 'rest' }, { variant: 'session', readMode: 'session' }],
   etcd: [{ variant: 'serializable', readMode: 'serializable' }, { variant: 'linearizable', readMode: 'linearizable' }],
   zookeeper: [{ variant: 'Curator: children + data', readMode: 'curator' }, { variant: 'bare getChildren', readMode: 'bare' }],
 };
@@ -49,13 +58,13 @@ export const WORKLOADS = {
   register: {
     title: 'durable registration',
     unit: 'registrations/s',
-    measures: 'Closed loop: N client processes, each with its own connection and lease, register new instances one after another (each acknowledged only once durable). Throughput, latency per registration, registrations per server CPU-second.',
+    measures: 'Closed loop: N client processes, each with its own connection and lease, register new instances one after another (each acknowledged only once durable). Throughput, latency per registration, registrations per server CPU-second. Switchboard twice: REST (a PUT per registration on a keep-alive HTTP connection, the lease kept by REST keep-alives) and session (the lease and the registrations on one session WebSocket, as the SDK does; ratios are taken against this row).',
     why: 'Deploys, restarts and autoscaling register instances in bursts; the registry must absorb them without becoming the bottleneck.',
   },
   read: {
     title: 'discovery reads (20 instances)',
     unit: 'reads/s',
-    measures: '64 reader processes read the full instance list of a 20-instance service in a closed loop. etcd: prefix range, serializable (member-local) and linearizable; ZooKeeper: getChildren + getData of each child (Curator) and getChildren alone; Switchboard: GET /v1/services/{service} (the JSON parsed).',
+    measures: '64 reader processes read the full instance list of a 20-instance service in a closed loop. etcd: prefix range, serializable (member-local) and linearizable; ZooKeeper: getChildren + getData of each child (Curator) and getChildren alone; Switchboard: GET /v1/services/{service} (REST) and the same read as a request on a session WebSocket (session; ratios are taken against this row), the answer\'s JSON parsed either way.',
     why: 'Clients without a watch (or with a cache miss) read the list on every call or on a timer; this is the registry\'s most frequent request.',
   },
   watch: {
@@ -263,6 +272,7 @@ function rowsOf(c, systems) {
   for (const s of systems) {
     const kind = SYSTEMS[s].kind;
     if (c.workload === 'read') for (const v of READ_VARIANTS[kind]) rows.push({ system: s, label: SYSTEMS[s].label, ...v });
+    else if (c.workload === 'register' && REGISTER_VARIANTS[kind]) for (const v of REGISTER_VARIANTS[kind]) rows.push({ system: s, label: SYSTEMS[s].label, ...v });
     else if (c.workload === 'checks' && kind !== 'switchboard') continue; // no active checks in the peers
     else if (c.workload === 'failure') for (const signal of FAILURE_MODES) rows.push({ system: s, label: SYSTEMS[s].label, variant: signal, signal });
     else rows.push({ system: s, label: SYSTEMS[s].label, variant: null });
@@ -275,7 +285,7 @@ function optionsFor(c, ctx, row) {
   const base = { runTag: ctx.runSeq, warmupMs: ctx.opts.warmupMs, durationMs: ctx.opts.durationMs, ttlMs: LEASE_TTL_MS, maxOps: 50_000_000 };
   switch (c.workload) {
     case 'register':
-      return { ...base, clients: c.level };
+      return { ...base, clients: c.level, transport: row.transport };
     case 'read':
       return { ...base, readers: c.level, readMode: row.readMode };
     case 'watch':
@@ -328,7 +338,7 @@ async function runLoadCase(c, ctx) {
         const label = `${ctx.pos(c)} ${row.label}${row.variant ? ` (${row.variant})` : ''}  run ${run}/${n}`;
         let sys = servers.get(row.system);
         try {
-          if (freshPerRun) sys = await startReported(row.system, ctx, `${c.workload}-${c.level}-run${run}`);
+          if (freshPerRun) sys = await startReported(row.system, ctx, `${c.workload}-${c.level}${row.variant && row.system === 'switchboard' ? `-${row.variant.toLowerCase()}` : ''}-run${run}`);
           if (!sys) throw new Error(`${row.label} did not start`);
           await waitQuiet(ctx.opts.waitQuietMs, ctx.progress, label);
           const hardLimitMs = (c.workload === 'renew' || c.workload === 'checks' ? 400_000 : 0) + ctx.opts.warmupMs + ctx.opts.durationMs + 180_000;

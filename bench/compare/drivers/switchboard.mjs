@@ -46,18 +46,60 @@ async function call(client, method, path, body) {
 /** `{...}` + leaseId: the same instance JSON as the other systems store, plus the lease. */
 const withLease = (value, leaseId) => `${value.slice(0, -1)},"leaseId":"${leaseId}"}`;
 
-/** The session stream: resolves with { leaseId, close() } once the agent granted the lease. */
-export function openSession(url, ttlMs, { onEnded, timeoutMs = 10_000 } = {}) {
+/**
+ * The session stream: resolves with { leaseId, request(), close() } once the agent granted
+ * the lease (with `lease: false`, once the socket is open: requests need no lease).
+ * request(build) sends build(id), a request message (docs/api.md, "Requests over the
+ * session"), and resolves with its `result` message or rejects with its `error`.
+ */
+export function openSession(url, ttlMs, { onEnded, timeoutMs = 10_000, lease = true } = {}) {
   const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/v1/session`, { perMessageDeflate: false, handshakeTimeout: timeoutMs });
+  const waiting = new Map();
+  let nextId = 0;
+  const failAll = (err) => {
+    for (const w of waiting.values()) w.reject(err);
+    waiting.clear();
+  };
   return new Promise((resolve, reject) => {
     let seq = 0;
     let timer = null;
     let leaseId = null;
+    const handle = {
+      get leaseId() {
+        return leaseId;
+      },
+      get acked() {
+        return seq;
+      },
+      request(build) {
+        if (ws.readyState !== WebSocket.OPEN) return Promise.reject(Object.assign(new Error('session closed'), { code: 'SESSION_CLOSED' }));
+        const id = nextId++;
+        return new Promise((res, rej) => {
+          waiting.set(id, { resolve: res, reject: rej });
+          ws.send(build(id));
+        });
+      },
+      close(revoke = true) {
+        clearInterval(timer);
+        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'close', revoke }));
+        setTimeout(() => ws.terminate(), 1000).unref();
+      },
+      terminate() {
+        clearInterval(timer);
+        ws.terminate();
+      },
+    };
     const fail = setTimeout(() => {
       ws.terminate();
-      reject(new Error(`no lease on the session stream within ${timeoutMs} ms`));
+      reject(new Error(`no ${lease ? 'lease on the session stream' : 'session stream'} within ${timeoutMs} ms`));
     }, timeoutMs);
-    ws.on('open', () => ws.send(JSON.stringify({ type: 'open', ttlMs })));
+    ws.on('open', () => {
+      if (lease) ws.send(JSON.stringify({ type: 'open', ttlMs }));
+      else {
+        clearTimeout(fail);
+        resolve(handle);
+      }
+    });
     ws.on('message', (data) => {
       let msg;
       try {
@@ -65,27 +107,19 @@ export function openSession(url, ttlMs, { onEnded, timeoutMs = 10_000 } = {}) {
       } catch {
         return;
       }
-      if (msg.type === 'lease' && leaseId === null) {
+      if (msg.type === 'result' || (msg.type === 'error' && msg.id !== undefined)) {
+        const w = waiting.get(msg.id);
+        if (!w) return;
+        waiting.delete(msg.id);
+        if (msg.type === 'result') w.resolve(msg);
+        else w.reject(Object.assign(new Error(`${msg.request} -> ${msg.problem?.status} ${msg.problem?.code}: ${msg.problem?.detail}`), { code: `${msg.problem?.status} ${msg.problem?.code}` }));
+      } else if (msg.type === 'lease' && lease && leaseId === null) {
         clearTimeout(fail);
         leaseId = msg.leaseId;
         timer = setInterval(() => {
           if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'keepalive', seq: ++seq }));
         }, Math.max(100, Math.floor(msg.ttlMs / 3)));
-        resolve({
-          leaseId,
-          get acked() {
-            return seq;
-          },
-          close(revoke = true) {
-            clearInterval(timer);
-            if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'close', revoke }));
-            setTimeout(() => ws.terminate(), 1000).unref();
-          },
-          terminate() {
-            clearInterval(timer);
-            ws.terminate();
-          },
-        });
+        resolve(handle);
       } else if (msg.type === 'ended') {
         onEnded?.(msg.reason);
       } else if (msg.type === 'error' && leaseId === null) {
@@ -95,9 +129,13 @@ export function openSession(url, ttlMs, { onEnded, timeoutMs = 10_000 } = {}) {
     });
     ws.on('error', (err) => {
       clearTimeout(fail);
+      failAll(err);
       if (leaseId === null) reject(err);
     });
-    ws.on('close', () => clearInterval(timer));
+    ws.on('close', () => {
+      clearInterval(timer);
+      failAll(Object.assign(new Error('session closed'), { code: 'SESSION_CLOSED' }));
+    });
   });
 }
 
@@ -113,6 +151,41 @@ export async function createDriver(target) {
     conns.delete(c);
     await c.close().catch(() => c.destroy());
   };
+  /**
+   * A simulated client process whose lease and writes both go over session streams
+   * (transport 'requests', as the SDK writes): a session holds one lease, so a process
+   * that registers more than 1,000 instances opens another session every 1,000.
+   */
+  const sessionProcess = async (ttlMs) => {
+    let lost = null;
+    const onEnded = (reason) => (lost = new Error(`lease ended: ${reason}`));
+    const sessions = [{ s: await openSession(url, ttlMs, { onEnded }), count: 0 }];
+    return {
+      get leaseId() {
+        return sessions[0].s.leaseId;
+      },
+      get lost() {
+        return lost;
+      },
+      async register(service, id, value) {
+        let cur = sessions[sessions.length - 1];
+        if (cur.count >= MAX_PER_LEASE) {
+          cur = { s: await openSession(url, ttlMs, { onEnded }), count: 0 };
+          sessions.push(cur);
+        }
+        const instance = withLease(value, cur.s.leaseId);
+        cur.count++;
+        await cur.s.request((rid) => `{"type":"register","id":${rid},"service":"${service}","instanceId":"${id}","instance":${instance}}`);
+      },
+      async deregister(service, id) {
+        await sessions[sessions.length - 1].s.request((rid) => `{"type":"deregister","id":${rid},"service":"${service}","instanceId":"${id}"}`);
+      },
+      async dropHttp() {},
+      async close({ revoke = true } = {}) {
+        for (const x of sessions) x.s.close(revoke);
+      },
+    };
+  };
   return {
     name,
     async prepareServices() {},
@@ -122,6 +195,7 @@ export async function createDriver(target) {
      * (the lease renewal workload, to stay within the file descriptor limit).
      */
     async process({ ttlMs, transport = 'rest' }) {
+      if (transport === 'requests') return sessionProcess(ttlMs);
       let conn = open();
       let lost = null;
       const leases = []; // rest: { id, count }
@@ -182,7 +256,19 @@ export async function createDriver(target) {
         },
       };
     },
-    async reader() {
+    async reader({ mode } = {}) {
+      if (mode === 'session') {
+        const session = await openSession(url, 0, { lease: false });
+        return {
+          async read(service) {
+            const r = await session.request((id) => `{"type":"read","id":${id},"service":"${service}"}`);
+            return r.answer.instances.length;
+          },
+          async close() {
+            session.terminate();
+          },
+        };
+      }
       const conn = open();
       return {
         async read(service) {
