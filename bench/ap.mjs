@@ -71,7 +71,19 @@ function parseArgs(argv) {
  * members do in this suite (a proxy in this process would copy every replication byte
  * on the cores the servers and the load generator share).
  */
-async function startApCluster({ ids = ['a', 'b', 'c'], profileDir = null, proxied = false } = {}) {
+async function startApCluster(opts = {}) {
+  // A port picked free may be taken before the node binds it (the kernel also hands it
+  // out as the source port of an outgoing connection): new ports, up to three times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startApClusterOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || !/ADDRESS_IN_USE/.test(String(err?.message))) throw err;
+    }
+  }
+}
+
+async function startApClusterOnce({ ids = ['a', 'b', 'c'], profileDir = null, proxied = false } = {}) {
   const dir = makeTempDir('bench-ap');
   const cfgFile = join(dir, 'config.json');
   writeFileSync(cfgFile, JSON.stringify(AGENT_CONFIG));
@@ -96,7 +108,6 @@ async function startApCluster({ ids = ['a', 'b', 'c'], profileDir = null, proxie
       probe: async () => /listening on (http:\/\/[^\s"]+)/.exec(readFileSync(n.logFile, 'utf8'))?.[1] ?? null,
     });
   };
-  await Promise.all(nodes.map(start));
   const cluster = {
     nodes,
     proxies,
@@ -131,7 +142,16 @@ async function startApCluster({ ids = ['a', 'b', 'c'], profileDir = null, proxie
       removeTempDir(dir);
     },
   };
-  await cluster.waitMeshed();
+  try {
+    // Every start settles before a failure is acted on, so that none is left running.
+    const started = await Promise.allSettled(nodes.map(start));
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    await cluster.waitMeshed();
+  } catch (err) {
+    await cluster.stop().catch(() => undefined);
+    throw err;
+  }
   return cluster;
 }
 

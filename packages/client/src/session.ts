@@ -18,6 +18,7 @@ import {
 import { LeaseNotFoundError, ProtocolError, RegistryError, RegistryUnavailableError, registryError, SwitchboardClientError, TimeoutError } from './errors.js';
 import { retryAfterHeader, tlsErrorOf, type RegistryHttp } from './registry-http.js';
 import { deadline, unrefTimer } from './time.js';
+import { traceHeaders } from './trace-context.js';
 
 /** @internal A write sent over the session (docs/api.md, "Requests over the session"), without its id. */
 export type SessionWrite = WithoutId<Extract<SessionRequest, { type: 'register' | 'deregister' }>>;
@@ -264,7 +265,8 @@ export class WsBinding implements Binding {
   request(write: SessionWrite, timeoutMs: number, signal?: AbortSignal): Promise<WriteResult> | null {
     if (this.maxMessageBytes === 0 || this.released || this.end$.settled() || this.ws.readyState !== WebSocket.OPEN) return null;
     const id = this.nextRequestId++;
-    const text = JSON.stringify({ ...write, id });
+    // The active trace context goes along, as REST calls carry it in their headers.
+    const text = JSON.stringify({ ...write, ...traceHeaders(), id });
     // Characters are at least bytes: only a long message needs counting.
     if (text.length * 3 > this.maxMessageBytes && Buffer.byteLength(text) > this.maxMessageBytes) return null;
     const dl = deadline(`${write.type} over the session on ${this.info.endpoint}`, timeoutMs, signal);

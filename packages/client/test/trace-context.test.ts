@@ -66,6 +66,9 @@ test('traceparent is injected from the active span into registry calls and servi
       await (await view.fetch('/own', { headers: { traceparent: own } })).text();
       assert.equal(seen.at(-1)!.traceparent, own, 'a traceparent the caller set is not replaced');
       assert.equal((await registry.any({ method: 'GET', path: '/v1/services/traced' })).status, 200);
+      // A registration goes over the session: the request message carries the context.
+      await client.register({ service: 'traced-reg', id: 'r1', address: '127.0.0.1', port: 1 });
+      assert.equal(client.lease?.transport, 'websocket');
       appSpan = { traceId, spanId };
       span.end();
     });
@@ -75,6 +78,9 @@ test('traceparent is injected from the active span into registry calls and servi
     const server = spans.find((x: any) => x.name === 'GET /v1/services/:service' && x.traceId === appSpan.traceId);
     assert.ok(server, `the registry's span joined the application's trace; got ${JSON.stringify(spans.map((x: any) => [x.name, x.traceId]))}`);
     assert.equal(server.parentSpanId, appSpan.spanId);
+    const registered = spans.find((x: any) => x.name === 'SESSION /v1/session#register' && x.traceId === appSpan.traceId);
+    assert.ok(registered, `the registration over the session joined the application's trace; got ${JSON.stringify(spans.map((x: any) => [x.name, x.traceId]))}`);
+    assert.equal(registered.parentSpanId, appSpan.spanId);
   } finally {
     await client.close();
     await agent.kill();

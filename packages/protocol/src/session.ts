@@ -31,13 +31,23 @@ export type SessionClientMessage =
  * concurrently, like requests on separate HTTP connections: their results may come in
  * any order, so a request that depends on another is sent after that one's result.
  */
-export type SessionRequest =
+export type SessionRequest = (
   /** PUT /v1/services/{service}/instances/{instanceId}: `instance` is the same body. */
   | { type: 'register'; id: number; service: string; instanceId: string; namespace?: string; instance: unknown }
   /** DELETE /v1/services/{service}/instances/{instanceId}. */
   | { type: 'deregister'; id: number; service: string; instanceId: string; namespace?: string }
   /** GET /v1/services/{service} with the same filters (`tag` a list). */
-  | { type: 'read'; id: number; service: string; namespace?: string; healthy?: boolean; zone?: string; tag?: string[]; version?: string; consistent?: boolean };
+  | { type: 'read'; id: number; service: string; namespace?: string; healthy?: boolean; zone?: string; tag?: string[]; version?: string; consistent?: boolean }
+) & SessionRequestOptions;
+
+/** What any request may carry besides its fields. */
+export interface SessionRequestOptions {
+  /** Refuse unknown fields (400 UNKNOWN_FIELD) instead of ignoring them, as the Switchboard-Strict header does. */
+  strict?: boolean;
+  /** W3C trace context of the caller, as the HTTP headers of the same names carry it. */
+  traceparent?: string;
+  tracestate?: string;
+}
 
 export type SessionRequestType = SessionRequest['type'];
 export const SESSION_REQUEST_TYPES: readonly SessionRequestType[] = ['register', 'deregister', 'read'];

@@ -23,10 +23,13 @@ import { toSwitchboardError } from './problem.js';
 import { namespaceOf, refuseUnknown, serviceParam, serviceQuery, type Query } from './query.js';
 import { currentAnswer } from './routes-read.js';
 import { checkedRegistration } from './routes-write.js';
+import { withRequestSpan } from '../telemetry/index.js';
 
 /** What a request needs of its session. */
 export interface RequestSession {
   inflight: number;
+  /** The client's address, for traces. */
+  readonly client: string;
   send(msg: SessionServerMessage): void;
   sendText(text: string | Buffer): void;
 }
@@ -35,9 +38,9 @@ export interface RequestSession {
 export type RawRequest = Record<string, unknown> & { type: SessionRequestType };
 
 const FIELDS: Record<SessionRequestType, readonly string[]> = {
-  register: ['type', 'id', 'service', 'instanceId', 'namespace', 'instance', 'strict'],
-  deregister: ['type', 'id', 'service', 'instanceId', 'namespace', 'strict'],
-  read: ['type', 'id', 'service', 'namespace', 'healthy', 'zone', 'tag', 'version', 'consistent', 'strict'],
+  register: ['type', 'id', 'service', 'instanceId', 'namespace', 'instance', 'strict', 'traceparent', 'tracestate'],
+  deregister: ['type', 'id', 'service', 'instanceId', 'namespace', 'strict', 'traceparent', 'tracestate'],
+  read: ['type', 'id', 'service', 'namespace', 'healthy', 'zone', 'tag', 'version', 'consistent', 'strict', 'traceparent', 'tracestate'],
 };
 
 /** The filters of a read: the query parameters of GET /v1/services/{service}, typed. */
@@ -84,12 +87,15 @@ export class SessionRequests {
     }
     s.inflight++;
     const started = performance.now();
-    let run: Promise<string | Buffer>;
-    try {
-      run = this.run(msg, id);
-    } catch (err) {
-      run = Promise.reject(err);
-    }
+    const attempt = (): Promise<string | Buffer> => {
+      try {
+        return this.run(msg, id);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    };
+    // Traced like an HTTP request, under the trace context the message carries (W3C traceparent, tracestate).
+    const run = withRequestSpan(`SESSION ${SESSION_PATH}#${type}`, traceCarrier(msg), { 'rpc.system': 'switchboard', 'rpc.method': type, 'client.address': s.client }, attempt);
     run.then(
       (text) => {
         s.inflight--;
@@ -141,6 +147,14 @@ export class SessionRequests {
 }
 
 const CLOSE_BRACE = Buffer.from('}');
+
+/** The W3C trace context fields of a request, as a propagator reads headers. */
+function traceCarrier(msg: RawRequest): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (typeof msg.traceparent === 'string') out.traceparent = msg.traceparent;
+  if (typeof msg.tracestate === 'string') out.tracestate = msg.tracestate;
+  return out;
+}
 const STRICT = '"strict": true';
 
 function stringField(msg: RawRequest, name: string): string | undefined {

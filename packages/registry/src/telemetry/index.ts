@@ -16,6 +16,11 @@ export interface ActiveTracing {
   readonly tracer: Tracer;
   /** Marks a span failed with the error (recordException and status ERROR). */
   fail(span: Span, err: unknown): void;
+  /**
+   * Runs `fn` inside a server span whose parent is the W3C trace context in `carrier`
+   * (`traceparent`, `tracestate`), as the request hook does for HTTP requests.
+   */
+  serverSpan<T>(name: string, carrier: Record<string, string>, attributes: SpanAttributes, fn: () => Promise<T>): Promise<T>;
 }
 
 let active: ActiveTracing | null = null;
@@ -64,6 +69,16 @@ export function withSpan<T>(name: string, attributes: SpanAttributes | undefined
     span.end();
     return result;
   });
+}
+
+/**
+ * A server span for a request that did not come as an HTTP request (a request over the
+ * session WebSocket), under the trace context the request carries; `fn()` itself when
+ * tracing is off.
+ */
+export function withRequestSpan<T>(name: string, carrier: Record<string, string>, attributes: SpanAttributes, fn: () => Promise<T>): Promise<T> {
+  const t = active;
+  return t === null ? fn() : t.serverSpan(name, carrier, attributes, fn);
 }
 
 /**

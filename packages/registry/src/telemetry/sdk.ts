@@ -71,12 +71,31 @@ export function startSdk(opts: TracingOptions): Tracing {
   // The global tracer provider, AsyncLocalStorage context manager and W3C propagators.
   provider.register();
   const tracer = provider.getTracer('@switchboard/registry', opts.serviceVersion);
+  const fail = (span: Span, err: unknown): void => {
+    const e = err instanceof Error ? err : new Error(String(err));
+    span.recordException(e);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: e.message });
+  };
   setActiveTracing({
     tracer,
-    fail(span, err) {
-      const e = err instanceof Error ? err : new Error(String(err));
-      span.recordException(e);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: e.message });
+    fail,
+    serverSpan(name, carrier, attributes, fn) {
+      const parent = propagation.extract(ROOT_CONTEXT, carrier);
+      const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
+      return context.with(trace.setSpan(parent, span), fn).then(
+        (v) => {
+          span.end();
+          return v;
+        },
+        (err: unknown) => {
+          // Refusals (4xx) are the caller's errors, not the server's: marked failed only from 500 on.
+          const status = (err as { status?: unknown }).status;
+          if (typeof status !== 'number' || status >= 500) fail(span, err);
+          else span.setAttribute(ATTR_ERROR_TYPE, String((err as { code?: unknown }).code ?? status));
+          span.end();
+          throw err;
+        },
+      );
     },
   });
 

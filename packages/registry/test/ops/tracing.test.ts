@@ -94,6 +94,14 @@ test('on: the agent exports a server span per call under the incoming traceparen
     const { WebSocket } = await import('ws');
     const ws = new WebSocket(agent.url.replace('http', 'ws') + '/v1/session', { headers: { traceparent } });
     await new Promise<void>((resolve, reject) => ws.once('open', () => resolve()).once('error', reject));
+    // Requests over the session: a server span each, under the trace context the message carries.
+    const answers: { id: number; type: string }[] = [];
+    ws.on('message', (d) => answers.push(JSON.parse(d.toString())));
+    ws.send(JSON.stringify({ type: 'register', id: 1, service: 'orders', instanceId: 'o2', instance: { address: '10.0.0.2', port: 8080 }, traceparent }));
+    ws.send(JSON.stringify({ type: 'deregister', id: 2, service: 'orders', instanceId: 'nobody', traceparent }));
+    const t0 = Date.now();
+    while (answers.length < 2 && Date.now() - t0 < 3_000) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(answers.map((a) => [a.id, a.type]).sort(), [[1, 'result'], [2, 'error']]);
     ws.close();
     await new Promise<void>((resolve) => ws.once('close', () => resolve()));
     await new Promise((r) => setTimeout(r, 100));
@@ -122,6 +130,15 @@ test('on: the agent exports a server span per call under the incoming traceparen
     const session = server.find((s) => s.name === 'GET /v1/session');
     assert.ok(session, `the session's span ended and was exported; got ${JSON.stringify(server.map((s) => s.name))}`);
     assert.equal(session.attributes['http.response.status_code'], 101);
+    const sessionPut = server.find((s) => s.name === 'SESSION /v1/session#register');
+    assert.ok(sessionPut, `a span for the register request; got ${JSON.stringify(server.map((s) => s.name))}`);
+    assert.equal(sessionPut.kind, 2, 'SPAN_KIND_SERVER');
+    assert.equal(sessionPut.attributes['rpc.method'], 'register');
+    assert.ok(spans.some((s) => s.name === 'storage.append' && s.parentSpanId === sessionPut.spanId), 'its append is its child');
+    const refused = server.find((s) => s.name === 'SESSION /v1/session#deregister');
+    assert.ok(refused);
+    assert.equal(refused.attributes['error.type'], 'INSTANCE_NOT_FOUND');
+    assert.notEqual(refused.status.code, 2, 'a refusal is not a server error');
   } finally {
     agent.child.kill('SIGKILL');
     await receiver.close();
