@@ -58,6 +58,12 @@ export const SESSION_REQUEST_TYPES: readonly SessionRequestType[] = ['register',
  */
 export const SESSION_MAX_INFLIGHT_REQUESTS = 256;
 
+/**
+ * Bytes of answers a session may have queued for a client that does not read them: beyond
+ * it requests are refused (RATE_LIMITED), and beyond twice it the connection is cut.
+ */
+export const SESSION_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
 export type SessionServerMessage =
   /** The lease this session now keeps alive. */
   | { type: 'lease'; leaseId: string; ttlMs: number; nodeId: string; epoch: string; graceMs: number; maxMessageBytes?: number }

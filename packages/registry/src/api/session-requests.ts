@@ -7,6 +7,7 @@
  * separate HTTP connections.
  */
 import {
+  SESSION_MAX_BUFFERED_BYTES,
   SESSION_MAX_INFLIGHT_REQUESTS,
   SESSION_PATH,
   SESSION_REQUEST_TYPES,
@@ -28,6 +29,10 @@ import { withRequestSpan } from '../telemetry/index.js';
 /** What a request needs of its session. */
 export interface RequestSession {
   inflight: number;
+  /** Bytes sent to the client and not yet taken by its connection. */
+  readonly buffered: number;
+  /** Ends the connection at once (a client that reads none of its answers). */
+  cut(): void;
   /** The client's address, for traces. */
   readonly client: string;
   send(msg: SessionServerMessage): void;
@@ -73,6 +78,19 @@ export class SessionRequests {
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
       const problem = invalid('id', `request id ${JSON.stringify(id) ?? 'undefined'} is not a non-negative integer`, 'give each request an id of your choosing, such as 1, 2, 3: its result carries it');
       s.send({ type: 'error', request: type, problem: problem.toProblem() });
+      return;
+    }
+    if (s.buffered > SESSION_MAX_BUFFERED_BYTES) {
+      // Answers pile up unread: refused, so that the queue stops growing; a client that
+      // goes on sending regardless is cut off (the refusals would pile up too).
+      if (s.buffered > 2 * SESSION_MAX_BUFFERED_BYTES) return s.cut();
+      const problem = new SwitchboardError('RATE_LIMITED', `${s.buffered} bytes of answers wait for this session's client to read them`, {
+        limit: 'sessionMaxBufferedBytes',
+        retryAfterSec: 1,
+        hint: 'read the answers of the session before sending more requests',
+      });
+      s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
+      this.observe(type, problem.status, null);
       return;
     }
     if (s.inflight >= SESSION_MAX_INFLIGHT_REQUESTS) {

@@ -45,6 +45,15 @@ class Session {
     if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(msg));
   }
 
+  get buffered(): number {
+    return this.socket.bufferedAmount;
+  }
+
+  cut(): void {
+    // No close handshake: the client reads nothing, so it would never answer one.
+    this.socket.terminate();
+  }
+
   sendText(text: string | Buffer): void {
     if (this.socket.readyState === this.socket.OPEN) this.socket.send(text, { binary: false });
   }

@@ -4,7 +4,7 @@
 // lease as they were.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SESSION_MAX_INFLIGHT_REQUESTS } from '@switchboard/protocol';
+import { SESSION_MAX_BUFFERED_BYTES, SESSION_MAX_INFLIGHT_REQUESTS } from '@switchboard/protocol';
 import { SessionClient as Client, call, sleep, startNode } from '../helpers.js';
 
 const instance = (extra: Record<string, unknown> = {}) => ({ address: '10.0.0.7', port: 8080, tags: ['a'], metadata: { v: '1' }, ...extra });
@@ -153,6 +153,37 @@ test('requests run concurrently, each answered once; more than the limit at once
     // Below the limit again: taken.
     c.send({ type: 'read', id: 5000, service: 'held' });
     assert.equal((await c.answer(5000)).type, 'result');
+  } finally {
+    await node.close();
+  }
+});
+
+test('a client that reads none of its answers is refused, then cut off; the node and other clients carry on', async () => {
+  const node = await startNode();
+  try {
+    // A service whose answer is about 150 KB.
+    const instances = Array.from({ length: 500 }, (_, i) => ({ service: 'big', id: `b-${i}`, address: '10.0.0.9', port: 1000 + i, metadata: { pad: 'x'.repeat(200) } }));
+    assert.equal((await call(node.url, 'POST', '/v1/instances/batch', { instances })).status, 200);
+    const answerBytes = Buffer.byteLength(JSON.stringify((await call(node.url, 'GET', '/v1/services/big')).body));
+    assert.ok(answerBytes > 100_000, `${answerBytes} bytes`);
+    const c = await Client.connect(node.url);
+    c.ws.pause(); // reads nothing from here on
+    // More answers than the kernel's socket buffers and the queue hold, then requests that
+    // are only refused (a refusal is small: it takes many to fill the queue a second time).
+    const sent = Math.ceil((8 * SESSION_MAX_BUFFERED_BYTES) / answerBytes) + 15_000;
+    for (let i = 0; i < sent; i++) c.send({ type: 'read', id: i, service: 'big' });
+    const t0 = Date.now();
+    while ((await call(node.url, 'GET', '/v1/status')).body.sessions > 0 && Date.now() - t0 < 15_000) await sleep(50);
+    assert.equal((await call(node.url, 'GET', '/v1/status')).body.sessions, 0, 'the session was cut');
+    const metrics = await metricsText(node.url);
+    const answered = Number(/switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#read",status="200"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+    const refused = Number(/switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#read",status="429"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+    assert.ok(refused > 0, `requests were refused before the cut (${answered} answered)`);
+    // The answers queued were bounded by the limit, not by what was asked.
+    assert.ok(answered * answerBytes < 30 * SESSION_MAX_BUFFERED_BYTES, `${answered} answers of ${answerBytes} bytes`);
+    const d = await Client.connect(node.url);
+    d.send({ type: 'read', id: 1, service: 'big' });
+    assert.equal((await d.answer(1)).type, 'result', 'another client is served');
   } finally {
     await node.close();
   }
