@@ -255,10 +255,22 @@ export class ReplicaTable {
   }
 }
 
+/**
+ * Each stored record's hash, made once: a record enters and leaves digests several times
+ * (the service's, the settled or young one, the cut digests of anti-entropy rounds), and
+ * hashing its key and version is most of what that costs. Stored records are never
+ * changed in place (a change stores a new object), so the hash stays right.
+ */
+const hashes = new WeakMap<StoredRecord, [number, number]>();
+
 function xor(d: ServiceDigest, key: string, rec: StoredRecord, delta: 1 | -1): void {
-  const [a, b] = recordHash(key, rec.v, rec.del !== undefined);
-  d.a = (d.a ^ a) >>> 0;
-  d.b = (d.b ^ b) >>> 0;
+  let h = hashes.get(rec);
+  if (h === undefined) {
+    h = recordHash(key, rec.v, rec.del !== undefined);
+    hashes.set(rec, h);
+  }
+  d.a = (d.a ^ h[0]) >>> 0;
+  d.b = (d.b ^ h[1]) >>> 0;
   d.count += delta;
 }
 
