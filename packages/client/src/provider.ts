@@ -430,7 +430,13 @@ export class Registrar {
     try {
       return await sent;
     } catch (err) {
-      this.http.endpoints.coolDown(lease.endpoint, retryAfterOf(err));
+      // A session's own limits say nothing about the node: other calls to it go on.
+      const limit = err instanceof RegistryError ? err.problem.limit : undefined;
+      if (limit !== 'sessionMaxInflightRequests' && limit !== 'sessionMaxBufferedBytes') this.http.endpoints.coolDown(lease.endpoint, retryAfterOf(err));
+      // A deregistration is not retried by the registrar (its entry is gone): one that the
+      // session could not confirm (it ended, timed out) is sent again over REST, to any
+      // node. Idempotent: an instance already gone answers INSTANCE_NOT_FOUND.
+      if (write.type === 'deregister' && isUnavailable(err) && !rest.signal?.aborted) return (await this.http.any<WriteResult>(rest)).body;
       throw err;
     }
   }

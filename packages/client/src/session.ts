@@ -134,6 +134,14 @@ export const KEEPALIVE_DIVISOR = 3;
 /** A session connection with this much unsent is not given more keepalives (a stuck path). */
 const MAX_QUEUED_KEEPALIVE_BYTES = 4096;
 
+/**
+ * Writes sent over one session at once, and bytes of them unsent: beyond either a write
+ * goes over REST (well under the node's sessionMaxInflightRequests, 256; and the bytes so
+ * that keepalives are not held up behind writes).
+ */
+export const SESSION_REQUEST_BUDGET = 64;
+const MAX_QUEUED_REQUEST_BYTES = 256 * 1024;
+
 function settleOnce<T>(): { promise: Promise<T>; settle: (v: T) => void; settled: () => boolean } {
   let resolve!: (v: T) => void;
   let done = false;
@@ -264,9 +272,12 @@ export class WsBinding implements Binding {
    */
   request(write: SessionWrite, timeoutMs: number, signal?: AbortSignal): Promise<WriteResult> | null {
     if (this.maxMessageBytes === 0 || this.released || this.end$.settled() || this.ws.readyState !== WebSocket.OPEN) return null;
+    if (this.waiting.size >= SESSION_REQUEST_BUDGET || this.ws.bufferedAmount > MAX_QUEUED_REQUEST_BYTES) return null;
     const id = this.nextRequestId++;
-    // The active trace context goes along, as REST calls carry it in their headers.
-    const text = JSON.stringify({ ...write, ...traceHeaders(), id });
+    // The active trace context goes along, as REST calls carry it in their headers (only
+    // the W3C fields: other propagators' keys would be unknown fields of the message).
+    const { traceparent, tracestate } = traceHeaders();
+    const text = JSON.stringify({ ...write, ...(traceparent && { traceparent }), ...(tracestate && { tracestate }), id });
     // Characters are at least bytes: only a long message needs counting.
     if (text.length * 3 > this.maxMessageBytes && Buffer.byteLength(text) > this.maxMessageBytes) return null;
     const dl = deadline(`${write.type} over the session on ${this.info.endpoint}`, timeoutMs, signal);
@@ -279,15 +290,18 @@ export class WsBinding implements Binding {
       const onAbort = (): void => {
         finish();
         reject(dl.signal.reason);
+        this.closeIfReleased();
       };
       this.waiting.set(id, {
         resolve: (r) => {
           finish();
           resolve(r);
+          this.closeIfReleased();
         },
         reject: (err) => {
           finish();
           reject(err);
+          this.closeIfReleased();
         },
       });
       if (dl.signal.aborted) return onAbort();
@@ -310,7 +324,7 @@ export class WsBinding implements Binding {
     // answer on this connection still keeps the lease alive).
     if (this.acked < this.seq && !this.end$.settled()) this.end({ kind: 'handover', why: 'unresponsive' });
     // A connection that takes nothing gets no more than a few keepalives queued.
-    if (this.ws.bufferedAmount < MAX_QUEUED_KEEPALIVE_BYTES) {
+    if (this.ws.bufferedAmount < MAX_QUEUED_KEEPALIVE_BYTES + MAX_QUEUED_REQUEST_BYTES) {
       this.seq++;
       this.send({ type: 'keepalive', seq: this.seq });
     }
@@ -366,7 +380,16 @@ export class WsBinding implements Binding {
     this.released = true;
     if (this.timer) clearTimeout(this.timer);
     this.end({ kind: 'released' });
-    this.failRequests(new Error('session released'));
+    // Writes still waiting for their answers keep the connection (each within its own
+    // deadline): failed now, a write the node goes on to apply could land after a later
+    // write of the same instance sent elsewhere. The node answers them before it closes a
+    // session another connection took over.
+    this.closeIfReleased();
+  }
+
+  /** A released binding closes its connection once no write waits for an answer on it. */
+  private closeIfReleased(): void {
+    if (!this.released || this.waiting.size > 0) return;
     this.ws.removeAllListeners('message');
     if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000, 'released');
     else if (this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '../../src/index.js';
+import { SESSION_REQUEST_BUDGET } from '../../src/session.js';
 import { faultProxy, rest, spawnAgent, type Agent } from '../helpers.js';
 
 let agent: Agent;
@@ -82,6 +83,33 @@ test('a session cut while a registration waits for its answer: the lease is resu
     assert.equal(proxy.sessions.opened, 2, 'a second session');
     const listed = await instancesOf('cut');
     assert.deepEqual(listed.map((i) => [i.id, i.leaseId]), [['c1', client.lease?.leaseId]]);
+  } finally {
+    await client.close();
+    await proxy.close();
+  }
+});
+
+test('deregistrations beyond the session budget go over REST; one whose session was cut is sent again over REST', async () => {
+  let cuts = 1;
+  const proxy = await faultProxy(agent.url, (method, path) => (method === 'DELETE' && path.startsWith('/v1/services/budget/instances/cut?') && cuts-- > 0 ? { status: 0, body: null, cut: true } : undefined));
+  const client = await connect({ endpoints: [proxy.url], backoff: { initialMs: 20, maxMs: 200 } });
+  client.on('registry-error', () => undefined);
+  try {
+    const n = 300;
+    const regs = await Promise.all(Array.from({ length: n }, (_, i) => client.register({ service: 'budget', id: `b-${i}`, address: '127.0.0.1', port: 1 + i })));
+    assert.equal((await instancesOf('budget')).length, n);
+    await Promise.all(regs.map((r) => r.deregister()));
+    assert.deepEqual(await instancesOf('budget'), [], 'every deregistration done, none refused');
+    const deletes = proxy.log.filter((l) => l.startsWith('DELETE /v1/services/budget/'));
+    const overRest = deletes.filter((l) => l.endsWith('-> 200')).length;
+    assert.equal(deletes.length, n);
+    assert.ok(overRest >= n - SESSION_REQUEST_BUDGET && overRest < n, `${overRest} of ${n} over REST`);
+
+    // The session is cut while a deregistration waits: it is confirmed over REST.
+    const cut = await client.register({ service: 'budget', id: 'cut', address: '127.0.0.1', port: 9 });
+    await cut.deregister();
+    assert.deepEqual(proxy.log.filter((l) => l.startsWith('DELETE /v1/services/budget/instances/cut')), ['DELETE /v1/services/budget/instances/cut?namespace=default -> cut (session)', 'DELETE /v1/services/budget/instances/cut?namespace=default -> 200']);
+    assert.deepEqual(await instancesOf('budget'), []);
   } finally {
     await client.close();
     await proxy.close();

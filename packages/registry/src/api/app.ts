@@ -123,7 +123,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     ...(opts.alerts ? { alerts: opts.alerts } : {}),
   };
   const streams = new WatchStreams(ctx);
-  const sessions = new Sessions(ctx);
+  const sessions = new Sessions(ctx, app.log);
   ctx.metrics = createMetrics(engine, () => streams.open.size, () => sessions.size);
   engine.registerMetrics?.(ctx.metrics.registry);
   opts.alerts?.registerMetrics(ctx.metrics.registry);
@@ -260,12 +260,14 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   sw.shutdown = async () => {
     ctx.closing.value = true;
     streams.closeAll();
-    sessions.shutdown();
+    const sessionsClosed = sessions.shutdown(SHUTDOWN_GRACE_MS);
     engine.hub.wakeAll();
     // Answers in flight get SHUTDOWN_GRACE_MS; connections still open then are closed.
     const grace = setTimeout(() => app.server.closeAllConnections(), SHUTDOWN_GRACE_MS);
     grace.unref();
     try {
+      // Session requests running are answered before the WebSocket plugin ends what is left.
+      await sessionsClosed;
       await app.close();
     } finally {
       clearTimeout(grace);

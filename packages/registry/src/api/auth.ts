@@ -127,18 +127,23 @@ export class ApiTokens {
    * token taken out of the file (SIGHUP) also ends them, not only later requests. Entries
    * go when their connection closes.
    */
-  readonly #connections = new Map<Socket, Buffer>();
+  readonly #connections = new Map<Socket, { digest: Buffer; needed: ApiScope }>();
 
   constructor(tokens: readonly ApiToken[]) {
     this.#tokens = tokens;
   }
 
-  /** New tokens; connections whose token is no longer among them are closed. */
+  /**
+   * New tokens; connections whose token is no longer among them, or no longer has the
+   * scope their route needs (a session's token turned from write to read: the session
+   * carries writes), are closed.
+   */
   replace(tokens: readonly ApiToken[]): number {
     this.#tokens = tokens;
     let closed = 0;
-    for (const [socket, digest] of this.#connections) {
-      if (this.#scopeOfDigest(digest) !== null) continue;
+    for (const [socket, { digest, needed }] of this.#connections) {
+      const scope = this.#scopeOfDigest(digest);
+      if (scope !== null && (needed !== 'write' || scope === 'write')) continue;
       this.#connections.delete(socket);
       socket.destroy();
       closed++;
@@ -146,11 +151,11 @@ export class ApiTokens {
     return closed;
   }
 
-  /** Notes the token a connection's request was let through with. */
-  track(socket: Socket | null | undefined, token: string): void {
+  /** Notes the token a connection's request was let through with, and the scope its route needs. */
+  track(socket: Socket | null | undefined, token: string, needed: ApiScope): void {
     if (!socket || socket.destroyed) return;
     if (!this.#connections.has(socket)) socket.once('close', () => this.#connections.delete(socket));
-    this.#connections.set(socket, digestOf(token));
+    this.#connections.set(socket, { digest: digestOf(token), needed });
   }
 
   /** How many tokens of each scope there are (for the logs). */
@@ -262,7 +267,7 @@ export function authorize(req: { method: string; routeOptions: { url?: string | 
   // Streams that stay open are noted, to be ended if the token goes (not every keep-alive
   // connection: the next request on one is checked anyway, and closing it under a client
   // that reuses it would fail that client's request).
-  if (LONG_LIVED_ROUTES.has(req.routeOptions.url ?? '')) opts.tokens.track((req as { raw?: { socket?: Socket } }).raw?.socket, token);
+  if (LONG_LIVED_ROUTES.has(req.routeOptions.url ?? '')) opts.tokens.track((req as { raw?: { socket?: Socket } }).raw?.socket, token, needed);
   return null;
 }
 

@@ -19,6 +19,7 @@ import {
   type SessionRequestType,
   type SessionServerMessage,
 } from '@switchboard/protocol';
+import type { FastifyBaseLogger } from 'fastify';
 import type { ApiContext } from './context.js';
 import { toSwitchboardError } from './problem.js';
 import { namespaceOf, refuseUnknown, serviceParam, serviceQuery, type Query } from './query.js';
@@ -29,8 +30,16 @@ import { withRequestSpan } from '../telemetry/index.js';
 /** What a request needs of its session. */
 export interface RequestSession {
   inflight: number;
-  /** Bytes sent to the client and not yet taken by its connection. */
+  /** False once the connection is closing or closed: requests still in its last chunk are dropped. */
+  readonly open: boolean;
+  /** Closing once its running requests are answered (replaced, or the node shuts down): new ones are refused. */
+  readonly draining: boolean;
+  /** Called after each request is answered (a session waiting to close closes when none is left). */
+  requestDone(): void;
+  /** Bytes sent to the client and not yet taken by its connection, and those of answers made and about to be sent. */
   readonly buffered: number;
+  /** Counts (bytes > 0) or uncounts (bytes < 0) an answer made and not sent yet. */
+  reserve(bytes: number): void;
   /** Ends the connection at once (a client that reads none of its answers). */
   cut(): void;
   /** The client's address, for traces. */
@@ -69,10 +78,14 @@ export function parseRequest(text: string): RawRequest | null {
 }
 
 export class SessionRequests {
-  constructor(private readonly ctx: ApiContext) {}
+  constructor(
+    private readonly ctx: ApiContext,
+    private readonly log: Pick<FastifyBaseLogger, 'error'>,
+  ) {}
 
   /** Runs a request and answers it with `result` or `error` (naming its id) when it is done. */
   handle(s: RequestSession, msg: RawRequest): void {
+    if (!s.open) return;
     const { type } = msg;
     const id = msg.id;
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
@@ -80,15 +93,19 @@ export class SessionRequests {
       s.send({ type: 'error', request: type, problem: problem.toProblem() });
       return;
     }
+    if (this.ctx.closing.value || s.draining) {
+      // As REST requests that still arrive on open connections while the node shuts down.
+      const problem = this.ctx.closing.value
+        ? new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send the request to another node, or retry once it is back' })
+        : new SwitchboardError('NOT_READY', 'this session was replaced by another connection of its lease and is closing', { hint: 'send requests over the connection that resumed the lease' });
+      s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
+      return;
+    }
     if (s.buffered > SESSION_MAX_BUFFERED_BYTES) {
       // Answers pile up unread: refused, so that the queue stops growing; a client that
       // goes on sending regardless is cut off (the refusals would pile up too).
       if (s.buffered > 2 * SESSION_MAX_BUFFERED_BYTES) return s.cut();
-      const problem = new SwitchboardError('RATE_LIMITED', `${s.buffered} bytes of answers wait for this session's client to read them`, {
-        limit: 'sessionMaxBufferedBytes',
-        retryAfterSec: 1,
-        hint: 'read the answers of the session before sending more requests',
-      });
+      const problem = unreadAnswers(s.buffered);
       s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
       this.observe(type, problem.status, null);
       return;
@@ -107,7 +124,7 @@ export class SessionRequests {
     const started = performance.now();
     const attempt = (): Promise<string | Buffer> => {
       try {
-        return this.run(msg, id);
+        return this.run(s, msg, id);
       } catch (err) {
         return Promise.reject(err);
       }
@@ -117,14 +134,19 @@ export class SessionRequests {
     run.then(
       (text) => {
         s.inflight--;
+        if (type === 'read') s.reserve(-sizeOf(text));
         s.sendText(text);
         this.observe(type, 200, started);
+        s.requestDone();
       },
       (err: unknown) => {
         s.inflight--;
         const problem = toSwitchboardError(err, this.ctx.limits.maxSessionMessageBytes);
+        // As the REST error handler: a server error is logged with its cause (its answer says so).
+        if (problem.status >= 500 && problem.status !== 503) this.log.error({ err, request: type, client: s.client }, `session request ${type} failed`);
         s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
         this.observe(type, problem.status, started);
+        s.requestDone();
       },
     );
   }
@@ -133,7 +155,7 @@ export class SessionRequests {
     this.ctx.metrics.observeRequest('SESSION', `${SESSION_PATH}#${type}`, status, started === null ? null : (performance.now() - started) / 1000);
   }
 
-  private run(msg: RawRequest, id: number): Promise<string | Buffer> {
+  private run(s: RequestSession, msg: RawRequest, id: number): Promise<string | Buffer> {
     const { engine, limits } = this.ctx;
     const service = serviceParam(msg.service);
     if (msg.type === 'read') {
@@ -141,30 +163,56 @@ export class SessionRequests {
       const namespace = namespaceOf(q);
       const filter = serviceQuery(q, limits);
       const consistent = q.consistent === 'true';
-      refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, FIELDS.read), STRICT);
-      return this.read(id, namespace, service, filter, consistent);
+      const warnings = refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, FIELDS.read), STRICT);
+      return this.read(s, id, namespace, service, filter, consistent, warnings);
     }
     const instanceId = validateInstanceId(msg.instanceId, 'instanceId');
     const namespace = namespaceOf({ namespace: stringField(msg, 'namespace') });
     if (msg.type === 'deregister') {
-      refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, FIELDS.deregister), STRICT);
-      return engine.deregister(namespace, service, instanceId).then((revision) => `{"type":"result","id":${id},"revision":${revision}}`);
+      const tail = warningsTail(refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, FIELDS.deregister), STRICT));
+      return engine.deregister(namespace, service, instanceId).then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
     }
+    if (msg.instance === undefined || msg.instance === null) throw invalid('instance', 'the register request has no instance', 'give the instance as the PUT body would be, such as "instance": {"address": "10.0.0.5", "port": 8080}');
     const { input, warnings } = checkedRegistration(msg.instance, this.ctx, 'instance', unknownFieldWarnings(msg, FIELDS.register));
-    refuseUnknown(msg.strict === true, warnings, STRICT);
-    const tail = warnings.length === 0 ? '' : `,"warnings":${JSON.stringify(capWarnings(warnings))}`;
+    const tail = warningsTail(refuseUnknown(msg.strict === true, warnings, STRICT));
     return engine.register({ namespace, service, id: instanceId, input }).then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
   }
 
-  private async read(id: number, namespace: string, service: string, filter: ReturnType<typeof serviceQuery>, consistent: boolean): Promise<string | Buffer> {
+  private async read(s: RequestSession, id: number, namespace: string, service: string, filter: ReturnType<typeof serviceQuery>, consistent: boolean, warnings: string[]): Promise<string | Buffer> {
     const fresh = await this.ctx.engine.readFreshness?.(consistent);
+    // Checked again now that the answer is about to be made: reads sent together were all
+    // let in while nothing was queued yet, and an answer may be large.
+    if (s.buffered > SESSION_MAX_BUFFERED_BYTES) throw unreadAnswers(s.buffered);
     const body = currentAnswer(this.ctx, namespace, service, filter, fresh).body();
-    const head = `{"type":"result","id":${id},"answer":`;
-    return typeof body === 'string' ? `${head}${body}}` : Buffer.concat([Buffer.from(head), body, CLOSE_BRACE]);
+    const head = `{"type":"result","id":${id}${warningsTail(warnings)},"answer":`;
+    const answer = typeof body === 'string' ? `${head}${body}}` : Buffer.concat([Buffer.from(head), body, CLOSE_BRACE]);
+    // Counted until it is sent: the reads after it in this turn see it as queued.
+    s.reserve(sizeOf(answer));
+    return answer;
   }
 }
 
 const CLOSE_BRACE = Buffer.from('}');
+
+/** The refusal of a request while the session's answers wait unread (sessionMaxBufferedBytes). */
+function unreadAnswers(buffered: number): SwitchboardError {
+  return new SwitchboardError('RATE_LIMITED', `${buffered} bytes of answers wait for this session's client to read them`, {
+    limit: 'sessionMaxBufferedBytes',
+    retryAfterSec: 1,
+    hint: 'read the answers of the session before sending more requests',
+  });
+}
+
+/** Bytes of an answer, as counted against sessionMaxBufferedBytes (a string by its length). */
+function sizeOf(x: string | Buffer): number {
+  return typeof x === 'string' ? x.length : x.byteLength;
+}
+
+/** `,"warnings":[...]` for a result, or nothing. */
+function warningsTail(warnings: string[]): string {
+  return warnings.length === 0 ? '' : `,"warnings":${JSON.stringify(capWarnings(warnings))}`;
+}
+const STRICT = '"strict": true';
 
 /** The W3C trace context fields of a request, as a propagator reads headers. */
 function traceCarrier(msg: RawRequest): Record<string, string> {
@@ -173,7 +221,6 @@ function traceCarrier(msg: RawRequest): Record<string, string> {
   if (typeof msg.tracestate === 'string') out.tracestate = msg.tracestate;
   return out;
 }
-const STRICT = '"strict": true';
 
 function stringField(msg: RawRequest, name: string): string | undefined {
   const v = msg[name];

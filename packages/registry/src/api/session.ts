@@ -4,7 +4,7 @@
  * the process most likely died, so its lease ends after `sessionGraceMs`; a process that
  * is frozen or cut off keeps its socket open and is caught by the lease TTL instead.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
   SESSION_PATH,
@@ -26,6 +26,9 @@ import { SessionRequests, parseRequest } from './session-requests.js';
  */
 export const SESSION_MAX_PENDING_MESSAGES = 32;
 
+/** Longest a replaced session stays open for its running requests to be answered. */
+const REPLACED_CLOSE_GRACE_MS = 5_000;
+
 class Session {
   leaseId: string | null = null;
   /** Set when the session ends on purpose or hands over: its close then changes nothing. */
@@ -35,18 +38,59 @@ class Session {
   pending = 0;
   /** Requests running (see SESSION_MAX_INFLIGHT_REQUESTS). */
   inflight = 0;
+  /** A close asked for while requests were running: done when the last is answered. */
+  private closing: (() => void) | null = null;
 
   constructor(
     readonly socket: WebSocket,
     readonly client: string,
   ) {}
 
+  get open(): boolean {
+    return this.socket.readyState === this.socket.OPEN;
+  }
+
+  /** Closing once its running requests are answered: it takes no new ones. */
+  get draining(): boolean {
+    return this.closing !== null;
+  }
+
+  /**
+   * Closes the connection once the requests running on it are answered (a write a node
+   * took is answered, not cut off), at most `graceMs` later; resolves when it is closed.
+   */
+  closeWhenIdle(code: number, reason: string, graceMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const close = (): void => {
+        clearTimeout(timer);
+        this.closing = null;
+        if (this.socket.readyState === this.socket.OPEN) this.socket.close(code, reason);
+        resolve();
+      };
+      const timer = setTimeout(close, this.inflight === 0 ? 0 : graceMs);
+      timer.unref();
+      if (this.inflight === 0) return close();
+      this.closing = close;
+    });
+  }
+
+  requestDone(): void {
+    if (this.inflight === 0) this.closing?.();
+  }
+
   send(msg: SessionServerMessage): void {
     if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(msg));
   }
 
+  /** Bytes of answers made and not yet handed to the socket (see reserve). */
+  private reserved = 0;
+
   get buffered(): number {
-    return this.socket.bufferedAmount;
+    return this.socket.bufferedAmount + this.reserved;
+  }
+
+  reserve(bytes: number): void {
+    this.reserved += bytes;
   }
 
   cut(): void {
@@ -66,8 +110,11 @@ export class Sessions {
   private readonly stopListening: () => void;
   private readonly requests: SessionRequests;
 
-  constructor(private readonly ctx: ApiContext) {
-    this.requests = new SessionRequests(ctx);
+  constructor(
+    private readonly ctx: ApiContext,
+    log: Pick<FastifyBaseLogger, 'error'>,
+  ) {
+    this.requests = new SessionRequests(ctx, log);
     this.stopListening = ctx.engine.onLeaseEnded((leaseId, reason) => {
       const s = this.byLease.get(leaseId);
       if (!s) return;
@@ -123,15 +170,21 @@ export class Sessions {
     socket.on('error', () => socket.terminate());
   }
 
-  /** Tells every client to resume elsewhere; their leases stay as they are. */
-  shutdown(): void {
+  /**
+   * Tells every client to resume elsewhere; their leases stay as they are. Each connection
+   * closes once the requests running on it are answered, at most `graceMs` later; resolves
+   * when all are closed (before the engine closes under them).
+   */
+  shutdown(graceMs: number): Promise<void> {
     this.shuttingDown = true;
     this.stopListening();
+    const closed: Promise<void>[] = [];
     for (const s of this.all) {
       s.quiet = true;
       s.send({ type: 'goaway' });
-      s.socket.close(1001, 'shutdown');
+      closed.push(s.closeWhenIdle(1001, 'shutdown', graceMs));
     }
+    return Promise.all(closed).then(() => undefined);
   }
 
   private async onMessage(s: Session, text: string | null): Promise<void> {
@@ -153,7 +206,8 @@ export class Sessions {
           previous.quiet = true;
           previous.leaseId = null;
           previous.send({ type: 'replaced', leaseId });
-          previous.socket.close(1000, 'replaced');
+          // Its requests still running are answered first (the client waits for them).
+          void previous.closeWhenIdle(1000, 'replaced', REPLACED_CLOSE_GRACE_MS);
         }
         if (s.leaseId && s.leaseId !== leaseId) {
           // The session moves to another lease: the one it leaves is no longer kept alive.

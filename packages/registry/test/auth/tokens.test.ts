@@ -331,9 +331,16 @@ test('a token taken out of the file ends the watch streams and sessions opened w
     assert.equal(ended, true, 'the watch opened with the removed token ended');
     assert.equal(ws.readyState, WebSocket.OPEN);
     assertRefused(await call(url, 'GET', '/v1/services', undefined, bearer(READ)), 'UNAUTHENTICATED', 'the removed token');
-    // Now the write token goes too.
-    assert.equal(tokens.replace(parseTokenFile(`read ${READ}\n`).tokens), 1);
+    // The write token stays in the file but as a read token: the session, which carries
+    // writes (requests over the session), ends; a watch opened with it would stay.
+    const watch2 = await fetch(`${url}/v1/watch?service=web`, { headers: bearer(WRITE) });
+    const reader2 = watch2.body!.getReader();
+    await reader2.read();
+    assert.equal(tokens.replace(parseTokenFile(`read ${READ}\nread ${WRITE}\n`).tokens), 1);
     await wsClosed;
+    const stillOpen = await Promise.race([reader2.read().then((x) => (x.done ? 'ended' : 'open'), () => 'ended'), new Promise((r) => setTimeout(() => r('open'), 500))]);
+    assert.equal(stillOpen, 'open', 'a watch needs only read');
+    await reader2.cancel();
   } finally {
     await app.shutdown();
     await engine.close();
