@@ -79,7 +79,7 @@ test('refused requests answer with the REST refusal and the request id; the sess
     const { leaseId } = await c.next('lease');
     const cases: [unknown, string, string | undefined][] = [
       [{ type: 'register', id: 10, service: 'svc', instanceId: 'a', instance: { port: 1 } }, 'INVALID_ARGUMENT', 'instance/address'],
-      [{ type: 'register', id: 11, service: 'svc', instanceId: 'a' }, 'INVALID_ARGUMENT', undefined],
+      [{ type: 'register', id: 11, service: 'svc', instanceId: 'a' }, 'INVALID_ARGUMENT', 'instance'],
       [{ type: 'register', id: 12, service: 'Bad Name', instanceId: 'a', instance: instance() }, 'INVALID_ARGUMENT', 'service'],
       [{ type: 'register', id: 13, service: 'svc', instanceId: 'a', instance: instance({ leaseId: 'ffffffffffffffff' }) }, 'LEASE_NOT_FOUND', undefined],
       [{ type: 'register', id: 14, service: 'svc', instanceId: 'a', instance: instance({ checks: [{ type: 'tcp', target: '169.254.169.254:80', interval: '10s' }] }) }, 'CHECK_TARGET_DENIED', 'instance/checks/0/target'],
@@ -114,6 +114,12 @@ test('refused requests answer with the REST refusal and the request id; the sess
     assert.match(warned.warnings!.join('\n'), /"colour"/);
     assert.match(warned.warnings!.join('\n'), /"instance\/protocl".*did you mean "protocol"/);
     assert.equal(node.engine.registry.instance('default', 'svc', 'a')?.instance.leaseId, leaseId);
+    // A read or deregister lists them too (a blocking query's `index` is not one of a read's fields).
+    c.send({ type: 'read', id: 21, service: 'svc', index: 42 });
+    const read = await c.answer(21);
+    assert.ok(read.type === 'result');
+    assert.match(read.warnings?.join('\n') ?? '', /"index"/);
+    assert.equal((read.answer as { instances: unknown[] }).instances.length, 1);
     // Nothing was written by the refusals, and the lease is still kept by this session.
     assert.equal((await call(node.url, 'GET', '/v1/services/svc')).body.instances.length, 1);
     c.send({ type: 'keepalive', seq: 1 });
