@@ -30,11 +30,15 @@ export function createLogger(cfg: Pick<AgentConfig, 'logLevel' | 'logFormat'>, s
 
 const monotonic = { now: () => performance.timeOrigin + performance.now() };
 
+/** After a fatal storage failure, how long the failed writes have to be answered before the process ends. */
+const FATAL_ANSWER_MS = 250;
+
 /**
  * Starts a node. A listen address that cannot be used is refused with a ConfigError (see
  * listen.ts), before the storage is opened when possible.
  */
 export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger(cfg)): Promise<RunningAgent> {
+  let fatal = false;
   await checkListenAddresses(cfg);
   const nodeId = cfg.nodeId ?? defaultNodeId();
   // Before the engine, so that its own calls (replication, etcd) are traced from the start.
@@ -46,8 +50,12 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
     logger,
     clock: monotonic,
     onFatal: (err) => {
+      if (fatal) return;
+      fatal = true;
       logger.fatal({ err }, 'the node cannot keep its promises (storage or store failed); stopping');
-      process.exit(70);
+      // The writes that failed are answered first (an error, never a 200), then the
+      // process ends: nothing more can be made durable here.
+      setTimeout(() => process.exit(70), FATAL_ANSWER_MS);
     },
   }).catch((err: unknown) => {
     throw (cfg.mode === 'ap' ? listenRefusal(err, cfg, 'peerAddr') : null) ?? err;

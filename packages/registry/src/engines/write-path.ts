@@ -9,7 +9,7 @@
  * What an engine does besides (ap sends the announced changes to its peers) it does in
  * `onAnnounced`, which runs in the same order.
  */
-import type { Instance } from '@switchboard/protocol';
+import { SwitchboardError, type Instance } from '@switchboard/protocol';
 import { serviceKey, type Registry, type WriteOutcome } from '../core/registry.js';
 import type { Entry, Snapshot } from '../core/entry.js';
 import type { Storage } from '../storage/storage.js';
@@ -69,7 +69,7 @@ export class WritePath {
       await appended;
     } catch (err) {
       this.opts.onFatal?.(err);
-      throw err;
+      throw storageFailure(err);
     }
     slot.done = true;
     this.announceDone();
@@ -120,4 +120,17 @@ export class WritePath {
         this.snapshotting = false;
       });
   }
+}
+
+/**
+ * A write the log could not make durable, as its client is told: 503 STORE_UNAVAILABLE
+ * (another node can take it) naming the system error, not the node's file paths.
+ */
+function storageFailure(err: unknown): SwitchboardError {
+  let code: string | undefined;
+  for (let e: unknown = err; e instanceof Error && code === undefined; e = e.cause) code = (e as NodeJS.ErrnoException).code;
+  return new SwitchboardError('STORE_UNAVAILABLE', `this node could not make the write durable${code ? ` (${code})` : ''}; it is stopping`, {
+    retryAfterSec: 1,
+    hint: 'send the write to another node; this one needs its operator (its log says why)',
+  });
 }
