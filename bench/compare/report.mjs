@@ -227,7 +227,7 @@ function profileSection(out) {
   const lines = ['### Where Switchboard\'s CPU time goes (node --cpu-prof on the agent)', ''];
   if (out.profilesFrom) {
     const figs = [];
-    for (const c of out.profilesFrom.cases ?? []) for (const r of c.rows) if (r.system === 'switchboard') figs.push(`${c.workload}@${c.level}: ${c.workload === 'watch' ? `p99 ${ms(med(r.summary?.p99Ms))}` : `${int(med(r.summary?.throughput))}/s, server CPU ${pct(med(r.summary?.serverCpuPct))}`}`);
+    for (const c of out.profilesFrom.cases ?? []) for (const r of c.rows) if (r.system === 'switchboard') figs.push(`${c.workload}@${c.level}${r.variant ? ` (${r.variant})` : ''}: ${c.workload === 'watch' ? `p99 ${ms(med(r.summary?.p99Ms))}` : `${int(med(r.summary?.throughput))}/s, server CPU ${pct(med(r.summary?.serverCpuPct))}`}`);
     lines.push(`From a separate profiled run, \`${out.profilesFrom.file}\` (\`${out.profilesFrom.command}\`, ${out.profilesFrom.startedAt}; Switchboard at commit ${out.profilesFrom.source?.commit?.slice(0, 12) ?? '-'}${out.profilesFrom.source?.uncommittedFilesInPackages ? ` with ${out.profilesFrom.source.uncommittedFilesInPackages} uncommitted files in packages/` : ''}; ${figs.join('; ')}). Self time as a share of the agent's busy time; each profile covers the agent's whole life, start-up included.`, '');
   }
   for (const p of out.profiles.slice(0, 6)) {
