@@ -254,7 +254,10 @@ function restOfSessionRequest(msg: { type?: unknown; service?: unknown; instance
  * the session, a request message is matched as the REST request it stands for and
  * answered with an `error` carrying the rule's problem, its Retry-After as
  * `retryAfterSec`; with `cut`, the connection is cut instead of answered). `fromServer`
- * rewrites the session messages of the registry. It logs each request (`METHOD path -> status`, `(session)` for those
+ * rewrites the session messages of the registry. The proxy completes the WebSocket
+ * handshake itself once the registry accepted its own (with the client's Authorization
+ * header only): a refused upgrade reaches the client as a closed socket, not as the
+ * registry's answer. It logs each request (`METHOD path -> status`, `(session)` for those
  * sent over the session) and counts session connections and their closes.
  */
 export async function faultProxy(target: string, rule: FaultRule, opts: { fromServer?: (text: string) => string } = {}): Promise<{ url: string; log: string[]; sessions: { opened: number; closed: number }; close(): Promise<void> }> {
