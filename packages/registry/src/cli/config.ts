@@ -5,6 +5,7 @@
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { inspect } from 'node:util';
 import { hostname } from 'node:os';
 import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, isAddress, isNodeId, peerIdsOfSubjectAltName, type Limits, type Mode } from '@switchboard/protocol';
@@ -33,7 +34,7 @@ export interface AgentConfig {
   /** ap: the shared secret every peer link proves (peerSecretFile); null: links are not authenticated. */
   peerSecret: Secret<Buffer> | null;
   /** ap: mutual TLS on the peer links (peerTlsCertFile, peerTlsKeyFile, peerTlsCaFile); null: plain TCP. */
-  peerTls: { cert: Buffer; key: Secret<Buffer>; ca: Buffer } | null;
+  peerTls: { cert: Buffer; key: Secret<Buffer>; ca: Buffer; crl: Buffer | null } | null;
   /** Alert receivers: each URL gets a JSON POST per alert episode. */
   alertWebhooks: string[];
   /** OpenTelemetry: an OTLP/HTTP traces endpoint; tracing is off when null. */
@@ -143,7 +144,7 @@ export class ConfigError extends Error {
 const SECRET_FILE_KEYS = ['apiTokensFile', 'peerSecretFile', 'etcdPasswordFile', 'etcdKeyFile', 'tlsKeyFile', 'peerTlsKeyFile'] as const;
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'peerTlsCertFile', 'peerTlsKeyFile', 'peerTlsCaFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile', 'tlsCaFile'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'peerTlsCertFile', 'peerTlsKeyFile', 'peerTlsCaFile', 'peerTlsCrlFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile', 'tlsCaFile'] as const;
 /**
  * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
  * every user in `ps`, and a config file is often readable by more people than the secret.
@@ -473,7 +474,16 @@ function keyOfCertificate(certP: Picked, cert: { x509: X509Certificate }, keyP: 
 function peerTlsOf(pick: Picker): AgentConfig['peerTls'] {
   const keys = ['peerTlsCertFile', 'peerTlsKeyFile', 'peerTlsCaFile'] as const;
   const given = keys.map((k) => pick(k));
-  if (given.every((p) => p === undefined)) return null;
+  const crlP = pick('peerTlsCrlFile');
+  if (given.every((p) => p === undefined)) {
+    if (crlP !== undefined) {
+      throw new ConfigError(crlP.where, `${crlP.where} is for peer TLS, which is off`, {
+        code: 'PEER_TLS_INCOMPLETE',
+        hint: `give ${keys.map((k) => flagOf(k)).join(', ')} as well, or leave the revocation list out`,
+      });
+    }
+    return null;
+  }
   const missing = keys.filter((_, i) => given[i] === undefined);
   if (missing.length > 0) {
     const first = given.find((p) => p !== undefined) as Picked;
@@ -527,7 +537,26 @@ function peerTlsOf(pick: Picker): AgentConfig['peerTls'] {
       hint: 'give the root CA in --peer-tls-ca-file and the intermediate after the node\'s certificate in --peer-tls-cert-file; every certificate under that root may then link, so give the cluster a root of its own',
     });
   }
-  return { cert: cert.data, key: new Secret(key.data), ca: ca.data };
+  return { cert: cert.data, key: new Secret(key.data), ca: ca.data, crl: crlP === undefined ? null : pemCrl(crlP, ca.data) };
+}
+
+/**
+ * The revocation list of peerTlsCrlFile: PEM X509 CRLs that OpenSSL reads along with the
+ * CA. Whether they are the CA's, and do not revoke this node's own certificate, is checked
+ * at start by a TLS handshake with itself (engines/ap/net/tls-check.ts): no parser here.
+ */
+function pemCrl(p: Picked, ca: Buffer): Buffer {
+  const { path, data } = readNamedFile(p, "the peer links' certificate revocation list");
+  const hint = 'give the CA\'s certificate revocation list in PEM (-----BEGIN X509 CRL-----), as `openssl ca -gencrl` writes it';
+  if (!/-----BEGIN X509 CRL-----[\s\S]+?-----END X509 CRL-----/.test(data.toString('latin1'))) {
+    throw new ConfigError(p.where, `${p.where}: ${path} holds no PEM certificate revocation list`, { code: 'PEER_TLS_CRL_INVALID', hint });
+  }
+  try {
+    createSecureContext({ ca, crl: data });
+  } catch (err) {
+    throw new ConfigError(p.where, `${p.where}: the revocation list cannot be read (${(err as Error).message})`, { code: 'PEER_TLS_CRL_INVALID', hint });
+  }
+  return data;
 }
 
 /** Every certificate of a PEM file, in order (those that parse). */
@@ -595,6 +624,7 @@ const MODE_KEYS: Partial<Record<Key, readonly Mode[]>> = {
   peerTlsCertFile: ['ap'],
   peerTlsKeyFile: ['ap'],
   peerTlsCaFile: ['ap'],
+  peerTlsCrlFile: ['ap'],
   etcd: ['cp'],
   etcdPrefix: ['cp'],
   etcdCaFile: ['cp'],

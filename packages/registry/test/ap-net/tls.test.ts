@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makePeerCerts } from '../support/pki.js';
+import { makeCrl, makePeerCerts } from '../support/pki.js';
 import { at, node, reachable, sleep, until, type Node } from './support.js';
 
 /** A TCP relay that keeps a copy of every byte it carries (what someone on the path sees). */
@@ -162,4 +162,25 @@ test('with peer TLS and certificates bound to ids (URI:switchboard:node:ID), a n
     assert.equal(a.t.peers().find((p) => p.id === 'b')?.reachable, true, 'the real b stays linked');
     assert.equal(a.inbox.length, 0);
     assert.equal(d.t.peers().some((p) => p.reachable), false, 'd linked to nobody');
+}));
+
+test('with a revocation list (peerTlsCrlFile), a member whose certificate it revokes is refused both ways and told why; the others link', () => withPeerCerts({ a: 'ca', b: 'ca', m: 'ca' }, {}, async (certs, nodes, dir) => {
+    const crl = readFileSync(makeCrl(dir, 'crl.pem', ['m']));
+    const a = await node('a', { tls: { ...certs.a!, crl } });
+    nodes.push(a);
+    const b = await node('b', { peers: [at(a, 'a')], tls: { ...certs.b!, crl } });
+    nodes.push(b);
+    await until(() => reachable(a, 'b') && reachable(b, 'a'), 10_000, 'a and b linked, with the list');
+    // m, revoked, dials a: a refuses it and says why; m is told it is revoked.
+    const m = await node('m', { peers: [at(a, 'a')], tls: certs.m! });
+    nodes.push(m);
+    await until(() => a.lines.some((l) => l.code === 'CERT_REFUSED' && /its certificate is revoked \(CERT_REVOKED; --peer-tls-crl-file\)/.test(l.msg)), 10_000, 'the refusal on a');
+    await until(() => m.lines.some((l) => /refused by the peer \(CERT_REFUSED\): the certificate of this node is revoked/.test(l.msg)), 10_000, 'm is told');
+    // b dials m: b's end refuses m's certificate.
+    const b2 = await node('b2', { peers: [at(m, 'm')], tls: { ...certs.b!, crl } });
+    nodes.push(b2);
+    await until(() => b2.lines.some((l) => /no TLS link with peer m at .*its certificate is revoked \(--peer-tls-crl-file lists it\)/.test(l.msg)), 10_000, 'b2 refuses m');
+    await sleep(300);
+    assert.equal(m.t.peers().some((p) => p.reachable), false, 'm linked to nobody');
+    assert.equal(reachable(a, 'b'), true, 'a and b still linked');
 }));

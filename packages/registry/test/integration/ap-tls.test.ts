@@ -8,27 +8,56 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApCluster, getJson, idsOn, putJson, reachablePeers, until } from '../support/ap-cluster.js';
-import { makePeerCerts } from '../support/pki.js';
+import { makeCrl, makePeerCerts } from '../support/pki.js';
+import { run } from './process.js';
 
 test('ap agents with peer TLS and a cluster secret link, replicate both ways and show it in the status', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sb-ap-tls-'));
   let c: ApCluster | undefined;
   try {
     // One certificate for every node is enough: members are recognised by the CA.
-    const cert = makePeerCerts(dir, { node: 'ca' }).node!;
+    const certs = makePeerCerts(dir, { node: 'ca', gone: 'ca', other: 'other' });
+    const cert = certs.node!;
+    // A revocation list of the cluster's CA that revokes another member's certificate.
+    const crl = makeCrl(dir, 'crl.pem', ['gone']);
     const secret = join(dir, 'peer-secret');
     writeFileSync(secret, randomBytes(33).toString('base64'));
     chmodSync(secret, 0o600);
-    c = await ApCluster.start(['a', 'b', 'c'], { extraArgs: ['--peer-tls-cert-file', cert.certFile, '--peer-tls-key-file', cert.keyFile, '--peer-tls-ca-file', cert.caFile, '--peer-secret-file', secret] });
+    c = await ApCluster.start(['a', 'b', 'c'], { extraArgs: ['--peer-tls-cert-file', cert.certFile, '--peer-tls-key-file', cert.keyFile, '--peer-tls-ca-file', cert.caFile, '--peer-tls-crl-file', crl, '--peer-secret-file', secret] });
     const [a, b, cc] = [c.node('a'), c.node('b'), c.node('c')];
     await until(async () => (await Promise.all([a, b, cc].map((n) => reachablePeers(n.url)))).every((p) => p.length === 2), 15_000, 'a full mesh over TLS');
     const status = await getJson(a.url, '/v1/status');
-    assert.deepEqual(status.cluster.peerLinks, { tls: true, secret: true });
+    assert.deepEqual(status.cluster.peerLinks, { tls: true, secret: true, crl: true });
     assert.equal((await putJson(a.url, '/v1/services/pay/instances/from-a', { address: '127.0.0.1', port: 9001 })).status, 200);
     assert.equal((await putJson(cc.url, '/v1/services/pay/instances/from-c', { address: '127.0.0.1', port: 9002 })).status, 200);
     await until(async () => (await Promise.all([a, b, cc].map((n) => idsOn(n.url, 'pay')))).every((ids) => JSON.stringify(ids) === '["from-a","from-c"]'), 10_000, 'both records on every node');
   } finally {
     await c?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a revocation list that revokes the node itself, is not of its CA, or is no list at all stops the start, saying so', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-ap-crl-'));
+  try {
+    const certs = makePeerCerts(dir, { a: 'ca', x: 'other' });
+    const a = certs.a!;
+    const agent = (crl: string, tls = true) =>
+      run(['agent', '--mode', 'ap', '--node-id', 'a', '--dev', '--http-addr', '127.0.0.1:0', '--peer-addr', '127.0.0.1:0', ...(tls ? ['--peer-tls-cert-file', a.certFile, '--peer-tls-key-file', a.keyFile, '--peer-tls-ca-file', a.caFile] : []), '--peer-tls-crl-file', crl]);
+    const cases: [string, boolean, string, RegExp][] = [
+      [makeCrl(dir, 'self.pem', ['a']), true, 'PEER_TLS_REVOKED', /revokes this node's own certificate/],
+      [makeCrl(dir, 'other.pem', ['x'], 'other'), true, 'PEER_TLS_CRL_NOT_OF_CA', /no revocation list of the CA that signed this node's certificate/],
+      [a.certFile, true, 'PEER_TLS_CRL_INVALID', /holds no PEM certificate revocation list/],
+      [makeCrl(dir, 'fine.pem', []), false, 'PEER_TLS_INCOMPLETE', /is for peer TLS, which is off/],
+    ];
+    for (const [file, tls, code, text] of cases) {
+      const r = await agent(file, tls);
+      assert.equal(r.code, 2, `${code}: exit code ${r.code}\n${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`\\[${code}\\]`), r.stderr);
+      assert.match(r.stderr, text);
+      assert.match(r.stderr, /hint: /);
+    }
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -52,3 +52,19 @@ export function makePeerCerts(dir: string, nodes: Record<string, 'ca' | 'other'>
   }
   return out;
 }
+
+/**
+ * A certificate revocation list of one of makePeerCerts' CAs (`ca` or `other`) that
+ * revokes the named nodes' certificates, written with `openssl ca` into `file` (PEM).
+ */
+export function makeCrl(dir: string, file: string, revoke: string[], ca: 'ca' | 'other' = 'ca'): string {
+  const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const db = `${file}.db`;
+  writeFileSync(join(dir, db), '');
+  writeFileSync(join(dir, `${file}.num`), '01\n');
+  writeFileSync(join(dir, `${file}.cnf`), `[ca]\ndefault_ca = c\n[c]\ndatabase = ${db}\ncrlnumber = ${file}.num\ndefault_md = sha256\ndefault_crl_days = 1\n`);
+  const signer = ['-config', `${file}.cnf`, '-keyfile', `peer-${ca}.key`, '-cert', `peer-${ca}.crt`];
+  for (const name of revoke) openssl('ca', ...signer, '-revoke', `${name}.crt`);
+  openssl('ca', ...signer, '-gencrl', '-out', file);
+  return join(dir, file);
+}

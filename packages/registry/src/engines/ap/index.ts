@@ -14,7 +14,7 @@ export async function openApEngine(ctx: OpenContext): Promise<Engine> {
   const nodeId = cfg.nodeId ?? ctx.nodeId;
   // Read before the links start: a removed member is never dialed, not even once.
   const removed = await RemovedMembers.load(cfg.dev ? null : cfg.dataDir);
-  const transport = await createTcpTransport({ nodeId, listen: cfg.peerAddr, peers: cfg.peers, join: cfg.join, cluster: cfg.cluster, limits: cfg.limits, logger: logger.child({ component: 'peers' }), removed: removed.list(), secret: cfg.peerSecret?.reveal() ?? null, tls: cfg.peerTls ? { cert: cfg.peerTls.cert, key: cfg.peerTls.key.reveal(), ca: cfg.peerTls.ca } : null });
+  const transport = await createTcpTransport({ nodeId, listen: cfg.peerAddr, peers: cfg.peers, join: cfg.join, cluster: cfg.cluster, limits: cfg.limits, logger: logger.child({ component: 'peers' }), removed: removed.list(), secret: cfg.peerSecret?.reveal() ?? null, tls: cfg.peerTls ? { cert: cfg.peerTls.cert, key: cfg.peerTls.key.reveal(), ca: cfg.peerTls.ca, crl: cfg.peerTls.crl } : null });
   const storageObservers = new StorageObservers();
   const storage = createStorage({ dev: cfg.dev, dataDir: cfg.dataDir, logger: logger.child({ component: 'storage' }), observer: storageObservers });
   const log = logger.child({ component: 'ap' });

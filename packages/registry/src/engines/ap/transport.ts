@@ -46,6 +46,6 @@ export interface PeerTransport {
    */
   forget(id: string): void;
   /** How the links are protected (the status shows it); absent for in-memory transports. */
-  security?(): { tls: boolean; secret: boolean };
+  security?(): { tls: boolean; secret: boolean; crl: boolean };
   close(): Promise<void>;
 }

@@ -87,6 +87,8 @@ export interface PeerTls {
   cert: Buffer;
   key: Buffer;
   ca: Buffer;
+  /** The CA's revocation list (PEM): a peer whose certificate it lists is refused. Null: none. */
+  crl?: Buffer | null;
 }
 
 /**
@@ -102,6 +104,8 @@ function peerTlsProblem(err: NodeJS.ErrnoException): string | undefined {
     case 'plain':
       return 'it does not speak TLS (give every node the --peer-tls-* settings)';
     default:
+      if (f.code === 'CERT_REVOKED') return 'its certificate is revoked (--peer-tls-crl-file lists it)';
+      if (f.code === 'UNABLE_TO_GET_CRL') return '--peer-tls-crl-file holds no revocation list of the CA that signed its certificate';
       return f.code === 'INVALID_PURPOSE' ? 'its certificate may not serve this end of a link (it needs the extended key usages serverAuth and clientAuth)' : 'its certificate does not lead to a CA of --peer-tls-ca-file';
   }
 }
@@ -315,7 +319,7 @@ export class TcpPeerTransport implements TcpTransport {
     const server = tls
       ? // The client's certificate is checked in accept(), which refuses it in words the
         // dialer can log (rejectUnauthorized would only hang up on it).
-        createTlsServer({ cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3', handshakeTimeout: this.limits.peerHandshakeTimeoutMs }, (socket) => this.accept(socket))
+        createTlsServer({ cert: tls.cert, key: tls.key, ca: tls.ca, ...(tls.crl ? { crl: tls.crl } : {}), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3', handshakeTimeout: this.limits.peerHandshakeTimeoutMs }, (socket) => this.accept(socket))
       : createServer((socket) => this.accept(socket));
     if (tls) {
       server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
@@ -382,8 +386,8 @@ export class TcpPeerTransport implements TcpTransport {
     return [...this.peersById.keys()];
   }
 
-  security(): { tls: boolean; secret: boolean } {
-    return { tls: Boolean(this.opts.tls), secret: this.secret !== null };
+  security(): { tls: boolean; secret: boolean; crl: boolean } {
+    return { tls: Boolean(this.opts.tls), secret: this.secret !== null, crl: Boolean(this.opts.tls?.crl) };
   }
 
   peers(): PeerLinkStatus[] {
@@ -514,7 +518,7 @@ export class TcpPeerTransport implements TcpTransport {
     if (tls) {
       // Members are recognised by the cluster's CA, not by a host name: a node may be
       // dialed at any address it is reachable at (docs/ap-network.md, Peer TLS).
-      const socket = tlsConnect({ host: address.host, port: address.port, cert: tls.cert, key: tls.key, ca: tls.ca, minVersion: 'TLSv1.3', checkServerIdentity: () => undefined }, () => connected(link));
+      const socket = tlsConnect({ host: address.host, port: address.port, cert: tls.cert, key: tls.key, ca: tls.ca, ...(tls.crl ? { crl: tls.crl } : {}), minVersion: 'TLSv1.3', checkServerIdentity: () => undefined }, () => connected(link));
       link = new Link(socket, this.nodeId, target, address, this.handshakeMaxFrameBytes);
       this.wire(link);
       return link;
@@ -578,9 +582,11 @@ export class TcpPeerTransport implements TcpTransport {
   private refuseCertificate(socket: TLSSocket): void {
     const from = `${socket.remoteAddress}:${socket.remotePort}`;
     const why = String(socket.authorizationError ?? 'no certificate');
-    this.inboundWarning({ from, code: 'CERT_REFUSED', err: why }, `refused a peer link from ${from}: its certificate is not one of this cluster's (${why}; --peer-tls-ca-file)`);
+    const revoked = why === 'CERT_REVOKED';
+    this.inboundWarning({ from, code: 'CERT_REFUSED', err: why }, revoked ? `refused a peer link from ${from}: its certificate is revoked (${why}; --peer-tls-crl-file)` : `refused a peer link from ${from}: its certificate is not one of this cluster's (${why}; --peer-tls-ca-file)`);
     socket.on('error', () => undefined);
-    socket.end(encodeFrame([FrameKind.Refuse, { code: 'CERT_REFUSED', detail: `the certificate of this node is not signed by the CA the peer trusts (${why})` }], this.handshakeMaxFrameBytes));
+    const detail = revoked ? `the certificate of this node is revoked: the peer's revocation list names it (${why})` : `the certificate of this node is not signed by the CA the peer trusts (${why})`;
+    socket.end(encodeFrame([FrameKind.Refuse, { code: 'CERT_REFUSED', detail }], this.handshakeMaxFrameBytes));
     setTimeout(() => socket.destroy(), 1_000).unref();
   }
 
