@@ -11,7 +11,7 @@ import { startTracing } from '../telemetry/index.js';
 import { VERSION } from '../version.js';
 import { ConfigError, defaultNodeId, flagOf, readApiTokens, type AgentConfig } from './config.js';
 import { checkListenAddresses, listenRefusal } from './listen.js';
-import { ownCertificateVerdict } from '../engines/ap/net/tls-check.js';
+import { checkOwnCertificate } from '../engines/ap/net/tls-check.js';
 
 export interface RunningAgent {
   app: SwitchboardApp;
@@ -41,7 +41,7 @@ const FATAL_ANSWER_MS = 250;
 export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger(cfg)): Promise<RunningAgent> {
   let fatal = false;
   await checkListenAddresses(cfg);
-  if (cfg.mode === 'ap' && cfg.peerTls?.crl) await checkPeerRevocationList(cfg.peerTls);
+  if (cfg.mode === 'ap' && cfg.peerTls?.crl) await checkPeerRevocationList(cfg.peerTls, logger);
   const nodeId = cfg.nodeId ?? defaultNodeId();
   // Before the engine, so that its own calls (replication, etcd) are traced from the start.
   const tracing = cfg.otlpEndpoint === null ? undefined : await startTracing({ endpoint: cfg.otlpEndpoint, serviceName: 'switchboard', serviceVersion: VERSION, nodeId, logger: logger.child({ component: 'tracing' }) });
@@ -119,20 +119,25 @@ function warnOfReadableSecrets(cfg: Pick<AgentConfig, 'secretFiles'>, logger: Lo
 }
 
 /**
- * Peer TLS with a revocation list: the node's own certificate under it, as a peer would
- * see it (a TLS handshake of the node with itself), so that a list of another CA, an
- * expired one, or one that revokes this node stops the start with the reason.
+ * Peer TLS with revocation lists: the node's own certificate under them, as a peer would
+ * see it (a TLS handshake of the node with itself), so that lists that miss a CA of the
+ * chain, an expired one, or one that revokes this node stop the start with the reason.
  */
-async function checkPeerRevocationList(tls: NonNullable<AgentConfig['peerTls']>): Promise<void> {
-  const verdict = await ownCertificateVerdict({ cert: tls.cert, key: tls.key.reveal(), ca: tls.ca, crl: tls.crl });
+async function checkPeerRevocationList(tls: NonNullable<AgentConfig['peerTls']>, logger: Logger): Promise<void> {
+  const check = await checkOwnCertificate({ cert: tls.cert, key: tls.key.reveal(), ca: tls.ca, crl: tls.crl });
+  const where = `${flagOf('peerTlsCrlFile')} ${tls.crlFile ?? ''}`.trim();
+  if (!check.checked) {
+    logger.warn({ reason: check.reason }, `${where}: the revocation lists could not be checked at start (${check.reason}); links will say what is wrong, if anything`);
+    return;
+  }
+  const verdict = check.verdict;
   if (verdict === null) return;
-  const where = flagOf('peerTlsCrlFile');
   const refusals: Record<string, [string, string, string]> = {
-    CERT_REVOKED: ['PEER_TLS_REVOKED', `${where}: the list revokes this node's own certificate: every peer would refuse it`, 'issue this node a new certificate, or take the node out of the cluster'],
-    UNABLE_TO_GET_CRL: ['PEER_TLS_CRL_NOT_OF_CA', `${where}: the file holds no revocation list of the CA that signed this node's certificate: every link would fail`, "give the revocation list the cluster's CA issued (openssl ca -gencrl with that CA)"],
-    CRL_HAS_EXPIRED: ['PEER_TLS_CRL_EXPIRED', `${where}: the revocation list is past its next update: every link would fail`, 'publish a fresh list (openssl ca -gencrl) to every node and restart them one at a time'],
-    CRL_NOT_YET_VALID: ['PEER_TLS_CRL_EXPIRED', `${where}: the revocation list is not valid yet`, "check the machine's clock, or the list's dates"],
+    CERT_REVOKED: ['PEER_TLS_REVOKED', `${where}: a list revokes this node's own certificate: every peer would refuse it`, 'issue this node a new certificate, or take the node out of the cluster'],
+    UNABLE_TO_GET_CRL: ['PEER_TLS_CRL_NOT_OF_CA', `${where}: the file holds no revocation list of a CA in this node's certificate chain: every link would fail`, "give the list of every CA in the members' chains, root and intermediates (openssl ca -gencrl with each), one after another in the file"],
+    CRL_HAS_EXPIRED: ['PEER_TLS_CRL_EXPIRED', `${where}: a revocation list is past its next update: every link would fail`, 'publish fresh lists (openssl ca -gencrl) to every node and restart them one at a time'],
+    CRL_NOT_YET_VALID: ['PEER_TLS_CRL_EXPIRED', `${where}: a revocation list is not valid yet`, "check the machine's clock, or the list's dates"],
   };
-  const [code, message, hint] = refusals[verdict] ?? ['PEER_TLS_CRL_INVALID', `${where}: with this revocation list, this node's own certificate fails verification (${verdict})`, 'check the list against the CA in --peer-tls-ca-file'];
+  const [code, message, hint] = refusals[verdict] ?? ['PEER_TLS_CRL_INVALID', `${where}: with these revocation lists, this node's own certificate fails verification (${verdict})`, 'check the lists against the CA in --peer-tls-ca-file'];
   throw new ConfigError('peerTlsCrlFile', message, { code, hint });
 }

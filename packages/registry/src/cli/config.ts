@@ -34,7 +34,7 @@ export interface AgentConfig {
   /** ap: the shared secret every peer link proves (peerSecretFile); null: links are not authenticated. */
   peerSecret: Secret<Buffer> | null;
   /** ap: mutual TLS on the peer links (peerTlsCertFile, peerTlsKeyFile, peerTlsCaFile); null: plain TCP. */
-  peerTls: { cert: Buffer; key: Secret<Buffer>; ca: Buffer; crl: Buffer | null } | null;
+  peerTls: { cert: Buffer; key: Secret<Buffer>; ca: Buffer; crl: Buffer[] | null; crlFile: string | null } | null;
   /** Alert receivers: each URL gets a JSON POST per alert episode. */
   alertWebhooks: string[];
   /** OpenTelemetry: an OTLP/HTTP traces endpoint; tracing is off when null. */
@@ -537,26 +537,31 @@ function peerTlsOf(pick: Picker): AgentConfig['peerTls'] {
       hint: 'give the root CA in --peer-tls-ca-file and the intermediate after the node\'s certificate in --peer-tls-cert-file; every certificate under that root may then link, so give the cluster a root of its own',
     });
   }
-  return { cert: cert.data, key: new Secret(key.data), ca: ca.data, crl: crlP === undefined ? null : pemCrl(crlP, ca.data) };
+  const crl = crlP === undefined ? null : pemCrls(crlP, ca.data);
+  return { cert: cert.data, key: new Secret(key.data), ca: ca.data, crl: crl?.lists ?? null, crlFile: crl?.path ?? null };
 }
 
 /**
- * The revocation list of peerTlsCrlFile: PEM X509 CRLs that OpenSSL reads along with the
- * CA. Whether they are the CA's, and do not revoke this node's own certificate, is checked
- * at start by a TLS handshake with itself (engines/ap/net/tls-check.ts): no parser here.
+ * The revocation lists of peerTlsCrlFile: every PEM X509 CRL of the file, one per CA
+ * (OpenSSL then checks each certificate of a chain, intermediates and root included,
+ * against its issuer's list, so the file holds the list of every CA in the members'
+ * chains). Whether they are the right ones, and do not revoke this node's own
+ * certificate, is checked at start by a TLS handshake of the node with itself
+ * (engines/ap/net/tls-check.ts): no parser here.
  */
-function pemCrl(p: Picked, ca: Buffer): Buffer {
+function pemCrls(p: Picked, ca: Buffer): { path: string; lists: Buffer[] } {
   const { path, data } = readNamedFile(p, "the peer links' certificate revocation list");
-  const hint = 'give the CA\'s certificate revocation list in PEM (-----BEGIN X509 CRL-----), as `openssl ca -gencrl` writes it';
-  if (!/-----BEGIN X509 CRL-----[\s\S]+?-----END X509 CRL-----/.test(data.toString('latin1'))) {
+  const hint = "give the certificate revocation lists (PEM, -----BEGIN X509 CRL-----, as `openssl ca -gencrl` writes them) of every CA in the members' certificate chains, one after another";
+  const lists = [...data.toString('latin1').matchAll(/-----BEGIN X509 CRL-----[\s\S]+?-----END X509 CRL-----/g)].map((m) => Buffer.from(m[0], 'latin1'));
+  if (lists.length === 0) {
     throw new ConfigError(p.where, `${p.where}: ${path} holds no PEM certificate revocation list`, { code: 'PEER_TLS_CRL_INVALID', hint });
   }
   try {
-    createSecureContext({ ca, crl: data });
+    createSecureContext({ ca, crl: lists });
   } catch (err) {
-    throw new ConfigError(p.where, `${p.where}: the revocation list cannot be read (${(err as Error).message})`, { code: 'PEER_TLS_CRL_INVALID', hint });
+    throw new ConfigError(p.where, `${p.where}: a revocation list of ${path} cannot be read (${(err as Error).message})`, { code: 'PEER_TLS_CRL_INVALID', hint });
   }
-  return data;
+  return { path, lists };
 }
 
 /** Every certificate of a PEM file, in order (those that parse). */

@@ -55,7 +55,11 @@ export class WritePath {
   async persist(outcome: WriteOutcome, after?: () => void): Promise<number> {
     if (!outcome.entry) {
       // A no-op still waits for earlier writes, so that it never answers before them.
-      await this.lastAppend;
+      try {
+        await this.lastAppend;
+      } catch (err) {
+        throw storageFailure(err);
+      }
       after?.();
       return outcome.revision;
     }

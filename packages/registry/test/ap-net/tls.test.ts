@@ -165,7 +165,7 @@ test('with peer TLS and certificates bound to ids (URI:switchboard:node:ID), a n
 }));
 
 test('with a revocation list (peerTlsCrlFile), a member whose certificate it revokes is refused both ways and told why; the others link', () => withPeerCerts({ a: 'ca', b: 'ca', m: 'ca' }, {}, async (certs, nodes, dir) => {
-    const crl = readFileSync(makeCrl(dir, 'crl.pem', ['m']));
+    const crl = [readFileSync(makeCrl(dir, 'crl.pem', ['m']))];
     const a = await node('a', { tls: { ...certs.a!, crl } });
     nodes.push(a);
     const b = await node('b', { peers: [at(a, 'a')], tls: { ...certs.b!, crl } });

@@ -3,13 +3,13 @@
 // links go through fault proxies, so the TLS is end to end between the agents.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApCluster, getJson, idsOn, putJson, reachablePeers, until } from '../support/ap-cluster.js';
 import { makeCrl, makePeerCerts } from '../support/pki.js';
-import { run } from './process.js';
+import { run, spawnAgent } from './process.js';
 
 test('ap agents with peer TLS and a cluster secret link, replicate both ways and show it in the status', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sb-ap-tls-'));
@@ -46,7 +46,7 @@ test('a revocation list that revokes the node itself, is not of its CA, or is no
       run(['agent', '--mode', 'ap', '--node-id', 'a', '--dev', '--http-addr', '127.0.0.1:0', '--peer-addr', '127.0.0.1:0', ...(tls ? ['--peer-tls-cert-file', a.certFile, '--peer-tls-key-file', a.keyFile, '--peer-tls-ca-file', a.caFile] : []), '--peer-tls-crl-file', crl]);
     const cases: [string, boolean, string, RegExp][] = [
       [makeCrl(dir, 'self.pem', ['a']), true, 'PEER_TLS_REVOKED', /revokes this node's own certificate/],
-      [makeCrl(dir, 'other.pem', ['x'], 'other'), true, 'PEER_TLS_CRL_NOT_OF_CA', /no revocation list of the CA that signed this node's certificate/],
+      [makeCrl(dir, 'other.pem', ['x'], 'other'), true, 'PEER_TLS_CRL_NOT_OF_CA', /no revocation list of a CA in this node's certificate chain/],
       [a.certFile, true, 'PEER_TLS_CRL_INVALID', /holds no PEM certificate revocation list/],
       [makeCrl(dir, 'fine.pem', []), false, 'PEER_TLS_INCOMPLETE', /is for peer TLS, which is off/],
     ];
@@ -56,6 +56,16 @@ test('a revocation list that revokes the node itself, is not of its CA, or is no
       assert.match(r.stderr, new RegExp(`\\[${code}\\]`), r.stderr);
       assert.match(r.stderr, text);
       assert.match(r.stderr, /hint: /);
+    }
+    // Several lists in one file (one per CA): each is read, not only the first.
+    const both = join(dir, 'both.pem');
+    writeFileSync(both, Buffer.concat([readFileSync(join(dir, 'other.pem')), readFileSync(makeCrl(dir, 'cluster.pem', ['x']))]));
+    const ok = await spawnAgent(['--mode', 'ap', '--node-id', 'a', '--dev', '--peer-addr', '127.0.0.1:0', '--peer-tls-cert-file', a.certFile, '--peer-tls-key-file', a.keyFile, '--peer-tls-ca-file', a.caFile, '--peer-tls-crl-file', both]);
+    try {
+      assert.equal((await getJson(ok.url, '/v1/status')).cluster.peerLinks.crl, true);
+    } finally {
+      ok.child.kill('SIGKILL');
+      await ok.exited;
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

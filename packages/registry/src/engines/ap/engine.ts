@@ -1142,7 +1142,7 @@ export class ApEngine implements Engine {
     if (stale) this.transport.send(from, { type: 'ap_forget', ids: this.removed.list() });
     if (hidden.length > 0) changes.push({ op: 'replica', records: hidden });
     if (changes.length === 0) {
-      if (after) void this.persist({ entry: null, events: [], revision: this.registry.revision }, after);
+      if (after) this.persist({ entry: null, events: [], revision: this.registry.revision }, after).catch(() => undefined); // a failed log stops the node (onFatal)
     } else this.persistAll(changes, after);
     this.adopt(adopt);
   }
@@ -1441,7 +1441,7 @@ export class ApEngine implements Engine {
     if (!this.readyFlag && [...this.peerState.values()].every((p) => p.caughtUp || !p.up)) {
       const names = [...this.peerState].filter(([, p]) => p.caughtUp).map(([id]) => id).sort().join(', ');
       // Ready once what was merged is durable.
-      void this.persist({ entry: null, events: [], revision: this.registry.revision }, () => this.becomeReady(`caught up from ${names}`));
+      this.persist({ entry: null, events: [], revision: this.registry.revision }, () => this.becomeReady(`caught up from ${names}`)).catch(() => undefined); // a failed log stops the node (onFatal)
     }
   }
 

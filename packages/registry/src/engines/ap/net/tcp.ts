@@ -87,9 +87,18 @@ export interface PeerTls {
   cert: Buffer;
   key: Buffer;
   ca: Buffer;
-  /** The CA's revocation list (PEM): a peer whose certificate it lists is refused. Null: none. */
-  crl?: Buffer | null;
+  /** The CAs' revocation lists (PEM, one per CA of the chains): a peer whose certificate one lists is refused. Null: none. */
+  crl?: Buffer[] | null;
 }
+
+/** The verification failures that come from the revocation lists (--peer-tls-crl-file), not from a certificate. */
+const CRL_PROBLEMS: Readonly<Record<string, string>> = {
+  UNABLE_TO_GET_CRL: '--peer-tls-crl-file holds no revocation list of a CA in its certificate chain (it needs one for each, root included)',
+  CRL_HAS_EXPIRED: 'a revocation list of --peer-tls-crl-file is past its next update: publish a fresh one to every node and restart them one at a time',
+  CRL_NOT_YET_VALID: "a revocation list of --peer-tls-crl-file is not valid yet (check the machine's clock)",
+  CRL_SIGNATURE_FAILURE: 'a revocation list of --peer-tls-crl-file is not signed by its CA',
+  UNABLE_TO_DECRYPT_CRL_SIGNATURE: 'a revocation list of --peer-tls-crl-file is not signed by its CA',
+};
 
 /**
  * What a dialing node says about a TLS failure (tlsFailureOf sorts Node's codes): they are
@@ -98,6 +107,9 @@ export interface PeerTls {
 function peerTlsProblem(err: NodeJS.ErrnoException): string | undefined {
   const f = tlsFailureOf(err) ?? (err.code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG' ? { kind: 'plain' as const, code: err.code } : undefined);
   if (f === undefined) return undefined;
+  // Revocation lists are this node's settings, not the peer's certificate.
+  const list = CRL_PROBLEMS[f.code];
+  if (list !== undefined) return list;
   switch (f.kind) {
     case 'time':
       return 'its certificate is not valid now: renew it (or check the clocks)';
@@ -105,7 +117,6 @@ function peerTlsProblem(err: NodeJS.ErrnoException): string | undefined {
       return 'it does not speak TLS (give every node the --peer-tls-* settings)';
     default:
       if (f.code === 'CERT_REVOKED') return 'its certificate is revoked (--peer-tls-crl-file lists it)';
-      if (f.code === 'UNABLE_TO_GET_CRL') return '--peer-tls-crl-file holds no revocation list of the CA that signed its certificate';
       return f.code === 'INVALID_PURPOSE' ? 'its certificate may not serve this end of a link (it needs the extended key usages serverAuth and clientAuth)' : 'its certificate does not lead to a CA of --peer-tls-ca-file';
   }
 }
@@ -583,9 +594,15 @@ export class TcpPeerTransport implements TcpTransport {
     const from = `${socket.remoteAddress}:${socket.remotePort}`;
     const why = String(socket.authorizationError ?? 'no certificate');
     const revoked = why === 'CERT_REVOKED';
-    this.inboundWarning({ from, code: 'CERT_REFUSED', err: why }, revoked ? `refused a peer link from ${from}: its certificate is revoked (${why}; --peer-tls-crl-file)` : `refused a peer link from ${from}: its certificate is not one of this cluster's (${why}; --peer-tls-ca-file)`);
+    const list = CRL_PROBLEMS[why];
+    const text = revoked ? `its certificate is revoked (${why}; --peer-tls-crl-file)` : list !== undefined ? `${list} (${why})` : `its certificate is not one of this cluster's (${why}; --peer-tls-ca-file)`;
+    this.inboundWarning({ from, code: 'CERT_REFUSED', err: why }, `refused a peer link from ${from}: ${text}`);
     socket.on('error', () => undefined);
-    const detail = revoked ? `the certificate of this node is revoked: the peer's revocation list names it (${why})` : `the certificate of this node is not signed by the CA the peer trusts (${why})`;
+    const detail = revoked
+      ? `the certificate of this node is revoked: the peer's revocation list names it (${why})`
+      : list !== undefined
+        ? `the peer cannot check this node's certificate against its revocation lists (${why}): its --peer-tls-crl-file needs fixing`
+        : `the certificate of this node is not signed by the CA the peer trusts (${why})`;
     socket.end(encodeFrame([FrameKind.Refuse, { code: 'CERT_REFUSED', detail }], this.handshakeMaxFrameBytes));
     setTimeout(() => socket.destroy(), 1_000).unref();
   }
