@@ -9,7 +9,7 @@ import type { Engine } from '../engines/engine.js';
 import { openEngine } from '../engines/open.js';
 import { startTracing } from '../telemetry/index.js';
 import { VERSION } from '../version.js';
-import { ConfigError, defaultNodeId, flagOf, readApiTokens, type AgentConfig } from './config.js';
+import { ConfigError, defaultNodeId, flagOf, readApiTokens, readPeerRevocationLists, type AgentConfig } from './config.js';
 import { checkListenAddresses, listenRefusal } from './listen.js';
 import { checkOwnCertificate } from '../engines/ap/net/tls-check.js';
 
@@ -19,8 +19,11 @@ export interface RunningAgent {
   url: string;
   logger: Logger;
   stop(): Promise<void>;
-  /** Reads the API token file again (SIGHUP); a file that is no longer valid is logged and the tokens in use are kept. */
-  reloadTokens(): void;
+  /**
+   * SIGHUP: reads the API token file and the peer revocation lists again; a file that is
+   * no longer valid is logged and what is in use is kept.
+   */
+  reload(): Promise<void>;
 }
 
 export function createLogger(cfg: Pick<AgentConfig, 'logLevel' | 'logFormat'>, stream: NodeJS.WritableStream = process.stdout): Logger {
@@ -101,7 +104,26 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       logger.error({ code: e.code, hint: e.hint }, `API tokens not reloaded, the tokens in use stay: ${e.message}`);
     }
   };
-  return { app, engine, url, logger, stop, reloadTokens };
+  const reloadRevocationLists = async (): Promise<void> => {
+    const tls = cfg.peerTls;
+    if (cfg.mode !== 'ap' || !tls?.crl || tls.crlFile === null || !engine.reloadPeerRevocationLists) return;
+    try {
+      const crl = readPeerRevocationLists(tls.crlFile, tls.ca);
+      // The same check as at start: lists that would refuse this node, or every link, are not taken.
+      await checkPeerRevocationList({ ...tls, crl }, logger);
+      tls.crl = crl;
+      const reset = engine.reloadPeerRevocationLists(crl);
+      logger.info({ lists: crl.length, linksMadeAgain: reset }, `peer revocation lists read again from ${tls.crlFile}`);
+    } catch (err) {
+      const e = err as ConfigError;
+      logger.error({ code: e.code, hint: e.hint }, `peer revocation lists not reloaded, the lists in use stay: ${e.message}`);
+    }
+  };
+  const reload = async (): Promise<void> => {
+    reloadTokens();
+    await reloadRevocationLists();
+  };
+  return { app, engine, url, logger, stop, reload };
 }
 
 /** A file holding a secret that other users may read is worth a warning (it still works). */

@@ -564,6 +564,12 @@ function pemCrls(p: Picked, ca: Buffer): { path: string; lists: Buffer[] } {
   return { path, lists };
 }
 
+/** The revocation lists of peerTlsCrlFile read again (SIGHUP), checked as at start. */
+export function readPeerRevocationLists(path: string, ca: Buffer): Buffer[] {
+  const where = flagOf('peerTlsCrlFile');
+  return pemCrls({ value: path, where, drop: `drop ${where}` }, ca).lists;
+}
+
 /** Every certificate of a PEM file, in order (those that parse). */
 function pemChain(data: Buffer): X509Certificate[] {
   const out: X509Certificate[] = [];

@@ -68,21 +68,21 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
         if (err instanceof ConfigError) return refuse(err);
         throw err;
       }
-      // With a token file, SIGHUP reads it again. The handler is there before anything slow
+      // With a token file or peer revocation lists, SIGHUP reads them again. The handler is there before anything slow
       // (loading the server, storage recovery, waiting for etcd): a SIGHUP then (a reload
       // that logrotate or a deployment sends to every node) is kept for when the node is
-      // ready instead of ending the process. Without a token file, SIGHUP keeps its default
+      // ready instead of ending the process. Without either, SIGHUP keeps its default
       // (the process ends).
       let agent: RunningAgent | undefined;
       let logger: Logger | undefined;
       let reloadWhenReady = false;
-      const deferred = (): void => void logger?.info({ signal: 'SIGHUP' }, 'signal received while starting: the API token file is read again once the node is ready');
+      const deferred = (): void => void logger?.info({ signal: 'SIGHUP' }, 'signal received while starting: the API token file and the peer revocation lists are read again once the node is ready');
       const onHup = (): void => {
-        if (agent !== undefined) return agent.reloadTokens();
+        if (agent !== undefined) return void agent.reload();
         if (!reloadWhenReady) deferred();
         reloadWhenReady = true;
       };
-      if (cfg.apiTokens !== null) process.on('SIGHUP', onHup);
+      if (cfg.apiTokens !== null || cfg.peerTls?.crlFile) process.on('SIGHUP', onHup);
       // Loaded here so that operator commands start without the server's modules.
       const { createLogger, startAgent } = await import('./agent.js');
       logger = createLogger(cfg);
@@ -95,7 +95,7 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
         throw err;
       }
       const running = agent;
-      if (reloadWhenReady) running.reloadTokens();
+      if (reloadWhenReady) void running.reload();
       const onSignal = (sig: string) => {
         running.logger.info({ signal: sig }, 'signal received');
         running.stop().then(() => exit(0), (err) => {

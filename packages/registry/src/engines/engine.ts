@@ -67,6 +67,8 @@ export interface Engine {
   removeMember?(id: string): Promise<MemberRemoval>;
   /** Adds the mode's own metrics (replication lag, etcd round trips, ...) to /metrics. */
   registerMetrics?(registry: MetricsRegistry): void;
+  /** ap with peer TLS: new certificate revocation lists (SIGHUP); returns how many peer links were made again. */
+  reloadPeerRevocationLists?(crl: Buffer[]): number;
   /** The storage's reports (group commits), when the engine has local storage. */
   readonly storageObservers?: StorageObservers;
   /**

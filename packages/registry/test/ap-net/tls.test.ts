@@ -184,3 +184,20 @@ test('with a revocation list (peerTlsCrlFile), a member whose certificate it rev
     assert.equal(m.t.peers().some((p) => p.reachable), false, 'm linked to nobody');
     assert.equal(reachable(a, 'b'), true, 'a and b still linked');
 }));
+
+test('revocation lists reloaded: the links up are made again and checked against the new lists, so a member revoked now is cut off now', () => withPeerCerts({ a: 'ca', b: 'ca', c: 'ca' }, {}, async (certs, nodes, dir) => {
+    const none = [readFileSync(makeCrl(dir, 'none.pem', []))];
+    const a = await node('a', { tls: { ...certs.a!, crl: none } });
+    nodes.push(a);
+    const b = await node('b', { peers: [at(a, 'a')], tls: certs.b! });
+    const c = await node('c', { peers: [at(a, 'a')], tls: certs.c! });
+    nodes.push(b, c);
+    await until(() => reachable(a, 'b') && reachable(a, 'c'), 10_000, 'a linked to b and c');
+    // b's certificate is revoked: a takes the new lists.
+    const made = a.t.reloadRevocationLists!([readFileSync(makeCrl(dir, 'b-revoked.pem', ['b']))]);
+    assert.equal(made, 2, 'both links made again');
+    await until(() => a.lines.some((l) => l.code === 'CERT_REFUSED' && /its certificate is revoked/.test(l.msg)), 10_000, 'b refused on its way back');
+    await until(() => reachable(a, 'c'), 10_000, 'c linked again');
+    await sleep(500);
+    assert.equal(reachable(a, 'b'), false, 'b stays out');
+}));

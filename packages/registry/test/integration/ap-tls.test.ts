@@ -71,3 +71,33 @@ test('a revocation list that revokes the node itself, is not of its CA, or is no
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('SIGHUP reads the revocation lists again; lists that would refuse the node itself, or no list, are not taken', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-ap-crl-hup-'));
+  try {
+    const certs = makePeerCerts(dir, { a: 'ca', x: 'ca' });
+    const a = certs.a!;
+    const file = join(dir, 'lists.pem');
+    writeFileSync(file, readFileSync(makeCrl(dir, 'none.pem', [])));
+    const agent = await spawnAgent(['--mode', 'ap', '--node-id', 'a', '--dev', '--peer-addr', '127.0.0.1:0', '--peer-tls-cert-file', a.certFile, '--peer-tls-key-file', a.keyFile, '--peer-tls-ca-file', a.caFile, '--peer-tls-crl-file', file]);
+    const logged = (re: RegExp, what: string): Promise<number> => until(async () => re.test(agent.output()), 10_000, what);
+    try {
+      writeFileSync(file, readFileSync(makeCrl(dir, 'self.pem', ['a'])));
+      agent.child.kill('SIGHUP');
+      await logged(/peer revocation lists not reloaded, the lists in use stay: .*revokes this node's own certificate/, 'a list revoking the node itself refused');
+      writeFileSync(file, 'not a list\n');
+      agent.child.kill('SIGHUP');
+      await logged(/peer revocation lists not reloaded, the lists in use stay: .*holds no PEM certificate revocation list/, 'a file without a list refused');
+      writeFileSync(file, readFileSync(makeCrl(dir, 'x.pem', ['x'])));
+      agent.child.kill('SIGHUP');
+      await logged(/peer revocation lists read again from/, 'the new lists taken');
+      assert.equal(agent.child.exitCode, null, 'the node runs on');
+      assert.equal((await getJson(agent.url, '/v1/status')).cluster.peerLinks.crl, true);
+    } finally {
+      agent.child.kill('SIGKILL');
+      await agent.exited;
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

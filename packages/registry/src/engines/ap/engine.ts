@@ -738,6 +738,11 @@ export class ApEngine implements Engine {
     this.persistAll(changes, () => this.enqueue(out));
   }
 
+  reloadPeerRevocationLists(crl: Buffer[]): number {
+    if (!this.transport.reloadRevocationLists) throw new Error('the peer links of this node take no revocation lists');
+    return this.transport.reloadRevocationLists(crl);
+  }
+
   registerMetrics(registry: MetricsRegistry): void {
     const lag = new client.Histogram({
       name: 'switchboard_ap_replication_lag_seconds',

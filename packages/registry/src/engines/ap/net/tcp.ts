@@ -24,7 +24,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
-import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { NODE_ID_RULE, PEER_ID_URI_PREFIX, isNodeId, peerIdsOfSubjectAltName, tlsFailureOf, type Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
@@ -395,6 +395,29 @@ export class TcpPeerTransport implements TcpTransport {
 
   peerIds(): string[] {
     return [...this.peersById.keys()];
+  }
+
+  /**
+   * New revocation lists (SIGHUP): taken by the listener and every later dial; the links
+   * up now were checked against the old lists, so each is ended and made again (both
+   * ends redial at once), and a member the new lists revoke is refused on the way back.
+   * What was queued for a peer is repaired by anti-entropy, as after any dropped link.
+   * Returns how many links were made again.
+   */
+  reloadRevocationLists(crl: Buffer[]): number {
+    const tls = this.opts.tls;
+    if (!tls) throw new Error('peer TLS is off: there are no revocation lists to reload');
+    tls.crl = crl;
+    (this.server as TlsServer | null)?.setSecureContext({ cert: tls.cert, key: tls.key, ca: tls.ca, crl, minVersion: 'TLSv1.3' });
+    let reset = 0;
+    for (const l of [...this.links]) {
+      if (l.state !== 'up') continue;
+      l.socket.end();
+      this.drop(l, 'revocation lists reloaded', true);
+      reset++;
+    }
+    this.log.info({ links: reset }, `peer revocation lists reloaded; ${reset} links made again to be checked against them`);
+    return reset;
   }
 
   security(): { tls: boolean; secret: boolean; crl: boolean } {
