@@ -76,7 +76,8 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
       let agent: RunningAgent | undefined;
       let logger: Logger | undefined;
       let reloadWhenReady = false;
-      const deferred = (): void => void logger?.info({ signal: 'SIGHUP' }, 'signal received while starting: the API token file and the peer revocation lists are read again once the node is ready');
+      const reread = cfg.apiTokens === null ? 'the peer revocation lists are' : cfg.peerTls?.crlFile ? 'the API token file and the peer revocation lists are' : 'the API token file is';
+      const deferred = (): void => void logger?.info({ signal: 'SIGHUP' }, `signal received while starting: ${reread} read again once the node is ready`);
       const onHup = (): void => {
         if (agent !== undefined) return void agent.reload();
         if (!reloadWhenReady) deferred();

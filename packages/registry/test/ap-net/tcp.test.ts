@@ -451,7 +451,9 @@ test('a peer that comes back under the same id while its old link still looks al
   const b1 = await node('b', { peers: [{ id: 'a', host: '127.0.0.1', port: proxy.port }] });
   let b2: Node | undefined;
   try {
-    await until(() => reachable(a, 'b'), 5_000, 'a and b linked');
+    // Both ends: a takes the link up when it welcomes b, b when the welcome arrives; a b
+    // that closes before that ends a link still in its handshake, which a then sees go.
+    await until(() => reachable(a, 'b') && reachable(b1, 'a'), 5_000, 'a and b linked');
     // b's host vanishes: its bye never arrives and a's side of the old link stays open.
     proxy.stall();
     void b1.t.close();
