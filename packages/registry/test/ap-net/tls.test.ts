@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crlNextUpdate } from '../../src/engines/ap/net/crl.js';
 import { makeCrl, makePeerCerts } from '../support/pki.js';
 import { at, node, reachable, sleep, until, type Node } from './support.js';
 
@@ -168,6 +169,11 @@ test('with a revocation list (peerTlsCrlFile), a member whose certificate it rev
     const crl = [readFileSync(makeCrl(dir, 'crl.pem', ['m']))];
     const a = await node('a', { tls: { ...certs.a!, crl } });
     nodes.push(a);
+    // The list is good for a day: inside the day before its next update the node says so.
+    const next = crlNextUpdate(crl[0]!);
+    assert.ok(next !== null && Math.abs(next.getTime() - (Date.now() + 86_400_000)) < 120_000, `next update ${next?.toISOString()}`);
+    assert.equal(a.t.security?.().crlNextUpdate, next.toISOString());
+    await until(() => a.lines.some((l) => l.level === 40 && /the peer revocation lists \(--peer-tls-crl-file\) expire at .* publish fresh lists/.test(l.msg)), 5_000, 'the warning that the lists need renewing');
     const b = await node('b', { peers: [at(a, 'a')], tls: { ...certs.b!, crl } });
     nodes.push(b);
     await until(() => reachable(a, 'b') && reachable(b, 'a'), 10_000, 'a and b linked, with the list');
@@ -201,3 +207,17 @@ test('revocation lists reloaded: the links up are made again and checked against
     await sleep(500);
     assert.equal(reachable(a, 'b'), false, 'b stays out');
 }));
+
+test('the next update of a revocation list is read from its DER; what is not a list is refused', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-crl-'));
+  try {
+    makePeerCerts(dir, { a: 'ca' });
+    const pem = readFileSync(makeCrl(dir, 'l.pem', ['a']));
+    const next = crlNextUpdate(pem);
+    assert.ok(next !== null && Math.abs(next.getTime() - (Date.now() + 86_400_000)) < 120_000, String(next));
+    assert.throws(() => crlNextUpdate('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n'), /no PEM certificate revocation list/);
+    assert.throws(() => crlNextUpdate('-----BEGIN X509 CRL-----\nMAM=\n-----END X509 CRL-----\n'), /DER/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -27,7 +27,11 @@ test('ap agents with peer TLS and a cluster secret link, replicate both ways and
     const [a, b, cc] = [c.node('a'), c.node('b'), c.node('c')];
     await until(async () => (await Promise.all([a, b, cc].map((n) => reachablePeers(n.url)))).every((p) => p.length === 2), 15_000, 'a full mesh over TLS');
     const status = await getJson(a.url, '/v1/status');
-    assert.deepEqual(status.cluster.peerLinks, { tls: true, secret: true, crl: true });
+    const { crlNextUpdate, ...links } = status.cluster.peerLinks;
+    assert.deepEqual(links, { tls: true, secret: true, crl: true });
+    // The list makeCrl writes is good for a day: its next update, read from the list.
+    const left = Date.parse(crlNextUpdate) - Date.now();
+    assert.ok(left > 22 * 3_600_000 && left <= 24 * 3_600_000 + 60_000, `next update ${crlNextUpdate}`);
     assert.equal((await putJson(a.url, '/v1/services/pay/instances/from-a', { address: '127.0.0.1', port: 9001 })).status, 200);
     assert.equal((await putJson(cc.url, '/v1/services/pay/instances/from-c', { address: '127.0.0.1', port: 9002 })).status, 200);
     await until(async () => (await Promise.all([a, b, cc].map((n) => idsOn(n.url, 'pay')))).every((ids) => JSON.stringify(ids) === '["from-a","from-c"]'), 10_000, 'both records on every node');

@@ -46,7 +46,7 @@ export interface PeerTransport {
    */
   forget(id: string): void;
   /** How the links are protected (the status shows it); absent for in-memory transports. */
-  security?(): { tls: boolean; secret: boolean; crl: boolean };
+  security?(): { tls: boolean; secret: boolean; crl: boolean; crlNextUpdate?: string | null };
   /** Peer TLS: new certificate revocation lists; the links up are made again. Returns how many. */
   reloadRevocationLists?(crl: Buffer[]): number;
   close(): Promise<void>;

@@ -25,6 +25,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { earliestNextUpdate } from './crl.js';
 import type { Logger } from 'pino';
 import { NODE_ID_RULE, PEER_ID_URI_PREFIX, isNodeId, peerIdsOfSubjectAltName, tlsFailureOf, type Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
@@ -90,6 +91,11 @@ export interface PeerTls {
   /** The CAs' revocation lists (PEM, one per CA of the chains): a peer whose certificate one lists is refused. Null: none. */
   crl?: Buffer[] | null;
 }
+
+/** How long before the revocation lists' next update the node warns that they need renewing. */
+const CRL_WARN_AHEAD_MS = 24 * 3_600_000;
+/** The longest delay a Node timer takes. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The verification failures that come from the revocation lists (--peer-tls-crl-file), not from a certificate. */
 const CRL_PROBLEMS: Readonly<Record<string, string>> = {
@@ -372,6 +378,7 @@ export class TcpPeerTransport implements TcpTransport {
     });
     server.on('error', (err) => this.log.error({ err }, 'peer link listener failed'));
     this.server = server;
+    this.watchRevocationLists();
     const a = server.address() as AddressInfo;
     this.bound = { host: this.opts.listen.host, port: a.port };
     this.advertised = this.opts.advertise ?? this.bound;
@@ -409,6 +416,7 @@ export class TcpPeerTransport implements TcpTransport {
     if (!tls) throw new Error('peer TLS is off: there are no revocation lists to reload');
     tls.crl = crl;
     (this.server as TlsServer | null)?.setSecureContext({ cert: tls.cert, key: tls.key, ca: tls.ca, crl, minVersion: 'TLSv1.3' });
+    this.watchRevocationLists();
     let reset = 0;
     for (const l of [...this.links]) {
       if (l.state !== 'up') continue;
@@ -420,8 +428,49 @@ export class TcpPeerTransport implements TcpTransport {
     return reset;
   }
 
-  security(): { tls: boolean; secret: boolean; crl: boolean } {
-    return { tls: Boolean(this.opts.tls), secret: this.secret !== null, crl: Boolean(this.opts.tls?.crl) };
+  security(): { tls: boolean; secret: boolean; crl: boolean; crlNextUpdate?: string | null } {
+    const crl = this.opts.tls?.crl;
+    if (!crl) return { tls: Boolean(this.opts.tls), secret: this.secret !== null, crl: false };
+    return { tls: true, secret: this.secret !== null, crl: true, crlNextUpdate: this.crlNextUpdate()?.toISOString() ?? null };
+  }
+
+  private crlTimer: NodeJS.Timeout | undefined;
+
+  /** The earliest next update of the revocation lists in use; null without lists or without an end. */
+  private crlNextUpdate(): Date | null {
+    try {
+      return earliestNextUpdate(this.opts.tls?.crl ?? []);
+    } catch {
+      return null; // OpenSSL took the lists; a date this reader cannot find is not worth refusing them for
+    }
+  }
+
+  /**
+   * Says ahead of time that the revocation lists need renewing: past a list's next update
+   * OpenSSL refuses every new link. A warning CRL_WARN_AHEAD_MS before it (at once when
+   * that is past), and an error when it comes.
+   */
+  private watchRevocationLists(): void {
+    clearTimeout(this.crlTimer);
+    const next = this.crlNextUpdate();
+    if (next === null || this.closed) return;
+    const left = next.getTime() - Date.now();
+    const at = (ms: number, fn: () => void): void => {
+      // Timers hold at most about 24.8 days: a longer wait is taken in steps.
+      this.crlTimer = setTimeout(ms > MAX_TIMER_MS ? () => this.watchRevocationLists() : fn, Math.min(Math.max(0, ms), MAX_TIMER_MS));
+      this.crlTimer.unref();
+    };
+    const when = next.toISOString();
+    if (left <= 0) {
+      this.log.error({ nextUpdate: when }, `the peer revocation lists (--peer-tls-crl-file) expired at ${when}: every new peer link fails (CRL_HAS_EXPIRED); publish fresh lists to every node and send each a SIGHUP`);
+      return;
+    }
+    if (left <= CRL_WARN_AHEAD_MS) {
+      this.log.warn({ nextUpdate: when }, `the peer revocation lists (--peer-tls-crl-file) expire at ${when}, in ${Math.round(left / 60_000)} min: publish fresh lists to every node and send each a SIGHUP before then, or every new peer link will fail`);
+      at(left, () => this.watchRevocationLists());
+      return;
+    }
+    at(left - CRL_WARN_AHEAD_MS, () => this.watchRevocationLists());
   }
 
   peers(): PeerLinkStatus[] {
@@ -495,6 +544,7 @@ export class TcpPeerTransport implements TcpTransport {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.crlTimer);
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.pingTimer);
