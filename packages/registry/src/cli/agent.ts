@@ -106,12 +106,11 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
   };
   const reloadRevocationLists = async (): Promise<void> => {
     const tls = cfg.peerTls;
-    if (cfg.mode !== 'ap' || !tls?.crl || tls.crlFile === null || !engine.reloadPeerRevocationLists) return;
+    if (!tls?.crlFile || !engine.reloadPeerRevocationLists) return;
     try {
       const crl = readPeerRevocationLists(tls.crlFile, tls.ca);
       // The same check as at start: lists that would refuse this node, or every link, are not taken.
       await checkPeerRevocationList({ ...tls, crl }, logger);
-      tls.crl = crl;
       const reset = engine.reloadPeerRevocationLists(crl);
       logger.info({ lists: crl.length, linksMadeAgain: reset }, `peer revocation lists read again from ${tls.crlFile}`);
     } catch (err) {

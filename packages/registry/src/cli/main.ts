@@ -42,7 +42,7 @@ function agentCommand(program: Command, exit: (code: number) => void): void {
     .option('--peer-tls-cert-file <file>', "ap: this node's certificate for TLS on the peer links (PEM; with --peer-tls-key-file and --peer-tls-ca-file); default plain TCP")
     .option('--peer-tls-key-file <file>', "ap: the private key of --peer-tls-cert-file (PEM, unencrypted)")
     .option('--peer-tls-ca-file <file>', "ap: the CA that signs every member's peer certificate; a peer whose certificate it did not sign is refused")
-    .option('--peer-tls-crl-file <file>', "ap: the CA's certificate revocation list (PEM); a peer whose certificate it lists is refused (with the --peer-tls-* settings; read at start)")
+    .option('--peer-tls-crl-file <file>', "ap: the certificate revocation lists (PEM) of every CA in the members' chains; a peer whose certificate one lists is refused (with the --peer-tls-* settings; read again on SIGHUP)")
     .option('--alert-webhooks <urls>', 'alert receivers: URL,URL,... (a JSON POST per alert episode)')
     .option('--check-deny-networks <cidrs>', 'networks active checks may not reach, CIDR,CIDR,... (default: link-local and the cloud metadata addresses, docs/health.md; "" denies none)')
     .option('--check-allow-networks <cidrs>', 'the only networks active checks may reach, CIDR,CIDR,... (default none: all not denied; deny wins)')

@@ -55,9 +55,10 @@ export function makePeerCerts(dir: string, nodes: Record<string, 'ca' | 'other'>
 
 /**
  * A certificate revocation list of one of makePeerCerts' CAs (`ca` or `other`) that
- * revokes the named nodes' certificates, written with `openssl ca` into `file` (PEM).
+ * revokes the named nodes' certificates, written with `openssl ca` into `file` (PEM);
+ * good for a day, or (`expired`) past its next update since yesterday.
  */
-export function makeCrl(dir: string, file: string, revoke: string[], ca: 'ca' | 'other' = 'ca'): string {
+export function makeCrl(dir: string, file: string, revoke: string[], ca: 'ca' | 'other' = 'ca', opts: { expired?: boolean } = {}): string {
   const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
   const db = `${file}.db`;
   writeFileSync(join(dir, db), '');
@@ -65,6 +66,10 @@ export function makeCrl(dir: string, file: string, revoke: string[], ca: 'ca' | 
   writeFileSync(join(dir, `${file}.cnf`), `[ca]\ndefault_ca = c\n[c]\ndatabase = ${db}\ncrlnumber = ${file}.num\ndefault_md = sha256\ndefault_crl_days = 1\n`);
   const signer = ['-config', `${file}.cnf`, '-keyfile', `peer-${ca}.key`, '-cert', `peer-${ca}.crt`];
   for (const name of revoke) openssl('ca', ...signer, '-revoke', `${name}.crt`);
-  openssl('ca', ...signer, '-gencrl', '-out', file);
+  // expired: a list whose next update was yesterday (and issued the day before).
+  const day = 86_400_000;
+  const stamp = (ms: number): string => new Date(ms).toISOString().replace(/[-:T]/g, '').slice(0, 14) + 'Z';
+  const dates = opts.expired ? ['-crl_lastupdate', stamp(Date.now() - 2 * day), '-crl_nextupdate', stamp(Date.now() - day)] : [];
+  openssl('ca', ...signer, '-gencrl', ...dates, '-out', file);
   return join(dir, file);
 }

@@ -92,6 +92,11 @@ export interface PeerTls {
   crl?: Buffer[] | null;
 }
 
+/** The TLS settings both ends of a peer link use (the listener, each dial, the start's self-check). */
+export function secureOptions(tls: PeerTls): { cert: Buffer; key: Buffer; ca: Buffer; crl?: Buffer[]; minVersion: 'TLSv1.3' } {
+  return { cert: tls.cert, key: tls.key, ca: tls.ca, ...(tls.crl ? { crl: tls.crl } : {}), minVersion: 'TLSv1.3' };
+}
+
 /** How long before the revocation lists' next update the node warns that they need renewing. */
 const CRL_WARN_AHEAD_MS = 24 * 3_600_000;
 /** The longest delay a Node timer takes. */
@@ -336,7 +341,7 @@ export class TcpPeerTransport implements TcpTransport {
     const server = tls
       ? // The client's certificate is checked in accept(), which refuses it in words the
         // dialer can log (rejectUnauthorized would only hang up on it).
-        createTlsServer({ cert: tls.cert, key: tls.key, ca: tls.ca, ...(tls.crl ? { crl: tls.crl } : {}), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3', handshakeTimeout: this.limits.peerHandshakeTimeoutMs }, (socket) => this.accept(socket))
+        createTlsServer({ ...secureOptions(tls), requestCert: true, rejectUnauthorized: false, handshakeTimeout: this.limits.peerHandshakeTimeoutMs }, (socket) => this.accept(socket))
       : createServer((socket) => this.accept(socket));
     if (tls) {
       server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
@@ -415,7 +420,7 @@ export class TcpPeerTransport implements TcpTransport {
     const tls = this.opts.tls;
     if (!tls) throw new Error('peer TLS is off: there are no revocation lists to reload');
     tls.crl = crl;
-    (this.server as TlsServer | null)?.setSecureContext({ cert: tls.cert, key: tls.key, ca: tls.ca, crl, minVersion: 'TLSv1.3' });
+    (this.server as TlsServer | null)?.setSecureContext(secureOptions(tls));
     this.watchRevocationLists();
     let reset = 0;
     for (const l of [...this.links]) {
@@ -429,37 +434,33 @@ export class TcpPeerTransport implements TcpTransport {
   }
 
   security(): { tls: boolean; secret: boolean; crl: boolean; crlNextUpdate?: string | null } {
-    const crl = this.opts.tls?.crl;
-    if (!crl) return { tls: Boolean(this.opts.tls), secret: this.secret !== null, crl: false };
-    return { tls: true, secret: this.secret !== null, crl: true, crlNextUpdate: this.crlNextUpdate()?.toISOString() ?? null };
+    if (!this.opts.tls?.crl) return { tls: Boolean(this.opts.tls), secret: this.secret !== null, crl: false };
+    return { tls: true, secret: this.secret !== null, crl: true, crlNextUpdate: this.crlNext?.toISOString() ?? null };
   }
 
   private crlTimer: NodeJS.Timeout | undefined;
-
-  /** The earliest next update of the revocation lists in use; null without lists or without an end. */
-  private crlNextUpdate(): Date | null {
-    try {
-      return earliestNextUpdate(this.opts.tls?.crl ?? []);
-    } catch {
-      return null; // OpenSSL took the lists; a date this reader cannot find is not worth refusing them for
-    }
-  }
+  /** The earliest next update of the revocation lists in use (read when they are set); null without lists or without an end. */
+  private crlNext: Date | null = null;
 
   /**
-   * Says ahead of time that the revocation lists need renewing: past a list's next update
-   * OpenSSL refuses every new link. A warning CRL_WARN_AHEAD_MS before it (at once when
-   * that is past), and an error when it comes.
+   * Reads the revocation lists' earliest next update, and says ahead of time that they
+   * need renewing: past it OpenSSL refuses every new link. A warning CRL_WARN_AHEAD_MS
+   * before it (at once when that is past), and an error when it comes.
    */
   private watchRevocationLists(): void {
     clearTimeout(this.crlTimer);
-    const next = this.crlNextUpdate();
+    try {
+      this.crlNext = earliestNextUpdate(this.opts.tls?.crl ?? []);
+    } catch {
+      this.crlNext = null; // OpenSSL took the lists; a date this reader cannot find is not worth refusing them for
+    }
+    this.checkRevocationListsDue();
+  }
+
+  private checkRevocationListsDue(): void {
+    const next = this.crlNext;
     if (next === null || this.closed) return;
     const left = next.getTime() - Date.now();
-    const at = (ms: number, fn: () => void): void => {
-      // Timers hold at most about 24.8 days: a longer wait is taken in steps.
-      this.crlTimer = setTimeout(ms > MAX_TIMER_MS ? () => this.watchRevocationLists() : fn, Math.min(Math.max(0, ms), MAX_TIMER_MS));
-      this.crlTimer.unref();
-    };
     const when = next.toISOString();
     if (left <= 0) {
       this.log.error({ nextUpdate: when }, `the peer revocation lists (--peer-tls-crl-file) expired at ${when}: every new peer link fails (CRL_HAS_EXPIRED); publish fresh lists to every node and send each a SIGHUP`);
@@ -467,10 +468,12 @@ export class TcpPeerTransport implements TcpTransport {
     }
     if (left <= CRL_WARN_AHEAD_MS) {
       this.log.warn({ nextUpdate: when }, `the peer revocation lists (--peer-tls-crl-file) expire at ${when}, in ${Math.round(left / 60_000)} min: publish fresh lists to every node and send each a SIGHUP before then, or every new peer link will fail`);
-      at(left, () => this.watchRevocationLists());
-      return;
     }
-    at(left - CRL_WARN_AHEAD_MS, () => this.watchRevocationLists());
+    // Next look: at the warning time, else at the expiry. Timers hold at most about 24.8
+    // days: a longer wait is taken in steps.
+    const wait = left > CRL_WARN_AHEAD_MS ? left - CRL_WARN_AHEAD_MS : left;
+    this.crlTimer = setTimeout(() => this.checkRevocationListsDue(), Math.min(wait, MAX_TIMER_MS));
+    this.crlTimer.unref();
   }
 
   peers(): PeerLinkStatus[] {
@@ -602,7 +605,7 @@ export class TcpPeerTransport implements TcpTransport {
     if (tls) {
       // Members are recognised by the cluster's CA, not by a host name: a node may be
       // dialed at any address it is reachable at (docs/ap-network.md, Peer TLS).
-      const socket = tlsConnect({ host: address.host, port: address.port, cert: tls.cert, key: tls.key, ca: tls.ca, ...(tls.crl ? { crl: tls.crl } : {}), minVersion: 'TLSv1.3', checkServerIdentity: () => undefined }, () => connected(link));
+      const socket = tlsConnect({ ...secureOptions(tls), host: address.host, port: address.port, checkServerIdentity: () => undefined }, () => connected(link));
       link = new Link(socket, this.nodeId, target, address, this.handshakeMaxFrameBytes);
       this.wire(link);
       return link;

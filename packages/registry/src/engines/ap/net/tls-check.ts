@@ -8,7 +8,7 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { connect, createServer, type TLSSocket } from 'node:tls';
-import type { PeerTls } from './tcp.js';
+import { secureOptions, type PeerTls } from './tcp.js';
 
 /** How long the self-check may take before it is given up (the start goes on, with a warning). */
 const SELF_CHECK_TIMEOUT_MS = 5_000;
@@ -20,7 +20,7 @@ export type OwnCertificateCheck =
   | { checked: false; reason: string };
 
 export async function checkOwnCertificate(tls: PeerTls): Promise<OwnCertificateCheck> {
-  const options = { cert: tls.cert, key: tls.key, ca: tls.ca, ...(tls.crl ? { crl: tls.crl } : {}), minVersion: 'TLSv1.3' as const };
+  const options = secureOptions(tls);
   let result: OwnCertificateCheck | null = null;
   const server = createServer({ ...options, requestCert: true, rejectUnauthorized: false }, (socket: TLSSocket) => {
     result = { checked: true, verdict: socket.authorized ? null : String(socket.authorizationError ?? 'no certificate') };
