@@ -282,28 +282,18 @@ export class WsBinding implements Binding {
     if (text.length * 3 > this.maxMessageBytes && Buffer.byteLength(text) > this.maxMessageBytes) return null;
     const dl = deadline(`${write.type} over the session on ${this.info.endpoint}`, timeoutMs, signal);
     return new Promise<WriteResult>((resolve, reject) => {
-      const finish = (): void => {
-        this.waiting.delete(id);
-        dl.signal.removeEventListener('abort', onAbort);
-        dl.done();
-      };
-      const onAbort = (): void => {
-        finish();
-        reject(dl.signal.reason);
-        this.closeIfReleased();
-      };
-      this.waiting.set(id, {
-        resolve: (r) => {
-          finish();
-          resolve(r);
+      // Every way out: the request stops waiting, and a released binding may close.
+      const settle =
+        <T>(fn: (v: T) => void) =>
+        (v: T): void => {
+          this.waiting.delete(id);
+          dl.signal.removeEventListener('abort', onAbort);
+          dl.done();
+          fn(v);
           this.closeIfReleased();
-        },
-        reject: (err) => {
-          finish();
-          reject(err);
-          this.closeIfReleased();
-        },
-      });
+        };
+      const onAbort = (): void => settle(reject)(dl.signal.reason);
+      this.waiting.set(id, { resolve: settle(resolve), reject: settle(reject) });
       if (dl.signal.aborted) return onAbort();
       dl.signal.addEventListener('abort', onAbort, { once: true });
       this.ws.send(text);

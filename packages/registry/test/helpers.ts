@@ -120,6 +120,21 @@ export class SseReader {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How many instances a service has on `node` now. */
+export async function instanceCount(node: Pick<TestNode, 'url'>, svc: string): Promise<number> {
+  return (await call(node.url, 'GET', `/v1/services/${svc}`)).body.instances.length;
+}
+
+/** Milliseconds until the service has no instance left on `node`; -1 when it still has some after `ms`. */
+export async function goneWithin(node: Pick<TestNode, 'url'>, svc: string, ms: number): Promise<number> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    if ((await instanceCount(node, svc)) === 0) return Date.now() - t0;
+    await sleep(20);
+  }
+  return -1;
+}
+
 /** A raw client of the session stream (the protocol of packages/protocol/src/session.ts). */
 export class SessionClient {
   readonly inbox: SessionServerMessage[] = [];

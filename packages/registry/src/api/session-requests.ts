@@ -25,7 +25,7 @@ import { toSwitchboardError } from './problem.js';
 import { namespaceOf, refuseUnknown, serviceParam, serviceQuery, type Query } from './query.js';
 import { currentAnswer } from './routes-read.js';
 import { checkedRegistration } from './routes-write.js';
-import { withRequestSpan } from '../telemetry/index.js';
+import { tracingEnabled, withRequestSpan } from '../telemetry/index.js';
 
 /** What a request needs of its session. */
 export interface RequestSession {
@@ -34,7 +34,7 @@ export interface RequestSession {
   readonly open: boolean;
   /** Closing once its running requests are answered (replaced, or the node shuts down): new ones are refused. */
   readonly draining: boolean;
-  /** Called after each request is answered (a session waiting to close closes when none is left). */
+  /** Called after each request is answered: one fewer running (a session waiting to close closes when none is left). */
   requestDone(): void;
   /** Bytes sent to the client and not yet taken by its connection, and those of answers made and about to be sent. */
   readonly buffered: number;
@@ -56,6 +56,9 @@ const FIELDS: Record<SessionRequestType, readonly string[]> = {
   deregister: ['type', 'id', 'service', 'instanceId', 'namespace', 'strict', 'traceparent', 'tracestate'],
   read: ['type', 'id', 'service', 'namespace', 'healthy', 'zone', 'tag', 'version', 'consistent', 'strict', 'traceparent', 'tracestate'],
 };
+
+/** Each request type's route in metrics and span names: the session's path and the type. */
+const ROUTES = Object.fromEntries(SESSION_REQUEST_TYPES.map((t) => [t, `${SESSION_PATH}#${t}`])) as Record<SessionRequestType, string>;
 
 /** The filters of a read: the query parameters of GET /v1/services/{service}, typed. */
 const READ_PARAMS = { healthy: 'boolean', zone: 'string', tag: 'strings', version: 'string', consistent: 'boolean' } as const;
@@ -93,31 +96,11 @@ export class SessionRequests {
       s.send({ type: 'error', request: type, problem: problem.toProblem() });
       return;
     }
-    if (this.ctx.closing.value || s.draining) {
-      // As REST requests that still arrive on open connections while the node shuts down.
-      const problem = this.ctx.closing.value
-        ? new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send the request to another node, or retry once it is back' })
-        : new SwitchboardError('NOT_READY', 'this session was replaced by another connection of its lease and is closing', { hint: 'send requests over the connection that resumed the lease' });
-      s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
-      return;
-    }
-    if (s.buffered > SESSION_MAX_BUFFERED_BYTES) {
-      // Answers pile up unread: refused, so that the queue stops growing; a client that
-      // goes on sending regardless is cut off (the refusals would pile up too).
-      if (s.buffered > 2 * SESSION_MAX_BUFFERED_BYTES) return s.cut();
-      const problem = unreadAnswers(s.buffered);
-      s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
-      this.observe(type, problem.status, null);
-      return;
-    }
-    if (s.inflight >= SESSION_MAX_INFLIGHT_REQUESTS) {
-      const problem = new SwitchboardError('RATE_LIMITED', `${s.inflight} requests of this session are running`, {
-        limit: 'sessionMaxInflightRequests',
-        retryAfterSec: 1,
-        hint: `keep at most ${SESSION_MAX_INFLIGHT_REQUESTS} requests of one session waiting for their results`,
-      });
-      s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
-      this.observe(type, problem.status, null);
+    const refused = this.admission(s);
+    if (refused === 'cut') return s.cut();
+    if (refused !== null) {
+      s.send({ type: 'error', id, request: type, problem: refused.toProblem() });
+      this.observe(type, refused.status, null);
       return;
     }
     s.inflight++;
@@ -129,30 +112,50 @@ export class SessionRequests {
         return Promise.reject(err);
       }
     };
-    // Traced like an HTTP request, under the trace context the message carries (W3C traceparent, tracestate).
-    const run = withRequestSpan(`SESSION ${SESSION_PATH}#${type}`, traceCarrier(msg), { 'rpc.system': 'switchboard', 'rpc.method': type, 'client.address': s.client }, attempt);
-    run.then(
-      (text) => {
-        s.inflight--;
-        if (type === 'read') s.reserve(-sizeOf(text));
-        s.sendText(text);
-        this.observe(type, 200, started);
-        s.requestDone();
-      },
-      (err: unknown) => {
-        s.inflight--;
-        const problem = toSwitchboardError(err, this.ctx.limits.maxSessionMessageBytes);
-        // As the REST error handler: a server error is logged with its cause (its answer says so).
-        if (problem.status >= 500 && problem.status !== 503) this.log.error({ err, request: type, client: s.client }, `session request ${type} failed`);
-        s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
-        this.observe(type, problem.status, started);
-        s.requestDone();
-      },
-    );
+    // Traced like an HTTP request, under the trace context the message carries (W3C
+    // traceparent, tracestate); with tracing off, nothing is built for it.
+    const run = tracingEnabled() ? withRequestSpan(`SESSION ${ROUTES[type]}`, traceCarrier(msg), { 'rpc.system': 'switchboard', 'rpc.method': type, 'client.address': s.client }, attempt) : attempt();
+    run
+      .then(
+        (text) => {
+          if (type === 'read') s.reserve(-sizeOf(text));
+          s.sendText(text);
+          this.observe(type, 200, started);
+        },
+        (err: unknown) => {
+          const problem = toSwitchboardError(err, this.ctx.limits.maxSessionMessageBytes);
+          // As the REST error handler: a server error is logged with its cause (its answer says so).
+          if (problem.status >= 500 && problem.status !== 503) this.log.error({ err, request: type, client: s.client }, `session request ${type} failed`);
+          s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
+          this.observe(type, problem.status, started);
+        },
+      )
+      .finally(() => s.requestDone());
+  }
+
+  /**
+   * Why a request is not taken now (the node or the session is closing, answers wait
+   * unread, too many run), or 'cut' for a client that goes on sending while it reads
+   * nothing (the refusals would pile up too); null when it is taken.
+   */
+  private admission(s: RequestSession): SwitchboardError | 'cut' | null {
+    // As REST requests that still arrive on open connections while the node shuts down.
+    if (this.ctx.closing.value) return new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send the request to another node, or retry once it is back' });
+    if (s.draining) return new SwitchboardError('NOT_READY', 'this session was replaced by another connection of its lease and is closing', { hint: 'send requests over the connection that resumed the lease' });
+    if (s.buffered > 2 * SESSION_MAX_BUFFERED_BYTES) return 'cut';
+    if (s.buffered > SESSION_MAX_BUFFERED_BYTES) return unreadAnswers(s.buffered);
+    if (s.inflight >= SESSION_MAX_INFLIGHT_REQUESTS) {
+      return new SwitchboardError('RATE_LIMITED', `${s.inflight} requests of this session are running`, {
+        limit: 'sessionMaxInflightRequests',
+        retryAfterSec: 1,
+        hint: `keep at most ${SESSION_MAX_INFLIGHT_REQUESTS} requests of one session waiting for their results`,
+      });
+    }
+    return null;
   }
 
   private observe(type: SessionRequestType, status: number, started: number | null): void {
-    this.ctx.metrics.observeRequest('SESSION', `${SESSION_PATH}#${type}`, status, started === null ? null : (performance.now() - started) / 1000);
+    this.ctx.metrics.observeRequest('SESSION', ROUTES[type], status, started === null ? null : (performance.now() - started) / 1000);
   }
 
   private run(s: RequestSession, msg: RawRequest, id: number): Promise<string | Buffer> {

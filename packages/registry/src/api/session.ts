@@ -60,21 +60,28 @@ class Session {
    * took is answered, not cut off), at most `graceMs` later; resolves when it is closed.
    */
   closeWhenIdle(code: number, reason: string, graceMs: number): Promise<void> {
+    const closeNow = (): void => {
+      if (this.socket.readyState === this.socket.OPEN) this.socket.close(code, reason);
+    };
+    if (this.inflight === 0) {
+      closeNow();
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const close = (): void => {
         clearTimeout(timer);
         this.closing = null;
-        if (this.socket.readyState === this.socket.OPEN) this.socket.close(code, reason);
+        closeNow();
         resolve();
       };
-      const timer = setTimeout(close, this.inflight === 0 ? 0 : graceMs);
+      const timer = setTimeout(close, graceMs);
       timer.unref();
-      if (this.inflight === 0) return close();
       this.closing = close;
     });
   }
 
   requestDone(): void {
+    this.inflight--;
     if (this.inflight === 0) this.closing?.();
   }
 

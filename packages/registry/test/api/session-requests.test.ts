@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SESSION_MAX_BUFFERED_BYTES, SESSION_MAX_INFLIGHT_REQUESTS } from '@switchboard/protocol';
-import { SessionClient as Client, call, sleep, startNode } from '../helpers.js';
+import { SessionClient as Client, call, goneWithin, sleep, startNode } from '../helpers.js';
 
 const instance = (extra: Record<string, unknown> = {}) => ({ address: '10.0.0.7', port: 8080, tags: ['a'], metadata: { v: '1' }, ...extra });
 
@@ -63,9 +63,7 @@ test('register, read and deregister over the session equal the REST calls', asyn
 
     // Registered over the session or not, an instance of the lease goes with it when the process dies.
     c.ws.terminate();
-    const t0 = Date.now();
-    while ((await call(node.url, 'GET', '/v1/services/pay')).body.instances.length > 0 && Date.now() - t0 < 3_000) await sleep(20);
-    assert.deepEqual((await call(node.url, 'GET', '/v1/services/pay')).body.instances, []);
+    assert.ok((await goneWithin(node, 'pay', 3_000)) >= 0, 'gone after the grace');
   } finally {
     await node.close();
   }

@@ -4,20 +4,8 @@
 // by the TTL; bad messages get an error and the session stays.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SessionClient as Client, call, sleep, startNode, type TestNode } from '../helpers.js';
+import { SessionClient as Client, call, goneWithin, instanceCount, sleep, startNode } from '../helpers.js';
 
-async function instanceCount(node: TestNode, svc: string): Promise<number> {
-  return (await call(node.url, 'GET', `/v1/services/${svc}`)).body.instances.length;
-}
-
-async function goneWithin(node: TestNode, svc: string, ms: number): Promise<number> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < ms) {
-    if ((await instanceCount(node, svc)) === 0) return Date.now() - t0;
-    await sleep(20);
-  }
-  return -1;
-}
 
 test('keep-alives over the session keep the lease past its TTL; a dropped connection ends it after the grace', async () => {
   const node = await startNode({ limits: { sessionGraceMs: 500 } });
