@@ -27,8 +27,9 @@ export class HistoryBook {
     let list = this.live.get(key);
     if (!list) {
       // A re-registration continues the history of an instance that was deleted.
-      list = this.deleted.get(key) ?? [];
-      this.deleted.delete(key);
+      list = this.deleted.size > 0 ? this.deleted.get(key) : undefined;
+      if (list) this.deleted.delete(key);
+      else list = [];
       this.live.set(key, list);
     }
     list.push(entry);

@@ -185,7 +185,7 @@ export class ReplicaTable {
       if (cur.v === rec.v) return 'same';
       if (cur.v > rec.v) return 'older';
     }
-    this.put(key, { ...rec, at }, cur);
+    this.put(key, stored(rec, at), cur);
     return 'applied';
   }
 
@@ -253,6 +253,21 @@ export class ReplicaTable {
     if (cur.v > this.settledCut) e.young.delete(key);
     else xor(e.settled, key, cur, -1);
   }
+}
+
+/**
+ * A copy of `rec` to keep, dated `at`: its fields assigned in one order (a spread copies the
+ * shape of whatever object came in, a decoded message's or a caller's, so the table's
+ * records would each have one of many shapes).
+ */
+function stored(rec: ReplicaRecord, at: number): StoredRecord {
+  const s: StoredRecord = { namespace: rec.namespace, service: rec.service, id: rec.id, v: rec.v, o: rec.o, at };
+  if (rec.i !== undefined) s.i = rec.i;
+  if (rec.specs !== undefined) s.specs = rec.specs;
+  if (rec.del !== undefined) s.del = rec.del;
+  if (rec.why !== undefined) s.why = rec.why;
+  if (rec.detail !== undefined) s.detail = rec.detail;
+  return s;
 }
 
 /**

@@ -58,6 +58,9 @@ export function checkTarget(spec: CheckSpec, instance: Instance): string {
   return spec.type === 'http' ? `${instance.protocol === 'https' ? 'https' : 'http'}://${host}/` : host;
 }
 
+/** No check to keep (read only). */
+const NONE: ReadonlySet<string> = new Set();
+
 export class HealthMonitor implements Subscriber {
   readonly services = null;
   private readonly scheduler: CheckScheduler;
@@ -103,7 +106,7 @@ export class HealthMonitor implements Subscriber {
       const { namespace, service, id } = ev.instance;
       const rec = this.host.registry.instance(namespace, service, id);
       if (rec) this.sync(rec, false);
-      else this.forget(instanceKey(namespace, service, id), new Set());
+      else if (this.byInstance.size > 0) this.forget(instanceKey(namespace, service, id), NONE);
     }
   }
 
@@ -118,14 +121,17 @@ export class HealthMonitor implements Subscriber {
 
   private sync(rec: InstanceRecord, starting: boolean): void {
     const { instance } = rec;
-    const ikey = instanceKey(instance.namespace, instance.service, instance.id);
-    const keep = new Set<string>();
     // ap mode: only the node that owns an instance runs its checks.
     const repl = this.host.registry.replication;
-    if (repl && instance.owner !== undefined && instance.owner !== repl.nodeId) {
-      this.forget(ikey, keep);
+    const runsHere = !repl || instance.owner === undefined || instance.owner === repl.nodeId;
+    if (!runsHere || !rec.specs.some((s) => ACTIVE.has(s.type))) {
+      // Most instances of a busy node (no active check, or a peer's): nothing to schedule,
+      // and with no check scheduled at all, nothing to stop either.
+      if (this.byInstance.size > 0) this.forget(instanceKey(instance.namespace, instance.service, instance.id), NONE);
       return;
     }
+    const ikey = instanceKey(instance.namespace, instance.service, instance.id);
+    const keep = new Set<string>();
     for (const spec of rec.specs) {
       if (!ACTIVE.has(spec.type)) continue;
       const key = `${ikey}#${spec.id}`;
@@ -154,7 +160,7 @@ export class HealthMonitor implements Subscriber {
   }
 
   /** Stops the checks of an instance that are not in `keep`. */
-  private forget(ikey: string, keep: Set<string>): void {
+  private forget(ikey: string, keep: ReadonlySet<string>): void {
     const old = this.byInstance.get(ikey);
     if (!old) return;
     for (const key of old) {

@@ -368,7 +368,23 @@ function encodePayload(entry: Entry): EncodedPayload {
 }
 
 const PUT_HEAD = '{"op":"put","instance":';
-const PUT_PLACEHOLDER = `${PUT_HEAD}0`;
+
+type PutChange = Extract<Entry['changes'][number], { op: 'put' }>;
+/**
+ * The fields of a put, each written by putJson below: a field added to the type and not
+ * there fails to compile here (rather than being left out of the log).
+ */
+const PUT_FIELDS: Record<keyof PutChange, true> = { op: true, instance: true, specs: true, reason: true, detail: true, repl: true };
+void PUT_FIELDS;
+
+/** A put's JSON around its instance's cached text, field by field (no copy of the change to serialise). */
+function putJson(c: PutChange, instance: string): string {
+  let text = `${PUT_HEAD}${instance},"specs":${JSON.stringify(c.specs)}`;
+  if (c.reason !== undefined) text += `,"reason":${JSON.stringify(c.reason)}`;
+  if (c.detail !== undefined) text += `,"detail":${JSON.stringify(c.detail)}`;
+  if (c.repl !== undefined) text += `,"repl":${JSON.stringify(c.repl)}`;
+  return `${text}}`;
+}
 const CHANGES_PLACEHOLDER = '"changes":0';
 
 /**
@@ -382,10 +398,7 @@ export function entryJson(entry: Entry, instanceJson: (change: Extract<Entry['ch
     let text: string | undefined;
     if (c.op === 'put') {
       const cached = instanceJson(c);
-      if (cached !== undefined) {
-        const rest = JSON.stringify({ ...c, instance: 0 });
-        if (rest.startsWith(PUT_PLACEHOLDER)) text = PUT_HEAD + cached + rest.slice(PUT_PLACEHOLDER.length);
-      }
+      if (cached !== undefined) text = putJson(c, cached);
     }
     changes += (changes === '' ? '' : ',') + (text ?? JSON.stringify(c));
   }

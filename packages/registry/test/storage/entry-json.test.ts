@@ -23,6 +23,9 @@ function mixedEntry(revision: number): Entry {
       { op: 'put', instance: b, specs: [], reason: 'updated', detail: 'weight' },
       { op: 'lease_grant', leaseId: 'l1', ttlMs: 10_000 },
       { op: 'settings', namespace: 'default', service: 'web', settings: { protectThreshold: 0.5 } },
+      // ap mode: replicated puts carry their version, or mark a change of the view only.
+      { op: 'put', instance: instance('c', revision), specs: [], reason: 'updated', detail: 'from b', repl: { v: '0001\u00a0x', o: 'b"' } },
+      { op: 'put', instance: instance('d', revision), specs: [], repl: { view: true } },
     ],
   };
 }

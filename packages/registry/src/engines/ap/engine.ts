@@ -274,9 +274,15 @@ export type ApMessage =
 
 type DigestEntry = [string, number, number, number] | [string, number, number, number, number, number, number];
 
-function wire(instance: Instance): WireInstance {
-  const { createRevision: _c, modRevision: _m, unconfirmed: _u, ...rest } = instance;
-  return rest;
+/**
+ * The instance as it travels and is kept in the replica table: its fields listed, in the
+ * order of an instance made by a registration, so that every record has one object shape
+ * (objects decoded from a peer's message, and rest-spread copies, would each have their own).
+ */
+function wire(i: Instance | WireInstance): WireInstance {
+  const w: WireInstance = { id: i.id, service: i.service, namespace: i.namespace, address: i.address, port: i.port, protocol: i.protocol, zone: i.zone, version: i.version, tags: i.tags, metadata: i.metadata, weight: i.weight, status: i.status, health: i.health, checks: i.checks, leaseId: i.leaseId };
+  if (i.owner !== undefined) w.owner = i.owner;
+  return w;
 }
 
 export class ApEngine implements Engine {
@@ -1642,7 +1648,9 @@ export class ApEngine implements Engine {
 
   private toInstance(r: StoredRecord): Instance {
     const i = r.i as WireInstance;
-    const inst: Instance = { ...i, createRevision: 0, modRevision: 0 };
+    // Field by field, in the order of a registration's instance (see wire()).
+    const inst: Instance = { id: i.id, service: i.service, namespace: i.namespace, address: i.address, port: i.port, protocol: i.protocol, zone: i.zone, version: i.version, tags: i.tags, metadata: i.metadata, weight: i.weight, status: i.status, health: i.health, checks: i.checks, leaseId: i.leaseId, createRevision: 0, modRevision: 0 };
+    if (i.owner !== undefined) inst.owner = i.owner;
     if (r.o !== this.nodeId && !this.peerUp(r.o)) inst.unconfirmed = true;
     return inst;
   }
