@@ -928,9 +928,11 @@ export class ApEngine implements Engine {
     for (const records of this.split(all, this.limits.apBatchMaxRecords)) {
       const seq = ++this.batchSeq;
       const waiting = new Set<string>();
+      // One message object for every peer: the transport encodes it once.
+      const batch: PeerMessage = { type: 'ap_batch', seq, rev: this.registry.revision, records };
       for (const [id, st] of this.peerState) {
         if (!st.up) continue; // anti-entropy brings it the changes when it is back
-        if (this.transport.send(id, { type: 'ap_batch', seq, rev: this.registry.revision, records })) {
+        if (this.transport.send(id, batch)) {
           waiting.add(id);
           this.stats.batchesSent++;
           this.stats.recordsSent += records.length;

@@ -292,6 +292,8 @@ export class TcpPeerTransport implements TcpTransport {
   private readonly log: Logger;
   private readonly random: () => number;
   private readonly peersById = new Map<string, Peer>();
+  /** The last message encoded, and its frame (see send); messages are not changed once sent. */
+  private lastSent: { msg: PeerMessage; bytes: Buffer } | null = null;
   private readonly links = new Set<Link>();
   private readonly seeds: { address: HostPort; attempt: number; timer: NodeJS.Timeout | undefined; dialing: boolean; done: boolean }[];
   private readonly messageHandlers: ((from: string, msg: PeerMessage) => void)[] = [];
@@ -508,7 +510,12 @@ export class TcpPeerTransport implements TcpTransport {
     }
     let bytes: Buffer;
     try {
-      bytes = encodeFrame([FrameKind.Message, msg as Record<string, unknown>], this.limits.peerMaxFrameBytes);
+      // The same message to several peers (a batch goes to every one) is encoded once.
+      if (this.lastSent?.msg === msg) bytes = this.lastSent.bytes;
+      else {
+        bytes = encodeFrame([FrameKind.Message, msg as Record<string, unknown>], this.limits.peerMaxFrameBytes);
+        this.lastSent = { msg, bytes };
+      }
     } catch (err) {
       p.dropped++;
       this.log.error({ peer: to, type: msg.type, err: (err as Error).message }, 'peer message not sent: it does not fit in one frame (split it, or raise peerMaxFrameBytes)');
