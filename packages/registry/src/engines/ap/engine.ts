@@ -986,7 +986,11 @@ export class ApEngine implements Engine {
             const lag = this.opts.clock.now() - f.firstAt;
             (this.peerState.get(from) as PeerState).lagMs = lag;
             this.lagObserver?.(lag / 1000);
-            if (f.waiting.size === 0) this.inFlight.delete(msg.seq);
+            if (f.waiting.size === 0) {
+              this.inFlight.delete(msg.seq);
+              // Nagle's rule: the last batch is acknowledged, so what gathered meanwhile goes now.
+              if (this.inFlight.size === 0 && this.outbox.size > 0) this.flush();
+            }
           }
           break;
         }
