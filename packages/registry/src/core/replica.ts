@@ -260,6 +260,11 @@ export class ReplicaTable {
  * shape of whatever object came in, a decoded message's or a caller's, so the table's
  * records would each have one of many shapes).
  */
+type OptionalKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? K : never }[keyof T];
+/** The optional fields stored() copies (a field added to ReplicaRecord fails to compile until it is). */
+const STORED_OPTIONAL: Record<OptionalKeys<ReplicaRecord>, true> = { i: true, specs: true, del: true, why: true, detail: true };
+void STORED_OPTIONAL;
+
 function stored(rec: ReplicaRecord, at: number): StoredRecord {
   const s: StoredRecord = { namespace: rec.namespace, service: rec.service, id: rec.id, v: rec.v, o: rec.o, at };
   if (rec.i !== undefined) s.i = rec.i;

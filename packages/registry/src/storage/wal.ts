@@ -370,19 +370,19 @@ function encodePayload(entry: Entry): EncodedPayload {
 const PUT_HEAD = '{"op":"put","instance":';
 
 type PutChange = Extract<Entry['changes'][number], { op: 'put' }>;
-/**
- * The fields of a put, each written by putJson below: a field added to the type and not
- * there fails to compile here (rather than being left out of the log).
- */
-const PUT_FIELDS: Record<keyof PutChange, true> = { op: true, instance: true, specs: true, reason: true, detail: true, repl: true };
-void PUT_FIELDS;
+type PutRest = Exclude<keyof PutChange, 'op' | 'instance'>;
+/** The fields of a put after its instance, all of them: the object's type makes a field added to a put fail to compile until it is listed. */
+const PUT_REST_FIELDS: Record<PutRest, true> = { specs: true, reason: true, detail: true, repl: true };
+const PUT_REST = Object.keys(PUT_REST_FIELDS) as PutRest[];
 
 /** A put's JSON around its instance's cached text, field by field (no copy of the change to serialise). */
 function putJson(c: PutChange, instance: string): string {
-  let text = `${PUT_HEAD}${instance},"specs":${JSON.stringify(c.specs)}`;
-  if (c.reason !== undefined) text += `,"reason":${JSON.stringify(c.reason)}`;
-  if (c.detail !== undefined) text += `,"detail":${JSON.stringify(c.detail)}`;
-  if (c.repl !== undefined) text += `,"repl":${JSON.stringify(c.repl)}`;
+  let text = `${PUT_HEAD}${instance}`;
+  for (const k of PUT_REST) {
+    const v = c[k];
+    // As JSON.stringify does: a field that is undefined is left out.
+    if (v !== undefined) text += `,"${k}":${JSON.stringify(v)}`;
+  }
   return `${text}}`;
 }
 const CHANGES_PLACEHOLDER = '"changes":0';

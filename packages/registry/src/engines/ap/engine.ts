@@ -279,6 +279,12 @@ type DigestEntry = [string, number, number, number] | [string, number, number, n
  * order of an instance made by a registration, so that every record has one object shape
  * (objects decoded from a peer's message, and rest-spread copies, would each have their own).
  */
+/** The optional fields of T (a field added to a type below fails to compile until it is copied). */
+type OptionalKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? K : never }[keyof T];
+/** The optional fields wire() and toInstance() copy; the required ones the compiler checks. */
+const COPIED_OPTIONAL: Record<OptionalKeys<WireInstance>, true> = { owner: true };
+void COPIED_OPTIONAL;
+
 function wire(i: Instance | WireInstance): WireInstance {
   const w: WireInstance = { id: i.id, service: i.service, namespace: i.namespace, address: i.address, port: i.port, protocol: i.protocol, zone: i.zone, version: i.version, tags: i.tags, metadata: i.metadata, weight: i.weight, status: i.status, health: i.health, checks: i.checks, leaseId: i.leaseId };
   if (i.owner !== undefined) w.owner = i.owner;
@@ -675,6 +681,23 @@ export class ApEngine implements Engine {
   /** Batches in flight stop waiting for a peer's acknowledgement (it went away or was removed). */
   private stopWaitingFor(peer: string): void {
     for (const [seq, f] of this.inFlight) if (f.waiting.delete(peer) && f.waiting.size === 0) this.inFlight.delete(seq);
+    // What gathered behind those batches need not wait any longer (on a later turn: this
+    // runs inside a link change or a removal).
+    if (this.outbox.size > 0 && !this.batchPending()) this.scheduleFlush(0);
+  }
+
+  /**
+   * A batch sent within the last anti-entropy interval still waits for an acknowledgement.
+   * Older ones are taken as lost (as awaitingAck does) and dropped, so that one lost
+   * acknowledgement does not keep every later change waiting apBatchDelayMs.
+   */
+  private batchPending(): boolean {
+    const since = this.opts.clock.now() - this.limits.apAntiEntropyIntervalMs;
+    for (const [seq, f] of this.inFlight) {
+      if (f.sentAt >= since) return true;
+      this.inFlight.delete(seq);
+    }
+    return false;
   }
 
   /** The remaining members this node knows, itself included: who may adopt. */
@@ -902,17 +925,23 @@ export class ApEngine implements Engine {
     for (const r of records) this.outbox.set(recordKey(r), r);
     this.outboxSince ??= this.opts.clock.now();
     if (this.outbox.size >= this.limits.apBatchMaxRecords) this.flush();
-    else if (this.flushTimer === null) {
-      // Like Nagle's algorithm: with no batch waiting for acknowledgements the changes of
-      // this turn go out at once; otherwise they gather for up to apBatchDelayMs.
-      this.flushTimer = this.timers.set(
-        () => {
-          this.flushTimer = null;
-          this.flush();
-        },
-        this.inFlight.size === 0 ? 0 : this.limits.apBatchDelayMs,
-      );
+    // Like Nagle's algorithm: with no batch waiting for acknowledgements the changes of
+    // this turn go out at once; otherwise they gather until the acknowledgements come
+    // (see ap_ack), for at most apBatchDelayMs.
+    else if (this.flushTimer === null) this.scheduleFlush(this.batchPending() ? this.limits.apBatchDelayMs : 0);
+  }
+
+  /** Flushes the outbox in `ms` (replacing a later flush already planned). */
+  private scheduleFlush(ms: number): void {
+    if (this.closed) return;
+    if (this.flushTimer !== null) {
+      if (ms > 0) return;
+      this.timers.clear(this.flushTimer);
     }
+    this.flushTimer = this.timers.set(() => {
+      this.flushTimer = null;
+      this.flush();
+    }, ms);
   }
 
   private flush(): void {
@@ -989,7 +1018,7 @@ export class ApEngine implements Engine {
             if (f.waiting.size === 0) {
               this.inFlight.delete(msg.seq);
               // Nagle's rule: the last batch is acknowledged, so what gathered meanwhile goes now.
-              if (this.inFlight.size === 0 && this.outbox.size > 0) this.flush();
+              if (this.outbox.size > 0 && !this.batchPending()) this.flush();
             }
           }
           break;

@@ -292,8 +292,8 @@ export class TcpPeerTransport implements TcpTransport {
   private readonly log: Logger;
   private readonly random: () => number;
   private readonly peersById = new Map<string, Peer>();
-  /** The last message encoded, and its frame (see send); messages are not changed once sent. */
-  private lastSent: { msg: PeerMessage; bytes: Buffer } | null = null;
+  /** Messages already encoded, and their frames (see send): messages are not changed once sent, and nothing is kept alive here. */
+  private readonly encoded = new WeakMap<PeerMessage, Buffer>();
   private readonly links = new Set<Link>();
   private readonly seeds: { address: HostPort; attempt: number; timer: NodeJS.Timeout | undefined; dialing: boolean; done: boolean }[];
   private readonly messageHandlers: ((from: string, msg: PeerMessage) => void)[] = [];
@@ -511,10 +511,11 @@ export class TcpPeerTransport implements TcpTransport {
     let bytes: Buffer;
     try {
       // The same message to several peers (a batch goes to every one) is encoded once.
-      if (this.lastSent?.msg === msg) bytes = this.lastSent.bytes;
+      const encoded = this.encoded.get(msg);
+      if (encoded) bytes = encoded;
       else {
         bytes = encodeFrame([FrameKind.Message, msg as Record<string, unknown>], this.limits.peerMaxFrameBytes);
-        this.lastSent = { msg, bytes };
+        this.encoded.set(msg, bytes);
       }
     } catch (err) {
       p.dropped++;
