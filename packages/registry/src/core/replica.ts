@@ -255,16 +255,18 @@ export class ReplicaTable {
   }
 }
 
+/** The optional fields of T: a `Record<OptionalKeys<T>, true>` listing them fails to compile when one is added. */
+export type OptionalKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? K : never }[keyof T];
+
+/** The optional fields stored() copies. */
+const STORED_OPTIONAL: Record<OptionalKeys<ReplicaRecord>, true> = { i: true, specs: true, del: true, why: true, detail: true };
+void STORED_OPTIONAL;
+
 /**
  * A copy of `rec` to keep, dated `at`: its fields assigned in one order (a spread copies the
  * shape of whatever object came in, a decoded message's or a caller's, so the table's
  * records would each have one of many shapes).
  */
-type OptionalKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? K : never }[keyof T];
-/** The optional fields stored() copies (a field added to ReplicaRecord fails to compile until it is). */
-const STORED_OPTIONAL: Record<OptionalKeys<ReplicaRecord>, true> = { i: true, specs: true, del: true, why: true, detail: true };
-void STORED_OPTIONAL;
-
 function stored(rec: ReplicaRecord, at: number): StoredRecord {
   const s: StoredRecord = { namespace: rec.namespace, service: rec.service, id: rec.id, v: rec.v, o: rec.o, at };
   if (rec.i !== undefined) s.i = rec.i;

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApCluster, getJson, idsOn, putJson, reachablePeers, until } from '../support/ap-cluster.js';
-import { makeCrl, makePeerCerts } from '../support/pki.js';
+import { makeCrl, makePeerCerts, peerTlsFlags } from '../support/pki.js';
 import { run, spawnAgent } from './process.js';
 
 test('ap agents with peer TLS and a cluster secret link, replicate both ways and show it in the status', async () => {
@@ -23,7 +23,7 @@ test('ap agents with peer TLS and a cluster secret link, replicate both ways and
     const secret = join(dir, 'peer-secret');
     writeFileSync(secret, randomBytes(33).toString('base64'));
     chmodSync(secret, 0o600);
-    c = await ApCluster.start(['a', 'b', 'c'], { extraArgs: ['--peer-tls-cert-file', cert.certFile, '--peer-tls-key-file', cert.keyFile, '--peer-tls-ca-file', cert.caFile, '--peer-tls-crl-file', crl, '--peer-secret-file', secret] });
+    c = await ApCluster.start(['a', 'b', 'c'], { extraArgs: [...peerTlsFlags(cert), '--peer-tls-crl-file', crl, '--peer-secret-file', secret] });
     const [a, b, cc] = [c.node('a'), c.node('b'), c.node('c')];
     await until(async () => (await Promise.all([a, b, cc].map((n) => reachablePeers(n.url)))).every((p) => p.length === 2), 15_000, 'a full mesh over TLS');
     const status = await getJson(a.url, '/v1/status');
@@ -47,7 +47,7 @@ test('a revocation list that revokes the node itself, is not of its CA, or is no
     const certs = makePeerCerts(dir, { a: 'ca', x: 'other' });
     const a = certs.a!;
     const agent = (crl: string, tls = true) =>
-      run(['agent', '--mode', 'ap', '--node-id', 'a', '--dev', '--http-addr', '127.0.0.1:0', '--peer-addr', '127.0.0.1:0', ...(tls ? ['--peer-tls-cert-file', a.certFile, '--peer-tls-key-file', a.keyFile, '--peer-tls-ca-file', a.caFile] : []), '--peer-tls-crl-file', crl]);
+      run(['agent', '--mode', 'ap', '--node-id', 'a', '--dev', '--http-addr', '127.0.0.1:0', '--peer-addr', '127.0.0.1:0', ...(tls ? peerTlsFlags(a) : []), '--peer-tls-crl-file', crl]);
     const cases: [string, boolean, string, RegExp][] = [
       [makeCrl(dir, 'self.pem', ['a']), true, 'PEER_TLS_REVOKED', /revokes this node's own certificate/],
       [makeCrl(dir, 'other.pem', ['x'], 'other'), true, 'PEER_TLS_CRL_NOT_OF_CA', /no revocation list of a CA in this node's certificate chain/],
@@ -65,7 +65,7 @@ test('a revocation list that revokes the node itself, is not of its CA, or is no
     // Several lists in one file (one per CA): each is read, not only the first.
     const both = join(dir, 'both.pem');
     writeFileSync(both, Buffer.concat([readFileSync(join(dir, 'other.pem')), readFileSync(makeCrl(dir, 'cluster.pem', ['x']))]));
-    const ok = await spawnAgent(['--mode', 'ap', '--node-id', 'a', '--dev', '--peer-addr', '127.0.0.1:0', '--peer-tls-cert-file', a.certFile, '--peer-tls-key-file', a.keyFile, '--peer-tls-ca-file', a.caFile, '--peer-tls-crl-file', both]);
+    const ok = await spawnAgent(['--mode', 'ap', '--node-id', 'a', '--dev', '--peer-addr', '127.0.0.1:0', ...peerTlsFlags(a), '--peer-tls-crl-file', both]);
     try {
       assert.equal((await getJson(ok.url, '/v1/status')).cluster.peerLinks.crl, true);
     } finally {
@@ -84,7 +84,7 @@ test('SIGHUP reads the revocation lists again; lists that would refuse the node 
     const a = certs.a!;
     const file = join(dir, 'lists.pem');
     writeFileSync(file, readFileSync(makeCrl(dir, 'none.pem', [])));
-    const agent = await spawnAgent(['--mode', 'ap', '--node-id', 'a', '--dev', '--peer-addr', '127.0.0.1:0', '--peer-tls-cert-file', a.certFile, '--peer-tls-key-file', a.keyFile, '--peer-tls-ca-file', a.caFile, '--peer-tls-crl-file', file]);
+    const agent = await spawnAgent(['--mode', 'ap', '--node-id', 'a', '--dev', '--peer-addr', '127.0.0.1:0', ...peerTlsFlags(a), '--peer-tls-crl-file', file]);
     const logged = (re: RegExp, what: string): Promise<number> => until(async () => re.test(agent.output()), 10_000, what);
     try {
       writeFileSync(file, readFileSync(makeCrl(dir, 'self.pem', ['a'])));

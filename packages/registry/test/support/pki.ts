@@ -30,6 +30,11 @@ export interface PeerCerts {
   ca: Buffer;
 }
 
+/** The agent's flags for these files: `--peer-tls-cert-file`, `-key-file` and `-ca-file`. */
+export function peerTlsFlags(c: PeerCerts): string[] {
+  return ['--peer-tls-cert-file', c.certFile, '--peer-tls-key-file', c.keyFile, '--peer-tls-ca-file', c.caFile];
+}
+
 /**
  * Peer TLS for ap tests: two CAs (peer-ca.crt, peer-other.crt) and, for each node named,
  * a certificate for both ends of a link (serverAuth and clientAuth) signed by either.

@@ -26,7 +26,7 @@ import { HybridClock, cutAt, versionMs } from '../../core/hlc.js';
 import { adoptionVersion, removedOwnerAction, removedTombstone } from '../../core/membership.js';
 import { Registry, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
 import { MAX_FORWARDED_REPORTS } from '../../core/reports.js';
-import { ReplicaTable, expiryVersion, recordKey, type ReplicaRecord, type ServiceDigest, type StoredRecord, type WireInstance } from '../../core/replica.js';
+import { ReplicaTable, expiryVersion, recordKey, type OptionalKeys, type ReplicaRecord, type ServiceDigest, type StoredRecord, type WireInstance } from '../../core/replica.js';
 import { SettingsReplica, validSettingsRecord, type SettingsRecord } from '../../core/replica-settings.js';
 import type { ProtectionChange } from '../../core/self-preservation.js';
 import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../../health/monitor.js';
@@ -274,17 +274,15 @@ export type ApMessage =
 
 type DigestEntry = [string, number, number, number] | [string, number, number, number, number, number, number];
 
+/** The optional fields wire() and toInstance() copy; the required ones the compiler checks. */
+const COPIED_OPTIONAL: Record<OptionalKeys<WireInstance>, true> = { owner: true };
+void COPIED_OPTIONAL;
+
 /**
  * The instance as it travels and is kept in the replica table: its fields listed, in the
  * order of an instance made by a registration, so that every record has one object shape
  * (objects decoded from a peer's message, and rest-spread copies, would each have their own).
  */
-/** The optional fields of T (a field added to a type below fails to compile until it is copied). */
-type OptionalKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? K : never }[keyof T];
-/** The optional fields wire() and toInstance() copy; the required ones the compiler checks. */
-const COPIED_OPTIONAL: Record<OptionalKeys<WireInstance>, true> = { owner: true };
-void COPIED_OPTIONAL;
-
 function wire(i: Instance | WireInstance): WireInstance {
   const w: WireInstance = { id: i.id, service: i.service, namespace: i.namespace, address: i.address, port: i.port, protocol: i.protocol, zone: i.zone, version: i.version, tags: i.tags, metadata: i.metadata, weight: i.weight, status: i.status, health: i.health, checks: i.checks, leaseId: i.leaseId };
   if (i.owner !== undefined) w.owner = i.owner;
@@ -687,17 +685,22 @@ export class ApEngine implements Engine {
   }
 
   /**
-   * A batch sent within the last anti-entropy interval still waits for an acknowledgement.
-   * Older ones are taken as lost (as awaitingAck does) and dropped, so that one lost
-   * acknowledgement does not keep every later change waiting apBatchDelayMs.
+   * Drops the batches sent longer than an anti-entropy interval ago: their acknowledgements
+   * are taken as lost (anti-entropy repairs what they carried), so that they hold back
+   * neither later changes (batchPending) nor anti-entropy rounds (awaitingAck).
    */
-  private batchPending(): boolean {
+  private dropLostBatches(): void {
     const since = this.opts.clock.now() - this.limits.apAntiEntropyIntervalMs;
     for (const [seq, f] of this.inFlight) {
-      if (f.sentAt >= since) return true;
+      if (f.sentAt >= since) return; // in the order sent
       this.inFlight.delete(seq);
     }
-    return false;
+  }
+
+  /** A batch still waits for an acknowledgement. */
+  private batchPending(): boolean {
+    this.dropLostBatches();
+    return this.inFlight.size > 0;
   }
 
   /** The remaining members this node knows, itself included: who may adopt. */
@@ -1085,13 +1088,10 @@ export class ApEngine implements Engine {
     }
   }
 
-  /**
-   * A batch sent to the peer within the last anti-entropy interval is still unacknowledged
-   * (an older one's acknowledgement is taken as lost: it does not hold rounds back).
-   */
+  /** A batch sent to the peer is still unacknowledged (see dropLostBatches). */
   private awaitingAck(peer: string): boolean {
-    const since = this.opts.clock.now() - this.limits.apAntiEntropyIntervalMs;
-    for (const f of this.inFlight.values()) if (f.sentAt >= since && f.waiting.has(peer)) return true;
+    this.dropLostBatches();
+    for (const f of this.inFlight.values()) if (f.waiting.has(peer)) return true;
     return false;
   }
 
