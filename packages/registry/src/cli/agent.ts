@@ -156,7 +156,7 @@ async function checkPeerRevocationList(tls: NonNullable<AgentConfig['peerTls']>,
   const refusals: Record<string, [string, string, string]> = {
     CERT_REVOKED: ['PEER_TLS_REVOKED', `${where}: a list revokes this node's own certificate: every peer would refuse it`, 'issue this node a new certificate, or take the node out of the cluster'],
     UNABLE_TO_GET_CRL: ['PEER_TLS_CRL_NOT_OF_CA', `${where}: the file holds no revocation list of a CA in this node's certificate chain: every link would fail`, "give the list of every CA in the members' chains, root and intermediates (openssl ca -gencrl with each), one after another in the file"],
-    CRL_HAS_EXPIRED: ['PEER_TLS_CRL_EXPIRED', `${where}: a revocation list is past its next update: every link would fail`, 'publish fresh lists (openssl ca -gencrl) to every node and restart them one at a time'],
+    CRL_HAS_EXPIRED: ['PEER_TLS_CRL_EXPIRED', `${where}: a revocation list is past its next update: every link would fail`, 'publish fresh lists (openssl ca -gencrl) to every node and send each a SIGHUP'],
     CRL_NOT_YET_VALID: ['PEER_TLS_CRL_EXPIRED', `${where}: a revocation list is not valid yet`, "check the machine's clock, or the list's dates"],
   };
   const [code, message, hint] = refusals[verdict] ?? ['PEER_TLS_CRL_INVALID', `${where}: with these revocation lists, this node's own certificate fails verification (${verdict})`, 'check the lists against the CA in --peer-tls-ca-file'];

@@ -199,6 +199,9 @@ test('revocation lists reloaded: the links up are made again and checked against
     const c = await node('c', { peers: [at(a, 'a')], tls: certs.c! });
     nodes.push(b, c);
     await until(() => reachable(a, 'b') && reachable(a, 'c'), 10_000, 'a linked to b and c');
+    // The same lists again (a SIGHUP for the token file alone): no link is made again.
+    assert.equal(a.t.reloadRevocationLists!([readFileSync(join(dir, 'none.pem'))]), 0, 'the same lists drop no link');
+    assert.equal(reachable(a, 'b') && reachable(a, 'c'), true, 'a still linked to b and c');
     // b's certificate is revoked: a takes the new lists.
     const made = a.t.reloadRevocationLists!([readFileSync(makeCrl(dir, 'b-revoked.pem', ['b']))]);
     assert.equal(made, 2, 'both links made again');

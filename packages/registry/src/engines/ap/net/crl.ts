@@ -46,11 +46,10 @@ export function crlNextUpdate(pem: Buffer | string): Date | null {
   const der = Buffer.from(body.replace(/\s+/g, ''), 'base64');
   const list = tlv(der, 0, der.length);
   const tbs = tlv(der, list.start, list.end);
-  let at = tbs.start;
-  let el = tlv(der, at, tbs.end);
-  if (el.tag === 0x02) el = tlv(der, (at = el.end), tbs.end); // version
-  el = tlv(der, (at = el.end), tbs.end); // signature algorithm -> issuer
-  el = tlv(der, (at = el.end), tbs.end); // issuer -> thisUpdate
+  let el = tlv(der, tbs.start, tbs.end);
+  if (el.tag === 0x02) el = tlv(der, el.end, tbs.end); // version
+  el = tlv(der, el.end, tbs.end); // signature algorithm -> issuer
+  el = tlv(der, el.end, tbs.end); // issuer -> thisUpdate
   if (el.tag !== UTC_TIME && el.tag !== GENERALIZED_TIME) throw new Error('a CRL without thisUpdate');
   if (el.end >= tbs.end) return null;
   const next = tlv(der, el.end, tbs.end);

@@ -105,7 +105,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** The verification failures that come from the revocation lists (--peer-tls-crl-file), not from a certificate. */
 const CRL_PROBLEMS: Readonly<Record<string, string>> = {
   UNABLE_TO_GET_CRL: '--peer-tls-crl-file holds no revocation list of a CA in its certificate chain (it needs one for each, root included)',
-  CRL_HAS_EXPIRED: 'a revocation list of --peer-tls-crl-file is past its next update: publish a fresh one to every node and restart them one at a time',
+  CRL_HAS_EXPIRED: 'a revocation list of --peer-tls-crl-file is past its next update: publish a fresh one to every node and send each a SIGHUP',
   CRL_NOT_YET_VALID: "a revocation list of --peer-tls-crl-file is not valid yet (check the machine's clock)",
   CRL_SIGNATURE_FAILURE: 'a revocation list of --peer-tls-crl-file is not signed by its CA',
   UNABLE_TO_DECRYPT_CRL_SIGNATURE: 'a revocation list of --peer-tls-crl-file is not signed by its CA',
@@ -421,6 +421,14 @@ export class TcpPeerTransport implements TcpTransport {
   reloadRevocationLists(crl: Buffer[]): number {
     const tls = this.opts.tls;
     if (!tls) throw new Error('peer TLS is off: there are no revocation lists to reload');
+    // The same lists (a SIGHUP for the token file, or lists not published anew): nothing to
+    // check again, and no link is dropped.
+    const cur = tls.crl;
+    const same = cur != null && cur.length === crl.length && cur.every((b, i) => b.equals(crl[i] as Buffer));
+    if (same) {
+      this.log.info('peer revocation lists unchanged; the links stay');
+      return 0;
+    }
     tls.crl = crl;
     (this.server as TlsServer | null)?.setSecureContext(secureOptions(tls));
     this.watchRevocationLists();

@@ -36,9 +36,12 @@ export async function checkOwnCertificate(tls: PeerTls): Promise<OwnCertificateC
     const timer = setTimeout(() => {
       failure = `no handshake within ${SELF_CHECK_TIMEOUT_MS} ms`;
       socket.destroy();
-    }, SELF_CHECK_TIMEOUT_MS);
-    await once(socket, 'close');
-    clearTimeout(timer);
+    }, SELF_CHECK_TIMEOUT_MS).unref();
+    try {
+      await once(socket, 'close');
+    } finally {
+      clearTimeout(timer);
+    }
   } catch (err) {
     failure = (err as Error).message;
   } finally {
