@@ -176,7 +176,10 @@ async function throughput(opts) {
       const sessions = await Promise.all(Array.from({ length: opts.concurrency }, (_, w) => openSession(cp.nodes[w % 3].url, 0, { lease: false })));
       try {
         if (want('registrations')) {
+          const before = await cluster();
           out.registrations.cpSession = await measure({ ...opts, pids, nodePids: cp.pids, op: (w, i) => sessions[w].request((id) => `{"type":"register","id":${id},"service":"reg","instanceId":"w${w}-${i % 500}","instance":${payload(w, i, i)}}`) });
+          const after = await cluster();
+          out.registrations.cpSession.writesPerTxn = (after.writes - before.writes) / Math.max(1, after.batches - before.batches);
         }
         if (want('reads')) {
           const before = await cluster();
@@ -349,7 +352,7 @@ function renderCp(out) {
   const pct = (x) => `${Math.round(x * 100)}%`;
   const L = ['| | etcd used directly | cp, 3 nodes | cp overhead per server CPU-second | server CPU per operation: etcd direct; cp: etcd + nodes |', '|---|---:|---:|---:|---:|'];
   const us = (x) => `${fmtInt(x)} µs`;
-  const split = (r, cp) => (cp.etcdCpuUsPerOp === undefined ? '' : `${us(1e6 / r.etcd.opsPerCpuSecond)}; ${us(cp.etcdCpuUsPerOp)} + ${us(cp.nodeCpuUsPerOp)}`);
+  const split = (r, cp) => (cp.etcdCpuUsPerOp === undefined ? '' : `${us(1e6 / r.etcd.opsPerCpuSecond)}; ${us(cp.etcdCpuUsPerOp)} + ${us(cp.nodeCpuUsPerOp)}${cp.writesPerTxn !== undefined ? ` (${cp.writesPerTxn.toFixed(1)} writes per etcd transaction)` : ''}`);
   const row = (title, r, cp, overhead, runs) =>
     `| ${title} | ${n0(r.etcd.opsPerSec)}/s, ${n0(r.etcd.opsPerCpuSecond)} per server CPU-s | ${n0(cp.opsPerSec)}/s, ${n0(cp.opsPerCpuSecond)} per server CPU-s | ${pct(overhead)}${runs?.length > 1 ? ` (runs: ${runs.map(pct).join(', ')})` : ''} (target under 25%: ${overhead < 0.25 ? 'met' : '**not met**'}${runs?.length > 1 && runs.some((x) => x < 0.25) !== runs.every((x) => x < 0.25) ? `; met in ${runs.filter((x) => x < 0.25).length} of ${runs.length} runs` : ''}) | ${split(r, cp)} |`;
   for (const [k, title] of [['registrations', 'registrations/s (32 concurrent)'], ['consistentReads', 'consistent reads/s of a 20-instance service (32 concurrent)']]) {

@@ -119,6 +119,11 @@ export interface Limits {
   alertRetryMaxMs: number;
   /** Longest wait for a webhook's answer to one attempt. */
   alertWebhookTimeoutMs: number;
+  /**
+   * cp: longest a node holds a group-commit transaction back for the writers of the one
+   * just answered (0: never held; docs/cp.md).
+   */
+  cpBatchHoldMs: number;
   /** ap: most records in one replication batch to a peer. */
   apBatchMaxRecords: number;
   /** ap: longest a change waits to be batched before it is sent to the peers. */
@@ -205,6 +210,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   alertRetryBaseMs: 500,
   alertRetryMaxMs: 30_000,
   alertWebhookTimeoutMs: 5000,
+  cpBatchHoldMs: 2,
   apBatchMaxRecords: 1_000,
   apBatchDelayMs: 5,
   apAntiEntropyIntervalMs: 1_000,

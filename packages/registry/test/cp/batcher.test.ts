@@ -127,3 +127,80 @@ test('when a batch fails because etcd is out of reach, the writes still queued a
   for (const q of queued) await assert.rejects(q, /Unavailable/);
   assert.equal(etcd.sent.length, 1, 'nothing else was sent');
 });
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+const nestedKeys = (req: RPC.ITxnRequest | undefined): (string | undefined)[] => (req?.success ?? []).map((op) => (op.request_txn?.success?.[0] ?? op).request_put?.key?.toString());
+
+test('after a batch is answered, the next waits for its writers to write again, so that both cohorts share one transaction', async () => {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, holdMs: 60_000 });
+  const first = b.submit(put('/a1'));
+  const queued = [b.submit(put('/b1')), b.submit(put('/c1'))];
+  etcd.release();
+  await first;
+  await tick();
+  assert.equal(etcd.sent.length, 1, "the two queued writes wait for the answered one's writer");
+  const again = b.submit(put('/a2'));
+  assert.equal(etcd.sent.length, 2, 'its writer is back: all three go');
+  assert.deepEqual(nestedKeys(etcd.sent[1]), ['/b1', '/c1', '/a2']);
+  etcd.release();
+  await Promise.all([...queued, again]);
+  await tick();
+  // One cohort of three now: nothing queued when it was answered, and the next batch
+  // waits until all three are back.
+  const next = [b.submit(put('/a3')), b.submit(put('/b3'))];
+  await tick();
+  assert.equal(etcd.sent.length, 2);
+  next.push(b.submit(put('/c3')));
+  assert.equal(etcd.sent.length, 3);
+  assert.deepEqual(nestedKeys(etcd.sent[2]), ['/a3', '/b3', '/c3']);
+  etcd.release();
+  await Promise.all(next);
+  assert.equal(b.held, 3, 'each answered batch started a hold');
+  assert.equal(b.holdsTimedOut, 0);
+});
+
+test('a held batch goes after holdMs when the answered writers do not write again', async () => {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, holdMs: 40 });
+  const first = b.submit(put('/a'));
+  const second = b.submit(put('/b'));
+  etcd.release();
+  await first;
+  const answeredAt = performance.now();
+  await tick();
+  assert.equal(etcd.sent.length, 1);
+  while (etcd.sent.length < 2 && performance.now() - answeredAt < 5_000) await new Promise((r) => setTimeout(r, 2));
+  const waited = performance.now() - answeredAt;
+  assert.equal(etcd.sent.length, 2, 'the held write went');
+  assert.ok(waited >= 35, `it went after ${waited.toFixed(1)} ms, before the 40 ms hold ended`);
+  assert.ok(waited < 1_000, `it waited ${waited.toFixed(0)} ms for a 40 ms hold`);
+  etcd.release();
+  assert.equal((await second).succeeded, true);
+  assert.equal(b.holdsTimedOut, 1);
+});
+
+test('a lone writer is never held, and holdMs 0 never holds', async () => {
+  for (const holdMs of [60_000, 0]) {
+    const etcd = fakeEtcd();
+    const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, holdMs });
+    for (let i = 0; i < 3; i++) {
+      const w = b.submit(put(`/k${i}`));
+      assert.equal(etcd.sent.length, i + 1, `write ${i} went at once (holdMs ${holdMs})`);
+      etcd.release();
+      await w;
+      await tick();
+    }
+    assert.equal(b.held, 0);
+    if (holdMs === 0) {
+      const w = b.submit(put('/x'));
+      const queued = b.submit(put('/y'));
+      etcd.release();
+      await w;
+      await tick();
+      assert.equal(etcd.sent.length, 5, 'with holdMs 0 the queued write goes as soon as the batch before it is answered');
+      etcd.release();
+      await queued;
+    }
+  }
+});

@@ -45,6 +45,11 @@ export interface BatcherOptions {
   maxBytes: number;
   /** Batches in flight at once. */
   maxInFlight: number;
+  /**
+   * Longest a batch is held back for the writers of the batch just answered (ms); 0 sends
+   * what is queued at once. See `pump`.
+   */
+  holdMs?: number;
   /** Writes waiting for a batch; more are refused (the caller answers 503 with Retry-After). */
   maxQueued: number;
   /**
@@ -77,9 +82,14 @@ function keysOf(txn: GuardedTxn): { reads: string[]; writes: string[]; bytes: nu
 export class TxnBatcher {
   private readonly queue: Waiting[] = [];
   private inFlight = 0;
-  /** Batches sent and writes they carried (for the status). */
+  /** While held (see `pump`): the queue length that ends the hold, and its timer. */
+  private want = 0;
+  private holdTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Batches sent and writes they carried, batches held and holds that ended by time (for the status). */
   batches = 0;
   writes = 0;
+  held = 0;
+  holdsTimedOut = 0;
 
   constructor(private readonly opts: BatcherOptions) {}
 
@@ -91,8 +101,44 @@ export class TxnBatcher {
     });
   }
 
+  /**
+   * Sends what is queued, unless held. Writers who wait for their answer before they write
+   * again (a client registering its instances one after another, a deploy of many such
+   * processes) fall into cohorts: those queued behind the batch in flight go as the next
+   * batch the moment it is answered, while that batch's writers are still being answered,
+   * and then queue behind it in turn. With n such writers every batch carries about n/2
+   * of them, and a transaction costs etcd and this node far more than a write in it. So
+   * when a batch of several writes is answered, or one with writes queued behind it, the
+   * next batch is held until the answered writers can be back in the queue (it has grown
+   * by the answered batch's size) or `holdMs` has passed, whichever is first: the cohorts
+   * merge, and each transaction carries all n. A lone writer (its own write answered,
+   * nothing queued) is never held, and no write waits longer than `holdMs` for a hold.
+   */
   private pump(): void {
-    while (this.inFlight < this.opts.maxInFlight && this.queue.length > 0) this.sendBatch(this.take());
+    while (this.inFlight < this.opts.maxInFlight && this.queue.length > 0) {
+      if (this.holdTimer !== null && this.queue.length < this.want) return;
+      this.release();
+      this.sendBatch(this.take());
+    }
+  }
+
+  private hold(answered: number): void {
+    const ms = this.opts.holdMs ?? 0;
+    if (ms <= 0 || this.queue.length + answered <= 1) return;
+    this.release();
+    this.held++;
+    this.want = Math.min(this.opts.maxWrites, this.queue.length + answered);
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = null;
+      if (this.queue.length > 0) this.holdsTimedOut++;
+      this.pump();
+    }, ms);
+    this.holdTimer.unref?.();
+  }
+
+  private release(): void {
+    if (this.holdTimer !== null) clearTimeout(this.holdTimer);
+    this.holdTimer = null;
   }
 
   /** The next batch: queued writes in order, skipping those that touch a key already in it. */
@@ -135,6 +181,7 @@ export class TxnBatcher {
         (res) => {
           const revision = Number(res.header.revision);
           batch.forEach((w, i) => w.resolve({ succeeded: single ? res.succeeded : Boolean(res.responses[i]?.response_txn?.succeeded), revision }));
+          this.hold(batch.length);
         },
         (err: unknown) => {
           for (const w of batch) w.reject(err);
