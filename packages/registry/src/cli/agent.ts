@@ -118,9 +118,17 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       logger.error({ code: e.code, hint: e.hint }, `peer revocation lists not reloaded, the lists in use stay: ${e.message}`);
     }
   };
-  const reload = async (): Promise<void> => {
-    reloadTokens();
-    await reloadRevocationLists();
+  // One reload at a time, in the order of the signals: each reads the files when it
+  // starts, and the revocation lists' check takes a TLS handshake, so two at once could
+  // finish out of order and leave the older lists in use.
+  let reloads: Promise<void> = Promise.resolve();
+  const reload = (): Promise<void> => {
+    const run = async (): Promise<void> => {
+      reloadTokens();
+      await reloadRevocationLists();
+    };
+    reloads = reloads.then(run, run);
+    return reloads;
   };
   return { app, engine, url, logger, stop, reload };
 }

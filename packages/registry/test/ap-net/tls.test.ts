@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crlNextUpdate } from '../../src/engines/ap/net/crl.js';
@@ -209,6 +210,31 @@ test('revocation lists reloaded: the links up are made again and checked against
     await until(() => reachable(a, 'c'), 10_000, 'c linked again');
     await sleep(500);
     assert.equal(reachable(a, 'b'), false, 'b stays out');
+}));
+
+test('revocation lists reloaded: a connection still in its handshake, its certificate checked against the old lists, is cut', () => withPeerCerts({ a: 'ca', b: 'ca' }, {}, async (certs, nodes, dir) => {
+    // A long handshake timeout: only the reload can end the connection within the test.
+    const a = await node('a', { tls: { ...certs.a!, crl: [readFileSync(makeCrl(dir, 'none.pem', []))] }, limits: { peerHandshakeTimeoutMs: 60_000 } });
+    nodes.push(a);
+    // b's certificate passes TLS under the old lists; the peer hello never comes.
+    const raw = tlsConnect({ host: '127.0.0.1', port: a.t.address().port, cert: certs.b!.cert, key: certs.b!.key, ca: certs.b!.ca, servername: 'a', rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+    let closedAt: number | null = null;
+    raw.on('close', () => (closedAt = performance.now()));
+    raw.on('error', () => {});
+    try {
+      await new Promise<void>((resolve, reject) => {
+        raw.once('secureConnect', () => resolve());
+        raw.once('error', reject);
+      });
+      await sleep(300); // a has taken the connection as a link in its handshake
+      assert.equal(closedAt, null, 'the connection waits for its hello');
+      const reloadedAt = performance.now();
+      assert.equal(a.t.reloadRevocationLists!([readFileSync(makeCrl(dir, 'b-revoked.pem', ['b']))]), 1, 'the connection in its handshake is counted');
+      await until(() => closedAt !== null, 10_000, 'the connection cut');
+      assert.ok((closedAt as unknown as number) - reloadedAt < 10_000);
+    } finally {
+      raw.destroy();
+    }
 }));
 
 test('the next update of a revocation list is read from its DER; what is not a list is refused', () => {

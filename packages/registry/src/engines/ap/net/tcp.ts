@@ -412,11 +412,13 @@ export class TcpPeerTransport implements TcpTransport {
   }
 
   /**
-   * New revocation lists (SIGHUP): taken by the listener and every later dial; the links
-   * up now were checked against the old lists, so each is ended and made again (both
-   * ends redial at once), and a member the new lists revoke is refused on the way back.
-   * What was queued for a peer is repaired by anti-entropy, as after any dropped link.
-   * Returns how many links were made again.
+   * New revocation lists (SIGHUP): taken by the listener and every later dial. Every link
+   * there is now was checked against the old lists: those up are ended and made again
+   * (both ends redial at once), and those still in their handshake (their certificate
+   * already checked by TLS, the hello not yet done) are cut, so that none of them can
+   * come up on the old lists' word. A member the new lists revoke is refused on the way
+   * back. What was queued for a peer is repaired by anti-entropy, as after any dropped
+   * link. Returns how many links were made again or cut.
    */
   reloadRevocationLists(crl: Buffer[]): number {
     const tls = this.opts.tls;
@@ -434,9 +436,11 @@ export class TcpPeerTransport implements TcpTransport {
     this.watchRevocationLists();
     let reset = 0;
     for (const l of [...this.links]) {
-      if (l.state !== 'up') continue;
-      l.socket.end();
-      this.drop(l, 'revocation lists reloaded', true);
+      if (l.state === 'up') {
+        l.socket.end();
+        this.drop(l, 'revocation lists reloaded', true);
+      } else if (l.state === 'handshake') this.kill(l);
+      else continue;
       reset++;
     }
     this.log.info({ links: reset }, `peer revocation lists reloaded; ${reset} links made again to be checked against them`);
