@@ -93,6 +93,9 @@ function directClient(etcd) {
 }
 
 /** Runs `op` from `concurrency` loops for warmup + duration; counts ops in the measured part with the servers' CPU. */
+/** Unmeasured writes through the cp nodes before their first figure (see throughput()). */
+const NODE_WARMUP_MS = 6_000;
+
 async function measure({ concurrency, warmupMs, durationMs, pids, nodePids = [], op }) {
   let measuring = false;
   let stop = false;
@@ -158,6 +161,11 @@ async function throughput(opts) {
       for (let i = 0; i < 20; i++) await httpOk(cp.nodes[0].pool, 'PUT', `/v1/services/read/instances/i${i}`, payload(1, i, i));
       const pids = [...etcd.pids, ...cp.pids];
       const cluster = async () => (await Promise.all(cp.nodes.map(async (n) => JSON.parse(await httpOk(n.pool, 'GET', '/v1/status')).cluster ?? {}))).reduce((a, x) => ({ batches: a.batches + (x.writeBatches?.batches ?? 0), writes: a.writes + (x.writeBatches?.writes ?? 0), barrierWrites: a.barrierWrites + (x.barrierWrites ?? 0) }), { batches: 0, writes: 0, barrierWrites: 0 });
+      // New Node processes run their hot code unoptimised for seconds, three of them on two
+      // cores the longer: the nodes first take the same writes for NODE_WARMUP_MS, not
+      // measured (without it the first figure measured, the REST registrations, cost the
+      // nodes about a fifth more CPU per write than the same workload run again).
+      await measure({ ...opts, warmupMs: 0, durationMs: NODE_WARMUP_MS, pids, op: (w, i) => httpOk(cp.nodes[w % 3].pool, 'PUT', `/v1/services/warm/instances/w${w}-${i % 500}`, payload(w, i, i)) });
       if (want('registrations')) {
         const before = await cluster();
         out.registrations.cp = await measure({ ...opts, pids, nodePids: cp.pids, op: (w, i) => httpOk(cp.nodes[w % 3].pool, 'PUT', `/v1/services/reg/instances/w${w}-${i % 500}`, payload(w, i, i)) });
@@ -335,7 +343,7 @@ export async function main(argv) {
   const dir = join(ROOT, 'bench/results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `cp-${started.toISOString().replace(/[:.]/g, '-')}.json`);
-  const out = { suite: 'cp', started: started.toISOString(), command: `npm run bench -- --suite cp ${argv.filter((a) => !a.startsWith('--suite') && a !== 'cp').join(' ')}`.trim(), commit: gitFacts().commit?.slice(0, 12) ?? null, machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadavgAtStart: startLoad, loadavgAtEnd: loadavg() }, options: { ...opts, only: only && [...only] }, throughput: tp, throughputRuns: tpRuns, leaderKill: { trials: gaps, medianLongestGapMs: summary } };
+  const out = { suite: 'cp', started: started.toISOString(), command: `npm run bench -- --suite cp ${argv.filter((a) => !a.startsWith('--suite') && a !== 'cp').join(' ')}`.trim(), commit: gitFacts().commit?.slice(0, 12) ?? null, machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadavgAtStart: startLoad, loadavgAtEnd: loadavg() }, options: { ...opts, only: only && [...only], nodeWarmupMs: NODE_WARMUP_MS }, throughput: tp, throughputRuns: tpRuns, leaderKill: { trials: gaps, medianLongestGapMs: summary } };
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   process.stdout.write(`results: ${file}\n`);
   if (values['write-docs']) process.stdout.write(`docs: ${writeCpDocs(out, file)} regenerated from these results\n`);
@@ -371,7 +379,7 @@ function renderCp(out) {
 function writeCpDocs(out, resultsFile) {
   const rel = relative(ROOT, resolve(resultsFile));
   const m = out.machine;
-  const head = `*This part is generated* from \`${rel}\` (\`${out.command ?? 'npm run bench -- --suite cp'}\`, ${out.started}${out.commit ? `, Switchboard at commit ${out.commit}` : ''}; ${out.options.warmupMs / 1000} s warm-up + ${out.options.durationMs / 1000} s measured per throughput figure${m ? `; ${m.cpus} cores, ${m.cpuModel}, load average ${m.loadavgAtStart.map((x) => x.toFixed(1)).join(' ')} at the start` : ''}). Server CPU is the etcd members' (plus the cp nodes' for cp); the load generator runs in the benchmark process and is not counted.${out.throughputRuns?.length > 1 ? ` Throughput figures: of ${out.throughputRuns.length} runs, each on a fresh etcd cluster, the one whose overhead is the median (the overhead of every run is listed).` : ''}`;
+  const head = `*This part is generated* from \`${rel}\` (\`${out.command ?? 'npm run bench -- --suite cp'}\`, ${out.started}${out.commit ? `, Switchboard at commit ${out.commit}` : ''}; ${out.options.warmupMs / 1000} s warm-up + ${out.options.durationMs / 1000} s measured per throughput figure${out.options.nodeWarmupMs ? `, after ${out.options.nodeWarmupMs / 1000} s of unmeasured writes through the new cp nodes` : ''}${m ? `; ${m.cpus} cores, ${m.cpuModel}, load average ${m.loadavgAtStart.map((x) => x.toFixed(1)).join(' ')} at the start` : ''}). Server CPU is the etcd members' (plus the cp nodes' for cp); the load generator runs in the benchmark process and is not counted.${out.throughputRuns?.length > 1 ? ` Throughput figures: of ${out.throughputRuns.length} runs, each on a fresh etcd cluster, the one whose overhead is the median (the overhead of every run is listed).` : ''}`;
   return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), CP_BEGIN, CP_END, [head, '', ...renderCp(out), '']);
 }
 
