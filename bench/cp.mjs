@@ -92,10 +92,10 @@ function directClient(etcd) {
   });
 }
 
-/** Runs `op` from `concurrency` loops for warmup + duration; counts ops in the measured part with the servers' CPU. */
 /** Unmeasured writes through the cp nodes before their first figure (see throughput()). */
 const NODE_WARMUP_MS = 6_000;
 
+/** Runs `op` from `concurrency` loops for warmup + duration; counts ops in the measured part with the servers' CPU. */
 async function measure({ concurrency, warmupMs, durationMs, pids, nodePids = [], op }) {
   let measuring = false;
   let stop = false;
@@ -164,8 +164,9 @@ async function throughput(opts) {
       // New Node processes run their hot code unoptimised for seconds, three of them on two
       // cores the longer: the nodes first take the same writes for NODE_WARMUP_MS, not
       // measured (without it the first figure measured, the REST registrations, cost the
-      // nodes about a fifth more CPU per write than the same workload run again).
-      await measure({ ...opts, warmupMs: 0, durationMs: NODE_WARMUP_MS, pids, op: (w, i) => httpOk(cp.nodes[w % 3].pool, 'PUT', `/v1/services/warm/instances/w${w}-${i % 500}`, payload(w, i, i)) });
+      // nodes about a fifth more CPU per write than the same workload run again). They
+      // write the instances the registrations then write again, so no others are left.
+      await measure({ ...opts, warmupMs: 0, durationMs: NODE_WARMUP_MS, pids, op: (w, i) => httpOk(cp.nodes[w % 3].pool, 'PUT', `/v1/services/reg/instances/w${w}-${i % 500}`, payload(w, i, i)) });
       if (want('registrations')) {
         const before = await cluster();
         out.registrations.cp = await measure({ ...opts, pids, nodePids: cp.pids, op: (w, i) => httpOk(cp.nodes[w % 3].pool, 'PUT', `/v1/services/reg/instances/w${w}-${i % 500}`, payload(w, i, i)) });

@@ -118,17 +118,31 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       logger.error({ code: e.code, hint: e.hint }, `peer revocation lists not reloaded, the lists in use stay: ${e.message}`);
     }
   };
-  // One reload at a time, in the order of the signals: each reads the files when it
-  // starts, and the revocation lists' check takes a TLS handshake, so two at once could
-  // finish out of order and leave the older lists in use.
-  let reloads: Promise<void> = Promise.resolve();
-  const reload = (): Promise<void> => {
-    const run = async (): Promise<void> => {
+  // One reload at a time: each reads the files when it starts, and the revocation lists'
+  // check takes a TLS handshake, so two at once could finish out of order and leave the
+  // older lists in use. A signal while one runs asks for one more after it, which reads
+  // the files as they are then; further signals meanwhile join that one. None once the
+  // node is stopping.
+  let running: Promise<void> | null = null;
+  let waiting: Promise<void> | null = null;
+  const start = (): Promise<void> => {
+    running = (async () => {
       reloadTokens();
       await reloadRevocationLists();
-    };
-    reloads = reloads.then(run, run);
-    return reloads;
+    })().finally(() => {
+      running = null;
+    });
+    return running;
+  };
+  const reload = (): Promise<void> => {
+    if (stopping !== undefined) return Promise.resolve();
+    if (waiting !== null) return waiting;
+    if (running === null) return start();
+    waiting = running.then(() => {
+      waiting = null;
+      return stopping === undefined ? start() : undefined;
+    });
+    return waiting;
   };
   return { app, engine, url, logger, stop, reload };
 }

@@ -230,6 +230,9 @@ function oneOf<T extends string>(v: unknown, where: string, allowed: readonly T[
   throw new ConfigError(where, `${where} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
 }
 
+/** The longest cpBatchHoldMs: a hold is meant to last a client's round trip, not to pass its deadline. */
+const MAX_CP_BATCH_HOLD_MS = 100;
+
 function limitsOf(v: unknown, where: string): Limits {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(where, `${where} must be an object of named limits`);
   const out: Limits = { ...DEFAULT_LIMITS };
@@ -256,6 +259,9 @@ function limitsOf(v: unknown, where: string): Limits {
   atLeast('leaseTtlMinMs', 1, 'a lease lives for some time');
   atLeast('maxSessionMessageBytes', 256, 'a session message must fit (and 0 would mean no limit to the WebSocket library)');
   atLeast('maxBodyBytes', 1024, 'a registration body must fit');
+  if (out.cpBatchHoldMs > MAX_CP_BATCH_HOLD_MS) {
+    throw new ConfigError(`${where}.cpBatchHoldMs`, `${where}.cpBatchHoldMs must be at most ${MAX_CP_BATCH_HOLD_MS}: every write arriving during a hold waits for it`);
+  }
   if (out.selfPreservationThresholdPercent > 100) {
     throw new ConfigError(`${where}.selfPreservationThresholdPercent`, `${where}.selfPreservationThresholdPercent must be 0-100 (100 turns self-preservation off)`);
   }

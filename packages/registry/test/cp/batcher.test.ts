@@ -204,3 +204,34 @@ test('a lone writer is never held, and holdMs 0 never holds', async () => {
     }
   }
 });
+
+test('no hold when the queue already holds what it would wait for (maxWrites)', async () => {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 3, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, holdMs: 60_000 });
+  const first = b.submit(put('/a'));
+  const queued = ['/b', '/c', '/d'].map((k) => b.submit(put(k)));
+  etcd.release();
+  await first;
+  await tick();
+  assert.equal(etcd.sent.length, 2, 'a full batch waits for nobody');
+  assert.deepEqual(nestedKeys(etcd.sent[1]), ['/b', '/c', '/d']);
+  assert.equal(b.held, 0);
+  etcd.release();
+  await Promise.all(queued);
+});
+
+test('closing refuses the writes held or queued (they were never sent) and sends nothing more', async () => {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, holdMs: 60_000 });
+  const first = b.submit(put('/a'));
+  const held = b.submit(put('/b'));
+  etcd.release();
+  await first;
+  await tick();
+  assert.equal(b.held, 1, 'the queued write is held');
+  b.close(new Error('shutting down'));
+  await assert.rejects(held, /shutting down/);
+  await assert.rejects(b.submit(put('/c')), QueueFull);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(etcd.sent.length, 1, 'nothing more was sent');
+});

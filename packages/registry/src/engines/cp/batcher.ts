@@ -85,7 +85,8 @@ export class TxnBatcher {
   /** While held (see `pump`): the queue length that ends the hold, and its timer. */
   private want = 0;
   private holdTimer: ReturnType<typeof setTimeout> | null = null;
-  /** Batches sent and writes they carried, batches held and holds that ended by time (for the status). */
+  private closed = false;
+  /** Batches sent and writes they carried, holds begun and those that ended by time with writes waiting (for the status). */
   batches = 0;
   writes = 0;
   held = 0;
@@ -94,6 +95,7 @@ export class TxnBatcher {
   constructor(private readonly opts: BatcherOptions) {}
 
   submit(txn: GuardedTxn): Promise<TxnOutcome> {
+    if (this.closed) return Promise.reject(new QueueFull('the node is shutting down'));
     if (this.queue.length >= this.opts.maxQueued) return Promise.reject(new QueueFull(`${this.queue.length} writes already wait for etcd on this node`));
     return new Promise((resolve, reject) => {
       this.queue.push({ txn, ...keysOf(txn), resolve, reject });
@@ -111,11 +113,13 @@ export class TxnBatcher {
    * when a batch of several writes is answered, or one with writes queued behind it, the
    * next batch is held until the answered writers can be back in the queue (it has grown
    * by the answered batch's size) or `holdMs` has passed, whichever is first: the cohorts
-   * merge, and each transaction carries all n. A lone writer (its own write answered,
-   * nothing queued) is never held, and no write waits longer than `holdMs` for a hold.
+   * merge, and each transaction carries all n. The price: a write that arrives during a
+   * hold waits for it, up to `holdMs`, even when it is not one of the answered writers.
+   * Nothing is held after a batch of one write with nothing queued (a writer alone), or
+   * when the queue already holds what the hold would wait for.
    */
   private pump(): void {
-    while (this.inFlight < this.opts.maxInFlight && this.queue.length > 0) {
+    while (!this.closed && this.inFlight < this.opts.maxInFlight && this.queue.length > 0) {
       if (this.holdTimer !== null && this.queue.length < this.want) return;
       this.release();
       this.sendBatch(this.take());
@@ -124,10 +128,11 @@ export class TxnBatcher {
 
   private hold(answered: number): void {
     const ms = this.opts.holdMs ?? 0;
-    if (ms <= 0 || this.queue.length + answered <= 1) return;
+    if (ms <= 0 || this.closed || this.queue.length + answered <= 1) return;
     this.release();
-    this.held++;
     this.want = Math.min(this.opts.maxWrites, this.queue.length + answered);
+    if (this.queue.length >= this.want) return;
+    this.held++;
     this.holdTimer = setTimeout(() => {
       this.holdTimer = null;
       if (this.queue.length > 0) this.holdsTimedOut++;
@@ -139,6 +144,17 @@ export class TxnBatcher {
   private release(): void {
     if (this.holdTimer !== null) clearTimeout(this.holdTimer);
     this.holdTimer = null;
+  }
+
+  /**
+   * The node is shutting down: the writes still queued are refused with `err` (they were
+   * never sent, so they did not happen), and nothing more is sent. A batch in flight
+   * still gets its answer.
+   */
+  close(err: Error): void {
+    this.closed = true;
+    this.release();
+    for (const w of this.queue.splice(0)) w.reject(err);
   }
 
   /** The next batch: queued writes in order, skipping those that touch a key already in it. */

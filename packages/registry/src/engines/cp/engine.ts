@@ -1150,6 +1150,8 @@ export class CpEngine implements Engine {
     for (const t of this.detachTimers.values()) clearTimeout(t);
     this.detachTimers.clear();
     this.monitor?.close();
+    // Writes still waiting for a transaction are refused (503 NOT_READY: never sent).
+    this.batcher.close(new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send requests to another node' }));
     // Leaving: other nodes take this node's checks at once.
     if (this.nodeLease !== null) await this.store.leaseRevoke(this.nodeLease).catch(() => undefined);
     this.view.close();

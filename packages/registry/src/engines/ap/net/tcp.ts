@@ -413,10 +413,10 @@ export class TcpPeerTransport implements TcpTransport {
 
   /**
    * New revocation lists (SIGHUP): taken by the listener and every later dial. Every link
-   * there is now was checked against the old lists: those up are ended and made again
-   * (both ends redial at once), and those still in their handshake (their certificate
-   * already checked by TLS, the hello not yet done) are cut, so that none of them can
-   * come up on the old lists' word. A member the new lists revoke is refused on the way
+   * there is now was (or is being) checked against the old lists: those up are ended and
+   * made again (both ends redial at once), and connections still in a handshake (TLS's,
+   * or the hello after it) are cut, so that none of them can come up on the old lists'
+   * word. A member the new lists revoke is refused on the way
    * back. What was queued for a peer is repaired by anti-entropy, as after any dropped
    * link. Returns how many links were made again or cut.
    */
@@ -443,6 +443,13 @@ export class TcpPeerTransport implements TcpTransport {
       else continue;
       reset++;
     }
+    // Connections still in the TLS handshake itself finish it on the context they began
+    // with, the old lists' (setSecureContext applies to connections accepted after it).
+    for (const raw of [...this.inTls.values()]) {
+      raw.destroy();
+      reset++;
+    }
+    this.inTls.clear();
     this.log.info({ links: reset }, `peer revocation lists reloaded; ${reset} links made again to be checked against them`);
     return reset;
   }
