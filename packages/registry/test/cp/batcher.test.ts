@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type * as RPC from 'etcd3';
-import { QueueFull, TxnBatcher, type GuardedTxn } from '../../src/engines/cp/batcher.js';
+import { QueueFull, TxnBatcher, type GuardedTxn, type TxnOutcome } from '../../src/engines/cp/batcher.js';
 
 const put = (key: string): GuardedTxn => ({ compare: [{ key: Buffer.from(key), target: 'Version', result: 'Equal', version: 0 }], success: [{ request_put: { key: Buffer.from(key), value: Buffer.from('v') } }] });
 const leased = (key: string, lease: string): GuardedTxn => ({ compare: [{ key: Buffer.from(lease), target: 'Version', result: 'Greater', version: 0 }], success: [{ request_put: { key: Buffer.from(key), value: Buffer.from('v') } }] });
@@ -131,6 +131,17 @@ test('when a batch fails because etcd is out of reach, the writes still queued a
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 const nestedKeys = (req: RPC.ITxnRequest | undefined): (string | undefined)[] => (req?.success ?? []).map((op) => (op.request_txn?.success?.[0] ?? op).request_put?.key?.toString());
 
+/** A batcher with a hold over the fake etcd, and the first write answered while a second one waits. */
+async function answeredWithOneWaiting(holdMs: number): Promise<{ etcd: ReturnType<typeof fakeEtcd>; b: TxnBatcher; waiting: Promise<TxnOutcome> }> {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, holdMs });
+  const first = b.submit(put('/a'));
+  const waiting = b.submit(put('/b'));
+  etcd.release();
+  await first;
+  return { etcd, b, waiting };
+}
+
 test('after a batch is answered, the next waits for its writers to write again, so that both cohorts share one transaction', async () => {
   const etcd = fakeEtcd();
   const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, holdMs: 60_000 });
@@ -161,12 +172,7 @@ test('after a batch is answered, the next waits for its writers to write again, 
 });
 
 test('a held batch goes after holdMs when the answered writers do not write again', async () => {
-  const etcd = fakeEtcd();
-  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, holdMs: 40 });
-  const first = b.submit(put('/a'));
-  const second = b.submit(put('/b'));
-  etcd.release();
-  await first;
+  const { etcd, b, waiting: second } = await answeredWithOneWaiting(40);
   const answeredAt = performance.now();
   await tick();
   assert.equal(etcd.sent.length, 1);
@@ -221,12 +227,7 @@ test('no hold when the queue already holds what it would wait for (maxWrites)', 
 });
 
 test('closing refuses the writes held or queued (they were never sent) and sends nothing more', async () => {
-  const etcd = fakeEtcd();
-  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, holdMs: 60_000 });
-  const first = b.submit(put('/a'));
-  const held = b.submit(put('/b'));
-  etcd.release();
-  await first;
+  const { etcd, b, waiting: held } = await answeredWithOneWaiting(60_000);
   await tick();
   assert.equal(b.held, 1, 'the queued write is held');
   b.close(new Error('shutting down'));
