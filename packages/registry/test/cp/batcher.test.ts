@@ -236,3 +236,17 @@ test('closing refuses the writes held or queued (they were never sent) and sends
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(etcd.sent.length, 1, 'nothing more was sent');
 });
+
+test('a batch that fails starts no hold: the writes queued behind it go at once', async () => {
+  const etcd = fakeEtcd();
+  const b = new TxnBatcher({ send: etcd.send, maxWrites: 64, maxTxnOps: 128, maxBytes: 1 << 20, maxInFlight: 1, maxQueued: 100, holdMs: 60_000, unreachable: () => false });
+  const first = b.submit(put('/a'));
+  const queued = [b.submit(put('/b')), b.submit(put('/c'))];
+  etcd.release(true);
+  await assert.rejects(first, /Unavailable/);
+  await tick();
+  assert.equal(etcd.sent.length, 2, 'the queued writes went without waiting for the failed one\'s writer');
+  assert.equal(b.held, 0);
+  etcd.release();
+  for (const q of queued) assert.equal(typeof (await q).revision, 'number');
+});
