@@ -124,6 +124,11 @@ export interface Limits {
    * just answered (0: never held; docs/cp.md).
    */
   cpBatchHoldMs: number;
+  /**
+   * cp: writes a node has sent to the node that writes for the cluster and waits for at
+   * once; beyond it the node writes itself (0: every node writes itself; docs/cp.md).
+   */
+  cpForwardMaxInflight: number;
   /** ap: most records in one replication batch to a peer. */
   apBatchMaxRecords: number;
   /** ap: longest a change waits to be batched before it is sent to the peers. */
@@ -211,6 +216,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   alertRetryMaxMs: 30_000,
   alertWebhookTimeoutMs: 5000,
   cpBatchHoldMs: 2,
+  cpForwardMaxInflight: 4_096,
   apBatchMaxRecords: 1_000,
   apBatchDelayMs: 5,
   apAntiEntropyIntervalMs: 1_000,

@@ -105,7 +105,8 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     const { namespace, service, id } = instanceTarget(req);
     const { input, warnings: unknown } = checkedRegistration(req.body, ctx);
     const warnings = refuseIfStrict(req, unknown);
-    return withWarnings(req, { revision: await engine.register({ namespace, service, id, input }) }, warnings);
+    const written = engine.forwardWrite?.({ type: 'register', namespace, service, instanceId: id, instance: req.body }) || engine.register({ namespace, service, id, input });
+    return withWarnings(req, { revision: await written }, warnings);
   });
 
   app.post('/v1/instances/batch', {
@@ -121,7 +122,8 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     schema: { tags: ['instances'], summary: 'Deregister an instance', params: instanceParams, querystring: nsQuery, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
-    return withWarnings(req, { revision: await engine.deregister(namespace, service, id) });
+    const written = engine.forwardWrite?.({ type: 'deregister', namespace, service, instanceId: id }) || engine.deregister(namespace, service, id);
+    return withWarnings(req, { revision: await written });
   });
 
   app.put('/v1/services/:service/instances/:instanceId/status', {

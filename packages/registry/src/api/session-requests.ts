@@ -44,6 +44,8 @@ export interface RequestSession {
   cut(): void;
   /** The client's address, for traces. */
   readonly client: string;
+  /** cp: another node's session for the writes it forwards: they are made here, never sent on. */
+  readonly forwarded: boolean;
   send(msg: SessionServerMessage): void;
   sendText(text: string | Buffer): void;
 }
@@ -173,12 +175,15 @@ export class SessionRequests {
     const namespace = namespaceOf({ namespace: stringField(msg, 'namespace') });
     if (msg.type === 'deregister') {
       const tail = warningsTail(refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, FIELDS.deregister), STRICT));
-      return engine.deregister(namespace, service, instanceId).then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
+      const written = (!s.forwarded && engine.forwardWrite?.({ type: 'deregister', namespace, service, instanceId })) || engine.deregister(namespace, service, instanceId);
+      return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
     }
     if (msg.instance === undefined || msg.instance === null) throw invalid('instance', 'the register request has no instance', 'give the instance as the PUT body would be, such as "instance": {"address": "10.0.0.5", "port": 8080}');
     const { input, warnings } = checkedRegistration(msg.instance, this.ctx, 'instance', unknownFieldWarnings(msg, FIELDS.register));
     const tail = warningsTail(refuseUnknown(msg.strict === true, warnings, STRICT));
-    return engine.register({ namespace, service, id: instanceId, input }).then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
+    // Checked here first, so that a bad request is answered by this node without a round trip.
+    const written = (!s.forwarded && engine.forwardWrite?.({ type: 'register', namespace, service, instanceId, instance: msg.instance })) || engine.register({ namespace, service, id: instanceId, input });
+    return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
   }
 
   private async read(s: RequestSession, id: number, namespace: string, service: string, filter: ReturnType<typeof serviceQuery>, consistent: boolean, warnings: string[]): Promise<string | Buffer> {

@@ -18,6 +18,7 @@ import {
 import type { ApiContext } from './context.js';
 import { toSwitchboardError } from './problem.js';
 import { SessionRequests, parseRequest } from './session-requests.js';
+import { FORWARDED_WRITES_HEADER } from '../engines/engine.js';
 
 /**
  * Messages of one session waiting to be handled (they are handled one at a time, in
@@ -44,6 +45,8 @@ class Session {
   constructor(
     readonly socket: WebSocket,
     readonly client: string,
+    /** cp: the session another node opened to send this node the writes it forwards (FORWARDED_WRITES_HEADER). */
+    readonly forwarded = false,
   ) {}
 
   get open(): boolean {
@@ -145,7 +148,7 @@ export class Sessions {
       socket.close(1013, problem.code);
       return;
     }
-    const session = new Session(socket, req.ip);
+    const session = new Session(socket, req.ip, req.headers[FORWARDED_WRITES_HEADER] !== undefined);
     this.all.add(session);
     // An upgraded request has no onResponse: counted when it opens.
     this.ctx.metrics.observeRequest('GET', SESSION_PATH, 101, null);
@@ -153,6 +156,12 @@ export class Sessions {
       const text = isBinary ? null : data.toString();
       const request = text === null ? null : parseRequest(text);
       if (request !== null) return this.requests.handle(session, request);
+      if (session.forwarded) {
+        // A node's link for forwarded writes carries requests only: no lease on it.
+        const problem = new SwitchboardError('FORBIDDEN', 'this session was opened for writes forwarded by another node: it takes requests, not lease messages', { hint: 'open a session without the x-switchboard-forwarded-writes header' });
+        session.send({ type: 'error', problem: problem.toProblem(), ...requestOf(text) });
+        return;
+      }
       if (session.pending >= SESSION_MAX_PENDING_MESSAGES) {
         const problem = new SwitchboardError('RATE_LIMITED', `more than ${SESSION_MAX_PENDING_MESSAGES} session messages wait to be handled`, { limit: 'sessionMaxPendingMessages', hint: 'wait for each answer (ack, lease) before sending more' });
         session.send({ type: 'error', problem: problem.toProblem(), ...requestOf(text) });

@@ -10,6 +10,23 @@ import type { Hub } from './hub.js';
 /** cp: the header on a consumer report one node forwards to the node that counts it (its value: the sender's node id). */
 export const FORWARDED_REPORT_HEADER = 'x-switchboard-forwarded-report';
 
+/**
+ * cp: the header on the session a node opens to the node that writes for the cluster (its
+ * value: the sender's node id). Requests on such a session are never sent on again, and
+ * it takes no lease messages.
+ */
+export const FORWARDED_WRITES_HEADER = 'x-switchboard-forwarded-writes';
+
+/** cp: a registration or deregistration sent to the node that writes for the cluster, as a session request. */
+export interface ForwardedWrite {
+  type: 'register' | 'deregister';
+  namespace: string;
+  service: string;
+  instanceId: string;
+  /** register: the instance as the client sent it (the writer checks it again). */
+  instance?: unknown;
+}
+
 /** Told of each lease that ends (expired or revoked), after it is durable. */
 export type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
 
@@ -77,5 +94,11 @@ export interface Engine {
    * otherwise says whether the read model may be stale, and since how long.
    */
   readFreshness?(consistent: boolean): Promise<{ stale: boolean; staleMs: number }>;
+  /**
+   * cp: sends a registration or deregistration to the node that writes for the cluster
+   * and resolves with its revision once this node's view has it; null when this node
+   * writes it itself (it is that node, or the link to it is not up).
+   */
+  forwardWrite?(w: ForwardedWrite): Promise<number> | null;
   close(): Promise<void>;
 }

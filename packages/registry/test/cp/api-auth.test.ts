@@ -124,6 +124,15 @@ async function forwardCounts(agent: AgentProcess): Promise<{ forwarded: number; 
   return { forwarded: cluster.reportsForwarded, not: cluster.reportsNotForwarded };
 }
 
+/** Registers `n` instances through `agent` (each must be made); then the node's write forwarding (docs/cp.md, One node writes). */
+async function writeThrough(agent: AgentProcess, n: number): Promise<{ writer: string | null; forwarded: number }> {
+  for (let i = 0; i < n; i++) {
+    const r = await api(agent.url, 'PUT', `/v1/services/fw/instances/w${i}`, { address: '10.4.0.2', port: 8000 + i });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  }
+  return (await api(agent.url, 'GET', '/v1/status')).body.cluster.writeForwarding;
+}
+
 const warnings = (agent: AgentProcess, re: RegExp): string[] =>
   agent
     .output()
@@ -142,6 +151,10 @@ test('nodes sharing a self-signed certificate and a token file forward consumer 
     assert.deepEqual(await forwardCounts(byId(nodes, 's1')), { forwarded: 1, not: { auth: 0, tls: 0, other: 0 } });
     const read = await api(byId(nodes, 's1').url, 'GET', `/v1/services/pay/instances/${id}?consistent=true`);
     assert.equal(read.body.health, 'warning');
+    // A forward token forwards reports only: s1 refuses it for writes, and s2 makes its own, saying so once.
+    assert.equal((await writeThrough(byId(nodes, 's2'), 20)).forwarded, 0);
+    const refusals = byId(nodes, 's2').output().split('\n').filter((l) => /refused this node's token for forwarded writes \(HTTP 40[13]\): a token of scope forward forwards consumer reports only/.test(l));
+    assert.equal(refusals.length, 1, byId(nodes, 's2').output());
     for (const n of nodes) {
       assert.ok(!n.agent.output().includes(CLIENT) && !n.agent.output().includes(FORWARD), 'no token in the log');
       assert.ok(!n.agent.output().includes('holds no forward token'), 'no warning about the forward token');
@@ -207,6 +220,9 @@ test('a node on plain HTTP forwards to a node on HTTPS and back, each called as 
     assert.deepEqual((await reportThrough(nodes, 'pay', idCountedBy('h2', ids, 'pay'), ['h1', 'h2'])).map((a) => a.reporters), [1, 2]);
     assert.deepEqual((await reportThrough(nodes, 'pay', idCountedBy('h1', ids, 'pay'), ['h2', 'h1'])).map((a) => a.reporters), [1, 2]);
     for (const id of ids) assert.deepEqual(await forwardCounts(byId(nodes, id)), { forwarded: 1, not: { auth: 0, tls: 0, other: 0 } }, id);
+    // With a write token h2 sends its writes to h1, which writes for both (after the first, which open the link).
+    await waitUntil(async () => (await writeThrough(byId(nodes, 'h2'), 5)).forwarded > 0, 20_000, 'h2 forwarding its writes to h1');
+    assert.equal((await writeThrough(byId(nodes, 'h2'), 1)).writer, 'h1');
     // The nodes forward with CLIENT, a write token, and say so at start.
     for (const id of ids) assert.match(byId(nodes, id).output(), /"level":40[^\n]*write-only-tokens holds no forward token, so this node forwards consumer reports to the other nodes with its first write token \(line 1\), which allows every write; add a line \\"forward TOKEN\\"/);
   } finally {

@@ -36,7 +36,11 @@ let seq = 0;
 /** A fresh prefix per test, so that tests sharing a cluster never see each other. */
 export const freshPrefix = (): string => `/sbtest-${process.pid}-${++seq}/`;
 
-/** Three cp nodes over one etcd cluster, each dialling a different member first. */
+/**
+ * Three cp nodes over one etcd cluster, each dialling a different member first, able to
+ * call each other's API as the agent's nodes do (so n2 and n3 send their writes to n1).
+ */
 export function threeNodes(etcd: EtcdCluster, prefix = freshPrefix()): Promise<CpNode[]> {
-  return Promise.all(['n1', 'n2', 'n3'].map((id, i) => startCpNode([etcd.endpoint(i), ...etcd.endpoints.filter((_, j) => j !== i)], id, prefix)));
+  const peerApi = { scheme: 'http' as const, token: () => null };
+  return Promise.all(['n1', 'n2', 'n3'].map((id, i) => startCpNode([etcd.endpoint(i), ...etcd.endpoints.filter((_, j) => j !== i)], id, prefix, { peerApi })));
 }

@@ -47,12 +47,13 @@ import { rendezvousOwner } from '../../core/rendezvous.js';
 import { MAX_FORWARDED_REPORTS, ReportBook } from '../../core/reports.js';
 import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../../health/monitor.js';
 import { CheckNetworks, type DenialObserver } from '../../health/networks.js';
-import { FORWARDED_REPORT_HEADER, type Engine, type LeaseEndedListener } from '../engine.js';
+import { FORWARDED_REPORT_HEADER, type Engine, type ForwardedWrite, type LeaseEndedListener } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type StoredLease, type WhyValue } from './keys.js';
 import { QueueFull, TxnBatcher } from './batcher.js';
 import { ForwardFailures, failedForward, refusedForward, type ForwardFailure, type PeerApi } from './forward.js';
 import { GatewayReader } from './gateway.js';
+import { WriterLink } from './writer-link.js';
 import { Store, StoreUnavailable, isUnavailable, refusalOf, type StoreTls } from './store.js';
 import { View } from './view.js';
 
@@ -143,6 +144,8 @@ export class CpEngine implements Engine {
   forwardedReports = 0;
   /** Forwards that failed (the report was counted here), by why; set up in the constructor. */
   private readonly forwardFailures: ForwardFailures;
+  /** The link to the node that writes for the cluster (writer-link.ts). */
+  private readonly writerLink: WriterLink | null;
   /** Forwarded reports still waiting for an answer (at most MAX_FORWARDED_REPORTS). */
   private reportsInFlight = 0;
   /**
@@ -206,6 +209,9 @@ export class CpEngine implements Engine {
     this.batcher = new TxnBatcher({ send: (txn) => this.store.txn(txn, this.cfg.writeTimeoutMs), maxWrites: Math.min(64, this.cfg.maxTxnOps), maxTxnOps: this.cfg.maxTxnOps, maxBytes: 1024 * 1024, maxInFlight: 1, holdMs: opts.limits.cpBatchHoldMs, maxQueued: opts.maxQueuedWrites ?? 4096, unreachable: () => !this.reachable });
     this.reports = new ReportBook({ windowMs: opts.limits.reportWindowMs, minReporters: opts.limits.reportMinReporters, maxReportersPerInstance: opts.limits.maxReportersPerInstance });
     this.forwardFailures = new ForwardFailures((msg) => opts.log?.('warn', msg));
+    this.writerLink = opts.peerApi
+      ? new WriterLink({ nodeId: this.nodeId, peer: opts.peerApi, timeoutMs: this.cfg.writeTimeoutMs, maxInflight: opts.limits.cpForwardMaxInflight, retryMs: WRITER_RETRY_MS, refusedRetryMs: WRITER_REFUSED_RETRY_MS, log: (level, msg) => opts.log?.(level, msg) })
+      : null;
     this.probeTimer = setInterval(() => void this.probe(), this.cfg.probeIntervalMs);
     this.probeTimer.unref();
     this.ttlTimer = setInterval(() => this.ttlDue(), 250);
@@ -951,15 +957,45 @@ export class CpEngine implements Engine {
     return { revision, reporters, warning: true };
   }
 
-  private async forwardReport(node: string, namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean } | null> {
+  /**
+   * The base URL of another node's API, as it announced it in its nodes/ key (a node of an
+   * earlier version announced no scheme: as this node serves); null when it announced no
+   * address another node can call.
+   */
+  private nodeUrl(node: string): { url: string; address: string } | null {
     const announced = this.view.nodes.get(node);
     const address = announced?.address ?? '';
     const host = address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
     if (!address || /:0$/.test(address) || host === '' || host === '0.0.0.0' || host === '::') return null;
+    return { url: `${announced?.scheme ?? this.opts.peerApi?.scheme ?? 'http'}://${address}`, address };
+  }
+
+  /**
+   * Sends a registration or deregistration to the node that writes for the cluster, the
+   * live node with the smallest id (writer-link.ts); null when this node writes it itself:
+   * it is that node, that node announced no address, or the link is not up or is full.
+   * Answered once this node's view has the write's revision, as a write of its own is.
+   */
+  forwardWrite(w: ForwardedWrite): Promise<number> | null {
+    if (this.writerLink === null || this.closed || !this.reachable) return null;
+    let writer = this.nodeId;
+    for (const id of this.view.nodes.keys()) if (id < writer) writer = id;
+    if (writer === this.nodeId) return null;
+    const to = this.nodeUrl(writer);
+    const sent = to === null ? null : this.writerLink.send(writer, to.url, w);
+    if (sent === null) return null;
+    return sent.then(async (revision) => {
+      await this.view.waitFor(revision, this.cfg.callTimeoutMs);
+      return revision;
+    });
+  }
+
+  private async forwardReport(node: string, namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean } | null> {
+    const to = this.nodeUrl(node);
+    if (to === null) return null;
+    const { url, address } = to;
     const timeoutMs = this.opts.limits.apReportTimeoutMs;
     const peer = this.opts.peerApi;
-    // As the node announced it serves; a node of an earlier version announced nothing: as this node serves.
-    const url = `${announced?.scheme ?? peer?.scheme ?? 'http'}://${address}`;
     const failed = (f: ForwardFailure): null => {
       this.forwardFailures.note(node, f);
       return null;
@@ -1097,6 +1133,7 @@ export class CpEngine implements Engine {
       checksOwned: this.checkStats().scheduled,
       watchRestarts: this.view.watchRestarts,
       writeBatches: { batches: this.batcher.batches, writes: this.batcher.writes, held: this.batcher.held, holdsTimedOut: this.batcher.holdsTimedOut },
+      writeForwarding: { writer: this.writerLink?.writer ?? null, forwarded: this.writerLink?.forwarded ?? 0, lost: this.writerLink?.lost ?? 0 },
       consistentReadsVia: this.store.consistentReadsVia,
       consistentReadsLeader: this.reachable ? this.store.consistentReadsLeader : null,
       reportsForwarded: this.forwardedReports,
@@ -1150,6 +1187,7 @@ export class CpEngine implements Engine {
     for (const t of this.detachTimers.values()) clearTimeout(t);
     this.detachTimers.clear();
     this.monitor?.close();
+    this.writerLink?.close();
     // Writes still waiting for a transaction are refused (503 NOT_READY: never sent).
     this.batcher.close(new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send requests to another node' }));
     // Leaving: other nodes take this node's checks at once.
@@ -1159,6 +1197,11 @@ export class CpEngine implements Engine {
   }
 }
 
+
+/** After the link to the writer failed, how long a node writes itself before it tries again. */
+const WRITER_RETRY_MS = 1_000;
+/** The same after the writer refused this node's token (a forward token: reports only). */
+const WRITER_REFUSED_RETRY_MS = 10 * 60_000;
 
 function buildInstance(item: RegistrationItem, prev: InstanceRecord | undefined): Instance {
   // Revisions are etcd's: the view stamps them when the change comes back from the watch.

@@ -17,6 +17,8 @@ export interface PeerApi {
   token: () => string | null;
   /** The dispatcher of these calls: the CAs trusted for nodes that serve https. */
   dispatcher?: Dispatcher;
+  /** The same CAs, for the WebSocket to the node that writes for the cluster (writer-link.ts). */
+  ca?: string[];
 }
 
 /** Why forwards failed, as /v1/status counts them: `auth` (401, 403), `tls` (a certificate not verified, a node without TLS), `other` (no answer in time, the node does not know the instance yet, ...). */

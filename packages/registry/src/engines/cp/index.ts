@@ -155,5 +155,5 @@ function oneLine(message: string): string {
 function peerApiOf(cfg: AgentConfig): PeerApi {
   const token = (): string | null => cfg.apiTokens?.forwardToken?.token.reveal() ?? null;
   const ca = cfg.tlsCa !== null ? [cfg.tlsCa.toString('utf8')] : [...rootCertificates, ...(cfg.tls === null ? [] : [cfg.tls.cert.toString('utf8')])];
-  return { scheme: cfg.tls === null ? 'http' : 'https', token, dispatcher: new Agent({ connect: { ca } }) };
+  return { scheme: cfg.tls === null ? 'http' : 'https', token, dispatcher: new Agent({ connect: { ca } }), ca };
 }

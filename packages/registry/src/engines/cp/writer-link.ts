@@ -1,0 +1,182 @@
+/**
+ * cp: one node writes for all (docs/cp.md, *One node writes*). Each node group-commits
+ * its own writers' registrations into etcd transactions, and a transaction costs etcd and
+ * the node far more than a write in it; spread over three nodes, each transaction carries a
+ * third of the writers. So the nodes send their registrations and deregistrations to one
+ * node, the writer (the live node with the smallest id), over one session WebSocket
+ * each, as requests like a client's: the writer checks and plans them as its own, and its
+ * transactions carry every node's writers. The sending node answers once its own view has
+ * the write's revision, as it does for a write of its own.
+ *
+ * A write goes through the writer only when the link to it is up and has room; otherwise
+ * (no link yet, the link failed a moment ago, the writer refused it) the node writes it
+ * itself, as before: forwarding changes the cost of a write, never whether it can be made.
+ * A write sent on a link that fails before its answer may have been made: it is answered
+ * 503 STORE_UNAVAILABLE with Retry-After, as a transaction etcd did not answer is (a
+ * registration sent again changes nothing).
+ */
+import WebSocket from 'ws';
+import { ERRORS, SESSION_PATH, SwitchboardError, type ErrorCode } from '@switchboard/protocol';
+import { FORWARDED_WRITES_HEADER, type ForwardedWrite } from '../engine.js';
+import type { PeerApi } from './forward.js';
+
+export interface WriterLinkOptions {
+  nodeId: string;
+  peer: PeerApi;
+  /** Longest wait for the writer's answer to one write, and for the link's handshake (ms). */
+  timeoutMs: number;
+  /** Writes waiting for the writer's answer at once; beyond it the node writes itself. 0: never forward. */
+  maxInflight: number;
+  /** After the link failed, how long the node writes itself before it tries the writer again (ms). */
+  retryMs: number;
+  /** The same after the writer refused this node's token (ms): that does not change by waiting. */
+  refusedRetryMs: number;
+  log: (level: 'warn' | 'info', msg: string) => void;
+}
+
+interface Waiting {
+  resolve(revision: number): void;
+  reject(err: unknown): void;
+  timer: NodeJS.Timeout;
+}
+
+interface AnswerMessage {
+  type?: unknown;
+  id?: unknown;
+  revision?: unknown;
+  problem?: { code?: unknown; detail?: unknown; hint?: unknown; field?: unknown; limit?: unknown; retryAfterSec?: unknown };
+}
+
+export class WriterLink {
+  /** Writes sent to the writer, and those whose answer never came (for the status). */
+  forwarded = 0;
+  lost = 0;
+  private ws: WebSocket | null = null;
+  private target: string | null = null;
+  private open = false;
+  private nextId = 0;
+  private readonly waiting = new Map<number, Waiting>();
+  private retryAt = 0;
+  private closed = false;
+
+  constructor(private readonly opts: WriterLinkOptions) {}
+
+  /** The node the link goes to, when it is up. */
+  get writer(): string | null {
+    return this.open ? (this.target?.split(' ')[0] ?? null) : null;
+  }
+
+  /**
+   * Sends `w` to the writer at `url` (its API's base URL); null when it cannot go now, and
+   * the caller writes it itself. Resolves with the write's revision.
+   */
+  send(writer: string, url: string, w: ForwardedWrite): Promise<number> | null {
+    if (this.closed || this.opts.maxInflight <= 0) return null;
+    const target = `${writer} ${url}`;
+    if (this.target !== target) this.connect(target, url);
+    const ws = this.ws;
+    if (!this.open || ws === null || this.waiting.size >= this.opts.maxInflight) return null;
+    const id = this.nextId++;
+    this.forwarded++;
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (!this.waiting.delete(id)) return;
+        this.lost++;
+        reject(unknownOutcome(writer, `no answer within ${this.opts.timeoutMs} ms`));
+        // A writer that answers nothing is stuck or cut off: write locally for a while.
+        this.fail(ws, `node ${writer} did not answer a forwarded write within ${this.opts.timeoutMs} ms`);
+      }, this.opts.timeoutMs);
+      this.waiting.set(id, { resolve, reject, timer });
+      ws.send(JSON.stringify({ ...w, id }));
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.ws) this.fail(this.ws, 'the node is shutting down', true);
+  }
+
+  private connect(target: string, url: string): void {
+    if (this.ws) this.fail(this.ws, 'the writer changed', true);
+    if (Date.now() < this.retryAt && this.target === target) return;
+    this.target = target;
+    const token = this.opts.peer.token();
+    const headers: Record<string, string> = { [FORWARDED_WRITES_HEADER]: this.opts.nodeId };
+    if (token !== null) headers.authorization = `Bearer ${token}`;
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${SESSION_PATH}`, {
+      perMessageDeflate: false,
+      handshakeTimeout: this.opts.timeoutMs,
+      headers,
+      ...(this.opts.peer.ca ? { ca: this.opts.peer.ca } : {}),
+    });
+    this.ws = ws;
+    this.open = false;
+    ws.on('open', () => {
+      if (this.ws === ws) this.open = true;
+    });
+    ws.on('message', (data) => this.answer(String(data)));
+    ws.on('unexpected-response', (_req, res) => {
+      const refused = res.statusCode === 401 || res.statusCode === 403;
+      const writer = target.split(' ')[0];
+      if (!refused) return this.fail(ws, `node ${writer} refused the link for forwarded writes (HTTP ${res.statusCode})`);
+      // A forward token may forward consumer reports only (docs/cp.md): with one, each node writes itself.
+      this.fail(ws, `node ${writer} refused this node's token for forwarded writes (HTTP ${res.statusCode}): a token of scope forward forwards consumer reports only, so each node makes its own writes (docs/cp.md, One node writes)`, false, this.opts.refusedRetryMs);
+    });
+    ws.on('error', (err) => this.fail(ws, `the link to node ${target.split(' ')[0]} for forwarded writes failed: ${err.message}`));
+    ws.on('close', () => this.fail(ws, `the link to node ${target.split(' ')[0]} for forwarded writes closed`));
+  }
+
+  private answer(text: string): void {
+    let m: AnswerMessage;
+    try {
+      m = JSON.parse(text) as AnswerMessage;
+    } catch {
+      return;
+    }
+    if (typeof m.id !== 'number') return;
+    const w = this.waiting.get(m.id);
+    if (!w) return;
+    this.waiting.delete(m.id);
+    clearTimeout(w.timer);
+    if (m.type === 'result' && typeof m.revision === 'number') return w.resolve(m.revision);
+    w.reject(problemError(m.problem));
+  }
+
+  /** Ends the link; writes waiting for an answer may have been made (503). `quiet`: nothing worth a log line. */
+  private fail(ws: WebSocket, why: string, quiet = false, retryMs = this.opts.retryMs): void {
+    if (this.ws !== ws) return;
+    const writer = this.target?.split(' ')[0] ?? '?';
+    const wasOpen = this.open;
+    this.ws = null;
+    this.open = false;
+    if (!quiet) this.retryAt = Date.now() + retryMs;
+    ws.removeAllListeners();
+    ws.on('error', () => undefined);
+    ws.terminate();
+    for (const [id, w] of this.waiting) {
+      this.waiting.delete(id);
+      clearTimeout(w.timer);
+      this.lost++;
+      w.reject(unknownOutcome(writer, why));
+    }
+    if (!quiet && !this.closed) this.opts.log(wasOpen || retryMs > this.opts.retryMs ? 'warn' : 'info', `${why}; this node writes itself for the next ${Math.round(retryMs / 1000)} s`);
+  }
+}
+
+function unknownOutcome(writer: string, why: string): SwitchboardError {
+  return new SwitchboardError('STORE_UNAVAILABLE', `the write was sent to node ${writer}, which writes for the cluster, and its answer did not come (${why}); it may have been made`, {
+    retryAfterSec: 1,
+    hint: 'retry: a registration or deregistration sent again changes nothing if it was made',
+  });
+}
+
+/** The writer's refusal, as this node gives it to its client. */
+function problemError(p: AnswerMessage['problem']): SwitchboardError {
+  const code = typeof p?.code === 'string' && p.code in ERRORS ? (p.code as ErrorCode) : 'INTERNAL';
+  const extra: { hint?: string; field?: string; limit?: string; retryAfterSec?: number } = {};
+  if (typeof p?.hint === 'string') extra.hint = p.hint;
+  if (typeof p?.field === 'string') extra.field = p.field;
+  if (typeof p?.limit === 'string') extra.limit = p.limit;
+  if (typeof p?.retryAfterSec === 'number') extra.retryAfterSec = p.retryAfterSec;
+  return new SwitchboardError(code, typeof p?.detail === 'string' ? p.detail : 'the writer node refused the write', extra);
+}

@@ -1,0 +1,127 @@
+// Goal: cp nodes send their registrations and deregistrations (session requests and REST)
+// to one node, the live node with the smallest id, which writes them with its own: its
+// etcd transactions carry every node's writers. The sending node answers once its own view
+// has the write; the writer's refusals reach the client as they are; a writer that is gone
+// costs at most the writes in flight on its link (503, retry), after which the nodes write
+// themselves; a node's link for forwarded writes takes no lease.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SessionClient, call, waitUntil } from '../helpers.js';
+import { EtcdCluster } from './etcd-cluster.js';
+import { threeNodes as startThree, type CpNode } from './nodes.js';
+import { FORWARDED_WRITES_HEADER } from '../../src/engines/engine.js';
+
+let etcd: EtcdCluster;
+before(async () => {
+  etcd = await EtcdCluster.start(3);
+});
+after(async () => {
+  await etcd?.close();
+});
+
+/** Three nodes as the agent makes them (with the API of the others to call): n1 writes for all. */
+const threeNodes = async (): Promise<[CpNode, CpNode, CpNode]> => (await startThree(etcd)) as [CpNode, CpNode, CpNode];
+
+const forwarding = (n: CpNode): { writer: string | null; forwarded: number; lost: number } => (n.engine.cluster() as unknown as { writeForwarding: { writer: string | null; forwarded: number; lost: number } }).writeForwarding;
+const writes = (n: CpNode): number => (n.engine.cluster() as unknown as { writeBatches: { writes: number } }).writeBatches.writes;
+
+/** Registers through `node` until a write went to the writer (the link opens with the first writes, which the node makes itself). */
+async function untilForwarded(node: CpNode, service: string): Promise<void> {
+  let i = 0;
+  await waitUntil(async () => {
+    const r = await call(node.url, 'PUT', `/v1/services/${service}/instances/warm-${i++}`, { address: '10.0.0.9', port: 9000 });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    return forwarding(node).forwarded > 0;
+  }, 10_000, 'a write forwarded to the writer', { intervalMs: 20 });
+}
+
+test('writes through the other nodes are made by the writer, and each node answers once its own view has them', { timeout: 60_000 }, async () => {
+  const [n1, n2, n3] = await threeNodes();
+  try {
+    await untilForwarded(n2, 'pay');
+    await untilForwarded(n3, 'pay');
+    assert.equal(forwarding(n2).writer, 'n1');
+    assert.equal(forwarding(n1).forwarded, 0, 'the writer forwards nothing');
+    const before = { n1: writes(n1), n2: writes(n2), n3: writes(n3) };
+    // Over the session and over REST: a read on the same node right after the answer has the write.
+    const s = await SessionClient.connect(n2.url);
+    try {
+      for (let i = 0; i < 10; i++) {
+        s.send({ type: 'register', id: i, service: 'pay', instanceId: `s${i}`, instance: { address: '10.0.0.1', port: 1000 + i } });
+        const a = await s.answer(i);
+        assert.equal(a.type, 'result', JSON.stringify(a));
+        const r = await call(n2.url, 'GET', `/v1/services/pay/instances/s${i}`);
+        assert.equal(r.status, 200, `s${i} on n2 right after its answer`);
+        assert.equal(r.body.modRevision, (a as { revision: number }).revision);
+      }
+      const rest = await call(n3.url, 'PUT', '/v1/services/pay/instances/r1', { address: '10.0.0.2', port: 2000 });
+      assert.equal(rest.status, 200);
+      assert.equal((await call(n3.url, 'GET', '/v1/services/pay/instances/r1')).body.modRevision, rest.body.revision);
+      const gone = await call(n3.url, 'DELETE', '/v1/services/pay/instances/s0');
+      assert.equal(gone.status, 200);
+      assert.equal((await call(n3.url, 'GET', '/v1/services/pay/instances/s0')).status, 404);
+      s.send({ type: 'deregister', id: 100, service: 'pay', instanceId: 's1' });
+      assert.equal((await s.answer(100)).type, 'result');
+    } finally {
+      s.ws.close();
+    }
+    assert.equal(writes(n2), before.n2, 'n2 wrote nothing itself');
+    assert.equal(writes(n3), before.n3, 'n3 wrote nothing itself');
+    assert.ok(writes(n1) - before.n1 >= 13, `n1 made the writes (${writes(n1) - before.n1})`);
+    // The writer's refusal reaches the client as it is (a lease no node knows; a bad body is refused by the first node).
+    const refused = await call(n2.url, 'PUT', '/v1/services/pay/instances/x', { address: '10.0.0.3', port: 3000, leaseId: 'l-unknown' });
+    assert.equal(refused.status, 404, JSON.stringify(refused.body));
+    assert.equal(refused.body.code, 'LEASE_NOT_FOUND');
+    const bad = await call(n2.url, 'PUT', '/v1/services/pay/instances/x', { address: '10.0.0.3', port: 70000 });
+    assert.equal(bad.status, 400);
+    const c = await call(n3.url, 'GET', '/v1/services/pay?consistent=true');
+    assert.deepEqual(c.body.instances.map((x: { id: string }) => x.id).filter((id: string) => !id.startsWith('warm-')), ['r1', ...Array.from({ length: 8 }, (_, i) => `s${i + 2}`)]);
+  } finally {
+    await Promise.all([n1, n2, n3].map((n) => n.close()));
+  }
+});
+
+test('when the writer is gone, the other nodes write themselves', { timeout: 60_000 }, async () => {
+  const [n1, n2, n3] = await threeNodes();
+  try {
+    await untilForwarded(n2, 'pay');
+    await n1.close();
+    // At most the writes in flight on the link are lost (503, retry); then n2 writes itself,
+    // until n1's node key is gone and n2 is the writer for n3.
+    let ok = 0;
+    let unavailable = 0;
+    for (let i = 0; i < 20; i++) {
+      const r = await call(n2.url, 'PUT', `/v1/services/pay/instances/after-${i}`, { address: '10.0.0.4', port: 4000 + i });
+      if (r.status === 200) ok++;
+      else {
+        assert.equal(r.status, 503, JSON.stringify(r.body));
+        unavailable++;
+      }
+    }
+    assert.ok(ok >= 19, `${ok} of 20 writes made, ${unavailable} refused`);
+    const r = await call(n3.url, 'GET', '/v1/services/pay?consistent=true');
+    assert.equal(r.body.instances.filter((x: { id: string }) => x.id.startsWith('after-')).length, ok);
+  } finally {
+    await Promise.all([n1, n2, n3].map((n) => n.close()));
+  }
+});
+
+test('a node\'s link for forwarded writes takes requests, not lease messages', { timeout: 60_000 }, async () => {
+  const [n1, n2, n3] = await threeNodes();
+  try {
+    const ws = new (await import('ws')).WebSocket(`${n1.url.replace('http', 'ws')}/v1/session`, { headers: { [FORWARDED_WRITES_HEADER]: 'n9' } });
+    const inbox: { type: string; problem?: { code: string } }[] = [];
+    ws.on('message', (d) => inbox.push(JSON.parse(String(d))));
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    ws.send(JSON.stringify({ type: 'open', ttlMs: 10_000 }));
+    await waitUntil(() => inbox.length > 0, 5_000, 'the answer to open');
+    assert.equal(inbox[0]?.type, 'error');
+    assert.equal(inbox[0]?.problem?.code, 'FORBIDDEN');
+    ws.close();
+  } finally {
+    await Promise.all([n1, n2, n3].map((n) => n.close()));
+  }
+});
