@@ -126,7 +126,8 @@ export interface Limits {
   cpBatchHoldMs: number;
   /**
    * cp: writes a node has sent to the node that writes for the cluster and waits for at
-   * once; beyond it the node writes itself (0: every node writes itself; docs/cp.md).
+   * once (at most 256, the requests one session runs at once); beyond it the node writes
+   * itself (0: every node writes itself; docs/cp.md).
    */
   cpForwardMaxInflight: number;
   /** ap: most records in one replication batch to a peer. */
@@ -216,7 +217,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   alertRetryMaxMs: 30_000,
   alertWebhookTimeoutMs: 5000,
   cpBatchHoldMs: 2,
-  cpForwardMaxInflight: 4_096,
+  cpForwardMaxInflight: 256,
   apBatchMaxRecords: 1_000,
   apBatchDelayMs: 5,
   apAntiEntropyIntervalMs: 1_000,

@@ -105,7 +105,8 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     const { namespace, service, id } = instanceTarget(req);
     const { input, warnings: unknown } = checkedRegistration(req.body, ctx);
     const warnings = refuseIfStrict(req, unknown);
-    const written = engine.forwardWrite?.({ type: 'register', namespace, service, instanceId: id, instance: req.body }) || engine.register({ namespace, service, id, input });
+    const local = (): Promise<number> => engine.register({ namespace, service, id, input });
+    const written = engine.forwardWrite ? engine.forwardWrite({ type: 'register', namespace, service, instanceId: id, instance: req.body }, local) : local();
     return withWarnings(req, { revision: await written }, warnings);
   });
 
@@ -122,7 +123,8 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     schema: { tags: ['instances'], summary: 'Deregister an instance', params: instanceParams, querystring: nsQuery, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
-    const written = engine.forwardWrite?.({ type: 'deregister', namespace, service, instanceId: id }) || engine.deregister(namespace, service, id);
+    const local = (): Promise<number> => engine.deregister(namespace, service, id);
+    const written = engine.forwardWrite ? engine.forwardWrite({ type: 'deregister', namespace, service, instanceId: id }, local) : local();
     return withWarnings(req, { revision: await written });
   });
 

@@ -175,14 +175,16 @@ export class SessionRequests {
     const namespace = namespaceOf({ namespace: stringField(msg, 'namespace') });
     if (msg.type === 'deregister') {
       const tail = warningsTail(refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, FIELDS.deregister), STRICT));
-      const written = (!s.forwarded && engine.forwardWrite?.({ type: 'deregister', namespace, service, instanceId })) || engine.deregister(namespace, service, instanceId);
+      const local = (): Promise<number> => engine.deregister(namespace, service, instanceId);
+      const written = engine.forwardWrite && !s.forwarded ? engine.forwardWrite({ type: 'deregister', namespace, service, instanceId }, local) : local();
       return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
     }
     if (msg.instance === undefined || msg.instance === null) throw invalid('instance', 'the register request has no instance', 'give the instance as the PUT body would be, such as "instance": {"address": "10.0.0.5", "port": 8080}');
     const { input, warnings } = checkedRegistration(msg.instance, this.ctx, 'instance', unknownFieldWarnings(msg, FIELDS.register));
     const tail = warningsTail(refuseUnknown(msg.strict === true, warnings, STRICT));
     // Checked here first, so that a bad request is answered by this node without a round trip.
-    const written = (!s.forwarded && engine.forwardWrite?.({ type: 'register', namespace, service, instanceId, instance: msg.instance })) || engine.register({ namespace, service, id: instanceId, input });
+    const local = (): Promise<number> => engine.register({ namespace, service, id: instanceId, input });
+    const written = engine.forwardWrite && !s.forwarded ? engine.forwardWrite({ type: 'register', namespace, service, instanceId, instance: msg.instance }, local) : local();
     return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
   }
 

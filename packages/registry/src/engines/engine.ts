@@ -96,9 +96,9 @@ export interface Engine {
   readFreshness?(consistent: boolean): Promise<{ stale: boolean; staleMs: number }>;
   /**
    * cp: sends a registration or deregistration to the node that writes for the cluster
-   * and resolves with its revision once this node's view has it; null when this node
-   * writes it itself (it is that node, or the link to it is not up).
+   * and resolves with its revision once this node's view has it; `local` makes it on this
+   * node instead (it is that node, the link to it is not up, or the writer did not take it).
    */
-  forwardWrite?(w: ForwardedWrite): Promise<number> | null;
+  forwardWrite?(w: ForwardedWrite, local: () => Promise<number>): Promise<number>;
   close(): Promise<void>;
 }

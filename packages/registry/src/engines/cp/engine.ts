@@ -53,7 +53,7 @@ import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, he
 import { QueueFull, TxnBatcher } from './batcher.js';
 import { ForwardFailures, failedForward, refusedForward, type ForwardFailure, type PeerApi } from './forward.js';
 import { GatewayReader } from './gateway.js';
-import { WriterLink } from './writer-link.js';
+import { NotTaken, WriterLink } from './writer-link.js';
 import { Store, StoreUnavailable, isUnavailable, refusalOf, type StoreTls } from './store.js';
 import { View } from './view.js';
 
@@ -972,22 +972,27 @@ export class CpEngine implements Engine {
 
   /**
    * Sends a registration or deregistration to the node that writes for the cluster, the
-   * live node with the smallest id (writer-link.ts); null when this node writes it itself:
-   * it is that node, that node announced no address, or the link is not up or is full.
-   * Answered once this node's view has the write's revision, as a write of its own is.
+   * live node with the smallest id (writer-link.ts), answered once this node's view has
+   * the write's revision, as a write of its own is. `local` makes it on this node instead:
+   * when it is that node, that node announced no address, the link is not up or is full,
+   * or the writer refused the write before making it.
    */
-  forwardWrite(w: ForwardedWrite): Promise<number> | null {
-    if (this.writerLink === null || this.closed || !this.reachable) return null;
+  forwardWrite(w: ForwardedWrite, local: () => Promise<number>): Promise<number> {
+    if (this.writerLink === null || this.closed || !this.reachable) return local();
     let writer = this.nodeId;
     for (const id of this.view.nodes.keys()) if (id < writer) writer = id;
-    if (writer === this.nodeId) return null;
+    if (writer === this.nodeId) return local();
     const to = this.nodeUrl(writer);
     const sent = to === null ? null : this.writerLink.send(writer, to.url, w);
-    if (sent === null) return null;
-    return sent.then(async (revision) => {
-      await this.view.waitFor(revision, this.cfg.callTimeoutMs);
-      return revision;
-    });
+    if (sent === null) return local();
+    return sent.then(
+      async (revision) => {
+        await this.view.waitFor(revision, this.cfg.callTimeoutMs);
+        return revision;
+      },
+      // Refused before it was made (the writer is shutting down, say): made here.
+      (err: unknown) => (err instanceof NotTaken ? local() : Promise.reject(err)),
+    );
   }
 
   private async forwardReport(node: string, namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean } | null> {

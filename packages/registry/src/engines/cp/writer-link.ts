@@ -16,7 +16,7 @@
  * registration sent again changes nothing).
  */
 import WebSocket from 'ws';
-import { ERRORS, SESSION_PATH, SwitchboardError, type ErrorCode } from '@switchboard/protocol';
+import { ERRORS, SESSION_MAX_INFLIGHT_REQUESTS, SESSION_PATH, SwitchboardError, type ErrorCode } from '@switchboard/protocol';
 import { FORWARDED_WRITES_HEADER, type ForwardedWrite } from '../engine.js';
 import type { PeerApi } from './forward.js';
 
@@ -25,7 +25,7 @@ export interface WriterLinkOptions {
   peer: PeerApi;
   /** Longest wait for the writer's answer to one write, and for the link's handshake (ms). */
   timeoutMs: number;
-  /** Writes waiting for the writer's answer at once; beyond it the node writes itself. 0: never forward. */
+  /** Writes waiting for the writer's answer at once (at most a session's SESSION_MAX_INFLIGHT_REQUESTS); beyond it the node writes itself. 0: never forward. */
   maxInflight: number;
   /** After the link failed, how long the node writes itself before it tries the writer again (ms). */
   retryMs: number;
@@ -33,6 +33,12 @@ export interface WriterLinkOptions {
   refusedRetryMs: number;
   log: (level: 'warn' | 'info', msg: string) => void;
 }
+
+/** The writer refused the write before making it (it is shutting down, or the link's session is full): the node makes it itself. */
+export class NotTaken extends Error {}
+
+/** Refusals a session gives a request before running it (its admission): such a write was not made. */
+const NOT_TAKEN: ReadonlySet<string> = new Set(['NOT_READY', 'RATE_LIMITED']);
 
 interface Waiting {
   resolve(revision: number): void;
@@ -75,7 +81,7 @@ export class WriterLink {
     const target = `${writer} ${url}`;
     if (this.target !== target) this.connect(target, url);
     const ws = this.ws;
-    if (!this.open || ws === null || this.waiting.size >= this.opts.maxInflight) return null;
+    if (!this.open || ws === null || this.waiting.size >= Math.min(this.opts.maxInflight, SESSION_MAX_INFLIGHT_REQUESTS)) return null;
     const id = this.nextId++;
     this.forwarded++;
     return new Promise<number>((resolve, reject) => {
@@ -133,12 +139,19 @@ export class WriterLink {
     } catch {
       return;
     }
+    if (m.type === 'goaway') {
+      // The writer is shutting down: the writes waiting are answered, no new one is sent.
+      this.open = false;
+      this.retryAt = Date.now() + this.opts.retryMs;
+      return;
+    }
     if (typeof m.id !== 'number') return;
     const w = this.waiting.get(m.id);
     if (!w) return;
     this.waiting.delete(m.id);
     clearTimeout(w.timer);
     if (m.type === 'result' && typeof m.revision === 'number') return w.resolve(m.revision);
+    if (typeof m.problem?.code === 'string' && NOT_TAKEN.has(m.problem.code)) return w.reject(new NotTaken(String(m.problem.detail)));
     w.reject(problemError(m.problem));
   }
 
