@@ -28,10 +28,11 @@ const writes = (n: CpNode): number => (n.engine.cluster() as unknown as { writeB
 /** Registers through `node` until a write went to the writer (the link opens with the first writes, which the node makes itself). */
 async function untilForwarded(node: CpNode, service: string): Promise<void> {
   let i = 0;
+  const before = forwarding(node).forwarded;
   await waitUntil(async () => {
     const r = await call(node.url, 'PUT', `/v1/services/${service}/instances/warm-${i++}`, { address: '10.0.0.9', port: 9000 });
     assert.equal(r.status, 200, JSON.stringify(r.body));
-    return forwarding(node).forwarded > 0;
+    return forwarding(node).forwarded > before;
   }, 10_000, 'a write forwarded to the writer', { intervalMs: 20 });
 }
 
@@ -76,6 +77,24 @@ test('writes through the other nodes are made by the writer, and each node answe
     assert.equal(bad.status, 400);
     const c = await call(n3.url, 'GET', '/v1/services/pay?consistent=true');
     assert.deepEqual(c.body.instances.map((x: { id: string }) => x.id).filter((id: string) => !id.startsWith('warm-')), ['r1', ...Array.from({ length: 8 }, (_, i) => `s${i + 2}`)]);
+  } finally {
+    await Promise.all([n1, n2, n3].map((n) => n.close()));
+  }
+});
+
+test('a link that failed is made again: after a second of writing itself the node forwards again', { timeout: 60_000 }, async () => {
+  const [n1, n2, n3] = await threeNodes();
+  try {
+    await untilForwarded(n2, 'pay');
+    const link = (n2.engine as unknown as { writerLink: { ws: { terminate(): void } | null } }).writerLink;
+    link.ws?.terminate();
+    await waitUntil(() => forwarding(n2).writer === null, 5_000, 'the link seen down');
+    const before = forwarding(n2).forwarded;
+    const t0 = performance.now();
+    await untilForwarded(n2, 'pay-again');
+    assert.ok(forwarding(n2).forwarded > before);
+    assert.ok(performance.now() - t0 < 10_000);
+    assert.equal(forwarding(n2).writer, 'n1');
   } finally {
     await Promise.all([n1, n2, n3].map((n) => n.close()));
   }

@@ -79,7 +79,8 @@ export class WriterLink {
   send(writer: string, url: string, w: ForwardedWrite): Promise<number> | null {
     if (this.closed || this.opts.maxInflight <= 0) return null;
     const target = `${writer} ${url}`;
-    if (this.target !== target) this.connect(target, url);
+    // Another writer: at once; the same one after a failure: once retryMs have passed.
+    if (this.target !== target || (this.ws === null && Date.now() >= this.retryAt)) this.connect(target, url);
     const ws = this.ws;
     if (!this.open || ws === null || this.waiting.size >= Math.min(this.opts.maxInflight, SESSION_MAX_INFLIGHT_REQUESTS)) return null;
     const id = this.nextId++;
@@ -104,7 +105,6 @@ export class WriterLink {
 
   private connect(target: string, url: string): void {
     if (this.ws) this.fail(this.ws, 'the writer changed', true);
-    if (Date.now() < this.retryAt && this.target === target) return;
     this.target = target;
     const token = this.opts.peer.token();
     const headers: Record<string, string> = { [FORWARDED_WRITES_HEADER]: this.opts.nodeId };
