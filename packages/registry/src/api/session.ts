@@ -157,9 +157,10 @@ export class Sessions {
       const request = text === null ? null : parseRequest(text);
       if (request !== null) return this.requests.handle(session, request);
       if (session.forwarded) {
-        // A node's link for forwarded writes carries requests only: no lease on it.
+        // A node's link for forwarded writes carries requests only: anything else ends it.
         const problem = new SwitchboardError('FORBIDDEN', 'this session was opened for writes forwarded by another node: it takes requests, not lease messages', { hint: 'open a session without the x-switchboard-forwarded-writes header' });
         session.send({ type: 'error', problem: problem.toProblem(), ...requestOf(text) });
+        socket.close(1008, 'requests only');
         return;
       }
       if (session.pending >= SESSION_MAX_PENDING_MESSAGES) {

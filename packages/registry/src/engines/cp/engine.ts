@@ -210,7 +210,7 @@ export class CpEngine implements Engine {
     this.reports = new ReportBook({ windowMs: opts.limits.reportWindowMs, minReporters: opts.limits.reportMinReporters, maxReportersPerInstance: opts.limits.maxReportersPerInstance });
     this.forwardFailures = new ForwardFailures((msg) => opts.log?.('warn', msg));
     this.writerLink = opts.peerApi
-      ? new WriterLink({ nodeId: this.nodeId, peer: opts.peerApi, timeoutMs: this.cfg.writeTimeoutMs, maxInflight: opts.limits.cpForwardMaxInflight, retryMs: WRITER_RETRY_MS, refusedRetryMs: WRITER_REFUSED_RETRY_MS, log: (level, msg) => opts.log?.(level, msg) })
+      ? new WriterLink({ nodeId: this.nodeId, peer: opts.peerApi, timeoutMs: 2 * (this.cfg.writeTimeoutMs + this.cfg.callTimeoutMs) + this.cfg.consistentTimeoutMs, handshakeTimeoutMs: this.cfg.writeTimeoutMs, maxMessageBytes: opts.limits.maxSessionMessageBytes, maxInflight: opts.limits.cpForwardMaxInflight, retryMs: WRITER_RETRY_MS, refusedRetryMs: WRITER_REFUSED_RETRY_MS, log: (level, msg) => opts.log?.(level, msg) })
       : null;
     this.probeTimer = setInterval(() => void this.probe(), this.cfg.probeIntervalMs);
     this.probeTimer.unref();

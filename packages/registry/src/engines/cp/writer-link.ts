@@ -23,8 +23,16 @@ import type { PeerApi } from './forward.js';
 export interface WriterLinkOptions {
   nodeId: string;
   peer: PeerApi;
-  /** Longest wait for the writer's answer to one write, and for the link's handshake (ms). */
+  /**
+   * Longest wait for the writer's answer to one write (ms): longer than the writer may take
+   * to make it (its queue, the transaction, its view, a barrier). A write not answered in
+   * time gets 503; the link is ended only when nothing at all came from the writer that long.
+   */
   timeoutMs: number;
+  /** Longest wait for the link's handshake (ms). */
+  handshakeTimeoutMs: number;
+  /** Largest session message the writer takes (limits.maxSessionMessageBytes): a larger write is made locally. */
+  maxMessageBytes: number;
   /** Writes waiting for the writer's answer at once (at most a session's SESSION_MAX_INFLIGHT_REQUESTS); beyond it the node writes itself. 0: never forward. */
   maxInflight: number;
   /** After the link failed, how long the node writes itself before it tries the writer again (ms). */
@@ -64,6 +72,8 @@ export class WriterLink {
   private readonly waiting = new Map<number, Waiting>();
   private retryAt = 0;
   private closed = false;
+  /** When the writer last sent anything on the link (performance.now()). */
+  private heardAt = 0;
 
   constructor(private readonly opts: WriterLinkOptions) {}
 
@@ -84,17 +94,20 @@ export class WriterLink {
     const ws = this.ws;
     if (!this.open || ws === null || this.waiting.size >= Math.min(this.opts.maxInflight, SESSION_MAX_INFLIGHT_REQUESTS)) return null;
     const id = this.nextId++;
+    const text = JSON.stringify({ ...w, id });
+    // A body the writer's session would refuse (and close the link over) is made here.
+    if (Buffer.byteLength(text) > this.opts.maxMessageBytes) return null;
     this.forwarded++;
     return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (!this.waiting.delete(id)) return;
         this.lost++;
         reject(unknownOutcome(writer, `no answer within ${this.opts.timeoutMs} ms`));
-        // A writer that answers nothing is stuck or cut off: write locally for a while.
-        this.fail(ws, `node ${writer} did not answer a forwarded write within ${this.opts.timeoutMs} ms`);
+        // A writer that sent nothing at all meanwhile is stuck or cut off: write locally for a while.
+        if (performance.now() - this.heardAt >= this.opts.timeoutMs) this.fail(ws, `node ${writer} sent nothing on the link for forwarded writes for ${this.opts.timeoutMs} ms`);
       }, this.opts.timeoutMs);
       this.waiting.set(id, { resolve, reject, timer });
-      ws.send(JSON.stringify({ ...w, id }));
+      ws.send(text);
     });
   }
 
@@ -111,14 +124,16 @@ export class WriterLink {
     if (token !== null) headers.authorization = `Bearer ${token}`;
     const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${SESSION_PATH}`, {
       perMessageDeflate: false,
-      handshakeTimeout: this.opts.timeoutMs,
+      handshakeTimeout: this.opts.handshakeTimeoutMs,
       headers,
       ...(this.opts.peer.ca ? { ca: this.opts.peer.ca } : {}),
     });
     this.ws = ws;
     this.open = false;
     ws.on('open', () => {
-      if (this.ws === ws) this.open = true;
+      if (this.ws !== ws) return;
+      this.open = true;
+      this.heardAt = performance.now();
     });
     ws.on('message', (data) => this.answer(String(data)));
     ws.on('unexpected-response', (_req, res) => {
@@ -133,11 +148,16 @@ export class WriterLink {
   }
 
   private answer(text: string): void {
+    this.heardAt = performance.now();
     let m: AnswerMessage;
     try {
       m = JSON.parse(text) as AnswerMessage;
     } catch {
       return;
+    }
+    if (m.type === 'error' && m.id === undefined && this.ws !== null) {
+      // The writer refused the session itself (it holds too many, or is shutting down).
+      return this.fail(this.ws, `node ${this.target?.split(' ')[0] ?? '?'} refused the link for forwarded writes (${String(m.problem?.code)})`);
     }
     if (m.type === 'goaway') {
       // The writer is shutting down: the writes waiting are answered, no new one is sent.
