@@ -21,6 +21,7 @@ import {
 } from '@switchboard/protocol';
 import { denialText, targetHost, type CheckNetworks } from '../health/networks.js';
 import { errorResponses, type ApiContext } from './context.js';
+import { writeThrough } from '../engines/engine.js';
 import { instanceTarget, namespaceOf, refuseIfStrict, withWarnings, type Query } from './query.js';
 
 type Params = Record<string, string>;
@@ -105,8 +106,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     const { namespace, service, id } = instanceTarget(req);
     const { input, warnings: unknown } = checkedRegistration(req.body, ctx);
     const warnings = refuseIfStrict(req, unknown);
-    const local = (): Promise<number> => engine.register({ namespace, service, id, input });
-    const written = engine.forwardWrite ? engine.forwardWrite({ type: 'register', namespace, service, instanceId: id, instance: req.body }, local) : local();
+    const written = writeThrough(engine, { type: 'register', namespace, service, instanceId: id, instance: req.body }, () => engine.register({ namespace, service, id, input }));
     return withWarnings(req, { revision: await written }, warnings);
   });
 
@@ -123,8 +123,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     schema: { tags: ['instances'], summary: 'Deregister an instance', params: instanceParams, querystring: nsQuery, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
-    const local = (): Promise<number> => engine.deregister(namespace, service, id);
-    const written = engine.forwardWrite ? engine.forwardWrite({ type: 'deregister', namespace, service, instanceId: id }, local) : local();
+    const written = writeThrough(engine, { type: 'deregister', namespace, service, instanceId: id }, () => engine.deregister(namespace, service, id));
     return withWarnings(req, { revision: await written });
   });
 

@@ -21,6 +21,7 @@ import {
 } from '@switchboard/protocol';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ApiContext } from './context.js';
+import { writeThrough } from '../engines/engine.js';
 import { toSwitchboardError } from './problem.js';
 import { namespaceOf, refuseUnknown, serviceParam, serviceQuery, type Query } from './query.js';
 import { currentAnswer } from './routes-read.js';
@@ -176,7 +177,7 @@ export class SessionRequests {
     if (msg.type === 'deregister') {
       const tail = warningsTail(refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, FIELDS.deregister), STRICT));
       const local = (): Promise<number> => engine.deregister(namespace, service, instanceId);
-      const written = engine.forwardWrite && !s.forwarded ? engine.forwardWrite({ type: 'deregister', namespace, service, instanceId }, local) : local();
+      const written = s.forwarded ? local() : writeThrough(engine, { type: 'deregister', namespace, service, instanceId }, local);
       return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
     }
     if (msg.instance === undefined || msg.instance === null) throw invalid('instance', 'the register request has no instance', 'give the instance as the PUT body would be, such as "instance": {"address": "10.0.0.5", "port": 8080}');
@@ -184,7 +185,7 @@ export class SessionRequests {
     const tail = warningsTail(refuseUnknown(msg.strict === true, warnings, STRICT));
     // Checked here first, so that a bad request is answered by this node without a round trip.
     const local = (): Promise<number> => engine.register({ namespace, service, id: instanceId, input });
-    const written = engine.forwardWrite && !s.forwarded ? engine.forwardWrite({ type: 'register', namespace, service, instanceId, instance: msg.instance }, local) : local();
+    const written = s.forwarded ? local() : writeThrough(engine, { type: 'register', namespace, service, instanceId, instance: msg.instance }, local);
     return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
   }
 

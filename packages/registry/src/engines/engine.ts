@@ -27,6 +27,11 @@ export interface ForwardedWrite {
   instance?: unknown;
 }
 
+/** Makes a write through the node that writes for the cluster where the engine has one (cp), else `local()`. */
+export function writeThrough(engine: Pick<Engine, 'forwardWrite'>, w: ForwardedWrite, local: () => Promise<number>): Promise<number> {
+  return engine.forwardWrite ? engine.forwardWrite(w, local) : local();
+}
+
 /** Told of each lease that ends (expired or revoked), after it is durable. */
 export type LeaseEndedListener = (leaseId: string, reason: 'lease_expired' | 'lease_revoked') => void;
 

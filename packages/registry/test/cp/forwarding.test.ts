@@ -22,6 +22,16 @@ after(async () => {
 /** Three nodes as the agent makes them (with the API of the others to call): n1 writes for all. */
 const threeNodes = async (): Promise<[CpNode, CpNode, CpNode]> => (await startThree(etcd)) as [CpNode, CpNode, CpNode];
 
+/** Runs `body` on three fresh nodes and closes them afterwards, whatever happens. */
+async function withThreeNodes(body: (n1: CpNode, n2: CpNode, n3: CpNode) => Promise<void>): Promise<void> {
+  const nodes = await threeNodes();
+  try {
+    await body(...nodes);
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+  }
+}
+
 const forwarding = (n: CpNode): { writer: string | null; forwarded: number; lost: number } => (n.engine.cluster() as unknown as { writeForwarding: { writer: string | null; forwarded: number; lost: number } }).writeForwarding;
 const writes = (n: CpNode): number => (n.engine.cluster() as unknown as { writeBatches: { writes: number } }).writeBatches.writes;
 
@@ -36,9 +46,8 @@ async function untilForwarded(node: CpNode, service: string): Promise<void> {
   }, 10_000, 'a write forwarded to the writer', { intervalMs: 20 });
 }
 
-test('writes through the other nodes are made by the writer, and each node answers once its own view has them', { timeout: 60_000 }, async () => {
-  const [n1, n2, n3] = await threeNodes();
-  try {
+test('writes through the other nodes are made by the writer, and each node answers once its own view has them', { timeout: 60_000 }, () =>
+  withThreeNodes(async (n1, n2, n3) => {
     await untilForwarded(n2, 'pay');
     await untilForwarded(n3, 'pay');
     assert.equal(forwarding(n2).writer, 'n1');
@@ -77,14 +86,10 @@ test('writes through the other nodes are made by the writer, and each node answe
     assert.equal(bad.status, 400);
     const c = await call(n3.url, 'GET', '/v1/services/pay?consistent=true');
     assert.deepEqual(c.body.instances.map((x: { id: string }) => x.id).filter((id: string) => !id.startsWith('warm-')), ['r1', ...Array.from({ length: 8 }, (_, i) => `s${i + 2}`)]);
-  } finally {
-    await Promise.all([n1, n2, n3].map((n) => n.close()));
-  }
-});
+  }));
 
-test('a link that failed is made again: after a second of writing itself the node forwards again', { timeout: 60_000 }, async () => {
-  const [n1, n2, n3] = await threeNodes();
-  try {
+test('a link that failed is made again: after a second of writing itself the node forwards again', { timeout: 60_000 }, () =>
+  withThreeNodes(async (n1, n2, n3) => {
     await untilForwarded(n2, 'pay');
     const link = (n2.engine as unknown as { writerLink: { ws: { terminate(): void } | null } }).writerLink;
     link.ws?.terminate();
@@ -95,14 +100,10 @@ test('a link that failed is made again: after a second of writing itself the nod
     assert.ok(forwarding(n2).forwarded > before);
     assert.ok(performance.now() - t0 < 10_000);
     assert.equal(forwarding(n2).writer, 'n1');
-  } finally {
-    await Promise.all([n1, n2, n3].map((n) => n.close()));
-  }
-});
+  }));
 
-test('when the writer is gone, the other nodes write themselves', { timeout: 60_000 }, async () => {
-  const [n1, n2, n3] = await threeNodes();
-  try {
+test('when the writer is gone, the other nodes write themselves', { timeout: 60_000 }, () =>
+  withThreeNodes(async (n1, n2, n3) => {
     await untilForwarded(n2, 'pay');
     await n1.close();
     // At most the writes in flight on the link are lost (503, retry); then n2 writes itself,
@@ -120,14 +121,10 @@ test('when the writer is gone, the other nodes write themselves', { timeout: 60_
     assert.ok(ok >= 19, `${ok} of 20 writes made, ${unavailable} refused`);
     const r = await call(n3.url, 'GET', '/v1/services/pay?consistent=true');
     assert.equal(r.body.instances.filter((x: { id: string }) => x.id.startsWith('after-')).length, ok);
-  } finally {
-    await Promise.all([n1, n2, n3].map((n) => n.close()));
-  }
-});
+  }));
 
-test('a node\'s link for forwarded writes takes requests, not lease messages', { timeout: 60_000 }, async () => {
-  const [n1, n2, n3] = await threeNodes();
-  try {
+test('a node\'s link for forwarded writes takes requests, not lease messages', { timeout: 60_000 }, () =>
+  withThreeNodes(async (n1, n2, n3) => {
     const ws = new (await import('ws')).WebSocket(`${n1.url.replace('http', 'ws')}/v1/session`, { headers: { [FORWARDED_WRITES_HEADER]: 'n9' } });
     const inbox: { type: string; problem?: { code: string } }[] = [];
     ws.on('message', (d) => inbox.push(JSON.parse(String(d))));
@@ -140,7 +137,4 @@ test('a node\'s link for forwarded writes takes requests, not lease messages', {
     assert.equal(inbox[0]?.type, 'error');
     assert.equal(inbox[0]?.problem?.code, 'FORBIDDEN');
     ws.close();
-  } finally {
-    await Promise.all([n1, n2, n3].map((n) => n.close()));
-  }
-});
+  }));

@@ -66,7 +66,9 @@ export class WriterLink {
   forwarded = 0;
   lost = 0;
   private ws: WebSocket | null = null;
-  private target: string | null = null;
+  /** The writer the link goes (or went) to, and its API's base URL. */
+  private node: string | null = null;
+  private url: string | null = null;
   private open = false;
   private nextId = 0;
   private readonly waiting = new Map<number, Waiting>();
@@ -79,7 +81,7 @@ export class WriterLink {
 
   /** The node the link goes to, when it is up. */
   get writer(): string | null {
-    return this.open ? (this.target?.split(' ')[0] ?? null) : null;
+    return this.open ? this.node : null;
   }
 
   /**
@@ -88,9 +90,8 @@ export class WriterLink {
    */
   send(writer: string, url: string, w: ForwardedWrite): Promise<number> | null {
     if (this.closed || this.opts.maxInflight <= 0) return null;
-    const target = `${writer} ${url}`;
     // Another writer: at once; the same one after a failure: once retryMs have passed.
-    if (this.target !== target || (this.ws === null && Date.now() >= this.retryAt)) this.connect(target, url);
+    if (this.node !== writer || this.url !== url || (this.ws === null && Date.now() >= this.retryAt)) this.connect(writer, url);
     const ws = this.ws;
     if (!this.open || ws === null || this.waiting.size >= Math.min(this.opts.maxInflight, SESSION_MAX_INFLIGHT_REQUESTS)) return null;
     const id = this.nextId++;
@@ -116,9 +117,10 @@ export class WriterLink {
     if (this.ws) this.fail(this.ws, 'the node is shutting down', true);
   }
 
-  private connect(target: string, url: string): void {
+  private connect(writer: string, url: string): void {
     if (this.ws) this.fail(this.ws, 'the writer changed', true);
-    this.target = target;
+    this.node = writer;
+    this.url = url;
     const token = this.opts.peer.token();
     const headers: Record<string, string> = { [FORWARDED_WRITES_HEADER]: this.opts.nodeId };
     if (token !== null) headers.authorization = `Bearer ${token}`;
@@ -138,13 +140,12 @@ export class WriterLink {
     ws.on('message', (data) => this.answer(String(data)));
     ws.on('unexpected-response', (_req, res) => {
       const refused = res.statusCode === 401 || res.statusCode === 403;
-      const writer = target.split(' ')[0];
       if (!refused) return this.fail(ws, `node ${writer} refused the link for forwarded writes (HTTP ${res.statusCode})`);
       // A forward token may forward consumer reports only (docs/cp.md): with one, each node writes itself.
       this.fail(ws, `node ${writer} refused this node's token for forwarded writes (HTTP ${res.statusCode}): a token of scope forward forwards consumer reports only, so each node makes its own writes (docs/cp.md, One node writes)`, false, this.opts.refusedRetryMs);
     });
-    ws.on('error', (err) => this.fail(ws, `the link to node ${target.split(' ')[0]} for forwarded writes failed: ${err.message}`));
-    ws.on('close', () => this.fail(ws, `the link to node ${target.split(' ')[0]} for forwarded writes closed`));
+    ws.on('error', (err) => this.fail(ws, `the link to node ${writer} for forwarded writes failed: ${err.message}`));
+    ws.on('close', () => this.fail(ws, `the link to node ${writer} for forwarded writes closed`));
   }
 
   private answer(text: string): void {
@@ -157,7 +158,7 @@ export class WriterLink {
     }
     if (m.type === 'error' && m.id === undefined && this.ws !== null) {
       // The writer refused the session itself (it holds too many, or is shutting down).
-      return this.fail(this.ws, `node ${this.target?.split(' ')[0] ?? '?'} refused the link for forwarded writes (${String(m.problem?.code)})`);
+      return this.fail(this.ws, `node ${this.node ?? '?'} refused the link for forwarded writes (${String(m.problem?.code)})`);
     }
     if (m.type === 'goaway') {
       // The writer is shutting down: the writes waiting are answered, no new one is sent.
@@ -178,7 +179,7 @@ export class WriterLink {
   /** Ends the link; writes waiting for an answer may have been made (503). `quiet`: nothing worth a log line. */
   private fail(ws: WebSocket, why: string, quiet = false, retryMs = this.opts.retryMs): void {
     if (this.ws !== ws) return;
-    const writer = this.target?.split(' ')[0] ?? '?';
+    const writer = this.node ?? '?';
     const wasOpen = this.open;
     this.ws = null;
     this.open = false;
