@@ -180,6 +180,16 @@ export function targets(out) {
     // well, the line above is the stricter one).
     const clusters = peerBest(rd, 'throughput', (r) => (r.system === 'etcd3' || r.system === 'zookeeper3') && r.readMode !== 'curator' && r.readMode !== 'linearizable');
     if (sb !== null && clusters) res.push({ target: "reads ≥ 1.5x the best 3-member cluster (the issue's reference figures: ZooKeeper ensemble bare listings, etcd cluster serializable)", value: `${rowName(row)} ${int(sb)}/s${restAside(rd)} vs ${clusters.name} ${int(clusters.v)}/s = ${ratio(sb / clusters.v)}`, met: sb / clusters.v >= 1.5 });
+    // Like for like: a bare listing tells the client which instances there are and no more;
+    // Switchboard's endpoints-only read (the `fields` projection) tells it that and where
+    // each one listens. Judged separately, never instead of the full answer's lines above.
+    const ep = rd.rows.find((r) => r.system === 'switchboard' && r.readMode === 'session-endpoints');
+    const epv = med(ep?.summary?.throughput);
+    for (const sys of ['zookeeper', 'zookeeper3']) {
+      const bare = rd.rows.find((r) => r.system === sys && r.readMode === 'bare');
+      const bv = med(bare?.summary?.throughput);
+      if (epv !== null && epv !== undefined && bv !== null && bv !== undefined) res.push({ target: `reads like for like ≥ 1.5x ${rowName(bare)} (Switchboard answering the endpoints only, a bare listing the names only)`, value: `${rowName(ep)} ${int(epv)}/s vs ${int(bv)}/s = ${ratio(epv / bv)}`, met: epv / bv >= 1.5 });
+    }
   }
   const wa = found('watch', 200);
   if (wa) {

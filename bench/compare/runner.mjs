@@ -46,7 +46,7 @@ const REGISTER_VARIANTS = {
 
 /** Variants of one workload per system kind (read consistency / read style). */
 const READ_VARIANTS = {
-  switchboard: [{ variant: 'REST', readMode: 'rest' }, { variant: 'session', readMode: 'session' }],
+  switchboard: [{ variant: 'REST', readMode: 'rest' }, { variant: 'session', readMode: 'session' }, { variant: 'session, endpoints only', readMode: 'session-endpoints' }],
   etcd: [{ variant: 'serializable', readMode: 'serializable' }, { variant: 'linearizable', readMode: 'linearizable' }],
   zookeeper: [{ variant: 'Curator: children + data', readMode: 'curator' }, { variant: 'bare getChildren', readMode: 'bare' }],
 };
@@ -64,7 +64,7 @@ export const WORKLOADS = {
   read: {
     title: 'discovery reads (20 instances)',
     unit: 'reads/s',
-    measures: '64 reader processes read the full instance list of a 20-instance service in a closed loop. etcd: prefix range, serializable (member-local) and linearizable; ZooKeeper: getChildren + getData of each child (Curator) and getChildren alone; Switchboard: GET /v1/services/{service} (REST) and the same read as a request on a session WebSocket (session; ratios are taken against this row), the answer\'s JSON parsed either way.',
+    measures: '64 reader processes read the full instance list of a 20-instance service in a closed loop. etcd: prefix range, serializable (member-local) and linearizable; ZooKeeper: getChildren + getData of each child (Curator) and getChildren alone; Switchboard: GET /v1/services/{service} (REST), the same read as a request on a session WebSocket (session; ratios are taken against this row), and that read with `fields: ["address","port"]` (session, endpoints only: the id, address and port of each instance, what a client needs to connect; the like-for-like row for a bare listing, which gives the names only), the answer\'s JSON parsed in every case.',
     why: 'Clients without a watch (or with a cache miss) read the list on every call or on a timer; this is the registry\'s most frequent request.',
   },
   watch: {

@@ -257,11 +257,13 @@ export async function createDriver(target) {
       };
     },
     async reader({ mode } = {}) {
-      if (mode === 'session') {
+      if (mode === 'session' || mode === 'session-endpoints') {
         const session = await openSession(url, 0, { lease: false });
+        // Endpoints only: the `fields` projection (docs/api.md), id, address and port.
+        const fields = mode === 'session-endpoints' ? ',"fields":["address","port"]' : '';
         return {
           async read(service) {
-            const r = await session.request((id) => `{"type":"read","id":${id},"service":"${service}"}`);
+            const r = await session.request((id) => `{"type":"read","id":${id},"service":"${service}"${fields}}`);
             return r.answer.instances.length;
           },
           async close() {

@@ -83,6 +83,12 @@ export const instanceSchema = {
   },
 } as const;
 
+/**
+ * The fields of an instance in the order answers give them: the names a read's `fields`
+ * projection may choose from (`id` is always answered).
+ */
+export const INSTANCE_FIELDS = Object.freeze(Object.keys(instanceSchema.properties)) as readonly (keyof typeof instanceSchema.properties)[];
+
 export const problemSchema = {
   type: 'object',
   description: 'application/problem+json',

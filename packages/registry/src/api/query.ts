@@ -1,5 +1,5 @@
 /** Parsing of query parameters into checked values (unknown parameters are ignored). */
-import { SwitchboardError, capWarnings } from '@switchboard/protocol';
+import { INSTANCE_FIELDS, SwitchboardError, capWarnings, closestField } from '@switchboard/protocol';
 import {
   DEFAULT_NAMESPACE,
   invalid,
@@ -57,7 +57,38 @@ export function serviceQuery(q: Query, limits: Limits): ServiceQuery {
   }
   const versionText = single(q, 'version');
   const version = versionText === undefined || versionText === '' ? null : validateVersionRange(versionText);
-  return { healthy: bool(q, 'healthy'), zone, tags: [...tags].sort(), version };
+  return { healthy: bool(q, 'healthy'), zone, tags: [...tags].sort(), version, fields: fieldsParam(q) };
+}
+
+/** Distinct `fields` texts whose parsed projection is kept (a read path parses it once). */
+const MAX_CACHED_PROJECTIONS = 64;
+const projections = new Map<string, readonly string[] | null>();
+
+/**
+ * The `fields` projection of a read (`fields=address,port`, repeatable): the instance
+ * fields to answer, `id` always among them, in the answers' own order; null (every field)
+ * when absent or empty.
+ */
+export function fieldsParam(q: Query): readonly string[] | null {
+  const v = q.fields;
+  if (v === undefined) return null;
+  const text = Array.isArray(v) ? v.join(',') : v;
+  const hit = projections.get(text);
+  if (hit !== undefined) return hit;
+  const names = text
+    .split(',')
+    .map((n) => n.trim())
+    .filter((n) => n !== '');
+  const known: readonly string[] = INSTANCE_FIELDS;
+  for (const n of names) {
+    if (known.includes(n)) continue;
+    const close = closestField(n, known);
+    throw invalid('fields', `${JSON.stringify(n.slice(0, 64))} in fields is not a field of an instance`, `${close ? `did you mean ${close}? ` : ''}choose among ${known.join(', ')}, such as fields=address,port`);
+  }
+  const wanted = new Set(names);
+  const fields = names.length === 0 ? null : Object.freeze(known.filter((f) => f === 'id' || wanted.has(f)));
+  if (projections.size < MAX_CACHED_PROJECTIONS && text.length <= 256) projections.set(text, fields);
+  return fields;
 }
 
 /** A duration parameter (`wait=30s`), at most `max` (the limit `limit`). */

@@ -17,6 +17,7 @@ const serviceQuerySchema = {
     zone: { type: 'string' },
     tag: { type: 'array', items: { type: 'string' }, description: 'repeatable; all must match' },
     version: { type: 'string', description: 'npm semver range' },
+    fields: { type: 'array', items: { type: 'string' }, description: '(extension) answer only these instance fields, comma-separated or repeated (id is always answered)' },
     consistent: { type: 'boolean' },
     index: { type: 'integer', description: 'blocking query: answer once the service revision exceeds it' },
     wait: { type: 'string', description: 'blocking query: longest wait, like 30s (default 60s, at most 5m)' },
@@ -106,8 +107,9 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
 export function currentAnswer(ctx: ApiContext, namespace: string, service: string, filter: ServiceQuery, fresh: { stale: boolean; staleMs: number } | undefined): { revision: number; stale: boolean; body: () => string | Buffer } {
   const reg = ctx.engine.registry;
   const svc = reg.service(namespace, service);
-  const revision = reg.serviceRevision(namespace, service);
-  const protectThreshold = reg.serviceSettings(namespace, service)?.protectThreshold ?? null;
+  const revision = svc?.revision ?? reg.serviceRevision(namespace, service);
+  // A protect threshold only ever widens a healthy=true answer.
+  const protectThreshold = filter.healthy ? (reg.serviceSettings(namespace, service)?.protectThreshold ?? null) : null;
   if (fresh?.stale) {
     const staleMs = Math.round(fresh.staleMs);
     return { revision, stale: true, body: () => `${serviceAnswerJson(svc, service, revision, filter, protectThreshold, reg.epoch).slice(0, -1)},"stale":true,"staleMs":${staleMs}}` };

@@ -57,14 +57,14 @@ export type RawRequest = Record<string, unknown> & { type: SessionRequestType };
 const FIELDS: Record<SessionRequestType, readonly string[]> = {
   register: ['type', 'id', 'service', 'instanceId', 'namespace', 'instance', 'strict', 'traceparent', 'tracestate'],
   deregister: ['type', 'id', 'service', 'instanceId', 'namespace', 'strict', 'traceparent', 'tracestate'],
-  read: ['type', 'id', 'service', 'namespace', 'healthy', 'zone', 'tag', 'version', 'consistent', 'strict', 'traceparent', 'tracestate'],
+  read: ['type', 'id', 'service', 'namespace', 'healthy', 'zone', 'tag', 'version', 'fields', 'consistent', 'strict', 'traceparent', 'tracestate'],
 };
 
 /** Each request type's route in metrics and span names: the session's path and the type. */
 const ROUTES = Object.fromEntries(SESSION_REQUEST_TYPES.map((t) => [t, `${SESSION_PATH}#${t}`])) as Record<SessionRequestType, string>;
 
 /** The filters of a read: the query parameters of GET /v1/services/{service}, typed. */
-const READ_PARAMS = { healthy: 'boolean', zone: 'string', tag: 'strings', version: 'string', consistent: 'boolean' } as const;
+const READ_PARAMS = { healthy: 'boolean', zone: 'string', tag: 'strings', version: 'string', fields: 'strings', consistent: 'boolean' } as const;
 
 /**
  * The message when it is a request (its `type` one of SESSION_REQUEST_TYPES); null for

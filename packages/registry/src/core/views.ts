@@ -1,13 +1,20 @@
 /**
- * Read models: service answers filtered as api-v1.md describes and serialised once per
- * service revision and filter (instances reuse their own cached JSON).
+ * Read models: service answers filtered as api-v1.md describes (and projected to chosen
+ * fields, an extension) and serialised once per service revision and query (instances
+ * reuse their own cached JSON when every field is asked for).
  */
 import { isHealthy, matchesFilter, type Instance, type InstanceFilter } from '@switchboard/protocol';
 import type { InstanceRecord, ServiceState } from './registry.js';
 
-export type ServiceQuery = InstanceFilter;
+export interface ServiceQuery extends InstanceFilter {
+  /**
+   * The instance fields to answer (the `fields` projection): `id` first, then the others in
+   * the order of INSTANCE_FIELDS; null or absent for every field.
+   */
+  fields?: readonly string[] | null;
+}
 
-export const NO_FILTER: ServiceQuery = Object.freeze({ healthy: false, zone: null, tags: [], version: null });
+export const NO_FILTER: ServiceQuery = Object.freeze({ healthy: false, zone: null, tags: [], version: null, fields: null });
 
 /** Distinct filters cached per service; further ones are serialised per request. */
 const MAX_CACHED_FILTERS = 16;
@@ -24,9 +31,20 @@ export { isHealthy };
 export const matches = (i: Instance, q: ServiceQuery): boolean => matchesFilter(i, q);
 
 function queryKey(q: ServiceQuery): string {
+  // The usual reads (no filter; or only a projection, whose names are checked instance
+  // field names) without building JSON: such a key never starts with "[".
+  if (!q.healthy && q.zone === null && q.tags.length === 0 && q.version === null) return q.fields ? q.fields.join(',') : '';
   // Unambiguous: tags may contain "," and "|" (`tag=a,b` and `tag=a&tag=b` are different
   // filters, and shared one cached answer when the key joined them with separators).
-  return JSON.stringify([q.healthy, q.zone ?? null, q.tags, q.version ?? null]);
+  return JSON.stringify([q.healthy, q.zone ?? null, q.tags, q.version ?? null, q.fields ?? null]);
+}
+
+/** An instance's JSON with only the given fields (absent optional ones left out). */
+function projectedJson(i: Instance, fields: readonly string[]): string {
+  const out: Record<string, unknown> = {};
+  const all = i as unknown as Record<string, unknown>;
+  for (const f of fields) if (all[f] !== undefined) out[f] = all[f];
+  return JSON.stringify(out);
 }
 
 /** The instances of a service that match a query, sorted by id. */
@@ -69,7 +87,9 @@ export function serviceAnswerJson(svc: ServiceState | undefined, name: string, r
   if (hit !== undefined) return hit;
   const widened = q.healthy && protectThreshold !== null ? protectedSelection(svc, q, protectThreshold) : null;
   const records = widened ?? selectInstances(svc, q);
-  const body = `{"service":${JSON.stringify(name)},"revision":${svc.revision},"instances":[${records.map((r) => r.json).join(',')}]${widened ? ',"protected":true' : ''}${tail}}`;
+  const fields = q.fields ?? null;
+  const items = fields === null ? records.map((r) => r.json) : records.map((r) => projectedJson(r.instance, fields));
+  const body = `{"service":${JSON.stringify(name)},"revision":${svc.revision},"instances":[${items.join(',')}]${widened ? ',"protected":true' : ''}${tail}}`;
   if (cache.answers.size < MAX_CACHED_FILTERS) cache.answers.set(key, body);
   return body;
 }

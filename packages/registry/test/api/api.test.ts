@@ -64,6 +64,37 @@ test('three instances (two on one lease, one persistent) can be listed and filte
   assert.equal((await call(u, 'PUT', `/v1/leases/${leaseId}/keepalive`)).body.code, 'LEASE_NOT_FOUND');
 });
 
+test('fields= answers only the chosen instance fields (id always), filters and caches per projection, and names a wrong field', async () => {
+  const u = node.url;
+  await call(u, 'PUT', '/v1/services/proj/instances/p2', { address: '10.0.9.2', port: 82, zone: 'z2', tags: ['t'] });
+  await call(u, 'PUT', '/v1/services/proj/instances/p1', { address: '10.0.9.1', port: 81, zone: 'z1', metadata: { m: '1' } });
+  const get = (q: string) => call(u, 'GET', `/v1/services/proj?${q}`);
+  const ep = await get('fields=address,port');
+  assert.equal(ep.status, 200);
+  assert.deepEqual(ep.body.instances, [
+    { id: 'p1', address: '10.0.9.1', port: 81 },
+    { id: 'p2', address: '10.0.9.2', port: 82 },
+  ]);
+  const full = await get('');
+  assert.equal(ep.body.revision, full.body.revision);
+  assert.equal(ep.headers.get('etag'), full.headers.get('etag'), 'the same revision: the same ETag');
+  assert.equal(full.body.instances[0].metadata.m, '1', 'a projection does not change the full answer cached beside it');
+  // Repeated or comma-separated, in any order, with spaces or duplicates: the answers' order.
+  assert.deepEqual((await get('fields=port&fields=%20zone,id,port')).body.instances, [{ id: 'p1', port: 81, zone: 'z1' }, { id: 'p2', port: 82, zone: 'z2' }]);
+  assert.deepEqual((await get('fields=metadata&zone=z1')).body.instances, [{ id: 'p1', metadata: { m: '1' } }], 'filters apply before the projection');
+  assert.deepEqual((await get('fields=')).body, full.body, 'an empty projection is the full answer');
+  // A change is seen through the projection too (the cache is per revision).
+  await call(u, 'PUT', '/v1/services/proj/instances/p1', { address: '10.0.9.11', port: 81, zone: 'z1', metadata: { m: '1' } });
+  assert.equal((await get('fields=address')).body.instances[0].address, '10.0.9.11');
+  const bad = await get('fields=address,adress');
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.code, 'INVALID_ARGUMENT');
+  assert.equal(bad.body.field, 'fields');
+  assert.match(bad.body.detail, /"adress"/);
+  assert.match(bad.body.hint, /did you mean address\?/);
+  assert.match(bad.body.hint, /modRevision/, 'the hint lists the fields to choose from');
+});
+
 test('namespaces separate services of the same name', async () => {
   const u = node.url;
   await call(u, 'PUT', '/v1/services/billing/instances/b1?namespace=team-a', { address: '10.1.0.1', port: 1 });

@@ -50,6 +50,11 @@ test('register, read and deregister over the session equal the REST calls', asyn
     const r3 = await c.answer(3);
     assert.ok(r3.type === 'result');
     assert.deepEqual((r3.answer as { instances: unknown[] }).instances, [], 'filters apply as in the query string');
+    c.send({ type: 'read', id: 30, service: 'pay', fields: ['port', 'leaseId'] });
+    const r30 = await c.answer(30);
+    assert.ok(r30.type === 'result');
+    assert.deepEqual(r30.answer, (await call(node.url, 'GET', '/v1/services/pay?fields=port,leaseId')).body, 'a projection answers as the query string\'s');
+    assert.deepEqual((r30.answer as { instances: unknown[] }).instances, [{ id: 'p-1', port: 8080, leaseId }, { id: 'p-2', port: 8080, leaseId }]);
 
     c.send({ type: 'deregister', id: 4, service: 'pay', instanceId: 'p-1' });
     const r4 = await c.answer(4);
@@ -59,7 +64,7 @@ test('register, read and deregister over the session equal the REST calls', asyn
     // Counted on /metrics like the REST routes, under the session's path and the request type.
     const metrics = await metricsText(node.url);
     assert.match(metrics, /switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#register",status="200"\} 1/);
-    assert.match(metrics, /switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#read",status="200"\} 2/);
+    assert.match(metrics, /switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#read",status="200"\} 3/);
 
     // Registered over the session or not, an instance of the lease goes with it when the process dies.
     c.ws.terminate();
@@ -84,6 +89,8 @@ test('refused requests answer with the REST refusal and the request id; the sess
       [{ type: 'deregister', id: 15, service: 'svc', instanceId: 'nobody' }, 'INSTANCE_NOT_FOUND', undefined],
       [{ type: 'read', id: 16, service: 'svc', healthy: 'yes' }, 'INVALID_ARGUMENT', 'healthy'],
       [{ type: 'read', id: 17, service: 'svc', tag: 'a' }, 'INVALID_ARGUMENT', 'tag'],
+      [{ type: 'read', id: 40, service: 'svc', fields: 'address' }, 'INVALID_ARGUMENT', 'fields'],
+      [{ type: 'read', id: 41, service: 'svc', fields: ['address', 'nope'] }, 'INVALID_ARGUMENT', 'fields'],
       [{ type: 'read', id: 18, service: 'svc', namespace: 7 }, 'INVALID_ARGUMENT', 'namespace'],
       [{ type: 'register', id: 19, service: 'svc', instanceId: 'a', instance: instance({ prot: 'http' }), strict: true }, 'UNKNOWN_FIELD', undefined],
     ];
