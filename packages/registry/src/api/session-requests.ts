@@ -21,7 +21,7 @@ import {
 } from '@switchboard/protocol';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ApiContext } from './context.js';
-import { writeThrough } from '../engines/engine.js';
+import { writeThrough, type WriteOptions } from '../engines/engine.js';
 import { toSwitchboardError } from './problem.js';
 import { namespaceOf, refuseUnknown, serviceParam, serviceQuery, type Query } from './query.js';
 import { currentAnswer } from './routes-read.js';
@@ -59,6 +59,15 @@ const FIELDS: Record<SessionRequestType, readonly string[]> = {
   deregister: ['type', 'id', 'service', 'instanceId', 'namespace', 'strict', 'traceparent', 'tracestate'],
   read: ['type', 'id', 'service', 'namespace', 'healthy', 'zone', 'tag', 'version', 'fields', 'consistent', 'strict', 'traceparent', 'tracestate'],
 };
+
+/**
+ * A write on a node's link for forwarded writes (cp) also carries `budgetMs`: how long
+ * after its arrival the write may still be planned (its sender stops waiting later).
+ */
+const FORWARDED_WRITE_FIELDS = { register: [...FIELDS.register, 'budgetMs'], deregister: [...FIELDS.deregister, 'budgetMs'] } as const;
+
+/** The most a forwarded write's `budgetMs` may be (ms). */
+const MAX_FORWARDED_BUDGET_MS = 600_000;
 
 /** Each request type's route in metrics and span names: the session's path and the type. */
 const ROUTES = Object.fromEntries(SESSION_REQUEST_TYPES.map((t) => [t, `${SESSION_PATH}#${t}`])) as Record<SessionRequestType, string>;
@@ -174,17 +183,19 @@ export class SessionRequests {
     }
     const instanceId = validateInstanceId(msg.instanceId, 'instanceId');
     const namespace = namespaceOf({ namespace: stringField(msg, 'namespace') });
+    const opts = s.forwarded ? forwardedWriteOptions(msg) : undefined;
+    const fields = s.forwarded ? FORWARDED_WRITE_FIELDS : FIELDS;
     if (msg.type === 'deregister') {
-      const tail = warningsTail(refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, FIELDS.deregister), STRICT));
-      const local = (): Promise<number> => engine.deregister(namespace, service, instanceId);
+      const tail = warningsTail(refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, fields.deregister), STRICT));
+      const local = (): Promise<number> => engine.deregister(namespace, service, instanceId, opts);
       const written = s.forwarded ? local() : writeThrough(engine, { type: 'deregister', namespace, service, instanceId }, local);
       return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
     }
     if (msg.instance === undefined || msg.instance === null) throw invalid('instance', 'the register request has no instance', 'give the instance as the PUT body would be, such as "instance": {"address": "10.0.0.5", "port": 8080}');
-    const { input, warnings } = checkedRegistration(msg.instance, this.ctx, 'instance', unknownFieldWarnings(msg, FIELDS.register));
+    const { input, warnings } = checkedRegistration(msg.instance, this.ctx, 'instance', unknownFieldWarnings(msg, fields.register));
     const tail = warningsTail(refuseUnknown(msg.strict === true, warnings, STRICT));
     // Checked here first, so that a bad request is answered by this node without a round trip.
-    const local = (): Promise<number> => engine.register({ namespace, service, id: instanceId, input });
+    const local = (): Promise<number> => engine.register({ namespace, service, id: instanceId, input }, opts);
     const written = s.forwarded ? local() : writeThrough(engine, { type: 'register', namespace, service, instanceId, instance: msg.instance }, local);
     return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
   }
@@ -238,6 +249,14 @@ function stringField(msg: RawRequest, name: string): string | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'string') throw invalid(name, `${name} must be a string`, `write "${name}" as a JSON string`);
   return v;
+}
+
+/** A forwarded write's `budgetMs`, from now: the time by which it must be planned. */
+function forwardedWriteOptions(msg: RawRequest): WriteOptions | undefined {
+  const v = msg.budgetMs;
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_FORWARDED_BUDGET_MS) throw invalid('budgetMs', `budgetMs must be a whole number of milliseconds from 0 to ${MAX_FORWARDED_BUDGET_MS}`, 'send the time the sending node still waits for the write, such as "budgetMs": 4000');
+  return { planBy: performance.now() + v };
 }
 
 /** A read's filters as the query parameters of the REST read, so that both are checked alike. */

@@ -18,6 +18,16 @@ export const FORWARDED_REPORT_HEADER = 'x-switchboard-forwarded-report';
 export const FORWARDED_WRITES_HEADER = 'x-switchboard-forwarded-writes';
 
 /** cp: a registration or deregistration sent to the node that writes for the cluster, as a session request. */
+/** How a write may be made. */
+export interface WriteOptions {
+  /**
+   * The write is planned no later than this (performance.now() ms), or refused with 503
+   * and not made: a write forwarded by another cp node, whose sender stops waiting for it
+   * (docs/cp.md, *One node writes*). Standalone and ap writes are planned when called.
+   */
+  planBy?: number;
+}
+
 export interface ForwardedWrite {
   type: 'register' | 'deregister';
   namespace: string;
@@ -51,9 +61,9 @@ export interface Engine {
   detachLease(leaseId: string, graceMs: number): void;
   /** Called with each lease that ends (expired or revoked), after it is durable. */
   onLeaseEnded(listener: LeaseEndedListener): () => void;
-  register(item: RegistrationItem): Promise<number>;
+  register(item: RegistrationItem, opts?: WriteOptions): Promise<number>;
   registerBatch(items: RegistrationItem[]): Promise<number>;
-  deregister(namespace: string, service: string, id: string): Promise<number>;
+  deregister(namespace: string, service: string, id: string, opts?: WriteOptions): Promise<number>;
   /** `drained` when the drain call set it (the history says so). */
   setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason?: 'status_changed' | 'drained'): Promise<number>;
   /** A result of an active check run by this node (see Registry.recordCheckResult). */

@@ -123,18 +123,62 @@ test('when the writer is gone, the other nodes write themselves', { timeout: 60_
     assert.equal(r.body.instances.filter((x: { id: string }) => x.id.startsWith('after-')).length, ok);
   }));
 
-test('a node\'s link for forwarded writes takes requests, not lease messages', { timeout: 60_000 }, () =>
-  withThreeNodes(async (n1, n2, n3) => {
-    const ws = new (await import('ws')).WebSocket(`${n1.url.replace('http', 'ws')}/v1/session`, { headers: { [FORWARDED_WRITES_HEADER]: 'n9' } });
-    const inbox: { type: string; problem?: { code: string } }[] = [];
-    ws.on('message', (d) => inbox.push(JSON.parse(String(d))));
-    await new Promise((resolve, reject) => {
-      ws.once('open', resolve);
-      ws.once('error', reject);
-    });
-    ws.send(JSON.stringify({ type: 'open', ttlMs: 10_000 }));
-    await waitUntil(() => inbox.length > 0, 5_000, 'the answer to open');
-    assert.equal(inbox[0]?.type, 'error');
-    assert.equal(inbox[0]?.problem?.code, 'FORBIDDEN');
+/** A session opened as a node's link for forwarded writes, with what it received. */
+async function forwardedSession(url: string): Promise<{ ws: import('ws').WebSocket; inbox: { type: string; id?: number; revision?: number; warnings?: string[]; problem?: { code: string; detail: string; field?: string } }[] }> {
+  const ws = new (await import('ws')).WebSocket(`${url.replace('http', 'ws')}/v1/session`, { headers: { [FORWARDED_WRITES_HEADER]: 'n9' } });
+  const inbox: { type: string; problem?: { code: string; detail: string } }[] = [];
+  ws.on('message', (d) => inbox.push(JSON.parse(String(d))));
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  return { ws, inbox };
+}
+
+test('a node\'s link for forwarded writes takes requests, not lease messages; a write on it not planned within its budget is refused and not made', { timeout: 60_000 }, () =>
+  withThreeNodes(async (n1) => {
+    const link = await forwardedSession(n1.url);
+    link.ws.send(JSON.stringify({ type: 'open', ttlMs: 10_000 }));
+    await waitUntil(() => link.inbox.length > 0, 5_000, 'the answer to open');
+    assert.equal(link.inbox[0]?.type, 'error');
+    assert.equal(link.inbox[0]?.problem?.code, 'FORBIDDEN');
+    link.ws.close();
+
+    const { ws, inbox } = await forwardedSession(n1.url);
+    const answer = async (id: number) => {
+      await waitUntil(() => inbox.some((m) => m.id === id), 10_000, `the answer to request ${id}`);
+      return inbox.find((m) => m.id === id)!;
+    };
+    const ids = async () => (await call(n1.url, 'GET', '/v1/services/budget?consistent=true')).body.instances.map((i: { id: string }) => i.id);
+    const register = (id: number, instanceId: string, budgetMs: unknown) => ws.send(JSON.stringify({ type: 'register', id, service: 'budget', instanceId, instance: { address: '10.0.0.1', port: 80 }, budgetMs }));
+    // No time left: refused before anything reaches etcd.
+    register(1, 'late', 0);
+    const late = await answer(1);
+    assert.equal(late.type, 'error');
+    assert.equal(late.problem?.code, 'STORE_UNAVAILABLE');
+    assert.match(late.problem!.detail, /not made/);
+    // Time left: made, and the field is known on this link (no warning).
+    register(2, 'in-time', 5_000);
+    const made = await answer(2);
+    assert.equal(made.type, 'result', JSON.stringify(made));
+    assert.equal(made.warnings, undefined);
+    assert.deepEqual(await ids(), ['in-time'], 'the refused write was not made');
+    ws.send(JSON.stringify({ type: 'deregister', id: 3, service: 'budget', instanceId: 'in-time', budgetMs: 0 }));
+    assert.equal((await answer(3)).problem?.code, 'STORE_UNAVAILABLE');
+    assert.deepEqual(await ids(), ['in-time'], 'nor was the refused deregistration');
+    register(4, 'bad', -1);
+    const bad = await answer(4);
+    assert.deepEqual([bad.problem?.code, bad.problem?.field], ['INVALID_ARGUMENT', 'budgetMs']);
     ws.close();
+
+    // On a client's own session the field means nothing: said so, and the write is made.
+    const c = await SessionClient.connect(n1.url);
+    try {
+      c.send({ type: 'register', id: 5, service: 'budget', instanceId: 'client', instance: { address: '10.0.0.2', port: 80 }, budgetMs: 0 });
+      const r = await c.answer(5);
+      assert.ok(r.type === 'result', JSON.stringify(r));
+      assert.match(r.warnings?.join('\n') ?? '', /budgetMs/);
+    } finally {
+      c.ws.close();
+    }
   }));

@@ -47,7 +47,7 @@ import { rendezvousOwner } from '../../core/rendezvous.js';
 import { MAX_FORWARDED_REPORTS, ReportBook } from '../../core/reports.js';
 import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../../health/monitor.js';
 import { CheckNetworks, type DenialObserver } from '../../health/networks.js';
-import { FORWARDED_REPORT_HEADER, type Engine, type ForwardedWrite, type LeaseEndedListener } from '../engine.js';
+import { FORWARDED_REPORT_HEADER, type Engine, type ForwardedWrite, type LeaseEndedListener, type WriteOptions } from '../engine.js';
 import { Hub, type Subscriber } from '../hub.js';
 import { barrierKeyOf, decodeJson, progressAnswersAreOrdered, encodeInstance, heardKeyOf, heardPrefixOf, instanceKeyOf, leaseIdFromEtcd, leaseIdToEtcd, leaseKeyOf, nodeKeyOf, prefixEnd, settingsKeyOf, whyKeyOf, type Layout, type StoredLease, type WhyValue } from './keys.js';
 import { QueueFull, TxnBatcher } from './batcher.js';
@@ -118,6 +118,14 @@ interface Plan {
   success: RPC.IRequestOp[];
   /** Answer for a write that changes nothing (after its compares held). */
   unchangedRevision: number;
+}
+
+/** A forwarded write that could not be planned before its sender stops waiting: not made. */
+function tooLateToPlan(attempt: number): SwitchboardError {
+  return new SwitchboardError('STORE_UNAVAILABLE', `not made: the write could not be planned within the time its sending node waits for it${attempt > 0 ? ` (after ${attempt} attempt${attempt > 1 ? 's' : ''} that raced with other writes)` : ''}`, {
+    retryAfterSec: 1,
+    hint: 'retry; the node that writes for the cluster is slow to reach etcd or very busy',
+  });
 }
 
 function unavailable(what: string, retryAfterSec = 1): SwitchboardError {
@@ -748,17 +756,21 @@ export class CpEngine implements Engine {
 
   // ---- instances ----
 
-  register(item: RegistrationItem): Promise<number> {
-    return this.registerBatch([item]);
+  register(item: RegistrationItem, opts?: WriteOptions): Promise<number> {
+    return this.registerItems([item], opts?.planBy);
   }
 
   registerBatch(items: RegistrationItem[]): Promise<number> {
+    return this.registerItems(items);
+  }
+
+  private registerItems(items: RegistrationItem[], planBy?: number): Promise<number> {
     // One guard per instance and one per distinct lease, in one transaction.
     const guards = items.length + new Set(items.map((i) => i.input.leaseId).filter((l) => l !== null)).size;
     if (guards > this.cfg.maxTxnOps) {
       throw limitExceeded('maxTxnOps', 'instances', `${items.length} instances on their leases need ${guards} guards in one etcd transaction, which takes at most ${this.cfg.maxTxnOps} operations`, 'split the batch, or raise etcd\'s --max-txn-ops');
     }
-    return this.write(() => this.planRegistration(items));
+    return this.write(() => this.planRegistration(items), planBy);
   }
 
   private planRegistration(items: RegistrationItem[]): Plan {
@@ -810,12 +822,12 @@ export class CpEngine implements Engine {
     return { compare, success, unchangedRevision };
   }
 
-  deregister(namespace: string, service: string, id: string): Promise<number> {
-    return this.deleteInstance(namespace, service, id, 'deregistered');
+  deregister(namespace: string, service: string, id: string, opts?: WriteOptions): Promise<number> {
+    return this.deleteInstance(namespace, service, id, 'deregistered', undefined, undefined, opts?.planBy);
   }
 
   /** Deletes an instance (and its ttl report keys), saying why, guarded by its revision. */
-  private deleteInstance(namespace: string, service: string, id: string, reason: DeleteReason, detail?: string, still?: (rec: InstanceRecord) => boolean): Promise<number> {
+  private deleteInstance(namespace: string, service: string, id: string, reason: DeleteReason, detail?: string, still?: (rec: InstanceRecord) => boolean, planBy?: number): Promise<number> {
     return this.write(() => {
       const prev = this.requireInstance(namespace, service, id);
       if (still && !still(prev)) return this.unchanged(prev);
@@ -831,7 +843,7 @@ export class CpEngine implements Engine {
         ],
         unchangedRevision: 0,
       };
-    });
+    }, planBy);
   }
 
   setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
@@ -987,7 +999,7 @@ export class CpEngine implements Engine {
     if (sent === null) return local();
     return sent.then(
       async (revision) => {
-        await this.view.waitFor(revision, this.cfg.callTimeoutMs);
+        await this.seeWrite(revision);
         return revision;
       },
       // Refused before it was made (the writer is shutting down, say): made here.
@@ -1043,11 +1055,17 @@ export class CpEngine implements Engine {
    * plan read. When a guard fails (the view was behind), the view catches up to the
    * transaction's revision and the write is planned again. "Not found" answers from the
    * view are confirmed with a consistent read before they are given.
+   *
+   * `planBy` (performance.now() ms): no plan is made after it, the first one included; the
+   * write is refused with 503 instead and nothing is sent to etcd. A plan made in time
+   * whose transaction lands later carries its guards, so it cannot overwrite a write made
+   * meanwhile; planning again after the guards failed could.
    */
-  private async write(plan: () => Plan): Promise<number> {
+  private async write(plan: () => Plan, planBy?: number): Promise<number> {
     this.requireReachable();
     let confirmed = false;
     for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
+      if (planBy !== undefined && performance.now() >= planBy) throw tooLateToPlan(attempt);
       let p: Plan;
       try {
         p = plan();
@@ -1060,18 +1078,23 @@ export class CpEngine implements Engine {
         throw err;
       }
       const res = await this.guard('writing', () => this.batcher.submit(p));
-      const seen = await this.view.waitFor(res.revision, this.cfg.callTimeoutMs);
-      if (!seen) {
-        // etcd took it, but this node's watch did not bring it within callTimeoutMs. A stream
-        // silent that long is stuck and is replaced (one still delivering is only behind,
-        // and replacing it would set it further back); either way a write whose guards
-        // failed is not planned again from a view that cannot show why.
-        if (performance.now() - this.view.lastHeard > this.cfg.callTimeoutMs) this.view.restart(null, `the watch brought nothing for ${this.cfg.callTimeoutMs} ms, not even revision ${res.revision} (a write of this node)`);
-        if (!res.succeeded) throw unavailable(`writing: this node's view of etcd is behind (revision ${this.view.progress}, the write's ${res.revision})`);
-      }
+      // A write whose guards failed is not planned again from a view that cannot show why.
+      if (!(await this.seeWrite(res.revision)) && !res.succeeded) throw unavailable(`writing: this node's view of etcd is behind (revision ${this.view.progress}, the write's ${res.revision})`);
       if (res.succeeded) return p.success.length === 0 ? p.unchangedRevision : res.revision;
     }
     throw new SwitchboardError('STORE_UNAVAILABLE', `the write kept racing with other writes to the same keys (${MAX_WRITE_ATTEMPTS} attempts)`, { retryAfterSec: 1, hint: 'retry; other clients are changing the same instances right now' });
+  }
+
+  /**
+   * Waits (at most callTimeoutMs) until this node's view has a write's revision: one of its
+   * own or one the writer node made for it. When the watch did not bring it, a stream
+   * silent that long is stuck and is replaced (one still delivering is only behind, and
+   * replacing it would set it further back).
+   */
+  private async seeWrite(revision: number): Promise<boolean> {
+    const seen = await this.view.waitFor(revision, this.cfg.callTimeoutMs);
+    if (!seen && performance.now() - this.view.lastHeard > this.cfg.callTimeoutMs) this.view.restart(null, `the watch brought nothing for ${this.cfg.callTimeoutMs} ms, not even revision ${revision} (a write made for this node)`);
+    return seen;
   }
 
   /** Runs an etcd call; "etcd did not answer" becomes 503 STORE_UNAVAILABLE. */

@@ -95,7 +95,9 @@ export class WriterLink {
     const ws = this.ws;
     if (!this.open || ws === null || this.waiting.size >= Math.min(this.opts.maxInflight, SESSION_MAX_INFLIGHT_REQUESTS)) return null;
     const id = this.nextId++;
-    const text = JSON.stringify({ ...w, id });
+    // The writer plans it within half the wait, or refuses it: a write this node gave up on
+    // (503) is never planned later, from a view in which a retry may already be made.
+    const text = JSON.stringify({ ...w, id, budgetMs: Math.floor(this.opts.timeoutMs / 2) });
     // A body the writer's session would refuse (and close the link over) is made here.
     if (Buffer.byteLength(text) > this.opts.maxMessageBytes) return null;
     this.forwarded++;
@@ -103,7 +105,7 @@ export class WriterLink {
       const timer = setTimeout(() => {
         if (!this.waiting.delete(id)) return;
         this.lost++;
-        reject(unknownOutcome(writer, `no answer within ${this.opts.timeoutMs} ms`));
+        reject(unknownOutcome(writer, `its answer did not come (no answer within ${this.opts.timeoutMs} ms)`));
         // A writer that sent nothing at all meanwhile is stuck or cut off: write locally for a while.
         if (performance.now() - this.heardAt >= this.opts.timeoutMs) this.fail(ws, `node ${writer} sent nothing on the link for forwarded writes for ${this.opts.timeoutMs} ms`);
       }, this.opts.timeoutMs);
@@ -173,7 +175,7 @@ export class WriterLink {
     clearTimeout(w.timer);
     if (m.type === 'result' && typeof m.revision === 'number') return w.resolve(m.revision);
     if (typeof m.problem?.code === 'string' && NOT_TAKEN.has(m.problem.code)) return w.reject(new NotTaken(String(m.problem.detail)));
-    w.reject(problemError(m.problem));
+    w.reject(problemError(this.node ?? '?', m.problem));
   }
 
   /** Ends the link; writes waiting for an answer may have been made (503). `quiet`: nothing worth a log line. */
@@ -191,22 +193,28 @@ export class WriterLink {
       this.waiting.delete(id);
       clearTimeout(w.timer);
       this.lost++;
-      w.reject(unknownOutcome(writer, why));
+      w.reject(unknownOutcome(writer, `its answer did not come (${why})`));
     }
     if (!quiet && !this.closed) this.opts.log(wasOpen || retryMs > this.opts.retryMs ? 'warn' : 'info', `${why}; this node writes itself for the next ${Math.round(retryMs / 1000)} s`);
   }
 }
 
-function unknownOutcome(writer: string, why: string): SwitchboardError {
-  return new SwitchboardError('STORE_UNAVAILABLE', `the write was sent to node ${writer}, which writes for the cluster, and its answer did not come (${why}); it may have been made`, {
+/** 503 for a forwarded write whose outcome this node cannot know: `what` happened to it. */
+function unknownOutcome(writer: string, what: string): SwitchboardError {
+  return new SwitchboardError('STORE_UNAVAILABLE', `the write was sent to node ${writer}, which writes for the cluster, and ${what}; it may have been made`, {
     retryAfterSec: 1,
     hint: 'retry: a registration or deregistration sent again changes nothing if it was made',
   });
 }
 
-/** The writer's refusal, as this node gives it to its client. */
-function problemError(p: AnswerMessage['problem']): SwitchboardError {
-  const code = typeof p?.code === 'string' && p.code in ERRORS ? (p.code as ErrorCode) : 'INTERNAL';
+/**
+ * The writer's refusal, as this node gives it to its client. A code this node does not
+ * know (a newer writer's) does not say whether the write was made: it is answered as a
+ * lost answer is, 503 and retry, not as this node's own fault (500).
+ */
+function problemError(writer: string, p: AnswerMessage['problem']): SwitchboardError {
+  if (typeof p?.code !== 'string' || !(p.code in ERRORS)) return unknownOutcome(writer, `it answered with an error this node does not know: ${String(p?.code).slice(0, 64)}${typeof p?.detail === 'string' ? `, ${p.detail.slice(0, 200)}` : ''}`);
+  const code = p.code as ErrorCode;
   const extra: { hint?: string; field?: string; limit?: string; retryAfterSec?: number } = {};
   if (typeof p?.hint === 'string') extra.hint = p.hint;
   if (typeof p?.field === 'string') extra.field = p.field;
