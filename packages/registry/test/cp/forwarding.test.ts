@@ -182,3 +182,36 @@ test('a node\'s link for forwarded writes takes requests, not lease messages; a 
       c.ws.close();
     }
   }));
+
+test('a writer that cannot reach etcd refuses forwarded writes as not made (the sender writes itself), and its own clients\' as unavailable', { timeout: 90_000 }, () =>
+  withThreeNodes(async (n1) => {
+    const { ws, inbox } = await forwardedSession(n1.url);
+    const c = await SessionClient.connect(n1.url);
+    let id = 0;
+    const forward = async (): Promise<{ type: string; problem?: { code: string; detail: string } }> => {
+      const rid = ++id;
+      ws.send(JSON.stringify({ type: 'register', id: rid, service: 'cut', instanceId: 'f', instance: { address: '10.0.0.1', port: 80 }, budgetMs: 5_000 }));
+      await waitUntil(() => inbox.some((m) => m.id === rid), 20_000, `the answer to request ${rid}`);
+      return inbox.find((m) => m.id === rid)!;
+    };
+    try {
+      assert.equal((await forward()).type, 'result');
+      for (let i = 0; i < 3; i++) etcd.pause(i);
+      // Once the node knows no quorum answers (its probe), before it plans anything.
+      let refused: { type: string; problem?: { code: string; detail: string } } | undefined;
+      await waitUntil(async () => (refused = await forward()).problem?.code === 'NOT_READY', 30_000, 'NOT_READY for a forwarded write');
+      assert.match(refused!.problem!.detail, /not made/);
+      c.send({ type: 'register', id: 1, service: 'cut', instanceId: 'own', instance: { address: '10.0.0.2', port: 80 } });
+      const own = await c.answer(1, 10_000);
+      assert.ok(own.type === 'error');
+      assert.equal(own.problem.code, 'STORE_UNAVAILABLE', 'a client of the node itself is told etcd is out of reach');
+    } finally {
+      for (let i = 0; i < 3; i++) etcd.resume(i);
+    }
+    try {
+      await waitUntil(async () => (await forward()).type === 'result', 30_000, 'writes again once etcd answers');
+    } finally {
+      ws.close();
+      c.ws.close();
+    }
+  }));

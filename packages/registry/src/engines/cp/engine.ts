@@ -1062,7 +1062,7 @@ export class CpEngine implements Engine {
    * meanwhile; planning again after the guards failed could.
    */
   private async write(plan: () => Plan, planBy?: number): Promise<number> {
-    this.requireReachable();
+    this.requireReachable(planBy !== undefined);
     let confirmed = false;
     for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
       if (planBy !== undefined && performance.now() >= planBy) throw tooLateToPlan(attempt);
@@ -1113,12 +1113,18 @@ export class CpEngine implements Engine {
     }
   }
 
-  private requireReachable(): void {
+  /**
+   * Refuses a write while the node is closing or cannot reach an etcd quorum. `forwarded`:
+   * a write another node sent here (it has a budget); it is refused as not made
+   * (NOT_READY), so that the sending node, which may reach etcd, makes it itself.
+   */
+  private requireReachable(forwarded = false): void {
     if (this.closed) throw new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'send requests to another node' });
     if (!this.reachable) {
       // Refused writes start a probe (one at a time): the node takes writes again as soon as
       // a quorum answers, not at the next tick of the prober.
       void this.probe();
+      if (forwarded) throw new SwitchboardError('NOT_READY', 'not made: no etcd quorum is reachable from the node that writes for the cluster', { retryAfterSec: 1, hint: 'the sending node makes the write itself' });
       throw unavailable('no etcd quorum is reachable from this node', 1);
     }
   }
