@@ -91,8 +91,8 @@ test('writes through the other nodes are made by the writer, and each node answe
 test('a link that failed is made again: after a second of writing itself the node forwards again', { timeout: 60_000 }, () =>
   withThreeNodes(async (n1, n2, n3) => {
     await untilForwarded(n2, 'pay');
-    const link = (n2.engine as unknown as { writerLink: { ws: { terminate(): void } | null } }).writerLink;
-    link.ws?.terminate();
+    const link = (n2.engine as unknown as { writerLink: { conn: { ws: { terminate(): void } } | null } }).writerLink;
+    link.conn?.ws.terminate();
     await waitUntil(() => forwarding(n2).writer === null, 5_000, 'the link seen down');
     const before = forwarding(n2).forwarded;
     const t0 = performance.now();

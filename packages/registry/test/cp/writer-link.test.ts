@@ -14,24 +14,28 @@ import { FORWARDED_WRITES_HEADER } from '../../src/engines/engine.js';
 import { waitUntil } from '../helpers.js';
 
 /** A writer that answers request `instanceId` x with `answers[x]` (given the request's id). */
-async function scriptedWriter(answers: Record<string, (id: number) => unknown>): Promise<{ url: string; headers: string[]; budgets: unknown[]; close(): Promise<void> }> {
+async function scriptedWriter(answers: Record<string, (id: number) => unknown>): Promise<{ url: string; headers: string[]; budgets: unknown[]; closed: () => number; close(): Promise<void> }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await new Promise<void>((resolve) => wss.once('listening', resolve));
   const headers: string[] = [];
   const budgets: unknown[] = [];
+  let closed = 0;
   wss.on('connection', (ws, req) => {
     headers.push(String(req.headers[FORWARDED_WRITES_HEADER]));
+    ws.on('close', () => closed++);
     ws.on('message', (data) => {
       const m = JSON.parse(String(data)) as { id: number; instanceId: string; budgetMs: unknown };
       budgets.push(m.budgetMs);
-      const a = answers[m.instanceId]?.(m.id);
-      if (a !== undefined) ws.send(JSON.stringify(a));
+      void Promise.resolve(answers[m.instanceId]?.(m.id)).then((a) => {
+        if (a !== undefined && ws.readyState === ws.OPEN) ws.send(JSON.stringify(a));
+      });
     });
   });
   return {
     url: `http://127.0.0.1:${(wss.address() as AddressInfo).port}`,
     headers,
     budgets,
+    closed: () => closed,
     close: () =>
       new Promise<void>((resolve) => {
         for (const c of wss.clients) c.terminate();
@@ -83,5 +87,27 @@ test('each answer of the writer becomes the outcome it means; an unknown error c
   } finally {
     link.close();
     await writer.close();
+  }
+});
+
+test('when the writer changes, the writes sent to the former one are still answered by it, and then its link ends', { timeout: 30_000 }, async () => {
+  const slow = (revision: number) => (id: number) => new Promise((resolve) => setTimeout(() => resolve({ type: 'result', id, revision }), 300));
+  const a = await scriptedWriter({ ok: (id) => ({ type: 'result', id, revision: 1 }), slow: slow(7) });
+  const b = await scriptedWriter({ ok: (id) => ({ type: 'result', id, revision: 8 }) });
+  const link = new WriterLink({ nodeId: 'n3', peer: { scheme: 'http', token: () => null }, timeoutMs: 5_000, handshakeTimeoutMs: 2_000, maxMessageBytes: 65_536, maxInflight: 8, retryMs: 1_000, refusedRetryMs: 60_000, log: () => undefined });
+  try {
+    link.send('n2', a.url, write('ok'));
+    await waitUntil(() => link.writer === 'n2', 5_000, 'the link to n2');
+    const pending = link.send('n2', a.url, write('slow'))!;
+    // n1 joined: it writes from now on; the write on n2's link is not given up.
+    assert.equal(link.send('n1', b.url, write('ok')), null, 'the new link is not up yet: written locally');
+    await waitUntil(() => link.writer === 'n1', 5_000, 'the link to n1');
+    assert.equal(await pending, 7, 'answered by the former writer, not 503');
+    assert.equal(link.lost, 0);
+    await waitUntil(() => a.closed() === 1, 5_000, 'the former writer\'s link to end once its writes were answered');
+    assert.equal(await link.send('n1', b.url, write('ok')), 8);
+  } finally {
+    link.close();
+    await Promise.all([a.close(), b.close()]);
   }
 });

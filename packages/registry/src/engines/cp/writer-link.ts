@@ -61,27 +61,39 @@ interface AnswerMessage {
   problem?: { code?: unknown; detail?: unknown; hint?: unknown; field?: unknown; limit?: unknown; retryAfterSec?: unknown };
 }
 
+/** One WebSocket to a writer, with the writes waiting for its answers. */
+interface Conn {
+  readonly ws: WebSocket;
+  readonly node: string;
+  readonly waiting: Map<number, Waiting>;
+  open: boolean;
+  /** No new writes go on it (the writer changed): it ends once its writes are answered. */
+  retired: boolean;
+  ended: boolean;
+  /** When the writer last sent anything on it (performance.now()). */
+  heardAt: number;
+}
+
 export class WriterLink {
   /** Writes sent to the writer, and those whose answer never came (for the status). */
   forwarded = 0;
   lost = 0;
-  private ws: WebSocket | null = null;
+  /** The link new writes go on. */
+  private conn: Conn | null = null;
+  /** Links to former writers, still answering the writes sent on them. */
+  private readonly retired = new Set<Conn>();
   /** The writer the link goes (or went) to, and its API's base URL. */
   private node: string | null = null;
   private url: string | null = null;
-  private open = false;
   private nextId = 0;
-  private readonly waiting = new Map<number, Waiting>();
   private retryAt = 0;
   private closed = false;
-  /** When the writer last sent anything on the link (performance.now()). */
-  private heardAt = 0;
 
   constructor(private readonly opts: WriterLinkOptions) {}
 
   /** The node the link goes to, when it is up. */
   get writer(): string | null {
-    return this.open ? this.node : null;
+    return this.conn?.open ? this.node : null;
   }
 
   /**
@@ -91,9 +103,9 @@ export class WriterLink {
   send(writer: string, url: string, w: ForwardedWrite): Promise<number> | null {
     if (this.closed || this.opts.maxInflight <= 0) return null;
     // Another writer: at once; the same one after a failure: once retryMs have passed.
-    if (this.node !== writer || this.url !== url || (this.ws === null && Date.now() >= this.retryAt)) this.connect(writer, url);
-    const ws = this.ws;
-    if (!this.open || ws === null || this.waiting.size >= Math.min(this.opts.maxInflight, SESSION_MAX_INFLIGHT_REQUESTS)) return null;
+    if (this.node !== writer || this.url !== url || (this.conn === null && Date.now() >= this.retryAt)) this.connect(writer, url);
+    const conn = this.conn;
+    if (conn === null || !conn.open || conn.waiting.size >= Math.min(this.opts.maxInflight, SESSION_MAX_INFLIGHT_REQUESTS)) return null;
     const id = this.nextId++;
     // The writer plans it within half the wait, or refuses it: a write this node gave up on
     // (503) is never planned later, from a view in which a retry may already be made.
@@ -103,24 +115,34 @@ export class WriterLink {
     this.forwarded++;
     return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
-        if (!this.waiting.delete(id)) return;
+        if (!conn.waiting.delete(id)) return;
         this.lost++;
         reject(unknownOutcome(writer, `its answer did not come (no answer within ${this.opts.timeoutMs} ms)`));
         // A writer that sent nothing at all meanwhile is stuck or cut off: write locally for a while.
-        if (performance.now() - this.heardAt >= this.opts.timeoutMs) this.fail(ws, `node ${writer} sent nothing on the link for forwarded writes for ${this.opts.timeoutMs} ms`);
+        if (performance.now() - conn.heardAt >= this.opts.timeoutMs) this.fail(conn, `node ${writer} sent nothing on the link for forwarded writes for ${this.opts.timeoutMs} ms`);
+        else this.endIfDone(conn);
       }, this.opts.timeoutMs);
-      this.waiting.set(id, { resolve, reject, timer });
-      ws.send(text);
+      conn.waiting.set(id, { resolve, reject, timer });
+      conn.ws.send(text);
     });
   }
 
   close(): void {
     this.closed = true;
-    if (this.ws) this.fail(this.ws, 'the node is shutting down', true);
+    if (this.conn) this.fail(this.conn, 'the node is shutting down', true);
+    for (const c of this.retired) this.fail(c, 'the node is shutting down', true);
   }
 
   private connect(writer: string, url: string): void {
-    if (this.ws) this.fail(this.ws, 'the writer changed', true);
+    const old = this.conn;
+    if (old) {
+      // The writes already sent there are answered there (the old writer is alive, or its
+      // link fails and they get 503 as on any failed link); new ones go to the new writer.
+      this.conn = null;
+      old.retired = true;
+      this.retired.add(old);
+      this.endIfDone(old);
+    }
     this.node = writer;
     this.url = url;
     const token = this.opts.peer.token();
@@ -132,70 +154,83 @@ export class WriterLink {
       headers,
       ...(this.opts.peer.ca ? { ca: this.opts.peer.ca } : {}),
     });
-    this.ws = ws;
-    this.open = false;
+    const conn: Conn = { ws, node: writer, waiting: new Map(), open: false, retired: false, ended: false, heardAt: 0 };
+    this.conn = conn;
     ws.on('open', () => {
-      if (this.ws !== ws) return;
-      this.open = true;
-      this.heardAt = performance.now();
+      if (conn.ended) return;
+      conn.open = true;
+      conn.heardAt = performance.now();
     });
-    ws.on('message', (data) => this.answer(String(data)));
+    ws.on('message', (data) => this.answer(conn, String(data)));
     ws.on('unexpected-response', (_req, res) => {
       const refused = res.statusCode === 401 || res.statusCode === 403;
-      if (!refused) return this.fail(ws, `node ${writer} refused the link for forwarded writes (HTTP ${res.statusCode})`);
+      if (!refused) return this.fail(conn, `node ${writer} refused the link for forwarded writes (HTTP ${res.statusCode})`);
       // A forward token may forward consumer reports only (docs/cp.md): with one, each node writes itself.
-      this.fail(ws, `node ${writer} refused this node's token for forwarded writes (HTTP ${res.statusCode}): a token of scope forward forwards consumer reports only, so each node makes its own writes (docs/cp.md, One node writes)`, false, this.opts.refusedRetryMs);
+      this.fail(conn, `node ${writer} refused this node's token for forwarded writes (HTTP ${res.statusCode}): a token of scope forward forwards consumer reports only, so each node makes its own writes (docs/cp.md, One node writes)`, false, this.opts.refusedRetryMs);
     });
-    ws.on('error', (err) => this.fail(ws, `the link to node ${writer} for forwarded writes failed: ${err.message}`));
-    ws.on('close', () => this.fail(ws, `the link to node ${writer} for forwarded writes closed`));
+    ws.on('error', (err) => this.fail(conn, `the link to node ${writer} for forwarded writes failed: ${err.message}`));
+    ws.on('close', () => this.fail(conn, `the link to node ${writer} for forwarded writes closed`));
   }
 
-  private answer(text: string): void {
-    this.heardAt = performance.now();
+  private answer(conn: Conn, text: string): void {
+    conn.heardAt = performance.now();
     let m: AnswerMessage;
     try {
       m = JSON.parse(text) as AnswerMessage;
     } catch {
       return;
     }
-    if (m.type === 'error' && m.id === undefined && this.ws !== null) {
+    if (m.type === 'error' && m.id === undefined) {
       // The writer refused the session itself (it holds too many, or is shutting down).
-      return this.fail(this.ws, `node ${this.node ?? '?'} refused the link for forwarded writes (${String(m.problem?.code)})`);
+      return this.fail(conn, `node ${conn.node} refused the link for forwarded writes (${String(m.problem?.code)})`);
     }
     if (m.type === 'goaway') {
       // The writer is shutting down: the writes waiting are answered, no new one is sent.
-      this.open = false;
-      this.retryAt = Date.now() + this.opts.retryMs;
+      conn.open = false;
+      if (conn === this.conn) this.retryAt = Date.now() + this.opts.retryMs;
       return;
     }
     if (typeof m.id !== 'number') return;
-    const w = this.waiting.get(m.id);
+    const w = conn.waiting.get(m.id);
     if (!w) return;
-    this.waiting.delete(m.id);
+    conn.waiting.delete(m.id);
     clearTimeout(w.timer);
-    if (m.type === 'result' && typeof m.revision === 'number') return w.resolve(m.revision);
-    if (typeof m.problem?.code === 'string' && NOT_TAKEN.has(m.problem.code)) return w.reject(new NotTaken(String(m.problem.detail)));
-    w.reject(problemError(this.node ?? '?', m.problem));
+    if (m.type === 'result' && typeof m.revision === 'number') w.resolve(m.revision);
+    else if (typeof m.problem?.code === 'string' && NOT_TAKEN.has(m.problem.code)) w.reject(new NotTaken(String(m.problem.detail)));
+    else w.reject(problemError(conn.node, m.problem));
+    this.endIfDone(conn);
   }
 
-  /** Ends the link; writes waiting for an answer may have been made (503). `quiet`: nothing worth a log line. */
-  private fail(ws: WebSocket, why: string, quiet = false, retryMs = this.opts.retryMs): void {
-    if (this.ws !== ws) return;
-    const writer = this.node ?? '?';
-    const wasOpen = this.open;
-    this.ws = null;
-    this.open = false;
-    if (!quiet) this.retryAt = Date.now() + retryMs;
-    ws.removeAllListeners();
-    ws.on('error', () => undefined);
-    ws.terminate();
-    for (const [id, w] of this.waiting) {
-      this.waiting.delete(id);
+  /** Ends a retired link once no write waits on it. */
+  private endIfDone(conn: Conn): void {
+    if (conn.retired && conn.waiting.size === 0) this.fail(conn, 'the writer changed', true);
+  }
+
+  /**
+   * Ends a link; writes waiting on it may have been made (503). `quiet`: nothing worth a
+   * log line (and no pause before the next link).
+   */
+  private fail(conn: Conn, why: string, quiet = false, retryMs = this.opts.retryMs): void {
+    if (conn.ended) return;
+    conn.ended = true;
+    const current = conn === this.conn;
+    const wasOpen = conn.open;
+    conn.open = false;
+    this.retired.delete(conn);
+    if (current) {
+      this.conn = null;
+      if (!quiet) this.retryAt = Date.now() + retryMs;
+    }
+    conn.ws.removeAllListeners();
+    conn.ws.on('error', () => undefined);
+    conn.ws.terminate();
+    for (const [id, w] of conn.waiting) {
+      conn.waiting.delete(id);
       clearTimeout(w.timer);
       this.lost++;
-      w.reject(unknownOutcome(writer, `its answer did not come (${why})`));
+      w.reject(unknownOutcome(conn.node, `its answer did not come (${why})`));
     }
-    if (!quiet && !this.closed) this.opts.log(wasOpen || retryMs > this.opts.retryMs ? 'warn' : 'info', `${why}; this node writes itself for the next ${Math.round(retryMs / 1000)} s`);
+    if (!quiet && !this.closed && current) this.opts.log(wasOpen || retryMs > this.opts.retryMs ? 'warn' : 'info', `${why}; this node writes itself for the next ${Math.round(retryMs / 1000)} s`);
   }
 }
 
