@@ -11,6 +11,7 @@ import { startTracing } from '../telemetry/index.js';
 import { VERSION } from '../version.js';
 import { ConfigError, defaultNodeId, flagOf, readApiTokens, readPeerRevocationLists, type AgentConfig } from './config.js';
 import { checkListenAddresses, listenRefusal } from './listen.js';
+import { CRL_VERDICTS } from '../engines/ap/net/crl.js';
 import { checkOwnCertificate } from '../engines/ap/net/tls-check.js';
 
 export interface RunningAgent {
@@ -175,12 +176,8 @@ async function checkPeerRevocationList(tls: NonNullable<AgentConfig['peerTls']>,
   }
   const verdict = check.verdict;
   if (verdict === null) return;
-  const refusals: Record<string, [string, string, string]> = {
-    CERT_REVOKED: ['PEER_TLS_REVOKED', `${where}: a list revokes this node's own certificate: every peer would refuse it`, 'issue this node a new certificate, or take the node out of the cluster'],
-    UNABLE_TO_GET_CRL: ['PEER_TLS_CRL_NOT_OF_CA', `${where}: the file holds no revocation list of a CA in this node's certificate chain: every link would fail`, "give the list of every CA in the members' chains, root and intermediates (openssl ca -gencrl with each), one after another in the file"],
-    CRL_HAS_EXPIRED: ['PEER_TLS_CRL_EXPIRED', `${where}: a revocation list is past its next update: every link would fail`, 'publish fresh lists (openssl ca -gencrl) to every node and send each a SIGHUP'],
-    CRL_NOT_YET_VALID: ['PEER_TLS_CRL_EXPIRED', `${where}: a revocation list is not valid yet`, "check the machine's clock, or the list's dates"],
-  };
-  const [code, message, hint] = refusals[verdict] ?? ['PEER_TLS_CRL_INVALID', `${where}: with these revocation lists, this node's own certificate fails verification (${verdict})`, 'check the lists against the CA in --peer-tls-ca-file'];
-  throw new ConfigError('peerTlsCrlFile', message, { code, hint });
+  if (verdict === 'CERT_REVOKED') throw new ConfigError('peerTlsCrlFile', `${where}: a list revokes this node's own certificate: every peer would refuse it`, { code: 'PEER_TLS_REVOKED', hint: 'issue this node a new certificate, or take the node out of the cluster' });
+  const v = CRL_VERDICTS[verdict];
+  if (v !== undefined) throw new ConfigError('peerTlsCrlFile', `${where}: ${v.problem}, so every link would fail (${verdict})`, { code: v.code, hint: v.hint });
+  throw new ConfigError('peerTlsCrlFile', `${where}: with these revocation lists, this node's own certificate fails verification (${verdict})`, { code: 'PEER_TLS_CRL_INVALID', hint: 'check the lists against the CA in --peer-tls-ca-file' });
 }

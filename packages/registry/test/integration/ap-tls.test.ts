@@ -50,7 +50,7 @@ test('a revocation list that revokes the node itself, is not of its CA, or is no
       run(['agent', '--mode', 'ap', '--node-id', 'a', '--dev', '--http-addr', '127.0.0.1:0', '--peer-addr', '127.0.0.1:0', ...(tls ? peerTlsFlags(a) : []), '--peer-tls-crl-file', crl]);
     const cases: [string, boolean, string, RegExp][] = [
       [makeCrl(dir, 'self.pem', ['a']), true, 'PEER_TLS_REVOKED', /revokes this node's own certificate/],
-      [makeCrl(dir, 'other.pem', ['x'], 'other'), true, 'PEER_TLS_CRL_NOT_OF_CA', /no revocation list of a CA in this node's certificate chain/],
+      [makeCrl(dir, 'other.pem', ['x'], 'other'), true, 'PEER_TLS_CRL_NOT_OF_CA', /no revocation list of a CA in the certificate chain/],
       [a.certFile, true, 'PEER_TLS_CRL_INVALID', /holds no PEM certificate revocation list/],
       [makeCrl(dir, 'old.pem', [], 'ca', { expired: true }), true, 'PEER_TLS_CRL_EXPIRED', /past its next update/],
       [makeCrl(dir, 'fine.pem', []), false, 'PEER_TLS_INCOMPLETE', /is for peer TLS, which is off/],

@@ -5,6 +5,23 @@
  * few DER elements before it (RFC 5280, section 5.1); OpenSSL checks the lists themselves.
  */
 
+/**
+ * OpenSSL's verdicts that come from the revocation lists (--peer-tls-crl-file) rather than
+ * from a certificate: what each means and what to do, for the start's check of the node's
+ * own certificate (the agent refuses to start, with `code`) and for the links' logs.
+ */
+export const CRL_VERDICTS: Readonly<Record<string, { code: string; problem: string; hint: string }>> = {
+  UNABLE_TO_GET_CRL: {
+    code: 'PEER_TLS_CRL_NOT_OF_CA',
+    problem: 'the file holds no revocation list of a CA in the certificate chain (it needs one for each, root included)',
+    hint: "give the list of every CA in the members' chains, root and intermediates (openssl ca -gencrl with each), one after another in the file",
+  },
+  CRL_HAS_EXPIRED: { code: 'PEER_TLS_CRL_EXPIRED', problem: 'a revocation list is past its next update', hint: 'publish fresh lists (openssl ca -gencrl) to every node and send each a SIGHUP' },
+  CRL_NOT_YET_VALID: { code: 'PEER_TLS_CRL_EXPIRED', problem: 'a revocation list is not valid yet', hint: "check the machine's clock, or the list's dates" },
+  CRL_SIGNATURE_FAILURE: { code: 'PEER_TLS_CRL_INVALID', problem: 'a revocation list is not signed by its CA', hint: 'give the lists the CA of --peer-tls-ca-file issued' },
+  UNABLE_TO_DECRYPT_CRL_SIGNATURE: { code: 'PEER_TLS_CRL_INVALID', problem: 'a revocation list is not signed by its CA', hint: 'give the lists the CA of --peer-tls-ca-file issued' },
+};
+
 interface Tlv {
   tag: number;
   start: number;

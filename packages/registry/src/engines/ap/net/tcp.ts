@@ -25,7 +25,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
-import { earliestNextUpdate } from './crl.js';
+import { CRL_VERDICTS, earliestNextUpdate } from './crl.js';
 import type { Logger } from 'pino';
 import { NODE_ID_RULE, PEER_ID_URI_PREFIX, isNodeId, peerIdsOfSubjectAltName, tlsFailureOf, type Limits } from '@switchboard/protocol';
 import type { PeerLinkStatus, PeerMessage, PeerTransport } from '../transport.js';
@@ -102,14 +102,11 @@ const CRL_WARN_AHEAD_MS = 24 * 3_600_000;
 /** The longest delay a Node timer takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** The verification failures that come from the revocation lists (--peer-tls-crl-file), not from a certificate. */
-const CRL_PROBLEMS: Readonly<Record<string, string>> = {
-  UNABLE_TO_GET_CRL: '--peer-tls-crl-file holds no revocation list of a CA in its certificate chain (it needs one for each, root included)',
-  CRL_HAS_EXPIRED: 'a revocation list of --peer-tls-crl-file is past its next update: publish a fresh one to every node and send each a SIGHUP',
-  CRL_NOT_YET_VALID: "a revocation list of --peer-tls-crl-file is not valid yet (check the machine's clock)",
-  CRL_SIGNATURE_FAILURE: 'a revocation list of --peer-tls-crl-file is not signed by its CA',
-  UNABLE_TO_DECRYPT_CRL_SIGNATURE: 'a revocation list of --peer-tls-crl-file is not signed by its CA',
-};
+/** A revocation-list verdict (CRL_VERDICTS) as a log line says it; undefined for any other failure. */
+function crlProblem(code: string): string | undefined {
+  const v = CRL_VERDICTS[code];
+  return v === undefined ? undefined : `--peer-tls-crl-file: ${v.problem}: ${v.hint}`;
+}
 
 /**
  * What a dialing node says about a TLS failure (tlsFailureOf sorts Node's codes): they are
@@ -119,7 +116,7 @@ function peerTlsProblem(err: NodeJS.ErrnoException): string | undefined {
   const f = tlsFailureOf(err) ?? (err.code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG' ? { kind: 'plain' as const, code: err.code } : undefined);
   if (f === undefined) return undefined;
   // Revocation lists are this node's settings, not the peer's certificate.
-  const list = CRL_PROBLEMS[f.code];
+  const list = crlProblem(f.code);
   if (list !== undefined) return list;
   switch (f.kind) {
     case 'time':
@@ -697,7 +694,7 @@ export class TcpPeerTransport implements TcpTransport {
     const from = `${socket.remoteAddress}:${socket.remotePort}`;
     const why = String(socket.authorizationError ?? 'no certificate');
     const revoked = why === 'CERT_REVOKED';
-    const list = CRL_PROBLEMS[why];
+    const list = crlProblem(why);
     const text = revoked ? `its certificate is revoked (${why}; --peer-tls-crl-file)` : list !== undefined ? `${list} (${why})` : `its certificate is not one of this cluster's (${why}; --peer-tls-ca-file)`;
     this.inboundWarning({ from, code: 'CERT_REFUSED', err: why }, `refused a peer link from ${from}: ${text}`);
     socket.on('error', () => undefined);
