@@ -146,6 +146,8 @@ export class Registry {
   private rev: number;
   private readonly leaseTable = new LeaseTable();
   private readonly services = new Map<string, ServiceState>();
+  /** The same services by namespace, then name: a lookup builds no key string (the hot path of every read and write). */
+  private readonly byNamespace = new Map<string, Map<string, ServiceState>>();
   /** Services with no instances, oldest emptied first; they keep their revision. */
   private readonly empty = new Map<string, ServiceState>();
   /** Highest revision of a forgotten empty service: the revision of any unknown service. */
@@ -198,7 +200,7 @@ export class Registry {
   }
 
   service(namespace: string, name: string): ServiceState | undefined {
-    return this.services.get(serviceKey(namespace, name));
+    return this.byNamespace.get(namespace)?.get(name);
   }
 
   /** The revision of a service's last change (also for services without instances). */
@@ -774,16 +776,21 @@ export class Registry {
       const [oldKey, old] = this.empty.entries().next().value as [string, ServiceState];
       this.empty.delete(oldKey);
       this.services.delete(oldKey);
+      const names = this.byNamespace.get(old.namespace);
+      names?.delete(old.name);
+      if (names?.size === 0) this.byNamespace.delete(old.namespace);
       this.forgottenRevision = Math.max(this.forgottenRevision, old.revision);
     }
   }
 
   private serviceFor(namespace: string, name: string): ServiceState {
-    const key = serviceKey(namespace, name);
-    let s = this.services.get(key);
+    let s = this.service(namespace, name);
     if (!s) {
       s = { namespace, name, revision: this.forgottenRevision, instances: new Map(), up: 0, healthy: 0 };
-      this.services.set(key, s);
+      this.services.set(serviceKey(namespace, name), s);
+      let names = this.byNamespace.get(namespace);
+      if (!names) this.byNamespace.set(namespace, (names = new Map()));
+      names.set(name, s);
     }
     return s;
   }

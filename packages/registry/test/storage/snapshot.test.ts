@@ -193,6 +193,9 @@ test('the revision of services forgotten once empty survives a restart from a sn
     await Promise.all(acks);
     const forgotten = reg.serviceRevision('default', 's0');
     assert.ok(forgotten > 0, 'a forgotten service answers the revision of the forgotten ones');
+    assert.equal(reg.service('default', 's0'), undefined, 'a forgotten service is gone from every lookup');
+    assert.equal(forgotten, reg.serviceRevision('default', 'never-seen'), 'and answers as a service never seen does');
+    assert.ok(reg.service('default', 's10049'), 'the newest empty services are kept');
     await s.writeSnapshot(reg.snapshot());
     await s.close();
     const s2 = storage(t.dir);
