@@ -43,36 +43,40 @@ export interface InstanceRecord {
   readonly specs: CheckSpec[];
   /** The instance serialised once, reused by every answer and event. */
   readonly json: string;
-  /** Canonical form of what was registered, to tell a no-op re-registration. */
-  readonly inputKey: string;
 }
 
 /**
- * An instance as stored. Its JSON and input key are made when first asked for (stored
- * instances are never changed in place): a put made by a command has its input key
- * already, most puts applied from elsewhere (replay, an ap peer's batch, the cp view) are
- * never compared with a re-registration, and a cp view, which has no log, serialises an
- * instance only when an answer needs it.
+ * An instance as stored. Its JSON is made when first asked for (stored instances are never
+ * changed in place): a cp view, which has no log, serialises an instance only when an
+ * answer needs it.
  */
 class StoredInstance implements InstanceRecord {
   private text: string | null = null;
-  private key: string | null;
 
   constructor(
     readonly instance: Instance,
     readonly specs: CheckSpec[],
-    key: string | undefined,
-  ) {
-    this.key = key ?? null;
-  }
+  ) {}
 
   get json(): string {
     return (this.text ??= JSON.stringify(this.instance));
   }
+}
 
-  get inputKey(): string {
-    return (this.key ??= inputKeyOf(inputFromInstance(this.instance, this.specs)));
-  }
+/**
+ * True when `input` is what `rec` holds, field by field, in the same order (what comparing
+ * their JSON would say, without serialising either): an identical re-registration changes
+ * nothing. `checks`: the input's check specs as the record stores them (cp completes them).
+ */
+export function sameInput(rec: InstanceRecord, input: InstanceInput, checks: readonly CheckSpec[] = input.checks): boolean {
+  const i = rec.instance;
+  if (i.address !== input.address || i.port !== input.port || i.leaseId !== input.leaseId || i.zone !== input.zone || i.version !== input.version || i.weight !== input.weight || i.protocol !== input.protocol) return false;
+  if (i.tags.length !== input.tags.length || i.tags.some((t, k) => t !== input.tags[k])) return false;
+  const had = Object.keys(i.metadata);
+  const has = Object.keys(input.metadata);
+  if (had.length !== has.length || had.some((k, n) => k !== has[n] || i.metadata[k] !== input.metadata[k])) return false;
+  if (rec.specs.length !== checks.length) return false;
+  return checks.length === 0 || JSON.stringify(rec.specs) === JSON.stringify(checks);
 }
 
 export interface ServiceState {
@@ -122,12 +126,6 @@ const MAX_EMPTY_SERVICES = 10_000;
 export const serviceKey = (namespace: string, service: string): string => `${namespace}/${service}`;
 export const instanceKey = (namespace: string, service: string, id: string): string => `${namespace}/${service}/${id}`;
 
-/** Input keys computed by a command, so that applying its put need not compute them again. */
-const knownInputKeys = new WeakMap<Instance, string>();
-
-function inputKeyOf(input: InstanceInput): string {
-  return JSON.stringify(input);
-}
 
 /** ap mode: how the engine takes part in every write of the registry. */
 export interface ReplicationHooks {
@@ -406,14 +404,12 @@ export class Registry {
           }
         }
       }
-      const inputKey = inputKeyOf(item.input);
-      if (prev && prev.inputKey === inputKey) {
+      if (prev && sameInput(prev, item.input)) {
         unchangedRevision = Math.max(unchangedRevision, prev.instance.modRevision);
         continue;
       }
       if (!prev) newInstances++;
       const instance = this.buildInstance(item, prev, next);
-      knownInputKeys.set(instance, inputKey);
       changes.push(prev ? { op: 'put', instance, specs: item.input.checks, reason: 'updated', detail: describeUpdate(prev.instance, instance) } : { op: 'put', instance, specs: item.input.checks, reason: 'registered', detail: describeNew(instance) });
     }
     if (this.instanceTotal + newInstances > this.limits.maxInstancesPerNode) {
@@ -743,7 +739,7 @@ export class Registry {
     }
     if (prev) uncount(svc, prev.instance);
     count(svc, instance);
-    svc.instances.set(instance.id, new StoredInstance(instance, specs, knownInputKeys.get(instance)));
+    svc.instances.set(instance.id, new StoredInstance(instance, specs));
     svc.revision = revision;
     if (this.ownsLocally(instance)) this.checks.sync(key, instance, specs, this.clock.now());
     else this.checks.drop(key);
@@ -856,21 +852,6 @@ export class Registry {
     const events = this.apply(entry);
     return { entry, events, revision };
   }
-}
-
-function inputFromInstance(i: Instance, checks: CheckSpec[]): InstanceInput {
-  return {
-    address: i.address,
-    port: i.port,
-    leaseId: i.leaseId,
-    zone: i.zone,
-    version: i.version,
-    tags: i.tags,
-    metadata: i.metadata,
-    weight: i.weight,
-    protocol: i.protocol,
-    checks,
-  };
 }
 
 /**

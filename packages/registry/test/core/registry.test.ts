@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_LIMITS, SwitchboardError, validateInstanceInput, type Limits } from '@switchboard/protocol';
 import { ManualClock } from '../../src/core/clock.js';
-import { Registry, type RegistrationItem } from '../../src/core/registry.js';
+import { Registry, sameInput, type RegistrationItem } from '../../src/core/registry.js';
 import type { Entry } from '../../src/core/entry.js';
 
 function setup(limits: Limits = DEFAULT_LIMITS) {
@@ -60,6 +60,40 @@ test('an identical re-registration changes nothing and answers the current modRe
   const inst = reg.instance('default', 'orders', 'a')!.instance;
   assert.equal(inst.createRevision, 1);
   assert.equal(inst.modRevision, 3);
+});
+
+test('a re-registration is a no-op exactly when every field of its input is the same, in the same order (as its JSON would say)', () => {
+  const { reg, run } = setup();
+  const base = { address: '10.0.0.1', port: 8080, zone: 'z1', version: '1.2.3', tags: ['a', 'b'], metadata: { m: '1', n: '2' }, weight: 50, protocol: 'grpc', checks: [{ type: 'tcp', interval: '10s' }] };
+  run(reg.register(item('orders', 'a', base)));
+  const rec = reg.instance('default', 'orders', 'a')!;
+  const variants: Record<string, unknown>[] = [
+    base,
+    { ...base, address: '10.0.0.2' },
+    { ...base, port: 8081 },
+    { ...base, zone: null },
+    { ...base, version: '1.2.4' },
+    { ...base, tags: ['a'] },
+    { ...base, tags: ['b', 'a'] },
+    { ...base, tags: ['a', 'c'] },
+    { ...base, metadata: { m: '1' } },
+    { ...base, metadata: { n: '2', m: '1' } },
+    { ...base, metadata: { m: '1', n: '3' } },
+    { ...base, metadata: { m: '1', x: '2' } },
+    { ...base, weight: 51 },
+    { ...base, protocol: 'http' },
+    { ...base, checks: [] },
+    { ...base, checks: [{ type: 'tcp', interval: '20s' }] },
+    { ...base, checks: [{ type: 'tcp', interval: '10s' }, { type: 'tcp', interval: '10s', id: 'second' }] },
+  ];
+  const stored = (r: typeof rec) => ({ address: r.instance.address, port: r.instance.port, leaseId: r.instance.leaseId, zone: r.instance.zone, version: r.instance.version, tags: r.instance.tags, metadata: r.instance.metadata, weight: r.instance.weight, protocol: r.instance.protocol, checks: r.specs });
+  for (const v of variants) {
+    const input = item('orders', 'a', v).input;
+    const viaJson = JSON.stringify(input) === JSON.stringify(stored(rec));
+    assert.equal(sameInput(rec, input), viaJson, JSON.stringify(v));
+  }
+  assert.equal(sameInput(rec, item('orders', 'a', base).input), true);
+  assert.equal(variants.filter((v) => sameInput(rec, item('orders', 'a', v).input)).length, 2, 'the same input, and its metadata in another order (validation sorts the keys)');
 });
 
 test('admin status starts up, changes only through setStatus, and survives re-registration', () => {

@@ -42,7 +42,7 @@ import promClient from 'prom-client';
 import { clipOutput, dueAction, nextCheckState } from '../../core/checks.js';
 import type { Clock } from '../../core/clock.js';
 import { combinedHealth } from '../../core/health.js';
-import { Registry, describeNew, describeUpdate, instanceFromRegistration, leaseNotFound, instanceKey, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
+import { Registry, describeNew, describeUpdate, instanceFromRegistration, leaseNotFound, instanceKey, sameInput, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
 import { rendezvousOwner } from '../../core/rendezvous.js';
 import { MAX_FORWARDED_REPORTS, ReportBook } from '../../core/reports.js';
 import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../../health/monitor.js';
@@ -804,7 +804,7 @@ export class CpEngine implements Engine {
         }
       }
       compare.push(prev ? { key, target: 'Mod', result: 'Equal', mod_revision: prev.instance.modRevision } : { key, target: 'Version', result: 'Equal', version: 0 });
-      if (prev && prev.inputKey === canonicalInput(item.input)) {
+      if (prev && sameInput(prev, item.input, item.input.checks.map(completeCheckSpec))) {
         unchangedRevision = Math.max(unchangedRevision, prev.instance.modRevision);
         continue;
       }
@@ -1242,10 +1242,6 @@ function buildInstance(item: RegistrationItem, prev: InstanceRecord | undefined)
   return instanceFromRegistration(item, prev, 0);
 }
 
-/** The input as the view's records key it (the core's inputFromInstance field order). */
-function canonicalInput(i: RegistrationItem['input']): string {
-  return JSON.stringify({ address: i.address, port: i.port, leaseId: i.leaseId, zone: i.zone, version: i.version, tags: i.tags, metadata: i.metadata, weight: i.weight, protocol: i.protocol, checks: i.checks.map(completeCheckSpec) });
-}
 
 
 type RunTotals = Pick<CheckStats, 'runs' | 'timeouts' | 'denied'>;
