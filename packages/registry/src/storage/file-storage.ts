@@ -17,7 +17,10 @@ import type { InstanceJson, Recovered, Storage } from './storage.js';
 import { WalWriter, type WalLimits, type WalStats } from './wal.js';
 
 export interface FileStorageLimits extends WalLimits {
-  /** A snapshot is due after this many records since the last one. */
+  /**
+   * A snapshot is due after this many records since the last one (or the bytes below),
+   * but never before the log since the last one is as large as that snapshot was.
+   */
   snapshotEveryRecords: number;
   /** ... or after this many bytes of log since the last one. */
   snapshotEveryBytes: number;
@@ -67,6 +70,8 @@ export class FileStorage implements Storage {
   private snapshotChain: Promise<void> = Promise.resolve();
   private snapshotsWritten = 0;
   private lastSnapshotLsn = 0;
+  /** The size of the last snapshot written or loaded (bytes). */
+  private lastSnapshotBytes = 0;
 
   constructor(private readonly opts: FileStorageOptions) {
     this.location = resolve(opts.dataDir);
@@ -84,6 +89,7 @@ export class FileStorage implements Storage {
       this.wal = wal;
       this.epoch = rec.epoch;
       this.lastSnapshotLsn = rec.snapshotLsn;
+      this.lastSnapshotBytes = rec.snapshotBytes;
       // Records replayed at start count toward the next snapshot, so restarts do not let the log grow without bound.
       this.mark = { appends: -rec.entries.length, bytes: -rec.entryBytes };
       return { epoch: rec.epoch, snapshot: rec.snapshot, entries: rec.entries, ...(rec.revisionFloor > 0 ? { revisionFloor: rec.revisionFloor } : {}) };
@@ -101,7 +107,13 @@ export class FileStorage implements Storage {
   snapshotDue(): boolean {
     if (!this.wal) return false;
     const s = this.wal.stats;
-    return s.appends - this.mark.appends >= this.limits.snapshotEveryRecords || s.bytesEncoded - this.mark.bytes >= this.limits.snapshotEveryBytes;
+    const bytes = s.bytesEncoded - this.mark.bytes;
+    // A snapshot rewrites the whole registry. Waiting until the log has grown as large as
+    // the last one keeps its cost per record bounded however large the registry is (a
+    // registry of 200,000 instances is not rewritten every 50,000 records), and the log
+    // replayed at start stays within about the size of the snapshot read before it.
+    if (bytes < this.lastSnapshotBytes) return false;
+    return s.appends - this.mark.appends >= this.limits.snapshotEveryRecords || bytes >= this.limits.snapshotEveryBytes;
   }
 
   /**
@@ -140,6 +152,7 @@ export class FileStorage implements Storage {
     const file = await writeSnapshotFile(this.location, cut.lsn, snapshot, undefined, instanceJson);
     this.snapshotsWritten++;
     this.lastSnapshotLsn = cut.lsn;
+    this.lastSnapshotBytes = file.bytes;
     this.logger.info({ file: file.name, bytes: file.bytes, lsn: cut.lsn, revision: snapshot.revision, instances: snapshot.instances.length, ms: Math.round(performance.now() - started) }, 'snapshot written');
     await trimDataDir(this.location, this.logger);
   }

@@ -23,6 +23,8 @@ export interface RecoveryResult {
   snapshot: Snapshot | null;
   /** The last LSN the snapshot covers (0 without one). */
   snapshotLsn: number;
+  /** The snapshot file's size in bytes (0 without one), for the snapshot schedule. */
+  snapshotBytes: number;
   entries: Entry[];
   /** Encoded bytes of `entries`, for the snapshot schedule. */
   entryBytes: number;
@@ -52,6 +54,7 @@ export async function recover(dir: string, newEpoch: () => string, logger: Stora
     epoch,
     snapshot: loaded?.snapshot ?? null,
     snapshotLsn: loaded?.lsn ?? 0,
+    snapshotBytes: loaded?.bytes ?? 0,
     entries,
     entryBytes,
     lastLsn: scan.lastLsn,

@@ -155,12 +155,12 @@ test('snapshotDue after snapshotEveryRecords records or snapshotEveryBytes bytes
     assert.ok(s.stats.appends >= 50);
     await s.writeSnapshot(reg.snapshot());
     assert.equal(s.snapshotDue(), false);
-    await Promise.all(drive(reg, s, 1000, 1009)); // more records, after the snapshot
+    await Promise.all(drive(reg, s, 1000, 1299)); // more records after the snapshot, more bytes than it has
     await s.close();
     const probe = storage(t.dir);
     const replayed = (await probe.open(freshEpoch)).entries.length;
     await probe.close();
-    assert.ok(replayed >= 10);
+    assert.ok(replayed >= 300);
     const s2 = storage(t.dir, { snapshotEveryRecords: replayed + 1 });
     await s2.open(freshEpoch);
     assert.equal(s2.snapshotDue(), false, 'one record short of due');
@@ -173,6 +173,48 @@ test('snapshotDue after snapshotEveryRecords records or snapshotEveryBytes bytes
     await s4.open(freshEpoch);
     assert.equal(s4.snapshotDue(), true, 'and so do their bytes');
     await s4.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a snapshot is not due before the log since the last one is as large as it, also after a restart', async () => {
+  const t = tempDir('snap-ratio');
+  try {
+    const limits = { snapshotEveryRecords: 20, snapshotEveryBytes: 64 * 1024 * 1024 };
+    const s = storage(t.dir, limits);
+    const { epoch } = await s.open(freshEpoch);
+    const { reg } = registry(epoch);
+    await Promise.all(drive(reg, s, 1, 3000)); // a registry of a few thousand instances
+    await s.writeSnapshot(reg.snapshot());
+    const snap = files(t.dir).snapshots.at(-1)!;
+    const snapBytes = (await import('node:fs')).statSync(join(t.dir, snap)).size;
+    const at = s.stats.bytesEncoded;
+    let n = 0;
+    let lastBefore = 0;
+    const acks: Promise<void>[] = [];
+    while (!s.snapshotDue()) {
+      lastBefore = s.stats.bytesEncoded - at;
+      acks.push(...drive(reg, s, 5000 + n, 5000 + n));
+      n++;
+      assert.ok(n < 100_000);
+    }
+    await Promise.all(acks);
+    const grown = s.stats.bytesEncoded - at;
+    assert.ok(n > 20 * 5, `due after ${n} commands, far more than snapshotEveryRecords`);
+    assert.ok(lastBefore < snapBytes && grown >= snapBytes, `due once the log (${grown} bytes) reached the snapshot's ${snapBytes} bytes, not before (${lastBefore})`);
+    await s.close();
+    // After a restart the loaded snapshot's size counts the same way.
+    const s2 = storage(t.dir, limits);
+    await s2.open(freshEpoch);
+    assert.equal(s2.snapshotDue(), true, 'the replayed log is as large as the snapshot');
+    await s2.close();
+    const s3 = storage(t.dir, { ...limits, snapshotEveryRecords: 1 });
+    const rec = await s3.open(freshEpoch);
+    assert.ok(rec.entries.length > 20);
+    await s3.writeSnapshot(rebuild(rec).snapshot());
+    assert.equal(s3.snapshotDue(), false, 'right after a snapshot, however low the record limit');
+    await s3.close();
   } finally {
     t.remove();
   }
