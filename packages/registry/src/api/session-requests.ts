@@ -73,7 +73,7 @@ const MAX_FORWARDED_BUDGET_MS = 600_000;
 const ROUTES = Object.fromEntries(SESSION_REQUEST_TYPES.map((t) => [t, `${SESSION_PATH}#${t}`])) as Record<SessionRequestType, string>;
 
 /** The filters of a read: the query parameters of GET /v1/services/{service}, typed. */
-const READ_PARAMS = { healthy: 'boolean', zone: 'string', tag: 'strings', version: 'string', fields: 'strings', consistent: 'boolean' } as const;
+const READ_PARAMS = Object.entries({ healthy: 'boolean', zone: 'string', tag: 'strings', version: 'string', fields: 'strings', consistent: 'boolean' } as const);
 
 /**
  * The message when it is a request (its `type` one of SESSION_REQUEST_TYPES); null for
@@ -262,7 +262,7 @@ function forwardedWriteOptions(msg: RawRequest): WriteOptions | undefined {
 /** A read's filters as the query parameters of the REST read, so that both are checked alike. */
 function queryOf(msg: RawRequest): Query {
   const q: Query = { namespace: stringField(msg, 'namespace') };
-  for (const [name, kind] of Object.entries(READ_PARAMS)) {
+  for (const [name, kind] of READ_PARAMS) {
     const v = msg[name];
     if (v === undefined || v === null) continue;
     if (kind === 'boolean') {
