@@ -228,6 +228,22 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     assert.deepEqual(await ids('--tag', 'x', '--tag', 'y'), ['c1']);
     assert.deepEqual(await ids('--version', '^1.3.0'), ['c2']);
     assert.deepEqual(await ids('--version', '>=1.3.0', '--zone', 'a'), ['c3']);
+    // --fields: the agent's projection; the table has ID and those columns only.
+    const pj = await run(url, ['instances', 'cart', '--healthy', '--fields', 'port,address,tags', '--json']);
+    assert.equal(pj.code, 0, pj.stderr);
+    assert.deepEqual((JSON.parse(pj.stdout) as ServiceAnswer).instances, [
+      { id: 'c1', address: '10.1.0.1', port: 80, tags: ['x', 'y'] },
+      { id: 'c2', address: '10.1.0.2', port: 80, tags: ['x'] },
+    ]);
+    const pt = await run(url, ['instances', 'cart', '--fields', 'address,leaseId,metadata']);
+    assert.equal(pt.code, 0, pt.stderr);
+    const lines = pt.stdout.trimEnd().split('\n');
+    assert.match(lines[0] as string, /^ID\s+ADDRESS\s+METADATA\s+LEASE_ID$/);
+    assert.deepEqual((lines[1] as string).split(/\s+/), ['c1', '10.1.0.1', '-', '-']);
+    const bad = await run(url, ['instances', 'cart', '--fields', 'adress']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /INVALID_ARGUMENT/);
+    assert.match(bad.stderr, /address/, 'the agent\'s hint names the field meant');
     const none = await run(url, ['instances', 'cart', '--zone', 'zz']);
     assert.equal(none.code, 0);
     assert.equal(none.stdout, '');

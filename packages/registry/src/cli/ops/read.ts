@@ -1,6 +1,6 @@
 /** `switchboard status`, `services` and `instances`: the read-only commands. */
 import { Argument, Option, type Command } from 'commander';
-import type { Instance, NodeStatus, ServiceAnswer, ServiceList } from '@switchboard/protocol';
+import { INSTANCE_FIELDS, type Instance, type NodeStatus, type ServiceAnswer, type ServiceList } from '@switchboard/protocol';
 import { repeatable, serviceArg, tagArg, versionRangeArg, zoneArg } from './args.js';
 import { commonFlags, nsQuery, runWith, type Context, type Exit } from './common.js';
 import { apiPath } from './http.js';
@@ -33,6 +33,24 @@ export function instanceTable(out: Output, instances: Instance[]): string[] {
   ]);
   const headers = owned ? [...INSTANCE_HEADERS.slice(0, -1), ...OWNERSHIP_HEADERS, 'TAGS'] : INSTANCE_HEADERS;
   return table(st, headers, rows);
+}
+
+/** One value of a projected instance as a table cell: lists joined by ",", maps as k=v. */
+function fieldCell(v: unknown): Cell {
+  if (v === null || v === undefined) return '-';
+  if (Array.isArray(v)) return v.length === 0 ? '-' : v.map((x) => (typeof x === 'object' && x !== null ? JSON.stringify(x) : String(x))).join(',');
+  if (typeof v === 'object') {
+    const entries = Object.entries(v as Record<string, unknown>);
+    return entries.length === 0 ? '-' : entries.map(([k, x]) => `${k}=${String(x)}`).join(',');
+  }
+  return String(v);
+}
+
+/** The table of a `--fields` answer: ID and the chosen fields, in the answer's order. */
+function projectedTable(out: Output, instances: Instance[], fields: readonly string[]): string[] {
+  const columns = INSTANCE_FIELDS.filter((f) => f === 'id' || fields.includes(f));
+  const rows = instances.map((i) => columns.map((f) => fieldCell((i as unknown as Record<string, unknown>)[f])));
+  return table(out.style, columns.map((f) => f.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()), rows);
 }
 
 /** A note on stderr when some instances are unconfirmed: their owner may be gone. */
@@ -87,16 +105,18 @@ export function registerReadCommands(program: Command, exit: Exit): void {
       .option('--healthy', 'only instances with status up and health not critical')
       .addOption(new Option('--zone <zone>', 'only instances in this zone').argParser(zoneArg))
       .addOption(new Option('--tag <tag>', 'only instances with this tag (repeatable: all must match)').argParser(repeatable(tagArg)))
-      .addOption(new Option('--version <range>', 'only instances whose version is in this semver range (like ^1.2.0)').argParser(versionRangeArg)),
+      .addOption(new Option('--version <range>', 'only instances whose version is in this semver range (like ^1.2.0)').argParser(versionRangeArg))
+      .option('--fields <list>', 'only these instance fields, comma-separated (like address,port; the id always)'),
     true,
   ).action(
     runWith(exit, async (ctx, [service]) => {
-      const o = ctx.command.opts<{ healthy?: boolean; zone?: string; tag?: string[]; version?: string }>();
+      const o = ctx.command.opts<{ healthy?: boolean; zone?: string; tag?: string[]; version?: string; fields?: string }>();
       const answer = await listService(ctx, service as string, {
         healthy: o.healthy === true ? 'true' : undefined,
         zone: o.zone,
         tag: o.tag,
         version: o.version,
+        fields: o.fields,
       });
       if (ctx.out.json) return ctx.out.jsonDoc(answer), 0;
       if (answer.protected) ctx.out.note('note: the protect threshold of this service triggered: unhealthy instances are included');
@@ -104,6 +124,12 @@ export function registerReadCommands(program: Command, exit: Exit): void {
       if (answer.instances.length === 0) {
         const filtered = o.healthy || o.zone || o.tag || o.version;
         ctx.out.note(`no instances of ${answer.service}${filtered ? ' match the filters' : ''} (revision ${answer.revision})`);
+        return 0;
+      }
+      const fields = o.fields?.split(',').map((f) => f.trim()).filter((f) => f !== '') ?? [];
+      if (fields.length > 0) {
+        // The agent checked the names (400 with the list to choose from); its answer has only those.
+        for (const line of projectedTable(ctx.out, answer.instances, fields)) ctx.out.line(line);
         return 0;
       }
       unconfirmedNote(ctx.out, answer.instances);
