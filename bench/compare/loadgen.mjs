@@ -14,8 +14,9 @@ import { histToWire } from './lib/histwire.mjs';
 const now = () => performance.now();
 const wallNow = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
-const send = (msg) => {
-  if (process.connected) process.send(msg);
+const send = (msg, then) => {
+  if (process.connected) process.send(msg, then);
+  else then?.();
 };
 
 
@@ -523,16 +524,18 @@ const WORKLOADS = { register, read, watch, renew, memory, checks, 'failure-watch
 process.on('message', async (msg) => {
   if (msg?.type !== 'run') return;
   let drv = null;
+  let last;
   try {
     const fn = WORKLOADS[msg.workload];
     if (!fn) throw new Error(`unknown workload ${msg.workload}`);
     drv = msg.workload === 'checks' ? null : await loadDriver(msg.target, { readMode: msg.options.readMode });
     const result = await fn(drv, msg.workload === 'checks' ? { ...msg.options, url: msg.target.url } : msg.options);
-    send({ type: 'result', result });
+    last = { type: 'result', result };
   } catch (err) {
-    send({ type: 'error', error: String(err?.stack ?? err) });
+    last = { type: 'error', error: String(err?.stack ?? err) };
   }
-  // Let the last message flush, then leave (sockets close with the process).
-  setTimeout(() => process.exit(0), 100);
+  // Leave once the last message is handed to the IPC channel (a large result may take a
+  // while; sockets close with the process).
+  send(last, () => setTimeout(() => process.exit(0), 20));
 });
 process.on('disconnect', () => process.exit(0));

@@ -214,6 +214,35 @@ export function targets(out) {
   return res;
 }
 
+/**
+ * The issue's own figures for the peers (measured with the same npm clients on a machine
+ * like this one), next to this run's: a peer measured far from them would point at the
+ * suite (its set-up, its clients) rather than at the peer. One row per figure the run has.
+ */
+export const PEER_REFERENCES = [
+  { workload: 'register', level: 64, system: 'etcd', key: 'throughput', value: 3600, unit: '/s', what: 'etcd, one member: lease-bound puts, 64 clients' },
+  { workload: 'register', level: 64, system: 'zookeeper', key: 'throughput', value: 9200, unit: '/s', what: 'ZooKeeper, standalone: ephemeral creates, 64 clients' },
+  { workload: 'read', system: 'etcd3', readMode: 'serializable', key: 'throughput', value: 3200, unit: '/s', what: 'etcd, 3 members: serializable prefix reads' },
+  { workload: 'read', system: 'zookeeper3', readMode: 'bare', key: 'throughput', value: 12000, unit: '/s', what: 'ZooKeeper, 3 nodes: bare child listings' },
+  { workload: 'read', system: 'zookeeper3', readMode: 'curator', key: 'throughput', value: 800, unit: '/s', what: "ZooKeeper, 3 nodes: listings with each child's data" },
+  { workload: 'watch', level: 200, system: 'etcd', key: 'p99Ms', value: 19, unit: ' ms', what: 'etcd: watch p99, 200 watchers' },
+  { workload: 'watch', level: 200, system: 'zookeeper', key: 'p99Ms', value: 140, unit: ' ms', what: 'ZooKeeper: watch p99, 200 watchers' },
+];
+
+/** [what, the issue's figure, this run's, this run ÷ the issue's] for each reference the run has. */
+export function peerReferences(out) {
+  const rows = [];
+  for (const ref of PEER_REFERENCES) {
+    const c = out.cases.find((x) => x.workload === ref.workload && (ref.level === undefined || x.level === ref.level));
+    const r = c?.rows.find((x) => x.system === ref.system && (ref.readMode === undefined || x.readMode === ref.readMode));
+    const v = med(r?.summary?.[ref.key]);
+    if (v === null || v === undefined) continue;
+    const f = ref.unit === ' ms' ? ms : (n) => `${int(n)}/s`;
+    rows.push([ref.what, f(ref.value), f(v), ratio(v / ref.value)]);
+  }
+  return rows;
+}
+
 // ---------------------------------------------------------------- renderers
 
 export function renderTable(out, { format = 'text' } = {}) {
@@ -229,6 +258,12 @@ export function renderTable(out, { format = 'text' } = {}) {
     const met = (x, no) => (x.met === null ? '-' : x.met ? 'yes' : no);
     if (format === 'md') parts.push(`#### Targets (issues 4 and 6)\n\n${mdTable(['target', 'measured', 'met'], t.map((x) => [x.target, x.value, met(x, '**no**')]), { numeric: false })}`);
     else parts.push(`targets (issues 4 and 6)\n${textTable(['target', 'measured', 'met'], t.map((x) => [x.target, x.value, met(x, 'NO')]))}`);
+  }
+  const refs = peerReferences(out);
+  if (refs.length > 0) {
+    const head = ['peer figure', "the issue's", 'this run', 'this run ÷ the issue\'s'];
+    if (format === 'md') parts.push(`#### The peers against the issue's reference figures\n\n${mdTable(head, refs)}`);
+    else parts.push(`the peers against the issue's reference figures\n${textTable(head, refs)}`);
   }
   const disturbed = [];
   for (const c of out.cases) for (const r of c.rows) for (const run of r.runs) if ((run.cpu?.othersCpuPct ?? 0) > 25) disturbed.push(`${c.workload}@${c.level} ${rowName(r)} run ${run.run} (${pct(run.cpu.othersCpuPct)} of a core)`);

@@ -195,14 +195,18 @@ export function runGenerator({ workload, sys, options, progress, label, hardLimi
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      for (const g of gens) g.off('exit', onExit);
+      gens.forEach((g, i) => g.off('exit', exitHandlers[i]));
       Promise.all(gens.map((g) => stopProc(g, 2000))).then(() => (err ? reject(err) : resolve({ result, cpu: between(mStart, mEnd), generators: count })));
     };
     const timer = setTimeout(() => finish(new Error(`${label}: no result within ${Math.round(hardLimitMs / 1000)} s`)), hardLimitMs);
-    const onExit = (code, sig) => finish(new Error(`${label}: a load generator exited (code ${code}, signal ${sig}) without a result`));
+    // A generator leaves once its result is sent; only one that leaves before it fails the run
+    // (with two generators, the first may finish while the second still closes its clients).
+    const exitHandlers = gens.map((_, g) => (code, sig) => {
+      if (results[g] === undefined) finish(new Error(`${label}: a load generator exited (code ${code}, signal ${sig}) without a result`));
+    });
     const deadServer = () => sys.procs.find((p) => p.exitCode !== null || p.signalCode !== null);
     gens.forEach((gen, g) => {
-      gen.once('exit', onExit);
+      gen.once('exit', exitHandlers[g]);
       gen.on('message', (msg) => {
         if (msg.type === 'phase') {
           if (msg.phase === 'measure' && mStart === null) mStart = sample();

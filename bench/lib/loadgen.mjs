@@ -14,8 +14,9 @@ const now = () => performance.now();
 const wallNow = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
-const send = (msg) => {
-  if (process.connected) process.send(msg);
+const send = (msg, then) => {
+  if (process.connected) process.send(msg, then);
+  else then?.();
 };
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
@@ -570,14 +571,16 @@ const WORKLOADS = {
 process.on('message', async (msg) => {
   if (msg?.type !== 'run') return;
   const fn = WORKLOADS[msg.workload];
+  let last;
   try {
     if (!fn) throw new Error(`unknown workload ${msg.workload}`);
     const result = await fn({ url: msg.url, options: msg.options });
-    send({ type: 'result', result });
+    last = { type: 'result', result };
   } catch (err) {
-    send({ type: 'error', error: String(err?.stack ?? err) });
+    last = { type: 'error', error: String(err?.stack ?? err) };
   }
-  // Let the last message flush, then leave.
-  setTimeout(() => process.exit(0), 50);
+  // Leave once the last message is handed to the IPC channel (a large result may take a
+  // while; sockets close with the process).
+  send(last, () => setTimeout(() => process.exit(0), 20));
 });
 process.on('disconnect', () => process.exit(0));
