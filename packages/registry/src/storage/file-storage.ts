@@ -112,8 +112,11 @@ export class FileStorage implements Storage {
     // the last one keeps its cost per record bounded however large the registry is (a
     // registry of 200,000 instances is not rewritten every 50,000 records), and the log
     // replayed at start stays within about the size of the snapshot read before it.
+    // snapshotEveryBytes still bounds the log whatever the last snapshot's size (a registry
+    // that shrank after a large snapshot is not left to grow a log as large as it was).
+    if (bytes >= this.limits.snapshotEveryBytes) return true;
     if (bytes < this.lastSnapshotBytes) return false;
-    return s.appends - this.mark.appends >= this.limits.snapshotEveryRecords || bytes >= this.limits.snapshotEveryBytes;
+    return s.appends - this.mark.appends >= this.limits.snapshotEveryRecords;
   }
 
   /**

@@ -212,9 +212,25 @@ test('a snapshot is not due before the log since the last one is as large as it,
     const s3 = storage(t.dir, { ...limits, snapshotEveryRecords: 1 });
     const rec = await s3.open(freshEpoch);
     assert.ok(rec.entries.length > 20);
-    await s3.writeSnapshot(rebuild(rec).snapshot());
-    assert.equal(s3.snapshotDue(), false, 'right after a snapshot, however low the record limit');
+    const reg3 = rebuild(rec);
+    await s3.writeSnapshot(reg3.snapshot());
+    await Promise.all(drive(reg3, s3, 90_001, 90_002));
+    assert.equal(s3.snapshotDue(), false, 'past the record limit of 1, but the log since the snapshot is far smaller than it');
     await s3.close();
+    // snapshotEveryBytes bounds the log whatever the last snapshot's size.
+    const s4 = storage(t.dir, { snapshotEveryRecords: 1_000_000, snapshotEveryBytes: 2_000 });
+    const reg4 = rebuild(await s4.open(freshEpoch));
+    await s4.writeSnapshot(reg4.snapshot());
+    const at4 = s4.stats.bytesEncoded;
+    let m = 0;
+    while (!s4.snapshotDue()) {
+      await Promise.all(drive(reg4, s4, 91_000 + m, 91_000 + m));
+      m++;
+      assert.ok(m < 10_000);
+    }
+    const grown4 = s4.stats.bytesEncoded - at4;
+    assert.ok(grown4 >= 2_000 && grown4 < snapBytes, `due at snapshotEveryBytes (${grown4} bytes of log), before the log reached the snapshot's ${snapBytes} bytes`);
+    await s4.close();
   } finally {
     t.remove();
   }
