@@ -240,6 +240,13 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     const lines = pt.stdout.trimEnd().split('\n');
     assert.match(lines[0] as string, /^ID\s+ADDRESS\s+METADATA\s+LEASE_ID$/);
     assert.deepEqual((lines[1] as string).split(/\s+/), ['c1', '10.1.0.1', '-', '-']);
+    // What a registrant wrote cannot reach the terminal as control characters.
+    await reg(url, 'esc', 'e1', { address: '10.1.0.9', port: 80, metadata: { note: 'a\u001b]52;c;Zm9v\u0007b\nc\u009bd' } });
+    const esc = await run(url, ['instances', 'esc', '--fields', 'metadata']);
+    assert.equal(esc.code, 0, esc.stderr);
+    assert.doesNotMatch(esc.stdout, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/, 'no control character but the line ends');
+    assert.equal(esc.stdout.trimEnd().split('\n').length, 2, 'one line per instance');
+    assert.match(esc.stdout, /note=a\\u001b\]52;c;Zm9v\\u0007b\\u000ac\\u009bd/);
     const bad = await run(url, ['instances', 'cart', '--fields', 'adress']);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /INVALID_ARGUMENT/);

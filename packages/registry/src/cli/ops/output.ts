@@ -76,9 +76,16 @@ export class Output {
 /** A table cell: its text, and how to paint it once padded. */
 export type Cell = string | { text: string; paint?: Paint };
 
-const textOf = (c: Cell): string => (typeof c === 'string' ? c : c.text);
+/**
+ * Control characters (C0, DEL, C1) written visibly as \\uXXXX: cells hold what registrants
+ * sent (metadata values may hold any text), which must neither move the cursor, send the
+ * terminal escape sequences, nor break a row over two lines.
+ */
+export const visible = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
-/** Display width of plain text: code points (no control characters appear in cells). */
+const textOf = (c: Cell): string => visible(typeof c === 'string' ? c : c.text);
+
+/** Display width of plain text: code points (control characters are made visible first). */
 const width = (s: string): number => [...s].length;
 
 /** Aligned columns separated by two spaces, a bold header line, no trailing spaces. */
