@@ -47,6 +47,8 @@ export interface RequestSession {
   readonly client: string;
   /** cp: another node's session for the writes it forwards: they are made here, never sent on. */
   readonly forwarded: boolean;
+  /** cp, forwarded sessions: aborted when the connection closes (its writes not yet planned are then not made). */
+  readonly signal?: AbortSignal;
   send(msg: SessionServerMessage): void;
   sendText(text: string | Buffer): void;
 }
@@ -183,7 +185,7 @@ export class SessionRequests {
     }
     const instanceId = validateInstanceId(msg.instanceId, 'instanceId');
     const namespace = namespaceOf({ namespace: stringField(msg, 'namespace') });
-    const opts = s.forwarded ? forwardedWriteOptions(msg) : undefined;
+    const opts = s.forwarded ? forwardedWriteOptions(msg, s.signal) : undefined;
     const fields = s.forwarded ? FORWARDED_WRITE_FIELDS : FIELDS;
     if (msg.type === 'deregister') {
       const tail = warningsTail(refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, fields.deregister), STRICT));
@@ -251,12 +253,16 @@ function stringField(msg: RawRequest, name: string): string | undefined {
   return v;
 }
 
-/** A forwarded write's `budgetMs`, from now: the time by which it must be planned. */
-function forwardedWriteOptions(msg: RawRequest): WriteOptions | undefined {
+/**
+ * A forwarded write's options: `budgetMs` from now, the time by which it must be planned
+ * (none from a sender that does not send it), and the session's signal (aborted when the
+ * sender's link closes).
+ */
+function forwardedWriteOptions(msg: RawRequest, signal: AbortSignal | undefined): WriteOptions {
   const v = msg.budgetMs;
-  if (v === undefined || v === null) return undefined;
+  if (v === undefined || v === null) return { signal };
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_FORWARDED_BUDGET_MS) throw invalid('budgetMs', `budgetMs must be a whole number of milliseconds from 0 to ${MAX_FORWARDED_BUDGET_MS}`, 'send the time the sending node still waits for the write, such as "budgetMs": 4000');
-  return { planBy: performance.now() + v };
+  return { planBy: performance.now() + v, signal };
 }
 
 /** A read's filters as the query parameters of the REST read, so that both are checked alike. */

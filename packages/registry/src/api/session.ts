@@ -41,13 +41,27 @@ class Session {
   inflight = 0;
   /** A close asked for while requests were running: done when the last is answered. */
   private closing: (() => void) | null = null;
+  /** cp, a forwarded-writes session: aborted when it closes, so that its writes not yet planned never are. */
+  private readonly ended: AbortController | null;
 
   constructor(
     readonly socket: WebSocket,
     readonly client: string,
     /** cp: the session another node opened to send this node the writes it forwards (FORWARDED_WRITES_HEADER). */
     readonly forwarded = false,
-  ) {}
+  ) {
+    this.ended = forwarded ? new AbortController() : null;
+  }
+
+  /** Aborted once the session is closed (forwarded-writes sessions only). */
+  get signal(): AbortSignal | undefined {
+    return this.ended?.signal;
+  }
+
+  /** The connection is gone: writes of a forwarded-writes session not yet planned are not made. */
+  closed(): void {
+    this.ended?.abort();
+  }
 
   get open(): boolean {
     return this.socket.readyState === this.socket.OPEN;
@@ -276,6 +290,7 @@ export class Sessions {
 
   private onClose(s: Session): void {
     this.all.delete(s);
+    s.closed();
     const leaseId = s.leaseId;
     if (!leaseId) return;
     if (this.byLease.get(leaseId) === s) this.byLease.delete(leaseId);

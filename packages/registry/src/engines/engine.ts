@@ -26,6 +26,11 @@ export interface WriteOptions {
    * (docs/cp.md, *One node writes*). Standalone and ap writes are planned when called.
    */
   planBy?: number;
+  /**
+   * Aborted when the sender can no longer be answered (its link closed): the write is then
+   * not planned again either (a retry of it may be made another way meanwhile).
+   */
+  signal?: AbortSignal;
 }
 
 export interface ForwardedWrite {

@@ -80,6 +80,7 @@ test('a re-registration is a no-op exactly when every field of its input is the 
     { ...base, metadata: { n: '2', m: '1' } },
     { ...base, metadata: { m: '1', n: '3' } },
     { ...base, metadata: { m: '1', x: '2' } },
+    { ...base, leaseId: 'lease-1' },
     { ...base, weight: 51 },
     { ...base, protocol: 'http' },
     { ...base, checks: [] },

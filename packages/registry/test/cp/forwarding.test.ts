@@ -155,7 +155,7 @@ test('a node\'s link for forwarded writes takes requests, not lease messages; a 
     register(1, 'late', 0);
     const late = await answer(1);
     assert.equal(late.type, 'error');
-    assert.equal(late.problem?.code, 'STORE_UNAVAILABLE');
+    assert.equal(late.problem?.code, 'NOT_READY', 'not made: the sender, still waiting, makes it itself');
     assert.match(late.problem!.detail, /not made/);
     // Time left: made, and the field is known on this link (no warning).
     register(2, 'in-time', 5_000);
@@ -164,7 +164,7 @@ test('a node\'s link for forwarded writes takes requests, not lease messages; a 
     assert.equal(made.warnings, undefined);
     assert.deepEqual(await ids(), ['in-time'], 'the refused write was not made');
     ws.send(JSON.stringify({ type: 'deregister', id: 3, service: 'budget', instanceId: 'in-time', budgetMs: 0 }));
-    assert.equal((await answer(3)).problem?.code, 'STORE_UNAVAILABLE');
+    assert.equal((await answer(3)).problem?.code, 'NOT_READY');
     assert.deepEqual(await ids(), ['in-time'], 'nor was the refused deregistration');
     register(4, 'bad', -1);
     const bad = await answer(4);
@@ -180,6 +180,34 @@ test('a node\'s link for forwarded writes takes requests, not lease messages; a 
       assert.match(r.warnings?.join('\n') ?? '', /budgetMs/);
     } finally {
       c.ws.close();
+    }
+  }));
+
+test('a forwarded write whose link closes is not planned after it (a retry may be made another way meanwhile)', { timeout: 60_000 }, () =>
+  withThreeNodes(async (n1) => {
+    // The engine refuses to plan a write whose signal is aborted, the first plan included.
+    const gone = await n1.engine.register({ namespace: 'default', service: 'closed', id: 'x', input: { address: '10.0.0.1', port: 80, leaseId: null, zone: null, version: null, tags: [], metadata: {}, weight: 100, protocol: 'http', checks: [] } }, { signal: AbortSignal.abort() }).then(() => null, (e: unknown) => e as { code?: string; message?: string });
+    assert.equal(gone?.code, 'NOT_READY');
+    assert.match(gone?.message ?? '', /not made: the link of the node that sent the write closed/);
+    assert.equal((await call(n1.url, 'GET', '/v1/services/closed/instances/x?consistent=true')).status, 404, 'nothing was written');
+    // A forwarded session gives its writes a signal that is aborted when it closes.
+    const engine = n1.engine as unknown as { register: (item: unknown, opts?: { signal?: AbortSignal }) => Promise<number> };
+    const real = engine.register.bind(engine);
+    const seen: (AbortSignal | undefined)[] = [];
+    engine.register = (item, opts) => {
+      seen.push(opts?.signal);
+      return real(item, opts);
+    };
+    try {
+      const { ws, inbox } = await forwardedSession(n1.url);
+      ws.send(JSON.stringify({ type: 'register', id: 1, service: 'closed', instanceId: 'y', instance: { address: '10.0.0.1', port: 80 }, budgetMs: 5_000 }));
+      await waitUntil(() => inbox.some((m) => m.id === 1), 10_000, 'the answer');
+      assert.equal(seen.length, 1);
+      assert.equal(seen[0]?.aborted, false, 'open while the link is');
+      ws.close();
+      await waitUntil(() => seen[0]?.aborted === true, 5_000, 'the signal aborted once the link closed');
+    } finally {
+      engine.register = real;
     }
   }));
 

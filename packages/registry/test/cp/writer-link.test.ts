@@ -51,6 +51,7 @@ test('each answer of the writer becomes the outcome it means; an unknown error c
     ok: (id) => ({ type: 'result', id, revision: 42 }),
     refused: (id) => ({ type: 'error', id, request: 'register', problem: { status: 400, code: 'INVALID_ARGUMENT', detail: 'port is out of range', hint: 'give a port from 1 to 65535', field: 'instance/port' } }),
     busy: (id) => ({ type: 'error', id, request: 'register', problem: { status: 429, code: 'RATE_LIMITED', detail: 'too many requests' } }),
+    late: (id) => ({ type: 'error', id, request: 'register', problem: { status: 503, code: 'NOT_READY', detail: 'not made: the write could not be planned within the time its sending node waits for it' } }),
     newer: (id) => ({ type: 'error', id, request: 'register', problem: { status: 409, code: 'SOME_FUTURE_CODE', detail: 'a refusal this node has no name for' } }),
     silent: () => undefined,
   });
@@ -71,6 +72,8 @@ test('each answer of the writer becomes the outcome it means; an unknown error c
 
     const busy = await link.send('n1', writer.url, write('busy'))!.then(() => null, (e: unknown) => e);
     assert.ok(busy instanceof NotTaken, 'refused before it ran: the node makes it itself');
+    const late = await link.send('n1', writer.url, write('late'))!.then(() => null, (e: unknown) => e);
+    assert.ok(late instanceof NotTaken, 'not made (no etcd quorum at the writer, or its budget ran out): the node makes it itself');
 
     const newer = await link.send('n1', writer.url, write('newer'))!.then(() => null, (e: unknown) => e);
     assert.ok(newer instanceof SwitchboardError, String(newer));

@@ -120,11 +120,15 @@ interface Plan {
   unchangedRevision: number;
 }
 
-/** A forwarded write that could not be planned before its sender stops waiting: not made. */
-function tooLateToPlan(attempt: number): SwitchboardError {
-  return new SwitchboardError('STORE_UNAVAILABLE', `not made: the write could not be planned within the time its sending node waits for it${attempt > 0 ? ` (after ${attempt} attempt${attempt > 1 ? 's' : ''} that raced with other writes)` : ''}`, {
+/**
+ * A forwarded write that could not be planned before its sender stops waiting, or whose
+ * sender's link closed: not made. NOT_READY, so that a sender still waiting makes the
+ * write itself (a refusal the writer link reads as "not taken").
+ */
+function notPlanned(attempt: number, why: string): SwitchboardError {
+  return new SwitchboardError('NOT_READY', `not made: ${why}${attempt > 0 ? ` (after ${attempt} attempt${attempt > 1 ? 's' : ''} that raced with other writes)` : ''}`, {
     retryAfterSec: 1,
-    hint: 'retry; the node that writes for the cluster is slow to reach etcd or very busy',
+    hint: 'the sending node makes the write itself; if this reaches a client, retry',
   });
 }
 
@@ -757,20 +761,20 @@ export class CpEngine implements Engine {
   // ---- instances ----
 
   register(item: RegistrationItem, opts?: WriteOptions): Promise<number> {
-    return this.registerItems([item], opts?.planBy);
+    return this.registerItems([item], opts);
   }
 
   registerBatch(items: RegistrationItem[]): Promise<number> {
     return this.registerItems(items);
   }
 
-  private registerItems(items: RegistrationItem[], planBy?: number): Promise<number> {
+  private registerItems(items: RegistrationItem[], opts?: WriteOptions): Promise<number> {
     // One guard per instance and one per distinct lease, in one transaction.
     const guards = items.length + new Set(items.map((i) => i.input.leaseId).filter((l) => l !== null)).size;
     if (guards > this.cfg.maxTxnOps) {
       throw limitExceeded('maxTxnOps', 'instances', `${items.length} instances on their leases need ${guards} guards in one etcd transaction, which takes at most ${this.cfg.maxTxnOps} operations`, 'split the batch, or raise etcd\'s --max-txn-ops');
     }
-    return this.write(() => this.planRegistration(items), planBy);
+    return this.write(() => this.planRegistration(items), opts);
   }
 
   private planRegistration(items: RegistrationItem[]): Plan {
@@ -823,11 +827,11 @@ export class CpEngine implements Engine {
   }
 
   deregister(namespace: string, service: string, id: string, opts?: WriteOptions): Promise<number> {
-    return this.deleteInstance(namespace, service, id, 'deregistered', undefined, undefined, opts?.planBy);
+    return this.deleteInstance(namespace, service, id, 'deregistered', undefined, undefined, opts);
   }
 
   /** Deletes an instance (and its ttl report keys), saying why, guarded by its revision. */
-  private deleteInstance(namespace: string, service: string, id: string, reason: DeleteReason, detail?: string, still?: (rec: InstanceRecord) => boolean, planBy?: number): Promise<number> {
+  private deleteInstance(namespace: string, service: string, id: string, reason: DeleteReason, detail?: string, still?: (rec: InstanceRecord) => boolean, opts?: WriteOptions): Promise<number> {
     return this.write(() => {
       const prev = this.requireInstance(namespace, service, id);
       if (still && !still(prev)) return this.unchanged(prev);
@@ -843,7 +847,7 @@ export class CpEngine implements Engine {
         ],
         unchangedRevision: 0,
       };
-    }, planBy);
+    }, opts);
   }
 
   setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
@@ -1056,16 +1060,19 @@ export class CpEngine implements Engine {
    * transaction's revision and the write is planned again. "Not found" answers from the
    * view are confirmed with a consistent read before they are given.
    *
-   * `planBy` (performance.now() ms): no plan is made after it, the first one included; the
-   * write is refused with 503 instead and nothing is sent to etcd. A plan made in time
-   * whose transaction lands later carries its guards, so it cannot overwrite a write made
-   * meanwhile; planning again after the guards failed could.
+   * A forwarded write (`opts`): no plan is made after `planBy` (performance.now() ms) or
+   * once `signal` is aborted (its sender's link closed), the first plan included; the
+   * write is refused as not made (NOT_READY) and nothing is sent to etcd. A plan made in
+   * time whose transaction lands later carries its guards, so it cannot overwrite a write
+   * made meanwhile; planning again after the guards failed could.
    */
-  private async write(plan: () => Plan, planBy?: number): Promise<number> {
-    this.requireReachable(planBy !== undefined);
+  private async write(plan: () => Plan, opts?: WriteOptions): Promise<number> {
+    const planBy = opts?.planBy;
+    this.requireReachable(opts !== undefined);
     let confirmed = false;
     for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
-      if (planBy !== undefined && performance.now() >= planBy) throw tooLateToPlan(attempt);
+      if (opts?.signal?.aborted) throw notPlanned(attempt, 'the link of the node that sent the write closed before it was planned');
+      if (planBy !== undefined && performance.now() >= planBy) throw notPlanned(attempt, 'the write could not be planned within the time its sending node waits for it');
       let p: Plan;
       try {
         p = plan();
