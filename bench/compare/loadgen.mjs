@@ -10,14 +10,11 @@ import { loadDriver } from './drivers/index.mjs';
 import { Histogram } from '../lib/hist.mjs';
 import { payload } from './lib/payload.mjs';
 import { histToWire } from './lib/histwire.mjs';
+import { replyThenExit, send } from '../lib/child.mjs';
 
 const now = () => performance.now();
 const wallNow = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
-const send = (msg, then) => {
-  if (process.connected) process.send(msg, then);
-  else then?.();
-};
 
 
 class Errors {
@@ -521,21 +518,13 @@ async function checks(_drv, o) {
 
 const WORKLOADS = { register, read, watch, renew, memory, checks, 'failure-watch': failureWatch };
 
-process.on('message', async (msg) => {
+process.on('message', (msg) => {
   if (msg?.type !== 'run') return;
-  let drv = null;
-  let last;
-  try {
+  void replyThenExit(async () => {
     const fn = WORKLOADS[msg.workload];
     if (!fn) throw new Error(`unknown workload ${msg.workload}`);
-    drv = msg.workload === 'checks' ? null : await loadDriver(msg.target, { readMode: msg.options.readMode });
-    const result = await fn(drv, msg.workload === 'checks' ? { ...msg.options, url: msg.target.url } : msg.options);
-    last = { type: 'result', result };
-  } catch (err) {
-    last = { type: 'error', error: String(err?.stack ?? err) };
-  }
-  // Leave once the last message is handed to the IPC channel (a large result may take a
-  // while; sockets close with the process).
-  send(last, () => setTimeout(() => process.exit(0), 20));
+    const drv = msg.workload === 'checks' ? null : await loadDriver(msg.target, { readMode: msg.options.readMode });
+    return fn(drv, msg.workload === 'checks' ? { ...msg.options, url: msg.target.url } : msg.options);
+  });
 });
 process.on('disconnect', () => process.exit(0));

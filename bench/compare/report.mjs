@@ -220,13 +220,13 @@ export function targets(out) {
  * suite (its set-up, its clients) rather than at the peer. One row per figure the run has.
  */
 export const PEER_REFERENCES = [
-  { workload: 'register', level: 64, system: 'etcd', key: 'throughput', value: 3600, unit: '/s', what: 'etcd, one member: lease-bound puts, 64 clients' },
-  { workload: 'register', level: 64, system: 'zookeeper', key: 'throughput', value: 9200, unit: '/s', what: 'ZooKeeper, standalone: ephemeral creates, 64 clients' },
-  { workload: 'read', system: 'etcd3', readMode: 'serializable', key: 'throughput', value: 3200, unit: '/s', what: 'etcd, 3 members: serializable prefix reads' },
-  { workload: 'read', system: 'zookeeper3', readMode: 'bare', key: 'throughput', value: 12000, unit: '/s', what: 'ZooKeeper, 3 nodes: bare child listings' },
-  { workload: 'read', system: 'zookeeper3', readMode: 'curator', key: 'throughput', value: 800, unit: '/s', what: "ZooKeeper, 3 nodes: listings with each child's data" },
-  { workload: 'watch', level: 200, system: 'etcd', key: 'p99Ms', value: 19, unit: ' ms', what: 'etcd: watch p99, 200 watchers' },
-  { workload: 'watch', level: 200, system: 'zookeeper', key: 'p99Ms', value: 140, unit: ' ms', what: 'ZooKeeper: watch p99, 200 watchers' },
+  { workload: 'register', level: 64, system: 'etcd', key: 'throughput', value: 3600, what: 'etcd, one member: lease-bound puts, 64 clients' },
+  { workload: 'register', level: 64, system: 'zookeeper', key: 'throughput', value: 9200, what: 'ZooKeeper, standalone: ephemeral creates, 64 clients' },
+  { workload: 'read', system: 'etcd3', readMode: 'serializable', key: 'throughput', value: 3200, what: 'etcd, 3 members: serializable prefix reads' },
+  { workload: 'read', system: 'zookeeper3', readMode: 'bare', key: 'throughput', value: 12000, what: 'ZooKeeper, 3 nodes: bare child listings' },
+  { workload: 'read', system: 'zookeeper3', readMode: 'curator', key: 'throughput', value: 800, what: "ZooKeeper, 3 nodes: listings with each child's data" },
+  { workload: 'watch', level: 200, system: 'etcd', key: 'p99Ms', value: 19, what: 'etcd: watch p99, 200 watchers' },
+  { workload: 'watch', level: 200, system: 'zookeeper', key: 'p99Ms', value: 140, what: 'ZooKeeper: watch p99, 200 watchers' },
 ];
 
 /** [what, the issue's figure, this run's, this run ÷ the issue's] for each reference the run has. */
@@ -237,7 +237,7 @@ export function peerReferences(out) {
     const r = c?.rows.find((x) => x.system === ref.system && (ref.readMode === undefined || x.readMode === ref.readMode));
     const v = med(r?.summary?.[ref.key]);
     if (v === null || v === undefined) continue;
-    const f = ref.unit === ' ms' ? ms : (n) => `${int(n)}/s`;
+    const f = ref.key === 'p99Ms' ? ms : (n) => `${int(n)}/s`;
     rows.push([ref.what, f(ref.value), f(v), ratio(v / ref.value)]);
   }
   return rows;

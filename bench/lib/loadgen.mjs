@@ -8,16 +8,13 @@ import { Client, Pool } from 'undici';
 import { createParser } from 'eventsource-parser';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Histogram } from './hist.mjs';
+import { replyThenExit, send } from './child.mjs';
 
 const now = () => performance.now();
 /** Milliseconds on a clock shared by every part of this process (writer and watchers). */
 const wallNow = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
-const send = (msg, then) => {
-  if (process.connected) process.send(msg, then);
-  else then?.();
-};
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
 const CLIENT_OPTS = { pipelining: 1, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 600_000, headersTimeout: 30_000, bodyTimeout: 30_000 };
@@ -568,19 +565,12 @@ const WORKLOADS = {
   watch: (a) => watch(a),
 };
 
-process.on('message', async (msg) => {
+process.on('message', (msg) => {
   if (msg?.type !== 'run') return;
-  const fn = WORKLOADS[msg.workload];
-  let last;
-  try {
+  void replyThenExit(() => {
+    const fn = WORKLOADS[msg.workload];
     if (!fn) throw new Error(`unknown workload ${msg.workload}`);
-    const result = await fn({ url: msg.url, options: msg.options });
-    last = { type: 'result', result };
-  } catch (err) {
-    last = { type: 'error', error: String(err?.stack ?? err) };
-  }
-  // Leave once the last message is handed to the IPC channel (a large result may take a
-  // while; sockets close with the process).
-  send(last, () => setTimeout(() => process.exit(0), 20));
+    return fn({ url: msg.url, options: msg.options });
+  });
 });
 process.on('disconnect', () => process.exit(0));
