@@ -260,9 +260,9 @@ function stringField(msg: RawRequest, name: string): string | undefined {
  */
 function forwardedWriteOptions(msg: RawRequest, signal: AbortSignal | undefined): WriteOptions {
   const v = msg.budgetMs;
-  if (v === undefined || v === null) return { signal };
+  if (v === undefined || v === null) return { forwarded: true, signal };
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_FORWARDED_BUDGET_MS) throw invalid('budgetMs', `budgetMs must be a whole number of milliseconds from 0 to ${MAX_FORWARDED_BUDGET_MS}`, 'send the time the sending node still waits for the write, such as "budgetMs": 4000');
-  return { planBy: performance.now() + v, signal };
+  return { forwarded: true, planBy: performance.now() + v, signal };
 }
 
 /** A read's filters as the query parameters of the REST read, so that both are checked alike. */

@@ -21,6 +21,12 @@ export const FORWARDED_WRITES_HEADER = 'x-switchboard-forwarded-writes';
 /** How a write may be made. */
 export interface WriteOptions {
   /**
+   * Always true: options are given only to a write that another cp node forwarded over its
+   * link, and this marks it so (a refusal is then NOT_READY, "not made", so that the
+   * sender makes the write itself, where a client's own write would get 503).
+   */
+  forwarded: true;
+  /**
    * The write is planned no later than this (performance.now() ms), or refused with 503
    * and not made: a write forwarded by another cp node, whose sender stops waiting for it
    * (docs/cp.md, *One node writes*). Standalone and ap writes are planned when called.

@@ -186,7 +186,7 @@ test('a node\'s link for forwarded writes takes requests, not lease messages; a 
 test('a forwarded write whose link closes is not planned after it (a retry may be made another way meanwhile)', { timeout: 60_000 }, () =>
   withThreeNodes(async (n1) => {
     // The engine refuses to plan a write whose signal is aborted, the first plan included.
-    const gone = await n1.engine.register({ namespace: 'default', service: 'closed', id: 'x', input: { address: '10.0.0.1', port: 80, leaseId: null, zone: null, version: null, tags: [], metadata: {}, weight: 100, protocol: 'http', checks: [] } }, { signal: AbortSignal.abort() }).then(() => null, (e: unknown) => e as { code?: string; message?: string });
+    const gone = await n1.engine.register({ namespace: 'default', service: 'closed', id: 'x', input: { address: '10.0.0.1', port: 80, leaseId: null, zone: null, version: null, tags: [], metadata: {}, weight: 100, protocol: 'http', checks: [] } }, { forwarded: true, signal: AbortSignal.abort() }).then(() => null, (e: unknown) => e as { code?: string; message?: string });
     assert.equal(gone?.code, 'NOT_READY');
     assert.match(gone?.message ?? '', /not made: the link of the node that sent the write closed/);
     assert.equal((await call(n1.url, 'GET', '/v1/services/closed/instances/x?consistent=true')).status, 404, 'nothing was written');

@@ -1068,7 +1068,7 @@ export class CpEngine implements Engine {
    */
   private async write(plan: () => Plan, opts?: WriteOptions): Promise<number> {
     const planBy = opts?.planBy;
-    this.requireReachable(opts !== undefined);
+    this.requireReachable(opts?.forwarded === true);
     let confirmed = false;
     for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
       if (opts?.signal?.aborted) throw notPlanned(attempt, 'the link of the node that sent the write closed before it was planned');
