@@ -215,7 +215,10 @@ export function killAllNow() {
     signalPid(pid, 'SIGKILL');
   }
   for (const dir of [...tempDirs]) removeTempDir(dir);
-  if (children.size === 0 && tempDirs.size === 0) rmSync(STATE_FILE, { force: true });
+  // Every child has had its SIGKILL (one that cannot be signalled is gone already), so a
+  // later run has nothing to reap but directories that could not be removed: the state
+  // file stays only for those, not for children whose exit this process may not live to see.
+  if (tempDirs.size === 0) rmSync(STATE_FILE, { force: true });
   else saveState();
 }
 
