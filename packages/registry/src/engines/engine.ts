@@ -17,7 +17,6 @@ export const FORWARDED_REPORT_HEADER = 'x-switchboard-forwarded-report';
  */
 export const FORWARDED_WRITES_HEADER = 'x-switchboard-forwarded-writes';
 
-/** cp: a registration or deregistration sent to the node that writes for the cluster, as a session request. */
 /** How a write may be made. */
 export interface WriteOptions {
   /**
@@ -39,6 +38,7 @@ export interface WriteOptions {
   signal?: AbortSignal;
 }
 
+/** cp: a registration or deregistration sent to the node that writes for the cluster, as a session request. */
 export interface ForwardedWrite {
   type: 'register' | 'deregister';
   namespace: string;

@@ -3,7 +3,7 @@
 // at any step (temporary file, damaged newest snapshot), and are due after the named limits.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FileStorage } from '../../src/storage/file-storage.js';
 import { snapshotFileName } from '../../src/storage/layout.js';
@@ -31,6 +31,11 @@ function drive(reg: Registry, s: FileStorage, from: number, to: number): Promise
 function files(dir: string): { segments: string[]; snapshots: string[] } {
   const names = readdirSync(dir);
   return { segments: segmentFiles(dir), snapshots: names.filter((n) => n.endsWith('.snap')).sort() };
+}
+
+/** The size in bytes of the newest snapshot file in `dir`. */
+function newestSnapshotBytes(dir: string): number {
+  return statSync(join(dir, files(dir).snapshots.at(-1)!)).size;
 }
 
 test('snapshot + trim + replay equals the state before, across three snapshots', async () => {
@@ -187,8 +192,7 @@ test('a snapshot is not due before the log since the last one is as large as it,
     const { reg } = registry(epoch);
     await Promise.all(drive(reg, s, 1, 3000)); // a registry of a few thousand instances
     await s.writeSnapshot(reg.snapshot());
-    const snap = files(t.dir).snapshots.at(-1)!;
-    const snapBytes = (await import('node:fs')).statSync(join(t.dir, snap)).size;
+    const snapBytes = newestSnapshotBytes(t.dir);
     const at = s.stats.bytesEncoded;
     let n = 0;
     let lastBefore = 0;
@@ -221,7 +225,7 @@ test('a snapshot is not due before the log since the last one is as large as it,
     const s4 = storage(t.dir, { snapshotEveryRecords: 1_000_000, snapshotEveryBytes: 2_000 });
     const reg4 = rebuild(await s4.open(freshEpoch));
     await s4.writeSnapshot(reg4.snapshot());
-    const snap4Bytes = (await import('node:fs')).statSync(join(t.dir, files(t.dir).snapshots.at(-1)!)).size;
+    const snap4Bytes = newestSnapshotBytes(t.dir);
     assert.ok(snap4Bytes > 2_000 * 10, `the snapshot (${snap4Bytes} bytes) is far larger than snapshotEveryBytes`);
     const at4 = s4.stats.bytesEncoded;
     let m = 0;
