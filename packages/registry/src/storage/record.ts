@@ -61,8 +61,15 @@ export function writeFrame(out: Buffer, at: number, seq: number, flags: number, 
     out.set(payload, start);
     length = payload.length;
   }
-  const end = start + length;
-  out.writeUInt32LE(length, at);
+  return sealFrame(out, at, start + length, seq, flags);
+}
+
+/**
+ * Writes the header of the frame at `at` whose payload is already in `out` up to `end`
+ * (encoded there piece by piece); returns `end`.
+ */
+export function sealFrame(out: Buffer, at: number, end: number, seq: number, flags: number): number {
+  out.writeUInt32LE(end - at - FRAME_HEADER_BYTES, at);
   out.writeUInt32LE(seq % TWO_32, at + 8);
   out.writeUInt32LE(Math.floor(seq / TWO_32), at + 12);
   out.writeUInt8(flags, at + 16);

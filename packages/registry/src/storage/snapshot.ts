@@ -11,7 +11,7 @@
  * the event loop between them, so a large registry does not stall requests while it is
  * saved.
  */
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Snapshot } from '../core/entry.js';
@@ -19,7 +19,7 @@ import type { InstanceJson } from './storage.js';
 import { FILE_HEADER_BYTES, decodeFileHeader, encodeFileHeader } from './file-header.js';
 import { FILE_MODE, fsyncDir, writeAll } from './fsutil.js';
 import { TEMP_SUFFIX, snapshotFileName } from './layout.js';
-import { FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, decodeFrame, writeFrame } from './record.js';
+import { FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, decodeFrame, sealFrame, writeFrame } from './record.js';
 
 /** Items per chunk: small enough that serialising one takes about a millisecond. */
 export const SNAPSHOT_CHUNK_ITEMS = 1000;
@@ -82,18 +82,74 @@ function* chunksOf(snap: Snapshot, lsn: number, chunkItems: number): Generator<C
 }
 
 /**
- * An instances chunk as JSON, each instance's text taken from the core when it has it for
- * exactly that object (instances are replaced, never changed in place), else serialised.
+ * The snapshot file's write buffer. Frames are encoded straight into it, and it is written
+ * out when the next piece would not fit; a frame being built then moves to its start (or
+ * into a larger buffer), so every frame is written whole from one buffer.
  */
-function instancesChunkJson(items: Snapshot['instances'], instanceJson: InstanceJson): string {
-  let out = '{"kind":"instances","items":[';
-  for (let i = 0; i < items.length; i++) {
-    const item = items[i] as Snapshot['instances'][number];
-    const cached = instanceJson(item.instance);
-    if (i > 0) out += ',';
-    out += cached === undefined ? JSON.stringify(item) : `{"instance":${cached},"specs":${JSON.stringify(item.specs)}}`;
+class FrameOut {
+  buf = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
+  /** Bytes of complete frames at the start of `buf`, not yet in the file. */
+  filled = 0;
+  /** Where the next write goes in the file. */
+  position = 0;
+
+  constructor(private readonly fh: FileHandle) {}
+
+  /**
+   * Makes room for `bytes` more at `at`, inside the frame being built from `filled`:
+   * writes out the complete frames before it and moves it to the start of the buffer, or
+   * of a larger one. Returns where the frame starts now.
+   */
+  async room(at: number, bytes: number): Promise<number> {
+    if (at + bytes <= this.buf.length) return this.filled;
+    const start = this.filled;
+    await this.flush();
+    if (at - start + bytes > this.buf.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(at - start + bytes, 2 * this.buf.length));
+      this.buf.copy(bigger, 0, start, at);
+      this.buf = bigger;
+    } else this.buf.copyWithin(0, start, at);
+    return 0;
   }
-  return `${out}]}`;
+
+  /** Writes out the complete frames. */
+  async flush(): Promise<void> {
+    if (this.filled === 0) return;
+    await writeAll(this.fh, this.buf.subarray(0, this.filled), this.position);
+    this.position += this.filled;
+    this.filled = 0;
+  }
+}
+
+/**
+ * An instances chunk, encoded into `out` as frame `seq` piece by piece: each instance's
+ * text is taken from the core when it has it for exactly that object (instances are
+ * replaced, never changed in place), else serialised. Joining a chunk's instances into one
+ * string first and then encoding that cost about five times as much (the joined string
+ * has to be flattened, measured and encoded, all on the event loop).
+ */
+async function putInstancesFrame(out: FrameOut, seq: number, items: Snapshot['instances'], instanceJson: InstanceJson): Promise<void> {
+  let start = out.filled;
+  let at = start + FRAME_HEADER_BYTES;
+  for (let i = -1; i <= items.length; i++) {
+    let text: string;
+    if (i === -1) text = '{"kind":"instances","items":[';
+    else if (i === items.length) text = ']}';
+    else {
+      const item = items[i] as Snapshot['instances'][number];
+      const cached = instanceJson(item.instance);
+      text = (i > 0 ? ',' : '') + (cached === undefined ? JSON.stringify(item) : `{"instance":${cached},"specs":${JSON.stringify(item.specs)}}`);
+    }
+    // A UTF-16 code unit takes at most 3 bytes of UTF-8.
+    if (at + 3 * text.length > out.buf.length) {
+      const moved = await out.room(at, 3 * text.length);
+      at -= start - moved;
+      start = moved;
+    }
+    at += out.buf.write(text, at, 'utf8');
+  }
+  if (at - start - FRAME_HEADER_BYTES > MAX_FRAME_PAYLOAD_BYTES) throw new Error(`a snapshot chunk of ${at - start} bytes exceeds the largest frame`);
+  out.filled = sealFrame(out.buf, start, at, seq, 0);
 }
 
 /**
@@ -104,38 +160,30 @@ export async function writeSnapshotFile(dir: string, lsn: number, snap: Snapshot
   const name = snapshotFileName(lsn);
   const tmp = join(dir, name + TEMP_SUFFIX);
   const fh = await open(tmp, 'w', FILE_MODE);
-  let position = 0;
+  let bytes = 0;
   let complete = false;
   try {
-    // One write buffer, reused: each chunk's JSON is encoded straight into it (no per-chunk
-    // buffers to copy and collect), and it is written out whenever the next frame would
-    // not fit. A frame larger than the buffer gets a buffer of its own.
-    let buf = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
-    let filled = encodeFileHeader({ kind: 'snapshot', seq: lsn, epoch: snap.epoch }).copy(buf, 0);
-    const flush = async (): Promise<void> => {
-      await writeAll(fh, buf.subarray(0, filled), position);
-      position += filled;
-      filled = 0;
-    };
+    const out = new FrameOut(fh);
+    out.filled = encodeFileHeader({ kind: 'snapshot', seq: lsn, epoch: snap.epoch }).copy(out.buf, 0);
     let seq = 0;
     let busySince = performance.now();
     for (const chunk of chunksOf(snap, lsn, chunkItems)) {
-      const text = chunk.kind === 'instances' && instanceJson ? instancesChunkJson(chunk.items, instanceJson) : JSON.stringify(chunk);
-      const size = FRAME_HEADER_BYTES + Buffer.byteLength(text, 'utf8');
-      if (size > MAX_FRAME_PAYLOAD_BYTES + FRAME_HEADER_BYTES) throw new Error(`a snapshot chunk of ${size} bytes exceeds the largest frame`);
-      if (filled + size > buf.length) {
-        await flush();
-        busySince = performance.now();
-        if (size > buf.length) buf = Buffer.allocUnsafe(size);
+      if (chunk.kind === 'instances' && instanceJson) await putInstancesFrame(out, seq++, chunk.items, instanceJson);
+      else {
+        const text = JSON.stringify(chunk);
+        const size = FRAME_HEADER_BYTES + Buffer.byteLength(text, 'utf8');
+        if (size > MAX_FRAME_PAYLOAD_BYTES + FRAME_HEADER_BYTES) throw new Error(`a snapshot chunk of ${size} bytes exceeds the largest frame`);
+        const start = await out.room(out.filled, size); // may replace out.buf
+        out.filled = writeFrame(out.buf, start, seq++, 0, text);
       }
-      filled = writeFrame(buf, filled, seq++, 0, text);
       if (performance.now() - busySince > MAX_BUSY_MS) {
         await yieldToLoop();
         busySince = performance.now();
       }
     }
-    await flush();
+    await out.flush();
     await fh.sync();
+    bytes = out.position;
     complete = true;
   } finally {
     await fh.close();
@@ -144,7 +192,7 @@ export async function writeSnapshotFile(dir: string, lsn: number, snap: Snapshot
   }
   await rename(tmp, join(dir, name));
   await fsyncDir(dir);
-  return { name, bytes: position };
+  return { name, bytes };
 }
 
 export class SnapshotDamageError extends Error {

@@ -3,6 +3,8 @@
 // back; string payloads are framed like byte payloads; snapshots reuse the JSON too.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Entry, Snapshot } from '../../src/core/entry.js';
 import { readSnapshotFile, writeSnapshotFile } from '../../src/storage/snapshot.js';
 import { BATCH_END, FRAME_HEADER_BYTES, decodeFrame, encodeFrame, writeFrame } from '../../src/storage/record.js';
@@ -94,6 +96,36 @@ test('a snapshot written with the instances\' cached JSON reads back as the same
     const file = await writeSnapshotFile(t.dir, 7, snap, 2, (i) => (asked++, known.get(i)));
     assert.equal(asked, instances.length);
     const back = await readSnapshotFile(t.dir, file.name, 7);
+    assert.deepEqual(back.snapshot, JSON.parse(JSON.stringify(snap)));
+  } finally {
+    t.remove();
+  }
+});
+
+test('a snapshot encoded instance by instance is byte for byte the one serialised whole, across buffer refills and a chunk larger than the buffer', async () => {
+  const t = tempDir('snap-pieces');
+  try {
+    // About 3 MB of instances with multi-byte text (the write buffer holds 1 MiB), and one
+    // instance of 1.5 MB, which needs a larger buffer for its chunk.
+    const instances: Snapshot['instances'] = [];
+    for (let k = 0; k < 2_500; k++) {
+      const i = instance(`i-${k}`, k + 1);
+      i.metadata = { note: `zoë ✓ 😀 ${k} `.repeat(40 + (k % 17)) };
+      instances.push({ instance: i, specs: k % 3 === 0 ? [{ id: 'tcp-0', type: 'tcp', target: '127.0.0.1:9', intervalMs: 10_000, timeoutMs: 2000 } as never] : [] });
+    }
+    const big = instance('big', 2_501);
+    big.metadata = { blob: 'é'.repeat(750_000) };
+    instances.splice(1_234, 0, { instance: big, specs: [] });
+    const snap: Snapshot = { format: 1, epoch: 'ep1', revision: 2_501, leases: [{ leaseId: 'l1', ttlMs: 10_000 }], instances, emptyServices: [], serviceRevisions: [], serviceSettings: [], histories: [] };
+    const cached = new Map(instances.filter((_, k) => k % 5 !== 0).map((i) => [i.instance, JSON.stringify(i.instance)]));
+    mkdirSync(join(t.dir, 'a'));
+    mkdirSync(join(t.dir, 'b'));
+    const whole = await writeSnapshotFile(join(t.dir, 'a'), 11, snap, 300);
+    const pieces = await writeSnapshotFile(join(t.dir, 'b'), 11, snap, 300, (i) => cached.get(i));
+    assert.ok(pieces.bytes > 3_000_000, `the snapshot spans several buffers (${pieces.bytes} bytes)`);
+    assert.equal(pieces.bytes, whole.bytes);
+    assert.ok(readFileSync(join(t.dir, 'b', pieces.name)).equals(readFileSync(join(t.dir, 'a', whole.name))), 'the same bytes');
+    const back = await readSnapshotFile(join(t.dir, 'b'), pieces.name, 11);
     assert.deepEqual(back.snapshot, JSON.parse(JSON.stringify(snap)));
   } finally {
     t.remove();
