@@ -32,7 +32,7 @@ import { CheckBook, clipOutput, dueAction, nextCheckState, type CheckDeadline, t
 import type { Clock } from './clock.js';
 import { ENTRY_TARGET_BYTES, sliceChanges, type Change, type Entry, type Snapshot } from './entry.js';
 import { combinedHealth, initialCheckStates } from './health.js';
-import { HistoryBook } from './history.js';
+import { HistoryBook, type HistorySnapshotItem } from './history.js';
 import { LeaseZones } from './lease-zones.js';
 import { LeaseTable, type Lease } from './leases.js';
 import { ReportBook } from './reports.js';
@@ -43,6 +43,8 @@ export interface InstanceRecord {
   readonly specs: CheckSpec[];
   /** The instance serialised once, reused by every answer and event. */
   readonly json: string;
+  /** Its reason-coded history, oldest first (see HistoryBook: never changed in place). */
+  readonly history: readonly HistoryEntry[];
 }
 
 /**
@@ -56,6 +58,7 @@ class StoredInstance implements InstanceRecord {
   constructor(
     readonly instance: Instance,
     readonly specs: CheckSpec[],
+    readonly history: readonly HistoryEntry[],
   ) {}
 
   get json(): string {
@@ -250,7 +253,10 @@ export class Registry {
 
   /** The reason-coded history of an instance (also of one that is gone, for a while). */
   history(namespace: string, service: string, id: string): { exists: boolean; entries: readonly HistoryEntry[] } | undefined {
-    return this.historyBook.get(instanceKey(namespace, service, id));
+    const rec = this.instance(namespace, service, id);
+    if (rec) return { exists: true, entries: rec.history };
+    const gone = this.historyBook.retired(instanceKey(namespace, service, id));
+    return gone ? { exists: false, entries: gone } : undefined;
   }
 
   /**
@@ -548,17 +554,14 @@ export class Registry {
         case 'put': {
           const { instance } = change;
           const reason: PutReason = change.reason ?? (this.instance(instance.namespace, instance.service, instance.id) ? 'updated' : 'registered');
-          const ev = this.applyPut(instance, change.specs, entry.revision);
+          const ev = this.applyPut(instance, change.specs, entry.revision, { revision: entry.revision, at, type: 'put', reason, detail: change.detail ?? null, status: instance.status, health: instance.health });
           ev.reason = reason;
           events.push(ev);
-          this.remember(ev, reason, change.detail, at);
           break;
         }
         case 'delete': {
-          const ev = this.applyDelete(change.namespace, change.service, change.id, change.reason, entry.revision);
-          if (!ev) break;
-          events.push(ev);
-          this.remember(ev, change.reason, change.detail, at);
+          const ev = this.applyDelete(change.namespace, change.service, change.id, change.reason, entry.revision, change.detail ?? null, at);
+          if (ev) events.push(ev);
           break;
         }
         case 'lease_grant':
@@ -581,6 +584,8 @@ export class Registry {
     const instances: Snapshot['instances'] = [];
     const emptyServices: Snapshot['emptyServices'] = [];
     const serviceRevisions: NonNullable<Snapshot['serviceRevisions']> = [];
+    // The deleted instances' histories first (oldest deletion first), then the live ones'.
+    const histories = this.historyBook.snapshot();
     for (const s of this.services.values()) {
       if (s.instances.size === 0) {
         // (One that never had instances, only settings, is not in `empty`: kept first.)
@@ -588,7 +593,10 @@ export class Registry {
         continue;
       }
       serviceRevisions.push({ namespace: s.namespace, service: s.name, revision: s.revision });
-      for (const r of s.instances.values()) instances.push({ instance: r.instance, specs: r.specs });
+      for (const r of s.instances.values()) {
+        instances.push({ instance: r.instance, specs: r.specs });
+        if (r.history.length > 0) histories.push({ key: instanceKey(s.namespace, s.name, r.instance.id), deleted: false, entries: r.history });
+      }
     }
     // In the order they became empty (the oldest is forgotten first), so that a node
     // restored from the snapshot forgets the same ones as the node that wrote it.
@@ -598,7 +606,7 @@ export class Registry {
       const [namespace, service] = key.split('/') as [string, string];
       return { namespace, service, settings };
     });
-    return { format: 1, epoch: this.epoch, revision: this.rev, leases, instances, emptyServices, serviceRevisions, serviceSettings, histories: this.historyBook.snapshot(), ...(this.forgottenRevision > 0 ? { forgottenRevision: this.forgottenRevision } : {}) };
+    return { format: 1, epoch: this.epoch, revision: this.rev, leases, instances, emptyServices, serviceRevisions, serviceSettings, histories, ...(this.forgottenRevision > 0 ? { forgottenRevision: this.forgottenRevision } : {}) };
   }
 
   /** Rebuilds a registry from a snapshot; every lease gets a full TTL from now. */
@@ -617,8 +625,20 @@ export class Registry {
       if (s) s.revision = Math.max(s.revision, e.revision);
     }
     for (const { namespace, service, settings } of snap.serviceSettings ?? []) reg.settings.set(serviceKey(namespace, service), settings);
-    reg.historyBook.restore(snap.histories ?? []);
+    reg.restoreHistories(snap.histories ?? []);
     return reg;
+  }
+
+  /** A snapshot's histories: each live one to its instance's record, the others kept as deleted ones. */
+  private restoreHistories(items: readonly HistorySnapshotItem[]): void {
+    for (const { key, deleted, entries } of items) {
+      const [namespace, service, id] = splitKey(key);
+      const svc = deleted ? undefined : this.service(namespace, service);
+      const rec = svc?.instances.get(id);
+      // (A live history without its instance, which no snapshot of this version holds, is kept as a deleted one.)
+      if (svc && rec) svc.instances.set(id, new StoredInstance(rec.instance, rec.specs, entries));
+      else this.historyBook.retire(key, entries);
+    }
   }
 
   /**
@@ -702,11 +722,6 @@ export class Registry {
     return this.commit({ revision: next, changes: [{ op: 'put', instance, specs: rec.specs, reason: 'reported', detail }] });
   }
 
-  private remember(ev: WatchEvent, reason: ChangeReason, detail: string | undefined, at: string | null): void {
-    const i = ev.instance;
-    this.historyBook.record(instanceKey(i.namespace, i.service, i.id), { revision: ev.revision, at, type: ev.type, reason, detail: detail ?? null, status: i.status, health: i.health });
-  }
-
   private applySettings(namespace: string, service: string, settings: ServiceSettings, revision: number): void {
     const key = serviceKey(namespace, service);
     if (settings.protectThreshold === null) this.settings.delete(key);
@@ -722,7 +737,8 @@ export class Registry {
   }
 
 
-  private applyPut(instance: Instance, storedSpecs: CheckSpec[], revision: number): WatchEvent {
+  /** `happened`: the change for the instance's history (none when restoring a snapshot, which has the histories). */
+  private applyPut(instance: Instance, storedSpecs: CheckSpec[], revision: number, happened?: HistoryEntry): WatchEvent {
     const specs = storedSpecs.map(completeCheckSpec);
     const svc = this.serviceFor(instance.namespace, instance.service);
     const prev = svc.instances.get(instance.id);
@@ -739,7 +755,8 @@ export class Registry {
     }
     if (prev) uncount(svc, prev.instance);
     count(svc, instance);
-    svc.instances.set(instance.id, new StoredInstance(instance, specs));
+    const history = prev ? prev.history : this.historyBook.resume(key);
+    svc.instances.set(instance.id, new StoredInstance(instance, specs, happened ? this.historyBook.extend(history, happened) : history));
     svc.revision = revision;
     if (this.ownsLocally(instance)) this.checks.sync(key, instance, specs, this.clock.now());
     else this.checks.drop(key);
@@ -747,7 +764,7 @@ export class Registry {
     return { epoch: this.epoch, revision, type: 'put', service: instance.service, namespace: instance.namespace, instance };
   }
 
-  private applyDelete(namespace: string, service: string, id: string, reason: DeleteReason, revision: number): WatchEvent | undefined {
+  private applyDelete(namespace: string, service: string, id: string, reason: DeleteReason, revision: number, detail: string | null, at: string | null): WatchEvent | undefined {
     const svc = this.service(namespace, service);
     const rec = svc?.instances.get(id);
     if (!svc || !rec) return undefined;
@@ -759,6 +776,7 @@ export class Registry {
     if (rec.instance.leaseId && rec.instance.zone) this.leaseZones.unbind(rec.instance.leaseId, rec.instance.zone);
     this.checks.drop(key);
     this.reports.clear(key);
+    this.historyBook.retire(key, this.historyBook.extend(rec.history, { revision, at, type: 'delete', reason, detail, status: rec.instance.status, health: rec.instance.health }));
     svc.revision = revision;
     if (svc.instances.size === 0) this.markEmpty(svc);
     return { epoch: this.epoch, revision, type: 'delete', service, namespace, instance: rec.instance, reason };
