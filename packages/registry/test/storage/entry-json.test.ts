@@ -3,11 +3,11 @@
 // back; string payloads are framed like byte payloads; snapshots reuse the JSON too.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Entry, Snapshot } from '../../src/core/entry.js';
 import { readSnapshotFile, writeSnapshotFile } from '../../src/storage/snapshot.js';
-import { BATCH_END, FRAME_HEADER_BYTES, decodeFrame, encodeFrame, writeFrame } from '../../src/storage/record.js';
+import { BATCH_END, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, decodeFrame, encodeFrame, writeFrame } from '../../src/storage/record.js';
 import { entryJson, setEntryJson } from '../../src/storage/wal.js';
 import { freshEpoch, instance, putEntry, storage, tempDir } from './fixtures.js';
 
@@ -127,6 +127,20 @@ test('a snapshot encoded instance by instance is byte for byte the one serialise
     assert.ok(readFileSync(join(t.dir, 'b', pieces.name)).equals(readFileSync(join(t.dir, 'a', whole.name))), 'the same bytes');
     const back = await readSnapshotFile(join(t.dir, 'b'), pieces.name, 11);
     assert.deepEqual(back.snapshot, JSON.parse(JSON.stringify(snap)));
+  } finally {
+    t.remove();
+  }
+});
+
+test('an instances chunk larger than the largest frame fails the snapshot and leaves no file behind', async () => {
+  const t = tempDir('snap-too-large');
+  try {
+    const huge = instance('huge', 1);
+    huge.metadata = { blob: 'x'.repeat(MAX_FRAME_PAYLOAD_BYTES) };
+    const instances: Snapshot['instances'] = [{ instance: instance('small', 2), specs: [] }, { instance: huge, specs: [] }];
+    const snap: Snapshot = { format: 1, epoch: 'ep1', revision: 2, leases: [], instances, emptyServices: [], serviceRevisions: [], serviceSettings: [], histories: [] };
+    await assert.rejects(writeSnapshotFile(t.dir, 3, snap, 1000, (i) => JSON.stringify(i)), /exceeds the largest frame/);
+    assert.deepEqual(readdirSync(t.dir), [], 'the temporary file is removed');
   } finally {
     t.remove();
   }

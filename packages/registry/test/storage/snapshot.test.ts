@@ -283,13 +283,15 @@ test('a snapshot holds the histories as they were at its cut: changes made while
     const live = reg.snapshot().instances.map((i) => i.instance);
     assert.ok(live.length > 100);
     const saved = s.writeSnapshot(reg.snapshot());
-    // In the same tick, so before the snapshot is saved: each instance changes again, and
-    // some go (a deleted instance's history is kept apart).
+    // In the same tick, so before the snapshot is saved: each instance changes again, some
+    // go (a deleted instance's history is kept apart) and some of those come back (and
+    // continue the history they had).
     const acks: Promise<void>[] = [];
     live.forEach((i, k) => {
       const input = { address: i.address, port: i.port + 1, leaseId: i.leaseId, zone: null, version: null, tags: i.tags, metadata: {}, weight: 100, protocol: 'http' as const, checks: [] };
-      const o = k % 4 === 0 ? reg.deregister(i.namespace, i.service, i.id) : reg.register({ namespace: i.namespace, service: i.service, id: i.id, input });
-      if (o.entry) acks.push(s.append(o.entry));
+      const register = () => reg.register({ namespace: i.namespace, service: i.service, id: i.id, input });
+      const outcomes = k % 8 === 0 ? [reg.deregister(i.namespace, i.service, i.id), register()] : k % 4 === 0 ? [reg.deregister(i.namespace, i.service, i.id)] : [register()];
+      for (const o of outcomes) if (o.entry) acks.push(s.append(o.entry));
     });
     await saved;
     await Promise.all(acks);
