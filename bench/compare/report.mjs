@@ -268,8 +268,21 @@ export function renderTable(out, { format = 'text' } = {}) {
   const disturbed = [];
   for (const c of out.cases) for (const r of c.rows) for (const run of r.runs) if ((run.cpu?.othersCpuPct ?? 0) > 25) disturbed.push(`${c.workload}@${c.level} ${rowName(r)} run ${run.run} (${pct(run.cpu.othersCpuPct)} of a core)`);
   if (disturbed.length > 0) parts.push(`${format === 'md' ? '**Disturbed runs**' : 'WARNING'}: other processes on the machine used CPU during ${disturbed.length} run(s): ${disturbed.slice(0, 8).join(', ')}${disturbed.length > 8 ? ', ...' : ''}.`);
+  const speed = speedSpread(out);
+  if (speed) parts.push(`${format === 'md' ? '**The machine\'s own speed**' : 'machine speed'}: a fixed CPU task (1,000 times 20 instances to JSON and back) timed by the runner before each of the ${speed.n} runs took ${ms(speed.median)} (median) [${ms(speed.min)}–${ms(speed.max)}]; the slowest check was ${pct(speed.spreadPct)} slower than the fastest.${speed.spreadPct > 25 ? ' Figures of this run can differ from those of another by about that much for this reason alone; the ratios compare systems run interleaved, minutes apart.' : ''}`);
   if (out.startFailures?.length) parts.push(`${format === 'md' ? '**Peers that failed to start**' : 'FAILED TO START'}: ${out.startFailures.map((f) => `${f.system}: ${f.error.split('\n')[0]}`).join('; ')}`);
   return parts.join('\n\n');
+}
+
+/** The runner's speed checks over a run (none in results written before they were taken). */
+function speedSpread(out) {
+  const t = [];
+  for (const c of out.cases) for (const r of c.rows) for (const run of r.runs) if (typeof run.speedCheckMs === 'number') t.push(run.speedCheckMs);
+  if (t.length === 0) return null;
+  t.sort((a, b) => a - b);
+  const min = t[0];
+  const max = t[t.length - 1];
+  return { n: t.length, min, max, median: t[Math.floor(t.length / 2)], spreadPct: (100 * (max - min)) / min };
 }
 
 function profileSection(out) {

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensurePeers } from './lib/install.mjs';
 import { ROOT, forkTracked, endAll, installCleanup, killAllNow, reapOrphans, sleep, stopProc, sumStats } from '../lib/procs.mjs';
-import { gitFacts, machineFacts, median, openResults, parseDuration, pkgVersion, runGenerator, stat, summarizeProfiles, targetOf, waitQuiet } from '../lib/harness.mjs';
+import { gitFacts, machineFacts, median, openResults, parseDuration, pkgVersion, runGenerator, speedCheck, stat, summarizeProfiles, targetOf, waitQuiet } from '../lib/harness.mjs';
 import { startEtcd } from './systems/etcd.mjs';
 import { startSwitchboard } from './systems/switchboard.mjs';
 import { startZookeeper } from './systems/zookeeper.mjs';
@@ -157,6 +157,7 @@ export const FAIRNESS_RULES = [
   `The same lease TTL everywhere: ${LEASE_TTL_MS / 1000} s for the load workloads (keep-alives running), ${FAILURE_TTL_MS / 1000} s for failure detection (ZooKeeper session timeout = TTL).`,
   'Clients configured so as not to hide latency: no retries and no circuit breaker in the etcd3 client (cockatiel noop policies), no retries in node-zookeeper-client; errors are counted, not retried.',
   'Every server on 127.0.0.1, each in a fresh temporary data directory on the same disk; registration and memory runs start a fresh server for every run.',
+  'The machine\'s own speed is checked before every run, while the servers and generators are idle: a fixed CPU task (1,000 times 20 instances to JSON and back) timed by the runner. On a shared or virtual machine it moves with the neighbours; the results give its spread over the run, which bounds how far a figure can move between two runs for that reason alone (the interleaving keeps the ratios of one run apart from it).',
 ];
 
 // ------------------------------------------------------------------ options
@@ -341,12 +342,13 @@ async function runLoadCase(c, ctx) {
           if (freshPerRun) sys = await startReported(row.system, ctx, `${c.workload}-${c.level}${row.variant && row.system === 'switchboard' ? `-${row.variant.toLowerCase()}` : ''}-run${run}`);
           if (!sys) throw new Error(`${row.label} did not start`);
           await waitQuiet(ctx.opts.waitQuietMs, ctx.progress, label);
+          const speedCheckMs = speedCheck();
           const hardLimitMs = (c.workload === 'renew' || c.workload === 'checks' ? 400_000 : 0) + ctx.opts.warmupMs + ctx.opts.durationMs + 180_000;
           const count = c.workload === 'register' || c.workload === 'read' || c.workload === 'watch' ? Math.min(ctx.opts.generators, c.level) : 1;
           const r = await runGenerator({ workload: c.workload, sys, options: optionsFor(c, ctx, row), progress: ctx.progress, label, hardLimitMs, count, merge: c.workload === 'watch' ? watchFigures : null });
           const fig = figuresOf(c.workload, r);
-          row.runs.push({ run, ...r, figures: fig });
-          ctx.progress.done(`${label}  ${doneText(c.workload, fig)}`);
+          row.runs.push({ run, speedCheckMs, ...r, figures: fig });
+          ctx.progress.done(`${label}  ${doneText(c.workload, fig)}  speed check ${fmtMs(speedCheckMs)}`);
         } catch (err) {
           row.runs.push({ run, error: err.message });
           ctx.progress.done(`${label}  FAILED: ${err.message.split('\n')[0]}`);
@@ -456,10 +458,11 @@ async function runFailureCase(c, ctx) {
         for (const row of myRows) {
           const label = `${label0} (${row.signal})  run ${run}/${n}`;
           await waitQuiet(ctx.opts.waitQuietMs, ctx.progress, label);
+          const speedCheckMs = speedCheck();
           ctx.progress.update(`${label}  starting the provider`, { force: true });
           try {
             const fig = await oneFailure({ sys, row, run, c, seen, waitFor, label, ctx });
-            row.runs.push({ run, figures: fig, result: fig });
+            row.runs.push({ run, speedCheckMs, figures: fig, result: fig });
             ctx.progress.done(`${label}  first watcher ${fmtMs(fig.firstMs)}  last watcher ${fmtMs(fig.lastMs)}`);
           } catch (err) {
             row.runs.push({ run, error: err.message });

@@ -159,6 +159,28 @@ export async function waitQuiet(maxMs, progress, label) {
   return busy;
 }
 
+/** What speedCheck serialises and parses: 20 instances, as a read answers them. */
+const SPEED_SAMPLE = Array.from({ length: 20 }, (_, i) => ({ id: `i-${i}`, service: 'catalog', address: `10.1.0.${i + 1}`, port: 8080, tags: ['bench'], metadata: { seq: String(i) }, weight: 100, status: 'up', health: 'passing', createRevision: i, modRevision: i }));
+
+/**
+ * How fast the machine is right now: the time of a fixed piece of CPU work (1,000 times
+ * JSON out and back in of 20 instances, about 30 ms on a 2-core AMD EPYC; the median of
+ * three), taken by the runner between runs, when the suite's servers and generators are
+ * idle. A shared or virtual machine's speed moves with its neighbours; the spread of these
+ * times over a run says how far its figures can move for that reason alone.
+ */
+export function speedCheck() {
+  const times = [];
+  let keep = 0;
+  for (let rep = 0; rep < 3; rep++) {
+    const t = performance.now();
+    for (let i = 0; i < 1000; i++) keep += JSON.parse(JSON.stringify(SPEED_SAMPLE)).length;
+    times.push(performance.now() - t);
+  }
+  if (keep !== 60_000) throw new Error('speedCheck: unexpected result');
+  return times.sort((x, y) => x - y)[1];
+}
+
 export const COMPARE_LOADGEN = join(ROOT, 'bench/compare/loadgen.mjs');
 
 /**
