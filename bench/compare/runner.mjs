@@ -157,7 +157,7 @@ export const FAIRNESS_RULES = [
   `The same lease TTL everywhere: ${LEASE_TTL_MS / 1000} s for the load workloads (keep-alives running), ${FAILURE_TTL_MS / 1000} s for failure detection (ZooKeeper session timeout = TTL).`,
   'Clients configured so as not to hide latency: no retries and no circuit breaker in the etcd3 client (cockatiel noop policies), no retries in node-zookeeper-client; errors are counted, not retried.',
   'Every server on 127.0.0.1, each in a fresh temporary data directory on the same disk; registration and memory runs start a fresh server for every run.',
-  'The machine\'s own speed is checked before every run, while the servers and generators are idle: a fixed CPU task (1,000 times 20 instances to JSON and back) timed by the runner. On a shared or virtual machine it moves with the neighbours; the results give its spread over the run, which bounds how far a figure can move between two runs for that reason alone (the interleaving keeps the ratios of one run apart from it).',
+  'The machine\'s own speed is checked before every run, while the servers and generators are idle: a fixed CPU task (1,000 times 20 instances to JSON and back) timed by the runner. On a shared or virtual machine it moves with the neighbours; the results give its spread over the run, a lower bound of how much the machine\'s speed moved (it is sampled before each run, not during one), against which to read differences between runs (the interleaving keeps the ratios within one run apart from most of it).',
 ];
 
 // ------------------------------------------------------------------ options
