@@ -157,7 +157,7 @@ export const FAIRNESS_RULES = [
   `The same lease TTL everywhere: ${LEASE_TTL_MS / 1000} s for the load workloads (keep-alives running), ${FAILURE_TTL_MS / 1000} s for failure detection (ZooKeeper session timeout = TTL).`,
   'Clients configured so as not to hide latency: no retries and no circuit breaker in the etcd3 client (cockatiel noop policies), no retries in node-zookeeper-client; errors are counted, not retried.',
   'Every server on 127.0.0.1, each in a fresh temporary data directory on the same disk; registration and memory runs start a fresh server for every run.',
-  'The machine\'s own speed is checked before every run, while the servers and generators are idle: a fixed CPU task (1,000 times 20 instances to JSON and back) timed by the runner. On a shared or virtual machine it moves with the neighbours; the results give its spread over the run, a lower bound of how much the machine\'s speed moved (it is sampled before each run, not during one), against which to read differences between runs (the interleaving keeps the ratios within one run apart from most of it).',
+  'The machine\'s own speed is checked before each run of the load, watch and failure workloads, before the load starts: a fixed CPU task (1,000 times 20 instances to JSON and back, the median of three timings) timed by the runner. On a shared or virtual machine it moves with the neighbours; the results give the spread of these checks over the run, an indication that the machine\'s speed moved (a short sample of one thread\'s CPU between runs, so not a measure of how much it moved during one).',
 ];
 
 // ------------------------------------------------------------------ options

@@ -165,9 +165,10 @@ const SPEED_SAMPLE = Array.from({ length: 20 }, (_, i) => ({ id: `i-${i}`, servi
 /**
  * How fast the machine is right now: the time of a fixed piece of CPU work (1,000 times
  * JSON out and back in of 20 instances, about 30 ms on a 2-core AMD EPYC; the median of
- * three), taken by the runner between runs, when the suite's servers and generators are
- * idle. A shared or virtual machine's speed moves with its neighbours; the spread of these
- * times over a run says how far its figures can move for that reason alone.
+ * three), taken by the runner before each run starts its load. A shared or virtual
+ * machine's speed moves with its neighbours; the spread of these times over a run shows
+ * that it moved. It is a short sample of one thread's CPU between runs: it does not say
+ * how much the speed moved during a run, nor anything about the disk.
  */
 export function speedCheck() {
   const times = [];
