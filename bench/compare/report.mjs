@@ -14,6 +14,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
+import { stat } from '../lib/harness.mjs';
 
 const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 export const DOCS = join(ROOT, 'docs/benchmarks.md');
@@ -276,13 +277,8 @@ export function renderTable(out, { format = 'text' } = {}) {
 
 /** The runner's speed checks over a run (none in results written before they were taken). */
 function speedSpread(out) {
-  const t = [];
-  for (const c of out.cases) for (const r of c.rows) for (const run of r.runs) if (typeof run.speedCheckMs === 'number') t.push(run.speedCheckMs);
-  if (t.length === 0) return null;
-  t.sort((a, b) => a - b);
-  const min = t[0];
-  const max = t[t.length - 1];
-  return { n: t.length, min, max, median: t[Math.floor(t.length / 2)], spreadPct: (100 * (max - min)) / min };
+  const s = stat(out.cases.flatMap((c) => c.rows.flatMap((r) => r.runs.map((run) => run.speedCheckMs))));
+  return s && { ...s, spreadPct: (100 * (s.max - s.min)) / s.min };
 }
 
 function profileSection(out) {
