@@ -4,6 +4,8 @@
  *   quick (default), full   Switchboard side by side with etcd and ZooKeeper
  *                           (bench/compare/runner.mjs, its own options)
  *   cp                      cp mode against the same etcd used directly (bench/cp.mjs)
+ *   crosscheck              the peers' figures checked with their own clients: ZooKeeper's
+ *                           Java client, etcdctl check perf (bench/crosscheck.mjs)
  *   standalone              the Switchboard-only benchmark in this file: each workload
  *                           runs against a fresh agent process; the load comes from a
  *                           separate generator process (bench/lib/loadgen.mjs).
@@ -358,6 +360,8 @@ const run =
     : suite === 'ap' ? import('./ap.mjs').then((m) => m.main(rest))
     : suite === 'cp'
     ? import('./cp.mjs').then((m) => m.main(rest))
+    : suite === 'crosscheck'
+    ? import('./crosscheck.mjs').then((m) => m.main(rest))
     : import('./compare/runner.mjs').then((m) => m.main(process.argv.slice(2)));
 run.then(
   (code) => {

@@ -174,6 +174,9 @@ Suites:
                        ZooKeeper ensemble too (about 55 minutes; with --runs 1
                        about 25)
   --suite standalone   the Switchboard-only benchmark (bench/run.mjs; its own options)
+  --suite crosscheck   the peers' figures checked with their own clients (ZooKeeper's
+                       Java client, etcdctl check perf; bench/crosscheck.mjs, its own
+                       options)
 Options:
   --only LIST          workloads: register, read, watch, renew, failure, checks,
                        memory
@@ -587,7 +590,11 @@ async function runMemoryCase(c, ctx) {
 
 // ------------------------------------------------------------------ main
 
-export async function main(argv) {
+/**
+ * Runs the suite. `hooks.onResults(file, results)` is called with the results file once it
+ * is written (the cross-check suite reads the comparison's figures from it).
+ */
+export async function main(argv, hooks = {}) {
   let opts;
   try {
     opts = parseOptions(argv);
@@ -673,6 +680,7 @@ export async function main(argv) {
   process.stdout.write('\n' + renderTable(out, { format: 'text' }) + '\n');
   if (out.profiles) for (const p of out.profiles) process.stdout.write(`\n${p.text}\n`);
   process.stdout.write(`\nresults: ${file}\n`);
+  hooks.onResults?.(file, out);
   if (opts.writeDocs) {
     const { writeDocs, refreshMethodText } = await import('./report.mjs');
     const docs = writeDocs(out, file);

@@ -31,18 +31,7 @@ function run(cmd, args, log, timeoutMs) {
  */
 export function ensurePeers(systems, log) {
   const wanted = systems.flatMap((s) => PEER_PACKAGES[s]);
-  const missing = wanted.filter((p) => installed(p) === null);
-  if (missing.length > 0) {
-    log(`peers: ${missing.join(', ')} not installed; installing with apt-get (Debian packages)`);
-    if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-      throw new Error(`the packages ${missing.join(', ')} are missing and installing them needs root: run  sudo apt-get update && sudo apt-get install -y ${missing.join(' ')}`);
-    }
-    run('apt-get', ['update'], log, 300_000);
-    run('apt-get', ['install', '-y', ...missing], log, 600_000);
-    const still = missing.filter((p) => installed(p) === null);
-    if (still.length > 0) throw new Error(`apt-get install did not install ${still.join(', ')}`);
-    log(`peers: installed ${missing.join(', ')}`);
-  }
+  ensurePackages(wanted, 'peers', log);
   const versions = {};
   for (const p of wanted) versions[p] = installed(p);
   if (systems.includes('etcd')) {
@@ -57,6 +46,39 @@ export function ensurePeers(systems, log) {
     versions.java = javaVersion();
   }
   return versions;
+}
+
+/**
+ * Installs the Debian packages of `wanted` that are missing (apt-get, saying so under
+ * `label`); throws clearly when that is impossible.
+ */
+export function ensurePackages(wanted, label, log) {
+  const missing = wanted.filter((p) => installed(p) === null);
+  if (missing.length === 0) return;
+  log(`${label}: ${missing.join(', ')} not installed; installing with apt-get (Debian packages)`);
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new Error(`the packages ${missing.join(', ')} are missing and installing them needs root: run  sudo apt-get update && sudo apt-get install -y ${missing.join(' ')}`);
+  }
+  run('apt-get', ['update'], log, 300_000);
+  run('apt-get', ['install', '-y', ...missing], log, 600_000);
+  const still = missing.filter((p) => installed(p) === null);
+  if (still.length > 0) throw new Error(`apt-get install did not install ${still.join(', ')}`);
+  log(`${label}: installed ${missing.join(', ')}`);
+}
+
+/**
+ * A Java compiler for the cross-check's ZooKeeper client (bench/crosscheck/ZkLoad.java):
+ * `javac` on the PATH, or Debian's default-jdk-headless installed. Returns its version.
+ */
+export function ensureJavac(log) {
+  const probe = () => spawnSync('javac', ['-version'], { encoding: 'utf8', timeout: 20_000 });
+  let r = probe();
+  if (r.error || r.status !== 0) {
+    ensurePackages(['default-jdk-headless'], 'cross-check', log);
+    r = probe();
+    if (r.error || r.status !== 0) throw new Error('javac is still not available after installing default-jdk-headless');
+  }
+  return (r.stdout || r.stderr).trim();
 }
 
 /** `java -version`'s first line (stderr). */

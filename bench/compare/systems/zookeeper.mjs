@@ -45,9 +45,10 @@ log4j.appender.FILE.layout.ConversionPattern=%d{ISO8601} [myid:%X{myid}] - %-5p 
 
 /**
  * Starts ZooKeeper with `nodes` nodes (1: standalone, 3: ensemble). Resolves once every
- * node answers `srvr` with a mode (standalone, or one leader and followers).
+ * node answers `srvr` with a mode (standalone, or one leader and followers). The JVM keeps
+ * its defaults unless `heap` or `jvmOpts` (extra JVM options, for experiments) say otherwise.
  */
-export async function startZookeeper({ nodes = 1, timeoutMs = 45_000, heap = null } = {}) {
+export async function startZookeeper({ nodes = 1, timeoutMs = 45_000, heap = null, jvmOpts = [] } = {}) {
   const dir = makeTempDir(`bench-zk${nodes}`);
   const ports = await freePorts(nodes * 3);
   const clientPort = (i) => ports[i];
@@ -78,6 +79,7 @@ export async function startZookeeper({ nodes = 1, timeoutMs = 45_000, heap = nul
     const logFile = join(nodeDir, 'zookeeper.log');
     const args = [
       ...(heap ? [`-Xmx${heap}`] : []),
+      ...jvmOpts,
       `-Dzookeeper.log.file=${logFile}`,
       `-Dlog4j.configuration=file:${join(nodeDir, 'log4j.properties')}`,
       '-cp', [nodeDir, ...jars].join(':'),

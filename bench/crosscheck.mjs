@@ -1,0 +1,401 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench -- --suite crosscheck`: the peers' figures checked against clients that
+ * are not the comparison's Node clients, in one run on the same machine.
+ *
+ *   1. The comparison itself for the two workloads it can be checked on: registrations
+ *      and discovery reads at 64 clients, Switchboard, etcd and ZooKeeper
+ *      (bench/compare/runner.mjs, --only register,read --level 64).
+ *   2. ZooKeeper with its own Java client (bench/crosscheck/ZkLoad.java, compiled with
+ *      javac): 64 sessions creating ephemeral znodes of the same size, then 64 sessions
+ *      listing a 20-child parent (bare getChildren); a fresh standalone server per run,
+ *      configured as the comparison's.
+ *   3. etcd with its own tool: `etcdctl check perf --load l` (Go client: 500 clients,
+ *      puts of 1 KiB values under 256-byte keys, at most 8,000/s, for 60 s) against a fresh
+ *      single member per run, configured as the comparison's.
+ *
+ * The independent clients' workloads are not the same as the comparison's in every detail
+ * (etcdctl's puts carry no lease and larger values, and it runs 500 clients); the table
+ * names the differences. What the cross-check answers is whether the peers' figures in the
+ * comparison are of the right magnitude, or held down by the Node clients.
+ *
+ *   node bench/run.mjs --suite crosscheck [--runs 3] [--duration 5s] [--warmup 3s]
+ *        [--only comparison,zookeeper,etcd] [--jvm-opts "-XX:+UseSerialGC"] [--wait-quiet D] [--write-docs]
+ *   node bench/crosscheck.mjs --report bench/results/crosscheck-<time>.json --write-docs
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { startEtcd } from './compare/systems/etcd.mjs';
+import { ZK_TICK_MS, startZookeeper } from './compare/systems/zookeeper.mjs';
+import { ensureJavac, ensurePeers, zookeeperClasspath } from './compare/lib/install.mjs';
+import { payload } from './compare/lib/payload.mjs';
+import { ROOT, endAll, installCleanup, makeTempDir, procStats, runIfScript, track } from './lib/procs.mjs';
+import { gitFacts, machineFacts, openResults, parseDuration, positiveInt, stat, waitQuiet } from './lib/harness.mjs';
+import { replaceGenerated } from './lib/docs.mjs';
+import { Progress, fmtInt, fmtMs, fmtPct, table } from './lib/report.mjs';
+
+const PARTS = ['comparison', 'zookeeper', 'etcd'];
+const SESSIONS = 64;
+/** The size of the comparison's instance JSON (what each znode holds there). */
+const PAYLOAD_BYTES = Buffer.byteLength(payload(1, 1, 100_000));
+/** The client JVM's options. With the JVM's defaults (G1) the 64-thread client used far more CPU here and ZooKeeper reached about half the rate (see docs/benchmarks.md). */
+const DEFAULT_JVM_OPTS = '-XX:+UseSerialGC';
+/** etcdctl check perf's fixed length, and a bound on one run of it. */
+const CHECK_PERF_SECONDS = 60;
+const CHECK_PERF_LIMIT_MS = 150_000;
+const JAVA_LIMIT_MS = 120_000;
+
+const HELP = `usage: npm run bench -- --suite crosscheck [options]
+       (or: node bench/run.mjs --suite crosscheck [options])
+
+Checks the peers' figures of the comparison against clients that are not its Node
+clients, in one run: the comparison's registrations and reads at 64 clients, then
+ZooKeeper driven by its own Java client (64 sessions: ephemeral creates, then bare
+getChildren of 20 children), then etcd driven by its own tool (etcdctl check perf
+--load l: 500 Go clients, 60 s). About 10 minutes with the defaults.
+
+Options:
+  --runs N          runs per figure (default 3; each on a fresh server)
+  --duration D      measured time of a Java run (default 5s)
+  --warmup D        unmeasured time before it (default 3s: the JVMs compile first)
+  --only LIST       parts, comma-separated: comparison, zookeeper, etcd
+  --jvm-opts TEXT   options of the Java client's JVM (default "${DEFAULT_JVM_OPTS}")
+  --wait-quiet D    before each run, wait up to D for a quiet machine
+  --write-docs      put the table into docs/benchmarks.md (needs every part)
+  --report FILE     print (and with --write-docs, write) the table of an earlier run
+  --help            this text
+`;
+
+function options(argv) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      runs: { type: 'string', default: '3' },
+      duration: { type: 'string', default: '5s' },
+      warmup: { type: 'string', default: '3s' },
+      only: { type: 'string' },
+      'jvm-opts': { type: 'string', default: DEFAULT_JVM_OPTS },
+      'wait-quiet': { type: 'string' },
+      'write-docs': { type: 'boolean', default: false },
+      report: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : PARTS;
+  for (const p of only) if (!PARTS.includes(p)) throw new Error(`--only: unknown part ${p} (parts: ${PARTS.join(', ')})`);
+  if (values['write-docs'] && values.only && !values.report) throw new Error('--write-docs needs every part: leave out --only');
+  return {
+    help: values.help,
+    report: values.report ?? null,
+    writeDocs: values['write-docs'],
+    runs: positiveInt(values.runs, '--runs', 20),
+    durationMs: parseDuration(values.duration, '--duration'),
+    warmupMs: parseDuration(values.warmup, '--warmup', { allowZero: true }),
+    waitQuiet: values['wait-quiet'] ?? null,
+    waitQuietMs: values['wait-quiet'] ? parseDuration(values['wait-quiet'], '--wait-quiet') : 0,
+    jvmOpts: values['jvm-opts'].split(/\s+/).filter(Boolean),
+    only,
+  };
+}
+
+/** Runs `cmd` tracked (ended with the suite), calling onLine for every line of its output. */
+function runTracked(name, cmd, args, { env, onLine, onSpawn, limitMs }) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(cmd, args, { env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    track(proc, name);
+    onSpawn?.(proc);
+    const lines = [];
+    const errLines = [];
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`${name} did not finish within ${limitMs / 1000} s`));
+    }, limitMs);
+    createInterface({ input: proc.stdout }).on('line', (l) => {
+      lines.push(l);
+      onLine?.(l, proc);
+    });
+    createInterface({ input: proc.stderr }).on('line', (l) => errLines.length < 200 && errLines.push(l));
+    proc.on('error', (err) => {
+      clearTimeout(timer);
+      reject(new Error(`${name}: ${err.message}`));
+    });
+    proc.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, lines, errLines, pid: proc.pid });
+    });
+  });
+}
+
+/** CPU % of one core used by `pids` between two samples. */
+function cpuPct(a, b, ms) {
+  return a === null || b === null || ms <= 0 ? null : (100 * (b - a)) / ms;
+}
+const cpuOf = (pids) => {
+  let t = 0;
+  for (const pid of pids) {
+    const s = procStats(pid);
+    if (!s) return null;
+    t += s.cpuMs;
+  }
+  return t;
+};
+
+// ---------------------------------------------------------------- ZooKeeper
+
+function compileZkLoad(dir) {
+  const src = join(ROOT, 'bench/crosscheck/ZkLoad.java');
+  const cp = zookeeperClasspath().join(':');
+  return runTracked('javac', 'javac', ['-implicit:none', '-d', dir, '-cp', cp, src], { limitMs: JAVA_LIMIT_MS }).then((r) => {
+    if (r.code !== 0) throw new Error(`javac ZkLoad.java failed:\n${r.errLines.join('\n')}`);
+  });
+}
+
+/** One Java run against `zk`: figures from the client, CPU of server and client over the measured window. */
+async function javaRun(zk, classDir, mode, opts) {
+  const cp = [classDir, ...zookeeperClasspath()].join(':');
+  const args = [...opts.jvmOpts, '-Dlog4j.configuration=file:/dev/null', '-cp', cp, 'ZkLoad', zk.connectString, mode, String(SESSIONS), String(opts.warmupMs), String(opts.durationMs), String(PAYLOAD_BYTES)];
+  let from = null;
+  let to = null;
+  const r = await runTracked(`ZkLoad ${mode}`, 'java', args, {
+    limitMs: JAVA_LIMIT_MS,
+    onLine(line, proc) {
+      if (line === 'measure') from = { t: performance.now(), server: cpuOf(zk.pids), client: cpuOf([proc.pid]) };
+      else if (line === 'measured') to = { t: performance.now(), server: cpuOf(zk.pids), client: cpuOf([proc.pid]) };
+    },
+  });
+  const json = r.lines.find((l) => l.startsWith('{'));
+  if (r.code !== 0 || !json || !from || !to) throw new Error(`ZkLoad ${mode} failed (exit ${r.code}):\n${r.errLines.slice(-15).join('\n')}`);
+  const res = JSON.parse(json);
+  const ms = to.t - from.t;
+  const serverCpuPct = cpuPct(from.server, to.server, ms);
+  return { ...res, serverCpuPct, clientCpuPct: cpuPct(from.client, to.client, ms), perServerCpuSec: serverCpuPct ? (res.opsPerSec * 100) / serverCpuPct : null, errorExamples: r.errLines.filter((l) => l.startsWith('ZkLoad:')).slice(0, 3) };
+}
+
+async function zookeeperPart(opts, progress) {
+  const classDir = makeTempDir('bench-crosscheck-java');
+  await compileZkLoad(classDir);
+  const runs = { create: [], children: [] };
+  for (let i = 1; i <= opts.runs; i++) {
+    if (opts.waitQuietMs > 0) await waitQuiet(opts.waitQuietMs, progress, `ZooKeeper (Java client) run ${i}`);
+    const zk = await startZookeeper({ nodes: 1 });
+    try {
+      for (const mode of ['create', 'children']) {
+        progress.update(`ZooKeeper, Java client: ${mode} run ${i}/${opts.runs} (${(opts.warmupMs + opts.durationMs) / 1000} s + connecting)`);
+        const r = await javaRun(zk, classDir, mode, opts);
+        runs[mode].push(r);
+        progress.log(`ZooKeeper, Java client, ${mode === 'create' ? 'ephemeral creates' : 'bare getChildren'} run ${i}: ${fmtInt(r.opsPerSec)}/s  p50 ${fmtMs(r.p50Ms)}  p99 ${fmtMs(r.p99Ms)}  server ${fmtPct(r.serverCpuPct)}  client ${fmtPct(r.clientCpuPct)}  errors ${r.errors}`);
+      }
+    } finally {
+      await zk.stop();
+    }
+  }
+  return { runs };
+}
+
+// ---------------------------------------------------------------- etcd
+
+/** Parses etcdctl check perf's verdict lines. */
+export function parseCheckPerf(lines) {
+  const text = lines.join('\n');
+  const rate = /Throughput (?:is|too low:) (\d+) writes\/s/.exec(text);
+  const slowest = /Slowest request took(?: too long:)? ([\d.]+)s/.exec(text);
+  const stddev = /Stddev (?:is|too high:) ([\d.]+)s/.exec(text);
+  const errors = [...text.matchAll(/FAIL: ERROR\((.*)\) -> (\d+)/g)].map((m) => ({ error: m[1], count: Number(m[2]) }));
+  return {
+    opsPerSec: rate ? Number(rate[1]) : null,
+    slowestMs: slowest ? Number(slowest[1]) * 1000 : null,
+    stddevMs: stddev ? Number(stddev[1]) * 1000 : null,
+    errors: errors.reduce((a, e) => a + e.count, 0),
+    errorKinds: errors,
+  };
+}
+
+async function etcdPart(opts, progress) {
+  const runs = [];
+  for (let i = 1; i <= opts.runs; i++) {
+    if (opts.waitQuietMs > 0) await waitQuiet(opts.waitQuietMs, progress, `etcd (etcdctl check perf) run ${i}`);
+    const etcd = await startEtcd({ members: 1 });
+    try {
+      progress.update(`etcd, etcdctl check perf --load l: run ${i}/${opts.runs} (${CHECK_PERF_SECONDS} s)`);
+      // The server's CPU over the load's minute, less a second at each end (the tool opens
+      // its 500 clients before, and deletes its keys after).
+      let a = null;
+      let b = null;
+      const timers = [];
+      const r = await runTracked('etcdctl check perf', 'etcdctl', ['--endpoints', etcd.endpoints.join(','), 'check', 'perf', '--load', 'l'], {
+        env: { ...process.env, ETCDCTL_API: '3' },
+        limitMs: CHECK_PERF_LIMIT_MS,
+        onSpawn(proc) {
+          const sample = () => ({ t: performance.now(), server: cpuOf(etcd.pids), client: cpuOf([proc.pid]) });
+          timers.push(setTimeout(() => (a = sample()), 1000), setTimeout(() => (b = sample()), (CHECK_PERF_SECONDS - 1) * 1000));
+        },
+      });
+      for (const t of timers) clearTimeout(t);
+      const res = parseCheckPerf(r.lines);
+      if (res.opsPerSec === null) throw new Error(`etcdctl check perf gave no throughput (exit ${r.code}):\n${[...r.lines, ...r.errLines].slice(-15).join('\n')}`);
+      const serverCpuPct = a && b ? cpuPct(a.server, b.server, b.t - a.t) : null;
+      const clientCpuPct = a && b ? cpuPct(a.client, b.client, b.t - a.t) : null;
+      runs.push({ ...res, serverCpuPct, clientCpuPct, perServerCpuSec: serverCpuPct ? (res.opsPerSec * 100) / serverCpuPct : null, version: etcd.version });
+      progress.log(`etcd, etcdctl check perf --load l, run ${i}: ${fmtInt(res.opsPerSec)}/s  slowest ${fmtMs(res.slowestMs)}  server ${fmtPct(serverCpuPct)}  client ${fmtPct(clientCpuPct)}  errors ${res.errors}`);
+    } finally {
+      await etcd.stop();
+    }
+  }
+  return { runs };
+}
+
+// ---------------------------------------------------------------- report
+
+const pick = (out, workload, label, variant) => out.comparison?.cases.find((c) => c.workload === workload)?.rows.find((r) => r.label === label && (variant === undefined || r.variant === variant))?.summary ?? null;
+const statOf = (runs, f) => (runs?.length ? stat(runs.map(f).filter((x) => x !== null && x !== undefined)) : null);
+const fmtStat = (s, f = fmtInt) => (s ? `${f(s.median)} [${f(s.min)}–${f(s.max)}]` : '-');
+const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}x` : '-');
+
+/** The rows of the cross-check table. */
+export function crossRows(out) {
+  const zk = out.zookeeper?.runs;
+  const et = out.etcd?.runs;
+  const sb = pick(out, 'register', 'Switchboard', 'session');
+  const sbRead = pick(out, 'read', 'Switchboard', 'session');
+  const rows = [];
+  const zkCreate = statOf(zk?.create, (r) => r.opsPerSec);
+  const zkNodeReg = pick(out, 'register', 'ZooKeeper');
+  rows.push({
+    what: 'ZooKeeper: ephemeral creates, 64 sessions',
+    node: zkNodeReg,
+    independentLabel: 'ZooKeeper Java client, 64 sessions',
+    independent: zkCreate,
+    independentCpu: { server: statOf(zk?.create, (r) => r.serverCpuPct), client: statOf(zk?.create, (r) => r.clientCpuPct), perServerCpuSec: statOf(zk?.create, (r) => r.perServerCpuSec) },
+    switchboard: sb,
+    switchboardLabel: 'Switchboard (session) registrations',
+  });
+  const zkRead = statOf(zk?.children, (r) => r.opsPerSec);
+  rows.push({
+    what: 'ZooKeeper: bare getChildren of 20 children, 64 sessions',
+    node: pick(out, 'read', 'ZooKeeper', 'bare getChildren'),
+    independentLabel: 'ZooKeeper Java client, 64 sessions',
+    independent: zkRead,
+    independentCpu: { server: statOf(zk?.children, (r) => r.serverCpuPct), client: statOf(zk?.children, (r) => r.clientCpuPct), perServerCpuSec: statOf(zk?.children, (r) => r.perServerCpuSec) },
+    switchboard: sbRead,
+    switchboardLabel: 'Switchboard (session) reads',
+  });
+  rows.push({
+    what: 'etcd: puts (Node: lease-bound, 64 clients; etcdctl: 1 KiB values, no lease, 500 clients)',
+    node: pick(out, 'register', 'etcd'),
+    independentLabel: 'etcdctl check perf --load l (Go)',
+    independent: statOf(et, (r) => r.opsPerSec),
+    independentCpu: { server: statOf(et, (r) => r.serverCpuPct), client: statOf(et, (r) => r.clientCpuPct), perServerCpuSec: statOf(et, (r) => r.perServerCpuSec) },
+    switchboard: sb,
+    switchboardLabel: 'Switchboard (session) registrations',
+  });
+  return rows;
+}
+
+export function renderCross(out, { format = 'text' } = {}) {
+  const rows = crossRows(out);
+  const headers = ['peer and workload', 'Node client (comparison)', 'independent client', 'independent ÷ Node', 'independent: server CPU / client CPU', 'independent: per server CPU-s', 'Switchboard ÷ independent'];
+  const body = rows.map((r) => [
+    r.what,
+    fmtStat(r.node?.throughput),
+    `${fmtStat(r.independent)} (${r.independentLabel})`,
+    ratio(r.independent?.median, r.node?.throughput?.median),
+    `${fmtStat(r.independentCpu.server, fmtPct)} / ${fmtStat(r.independentCpu.client, fmtPct)}`,
+    fmtStat(r.independentCpu.perServerCpuSec),
+    `${ratio(r.switchboard?.throughput?.median, r.independent?.median)} (${r.switchboardLabel} ${fmtInt(r.switchboard?.throughput?.median)}/s)`,
+  ]);
+  if (format === 'md') {
+    return [`| ${headers.join(' | ')} |`, `|${headers.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...body.map((b) => `| ${b.join(' | ')} |`)].join('\n');
+  }
+  return table(headers, body);
+}
+
+const BEGIN = '<!-- BEGIN GENERATED: crosscheck (npm run bench -- --suite crosscheck --write-docs, or node bench/crosscheck.mjs --report RESULTS.json --write-docs) -->';
+const END = '<!-- END GENERATED: crosscheck -->';
+
+export function writeCrossDocs(out, file) {
+  const rel = relative(ROOT, file);
+  const lines = [
+    `*Generated* from \`${rel}\` (${out.startedAt}; ${out.settings.runs} runs per figure, median [min–max]; Java client JVM options \`${out.settings.jvmOpts.join(' ')}\`; ${out.versions.javac}) by \`node bench/crosscheck.mjs --report ${rel} --write-docs\`.`,
+    '',
+    renderCross(out, { format: 'md' }),
+    '',
+  ];
+  return replaceGenerated(join(ROOT, 'docs/benchmarks.md'), BEGIN, END, lines);
+}
+
+// ---------------------------------------------------------------- main
+
+export async function main(argv) {
+  let opts;
+  try {
+    opts = options(argv);
+  } catch (err) {
+    process.stderr.write(`bench crosscheck: ${err.message}\n\n${HELP}`);
+    return 2;
+  }
+  if (opts.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (opts.report) {
+    const out = JSON.parse(readFileSync(opts.report, 'utf8'));
+    process.stdout.write(renderCross(out) + '\n');
+    if (opts.writeDocs) process.stdout.write(`docs: ${writeCrossDocs(out, opts.report)} regenerated from ${opts.report}\n`);
+    return 0;
+  }
+  const progress = new Progress();
+  installCleanup(() => process.stdout.write('\nbench crosscheck: interrupted; every process it started was killed and its temporary directories removed\n'));
+  const { started, stamp, resultsDir } = openResults(false);
+  const versions = {};
+  try {
+    Object.assign(versions, ensurePeers(['etcd', 'zookeeper'], (l) => progress.log(l)));
+    if (opts.only.includes('zookeeper')) versions.javac = ensureJavac((l) => progress.log(l));
+  } catch (err) {
+    progress.done(`bench crosscheck: ${err.message}`);
+    return 1;
+  }
+  const out = {
+    format: 1,
+    kind: 'crosscheck',
+    startedAt: started.toISOString(),
+    command: ['npm run bench -- --suite crosscheck', ...argv].join(' '),
+    machine: machineFacts(),
+    source: gitFacts(),
+    versions,
+    settings: { runs: opts.runs, warmupMs: opts.warmupMs, durationMs: opts.durationMs, sessions: SESSIONS, payloadBytes: PAYLOAD_BYTES, jvmOpts: opts.jvmOpts, checkPerfLoad: 'l', zookeeperTickMs: ZK_TICK_MS },
+    comparisonFile: null,
+    comparison: null,
+    zookeeper: null,
+    etcd: null,
+  };
+  let code = 0;
+  if (opts.only.includes('comparison')) {
+    const { main: compare } = await import('./compare/runner.mjs');
+    const args = ['--only', 'register,read', '--level', String(SESSIONS), '--runs', String(opts.runs), ...(opts.waitQuiet ? ['--wait-quiet', opts.waitQuiet] : [])];
+    const rc = await compare(args, {
+      onResults(file, results) {
+        out.comparisonFile = relative(ROOT, file);
+        out.comparison = results;
+      },
+    });
+    if (rc !== 0) code = 1;
+  }
+  if (opts.only.includes('zookeeper')) out.zookeeper = await zookeeperPart(opts, progress);
+  if (opts.only.includes('etcd')) out.etcd = await etcdPart(opts, progress);
+  out.finishedAt = new Date().toISOString();
+  mkdirSync(resultsDir, { recursive: true });
+  const file = join(resultsDir, `crosscheck-${stamp}.json`);
+  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  progress.done('');
+  process.stdout.write('\n' + renderCross(out) + '\n');
+  process.stdout.write(`\nresults: ${file}\n`);
+  if (opts.writeDocs) process.stdout.write(`docs: ${writeCrossDocs(out, file)} regenerated from these results\n`);
+  process.stdout.write(await endAll());
+  return code;
+}
+
+runIfScript(import.meta.url, 'crosscheck', main);
