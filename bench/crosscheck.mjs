@@ -20,11 +20,10 @@
  * comparison are of the right magnitude, or held down by the Node clients.
  *
  *   node bench/run.mjs --suite crosscheck [--runs 3] [--duration 5s] [--warmup 3s]
- *        [--only comparison,zookeeper,etcd] [--jvm-opts "-XX:+UseSerialGC"] [--wait-quiet D] [--write-docs]
+ *        [--only comparison,zookeeper,etcd] [--jvm-opts=-XX:+UseSerialGC] [--server-jvm-opts=...] [--wait-quiet D] [--write-docs]
  *   node bench/crosscheck.mjs --report bench/results/crosscheck-<time>.json --write-docs
  */
-import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -32,21 +31,25 @@ import { startEtcd } from './compare/systems/etcd.mjs';
 import { ZK_TICK_MS, startZookeeper } from './compare/systems/zookeeper.mjs';
 import { ensureJavac, ensurePeers, zookeeperClasspath } from './compare/lib/install.mjs';
 import { payload } from './compare/lib/payload.mjs';
-import { ROOT, endAll, installCleanup, makeTempDir, procStats, runIfScript, track } from './lib/procs.mjs';
+import { ROOT, endAll, installCleanup, makeTempDir, reapOrphans, runIfScript, spawnCaptured, stopProc, sumStats } from './lib/procs.mjs';
 import { gitFacts, machineFacts, openResults, parseDuration, positiveInt, stat, waitQuiet } from './lib/harness.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
 import { Progress, fmtInt, fmtMs, fmtPct, table } from './lib/report.mjs';
+import { mdTable, mm } from './compare/report.mjs';
+import { LEASE_TTL_MS } from './compare/runner.mjs';
 
 const PARTS = ['comparison', 'zookeeper', 'etcd'];
 const SESSIONS = 64;
 /** The size of the comparison's instance JSON (what each znode holds there). */
 const PAYLOAD_BYTES = Buffer.byteLength(payload(1, 1, 100_000));
-/** The client JVM's options. With the JVM's defaults (G1) the 64-thread client used far more CPU here and ZooKeeper reached about half the rate (see docs/benchmarks.md). */
+/** The client JVM's options: with the JVM's default collector (G1) ZooKeeper's figures were lower here (docs/benchmarks.md). */
 const DEFAULT_JVM_OPTS = '-XX:+UseSerialGC';
 /** etcdctl check perf's fixed length, and a bound on one run of it. */
 const CHECK_PERF_SECONDS = 60;
 const CHECK_PERF_LIMIT_MS = 150_000;
-const JAVA_LIMIT_MS = 120_000;
+/** Bounds on javac, and on a Java run beyond its warm-up and measured time (60 s to connect, 30 s to finish). */
+const JAVAC_LIMIT_MS = 120_000;
+const javaLimitMs = (opts) => 90_000 + opts.warmupMs + opts.durationMs;
 
 const HELP = `usage: npm run bench -- --suite crosscheck [options]
        (or: node bench/run.mjs --suite crosscheck [options])
@@ -58,11 +61,16 @@ getChildren of 20 children), then etcd driven by its own tool (etcdctl check per
 --load l: 500 Go clients, 60 s). About 10 minutes with the defaults.
 
 Options:
-  --runs N          runs per figure (default 3; each on a fresh server)
+  --runs N          runs per figure (default 3; a fresh server for every run of the
+                    registrations and etcd's check, one server for all listing runs,
+                    as in the comparison)
   --duration D      measured time of a Java run (default 5s)
   --warmup D        unmeasured time before it (default 3s: the JVMs compile first)
   --only LIST       parts, comma-separated: comparison, zookeeper, etcd
-  --jvm-opts TEXT   options of the Java client's JVM (default "${DEFAULT_JVM_OPTS}")
+  --jvm-opts=TEXT   options of the Java client's JVM (default "${DEFAULT_JVM_OPTS}";
+                    with "=", since the value starts with a dash; "" for the defaults)
+  --server-jvm-opts=TEXT  extra JVM options for the ZooKeeper server of the Java runs
+                    (default none: the JVM's defaults, as in the comparison)
   --wait-quiet D    before each run, wait up to D for a quiet machine
   --write-docs      put the table into docs/benchmarks.md (needs every part)
   --report FILE     print (and with --write-docs, write) the table of an earlier run
@@ -78,6 +86,7 @@ function options(argv) {
       warmup: { type: 'string', default: '3s' },
       only: { type: 'string' },
       'jvm-opts': { type: 'string', default: DEFAULT_JVM_OPTS },
+      'server-jvm-opts': { type: 'string', default: '' },
       'wait-quiet': { type: 'string' },
       'write-docs': { type: 'boolean', default: false },
       report: { type: 'string' },
@@ -98,6 +107,7 @@ function options(argv) {
     waitQuiet: values['wait-quiet'] ?? null,
     waitQuietMs: values['wait-quiet'] ? parseDuration(values['wait-quiet'], '--wait-quiet') : 0,
     jvmOpts: values['jvm-opts'].split(/\s+/).filter(Boolean),
+    serverJvmOpts: values['server-jvm-opts'].split(/\s+/).filter(Boolean),
     only,
   };
 }
@@ -105,27 +115,31 @@ function options(argv) {
 /** Runs `cmd` tracked (ended with the suite), calling onLine for every line of its output. */
 function runTracked(name, cmd, args, { env, onLine, onSpawn, limitMs }) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(cmd, args, { env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    track(proc, name);
+    const proc = spawnCaptured(name, cmd, args, { env });
     onSpawn?.(proc);
     const lines = [];
-    const errLines = [];
+    const errLines = []; // the last 200
+    const marked = []; // the client's own error lines (ZkLoad: ...), the first 20
     const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
+      void stopProc(proc, 2000);
       reject(new Error(`${name} did not finish within ${limitMs / 1000} s`));
     }, limitMs);
     createInterface({ input: proc.stdout }).on('line', (l) => {
       lines.push(l);
       onLine?.(l, proc);
     });
-    createInterface({ input: proc.stderr }).on('line', (l) => errLines.length < 200 && errLines.push(l));
+    createInterface({ input: proc.stderr }).on('line', (l) => {
+      errLines.push(l);
+      if (errLines.length > 200) errLines.shift();
+      if (l.startsWith('ZkLoad:') && marked.length < 20) marked.push(l);
+    });
     proc.on('error', (err) => {
       clearTimeout(timer);
       reject(new Error(`${name}: ${err.message}`));
     });
     proc.on('close', (code) => {
       clearTimeout(timer);
-      resolve({ code, lines, errLines, pid: proc.pid });
+      resolve({ code, lines, errLines, marked, pid: proc.pid });
     });
   });
 }
@@ -134,22 +148,14 @@ function runTracked(name, cmd, args, { env, onLine, onSpawn, limitMs }) {
 function cpuPct(a, b, ms) {
   return a === null || b === null || ms <= 0 ? null : (100 * (b - a)) / ms;
 }
-const cpuOf = (pids) => {
-  let t = 0;
-  for (const pid of pids) {
-    const s = procStats(pid);
-    if (!s) return null;
-    t += s.cpuMs;
-  }
-  return t;
-};
+const cpuOf = (pids) => sumStats(pids)?.cpuMs ?? null;
 
 // ---------------------------------------------------------------- ZooKeeper
 
 function compileZkLoad(dir) {
   const src = join(ROOT, 'bench/crosscheck/ZkLoad.java');
   const cp = zookeeperClasspath().join(':');
-  return runTracked('javac', 'javac', ['-implicit:none', '-d', dir, '-cp', cp, src], { limitMs: JAVA_LIMIT_MS }).then((r) => {
+  return runTracked('javac', 'javac', ['-implicit:none', '-d', dir, '-cp', cp, src], { limitMs: JAVAC_LIMIT_MS }).then((r) => {
     if (r.code !== 0) throw new Error(`javac ZkLoad.java failed:\n${r.errLines.join('\n')}`);
   });
 }
@@ -157,11 +163,11 @@ function compileZkLoad(dir) {
 /** One Java run against `zk`: figures from the client, CPU of server and client over the measured window. */
 async function javaRun(zk, classDir, mode, opts) {
   const cp = [classDir, ...zookeeperClasspath()].join(':');
-  const args = [...opts.jvmOpts, '-Dlog4j.configuration=file:/dev/null', '-cp', cp, 'ZkLoad', zk.connectString, mode, String(SESSIONS), String(opts.warmupMs), String(opts.durationMs), String(PAYLOAD_BYTES)];
+  const args = [...opts.jvmOpts, '-Dlog4j.configuration=file:/dev/null', '-cp', cp, 'ZkLoad', zk.connectString, mode, String(SESSIONS), String(opts.warmupMs), String(opts.durationMs), String(PAYLOAD_BYTES), String(LEASE_TTL_MS)];
   let from = null;
   let to = null;
   const r = await runTracked(`ZkLoad ${mode}`, 'java', args, {
-    limitMs: JAVA_LIMIT_MS,
+    limitMs: javaLimitMs(opts),
     onLine(line, proc) {
       if (line === 'measure') from = { t: performance.now(), server: cpuOf(zk.pids), client: cpuOf([proc.pid]) };
       else if (line === 'measured') to = { t: performance.now(), server: cpuOf(zk.pids), client: cpuOf([proc.pid]) };
@@ -172,26 +178,35 @@ async function javaRun(zk, classDir, mode, opts) {
   const res = JSON.parse(json);
   const ms = to.t - from.t;
   const serverCpuPct = cpuPct(from.server, to.server, ms);
-  return { ...res, serverCpuPct, clientCpuPct: cpuPct(from.client, to.client, ms), perServerCpuSec: serverCpuPct ? (res.opsPerSec * 100) / serverCpuPct : null, errorExamples: r.errLines.filter((l) => l.startsWith('ZkLoad:')).slice(0, 3) };
+  return { ...res, serverCpuPct, clientCpuPct: cpuPct(from.client, to.client, ms), perServerCpuSec: serverCpuPct ? (res.opsPerSec * 100) / serverCpuPct : null, errorExamples: r.marked.slice(0, 3) };
 }
 
 async function zookeeperPart(opts, progress) {
   const classDir = makeTempDir('bench-crosscheck-java');
   await compileZkLoad(classDir);
   const runs = { create: [], children: [] };
+  const one = async (zk, mode, i) => {
+    if (opts.waitQuietMs > 0) await waitQuiet(opts.waitQuietMs, progress, `ZooKeeper (Java client) ${mode} run ${i}`);
+    progress.update(`ZooKeeper, Java client: ${mode} run ${i}/${opts.runs} (${(opts.warmupMs + opts.durationMs) / 1000} s + connecting)`);
+    const r = await javaRun(zk, classDir, mode, opts);
+    runs[mode].push(r);
+    progress.log(`ZooKeeper, Java client, ${mode === 'create' ? 'ephemeral creates' : 'bare getChildren'} run ${i}: ${fmtInt(r.opsPerSec)}/s  p50 ${fmtMs(r.p50Ms)}  p99 ${fmtMs(r.p99Ms)}  server ${fmtPct(r.serverCpuPct)}  client ${fmtPct(r.clientCpuPct)}  errors ${r.errors}`);
+  };
+  // As in the comparison: a fresh server for every run of the registrations, one server
+  // for every run of the reads (which also serves the earlier runs, so its JVM is warm).
   for (let i = 1; i <= opts.runs; i++) {
-    if (opts.waitQuietMs > 0) await waitQuiet(opts.waitQuietMs, progress, `ZooKeeper (Java client) run ${i}`);
-    const zk = await startZookeeper({ nodes: 1 });
+    const zk = await startZookeeper({ nodes: 1, jvmOpts: opts.serverJvmOpts });
     try {
-      for (const mode of ['create', 'children']) {
-        progress.update(`ZooKeeper, Java client: ${mode} run ${i}/${opts.runs} (${(opts.warmupMs + opts.durationMs) / 1000} s + connecting)`);
-        const r = await javaRun(zk, classDir, mode, opts);
-        runs[mode].push(r);
-        progress.log(`ZooKeeper, Java client, ${mode === 'create' ? 'ephemeral creates' : 'bare getChildren'} run ${i}: ${fmtInt(r.opsPerSec)}/s  p50 ${fmtMs(r.p50Ms)}  p99 ${fmtMs(r.p99Ms)}  server ${fmtPct(r.serverCpuPct)}  client ${fmtPct(r.clientCpuPct)}  errors ${r.errors}`);
-      }
+      await one(zk, 'create', i);
     } finally {
       await zk.stop();
     }
+  }
+  const zk = await startZookeeper({ nodes: 1, jvmOpts: opts.serverJvmOpts });
+  try {
+    for (let i = 1; i <= opts.runs; i++) await one(zk, 'children', i);
+  } finally {
+    await zk.stop();
   }
   return { runs };
 }
@@ -221,25 +236,31 @@ async function etcdPart(opts, progress) {
     const etcd = await startEtcd({ members: 1 });
     try {
       progress.update(`etcd, etcdctl check perf --load l: run ${i}/${opts.runs} (${CHECK_PERF_SECONDS} s)`);
-      // The server's CPU over the load's minute, less a second at each end (the tool opens
-      // its 500 clients before, and deletes its keys after).
+      // The server's CPU over the load's minute, less a second at each end: from the tool's
+      // first output (its progress bar starts with the load, once its 500 clients are
+      // open; it deletes its keys after).
       let a = null;
       let b = null;
       const timers = [];
-      const r = await runTracked('etcdctl check perf', 'etcdctl', ['--endpoints', etcd.endpoints.join(','), 'check', 'perf', '--load', 'l'], {
-        env: { ...process.env, ETCDCTL_API: '3' },
-        limitMs: CHECK_PERF_LIMIT_MS,
-        onSpawn(proc) {
-          const sample = () => ({ t: performance.now(), server: cpuOf(etcd.pids), client: cpuOf([proc.pid]) });
-          timers.push(setTimeout(() => (a = sample()), 1000), setTimeout(() => (b = sample()), (CHECK_PERF_SECONDS - 1) * 1000));
-        },
-      });
-      for (const t of timers) clearTimeout(t);
+      let r;
+      try {
+        r = await runTracked('etcdctl check perf', 'etcdctl', ['--endpoints', etcd.endpoints.join(','), 'check', 'perf', '--load', 'l'], {
+          env: { ...process.env, ETCDCTL_API: '3' },
+          limitMs: CHECK_PERF_LIMIT_MS,
+          onSpawn(proc) {
+            const sample = () => ({ t: performance.now(), server: cpuOf(etcd.pids), client: cpuOf([proc.pid]) });
+            proc.stdout.once('data', () => timers.push(setTimeout(() => (a = sample()), 1000), setTimeout(() => (b = sample()), (CHECK_PERF_SECONDS - 1) * 1000)));
+          },
+        });
+      } finally {
+        for (const t of timers) clearTimeout(t);
+      }
       const res = parseCheckPerf(r.lines);
       if (res.opsPerSec === null) throw new Error(`etcdctl check perf gave no throughput (exit ${r.code}):\n${[...r.lines, ...r.errLines].slice(-15).join('\n')}`);
       const serverCpuPct = a && b ? cpuPct(a.server, b.server, b.t - a.t) : null;
       const clientCpuPct = a && b ? cpuPct(a.client, b.client, b.t - a.t) : null;
-      runs.push({ ...res, serverCpuPct, clientCpuPct, perServerCpuSec: serverCpuPct ? (res.opsPerSec * 100) / serverCpuPct : null, version: etcd.version });
+      // Its exit code says PASS or FAIL against the load's 8,000/s, not whether it ran.
+      runs.push({ ...res, exitCode: r.code, serverCpuPct, clientCpuPct, perServerCpuSec: serverCpuPct ? (res.opsPerSec * 100) / serverCpuPct : null, version: etcd.version });
       progress.log(`etcd, etcdctl check perf --load l, run ${i}: ${fmtInt(res.opsPerSec)}/s  slowest ${fmtMs(res.slowestMs)}  server ${fmtPct(serverCpuPct)}  client ${fmtPct(clientCpuPct)}  errors ${res.errors}`);
     } finally {
       await etcd.stop();
@@ -250,9 +271,13 @@ async function etcdPart(opts, progress) {
 
 // ---------------------------------------------------------------- report
 
-const pick = (out, workload, label, variant) => out.comparison?.cases.find((c) => c.workload === workload)?.rows.find((r) => r.label === label && (variant === undefined || r.variant === variant))?.summary ?? null;
-const statOf = (runs, f) => (runs?.length ? stat(runs.map(f).filter((x) => x !== null && x !== undefined)) : null);
-const fmtStat = (s, f = fmtInt) => (s ? `${f(s.median)} [${f(s.min)}–${f(s.max)}]` : '-');
+/** A row's summary from the comparison (variant null: the system's only row, with no variant). */
+const pick = (out, workload, label, variant = null) => out.comparison?.cases.find((c) => c.workload === workload)?.rows.find((r) => r.label === label && (r.variant ?? null) === variant)?.summary ?? null;
+const statOf = (runs, f) => {
+  const xs = (runs ?? []).map(f).filter((x) => x !== null && x !== undefined);
+  return xs.length ? stat(xs) : null;
+};
+const fmtStat = (s, f = fmtInt) => mm(s, f);
 const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}x` : '-');
 
 /** The rows of the cross-check table. */
@@ -270,6 +295,7 @@ export function crossRows(out) {
     independentLabel: 'ZooKeeper Java client, 64 sessions',
     independent: zkCreate,
     independentCpu: { server: statOf(zk?.create, (r) => r.serverCpuPct), client: statOf(zk?.create, (r) => r.clientCpuPct), perServerCpuSec: statOf(zk?.create, (r) => r.perServerCpuSec) },
+    errors: (zk?.create ?? []).reduce((n, r) => n + r.errors, 0),
     switchboard: sb,
     switchboardLabel: 'Switchboard (session) registrations',
   });
@@ -280,6 +306,7 @@ export function crossRows(out) {
     independentLabel: 'ZooKeeper Java client, 64 sessions',
     independent: zkRead,
     independentCpu: { server: statOf(zk?.children, (r) => r.serverCpuPct), client: statOf(zk?.children, (r) => r.clientCpuPct), perServerCpuSec: statOf(zk?.children, (r) => r.perServerCpuSec) },
+    errors: (zk?.children ?? []).reduce((n, r) => n + r.errors, 0),
     switchboard: sbRead,
     switchboardLabel: 'Switchboard (session) reads',
   });
@@ -289,6 +316,7 @@ export function crossRows(out) {
     independentLabel: 'etcdctl check perf --load l (Go)',
     independent: statOf(et, (r) => r.opsPerSec),
     independentCpu: { server: statOf(et, (r) => r.serverCpuPct), client: statOf(et, (r) => r.clientCpuPct), perServerCpuSec: statOf(et, (r) => r.perServerCpuSec) },
+    errors: (et ?? []).reduce((n, r) => n + r.errors, 0),
     switchboard: sb,
     switchboardLabel: 'Switchboard (session) registrations',
   });
@@ -297,7 +325,7 @@ export function crossRows(out) {
 
 export function renderCross(out, { format = 'text' } = {}) {
   const rows = crossRows(out);
-  const headers = ['peer and workload', 'Node client (comparison)', 'independent client', 'independent ÷ Node', 'independent: server CPU / client CPU', 'independent: per server CPU-s', 'Switchboard ÷ independent'];
+  const headers = ['peer and workload', 'Node client (comparison)', 'independent client', 'independent ÷ Node', 'independent: server CPU / client CPU', 'independent: per server CPU-s', 'independent: errors', 'Switchboard ÷ independent'];
   const body = rows.map((r) => [
     r.what,
     fmtStat(r.node?.throughput),
@@ -305,18 +333,18 @@ export function renderCross(out, { format = 'text' } = {}) {
     ratio(r.independent?.median, r.node?.throughput?.median),
     `${fmtStat(r.independentCpu.server, fmtPct)} / ${fmtStat(r.independentCpu.client, fmtPct)}`,
     fmtStat(r.independentCpu.perServerCpuSec),
+    fmtInt(r.errors),
     `${ratio(r.switchboard?.throughput?.median, r.independent?.median)} (${r.switchboardLabel} ${fmtInt(r.switchboard?.throughput?.median)}/s)`,
   ]);
-  if (format === 'md') {
-    return [`| ${headers.join(' | ')} |`, `|${headers.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...body.map((b) => `| ${b.join(' | ')} |`)].join('\n');
-  }
-  return table(headers, body);
+  return format === 'md' ? mdTable(headers, body) : table(headers, body);
 }
 
 const BEGIN = '<!-- BEGIN GENERATED: crosscheck (npm run bench -- --suite crosscheck --write-docs, or node bench/crosscheck.mjs --report RESULTS.json --write-docs) -->';
 const END = '<!-- END GENERATED: crosscheck -->';
 
 export function writeCrossDocs(out, file) {
+  const missing = ['comparison', 'zookeeper', 'etcd'].filter((p) => !out[p] || out[p].error);
+  if (missing.length > 0 || out.comparisonFailed) throw new Error(`${file} lacks ${missing.length ? missing.join(', ') : 'a successful comparison'}: the docs take a complete cross-check only`);
   const rel = relative(ROOT, file);
   const lines = [
     `*Generated* from \`${rel}\` (${out.startedAt}; ${out.settings.runs} runs per figure, median [min–max]; Java client JVM options \`${out.settings.jvmOpts.join(' ')}\`; ${out.versions.javac}) by \`node bench/crosscheck.mjs --report ${rel} --write-docs\`.`,
@@ -344,8 +372,14 @@ export async function main(argv) {
   if (opts.report) {
     const out = JSON.parse(readFileSync(opts.report, 'utf8'));
     process.stdout.write(renderCross(out) + '\n');
-    if (opts.writeDocs) process.stdout.write(`docs: ${writeCrossDocs(out, opts.report)} regenerated from ${opts.report}\n`);
-    return 0;
+    if (!opts.writeDocs) return 0;
+    try {
+      process.stdout.write(`docs: ${writeCrossDocs(out, opts.report)} regenerated from ${opts.report}\n`);
+      return 0;
+    } catch (err) {
+      process.stderr.write(`bench crosscheck: ${err.message}\n`);
+      return 1;
+    }
   }
   const progress = new Progress();
   installCleanup(() => process.stdout.write('\nbench crosscheck: interrupted; every process it started was killed and its temporary directories removed\n'));
@@ -366,34 +400,65 @@ export async function main(argv) {
     machine: machineFacts(),
     source: gitFacts(),
     versions,
-    settings: { runs: opts.runs, warmupMs: opts.warmupMs, durationMs: opts.durationMs, sessions: SESSIONS, payloadBytes: PAYLOAD_BYTES, jvmOpts: opts.jvmOpts, checkPerfLoad: 'l', zookeeperTickMs: ZK_TICK_MS },
+    settings: { runs: opts.runs, warmupMs: opts.warmupMs, durationMs: opts.durationMs, sessions: SESSIONS, payloadBytes: PAYLOAD_BYTES, jvmOpts: opts.jvmOpts, serverJvmOpts: opts.serverJvmOpts, checkPerfLoad: 'l', zookeeperTickMs: ZK_TICK_MS },
     comparisonFile: null,
+    comparisonFailed: false,
     comparison: null,
     zookeeper: null,
     etcd: null,
   };
   let code = 0;
-  if (opts.only.includes('comparison')) {
-    const { main: compare } = await import('./compare/runner.mjs');
-    const args = ['--only', 'register,read', '--level', String(SESSIONS), '--runs', String(opts.runs), ...(opts.waitQuiet ? ['--wait-quiet', opts.waitQuiet] : [])];
-    const rc = await compare(args, {
-      onResults(file, results) {
-        out.comparisonFile = relative(ROOT, file);
-        out.comparison = results;
-      },
-    });
-    if (rc !== 0) code = 1;
-  }
-  if (opts.only.includes('zookeeper')) out.zookeeper = await zookeeperPart(opts, progress);
-  if (opts.only.includes('etcd')) out.etcd = await etcdPart(opts, progress);
-  out.finishedAt = new Date().toISOString();
   mkdirSync(resultsDir, { recursive: true });
   const file = join(resultsDir, `crosscheck-${stamp}.json`);
-  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  const partialFile = join(resultsDir, `crosscheck-${stamp}.partial.json`);
+  const save = (f) => writeFileSync(f, JSON.stringify(out, null, 2) + '\n');
+  for (const l of reapOrphans()) progress.log(`cleanup of an earlier run that was killed: ${l}`);
+  // Each part on its own: one that fails is recorded and reported, the others still run,
+  // and what is done is saved after every part.
+  const parts = {
+    async comparison() {
+      const { main: compare } = await import('./compare/runner.mjs');
+      const args = ['--only', 'register,read', '--level', String(SESSIONS), '--runs', String(opts.runs), ...(opts.waitQuiet ? ['--wait-quiet', opts.waitQuiet] : [])];
+      let results = null;
+      const rc = await compare(args, {
+        onResults(f, r) {
+          out.comparisonFile = relative(ROOT, f);
+          results = r;
+        },
+      });
+      if (rc !== 0) out.comparisonFailed = true;
+      if (!results) throw new Error(`the comparison ended with code ${rc} and no results`);
+      return results;
+    },
+    zookeeper: () => zookeeperPart(opts, progress),
+    etcd: () => etcdPart(opts, progress),
+  };
+  for (const part of PARTS) {
+    if (!opts.only.includes(part)) continue;
+    try {
+      out[part] = await parts[part]();
+      if (out.comparisonFailed && part === 'comparison') code = 1;
+    } catch (err) {
+      out[part] = { error: String(err?.message ?? err) };
+      progress.log(`bench crosscheck: ${part} failed: ${out[part].error}`);
+      code = 1;
+    }
+    save(partialFile);
+  }
+  out.finishedAt = new Date().toISOString();
+  save(file);
+  rmSync(partialFile, { force: true });
   progress.done('');
   process.stdout.write('\n' + renderCross(out) + '\n');
   process.stdout.write(`\nresults: ${file}\n`);
-  if (opts.writeDocs) process.stdout.write(`docs: ${writeCrossDocs(out, file)} regenerated from these results\n`);
+  if (opts.writeDocs) {
+    try {
+      process.stdout.write(`docs: ${writeCrossDocs(out, file)} regenerated from these results\n`);
+    } catch (err) {
+      process.stdout.write(`docs: not written: ${err.message}\n`);
+      code = 1;
+    }
+  }
   process.stdout.write(await endAll());
   return code;
 }

@@ -38,7 +38,7 @@ const ratio = (v) => (v === null || v === undefined || !Number.isFinite(v) ? '-'
 const div = (a, b) => (a === null || a === undefined || b === null || b === undefined || b === 0 ? null : a / b);
 
 /** median [min-max] of a summary entry, formatted with f. */
-const mm = (s, f) => (!s ? '-' : s.n > 1 ? `${f(s.median)} [${f(s.min)}–${f(s.max)}]` : f(s.median));
+export const mm = (s, f) => (!s ? '-' : s.n > 1 ? `${f(s.median)} [${f(s.min)}–${f(s.max)}]` : f(s.median));
 const med = (s) => s?.median ?? null;
 
 function rowName(r) {
@@ -142,7 +142,7 @@ function textTable(head, rows) {
   return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-function mdTable(head, rows, { numeric = true } = {}) {
+export function mdTable(head, rows, { numeric = true } = {}) {
   const esc = (s) => String(s ?? '').replace(/\|/g, '\\|');
   return [`| ${head.map(esc).join(' | ')} |`, `|${head.map((_, i) => (i === 0 || !numeric ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n');
 }

@@ -3,16 +3,19 @@
  * and bare-listing workloads, driven by ZooKeeper's own Java client instead of the Node
  * client, so that the ZooKeeper figures can be checked against an independent client.
  *
- *   java -cp <dir>:<ZooKeeper jars> ZkLoad HOSTS MODE SESSIONS WARMUP_MS DURATION_MS PAYLOAD_BYTES
+ *   java -cp <dir>:<ZooKeeper jars> ZkLoad HOSTS MODE SESSIONS WARMUP_MS DURATION_MS PAYLOAD_BYTES SESSION_TIMEOUT_MS
  *
- * MODE create: each session creates ephemeral znodes (PAYLOAD_BYTES of data) under one
- * parent, one call at a time, as a registering process does. MODE children: 20 ephemeral
- * children exist; each session lists the parent (getChildren, no watch), one call at a time.
- * One ZooKeeper session (one connection) per thread; session timeout 4 s, the suite's TTL.
+ * MODE create: each session creates ephemeral znodes (PAYLOAD_BYTES of data) under a
+ * parent of its own, one call at a time, as a registering process of the comparison does
+ * (each of its clients registers into its own service). MODE children: 20 ephemeral
+ * children exist; each session lists their parent (getChildren, no watch), one call at a
+ * time. One ZooKeeper session (one connection) per thread.
  *
  * Prints "measure" when the measured window starts, "measured" when every thread has
  * stopped, then one JSON line with the figures. Only calls that start and end inside the
- * window count. Errors are counted, not retried; the first three are printed on stderr.
+ * window count, and only errors of calls that start inside it. Errors are counted, not
+ * retried (the first three are printed on stderr); a session that expired stops its thread
+ * and fails the run (exit 1), as does any unexpected exception.
  */
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -21,6 +24,7 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import org.apache.zookeeper.CreateMode;
 import org.apache.zookeeper.KeeperException;
@@ -29,14 +33,13 @@ import org.apache.zookeeper.ZooDefs;
 import org.apache.zookeeper.ZooKeeper;
 
 public class ZkLoad {
-  /** Latencies kept per thread (a bound on memory: 8 bytes each). */
-  static final int MAX_SAMPLES_PER_THREAD = 200_000;
+  /** Latencies kept per thread (a bound on memory: 8 bytes each); calls beyond it still count, their latency is not kept. */
+  static final int MAX_SAMPLES_PER_THREAD = 50_000;
   static final int CHILDREN = 20;
-  static final int SESSION_TIMEOUT_MS = 4000;
 
   public static void main(String[] args) throws Exception {
-    if (args.length != 6) {
-      System.err.println("usage: ZkLoad HOSTS create|children SESSIONS WARMUP_MS DURATION_MS PAYLOAD_BYTES");
+    if (args.length != 7) {
+      System.err.println("usage: ZkLoad HOSTS create|children SESSIONS WARMUP_MS DURATION_MS PAYLOAD_BYTES SESSION_TIMEOUT_MS");
       System.exit(2);
     }
     String hosts = args[0];
@@ -47,19 +50,22 @@ public class ZkLoad {
     long durationMs = Long.parseLong(args[4]);
     byte[] payload = new byte[Integer.parseInt(args[5])];
     Arrays.fill(payload, (byte) 'x');
+    int sessionTimeoutMs = Integer.parseInt(args[6]);
     String parent = "/crosscheck-" + mode + "-" + System.nanoTime();
 
     // Every session is opened at once and awaited together.
     ZooKeeper[] zks = new ZooKeeper[sessions];
     CountDownLatch connected = new CountDownLatch(sessions);
     for (int i = 0; i < sessions; i++) {
-      zks[i] = new ZooKeeper(hosts, SESSION_TIMEOUT_MS, e -> {
+      zks[i] = new ZooKeeper(hosts, sessionTimeoutMs, e -> {
         if (e.getState() == Watcher.Event.KeeperState.SyncConnected) connected.countDown();
       });
     }
     if (!connected.await(60, TimeUnit.SECONDS)) throw new IllegalStateException("not every session connected within 60 s");
     zks[0].create(parent, new byte[0], ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT);
-    if (mode.equals("children")) {
+    if (mode.equals("create")) {
+      for (int i = 0; i < sessions; i++) zks[0].create(parent + "/reg-" + i, new byte[0], ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT);
+    } else {
       for (int i = 0; i < CHILDREN; i++) zks[0].create(parent + "/i-" + i, payload, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.EPHEMERAL);
     }
 
@@ -67,6 +73,8 @@ public class ZkLoad {
     long measureFrom = start + warmupMs * 1_000_000L;
     long measureTo = measureFrom + durationMs * 1_000_000L;
     AtomicLong errors = new AtomicLong();
+    AtomicLong ops = new AtomicLong();
+    AtomicBoolean failed = new AtomicBoolean(false);
     Map<String, Long> errorKinds = new ConcurrentHashMap<>();
     List<long[]> perThread = new ArrayList<>();
     int[] counts = new int[sessions];
@@ -76,6 +84,7 @@ public class ZkLoad {
       final ZooKeeper zk = zks[i];
       final long[] lat = new long[MAX_SAMPLES_PER_THREAD];
       perThread.add(lat);
+      final String dir = mode.equals("create") ? parent + "/reg-" + t + "/i-" : null;
       threads[i] = new Thread(() -> {
         long seq = 0;
         int n = 0;
@@ -83,18 +92,32 @@ public class ZkLoad {
           long s = System.nanoTime();
           if (s >= measureTo) break;
           try {
-            if (mode.equals("create")) zk.create(parent + "/t" + t + "-" + (seq++), payload, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.EPHEMERAL);
+            if (dir != null) zk.create(dir + (seq++), payload, ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.EPHEMERAL);
             else zk.getChildren(parent, false);
           } catch (KeeperException | InterruptedException e) {
-            if (errors.incrementAndGet() <= 3) System.err.println("ZkLoad: " + e);
-            errorKinds.merge(e.getClass().getSimpleName(), 1L, Long::sum);
+            if (s >= measureFrom) {
+              if (errors.incrementAndGet() <= 3) System.err.println("ZkLoad: " + e);
+              errorKinds.merge(e.getClass().getSimpleName(), 1L, Long::sum);
+            }
+            if (e instanceof KeeperException.SessionExpiredException || e instanceof InterruptedException) {
+              System.err.println("ZkLoad: thread " + t + " stops: " + e);
+              failed.set(true);
+              break;
+            }
             continue;
           }
           long f = System.nanoTime();
-          if (s >= measureFrom && f <= measureTo && n < lat.length) lat[n++] = f - s;
+          if (s >= measureFrom && f <= measureTo) {
+            ops.incrementAndGet();
+            if (n < lat.length) lat[n++] = f - s;
+          }
         }
         counts[t] = n;
       }, "load-" + i);
+      threads[i].setUncaughtExceptionHandler((th, e) -> {
+        System.err.println("ZkLoad: " + th.getName() + " failed: " + e);
+        failed.set(true);
+      });
       threads[i].start();
     }
     long untilMeasure = (measureFrom - System.nanoTime()) / 1_000_000L;
@@ -114,8 +137,8 @@ public class ZkLoad {
       at += counts[i];
     }
     Arrays.sort(all);
-    String p50 = total > 0 ? String.format(java.util.Locale.ROOT, "%.3f", all[total / 2] / 1e6) : "null";
-    String p99 = total > 0 ? String.format(java.util.Locale.ROOT, "%.3f", all[Math.min(total - 1, (int) (total * 0.99))] / 1e6) : "null";
+    String p50 = percentile(all, 0.50);
+    String p99 = percentile(all, 0.99);
     StringBuilder kinds = new StringBuilder("{");
     for (Map.Entry<String, Long> e : errorKinds.entrySet()) {
       if (kinds.length() > 1) kinds.append(',');
@@ -123,8 +146,16 @@ public class ZkLoad {
     }
     kinds.append('}');
     System.out.printf(java.util.Locale.ROOT, "{\"mode\":\"%s\",\"sessions\":%d,\"ops\":%d,\"opsPerSec\":%.1f,\"p50Ms\":%s,\"p99Ms\":%s,\"errors\":%d,\"errorKinds\":%s}%n",
-        mode, sessions, total, total * 1000.0 / durationMs, p50, p99, errors.get(), kinds);
+        mode, sessions, ops.get(), ops.get() * 1000.0 / durationMs, p50, p99, errors.get(), kinds);
     System.out.flush();
     for (ZooKeeper z : zks) z.close();
+    if (failed.get()) System.exit(1);
+  }
+
+  /** Nearest rank: the smallest latency with at least q of them at or below it (ms), or null. */
+  static String percentile(long[] sorted, double q) {
+    if (sorted.length == 0) return "null";
+    int rank = (int) Math.ceil(q * sorted.length) - 1;
+    return String.format(java.util.Locale.ROOT, "%.3f", sorted[Math.max(0, rank)] / 1e6);
   }
 }

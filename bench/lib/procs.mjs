@@ -148,6 +148,22 @@ export function spawnLogged(name, cmd, args, { cwd, env, logFile }) {
   }
 }
 
+/**
+ * Spawns a client tool whose output the caller reads (stdout and stderr piped; the caller
+ * must consume both), tracked by PID like a server: ended with the run, and reaped by a
+ * later run if this one was killed (when its command line names a temporary directory).
+ */
+export function spawnCaptured(name, cmd, args, { cwd, env } = {}) {
+  const proc = spawn(cmd, args, { cwd, env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
+  track(proc, name);
+  if (proc.pid !== undefined) {
+    startedPids.add(proc.pid);
+    saveState();
+  }
+  proc.name = name;
+  return proc;
+}
+
 /** The last `lines` lines of a log file (at most the last 64 KiB are read). */
 export function tailOf(file, lines = 20) {
   try {
