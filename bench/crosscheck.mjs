@@ -36,7 +36,7 @@ import { gitFacts, machineFacts, openResults, parseDuration, positiveInt, stat, 
 import { replaceGenerated } from './lib/docs.mjs';
 import { Progress, fmtInt, fmtMs, fmtPct, table } from './lib/report.mjs';
 import { mdTable, mm } from './compare/report.mjs';
-import { LEASE_TTL_MS } from './compare/runner.mjs';
+import { LEASE_TTL_MS, main as compare } from './compare/runner.mjs';
 
 const PARTS = ['comparison', 'zookeeper', 'etcd'];
 const SESSIONS = 64;
@@ -181,10 +181,11 @@ async function javaRun(zk, classDir, mode, opts) {
   return { ...res, serverCpuPct, clientCpuPct: cpuPct(from.client, to.client, ms), perServerCpuSec: serverCpuPct ? (res.opsPerSec * 100) / serverCpuPct : null, errorExamples: r.marked.slice(0, 3) };
 }
 
-async function zookeeperPart(opts, progress) {
+/** Fills `result.runs` as runs end, so that a failure keeps the runs before it. */
+async function zookeeperPart(opts, progress, result) {
   const classDir = makeTempDir('bench-crosscheck-java');
   await compileZkLoad(classDir);
-  const runs = { create: [], children: [] };
+  const runs = (result.runs = { create: [], children: [] });
   const one = async (zk, mode, i) => {
     if (opts.waitQuietMs > 0) await waitQuiet(opts.waitQuietMs, progress, `ZooKeeper (Java client) ${mode} run ${i}`);
     progress.update(`ZooKeeper, Java client: ${mode} run ${i}/${opts.runs} (${(opts.warmupMs + opts.durationMs) / 1000} s + connecting)`);
@@ -193,7 +194,8 @@ async function zookeeperPart(opts, progress) {
     progress.log(`ZooKeeper, Java client, ${mode === 'create' ? 'ephemeral creates' : 'bare getChildren'} run ${i}: ${fmtInt(r.opsPerSec)}/s  p50 ${fmtMs(r.p50Ms)}  p99 ${fmtMs(r.p99Ms)}  server ${fmtPct(r.serverCpuPct)}  client ${fmtPct(r.clientCpuPct)}  errors ${r.errors}`);
   };
   // As in the comparison: a fresh server for every run of the registrations, one server
-  // for every run of the reads (which also serves the earlier runs, so its JVM is warm).
+  // for every run of the reads. There, the reads' server has served other runs before
+  // the first one it is measured in; here an unmeasured listing run warms its JVM first.
   for (let i = 1; i <= opts.runs; i++) {
     const zk = await startZookeeper({ nodes: 1, jvmOpts: opts.serverJvmOpts });
     try {
@@ -204,11 +206,12 @@ async function zookeeperPart(opts, progress) {
   }
   const zk = await startZookeeper({ nodes: 1, jvmOpts: opts.serverJvmOpts });
   try {
+    progress.update('ZooKeeper, Java client: a listing run to warm the server (not counted)');
+    await javaRun(zk, classDir, 'children', opts);
     for (let i = 1; i <= opts.runs; i++) await one(zk, 'children', i);
   } finally {
     await zk.stop();
   }
-  return { runs };
 }
 
 // ---------------------------------------------------------------- etcd
@@ -229,8 +232,9 @@ export function parseCheckPerf(lines) {
   };
 }
 
-async function etcdPart(opts, progress) {
-  const runs = [];
+/** Fills `result.runs` as runs end, so that a failure keeps the runs before it. */
+async function etcdPart(opts, progress, result) {
+  const runs = (result.runs = []);
   for (let i = 1; i <= opts.runs; i++) {
     if (opts.waitQuietMs > 0) await waitQuiet(opts.waitQuietMs, progress, `etcd (etcdctl check perf) run ${i}`);
     const etcd = await startEtcd({ members: 1 });
@@ -266,7 +270,6 @@ async function etcdPart(opts, progress) {
       await etcd.stop();
     }
   }
-  return { runs };
 }
 
 // ---------------------------------------------------------------- report
@@ -347,7 +350,7 @@ export function writeCrossDocs(out, file) {
   if (missing.length > 0 || out.comparisonFailed) throw new Error(`${file} lacks ${missing.length ? missing.join(', ') : 'a successful comparison'}: the docs take a complete cross-check only`);
   const rel = relative(ROOT, file);
   const lines = [
-    `*Generated* from \`${rel}\` (${out.startedAt}; ${out.settings.runs} runs per figure, median [min–max]; Java client JVM options \`${out.settings.jvmOpts.join(' ')}\`; ${out.versions.javac}) by \`node bench/crosscheck.mjs --report ${rel} --write-docs\`.`,
+    `*Generated* from \`${rel}\` (${out.startedAt}; ${out.settings.runs} runs per figure, median [min–max]; Java client JVM options \`${out.settings.jvmOpts.join(' ') || '(defaults)'}\`, ZooKeeper server JVM options ${out.settings.serverJvmOpts?.length ? `\`${out.settings.serverJvmOpts.join(' ')}\`` : 'the defaults, as in the comparison'}; ${out.versions.javac}) by \`node bench/crosscheck.mjs --report ${rel} --write-docs\`.`,
     '',
     renderCross(out, { format: 'md' }),
     '',
@@ -417,7 +420,6 @@ export async function main(argv) {
   // and what is done is saved after every part.
   const parts = {
     async comparison() {
-      const { main: compare } = await import('./compare/runner.mjs');
       const args = ['--only', 'register,read', '--level', String(SESSIONS), '--runs', String(opts.runs), ...(opts.waitQuiet ? ['--wait-quiet', opts.waitQuiet] : [])];
       let results = null;
       const rc = await compare(args, {
@@ -428,18 +430,19 @@ export async function main(argv) {
       });
       if (rc !== 0) out.comparisonFailed = true;
       if (!results) throw new Error(`the comparison ended with code ${rc} and no results`);
-      return results;
+      out.comparison = results;
     },
-    zookeeper: () => zookeeperPart(opts, progress),
-    etcd: () => etcdPart(opts, progress),
+    zookeeper: () => zookeeperPart(opts, progress, (out.zookeeper = {})),
+    etcd: () => etcdPart(opts, progress, (out.etcd = {})),
   };
   for (const part of PARTS) {
     if (!opts.only.includes(part)) continue;
     try {
-      out[part] = await parts[part]();
+      await parts[part]();
       if (out.comparisonFailed && part === 'comparison') code = 1;
     } catch (err) {
-      out[part] = { error: String(err?.message ?? err) };
+      // What the part finished before it failed stays, marked with the error.
+      out[part] = { ...(out[part] ?? {}), error: String(err?.message ?? err) };
       progress.log(`bench crosscheck: ${part} failed: ${out[part].error}`);
       code = 1;
     }

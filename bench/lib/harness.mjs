@@ -108,7 +108,9 @@ export function gitFacts() {
   const git = (...args) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 }).trimEnd();
   try {
     const changed = git('status', '--porcelain', '--', 'packages').split('\n').filter(Boolean);
-    return { commit: git('rev-parse', 'HEAD'), uncommittedFilesInPackages: changed.length, uncommittedExamples: changed.slice(0, 10) };
+    // The benchmark's own code too: a figure depends on its load generators and drivers.
+    const benchChanged = git('status', '--porcelain', '--', 'bench').split('\n').filter(Boolean);
+    return { commit: git('rev-parse', 'HEAD'), uncommittedFilesInPackages: changed.length, uncommittedExamples: changed.slice(0, 10), uncommittedFilesInBench: benchChanged.length, uncommittedBenchExamples: benchChanged.slice(0, 10) };
   } catch {
     return { commit: null };
   }
