@@ -283,47 +283,30 @@ const statOf = (runs, f) => {
 const fmtStat = (s, f = fmtInt) => mm(s, f);
 const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}x` : '-');
 
+/** One row: the comparison's figure against the independent client's runs. */
+function crossRow(what, node, independentLabel, runs, switchboard, switchboardLabel) {
+  return {
+    what,
+    node,
+    independentLabel,
+    independent: statOf(runs, (r) => r.opsPerSec),
+    independentCpu: { server: statOf(runs, (r) => r.serverCpuPct), client: statOf(runs, (r) => r.clientCpuPct), perServerCpuSec: statOf(runs, (r) => r.perServerCpuSec) },
+    errors: (runs ?? []).reduce((n, r) => n + r.errors, 0),
+    switchboard,
+    switchboardLabel,
+  };
+}
+
 /** The rows of the cross-check table. */
 export function crossRows(out) {
   const zk = out.zookeeper?.runs;
-  const et = out.etcd?.runs;
   const sb = pick(out, 'register', 'Switchboard', 'session');
-  const sbRead = pick(out, 'read', 'Switchboard', 'session');
-  const rows = [];
-  const zkCreate = statOf(zk?.create, (r) => r.opsPerSec);
-  const zkNodeReg = pick(out, 'register', 'ZooKeeper');
-  rows.push({
-    what: 'ZooKeeper: ephemeral creates, 64 sessions',
-    node: zkNodeReg,
-    independentLabel: 'ZooKeeper Java client, 64 sessions',
-    independent: zkCreate,
-    independentCpu: { server: statOf(zk?.create, (r) => r.serverCpuPct), client: statOf(zk?.create, (r) => r.clientCpuPct), perServerCpuSec: statOf(zk?.create, (r) => r.perServerCpuSec) },
-    errors: (zk?.create ?? []).reduce((n, r) => n + r.errors, 0),
-    switchboard: sb,
-    switchboardLabel: 'Switchboard (session) registrations',
-  });
-  const zkRead = statOf(zk?.children, (r) => r.opsPerSec);
-  rows.push({
-    what: 'ZooKeeper: bare getChildren of 20 children, 64 sessions',
-    node: pick(out, 'read', 'ZooKeeper', 'bare getChildren'),
-    independentLabel: 'ZooKeeper Java client, 64 sessions',
-    independent: zkRead,
-    independentCpu: { server: statOf(zk?.children, (r) => r.serverCpuPct), client: statOf(zk?.children, (r) => r.clientCpuPct), perServerCpuSec: statOf(zk?.children, (r) => r.perServerCpuSec) },
-    errors: (zk?.children ?? []).reduce((n, r) => n + r.errors, 0),
-    switchboard: sbRead,
-    switchboardLabel: 'Switchboard (session) reads',
-  });
-  rows.push({
-    what: 'etcd: puts (Node: lease-bound, 64 clients; etcdctl: 1 KiB values, no lease, 500 clients)',
-    node: pick(out, 'register', 'etcd'),
-    independentLabel: 'etcdctl check perf --load l (Go)',
-    independent: statOf(et, (r) => r.opsPerSec),
-    independentCpu: { server: statOf(et, (r) => r.serverCpuPct), client: statOf(et, (r) => r.clientCpuPct), perServerCpuSec: statOf(et, (r) => r.perServerCpuSec) },
-    errors: (et ?? []).reduce((n, r) => n + r.errors, 0),
-    switchboard: sb,
-    switchboardLabel: 'Switchboard (session) registrations',
-  });
-  return rows;
+  const java = 'ZooKeeper Java client, 64 sessions';
+  return [
+    crossRow('ZooKeeper: ephemeral creates, 64 sessions', pick(out, 'register', 'ZooKeeper'), java, zk?.create, sb, 'Switchboard (session) registrations'),
+    crossRow('ZooKeeper: bare getChildren of 20 children, 64 sessions', pick(out, 'read', 'ZooKeeper', 'bare getChildren'), java, zk?.children, pick(out, 'read', 'Switchboard', 'session'), 'Switchboard (session) reads'),
+    crossRow('etcd: puts (Node: lease-bound, 64 clients; etcdctl: 1 KiB values, no lease, 500 clients)', pick(out, 'register', 'etcd'), 'etcdctl check perf --load l (Go)', out.etcd?.runs, sb, 'Switchboard (session) registrations'),
+  ];
 }
 
 export function renderCross(out, { format = 'text' } = {}) {
