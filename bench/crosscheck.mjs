@@ -31,8 +31,8 @@ import { startEtcd } from './compare/systems/etcd.mjs';
 import { ZK_TICK_MS, startZookeeper } from './compare/systems/zookeeper.mjs';
 import { ensureJavac, ensurePeers, zookeeperClasspath } from './compare/lib/install.mjs';
 import { payload } from './compare/lib/payload.mjs';
-import { ROOT, endAll, installCleanup, makeTempDir, reapOrphans, runIfScript, spawnCaptured, stopProc, sumStats } from './lib/procs.mjs';
-import { gitFacts, machineFacts, openResults, parseDuration, positiveInt, stat, waitQuiet } from './lib/harness.mjs';
+import { ROOT, endAll, installCleanup, makeTempDir, reapOrphans, runIfScript, spawnCaptured, stopProc } from './lib/procs.mjs';
+import { between, cpuSample, gitFacts, machineFacts, openResults, parseDuration, positiveInt, stat, waitQuiet } from './lib/harness.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
 import { Progress, fmtInt, fmtMs, fmtPct, table } from './lib/report.mjs';
 import { mdTable, mm } from './compare/report.mjs';
@@ -144,11 +144,12 @@ function runTracked(name, cmd, args, { env, onLine, onSpawn, limitMs }) {
   });
 }
 
-/** CPU % of one core used by `pids` between two samples. */
-function cpuPct(a, b, ms) {
-  return a === null || b === null || ms <= 0 ? null : (100 * (b - a)) / ms;
+/** Server and client CPU (% of a core) between two cpuSample()s, and operations per server CPU-second. */
+function cpuFigures(a, b, opsPerSec) {
+  const cpu = between(a, b);
+  const serverCpuPct = cpu?.serverCpuPct ?? null;
+  return { serverCpuPct, clientCpuPct: cpu?.generatorCpuPct ?? null, perServerCpuSec: serverCpuPct ? (opsPerSec * 100) / serverCpuPct : null };
 }
-const cpuOf = (pids) => sumStats(pids)?.cpuMs ?? null;
 
 // ---------------------------------------------------------------- ZooKeeper
 
@@ -169,16 +170,14 @@ async function javaRun(zk, classDir, mode, opts) {
   const r = await runTracked(`ZkLoad ${mode}`, 'java', args, {
     limitMs: javaLimitMs(opts),
     onLine(line, proc) {
-      if (line === 'measure') from = { t: performance.now(), server: cpuOf(zk.pids), client: cpuOf([proc.pid]) };
-      else if (line === 'measured') to = { t: performance.now(), server: cpuOf(zk.pids), client: cpuOf([proc.pid]) };
+      if (line === 'measure') from = cpuSample(zk.pids, [proc.pid]);
+      else if (line === 'measured') to = cpuSample(zk.pids, [proc.pid]);
     },
   });
   const json = r.lines.find((l) => l.startsWith('{'));
   if (r.code !== 0 || !json || !from || !to) throw new Error(`ZkLoad ${mode} failed (exit ${r.code}):\n${r.errLines.slice(-15).join('\n')}`);
   const res = JSON.parse(json);
-  const ms = to.t - from.t;
-  const serverCpuPct = cpuPct(from.server, to.server, ms);
-  return { ...res, serverCpuPct, clientCpuPct: cpuPct(from.client, to.client, ms), perServerCpuSec: serverCpuPct ? (res.opsPerSec * 100) / serverCpuPct : null, errorExamples: r.marked.slice(0, 3) };
+  return { ...res, ...cpuFigures(from, to, res.opsPerSec), errorExamples: r.marked.slice(0, 3) };
 }
 
 /** Fills `result.runs` as runs end, so that a failure keeps the runs before it. */
@@ -187,7 +186,7 @@ async function zookeeperPart(opts, progress, result) {
   await compileZkLoad(classDir);
   const runs = (result.runs = { create: [], children: [] });
   const one = async (zk, mode, i) => {
-    if (opts.waitQuietMs > 0) await waitQuiet(opts.waitQuietMs, progress, `ZooKeeper (Java client) ${mode} run ${i}`);
+    await waitQuiet(opts.waitQuietMs, progress, `ZooKeeper (Java client) ${mode} run ${i}`);
     progress.update(`ZooKeeper, Java client: ${mode} run ${i}/${opts.runs} (${(opts.warmupMs + opts.durationMs) / 1000} s + connecting)`);
     const r = await javaRun(zk, classDir, mode, opts);
     runs[mode].push(r);
@@ -236,7 +235,7 @@ export function parseCheckPerf(lines) {
 async function etcdPart(opts, progress, result) {
   const runs = (result.runs = []);
   for (let i = 1; i <= opts.runs; i++) {
-    if (opts.waitQuietMs > 0) await waitQuiet(opts.waitQuietMs, progress, `etcd (etcdctl check perf) run ${i}`);
+    await waitQuiet(opts.waitQuietMs, progress, `etcd (etcdctl check perf) run ${i}`);
     const etcd = await startEtcd({ members: 1 });
     try {
       progress.update(`etcd, etcdctl check perf --load l: run ${i}/${opts.runs} (${CHECK_PERF_SECONDS} s)`);
@@ -252,7 +251,7 @@ async function etcdPart(opts, progress, result) {
           env: { ...process.env, ETCDCTL_API: '3' },
           limitMs: CHECK_PERF_LIMIT_MS,
           onSpawn(proc) {
-            const sample = () => ({ t: performance.now(), server: cpuOf(etcd.pids), client: cpuOf([proc.pid]) });
+            const sample = () => cpuSample(etcd.pids, [proc.pid]);
             proc.stdout.once('data', () => timers.push(setTimeout(() => (a = sample()), 1000), setTimeout(() => (b = sample()), (CHECK_PERF_SECONDS - 1) * 1000)));
           },
         });
@@ -261,11 +260,10 @@ async function etcdPart(opts, progress, result) {
       }
       const res = parseCheckPerf(r.lines);
       if (res.opsPerSec === null) throw new Error(`etcdctl check perf gave no throughput (exit ${r.code}):\n${[...r.lines, ...r.errLines].slice(-15).join('\n')}`);
-      const serverCpuPct = a && b ? cpuPct(a.server, b.server, b.t - a.t) : null;
-      const clientCpuPct = a && b ? cpuPct(a.client, b.client, b.t - a.t) : null;
+      const cpu = cpuFigures(a, b, res.opsPerSec);
       // Its exit code says PASS or FAIL against the load's 8,000/s, not whether it ran.
-      runs.push({ ...res, exitCode: r.code, serverCpuPct, clientCpuPct, perServerCpuSec: serverCpuPct ? (res.opsPerSec * 100) / serverCpuPct : null, version: etcd.version });
-      progress.log(`etcd, etcdctl check perf --load l, run ${i}: ${fmtInt(res.opsPerSec)}/s  slowest ${fmtMs(res.slowestMs)}  server ${fmtPct(serverCpuPct)}  client ${fmtPct(clientCpuPct)}  errors ${res.errors}`);
+      runs.push({ ...res, exitCode: r.code, ...cpu, version: etcd.version });
+      progress.log(`etcd, etcdctl check perf --load l, run ${i}: ${fmtInt(res.opsPerSec)}/s  slowest ${fmtMs(res.slowestMs)}  server ${fmtPct(cpu.serverCpuPct)}  client ${fmtPct(cpu.clientCpuPct)}  errors ${res.errors}`);
     } finally {
       await etcd.stop();
     }
@@ -276,11 +274,7 @@ async function etcdPart(opts, progress, result) {
 
 /** A row's summary from the comparison (variant null: the system's only row, with no variant). */
 const pick = (out, workload, label, variant = null) => out.comparison?.cases.find((c) => c.workload === workload)?.rows.find((r) => r.label === label && (r.variant ?? null) === variant)?.summary ?? null;
-const statOf = (runs, f) => {
-  const xs = (runs ?? []).map(f).filter((x) => x !== null && x !== undefined);
-  return xs.length ? stat(xs) : null;
-};
-const fmtStat = (s, f = fmtInt) => mm(s, f);
+const statOf = (runs, f) => stat((runs ?? []).map(f));
 const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}x` : '-');
 
 /** One row: the comparison's figure against the independent client's runs. */
@@ -314,11 +308,11 @@ export function renderCross(out, { format = 'text' } = {}) {
   const headers = ['peer and workload', 'Node client (comparison)', 'independent client', 'independent ÷ Node', 'independent: server CPU / client CPU', 'independent: per server CPU-s', 'independent: errors', 'Switchboard ÷ independent'];
   const body = rows.map((r) => [
     r.what,
-    fmtStat(r.node?.throughput),
-    `${fmtStat(r.independent)} (${r.independentLabel})`,
+    mm(r.node?.throughput, fmtInt),
+    `${mm(r.independent, fmtInt)} (${r.independentLabel})`,
     ratio(r.independent?.median, r.node?.throughput?.median),
-    `${fmtStat(r.independentCpu.server, fmtPct)} / ${fmtStat(r.independentCpu.client, fmtPct)}`,
-    fmtStat(r.independentCpu.perServerCpuSec),
+    `${mm(r.independentCpu.server, fmtPct)} / ${mm(r.independentCpu.client, fmtPct)}`,
+    mm(r.independentCpu.perServerCpuSec, fmtInt),
     fmtInt(r.errors),
     `${ratio(r.switchboard?.throughput?.median, r.independent?.median)} (${r.switchboardLabel} ${fmtInt(r.switchboard?.throughput?.median)}/s)`,
   ]);

@@ -107,13 +107,24 @@ export function machineFacts({ dataRoot = null } = {}) {
 export function gitFacts() {
   const git = (...args) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 }).trimEnd();
   try {
-    const changed = git('status', '--porcelain', '--', 'packages').split('\n').filter(Boolean);
     // The benchmark's own code too: a figure depends on its load generators and drivers.
-    const benchChanged = git('status', '--porcelain', '--', 'bench').split('\n').filter(Boolean);
+    const all = git('status', '--porcelain', '--', 'packages', 'bench').split('\n').filter(Boolean);
+    const changed = all.filter((l) => l.slice(3).startsWith('packages/'));
+    const benchChanged = all.filter((l) => l.slice(3).startsWith('bench/'));
     return { commit: git('rev-parse', 'HEAD'), uncommittedFilesInPackages: changed.length, uncommittedExamples: changed.slice(0, 10), uncommittedFilesInBench: benchChanged.length, uncommittedBenchExamples: benchChanged.slice(0, 10) };
   } catch {
     return { commit: null };
   }
+}
+
+/**
+ * A CPU sample for between(): the servers (`serverPids`), the processes making the load
+ * (`loadPids`, reported as the generator), this runner and the whole machine.
+ */
+export function cpuSample(serverPids, loadPids) {
+  let cpuMs = 0;
+  for (const pid of loadPids) cpuMs += procStats(pid)?.cpuMs ?? 0;
+  return { at: performance.now(), server: sumStats(serverPids), gen: { cpuMs }, runner: procStats(process.pid), system: systemCpu() };
 }
 
 /** Samples the servers' CPU / memory, the generator's CPU and the whole machine's. */
@@ -181,7 +192,7 @@ export function speedCheck() {
     times.push(performance.now() - t);
   }
   if (keep !== 60_000) throw new Error('speedCheck: unexpected result');
-  return times.sort((x, y) => x - y)[1];
+  return median(times);
 }
 
 export const COMPARE_LOADGEN = join(ROOT, 'bench/compare/loadgen.mjs');
@@ -199,12 +210,8 @@ export const COMPARE_LOADGEN = join(ROOT, 'bench/compare/loadgen.mjs');
 export function runGenerator({ workload, sys, options, progress, label, hardLimitMs, onMessage, count = 1, script = COMPARE_LOADGEN, merge = null }) {
   const gens = [];
   for (let g = 0; g < count; g++) gens.push(forkTracked('load generator', script, [], { execArgv: ['--max-old-space-size=8192'] }));
-  const genStats = () => {
-    let cpuMs = 0;
-    for (const g of gens) cpuMs += procStats(g.pid)?.cpuMs ?? 0;
-    return { cpuMs };
-  };
-  const sample = () => ({ at: performance.now(), server: sumStats(sys.pids), gen: genStats(), runner: procStats(process.pid), system: systemCpu() });
+  const genPids = gens.map((g) => g.pid);
+  const sample = () => cpuSample(sys.pids, genPids);
   let mStart = null;
   let mEnd = null;
   let measuredCount = 0;

@@ -133,19 +133,25 @@ export function liveChildren() {
 export function spawnLogged(name, cmd, args, { cwd, env, logFile }) {
   const fd = openSync(logFile, 'a');
   try {
-    const proc = spawn(cmd, args, { cwd, env: env ?? process.env, stdio: ['ignore', fd, fd], detached: false });
-    track(proc, name);
-    if (proc.pid !== undefined) {
-      startedPids.add(proc.pid);
-      saveState();
-    }
+    const proc = spawnTracked(name, cmd, args, { cwd, env, stdio: ['ignore', fd, fd] });
     proc.logFile = logFile;
-    proc.name = name;
     proc.on('error', () => {}); // ENOENT etc. show as an exit
     return proc;
   } finally {
     closeSync(fd);
   }
+}
+
+/** Spawns and tracks a process, its PID saved for reapOrphans (a later run's cleanup). */
+function spawnTracked(name, cmd, args, { cwd, env, stdio }) {
+  const proc = spawn(cmd, args, { cwd, env: env ?? process.env, stdio, detached: false });
+  track(proc, name);
+  if (proc.pid !== undefined) {
+    startedPids.add(proc.pid);
+    saveState();
+  }
+  proc.name = name;
+  return proc;
 }
 
 /**
@@ -154,14 +160,7 @@ export function spawnLogged(name, cmd, args, { cwd, env, logFile }) {
  * later run if this one was killed (when its command line names a temporary directory).
  */
 export function spawnCaptured(name, cmd, args, { cwd, env } = {}) {
-  const proc = spawn(cmd, args, { cwd, env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
-  track(proc, name);
-  if (proc.pid !== undefined) {
-    startedPids.add(proc.pid);
-    saveState();
-  }
-  proc.name = name;
-  return proc;
+  return spawnTracked(name, cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /** The last `lines` lines of a log file (at most the last 64 KiB are read). */
