@@ -40,19 +40,25 @@ export function signalPid(pid, sig) {
  * servers are not its IPC children and would outlive it): see reapOrphans().
  */
 const STATE_FILE = join(tmpdir(), `switchboard-bench-${process.pid}.json`);
-const startedPids = new Set();
+/** pid -> its start time (see startTicks), or null when it had already exited. */
+const startedPids = new Map();
+let runnerStart;
 function saveState() {
+  runnerStart ??= startTicks(process.pid);
   try {
-    writeFileSync(STATE_FILE, JSON.stringify({ runnerPid: process.pid, pids: [...startedPids], dirs: [...tempDirs] }));
+    const procs = [...startedPids].map(([pid, start]) => ({ pid, start }));
+    writeFileSync(STATE_FILE, JSON.stringify({ runnerPid: process.pid, runnerStart, procs, dirs: [...tempDirs] }));
   } catch {
     /* best effort */
   }
 }
 
 /**
- * Kills what runners that no longer exist left behind (by PID, and only processes whose
- * command line names one of that runner's temporary directories, so a reused PID is never
- * hit), and removes their directories. Returns what it did.
+ * Kills what runners that no longer exist left behind, and removes their directories.
+ * Returns what it did. A process is killed by PID, and only when it is the one the runner
+ * started: its start time (saved with the PID) is the same, so a reused PID is never hit.
+ * (A state file without start times, from an older runner: when its command line names
+ * one of that runner's temporary directories.)
  */
 export function reapOrphans() {
   const done = [];
@@ -70,16 +76,12 @@ export function reapOrphans() {
     } catch {
       continue;
     }
-    const alive = signalPid(st.runnerPid, 0) && procStats(st.runnerPid)?.state !== 'Z';
+    const runner = procStats(st.runnerPid);
+    const alive = runner !== null && runner.state !== 'Z' && (st.runnerStart == null || runner.startTicks === st.runnerStart);
     if (st.runnerPid === process.pid || alive) continue; // that runner is still running
-    for (const pid of st.pids ?? []) {
-      let cmd = '';
-      try {
-        cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      } catch {
-        continue;
-      }
-      if ((st.dirs ?? []).some((d) => cmd.includes(d)) && signalPid(pid, 'SIGKILL')) done.push(`killed ${pid} (left by runner ${st.runnerPid})`);
+    const procs = st.procs ?? (st.pids ?? []).map((pid) => ({ pid, start: null }));
+    for (const { pid, start } of procs) {
+      if (isOurs(pid, start, st.dirs ?? []) && signalPid(pid, 'SIGKILL')) done.push(`killed ${pid} (left by runner ${st.runnerPid})`);
     }
     for (const d of st.dirs ?? []) {
       if (!d.startsWith(tmpdir())) continue;
@@ -93,6 +95,17 @@ export function reapOrphans() {
     rmSync(path, { force: true });
   }
   return done;
+}
+
+/** Whether `pid` is still the process a runner saved: the same start time, or (saved without one) a command line naming one of its directories. */
+function isOurs(pid, start, dirs) {
+  if (start != null) return startTicks(pid) === start;
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return dirs.some((d) => cmd.includes(d));
+  } catch {
+    return false;
+  }
 }
 
 /** A fresh temporary directory (under `root`, default the OS temp dir), removed at the end whatever happens. */
@@ -147,7 +160,7 @@ function spawnTracked(name, cmd, args, { cwd, env, stdio }) {
   const proc = spawn(cmd, args, { cwd, env: env ?? process.env, stdio, detached: false });
   track(proc, name);
   if (proc.pid !== undefined) {
-    startedPids.add(proc.pid);
+    startedPids.set(proc.pid, startTicks(proc.pid));
     saveState();
   }
   proc.name = name;
@@ -157,7 +170,7 @@ function spawnTracked(name, cmd, args, { cwd, env, stdio }) {
 /**
  * Spawns a client tool whose output the caller reads (stdout and stderr piped; the caller
  * must consume both), tracked by PID like a server: ended with the run, and reaped by a
- * later run if this one was killed (when its command line names a temporary directory).
+ * later run if this one was killed.
  */
 export function spawnCaptured(name, cmd, args, { cwd, env } = {}) {
   return spawnTracked(name, cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -279,11 +292,20 @@ export function procStats(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // f[0] is field 3 (state); utime is field 14, stime 15, rss 24 (pages).
-    return { cpuMs: ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK, rssBytes: Number(f[21]) * PAGE, state: f[0] };
+    // f[0] is field 3 (state); utime is field 14, stime 15, starttime 22 (clock ticks
+    // since boot), rss 24 (pages).
+    return { cpuMs: ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK, rssBytes: Number(f[21]) * PAGE, state: f[0], startTicks: Number(f[19]) };
   } catch {
     return null;
   }
+}
+
+/**
+ * When a process started (clock ticks since boot), or null when it is gone: with its PID,
+ * it names one process, since a reused PID starts later.
+ */
+export function startTicks(pid) {
+  return procStats(pid)?.startTicks ?? null;
 }
 
 /** Sum of procStats over several PIDs (a cluster's members); null if any is gone. */
