@@ -84,4 +84,10 @@ export type SessionServerMessage =
    * register and deregister, `answer` (the service answer of GET /v1/services/{service})
    * for read.
    */
-  | { type: 'result'; id: number; revision?: number; warnings?: string[]; answer?: unknown };
+  | { type: 'result'; id: number; revision?: number; warnings?: string[]; answer?: unknown; at?: number }
+  /**
+   * cp, on a node's link for forwarded writes only: the node's clock (ms, monotonic), sent
+   * when the link opens; its results carry `at` too. The sending node states each write's
+   * `planBy` on this clock.
+   */
+  | { type: 'clock'; at: number };

@@ -63,10 +63,11 @@ const FIELDS: Record<SessionRequestType, readonly string[]> = {
 };
 
 /**
- * A write on a node's link for forwarded writes (cp) also carries `budgetMs`: how long
- * after its arrival the write may still be planned (its sender stops waiting later).
+ * A write on a node's link for forwarded writes (cp) also carries `budgetMs`, how long
+ * after its arrival the write may still be planned, and `planBy`, the time on this node's
+ * clock (the link's `clock` message) after which it may not (its sender stops waiting later).
  */
-const FORWARDED_WRITE_FIELDS = { register: [...FIELDS.register, 'budgetMs'], deregister: [...FIELDS.deregister, 'budgetMs'] } as const;
+const FORWARDED_WRITE_FIELDS = { register: [...FIELDS.register, 'budgetMs', 'planBy'], deregister: [...FIELDS.deregister, 'budgetMs', 'planBy'] } as const;
 
 /** The most a forwarded write's `budgetMs` may be (ms). */
 const MAX_FORWARDED_BUDGET_MS = 600_000;
@@ -191,7 +192,7 @@ export class SessionRequests {
       const tail = warningsTail(refuseUnknown(msg.strict === true, unknownFieldWarnings(msg, fields.deregister), STRICT));
       const local = (): Promise<number> => engine.deregister(namespace, service, instanceId, opts);
       const written = s.forwarded ? local() : writeThrough(engine, { type: 'deregister', namespace, service, instanceId }, local);
-      return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
+      return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}${clockTail(s)}}`);
     }
     if (msg.instance === undefined || msg.instance === null) throw invalid('instance', 'the register request has no instance', 'give the instance as the PUT body would be, such as "instance": {"address": "10.0.0.5", "port": 8080}');
     const { input, warnings } = checkedRegistration(msg.instance, this.ctx, 'instance', unknownFieldWarnings(msg, fields.register));
@@ -199,7 +200,7 @@ export class SessionRequests {
     // Checked here first, so that a bad request is answered by this node without a round trip.
     const local = (): Promise<number> => engine.register({ namespace, service, id: instanceId, input }, opts);
     const written = s.forwarded ? local() : writeThrough(engine, { type: 'register', namespace, service, instanceId, instance: msg.instance }, local);
-    return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}}`);
+    return written.then((revision) => `{"type":"result","id":${id},"revision":${revision}${tail}${clockTail(s)}}`);
   }
 
   private async read(s: RequestSession, id: number, namespace: string, service: string, filter: ReturnType<typeof serviceQuery>, consistent: boolean, warnings: string[]): Promise<string | Buffer> {
@@ -254,15 +255,28 @@ function stringField(msg: RawRequest, name: string): string | undefined {
 }
 
 /**
- * A forwarded write's options: `budgetMs` from now, the time by which it must be planned
- * (none from a sender that does not send it), and the session's signal (aborted when the
- * sender's link closes).
+ * A forwarded write's options: the time by which it must be planned, the earlier of
+ * `budgetMs` from now and `planBy` (none from a sender that sends neither), and the
+ * session's signal (aborted when the sender's link closes).
  */
 function forwardedWriteOptions(msg: RawRequest, signal: AbortSignal | undefined): WriteOptions {
+  let planBy: number | undefined;
   const v = msg.budgetMs;
-  if (v === undefined || v === null) return { forwarded: true, signal };
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_FORWARDED_BUDGET_MS) throw invalid('budgetMs', `budgetMs must be a whole number of milliseconds from 0 to ${MAX_FORWARDED_BUDGET_MS}`, 'send the time the sending node still waits for the write, such as "budgetMs": 4000');
-  return { forwarded: true, planBy: performance.now() + v, signal };
+  if (v !== undefined && v !== null) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_FORWARDED_BUDGET_MS) throw invalid('budgetMs', `budgetMs must be a whole number of milliseconds from 0 to ${MAX_FORWARDED_BUDGET_MS}`, 'send the time the sending node still waits for the write, such as "budgetMs": 4000');
+    planBy = performance.now() + v;
+  }
+  const by = msg.planBy;
+  if (by !== undefined && by !== null) {
+    if (typeof by !== 'number' || !Number.isFinite(by) || by < 0) throw invalid('planBy', 'planBy must be a time in milliseconds on this node\'s clock (a number, 0 or more)', 'send the time on the clock of this link\'s "clock" message after which the write may not be planned, such as "planBy": 123456');
+    planBy = planBy === undefined ? by : Math.min(planBy, by);
+  }
+  return { forwarded: true, planBy, signal };
+}
+
+/** `,"at":<this node's clock>` for a result on a node's link for forwarded writes (see ClockBound), or nothing. */
+function clockTail(s: RequestSession): string {
+  return s.forwarded ? `,"at":${performance.now()}` : '';
 }
 
 /** A read's filters as the query parameters of the REST read, so that both are checked alike. */

@@ -164,6 +164,8 @@ export class Sessions {
     }
     const session = new Session(socket, req.ip, req.headers[FORWARDED_WRITES_HEADER] !== undefined);
     this.all.add(session);
+    // A node's link for forwarded writes: this node's clock first, for the writes' planBy.
+    if (session.forwarded) session.send({ type: 'clock', at: performance.now() });
     // An upgraded request has no onResponse: counted when it opens.
     this.ctx.metrics.observeRequest('GET', SESSION_PATH, 101, null);
     socket.on('message', (data, isBinary) => {

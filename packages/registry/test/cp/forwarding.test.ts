@@ -124,7 +124,7 @@ test('when the writer is gone, the other nodes write themselves', { timeout: 60_
   }));
 
 /** A session opened as a node's link for forwarded writes, with what it received. */
-async function forwardedSession(url: string): Promise<{ ws: import('ws').WebSocket; inbox: { type: string; id?: number; revision?: number; warnings?: string[]; problem?: { code: string; detail: string; field?: string } }[] }> {
+async function forwardedSession(url: string): Promise<{ ws: import('ws').WebSocket; inbox: { type: string; id?: number; revision?: number; at?: number; warnings?: string[]; problem?: { code: string; detail: string; field?: string } }[] }> {
   const ws = new (await import('ws')).WebSocket(`${url.replace('http', 'ws')}/v1/session`, { headers: { [FORWARDED_WRITES_HEADER]: 'n9' } });
   const inbox: { type: string; problem?: { code: string; detail: string } }[] = [];
   ws.on('message', (d) => inbox.push(JSON.parse(String(d))));
@@ -135,13 +135,14 @@ async function forwardedSession(url: string): Promise<{ ws: import('ws').WebSock
   return { ws, inbox };
 }
 
-test('a node\'s link for forwarded writes takes requests, not lease messages; a write on it not planned within its budget is refused and not made', { timeout: 60_000 }, () =>
+test('a node\'s link for forwarded writes takes requests, not lease messages; a write on it not planned within its budget or by its planBy is refused and not made', { timeout: 60_000 }, () =>
   withThreeNodes(async (n1) => {
     const link = await forwardedSession(n1.url);
     link.ws.send(JSON.stringify({ type: 'open', ttlMs: 10_000 }));
-    await waitUntil(() => link.inbox.length > 0, 5_000, 'the answer to open');
-    assert.equal(link.inbox[0]?.type, 'error');
-    assert.equal(link.inbox[0]?.problem?.code, 'FORBIDDEN');
+    await waitUntil(() => link.inbox.length > 1, 5_000, 'the answer to open');
+    assert.equal(link.inbox[0]?.type, 'clock', 'the node tells its clock first');
+    assert.equal(link.inbox[1]?.type, 'error');
+    assert.equal(link.inbox[1]?.problem?.code, 'FORBIDDEN');
     link.ws.close();
 
     const { ws, inbox } = await forwardedSession(n1.url);
@@ -169,15 +170,36 @@ test('a node\'s link for forwarded writes takes requests, not lease messages; a 
     register(4, 'bad', -1);
     const bad = await answer(4);
     assert.deepEqual([bad.problem?.code, bad.problem?.field], ['INVALID_ARGUMENT', 'budgetMs']);
+
+    // planBy, on the clock the link's first message gave: the earlier of it and the budget counts.
+    await waitUntil(() => inbox.length > 0, 5_000, 'the clock');
+    const clock = inbox[0]!;
+    assert.equal(clock.type, 'clock');
+    assert.equal(typeof clock.at, 'number');
+    const registerBy = (id: number, instanceId: string, planBy: unknown) => ws.send(JSON.stringify({ type: 'register', id, service: 'budget', instanceId, instance: { address: '10.0.0.1', port: 80 }, budgetMs: 5_000, planBy }));
+    registerBy(6, 'past', clock.at! - 1);
+    const past = await answer(6);
+    assert.equal(past.problem?.code, 'NOT_READY', 'its time on the writer\'s clock is up, whatever the budget says');
+    registerBy(7, 'future', clock.at! + 60_000);
+    const future = await answer(7);
+    assert.equal(future.type, 'result', JSON.stringify(future));
+    assert.equal(future.warnings, undefined, 'the field is known on this link');
+    assert.ok(typeof future.at === 'number' && future.at >= clock.at!, 'a result tells the clock again');
+    registerBy(8, 'bad-time', 'soon');
+    const badTime = await answer(8);
+    assert.deepEqual([badTime.problem?.code, badTime.problem?.field], ['INVALID_ARGUMENT', 'planBy']);
+    assert.deepEqual((await ids()).sort(), ['future', 'in-time']);
     ws.close();
 
     // On a client's own session the field means nothing: said so, and the write is made.
     const c = await SessionClient.connect(n1.url);
     try {
-      c.send({ type: 'register', id: 5, service: 'budget', instanceId: 'client', instance: { address: '10.0.0.2', port: 80 }, budgetMs: 0 });
+      c.send({ type: 'register', id: 5, service: 'budget', instanceId: 'client', instance: { address: '10.0.0.2', port: 80 }, budgetMs: 0, planBy: 0 });
       const r = await c.answer(5);
       assert.ok(r.type === 'result', JSON.stringify(r));
       assert.match(r.warnings?.join('\n') ?? '', /budgetMs/);
+      assert.match(r.warnings?.join('\n') ?? '', /planBy/);
+      assert.equal((r as { at?: unknown }).at, undefined, 'a client\'s session is told no clock');
     } finally {
       c.ws.close();
     }

@@ -3,7 +3,9 @@
 // it here" for a refusal before running it; and 503 with Retry-After whenever the outcome
 // cannot be known (no answer, a link that failed, an error code this node does not know,
 // from a newer writer), never a 500 of this node. The writer here is a scripted WebSocket
-// server on 127.0.0.1 that answers each request as the test tells it.
+// server on 127.0.0.1 that answers each request as the test tells it. A write the node
+// gave up on is never planned later: its planBy is on the writer's clock, so a write that
+// arrives late has no time left.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
@@ -11,30 +13,47 @@ import { WebSocketServer } from 'ws';
 import { SwitchboardError } from '@switchboard/protocol';
 import { NotTaken, WriterLink } from '../../src/engines/cp/writer-link.js';
 import { FORWARDED_WRITES_HEADER } from '../../src/engines/engine.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import { waitUntil } from '../helpers.js';
 
-/** A writer that answers request `instanceId` x with `answers[x]` (given the request's id). */
-async function scriptedWriter(answers: Record<string, (id: number) => unknown>): Promise<{ url: string; headers: string[]; budgets: unknown[]; closed: () => number; close(): Promise<void> }> {
+/** A write as the scripted writer got it: its planBy, and when it arrived, on the writer's clock. */
+interface Arrival {
+  instanceId: string;
+  planBy: unknown;
+  arrivedAt: number;
+}
+
+/**
+ * A writer that answers request `instanceId` x with `answers[x]` (given the request's id).
+ * Its clock runs `clockOffsetMs` ahead of this process's (another process's clock has
+ * another origin); it tells it when a link opens, as a node does, unless `clockOffsetMs`
+ * is null (a node of a version before clock readings).
+ */
+async function scriptedWriter(answers: Record<string, (id: number) => unknown>, clockOffsetMs: number | null = 1_000_000): Promise<{ url: string; port: number; headers: string[]; arrivals: Arrival[]; closed: () => number; close(): Promise<void> }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await new Promise<void>((resolve) => wss.once('listening', resolve));
   const headers: string[] = [];
-  const budgets: unknown[] = [];
+  const arrivals: Arrival[] = [];
+  const clock = (): number => performance.now() + (clockOffsetMs ?? 0);
   let closed = 0;
   wss.on('connection', (ws, req) => {
     headers.push(String(req.headers[FORWARDED_WRITES_HEADER]));
+    if (clockOffsetMs !== null) ws.send(JSON.stringify({ type: 'clock', at: clock() }));
     ws.on('close', () => closed++);
     ws.on('message', (data) => {
-      const m = JSON.parse(String(data)) as { id: number; instanceId: string; budgetMs: unknown };
-      budgets.push(m.budgetMs);
+      const m = JSON.parse(String(data)) as { id: number; instanceId: string; planBy: unknown };
+      arrivals.push({ instanceId: m.instanceId, planBy: m.planBy, arrivedAt: clock() });
       void Promise.resolve(answers[m.instanceId]?.(m.id)).then((a) => {
         if (a !== undefined && ws.readyState === ws.OPEN) ws.send(JSON.stringify(a));
       });
     });
   });
+  const port = (wss.address() as AddressInfo).port;
   return {
-    url: `http://127.0.0.1:${(wss.address() as AddressInfo).port}`,
+    url: `http://127.0.0.1:${port}`,
+    port,
     headers,
-    budgets,
+    arrivals,
     closed: () => closed,
     close: () =>
       new Promise<void>((resolve) => {
@@ -64,7 +83,10 @@ test('each answer of the writer becomes the outcome it means; an unknown error c
     assert.deepEqual(writer.headers, ['n2'], 'the link names the sending node');
 
     assert.equal(await link.send('n1', writer.url, write('ok')), 42);
-    assert.deepEqual(writer.budgets, [500], 'each write says it must be planned within half the time this node waits');
+    const [first] = writer.arrivals;
+    assert.equal(typeof first?.planBy, 'number');
+    const left = (first!.planBy as number) - first!.arrivedAt;
+    assert.ok(left <= 500 && left > 300, `each write must be planned within half the time this node waits, by planBy on the writer's clock (${left.toFixed(1)} ms left at its arrival over a quick link)`);
 
     const refused = await link.send('n1', writer.url, write('refused'))!.then(() => null, (e: unknown) => e);
     assert.ok(refused instanceof SwitchboardError, String(refused));
@@ -112,5 +134,56 @@ test('when the writer changes, the writes sent to the former one are still answe
   } finally {
     link.close();
     await Promise.all([a.close(), b.close()]);
+  }
+});
+
+test('a write that reaches the writer late has no time left: its planBy is on the writer\'s clock, not counted from its arrival', { timeout: 30_000 }, async () => {
+  const writer = await scriptedWriter({
+    ok: (id) => ({ type: 'result', id, revision: 3 }),
+    // As a node answers a write whose planBy has passed.
+    late: (id) => ({ type: 'error', id, request: 'register', problem: { status: 503, code: 'NOT_READY', detail: 'not made: the write could not be planned within the time its sending node waits for it' } }),
+  });
+  const proxy = await FaultProxy.start({ host: '127.0.0.1', port: writer.port });
+  const url = `http://${proxy.address}`;
+  const link = new WriterLink({ nodeId: 'n2', peer: { scheme: 'http', token: () => null }, timeoutMs: 2_000, handshakeTimeoutMs: 2_000, maxMessageBytes: 65_536, maxInflight: 8, retryMs: 1_000, refusedRetryMs: 60_000, log: () => undefined });
+  try {
+    link.send('n1', url, write('ok'));
+    await waitUntil(() => link.writer === 'n1', 5_000, 'the link to be up');
+    assert.equal(await link.send('n1', url, write('ok')), 3);
+    // The connection stops carrying bytes for 1.5 s, with the write in it.
+    proxy.stall();
+    const sent = link.send('n1', url, write('late'))!;
+    await new Promise((r) => setTimeout(r, 1_500));
+    proxy.restore();
+    const outcome = await sent.then(() => null, (e: unknown) => e);
+    assert.ok(outcome instanceof NotTaken, `refused as not made, so this node makes it itself: ${String(outcome)}`);
+    const late = writer.arrivals.find((a) => a.instanceId === 'late')!;
+    const over = late.arrivedAt - (late.planBy as number);
+    assert.ok(over >= 300, `it arrived past its planBy (by ${over.toFixed(0)} ms), so the writer plans nothing for it`);
+  } finally {
+    link.close();
+    await proxy.close();
+    await writer.close();
+  }
+});
+
+test('a writer that tells no clock (an older version) gets no writes: the node makes them itself, and says so', { timeout: 30_000 }, async () => {
+  const writer = await scriptedWriter({ ok: (id) => ({ type: 'result', id, revision: 1 }) }, null);
+  const logs: string[] = [];
+  const link = new WriterLink({ nodeId: 'n2', peer: { scheme: 'http', token: () => null }, timeoutMs: 2_000, handshakeTimeoutMs: 500, maxMessageBytes: 65_536, maxInflight: 8, retryMs: 100, refusedRetryMs: 60_000, log: (_l, m) => logs.push(m) });
+  try {
+    assert.equal(link.send('n1', writer.url, write('ok')), null, 'no link yet');
+    await waitUntil(() => logs.length > 0, 5_000, 'the link to be given up');
+    assert.match(logs[0]!, /told no clock/);
+    assert.match(logs[0]!, /writes itself for the next 60 s/, 'not tried again soon: an older version stays one');
+    assert.equal(link.writer, null);
+    assert.equal(link.send('n1', writer.url, write('ok')), null, 'made here');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(link.send('n1', writer.url, write('ok')), null, 'still made here after retryMs');
+    assert.deepEqual(writer.arrivals, [], 'no write went to it');
+    assert.equal(writer.headers.length, 1, 'and no second link');
+  } finally {
+    link.close();
+    await writer.close();
   }
 });

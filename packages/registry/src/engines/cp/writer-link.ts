@@ -14,10 +14,16 @@
  * A write sent on a link that fails before its answer may have been made: it is answered
  * 503 STORE_UNAVAILABLE with Retry-After, as a transaction etcd did not answer is (a
  * registration sent again changes nothing).
+ *
+ * A write the node gave up on must never be planned later (a retry may have been made
+ * another way meanwhile), so each carries `planBy`, a time on the writer's clock: the
+ * writer tells its clock when the link opens and in each answer (ClockBound), and the link
+ * is up only once it has.
  */
 import WebSocket from 'ws';
 import { ERRORS, SESSION_MAX_INFLIGHT_REQUESTS, SESSION_PATH, SwitchboardError, type ErrorCode } from '@switchboard/protocol';
 import { FORWARDED_WRITES_HEADER, type ForwardedWrite } from '../engine.js';
+import { ClockBound } from './clock-bound.js';
 import type { PeerApi } from './forward.js';
 
 export interface WriterLinkOptions {
@@ -29,7 +35,7 @@ export interface WriterLinkOptions {
    * time gets 503; the link is ended only when nothing at all came from the writer that long.
    */
   timeoutMs: number;
-  /** Longest wait for the link's handshake (ms). */
+  /** Longest wait for the link's handshake (ms), and again for the writer's first clock reading. */
   handshakeTimeoutMs: number;
   /** Largest session message the writer takes (limits.maxSessionMessageBytes): a larger write is made locally. */
   maxMessageBytes: number;
@@ -37,7 +43,7 @@ export interface WriterLinkOptions {
   maxInflight: number;
   /** After the link failed, how long the node writes itself before it tries the writer again (ms). */
   retryMs: number;
-  /** The same after the writer refused this node's token (ms): that does not change by waiting. */
+  /** The same after the writer refused this node's token or told no clock (ms): that does not change by waiting. */
   refusedRetryMs: number;
   log: (level: 'warn' | 'info', msg: string) => void;
 }
@@ -58,6 +64,8 @@ interface AnswerMessage {
   type?: unknown;
   id?: unknown;
   revision?: unknown;
+  /** The writer's clock when it sent the message (its `clock` message and its results). */
+  at?: unknown;
   problem?: { code?: unknown; detail?: unknown; hint?: unknown; field?: unknown; limit?: unknown; retryAfterSec?: unknown };
 }
 
@@ -66,6 +74,9 @@ interface Conn {
   readonly ws: WebSocket;
   readonly node: string;
   readonly waiting: Map<number, Waiting>;
+  /** What this node knows of the writer's clock. */
+  readonly clock: ClockBound;
+  /** Up: the WebSocket is open and the writer told its clock (until then, writes are made locally). */
   open: boolean;
   /** No new writes go on it (the writer changed): it ends once its writes are answered. */
   retired: boolean;
@@ -109,7 +120,10 @@ export class WriterLink {
     const id = this.nextId++;
     // The writer plans it within half the wait, or refuses it: a write this node gave up on
     // (503) is never planned later, from a view in which a retry may already be made.
-    const text = JSON.stringify({ ...w, id, budgetMs: Math.floor(this.opts.timeoutMs / 2) });
+    // planBy is that moment on the writer's clock (or earlier), so a write that arrives
+    // late has no more time.
+    const planBy = Math.floor(conn.clock.remoteAt(performance.now()) + this.opts.timeoutMs / 2);
+    const text = JSON.stringify({ ...w, id, planBy });
     // A body the writer's session would refuse (and close the link over) is made here.
     if (Buffer.byteLength(text) > this.opts.maxMessageBytes) return null;
     this.forwarded++;
@@ -154,12 +168,15 @@ export class WriterLink {
       headers,
       ...(this.opts.peer.ca ? { ca: this.opts.peer.ca } : {}),
     });
-    const conn: Conn = { ws, node: writer, waiting: new Map(), open: false, retired: false, ended: false, heardAt: 0 };
+    const conn: Conn = { ws, node: writer, waiting: new Map(), clock: new ClockBound(), open: false, retired: false, ended: false, heardAt: 0 };
     this.conn = conn;
     ws.on('open', () => {
       if (conn.ended) return;
-      conn.open = true;
       conn.heardAt = performance.now();
+      // The link is up once the writer told its clock, its first message (answer()).
+      setTimeout(() => {
+        if (!conn.open && !conn.ended && !conn.clock.known) this.fail(conn, `node ${writer} told no clock on the link for forwarded writes within ${this.opts.handshakeTimeoutMs} ms (a version before clock readings)`, false, this.opts.refusedRetryMs);
+      }, this.opts.handshakeTimeoutMs).unref();
     });
     ws.on('message', (data) => this.answer(conn, String(data)));
     ws.on('unexpected-response', (_req, res) => {
@@ -173,11 +190,17 @@ export class WriterLink {
   }
 
   private answer(conn: Conn, text: string): void {
-    conn.heardAt = performance.now();
+    const now = performance.now();
+    conn.heardAt = now;
     let m: AnswerMessage;
     try {
       m = JSON.parse(text) as AnswerMessage;
     } catch {
+      return;
+    }
+    if (typeof m.at === 'number') conn.clock.observe(m.at, now);
+    if (m.type === 'clock') {
+      if (!conn.ended && !conn.retired && conn.clock.known) conn.open = true;
       return;
     }
     if (m.type === 'error' && m.id === undefined) {
