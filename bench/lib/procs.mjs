@@ -40,14 +40,24 @@ export function signalPid(pid, sig) {
  * servers are not its IPC children and would outlive it): see reapOrphans().
  */
 const STATE_FILE = join(tmpdir(), `switchboard-bench-${process.pid}.json`);
-/** pid -> its start time (see startTicks), or null when it had already exited. */
+/** pid -> its start time (see startTicks), or null when it could not be read (it had exited and been reaped). */
 const startedPids = new Map();
-let runnerStart;
+let runnerStartMemo;
+/** This runner's own start time (read once, when first needed: the /proc helpers are defined below). */
+const runnerStart = () => (runnerStartMemo ??= startTicks(process.pid));
+/** This boot of the machine: a PID and start time name one process within one boot only. */
+function bootId() {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+const BOOT = bootId();
 function saveState() {
-  runnerStart ??= startTicks(process.pid);
   try {
     const procs = [...startedPids].map(([pid, start]) => ({ pid, start }));
-    writeFileSync(STATE_FILE, JSON.stringify({ runnerPid: process.pid, runnerStart, procs, dirs: [...tempDirs] }));
+    writeFileSync(STATE_FILE, JSON.stringify({ runnerPid: process.pid, runnerStart: runnerStart(), boot: BOOT, procs, dirs: [...tempDirs] }));
   } catch {
     /* best effort */
   }
@@ -56,9 +66,10 @@ function saveState() {
 /**
  * Kills what runners that no longer exist left behind, and removes their directories.
  * Returns what it did. A process is killed by PID, and only when it is the one the runner
- * started: its start time (saved with the PID) is the same, so a reused PID is never hit.
- * (A state file without start times, from an older runner: when its command line names
- * one of that runner's temporary directories.)
+ * started: its start time (saved with the PID) is the same, in the same boot, so a reused
+ * PID is never hit. (A state file without start times, from an older runner: when its
+ * command line names one of that runner's temporary directories.) A runner whose PID this
+ * one now has is gone too: its start time differs.
  */
 export function reapOrphans() {
   const done = [];
@@ -76,11 +87,16 @@ export function reapOrphans() {
     } catch {
       continue;
     }
+    const sameBoot = st.boot == null || st.boot === BOOT;
     const runner = procStats(st.runnerPid);
-    const alive = runner !== null && runner.state !== 'Z' && (st.runnerStart == null || runner.startTicks === st.runnerStart);
-    if (st.runnerPid === process.pid || alive) continue; // that runner is still running
-    const procs = st.procs ?? (st.pids ?? []).map((pid) => ({ pid, start: null }));
+    const alive = sameBoot && runner !== null && runner.state !== 'Z' && (st.runnerStart == null || runner.startTicks === st.runnerStart);
+    const mine = st.runnerPid === process.pid && (st.runnerStart == null || st.runnerStart === runnerStart());
+    if (mine || alive) continue; // that runner is still running
+    // After a reboot nothing it started is left.
+    const procs = !sameBoot ? [] : (st.procs ?? (st.pids ?? []).map((pid) => ({ pid, start: null })));
     for (const { pid, start } of procs) {
+      // A zombie is already dead (its parent has not reaped it): nothing to kill.
+      if (procStats(pid)?.state === 'Z') continue;
       if (isOurs(pid, start, st.dirs ?? []) && signalPid(pid, 'SIGKILL')) done.push(`killed ${pid} (left by runner ${st.runnerPid})`);
     }
     for (const d of st.dirs ?? []) {
@@ -93,6 +109,8 @@ export function reapOrphans() {
       }
     }
     rmSync(path, { force: true });
+    // A dead runner with this runner's PID had this runner's state file: write it again.
+    if (st.runnerPid === process.pid && (startedPids.size > 0 || tempDirs.size > 0)) saveState();
   }
   return done;
 }

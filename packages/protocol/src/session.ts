@@ -78,7 +78,7 @@ export type SessionServerMessage =
    * A request on this session failed; the session stays open (except after a failed
    * `close`). `request` and `seq` name the message that failed, when it could be read.
    */
-  | { type: 'error'; problem: Problem; request?: string; seq?: number; id?: number }
+  | { type: 'error'; problem: Problem; request?: string; seq?: number; id?: number; at?: number }
   /**
    * A request's answer: `revision` (and `warnings`, unknown fields it ignored) for
    * register and deregister, `answer` (the service answer of GET /v1/services/{service})
@@ -87,7 +87,7 @@ export type SessionServerMessage =
   | { type: 'result'; id: number; revision?: number; warnings?: string[]; answer?: unknown; at?: number }
   /**
    * cp, on a node's link for forwarded writes only: the node's clock (ms, monotonic), sent
-   * when the link opens; its results carry `at` too. The sending node states each write's
-   * `planBy` on this clock.
+   * when the link opens and every second; its results and errors carry `at` too. The
+   * sending node states each write's `planBy` on this clock.
    */
   | { type: 'clock'; at: number };

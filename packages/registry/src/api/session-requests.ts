@@ -141,7 +141,7 @@ export class SessionRequests {
           const problem = toSwitchboardError(err, this.ctx.limits.maxSessionMessageBytes);
           // As the REST error handler: a server error is logged with its cause (its answer says so).
           if (problem.status >= 500 && problem.status !== 503) this.log.error({ err, request: type, client: s.client }, `session request ${type} failed`);
-          s.send({ type: 'error', id, request: type, problem: problem.toProblem() });
+          s.send({ type: 'error', id, request: type, problem: problem.toProblem(), ...(s.forwarded ? { at: performance.now() } : {}) });
           this.observe(type, problem.status, started);
         },
       )
@@ -274,7 +274,7 @@ function forwardedWriteOptions(msg: RawRequest, signal: AbortSignal | undefined)
   return { forwarded: true, planBy, signal };
 }
 
-/** `,"at":<this node's clock>` for a result on a node's link for forwarded writes (see ClockBound), or nothing. */
+/** `,"at":<this node's clock>` for a result on a node's link for forwarded writes (see ClockBound), or nothing; its errors carry `at` too. */
 function clockTail(s: RequestSession): string {
   return s.forwarded ? `,"at":${performance.now()}` : '';
 }

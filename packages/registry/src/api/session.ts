@@ -27,6 +27,14 @@ import { FORWARDED_WRITES_HEADER } from '../engines/engine.js';
  */
 export const SESSION_MAX_PENDING_MESSAGES = 32;
 
+/**
+ * cp: how often a node tells its clock on a link another node opened for forwarded writes
+ * (ms). The sending node states each write's deadline on this clock from a bound that
+ * loosens between readings (ClockBound), so a reading every second keeps it tight on a
+ * link that carries no writes for a while.
+ */
+export const FORWARDED_CLOCK_INTERVAL_MS = 1_000;
+
 /** Longest a replaced session stays open for its running requests to be answered. */
 const REPLACED_CLOSE_GRACE_MS = 5_000;
 
@@ -43,6 +51,8 @@ class Session {
   private closing: (() => void) | null = null;
   /** cp, a forwarded-writes session: aborted when it closes, so that its writes not yet planned never are. */
   private readonly ended: AbortController | null;
+  /** cp, a forwarded-writes session: tells this node's clock every FORWARDED_CLOCK_INTERVAL_MS. */
+  private clockTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly socket: WebSocket,
@@ -61,6 +71,21 @@ class Session {
   /** The connection is gone: writes of a forwarded-writes session not yet planned are not made. */
   closed(): void {
     this.ended?.abort();
+    if (this.clockTimer) clearInterval(this.clockTimer);
+  }
+
+  /** cp, a forwarded-writes session: tells this node's clock now and every FORWARDED_CLOCK_INTERVAL_MS (until goaway). */
+  tellClock(): void {
+    const tell = (): void => this.send({ type: 'clock', at: performance.now() });
+    tell();
+    this.clockTimer = setInterval(tell, FORWARDED_CLOCK_INTERVAL_MS);
+    this.clockTimer.unref();
+  }
+
+  /** cp: no more clock readings (the node is going away: a reading after goaway would mean nothing). */
+  stopClock(): void {
+    if (this.clockTimer) clearInterval(this.clockTimer);
+    this.clockTimer = null;
   }
 
   get open(): boolean {
@@ -165,7 +190,7 @@ export class Sessions {
     const session = new Session(socket, req.ip, req.headers[FORWARDED_WRITES_HEADER] !== undefined);
     this.all.add(session);
     // A node's link for forwarded writes: this node's clock first, for the writes' planBy.
-    if (session.forwarded) session.send({ type: 'clock', at: performance.now() });
+    if (session.forwarded) session.tellClock();
     // An upgraded request has no onResponse: counted when it opens.
     this.ctx.metrics.observeRequest('GET', SESSION_PATH, 101, null);
     socket.on('message', (data, isBinary) => {
@@ -214,6 +239,7 @@ export class Sessions {
     const closed: Promise<void>[] = [];
     for (const s of this.all) {
       s.quiet = true;
+      s.stopClock();
       s.send({ type: 'goaway' });
       closed.push(s.closeWhenIdle(1001, 'shutdown', graceMs));
     }

@@ -157,6 +157,7 @@ test('a node\'s link for forwarded writes takes requests, not lease messages; a 
     const late = await answer(1);
     assert.equal(late.type, 'error');
     assert.equal(late.problem?.code, 'NOT_READY', 'not made: the sender, still waiting, makes it itself');
+    assert.equal(typeof late.at, 'number', 'an error tells the clock too');
     assert.match(late.problem!.detail, /not made/);
     // Time left: made, and the field is known on this link (no warning).
     register(2, 'in-time', 5_000);
@@ -189,6 +190,12 @@ test('a node\'s link for forwarded writes takes requests, not lease messages; a 
     const badTime = await answer(8);
     assert.deepEqual([badTime.problem?.code, badTime.problem?.field], ['INVALID_ARGUMENT', 'planBy']);
     assert.deepEqual((await ids()).sort(), ['future', 'in-time']);
+    // The clock again every second, on a link that carries no writes.
+    const clocks = () => inbox.filter((m) => m.type === 'clock');
+    const seen = clocks().length;
+    await waitUntil(() => clocks().length >= seen + 2, 5_000, 'two more clock readings');
+    const [x, y] = clocks().slice(-2).map((m) => m.at!);
+    assert.ok(y! - x! >= 500 && y! - x! < 3_000, `a reading about every second (${(y! - x!).toFixed(0)} ms apart)`);
     ws.close();
 
     // On a client's own session the field means nothing: said so, and the write is made.

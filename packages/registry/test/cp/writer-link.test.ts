@@ -20,6 +20,7 @@ import { waitUntil } from '../helpers.js';
 interface Arrival {
   instanceId: string;
   planBy: unknown;
+  budgetMs: unknown;
   arrivedAt: number;
 }
 
@@ -27,9 +28,10 @@ interface Arrival {
  * A writer that answers request `instanceId` x with `answers[x]` (given the request's id).
  * Its clock runs `clockOffsetMs` ahead of this process's (another process's clock has
  * another origin); it tells it when a link opens, as a node does, unless `clockOffsetMs`
- * is null (a node of a version before clock readings).
+ * is null (a node of a version before clock readings). `staleClockMs`: that first reading
+ * as if it had taken so long to come. Its answers carry `at`, as a node's do.
  */
-async function scriptedWriter(answers: Record<string, (id: number) => unknown>, clockOffsetMs: number | null = 1_000_000): Promise<{ url: string; port: number; headers: string[]; arrivals: Arrival[]; closed: () => number; close(): Promise<void> }> {
+async function scriptedWriter(answers: Record<string, (id: number) => unknown>, clockOffsetMs: number | null = 1_000_000, staleClockMs = 0): Promise<{ url: string; port: number; headers: string[]; arrivals: Arrival[]; closed: () => number; close(): Promise<void> }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await new Promise<void>((resolve) => wss.once('listening', resolve));
   const headers: string[] = [];
@@ -38,13 +40,13 @@ async function scriptedWriter(answers: Record<string, (id: number) => unknown>, 
   let closed = 0;
   wss.on('connection', (ws, req) => {
     headers.push(String(req.headers[FORWARDED_WRITES_HEADER]));
-    if (clockOffsetMs !== null) ws.send(JSON.stringify({ type: 'clock', at: clock() }));
+    if (clockOffsetMs !== null) ws.send(JSON.stringify({ type: 'clock', at: clock() - staleClockMs }));
     ws.on('close', () => closed++);
     ws.on('message', (data) => {
-      const m = JSON.parse(String(data)) as { id: number; instanceId: string; planBy: unknown };
-      arrivals.push({ instanceId: m.instanceId, planBy: m.planBy, arrivedAt: clock() });
+      const m = JSON.parse(String(data)) as { id: number; instanceId: string; planBy: unknown; budgetMs: unknown };
+      arrivals.push({ instanceId: m.instanceId, planBy: m.planBy, budgetMs: m.budgetMs, arrivedAt: clock() });
       void Promise.resolve(answers[m.instanceId]?.(m.id)).then((a) => {
-        if (a !== undefined && ws.readyState === ws.OPEN) ws.send(JSON.stringify(a));
+        if (a !== undefined && ws.readyState === ws.OPEN) ws.send(JSON.stringify(clockOffsetMs === null ? a : { ...(a as object), at: clock() }));
       });
     });
   });
@@ -86,7 +88,8 @@ test('each answer of the writer becomes the outcome it means; an unknown error c
     const [first] = writer.arrivals;
     assert.equal(typeof first?.planBy, 'number');
     const left = (first!.planBy as number) - first!.arrivedAt;
-    assert.ok(left <= 500 && left > 300, `each write must be planned within half the time this node waits, by planBy on the writer's clock (${left.toFixed(1)} ms left at its arrival over a quick link)`);
+    assert.ok(left <= 500 && left > 100, `each write must be planned within half the time this node waits, by planBy on the writer's clock (${left.toFixed(1)} ms left at its arrival over a quick link)`);
+    assert.equal(first!.budgetMs, 500, 'and within that half of its arrival (budgetMs), whichever comes first');
 
     const refused = await link.send('n1', writer.url, write('refused'))!.then(() => null, (e: unknown) => e);
     assert.ok(refused instanceof SwitchboardError, String(refused));
@@ -167,21 +170,36 @@ test('a write that reaches the writer late has no time left: its planBy is on th
   }
 });
 
-test('a writer that tells no clock (an older version) gets no writes: the node makes them itself, and says so', { timeout: 30_000 }, async () => {
+test('the bound on the writer\'s clock is taken from its answers too: a first reading that came late costs only the writes before the next answer', { timeout: 30_000 }, async () => {
+  // The first reading as if it had taken 3 s to come: this node's bound is 3 s behind.
+  const writer = await scriptedWriter({ ok: (id) => ({ type: 'result', id, revision: 5 }) }, 1_000_000, 3_000);
+  const link = new WriterLink({ nodeId: 'n2', peer: { scheme: 'http', token: () => null }, timeoutMs: 1_000, handshakeTimeoutMs: 2_000, maxMessageBytes: 65_536, maxInflight: 8, retryMs: 1_000, refusedRetryMs: 60_000, log: () => undefined });
+  try {
+    link.send('n1', writer.url, write('ok'));
+    await waitUntil(() => link.writer === 'n1', 5_000, 'the link to be up');
+    assert.equal(await link.send('n1', writer.url, write('ok')), 5);
+    assert.equal(await link.send('n1', writer.url, write('ok')), 5);
+    const [first, second] = writer.arrivals.map((a) => (a.planBy as number) - a.arrivedAt);
+    assert.ok(first! < -2_000, `planned by a time already past on the writer's clock (${first!.toFixed(0)} ms): safe, and made locally`);
+    assert.ok(second! <= 500 && second! > 100, `after the first answer's reading, half the wait again (${second!.toFixed(1)} ms)`);
+  } finally {
+    link.close();
+    await writer.close();
+  }
+});
+
+test('a writer that tells no clock (an earlier version) gets writes with budgetMs alone once the handshake time has passed, and the node says so', { timeout: 30_000 }, async () => {
   const writer = await scriptedWriter({ ok: (id) => ({ type: 'result', id, revision: 1 }) }, null);
   const logs: string[] = [];
   const link = new WriterLink({ nodeId: 'n2', peer: { scheme: 'http', token: () => null }, timeoutMs: 2_000, handshakeTimeoutMs: 500, maxMessageBytes: 65_536, maxInflight: 8, retryMs: 100, refusedRetryMs: 60_000, log: (_l, m) => logs.push(m) });
   try {
     assert.equal(link.send('n1', writer.url, write('ok')), null, 'no link yet');
-    await waitUntil(() => logs.length > 0, 5_000, 'the link to be given up');
-    assert.match(logs[0]!, /told no clock/);
-    assert.match(logs[0]!, /writes itself for the next 60 s/, 'not tried again soon: an older version stays one');
-    assert.equal(link.writer, null);
-    assert.equal(link.send('n1', writer.url, write('ok')), null, 'made here');
-    await new Promise((r) => setTimeout(r, 300));
-    assert.equal(link.send('n1', writer.url, write('ok')), null, 'still made here after retryMs');
-    assert.deepEqual(writer.arrivals, [], 'no write went to it');
-    assert.equal(writer.headers.length, 1, 'and no second link');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(link.send('n1', writer.url, write('ok')), null, 'the socket is open, but the writer has told no clock yet: made here');
+    await waitUntil(() => link.writer === 'n1', 5_000, 'the link to be up without a clock');
+    assert.match(logs.join('\n'), /told no clock.*budgetMs alone/);
+    assert.equal(await link.send('n1', writer.url, write('ok')), 1);
+    assert.deepEqual(writer.arrivals.map((a) => [a.planBy, a.budgetMs]), [[undefined, 1_000]], 'budgetMs, counted from its arrival, as before');
   } finally {
     link.close();
     await writer.close();

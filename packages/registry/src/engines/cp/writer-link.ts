@@ -17,8 +17,10 @@
  *
  * A write the node gave up on must never be planned later (a retry may have been made
  * another way meanwhile), so each carries `planBy`, a time on the writer's clock: the
- * writer tells its clock when the link opens and in each answer (ClockBound), and the link
- * is up only once it has.
+ * writer tells its clock when the link opens, every second and in its answers
+ * (ClockBound), and the link is up once it has. Each also carries `budgetMs`, counted from
+ * its arrival; the writer plans by the earlier. A writer of an earlier version tells no
+ * clock: after handshakeTimeoutMs its link is used with `budgetMs` alone.
  */
 import WebSocket from 'ws';
 import { ERRORS, SESSION_MAX_INFLIGHT_REQUESTS, SESSION_PATH, SwitchboardError, type ErrorCode } from '@switchboard/protocol';
@@ -35,7 +37,7 @@ export interface WriterLinkOptions {
    * time gets 503; the link is ended only when nothing at all came from the writer that long.
    */
   timeoutMs: number;
-  /** Longest wait for the link's handshake (ms), and again for the writer's first clock reading. */
+  /** Longest wait for the link's handshake (ms), and again for the writer's first clock reading (without one, writes carry budgetMs alone). */
   handshakeTimeoutMs: number;
   /** Largest session message the writer takes (limits.maxSessionMessageBytes): a larger write is made locally. */
   maxMessageBytes: number;
@@ -43,7 +45,7 @@ export interface WriterLinkOptions {
   maxInflight: number;
   /** After the link failed, how long the node writes itself before it tries the writer again (ms). */
   retryMs: number;
-  /** The same after the writer refused this node's token or told no clock (ms): that does not change by waiting. */
+  /** The same after the writer refused this node's token (ms): that does not change by waiting. */
   refusedRetryMs: number;
   log: (level: 'warn' | 'info', msg: string) => void;
 }
@@ -64,7 +66,7 @@ interface AnswerMessage {
   type?: unknown;
   id?: unknown;
   revision?: unknown;
-  /** The writer's clock when it sent the message (its `clock` message and its results). */
+  /** The writer's clock when it sent the message (its `clock` messages, results and errors). */
   at?: unknown;
   problem?: { code?: unknown; detail?: unknown; hint?: unknown; field?: unknown; limit?: unknown; retryAfterSec?: unknown };
 }
@@ -76,8 +78,12 @@ interface Conn {
   readonly waiting: Map<number, Waiting>;
   /** What this node knows of the writer's clock. */
   readonly clock: ClockBound;
-  /** Up: the WebSocket is open and the writer told its clock (until then, writes are made locally). */
+  /** Up: the WebSocket is open and the writer told its clock, or told none within handshakeTimeoutMs (until then, writes are made locally). */
   open: boolean;
+  /** The writer said goaway: nothing reopens the link. */
+  goneAway: boolean;
+  /** Waits for the writer's first clock reading. */
+  clockWait: NodeJS.Timeout | null;
   /** No new writes go on it (the writer changed): it ends once its writes are answered. */
   retired: boolean;
   ended: boolean;
@@ -121,9 +127,11 @@ export class WriterLink {
     // The writer plans it within half the wait, or refuses it: a write this node gave up on
     // (503) is never planned later, from a view in which a retry may already be made.
     // planBy is that moment on the writer's clock (or earlier), so a write that arrives
-    // late has no more time.
-    const planBy = Math.floor(conn.clock.remoteAt(performance.now()) + this.opts.timeoutMs / 2);
-    const text = JSON.stringify({ ...w, id, planBy });
+    // late has no more time; budgetMs counts it from the arrival (all a writer of an
+    // earlier version knows), and the writer plans by the earlier of the two.
+    const budgetMs = Math.floor(this.opts.timeoutMs / 2);
+    const planBy = Math.floor(conn.clock.remoteAt(performance.now()) + budgetMs);
+    const text = JSON.stringify(Number.isFinite(planBy) ? { ...w, id, budgetMs, planBy } : { ...w, id, budgetMs });
     // A body the writer's session would refuse (and close the link over) is made here.
     if (Buffer.byteLength(text) > this.opts.maxMessageBytes) return null;
     this.forwarded++;
@@ -168,15 +176,20 @@ export class WriterLink {
       headers,
       ...(this.opts.peer.ca ? { ca: this.opts.peer.ca } : {}),
     });
-    const conn: Conn = { ws, node: writer, waiting: new Map(), clock: new ClockBound(), open: false, retired: false, ended: false, heardAt: 0 };
+    const conn: Conn = { ws, node: writer, waiting: new Map(), clock: new ClockBound(), open: false, goneAway: false, clockWait: null, retired: false, ended: false, heardAt: 0 };
     this.conn = conn;
     ws.on('open', () => {
       if (conn.ended) return;
       conn.heardAt = performance.now();
-      // The link is up once the writer told its clock, its first message (answer()).
-      setTimeout(() => {
-        if (!conn.open && !conn.ended && !conn.clock.known) this.fail(conn, `node ${writer} told no clock on the link for forwarded writes within ${this.opts.handshakeTimeoutMs} ms (a version before clock readings)`, false, this.opts.refusedRetryMs);
-      }, this.opts.handshakeTimeoutMs).unref();
+      // The link is up once the writer told its clock, its first message (answer()). A
+      // writer of an earlier version tells none: its writes then carry budgetMs alone.
+      conn.clockWait = setTimeout(() => {
+        conn.clockWait = null;
+        if (conn.ended || conn.retired || conn.goneAway || conn.clock.known) return;
+        conn.open = true;
+        this.opts.log('info', `node ${writer} told no clock on the link for forwarded writes within ${this.opts.handshakeTimeoutMs} ms (a version before clock readings): the writes sent to it carry budgetMs alone, counted from their arrival`);
+      }, this.opts.handshakeTimeoutMs);
+      conn.clockWait.unref();
     });
     ws.on('message', (data) => this.answer(conn, String(data)));
     ws.on('unexpected-response', (_req, res) => {
@@ -200,7 +213,9 @@ export class WriterLink {
     }
     if (typeof m.at === 'number') conn.clock.observe(m.at, now);
     if (m.type === 'clock') {
-      if (!conn.ended && !conn.retired && conn.clock.known) conn.open = true;
+      if (conn.clockWait) clearTimeout(conn.clockWait);
+      conn.clockWait = null;
+      if (!conn.ended && !conn.retired && !conn.goneAway && conn.clock.known) conn.open = true;
       return;
     }
     if (m.type === 'error' && m.id === undefined) {
@@ -210,6 +225,7 @@ export class WriterLink {
     if (m.type === 'goaway') {
       // The writer is shutting down: the writes waiting are answered, no new one is sent.
       conn.open = false;
+      conn.goneAway = true;
       if (conn === this.conn) this.retryAt = Date.now() + this.opts.retryMs;
       return;
     }
@@ -236,6 +252,8 @@ export class WriterLink {
   private fail(conn: Conn, why: string, quiet = false, retryMs = this.opts.retryMs): void {
     if (conn.ended) return;
     conn.ended = true;
+    if (conn.clockWait) clearTimeout(conn.clockWait);
+    conn.clockWait = null;
     const current = conn === this.conn;
     const wasOpen = conn.open;
     conn.open = false;
