@@ -87,7 +87,7 @@ export function reapOrphans() {
     } catch {
       continue;
     }
-    const sameBoot = st.boot == null || st.boot === BOOT;
+    const sameBoot = BOOT == null || st.boot == null || st.boot === BOOT;
     const runner = procStats(st.runnerPid);
     const alive = sameBoot && runner !== null && runner.state !== 'Z' && (st.runnerStart == null || runner.startTicks === st.runnerStart);
     const mine = st.runnerPid === process.pid && (st.runnerStart == null || st.runnerStart === runnerStart());

@@ -191,7 +191,7 @@ test('the bound on the writer\'s clock is taken from its answers too: a first re
 test('a writer that tells no clock (an earlier version) gets writes with budgetMs alone once the handshake time has passed, and the node says so', { timeout: 30_000 }, async () => {
   const writer = await scriptedWriter({ ok: (id) => ({ type: 'result', id, revision: 1 }) }, null);
   const logs: string[] = [];
-  const link = new WriterLink({ nodeId: 'n2', peer: { scheme: 'http', token: () => null }, timeoutMs: 2_000, handshakeTimeoutMs: 500, maxMessageBytes: 65_536, maxInflight: 8, retryMs: 100, refusedRetryMs: 60_000, log: (_l, m) => logs.push(m) });
+  const link = new WriterLink({ nodeId: 'n2', peer: { scheme: 'http', token: () => null }, timeoutMs: 2_000, handshakeTimeoutMs: 1_500, maxMessageBytes: 65_536, maxInflight: 8, retryMs: 100, refusedRetryMs: 60_000, log: (_l, m) => logs.push(m) });
   try {
     assert.equal(link.send('n1', writer.url, write('ok')), null, 'no link yet');
     await new Promise((r) => setTimeout(r, 200));
@@ -204,4 +204,52 @@ test('a writer that tells no clock (an earlier version) gets writes with budgetM
     link.close();
     await writer.close();
   }
+});
+
+test('a writer that said goaway is not written to again on that link, whatever it sends after; a link that answers no write is ended even while its clock readings come', { timeout: 30_000 }, async () => {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((resolve) => wss.once('listening', resolve));
+  let conns = 0;
+  wss.on('connection', (ws) => {
+    conns++;
+    const clock = () => ws.readyState === ws.OPEN && ws.send(JSON.stringify({ type: 'clock', at: performance.now() + 5_000 }));
+    clock();
+    // Readings every 100 ms; writes are never answered.
+    const t = setInterval(clock, 100);
+    ws.on('close', () => clearInterval(t));
+    ws.on('message', (data) => {
+      const m = JSON.parse(String(data)) as { instanceId: string };
+      if (m.instanceId === 'bye') ws.send(JSON.stringify({ type: 'goaway' }));
+    });
+  });
+  const url = `http://127.0.0.1:${(wss.address() as AddressInfo).port}`;
+  const logs: string[] = [];
+  const link = new WriterLink({ nodeId: 'n2', peer: { scheme: 'http', token: () => null }, timeoutMs: 800, handshakeTimeoutMs: 2_000, maxMessageBytes: 65_536, maxInflight: 8, retryMs: 60_000, refusedRetryMs: 60_000, log: (_l, m) => logs.push(m) });
+  try {
+    link.send('n1', url, write('first'));
+    await waitUntil(() => link.writer === 'n1', 5_000, 'the link to be up');
+    // Unanswered while readings keep coming: ended once the wait is over, not kept for ever.
+    const silent = await link.send('n1', url, write('silent'))!.then(() => null, (e: unknown) => e);
+    assert.ok(silent instanceof SwitchboardError && silent.code === 'STORE_UNAVAILABLE', String(silent));
+    await waitUntil(() => logs.some((l) => /answered no write/.test(l)), 5_000, 'the link ended');
+    assert.equal(link.writer, null);
+  } finally {
+    link.close();
+  }
+  const link2 = new WriterLink({ nodeId: 'n3', peer: { scheme: 'http', token: () => null }, timeoutMs: 5_000, handshakeTimeoutMs: 2_000, maxMessageBytes: 65_536, maxInflight: 8, retryMs: 60_000, refusedRetryMs: 60_000, log: () => undefined });
+  try {
+    link2.send('n1', url, write('first'));
+    await waitUntil(() => link2.writer === 'n1', 5_000, 'the link to be up');
+    void link2.send('n1', url, write('bye'))?.catch(() => undefined);
+    await waitUntil(() => link2.writer === null, 5_000, 'goaway to close the link for new writes');
+    // Clock readings keep coming for another half second: the link stays closed to writes.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(link2.writer, null, 'a reading after goaway does not reopen it');
+    assert.equal(link2.send('n1', url, write('after')), null, 'made here');
+  } finally {
+    link2.close();
+    for (const c of wss.clients) c.terminate();
+    await new Promise<void>((resolve) => wss.close(() => resolve()));
+  }
+  assert.ok(conns >= 2);
 });

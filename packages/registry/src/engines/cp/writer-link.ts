@@ -87,8 +87,8 @@ interface Conn {
   /** No new writes go on it (the writer changed): it ends once its writes are answered. */
   retired: boolean;
   ended: boolean;
-  /** When the writer last sent anything on it (performance.now()). */
-  heardAt: number;
+  /** When the writer last answered a write on it, or the link opened (performance.now()); its clock readings do not count. */
+  answeredAt: number;
 }
 
 export class WriterLink {
@@ -140,8 +140,9 @@ export class WriterLink {
         if (!conn.waiting.delete(id)) return;
         this.lost++;
         reject(unknownOutcome(writer, `its answer did not come (no answer within ${this.opts.timeoutMs} ms)`));
-        // A writer that sent nothing at all meanwhile is stuck or cut off: write locally for a while.
-        if (performance.now() - conn.heardAt >= this.opts.timeoutMs) this.fail(conn, `node ${writer} sent nothing on the link for forwarded writes for ${this.opts.timeoutMs} ms`);
+        // A writer that answered no write at all meanwhile is stuck or cut off (its clock
+        // readings may still come: the other direction can be the dead one): write locally for a while.
+        if (performance.now() - conn.answeredAt >= this.opts.timeoutMs) this.fail(conn, `node ${writer} answered no write on the link for forwarded writes for ${this.opts.timeoutMs} ms`);
         else this.endIfDone(conn);
       }, this.opts.timeoutMs);
       conn.waiting.set(id, { resolve, reject, timer });
@@ -176,18 +177,18 @@ export class WriterLink {
       headers,
       ...(this.opts.peer.ca ? { ca: this.opts.peer.ca } : {}),
     });
-    const conn: Conn = { ws, node: writer, waiting: new Map(), clock: new ClockBound(), open: false, goneAway: false, clockWait: null, retired: false, ended: false, heardAt: 0 };
+    const conn: Conn = { ws, node: writer, waiting: new Map(), clock: new ClockBound(), open: false, goneAway: false, clockWait: null, retired: false, ended: false, answeredAt: 0 };
     this.conn = conn;
     ws.on('open', () => {
       if (conn.ended) return;
-      conn.heardAt = performance.now();
+      conn.answeredAt = performance.now();
       // The link is up once the writer told its clock, its first message (answer()). A
       // writer of an earlier version tells none: its writes then carry budgetMs alone.
       conn.clockWait = setTimeout(() => {
         conn.clockWait = null;
         if (conn.ended || conn.retired || conn.goneAway || conn.clock.known) return;
         conn.open = true;
-        this.opts.log('info', `node ${writer} told no clock on the link for forwarded writes within ${this.opts.handshakeTimeoutMs} ms (a version before clock readings): the writes sent to it carry budgetMs alone, counted from their arrival`);
+        this.opts.log('info', `node ${writer} told no clock on the link for forwarded writes within ${this.opts.handshakeTimeoutMs} ms (an earlier version, or a slow link): the writes sent to it carry budgetMs alone, counted from their arrival, until it does`);
       }, this.opts.handshakeTimeoutMs);
       conn.clockWait.unref();
     });
@@ -204,7 +205,6 @@ export class WriterLink {
 
   private answer(conn: Conn, text: string): void {
     const now = performance.now();
-    conn.heardAt = now;
     let m: AnswerMessage;
     try {
       m = JSON.parse(text) as AnswerMessage;
@@ -213,9 +213,10 @@ export class WriterLink {
     }
     if (typeof m.at === 'number') conn.clock.observe(m.at, now);
     if (m.type === 'clock') {
+      if (!conn.clock.known) return; // a reading that was not a number
       if (conn.clockWait) clearTimeout(conn.clockWait);
       conn.clockWait = null;
-      if (!conn.ended && !conn.retired && !conn.goneAway && conn.clock.known) conn.open = true;
+      if (!conn.ended && !conn.retired && !conn.goneAway) conn.open = true;
       return;
     }
     if (m.type === 'error' && m.id === undefined) {
@@ -230,6 +231,7 @@ export class WriterLink {
       return;
     }
     if (typeof m.id !== 'number') return;
+    conn.answeredAt = now;
     const w = conn.waiting.get(m.id);
     if (!w) return;
     conn.waiting.delete(m.id);
