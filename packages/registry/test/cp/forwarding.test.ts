@@ -32,7 +32,7 @@ async function withThreeNodes(body: (n1: CpNode, n2: CpNode, n3: CpNode) => Prom
   }
 }
 
-const forwarding = (n: CpNode): { writer: string | null; forwarded: number; lost: number } => (n.engine.cluster() as unknown as { writeForwarding: { writer: string | null; forwarded: number; lost: number } }).writeForwarding;
+const forwarding = (n: CpNode): { writer: string | null; forwarded: number; lost: number; clockAgeMs: number | null } => (n.engine.cluster() as unknown as { writeForwarding: { writer: string | null; forwarded: number; lost: number; clockAgeMs: number | null } }).writeForwarding;
 const writes = (n: CpNode): number => (n.engine.cluster() as unknown as { writeBatches: { writes: number } }).writeBatches.writes;
 
 /** Registers through `node` until a write went to the writer (the link opens with the first writes, which the node makes itself). */
@@ -52,6 +52,11 @@ test('writes through the other nodes are made by the writer, and each node answe
     await untilForwarded(n3, 'pay');
     assert.equal(forwarding(n2).writer, 'n1');
     assert.equal(forwarding(n1).forwarded, 0, 'the writer forwards nothing');
+    assert.equal(forwarding(n1).clockAgeMs, null, 'nor has a writer\'s clock');
+    // The writer's clock comes every second, with or without writes.
+    await new Promise((r) => setTimeout(r, 1_500));
+    const age = forwarding(n2).clockAgeMs;
+    assert.ok(age !== null && age >= 0 && age < 1_500, `the status says how fresh the writer's clock is (${age} ms)`);
     const before = { n1: writes(n1), n2: writes(n2), n3: writes(n3) };
     // Over the session and over REST: a read on the same node right after the answer has the write.
     const s = await SessionClient.connect(n2.url);

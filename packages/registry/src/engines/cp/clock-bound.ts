@@ -46,6 +46,11 @@ export class ClockBound {
     }
   }
 
+  /** How long ago (ms, at `local`) the reading the bound rests on came; null before any reading. */
+  ageAt(local: number): number | null {
+    return this.known ? local - this.loAt : null;
+  }
+
   /** A lower bound of (the other clock - this clock) at `local`; -Infinity before any reading. */
   offsetAt(local: number): number {
     if (!this.known) return Number.NEGATIVE_INFINITY;

@@ -1174,7 +1174,7 @@ export class CpEngine implements Engine {
       checksOwned: this.checkStats().scheduled,
       watchRestarts: this.view.watchRestarts,
       writeBatches: { batches: this.batcher.batches, writes: this.batcher.writes, held: this.batcher.held, holdsTimedOut: this.batcher.holdsTimedOut },
-      writeForwarding: { writer: this.writerLink?.writer ?? null, forwarded: this.writerLink?.forwarded ?? 0, lost: this.writerLink?.lost ?? 0 },
+      writeForwarding: { writer: this.writerLink?.writer ?? null, forwarded: this.writerLink?.forwarded ?? 0, lost: this.writerLink?.lost ?? 0, clockAgeMs: this.writerLink?.clockAgeMs ?? null },
       consistentReadsVia: this.store.consistentReadsVia,
       consistentReadsLeader: this.reachable ? this.store.consistentReadsLeader : null,
       reportsForwarded: this.forwardedReports,

@@ -114,6 +114,17 @@ export class WriterLink {
   }
 
   /**
+   * How long ago (ms) the writer's clock reading that the writes' planBy rests on came;
+   * null when the link is not up or the writer told no clock (its writes carry budgetMs alone).
+   */
+  get clockAgeMs(): number | null {
+    const conn = this.conn;
+    if (!conn?.open) return null;
+    const age = conn.clock.ageAt(performance.now());
+    return age === null ? null : Math.round(age);
+  }
+
+  /**
    * Sends `w` to the writer at `url` (its API's base URL); null when it cannot go now, and
    * the caller writes it itself. Resolves with the write's revision.
    */
