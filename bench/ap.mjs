@@ -31,7 +31,7 @@ import { startZookeeper } from './compare/systems/zookeeper.mjs';
 import { AGENT_BIN, AGENT_CONFIG, startSwitchboard } from './compare/systems/switchboard.mjs';
 import { loadDriver } from './compare/drivers/index.mjs';
 import { payload } from './compare/lib/payload.mjs';
-import { ROOT, freePorts, installCleanup, reapOrphans, runIfScript, makeTempDir, removeTempDir, sleep, spawnLogged, stopProc, sumStats, waitReady } from './lib/procs.mjs';
+import { ROOT, freePorts, installCleanup, runIfScript, makeTempDir, removeTempDir, sleep, spawnLogged, stopProc, sumStats, waitReady } from './lib/procs.mjs';
 import { gitFacts, parseDuration, positiveInt, stat } from './lib/harness.mjs';
 import { Histogram } from './lib/hist.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
@@ -444,8 +444,7 @@ export async function main(argv) {
     if (o.writeDocs) log(`docs: ${writeApDocs(out, o.report)} regenerated from ${o.report}`);
     return 0;
   }
-  installCleanup();
-  for (const l of reapOrphans()) log(`cleanup of an earlier run that was killed: ${l}`);
+  installCleanup(undefined, log);
   const started = new Date();
   log(`ap suite: ${o.clients} clients, ${o.durationMs / 1000} s measured after ${o.warmupMs / 1000} s warm-up, ${o.trials} run(s); ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
   const out = {

@@ -41,7 +41,7 @@ import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { startEtcd } from './compare/systems/etcd.mjs';
-import { ROOT, freePorts, installCleanup, killAllNow, reapOrphans, runIfScript, sleep, sumStats, track, waitReady } from './lib/procs.mjs';
+import { ROOT, freePorts, installCleanup, killAllNow, runIfScript, sleep, sumStats, track, waitReady } from './lib/procs.mjs';
 import { gitFacts, median, parseDuration, positiveInt } from './lib/harness.mjs';
 import { payload } from './compare/lib/payload.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
@@ -310,7 +310,6 @@ export async function main(argv) {
     return 0;
   }
   installCleanup();
-  for (const l of reapOrphans()) process.stdout.write(`cleanup of an earlier run that was killed: ${l}\n`);
   const only = values.only === undefined ? null : new Set(values.only.split(',').map((x) => x.trim()).filter(Boolean));
   for (const part of only ?? []) {
     if (!PARTS.includes(part)) throw new Error(`--only: unknown part "${part}" (parts: ${PARTS.join(', ')})`);

@@ -31,7 +31,7 @@ import { startEtcd } from './compare/systems/etcd.mjs';
 import { ZK_TICK_MS, startZookeeper } from './compare/systems/zookeeper.mjs';
 import { ensureJavac, ensurePeers, zookeeperClasspath } from './compare/lib/install.mjs';
 import { payload } from './compare/lib/payload.mjs';
-import { ROOT, endAll, installCleanup, makeTempDir, reapOrphans, runIfScript, spawnCaptured, stopProc } from './lib/procs.mjs';
+import { ROOT, endAll, installCleanup, makeTempDir, runIfScript, spawnCaptured, stopProc } from './lib/procs.mjs';
 import { between, cpuSample, gitFacts, machineFacts, openResults, parseDuration, positiveInt, stat, waitQuiet } from './lib/harness.mjs';
 import { replaceGenerated } from './lib/docs.mjs';
 import { Progress, fmtInt, fmtMs, fmtPct, table } from './lib/report.mjs';
@@ -362,7 +362,7 @@ export async function main(argv) {
     }
   }
   const progress = new Progress();
-  installCleanup(() => process.stdout.write('\nbench crosscheck: interrupted; every process it started was killed and its temporary directories removed\n'));
+  installCleanup(() => process.stdout.write('\nbench crosscheck: interrupted; every process it started was killed and its temporary directories removed\n'), (l) => progress.log(l));
   const { started, stamp, resultsDir } = openResults(false);
   const versions = {};
   try {
@@ -392,7 +392,6 @@ export async function main(argv) {
   const file = join(resultsDir, `crosscheck-${stamp}.json`);
   const partialFile = join(resultsDir, `crosscheck-${stamp}.partial.json`);
   const save = (f) => writeFileSync(f, JSON.stringify(out, null, 2) + '\n');
-  for (const l of reapOrphans()) progress.log(`cleanup of an earlier run that was killed: ${l}`);
   // Each part on its own: one that fails is recorded and reported, the others still run,
   // and what is done is saved after every part.
   const parts = {

@@ -21,7 +21,7 @@ import { dirname, join, resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from 'undici';
 import { formatSummary, summarize } from './profile-summary.mjs';
-import { AGENT_BIN, ROOT, endAll, installCleanup, killAllNow, procStats, reapOrphans, sleep } from './lib/procs.mjs';
+import { AGENT_BIN, ROOT, endAll, installCleanup, killAllNow, procStats, sleep } from './lib/procs.mjs';
 import { gitFacts, machineFacts, openResults, parseDuration, positiveInt, runGenerator, waitQuiet } from './lib/harness.mjs';
 import { Progress, fmtBytes, fmtInt, fmtMs, fmtPct, fmtUs, table } from './lib/report.mjs';
 import { startSwitchboard } from './compare/systems/switchboard.mjs';
@@ -230,8 +230,7 @@ async function main(argv) {
     return 2;
   }
   const progress = new Progress();
-  installCleanup(() => process.stdout.write('\nbench: interrupted; every process it started was killed\n'));
-  for (const l of reapOrphans()) progress.log(`cleanup of an earlier run that was killed: ${l}`);
+  installCleanup(() => process.stdout.write('\nbench: interrupted; every process it started was killed\n'), (l) => progress.log(l));
 
   const { started, stamp, resultsDir, profileDir } = openResults(opts.profile);
 

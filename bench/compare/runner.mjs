@@ -15,7 +15,7 @@ import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensurePeers } from './lib/install.mjs';
-import { ROOT, forkTracked, endAll, installCleanup, killAllNow, reapOrphans, sleep, stopProc, sumStats } from '../lib/procs.mjs';
+import { ROOT, forkTracked, endAll, installCleanup, killAllNow, sleep, stopProc, sumStats } from '../lib/procs.mjs';
 import { gitFacts, machineFacts, median, openResults, parseDuration, pkgVersion, runGenerator, speedCheck, stat, summarizeProfiles, targetOf, waitQuiet } from '../lib/harness.mjs';
 import { startEtcd } from './systems/etcd.mjs';
 import { startSwitchboard } from './systems/switchboard.mjs';
@@ -608,10 +608,8 @@ export async function main(argv, hooks = {}) {
     return 0;
   }
   const progress = new Progress();
-  installCleanup(() => process.stdout.write('\nbench: interrupted; every process it started was killed and its temporary directories removed\n'));
+  installCleanup(() => process.stdout.write('\nbench: interrupted; every process it started was killed and its temporary directories removed\n'), (l) => progress.log(l));
   const { started, stamp, resultsDir, profileDir } = openResults(opts.profile);
-
-  for (const line of reapOrphans()) progress.log(`cleanup of an earlier run that was killed: ${line}`);
 
   // ---- peers ----
   const peers = [...new Set(opts.systems.map((s) => SYSTEMS[s].peer).filter(Boolean))];

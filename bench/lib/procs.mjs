@@ -284,10 +284,16 @@ export function onCleanup(f) {
 }
 
 let installed = false;
-/** Kills every child and removes every temp dir on Ctrl-C, SIGTERM, SIGHUP and at exit. */
-export function installCleanup(onInterrupt) {
+/**
+ * Kills every child and removes every temp dir on Ctrl-C, SIGTERM, SIGHUP and at exit; first
+ * cleans up after earlier runners that were killed (reapOrphans), each line told to `log`.
+ * Every suite calls it before it starts anything (a suite run by another calls it again:
+ * the second call does nothing).
+ */
+export function installCleanup(onInterrupt, log = (line) => process.stdout.write(`${line}\n`)) {
   if (installed) return;
   installed = true;
+  for (const line of reapOrphans()) log(`cleanup of an earlier run that was killed: ${line}`);
   process.on('exit', killAllNow);
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     process.on(sig, () => {

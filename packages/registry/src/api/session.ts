@@ -71,7 +71,7 @@ class Session {
   /** The connection is gone: writes of a forwarded-writes session not yet planned are not made. */
   closed(): void {
     this.ended?.abort();
-    if (this.clockTimer) clearInterval(this.clockTimer);
+    this.stopClock();
   }
 
   /** cp, a forwarded-writes session: tells this node's clock now and every FORWARDED_CLOCK_INTERVAL_MS (until goaway). */
@@ -82,7 +82,7 @@ class Session {
     this.clockTimer.unref();
   }
 
-  /** cp: no more clock readings (the node is going away: a reading after goaway would mean nothing). */
+  /** cp: no more clock readings (the connection is gone, or the node is going away: a reading after goaway would mean nothing). */
   stopClock(): void {
     if (this.clockTimer) clearInterval(this.clockTimer);
     this.clockTimer = null;
