@@ -1,5 +1,5 @@
 /** How check results combine into an instance's health. */
-import type { CheckSpec, CheckState, Health } from '@switchboard/protocol';
+import { REPORTS_CHECK_ID, type CheckSpec, type CheckState, type Health } from '@switchboard/protocol';
 
 const RANK: Record<Health, number> = { passing: 0, warning: 1, critical: 2 };
 
@@ -24,3 +24,19 @@ export function initialCheckStates(specs: readonly CheckSpec[], previous: readon
 
 /** The output of a check that has had no result yet. */
 export const AWAITING_FIRST_RESULT = 'awaiting the first result';
+
+/**
+ * An instance's checks, health and history detail once one of its checks is in `state`.
+ * A check of its own that recovers also ends the consumers' warning (`reportsCleared`):
+ * whatever they saw was before the instance was seen to work again.
+ */
+export function withCheckState(checks: readonly CheckState[], checkId: string, state: CheckState): { checks: CheckState[]; health: Health; detail: string; reportsCleared: boolean } {
+  let next = checks.map((c) => (c.id === checkId ? state : c));
+  let detail = `${checkId} ${state.status}${state.output ? `: ${state.output}` : ''}`;
+  const reportsCleared = state.status === 'passing' && next.some((c) => c.id === REPORTS_CHECK_ID);
+  if (reportsCleared) {
+    next = next.filter((c) => c.id !== REPORTS_CHECK_ID);
+    detail += '; consumer reports cleared';
+  }
+  return { checks: next, health: combinedHealth(next), detail, reportsCleared };
+}

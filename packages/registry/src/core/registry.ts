@@ -31,7 +31,7 @@ import {
 import { CheckBook, clipOutput, dueAction, nextCheckState, type CheckDeadline, type TrackedCheck } from './checks.js';
 import type { Clock } from './clock.js';
 import { ENTRY_TARGET_BYTES, sliceChanges, type Change, type Entry, type Snapshot } from './entry.js';
-import { combinedHealth, initialCheckStates } from './health.js';
+import { combinedHealth, initialCheckStates, withCheckState } from './health.js';
 import { HistoryBook, type HistorySnapshotItem } from './history.js';
 import { LeaseZones } from './lease-zones.js';
 import { LeaseTable, type Lease } from './leases.js';
@@ -700,16 +700,9 @@ export class Registry {
   /** Puts an instance with one check in a new state. */
   private putChecks(rec: InstanceRecord, checkId: string, state: CheckState): WriteOutcome {
     const next = this.rev + 1;
-    let checks = rec.instance.checks.map((c) => (c.id === checkId ? state : c));
-    let detail = `${checkId} ${state.status}${state.output ? `: ${state.output}` : ''}`;
-    // A check of its own that recovers clears the consumers' warning: whatever they saw
-    // was before the instance was seen to work again.
-    if (state.status === 'passing' && checks.some((c) => c.id === REPORTS_CHECK_ID)) {
-      checks = checks.filter((c) => c.id !== REPORTS_CHECK_ID);
-      this.reports.clear(instanceKey(rec.instance.namespace, rec.instance.service, rec.instance.id));
-      detail += '; consumer reports cleared';
-    }
-    const instance: Instance = { ...rec.instance, checks, health: combinedHealth(checks), modRevision: next };
+    const { checks, health, detail, reportsCleared } = withCheckState(rec.instance.checks, checkId, state);
+    if (reportsCleared) this.reports.clear(instanceKey(rec.instance.namespace, rec.instance.service, rec.instance.id));
+    const instance: Instance = { ...rec.instance, checks, health, modRevision: next };
     const reason: PutReason = state.status === 'passing' ? 'check_passed' : 'check_failed';
     return this.commit({ revision: next, changes: [{ op: 'put', instance, specs: rec.specs, reason, detail }] });
   }

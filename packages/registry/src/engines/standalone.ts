@@ -2,17 +2,17 @@
  * The standalone engine: one node, state in memory, every entry made durable by the
  * storage before it is answered and announced (the order of a write is WritePath's).
  */
-import { randomBytes } from 'node:crypto';
-import type { AdminStatus, CheckResult, ConsumerReport, LeaseGrant, Limits, ServiceSettings } from '@switchboard/protocol';
+import type { LeaseGrant, Limits } from '@switchboard/protocol';
 import type { Clock } from '../core/clock.js';
-import { Registry, type RegistrationItem, type WriteOutcome } from '../core/registry.js';
+import { Registry } from '../core/registry.js';
 import type { ProtectionChange } from '../core/self-preservation.js';
 import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } from '../health/monitor.js';
 import { CheckNetworks, type DenialObserver } from '../health/networks.js';
 import type { StorageObservers } from '../storage/observer.js';
 import type { Storage } from '../storage/storage.js';
-import type { Engine, LeaseEndedListener } from './engine.js';
+import type { Engine } from './engine.js';
 import { Hub } from './hub.js';
+import { LocalEngine, randomId } from './local-engine.js';
 import { WritePath } from './write-path.js';
 
 export interface StandaloneOptions {
@@ -43,25 +43,21 @@ export interface StandaloneOptions {
   storageObservers?: StorageObservers;
 }
 
-export function randomId(bytes = 8): string {
-  return randomBytes(bytes).toString('hex');
-}
-
-export class StandaloneEngine implements Engine {
+export class StandaloneEngine extends LocalEngine implements Engine {
   readonly mode = 'standalone' as const;
   readonly nodeId: string;
   readonly hub: Hub;
   readonly checkNetworks: CheckNetworks;
-  private readonly writes: WritePath;
+  protected readonly writes: WritePath;
   private readonly timer: NodeJS.Timeout;
-  private closed = false;
   private readonly monitor: HealthMonitor | null;
 
   private constructor(
-    readonly registry: Registry,
-    private readonly storage: Storage,
+    registry: Registry,
+    storage: Storage,
     private readonly opts: StandaloneOptions,
   ) {
+    super(registry, storage, opts.storageObservers);
     this.nodeId = opts.nodeId;
     this.checkNetworks = opts.checkNetworks ?? CheckNetworks.DEFAULT;
     this.hub = new Hub(opts.limits.retainedEvents, registry.revision);
@@ -96,67 +92,8 @@ export class StandaloneEngine implements Engine {
     return new StandaloneEngine(registry, opts.storage, opts);
   }
 
-  get durable(): boolean {
-    return this.storage.durable;
-  }
-  get dataDir(): string | null {
-    return this.storage.location;
-  }
-
-  async grantLease(ttlMs: number): Promise<LeaseGrant> {
-    const leaseId = randomId(8);
-    await this.persist(this.registry.grantLease(leaseId, ttlMs));
-    return { leaseId, ttlMs };
-  }
-
   async keepAlive(leaseId: string): Promise<LeaseGrant> {
     return this.registry.keepAlive(leaseId);
-  }
-
-  detachLease(leaseId: string, graceMs: number): void {
-    this.registry.detachLease(leaseId, graceMs);
-  }
-
-  onLeaseEnded(listener: LeaseEndedListener): () => void {
-    return this.writes.onLeaseEnded(listener);
-  }
-
-  revokeLease(leaseId: string): Promise<number> {
-    return this.persist(this.registry.revokeLease(leaseId));
-  }
-
-  register(item: RegistrationItem): Promise<number> {
-    return this.persist(this.registry.register(item));
-  }
-
-  registerBatch(items: RegistrationItem[]): Promise<number> {
-    return this.persist(this.registry.registerBatch(items));
-  }
-
-  deregister(namespace: string, service: string, id: string): Promise<number> {
-    return this.persist(this.registry.deregister(namespace, service, id));
-  }
-
-  setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
-    return this.persist(this.registry.setStatus(namespace, service, id, status, reason));
-  }
-
-  recordCheckResult(namespace: string, service: string, id: string, checkId: string, specKey: string, result: CheckResult): Promise<number> {
-    if (this.closed) return Promise.resolve(this.registry.revision);
-    return this.persist(this.registry.recordCheckResult(namespace, service, id, checkId, specKey, result));
-  }
-
-  reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number> {
-    return this.persist(this.registry.reportCheck(namespace, service, id, checkId, result));
-  }
-
-  setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number> {
-    return this.persist(this.registry.setServiceSettings(namespace, service, settings));
-  }
-
-  async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }> {
-    const r = this.registry.reportInstance(namespace, service, id, report);
-    return { revision: await this.persist(r.outcome), reporters: r.reporters, warning: r.warning };
   }
 
   checkStats(): CheckStats {
@@ -172,19 +109,11 @@ export class StandaloneEngine implements Engine {
     await this.storage.close();
   }
 
-  private persist(outcome: WriteOutcome): Promise<number> {
-    return this.writes.persist(outcome);
-  }
-
   private tick(): void {
     if (this.closed) return;
     for (const outcome of [...this.registry.expireDue(), ...this.registry.healthDue()]) {
       this.persist(outcome).catch(() => undefined);
     }
     for (const change of this.registry.takeProtectionChanges()) this.opts.onProtectionChange?.(change);
-  }
-
-  get storageObservers(): StorageObservers | undefined {
-    return this.opts.storageObservers;
   }
 }

@@ -18,13 +18,13 @@
  *    for good, their lease-bound records dropped and their persistent ones adopted by one
  *    remaining node (core/membership.ts).
  */
-import { SwitchboardError, isNodeId, validateConsumerReport, type AdminStatus, type CheckResult, type CheckSpec, type ClusterMember, type ClusterStatus, type ConsumerReport, type DeleteReason, type Instance, type LeaseGrant, type Limits, type MemberRemoval, type ServiceSettings } from '@switchboard/protocol';
+import { SwitchboardError, isNodeId, validateConsumerReport, type CheckResult, type CheckSpec, type ClusterMember, type ClusterStatus, type ConsumerReport, type DeleteReason, type Instance, type LeaseGrant, type Limits, type MemberRemoval } from '@switchboard/protocol';
 import client, { type Registry as MetricsRegistry } from 'prom-client';
 import type { Clock } from '../../core/clock.js';
 import { approxRecordBytes, sliceChanges, type Change, type Entry } from '../../core/entry.js';
 import { HybridClock, cutAt, versionMs } from '../../core/hlc.js';
 import { adoptionVersion, removedOwnerAction, removedTombstone } from '../../core/membership.js';
-import { Registry, type RegistrationItem, type ReplicationHooks, type WriteOutcome } from '../../core/registry.js';
+import { Registry, type RegistrationItem, type ReplicationHooks } from '../../core/registry.js';
 import { MAX_FORWARDED_REPORTS } from '../../core/reports.js';
 import { ReplicaTable, expiryVersion, recordKey, type OptionalKeys, type ReplicaRecord, type ServiceDigest, type StoredRecord, type WireInstance } from '../../core/replica.js';
 import { SettingsReplica, validSettingsRecord, type SettingsRecord } from '../../core/replica-settings.js';
@@ -33,10 +33,10 @@ import { HealthMonitor, noCheckStats, type CheckStats, type MonitorOptions } fro
 import { CheckNetworks, type DenialObserver } from '../../health/networks.js';
 import type { Storage } from '../../storage/storage.js';
 import type { StorageObservers } from '../../storage/observer.js';
-import type { Engine, LeaseEndedListener } from '../engine.js';
+import type { Engine } from '../engine.js';
 import { WritePath } from '../write-path.js';
 import { Hub } from '../hub.js';
-import { randomId } from '../standalone.js';
+import { LocalEngine, randomId } from '../local-engine.js';
 import { registerPeerLinkMetrics } from './net/metrics.js';
 import { MAX_REMOVED_MEMBERS, REJOIN_HINT, RemovedMembers } from './removed.js';
 import type { PeerMessage, PeerTransport } from './transport.js';
@@ -289,17 +289,16 @@ function wire(i: Instance | WireInstance): WireInstance {
   return w;
 }
 
-export class ApEngine implements Engine {
+export class ApEngine extends LocalEngine implements Engine {
   readonly mode = 'ap' as const;
   readonly nodeId: string;
   readonly hub: Hub;
   readonly checkNetworks: CheckNetworks;
-  private readonly writes: WritePath;
+  protected readonly writes: WritePath;
   readonly table: ReplicaTable;
   readonly hlc: HybridClock;
   private readonly timers: Timers;
   private readonly limits: Limits;
-  private closed = false;
   private readonly monitor: HealthMonitor | null;
   private readonly peerState = new Map<string, PeerState>();
   /** Members removed from the cluster: not peers, never again (see removeMember). */
@@ -353,8 +352,8 @@ export class ApEngine implements Engine {
   private batchAt = -Infinity;
 
   private constructor(
-    readonly registry: Registry,
-    private readonly storage: Storage,
+    registry: Registry,
+    storage: Storage,
     readonly transport: PeerTransport,
     private readonly opts: ApOptions,
     table: ReplicaTable,
@@ -362,6 +361,7 @@ export class ApEngine implements Engine {
     readonly settingsTable: SettingsReplica,
     private readonly collected: Collected,
   ) {
+    super(registry, storage, opts.storageObservers);
     this.nodeId = opts.nodeId;
     this.limits = opts.limits;
     this.checkNetworks = opts.checkNetworks ?? CheckNetworks.DEFAULT;
@@ -437,25 +437,14 @@ export class ApEngine implements Engine {
     return engine;
   }
 
-  get durable(): boolean {
-    return this.storage.durable;
-  }
-  get storageObservers(): StorageObservers | undefined {
-    return this.opts.storageObservers;
-  }
-  get dataDir(): string | null {
-    return this.storage.location;
-  }
   get ready(): boolean {
     return this.readyFlag;
   }
 
   // ---- the Engine API ----
 
-  async grantLease(ttlMs: number): Promise<LeaseGrant> {
-    const leaseId = (this.opts.newId ?? randomId)();
-    await this.persist(this.registry.grantLease(leaseId, ttlMs));
-    return { leaseId, ttlMs };
+  protected override newLeaseId(): string {
+    return (this.opts.newId ?? randomId)();
   }
 
   async keepAlive(leaseId: string): Promise<LeaseGrant> {
@@ -468,49 +457,16 @@ export class ApEngine implements Engine {
     return grant;
   }
 
-  detachLease(leaseId: string, graceMs: number): void {
-    this.registry.detachLease(leaseId, graceMs);
-  }
-
-  onLeaseEnded(listener: LeaseEndedListener): () => void {
-    return this.writes.onLeaseEnded(listener);
-  }
-
-  revokeLease(leaseId: string): Promise<number> {
+  override revokeLease(leaseId: string): Promise<number> {
     this.displaced.delete(leaseId);
-    return this.persist(this.registry.revokeLease(leaseId));
+    return super.revokeLease(leaseId);
   }
 
-  register(item: RegistrationItem): Promise<number> {
-    return this.persist(this.registry.register(item));
-  }
-
-  registerBatch(items: RegistrationItem[]): Promise<number> {
-    return this.persist(this.registry.registerBatch(items));
-  }
-
-  deregister(namespace: string, service: string, id: string): Promise<number> {
-    return this.persist(this.registry.deregister(namespace, service, id));
-  }
-
-  setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
-    return this.persist(this.registry.setStatus(namespace, service, id, status, reason));
-  }
-
-  recordCheckResult(namespace: string, service: string, id: string, checkId: string, specKey: string, result: CheckResult): Promise<number> {
-    if (this.closed) return Promise.resolve(this.registry.revision);
+  override recordCheckResult(namespace: string, service: string, id: string, checkId: string, specKey: string, result: CheckResult): Promise<number> {
     const owner = this.registry.instance(namespace, service, id)?.instance.owner;
     // Only the owner runs an instance's checks; a result that raced a change of owner is dropped.
     if (owner !== undefined && owner !== this.nodeId) return Promise.resolve(this.registry.revision);
-    return this.persist(this.registry.recordCheckResult(namespace, service, id, checkId, specKey, result));
-  }
-
-  reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number> {
-    return this.persist(this.registry.reportCheck(namespace, service, id, checkId, result));
-  }
-
-  setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number> {
-    return this.persist(this.registry.setServiceSettings(namespace, service, settings));
+    return super.recordCheckResult(namespace, service, id, checkId, specKey, result);
   }
 
   /**
@@ -519,14 +475,13 @@ export class ApEngine implements Engine {
    * owns is forwarded to it and answered with its count. When the owner is unreachable,
    * does not answer within apReportTimeoutMs, or cannot count it, this node counts it.
    */
-  async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }> {
+  override async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }> {
     const owner = this.table.get(recordKey({ namespace, service, id }))?.o;
     if (owner !== undefined && owner !== this.nodeId && this.peerUp(owner) && this.registry.instance(namespace, service, id) && this.pendingReports.size < MAX_FORWARDED_REPORTS) {
       const counted = await this.askOwner(owner, namespace, service, id, report);
       if (counted) return counted;
     }
-    const r = this.registry.reportInstance(namespace, service, id, report);
-    return { revision: await this.persist(r.outcome), reporters: r.reporters, warning: r.warning };
+    return super.reportInstance(namespace, service, id, report);
   }
 
   private askOwner(owner: string, namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean } | null> {
@@ -879,10 +834,6 @@ export class ApEngine implements Engine {
   }
 
   // ---- durability and announcement (WritePath, as in standalone) ----
-
-  private persist(outcome: WriteOutcome, after?: () => void): Promise<number> {
-    return this.writes.persist(outcome, after);
-  }
 
   /**
    * Applies replicated changes and logs them: one entry, or several of about

@@ -41,7 +41,7 @@ import type { Registry as MetricsRegistry } from 'prom-client';
 import promClient from 'prom-client';
 import { clipOutput, dueAction, nextCheckState } from '../../core/checks.js';
 import type { Clock } from '../../core/clock.js';
-import { combinedHealth } from '../../core/health.js';
+import { combinedHealth, withCheckState } from '../../core/health.js';
 import { Registry, describeNew, describeUpdate, instanceFromRegistration, leaseNotFound, instanceKey, sameInput, splitKey, type InstanceRecord, type RegistrationItem, type ServiceState } from '../../core/registry.js';
 import { rendezvousOwner } from '../../core/rendezvous.js';
 import { MAX_FORWARDED_REPORTS, ReportBook } from '../../core/reports.js';
@@ -894,14 +894,9 @@ export class CpEngine implements Engine {
   }
 
   private async putChecks(rec: InstanceRecord, checkId: string, state: CheckState): Promise<number> {
-    let checks = rec.instance.checks.map((c) => (c.id === checkId ? state : c));
-    let detail = `${checkId} ${state.status}${state.output ? `: ${state.output}` : ''}`;
-    if (state.status === 'passing' && checks.some((c) => c.id === REPORTS_CHECK_ID)) {
-      checks = checks.filter((c) => c.id !== REPORTS_CHECK_ID);
-      this.reports.clear(instanceKey(rec.instance.namespace, rec.instance.service, rec.instance.id));
-      detail += '; consumer reports cleared';
-    }
-    const instance: Instance = { ...rec.instance, checks, health: combinedHealth(checks) };
+    const { checks, health, detail, reportsCleared } = withCheckState(rec.instance.checks, checkId, state);
+    if (reportsCleared) this.reports.clear(instanceKey(rec.instance.namespace, rec.instance.service, rec.instance.id));
+    const instance: Instance = { ...rec.instance, checks, health };
     const plan = this.putPlan(rec, instance, state.status === 'passing' ? 'check_passed' : 'check_failed', detail);
     const res = await this.guard('recording a check result', () => this.store.txn(plan));
     const revision = Number(res.header.revision);
