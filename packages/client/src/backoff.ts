@@ -29,6 +29,23 @@ export interface BackoffOptions {
 export const DEFAULT_BACKOFF: Required<BackoffOptions> = Object.freeze({ initialMs: 100, maxMs: 10_000, multiplier: 2 });
 
 /**
+ * The settings with defaults for those not given (an option set to `undefined` is not
+ * given); throws a RangeError for settings no backoff can follow, so that a client
+ * refuses them when it is made rather than its reconnect loop when it first waits.
+ */
+export function backoffSettings(opts: BackoffOptions = {}): Required<BackoffOptions> {
+  const s = {
+    initialMs: opts.initialMs ?? DEFAULT_BACKOFF.initialMs,
+    maxMs: opts.maxMs ?? DEFAULT_BACKOFF.maxMs,
+    multiplier: opts.multiplier ?? DEFAULT_BACKOFF.multiplier,
+  };
+  if (!(s.initialMs > 0) || !(s.maxMs >= s.initialMs) || !(s.multiplier >= 1)) {
+    throw new RangeError(`backoff needs initialMs > 0, maxMs >= initialMs and multiplier >= 1 (got initialMs ${s.initialMs}, maxMs ${s.maxMs}, multiplier ${s.multiplier})`);
+  }
+  return s;
+}
+
+/**
  * One backoff sequence; `reset()` after a success.
  *
  * @example
@@ -42,10 +59,7 @@ export class Backoff {
   private n = 0;
 
   constructor(opts: BackoffOptions = {}, private readonly random: () => number = Math.random) {
-    this.opts = { ...DEFAULT_BACKOFF, ...opts };
-    if (!(this.opts.initialMs > 0) || !(this.opts.maxMs >= this.opts.initialMs) || !(this.opts.multiplier >= 1)) {
-      throw new RangeError('backoff needs initialMs > 0, maxMs >= initialMs and multiplier >= 1');
-    }
+    this.opts = backoffSettings(opts);
   }
 
   /** How many waits were handed out since the last reset. */

@@ -3,11 +3,11 @@
  * the provider side, one watch stream per watched service for the consumer side), the
  * registrations and the service views.
  */
-import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { Agent, type Dispatcher, type Response } from 'undici';
 import { DEFAULT_NAMESPACE, SwitchboardError, validateNamespace, validateServiceName } from '@switchboard/protocol';
-import { DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
+import { backoffSettings, type BackoffOptions } from './backoff.js';
+import { LoopEmitter } from './emitter.js';
 import { ClientClosedError, InvalidArgumentError } from './errors.js';
 import { ServiceFeed } from './feed.js';
 import { LeaseKeeper, type LeaseChange, type SessionTransport } from './lease.js';
@@ -127,7 +127,7 @@ export interface DrainOnSignalOptions {
  * client.drainOnSignal({ waitMs: 5000 });
  * const res = await client.fetch('http://payments/v1/charges', { method: 'POST', body: '{}' });
  */
-export class SwitchboardClient extends EventEmitter {
+export class SwitchboardClient extends LoopEmitter {
   readonly namespace: string;
   readonly endpoints: Endpoints;
   private readonly http: RegistryHttp;
@@ -156,7 +156,7 @@ export class SwitchboardClient extends EventEmitter {
       token: token === undefined ? null : checkToken(token, opts.token === undefined ? 'SWITCHBOARD_TOKEN' : 'the token option'),
       ca: caOf(opts),
     });
-    const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
+    const backoff = backoffSettings(opts.backoff);
     this.keeper = new LeaseKeeper(this.endpoints, this.http, {
       ttlMs: opts.leaseTtlMs ?? 10_000,
       transport: opts.session ?? 'auto',
@@ -182,22 +182,6 @@ export class SwitchboardClient extends EventEmitter {
     this.dispatcher = opts.dispatcher ?? new Agent({ keepAliveTimeout: 4_000, keepAliveMaxTimeout: 4_000, connect: { timeout: connectTimeoutMs } });
     const rf = opts.reportFailures ?? true;
     this.reporter = rf === false ? null : new FailureReporter(this.http, systemClock, rf === true ? {} : rf);
-  }
-
-  /**
-   * The client's events are emitted from its own loops (lease keeping, registration, watch
-   * streams): a listener that throws must not stop them half-way. Its error is thrown again
-   * on its own, as an uncaught exception, the way an error in an I/O callback surfaces.
-   */
-  override emit(event: string | symbol, ...args: unknown[]): boolean {
-    try {
-      return super.emit(event, ...args);
-    } catch (err) {
-      process.nextTick(() => {
-        throw err;
-      });
-      return true;
-    }
   }
 
   /** The lease this process holds now, if any. */
@@ -249,7 +233,7 @@ export class SwitchboardClient extends EventEmitter {
       service,
       endpoints: this.endpoints,
       http: this.http,
-      backoff: { ...DEFAULT_BACKOFF, ...this.opts.backoff },
+      backoff: backoffSettings(this.opts.backoff),
       cacheDir: this.opts.cacheDir,
       watchIdleTimeoutMs: this.opts.watchIdleTimeoutMs ?? 45_000,
       emptyViewGraceMs: this.opts.emptyViewGraceMs ?? 30_000,

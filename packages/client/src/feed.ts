@@ -20,6 +20,7 @@ import { Backoff, type BackoffOptions } from './backoff.js';
 import { ProtocolError, RegistryUnavailableError, TimeoutError, registryError } from './errors.js';
 import { isAccessError, queryString, retryAfterHeader, retryAfterOf, tlsErrorOf, type AccessError, type Endpoints, type RegistryHttp } from './registry-http.js';
 import { readSnapshot, writeSnapshot } from './snapshot.js';
+import { throwLater } from './emitter.js';
 import { sleep, unrefTimer } from './time.js';
 
 /** @internal One change of the feed's published state. */
@@ -384,12 +385,25 @@ export class ServiceFeed {
     const stale = this.loaded && (this.disconnected || this.held !== null);
     if (stale === this.staleFlag) return;
     this.staleFlag = stale;
-    for (const l of this.listeners) l.onStale(stale, cause);
+    for (const l of this.listeners) {
+      try {
+        l.onStale(stale, cause);
+      } catch (err) {
+        throwLater(err);
+      }
+    }
   }
 
   private emit(changes: FeedChange[], persist = true): void {
     if (changes.length === 0) return;
-    for (const l of this.listeners) l.onChanges(changes);
+    // Every view hears of every change, whatever another one's listener does.
+    for (const l of this.listeners) {
+      try {
+        l.onChanges(changes);
+      } catch (err) {
+        throwLater(err);
+      }
+    }
     if (persist) this.scheduleSnapshot();
   }
 

@@ -5,7 +5,7 @@
  * Lookups are served from memory: `instances()` returns a prebuilt array and `pick()` is
  * one balancer step.
  */
-import { EventEmitter } from 'node:events';
+import { LoopEmitter } from './emitter.js';
 import { fetch as undiciFetch, type Dispatcher, type RequestInit, type Response } from 'undici';
 import { matchesFilter, validateVersionRange, type Instance } from '@switchboard/protocol';
 import { createBalancer, LoadTracker, ZoneAwareBalancer, type Balancer, type BalancerSpec, type PickContext, type ZonePreference } from './balancers.js';
@@ -58,7 +58,11 @@ export interface ServiceOptions {
   healthy?: boolean;
   /** Default 'round-robin'. */
   balancer?: BalancerSpec;
-  /** Prefer this zone, spilling over when too few of its instances are healthy. */
+  /**
+   * Prefer this zone, spilling over when too few of its instances are healthy. It makes
+   * two balancers of the kind `balancer` names, so a balancer of your own is given as a
+   * factory here (an object is refused with a RangeError).
+   */
   preferZone?: string | ZonePreference;
   retry?: RetryOptions;
   /** Per-instance circuit breaker; `false` turns it off. */
@@ -178,7 +182,7 @@ export interface ViewDeps {
  * const res = await orders.fetch('/v1/orders/42');
  * for await (const change of orders.changes()) console.log(change.type);
  */
-export class ServiceView extends EventEmitter implements FeedListener {
+export class ServiceView extends LoopEmitter implements FeedListener {
   readonly service: string;
   readonly namespace: string;
   /** Outstanding calls per instance (least-outstanding, p2c). */
@@ -212,7 +216,12 @@ export class ServiceView extends EventEmitter implements FeedListener {
       }
     }
     const pref = typeof opts.preferZone === 'string' ? { zone: opts.preferZone } : opts.preferZone;
-    this.balancer = pref ? new ZoneAwareBalancer(() => createBalancer(typeof opts.balancer === 'object' ? 'round-robin' : opts.balancer), pref) : createBalancer(opts.balancer);
+    if (pref && typeof opts.balancer === 'object') {
+      // Each balancer keeps state of the list it was given; one object cannot hold two.
+      const made = opts.balancer.constructor?.name;
+      throw new RangeError(`preferZone needs two balancers of the kind asked for (one for the zone, one for every instance): give the balancer as a name or as a factory, such as balancer: () => new ${made && made !== 'Object' ? made : 'MyBalancer'}(), not as an object`);
+    }
+    this.balancer = pref ? new ZoneAwareBalancer(() => createBalancer(opts.balancer), pref) : createBalancer(opts.balancer);
     this.bulkhead = opts.bulkhead === false ? null : new Bulkhead(this.service, opts.bulkhead ?? {});
     this.budget = new RetryBudget({ clock: this.clock, ...opts.retry?.budget });
     this.retryOn = new Set(opts.retry?.retryOn ?? [502, 503, 504]);
@@ -422,12 +431,29 @@ export class ServiceView extends EventEmitter implements FeedListener {
         dl.done();
       }
       const userAborted = signal.aborted && !(signal.reason instanceof TimeoutError);
-      const verdict = userAborted ? { ok: true, retryable: false, failure: false } : classify(outcome);
-      if (b) {
-        if (verdict.failure) b.onFailure(admittedIn);
-        else if (userAborted || verdict.neutral) b.onIgnored(admittedIn);
-        else b.onSuccess(admittedIn);
-        this.breakerChanged(inst.id, b, passBefore);
+      // A breaker the instance lost while the attempt ran (it left the view and came back
+      // with a new one) takes no verdict: it is no longer the instance's.
+      const current = b !== null && this.breakers.get(inst.id) === b ? b : null;
+      let verdict: Verdict;
+      try {
+        verdict = userAborted ? { ok: true, retryable: false, failure: false } : classify(outcome);
+      } catch (err) {
+        // A classify that throws says nothing of the instance, but the attempt it was
+        // admitted for (maybe the half-open trial) is over: free it, or the breaker waits
+        // for that verdict for ever. The error is the caller's to see.
+        if (current) {
+          current.onIgnored(admittedIn);
+          this.breakerChanged(inst.id, current, passBefore);
+        }
+        if ('result' in outcome && discard) discard(outcome.result);
+        if (last && 'result' in last && discard) discard(last.result);
+        throw err;
+      }
+      if (current) {
+        if (verdict.failure) current.onFailure(admittedIn);
+        else if (userAborted || verdict.neutral) current.onIgnored(admittedIn);
+        else current.onSuccess(admittedIn);
+        this.breakerChanged(inst.id, current, passBefore);
       }
       tried.add(inst.id);
       if (last && 'result' in last && discard) discard(last.result);

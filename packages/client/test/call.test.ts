@@ -12,6 +12,7 @@ import type { FeedChange } from '../src/feed.js';
 import { ServiceFeed } from '../src/feed.js';
 import { Endpoints, RegistryHttp } from '../src/registry-http.js';
 import { ServiceView, type ServiceOptions, type ViewChange } from '../src/view.js';
+import { RoundRobinBalancer } from '../src/balancers.js';
 import { freePort, inst, nameServer, offlineFeed, sleep } from './helpers.js';
 
 const dispatcher = new Agent({ keepAliveTimeout: 1_000 });
@@ -209,4 +210,88 @@ test('calls that time out waiting for the first answer leave no waiter behind, a
   assert.equal(feed.readyWaiting, 0);
   v.close();
   await feed.close();
+});
+
+test('an instance that leaves and comes back while a call to it runs is probed again after its new circuit opens', async () => {
+  const v = view([inst('a')], { circuitBreaker: { failureThreshold: 1, cooldownMs: 100 }, bulkhead: false });
+  const reset = (): Error => Object.assign(new Error('reset'), { code: 'ECONNRESET' });
+  let failFirst: (err: Error) => void = () => undefined;
+  const first = v.call(() => new Promise((_, reject) => (failFirst = reject))).catch(() => 'failed');
+  await sleep(5);
+  // Deregistered and registered again (or filtered out and back) while the call runs: the
+  // instance gets a new breaker, and the old one's verdict must not hold its timer slot.
+  v.onChanges([{ type: 'delete', instance: inst('a'), previous: inst('a'), revision: 3, reason: 'deregistered' }]);
+  put(v, [inst('a')], 4);
+  failFirst(reset());
+  assert.equal(await first, 'failed');
+  await assert.rejects(v.call(async () => Promise.reject(reset())));
+  assert.equal(v.circuitState('a'), 'open');
+  await sleep(400);
+  assert.equal(v.pick()?.id, 'a', 'picked again once its cool-down is over');
+  assert.equal(await v.call(async (i) => `ok from ${i.id}`), 'ok from a');
+  assert.equal(v.circuitState('a'), 'closed');
+  v.close();
+});
+
+test('a half-open trial whose classify throws frees its slot: the error reaches the caller, the instance is probed again', async () => {
+  const v = view([inst('a')], { circuitBreaker: { failureThreshold: 1, cooldownMs: 100 }, bulkhead: false });
+  await assert.rejects(v.call(async () => Promise.reject(Object.assign(new Error('reset'), { code: 'ECONNRESET' }))));
+  await sleep(250);
+  assert.equal(v.circuitState('a'), 'half-open');
+  const discarded: unknown[] = [];
+  const classify = (o: { result: { reply?: { code: string } } } | { error: unknown }) => ({ ok: 'result' in o && (o.result.reply as { code: string }).code === 'OK', retryable: false, failure: false });
+  await assert.rejects(v.call(async () => ({}), {}, classify, (r) => discarded.push(r)), TypeError);
+  assert.equal(discarded.length, 1, 'the result classify choked on is discarded');
+  assert.equal(v.pick()?.id, 'a', 'the trial slot is free again');
+  assert.equal(await v.call(async (i) => `ok from ${i.id}`), 'ok from a');
+  v.close();
+});
+
+test("a 'change' listener that throws keeps neither the view's other listeners nor the feed's other views from the change", () => {
+  const feed = offlineFeed();
+  const v1 = new ServiceView(feed, {}, { dispatcher, onClose: () => undefined });
+  const v2 = new ServiceView(feed, { healthy: true }, { dispatcher, onClose: () => undefined });
+  const thrown: unknown[] = [];
+  const heard: string[] = [];
+  v1.on('change', (c: ViewChange) => {
+    if (c.type === 'removed') throw new Error('a bug in a listener');
+  });
+  v1.on('change', (c: ViewChange) => heard.push(`${c.type} ${'instance' in c ? c.instance.id : ''}`));
+  const emit = (changes: FeedChange[]): void => (feed as unknown as { emit(c: FeedChange[], persist: boolean): void }).emit(changes, false);
+  const nextTick = process.nextTick;
+  // The listener's error is thrown again on its own tick; caught here to be looked at.
+  process.nextTick = ((fn: () => void) => {
+    try {
+      fn();
+    } catch (err) {
+      thrown.push(err);
+    }
+  }) as typeof process.nextTick;
+  try {
+    emit([{ type: 'put', instance: inst('a'), previous: undefined, revision: 2 }, { type: 'put', instance: inst('b'), previous: undefined, revision: 2 }]);
+    emit([{ type: 'delete', instance: inst('a'), previous: inst('a'), revision: 3, reason: 'deregistered' }]);
+    // A listener of the feed itself that throws (a bug of the SDK's) does not stop the others.
+    const unsubscribe = feed.subscribe({ onChanges: () => { throw new Error('a bug in a feed listener'); }, onStale: () => undefined });
+    const v3 = new ServiceView(feed, {}, { dispatcher, onClose: () => undefined });
+    emit([{ type: 'delete', instance: inst('b'), previous: inst('b'), revision: 4, reason: 'deregistered' }]);
+    unsubscribe();
+    assert.deepEqual(v3.instances().map((i) => i.id), []);
+  } finally {
+    process.nextTick = nextTick;
+  }
+  assert.deepEqual(heard, ['added a', 'added b', 'removed a', 'removed b'], 'the second listener heard every change');
+  assert.deepEqual(v2.instances().map((i) => i.id), [], 'the other view dropped both');
+  // In the order the feed's listeners subscribed: v1, v2, the bad one, v3.
+  assert.deepEqual(thrown.map((e) => (e as Error).message), ['a bug in a listener', 'a bug in a listener', 'a bug in a feed listener']);
+  v1.close();
+  v2.close();
+});
+
+test('preferZone with a balancer object is refused, naming the factory form; a factory works', () => {
+  class Mine extends RoundRobinBalancer {}
+  assert.throws(() => view([inst('a')], { preferZone: 'eu-1', balancer: new Mine() }), (err: Error) => err instanceof RangeError && /\(\) => new Mine\(\)/.test(err.message));
+  const v = view([inst('a', { zone: 'eu-1' }), inst('b', { zone: 'eu-2' })], { preferZone: 'eu-1', balancer: () => new Mine() });
+  assert.equal(v.balancerName, 'zone-aware(round-robin)');
+  assert.equal(v.pick()?.id, 'a');
+  v.close();
 });

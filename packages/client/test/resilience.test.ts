@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Backoff } from '../src/backoff.js';
+import { SwitchboardClient } from '../src/client.js';
 import { BulkheadFullError } from '../src/errors.js';
 import { Bulkhead, CircuitBreaker, RetryBudget } from '../src/resilience.js';
 
@@ -106,6 +107,12 @@ test('backoff: full jitter within a doubling, capped ceiling', () => {
   hi.reset();
   assert.equal(hi.ceilingMs(), 100);
   assert.throws(() => new Backoff({ initialMs: 0 }));
+});
+
+test('backoff: an option set to undefined takes its default; settings no backoff can follow are refused when a client is made', () => {
+  const b = new Backoff({ initialMs: 50, maxMs: undefined, multiplier: undefined }, () => 0.999999);
+  assert.deepEqual(Array.from({ length: 3 }, () => b.next()), [49, 99, 199], 'maxMs and multiplier are the defaults (10 s, 2)');
+  assert.throws(() => new SwitchboardClient({ endpoints: ['http://127.0.0.1:9'], backoff: { initialMs: 500, maxMs: 100 } }), (err: Error) => err instanceof RangeError && /maxMs >= initialMs/.test(err.message) && /maxMs 100/.test(err.message));
 });
 
 test('circuit breaker: a verdict from a call admitted before the circuit opened does not decide the half-open state', () => {
