@@ -197,6 +197,7 @@ export const consumerReportResultSchema = {
     revision,
     reporters: { type: 'integer', description: 'distinct reporters of this instance within the window' },
     warning: { type: 'boolean', description: 'the reports hold the instance at warning' },
+    warnings,
   },
 } as const;
 
@@ -232,6 +233,7 @@ export const drainResultSchema = {
     reached: { type: 'integer', description: 'streams that were sent the change and flushed it' },
     timedOut: { type: 'integer', description: 'streams not flushed when the wait ended' },
     gone: { type: 'integer', description: 'streams that closed first' },
+    warnings,
   },
 } as const;
 

@@ -63,30 +63,43 @@ const MAX_SHOWN_NAME = 64;
 function warningFor(what: 'field' | 'query parameter', name: string, known: readonly string[], path: string): string {
   const cut = name.length > MAX_SHOWN_NAME ? `${name.slice(0, MAX_SHOWN_NAME)}...` : name;
   const shown = JSON.stringify(path === '' ? cut : `${path}/${cut}`);
-  const synonym = SYNONYMS[name.toLowerCase()];
+  const lower = name.toLowerCase();
+  // Own keys only: "constructor" or "__proto__" are a client's field names, not advice.
+  const synonym = Object.hasOwn(SYNONYMS, lower) ? SYNONYMS[lower] : undefined;
   const near = closestField(name, known);
   const advice = near !== null ? `did you mean "${near}"?` : synonym;
   return `unknown ${what} ${shown} ignored${advice ? `: ${advice}` : ''}`;
 }
 
 /**
+ * The line of one more unknown field once MAX_FIELD_WARNINGS are written: capWarnings only
+ * counts those, so no name is looked up for them (a body of 50,000 unknown keys would
+ * otherwise cost the node a near-match search for each, about a second of its one thread).
+ */
+const COUNTED_ONLY = 'unknown field ignored';
+
+/**
  * Warnings about the keys of `value` (when it is a plain object) that are not in `known`.
- * `path` prefixes the names shown (`instances/2`). Appends to `out`, up to MAX_FIELD_WARNINGS.
+ * `path` prefixes the names shown (`instances/2`). Appends to `out`: a line each, the ones
+ * after the first MAX_FIELD_WARNINGS only to be counted by capWarnings.
  */
 export function unknownFieldWarnings(value: unknown, known: readonly string[], path = '', out: string[] = []): string[] {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return out;
   for (const name of Object.keys(value)) {
     if (known.includes(name)) continue;
-    out.push(warningFor('field', name, known, path));
+    out.push(out.length < MAX_FIELD_WARNINGS ? warningFor('field', name, known, path) : COUNTED_ONLY);
   }
   return out;
 }
 
 /** The same for the query parameters of a request. */
 export function unknownQueryWarnings(query: Record<string, unknown>, known: readonly string[]): string[] {
-  return Object.keys(query)
-    .filter((name) => !known.includes(name))
-    .map((name) => warningFor('query parameter', name, known, ''));
+  const out: string[] = [];
+  for (const name of Object.keys(query)) {
+    if (known.includes(name)) continue;
+    out.push(out.length < MAX_FIELD_WARNINGS ? warningFor('query parameter', name, known, '') : COUNTED_ONLY);
+  }
+  return out;
 }
 
 /** At most MAX_FIELD_WARNINGS lines; the rest counted in a last one. */

@@ -329,7 +329,7 @@ export function validateCheck(value: unknown, field: string, index: number): Che
 
 /** Validates a registration body and fills the defaults of api-v1.md. */
 export function validateInstanceInput(raw: unknown, limits: Limits, prefix = ''): InstanceInput {
-  const body = requireBody(raw, '{"address": "10.0.0.5", "port": 8080}');
+  const body = requireBody(raw, '{"address": "10.0.0.5", "port": 8080}', prefix || 'body');
   const f = (name: string) => (prefix ? `${prefix}/${name}` : name);
   const addressHint = `give a hostname or IP address of at most ${limits.maxAddressLength} characters, such as 10.0.0.5`;
   required(body.address, f('address'), addressHint);

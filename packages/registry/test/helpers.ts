@@ -139,12 +139,17 @@ export async function goneWithin(node: Pick<TestNode, 'url'>, svc: string, ms: n
 export class SessionClient {
   readonly inbox: SessionServerMessage[] = [];
   closed = false;
+  /** The code the connection closed with (1006: no close frame came). */
+  closeCode: number | null = null;
   private constructor(readonly ws: WebSocket) {
     ws.on('message', (d) => this.inbox.push(JSON.parse(d.toString())));
-    ws.on('close', () => (this.closed = true));
+    ws.on('close', (code) => {
+      this.closed = true;
+      this.closeCode = code;
+    });
   }
-  static async connect(url: string): Promise<SessionClient> {
-    const client = new SessionClient(new WebSocket(url.replace('http', 'ws') + '/v1/session'));
+  static async connect(url: string, headers?: Record<string, string>): Promise<SessionClient> {
+    const client = new SessionClient(new WebSocket(url.replace('http', 'ws') + '/v1/session', headers ? { headers } : undefined));
     await new Promise((resolve, reject) => {
       client.ws.once('open', resolve);
       client.ws.once('error', reject);

@@ -66,6 +66,22 @@ function patternOf(url: string): RegExp {
   return new RegExp(`^${body}$`);
 }
 
+/**
+ * An error on a session's socket. A client that breaks the WebSocket protocol (a message
+ * over maxSessionMessageBytes, a bad frame) is the client's doing, logged at debug level:
+ * `ws` is already closing the connection with the code that says why (1009, 1002, ...)
+ * and ends it if the client does not answer the close within its close timeout. A
+ * connection the client dropped, or anything else, ends at once (the plugin's default),
+ * logged as an error only when it is not the client's doing.
+ */
+function sessionSocketError(error: Error, socket: { terminate(): void }, request: FastifyRequest): void {
+  const code = String((error as { code?: unknown }).code ?? '');
+  if (code.startsWith('WS_ERR_')) return void request.log.debug({ err: error }, `session closed on a protocol error of the client: ${error.message}`);
+  if (code === 'ECONNRESET' || code === 'EPIPE') request.log.debug({ err: error }, `session connection dropped by the client: ${error.message}`);
+  else request.log.error({ err: error }, `session connection failed: ${error.message}`);
+  socket.terminate();
+}
+
 /** How long a shutting-down node waits for answers in flight before closing every connection. */
 export const SHUTDOWN_GRACE_MS = 5_000;
 
@@ -246,7 +262,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
       ],
     },
   });
-  await app.register(websocket, { options: { maxPayload: limits.maxSessionMessageBytes } });
+  await app.register(websocket, { options: { maxPayload: limits.maxSessionMessageBytes }, errorHandler: sessionSocketError });
   servePlainUpgrades(app);
   await app.register(async (scope) => sessionRoutes(scope, sessions));
   await app.register(async (scope) => writeRoutes(scope, ctx));

@@ -16,6 +16,21 @@ import type { ServiceQuery } from '../core/views.js';
 
 export type Query = Record<string, string | string[] | undefined>;
 
+/** The query of a read of one namespace: `consistent=true` is accepted on every read (api.md). */
+export const readQuerySchema = {
+  type: 'object',
+  properties: {
+    namespace: { type: 'string', default: 'default' },
+    consistent: { type: 'boolean', description: 'answer only from a state that reflects every write completed before the request (cp waits for it; standalone and ap always do)' },
+  },
+} as const;
+
+/** The query of a write or of a request that takes nothing but the namespace. */
+export const nsQuerySchema = { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } } as const;
+
+/** The query of a request that takes no parameter (each one sent is unknown: warned of, or refused when strict). */
+export const noQuerySchema = { type: 'object', properties: {} } as const;
+
 /** The single value of a parameter; a repeated one is an error. */
 export function single(q: Query, name: string): string | undefined {
   const v = q[name];

@@ -13,6 +13,7 @@ import {
   instanceHistorySchema,
   instanceIdSchema,
   serviceSettingsSchema,
+  unknownFieldWarnings,
   validateCheckReport,
   validateConsumerReport,
   validateInstanceId,
@@ -22,13 +23,16 @@ import {
   type InstanceHistory,
 } from '@switchboard/protocol';
 import { errorResponses, type ApiContext } from './context.js';
-import { durationParam, namespaceOf, serviceParam, type Query, instanceTarget } from './query.js';
+import { bool, durationParam, namespaceOf, nsQuerySchema, readQuerySchema, refuseIfStrict, serviceParam, withWarnings, type Query, instanceTarget } from './query.js';
 import type { WatchStreams } from './watch.js';
 
 type Params = Record<string, string>;
 
-const nsQuery = { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } } as const;
 const instanceParams = { type: 'object', properties: { service: { type: 'string' }, instanceId: { type: 'string' } } } as const;
+
+const CHECK_REPORT_FIELDS = Object.keys(checkReportSchema.properties);
+const REPORT_FIELDS = Object.keys(consumerReportSchema.properties);
+const SETTINGS_FIELDS = Object.keys(serviceSettingsSchema.properties);
 
 /** The default bound of a drain's wait. */
 const DRAIN_WAIT_DEFAULT_MS = 5_000;
@@ -48,7 +52,7 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
       summary: 'Report into a ttl check (passing, warning, critical; or pass, warn, fail)',
       description: 'Restarts the check\'s TTL; without a report within it, the check turns critical. Only state changes make a new revision.',
       params: { type: 'object', properties: { service: { type: 'string' }, instanceId: { type: 'string' }, checkId: instanceIdSchema } },
-      querystring: nsQuery,
+      querystring: nsQuerySchema,
       body: checkReportSchema,
       response: { 200: writeResultSchema, ...errorResponses },
     },
@@ -59,7 +63,8 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
     const checkId = validateInstanceId(p.checkId, 'checkId');
     const namespace = namespaceOf(req.query as Query);
     const result = validateCheckReport(req.body, limits);
-    return { revision: await engine.reportCheck(namespace, service, id, checkId, result) };
+    const warnings = refuseIfStrict(req, unknownFieldWarnings(req.body, CHECK_REPORT_FIELDS));
+    return withWarnings(req, { revision: await engine.reportCheck(namespace, service, id, checkId, result) }, warnings);
   });
 
   app.post('/v1/services/:service/instances/:instanceId/reports', {
@@ -68,23 +73,25 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
       summary: 'Report a failure seen when calling an instance (consumers)',
       description: 'When at least reportMinReporters distinct reporters (default 2) reported the instance within reportWindowMs (default 30s), it turns warning until the reports age out or one of its own checks turns passing. One reporter alone never changes anything.',
       params: instanceParams,
-      querystring: nsQuery,
+      querystring: nsQuerySchema,
       body: consumerReportSchema,
       response: { 200: consumerReportResultSchema, ...errorResponses },
     },
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
     const report = validateConsumerReport(req.body, limits);
+    const warnings = refuseIfStrict(req, unknownFieldWarnings(req.body, REPORT_FIELDS));
     // cp: a report another node forwarded to the node that counts this instance's reports.
     const forwarded = req.headers[FORWARDED_REPORT_HEADER] !== undefined;
-    return engine.reportInstance(namespace, service, id, report, forwarded ? { forwarded } : undefined);
+    return withWarnings(req, await engine.reportInstance(namespace, service, id, report, forwarded ? { forwarded } : undefined), warnings);
   });
 
   app.get('/v1/services/:service/settings', {
-    schema: { tags: ['health'], summary: 'The settings of a service', querystring: nsQuery, response: { 200: serviceSettingsSchema, ...errorResponses } },
+    schema: { tags: ['health'], summary: 'The settings of a service', querystring: readQuerySchema, response: { 200: serviceSettingsSchema, ...errorResponses } },
   }, async (req) => {
     const service = serviceParam((req.params as Params).service);
     const namespace = namespaceOf(req.query as Query);
+    if (bool(req.query as Query, 'consistent')) await engine.readFreshness?.(true);
     return engine.registry.serviceSettings(namespace, service) ?? { protectThreshold: null };
   });
 
@@ -93,7 +100,7 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
       tags: ['health'],
       summary: 'Set the settings of a service (the protect threshold)',
       description: 'Durable, with a new revision of the service; `{"protectThreshold": null}` turns protection off.',
-      querystring: nsQuery,
+      querystring: nsQuerySchema,
       body: serviceSettingsSchema,
       response: { 200: writeResultSchema, ...errorResponses },
     },
@@ -101,7 +108,8 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
     const service = serviceParam((req.params as Params).service);
     const namespace = namespaceOf(req.query as Query);
     const settings = validateServiceSettings(req.body);
-    return { revision: await engine.setServiceSettings(namespace, service, settings) };
+    const warnings = refuseIfStrict(req, unknownFieldWarnings(req.body, SETTINGS_FIELDS));
+    return withWarnings(req, { revision: await engine.setServiceSettings(namespace, service, settings) }, warnings);
   });
 
   app.get('/v1/services/:service/instances/:instanceId/history', {
@@ -110,11 +118,12 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
       summary: 'The reason-coded history of an instance (its last state changes, oldest first)',
       description: 'Also answers for an instance that is gone, while its history is kept (`exists: false`).',
       params: instanceParams,
-      querystring: nsQuery,
+      querystring: readQuerySchema,
       response: { 200: instanceHistorySchema, ...errorResponses },
     },
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
+    if (bool(req.query as Query, 'consistent')) await engine.readFreshness?.(true);
     const h = engine.registry.history(namespace, service, id);
     if (!h) throw instanceNotFound(namespace, service, id);
     const answer: InstanceHistory = { service, namespace, id, exists: h.exists, history: [...h.entries] };
@@ -137,6 +146,8 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
     const id = validateInstanceId(p.instanceId);
     const namespace = namespaceOf(q);
     const waitMs = durationParam(q, 'wait', DRAIN_WAIT_DEFAULT_MS, limits.blockingWaitMaxMs, 'blockingWaitMaxMs');
+    // A drain takes no body: each field of one is unknown.
+    const warnings = refuseIfStrict(req, unknownFieldWarnings(req.body, []));
     if (!engine.registry.instance(namespace, service, id)) throw instanceNotFound(namespace, service, id);
     // A drain that waits counts against the blocking queries' limit (checked before the
     // status is written, so that a refused drain changes nothing).
@@ -153,7 +164,7 @@ export async function healthRoutes(app: FastifyInstance, ctx: ApiContext, stream
       const revision = await engine.setStatus(namespace, service, id, 'draining', 'drained');
       const reach = await streams.reach(namespace, service, revision, waitMs);
       const answer: DrainResult = { revision, ...reach };
-      return answer;
+      return withWarnings(req, answer, warnings);
     } finally {
       drains.value--;
     }

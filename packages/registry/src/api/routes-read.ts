@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SwitchboardError, instanceSchema, serviceAnswerSchema, serviceListSchema } from '@switchboard/protocol';
 import { serviceAnswerBytes, serviceAnswerJson, type ServiceQuery } from '../core/views.js';
 import { errorResponses, type ApiContext } from './context.js';
-import { blocking, bool, namespaceOf, serviceParam, serviceQuery, type Query, instanceTarget } from './query.js';
+import { blocking, bool, namespaceOf, readQuerySchema, serviceParam, serviceQuery, type Query, instanceTarget } from './query.js';
 
 type Params = Record<string, string>;
 
@@ -46,7 +46,7 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
   let listCache: { key: string; body: string } | undefined;
 
   app.get('/v1/services', {
-    schema: { tags: ['discovery'], summary: 'List the services of a namespace', querystring: { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } }, response: { 200: serviceListSchema, ...errorResponses } },
+    schema: { tags: ['discovery'], summary: 'List the services of a namespace', querystring: readQuerySchema, response: { 200: serviceListSchema, ...errorResponses } },
   }, async (req, reply) => {
     const namespace = namespaceOf(req.query as Query);
     if (bool(req.query as Query, 'consistent')) await engine.readFreshness?.(true);
@@ -85,7 +85,7 @@ export async function readRoutes(app: FastifyInstance, ctx: ApiContext): Promise
   });
 
   app.get('/v1/services/:service/instances/:instanceId', {
-    schema: { tags: ['discovery'], summary: 'One instance', querystring: { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } }, response: { 200: instanceSchema, ...errorResponses } },
+    schema: { tags: ['discovery'], summary: 'One instance', querystring: readQuerySchema, response: { 200: instanceSchema, ...errorResponses } },
   }, async (req, reply) => {
     const { namespace, service, id } = instanceTarget(req);
     if (bool(req.query as Query, 'consistent')) await engine.readFreshness?.(true);

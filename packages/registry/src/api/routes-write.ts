@@ -22,7 +22,7 @@ import {
 import { denialText, targetHost, type CheckNetworks } from '../health/networks.js';
 import { errorResponses, type ApiContext } from './context.js';
 import { writeThrough } from '../engines/engine.js';
-import { instanceTarget, namespaceOf, refuseIfStrict, withWarnings, type Query } from './query.js';
+import { instanceTarget, namespaceOf, noQuerySchema, nsQuerySchema, refuseIfStrict, withWarnings, type Query } from './query.js';
 
 type Params = Record<string, string>;
 
@@ -46,7 +46,6 @@ function batchWarnings(body: unknown): string[] {
   return out;
 }
 
-const nsQuery = { type: 'object', properties: { namespace: { type: 'string', default: 'default' } } } as const;
 const instanceParams = { type: 'object', properties: { service: { type: 'string' }, instanceId: { type: 'string' } } } as const;
 const leaseParams = { type: 'object', properties: { leaseId: { type: 'string' } } } as const;
 
@@ -85,7 +84,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   const { engine, limits } = ctx;
 
   app.post('/v1/leases', {
-    schema: { tags: ['leases'], summary: 'Create a lease for this client process', body: leaseRequestSchema, response: { 201: leaseGrantSchema, ...errorResponses } },
+    schema: { tags: ['leases'], summary: 'Create a lease for this client process', querystring: noQuerySchema, body: leaseRequestSchema, response: { 201: leaseGrantSchema, ...errorResponses } },
   }, async (req, reply) => {
     const ttlMs = validateLeaseRequest(req.body, limits);
     const warnings = refuseIfStrict(req, unknownFieldWarnings(req.body, ['ttlMs']));
@@ -93,15 +92,15 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   });
 
   app.put('/v1/leases/:leaseId/keepalive', {
-    schema: { tags: ['leases'], summary: 'Keep a lease alive for another TTL', params: leaseParams, response: { 200: leaseGrantSchema, ...errorResponses } },
+    schema: { tags: ['leases'], summary: 'Keep a lease alive for another TTL', params: leaseParams, querystring: noQuerySchema, response: { 200: leaseGrantSchema, ...errorResponses } },
   }, async (req) => engine.keepAlive(validateLeaseId((req.params as Params).leaseId)));
 
   app.delete('/v1/leases/:leaseId', {
-    schema: { tags: ['leases'], summary: 'Revoke a lease and deregister its instances', params: leaseParams, response: { 200: writeResultSchema, ...errorResponses } },
+    schema: { tags: ['leases'], summary: 'Revoke a lease and deregister its instances', params: leaseParams, querystring: noQuerySchema, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => withWarnings(req, { revision: await engine.revokeLease(validateLeaseId((req.params as Params).leaseId)) }));
 
   app.put('/v1/services/:service/instances/:instanceId', {
-    schema: { tags: ['instances'], summary: 'Register or replace an instance (idempotent)', params: instanceParams, querystring: nsQuery, body: instanceInputSchema, response: { 200: writeResultSchema, ...errorResponses } },
+    schema: { tags: ['instances'], summary: 'Register or replace an instance (idempotent)', params: instanceParams, querystring: nsQuerySchema, body: instanceInputSchema, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
     const { input, warnings: unknown } = checkedRegistration(req.body, ctx);
@@ -111,7 +110,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   });
 
   app.post('/v1/instances/batch', {
-    schema: { tags: ['instances'], summary: 'Register several instances, all or nothing', querystring: nsQuery, body: batchSchema, response: { 200: writeResultSchema, ...errorResponses } },
+    schema: { tags: ['instances'], summary: 'Register several instances, all or nothing', querystring: nsQuerySchema, body: batchSchema, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
     const items = validateBatch(req.body, limits, namespaceOf(req.query as Query));
     items.forEach((item, i) => refuseDeniedTargets(item.input.checks, engine.checkNetworks, `instances/${i}`));
@@ -120,7 +119,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   });
 
   app.delete('/v1/services/:service/instances/:instanceId', {
-    schema: { tags: ['instances'], summary: 'Deregister an instance', params: instanceParams, querystring: nsQuery, response: { 200: writeResultSchema, ...errorResponses } },
+    schema: { tags: ['instances'], summary: 'Deregister an instance', params: instanceParams, querystring: nsQuerySchema, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
     const written = writeThrough(engine, { type: 'deregister', namespace, service, instanceId: id }, () => engine.deregister(namespace, service, id));
@@ -128,7 +127,7 @@ export async function writeRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   });
 
   app.put('/v1/services/:service/instances/:instanceId/status', {
-    schema: { tags: ['instances'], summary: 'Set the admin status (up, draining, out_of_service)', params: instanceParams, querystring: nsQuery, body: statusBodySchema, response: { 200: writeResultSchema, ...errorResponses } },
+    schema: { tags: ['instances'], summary: 'Set the admin status (up, draining, out_of_service)', params: instanceParams, querystring: nsQuerySchema, body: statusBodySchema, response: { 200: writeResultSchema, ...errorResponses } },
   }, async (req) => {
     const { namespace, service, id } = instanceTarget(req);
     const status = validateStatusBody(req.body);

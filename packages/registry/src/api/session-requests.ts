@@ -106,13 +106,16 @@ export class SessionRequests {
     if (!s.open) return;
     const { type } = msg;
     const id = msg.id;
+    // Admission first: the refusal of a request without a valid id is an answer queued for
+    // the client too, bounded as every other.
+    const refused = this.admission(s);
+    if (refused === 'cut') return s.cut();
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
       const problem = invalid('id', `request id ${JSON.stringify(id) ?? 'undefined'} is not a non-negative integer`, 'give each request an id of your choosing, such as 1, 2, 3: its result carries it');
       s.send({ type: 'error', request: type, problem: problem.toProblem() });
+      this.observe(type, problem.status, null);
       return;
     }
-    const refused = this.admission(s);
-    if (refused === 'cut') return s.cut();
     if (refused !== null) {
       s.send({ type: 'error', id, request: type, problem: refused.toProblem() });
       this.observe(type, refused.status, null);

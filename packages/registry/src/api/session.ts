@@ -187,7 +187,8 @@ export class Sessions {
       socket.close(1013, problem.code);
       return;
     }
-    const session = new Session(socket, req.ip, req.headers[FORWARDED_WRITES_HEADER] !== undefined);
+    // Only a cp node takes writes forwarded by another; elsewhere the header means nothing.
+    const session = new Session(socket, req.ip, this.ctx.engine.mode === 'cp' && req.headers[FORWARDED_WRITES_HEADER] !== undefined);
     this.all.add(session);
     // A node's link for forwarded writes: this node's clock first, for the writes' planBy.
     if (session.forwarded) session.tellClock();

@@ -9,7 +9,7 @@ import { SwitchboardError, formatEventId, invalid, limitExceeded, parseEventId, 
 import { serviceKey } from '../core/registry.js';
 import type { Subscriber } from '../engines/hub.js';
 import { errorResponses, type ApiContext } from './context.js';
-import { list, namespaceOf, nonNegativeInt, single, type Query } from './query.js';
+import { bool, list, namespaceOf, nonNegativeInt, single, type Query } from './query.js';
 
 interface Frames {
   plain?: string;
@@ -332,6 +332,7 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
           namespace: { type: 'string', default: 'default' },
           fromRevision: { type: 'integer', description: 'replay retained events with revision >= N' },
           epoch: { type: 'string', description: 'the epoch fromRevision belongs to' },
+          consistent: { type: 'boolean', description: 'accepted, as on every read: a stream starts from the state the node holds, and every change after it follows' },
         },
       },
       response: { 200: { ...watchEventSchema, description: 'text/event-stream; each data line is one of these' }, ...errorResponses },
@@ -339,6 +340,7 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
   }, async (req: FastifyRequest, reply: FastifyReply) => {
     const q = req.query as Query;
     const namespace = namespaceOf(q);
+    bool(q, 'consistent'); // accepted (a stream follows every change), but only as a boolean
     const names = list(q, 'service');
     if (names.length > limits.maxWatchServices) {
       throw limitExceeded('maxWatchServices', 'service', `${names.length} services on one watch, at most ${limits.maxWatchServices}`, 'watch every service (no service=) or split into several streams');
@@ -373,12 +375,15 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
         minRevision = Math.max(pos.from, minRevision);
       }
     }
+    // A request that asked to upgrade is served plain with Connection: close (app.ts); a
+    // hijacked answer writes its own headers, so that one is carried over here.
+    const connection = reply.getHeader('connection') === 'close' ? 'close' : 'keep-alive';
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
-      connection: 'keep-alive',
+      connection,
       'x-accel-buffering': 'no',
     });
     // A stream's answer is hijacked (no onResponse): it is counted when it opens.

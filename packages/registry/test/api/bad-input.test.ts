@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { DEFAULT_LIMITS, ERRORS, PROBLEM_TYPE_PREFIX, type ErrorCode } from '@switchboard/protocol';
+import { DEFAULT_LIMITS, ERRORS, INSTANCE_FIELDS, MAX_FIELD_WARNINGS, PROBLEM_TYPE_PREFIX, SwitchboardError, capWarnings, unknownFieldWarnings, validateInstanceInput, type ErrorCode } from '@switchboard/protocol';
 import { build, type SwitchboardApp } from '../../src/api/app.js';
 import { StandaloneEngine } from '../../src/engines/standalone.js';
 import { MemoryStorage } from '../../src/storage/storage.js';
@@ -379,6 +379,63 @@ test('Switchboard-Strict: true refuses unknown fields and parameters (400 UNKNOW
   assert.equal(JSON.parse(lax.body).warnings.length, 1);
 });
 
+test('strict covers every write (leases, check reports, consumer reports, settings, drains), and consistent=true is a parameter of every read', async () => {
+  const STRICT = { ...JSON_CT, 'switchboard-strict': 'true' };
+  const refused = (res: { statusCode: number; body: string }, detail: RegExp): void => {
+    assert.equal(res.statusCode, 400, res.body);
+    assert.equal(JSON.parse(res.body).code, 'UNKNOWN_FIELD');
+    assert.match(JSON.parse(res.body).detail, detail);
+  };
+  assert.equal((await app.inject({ method: 'PUT', url: '/v1/services/strict2/instances/h-1', headers: JSON_CT, payload: JSON.stringify({ ...REG, checks: [{ id: 't', type: 'ttl', ttl: '30s' }] }) })).statusCode, 200);
+  const before = JSON.parse((await app.inject({ method: 'GET', url: '/v1/status' })).body).revision;
+  refused(await app.inject({ method: 'POST', url: '/v1/leases?bogus=1', headers: STRICT, payload: JSON.stringify({ ttlMs: 5000 }) }), /query parameter "bogus"/);
+  refused(await app.inject({ method: 'DELETE', url: '/v1/leases/0123456789abcdef?bogus=1', headers: STRICT }), /query parameter "bogus"/);
+  refused(await app.inject({ method: 'PUT', url: '/v1/services/strict2/instances/h-1/checks/t', headers: STRICT, payload: JSON.stringify({ status: 'pass', ouput: 'db ok' }) }), /"ouput" ignored: did you mean "output"\?/);
+  refused(await app.inject({ method: 'PUT', url: '/v1/services/strict2/settings', headers: STRICT, payload: JSON.stringify({ protectThreshold: 0.5, bogus: 1 }) }), /"bogus"/);
+  refused(await app.inject({ method: 'POST', url: '/v1/services/strict2/instances/h-1/reports', headers: STRICT, payload: JSON.stringify({ reporter: 'r1', kind: 'timeout', detial: 'x' }) }), /"detial" ignored: did you mean "detail"\?/);
+  refused(await app.inject({ method: 'POST', url: '/v1/services/strict2/instances/h-1/drain?wait=0s', headers: STRICT, payload: JSON.stringify({ reason: 'deploy' }) }), /"reason"/);
+  assert.equal(JSON.parse((await app.inject({ method: 'GET', url: '/v1/status' })).body).revision, before, 'nothing was written');
+  // Without strict: done, and the answers list what was ignored.
+  const warned = async (method: 'PUT' | 'POST', url: string, payload: unknown): Promise<string[]> => {
+    const res = await app.inject({ method, url, headers: JSON_CT, payload: JSON.stringify(payload) });
+    assert.equal(res.statusCode < 300, true, res.body);
+    return JSON.parse(res.body).warnings;
+  };
+  assert.deepEqual(await warned('PUT', '/v1/services/strict2/instances/h-1/checks/t', { status: 'pass', ouput: 'db ok' }), ['unknown field "ouput" ignored: did you mean "output"?']);
+  assert.equal((await warned('PUT', '/v1/services/strict2/settings', { protectThreshold: 0.5, bogus: 1 })).length, 1);
+  assert.equal((await warned('POST', '/v1/services/strict2/instances/h-1/reports', { reporter: 'r1', kind: 'timeout', bogus: 1 })).length, 1);
+  assert.equal((await warned('POST', '/v1/services/strict2/instances/h-1/drain?wait=0s', { reason: 'deploy' })).length, 1);
+  // consistent=true on every read: taken, even strict; a value that is not a boolean is refused.
+  for (const url of ['/v1/services', '/v1/services/strict2', '/v1/services/strict2/instances/h-1', '/v1/services/strict2/settings', '/v1/services/strict2/instances/h-1/history']) {
+    const res = await app.inject({ method: 'GET', url: `${url}?consistent=true`, headers: { 'switchboard-strict': 'true' } });
+    assert.equal(res.statusCode, 200, `${url}: ${res.body}`);
+    assert.equal(res.headers['switchboard-warning'], undefined, url);
+    assert.equal((await app.inject({ method: 'GET', url: `${url}?consistent=maybe` })).statusCode, 400, url);
+  }
+  assert.equal((await app.inject({ method: 'GET', url: '/v1/watch?consistent=maybe' })).statusCode, 400);
+});
+
+test('field names that are names of Object.prototype get plain warnings; a session instance that is no object is named as the instance', async () => {
+  const res = await app.inject({ method: 'PUT', url: '/v1/services/protos/instances/p-1?constructor=1', headers: JSON_CT, payload: '{"address":"10.0.0.5","port":1,"constructor":1,"toString":2,"__proto__":{}}' });
+  assert.equal(res.statusCode, 200, res.body);
+  const warnings: string[] = JSON.parse(res.body).warnings;
+  assert.deepEqual(warnings, ['unknown query parameter "constructor" ignored', 'unknown field "constructor" ignored', 'unknown field "toString" ignored', 'unknown field "__proto__" ignored']);
+  assert.throws(() => validateInstanceInput([], L, 'instance'), (err: SwitchboardError) => err.field === 'instance' && /instance must be a JSON object, not an array/.test(err.message));
+  assert.throws(() => validateInstanceInput('x', L), (err: SwitchboardError) => err.field === 'body');
+});
+
+test('many unknown fields cost a near-match search for the ten shown only; the rest are counted', () => {
+  const body: Record<string, number> = { adress: 1 };
+  for (let i = 0; i < 50_000; i++) body[`k${i}`] = i;
+  const out = unknownFieldWarnings(body, INSTANCE_FIELDS);
+  assert.equal(out.length, 50_001);
+  assert.equal(out[0], 'unknown field "adress" ignored: did you mean "address"?');
+  assert.equal(new Set(out.slice(MAX_FIELD_WARNINGS)).size, 1, 'past the ten shown, one line that names nothing');
+  const capped = capWarnings(out);
+  assert.equal(capped.length, MAX_FIELD_WARNINGS);
+  assert.equal(capped.at(-1), `${50_001 - MAX_FIELD_WARNINGS + 1} more unknown fields ignored`);
+});
+
 test('values exactly at each limit are accepted', async () => {
   const address253 = ['a'.repeat(63), 'b'.repeat(63), 'c'.repeat(63), 'd'.repeat(61)].join('.');
   // 64 metadata keys, one of 128 characters, of exactly 16 KiB together (keys and values).
@@ -424,6 +481,28 @@ interface RawAnswer extends Answer {
 }
 
 /** Sends `chunks` on a fresh connection and reads until the server closes it. */
+/** The head of the answer to `request` (for a stream, which does not end), read until its blank line. */
+function rawHead(request: string, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let got = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer head within ${timeoutMs} ms; got ${got.slice(0, 200)}`));
+    }, timeoutMs);
+    socket.on('error', () => undefined);
+    socket.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+      const end = got.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(got.slice(0, end + 2));
+    });
+    socket.on('connect', () => socket.write(request));
+  });
+}
+
 function rawExchange(chunks: (string | Buffer)[], opts: { halfClose?: boolean; timeoutMs?: number } = {}): Promise<RawAnswer> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
@@ -525,6 +604,11 @@ test('an Upgrade the server does not take (h2c, or a websocket on a plain route)
   const ws = await rawExchange(['GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'], { halfClose: false });
   assert.equal(ws.status, 200, ws.raw.slice(0, 300));
   assert.equal(typeof JSON.parse(ws.body).revision, 'number');
+  // A watch stream so asked for is served too, and also says Connection: close.
+  const watch = await rawHead('GET /v1/watch?service=orders HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  assert.match(watch, /^HTTP\/1\.1 200/);
+  assert.match(watch, /\r\nconnection: close\r\n/i);
+  assert.match(watch, /text\/event-stream/);
   const missing = await rawExchange(['GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n'], { halfClose: false });
   assert.equal(missing.status, 404);
   assert.match(String(missing.headers['content-type']), /problem\+json/);

@@ -210,6 +210,49 @@ test('a client that reads none of its answers is refused, then cut off; the node
   }
 });
 
+test('requests without a valid id are bounded like the others: a client that reads none of their refusals is cut off', async () => {
+  const node = await startNode();
+  try {
+    const probe = await Client.connect(node.url);
+    probe.send({ type: 'read' });
+    const refusal = await probe.next('error');
+    assert.equal(refusal.problem.field, 'id');
+    const refusalBytes = Buffer.byteLength(JSON.stringify(refusal));
+    const c = await Client.connect(node.url);
+    c.ws.pause(); // reads nothing from here on
+    // Twice what the kernel's buffers and twice the queue's limit hold in refusals.
+    const kernel = socketBufferMax('tcp_rmem') + socketBufferMax('tcp_wmem');
+    const sent = Math.ceil((2 * (kernel + 2 * SESSION_MAX_BUFFERED_BYTES)) / refusalBytes);
+    for (let i = 0; i < sent; i++) c.send('{"type":"read"}');
+    const t0 = Date.now();
+    while ((await call(node.url, 'GET', '/v1/status')).body.sessions > 1 && Date.now() - t0 < 20_000) await sleep(50);
+    assert.equal((await call(node.url, 'GET', '/v1/status')).body.sessions, 1, `the flooding session was cut (${sent} requests sent)`);
+    const refused = Number(/switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#read",status="400"\} (\d+)/.exec(await metricsText(node.url))?.[1] ?? 0);
+    assert.ok(refused > 1 && refused < sent, `the refusals are counted (${refused}), and the cut came before all ${sent} were refused`);
+    probe.send({ type: 'read', id: 1, service: 'none' });
+    assert.equal((await probe.answer(1)).type, 'result', 'another client is served');
+  } finally {
+    await node.close();
+  }
+});
+
+test('a standalone node ignores the header of a cp node\'s forwarded-writes link: the session is a client\'s', async () => {
+  const node = await startNode();
+  try {
+    const c = await Client.connect(node.url, { 'x-switchboard-forwarded-writes': 'n9' });
+    c.send({ type: 'register', id: 1, service: 'fw', instanceId: 'f-1', instance: instance(), planBy: 0, budgetMs: 10 });
+    const r = await c.answer(1);
+    assert.ok(r.type === 'result', JSON.stringify(r));
+    assert.match(r.warnings?.join('\n') ?? '', /planBy/, 'planBy is an unknown field of a client\'s request');
+    assert.equal((r as { at?: unknown }).at, undefined, 'no clock in its results');
+    c.send({ type: 'open', ttlMs: 5000 });
+    assert.equal((await c.next('lease')).ttlMs, 5000, 'a lease can be opened on it');
+    assert.equal(c.inbox.some((m) => m.type === 'clock'), false, 'no clock was sent');
+  } finally {
+    await node.close();
+  }
+});
+
 test('a node that shuts down, or a session another connection took over, answers the requests running before it closes', async () => {
   const node = await startNode({ limits: { sessionGraceMs: 200 } });
   let release!: () => void;
