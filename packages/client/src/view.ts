@@ -158,6 +158,11 @@ export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', '
  */
 export const DEFAULT_MAX_QUEUED_CHANGES = 1_024;
 
+/** The deadline of one call: its own `timeoutMs`, else the view's, else 10 s. */
+function callTimeoutOf(call: CallOptions, view: ServiceOptions): number {
+  return call.timeoutMs ?? view.timeoutMs ?? 10_000;
+}
+
 /** Network errors that mean the request never reached the instance: safe to retry any method. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 
@@ -380,12 +385,12 @@ export class ServiceView extends LoopEmitter implements FeedListener {
     discard?: (result: T) => void,
   ): Promise<T> {
     if (this.closed) throw new ClientClosedError(`view of ${this.service}`);
-    const dl = deadline(`call to ${this.service}`, opts.timeoutMs ?? this.opts.timeoutMs ?? 10_000, opts.signal ?? undefined);
+    const dl = deadline(`call to ${this.service}`, callTimeoutOf(opts, this.opts), opts.signal ?? undefined);
     try {
       // The bulkhead first: calls waiting for the first answer count against its queue too.
       const release = this.bulkhead ? await this.bulkhead.acquire(dl.signal) : undefined;
       try {
-        if (!this.feed.isReady) await this.ready({ signal: dl.signal, timeoutMs: opts.timeoutMs ?? this.opts.timeoutMs ?? 10_000 });
+        if (!this.feed.isReady) await this.ready({ signal: dl.signal, timeoutMs: callTimeoutOf(opts, this.opts) });
         return await this.attempts(fn, opts, dl.signal, classify, discard);
       } finally {
         release?.();
@@ -403,6 +408,7 @@ export class ServiceView extends LoopEmitter implements FeedListener {
     discard?: (result: T) => void,
   ): Promise<T> {
     const maxAttempts = opts.retry ? Math.max(1, opts.maxAttempts ?? this.opts.retry?.maxAttempts ?? 3) : 1;
+    const callTimeoutMs = callTimeoutOf(opts, this.opts);
     const attemptTimeoutMs = opts.attemptTimeoutMs ?? this.opts.attemptTimeoutMs;
     const tried = new Set<string>();
     const ctx: PickContext = { exclude: tried };
@@ -420,6 +426,7 @@ export class ServiceView extends LoopEmitter implements FeedListener {
       // The verdict counts only for the breaker state the attempt was admitted in.
       const admittedIn = b?.generation ?? 0;
       const dl = deadline(`attempt on ${inst.id}`, attemptTimeoutMs, signal);
+      const startedAt = this.clock.now();
       this.load.begin(inst.id);
       let outcome: { result: T } | { error: unknown };
       try {
@@ -431,6 +438,11 @@ export class ServiceView extends LoopEmitter implements FeedListener {
         dl.done();
       }
       const userAborted = signal.aborted && !(signal.reason instanceof TimeoutError);
+      // The call's deadline, not the attempt's, ended an attempt that had less than half the
+      // call's time: the rest went to the bulkhead's queue or to earlier attempts. That
+      // says nothing of the instance, and counting it would let a client's own queue eject
+      // healthy instances under load (and so load the others more).
+      const shortChanged = signal.aborted && !userAborted && this.clock.now() - startedAt < callTimeoutMs / 2;
       // A breaker the instance lost while the attempt ran (it left the view and came back
       // with a new one) takes no verdict: it is no longer the instance's.
       const current = b !== null && this.breakers.get(inst.id) === b ? b : null;
@@ -450,8 +462,8 @@ export class ServiceView extends LoopEmitter implements FeedListener {
         throw err;
       }
       if (current) {
-        if (verdict.failure) current.onFailure(admittedIn);
-        else if (userAborted || verdict.neutral) current.onIgnored(admittedIn);
+        if (verdict.failure && !shortChanged) current.onFailure(admittedIn);
+        else if (userAborted || shortChanged || verdict.neutral) current.onIgnored(admittedIn);
         else current.onSuccess(admittedIn);
         this.breakerChanged(inst.id, current, passBefore);
       }

@@ -295,3 +295,32 @@ test('preferZone with a balancer object is refused, naming the factory form; a f
   assert.equal(v.pick()?.id, 'a');
   v.close();
 });
+
+test('time a call waited in the bulkhead does not count against the instance when its deadline cuts the attempt short', async () => {
+  const v = view([inst('a')], { circuitBreaker: { failureThreshold: 2, cooldownMs: 5_000 }, bulkhead: { maxConcurrent: 1, maxQueued: 10 }, timeoutMs: 200 });
+  // Answers in 150 ms, within the 200 ms deadline; queued behind one another, the later
+  // calls run out of time in the instance's hands (about 50 and 10 ms of it).
+  const healthy = (_: Instance, { signal }: { signal: AbortSignal }): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const t = setTimeout(() => resolve('ok'), 150);
+      signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        reject(signal.reason);
+      });
+    });
+  const out: Promise<string>[] = [];
+  for (let k = 0; k < 3; k++) {
+    out.push(v.call(healthy).then((r) => r, (e: Error) => e.name));
+    await sleep(5);
+  }
+  const results = await Promise.all(out);
+  assert.equal(results[0], 'ok');
+  assert.deepEqual(results, ['ok', 'TimeoutError', 'TimeoutError']);
+  assert.equal(v.circuitState('a'), 'closed', 'the instance is not blamed for the queue');
+  // An instance that takes the whole deadline is blamed: two such calls open its circuit.
+  const hung = (_: Instance, { signal }: { signal: AbortSignal }): Promise<string> => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+  await assert.rejects(v.call(hung), TimeoutError);
+  await assert.rejects(v.call(hung), TimeoutError);
+  assert.equal(v.circuitState('a'), 'open');
+  v.close();
+});
