@@ -15,6 +15,17 @@ function socketBufferMax(name: 'tcp_rmem' | 'tcp_wmem'): number {
   return Number(readFileSync(`/proc/sys/net/ipv4/${name}`, 'utf8').trim().split(/\s+/)[2]);
 }
 
+/** The node's count of sessions once it is down to `n`, or after `ms`. */
+async function sessionsDownTo(url: string, n: number, ms: number): Promise<number> {
+  const t0 = Date.now();
+  let count = (await call(url, 'GET', '/v1/status')).body.sessions;
+  while (count > n && Date.now() - t0 < ms) {
+    await sleep(50);
+    count = (await call(url, 'GET', '/v1/status')).body.sessions;
+  }
+  return count;
+}
+
 async function metricsText(url: string): Promise<string> {
   return (await fetch(`${url}/metrics`)).text();
 }
@@ -189,9 +200,7 @@ test('a client that reads none of its answers is refused, then cut off; the node
     // are only refused (a refusal is small: it takes many to fill the queue a second time).
     const sent = SESSION_MAX_INFLIGHT_REQUESTS + 15_000;
     for (let i = 0; i < sent; i++) c.send({ type: 'read', id: i, service: 'big' });
-    const t0 = Date.now();
-    while ((await call(node.url, 'GET', '/v1/status')).body.sessions > 0 && Date.now() - t0 < 15_000) await sleep(50);
-    assert.equal((await call(node.url, 'GET', '/v1/status')).body.sessions, 0, 'the session was cut');
+    assert.equal(await sessionsDownTo(node.url, 0, 15_000), 0, 'the session was cut');
     const metrics = await metricsText(node.url);
     const answered = Number(/switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#read",status="200"\} (\d+)/.exec(metrics)?.[1] ?? 0);
     const refused = Number(/switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#read",status="429"\} (\d+)/.exec(metrics)?.[1] ?? 0);
@@ -224,9 +233,7 @@ test('requests without a valid id are bounded like the others: a client that rea
     const kernel = socketBufferMax('tcp_rmem') + socketBufferMax('tcp_wmem');
     const sent = Math.ceil((2 * (kernel + 2 * SESSION_MAX_BUFFERED_BYTES)) / refusalBytes);
     for (let i = 0; i < sent; i++) c.send('{"type":"read"}');
-    const t0 = Date.now();
-    while ((await call(node.url, 'GET', '/v1/status')).body.sessions > 1 && Date.now() - t0 < 20_000) await sleep(50);
-    assert.equal((await call(node.url, 'GET', '/v1/status')).body.sessions, 1, `the flooding session was cut (${sent} requests sent)`);
+    assert.equal(await sessionsDownTo(node.url, 1, 20_000), 1, `the flooding session was cut (${sent} requests sent)`);
     const refused = Number(/switchboard_http_requests_total\{method="SESSION",route="\/v1\/session#read",status="400"\} (\d+)/.exec(await metricsText(node.url))?.[1] ?? 0);
     assert.ok(refused > 1 && refused < sent, `the refusals are counted (${refused}), and the cut came before all ${sent} were refused`);
     probe.send({ type: 'read', id: 1, service: 'none' });
