@@ -142,7 +142,9 @@ export async function repairDataDir(dir: string, logger: StorageLogger, now = ne
       const seg = files.segments.find((f) => f.name === d.file);
       if (d.offset < FILE_HEADER_BYTES) await mover.moveWhole(d.file, seg?.seq ?? scan.lastLsn + 1, 'segment');
       else cut = { file: d.file, offset: d.offset, bytes: await mover.cutTail(d.file, d.offset, scan.lastLsn) };
-      for (const f of scan.unread) await mover.moveWhole(f.name, f.seq, 'segment');
+      // The unread segments after it (when the log's first segment is missing, the damage
+      // names the first one there is, which is also the first unread one: moved once).
+      for (const f of scan.unread) if (f.name !== d.file) await mover.moveWhole(f.name, f.seq, 'segment');
     }
     await mover.finish();
     // Records moved aside may have been acknowledged, and their revisions seen by clients:

@@ -23,6 +23,11 @@ import { FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, decodeFrame, sealFrame, wr
 
 /** Items per chunk: small enough that serialising one takes about a millisecond. */
 export const SNAPSHOT_CHUNK_ITEMS = 1000;
+/**
+ * Bytes after which a chunk ends, whatever its items: a sixteenth of the largest frame
+ * (MAX_FRAME_PAYLOAD_BYTES, 64 MiB), as the log's entries are cut at ENTRY_TARGET_BYTES.
+ */
+export const SNAPSHOT_CHUNK_BYTES = 4 * 1024 * 1024;
 /** Bytes gathered before each write to the file. */
 const WRITE_BUFFER_BYTES = 1024 * 1024;
 /** Longest stretch of serialisation between two yields to the event loop. */
@@ -51,9 +56,9 @@ const LISTS: ListKind[] = ['instances', 'leases', 'emptyServices', 'serviceRevis
 
 const listOf = (snap: Snapshot, kind: ListKind): unknown[] => snap[kind] ?? [];
 
-function* chunksOf(snap: Snapshot, lsn: number, chunkItems: number): Generator<Chunk> {
+function metaOf(snap: Snapshot, lsn: number): Extract<Chunk, { kind: 'meta' }> {
   const { epoch, revision } = snap;
-  yield {
+  return {
     kind: 'meta',
     format: 1,
     epoch,
@@ -70,15 +75,6 @@ function* chunksOf(snap: Snapshot, lsn: number, chunkItems: number): Generator<C
     ...(snap.replica ? { replica: snap.replica.length } : {}),
     ...(snap.replicaSettings ? { replicaSettings: snap.replicaSettings.length } : {}),
   };
-  let frames = 1;
-  for (const kind of LISTS) {
-    const list = listOf(snap, kind);
-    for (let i = 0; i < list.length; i += chunkItems) {
-      yield { kind, items: list.slice(i, i + chunkItems) } as Chunk;
-      frames++;
-    }
-  }
-  yield { kind: 'end', frames };
 }
 
 /**
@@ -122,35 +118,53 @@ class FrameOut {
 }
 
 /**
- * An instances chunk, encoded into `out` as frame `seq` piece by piece: each instance's
- * text is taken from the core when it has it for exactly that object (instances are
- * replaced, never changed in place), else serialised. Joining a chunk's instances into one
- * string first, which then had to be flattened, measured and encoded, made writing a
- * 100,000-instance snapshot take about twice the CPU (storage.md).
+ * The items of one list, encoded into `out` as frames from `seq` on, item by item; returns
+ * the next frame's number. A frame ends after `chunkItems` items or once it holds
+ * SNAPSHOT_CHUNK_BYTES, whichever comes first, so that no list the limits allow makes a
+ * frame larger than the largest one (instances with 16 KiB of metadata in control
+ * characters take about 100 KB each). An instance's text is taken from the core when it
+ * has it for exactly that object (instances are replaced, never changed in place), else
+ * serialised: joining a chunk's instances into one string first, which then had to be
+ * flattened, measured and encoded, made writing a 100,000-instance snapshot take about
+ * twice the CPU (storage.md).
  */
-async function putInstancesFrame(out: FrameOut, seq: number, items: Snapshot['instances'], instanceJson: InstanceJson): Promise<void> {
-  let start = out.filled;
-  let at = start + FRAME_HEADER_BYTES;
-  for (let i = -1; i <= items.length; i++) {
-    let text: string;
-    if (i === -1) text = '{"kind":"instances","items":[';
-    else if (i === items.length) text = ']}';
-    else {
-      const item = items[i] as Snapshot['instances'][number];
-      const cached = instanceJson(item.instance);
-      text = (i > 0 ? ',' : '') + (cached === undefined ? JSON.stringify(item) : `{"instance":${cached},"specs":${JSON.stringify(item.specs)}}`);
+async function putListFrames(out: FrameOut, seq: number, kind: ListKind, items: readonly unknown[], chunkItems: number, instanceJson: InstanceJson | undefined): Promise<number> {
+  const textOf = (item: unknown): string => {
+    if (kind !== 'instances' || !instanceJson) return JSON.stringify(item);
+    const it = item as Snapshot['instances'][number];
+    const cached = instanceJson(it.instance);
+    return cached === undefined ? JSON.stringify(it) : `{"instance":${cached},"specs":${JSON.stringify(it.specs)}}`;
+  };
+  let busySince = performance.now();
+  for (let first = 0; first < items.length; ) {
+    let start = out.filled;
+    let at = start + FRAME_HEADER_BYTES;
+    const put = async (text: string): Promise<void> => {
+      // A UTF-16 code unit takes at most 3 bytes of UTF-8.
+      if (at + 3 * text.length > out.buf.length) {
+        const moved = await out.room(at, 3 * text.length);
+        at -= start - moved;
+        start = moved;
+      }
+      at += out.buf.write(text, at, 'utf8');
+      // Checked as it grows, so that an oversized chunk fails before its buffer grows far.
+      if (at - start - FRAME_HEADER_BYTES > MAX_FRAME_PAYLOAD_BYTES) throw new Error(`a snapshot chunk of more than ${MAX_FRAME_PAYLOAD_BYTES} bytes exceeds the largest frame`);
+    };
+    await put(`{"kind":"${kind}","items":[`);
+    let i = first;
+    while (i < items.length && i - first < chunkItems && at - start < SNAPSHOT_CHUNK_BYTES) {
+      await put((i > first ? ',' : '') + textOf(items[i]));
+      i++;
     }
-    // A UTF-16 code unit takes at most 3 bytes of UTF-8.
-    if (at + 3 * text.length > out.buf.length) {
-      const moved = await out.room(at, 3 * text.length);
-      at -= start - moved;
-      start = moved;
+    await put(']}');
+    out.filled = sealFrame(out.buf, start, at, seq++, 0);
+    first = i;
+    if (performance.now() - busySince > MAX_BUSY_MS) {
+      await yieldToLoop();
+      busySince = performance.now();
     }
-    at += out.buf.write(text, at, 'utf8');
-    // Checked as it grows, so that an oversized chunk fails before its buffer grows far.
-    if (at - start - FRAME_HEADER_BYTES > MAX_FRAME_PAYLOAD_BYTES) throw new Error(`a snapshot chunk of more than ${MAX_FRAME_PAYLOAD_BYTES} bytes exceeds the largest frame`);
   }
-  out.filled = sealFrame(out.buf, start, at, seq, 0);
+  return seq;
 }
 
 /**
@@ -166,22 +180,15 @@ export async function writeSnapshotFile(dir: string, lsn: number, snap: Snapshot
   try {
     const out = new FrameOut(fh);
     out.filled = encodeFileHeader({ kind: 'snapshot', seq: lsn, epoch: snap.epoch }).copy(out.buf, 0);
-    let seq = 0;
-    let busySince = performance.now();
-    for (const chunk of chunksOf(snap, lsn, chunkItems)) {
-      if (chunk.kind === 'instances' && instanceJson) await putInstancesFrame(out, seq++, chunk.items, instanceJson);
-      else {
-        const text = JSON.stringify(chunk);
-        const size = FRAME_HEADER_BYTES + Buffer.byteLength(text, 'utf8');
-        if (size > MAX_FRAME_PAYLOAD_BYTES + FRAME_HEADER_BYTES) throw new Error(`a snapshot chunk of ${size} bytes exceeds the largest frame`);
-        const start = await out.room(out.filled, size); // may replace out.buf
-        out.filled = writeFrame(out.buf, start, seq++, 0, text);
-      }
-      if (performance.now() - busySince > MAX_BUSY_MS) {
-        await yieldToLoop();
-        busySince = performance.now();
-      }
-    }
+    const putChunk = async (seq: number, chunk: Chunk): Promise<void> => {
+      const text = JSON.stringify(chunk);
+      const start = await out.room(out.filled, FRAME_HEADER_BYTES + Buffer.byteLength(text, 'utf8')); // may replace out.buf
+      out.filled = writeFrame(out.buf, start, seq, 0, text);
+    };
+    await putChunk(0, metaOf(snap, lsn));
+    let seq = 1;
+    for (const kind of LISTS) seq = await putListFrames(out, seq, kind, listOf(snap, kind), chunkItems, instanceJson);
+    await putChunk(seq, { kind: 'end', frames: seq });
     await out.flush();
     await fh.sync();
     bytes = out.position;

@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Entry, Snapshot } from '../../src/core/entry.js';
-import { readSnapshotFile, writeSnapshotFile } from '../../src/storage/snapshot.js';
+import { SNAPSHOT_CHUNK_BYTES, SNAPSHOT_CHUNK_ITEMS, readSnapshotFile, writeSnapshotFile } from '../../src/storage/snapshot.js';
+import { FILE_HEADER_BYTES } from '../../src/storage/file-header.js';
+import { DEFAULT_LIMITS } from '@switchboard/protocol';
 import { BATCH_END, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, decodeFrame, encodeFrame, writeFrame } from '../../src/storage/record.js';
 import { entryJson, setEntryJson } from '../../src/storage/wal.js';
 import { freshEpoch, instance, putEntry, storage, tempDir } from './fixtures.js';
@@ -141,6 +143,38 @@ test('an instances chunk larger than the largest frame fails the snapshot and le
     const snap: Snapshot = { format: 1, epoch: 'ep1', revision: 2, leases: [], instances, emptyServices: [], serviceRevisions: [], serviceSettings: [], histories: [] };
     await assert.rejects(writeSnapshotFile(t.dir, 3, snap, 1000, (i) => JSON.stringify(i)), /exceeds the largest frame/);
     assert.deepEqual(readdirSync(t.dir), [], 'the temporary file is removed');
+  } finally {
+    t.remove();
+  }
+});
+
+test('a list too large for one frame at the item count is cut by bytes: 700 instances of 16 KiB of control characters snapshot and read back', async () => {
+  const t = tempDir('snap-bytes');
+  try {
+    const meta = { k: '\u0001'.repeat(DEFAULT_LIMITS.maxMetadataBytes - 1) }; // 6 bytes of JSON each: about 98 KB an instance
+    const instances: Snapshot['instances'] = [];
+    for (let k = 0; k < 700; k++) {
+      const i = instance(`i-${k}`, k + 1);
+      i.metadata = meta;
+      instances.push({ instance: i, specs: [] });
+    }
+    const snap: Snapshot = { format: 1, epoch: 'ep1', revision: 700, leases: [], instances, emptyServices: [], serviceRevisions: [], serviceSettings: [], histories: [] };
+    const file = await writeSnapshotFile(t.dir, 5, snap, SNAPSHOT_CHUNK_ITEMS, (i) => JSON.stringify(i));
+    assert.ok(file.bytes > MAX_FRAME_PAYLOAD_BYTES, `more than one frame could hold (${file.bytes} bytes)`);
+    const buf = readFileSync(join(t.dir, file.name));
+    const itemBytes = Buffer.byteLength(JSON.stringify(instances[0]));
+    let largest = 0;
+    for (let at = FILE_HEADER_BYTES; at < buf.length; ) {
+      const d = decodeFrame(buf, at);
+      assert.equal(d.kind, 'frame');
+      if (d.kind !== 'frame') break;
+      largest = Math.max(largest, d.frame.payload.length);
+      at = d.frame.end;
+    }
+    assert.ok(largest <= SNAPSHOT_CHUNK_BYTES + itemBytes + 64, `no frame holds much more than SNAPSHOT_CHUNK_BYTES (${largest})`);
+    const back = await readSnapshotFile(t.dir, file.name, 5);
+    assert.equal(back.snapshot.instances.length, 700);
+    assert.deepEqual(back.snapshot.instances[699], JSON.parse(JSON.stringify(instances[699])));
   } finally {
     t.remove();
   }

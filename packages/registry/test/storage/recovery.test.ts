@@ -3,7 +3,7 @@
 // command), and `switchboard storage repair` then keeps exactly what preceded the damage.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FILE_HEADER_BYTES } from '../../src/storage/file-header.js';
 import { segmentFileName } from '../../src/storage/layout.js';
@@ -124,6 +124,31 @@ test('a flipped byte in the middle of the log fails open naming file, offset and
     const s3 = storage(t.dir);
     assert.equal((await s3.open(freshEpoch)).revisionFloor, rec.revisionFloor, 'the floor is kept in meta.json');
     await s3.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a missing first segment: open refuses; repair moves every later segment aside once and the directory opens above their revisions', async () => {
+  const t = tempDir('rec-missing-first');
+  try {
+    const s = storage(t.dir, { segmentMaxBytes: 1 });
+    await s.open(freshEpoch);
+    await appendEach(s, entries(1, 6));
+    await s.close();
+    const segments = segmentFiles(t.dir);
+    assert.ok(segments.length >= 3, `one segment per record (${segments.length})`);
+    unlinkSync(join(t.dir, segments[0]!));
+    await assert.rejects(storage(t.dir).open(freshEpoch), /LSN 1 is the next one needed/);
+    const repair = await storageCli(['repair', '--data-dir', t.dir]);
+    assert.equal(repair.code, 0, repair.stderr);
+    const damaged = readdirSync(t.dir).filter((n) => n.startsWith('damaged-'));
+    assert.deepEqual(readdirSync(join(t.dir, damaged[0]!)).sort(), segments.slice(1), 'each later segment moved aside, once');
+    const s2 = storage(t.dir);
+    const rec = await s2.open(freshEpoch);
+    assert.deepEqual(rec.entries, []);
+    assert.ok((rec.revisionFloor ?? 0) >= 6, `revision floor ${rec.revisionFloor}`);
+    await s2.close();
   } finally {
     t.remove();
   }
