@@ -33,6 +33,26 @@ interface Queued {
   attempts: number;
 }
 
+/**
+ * Where a webhook's messages go: its URL without the user and password it may carry, which
+ * are sent as HTTP basic authentication instead (fetch refuses a URL with credentials).
+ */
+export function webhookTarget(url: string): { url: string; authorization: string | null } {
+  const u = new URL(url);
+  if (u.username === '' && u.password === '') return { url, authorization: null };
+  const credentials = `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`;
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), authorization: `Basic ${Buffer.from(credentials).toString('base64')}` };
+}
+
+/** `text` with every form of the webhook's URL replaced by its display form. */
+function scrub(text: string, ...urls: string[]): string {
+  let out = text;
+  for (const u of urls) out = out.split(u).join(displayUrl(u));
+  return out;
+}
+
 /** The URL as shown in status: no credentials, no query (either may hold a secret). */
 export function displayUrl(url: string): string {
   try {
@@ -57,7 +77,11 @@ export class Webhook {
   private lastError: string | null = null;
   private lastDeliveredAt: string | null = null;
 
-  constructor(private readonly opts: WebhookOptions) {}
+  private readonly target: { url: string; authorization: string | null };
+
+  constructor(private readonly opts: WebhookOptions) {
+    this.target = webhookTarget(opts.url);
+  }
 
   get pending(): number {
     return this.queue.length;
@@ -134,10 +158,11 @@ export class Webhook {
   private async attempt(message: AlertMessage): Promise<string | null | { final: string }> {
     const post = this.opts.fetch ?? fetch;
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.opts.limits.alertWebhookTimeoutMs)]);
+    const { url, authorization } = this.target;
     try {
-      const res = await post(this.opts.url, {
+      const res = await post(url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'user-agent': 'switchboard-alerts/1' },
+        headers: { 'content-type': 'application/json', 'user-agent': 'switchboard-alerts/1', ...(authorization ? { authorization } : {}) },
         body: JSON.stringify({ ...message, sentAt: new Date().toISOString() }),
         signal,
       });
@@ -149,7 +174,8 @@ export class Webhook {
     } catch (err) {
       const e = err as Error & { cause?: { code?: string; message?: string } };
       if (e.name === 'TimeoutError') return `no answer within ${this.opts.limits.alertWebhookTimeoutMs} ms (alertWebhookTimeoutMs)`;
-      return e.cause?.code ?? e.cause?.message ?? e.message;
+      // Shown in /v1/status and the log: never the URL's query, which may hold a secret.
+      return scrub(e.cause?.code ?? e.cause?.message ?? e.message, this.opts.url, url);
     }
   }
 

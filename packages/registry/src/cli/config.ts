@@ -11,6 +11,7 @@ import { hostname } from 'node:os';
 import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, isAddress, isNodeId, peerIdsOfSubjectAltName, type Limits, type Mode } from '@switchboard/protocol';
 import { CheckNetworks, DEFAULT_DENY_NETWORKS, parseNetwork } from '../health/networks.js';
 import { TokenFileError, parseTokenFile, type ApiToken } from '../api/auth.js';
+import { displayUrl } from '../alerts/webhooks.js';
 
 export interface AgentConfig {
   mode: Mode;
@@ -752,7 +753,14 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     peerSecret: peerSecretOf(pick),
     peerTls: peerTlsOf(pick),
     alertWebhooks: get('alertWebhooks', (v, w) => listOf(v, w).map((u) => {
-      if (!/^https?:\/\/\S+$/.test(u)) throw new ConfigError(w, `${w}: "${u}" must be an http(s) URL`);
+      let url: URL | null = null;
+      try {
+        url = new URL(u);
+      } catch {
+        /* refused below */
+      }
+      // Named without its query and credentials: either may hold a secret.
+      if (!/^https?:\/\/\S+$/.test(u) || url === null || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new ConfigError(w, `${w}: "${url ? displayUrl(u) : '(not a URL)'}" must be an http(s) URL, like https://alerts.example.com/hook (a user and password in it are sent as basic authentication)`);
       return u;
     }), []),
     otlpEndpoint: get<string | null>('otlpEndpoint', (v, w) => {

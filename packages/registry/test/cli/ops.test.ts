@@ -411,6 +411,11 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     // The path went onto the instance's own address: the agent's /v1/status answers 200.
     await waitFor('the http check passing', async () => (await inst()).checks.find((c) => c.id === 'http-0')?.status === 'passing');
     assert.match((await inst()).checks.find((c) => c.id === 'http-0')?.output ?? '', /200/);
+    // A URL alone is an http check of that URL, not a path put on the instance's address.
+    const byUrl = await run(url, ['register', 'probe', 'p-3', '--address', '10.0.0.9', '--port', '9', '--check', `http://127.0.0.1:${port}/v1/status,interval=200ms`]);
+    assert.equal(byUrl.code, 0, byUrl.stderr);
+    // The instance's own address (10.0.0.9:9) answers nothing here: passing means the URL was probed.
+    await waitFor('the check of the URL passing', async () => (await api<Instance>(url, 'GET', '/v1/services/probe/instances/p-3')).checks[0]?.status === 'passing');
 
     const pass = await run(url, ['check', 'pass', 'probe', 'p-1', 'beat', '--output', 'queue empty']);
     assert.equal(pass.code, 0, pass.stderr);

@@ -2,6 +2,7 @@
  * `register --check SPEC`: a check declaration (docs/health.md) in one argument,
  *
  *   TYPE[:TARGET][,KEY=VALUE...]      http:/healthz,interval=5s   tcp   grpc:10.0.0.5:9090
+ *   URL[,KEY=VALUE...]                http://10.0.0.9:9000/healthz (an http check of that URL)
  *   ttl=DURATION[,KEY=VALUE...]       ttl=30s,id=beat
  *
  * TYPE is http, tcp, grpc or ttl; TARGET is what the API takes (a URL for http, HOST:PORT
@@ -33,6 +34,8 @@ function refused(message: string): never {
 /** `TYPE` or `TYPE:TARGET` (a leading `ttl=30s` is a ttl check and its first field). */
 function typeAndTarget(head: string): { type: string; target: string | null; fields: string[] } {
   if (head.startsWith('ttl=')) return { type: 'ttl', target: null, fields: [head] };
+  // A URL alone is an http check of that URL (http://HOST:PORT/path, as http:http://...).
+  if (/^https?:\/\//i.test(head)) return { type: 'http', target: head, fields: [] };
   const colon = head.indexOf(':');
   if (colon < 0) return { type: head, target: null, fields: [] };
   return { type: head.slice(0, colon), target: head.slice(colon + 1), fields: [] };
@@ -55,6 +58,9 @@ function fieldsOf(items: string[]): Record<string, unknown> {
 /** An http path alone: put on the instance's own address once --address and --port are known. */
 function pathOf(type: string, target: string | null): string | null {
   if (type !== 'http' || target === null || !target.startsWith('/')) return null;
+  // `//host/...` is a URL without its scheme, not a path: put on the instance's address it
+  // would probe somewhere else than meant.
+  if (target.startsWith('//')) refused(`"${target}" is neither a path nor a URL: give the path (http:/healthz) or the whole URL (http://HOST:PORT/healthz)`);
   if (/\s/.test(target)) refused(`the path "${target}" holds white space`);
   return target;
 }
