@@ -69,6 +69,25 @@ test('a write on one node is read, watched and deregistered through the others',
   }
 });
 
+test('a peer whose link was up when the node started is not counted down in the status', { timeout: 30_000 }, async () => {
+  const net = new LoopbackNet(['a', 'b']);
+  const a = await startApNode(net, 'a');
+  // b's link to a is up before b's engine starts (as a TCP link can be).
+  const link = net.transport('b');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(link.peers()[0]?.reachable, true);
+  const b = await startApNode(net, 'b', { transport: link });
+  try {
+    await eventually('b ready', () => (b.engine.ready ? true : undefined));
+    await new Promise((r) => setTimeout(r, 100));
+    const sync = (await call(b.url, 'GET', '/v1/status')).body.cluster.peerSync as Record<string, { downMs: number | null }>;
+    assert.equal(sync.a?.downMs, null, JSON.stringify(sync));
+  } finally {
+    await b.close();
+    await a.close();
+  }
+});
+
 test('records of an unreachable peer are flagged unconfirmed, then confirmed when it returns', { timeout: 30_000 }, async () => {
   const { net, nodes, close } = await cluster();
   const [a, b] = nodes as [ApTestNode, ApTestNode, ApTestNode];

@@ -100,9 +100,9 @@ export interface ApTestNode {
   close(): Promise<void>;
 }
 
-export async function startApNode(net: LoopbackNet, id: string, opts: { limits?: Partial<Limits>; storage?: Storage } = {}): Promise<ApTestNode> {
+export async function startApNode(net: LoopbackNet, id: string, opts: { limits?: Partial<Limits>; storage?: Storage; transport?: LoopbackTransport } = {}): Promise<ApTestNode> {
   const limits = { ...DEFAULT_LIMITS, apAntiEntropyIntervalMs: 200, apOwnerGraceMs: 1_500, apCatchUpTimeoutMs: 2_000, ...opts.limits };
-  const engine = await ApEngine.open({ nodeId: id, storage: opts.storage ?? new MemoryStorage(), transport: net.transport(id), limits, clock: { now: () => performance.now() }, expiryTickMs: 50 });
+  const engine = await ApEngine.open({ nodeId: id, storage: opts.storage ?? new MemoryStorage(), transport: opts.transport ?? net.transport(id), limits, clock: { now: () => performance.now() }, expiryTickMs: 50 });
   const app = await build({ engine, limits, version: 'test', watchHeartbeatMs: 15_000 });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return {

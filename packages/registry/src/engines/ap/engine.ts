@@ -384,7 +384,7 @@ export class ApEngine extends LocalEngine implements Engine {
     this.removed = opts.removed ?? new RemovedMembers(null);
     for (const id of this.removed.list()) transport.forget(id);
     for (const id of transport.peerIds()) this.peerState.set(id, this.newPeer(false));
-    for (const p of transport.peers()) if (p.reachable) (this.peerState.get(p.id) as PeerState).up = true;
+    for (const p of transport.peers()) if (p.reachable) this.peerState.set(p.id, this.newPeer(true));
     this.readyFlag = this.peerState.size === 0 && opts.expectPeers !== true;
     this.readyReason = this.readyFlag ? 'no peers configured' : 'catching up from a peer';
     transport.onMessage((from, msg) => this.onMessage(from, msg));
