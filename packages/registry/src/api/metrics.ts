@@ -97,7 +97,7 @@ const STATUS_INDEX = Object.fromEntries(ADMIN_STATUSES.map((st, i) => [st, i])) 
 function stateMetrics(registry: client.Registry, engine: Engine): void {
   new client.Gauge({
     name: 'switchboard_namespace_instances',
-    help: 'Registered instances by namespace, health (passing, warning, critical) and admin status (up, down, draining)',
+    help: 'Registered instances by namespace, health (passing, warning, critical) and admin status (up, draining, out_of_service)',
     labelNames: ['namespace', 'health', 'status'] as const,
     registers: [registry],
     collect() {

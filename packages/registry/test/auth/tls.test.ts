@@ -71,6 +71,10 @@ test('the CLI: a certificate for another name, an https:// address without TLS: 
   } finally {
     plain.close();
   }
+  // The other way round: http:// to the agent, which serves HTTPS only.
+  const toTls = await cli(['services'], { SWITCHBOARD_ADDR: agent.url.replace('https://', 'http://') });
+  assert.equal(toTls.code, 1, toTls.stderr);
+  assert.match(toTls.stderr, /closed by the other side\n {2}hint: if the agent serves HTTPS .* give the address as https:\/\/127\.0\.0\.1:\d+/);
 });
 
 test('the CLI reads every certificate failure Node reports, however wrapped, from the one list the SDK and cp nodes use', () => {

@@ -92,12 +92,14 @@ function queryString(q: QueryParams | undefined): string {
 }
 
 /** Describes a network-level failure in a few words. */
+const CLOSED_WITHOUT_ANSWER = 'the connection was closed by the other side';
+
 function networkReason(err: unknown): string | undefined {
   const e = err as { code?: string; message?: string; cause?: unknown; errors?: unknown[] };
   if (err instanceof undiciErrors.HeadersTimeoutError) return `no answer within ${REQUEST_TIMEOUT_MS / 1000}s`;
   if (err instanceof undiciErrors.BodyTimeoutError) return 'the answer stalled';
   if (err instanceof undiciErrors.ConnectTimeoutError) return `connecting timed out after ${CONNECT_TIMEOUT_MS / 1000}s`;
-  if (err instanceof undiciErrors.SocketError) return 'the connection was closed by the other side';
+  if (err instanceof undiciErrors.SocketError) return CLOSED_WITHOUT_ANSWER;
   if (err instanceof undiciErrors.ResponseError) return e.message ?? 'a malformed answer';
   if (e && typeof e.code === 'string') {
     if (e.code === 'ECONNREFUSED') return 'connection refused';
@@ -208,7 +210,10 @@ export class ApiClient {
       if (isAbort(err, opts.signal)) throw err;
       const tls = tlsFailure(err);
       if (tls) throw new UnreachableError(this.addr, tls.reason, tls.hint);
-      throw new UnreachableError(this.addr, networkReason(err) ?? (err instanceof Error ? err.message : String(err)));
+      const reason = networkReason(err) ?? (err instanceof Error ? err.message : String(err));
+      // An agent serving HTTPS closes a plain connection without a word.
+      const plainToTls = reason === CLOSED_WITHOUT_ANSWER && this.addr.startsWith('http://');
+      throw new UnreachableError(this.addr, reason, plainToTls ? `if the agent serves HTTPS (it was started with --tls-cert-file), give the address as https://${this.addr.slice('http://'.length)}` : undefined);
     }
   }
 

@@ -169,7 +169,9 @@ class Watcher {
     const why =
       r.epoch !== this.pos.epoch
         ? `new epoch ${r.epoch} (was ${this.pos.epoch}): the agent lost its data or is another node`
-        : `revision ${this.pos.revision} is older than the events the agent retains`;
+        : this.pos.revision > r.revision
+          ? `revision ${this.pos.revision} is ahead of the agent's (${r.revision}): it is not one this agent made`
+          : `revision ${this.pos.revision} is older than the events the agent retains`;
     const names = this.services.length > 0 ? this.services : (await client.request<ServiceList>('GET', '/v1/services', { query: nsQuery(this.ctx), signal })).services.map((s) => s.name);
     if (out.json) out.jsonLine(raw);
     else out.line(this.lines.render([{ text: clock(), paint: out.style.dim }, `rev ${r.revision}`, { text: 'RESET', paint: out.style.yellow }, `${why}; relisting ${names.length === 0 ? 'every service (none yet)' : names.join(', ')}`]));
