@@ -9,6 +9,7 @@ import type { Engine } from '../engines/engine.js';
 import { openEngine } from '../engines/open.js';
 import { startTracing } from '../telemetry/index.js';
 import { VERSION } from '../version.js';
+import { DirectoryLockedError, LOCK_STALE_MS } from '../storage/lock.js';
 import { ConfigError, defaultNodeId, flagOf, readApiTokens, readPeerRevocationLists, type AgentConfig } from './config.js';
 import { checkListenAddresses, listenRefusal } from './listen.js';
 import { CRL_VERDICTS } from '../engines/ap/net/crl.js';
@@ -64,6 +65,8 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
       setTimeout(() => process.exit(70), FATAL_ANSWER_MS);
     },
   }).catch((err: unknown) => {
+    // Like an address in use: a setting to change (or another agent to stop), exit 2.
+    if (err instanceof DirectoryLockedError) throw new ConfigError('dataDir', err.message.split(': stop that agent')[0] as string, { code: 'DATA_DIR_IN_USE', hint: `stop that agent first, or use another --data-dir${err.elsewhere ? `; a lock of another container or host is taken over ${LOCK_STALE_MS / 1000} s after its owner stops` : `; if pid ${err.pid} is not a switchboard process, remove the LOCK file`}` });
     throw (cfg.mode === 'ap' ? listenRefusal(err, cfg, 'peerAddr') : null) ?? err;
   });
   const alerts = new Alerts({ engine, webhooks: cfg.alertWebhooks, limits: cfg.limits, logger: logger.child({ component: 'alerts' }) });

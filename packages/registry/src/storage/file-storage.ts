@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import type { Entry, Snapshot } from '../core/entry.js';
 import { ensureDir } from './fsutil.js';
-import { acquireLock, type DirLock } from './lock.js';
+import { acquireLock, type DirLock, type LockTiming } from './lock.js';
 import { stderrLogger, type StorageLogger } from './logger.js';
 import { recover } from './recovery.js';
 import { trimDataDir } from './retention.js';
@@ -48,6 +48,8 @@ export interface FileStorageOptions extends Partial<FileStorageLimits> {
   logger?: StorageLogger;
   /** Tests only: replaces fdatasync to inject faults. */
   sync?: (fh: FileHandle) => Promise<void>;
+  /** Tests only: shorter lock refreshes and staleness than LOCK_HEARTBEAT_MS and LOCK_STALE_MS. */
+  lockTiming?: LockTiming;
   /** Told about each group commit of the log (metrics); optional. */
   observer?: StorageObserver;
 }
@@ -64,6 +66,8 @@ export class FileStorage implements Storage {
   private readonly logger: StorageLogger;
   private wal: WalWriter | null = null;
   private lock: DirLock | null = null;
+  /** Set when this directory's lock was found taken by another process. */
+  private lockLost: Error | null = null;
   private epoch = '';
   /** Records and bytes counted at the last snapshot, to tell when the next is due. */
   private mark = { appends: 0, bytes: 0 };
@@ -82,7 +86,9 @@ export class FileStorage implements Storage {
   async open(newEpoch: () => string): Promise<Recovered> {
     if (this.wal) throw new Error(`storage ${this.location} is already open`);
     await ensureDir(this.location);
-    this.lock = await acquireLock(this.location, this.logger);
+    // Another process that took this directory (it judged this one stopped) gets it alone:
+    // from then on nothing more is written here, and the node, whose writes fail, stops.
+    this.lock = await acquireLock(this.location, this.logger, { onLost: (why) => (this.lockLost = new Error(`${why}; this node writes nothing more to ${this.location}`)), ...(this.opts.lockTiming ? { timing: this.opts.lockTiming } : {}) });
     try {
       const rec = await recover(this.location, newEpoch, this.logger);
       const wal = await WalWriter.open({ ...this.limits, dir: this.location, epoch: rec.epoch, sync: this.opts.sync, observer: this.opts.observer }, rec.tail, rec.lastLsn);
@@ -101,6 +107,7 @@ export class FileStorage implements Storage {
 
   append(entry: Entry): Promise<void> {
     if (!this.wal) return Promise.reject(new Error(`storage ${this.location} is not open`));
+    if (this.lockLost) return Promise.reject(this.lockLost);
     return this.wal.append(entry);
   }
 
@@ -126,6 +133,7 @@ export class FileStorage implements Storage {
   writeSnapshot(snapshot: Snapshot, instanceJson?: InstanceJson): Promise<void> {
     const wal = this.wal;
     if (!wal) return Promise.reject(new Error(`storage ${this.location} is not open`));
+    if (this.lockLost) return Promise.reject(this.lockLost);
     if (snapshot.epoch !== this.epoch) return Promise.reject(new Error(`snapshot of epoch ${snapshot.epoch} given to a directory of epoch ${this.epoch}`));
     const cut = wal.cut();
     this.mark = { appends: wal.stats.appends, bytes: wal.stats.bytesEncoded };

@@ -3,7 +3,9 @@
 // command), and `switchboard storage repair` then keeps exactly what preceded the damage.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, truncateSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { FILE_HEADER_BYTES } from '../../src/storage/file-header.js';
 import { segmentFileName } from '../../src/storage/layout.js';
@@ -208,10 +210,47 @@ test('a second open of a directory in use fails naming the pid; a dead owner\'s 
     const s2 = storage(t.dir, { logger });
     await s2.open(freshEpoch);
     assert.ok(logger.lines.some((l) => /stale/.test(l.msg) && l.obj.pid === 2147483646));
-    assert.equal(readFileSync(join(t.dir, 'LOCK'), 'utf8').trim(), String(process.pid));
+    assert.equal(readFileSync(join(t.dir, 'LOCK'), 'utf8').split('\n')[0], String(process.pid));
     await s2.close();
     assert.ok(!existsSync(join(t.dir, 'LOCK')), 'close removes the lock');
   } finally {
+    t.remove();
+  }
+});
+
+test('a lock of another PID namespace (a container) counts while its owner refreshes it, even with our pid; a stale one is taken over; a node whose lock is taken writes no more', async () => {
+  const t = tempDir('rec-lock-ns');
+  const timing = { heartbeatMs: 100, staleMs: 600 };
+  const lockPath = join(t.dir, 'LOCK');
+  // Another container's agent: pid 1 in its namespace may be our own pid number too.
+  const foreign = (token: string): string => `${process.pid}\n${JSON.stringify({ pidNs: 'pid:[1]', boot: readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), host: hostname(), token })}\n`;
+  let refreshing: NodeJS.Timeout | undefined;
+  try {
+    writeFileSync(lockPath, foreign('theirs'));
+    refreshing = setInterval(() => utimesSync(lockPath, new Date(), new Date()), 50);
+    const t0 = Date.now();
+    await assert.rejects(storage(t.dir, { lockTiming: timing }).open(freshEpoch), /in use by process \d+ in another PID namespace/);
+    assert.ok(Date.now() - t0 >= timing.staleMs, 'it waited for the lock to go stale first');
+    clearInterval(refreshing);
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(lockPath, old, old);
+    const logger = captureLogger();
+    const s = storage(t.dir, { logger, lockTiming: timing });
+    await s.open(freshEpoch);
+    assert.ok(logger.lines.some((l) => /stale data directory lock: not refreshed/.test(l.msg)), JSON.stringify(logger.lines));
+    await appendEach(s, entries(1, 2));
+    // Its lock is refreshed while it runs.
+    const before = statSync(lockPath).mtimeMs;
+    await sleep(3 * timing.heartbeatMs);
+    assert.ok(statSync(lockPath).mtimeMs > before, 'the lock is refreshed');
+    // Another process takes the directory (it judged this node stopped): no more writes here.
+    writeFileSync(lockPath, foreign('another'));
+    await sleep(3 * timing.heartbeatMs);
+    await assert.rejects(s.append(entries(3, 3)[0]!), /lock .* was taken by process/);
+    await s.close();
+    assert.equal(JSON.parse(readFileSync(lockPath, 'utf8').split('\n')[1]!).token, 'another', 'close leaves the other process its lock');
+  } finally {
+    clearInterval(refreshing);
     t.remove();
   }
 });
