@@ -2,7 +2,7 @@ import { useEffect, useMemo, useState, useSyncExternalStore, type FormEvent } fr
 import { useNow } from './hooks';
 import { PageTitle } from './views/parts';
 import { LiveRegistry, type State } from './store';
-import { UNREACHABLE, token } from './api';
+import { UNREACHABLE, cleanToken, token } from './api';
 import { Link, href, navigate, parseRoute, useLocation, type Route } from './router';
 import { ago, clock } from './format';
 import { ServicesView } from './views/Services';
@@ -13,15 +13,17 @@ import { EventsView } from './views/Events';
 
 const NS_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
-function namespaceFromUrl(): string {
-  const ns = new URLSearchParams(location.search).get('namespace');
+function namespaceOf(search: string): string {
+  const ns = new URLSearchParams(search).get('namespace');
   return ns && NS_PATTERN.test(ns) ? ns : 'default';
 }
 
 export function App() {
-  const path = useLocation();
+  const { path, search } = useLocation();
   const route = parseRoute(path);
-  const [namespace, setNamespace] = useState(namespaceFromUrl);
+  // From the URL at every render, so that Back and Forward across a change of namespace
+  // show the namespace their URL names.
+  const namespace = namespaceOf(search);
   const live = useMemo(() => new LiveRegistry(namespace), [namespace]);
   useEffect(() => {
     live.start();
@@ -37,9 +39,7 @@ export function App() {
     const params = new URLSearchParams(location.search);
     if (ns === 'default') params.delete('namespace');
     else params.set('namespace', ns);
-    const search = params.size > 0 ? `?${params}` : '';
-    setNamespace(ns);
-    navigate(href.services(), search);
+    navigate(href.services(), params.size > 0 ? `?${params}` : '');
   };
 
   const stale = state.connection !== 'live';
@@ -193,19 +193,23 @@ function ConnectionBadge({ state }: { state: State }) {
 }
 
 /** A registry that requires a token (401): asks for one, keeps it for this tab and starts over. */
-function TokenForm() {
+function TokenForm({ problem }: { problem: string | null }) {
   const [value, setValue] = useState('');
+  const [unusable, setUnusable] = useState(false);
   const had = token.get() !== null;
   const submit = (e: FormEvent): void => {
     e.preventDefault();
     if (value.trim() === '') return;
-    token.set(value.trim());
+    const t = cleanToken(value);
+    if (t === null) return setUnusable(true);
+    token.set(t);
     location.reload();
   };
   return (
     <form className="banner token-form" role="alert" onSubmit={submit}>
       <div>
-        <strong>This registry needs a token.</strong> {had ? 'The token given was not accepted. ' : ''}
+        <strong>This registry needs a token.</strong> {had ? `The token given was not accepted${problem ? ` (${problem})` : ''}. ` : ''}
+        {unusable ? 'That token holds a character a token cannot have (outside printable ASCII): check what was pasted. ' : ''}
         Enter a token of scope read (it is kept for this tab only).
       </div>
       <label>
@@ -220,7 +224,7 @@ function TokenForm() {
 function Banner({ state, onRetry }: { state: State; onRetry: () => void }) {
   const now = useNow(500);
   if (state.connection !== 'unreachable') return null;
-  if (state.needsToken) return <TokenForm />;
+  if (state.needsToken) return <TokenForm problem={state.problem} />;
   const inSec = state.retryAt ? Math.max(0, Math.ceil((state.retryAt - now) / 1000)) : 0;
   return (
     <div className="banner" role="alert">

@@ -45,10 +45,23 @@ const TOKEN_KEY = 'switchboard.token';
  * sessionStorage: for this tab only, gone when it closes, never sent anywhere but the
  * page's own origin.
  */
+/**
+ * A token as typed or pasted, without the white space and invisible characters a copy may
+ * bring along (a zero-width space, a byte order mark); null when what is left cannot be
+ * sent in a header (a character outside printable ASCII), which the form then says.
+ */
+export function cleanToken(value: string): string | null {
+  const t = value.replace(/[\s\u200B-\u200D\u2060\uFEFF]/g, '');
+  return t !== '' && /^[\x21-\x7e]+$/.test(t) ? t : null;
+}
+
 export const token = {
   get(): string | null {
     try {
-      return sessionStorage.getItem(TOKEN_KEY);
+      const t = sessionStorage.getItem(TOKEN_KEY);
+      // One that cannot be sent (kept by an earlier version) would make every call fail as
+      // if the registry were down: asked for again instead.
+      return t !== null && cleanToken(t) === t ? t : null;
     } catch {
       return null;
     }
@@ -64,8 +77,12 @@ export function authHeaders(): Record<string, string> {
   return t ? { authorization: `Bearer ${t}` } : {};
 }
 
-/** The registry refused the call for want of an accepted token (401 UNAUTHENTICATED). */
-export const needsToken = (err: unknown): boolean => err instanceof ApiError && err.status === 401;
+/**
+ * The registry refused the call for want of an accepted token: none or a wrong one (401
+ * UNAUTHENTICATED), or one whose scope does not allow reading (403 FORBIDDEN, such as a
+ * forward token): either way the form asks for another.
+ */
+export const needsToken = (err: unknown): boolean => err instanceof ApiError && (err.status === 401 || err.status === 403);
 
 /** GET a JSON document; throws ApiError. */
 export async function getJson<T>(path: string, signal?: AbortSignal): Promise<T> {

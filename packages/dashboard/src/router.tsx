@@ -46,10 +46,14 @@ export function navigate(to: string, search = location.search): void {
   for (const l of listeners) l();
 }
 
-export function useLocation(): string {
-  const [path, setPath] = useState(location.pathname);
+/**
+ * The page's path and query, followed through links, Back and Forward: the query holds the
+ * namespace, so a page must follow it as well as the path.
+ */
+export function useLocation(): { path: string; search: string } {
+  const [at, setAt] = useState(() => ({ path: location.pathname, search: location.search }));
   useEffect(() => {
-    const update = (): void => setPath(location.pathname);
+    const update = (): void => setAt((prev) => (prev.path === location.pathname && prev.search === location.search ? prev : { path: location.pathname, search: location.search }));
     listeners.add(update);
     addEventListener('popstate', update);
     return () => {
@@ -57,7 +61,7 @@ export function useLocation(): string {
       removeEventListener('popstate', update);
     };
   }, []);
-  return path;
+  return at;
 }
 
 /** A real link (middle-click, copy, open in new tab work) that navigates in place. */

@@ -28,6 +28,12 @@ export const HIDDEN_RELEASE_MS = 60_000;
 export const STATUS_EVERY_MS = 2_000;
 /** Shortest gap between two reads of the service list while events stream in. */
 export const LIST_COALESCE_MS = 150;
+/**
+ * Stream events are applied together, at most this long after the first of them: a burst
+ * (a deploy registering thousands of instances) makes one update of the page per batch,
+ * not one per event, each of which copied the open service's instances.
+ */
+export const EVENT_BATCH_MS = 50;
 
 export type Connection = 'connecting' | 'live' | 'unreachable';
 
@@ -112,6 +118,10 @@ export class LiveRegistry {
   private serviceLoad: AbortController | null = null;
   /** Events of the open service that arrive while it is being listed. */
   private pending: WatchEvent[] = [];
+  /** Stream events not applied yet (EVENT_BATCH_MS). */
+  private incoming: WatchEvent[] = [];
+  private incomingTimer: ReturnType<typeof setTimeout> | null = null;
+  private closeTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(namespace: string) {
     this.state = {
@@ -161,6 +171,9 @@ export class LiveRegistry {
     this.run.abort();
     this.serviceLoad?.abort();
     if (this.listTimer) clearTimeout(this.listTimer);
+    if (this.incomingTimer) clearTimeout(this.incomingTimer);
+    this.incoming = [];
+    if (this.closeTimer) clearTimeout(this.closeTimer);
   }
 
   /** Retry at once instead of waiting for the backoff (the banner's button). */
@@ -309,9 +322,13 @@ export class LiveRegistry {
   }
 
   private onReset(r: ResetEvent): void {
+    this.applyIncoming(); // the events before it, in order
     // The old position is useless; until the lists are read again there is none, so a drop
     // in between reconnects from "now" and relists (as every connection does).
     this.lastEventId = null;
+    // Another epoch (a node that restarted in memory, or another node): its revisions
+    // start again, so none of its events is one replayed on opening.
+    if (this.state.epoch !== null && r.epoch !== this.state.epoch) this.backlogUpTo = 0;
     this.set({ epoch: r.epoch });
     void this.relist().then(() => {
       this.lastEventId ??= `${r.epoch}:${r.revision}`;
@@ -321,19 +338,43 @@ export class LiveRegistry {
   private onChange(ev: WatchEvent, id: string | null): void {
     if (ev.namespace !== this.state.namespace) return;
     if (id) this.lastEventId = id;
+    this.incoming.push(ev);
+    this.incomingTimer ??= setTimeout(() => this.applyIncoming(), EVENT_BATCH_MS);
+  }
+
+  /** Applies the stream events received since the last batch, in order, as one update. */
+  private applyIncoming(): void {
+    if (this.incomingTimer) clearTimeout(this.incomingTimer);
+    this.incomingTimer = null;
+    const batch = this.incoming;
+    this.incoming = [];
+    if (batch.length === 0) return;
     const now = Date.now();
-    const epochChanged = this.state.epoch !== null && this.state.epoch !== ev.epoch;
-    if (epochChanged) this.backlogUpTo = 0;
-    const feed = [{ key: ++this.feedKey, receivedAt: now, earlier: ev.revision <= this.backlogUpTo, ev }, ...this.state.feed];
+    let { epoch, status, lastEventAt } = this.state;
+    const added: FeedEntry[] = [];
+    const forService: WatchEvent[] = [];
+    let relist = false;
+    for (const ev of batch) {
+      const epochChanged = epoch !== null && epoch !== ev.epoch;
+      if (epochChanged) {
+        this.backlogUpTo = 0;
+        relist = true;
+        forService.length = 0; // the relist reads the service again
+      }
+      added.push({ key: ++this.feedKey, receivedAt: now, earlier: ev.revision <= this.backlogUpTo, ev });
+      if (status && ev.revision > status.revision) status = { ...status, revision: ev.revision };
+      if (ev.revision > this.backlogUpTo) lastEventAt = now;
+      epoch = ev.epoch;
+      if (!relist) forService.push(ev);
+    }
+    const feed = [...added.reverse(), ...this.state.feed];
     if (feed.length > MAX_FEED_EVENTS) feed.length = MAX_FEED_EVENTS;
-    const status = this.state.status && ev.revision > this.state.status.revision ? { ...this.state.status, revision: ev.revision } : this.state.status;
-    const lastEventAt = ev.revision <= this.backlogUpTo ? this.state.lastEventAt : now;
-    this.set({ feed, eventsReceived: this.state.eventsReceived + 1, lastEventAt, epoch: ev.epoch, status });
-    if (epochChanged) {
+    this.set({ feed, eventsReceived: this.state.eventsReceived + batch.length, lastEventAt, epoch, status });
+    if (relist) {
       void this.relist();
       return;
     }
-    this.applyToService(ev);
+    this.applyToService(forService);
     this.scheduleList();
   }
 
@@ -400,12 +441,30 @@ export class LiveRegistry {
 
   /** Shows one service: lists it and keeps it current from the stream until closed. */
   openService(name: string): void {
+    if (this.closeTimer) {
+      clearTimeout(this.closeTimer);
+      this.closeTimer = null;
+      if (this.state.service?.name !== name) this.closeNow();
+    }
     if (this.state.service?.name === name) return;
     this.set({ service: { name, loading: true, error: null, revision: 0, listedRevision: 0, instances: new Map(), changedAt: new Map(), gone: new Map() } });
     void this.loadService(name);
   }
 
+  /**
+   * Closes the open service once no page opens it again right after: going from a service
+   * to one of its instances (the next page opens the same service) keeps what the first
+   * saw, such as the instances removed while it was open, which the instance page shows.
+   */
   closeService(): void {
+    if (this.closeTimer) return;
+    this.closeTimer = setTimeout(() => {
+      this.closeTimer = null;
+      this.closeNow();
+    }, 0);
+  }
+
+  private closeNow(): void {
     this.serviceLoad?.abort();
     this.pending = [];
     this.set({ service: null });
@@ -430,7 +489,7 @@ export class LiveRegistry {
         if (!instances.has(id) && !gone.has(id)) gone.set(id, { epoch: answer.epoch ?? '', revision: answer.revision, type: 'delete', service: name, namespace: inst.namespace, instance: inst });
       }
       let view: ServiceView = bounded({ name, loading: false, error: null, revision: answer.revision, listedRevision: answer.revision, instances, changedAt: new Map(prev.changedAt), gone });
-      for (const ev of this.pending) if (ev.revision > answer.revision) view = patch(view, ev);
+      view = patch(view, this.pending.filter((ev) => ev.revision > answer.revision));
       this.pending = [];
       this.set({ service: view });
     } catch (err) {
@@ -442,14 +501,16 @@ export class LiveRegistry {
     }
   }
 
-  private applyToService(ev: WatchEvent): void {
+  private applyToService(events: WatchEvent[]): void {
     const view = this.state.service;
-    if (!view || view.name !== ev.service) return;
+    if (!view) return;
+    const mine = events.filter((ev) => ev.service === view.name);
+    if (mine.length === 0) return;
     if (view.loading) {
-      this.pending.push(ev);
+      this.pending.push(...mine);
       return;
     }
-    const next = patch(view, ev);
+    const next = patch(view, mine);
     if (next !== view) this.set({ service: next });
   }
 }
@@ -469,20 +530,28 @@ function bounded(view: ServiceView): ServiceView {
   return gone === view.gone && changedAt === view.changedAt ? view : { ...view, gone, changedAt };
 }
 
-/** The view after one event; events at or below an instance's known revision change nothing. */
-function patch(view: ServiceView, ev: WatchEvent): ServiceView {
-  const id = ev.instance.id;
-  const known = view.instances.get(id);
-  if (known ? known.modRevision >= ev.revision : ev.revision <= view.listedRevision) return view;
-  const instances = new Map(view.instances);
-  const gone = new Map(view.gone);
-  if (ev.type === 'put') {
-    instances.set(id, ev.instance);
-    gone.delete(id);
-  } else {
-    instances.delete(id);
-    gone.set(id, ev);
+/**
+ * The view after some events, in order; an event at or below an instance's known revision
+ * changes nothing. The maps are copied once for all of them (a copy per event made a burst
+ * of thousands cost the square of the service's size).
+ */
+function patch(view: ServiceView, events: readonly WatchEvent[]): ServiceView {
+  let next: { instances: Map<string, Instance>; gone: ServiceView['gone']; changedAt: Map<string, number> } | null = null;
+  let revision = view.revision;
+  for (const ev of events) {
+    const id = ev.instance.id;
+    const known = (next?.instances ?? view.instances).get(id);
+    if (known ? known.modRevision >= ev.revision : ev.revision <= view.listedRevision) continue;
+    next ??= { instances: new Map(view.instances), gone: new Map(view.gone), changedAt: new Map(view.changedAt) };
+    if (ev.type === 'put') {
+      next.instances.set(id, ev.instance);
+      next.gone.delete(id);
+    } else {
+      next.instances.delete(id);
+      next.gone.set(id, ev);
+    }
+    next.changedAt.set(id, ev.revision);
+    revision = Math.max(revision, ev.revision);
   }
-  const changedAt = new Map(view.changedAt).set(id, ev.revision);
-  return bounded({ ...view, instances, gone, changedAt, revision: Math.max(view.revision, ev.revision) });
+  return next === null ? view : bounded({ ...view, ...next, revision });
 }

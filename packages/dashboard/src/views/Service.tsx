@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'react';
+import { useEffect, useMemo, useState } from 'react';
 import type { Instance } from '../api';
 import { MAX_GONE, type LiveRegistry, type State } from '../store';
 import { Link, href } from '../router';
@@ -45,11 +45,18 @@ export function ServiceView({ name, state, live }: { name: string; state: State;
   const [health, setHealth] = useState<HealthFilter>('all');
   const [sort, setSort] = useState<Sort>('id');
   const view = state.service?.name === name ? state.service : null;
-  const instances = view ? [...view.instances.values()].sort((a, b) => a.id.localeCompare(b.id)) : [];
-  const shown = instances.filter((i) => matches(i, text.trim().toLowerCase(), health));
-  if (sort === 'worst') shown.sort(worstFirst);
-  const healthy = instances.filter((i) => i.status === 'up' && i.health === 'passing').length;
-  const gone = view ? [...view.gone.values()].sort((a, b) => b.revision - a.revision) : [];
+  // Worked out again only when the instances or the filters change, not at every render
+  // (the status read every 2 s renders the page too): a service may hold thousands.
+  const all = view?.instances;
+  const instances = useMemo(() => (all ? [...all.values()].sort((a, b) => a.id.localeCompare(b.id)) : []), [all]);
+  const shown = useMemo(() => {
+    const out = instances.filter((i) => matches(i, text.trim().toLowerCase(), health));
+    return sort === 'worst' ? out.sort(worstFirst) : out;
+  }, [instances, text, health, sort]);
+  const healthy = useMemo(() => instances.filter((i) => i.status === 'up' && i.health === 'passing').length, [instances]);
+  const spreads = useMemo(() => ({ zones: spread(instances, 'zone'), versions: spread(instances, 'version') }), [instances]);
+  const goneMap = view?.gone;
+  const gone = useMemo(() => (goneMap ? [...goneMap.values()].sort((a, b) => b.revision - a.revision) : []), [goneMap]);
 
   return (
     <section aria-labelledby="page-title">
@@ -66,7 +73,7 @@ export function ServiceView({ name, state, live }: { name: string; state: State;
       </div>
       {instances.length > 0 && (
         <p className="muted small spread">
-          Zones: {spread(instances, 'zone')} · Versions: {spread(instances, 'version')}
+          Zones: {spreads.zones} · Versions: {spreads.versions}
         </p>
       )}
       {view?.error && <ErrorNote error={view.error} what={`service ${name}`} />}

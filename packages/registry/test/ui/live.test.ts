@@ -128,6 +128,8 @@ test('a new epoch (an in-memory agent restarted) relists: what the old one held 
     const addr = new URL(agent.url).host;
     const epoch1 = (await send(agent.url, 'GET', '/v1/status')).epoch;
     await send(agent.url, 'PUT', '/v1/services/orders/instances/old-1', { address: '10.0.0.5', port: 8080 });
+    // The old epoch reaches revision 11, above every revision of the new one's below.
+    for (let i = 0; i < 10; i++) await send(agent.url, 'PUT', `/v1/services/other/instances/x-${i}`, { address: '10.0.0.9', port: 80 });
     const { page, errors } = await openPage(browser, `${agent.url}/ui/services/orders`);
     await page.locator('tr[data-instance="old-1"]').waitFor();
     await page.locator('.conn[data-conn="live"]').waitFor();
@@ -142,6 +144,43 @@ test('a new epoch (an in-memory agent restarted) relists: what the old one held 
     // Revisions restarted from 1: live events of the new epoch still apply.
     await send(agent.url, 'PUT', '/v1/services/orders/instances/new-2', { address: '10.0.0.7', port: 8080 });
     await page.locator('tr[data-instance="new-2"]').waitFor({ timeout: 3_000 });
+    // ... and the event view counts them as live, not as replayed from before it opened
+    // (the new epoch's revisions are below the old one's).
+    await page.getByRole('link', { name: 'Events' }).click();
+    await send(agent.url, 'PUT', '/v1/services/orders/instances/new-3', { address: '10.0.0.8', port: 8080 });
+    const row = page.locator('tbody tr').filter({ hasText: 'new-3' }).first();
+    await row.waitFor({ timeout: 5_000 });
+    assert.equal(await row.getAttribute('data-earlier'), null, 'not marked as from before the page opened');
+    assert.deepEqual(errors, []);
+  } finally {
+    await closePages();
+    await stopAgent(agent);
+  }
+});
+
+test('a burst of 6,000 registrations keeps the open service page responsive; an instance removed meanwhile opens with its last state', { timeout: 90_000 }, async () => {
+  const agent = await startAgent();
+  try {
+    await send(agent.url, 'PUT', '/v1/services/bigs/instances/gone-1', { address: '10.9.9.9', port: 80 });
+    const { page, errors } = await openPage(browser, `${agent.url}/ui/services/bigs`);
+    await page.locator('tr[data-instance="gone-1"]').waitFor();
+    await page.locator('.conn[data-conn="live"]').waitFor();
+    for (let k = 0; k < 6; k++) {
+      const instances = Array.from({ length: 1_000 }, (_, j) => ({ service: 'bigs', id: `b-${k * 1_000 + j}`, address: `10.${k}.${j >> 8}.${j & 255}`, port: 8080 }));
+      await send(agent.url, 'POST', '/v1/instances/batch', { instances });
+    }
+    const t0 = Date.now();
+    await page.evaluate(() => 1); // answered once the page's thread is free
+    const busy = Date.now() - t0;
+    await page.getByText('6001/6001').first().waitFor({ timeout: 10_000 });
+    // One copy of the instances per event made this several seconds (the square of the service's size).
+    assert.ok(busy < 2_000, `the page answered ${busy} ms after the burst`);
+    await send(agent.url, 'DELETE', '/v1/services/bigs/instances/gone-1');
+    await page.locator('[data-gone="gone-1"] a').click();
+    await page.getByRole('heading', { level: 1, name: 'gone-1' }).waitFor();
+    await page.getByText('10.9.9.9:80').first().waitFor({ timeout: 5_000 });
+    await page.goBack();
+    await page.locator('[data-gone="gone-1"]').waitFor({ timeout: 5_000 });
     assert.deepEqual(errors, []);
   } finally {
     await closePages();

@@ -13,6 +13,7 @@ import { closePages, launchBrowser, openPage, stopAgent } from './browser.js';
 
 const READ = 'ui-read-token-0123456789abcdef01234';
 const WRITE = 'ui-write-token-0123456789abcdef0123';
+const FORWARD = 'ui-forward-token-0123456789abcdef01';
 let browser: Browser;
 let agent: AgentProcess;
 let dir: string;
@@ -20,7 +21,7 @@ let dir: string;
 before(async () => {
   browser = await launchBrowser();
   dir = mkdtempSync(join(tmpdir(), 'sb-ui-token-'));
-  writeFileSync(join(dir, 'tokens'), `read ${READ}\nwrite ${WRITE}\n`);
+  writeFileSync(join(dir, 'tokens'), `read ${READ}\nwrite ${WRITE}\nforward ${FORWARD}\n`);
   agent = await spawnAgent(['--dev', '--api-tokens-file', join(dir, 'tokens')]);
 });
 after(async () => {
@@ -58,5 +59,27 @@ test('the dashboard asks for a token, keeps it for the tab and then shows live d
   await page.getByText('o-1').first().waitFor();
   await register('o-2');
   await page.getByText('o-2').first().waitFor();
+  assert.deepEqual(errors, []);
+});
+
+test('a token pasted with an invisible character is cleaned; one that cannot be sent, or whose scope does not read, brings the form back', { timeout: 60_000 }, async () => {
+  await register('o-3');
+  const { page, errors } = await openPage(browser, `${agent.url}/ui/`);
+  const form = page.locator('form.token-form');
+  await form.waitFor();
+  // A forward token: 403, and the form comes back naming why (it used to retry for ever).
+  await form.locator('input[name="token"]').fill(FORWARD);
+  await form.locator('button[type="submit"]').click();
+  await page.locator('form.token-form', { hasText: /403.*scope forward/ }).waitFor();
+  // A character outside printable ASCII: refused by the form, nothing stored.
+  await page.locator('form.token-form input[name="token"]').fill(`${READ}é`);
+  await page.locator('form.token-form button[type="submit"]').click();
+  await page.locator('form.token-form', { hasText: 'a character a token cannot have' }).waitFor();
+  assert.equal(await page.evaluate("sessionStorage.getItem('switchboard.token')"), FORWARD);
+  // The read token with a zero-width space and a byte order mark around it: they are dropped.
+  await page.locator('form.token-form input[name="token"]').fill(`\ufeff${READ}\u200b`);
+  await page.locator('form.token-form button[type="submit"]').click();
+  await page.getByRole('link', { name: 'orders' }).first().waitFor();
+  assert.equal(await page.evaluate("sessionStorage.getItem('switchboard.token')"), READ);
   assert.deepEqual(errors, []);
 });

@@ -285,7 +285,42 @@ test('namespaces: the namespace field switches the whole view and stays in the U
     assert.equal(new URL(page.url()).search, '?namespace=team-a');
     await page.reload();
     await page.locator('tr[data-instance="b-1"]').waitFor();
+    // Back and Forward across the change of namespace show the namespace of their URL.
+    await page.goBack(); // the services of team-a
+    await page.goBack(); // the services of default, before the switch
+    assert.equal(new URL(page.url()).search, '');
+    await page.locator('tr[data-service="orders"]').waitFor();
+    assert.equal(await page.locator('tr[data-service="billing"]').count(), 0);
+    assert.equal(await field.inputValue(), 'default');
+    assert.equal(await page.getByRole('link', { name: 'Services' }).first().getAttribute('href'), '/ui/');
+    await page.goForward();
+    await page.locator('tr[data-service="billing"]').waitFor();
+    assert.equal(await field.inputValue(), 'team-a');
     assert.deepEqual(errors, []);
+  } finally {
+    await closePages();
+    await stopAgent(agent);
+  }
+});
+
+test('a long metadata key and value wrap inside their card: the page stays a readable height and a phone does not scroll sideways', { timeout: 60_000 }, async () => {
+  const agent = await startAgent();
+  try {
+    await send(agent.url, 'PUT', '/v1/services/webx/instances/w-1', { address: '10.0.0.1', port: 80, metadata: { ['k'.repeat(128)]: 'v'.repeat(8_000), short: 'x' } });
+    for (const viewport of [{ width: 1280, height: 800 }, { width: 390, height: 800 }]) {
+      const { page, errors } = await openPage(browser, `${agent.url}/ui/services/webx/instances/w-1`, viewport);
+      await page.getByRole('heading', { level: 1, name: 'w-1' }).waitFor();
+      const layout = (await page.evaluate(`({
+        height: document.documentElement.scrollHeight,
+        scrollW: document.documentElement.scrollWidth,
+        clientW: document.documentElement.clientWidth,
+        narrowest: Math.min(...[...document.querySelectorAll('.facts dd')].map((d) => d.getBoundingClientRect().width)),
+      })`)) as { height: number; scrollW: number; clientW: number; narrowest: number };
+      assert.ok(layout.scrollW <= layout.clientW, `no sideways scroll at ${viewport.width} px: ${JSON.stringify(layout)}`);
+      assert.ok(layout.narrowest > 100, `every value gets room: ${JSON.stringify(layout)}`);
+      assert.ok(layout.height < 30_000, `a readable height: ${JSON.stringify(layout)}`);
+      assert.deepEqual(errors, []);
+    }
   } finally {
     await closePages();
     await stopAgent(agent);
