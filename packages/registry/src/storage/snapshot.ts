@@ -11,7 +11,7 @@
  * the event loop between them, so a large registry does not stall requests while it is
  * saved.
  */
-import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Snapshot } from '../core/entry.js';
@@ -237,26 +237,55 @@ function parseChunk(payload: Buffer): Chunk | string {
   }
 }
 
-/** Reads and checks a whole snapshot file; throws SnapshotDamageError if it is not intact. */
+/**
+ * Reads and checks a whole snapshot file; throws SnapshotDamageError if it is not intact.
+ * Read frame by frame, never whole: a registry of a million instances with full histories
+ * writes a snapshot past 2 GiB, the most one read of a file into memory can take in Node.
+ */
 export async function readSnapshotFile(dir: string, name: string, expectLsn: number): Promise<LoadedSnapshot> {
-  const buf = await readFile(join(dir, name));
-  const h = decodeFileHeader(buf, 'snapshot');
-  if ('error' in h) throw new SnapshotDamageError(name, 0, h.error);
-  if (h.seq !== expectLsn) throw new SnapshotDamageError(name, 0, `header says LSN ${h.seq}, the file name ${expectLsn}`);
-  const st: ReadState = { snap: { format: 1, epoch: h.epoch, revision: 0, leases: [], instances: [], emptyServices: [], serviceRevisions: [], serviceSettings: [], histories: [] }, meta: null, epoch: h.epoch, lsn: h.seq };
-  let offset = FILE_HEADER_BYTES;
-  for (let seq = 0; ; seq++) {
-    const d = decodeFrame(buf, offset);
-    if (d.kind !== 'frame') throw new SnapshotDamageError(name, offset, d.kind === 'short' ? `cut short (${d.reason})` : d.reason);
-    if (d.frame.seq !== seq) throw new SnapshotDamageError(name, offset, `chunk ${d.frame.seq} where ${seq} was expected`);
-    const chunk = parseChunk(d.frame.payload);
-    const problem = typeof chunk === 'string' ? chunk : applyChunk(st, chunk, seq);
-    if (problem !== null) throw new SnapshotDamageError(name, offset, problem);
-    offset = d.frame.end;
-    if ((chunk as Chunk).kind === 'end') break;
+  const fh = await open(join(dir, name), 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const head = Buffer.alloc(Math.min(FILE_HEADER_BYTES, size));
+    await readAt(fh, head, 0);
+    const h = decodeFileHeader(head, 'snapshot');
+    if ('error' in h) throw new SnapshotDamageError(name, 0, h.error);
+    if (h.seq !== expectLsn) throw new SnapshotDamageError(name, 0, `header says LSN ${h.seq}, the file name ${expectLsn}`);
+    const st: ReadState = { snap: { format: 1, epoch: h.epoch, revision: 0, leases: [], instances: [], emptyServices: [], serviceRevisions: [], serviceSettings: [], histories: [] }, meta: null, epoch: h.epoch, lsn: h.seq };
+    let offset = FILE_HEADER_BYTES;
+    const frameHead = Buffer.alloc(FRAME_HEADER_BYTES);
+    for (let seq = 0; ; seq++) {
+      // The frame's header first, for its length; then the whole frame, checked as one.
+      if (offset + FRAME_HEADER_BYTES > size) throw new SnapshotDamageError(name, offset, `cut short (${size - offset} bytes left, less than a frame header)`);
+      await readAt(fh, frameHead, offset);
+      const length = frameHead.readUInt32LE(0);
+      if (length > MAX_FRAME_PAYLOAD_BYTES) throw new SnapshotDamageError(name, offset, `length ${length} exceeds the largest frame`);
+      if (offset + FRAME_HEADER_BYTES + length > size) throw new SnapshotDamageError(name, offset, `cut short (the frame needs ${FRAME_HEADER_BYTES + length} bytes, ${size - offset} are left)`);
+      const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + length);
+      await readAt(fh, frame, offset);
+      const d = decodeFrame(frame, 0);
+      if (d.kind !== 'frame') throw new SnapshotDamageError(name, offset, d.kind === 'short' ? `cut short (${d.reason})` : d.reason);
+      if (d.frame.seq !== seq) throw new SnapshotDamageError(name, offset, `chunk ${d.frame.seq} where ${seq} was expected`);
+      const chunk = parseChunk(d.frame.payload);
+      const problem = typeof chunk === 'string' ? chunk : applyChunk(st, chunk, seq);
+      if (problem !== null) throw new SnapshotDamageError(name, offset, problem);
+      offset += d.frame.end;
+      if ((chunk as Chunk).kind === 'end') break;
+    }
+    if (offset !== size) throw new SnapshotDamageError(name, offset, `${size - offset} bytes follow the end chunk`);
+    return { lsn: h.seq, snapshot: st.snap, bytes: size };
+  } finally {
+    await fh.close();
   }
-  if (offset !== buf.length) throw new SnapshotDamageError(name, offset, `${buf.length - offset} bytes follow the end chunk`);
-  return { lsn: h.seq, snapshot: st.snap, bytes: buf.length };
+}
+
+/** Fills `buf` from the file at `position` (a file shorter than that is damage the caller found first). */
+async function readAt(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
+  for (let at = 0; at < buf.length; ) {
+    const { bytesRead } = await fh.read(buf, at, buf.length - at, position + at);
+    if (bytesRead === 0) throw new Error(`the file ended at byte ${position + at} while being read`);
+    at += bytesRead;
+  }
 }
 
 /** Adds a chunk to the snapshot being read; returns what is wrong with it, if anything. */

@@ -3,7 +3,7 @@
 // at any step (temporary file, damaged newest snapshot), and are due after the named limits.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FileStorage } from '../../src/storage/file-storage.js';
 import { snapshotFileName } from '../../src/storage/layout.js';
@@ -302,6 +302,28 @@ test('a snapshot holds the histories as they were at its cut: changes made while
     assert.ok(rec.entries.length >= live.length, 'and replays the changes made after its cut');
     const back = rebuild(rec);
     for (const i of live) assert.deepEqual(back.history(i.namespace, i.service, i.id), reg.history(i.namespace, i.service, i.id), `the history of ${i.service}/${i.id}`);
+    await s2.close();
+  } finally {
+    t.remove();
+  }
+});
+
+test('a snapshot file past 2 GiB is read frame by frame: one that is damaged is reported as damage and repair moves it aside', async () => {
+  const t = tempDir('snap-2gib');
+  try {
+    const s = storage(t.dir);
+    await s.open(freshEpoch);
+    await s.close();
+    // Sparse: 2 GiB and one byte of zeros take no room. Read whole, such a file fails with
+    // Node's ERR_FS_FILE_TOO_LARGE before it is even looked at, and repair could not move it.
+    const fd = openSync(join(t.dir, snapshotFileName(1)), 'w');
+    ftruncateSync(fd, 2 ** 31 + 1);
+    closeSync(fd);
+    await assert.rejects(storage(t.dir).open(freshEpoch), /snap-0+1\.snap at byte 0/);
+    const r = await storageCli(['repair', '--data-dir', t.dir]);
+    assert.equal(r.code, 0, r.stderr);
+    const s2 = storage(t.dir);
+    await s2.open(freshEpoch);
     await s2.close();
   } finally {
     t.remove();
