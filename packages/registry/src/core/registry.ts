@@ -425,6 +425,21 @@ export class Registry {
     return this.commit({ revision: next, changes });
   }
 
+  /**
+   * ap: deletes instances still bound to a lease this node does not hold (a record of this
+   * node's that a peer changed after the lease ended here), as the lease's end would have.
+   * An instance bound to a lease held meanwhile, or to another lease, is left alone.
+   */
+  endOrphaned(items: readonly { namespace: string; service: string; id: string; leaseId: string }[]): WriteOutcome {
+    const changes: Change[] = [];
+    for (const { namespace, service, id, leaseId } of items) {
+      if (this.instance(namespace, service, id)?.instance.leaseId !== leaseId || this.lease(leaseId)) continue;
+      changes.push({ op: 'delete', namespace, service, id, reason: 'lease_expired', detail: `lease ${leaseId}: not held by its node any more (it ended there before this change to the instance arrived)` });
+    }
+    if (changes.length === 0) return { entry: null, events: [], revision: this.rev };
+    return this.commit({ revision: this.rev + 1, changes });
+  }
+
   deregister(namespace: string, service: string, id: string): WriteOutcome {
     this.requireInstance(namespace, service, id);
     return this.commit({ revision: this.rev + 1, changes: [{ op: 'delete', namespace, service, id, reason: 'deregistered' }] });

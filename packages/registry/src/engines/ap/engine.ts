@@ -133,6 +133,8 @@ interface PeerState {
   catchUp: Set<number> | null;
   /** When the catch-up pass started: one that takes too long (lost messages) is started again. */
   catchUpAt: number;
+  /** When the peer last answered a round of this node's (monotonic ms): a starting node waits for a peer that answers. */
+  repliedAt: number;
   /** Monotonic time of the last anti-entropy round this node started with the peer. */
   roundAt: number;
   /**
@@ -212,6 +214,9 @@ interface InFlight {
 }
 
 /** Deletes that end an incarnation (its lease, its checks): they never delete a newer one. */
+/** A starting node whose peers answer waits at most this many apCatchUpTimeoutMs for its catch-up to complete. */
+export const CATCH_UP_MAX_WAITS = 6;
+
 const INCARNATION_DELETES = new Set<DeleteReason>(['lease_expired', 'lease_revoked', 'connection_lost', 'critical_timeout']);
 /** Batches waiting for acknowledgements, for the lag measure; the oldest are forgotten. */
 const MAX_IN_FLIGHT = 4_096;
@@ -326,6 +331,8 @@ export class ApEngine extends LocalEngine implements Engine {
   /** Instances displaced from one of this node's live leases by a write elsewhere, by lease. */
   private readonly displaced = new Map<string, Map<string, { instance: WireInstance; specs: CheckSpec[] }>>();
   private protection: { engaged: boolean; since: number | null; reason: string | null; heldLeases: number } = { engaged: false, since: null, reason: null, heldLeases: 0 };
+  /** Protection ran its longest hold while its condition still holds (see updateProtection). */
+  private protectionSpent = false;
   private readonly started: number;
   /** The view may differ from what reachability asks (set by peer changes and records of absent owners). */
   private viewDirty = true;
@@ -346,6 +353,7 @@ export class ApEngine extends LocalEngine implements Engine {
     rebuilds: 0,
     reasserted: 0,
     adopted: 0,
+    orphansEnded: 0,
   };
   private lagObserver: ((seconds: number) => void) | null = null;
   /** When this node last sent or received a replication batch (monotonic ms). */
@@ -393,12 +401,7 @@ export class ApEngine extends LocalEngine implements Engine {
     this.monitor?.start();
     this.scheduleTick();
     this.scheduleAntiEntropy(0);
-    if (!this.readyFlag) {
-      this.readyTimer = this.timers.set(() => {
-        this.readyTimer = null;
-        if (!this.readyFlag) this.becomeReady(`no peer answered within ${this.limits.apCatchUpTimeoutMs} ms; serving what this node has`);
-      }, this.limits.apCatchUpTimeoutMs);
-    }
+    if (!this.readyFlag) this.readyTimer = this.timers.set(() => this.catchUpTimedOut(), this.limits.apCatchUpTimeoutMs);
     // Records of members removed before a restart that the log still holds: settled again (idempotent).
     this.settleRemoved();
     // Records of peers that are not reachable yet are flagged from the start.
@@ -1089,6 +1092,8 @@ export class ApEngine extends LocalEngine implements Engine {
     const members = this.removed.size > 0 ? this.members() : [];
     const adopt: StoredRecord[] = [];
     let stale = false;
+    /** Records of this node's leases that a peer changed after the lease ended here. */
+    const orphans: StoredRecord[] = [];
     // The clock follows the newest version of the batch: one observation, not one per
     // record (each one per record only when the newest is too far ahead to follow).
     let newest = '';
@@ -1130,6 +1135,7 @@ export class ApEngine extends LocalEngine implements Engine {
       }
       if (this.visible(stored)) {
         changes.push({ op: 'put', instance: this.toInstance(stored), specs: r.specs ?? [], reason: r.why ?? 'updated', detail: r.detail ?? `from ${from}`, repl: { v: r.v, o: r.o } });
+        if (this.orphaned(stored)) orphans.push(stored);
       } else {
         hidden.push(stored);
         if (shown) changes.push({ op: 'delete', namespace: r.namespace, service: r.service, id: r.id, reason: 'owner_unreachable', detail: `owner ${r.o} unreachable`, repl: { view: true } });
@@ -1141,7 +1147,29 @@ export class ApEngine extends LocalEngine implements Engine {
     if (changes.length === 0) {
       if (after) this.persist({ entry: null, events: [], revision: this.registry.revision }, after).catch(() => undefined); // a failed log stops the node (onFatal)
     } else this.persistAll(changes, after);
+    this.endOrphans(orphans);
     this.adopt(adopt);
+  }
+
+  /**
+   * A live record this node owns, bound to a lease it does not hold. A lease lives on the
+   * node that granted it, so no other node can end it: such a record (a status change a
+   * peer made while this node's lease ended, or learned after) would stay for ever.
+   */
+  private orphaned(rec: StoredRecord): boolean {
+    const leaseId = rec.i?.leaseId;
+    return !rec.del && rec.o === this.nodeId && typeof leaseId === 'string' && !this.registry.lease(leaseId);
+  }
+
+  /**
+   * Ends orphaned records as their lease's end did: deleted (lease_expired), with a
+   * tombstone just after the version they have now, so it wins wherever they meet.
+   */
+  private endOrphans(records: StoredRecord[]): void {
+    if (records.length === 0 || this.closed) return;
+    const items = records.map((r) => ({ namespace: r.namespace, service: r.service, id: r.id, leaseId: r.i?.leaseId as string }));
+    this.stats.orphansEnded += items.length;
+    this.persist(this.registry.endOrphaned(items)).catch(() => undefined); // a failed log stops the node (onFatal)
   }
 
   /** A write elsewhere replaced an instance bound to one of this node's live leases. */
@@ -1375,6 +1403,8 @@ export class ApEngine extends LocalEngine implements Engine {
     const round = this.rounds.get(msg.round);
     if (round?.peer !== from || round.reply !== null) return;
     round.reply = msg;
+    const st = this.peerState.get(from);
+    if (st) st.repliedAt = this.opts.clock.now();
     if (msg.settingsDiffer === true) this.sendSettings(from, this.settingsTable.all());
     this.compareRound(msg.round);
   }
@@ -1616,7 +1646,7 @@ export class ApEngine extends LocalEngine implements Engine {
   }
 
   private newPeer(up: boolean): PeerState {
-    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', cutSync: { highest: null, latest: null }, owed: false, owedAt: -Infinity, owedVersion: '', waiting: 0, caughtUp: false, catchUp: null, catchUpAt: 0, roundAt: this.opts.clock.now(), pass: null, answered: null };
+    return { up, downSince: up ? null : this.opts.clock.now(), upSince: this.opts.clock.now(), syncedAt: null, revision: null, lagMs: null, cursor: '', cutSync: { highest: null, latest: null }, owed: false, owedAt: -Infinity, owedVersion: '', waiting: 0, caughtUp: false, catchUp: null, catchUpAt: 0, repliedAt: -Infinity, roundAt: this.opts.clock.now(), pass: null, answered: null };
   }
 
   private peerUp(id: string): boolean {
@@ -1700,13 +1730,17 @@ export class ApEngine extends LocalEngine implements Engine {
     const cfg = this.limits;
     const want = away.size >= cfg.selfPreservationMinLeases && away.size * 100 > all.size * cfg.selfPreservationThresholdPercent && cfg.selfPreservationThresholdPercent < 100;
     const p = this.protection;
-    if (want && !p.engaged) {
+    // Protection that ran its longest allowed hold does not start again before the
+    // condition has ended once: it would drop and put back every held record each hold.
+    if (!want) this.protectionSpent = false;
+    if (want && !p.engaged && !this.protectionSpent) {
       p.engaged = true;
       p.since = now;
       p.reason = `${away.size} of ${all.size} leases belong to unreachable peers`;
       this.opts.onProtectionChange?.({ engaged: true, zone: null, reason: `cluster: ${p.reason}` });
     } else if (p.engaged && (!want || (cfg.selfPreservationMaxHoldMs > 0 && now - (p.since ?? now) >= cfg.selfPreservationMaxHoldMs))) {
-      const why = want ? `held for the longest allowed (${cfg.selfPreservationMaxHoldMs} ms)` : 'unreachable peers hold few enough leases';
+      const why = want ? `held for the longest allowed (${cfg.selfPreservationMaxHoldMs} ms); not again until the peers are back or hold few enough leases` : 'unreachable peers hold few enough leases';
+      if (want) this.protectionSpent = true;
       p.engaged = false;
       p.since = null;
       p.reason = null;
@@ -1715,10 +1749,33 @@ export class ApEngine extends LocalEngine implements Engine {
     p.heldLeases = p.engaged ? away.size : 0;
   }
 
+  /**
+   * apCatchUpTimeoutMs passed without a completed catch-up. A node no peer answers becomes
+   * ready alone; one whose peers answer but whose records take longer to arrive (a large
+   * registry, a slow link) waits on, for up to CATCH_UP_MAX_WAITS such periods in all,
+   * rather than serving reads with what it had before the peers' records came.
+   */
+  private catchUpTimedOut(): void {
+    this.readyTimer = null;
+    if (this.readyFlag || this.closed) return;
+    const now = this.opts.clock.now();
+    const timeout = this.limits.apCatchUpTimeoutMs;
+    const answering = [...this.peerState].filter(([, st]) => st.up && !st.caughtUp && now - st.repliedAt < timeout).map(([id]) => id).sort();
+    const waited = now - this.started;
+    if (answering.length === 0) return this.becomeReady(`no peer answered within ${timeout} ms; serving what this node has`);
+    if (waited < CATCH_UP_MAX_WAITS * timeout) {
+      this.readyTimer = this.timers.set(() => this.catchUpTimedOut(), timeout);
+      return;
+    }
+    this.becomeReady(`the catch-up from ${answering.join(', ')} did not complete within ${Math.round(waited)} ms (${CATCH_UP_MAX_WAITS} times apCatchUpTimeoutMs); serving what this node has`);
+  }
+
   private becomeReady(reason: string): void {
     if (this.readyFlag || this.closed) return;
     this.readyFlag = true;
     this.readyReason = reason;
+    // Orphans kept from before this rule (or learned while catching up) end now.
+    this.endOrphans(this.table.snapshot().filter((r) => this.orphaned(r)));
     if (this.readyTimer !== null) {
       this.timers.clear(this.readyTimer);
       this.readyTimer = null;
