@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { validateNodeId } from '@switchboard/protocol';
 import { ConfigError, defaultNodeId, envValues, readConfigFile, resolveConfig } from '../../src/cli/config.js';
-import { run } from '../integration/process.js';
+import { run, spawnAgent } from '../integration/process.js';
 import { makePeerCerts, makeTestPki } from '../support/pki.js';
 import { listenRefusal } from '../../src/cli/listen.js';
 
@@ -252,6 +252,23 @@ test('check networks: the metadata services denied by default, lists from every 
   const r = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0', '--check-deny-networks', '169.254.0.0/16,10.0.0.0/33']);
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /invalid configuration: --check-deny-networks: "10\.0\.0\.0\/33" is not a network \[INVALID_CONFIG\]\n {2}hint: /);
+});
+
+// Goal: a data directory another agent has open is refused like an address in use: exit
+// 2, DATA_DIR_IN_USE, the owner's pid and a hint; the first agent goes on.
+test('a second agent on a data directory in use exits 2 with DATA_DIR_IN_USE', { timeout: 30_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sb-dir-in-use-'));
+  const first = await spawnAgent(['--data-dir', dir]);
+  try {
+    const r = await run(['agent', '--http-addr', '127.0.0.1:0', '--data-dir', dir]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`invalid configuration: data directory .* is in use by process ${first.child.pid} .*\\[DATA_DIR_IN_USE\\]\\n {2}hint: stop that agent first, or use another --data-dir`));
+    assert.equal((await fetch(`${first.url}/healthz`)).status, 200, 'the first agent goes on');
+  } finally {
+    first.child.kill('SIGTERM');
+    await first.exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 // Goal: every address the agent listens on or dials is HOST:PORT with both parts; a bare
