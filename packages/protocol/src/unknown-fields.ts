@@ -85,19 +85,18 @@ const COUNTED_ONLY = 'unknown field ignored';
  */
 export function unknownFieldWarnings(value: unknown, known: readonly string[], path = '', out: string[] = []): string[] {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return out;
-  for (const name of Object.keys(value)) {
-    if (known.includes(name)) continue;
-    out.push(out.length < MAX_FIELD_WARNINGS ? warningFor('field', name, known, path) : COUNTED_ONLY);
-  }
-  return out;
+  return warnUnknown('field', value, known, path, out);
 }
 
 /** The same for the query parameters of a request. */
 export function unknownQueryWarnings(query: Record<string, unknown>, known: readonly string[]): string[] {
-  const out: string[] = [];
-  for (const name of Object.keys(query)) {
+  return warnUnknown('query parameter', query, known, '', []);
+}
+
+function warnUnknown(what: 'field' | 'query parameter', value: object, known: readonly string[], path: string, out: string[]): string[] {
+  for (const name of Object.keys(value)) {
     if (known.includes(name)) continue;
-    out.push(out.length < MAX_FIELD_WARNINGS ? warningFor('query parameter', name, known, '') : COUNTED_ONLY);
+    out.push(out.length < MAX_FIELD_WARNINGS ? warningFor(what, name, known, path) : COUNTED_ONLY);
   }
   return out;
 }

@@ -753,14 +753,8 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     peerSecret: peerSecretOf(pick),
     peerTls: peerTlsOf(pick),
     alertWebhooks: get('alertWebhooks', (v, w) => listOf(v, w).map((u) => {
-      let url: URL | null = null;
-      try {
-        url = new URL(u);
-      } catch {
-        /* refused below */
-      }
       // Named without its query and credentials: either may hold a secret.
-      if (!/^https?:\/\/\S+$/.test(u) || url === null || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new ConfigError(w, `${w}: "${url ? displayUrl(u) : '(not a URL)'}" must be an http(s) URL, like https://alerts.example.com/hook (a user and password in it are sent as basic authentication)`);
+      if (!/^https?:\/\/\S+$/.test(u) || !URL.canParse(u)) throw new ConfigError(w, `${w}: "${URL.canParse(u) ? displayUrl(u) : '(not a URL)'}" must be an http(s) URL, like https://alerts.example.com/hook (a user and password in it are sent as basic authentication)`);
       return u;
     }), []),
     otlpEndpoint: get<string | null>('otlpEndpoint', (v, w) => {
