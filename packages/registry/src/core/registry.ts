@@ -12,7 +12,6 @@ import {
   invalid,
   limitExceeded,
   type AdminStatus,
-  type ChangeReason,
   type CheckResult,
   type CheckState,
   type ConsumerReport,
