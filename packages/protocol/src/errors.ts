@@ -28,6 +28,8 @@ export const ERRORS = {
   /** The call exists only in another mode (cluster membership: ap mode). */
   UNSUPPORTED_MODE: { status: 409, title: 'Not supported in this mode' },
   RATE_LIMITED: { status: 429, title: 'Rate limited' },
+  /** A server-side pick (an extension) found no instance of the service it may answer. */
+  NO_INSTANCE: { status: 503, title: 'No instance available' },
   STORE_UNAVAILABLE: { status: 503, title: 'Store unavailable' },
   NOT_READY: { status: 503, title: 'Not ready' },
   INTERNAL: { status: 500, title: 'Internal error' },

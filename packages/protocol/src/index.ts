@@ -10,3 +10,4 @@ export * from './session.js';
 export * from './filter.js';
 export * from './unknown-fields.js';
 export * from './tls.js';
+export * from './balancers.js';

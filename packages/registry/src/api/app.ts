@@ -16,6 +16,7 @@ import { queryWarnings, refuseIfStrict } from './query.js';
 import { answerClientError, answerExpectation, methodNotAllowed, sendProblem, toSwitchboardError } from './problem.js';
 import { healthRoutes } from './routes-health.js';
 import { readRoutes } from './routes-read.js';
+import { pickRoutes } from './routes-pick.js';
 import { nodeRoutes } from './routes-node.js';
 import { writeRoutes } from './routes-write.js';
 import { Sessions, sessionRoutes } from './session.js';
@@ -267,6 +268,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   await app.register(async (scope) => sessionRoutes(scope, sessions));
   await app.register(async (scope) => writeRoutes(scope, ctx));
   await app.register(async (scope) => readRoutes(scope, ctx));
+  await app.register(async (scope) => pickRoutes(scope, ctx));
   await app.register(async (scope) => watchRoutes(scope, ctx, streams));
   await app.register(async (scope) => healthRoutes(scope, ctx, streams));
   await app.register(async (scope) => nodeRoutes(scope, ctx, { watchers: () => streams.open.size, sessions: () => sessions.size }));

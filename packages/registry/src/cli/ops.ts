@@ -1,5 +1,5 @@
 /**
- * Operator commands of `switchboard`: status, services, instances, register, deregister,
+ * Operator commands of `switchboard`: status, services, instances, pick, register, deregister,
  * set-status (alias status-set), lease grant|keepalive|revoke, watch, drain, history,
  * check pass|warn|fail and cluster remove. Each finds the agent through --addr or
  * SWITCHBOARD_ADDR (default http://127.0.0.1:7700), prints text or, with --json, the API's

@@ -261,6 +261,29 @@ describe('switchboard operator commands', { timeout: 300_000 }, () => {
     assert.equal(typeof (JSON.parse(alias.stdout) as { revision: number }).revision, 'number');
   });
 
+  test('pick prints the host:port the agent picks (the pick, then fallbacks); none to pick exits 1 with NO_INSTANCE', { timeout: 60_000 }, async () => {
+    await reg(url, 'pay', 'p1', { address: '10.2.0.1', port: 81, zone: 'a' });
+    await reg(url, 'pay', 'p2', { address: 'fd00::2', port: 82, zone: 'b', protocol: 'https' });
+    const one = await run(url, ['pick', 'pay', '--zone', 'b']);
+    assert.equal(one.code, 0, one.stderr);
+    assert.equal(one.stdout, '[fd00::2]:82\n');
+    const urls = await run(url, ['pick', 'pay', '--count', '3', '--url', '--exclude', 'p2']);
+    assert.equal(urls.code, 0, urls.stderr);
+    assert.equal(urls.stdout, 'http://10.2.0.1:81\n');
+    const both = await run(url, ['pick', 'pay', '--count', '2', '--strategy', 'consistent-hash', '--key', 'user-7', '--json']);
+    assert.equal(both.code, 0, both.stderr);
+    const answer = JSON.parse(both.stdout) as { strategy: string; instances: Instance[] };
+    assert.equal(answer.strategy, 'consistent-hash');
+    assert.deepEqual(answer.instances.map((i) => i.id).sort(), ['p1', 'p2']);
+    const none = await run(url, ['pick', 'pay', '--tag', 'nope']);
+    assert.equal(none.code, 1);
+    assert.equal(none.stdout, '');
+    assert.match(none.stderr, /NO_INSTANCE/);
+    const usage = await run(url, ['pick', 'pay', '--strategy', 'p2c']);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /round-robin/);
+  });
+
   test('services prints an aligned table NAME INSTANCES PASSING', { timeout: 60_000 }, async () => {
     await reg(url, 'search', 's1', { address: '10.2.0.1', port: 80 });
     await reg(url, 'search', 's2', { address: '10.2.0.2', port: 80 });

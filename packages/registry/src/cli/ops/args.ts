@@ -56,6 +56,8 @@ function integerIn(v: string, what: string, min: number, max: number): number {
 
 export const portArg = (v: string): number => integerIn(v, 'the port', 1, 65535);
 export const weightArg = (v: string): number => integerIn(v, 'the weight', 0, 10000);
+/** `pick --count`: 1 to the agent's MAX_PICK_COUNT (16). */
+export const pickCountArg = (v: string): number => integerIn(v, 'the count', 1, 16);
 
 export function revisionArg(v: string): number {
   if (!/^\d{1,15}$/.test(v.trim())) throw new InvalidArgumentError('a revision is a non-negative integer, such as 42.');

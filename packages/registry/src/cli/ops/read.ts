@@ -1,7 +1,7 @@
 /** `switchboard status`, `services` and `instances`: the read-only commands. */
 import { Argument, Option, type Command } from 'commander';
 import { INSTANCE_FIELDS, type Instance, type NodeStatus, type ServiceAnswer, type ServiceList } from '@switchboard/protocol';
-import { repeatable, serviceArg, tagArg, versionRangeArg, zoneArg } from './args.js';
+import { instanceIdArg, pickCountArg, repeatable, serviceArg, tagArg, versionRangeArg, zoneArg } from './args.js';
 import { commonFlags, nsQuery, runWith, type Context, type Exit } from './common.js';
 import { apiPath } from './http.js';
 import { dash, healthPaint, humanDuration, statusPaint, table, type Cell, type Output, type Style } from './output.js';
@@ -63,6 +63,7 @@ function unconfirmedNote(out: Output, instances: Instance[]): void {
 }
 
 export function registerReadCommands(program: Command, exit: Exit): void {
+  registerPickCommand(program, exit);
   commonFlags(
     program.command('status').description("show the agent's node status (GET /v1/status)"),
     false,
@@ -134,6 +135,53 @@ export function registerReadCommands(program: Command, exit: Exit): void {
       }
       unconfirmedNote(ctx.out, answer.instances);
       for (const line of instanceTable(ctx.out, answer.instances)) ctx.out.line(line);
+      return 0;
+    }),
+  );
+}
+
+/** `host:port` of an instance, with an IPv6 address in brackets. */
+function hostPort(i: Instance): string {
+  return `${i.address.includes(':') ? `[${i.address}]` : i.address}:${i.port}`;
+}
+
+/** `switchboard pick`: the agent picks (GET /v1/services/{service}/pick, an extension). */
+function registerPickCommand(program: Command, exit: Exit): void {
+  commonFlags(
+    program
+      .command('pick')
+      .description('pick an instance of a service with a balancer run by the agent, and print its host:port (GET /v1/services/{service}/pick)')
+      .addArgument(new Argument('<service>', 'the service name').argParser(serviceArg))
+      .addOption(new Option('--strategy <name>', 'the balancer').choices(['round-robin', 'random', 'weighted', 'consistent-hash']).default('round-robin'))
+      .option('--key <key>', 'the consistent-hash key (with --strategy consistent-hash): the same key, the same instance')
+      .addOption(new Option('--prefer-zone <zone>', 'prefer this zone while at least half of its instances can be picked').argParser(zoneArg))
+      .addOption(new Option('--count <n>', 'print this many distinct instances, the pick first, then fallbacks').argParser(pickCountArg))
+      .addOption(new Option('--exclude <id>', 'an instance not to pick (repeatable: already tried)').argParser(repeatable(instanceIdArg)))
+      .addOption(new Option('--zone <zone>', 'only instances in this zone').argParser(zoneArg))
+      .addOption(new Option('--tag <tag>', 'only instances with this tag (repeatable: all must match)').argParser(repeatable(tagArg)))
+      .addOption(new Option('--version <range>', 'only instances whose version is in this semver range (like ^1.2.0)').argParser(versionRangeArg))
+      .option('--url', 'print a URL (the instance\'s protocol://host:port, like http://10.0.0.5:8080) instead of host:port'),
+    true,
+  ).action(
+    runWith(exit, async (ctx, [service]) => {
+      const o = ctx.command.opts<{ strategy: string; key?: string; preferZone?: string; count?: number; exclude?: string[]; zone?: string; tag?: string[]; version?: string; url?: boolean }>();
+      const answer = await ctx.client.request<{ instances: Instance[]; protected?: boolean; stale?: boolean; staleMs?: number }>('GET', apiPath('v1', 'services', service as string, 'pick'), {
+        query: {
+          ...nsQuery(ctx),
+          strategy: o.strategy,
+          key: o.key,
+          preferZone: o.preferZone,
+          count: o.count === undefined ? undefined : String(o.count),
+          exclude: o.exclude,
+          zone: o.zone,
+          tag: o.tag,
+          version: o.version,
+        },
+      });
+      if (ctx.out.json) return ctx.out.jsonDoc(answer), 0;
+      if (answer.protected) ctx.out.note('note: the protect threshold of this service triggered: unhealthy instances may be picked');
+      if (answer.stale) ctx.out.note(`note: this answer may be stale${typeof answer.staleMs === 'number' ? ` by up to ${humanDuration(answer.staleMs)}` : ''}`);
+      for (const i of answer.instances) ctx.out.line(o.url ? `${i.protocol}://${hostPort(i)}` : hostPort(i));
       return 0;
     }),
   );
