@@ -30,6 +30,10 @@ export const ERRORS = {
   RATE_LIMITED: { status: 429, title: 'Rate limited' },
   /** A server-side pick (an extension) found no instance of the service it may answer. */
   NO_INSTANCE: { status: 503, title: 'No instance available' },
+  /** The service proxy (an extension) could reach no instance of the service. */
+  UPSTREAM_UNAVAILABLE: { status: 502, title: 'Upstream unavailable' },
+  /** The service proxy's instance sent no answer in time. */
+  UPSTREAM_TIMEOUT: { status: 504, title: 'Upstream timeout' },
   STORE_UNAVAILABLE: { status: 503, title: 'Store unavailable' },
   NOT_READY: { status: 503, title: 'Not ready' },
   INTERNAL: { status: 500, title: 'Internal error' },

@@ -37,6 +37,8 @@ export interface BuildOptions {
   tracing?: Tracing;
   /** Alerts: shown in /v1/status and counted in /metrics. */
   alerts?: AlertsView;
+  /** Other parts of the node whose metrics /metrics serves (the service proxy). */
+  metricSources?: { registerMetrics(registry: import('prom-client').Registry): void }[];
   /** The built dashboard served at /ui/ (default: packages/dashboard/dist; null: not built). */
   dashboardDir?: string | null;
   /** Bearer tokens every /v1/ request must carry; absent: the API is open (the default). */
@@ -144,6 +146,7 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   ctx.metrics = createMetrics(engine, () => streams.open.size, () => sessions.size);
   engine.registerMetrics?.(ctx.metrics.registry);
   opts.alerts?.registerMetrics(ctx.metrics.registry);
+  for (const m of opts.metricSources ?? []) m.registerMetrics(ctx.metrics.registry);
 
   // Schemas document the API; validation is validate.ts, so that every failure names its
   // field and says how to fix it. Serialisation is plain JSON (hot answers are cached strings).

@@ -12,6 +12,7 @@ import { VERSION } from '../version.js';
 import { DirectoryLockedError, LOCK_STALE_MS } from '../storage/lock.js';
 import { ConfigError, defaultNodeId, flagOf, readApiTokens, readPeerRevocationLists, type AgentConfig } from './config.js';
 import { checkListenAddresses, listenRefusal } from './listen.js';
+import { ServiceProxy } from '../proxy/proxy.js';
 import { CRL_VERDICTS } from '../engines/ap/net/crl.js';
 import { checkOwnCertificate } from '../engines/ap/net/tls-check.js';
 
@@ -19,6 +20,8 @@ export interface RunningAgent {
   app: SwitchboardApp;
   engine: Engine;
   url: string;
+  /** The service proxy's URL (http://HOST:PORT) when --proxy-addr is set. */
+  proxyUrl?: string;
   logger: Logger;
   stop(): Promise<void>;
   /**
@@ -71,7 +74,9 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
   });
   const alerts = new Alerts({ engine, webhooks: cfg.alertWebhooks, limits: cfg.limits, logger: logger.child({ component: 'alerts' }) });
   const tokens = cfg.apiTokens === null ? undefined : new ApiTokens(cfg.apiTokens.tokens);
-  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(tracing ? { tracing } : {}), ...(tokens ? { tokens, metricsOpen: cfg.metricsOpen } : {}), ...(cfg.tls ? { https: { cert: cfg.tls.cert, key: cfg.tls.key.reveal() } } : {}) });
+  const proxyLog = logger.child({ component: 'proxy' });
+  const proxy = cfg.proxyAddr === null ? undefined : new ServiceProxy({ registry: engine.registry, namespace: cfg.proxyNamespace, strategy: cfg.proxyStrategy, log: (level, msg, extra) => proxyLog[level](extra ?? {}, msg) });
+  const app = await build({ engine, limits: cfg.limits, version: VERSION, logger: logger.child({ component: 'http' }), alerts, ...(proxy ? { metricSources: [proxy] } : {}), ...(tracing ? { tracing } : {}), ...(tokens ? { tokens, metricsOpen: cfg.metricsOpen } : {}), ...(cfg.tls ? { https: { cert: cfg.tls.cert, key: cfg.tls.key.reveal() } } : {}) });
   const url = await app.listen({ host: cfg.httpAddr.host, port: cfg.httpAddr.port }).catch(async (err: unknown) => {
     alerts.close();
     await app.shutdown();
@@ -79,6 +84,18 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
     await tracing?.shutdown();
     throw listenRefusal(err, cfg, 'httpAddr') ?? err;
   });
+  let proxyUrl: string | undefined;
+  if (proxy && cfg.proxyAddr) {
+    const at = await proxy.listen(cfg.proxyAddr.host, cfg.proxyAddr.port).catch(async (err: unknown) => {
+      alerts.close();
+      await app.shutdown();
+      await engine.close();
+      await tracing?.shutdown();
+      throw listenRefusal(err, cfg, 'proxyAddr') ?? err;
+    });
+    proxyUrl = `http://${at.address.includes(':') ? `[${at.address}]` : at.address}:${at.port}`;
+    logger.info({ namespace: cfg.proxyNamespace, strategy: cfg.proxyStrategy }, `service proxy listening on ${proxyUrl}: ${proxyUrl}/SERVICE/PATH goes to an instance of SERVICE`);
+  }
   const bound = app.server.address();
   if (engine.listening && bound !== null && typeof bound === 'object') {
     await engine.listening({ host: cfg.httpAddr.host, port: bound.port }).catch((err) => logger.warn({ err }, 'could not announce the listening address'));
@@ -90,6 +107,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
     (stopping ??= (async () => {
       logger.info('shutting down: no new requests, ending watch streams');
       alerts.close();
+      await proxy?.close();
       await app.shutdown();
       await engine.close();
       await tracing?.shutdown();
@@ -148,7 +166,7 @@ export async function startAgent(cfg: AgentConfig, logger: Logger = createLogger
     });
     return waiting;
   };
-  return { app, engine, url, logger, stop, reload };
+  return { app, engine, url, ...(proxyUrl ? { proxyUrl } : {}), logger, stop, reload };
 }
 
 /** A file holding a secret that other users may read is worth a warning (it still works). */

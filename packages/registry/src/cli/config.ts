@@ -8,6 +8,8 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { inspect } from 'node:util';
 import { hostname } from 'node:os';
+import { DEFAULT_NAMESPACE, validateNamespace } from '@switchboard/protocol';
+import { PICK_STRATEGIES, type PickStrategy } from '../core/picker.js';
 import { DEFAULT_LIMITS, LIMIT_NAMES, MODES, NODE_ID_RULE, isAddress, isNodeId, peerIdsOfSubjectAltName, type Limits, type Mode } from '@switchboard/protocol';
 import { CheckNetworks, DEFAULT_DENY_NETWORKS, parseNetwork } from '../health/networks.js';
 import { TokenFileError, parseTokenFile, type ApiToken } from '../api/auth.js';
@@ -38,6 +40,12 @@ export interface AgentConfig {
   peerTls: { cert: Buffer; key: Secret<Buffer>; ca: Buffer; crl: Buffer[] | null; crlFile: string | null } | null;
   /** Alert receivers: each URL gets a JSON POST per alert episode. */
   alertWebhooks: string[];
+  /** The service proxy's listen address (proxyAddr); null: no proxy. */
+  proxyAddr: HostPort | null;
+  /** The namespace the proxy routes to. */
+  proxyNamespace: string;
+  /** The proxy's balancer. */
+  proxyStrategy: PickStrategy;
   /** OpenTelemetry: an OTLP/HTTP traces endpoint; tracing is off when null. */
   otlpEndpoint: string | null;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
@@ -60,7 +68,7 @@ export interface AgentConfig {
   tlsCa: Buffer | null;
   limits: Limits;
   /** Where httpAddr and peerAddr came from (a flag, a variable, a file key), for messages about them. */
-  listenFrom: { httpAddr: string; peerAddr: string };
+  listenFrom: { httpAddr: string; peerAddr: string; proxyAddr: string };
 }
 
 /** The HTTP API's certificate (with its chain, PEM) and private key, read at start. */
@@ -145,7 +153,7 @@ export class ConfigError extends Error {
 const SECRET_FILE_KEYS = ['apiTokensFile', 'peerSecretFile', 'etcdPasswordFile', 'etcdKeyFile', 'tlsKeyFile', 'peerTlsKeyFile'] as const;
 
 /** The keys a user may set, as camelCase (file), kebab-case (flag) and SNAKE (env). */
-export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'peerTlsCertFile', 'peerTlsKeyFile', 'peerTlsCaFile', 'peerTlsCrlFile', 'alertWebhooks', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile', 'tlsCaFile'] as const;
+export const CONFIG_KEYS = ['mode', 'httpAddr', 'dataDir', 'dev', 'nodeId', 'peerAddr', 'peers', 'etcd', 'etcdPrefix', 'etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPasswordFile', 'join', 'cluster', 'peerSecretFile', 'peerTlsCertFile', 'peerTlsKeyFile', 'peerTlsCaFile', 'peerTlsCrlFile', 'alertWebhooks', 'proxyAddr', 'proxyNamespace', 'proxyStrategy', 'otlpEndpoint', 'logLevel', 'logFormat', 'checkDenyNetworks', 'checkAllowNetworks', 'apiTokensFile', 'metricsOpen', 'tlsCertFile', 'tlsKeyFile', 'tlsCaFile'] as const;
 /**
  * Keys taken from the environment only (SWITCHBOARD_ETCD_PASSWORD): a flag is visible to
  * every user in `ps`, and a config file is often readable by more people than the secret.
@@ -757,6 +765,16 @@ export function resolveConfig(sources: Source[]): AgentConfig {
       if (!/^https?:\/\/\S+$/.test(u) || !URL.canParse(u)) throw new ConfigError(w, `${w}: "${URL.canParse(u) ? displayUrl(u) : '(not a URL)'}" must be an http(s) URL, like https://alerts.example.com/hook (a user and password in it are sent as basic authentication)`);
       return u;
     }), []),
+    proxyAddr: get<HostPort | null>('proxyAddr', (v, w) => hostPort(v, w, { listen: true, hint: 'use HOST:PORT, like 127.0.0.1:7780 (port 0 picks a free port)' }), null),
+    proxyNamespace: get('proxyNamespace', (v, w) => {
+      const s = str(v, w);
+      try {
+        return validateNamespace(s);
+      } catch (err) {
+        throw new ConfigError(w, `${w}: ${(err as Error).message}`);
+      }
+    }, DEFAULT_NAMESPACE),
+    proxyStrategy: get('proxyStrategy', (v, w) => oneOf(v, w, PICK_STRATEGIES), 'round-robin'),
     otlpEndpoint: get<string | null>('otlpEndpoint', (v, w) => {
       const s = str(v, w);
       if (!/^https?:\/\/\S+$/.test(s)) throw new ConfigError(w, `${w}: "${s}" must be an http(s) URL like http://127.0.0.1:4318/v1/traces`);
@@ -774,9 +792,22 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     tls: apiTlsOf(pick),
     tlsCa: apiTlsCaOf(pick),
     limits: get('limits', limitsOf, { ...DEFAULT_LIMITS }),
-    listenFrom: { httpAddr: pick('httpAddr')?.where ?? flagOf('httpAddr'), peerAddr: pick('peerAddr')?.where ?? flagOf('peerAddr') },
+    listenFrom: { httpAddr: pick('httpAddr')?.where ?? flagOf('httpAddr'), peerAddr: pick('peerAddr')?.where ?? flagOf('peerAddr'), proxyAddr: pick('proxyAddr')?.where ?? flagOf('proxyAddr') },
   };
   checkModeNeeds(cfg);
+  if (cfg.proxyAddr === null) {
+    for (const k of ['proxyNamespace', 'proxyStrategy'] as const) {
+      const p = pick(k);
+      if (p !== undefined) throw new ConfigError(p.where, `${p.where} is a setting of the service proxy, which is off`, { hint: `add ${flagOf('proxyAddr')} HOST:PORT to start the proxy, or drop ${p.where}` });
+    }
+  } else {
+    const x = cfg.proxyAddr;
+    for (const [key, other] of [['httpAddr', cfg.httpAddr], ...(cfg.mode === 'ap' ? [['peerAddr', cfg.peerAddr] as const] : [])] as const) {
+      if (x.port !== 0 && x.port === other.port && x.host === other.host) {
+        throw new ConfigError(cfg.listenFrom.proxyAddr, `${cfg.listenFrom.proxyAddr} ${x.host}:${x.port} is the address of ${key === 'httpAddr' ? 'the REST API' : 'the peer links'} too (${cfg.listenFrom[key]})`, { hint: `the proxy needs a port of its own: give ${cfg.listenFrom.proxyAddr} another port, like 7780` });
+      }
+    }
+  }
   checkPeerCertificateId(cfg, pick('peerTlsCertFile')?.where ?? flagOf('peerTlsCertFile'));
   return cfg;
 }

@@ -1,5 +1,5 @@
 /**
- * The addresses the agent listens on (--http-addr, and --peer-addr in ap mode), tried
+ * The addresses the agent listens on (--http-addr, --peer-addr in ap mode, --proxy-addr), tried
  * before anything else starts: a host name that does not resolve, an address that is not
  * this machine's, one in use or one the process may not bind is refused like any invalid
  * setting (a ConfigError naming where the value came from, exit 2), instead of failing
@@ -10,11 +10,14 @@
 import { createServer } from 'node:net';
 import { ConfigError, type AgentConfig, type HostPort } from './config.js';
 
-type ListenKey = 'httpAddr' | 'peerAddr';
+type ListenKey = 'httpAddr' | 'peerAddr' | 'proxyAddr';
 
 /** The listen addresses of a configuration, with the key each one comes from. */
 function listenAddresses(cfg: AgentConfig): [ListenKey, HostPort][] {
-  return cfg.mode === 'ap' ? [['httpAddr', cfg.httpAddr], ['peerAddr', cfg.peerAddr]] : [['httpAddr', cfg.httpAddr]];
+  const out: [ListenKey, HostPort][] = [['httpAddr', cfg.httpAddr]];
+  if (cfg.mode === 'ap') out.push(['peerAddr', cfg.peerAddr]);
+  if (cfg.proxyAddr !== null) out.push(['proxyAddr', cfg.proxyAddr]);
+  return out;
 }
 
 /** Binds each listen address once and lets it go at once; refuses the first that cannot be bound. */
@@ -49,6 +52,7 @@ export function listenRefusal(err: unknown, cfg: AgentConfig, key: ListenKey): C
   if (typeof code !== 'string') return null;
   const where = cfg.listenFrom[key];
   const addr = cfg[key];
+  if (addr === null) return null;
   const value = `${where} ${formatted(addr)}`;
   const local = `listen on an address of this machine, like 127.0.0.1:${addr.port} (this machine only) or 0.0.0.0:${addr.port} (every interface)`;
   if (RESOLVE_CODES.has(code)) {

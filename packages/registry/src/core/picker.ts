@@ -9,7 +9,7 @@
  * service's revision moves; their number is bounded (`MAX_PICKERS`, least recently used
  * first out). Pure: no I/O, no timers; randomness is injected.
  */
-import { ZoneAwareBalancer, createBalancer, isHealthy, type Balancer, type BalancerName, type Instance, type LoadView } from '@switchboard/protocol';
+import { ZoneAwareBalancer, createBalancer, isHealthy, type Balancer, type BalancerName, type Instance, type LoadView, type Protocol } from '@switchboard/protocol';
 import type { ServiceState } from './registry.js';
 import { selectInstances, type ServiceQuery } from './views.js';
 
@@ -44,6 +44,8 @@ export interface PickRequest {
   exclude: readonly string[];
   /** The service's protect threshold (settings), if any. */
   protectThreshold: number | null;
+  /** Only instances of these protocols (the proxy: http and https); all when absent. */
+  protocols?: readonly Protocol[];
 }
 
 export interface PickResult {
@@ -102,7 +104,7 @@ export class Pickers {
 
   private entryFor(svc: ServiceState | undefined, req: PickRequest): Entry {
     const f = req.filter;
-    const id = JSON.stringify([req.namespace, req.service, f.zone, f.tags, f.version, req.strategy, req.preferZone ?? null, req.protectThreshold]);
+    const id = JSON.stringify([req.namespace, req.service, f.zone, f.tags, f.version, req.strategy, req.preferZone ?? null, req.protectThreshold, req.protocols ?? null]);
     const revision = svc?.revision ?? -1;
     let entry = this.entries.get(id);
     if (entry !== undefined) {
@@ -121,7 +123,8 @@ export class Pickers {
   }
 
   private rebuild(balancer: Balancer, svc: ServiceState | undefined, req: PickRequest, revision: number): Entry {
-    const all = selectInstances(svc, { ...req.filter, healthy: false }).map((r) => r.instance);
+    const protocols = req.protocols;
+    const all = selectInstances(svc, { ...req.filter, healthy: false }).map((r) => r.instance).filter((i) => protocols === undefined || protocols.includes(i.protocol));
     let candidates = all.filter(pickable);
     let widened = false;
     // Under a protect threshold, too few healthy instances widen the candidates to every

@@ -302,7 +302,7 @@ test('addresses: a bare port, a host alone or a bracketless IPv6 address is refu
   assert.deepEqual(resolveConfig([{ name: 'env', values: { httpAddr: 'localhost:7700' } }]).httpAddr, { host: 'localhost', port: 7700 });
   const ap = resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', peerAddr: '0.0.0.0:7701', join: '10.0.0.1:7701,node-b.internal:7701' } }]);
   assert.deepEqual(ap.join, [{ host: '10.0.0.1', port: 7701 }, { host: 'node-b.internal', port: 7701 }]);
-  assert.deepEqual(ap.listenFrom, { httpAddr: '--http-addr', peerAddr: '--peer-addr' });
+  assert.deepEqual(ap.listenFrom, { httpAddr: '--http-addr', peerAddr: '--peer-addr', proxyAddr: '--proxy-addr' });
   assert.equal(resolveConfig([{ name: 'env', values: { httpAddr: '127.0.0.1:1' } }]).listenFrom.httpAddr, 'SWITCHBOARD_HTTP_ADDR');
 });
 
@@ -345,4 +345,15 @@ test('settings of another mode are refused from every source, with a hint', () =
   // What asks for nothing is no setting of another mode: dev off, an empty list.
   assert.equal(resolveConfig([{ name: 'flag', values: { mode: 'cp', etcd: 'http://127.0.0.1:2379' } }, { name: 'env', values: { dev: 'false', peers: '' } }, { name: 'file', values: { join: [] } }]).mode, 'cp');
   assert.equal(resolveConfig([{ name: 'flag', values: { mode: 'ap', nodeId: 'a', dataDir: '/tmp/a', peers: 'b@127.0.0.1:7802', cluster: 'blue' } }]).cluster, 'blue');
+});
+
+test('the service proxy: off by default; its settings need --proxy-addr; its address may not be the API\'s', () => {
+  const off = resolveConfig([{ name: 'flag', values: {} }]);
+  assert.equal(off.proxyAddr, null);
+  const on = resolveConfig([{ name: 'flag', values: { proxyAddr: '127.0.0.1:7780', proxyStrategy: 'weighted', proxyNamespace: 'team-a' } }]);
+  assert.deepEqual([on.proxyAddr, on.proxyStrategy, on.proxyNamespace], [{ host: '127.0.0.1', port: 7780 }, 'weighted', 'team-a']);
+  assert.throws(() => resolveConfig([{ name: 'flag', values: { proxyStrategy: 'random' } }]), (err: unknown) => err instanceof ConfigError && err.field === '--proxy-strategy' && /--proxy-addr/.test(err.hint ?? ''));
+  assert.throws(() => resolveConfig([{ name: 'flag', values: { proxyAddr: '127.0.0.1:7780', proxyStrategy: 'p2c' } }]), (err: unknown) => err instanceof ConfigError && err.field === '--proxy-strategy');
+  assert.throws(() => resolveConfig([{ name: 'flag', values: { proxyAddr: '127.0.0.1:7700' } }]), (err: unknown) => err instanceof ConfigError && err.field === '--proxy-addr' && /REST API/.test(err.message));
+  assert.throws(() => resolveConfig([{ name: 'flag', values: { proxyAddr: '127.0.0.1:7780', proxyNamespace: 'Bad_NS' } }]), (err: unknown) => err instanceof ConfigError && err.field === '--proxy-namespace');
 });
