@@ -139,6 +139,7 @@ async function waitForChange(ctx: ApiContext, reply: FastifyReply, namespace: st
       clearTimeout(timer);
       cancel();
       reply.raw.off('close', onClose);
+      socket.off('close', onClose);
       resolve();
     };
     const onClose = (): void => finish();
@@ -150,7 +151,14 @@ async function waitForChange(ctx: ApiContext, reply: FastifyReply, namespace: st
       });
     };
     const timer = setTimeout(finish, waitMs);
+    // A query pipelined behind another request has no socket on its response yet, and
+    // that response never emits 'close' when the client leaves: the connection's does.
+    const socket = reply.request.raw.socket;
     reply.raw.once('close', onClose);
+    // (Queries pipelined on one connection each listen: no leak warning for them.)
+    socket.setMaxListeners(0);
+    socket.once('close', onClose);
+    if (socket.destroyed) return finish();
     arm();
   });
 }

@@ -4,6 +4,7 @@
  * Last-Event-ID never resumes in the middle of a revision.
  */
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SwitchboardError, formatEventId, invalid, limitExceeded, parseEventId, validateServiceName, watchEventSchema, type WatchEvent } from '@switchboard/protocol';
 import { serviceKey } from '../core/registry.js';
@@ -173,7 +174,7 @@ export class WatchStreams {
    */
   reach(namespace: string, service: string, revision: number, waitMs: number): Promise<Reach> {
     const key = serviceKey(namespace, service);
-    const targets = [...this.open].filter((s) => s.services === null || s.services.has(key));
+    const targets = [...this.open].filter((s) => (s.services === null ? s.namespace === undefined || s.namespace === namespace : s.services.has(key)));
     const tally = (final: boolean): Reach | null => {
       const r: Reach = { watchers: targets.length, reached: 0, timedOut: 0, gone: 0 };
       for (const s of targets) {
@@ -208,6 +209,21 @@ export class WatchStreams {
   }
 }
 
+/** The streams of each connection, ended when it closes (one listener per connection). */
+const streamsOf = new WeakMap<Socket, Set<WatchStream>>();
+function onConnectionClose(socket: Socket, stream: WatchStream): void {
+  let set = streamsOf.get(socket);
+  if (set === undefined) {
+    const mine = (set = new Set());
+    streamsOf.set(socket, mine);
+    socket.once('close', () => {
+      streamsOf.delete(socket);
+      for (const s of [...mine]) s.end();
+    });
+  }
+  set.add(stream);
+}
+
 class WatchStream implements Subscriber {
   private unsubscribe: () => void = () => undefined;
   private ended = false;
@@ -217,7 +233,16 @@ class WatchStream implements Subscriber {
   constructor(
     readonly client: string,
     readonly services: ReadonlySet<string> | null,
+    /** With `services` null: the namespace whose every service is watched. */
+    readonly namespace: string | undefined,
     private readonly res: ServerResponse,
+    /**
+     * The request's connection. A request pipelined behind another on a keep-alive
+     * connection has no socket on its response until the one before it is answered, and
+     * such a response never emits 'close' when the client leaves: the connection's own
+     * close ends the stream then.
+     */
+    private readonly socket: Socket,
     private readonly minRevision: number,
     private readonly ctx: ApiContext,
     private readonly streams: WatchStreams,
@@ -226,6 +251,8 @@ class WatchStream implements Subscriber {
   start(initial: string): void {
     this.streams.add(this);
     this.res.on('close', () => this.end());
+    if (this.socket.destroyed) return this.end();
+    onConnectionClose(this.socket, this);
     this.write(initial);
     this.unsubscribe = this.ctx.engine.hub.subscribe(this);
   }
@@ -254,6 +281,7 @@ class WatchStream implements Subscriber {
     if (this.ended) return;
     this.ended = true;
     this.unsubscribe();
+    streamsOf.get(this.socket)?.delete(this);
     this.streams.remove(this);
     if (!this.res.writableEnded) this.res.end();
     this.streams.progress();
@@ -345,6 +373,8 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
     if (names.length > limits.maxWatchServices) {
       throw limitExceeded('maxWatchServices', 'service', `${names.length} services on one watch, at most ${limits.maxWatchServices}`, 'watch every service (no service=) or split into several streams');
     }
+    // No service= is every service of the namespace (the namespace, like on every call,
+    // defaults to "default").
     const services = names.length === 0 ? null : new Set(names.map((n) => serviceKey(namespace, validateServiceName(n))));
     if (ctx.closing.value) throw new SwitchboardError('NOT_READY', 'the node is shutting down', { retryAfterSec: 1, hint: 'connect to another node' });
     const epoch = engine.registry.epoch;
@@ -371,8 +401,18 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
       if (past === 'reset') {
         initial += resetFrame(epoch, engine.hub.published);
       } else {
-        initial += framesFor(services === null ? past : past.filter((e) => services.has(serviceKey(e.namespace, e.service))));
-        minRevision = Math.max(pos.from, minRevision);
+        const mine = past.filter((e) => (services === null ? e.namespace === namespace : services.has(serviceKey(e.namespace, e.service))));
+        const replay = framesFor(mine);
+        // A replay is written at once: one larger than a stream may hold for its client
+        // (maxWatchBufferBytes) would sit in this node's memory for a client that reads
+        // nothing. The client relists instead, which is also the cheaper way to catch up.
+        if (Buffer.byteLength(replay) > limits.maxWatchBufferBytes) {
+          initial += resetFrame(epoch, engine.hub.published);
+        } else {
+          initial += replay;
+          streams.countSent(mine.length);
+          minRevision = Math.max(pos.from, minRevision);
+        }
       }
     }
     // A request that asked to upgrade is served plain with Connection: close (app.ts); a
@@ -388,6 +428,6 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
     });
     // A stream's answer is hijacked (no onResponse): it is counted when it opens.
     ctx.metrics.observeRequest('GET', '/v1/watch', 200, null);
-    new WatchStream(req.ip, services, res, minRevision, ctx, streams).start(initial);
+    new WatchStream(req.ip, services, services === null ? namespace : undefined, res, req.raw.socket, minRevision, ctx, streams).start(initial);
   });
 }

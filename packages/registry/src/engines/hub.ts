@@ -12,6 +12,8 @@ export interface Subscriber {
   deliver(events: WatchEvent[], revision: number): void;
   /** Service keys (`namespace/service`) of interest; null for all services. */
   readonly services: ReadonlySet<string> | null;
+  /** With `services` null: only the services of this namespace (absent: every namespace). */
+  readonly namespace?: string;
 }
 
 interface Waiter {
@@ -48,7 +50,21 @@ export class Hub {
     if (events.length === 0) return;
     for (const e of events) this.log.append(e);
     this.published = Math.max(this.published, revision);
-    for (const sub of this.everything) sub.deliver(events, revision);
+    let byNamespace: Map<string, WatchEvent[]> | undefined;
+    for (const sub of this.everything) {
+      const ns = sub.namespace;
+      if (ns === undefined) {
+        sub.deliver(events, revision);
+        continue;
+      }
+      // Subscribers of one namespace share one array (one framing for all their streams).
+      let mine = byNamespace?.get(ns);
+      if (mine === undefined) {
+        mine = events.every((e) => e.namespace === ns) ? events : events.filter((e) => e.namespace === ns);
+        (byNamespace ??= new Map()).set(ns, mine);
+      }
+      if (mine.length > 0) sub.deliver(mine, revision);
+    }
     // Nobody watches a service or waits on one (a busy node with few watchers): done.
     if (this.byService.size === 0 && this.waiterCount === 0) return;
     const keys = events.map((e) => serviceKey(e.namespace, e.service));

@@ -328,3 +328,81 @@ test('a position past every revision of the epoch gets reset, not a stream that 
     await node.close();
   }
 });
+
+test('a watch without service= streams and replays the services of its own namespace only', async () => {
+  const node = await startNode();
+  try {
+    const u = node.url;
+    await reg(u, 'orders', 'a0', {});
+    await call(u, 'PUT', '/v1/services/orders/instances/t0?namespace=team-a', { address: '10.0.0.1', port: 80 });
+    const live = await SseReader.open(`${u}/v1/watch?namespace=team-a`);
+    const dflt = await SseReader.open(`${u}/v1/watch`);
+    await call(u, 'PUT', '/v1/services/pay/instances/t1?namespace=team-a', { address: '10.0.0.1', port: 80 });
+    await call(u, 'PUT', '/v1/services/pay/instances/b1?namespace=team-b', { address: '10.0.0.1', port: 80 });
+    await reg(u, 'billing', 'd1');
+    await live.count(1);
+    await dflt.count(1);
+    await sleep(100);
+    assert.deepEqual(live.events.map((e) => `${e.json.namespace}/${e.json.instance.id}`), ['team-a/t1']);
+    assert.deepEqual(dflt.events.map((e) => `${e.json.namespace}/${e.json.instance.id}`), ['default/d1']);
+    const replay = await SseReader.open(`${u}/v1/watch?namespace=team-a&fromRevision=1`);
+    await replay.count(2);
+    await sleep(100);
+    assert.deepEqual(replay.events.map((e) => `${e.json.namespace}/${e.json.instance.id}`), ['team-a/t0', 'team-a/t1']);
+    for (const r of [live, dflt, replay]) r.close();
+  } finally {
+    await node.close();
+  }
+});
+
+test('a replay larger than maxWatchBufferBytes is a reset (the client relists), and replayed events are counted as sent', async () => {
+  const node = await startNode({ limits: { maxWatchBufferBytes: 64 * 1024 } });
+  try {
+    const u = node.url;
+    const note = 'x'.repeat(1000);
+    for (let i = 0; i < 100; i++) await reg(u, 'big', `i${i}`, { metadata: { note } });
+    const small = await SseReader.open(`${u}/v1/watch?service=big&fromRevision=95`);
+    await small.count(6);
+    assert.deepEqual(small.events.map((e) => e.event), ['put', 'put', 'put', 'put', 'put', 'put']);
+    const metrics = await (await fetch(`${u}/metrics`)).text();
+    assert.match(metrics, /^switchboard_watch_events_sent_total 6$/m, 'the replayed events count as sent');
+    const large = await SseReader.open(`${u}/v1/watch?service=big&fromRevision=1`);
+    await large.count(1);
+    assert.equal(large.events[0]?.event, 'reset', 'about 100 KB of replay against a 64 KiB buffer');
+    await reg(u, 'big', 'late');
+    await large.count(2);
+    assert.equal(large.events[1]?.json.instance.id, 'late', 'the stream goes on after the reset');
+    small.close();
+    large.close();
+  } finally {
+    await node.close();
+  }
+});
+
+test('watches and blocking queries pipelined behind another request end when the client closes the connection', async () => {
+  const node = await startNode({ limits: { maxWatchStreamsPerClient: 5 } });
+  try {
+    const u = node.url;
+    const status = async () => (await call(u, 'GET', '/v1/status')).body;
+    await reg(u, 'slow', 'a');
+    const rev = (await call(u, 'GET', '/v1/services/slow')).body.revision;
+    const socket = connect(Number(new URL(u).port), '127.0.0.1');
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.once('connect', () => resolve());
+    });
+    socket.on('data', () => undefined);
+    // A blocking query first, then five watches and a blocking query queued behind it.
+    let text = `GET /v1/services/slow?index=${rev}&wait=60s HTTP/1.1\r\nhost: t\r\n\r\n`;
+    for (let i = 0; i < 5; i++) text += `GET /v1/watch?service=s${i} HTTP/1.1\r\nhost: t\r\naccept: text/event-stream\r\n\r\n`;
+    text += `GET /v1/services/slow?index=${rev}&wait=60s HTTP/1.1\r\nhost: t\r\n\r\n`;
+    socket.write(text);
+    await waitUntil(async () => (await status()).watchers === 5, 5_000, 'five pipelined watches open');
+    socket.destroy();
+    await waitUntil(async () => (await status()).watchers === 0 && node.engine.hub.waiting === 0, 5_000, 'streams and queries of the closed connection ended');
+    const again = await SseReader.open(`${u}/v1/watch?service=slow`);
+    again.close();
+  } finally {
+    await node.close();
+  }
+});
