@@ -42,6 +42,7 @@ export abstract class LocalEngine {
   }
 
   async grantLease(ttlMs: number): Promise<LeaseGrant> {
+    this.writes.admit();
     const leaseId = this.newLeaseId();
     await this.persist(this.registry.grantLease(leaseId, ttlMs));
     return { leaseId, ttlMs };
@@ -55,23 +56,28 @@ export abstract class LocalEngine {
     return this.writes.onLeaseEnded(listener);
   }
 
-  revokeLease(leaseId: string): Promise<number> {
+  async revokeLease(leaseId: string): Promise<number> {
+    this.writes.admit();
     return this.persist(this.registry.revokeLease(leaseId));
   }
 
-  register(item: RegistrationItem): Promise<number> {
+  async register(item: RegistrationItem): Promise<number> {
+    this.writes.admit();
     return this.persist(this.registry.register(item));
   }
 
-  registerBatch(items: RegistrationItem[]): Promise<number> {
+  async registerBatch(items: RegistrationItem[]): Promise<number> {
+    this.writes.admit();
     return this.persist(this.registry.registerBatch(items));
   }
 
-  deregister(namespace: string, service: string, id: string): Promise<number> {
+  async deregister(namespace: string, service: string, id: string): Promise<number> {
+    this.writes.admit();
     return this.persist(this.registry.deregister(namespace, service, id));
   }
 
-  setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
+  async setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
+    this.writes.admit();
     return this.persist(this.registry.setStatus(namespace, service, id, status, reason));
   }
 
@@ -80,16 +86,19 @@ export abstract class LocalEngine {
     return this.persist(this.registry.recordCheckResult(namespace, service, id, checkId, specKey, result));
   }
 
-  reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number> {
+  async reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number> {
+    this.writes.admit();
     return this.persist(this.registry.reportCheck(namespace, service, id, checkId, result));
   }
 
-  setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number> {
+  async setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number> {
+    this.writes.admit();
     return this.persist(this.registry.setServiceSettings(namespace, service, settings));
   }
 
   /** Counts a consumer's report on this node. */
   async reportInstance(namespace: string, service: string, id: string, report: ConsumerReport): Promise<{ revision: number; reporters: number; warning: boolean }> {
+    this.writes.admit();
     const r = this.registry.reportInstance(namespace, service, id, report);
     return { revision: await this.persist(r.outcome), reporters: r.reporters, warning: r.warning };
   }

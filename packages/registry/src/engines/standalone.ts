@@ -18,6 +18,8 @@ import { WritePath } from './write-path.js';
 export interface StandaloneOptions {
   nodeId: string;
   storage: Storage;
+  /** Client writes waiting for the log at most (default MAX_PENDING_WRITES, write-path.ts). */
+  maxPendingWrites?: number;
   limits: Limits;
   clock: Clock;
   /** Wall-clock time for history; default Date.now. */
@@ -65,6 +67,7 @@ export class StandaloneEngine extends LocalEngine implements Engine {
       registry,
       storage,
       hub: this.hub,
+      ...(opts.maxPendingWrites !== undefined ? { maxPending: opts.maxPendingWrites } : {}),
       snapshot: () => registry.snapshot(),
       ...(opts.onFatal ? { onFatal: opts.onFatal } : {}),
       ...(opts.onSnapshotError ? { onSnapshotError: opts.onSnapshotError } : {}),

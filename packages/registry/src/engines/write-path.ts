@@ -26,11 +26,21 @@ export interface WritePathOptions {
   snapshot(): Snapshot;
   /** Runs for each announced entry, in append order, after the hub has it. */
   onAnnounced?(entry: Entry): void;
+  /** Client writes waiting for the log at most (default MAX_PENDING_WRITES; tests lower it). */
+  maxPending?: number;
   /** Storage failed: the process must stop, memory is ahead of disk. */
   onFatal?: (err: unknown) => void;
   /** A snapshot failed; the log is intact, so the node goes on and tries again later. */
   onSnapshotError?: (err: unknown) => void;
 }
+
+/**
+ * Client writes applied in memory but not yet durable, at most (beyond it a client's write
+ * is refused with 503 STORE_UNAVAILABLE until the log catches up). Besides bounding memory
+ * when the disk stalls, it bounds the revisions a crash can lose, which the revision floor
+ * after an unclean stop must exceed (storage/file-storage.ts, UNCLEAN_STOP_REVISION_GAP).
+ */
+export const MAX_PENDING_WRITES = 100_000;
 
 interface Pending {
   outcome: WriteOutcome;
@@ -46,6 +56,16 @@ export class WritePath {
   private readonly leaseListeners = new Set<LeaseEndedListener>();
 
   constructor(private readonly opts: WritePathOptions) {}
+
+  /** Refuses a client's write while MAX_PENDING_WRITES writes wait for the log. */
+  admit(): void {
+    if (this.pending.length < (this.opts.maxPending ?? MAX_PENDING_WRITES)) return;
+    throw new SwitchboardError('STORE_UNAVAILABLE', `${this.pending.length} writes are waiting for the disk (fsync is slower than the writes)`, {
+      limit: 'MAX_PENDING_WRITES',
+      retryAfterSec: 1,
+      hint: 'retry after a second; if it lasts, check the disk of the data directory (the switchboard_wal_fsync_duration_seconds metric)',
+    });
+  }
 
   /**
    * Makes an outcome durable, announces it in order, and returns the revision to answer.

@@ -9,6 +9,7 @@ import type { Entry, Snapshot } from '../core/entry.js';
 import { ensureDir } from './fsutil.js';
 import { acquireLock, type DirLock, type LockTiming } from './lock.js';
 import { stderrLogger, type StorageLogger } from './logger.js';
+import { readMeta, writeMeta } from './meta.js';
 import { recover } from './recovery.js';
 import { trimDataDir } from './retention.js';
 import { writeSnapshotFile } from './snapshot.js';
@@ -27,6 +28,13 @@ export interface FileStorageLimits extends WalLimits {
 }
 
 const MiB = 1024 * 1024;
+
+/**
+ * How far revisions jump after a crash: more than the writes a process can have applied
+ * without their being durable (MAX_PENDING_WRITES client writes, and the node's own lease
+ * expiries and check results meanwhile).
+ */
+export const UNCLEAN_STOP_REVISION_GAP = 1_000_000;
 
 export const DEFAULT_FILE_STORAGE_LIMITS: Readonly<FileStorageLimits> = {
   // Replaying 50,000 records takes about 1.5 s on a loaded 2-core machine (docs/storage.md,
@@ -98,11 +106,29 @@ export class FileStorage implements Storage {
       this.lastSnapshotBytes = rec.snapshotBytes;
       // Records replayed at start count toward the next snapshot, so restarts do not let the log grow without bound.
       this.mark = { appends: -rec.entries.length, bytes: -rec.entryBytes };
-      return { epoch: rec.epoch, snapshot: rec.snapshot, entries: rec.entries, ...(rec.revisionFloor > 0 ? { revisionFloor: rec.revisionFloor } : {}) };
+      const floor = this.lock.tookOver ? await this.floorAfterCrash(rec) : rec.revisionFloor;
+      return { epoch: rec.epoch, snapshot: rec.snapshot, entries: rec.entries, ...(floor > 0 ? { revisionFloor: floor } : {}) };
     } catch (err) {
       await this.releaseLock();
       throw err;
     }
+  }
+
+  /**
+   * After a crash: reads may have answered revisions of writes that were applied but not
+   * yet durable, and those revisions must not name other changes now (a watcher resuming
+   * from one would skip them; an ETag would match another answer). Revisions continue past
+   * every revision the crashed process can have handed out, and the floor is kept in
+   * meta.json before anything is written, so that a second crash cannot reuse them either.
+   * Positions below it get a reset (the engine's event log starts at the floor).
+   */
+  private async floorAfterCrash(rec: Awaited<ReturnType<typeof recover>>): Promise<number> {
+    const last = rec.entries.length > 0 ? (rec.entries[rec.entries.length - 1] as Entry).revision : (rec.snapshot?.revision ?? 0);
+    const floor = Math.max(last, rec.revisionFloor) + UNCLEAN_STOP_REVISION_GAP;
+    const meta = await readMeta(this.location);
+    await writeMeta(this.location, rec.epoch, meta ? new Date(meta.createdAt) : new Date(), floor);
+    this.logger.warn({ dir: this.location, revision: last, continuesFrom: floor }, `the last stop was not clean: revisions continue from ${floor}, past any that reads may have shown before the crash; watchers resume with a reset`);
+    return floor;
   }
 
   append(entry: Entry): Promise<void> {

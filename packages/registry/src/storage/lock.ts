@@ -78,6 +78,8 @@ function samePlace(a: Place, b: Place): boolean {
 
 export interface DirLock {
   readonly path: string;
+  /** The lock was taken over from an owner that stopped without releasing it (a crash). */
+  readonly tookOver: boolean;
   release(): Promise<void>;
 }
 
@@ -176,10 +178,11 @@ export async function acquireLock(dir: string, logger: StorageLogger, opts: { on
   if (held.has(path)) throw new DirectoryLockedError(dir, process.pid);
   const t = opts.timing ?? { heartbeatMs: LOCK_HEARTBEAT_MS, staleMs: LOCK_STALE_MS };
   const token = randomBytes(8).toString('hex');
+  let tookOver = false;
   for (let attempt = 0; attempt < 3; attempt++) {
     if (await tryCreate(path, token)) {
       held.set(path, refresher(path, token, logger, t.heartbeatMs, opts.onLost));
-      return { path, release: () => releaseLock(path, token) };
+      return { path, tookOver, release: () => releaseLock(path, token) };
     }
     const owner = await ownerOf(path);
     if (owner === null) continue; // released meanwhile
@@ -192,6 +195,7 @@ export async function acquireLock(dir: string, logger: StorageLogger, opts: { on
     await unlink(path).catch((err) => {
       if (!isErrno(err, 'ENOENT')) throw err;
     });
+    tookOver = true;
   }
   const owner = await ownerOf(path);
   throw new DirectoryLockedError(dir, owner?.pid ?? -1);

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { FILE_HEADER_BYTES } from './file-header.js';
 import { DIR_MODE, FILE_MODE, fsyncDir, writeAll } from './fsutil.js';
 import { classifyFiles, damagedDirName, type NamedFile } from './layout.js';
+import { UNCLEAN_STOP_REVISION_GAP } from './file-storage.js';
 import { acquireLock } from './lock.js';
 import type { StorageLogger } from './logger.js';
 import { FRAME_HEADER_BYTES } from './record.js';
@@ -153,10 +154,12 @@ export async function repairDataDir(dir: string, logger: StorageLogger, now = ne
     // (A damaged snapshot whose records the log still holds loses none.)
     let revisionFloor: number | null = null;
     const lost = Math.max(0, mover.highestLsn - scan.lastLsn);
-    if (lost > 0) {
-      revisionFloor = Math.max(meta?.revisionFloor ?? 0, keptRevision) + lost;
-      if (epoch !== null) await writeMeta(dir, epoch, now, revisionFloor);
-    }
+    if (lost > 0) revisionFloor = Math.max(meta?.revisionFloor ?? 0, keptRevision) + lost;
+    // A repair of a directory whose agent crashed takes its lock over, and releases it
+    // cleanly: it carries the crash's floor over (file-storage.ts, floorAfterCrash), which
+    // the next start could no longer tell it needs.
+    if (lock.tookOver) revisionFloor = Math.max(revisionFloor ?? 0, meta?.revisionFloor ?? 0, keptRevision) + UNCLEAN_STOP_REVISION_GAP;
+    if (revisionFloor !== null && epoch !== null) await writeMeta(dir, epoch, meta ? new Date(meta.createdAt) : now, revisionFloor);
     const kept = scan.segments.reduce((n, s) => n + s.records, 0);
     const report: RepairReport = { dir, movedTo: mover.moved.length > 0 ? mover.target : null, moved: mover.moved, cut, damage, snapshot: snap?.file.name ?? null, keptRecords: kept, lastLsn: scan.lastLsn, revisionFloor };
     if (report.movedTo) logger.warn({ ...report }, 'repaired the data directory: damaged parts moved aside');

@@ -231,3 +231,48 @@ test(`kill -9 during snapshots, rotation and trimming loses no acknowledged appe
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('after kill -9 revisions continue past any a read may have shown, resumes below get a reset; after a clean stop they continue as they were', { timeout: 60_000 }, async () => {
+  const dir = tempDir();
+  let agent: AgentProcess | undefined;
+  const GAP = 1_000_000;
+  const firstEvent = async (url: string, lastId: string): Promise<string> => {
+    const ac = new AbortController();
+    const res = await fetch(`${url}/v1/watch?service=phx`, { headers: { 'last-event-id': lastId }, signal: ac.signal });
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!/\nevent: (\w+)/.test(`\n${text}`)) text += Buffer.from((await reader.read()).value ?? []).toString();
+    ac.abort();
+    return (/(?:^|\n)event: (\w+)/.exec(text) as RegExpExecArray)[1] as string;
+  };
+  try {
+    agent = await spawnAgent(['--data-dir', dir]);
+    const epoch = (await call(agent.url, 'GET', '/v1/status')).body.epoch as string;
+    const r1 = (await call(agent.url, 'PUT', '/v1/services/phx/instances/a', { address: '10.0.0.1', port: 80 })).body.revision as number;
+    await kill9(agent);
+    agent = await spawnAgent(['--data-dir', dir]);
+    const after = (await call(agent.url, 'GET', '/v1/status')).body.revision as number;
+    assert.ok(after >= r1 + GAP, `revision ${after} after the crash, at least ${r1 + GAP} expected`);
+    assert.equal(await firstEvent(agent.url, `${epoch}:${r1}`), 'reset', 'a position from before the crash may name a change that was lost: relist');
+    const r2 = (await call(agent.url, 'PUT', '/v1/services/phx/instances/b', { address: '10.0.0.1', port: 80 })).body.revision as number;
+    assert.equal(r2, after + 1);
+    // A second crash before anything else is written: the floor was kept, so it moves on again.
+    await kill9(agent);
+    agent = await spawnAgent(['--data-dir', dir]);
+    const again = (await call(agent.url, 'GET', '/v1/status')).body.revision as number;
+    assert.ok(again >= r2 + GAP, `revision ${again} after the second crash, at least ${r2 + GAP} expected`);
+    // A clean stop: revisions and positions carry on.
+    const r3 = (await call(agent.url, 'PUT', '/v1/services/phx/instances/c', { address: '10.0.0.1', port: 80 })).body.revision as number;
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+    agent = await spawnAgent(['--data-dir', dir]);
+    assert.equal((await call(agent.url, 'GET', '/v1/status')).body.revision, r3, 'no jump after a clean stop');
+    const resumed = firstEvent(agent.url, `${epoch}:${r3}`);
+    await call(agent.url, 'PUT', '/v1/services/phx/instances/d', { address: '10.0.0.1', port: 80 });
+    assert.equal(await resumed, 'put', 'a position from before a clean stop resumes');
+  } finally {
+    if (agent) agent.child.kill('SIGKILL');
+    await agent?.exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -113,3 +113,33 @@ test('a log that fails: the write is answered 503 STORE_UNAVAILABLE naming the s
     await engine.close().catch(() => undefined);
   }
 });
+
+test('a disk that stops answering: client writes are refused with 503 STORE_UNAVAILABLE once MAX_PENDING_WRITES wait, and taken again when it answers', async () => {
+  const MAX_PENDING_WRITES = 500; // (100,000 by default)
+  // A log whose appends wait until the test lets them through.
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => (release = r));
+  class StalledStorage extends MemoryStorage {
+    override append(): Promise<void> {
+      return gate;
+    }
+  }
+  const engine = await StandaloneEngine.open({ nodeId: 't', storage: new StalledStorage(), maxPendingWrites: MAX_PENDING_WRITES, limits: DEFAULT_LIMITS, clock: { now: () => performance.now() }, activeChecks: false });
+  try {
+    const item = (i: number) => ({ namespace: 'default', service: 'stall', id: `i${i}`, input: { address: '10.0.0.1', port: 80, protocol: 'http', zone: null, version: null, tags: [], metadata: {}, weight: 100, leaseId: null, checks: [] } });
+    const waiting: Promise<number>[] = [];
+    for (let i = 0; i < MAX_PENDING_WRITES; i++) waiting.push(engine.register(item(i) as never));
+    const refused = await engine.register(item(MAX_PENDING_WRITES) as never).then(() => null, (err: unknown) => err);
+    assert.ok(refused instanceof SwitchboardError, 'refused');
+    assert.equal(refused.code, 'STORE_UNAVAILABLE');
+    assert.equal(refused.limit, 'MAX_PENDING_WRITES');
+    assert.equal(refused.retryAfterSec, 1);
+    assert.equal(engine.registry.instance('default', 'stall', `i${MAX_PENDING_WRITES}`), undefined, 'a refused write is not applied');
+    release();
+    await Promise.all(waiting);
+    assert.ok((await engine.register(item(MAX_PENDING_WRITES) as never)) > 0, 'taken once the log caught up');
+  } finally {
+    release();
+    await engine.close();
+  }
+});
