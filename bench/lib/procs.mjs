@@ -56,6 +56,8 @@ function bootId() {
 const BOOT = bootId();
 function saveState() {
   try {
+    // Nothing left to reap: no state file (killAllNow removes it at the end, too).
+    if (startedPids.size === 0 && tempDirs.size === 0) return rmSync(STATE_FILE, { force: true });
     const procs = [...startedPids].map(([pid, start]) => ({ pid, start }));
     writeFileSync(STATE_FILE, JSON.stringify({ runnerPid: process.pid, runnerStart: runnerStart(), boot: BOOT, procs, dirs: [...tempDirs] }));
   } catch {
@@ -64,12 +66,28 @@ function saveState() {
 }
 
 /**
+ * Saves a started child's PID and start time for reapOrphans (servers, client tools, and
+ * forked load generators and providers: a provider frozen with SIGSTOP outlives a killed
+ * runner, its IPC channel notwithstanding), and forgets it once it has exited.
+ */
+function remember(proc) {
+  if (proc.pid === undefined) return;
+  startedPids.set(proc.pid, startTicks(proc.pid));
+  saveState();
+  proc.once('exit', () => {
+    startedPids.delete(proc.pid);
+    saveState();
+  });
+}
+
+/**
  * Kills what runners that no longer exist left behind, and removes their directories.
  * Returns what it did. A process is killed by PID, and only when it is the one the runner
  * started: its start time (saved with the PID) is the same, in the same boot, so a reused
  * PID is never hit. (A state file without start times, from an older runner: when its
- * command line names one of that runner's temporary directories.) A runner whose PID this
- * one now has is gone too: its start time differs.
+ * command line names one of that runner's temporary directories.) A frozen (SIGSTOPped)
+ * process gets SIGCONT before its SIGKILL. A runner whose PID this one now has is gone
+ * too: its start time differs.
  */
 export function reapOrphans() {
   const done = [];
@@ -97,7 +115,9 @@ export function reapOrphans() {
     for (const { pid, start } of procs) {
       // A zombie is already dead (its parent has not reaped it): nothing to kill.
       if (procStats(pid)?.state === 'Z') continue;
-      if (isOurs(pid, start, st.dirs ?? []) && signalPid(pid, 'SIGKILL')) done.push(`killed ${pid} (left by runner ${st.runnerPid})`);
+      if (!isOurs(pid, start, st.dirs ?? [])) continue;
+      signalPid(pid, 'SIGCONT'); // a provider frozen with SIGSTOP
+      if (signalPid(pid, 'SIGKILL')) done.push(`killed ${pid} (left by runner ${st.runnerPid})`);
     }
     for (const d of st.dirs ?? []) {
       if (!d.startsWith(tmpdir())) continue;
@@ -177,10 +197,7 @@ export function spawnLogged(name, cmd, args, { cwd, env, logFile }) {
 function spawnTracked(name, cmd, args, { cwd, env, stdio }) {
   const proc = spawn(cmd, args, { cwd, env: env ?? process.env, stdio, detached: false });
   track(proc, name);
-  if (proc.pid !== undefined) {
-    startedPids.set(proc.pid, startTicks(proc.pid));
-    saveState();
-  }
+  remember(proc);
   proc.name = name;
   return proc;
 }
@@ -213,12 +230,14 @@ export function tailOf(file, lines = 20) {
 }
 
 /**
- * Forks a Node script (a load generator, a provider) with an IPC channel, tracked by PID;
- * its output goes to the runner's.
+ * Forks a Node script (a load generator, a provider) with an IPC channel, tracked by PID
+ * and saved for reapOrphans like a server; its output goes to the runner's.
  */
 export function forkTracked(name, script, args = [], { execArgv } = {}) {
   const proc = fork(script, args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(execArgv ? { execArgv } : {}) });
-  return track(proc, name);
+  track(proc, name);
+  remember(proc);
+  return proc;
 }
 
 /**
