@@ -9,7 +9,7 @@ import { fork, spawn } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, readSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
@@ -81,13 +81,25 @@ function remember(proc) {
 }
 
 /**
+ * Whether a recorded directory may be removed by a later run: one under the OS temp dir,
+ * or elsewhere (--data-root) one whose name has the suite's own form, `bench-<what>-XXXXXX`
+ * (makeTempDir's), so that nothing else is ever removed.
+ */
+const OWN_DIR = /^bench-[a-z0-9-]+-[A-Za-z0-9]{6}$/;
+function removable(dir) {
+  return dir.startsWith(tmpdir() + '/') || OWN_DIR.test(basename(dir));
+}
+
+/**
  * Kills what runners that no longer exist left behind, and removes their directories.
  * Returns what it did. A process is killed by PID, and only when it is the one the runner
  * started: its start time (saved with the PID) is the same, in the same boot, so a reused
  * PID is never hit. (A state file without start times, from an older runner: when its
  * command line names one of that runner's temporary directories.) A frozen (SIGSTOPped)
  * process gets SIGCONT before its SIGKILL. A runner whose PID this one now has is gone
- * too: its start time differs.
+ * too: its start time differs. Its directories are removed when they are under the OS temp
+ * dir or, elsewhere (--data-root), when their name has the suite's own form (removable());
+ * one that cannot be removed keeps the state file, with nothing else in it, for the next run.
  */
 export function reapOrphans() {
   const done = [];
@@ -119,18 +131,30 @@ export function reapOrphans() {
       signalPid(pid, 'SIGCONT'); // a provider frozen with SIGSTOP
       if (signalPid(pid, 'SIGKILL')) done.push(`killed ${pid} (left by runner ${st.runnerPid})`);
     }
+    const left = [];
     for (const d of st.dirs ?? []) {
-      if (!d.startsWith(tmpdir())) continue;
+      if (!removable(d)) continue;
       try {
         rmSync(d, { recursive: true, force: true });
         done.push(`removed ${d}`);
       } catch {
-        /* ignore */
+        left.push(d);
       }
     }
-    rmSync(path, { force: true });
+    // A directory that could not be removed stays in the state file for the next run.
+    if (left.length === 0) rmSync(path, { force: true });
+    else {
+      try {
+        writeFileSync(path, JSON.stringify({ ...st, procs: [], dirs: left }));
+      } catch {
+        /* best effort */
+      }
+    }
     // A dead runner with this runner's PID had this runner's state file: write it again.
-    if (st.runnerPid === process.pid && (startedPids.size > 0 || tempDirs.size > 0)) saveState();
+    if (st.runnerPid === process.pid) {
+      for (const d of left) tempDirs.add(d);
+      if (startedPids.size > 0 || tempDirs.size > 0) saveState();
+    }
   }
   return done;
 }
