@@ -6,7 +6,7 @@
  */
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { freePorts, makeTempDir, removeTempDir, spawnLogged, stopProc, waitReady } from '../lib/proc.mjs';
+import { StartError, freePorts, makeTempDir, removeTempDir, spawnLogged, stopProc, waitReady } from '../lib/proc.mjs';
 
 function etcdctl(endpoints, args, timeoutMs = 3000) {
   return new Promise((resolve, reject) => {
@@ -56,20 +56,27 @@ export async function startEtcd({ members = 1, timeoutMs = 30_000 } = {}) {
       removeTempDir(dir);
     },
   };
+  const what = `etcd (${members} member${members > 1 ? 's' : ''})`;
   try {
-    await waitReady({
-      what: `etcd (${members} member${members > 1 ? 's' : ''})`,
+    // The version comes with the status that says it is ready (as ZooKeeper's `srvr`): no
+    // call of its own after readiness, which could fail on a slow machine.
+    const ready = await waitReady({
+      what,
       procs,
       timeoutMs,
       probe: async () => {
         const out = JSON.parse(await etcdctl(endpoints, ['endpoint', 'status', '-w', 'json']));
-        return out.length === members && out.every((s) => s.Status && s.Status.leader && s.Status.leader !== '0' && s.Status.leader !== 0);
+        const up = out.length === members && out.every((s) => s.Status && s.Status.leader && s.Status.leader !== '0' && s.Status.leader !== 0);
+        return up && { version: out[0].Status.version ?? null };
       },
     });
+    sys.version = ready.version;
   } catch (err) {
+    // Whatever failed, the message names the system and carries the members' log tails
+    // (read before stop() removes the directory).
+    const failure = err instanceof StartError ? err : new StartError(`${what}: ${err.message}`, procs);
     await sys.stop();
-    throw err;
+    throw failure;
   }
-  sys.version = JSON.parse(await etcdctl(endpoints, ['endpoint', 'status', '-w', 'json']))[0].Status.version;
   return sys;
 }
