@@ -405,84 +405,118 @@ function summarizeRow(workload) {
   };
 }
 
-/** Failure detection: one server per system, a watcher generator, providers killed by PID. */
+/**
+ * Failure detection: one server and one watcher generator per system, kept for the whole
+ * case; the runs interleaved over the systems (run 1 of each system and way of leaving,
+ * then run 2, ...), each with a new provider killed by PID.
+ */
 async function runFailureCase(c, ctx) {
   const rows = rowsOf(c, ctx.opts.systems);
   const n = ctx.opts.runs;
-  for (const sysName of ctx.opts.systems) {
-    const sys = await startReported(sysName, ctx, `failure`);
-    const myRows = rows.filter((r) => r.system === sysName);
-    if (!sys) {
-      for (const r of myRows) r.runs.push({ run: 1, error: 'the system did not start' });
-      continue;
+  // Every run of every system happens while each generator watches: its time limit covers
+  // them all (a run takes 75 s at most: register 20 s, appear 10 s, 3 s, gone 30 s, drain 10 s).
+  const maxMs = n * rows.length * (80_000 + ctx.opts.waitQuietMs) + 60_000;
+  const watched = [];
+  try {
+    for (const sysName of ctx.opts.systems) {
+      const w = { sysName, rows: rows.filter((r) => r.system === sysName), label: `${ctx.pos(c)} ${SYSTEMS[sysName].label}`, sys: await startReported(sysName, ctx, 'failure'), error: null };
+      watched.push(w);
+      if (!w.sys) w.error = 'the system did not start';
+      else startWatchers(w, c, ctx, maxMs);
     }
-    const seen = [];
-    let waiters = [];
-    const onMessage = (msg) => {
-      if (msg.type === 'seen' || msg.type === 'watching') {
-        seen.push(msg);
-        for (const w of waiters) w();
-      }
-    };
-    const waitFor = (pred, ms) =>
-      new Promise((resolve) => {
-        const deadline = setTimeout(done, ms);
-        function done() {
-          clearTimeout(deadline);
-          waiters = waiters.filter((w) => w !== check);
-          resolve(pred());
-        }
-        function check() {
-          if (pred()) done();
-        }
-        waiters.push(check);
-        check();
-      });
-    let genRef = null;
-    const label0 = `${ctx.pos(c)} ${SYSTEMS[sysName].label}`;
-    const genDone = runGenerator({
-      workload: 'failure-watch',
-      sys,
-      options: { watchers: c.level, maxMs: 600_000 },
-      progress: ctx.progress,
-      label: label0,
-      hardLimitMs: 700_000,
-      onMessage: (msg, gen) => {
-        genRef = gen;
-        onMessage(msg);
-      },
-    });
-    let genError = null;
-    genDone.catch((err) => (genError = err));
-    try {
-      const ready = await waitFor(() => seen.some((m) => m.type === 'watching') || genError, 60_000);
-      if (!ready || genError) throw genError ?? new Error('the watchers did not connect within 60 s');
-      for (let run = 1; run <= n; run++) {
-        for (const row of myRows) {
-          const label = `${label0} (${row.signal})  run ${run}/${n}`;
+    for (const w of watched) {
+      if (w.error) continue;
+      const ready = await w.waitFor(() => w.seen.some((m) => m.type === 'watching'), 60_000);
+      if (!ready && !w.error) w.error = 'the watchers did not connect within 60 s';
+      if (w.error) ctx.progress.done(`${w.label}  FAILED: ${w.error.split('\n')[0]}`);
+    }
+    for (let run = 1; run <= n; run++) {
+      for (const w of watched) {
+        for (const row of w.rows) {
+          const label = `${w.label} (${row.signal})  run ${run}/${n}`;
+          // A system whose watchers are gone has no more runs: each one records why.
+          if (w.error) {
+            row.runs.push({ run, error: w.error });
+            continue;
+          }
           await waitQuiet(ctx.opts.waitQuietMs, ctx.progress, label);
           const speedCheckMs = speedCheck();
           ctx.progress.update(`${label}  starting the provider`, { force: true });
           try {
-            const fig = await oneFailure({ sys, row, run, c, seen, waitFor, label, ctx });
+            const fig = await oneFailure({ sys: w.sys, row, run, c, seen: w.seen, waitFor: w.waitFor, watchersFailed: () => w.error });
             row.runs.push({ run, speedCheckMs, figures: fig, result: fig });
             ctx.progress.done(`${label}  first watcher ${fmtMs(fig.firstMs)}  last watcher ${fmtMs(fig.lastMs)}`);
           } catch (err) {
             row.runs.push({ run, error: err.message });
             ctx.progress.done(`${label}  FAILED: ${err.message.split('\n')[0]}`);
+            if (w.error) ctx.progress.log(`${w.label}: no more runs (its watchers' load generator failed)`);
           }
         }
       }
-    } catch (err) {
-      for (const r of myRows) if (r.runs.length === 0) r.runs.push({ run: 1, error: err.message });
-      ctx.progress.done(`${label0}  FAILED: ${err.message.split('\n')[0]}`);
-    } finally {
-      if (genRef?.connected) genRef.send({ type: 'finish' });
-      await genDone.catch(() => undefined);
-      await sys.stop();
+    }
+  } finally {
+    // A generator that watches leaves when told to; one that never did is ended.
+    for (const w of watched) {
+      for (const g of w.genDone?.generators ?? []) {
+        if (w.seen.some((m) => m.type === 'watching') && g.connected) g.send({ type: 'finish' });
+        else void stopProc(g, 2000);
+      }
+    }
+    for (const w of watched) {
+      await w.genDone?.catch(() => undefined);
+      await w.sys?.stop();
     }
   }
   return { workload: c.workload, level: c.level, ttlMs: FAILURE_TTL_MS, rows: rows.map(summarizeRow(c.workload)) };
+}
+
+/**
+ * Forks the watcher generator of one system (`w`: its server, rows and label) and gives
+ * `w` what the runs use: `seen` (every message of the watchers), `waitFor(pred, ms)`
+ * (resolves with pred() once it holds, the generator fails or `ms` pass), `genDone` (its
+ * runGenerator) and `error` (set, with the generator's own message, when it fails).
+ */
+function startWatchers(w, c, ctx, maxMs) {
+  w.seen = [];
+  let waiters = [];
+  const wake = () => {
+    for (const f of waiters) f();
+  };
+  w.waitFor = (pred, ms) =>
+    new Promise((resolve) => {
+      const deadline = setTimeout(done, ms);
+      function done() {
+        clearTimeout(deadline);
+        waiters = waiters.filter((f) => f !== check);
+        resolve(pred());
+      }
+      function check() {
+        if (pred() || w.error) done();
+      }
+      waiters.push(check);
+      check();
+    });
+  w.genDone = runGenerator({
+    workload: 'failure-watch',
+    sys: w.sys,
+    options: { watchers: c.level, maxMs },
+    progress: ctx.progress,
+    label: w.label,
+    hardLimitMs: maxMs + 100_000,
+    onMessage: (msg) => {
+      if (msg.type === 'seen' || msg.type === 'watching') {
+        w.seen.push(msg);
+        wake();
+      }
+    },
+  });
+  w.genDone
+    .then(
+      // It leaves with a result only when told to finish: earlier, it failed too.
+      () => (w.error ??= "the watchers' load generator ended before the runs did"),
+      (err) => (w.error ??= `the watchers' load generator failed: ${err.message.replace(`${w.label}: `, '')}`),
+    )
+    .finally(wake);
 }
 
 /** The provider's next message of `type`; rejects on its error message, its exit or after `ms`. */
@@ -506,13 +540,16 @@ function messageFrom(provider, type, ms, what) {
   });
 }
 
-async function oneFailure({ sys, row, run, c, seen, waitFor, label }) {
+async function oneFailure({ sys, row, run, c, seen, waitFor, watchersFailed }) {
   const id = `p-${row.signal.toLowerCase()}-${run}`;
   const provider = forkTracked('provider', join(ROOT, 'bench/compare/provider.mjs'), [JSON.stringify(targetOf(sys)), String(FAILURE_TTL_MS), id]);
   try {
     const registered = await messageFrom(provider, 'registered', 20_000, 'register');
     const putsOf = () => new Set(seen.filter((m) => m.type === 'seen' && m.op === 'put' && m.id === id).map((m) => m.watcher));
-    if (!(await waitFor(() => putsOf().size >= c.level, 10_000))) throw new Error(`only ${putsOf().size} of ${c.level} watchers saw the instance appear`);
+    const appeared = await waitFor(() => putsOf().size >= c.level, 10_000);
+    // The watchers' generator failing is the failure, not what it could no longer see.
+    if (watchersFailed()) throw new Error(watchersFailed());
+    if (!appeared) throw new Error(`only ${putsOf().size} of ${c.level} watchers saw the instance appear`);
     // A random moment within the keep-alive cycle (TTL/3), after a steady state of 1.5 s.
     await sleep(1500 + Math.random() * (FAILURE_TTL_MS / 3));
     let killedAt;
@@ -529,6 +566,7 @@ async function oneFailure({ sys, row, run, c, seen, waitFor, label }) {
     }
     const gone = () => seen.filter((m) => m.type === 'seen' && m.op === 'delete' && m.id === id);
     await waitFor(() => new Set(gone().map((m) => m.watcher)).size >= c.level, 30_000);
+    if (watchersFailed()) throw new Error(watchersFailed());
     const times = new Map();
     for (const m of gone()) if (!times.has(m.watcher)) times.set(m.watcher, m.at - killedAt);
     if (times.size === 0) throw new Error('no watcher saw the instance go within 30 s');

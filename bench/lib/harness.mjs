@@ -205,7 +205,8 @@ export const COMPARE_LOADGEN = join(ROOT, 'bench/compare/loadgen.mjs');
  * workload against `sys` (`{ pids, procs, url?, kind?, endpoints?, connectString? }`),
  * samples the servers' CPU at the generators' phase changes, and merges the results
  * (`merge(results)` when given, even of one generator).
- * `onMessage(msg, gen)` sees every other message (interactive workloads).
+ * `onMessage(msg, gen)` sees every other message (interactive workloads). The promise's
+ * `generators` are the forked processes.
  */
 export function runGenerator({ workload, sys, options, progress, label, hardLimitMs, onMessage, count = 1, script = COMPARE_LOADGEN, merge = null }) {
   const gens = [];
@@ -221,7 +222,7 @@ export function runGenerator({ workload, sys, options, progress, label, hardLimi
   const results = new Array(count);
   let resultCount = 0;
   const rates = new Array(count).fill(0);
-  return new Promise((resolve, reject) => {
+  const done = new Promise((resolve, reject) => {
     let settled = false;
     const finish = (err, result) => {
       if (settled) return;
@@ -279,6 +280,9 @@ export function runGenerator({ workload, sys, options, progress, label, hardLimi
       gen.send({ type: 'run', workload, target: targetOf(sys), url: sys.url, options: o });
     });
   });
+  // The processes themselves, for a caller that must end them early (stopProc).
+  done.generators = gens;
+  return done;
 }
 
 /** Error counts of several generators (Errors.json() each) as one: counts summed, five examples kept. */
