@@ -7,7 +7,8 @@
  *   node bench/compare/report.mjs bench/results/<file>.json              markdown to stdout
  *   node bench/compare/report.mjs bench/results/<file>.json --write-docs rewrite the
  *        generated section of docs/benchmarks.md (between its markers; the rest of the file,
- *        written by people, is kept as it is)
+ *        written by people, is kept as it is); refused for a run with start failures, failed
+ *        runs or a part of its suite only (docsRefusals), unless --force-docs is given
  *   node bench/compare/report.mjs bench/results/<file>.json --text       the terminal table
  *   node bench/compare/report.mjs --refresh-method    only the method and workload text of
  *        the generated section, from the runner as it is now (the figures are kept)
@@ -161,38 +162,68 @@ export function mdTable(head, rows, { numeric = true } = {}) {
 
 // ---------------------------------------------------------------- targets
 
-/** The issue's targets, judged from the figures (null when the run lacks the figures). */
+/**
+ * The peers of the run's suite (its systems other than Switchboard, before --systems); for
+ * a results file written before the suite's systems were saved, the run's own.
+ */
+function suitePeers(out) {
+  const systems = out.settings?.suiteSystems ?? out.settings?.systems ?? [...new Set(out.cases.flatMap((c) => c.rows.map((r) => r.system)))];
+  return systems.filter((s) => s !== 'switchboard');
+}
+
+/** Why a peer has no figure in a case: it did not start, its runs failed, or it was not run. */
+function whyMissing(out, c, system) {
+  if (out.startFailures?.some((f) => f.system === system)) return `${system} did not start`;
+  if (c.rows.some((r) => r.system === system)) return `${system} has no figure (its runs failed)`;
+  return `${system} was not in this run`;
+}
+
+/**
+ * The issue's targets, judged from the figures (null when the run lacks the figures). A
+ * target against the best peer is judged only when every peer of the suite it names has a
+ * figure: otherwise it is `met: null, notJudged: <why>` (the best of the others is not the
+ * best peer).
+ */
 export function targets(out) {
   const found = (w, level) => out.cases.find((c) => c.workload === w && (level === undefined || c.level === level));
-  const peerBest = (c, key, filter = () => true) => {
+  const peers = suitePeers(out);
+  // The best peer row (by `key`) among `systems` (rows passing `filter`), and the peers of
+  // those without a figure.
+  const peerBest = (c, key, { systems = peers, filter = () => true } = {}) => {
     let best = null;
+    const have = new Set();
     for (const r of c.rows) {
-      if (r.system === 'switchboard' || !filter(r)) continue;
+      if (r.system === 'switchboard' || !systems.includes(r.system) || !filter(r)) continue;
       const v = med(r.summary?.[key]);
-      if (v !== null && (best === null || v > best.v)) best = { v, name: rowName(r), row: r };
+      if (v === null || v === undefined) continue;
+      have.add(r.system);
+      if (best === null || v > best.v) best = { v, name: rowName(r), row: r };
     }
-    return best;
+    const missing = systems.filter((s) => !have.has(s)).map((s) => whyMissing(out, c, s));
+    return best && { ...best, missing };
   };
+  const judged = (target, value, met, best) => (best.missing.length === 0 ? { target, value, met } : { target, value: `${value}; not judged: ${best.missing.join(', ')}`, met: null, notJudged: best.missing.join(', ') });
   const res = [];
   const reg = found('register', 64) ?? found('register');
   if (reg) {
     const row = switchboardRow(reg);
     const sb = med(row?.summary?.throughput);
     const best = peerBest(reg, 'throughput');
-    if (sb !== null && best) res.push({ target: `registrations at ${reg.level} clients ≥ 1.5x the best peer`, value: `${rowName(row)} ${int(sb)}/s${restAside(reg)} vs ${best.name} ${int(best.v)}/s = ${ratio(sb / best.v)}${perRound(row, best.row)}`, met: sb / best.v >= 1.5 });
+    if (sb !== null && best) res.push(judged(`registrations at ${reg.level} clients ≥ 1.5x the best peer`, `${rowName(row)} ${int(sb)}/s${restAside(reg)} vs ${best.name} ${int(best.v)}/s = ${ratio(sb / best.v)}${perRound(row, best.row)}`, sb / best.v >= 1.5, best));
   }
   const rd = found('read');
   if (rd) {
     const row = switchboardRow(rd);
     const sb = med(row?.summary?.throughput);
     // Against ZooKeeper's bare listings (the issue's rule) and etcd's serializable reads.
-    const best = peerBest(rd, 'throughput', (r) => r.readMode !== 'curator' && r.readMode !== 'linearizable');
-    if (sb !== null && best) res.push({ target: 'reads ≥ 1.5x the best peer (ZooKeeper bare listings, etcd serializable)', value: `${rowName(row)} ${int(sb)}/s${restAside(rd)} vs ${best.name} ${int(best.v)}/s = ${ratio(sb / best.v)}${perRound(row, best.row)}`, met: sb / best.v >= 1.5 });
+    const listings = (r) => r.readMode !== 'curator' && r.readMode !== 'linearizable';
+    const best = peerBest(rd, 'throughput', { filter: listings });
+    if (sb !== null && best) res.push(judged('reads ≥ 1.5x the best peer (ZooKeeper bare listings, etcd serializable)', `${rowName(row)} ${int(sb)}/s${restAside(rd)} vs ${best.name} ${int(best.v)}/s = ${ratio(sb / best.v)}${perRound(row, best.row)}`, sb / best.v >= 1.5, best));
     // The issue's reference figures for reads were measured on 3-member clusters: judged
     // against those too when the run has them (when it has the single-member peers as
     // well, the line above is the stricter one).
-    const clusters = peerBest(rd, 'throughput', (r) => (r.system === 'etcd3' || r.system === 'zookeeper3') && r.readMode !== 'curator' && r.readMode !== 'linearizable');
-    if (sb !== null && clusters) res.push({ target: "reads ≥ 1.5x the best 3-member cluster (the issue's reference figures: ZooKeeper ensemble bare listings, etcd cluster serializable)", value: `${rowName(row)} ${int(sb)}/s${restAside(rd)} vs ${clusters.name} ${int(clusters.v)}/s = ${ratio(sb / clusters.v)}${perRound(row, clusters.row)}`, met: sb / clusters.v >= 1.5 });
+    const clusters = peerBest(rd, 'throughput', { systems: peers.filter((s) => s === 'etcd3' || s === 'zookeeper3'), filter: listings });
+    if (sb !== null && clusters) res.push(judged("reads ≥ 1.5x the best 3-member cluster (the issue's reference figures: ZooKeeper ensemble bare listings, etcd cluster serializable)", `${rowName(row)} ${int(sb)}/s${restAside(rd)} vs ${clusters.name} ${int(clusters.v)}/s = ${ratio(sb / clusters.v)}${perRound(row, clusters.row)}`, sb / clusters.v >= 1.5, clusters));
     // Like for like: a bare listing tells the client which instances there are and no more;
     // Switchboard's endpoints-only read (the `fields` projection) tells it that and where
     // each one listens. Judged separately, never instead of the full answer's lines above.
@@ -202,6 +233,7 @@ export function targets(out) {
       const bare = rd.rows.find((r) => r.system === sys && r.readMode === 'bare');
       const bv = med(bare?.summary?.throughput);
       if (epv !== null && epv !== undefined && bv !== null && bv !== undefined) res.push({ target: `reads like for like ≥ 1.5x ${rowName(bare)} (Switchboard answering the endpoints only, a bare listing the names only)`, value: `${rowName(ep)} ${int(epv)}/s vs ${int(bv)}/s = ${ratio(epv / bv)}${perRound(ep, bare)}`, met: epv / bv >= 1.5 });
+      else if (epv !== null && epv !== undefined && peers.includes(sys)) res.push({ target: `reads like for like ≥ 1.5x ${sys} (bare getChildren) (Switchboard answering the endpoints only, a bare listing the names only)`, value: `${rowName(ep)} ${int(epv)}/s; not judged: ${whyMissing(out, rd, sys)}`, met: null, notJudged: whyMissing(out, rd, sys) });
     }
   }
   const wa = found('watch', 200);
@@ -268,7 +300,7 @@ export function renderTable(out, { format = 'text' } = {}) {
   }
   const t = targets(out);
   if (t.length > 0) {
-    const met = (x, no) => (x.met === null ? '-' : x.met ? 'yes' : no);
+    const met = (x, no) => (x.notJudged ? 'not judged' : x.met === null ? '-' : x.met ? 'yes' : no);
     if (format === 'md') parts.push(`#### Targets (issues 4 and 6)\n\n${mdTable(['target', 'measured', 'met'], t.map((x) => [x.target, x.value, met(x, '**no**')]), { numeric: false })}`);
     else parts.push(`targets (issues 4 and 6)\n${textTable(['target', 'measured', 'met'], t.map((x) => [x.target, x.value, met(x, 'NO')]))}`);
   }
@@ -419,6 +451,27 @@ export function renderDocs(out, resultsFile) {
   return L.join('\n');
 }
 
+/**
+ * Why a run must not replace the generated figures of docs/benchmarks.md ([] when it may):
+ * a system that did not start, failed runs, or other workloads, levels or systems than its
+ * suite's (--only, --level, --systems): the tables and the text written about them would
+ * lose what the run lacks. (A results file written before the suite's systems and
+ * workloads were saved is checked for failures only.) --force-docs writes it anyway.
+ */
+export function docsRefusals(out) {
+  const why = [];
+  if (out.startFailures?.length) why.push(`${out.startFailures.map((f) => f.system).join(', ')} did not start`);
+  const failed = [];
+  for (const c of out.cases) for (const r of c.rows) if (r.failedRuns > 0) failed.push(`${c.workload}@${c.level} ${rowName(r)} (${r.failedRuns} of ${r.runs.length})`);
+  if (failed.length > 0) why.push(`failed runs: ${failed.slice(0, 6).join(', ')}${failed.length > 6 ? ', ...' : ''}`);
+  const s = out.settings ?? {};
+  const same = (a, b) => a.length === b.length && a.every((x) => b.includes(x));
+  if (s.suiteSystems && !same(s.systems ?? [], s.suiteSystems)) why.push(`its systems (${(s.systems ?? []).join(', ')}) are not the ${out.suite} suite's (${s.suiteSystems.join(', ')})`);
+  const cases = out.cases.map((c) => `${c.workload}@${c.level}`);
+  if (s.suiteCases && !same(cases, s.suiteCases)) why.push(`its workloads (${cases.join(', ')}) are not the ${out.suite} suite's (${s.suiteCases.join(', ')})`);
+  return why;
+}
+
 /** Rewrites the generated section of docs/benchmarks.md, keeping everything else. */
 export function writeDocs(out, resultsFile, docsFile = DOCS) {
   const section = renderDocs(out, resultsFile);
@@ -458,7 +511,7 @@ export function writeDocs(out, resultsFile, docsFile = DOCS) {
     } else {
     const file = args.find((a, i) => !a.startsWith('--') && args[i - 1] !== '--profiles-from');
     if (!file) {
-      process.stderr.write('usage: node bench/compare/report.mjs bench/results/<file>.json [--write-docs | --text] [--profiles-from bench/results/<profiled run>.json]\n');
+      process.stderr.write('usage: node bench/compare/report.mjs bench/results/<file>.json [--write-docs [--force-docs] | --text] [--profiles-from bench/results/<profiled run>.json]\n');
       process.exit(2);
     }
     const out = JSON.parse(readFileSync(file, 'utf8'));
@@ -472,6 +525,11 @@ export function writeDocs(out, resultsFile, docsFile = DOCS) {
     }
     if (out.kind !== 'comparison') {
       process.stderr.write(`${file} is not a comparison run (written by bench/run.mjs --suite standalone?)\n`);
+      process.exit(2);
+    }
+    const refusals = args.includes('--write-docs') ? docsRefusals(out) : [];
+    if (refusals.length > 0 && !args.includes('--force-docs')) {
+      process.stderr.write(`${file}: docs/benchmarks.md not written: ${refusals.join('; ')}. Add --force-docs to write it anyway.\n`);
       process.exit(2);
     }
     if (args.includes('--write-docs')) {

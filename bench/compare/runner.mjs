@@ -22,7 +22,7 @@ import { startSwitchboard } from './systems/switchboard.mjs';
 import { startZookeeper } from './systems/zookeeper.mjs';
 import { Progress, fmtBytes, fmtInt, fmtMs, fmtPct } from '../lib/report.mjs';
 import { watchFigures } from './lib/watchstats.mjs';
-import { renderTable } from './report.mjs';
+import { docsRefusals, renderTable } from './report.mjs';
 
 // ------------------------------------------------------------------ systems
 
@@ -192,7 +192,11 @@ Options:
                        suite's use less than 25% of a core (for shared machines)
   --profile            run the Switchboard agent under node --cpu-prof; profiles and a
                        summary of the hottest functions go next to the results
-  --write-docs         regenerate docs/benchmarks.md from this run's results
+  --write-docs         regenerate docs/benchmarks.md from this run's results; refused
+                       (exit 2) for a run in which a system did not start or a run
+                       failed, or with other workloads, levels or systems than the
+                       suite's (--only, --level, --systems)
+  --force-docs         with --write-docs: write the docs from such a run anyway
   --help               this text
 `;
 
@@ -212,6 +216,7 @@ export function parseOptions(argv) {
       level: { type: 'string' },
       generators: { type: 'string' },
       'write-docs': { type: 'boolean', default: false },
+      'force-docs': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -237,6 +242,7 @@ export function parseOptions(argv) {
     for (const s of systems) if (!SYSTEMS[s]) throw new Error(`--systems: unknown system "${s}" (known: ${Object.keys(SYSTEMS).join(', ')})`);
   }
   if (values.generators && !['1', '2', '3', '4'].includes(values.generators)) throw new Error('--generators must be 1 to 4');
+  if (values['force-docs'] && !values['write-docs']) throw new Error('--force-docs goes with --write-docs');
   const runs = values.runs ? Number(values.runs) : base.runs;
   if (!Number.isInteger(runs) || runs < 1 || runs > 20) throw new Error('--runs must be an integer from 1 to 20');
   return {
@@ -253,6 +259,10 @@ export function parseOptions(argv) {
     generators: values.generators ? Number(values.generators) : 2,
     waitQuietMs: values['wait-quiet'] !== undefined ? parseDuration(values['wait-quiet'], '--wait-quiet') : 0,
     writeDocs: values['write-docs'],
+    forceDocs: values['force-docs'],
+    // The suite as defined, whatever --only, --level and --systems chose (docsRefusals).
+    suiteSystems: base.systems,
+    suiteCases: base.cases.map((c) => `${c.workload}@${c.level}`),
     argv,
   };
 }
@@ -645,6 +655,12 @@ export async function main(argv, hooks = {}) {
     process.stdout.write(HELP);
     return 0;
   }
+  // A part of the suite is known before the run: refused now rather than after it.
+  const partOnly = docsRefusals({ suite: opts.suite, settings: opts, cases: opts.cases.map((c) => ({ ...c, rows: [] })) });
+  if (opts.writeDocs && !opts.forceDocs && partOnly.length > 0) {
+    process.stderr.write(`bench: --write-docs: ${partOnly.join('; ')}: its figures would replace the whole generated section of docs/benchmarks.md. Run the whole suite, or add --force-docs to write them anyway.\n`);
+    return 2;
+  }
   const progress = new Progress();
   installCleanup(() => process.stdout.write('\nbench: interrupted; every process it started was killed and its temporary directories removed\n'), (l) => progress.log(l));
   const { started, stamp, resultsDir, profileDir } = openResults(opts.profile);
@@ -703,7 +719,7 @@ export async function main(argv, hooks = {}) {
       machine,
       source: gitFacts(),
       versions: { ...versions, switchboard: pkgVersion('@switchboard/registry') },
-      settings: { runs: opts.runs, warmupMs: opts.warmupMs, durationMs: opts.durationMs, leaseTtlMs: LEASE_TTL_MS, failureTtlMs: FAILURE_TTL_MS, systems: opts.systems, profile: opts.profile },
+      settings: { runs: opts.runs, warmupMs: opts.warmupMs, durationMs: opts.durationMs, leaseTtlMs: LEASE_TTL_MS, failureTtlMs: FAILURE_TTL_MS, systems: opts.systems, suiteSystems: opts.suiteSystems, suiteCases: opts.suiteCases, profile: opts.profile },
       fairnessRules: FAIRNESS_RULES,
       workloads: WORKLOADS,
       startFailures: ctx.startFailures,
@@ -717,17 +733,24 @@ export async function main(argv, hooks = {}) {
   if (out.profiles) for (const p of out.profiles) process.stdout.write(`\n${p.text}\n`);
   process.stdout.write(`\nresults: ${file}\n`);
   hooks.onResults?.(file, out);
+  let refused = false;
   if (opts.writeDocs) {
-    const { writeDocs, refreshMethodText } = await import('./report.mjs');
-    const docs = writeDocs(out, file);
-    // The method lists every workload (the full suite's too), not only the ones this run had.
-    if (out.suite !== 'full') await refreshMethodText(docs);
-    process.stdout.write(`docs: ${docs} regenerated from these results\n`);
+    const refusals = docsRefusals(out);
+    if (refusals.length > 0 && !opts.forceDocs) {
+      refused = true;
+      process.stderr.write(`bench: --write-docs: docs/benchmarks.md NOT written: ${refusals.join('; ')}. To write these figures anyway: node bench/compare/report.mjs ${file} --write-docs --force-docs\n`);
+    } else {
+      const { writeDocs, refreshMethodText } = await import('./report.mjs');
+      const docs = writeDocs(out, file);
+      // The method lists every workload (the full suite's too), not only the ones this run had.
+      if (out.suite !== 'full') await refreshMethodText(docs);
+      process.stdout.write(`docs: ${docs} regenerated from these results${refusals.length > 0 ? ` (--force-docs, although ${refusals.join('; ')})` : ''}\n`);
+    }
   }
   // Everything this run started must be gone now.
   process.stdout.write(await endAll());
   const failed = results.some((c) => c.rows.some((r) => r.failedRuns > 0)) || ctx.startFailures.length > 0;
-  return failed ? 1 : 0;
+  return refused ? 2 : failed ? 1 : 0;
 }
 
 
