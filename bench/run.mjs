@@ -54,7 +54,8 @@ Options:
                    watch, reg-persistent, reg-lease, reads-healthy
   --mode M         durable (default: --data-dir on a fresh temporary directory) or
                    dev (--dev, in memory). Without --mode, a durable agent is probed
-                   first and the run falls back to dev, saying so, if it fails.
+                   first; if it fails and a --dev agent works, the run falls back to
+                   dev, saying so; if no agent works, the run stops.
   --data-root DIR  where durable data directories are created (default the OS tmp dir)
   --wait-quiet D   before each workload, wait up to D until other processes use
                    less than 25% of a core (for shared machines; default no wait)
@@ -125,17 +126,23 @@ function startAgent({ mode, dataRoot, bin, profileDir = null, profileName = 'age
   return startSwitchboard({ mode, dataRoot, bin, profileDir, profileName, timeoutMs, config: null });
 }
 
-/** Checks that a durable agent starts on a fresh data dir and takes a write; null when it works. */
-async function probeDurable(dataRoot, bin) {
+/** How long a probe waits for the agent: longer than a run's start, so that a slow start is not taken for a failure. */
+const PROBE_TIMEOUT_MS = 30_000;
+
+/**
+ * Checks that an agent in `mode` (durable: on a fresh data dir) starts and takes a write;
+ * null when it works, else what went wrong.
+ */
+async function probeAgent(mode, dataRoot, bin) {
   let agent;
   try {
-    agent = await startAgent({ mode: 'durable', dataRoot, bin });
-    if (agent.durable !== true) return `the agent started with --data-dir but reports durable=${agent.durable}`;
+    agent = await startAgent({ mode, dataRoot, bin, timeoutMs: PROBE_TIMEOUT_MS });
+    if (mode === 'durable' && agent.durable !== true) return `the agent started with --data-dir but reports durable=${agent.durable}`;
     const c = new Client(agent.url);
     try {
       const res = await c.request({ method: 'PUT', path: '/v1/services/probe/instances/p-1', headers: { 'content-type': 'application/json' }, body: '{"address":"127.0.0.1","port":1}' });
       const text = await res.body.text();
-      if (res.statusCode !== 200) return `a registration on the durable agent answered ${res.statusCode}: ${text.slice(0, 200)}`;
+      if (res.statusCode !== 200) return `a registration on the ${mode} agent answered ${res.statusCode}: ${text.slice(0, 200)}`;
     } finally {
       await c.destroy();
     }
@@ -234,20 +241,28 @@ async function main(argv) {
 
   const { started, stamp, resultsDir, profileDir } = openResults(opts.profile);
 
-  // ---- agent mode: durable by default, falling back to dev (and saying so) ----
+  // ---- agent mode: durable by default; --dev only when a --dev agent works where a durable one did not ----
   let mode = opts.mode ?? 'durable';
   let fallbackReason = null;
   if (mode === 'durable') {
     progress.update('probing durable storage (--data-dir on a temporary directory)...', { force: true });
-    const problem = await probeDurable(opts.dataRoot, opts.agentBin);
+    const problem = await probeAgent('durable', opts.dataRoot, opts.agentBin);
     if (problem) {
       if (opts.mode === 'durable') {
-        progress.done(`bench: --mode durable was asked for, but durable storage does not work: ${problem}`);
+        progress.done(`bench: --mode durable was asked for, but the durable agent does not work: ${problem}`);
+        return 1;
+      }
+      // An agent that does not start at all (a broken build, a wrong --agent) is no reason for --dev.
+      progress.done(`the durable agent did not work (${problem}); probing a --dev agent...`);
+      const devProblem = await probeAgent('dev', opts.dataRoot, opts.agentBin);
+      if (devProblem) {
+        progress.done(`bench: no agent works: durable: ${problem}; --dev: ${devProblem}. Nothing was measured (is the agent built? is --agent right?)`);
         return 1;
       }
       fallbackReason = problem;
       mode = 'dev';
-      progress.done(`NOTE: durable storage does not work yet (${problem}); FALLING BACK TO --dev (in memory). These figures do not include fsync.`);
+      const bar = '*'.repeat(88);
+      progress.done(`${bar}\nFALLING BACK TO --dev (IN MEMORY): a durable agent (--data-dir) did not work (${problem}),\nbut a --dev agent did. These figures do not include fsync: not comparable with durable ones.\n${bar}`);
     } else {
       progress.done('durable storage works: agents run with --data-dir on fresh temporary directories');
     }
