@@ -41,7 +41,7 @@ export {
   type LoadView,
   type PickContext,
   type ZonePreference,
-} from './balancers.js';
+} from '@switchboard/protocol';
 export {
   RetryBudget,
   CircuitBreaker,

@@ -8,7 +8,7 @@
 import { LoopEmitter } from './emitter.js';
 import { fetch as undiciFetch, type Dispatcher, type RequestInit, type Response } from 'undici';
 import { matchesFilter, validateVersionRange, type Instance } from '@switchboard/protocol';
-import { createBalancer, LoadTracker, ZoneAwareBalancer, type Balancer, type BalancerSpec, type PickContext, type ZonePreference } from './balancers.js';
+import { createBalancer, LoadTracker, ZoneAwareBalancer, type Balancer, type BalancerSpec, type PickContext, type ZonePreference } from '@switchboard/protocol';
 import { CircuitOpenError, ClientClosedError, NoInstanceError, RegistryUnavailableError, RetryBudgetExhaustedError, TimeoutError, UpstreamError } from './errors.js';
 import type { FeedChange, FeedListener, ServiceFeed } from './feed.js';
 import { Bulkhead, CircuitBreaker, RetryBudget, type BulkheadOptions, type CircuitBreakerOptions, type RetryBudgetOptions } from './resilience.js';

@@ -18,7 +18,7 @@ import {
   createBalancer,
   preferPassing,
   type Balancer,
-} from '../src/balancers.js';
+} from '../src/index.js';
 import { inst } from './helpers.js';
 
 /** A seeded PRNG (mulberry32) so that distribution tests are reproducible. */

@@ -12,7 +12,7 @@ import type { FeedChange } from '../src/feed.js';
 import { ServiceFeed } from '../src/feed.js';
 import { Endpoints, RegistryHttp } from '../src/registry-http.js';
 import { ServiceView, type ServiceOptions, type ViewChange } from '../src/view.js';
-import { RoundRobinBalancer } from '../src/balancers.js';
+import { RoundRobinBalancer } from '../src/index.js';
 import { freePort, inst, nameServer, offlineFeed, sleep } from './helpers.js';
 
 const dispatcher = new Agent({ keepAliveTimeout: 1_000 });

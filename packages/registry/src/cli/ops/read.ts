@@ -99,15 +99,12 @@ export function registerReadCommands(program: Command, exit: Exit): void {
   );
 
   commonFlags(
-    program
+    withFilters(program
       .command('instances')
       .description('list the instances of a service (GET /v1/services/{service})')
       .addArgument(new Argument('<service>', 'the service name').argParser(serviceArg))
       .option('--healthy', 'only instances with status up and health not critical')
-      .addOption(new Option('--zone <zone>', 'only instances in this zone').argParser(zoneArg))
-      .addOption(new Option('--tag <tag>', 'only instances with this tag (repeatable: all must match)').argParser(repeatable(tagArg)))
-      .addOption(new Option('--version <range>', 'only instances whose version is in this semver range (like ^1.2.0)').argParser(versionRangeArg))
-      .option('--fields <list>', 'only these instance fields, comma-separated (like address,port; the id always)'),
+      .option('--fields <list>', 'only these instance fields, comma-separated (like address,port; the id always)')),
     true,
   ).action(
     runWith(exit, async (ctx, [service]) => {
@@ -121,7 +118,7 @@ export function registerReadCommands(program: Command, exit: Exit): void {
       });
       if (ctx.out.json) return ctx.out.jsonDoc(answer), 0;
       if (answer.protected) ctx.out.note('note: the protect threshold of this service triggered: unhealthy instances are included');
-      if (answer.stale) ctx.out.note(`note: this answer may be stale${typeof answer.staleMs === 'number' ? ` by up to ${humanDuration(answer.staleMs)}` : ''}`);
+      staleNote(ctx.out, answer);
       if (answer.instances.length === 0) {
         const filtered = o.healthy || o.zone || o.tag || o.version;
         ctx.out.note(`no instances of ${answer.service}${filtered ? ' match the filters' : ''} (revision ${answer.revision})`);
@@ -140,6 +137,19 @@ export function registerReadCommands(program: Command, exit: Exit): void {
   );
 }
 
+/** --zone, --tag and --version: the filters of a read (and a pick) of a service. */
+function withFilters(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--zone <zone>', 'only instances in this zone').argParser(zoneArg))
+    .addOption(new Option('--tag <tag>', 'only instances with this tag (repeatable: all must match)').argParser(repeatable(tagArg)))
+    .addOption(new Option('--version <range>', 'only instances whose version is in this semver range (like ^1.2.0)').argParser(versionRangeArg));
+}
+
+/** A note on stderr when cp could not confirm the answer is current. */
+function staleNote(out: Output, answer: { stale?: boolean; staleMs?: number }): void {
+  if (answer.stale) out.note(`note: this answer may be stale${typeof answer.staleMs === 'number' ? ` by up to ${humanDuration(answer.staleMs)}` : ''}`);
+}
+
 /** `host:port` of an instance, with an IPv6 address in brackets. */
 function hostPort(i: Instance): string {
   return `${i.address.includes(':') ? `[${i.address}]` : i.address}:${i.port}`;
@@ -148,7 +158,7 @@ function hostPort(i: Instance): string {
 /** `switchboard pick`: the agent picks (GET /v1/services/{service}/pick, an extension). */
 function registerPickCommand(program: Command, exit: Exit): void {
   commonFlags(
-    program
+    withFilters(program
       .command('pick')
       .description('pick an instance of a service with a balancer run by the agent, and print its host:port (GET /v1/services/{service}/pick)')
       .addArgument(new Argument('<service>', 'the service name').argParser(serviceArg))
@@ -157,10 +167,7 @@ function registerPickCommand(program: Command, exit: Exit): void {
       .addOption(new Option('--prefer-zone <zone>', 'prefer this zone while at least half of its instances can be picked').argParser(zoneArg))
       .addOption(new Option('--count <n>', 'print this many distinct instances, the pick first, then fallbacks').argParser(pickCountArg))
       .addOption(new Option('--exclude <id>', 'an instance not to pick (repeatable: already tried)').argParser(repeatable(instanceIdArg)))
-      .addOption(new Option('--zone <zone>', 'only instances in this zone').argParser(zoneArg))
-      .addOption(new Option('--tag <tag>', 'only instances with this tag (repeatable: all must match)').argParser(repeatable(tagArg)))
-      .addOption(new Option('--version <range>', 'only instances whose version is in this semver range (like ^1.2.0)').argParser(versionRangeArg))
-      .option('--url', 'print a URL (the instance\'s protocol://host:port, like http://10.0.0.5:8080) instead of host:port'),
+      .option('--url', 'print a URL (the instance\'s protocol://host:port, like http://10.0.0.5:8080) instead of host:port')),
     true,
   ).action(
     runWith(exit, async (ctx, [service]) => {
@@ -180,7 +187,7 @@ function registerPickCommand(program: Command, exit: Exit): void {
       });
       if (ctx.out.json) return ctx.out.jsonDoc(answer), 0;
       if (answer.protected) ctx.out.note('note: the protect threshold of this service triggered: unhealthy instances may be picked');
-      if (answer.stale) ctx.out.note(`note: this answer may be stale${typeof answer.staleMs === 'number' ? ` by up to ${humanDuration(answer.staleMs)}` : ''}`);
+      staleNote(ctx.out, answer);
       for (const i of answer.instances) ctx.out.line(o.url ? `${i.protocol}://${hostPort(i)}` : hostPort(i));
       return 0;
     }),
