@@ -185,6 +185,9 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
   app.addHook('onRoute', (r) => {
     for (const m of Array.isArray(r.method) ? r.method : [r.method]) routes.push({ method: m, pattern: patternOf(r.url) });
   });
+  // First of all hooks, so that whichever later one answers an upgrade request, its
+  // connection is ended after the answer.
+  endAnsweredUpgrades(app);
   // While shutting down, requests that still arrive on open connections are turned away
   // with a retryable answer instead of racing the close.
   app.addHook('onRequest', async (req) => {
@@ -210,6 +213,13 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
 
   // An Expect other than 100-continue never reaches Fastify; Node would answer an empty 417.
   app.server.on('checkExpectation', answerExpectation);
+  // Before every route, the websocket upgrade and the checks of the request itself (Host,
+  // Switchboard-Strict): a request without an accepted token goes no further (its body is
+  // not read) and is told nothing else about itself.
+  if (opts.tokens) {
+    const authRefused = ctx.metrics.authRefused;
+    app.addHook('onRequest', authHook({ tokens: opts.tokens, metricsOpen: opts.metricsOpen ?? false, refused: (reason) => authRefused.labels(reason).inc() }));
+  }
   // HTTP/1.1 requires a Host header (RFC 9112, section 3.2); HTTP/1.0 has none to give.
   app.addHook('onRequest', (req, reply, done) => {
     if (req.headers.host === undefined && (req.raw.httpVersionMajor > 1 || req.raw.httpVersionMinor >= 1)) {
@@ -226,12 +236,6 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
     }
     done();
   });
-  // Before every route and the websocket upgrade: a request without an accepted token
-  // goes no further (and its body is not read).
-  if (opts.tokens) {
-    const authRefused = ctx.metrics.authRefused;
-    app.addHook('onRequest', authHook({ tokens: opts.tokens, metricsOpen: opts.metricsOpen ?? false, refused: (reason) => authRefused.labels(reason).inc() }));
-  }
   app.setErrorHandler((err, req, reply) => {
     const sw = toSwitchboardError(err, limits.maxBodyBytes);
     // A refusal the node means (not ready, etcd out of reach) is a condition the node reports
@@ -300,14 +304,58 @@ export async function build(opts: BuildOptions): Promise<SwitchboardApp> {
 }
 
 /**
+ * How long the connection of an answered upgrade request may stay open after the answer,
+ * waiting for the client to close its side, before it is destroyed.
+ */
+export const UPGRADE_LINGER_MS = 5_000;
+
+/** The socket an upgrade request came on, which the websocket plugin keeps on the request. */
+function upgradeSocketOf(req: FastifyRequest): { key: symbol; socket: Duplex } | undefined {
+  const raw = req.raw as unknown as Record<symbol, unknown>;
+  const key = Object.getOwnPropertySymbols(raw).find((k) => k.description === 'ws-socket');
+  const socket = key === undefined ? undefined : (raw[key] as Duplex | undefined);
+  return key === undefined || !socket ? undefined : { key, socket };
+}
+
+/**
+ * A request with an Upgrade header arrives on a socket Node's HTTP server has let go of:
+ * no keep-alive, no timeout, nobody closes it. The websocket plugin ends it only when its
+ * own hook has seen the request, so a request an earlier hook answers (a refused token, a
+ * missing Host, Switchboard-Strict, a node shutting down) would leave it open for ever,
+ * and a few hundred such requests would take every file descriptor of the node. Every
+ * answered upgrade request's socket is ended after its answer, whatever answered it; one
+ * that upgrades is hijacked and gives no answer. Whatever the client still sends is
+ * discarded, so that its close is seen; a client that never closes its side is cut off
+ * after UPGRADE_LINGER_MS.
+ */
+function endAnsweredUpgrades(app: FastifyInstance): void {
+  app.addHook('onRequest', (req, reply, done) => {
+    const socket = upgradeSocketOf(req)?.socket;
+    if (socket) reply.raw.once('finish', () => endUpgradeSocket(socket));
+    done();
+  });
+}
+
+function endUpgradeSocket(socket: Duplex): void {
+  if (socket.destroyed) return;
+  socket.once('end', () => socket.destroy());
+  const linger = setTimeout(() => socket.destroy(), UPGRADE_LINGER_MS);
+  linger.unref();
+  socket.once('close', () => clearTimeout(linger));
+  socket.resume();
+  socket.end();
+}
+
+/**
  * Node 20 hands every request with an Upgrade header to the server's 'upgrade' event,
  * which the websocket plugin routes like any request, and `ws` then answered anything but
  * a websocket handshake with a bare text/html 400 (`Upgrade: h2c` from `curl --http2`, for
  * one), and a websocket handshake to a route without a websocket with 101 and a close.
  * Only a websocket upgrade of GET /v1/session upgrades. Any other such request is served
  * as the plain HTTP request it also is (a server may ignore an Upgrade it does not take),
- * on a connection closed after the answer: the upgrade took it from Node's HTTP parser.
- * Its body cannot be read there, so a request with one gets a problem instead.
+ * on a connection closed after the answer (endAnsweredUpgrades): the upgrade took it from
+ * Node's HTTP parser. Its body cannot be read there, so a request with one gets a problem
+ * instead.
  */
 function servePlainUpgrades(app: FastifyInstance): void {
   app.addHook('onRequest', (req, reply, done) => {
@@ -315,15 +363,13 @@ function servePlainUpgrades(app: FastifyInstance): void {
     if (!r.ws) return done();
     const path = req.url.split('?')[0];
     if (req.method === 'GET' && path === SESSION_PATH && /^websocket$/i.test(req.headers.upgrade ?? '')) return done();
-    const raw = req.raw as unknown as Record<symbol, unknown>;
-    const key = Object.getOwnPropertySymbols(raw).find((k) => k.description === 'ws-socket');
-    const socket = key === undefined ? undefined : (raw[key] as Duplex | undefined);
-    if (key === undefined || !socket) return done();
+    const upgrade = upgradeSocketOf(req);
+    if (!upgrade) return done();
+    const { key, socket } = upgrade;
     // The plugin now takes it for a plain request (its handler and onResponse hook look at these).
-    delete raw[key];
+    delete (req.raw as unknown as Record<symbol, unknown>)[key];
     r.ws = false;
     reply.header('connection', 'close');
-    reply.raw.once('finish', () => socket.end());
     // Node does not watch an upgraded socket for the client leaving: a waiting request
     // (a blocking query, a watch) would keep its slot until it wrote something.
     socket.once('end', () => socket.destroy());

@@ -614,6 +614,24 @@ test('an Upgrade the server does not take (h2c, or a websocket on a plain route)
   assert.match(String(missing.headers['content-type']), /problem\+json/);
 });
 
+test('an Upgrade request refused before any route (Switchboard-Strict, no Host) has its connection ended after the answer', async () => {
+  const connections = (): Promise<number> => new Promise((resolve, reject) => app.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+  const before = await connections();
+  const requests = [
+    'GET /v1/services?bogus=1 HTTP/1.1\r\nHost: x\r\nSwitchboard-Strict: true\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n',
+    'GET /v1/services HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n',
+  ];
+  // Each waits for the server to close (rawExchange resolves on close): it must, after the answer.
+  const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => rawExchange([requests[i % 2] as string], { halfClose: false, timeoutMs: 3_000 })));
+  for (const a of answers) {
+    assert.equal(a.status, 400, a.raw.slice(0, 300));
+    assert.match(String(a.headers['content-type']), /problem\+json/);
+  }
+  const t0 = Date.now();
+  while ((await connections()) > before && Date.now() - t0 < 3_000) await new Promise((r) => setTimeout(r, 20));
+  assert.ok((await connections()) <= before, `${await connections()} connections open, ${before} before`);
+});
+
 test('a blocking query sent with an Upgrade gives its slot back when the client leaves', async () => {
   const index = JSON.parse((await rawExchange(['GET /v1/services/orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'])).body).revision;
   const waiting = async () => Number(/^switchboard_blocking_queries (\d+)/m.exec((await rawExchange(['GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'])).body)?.[1]);

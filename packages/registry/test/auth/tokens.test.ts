@@ -346,3 +346,71 @@ test('a token taken out of the file ends the watch streams and sessions opened w
     await engine.close();
   }
 });
+
+/** The connections the node's HTTP server holds open. */
+const connections = (app: SwitchboardApp): Promise<number> => new Promise((resolve, reject) => app.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+
+/**
+ * Sends one raw request and resolves with the first bytes of the answer; the socket stays
+ * as it is (open, unless the server ends it), so that the caller can see who closes it.
+ */
+function rawAnswer(url: string, request: string): Promise<{ head: string; socket: import('node:net').Socket; closed: Promise<void> }> {
+  const { port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = netConnect(Number(port), '127.0.0.1', () => socket.write(request));
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    socket.on('error', () => undefined);
+    socket.setTimeout(3_000, () => reject(new Error(`no answer to ${request.split('\r\n')[0]}`)));
+    socket.once('data', (d) => {
+      socket.setTimeout(0);
+      resolve({ head: d.toString(), socket, closed });
+    });
+  });
+}
+
+test('a refused request that asks to upgrade (h2c, a session handshake) has its connection ended after the answer, whichever check refused it', async () => {
+  const ws = 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+  const h2c = 'Connection: Upgrade\r\nUpgrade: h2c\r\n';
+  const cases: [string, string, number][] = [
+    ['no token, h2c', `GET /v1/services HTTP/1.1\r\nHost: x\r\n${h2c}\r\n`, 401],
+    ['an unknown token, a session handshake', `GET /v1/session HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer an-unknown-token-0123456789\r\n${ws}\r\n`, 401],
+    ['a read token, a session handshake', `GET /v1/session HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${READ}\r\n${ws}\r\n`, 403],
+    ['a token, Switchboard-Strict and an unknown parameter, h2c', `GET /v1/services?bogus=1 HTTP/1.1\r\nHost: x\r\nSwitchboard-Strict: true\r\nAuthorization: Bearer ${READ}\r\n${h2c}\r\n`, 400],
+    ['a token, no Host, h2c', `GET /v1/services HTTP/1.1\r\nAuthorization: Bearer ${READ}\r\n${h2c}\r\n`, 400],
+  ];
+  const before = await connections(node.app);
+  for (const [what, request, status] of cases) {
+    // A client that waits for the server to close: the server ends the connection.
+    const kept = await Promise.all(Array.from({ length: 10 }, () => rawAnswer(node.url, request)));
+    for (const k of kept) assert.match(k.head, new RegExp(`^HTTP/1\\.1 ${status} `), what);
+    await waitUntil(async () => (await connections(node.app)) <= before, 3_000, `${what}: the server ends the connections it answered`);
+    // A client that closes as soon as it has the answer (a reconnecting SDK): nothing stays half-open.
+    const dropped = await Promise.all(Array.from({ length: 10 }, () => rawAnswer(node.url, request)));
+    for (const d of dropped) d.socket.destroy();
+    await waitUntil(async () => (await connections(node.app)) <= before, 3_000, `${what}: the server closes the connections its clients closed`);
+  }
+  // An accepted session still upgrades.
+  assert.equal(await sessionHandshake(node.url, bearer(WRITE)), 101);
+});
+
+test('the token is checked before anything else about the request: no Host, Switchboard-Strict and unknown parameters are 401 without a token, with no warning', async () => {
+  const strict = await call(node.url, 'GET', '/v1/services?bogus=1', undefined, { 'switchboard-strict': 'true' });
+  assertRefused(strict, 'UNAUTHENTICATED', 'Switchboard-Strict with an unknown parameter, without a token');
+  const lax = await call(node.url, 'GET', '/v1/services?bogus=1');
+  assertRefused(lax, 'UNAUTHENTICATED', 'an unknown parameter, without a token');
+  assert.equal(lax.headers.get('switchboard-warning'), null, 'a refused request is told nothing else about itself');
+  const noHost = await rawAnswer(node.url, 'GET /v1/services HTTP/1.1\r\nConnection: close\r\n\r\n');
+  assert.match(noHost.head, /^HTTP\/1\.1 401 /);
+  assert.match(noHost.head, /\r\ncontent-type: application\/problem\+json/i);
+  // With a token, the request's own faults are answered as before, in problem+json.
+  const hosted = await rawAnswer(node.url, `GET /v1/services HTTP/1.1\r\nAuthorization: Bearer ${READ}\r\nConnection: close\r\n\r\n`);
+  assert.match(hosted.head, /^HTTP\/1\.1 400 /);
+  assert.match(hosted.head, /\r\ncontent-type: application\/problem\+json/i);
+  assert.match(hosted.head, /"field":"Host"/);
+  const warned = await call(node.url, 'GET', '/v1/services?bogus=1', undefined, bearer(READ));
+  assert.equal(warned.status, 200);
+  assert.match(warned.headers.get('switchboard-warning') ?? '', /bogus/);
+  const refused = await call(node.url, 'GET', '/v1/services?bogus=1', undefined, { ...bearer(READ), 'switchboard-strict': 'true' });
+  assert.equal(refused.status, 400);
+  for (const s of [noHost.socket, hosted.socket]) s.destroy();
+});
