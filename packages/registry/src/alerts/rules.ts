@@ -9,10 +9,12 @@
  *                        by deregistration (its lease expired, its connection was lost, a
  *                        check deregistered it). A service whose last instance was
  *                        deregistered on purpose is retired, not down: no alert, and an
- *                        open episode resolves.
+ *                        open episode resolves. One with no instance at all for
+ *                        SERVICE_GONE_MS is gone: its episode resolves and it is forgotten.
  *   self_preservation    (warning) self-preservation engaged, for the node or a zone.
- *   peer_unreachable     (warning) ap/cp: a cluster member other than this node is unreachable.
- *   store_unreachable    (critical) cp: the etcd cluster is unreachable.
+ *   peer_unreachable     (warning) ap: a cluster member other than this node is unreachable.
+ *   store_unreachable    (critical) cp: the etcd cluster is unreachable; resolves once it
+ *                        has answered for STORE_SETTLE_MS.
  */
 import type { AlertEpisode, AlertName, AlertSeverity, ClusterStatus, DeleteReason, SelfPreservationStatus } from '@switchboard/protocol';
 import type { Clock } from '../core/clock.js';
@@ -55,11 +57,41 @@ const SEVERITY: Record<AlertName, AlertSeverity> = {
   store_unreachable: 'critical',
 };
 
+/**
+ * A service that has had no instance at all for this long is gone, not down: its
+ * service_unavailable episode resolves (`"gone": true`) and the service is forgotten.
+ * Without it, every short-lived service whose last instance went by its lease (a batch
+ * job, an SDK shutting down) would keep an episode open for ever. Five minutes is long
+ * past a restart or a redeploy, which bring an instance back.
+ */
+export const SERVICE_GONE_MS = 5 * 60_000;
+
+/**
+ * The most services the rules remember as having had a healthy instance. Beyond it the one
+ * with no instance left the longest is forgotten first (its open episode resolves as gone),
+ * else the one seen healthy the longest ago (it alerts again once seen healthy again).
+ */
+export const MAX_ALERT_SERVICES = 10_000;
+
+/**
+ * store_unreachable resolves only once the store has answered for this long without a
+ * break: a store that comes back for a moment between two failures (an etcd leader
+ * election, a flapping network) stays one episode, not one a second.
+ */
+export const STORE_SETTLE_MS = 10_000;
+
 export class AlertRules {
   /** Open episodes by `alert|subject`. */
   private readonly open = new Map<string, AlertEpisode>();
-  /** Services (`namespace/service`) seen with a healthy instance at least once. */
+  /**
+   * Services (`namespace/service`) seen with a healthy instance at least once, in the
+   * order they were last seen so (at most MAX_ALERT_SERVICES).
+   */
   private readonly everHealthy = new Set<string>();
+  /** Of those, the ones with no instance left, with the time they lost their last one (oldest first). */
+  private readonly emptySince = new Map<string, number>();
+  /** When the store was first seen reachable again while store_unreachable is open; null while it is not. */
+  private storeBackSince: number | null = null;
 
   constructor(private readonly opts: AlertRulesOptions) {}
 
@@ -71,6 +103,7 @@ export class AlertRules {
   evaluate(inputs: AlertInputs): AlertTransition[] {
     const out: AlertTransition[] = [];
     for (const s of inputs.services) this.service(s, out);
+    this.gone(out);
     this.selfPreservation(inputs.selfPreservation, out);
     this.cluster(inputs.cluster, out);
     return out;
@@ -78,18 +111,23 @@ export class AlertRules {
 
   private service(s: ServiceObservation, out: AlertTransition[]): void {
     const subject = `${s.namespace}/${s.service}`;
+    if (s.instances > 0) this.emptySince.delete(subject);
     if (s.healthy > 0) {
+      // Moved to the end: the order is the one of the last time seen healthy.
+      this.everHealthy.delete(subject);
       this.everHealthy.add(subject);
       this.resolve('service_unavailable', subject, out, { healthy: s.healthy, instances: s.instances });
+      this.bound(out);
       return;
     }
     if (s.instances === 0 && (s.lastRemoval === 'deregistered' || s.lastRemoval === undefined)) {
       // Retired on purpose (or never seen go): forget it.
-      this.everHealthy.delete(subject);
+      this.forget(subject);
       this.resolve('service_unavailable', subject, out, { instances: 0, retired: true });
       return;
     }
     if (!this.everHealthy.has(subject)) return;
+    if (s.instances === 0 && !this.emptySince.has(subject)) this.emptySince.set(subject, this.opts.clock.now());
     // Every instance left was taken out of service on purpose (draining, out_of_service):
     // no new episode; an open one stays open until a healthy instance is back.
     if (s.instances > 0 && s.up === 0) return;
@@ -99,6 +137,34 @@ export class AlertRules {
       ? `service ${subject} has no instance left (the last one went: ${s.lastRemoval})`
       : `service ${subject} has no healthy instance (${s.instances} registered, ${s.up} of them up, all critical)`;
     this.fire('service_unavailable', subject, summary, details, out);
+  }
+
+  /** Services with no instance for SERVICE_GONE_MS: their episode resolves and they are forgotten. */
+  private gone(out: AlertTransition[]): void {
+    const now = this.opts.clock.now();
+    for (const [subject, since] of this.emptySince) {
+      if (now - since < SERVICE_GONE_MS) break; // oldest first: the rest are younger
+      this.forgetGone(subject, out);
+    }
+  }
+
+  /** Keeps at most MAX_ALERT_SERVICES services: the ones empty the longest go first. */
+  private bound(out: AlertTransition[]): void {
+    while (this.everHealthy.size > MAX_ALERT_SERVICES) {
+      const empty = this.emptySince.keys().next();
+      if (!empty.done) this.forgetGone(empty.value, out);
+      else this.forget(this.everHealthy.values().next().value as string);
+    }
+  }
+
+  private forgetGone(subject: string, out: AlertTransition[]): void {
+    this.forget(subject);
+    this.resolve('service_unavailable', subject, out, { instances: 0, gone: true });
+  }
+
+  private forget(subject: string): void {
+    this.everHealthy.delete(subject);
+    this.emptySince.delete(subject);
   }
 
   private selfPreservation(sp: AlertInputs['selfPreservation'], out: AlertTransition[]): void {
@@ -132,9 +198,19 @@ export class AlertRules {
     }
     const store = cluster?.store;
     if (store && !store.reachable) {
+      this.storeBackSince = null;
       this.fire('store_unreachable', 'store', `the ${store.kind} cluster (${store.endpoints.join(', ')}) is unreachable`, { kind: store.kind, endpoints: store.endpoints, lastContactMs: store.lastContactMs }, out);
-    } else {
-      this.resolve('store_unreachable', 'store', out, store ? { reachable: true } : {});
+    } else if (!store) {
+      this.storeBackSince = null;
+      this.resolve('store_unreachable', 'store', out, {});
+    } else if (this.open.has('store_unreachable|store')) {
+      // Back: resolved once it has stayed so for STORE_SETTLE_MS.
+      const now = this.opts.clock.now();
+      this.storeBackSince ??= now;
+      if (now - this.storeBackSince >= STORE_SETTLE_MS) {
+        this.storeBackSince = null;
+        this.resolve('store_unreachable', 'store', out, { reachable: true });
+      }
     }
   }
 

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AlertMessage, ClusterStatus } from '@switchboard/protocol';
 import { ManualClock } from '../../src/core/clock.js';
-import { AlertRules, retryDelayMs, type AlertInputs, type ServiceObservation } from '../../src/alerts/rules.js';
+import { AlertRules, MAX_ALERT_SERVICES, SERVICE_GONE_MS, STORE_SETTLE_MS, retryDelayMs, type AlertInputs, type ServiceObservation } from '../../src/alerts/rules.js';
 import { Webhook, displayUrl, type DeliveryResult } from '../../src/alerts/webhooks.js';
 import { waitUntil } from '../helpers.js';
 import { startReceiver } from './receivers.js';
@@ -86,7 +86,7 @@ test('instances taken out of service on purpose do not fire; critical ones among
 });
 
 test('self-preservation, unreachable peers and an unreachable store are episodes too', () => {
-  const { rules: r } = rules();
+  const { rules: r, clock } = rules();
   const protecting = { ...calm, state: 'protecting', reason: '8 of 10 leases lapsed', blockedLeases: 8, zones: [] } as AlertInputs['selfPreservation'];
   const sp = r.evaluate({ services: [], selfPreservation: protecting });
   assert.deepEqual(sp.map((t) => [t.status, t.episode.alert, t.episode.severity, t.episode.subject]), [['firing', 'self_preservation', 'warning', 'node']]);
@@ -107,9 +107,85 @@ test('self-preservation, unreachable peers and an unreachable store are episodes
   assert.deepEqual(back.map((t) => [t.status, t.episode.subject, t.episode.details.resolution]).sort(), [
     ['resolved', 'n2', { removed: true }],
     ['resolved', 'n3', { reachable: true }],
-    ['resolved', 'store', { reachable: true }],
   ]);
+  // The store resolves once it has stayed reachable for STORE_SETTLE_MS.
+  clock.advance(STORE_SETTLE_MS);
+  const settled = r.evaluate({ services: [], selfPreservation: calm, cluster: cluster([member('n1', true, true), member('n3', true)], true) });
+  assert.deepEqual(settled.map((t) => [t.status, t.episode.subject, t.episode.details.resolution]), [['resolved', 'store', { reachable: true }]]);
   assert.deepEqual(r.active(), []);
+});
+
+test('an unreachable store that comes back for a moment stays one episode: it resolves only after STORE_SETTLE_MS reachable', () => {
+  const { rules: r, clock } = rules();
+  const cluster = (reachable: boolean): ClusterStatus => ({
+    members: [{ id: 'n1', address: '127.0.0.1:7700', self: true, reachable: true, lastSeenMs: null }],
+    ready: true,
+    store: { kind: 'etcd', endpoints: ['http://127.0.0.1:2379'], reachable, leader: null, revision: 1, viewRevision: 1, lagMs: 0, lastContactMs: 1 },
+  });
+  const at = (reachable: boolean) => r.evaluate({ services: [], selfPreservation: calm, cluster: cluster(reachable) }).map((t) => t.status);
+  assert.deepEqual(at(true), [], 'reachable from the start: nothing');
+  assert.deepEqual(at(false), ['firing']);
+  // Back for a second, then gone again, three times (a flapping etcd): no resolve, no new firing.
+  for (let i = 0; i < 3; i++) {
+    clock.advance(1_000);
+    assert.deepEqual(at(true), [], `back for a moment (${i})`);
+    clock.advance(1_000);
+    assert.deepEqual(at(false), [], `gone again (${i})`);
+  }
+  // Back: the settle time counts from the last time it was seen back after a failure.
+  clock.advance(1_000);
+  assert.deepEqual(at(true), []);
+  clock.advance(STORE_SETTLE_MS - 1);
+  assert.deepEqual(at(true), [], 'not yet settled');
+  clock.advance(1);
+  const resolved = r.evaluate({ services: [], selfPreservation: calm, cluster: cluster(true) });
+  assert.deepEqual(resolved.map((t) => [t.status, t.episode.episodeId, t.episode.details.resolution]), [['resolved', 'ep1', { reachable: true }]]);
+  assert.deepEqual(r.active(), []);
+  // A node that leaves cp (no store in its status) ends the episode at once.
+  assert.deepEqual(at(false), ['firing']);
+  assert.deepEqual(r.evaluate({ services: [], selfPreservation: calm }).map((t) => t.status), ['resolved']);
+});
+
+test('a service with no instance at all for SERVICE_GONE_MS is gone: its episode resolves ("gone": true) and it is forgotten', () => {
+  const { rules: r, clock } = rules();
+  const job = (i: number, healthy: number, instances: number, lastRemoval?: ServiceObservation['lastRemoval']): ServiceObservation => ({ ...svc(healthy, instances, lastRemoval), service: `job-${i}` });
+  // 300 short-lived services, each ended by its lease (the SDK's graceful shutdown revokes it).
+  r.evaluate({ services: Array.from({ length: 300 }, (_, i) => job(i, 1, 1)), selfPreservation: calm });
+  const fired = r.evaluate({ services: Array.from({ length: 300 }, (_, i) => job(i, 0, 0, 'lease_revoked')), selfPreservation: calm });
+  assert.equal(fired.filter((t) => t.status === 'firing').length, 300);
+  // One that comes back (a redeploy) within the time keeps its episode until it is healthy.
+  clock.advance(SERVICE_GONE_MS / 2);
+  assert.deepEqual(r.evaluate({ services: [job(0, 0, 1)], selfPreservation: calm }), [], 'back, but critical');
+  clock.advance(SERVICE_GONE_MS / 2 - 1);
+  assert.deepEqual(r.evaluate({ services: [], selfPreservation: calm }), [], 'not gone yet');
+  assert.equal(r.active().length, 300);
+  clock.advance(1);
+  const gone = r.evaluate({ services: [], selfPreservation: calm });
+  assert.equal(gone.length, 299, 'every service without an instance resolves, the one with an instance does not');
+  assert.ok(gone.every((t) => t.status === 'resolved' && t.episode.alert === 'service_unavailable'));
+  assert.deepEqual(gone[0]!.episode.details.resolution, { instances: 0, gone: true });
+  assert.equal(gone[0]!.episode.resolvedAt, new Date(T0 + SERVICE_GONE_MS).toISOString());
+  assert.deepEqual(r.active().map((e) => e.subject), ['default/job-0']);
+  // Forgotten: seen again without a healthy instance, it does not fire.
+  assert.deepEqual(r.evaluate({ services: [job(1, 0, 2)], selfPreservation: calm }), []);
+  // The one that came back with a critical instance is not gone however long it stays so.
+  clock.advance(SERVICE_GONE_MS * 3);
+  assert.deepEqual(r.evaluate({ services: [], selfPreservation: calm }), []);
+  assert.deepEqual(r.evaluate({ services: [job(0, 1, 1)], selfPreservation: calm }).map((t) => t.status), ['resolved']);
+});
+
+test('the services the rules remember are bounded (MAX_ALERT_SERVICES): the longest empty go first, resolving as gone', () => {
+  const { rules: r } = rules();
+  const named = (name: string, healthy: number, instances: number, lastRemoval?: ServiceObservation['lastRemoval']): ServiceObservation => ({ ...svc(healthy, instances, lastRemoval), service: name });
+  r.evaluate({ services: [named('down', 1, 1)], selfPreservation: calm });
+  r.evaluate({ services: [named('down', 0, 0, 'lease_expired')], selfPreservation: calm });
+  const many = Array.from({ length: MAX_ALERT_SERVICES }, (_, i) => named(`s-${i}`, 1, 1));
+  const t = r.evaluate({ services: many, selfPreservation: calm });
+  assert.deepEqual(t.map((x) => [x.status, x.episode.subject, x.episode.details.resolution]), [['resolved', 'default/down', { instances: 0, gone: true }]]);
+  // Full of healthy services: the one seen healthy the longest ago is forgotten (no alert when it goes).
+  r.evaluate({ services: [named('one-more', 1, 1)], selfPreservation: calm });
+  assert.deepEqual(r.evaluate({ services: [named('s-0', 0, 0, 'lease_expired')], selfPreservation: calm }), [], 'forgotten');
+  assert.equal(r.evaluate({ services: [named('s-1', 0, 0, 'lease_expired')], selfPreservation: calm }).length, 1, 'still remembered');
 });
 
 test('retry delays double from the base and stop at the cap', () => {

@@ -1,11 +1,12 @@
 // Goal: the node's alerts follow the engine's cluster status: an unreachable peer and an
-// unreachable etcd each fire once and resolve once, reach the webhook in order, and show
+// unreachable etcd each fire once and resolve once (the store once it has settled), reach the webhook in order, and show
 // in /v1/status while active.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_LIMITS, type ClusterStatus } from '@switchboard/protocol';
 import pino from 'pino';
 import { Alerts } from '../../src/alerts/index.js';
+import { STORE_SETTLE_MS } from '../../src/alerts/rules.js';
 import { build } from '../../src/api/app.js';
 import { StandaloneEngine } from '../../src/engines/standalone.js';
 import { MemoryStorage } from '../../src/storage/storage.js';
@@ -26,7 +27,9 @@ test('an unreachable peer and an unreachable store fire once and resolve once', 
   };
   // The standalone engine stands in for a clustered one: only cluster() matters here.
   (engine as unknown as { cluster: () => ClusterStatus }).cluster = () => cluster;
-  const alerts = new Alerts({ engine, webhooks: [`${rx.url}/a`], limits, logger: pino({ level: 'silent' }) });
+  // A wall clock the test moves on: the store resolves only after STORE_SETTLE_MS back.
+  let offset = 0;
+  const alerts = new Alerts({ engine, webhooks: [`${rx.url}/a`], limits, logger: pino({ level: 'silent' }), clock: { now: () => Date.now() + offset } });
   const app = await build({ engine, limits, version: 'test', alerts });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   try {
@@ -43,6 +46,10 @@ test('an unreachable peer and an unreachable store fire once and resolve once', 
     assert.equal(rx.received.find((r) => r.body.alert === 'store_unreachable')!.body.severity, 'critical');
 
     cluster = { ...cluster, members: [cluster.members[0]!, { ...cluster.members[1]!, reachable: true }], store: { ...cluster.store!, reachable: true } };
+    await rx.until((r) => r.length >= 3, 5_000, 'the peer resolved');
+    await sleep(300);
+    assert.deepEqual(rx.received.slice(2).map((r) => [r.body.status, r.body.alert]), [['resolved', 'peer_unreachable']], 'the store not yet: it has not settled');
+    offset += STORE_SETTLE_MS;
     await rx.until((r) => r.length >= 4, 5_000, 'two resolved messages');
     await sleep(300);
     assert.equal(rx.received.length, 4);
