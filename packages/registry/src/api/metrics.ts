@@ -93,11 +93,38 @@ function healthMetrics(registry: client.Registry, engine: Engine, gauge: (name: 
 const HEALTH_INDEX = Object.fromEntries(HEALTH_STATES.map((h, i) => [h, i])) as Record<Health, number>;
 const STATUS_INDEX = Object.fromEntries(ADMIN_STATUSES.map((st, i) => [st, i])) as Record<AdminStatus, number>;
 
+/**
+ * The most namespaces with series of their own in switchboard_namespace_instances and
+ * switchboard_namespace_leases: clients make namespaces without bound, and each one would
+ * be a set of series kept by every scraper. The namespaces with the most instances keep
+ * their own; the others are summed under OTHER_NAMESPACES.
+ */
+export const MAX_METRIC_NAMESPACES = 100;
+/** The namespace label of the namespaces beyond MAX_METRIC_NAMESPACES (a namespace is a DNS label: never this). */
+export const OTHER_NAMESPACES = '_other';
+
+/**
+ * The namespaces labelled as themselves: the MAX_METRIC_NAMESPACES with the most
+ * instances (ties by name), or null when every namespace fits.
+ */
+function labelledNamespaces(sizes: Map<string, number>): Set<string> | null {
+  if (sizes.size <= MAX_METRIC_NAMESPACES) return null;
+  const ranked = [...sizes].sort(([a, n], [b, m]) => m - n || (a < b ? -1 : a > b ? 1 : 0));
+  return new Set(ranked.slice(0, MAX_METRIC_NAMESPACES).map(([ns]) => ns));
+}
+
+/** Instances by namespace (a walk over the services, not the instances). */
+function namespaceSizes(engine: Engine): Map<string, number> {
+  const sizes = new Map<string, number>();
+  for (const svc of engine.registry.allServices()) sizes.set(svc.namespace, (sizes.get(svc.namespace) ?? 0) + svc.instances.size);
+  return sizes;
+}
+
 /** Instances and leases by namespace and state, counted when scraped. */
 function stateMetrics(registry: client.Registry, engine: Engine): void {
   new client.Gauge({
     name: 'switchboard_namespace_instances',
-    help: 'Registered instances by namespace, health (passing, warning, critical) and admin status (up, draining, out_of_service)',
+    help: `Registered instances by namespace (the ${MAX_METRIC_NAMESPACES} with the most instances; the others summed under namespace "${OTHER_NAMESPACES}"), health (passing, warning, critical) and admin status (up, draining, out_of_service)`,
     labelNames: ['namespace', 'health', 'status'] as const,
     registers: [registry],
     collect() {
@@ -110,6 +137,18 @@ function stateMetrics(registry: client.Registry, engine: Engine): void {
           const i = HEALTH_INDEX[rec.instance.health] * 3 + STATUS_INDEX[rec.instance.status];
           grid[i] = (grid[i] as number) + 1;
         }
+      }
+      const sizes = new Map<string, number>();
+      for (const [namespace, grid] of grids) sizes.set(namespace, grid.reduce((a, b) => a + b, 0));
+      const kept = labelledNamespaces(sizes);
+      if (kept !== null) {
+        const other = new Float64Array(9);
+        for (const [namespace, grid] of grids) {
+          if (kept.has(namespace)) continue;
+          for (let i = 0; i < 9; i++) other[i] = (other[i] as number) + (grid[i] as number);
+          grids.delete(namespace);
+        }
+        grids.set(OTHER_NAMESPACES, other);
       }
       this.reset();
       for (const [namespace, grid] of grids) {
@@ -124,7 +163,7 @@ function stateMetrics(registry: client.Registry, engine: Engine): void {
   });
   new client.Gauge({
     name: 'switchboard_namespace_leases',
-    help: 'Live leases by namespace of their instances and state (active, detached, held); a lease counts in each namespace it holds instances in, namespace "" when it holds none',
+    help: `Live leases by namespace of their instances and state (active, detached, held); a lease counts in each namespace it holds instances in, namespace "" when it holds none; namespaces beyond the ${MAX_METRIC_NAMESPACES} with the most instances count as namespace "${OTHER_NAMESPACES}"`,
     labelNames: ['namespace', 'state'] as const,
     registers: [registry],
     collect() {
@@ -133,6 +172,7 @@ function stateMetrics(registry: client.Registry, engine: Engine): void {
         const key = namespace + '\u0000' + state;
         counts.set(key, (counts.get(key) ?? 0) + 1);
       };
+      const kept = labelledNamespaces(namespaceSizes(engine));
       for (const lease of engine.registry.allLeases()) {
         const state = lease.blockedSince !== null ? 'held' : lease.detached ? 'detached' : 'active';
         if (lease.instances.size === 0) {
@@ -146,7 +186,9 @@ function stateMetrics(registry: client.Registry, engine: Engine): void {
         for (const key of lease.instances) {
           if (last !== '' && key.charCodeAt(last.length) === 47 && key.startsWith(last)) continue;
           last = key.slice(0, key.indexOf('/'));
-          if (!seen.includes(last)) seen.push(last);
+          // A lease in several namespaces beyond the labelled ones counts once under OTHER_NAMESPACES.
+          const label = kept === null || kept.has(last) ? last : OTHER_NAMESPACES;
+          if (!seen.includes(label)) seen.push(label);
         }
         for (const ns of seen) add(ns, state);
       }

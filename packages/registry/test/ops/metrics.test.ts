@@ -1,6 +1,6 @@
 // Goal: /metrics on a real agent (durable storage) reports what happened, with the right
 // values: requests by route and status with their latency histogram, instances and leases
-// by namespace and state, events published by type and reason, lease ends by reason,
+// by namespace and state (the namespaces capped, the rest under "_other"), events published by type and reason, lease ends by reason,
 // watch streams, write-ahead-log group commits and the process's own metrics.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,6 +10,11 @@ import { join } from 'node:path';
 import { SseReader, call } from '../helpers.js';
 import { spawnAgent } from '../integration/process.js';
 import { parseProm, type PromText } from './prom.js';
+import { DEFAULT_LIMITS } from '@switchboard/protocol';
+import { build } from '../../src/api/app.js';
+import { MAX_METRIC_NAMESPACES, OTHER_NAMESPACES } from '../../src/api/metrics.js';
+import { StandaloneEngine } from '../../src/engines/standalone.js';
+import { MemoryStorage } from '../../src/storage/storage.js';
 
 async function scrape(url: string): Promise<PromText> {
   const res = await fetch(url + '/metrics');
@@ -99,5 +104,39 @@ test('metrics after registrations, a watch and a lease expiry', async () => {
     agent.child.kill('SIGKILL');
     await agent.exited;
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the namespace series are capped: the MAX_METRIC_NAMESPACES namespaces with the most instances, the rest summed under "_other"', async () => {
+  const engine = await StandaloneEngine.open({ nodeId: 't', storage: new MemoryStorage(), limits: DEFAULT_LIMITS, clock: { now: () => performance.now() } });
+  const app = await build({ engine, limits: DEFAULT_LIMITS, version: 'test', dashboardDir: null });
+  try {
+    const put = async (ns: string, id: string, leaseId?: string): Promise<void> => {
+      const res = await app.inject({ method: 'PUT', url: `/v1/services/web/instances/${id}?namespace=${ns}`, headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ address: '10.0.0.1', port: 80, ...(leaseId ? { leaseId } : {}) }) });
+      assert.equal(res.statusCode, 200, res.body);
+    };
+    const lease = async (): Promise<string> => JSON.parse((await app.inject({ method: 'POST', url: '/v1/leases', headers: { 'content-type': 'application/json' }, payload: '{"ttlMs":30000}' })).body).leaseId;
+    // MAX_METRIC_NAMESPACES namespaces of two instances and 5 of one: the 5 are folded.
+    const ns = (i: number): string => `ns-${String(i).padStart(3, '0')}`;
+    for (let i = 0; i < MAX_METRIC_NAMESPACES; i++) for (const id of ['a', 'b']) await put(ns(i), id);
+    const small = await lease();
+    for (let i = MAX_METRIC_NAMESPACES; i < MAX_METRIC_NAMESPACES + 5; i++) await put(ns(i), 'a', small);
+    const big = await lease();
+    await put(ns(0), 'c', big);
+    const m = parseProm((await app.inject({ method: 'GET', url: '/metrics' })).body);
+    const labels = (name: string): Set<string> => new Set(m.find(name).map((s) => s.labels.namespace as string));
+    const instances = labels('switchboard_namespace_instances');
+    assert.equal(instances.size, MAX_METRIC_NAMESPACES + 1);
+    assert.ok(instances.has(OTHER_NAMESPACES) && instances.has(ns(0)) && instances.has(ns(MAX_METRIC_NAMESPACES - 1)) && !instances.has(ns(MAX_METRIC_NAMESPACES)));
+    assert.equal(m.sum('switchboard_namespace_instances', { namespace: OTHER_NAMESPACES }), 5);
+    assert.equal(m.value('switchboard_namespace_instances', { namespace: ns(0), health: 'passing', status: 'up' }), 3);
+    assert.equal(m.sum('switchboard_namespace_instances'), MAX_METRIC_NAMESPACES * 2 + 6, 'the sum is every instance');
+    // A lease with instances in five folded namespaces counts once under "_other".
+    assert.deepEqual([...labels('switchboard_namespace_leases')].sort(), [OTHER_NAMESPACES, ns(0)].sort());
+    assert.equal(m.value('switchboard_namespace_leases', { namespace: OTHER_NAMESPACES, state: 'active' }), 1);
+    assert.equal(m.value('switchboard_namespace_leases', { namespace: ns(0), state: 'active' }), 1);
+  } finally {
+    await app.shutdown();
+    await engine.close();
   }
 });
