@@ -763,6 +763,15 @@ export function resolveConfig(sources: Source[]): AgentConfig {
     alertWebhooks: get('alertWebhooks', (v, w) => listOf(v, w).map((u) => {
       // Named without its query and credentials: either may hold a secret.
       if (!/^https?:\/\/\S+$/.test(u) || !URL.canParse(u)) throw new ConfigError(w, `${w}: "${URL.canParse(u) ? displayUrl(u) : '(not a URL)'}" must be an http(s) URL, like https://alerts.example.com/hook (a user and password in it are sent as basic authentication)`);
+      // The user and password are percent-decoded for basic authentication (webhookTarget):
+      // a "%" not followed by two hex digits cannot be, and would stop the agent later.
+      const { username, password } = new URL(u);
+      try {
+        decodeURIComponent(username);
+        decodeURIComponent(password);
+      } catch {
+        throw new ConfigError(w, `${w}: the user or password of "${displayUrl(u)}" has a "%" that is not followed by two hex digits`, { hint: 'percent-encode a "%" in the user or password as %25 (and ":", "@", "/" as %3A, %40, %2F)' });
+      }
       return u;
     }), []),
     proxyAddr: get<HostPort | null>('proxyAddr', (v, w) => hostPort(v, w, { listen: true, hint: 'use HOST:PORT, like 127.0.0.1:7780 (port 0 picks a free port)' }), null),

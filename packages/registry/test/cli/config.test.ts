@@ -357,3 +357,22 @@ test('the service proxy: off by default; its settings need --proxy-addr; its add
   assert.throws(() => resolveConfig([{ name: 'flag', values: { proxyAddr: '127.0.0.1:7700' } }]), (err: unknown) => err instanceof ConfigError && err.field === '--proxy-addr' && /REST API/.test(err.message));
   assert.throws(() => resolveConfig([{ name: 'flag', values: { proxyAddr: '127.0.0.1:7780', proxyNamespace: 'Bad_NS' } }]), (err: unknown) => err instanceof ConfigError && err.field === '--proxy-namespace');
 });
+
+// Goal: a webhook URL whose user or password cannot be percent-decoded for basic
+// authentication is refused with the configuration (exit 2, naming --alert-webhooks),
+// never at the first alert with a bare "URI malformed", and the password is not shown.
+test('alert webhooks: a "%" not followed by two hex digits in the user or password is refused at start, without showing it', async () => {
+  const secret = '50%off';
+  for (const url of [`http://ops:${secret}@127.0.0.1:9000/hook`, 'https://50%zz:pw@hooks.example/a']) {
+    assert.throws(
+      () => resolveConfig([{ name: 'flag', values: { alertWebhooks: url } }]),
+      (err: unknown) => err instanceof ConfigError && err.field === '--alert-webhooks' && err.code === 'INVALID_CONFIG' && /%25/.test(err.hint ?? '') && !/off|zz|pw|ops/.test(err.message) && /not followed by two hex digits/.test(err.message),
+      url,
+    );
+  }
+  assert.deepEqual(resolveConfig([{ name: 'flag', values: { alertWebhooks: 'http://ops:50%25off@127.0.0.1:9000/hook' } }]).alertWebhooks, ['http://ops:50%25off@127.0.0.1:9000/hook'], 'encoded as %25 it is taken');
+  const r = await run(['agent', '--dev', '--http-addr', '127.0.0.1:0', '--alert-webhooks', `http://ops:${secret}@127.0.0.1:9/hook`]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /invalid configuration: --alert-webhooks: .* \[INVALID_CONFIG\]\n {2}hint: percent-encode a "%"/);
+  assert.ok(!r.stderr.includes(secret) && !r.stdout.includes(secret), 'the password is never printed');
+});
