@@ -27,5 +27,5 @@ if (files.length === 0) {
   process.exit(1);
 }
 console.log(`test: ${files.length} files\n${files.map((f) => '  ' + relative(root, f)).join('\n')}`);
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=120000', ...files], { stdio: 'inherit', cwd: root });
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=180000', ...files], { stdio: 'inherit', cwd: root });
 process.exit(r.status ?? 1);
