@@ -5,6 +5,11 @@
  * once (a check still queued or running when it comes due again is not queued twice).
  * Every run is time-boxed by its timeout whether or not the probe honours its signal, so a
  * slow target holds a slot for at most its timeout and never blocks the others.
+ *
+ * A removed check's run is aborted and its slot freed at once: a client that registers and
+ * deregisters an instance whose target never answers must not fill the slots with probes of
+ * instances that no longer exist. One check key never has two probes in flight: a check
+ * added again while its previous run still ends waits for that run.
  */
 import { formatDuration, type CheckResult, type CheckSpec } from '@switchboard/protocol';
 import { DeadlineHeap } from '../core/deadlines.js';
@@ -37,7 +42,10 @@ export interface SchedulerOptions {
 interface Slot {
   check: ScheduledCheck;
   nextAt: number;
-  state: 'waiting' | 'queued' | 'running';
+  /** blocked: due, but the run of a removed slot of the same key has not ended yet. */
+  state: 'waiting' | 'queued' | 'blocked' | 'running';
+  /** While running: aborts the probe and frees its run slot (once). */
+  stop: (() => void) | null;
 }
 
 export interface SchedulerStats {
@@ -55,9 +63,12 @@ export class CheckScheduler {
     () => [...this.slots.values()].filter((s) => s.state === 'waiting').map((s) => ({ at: s.nextAt, item: s })),
     () => this.slots.size,
   );
-  /** Due slots waiting for a free run slot, oldest first (`head` is the next to run). */
-  private queue: Slot[] = [];
-  private head = 0;
+  /** Due slots waiting for a free run slot, oldest first; a removed slot leaves it at once. */
+  private readonly queue = new Set<Slot>();
+  /** Due slots waiting for the run of their key's removed slot to end. */
+  private readonly blocked = new Set<Slot>();
+  /** The slot whose run is in progress, by check key (also after that slot was removed). */
+  private readonly inFlight = new Map<string, Slot>();
   private running = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
@@ -73,7 +84,7 @@ export class CheckScheduler {
   }
 
   stats(): SchedulerStats {
-    return { scheduled: this.slots.size, running: this.running, queued: this.queue.length - this.head, runs: { ...this.runs }, timeouts: this.timeouts };
+    return { scheduled: this.slots.size, running: this.running, queued: this.queue.size + this.blocked.size, runs: { ...this.runs }, timeouts: this.timeouts };
   }
 
   has(key: string): boolean {
@@ -97,21 +108,31 @@ export class CheckScheduler {
       slot.check = check; // the run in progress reports under its old spec and is dropped
       return;
     }
-    const fresh: Slot = { check, nextAt: this.now() + this.random() * spreadMs, state: 'waiting' };
+    const fresh: Slot = { check, nextAt: this.now() + this.random() * spreadMs, state: 'waiting', stop: null };
     this.slots.set(check.key, fresh);
     this.heap.push(fresh.nextAt, fresh);
     this.arm();
   }
 
+  /** Stops a check: a queued run is dropped, a running one aborted and its slot freed now. */
   remove(key: string): void {
+    const slot = this.slots.get(key);
+    if (!slot) return;
     this.slots.delete(key);
+    this.queue.delete(slot);
+    this.blocked.delete(slot);
+    if (slot.state === 'running') {
+      slot.stop?.();
+      this.pump();
+    }
   }
 
   close(): void {
     this.closed = true;
+    for (const slot of this.inFlight.values()) slot.stop?.();
     this.slots.clear();
-    this.queue = [];
-    this.head = 0;
+    this.queue.clear();
+    this.blocked.clear();
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
   }
@@ -134,32 +155,57 @@ export class CheckScheduler {
     for (const d of this.heap.popDue(this.now())) {
       if (d.item.state !== 'waiting') continue;
       d.item.state = 'queued';
-      this.queue.push(d.item);
+      this.queue.add(d.item);
     }
     this.pump();
     this.arm();
   }
 
   private pump(): void {
-    while (this.running < this.opts.maxConcurrent && this.head < this.queue.length) {
-      const slot = this.queue[this.head++] as Slot;
-      if (this.slots.get(slot.check.key) !== slot) continue; // removed while queued
+    if (this.closed) return;
+    for (const slot of this.queue) {
+      if (this.running >= this.opts.maxConcurrent) break;
+      this.queue.delete(slot);
+      if (this.inFlight.has(slot.check.key)) {
+        // Removed and added again while its run still ends (a probe that does not honour
+        // its abort): this one starts when that run is over, never beside it.
+        slot.state = 'blocked';
+        this.blocked.add(slot);
+        continue;
+      }
       void this.run(slot);
-    }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
     }
   }
 
   private async run(slot: Slot): Promise<void> {
+    const key = slot.check.key;
     slot.state = 'running';
     this.running++;
+    this.inFlight.set(key, slot);
+    const ac = new AbortController();
+    let freed = false;
+    slot.stop = () => {
+      ac.abort();
+      if (freed) return;
+      freed = true;
+      this.running--;
+    };
     const check = slot.check;
     const started = this.now();
-    const result = await this.timeBoxed(check);
-    this.running--;
-    if (!this.closed && this.slots.get(check.key) === slot) {
+    const result = await this.timeBoxed(check, ac);
+    if (!freed) {
+      freed = true;
+      this.running--;
+    }
+    slot.stop = null;
+    if (this.inFlight.get(key) === slot) this.inFlight.delete(key);
+    const next = this.slots.get(key);
+    if (next && next !== slot && next.state === 'blocked') {
+      this.blocked.delete(next);
+      next.state = 'queued';
+      this.queue.add(next);
+    }
+    if (!this.closed && next === slot) {
       this.runs[result.status]++;
       // A run against a target the check no longer has (the instance's address changed
       // while it ran, its spec staying the same) says nothing about the new one, which is
@@ -176,11 +222,10 @@ export class CheckScheduler {
     this.arm();
   }
 
-  private timeBoxed(check: ScheduledCheck): Promise<CheckResult> {
-    const ac = new AbortController();
+  private timeBoxed(check: ScheduledCheck, ac: AbortController): Promise<CheckResult> {
     return new Promise<CheckResult>((resolve) => {
       const timer = setTimeout(() => {
-        this.timeouts++;
+        if (!ac.signal.aborted) this.timeouts++; // not a check removed meanwhile
         resolve(critical(`timed out after ${formatDuration(check.spec.timeoutMs)}`));
         ac.abort();
       }, check.spec.timeoutMs);
