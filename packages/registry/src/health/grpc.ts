@@ -7,9 +7,10 @@
  *   enum ServingStatus { UNKNOWN = 0; SERVING = 1; NOT_SERVING = 2; SERVICE_UNKNOWN = 3; }
  *
  * SERVING is passing; everything else, and every call error, is critical. Plaintext
- * (h2c) only. Channels are kept per target and reused: an HTTP/2 connection per probe
- * would cost more than the probe. The target's host is resolved before each probe and
- * checked by the guard (networks.ts); the channel connects to that checked address.
+ * (h2c) only. Channels are kept per target and resolved address and reused: an HTTP/2
+ * connection per probe would cost more than the probe. The target's host is resolved before
+ * each probe and checked by the guard (networks.ts); the channel connects to that checked
+ * address.
  */
 import { isIP } from 'node:net';
 import { Client, Metadata, credentials, status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
@@ -80,29 +81,46 @@ function ipTarget(address: string, port: number): string {
   return isIP(address) === 6 ? `ipv6:[${address}]:${port}` : `ipv4:${address}:${port}`;
 }
 
+interface Channel {
+  readonly target: string;
+  readonly address: string;
+  readonly client: Client;
+  /** Calls in flight on it: closing the channel would fail them. */
+  calls: number;
+  /** Out of the map (the target resolved elsewhere, or beyond the bound): closed when its last call ends. */
+  retired: boolean;
+}
+
 /**
- * gRPC health probes with their channels, one per target, least recently used closed
- * first. A target's host is resolved by the guard before each probe and the channel goes
- * to the checked address (the target stays its authority); a target that resolves
- * elsewhere gets a new channel.
+ * gRPC health probes with their channels, one per target and resolved address, least
+ * recently used closed first. A target's host is resolved by the guard before each probe
+ * and the channel goes to the checked address (the target stays its authority); a target
+ * that resolves elsewhere gets a new channel. Another check of the same target may have a
+ * call in flight on the old channel (a name answered round-robin): the old channel is
+ * closed only once its calls have ended, never under them.
  */
 export class GrpcProber {
-  private readonly channels = new Map<string, { address: string; client: Client }>();
+  /** `<address> <target>` -> its channel, least recently used first. */
+  private readonly channels = new Map<string, Channel>();
 
   constructor(
     private readonly guard: TargetGuard,
     private readonly maxChannels = MAX_GRPC_CHANNELS,
   ) {}
 
-  /** Closes the channel to a target that is no longer checked. */
+  /** Closes the channels to a target that is no longer checked (once their calls end). */
   release(target: string): void {
-    this.channels.get(target)?.client.close();
-    this.channels.delete(target);
+    for (const [key, c] of this.channels) if (c.target === target) this.retire(key, c);
   }
 
   close(): void {
     for (const c of this.channels.values()) c.client.close();
     this.channels.clear();
+  }
+
+  /** The number of open channels (for tests). */
+  get size(): number {
+    return this.channels.size;
   }
 
   readonly probe = async (t: ProbeTarget, signal: AbortSignal): Promise<CheckResult> => {
@@ -117,7 +135,13 @@ export class GrpcProber {
       return critical(deniedOutput(err, t.target) ?? `${what}: ${describeError(err)}`);
     }
     if (signal.aborted) return critical(`${what}: timed out (cancelled)`);
-    return this.check(this.channelFor(t.target, ipTarget(address, hp.port)), service, what, t.spec.timeoutMs, signal);
+    const channel = this.channelFor(t.target, ipTarget(address, hp.port));
+    channel.calls++;
+    try {
+      return await this.check(channel.client, service, what, t.spec.timeoutMs, signal);
+    } finally {
+      if (--channel.calls === 0 && channel.retired) channel.client.close();
+    }
   };
 
   private check(client: Client, service: string, what: string, timeoutMs: number, signal: AbortSignal): Promise<CheckResult> {
@@ -146,24 +170,33 @@ export class GrpcProber {
     });
   }
 
-  private channelFor(target: string, address: string): Client {
-    const known = this.channels.get(target);
-    this.channels.delete(target); // re-inserted last: the map stays in least-recently-used order
-    if (known && known.address === address) {
-      this.channels.set(target, known);
-      return known.client;
+  private channelFor(target: string, address: string): Channel {
+    const key = `${address} ${target}`;
+    const known = this.channels.get(key);
+    if (known) {
+      this.channels.delete(key); // re-inserted last: the map stays in least-recently-used order
+      this.channels.set(key, known);
+      return known;
     }
-    known?.client.close();
+    // The target resolved elsewhere: its channels to other addresses go (once idle).
+    for (const [k, c] of this.channels) if (c.target === target) this.retire(k, c);
     // No proxy from the environment (grpc_proxy, https_proxy): the connection must go to the
     // checked address itself, as the HTTP probes' does.
     const client = new Client(address, credentials.createInsecure(), { 'grpc.enable_retries': 0, 'grpc.default_authority': target, 'grpc.enable_http_proxy': 0 });
-    this.channels.set(target, { address, client });
+    const channel: Channel = { target, address, client, calls: 0, retired: false };
+    this.channels.set(key, channel);
     while (this.channels.size > this.maxChannels) {
-      const [oldest, c] = this.channels.entries().next().value as [string, { client: Client }];
-      this.channels.delete(oldest);
-      c.client.close();
+      const [oldest, c] = this.channels.entries().next().value as [string, Channel];
+      this.retire(oldest, c);
     }
-    return client;
+    return channel;
+  }
+
+  /** Takes a channel out of the map; it is closed now if idle, else when its last call ends. */
+  private retire(key: string, c: Channel): void {
+    this.channels.delete(key);
+    c.retired = true;
+    if (c.calls === 0) c.client.close();
   }
 }
 

@@ -267,6 +267,35 @@ test('gRPC probes resolve the name before each probe and call the checked addres
   }
 });
 
+test('gRPC: a name answered round-robin never closes a channel under another check\'s call in flight', async () => {
+  // The same server on 127.0.0.1 and 127.0.0.2, answering after 200 ms; the name alternates.
+  const servers: Server[] = [];
+  let port = 0;
+  for (const ip of ['127.0.0.1', '127.0.0.2']) {
+    const server = new Server();
+    server.register(HEALTH_CHECK_METHOD, (_c: ServerUnaryCall<Buffer, number>, cb: sendUnaryData<number>) => void setTimeout(() => cb(null, 1), 200), (s: number) => Buffer.from([0x08, s]), (b: Buffer) => b, 'unary');
+    port = await new Promise<number>((resolve, reject) => server.bindAsync(`${ip}:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    servers.push(server);
+  }
+  let n = 0;
+  const guard = new TargetGuard(CheckNetworks.DEFAULT, (_h, _o, cb) => setImmediate(() => cb(null, [{ address: n++ % 2 ? '127.0.0.2' : '127.0.0.1', family: 4 }])));
+  const prober = new GrpcProber(guard);
+  const signal = new AbortController().signal;
+  const target = `rr.test:${port}`;
+  try {
+    for (let round = 0; round < 3; round++) {
+      const a = prober.probe({ spec: spec('grpc', '5s'), target }, signal);
+      await new Promise((r) => setTimeout(r, 50)); // a's call is in flight on the channel to the first address
+      const b = prober.probe({ spec: spec('grpc', '5s'), target }, signal);
+      assert.deepEqual((await Promise.all([a, b])).map((r) => r.status), ['passing', 'passing'], `round ${round}: ${JSON.stringify(await a)}`);
+    }
+    assert.equal(prober.size, 1, 'the channel to the address no longer answered was closed once idle');
+  } finally {
+    prober.close();
+    for (const s of servers) s.forceShutdown();
+  }
+});
+
 test('a refused name: the output names neither the address it resolved to nor the denied network; the node is told both', async () => {
   const told: TargetDenied[] = [];
   const dns = scripted([['10.0.0.7', '10.9.0.1'], ['192.168.1.5']]);
