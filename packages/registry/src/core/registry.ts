@@ -319,10 +319,21 @@ export class Registry {
     return this.commit({ revision: this.rev, changes: [{ op: 'lease_grant', leaseId, ttlMs }] });
   }
 
+  /**
+   * Renews a lease for a full TTL. A lease whose deadline has passed is expired even if the
+   * expiry tick has not ended it yet (it will, within the tick): LEASE_NOT_FOUND, as after
+   * the tick, so that the answer does not depend on when the keep-alive landed. Unless
+   * self-preservation holds it, or would hold it at the tick (protection is engaged for
+   * its zones): then its client's keep-alive renews it, as it renews a held lease.
+   */
   keepAlive(leaseId: string): LeaseGrant {
     const lease = this.requireLease(leaseId);
+    const now = this.clock.now();
+    if (lease.blockedSince === null && lease.expiresAt <= now && !this.guard.protects(this.leaseZones.zonesOf(leaseId))) {
+      throw leaseNotFound(leaseId, this.replication?.nodeId);
+    }
     if (lease.blockedSince !== null) this.guard.renewed(leaseId);
-    this.leaseTable.renew(lease, this.clock.now());
+    this.leaseTable.renew(lease, now);
     return { leaseId, ttlMs: lease.ttlMs };
   }
 

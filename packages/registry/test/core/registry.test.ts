@@ -134,6 +134,20 @@ test('instances bound to a lease vanish together when it expires, in one revisio
   assert.equal(reg.instanceCount, 1);
 });
 
+test('a keep-alive after the lease\'s deadline, before the expiry tick ended it, is LEASE_NOT_FOUND and renews nothing', () => {
+  const { reg, clock, run } = setup();
+  run(reg.grantLease('L1', 1_000));
+  run(reg.register(item('orders', 'a', { leaseId: 'L1' })));
+  clock.advance(999);
+  reg.keepAlive('L1'); // in time: a full TTL from now
+  clock.advance(1_000); // the deadline is now, the tick has not run yet
+  assert.equal(code(() => reg.keepAlive('L1')), 'LEASE_NOT_FOUND');
+  clock.advance(50);
+  assert.equal(code(() => reg.keepAlive('L1')), 'LEASE_NOT_FOUND');
+  assert.deepEqual(reg.expireDue().flatMap((o) => o.events.map((e) => [e.instance.id, e.reason])), [['a', 'lease_expired']], 'the tick still ends it');
+  assert.equal(reg.lease('L1'), undefined);
+});
+
 test('revoking a lease deregisters its instances with reason lease_revoked', () => {
   const { reg, run } = setup();
   run(reg.grantLease('L1', 10_000));

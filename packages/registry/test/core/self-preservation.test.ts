@@ -89,6 +89,27 @@ test('a mass lapse is held; renewals release it; the truly dead are then evicted
   assert.equal(reg.selfPreservationStatus().blockedLeases, 0);
 });
 
+test('a late keep-alive: refused when nothing holds the lease, renews it when self-preservation holds it or is engaged for it', () => {
+  const { reg, clock } = setup();
+  const leases = fleet(reg, 20);
+  clock.advance(5_000);
+  for (const l of leases.slice(11)) reg.keepAlive(l); // 9 stay alive, deadline 15 s
+  clock.advance(5_000);
+  // Past the deadline of the 11, before the tick, protection not engaged yet: expired.
+  assert.throws(() => reg.keepAlive(leases[0]!), { code: 'LEASE_NOT_FOUND' });
+  assert.deepEqual(reasons(reg.expireDue()), Array(11).fill('eviction_blocked'), 'the tick holds the 11 (the refused one too)');
+  // A held lease, past its deadline, is renewed by its client's keep-alive.
+  assert.deepEqual(reg.keepAlive(leases[0]!), { leaseId: leases[0], ttlMs: 10_000 });
+  assert.equal(reg.selfPreservationStatus().blockedLeases, 10);
+  // One of the 9 runs out while protection is engaged; its keep-alive arrives before the
+  // tick that would hold it: renewed, as it would have been once held.
+  clock.set(15_000);
+  assert.deepEqual(reg.keepAlive(leases[11]!), { leaseId: leases[11], ttlMs: 10_000 });
+  assert.equal(reg.lease(leases[11]!)!.expiresAt, 25_000);
+  assert.deepEqual(reasons(reg.expireDue()), Array(8).fill('eviction_blocked'), 'the other 8 are held, the renewed one is not');
+  assert.equal(instances(reg), 20);
+});
+
 test('staggered lapses: evictions go on until the share passes the threshold', () => {
   const { reg, clock } = setup();
   const leases = fleet(reg, 20);
