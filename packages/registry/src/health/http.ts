@@ -5,7 +5,7 @@
  * redirects is misconfigured, and following could probe another host.
  */
 import { STATUS_CODES } from 'node:http';
-import { Agent, buildConnector, request } from 'undici';
+import { Client, buildConnector, request } from 'undici';
 import type { CheckResult } from '@switchboard/protocol';
 import { deniedOutput, type TargetGuard } from './networks.js';
 import { critical, describeError, type ProbeTarget } from './runner.js';
@@ -29,33 +29,53 @@ function guardedConnector(guard: TargetGuard): buildConnector.connector {
   };
 }
 
-/** HTTP probes of one node, their connections checked by its guard. */
+/**
+ * HTTP probes of one node, their connections checked by its guard. Each probe has a client
+ * of its own, destroyed when the probe ends: one connection per run, closed after it. A
+ * node checking thousands of targets must not hold thousands of idle sockets, and a fresh
+ * connection is what a new client would see. A shared pool did neither: it kept idle
+ * sockets for seconds (after the check was gone too) and opened a spare connection after
+ * each aborted probe.
+ */
 export class HttpProber {
-  /**
-   * One connection per request, closed after it (`reset`): a node checking thousands of
-   * targets must not hold thousands of idle sockets, and a fresh connection is what a new
-   * client would see.
-   */
-  private readonly agent: Agent;
+  private readonly connect: buildConnector.connector;
+  /** The clients of the probes in progress, destroyed by close(). */
+  private readonly clients = new Set<Client>();
 
   constructor(guard: TargetGuard) {
-    this.agent = new Agent({ pipelining: 0, connect: guardedConnector(guard) });
+    this.connect = guardedConnector(guard);
   }
 
   close(): void {
-    this.agent.destroy().catch(() => undefined);
+    for (const client of this.clients) client.destroy().catch(() => undefined);
+    this.clients.clear();
   }
 
-  readonly probe = (t: ProbeTarget, signal: AbortSignal): Promise<CheckResult> => probeHttp(t, signal, this.agent);
+  readonly probe = async (t: ProbeTarget, signal: AbortSignal): Promise<CheckResult> => {
+    let origin: string;
+    try {
+      origin = new URL(t.target).origin;
+    } catch {
+      return critical(`${t.target} is not a URL`);
+    }
+    const client = new Client(origin, { connect: this.connect, pipelining: 1 });
+    this.clients.add(client);
+    try {
+      return await probeHttp(t, signal, client);
+    } finally {
+      this.clients.delete(client);
+      client.destroy().catch(() => undefined);
+    }
+  };
 }
 
-async function probeHttp(t: ProbeTarget, signal: AbortSignal, agent: Agent): Promise<CheckResult> {
+async function probeHttp(t: ProbeTarget, signal: AbortSignal, client: Client): Promise<CheckResult> {
   let res: Awaited<ReturnType<typeof request>>;
   try {
     res = await request(t.target, {
       method: 'GET',
       signal,
-      dispatcher: agent,
+      dispatcher: client,
       reset: true,
       headers: { 'user-agent': 'switchboard-health-check', accept: 'text/plain, application/json, */*' },
     });

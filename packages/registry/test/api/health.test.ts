@@ -9,7 +9,10 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Server, ServerCredentials, status as grpcStatus, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import { DEFAULT_LIMITS, validateInstanceInput, type CheckSpec } from '@switchboard/protocol';
 import { decodeHealthCheckResponse, encodeHealthCheckRequest, encodeVarint, HEALTH_CHECK_METHOD } from '../../src/health/grpc.js';
+import { HttpProber } from '../../src/health/http.js';
+import { CheckNetworks, TargetGuard } from '../../src/health/networks.js';
 import { SseReader, call, sleep, startNode, type TestNode } from '../helpers.js';
 
 /** An HTTP server whose answer the test sets. */
@@ -377,6 +380,50 @@ test('an HTTP check of an endpoint whose body never ends holds no socket after i
     await call(node.url, 'DELETE', '/v1/services/stream/instances/s1');
     await node.close();
     srv.closeAllConnections();
+    srv.close();
+  }
+});
+
+/** An HTTP server counting the connections it accepts and those still open. */
+async function countingServer(handler: http.RequestListener): Promise<{ url: string; accepted: () => number; open: () => number; close(): void }> {
+  const sockets = new Set<net.Socket>();
+  let accepted = 0;
+  const srv = http.createServer(handler);
+  srv.on('connection', (s: net.Socket) => {
+    accepted++;
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`,
+    accepted: () => accepted,
+    open: () => sockets.size,
+    close: () => {
+      srv.closeAllConnections();
+      srv.close();
+    },
+  };
+}
+
+const httpSpec = (extra: Record<string, unknown> = {}): CheckSpec => validateInstanceInput({ address: '127.0.0.1', port: 1, checks: [{ type: 'http', timeout: '5s', ...extra }] }, DEFAULT_LIMITS).checks[0] as CheckSpec;
+
+test('HTTP probes: each run opens one connection and leaves none behind, an aborted run too', async () => {
+  const srv = await countingServer((req, res) => {
+    if (req.url === '/hang') return; // never answers
+    res.end('ok');
+  });
+  const prober = new HttpProber(new TargetGuard(CheckNetworks.DEFAULT));
+  try {
+    for (let i = 0; i < 3; i++) assert.deepEqual(await prober.probe({ spec: httpSpec(), target: `${srv.url}/ok` }, new AbortController().signal), { status: 'passing', output: 'HTTP 200 OK' });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 200);
+    assert.equal((await prober.probe({ spec: httpSpec(), target: `${srv.url}/hang` }, ac.signal)).status, 'critical');
+    await sleep(300); // a spare connection would have been opened by now
+    assert.equal(srv.accepted(), 4, 'one connection per run');
+    assert.equal(srv.open(), 0, 'no idle or spare connection left open');
+  } finally {
+    prober.close();
     srv.close();
   }
 });
