@@ -96,24 +96,33 @@ async function probeHttp(t: ProbeTarget, signal: AbortSignal, client: Client): P
     return { status: code === 429 ? 'warning' : 'critical', output: line };
   }
   try {
-    const body = await readSome(res.body, MAX_HEALTH_BODY_BYTES);
-    return body.includes(expect) ? { status: 'passing', output: `${line}, body contains ${JSON.stringify(expect)}` } : critical(`${line}, but the body lacks ${JSON.stringify(expect)}`);
+    const found = await bodyContains(res.body, Buffer.from(expect, 'utf8'), MAX_HEALTH_BODY_BYTES);
+    return found ? { status: 'passing', output: `${line}, body contains ${JSON.stringify(expect)}` } : critical(`${line}, but the body lacks ${JSON.stringify(expect)}`);
   } catch (err) {
     return critical(`${line}, reading the body failed: ${describeError(err)}`);
   }
 }
 
-async function readSome(body: AsyncIterable<Buffer> & { destroy(): void }, max: number): Promise<string> {
-  const parts: Buffer[] = [];
+/**
+ * Whether the first `max` bytes of a body hold `needle`, searched after each chunk: a
+ * health page that streams on (or stalls) after the text passes as soon as the text is
+ * seen, instead of timing out waiting for its end. The last `needle.length - 1` bytes are
+ * kept for the next search, so a match split between chunks is found. The body is
+ * destroyed once the answer is known (the connection goes with the probe's client).
+ */
+async function bodyContains(body: AsyncIterable<Buffer> & { destroy(): void }, needle: Buffer, max: number): Promise<boolean> {
+  let tail = Buffer.alloc(0);
   let size = 0;
+  let found = false;
   for await (const chunk of body) {
-    parts.push(chunk);
-    size += chunk.length;
-    if (size >= max) {
-      (body as unknown as NodeJS.EventEmitter).on('error', () => undefined);
-      body.destroy();
-      break;
-    }
+    const part = chunk.subarray(0, max - size);
+    size += part.length;
+    const window = Buffer.concat([tail, part]);
+    if (window.includes(needle)) found = true;
+    if (found || size >= max) break;
+    tail = window.subarray(Math.max(0, window.length - (needle.length - 1)));
   }
-  return Buffer.concat(parts).subarray(0, max).toString('utf8');
+  (body as unknown as NodeJS.EventEmitter).on('error', () => undefined);
+  body.destroy();
+  return found;
 }

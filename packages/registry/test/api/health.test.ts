@@ -428,6 +428,33 @@ test('HTTP probes: each run opens one connection and leaves none behind, an abor
   }
 });
 
+test('HTTP expectBody: a body that holds the text at once but keeps streaming passes at once, also across chunks', async () => {
+  // The text comes in the first bytes (or split over two writes), then a trickle that never ends.
+  const srv = await countingServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    if (req.url === '/split') {
+      res.write('status: al');
+      setTimeout(() => res.write('l good\n'), 50);
+    } else res.write('status: all good\n');
+    const t = setInterval(() => res.write('.'), 50);
+    res.on('close', () => clearInterval(t));
+  });
+  const prober = new HttpProber(new TargetGuard(CheckNetworks.DEFAULT));
+  try {
+    for (const path of ['/at-once', '/split']) {
+      const t0 = performance.now();
+      const r = await prober.probe({ spec: httpSpec({ expectBody: 'all good' }), target: `${srv.url}${path}` }, AbortSignal.timeout(2_000));
+      assert.deepEqual(r, { status: 'passing', output: 'HTTP 200 OK, body contains "all good"' }, path);
+      assert.ok(performance.now() - t0 < 1_000, `${path}: the reading stopped at the match`);
+    }
+    await sleep(100);
+    assert.equal(srv.open(), 0, 'the streams were closed');
+  } finally {
+    prober.close();
+    srv.close();
+  }
+});
+
 test('drains that wait count against maxBlockingQueriesPerNode; a refused one changes nothing', async () => {
   const node = await startNode({ limits: { maxBlockingQueriesPerNode: 2 } });
   try {
