@@ -241,6 +241,13 @@ function checkTarget(value: unknown, field: string, type: CheckType): string | n
       url = null;
     }
     if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw invalid(field, `check target ${describe(value)} is not an http or https URL`, hint);
+    // The URL parser keeps user:password@ apart and the probe never sends it: accepted, the
+    // check would run without the credentials its author meant it to carry (and they would
+    // be readable by anyone who reads the registry). The value is not echoed for that reason.
+    if (url.username !== '' || url.password !== '') {
+      throw invalid(field, 'check target carries credentials (user:password@), which http checks do not send', 'remove them: http checks send no credentials, in the URL or any other way (no custom headers either); give the check a health endpoint that needs none');
+    }
+    if (url.port === '0') throw invalid(field, `check target ${describe(value)} has port 0, which nothing listens on`, 'give the port the health endpoint listens on, or leave it out for the scheme\'s default (80 for http, 443 for https)');
   } else if (!parseHostPort(value)) {
     throw invalid(field, `check target ${describe(value)} is not host:port`, hint);
   }

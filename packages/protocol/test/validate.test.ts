@@ -237,6 +237,15 @@ test('check specs: defaults, thresholds, and old specs completed the same way', 
   const full = input({ checks: [{ type: 'grpc', target: '[::1]:9090', grpcService: 'a.B', jitter: '0s', passingThreshold: 3, criticalThreshold: 5, deregisterCriticalAfter: '10m' }] }).checks[0];
   assert.deepEqual([full?.jitterMs, full?.passingThreshold, full?.criticalThreshold, full?.deregisterCriticalAfterMs, full?.grpcService], [0, 3, 5, 600_000, 'a.B']);
   throwsCode(() => input({ checks: [{ type: 'grpc', target: '[::1]' }] }), 'INVALID_ARGUMENT', { field: 'checks/0/target' });
+  // An http target with port 0, or with user:password@ (never sent), is refused; the
+  // refusal does not echo the credentials.
+  for (const target of ['http://10.0.0.5:0/health', 'https://[::1]:00/']) throwsCode(() => input({ checks: [{ type: 'http', target }] }), 'INVALID_ARGUMENT', { field: 'checks/0/target' });
+  for (const target of ['http://admin:s3cret@10.0.0.5:8080/health', 'https://token@10.0.0.5/', 'http://:s3cret@10.0.0.5/']) {
+    const e = throwsCode(() => input({ checks: [{ type: 'tcp', target: '10.0.0.5:1' }, { type: 'http', target }] }), 'INVALID_ARGUMENT', { field: 'checks/1/target' });
+    assert.doesNotMatch(e.message + e.hint, /s3cret|token/, target);
+    assert.match(e.hint ?? '', /no credentials/);
+  }
+  assert.equal(input({ checks: [{ type: 'http', target: 'http://10.0.0.5:8080/health?user=a' }] }).checks[0]?.target, 'http://10.0.0.5:8080/health?user=a');
   throwsCode(() => input({ checks: [{ type: 'http', criticalThreshold: 101 }] }), 'INVALID_ARGUMENT', { field: 'checks/0/criticalThreshold' });
 });
 
