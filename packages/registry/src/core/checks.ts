@@ -25,9 +25,15 @@ export interface CheckCounters {
  *   in a row are seen; past that point each failing result shows its own status, so a
  *   check moves between warning and critical without waiting again.
  * - The output shown is that of the result that changed the state; when a streak reaches
- *   its threshold the output is refreshed even if the status stays, so that a check that
- *   starts critical ("awaiting the first result") says why it still is. Other outputs are
- *   not recorded: only state changes make entries.
+ *   its threshold the output is refreshed even if the status stays. Other outputs are not
+ *   recorded: only state changes make entries.
+ * - A new check starts critical with "awaiting the first result". Its first failing result
+ *   replaces that output at once, before any threshold (the status stays critical): the
+ *   check says why it is critical from its first failure, not an interval later, and being
+ *   critical by a result is what starts the `deregisterCriticalAfter` clock (CheckBook.sync).
+ *   A passing result below `passingThreshold` leaves the placeholder: shown critical with
+ *   "HTTP 200 OK" would read as a contradiction, and would start that clock for a check
+ *   that has not failed.
  */
 export function nextCheckState(spec: CheckSpec, shown: CheckState, c: CheckCounters, result: CheckResult): CheckState | null {
   let reached: boolean;
@@ -39,7 +45,9 @@ export function nextCheckState(spec: CheckSpec, shown: CheckState, c: CheckCount
   } else {
     c.failures++;
     c.passes = 0;
-    if (c.failures < spec.criticalThreshold) return null;
+    if (c.failures < spec.criticalThreshold) {
+      return shown.status === 'critical' && shown.output === AWAITING_FIRST_RESULT && result.output !== AWAITING_FIRST_RESULT ? { ...shown, output: result.output } : null;
+    }
     reached = c.failures === spec.criticalThreshold;
   }
   if (shown.status === result.status && (!reached || shown.output === result.output)) return null;

@@ -56,11 +56,23 @@ test('past the threshold each failing result shows its own status; 429 counts as
 test('reaching a threshold refreshes the output even when the status stays', () => {
   const s = spec({ criticalThreshold: 2 });
   const c: CheckCounters = { passes: 0, failures: 0 };
-  assert.equal(nextCheckState(s, initial, c, fail), null);
-  const next = nextCheckState(s, initial, c, fail);
+  const stale: CheckState = { ...initial, output: 'no report within 30s (ttl)' }; // e.g. counters started over
+  assert.equal(nextCheckState(s, stale, c, fail), null);
+  const next = nextCheckState(s, stale, c, fail);
   assert.deepEqual(next, { ...initial, output: fail.output });
   // later failures with another output change nothing: only state changes make entries
   assert.equal(nextCheckState(s, next!, c, { status: 'critical', output: 'connection refused' }), null);
+});
+
+test('a new check takes its first failure\'s output at once, before the threshold; a pass below its threshold leaves the placeholder', () => {
+  const s = spec({ criticalThreshold: 2, passingThreshold: 2 });
+  const c: CheckCounters = { passes: 0, failures: 0 };
+  const first = nextCheckState(s, initial, c, warn);
+  assert.deepEqual(first, { ...initial, status: 'critical', output: warn.output }, 'the status stays as the thresholds decide');
+  assert.deepEqual(nextCheckState(s, first!, c, fail), { ...initial, output: fail.output }, 'the threshold refreshes it as before');
+  const c2: CheckCounters = { passes: 0, failures: 0 };
+  assert.equal(nextCheckState(s, initial, c2, pass), null, 'one pass of two: still awaiting');
+  assert.deepEqual(nextCheckState(s, initial, c2, fail), { ...initial, output: fail.output });
 });
 
 function setup() {
@@ -193,6 +205,22 @@ test('deregisterCriticalAfter counts from the first critical result, not from a 
   assert.deepEqual(reg.healthDue(), [], 'not removed on turning persistent');
   clock.advance(1_000);
   assert.deepEqual(reg.healthDue().map(run).map((o) => o.events[0]?.instance.id), ['moved']);
+});
+
+test('deregisterCriticalAfter of a new check that never passes counts from its first failure, whatever criticalThreshold', () => {
+  const { reg, run, clock } = setup();
+  const checks = [{ id: 'h', type: 'http', interval: '10s', deregisterCriticalAfter: '15s' }]; // criticalThreshold 2
+  run(reg.register(item('never', { checks })));
+  const key = reg.trackedCheck('default', 'web', 'never', 'h')!.specKey;
+  clock.advance(1_000);
+  run(reg.recordCheckResult('default', 'web', 'never', 'h', key, fail));
+  assert.equal(reg.instance('default', 'web', 'never')!.instance.checks[0]!.output, fail.output, 'the first failure says why at once');
+  clock.advance(10_000);
+  run(reg.recordCheckResult('default', 'web', 'never', 'h', key, fail)); // the threshold: critical by the thresholds
+  clock.advance(4_999);
+  assert.deepEqual(reg.healthDue(), []);
+  clock.advance(1);
+  assert.deepEqual(reg.healthDue().map(run).map((o) => o.events[0]?.reason), ['critical_timeout'], '15 s after the first failure, not after the second');
 });
 
 test('replay rebuilds check states, histories and settings', () => {
