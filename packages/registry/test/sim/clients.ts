@@ -47,14 +47,18 @@ export class SimClient {
         this.timer = false;
         return;
       }
-      void this.keepAlive().finally(() => this.world.sched.at(this.world.now + every, step));
+      void this.keepAlive()
+        .catch((err: unknown) => this.world.sched.fail(err))
+        .finally(() => this.world.sched.at(this.world.now + every, step));
     };
     this.world.sched.at(this.world.now + every, step);
   }
 
   private candidates(): string[] {
     const w = this.world;
-    return w.ids.filter((n) => n === this.site || (w.net.isUp(this.site, n) && w.node(n).transport.open)).filter((n) => w.node(n).transport.open);
+    // The network from the client's site, not its node's process: when that node is down
+    // (restarting), the client fails over to another it reaches, as the SDK does.
+    return w.ids.filter((n) => (n === this.site || w.net.reaches(this.site, n)) && w.node(n).transport.open);
   }
 
   private async keepAlive(): Promise<void> {

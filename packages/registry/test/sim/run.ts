@@ -6,19 +6,34 @@
  */
 import { SCENARIOS, SimFailure } from './scenarios.js';
 
+function usage(message: string): never {
+  console.error(`run.js: ${message}`);
+  process.exit(2);
+}
+
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
+  if (i < 0) return undefined;
+  const v = process.argv[i + 1];
+  if (v === undefined || v.startsWith('--')) usage(`--${name} needs a value`);
+  return v;
+}
+
+/** A seed or a count: a whole number from 1 to 2^32 - 1 (the generator's state is 32 bits, so larger ones would alias smaller ones). */
+function seedOf(name: string, v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n >= 2 ** 32) usage(`--${name} ${v}: give a whole number from 1 to ${2 ** 32 - 1}`);
+  return n;
 }
 
 async function main(): Promise<void> {
   const only = arg('scenario');
   const seed = arg('seed');
-  const seeds = Number(arg('seeds') ?? '20');
-  const first = Number(arg('from') ?? '1');
+  const seeds = seedOf('seeds', arg('seeds') ?? '20');
+  const first = seedOf('from', arg('from') ?? '1');
   const names = only ? [only] : Object.keys(SCENARIOS);
-  for (const n of names) if (!SCENARIOS[n]) throw new Error(`unknown scenario ${n} (known: ${Object.keys(SCENARIOS).join(', ')})`);
-  const list = seed !== undefined ? [Number(seed)] : Array.from({ length: seeds }, (_, i) => first + i);
+  for (const n of names) if (!SCENARIOS[n]) usage(`unknown scenario ${n} (known: ${Object.keys(SCENARIOS).join(', ')})`);
+  const list = seed !== undefined ? [seedOf('seed', seed)] : Array.from({ length: seeds }, (_, i) => first + i);
   for (const name of names) {
     const run = SCENARIOS[name]!;
     let worst = 0;

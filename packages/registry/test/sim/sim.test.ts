@@ -42,3 +42,14 @@ test('simulation: the same seed replays the same run', { timeout: 30_000 }, asyn
   const c = await SCENARIOS.chaos!(8);
   assert.notEqual(a.fingerprint, c.fingerprint, 'another seed makes another run');
 });
+
+test('simulation harness: a background error and simulated time that stops are failures, not hangs or unnamed crashes', async () => {
+  const { Scheduler, MAX_TIMERS_PER_INSTANT } = await import('./world.js');
+  const stuck = new Scheduler();
+  const rearm = (): void => void stuck.at(stuck.clock.now(), rearm);
+  stuck.at(stuck.clock.now() + 10, rearm);
+  await assert.rejects(stuck.run(1_000), new RegExp(`simulated time stopped at \\d+ ms: ${MAX_TIMERS_PER_INSTANT} timers`));
+  const failing = new Scheduler();
+  failing.at(failing.clock.now() + 5, () => void Promise.reject(new Error('boom in a chain nobody awaits')).catch((err: unknown) => failing.fail(err)));
+  await assert.rejects(failing.run(100), /boom in a chain nobody awaits/);
+});

@@ -51,11 +51,35 @@ interface Timer {
   cancelled: boolean;
 }
 
+/**
+ * Timers one simulated instant may run, and one run in all: beyond them simulated time has
+ * stopped moving (something re-arms at 0 ms), which is a failure with its seed rather than
+ * a run that never ends.
+ */
+export const MAX_TIMERS_PER_INSTANT = 100_000;
+export const MAX_TIMERS_PER_RUN = 20_000_000;
+
 /** One fake clock and its timers, shared by every node of the world. */
 export class Scheduler {
   readonly clock = new ManualClock(1_000);
   private queue: Timer[] = [];
   private seq = 0;
+  private ran = 0;
+  /**
+   * The first error of a promise chain nobody awaits (a client's keep-alive loop, an
+   * engine callback): thrown by the next runUntil, so that it fails the scenario with
+   * its seed instead of surfacing as an unhandled rejection without one.
+   */
+  private failure: { error: unknown } | null = null;
+
+  /** Records an error of a background chain (the first one is kept). */
+  fail(error: unknown): void {
+    this.failure ??= { error };
+  }
+
+  private rethrow(): void {
+    if (this.failure) throw this.failure.error;
+  }
 
   timers(): Timers {
     return {
@@ -83,17 +107,27 @@ export class Scheduler {
 
   /** Runs every timer due up to `until`, in order, draining promise chains after each. */
   async runUntil(until: number): Promise<void> {
+    let instant = -1;
+    let atInstant = 0;
     for (;;) {
+      this.rethrow();
       const t = this.queue[0];
       if (!t || t.at > until) break;
       this.queue.shift();
       if (t.cancelled) continue;
       this.clock.set(Math.max(this.clock.now(), t.at));
+      if (this.clock.now() !== instant) {
+        instant = this.clock.now();
+        atInstant = 0;
+      }
+      if (++atInstant > MAX_TIMERS_PER_INSTANT) throw new Error(`simulated time stopped at ${instant} ms: ${MAX_TIMERS_PER_INSTANT} timers ran at that instant (something re-arms at 0 ms)`);
+      if (++this.ran > MAX_TIMERS_PER_RUN) throw new Error(`more than ${MAX_TIMERS_PER_RUN} timers in one run`);
       t.fn();
       await drain();
     }
     this.clock.set(Math.max(this.clock.now(), until));
     await drain();
+    this.rethrow();
   }
 
   async run(ms: number): Promise<void> {
@@ -137,6 +171,11 @@ export class SimNetwork {
 
   isUp(a: string, b: string): boolean {
     if (!this.transports.get(a)?.open || !this.transports.get(b)?.open) return false;
+    return this.reaches(a, b);
+  }
+
+  /** Whether the network between two sites is up, whatever their nodes' processes do. */
+  reaches(a: string, b: string): boolean {
     return !this.cut.has(SimNetwork.link(a, b));
   }
 
@@ -290,6 +329,12 @@ export class SimStorage implements Storage {
   private snapshot: string | null = null;
   private entries: string[] = [];
 
+  /**
+   * `snapshotEvery`: log entries between snapshots. Seeded small (5–50) by the world, so
+   * that restarts in the scenarios also start from snapshots, not only from a replayed log.
+   */
+  constructor(private readonly snapshotEvery = 500) {}
+
   async open(newEpoch: () => string): Promise<Recovered> {
     this.epoch ??= newEpoch();
     return { epoch: this.epoch, snapshot: this.snapshot === null ? null : (JSON.parse(this.snapshot) as Snapshot), entries: this.entries.map((e) => JSON.parse(e) as Entry) };
@@ -299,7 +344,7 @@ export class SimStorage implements Storage {
     return Promise.resolve();
   }
   snapshotDue(): boolean {
-    return this.entries.length >= 500;
+    return this.entries.length >= this.snapshotEvery;
   }
   async writeSnapshot(snapshot: Snapshot): Promise<void> {
     this.snapshot = JSON.stringify(snapshot);
@@ -375,7 +420,7 @@ export class World {
   }
 
   async start(): Promise<void> {
-    for (const id of this.ids) await this.openNode(id, new SimStorage());
+    for (const id of this.ids) await this.openNode(id, new SimStorage(this.rng.int(5, 50)));
     await this.sched.run(50);
   }
 
