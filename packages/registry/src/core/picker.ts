@@ -9,12 +9,18 @@
  * service's revision moves; their number is bounded (`MAX_PICKERS`, least recently used
  * first out). Pure: no I/O, no timers; randomness is injected.
  */
-import { ZoneAwareBalancer, createBalancer, isHealthy, type Balancer, type BalancerName, type Instance, type LoadView, type Protocol } from '@switchboard/protocol';
+import { MAX_POINTS_PER_INSTANCE, ZoneAwareBalancer, createBalancer, isHealthy, type Balancer, type BalancerName, type Instance, type LoadView, type Protocol } from '@switchboard/protocol';
 import type { ServiceState } from './registry.js';
 import { selectInstances, type ServiceQuery } from './views.js';
 
 /** Balancers kept at once (one per service, filter, strategy and zone preference). */
 export const MAX_PICKERS = 10_000;
+/**
+ * What the kept balancers may hold in all, in candidates (a consistent-hash balancer counts
+ * its ring points, up to 1,000 per instance): the least recently used go first beyond it,
+ * so that callers varying their filters cannot make the node keep a ring per variant.
+ */
+export const MAX_PICKER_COST = 2_000_000;
 /** Most instances one pick answers (the first, then fallbacks to try in order). */
 export const MAX_PICK_COUNT = 16;
 /** Most instance ids one pick may exclude. */
@@ -42,6 +48,8 @@ export interface PickRequest {
   count: number;
   /** Instance ids not to answer (already tried by the caller). */
   exclude: readonly string[];
+  /** Instance ids to answer only when nothing else can be (the proxy's ejected ones). */
+  avoid?: readonly string[];
   /** The service's protect threshold (settings), if any. */
   protectThreshold: number | null;
   /** Only instances of these protocols (the proxy: http and https); all when absent. */
@@ -63,9 +71,12 @@ const NO_LOAD: LoadView = { outstanding: () => 0 };
 interface Entry {
   revision: number;
   balancer: Balancer;
+  /** The candidates, in the order of the service's instances (by id). */
+  list: readonly Instance[];
   matching: number;
   candidates: number;
   protected: boolean;
+  cost: number;
 }
 
 /** Can be picked: what an SDK view hands its balancer (less its circuit breakers). */
@@ -75,10 +86,12 @@ export function pickable(i: Instance): boolean {
 
 export class Pickers {
   private readonly entries = new Map<string, Entry>();
+  private cost = 0;
 
   constructor(
     private readonly random: () => number = Math.random,
     private readonly max = MAX_PICKERS,
+    private readonly maxCost = MAX_PICKER_COST,
   ) {}
 
   /** Balancers held now. */
@@ -86,20 +99,44 @@ export class Pickers {
     return this.entries.size;
   }
 
+  /** What they hold, in candidates and ring points (bounded by MAX_PICKER_COST). */
+  get heldCost(): number {
+    return this.cost;
+  }
+
   pick(svc: ServiceState | undefined, req: PickRequest): PickResult {
     const entry = this.entryFor(svc, req);
     const instances: Instance[] = [];
-    if (entry.candidates > 0) {
-      const exclude = new Set(req.exclude);
-      const ctx = { key: req.key, exclude };
+    const done = (): PickResult => ({ instances, matching: entry.matching, candidates: entry.candidates, protected: entry.protected });
+    if (entry.candidates === 0) return done();
+    let exclude = new Set(req.exclude);
+    if (req.avoid !== undefined && req.avoid.length > 0) {
+      const soft = new Set([...exclude, ...req.avoid]);
+      if (entry.list.some((i) => !soft.has(i.id))) exclude = soft;
+    }
+    // One step of the balancer per request, whatever `count` is: a round-robin or weighted
+    // sequence advanced once per fallback would only ever start on some of the instances.
+    const first = entry.balancer.pick({ key: req.key, exclude });
+    if (first === undefined || exclude.has(first.id)) return done();
+    instances.push(first);
+    exclude.add(first.id);
+    if (req.strategy === 'consistent-hash' && req.key !== undefined) {
+      // Fallbacks along the ring (no state moves): the same key gets the same ones.
       while (instances.length < req.count) {
-        const i = entry.balancer.pick(ctx);
+        const i = entry.balancer.pick({ key: req.key, exclude });
         if (i === undefined || exclude.has(i.id)) break;
         instances.push(i);
         exclude.add(i.id);
       }
+      return done();
     }
-    return { instances, matching: entry.matching, candidates: entry.candidates, protected: entry.protected };
+    // The others: the candidates after the first, in order.
+    const at = entry.list.indexOf(first);
+    for (let k = 1; k < entry.list.length && instances.length < req.count; k++) {
+      const i = entry.list[(at + k) % entry.list.length] as Instance;
+      if (!exclude.has(i.id)) instances.push(i);
+    }
+    return done();
   }
 
   private entryFor(svc: ServiceState | undefined, req: PickRequest): Entry {
@@ -109,16 +146,19 @@ export class Pickers {
     let entry = this.entries.get(id);
     if (entry !== undefined) {
       this.entries.delete(id); // re-inserted below: the map's order is least recently used first
+      this.cost -= entry.cost;
       if (entry.revision !== revision) entry = this.rebuild(entry.balancer, svc, req, revision);
     } else {
       const make = (): Balancer => createBalancer(req.strategy, { random: this.random });
       entry = this.rebuild(req.preferZone === undefined ? make() : new ZoneAwareBalancer(make, { zone: req.preferZone }), svc, req, revision);
-      if (this.entries.size >= this.max) {
-        const oldest = this.entries.keys().next().value;
-        if (oldest !== undefined) this.entries.delete(oldest);
-      }
+    }
+    for (const [oldId, old] of this.entries) {
+      if (this.entries.size < this.max && this.cost + entry.cost <= this.maxCost) break;
+      this.entries.delete(oldId);
+      this.cost -= old.cost;
     }
     this.entries.set(id, entry);
+    this.cost += entry.cost;
     return entry;
   }
 
@@ -137,6 +177,11 @@ export class Pickers {
       }
     }
     balancer.update(candidates, { all, load: NO_LOAD });
-    return { revision, balancer, matching: all.length, candidates: candidates.length, protected: widened };
+    // A hash ring holds up to MAX_POINTS_PER_INSTANCE points an instance, by weight; a zone
+    // preference keeps two balancers.
+    let cost = candidates.length;
+    if (req.strategy === 'consistent-hash') cost = candidates.reduce((n, i) => n + Math.min(MAX_POINTS_PER_INSTANCE, Math.max(1, Math.round(i.weight))), 0);
+    if (req.preferZone !== undefined) cost *= 2;
+    return { revision, balancer, list: candidates, matching: all.length, candidates: candidates.length, protected: widened, cost: Math.max(1, cost) };
   }
 }

@@ -43,6 +43,8 @@ export const PROXY_RETRIES = 2;
 export const PROXY_CONNECT_TIMEOUT_MS = 2_000;
 /** Time from sending a request to the answer's headers; beyond it 504. */
 export const PROXY_HEADERS_TIMEOUT_MS = 30_000;
+/** At shutdown, how long answers in flight may take to finish before their connections are cut. */
+export const PROXY_SHUTDOWN_GRACE_MS = 10_000;
 /** Longest silence within an answer's body before the proxy gives up on it. */
 export const PROXY_BODY_TIMEOUT_MS = 60_000;
 /** How long an instance that could not be reached is left out of picks. */
@@ -63,6 +65,12 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 /** Failures where the request surely never reached the instance: safe to send elsewhere. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+/** Errors of the proxy's own HTTP client about the request itself: nothing was sent. */
+const REFUSED_BY_CLIENT = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED']);
+/** A TLS handshake that failed (an https instance): the request was not sent. */
+function isTlsFailure(code: string): boolean {
+  return /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_|SELF_SIGNED_|UNABLE_TO_|HOSTNAME_MISMATCH|ERR_OSSL_)/.test(code);
+}
 /** Failures after which the request may have reached the instance. */
 const BROKEN = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 
@@ -77,6 +85,8 @@ export interface ProxyOptions {
   headersTimeoutMs?: number;
   bodyTimeoutMs?: number;
   ejectMs?: number;
+  /** Connections kept to one instance (default PROXY_MAX_CONNECTIONS_PER_INSTANCE). */
+  connectionsPerInstance?: number;
   now?: () => number;
   log?: (level: 'warn' | 'debug', msg: string, extra?: Record<string, unknown>) => void;
 }
@@ -99,6 +109,8 @@ export class ServiceProxy {
   private readonly ejected = new Map<string, number>();
   private readonly o: Required<Omit<ProxyOptions, 'log'>> & Pick<ProxyOptions, 'log'>;
   private readonly sockets = new Set<Socket>();
+  /** Set by close(): new requests are refused and every answer closes its connection. */
+  private closing = false;
 
   constructor(opts: ProxyOptions) {
     this.o = {
@@ -111,10 +123,11 @@ export class ServiceProxy {
       headersTimeoutMs: PROXY_HEADERS_TIMEOUT_MS,
       bodyTimeoutMs: PROXY_BODY_TIMEOUT_MS,
       ejectMs: PROXY_EJECT_MS,
+      connectionsPerInstance: PROXY_MAX_CONNECTIONS_PER_INSTANCE,
       now: () => performance.now(),
       ...opts,
     };
-    this.agent = new Agent({ connect: { timeout: this.o.connectTimeoutMs }, connections: PROXY_MAX_CONNECTIONS_PER_INSTANCE, keepAliveTimeout: 4_000 });
+    this.agent = new Agent({ connect: { timeout: this.o.connectTimeoutMs }, connections: this.o.connectionsPerInstance, keepAliveTimeout: 4_000 });
     this.server = createServer({ requestTimeout: 60_000, headersTimeout: 30_000 }, (req, res) => void this.handle(req, res));
     this.server.on('connection', (s: Socket) => {
       this.sockets.add(s);
@@ -157,12 +170,19 @@ export class ServiceProxy {
     });
   }
 
+  /**
+   * Stops taking requests: a request that still arrives on an open connection is answered
+   * 503 with Connection: close, every answer in flight closes its connection when done,
+   * and the answers in flight get up to PROXY_SHUTDOWN_GRACE_MS to finish before the
+   * remaining connections are cut.
+   */
   async close(): Promise<void> {
+    this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     const force = setTimeout(() => {
       for (const s of this.sockets) s.destroy();
-    }, 5_000);
+    }, PROXY_SHUTDOWN_GRACE_MS);
     force.unref();
     await closed;
     clearTimeout(force);
@@ -184,6 +204,11 @@ export class ServiceProxy {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.stats.requests++;
+    if (this.closing) {
+      res.setHeader('connection', 'close');
+      req.resume();
+      return this.refuse(res, new SwitchboardError('NOT_READY', 'the proxy is shutting down', { retryAfterSec: 1, hint: 'send the request to another proxy, or retry once this one is back' }));
+    }
     if (this.stats.inflight >= this.o.maxInflight) {
       res.setHeader('connection', 'close');
       req.resume();
@@ -198,7 +223,12 @@ export class ServiceProxy {
       await this.forward(req, res, abort.signal);
     } catch (err) {
       if (err instanceof SwitchboardError) this.refuse(res, err);
-      else {
+      else if (abort.signal.aborted || req.destroyed) {
+        // The client went away (mid-body, or timed out by the server): nothing to answer.
+        this.count('client_gone');
+        this.o.log?.('debug', `service proxy: the client left before its request was forwarded: ${(err as Error).message}`);
+        res.destroy();
+      } else {
         this.o.log?.('warn', `service proxy: ${(err as Error).message}`);
         this.refuse(res, new SwitchboardError('INTERNAL', 'the proxy failed on this request', { hint: 'retry; the node logs the cause' }));
       }
@@ -208,9 +238,20 @@ export class ServiceProxy {
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void> {
-    const url = req.url ?? '/';
+    let url = req.url ?? '/';
+    // An absolute-form target (`GET http://host/orders/a`, RFC 9112 3.2.2) is routed by its path.
+    if (/^https?:\/\//i.test(url) && URL.canParse(url)) {
+      const u = new URL(url);
+      url = `${u.pathname}${u.search}`;
+    }
     const m = /^\/([^/?#]*)(.*)$/.exec(url);
-    const name = decodeURIComponent(m?.[1] ?? '');
+    let name: string;
+    try {
+      name = decodeURIComponent(m?.[1] ?? '');
+    } catch {
+      req.resume();
+      throw new SwitchboardError('INVALID_ARGUMENT', `${JSON.stringify(String(m?.[1]).slice(0, 64))} is not a percent-encoded service name`, { field: 'service', hint: 'name the service in the first path segment, like /orders/api/items' });
+    }
     if (name === '') {
       req.resume();
       throw new SwitchboardError('NOT_FOUND', `${url.slice(0, 200)} names no service`, { hint: 'ask for /SERVICE/PATH, like /orders/api/items: the proxy sends /api/items to an instance of orders' });
@@ -238,30 +279,42 @@ export class ServiceProxy {
         if (tried.length > 0) break;
         throw this.noInstance(service);
       }
+      if (attempt > 0) this.stats.retries++;
       tried.push(inst.id);
       const origin = `${inst.protocol}://${inst.address.includes(':') ? `[${inst.address}]` : inst.address}:${inst.port}`;
       let answer: Awaited<ReturnType<Agent['request']>>;
+      // The answer's headers are awaited from the moment the attempt starts: undici's own
+      // headersTimeout starts only once a connection takes the request, so a request queued
+      // behind PROXY_MAX_CONNECTIONS_PER_INSTANCE long answers would wait without end.
+      const headersDue = new AbortController();
+      const timer = setTimeout(() => headersDue.abort(), this.o.headersTimeoutMs);
       try {
-        answer = await this.agent.request({ origin, path, method: method as 'GET', headers, body, signal, headersTimeout: this.o.headersTimeoutMs, bodyTimeout: this.o.bodyTimeoutMs });
+        answer = await this.agent.request({ origin, path, method: method as 'GET', headers, body, signal: AbortSignal.any([signal, headersDue.signal]), headersTimeout: this.o.headersTimeoutMs, bodyTimeout: this.o.bodyTimeoutMs });
       } catch (err) {
         if (signal.aborted) return;
         const code = errorCode(err);
-        if (err instanceof undiciErrors.HeadersTimeoutError) {
-          throw new SwitchboardError('UPSTREAM_TIMEOUT', `instance ${inst.id} of ${service} (${origin}) sent no answer within ${this.o.headersTimeoutMs} ms`, { hint: 'the instance is slow or hung; the request was not sent to another one, since it may have been handled' });
+        if (headersDue.signal.aborted || err instanceof undiciErrors.HeadersTimeoutError) {
+          throw new SwitchboardError('UPSTREAM_TIMEOUT', `instance ${inst.id} of ${service} (${origin}) sent no answer within ${this.o.headersTimeoutMs} ms`, { hint: 'the instance is slow, hung, or busy with as many requests as the proxy keeps connections to it; the request was not sent to another one, since it may have been handled' });
+        }
+        if (REFUSED_BY_CLIENT.has(code)) {
+          throw new SwitchboardError('INVALID_ARGUMENT', `the request cannot be forwarded as it is (${code}: ${(err as Error).message.slice(0, 200)})`, { hint: 'send a request target without a fragment (#) or characters a request line may not hold, and only standard headers' });
         }
         failures.push(`${inst.id} (${origin}): ${code}`);
-        const retryable = NOT_SENT.has(code) || (BROKEN.has(code) && IDEMPOTENT.has(method));
-        if (NOT_SENT.has(code) || BROKEN.has(code)) this.eject(inst);
+        const notSent = NOT_SENT.has(code) || isTlsFailure(code);
+        const retryable = notSent || (BROKEN.has(code) && IDEMPOTENT.has(method));
+        if (notSent || BROKEN.has(code)) this.eject(inst);
         if (!retryable) {
           mayHaveReached = true;
           break;
         }
-        if (attempt < this.o.retries) this.stats.retries++;
         continue;
+      } finally {
+        clearTimeout(timer);
       }
       const out: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(answer.headers)) if (v !== undefined && !HOP_BY_HOP.has(k) && !connectionTokens(answer.headers.connection).has(k)) out[k] = v;
       out['switchboard-instance'] = inst.id;
+      if (this.closing) out.connection = 'close';
       res.writeHead(answer.statusCode, out);
       this.count('proxied');
       try {
@@ -284,7 +337,7 @@ export class ServiceProxy {
     return new SwitchboardError('NO_INSTANCE', `service ${service} in namespace ${this.o.namespace} has no http or https instance that can take traffic`, { retryAfterSec: 1, hint: `GET /v1/services/${service} shows its instances and their health` });
   }
 
-  /** A pick that leaves out instances tried and, while others remain, those ejected. */
+  /** A pick that leaves out instances tried and, while others remain, those ejected (one step of the balancer). */
   private pick(service: string, tried: string[], key: string | undefined): Instance | undefined {
     const reg = this.o.registry;
     const svc = reg.service(this.o.namespace, service);
@@ -295,8 +348,7 @@ export class ServiceProxy {
       if (until <= now) this.ejected.delete(k);
       else if (k.startsWith(`${service}\u0000`)) ejected.push(k.slice(service.length + 1));
     }
-    const ask = (exclude: string[]) => this.pickers.pick(svc, { namespace: this.o.namespace, service, filter: NO_FILTER, strategy: this.o.strategy, key, count: 1, exclude, protectThreshold, protocols: PROXIED_PROTOCOLS }).instances[0];
-    return (ejected.length > 0 ? ask([...tried, ...ejected]) : undefined) ?? ask(tried);
+    return this.pickers.pick(svc, { namespace: this.o.namespace, service, filter: NO_FILTER, strategy: this.o.strategy, key, count: 1, exclude: tried, avoid: ejected, protectThreshold, protocols: PROXIED_PROTOCOLS }).instances[0];
   }
 
   private eject(inst: Instance): void {
@@ -357,7 +409,8 @@ function forwardHeaders(req: IncomingMessage, via: string): Record<string, strin
   const drop = connectionTokens(req.headers.connection);
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(req.headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || drop.has(k) || k === 'host' || k === 'content-length') continue;
+    // (Expect: Node has answered the 100-continue already, and the body is read in full.)
+    if (v === undefined || HOP_BY_HOP.has(k) || drop.has(k) || k === 'host' || k === 'content-length' || k === 'expect') continue;
     out[k] = v;
   }
   const client = req.socket.remoteAddress ?? 'unknown';

@@ -81,6 +81,29 @@ test('count answers distinct fallbacks; exclude skips instances already tried; f
   }
 });
 
+test('with count > 1 the sequence moves once per request: every instance is picked first in turn; fallbacks follow it', async () => {
+  for (const strategy of ['round-robin', 'weighted']) {
+    const firsts = new Set<string>();
+    for (let k = 0; k < 12; k++) {
+      const r = await pick(`strategy=${strategy}&count=2`);
+      assert.equal(r.body.instances.length, 2);
+      assert.notEqual(ids(r)[0], ids(r)[1]);
+      firsts.add(ids(r)[0]);
+    }
+    assert.deepEqual([...firsts].sort(), ['a', 'b', 'c', 'd'], `${strategy}: ${[...firsts]}`);
+  }
+});
+
+test('the balancers kept for picks are bounded by what they hold, not only by their number', () => {
+  const pickers = new Pickers(Math.random, 1_000, 5_000);
+  const filter = { healthy: true, zone: null, tags: [], version: null, fields: null };
+  const instances = new Map(Array.from({ length: 10 }, (_, i) => [`i${i}`, { instance: { id: `i${i}`, service: 's', namespace: 'default', address: '10.0.0.1', port: 80, protocol: 'http', zone: `z${i % 3}`, version: null, tags: [], metadata: {}, weight: 100, status: 'up', health: 'passing', checks: [], leaseId: null, createRevision: 1, modRevision: 1 } }]));
+  const svc = { name: 's', namespace: 'default', revision: 1, instances } as never;
+  for (let z = 0; z < 20; z++) pickers.pick(svc, { namespace: 'default', service: 's', filter, strategy: 'consistent-hash', key: 'k', preferZone: `zone-${z}`, count: 1, exclude: [], protectThreshold: null });
+  assert.ok(pickers.heldCost <= 5_000, `held ${pickers.heldCost} ring points`);
+  assert.equal(pickers.size, 2, 'each ring of 10 instances × 100 points, twice for a zone preference, is 2,000: two kept');
+});
+
 test('no instance to pick is 503 NO_INSTANCE with Retry-After and a hint; a changed service is picked from at once', async () => {
   const none = await call(node.url, 'GET', '/v1/services/empty/pick');
   assert.equal(none.status, 503);

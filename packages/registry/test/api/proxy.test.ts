@@ -200,3 +200,101 @@ async function metric(name: string): Promise<number> {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   return line === undefined ? 0 : Number(line.split(' ')[1]);
 }
+
+/** A raw HTTP/1.1 request over a socket; resolves with everything the proxy sent back. */
+function raw(text: string, body?: Buffer): Promise<string> {
+  const { port } = new URL(agent.proxyUrl as string);
+  return new Promise((resolve, reject) => {
+    const c = connect(Number(port), '127.0.0.1', () => {
+      c.write(text);
+      if (body) c.write(body);
+    });
+    let got = '';
+    c.on('data', (d: Buffer) => {
+      got += d.toString();
+      if (/\r\n\r\n/.test(got) && /content-length: (\d+)/i.test(got)) {
+        const len = Number((/content-length: (\d+)/i.exec(got) as RegExpExecArray)[1]);
+        if (Buffer.byteLength(got.slice(got.indexOf('\r\n\r\n') + 4)) >= len) c.end();
+      }
+    });
+    c.on('close', () => resolve(got));
+    c.on('error', reject);
+  });
+}
+
+test('Expect: 100-continue, absolute-form targets and bad percent-encoding are carried or refused as HTTP says', async () => {
+  const body = Buffer.alloc(2 * 1024 * 1024, 'x');
+  const expect = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const { port } = new URL(agent.proxyUrl as string);
+    const req = httpRequest({ host: '127.0.0.1', port: Number(port), method: 'POST', path: '/web/upload', headers: { expect: '100-continue', 'content-length': body.length } }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => (text += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on('continue', () => req.end(body));
+    req.on('error', reject);
+  });
+  assert.equal(expect.status, 200, `a large POST with Expect: 100-continue reaches an instance: ${expect.text.slice(0, 200)}`);
+  assert.match(expect.text, /^(a|b) POST \/upload$/);
+  const absolute = await raw('GET http://anything/web/abs?q=1 HTTP/1.1\r\nhost: anything\r\nconnection: close\r\n\r\n');
+  assert.match(absolute, /^HTTP\/1\.1 200/);
+  assert.match(absolute, /(a|b) GET \/abs\?q=1/);
+  const percent = await raw('GET /%zz/x HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n');
+  assert.match(percent, /^HTTP\/1\.1 400/);
+  assert.match(percent, /"field":"service"/);
+});
+
+test('a client that leaves mid-body is counted apart, not as a failure of the proxy', async () => {
+  const { port } = new URL(agent.proxyUrl as string);
+  for (let i = 0; i < 3; i++) {
+    await new Promise<void>((resolve) => {
+      const c = connect(Number(port), '127.0.0.1', () => {
+        c.write('POST /web/x HTTP/1.1\r\nhost: t\r\ncontent-length: 1000\r\n\r\nonly a part');
+        setTimeout(() => c.destroy(), 50);
+      });
+      c.on('close', () => resolve());
+    });
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  const text = await (await fetch(`${agent.url}/metrics`)).text();
+  assert.match(text, /switchboard_proxy_requests_total\{outcome="client_gone"\} 3/);
+  assert.doesNotMatch(text, /switchboard_proxy_requests_total\{outcome="INTERNAL"\}/);
+  assert.match(text, /switchboard_proxy_inflight 0/);
+});
+
+test('a request queued behind busy connections to an instance times out as 504; at shutdown answers in flight finish and close their connection', async () => {
+  const { ServiceProxy } = await import('../../src/proxy/proxy.js');
+  const hold = await backend('hold', (_req, res, body) => {
+    setTimeout(() => res.end(`held ${body}`), 700);
+  });
+  backends.push(hold);
+  await call(agent.url, 'PUT', '/v1/services/busy/instances/h', { address: '127.0.0.1', port: hold.port });
+  const proxy = new ServiceProxy({ registry: agent.engine.registry, connectionsPerInstance: 1, headersTimeoutMs: 300 });
+  const at = await proxy.listen('127.0.0.1', 0);
+  const base = `http://127.0.0.1:${at.port}`;
+  try {
+    const first = fetch(`${base}/busy/one`);
+    await new Promise((r) => setTimeout(r, 50));
+    const t0 = performance.now();
+    const queued = await fetch(`${base}/busy/two`);
+    const waited = performance.now() - t0;
+    assert.equal(queued.status, 504, 'the one connection is busy for 700 ms: no answer within 300 ms');
+    assert.equal(((await queued.json()) as { code: string }).code, 'UPSTREAM_TIMEOUT');
+    assert.ok(waited < 650, `answered after ${waited.toFixed(0)} ms`);
+    // (the first one times out too: it waits 700 ms for headers)
+    await (await first).text();
+  } finally {
+    await proxy.close();
+  }
+  const slowProxy = new ServiceProxy({ registry: agent.engine.registry });
+  const at2 = await slowProxy.listen('127.0.0.1', 0);
+  const inFlight = fetch(`http://127.0.0.1:${at2.port}/busy/three`);
+  await new Promise((r) => setTimeout(r, 100));
+  const closing = slowProxy.close();
+  const answered = await inFlight;
+  assert.equal(answered.status, 200, 'the answer in flight finishes');
+  assert.equal(answered.headers.get('connection'), 'close');
+  assert.equal(await answered.text(), 'held ');
+  await closing;
+  await assert.rejects(fetch(`http://127.0.0.1:${at2.port}/busy/four`), 'no new connection after close');
+});
