@@ -37,6 +37,12 @@ import { NO_FILTER } from '../core/views.js';
 export const PROXY_MAX_INFLIGHT = 1_024;
 /** Largest request body the proxy takes (it is buffered, for retries); beyond it 413. */
 export const PROXY_MAX_BODY_BYTES = 10 * 1024 * 1024;
+/**
+ * Request bodies held by the proxy at once, over all requests in flight (each is buffered
+ * for retries); a body that would pass it gets 429 RATE_LIMITED. Without it the bound would
+ * be PROXY_MAX_INFLIGHT × PROXY_MAX_BODY_BYTES, 10 GiB.
+ */
+export const PROXY_MAX_BUFFERED_BYTES = 256 * 1024 * 1024;
 /** Retries on another instance after the first attempt. */
 export const PROXY_RETRIES = 2;
 /** Time to connect to an instance. */
@@ -81,6 +87,7 @@ export interface ProxyOptions {
   retries?: number;
   maxInflight?: number;
   maxBodyBytes?: number;
+  maxBufferedBytes?: number;
   connectTimeoutMs?: number;
   headersTimeoutMs?: number;
   bodyTimeoutMs?: number;
@@ -111,6 +118,8 @@ export class ServiceProxy {
   private readonly sockets = new Set<Socket>();
   /** Set by close(): new requests are refused and every answer closes its connection. */
   private closing = false;
+  /** Bytes of request bodies held now (PROXY_MAX_BUFFERED_BYTES). */
+  private buffered = 0;
 
   constructor(opts: ProxyOptions) {
     this.o = {
@@ -119,6 +128,7 @@ export class ServiceProxy {
       retries: PROXY_RETRIES,
       maxInflight: PROXY_MAX_INFLIGHT,
       maxBodyBytes: PROXY_MAX_BODY_BYTES,
+      maxBufferedBytes: PROXY_MAX_BUFFERED_BYTES,
       connectTimeoutMs: PROXY_CONNECT_TIMEOUT_MS,
       headersTimeoutMs: PROXY_HEADERS_TIMEOUT_MS,
       bodyTimeoutMs: PROXY_BODY_TIMEOUT_MS,
@@ -215,12 +225,13 @@ export class ServiceProxy {
       return this.refuse(res, new SwitchboardError('RATE_LIMITED', `${this.stats.inflight} requests are being proxied already`, { limit: 'PROXY_MAX_INFLIGHT', retryAfterSec: 1, hint: 'retry after a second, or spread the callers over more proxies' }));
     }
     this.stats.inflight++;
+    const held = { bytes: 0 };
     const abort = new AbortController();
     res.once('close', () => {
       if (!res.writableFinished) abort.abort();
     });
     try {
-      await this.forward(req, res, abort.signal);
+      await this.forward(req, res, abort.signal, held);
     } catch (err) {
       if (err instanceof SwitchboardError) this.refuse(res, err);
       else if (abort.signal.aborted || req.destroyed) {
@@ -234,10 +245,11 @@ export class ServiceProxy {
       }
     } finally {
       this.stats.inflight--;
+      this.buffered -= held.bytes;
     }
   }
 
-  private async forward(req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void> {
+  private async forward(req: IncomingMessage, res: ServerResponse, signal: AbortSignal, held: { bytes: number }): Promise<void> {
     let url = req.url ?? '/';
     // An absolute-form target (`GET http://host/orders/a`, RFC 9112 3.2.2) is routed by its path.
     if (/^https?:\/\//i.test(url) && URL.canParse(url)) {
@@ -267,7 +279,7 @@ export class ServiceProxy {
     }
     const keyHeader = req.headers[KEY_HEADER];
     const key = typeof keyHeader === 'string' && keyHeader !== '' ? keyHeader.slice(0, 1024) : undefined;
-    const body = await this.readBody(req);
+    const body = await this.readBody(req, held);
     const headers = forwardHeaders(req, via);
     const tried: string[] = [];
     const failures: string[] = [];
@@ -363,13 +375,19 @@ export class ServiceProxy {
     this.o.log?.('debug', `service proxy: ${inst.service}/${inst.id} could not be reached; left out of picks for ${this.o.ejectMs} ms`);
   }
 
-  private readBody(req: IncomingMessage): Promise<Buffer | null> {
+  /** Reads the whole body, counting what it holds in `held` (released by handle). */
+  private readBody(req: IncomingMessage, held: { bytes: number }): Promise<Buffer | null> {
     const max = this.o.maxBodyBytes;
+    const busy = () => new SwitchboardError('RATE_LIMITED', `the proxy holds ${this.buffered} bytes of request bodies already`, { limit: 'PROXY_MAX_BUFFERED_BYTES', retryAfterSec: 1, hint: 'retry after a second, or send large bodies to an instance directly (GET /v1/services/{service}/pick)' });
     const declared = Number(req.headers['content-length'] ?? 0);
     const tooLarge = (n: number) => new SwitchboardError('PAYLOAD_TOO_LARGE', `the request body is ${n} bytes or more, above the proxy's ${max}`, { limit: 'PROXY_MAX_BODY_BYTES', hint: `send at most ${max} bytes through the proxy, or call an instance directly (GET /v1/services/{service}/pick)` });
     if (declared > max) {
       req.resume();
       return Promise.reject(tooLarge(declared));
+    }
+    if (this.buffered + declared > this.o.maxBufferedBytes) {
+      req.resume();
+      return Promise.reject(busy());
     }
     if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) {
       req.resume();
@@ -380,12 +398,15 @@ export class ServiceProxy {
       let size = 0;
       req.on('data', (c: Buffer) => {
         size += c.length;
-        if (size > max) {
+        const over = size > max ? tooLarge(size) : this.buffered + c.length > this.o.maxBufferedBytes ? busy() : null;
+        if (over) {
           req.removeAllListeners('data');
           req.resume();
-          reject(tooLarge(size));
+          reject(over);
           return;
         }
+        held.bytes += c.length;
+        this.buffered += c.length;
         chunks.push(c);
       });
       req.once('end', () => resolve(size === 0 ? null : Buffer.concat(chunks, size)));

@@ -298,3 +298,25 @@ test('a request queued behind busy connections to an instance times out as 504; 
   await closing;
   await assert.rejects(fetch(`http://127.0.0.1:${at2.port}/busy/four`), 'no new connection after close');
 });
+
+test('the bodies held for requests in flight are bounded in all: beyond PROXY_MAX_BUFFERED_BYTES a request gets 429, and gets through once they are answered', async () => {
+  const { ServiceProxy } = await import('../../src/proxy/proxy.js');
+  const proxy = new ServiceProxy({ registry: agent.engine.registry, maxBufferedBytes: 1_000 });
+  const at = await proxy.listen('127.0.0.1', 0);
+  const base = `http://127.0.0.1:${at.port}`;
+  try {
+    const first = fetch(`${base}/busy/big`, { method: 'PUT', body: 'x'.repeat(800) }); // held 700 ms by the instance
+    await new Promise((r) => setTimeout(r, 150));
+    const refused = await fetch(`${base}/busy/more`, { method: 'PUT', body: 'y'.repeat(400) });
+    assert.equal(refused.status, 429);
+    const p = (await refused.json()) as { code: string; limit: string };
+    assert.deepEqual([p.code, p.limit], ['RATE_LIMITED', 'PROXY_MAX_BUFFERED_BYTES']);
+    assert.equal((await first).status, 200);
+    await (await first).text();
+    const later = await fetch(`${base}/busy/more`, { method: 'PUT', body: 'y'.repeat(400) });
+    assert.equal(later.status, 200);
+    assert.equal(await later.text(), `held ${'y'.repeat(400)}`);
+  } finally {
+    await proxy.close();
+  }
+});
