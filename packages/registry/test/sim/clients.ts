@@ -19,6 +19,8 @@ export class SimClient {
   lease: string | null = null;
   alive = true;
   readonly wanted = new Map<string, Wanted>();
+  /** Wanted instances not registered under the current lease yet (their node was out of reach): registered at the next keep-alive that reaches it, as the SDK retries a registration. */
+  private readonly unsent = new Set<string>();
   private timer = false;
 
   constructor(
@@ -73,6 +75,16 @@ export class SimClient {
     } catch (err) {
       if (err instanceof SwitchboardError && err.code === 'LEASE_NOT_FOUND') await this.connect(this.node);
       else throw err;
+      return;
+    }
+    const late = [...this.unsent].map((k) => this.wanted.get(k)).filter((w): w is Wanted => w !== undefined);
+    this.unsent.clear();
+    if (late.length === 0) return;
+    try {
+      await (this.engine() as ApEngine).registerBatch(late.map((w) => this.item(w)));
+    } catch (err) {
+      if (!(err instanceof SwitchboardError)) throw err;
+      for (const w of late) this.unsent.add(`${w.service}/${w.id}`);
     }
   }
 
@@ -83,18 +95,24 @@ export class SimClient {
     const grant = await engine.grantLease(this.ttlMs);
     this.node = node;
     this.lease = grant.leaseId;
+    this.unsent.clear();
     this.world.log(`client ${this.name} ${from === null ? 'connects to' : `fails over from ${from} to`} ${node} lease ${grant.leaseId}`);
     if (this.wanted.size > 0) await engine.registerBatch([...this.wanted.values()].map((w) => this.item(w)));
   }
 
   async add(w: Wanted): Promise<void> {
-    this.wanted.set(`${w.service}/${w.id}`, w);
+    const key = `${w.service}/${w.id}`;
+    this.wanted.set(key, w);
     const e = this.engine();
-    if (!e || !this.lease || !this.candidates().includes(this.node as string)) return;
+    if (!e || !this.lease || !this.candidates().includes(this.node as string)) {
+      this.unsent.add(key);
+      return;
+    }
     try {
       await e.register(this.item(w));
     } catch (err) {
       if (!(err instanceof SwitchboardError)) throw err;
+      this.unsent.add(key);
     }
   }
 
@@ -110,6 +128,7 @@ export class SimClient {
       return false;
     }
     this.wanted.delete(key);
+    this.unsent.delete(key);
     return true;
   }
 
