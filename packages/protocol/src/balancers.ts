@@ -319,6 +319,17 @@ export class PowerOfTwoChoicesBalancer extends BaseBalancer {
 export const MAX_POINTS_PER_INSTANCE = 1_000;
 
 /**
+ * Ring points of an instance of `weight` in a consistent-hash ring with `perInstance`
+ * points per instance of weight 100 (at least 1, at most MAX_POINTS_PER_INSTANCE).
+ *
+ * @example
+ * ringPoints(100); // 100
+ */
+export function ringPoints(weight: number, perInstance = 100): number {
+  return Math.min(MAX_POINTS_PER_INSTANCE, Math.max(1, Math.round((perInstance * weight) / 100)));
+}
+
+/**
  * Options of the consistent-hash balancer.
  *
  * @example
@@ -362,7 +373,7 @@ export class ConsistentHashBalancer extends BaseBalancer {
     const list = this.list;
     const pairs: [number, number][] = [];
     list.forEach((inst, idx) => {
-      const count = Math.min(MAX_POINTS_PER_INSTANCE, Math.max(1, Math.round((this.perInstance * inst.weight) / 100)));
+      const count = ringPoints(inst.weight, this.perInstance);
       for (let j = 0; j < count; j++) pairs.push([hash32(`${inst.id}#${j}`), idx]);
     });
     pairs.sort((a, b) => a[0] - b[0] || a[1] - b[1]);

@@ -64,7 +64,7 @@ export function createMetrics(engine: Engine, streams: () => number, sessions: (
 }
 
 /** A counter that mirrors a total kept elsewhere (read when scraped). */
-function mirroredCounter(registry: client.Registry, name: string, help: string, read: () => number): void {
+export function mirroredCounter(registry: client.Registry, name: string, help: string, read: () => number): void {
   new client.Counter({ name, help, registers: [registry], collect() { this.reset(); this.inc(read()); } });
 }
 

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SwitchboardError, formatEventId, invalid, limitExceeded, parseEventId, validateServiceName, watchEventSchema, type WatchEvent } from '@switchboard/protocol';
 import { serviceKey } from '../core/registry.js';
-import type { Subscriber } from '../engines/hub.js';
+import { interested, type Subscriber } from '../engines/hub.js';
 import { errorResponses, type ApiContext } from './context.js';
 import { bool, list, namespaceOf, nonNegativeInt, single, type Query } from './query.js';
 
@@ -173,8 +173,7 @@ export class WatchStreams {
    * client listed already had the change.
    */
   reach(namespace: string, service: string, revision: number, waitMs: number): Promise<Reach> {
-    const key = serviceKey(namespace, service);
-    const targets = [...this.open].filter((s) => (s.services === null ? s.namespace === undefined || s.namespace === namespace : s.services.has(key)));
+    const targets = [...this.open].filter((s) => interested(s, namespace, service));
     const tally = (final: boolean): Reach | null => {
       const r: Reach = { watchers: targets.length, reached: 0, timedOut: 0, gone: 0 };
       for (const s of targets) {
@@ -401,7 +400,8 @@ export async function watchRoutes(app: FastifyInstance, ctx: ApiContext, streams
       if (past === 'reset') {
         initial += resetFrame(epoch, engine.hub.published);
       } else {
-        const mine = past.filter((e) => (services === null ? e.namespace === namespace : services.has(serviceKey(e.namespace, e.service))));
+        const filter = { services, namespace: services === null ? namespace : undefined };
+        const mine = past.filter((e) => interested(filter, e.namespace, e.service));
         const replay = framesFor(mine);
         // A replay is written at once: one larger than a stream may hold for its client
         // (maxWatchBufferBytes) would sit in this node's memory for a client that reads

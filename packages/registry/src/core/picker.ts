@@ -9,7 +9,7 @@
  * service's revision moves; their number is bounded (`MAX_PICKERS`, least recently used
  * first out). Pure: no I/O, no timers; randomness is injected.
  */
-import { MAX_POINTS_PER_INSTANCE, ZoneAwareBalancer, createBalancer, isHealthy, type Balancer, type BalancerName, type Instance, type LoadView, type Protocol } from '@switchboard/protocol';
+import { ZoneAwareBalancer, createBalancer, isHealthy, ringPoints, type Balancer, type BalancerName, type Instance, type LoadView, type Protocol } from '@switchboard/protocol';
 import type { ServiceState } from './registry.js';
 import { selectInstances, type ServiceQuery } from './views.js';
 
@@ -74,7 +74,6 @@ interface Entry {
   /** The candidates, in the order of the service's instances (by id). */
   list: readonly Instance[];
   matching: number;
-  candidates: number;
   protected: boolean;
   cost: number;
 }
@@ -107,8 +106,8 @@ export class Pickers {
   pick(svc: ServiceState | undefined, req: PickRequest): PickResult {
     const entry = this.entryFor(svc, req);
     const instances: Instance[] = [];
-    const done = (): PickResult => ({ instances, matching: entry.matching, candidates: entry.candidates, protected: entry.protected });
-    if (entry.candidates === 0) return done();
+    const done = (): PickResult => ({ instances, matching: entry.matching, candidates: entry.list.length, protected: entry.protected });
+    if (entry.list.length === 0) return done();
     let exclude = new Set(req.exclude);
     if (req.avoid !== undefined && req.avoid.length > 0) {
       const soft = new Set([...exclude, ...req.avoid]);
@@ -177,11 +176,9 @@ export class Pickers {
       }
     }
     balancer.update(candidates, { all, load: NO_LOAD });
-    // A hash ring holds up to MAX_POINTS_PER_INSTANCE points an instance, by weight; a zone
-    // preference keeps two balancers.
-    let cost = candidates.length;
-    if (req.strategy === 'consistent-hash') cost = candidates.reduce((n, i) => n + Math.min(MAX_POINTS_PER_INSTANCE, Math.max(1, Math.round(i.weight))), 0);
+    // A hash ring holds its points (by weight); a zone preference keeps two balancers.
+    let cost = req.strategy === 'consistent-hash' ? candidates.reduce((n, i) => n + ringPoints(i.weight), 0) : candidates.length;
     if (req.preferZone !== undefined) cost *= 2;
-    return { revision, balancer, list: candidates, matching: all.length, candidates: candidates.length, protected: widened, cost: Math.max(1, cost) };
+    return { revision, balancer, list: candidates, matching: all.length, protected: widened, cost: Math.max(1, cost) };
   }
 }

@@ -16,6 +16,12 @@ export interface Subscriber {
   readonly namespace?: string;
 }
 
+/** Whether a subscriber's filter takes the events of a service (the hub's own index decides alike). */
+export function interested(sub: Pick<Subscriber, 'services' | 'namespace'>, namespace: string, service: string): boolean {
+  if (sub.services === null) return sub.namespace === undefined || sub.namespace === namespace;
+  return sub.services.has(serviceKey(namespace, service));
+}
+
 interface Waiter {
   readonly key: string;
   wake(): void;

@@ -42,9 +42,8 @@ export abstract class LocalEngine {
   }
 
   async grantLease(ttlMs: number): Promise<LeaseGrant> {
-    this.writes.admit();
     const leaseId = this.newLeaseId();
-    await this.persist(this.registry.grantLease(leaseId, ttlMs));
+    await this.clientWrite(() => this.registry.grantLease(leaseId, ttlMs));
     return { leaseId, ttlMs };
   }
 
@@ -56,29 +55,24 @@ export abstract class LocalEngine {
     return this.writes.onLeaseEnded(listener);
   }
 
-  async revokeLease(leaseId: string): Promise<number> {
-    this.writes.admit();
-    return this.persist(this.registry.revokeLease(leaseId));
+  revokeLease(leaseId: string): Promise<number> {
+    return this.clientWrite(() => this.registry.revokeLease(leaseId));
   }
 
-  async register(item: RegistrationItem): Promise<number> {
-    this.writes.admit();
-    return this.persist(this.registry.register(item));
+  register(item: RegistrationItem): Promise<number> {
+    return this.clientWrite(() => this.registry.register(item));
   }
 
-  async registerBatch(items: RegistrationItem[]): Promise<number> {
-    this.writes.admit();
-    return this.persist(this.registry.registerBatch(items));
+  registerBatch(items: RegistrationItem[]): Promise<number> {
+    return this.clientWrite(() => this.registry.registerBatch(items));
   }
 
-  async deregister(namespace: string, service: string, id: string): Promise<number> {
-    this.writes.admit();
-    return this.persist(this.registry.deregister(namespace, service, id));
+  deregister(namespace: string, service: string, id: string): Promise<number> {
+    return this.clientWrite(() => this.registry.deregister(namespace, service, id));
   }
 
-  async setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
-    this.writes.admit();
-    return this.persist(this.registry.setStatus(namespace, service, id, status, reason));
+  setStatus(namespace: string, service: string, id: string, status: AdminStatus, reason: 'status_changed' | 'drained' = 'status_changed'): Promise<number> {
+    return this.clientWrite(() => this.registry.setStatus(namespace, service, id, status, reason));
   }
 
   recordCheckResult(namespace: string, service: string, id: string, checkId: string, specKey: string, result: CheckResult): Promise<number> {
@@ -86,14 +80,12 @@ export abstract class LocalEngine {
     return this.persist(this.registry.recordCheckResult(namespace, service, id, checkId, specKey, result));
   }
 
-  async reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number> {
-    this.writes.admit();
-    return this.persist(this.registry.reportCheck(namespace, service, id, checkId, result));
+  reportCheck(namespace: string, service: string, id: string, checkId: string, result: CheckResult): Promise<number> {
+    return this.clientWrite(() => this.registry.reportCheck(namespace, service, id, checkId, result));
   }
 
-  async setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number> {
-    this.writes.admit();
-    return this.persist(this.registry.setServiceSettings(namespace, service, settings));
+  setServiceSettings(namespace: string, service: string, settings: ServiceSettings): Promise<number> {
+    return this.clientWrite(() => this.registry.setServiceSettings(namespace, service, settings));
   }
 
   /** Counts a consumer's report on this node. */
@@ -101,6 +93,15 @@ export abstract class LocalEngine {
     this.writes.admit();
     const r = this.registry.reportInstance(namespace, service, id, report);
     return { revision: await this.persist(r.outcome), reporters: r.reporters, warning: r.warning };
+  }
+
+  /**
+   * A client's write: refused while MAX_PENDING_WRITES wait for the log (write-path.ts),
+   * before the command touches the registry; else applied and made durable.
+   */
+  protected async clientWrite(command: () => WriteOutcome): Promise<number> {
+    this.writes.admit();
+    return this.persist(command());
   }
 
   protected persist(outcome: WriteOutcome, after?: () => void): Promise<number> {

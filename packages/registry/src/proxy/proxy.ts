@@ -31,6 +31,7 @@ import { SwitchboardError, type Instance, type Protocol } from '@switchboard/pro
 import { validateServiceName } from '@switchboard/protocol';
 import type { Registry } from '../core/registry.js';
 import { Pickers, type PickStrategy } from '../core/picker.js';
+import { mirroredCounter } from '../api/metrics.js';
 import { NO_FILTER } from '../core/views.js';
 
 /** Requests being proxied at once; beyond it 429 RATE_LIMITED. */
@@ -100,7 +101,6 @@ export interface ProxyOptions {
 
 /** Counters of the proxy (exported as metrics). */
 export interface ProxyStats {
-  requests: number;
   /** Answers by outcome: proxied (any status from an instance), or the proxy's own refusal code. */
   outcomes: Map<string, number>;
   retries: number;
@@ -110,12 +110,13 @@ export interface ProxyStats {
 
 export class ServiceProxy {
   readonly server: Server;
-  readonly stats: ProxyStats = { requests: 0, outcomes: new Map(), retries: 0, ejections: 0, inflight: 0 };
+  readonly stats: ProxyStats = { outcomes: new Map(), retries: 0, ejections: 0, inflight: 0 };
   private readonly pickers = new Pickers();
   private readonly agent: Agent;
-  private readonly ejected = new Map<string, number>();
+  /** Instances left out of picks, by service: instance id -> until when (PROXY_MAX_EJECTED in all). */
+  private readonly ejected = new Map<string, Map<string, number>>();
+  private ejectedCount = 0;
   private readonly o: Required<Omit<ProxyOptions, 'log'>> & Pick<ProxyOptions, 'log'>;
-  private readonly sockets = new Set<Socket>();
   /** Set by close(): new requests are refused and every answer closes its connection. */
   private closing = false;
   /** Bytes of request bodies held now (PROXY_MAX_BUFFERED_BYTES). */
@@ -139,10 +140,6 @@ export class ServiceProxy {
     };
     this.agent = new Agent({ connect: { timeout: this.o.connectTimeoutMs }, connections: this.o.connectionsPerInstance, keepAliveTimeout: 4_000 });
     this.server = createServer({ requestTimeout: 60_000, headersTimeout: 30_000 }, (req, res) => void this.handle(req, res));
-    this.server.on('connection', (s: Socket) => {
-      this.sockets.add(s);
-      s.once('close', () => this.sockets.delete(s));
-    });
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
       const err = new SwitchboardError('INVALID_ARGUMENT', `the service proxy does not carry ${String(req.headers.upgrade ?? 'protocol').slice(0, 32)} upgrades`, { field: 'Upgrade', hint: 'connect to an instance directly: find one with GET /v1/services/{service}/pick (or switchboard pick)' });
       this.count(err.code);
@@ -164,8 +161,8 @@ export class ServiceProxy {
         for (const [outcome, n] of stats.outcomes) this.inc({ outcome }, n);
       },
     });
-    new client.Counter({ name: 'switchboard_proxy_retries_total', help: 'Requests the service proxy sent to another instance after one could not be reached', registers: [registry], collect() { this.reset(); this.inc(stats.retries); } });
-    new client.Counter({ name: 'switchboard_proxy_ejections_total', help: 'Times the service proxy left an instance it could not reach out of its picks', registers: [registry], collect() { this.reset(); this.inc(stats.ejections); } });
+    mirroredCounter(registry, 'switchboard_proxy_retries_total', 'Requests the service proxy sent to another instance after one could not be reached', () => stats.retries);
+    mirroredCounter(registry, 'switchboard_proxy_ejections_total', 'Times the service proxy left an instance it could not reach out of its picks', () => stats.ejections);
     new client.Gauge({ name: 'switchboard_proxy_inflight', help: 'Requests being proxied', registers: [registry], collect() { this.set(stats.inflight); } });
   }
 
@@ -190,9 +187,7 @@ export class ServiceProxy {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
-    const force = setTimeout(() => {
-      for (const s of this.sockets) s.destroy();
-    }, PROXY_SHUTDOWN_GRACE_MS);
+    const force = setTimeout(() => this.server.closeAllConnections(), PROXY_SHUTDOWN_GRACE_MS);
     force.unref();
     await closed;
     clearTimeout(force);
@@ -203,8 +198,10 @@ export class ServiceProxy {
     this.stats.outcomes.set(outcome, (this.stats.outcomes.get(outcome) ?? 0) + 1);
   }
 
-  private refuse(res: ServerResponse, err: SwitchboardError): void {
+  /** Answers with the proxy's own problem; whatever is left of the request's body is read and dropped. */
+  private refuse(req: IncomingMessage, res: ServerResponse, err: SwitchboardError): void {
     this.count(err.code);
+    req.resume();
     if (res.headersSent) return void res.destroy();
     const body = JSON.stringify(err.toProblem());
     const headers: Record<string, string | number> = { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body) };
@@ -213,16 +210,13 @@ export class ServiceProxy {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    this.stats.requests++;
     if (this.closing) {
       res.setHeader('connection', 'close');
-      req.resume();
-      return this.refuse(res, new SwitchboardError('NOT_READY', 'the proxy is shutting down', { retryAfterSec: 1, hint: 'send the request to another proxy, or retry once this one is back' }));
+      return this.refuse(req, res, new SwitchboardError('NOT_READY', 'the proxy is shutting down', { retryAfterSec: 1, hint: 'send the request to another proxy, or retry once this one is back' }));
     }
     if (this.stats.inflight >= this.o.maxInflight) {
       res.setHeader('connection', 'close');
-      req.resume();
-      return this.refuse(res, new SwitchboardError('RATE_LIMITED', `${this.stats.inflight} requests are being proxied already`, { limit: 'PROXY_MAX_INFLIGHT', retryAfterSec: 1, hint: 'retry after a second, or spread the callers over more proxies' }));
+      return this.refuse(req, res, new SwitchboardError('RATE_LIMITED', `${this.stats.inflight} requests are being proxied already`, { limit: 'PROXY_MAX_INFLIGHT', retryAfterSec: 1, hint: 'retry after a second, or spread the callers over more proxies' }));
     }
     this.stats.inflight++;
     const held = { bytes: 0 };
@@ -233,7 +227,7 @@ export class ServiceProxy {
     try {
       await this.forward(req, res, abort.signal, held);
     } catch (err) {
-      if (err instanceof SwitchboardError) this.refuse(res, err);
+      if (err instanceof SwitchboardError) this.refuse(req, res, err);
       else if (abort.signal.aborted || req.destroyed) {
         // The client went away (mid-body, or timed out by the server): nothing to answer.
         this.count('client_gone');
@@ -241,7 +235,7 @@ export class ServiceProxy {
         res.destroy();
       } else {
         this.o.log?.('warn', `service proxy: ${(err as Error).message}`);
-        this.refuse(res, new SwitchboardError('INTERNAL', 'the proxy failed on this request', { hint: 'retry; the node logs the cause' }));
+        this.refuse(req, res, new SwitchboardError('INTERNAL', 'the proxy failed on this request', { hint: 'retry; the node logs the cause' }));
       }
     } finally {
       this.stats.inflight--;
@@ -261,11 +255,9 @@ export class ServiceProxy {
     try {
       name = decodeURIComponent(m?.[1] ?? '');
     } catch {
-      req.resume();
       throw new SwitchboardError('INVALID_ARGUMENT', `${JSON.stringify(String(m?.[1]).slice(0, 64))} is not a percent-encoded service name`, { field: 'service', hint: 'name the service in the first path segment, like /orders/api/items' });
     }
     if (name === '') {
-      req.resume();
       throw new SwitchboardError('NOT_FOUND', `${url.slice(0, 200)} names no service`, { hint: 'ask for /SERVICE/PATH, like /orders/api/items: the proxy sends /api/items to an instance of orders' });
     }
     const service = validateServiceName(name, 'service');
@@ -274,7 +266,6 @@ export class ServiceProxy {
     const via = String(req.headers.via ?? '');
     const hops = via.split(',').filter((v) => v.trim().endsWith(` ${VIA}`)).length;
     if (hops >= MAX_PROXY_HOPS) {
-      req.resume();
       throw new SwitchboardError('UPSTREAM_UNAVAILABLE', `the request has passed through Switchboard proxies ${hops} times: a loop (an instance of ${service} is a proxy itself?)`, { hint: `check the addresses of ${service}'s instances (GET /v1/services/${service})` });
     }
     const keyHeader = req.headers[KEY_HEADER];
@@ -324,7 +315,8 @@ export class ServiceProxy {
         clearTimeout(timer);
       }
       const out: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(answer.headers)) if (v !== undefined && !HOP_BY_HOP.has(k) && !connectionTokens(answer.headers.connection).has(k)) out[k] = v;
+      const named = connectionTokens(answer.headers.connection);
+      for (const [k, v] of Object.entries(answer.headers)) if (v !== undefined && !HOP_BY_HOP.has(k) && !named.has(k)) out[k] = v;
       out['switchboard-instance'] = inst.id;
       if (this.closing) out.connection = 'close';
       res.writeHead(answer.statusCode, out);
@@ -354,23 +346,38 @@ export class ServiceProxy {
     const reg = this.o.registry;
     const svc = reg.service(this.o.namespace, service);
     const protectThreshold = reg.serviceSettings(this.o.namespace, service)?.protectThreshold ?? null;
-    const now = this.o.now();
-    const ejected: string[] = [];
-    for (const [k, until] of this.ejected) {
-      if (until <= now) this.ejected.delete(k);
-      else if (k.startsWith(`${service}\u0000`)) ejected.push(k.slice(service.length + 1));
-    }
+    const ejected = this.ejectedOf(service);
     return this.pickers.pick(svc, { namespace: this.o.namespace, service, filter: NO_FILTER, strategy: this.o.strategy, key, count: 1, exclude: tried, avoid: ejected, protectThreshold, protocols: PROXIED_PROTOCOLS }).instances[0];
   }
 
-  private eject(inst: Instance): void {
-    const key = `${inst.service}\u0000${inst.id}`;
-    this.ejected.delete(key);
-    if (this.ejected.size >= PROXY_MAX_EJECTED) {
-      const oldest = this.ejected.keys().next().value;
-      if (oldest !== undefined) this.ejected.delete(oldest);
+  /** The instances of `service` left out of picks now (those whose time is up are forgotten). */
+  private ejectedOf(service: string): string[] {
+    const mine = this.ejected.get(service);
+    if (mine === undefined) return [];
+    const now = this.o.now();
+    for (const [id, until] of mine) {
+      if (until > now) continue;
+      mine.delete(id);
+      this.ejectedCount--;
     }
-    this.ejected.set(key, this.o.now() + this.o.ejectMs);
+    if (mine.size === 0) this.ejected.delete(service);
+    return [...mine.keys()];
+  }
+
+  private eject(inst: Instance): void {
+    let mine = this.ejected.get(inst.service);
+    if (mine === undefined) this.ejected.set(inst.service, (mine = new Map()));
+    if (!mine.has(inst.id)) {
+      // Full: the services that had instances ejected first forget theirs first (one
+      // service alone is bounded by its own instances).
+      for (const [service, ids] of this.ejected) {
+        if (this.ejectedCount < PROXY_MAX_EJECTED || service === inst.service) break;
+        this.ejectedCount -= ids.size;
+        this.ejected.delete(service);
+      }
+      this.ejectedCount++;
+    }
+    mine.set(inst.id, this.o.now() + this.o.ejectMs);
     this.stats.ejections++;
     this.o.log?.('debug', `service proxy: ${inst.service}/${inst.id} could not be reached; left out of picks for ${this.o.ejectMs} ms`);
   }
@@ -381,14 +388,9 @@ export class ServiceProxy {
     const busy = () => new SwitchboardError('RATE_LIMITED', `the proxy holds ${this.buffered} bytes of request bodies already`, { limit: 'PROXY_MAX_BUFFERED_BYTES', retryAfterSec: 1, hint: 'retry after a second, or send large bodies to an instance directly (GET /v1/services/{service}/pick)' });
     const declared = Number(req.headers['content-length'] ?? 0);
     const tooLarge = (n: number) => new SwitchboardError('PAYLOAD_TOO_LARGE', `the request body is ${n} bytes or more, above the proxy's ${max}`, { limit: 'PROXY_MAX_BODY_BYTES', hint: `send at most ${max} bytes through the proxy, or call an instance directly (GET /v1/services/{service}/pick)` });
-    if (declared > max) {
-      req.resume();
-      return Promise.reject(tooLarge(declared));
-    }
-    if (this.buffered + declared > this.o.maxBufferedBytes) {
-      req.resume();
-      return Promise.reject(busy());
-    }
+    // (A refusal's answer reads and drops what is left of the body: refuse.)
+    if (declared > max) return Promise.reject(tooLarge(declared));
+    if (this.buffered + declared > this.o.maxBufferedBytes) return Promise.reject(busy());
     if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) {
       req.resume();
       return Promise.resolve(null);
@@ -401,7 +403,6 @@ export class ServiceProxy {
         const over = size > max ? tooLarge(size) : this.buffered + c.length > this.o.maxBufferedBytes ? busy() : null;
         if (over) {
           req.removeAllListeners('data');
-          req.resume();
           reject(over);
           return;
         }

@@ -9,7 +9,7 @@ import type { Entry, Snapshot } from '../core/entry.js';
 import { ensureDir } from './fsutil.js';
 import { acquireLock, type DirLock, type LockTiming } from './lock.js';
 import { stderrLogger, type StorageLogger } from './logger.js';
-import { readMeta, writeMeta } from './meta.js';
+import { setRevisionFloor } from './meta.js';
 import { recover } from './recovery.js';
 import { trimDataDir } from './retention.js';
 import { writeSnapshotFile } from './snapshot.js';
@@ -125,8 +125,7 @@ export class FileStorage implements Storage {
   private async floorAfterCrash(rec: Awaited<ReturnType<typeof recover>>): Promise<number> {
     const last = rec.entries.length > 0 ? (rec.entries[rec.entries.length - 1] as Entry).revision : (rec.snapshot?.revision ?? 0);
     const floor = Math.max(last, rec.revisionFloor) + UNCLEAN_STOP_REVISION_GAP;
-    const meta = await readMeta(this.location);
-    await writeMeta(this.location, rec.epoch, meta ? new Date(meta.createdAt) : new Date(), floor);
+    await setRevisionFloor(this.location, rec.epoch, floor);
     this.logger.warn({ dir: this.location, revision: last, continuesFrom: floor }, `the last stop was not clean: revisions continue from ${floor}, past any that reads may have shown before the crash; watchers resume with a reset`);
     return floor;
   }

@@ -51,3 +51,14 @@ export async function writeMeta(dir: string, epoch: string, now: Date, revisionF
   await writeFileAtomic(join(dir, META_FILE), Buffer.from(JSON.stringify(meta, null, 2) + '\n'));
   return meta;
 }
+
+/**
+ * Keeps `revisionFloor` in meta.json (a crash, a repair that moved records aside): the
+ * node starts at it or above. The rest of the file (its creation time) stays as it was.
+ */
+export async function setRevisionFloor(dir: string, epoch: string, revisionFloor: number, now = new Date()): Promise<void> {
+  const meta = await readMeta(dir);
+  const createdAt = meta?.createdAt || now.toISOString();
+  const out: Meta = { format: FORMAT_VERSION, epoch, createdAt, revisionFloor };
+  await writeFileAtomic(join(dir, META_FILE), Buffer.from(JSON.stringify(out, null, 2) + '\n'));
+}

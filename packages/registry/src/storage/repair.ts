@@ -15,7 +15,7 @@ import { UNCLEAN_STOP_REVISION_GAP } from './file-storage.js';
 import { acquireLock } from './lock.js';
 import type { StorageLogger } from './logger.js';
 import { FRAME_HEADER_BYTES } from './record.js';
-import { readMeta, writeMeta } from './meta.js';
+import { readMeta, setRevisionFloor } from './meta.js';
 import { epochFromFiles } from './recovery.js';
 import type { Frame } from './record.js';
 import { scanLog, type Damage } from './scan.js';
@@ -159,7 +159,7 @@ export async function repairDataDir(dir: string, logger: StorageLogger, now = ne
     // cleanly: it carries the crash's floor over (file-storage.ts, floorAfterCrash), which
     // the next start could no longer tell it needs.
     if (lock.tookOver) revisionFloor = Math.max(revisionFloor ?? 0, meta?.revisionFloor ?? 0, keptRevision) + UNCLEAN_STOP_REVISION_GAP;
-    if (revisionFloor !== null && epoch !== null) await writeMeta(dir, epoch, meta ? new Date(meta.createdAt) : now, revisionFloor);
+    if (revisionFloor !== null && epoch !== null) await setRevisionFloor(dir, epoch, revisionFloor, now);
     const kept = scan.segments.reduce((n, s) => n + s.records, 0);
     const report: RepairReport = { dir, movedTo: mover.moved.length > 0 ? mover.target : null, moved: mover.moved, cut, damage, snapshot: snap?.file.name ?? null, keptRecords: kept, lastLsn: scan.lastLsn, revisionFloor };
     if (report.movedTo) logger.warn({ ...report }, 'repaired the data directory: damaged parts moved aside');
